@@ -1,0 +1,431 @@
+//! kp-config: `node.toml`, the node's configuration.
+//!
+//! Only `participant` and `authority` are required; every other key has a documented
+//! default ([`NodeConfig::render`] writes them all out, commented, at `kpnode init`). Loading
+//! reports every problem at once, one per line, each naming the file and the key
+//! (`node.toml: delivery.max_in_flight: …`). Unknown keys are errors: a misspelt setting that
+//! silently does nothing is worse than a refusal to start.
+//!
+//! # Layout
+//! - [`NodeConfig`] and its sections; [`load`](NodeConfig::load) and
+//!   [`render`](NodeConfig::render) below.
+//! - `walk`: reading a TOML table key by key, collecting problems.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kp_protocol::{ParticipantCode, Text};
+
+mod walk;
+
+use walk::Walker;
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The participant this node speaks for (ISO 3166-1 alpha-2, or EU).
+    pub participant: ParticipantCode,
+    /// The issuing authority's name, as printed on certificates.
+    pub authority: Text,
+    pub network: Network,
+    pub delivery: Delivery,
+    pub certificates: Certificates,
+    pub keys: Keys,
+    pub store: Store,
+    pub api: Api,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub peer_listen: SocketAddr,
+    /// What partners dial, as written into the enrolment bundle. Empty: `peer_listen`.
+    pub advertise: Vec<String>,
+    pub api_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub max_in_flight: u32,
+    pub max_frame_bytes: u32,
+    pub handshake_timeout: Duration,
+    pub ack_timeout: Duration,
+    pub ping_interval: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub max_inbound_connections: u32,
+    pub clock_tolerance: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificates {
+    pub max_validity_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    pub tls_grace_period: Duration,
+    pub max_key_age: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    pub cache_capacity_mb: u32,
+    pub max_batch: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Api {
+    pub max_body_bytes: u32,
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The dotted key (`delivery.max_in_flight`), or empty for the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+/// Why a configuration file could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            if p.key.is_empty() {
+                write!(f, "{}: {}", self.file.display(), p.message)?;
+            } else {
+                write!(f, "{}: {}: {}", self.file.display(), p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Documentation of each setting, rendered into `node.toml` at init.
+struct Doc {
+    section: &'static str,
+    key: &'static str,
+    text: &'static str,
+}
+
+const DOCS: &[Doc] = &[
+    Doc {
+        section: "network",
+        key: "peer_listen",
+        text: "Where partner nodes connect (mutual TLS 1.3, pinned keys).",
+    },
+    Doc {
+        section: "network",
+        key: "advertise",
+        text: "The host:port partners dial, written into the enrolment bundle. Empty: peer_listen.",
+    },
+    Doc {
+        section: "network",
+        key: "api_listen",
+        text: "The local HTTP API (bearer token in api.token). Keep it on loopback.",
+    },
+    Doc {
+        section: "delivery",
+        key: "max_in_flight",
+        text: "Deliveries outstanding per peer before waiting for receipts.",
+    },
+    Doc {
+        section: "delivery",
+        key: "max_frame_bytes",
+        text: "Largest frame accepted from or sent to a peer (at most 4 MiB).",
+    },
+    Doc {
+        section: "delivery",
+        key: "handshake_timeout",
+        text: "A peer that has not finished the TLS handshake and Hello by then is dropped.",
+    },
+    Doc {
+        section: "delivery",
+        key: "ack_timeout",
+        text: "A link whose oldest delivery has no receipt after this long is reconnected.",
+    },
+    Doc {
+        section: "delivery",
+        key: "ping_interval",
+        text: "How often an idle link is checked; silence for three intervals closes it.",
+    },
+    Doc {
+        section: "delivery",
+        key: "backoff_initial",
+        text: "First reconnect delay; it doubles, with jitter, up to backoff_max.",
+    },
+    Doc { section: "delivery", key: "backoff_max", text: "Longest reconnect delay." },
+    Doc {
+        section: "delivery",
+        key: "max_inbound_connections",
+        text: "Inbound peer connections served at once (handshakes included).",
+    },
+    Doc {
+        section: "delivery",
+        key: "clock_tolerance",
+        text: "How far in the future a peer's signing time may lie before it is refused.",
+    },
+    Doc {
+        section: "certificates",
+        key: "max_validity_days",
+        text: "Longest validity of a certificate this node issues (60 is the US practice).",
+    },
+    Doc {
+        section: "keys",
+        key: "tls_grace_period",
+        text: "How long a peer's previous TLS key is still accepted after it rotates.",
+    },
+    Doc {
+        section: "keys",
+        key: "max_key_age",
+        text: "Keys older than this are reported by `kpnode status` and logged as due for rotation.",
+    },
+    Doc { section: "store", key: "cache_capacity_mb", text: "sled page cache. Memory use grows with it." },
+    Doc { section: "store", key: "max_batch", text: "Most writes committed by one flush (group commit)." },
+    Doc {
+        section: "api",
+        key: "max_body_bytes",
+        text: "Largest request body the local API accepts (413 above).",
+    },
+];
+
+impl NodeConfig {
+    /// A configuration with every default, for `kpnode init`.
+    pub fn new(participant: ParticipantCode, authority: Text) -> NodeConfig {
+        NodeConfig {
+            participant,
+            authority,
+            network: Network {
+                peer_listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+                advertise: Vec::new(),
+                api_listen: SocketAddr::from(([127, 0, 0, 1], 7780)),
+            },
+            delivery: Delivery {
+                max_in_flight: 256,
+                max_frame_bytes: kp_protocol::frame::DEFAULT_MAX_FRAME_BYTES,
+                handshake_timeout: Duration::from_secs(10),
+                ack_timeout: Duration::from_secs(30),
+                ping_interval: Duration::from_secs(15),
+                backoff_initial: Duration::from_millis(200),
+                backoff_max: Duration::from_secs(30),
+                max_inbound_connections: 256,
+                clock_tolerance: Duration::from_secs(300),
+            },
+            certificates: Certificates {
+                max_validity_days: kp_protocol::certificate::DEFAULT_MAX_VALIDITY_DAYS,
+            },
+            keys: Keys {
+                tls_grace_period: Duration::from_secs(7 * 86_400),
+                max_key_age: Duration::from_secs(365 * 86_400),
+            },
+            store: Store { cache_capacity_mb: 32, max_batch: 1024 },
+            api: Api { max_body_bytes: 1 << 20 },
+        }
+    }
+
+    /// The endpoints to put in the enrolment bundle.
+    pub fn endpoints(&self) -> Vec<String> {
+        if self.network.advertise.is_empty() {
+            vec![self.network.peer_listen.to_string()]
+        } else {
+            self.network.advertise.clone()
+        }
+    }
+
+    /// Loads `path`, reporting every problem.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let fail = |message: String| ConfigError {
+            file: path.to_owned(),
+            problems: vec![ConfigProblem { key: String::new(), message }],
+        };
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|_| fail("is not UTF-8 text".into()))?;
+        Self::parse(&text).map_err(|problems| ConfigError { file: path.to_owned(), problems })
+    }
+
+    /// Parses configuration text.
+    pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| format!("line {}: ", text[..s.start.min(text.len())].lines().count().max(1)))
+                .unwrap_or_default();
+            vec![ConfigProblem {
+                key: String::new(),
+                message: format!("{line}not valid TOML: {}", e.message().trim()),
+            }]
+        })?;
+        let mut w = Walker::default();
+        let mut root = w.root(&table);
+        let participant = w.required_parsed(&mut root, "participant", "a participant code such as RU");
+        let authority = w.required_parsed(&mut root, "authority", "the issuing authority's name");
+        let mut c = NodeConfig::new(
+            participant.unwrap_or(ParticipantCode::from_static("XX")),
+            authority.clone().unwrap_or_else(|| "unset".parse().expect("valid text")),
+        );
+
+        if let Some(mut s) = w.section(&mut root, "network") {
+            w.addr(&mut s, "peer_listen", &mut c.network.peer_listen);
+            w.endpoints(&mut s, "advertise", &mut c.network.advertise);
+            w.addr(&mut s, "api_listen", &mut c.network.api_listen);
+            w.finish(s);
+        }
+        if let Some(mut s) = w.section(&mut root, "delivery") {
+            let d = &mut c.delivery;
+            w.int(&mut s, "max_in_flight", 1..=65_536, &mut d.max_in_flight);
+            w.int(
+                &mut s,
+                "max_frame_bytes",
+                4096..=kp_protocol::frame::MAX_FRAME_BYTES_LIMIT,
+                &mut d.max_frame_bytes,
+            );
+            w.duration(
+                &mut s,
+                "handshake_timeout",
+                Duration::from_millis(100)..=Duration::from_secs(300),
+                &mut d.handshake_timeout,
+            );
+            w.duration(
+                &mut s,
+                "ack_timeout",
+                Duration::from_millis(100)..=Duration::from_secs(3600),
+                &mut d.ack_timeout,
+            );
+            w.duration(
+                &mut s,
+                "ping_interval",
+                Duration::from_millis(100)..=Duration::from_secs(3600),
+                &mut d.ping_interval,
+            );
+            w.duration(
+                &mut s,
+                "backoff_initial",
+                Duration::from_millis(1)..=Duration::from_secs(600),
+                &mut d.backoff_initial,
+            );
+            w.duration(
+                &mut s,
+                "backoff_max",
+                Duration::from_millis(1)..=Duration::from_secs(3600),
+                &mut d.backoff_max,
+            );
+            w.int(&mut s, "max_inbound_connections", 1..=100_000, &mut d.max_inbound_connections);
+            w.duration(
+                &mut s,
+                "clock_tolerance",
+                Duration::ZERO..=Duration::from_secs(86_400),
+                &mut d.clock_tolerance,
+            );
+            w.finish(s);
+        }
+        if c.delivery.backoff_max < c.delivery.backoff_initial {
+            w.problem("delivery.backoff_max", "must not be shorter than delivery.backoff_initial");
+        }
+        if let Some(mut s) = w.section(&mut root, "certificates") {
+            w.int(&mut s, "max_validity_days", 1..=3650, &mut c.certificates.max_validity_days);
+            w.finish(s);
+        }
+        if let Some(mut s) = w.section(&mut root, "keys") {
+            w.duration(
+                &mut s,
+                "tls_grace_period",
+                Duration::ZERO..=Duration::from_secs(365 * 86_400),
+                &mut c.keys.tls_grace_period,
+            );
+            w.duration(
+                &mut s,
+                "max_key_age",
+                Duration::from_secs(86_400)..=Duration::from_secs(20 * 365 * 86_400),
+                &mut c.keys.max_key_age,
+            );
+            w.finish(s);
+        }
+        if let Some(mut s) = w.section(&mut root, "store") {
+            w.int(&mut s, "cache_capacity_mb", 4..=65_536, &mut c.store.cache_capacity_mb);
+            w.int(&mut s, "max_batch", 1..=65_536, &mut c.store.max_batch);
+            w.finish(s);
+        }
+        if let Some(mut s) = w.section(&mut root, "api") {
+            w.int(&mut s, "max_body_bytes", 1024..=(64 << 20), &mut c.api.max_body_bytes);
+            w.finish(s);
+        }
+        w.finish(root);
+        w.into_result(c)
+    }
+
+    /// The configuration as a commented `node.toml`, every setting written out.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# kpnode node configuration. Only `participant` and `authority` are required;\n\
+             # every other value shown is the default. Durations are written like \"10s\", \"5m\", \"7d\".\n\
+             # Unknown keys are refused, so a misspelt setting cannot silently do nothing.\n\n",
+        );
+        out.push_str("# The participant this node speaks for (ISO 3166-1 alpha-2, or EU).\n");
+        out.push_str(&format!("participant = {}\n", quote(self.participant.as_str())));
+        out.push_str("# The issuing authority, as printed on certificates.\n");
+        out.push_str(&format!("authority = {}\n", quote(self.authority.as_str())));
+        let d = &self.delivery;
+        let values: Vec<(&str, &str, String)> = vec![
+            ("network", "peer_listen", quote(&self.network.peer_listen.to_string())),
+            (
+                "network",
+                "advertise",
+                format!(
+                    "[{}]",
+                    self.network.advertise.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", ")
+                ),
+            ),
+            ("network", "api_listen", quote(&self.network.api_listen.to_string())),
+            ("delivery", "max_in_flight", d.max_in_flight.to_string()),
+            ("delivery", "max_frame_bytes", d.max_frame_bytes.to_string()),
+            ("delivery", "handshake_timeout", dur(d.handshake_timeout)),
+            ("delivery", "ack_timeout", dur(d.ack_timeout)),
+            ("delivery", "ping_interval", dur(d.ping_interval)),
+            ("delivery", "backoff_initial", dur(d.backoff_initial)),
+            ("delivery", "backoff_max", dur(d.backoff_max)),
+            ("delivery", "max_inbound_connections", d.max_inbound_connections.to_string()),
+            ("delivery", "clock_tolerance", dur(d.clock_tolerance)),
+            ("certificates", "max_validity_days", self.certificates.max_validity_days.to_string()),
+            ("keys", "tls_grace_period", dur(self.keys.tls_grace_period)),
+            ("keys", "max_key_age", dur(self.keys.max_key_age)),
+            ("store", "cache_capacity_mb", self.store.cache_capacity_mb.to_string()),
+            ("store", "max_batch", self.store.max_batch.to_string()),
+            ("api", "max_body_bytes", self.api.max_body_bytes.to_string()),
+        ];
+        let mut section = "";
+        for (sec, key, value) in values {
+            if sec != section {
+                out.push_str(&format!("\n[{sec}]\n"));
+                section = sec;
+            }
+            if let Some(doc) = DOCS.iter().find(|d| d.section == sec && d.key == key) {
+                out.push_str(&format!("# {}\n", doc.text));
+            }
+            out.push_str(&format!("{key} = {value}\n"));
+        }
+        out
+    }
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn dur(d: Duration) -> String {
+    quote(&humantime::format_duration(d).to_string())
+}
+
+#[cfg(test)]
+mod tests;

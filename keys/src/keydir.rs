@@ -1,0 +1,300 @@
+//! The node's `keys/` directory:
+//!
+//! | file | mode | holds |
+//! |---|---|---|
+//! | `signing.key.pem` | 0600 | the current signing key, PKCS#8 PEM |
+//! | `tls.key.pem` | 0600 | the current TLS key, PKCS#8 PEM |
+//! | `tls.cert.pem` | 0644 | the self-signed certificate of the TLS key |
+//! | `history.bin` | 0600 | the root public key and every rotation statement |
+//!
+//! `openssl pkey -in keys/signing.key.pem -text` and `openssl x509 -in keys/tls.cert.pem
+//! -text` show them. The history is the commit point of a rotation: new key files are
+//! written as `*.next` first, then the history, then the `.next` files are renamed into
+//! place; on load an interrupted rotation is finished, never guessed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bincode::{Decode, Encode};
+use kp_protocol::{codec, ParticipantCode, SignedDocument, Text, Timestamp};
+
+use crate::bundle::{Bundle, BundleError, VerifiedBundle, BUNDLE_FORMAT};
+use crate::files::{ensure_private_dir, read_public, read_secret, write_atomic};
+use crate::fingerprint::Fingerprint;
+use crate::history::KeyHistory;
+use crate::secret::{SigningKeyPair, TlsKeyPair};
+use crate::tlscert;
+use crate::KeyError;
+
+const SIGNING: &str = "signing.key.pem";
+const TLS_KEY: &str = "tls.key.pem";
+const TLS_CERT: &str = "tls.cert.pem";
+const HISTORY: &str = "history.bin";
+
+#[derive(Encode, Decode)]
+struct HistoryFile {
+    participant: ParticipantCode,
+    root_key: [u8; 32],
+    root_created_at: Timestamp,
+    root_tls_certificate: Vec<u8>,
+    rotations: Vec<SignedDocument>,
+}
+
+/// The node's keys, loaded and checked against each other.
+#[derive(Debug)]
+pub struct NodeKeys {
+    pub signing: SigningKeyPair,
+    pub tls: TlsKeyPair,
+    pub tls_certificate: Vec<u8>,
+    pub history: KeyHistory,
+    dir: PathBuf,
+}
+
+impl NodeKeys {
+    /// Creates fresh keys in `dir` (which must not hold keys yet).
+    pub fn create(dir: &Path, participant: ParticipantCode, now: Timestamp) -> Result<NodeKeys, KeyError> {
+        if dir.join(HISTORY).exists() || dir.join(SIGNING).exists() {
+            return Err(KeyError::AlreadyExists(dir.to_owned()));
+        }
+        ensure_private_dir(dir)?;
+        let signing = SigningKeyPair::generate();
+        let tls = TlsKeyPair::generate();
+        let tls_certificate = tlscert::self_signed(&tls, participant)?;
+        let root_key = signing.verifying_key().to_bytes();
+        let history = KeyHistory::genesis(participant, &root_key, now, tls_certificate.clone())?;
+        write_atomic(&dir.join(SIGNING), signing.to_pkcs8_pem().as_bytes(), 0o600)?;
+        write_atomic(&dir.join(TLS_KEY), tls.to_pkcs8_pem().as_bytes(), 0o600)?;
+        write_atomic(&dir.join(TLS_CERT), tlscert::to_pem(&tls_certificate).as_bytes(), 0o644)?;
+        let file = HistoryFile {
+            participant,
+            root_key,
+            root_created_at: now,
+            root_tls_certificate: tls_certificate.clone(),
+            rotations: Vec::new(),
+        };
+        write_atomic(&dir.join(HISTORY), &codec::encode(&file), 0o600)?;
+        Ok(NodeKeys { signing, tls, tls_certificate, history, dir: dir.to_owned() })
+    }
+
+    /// Loads the keys in `dir`, finishing an interrupted rotation and checking that the key
+    /// files are the ones the history names. A missing or damaged file is an error naming
+    /// it: a key is never silently regenerated.
+    pub fn load(dir: &Path) -> Result<NodeKeys, KeyError> {
+        let history_path = dir.join(HISTORY);
+        let file: HistoryFile = codec::decode(&read_secret(&history_path)?)
+            .map_err(|e| KeyError::Damaged { path: history_path.clone(), detail: e.to_string() })?;
+        let history = KeyHistory::from_chain(
+            file.participant,
+            &file.root_key,
+            file.root_created_at,
+            file.root_tls_certificate,
+            &file.rotations,
+        )
+        .map_err(|e| KeyError::Damaged { path: history_path.clone(), detail: e.to_string() })?;
+
+        finish_rotation(dir, SIGNING)?;
+        finish_rotation(dir, TLS_KEY)?;
+        finish_rotation(dir, TLS_CERT)?;
+
+        let signing = load_pem(&dir.join(SIGNING), SigningKeyPair::from_pkcs8_pem)?;
+        let tls = load_pem(&dir.join(TLS_KEY), TlsKeyPair::from_pkcs8_pem)?;
+        let cert_path = dir.join(TLS_CERT);
+        let cert_text = String::from_utf8_lossy(&read_public(&cert_path)?).into_owned();
+        let tls_certificate = tlscert::from_pem(&cert_text)
+            .map_err(|e| KeyError::Damaged { path: cert_path.clone(), detail: e.to_string() })?;
+
+        if signing.key_id() != history.current_signing().key_id {
+            return Err(KeyError::Mismatch {
+                path: dir.join(SIGNING),
+                detail: format!(
+                    "holds key {}, but the key history's current signing key is {}",
+                    signing.key_id(),
+                    history.current_signing().key_id
+                ),
+            });
+        }
+        if tls_certificate != history.current_tls().certificate_der {
+            return Err(KeyError::Mismatch {
+                path: cert_path,
+                detail: "is not the TLS certificate the key history names as current".into(),
+            });
+        }
+        if tls.verifying_key().to_bytes() != history.current_tls().public_key {
+            return Err(KeyError::Mismatch {
+                path: dir.join(TLS_KEY),
+                detail: "does not match the TLS certificate".into(),
+            });
+        }
+        Ok(NodeKeys { signing, tls, tls_certificate, history, dir: dir.to_owned() })
+    }
+
+    pub fn participant(&self) -> ParticipantCode {
+        self.history.participant()
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.history.root().public_key)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// This node's enrolment bundle, signed with its current key.
+    pub fn bundle(
+        &self,
+        authority: Text,
+        endpoints: Vec<String>,
+        now: Timestamp,
+    ) -> Result<VerifiedBundle, BundleError> {
+        let root = self.history.root();
+        Bundle {
+            format: BUNDLE_FORMAT,
+            participant: self.participant(),
+            authority,
+            endpoints,
+            root_key: root.public_key.to_bytes(),
+            root_created_at: root.valid_from,
+            root_tls_certificate: self.history.tls_keys()[0].certificate_der.clone(),
+            rotations: self.history.rotations().to_vec(),
+            created_at: now,
+        }
+        .sign(&self.signing)
+    }
+
+    /// Rotates keys: writes the new key files beside the old ones, commits the new history,
+    /// then moves the new files into place. Returns the signed rotation statement.
+    pub fn rotate(
+        &mut self,
+        new_signing: bool,
+        new_tls: bool,
+        now: Timestamp,
+    ) -> Result<SignedDocument, KeyError> {
+        let participant = self.participant();
+        let previous_key = self.signing.key_id();
+        let sequence = self.history.next_sequence();
+        let tls_pair = new_tls.then(TlsKeyPair::generate);
+        let tls_cert = match &tls_pair {
+            Some(k) => Some(tlscert::self_signed(k, participant)?),
+            None => None,
+        };
+        let signing_pair = new_signing.then(SigningKeyPair::generate);
+        let body = match &signing_pair {
+            Some(k) => kp_protocol::KeyRotation::new_with_signing_key(
+                participant,
+                sequence,
+                previous_key,
+                k.signing_key(),
+                tls_cert.clone(),
+                now,
+            ),
+            None => kp_protocol::KeyRotation {
+                participant,
+                sequence,
+                previous_key,
+                new_signing_key: None,
+                new_tls_certificate: tls_cert.clone(),
+                effective_from: now,
+            },
+        };
+        let doc = SignedDocument::sign(&body, participant, self.signing.signing_key(), now);
+        let mut history = self.history.clone();
+        history.apply(&doc).map_err(|e| KeyError::Damaged {
+            path: self.dir.join(HISTORY),
+            detail: format!("the new rotation does not apply: {e}"),
+        })?;
+
+        if let Some(k) = &signing_pair {
+            write_atomic(&next(&self.dir, SIGNING), k.to_pkcs8_pem().as_bytes(), 0o600)?;
+        }
+        if let (Some(k), Some(cert)) = (&tls_pair, &tls_cert) {
+            write_atomic(&next(&self.dir, TLS_KEY), k.to_pkcs8_pem().as_bytes(), 0o600)?;
+            write_atomic(&next(&self.dir, TLS_CERT), tlscert::to_pem(cert).as_bytes(), 0o644)?;
+        }
+        let root = history.root();
+        let file = HistoryFile {
+            participant,
+            root_key: root.public_key.to_bytes(),
+            root_created_at: root.valid_from,
+            root_tls_certificate: history.tls_keys()[0].certificate_der.clone(),
+            rotations: history.rotations().to_vec(),
+        };
+        // The commit point.
+        write_atomic(&self.dir.join(HISTORY), &codec::encode(&file), 0o600)?;
+        for name in [SIGNING, TLS_KEY, TLS_CERT] {
+            finish_rotation(&self.dir, name)?;
+        }
+        self.history = history;
+        if let Some(k) = signing_pair {
+            self.signing = k;
+        }
+        if let (Some(k), Some(cert)) = (tls_pair, tls_cert) {
+            self.tls = k;
+            self.tls_certificate = cert;
+        }
+        Ok(doc)
+    }
+}
+
+fn next(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.next"))
+}
+
+/// If `name.next` exists, a rotation wrote it. Whether the rotation committed is decided by
+/// the history: the caller checks the resulting files against it. A `.next` file is moved
+/// into place only if the history no longer names the old file's key, which `load` then
+/// verifies; otherwise it is an uncommitted leftover and removed.
+fn finish_rotation(dir: &Path, name: &str) -> Result<(), KeyError> {
+    let pending = next(dir, name);
+    if !pending.exists() {
+        return Ok(());
+    }
+    let target = dir.join(name);
+    let file: HistoryFile = codec::decode(&read_secret(&dir.join(HISTORY))?)
+        .map_err(|e| KeyError::Damaged { path: dir.join(HISTORY), detail: e.to_string() })?;
+    let pending_matches = match name {
+        SIGNING => {
+            let k = load_pem(&pending, SigningKeyPair::from_pkcs8_pem)?;
+            rotations_name_signing_key(&file, k.verifying_key().to_bytes())
+        }
+        TLS_KEY => {
+            let k = load_pem(&pending, TlsKeyPair::from_pkcs8_pem)?;
+            rotations_name_tls_key(&file, k.verifying_key().to_bytes())
+        }
+        _ => {
+            let text = String::from_utf8_lossy(&read_public(&pending)?).into_owned();
+            match tlscert::from_pem(&text).and_then(|d| tlscert::public_key(&d)) {
+                Ok(key) => rotations_name_tls_key(&file, key),
+                Err(_) => false,
+            }
+        }
+    };
+    let result = if pending_matches { fs::rename(&pending, &target) } else { fs::remove_file(&pending) };
+    result.map_err(|e| KeyError::io(&target, e))
+}
+
+fn rotations_name_signing_key(file: &HistoryFile, key: [u8; 32]) -> bool {
+    file.rotations
+        .last()
+        .and_then(|d| d.body::<kp_protocol::KeyRotation>().ok())
+        .is_some_and(|r| r.new_signing_key.is_some_and(|n| n.public_key == key))
+}
+
+fn rotations_name_tls_key(file: &HistoryFile, key: [u8; 32]) -> bool {
+    file.rotations
+        .last()
+        .and_then(|d| d.body::<kp_protocol::KeyRotation>().ok())
+        .and_then(|r| r.new_tls_certificate)
+        .and_then(|der| tlscert::public_key(&der).ok())
+        .is_some_and(|k| k == key)
+}
+
+fn load_pem<T, E: std::fmt::Display>(
+    path: &Path,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<T, KeyError> {
+    let bytes = read_secret(path)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| KeyError::Damaged { path: path.to_owned(), detail: "not PEM text".into() })?;
+    parse(text).map_err(|e| KeyError::Damaged { path: path.to_owned(), detail: e.to_string() })
+}

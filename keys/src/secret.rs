@@ -1,0 +1,94 @@
+//! The node's two Ed25519 key pairs. They are different types so that the signing key (the
+//! authority's validation of documents) can never be used for transport, or the reverse.
+//! Both zeroize their secret on drop and print only their public identity in `Debug`.
+
+use std::fmt;
+
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use kp_protocol::KeyId;
+use zeroize::Zeroizing;
+
+/// Why a PEM key could not be read.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("not a PKCS#8 Ed25519 private key in PEM form ({0})")]
+pub struct PemError(String);
+
+/// The authority's document-signing key.
+pub struct SigningKeyPair(SigningKey);
+
+/// The node's TLS key, for mutual TLS with peers.
+pub struct TlsKeyPair(SigningKey);
+
+macro_rules! key_pair {
+    ($name:ident) => {
+        impl $name {
+            /// A fresh key from the operating system's random source.
+            pub fn generate() -> Self {
+                $name(SigningKey::generate(&mut rand::rngs::OsRng))
+            }
+
+            pub fn from_pkcs8_pem(pem: &str) -> Result<Self, PemError> {
+                SigningKey::from_pkcs8_pem(pem).map($name).map_err(|e| PemError(e.to_string()))
+            }
+
+            /// PKCS#8 PEM, readable by `openssl pkey`. Zeroized when dropped.
+            pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
+                // Invariant: encoding a well-formed Ed25519 key as PKCS#8 cannot fail.
+                self.0.to_pkcs8_pem(LineEnding::LF).expect("Ed25519 key encodes as PKCS#8")
+            }
+
+            /// PKCS#8 DER, for rustls and rcgen. Zeroized when dropped.
+            pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+                // Invariant: as in `to_pkcs8_pem`.
+                Zeroizing::new(
+                    self.0.to_pkcs8_der().expect("Ed25519 key encodes as PKCS#8").as_bytes().to_vec(),
+                )
+            }
+
+            pub fn verifying_key(&self) -> VerifyingKey {
+                self.0.verifying_key()
+            }
+
+            pub fn key_id(&self) -> KeyId {
+                KeyId::of(&self.0.verifying_key())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.key_id())
+            }
+        }
+    };
+}
+
+key_pair!(SigningKeyPair);
+key_pair!(TlsKeyPair);
+
+impl SigningKeyPair {
+    /// The key for signing documents (`SignedDocument::sign`).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trip_and_debug_hides_the_secret() {
+        let k = SigningKeyPair::generate();
+        let pem = k.to_pkcs8_pem();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let back = SigningKeyPair::from_pkcs8_pem(&pem).unwrap();
+        assert_eq!(back.verifying_key(), k.verifying_key());
+        let secret_hex: String = k.signing_key().to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let dbg = format!("{k:?} {:?}", TlsKeyPair::generate());
+        assert!(!dbg.contains(&secret_hex));
+        assert!(dbg.starts_with("SigningKeyPair("), "{dbg}");
+        assert!(SigningKeyPair::from_pkcs8_pem("garbage").is_err());
+    }
+}

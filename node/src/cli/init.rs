@@ -1,0 +1,85 @@
+//! `kpnode init`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use kp_protocol::{ParticipantCode, Text};
+
+use super::{CliResult, Failure};
+use crate::clock::{Clock, SystemClock};
+use crate::home::{InitOptions, NodeDir};
+
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Create a node directory: keys, configuration, API token and store",
+    long_about = "Create a node directory for one participant: a signing key and a TLS key \
+(Ed25519, PKCS#8 PEM, mode 0600 in a 0700 keys/ directory), a self-signed TLS certificate, \
+node.toml with every setting documented, the API token and an empty store.\n\n\
+Refuses a directory that already holds a node. Prints the node's fingerprint: read it to \
+partners over the phone when they enrol your bundle.",
+    after_help = "Example:\n  kpnode init --participant RU --authority \"Gokhran of Russia\" --dir /var/lib/kpnode \\\n    --peer-listen 0.0.0.0:7700 --advertise kp.gokhran.example:7700"
+)]
+pub struct InitArgs {
+    /// The participant this node speaks for: ISO 3166-1 alpha-2 code, or EU.
+    #[arg(long, value_name = "CODE")]
+    participant: String,
+    /// The issuing authority's name, as printed on certificates.
+    #[arg(long, value_name = "NAME")]
+    authority: String,
+    /// Where to create the node.
+    #[arg(long, env = "KPNODE_DIR", value_name = "DIR")]
+    dir: PathBuf,
+    /// Address partner nodes connect to [default: 127.0.0.1:7700].
+    #[arg(long, value_name = "ADDR")]
+    peer_listen: Option<SocketAddr>,
+    /// Address of the local HTTP API [default: 127.0.0.1:7780].
+    #[arg(long, value_name = "ADDR")]
+    api_listen: Option<SocketAddr>,
+    /// HOST:PORT partners should dial, if not --peer-listen (repeatable).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Vec<String>,
+}
+
+pub fn run(a: InitArgs) -> CliResult {
+    let mut problems = Vec::new();
+    let participant = a
+        .participant
+        .parse::<ParticipantCode>()
+        .map_err(|e| problems.push(format!("--participant: {:?} {e}", a.participant)))
+        .ok();
+    let authority = a.authority.parse::<Text>().map_err(|e| problems.push(format!("--authority: {e}"))).ok();
+    if let Some(code) = participant {
+        if crate::participants::shipped().get(&code).is_none() {
+            problems.push(format!(
+                "--participant: {code} is not in the Kimberley Process participant list shipped with kpnode"
+            ));
+        }
+    }
+    let (Some(participant), Some(authority)) = (participant, authority) else {
+        return Err(Failure::inputs(problems));
+    };
+    if !problems.is_empty() {
+        return Err(Failure::inputs(problems));
+    }
+    let dir = NodeDir::new(&a.dir);
+    let opts = InitOptions {
+        participant,
+        authority,
+        peer_listen: a.peer_listen,
+        api_listen: a.api_listen,
+        advertise: a.advertise,
+    };
+    let (config, keys) = dir.init(&opts, SystemClock.now())?;
+    println!("Created node {participant} ({}) in {}", config.authority, a.dir.display());
+    println!("  signing key   {}", keys.signing.key_id());
+    println!("  fingerprint   {}", keys.fingerprint());
+    println!("  peers connect {}", config.endpoints().join(", "));
+    println!("  local API     http://{}", config.network.api_listen);
+    println!();
+    println!(
+        "Next: `kpnode peer export --dir {} --out {participant}.bundle`, send the bundle to",
+        a.dir.display()
+    );
+    println!("each partner and read them the fingerprint; enrol theirs with `kpnode peer add`.");
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! The `kpnode` command line: argument parsing and one module per group of subcommands.
+//! Every command returns a [`Failure`] rather than exiting, so `main` alone decides the exit
+//! status: 0 success, 1 runtime failure, 2 invalid input or usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cert;
+mod init;
+mod peer;
+mod verify;
+
+/// Why a command failed: its exit status and one line per problem.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub lines: Vec<String>,
+}
+
+impl Failure {
+    /// Invalid input or usage (exit 2).
+    pub fn input(line: impl Into<String>) -> Failure {
+        Failure { code: 2, lines: vec![line.into()] }
+    }
+
+    /// Every problem with some input (exit 2).
+    pub fn inputs(lines: Vec<String>) -> Failure {
+        Failure { code: 2, lines }
+    }
+
+    /// A runtime failure (exit 1).
+    pub fn runtime(line: impl Into<String>) -> Failure {
+        Failure { code: 1, lines: vec![line.into()] }
+    }
+}
+
+impl From<crate::home::HomeError> for Failure {
+    fn from(e: crate::home::HomeError) -> Failure {
+        use crate::home::HomeError as H;
+        let code = match &e {
+            H::Config(_) | H::AlreadyInitialised(..) | H::NotANode(_) => 2,
+            _ => 1,
+        };
+        Failure { code, lines: e.to_string().lines().map(str::to_owned).collect() }
+    }
+}
+
+pub type CliResult = Result<(), Failure>;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kpnode",
+    version,
+    about = "A Kimberley Process certificate node: issue, sign, exchange and confirm KP certificates with partner participants",
+    long_about = "kpnode is the node a Kimberley Process participant's authority runs. It validates and \
+signs the KP certificates its authority issues, delivers them over mutual TLS to the importing \
+participant's node, stores signed receipts and import confirmations, and keeps every acknowledged \
+message in an append-only, hash-chained log.\n\n\
+Start with `kpnode init`, exchange enrolment bundles with partners (`kpnode peer export`, \
+`kpnode peer add`), then `kpnode run`.\n\n\
+Exit status: 0 success, 1 runtime failure, 2 invalid input or usage.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The node directory, for commands that use one.
+#[derive(Debug, clap::Args)]
+pub struct DirArg {
+    /// The node directory (created by `kpnode init`).
+    #[arg(long, env = "KPNODE_DIR", value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a node directory: keys, configuration, API token and store.
+    Init(init::InitArgs),
+    /// Enrol, list and remove partner nodes; export this node's enrolment bundle.
+    #[command(subcommand)]
+    Peer(peer::PeerCommand),
+    /// Validate, sign, submit, show, list, confirm and void certificates.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
+    /// Check a signed certificate (.kpc) offline against the issuer's enrolment bundle.
+    Verify(verify::VerifyArgs),
+}
+
+/// Parses the command line, runs the command, prints problems; returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => init::run(a),
+        Command::Peer(c) => peer::run(c),
+        Command::Cert(c) => cert::run(c),
+        Command::Verify(a) => verify::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            for line in &f.lines {
+                eprintln!("error: {line}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Reads a file the user named, as text; a failure names the file.
+pub fn read_input(path: &std::path::Path) -> Result<String, Failure> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Failure::input(format!("{}: cannot read: {e}", path.display())))?;
+    String::from_utf8(bytes).map_err(|_| Failure::input(format!("{}: is not UTF-8 text", path.display())))
+}
+
+/// Writes a file the user asked for.
+pub fn write_output(path: &std::path::Path, text: &str) -> CliResult {
+    std::fs::write(path, text).map_err(|e| Failure::runtime(format!("{}: cannot write: {e}", path.display())))
+}

@@ -1,0 +1,313 @@
+//! Two engines over in-memory storage, exchanging documents by hand: the rules without any
+//! networking.
+
+use std::sync::Arc;
+
+use kp_keys::{KeyHistory, SigningKeyPair};
+use kp_protocol::{
+    Certificate, CertificateDraft, ImportConfirmation, MessageId, ParticipantCode, RejectCode,
+    SignedDocument, Timestamp, ValidationContext,
+};
+
+use crate::clock::ManualClock;
+use crate::engine::{Command, Engine, EngineError, Outcome, Reply};
+use crate::participants::Directory;
+use crate::signer::Signer;
+use crate::store::{
+    decode_record, get_record, outbox_range, CertRecord, CertStatus, LogEntry, MemStorage, OutMessage,
+    Storage, Tree,
+};
+use crate::verify::{check_batch, CheckContext, Received};
+
+const RU: ParticipantCode = ParticipantCode::from_static("RU");
+const IN: ParticipantCode = ParticipantCode::from_static("IN");
+const T0: i64 = 1_795_000_000_000; // 2026-11-18
+
+struct Side {
+    code: ParticipantCode,
+    store: MemStorage,
+    engine: Engine,
+    signer: Arc<Signer>,
+    history: KeyHistory,
+}
+
+fn side(code: ParticipantCode, clock: &Arc<ManualClock>) -> Side {
+    let key = SigningKeyPair::generate();
+    let tls = kp_keys::TlsKeyPair::generate();
+    let cert = kp_keys::tlscert::self_signed(&tls, code).unwrap();
+    let history = KeyHistory::genesis(
+        code,
+        &key.verifying_key().to_bytes(),
+        Timestamp::from_unix_millis(T0 - 1000),
+        cert,
+    )
+    .unwrap();
+    let signer = Arc::new(Signer::new(code, key, clock.clone()));
+    let store = MemStorage::new();
+    let engine = Engine::load(&store, signer.clone()).unwrap();
+    Side { code, store, engine, signer, history }
+}
+
+impl Side {
+    fn apply(&mut self, now: Timestamp, commands: Vec<Command>) -> Vec<Outcome> {
+        let out = self.engine.apply(&self.store, now, commands).unwrap().outcomes;
+        self.store.flush().unwrap();
+        out
+    }
+
+    fn cert(&self, number: &str) -> CertRecord {
+        get_record::<CertRecord, _>(&self.store, Tree::Certs, number.as_bytes()).unwrap().unwrap()
+    }
+
+    /// Pending documents for `peer`, in outbox order.
+    fn outbox(&self, peer: ParticipantCode) -> Vec<(MessageId, SignedDocument)> {
+        let (start, end) = outbox_range(peer, 0);
+        self.store
+            .range(Tree::Outbox, &start, &end, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(_, id)| {
+                let id = MessageId::from_slice(&id).unwrap();
+                let key = crate::store::out_message_key(peer, &id);
+                let bytes = self.store.get(Tree::Messages, &key).unwrap().unwrap();
+                match decode_record::<OutMessage>(Tree::Messages, &key, &bytes).unwrap() {
+                    OutMessage::Pending { document, .. } => (id, document),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    fn log(&self) -> Vec<LogEntry> {
+        self.store
+            .range(Tree::Log, &[], &[0xff; 9], usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|(k, v)| decode_record(Tree::Log, k, v).unwrap())
+            .collect()
+    }
+}
+
+/// `to` checks and stores what `from` has queued for it; returns the replies.
+fn deliver(from: &Side, to: &mut Side, now: Timestamp, docs: Vec<(MessageId, SignedDocument)>) -> Vec<Reply> {
+    let directory = Directory::default();
+    let ctx = CheckContext {
+        me: to.code,
+        peer: from.code,
+        now,
+        clock_tolerance_ms: 300_000,
+        directory: &directory,
+    };
+    let mut history = from.history.clone();
+    let mut replies = Vec::new();
+    let mut items: Vec<Received> = Vec::new();
+    let checked = check_batch(&ctx, &mut history, docs);
+    let mut order = Vec::new();
+    for r in checked {
+        match r {
+            Ok(item) => {
+                order.push(None);
+                items.push(item);
+            }
+            Err(refusal) => order.push(Some(refusal)),
+        }
+    }
+    let mut stored = match to.apply(now, vec![Command::Deliveries { peer: from.code, items }]).pop() {
+        Some(Outcome::Delivered(r)) => r.into_iter(),
+        other => panic!("{other:?}"),
+    };
+    for o in order {
+        replies.push(match o {
+            None => stored.next().unwrap(),
+            Some(refusal) => Reply::Reject { message_id: MessageId::default(), refusal },
+        });
+    }
+    replies
+}
+
+/// `from` verifies and records the receipts in `replies`.
+fn acknowledge(from: &mut Side, to: &Side, now: Timestamp, replies: Vec<Reply>) {
+    let mut receipts = Vec::new();
+    let mut commands = Vec::new();
+    for r in replies {
+        match r {
+            Reply::Receipt(r) => {
+                let id = r.proof.item.message_id;
+                let key = to.history.signing_key_at(r.batch.key_id, r.batch.signed_at).unwrap();
+                r.verify(id, key, to.code, from.code).unwrap();
+                receipts.push((id, *r));
+            }
+            Reply::Reject { message_id, refusal } => commands.push(Command::Rejected {
+                peer: to.code,
+                message_id,
+                code: refusal.code,
+                detail: refusal.detail,
+            }),
+        }
+    }
+    commands.push(Command::Receipts { peer: to.code, items: receipts });
+    from.apply(now, commands);
+}
+
+fn certificate(number: &str, carats: &str) -> Certificate {
+    let text = include_str!("../../protocol/tests/fixtures/certificate.json")
+        .replace("RU-2026-000123", number)
+        .replace("\"1520.35\"", &format!("\"{carats}\""))
+        .replace("2026-11-28", "2026-11-18")
+        .replace("2027-01-27", "2027-01-10");
+    let directory = Directory::default();
+    let ctx = ValidationContext {
+        today: Timestamp::from_unix_millis(T0).date(),
+        max_validity_days: Some(60),
+        participants: &directory,
+        exporter: Some(RU),
+        importer: None,
+    };
+    CertificateDraft::from_json(&text, &ctx).unwrap().into_certificate(|| unreachable!())
+}
+
+fn submit(ru: &mut Side, now: Timestamp, cert: Certificate) -> Outcome {
+    let document = ru.signer.sign(&cert);
+    ru.apply(now, vec![Command::Submit { document, certificate: Box::new(cert), assigned: None }])
+        .pop()
+        .unwrap()
+}
+
+#[test]
+fn a_certificate_is_delivered_once_acknowledged_confirmed_and_logged_on_both_sides() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+
+    assert!(matches!(
+        submit(&mut ru, now, certificate("RU-2026-000001", "100.00")),
+        Outcome::Submitted { already_stored: false, .. }
+    ));
+    // Submitting the same content again is idempotent; different content is a conflict.
+    assert!(matches!(
+        submit(&mut ru, now, certificate("RU-2026-000001", "100.00")),
+        Outcome::Submitted { already_stored: true, .. }
+    ));
+    assert!(matches!(
+        submit(&mut ru, now, certificate("RU-2026-000001", "999.00")),
+        Outcome::Refused(EngineError::Conflict(_))
+    ));
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Queued);
+    let queued = ru.outbox(IN);
+    assert_eq!(queued.len(), 1);
+
+    let replies = deliver(&ru, &mut inn, now, queued.clone());
+    let Reply::Receipt(first) = &replies[0] else { panic!("{replies:?}") };
+    // A resend gets the very same receipt, and nothing new is stored.
+    let again = deliver(&ru, &mut inn, now, queued.clone());
+    let Reply::Receipt(second) = &again[0] else { panic!() };
+    assert_eq!(first, second);
+    assert_eq!(inn.log().len(), 1);
+    assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::Received);
+
+    acknowledge(&mut ru, &inn, now, replies);
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Delivered);
+    assert!(ru.outbox(IN).is_empty());
+    assert_eq!(ru.log().len(), 1);
+    // A duplicate receipt changes nothing.
+    acknowledge(&mut ru, &inn, now, again);
+    assert_eq!(ru.log().len(), 1);
+
+    // The same number with different content, signed by RU: refused as a conflict.
+    let other = certificate("RU-2026-000001", "5.00");
+    let doc = ru.signer.sign(&other);
+    let replies = deliver(&ru, &mut inn, now, vec![(doc.message_id(), doc)]);
+    assert!(matches!(&replies[0], Reply::Reject { refusal, .. } if refusal.code == RejectCode::Conflict));
+    assert_eq!(inn.log().len(), 1);
+
+    // IN confirms with one carat missing: a discrepancy on both sides.
+    let cert = certificate("RU-2026-000001", "100.00");
+    let confirmation = ImportConfirmation {
+        certificate: cert.number.clone(),
+        certificate_id: inn.cert("RU-2026-000001").message_id,
+        exporting_participant: RU,
+        importing_participant: IN,
+        exporter: cert.content.exporter.clone(),
+        importer: cert.content.importer.clone(),
+        received_on: now.date(),
+        parcels: 2,
+        carats: "409.00".parse().unwrap(),
+        confirming_authority: "DGFT".parse().unwrap(),
+        remarks: None,
+    };
+    let document = inn.signer.sign(&confirmation);
+    inn.apply(now, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }]);
+    assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::ImportDiscrepancy);
+    let replies = deliver(&inn, &mut ru, now, inn.outbox(RU));
+    acknowledge(&mut inn, &ru, now, replies);
+    let rec = ru.cert("RU-2026-000001");
+    assert_eq!(rec.status, CertStatus::ImportDiscrepancy);
+    assert_eq!(
+        rec.confirmation.unwrap().discrepancy.as_deref(),
+        Some("carats: certified 410.00, received 409.00 (-1.00)")
+    );
+    assert!(inn.cert("RU-2026-000001").confirmation.unwrap().acknowledged);
+
+    // Both logs chain.
+    for side in [&ru, &inn] {
+        let log = side.log();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[1].prev_hash, log[0].hash());
+        assert_eq!(log[0].prev_hash, kp_protocol::Digest::ZERO);
+    }
+}
+
+#[test]
+fn nothing_unflushed_survives_a_crash_and_the_engine_reloads_its_head() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
+    let queued = ru.outbox(IN);
+    deliver(&ru, &mut inn, now, queued[..1].to_vec());
+
+    // The second delivery is committed but not flushed when IN loses power.
+    let directory = Directory::default();
+    let ctx = CheckContext { me: IN, peer: RU, now, clock_tolerance_ms: 0, directory: &directory };
+    let items = check_batch(&ctx, &mut ru.history.clone(), queued[1..].to_vec())
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    inn.engine.apply(&inn.store, now, vec![Command::Deliveries { peer: RU, items }]).unwrap();
+    inn.store.crash();
+    inn.engine = Engine::load(&inn.store, inn.signer.clone()).unwrap();
+    assert_eq!(inn.engine.head().next_seq, 2);
+    assert_eq!(inn.log().len(), 1);
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000002").unwrap().is_none());
+
+    // The resend after restart is stored and acknowledged; the log still chains.
+    let replies = deliver(&ru, &mut inn, now, queued.clone());
+    assert!(replies.iter().all(|r| matches!(r, Reply::Receipt(_))));
+    let log = inn.log();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].prev_hash, log[0].hash());
+}
+
+#[test]
+fn voided_certificates_cannot_be_confirmed() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    let replies = deliver(&ru, &mut inn, now, ru.outbox(IN));
+    acknowledge(&mut ru, &inn, now, replies);
+
+    let void = kp_protocol::Void {
+        certificate: "RU-2026-000001".parse().unwrap(),
+        certificate_id: ru.cert("RU-2026-000001").message_id,
+        reason: "shipment cancelled".parse().unwrap(),
+    };
+    let document = ru.signer.sign(&void);
+    ru.apply(now, vec![Command::Void { document, void }]);
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Voided);
+    let replies = deliver(&ru, &mut inn, now, ru.outbox(IN));
+    acknowledge(&mut ru, &inn, now, replies);
+    assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::Voided);
+    assert!(crate::engine::confirmable(&inn.cert("RU-2026-000001")).is_some());
+}

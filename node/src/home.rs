@@ -1,0 +1,184 @@
+//! The node directory: what `kpnode init` creates and every other command reads.
+//!
+//! ```text
+//! DIR/node.toml    configuration (written last by init: its presence marks a node)
+//! DIR/api.token    bearer token of the local API (0600)
+//! DIR/keys/        signing and TLS keys, key history (0700; see kp_keys::keydir)
+//! DIR/store/       the sled store (log, certificates, outbox, peers)
+//! ```
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use kp_config::{ConfigError, NodeConfig};
+use kp_keys::files::{read_secret, write_atomic};
+use kp_keys::{KeyError, NodeKeys};
+use kp_protocol::{ParticipantCode, Text, Timestamp};
+use rand::RngCore;
+
+use crate::store::{meta, SledStore, Storage, StoreError, Tree, Writes};
+
+/// A node directory.
+#[derive(Debug, Clone)]
+pub struct NodeDir {
+    root: PathBuf,
+}
+
+/// Why a node directory could not be created or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HomeError {
+    #[error("{0} already holds a node ({1} exists); choose another directory, or remove it to start over")]
+    AlreadyInitialised(PathBuf, &'static str),
+    #[error("{0} is not a node directory (no node.toml); create one with `kpnode init`, or pass --dir / set KPNODE_DIR")]
+    NotANode(PathBuf),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {detail}")]
+    Token { path: PathBuf, detail: String },
+}
+
+fn io(path: &Path, source: std::io::Error) -> HomeError {
+    HomeError::Io { path: path.to_owned(), source }
+}
+
+/// What `init` is asked to set.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub participant: ParticipantCode,
+    pub authority: Text,
+    pub peer_listen: Option<SocketAddr>,
+    pub api_listen: Option<SocketAddr>,
+    pub advertise: Vec<String>,
+}
+
+impl NodeDir {
+    pub fn new(root: impl Into<PathBuf>) -> NodeDir {
+        NodeDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("node.toml")
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.root.join("store")
+    }
+
+    pub fn token_path(&self) -> PathBuf {
+        self.root.join("api.token")
+    }
+
+    /// Creates a node: keys, token, store, then `node.toml`. On failure, removes what it made.
+    pub fn init(&self, opts: &InitOptions, now: Timestamp) -> Result<(NodeConfig, NodeKeys), HomeError> {
+        for (name, what) in [("node.toml", "node.toml"), ("keys", "keys/"), ("store", "store/")] {
+            if self.root.join(name).exists() {
+                return Err(HomeError::AlreadyInitialised(self.root.clone(), what));
+            }
+        }
+        let created_root = !self.root.exists();
+        fs::create_dir_all(&self.root).map_err(|e| io(&self.root, e))?;
+        if created_root {
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+                .map_err(|e| io(&self.root, e))?;
+        }
+        let result = self.init_inner(opts, now);
+        if result.is_err() {
+            let _ = fs::remove_dir_all(self.keys_dir());
+            let _ = fs::remove_dir_all(self.store_dir());
+            let _ = fs::remove_file(self.token_path());
+            if created_root {
+                let _ = fs::remove_dir(&self.root);
+            }
+        }
+        result
+    }
+
+    fn init_inner(&self, opts: &InitOptions, now: Timestamp) -> Result<(NodeConfig, NodeKeys), HomeError> {
+        let mut config = NodeConfig::new(opts.participant, opts.authority.clone());
+        if let Some(a) = opts.peer_listen {
+            config.network.peer_listen = a;
+        }
+        if let Some(a) = opts.api_listen {
+            config.network.api_listen = a;
+        }
+        config.network.advertise = opts.advertise.clone();
+        // Check what we are about to write, exactly as it will be read.
+        NodeConfig::parse(&config.render())
+            .map_err(|problems| ConfigError { file: self.config_path(), problems })?;
+
+        let keys = NodeKeys::create(&self.keys_dir(), opts.participant, now)?;
+        let mut token = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut token);
+        write_atomic(
+            &self.token_path(),
+            format!("{}\n", kp_protocol::digest::hex(&token)).as_bytes(),
+            0o600,
+        )?;
+        let store = SledStore::create(&self.store_dir(), config.store.cache_capacity_mb)?;
+        store.commit(&Writes::from([(
+            (Tree::Meta, meta::PARTICIPANT.to_vec()),
+            Some(opts.participant.as_bytes().to_vec()),
+        )]))?;
+        store.flush()?;
+        drop(store);
+        write_atomic(&self.config_path(), config.render().as_bytes(), 0o644)?;
+        Ok((config, keys))
+    }
+
+    /// Loads `node.toml`.
+    pub fn config(&self) -> Result<NodeConfig, HomeError> {
+        if !self.config_path().exists() {
+            return Err(HomeError::NotANode(self.root.clone()));
+        }
+        Ok(NodeConfig::load(&self.config_path())?)
+    }
+
+    /// Loads the keys, checking them against the configured participant.
+    pub fn keys(&self, config: &NodeConfig) -> Result<NodeKeys, HomeError> {
+        let keys = NodeKeys::load(&self.keys_dir())?;
+        if keys.participant() != config.participant {
+            return Err(HomeError::Keys(KeyError::Mismatch {
+                path: self.keys_dir(),
+                detail: format!(
+                    "belong to {}, but node.toml says participant = \"{}\"",
+                    keys.participant(),
+                    config.participant
+                ),
+            }));
+        }
+        Ok(keys)
+    }
+
+    /// The API bearer token.
+    pub fn token(&self) -> Result<String, HomeError> {
+        let path = self.token_path();
+        let bytes = read_secret(&path)?;
+        let token = String::from_utf8(bytes)
+            .map_err(|_| HomeError::Token { path: path.clone(), detail: "is not text".into() })?;
+        let token = token.trim().to_owned();
+        if token.len() < 32 || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(HomeError::Token {
+                path,
+                detail: "does not hold a token (expected at least 32 letters or digits)".into(),
+            });
+        }
+        Ok(token)
+    }
+}

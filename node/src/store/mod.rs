@@ -1,0 +1,173 @@
+//! Storage: the only module that knows the data sits in sled.
+//!
+//! The exchange rules (`engine`) speak to a [`Storage`]: named trees, point reads, range
+//! reads, an atomic multi-tree commit and a flush that makes every commit so far durable.
+//! [`SledStore`] implements it on sled 0.34.7; [`MemStorage`] implements it in memory with
+//! an explicit "lose everything not flushed" crash, for the deterministic simulation.
+//!
+//! # Keys
+//! | tree | key | value |
+//! |---|---|---|
+//! | `log.v1` | seq (u64 BE) | [`LogEntry`] |
+//! | `certs.v1` | certificate number | [`CertRecord`] |
+//! | `outbox.v1` | peer (2 bytes) ‖ oseq (u64 BE) | message id |
+//! | `messages.v1` | `o`/`i` ‖ peer ‖ message id | [`OutMessage`] / [`InMessage`] |
+//! | `peers.v1` | participant code | [`PeerRecord`] |
+//! | `meta.v1` | name | log head, counters, number sequences |
+
+use std::collections::BTreeMap;
+
+use bincode::{Decode, Encode};
+use kp_protocol::{codec, MessageId, ParticipantCode};
+
+mod mem;
+pub mod records;
+mod sled_store;
+
+pub use mem::MemStorage;
+pub use records::*;
+pub use sled_store::SledStore;
+
+/// The trees of the store. Names carry the format version.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum Tree {
+    Log,
+    Certs,
+    Outbox,
+    Messages,
+    Peers,
+    Meta,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 6] =
+        [Tree::Log, Tree::Certs, Tree::Outbox, Tree::Messages, Tree::Peers, Tree::Meta];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Tree::Log => "log.v1",
+            Tree::Certs => "certs.v1",
+            Tree::Outbox => "outbox.v1",
+            Tree::Messages => "messages.v1",
+            Tree::Peers => "peers.v1",
+            Tree::Meta => "meta.v1",
+        }
+    }
+}
+
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Writes to apply atomically: `None` removes the key.
+pub type Writes = BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>;
+
+/// Why the store failed. The node reports these; it never "repairs" by deleting data.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("the store at {path} is in use by another kpnode process ({holder}); stop it first, or use the running daemon through its API")]
+    Locked { path: String, holder: String },
+    #[error("the store at {path} does not exist; run `kpnode init` first")]
+    Missing { path: String },
+    #[error("storage failure: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("store record {tree}[{key}] is damaged: {detail}")]
+    Corrupt { tree: &'static str, key: String, detail: String },
+    #[error("the store's format is {found}, this kpnode reads {expected}")]
+    Format { found: String, expected: String },
+}
+
+/// The interface the exchange rules use.
+pub trait Storage {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Entries with `start <= key < end`, in key order, at most `limit`.
+    fn range(&self, tree: Tree, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
+    /// The entry with the greatest key below `end` and at or above `start`.
+    fn last_before(&self, tree: Tree, start: &[u8], end: &[u8]) -> Result<Option<KeyValue>, StoreError>;
+    /// Applies `writes` atomically: after a crash, all of them or none.
+    fn commit(&self, writes: &Writes) -> Result<(), StoreError>;
+    /// Makes every commit so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Decodes a record, naming the tree and key if it is damaged.
+pub fn decode_record<T: Decode<()>>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|e| StoreError::Corrupt {
+        tree: tree.name(),
+        key: printable_key(key),
+        detail: e.to_string(),
+    })
+}
+
+pub fn encode_record<T: Encode>(value: &T) -> Vec<u8> {
+    codec::encode(value)
+}
+
+fn printable_key(key: &[u8]) -> String {
+    if key.iter().all(|b| b.is_ascii_graphic()) {
+        String::from_utf8_lossy(key).into_owned()
+    } else {
+        kp_protocol::digest::hex(key)
+    }
+}
+
+/// A typed read.
+pub fn get_record<T: Decode<()>, S: Storage + ?Sized>(
+    s: &S,
+    tree: Tree,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match s.get(tree, key)? {
+        Some(bytes) => decode_record(tree, key, &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub fn log_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+pub fn outbox_key(peer: ParticipantCode, oseq: u64) -> Vec<u8> {
+    let mut k = peer.as_bytes().to_vec();
+    k.extend_from_slice(&oseq.to_be_bytes());
+    k
+}
+
+/// The range of one peer's outbox entries after `after`.
+pub fn outbox_range(peer: ParticipantCode, after: u64) -> (Vec<u8>, Vec<u8>) {
+    let start = outbox_key(peer, after.saturating_add(1));
+    let mut end = peer.as_bytes().to_vec();
+    end.extend_from_slice(&[0xff; 9]);
+    (start, end)
+}
+
+pub fn out_message_key(peer: ParticipantCode, id: &MessageId) -> Vec<u8> {
+    message_key(b'o', peer, id)
+}
+
+pub fn in_message_key(peer: ParticipantCode, id: &MessageId) -> Vec<u8> {
+    message_key(b'i', peer, id)
+}
+
+fn message_key(dir: u8, peer: ParticipantCode, id: &MessageId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(35);
+    k.push(dir);
+    k.extend_from_slice(&peer.as_bytes());
+    k.extend_from_slice(&id.0);
+    k
+}
+
+/// Names of `meta` entries.
+pub mod meta {
+    pub const FORMAT: &[u8] = b"format";
+    pub const PARTICIPANT: &[u8] = b"participant";
+    pub const LOG_HEAD: &[u8] = b"log_head";
+    pub const COUNTS: &[u8] = b"counts";
+    /// `number/<year>`: the last certificate sequence assigned that year.
+    pub const NUMBER_PREFIX: &str = "number/";
+    /// `queued/<CC>`: messages waiting for a peer.
+    pub const QUEUED_PREFIX: &str = "queued/";
+    pub const FORMAT_VERSION: &str = "kpnode-store/1";
+}

@@ -1,0 +1,237 @@
+//! What the store keeps, as bincode records. Every record type here is part of the on-disk
+//! format (`*.v1` trees): change one only with a new tree version and a migration.
+
+use bincode::{Decode, Encode};
+use kp_protocol::{
+    Carats, CertificateNumber, Date, Digest, MessageId, MessageReceipt, ParticipantCode, RejectCode,
+    SignedDocument, Timestamp,
+};
+use serde::Serialize;
+
+/// Which way a document travelled.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Encode, Decode, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Out,
+    In,
+}
+
+impl Direction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Direction::Out => "out",
+            Direction::In => "in",
+        }
+    }
+}
+
+/// One entry of the hash-chained log. Nothing in the log is ever rewritten.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub prev_hash: Digest,
+    pub recorded_at: Timestamp,
+    pub body: EntryBody,
+}
+
+/// What an entry records.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub enum EntryBody {
+    /// A document this node sent, with the peer's signed receipt for it.
+    Sent { peer: ParticipantCode, document: SignedDocument, receipt: Box<MessageReceipt> },
+    /// A document this node received and acknowledged. The receipt it signed commits to this
+    /// entry's hash, so it is kept beside the entry (in `messages`), not inside it.
+    Received { peer: ParticipantCode, document: SignedDocument },
+}
+
+impl LogEntry {
+    /// `SHA-256(prev_hash ‖ entry)`.
+    pub fn hash(&self) -> Digest {
+        hash_entry_bytes(&self.prev_hash, &kp_protocol::codec::encode(self))
+    }
+
+    pub fn document(&self) -> &SignedDocument {
+        match &self.body {
+            EntryBody::Sent { document, .. } | EntryBody::Received { document, .. } => document,
+        }
+    }
+
+    pub fn peer(&self) -> ParticipantCode {
+        match &self.body {
+            EntryBody::Sent { peer, .. } | EntryBody::Received { peer, .. } => *peer,
+        }
+    }
+
+    pub fn direction(&self) -> Direction {
+        match &self.body {
+            EntryBody::Sent { .. } => Direction::Out,
+            EntryBody::Received { .. } => Direction::In,
+        }
+    }
+}
+
+/// The hash of an entry given its encoded bytes.
+pub fn hash_entry_bytes(prev_hash: &Digest, entry_bytes: &[u8]) -> Digest {
+    Digest::of_parts(&[&prev_hash.0, entry_bytes])
+}
+
+/// Where a certificate stands.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertStatus {
+    /// Outbound, signed and stored, not yet acknowledged.
+    Queued,
+    /// Outbound, acknowledged by the importer's signed receipt.
+    Delivered,
+    /// Inbound, stored and acknowledged.
+    Received,
+    ImportConfirmed,
+    ImportDiscrepancy,
+    /// Outbound, refused by the importer's node.
+    Rejected,
+    Voided,
+    /// Not confirmed by its expiry date. Never stored: derived when read.
+    Expired,
+}
+
+impl CertStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CertStatus::Queued => "queued",
+            CertStatus::Delivered => "delivered",
+            CertStatus::Received => "received",
+            CertStatus::ImportConfirmed => "import_confirmed",
+            CertStatus::ImportDiscrepancy => "import_discrepancy",
+            CertStatus::Rejected => "rejected",
+            CertStatus::Voided => "voided",
+            CertStatus::Expired => "expired",
+        }
+    }
+
+    pub const ALL: [CertStatus; 8] = [
+        CertStatus::Queued,
+        CertStatus::Delivered,
+        CertStatus::Received,
+        CertStatus::ImportConfirmed,
+        CertStatus::ImportDiscrepancy,
+        CertStatus::Rejected,
+        CertStatus::Voided,
+        CertStatus::Expired,
+    ];
+}
+
+impl std::str::FromStr for CertStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        CertStatus::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| {
+            let all: Vec<&str> = CertStatus::ALL.iter().map(CertStatus::as_str).collect();
+            format!("unknown status {s:?}; use one of {}", all.join(", "))
+        })
+    }
+}
+
+/// A certificate as this node tracks it. The signed certificate itself is in `messages`
+/// (outbound, until acknowledged) or in the log.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct CertRecord {
+    pub number: CertificateNumber,
+    pub direction: Direction,
+    /// The other participant: the importer for outbound, the exporter's node for inbound.
+    pub peer: ParticipantCode,
+    pub message_id: MessageId,
+    pub status: CertStatus,
+    pub issued_on: Date,
+    pub expires_on: Date,
+    pub signed_at: Timestamp,
+    pub parcels: u32,
+    pub carats: u64,
+    pub value_usd: u64,
+    /// Where the certificate sits in this node's log, once acknowledged.
+    pub log_seq: Option<u64>,
+    pub delivered_at: Option<Timestamp>,
+    pub confirmation: Option<ConfirmationRecord>,
+    pub void: Option<VoidRecord>,
+    pub rejection: Option<Rejection>,
+    pub updated_at: Timestamp,
+}
+
+/// An import confirmation and how it compares with the certificate.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct ConfirmationRecord {
+    pub message_id: MessageId,
+    pub received_on: Date,
+    pub parcels: u32,
+    pub carats: Carats,
+    /// What differs from the certificate, if anything.
+    pub discrepancy: Option<String>,
+    pub confirmed_at: Timestamp,
+    /// Whether the exporter's node acknowledged it (on the importing side).
+    pub acknowledged: bool,
+    /// Set if the exporter's node refused it.
+    pub rejection: Option<Rejection>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct VoidRecord {
+    pub message_id: MessageId,
+    pub reason: String,
+    pub voided_at: Timestamp,
+    pub acknowledged: bool,
+    pub rejection: Option<Rejection>,
+}
+
+/// A peer's permanent refusal.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub detail: String,
+    pub at: Timestamp,
+}
+
+/// A document on its way out to one peer, or acknowledged or refused.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub enum OutMessage {
+    Pending { document: SignedDocument, oseq: u64, certificate: Option<CertificateNumber> },
+    Delivered { log_seq: u64, certificate: Option<CertificateNumber> },
+    Rejected { rejection: Rejection, certificate: Option<CertificateNumber> },
+}
+
+/// A document received from a peer, and the receipt this node gave for it (a duplicate gets
+/// the same receipt back).
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct InMessage {
+    pub log_seq: u64,
+    pub receipt: MessageReceipt,
+}
+
+/// An enrolled (or formerly enrolled) partner.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct PeerRecord {
+    pub participant: ParticipantCode,
+    /// The enrolment bundle as received (binary form).
+    pub bundle: Vec<u8>,
+    /// Rotation statements received from the peer since enrolment, in order.
+    pub rotations: Vec<SignedDocument>,
+    /// Endpoints to dial; from the bundle unless the operator overrode them.
+    pub endpoints: Vec<String>,
+    pub enrolled_at: Timestamp,
+    /// Set when the operator removed the peer; its queued messages stay queued.
+    pub removed_at: Option<Timestamp>,
+}
+
+/// The log's head, kept in `meta` so start-up never scans the log.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Encode, Decode, Default)]
+pub struct LogHead {
+    /// The seq the next entry gets (entries are numbered from 1).
+    pub next_seq: u64,
+    pub last_hash: Digest,
+}
+
+/// Counters kept in `meta`, updated with every batch, so nothing counts by scanning.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Encode, Decode, Default, Serialize)]
+pub struct Counts {
+    pub certificates_out: u64,
+    pub certificates_in: u64,
+    pub queued: u64,
+    pub next_oseq: u64,
+}

@@ -1,0 +1,347 @@
+//! The KP certificate (KPCS Annex I) and the rules a valid one obeys.
+//!
+//! Field-level rules live in the newtypes (`codes`, `amount`, `date`, `text`); this module
+//! holds the rules that relate fields to each other and to the world (`today`, the known
+//! participants, who is issuing). Every problem is reported at once, each with its field path.
+
+use std::fmt;
+
+use bincode::{Decode, Encode};
+use serde::Serialize;
+
+use crate::amount::{Carats, UsdAmount};
+use crate::codes::{CertificateNumber, HsCode, Origin, ParticipantCode};
+use crate::date::Date;
+use crate::text::{DeclarationCode, LongText, Text};
+
+/// Limits from kp-domain.md.
+pub const MAX_PARCELS: usize = 1000;
+pub const MAX_DECLARATIONS: usize = 16;
+/// `issued_on` may lie this many days after the validator's `today` (clocks and time zones).
+pub const ISSUE_DATE_TOLERANCE_DAYS: i32 = 1;
+/// Default `max_validity_days` (the US practice).
+pub const DEFAULT_MAX_VALIDITY_DAYS: u32 = 60;
+
+/// A Kimberley Process certificate as signed by the exporting authority.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct Certificate {
+    /// Unique; starts with the exporting participant's code.
+    pub number: CertificateNumber,
+    #[serde(flatten)]
+    pub content: CertificateContent,
+}
+
+/// Everything on a certificate but its number (which the node may assign on submit).
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct CertificateContent {
+    pub exporting_participant: ParticipantCode,
+    pub importing_participant: ParticipantCode,
+    pub issuing_authority: Text,
+    pub exporter: Party,
+    pub importer: Party,
+    pub issued_on: Date,
+    pub expires_on: Date,
+    pub parcels: Vec<Parcel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipment: Option<Shipment>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub declarations: Vec<Declaration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remarks: Option<LongText>,
+}
+
+/// The exporter or the importer named on a certificate.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct Party {
+    pub name: Text,
+    pub address: Text,
+}
+
+/// One parcel of the shipment.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct Parcel {
+    pub hs_code: HsCode,
+    pub carats: Carats,
+    pub value_usd: UsdAmount,
+    pub origin: Origin,
+}
+
+/// References of the shipment outside the certificate (port, customs declaration number).
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct Shipment {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_of_export: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customs_reference: Option<Text>,
+}
+
+/// A declaration the exporter makes (system of warranties, responsible-sourcing principles).
+/// It is part of the signed certificate.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct Declaration {
+    pub code: DeclarationCode,
+    pub text: LongText,
+}
+
+impl Certificate {
+    /// Total carats, in hundredths. Derived, never typed in twice.
+    pub fn total_carats(&self) -> u64 {
+        self.content.parcels.iter().map(|p| p.carats.hundredths()).sum()
+    }
+
+    /// Total value in US cents.
+    pub fn total_value_usd(&self) -> u64 {
+        self.content.parcels.iter().map(|p| p.value_usd.hundredths()).sum()
+    }
+
+    pub fn parcel_count(&self) -> usize {
+        self.content.parcels.len()
+    }
+
+    /// Every rule of kp-domain.md that relates fields to each other and to `ctx`.
+    /// Empty means valid.
+    pub fn problems(&self, ctx: &ValidationContext<'_>) -> Vec<Problem> {
+        let c = &self.content;
+        let mut problems = Vec::new();
+        check_parts(
+            &Parts {
+                number: Some(&self.number),
+                exporting: Some(c.exporting_participant),
+                importing: Some(c.importing_participant),
+                issued_on: Some(c.issued_on),
+                expires_on: Some(c.expires_on),
+                parcel_count: Some(c.parcels.len()),
+                origins: c.parcels.iter().map(|p| p.origin).enumerate().collect(),
+                declaration_count: c.declarations.len(),
+            },
+            ctx,
+            &mut problems,
+        );
+        problems
+    }
+
+    pub fn validate(&self, ctx: &ValidationContext<'_>) -> Result<(), Problems> {
+        Problems::result(self.problems(ctx))
+    }
+}
+
+/// Who counts as a Kimberley Process participant, as far as this validator knows.
+pub trait ParticipantDirectory {
+    fn is_participant(&self, code: ParticipantCode) -> bool;
+}
+
+/// Accepts every well-formed code: for checks that are about the document alone.
+#[derive(Debug, Clone, Copy)]
+pub struct AnyParticipant;
+
+impl ParticipantDirectory for AnyParticipant {
+    fn is_participant(&self, _: ParticipantCode) -> bool {
+        true
+    }
+}
+
+impl<F: Fn(ParticipantCode) -> bool> ParticipantDirectory for F {
+    fn is_participant(&self, code: ParticipantCode) -> bool {
+        self(code)
+    }
+}
+
+/// What the validator knows about the world.
+pub struct ValidationContext<'a> {
+    /// The validator's date (UTC). Certificates issued up to one day later are tolerated.
+    pub today: Date,
+    /// The longest validity accepted, or `None` not to apply the rule (a receiving node
+    /// applies the issuing node's policy, not its own).
+    pub max_validity_days: Option<u32>,
+    pub participants: &'a dyn ParticipantDirectory,
+    /// The participant that must be the exporting one (this node on submit; the signer on
+    /// receipt).
+    pub exporter: Option<ParticipantCode>,
+    /// The participant that must be the importing one (this node on receipt).
+    pub importer: Option<ParticipantCode>,
+}
+
+impl fmt::Debug for ValidationContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidationContext")
+            .field("today", &self.today)
+            .field("max_validity_days", &self.max_validity_days)
+            .field("exporter", &self.exporter)
+            .field("importer", &self.importer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One problem with a certificate, naming its field (`parcels[2].carats`). An empty field
+/// means the document as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem { field: field.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Every problem found, never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn result(problems: Vec<Problem>) -> Result<(), Problems> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Problems(problems))
+        }
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            p.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// The fields the cross-field rules need, each present only if it parsed. The JSON parser
+/// fills what it could, so that a bad date does not hide a bad participant.
+pub(crate) struct Parts<'a> {
+    pub number: Option<&'a CertificateNumber>,
+    pub exporting: Option<ParticipantCode>,
+    pub importing: Option<ParticipantCode>,
+    pub issued_on: Option<Date>,
+    pub expires_on: Option<Date>,
+    pub parcel_count: Option<usize>,
+    pub origins: Vec<(usize, Origin)>,
+    pub declaration_count: usize,
+}
+
+pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut Vec<Problem>) {
+    if let (Some(number), Some(exporting)) = (p.number, p.exporting) {
+        if !number.starts_with(exporting) {
+            out.push(Problem::new(
+                "number",
+                format!(
+                    "{number} must start with the exporting participant's code {exporting} \
+                     (KPCS Annex I)"
+                ),
+            ));
+        }
+    }
+    if let Some(exporting) = p.exporting {
+        if let Some(expected) = ctx.exporter {
+            if exporting != expected {
+                out.push(Problem::new(
+                    "exporting_participant",
+                    format!("is {exporting}, but this certificate can only be issued by {expected}"),
+                ));
+            }
+        }
+        if !ctx.participants.is_participant(exporting) {
+            out.push(not_a_participant("exporting_participant", exporting));
+        }
+    }
+    if let Some(importing) = p.importing {
+        if Some(importing) == p.exporting {
+            out.push(Problem::new(
+                "importing_participant",
+                format!("is {importing}, the same as the exporting participant; they must differ"),
+            ));
+        }
+        if let Some(expected) = ctx.importer {
+            if importing != expected {
+                out.push(Problem::new(
+                    "importing_participant",
+                    format!("is {importing}, but this certificate was delivered to {expected}"),
+                ));
+            }
+        }
+        if !ctx.participants.is_participant(importing) {
+            out.push(not_a_participant("importing_participant", importing));
+        }
+    }
+    match p.parcel_count {
+        Some(0) => out.push(Problem::new("parcels", "at least one parcel is required")),
+        Some(n) if n > MAX_PARCELS => out.push(Problem::new(
+            "parcels",
+            format!("has {n} parcels; a certificate holds at most {MAX_PARCELS}"),
+        )),
+        _ => {}
+    }
+    for (i, origin) in &p.origins {
+        if let Origin::Participant(code) = origin {
+            if !ctx.participants.is_participant(*code) {
+                out.push(not_a_participant(&format!("parcels[{i}].origin"), *code));
+            }
+        }
+    }
+    if p.declaration_count > MAX_DECLARATIONS {
+        out.push(Problem::new(
+            "declarations",
+            format!("has {} declarations; at most {MAX_DECLARATIONS} are allowed", p.declaration_count),
+        ));
+    }
+    if let Some(issued) = p.issued_on {
+        if issued.days_after(ctx.today) > ISSUE_DATE_TOLERANCE_DAYS {
+            out.push(Problem::new(
+                "issued_on",
+                format!("{issued} lies in the future (today is {})", ctx.today),
+            ));
+        }
+    }
+    if let Some(expires) = p.expires_on {
+        if let Some(issued) = p.issued_on {
+            let validity = expires.days_after(issued);
+            if validity <= 0 {
+                out.push(Problem::new("expires_on", format!("{expires} must be after issued_on ({issued})")));
+            } else if let Some(max) = ctx.max_validity_days {
+                if validity as u32 > max {
+                    out.push(Problem::new(
+                        "expires_on",
+                        format!(
+                            "{expires} is {validity} days after issued_on; at most {max} days \
+                             are allowed (max_validity_days)"
+                        ),
+                    ));
+                }
+            }
+        }
+        if expires < ctx.today {
+            out.push(Problem::new(
+                "expires_on",
+                format!("{expires} has already passed (today is {})", ctx.today),
+            ));
+        }
+    }
+}
+
+fn not_a_participant(field: &str, code: ParticipantCode) -> Problem {
+    Problem::new(
+        field,
+        format!(
+            "{code} is not a Kimberley Process participant known to this node; trade with \
+             non-participants is forbidden (KPCS Section III(c))"
+        ),
+    )
+}

@@ -1,0 +1,293 @@
+//! Codes that name things in the scheme: participants, certificate numbers, HS codes and
+//! parcel origins. Each type can only hold a valid value; text turns into one through
+//! `FromStr`, peer bytes through `Decode`, and both apply the same rules.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bincode::de::Decoder;
+use bincode::enc::Encoder;
+use bincode::error::{DecodeError, EncodeError};
+use bincode::{Decode, Encode};
+
+use crate::value::{decode_error, ValueError};
+
+/// A Kimberley Process participant: an ISO 3166-1 alpha-2 code, or `EU` for the Union.
+/// Always two ASCII capital letters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantCode([u8; 2]);
+
+impl ParticipantCode {
+    pub const fn from_static(code: &'static str) -> ParticipantCode {
+        let b = code.as_bytes();
+        assert!(b.len() == 2 && b[0].is_ascii_uppercase() && b[1].is_ascii_uppercase());
+        ParticipantCode([b[0], b[1]])
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Invariant: both bytes are ASCII capital letters, checked at construction.
+        std::str::from_utf8(&self.0).expect("participant code is ASCII")
+    }
+
+    pub fn as_bytes(&self) -> [u8; 2] {
+        self.0
+    }
+
+    fn from_bytes(b: [u8; 2]) -> Result<Self, ValueError> {
+        if b.iter().all(u8::is_ascii_uppercase) {
+            Ok(ParticipantCode(b))
+        } else {
+            Err(ValueError::Format {
+                expected: "a two-letter participant code in capitals, such as RU or IN",
+            })
+        }
+    }
+}
+
+impl FromStr for ParticipantCode {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        match s.as_bytes() {
+            [a, b] => ParticipantCode::from_bytes([*a, *b]),
+            _ => Err(ValueError::Format {
+                expected: "a two-letter participant code in capitals, such as RU or IN",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for ParticipantCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for ParticipantCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Encode for ParticipantCode {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        self.0.encode(encoder)
+    }
+}
+
+impl<C> Decode<C> for ParticipantCode {
+    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let raw = <[u8; 2]>::decode(decoder)?;
+        ParticipantCode::from_bytes(raw).map_err(|e| decode_error("participant code", e))
+    }
+}
+bincode::impl_borrow_decode!(ParticipantCode);
+
+/// A certificate number: 3–32 characters of `A–Z 0–9 -`. That it starts with the exporting
+/// participant's code is a rule of the certificate, checked there.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CertificateNumber(String);
+
+impl CertificateNumber {
+    pub const MIN_LEN: usize = 3;
+    pub const MAX_LEN: usize = 32;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn starts_with(&self, code: ParticipantCode) -> bool {
+        self.0.as_bytes().starts_with(&code.as_bytes())
+    }
+
+    /// The number the node assigns when a submission has none: `<CC>-<YYYY>-<seq>`.
+    pub fn assigned(exporter: ParticipantCode, year: i32, seq: u64) -> CertificateNumber {
+        CertificateNumber(format!("{exporter}-{year:04}-{seq:06}"))
+    }
+}
+
+impl FromStr for CertificateNumber {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let len = s.chars().count();
+        if len < Self::MIN_LEN {
+            return Err(ValueError::TooShort { min: Self::MIN_LEN, len });
+        }
+        if len > Self::MAX_LEN {
+            return Err(ValueError::TooLong { max: Self::MAX_LEN, len });
+        }
+        if !s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-') {
+            return Err(ValueError::Format {
+                expected: "made of capital letters A-Z, digits 0-9 and '-' only",
+            });
+        }
+        Ok(CertificateNumber(s.to_owned()))
+    }
+}
+
+impl fmt::Display for CertificateNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CertificateNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Encode for CertificateNumber {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        self.0.encode(encoder)
+    }
+}
+
+impl<C> Decode<C> for CertificateNumber {
+    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let raw = String::decode(decoder)?;
+        raw.parse().map_err(|e| decode_error("certificate number", e))
+    }
+}
+bincode::impl_borrow_decode!(CertificateNumber);
+
+/// The HS codes of rough diamonds covered by the scheme. Nothing else can be represented.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Encode, Decode)]
+pub enum HsCode {
+    /// 7102.10: unsorted.
+    Unsorted,
+    /// 7102.21: industrial, unworked or simply sawn, cleaved or bruted.
+    Industrial,
+    /// 7102.31: non-industrial (gem quality), unworked or simply sawn, cleaved or bruted.
+    NonIndustrial,
+}
+
+impl HsCode {
+    pub const ALL: [HsCode; 3] = [HsCode::Unsorted, HsCode::Industrial, HsCode::NonIndustrial];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HsCode::Unsorted => "7102.10",
+            HsCode::Industrial => "7102.21",
+            HsCode::NonIndustrial => "7102.31",
+        }
+    }
+
+    pub fn description(&self) -> &'static str {
+        match self {
+            HsCode::Unsorted => "unsorted",
+            HsCode::Industrial => "industrial",
+            HsCode::NonIndustrial => "non-industrial (gem)",
+        }
+    }
+}
+
+impl FromStr for HsCode {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        match s {
+            "7102.10" => Ok(HsCode::Unsorted),
+            "7102.21" => Ok(HsCode::Industrial),
+            "7102.31" => Ok(HsCode::NonIndustrial),
+            other => {
+                let digits: String = other.chars().filter(char::is_ascii_digit).collect();
+                if digits.starts_with("7104") {
+                    Err(ValueError::SyntheticDiamonds)
+                } else {
+                    Err(ValueError::UnknownHsCode)
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for HsCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a parcel's diamonds were mined: one participant, or several (`MIXED`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Encode, Decode)]
+pub enum Origin {
+    Participant(ParticipantCode),
+    Mixed,
+}
+
+impl FromStr for Origin {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        if s == "MIXED" {
+            return Ok(Origin::Mixed);
+        }
+        s.parse().map(Origin::Participant).map_err(|_| ValueError::Format {
+            expected: "a participant code such as RU, or MIXED for parcels of mixed origin",
+        })
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Participant(code) => code.fmt(f),
+            Origin::Mixed => f.write_str("MIXED"),
+        }
+    }
+}
+
+/// Serde as strings, through the same `FromStr` rules, for config files and JSON output.
+macro_rules! serde_via_str {
+    ($($ty:ty),*) => {$(
+        impl ::serde::Serialize for $ty {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> ::serde::Deserialize<'de> for $ty {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as ::serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(|e| ::serde::de::Error::custom(format!("{s:?} {e}")))
+            }
+        }
+    )*};
+}
+pub(crate) use serde_via_str;
+serde_via_str!(ParticipantCode, CertificateNumber, HsCode, Origin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn participant_codes() {
+        assert_eq!("RU".parse::<ParticipantCode>().unwrap().as_str(), "RU");
+        for bad in ["ru", "R", "RUS", "R1", "", "Ру"] {
+            assert!(bad.parse::<ParticipantCode>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn certificate_numbers() {
+        assert!("RU-2026-000123".parse::<CertificateNumber>().is_ok());
+        for bad in ["RU", "ru-1", "RU/../etc", "RU 1", &"R".repeat(33)] {
+            assert!(bad.parse::<CertificateNumber>().is_err(), "{bad}");
+        }
+        let n = CertificateNumber::assigned(ParticipantCode::from_static("RU"), 2026, 7);
+        assert_eq!(n.as_str(), "RU-2026-000007");
+    }
+
+    #[test]
+    fn hs_codes() {
+        assert_eq!("7102.31".parse::<HsCode>(), Ok(HsCode::NonIndustrial));
+        assert_eq!("7104.21".parse::<HsCode>(), Err(ValueError::SyntheticDiamonds));
+        assert_eq!("7104".parse::<HsCode>(), Err(ValueError::SyntheticDiamonds));
+        assert_eq!("7103.10".parse::<HsCode>(), Err(ValueError::UnknownHsCode));
+        assert!(ValueError::SyntheticDiamonds.to_string().contains("outside the Kimberley Process"));
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!("MIXED".parse::<Origin>(), Ok(Origin::Mixed));
+        assert!(matches!("RU".parse::<Origin>(), Ok(Origin::Participant(_))));
+        assert!("mixed".parse::<Origin>().is_err());
+    }
+}

@@ -1,0 +1,414 @@
+//! Signed documents: every business message between nodes is one.
+//!
+//! A document is its kind, the canonical bytes of its body, the signer, the key id, the time
+//! of signing and an Ed25519 signature over a domain-separated message:
+//! `"kpnode/v1/" + kind + 0x00 + bincode(kind, body, signer, key_id, signed_at)`. The domain
+//! tag means a signature made for one kind can never be passed off as another.
+
+use std::fmt;
+
+use bincode::{Decode, Encode};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::Serialize;
+
+use crate::amount::Carats;
+use crate::certificate::{Certificate, Party};
+use crate::codec::{self, CodecError};
+use crate::codes::{CertificateNumber, ParticipantCode};
+use crate::date::{Date, Timestamp};
+use crate::digest::{hex, Digest, MessageId};
+use crate::text::{LongText, Text};
+
+/// What a signed document is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Encode, Decode, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DocumentKind {
+    Certificate,
+    Receipt,
+    ImportConfirmation,
+    Void,
+    KeyRotation,
+}
+
+impl DocumentKind {
+    /// The name used in the signature's domain tag and in listings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DocumentKind::Certificate => "certificate",
+            DocumentKind::Receipt => "receipt",
+            DocumentKind::ImportConfirmation => "import-confirmation",
+            DocumentKind::Void => "void",
+            DocumentKind::KeyRotation => "key-rotation",
+        }
+    }
+}
+
+impl fmt::Display for DocumentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Names a signing key: the first 8 bytes of SHA-256 over a domain tag and the public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+pub struct KeyId(pub [u8; 8]);
+
+impl KeyId {
+    pub fn of(key: &VerifyingKey) -> KeyId {
+        let d = Digest::of_parts(&[b"kpnode/v1/key-id\0", key.as_bytes()]);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&d.0[..8]);
+        KeyId(id)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl std::str::FromStr for KeyId {
+    type Err = crate::value::ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::digest::parse_hex::<8>(s).map(KeyId)
+    }
+}
+
+impl Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A document body: the type that `kind` promises the body bytes decode to.
+pub trait Body: Encode + Decode<()> {
+    const KIND: DocumentKind;
+}
+
+impl Body for Certificate {
+    const KIND: DocumentKind = DocumentKind::Certificate;
+}
+
+/// A signed document. Construct with [`SignedDocument::sign`]; check with
+/// [`SignedDocument::verify_signature`] and read with [`SignedDocument::body`].
+#[derive(Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SignedDocument {
+    pub kind: DocumentKind,
+    /// Canonical bincode of the body.
+    pub body: Vec<u8>,
+    pub signer: ParticipantCode,
+    pub key_id: KeyId,
+    pub signed_at: Timestamp,
+    pub signature: [u8; 64],
+}
+
+/// Why a document is not acceptable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+#[non_exhaustive]
+pub enum DocumentError {
+    #[error("expected a {expected} document, found a {found} document")]
+    WrongKind { expected: DocumentKind, found: DocumentKind },
+    #[error("the body of the {kind} document is {error}")]
+    Body { kind: DocumentKind, error: CodecError },
+    #[error("the document names key {named}, but was checked against key {given}")]
+    KeyMismatch { named: KeyId, given: KeyId },
+    #[error("the signature does not verify: the document was altered or not signed by key {0}")]
+    BadSignature(KeyId),
+}
+
+impl SignedDocument {
+    /// Signs `body` as `signer` with `key` at `signed_at`.
+    pub fn sign<B: Body>(
+        body: &B,
+        signer: ParticipantCode,
+        key: &SigningKey,
+        signed_at: Timestamp,
+    ) -> SignedDocument {
+        Self::sign_bytes(B::KIND, codec::encode(body), signer, key, signed_at)
+    }
+
+    /// Signs body bytes that are already canonical.
+    pub fn sign_bytes(
+        kind: DocumentKind,
+        body: Vec<u8>,
+        signer: ParticipantCode,
+        key: &SigningKey,
+        signed_at: Timestamp,
+    ) -> SignedDocument {
+        let key_id = KeyId::of(&key.verifying_key());
+        let message = signing_message(kind, &body, signer, key_id, signed_at);
+        let signature = key.sign(&message).to_bytes();
+        SignedDocument { kind, body, signer, key_id, signed_at, signature }
+    }
+
+    /// The exact bytes the signature covers.
+    pub fn signing_message(&self) -> Vec<u8> {
+        signing_message(self.kind, &self.body, self.signer, self.key_id, self.signed_at)
+    }
+
+    /// Checks the signature with `key`, which must be the key the document names.
+    pub fn verify_signature(&self, key: &VerifyingKey) -> Result<(), DocumentError> {
+        let given = KeyId::of(key);
+        if given != self.key_id {
+            return Err(DocumentError::KeyMismatch { named: self.key_id, given });
+        }
+        let signature = Signature::from_bytes(&self.signature);
+        key.verify_strict(&self.signing_message(), &signature)
+            .map_err(|_| DocumentError::BadSignature(self.key_id))
+    }
+
+    /// The body, decoded as `B` (which must match the document's kind).
+    pub fn body<B: Body>(&self) -> Result<B, DocumentError> {
+        if self.kind != B::KIND {
+            return Err(DocumentError::WrongKind { expected: B::KIND, found: self.kind });
+        }
+        codec::decode(&self.body).map_err(|error| DocumentError::Body { kind: self.kind, error })
+    }
+
+    /// Canonical bytes of the whole document.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<SignedDocument, CodecError> {
+        codec::decode(bytes)
+    }
+
+    /// SHA-256 of the canonical bytes.
+    pub fn message_id(&self) -> MessageId {
+        Digest::of(&self.to_bytes())
+    }
+}
+
+fn signing_message(
+    kind: DocumentKind,
+    body: &[u8],
+    signer: ParticipantCode,
+    key_id: KeyId,
+    signed_at: Timestamp,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(body.len() + 64);
+    m.extend_from_slice(b"kpnode/v1/");
+    m.extend_from_slice(kind.name().as_bytes());
+    m.push(0);
+    codec::encode_into(&(kind, body, signer, key_id, signed_at), &mut m);
+    m
+}
+
+impl fmt::Debug for SignedDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedDocument")
+            .field("kind", &self.kind)
+            .field("signer", &self.signer)
+            .field("key_id", &self.key_id)
+            .field("signed_at", &self.signed_at)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The importing authority's confirmation that a shipment arrived (KPCS Section III(b)).
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct ImportConfirmation {
+    pub certificate: CertificateNumber,
+    /// The message id of the signed certificate being confirmed.
+    pub certificate_id: MessageId,
+    pub exporting_participant: ParticipantCode,
+    pub importing_participant: ParticipantCode,
+    pub exporter: Party,
+    pub importer: Party,
+    pub received_on: Date,
+    /// Parcels counted on arrival.
+    pub parcels: u32,
+    /// Total carats weighed on arrival.
+    pub carats: Carats,
+    pub confirming_authority: Text,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remarks: Option<LongText>,
+}
+
+impl Body for ImportConfirmation {
+    const KIND: DocumentKind = DocumentKind::ImportConfirmation;
+}
+
+/// The exporting authority's voiding of a certificate it issued.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct Void {
+    pub certificate: CertificateNumber,
+    pub certificate_id: MessageId,
+    pub reason: Text,
+}
+
+impl Body for Void {
+    const KIND: DocumentKind = DocumentKind::Void;
+}
+
+/// A receiver's signed statement that it durably stored `count` messages from `sender`, whose
+/// receipt items are the leaves of a Merkle tree with root `root`. One signature thus
+/// acknowledges a whole group commit; each message's receipt is this document plus its
+/// inclusion proof (see [`crate::receipt`]). `signed_at` is the time of receipt.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct ReceiptBatch {
+    pub receiver: ParticipantCode,
+    pub sender: ParticipantCode,
+    pub count: u32,
+    pub root: Digest,
+}
+
+impl Body for ReceiptBatch {
+    const KIND: DocumentKind = DocumentKind::Receipt;
+}
+
+/// A participant's statement that its keys change. The outer document is signed by the key
+/// being replaced (`previous_key`); a new signing key also signs the statement itself
+/// (`NewSigningKey::possession`), so a rotation needs both the old and the new key.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct KeyRotation {
+    pub participant: ParticipantCode,
+    /// 1 for the first rotation, then 2, 3…: the statements form a chain.
+    pub sequence: u32,
+    pub previous_key: KeyId,
+    pub new_signing_key: Option<NewSigningKey>,
+    /// DER of the new TLS certificate, if the TLS key changes.
+    pub new_tls_certificate: Option<Vec<u8>>,
+    pub effective_from: Timestamp,
+}
+
+impl Body for KeyRotation {
+    const KIND: DocumentKind = DocumentKind::KeyRotation;
+}
+
+/// A new signing key and its signature over the rotation, proving its holder agreed.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct NewSigningKey {
+    pub public_key: [u8; 32],
+    pub possession: [u8; 64],
+}
+
+impl KeyRotation {
+    /// What the new key signs: the statement with everything but the possession signature.
+    fn possession_message(&self, new_key: &[u8; 32]) -> Vec<u8> {
+        let mut m = b"kpnode/v1/key-rotation-new-key\0".to_vec();
+        codec::encode_into(
+            &(
+                self.participant,
+                self.sequence,
+                self.previous_key,
+                new_key,
+                &self.new_tls_certificate,
+                self.effective_from,
+            ),
+            &mut m,
+        );
+        m
+    }
+
+    /// A rotation to `new_key` (and optionally a new TLS certificate), with the new key's
+    /// possession signature filled in. The caller signs the result with the previous key.
+    pub fn new_with_signing_key(
+        participant: ParticipantCode,
+        sequence: u32,
+        previous_key: KeyId,
+        new_key: &SigningKey,
+        new_tls_certificate: Option<Vec<u8>>,
+        effective_from: Timestamp,
+    ) -> KeyRotation {
+        let public_key = new_key.verifying_key().to_bytes();
+        let mut rotation = KeyRotation {
+            participant,
+            sequence,
+            previous_key,
+            new_signing_key: None,
+            new_tls_certificate,
+            effective_from,
+        };
+        let possession = new_key.sign(&rotation.possession_message(&public_key)).to_bytes();
+        rotation.new_signing_key = Some(NewSigningKey { public_key, possession });
+        rotation
+    }
+
+    /// The new signing key, after checking its possession signature.
+    pub fn verified_new_key(&self) -> Result<Option<VerifyingKey>, DocumentError> {
+        let Some(new) = &self.new_signing_key else {
+            return Ok(None);
+        };
+        let key = VerifyingKey::from_bytes(&new.public_key).map_err(|_| DocumentError::Body {
+            kind: DocumentKind::KeyRotation,
+            error: CodecError::Malformed("the new signing key is not a valid Ed25519 key".into()),
+        })?;
+        let message = self.possession_message(&new.public_key);
+        key.verify_strict(&message, &Signature::from_bytes(&new.possession))
+            .map_err(|_| DocumentError::BadSignature(KeyId::of(&key)))?;
+        Ok(Some(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn void() -> Void {
+        Void {
+            certificate: "RU-2026-000001".parse().unwrap(),
+            certificate_id: Digest::of(b"cert"),
+            reason: "issued in error".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let k = key(1);
+        let ru = ParticipantCode::from_static("RU");
+        let doc = SignedDocument::sign(&void(), ru, &k, Timestamp::from_unix_millis(1000));
+        doc.verify_signature(&k.verifying_key()).unwrap();
+        assert_eq!(doc.body::<Void>().unwrap(), void());
+        assert!(matches!(doc.body::<ImportConfirmation>(), Err(DocumentError::WrongKind { .. })));
+
+        let mut t = doc.clone();
+        t.signed_at = Timestamp::from_unix_millis(1001);
+        assert!(matches!(t.verify_signature(&k.verifying_key()), Err(DocumentError::BadSignature(_))));
+        let mut t = doc.clone();
+        t.kind = DocumentKind::Certificate;
+        assert!(t.verify_signature(&k.verifying_key()).is_err());
+        let mut t = doc.clone();
+        t.signer = ParticipantCode::from_static("IN");
+        assert!(t.verify_signature(&k.verifying_key()).is_err());
+        assert!(matches!(
+            doc.verify_signature(&key(2).verifying_key()),
+            Err(DocumentError::KeyMismatch { .. })
+        ));
+        assert_eq!(SignedDocument::from_bytes(&doc.to_bytes()).unwrap(), doc);
+        assert_ne!(doc.message_id(), t.message_id());
+    }
+
+    #[test]
+    fn rotation_needs_the_new_keys_consent() {
+        let (old, new) = (key(1), key(2));
+        let r = KeyRotation::new_with_signing_key(
+            ParticipantCode::from_static("RU"),
+            1,
+            KeyId::of(&old.verifying_key()),
+            &new,
+            None,
+            Timestamp::from_unix_millis(5),
+        );
+        assert_eq!(r.verified_new_key().unwrap(), Some(new.verifying_key()));
+        let mut forged = r.clone();
+        forged.new_signing_key.as_mut().unwrap().public_key = key(3).verifying_key().to_bytes();
+        assert!(forged.verified_new_key().is_err());
+        let mut moved = r.clone();
+        moved.effective_from = Timestamp::from_unix_millis(6);
+        assert!(moved.verified_new_key().is_err());
+    }
+}

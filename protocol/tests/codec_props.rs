@@ -1,0 +1,232 @@
+//! Property tests for every codec: round trips, and hostile bytes (truncated, bit-flipped,
+//! oversized) that must give an error, never a panic or a large allocation.
+
+use kp_protocol::ed25519_dalek::SigningKey;
+use kp_protocol::frame::{self, decode_frame, encode_frame, DEFAULT_MAX_FRAME_BYTES};
+use kp_protocol::receipt::sign_batch;
+use kp_protocol::{
+    codec, Certificate, CertificateContent, Declaration, Digest, Frame, Parcel, ParticipantCode, Party,
+    ReceiptItem, RejectCode, Shipment, SignedDocument, Timestamp, Void,
+};
+use proptest::prelude::*;
+
+fn code() -> impl Strategy<Value = ParticipantCode> {
+    "[A-Z]{2}".prop_map(|s| s.parse().unwrap())
+}
+
+fn text() -> impl Strategy<Value = kp_protocol::Text> {
+    "[A-Za-z0-9][A-Za-z0-9 ,.ÄÖЖ-]{0,40}".prop_map(|s| s.parse().unwrap())
+}
+
+fn amount<T: std::str::FromStr + std::fmt::Debug>() -> impl Strategy<Value = T>
+where
+    T::Err: std::fmt::Debug,
+{
+    (1u64..99_999_999_999_999).prop_map(|v| format!("{}.{:02}", v / 100, v % 100).parse().unwrap())
+}
+
+fn parcel() -> impl Strategy<Value = Parcel> {
+    (
+        prop::sample::select(kp_protocol::HsCode::ALL.to_vec()),
+        amount(),
+        amount(),
+        prop_oneof![code().prop_map(kp_protocol::Origin::Participant), Just(kp_protocol::Origin::Mixed)],
+    )
+        .prop_map(|(hs_code, carats, value_usd, origin)| Parcel { hs_code, carats, value_usd, origin })
+}
+
+fn date() -> impl Strategy<Value = kp_protocol::Date> {
+    (2000i32..2100, 1u32..=12, 1u32..=28).prop_map(|(y, m, d)| kp_protocol::Date::from_ymd(y, m, d).unwrap())
+}
+
+fn certificate() -> impl Strategy<Value = Certificate> {
+    (
+        (code(), code(), "[0-9]{1,20}", text(), text(), text(), text(), text()),
+        (date(), date(), prop::collection::vec(parcel(), 1..20)),
+        (
+            prop::option::of((prop::option::of(text()), prop::option::of(text()))),
+            prop::collection::vec(("[A-Za-z0-9._-]{1,32}", text()), 0..3),
+            prop::option::of("[a-z][a-z \n]{0,100}"),
+        ),
+    )
+        .prop_map(
+            |((exp, imp, seq, auth, en, ea, inn, ia), (issued, expires, parcels), (ship, decls, remarks))| {
+                Certificate {
+                    number: format!("{exp}-{seq}").parse().unwrap(),
+                    content: CertificateContent {
+                        exporting_participant: exp,
+                        importing_participant: imp,
+                        issuing_authority: auth,
+                        exporter: Party { name: en, address: ea },
+                        importer: Party { name: inn, address: ia },
+                        issued_on: issued,
+                        expires_on: expires,
+                        parcels,
+                        shipment: ship.map(|(p, c)| Shipment { port_of_export: p, customs_reference: c }),
+                        declarations: decls
+                            .into_iter()
+                            .map(|(c, t)| Declaration {
+                                code: c.parse().unwrap(),
+                                text: t.as_str().parse().unwrap(),
+                            })
+                            .collect(),
+                        remarks: remarks.map(|r| r.parse().unwrap()),
+                    },
+                }
+            },
+        )
+}
+
+fn document() -> impl Strategy<Value = SignedDocument> {
+    (certificate(), any::<[u8; 32]>(), any::<i64>()).prop_map(|(c, seed, at)| {
+        SignedDocument::sign(
+            &c,
+            c.content.exporting_participant,
+            &SigningKey::from_bytes(&seed),
+            Timestamp::from_unix_millis(at),
+        )
+    })
+}
+
+fn frame_strategy() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        (any::<u16>(), code(), "[ -~]{0,30}")
+            .prop_map(|(version, participant, software)| { Frame::Hello { version, participant, software } }),
+        document().prop_map(|d| Frame::Deliver { message_id: d.message_id(), document: d }),
+        (1usize..20, any::<[u8; 32]>()).prop_map(|(n, seed)| {
+            let items: Vec<ReceiptItem> = (0..n as u64)
+                .map(|i| ReceiptItem {
+                    message_id: Digest::of(&i.to_be_bytes()),
+                    log_seq: i,
+                    entry_hash: Digest::of(&[i as u8]),
+                })
+                .collect();
+            let (batch, proofs) = sign_batch(
+                &items,
+                ParticipantCode::from_static("IN"),
+                ParticipantCode::from_static("RU"),
+                &SigningKey::from_bytes(&seed),
+                Timestamp::from_unix_millis(1),
+            )
+            .unwrap();
+            Frame::Receipt { batch, proofs }
+        }),
+        (any::<[u8; 32]>(), "[ -~]{0,100}").prop_map(|(id, detail)| Frame::reject(
+            Digest(id),
+            RejectCode::Conflict,
+            detail
+        )),
+        any::<u64>().prop_map(|nonce| Frame::Ping { nonce }),
+        any::<u64>().prop_map(|nonce| Frame::Pong { nonce }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn certificates_round_trip(c in certificate()) {
+        let bytes = codec::encode(&c);
+        prop_assert_eq!(codec::decode::<Certificate>(&bytes).unwrap(), c);
+    }
+
+    #[test]
+    fn documents_round_trip_and_verify(d in document()) {
+        let bytes = d.to_bytes();
+        let back = SignedDocument::from_bytes(&bytes).unwrap();
+        prop_assert_eq!(&back, &d);
+        prop_assert_eq!(back.to_bytes(), bytes);
+        prop_assert!(back.body::<Certificate>().is_ok());
+        prop_assert!(back.body::<Void>().is_err());
+    }
+
+    #[test]
+    fn frames_round_trip(f in frame_strategy()) {
+        let mut buf = Vec::new();
+        encode_frame(&f, DEFAULT_MAX_FRAME_BYTES, &mut buf).unwrap();
+        let (back, used) = decode_frame(&buf, DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
+        prop_assert_eq!(used, buf.len());
+        prop_assert_eq!(back, f);
+    }
+
+    #[test]
+    fn truncated_input_is_incomplete_or_an_error(f in frame_strategy(), cut in any::<prop::sample::Index>()) {
+        let mut buf = Vec::new();
+        encode_frame(&f, DEFAULT_MAX_FRAME_BYTES, &mut buf).unwrap();
+        let cut = cut.index(buf.len());
+        // A frame cut short is "not yet complete", never a panic or a wrong frame.
+        prop_assert_eq!(decode_frame(&buf[..cut], DEFAULT_MAX_FRAME_BYTES), Ok(None));
+        // The body alone, cut short, is an error.
+        let body = &buf[frame::LENGTH_PREFIX..];
+        let cut = cut.min(body.len() - 1);
+        prop_assert!(codec::decode::<Frame>(&body[..cut]).is_err());
+    }
+
+    #[test]
+    fn bit_flips_never_panic(f in frame_strategy(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let mut buf = Vec::new();
+        encode_frame(&f, DEFAULT_MAX_FRAME_BYTES, &mut buf).unwrap();
+        let i = pos.index(buf.len());
+        buf[i] ^= 1 << bit;
+        let _ = decode_frame(&buf, DEFAULT_MAX_FRAME_BYTES);
+        let _ = SignedDocument::from_bytes(&buf[frame::LENGTH_PREFIX..]);
+        let _ = codec::decode::<Certificate>(&buf[frame::LENGTH_PREFIX..]);
+    }
+
+    #[test]
+    fn any_change_to_a_signed_document_fails_verification(
+        c in certificate(), seed in any::<[u8; 32]>(), pos in any::<prop::sample::Index>(), bit in 0u8..8,
+    ) {
+        let key = SigningKey::from_bytes(&seed);
+        let doc = SignedDocument::sign(&c, c.content.exporting_participant, &key, Timestamp::from_unix_millis(1));
+        let mut bytes = doc.to_bytes();
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        if let Ok(changed) = SignedDocument::from_bytes(&bytes) {
+            prop_assert!(changed.verify_signature(&key.verifying_key()).is_err());
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = decode_frame(&bytes, DEFAULT_MAX_FRAME_BYTES);
+        let _ = SignedDocument::from_bytes(&bytes);
+        let _ = codec::decode::<Certificate>(&bytes);
+    }
+}
+
+#[test]
+fn an_oversized_length_is_refused_before_reading_the_body() {
+    // Only the 4-byte prefix has arrived: the decoder must refuse, not wait for 4 GiB.
+    let err = decode_frame(&[0xff, 0xff, 0xff, 0xff], DEFAULT_MAX_FRAME_BYTES).unwrap_err();
+    assert!(matches!(err, frame::FrameError::TooLarge { announced: 0xffff_ffff, .. }), "{err}");
+    let just_over = (DEFAULT_MAX_FRAME_BYTES + 1).to_be_bytes();
+    assert!(decode_frame(&just_over, DEFAULT_MAX_FRAME_BYTES).is_err());
+    let at_max = DEFAULT_MAX_FRAME_BYTES.to_be_bytes();
+    assert_eq!(decode_frame(&at_max, DEFAULT_MAX_FRAME_BYTES), Ok(None));
+    assert_eq!(decode_frame(&[0, 0, 0, 0], DEFAULT_MAX_FRAME_BYTES), Err(frame::FrameError::Empty));
+}
+
+#[test]
+fn a_huge_inner_length_cannot_force_a_huge_allocation() {
+    // A Deliver whose body claims 2^60 bytes: the codec's limit refuses it outright.
+    let mut body = vec![1u8]; // Frame::Deliver variant index (u32 big-endian follows)
+    body.clear();
+    body.extend_from_slice(&1u32.to_be_bytes());
+    body.extend_from_slice(&[0u8; 32]); // message id
+    body.extend_from_slice(&0u32.to_be_bytes()); // DocumentKind::Certificate
+    body.extend_from_slice(&(1u64 << 60).to_be_bytes()); // body length
+    assert!(codec::decode::<Frame>(&body).is_err());
+}
+
+#[test]
+fn encoding_refuses_frames_over_the_maximum() {
+    let f = Frame::Hello {
+        version: 1,
+        participant: ParticipantCode::from_static("RU"),
+        software: "x".repeat(200),
+    };
+    let mut buf = vec![9];
+    assert!(encode_frame(&f, 100, &mut buf).is_err());
+    assert_eq!(buf, vec![9]);
+}

@@ -1,0 +1,86 @@
+//! Golden encodings: any change to the certificate or signed-document format shows up as a
+//! diff of these fixtures. After a deliberate format change, regenerate them with
+//! `KPNODE_UPDATE_GOLDEN=1 cargo test -p kp-protocol --test golden` and commit them together
+//! with the change (and a note on compatibility).
+
+use std::path::PathBuf;
+
+use kp_protocol::ed25519_dalek::SigningKey;
+use kp_protocol::{
+    codec, AnyParticipant, Certificate, CertificateDraft, ParticipantCode, SignedDocument, Timestamp,
+    ValidationContext,
+};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn to_hex_lines(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut out = String::new();
+    for chunk in hex.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out
+}
+
+fn check(name: &str, bytes: &[u8]) {
+    let path = fixture(name);
+    let actual = to_hex_lines(bytes);
+    if std::env::var_os("KPNODE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with KPNODE_UPDATE_GOLDEN=1)", path.display()));
+    assert!(
+        expected == actual,
+        "{name} changed: the encoding format is different. If that is deliberate, regenerate \
+         with KPNODE_UPDATE_GOLDEN=1 and commit the fixture with the change."
+    );
+}
+
+pub fn sample_certificate() -> Certificate {
+    let ctx = ValidationContext {
+        today: "2026-11-28".parse().unwrap(),
+        max_validity_days: Some(60),
+        participants: &AnyParticipant,
+        exporter: None,
+        importer: None,
+    };
+    CertificateDraft::from_json(include_str!("fixtures/certificate.json"), &ctx)
+        .unwrap()
+        .into_certificate(|| unreachable!("the fixture has a number"))
+}
+
+#[test]
+fn certificate_encoding_is_stable() {
+    let cert = sample_certificate();
+    let bytes = codec::encode(&cert);
+    check("certificate.bincode.hex", &bytes);
+    assert_eq!(codec::decode::<Certificate>(&bytes).unwrap(), cert);
+}
+
+#[test]
+fn signed_document_encoding_is_stable() {
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let doc = SignedDocument::sign(
+        &sample_certificate(),
+        ParticipantCode::from_static("RU"),
+        &key,
+        Timestamp::from_unix_millis(1_795_000_000_000),
+    );
+    let bytes = doc.to_bytes();
+    check("signed-certificate.bincode.hex", &bytes);
+    let back = SignedDocument::from_bytes(&bytes).unwrap();
+    back.verify_signature(&key.verifying_key()).unwrap();
+    assert_eq!(back.body::<Certificate>().unwrap(), sample_certificate());
+    // The message id is part of the format too: resends must keep it.
+    let id_path = fixture("signed-certificate.message-id");
+    if std::env::var_os("KPNODE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&id_path, format!("{}\n", doc.message_id())).unwrap();
+    }
+    let expected = std::fs::read_to_string(&id_path).unwrap();
+    assert_eq!(expected.trim(), doc.message_id().to_hex());
+}

@@ -1,0 +1,264 @@
+//! One test per validation rule of kp-domain.md: each bad certificate is refused with a
+//! message naming the field, and the good one (with a mixed-origin parcel) is accepted.
+
+use kp_protocol::{CertificateDraft, Date, ParticipantCode, Problem, Problems, ValidationContext};
+use serde_json::{json, Value};
+
+const KNOWN: &[&str] = &["RU", "IN", "AE", "BY", "KZ", "AM", "KG", "EU"];
+
+fn known(code: ParticipantCode) -> bool {
+    KNOWN.contains(&code.as_str())
+}
+
+fn ctx() -> ValidationContext<'static> {
+    ValidationContext {
+        today: "2026-11-28".parse::<Date>().unwrap(),
+        max_validity_days: Some(60),
+        participants: &known,
+        exporter: Some(ParticipantCode::from_static("RU")),
+        importer: None,
+    }
+}
+
+fn good() -> Value {
+    serde_json::from_str(include_str!("fixtures/certificate.json")).unwrap()
+}
+
+fn problems(v: &Value) -> Vec<Problem> {
+    match CertificateDraft::from_json(&v.to_string(), &ctx()) {
+        Ok(_) => Vec::new(),
+        Err(Problems(p)) => p,
+    }
+}
+
+/// Asserts that `v` is refused, with a problem at `field` whose message contains `words`.
+fn refused(v: Value, field: &str, words: &str) {
+    let p = problems(&v);
+    assert!(
+        p.iter().any(|p| p.field == field && p.message.contains(words)),
+        "expected a problem at {field} containing {words:?}, got {p:#?}"
+    );
+}
+
+fn with(path: &[&str], value: Value) -> Value {
+    let mut v = good();
+    let mut cur = &mut v;
+    for (i, key) in path.iter().enumerate() {
+        let last = i == path.len() - 1;
+        cur = if let Ok(idx) = key.parse::<usize>() {
+            &mut cur[idx]
+        } else if last {
+            cur.as_object_mut().unwrap().insert(key.to_string(), value.clone());
+            return v;
+        } else {
+            &mut cur[*key]
+        };
+    }
+    *cur = value;
+    v
+}
+
+fn without(key: &str) -> Value {
+    let mut v = good();
+    v.as_object_mut().unwrap().remove(key);
+    v
+}
+
+#[test]
+fn accepts_a_good_certificate_with_a_mixed_origin_parcel() {
+    let draft = CertificateDraft::from_json(&good().to_string(), &ctx()).unwrap();
+    let c = draft.into_certificate(|| unreachable!());
+    assert_eq!(c.number.as_str(), "RU-2026-000123");
+    assert_eq!(c.total_carats(), 183_035);
+    assert_eq!(c.total_value_usd(), 424_650_000);
+    assert_eq!(c.parcel_count(), 2);
+    assert_eq!(c.content.parcels[1].origin.to_string(), "MIXED");
+}
+
+#[test]
+fn number_is_optional_on_submit() {
+    let draft = CertificateDraft::from_json(&without("number").to_string(), &ctx()).unwrap();
+    assert!(draft.number.is_none());
+}
+
+#[test]
+fn number_must_start_with_the_exporting_code() {
+    refused(with(&["number"], json!("IN-2026-1")), "number", "must start with");
+}
+
+#[test]
+fn number_has_3_to_32_characters_of_the_alphabet() {
+    refused(with(&["number"], json!("RU")), "number", "at least 3");
+    refused(with(&["number"], json!(format!("RU-{}", "1".repeat(31)))), "number", "at most 32");
+    refused(with(&["number"], json!("RU-2026/../1")), "number", "A-Z");
+    refused(with(&["number"], json!("ru-2026-1")), "number", "A-Z");
+}
+
+#[test]
+fn exporting_and_importing_participants_differ() {
+    refused(with(&["importing_participant"], json!("RU")), "importing_participant", "must differ");
+}
+
+#[test]
+fn participants_must_be_known() {
+    refused(with(&["importing_participant"], json!("ZZ")), "importing_participant", "Section III(c)");
+    refused(with(&["parcels", "0", "origin"], json!("ZZ")), "parcels[0].origin", "not a Kimberley");
+}
+
+#[test]
+fn exporting_participant_is_the_issuing_node() {
+    let v = with(&["exporting_participant"], json!("BY"));
+    let v = with_value(v, &["number"], json!("BY-2026-1"));
+    refused(v, "exporting_participant", "can only be issued by RU");
+}
+
+fn with_value(mut v: Value, path: &[&str], value: Value) -> Value {
+    v[path[0]] = value;
+    v
+}
+
+#[test]
+fn participant_codes_are_two_capitals() {
+    refused(with(&["importing_participant"], json!("India")), "importing_participant", "two-letter");
+}
+
+#[test]
+fn at_least_one_parcel() {
+    refused(with(&["parcels"], json!([])), "parcels", "at least one parcel");
+}
+
+#[test]
+fn at_most_1000_parcels() {
+    let parcel = good()["parcels"][0].clone();
+    refused(with(&["parcels"], json!(vec![parcel; 1001])), "parcels", "at most 1000");
+}
+
+#[test]
+fn hs_code_must_be_a_rough_diamond_code() {
+    refused(with(&["parcels", "0", "hs_code"], json!("7103.10")), "parcels[0].hs_code", "7102.10");
+}
+
+#[test]
+fn synthetic_diamonds_are_outside_the_scheme() {
+    refused(
+        with(&["parcels", "1", "hs_code"], json!("7104.21")),
+        "parcels[1].hs_code",
+        "synthetic diamonds are outside the Kimberley Process",
+    );
+}
+
+#[test]
+fn carats_must_be_positive() {
+    refused(with(&["parcels", "0", "carats"], json!("0.00")), "parcels[0].carats", "greater than zero");
+    refused(with(&["parcels", "0", "carats"], json!("-5")), "parcels[0].carats", "decimal number");
+}
+
+#[test]
+fn value_must_be_positive() {
+    refused(with(&["parcels", "1", "value_usd"], json!("0")), "parcels[1].value_usd", "greater than zero");
+}
+
+#[test]
+fn amounts_have_at_most_two_decimals() {
+    refused(with(&["parcels", "0", "carats"], json!("1.005")), "parcels[0].carats", "two decimals");
+    refused(with(&["parcels", "0", "value_usd"], json!("10.999")), "parcels[0].value_usd", "two decimals");
+}
+
+#[test]
+fn amounts_are_strings_not_floats() {
+    refused(with(&["parcels", "0", "carats"], json!(1520.35)), "parcels[0].carats", "floating point");
+}
+
+#[test]
+fn origin_is_a_code_or_mixed() {
+    refused(with(&["parcels", "0", "origin"], json!("Mixed")), "parcels[0].origin", "MIXED");
+}
+
+#[test]
+fn issued_on_is_not_in_the_future() {
+    refused(with(&["issued_on"], json!("2026-12-01")), "issued_on", "in the future");
+    // One day of clock tolerance.
+    assert!(problems(&with_value(
+        with(&["issued_on"], json!("2026-11-29")),
+        &["expires_on"],
+        json!("2027-01-20")
+    ))
+    .is_empty());
+}
+
+#[test]
+fn expires_after_issue() {
+    refused(with(&["expires_on"], json!("2026-11-28")), "expires_on", "must be after issued_on");
+}
+
+#[test]
+fn validity_is_at_most_max_validity_days() {
+    refused(with(&["expires_on"], json!("2027-01-28")), "expires_on", "at most 60 days");
+}
+
+#[test]
+fn not_already_expired() {
+    let v = with(&["issued_on"], json!("2026-10-01"));
+    let v = with_value(v, &["expires_on"], json!("2026-11-27"));
+    refused(v, "expires_on", "already passed");
+}
+
+#[test]
+fn names_addresses_and_authority_are_bounded_text() {
+    refused(with(&["exporter", "name"], json!("")), "exporter.name", "must not be empty");
+    refused(with(&["importer", "address"], json!("x".repeat(257))), "importer.address", "at most 256");
+    refused(with(&["issuing_authority"], json!("Gokhran\u{0007}")), "issuing_authority", "control character");
+    refused(with(&["exporter", "name"], json!("ALROSA\nPJSC")), "exporter.name", "control character");
+}
+
+#[test]
+fn dates_are_real_calendar_dates() {
+    refused(with(&["issued_on"], json!("2026-02-30")), "issued_on", "calendar");
+    refused(with(&["issued_on"], json!("28.11.2026")), "issued_on", "YYYY-MM-DD");
+}
+
+#[test]
+fn unknown_fields_are_errors() {
+    refused(with(&["colour"], json!("D")), "colour", "unknown field");
+    refused(with(&["parcels", "0", "weight"], json!("1")), "parcels[0].weight", "unknown field");
+}
+
+#[test]
+fn required_fields_and_types() {
+    refused(without("exporter"), "exporter", "is required");
+    refused(with(&["parcels"], json!({})), "parcels", "must be an array");
+    refused(with(&["exporter"], json!("ALROSA")), "exporter", "must be an object");
+}
+
+#[test]
+fn duplicate_keys_and_broken_json_are_refused() {
+    let text = good().to_string().replacen('{', r#"{"remarks":"a","remarks":"b","#, 1);
+    let p = CertificateDraft::from_json(&text, &ctx()).unwrap_err();
+    assert!(p.0[0].message.contains("duplicate key"), "{p}");
+    let p = CertificateDraft::from_json("{\"number\": ", &ctx()).unwrap_err();
+    assert!(p.0[0].message.contains("not valid JSON"), "{p}");
+    let p = CertificateDraft::from_json_bytes(b"\xff\xfe", &ctx()).unwrap_err();
+    assert!(p.0[0].message.contains("UTF-8"), "{p}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let mut v = good();
+    v["importing_participant"] = json!("RU");
+    v["parcels"][0]["hs_code"] = json!("7104.10");
+    v["parcels"][1]["carats"] = json!("1.234");
+    v["exporter"]["name"] = json!("");
+    v["expires_on"] = json!("2030-01-01");
+    v["extra"] = json!(1);
+    let fields: Vec<String> = problems(&v).into_iter().map(|p| p.field).collect();
+    for f in [
+        "importing_participant",
+        "parcels[0].hs_code",
+        "parcels[1].carats",
+        "exporter.name",
+        "expires_on",
+        "extra",
+    ] {
+        assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
+    }
+}
