@@ -73,8 +73,15 @@ pub enum Outcome {
 /// What a receiver answers for one delivered document.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    Receipt(Box<MessageReceipt>),
-    Reject { message_id: MessageId, refusal: Refusal },
+    /// The receipt; `duplicate` if the document was stored before (a resend).
+    Receipt {
+        receipt: Box<MessageReceipt>,
+        duplicate: bool,
+    },
+    Reject {
+        message_id: MessageId,
+        refusal: Refusal,
+    },
 }
 
 /// Why a local request was refused.
@@ -500,7 +507,7 @@ impl Engine {
                 continue;
             }
             if let Some(prev) = txn.get_rec::<InMessage>(Tree::Messages, &in_message_key(peer, &id))? {
-                slots.push(Slot::Done(Reply::Receipt(Box::new(prev.receipt))));
+                slots.push(Slot::Done(Reply::Receipt { receipt: Box::new(prev.receipt), duplicate: true }));
                 continue;
             }
             match self.accept(txn, applied, now, peer, &item)? {
@@ -534,7 +541,7 @@ impl Engine {
             .into_iter()
             .map(|s| match s {
                 Slot::Done(reply) => reply,
-                Slot::New(i) => Reply::Receipt(Box::new(receipts[i].clone())),
+                Slot::New(i) => Reply::Receipt { receipt: Box::new(receipts[i].clone()), duplicate: false },
             })
             .collect())
     }
@@ -583,6 +590,7 @@ impl Engine {
                 };
                 txn.put(Tree::Certs, key, &rec);
                 self.counts.certificates_in += 1;
+                tracing::info!(number = %cert.number, from = %peer, "certificate received");
                 Ok(Ok(()))
             }
             Content::Confirmation(c) => {
@@ -632,6 +640,7 @@ impl Engine {
                     rejection: None,
                 });
                 rec.updated_at = now;
+                tracing::info!(number = %rec.number, from = %peer, status = rec.status.as_str(), "import confirmation received");
                 txn.put(Tree::Certs, key, &rec);
                 Ok(Ok(()))
             }
@@ -655,6 +664,7 @@ impl Engine {
                         format!("certificate {} is already voided", rec.number),
                     )));
                 }
+                tracing::info!(number = %rec.number, from = %peer, reason = %v.reason, "certificate voided by its issuer");
                 rec.status = CertStatus::Voided;
                 rec.void = Some(VoidRecord {
                     message_id: item.message_id,

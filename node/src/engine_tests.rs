@@ -131,7 +131,7 @@ fn acknowledge(from: &mut Side, to: &Side, now: Timestamp, replies: Vec<Reply>) 
     let mut commands = Vec::new();
     for r in replies {
         match r {
-            Reply::Receipt(r) => {
+            Reply::Receipt { receipt: r, .. } => {
                 let id = r.proof.item.message_id;
                 let key = to.history.signing_key_at(r.batch.key_id, r.batch.signed_at).unwrap();
                 r.verify(id, key, to.code, from.code).unwrap();
@@ -197,10 +197,10 @@ fn a_certificate_is_delivered_once_acknowledged_confirmed_and_logged_on_both_sid
     assert_eq!(queued.len(), 1);
 
     let replies = deliver(&ru, &mut inn, now, queued.clone());
-    let Reply::Receipt(first) = &replies[0] else { panic!("{replies:?}") };
+    let Reply::Receipt { receipt: first, .. } = &replies[0] else { panic!("{replies:?}") };
     // A resend gets the very same receipt, and nothing new is stored.
     let again = deliver(&ru, &mut inn, now, queued.clone());
-    let Reply::Receipt(second) = &again[0] else { panic!() };
+    let Reply::Receipt { receipt: second, duplicate: true } = &again[0] else { panic!() };
     assert_eq!(first, second);
     assert_eq!(inn.log().len(), 1);
     assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::Received);
@@ -283,7 +283,7 @@ fn nothing_unflushed_survives_a_crash_and_the_engine_reloads_its_head() {
 
     // The resend after restart is stored and acknowledged; the log still chains.
     let replies = deliver(&ru, &mut inn, now, queued.clone());
-    assert!(replies.iter().all(|r| matches!(r, Reply::Receipt(_))));
+    assert!(replies.iter().all(|r| matches!(r, Reply::Receipt { .. })));
     let log = inn.log();
     assert_eq!(log.len(), 2);
     assert_eq!(log[1].prev_hash, log[0].hash());

@@ -3,19 +3,37 @@
 //! # Layout
 //! - [`home`]: the node directory (`kpnode init` and what every command reads).
 //! - [`store`]: the only module that touches sled; [`engine`]: the exchange rules over it,
-//!   with no I/O; [`verify`]: the checks on a delivered document that need no store.
+//!   with no I/O; [`actor`]: the thread that owns the engine and does group commits.
+//! - [`verify`]: the checks on a delivered document that need no store; [`sender`]: the
+//!   window and backoff of a link, without I/O.
+//! - [`node`]: a running node and its task tree; [`link`]: peer connections over [`tls`]
+//!   and [`conn`]; [`api`]: the local HTTP API; [`queries`]: views for people.
 //! - [`signer`]: every signature this node makes; [`trust`]: whom it trusts now;
-//!   [`participants`]: the participant list; [`clock`]: time, passed in.
+//!   [`enrol`]: checking partners' bundles; [`participants`]: the participant list;
+//!   [`metrics`]; [`clock`]: time, passed in.
 //! - [`cli`]: the `kpnode` command line.
 
+pub mod actor;
+pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod clock;
+pub mod conn;
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;
+pub mod enrol;
 pub mod home;
+pub mod link;
+pub mod metrics;
+pub mod node;
 pub mod participants;
+pub mod queries;
+pub mod sender;
 pub mod signer;
 pub mod store;
+pub mod tls;
 pub mod trust;
 pub mod verify;
+
+pub use node::{Node, NodeHandle, NodeOptions};

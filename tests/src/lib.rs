@@ -1,2 +1,395 @@
 //! kp-tests: multi-node integration tests of kpnode, in-process and with real processes.
-//! Shared helpers live here; the scenarios are in `tests/tests/`.
+//!
+//! # Layout
+//! - this file: shared helpers: nodes in temporary directories ([`TestNode`] in-process,
+//!   [`ProcessNode`] as a real `kpnode run`), enrolment, an API client, certificate JSON,
+//!   and [`wait_until`] (conditions with a deadline, never bare sleeps).
+//! - `tests/*.rs`: the scenarios.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kp_node::clock::{Clock, SystemClock};
+use kp_node::home::{InitOptions, NodeDir};
+use kp_node::{Node, NodeHandle, NodeOptions};
+use kp_protocol::ParticipantCode;
+use serde_json::{json, Value};
+
+pub mod raw;
+
+/// Logs of in-process nodes go to the test output, at `KPNODE_TEST_LOG` (default: warn).
+pub fn init_logging() {
+    let filter = std::env::var("KPNODE_TEST_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A multi-threaded runtime for in-process nodes (tests drive them from plain threads).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime")
+}
+
+/// Waits until `f` is true, polling, or panics naming `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if f() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A port that was free a moment ago, for nodes that must keep their address across
+/// restarts (everything else binds port 0).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Creates a node directory under `root`.
+pub fn init_dir(root: &Path, code: &str, peer_port: u16) -> NodeDir {
+    let dir = NodeDir::new(root.join(code));
+    let opts = InitOptions {
+        participant: code.parse().expect("a participant code"),
+        authority: format!("Authority of {code}").parse().expect("valid text"),
+        peer_listen: Some(SocketAddr::from(([127, 0, 0, 1], peer_port))),
+        api_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        advertise: Vec::new(),
+    };
+    dir.init(&opts, SystemClock.now()).expect("init");
+    dir
+}
+
+/// A client of one node's HTTP API.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr, token: &str) -> Api {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Api { base: format!("http://{addr}"), token: token.to_owned(), agent }
+    }
+
+    fn finish(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+        let mut r = r.expect("the API answers");
+        let status = r.status().as_u16();
+        let text = r.body_mut().with_config().limit(1 << 30).read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        Self::finish(
+            self.agent
+                .get(&format!("{}{path}", self.base))
+                .header("Authorization", &format!("Bearer {}", self.token))
+                .call(),
+        )
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        Self::finish(
+            self.agent
+                .post(&format!("{}{path}", self.base))
+                .header("Authorization", &format!("Bearer {}", self.token))
+                .header("Content-Type", "application/json")
+                .send(body),
+        )
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        Self::finish(
+            self.agent
+                .delete(&format!("{}{path}", self.base))
+                .header("Authorization", &format!("Bearer {}", self.token))
+                .call(),
+        )
+    }
+
+    /// Submits a certificate; panics unless it was stored. Returns its number.
+    pub fn submit(&self, json: &str) -> String {
+        let (status, v) = self.post("/v1/certificates", json);
+        assert!(status == 201 || status == 200, "submit failed: {status} {v}");
+        v["number"].as_str().expect("a number").to_owned()
+    }
+
+    pub fn status(&self) -> Value {
+        let (s, v) = self.get("/v1/status");
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    /// Certificates in one direction, as the API lists them.
+    pub fn certificates(&self, direction: &str) -> Vec<Value> {
+        let (s, v) = self.get(&format!("/v1/certificates?direction={direction}"));
+        assert_eq!(s, 200, "{v}");
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn certificate(&self, number: &str) -> Value {
+        let (s, v) = self.get(&format!("/v1/certificates/{number}"));
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    /// How many certificates of `direction` have `status`, from the status counters of the
+    /// listing.
+    pub fn count(&self, direction: &str, status: &str) -> usize {
+        let (s, v) = self.get(&format!("/v1/certificates?direction={direction}&status={status}"));
+        assert_eq!(s, 200, "{v}");
+        v.as_array().map_or(0, Vec::len)
+    }
+
+    /// Enrols the bundle `text` with `fingerprint`.
+    pub fn enrol(&self, text: &str, fingerprint: &str) {
+        let body = json!({"bundle": text, "fingerprint": fingerprint}).to_string();
+        let (s, v) = self.post("/v1/peers", &body);
+        assert_eq!(s, 201, "enrol failed: {v}");
+    }
+}
+
+/// A node running in this process.
+#[derive(Debug)]
+pub struct TestNode {
+    pub code: ParticipantCode,
+    pub dir: NodeDir,
+    pub handle: Option<NodeHandle>,
+    pub api: Api,
+}
+
+impl TestNode {
+    /// Starts the node in `dir` on `rt`.
+    pub fn start(rt: &tokio::runtime::Runtime, dir: NodeDir) -> TestNode {
+        let mut opts = NodeOptions::new(dir.clone());
+        opts.announce = false;
+        let handle = rt.block_on(Node::start(opts)).expect("the node starts");
+        let api = Api::new(handle.api_addr(), handle.api_token());
+        TestNode { code: handle.participant(), dir, handle: Some(handle), api }
+    }
+
+    pub fn handle(&self) -> &NodeHandle {
+        self.handle.as_ref().expect("the node is running")
+    }
+
+    /// Armored bundle and fingerprint, with the address the node listens on.
+    pub fn bundle(&self) -> (String, String) {
+        let b = self.handle().bundle().expect("a bundle");
+        (b.to_armored(), b.fingerprint.to_string())
+    }
+
+    pub fn stop(&mut self, rt: &tokio::runtime::Runtime) {
+        if let Some(h) = self.handle.take() {
+            rt.block_on(h.shutdown());
+        }
+    }
+}
+
+/// Enrols `a` and `b` with each other, through their APIs.
+pub fn enrol_pair(a: &TestNode, b: &TestNode) {
+    let (text, fp) = b.bundle();
+    a.api.enrol(&text, &fp);
+    let (text, fp) = a.bundle();
+    b.api.enrol(&text, &fp);
+}
+
+/// Waits until `a`'s link to `b` is up.
+pub fn wait_linked(a: &Api, b: ParticipantCode) {
+    wait_until(Duration::from_secs(20), &format!("the link to {b} is up"), || {
+        let s = a.status();
+        s["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["participant"] == b.as_str() && p["link"]["connected"].as_bool() == Some(true))
+    });
+}
+
+/// Certificate JSON from `from` to `to`, issued today. `number` None leaves numbering to the
+/// node. `variant` changes the first parcel's carats, so contents differ.
+pub fn certificate_json(from: &str, to: &str, number: Option<&str>, variant: u64) -> String {
+    let today = SystemClock.now().date();
+    let mut v = json!({
+        "exporting_participant": from,
+        "importing_participant": to,
+        "issuing_authority": format!("Authority of {from}"),
+        "exporter": {"name": "Exporter Ltd", "address": "1 Mine Road"},
+        "importer": {"name": "Importer Pvt", "address": "2 Bourse Street"},
+        "issued_on": today.to_string(),
+        "expires_on": today.add_days(30).expect("a date").to_string(),
+        "parcels": [
+            {"hs_code": "7102.31", "carats": format!("{}.{:02}", 100 + variant / 100, variant % 100), "value_usd": "25000.00", "origin": from},
+            {"hs_code": "7102.21", "carats": "10.50", "value_usd": "900.00", "origin": "MIXED"}
+        ]
+    });
+    if let Some(n) = number {
+        v["number"] = n.into();
+    }
+    v.to_string()
+}
+
+/// The `kpnode` binary of this build: this package's `kpnode-under-test`, which cargo builds
+/// beside the test executables (`target/<profile>/`) before running any test.
+pub fn kpnode_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("kpnode-under-test");
+    assert!(bin.exists(), "{} is missing; run the tests with cargo test", bin.display());
+    bin
+}
+
+/// A node running as a real `kpnode run` process.
+#[derive(Debug)]
+pub struct ProcessNode {
+    pub dir: NodeDir,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl ProcessNode {
+    /// Starts `kpnode run` in `dir` and waits until its API answers.
+    pub fn start(dir: &NodeDir) -> ProcessNode {
+        let log = dir.root().join(format!("run-{}.log", std::process::id()));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("a log file");
+        let child = Command::new(kpnode_bin())
+            .args(["run", "--dir"])
+            .arg(dir.root())
+            .env("KPNODE_LOG", std::env::var("KPNODE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("kpnode runs");
+        let mut node = ProcessNode { dir: dir.clone(), child: Some(child), log };
+        let pid = node.pid();
+        wait_until(Duration::from_secs(30), "the daemon answers", || {
+            if let Some(c) = node.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "kpnode run exited with {status}: {}",
+                        std::fs::read_to_string(&node.log).unwrap_or_default()
+                    );
+                }
+            }
+            match node.daemon_api() {
+                Some((api, daemon_pid)) if daemon_pid == pid => api.get("/v1/status").0 == 200,
+                _ => false,
+            }
+        });
+        node
+    }
+
+    fn daemon_api(&self) -> Option<(Api, u32)> {
+        let bytes = std::fs::read(kp_node::node::daemon_file_path(&self.dir)).ok()?;
+        let d: kp_node::node::DaemonFile = serde_json::from_slice(&bytes).ok()?;
+        Some((Api::new(d.api, &self.dir.token().ok()?), d.pid))
+    }
+
+    pub fn api(&self) -> Api {
+        self.daemon_api().expect("the daemon has announced itself").0
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let r = unsafe_kill(c.id() as i32, libc::SIGTERM);
+            assert_eq!(r, 0, "SIGTERM could not be sent");
+            let status = c.wait().expect("the daemon exits");
+            assert!(
+                status.success(),
+                "kpnode run exited with {status}: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl Drop for ProcessNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn unsafe_kill(pid: i32, signal: i32) -> i32 {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours. This is the only
+    // unsafe block of the project (test helpers only): std has no way to send SIGTERM.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, signal)
+    }
+}
+
+/// Runs `kpnode` with `args`; returns (exit code, stdout, stderr).
+pub fn kpnode(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(kpnode_bin()).args(args).env_remove("KPNODE_DIR").output().expect("kpnode runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Enrols process nodes with each other through the CLI, as an operator would.
+pub fn enrol_cli(a: &NodeDir, b: &NodeDir) {
+    for (x, y) in [(a, b), (b, a)] {
+        let bundle = y.root().join("self.bundle");
+        let (code, out, err) = kpnode(&[
+            "peer",
+            "export",
+            "--dir",
+            y.root().to_str().unwrap(),
+            "--out",
+            bundle.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let fp = out.lines().find_map(|l| l.strip_prefix("fingerprint: ")).expect("a fingerprint").to_owned();
+        let (code, _, err) = kpnode(&[
+            "peer",
+            "add",
+            bundle.to_str().unwrap(),
+            "--fingerprint",
+            &fp,
+            "--dir",
+            x.root().to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+}
+
+/// Opens a stopped node's store and audits its log; returns the report.
+pub fn audit(dir: &NodeDir) -> kp_node::audit::AuditReport {
+    let config = dir.config().expect("config");
+    let keys = dir.keys(&config).expect("keys");
+    let (store, _) = kp_node::store::SledStore::open(&dir.store_dir(), 16).expect("the store opens");
+    let trust = kp_node::node::load_trust(&store).expect("trust");
+    kp_node::audit::verify_log(&store, config.participant, &keys.history, &trust, |_| {})
+        .expect("the log verifies")
+}

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use kp_protocol::{portable, CertificateDraft, Date, ValidationContext};
 
+use serde_json::Value;
+
+use super::client::{segment, Client};
 use super::{read_input, write_output, CliResult, DirArg, Failure};
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
@@ -40,13 +43,195 @@ number; `kpnode cert submit` numbers certificates itself.")]
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Validate, number if needed, sign and queue a certificate for its importer.
+    #[command(
+        long_about = "Send certificate JSON to the running daemon: it validates it with the node's settings, assigns a number (<CC>-<YYYY>-<seq>) if it has none, signs it, stores it durably and queues it for the importing participant's node. Prints the number and status. Submitting the same certificate again is harmless; the same number with different content is refused."
+    )]
+    Submit {
+        /// The certificate JSON file.
+        file: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print the daemon's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one certificate: status, timestamps, receipt, confirmation.
+    Show {
+        /// The certificate number.
+        number: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List certificates, newest numbers last.
+    List {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Only outbound (issued here) or inbound (received) certificates.
+        #[arg(long, value_parser = ["in", "out"])]
+        direction: Option<String>,
+        /// Only this status: queued, delivered, received, import_confirmed,
+        /// import_discrepancy, rejected, voided, expired.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only certificates exchanged with this participant.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Print JSON (an array).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Importing side: confirm receipt of a shipment, signed and sent to the exporter.
+    #[command(
+        long_about = "Importing side: confirm that the shipment of an inbound certificate arrived, with the date, the parcels counted and the carats weighed. The confirmation is signed and sent to the exporting authority's node. If the parcels or carats differ from the certificate, both sides record an import_discrepancy with the exact difference. A voided certificate cannot be confirmed."
+    )]
+    Confirm {
+        /// The certificate number.
+        number: String,
+        /// The date the shipment arrived (YYYY-MM-DD).
+        #[arg(long, value_name = "DATE")]
+        received_on: String,
+        /// Parcels counted on arrival.
+        #[arg(long)]
+        parcels: u32,
+        /// Total carats weighed on arrival, e.g. 1830.35.
+        #[arg(long)]
+        carats: String,
+        /// Remarks to add to the confirmation.
+        #[arg(long)]
+        remarks: Option<String>,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Exporting side: void a certificate this node issued.
+    #[command(
+        long_about = "Exporting side: void a certificate this node issued (issued in error, shipment cancelled, returned, lost, replaced). The void is signed and sent to the importer's node; a voided certificate can no longer be confirmed. A certificate whose import was already confirmed cannot be voided."
+    )]
+    Void {
+        /// The certificate number.
+        number: String,
+        /// Why, e.g. "shipment cancelled".
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
 }
 
 pub fn run(c: CertCommand) -> CliResult {
     match c {
         CertCommand::Validate { file, dir } => validate(&file, dir.as_deref()),
         CertCommand::Sign { file, out, dir } => sign(&file, &out, &dir),
+        CertCommand::Submit { file, dir, json } => submit(&file, &dir, json),
+        CertCommand::Show { number, dir, json } => show(&number, &dir, json),
+        CertCommand::List { dir, direction, status, peer, json } => list(&dir, direction, status, peer, json),
+        CertCommand::Confirm { number, received_on, parcels, carats, remarks, dir } => {
+            let body = serde_json::json!({"received_on": received_on, "parcels": parcels, "carats": carats, "remarks": remarks});
+            update(&dir, &number, "confirm", body)
+        }
+        CertCommand::Void { number, reason, dir } => {
+            update(&dir, &number, "void", serde_json::json!({"reason": reason}))
+        }
     }
+}
+
+fn client(dir: &DirArg) -> Result<Client, Failure> {
+    Client::for_dir(&NodeDir::new(&dir.dir))
+}
+
+fn submit(file: &Path, dir: &DirArg, as_json: bool) -> CliResult {
+    let text = read_input(file)?;
+    let (_, v) = client(dir)?.post("/v1/certificates", text.as_bytes()).map_err(|mut f| {
+        f.lines = f.lines.into_iter().map(|l| format!("{}: {l}", file.display())).collect();
+        f
+    })?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        let again = if v["already_stored"].as_bool() == Some(true) { " (already stored)" } else { "" };
+        println!("{} {}{again}", v["number"].as_str().unwrap_or("?"), v["status"].as_str().unwrap_or("?"));
+    }
+    if let Some(w) = v["warnings"].as_array() {
+        for w in w.iter().filter_map(Value::as_str) {
+            eprintln!("warning: {w}");
+        }
+    }
+    Ok(())
+}
+
+fn show(number: &str, dir: &DirArg, as_json: bool) -> CliResult {
+    let v = client(dir)?.get(&format!("/v1/certificates/{}", segment(number)))?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        super::output::certificate(&v);
+    }
+    Ok(())
+}
+
+fn list(
+    dir: &DirArg,
+    direction: Option<String>,
+    status: Option<String>,
+    peer: Option<String>,
+    as_json: bool,
+) -> CliResult {
+    let mut query = Vec::new();
+    for (k, v) in [("direction", direction), ("status", status), ("peer", peer)] {
+        if let Some(v) = v {
+            query.push(format!("{k}={}", segment(&v)));
+        }
+    }
+    let path = if query.is_empty() {
+        "/v1/certificates".to_owned()
+    } else {
+        format!("/v1/certificates?{}", query.join("&"))
+    };
+    let v = client(dir)?.get(&path)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    vec![
+                        s(&c["number"]),
+                        s(&c["direction"]),
+                        s(&c["peer"]),
+                        s(&c["status"]),
+                        s(&c["issued_on"]),
+                        s(&c["expires_on"]),
+                        c["parcels"].as_u64().unwrap_or(0).to_string(),
+                        s(&c["carats"]),
+                        s(&c["value_usd"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    super::output::table(
+        &["NUMBER", "DIR", "PEER", "STATUS", "ISSUED", "EXPIRES", "PARCELS", "CARATS", "US$"],
+        &rows,
+    );
+    Ok(())
+}
+
+fn update(dir: &DirArg, number: &str, action: &str, body: Value) -> CliResult {
+    let (_, v) = client(dir)?
+        .post(&format!("/v1/certificates/{}/{action}", segment(number)), body.to_string().as_bytes())?;
+    let mut line = format!("{} {}", v["number"].as_str().unwrap_or("?"), v["status"].as_str().unwrap_or("?"));
+    if let Some(d) = v["confirmation"]["discrepancy"].as_str() {
+        line.push_str(&format!(" ({d})"));
+    }
+    println!("{line}");
+    Ok(())
 }
 
 /// The problems of a draft, each as "FILE: field: message".

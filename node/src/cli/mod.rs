@@ -8,8 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cert;
+mod client;
 mod init;
+mod output;
 mod peer;
+mod run;
 mod verify;
 
 /// Why a command failed: its exit status and one line per problem.
@@ -80,6 +83,8 @@ pub struct DirArg {
 enum Command {
     /// Create a node directory: keys, configuration, API token and store.
     Init(init::InitArgs),
+    /// Run the node: serve peers and the local API until SIGINT or SIGTERM.
+    Run(run::RunArgs),
     /// Enrol, list and remove partner nodes; export this node's enrolment bundle.
     #[command(subcommand)]
     Peer(peer::PeerCommand),
@@ -95,6 +100,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(a) => init::run(a),
+        Command::Run(a) => run::run(a),
         Command::Peer(c) => peer::run(c),
         Command::Cert(c) => cert::run(c),
         Command::Verify(a) => verify::run(a),

@@ -1,12 +1,19 @@
-//! `kpnode peer …`: enrolment bundles and partners.
+//! `kpnode peer …`: enrolment bundles and partners. `add`, `list` and `remove` work on a
+//! running daemon (through its API, taking effect at once) or, with the daemon stopped, on
+//! the store directly.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Subcommand;
+use serde_json::{json, Value};
 
-use super::{write_output, CliResult, DirArg, Failure};
+use super::client::{segment, Client};
+use super::{read_input, write_output, CliResult, DirArg, Failure};
 use crate::clock::{Clock, SystemClock};
+use crate::engine::{Command, Engine, Outcome};
 use crate::home::NodeDir;
+use crate::store::{get_record, PeerRecord, SledStore, Storage, StoreError, Tree};
 
 #[derive(Debug, Subcommand)]
 pub enum PeerCommand {
@@ -22,11 +29,49 @@ need both to enrol this node.")]
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Trust a partner's bundle, after checking the fingerprint read to you over the phone.
+    #[command(long_about = "Trust a partner node: checks the bundle's self-signature and key \
+history, and that its fingerprint is the one the partner's operator read to you over the \
+phone. On a running daemon it takes effect at once (the link is dialled, and certificates \
+queued for the partner go out); with the daemon stopped it is written to the store.\n\n\
+Enrolling a partner again (a new bundle after a key rotation or a move) replaces the old one.")]
+    Add {
+        /// The partner's enrolment bundle.
+        bundle: PathBuf,
+        /// The fingerprint the partner read to you, e.g. 7KQ2-9XMA-3F0D-HN5R.
+        #[arg(long, value_name = "FP")]
+        fingerprint: String,
+        /// Dial this HOST:PORT instead of the bundle's endpoints (repeatable).
+        #[arg(long, value_name = "HOST:PORT")]
+        endpoint: Vec<String>,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// List enrolled partners, with their link state when the daemon runs.
+    List {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting a partner at once. Its queued messages stay queued.
+    #[command(long_about = "Stop trusting a partner now: its open links close, new handshakes \
+fail, and messages queued for it stay queued; they go out if it is enrolled again.")]
+    Remove {
+        /// The partner's participant code.
+        code: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
 }
 
 pub fn run(c: PeerCommand) -> CliResult {
     match c {
         PeerCommand::Export { dir, out } => export(dir, out),
+        PeerCommand::Add { bundle, fingerprint, endpoint, dir } => add(&dir, &bundle, &fingerprint, endpoint),
+        PeerCommand::List { dir, json } => list(&dir, json),
+        PeerCommand::Remove { code, dir } => remove(&dir, &code),
     }
 }
 
@@ -55,6 +100,162 @@ fn export(dir: DirArg, out: Option<PathBuf>) -> CliResult {
             print!("{text}");
             eprintln!("fingerprint: {}", bundle.fingerprint);
         }
+    }
+    Ok(())
+}
+
+/// The daemon's API if it runs (it holds the store), else the store itself.
+pub enum Access {
+    Daemon(Client),
+    Offline(SledStore),
+}
+
+pub fn access(home: &NodeDir) -> Result<Access, Failure> {
+    let config = home.config()?;
+    match SledStore::open(&home.store_dir(), config.store.cache_capacity_mb) {
+        Ok((store, _)) => Ok(Access::Offline(store)),
+        Err(StoreError::Locked { .. }) => Ok(Access::Daemon(Client::for_dir(home)?)),
+        Err(e) => Err(Failure::runtime(e.to_string())),
+    }
+}
+
+/// Applies one command to a stopped node's store.
+fn apply_offline(home: &NodeDir, store: &SledStore, command: Command) -> Result<Outcome, Failure> {
+    let config = home.config()?;
+    let keys = home.keys(&config)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let signer = Arc::new(crate::signer::Signer::new(config.participant, keys.signing, clock.clone()));
+    let mut engine = Engine::load(store, signer).map_err(|e| Failure::runtime(e.to_string()))?;
+    let mut applied =
+        engine.apply(store, clock.now(), vec![command]).map_err(|e| Failure::runtime(e.to_string()))?;
+    store.flush().map_err(|e| Failure::runtime(e.to_string()))?;
+    applied.outcomes.pop().ok_or_else(|| Failure::runtime("the store returned no outcome"))
+}
+
+fn add(dir: &DirArg, bundle: &std::path::Path, fingerprint: &str, endpoints: Vec<String>) -> CliResult {
+    let home = NodeDir::new(&dir.dir);
+    let text = read_input(bundle)?;
+    let endpoints = (!endpoints.is_empty()).then_some(endpoints);
+    match access(&home)? {
+        Access::Daemon(client) => {
+            let body = json!({"bundle": text, "fingerprint": fingerprint, "endpoints": endpoints});
+            let (_, peer) = client.post("/v1/peers", body.to_string().as_bytes())?;
+            println!(
+                "Enrolled {} ({}), fingerprint {}; dialling {}",
+                peer["participant"].as_str().unwrap_or("?"),
+                peer["authority"].as_str().unwrap_or("?"),
+                peer["fingerprint"].as_str().unwrap_or("?"),
+                peer["endpoints"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            );
+        }
+        Access::Offline(store) => {
+            let config = home.config()?;
+            let existing = kp_keys::VerifiedBundle::from_armored(&text)
+                .ok()
+                .map(|b| get_record::<PeerRecord, _>(&store, Tree::Peers, &b.bundle.participant.as_bytes()))
+                .transpose()
+                .map_err(|e| Failure::runtime(e.to_string()))?
+                .flatten();
+            let (record, verified) = crate::enrol::prepare(
+                config.participant,
+                &text,
+                fingerprint,
+                endpoints,
+                existing,
+                SystemClock.now(),
+            )
+            .map_err(|e| Failure::input(format!("{}: {e}", bundle.display())))?;
+            let endpoints = record.endpoints.join(", ");
+            apply_offline(&home, &store, Command::EnrolPeer { record: Box::new(record) })?;
+            println!(
+                "Enrolled {} ({}), fingerprint {}; endpoints {endpoints}",
+                verified.bundle.participant, verified.bundle.authority, verified.fingerprint
+            );
+            println!("The daemon is not running: the link is dialled when it starts.");
+        }
+    }
+    Ok(())
+}
+
+fn list(dir: &DirArg, as_json: bool) -> CliResult {
+    let home = NodeDir::new(&dir.dir);
+    let peers: Value = match access(&home)? {
+        Access::Daemon(client) => client.get("/v1/peers")?,
+        Access::Offline(store) => {
+            let trust = crate::node::load_trust(&store).map_err(|e| Failure::runtime(e.to_string()))?;
+            let mut list: Vec<_> = trust.peers().collect();
+            list.sort_by_key(|p| p.participant);
+            let views = list
+                .into_iter()
+                .map(|p| {
+                    Ok(crate::queries::peer_view(p, crate::queries::queued(&store, p.participant)?, None))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            serde_json::to_value(views).map_err(|e| Failure::runtime(e.to_string()))?
+        }
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&peers).unwrap_or_default());
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> =
+        peers.as_array().map(|a| a.iter().map(peer_row).collect()).unwrap_or_default();
+    super::output::table(
+        &["PEER", "AUTHORITY", "FINGERPRINT", "ENDPOINT", "LINK", "QUEUED", "LAST DELIVERY", "LAST ERROR"],
+        &rows,
+    );
+    Ok(())
+}
+
+fn peer_row(p: &Value) -> Vec<String> {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    let link = &p["link"];
+    let state = if p["removed"].as_bool() == Some(true) {
+        "removed".to_owned()
+    } else if link.is_null() {
+        "(daemon stopped)".to_owned()
+    } else if link["connected"].as_bool() == Some(true) {
+        "up".to_owned()
+    } else {
+        "down".to_owned()
+    };
+    vec![
+        s(&p["participant"]),
+        s(&p["authority"]),
+        s(&p["fingerprint"]),
+        p["endpoints"].as_array().and_then(|a| a.first()).map(s).unwrap_or_default(),
+        state,
+        p["queued"].as_u64().unwrap_or(0).to_string(),
+        s(&link["last_delivery"]),
+        s(&link["last_error"]),
+    ]
+}
+
+fn remove(dir: &DirArg, code: &str) -> CliResult {
+    let home = NodeDir::new(&dir.dir);
+    let participant: kp_protocol::ParticipantCode =
+        code.parse().map_err(|e| Failure::input(format!("{code:?}: {e}")))?;
+    match access(&home)? {
+        Access::Daemon(client) => {
+            let v = client.delete(&format!("/v1/peers/{}", segment(participant.as_str())))?;
+            println!(
+                "Removed {participant}: its links are closed; {} message(s) stay queued for it",
+                v["queued"].as_u64().unwrap_or(0)
+            );
+        }
+        Access::Offline(store) => match apply_offline(&home, &store, Command::RemovePeer { participant })? {
+            Outcome::Done => {
+                let queued = crate::queries::queued(&store, participant)
+                    .map_err(|e| Failure::runtime(e.to_string()))?;
+                println!("Removed {participant}; {queued} message(s) stay queued for it");
+            }
+            Outcome::Refused(e) => return Err(Failure::runtime(e.to_string())),
+            _ => {}
+        },
     }
     Ok(())
 }

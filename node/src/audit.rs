@@ -1,0 +1,252 @@
+//! Auditing the log: recompute the hash chain from the first entry, and check every signature
+//! in it against the key histories: each document's signer and key at the time it signed,
+//! each peer's receipt for what this node sent, and each receipt this node gave for what it
+//! received (which must commit to that very entry). The first thing that does not hold is
+//! reported with its entry number.
+
+use std::collections::HashSet;
+
+use kp_keys::KeyHistory;
+use kp_protocol::{Digest, MessageId, ParticipantCode, SignedDocument};
+
+use crate::store::{
+    decode_record, get_record, hash_entry_bytes, in_message_key, log_key, meta, EntryBody, InMessage,
+    LogEntry, LogHead, Storage, StoreError, Tree,
+};
+use crate::trust::Trust;
+use crate::verify::verify_signatures;
+
+/// What a successful audit covered.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AuditReport {
+    pub entries: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub signatures_checked: u64,
+    pub head_hash: Digest,
+}
+
+/// The first problem found.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error("log entry {seq}: {detail}")]
+    Entry { seq: u64, detail: String },
+    #[error("the log head recorded in the store ({recorded}) does not match the log ({actual})")]
+    Head { recorded: String, actual: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AuditError {
+    /// The entry at fault, if the problem is in one.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            AuditError::Entry { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
+}
+
+fn bad(seq: u64, detail: impl Into<String>) -> AuditError {
+    AuditError::Entry { seq, detail: detail.into() }
+}
+
+/// A document signature waiting to be checked with others.
+struct Pending {
+    seq: u64,
+    document: SignedDocument,
+    key: ed25519_dalek::VerifyingKey,
+}
+
+/// Audits the whole log of a node. `own` is this node's key history; `trust` holds every peer
+/// it ever enrolled. `progress` is told how many entries are done, now and then.
+pub fn verify_log<S: Storage + ?Sized>(
+    store: &S,
+    me: ParticipantCode,
+    own: &KeyHistory,
+    trust: &Trust,
+    mut progress: impl FnMut(u64),
+) -> Result<AuditReport, AuditError> {
+    let mut report = AuditReport::default();
+    let mut prev = Digest::ZERO;
+    let mut expected_seq = 1u64;
+    let mut verified_batches: HashSet<MessageId> = HashSet::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut start = log_key(1).to_vec();
+    const PAGE: usize = 4096;
+    loop {
+        let page = store.range(Tree::Log, &start, &[0xff; 9], PAGE)?;
+        let n = page.len();
+        for (k, v) in page {
+            let seq = <[u8; 8]>::try_from(k.as_slice()).map(u64::from_be_bytes).unwrap_or(0);
+            if seq != expected_seq {
+                return Err(bad(expected_seq, format!("missing: the next entry in the store is {seq}")));
+            }
+            let entry: LogEntry =
+                decode_record(Tree::Log, &k, &v).map_err(|e| bad(seq, format!("does not decode: {e}")))?;
+            if entry.seq != seq {
+                return Err(bad(seq, format!("says it is entry {}", entry.seq)));
+            }
+            if entry.prev_hash != prev {
+                return Err(bad(seq, format!("does not chain: it names {:?} as the previous hash, the previous entry hashes to {prev:?}", entry.prev_hash)));
+            }
+            let hash = hash_entry_bytes(&prev, &v);
+            check_entry(
+                store,
+                me,
+                own,
+                trust,
+                &entry,
+                hash,
+                &mut verified_batches,
+                &mut pending,
+                &mut report,
+            )?;
+            if pending.len() >= 256 {
+                flush_signatures(&mut pending, &mut report)?;
+            }
+            prev = hash;
+            expected_seq += 1;
+            report.entries += 1;
+            start = log_key(seq + 1).to_vec();
+        }
+        progress(report.entries);
+        if n < PAGE {
+            break;
+        }
+    }
+    flush_signatures(&mut pending, &mut report)?;
+    let head = get_record::<LogHead, _>(store, Tree::Meta, meta::LOG_HEAD)?
+        .unwrap_or(LogHead { next_seq: 1, last_hash: Digest::ZERO });
+    if head.next_seq != expected_seq || head.last_hash != prev {
+        return Err(AuditError::Head {
+            recorded: format!("next entry {}, last hash {:?}", head.next_seq, head.last_hash),
+            actual: format!("next entry {expected_seq}, last hash {prev:?}"),
+        });
+    }
+    report.head_hash = prev;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_entry<S: Storage + ?Sized>(
+    store: &S,
+    me: ParticipantCode,
+    own: &KeyHistory,
+    trust: &Trust,
+    entry: &LogEntry,
+    hash: Digest,
+    verified_batches: &mut HashSet<MessageId>,
+    pending: &mut Vec<Pending>,
+    report: &mut AuditReport,
+) -> Result<(), AuditError> {
+    let seq = entry.seq;
+    let peer = entry.peer();
+    let peer_history = || {
+        trust.known(peer).map(|p| &p.history).ok_or_else(|| {
+            bad(seq, format!("{peer} was never enrolled here, so nothing from it can be checked"))
+        })
+    };
+    let document = entry.document();
+    let (signer_history, expected_signer) = match &entry.body {
+        EntryBody::Sent { .. } => (own, me),
+        EntryBody::Received { .. } => (peer_history()?, peer),
+    };
+    if document.signer != expected_signer {
+        return Err(bad(
+            seq,
+            format!("the document is signed by {}, expected {expected_signer}", document.signer),
+        ));
+    }
+    let key = signer_history
+        .signing_key_at(document.key_id, document.signed_at)
+        .map_err(|e| bad(seq, format!("{} {}: {e}", document.kind, entry_what(entry))))?;
+    pending.push(Pending { seq, document: document.clone(), key: *key });
+    let id = document.message_id();
+    match &entry.body {
+        EntryBody::Sent { receipt, .. } => {
+            report.sent += 1;
+            let history = peer_history()?;
+            let batch_id = receipt.batch.message_id();
+            if verified_batches.contains(&batch_id) {
+                let body = receipt
+                    .batch
+                    .body::<kp_protocol::ReceiptBatch>()
+                    .map_err(|e| bad(seq, format!("receipt: {e}")))?;
+                if receipt.proof.item.message_id != id {
+                    return Err(bad(seq, "the receipt is for another message"));
+                }
+                receipt.proof.check(&body).map_err(|e| bad(seq, format!("receipt: {e}")))?;
+            } else {
+                let key = history
+                    .signing_key_at(receipt.batch.key_id, receipt.batch.signed_at)
+                    .map_err(|e| bad(seq, format!("receipt: {e}")))?;
+                receipt
+                    .verify(id, key, peer, me)
+                    .map_err(|e| bad(seq, format!("receipt from {peer}: {e}")))?;
+                verified_batches.insert(batch_id);
+                report.signatures_checked += 1;
+            }
+        }
+        EntryBody::Received { .. } => {
+            report.received += 1;
+            let key = in_message_key(peer, &id);
+            let Some(stored) = get_record::<InMessage, _>(store, Tree::Messages, &key)? else {
+                return Err(bad(seq, "the receipt this node gave for it is missing"));
+            };
+            let item = stored.receipt.proof.item;
+            if item.message_id != id || item.log_seq != seq || item.entry_hash != hash {
+                return Err(bad(seq, format!(
+                    "the receipt this node gave commits to entry {} with hash {:?}, but this entry hashes to {hash:?}",
+                    item.log_seq, item.entry_hash
+                )));
+            }
+            let batch_id = stored.receipt.batch.message_id();
+            if verified_batches.contains(&batch_id) {
+                let body = stored
+                    .receipt
+                    .batch
+                    .body::<kp_protocol::ReceiptBatch>()
+                    .map_err(|e| bad(seq, format!("own receipt: {e}")))?;
+                stored.receipt.proof.check(&body).map_err(|e| bad(seq, format!("own receipt: {e}")))?;
+            } else {
+                let key = own
+                    .signing_key_at(stored.receipt.batch.key_id, stored.receipt.batch.signed_at)
+                    .map_err(|e| bad(seq, format!("own receipt: {e}")))?;
+                stored
+                    .receipt
+                    .verify(id, key, me, peer)
+                    .map_err(|e| bad(seq, format!("own receipt: {e}")))?;
+                verified_batches.insert(batch_id);
+                report.signatures_checked += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn entry_what(entry: &LogEntry) -> String {
+    match &entry.body {
+        EntryBody::Sent { peer, .. } => format!("sent to {peer}"),
+        EntryBody::Received { peer, .. } => format!("received from {peer}"),
+    }
+}
+
+/// Verifies the waiting document signatures together; names the first bad one.
+fn flush_signatures(pending: &mut Vec<Pending>, report: &mut AuditReport) -> Result<(), AuditError> {
+    let items: Vec<(&SignedDocument, &ed25519_dalek::VerifyingKey)> =
+        pending.iter().map(|p| (&p.document, &p.key)).collect();
+    let results = verify_signatures(&items);
+    for (p, ok) in pending.iter().zip(results) {
+        if !ok {
+            return Err(bad(
+                p.seq,
+                format!("the signature of this {} by {} does not verify", p.document.kind, p.document.signer),
+            ));
+        }
+    }
+    report.signatures_checked += pending.len() as u64;
+    pending.clear();
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The HTTP client of the client commands: finds the daemon of a node directory (its
+//! `daemon.json`, else `node.toml`'s `api_listen`) and turns API errors into [`Failure`]s.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::Failure;
+use crate::home::NodeDir;
+use crate::node::{daemon_file_path, DaemonFile};
+
+/// A client of one node's API.
+#[derive(Debug)]
+pub struct Client {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+    dir: String,
+}
+
+impl Client {
+    pub fn for_dir(dir: &NodeDir) -> Result<Client, Failure> {
+        let config = dir.config()?;
+        let token = dir.token()?;
+        let addr = match std::fs::read(daemon_file_path(dir))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<DaemonFile>(&b).ok())
+        {
+            Some(d) => d.api,
+            None => config.network.api_listen,
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        Ok(Client { base: format!("http://{addr}"), token, agent, dir: dir.root().display().to_string() })
+    }
+
+    fn handle(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<(u16, Value), Failure> {
+        let mut resp = result.map_err(|e| {
+            Failure::runtime(format!(
+                "cannot reach the kpnode daemon of {} at {} ({e}); is it running? Start it with `kpnode run --dir {}`",
+                self.dir, self.base, self.dir
+            ))
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+            .map_err(|e| Failure::runtime(format!("reading the daemon's answer: {e}")))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if (200..300).contains(&status) {
+            return Ok((status, value));
+        }
+        Err(api_failure(status, &value))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value, Failure> {
+        let r =
+            self.agent.get(&self.url(path)).header("Authorization", &format!("Bearer {}", self.token)).call();
+        self.handle(r).map(|(_, v)| v)
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> Result<(u16, Value), Failure> {
+        let r = self
+            .agent
+            .post(&self.url(path))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json")
+            .send(body);
+        self.handle(r)
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Value, Failure> {
+        let r = self
+            .agent
+            .delete(&self.url(path))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call();
+        self.handle(r).map(|(_, v)| v)
+    }
+}
+
+/// One line per problem; invalid input exits 2, everything else 1.
+fn api_failure(status: u16, body: &Value) -> Failure {
+    let mut lines = Vec::new();
+    if let Some(problems) = body.get("problems").and_then(Value::as_array) {
+        for p in problems {
+            let field = p.get("field").and_then(Value::as_str).unwrap_or("");
+            let message = p.get("message").and_then(Value::as_str).unwrap_or("");
+            lines.push(if field.is_empty() { message.to_owned() } else { format!("{field}: {message}") });
+        }
+    }
+    if lines.is_empty() {
+        let message = body
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| body.to_string());
+        lines.push(message);
+    }
+    let code = if matches!(status, 400 | 413 | 422) { 2 } else { 1 };
+    Failure { code, lines }
+}
+
+/// Percent-encodes a path segment (certificate numbers and codes are already safe, but an
+/// operator's typo should not become another path).
+pub fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

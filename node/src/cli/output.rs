@@ -1,0 +1,123 @@
+//! Tables for people.
+
+/// Prints rows under headers, columns padded to their widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(widths[i] - cell.chars().count() + 2));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// The KPCS Annex I title and statement, printed with every certificate shown.
+pub const TITLE: &str = "Kimberley Process Certificate";
+pub const STATEMENT: &str = "The rough diamonds in this shipment have been handled in accordance with the \
+provisions of the Kimberley Process Certification Scheme for rough diamonds.";
+
+/// Prints a certificate view (the API's JSON) for people.
+pub fn certificate(v: &serde_json::Value) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    let c = &v["certificate"];
+    println!("{TITLE} {}", s(&v["number"]));
+    println!("{STATEMENT}");
+    println!();
+    let direction = if s(&v["direction"]) == "out" { "issued here, to" } else { "received from" };
+    println!("  status        {} ({direction} {})", s(&v["status"]), s(&v["peer"]));
+    if !c.is_null() {
+        println!("  exporting     {} — {}", s(&c["exporting_participant"]), s(&c["issuing_authority"]));
+        println!("  importing     {}", s(&c["importing_participant"]));
+        println!("  exporter      {}, {}", s(&c["exporter"]["name"]), s(&c["exporter"]["address"]));
+        println!("  importer      {}, {}", s(&c["importer"]["name"]), s(&c["importer"]["address"]));
+    }
+    println!("  valid         {} to {}", s(&v["issued_on"]), s(&v["expires_on"]));
+    println!(
+        "  shipment      {} parcel(s), {} carats, US$ {}",
+        v["parcels"],
+        s(&v["carats"]),
+        s(&v["value_usd"])
+    );
+    if let Some(parcels) = c["parcels"].as_array() {
+        for (i, p) in parcels.iter().enumerate() {
+            println!(
+                "    {:>3}. HS {}  {:>12} ct  US$ {:>14}  origin {}",
+                i + 1,
+                s(&p["hs_code"]),
+                s(&p["carats"]),
+                s(&p["value_usd"]),
+                s(&p["origin"])
+            );
+        }
+    }
+    if let Some(sh) = c["shipment"].as_object() {
+        for (k, val) in sh {
+            println!("  {:<13} {}", k.replace('_', " "), val.as_str().unwrap_or(""));
+        }
+    }
+    if let Some(ds) = c["declarations"].as_array() {
+        for d in ds {
+            println!("  declaration   {}: {}", s(&d["code"]), s(&d["text"]));
+        }
+    }
+    if let Some(r) = c["remarks"].as_str() {
+        println!("  remarks       {r}");
+    }
+    println!("  signed        {} (message {})", s(&v["signed_at"]), s(&v["message_id"]));
+    if let Some(seq) = v["log_seq"].as_u64() {
+        println!("  log entry     {seq}");
+    }
+    let r = &v["receipt"];
+    if !r.is_null() {
+        println!(
+            "  receipt       {} stored it at {} (its log entry {}, hash {}), signed with key {}",
+            s(&r["receiver"]),
+            s(&r["received_at"]),
+            r["receiver_log_seq"],
+            s(&r["receiver_entry_hash"]),
+            s(&r["signed_with_key"])
+        );
+    }
+    let cf = &v["confirmation"];
+    if !cf.is_null() {
+        println!(
+            "  confirmation  received {}: {} parcel(s), {} carats{}",
+            s(&cf["received_on"]),
+            cf["parcels"],
+            s(&cf["carats"]),
+            cf["discrepancy"].as_str().map(|d| format!(" — DISCREPANCY: {d}")).unwrap_or_default()
+        );
+        if let Some(rj) = cf["rejection"].as_object() {
+            println!(
+                "                refused by the exporter: {}: {}",
+                rj["code"].as_str().unwrap_or(""),
+                rj["detail"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let vd = &v["void"];
+    if !vd.is_null() {
+        println!("  voided        {} — {}", s(&vd["voided_at"]), s(&vd["reason"]));
+    }
+    let rj = &v["rejection"];
+    if !rj.is_null() {
+        println!("  rejected      {}: {}", s(&rj["code"]), s(&rj["detail"]));
+    }
+}

@@ -1,0 +1,149 @@
+//! Frames over a byte stream. The reader owns a buffer and tells "frame incomplete" (read
+//! more) from "frame invalid" (close the link); its buffer grows only with bytes that
+//! actually arrived, and never past one maximum frame plus one read. The writer batches
+//! frames into one buffer and writes it with a single call.
+
+use std::time::Duration;
+
+use kp_protocol::frame::{decode_frame, encode_frame, FrameError};
+use kp_protocol::Frame;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// How much is read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why a link failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the peer sent an invalid frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("the connection closed in the middle of a frame")]
+    Truncated,
+    #[error("timed out after {0:?} {1}")]
+    Timeout(Duration, &'static str),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Reads frames from `R`. `read_frame` is cancel-safe: the buffer changes only after a read
+/// completes, so a `select!` that drops the future loses nothing.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    chunk: Box<[u8]>,
+    buf: Vec<u8>,
+    /// Bytes of `buf` before this offset are consumed.
+    start: usize,
+    max_frame: u32,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R, max_frame: u32) -> FrameReader<R> {
+        FrameReader {
+            inner,
+            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+            buf: Vec::new(),
+            start: 0,
+            max_frame,
+        }
+    }
+
+    /// The next frame already in the buffer, if a whole one is there.
+    pub fn buffered_frame(&mut self) -> Result<Option<Frame>, LinkError> {
+        match decode_frame(&self.buf[self.start..], self.max_frame)? {
+            Some((frame, used)) => {
+                self.start += used;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
+                Ok(Some(frame))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The next frame; `None` when the peer closed the connection between frames. An
+    /// oversized length prefix is refused as soon as its four bytes are in, before any of the
+    /// body is read.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, LinkError> {
+        loop {
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(Some(frame));
+            }
+            // Compact before reading so the buffer never holds more than one partial frame
+            // plus one chunk.
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let n = self.inner.read(&mut self.chunk).await?;
+            self.buf.extend_from_slice(&self.chunk[..n]);
+            if n == 0 {
+                return if self.buf.is_empty() { Ok(None) } else { Err(LinkError::Truncated) };
+            }
+        }
+    }
+
+    /// Reads a frame, failing after `limit`.
+    pub async fn read_frame_within(
+        &mut self,
+        limit: Duration,
+        what: &'static str,
+    ) -> Result<Option<Frame>, LinkError> {
+        match tokio::time::timeout(limit, self.read_frame()).await {
+            Ok(r) => r,
+            Err(_) => Err(LinkError::Timeout(limit, what)),
+        }
+    }
+}
+
+/// Writes frames to `W`.
+#[derive(Debug)]
+pub struct FrameWriter<W> {
+    inner: W,
+    buf: Vec<u8>,
+    max_frame: u32,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(inner: W, max_frame: u32) -> FrameWriter<W> {
+        FrameWriter { inner, buf: Vec::with_capacity(READ_CHUNK), max_frame }
+    }
+
+    /// Adds a frame to the pending buffer.
+    pub fn queue(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        encode_frame(frame, self.max_frame, &mut self.buf)?;
+        Ok(())
+    }
+
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes everything pending.
+    pub async fn flush(&mut self) -> Result<(), LinkError> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        self.inner.flush().await?;
+        Ok(())
+    }
+
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        self.queue(frame)?;
+        self.flush().await
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.inner.shutdown().await;
+    }
+}

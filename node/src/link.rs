@@ -1,0 +1,696 @@
+//! Peer links. Each node dials every enrolled peer and keeps that link up: its own
+//! deliveries go out on it and their receipts come back on it ([`outbound`]). Peers dial it
+//! in turn, and it stores and acknowledges what they deliver ([`accept_loop`]). A pair thus
+//! has two links, one each way.
+//!
+//! Every connection is one task (plus a writer task, so that a slow socket never stops the
+//! reader and no two peers can deadlock on full buffers). The TLS handshake and the `Hello`
+//! run inside it under `handshake_timeout`, so a silent peer cannot stall the accept loop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kp_keys::KeyHistory;
+use kp_protocol::frame::PROTOCOL_VERSION;
+use kp_protocol::receipt::verify_batch;
+use kp_protocol::{Frame, MessageId, MessageReceipt, ParticipantCode, SignedDocument};
+use rand::Rng;
+use tokio::io::ReadHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::actor::ActorError;
+use crate::conn::{FrameReader, FrameWriter, LinkError};
+use crate::engine::{Command, Outcome, Reply};
+use crate::metrics::PeerCounter;
+use crate::node::Shared;
+use crate::participants::Directory;
+use crate::sender::{Backoff, SenderState};
+use crate::store::{decode_record, out_message_key, outbox_range, OutMessage, Storage, Tree};
+use crate::verify::{check_batch, CheckContext, Received, Refusal};
+
+/// The software name sent in `Hello`.
+pub const SOFTWARE: &str = concat!("kpnode/", env!("CARGO_PKG_VERSION"));
+/// Most deliveries checked and stored as one batch.
+const MAX_DELIVERY_BATCH: usize = 256;
+/// A link up this long counts as healthy: the next failure restarts the backoff.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+type TlsServer = tokio_rustls::server::TlsStream<TcpStream>;
+type TlsClient = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// What a connection's writer task writes.
+enum Outgoing {
+    Frame(Frame),
+    /// Replies to one batch of deliveries: `slots` says, in order, which were refused before
+    /// the store saw them and which take the next of the store's replies.
+    Replies {
+        slots: Vec<Option<(MessageId, Refusal)>>,
+        stored: Option<oneshot::Receiver<Result<Outcome, ActorError>>>,
+    },
+}
+
+/// Accepts peer connections until the node stops.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let limit = Arc::new(Semaphore::new(shared.config.delivery.max_inbound_connections as usize));
+    let acceptor = match shared.tls.server_config() {
+        Ok(c) => tokio_rustls::TlsAcceptor::from(c),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the TLS server configuration; not accepting peers");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (tcp, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, limit = shared.config.delivery.max_inbound_connections, "refused a connection: too many inbound connections");
+            continue;
+        };
+        let s = shared.clone();
+        let acceptor = acceptor.clone();
+        let span = tracing::info_span!("inbound", %addr);
+        shared.tasks.spawn(
+            async move {
+                let _permit = permit;
+                let cancel = s.cancel.clone();
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = inbound(s, acceptor, tcp) => {}
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// One connection from a peer: handshake, then store and acknowledge what it delivers.
+async fn inbound(shared: Arc<Shared>, acceptor: tokio_rustls::TlsAcceptor, tcp: TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let handshake = shared.config.delivery.handshake_timeout;
+    let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.handshakes_refused.inc();
+            tracing::info!(timeout = ?handshake, "TLS handshake did not finish in time");
+            return;
+        }
+    };
+    let Some(peer) =
+        tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| shared.tls.peer_of(c))
+    else {
+        shared.metrics.handshakes_refused.inc();
+        tracing::warn!("refused a connection: the client's key is not a trusted key of an enrolled peer");
+        return;
+    };
+    let span = tracing::info_span!("peer", peer = %peer, dir = "in");
+    let token = shared.links.token(peer);
+    shared.links.update(peer, |s| s.inbound_connections += 1);
+    shared.metrics.peer_add(PeerCounter::Connections, peer, 1);
+    let result = tokio::select! {
+        _ = token.cancelled() => Err(LinkError::Refused(if shared.cancel.is_cancelled() {
+            "the node is shutting down".into()
+        } else {
+            "the peer was removed".into()
+        })),
+        r = serve_peer(&shared, peer, tls).instrument(span.clone()) => r,
+    };
+    shared.links.update(peer, |s| s.inbound_connections = s.inbound_connections.saturating_sub(1));
+    let _e = span.enter();
+    match result {
+        Ok(()) => tracing::debug!("peer closed its connection"),
+        Err(e) => {
+            if matches!(e, LinkError::Protocol(_) | LinkError::Frame(_)) {
+                shared.metrics.protocol_errors.inc();
+                tracing::warn!(error = %e, "closed the connection");
+            } else {
+                tracing::info!(error = %e, "connection ended");
+            }
+        }
+    }
+}
+
+async fn serve_peer(shared: &Arc<Shared>, peer: ParticipantCode, tls: TlsServer) -> Result<(), LinkError> {
+    let max = shared.config.delivery.max_frame_bytes;
+    let (rd, wr) = tokio::io::split(tls);
+    let mut reader = FrameReader::new(rd, max);
+    let hello =
+        reader.read_frame_within(shared.config.delivery.handshake_timeout, "waiting for Hello").await?;
+    check_hello(hello, peer)?;
+    let (tx, rx) = mpsc::channel::<Outgoing>(64);
+    let writer = tokio::spawn(write_loop(FrameWriter::new(wr, max), rx, peer, shared.clone()));
+    let _ = tx.send(Outgoing::Frame(hello_frame(shared))).await;
+    let idle = shared.config.delivery.ping_interval * 3;
+
+    // This link's view of the peer's keys: rotation statements it delivers take effect for
+    // the documents after them at once, before the store has made them durable.
+    let mut history = current_history(shared, peer)?;
+    let directory = Directory::with_extra(shared.trust.get().peers().map(|p| p.participant));
+    let result = async {
+        loop {
+            let Some(frame) = reader.read_frame_within(idle, "with the peer idle").await? else {
+                return Ok(());
+            };
+            let mut deliveries = Vec::new();
+            let mut queue = vec![frame];
+            while let Some(f) = queue.pop() {
+                match f {
+                    Frame::Deliver { message_id, document } => deliveries.push((message_id, document)),
+                    Frame::Ping { nonce } => {
+                        let _ = tx.send(Outgoing::Frame(Frame::Pong { nonce })).await;
+                    }
+                    other => {
+                        return Err(LinkError::Protocol(format!(
+                            "unexpected {} frame on a link where {peer} delivers",
+                            other.name()
+                        )))
+                    }
+                }
+                if deliveries.len() < MAX_DELIVERY_BATCH {
+                    if let Some(next) = reader.buffered_frame()? {
+                        queue.push(next);
+                    }
+                }
+            }
+            if deliveries.is_empty() {
+                continue;
+            }
+            if let Some(snapshot) = shared.trust.get().active(peer) {
+                if snapshot.history.rotations().len() > history.rotations().len() {
+                    history = snapshot.history.clone();
+                }
+            }
+            let batch = receive(shared, peer, &mut history, &directory, deliveries).await?;
+            if tx.send(batch).await.is_err() {
+                return Err(LinkError::Refused("the writer stopped".into()));
+            }
+        }
+    }
+    .await;
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+/// Checks a batch of deliveries and hands what passed to the store; returns what the writer
+/// must answer.
+async fn receive(
+    shared: &Arc<Shared>,
+    peer: ParticipantCode,
+    history: &mut KeyHistory,
+    directory: &Directory,
+    deliveries: Vec<(MessageId, SignedDocument)>,
+) -> Result<Outgoing, LinkError> {
+    let mut accepted: Vec<Received> = Vec::new();
+    let mut slots = Vec::with_capacity(deliveries.len());
+    {
+        let ctx = CheckContext {
+            me: shared.me,
+            peer,
+            now: shared.now(),
+            clock_tolerance_ms: shared.config.delivery.clock_tolerance.as_millis() as i64,
+            directory,
+        };
+        let ids: Vec<MessageId> = deliveries.iter().map(|(id, _)| *id).collect();
+        for (id, checked) in ids.into_iter().zip(check_batch(&ctx, history, deliveries)) {
+            match checked {
+                Ok(r) => {
+                    slots.push(None);
+                    accepted.push(r);
+                }
+                Err(refusal) => {
+                    tracing::warn!(message = ?id, code = %refusal.code, detail = %refusal.detail, "refused a delivery");
+                    shared.metrics.peer_add(PeerCounter::RejectsSent, peer, 1);
+                    slots.push(Some((id, refusal)));
+                }
+            }
+        }
+    }
+    let stored = if accepted.is_empty() {
+        None
+    } else {
+        Some(
+            shared
+                .actor
+                .send(Command::Deliveries { peer, items: accepted })
+                .await
+                .map_err(|e| LinkError::Refused(e.to_string()))?,
+        )
+    };
+    Ok(Outgoing::Replies { slots, stored })
+}
+
+/// Writes frames in order; for a batch of deliveries, waits until the store has made them
+/// durable before it writes their receipts.
+async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    peer: ParticipantCode,
+    shared: Arc<Shared>,
+) {
+    let max_items = receipts_per_frame(shared.config.delivery.max_frame_bytes);
+    while let Some(item) = rx.recv().await {
+        let ok = match item {
+            Outgoing::Frame(f) => writer.queue(&f).is_ok(),
+            Outgoing::Replies { slots, stored } => {
+                let replies = match stored {
+                    None => Vec::new(),
+                    Some(rx) => match rx.await {
+                        Ok(Ok(Outcome::Delivered(r))) => r,
+                        Ok(Err(e)) => {
+                            // Not stored: no receipt. The peer will send them again.
+                            tracing::warn!(error = %e, "could not store deliveries; closing the link so they are resent");
+                            break;
+                        }
+                        _ => break,
+                    },
+                };
+                queue_replies(&mut writer, &shared, peer, slots, replies, max_items).is_ok()
+            }
+        };
+        if !ok {
+            break;
+        }
+        // Write once the queue is drained, so one write carries many frames.
+        if rx.is_empty() && writer.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = writer.flush().await;
+    writer.shutdown().await;
+}
+
+fn receipts_per_frame(max_frame: u32) -> usize {
+    // A proof item is at most ~400 bytes with a batch of 256 (8 levels); the batch document
+    // itself about 200.
+    ((max_frame as usize).saturating_sub(1024) / 400).clamp(1, MAX_DELIVERY_BATCH)
+}
+
+fn queue_replies<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    shared: &Shared,
+    peer: ParticipantCode,
+    slots: Vec<Option<(MessageId, Refusal)>>,
+    replies: Vec<Reply>,
+    max_items: usize,
+) -> Result<(), LinkError> {
+    let mut stored = replies.into_iter();
+    // Receipts that share a signed batch go out together.
+    let mut pending: Option<(SignedDocument, Vec<kp_protocol::ReceiptProof>)> = None;
+    let flush_pending =
+        |writer: &mut FrameWriter<W>,
+         pending: &mut Option<(SignedDocument, Vec<kp_protocol::ReceiptProof>)>| {
+            if let Some((batch, proofs)) = pending.take() {
+                for chunk in proofs.chunks(max_items) {
+                    writer.queue(&Frame::Receipt { batch: batch.clone(), proofs: chunk.to_vec() })?;
+                }
+            }
+            Ok::<(), LinkError>(())
+        };
+    let (mut received, mut duplicates) = (0u64, 0u64);
+    for slot in slots {
+        let reply = match slot {
+            Some((id, refusal)) => Reply::Reject { message_id: id, refusal },
+            None => match stored.next() {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        match reply {
+            Reply::Receipt { receipt, duplicate } => {
+                let MessageReceipt { batch, proof } = *receipt;
+                if duplicate {
+                    duplicates += 1;
+                } else {
+                    received += 1;
+                }
+                match &mut pending {
+                    Some((b, proofs)) if *b == batch => proofs.push(proof),
+                    _ => {
+                        flush_pending(writer, &mut pending)?;
+                        pending = Some((batch, vec![proof]));
+                    }
+                }
+            }
+            Reply::Reject { message_id, refusal } => {
+                flush_pending(writer, &mut pending)?;
+                writer.queue(&Frame::reject(message_id, refusal.code, &refusal.detail))?;
+            }
+        }
+    }
+    flush_pending(writer, &mut pending)?;
+    shared.metrics.peer_add(PeerCounter::DocumentsReceived, peer, received);
+    shared.metrics.peer_add(PeerCounter::DuplicatesReceived, peer, duplicates);
+    Ok(())
+}
+
+fn hello_frame(shared: &Shared) -> Frame {
+    Frame::Hello { version: PROTOCOL_VERSION, participant: shared.me, software: SOFTWARE.into() }
+}
+
+fn check_hello(frame: Option<Frame>, peer: ParticipantCode) -> Result<(), LinkError> {
+    match frame {
+        Some(Frame::Hello { version, participant, .. }) => {
+            if version != PROTOCOL_VERSION {
+                return Err(LinkError::Refused(format!(
+                    "{peer} speaks protocol version {version}; this node speaks {PROTOCOL_VERSION}"
+                )));
+            }
+            if participant != peer {
+                return Err(LinkError::Protocol(format!(
+                    "Hello says {participant}, but the TLS key belongs to {peer}"
+                )));
+            }
+            Ok(())
+        }
+        Some(other) => Err(LinkError::Protocol(format!("expected Hello, got {}", other.name()))),
+        None => Err(LinkError::Refused("closed before Hello".into())),
+    }
+}
+
+fn current_history(shared: &Shared, peer: ParticipantCode) -> Result<KeyHistory, LinkError> {
+    shared
+        .trust
+        .get()
+        .active(peer)
+        .map(|p| p.history.clone())
+        .ok_or_else(|| LinkError::Refused(format!("{peer} is not an enrolled peer")))
+}
+
+/// Keeps the link to `peer` up, delivering its outbox, until `token` is cancelled.
+pub async fn outbound(shared: Arc<Shared>, peer: ParticipantCode, token: CancellationToken) {
+    let d = &shared.config.delivery;
+    let mut state =
+        SenderState::new(d.max_in_flight as usize, Backoff::new(d.backoff_initial, d.backoff_max));
+    let span = tracing::info_span!("peer", peer = %peer, dir = "out");
+    async {
+        loop {
+            let Some(endpoint) = shared.trust.get().active(peer).and_then(|p| p.endpoints.first().cloned())
+            else {
+                tracing::info!("not an active peer any more; link stopped");
+                return;
+            };
+            let started = Instant::now();
+            let result = tokio::select! {
+                _ = token.cancelled() => return,
+                r = session(&shared, peer, &endpoint, &mut state) => r,
+            };
+            shared.links.update(peer, |s| {
+                s.connected = false;
+                s.connected_since = None;
+                s.in_flight = 0;
+            });
+            if let Err(e) = result {
+                tracing::info!(%endpoint, error = %e, "link down");
+                shared.links.error(peer, shared.now(), &e);
+            }
+            if started.elapsed() >= HEALTHY_AFTER {
+                state.healthy();
+            }
+            let delay = state.disconnected(rand::thread_rng().gen::<f64>());
+            tracing::debug!(?delay, "reconnecting after a pause");
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    shared.links.update(peer, |s| {
+        s.connected = false;
+        s.in_flight = 0;
+    });
+}
+
+/// One connection to `peer`, until it fails.
+async fn session(
+    shared: &Arc<Shared>,
+    peer: ParticipantCode,
+    endpoint: &str,
+    state: &mut SenderState,
+) -> Result<(), LinkError> {
+    let d = &shared.config.delivery;
+    let tls = connect(shared, peer, endpoint).await?;
+    let (rd, wr) = tokio::io::split(tls);
+    let mut reader = FrameReader::new(rd, d.max_frame_bytes);
+    let (tx, rx) = mpsc::channel::<Outgoing>(1024);
+    let writer = tokio::spawn(write_loop(FrameWriter::new(wr, d.max_frame_bytes), rx, peer, shared.clone()));
+    let result = run_session(shared, peer, state, &mut reader, &tx).await;
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+async fn connect(
+    shared: &Arc<Shared>,
+    peer: ParticipantCode,
+    endpoint: &str,
+) -> Result<TlsClient, LinkError> {
+    let limit = shared.config.delivery.handshake_timeout;
+    let tcp = tokio::time::timeout(limit, TcpStream::connect(endpoint))
+        .await
+        .map_err(|_| LinkError::Timeout(limit, "connecting"))??;
+    let _ = tcp.set_nodelay(true);
+    let config = shared.tls.client_config(peer).map_err(|e| LinkError::Tls(e.to_string()))?;
+    let name = rustls::pki_types::ServerName::try_from(format!(
+        "{}.kpnode.invalid",
+        peer.as_str().to_ascii_lowercase()
+    ))
+    .map_err(|e| LinkError::Tls(e.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    tokio::time::timeout(limit, connector.connect(name, tcp))
+        .await
+        .map_err(|_| LinkError::Timeout(limit, "in the TLS handshake"))?
+        .map_err(|e| LinkError::Tls(e.to_string()))
+}
+
+async fn run_session(
+    shared: &Arc<Shared>,
+    peer: ParticipantCode,
+    state: &mut SenderState,
+    reader: &mut FrameReader<ReadHalf<TlsClient>>,
+    tx: &mpsc::Sender<Outgoing>,
+) -> Result<(), LinkError> {
+    let d = &shared.config.delivery;
+    tx.send(Outgoing::Frame(hello_frame(shared)))
+        .await
+        .map_err(|_| LinkError::Refused("writer stopped".into()))?;
+    let hello = reader.read_frame_within(d.handshake_timeout, "waiting for Hello").await?;
+    check_hello(hello, peer)?;
+    let now = shared.now();
+    shared.links.update(peer, |s| {
+        s.connected = true;
+        s.connected_since = Some(now);
+    });
+    shared.metrics.peer_add(PeerCounter::Connections, peer, 1);
+    tracing::info!("link up");
+    state.connected();
+    let mut outbox = shared.links.outbox(peer);
+    // Receipts and rejects on their way into the store; a failure closes the link.
+    let mut commits: JoinSet<Result<(), LinkError>> = JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut last_heard = Instant::now();
+    let mut last_ping = Instant::now();
+    let mut nonce = 0u64;
+    fill_window(shared, peer, state, &mut outbox, tx).await?;
+    loop {
+        tokio::select! {
+            frame = reader.read_frame() => {
+                let Some(frame) = frame? else {
+                    return Err(LinkError::Refused("the peer closed the connection".into()));
+                };
+                last_heard = Instant::now();
+                match frame {
+                    Frame::Receipt { batch, proofs } => {
+                        if let Some(rx) = receipts(shared, peer, state, batch, proofs).await? {
+                            commits.spawn(settle(rx));
+                        }
+                    }
+                    Frame::Reject { message_id, code, detail } => {
+                        if state.settled(&message_id) {
+                            let detail: String = detail.chars().filter(|c| !c.is_control()).collect();
+                            tracing::warn!(message = ?message_id, %code, %detail, "the peer refused a message for good");
+                            shared.metrics.peer_add(PeerCounter::RejectsReceived, peer, 1);
+                            let rx = shared.actor.send(Command::Rejected { peer, message_id, code, detail }).await
+                                .map_err(|e| LinkError::Refused(e.to_string()))?;
+                            commits.spawn(settle(rx));
+                        }
+                    }
+                    Frame::Pong { .. } => {}
+                    other => return Err(LinkError::Protocol(format!("unexpected {} frame from {peer}", other.name()))),
+                }
+                fill_window(shared, peer, state, &mut outbox, tx).await?;
+            }
+            r = outbox.changed() => {
+                if r.is_err() {
+                    return Ok(());
+                }
+                fill_window(shared, peer, state, &mut outbox, tx).await?;
+            }
+            Some(r) = commits.join_next(), if !commits.is_empty() => {
+                r.map_err(|e| LinkError::Refused(format!("receipt task failed: {e}")))??;
+            }
+            _ = tick.tick() => {
+                let now = shared.now();
+                shared.links.update(peer, |s| s.in_flight = state.in_flight());
+                if state.overdue(now, d.ack_timeout) {
+                    return Err(LinkError::Timeout(d.ack_timeout, "waiting for a receipt"));
+                }
+                if last_heard.elapsed() > d.ping_interval * 3 {
+                    return Err(LinkError::Timeout(d.ping_interval * 3, "with no word from the peer"));
+                }
+                if last_ping.elapsed() >= d.ping_interval && last_heard.elapsed() >= d.ping_interval {
+                    nonce += 1;
+                    last_ping = Instant::now();
+                    tx.send(Outgoing::Frame(Frame::Ping { nonce })).await.map_err(|_| LinkError::Refused("writer stopped".into()))?;
+                }
+            }
+        }
+    }
+}
+
+async fn settle(rx: oneshot::Receiver<Result<Outcome, ActorError>>) -> Result<(), LinkError> {
+    match rx.await {
+        Ok(Ok(_)) => Ok(()),
+        // Not stored: reconnecting resends, and the peer answers with the original receipt.
+        Ok(Err(e)) => Err(LinkError::Refused(format!("could not store a receipt: {e}"))),
+        Err(_) => Err(LinkError::Refused("the store stopped".into())),
+    }
+}
+
+/// Checks a Receipt frame and hands its receipts to the store.
+async fn receipts(
+    shared: &Arc<Shared>,
+    peer: ParticipantCode,
+    state: &mut SenderState,
+    batch: SignedDocument,
+    proofs: Vec<kp_protocol::ReceiptProof>,
+) -> Result<Option<oneshot::Receiver<Result<Outcome, ActorError>>>, LinkError> {
+    let trust = shared.trust.get();
+    let Some(p) = trust.known(peer) else {
+        return Err(LinkError::Refused(format!("{peer} is not enrolled")));
+    };
+    let key = match p.history.signing_key_at(batch.key_id, batch.signed_at) {
+        Ok(k) => *k,
+        Err(e) => {
+            // Most likely the peer rotated its key and the statement is still on its way to
+            // us on the other link: not a reason to give up on the messages.
+            return Err(LinkError::Refused(format!("receipt signed with a key not (yet) known: {e}")));
+        }
+    };
+    let body = verify_batch(&batch, &key, peer, shared.me)
+        .map_err(|e| LinkError::Protocol(format!("invalid receipt: {e}")))?;
+    let mut items = Vec::with_capacity(proofs.len());
+    for proof in proofs {
+        proof.check(&body).map_err(|e| LinkError::Protocol(format!("invalid receipt: {e}")))?;
+        let id = proof.item.message_id;
+        state.settled(&id);
+        items.push((id, MessageReceipt { batch: batch.clone(), proof }));
+    }
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let now = shared.now();
+    shared.metrics.peer_add(PeerCounter::ReceiptsStored, peer, items.len() as u64);
+    shared.links.update(peer, |s| {
+        s.last_delivery = Some(now);
+        s.in_flight = state.in_flight();
+    });
+    let rx = shared
+        .actor
+        .send(Command::Receipts { peer, items })
+        .await
+        .map_err(|e| LinkError::Refused(e.to_string()))?;
+    Ok(Some(rx))
+}
+
+/// Sends durable outbox entries while the window has room.
+async fn fill_window(
+    shared: &Arc<Shared>,
+    peer: ParticipantCode,
+    state: &mut SenderState,
+    outbox: &mut tokio::sync::watch::Receiver<u64>,
+    tx: &mpsc::Sender<Outgoing>,
+) -> Result<(), LinkError> {
+    let durable = *outbox.borrow_and_update();
+    let now = shared.now();
+    let mut sent = 0u64;
+    while state.room() > 0 && state.cursor() < durable {
+        let (start, end) = outbox_range(peer, state.cursor());
+        let entries = shared
+            .store
+            .range(Tree::Outbox, &start, &end, state.room())
+            .map_err(|e| LinkError::Refused(e.to_string()))?;
+        if entries.is_empty() {
+            // Everything up to `durable` was acknowledged meanwhile.
+            state.skip(durable);
+            break;
+        }
+        for (key, id) in entries {
+            let oseq = key
+                .get(2..10)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(u64::MAX);
+            if oseq > durable {
+                state.skip(durable);
+                break;
+            }
+            let Some(id) = MessageId::from_slice(&id) else {
+                state.skip(oseq);
+                continue;
+            };
+            if state.is_in_flight(&id) {
+                state.skip(oseq);
+                continue;
+            }
+            let mkey = out_message_key(peer, &id);
+            let document = match shared
+                .store
+                .get(Tree::Messages, &mkey)
+                .map_err(|e| LinkError::Refused(e.to_string()))?
+            {
+                Some(bytes) => match decode_record::<OutMessage>(Tree::Messages, &mkey, &bytes) {
+                    Ok(OutMessage::Pending { document, .. }) => Some(document),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::error!(error = %e, "skipping a damaged outbox message");
+                        None
+                    }
+                },
+                None => None,
+            };
+            match document {
+                Some(document) => {
+                    state.sent(id, oseq, now);
+                    sent += 1;
+                    tx.send(Outgoing::Frame(Frame::Deliver { message_id: id, document }))
+                        .await
+                        .map_err(|_| LinkError::Refused("writer stopped".into()))?;
+                }
+                None => state.skip(oseq),
+            }
+        }
+    }
+    shared.metrics.peer_add(PeerCounter::DeliveriesSent, peer, sent);
+    Ok(())
+}

@@ -1,0 +1,499 @@
+//! A running node: [`Node::start`] opens the store, loads keys and trust, starts the store
+//! actor, binds the peer and API listeners and spawns one task tree under a cancellation
+//! token; [`NodeHandle::shutdown`] takes it down in a written-down order. Tests start several
+//! nodes in one process on `127.0.0.1:0`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kp_config::NodeConfig;
+use kp_keys::NodeKeys;
+use kp_protocol::{ParticipantCode, Timestamp};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::actor::{Actor, ActorHandle, Publish};
+use crate::clock::{Clock, SystemClock};
+use crate::engine::Engine;
+use crate::home::{HomeError, NodeDir};
+use crate::metrics::Metrics;
+use crate::signer::Signer;
+use crate::store::{decode_record, PeerRecord, SledStore, Storage, StoreError, Tree};
+use crate::tls::{Identity, TlsContext};
+use crate::trust::{PeerTrust, Trust, TrustCell};
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen for peers on {addr}: {source}")]
+    PeerListen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen for the API on {addr}: {source}")]
+    ApiListen { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub dir: NodeDir,
+    pub clock: Arc<dyn Clock>,
+    /// Write `daemon.json` (the bound addresses, for client commands) in the node directory.
+    pub announce: bool,
+}
+
+impl NodeOptions {
+    pub fn new(dir: NodeDir) -> NodeOptions {
+        NodeOptions { dir, clock: Arc::new(SystemClock), announce: true }
+    }
+}
+
+/// The live state of one peer link, for `status` and the API.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LinkStatus {
+    /// Our connection to the peer (deliveries go out on it) is up.
+    pub connected: bool,
+    pub connected_since: Option<Timestamp>,
+    /// Connections the peer holds to us.
+    pub inbound_connections: u32,
+    pub in_flight: usize,
+    pub last_delivery: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Timestamp>,
+}
+
+struct PeerEntry {
+    /// The highest outbox sequence known durable for this peer.
+    outbox: watch::Sender<u64>,
+    status: LinkStatus,
+    /// Cancelled when the peer is removed: closes its links at once.
+    token: CancellationToken,
+    /// Whether an outbound link task is running, and for which endpoints.
+    running: Option<Vec<String>>,
+    /// Which outbound link task is the current one, and its token (a child of `token`).
+    link_generation: u64,
+    link_token: Option<CancellationToken>,
+}
+
+/// Per-peer link state, outbox notifications and cancellation.
+pub struct Links {
+    inner: Mutex<HashMap<ParticipantCode, PeerEntry>>,
+    initial_oseq: u64,
+    /// The node's root token: every peer token is a child of it.
+    root: CancellationToken,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links").finish_non_exhaustive()
+    }
+}
+
+impl Links {
+    fn with<R>(&self, peer: ParticipantCode, f: impl FnOnce(&mut PeerEntry) -> R) -> R {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let initial = self.initial_oseq;
+        let root = &self.root;
+        let e = m.entry(peer).or_insert_with(|| PeerEntry {
+            outbox: watch::channel(initial).0,
+            status: LinkStatus::default(),
+            token: root.child_token(),
+            running: None,
+            link_generation: 0,
+            link_token: None,
+        });
+        f(e)
+    }
+
+    /// Notified whenever new outbox entries for `peer` become durable.
+    pub fn outbox(&self, peer: ParticipantCode) -> watch::Receiver<u64> {
+        self.with(peer, |e| e.outbox.subscribe())
+    }
+
+    fn publish_outbox(&self, peer: ParticipantCode, oseq: u64) {
+        self.with(peer, |e| {
+            e.outbox.send_if_modified(|v| {
+                let changed = oseq > *v;
+                *v = (*v).max(oseq);
+                changed
+            })
+        });
+    }
+
+    /// The token that is cancelled when `peer` is removed.
+    pub fn token(&self, peer: ParticipantCode) -> CancellationToken {
+        self.with(peer, |e| e.token.clone())
+    }
+
+    pub fn update(&self, peer: ParticipantCode, f: impl FnOnce(&mut LinkStatus)) {
+        self.with(peer, |e| f(&mut e.status));
+    }
+
+    pub fn status(&self, peer: ParticipantCode) -> LinkStatus {
+        self.with(peer, |e| e.status.clone())
+    }
+
+    pub fn error(&self, peer: ParticipantCode, at: Timestamp, error: impl std::fmt::Display) {
+        let text = error.to_string();
+        self.update(peer, |s| {
+            s.last_error = Some(text);
+            s.last_error_at = Some(at);
+        });
+    }
+}
+
+/// Everything the tasks of a node share.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: NodeConfig,
+    pub dir: NodeDir,
+    pub me: ParticipantCode,
+    pub signer: Arc<Signer>,
+    pub keys: Mutex<NodeKeys>,
+    pub tls: Arc<TlsContext>,
+    pub trust: Arc<TrustCell>,
+    /// Bumped after every trust change; the supervisor reconciles links on it.
+    pub trust_generation: watch::Sender<u64>,
+    pub store: SledStore,
+    pub actor: ActorHandle,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub links: Arc<Links>,
+    /// The last certificate sequence given out per year (numbers not yet stored included).
+    pub numbers: Mutex<BTreeMap<i32, u64>>,
+    pub token: String,
+    pub peer_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub started_at: Timestamp,
+    pub cancel: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+impl Shared {
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The endpoints to advertise: the configured ones, else the bound peer address.
+    pub fn endpoints(&self) -> Vec<String> {
+        if self.config.network.advertise.is_empty() {
+            vec![self.peer_addr.to_string()]
+        } else {
+            self.config.network.advertise.clone()
+        }
+    }
+}
+
+/// Reads every peer record and builds the trust snapshot from them.
+pub fn load_trust<S: Storage + ?Sized>(store: &S) -> Result<Trust, StoreError> {
+    let mut peers = Vec::new();
+    for (k, v) in store.range(Tree::Peers, &[], &[0xff; 3], usize::MAX)? {
+        let rec: PeerRecord = decode_record(Tree::Peers, &k, &v)?;
+        match PeerTrust::from_record(&rec) {
+            Ok(p) => peers.push(p),
+            // A record that no longer verifies is reported and left out; it is never used.
+            Err(e) => tracing::error!(error = %e, "ignoring a peer record that does not verify"),
+        }
+    }
+    Ok(Trust::new(peers))
+}
+
+/// What the actor publishes after each flush.
+struct Publisher {
+    links: Arc<Links>,
+    trust: Arc<TrustCell>,
+    generation: watch::Sender<u64>,
+}
+
+impl Publish for Publisher {
+    fn durable(
+        &mut self,
+        queued_up_to: &BTreeMap<ParticipantCode, u64>,
+        peers_changed: bool,
+        store: &SledStore,
+    ) {
+        if peers_changed {
+            match load_trust(store) {
+                Ok(t) => {
+                    self.trust.set(t);
+                    self.generation.send_modify(|g| *g += 1);
+                }
+                Err(e) => tracing::error!(error = %e, "could not reload peers after a change"),
+            }
+        }
+        for (peer, oseq) in queued_up_to {
+            self.links.publish_outbox(*peer, *oseq);
+        }
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    shared: Arc<Shared>,
+    actor: Option<Actor>,
+}
+
+/// Starting and stopping nodes.
+#[derive(Debug)]
+pub struct Node;
+
+impl Node {
+    /// Starts the node in `opts.dir`. Returns once it listens on both ports.
+    pub async fn start(opts: NodeOptions) -> Result<NodeHandle, StartError> {
+        let dir = opts.dir.clone();
+        let config = dir.config()?;
+        let keys = dir.keys(&config)?;
+        let token = dir.token()?;
+        let (store, report) = SledStore::open(&dir.store_dir(), config.store.cache_capacity_mb)?;
+        for f in &report.removed_partial_snapshots {
+            tracing::warn!(
+                file = %f.display(),
+                "removed a partial sled snapshot left by a crash during snapshotting (sled 0.34.7 bug, upstream #1533); no data is lost"
+            );
+        }
+        let clock = opts.clock.clone();
+        let me = config.participant;
+        let metrics = Arc::new(Metrics::default());
+        let provider = crate::tls::provider();
+        let identity = Identity::new(&provider, &keys.tls_certificate, &keys.tls.to_pkcs8_der())
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        let trust = Arc::new(TrustCell::new(load_trust(&store)?));
+        let tls = Arc::new(TlsContext {
+            provider,
+            identity: Arc::new(identity),
+            trust: trust.clone(),
+            clock: clock.clone(),
+            grace_millis: config.keys.tls_grace_period.as_millis() as i64,
+            metrics: metrics.clone(),
+        });
+        let signer = Arc::new(Signer::new(me, clone_signing_key(&keys), clock.clone()));
+        let engine = Engine::load(&store, signer.clone())?;
+        let cancel = CancellationToken::new();
+        let links = Arc::new(Links {
+            inner: Mutex::new(HashMap::new()),
+            initial_oseq: engine.counts().next_oseq,
+            root: cancel.clone(),
+        });
+        let (trust_generation, _) = watch::channel(0u64);
+
+        let peer_listener = TcpListener::bind(config.network.peer_listen)
+            .await
+            .map_err(|source| StartError::PeerListen { addr: config.network.peer_listen, source })?;
+        let api_listener = TcpListener::bind(config.network.api_listen)
+            .await
+            .map_err(|source| StartError::ApiListen { addr: config.network.api_listen, source })?;
+        let peer_addr = peer_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+        let api_addr = api_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+
+        let actor = Actor::start(
+            store.clone(),
+            engine,
+            clock.clone(),
+            config.store.max_batch as usize,
+            metrics.clone(),
+            Box::new(Publisher {
+                links: links.clone(),
+                trust: trust.clone(),
+                generation: trust_generation.clone(),
+            }),
+        )
+        .map_err(|e| StartError::Other(format!("cannot start the store thread: {e}")))?;
+
+        let shared = Arc::new(Shared {
+            config,
+            dir,
+            me,
+            signer,
+            keys: Mutex::new(keys),
+            tls,
+            trust,
+            trust_generation,
+            store,
+            actor: actor.handle(),
+            started_at: clock.now(),
+            clock,
+            metrics,
+            links,
+            numbers: Mutex::new(BTreeMap::new()),
+            token,
+            peer_addr,
+            api_addr,
+            cancel,
+            tasks: TaskTracker::new(),
+        });
+
+        let s = shared.clone();
+        shared.tasks.spawn(async move { crate::link::accept_loop(s, peer_listener).await });
+        let s = shared.clone();
+        shared.tasks.spawn(async move { supervise(s).await });
+        let s = shared.clone();
+        shared.tasks.spawn(async move { crate::api::serve(s, api_listener).await });
+        if opts.announce {
+            write_daemon_file(&shared);
+        }
+        tracing::info!(
+            participant = %me,
+            peers = %peer_addr,
+            api = %api_addr,
+            fingerprint = %shared.keys.lock().unwrap_or_else(|p| p.into_inner()).fingerprint(),
+            "node started"
+        );
+        Ok(NodeHandle { shared, actor: Some(actor) })
+    }
+}
+
+fn clone_signing_key(keys: &NodeKeys) -> kp_keys::SigningKeyPair {
+    // Invariant: a key that was just loaded from PEM encodes back to PEM.
+    kp_keys::SigningKeyPair::from_pkcs8_pem(&keys.signing.to_pkcs8_pem()).expect("a loaded key round-trips")
+}
+
+/// The node directory's `daemon.json`: where a running daemon listens, for client commands.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DaemonFile {
+    pub pid: u32,
+    pub participant: String,
+    pub api: SocketAddr,
+    pub peers: SocketAddr,
+}
+
+pub fn daemon_file_path(dir: &NodeDir) -> std::path::PathBuf {
+    dir.root().join("daemon.json")
+}
+
+fn write_daemon_file(shared: &Shared) {
+    let info = DaemonFile {
+        pid: std::process::id(),
+        participant: shared.me.to_string(),
+        api: shared.api_addr,
+        peers: shared.peer_addr,
+    };
+    let path = daemon_file_path(&shared.dir);
+    let text = serde_json::to_string_pretty(&info).unwrap_or_default();
+    if let Err(e) = kp_keys::files::write_atomic(&path, text.as_bytes(), 0o644) {
+        tracing::warn!(error = %e, "could not write daemon.json; client commands will use node.toml's api_listen");
+    }
+}
+
+impl NodeHandle {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn participant(&self) -> ParticipantCode {
+        self.shared.me
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer_addr
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.shared.api_addr
+    }
+
+    pub fn api_token(&self) -> &str {
+        &self.shared.token
+    }
+
+    /// This node's enrolment bundle, with the address it actually listens on unless
+    /// `network.advertise` says otherwise.
+    pub fn bundle(&self) -> Result<kp_keys::VerifiedBundle, kp_keys::BundleError> {
+        let keys = self.shared.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.bundle(self.shared.config.authority.clone(), self.shared.endpoints(), self.shared.now())
+    }
+
+    /// Stops the node. Order: (1) cancel the task tree: the API stops taking requests and
+    /// finishes those in progress, the accept loop and every link stop; (2) wait for every
+    /// task; (3) stop the store actor, which finishes the commands already sent and flushes;
+    /// (4) drop the store, releasing its lock. Nothing acknowledged is lost at any point, since
+    /// every acknowledgement followed a flush.
+    pub async fn shutdown(mut self) {
+        tracing::info!(participant = %self.shared.me, "shutting down");
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.shared.tasks.wait()).await.is_err() {
+            tracing::warn!("some tasks did not stop within 10s; stopping the store anyway");
+        }
+        if let Some(actor) = self.actor.take() {
+            actor.stop().await;
+        }
+        let _ = std::fs::remove_file(daemon_file_path(&self.shared.dir));
+        tracing::info!(participant = %self.shared.me, "stopped");
+    }
+}
+
+/// Keeps one outbound link task per active peer, and closes the links of removed peers.
+async fn supervise(shared: Arc<Shared>) {
+    let mut generation = shared.trust_generation.subscribe();
+    loop {
+        reconcile(&shared);
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            r = generation.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+fn reconcile(shared: &Arc<Shared>) {
+    let trust = shared.trust.get();
+    for peer in trust.peers() {
+        let code = peer.participant;
+        if peer.removed {
+            let was_running = shared.links.with(code, |e| {
+                let running = e.running.take().is_some();
+                if running || !e.token.is_cancelled() {
+                    e.token.cancel();
+                }
+                running
+            });
+            if was_running {
+                tracing::info!(peer = %code, "peer removed: its links are closed; its queued messages stay queued");
+            }
+            continue;
+        }
+        let endpoints = peer.endpoints.clone();
+        let root = shared.cancel.clone();
+        let start = shared.links.with(code, |e| {
+            if e.token.is_cancelled() {
+                // Enrolled again after a removal.
+                e.token = root.child_token();
+                e.running = None;
+            }
+            if e.running.as_ref() == Some(&endpoints) {
+                return None;
+            }
+            // Not running, or new endpoints: (re)start the outbound link only.
+            if let Some(old) = e.link_token.take() {
+                old.cancel();
+            }
+            let token = e.token.child_token();
+            e.link_token = Some(token.clone());
+            e.running = Some(endpoints.clone());
+            e.link_generation += 1;
+            Some((token, e.link_generation))
+        });
+        if let Some((token, generation)) = start {
+            let s = shared.clone();
+            shared.tasks.spawn(async move {
+                crate::link::outbound(s.clone(), code, token).await;
+                s.links.with(code, |e| {
+                    if e.link_generation == generation {
+                        e.running = None;
+                    }
+                });
+            });
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Reading the store for people: certificate views for `cert show/list` and the API, peer
+//! views. Reads go straight to the store (sled reads are safe beside the writer thread).
+
+use kp_protocol::amount::format_hundredths;
+use kp_protocol::{Certificate, Date, Digest, MessageId, ParticipantCode, Timestamp};
+use serde::Serialize;
+
+use crate::engine::document_of;
+use crate::node::{LinkStatus, Shared};
+use crate::store::{
+    decode_record, get_record, log_key, CertRecord, CertStatus, ConfirmationRecord, Direction, EntryBody,
+    LogEntry, Rejection, Storage, StoreError, Tree, VoidRecord,
+};
+use crate::trust::PeerTrust;
+
+/// The status a record shows on `today`: a certificate not confirmed (or voided, or refused)
+/// by its expiry date shows `expired`.
+pub fn effective_status(rec: &CertRecord, today: Date) -> CertStatus {
+    match rec.status {
+        CertStatus::Queued | CertStatus::Delivered | CertStatus::Received if rec.expires_on < today => {
+            CertStatus::Expired
+        }
+        s => s,
+    }
+}
+
+/// A certificate as shown to operators and integrators.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertView {
+    pub number: String,
+    pub direction: Direction,
+    pub peer: ParticipantCode,
+    pub status: CertStatus,
+    pub issued_on: Date,
+    pub expires_on: Date,
+    pub signed_at: Timestamp,
+    pub message_id: MessageId,
+    pub parcels: u32,
+    pub carats: String,
+    pub value_usd: String,
+    /// Where the certificate sits in this node's log, once acknowledged.
+    pub log_seq: Option<u64>,
+    /// Outbound: when the importer's node stored it (its receipt). Inbound: when it arrived.
+    pub delivered_at: Option<Timestamp>,
+    /// Outbound: the importer's signed receipt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<ReceiptView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<ConfirmationRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub void: Option<VoidRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
+    pub updated_at: Timestamp,
+    /// The certificate itself, as signed.
+    pub certificate: Option<Certificate>,
+}
+
+/// What the importer's receipt says.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiptView {
+    pub receiver: ParticipantCode,
+    pub received_at: Timestamp,
+    /// The entry of the receiver's log the certificate sits in, and that entry's hash.
+    pub receiver_log_seq: u64,
+    pub receiver_entry_hash: Digest,
+    pub signed_with_key: String,
+}
+
+/// The view of `rec`, with the signed certificate if `with_certificate`.
+pub fn cert_view<S: Storage + ?Sized>(
+    store: &S,
+    rec: &CertRecord,
+    today: Date,
+    with_certificate: bool,
+) -> Result<CertView, StoreError> {
+    let document = if with_certificate { document_of(|t, k| store.get(t, k), rec)? } else { None };
+    let certificate = document.as_ref().and_then(|d| d.body::<Certificate>().ok());
+    let receipt = match (rec.direction, rec.log_seq) {
+        (Direction::Out, Some(seq)) => match get_record::<LogEntry, _>(store, Tree::Log, &log_key(seq))? {
+            Some(LogEntry { body: EntryBody::Sent { receipt, .. }, .. }) => Some(ReceiptView {
+                receiver: receipt.batch.signer,
+                received_at: receipt.batch.signed_at,
+                receiver_log_seq: receipt.proof.item.log_seq,
+                receiver_entry_hash: receipt.proof.item.entry_hash,
+                signed_with_key: receipt.batch.key_id.to_string(),
+            }),
+            _ => None,
+        },
+        _ => None,
+    };
+    Ok(CertView {
+        number: rec.number.to_string(),
+        direction: rec.direction,
+        peer: rec.peer,
+        status: effective_status(rec, today),
+        issued_on: rec.issued_on,
+        expires_on: rec.expires_on,
+        signed_at: rec.signed_at,
+        message_id: rec.message_id,
+        parcels: rec.parcels,
+        carats: format_hundredths(rec.carats),
+        value_usd: format_hundredths(rec.value_usd),
+        log_seq: rec.log_seq,
+        delivered_at: rec.delivered_at,
+        receipt,
+        confirmation: rec.confirmation.clone(),
+        void: rec.void.clone(),
+        rejection: rec.rejection.clone(),
+        updated_at: rec.updated_at,
+        certificate,
+    })
+}
+
+/// Which certificates to list.
+#[derive(Debug, Clone, Default)]
+pub struct CertFilter {
+    pub direction: Option<Direction>,
+    pub status: Option<CertStatus>,
+    pub peer: Option<ParticipantCode>,
+    /// List numbers after this one (paging).
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// Certificate records matching `filter`, in number order.
+pub fn list_certs<S: Storage + ?Sized>(
+    store: &S,
+    filter: &CertFilter,
+    today: Date,
+) -> Result<Vec<CertRecord>, StoreError> {
+    let mut start = filter.after.as_ref().map(|a| a.as_bytes().to_vec()).unwrap_or_default();
+    if filter.after.is_some() {
+        start.push(0);
+    }
+    let mut out = Vec::new();
+    const PAGE: usize = 1024;
+    loop {
+        let page = store.range(Tree::Certs, &start, &[0xff; 33], PAGE)?;
+        let n = page.len();
+        for (k, v) in page {
+            let rec: CertRecord = decode_record(Tree::Certs, &k, &v)?;
+            start = k;
+            start.push(0);
+            let keep = filter.direction.is_none_or(|d| d == rec.direction)
+                && filter.peer.is_none_or(|p| p == rec.peer)
+                && filter.status.is_none_or(|s| s == effective_status(&rec, today));
+            if keep {
+                out.push(rec);
+                if out.len() >= filter.limit {
+                    return Ok(out);
+                }
+            }
+        }
+        if n < PAGE {
+            return Ok(out);
+        }
+    }
+}
+
+/// A peer as shown by `peer list` and the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerView {
+    pub participant: ParticipantCode,
+    pub authority: String,
+    pub fingerprint: String,
+    pub endpoints: Vec<String>,
+    pub enrolled_at: Timestamp,
+    pub removed: bool,
+    pub signing_key: String,
+    pub rotations: usize,
+    /// Messages waiting for the peer.
+    pub queued: u64,
+    /// The live link state (only from a running daemon).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkStatus>,
+}
+
+pub fn peer_view(p: &PeerTrust, queued: u64, link: Option<LinkStatus>) -> PeerView {
+    PeerView {
+        participant: p.participant,
+        authority: p.authority.clone(),
+        fingerprint: p.fingerprint.to_string(),
+        endpoints: p.endpoints.clone(),
+        enrolled_at: p.enrolled_at,
+        removed: p.removed,
+        signing_key: p.history.current_signing().key_id.to_string(),
+        rotations: p.history.rotations().len(),
+        queued,
+        link,
+    }
+}
+
+/// Messages queued for `peer`, as counted in `meta`.
+pub fn queued<S: Storage + ?Sized>(store: &S, peer: ParticipantCode) -> Result<u64, StoreError> {
+    let key = format!("{}{peer}", crate::store::meta::QUEUED_PREFIX);
+    Ok(get_record::<u64, _>(store, Tree::Meta, key.as_bytes())?.unwrap_or(0))
+}
+
+/// Every peer's view, in code order.
+pub fn peer_views(shared: &Shared) -> Result<Vec<PeerView>, StoreError> {
+    let trust = shared.trust.get();
+    let mut peers: Vec<&PeerTrust> = trust.peers().collect();
+    peers.sort_by_key(|p| p.participant);
+    peers
+        .into_iter()
+        .map(|p| {
+            Ok(peer_view(p, queued(&shared.store, p.participant)?, Some(shared.links.status(p.participant))))
+        })
+        .collect()
+}

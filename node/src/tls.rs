@@ -1,0 +1,262 @@
+//! Mutual TLS 1.3 between nodes, trusting pinned keys instead of a CA.
+//!
+//! Each side presents its self-signed certificate. The verifiers here accept a certificate
+//! only if its Ed25519 key is a currently trusted TLS key of an enrolled peer (the dialler
+//! additionally requires the peer it meant to reach), and check the handshake signature with
+//! that very key. Names, dates and chains in the certificate are ignored: they prove nothing
+//! here. A refused key is logged with its digest so operators can tell who tried.
+
+use std::sync::{Arc, RwLock};
+
+use kp_protocol::{Digest, ParticipantCode};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::trust::TrustCell;
+
+/// The node's own TLS certificate and key, swappable on rotation.
+#[derive(Debug)]
+pub struct Identity(RwLock<Arc<CertifiedKey>>);
+
+impl Identity {
+    pub fn new(provider: &CryptoProvider, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<Identity, Error> {
+        Ok(Identity(RwLock::new(Arc::new(certified_key(provider, cert_der, key_pkcs8)?))))
+    }
+
+    pub fn set(&self, provider: &CryptoProvider, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<(), Error> {
+        let key = Arc::new(certified_key(provider, cert_der, key_pkcs8)?);
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = key;
+        Ok(())
+    }
+
+    fn get(&self) -> Arc<CertifiedKey> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn certified_key(
+    provider: &CryptoProvider,
+    cert_der: &[u8],
+    key_pkcs8: &[u8],
+) -> Result<CertifiedKey, Error> {
+    let key = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec())))?;
+    Ok(CertifiedKey::new(vec![CertificateDer::from(cert_der.to_vec())], key))
+}
+
+/// The crypto provider: ring, TLS 1.3 suites only.
+pub fn provider() -> Arc<CryptoProvider> {
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.retain(|s| s.version() == &rustls::version::TLS13);
+    Arc::new(p)
+}
+
+/// Everything the verifiers need.
+#[derive(Debug)]
+pub struct TlsContext {
+    pub provider: Arc<CryptoProvider>,
+    pub identity: Arc<Identity>,
+    pub trust: Arc<TrustCell>,
+    pub clock: Arc<dyn Clock>,
+    pub grace_millis: i64,
+    pub metrics: Arc<Metrics>,
+}
+
+impl TlsContext {
+    /// The configuration for accepting peers.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, Error> {
+        let config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(Arc::new(PeerVerifier { ctx: self.clone(), expected: None }))
+            .with_cert_resolver(Arc::new(OwnCert(self.identity.clone())));
+        Ok(Arc::new(config))
+    }
+
+    /// The configuration for dialling `peer`.
+    pub fn client_config(
+        self: &Arc<Self>,
+        peer: ParticipantCode,
+    ) -> Result<Arc<rustls::ClientConfig>, Error> {
+        let config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PeerVerifier {
+                ctx: self.clone(),
+                expected: Some(peer),
+            }))
+            .with_client_cert_resolver(Arc::new(OwnCert(self.identity.clone())));
+        Ok(Arc::new(config))
+    }
+
+    fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.provider.signature_verification_algorithms
+    }
+
+    /// The enrolled peer whose trusted TLS key is in `cert`, if any.
+    pub fn peer_of(&self, cert: &CertificateDer<'_>) -> Option<ParticipantCode> {
+        let key = kp_keys::tlscert::public_key(cert).ok()?;
+        self.trust.get().peer_for_tls_key(&key, self.clock.now(), self.grace_millis)
+    }
+}
+
+/// A short, stable name of a TLS key for logs: the first bytes of its SHA-256.
+pub fn key_digest(cert: &CertificateDer<'_>) -> String {
+    match kp_keys::tlscert::public_key(cert) {
+        Ok(k) => format!("sha256:{}", Digest::of(&k).short()),
+        Err(_) => "not an Ed25519 key".into(),
+    }
+}
+
+/// Verifies a peer's certificate against the trusted keys: any enrolled peer when accepting
+/// (`expected` is None), the one being dialled otherwise.
+#[derive(Debug)]
+struct PeerVerifier {
+    ctx: Arc<TlsContext>,
+    expected: Option<ParticipantCode>,
+}
+
+impl PeerVerifier {
+    fn check(&self, cert: &CertificateDer<'_>) -> Result<ParticipantCode, Error> {
+        match (self.ctx.peer_of(cert), self.expected) {
+            (Some(p), None) => Ok(p),
+            (Some(p), Some(e)) if p == e => Ok(p),
+            (found, expected) => {
+                self.ctx.metrics.handshakes_refused.inc();
+                tracing::warn!(
+                    key = %key_digest(cert),
+                    belongs_to = ?found,
+                    expected = ?expected,
+                    "refused a TLS peer: its key is not a trusted key of an enrolled peer{}",
+                    if expected.is_some() { " we dialled" } else { "" }
+                );
+                Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+            }
+        }
+    }
+
+    fn verify_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        // The key checked here is the one pinned in `check`: both come from the same parse.
+        let spki = kp_keys::tlscert::spki(cert)
+            .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        rustls::crypto::verify_tls13_signature_with_raw_key(
+            message,
+            &rustls::pki_types::SubjectPublicKeyInfoDer::from(spki),
+            dss,
+            self.ctx.algorithms(),
+        )
+    }
+}
+
+impl ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        self.check(end_entity).map(|_| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        Err(Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.verify_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        false
+    }
+}
+
+impl ClientCertVerifier for PeerVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        self.check(end_entity).map(|_| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        Err(Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.verify_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// Presents the node's current certificate, on both sides of a connection.
+#[derive(Debug)]
+struct OwnCert(Arc<Identity>);
+
+impl ResolvesServerCert for OwnCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.get())
+    }
+}
+
+impl ResolvesClientCert for OwnCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        sigschemes.contains(&SignatureScheme::ED25519).then(|| self.0.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,115 @@
+//! A raw peer: holds an enrolled participant's keys and speaks the wire protocol directly,
+//! frame by frame, so tests can send what a well-behaved node never would.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kp_keys::NodeKeys;
+use kp_node::conn::{FrameReader, FrameWriter, LinkError};
+use kp_protocol::frame::PROTOCOL_VERSION;
+use kp_protocol::{Frame, ParticipantCode};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// Accepts any server certificate: the raw peer tests the server, not itself.
+#[derive(Debug)]
+struct AcceptAnyServer;
+
+impl ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// A TLS client configuration presenting `cert_der`/`key_der`.
+pub fn client_config(cert_der: &[u8], key_pkcs8: &[u8]) -> Arc<rustls::ClientConfig> {
+    let provider = kp_node::tls::provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer))
+        .with_client_auth_cert(
+            vec![CertificateDer::from(cert_der.to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec())),
+        )
+        .expect("a client certificate");
+    Arc::new(config)
+}
+
+/// Opens a TLS connection to `addr` presenting `keys`' TLS certificate.
+pub async fn connect_tls(addr: SocketAddr, keys: &NodeKeys) -> Result<TlsStream<TcpStream>, LinkError> {
+    let config = client_config(&keys.tls_certificate, &keys.tls.to_pkcs8_der());
+    let tcp = TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let name = ServerName::try_from("peer.kpnode.invalid").expect("a name");
+    connector.connect(name, tcp).await.map_err(|e| LinkError::Tls(e.to_string()))
+}
+
+/// A connected raw peer.
+#[derive(Debug)]
+pub struct RawPeer {
+    pub reader: FrameReader<ReadHalf<TlsStream<TcpStream>>>,
+    pub writer: FrameWriter<WriteHalf<TlsStream<TcpStream>>>,
+}
+
+impl RawPeer {
+    /// Connects as `participant` with `keys` and exchanges Hello.
+    pub async fn connect(
+        addr: SocketAddr,
+        keys: &NodeKeys,
+        participant: ParticipantCode,
+    ) -> Result<RawPeer, LinkError> {
+        let tls = connect_tls(addr, keys).await?;
+        let (rd, wr) = tokio::io::split(tls);
+        let mut peer =
+            RawPeer { reader: FrameReader::new(rd, 4 << 20), writer: FrameWriter::new(wr, 4 << 20) };
+        peer.writer
+            .send(&Frame::Hello { version: PROTOCOL_VERSION, participant, software: "raw-test-peer".into() })
+            .await?;
+        match peer.reader.read_frame_within(Duration::from_secs(10), "waiting for Hello").await? {
+            Some(Frame::Hello { .. }) => Ok(peer),
+            other => Err(LinkError::Protocol(format!("expected Hello, got {other:?}"))),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        self.writer.send(frame).await
+    }
+
+    /// The next frame, within `limit`.
+    pub async fn recv(&mut self, limit: Duration) -> Result<Option<Frame>, LinkError> {
+        self.reader.read_frame_within(limit, "waiting for a frame").await
+    }
+}

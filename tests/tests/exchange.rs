@@ -1,0 +1,97 @@
+//! Two nodes in one process: certificates RU→IN, receipts, confirmations and voids, end to
+//! end over mutual TLS.
+
+use std::time::Duration;
+
+use kp_tests::*;
+
+#[test]
+fn five_hundred_certificates_are_delivered_acknowledged_confirmed_and_voided() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
+    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
+    enrol_pair(&ru, &inn);
+    wait_linked(&ru.api, inn.code);
+
+    // 500 certificates from 8 threads at once.
+    let numbers: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let api = ru.api.clone();
+                s.spawn(move || {
+                    (0..500u64)
+                        .filter(|i| i % 8 == t)
+                        .map(|i| api.submit(&certificate_json("RU", "IN", None, i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(numbers.len(), 500);
+    let mut unique = numbers.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 500, "every certificate got its own number");
+
+    wait_until(Duration::from_secs(60), "all 500 are delivered", || ru.api.count("out", "delivered") == 500);
+    let inbound = inn.api.certificates("in");
+    assert_eq!(inbound.len(), 500);
+    assert!(inbound.iter().all(|c| c["status"] == "received" && c["peer"] == "RU"));
+    // Each outbound certificate carries IN's receipt.
+    let out = ru.api.certificates("out");
+    assert!(
+        out.iter().all(|c| c["receipt"]["receiver"] == "IN"),
+        "every delivered certificate has a receipt"
+    );
+
+    // A matching confirmation, one with a discrepancy, and a void.
+    let (confirmed, discrepant, voided) = (&numbers[0], &numbers[1], &numbers[2]);
+    let today = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().to_string();
+    let c = inn.api.certificate(confirmed);
+    let body = serde_json::json!({"received_on": today, "parcels": 2, "carats": c["carats"]}).to_string();
+    let (s, v) = inn.api.post(&format!("/v1/certificates/{confirmed}/confirm"), &body);
+    assert_eq!((s, v["status"].as_str()), (200, Some("import_confirmed")), "{v}");
+    let body = serde_json::json!({"received_on": today, "parcels": 1, "carats": "5.00"}).to_string();
+    let (s, v) = inn.api.post(&format!("/v1/certificates/{discrepant}/confirm"), &body);
+    assert_eq!((s, v["status"].as_str()), (200, Some("import_discrepancy")), "{v}");
+    let (s, v) =
+        ru.api.post(&format!("/v1/certificates/{voided}/void"), r#"{"reason": "shipment cancelled"}"#);
+    assert_eq!((s, v["status"].as_str()), (200, Some("voided")), "{v}");
+
+    wait_until(Duration::from_secs(20), "the exporter sees both confirmations", || {
+        ru.api.certificate(confirmed)["status"] == "import_confirmed"
+            && ru.api.certificate(discrepant)["status"] == "import_discrepancy"
+    });
+    let d = ru.api.certificate(discrepant);
+    let detail = d["confirmation"]["discrepancy"].as_str().unwrap();
+    assert!(detail.contains("parcels: certified 2, received 1") && detail.contains("carats:"), "{detail}");
+    wait_until(Duration::from_secs(20), "the importer sees the void", || {
+        inn.api.certificate(voided)["status"] == "voided"
+    });
+    assert_eq!(inn.api.certificate(voided)["void"]["reason"], "shipment cancelled");
+
+    // A voided certificate cannot be confirmed; a confirmed one cannot be voided.
+    let body = serde_json::json!({"received_on": today, "parcels": 2, "carats": "1.00"}).to_string();
+    let (s, v) = inn.api.post(&format!("/v1/certificates/{voided}/confirm"), &body);
+    assert_eq!(s, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("voided"), "{v}");
+    let (s, v) = ru.api.post(&format!("/v1/certificates/{confirmed}/void"), r#"{"reason": "x"}"#);
+    assert_eq!(s, 409, "{v}");
+
+    // Wait until the confirmations are acknowledged, then audit both logs from disk.
+    wait_until(Duration::from_secs(20), "the confirmations are acknowledged", || {
+        inn.api.certificate(confirmed)["confirmation"]["acknowledged"] == true
+            && inn.api.certificate(discrepant)["confirmation"]["acknowledged"] == true
+            && ru.api.certificate(voided)["void"]["acknowledged"] == true
+    });
+    ru.stop(&rt);
+    inn.stop(&rt);
+    let ru_log = audit(&ru.dir);
+    let in_log = audit(&inn.dir);
+    // RU: 500 certificates and a void sent; IN: 2 confirmations sent.
+    assert_eq!((ru_log.sent, ru_log.received), (501, 2), "{ru_log:?}");
+    assert_eq!((in_log.sent, in_log.received), (2, 501), "{in_log:?}");
+}
