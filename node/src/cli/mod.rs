@@ -13,6 +13,7 @@ mod init;
 mod output;
 mod peer;
 mod run;
+mod status;
 mod verify;
 
 /// Why a command failed: its exit status and one line per problem.
@@ -93,6 +94,8 @@ enum Command {
     Cert(cert::CertCommand),
     /// Check a signed certificate (.kpc) offline against the issuer's enrolment bundle.
     Verify(verify::VerifyArgs),
+    /// Show the running node: fingerprint, counts, and each peer's link.
+    Status(status::StatusArgs),
 }
 
 /// Parses the command line, runs the command, prints problems; returns the exit status.
@@ -104,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Peer(c) => peer::run(c),
         Command::Cert(c) => cert::run(c),
         Command::Verify(a) => verify::run(a),
+        Command::Status(a) => status::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
