@@ -270,6 +270,7 @@ impl KeyHistory {
 
 /// What `keys show` prints about a history.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyHistorySummary {
     pub participant: ParticipantCode,
     pub signing: Vec<KeySummary>,
@@ -277,6 +278,7 @@ pub struct KeyHistorySummary {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeySummary {
     pub key_id: String,
     pub valid_from: Timestamp,
@@ -284,6 +286,7 @@ pub struct KeySummary {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TlsSummary {
     /// The first bytes of SHA-256 over the TLS public key, as logs show it.
     pub key_sha256: String,

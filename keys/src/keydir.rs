@@ -6,6 +6,7 @@
 //! | `tls.key.pem` | 0600 | the current TLS key, PKCS#8 PEM |
 //! | `tls.cert.pem` | 0644 | the self-signed certificate of the TLS key |
 //! | `history.bin` | 0600 | the root public key and every rotation statement |
+//! | `tls.previous.key.pem`, `tls.previous.cert.pem` | 0600, 0644 | the TLS key before the last TLS rotation, still presented to peers that have not yet acknowledged the rotation |
 //!
 //! `openssl pkey -in keys/signing.key.pem -text` and `openssl x509 -in keys/tls.cert.pem
 //! -text` show them. The history is the commit point of a rotation: new key files are
@@ -30,6 +31,8 @@ const SIGNING: &str = "signing.key.pem";
 const TLS_KEY: &str = "tls.key.pem";
 const TLS_CERT: &str = "tls.cert.pem";
 const HISTORY: &str = "history.bin";
+const TLS_PREVIOUS_KEY: &str = "tls.previous.key.pem";
+const TLS_PREVIOUS_CERT: &str = "tls.previous.cert.pem";
 
 #[derive(Encode, Decode)]
 struct HistoryFile {
@@ -47,6 +50,8 @@ pub struct NodeKeys {
     pub tls: TlsKeyPair,
     pub tls_certificate: Vec<u8>,
     pub history: KeyHistory,
+    /// The TLS key and certificate before the last TLS rotation, if kept.
+    pub previous_tls: Option<(TlsKeyPair, Vec<u8>)>,
     dir: PathBuf,
 }
 
@@ -73,7 +78,7 @@ impl NodeKeys {
             rotations: Vec::new(),
         };
         write_atomic(&dir.join(HISTORY), &codec::encode(&file), 0o600)?;
-        Ok(NodeKeys { signing, tls, tls_certificate, history, dir: dir.to_owned() })
+        Ok(NodeKeys { signing, tls, tls_certificate, history, previous_tls: None, dir: dir.to_owned() })
     }
 
     /// Loads the keys in `dir`, finishing an interrupted rotation and checking that the key
@@ -125,7 +130,8 @@ impl NodeKeys {
                 detail: "does not match the TLS certificate".into(),
             });
         }
-        Ok(NodeKeys { signing, tls, tls_certificate, history, dir: dir.to_owned() })
+        let previous_tls = load_previous_tls(dir, &history)?;
+        Ok(NodeKeys { signing, tls, tls_certificate, history, previous_tls, dir: dir.to_owned() })
     }
 
     pub fn participant(&self) -> ParticipantCode {
@@ -162,14 +168,23 @@ impl NodeKeys {
         .sign(&self.signing)
     }
 
-    /// Rotates keys: writes the new key files beside the old ones, commits the new history,
-    /// then moves the new files into place. Returns the signed rotation statement.
+    /// Rotates keys, effective `now`: writes the new key files beside the old ones, commits
+    /// the new history, then moves the new files into place. A replaced TLS key is kept as
+    /// `tls.previous.*` (peers that have not yet acknowledged the rotation only know it).
+    /// Returns the rotation statement, signed by the current key an instant before `now`
+    /// (the moment that key stops being valid).
     pub fn rotate(
         &mut self,
         new_signing: bool,
         new_tls: bool,
         now: Timestamp,
     ) -> Result<SignedDocument, KeyError> {
+        if !new_signing && !new_tls {
+            return Err(KeyError::Mismatch {
+                path: self.dir.clone(),
+                detail: "rotation needs --signing, --tls or both".into(),
+            });
+        }
         let participant = self.participant();
         let previous_key = self.signing.key_id();
         let sequence = self.history.next_sequence();
@@ -197,7 +212,12 @@ impl NodeKeys {
                 effective_from: now,
             },
         };
-        let doc = SignedDocument::sign(&body, participant, self.signing.signing_key(), now);
+        let doc = SignedDocument::sign(
+            &body,
+            participant,
+            self.signing.signing_key(),
+            now.saturating_sub_millis(1),
+        );
         let mut history = self.history.clone();
         history.apply(&doc).map_err(|e| KeyError::Damaged {
             path: self.dir.join(HISTORY),
@@ -208,6 +228,12 @@ impl NodeKeys {
             write_atomic(&next(&self.dir, SIGNING), k.to_pkcs8_pem().as_bytes(), 0o600)?;
         }
         if let (Some(k), Some(cert)) = (&tls_pair, &tls_cert) {
+            write_atomic(&self.dir.join(TLS_PREVIOUS_KEY), self.tls.to_pkcs8_pem().as_bytes(), 0o600)?;
+            write_atomic(
+                &self.dir.join(TLS_PREVIOUS_CERT),
+                tlscert::to_pem(&self.tls_certificate).as_bytes(),
+                0o644,
+            )?;
             write_atomic(&next(&self.dir, TLS_KEY), k.to_pkcs8_pem().as_bytes(), 0o600)?;
             write_atomic(&next(&self.dir, TLS_CERT), tlscert::to_pem(cert).as_bytes(), 0o644)?;
         }
@@ -229,11 +255,31 @@ impl NodeKeys {
             self.signing = k;
         }
         if let (Some(k), Some(cert)) = (tls_pair, tls_cert) {
-            self.tls = k;
-            self.tls_certificate = cert;
+            let old_key = std::mem::replace(&mut self.tls, k);
+            let old_cert = std::mem::replace(&mut self.tls_certificate, cert);
+            self.previous_tls = Some((old_key, old_cert));
         }
         Ok(doc)
     }
+}
+
+/// The previous TLS key, if its files exist and are the history's previous TLS certificate.
+fn load_previous_tls(dir: &Path, history: &KeyHistory) -> Result<Option<(TlsKeyPair, Vec<u8>)>, KeyError> {
+    let (key_path, cert_path) = (dir.join(TLS_PREVIOUS_KEY), dir.join(TLS_PREVIOUS_CERT));
+    if !key_path.exists() || !cert_path.exists() {
+        return Ok(None);
+    }
+    let tls = history.tls_keys();
+    let Some(previous) = tls.len().checked_sub(2).map(|i| &tls[i]) else { return Ok(None) };
+    let key = load_pem(&key_path, TlsKeyPair::from_pkcs8_pem)?;
+    let cert_text = String::from_utf8_lossy(&read_public(&cert_path)?).into_owned();
+    let cert = tlscert::from_pem(&cert_text)
+        .map_err(|e| KeyError::Damaged { path: cert_path.clone(), detail: e.to_string() })?;
+    if cert != previous.certificate_der || key.verifying_key().to_bytes() != previous.public_key {
+        // Left over from an older rotation: of no use any more.
+        return Ok(None);
+    }
+    Ok(Some((key, cert)))
 }
 
 fn next(dir: &Path, name: &str) -> PathBuf {

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kp_protocol::{ParticipantCode, Timestamp};
+use kp_protocol::{ParticipantCode, SignedDocument, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::engine::{Applied, Command, Engine, Outcome};
 use crate::metrics::Metrics;
-use crate::store::{SledStore, Storage, StoreError};
+use crate::store::{SledStore, Storage};
 
 /// Why a command got no outcome.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -27,13 +27,30 @@ pub enum ActorError {
     Storage(String),
     #[error("the node is shutting down")]
     Stopped,
+    #[error("key rotation failed: {0}")]
+    Rotation(String),
 }
 
 type Reply = oneshot::Sender<Result<Outcome, ActorError>>;
 
 enum Job {
     Command(Box<Command>, Reply),
+    /// Rotate keys: between two batches, so that everything signed with the old key is
+    /// queued before the statement and everything signed with the new one after it.
+    Rotate {
+        signing: bool,
+        tls: bool,
+        reply: oneshot::Sender<Result<SignedDocument, ActorError>>,
+    },
     Stop,
+}
+
+/// Rotates the node's keys for the actor.
+pub trait Rotator: Send + 'static {
+    /// Makes new keys and the statement; returns it with the peers to announce it to.
+    fn rotate(&mut self, signing: bool, tls: bool) -> Result<(SignedDocument, Vec<ParticipantCode>), String>;
+    /// Called once the announcement is durable.
+    fn announced(&mut self, statement: &SignedDocument, peers: &[ParticipantCode]);
 }
 
 /// Called after each successful flush with what it made durable.
@@ -56,6 +73,7 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Job::Command(c, _) => write!(f, "Job::Command({c:?})"),
+            Job::Rotate { signing, tls, .. } => write!(f, "Job::Rotate(signing: {signing}, tls: {tls})"),
             Job::Stop => f.write_str("Job::Stop"),
         }
     }
@@ -76,6 +94,13 @@ impl ActorHandle {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Job::Command(Box::new(command), tx)).await.map_err(|_| ActorError::Stopped)?;
         Ok(rx)
+    }
+
+    /// Rotates keys and queues the statement for every active peer; answers once durable.
+    pub async fn rotate(&self, signing: bool, tls: bool) -> Result<SignedDocument, ActorError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Job::Rotate { signing, tls, reply: tx }).await.map_err(|_| ActorError::Stopped)?;
+        rx.await.map_err(|_| ActorError::Stopped)?
     }
 
     /// The same, from a thread outside the runtime.
@@ -102,10 +127,20 @@ impl Actor {
         max_batch: usize,
         metrics: Arc<Metrics>,
         publish: Box<dyn Publish>,
+        rotator: Box<dyn Rotator>,
     ) -> std::io::Result<Actor> {
         let (tx, rx) = mpsc::channel(max_batch.max(16) * 4);
         let thread = std::thread::Builder::new().name("kpnode-store".into()).spawn(move || {
-            run(rx, store, engine, clock, max_batch, metrics, publish);
+            let mut state = State {
+                store,
+                engine,
+                clock,
+                metrics,
+                publish,
+                unpublished: BTreeMap::new(),
+                peers_unpublished: false,
+            };
+            run(rx, &mut state, max_batch, rotator);
         })?;
         Ok(Actor { handle: ActorHandle { tx }, thread: Some(thread) })
     }
@@ -133,24 +168,77 @@ impl Drop for Actor {
     }
 }
 
-fn run(
-    mut rx: mpsc::Receiver<Job>,
+/// What the actor thread owns.
+struct State {
     store: SledStore,
-    mut engine: Engine,
+    engine: Engine,
     clock: Arc<dyn Clock>,
-    max_batch: usize,
     metrics: Arc<Metrics>,
-    mut publish: Box<dyn Publish>,
-) {
+    publish: Box<dyn Publish>,
+    /// Outbox marks committed but not yet known durable (a flush failed since).
+    unpublished: BTreeMap<ParticipantCode, u64>,
+    peers_unpublished: bool,
+}
+
+impl State {
+    /// Applies `commands`, commits and flushes; the outcomes, or why there are none.
+    fn commit(&mut self, commands: Vec<Command>) -> Result<Vec<Outcome>, ActorError> {
+        let count = commands.len();
+        let now: Timestamp = self.clock.now();
+        let applied: Applied = match self.engine.apply(&self.store, now, commands) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "store write failed; the batch is not acknowledged");
+                self.metrics.store_failures.inc();
+                return Err(ActorError::Storage(e.to_string()));
+            }
+        };
+        for (peer, seq) in &applied.queued_up_to {
+            let e = self.unpublished.entry(*peer).or_default();
+            *e = (*e).max(*seq);
+        }
+        self.peers_unpublished |= applied.peers_changed;
+        let started = Instant::now();
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "store flush failed; the batch is not acknowledged");
+            self.metrics.store_failures.inc();
+            return Err(ActorError::Storage(format!("flush failed: {e}")));
+        }
+        let took = started.elapsed();
+        self.metrics.observe_flush(took, count, applied.appended);
+        if took > Duration::from_millis(500) {
+            tracing::warn!(millis = took.as_millis() as u64, "slow store flush");
+        }
+        self.publish.durable(&self.unpublished, self.peers_unpublished, &self.store);
+        self.unpublished.clear();
+        self.peers_unpublished = false;
+        Ok(applied.outcomes)
+    }
+}
+
+fn run(mut rx: mpsc::Receiver<Job>, state: &mut State, max_batch: usize, mut rotator: Box<dyn Rotator>) {
     let mut stopping = false;
-    // Outbox marks committed but not yet known to be durable (a flush failed since).
-    let mut unpublished: BTreeMap<ParticipantCode, u64> = BTreeMap::new();
-    let mut peers_unpublished = false;
+    let mut held: Option<Job> = None;
     while !stopping {
-        let Some(first) = rx.blocking_recv() else { break };
+        let first = match held.take() {
+            Some(job) => job,
+            None => match rx.blocking_recv() {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        if let Job::Rotate { signing, tls, reply } = first {
+            let _ = reply.send(rotate(state, rotator.as_mut(), signing, tls));
+            continue;
+        }
         let mut jobs = vec![first];
         while jobs.len() < max_batch {
             match rx.try_recv() {
+                // A rotation ends the batch: it runs between two commits.
+                Ok(job @ Job::Rotate { .. }) => {
+                    held = Some(job);
+                    break;
+                }
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
@@ -164,58 +252,56 @@ fn run(
                     replies.push(r);
                 }
                 Job::Stop => stopping = true,
+                Job::Rotate { .. } => {}
             }
         }
         if commands.is_empty() {
             continue;
         }
-        let now: Timestamp = clock.now();
-        let result: Result<Applied, StoreError> = engine.apply(&store, now, commands);
-        let applied = match result {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "store write failed; the batch is not acknowledged");
-                metrics.store_failures.inc();
-                for r in replies {
-                    let _ = r.send(Err(ActorError::Storage(e.to_string())));
+        match state.commit(commands) {
+            Ok(outcomes) => {
+                for (r, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = r.send(Ok(outcome));
                 }
-                continue;
             }
-        };
-        for (peer, seq) in &applied.queued_up_to {
-            let e = unpublished.entry(*peer).or_default();
-            *e = (*e).max(*seq);
-        }
-        peers_unpublished |= applied.peers_changed;
-        let started = Instant::now();
-        if let Err(e) = store.flush() {
-            tracing::error!(error = %e, "store flush failed; the batch is not acknowledged");
-            metrics.store_failures.inc();
-            for r in replies {
-                let _ = r.send(Err(ActorError::Storage(format!("flush failed: {e}"))));
+            Err(e) => {
+                for r in replies {
+                    let _ = r.send(Err(e.clone()));
+                }
             }
-            continue;
-        }
-        let took = started.elapsed();
-        metrics.observe_flush(took, replies.len(), applied.appended);
-        if took > Duration::from_millis(500) {
-            tracing::warn!(millis = took.as_millis() as u64, "slow store flush");
-        }
-        publish.durable(&unpublished, peers_unpublished, &store);
-        unpublished.clear();
-        peers_unpublished = false;
-        for (r, outcome) in replies.into_iter().zip(applied.outcomes) {
-            let _ = r.send(Ok(outcome));
         }
     }
     // Refuse whatever arrived after Stop.
     rx.close();
     while let Ok(job) = rx.try_recv() {
-        if let Job::Command(_, r) = job {
-            let _ = r.send(Err(ActorError::Stopped));
+        match job {
+            Job::Command(_, r) => {
+                let _ = r.send(Err(ActorError::Stopped));
+            }
+            Job::Rotate { reply, .. } => {
+                let _ = reply.send(Err(ActorError::Stopped));
+            }
+            Job::Stop => {}
         }
     }
-    if let Err(e) = store.flush() {
+    if let Err(e) = state.store.flush() {
         tracing::error!(error = %e, "final store flush failed");
     }
+}
+
+/// Rotates keys and makes the announcement durable before anything else is committed.
+fn rotate(
+    state: &mut State,
+    rotator: &mut dyn Rotator,
+    signing: bool,
+    tls: bool,
+) -> Result<SignedDocument, ActorError> {
+    let (statement, peers) = rotator.rotate(signing, tls).map_err(ActorError::Rotation)?;
+    let mut outcomes =
+        state.commit(vec![Command::Announce { document: statement.clone(), peers: peers.clone() }])?;
+    if let Some(Outcome::Refused(e)) = outcomes.pop() {
+        return Err(ActorError::Rotation(e.to_string()));
+    }
+    rotator.announced(&statement, &peers);
+    Ok(statement)
 }

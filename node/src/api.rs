@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +20,6 @@ use kp_protocol::{
     ParticipantCode, Problem, Text, ValidationContext, Void,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::actor::ActorError;
@@ -36,28 +36,48 @@ pub enum ApiError {
     NotFound(String),
     Invalid { error: &'static str, problems: Vec<Problem> },
     Conflict(String),
+    TooLarge(String),
     Unavailable(String),
     Internal(String),
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What kind of error: unauthorized, not_found, invalid_certificate, invalid_request,
+    /// invalid_query, invalid_bundle, conflict, too_large, unavailable, internal.
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// For invalid input: every problem, each naming its field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<Problem>>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let body = |error: &str, message: Option<String>, problems: Option<Vec<Problem>>| ErrorBody {
+            error: error.to_owned(),
+            message,
+            problems,
+        };
         let (status, body) = match self {
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
-                json!({"error": "unauthorized", "message": "missing or wrong bearer token (see api.token in the node directory)"}),
+                body(
+                    "unauthorized",
+                    Some("missing or wrong bearer token (see api.token in the node directory)".into()),
+                    None,
+                ),
             ),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": "not_found", "message": m})),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, body("not_found", Some(m), None)),
             ApiError::Invalid { error, problems } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": error, "problems": problems}))
+                (StatusCode::UNPROCESSABLE_ENTITY, body(error, None, Some(problems)))
             }
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({"error": "conflict", "message": m})),
-            ApiError::Unavailable(m) => {
-                (StatusCode::SERVICE_UNAVAILABLE, json!({"error": "unavailable", "message": m}))
-            }
-            ApiError::Internal(m) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal", "message": m}))
-            }
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, body("conflict", Some(m), None)),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, body("too_large", Some(m), None)),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, body("unavailable", Some(m), None)),
+            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, body("internal", Some(m), None)),
         };
         (status, Json(body)).into_response()
     }
@@ -109,9 +129,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/peers", get(peers).post(add_peer))
         .route("/v1/peers/{code}", delete(remove_peer))
         .route("/v1/status", get(status))
+        .route("/v1/keys", get(keys))
+        .route("/v1/keys/rotate", post(rotate))
+        .route("/v1/log", get(log))
+        .route("/v1/log/verify", get(log_verify))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi_json))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authorize));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .merge(protected)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)
@@ -138,8 +164,54 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A request body as bytes; refusals (too large, unreadable) answer in the error shape.
+#[derive(Debug)]
+pub struct JsonBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(JsonBody(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge(format!(
+                "the request body is larger than the {} bytes api.max_body_bytes allows",
+                "configured"
+            ))),
+            Err(e) => Err(invalid("invalid_request", "", e.body_text())),
+        }
+    }
+}
+
+/// Query parameters; refusals answer 422 in the error shape.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| ApiQuery(t))
+            .map_err(|e| invalid("invalid_query", "", e.body_text()))
+    }
+}
+
+/// A path parameter; refusals answer 422 in the error shape.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| ApiPath(t))
+            .map_err(|e| invalid("invalid_request", "", e.body_text()))
+    }
+}
+
 /// The answer to a submission.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Submitted {
     pub number: String,
     pub status: String,
@@ -168,7 +240,18 @@ fn next_number(shared: &Shared, year: i32) -> ApiResult<u64> {
     Ok(*n)
 }
 
-async fn submit(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult<(StatusCode, Json<Submitted>)> {
+#[utoipa::path(post, path = "/v1/certificates", tag = "certificates",
+    request_body(content = kp_protocol::CertificateDraft, description = "Certificate JSON; `number` is optional"),
+    responses(
+        (status = 201, description = "Signed, stored durably and queued for the importer", body = Submitted),
+        (status = 200, description = "This exact certificate was already stored", body = Submitted),
+        (status = 409, description = "The number is taken by a certificate with other content", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, description = "Every problem, by field", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn submit(
+    State(shared): State<Arc<Shared>>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Submitted>)> {
     let outcome = submit_certificate(&shared, &body).await?;
     let status = if outcome.already_stored { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(outcome)))
@@ -241,9 +324,17 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/certificates", tag = "certificates",
+    params(
+        ("direction" = Option<String>, Query, description = "in or out"),
+        ("status" = Option<CertStatus>, Query, description = "only this status"),
+        ("peer" = Option<String>, Query, description = "only certificates exchanged with this participant"),
+        ("after" = Option<String>, Query, description = "numbers after this one (paging)"),
+        ("limit" = Option<usize>, Query, description = "at most this many (default and maximum 100000)")),
+    responses((status = 200, body = Vec<queries::CertView>), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn list(
     State(shared): State<Arc<Shared>>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<queries::CertView>>> {
     let mut problems = Vec::new();
     let direction = match q.direction.as_deref() {
@@ -288,9 +379,12 @@ fn record(shared: &Shared, number: &str) -> ApiResult<CertRecord> {
         .ok_or_else(|| ApiError::NotFound(format!("there is no certificate {n} on this node")))
 }
 
+#[utoipa::path(get, path = "/v1/certificates/{number}", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "The certificate number")),
+    responses((status = 200, body = queries::CertView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn show(
     State(shared): State<Arc<Shared>>,
-    Path(number): Path<String>,
+    ApiPath(number): ApiPath<String>,
 ) -> ApiResult<Json<queries::CertView>> {
     let rec = record(&shared, &number)?;
     Ok(Json(cert_view(&shared.store, &rec, shared.now().date(), true)?))
@@ -299,6 +393,7 @@ async fn show(
 /// An importing node's confirmation of receipt.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct ConfirmRequest {
     pub received_on: String,
     pub parcels: u32,
@@ -310,10 +405,17 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| invalid("invalid_request", "", format!("{e}")))
 }
 
+#[utoipa::path(post, path = "/v1/certificates/{number}/confirm", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "An inbound certificate's number")),
+    request_body = ConfirmRequest,
+    responses(
+        (status = 200, description = "Signed and queued for the exporter", body = queries::CertView),
+        (status = 404, body = ErrorBody), (status = 409, description = "Voided, already confirmed, or not inbound", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn confirm(
     State(shared): State<Arc<Shared>>,
-    Path(number): Path<String>,
-    body: Bytes,
+    ApiPath(number): ApiPath<String>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Json<queries::CertView>> {
     let req: ConfirmRequest = parse_body(&body)?;
     let rec = record(&shared, &number)?;
@@ -399,14 +501,22 @@ async fn updated(shared: &Arc<Shared>, command: Command) -> ApiResult<Json<queri
 /// An exporting node's voiding of a certificate.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct VoidRequest {
     pub reason: String,
 }
 
+#[utoipa::path(post, path = "/v1/certificates/{number}/void", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "An outbound certificate's number")),
+    request_body = VoidRequest,
+    responses(
+        (status = 200, description = "Signed and queued for the importer", body = queries::CertView),
+        (status = 404, body = ErrorBody), (status = 409, description = "Already voided, confirmed, or not outbound", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn void(
     State(shared): State<Arc<Shared>>,
-    Path(number): Path<String>,
-    body: Bytes,
+    ApiPath(number): ApiPath<String>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Json<queries::CertView>> {
     let req: VoidRequest = parse_body(&body)?;
     let reason: Text =
@@ -425,6 +535,8 @@ async fn void(
     updated(&shared, Command::Void { document, void }).await
 }
 
+#[utoipa::path(get, path = "/v1/peers", tag = "peers",
+    responses((status = 200, body = Vec<queries::PeerView>), (status = 401, body = ErrorBody)))]
 async fn peers(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Vec<queries::PeerView>>> {
     Ok(Json(queries::peer_views(&shared)?))
 }
@@ -432,6 +544,7 @@ async fn peers(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Vec<queries:
 /// Enrolling a partner: its armored bundle and the fingerprint read over the phone.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct AddPeerRequest {
     pub bundle: String,
     pub fingerprint: String,
@@ -439,9 +552,13 @@ pub struct AddPeerRequest {
     pub endpoints: Option<Vec<String>>,
 }
 
+#[utoipa::path(post, path = "/v1/peers", tag = "peers", request_body = AddPeerRequest,
+    responses((status = 201, description = "Trusted now; the link is dialled", body = queries::PeerView),
+        (status = 413, body = ErrorBody), (status = 422, description = "Bad bundle or fingerprint mismatch", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn add_peer(
     State(shared): State<Arc<Shared>>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<queries::PeerView>)> {
     let req: AddPeerRequest = parse_body(&body)?;
     let existing = peer_record(&shared, &req.bundle)?;
@@ -474,17 +591,29 @@ fn peer_record(shared: &Shared, bundle_text: &str) -> ApiResult<Option<PeerRecor
     Ok(get_record::<PeerRecord, _>(&shared.store, Tree::Peers, &b.bundle.participant.as_bytes())?)
 }
 
+/// A removal done.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PeerRemoved {
+    pub removed: ParticipantCode,
+    /// Messages that stay queued for it.
+    pub queued: u64,
+}
+
+#[utoipa::path(delete, path = "/v1/peers/{code}", tag = "peers",
+    params(("code" = ParticipantCode, Path, description = "The partner's participant code")),
+    responses((status = 200, description = "Links closed; its messages stay queued", body = PeerRemoved),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn remove_peer(
     State(shared): State<Arc<Shared>>,
-    Path(code): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+    ApiPath(code): ApiPath<String>,
+) -> ApiResult<Json<PeerRemoved>> {
     let code: ParticipantCode =
         code.parse().map_err(|e| invalid("invalid_request", "code", format!("{code:?} {e}")))?;
     match shared.actor.call(Command::RemovePeer { participant: code }).await? {
         Outcome::Done => {
             tracing::info!(peer = %code, "peer removed");
             let queued = queries::queued(&shared.store, code)?;
-            Ok(Json(json!({"removed": code, "queued": queued})))
+            Ok(Json(PeerRemoved { removed: code, queued }))
         }
         Outcome::Refused(e) => Err(e.into()),
         other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
@@ -492,7 +621,7 @@ async fn remove_peer(
 }
 
 /// The node at a glance.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Status {
     pub participant: ParticipantCode,
     pub authority: String,
@@ -503,9 +632,13 @@ pub struct Status {
     pub certificates_out: u64,
     pub certificates_in: u64,
     pub log_entries: u64,
+    /// Keys older than `keys.max_key_age`, and similar things needing attention.
+    pub warnings: Vec<String>,
     pub peers: Vec<queries::PeerView>,
 }
 
+#[utoipa::path(get, path = "/v1/status", tag = "node",
+    responses((status = 200, body = Status), (status = 401, body = ErrorBody)))]
 async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
     let counts =
         get_record::<crate::store::Counts, _>(&shared.store, Tree::Meta, meta::COUNTS)?.unwrap_or_default();
@@ -522,6 +655,263 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
         certificates_out: counts.certificates_out,
         certificates_in: counts.certificates_in,
         log_entries: head.next_seq.saturating_sub(1),
+        warnings: crate::node::key_age_warnings(&shared),
         peers: queries::peer_views(&shared)?,
     }))
+}
+
+/// Keys of this node and of its peers, over time.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeysView {
+    pub participant: ParticipantCode,
+    pub fingerprint: String,
+    pub own: kp_keys::history::KeyHistorySummary,
+    pub peers: Vec<PeerKeys>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PeerKeys {
+    pub participant: ParticipantCode,
+    pub fingerprint: String,
+    pub removed: bool,
+    pub history: kp_keys::history::KeyHistorySummary,
+}
+
+/// Builds the keys view from a node's own keys and its trust.
+pub fn keys_view(keys: &kp_keys::NodeKeys, trust: &crate::trust::Trust) -> KeysView {
+    let mut peers: Vec<PeerKeys> = trust
+        .peers()
+        .map(|p| PeerKeys {
+            participant: p.participant,
+            fingerprint: p.fingerprint.to_string(),
+            removed: p.removed,
+            history: p.history.summary(),
+        })
+        .collect();
+    peers.sort_by_key(|p| p.participant);
+    KeysView {
+        participant: keys.participant(),
+        fingerprint: keys.fingerprint().to_string(),
+        own: keys.history.summary(),
+        peers,
+    }
+}
+
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, body = KeysView), (status = 401, body = ErrorBody)))]
+async fn keys(State(shared): State<Arc<Shared>>) -> ApiResult<Json<KeysView>> {
+    let keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Json(keys_view(&keys, &shared.trust.get())))
+}
+
+/// Which keys to rotate; neither means both.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+pub struct RotateRequest {
+    #[serde(default)]
+    pub signing: bool,
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// A rotation done and queued for every peer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Rotated {
+    pub sequence: u32,
+    pub effective_from: kp_protocol::Timestamp,
+    pub signing_key: String,
+    pub tls_rotated: bool,
+    pub statement_id: String,
+    pub announced_to: Vec<ParticipantCode>,
+}
+
+#[utoipa::path(post, path = "/v1/keys/rotate", tag = "keys", request_body = RotateRequest,
+    responses((status = 200, description = "Rotated and announced to every peer", body = Rotated),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn rotate(State(shared): State<Arc<Shared>>, JsonBody(body): JsonBody) -> ApiResult<Json<Rotated>> {
+    let req: RotateRequest =
+        if body.is_empty() { RotateRequest { signing: false, tls: false } } else { parse_body(&body)? };
+    let (signing, tls) = if !req.signing && !req.tls { (true, true) } else { (req.signing, req.tls) };
+    let statement = shared.actor.rotate(signing, tls).await.map_err(|e| match e {
+        ActorError::Rotation(m) => ApiError::Internal(m),
+        other => other.into(),
+    })?;
+    let r: kp_protocol::KeyRotation = statement.body().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let announced_to = shared.trust.get().active_peers().map(|p| p.participant).collect();
+    Ok(Json(Rotated {
+        sequence: r.sequence,
+        effective_from: r.effective_from,
+        signing_key: shared.signer.key_id().to_string(),
+        tls_rotated: r.new_tls_certificate.is_some(),
+        statement_id: statement.message_id().to_string(),
+        announced_to,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/v1/log", tag = "log",
+    params(("from" = Option<u64>, Query, description = "first entry (default 1)"),
+        ("limit" = Option<usize>, Query, description = "at most this many (default 1000, maximum 10000)")),
+    responses((status = 200, body = Vec<queries::LogEntryView>), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn log(
+    State(shared): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> ApiResult<Json<Vec<queries::LogEntryView>>> {
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    Ok(Json(queries::log_entries(&shared.store, q.from.unwrap_or(1), limit)?))
+}
+
+/// The outcome of a log audit.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LogVerification {
+    pub verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<crate::audit::AuditReport>,
+    /// The first entry at fault, if the problem is in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/log/verify", tag = "log",
+    responses((status = 200, description = "The audit's outcome (verified or the first bad entry)", body = LogVerification), (status = 401, body = ErrorBody)))]
+async fn log_verify(State(shared): State<Arc<Shared>>) -> ApiResult<Json<LogVerification>> {
+    let s = shared.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let own = s.keys.lock().unwrap_or_else(|p| p.into_inner()).history.clone();
+        crate::audit::verify_log(&s.store, s.me, &own, &s.trust.get(), |_| {})
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(match result {
+        Ok(report) => LogVerification { verified: true, report: Some(report), seq: None, error: None },
+        Err(e) => LogVerification { verified: false, report: None, seq: e.seq(), error: Some(e.to_string()) },
+    }))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "node",
+    responses((status = 200, description = "Prometheus text exposition 0.0.4", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, body = ErrorBody)))]
+async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult<Response> {
+    use crate::metrics::Gauge;
+    let trust = shared.trust.get();
+    let mut peers: Vec<ParticipantCode> = trust.peers().map(|p| p.participant).collect();
+    peers.sort();
+    let mut queue = Vec::new();
+    let mut up = Vec::new();
+    let mut in_flight = Vec::new();
+    let mut inbound = Vec::new();
+    for p in &peers {
+        let link = shared.links.status(*p);
+        queue.push((Some(*p), queries::queued(&shared.store, *p)?));
+        up.push((Some(*p), u64::from(link.connected)));
+        in_flight.push((Some(*p), link.in_flight as u64));
+        inbound.push((Some(*p), u64::from(link.inbound_connections)));
+    }
+    let counts =
+        get_record::<crate::store::Counts, _>(&shared.store, Tree::Meta, meta::COUNTS)?.unwrap_or_default();
+    let head = get_record::<crate::store::LogHead, _>(&shared.store, Tree::Meta, meta::LOG_HEAD)?
+        .unwrap_or_default();
+    let gauges = [
+        Gauge {
+            name: "kpnode_queue_depth",
+            help: "Messages waiting for the peer (not yet acknowledged).",
+            values: queue,
+        },
+        Gauge { name: "kpnode_link_up", help: "1 if this node's link to the peer is up.", values: up },
+        Gauge {
+            name: "kpnode_in_flight",
+            help: "Deliveries to the peer awaiting a receipt.",
+            values: in_flight,
+        },
+        Gauge {
+            name: "kpnode_inbound_connections",
+            help: "Connections the peer holds to this node.",
+            values: inbound,
+        },
+        Gauge {
+            name: "kpnode_certificates_issued",
+            help: "Certificates this node has issued.",
+            values: vec![(None, counts.certificates_out)],
+        },
+        Gauge {
+            name: "kpnode_certificates_received",
+            help: "Certificates this node has received.",
+            values: vec![(None, counts.certificates_in)],
+        },
+        Gauge {
+            name: "kpnode_log_entries",
+            help: "Entries in the hash-chained log.",
+            values: vec![(None, head.next_seq.saturating_sub(1))],
+        },
+    ];
+    let text = shared.metrics.render(&gauges);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "node", security(()),
+    responses((status = 200, description = "The node is up", body = String, content_type = "text/plain; charset=utf-8")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "node",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object), (status = 401, body = ErrorBody)))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+/// Declares the bearer token.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The token in the node directory's api.token file"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "kpnode local API",
+        description = "The local HTTP API of a kpnode: submit, follow, confirm and void Kimberley Process certificates; enrol peers; keys, log, status and metrics. JSON over HTTP; every route but /healthz needs `Authorization: Bearer <api.token>`."
+    ),
+    paths(submit, list, show, confirm, void, peers, add_peer, remove_peer, status, keys, rotate, log, log_verify, metrics, healthz, openapi_json),
+    components(schemas(ErrorBody, Problem, kp_protocol::Certificate, kp_protocol::CertificateDraft)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "certificates", description = "Issue, follow, confirm and void certificates"),
+        (name = "peers", description = "Partner nodes"),
+        (name = "keys", description = "This node's keys and its peers'"),
+        (name = "log", description = "The hash-chained log"),
+        (name = "node", description = "Status, metrics, health and this document")
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI 3.1 document of this API, generated from the handlers and types above.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = <ApiDoc as utoipa::OpenApi>::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
 }

@@ -17,7 +17,7 @@ use crate::trust::Trust;
 use crate::verify::verify_signatures;
 
 /// What a successful audit covered.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditReport {
     pub entries: u64,
     pub sent: u64,
@@ -89,7 +89,9 @@ pub fn verify_log<S: Storage + ?Sized>(
                 return Err(bad(seq, format!("says it is entry {}", entry.seq)));
             }
             if entry.prev_hash != prev {
-                return Err(bad(seq, format!("does not chain: it names {:?} as the previous hash, the previous entry hashes to {prev:?}", entry.prev_hash)));
+                // Earlier entries' signatures first: a bad one there is the first problem.
+                flush_signatures(&mut pending, &mut report)?;
+                return Err(chain_break(store, seq, &entry, &v, prev)?);
             }
             let hash = hash_entry_bytes(&prev, &v);
             check_entry(
@@ -119,6 +121,15 @@ pub fn verify_log<S: Storage + ?Sized>(
     flush_signatures(&mut pending, &mut report)?;
     let head = get_record::<LogHead, _>(store, Tree::Meta, meta::LOG_HEAD)?
         .unwrap_or(LogHead { next_seq: 1, last_hash: Digest::ZERO });
+    if head.next_seq == expected_seq && head.last_hash != prev && expected_seq > 1 {
+        return Err(bad(
+            expected_seq - 1,
+            format!(
+                "was altered: it no longer hashes to the log head recorded in the store ({:?})",
+                head.last_hash
+            ),
+        ));
+    }
     if head.next_seq != expected_seq || head.last_hash != prev {
         return Err(AuditError::Head {
             recorded: format!("next entry {}, last hash {:?}", head.next_seq, head.last_hash),
@@ -224,6 +235,40 @@ fn check_entry<S: Storage + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// Entry `seq` does not name the hash of entry `seq - 1`. Either entry `seq - 1` was altered
+/// (then `seq` is intact, and the entry after it, or the log head, still chains to it) or
+/// entry `seq`'s own link was: look one step ahead to tell which.
+fn chain_break<S: Storage + ?Sized>(
+    store: &S,
+    seq: u64,
+    entry: &LogEntry,
+    bytes: &[u8],
+    expected_prev: Digest,
+) -> Result<AuditError, AuditError> {
+    let this_hash = hash_entry_bytes(&entry.prev_hash, bytes);
+    let next_chains = match store.get(Tree::Log, &log_key(seq + 1))? {
+        Some(next) => decode_record::<LogEntry>(Tree::Log, &log_key(seq + 1), &next)
+            .is_ok_and(|n| n.prev_hash == this_hash),
+        None => get_record::<LogHead, _>(store, Tree::Meta, meta::LOG_HEAD)?
+            .is_some_and(|h| h.last_hash == this_hash),
+    };
+    Ok(if next_chains && seq > 1 {
+        bad(seq - 1, format!(
+            "was altered: its content no longer hashes to {:?}, the hash entry {seq} recorded for it (it hashes to {expected_prev:?})",
+            entry.prev_hash
+        ))
+    } else {
+        bad(
+            seq,
+            format!(
+            "does not chain: it names {:?} as the previous hash, but entry {} hashes to {expected_prev:?}",
+            entry.prev_hash,
+            seq.saturating_sub(1)
+        ),
+        )
+    })
 }
 
 fn entry_what(entry: &LogEntry) -> String {

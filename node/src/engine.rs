@@ -284,6 +284,11 @@ impl Engine {
                     for peer in peers {
                         self.enqueue(&mut txn, &mut applied, peer, &document, None);
                     }
+                    if let Ok(r) = document.body::<kp_protocol::KeyRotation>() {
+                        let announced =
+                            txn.get_rec::<u32>(Tree::Meta, meta::ROTATIONS_ANNOUNCED)?.unwrap_or(0);
+                        txn.put(Tree::Meta, meta::ROTATIONS_ANNOUNCED, &announced.max(r.sequence));
+                    }
                     Outcome::Done
                 }
             };

@@ -470,7 +470,8 @@ async fn connect(
         .await
         .map_err(|_| LinkError::Timeout(limit, "connecting"))??;
     let _ = tcp.set_nodelay(true);
-    let config = shared.tls.client_config(peer).map_err(|e| LinkError::Tls(e.to_string()))?;
+    let previous = shared.tls.identity.has_previous() && shared.links.tls_rotation_pending(peer);
+    let config = shared.tls.client_config(peer, previous).map_err(|e| LinkError::Tls(e.to_string()))?;
     let name = rustls::pki_types::ServerName::try_from(format!(
         "{}.kpnode.invalid",
         peer.as_str().to_ascii_lowercase()
@@ -526,6 +527,7 @@ async fn run_session(
                         }
                     }
                     Frame::Reject { message_id, code, detail } => {
+                        shared.links.settled(peer, &message_id);
                         if state.settled(&message_id) {
                             let detail: String = detail.chars().filter(|c| !c.is_control()).collect();
                             tracing::warn!(message = ?message_id, %code, %detail, "the peer refused a message for good");
@@ -604,6 +606,7 @@ async fn receipts(
         proof.check(&body).map_err(|e| LinkError::Protocol(format!("invalid receipt: {e}")))?;
         let id = proof.item.message_id;
         state.settled(&id);
+        shared.links.settled(peer, &id);
         items.push((id, MessageReceipt { batch: batch.clone(), proof }));
     }
     if items.is_empty() {

@@ -60,7 +60,7 @@ impl NodeOptions {
 }
 
 /// The live state of one peer link, for `status` and the API.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct LinkStatus {
     /// Our connection to the peer (deliveries go out on it) is up.
     pub connected: bool,
@@ -84,6 +84,9 @@ struct PeerEntry {
     /// Which outbound link task is the current one, and its token (a child of `token`).
     link_generation: u64,
     link_token: Option<CancellationToken>,
+    /// Our TLS rotation statement the peer has not yet acknowledged: until it does, we
+    /// present our previous TLS certificate when we dial it.
+    tls_rotation_pending: Option<kp_protocol::MessageId>,
 }
 
 /// Per-peer link state, outbox notifications and cancellation.
@@ -112,6 +115,7 @@ impl Links {
             running: None,
             link_generation: 0,
             link_token: None,
+            tls_rotation_pending: None,
         });
         f(e)
     }
@@ -144,6 +148,26 @@ impl Links {
         self.with(peer, |e| e.status.clone())
     }
 
+    /// Whether we must still present our previous TLS certificate to `peer`.
+    pub fn tls_rotation_pending(&self, peer: ParticipantCode) -> bool {
+        self.with(peer, |e| e.tls_rotation_pending.is_some())
+    }
+
+    pub fn set_tls_rotation_pending(&self, peer: ParticipantCode, id: kp_protocol::MessageId) {
+        self.with(peer, |e| e.tls_rotation_pending = Some(id));
+    }
+
+    /// `peer` acknowledged (or refused) message `id`: if it was our TLS rotation, the new
+    /// certificate is known to it from now on.
+    pub fn settled(&self, peer: ParticipantCode, id: &kp_protocol::MessageId) {
+        self.with(peer, |e| {
+            if e.tls_rotation_pending.as_ref() == Some(id) {
+                e.tls_rotation_pending = None;
+                tracing::info!(peer = %peer, "the peer acknowledged our TLS key rotation; new connections use the new key");
+            }
+        });
+    }
+
     pub fn error(&self, peer: ParticipantCode, at: Timestamp, error: impl std::fmt::Display) {
         let text = error.to_string();
         self.update(peer, |s| {
@@ -160,7 +184,7 @@ pub struct Shared {
     pub dir: NodeDir,
     pub me: ParticipantCode,
     pub signer: Arc<Signer>,
-    pub keys: Mutex<NodeKeys>,
+    pub keys: Arc<Mutex<NodeKeys>>,
     pub tls: Arc<TlsContext>,
     pub trust: Arc<TrustCell>,
     /// Bumped after every trust change; the supervisor reconciles links on it.
@@ -267,8 +291,14 @@ impl Node {
         let me = config.participant;
         let metrics = Arc::new(Metrics::default());
         let provider = crate::tls::provider();
-        let identity = Identity::new(&provider, &keys.tls_certificate, &keys.tls.to_pkcs8_der())
-            .map_err(|e| StartError::Tls(e.to_string()))?;
+        let previous_der = keys.previous_tls.as_ref().map(|(k, c)| (c.clone(), k.to_pkcs8_der()));
+        let identity = Identity::new(
+            &provider,
+            &keys.tls_certificate,
+            &keys.tls.to_pkcs8_der(),
+            previous_der.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+        )
+        .map_err(|e| StartError::Tls(e.to_string()))?;
         let trust = Arc::new(TrustCell::new(load_trust(&store)?));
         let tls = Arc::new(TlsContext {
             provider,
@@ -287,6 +317,10 @@ impl Node {
             root: cancel.clone(),
         });
         let (trust_generation, _) = watch::channel(0u64);
+        let keys = Arc::new(Mutex::new(keys));
+        let announced =
+            crate::store::get_record::<u32, _>(&store, Tree::Meta, crate::store::meta::ROTATIONS_ANNOUNCED)?
+                .unwrap_or(0);
 
         let peer_listener = TcpListener::bind(config.network.peer_listen)
             .await
@@ -308,6 +342,13 @@ impl Node {
                 trust: trust.clone(),
                 generation: trust_generation.clone(),
             }),
+            Box::new(NodeRotator {
+                signer: signer.clone(),
+                keys: keys.clone(),
+                tls: tls.clone(),
+                trust: trust.clone(),
+                links: links.clone(),
+            }),
         )
         .map_err(|e| StartError::Other(format!("cannot start the store thread: {e}")))?;
 
@@ -316,7 +357,7 @@ impl Node {
             dir,
             me,
             signer,
-            keys: Mutex::new(keys),
+            keys,
             tls,
             trust,
             trust_generation,
@@ -334,8 +375,11 @@ impl Node {
             tasks: TaskTracker::new(),
         });
 
+        resume_rotations(&shared, announced).await?;
         let s = shared.clone();
         shared.tasks.spawn(async move { crate::link::accept_loop(s, peer_listener).await });
+        let s = shared.clone();
+        shared.tasks.spawn(async move { watch_key_age(s).await });
         let s = shared.clone();
         shared.tasks.spawn(async move { supervise(s).await });
         let s = shared.clone();
@@ -348,9 +392,138 @@ impl Node {
             peers = %peer_addr,
             api = %api_addr,
             fingerprint = %shared.keys.lock().unwrap_or_else(|p| p.into_inner()).fingerprint(),
+            key = %shared.signer.key_id(),
             "node started"
         );
         Ok(NodeHandle { shared, actor: Some(actor) })
+    }
+}
+
+/// Rotates keys for the store actor (see [`crate::actor::Rotator`]).
+struct NodeRotator {
+    signer: Arc<Signer>,
+    keys: Arc<Mutex<NodeKeys>>,
+    tls: Arc<TlsContext>,
+    trust: Arc<TrustCell>,
+    links: Arc<Links>,
+}
+
+impl crate::actor::Rotator for NodeRotator {
+    fn rotate(
+        &mut self,
+        signing: bool,
+        tls: bool,
+    ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), String> {
+        let keys = self.keys.clone();
+        let statement = self.signer.rotate(|_old, effective| {
+            let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
+            let statement = k.rotate(signing, tls, effective).map_err(|e| e.to_string())?;
+            Ok::<_, String>((signing.then(|| clone_signing_key(&k)), statement))
+        })?;
+        if tls {
+            let k = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            self.tls
+                .identity
+                .rotate(&self.tls.provider, &k.tls_certificate, &k.tls.to_pkcs8_der())
+                .map_err(|e| format!("the new TLS key cannot be used: {e}"))?;
+        }
+        let mut peers: Vec<ParticipantCode> =
+            self.trust.get().active_peers().map(|p| p.participant).collect();
+        peers.sort();
+        tracing::info!(signing, tls, peers = peers.len(), key = %self.signer.key_id(), "keys rotated; announcing the rotation to every peer");
+        Ok((statement, peers))
+    }
+
+    fn announced(&mut self, statement: &kp_protocol::SignedDocument, peers: &[ParticipantCode]) {
+        let tls_changed =
+            statement.body::<kp_protocol::KeyRotation>().is_ok_and(|r| r.new_tls_certificate.is_some());
+        if tls_changed {
+            for p in peers {
+                self.links.set_tls_rotation_pending(*p, statement.message_id());
+            }
+        }
+    }
+}
+
+/// After a restart: queues own rotations that never made it into the outbox, and finds the
+/// peers that have not yet acknowledged a TLS rotation.
+async fn resume_rotations(shared: &Arc<Shared>, announced: u32) -> Result<(), StartError> {
+    let (rotations, has_previous) = {
+        let keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
+        (keys.history.rotations().to_vec(), keys.previous_tls.is_some())
+    };
+    let active: Vec<ParticipantCode> = shared.trust.get().active_peers().map(|p| p.participant).collect();
+    for statement in &rotations {
+        let seq = statement.body::<kp_protocol::KeyRotation>().map(|r| r.sequence).unwrap_or(0);
+        if seq > announced {
+            tracing::warn!(
+                sequence = seq,
+                "a key rotation was not yet announced (interrupted); announcing it now"
+            );
+            shared
+                .actor
+                .call(crate::engine::Command::Announce { document: statement.clone(), peers: active.clone() })
+                .await
+                .map_err(|e| StartError::Other(format!("cannot announce a key rotation: {e}")))?;
+        }
+    }
+    if has_previous {
+        if let Some(last) = rotations.last() {
+            let id = last.message_id();
+            for peer in &active {
+                let key = crate::store::out_message_key(*peer, &id);
+                if let Ok(Some(crate::store::OutMessage::Pending { .. })) =
+                    crate::store::get_record::<crate::store::OutMessage, _>(
+                        &shared.store,
+                        Tree::Messages,
+                        &key,
+                    )
+                {
+                    shared.links.set_tls_rotation_pending(*peer, id);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Warnings about keys older than `keys.max_key_age`, for `status` and the log.
+pub fn key_age_warnings(shared: &Shared) -> Vec<String> {
+    let keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
+    let now = shared.now();
+    let max = shared.config.keys.max_key_age;
+    let mut out = Vec::new();
+    let mut check = |what: &str, since: Timestamp| {
+        let age_ms = now.unix_millis().saturating_sub(since.unix_millis());
+        if age_ms > max.as_millis() as i64 {
+            out.push(format!(
+                "the {what} key is {} days old (keys.max_key_age is {}); rotate it with `kpnode keys rotate`",
+                age_ms / 86_400_000,
+                humantime_days(max)
+            ));
+        }
+    };
+    check("signing", keys.history.current_signing().valid_from);
+    check("TLS", keys.history.current_tls().valid_from);
+    out
+}
+
+fn humantime_days(d: Duration) -> String {
+    format!("{} days", d.as_secs() / 86_400)
+}
+
+/// Logs key-age warnings at start and then daily.
+async fn watch_key_age(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(86_400));
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tick.tick() => {
+                for w in key_age_warnings(&shared) {
+                    tracing::warn!("{w}");
+                }
+            }
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub fn effective_status(rec: &CertRecord, today: Date) -> CertStatus {
 }
 
 /// A certificate as shown to operators and integrators.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CertView {
     pub number: String,
     pub direction: Direction,
@@ -34,6 +34,7 @@ pub struct CertView {
     pub issued_on: Date,
     pub expires_on: Date,
     pub signed_at: Timestamp,
+    #[schema(value_type = Digest)]
     pub message_id: MessageId,
     pub parcels: u32,
     pub carats: String,
@@ -57,7 +58,7 @@ pub struct CertView {
 }
 
 /// What the importer's receipt says.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReceiptView {
     pub receiver: ParticipantCode,
     pub received_at: Timestamp,
@@ -159,7 +160,7 @@ pub fn list_certs<S: Storage + ?Sized>(
 }
 
 /// A peer as shown by `peer list` and the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PeerView {
     pub participant: ParticipantCode,
     pub authority: String,
@@ -206,6 +207,111 @@ pub fn peer_views(shared: &Shared) -> Result<Vec<PeerView>, StoreError> {
         .into_iter()
         .map(|p| {
             Ok(peer_view(p, queued(&shared.store, p.participant)?, Some(shared.links.status(p.participant))))
+        })
+        .collect()
+}
+
+/// A log entry as exported: the envelope, the document's decoded content and, for what this
+/// node sent, the peer's receipt.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LogEntryView {
+    pub seq: u64,
+    pub recorded_at: Timestamp,
+    pub prev_hash: Digest,
+    pub hash: Digest,
+    pub direction: Direction,
+    pub peer: ParticipantCode,
+    pub kind: kp_protocol::DocumentKind,
+    #[schema(value_type = Digest)]
+    pub message_id: MessageId,
+    pub signer: ParticipantCode,
+    pub key_id: String,
+    pub signed_at: Timestamp,
+    /// The certificate number the document concerns, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// The document's decoded content (a certificate, confirmation, void or key rotation).
+    #[schema(value_type = Object)]
+    pub document: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<ReceiptView>,
+}
+
+/// The decoded content of a document, as JSON.
+pub fn document_json(doc: &kp_protocol::SignedDocument) -> (Option<String>, serde_json::Value) {
+    use kp_protocol::{DocumentKind, ImportConfirmation, KeyRotation, Void};
+    let to_value = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or(serde_json::Value::Null);
+    match doc.kind {
+        DocumentKind::Certificate => match doc.body::<Certificate>() {
+            Ok(c) => (Some(c.number.to_string()), to_value(serde_json::to_value(&c))),
+            Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
+        },
+        DocumentKind::ImportConfirmation => match doc.body::<ImportConfirmation>() {
+            Ok(c) => (Some(c.certificate.to_string()), to_value(serde_json::to_value(&c))),
+            Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
+        },
+        DocumentKind::Void => match doc.body::<Void>() {
+            Ok(v) => (Some(v.certificate.to_string()), to_value(serde_json::to_value(&v))),
+            Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
+        },
+        DocumentKind::KeyRotation => match doc.body::<KeyRotation>() {
+            Ok(r) => (
+                None,
+                serde_json::json!({
+                    "participant": r.participant,
+                    "sequence": r.sequence,
+                    "previous_key": r.previous_key.to_string(),
+                    "new_signing_key": r.new_signing_key.as_ref().and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k.public_key).ok()).map(|k| kp_protocol::KeyId::of(&k).to_string()),
+                    "new_tls_certificate": r.new_tls_certificate.is_some(),
+                    "effective_from": r.effective_from,
+                }),
+            ),
+            Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
+        },
+        DocumentKind::Receipt => (None, serde_json::Value::Null),
+    }
+}
+
+/// Log entries from `from` on, at most `limit`.
+pub fn log_entries<S: Storage + ?Sized>(
+    store: &S,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<LogEntryView>, StoreError> {
+    let start = log_key(from.max(1));
+    let rows = store.range(Tree::Log, &start, &[0xff; 9], limit)?;
+    rows.into_iter()
+        .map(|(k, v)| {
+            let e: LogEntry = decode_record(Tree::Log, &k, &v)?;
+            let hash = crate::store::hash_entry_bytes(&e.prev_hash, &v);
+            let doc = e.document();
+            let (certificate, document) = document_json(doc);
+            let receipt = match &e.body {
+                EntryBody::Sent { receipt, .. } => Some(ReceiptView {
+                    receiver: receipt.batch.signer,
+                    received_at: receipt.batch.signed_at,
+                    receiver_log_seq: receipt.proof.item.log_seq,
+                    receiver_entry_hash: receipt.proof.item.entry_hash,
+                    signed_with_key: receipt.batch.key_id.to_string(),
+                }),
+                EntryBody::Received { .. } => None,
+            };
+            Ok(LogEntryView {
+                seq: e.seq,
+                recorded_at: e.recorded_at,
+                prev_hash: e.prev_hash,
+                hash,
+                direction: e.direction(),
+                peer: e.peer(),
+                kind: doc.kind,
+                message_id: doc.message_id(),
+                signer: doc.signer,
+                key_id: doc.key_id.to_string(),
+                signed_at: doc.signed_at,
+                certificate,
+                document,
+                receipt,
+            })
         })
         .collect()
 }

@@ -22,23 +22,52 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::trust::TrustCell;
 
-/// The node's own TLS certificate and key, swappable on rotation.
+/// The node's own TLS certificates: the current one, and after a TLS rotation the previous
+/// one, which the node keeps presenting when it dials a peer that has not yet acknowledged
+/// the rotation (that peer knows no other key, and the statement reaches it over this very
+/// link).
 #[derive(Debug)]
-pub struct Identity(RwLock<Arc<CertifiedKey>>);
+pub struct Identity(RwLock<Keys>);
+
+#[derive(Debug, Clone)]
+struct Keys {
+    current: Arc<CertifiedKey>,
+    previous: Option<Arc<CertifiedKey>>,
+}
 
 impl Identity {
-    pub fn new(provider: &CryptoProvider, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<Identity, Error> {
-        Ok(Identity(RwLock::new(Arc::new(certified_key(provider, cert_der, key_pkcs8)?))))
+    pub fn new(
+        provider: &CryptoProvider,
+        cert_der: &[u8],
+        key_pkcs8: &[u8],
+        previous: Option<(&[u8], &[u8])>,
+    ) -> Result<Identity, Error> {
+        let current = Arc::new(certified_key(provider, cert_der, key_pkcs8)?);
+        let previous = match previous {
+            Some((c, k)) => Some(Arc::new(certified_key(provider, c, k)?)),
+            None => None,
+        };
+        Ok(Identity(RwLock::new(Keys { current, previous })))
     }
 
-    pub fn set(&self, provider: &CryptoProvider, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<(), Error> {
+    /// A TLS rotation: the new key becomes current, the current one previous.
+    pub fn rotate(&self, provider: &CryptoProvider, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<(), Error> {
         let key = Arc::new(certified_key(provider, cert_der, key_pkcs8)?);
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = key;
+        let mut keys = self.0.write().unwrap_or_else(|p| p.into_inner());
+        keys.previous = Some(std::mem::replace(&mut keys.current, key));
         Ok(())
     }
 
-    fn get(&self) -> Arc<CertifiedKey> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    pub fn has_previous(&self) -> bool {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).previous.is_some()
+    }
+
+    fn get(&self, previous: bool) -> Arc<CertifiedKey> {
+        let keys = self.0.read().unwrap_or_else(|p| p.into_inner());
+        match (&keys.previous, previous) {
+            (Some(p), true) => p.clone(),
+            _ => keys.current.clone(),
+        }
     }
 }
 
@@ -77,14 +106,16 @@ impl TlsContext {
         let config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(Arc::new(PeerVerifier { ctx: self.clone(), expected: None }))
-            .with_cert_resolver(Arc::new(OwnCert(self.identity.clone())));
+            .with_cert_resolver(Arc::new(OwnCert(self.identity.clone(), false)));
         Ok(Arc::new(config))
     }
 
-    /// The configuration for dialling `peer`.
+    /// The configuration for dialling `peer`, presenting the previous certificate if
+    /// `previous` (see [`Identity`]).
     pub fn client_config(
         self: &Arc<Self>,
         peer: ParticipantCode,
+        previous: bool,
     ) -> Result<Arc<rustls::ClientConfig>, Error> {
         let config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -93,7 +124,7 @@ impl TlsContext {
                 ctx: self.clone(),
                 expected: Some(peer),
             }))
-            .with_client_cert_resolver(Arc::new(OwnCert(self.identity.clone())));
+            .with_client_cert_resolver(Arc::new(OwnCert(self.identity.clone(), previous)));
         Ok(Arc::new(config))
     }
 
@@ -237,13 +268,13 @@ impl ClientCertVerifier for PeerVerifier {
     }
 }
 
-/// Presents the node's current certificate, on both sides of a connection.
+/// Presents the node's certificate (the previous one if `.1`), on either side.
 #[derive(Debug)]
-struct OwnCert(Arc<Identity>);
+struct OwnCert(Arc<Identity>, bool);
 
 impl ResolvesServerCert for OwnCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.get())
+        Some(self.0.get(self.1))
     }
 }
 
@@ -253,7 +284,7 @@ impl ResolvesClientCert for OwnCert {
         _root_hint_subjects: &[&[u8]],
         sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        sigschemes.contains(&SignatureScheme::ED25519).then(|| self.0.get())
+        sigschemes.contains(&SignatureScheme::ED25519).then(|| self.0.get(self.1))
     }
 
     fn has_certs(&self) -> bool {

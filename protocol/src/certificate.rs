@@ -24,6 +24,7 @@ pub const DEFAULT_MAX_VALIDITY_DAYS: u32 = 60;
 
 /// A Kimberley Process certificate as signed by the exporting authority.
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Certificate {
     /// Unique; starts with the exporting participant's code.
     pub number: CertificateNumber,
@@ -33,6 +34,7 @@ pub struct Certificate {
 
 /// Everything on a certificate but its number (which the node may assign on submit).
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateContent {
     pub exporting_participant: ParticipantCode,
     pub importing_participant: ParticipantCode,
@@ -52,6 +54,7 @@ pub struct CertificateContent {
 
 /// The exporter or the importer named on a certificate.
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Party {
     pub name: Text,
     pub address: Text,
@@ -59,6 +62,7 @@ pub struct Party {
 
 /// One parcel of the shipment.
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Parcel {
     pub hs_code: HsCode,
     pub carats: Carats,
@@ -68,6 +72,7 @@ pub struct Parcel {
 
 /// References of the shipment outside the certificate (port, customs declaration number).
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Shipment {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port_of_export: Option<Text>,
@@ -78,6 +83,7 @@ pub struct Shipment {
 /// A declaration the exporter makes (system of warranties, responsible-sourcing principles).
 /// It is part of the signed certificate.
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Declaration {
     pub code: DeclarationCode,
     pub text: LongText,
@@ -175,6 +181,7 @@ impl fmt::Debug for ValidationContext<'_> {
 /// One problem with a certificate, naming its field (`parcels[2].carats`). An empty field
 /// means the document as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     pub field: String,
     pub message: String,

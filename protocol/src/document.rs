@@ -22,6 +22,7 @@ use crate::text::{LongText, Text};
 /// What a signed document is.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Encode, Decode, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DocumentKind {
     Certificate,
     Receipt,
@@ -216,6 +217,7 @@ impl fmt::Debug for SignedDocument {
 
 /// The importing authority's confirmation that a shipment arrived (KPCS Section III(b)).
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImportConfirmation {
     pub certificate: CertificateNumber,
     /// The message id of the signed certificate being confirmed.
@@ -240,6 +242,7 @@ impl Body for ImportConfirmation {
 
 /// The exporting authority's voiding of a certificate it issued.
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Void {
     pub certificate: CertificateNumber,
     pub certificate_id: MessageId,

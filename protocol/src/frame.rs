@@ -82,6 +82,7 @@ impl Frame {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Encode, Decode, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RejectCode {
     /// The signer is not the participant at the other end of the link.
     WrongSigner,

@@ -19,10 +19,14 @@ use crate::codes::CertificateNumber;
 use crate::value::ValueError;
 
 /// A parsed, validated certificate whose number may still be missing (the node assigns one on
-/// submit).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// submit). Its schema is the schema of what customs systems submit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateDraft {
+    /// Optional on submit: the node then assigns `<CC>-<YYYY>-<seq>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub number: Option<CertificateNumber>,
+    #[serde(flatten)]
     pub content: CertificateContent,
 }
 

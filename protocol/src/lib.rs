@@ -24,6 +24,8 @@ pub mod document;
 pub mod frame;
 pub mod json;
 pub mod merkle;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod portable;
 pub mod receipt;
 pub mod text;

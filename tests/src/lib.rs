@@ -17,6 +17,7 @@ use kp_node::{Node, NodeHandle, NodeOptions};
 use kp_protocol::ParticipantCode;
 use serde_json::{json, Value};
 
+pub mod prometheus;
 pub mod raw;
 
 /// Logs of in-process nodes go to the test output, at `KPNODE_TEST_LOG` (default: warn).

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 mod cert;
 mod client;
 mod init;
+mod keys;
+mod log;
 mod output;
 mod peer;
 mod run;
@@ -96,6 +98,12 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Show the running node: fingerprint, counts, and each peer's link.
     Status(status::StatusArgs),
+    /// Show this node's and its peers' keys over time; rotate keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Verify the hash-chained log and every signature in it; export it.
+    #[command(subcommand)]
+    Log(log::LogCommand),
 }
 
 /// Parses the command line, runs the command, prints problems; returns the exit status.
@@ -108,6 +116,8 @@ pub fn main() -> ExitCode {
         Command::Cert(c) => cert::run(c),
         Command::Verify(a) => verify::run(a),
         Command::Status(a) => status::run(a),
+        Command::Keys(c) => keys::run(c),
+        Command::Log(c) => log::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

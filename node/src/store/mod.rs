@@ -165,6 +165,8 @@ pub mod meta {
     pub const PARTICIPANT: &[u8] = b"participant";
     pub const LOG_HEAD: &[u8] = b"log_head";
     pub const COUNTS: &[u8] = b"counts";
+    /// The sequence of the last own key rotation queued for the peers.
+    pub const ROTATIONS_ANNOUNCED: &[u8] = b"rotations_announced";
     /// `number/<year>`: the last certificate sequence assigned that year.
     pub const NUMBER_PREFIX: &str = "number/";
     /// `queued/<CC>`: messages waiting for a peer.

@@ -11,6 +11,7 @@ use serde::Serialize;
 /// Which way a document travelled.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Encode, Decode, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(utoipa::ToSchema)]
 pub enum Direction {
     Out,
     In,
@@ -78,6 +79,7 @@ pub fn hash_entry_bytes(prev_hash: &Digest, entry_bytes: &[u8]) -> Digest {
 /// Where a certificate stands.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Encode, Decode, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum CertStatus {
     /// Outbound, signed and stored, not yet acknowledged.
     Queued,
@@ -156,8 +158,9 @@ pub struct CertRecord {
 }
 
 /// An import confirmation and how it compares with the certificate.
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, utoipa::ToSchema)]
 pub struct ConfirmationRecord {
+    #[schema(value_type = Digest)]
     pub message_id: MessageId,
     pub received_on: Date,
     pub parcels: u32,
@@ -171,8 +174,9 @@ pub struct ConfirmationRecord {
     pub rejection: Option<Rejection>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, utoipa::ToSchema)]
 pub struct VoidRecord {
+    #[schema(value_type = Digest)]
     pub message_id: MessageId,
     pub reason: String,
     pub voided_at: Timestamp,
@@ -181,7 +185,7 @@ pub struct VoidRecord {
 }
 
 /// A peer's permanent refusal.
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, utoipa::ToSchema)]
 pub struct Rejection {
     pub code: RejectCode,
     pub detail: String,

@@ -1,0 +1,112 @@
+//! The API describes itself: `GET /v1/openapi.json` is an OpenAPI 3.1 document generated from
+//! the handlers, covering every route, the certificate schema and the error shape. With
+//! Python's openapi-spec-validator and schemathesis installed (`.ci/run` installs them), it
+//! is validated, and schemathesis fuzzes a live node with it: no 5xx, no response outside the
+//! schema. Set KPNODE_REQUIRE_PYTHON_TOOLS=1 to fail rather than skip when they are missing.
+
+use std::process::Command;
+
+use kp_tests::*;
+
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn require(tool: &str) -> bool {
+    if python_has(tool) {
+        return true;
+    }
+    if std::env::var_os("KPNODE_REQUIRE_PYTHON_TOOLS").is_some() {
+        panic!("python module {tool} is required (pip install {tool})");
+    }
+    eprintln!("skipping the {tool} part: `pip install {tool}` to run it");
+    false
+}
+
+#[test]
+fn the_openapi_document_covers_every_route_and_a_fuzzer_finds_nothing() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
+    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
+    enrol_pair(&ru, &inn);
+    // Something to list and show.
+    let number = ru.api.submit(&certificate_json("RU", "IN", None, 1));
+
+    let (s, doc) = ru.api.get("/v1/openapi.json");
+    assert_eq!(s, 200, "{doc}");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/v1/certificates", "post"),
+        ("/v1/certificates", "get"),
+        ("/v1/certificates/{number}", "get"),
+        ("/v1/certificates/{number}/confirm", "post"),
+        ("/v1/certificates/{number}/void", "post"),
+        ("/v1/peers", "get"),
+        ("/v1/peers", "post"),
+        ("/v1/peers/{code}", "delete"),
+        ("/v1/keys", "get"),
+        ("/v1/keys/rotate", "post"),
+        ("/v1/log", "get"),
+        ("/v1/log/verify", "get"),
+        ("/v1/status", "get"),
+        ("/v1/openapi.json", "get"),
+        ("/healthz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not documented");
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for s in [
+        "Certificate",
+        "CertificateDraft",
+        "CertificateContent",
+        "Parcel",
+        "ErrorBody",
+        "Problem",
+        "CertView",
+    ] {
+        assert!(schemas.contains_key(s), "schema {s} missing");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let spec = tmp.path().join("openapi.json");
+    std::fs::write(&spec, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+
+    if require("openapi_spec_validator") {
+        let out = Command::new("python3")
+            .args(["-c", "import sys, json; from openapi_spec_validator import validate; from openapi_spec_validator.versions.shortcuts import get_spec_version; d = json.load(open(sys.argv[1])); validate(d); print(get_spec_version(d))"])
+            .arg(&spec)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "not valid OpenAPI: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("3.1"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    if require("schemathesis") {
+        let base = ru.api.base.clone();
+        let out = Command::new("schemathesis")
+            .args(["run", spec.to_str().unwrap(), "--url", &base])
+            .args(["--header", &format!("Authorization: Bearer {}", ru.api.token)])
+            .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
+            .args(["--max-examples", "60", "--seed", "1", "--no-color"])
+            .env("SCHEMATHESIS_HOOKS", "")
+            .output()
+            .unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "schemathesis found problems:\n{text}");
+    }
+    // The node is still healthy and its data intact after the fuzzing.
+    assert_eq!(ru.api.certificate(&number)["number"], number.as_str());
+    let (_, v) = ru.api.get("/v1/log/verify");
+    assert_eq!(v["verified"], true, "{v}");
+}
