@@ -192,7 +192,7 @@ const DOCS: &[Doc] = &[
         key: "max_key_age",
         text: "Keys older than this are reported by `kpnode status` and logged as due for rotation.",
     },
-    Doc { section: "store", key: "cache_capacity_mb", text: "sled page cache. Memory use grows with it." },
+    Doc { section: "store", key: "cache_capacity_mb", text: "sled page cache, in MB. The working set (queued messages, recent certificates) fits in the default; memory use grows with it." },
     Doc { section: "store", key: "max_batch", text: "Most writes committed by one flush (group commit)." },
     Doc {
         section: "api",
@@ -230,7 +230,7 @@ impl NodeConfig {
                 tls_grace_period: Duration::from_secs(7 * 86_400),
                 max_key_age: Duration::from_secs(365 * 86_400),
             },
-            store: Store { cache_capacity_mb: 32, max_batch: 1024 },
+            store: Store { cache_capacity_mb: 16, max_batch: 1024 },
             api: Api { max_body_bytes: 1 << 20 },
         }
     }

@@ -1,16 +1,20 @@
-//! The store actor: one thread owns the engine and all writes. It takes every command that
-//! is waiting, applies them as one batch, commits and flushes once, and only then answers:
-//! an answer always means "durable". One flush thus serves a whole batch (group commit).
+//! The store actor: one thread owns the engine and all writes; a second one makes them
+//! durable. The writer takes every command that is waiting, applies them as one batch and
+//! commits it; the flusher takes every batch committed since its last flush, flushes once,
+//! and only then answers: an answer always means "durable". While the flusher waits for the
+//! disk, the writer already applies the next batch (a pipelined group commit), so one flush
+//! serves many batches when the disk is slow, and the disk never waits for the CPU.
 //!
-//! After a successful flush it publishes what became durable: each peer's outbox high-water
-//! mark (links send only durable entries) and, if peers changed, a new trust snapshot.
+//! After each successful flush the flusher publishes what became durable: each peer's outbox
+//! high-water mark (links send only durable entries) and, if peers changed, a new trust
+//! snapshot.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kp_protocol::{ParticipantCode, SignedDocument, Timestamp};
+use kp_protocol::{CertificateNumber, MessageId, ParticipantCode, SignedDocument, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
@@ -59,6 +63,7 @@ pub trait Publish: Send + 'static {
         &mut self,
         queued_up_to: &BTreeMap<ParticipantCode, u64>,
         peers_changed: bool,
+        acknowledged: &[(MessageId, Option<CertificateNumber>)],
         store: &SledStore,
     );
 }
@@ -103,7 +108,7 @@ impl ActorHandle {
         rx.await.map_err(|_| ActorError::Stopped)?
     }
 
-    /// The same, from a thread outside the runtime.
+    /// The same as `call`, from a thread outside the runtime.
     pub fn call_blocking(&self, command: Command) -> Result<Outcome, ActorError> {
         let (tx, rx) = oneshot::channel();
         self.tx.blocking_send(Job::Command(Box::new(command), tx)).map_err(|_| ActorError::Stopped)?;
@@ -111,15 +116,31 @@ impl ActorHandle {
     }
 }
 
-/// The running actor thread.
+/// A committed batch waiting for the flush that makes it durable.
+struct Ticket {
+    replies: Vec<Reply>,
+    outcomes: Vec<Outcome>,
+    queued_up_to: BTreeMap<ParticipantCode, u64>,
+    peers_changed: bool,
+    acknowledged: Vec<(MessageId, Option<CertificateNumber>)>,
+    appended: u64,
+    /// Told once the batch is durable (or not): used by rotation, which must wait.
+    done: Option<std::sync::mpsc::Sender<Result<(), ActorError>>>,
+}
+
+/// The running actor threads.
 #[derive(Debug)]
 pub struct Actor {
     handle: ActorHandle,
-    thread: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+    flusher: Option<JoinHandle<()>>,
 }
 
+/// At most this many committed batches wait for the flusher; beyond, the writer waits.
+const TICKETS_IN_FLIGHT: usize = 4;
+
 impl Actor {
-    /// Starts the actor thread over `store` and `engine`.
+    /// Starts the actor threads over `store` and `engine`.
     pub fn start(
         store: SledStore,
         engine: Engine,
@@ -130,178 +151,233 @@ impl Actor {
         rotator: Box<dyn Rotator>,
     ) -> std::io::Result<Actor> {
         let (tx, rx) = mpsc::channel(max_batch.max(16) * 4);
-        let thread = std::thread::Builder::new().name("kpnode-store".into()).spawn(move || {
-            let mut state = State {
-                store,
-                engine,
-                clock,
-                metrics,
-                publish,
-                unpublished: BTreeMap::new(),
-                peers_unpublished: false,
-            };
-            run(rx, &mut state, max_batch, rotator);
+        let (tickets_tx, tickets_rx) = std::sync::mpsc::sync_channel::<Ticket>(TICKETS_IN_FLIGHT);
+        let flusher = {
+            let store = store.clone();
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name("kpnode-flush".into())
+                .spawn(move || flush_loop(tickets_rx, store, metrics, publish))?
+        };
+        let writer = std::thread::Builder::new().name("kpnode-store".into()).spawn(move || {
+            let mut writer = Writer { store, engine, clock, metrics, tickets: tickets_tx };
+            writer.run(rx, max_batch, rotator);
         })?;
-        Ok(Actor { handle: ActorHandle { tx }, thread: Some(thread) })
+        Ok(Actor { handle: ActorHandle { tx }, writer: Some(writer), flusher: Some(flusher) })
     }
 
     pub fn handle(&self) -> ActorHandle {
         self.handle.clone()
     }
 
-    /// Finishes every command already sent, flushes, and stops the thread.
+    /// Finishes every command already sent, flushes, and stops the threads.
     pub async fn stop(mut self) {
         let _ = self.handle.tx.send(Job::Stop).await;
-        if let Some(t) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+        let threads: Vec<JoinHandle<()>> =
+            [self.writer.take(), self.flusher.take()].into_iter().flatten().collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 }
 
 impl Drop for Actor {
     fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            // Dropped without `stop` (a failed start): tell the thread to end, don't wait.
+        if self.writer.is_some() {
+            // Dropped without `stop` (a failed start): tell the threads to end, don't wait.
             let _ = self.handle.tx.try_send(Job::Stop);
-            drop(t);
         }
     }
 }
 
-/// What the actor thread owns.
-struct State {
+/// The writer thread's state.
+struct Writer {
     store: SledStore,
     engine: Engine,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    publish: Box<dyn Publish>,
-    /// Outbox marks committed but not yet known durable (a flush failed since).
-    unpublished: BTreeMap<ParticipantCode, u64>,
-    peers_unpublished: bool,
+    tickets: std::sync::mpsc::SyncSender<Ticket>,
 }
 
-impl State {
-    /// Applies `commands`, commits and flushes; the outcomes, or why there are none.
-    fn commit(&mut self, commands: Vec<Command>) -> Result<Vec<Outcome>, ActorError> {
-        let count = commands.len();
+impl Writer {
+    /// Applies and commits `commands`; hands the batch to the flusher.
+    fn commit(
+        &mut self,
+        commands: Vec<Command>,
+        replies: Vec<Reply>,
+        done: Option<std::sync::mpsc::Sender<Result<(), ActorError>>>,
+    ) {
         let now: Timestamp = self.clock.now();
-        let applied: Applied = match self.engine.apply(&self.store, now, commands) {
-            Ok(a) => a,
+        match self.engine.apply(&self.store, now, commands) {
+            Ok(Applied { outcomes, queued_up_to, peers_changed, appended, acknowledged }) => {
+                let ticket =
+                    Ticket { replies, outcomes, queued_up_to, peers_changed, acknowledged, appended, done };
+                if let Err(std::sync::mpsc::SendError(t)) = self.tickets.send(ticket) {
+                    fail(t, ActorError::Stopped);
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "store write failed; the batch is not acknowledged");
                 self.metrics.store_failures.inc();
-                return Err(ActorError::Storage(e.to_string()));
+                let error = ActorError::Storage(e.to_string());
+                for r in replies {
+                    let _ = r.send(Err(error.clone()));
+                }
+                if let Some(d) = done {
+                    let _ = d.send(Err(error));
+                }
             }
-        };
-        for (peer, seq) in &applied.queued_up_to {
-            let e = self.unpublished.entry(*peer).or_default();
-            *e = (*e).max(*seq);
         }
-        self.peers_unpublished |= applied.peers_changed;
+    }
+
+    fn run(&mut self, mut rx: mpsc::Receiver<Job>, max_batch: usize, mut rotator: Box<dyn Rotator>) {
+        let mut stopping = false;
+        let mut held: Option<Job> = None;
+        while !stopping {
+            let first = match held.take() {
+                Some(job) => job,
+                None => match rx.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
+            if let Job::Rotate { signing, tls, reply } = first {
+                let _ = reply.send(self.rotate(rotator.as_mut(), signing, tls));
+                continue;
+            }
+            let mut jobs = vec![first];
+            while jobs.len() < max_batch {
+                match rx.try_recv() {
+                    // A rotation ends the batch: it runs between two commits.
+                    Ok(job @ Job::Rotate { .. }) => {
+                        held = Some(job);
+                        break;
+                    }
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut commands = Vec::with_capacity(jobs.len());
+            let mut replies = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                match job {
+                    Job::Command(c, r) => {
+                        commands.push(*c);
+                        replies.push(r);
+                    }
+                    Job::Stop => stopping = true,
+                    Job::Rotate { .. } => {}
+                }
+            }
+            if !commands.is_empty() {
+                self.commit(commands, replies, None);
+            }
+        }
+        // Refuse whatever arrived after Stop; the flusher finishes what was committed.
+        rx.close();
+        while let Ok(job) = rx.try_recv() {
+            match job {
+                Job::Command(_, r) => {
+                    let _ = r.send(Err(ActorError::Stopped));
+                }
+                Job::Rotate { reply, .. } => {
+                    let _ = reply.send(Err(ActorError::Stopped));
+                }
+                Job::Stop => {}
+            }
+        }
+    }
+
+    /// Rotates keys and makes the announcement durable before anything else is committed.
+    fn rotate(
+        &mut self,
+        rotator: &mut dyn Rotator,
+        signing: bool,
+        tls: bool,
+    ) -> Result<SignedDocument, ActorError> {
+        let (statement, peers) = rotator.rotate(signing, tls).map_err(ActorError::Rotation)?;
+        let (tx, rx) = oneshot::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        self.commit(
+            vec![Command::Announce { document: statement.clone(), peers: peers.clone() }],
+            vec![tx],
+            Some(done_tx),
+        );
+        done_rx.recv().map_err(|_| ActorError::Stopped)??;
+        if let Ok(Ok(Outcome::Refused(e))) = rx.blocking_recv() {
+            return Err(ActorError::Rotation(e.to_string()));
+        }
+        rotator.announced(&statement, &peers);
+        Ok(statement)
+    }
+}
+
+fn fail(ticket: Ticket, error: ActorError) {
+    for r in ticket.replies {
+        let _ = r.send(Err(error.clone()));
+    }
+    if let Some(d) = ticket.done {
+        let _ = d.send(Err(error));
+    }
+}
+
+/// Flushes whatever batches were committed meanwhile, then answers them.
+fn flush_loop(
+    rx: std::sync::mpsc::Receiver<Ticket>,
+    store: SledStore,
+    metrics: Arc<Metrics>,
+    mut publish: Box<dyn Publish>,
+) {
+    // Outbox marks committed but not yet known durable (a flush failed since).
+    let mut unpublished: BTreeMap<ParticipantCode, u64> = BTreeMap::new();
+    let mut peers_unpublished = false;
+    while let Ok(first) = rx.recv() {
+        let mut tickets = vec![first];
+        while let Ok(t) = rx.try_recv() {
+            tickets.push(t);
+        }
+        for t in &tickets {
+            for (peer, seq) in &t.queued_up_to {
+                let e = unpublished.entry(*peer).or_default();
+                *e = (*e).max(*seq);
+            }
+            peers_unpublished |= t.peers_changed;
+        }
         let started = Instant::now();
-        if let Err(e) = self.store.flush() {
+        if let Err(e) = store.flush() {
             tracing::error!(error = %e, "store flush failed; the batch is not acknowledged");
-            self.metrics.store_failures.inc();
-            return Err(ActorError::Storage(format!("flush failed: {e}")));
+            metrics.store_failures.inc();
+            let error = ActorError::Storage(format!("flush failed: {e}"));
+            for t in tickets {
+                fail(t, error.clone());
+            }
+            continue;
         }
         let took = started.elapsed();
-        self.metrics.observe_flush(took, count, applied.appended);
+        let commands: usize = tickets.iter().map(|t| t.replies.len()).sum();
+        let appended: u64 = tickets.iter().map(|t| t.appended).sum();
+        metrics.observe_flush(took, commands, appended);
         if took > Duration::from_millis(500) {
             tracing::warn!(millis = took.as_millis() as u64, "slow store flush");
         }
-        self.publish.durable(&self.unpublished, self.peers_unpublished, &self.store);
-        self.unpublished.clear();
-        self.peers_unpublished = false;
-        Ok(applied.outcomes)
-    }
-}
-
-fn run(mut rx: mpsc::Receiver<Job>, state: &mut State, max_batch: usize, mut rotator: Box<dyn Rotator>) {
-    let mut stopping = false;
-    let mut held: Option<Job> = None;
-    while !stopping {
-        let first = match held.take() {
-            Some(job) => job,
-            None => match rx.blocking_recv() {
-                Some(job) => job,
-                None => break,
-            },
-        };
-        if let Job::Rotate { signing, tls, reply } = first {
-            let _ = reply.send(rotate(state, rotator.as_mut(), signing, tls));
-            continue;
-        }
-        let mut jobs = vec![first];
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
-                // A rotation ends the batch: it runs between two commits.
-                Ok(job @ Job::Rotate { .. }) => {
-                    held = Some(job);
-                    break;
-                }
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+        let acknowledged: Vec<(MessageId, Option<CertificateNumber>)> =
+            tickets.iter_mut().flat_map(|t| std::mem::take(&mut t.acknowledged)).collect();
+        publish.durable(&unpublished, peers_unpublished, &acknowledged, &store);
+        unpublished.clear();
+        peers_unpublished = false;
+        for t in tickets {
+            for (r, outcome) in t.replies.into_iter().zip(t.outcomes) {
+                let _ = r.send(Ok(outcome));
             }
-        }
-        let mut commands = Vec::with_capacity(jobs.len());
-        let mut replies = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            match job {
-                Job::Command(c, r) => {
-                    commands.push(*c);
-                    replies.push(r);
-                }
-                Job::Stop => stopping = true,
-                Job::Rotate { .. } => {}
-            }
-        }
-        if commands.is_empty() {
-            continue;
-        }
-        match state.commit(commands) {
-            Ok(outcomes) => {
-                for (r, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = r.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                for r in replies {
-                    let _ = r.send(Err(e.clone()));
-                }
+            if let Some(d) = t.done {
+                let _ = d.send(Ok(()));
             }
         }
     }
-    // Refuse whatever arrived after Stop.
-    rx.close();
-    while let Ok(job) = rx.try_recv() {
-        match job {
-            Job::Command(_, r) => {
-                let _ = r.send(Err(ActorError::Stopped));
-            }
-            Job::Rotate { reply, .. } => {
-                let _ = reply.send(Err(ActorError::Stopped));
-            }
-            Job::Stop => {}
-        }
-    }
-    if let Err(e) = state.store.flush() {
+    if let Err(e) = store.flush() {
         tracing::error!(error = %e, "final store flush failed");
     }
-}
-
-/// Rotates keys and makes the announcement durable before anything else is committed.
-fn rotate(
-    state: &mut State,
-    rotator: &mut dyn Rotator,
-    signing: bool,
-    tls: bool,
-) -> Result<SignedDocument, ActorError> {
-    let (statement, peers) = rotator.rotate(signing, tls).map_err(ActorError::Rotation)?;
-    let mut outcomes =
-        state.commit(vec![Command::Announce { document: statement.clone(), peers: peers.clone() }])?;
-    if let Some(Outcome::Refused(e)) = outcomes.pop() {
-        return Err(ActorError::Rotation(e.to_string()));
-    }
-    rotator.announced(&statement, &peers);
-    Ok(statement)
 }

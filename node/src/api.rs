@@ -280,14 +280,19 @@ pub async fn submit_certificate(shared: &Arc<Shared>, body: &[u8]) -> ApiResult<
         ));
     }
     // A number we assign may already have been taken by hand; then take the next.
-    for _ in 0..16 {
-        let (cert, assigned) = match &draft.number {
-            Some(n) => (draft.clone().into_certificate(|| n.clone()), None),
+    // Only a number this node assigns is worth retrying; a given one is used once.
+    let attempts = if draft.number.is_some() { 1 } else { 16 };
+    let mut draft = Some(draft);
+    for attempt in 1..=attempts {
+        let d = if attempt == attempts { draft.take() } else { draft.clone() };
+        let Some(d) = d else { break };
+        let (cert, assigned) = match d.number.clone() {
+            Some(n) => (d.into_certificate(|| n), None),
             None => {
                 let year = today.year();
                 let seq = next_number(shared, year)?;
                 let n = CertificateNumber::assigned(shared.me, year, seq);
-                (draft.clone().into_certificate(|| n), Some((year, seq)))
+                (d.into_certificate(|| n), Some((year, seq)))
             }
         };
         let document = shared.signer.sign(&cert);

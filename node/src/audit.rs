@@ -7,11 +7,11 @@
 use std::collections::HashSet;
 
 use kp_keys::KeyHistory;
-use kp_protocol::{Digest, MessageId, ParticipantCode, SignedDocument};
+use kp_protocol::{Digest, MessageId, MessageReceipt, ParticipantCode, SignedDocument};
 
 use crate::store::{
-    decode_record, get_record, hash_entry_bytes, in_message_key, log_key, meta, EntryBody, InMessage,
-    LogEntry, LogHead, Storage, StoreError, Tree,
+    decode_log, get_record, hash_entry_bytes, log_key, meta, EntryBody, LogEntry, LogHead, Storage,
+    StoreError, Tree,
 };
 use crate::trust::Trust;
 use crate::verify::verify_signatures;
@@ -83,8 +83,9 @@ pub fn verify_log<S: Storage + ?Sized>(
             if seq != expected_seq {
                 return Err(bad(expected_seq, format!("missing: the next entry in the store is {seq}")));
             }
-            let entry: LogEntry =
-                decode_record(Tree::Log, &k, &v).map_err(|e| bad(seq, format!("does not decode: {e}")))?;
+            let (entry, record) =
+                decode_log(&k, &v).map_err(|e| bad(seq, format!("does not decode: {e}")))?;
+            let v = record.entry.clone();
             if entry.seq != seq {
                 return Err(bad(seq, format!("says it is entry {}", entry.seq)));
             }
@@ -95,11 +96,11 @@ pub fn verify_log<S: Storage + ?Sized>(
             }
             let hash = hash_entry_bytes(&prev, &v);
             check_entry(
-                store,
                 me,
                 own,
                 trust,
                 &entry,
+                record.receipt.as_ref(),
                 hash,
                 &mut verified_batches,
                 &mut pending,
@@ -141,12 +142,12 @@ pub fn verify_log<S: Storage + ?Sized>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check_entry<S: Storage + ?Sized>(
-    store: &S,
+fn check_entry(
     me: ParticipantCode,
     own: &KeyHistory,
     trust: &Trust,
     entry: &LogEntry,
+    own_receipt: Option<&MessageReceipt>,
     hash: Digest,
     verified_batches: &mut HashSet<MessageId>,
     pending: &mut Vec<Pending>,
@@ -202,33 +203,28 @@ fn check_entry<S: Storage + ?Sized>(
         }
         EntryBody::Received { .. } => {
             report.received += 1;
-            let key = in_message_key(peer, &id);
-            let Some(stored) = get_record::<InMessage, _>(store, Tree::Messages, &key)? else {
+            let Some(receipt) = own_receipt else {
                 return Err(bad(seq, "the receipt this node gave for it is missing"));
             };
-            let item = stored.receipt.proof.item;
+            let item = receipt.proof.item;
             if item.message_id != id || item.log_seq != seq || item.entry_hash != hash {
                 return Err(bad(seq, format!(
                     "the receipt this node gave commits to entry {} with hash {:?}, but this entry hashes to {hash:?}",
                     item.log_seq, item.entry_hash
                 )));
             }
-            let batch_id = stored.receipt.batch.message_id();
+            let batch_id = receipt.batch.message_id();
             if verified_batches.contains(&batch_id) {
-                let body = stored
-                    .receipt
+                let body = receipt
                     .batch
                     .body::<kp_protocol::ReceiptBatch>()
                     .map_err(|e| bad(seq, format!("own receipt: {e}")))?;
-                stored.receipt.proof.check(&body).map_err(|e| bad(seq, format!("own receipt: {e}")))?;
+                receipt.proof.check(&body).map_err(|e| bad(seq, format!("own receipt: {e}")))?;
             } else {
                 let key = own
-                    .signing_key_at(stored.receipt.batch.key_id, stored.receipt.batch.signed_at)
+                    .signing_key_at(receipt.batch.key_id, receipt.batch.signed_at)
                     .map_err(|e| bad(seq, format!("own receipt: {e}")))?;
-                stored
-                    .receipt
-                    .verify(id, key, me, peer)
-                    .map_err(|e| bad(seq, format!("own receipt: {e}")))?;
+                receipt.verify(id, key, me, peer).map_err(|e| bad(seq, format!("own receipt: {e}")))?;
                 verified_batches.insert(batch_id);
                 report.signatures_checked += 1;
             }
@@ -249,8 +245,7 @@ fn chain_break<S: Storage + ?Sized>(
 ) -> Result<AuditError, AuditError> {
     let this_hash = hash_entry_bytes(&entry.prev_hash, bytes);
     let next_chains = match store.get(Tree::Log, &log_key(seq + 1))? {
-        Some(next) => decode_record::<LogEntry>(Tree::Log, &log_key(seq + 1), &next)
-            .is_ok_and(|n| n.prev_hash == this_hash),
+        Some(next) => decode_log(&log_key(seq + 1), &next).is_ok_and(|(n, _)| n.prev_hash == this_hash),
         None => get_record::<LogHead, _>(store, Tree::Meta, meta::LOG_HEAD)?
             .is_some_and(|h| h.last_hash == this_hash),
     };

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use kp_protocol::frame::{decode_frame, encode_frame, FrameError};
+use kp_protocol::frame::{decode_frame_with_id, encode_frame, FrameError};
 use kp_protocol::Frame;
+use kp_protocol::MessageId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How much is read from the socket at a time.
@@ -57,14 +58,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The next frame already in the buffer, if a whole one is there.
     pub fn buffered_frame(&mut self) -> Result<Option<Frame>, LinkError> {
-        match decode_frame(&self.buf[self.start..], self.max_frame)? {
-            Some((frame, used)) => {
+        Ok(self.buffered_frame_with_id()?.map(|(f, _)| f))
+    }
+
+    /// As `buffered_frame`; for a `Deliver`, also the actual id of its document.
+    pub fn buffered_frame_with_id(&mut self) -> Result<Option<(Frame, Option<MessageId>)>, LinkError> {
+        match decode_frame_with_id(&self.buf[self.start..], self.max_frame)? {
+            Some((frame, used, id)) => {
                 self.start += used;
                 if self.start == self.buf.len() {
                     self.buf.clear();
                     self.start = 0;
                 }
-                Ok(Some(frame))
+                Ok(Some((frame, id)))
             }
             None => Ok(None),
         }
@@ -74,8 +80,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// oversized length prefix is refused as soon as its four bytes are in, before any of the
     /// body is read.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, LinkError> {
+        Ok(self.read_frame_with_id().await?.map(|(f, _)| f))
+    }
+
+    /// As `read_frame`; for a `Deliver`, also the actual id of its document.
+    pub async fn read_frame_with_id(&mut self) -> Result<Option<(Frame, Option<MessageId>)>, LinkError> {
         loop {
-            if let Some(frame) = self.buffered_frame()? {
+            if let Some(frame) = self.buffered_frame_with_id()? {
                 return Ok(Some(frame));
             }
             // Compact before reading so the buffer never holds more than one partial frame
@@ -98,7 +109,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         limit: Duration,
         what: &'static str,
     ) -> Result<Option<Frame>, LinkError> {
-        match tokio::time::timeout(limit, self.read_frame()).await {
+        Ok(self.read_frame_with_id_within(limit, what).await?.map(|(f, _)| f))
+    }
+
+    /// As `read_frame_within`, with the actual id of a `Deliver`'s document.
+    pub async fn read_frame_with_id_within(
+        &mut self,
+        limit: Duration,
+        what: &'static str,
+    ) -> Result<Option<(Frame, Option<MessageId>)>, LinkError> {
+        match tokio::time::timeout(limit, self.read_frame_with_id()).await {
             Ok(r) => r,
             Err(_) => Err(LinkError::Timeout(limit, what)),
         }

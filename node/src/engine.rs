@@ -23,9 +23,9 @@ use kp_protocol::{
 
 use crate::signer::Signer;
 use crate::store::{
-    self, decode_record, encode_record, in_message_key, log_key, meta, out_message_key, outbox_key,
-    CertRecord, CertStatus, ConfirmationRecord, Counts, Direction, EntryBody, InMessage, LogEntry, LogHead,
-    OutMessage, PeerRecord, Rejection, Storage, StoreError, Tree, VoidRecord, Writes,
+    self, decode_record, encode_record, in_message_key, log_key, meta, outbox_key, CertRecord, CertStatus,
+    ConfirmationRecord, Counts, Direction, EntryBody, LogEntry, LogHead, LogRecord, OutboxEntry, PeerRecord,
+    Rejection, Storage, StoreError, Tree, VoidRecord, Writes,
 };
 use crate::verify::{Content, Received, Refusal};
 
@@ -41,10 +41,11 @@ pub enum Command {
     Void { document: SignedDocument, void: Void },
     /// Documents `peer` delivered that passed every check not needing the store.
     Deliveries { peer: ParticipantCode, items: Vec<Received> },
-    /// Receipts from `peer`, already verified against its key history.
-    Receipts { peer: ParticipantCode, items: Vec<(MessageId, MessageReceipt)> },
-    /// `peer` refused a message for good.
-    Rejected { peer: ParticipantCode, message_id: MessageId, code: RejectCode, detail: String },
+    /// Receipts from `peer`, already verified against its key history, each with the outbox
+    /// position of the message it acknowledges (known to the link that sent it).
+    Receipts { peer: ParticipantCode, items: Vec<(MessageId, u64, MessageReceipt)> },
+    /// `peer` refused the message at outbox position `oseq` for good.
+    Rejected { peer: ParticipantCode, message_id: MessageId, oseq: u64, code: RejectCode, detail: String },
     /// Trust a peer (or trust it again, with a new bundle).
     EnrolPeer { record: Box<PeerRecord> },
     /// Stop trusting a peer; its queued messages stay queued.
@@ -110,6 +111,9 @@ pub struct Applied {
     pub peers_changed: bool,
     /// How many log entries were appended.
     pub appended: u64,
+    /// Outbound messages acknowledged by a receipt in this batch, with the certificate each
+    /// concerns.
+    pub acknowledged: Vec<(MessageId, Option<CertificateNumber>)>,
 }
 
 /// See the module documentation.
@@ -123,33 +127,52 @@ pub struct Engine {
     numbers: BTreeMap<i32, u64>,
 }
 
-/// Writes of the batch being applied, readable before they are committed.
+/// Writes of the batch being applied, readable before they are committed. One map per tree,
+/// so a read needs no allocation.
 struct Txn<'s, S: Storage + ?Sized> {
     store: &'s S,
-    writes: Writes,
+    writes: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Tree::ALL.len()],
 }
 
-impl<S: Storage + ?Sized> Txn<'_, S> {
+impl<'s, S: Storage + ?Sized> Txn<'s, S> {
+    fn new(store: &'s S) -> Txn<'s, S> {
+        Txn { store, writes: Default::default() }
+    }
+
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(v) = self.writes.get(&(tree, key.to_vec())) {
+        if let Some(v) = self.writes[tree as usize].get(key) {
             return Ok(v.clone());
         }
         self.store.get(tree, key)
     }
 
     fn get_rec<T: Decode<()>>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
-        match self.get(tree, key)? {
+        if let Some(v) = self.writes[tree as usize].get(key) {
+            return v.as_deref().map(|b| decode_record(tree, key, b)).transpose();
+        }
+        match self.store.get(tree, key)? {
             Some(b) => decode_record(tree, key, &b).map(Some),
             None => Ok(None),
         }
     }
 
     fn put<T: Encode>(&mut self, tree: Tree, key: &[u8], value: &T) {
-        self.writes.insert((tree, key.to_vec()), Some(encode_record(value)));
+        self.writes[tree as usize].insert(key.to_vec(), Some(encode_record(value)));
     }
 
     fn remove(&mut self, tree: Tree, key: &[u8]) {
-        self.writes.insert((tree, key.to_vec()), None);
+        self.writes[tree as usize].insert(key.to_vec(), None);
+    }
+
+    /// All writes, for the store's atomic commit.
+    fn into_writes(self) -> Writes {
+        let mut out = Writes::new();
+        for (tree, map) in Tree::ALL.iter().zip(self.writes) {
+            for (k, v) in map {
+                out.insert((*tree, k), v);
+            }
+        }
+        out
     }
 }
 
@@ -230,12 +253,13 @@ impl Engine {
         now: Timestamp,
         commands: Vec<Command>,
     ) -> Result<Applied, StoreError> {
-        let mut txn = Txn { store, writes: Writes::new() };
+        let mut txn = Txn::new(store);
         let mut applied = Applied {
             outcomes: Vec::with_capacity(commands.len()),
             queued_up_to: BTreeMap::new(),
             peers_changed: false,
             appended: 0,
+            acknowledged: Vec::new(),
         };
         let head_before = self.head.next_seq;
         let counts_before = self.counts;
@@ -255,13 +279,22 @@ impl Engine {
                     Outcome::Delivered(self.deliveries(&mut txn, &mut applied, now, peer, items)?)
                 }
                 Command::Receipts { peer, items } => {
-                    for (id, receipt) in items {
-                        self.receipt(&mut txn, now, peer, id, receipt)?;
+                    for (id, oseq, receipt) in items {
+                        if let Some(number) = self.receipt(&mut txn, now, peer, id, oseq, receipt)? {
+                            applied.acknowledged.push((id, number));
+                        }
                     }
                     Outcome::Done
                 }
-                Command::Rejected { peer, message_id, code, detail } => {
-                    self.rejected(&mut txn, now, peer, message_id, Rejection { code, detail, at: now })?;
+                Command::Rejected { peer, message_id, oseq, code, detail } => {
+                    self.rejected(
+                        &mut txn,
+                        now,
+                        peer,
+                        message_id,
+                        oseq,
+                        Rejection { code, detail, at: now },
+                    )?;
                     Outcome::Done
                 }
                 Command::EnrolPeer { record } => {
@@ -281,8 +314,9 @@ impl Engine {
                     }
                 }
                 Command::Announce { document, peers } => {
+                    let id = document.message_id();
                     for peer in peers {
-                        self.enqueue(&mut txn, &mut applied, peer, &document, None);
+                        self.enqueue(&mut txn, &mut applied, peer, &document, id, None);
                     }
                     if let Ok(r) = document.body::<kp_protocol::KeyRotation>() {
                         let announced =
@@ -312,46 +346,44 @@ impl Engine {
                 txn.put(Tree::Meta, format!("{}{year}", meta::NUMBER_PREFIX).as_bytes(), n);
             }
         }
-        store.commit(&txn.writes)?;
+        store.commit(&txn.into_writes())?;
         Ok(applied)
     }
 
-    /// Appends a log entry; returns its seq and hash.
+    /// Appends a log entry (with the receipt this node gives for it, if known); returns its
+    /// seq, its hash and its canonical bytes.
     fn append<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
         now: Timestamp,
         body: EntryBody,
-    ) -> (u64, Digest) {
+    ) -> (u64, Digest, Vec<u8>) {
         let entry =
             LogEntry { seq: self.head.next_seq, prev_hash: self.head.last_hash, recorded_at: now, body };
         let bytes = encode_record(&entry);
         let hash = store::hash_entry_bytes(&entry.prev_hash, &bytes);
-        txn.writes.insert((Tree::Log, log_key(entry.seq).to_vec()), Some(bytes));
+        txn.put(Tree::Log, &log_key(entry.seq), &LogRecord { entry: bytes.clone(), receipt: None });
         self.head = LogHead { next_seq: entry.seq + 1, last_hash: hash };
-        (entry.seq, hash)
+        (entry.seq, hash, bytes)
     }
 
-    /// Queues `document` for `peer`.
+    /// Queues `document` for `peer`; returns its outbox position.
     fn enqueue<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
         applied: &mut Applied,
         peer: ParticipantCode,
         document: &SignedDocument,
+        id: MessageId,
         certificate: Option<CertificateNumber>,
-    ) {
+    ) -> u64 {
         self.counts.next_oseq += 1;
         let oseq = self.counts.next_oseq;
-        let id = document.message_id();
-        txn.writes.insert((Tree::Outbox, outbox_key(peer, oseq)), Some(id.0.to_vec()));
-        txn.put(
-            Tree::Messages,
-            &out_message_key(peer, &id),
-            &OutMessage::Pending { document: document.clone(), oseq, certificate },
-        );
+        let entry = OutboxEntry { message_id: id, document: document.clone(), certificate };
+        txn.put(Tree::Outbox, &outbox_key(peer, oseq), &entry);
         *self.queued.entry(peer).or_default() += 1;
         applied.queued_up_to.insert(peer, oseq);
+        oseq
     }
 
     fn dequeue(&mut self, peer: ParticipantCode) {
@@ -360,7 +392,7 @@ impl Engine {
         }
     }
 
-    /// The signed certificate of a record: pending in `messages` or in the log.
+    /// The signed certificate of a record: pending in the outbox or in the log.
     fn certificate_document<S: Storage + ?Sized>(
         &self,
         txn: &Txn<'_, S>,
@@ -402,13 +434,16 @@ impl Engine {
             carats: cert.total_carats(),
             value_usd: cert.total_value_usd(),
             log_seq: None,
+            oseq: None,
             delivered_at: None,
             confirmation: None,
             void: None,
             rejection: None,
             updated_at: now,
         };
-        self.enqueue(txn, applied, peer, &document, Some(number.clone()));
+        let mut record = record;
+        record.oseq =
+            Some(self.enqueue(txn, applied, peer, &document, record.message_id, Some(number.clone())));
         txn.put(Tree::Certs, number.as_str().as_bytes(), &record);
         self.counts.certificates_out += 1;
         if let Some((year, seq)) = assigned {
@@ -449,9 +484,11 @@ impl Engine {
             confirmed_at: document.signed_at,
             acknowledged: false,
             rejection: None,
+            log_seq: None,
         });
         rec.updated_at = now;
-        self.enqueue(txn, applied, rec.peer, &document, Some(rec.number.clone()));
+        let id = rec.confirmation.as_ref().map(|c| c.message_id).unwrap_or_else(|| document.message_id());
+        self.enqueue(txn, applied, rec.peer, &document, id, Some(rec.number.clone()));
         txn.put(Tree::Certs, &key, &rec);
         Ok(Outcome::Updated(Box::new(rec)))
     }
@@ -482,9 +519,11 @@ impl Engine {
             voided_at: document.signed_at,
             acknowledged: false,
             rejection: None,
+            log_seq: None,
         });
         rec.updated_at = now;
-        self.enqueue(txn, applied, rec.peer, &document, Some(rec.number.clone()));
+        let id = rec.void.as_ref().map(|v| v.message_id).unwrap_or_else(|| document.message_id());
+        self.enqueue(txn, applied, rec.peer, &document, id, Some(rec.number.clone()));
         txn.put(Tree::Certs, &key, &rec);
         Ok(Outcome::Updated(Box::new(rec)))
     }
@@ -504,26 +543,40 @@ impl Engine {
         }
         let mut slots = Vec::with_capacity(items.len());
         let mut new_items: Vec<ReceiptItem> = Vec::new();
+        let mut new_entries: Vec<Vec<u8>> = Vec::new();
         let mut new_index: HashMap<MessageId, usize> = HashMap::new();
+        let mut rotations: Vec<(MessageId, u64)> = Vec::new();
         for item in items {
             let id = item.message_id;
             if let Some(&i) = new_index.get(&id) {
                 slots.push(Slot::New(i));
                 continue;
             }
-            if let Some(prev) = txn.get_rec::<InMessage>(Tree::Messages, &in_message_key(peer, &id))? {
-                slots.push(Slot::Done(Reply::Receipt { receipt: Box::new(prev.receipt), duplicate: true }));
-                continue;
-            }
-            match self.accept(txn, applied, now, peer, &item)? {
-                Ok(()) => {
-                    let (seq, hash) =
+            let at_seq = self.head.next_seq;
+            match self.judge(txn, applied, now, peer, &item, at_seq)? {
+                Verdict::Store => {
+                    if matches!(item.content, Content::Rotation(_)) {
+                        rotations.push((id, at_seq));
+                    }
+                    let (seq, hash, bytes) =
                         self.append(txn, now, EntryBody::Received { peer, document: item.document });
                     new_index.insert(id, new_items.len());
                     slots.push(Slot::New(new_items.len()));
                     new_items.push(ReceiptItem { message_id: id, log_seq: seq, entry_hash: hash });
+                    new_entries.push(bytes);
                 }
-                Err(refusal) => slots.push(Slot::Done(Reply::Reject { message_id: id, refusal })),
+                Verdict::Duplicate(seq) => {
+                    let receipt = txn
+                        .get_rec::<LogRecord>(Tree::Log, &log_key(seq))?
+                        .and_then(|r| r.receipt)
+                        .ok_or_else(|| StoreError::Corrupt {
+                            tree: Tree::Log.name(),
+                            key: seq.to_string(),
+                            detail: "the receipt given for this log entry is missing".into(),
+                        })?;
+                    slots.push(Slot::Done(Reply::Receipt { receipt: Box::new(receipt), duplicate: true }));
+                }
+                Verdict::Refuse(refusal) => slots.push(Slot::Done(Reply::Reject { message_id: id, refusal })),
             }
         }
         let receipts: Vec<MessageReceipt> = if new_items.is_empty() {
@@ -532,15 +585,21 @@ impl Engine {
             let signer = &self.signer;
             let (batch, proofs) = sign_batch_with(&new_items, self.me, peer, |body| signer.sign(body))
                 .ok_or_else(|| StoreError::Corrupt {
-                    tree: Tree::Messages.name(),
+                    tree: Tree::Log.name(),
                     key: String::new(),
                     detail: "too many receipts in one batch".into(),
                 })?;
             proofs.into_iter().map(|proof| MessageReceipt { batch: batch.clone(), proof }).collect()
         };
-        for r in &receipts {
-            let key = in_message_key(peer, &r.proof.item.message_id);
-            txn.put(Tree::Messages, &key, &InMessage { log_seq: r.proof.item.log_seq, receipt: r.clone() });
+        for (r, entry) in receipts.iter().zip(new_entries) {
+            txn.put(
+                Tree::Log,
+                &log_key(r.proof.item.log_seq),
+                &LogRecord { entry, receipt: Some(r.clone()) },
+            );
+        }
+        for (id, seq) in rotations {
+            txn.put(Tree::Messages, &in_message_key(peer, &id), &seq);
         }
         Ok(slots
             .into_iter()
@@ -551,22 +610,33 @@ impl Engine {
             .collect())
     }
 
-    /// Whether a checked delivery may be stored given what is stored; updates the records it
-    /// concerns if so. The caller appends the log entry.
-    fn accept<S: Storage + ?Sized>(
+    /// Whether a checked delivery is new (then the records it concerns are updated, for a
+    /// log entry at `at_seq` that the caller appends), a resend of one stored at some log
+    /// position, or refused given what is stored.
+    fn judge<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
         applied: &mut Applied,
         now: Timestamp,
         peer: ParticipantCode,
         item: &Received,
-    ) -> Result<Result<(), Refusal>, StoreError> {
+        at_seq: u64,
+    ) -> Result<Verdict, StoreError> {
         let doc = &item.document;
+        let id = item.message_id;
         match &item.content {
             Content::Certificate(cert) => {
                 let key = cert.number.as_str().as_bytes();
                 if let Some(existing) = txn.get_rec::<CertRecord>(Tree::Certs, key)? {
-                    return Ok(Err(Refusal::new(
+                    if existing.direction == Direction::In
+                        && existing.peer == peer
+                        && existing.message_id == id
+                    {
+                        if let Some(seq) = existing.log_seq {
+                            return Ok(Verdict::Duplicate(seq));
+                        }
+                    }
+                    return Ok(Verdict::Refuse(Refusal::new(
                         RejectCode::Conflict,
                         format!(
                             "certificate {} was already received from {} as a different document (message {:?}, signed {}); a corrected certificate needs a new number",
@@ -578,7 +648,7 @@ impl Engine {
                     number: cert.number.clone(),
                     direction: Direction::In,
                     peer,
-                    message_id: item.message_id,
+                    message_id: id,
                     status: CertStatus::Received,
                     issued_on: cert.content.issued_on,
                     expires_on: cert.content.expires_on,
@@ -586,7 +656,8 @@ impl Engine {
                     parcels: cert.parcel_count() as u32,
                     carats: cert.total_carats(),
                     value_usd: cert.total_value_usd(),
-                    log_seq: Some(self.head.next_seq),
+                    log_seq: Some(at_seq),
+                    oseq: None,
                     delivered_at: Some(now),
                     confirmation: None,
                     void: None,
@@ -596,7 +667,7 @@ impl Engine {
                 txn.put(Tree::Certs, key, &rec);
                 self.counts.certificates_in += 1;
                 tracing::info!(number = %cert.number, from = %peer, "certificate received");
-                Ok(Ok(()))
+                Ok(Verdict::Store)
             }
             Content::Confirmation(c) => {
                 let key = c.certificate.as_str().as_bytes();
@@ -604,27 +675,30 @@ impl Engine {
                 let Some(mut rec) = rec.filter(|r| {
                     r.direction == Direction::Out && r.peer == peer && r.message_id == c.certificate_id
                 }) else {
-                    return Ok(Err(Refusal::new(
+                    return Ok(Verdict::Refuse(Refusal::new(
                         RejectCode::UnknownCertificate,
                         format!("{} issued no certificate {} to {peer} with that id", self.me, c.certificate),
                     )));
                 };
+                if let Some(prev) = &rec.confirmation {
+                    return Ok(match (prev.message_id == id, prev.log_seq) {
+                        (true, Some(seq)) => Verdict::Duplicate(seq),
+                        _ => Verdict::Refuse(Refusal::new(
+                            RejectCode::Conflict,
+                            format!(
+                                "certificate {} was already confirmed (message {:?})",
+                                rec.number, prev.message_id
+                            ),
+                        )),
+                    });
+                }
                 if rec.status == CertStatus::Voided {
                     let when = rec.void.as_ref().map(|v| v.voided_at.to_string()).unwrap_or_default();
-                    return Ok(Err(Refusal::new(
+                    return Ok(Verdict::Refuse(Refusal::new(
                         RejectCode::Voided,
                         format!(
                             "{} voided certificate {} at {when}; a voided certificate cannot be confirmed",
                             self.me, rec.number
-                        ),
-                    )));
-                }
-                if let Some(prev) = &rec.confirmation {
-                    return Ok(Err(Refusal::new(
-                        RejectCode::Conflict,
-                        format!(
-                            "certificate {} was already confirmed (message {:?})",
-                            rec.number, prev.message_id
                         ),
                     )));
                 }
@@ -635,7 +709,7 @@ impl Engine {
                     CertStatus::ImportConfirmed
                 };
                 rec.confirmation = Some(ConfirmationRecord {
-                    message_id: item.message_id,
+                    message_id: id,
                     received_on: c.received_on,
                     parcels: c.parcels,
                     carats: c.carats,
@@ -643,11 +717,12 @@ impl Engine {
                     confirmed_at: doc.signed_at,
                     acknowledged: true,
                     rejection: None,
+                    log_seq: Some(at_seq),
                 });
                 rec.updated_at = now;
                 tracing::info!(number = %rec.number, from = %peer, status = rec.status.as_str(), "import confirmation received");
                 txn.put(Tree::Certs, key, &rec);
-                Ok(Ok(()))
+                Ok(Verdict::Store)
             }
             Content::Void(v) => {
                 let key = v.certificate.as_str().as_bytes();
@@ -655,7 +730,7 @@ impl Engine {
                 let Some(mut rec) = rec.filter(|r| {
                     r.direction == Direction::In && r.peer == peer && r.message_id == v.certificate_id
                 }) else {
-                    return Ok(Err(Refusal::new(
+                    return Ok(Verdict::Refuse(Refusal::new(
                         RejectCode::UnknownCertificate,
                         format!(
                             "{} holds no certificate {} from {peer} with that id",
@@ -663,29 +738,36 @@ impl Engine {
                         ),
                     )));
                 };
-                if rec.status == CertStatus::Voided {
-                    return Ok(Err(Refusal::new(
-                        RejectCode::Conflict,
-                        format!("certificate {} is already voided", rec.number),
-                    )));
+                if let Some(prev) = &rec.void {
+                    return Ok(match (prev.message_id == id, prev.log_seq) {
+                        (true, Some(seq)) => Verdict::Duplicate(seq),
+                        _ => Verdict::Refuse(Refusal::new(
+                            RejectCode::Conflict,
+                            format!("certificate {} is already voided", rec.number),
+                        )),
+                    });
                 }
                 tracing::info!(number = %rec.number, from = %peer, reason = %v.reason, "certificate voided by its issuer");
                 rec.status = CertStatus::Voided;
                 rec.void = Some(VoidRecord {
-                    message_id: item.message_id,
+                    message_id: id,
                     reason: v.reason.to_string(),
                     voided_at: doc.signed_at,
                     acknowledged: true,
                     rejection: None,
+                    log_seq: Some(at_seq),
                 });
                 rec.updated_at = now;
                 txn.put(Tree::Certs, key, &rec);
-                Ok(Ok(()))
+                Ok(Verdict::Store)
             }
             Content::Rotation(r) => {
+                if let Some(seq) = txn.get_rec::<u64>(Tree::Messages, &in_message_key(peer, &id))? {
+                    return Ok(Verdict::Duplicate(seq));
+                }
                 let key = peer.as_bytes();
                 let Some(mut rec) = txn.get_rec::<PeerRecord>(Tree::Peers, &key)? else {
-                    return Ok(Err(Refusal::new(
+                    return Ok(Verdict::Refuse(Refusal::new(
                         RejectCode::NotAllowed,
                         format!("{peer} is not enrolled here"),
                     )));
@@ -700,37 +782,39 @@ impl Engine {
                     txn.put(Tree::Peers, &key, &rec);
                     applied.peers_changed = true;
                 }
-                Ok(Ok(()))
+                Ok(Verdict::Store)
             }
         }
     }
 
+    /// Records the receipt for the message at `oseq` in `peer`'s outbox; returns the
+    /// certificate it concerns, or `None` if that message is no longer waiting (a duplicate
+    /// receipt) or is another one.
     fn receipt<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
         now: Timestamp,
         peer: ParticipantCode,
         id: MessageId,
+        oseq: u64,
         receipt: MessageReceipt,
-    ) -> Result<(), StoreError> {
-        let key = out_message_key(peer, &id);
-        let Some(OutMessage::Pending { document, oseq, certificate }) =
-            txn.get_rec::<OutMessage>(Tree::Messages, &key)?
+    ) -> Result<Option<Option<CertificateNumber>>, StoreError> {
+        let okey = outbox_key(peer, oseq);
+        let Some(entry) = txn.get_rec::<OutboxEntry>(Tree::Outbox, &okey)?.filter(|e| e.message_id == id)
         else {
-            // Already acknowledged (a duplicate receipt) or refused: nothing to do.
-            return Ok(());
+            return Ok(None);
         };
         let received_at = receipt.received_at();
-        let kind = document.kind;
-        let (seq, _) = self.append(txn, now, EntryBody::Sent { peer, document, receipt: Box::new(receipt) });
-        txn.put(
-            Tree::Messages,
-            &key,
-            &OutMessage::Delivered { log_seq: seq, certificate: certificate.clone() },
+        let kind = entry.document.kind;
+        let certificate = entry.certificate;
+        let (seq, _, _) = self.append(
+            txn,
+            now,
+            EntryBody::Sent { peer, document: entry.document, receipt: Box::new(receipt) },
         );
-        txn.remove(Tree::Outbox, &outbox_key(peer, oseq));
+        txn.remove(Tree::Outbox, &okey);
         self.dequeue(peer);
-        if let Some(number) = certificate {
+        if let Some(number) = &certificate {
             let ckey = number.as_str().as_bytes();
             if let Some(mut rec) = txn.get_rec::<CertRecord>(Tree::Certs, ckey)? {
                 match kind {
@@ -739,6 +823,7 @@ impl Engine {
                             rec.status = CertStatus::Delivered;
                         }
                         rec.log_seq = Some(seq);
+                        rec.oseq = None;
                         rec.delivered_at = Some(received_at);
                     }
                     DocumentKind::ImportConfirmation => {
@@ -757,7 +842,7 @@ impl Engine {
                 txn.put(Tree::Certs, ckey, &rec);
             }
         }
-        Ok(())
+        Ok(Some(certificate))
     }
 
     fn rejected<S: Storage + ?Sized>(
@@ -766,29 +851,25 @@ impl Engine {
         now: Timestamp,
         peer: ParticipantCode,
         id: MessageId,
+        oseq: u64,
         rejection: Rejection,
     ) -> Result<(), StoreError> {
-        let key = out_message_key(peer, &id);
-        let Some(OutMessage::Pending { document, oseq, certificate }) =
-            txn.get_rec::<OutMessage>(Tree::Messages, &key)?
+        let okey = outbox_key(peer, oseq);
+        let Some(entry) = txn.get_rec::<OutboxEntry>(Tree::Outbox, &okey)?.filter(|e| e.message_id == id)
         else {
             return Ok(());
         };
-        txn.put(
-            Tree::Messages,
-            &key,
-            &OutMessage::Rejected { rejection: rejection.clone(), certificate: certificate.clone() },
-        );
-        txn.remove(Tree::Outbox, &outbox_key(peer, oseq));
+        txn.remove(Tree::Outbox, &okey);
         self.dequeue(peer);
-        if let Some(number) = certificate {
+        if let Some(number) = entry.certificate {
             let ckey = number.as_str().as_bytes();
             if let Some(mut rec) = txn.get_rec::<CertRecord>(Tree::Certs, ckey)? {
-                match document.kind {
+                match entry.document.kind {
                     DocumentKind::Certificate => {
                         if rec.status == CertStatus::Queued {
                             rec.status = CertStatus::Rejected;
                         }
+                        rec.oseq = None;
                         rec.rejection = Some(rejection);
                     }
                     DocumentKind::ImportConfirmation => {
@@ -809,6 +890,15 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// What the store says about a delivered document.
+enum Verdict {
+    /// New: store it.
+    Store,
+    /// Stored before, at this log position: answer with the receipt given then.
+    Duplicate(u64),
+    Refuse(Refusal),
 }
 
 /// Why an inbound certificate cannot be confirmed now, if it cannot.
@@ -859,24 +949,25 @@ fn discrepancy(rec: &CertRecord, c: &ImportConfirmation) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
-/// The signed certificate of `rec`, read through `get` (pending in `messages`, or in the log).
+/// The signed certificate of `rec`, read through `get` (pending in the outbox, or in the log).
 pub fn document_of(
     get: impl Fn(Tree, &[u8]) -> Result<Option<Vec<u8>>, StoreError>,
     rec: &CertRecord,
 ) -> Result<Option<SignedDocument>, StoreError> {
     if let Some(seq) = rec.log_seq {
         if let Some(bytes) = get(Tree::Log, &log_key(seq))? {
-            let entry: LogEntry = decode_record(Tree::Log, &log_key(seq), &bytes)?;
+            let (entry, _) = store::decode_log(&log_key(seq), &bytes)?;
             if entry.document().message_id() == rec.message_id {
                 return Ok(Some(entry.document().clone()));
             }
         }
     }
-    if rec.direction == Direction::Out {
-        let key = out_message_key(rec.peer, &rec.message_id);
-        if let Some(bytes) = get(Tree::Messages, &key)? {
-            if let OutMessage::Pending { document, .. } = decode_record(Tree::Messages, &key, &bytes)? {
-                return Ok(Some(document));
+    if let (Direction::Out, Some(oseq)) = (rec.direction, rec.oseq) {
+        let key = outbox_key(rec.peer, oseq);
+        if let Some(bytes) = get(Tree::Outbox, &key)? {
+            let entry: OutboxEntry = decode_record(Tree::Outbox, &key, &bytes)?;
+            if entry.message_id == rec.message_id {
+                return Ok(Some(entry.document));
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::engine::{Command, Engine, EngineError, Outcome, Reply};
 use crate::participants::Directory;
 use crate::signer::Signer;
 use crate::store::{
-    decode_record, get_record, outbox_range, CertRecord, CertStatus, LogEntry, MemStorage, OutMessage,
+    decode_record, get_record, outbox_range, CertRecord, CertStatus, LogEntry, MemStorage, OutboxEntry,
     Storage, Tree,
 };
 use crate::verify::{check_batch, CheckContext, Received};
@@ -59,21 +59,16 @@ impl Side {
         get_record::<CertRecord, _>(&self.store, Tree::Certs, number.as_bytes()).unwrap().unwrap()
     }
 
-    /// Pending documents for `peer`, in outbox order.
-    fn outbox(&self, peer: ParticipantCode) -> Vec<(MessageId, SignedDocument)> {
+    /// Pending documents for `peer`, in outbox order, with their outbox positions.
+    fn outbox(&self, peer: ParticipantCode) -> Vec<(MessageId, SignedDocument, u64)> {
         let (start, end) = outbox_range(peer, 0);
         self.store
             .range(Tree::Outbox, &start, &end, usize::MAX)
             .unwrap()
             .into_iter()
-            .map(|(_, id)| {
-                let id = MessageId::from_slice(&id).unwrap();
-                let key = crate::store::out_message_key(peer, &id);
-                let bytes = self.store.get(Tree::Messages, &key).unwrap().unwrap();
-                match decode_record::<OutMessage>(Tree::Messages, &key, &bytes).unwrap() {
-                    OutMessage::Pending { document, .. } => (id, document),
-                    other => panic!("{other:?}"),
-                }
+            .map(|(k, v)| {
+                let e: OutboxEntry = decode_record(Tree::Outbox, &k, &v).unwrap();
+                (e.message_id, e.document, u64::from_be_bytes(k[2..10].try_into().unwrap()))
             })
             .collect()
     }
@@ -83,13 +78,19 @@ impl Side {
             .range(Tree::Log, &[], &[0xff; 9], usize::MAX)
             .unwrap()
             .iter()
-            .map(|(k, v)| decode_record(Tree::Log, k, v).unwrap())
+            .map(|(k, v)| crate::store::decode_log(k, v).unwrap().0)
             .collect()
     }
 }
 
 /// `to` checks and stores what `from` has queued for it; returns the replies.
-fn deliver(from: &Side, to: &mut Side, now: Timestamp, docs: Vec<(MessageId, SignedDocument)>) -> Vec<Reply> {
+fn deliver(
+    from: &Side,
+    to: &mut Side,
+    now: Timestamp,
+    queued: Vec<(MessageId, SignedDocument, u64)>,
+) -> Vec<Reply> {
+    let docs: Vec<crate::verify::Delivery> = queued.into_iter().map(|(id, d, _)| (id, None, d)).collect();
     let directory = Directory::default();
     let ctx = CheckContext {
         me: to.code,
@@ -125,8 +126,15 @@ fn deliver(from: &Side, to: &mut Side, now: Timestamp, docs: Vec<(MessageId, Sig
     replies
 }
 
-/// `from` verifies and records the receipts in `replies`.
-fn acknowledge(from: &mut Side, to: &Side, now: Timestamp, replies: Vec<Reply>) {
+/// `from` verifies and records the receipts in `replies` (for messages at `sent`).
+fn acknowledge(
+    from: &mut Side,
+    to: &Side,
+    now: Timestamp,
+    sent: &[(MessageId, SignedDocument, u64)],
+    replies: Vec<Reply>,
+) {
+    let oseq_of = |id: &MessageId| sent.iter().find(|(i, _, _)| i == id).map(|(_, _, o)| *o).unwrap();
     let mut receipts = Vec::new();
     let mut commands = Vec::new();
     for r in replies {
@@ -135,11 +143,12 @@ fn acknowledge(from: &mut Side, to: &Side, now: Timestamp, replies: Vec<Reply>) 
                 let id = r.proof.item.message_id;
                 let key = to.history.signing_key_at(r.batch.key_id, r.batch.signed_at).unwrap();
                 r.verify(id, key, to.code, from.code).unwrap();
-                receipts.push((id, *r));
+                receipts.push((id, oseq_of(&id), *r));
             }
             Reply::Reject { message_id, refusal } => commands.push(Command::Rejected {
                 peer: to.code,
                 message_id,
+                oseq: oseq_of(&message_id),
                 code: refusal.code,
                 detail: refusal.detail,
             }),
@@ -205,18 +214,18 @@ fn a_certificate_is_delivered_once_acknowledged_confirmed_and_logged_on_both_sid
     assert_eq!(inn.log().len(), 1);
     assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::Received);
 
-    acknowledge(&mut ru, &inn, now, replies);
+    acknowledge(&mut ru, &inn, now, &queued, replies);
     assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Delivered);
     assert!(ru.outbox(IN).is_empty());
     assert_eq!(ru.log().len(), 1);
     // A duplicate receipt changes nothing.
-    acknowledge(&mut ru, &inn, now, again);
+    acknowledge(&mut ru, &inn, now, &queued, again);
     assert_eq!(ru.log().len(), 1);
 
     // The same number with different content, signed by RU: refused as a conflict.
     let other = certificate("RU-2026-000001", "5.00");
     let doc = ru.signer.sign(&other);
-    let replies = deliver(&ru, &mut inn, now, vec![(doc.message_id(), doc)]);
+    let replies = deliver(&ru, &mut inn, now, vec![(doc.message_id(), doc, 0)]);
     assert!(matches!(&replies[0], Reply::Reject { refusal, .. } if refusal.code == RejectCode::Conflict));
     assert_eq!(inn.log().len(), 1);
 
@@ -238,8 +247,9 @@ fn a_certificate_is_delivered_once_acknowledged_confirmed_and_logged_on_both_sid
     let document = inn.signer.sign(&confirmation);
     inn.apply(now, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }]);
     assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::ImportDiscrepancy);
-    let replies = deliver(&inn, &mut ru, now, inn.outbox(RU));
-    acknowledge(&mut inn, &ru, now, replies);
+    let sent = inn.outbox(RU);
+    let replies = deliver(&inn, &mut ru, now, sent.clone());
+    acknowledge(&mut inn, &ru, now, &sent, replies);
     let rec = ru.cert("RU-2026-000001");
     assert_eq!(rec.status, CertStatus::ImportDiscrepancy);
     assert_eq!(
@@ -270,10 +280,8 @@ fn nothing_unflushed_survives_a_crash_and_the_engine_reloads_its_head() {
     // The second delivery is committed but not flushed when IN loses power.
     let directory = Directory::default();
     let ctx = CheckContext { me: IN, peer: RU, now, clock_tolerance_ms: 0, directory: &directory };
-    let items = check_batch(&ctx, &mut ru.history.clone(), queued[1..].to_vec())
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let docs = queued[1..].iter().map(|(i, d, _)| (*i, None, d.clone())).collect();
+    let items = check_batch(&ctx, &mut ru.history.clone(), docs).into_iter().map(Result::unwrap).collect();
     inn.engine.apply(&inn.store, now, vec![Command::Deliveries { peer: RU, items }]).unwrap();
     inn.store.crash();
     inn.engine = Engine::load(&inn.store, inn.signer.clone()).unwrap();
@@ -295,8 +303,9 @@ fn voided_certificates_cannot_be_confirmed() {
     let now = Timestamp::from_unix_millis(T0);
     let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
     submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    let replies = deliver(&ru, &mut inn, now, ru.outbox(IN));
-    acknowledge(&mut ru, &inn, now, replies);
+    let sent = ru.outbox(IN);
+    let replies = deliver(&ru, &mut inn, now, sent.clone());
+    acknowledge(&mut ru, &inn, now, &sent, replies);
 
     let void = kp_protocol::Void {
         certificate: "RU-2026-000001".parse().unwrap(),
@@ -306,8 +315,9 @@ fn voided_certificates_cannot_be_confirmed() {
     let document = ru.signer.sign(&void);
     ru.apply(now, vec![Command::Void { document, void }]);
     assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Voided);
-    let replies = deliver(&ru, &mut inn, now, ru.outbox(IN));
-    acknowledge(&mut ru, &inn, now, replies);
+    let sent = ru.outbox(IN);
+    let replies = deliver(&ru, &mut inn, now, sent.clone());
+    acknowledge(&mut ru, &inn, now, &sent, replies);
     assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::Voided);
     assert!(crate::engine::confirmable(&inn.cert("RU-2026-000001")).is_some());
 }

@@ -16,6 +16,7 @@
 pub mod actor;
 pub mod api;
 pub mod audit;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod conn;

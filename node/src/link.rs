@@ -29,7 +29,7 @@ use crate::metrics::PeerCounter;
 use crate::node::Shared;
 use crate::participants::Directory;
 use crate::sender::{Backoff, SenderState};
-use crate::store::{decode_record, out_message_key, outbox_range, OutMessage, Storage, Tree};
+use crate::store::{decode_record, outbox_range, OutboxEntry, Storage, Tree};
 use crate::verify::{check_batch, CheckContext, Received, Refusal};
 
 /// The software name sent in `Hello`.
@@ -166,14 +166,16 @@ async fn serve_peer(shared: &Arc<Shared>, peer: ParticipantCode, tls: TlsServer)
     let directory = Directory::with_extra(shared.trust.get().peers().map(|p| p.participant));
     let result = async {
         loop {
-            let Some(frame) = reader.read_frame_within(idle, "with the peer idle").await? else {
+            let Some(frame) = reader.read_frame_with_id_within(idle, "with the peer idle").await? else {
                 return Ok(());
             };
             let mut deliveries = Vec::new();
             let mut queue = vec![frame];
-            while let Some(f) = queue.pop() {
+            while let Some((f, actual)) = queue.pop() {
                 match f {
-                    Frame::Deliver { message_id, document } => deliveries.push((message_id, document)),
+                    Frame::Deliver { message_id, document } => {
+                        deliveries.push((message_id, actual, document))
+                    }
                     Frame::Ping { nonce } => {
                         let _ = tx.send(Outgoing::Frame(Frame::Pong { nonce })).await;
                     }
@@ -185,7 +187,7 @@ async fn serve_peer(shared: &Arc<Shared>, peer: ParticipantCode, tls: TlsServer)
                     }
                 }
                 if deliveries.len() < MAX_DELIVERY_BATCH {
-                    if let Some(next) = reader.buffered_frame()? {
+                    if let Some(next) = reader.buffered_frame_with_id()? {
                         queue.push(next);
                     }
                 }
@@ -217,7 +219,7 @@ async fn receive(
     peer: ParticipantCode,
     history: &mut KeyHistory,
     directory: &Directory,
-    deliveries: Vec<(MessageId, SignedDocument)>,
+    deliveries: Vec<crate::verify::Delivery>,
 ) -> Result<Outgoing, LinkError> {
     let mut accepted: Vec<Received> = Vec::new();
     let mut slots = Vec::with_capacity(deliveries.len());
@@ -229,7 +231,7 @@ async fn receive(
             clock_tolerance_ms: shared.config.delivery.clock_tolerance.as_millis() as i64,
             directory,
         };
-        let ids: Vec<MessageId> = deliveries.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<MessageId> = deliveries.iter().map(|(id, _, _)| *id).collect();
         for (id, checked) in ids.into_iter().zip(check_batch(&ctx, history, deliveries)) {
             match checked {
                 Ok(r) => {
@@ -528,11 +530,11 @@ async fn run_session(
                     }
                     Frame::Reject { message_id, code, detail } => {
                         shared.links.settled(peer, &message_id);
-                        if state.settled(&message_id) {
+                        if let Some(oseq) = state.settled(&message_id) {
                             let detail: String = detail.chars().filter(|c| !c.is_control()).collect();
                             tracing::warn!(message = ?message_id, %code, %detail, "the peer refused a message for good");
                             shared.metrics.peer_add(PeerCounter::RejectsReceived, peer, 1);
-                            let rx = shared.actor.send(Command::Rejected { peer, message_id, code, detail }).await
+                            let rx = shared.actor.send(Command::Rejected { peer, message_id, oseq, code, detail }).await
                                 .map_err(|e| LinkError::Refused(e.to_string()))?;
                             commits.spawn(settle(rx));
                         }
@@ -605,9 +607,12 @@ async fn receipts(
     for proof in proofs {
         proof.check(&body).map_err(|e| LinkError::Protocol(format!("invalid receipt: {e}")))?;
         let id = proof.item.message_id;
-        state.settled(&id);
         shared.links.settled(peer, &id);
-        items.push((id, MessageReceipt { batch: batch.clone(), proof }));
+        // A receipt for a message not in flight on this connection is a duplicate (or for a
+        // send of an earlier connection, which this one has sent again and will see
+        // acknowledged again): nothing to record.
+        let Some(oseq) = state.settled(&id) else { continue };
+        items.push((id, oseq, MessageReceipt { batch: batch.clone(), proof }));
     }
     if items.is_empty() {
         return Ok(None);
@@ -648,7 +653,7 @@ async fn fill_window(
             state.skip(durable);
             break;
         }
-        for (key, id) in entries {
+        for (key, value) in entries {
             let oseq = key
                 .get(2..10)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -658,30 +663,20 @@ async fn fill_window(
                 state.skip(durable);
                 break;
             }
-            let Some(id) = MessageId::from_slice(&id) else {
-                state.skip(oseq);
-                continue;
+            let entry = match decode_record::<OutboxEntry>(Tree::Outbox, &key, &value) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "skipping a damaged outbox entry");
+                    state.skip(oseq);
+                    continue;
+                }
             };
+            let id = entry.message_id;
             if state.is_in_flight(&id) {
                 state.skip(oseq);
                 continue;
             }
-            let mkey = out_message_key(peer, &id);
-            let document = match shared
-                .store
-                .get(Tree::Messages, &mkey)
-                .map_err(|e| LinkError::Refused(e.to_string()))?
-            {
-                Some(bytes) => match decode_record::<OutMessage>(Tree::Messages, &mkey, &bytes) {
-                    Ok(OutMessage::Pending { document, .. }) => Some(document),
-                    Ok(_) => None,
-                    Err(e) => {
-                        tracing::error!(error = %e, "skipping a damaged outbox message");
-                        None
-                    }
-                },
-                None => None,
-            };
+            let document = Some(entry.document);
             match document {
                 Some(document) => {
                     state.sent(id, oseq, now);

@@ -119,6 +119,11 @@ impl Metrics {
         }
     }
 
+    /// (flushes, commands flushed, total flush time in seconds).
+    pub fn flush_totals(&self) -> (u64, u64, f64) {
+        (self.flushes.get(), self.flushed_commands.get(), self.flush_sum_micros.get() as f64 / 1e6)
+    }
+
     pub fn peer_add(&self, counter: PeerCounter, peer: ParticipantCode, n: u64) {
         if n == 0 {
             return;

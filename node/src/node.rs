@@ -44,18 +44,32 @@ pub enum StartError {
     Other(String),
 }
 
+/// Told, after each flush, which outbound messages it made acknowledged (for `bench`).
+pub type DeliveryObserver =
+    Arc<dyn Fn(&[(kp_protocol::MessageId, Option<kp_protocol::CertificateNumber>)]) + Send + Sync>;
+
 /// How to start a node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeOptions {
     pub dir: NodeDir,
     pub clock: Arc<dyn Clock>,
     /// Write `daemon.json` (the bound addresses, for client commands) in the node directory.
     pub announce: bool,
+    pub delivery_observer: Option<DeliveryObserver>,
+}
+
+impl std::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeOptions")
+            .field("dir", &self.dir)
+            .field("announce", &self.announce)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeOptions {
     pub fn new(dir: NodeDir) -> NodeOptions {
-        NodeOptions { dir, clock: Arc::new(SystemClock), announce: true }
+        NodeOptions { dir, clock: Arc::new(SystemClock), announce: true, delivery_observer: None }
     }
 }
 
@@ -238,6 +252,7 @@ struct Publisher {
     links: Arc<Links>,
     trust: Arc<TrustCell>,
     generation: watch::Sender<u64>,
+    observer: Option<DeliveryObserver>,
 }
 
 impl Publish for Publisher {
@@ -245,8 +260,12 @@ impl Publish for Publisher {
         &mut self,
         queued_up_to: &BTreeMap<ParticipantCode, u64>,
         peers_changed: bool,
+        acknowledged: &[(kp_protocol::MessageId, Option<kp_protocol::CertificateNumber>)],
         store: &SledStore,
     ) {
+        if let (Some(observer), false) = (&self.observer, acknowledged.is_empty()) {
+            observer(acknowledged);
+        }
         if peers_changed {
             match load_trust(store) {
                 Ok(t) => {
@@ -341,6 +360,7 @@ impl Node {
                 links: links.clone(),
                 trust: trust.clone(),
                 generation: trust_generation.clone(),
+                observer: opts.delivery_observer.clone(),
             }),
             Box::new(NodeRotator {
                 signer: signer.clone(),
@@ -469,16 +489,17 @@ async fn resume_rotations(shared: &Arc<Shared>, announced: u32) -> Result<(), St
     }
     if has_previous {
         if let Some(last) = rotations.last() {
+            // Peers with our last rotation still in their outbox have not acknowledged it.
             let id = last.message_id();
             for peer in &active {
-                let key = crate::store::out_message_key(*peer, &id);
-                if let Ok(Some(crate::store::OutMessage::Pending { .. })) =
-                    crate::store::get_record::<crate::store::OutMessage, _>(
-                        &shared.store,
-                        Tree::Messages,
-                        &key,
-                    )
-                {
+                let (start, end) = crate::store::outbox_range(*peer, 0);
+                let pending = shared
+                    .store
+                    .range(Tree::Outbox, &start, &end, usize::MAX)?
+                    .iter()
+                    .filter_map(|(k, v)| decode_record::<crate::store::OutboxEntry>(Tree::Outbox, k, v).ok())
+                    .any(|e| e.message_id == id);
+                if pending {
                     shared.links.set_tls_rotation_pending(*peer, id);
                 }
             }

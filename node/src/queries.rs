@@ -78,7 +78,7 @@ pub fn cert_view<S: Storage + ?Sized>(
     let document = if with_certificate { document_of(|t, k| store.get(t, k), rec)? } else { None };
     let certificate = document.as_ref().and_then(|d| d.body::<Certificate>().ok());
     let receipt = match (rec.direction, rec.log_seq) {
-        (Direction::Out, Some(seq)) => match get_record::<LogEntry, _>(store, Tree::Log, &log_key(seq))? {
+        (Direction::Out, Some(seq)) => match crate::store::read_log(store, seq)?.map(|(e, _)| e) {
             Some(LogEntry { body: EntryBody::Sent { receipt, .. }, .. }) => Some(ReceiptView {
                 receiver: receipt.batch.signer,
                 received_at: receipt.batch.signed_at,
@@ -282,8 +282,8 @@ pub fn log_entries<S: Storage + ?Sized>(
     let rows = store.range(Tree::Log, &start, &[0xff; 9], limit)?;
     rows.into_iter()
         .map(|(k, v)| {
-            let e: LogEntry = decode_record(Tree::Log, &k, &v)?;
-            let hash = crate::store::hash_entry_bytes(&e.prev_hash, &v);
+            let (e, record) = crate::store::decode_log(&k, &v)?;
+            let hash = crate::store::hash_entry_bytes(&e.prev_hash, &record.entry);
             let doc = e.document();
             let (certificate, document) = document_json(doc);
             let receipt = match &e.body {

@@ -14,7 +14,8 @@ pub struct SenderState {
     window: usize,
     /// The highest outbox sequence handed out on this connection.
     cursor: u64,
-    in_flight: HashMap<MessageId, Timestamp>,
+    /// Each delivery in flight: when it was sent and its outbox position.
+    in_flight: HashMap<MessageId, (Timestamp, u64)>,
     backoff: Backoff,
 }
 
@@ -58,7 +59,7 @@ impl SenderState {
     /// Records a delivery sent; `oseq` is its outbox position.
     pub fn sent(&mut self, id: MessageId, oseq: u64, now: Timestamp) {
         self.cursor = self.cursor.max(oseq);
-        self.in_flight.entry(id).or_insert(now);
+        self.in_flight.entry(id).or_insert((now, oseq));
     }
 
     /// Skips an outbox position that needs no sending (already acknowledged meanwhile).
@@ -66,9 +67,10 @@ impl SenderState {
         self.cursor = self.cursor.max(oseq);
     }
 
-    /// A receipt or reject settled `id`. False if it was not in flight (a duplicate).
-    pub fn settled(&mut self, id: &MessageId) -> bool {
-        self.in_flight.remove(id).is_some()
+    /// A receipt or reject settled `id`: its outbox position, or `None` if it was not in
+    /// flight on this connection (a duplicate).
+    pub fn settled(&mut self, id: &MessageId) -> Option<u64> {
+        self.in_flight.remove(id).map(|(_, oseq)| oseq)
     }
 
     pub fn is_in_flight(&self, id: &MessageId) -> bool {
@@ -78,7 +80,7 @@ impl SenderState {
     /// Whether the oldest delivery has waited longer than `timeout` at `now`.
     pub fn overdue(&self, now: Timestamp, timeout: Duration) -> bool {
         let limit = timeout.as_millis() as i64;
-        self.in_flight.values().any(|sent| now.unix_millis().saturating_sub(sent.unix_millis()) > limit)
+        self.in_flight.values().any(|(sent, _)| now.unix_millis().saturating_sub(sent.unix_millis()) > limit)
     }
 }
 
@@ -136,8 +138,8 @@ mod tests {
         s.sent(b, 2, t);
         assert_eq!(s.room(), 0);
         assert_eq!(s.cursor(), 2);
-        assert!(s.settled(&a));
-        assert!(!s.settled(&a));
+        assert_eq!(s.settled(&a), Some(1));
+        assert_eq!(s.settled(&a), None);
         assert_eq!(s.room(), 1);
         assert!(s.overdue(Timestamp::from_unix_millis(2000), Duration::from_secs(1)));
         assert!(!s.overdue(Timestamp::from_unix_millis(500), Duration::from_secs(1)));

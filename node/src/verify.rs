@@ -62,21 +62,33 @@ impl std::fmt::Debug for CheckContext<'_> {
     }
 }
 
+/// A delivered document: the id the frame claims, the id the document actually has (if the
+/// reader computed it from the frame's bytes; otherwise it is computed here), and the
+/// document.
+pub type Delivery = (MessageId, Option<MessageId>, SignedDocument);
+
 /// Checks a batch of deliveries from one peer whose key history is `history` (updated in
 /// place by rotation statements in the batch, so that later documents in the same batch
 /// can use the new key). Results are in order.
 pub fn check_batch(
     ctx: &CheckContext<'_>,
     history: &mut KeyHistory,
-    items: Vec<(MessageId, SignedDocument)>,
+    items: Vec<Delivery>,
 ) -> Vec<Result<Received, Refusal>> {
+    let items: Vec<(MessageId, MessageId, SignedDocument)> = items
+        .into_iter()
+        .map(|(claimed, actual, doc)| {
+            let actual = actual.unwrap_or_else(|| doc.message_id());
+            (claimed, actual, doc)
+        })
+        .collect();
     // Rotations change which keys are valid, so a batch that holds one is checked one by
     // one in order; others have their signatures verified together.
-    if items.iter().any(|(_, d)| d.kind == DocumentKind::KeyRotation) {
+    if items.iter().any(|(_, _, d)| d.kind == DocumentKind::KeyRotation) {
         return items
             .into_iter()
-            .map(|(id, doc)| {
-                let key = precheck(ctx, history, &id, &doc)?;
+            .map(|(id, actual, doc)| {
+                let key = precheck(ctx, history, &id, &actual, &doc)?;
                 doc.verify_signature(&key)
                     .map_err(|e| Refusal::new(RejectCode::BadSignature, e.to_string()))?;
                 let content = check_content(ctx, history, &doc)?;
@@ -91,11 +103,11 @@ pub fn check_batch(
     }
 
     let prechecked: Vec<Result<VerifyingKey, Refusal>> =
-        items.iter().map(|(id, doc)| precheck(ctx, history, id, doc)).collect();
+        items.iter().map(|(id, actual, doc)| precheck(ctx, history, id, actual, doc)).collect();
     let to_verify: Vec<(usize, &SignedDocument, &VerifyingKey)> = prechecked
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| r.as_ref().ok().map(|k| (i, &items[i].1, k)))
+        .filter_map(|(i, r)| r.as_ref().ok().map(|k| (i, &items[i].2, k)))
         .collect();
     let good = verify_signatures(&to_verify.iter().map(|(_, d, k)| (*d, *k)).collect::<Vec<_>>());
     let mut sig_ok = vec![false; items.len()];
@@ -106,7 +118,7 @@ pub fn check_batch(
         .into_iter()
         .zip(prechecked)
         .zip(sig_ok)
-        .map(|(((id, doc), pre), ok)| {
+        .map(|(((id, _, doc), pre), ok)| {
             pre?;
             if !ok {
                 return Err(Refusal::new(
@@ -145,10 +157,10 @@ fn precheck(
     ctx: &CheckContext<'_>,
     history: &KeyHistory,
     claimed_id: &MessageId,
+    actual: &MessageId,
     doc: &SignedDocument,
 ) -> Result<VerifyingKey, Refusal> {
-    let actual = doc.message_id();
-    if actual != *claimed_id {
+    if actual != claimed_id {
         return Err(Refusal::new(
             RejectCode::InvalidDocument,
             format!("the frame names message {claimed_id:?}, but the document's id is {actual:?}"),

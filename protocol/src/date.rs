@@ -195,6 +195,32 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// Exactly the form [`Timestamp`] displays: `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+impl FromStr for Timestamp {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let fmt = ValueError::Format { expected: "an instant written YYYY-MM-DDTHH:MM:SS.mmmZ, in UTC" };
+        let b = s.as_bytes();
+        if b.len() != 24 || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'.' || b[23] != b'Z'
+        {
+            return Err(fmt);
+        }
+        let date: Date = s[..10].parse().map_err(|_| fmt.clone())?;
+        let digits = |r: std::ops::Range<usize>, max: i64| -> Result<i64, ValueError> {
+            let part = &s[r];
+            match part.parse::<i64>() {
+                Ok(v) if part.bytes().all(|c| c.is_ascii_digit()) && v <= max => Ok(v),
+                _ => Err(fmt.clone()),
+            }
+        };
+        let (h, m, sec, ms) =
+            (digits(11..13, 23)?, digits(14..16, 59)?, digits(17..19, 59)?, digits(20..23, 999)?);
+        Ok(Timestamp(
+            i64::from(date.days_since_epoch()) * 86_400_000 + h * 3_600_000 + m * 60_000 + sec * 1000 + ms,
+        ))
+    }
+}
+
 impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -219,6 +245,23 @@ mod tests {
             let (y, m, dd) = d.ymd();
             assert_eq!(Date::from_ymd(y, m, dd).unwrap(), d);
             assert_eq!(d.to_string().parse::<Date>().unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn instants_parse_as_they_display() {
+        for ms in [0, 1, 999, 86_399_999, 1_795_000_000_123, 4_102_444_799_999] {
+            let t = Timestamp::from_unix_millis(ms);
+            assert_eq!(t.to_string().parse::<Timestamp>().unwrap(), t);
+        }
+        for bad in [
+            "2026-11-28T24:00:00.000Z",
+            "2026-11-28T12:00:00Z",
+            "2026-11-28 12:00:00.000Z",
+            "2026-11-28T12:60:00.000Z",
+            "2026-11-28T1+:00:00.000Z",
+        ] {
+            assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
         }
     }
 

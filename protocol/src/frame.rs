@@ -178,6 +178,29 @@ pub fn decode_frame(buf: &[u8], max: u32) -> Result<Option<(Frame, usize)>, Fram
     Ok(Some((frame, LENGTH_PREFIX + len)))
 }
 
+/// Decodes one frame like [`decode_frame`]; for a `Deliver`, also returns the id of the
+/// document as it actually is (SHA-256 of its bytes within the frame), so the receiver can
+/// compare it with the id the frame claims without encoding the document again.
+pub fn decode_frame_with_id(
+    buf: &[u8],
+    max: u32,
+) -> Result<Option<(Frame, usize, Option<MessageId>)>, FrameError> {
+    let Some((frame, used)) = decode_frame(buf, max)? else { return Ok(None) };
+    let id = match &frame {
+        Frame::Deliver { .. } => deliver_document_bytes(&buf[LENGTH_PREFIX..used]).map(crate::Digest::of),
+        _ => None,
+    };
+    Ok(Some((frame, used, id)))
+}
+
+/// Where the document's bytes lie in a `Deliver` frame body: after the variant index (u32)
+/// and the claimed message id (32 bytes). The encoding is fixed (`codec::config`), and a test
+/// checks this against the encoder.
+fn deliver_document_bytes(body: &[u8]) -> Option<&[u8]> {
+    const DELIVER: [u8; 4] = 1u32.to_be_bytes();
+    (body.get(..4)? == DELIVER).then(|| body.get(36..)).flatten()
+}
+
 /// Appends `frame`, length-prefixed, to `out`. Fails (appending nothing) if the frame would
 /// be larger than `max`.
 pub fn encode_frame(frame: &Frame, max: u32, out: &mut Vec<u8>) -> Result<(), FrameError> {
@@ -191,4 +214,37 @@ pub fn encode_frame(frame: &Frame, max: u32, out: &mut Vec<u8>) -> Result<(), Fr
     }
     out[start..start + LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::{SignedDocument, Void};
+    use crate::{Digest, ParticipantCode, Timestamp};
+
+    #[test]
+    fn the_deliver_layout_matches_the_encoder() {
+        let void = Void {
+            certificate: "RU-2026-000001".parse().unwrap(),
+            certificate_id: Digest::of(b"c"),
+            reason: "issued in error".parse().unwrap(),
+        };
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let doc = SignedDocument::sign(
+            &void,
+            ParticipantCode::from_static("RU"),
+            &key,
+            Timestamp::from_unix_millis(1),
+        );
+        let frame = Frame::Deliver { message_id: Digest::of(b"claimed"), document: doc.clone() };
+        let mut buf = Vec::new();
+        encode_frame(&frame, DEFAULT_MAX_FRAME_BYTES, &mut buf).unwrap();
+        let (back, used, id) = decode_frame_with_id(&buf, DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
+        assert_eq!((back, used), (frame, buf.len()));
+        assert_eq!(id, Some(doc.message_id()));
+        let ping = Frame::Ping { nonce: 1 };
+        let mut buf = Vec::new();
+        encode_frame(&ping, DEFAULT_MAX_FRAME_BYTES, &mut buf).unwrap();
+        assert_eq!(decode_frame_with_id(&buf, DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap().2, None);
+    }
 }

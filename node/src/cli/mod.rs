@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cert;
-mod client;
+pub(crate) mod client;
 mod init;
 mod keys;
 mod log;
@@ -104,6 +105,8 @@ enum Command {
     /// Verify the hash-chained log and every signature in it; export it.
     #[command(subcommand)]
     Log(log::LogCommand),
+    /// Measure throughput and latency of a real two-node exchange on this machine.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line, runs the command, prints problems; returns the exit status.
@@ -118,6 +121,7 @@ pub fn main() -> ExitCode {
         Command::Status(a) => status::run(a),
         Command::Keys(c) => keys::run(c),
         Command::Log(c) => log::run(c),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,6 +71,16 @@ impl LogEntry {
     }
 }
 
+/// What the log stores under an entry's seq: the entry's canonical bytes (which the hash
+/// covers) and, for an entry this node received, the receipt it gave for it. That receipt
+/// commits to the entry's hash, so it is kept beside the entry, not inside it; keeping both
+/// in one record costs one write per received document instead of two.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct LogRecord {
+    pub entry: Vec<u8>,
+    pub receipt: Option<MessageReceipt>,
+}
+
 /// The hash of an entry given its encoded bytes.
 pub fn hash_entry_bytes(prev_hash: &Digest, entry_bytes: &[u8]) -> Digest {
     Digest::of_parts(&[&prev_hash.0, entry_bytes])
@@ -150,6 +160,8 @@ pub struct CertRecord {
     pub value_usd: u64,
     /// Where the certificate sits in this node's log, once acknowledged.
     pub log_seq: Option<u64>,
+    /// Outbound, while queued: its place in the peer's outbox.
+    pub oseq: Option<u64>,
     pub delivered_at: Option<Timestamp>,
     pub confirmation: Option<ConfirmationRecord>,
     pub void: Option<VoidRecord>,
@@ -172,6 +184,8 @@ pub struct ConfirmationRecord {
     pub acknowledged: bool,
     /// Set if the exporter's node refused it.
     pub rejection: Option<Rejection>,
+    /// On the exporting side: where the confirmation sits in the log.
+    pub log_seq: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, utoipa::ToSchema)]
@@ -182,6 +196,8 @@ pub struct VoidRecord {
     pub voided_at: Timestamp,
     pub acknowledged: bool,
     pub rejection: Option<Rejection>,
+    /// On the importing side: where the void sits in the log.
+    pub log_seq: Option<u64>,
 }
 
 /// A peer's permanent refusal.
@@ -192,20 +208,14 @@ pub struct Rejection {
     pub at: Timestamp,
 }
 
-/// A document on its way out to one peer, or acknowledged or refused.
+/// A document waiting in a peer's outbox, under its outbox sequence (a sequential key: the
+/// hot path never writes a large record under a random key).
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
-pub enum OutMessage {
-    Pending { document: SignedDocument, oseq: u64, certificate: Option<CertificateNumber> },
-    Delivered { log_seq: u64, certificate: Option<CertificateNumber> },
-    Rejected { rejection: Rejection, certificate: Option<CertificateNumber> },
-}
-
-/// A document received from a peer, and the receipt this node gave for it (a duplicate gets
-/// the same receipt back).
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
-pub struct InMessage {
-    pub log_seq: u64,
-    pub receipt: MessageReceipt,
+pub struct OutboxEntry {
+    pub message_id: MessageId,
+    pub document: SignedDocument,
+    /// The certificate the document concerns, if any.
+    pub certificate: Option<CertificateNumber>,
 }
 
 /// An enrolled (or formerly enrolled) partner.

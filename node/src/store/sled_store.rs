@@ -16,7 +16,10 @@ pub struct SledStore {
 
 struct Inner {
     db: sled::Db,
-    trees: Vec<sled::Tree>,
+    /// The one sled tree that holds every logical tree, each under a one-byte prefix (see
+    /// [`prefix`]): a group commit is then a single sled batch, atomic across a crash,
+    /// without sled's multi-tree transactions (which cost about as much again as the writes).
+    tree: sled::Tree,
     path: PathBuf,
     /// Held for as long as the store is open: no other kpnode (and so no other sled) can
     /// touch these files meanwhile.
@@ -61,15 +64,23 @@ impl SledStore {
             return Err(StoreError::Missing { path: path.display().to_string() });
         }
         let (store, report) = Self::open_inner(path, cache_capacity_mb)?;
-        match store.get(Tree::Meta, meta::FORMAT)? {
-            Some(v) if v == meta::FORMAT_VERSION.as_bytes() => Ok((store, report)),
-            other => Err(StoreError::Format {
-                found: other
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-                    .unwrap_or_else(|| "unset".into()),
-                expected: meta::FORMAT_VERSION.into(),
-            }),
-        }
+        let found = match store.get(Tree::Meta, meta::FORMAT)? {
+            Some(v) if v == meta::FORMAT_VERSION.as_bytes() => return Ok((store, report)),
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            // kpnode-store/1 kept one sled tree per logical tree.
+            // (Looked for without open_tree, which would create the tree.)
+            None if store.inner.db.tree_names().iter().any(|n| n.as_ref() == b"meta.v1") => {
+                let old = store.inner.db.open_tree("meta.v1")?.get(meta::FORMAT)?;
+                let old = old.map_or_else(|| "unset".into(), |v| String::from_utf8_lossy(&v).into_owned());
+                format!("{old} (one sled tree per kind of record)")
+            }
+            None => "unset".into(),
+        };
+        Err(StoreError::Format {
+            path: path.display().to_string(),
+            found,
+            expected: meta::FORMAT_VERSION.into(),
+        })
     }
 
     fn open_inner(path: &Path, cache_capacity_mb: u32) -> Result<(SledStore, OpenReport), StoreError> {
@@ -81,14 +92,12 @@ impl SledStore {
             .path(path)
             .cache_capacity(u64::from(cache_capacity_mb) * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
+            // Every batch is flushed explicitly; sled's own periodic flusher would only compete.
+            .flush_every_ms(None)
             .open()?;
-        let trees = Tree::ALL.iter().map(|t| db.open_tree(t.name())).collect::<Result<Vec<_>, _>>()?;
-        let store = SledStore { inner: Arc::new(Inner { db, trees, path: path.to_owned(), _lock: lock }) };
+        let tree = db.open_tree(TREE_NAME)?;
+        let store = SledStore { inner: Arc::new(Inner { db, tree, path: path.to_owned(), _lock: lock }) };
         Ok((store, OpenReport { removed_partial_snapshots: removed }))
-    }
-
-    fn tree(&self, t: Tree) -> &sled::Tree {
-        &self.inner.trees[t as usize]
     }
 
     pub fn path(&self) -> &Path {
@@ -99,6 +108,28 @@ impl SledStore {
     pub fn size_on_disk(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
     }
+}
+
+/// The sled tree holding the store, named after its format.
+const TREE_NAME: &str = "kpnode.v1";
+
+/// The key prefix of each logical tree.
+fn prefix(t: Tree) -> u8 {
+    match t {
+        Tree::Log => b'L',
+        Tree::Certs => b'C',
+        Tree::Outbox => b'O',
+        Tree::Messages => b'M',
+        Tree::Peers => b'P',
+        Tree::Meta => b'X',
+    }
+}
+
+fn full_key(t: Tree, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(prefix(t));
+    k.extend_from_slice(key);
+    k
 }
 
 fn io(path: &Path, source: std::io::Error) -> StoreError {
@@ -164,7 +195,7 @@ fn remove_partial_snapshots(path: &Path) -> Result<Vec<PathBuf>, StoreError> {
 
 impl Storage for SledStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree(tree).get(key)?.map(|v| v.to_vec()))
+        Ok(self.inner.tree.get(full_key(tree, key))?.map(|v| v.to_vec()))
     }
 
     fn range(
@@ -175,9 +206,9 @@ impl Storage for SledStore {
         limit: usize,
     ) -> Result<Vec<super::KeyValue>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree(tree).range(start..end).take(limit) {
+        for item in self.inner.tree.range(full_key(tree, start)..full_key(tree, end)).take(limit) {
             let (k, v) = item?;
-            out.push((k.to_vec(), v.to_vec()));
+            out.push((k[1..].to_vec(), v.to_vec()));
         }
         Ok(out)
     }
@@ -188,42 +219,28 @@ impl Storage for SledStore {
         start: &[u8],
         end: &[u8],
     ) -> Result<Option<super::KeyValue>, StoreError> {
-        match self.tree(tree).range(start..end).next_back() {
+        match self.inner.tree.range(full_key(tree, start)..full_key(tree, end)).next_back() {
             Some(item) => {
                 let (k, v) = item?;
-                Ok(Some((k.to_vec(), v.to_vec())))
+                Ok(Some((k[1..].to_vec(), v.to_vec())))
             }
             None => Ok(None),
         }
     }
 
     fn commit(&self, writes: &Writes) -> Result<(), StoreError> {
-        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
         if writes.is_empty() {
             return Ok(());
         }
-        let trees: &[sled::Tree] = &self.inner.trees;
-        trees
-            .transaction(|tx| {
-                for ((tree, key), value) in writes {
-                    let t = &tx[*tree as usize];
-                    match value {
-                        Some(v) => {
-                            t.insert(key.as_slice(), v.as_slice())?;
-                        }
-                        None => {
-                            t.remove(key.as_slice())?;
-                        }
-                    }
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => StoreError::Sled(e),
-                TransactionError::Abort(()) => StoreError::Sled(sled::Error::ReportableBug(
-                    "transaction aborted without a reason".into(),
-                )),
-            })
+        let mut batch = sled::Batch::default();
+        for ((tree, key), value) in writes {
+            match value {
+                Some(v) => batch.insert(full_key(*tree, key), v.as_slice()),
+                None => batch.remove(full_key(*tree, key)),
+            }
+        }
+        self.inner.tree.apply_batch(batch)?;
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

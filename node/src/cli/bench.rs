@@ -1,0 +1,92 @@
+//! `kpnode bench`.
+
+use super::{CliResult, Failure};
+use crate::bench::{self, BenchOptions};
+
+#[derive(Debug, clap::Args)]
+#[command(long_about = "Measure a real exchange on this machine: two nodes enrolled to each other \
+over mutual TLS, with durable sled stores in a temporary directory. By default both run in this \
+process and certificates go through the API's submission path (validate, sign, store, flush); with \
+--processes both run as `kpnode run` daemons and certificates are POSTed to the exporter's HTTP API, \
+so each node's peak memory is its own. Each certificate is timed until the exporter has stored the \
+importer's receipt. Beside the result, the machine's Ed25519 speed gives the limit the exchange is measured \
+against: cores / (2 signatures + 2 batched verifications) per certificate.\n\n\
+One certificate at a time (--concurrency 1) measures latency; many at once, throughput.")]
+pub struct BenchArgs {
+    /// Certificates to exchange.
+    #[arg(long, default_value_t = 10_000)]
+    certs: u64,
+    /// Deliveries in flight per link (delivery.max_in_flight).
+    #[arg(long, default_value_t = 256)]
+    window: u32,
+    /// Certificates submitted at once; 1 means one at a time, each waiting for its receipt.
+    /// With --processes, the number of HTTP connections (at most 64), none waiting for receipts.
+    #[arg(long, default_value_t = 1024)]
+    concurrency: usize,
+    /// Run both nodes as `kpnode run` daemons and submit over HTTP.
+    #[arg(long)]
+    processes: bool,
+    /// Also time the start of a node whose log holds this many entries.
+    #[arg(long, value_name = "N")]
+    startup_entries: Option<u64>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: BenchArgs) -> CliResult {
+    if a.certs == 0 {
+        return Err(Failure::input("--certs must be at least 1"));
+    }
+    let opts = BenchOptions {
+        certs: a.certs,
+        window: a.window.clamp(1, 65_536),
+        concurrency: a.concurrency.clamp(1, 100_000),
+        processes: a.processes,
+        startup_entries: a.startup_entries,
+        progress: !a.json,
+    };
+    let r = bench::run(&opts).map_err(|e| Failure::runtime(format!("bench failed: {e}")))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        return Ok(());
+    }
+    let c = &r.crypto;
+    println!();
+    println!(
+        "kpnode bench: {} certificates RU → IN, window {}, {} submitted at once, {}",
+        r.certs, r.window, r.concurrency, r.mode
+    );
+    println!();
+    println!(
+        "  acknowledged {} of {} (each receipt verified and stored by the exporter)",
+        r.acknowledged, r.certs
+    );
+    println!(
+        "  throughput   {:>10.0} certificates/s   (acknowledged and durable on both sides; {:.2} s)",
+        r.throughput_per_s, r.elapsed_s
+    );
+    println!(
+        "  latency      p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   (submit → receipt stored)",
+        r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.max
+    );
+    println!("  peak RSS     exporter {:.1} MB, importer {:.1} MB", r.rss_mb.exporter, r.rss_mb.importer);
+    println!("               ({})", r.rss_mb.note);
+    println!(
+        "  this machine Ed25519 on one core, {}-byte document: sign {:.1} µs, verify {:.1} µs, batch verify {:.1} µs; {} cores",
+        c.document_bytes, c.sign_us, c.verify_us, c.batch_verify_us, c.cores
+    );
+    println!(
+        "  limit        {:>10.0} certificates/s   = {} cores / (2 × sign + 2 × batch verify)",
+        r.limit_per_s, c.cores
+    );
+    println!("  ratio        {:>10.2}", r.ratio);
+    println!("               {}", r.ratio_note);
+    if let Some(s) = &r.startup {
+        println!(
+            "  start-up     {:.3} s to serve with {} log entries ({:.0} MB store)",
+            s.seconds_to_serve, s.log_entries, s.store_mb
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `kpnode bench` stays runnable: a small instance of each mode, checked for completeness,
+//! never for speed (this machine's speed is the bench's answer, not the test's).
+
+use kp_tests::kpnode;
+use serde_json::Value;
+
+fn bench(extra: &[&str]) -> Value {
+    let mut args = vec!["bench", "--json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = kpnode(&args);
+    assert_eq!(code, 0, "kpnode {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"))
+}
+
+fn check(r: &Value, certs: u64) {
+    assert_eq!(r["certs"], certs);
+    assert_eq!(r["acknowledged"], certs, "every certificate acknowledged: {r}");
+    for key in ["throughput_per_s", "limit_per_s", "ratio"] {
+        assert!(r[key].as_f64().is_some_and(|v| v > 0.0 && v.is_finite()), "{key}: {r}");
+    }
+    let lat = &r["latency_ms"];
+    let (p50, p99, max) =
+        (lat["p50"].as_f64().unwrap(), lat["p99"].as_f64().unwrap(), lat["max"].as_f64().unwrap());
+    assert!(p50 <= p99 && p99 <= max, "percentiles in order: {lat}");
+    for side in ["exporter", "importer"] {
+        assert!(r["rss_mb"][side].as_f64().is_some_and(|v| v > 1.0), "rss_mb.{side}: {r}");
+    }
+    assert!(r["crypto"]["sign_us"].as_f64().is_some_and(|v| v > 0.0));
+}
+
+#[test]
+fn bench_acknowledges_every_certificate_in_one_process() {
+    let r = bench(&["--certs", "500"]);
+    check(&r, 500);
+    assert_eq!(r["mode"], "one process");
+}
+
+#[test]
+fn bench_acknowledges_every_certificate_across_two_daemons() {
+    let r = bench(&["--certs", "200", "--processes", "--concurrency", "8"]);
+    check(&r, 200);
+    assert_eq!(r["concurrency"], 8);
+}
+
+#[test]
+fn bench_times_a_start_with_a_full_log() {
+    let r = bench(&["--certs", "20", "--concurrency", "1", "--startup-entries", "2000"]);
+    check(&r, 20);
+    assert_eq!(r["startup"]["log_entries"], 2000);
+    assert!(r["startup"]["seconds_to_serve"].as_f64().is_some_and(|s| s > 0.0));
+}
+
+#[test]
+fn bench_refuses_zero_certificates() {
+    let (code, _, err) = kpnode(&["bench", "--certs", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--certs"), "{err}");
+}
