@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use crate::actor::ActorError;
 use crate::engine::{document_of, Command, EngineError, Outcome};
 use crate::node::Shared;
-use crate::participants::Directory;
+use crate::participants;
 use crate::queries::{self, cert_view, CertFilter};
 use crate::store::{get_record, meta, CertRecord, CertStatus, Direction, PeerRecord, StoreError, Tree};
 
@@ -128,6 +128,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/certificates/{number}/void", post(void))
         .route("/v1/peers", get(peers).post(add_peer))
         .route("/v1/peers/{code}", delete(remove_peer))
+        .route("/v1/participants", get(participants_list))
+        .route("/v1/participants/import", post(participants_import))
+        .route("/v1/participants/export", get(participants_export))
+        .route("/v1/participants/{code}", get(participants_show).post(participants_set))
         .route("/v1/status", get(status))
         .route("/v1/keys", get(keys))
         .route("/v1/keys/rotate", post(rotate))
@@ -222,10 +226,6 @@ pub struct Submitted {
     pub warnings: Vec<String>,
 }
 
-fn directory(shared: &Shared) -> Directory {
-    Directory::with_extra(shared.trust.get().peers().map(|p| p.participant))
-}
-
 /// The next certificate number of `year`, above anything assigned or stored.
 fn next_number(shared: &Shared, year: i32) -> ApiResult<u64> {
     let mut numbers = shared.numbers.lock().unwrap_or_else(|p| p.into_inner());
@@ -261,18 +261,37 @@ async fn submit(
 pub async fn submit_certificate(shared: &Arc<Shared>, body: &[u8]) -> ApiResult<Submitted> {
     let today = shared.now().date();
     let draft = {
-        let directory = directory(shared);
+        let registry = shared.registry.get();
+        let on = registry.on(today);
         let ctx = ValidationContext {
             today,
             max_validity_days: Some(shared.config.certificates.max_validity_days),
-            participants: &directory,
+            participants: &on,
             exporter: Some(shared.me),
             importer: None,
         };
-        CertificateDraft::from_json_bytes(body, &ctx)
-            .map_err(|p| ApiError::Invalid { error: "invalid_certificate", problems: p.0 })?
+        let draft = CertificateDraft::from_json_bytes(body, &ctx)
+            .map_err(|p| ApiError::Invalid { error: "invalid_certificate", problems: p.0 })?;
+        let mut problems = on.issue_problems(&draft.content);
+        let importer = draft.content.importing_participant;
+        if on.entry(importer).is_some_and(|e| !e.members.is_empty())
+            && shared.trust.get().active(importer).is_none()
+        {
+            problems.push(Problem::new(
+                "importing_participant",
+                format!(
+                    "{importer} is a union of member states; certificates to it are delivered to a node of {importer}'s own, \
+                     and none is enrolled here (delivery to a member state's node is not supported)"
+                ),
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(ApiError::Invalid { error: "invalid_certificate", problems });
+        }
+        draft
     };
     let importer = draft.content.importing_participant;
+    let exporting = draft.content.exporting_participant;
     let mut warnings = Vec::new();
     if shared.trust.get().active(importer).is_none() {
         warnings.push(format!(
@@ -291,7 +310,11 @@ pub async fn submit_certificate(shared: &Arc<Shared>, body: &[u8]) -> ApiResult<
             None => {
                 let year = today.year();
                 let seq = next_number(shared, year)?;
-                let n = CertificateNumber::assigned(shared.me, year, seq);
+                let n = if exporting == shared.me {
+                    CertificateNumber::assigned(shared.me, year, seq)
+                } else {
+                    CertificateNumber::assigned_for_union(exporting, shared.me, year, seq)
+                };
                 (d.into_certificate(|| n), Some((year, seq)))
             }
         };
@@ -590,6 +613,120 @@ async fn add_peer(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+fn participant_code(code: &str) -> ApiResult<ParticipantCode> {
+    code.parse().map_err(|e| invalid("invalid_request", "code", format!("{code:?}: {e}")))
+}
+
+#[utoipa::path(get, path = "/v1/participants", tag = "participants",
+    responses((status = 200, description = "Every participant in force today", body = Vec<participants::ParticipantView>),
+        (status = 401, body = ErrorBody)))]
+async fn participants_list(State(shared): State<Arc<Shared>>) -> Json<Vec<participants::ParticipantView>> {
+    Json(participants::list(&shared.registry.get(), shared.now().date()))
+}
+
+#[utoipa::path(get, path = "/v1/participants/{code}", tag = "participants",
+    params(("code" = String, Path, description = "A participant or member state code")),
+    responses((status = 200, body = participants::ParticipantDetail), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn participants_show(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(code): ApiPath<String>,
+) -> ApiResult<Json<participants::ParticipantDetail>> {
+    let code = participant_code(&code)?;
+    participants::show(&shared.registry.get(), shared.now().date(), code)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("{code} is not in this node's participant registry")))
+}
+
+#[utoipa::path(post, path = "/v1/participants/{code}", tag = "participants",
+    params(("code" = String, Path, description = "The participant to change or add")),
+    request_body = participants::SetRequest,
+    responses((status = 200, description = "Recorded (signed, in the log) and in force from its date", body = participants::ParticipantDetail),
+        (status = 413, body = ErrorBody), (status = 422, description = "Every problem, by field", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn participants_set(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(code): ApiPath<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<participants::ParticipantDetail>> {
+    let code = participant_code(&code)?;
+    let req: participants::SetRequest = parse_body(&body)?;
+    let today = shared.now().date();
+    let entry = participants::prepare_set(&shared.registry.get(), today, code, &req)
+        .map_err(|problems| ApiError::Invalid { error: "invalid_request", problems })?;
+    tracing::info!(participant = %code, status = %entry.status, from = %entry.effective_from, "participant registry changed by the operator");
+    match shared.actor.call(participants::record(&shared.signer, entry, "operator")).await? {
+        Outcome::Done => {}
+        other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+    }
+    participants::show(&shared.registry.get(), shared.now().date(), code)
+        .map(Json)
+        .ok_or_else(|| ApiError::Internal("the recorded participant is missing".into()))
+}
+
+/// A signed participant list to import.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// The armored list (`kpnode participants export`).
+    pub list: String,
+    /// Only report what would change.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[utoipa::path(post, path = "/v1/participants/import", tag = "participants", request_body = ImportRequest,
+    responses((status = 200, description = "What changed (or would change)", body = participants::ImportPlan),
+        (status = 413, body = ErrorBody), (status = 422, description = "Not a valid, verifiable list", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn participants_import(
+    State(shared): State<Arc<Shared>>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<participants::ImportPlan>> {
+    let req: ImportRequest = parse_body(&body)?;
+    let today = shared.now().date();
+    let plan = {
+        let keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
+        participants::prepare_import(
+            &shared.registry.get(),
+            today,
+            shared.me,
+            &keys.history,
+            &shared.trust.get(),
+            &req.list,
+        )
+        .map_err(|p| ApiError::Invalid {
+            error: "invalid_list",
+            problems: p.into_iter().map(|m| Problem::new("list", m)).collect(),
+        })?
+    };
+    if !req.dry_run {
+        for entry in plan.changes.clone() {
+            tracing::info!(participant = %entry.code, status = %entry.status, source = %plan.source, "participant registry changed by an imported list");
+            match shared.actor.call(participants::record(&shared.signer, entry, &plan.source)).await? {
+                Outcome::Done => {}
+                other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+            }
+        }
+    }
+    Ok(Json(plan))
+}
+
+/// This node's registry as a signed list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExportedList {
+    pub list: String,
+}
+
+#[utoipa::path(get, path = "/v1/participants/export", tag = "participants",
+    responses((status = 200, description = "The registry in force, signed by this node", body = ExportedList),
+        (status = 401, body = ErrorBody)))]
+async fn participants_export(State(shared): State<Arc<Shared>>) -> Json<ExportedList> {
+    Json(ExportedList {
+        list: participants::export(&shared.registry.get(), shared.now().date(), &shared.signer),
+    })
+}
+
 /// The stored record of the participant a bundle names, if any.
 fn peer_record(shared: &Shared, bundle_text: &str) -> ApiResult<Option<PeerRecord>> {
     let Ok(b) = kp_keys::VerifiedBundle::from_armored(bundle_text) else { return Ok(None) };
@@ -636,8 +773,11 @@ pub struct Status {
     pub peer_listen: String,
     pub certificates_out: u64,
     pub certificates_in: u64,
+    /// Inbound certificates from restricted participants, accepted under enhanced vigilance.
+    pub certificates_under_vigilance: u64,
     pub log_entries: u64,
-    /// Keys older than `keys.max_key_age`, and similar things needing attention.
+    /// Keys older than `keys.max_key_age`, messages held for suspended participants, and
+    /// similar things needing attention.
     pub warnings: Vec<String>,
     pub peers: Vec<queries::PeerView>,
 }
@@ -650,6 +790,15 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
     let head = get_record::<crate::store::LogHead, _>(&shared.store, Tree::Meta, meta::LOG_HEAD)?
         .unwrap_or_default();
     let fingerprint = shared.keys.lock().unwrap_or_else(|p| p.into_inner()).fingerprint().to_string();
+    let peers = queries::peer_views(&shared)?;
+    let mut warnings = crate::node::key_age_warnings(&shared);
+    let registry = shared.registry.get();
+    let on = registry.on(shared.now().date());
+    for p in &peers {
+        if let Some(why) = on.held(p.participant) {
+            warnings.push(format!("{} message(s) for {} are held: {why}", p.queued, p.participant));
+        }
+    }
     Ok(Json(Status {
         participant: shared.me,
         authority: shared.config.authority.to_string(),
@@ -659,9 +808,10 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
         peer_listen: shared.peer_addr.to_string(),
         certificates_out: counts.certificates_out,
         certificates_in: counts.certificates_in,
+        certificates_under_vigilance: counts.vigilance,
         log_entries: head.next_seq.saturating_sub(1),
-        warnings: crate::node::key_age_warnings(&shared),
-        peers: queries::peer_views(&shared)?,
+        warnings,
+        peers,
     }))
 }
 
@@ -900,13 +1050,16 @@ impl utoipa::Modify for BearerAuth {
         title = "kpnode local API",
         description = "The local HTTP API of a kpnode: submit, follow, confirm and void Kimberley Process certificates; enrol peers; keys, log, status and metrics. JSON over HTTP; every route but /healthz needs `Authorization: Bearer <api.token>`."
     ),
-    paths(submit, list, show, confirm, void, peers, add_peer, remove_peer, status, keys, rotate, log, log_verify, metrics, healthz, openapi_json),
+    paths(submit, list, show, confirm, void, peers, add_peer, remove_peer, participants_list, participants_show,
+        participants_set, participants_import, participants_export, status, keys, rotate, log, log_verify, metrics,
+        healthz, openapi_json),
     components(schemas(ErrorBody, Problem, kp_protocol::Certificate, kp_protocol::CertificateDraft)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
         (name = "certificates", description = "Issue, follow, confirm and void certificates"),
         (name = "peers", description = "Partner nodes"),
+        (name = "participants", description = "The participant registry: status (active, suspended, restricted) and unions"),
         (name = "keys", description = "This node's keys and its peers'"),
         (name = "log", description = "The hash-chained log"),
         (name = "node", description = "Status, metrics, health and this document")

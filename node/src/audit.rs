@@ -22,6 +22,8 @@ pub struct AuditReport {
     pub entries: u64,
     pub sent: u64,
     pub received: u64,
+    /// Changes this node recorded for itself (participant registry).
+    pub recorded: u64,
     pub signatures_checked: u64,
     pub head_hash: Digest,
 }
@@ -162,7 +164,7 @@ fn check_entry(
     };
     let document = entry.document();
     let (signer_history, expected_signer) = match &entry.body {
-        EntryBody::Sent { .. } => (own, me),
+        EntryBody::Sent { .. } | EntryBody::Recorded { .. } => (own, me),
         EntryBody::Received { .. } => (peer_history()?, peer),
     };
     if document.signer != expected_signer {
@@ -229,6 +231,18 @@ fn check_entry(
                 report.signatures_checked += 1;
             }
         }
+        EntryBody::Recorded { document } => {
+            report.recorded += 1;
+            if document.kind != kp_protocol::DocumentKind::ParticipantChange {
+                return Err(bad(
+                    seq,
+                    format!("a {} is not something this node records for itself", document.kind),
+                ));
+            }
+            document
+                .body::<kp_protocol::RegistryChange>()
+                .map_err(|e| bad(seq, format!("participant registry change: {e}")))?;
+        }
     }
     Ok(())
 }
@@ -270,6 +284,7 @@ fn entry_what(entry: &LogEntry) -> String {
     match &entry.body {
         EntryBody::Sent { peer, .. } => format!("sent to {peer}"),
         EntryBody::Received { peer, .. } => format!("received from {peer}"),
+        EntryBody::Recorded { .. } => "recorded by this node".into(),
     }
 }
 

@@ -18,7 +18,7 @@ use bincode::{Decode, Encode};
 use kp_protocol::receipt::sign_batch_with;
 use kp_protocol::{
     Certificate, CertificateNumber, Digest, DocumentKind, ImportConfirmation, MessageId, MessageReceipt,
-    ParticipantCode, ReceiptItem, RejectCode, SignedDocument, Timestamp, Void,
+    ParticipantCode, ParticipantEntry, ReceiptItem, RejectCode, SignedDocument, Timestamp, Void,
 };
 
 use crate::signer::Signer;
@@ -52,6 +52,9 @@ pub enum Command {
     RemovePeer { participant: ParticipantCode },
     /// Queue a document (a key rotation statement) for each of `peers`.
     Announce { document: SignedDocument, peers: Vec<ParticipantCode> },
+    /// Record a participant registry change this node signed: a log entry, and the entry
+    /// added to the participant's registry history.
+    RecordParticipant { document: SignedDocument, entry: Box<ParticipantEntry> },
 }
 
 /// The result of one command.
@@ -107,7 +110,8 @@ pub struct Applied {
     pub outcomes: Vec<Outcome>,
     /// For each peer that got new outbox entries, the highest outbox sequence committed.
     pub queued_up_to: BTreeMap<ParticipantCode, u64>,
-    /// Whether any peer was enrolled, removed or rotated its keys.
+    /// Whether any peer was enrolled, removed or rotated its keys, or the participant
+    /// registry changed (the node reloads both).
     pub peers_changed: bool,
     /// How many log entries were appended.
     pub appended: u64,
@@ -325,6 +329,16 @@ impl Engine {
                     }
                     Outcome::Done
                 }
+                Command::RecordParticipant { document, entry } => {
+                    let (log_seq, _, _) = self.append(&mut txn, now, EntryBody::Recorded { document });
+                    let key = crate::registry::key(entry.code);
+                    let mut history: Vec<crate::registry::RecordedEntry> =
+                        txn.get_rec(Tree::Registry, &key)?.unwrap_or_default();
+                    history.push(crate::registry::RecordedEntry { entry: *entry, log_seq, recorded_at: now });
+                    txn.put(Tree::Registry, &key, &history);
+                    applied.peers_changed = true;
+                    Outcome::Done
+                }
             };
             applied.outcomes.push(outcome);
         }
@@ -440,6 +454,7 @@ impl Engine {
             void: None,
             rejection: None,
             updated_at: now,
+            vigilance: None,
         };
         let mut record = record;
         record.oseq =
@@ -663,9 +678,14 @@ impl Engine {
                     void: None,
                     rejection: None,
                     updated_at: now,
+                    vigilance: item.vigilance.clone(),
                 };
                 txn.put(Tree::Certs, key, &rec);
                 self.counts.certificates_in += 1;
+                if let Some(why) = &item.vigilance {
+                    self.counts.vigilance += 1;
+                    tracing::warn!(number = %cert.number, from = %peer, %why, "certificate accepted under enhanced vigilance");
+                }
                 tracing::info!(number = %cert.number, from = %peer, "certificate received");
                 Ok(Verdict::Store)
             }

@@ -11,7 +11,7 @@ use kp_protocol::{
 
 use crate::clock::ManualClock;
 use crate::engine::{Command, Engine, EngineError, Outcome, Reply};
-use crate::participants::Directory;
+use crate::registry::Registry;
 use crate::signer::Signer;
 use crate::store::{
     decode_record, get_record, outbox_range, CertRecord, CertStatus, LogEntry, MemStorage, OutboxEntry,
@@ -91,13 +91,13 @@ fn deliver(
     queued: Vec<(MessageId, SignedDocument, u64)>,
 ) -> Vec<Reply> {
     let docs: Vec<crate::verify::Delivery> = queued.into_iter().map(|(id, d, _)| (id, None, d)).collect();
-    let directory = Directory::default();
+    let registry = Registry::default();
     let ctx = CheckContext {
         me: to.code,
         peer: from.code,
         now,
         clock_tolerance_ms: 300_000,
-        directory: &directory,
+        registry: registry.on(now.date()),
     };
     let mut history = from.history.clone();
     let mut replies = Vec::new();
@@ -164,11 +164,11 @@ fn certificate(number: &str, carats: &str) -> Certificate {
         .replace("\"1520.35\"", &format!("\"{carats}\""))
         .replace("2026-11-28", "2026-11-18")
         .replace("2027-01-27", "2027-01-10");
-    let directory = Directory::default();
+    let registry = Registry::default();
     let ctx = ValidationContext {
         today: Timestamp::from_unix_millis(T0).date(),
         max_validity_days: Some(60),
-        participants: &directory,
+        participants: &registry.on(Timestamp::from_unix_millis(T0).date()),
         exporter: Some(RU),
         importer: None,
     };
@@ -278,8 +278,9 @@ fn nothing_unflushed_survives_a_crash_and_the_engine_reloads_its_head() {
     deliver(&ru, &mut inn, now, queued[..1].to_vec());
 
     // The second delivery is committed but not flushed when IN loses power.
-    let directory = Directory::default();
-    let ctx = CheckContext { me: IN, peer: RU, now, clock_tolerance_ms: 0, directory: &directory };
+    let registry = Registry::default();
+    let ctx =
+        CheckContext { me: IN, peer: RU, now, clock_tolerance_ms: 0, registry: registry.on(now.date()) };
     let docs = queued[1..].iter().map(|(i, d, _)| (*i, None, d.clone())).collect();
     let items = check_batch(&ctx, &mut ru.history.clone(), docs).into_iter().map(Result::unwrap).collect();
     inn.engine.apply(&inn.store, now, vec![Command::Deliveries { peer: RU, items }]).unwrap();

@@ -9,7 +9,7 @@
 //! - [`node`]: a running node and its task tree; [`link`]: peer connections over [`tls`]
 //!   and [`conn`]; [`api`]: the local HTTP API; [`queries`]: views for people.
 //! - [`signer`]: every signature this node makes; [`trust`]: whom it trusts now;
-//!   [`enrol`]: checking partners' bundles; [`participants`]: the participant list;
+//!   [`enrol`]: checking partners' bundles; [`registry`]: participants, their standing and unions;
 //!   [`metrics`]; [`clock`]: time, passed in.
 //! - [`cli`]: the `kpnode` command line.
 
@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod node;
 pub mod participants;
 pub mod queries;
+pub mod registry;
 pub mod sender;
 pub mod signer;
 pub mod store;

@@ -27,7 +27,6 @@ use crate::conn::{FrameReader, FrameWriter, LinkError};
 use crate::engine::{Command, Outcome, Reply};
 use crate::metrics::PeerCounter;
 use crate::node::Shared;
-use crate::participants::Directory;
 use crate::sender::{Backoff, SenderState};
 use crate::store::{decode_record, outbox_range, OutboxEntry, Storage, Tree};
 use crate::verify::{check_batch, CheckContext, Received, Refusal};
@@ -163,7 +162,6 @@ async fn serve_peer(shared: &Arc<Shared>, peer: ParticipantCode, tls: TlsServer)
     // This link's view of the peer's keys: rotation statements it delivers take effect for
     // the documents after them at once, before the store has made them durable.
     let mut history = current_history(shared, peer)?;
-    let directory = Directory::with_extra(shared.trust.get().peers().map(|p| p.participant));
     let result = async {
         loop {
             let Some(frame) = reader.read_frame_with_id_within(idle, "with the peer idle").await? else {
@@ -200,7 +198,7 @@ async fn serve_peer(shared: &Arc<Shared>, peer: ParticipantCode, tls: TlsServer)
                     history = snapshot.history.clone();
                 }
             }
-            let batch = receive(shared, peer, &mut history, &directory, deliveries).await?;
+            let batch = receive(shared, peer, &mut history, deliveries).await?;
             if tx.send(batch).await.is_err() {
                 return Err(LinkError::Refused("the writer stopped".into()));
             }
@@ -218,18 +216,20 @@ async fn receive(
     shared: &Arc<Shared>,
     peer: ParticipantCode,
     history: &mut KeyHistory,
-    directory: &Directory,
     deliveries: Vec<crate::verify::Delivery>,
 ) -> Result<Outgoing, LinkError> {
     let mut accepted: Vec<Received> = Vec::new();
     let mut slots = Vec::with_capacity(deliveries.len());
     {
+        // The registry as it stands now: a suspension takes effect for the next batch.
+        let registry = shared.registry.get();
+        let now = shared.now();
         let ctx = CheckContext {
             me: shared.me,
             peer,
-            now: shared.now(),
+            now,
             clock_tolerance_ms: shared.config.delivery.clock_tolerance.as_millis() as i64,
-            directory,
+            registry: registry.on(now.date()),
         };
         let ids: Vec<MessageId> = deliveries.iter().map(|(id, _, _)| *id).collect();
         for (id, checked) in ids.into_iter().zip(check_batch(&ctx, history, deliveries)) {
@@ -562,6 +562,10 @@ async fn run_session(
                 if last_heard.elapsed() > d.ping_interval * 3 {
                     return Err(LinkError::Timeout(d.ping_interval * 3, "with no word from the peer"));
                 }
+                if state.holding() {
+                    // A suspension can end by its date, not only by a registry change.
+                    fill_window(shared, peer, state, &mut outbox, tx).await?;
+                }
                 if last_ping.elapsed() >= d.ping_interval && last_heard.elapsed() >= d.ping_interval {
                     nonce += 1;
                     last_ping = Instant::now();
@@ -641,6 +645,19 @@ async fn fill_window(
 ) -> Result<(), LinkError> {
     let durable = *outbox.borrow_and_update();
     let now = shared.now();
+    if let Some(why) = shared.registry.get().on(now.date()).held(peer) {
+        if state.cursor() < durable && !state.holding() {
+            tracing::warn!(%why, "holding the messages queued for this peer until it is reinstated");
+        }
+        state.hold(true);
+        shared.links.update(peer, |s| s.held = Some(why));
+        return Ok(());
+    }
+    if state.holding() {
+        state.hold(false);
+        tracing::info!("the peer is no longer suspended; sending what was held");
+        shared.links.update(peer, |s| s.held = None);
+    }
     let mut sent = 0u64;
     while state.room() > 0 && state.cursor() < durable {
         let (start, end) = outbox_range(peer, state.cursor());

@@ -21,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::Engine;
 use crate::home::{HomeError, NodeDir};
 use crate::metrics::Metrics;
+use crate::registry::{Registry, RegistryCell};
 use crate::signer::Signer;
 use crate::store::{decode_record, PeerRecord, SledStore, Storage, StoreError, Tree};
 use crate::tls::{Identity, TlsContext};
@@ -85,6 +86,9 @@ pub struct LinkStatus {
     pub last_delivery: Option<Timestamp>,
     pub last_error: Option<String>,
     pub last_error_at: Option<Timestamp>,
+    /// Why messages for the peer are held (its participant is suspended), if they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 struct PeerEntry {
@@ -137,6 +141,14 @@ impl Links {
     /// Notified whenever new outbox entries for `peer` become durable.
     pub fn outbox(&self, peer: ParticipantCode) -> watch::Receiver<u64> {
         self.with(peer, |e| e.outbox.subscribe())
+    }
+
+    /// Wakes every link's sender, to look at its outbox again (after a registry change).
+    pub fn wake_all(&self) {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for e in m.values() {
+            e.outbox.send_modify(|_| {});
+        }
     }
 
     fn publish_outbox(&self, peer: ParticipantCode, oseq: u64) {
@@ -201,6 +213,8 @@ pub struct Shared {
     pub keys: Arc<Mutex<NodeKeys>>,
     pub tls: Arc<TlsContext>,
     pub trust: Arc<TrustCell>,
+    /// The participant registry, reloaded after every change.
+    pub registry: Arc<RegistryCell>,
     /// Bumped after every trust change; the supervisor reconciles links on it.
     pub trust_generation: watch::Sender<u64>,
     pub store: SledStore,
@@ -247,10 +261,16 @@ pub fn load_trust<S: Storage + ?Sized>(store: &S) -> Result<Trust, StoreError> {
     Ok(Trust::new(peers))
 }
 
+/// The registry: the shipped list, the recorded changes, and the enrolled peers.
+pub fn load_registry<S: Storage + ?Sized>(store: &S, trust: &Trust) -> Result<Registry, StoreError> {
+    Registry::load(store, trust.peers().map(|p| p.participant))
+}
+
 /// What the actor publishes after each flush.
 struct Publisher {
     links: Arc<Links>,
     trust: Arc<TrustCell>,
+    registry: Arc<RegistryCell>,
     generation: watch::Sender<u64>,
     observer: Option<DeliveryObserver>,
 }
@@ -269,8 +289,14 @@ impl Publish for Publisher {
         if peers_changed {
             match load_trust(store) {
                 Ok(t) => {
+                    match load_registry(store, &t) {
+                        Ok(r) => self.registry.set(r),
+                        Err(e) => tracing::error!(error = %e, "could not reload the participant registry"),
+                    }
                     self.trust.set(t);
                     self.generation.send_modify(|g| *g += 1);
+                    // A participant reinstated: its held messages may go now.
+                    self.links.wake_all();
                 }
                 Err(e) => tracing::error!(error = %e, "could not reload peers after a change"),
             }
@@ -319,6 +345,7 @@ impl Node {
         )
         .map_err(|e| StartError::Tls(e.to_string()))?;
         let trust = Arc::new(TrustCell::new(load_trust(&store)?));
+        let registry = Arc::new(RegistryCell::new(load_registry(&store, &trust.get())?));
         let tls = Arc::new(TlsContext {
             provider,
             identity: Arc::new(identity),
@@ -359,6 +386,7 @@ impl Node {
             Box::new(Publisher {
                 links: links.clone(),
                 trust: trust.clone(),
+                registry: registry.clone(),
                 generation: trust_generation.clone(),
                 observer: opts.delivery_observer.clone(),
             }),
@@ -380,6 +408,7 @@ impl Node {
             keys,
             tls,
             trust,
+            registry,
             trust_generation,
             store,
             actor: actor.handle(),

@@ -1,70 +1,278 @@
-//! The list of Kimberley Process participants this node knows, shipped as data
-//! (`node/data/participants.toml`) and parsed once.
+//! Operations on the participant registry, shared by the API and the offline command line:
+//! views for people, a change requested by the operator, and the import and export of signed
+//! participant lists. Each change becomes a [`RegistryChange`] signed by this node and
+//! recorded in its log (`Command::RecordParticipant`).
 
-use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use kp_keys::KeyHistory;
+use kp_protocol::registry::{list_from_armored, list_to_armored};
+use kp_protocol::{
+    Date, LongText, ParticipantCode, ParticipantDirectory, ParticipantEntry, ParticipantList,
+    ParticipantStatus, Problem, RegistryChange, SignedDocument, Text,
+};
+use serde::{Deserialize, Serialize};
 
-use kp_protocol::{ParticipantCode, ParticipantDirectory};
-use serde::Deserialize;
+use crate::engine::Command;
+use crate::registry::{change_problems, Registry};
+use crate::signer::Signer;
+use crate::trust::Trust;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParticipantInfo {
+/// A participant as shown to people: the entry in force and what else the registry knows.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ParticipantView {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub entry: ParticipantEntry,
+    /// Changes recorded on this node that take effect later.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub pending: Vec<ParticipantEntry>,
+    /// How many changes this node recorded for the participant (each in its log).
+    pub changes_recorded: usize,
+}
+
+/// One code, in detail: a participant, or a member state of a union.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ParticipantDetail {
     pub code: ParticipantCode,
-    pub name: String,
+    /// The union participant the code is a member state of, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_of: Option<ParticipantCode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant: Option<ParticipantView>,
+    /// Every change this node recorded, oldest first, with its log entry.
+    #[schema(value_type = Vec<Object>)]
+    pub history: Vec<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+fn view_of(registry: &Registry, today: Date, entry: &ParticipantEntry) -> ParticipantView {
+    let on = registry.on(today);
+    ParticipantView {
+        entry: entry.clone(),
+        pending: on.pending(entry.code).into_iter().map(|r| r.entry.clone()).collect(),
+        changes_recorded: registry.history(entry.code).len(),
+    }
+}
+
+/// Every participant in force on `today`, by code.
+pub fn list(registry: &Registry, today: Date) -> Vec<ParticipantView> {
+    registry.on(today).entries().into_iter().map(|e| view_of(registry, today, e)).collect()
+}
+
+/// One code; `None` if the registry knows nothing of it.
+pub fn show(registry: &Registry, today: Date, code: ParticipantCode) -> Option<ParticipantDetail> {
+    let on = registry.on(today);
+    let member_of = on.union_of(code);
+    let participant = on.entry(code).map(|e| view_of(registry, today, e));
+    let history: Vec<serde_json::Value> = registry
+        .history(code)
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "log_seq": r.log_seq,
+                "recorded_at": r.recorded_at,
+                "entry": r.entry,
+            })
+        })
+        .collect();
+    if member_of.is_none() && participant.is_none() && history.is_empty() {
+        return None;
+    }
+    Some(ParticipantDetail { code, member_of, participant, history })
+}
+
+/// What the operator asks to change (`participants set`, `POST /v1/participants/{code}`).
+/// Fields left out keep their current value; a new participant needs a name.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct File {
-    participant: Vec<ParticipantInfo>,
+pub struct SetRequest {
+    /// active, suspended or restricted.
+    pub status: String,
+    pub name: Option<String>,
+    /// YYYY-MM-DD; default today.
+    pub effective_from: Option<String>,
+    pub reason: Option<String>,
+    /// Restricted only: the origin areas its certificates' parcels must come from.
+    pub approved_origin_areas: Option<Vec<String>>,
+    /// A union's member states.
+    pub members: Option<Vec<String>>,
 }
 
-const SHIPPED: &str = include_str!("../data/participants.toml");
-
-/// The shipped participant list, by code.
-pub fn shipped() -> &'static BTreeMap<ParticipantCode, ParticipantInfo> {
-    static LIST: OnceLock<BTreeMap<ParticipantCode, ParticipantInfo>> = OnceLock::new();
-    LIST.get_or_init(|| {
-        // Invariant: the shipped file is checked by a unit test below, so it always parses.
-        let file: File = toml::from_str(SHIPPED).expect("the shipped participant list parses");
-        file.participant.into_iter().map(|p| (p.code, p)).collect()
-    })
-}
-
-/// Known participants: the shipped list plus any extra codes (enrolled peers).
-#[derive(Debug, Clone, Default)]
-pub struct Directory {
-    extra: Vec<ParticipantCode>,
-}
-
-impl Directory {
-    pub fn with_extra(extra: impl IntoIterator<Item = ParticipantCode>) -> Directory {
-        Directory { extra: extra.into_iter().collect() }
+/// The entry a request makes, or every problem with it (each naming its field).
+pub fn prepare_set(
+    registry: &Registry,
+    today: Date,
+    code: ParticipantCode,
+    req: &SetRequest,
+) -> Result<ParticipantEntry, Vec<Problem>> {
+    let on = registry.on(today);
+    if let (Some(union), None) = (on.union_of(code), on.entry(code)) {
+        return Err(vec![Problem::new(
+            "",
+            format!(
+                "{code} is a member state of {union}; it has no status of its own (change {union} instead)"
+            ),
+        )]);
     }
-
-    pub fn name(&self, code: ParticipantCode) -> Option<&'static str> {
-        shipped().get(&code).map(|p| p.name.as_str())
-    }
-}
-
-impl ParticipantDirectory for Directory {
-    fn is_participant(&self, code: ParticipantCode) -> bool {
-        shipped().contains_key(&code) || self.extra.contains(&code)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_shipped_list_parses_and_holds_the_seed_network() {
-        let list = shipped();
-        assert!(list.len() >= 55, "{}", list.len());
-        for code in ["RU", "BY", "KZ", "AM", "KG", "IN", "AE", "EU", "QA", "MZ", "UZ", "CF"] {
-            assert!(list.contains_key(&code.parse().unwrap()), "{code}");
+    let mut problems = Vec::new();
+    let current = on.entry(code).cloned();
+    let status =
+        req.status.parse::<ParticipantStatus>().map_err(|e| problems.push(Problem::new("status", e))).ok();
+    let name = match (&req.name, &current) {
+        (Some(n), _) => {
+            n.parse::<Text>().map_err(|e| problems.push(Problem::new("name", e.to_string()))).ok()
         }
-        assert!(!Directory::default().is_participant("XX".parse().unwrap()));
+        (None, Some(c)) => Some(c.name.clone()),
+        (None, None) => {
+            problems.push(Problem::new(
+                "name",
+                format!("{code} is not in the registry yet: give its name to add it (--name)"),
+            ));
+            None
+        }
+    };
+    let effective_from = match &req.effective_from {
+        Some(d) => {
+            d.parse::<Date>().map_err(|e| problems.push(Problem::new("effective_from", e.to_string()))).ok()
+        }
+        None => Some(today),
+    };
+    let reason = req
+        .reason
+        .as_deref()
+        .map(str::parse::<LongText>)
+        .transpose()
+        .map_err(|e| problems.push(Problem::new("reason", e.to_string())))
+        .ok()
+        .flatten();
+    let areas: Option<Vec<Text>> = match &req.approved_origin_areas {
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                a.parse::<Text>().map_err(|e| {
+                    problems.push(Problem::new(format!("approved_origin_areas[{i}]"), e.to_string()))
+                })
+            })
+            .collect::<Result<Vec<_>, ()>>()
+            .ok(),
+        // Kept for a participant that stays restricted; dropped otherwise.
+        None => Some(match (&current, status) {
+            (Some(c), Some(ParticipantStatus::Restricted)) => c.approved_origin_areas.clone(),
+            _ => Vec::new(),
+        }),
+    };
+    let members: Option<Vec<ParticipantCode>> = match &req.members {
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                m.parse::<ParticipantCode>()
+                    .map_err(|e| problems.push(Problem::new(format!("members[{i}]"), e.to_string())))
+            })
+            .collect::<Result<Vec<_>, ()>>()
+            .ok(),
+        None => Some(current.as_ref().map(|c| c.members.clone()).unwrap_or_default()),
+    };
+    let (Some(status), Some(name), Some(effective_from), Some(approved_origin_areas), Some(members)) =
+        (status, name, effective_from, areas, members)
+    else {
+        return Err(problems);
+    };
+    if !problems.is_empty() {
+        return Err(problems);
     }
+    let entry =
+        ParticipantEntry { code, name, status, effective_from, reason, approved_origin_areas, members };
+    let problems = change_problems(&on, &entry);
+    if problems.is_empty() {
+        Ok(entry)
+    } else {
+        Err(problems.into_iter().map(|m| Problem::new("", m)).collect())
+    }
+}
+
+/// The signed record of a change, and the command that stores it.
+pub fn record(signer: &Signer, entry: ParticipantEntry, source: &str) -> Command {
+    let source: Text = source.parse().unwrap_or_else(|_| "operator".parse().expect("a valid text"));
+    let document = signer.sign(&RegistryChange { entry: entry.clone(), source });
+    Command::RecordParticipant { document, entry: Box::new(entry) }
+}
+
+/// What an import would change.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ImportPlan {
+    /// Who signed the list, with which key, when.
+    pub signed_by: String,
+    pub issued_on: Date,
+    /// Entries that differ from the registry, as they will stand.
+    #[schema(value_type = Vec<Object>)]
+    pub changes: Vec<ParticipantEntry>,
+    pub unchanged: usize,
+    #[serde(skip)]
+    pub source: String,
+}
+
+/// Checks a signed list file: armor, signer (this node or an enrolled peer), key valid at
+/// signing, signature, and every entry; then what it would change.
+pub fn prepare_import(
+    registry: &Registry,
+    today: Date,
+    me: ParticipantCode,
+    own: &KeyHistory,
+    trust: &Trust,
+    text: &str,
+) -> Result<ImportPlan, Vec<String>> {
+    let (doc, list) = list_from_armored(text).map_err(|e| vec![e.to_string()])?;
+    let history = if doc.signer == me {
+        own
+    } else {
+        match trust.known(doc.signer) {
+            Some(p) => &p.history,
+            None => {
+                return Err(vec![format!(
+                    "the list is signed by {}, which is neither this node nor an enrolled peer; enrol its issuer first (kpnode peer add) so its key can be checked",
+                    doc.signer
+                )])
+            }
+        }
+    };
+    let key = history
+        .signing_key_at(doc.key_id, doc.signed_at)
+        .map_err(|e| vec![format!("the list's signing key: {e}")])?;
+    doc.verify_signature(key).map_err(|e| vec![format!("the list's signature: {e}")])?;
+    let problems = list.problems();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(plan(registry, today, &doc, list))
+}
+
+fn plan(registry: &Registry, today: Date, doc: &SignedDocument, list: ParticipantList) -> ImportPlan {
+    let on = registry.on(today);
+    let signed_by = format!("{} key {} at {}", doc.signer, doc.key_id, doc.signed_at);
+    let source = format!("list {} signed by {}", short_id(doc), signed_by);
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    for e in list.entries {
+        if on.entry(e.code) == Some(&e) || on.pending(e.code).iter().any(|p| p.entry == e) {
+            unchanged += 1;
+        } else {
+            changes.push(e);
+        }
+    }
+    ImportPlan { signed_by, issued_on: list.issued_on, changes, unchanged, source }
+}
+
+fn short_id(doc: &SignedDocument) -> String {
+    doc.message_id().to_string().chars().take(16).collect()
+}
+
+/// The registry in force, as a list signed by this node (for other nodes to import).
+pub fn export(registry: &Registry, today: Date, signer: &Signer) -> String {
+    let list = ParticipantList {
+        issued_on: today,
+        entries: registry.on(today).entries().into_iter().cloned().collect(),
+    };
+    let doc = signer.sign(&list);
+    list_to_armored(&doc, &list)
 }

@@ -53,6 +53,9 @@ pub struct CertView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejection: Option<Rejection>,
     pub updated_at: Timestamp,
+    /// Inbound from a restricted participant: accepted under enhanced vigilance, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enhanced_vigilance: Option<String>,
     /// The certificate itself, as signed.
     pub certificate: Option<Certificate>,
 }
@@ -109,6 +112,7 @@ pub fn cert_view<S: Storage + ?Sized>(
         void: rec.void.clone(),
         rejection: rec.rejection.clone(),
         updated_at: rec.updated_at,
+        enhanced_vigilance: rec.vigilance.clone(),
         certificate,
     })
 }
@@ -268,6 +272,14 @@ pub fn document_json(doc: &kp_protocol::SignedDocument) -> (Option<String>, serd
             ),
             Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
         },
+        DocumentKind::ParticipantChange => match doc.body::<kp_protocol::RegistryChange>() {
+            Ok(c) => (None, to_value(serde_json::to_value(&c))),
+            Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
+        },
+        DocumentKind::ParticipantList => match doc.body::<kp_protocol::ParticipantList>() {
+            Ok(l) => (None, to_value(serde_json::to_value(&l))),
+            Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
+        },
         DocumentKind::Receipt => (None, serde_json::Value::Null),
     }
 }
@@ -294,7 +306,7 @@ pub fn log_entries<S: Storage + ?Sized>(
                     receiver_entry_hash: receipt.proof.item.entry_hash,
                     signed_with_key: receipt.batch.key_id.to_string(),
                 }),
-                EntryBody::Received { .. } => None,
+                EntryBody::Received { .. } | EntryBody::Recorded { .. } => None,
             };
             Ok(LogEntryView {
                 seq: e.seq,

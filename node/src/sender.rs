@@ -17,11 +17,13 @@ pub struct SenderState {
     /// Each delivery in flight: when it was sent and its outbox position.
     in_flight: HashMap<MessageId, (Timestamp, u64)>,
     backoff: Backoff,
+    /// Sending is held: the peer's participant is suspended.
+    holding: bool,
 }
 
 impl SenderState {
     pub fn new(window: usize, backoff: Backoff) -> SenderState {
-        SenderState { window: window.max(1), cursor: 0, in_flight: HashMap::new(), backoff }
+        SenderState { window: window.max(1), cursor: 0, in_flight: HashMap::new(), backoff, holding: false }
     }
 
     /// A new connection: everything unacknowledged will be sent again, from the start of the
@@ -43,9 +45,22 @@ impl SenderState {
         self.backoff.reset();
     }
 
-    /// How many more deliveries may be sent now.
+    /// How many more deliveries may be sent now (none while holding).
     pub fn room(&self) -> usize {
+        if self.holding {
+            return 0;
+        }
         self.window.saturating_sub(self.in_flight.len())
+    }
+
+    /// Holds (or releases) everything queued for the peer: nothing is sent while held, and
+    /// nothing is dropped.
+    pub fn hold(&mut self, holding: bool) {
+        self.holding = holding;
+    }
+
+    pub fn holding(&self) -> bool {
+        self.holding
     }
 
     pub fn cursor(&self) -> u64 {

@@ -10,12 +10,16 @@ use kp_protocol::{
     ParticipantDirectory, RejectCode, SignedDocument, Timestamp, ValidationContext, Void,
 };
 
+use crate::registry::View;
+
 /// A delivered document that passed every check that does not need the store.
 #[derive(Debug, Clone)]
 pub struct Received {
     pub message_id: MessageId,
     pub document: SignedDocument,
     pub content: Content,
+    /// A certificate from a restricted participant, accepted under enhanced vigilance: why.
+    pub vigilance: Option<String>,
 }
 
 /// The decoded body of a delivered document.
@@ -53,7 +57,8 @@ pub struct CheckContext<'a> {
     pub peer: ParticipantCode,
     pub now: Timestamp,
     pub clock_tolerance_ms: i64,
-    pub directory: &'a dyn ParticipantDirectory,
+    /// The participant registry on the day of checking.
+    pub registry: View<'a>,
 }
 
 impl std::fmt::Debug for CheckContext<'_> {
@@ -91,13 +96,13 @@ pub fn check_batch(
                 let key = precheck(ctx, history, &id, &actual, &doc)?;
                 doc.verify_signature(&key)
                     .map_err(|e| Refusal::new(RejectCode::BadSignature, e.to_string()))?;
-                let content = check_content(ctx, history, &doc)?;
+                let (content, vigilance) = check_content(ctx, history, &doc)?;
                 if let Content::Rotation(_) = &content {
                     history
                         .apply(&doc)
                         .map_err(|e| Refusal::new(RejectCode::InvalidDocument, e.to_string()))?;
                 }
-                Ok(Received { message_id: id, document: doc, content })
+                Ok(Received { message_id: id, document: doc, content, vigilance })
             })
             .collect();
     }
@@ -129,8 +134,8 @@ pub fn check_batch(
                     ),
                 ));
             }
-            let content = check_content(ctx, history, &doc)?;
-            Ok(Received { message_id: id, document: doc, content })
+            let (content, vigilance) = check_content(ctx, history, &doc)?;
+            Ok(Received { message_id: id, document: doc, content, vigilance })
         })
         .collect()
 }
@@ -191,12 +196,13 @@ fn invalid(e: impl std::fmt::Display) -> Refusal {
     Refusal::new(RejectCode::InvalidDocument, e.to_string())
 }
 
-/// The body decodes and obeys the rules for its kind.
+/// The body decodes and obeys the rules for its kind, given the registry; a certificate
+/// accepted under enhanced vigilance comes with the reason.
 fn check_content(
     ctx: &CheckContext<'_>,
     history: &KeyHistory,
     doc: &SignedDocument,
-) -> Result<Content, Refusal> {
+) -> Result<(Content, Option<String>), Refusal> {
     match doc.kind {
         DocumentKind::Certificate => {
             let cert: Certificate = doc.body().map_err(invalid)?;
@@ -222,12 +228,13 @@ fn check_content(
             let vctx = ValidationContext {
                 today,
                 max_validity_days: None,
-                participants: ctx.directory,
+                participants: &ctx.registry,
                 exporter: Some(doc.signer),
                 importer: Some(ctx.me),
             };
             cert.validate(&vctx).map_err(invalid)?;
-            Ok(Content::Certificate(cert))
+            let vigilance = ctx.registry.accept(&cert, ctx.me)?;
+            Ok((Content::Certificate(cert), vigilance))
         }
         DocumentKind::ImportConfirmation => {
             let c: ImportConfirmation = doc.body().map_err(invalid)?;
@@ -237,7 +244,9 @@ fn check_content(
                     c.importing_participant, c.importing_participant, doc.signer
                 )));
             }
-            if c.exporting_participant != ctx.me {
+            if c.exporting_participant != ctx.me
+                && ctx.registry.union_of(ctx.me) != Some(c.exporting_participant)
+            {
                 return Err(Refusal::new(
                     RejectCode::NotAddressedToUs,
                     format!(
@@ -246,18 +255,25 @@ fn check_content(
                     ),
                 ));
             }
-            Ok(Content::Confirmation(c))
+            Ok((Content::Confirmation(c), None))
         }
-        DocumentKind::Void => Ok(Content::Void(doc.body().map_err(invalid)?)),
+        DocumentKind::Void => Ok((Content::Void(doc.body().map_err(invalid)?), None)),
         DocumentKind::KeyRotation => {
             let r: KeyRotation = doc.body().map_err(invalid)?;
             // Checking that it applies (and its second signature) without changing anything.
             history.clone().apply(doc).map_err(invalid)?;
-            Ok(Content::Rotation(r))
+            Ok((Content::Rotation(r), None))
         }
         DocumentKind::Receipt => Err(Refusal::new(
             RejectCode::NotAllowed,
             "a receipt is not a deliverable document; it travels in Receipt frames",
+        )),
+        DocumentKind::ParticipantChange | DocumentKind::ParticipantList => Err(Refusal::new(
+            RejectCode::NotAllowed,
+            format!(
+                "a {} is not exchanged between nodes; participant lists are imported by the operator",
+                doc.kind
+            ),
         )),
     }
 }

@@ -208,7 +208,9 @@ fn validate_lists_every_problem_by_field_and_accepts_a_good_certificate() {
     let inn = init(tmp.path(), "IN", "DGFT", 17705);
     let err = fails(&["cert", "validate", s(&good), "--dir", s(&inn.dir)], 2);
     assert!(
-        err.contains("exporting_participant: is RU, but this certificate can only be issued by IN"),
+        err.contains(
+            "exporting_participant: is RU, but this certificate can only be issued in the name of IN"
+        ),
         "{err}"
     );
     let err = fails(&["cert", "validate", s(&tmp.path().join("missing.json"))], 2);

@@ -68,6 +68,11 @@ pub struct Parcel {
     pub carats: Carats,
     pub value_usd: UsdAmount,
     pub origin: Origin,
+    /// Where in the country of origin the diamonds were mined (a province, a zone). A
+    /// restricted participant's exports may have to name an approved area (as the Central
+    /// African Republic's "compliant zones" did from 2015).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_area: Option<Text>,
 }
 
 /// References of the shipment outside the certificate (port, customs declaration number).
@@ -134,6 +139,14 @@ impl Certificate {
 /// Who counts as a Kimberley Process participant, as far as this validator knows.
 pub trait ParticipantDirectory {
     fn is_participant(&self, code: ParticipantCode) -> bool;
+
+    /// The union participant (such as the EU) that `member` is a member state of, if any. A
+    /// member state's authority issues certificates in the union's name, and trade between
+    /// members of one union needs no certificate.
+    fn union_of(&self, member: ParticipantCode) -> Option<ParticipantCode> {
+        let _ = member;
+        None
+    }
 }
 
 /// Accepts every well-formed code: for checks that are about the document alone.
@@ -256,24 +269,51 @@ pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut 
             ));
         }
     }
+    let dir = ctx.participants;
     if let Some(exporting) = p.exporting {
-        if let Some(expected) = ctx.exporter {
-            if exporting != expected {
+        if let Some(issuer) = ctx.exporter {
+            // The issuer's own participant, or the union it is a member state of.
+            if exporting != issuer && dir.union_of(issuer) != Some(exporting) {
+                let allowed = match dir.union_of(issuer) {
+                    Some(union) => format!("{issuer} (or {union}, the union it belongs to)"),
+                    None => issuer.to_string(),
+                };
                 out.push(Problem::new(
                     "exporting_participant",
-                    format!("is {exporting}, but this certificate can only be issued by {expected}"),
+                    format!(
+                        "is {exporting}, but this certificate can only be issued in the name of {allowed}"
+                    ),
                 ));
             }
         }
-        if !ctx.participants.is_participant(exporting) {
+        if let Some(union) = dir.union_of(exporting) {
+            out.push(Problem::new(
+                "exporting_participant",
+                format!(
+                    "{exporting} is a member state of {union}, which is the Kimberley Process participant: \
+                     certificates are issued in its name (exporting_participant \"{union}\")"
+                ),
+            ));
+        } else if !dir.is_participant(exporting) {
             out.push(not_a_participant("exporting_participant", exporting));
         }
     }
     if let Some(importing) = p.importing {
+        let bloc = |c: ParticipantCode| dir.union_of(c).unwrap_or(c);
         if Some(importing) == p.exporting {
             out.push(Problem::new(
                 "importing_participant",
                 format!("is {importing}, the same as the exporting participant; they must differ"),
+            ));
+        } else if let Some(exporting) = p.exporting.filter(|e| bloc(*e) == bloc(importing)) {
+            let within = bloc(importing);
+            let from = ctx.exporter.filter(|i| dir.union_of(*i) == Some(within)).unwrap_or(exporting);
+            out.push(Problem::new(
+                "importing_participant",
+                format!(
+                    "{from} and {importing} are both within {within}: trade inside a union needs no \
+                     Kimberley Process certificate (only its external borders are controlled)"
+                ),
             ));
         }
         if let Some(expected) = ctx.importer {
@@ -284,7 +324,17 @@ pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut 
                 ));
             }
         }
-        if !ctx.participants.is_participant(importing) {
+        if let Some(union) = dir.union_of(importing) {
+            if bloc(importing) != p.exporting.map_or(importing, bloc) {
+                out.push(Problem::new(
+                    "importing_participant",
+                    format!(
+                        "{importing} is a member state of {union}, which is the Kimberley Process \
+                         participant: name {union} as the importing participant"
+                    ),
+                ));
+            }
+        } else if !dir.is_participant(importing) {
             out.push(not_a_participant("importing_participant", importing));
         }
     }
@@ -298,7 +348,7 @@ pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut 
     }
     for (i, origin) in &p.origins {
         if let Origin::Participant(code) = origin {
-            if !ctx.participants.is_participant(*code) {
+            if !dir.is_participant(*code) && dir.union_of(*code).is_none() {
                 out.push(not_a_participant(&format!("parcels[{i}].origin"), *code));
             }
         }

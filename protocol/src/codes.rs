@@ -103,6 +103,17 @@ impl CertificateNumber {
     pub fn assigned(exporter: ParticipantCode, year: i32, seq: u64) -> CertificateNumber {
         CertificateNumber(format!("{exporter}-{year:04}-{seq:06}"))
     }
+
+    /// The number a member state's node assigns to a certificate issued in its union's name:
+    /// `<UNION>-<MEMBER>-<YYYY>-<seq>`, unique across the union's nodes.
+    pub fn assigned_for_union(
+        union: ParticipantCode,
+        member: ParticipantCode,
+        year: i32,
+        seq: u64,
+    ) -> CertificateNumber {
+        CertificateNumber(format!("{union}-{member}-{year:04}-{seq:06}"))
+    }
 }
 
 impl FromStr for CertificateNumber {

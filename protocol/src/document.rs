@@ -29,6 +29,10 @@ pub enum DocumentKind {
     ImportConfirmation,
     Void,
     KeyRotation,
+    /// A change to a node's participant registry, kept in its own log.
+    ParticipantChange,
+    /// A participant list as circulated, imported into a registry.
+    ParticipantList,
 }
 
 impl DocumentKind {
@@ -40,6 +44,8 @@ impl DocumentKind {
             DocumentKind::ImportConfirmation => "import-confirmation",
             DocumentKind::Void => "void",
             DocumentKind::KeyRotation => "key-rotation",
+            DocumentKind::ParticipantChange => "participant-change",
+            DocumentKind::ParticipantList => "participant-list",
         }
     }
 }

@@ -307,7 +307,8 @@ fn parse_tree(tree: &Json, ctx: &ValidationContext<'_>) -> Result<CertificateDra
                         let carats = w.required(&mut o, "carats");
                         let value_usd = w.required(&mut o, "value_usd");
                         let origin = w.required(&mut o, "origin");
-                        o.finish(&mut w, &["hs_code", "carats", "value_usd", "origin"]);
+                        let origin_area = w.optional(&mut o, "origin_area");
+                        o.finish(&mut w, &["hs_code", "carats", "value_usd", "origin", "origin_area"]);
                         if let Some(origin) = origin {
                             origins.push((i, origin));
                         }
@@ -316,6 +317,7 @@ fn parse_tree(tree: &Json, ctx: &ValidationContext<'_>) -> Result<CertificateDra
                             carats: carats?,
                             value_usd: value_usd?,
                             origin: origin?,
+                            origin_area: origin_area?,
                         })
                     });
                     match (parcel, parcels.as_mut()) {

@@ -9,7 +9,8 @@
 //!   certificate JSON of DESIGN.md, reporting every problem with its field path.
 //! - [`document`]: signed documents (certificate, receipt, import confirmation, void, key
 //!   rotation) with domain-separated Ed25519 signatures; [`receipt`] and [`merkle`]: one
-//!   signature acknowledging a batch of messages.
+//!   signature acknowledging a batch of messages; [`registry`]: participants' standing,
+//!   unions, and signed registry changes and lists.
 //! - [`codec`]: the one bincode configuration; [`frame`]: wire frames; [`armor`]: text
 //!   armor for files that travel by e-mail.
 
@@ -28,6 +29,7 @@ pub mod merkle;
 mod openapi;
 pub mod portable;
 pub mod receipt;
+pub mod registry;
 pub mod text;
 pub mod value;
 
@@ -46,6 +48,7 @@ pub use document::{
 pub use frame::{Frame, FrameError, RejectCode};
 pub use json::CertificateDraft;
 pub use receipt::{MessageReceipt, ReceiptItem, ReceiptProof};
+pub use registry::{ParticipantEntry, ParticipantList, ParticipantStatus, RegistryChange};
 pub use text::{DeclarationCode, LongText, Text};
 pub use value::ValueError;
 

@@ -31,8 +31,15 @@ fn parcel() -> impl Strategy<Value = Parcel> {
         amount(),
         amount(),
         prop_oneof![code().prop_map(kp_protocol::Origin::Participant), Just(kp_protocol::Origin::Mixed)],
+        prop::option::of(text()),
     )
-        .prop_map(|(hs_code, carats, value_usd, origin)| Parcel { hs_code, carats, value_usd, origin })
+        .prop_map(|(hs_code, carats, value_usd, origin, origin_area)| Parcel {
+            hs_code,
+            carats,
+            value_usd,
+            origin,
+            origin_area,
+        })
 }
 
 fn date() -> impl Strategy<Value = kp_protocol::Date> {

@@ -109,7 +109,7 @@ fn participants_must_be_known() {
 fn exporting_participant_is_the_issuing_node() {
     let v = with(&["exporting_participant"], json!("BY"));
     let v = with_value(v, &["number"], json!("BY-2026-1"));
-    refused(v, "exporting_participant", "can only be issued by RU");
+    refused(v, "exporting_participant", "can only be issued in the name of RU");
 }
 
 fn with_value(mut v: Value, path: &[&str], value: Value) -> Value {
@@ -261,4 +261,75 @@ fn every_problem_is_reported_at_once() {
     ] {
         assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
     }
+}
+
+/// The EU as a union participant with member states BE and DE (which are not participants).
+struct WithUnion;
+
+impl kp_protocol::ParticipantDirectory for WithUnion {
+    fn is_participant(&self, code: ParticipantCode) -> bool {
+        known(code)
+    }
+    fn union_of(&self, member: ParticipantCode) -> Option<ParticipantCode> {
+        ["BE", "DE"].contains(&member.as_str()).then(|| ParticipantCode::from_static("EU"))
+    }
+}
+
+fn union_problems(issuer: &str, exporting: &str, importing: &str, number: &str) -> Vec<Problem> {
+    let mut v = good();
+    v["exporting_participant"] = json!(exporting);
+    v["importing_participant"] = json!(importing);
+    v["number"] = json!(number);
+    v["parcels"][0]["origin"] = json!("BE");
+    let ctx =
+        ValidationContext { participants: &WithUnion, exporter: Some(issuer.parse().unwrap()), ..ctx() };
+    match CertificateDraft::from_json(&v.to_string(), &ctx) {
+        Ok(_) => Vec::new(),
+        Err(Problems(p)) => p,
+    }
+}
+
+fn has(p: &[Problem], field: &str, words: &str) -> bool {
+    p.iter().any(|p| p.field == field && p.message.contains(words))
+}
+
+#[test]
+fn a_member_state_issues_in_its_unions_name() {
+    assert_eq!(union_problems("BE", "EU", "RU", "EU-BE-2026-000001"), Vec::new());
+    // Not a member: may not use the union's name.
+    let p = union_problems("RU", "EU", "IN", "EU-RU-1");
+    assert!(has(&p, "exporting_participant", "in the name of RU"), "{p:#?}");
+    // The member's own code is not a participant: the message says what to write.
+    let p = union_problems("BE", "BE", "RU", "BE-2026-1");
+    assert!(has(&p, "exporting_participant", "member state of EU"), "{p:#?}");
+    assert!(has(&p, "exporting_participant", r#"exporting_participant "EU""#), "{p:#?}");
+}
+
+#[test]
+fn trade_inside_a_union_needs_no_certificate() {
+    for importing in ["DE", "EU", "BE"] {
+        let p = union_problems("BE", "EU", importing, "EU-BE-2026-000002");
+        assert!(
+            has(&p, "importing_participant", "within EU") || has(&p, "importing_participant", "must differ"),
+            "{importing}: {p:#?}"
+        );
+    }
+    let p = union_problems("BE", "EU", "DE", "EU-BE-2026-000002");
+    assert!(has(&p, "importing_participant", "BE and DE are both within EU"), "{p:#?}");
+}
+
+#[test]
+fn an_import_into_a_union_names_the_union() {
+    let mut v = good();
+    v["importing_participant"] = json!("DE");
+    let ctx = ValidationContext { participants: &WithUnion, ..ctx() };
+    let Err(Problems(p)) = CertificateDraft::from_json(&v.to_string(), &ctx) else { panic!("accepted") };
+    assert!(has(&p, "importing_participant", "name EU as the importing participant"), "{p:#?}");
+}
+
+#[test]
+fn an_origin_area_is_checked_text() {
+    refused(with(&["parcels", "0", "origin_area"], json!("Zone\u{7}")), "parcels[0].origin_area", "");
+    refused(with(&["parcels", "0", "origin_area"], json!(7)), "parcels[0].origin_area", "string");
+    assert!(problems(&with(&["parcels", "1", "origin_area"], json!("Nola"))).is_empty());
 }

@@ -11,7 +11,7 @@ use super::client::{segment, Client};
 use super::{read_input, write_output, CliResult, DirArg, Failure};
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
-use crate::participants::Directory;
+use crate::registry::Registry;
 use crate::signer::Signer;
 
 #[derive(Debug, Subcommand)]
@@ -205,7 +205,11 @@ fn list(
                         s(&c["number"]),
                         s(&c["direction"]),
                         s(&c["peer"]),
-                        s(&c["status"]),
+                        if c["enhanced_vigilance"].is_string() {
+                            format!("{} (VIGILANCE)", s(&c["status"]))
+                        } else {
+                            s(&c["status"])
+                        },
                         s(&c["issued_on"]),
                         s(&c["expires_on"]),
                         c["parcels"].as_u64().unwrap_or(0).to_string(),
@@ -239,6 +243,21 @@ fn problem_lines(file: &Path, problems: kp_protocol::Problems) -> Failure {
     Failure::inputs(problems.0.iter().map(|p| format!("{}: {p}", file.display())).collect())
 }
 
+/// What the participant registry says against issuing the certificate (suspension, an unmet
+/// restriction).
+fn registry_problems(
+    file: &Path,
+    registry: &crate::registry::View<'_>,
+    draft: &CertificateDraft,
+) -> CliResult {
+    let problems = registry.issue_problems(&draft.content);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problem_lines(file, kp_protocol::Problems(problems)))
+    }
+}
+
 fn today() -> Date {
     SystemClock.now().date()
 }
@@ -246,7 +265,11 @@ fn today() -> Date {
 fn validate(file: &Path, dir: Option<&Path>) -> CliResult {
     let text = read_input(file)?;
     let config = dir.map(|d| NodeDir::new(d).config()).transpose()?;
-    let directory = Directory::default();
+    let registry = match dir {
+        Some(d) => super::participants::node_registry_or_shipped(&NodeDir::new(d)),
+        None => Registry::default(),
+    };
+    let directory = registry.on(today());
     let ctx = ValidationContext {
         today: today(),
         max_validity_days: Some(
@@ -259,6 +282,7 @@ fn validate(file: &Path, dir: Option<&Path>) -> CliResult {
         importer: None,
     };
     let draft = CertificateDraft::from_json(&text, &ctx).map_err(|p| problem_lines(file, p))?;
+    registry_problems(file, &directory, &draft)?;
     let number =
         draft.number.as_ref().map_or("(no number: assigned on submit)".to_owned(), |n| n.to_string());
     let c = &draft.content;
@@ -281,7 +305,8 @@ fn sign(file: &Path, out: &Path, dir: &DirArg) -> CliResult {
     let home = NodeDir::new(&dir.dir);
     let config = home.config()?;
     let text = read_input(file)?;
-    let directory = Directory::default();
+    let registry = super::participants::node_registry_or_shipped(&home);
+    let directory = registry.on(today());
     let ctx = ValidationContext {
         today: today(),
         max_validity_days: Some(config.certificates.max_validity_days),
@@ -290,6 +315,7 @@ fn sign(file: &Path, out: &Path, dir: &DirArg) -> CliResult {
         importer: None,
     };
     let draft = CertificateDraft::from_json(&text, &ctx).map_err(|p| problem_lines(file, p))?;
+    registry_problems(file, &directory, &draft)?;
     let Some(number) = draft.number.clone() else {
         return Err(Failure::input(format!(
             "{}: number: is required to sign offline (`kpnode cert submit` assigns numbers)",

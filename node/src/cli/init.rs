@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use kp_protocol::{ParticipantCode, Text};
+use kp_protocol::{ParticipantCode, ParticipantDirectory, Text};
 
 use super::{CliResult, Failure};
 use crate::clock::{Clock, SystemClock};
@@ -49,9 +49,11 @@ pub fn run(a: InitArgs) -> CliResult {
         .ok();
     let authority = a.authority.parse::<Text>().map_err(|e| problems.push(format!("--authority: {e}"))).ok();
     if let Some(code) = participant {
-        if crate::participants::shipped().get(&code).is_none() {
+        let registry = crate::registry::Registry::default();
+        let view = registry.on(SystemClock.now().date());
+        if view.entry(code).is_none() && view.union_of(code).is_none() {
             problems.push(format!(
-                "--participant: {code} is not in the Kimberley Process participant list shipped with kpnode"
+                "--participant: {code} is neither a Kimberley Process participant nor a member state of a union participant in the list shipped with kpnode"
             ));
         }
     }

@@ -64,10 +64,11 @@ fn verify(dir: &DirArg) -> CliResult {
     if v["verified"].as_bool() == Some(true) {
         let r = &v["report"];
         println!(
-            "The log verifies: {} entries ({} sent, {} received), {} signatures checked; head {}",
+            "The log verifies: {} entries ({} sent, {} received, {} recorded by this node), {} signatures checked; head {}",
             r["entries"],
             r["sent"],
             r["received"],
+            r["recorded"],
             r["signatures_checked"],
             r["head_hash"].as_str().unwrap_or("")
         );
@@ -102,14 +103,18 @@ fn export(dir: &DirArg, from: u64, as_json: bool) -> CliResult {
                 println!("{e}");
             } else {
                 let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+                let subject = match e["document"]["entry"]["code"].as_str() {
+                    Some(code) => format!("participant {code}"),
+                    None => s(&e["certificate"]),
+                };
                 println!(
-                    "{:>8}  {}  {:<3} {}  {:<19} {:<16} {}",
+                    "{:>8}  {}  {:<5} {}  {:<19} {:<16} {}",
                     e["seq"],
                     s(&e["recorded_at"]),
                     s(&e["direction"]),
                     s(&e["peer"]),
                     s(&e["kind"]),
-                    s(&e["certificate"]),
+                    subject,
                     &s(&e["hash"])[..16.min(s(&e["hash"]).len())]
                 );
             }

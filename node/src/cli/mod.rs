@@ -14,6 +14,7 @@ mod init;
 mod keys;
 mod log;
 mod output;
+mod participants;
 mod peer;
 mod run;
 mod status;
@@ -97,6 +98,9 @@ enum Command {
     Cert(cert::CertCommand),
     /// Check a signed certificate (.kpc) offline against the issuer's enrolment bundle.
     Verify(verify::VerifyArgs),
+    /// The participant registry: list, show, set status (suspend, restrict, reinstate), import, export.
+    #[command(subcommand)]
+    Participants(participants::ParticipantsCommand),
     /// Show the running node: fingerprint, counts, and each peer's link.
     Status(status::StatusArgs),
     /// Show this node's and its peers' keys over time; rotate keys.
@@ -118,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Peer(c) => peer::run(c),
         Command::Cert(c) => cert::run(c),
         Command::Verify(a) => verify::run(a),
+        Command::Participants(c) => participants::run(c),
         Command::Status(a) => status::run(a),
         Command::Keys(c) => keys::run(c),
         Command::Log(c) => log::run(c),

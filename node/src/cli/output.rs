@@ -42,6 +42,9 @@ pub fn certificate(v: &serde_json::Value) {
     println!();
     let direction = if s(&v["direction"]) == "out" { "issued here, to" } else { "received from" };
     println!("  status        {} ({direction} {})", s(&v["status"]), s(&v["peer"]));
+    if let Some(why) = v["enhanced_vigilance"].as_str() {
+        println!("  VIGILANCE     {why}");
+    }
     if !c.is_null() {
         println!("  exporting     {} — {}", s(&c["exporting_participant"]), s(&c["issuing_authority"]));
         println!("  importing     {}", s(&c["importing_participant"]));
@@ -58,12 +61,13 @@ pub fn certificate(v: &serde_json::Value) {
     if let Some(parcels) = c["parcels"].as_array() {
         for (i, p) in parcels.iter().enumerate() {
             println!(
-                "    {:>3}. HS {}  {:>12} ct  US$ {:>14}  origin {}",
+                "    {:>3}. HS {}  {:>12} ct  US$ {:>14}  origin {}{}",
                 i + 1,
                 s(&p["hs_code"]),
                 s(&p["carats"]),
                 s(&p["value_usd"]),
-                s(&p["origin"])
+                s(&p["origin"]),
+                p["origin_area"].as_str().map(|a| format!(" ({a})")).unwrap_or_default()
             );
         }
     }

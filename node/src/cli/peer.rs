@@ -120,7 +120,7 @@ pub fn access(home: &NodeDir) -> Result<Access, Failure> {
 }
 
 /// Applies one command to a stopped node's store.
-fn apply_offline(home: &NodeDir, store: &SledStore, command: Command) -> Result<Outcome, Failure> {
+pub(super) fn apply_offline(home: &NodeDir, store: &SledStore, command: Command) -> Result<Outcome, Failure> {
     let config = home.config()?;
     let keys = home.keys(&config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -34,6 +34,12 @@ pub fn run(a: StatusArgs) -> CliResult {
         "  certificates  {} issued, {} received; {} log entries",
         v["certificates_out"], v["certificates_in"], v["log_entries"]
     );
+    if v["certificates_under_vigilance"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "  vigilance     {} received certificate(s) from restricted participants (kpnode cert list shows VIGILANCE)",
+            v["certificates_under_vigilance"]
+        );
+    }
     if let Some(warnings) = v["warnings"].as_array() {
         for w in warnings.iter().filter_map(Value::as_str) {
             println!("  WARNING       {w}");
@@ -48,6 +54,8 @@ pub fn run(a: StatusArgs) -> CliResult {
                     let link = &p["link"];
                     let state = if p["removed"].as_bool() == Some(true) {
                         "removed"
+                    } else if link["held"].is_string() {
+                        "held"
                     } else if link["connected"].as_bool() == Some(true) {
                         "up"
                     } else {

@@ -7,7 +7,7 @@ use kp_protocol::{portable, ValidationContext};
 
 use super::{read_input, CliResult, Failure};
 use crate::clock::{Clock, SystemClock};
-use crate::participants::Directory;
+use crate::registry::Registry;
 
 #[derive(Debug, clap::Args)]
 #[command(long_about = "Check a signed certificate (.kpc) offline against the issuing \
@@ -45,7 +45,8 @@ pub fn run(a: VerifyArgs) -> CliResult {
     doc.verify_signature(key).map_err(|e| fail(e.to_string()))?;
 
     // The content as it stood when signed.
-    let directory = Directory::with_extra([issuer]);
+    let registry = Registry::new(Default::default(), [issuer]);
+    let directory = registry.on(doc.signed_at.date());
     let ctx = ValidationContext {
         today: doc.signed_at.date(),
         max_validity_days: None,
@@ -72,6 +73,9 @@ pub fn run(a: VerifyArgs) -> CliResult {
         kp_protocol::amount::format_hundredths(cert.total_value_usd())
     );
     println!("  valid      {} to {}", c.issued_on, c.expires_on);
+    for d in &c.declarations {
+        println!("  declares   {}: {}", d.code.as_str(), d.text);
+    }
     let today = SystemClock.now().date();
     if c.expires_on < today {
         println!("  note       expired on {} (today is {today})", c.expires_on);

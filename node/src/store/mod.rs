@@ -1,9 +1,10 @@
 //! Storage: the only module that knows the data sits in sled.
 //!
-//! The exchange rules (`engine`) speak to a [`Storage`]: named trees, point reads, range
-//! reads, an atomic multi-tree commit and a flush that makes every commit so far durable.
-//! [`SledStore`] implements it on sled 0.34.7; [`MemStorage`] implements it in memory with
-//! an explicit "lose everything not flushed" crash, for the deterministic simulation.
+//! The exchange rules (`engine`) speak to a [`Storage`]: logical trees, point reads, range
+//! reads, an atomic commit across trees and a flush that makes every commit so far durable.
+//! [`SledStore`] implements it on sled 0.34.7 (one sled tree, `kpnode.v1`, each logical
+//! tree a key prefix); [`MemStorage`] implements it in memory with an explicit "lose
+//! everything not flushed" crash, for the deterministic simulation.
 //!
 //! # Keys
 //! | tree | key | value |
@@ -14,6 +15,7 @@
 //! | `messages.v1` | `i` ‖ peer ‖ message id | seq of a peer's key rotation statement in the log |
 //! | `peers.v1` | participant code | [`PeerRecord`] |
 //! | `meta.v1` | name | log head, counters, number sequences |
+//! | `registry.v1` | participant code | the participant's recorded registry changes |
 //!
 //! Every record written for each certificate has a sequential key (log and outbox
 //! sequences, certificate numbers): sled 0.34 takes about three times as long to write a
@@ -42,11 +44,12 @@ pub enum Tree {
     Messages,
     Peers,
     Meta,
+    Registry,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 6] =
-        [Tree::Log, Tree::Certs, Tree::Outbox, Tree::Messages, Tree::Peers, Tree::Meta];
+    pub const ALL: [Tree; 7] =
+        [Tree::Log, Tree::Certs, Tree::Outbox, Tree::Messages, Tree::Peers, Tree::Meta, Tree::Registry];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -56,6 +59,7 @@ impl Tree {
             Tree::Messages => "messages.v1",
             Tree::Peers => "peers.v1",
             Tree::Meta => "meta.v1",
+            Tree::Registry => "registry.v1",
         }
     }
 }

@@ -15,6 +15,8 @@ use serde::Serialize;
 pub enum Direction {
     Out,
     In,
+    /// A record this node made for itself (a participant registry change).
+    Local,
 }
 
 impl Direction {
@@ -22,6 +24,7 @@ impl Direction {
         match self {
             Direction::Out => "out",
             Direction::In => "in",
+            Direction::Local => "local",
         }
     }
 }
@@ -43,6 +46,8 @@ pub enum EntryBody {
     /// A document this node received and acknowledged. The receipt it signed commits to this
     /// entry's hash, so it is kept beside the entry (in `messages`), not inside it.
     Received { peer: ParticipantCode, document: SignedDocument },
+    /// A document this node signed for its own record (a participant registry change).
+    Recorded { document: SignedDocument },
 }
 
 impl LogEntry {
@@ -53,13 +58,17 @@ impl LogEntry {
 
     pub fn document(&self) -> &SignedDocument {
         match &self.body {
-            EntryBody::Sent { document, .. } | EntryBody::Received { document, .. } => document,
+            EntryBody::Sent { document, .. }
+            | EntryBody::Received { document, .. }
+            | EntryBody::Recorded { document } => document,
         }
     }
 
+    /// The other participant; for a local record, the signer (this node).
     pub fn peer(&self) -> ParticipantCode {
         match &self.body {
             EntryBody::Sent { peer, .. } | EntryBody::Received { peer, .. } => *peer,
+            EntryBody::Recorded { document } => document.signer,
         }
     }
 
@@ -67,6 +76,7 @@ impl LogEntry {
         match &self.body {
             EntryBody::Sent { .. } => Direction::Out,
             EntryBody::Received { .. } => Direction::In,
+            EntryBody::Recorded { .. } => Direction::Local,
         }
     }
 }
@@ -167,6 +177,8 @@ pub struct CertRecord {
     pub void: Option<VoidRecord>,
     pub rejection: Option<Rejection>,
     pub updated_at: Timestamp,
+    /// Inbound from a restricted participant: accepted under enhanced vigilance, and why.
+    pub vigilance: Option<String>,
 }
 
 /// An import confirmation and how it compares with the certificate.
@@ -246,6 +258,8 @@ pub struct LogHead {
 pub struct Counts {
     pub certificates_out: u64,
     pub certificates_in: u64,
+    /// Inbound certificates accepted under enhanced vigilance.
+    pub vigilance: u64,
     pub queued: u64,
     pub next_oseq: u64,
 }

@@ -122,6 +122,7 @@ fn prefix(t: Tree) -> u8 {
         Tree::Messages => b'M',
         Tree::Peers => b'P',
         Tree::Meta => b'X',
+        Tree::Registry => b'R',
     }
 }
 

@@ -1,0 +1,512 @@
+//! The participant registry: who is a Kimberley Process participant, in what standing
+//! (active, suspended, restricted), and which participants are unions of member states.
+//!
+//! It starts from the list shipped with kpnode (`node/data/participants.toml`, data, not
+//! code) and the changes recorded in this node's store (each also a signed entry of its log).
+//! A code's entry on a day is the latest recorded change that has taken effect by then, else
+//! the shipped entry. The registry is an immutable snapshot, swapped whole after a change.
+//!
+//! What a standing means, on this node:
+//! - **suspended**: no certificate is issued to it or accepted from it, and messages queued
+//!   for its node are held (not dropped) until it is reinstated;
+//! - **restricted**: its certificates are accepted only if every parcel names one of the
+//!   approved origin areas, and are then marked for enhanced vigilance;
+//! - a **union** (the EU): its member states' nodes issue certificates in its name, partners
+//!   accept them from those nodes only, and trade between members needs no certificate.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bincode::{Decode, Encode};
+use kp_protocol::{
+    Certificate, Date, Origin, ParticipantCode, ParticipantDirectory, ParticipantEntry, ParticipantStatus,
+    Problem, RejectCode, Text, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{decode_record, Storage, StoreError, Tree};
+use crate::verify::Refusal;
+
+/// The day the Kimberley Process Certification Scheme began: the default `effective_from`.
+pub const KPCS_START: &str = "2003-01-01";
+
+/// One entry of the shipped TOML list (and of `participants list --toml`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TomlEntry {
+    pub code: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved_origin_areas: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+}
+
+/// A participant list in TOML: `[[participant]]` tables.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TomlList {
+    pub participant: Vec<TomlEntry>,
+}
+
+impl TomlEntry {
+    /// The entry, or every problem with it (each naming the participant and the key).
+    pub fn to_entry(&self) -> Result<ParticipantEntry, Vec<String>> {
+        let mut problems = Vec::new();
+        let at = |key: &str| format!("participant {:?}, {key}", self.code);
+        let mut check = |key: &str, r: Result<(), String>| {
+            if let Err(e) = r {
+                problems.push(format!("{}: {e}", at(key)));
+            }
+        };
+        let code = self.code.parse::<ParticipantCode>();
+        check("code", code.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        let name = self.name.parse::<Text>();
+        check("name", name.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        let status = self.status.as_deref().unwrap_or("active").parse::<ParticipantStatus>();
+        check("status", status.as_ref().map(|_| ()).map_err(Clone::clone));
+        let effective = self.effective_from.as_deref().unwrap_or(KPCS_START).parse::<Date>();
+        check("effective_from", effective.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        let reason = self.reason.as_deref().map(str::parse).transpose();
+        check("reason", reason.as_ref().map(|_| ()).map_err(|e: &kp_protocol::ValueError| e.to_string()));
+        let mut areas = Vec::new();
+        for (i, a) in self.approved_origin_areas.iter().enumerate() {
+            match a.parse::<Text>() {
+                Ok(t) => areas.push(t),
+                Err(e) => check(&format!("approved_origin_areas[{i}]"), Err(e.to_string())),
+            }
+        }
+        let mut members = Vec::new();
+        for (i, m) in self.members.iter().enumerate() {
+            match m.parse::<ParticipantCode>() {
+                Ok(c) => members.push(c),
+                Err(e) => check(&format!("members[{i}]"), Err(e.to_string())),
+            }
+        }
+        match (code, name, status, effective, reason) {
+            (Ok(code), Ok(name), Ok(status), Ok(effective_from), Ok(reason)) if problems.is_empty() => {
+                let entry = ParticipantEntry {
+                    code,
+                    name,
+                    status,
+                    effective_from,
+                    reason,
+                    approved_origin_areas: areas,
+                    members,
+                };
+                let own = entry.problems();
+                if own.is_empty() {
+                    Ok(entry)
+                } else {
+                    Err(own)
+                }
+            }
+            _ => Err(problems),
+        }
+    }
+
+    pub fn from_entry(e: &ParticipantEntry) -> TomlEntry {
+        TomlEntry {
+            code: e.code.to_string(),
+            name: e.name.to_string(),
+            status: Some(e.status.to_string()),
+            effective_from: Some(e.effective_from.to_string()),
+            reason: e.reason.as_ref().map(ToString::to_string),
+            approved_origin_areas: e.approved_origin_areas.iter().map(ToString::to_string).collect(),
+            members: e.members.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// Parses a TOML participant list: every entry, or every problem.
+pub fn parse_toml(text: &str) -> Result<Vec<ParticipantEntry>, Vec<String>> {
+    let list: TomlList = toml::from_str(text).map_err(|e| vec![e.to_string().trim().to_owned()])?;
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    for e in &list.participant {
+        match e.to_entry() {
+            Ok(e) => entries.push(e),
+            Err(p) => problems.extend(p),
+        }
+    }
+    let whole = kp_protocol::ParticipantList {
+        issued_on: Timestamp::from_unix_millis(0).date(),
+        entries: entries.clone(),
+    };
+    problems.extend(whole.problems());
+    if problems.is_empty() {
+        Ok(entries)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Renders entries as a TOML participant list (what [`parse_toml`] reads).
+pub fn render_toml(entries: &[ParticipantEntry]) -> String {
+    let list = TomlList { participant: entries.iter().map(TomlEntry::from_entry).collect() };
+    toml::to_string(&list).unwrap_or_default()
+}
+
+const SHIPPED: &str = include_str!("../data/participants.toml");
+
+/// The shipped participant list, by code.
+pub fn shipped() -> &'static BTreeMap<ParticipantCode, ParticipantEntry> {
+    static LIST: OnceLock<BTreeMap<ParticipantCode, ParticipantEntry>> = OnceLock::new();
+    LIST.get_or_init(|| {
+        // Invariant: the shipped file is checked by a unit test below, so it always parses.
+        parse_toml(SHIPPED)
+            .expect("the shipped participant list is valid")
+            .into_iter()
+            .map(|e| (e.code, e))
+            .collect()
+    })
+}
+
+/// A change as stored: the entry, where its signed record sits in the log, and when.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct RecordedEntry {
+    pub entry: ParticipantEntry,
+    pub log_seq: u64,
+    pub recorded_at: Timestamp,
+}
+
+/// The registry store key of a participant.
+pub fn key(code: ParticipantCode) -> [u8; 2] {
+    code.as_bytes()
+}
+
+/// A snapshot of the registry.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    /// Recorded changes per code, in the order they were recorded.
+    recorded: BTreeMap<ParticipantCode, Vec<RecordedEntry>>,
+    /// Enrolled peers that are neither in the registry nor member states: an operator who
+    /// enrols a partner vouches for it as a participant.
+    enrolled: Vec<ParticipantCode>,
+}
+
+impl Registry {
+    pub fn new(
+        recorded: BTreeMap<ParticipantCode, Vec<RecordedEntry>>,
+        enrolled: impl IntoIterator<Item = ParticipantCode>,
+    ) -> Registry {
+        Registry { recorded, enrolled: enrolled.into_iter().collect() }
+    }
+
+    /// Reads every recorded change from the store (a small tree: one key per participant).
+    pub fn load<S: Storage + ?Sized>(
+        store: &S,
+        enrolled: impl IntoIterator<Item = ParticipantCode>,
+    ) -> Result<Registry, StoreError> {
+        let mut recorded = BTreeMap::new();
+        for (k, v) in store.range(Tree::Registry, &[], &[0xff; 3], usize::MAX)? {
+            let history: Vec<RecordedEntry> = decode_record(Tree::Registry, &k, &v)?;
+            if let Some(first) = history.first() {
+                recorded.insert(first.entry.code, history);
+            }
+        }
+        Ok(Registry::new(recorded, enrolled))
+    }
+
+    /// A registry of entries in force (as read from a running daemon), over the shipped list.
+    pub fn from_entries(
+        entries: impl IntoIterator<Item = ParticipantEntry>,
+        enrolled: impl IntoIterator<Item = ParticipantCode>,
+    ) -> Registry {
+        let recorded = entries
+            .into_iter()
+            .map(|entry| {
+                (
+                    entry.code,
+                    vec![RecordedEntry { entry, log_seq: 0, recorded_at: Timestamp::from_unix_millis(0) }],
+                )
+            })
+            .collect();
+        Registry::new(recorded, enrolled)
+    }
+
+    /// The registry as it stands on `today`.
+    pub fn on(&self, today: Date) -> View<'_> {
+        View { registry: self, today }
+    }
+
+    /// Every code the registry knows (shipped or recorded).
+    pub fn codes(&self) -> Vec<ParticipantCode> {
+        let mut codes: Vec<ParticipantCode> = shipped().keys().chain(self.recorded.keys()).copied().collect();
+        codes.sort();
+        codes.dedup();
+        codes
+    }
+
+    /// The recorded changes of `code`, oldest first.
+    pub fn history(&self, code: ParticipantCode) -> &[RecordedEntry] {
+        self.recorded.get(&code).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The registry on one day: implements the validator's [`ParticipantDirectory`].
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    registry: &'a Registry,
+    today: Date,
+}
+
+impl<'a> View<'a> {
+    /// The entry in force for `code`: the latest recorded change that has taken effect, else
+    /// the shipped entry (if it has).
+    pub fn entry(&self, code: ParticipantCode) -> Option<&'a ParticipantEntry> {
+        let recorded = self
+            .registry
+            .recorded
+            .get(&code)
+            .and_then(|h| h.iter().rev().find(|r| r.entry.effective_from <= self.today))
+            .map(|r| &r.entry);
+        recorded.or_else(|| shipped().get(&code).filter(|e| e.effective_from <= self.today))
+    }
+
+    /// Every entry in force, by code.
+    pub fn entries(&self) -> Vec<&'a ParticipantEntry> {
+        self.registry.codes().into_iter().filter_map(|c| self.entry(c)).collect()
+    }
+
+    /// Changes recorded for `code` that take effect after today.
+    pub fn pending(&self, code: ParticipantCode) -> Vec<&'a RecordedEntry> {
+        self.registry.history(code).iter().filter(|r| r.entry.effective_from > self.today).collect()
+    }
+
+    pub fn status(&self, code: ParticipantCode) -> Option<ParticipantStatus> {
+        self.entry(code).map(|e| e.status)
+    }
+
+    /// Why messages for the node of `peer` are held, if they are: its participant (or the
+    /// union it is a member state of) is suspended.
+    pub fn held(&self, peer: ParticipantCode) -> Option<String> {
+        let participant = self.union_of(peer).unwrap_or(peer);
+        self.entry(participant)
+            .filter(|e| e.status == ParticipantStatus::Suspended)
+            .map(|e| suspension(e, peer))
+    }
+
+    /// Problems with a certificate this node is about to issue (beyond the validator's):
+    /// suspended importer or exporter, an unmet restriction on this node's own exports, and
+    /// an importing union with no node of its own.
+    pub fn issue_problems(&self, cert: &kp_protocol::CertificateContent) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let importing = cert.importing_participant;
+        if let Some(e) = self.entry(importing).filter(|e| e.status == ParticipantStatus::Suspended) {
+            out.push(Problem::new(
+                "importing_participant",
+                format!(
+                    "{}; no certificate may be issued to it until it is reinstated \
+                     (kpnode participants set {importing} --status active)",
+                    suspension(e, importing)
+                ),
+            ));
+        }
+        let exporting = cert.exporting_participant;
+        if let Some(e) = self.entry(exporting) {
+            match e.status {
+                ParticipantStatus::Suspended => out.push(Problem::new(
+                    "exporting_participant",
+                    format!("{}; partners refuse its certificates", suspension(e, exporting)),
+                )),
+                ParticipantStatus::Restricted => {
+                    for (field, message) in restriction_problems(e, &cert.parcels) {
+                        out.push(Problem::new(field, message));
+                    }
+                }
+                ParticipantStatus::Active => {}
+            }
+        }
+        out
+    }
+
+    /// Whether a delivered certificate is acceptable given its exporting participant's
+    /// standing; `Ok(Some(note))` if accepted under enhanced vigilance.
+    pub fn accept(&self, cert: &Certificate, me: ParticipantCode) -> Result<Option<String>, Refusal> {
+        let exporting = cert.content.exporting_participant;
+        let Some(e) = self.entry(exporting) else { return Ok(None) };
+        match e.status {
+            ParticipantStatus::Active => Ok(None),
+            ParticipantStatus::Suspended => Err(Refusal::new(
+                RejectCode::Suspended,
+                format!("{me} does not accept certificates from {}", suspension(e, exporting)),
+            )),
+            ParticipantStatus::Restricted => {
+                let problems = restriction_problems(e, &cert.content.parcels);
+                if problems.is_empty() {
+                    Ok(Some(format!(
+                        "{exporting} is restricted{}: accepted because every parcel comes from an approved origin area; enhanced vigilance applies",
+                        since_and_reason(e)
+                    )))
+                } else {
+                    let list: Vec<String> = problems.into_iter().map(|(f, m)| format!("{f}: {m}")).collect();
+                    Err(Refusal::new(RejectCode::Restricted, format!("{me} refuses: {}", list.join("; "))))
+                }
+            }
+        }
+    }
+}
+
+impl ParticipantDirectory for View<'_> {
+    fn is_participant(&self, code: ParticipantCode) -> bool {
+        self.entry(code).is_some()
+            || (self.registry.enrolled.contains(&code) && self.union_of(code).is_none())
+    }
+
+    fn union_of(&self, member: ParticipantCode) -> Option<ParticipantCode> {
+        self.registry
+            .codes()
+            .into_iter()
+            .filter_map(|c| self.entry(c))
+            .find(|e| e.members.contains(&member))
+            .map(|e| e.code)
+    }
+}
+
+fn since_and_reason(e: &ParticipantEntry) -> String {
+    match &e.reason {
+        Some(r) => format!(" since {} ({r})", e.effective_from),
+        None => format!(" since {}", e.effective_from),
+    }
+}
+
+fn suspension(e: &ParticipantEntry, who: ParticipantCode) -> String {
+    let whom = if who == e.code { who.to_string() } else { format!("{who} (a member state of {})", e.code) };
+    format!("{whom} is suspended from the Kimberley Process{}", since_and_reason(e))
+}
+
+/// How parcels fail a restricted participant's rule: each must name an approved area.
+fn restriction_problems(e: &ParticipantEntry, parcels: &[kp_protocol::Parcel]) -> Vec<(String, String)> {
+    let approved: Vec<&str> = e.approved_origin_areas.iter().map(Text::as_str).collect();
+    let matches = |area: &str| approved.iter().any(|a| a.trim().eq_ignore_ascii_case(area.trim()));
+    let rule = format!(
+        "{} is restricted{}: its certificates are accepted only for diamonds from the approved origin areas ({})",
+        e.code,
+        since_and_reason(e),
+        approved.join(", ")
+    );
+    let mut out = Vec::new();
+    for (i, p) in parcels.iter().enumerate() {
+        let field = format!("parcels[{i}].origin_area");
+        match &p.origin_area {
+            None => out.push((field, format!("names no origin area; {rule}"))),
+            Some(a) if !matches(a.as_str()) => out.push((field, format!("{a:?} is not approved; {rule}"))),
+            Some(_) if p.origin == Origin::Mixed => out.push((
+                format!("parcels[{i}].origin"),
+                format!("a mixed parcel cannot show it comes from one approved area; {rule}"),
+            )),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// The shared, swappable registry snapshot.
+#[derive(Debug, Default)]
+pub struct RegistryCell(RwLock<Arc<Registry>>);
+
+impl RegistryCell {
+    pub fn new(r: Registry) -> RegistryCell {
+        RegistryCell(RwLock::new(Arc::new(r)))
+    }
+
+    pub fn get(&self) -> Arc<Registry> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, r: Registry) {
+        match self.0.write() {
+            Ok(mut g) => *g = Arc::new(r),
+            Err(p) => *p.into_inner() = Arc::new(r),
+        }
+    }
+}
+
+/// Checks a change against the registry it would join: problems, one line each.
+pub fn change_problems(view: &View<'_>, entry: &ParticipantEntry) -> Vec<String> {
+    let mut out = entry.problems();
+    let code = entry.code;
+    if let Some(union) = view.union_of(code).filter(|u| *u != code) {
+        out.push(format!(
+            "{code} is a member state of {union}; it has no status of its own (change {union} instead)"
+        ));
+    }
+    for m in &entry.members {
+        if view.entry(*m).is_some() {
+            out.push(format!("{m} is itself a participant, so it cannot be a member state of {code}"));
+        }
+        if let Some(other) = view.union_of(*m).filter(|u| *u != code) {
+            out.push(format!("{m} is already a member state of {other}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(s: &str) -> ParticipantCode {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_shipped_list_parses_and_holds_the_seed_network() {
+        let list = shipped();
+        assert!(list.len() >= 55, "{}", list.len());
+        for c in ["RU", "BY", "KZ", "AM", "KG", "IN", "AE", "EU", "QA", "MZ", "UZ", "CF"] {
+            assert!(list.contains_key(&code(c)), "{c}");
+        }
+        let r = Registry::default();
+        let v = r.on("2026-11-28".parse().unwrap());
+        assert!(!v.is_participant(code("XX")));
+        assert_eq!(v.union_of(code("BE")), Some(code("EU")));
+        assert!(!v.is_participant(code("BE")), "a member state is not a participant");
+        assert_eq!(v.status(code("CF")), Some(ParticipantStatus::Active));
+    }
+
+    #[test]
+    fn the_toml_form_round_trips() {
+        let entries: Vec<ParticipantEntry> = shipped().values().cloned().collect();
+        let text = render_toml(&entries);
+        assert_eq!(parse_toml(&text).unwrap(), entries);
+        let bad = "[[participant]]\ncode = \"cf\"\nname = \"\"\nstatus = \"banned\"\n";
+        let problems = parse_toml(bad).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(parse_toml("[[participant]]\ncode = \"CF\"\nname = \"x\"\ncolour = 1\n").is_err());
+    }
+
+    fn recorded(entry: ParticipantEntry, seq: u64) -> RecordedEntry {
+        RecordedEntry { entry, log_seq: seq, recorded_at: Timestamp::from_unix_millis(0) }
+    }
+
+    #[test]
+    fn the_latest_change_in_effect_wins() {
+        let mut cf = shipped()[&code("CF")].clone();
+        cf.status = ParticipantStatus::Suspended;
+        cf.effective_from = "2026-12-01".parse().unwrap();
+        let mut back = cf.clone();
+        back.status = ParticipantStatus::Active;
+        back.effective_from = "2026-12-10".parse().unwrap();
+        let r = Registry::new(
+            BTreeMap::from([(code("CF"), vec![recorded(cf, 1), recorded(back, 2)])]),
+            Vec::new(),
+        );
+        let on = |d: &str| r.on(d.parse().unwrap()).status(code("CF"));
+        assert_eq!(on("2026-11-30"), Some(ParticipantStatus::Active));
+        assert_eq!(on("2026-12-05"), Some(ParticipantStatus::Suspended));
+        assert_eq!(on("2026-12-10"), Some(ParticipantStatus::Active));
+        assert_eq!(r.on("2026-11-30".parse().unwrap()).pending(code("CF")).len(), 2);
+        assert!(r.on("2026-12-05".parse().unwrap()).held(code("CF")).is_some());
+    }
+}
