@@ -126,6 +126,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/certificates/{number}", get(show))
         .route("/v1/certificates/{number}/confirm", post(confirm))
         .route("/v1/certificates/{number}/void", post(void))
+        .route("/v1/certificates/{number}/seal", get(seal))
+        .route("/v1/stats", get(stats))
+        .route("/v1/reconcile", get(reconcile))
         .route("/v1/peers", get(peers).post(add_peer))
         .route("/v1/peers/{code}", delete(remove_peer))
         .route("/v1/participants", get(participants_list))
@@ -416,6 +419,108 @@ async fn show(
 ) -> ApiResult<Json<queries::CertView>> {
     let rec = record(&shared, &number)?;
     Ok(Json(cert_view(&shared.store, &rec, shared.now().date(), true)?))
+}
+
+/// A certificate's seal, for a QR code.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SealView {
+    /// The QR code's text: `KP1:` and the base45 of the signed seal.
+    pub qr_text: String,
+    #[schema(value_type = Object)]
+    pub seal: kp_protocol::seal::CertificateSeal,
+    pub signed_at: kp_protocol::Timestamp,
+    pub key_id: String,
+}
+
+#[utoipa::path(get, path = "/v1/certificates/{number}/seal", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "An outbound certificate's number")),
+    responses((status = 200, description = "A seal signed now with the current key", body = SealView),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not issued by this node", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn seal(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(number): ApiPath<String>,
+) -> ApiResult<Json<SealView>> {
+    let rec = record(&shared, &number)?;
+    let (doc, seal) = crate::seal::make(&shared.store, &rec, &shared.signer).map_err(ApiError::Conflict)?;
+    Ok(Json(SealView {
+        qr_text: crate::seal::text(&doc),
+        seal,
+        signed_at: doc.signed_at,
+        key_id: doc.key_id.to_string(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    period: String,
+    by: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/stats", tag = "statistics",
+    params(("period" = String, Query, description = "2026-Q3, 2026-H1, 2026-07, 2026, or 2026-07-01..2026-09-30"),
+        ("by" = Option<String>, Query, description = "partner, hs_code, or both (default partner,hs_code)")),
+    responses((status = 200, body = crate::stats::StatsReport), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn stats(
+    State(shared): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<StatsQuery>,
+) -> ApiResult<Json<crate::stats::StatsReport>> {
+    let period: crate::stats::Period =
+        q.period.parse().map_err(|e: String| invalid("invalid_query", "period", e))?;
+    let by: crate::stats::By =
+        q.by.as_deref()
+            .unwrap_or("partner,hs_code")
+            .parse()
+            .map_err(|e: String| invalid("invalid_query", "by", e))?;
+    let (store, me) = (shared.store.clone(), shared.me);
+    // A scan of the log: off the async workers.
+    let report = tokio::task::spawn_blocking(move || crate::stats::compute(&store, me, &period, by))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(report))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileQuery {
+    partner: Option<String>,
+    period: Option<String>,
+    on: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/reconcile", tag = "statistics",
+    params(("partner" = Option<String>, Query, description = "only this partner"),
+        ("period" = Option<String>, Query, description = "only certificates issued in this period"),
+        ("on" = Option<String>, Query, description = "judge expiry as of this day (default today)")),
+    responses((status = 200, body = crate::stats::Reconciliation), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn reconcile(
+    State(shared): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<ReconcileQuery>,
+) -> ApiResult<Json<crate::stats::Reconciliation>> {
+    let partner = q
+        .partner
+        .as_deref()
+        .map(str::parse::<ParticipantCode>)
+        .transpose()
+        .map_err(|e| invalid("invalid_query", "partner", e.to_string()))?;
+    let period = q
+        .period
+        .as_deref()
+        .map(str::parse::<crate::stats::Period>)
+        .transpose()
+        .map_err(|e| invalid("invalid_query", "period", e))?;
+    let on = match q.on.as_deref() {
+        Some(d) => d.parse::<Date>().map_err(|e| invalid("invalid_query", "on", e.to_string()))?,
+        None => shared.now().date(),
+    };
+    let (store, me) = (shared.store.clone(), shared.me);
+    let report = tokio::task::spawn_blocking(move || {
+        crate::stats::reconcile(&store, me, partner, period.as_ref(), on)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(report))
 }
 
 /// An importing node's confirmation of receipt.
@@ -1050,7 +1155,7 @@ impl utoipa::Modify for BearerAuth {
         title = "kpnode local API",
         description = "The local HTTP API of a kpnode: submit, follow, confirm and void Kimberley Process certificates; enrol peers; keys, log, status and metrics. JSON over HTTP; every route but /healthz needs `Authorization: Bearer <api.token>`."
     ),
-    paths(submit, list, show, confirm, void, peers, add_peer, remove_peer, participants_list, participants_show,
+    paths(submit, list, show, confirm, void, seal, stats, reconcile, peers, add_peer, remove_peer, participants_list, participants_show,
         participants_set, participants_import, participants_export, status, keys, rotate, log, log_verify, metrics,
         healthz, openapi_json),
     components(schemas(ErrorBody, Problem, kp_protocol::Certificate, kp_protocol::CertificateDraft)),
@@ -1062,6 +1167,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "participants", description = "The participant registry: status (active, suspended, restricted) and unions"),
         (name = "keys", description = "This node's keys and its peers'"),
         (name = "log", description = "The hash-chained log"),
+        (name = "statistics", description = "Trade statistics and partner reconciliation, from the log and the certificates"),
         (name = "node", description = "Status, metrics, health and this document")
     )
 )]

@@ -268,12 +268,14 @@ fn check_content(
             RejectCode::NotAllowed,
             "a receipt is not a deliverable document; it travels in Receipt frames",
         )),
-        DocumentKind::ParticipantChange | DocumentKind::ParticipantList => Err(Refusal::new(
-            RejectCode::NotAllowed,
-            format!(
-                "a {} is not exchanged between nodes; participant lists are imported by the operator",
-                doc.kind
-            ),
-        )),
+        DocumentKind::ParticipantChange | DocumentKind::ParticipantList | DocumentKind::CertificateSeal => {
+            Err(Refusal::new(
+                RejectCode::NotAllowed,
+                format!(
+                    "a {} is not exchanged between nodes (participant lists are imported by the operator; seals travel as QR codes)",
+                    doc.kind
+                ),
+            ))
+        }
     }
 }

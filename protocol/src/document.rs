@@ -33,6 +33,8 @@ pub enum DocumentKind {
     ParticipantChange,
     /// A participant list as circulated, imported into a registry.
     ParticipantList,
+    /// The issuer's compact attestation of a certificate, printed as a QR code.
+    CertificateSeal,
 }
 
 impl DocumentKind {
@@ -46,6 +48,7 @@ impl DocumentKind {
             DocumentKind::KeyRotation => "key-rotation",
             DocumentKind::ParticipantChange => "participant-change",
             DocumentKind::ParticipantList => "participant-list",
+            DocumentKind::CertificateSeal => "certificate-seal",
         }
     }
 }

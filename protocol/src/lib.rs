@@ -10,7 +10,8 @@
 //! - [`document`]: signed documents (certificate, receipt, import confirmation, void, key
 //!   rotation) with domain-separated Ed25519 signatures; [`receipt`] and [`merkle`]: one
 //!   signature acknowledging a batch of messages; [`registry`]: participants' standing,
-//!   unions, and signed registry changes and lists.
+//!   unions, and signed registry changes and lists; [`seal`]: a certificate's compact
+//!   signed attestation for QR codes.
 //! - [`codec`]: the one bincode configuration; [`frame`]: wire frames; [`armor`]: text
 //!   armor for files that travel by e-mail.
 
@@ -30,6 +31,7 @@ mod openapi;
 pub mod portable;
 pub mod receipt;
 pub mod registry;
+pub mod seal;
 pub mod text;
 pub mod value;
 

@@ -119,6 +119,21 @@ number; `kpnode cert submit` numbers certificates itself.")]
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Exporting side: a QR code that proves the certificate offline (PNG or SVG).
+    #[command(
+        long_about = "Draw a QR code for the shipment's paperwork: a seal signed now by this node's signing key that names the certificate (number, participants, dates, parcels, carats, US$) and commits to the exact signed certificate by its message id. A border post checks it offline with `kpnode verify --qr IMAGE --bundle B` (and the .kpc, if it has one), against this node's enrolment bundle; it keeps verifying after key rotations, with the updated bundle.
+
+The format follows the file name: .png or .svg. Works on a running daemon or, stopped, on the store."
+    )]
+    Qr {
+        /// The certificate number (issued by this node).
+        number: String,
+        /// Where to write the code: FILE.png or FILE.svg.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
+    },
 }
 
 pub fn run(c: CertCommand) -> CliResult {
@@ -135,7 +150,56 @@ pub fn run(c: CertCommand) -> CliResult {
         CertCommand::Void { number, reason, dir } => {
             update(&dir, &number, "void", serde_json::json!({"reason": reason}))
         }
+        CertCommand::Qr { number, out, dir } => qr(&number, &out, &dir),
     }
+}
+
+fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
+    let format = match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => "png",
+        Some("svg") => "svg",
+        _ => return Err(Failure::input(format!("{}: name the file .png or .svg", out.display()))),
+    };
+    let home = NodeDir::new(&dir.dir);
+    let (text, key_id) = match super::peer::access(&home)? {
+        super::peer::Access::Daemon(client) => {
+            let v = client.get(&format!("/v1/certificates/{}/seal", segment(number)))?;
+            (v["qr_text"].as_str().unwrap_or("").to_owned(), v["key_id"].as_str().unwrap_or("").to_owned())
+        }
+        super::peer::Access::Offline(store) => {
+            let n: kp_protocol::CertificateNumber =
+                number.parse().map_err(|e| Failure::input(format!("{number:?}: {e}")))?;
+            let rec = crate::store::get_record::<crate::store::CertRecord, _>(
+                &store,
+                crate::store::Tree::Certs,
+                n.as_str().as_bytes(),
+            )
+            .map_err(|e| Failure::runtime(e.to_string()))?
+            .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
+            let config = home.config()?;
+            let keys = home.keys(&config)?;
+            let signer = Signer::new(config.participant, keys.signing, std::sync::Arc::new(SystemClock));
+            let (doc, _) = crate::seal::make(&store, &rec, &signer).map_err(Failure::runtime)?;
+            (crate::seal::text(&doc), doc.key_id.to_string())
+        }
+    };
+    if text.is_empty() {
+        return Err(Failure::runtime("the daemon returned no seal"));
+    }
+    match format {
+        "png" => {
+            let bytes = crate::seal::png(&text).map_err(Failure::runtime)?;
+            std::fs::write(out, bytes)
+                .map_err(|e| Failure::runtime(format!("{}: cannot write: {e}", out.display())))?;
+        }
+        _ => write_output(out, &crate::seal::svg(&text).map_err(Failure::runtime)?)?,
+    }
+    println!(
+        "Wrote the QR seal of {number} (signed with key {key_id}, {} characters) to {}",
+        text.len(),
+        out.display()
+    );
+    Ok(())
 }
 
 fn client(dir: &DirArg) -> Result<Client, Failure> {

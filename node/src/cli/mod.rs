@@ -17,6 +17,7 @@ mod output;
 mod participants;
 mod peer;
 mod run;
+mod stats;
 mod status;
 mod verify;
 
@@ -101,6 +102,10 @@ enum Command {
     /// The participant registry: list, show, set status (suspend, restrict, reinstate), import, export.
     #[command(subcommand)]
     Participants(participants::ParticipantsCommand),
+    /// Trade statistics of a period from the log: by partner and HS code; CSV, JSON, SVG chart.
+    Stats(stats::StatsArgs),
+    /// Each partner's certificates against their confirmations; exit 1 if any need attention.
+    Reconcile(stats::ReconcileArgs),
     /// Show the running node: fingerprint, counts, and each peer's link.
     Status(status::StatusArgs),
     /// Show this node's and its peers' keys over time; rotate keys.
@@ -123,6 +128,8 @@ pub fn main() -> ExitCode {
         Command::Cert(c) => cert::run(c),
         Command::Verify(a) => verify::run(a),
         Command::Participants(c) => participants::run(c),
+        Command::Stats(a) => stats::run_stats(a),
+        Command::Reconcile(a) => stats::run_reconcile(a),
         Command::Status(a) => status::run(a),
         Command::Keys(c) => keys::run(c),
         Command::Log(c) => log::run(c),

@@ -1,0 +1,163 @@
+//! Certificate seals as QR codes: made by the issuing node (`kpnode cert qr`), checked
+//! offline at a border post (`kpnode verify --qr`). The seal itself is
+//! [`kp_protocol::seal`]; this module signs it, draws it (SVG or PNG, with the `qrcode`
+//! encoder) and reads it back from a PNG (with the `rqrr` decoder).
+
+use kp_keys::VerifiedBundle;
+use kp_protocol::seal::{from_qr_text, to_qr_text, CertificateSeal};
+use kp_protocol::{Certificate, SignedDocument};
+use qrcode::{Color, EcLevel, QrCode};
+
+use crate::engine::document_of;
+use crate::signer::Signer;
+use crate::store::{CertRecord, Direction, Storage};
+
+/// Pixels per QR module in a PNG, and the quiet zone around the code (in modules).
+const PNG_SCALE: usize = 8;
+const QUIET: usize = 4;
+/// Largest PNG read: dimensions and the decoder's memory.
+const MAX_SIDE: u32 = 8192;
+const MAX_PNG_BYTES: usize = 256 << 20;
+
+/// Signs the seal of an outbound certificate held in `store`.
+pub fn make<S: Storage + ?Sized>(
+    store: &S,
+    rec: &CertRecord,
+    signer: &Signer,
+) -> Result<(SignedDocument, CertificateSeal), String> {
+    if rec.direction != Direction::Out {
+        return Err(format!(
+            "certificate {} was issued by {}; only the issuing authority's node can seal it",
+            rec.number, rec.peer
+        ));
+    }
+    let doc = document_of(|t, k| store.get(t, k), rec)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the signed certificate {} is missing from the store", rec.number))?;
+    let cert: Certificate = doc.body().map_err(|e| e.to_string())?;
+    let seal = CertificateSeal::of(&doc, &cert);
+    Ok((signer.sign(&seal), seal))
+}
+
+fn code(text: &str) -> Result<QrCode, String> {
+    QrCode::with_error_correction_level(text, EcLevel::M)
+        .map_err(|e| format!("cannot encode the QR code: {e}"))
+}
+
+/// The QR code as SVG.
+pub fn svg(text: &str) -> Result<String, String> {
+    Ok(code(text)?
+        .render::<qrcode::render::svg::Color<'_>>()
+        .quiet_zone(true)
+        .min_dimensions(256, 256)
+        .dark_color(qrcode::render::svg::Color("#000000"))
+        .light_color(qrcode::render::svg::Color("#ffffff"))
+        .build())
+}
+
+/// The QR code as a greyscale PNG.
+pub fn png(text: &str) -> Result<Vec<u8>, String> {
+    let code = code(text)?;
+    let modules = code.width();
+    let colors = code.to_colors();
+    let side = (modules + 2 * QUIET) * PNG_SCALE;
+    let mut pixels = vec![255u8; side * side];
+    for (i, c) in colors.iter().enumerate() {
+        if *c != Color::Dark {
+            continue;
+        }
+        let (mx, my) = (i % modules + QUIET, i / modules + QUIET);
+        for dy in 0..PNG_SCALE {
+            let row = (my * PNG_SCALE + dy) * side;
+            pixels[row + mx * PNG_SCALE..row + (mx + 1) * PNG_SCALE].fill(0);
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let mut enc = ::png::Encoder::new(&mut out, side as u32, side as u32);
+        enc.set_color(::png::ColorType::Grayscale);
+        enc.set_depth(::png::BitDepth::Eight);
+        let mut w = enc.write_header().map_err(|e| e.to_string())?;
+        w.write_image_data(&pixels).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// Reads the text of the QR code in a PNG image.
+pub fn read_png(bytes: &[u8]) -> Result<String, String> {
+    let limits = ::png::Limits { bytes: MAX_PNG_BYTES };
+    let mut decoder = ::png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
+    decoder.set_transformations(::png::Transformations::EXPAND | ::png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(|e| format!("not a readable PNG image: {e}"))?;
+    let (w, h) = (reader.info().width, reader.info().height);
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(format!("the image is {w}×{h} pixels; at most {MAX_SIDE}×{MAX_SIDE} is read"));
+    }
+    let size = reader.output_buffer_size().ok_or("the image is too large to read")?;
+    let mut buf = vec![0u8; size];
+    let info = reader.next_frame(&mut buf).map_err(|e| format!("not a readable PNG image: {e}"))?;
+    let channels = info.color_type.samples();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let stride = info.line_size;
+    let luma = |x: usize, y: usize| -> u8 {
+        let p = &buf[y * stride + x * channels..];
+        match channels {
+            1 | 2 => p[0],
+            _ => ((u16::from(p[0]) * 3 + u16::from(p[1]) * 6 + u16::from(p[2])) / 10) as u8,
+        }
+    };
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, luma);
+    let grids = img.detect_grids();
+    let Some(grid) = grids.first() else {
+        return Err("no QR code found in the image".into());
+    };
+    let (_, text) = grid.decode().map_err(|e| format!("the QR code could not be read: {e}"))?;
+    Ok(text)
+}
+
+/// What a checked seal says.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub document: SignedDocument,
+    pub seal: CertificateSeal,
+}
+
+/// Checks QR text against the issuer's bundle (key history): signer, key valid when it
+/// signed, signature. With a `.kpc`, also that the seal names exactly that signed
+/// certificate.
+pub fn verify(
+    text: &str,
+    bundle: &VerifiedBundle,
+    kpc: Option<&(SignedDocument, Certificate)>,
+) -> Result<Verified, String> {
+    let (doc, seal) = from_qr_text(text).map_err(|e| e.to_string())?;
+    let issuer = bundle.bundle.participant;
+    if doc.signer != issuer {
+        return Err(format!(
+            "the seal is signed by {}, but the bundle is {issuer}'s; check it with {}'s bundle",
+            doc.signer, doc.signer
+        ));
+    }
+    let key = bundle
+        .history
+        .signing_key_at(doc.key_id, doc.signed_at)
+        .map_err(|e| format!("{e}; if {issuer} rotated its keys, ask for its latest bundle"))?;
+    doc.verify_signature(key).map_err(|e| format!("the seal is not authentic: {e}"))?;
+    if let Some((kdoc, kcert)) = kpc {
+        if kdoc.message_id() != seal.certificate_id || kcert.number != seal.number {
+            return Err(format!(
+                "the seal is for certificate {} (signed document {}), not for this file's {} ({}): the file or the seal was altered",
+                seal.number,
+                seal.certificate_id,
+                kcert.number,
+                kdoc.message_id()
+            ));
+        }
+    }
+    Ok(Verified { document: doc, seal })
+}
+
+/// The QR text of a signed seal.
+pub fn text(doc: &SignedDocument) -> String {
+    to_qr_text(doc)
+}

@@ -1,0 +1,514 @@
+//! Trade statistics and partner reconciliation, as participants report them to the KP (KPCS
+//! Annex III): carats, US$ and certificate counts by partner and HS code for a period, and
+//! each certificate matched with its import confirmation.
+//!
+//! Statistics are computed from the log, so they cover exactly the certificates whose
+//! delivery was acknowledged (exports: this node holds the importer's signed receipt;
+//! imports: this node stored and acknowledged them). A certificate counts in the period that
+//! holds its `issued_on`; voided certificates are left out (their shipment did not happen as
+//! certified). Sums are of integer hundredths, so totals match the certificates to the
+//! hundredth of a carat and the cent.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kp_protocol::amount::format_hundredths;
+use kp_protocol::{Certificate, Date, DocumentKind, HsCode, ParticipantCode, Void};
+use serde::{Deserialize, Serialize};
+
+use crate::queries::effective_status;
+use crate::store::{
+    decode_log, decode_record, log_key, CertRecord, CertStatus, Direction, EntryBody, Storage, StoreError,
+    Tree,
+};
+
+/// A span of days, both ends included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Period {
+    /// As given: `2026-Q3`, `2026-H1`, `2026-07`, `2026`, or `2026-07-01..2026-09-30`.
+    pub label: String,
+    pub start: Date,
+    pub end: Date,
+}
+
+impl Period {
+    pub fn contains(&self, d: Date) -> bool {
+        self.start <= d && d <= self.end
+    }
+
+    /// The first day of each month the period touches.
+    pub fn months(&self) -> Vec<(i32, u32)> {
+        let (mut y, mut m, _) = self.start.ymd();
+        let (ey, em, _) = self.end.ymd();
+        let mut out = Vec::new();
+        while (y, m) <= (ey, em) && out.len() < 1200 {
+            out.push((y, m));
+            (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        }
+        out
+    }
+}
+
+impl std::str::FromStr for Period {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Period, String> {
+        let bad = || {
+            format!(
+                "{s:?} is not a period; write a quarter (2026-Q3), a half-year (2026-H1), a month (2026-07), a year (2026) or a range (2026-07-01..2026-09-30)"
+            )
+        };
+        let month_end = |y: i32, m: u32| -> Result<Date, String> {
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            Date::from_ymd(ny, nm, 1).ok().and_then(|d| d.add_days(-1)).ok_or_else(bad)
+        };
+        let span = |y: i32, first: u32, last: u32| -> Result<Period, String> {
+            Ok(Period {
+                label: s.to_owned(),
+                start: Date::from_ymd(y, first, 1).map_err(|_| bad())?,
+                end: month_end(y, last)?,
+            })
+        };
+        if let Some((a, b)) = s.split_once("..") {
+            let (start, end) = (a.parse::<Date>().map_err(|_| bad())?, b.parse::<Date>().map_err(|_| bad())?);
+            if end < start {
+                return Err(format!("{s:?}: the range ends before it starts"));
+            }
+            return Ok(Period { label: s.to_owned(), start, end });
+        }
+        let (year, rest) = match s.split_once('-') {
+            Some((y, r)) => (y, Some(r)),
+            None => (s, None),
+        };
+        if year.len() != 4 || !year.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let y: i32 = year.parse().map_err(|_| bad())?;
+        match rest {
+            None => span(y, 1, 12),
+            Some("Q1") => span(y, 1, 3),
+            Some("Q2") => span(y, 4, 6),
+            Some("Q3") => span(y, 7, 9),
+            Some("Q4") => span(y, 10, 12),
+            Some("H1") => span(y, 1, 6),
+            Some("H2") => span(y, 7, 12),
+            Some(m) if m.len() == 2 && m.bytes().all(|b| b.is_ascii_digit()) => {
+                let m: u32 = m.parse().map_err(|_| bad())?;
+                if !(1..=12).contains(&m) {
+                    return Err(bad());
+                }
+                span(y, m, m)
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Exports or imports.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Flow {
+    Export,
+    Import,
+}
+
+/// How to break the figures down.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct By {
+    pub partner: bool,
+    pub hs_code: bool,
+}
+
+impl std::str::FromStr for By {
+    type Err = String;
+    fn from_str(s: &str) -> Result<By, String> {
+        let mut by = By::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "partner" => by.partner = true,
+                "hs_code" => by.hs_code = true,
+                other => return Err(format!("cannot break down by {other:?}; use partner, hs_code or both")),
+            }
+        }
+        Ok(by)
+    }
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+struct Sums {
+    certificates: u64,
+    parcels: u64,
+    carats: u128,
+    value_usd: u128,
+}
+
+/// One row of figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Row {
+    pub flow: Flow,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner: Option<ParticipantCode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub hs_code: Option<HsCode>,
+    /// Certificates with at least one parcel in the row.
+    pub certificates: u64,
+    pub parcels: u64,
+    /// Decimal strings with two decimals, summed exactly.
+    pub carats: String,
+    pub value_usd: String,
+}
+
+/// Figures of one month, for charts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MonthRow {
+    pub flow: Flow,
+    /// `YYYY-MM`.
+    pub month: String,
+    pub partner: ParticipantCode,
+    pub certificates: u64,
+    pub carats: String,
+    pub value_usd: String,
+}
+
+/// The statistics of a period.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatsReport {
+    pub participant: ParticipantCode,
+    pub period: Period,
+    pub by: By,
+    pub rows: Vec<Row>,
+    /// One row per flow: everything.
+    pub totals: Vec<Row>,
+    /// By month and partner (US$ and carats), for the chart.
+    pub monthly: Vec<MonthRow>,
+    /// Certificates of the period left out because they were voided.
+    pub voided_excluded: u64,
+}
+
+fn row(flow: Flow, partner: Option<ParticipantCode>, hs_code: Option<HsCode>, s: Sums) -> Row {
+    Row {
+        flow,
+        partner,
+        hs_code,
+        certificates: s.certificates,
+        parcels: s.parcels,
+        carats: format_u128(s.carats),
+        value_usd: format_u128(s.value_usd),
+    }
+}
+
+/// Hundredths as a decimal string, for sums beyond u64.
+pub fn format_u128(v: u128) -> String {
+    match u64::try_from(v) {
+        Ok(v) => format_hundredths(v),
+        Err(_) => format!("{}.{:02}", v / 100, v % 100),
+    }
+}
+
+/// One certificate's contribution.
+struct Contribution {
+    flow: Flow,
+    partner: ParticipantCode,
+    month: (i32, u32),
+    parcels: Vec<(HsCode, u64, u64)>,
+}
+
+/// Log entries read per page, to bound memory on a large log.
+const PAGE: usize = 10_000;
+
+/// Computes the statistics of `period` from the log.
+pub fn compute<S: Storage + ?Sized>(
+    store: &S,
+    me: ParticipantCode,
+    period: &Period,
+    by: By,
+) -> Result<StatsReport, StoreError> {
+    let mut certs: BTreeMap<String, Contribution> = BTreeMap::new();
+    let mut voided: BTreeSet<String> = BTreeSet::new();
+    let mut next = 1u64;
+    loop {
+        let page = store.range(Tree::Log, &log_key(next), &[0xff; 9], PAGE)?;
+        let Some((last_key, _)) = page.last() else { break };
+        let last = u64::from_be_bytes(last_key.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0xff; 8]));
+        for (k, v) in &page {
+            let (entry, _) = decode_log(k, v)?;
+            let (flow, doc) = match &entry.body {
+                EntryBody::Sent { document, .. } => (Flow::Export, document),
+                EntryBody::Received { document, .. } => (Flow::Import, document),
+                EntryBody::Recorded { .. } => continue,
+            };
+            match doc.kind {
+                DocumentKind::Certificate => {
+                    let Ok(cert) = doc.body::<Certificate>() else { continue };
+                    let c = &cert.content;
+                    if !period.contains(c.issued_on) {
+                        continue;
+                    }
+                    let partner = match flow {
+                        Flow::Export => c.importing_participant,
+                        Flow::Import => c.exporting_participant,
+                    };
+                    let (y, m, _) = c.issued_on.ymd();
+                    let parcels = c
+                        .parcels
+                        .iter()
+                        .map(|p| (p.hs_code, p.carats.hundredths(), p.value_usd.hundredths()))
+                        .collect();
+                    certs.insert(
+                        cert.number.to_string(),
+                        Contribution { flow, partner, month: (y, m), parcels },
+                    );
+                }
+                DocumentKind::Void => {
+                    if let Ok(v) = doc.body::<Void>() {
+                        voided.insert(v.certificate.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if page.len() < PAGE || last == u64::MAX {
+            break;
+        }
+        next = last + 1;
+    }
+
+    let mut detail: BTreeMap<(Flow, Option<ParticipantCode>, Option<HsCode>), Sums> = BTreeMap::new();
+    let mut totals: BTreeMap<Flow, Sums> = BTreeMap::new();
+    let mut monthly: BTreeMap<(Flow, (i32, u32), ParticipantCode), Sums> = BTreeMap::new();
+    let mut voided_excluded = 0;
+    for (number, c) in &certs {
+        if voided.contains(number) {
+            voided_excluded += 1;
+            continue;
+        }
+        let total = totals.entry(c.flow).or_default();
+        let month = monthly.entry((c.flow, c.month, c.partner)).or_default();
+        total.certificates += 1;
+        month.certificates += 1;
+        let mut keys_seen = BTreeSet::new();
+        for &(hs, carats, usd) in &c.parcels {
+            for s in [&mut *total, &mut *month] {
+                s.parcels += 1;
+                s.carats += u128::from(carats);
+                s.value_usd += u128::from(usd);
+            }
+            let key = (c.flow, by.partner.then_some(c.partner), by.hs_code.then_some(hs));
+            let d = detail.entry(key).or_default();
+            if keys_seen.insert(key) {
+                d.certificates += 1;
+            }
+            d.parcels += 1;
+            d.carats += u128::from(carats);
+            d.value_usd += u128::from(usd);
+        }
+    }
+    let rows = if by.partner || by.hs_code {
+        detail.into_iter().map(|((f, p, h), s)| row(f, p, h, s)).collect()
+    } else {
+        Vec::new()
+    };
+    let totals = [Flow::Export, Flow::Import]
+        .into_iter()
+        .map(|f| row(f, None, None, totals.get(&f).copied().unwrap_or_default()))
+        .collect();
+    let monthly = monthly
+        .into_iter()
+        .map(|((flow, (y, m), partner), s)| MonthRow {
+            flow,
+            month: format!("{y:04}-{m:02}"),
+            partner,
+            certificates: s.certificates,
+            carats: format_u128(s.carats),
+            value_usd: format_u128(s.value_usd),
+        })
+        .collect();
+    Ok(StatsReport { participant: me, period: period.clone(), by, rows, totals, monthly, voided_excluded })
+}
+
+/// The statistics as CSV: a header and one line per row, then the totals.
+pub fn to_csv(r: &StatsReport) -> String {
+    let mut out = String::from("flow,partner,hs_code,certificates,parcels,carats,value_usd\n");
+    for row in r.rows.iter().chain(&r.totals) {
+        let partner = row.partner.map(|p| p.to_string()).unwrap_or_else(|| {
+            if row.hs_code.is_none() {
+                "ALL".into()
+            } else {
+                String::new()
+            }
+        });
+        let hs = row.hs_code.map(|h| h.to_string()).unwrap_or_default();
+        let flow = match row.flow {
+            Flow::Export => "export",
+            Flow::Import => "import",
+        };
+        out.push_str(&format!(
+            "{flow},{partner},{hs},{},{},{},{}\n",
+            row.certificates, row.parcels, row.carats, row.value_usd
+        ));
+    }
+    out
+}
+
+/// A certificate that needs someone's attention.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Finding {
+    pub number: String,
+    pub issued_on: Date,
+    pub expires_on: Date,
+    /// What is wrong, for people.
+    pub detail: String,
+}
+
+/// One partner's side-by-side view.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PartnerReconciliation {
+    pub partner: ParticipantCode,
+    /// Certificates this node issued to the partner (voided and refused ones left out).
+    pub sent: u64,
+    /// Of those, confirmed by the partner (matching or not).
+    pub confirmed: u64,
+    /// Of those, not confirmed yet but still within their validity: nothing wrong yet.
+    pub awaiting_confirmation: u64,
+    /// Confirmations whose parcels or carats differ from the certificate, with the
+    /// difference.
+    pub discrepancies: Vec<Finding>,
+    /// Certificates past their expiry with no confirmation from the partner.
+    pub unconfirmed_past_expiry: Vec<Finding>,
+    /// Certificates the partner issued to this node.
+    pub received: u64,
+    /// Inbound certificates this node has not confirmed.
+    pub not_confirmed_here: Vec<Finding>,
+}
+
+/// The reconciliation: every partner, and whether anything needs attention.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Reconciliation {
+    pub participant: ParticipantCode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<Period>,
+    /// The day the checks were made for (expiry is judged against it).
+    pub on: Date,
+    pub partners: Vec<PartnerReconciliation>,
+    /// How many findings in all: the command exits 1 when this is not 0.
+    pub attention: u64,
+}
+
+/// Matches each certificate with its confirmation, per partner, on the day `on`.
+pub fn reconcile<S: Storage + ?Sized>(
+    store: &S,
+    me: ParticipantCode,
+    partner: Option<ParticipantCode>,
+    period: Option<&Period>,
+    on: Date,
+) -> Result<Reconciliation, StoreError> {
+    let mut partners: BTreeMap<ParticipantCode, PartnerReconciliation> = BTreeMap::new();
+    let mut after: Vec<u8> = Vec::new();
+    loop {
+        let mut start = after.clone();
+        start.push(0);
+        let page =
+            store.range(Tree::Certs, if after.is_empty() { &[] } else { &start }, &[0xff; 40], PAGE)?;
+        let Some((last, _)) = page.last() else { break };
+        after = last.clone();
+        for (k, v) in &page {
+            let rec: CertRecord = decode_record(Tree::Certs, k, v)?;
+            if partner.is_some_and(|p| p != rec.peer) || period.is_some_and(|p| !p.contains(rec.issued_on)) {
+                continue;
+            }
+            let p = partners.entry(rec.peer).or_insert_with(|| PartnerReconciliation {
+                partner: rec.peer,
+                sent: 0,
+                confirmed: 0,
+                awaiting_confirmation: 0,
+                discrepancies: Vec::new(),
+                unconfirmed_past_expiry: Vec::new(),
+                received: 0,
+                not_confirmed_here: Vec::new(),
+            });
+            let finding = |detail: String| Finding {
+                number: rec.number.to_string(),
+                issued_on: rec.issued_on,
+                expires_on: rec.expires_on,
+                detail,
+            };
+            let status = effective_status(&rec, on);
+            match rec.direction {
+                Direction::Out => {
+                    if matches!(rec.status, CertStatus::Voided | CertStatus::Rejected) {
+                        continue;
+                    }
+                    p.sent += 1;
+                    if let Some(c) = &rec.confirmation {
+                        p.confirmed += 1;
+                        if let Some(d) = &c.discrepancy {
+                            p.discrepancies.push(finding(format!("confirmed on {}: {d}", c.received_on)));
+                        }
+                    } else if status == CertStatus::Expired {
+                        p.unconfirmed_past_expiry.push(finding(format!(
+                            "expired on {} with no confirmation of receipt from {}",
+                            rec.expires_on, rec.peer
+                        )));
+                    } else {
+                        p.awaiting_confirmation += 1;
+                    }
+                }
+                Direction::In => {
+                    if rec.status == CertStatus::Voided {
+                        continue;
+                    }
+                    p.received += 1;
+                    if rec.confirmation.is_none() {
+                        let when =
+                            rec.delivered_at.map(|t| t.date().to_string()).unwrap_or_else(|| "-".into());
+                        p.not_confirmed_here.push(finding(format!(
+                            "received {when} from {}; this node has not confirmed receipt (kpnode cert confirm)",
+                            rec.peer
+                        )));
+                    }
+                }
+                Direction::Local => {}
+            }
+        }
+        if page.len() < PAGE {
+            break;
+        }
+    }
+    let partners: Vec<PartnerReconciliation> = partners.into_values().collect();
+    let attention = partners
+        .iter()
+        .map(|p| {
+            (p.discrepancies.len() + p.unconfirmed_past_expiry.len() + p.not_confirmed_here.len()) as u64
+        })
+        .sum();
+    Ok(Reconciliation { participant: me, period: period.cloned(), on, partners, attention })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_to_their_days() {
+        let p: Period = "2026-Q3".parse().unwrap();
+        assert_eq!((p.start.to_string(), p.end.to_string()), ("2026-07-01".into(), "2026-09-30".into()));
+        assert_eq!(p.months(), vec![(2026, 7), (2026, 8), (2026, 9)]);
+        let p: Period = "2024-02".parse().unwrap();
+        assert_eq!(p.end.to_string(), "2024-02-29");
+        let p: Period = "2026-H2".parse().unwrap();
+        assert_eq!(p.end.to_string(), "2026-12-31");
+        let p: Period = "2026".parse().unwrap();
+        assert_eq!(p.months().len(), 12);
+        let p: Period = "2026-10-15..2026-11-02".parse().unwrap();
+        assert_eq!(p.months(), vec![(2026, 10), (2026, 11)]);
+        for bad in ["2026-Q5", "26-Q1", "2026-13", "2026-00", "Q3", "2026-11-02..2026-10-15", ""] {
+            assert!(bad.parse::<Period>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn breakdowns_parse() {
+        assert_eq!("partner,hs_code".parse::<By>().unwrap(), By { partner: true, hs_code: true });
+        assert_eq!("hs_code".parse::<By>().unwrap(), By { partner: false, hs_code: true });
+        assert!("colour".parse::<By>().is_err());
+    }
+}
