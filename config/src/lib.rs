@@ -55,6 +55,7 @@ pub struct Delivery {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub max_inbound_connections: u32,
+    pub max_pending_handshakes: u32,
     pub clock_tolerance: Duration,
 }
 
@@ -170,7 +171,12 @@ const DOCS: &[Doc] = &[
     Doc {
         section: "delivery",
         key: "max_inbound_connections",
-        text: "Inbound peer connections served at once (handshakes included).",
+        text: "Authenticated inbound peer connections served at once.",
+    },
+    Doc {
+        section: "delivery",
+        key: "max_pending_handshakes",
+        text: "Inbound connections still in their TLS handshake; beyond it the oldest is dropped, so a flood cannot lock peers out.",
     },
     Doc {
         section: "delivery",
@@ -221,6 +227,7 @@ impl NodeConfig {
                 backoff_initial: Duration::from_millis(200),
                 backoff_max: Duration::from_secs(30),
                 max_inbound_connections: 256,
+                max_pending_handshakes: 64,
                 clock_tolerance: Duration::from_secs(300),
             },
             certificates: Certificates {
@@ -322,6 +329,7 @@ impl NodeConfig {
                 &mut d.backoff_max,
             );
             w.int(&mut s, "max_inbound_connections", 1..=100_000, &mut d.max_inbound_connections);
+            w.int(&mut s, "max_pending_handshakes", 1..=100_000, &mut d.max_pending_handshakes);
             w.duration(
                 &mut s,
                 "clock_tolerance",
@@ -396,6 +404,7 @@ impl NodeConfig {
             ("delivery", "backoff_initial", dur(d.backoff_initial)),
             ("delivery", "backoff_max", dur(d.backoff_max)),
             ("delivery", "max_inbound_connections", d.max_inbound_connections.to_string()),
+            ("delivery", "max_pending_handshakes", d.max_pending_handshakes.to_string()),
             ("delivery", "clock_tolerance", dur(d.clock_tolerance)),
             ("certificates", "max_validity_days", self.certificates.max_validity_days.to_string()),
             ("keys", "tls_grace_period", dur(self.keys.tls_grace_period)),

@@ -77,7 +77,7 @@ impl NodeKeys {
             root_tls_certificate: tls_certificate.clone(),
             rotations: Vec::new(),
         };
-        write_atomic(&dir.join(HISTORY), &codec::encode(&file), 0o600)?;
+        write_atomic(&dir.join(HISTORY), &seal_history(&file), 0o600)?;
         Ok(NodeKeys { signing, tls, tls_certificate, history, previous_tls: None, dir: dir.to_owned() })
     }
 
@@ -86,8 +86,7 @@ impl NodeKeys {
     /// it: a key is never silently regenerated.
     pub fn load(dir: &Path) -> Result<NodeKeys, KeyError> {
         let history_path = dir.join(HISTORY);
-        let file: HistoryFile = codec::decode(&read_secret(&history_path)?)
-            .map_err(|e| KeyError::Damaged { path: history_path.clone(), detail: e.to_string() })?;
+        let file = open_history(&history_path)?;
         let history = KeyHistory::from_chain(
             file.participant,
             &file.root_key,
@@ -246,7 +245,7 @@ impl NodeKeys {
             rotations: history.rotations().to_vec(),
         };
         // The commit point.
-        write_atomic(&self.dir.join(HISTORY), &codec::encode(&file), 0o600)?;
+        write_atomic(&self.dir.join(HISTORY), &seal_history(&file), 0o600)?;
         for name in [SIGNING, TLS_KEY, TLS_CERT] {
             finish_rotation(&self.dir, name)?;
         }
@@ -296,8 +295,7 @@ fn finish_rotation(dir: &Path, name: &str) -> Result<(), KeyError> {
         return Ok(());
     }
     let target = dir.join(name);
-    let file: HistoryFile = codec::decode(&read_secret(&dir.join(HISTORY))?)
-        .map_err(|e| KeyError::Damaged { path: dir.join(HISTORY), detail: e.to_string() })?;
+    let file = open_history(&dir.join(HISTORY))?;
     let pending_matches = match name {
         SIGNING => {
             let k = load_pem(&pending, SigningKeyPair::from_pkcs8_pem)?;
@@ -317,6 +315,31 @@ fn finish_rotation(dir: &Path, name: &str) -> Result<(), KeyError> {
     };
     let result = if pending_matches { fs::rename(&pending, &target) } else { fs::remove_file(&pending) };
     result.map_err(|e| KeyError::io(&target, e))
+}
+
+/// The history file's bytes: its encoding, then the SHA-256 of that encoding, so that any
+/// damage is found and blamed on this file (a changed byte inside an embedded certificate
+/// would otherwise decode and look like a mismatch of another file).
+fn seal_history(file: &HistoryFile) -> Vec<u8> {
+    let mut bytes = codec::encode(file);
+    let digest = kp_protocol::Digest::of(&bytes);
+    bytes.extend_from_slice(&digest.0);
+    bytes
+}
+
+fn open_history(path: &Path) -> Result<HistoryFile, KeyError> {
+    let bytes = read_secret(path)?;
+    let damaged = |detail: String| KeyError::Damaged { path: path.to_owned(), detail };
+    let Some(split) = bytes.len().checked_sub(32) else {
+        return Err(damaged(format!("only {} bytes long", bytes.len())));
+    };
+    let (body, sum) = bytes.split_at(split);
+    if kp_protocol::Digest::of(body).0.as_slice() != sum {
+        return Err(damaged(
+            "its checksum does not match: the file was altered or damaged; restore it from a backup".into(),
+        ));
+    }
+    codec::decode(body).map_err(|e| damaged(e.to_string()))
 }
 
 fn rotations_name_signing_key(file: &HistoryFile, key: [u8; 32]) -> bool {

@@ -29,6 +29,12 @@ macro_rules! key_pair {
                 $name(SigningKey::generate(&mut rand::rngs::OsRng))
             }
 
+            /// A key from its 32 secret bytes: for deterministic tests and the simulation,
+            /// never for a node's real keys (use `generate`).
+            pub fn from_secret_bytes(secret: &[u8; 32]) -> Self {
+                $name(SigningKey::from_bytes(secret))
+            }
+
             pub fn from_pkcs8_pem(pem: &str) -> Result<Self, PemError> {
                 SigningKey::from_pkcs8_pem(pem).map($name).map_err(|e| PemError(e.to_string()))
             }

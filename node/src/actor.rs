@@ -27,7 +27,9 @@ use crate::store::{SledStore, Storage};
 #[non_exhaustive]
 pub enum ActorError {
     /// The batch could not be written or flushed; nothing in it is acknowledged.
-    #[error("the store could not write: {0}")]
+    #[error(
+        "the store could not write ({0}); nothing in this request is acknowledged. Free space on the disk that holds the node's store (or make it writable again if it went read-only): the node restarts its store by itself once writes succeed again"
+    )]
     Storage(String),
     #[error("the node is shutting down")]
     Stopped,
@@ -66,6 +68,49 @@ pub trait Publish: Send + 'static {
         acknowledged: &[(MessageId, Option<CertificateNumber>)],
         store: &SledStore,
     );
+}
+
+/// Whether the store still works. After a write or flush fails (a full disk, an I/O error)
+/// sled refuses everything that follows, so the first failure is reported once and the
+/// daemon restarts the node's store when the disk accepts writes again.
+#[derive(Debug)]
+pub struct StoreHealth(tokio::sync::watch::Sender<Option<String>>);
+
+impl Default for StoreHealth {
+    fn default() -> StoreHealth {
+        StoreHealth(tokio::sync::watch::channel(None).0)
+    }
+}
+
+impl StoreHealth {
+    fn failed(&self, error: &str) {
+        self.0.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(error.to_owned());
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The first failure, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+
+    /// Resolves with the first failure.
+    pub async fn wait_failed(&self) -> String {
+        let mut rx = self.0.subscribe();
+        loop {
+            if let Some(e) = rx.borrow_and_update().clone() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                return "the store stopped".into();
+            }
+        }
+    }
 }
 
 /// A handle to send commands to the store actor.
@@ -139,6 +184,20 @@ pub struct Actor {
 /// At most this many committed batches wait for the flusher; beyond, the writer waits.
 const TICKETS_IN_FLIGHT: usize = 4;
 
+/// What the actor reports to, and asks of, the rest of the node.
+pub struct ActorHooks {
+    pub metrics: Arc<Metrics>,
+    pub publish: Box<dyn Publish>,
+    pub rotator: Box<dyn Rotator>,
+    pub health: Arc<StoreHealth>,
+}
+
+impl std::fmt::Debug for ActorHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorHooks").finish_non_exhaustive()
+    }
+}
+
 impl Actor {
     /// Starts the actor threads over `store` and `engine`.
     pub fn start(
@@ -146,21 +205,21 @@ impl Actor {
         engine: Engine,
         clock: Arc<dyn Clock>,
         max_batch: usize,
-        metrics: Arc<Metrics>,
-        publish: Box<dyn Publish>,
-        rotator: Box<dyn Rotator>,
+        hooks: ActorHooks,
     ) -> std::io::Result<Actor> {
+        let ActorHooks { metrics, publish, rotator, health } = hooks;
         let (tx, rx) = mpsc::channel(max_batch.max(16) * 4);
         let (tickets_tx, tickets_rx) = std::sync::mpsc::sync_channel::<Ticket>(TICKETS_IN_FLIGHT);
         let flusher = {
             let store = store.clone();
             let metrics = metrics.clone();
+            let health = health.clone();
             std::thread::Builder::new()
                 .name("kpnode-flush".into())
-                .spawn(move || flush_loop(tickets_rx, store, metrics, publish))?
+                .spawn(move || flush_loop(tickets_rx, store, metrics, publish, health))?
         };
         let writer = std::thread::Builder::new().name("kpnode-store".into()).spawn(move || {
-            let mut writer = Writer { store, engine, clock, metrics, tickets: tickets_tx };
+            let mut writer = Writer { store, engine, clock, metrics, tickets: tickets_tx, health };
             writer.run(rx, max_batch, rotator);
         })?;
         Ok(Actor { handle: ActorHandle { tx }, writer: Some(writer), flusher: Some(flusher) })
@@ -200,6 +259,7 @@ struct Writer {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     tickets: std::sync::mpsc::SyncSender<Ticket>,
+    health: Arc<StoreHealth>,
 }
 
 impl Writer {
@@ -222,6 +282,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "store write failed; the batch is not acknowledged");
                 self.metrics.store_failures.inc();
+                self.health.failed(&e.to_string());
                 let error = ActorError::Storage(e.to_string());
                 for r in replies {
                     let _ = r.send(Err(error.clone()));
@@ -330,6 +391,7 @@ fn flush_loop(
     store: SledStore,
     metrics: Arc<Metrics>,
     mut publish: Box<dyn Publish>,
+    health: Arc<StoreHealth>,
 ) {
     // Outbox marks committed but not yet known durable (a flush failed since).
     let mut unpublished: BTreeMap<ParticipantCode, u64> = BTreeMap::new();
@@ -350,6 +412,7 @@ fn flush_loop(
         if let Err(e) = store.flush() {
             tracing::error!(error = %e, "store flush failed; the batch is not acknowledged");
             metrics.store_failures.inc();
+            health.failed(&e.to_string());
             let error = ActorError::Storage(format!("flush failed: {e}"));
             for t in tickets {
                 fail(t, error.clone());

@@ -322,8 +322,20 @@ pub async fn submit_certificate(shared: &Arc<Shared>, body: &[u8]) -> ApiResult<
             }
         };
         let document = shared.signer.sign(&cert);
+        let number = cert.number.clone();
         let outcome =
-            shared.actor.call(Command::Submit { document, certificate: Box::new(cert), assigned }).await?;
+            match shared.actor.call(Command::Submit { document, certificate: Box::new(cert), assigned }).await {
+                Ok(o) => o,
+                // The batch was committed but not made durable: it may or may not survive. A
+                // number the caller chose makes a retry harmless; one the node chose must be
+                // named, or a retry could issue the shipment twice.
+                Err(e @ ActorError::Storage(_)) if assigned.is_some() => {
+                    return Err(ApiError::Unavailable(format!(
+                        "{e}. This certificate was numbered {number}; it may still have been written, so once the node is back check it with `kpnode cert show {number}` before submitting it again"
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            };
         match outcome {
             Outcome::Submitted { record, already_stored } => {
                 if !already_stored {

@@ -144,6 +144,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
+    /// The underlying writer, for writing bytes that are not frames (tests of hostile input).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
     pub fn pending(&self) -> usize {
         self.buf.len()
     }

@@ -29,12 +29,15 @@ pub mod home;
 pub mod link;
 pub mod metrics;
 pub mod node;
+pub mod os;
 pub mod participants;
 pub mod queries;
 pub mod registry;
 pub mod seal;
 pub mod sender;
 pub mod signer;
+#[cfg(test)]
+mod sim;
 pub mod stats;
 pub mod store;
 pub mod tls;

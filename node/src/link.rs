@@ -52,9 +52,66 @@ enum Outgoing {
     },
 }
 
+/// Most inbound connections one peer may hold at once (a node dials one link; the rest is
+/// reconnects overlapping an old connection not yet timed out).
+const MAX_CONNECTIONS_PER_PEER: u32 = 8;
+
+/// Connections still in their TLS handshake. When full, the oldest is dropped to admit the
+/// newest: a flood of idle or slow connections (slowloris) then costs each legitimate peer a
+/// retry at worst, instead of locking every peer out until the flood's handshakes time out.
+#[derive(Debug)]
+struct Pending {
+    cap: usize,
+    inner: std::sync::Mutex<PendingInner>,
+}
+
+#[derive(Debug, Default)]
+struct PendingInner {
+    next: u64,
+    queue: std::collections::VecDeque<(u64, CancellationToken)>,
+    evicted: u64,
+    last_report: Option<Instant>,
+}
+
+impl Pending {
+    fn new(cap: usize) -> Pending {
+        Pending { cap: cap.max(1), inner: Default::default() }
+    }
+
+    /// Admits a new connection; returns its id and the token that is cancelled if it is
+    /// evicted, and how many were evicted since the last report (to log, at most every 10 s).
+    fn admit(&self) -> (u64, CancellationToken, Option<u64>) {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        while p.queue.len() >= self.cap {
+            if let Some((_, token)) = p.queue.pop_front() {
+                token.cancel();
+                p.evicted += 1;
+            }
+        }
+        p.next += 1;
+        let (id, token) = (p.next, CancellationToken::new());
+        p.queue.push_back((id, token.clone()));
+        let report = if p.evicted > 0 && p.last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            p.last_report = Some(Instant::now());
+            Some(std::mem::take(&mut p.evicted))
+        } else {
+            None
+        };
+        (id, token, report)
+    }
+
+    /// The connection finished its handshake (or ended): it no longer counts.
+    fn done(&self, id: u64) {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        p.queue.retain(|(i, _)| *i != id);
+    }
+}
+
 /// Accepts peer connections until the node stops.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let limit = Arc::new(Semaphore::new(shared.config.delivery.max_inbound_connections as usize));
+    let pending = Arc::new(Pending::new(shared.config.delivery.max_pending_handshakes as usize));
     let acceptor = match shared.tls.server_config() {
         Ok(c) => tokio_rustls::TlsAcceptor::from(c),
         Err(e) => {
@@ -76,21 +133,27 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, limit = shared.config.delivery.max_inbound_connections, "refused a connection: too many inbound connections");
-            continue;
-        };
+        let (id, evict, evicted) = pending.admit();
+        if let Some(n) = evicted {
+            shared.metrics.handshakes_refused.add(n);
+            tracing::warn!(
+                evicted = n,
+                limit = shared.config.delivery.max_pending_handshakes,
+                "dropped unfinished handshakes to admit new connections (a flood of idle or slow connections?)"
+            );
+        }
         let s = shared.clone();
-        let acceptor = acceptor.clone();
+        let (acceptor, limit, pending) = (acceptor.clone(), limit.clone(), pending.clone());
         let span = tracing::info_span!("inbound", %addr);
         shared.tasks.spawn(
             async move {
-                let _permit = permit;
                 let cancel = s.cancel.clone();
                 tokio::select! {
                     _ = cancel.cancelled() => {}
-                    _ = inbound(s, acceptor, tcp) => {}
+                    _ = evict.cancelled() => tracing::debug!("handshake dropped for a newer connection"),
+                    _ = inbound(s, acceptor, tcp, &pending, id, limit) => {}
                 }
+                pending.done(id);
             }
             .instrument(span),
         );
@@ -98,7 +161,14 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 /// One connection from a peer: handshake, then store and acknowledge what it delivers.
-async fn inbound(shared: Arc<Shared>, acceptor: tokio_rustls::TlsAcceptor, tcp: TcpStream) {
+async fn inbound(
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    pending: &Pending,
+    id: u64,
+    limit: Arc<Semaphore>,
+) {
     let _ = tcp.set_nodelay(true);
     let handshake = shared.config.delivery.handshake_timeout;
     let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
@@ -120,6 +190,19 @@ async fn inbound(shared: Arc<Shared>, acceptor: tokio_rustls::TlsAcceptor, tcp: 
         tracing::warn!("refused a connection: the client's key is not a trusted key of an enrolled peer");
         return;
     };
+    // Authenticated: no longer a pending handshake, now an enrolled peer's connection.
+    pending.done(id);
+    let Ok(_permit) = limit.try_acquire_owned() else {
+        tracing::warn!(%peer, limit = shared.config.delivery.max_inbound_connections, "refused a connection: too many inbound connections");
+        return;
+    };
+    let mut too_many = false;
+    shared.links.update(peer, |s| too_many = s.inbound_connections >= MAX_CONNECTIONS_PER_PEER);
+    if too_many {
+        shared.metrics.handshakes_refused.inc();
+        tracing::warn!(%peer, limit = MAX_CONNECTIONS_PER_PEER, "refused a connection: the peer already holds too many");
+        return;
+    }
     let span = tracing::info_span!("peer", peer = %peer, dir = "in");
     let token = shared.links.token(peer);
     shared.links.update(peer, |s| s.inbound_connections += 1);

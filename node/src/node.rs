@@ -215,6 +215,8 @@ pub struct Shared {
     pub trust: Arc<TrustCell>,
     /// The participant registry, reloaded after every change.
     pub registry: Arc<RegistryCell>,
+    /// Set when the store fails (a full disk): the daemon then restarts the node's store.
+    pub store_health: Arc<crate::actor::StoreHealth>,
     /// Bumped after every trust change; the supervisor reconciles links on it.
     pub trust_generation: watch::Sender<u64>,
     pub store: SledStore,
@@ -377,26 +379,30 @@ impl Node {
         let peer_addr = peer_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
         let api_addr = api_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
 
+        let store_health = Arc::new(crate::actor::StoreHealth::default());
         let actor = Actor::start(
             store.clone(),
             engine,
             clock.clone(),
             config.store.max_batch as usize,
-            metrics.clone(),
-            Box::new(Publisher {
-                links: links.clone(),
-                trust: trust.clone(),
-                registry: registry.clone(),
-                generation: trust_generation.clone(),
-                observer: opts.delivery_observer.clone(),
-            }),
-            Box::new(NodeRotator {
-                signer: signer.clone(),
-                keys: keys.clone(),
-                tls: tls.clone(),
-                trust: trust.clone(),
-                links: links.clone(),
-            }),
+            crate::actor::ActorHooks {
+                metrics: metrics.clone(),
+                publish: Box::new(Publisher {
+                    links: links.clone(),
+                    trust: trust.clone(),
+                    registry: registry.clone(),
+                    generation: trust_generation.clone(),
+                    observer: opts.delivery_observer.clone(),
+                }),
+                rotator: Box::new(NodeRotator {
+                    signer: signer.clone(),
+                    keys: keys.clone(),
+                    tls: tls.clone(),
+                    trust: trust.clone(),
+                    links: links.clone(),
+                }),
+                health: store_health.clone(),
+            },
         )
         .map_err(|e| StartError::Other(format!("cannot start the store thread: {e}")))?;
 
@@ -409,6 +415,7 @@ impl Node {
             tls,
             trust,
             registry,
+            store_health,
             trust_generation,
             store,
             actor: actor.handle(),
@@ -642,6 +649,12 @@ impl NodeHandle {
     /// task; (3) stop the store actor, which finishes the commands already sent and flushes;
     /// (4) drop the store, releasing its lock. Nothing acknowledged is lost at any point, since
     /// every acknowledgement followed a flush.
+    /// Resolves when the store has failed (the first error); the node then refuses every
+    /// write until it is restarted.
+    pub async fn store_failed(&self) -> String {
+        self.shared.store_health.wait_failed().await
+    }
+
     pub async fn shutdown(mut self) {
         tracing::info!(participant = %self.shared.me, "shutting down");
         self.shared.cancel.cancel();

@@ -18,6 +18,7 @@ use kp_protocol::ParticipantCode;
 use serde_json::{json, Value};
 
 pub mod prometheus;
+pub mod proxy;
 pub mod raw;
 
 /// Logs of in-process nodes go to the test output, at `KPNODE_TEST_LOG` (default: warn).
@@ -102,6 +103,20 @@ impl Api {
                 .header("Authorization", &format!("Bearer {}", self.token))
                 .call(),
         )
+    }
+
+    /// Like `post`, but `None` if the API cannot be reached (a node restarting).
+    pub fn try_post(&self, path: &str, body: &str) -> Option<(u16, Value)> {
+        let mut r = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .ok()?;
+        let status = r.status().as_u16();
+        let text = r.body_mut().with_config().limit(1 << 30).read_to_string().unwrap_or_default();
+        Some((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
     }
 
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
@@ -340,8 +355,8 @@ impl Drop for ProcessNode {
 
 /// Sends `signal` to `pid`.
 pub fn unsafe_kill(pid: i32, signal: i32) -> i32 {
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours. This is the only
-    // unsafe block of the project (test helpers only): std has no way to send SIGTERM.
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours. std has no way to
+    // send SIGTERM.
     #[allow(unsafe_code)]
     unsafe {
         libc::kill(pid, signal)

@@ -42,6 +42,10 @@ pub fn init_logging(format: LogFormat) {
 
 pub fn run(a: RunArgs) -> CliResult {
     init_logging(a.log_format);
+    crate::os::ignore_file_size_signal();
+    if let Some(limit) = crate::os::raise_open_file_limit() {
+        tracing::debug!(limit, "open file limit");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kpnode")
@@ -49,29 +53,96 @@ pub fn run(a: RunArgs) -> CliResult {
         .map_err(|e| Failure::runtime(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
         let dir = NodeDir::new(&a.dir.dir);
-        let node = Node::start(NodeOptions::new(dir)).await.map_err(|e| {
+        let mut signals = Signals::install();
+        let mut node = Node::start(NodeOptions::new(dir.clone())).await.map_err(|e| {
             let code = match e {
                 crate::node::StartError::Home(crate::home::HomeError::Config(_)) => 2,
                 _ => 1,
             };
             Failure { code, lines: e.to_string().lines().map(str::to_owned).collect() }
         })?;
-        wait_for_signal().await;
-        node.shutdown().await;
-        Ok(())
+        loop {
+            let why = tokio::select! {
+                _ = signals.next() => {
+                    node.shutdown().await;
+                    return Ok(());
+                }
+                why = node.store_failed() => why,
+            };
+            // sled refuses every write after an I/O error: stop everything that uses the
+            // store, and start again once the disk takes writes. Nothing unacknowledged is
+            // lost: every caller of a failed batch was told so.
+            tracing::error!(error = %why, "the store failed; restarting the node once the disk accepts writes again");
+            node.shutdown().await;
+            match restart(&dir, &mut signals).await {
+                Some(n) => node = n,
+                None => return Ok(()),
+            }
+        }
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// Waits (with a growing pause) until the store's disk takes a probe write and the node
+/// starts again; `None` if a signal asks to stop meanwhile.
+async fn restart(dir: &NodeDir, signals: &mut Signals) -> Option<crate::node::NodeHandle> {
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = signals.next() => return None,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(30));
+        if let Err(e) = probe_writable(&dir.store_dir()) {
+            tracing::warn!(error = %e, dir = %dir.store_dir().display(), "the store's disk still refuses writes");
+            continue;
+        }
+        match Node::start(NodeOptions::new(dir.clone())).await {
+            Ok(n) => {
+                tracing::info!("the store accepts writes again; the node is running");
+                return Some(n);
+            }
+            Err(e) => tracing::warn!(error = %e, "the node could not start again yet"),
+        }
+    }
+}
+
+/// Writes, syncs and removes a 1 MiB file beside the store.
+fn probe_writable(store: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = store.join(".kpnode-write-probe");
+    let result = (|| {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&vec![0u8; 1 << 20])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// SIGTERM and SIGINT.
+struct Signals {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Signals { streams: Some((term, int)) },
+            _ => {
+                tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
+                Signals { streams: None }
+            }
+        }
+    }
+
+    async fn next(&mut self) {
+        match &mut self.streams {
+            Some((term, int)) => tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            },
+            None => std::future::pending::<()>().await,
+        }
     }
 }

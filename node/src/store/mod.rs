@@ -70,6 +70,20 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// Writes to apply atomically: `None` removes the key.
 pub type Writes = BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>;
 
+/// What an operator can do about an I/O error on the store.
+fn io_hint(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ReadOnlyFilesystem => {
+            "; the disk holding the store is read-only: remount it read-write (the kernel log says why it \
+went read-only)"
+        }
+        K::StorageFull | K::FileTooLarge | K::QuotaExceeded => "; free space on the disk holding the store",
+        K::PermissionDenied => "; run kpnode as the user that owns the node directory",
+        _ => "",
+    }
+}
+
 /// Why the store failed. The node reports these; it never "repairs" by deleting data.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -80,7 +94,7 @@ pub enum StoreError {
     Missing { path: String },
     #[error("storage failure: {0}")]
     Sled(#[from] sled::Error),
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}{}", io_hint(source))]
     Io { path: String, source: std::io::Error },
     #[error("store record {tree}[{key}] is damaged: {detail}")]
     Corrupt { tree: &'static str, key: String, detail: String },

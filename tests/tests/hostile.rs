@@ -1,0 +1,252 @@
+//! Hostile peers: a client holding an enrolled peer's keys speaks the wire protocol directly
+//! and sends what no well-behaved node would. After each attempt the node under attack is
+//! still up, still serving its other peer, has logged what happened, and has stored nothing
+//! it should not have.
+
+use std::time::Duration;
+
+use kp_keys::NodeKeys;
+use kp_protocol::{Certificate, CertificateDraft, Frame, RejectCode, SignedDocument, ValidationContext};
+use kp_tests::raw::RawPeer;
+use kp_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn now() -> kp_protocol::Timestamp {
+    kp_node::clock::Clock::now(&kp_node::clock::SystemClock)
+}
+
+fn certificate(json: &str) -> Certificate {
+    let ctx = ValidationContext {
+        today: now().date(),
+        max_validity_days: Some(60),
+        participants: &kp_protocol::AnyParticipant,
+        exporter: None,
+        importer: None,
+    };
+    CertificateDraft::from_json(json, &ctx).unwrap().into_certificate(|| unreachable!())
+}
+
+fn sign(cert: &Certificate, code: &str, keys: &NodeKeys) -> SignedDocument {
+    SignedDocument::sign(cert, code.parse().unwrap(), keys.signing.signing_key(), now())
+}
+
+/// The victim's log so far.
+fn log_of(node: &ProcessNode) -> String {
+    std::fs::read_to_string(&node.log).unwrap_or_default()
+}
+
+fn metric(api: &Api, name: &str) -> f64 {
+    let (_, v) = api.get("/metrics");
+    v.as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// KZ (a real node) delivers a certificate to IN: the victim still serves its other peer.
+fn still_serving(kz: &Api, inn: &Api, n: u64) {
+    let number = kz.submit(&certificate_json("KZ", "IN", Some(&format!("KZ-2026-{:06}", 500 + n)), n));
+    wait_until(Duration::from_secs(30), &format!("IN still takes KZ's {number}"), || {
+        kz.certificate(&number)["status"] == "delivered"
+    });
+    assert_eq!(inn.get("/healthz").0, 200);
+}
+
+/// The connection is closed by the other side within `limit`.
+async fn closed(raw: &mut RawPeer, limit: Duration) -> bool {
+    match raw.recv(limit).await {
+        Ok(None) | Err(_) => true,
+        Ok(Some(_)) => false,
+    }
+}
+
+#[test]
+fn hostile_peers_cannot_crash_confuse_or_lock_out_a_node() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let in_dir = init_dir(tmp.path(), "IN", free_port());
+    let ru_dir = init_dir(tmp.path(), "RU", free_port());
+    let kz_dir = init_dir(tmp.path(), "KZ", free_port());
+    // A short handshake timeout, so the slow attacks finish quickly.
+    let config = std::fs::read_to_string(in_dir.config_path()).unwrap();
+    std::fs::write(
+        in_dir.config_path(),
+        config.replace("handshake_timeout = \"10s\"", "handshake_timeout = \"2s\""),
+    )
+    .unwrap();
+    assert!(std::fs::read_to_string(in_dir.config_path()).unwrap().contains("handshake_timeout = \"2s\""));
+    enrol_cli(&in_dir, &ru_dir);
+    enrol_cli(&in_dir, &kz_dir);
+    let inn = ProcessNode::start(&in_dir);
+    let kz = ProcessNode::start(&kz_dir);
+    let (in_api, kz_api) = (inn.api(), kz.api());
+    let addr: std::net::SocketAddr = in_dir.config().unwrap().network.peer_listen;
+    let ru_keys = NodeKeys::load(&ru_dir.keys_dir()).unwrap();
+    let kz_keys = NodeKeys::load(&kz_dir.keys_dir()).unwrap();
+    still_serving(&kz_api, &in_api, 0);
+
+    // 1. A length prefix far beyond the maximum: closed before anything is allocated.
+    let errors_before = metric(&in_api, "kpnode_protocol_errors_total");
+    rt.block_on(async {
+        let mut raw = RawPeer::connect(addr, &ru_keys, "RU".parse().unwrap()).await.unwrap();
+        raw.writer.get_mut().write_all(&[0x7f, 0xff, 0xff, 0xff]).await.unwrap();
+        raw.writer.get_mut().flush().await.unwrap();
+        assert!(closed(&mut raw, Duration::from_secs(10)).await, "an oversized frame closes the connection");
+    });
+    still_serving(&kz_api, &in_api, 1);
+
+    // 2. A plausible length followed by garbage.
+    rt.block_on(async {
+        let mut raw = RawPeer::connect(addr, &ru_keys, "RU".parse().unwrap()).await.unwrap();
+        let mut junk = vec![0u8, 0, 0, 40];
+        junk.extend((0..40u8).map(|i| i.wrapping_mul(97).wrapping_add(13)));
+        raw.writer.get_mut().write_all(&junk).await.unwrap();
+        raw.writer.get_mut().flush().await.unwrap();
+        assert!(closed(&mut raw, Duration::from_secs(10)).await, "garbage closes the connection");
+    });
+    still_serving(&kz_api, &in_api, 2);
+
+    // 3. A valid frame of a type that has no business on this link.
+    rt.block_on(async {
+        let mut raw = RawPeer::connect(addr, &ru_keys, "RU".parse().unwrap()).await.unwrap();
+        raw.send(&Frame::Pong { nonce: 7 }).await.unwrap();
+        assert!(closed(&mut raw, Duration::from_secs(10)).await, "an unexpected frame closes the connection");
+    });
+    assert!(metric(&in_api, "kpnode_protocol_errors_total") >= errors_before + 3.0);
+    wait_until(Duration::from_secs(5), "the closures are logged", || {
+        let log = log_of(&inn);
+        log.contains("closed the connection") && log.contains("unexpected Pong frame")
+    });
+    still_serving(&kz_api, &in_api, 3);
+
+    // 4–7. Documents: a bad signature, a third participant's, a replay, a reused number.
+    let genuine =
+        sign(&certificate(&certificate_json("RU", "IN", Some("RU-2026-000001"), 1)), "RU", &ru_keys);
+    let mut forged = genuine.clone();
+    forged.signature[10] ^= 0x40;
+    let third = sign(&certificate(&certificate_json("KZ", "IN", Some("KZ-2026-000777"), 2)), "KZ", &kz_keys);
+    let reused =
+        sign(&certificate(&certificate_json("RU", "IN", Some("RU-2026-000001"), 99)), "RU", &ru_keys);
+    let replies = rt.block_on(async {
+        let mut raw = RawPeer::connect(addr, &ru_keys, "RU".parse().unwrap()).await.unwrap();
+        let mut replies = Vec::new();
+        for doc in [&forged, &third, &genuine, &genuine, &reused] {
+            raw.send(&Frame::Deliver { message_id: doc.message_id(), document: doc.clone() }).await.unwrap();
+            replies.push(raw.recv(Duration::from_secs(10)).await.unwrap().expect("an answer"));
+        }
+        // A replay on a new connection, too.
+        let mut again = RawPeer::connect(addr, &ru_keys, "RU".parse().unwrap()).await.unwrap();
+        again
+            .send(&Frame::Deliver { message_id: genuine.message_id(), document: genuine.clone() })
+            .await
+            .unwrap();
+        replies.push(again.recv(Duration::from_secs(10)).await.unwrap().expect("an answer"));
+        replies
+    });
+    let reject = |f: &Frame| match f {
+        Frame::Reject { code, detail, .. } => (*code, detail.clone()),
+        other => panic!("expected a Reject, got {other:?}"),
+    };
+    let receipt_seq = |f: &Frame| match f {
+        Frame::Receipt { proofs, .. } => proofs[0].item.log_seq,
+        other => panic!("expected a Receipt, got {other:?}"),
+    };
+    assert_eq!(reject(&replies[0]).0, RejectCode::BadSignature, "{:?}", replies[0]);
+    assert_eq!(reject(&replies[1]).0, RejectCode::WrongSigner, "{:?}", replies[1]);
+    let first = receipt_seq(&replies[2]);
+    assert_eq!(receipt_seq(&replies[3]), first, "a replay gets the original receipt");
+    let (code, detail) = reject(&replies[4]);
+    assert_eq!(code, RejectCode::Conflict, "{detail}");
+    assert!(detail.contains("RU-2026-000001"), "{detail}");
+    assert_eq!(receipt_seq(&replies[5]), first, "and so does a replay on a new connection");
+    let from_ru: Vec<serde_json::Value> =
+        in_api.certificates("in").into_iter().filter(|c| c["peer"] == "RU").collect();
+    assert_eq!(from_ru.len(), 1, "only the genuine certificate is stored, once");
+    assert_eq!(from_ru[0]["message_id"], genuine.message_id().to_string());
+    assert!(log_of(&inn).contains("refused a delivery"));
+    still_serving(&kz_api, &in_api, 4);
+
+    // 8. A thousand idle connections: the node keeps accepting its real peers meanwhile.
+    // KZ stops, so that it has to dial IN afresh through the flood.
+    let mut kz = kz;
+    kz.stop();
+    let refused_before = metric(&in_api, "kpnode_handshakes_refused_total");
+    // The flood is kept up: whenever the node drops one of the idle connections, another
+    // takes its place.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flood = {
+        let (stop, opened) = (stop.clone(), opened.clone());
+        rt.spawn(async move {
+            let mut idle: Vec<tokio::net::TcpStream> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut buf = [0u8; 1];
+                // Keep the ones the node has not closed yet.
+                idle.retain(|s| match s.try_read(&mut buf) {
+                    Ok(0) => false,
+                    Ok(_) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                });
+                while idle.len() < 1000 {
+                    match tokio::net::TcpStream::connect(addr).await {
+                        Ok(s) => {
+                            idle.push(s);
+                            opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    wait_until(Duration::from_secs(30), "a thousand idle connections are open", || {
+        opened.load(std::sync::atomic::Ordering::SeqCst) >= 1000
+    });
+    // KZ comes back and dials IN through the flood.
+    let kz = ProcessNode::start(&kz_dir);
+    let kz_api = kz.api();
+    still_serving(&kz_api, &in_api, 5);
+    assert_eq!(in_api.get("/v1/status").0, 200, "the API answers during the flood");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    rt.block_on(flood).unwrap();
+    assert!(metric(&in_api, "kpnode_handshakes_refused_total") > refused_before, "the flood is counted");
+    assert!(log_of(&inn).contains("dropped unfinished handshakes"), "and logged");
+
+    // 9. Slowloris: a handshake that trickles in a byte at a time is dropped at the timeout.
+    let dropped = rt.block_on(async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        // The start of a TLS record header, one byte every 300 ms.
+        for b in
+            [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        {
+            if tcp.write_all(&[b]).await.is_err() {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(Duration::from_millis(1), tcp.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                _ => {}
+            }
+        }
+        None
+    });
+    let after = dropped.expect("the trickling handshake is dropped");
+    assert!(after < Duration::from_secs(5), "dropped after {after:?}");
+    wait_until(Duration::from_secs(5), "the slow handshake is logged", || {
+        log_of(&inn).contains("TLS handshake did not finish in time")
+    });
+    still_serving(&kz_api, &in_api, 6);
+
+    // The victim's log still verifies, and it holds exactly what it should.
+    drop(kz);
+    let mut inn = inn;
+    inn.stop();
+    let report = audit(&in_dir);
+    assert_eq!(report.received, 8, "7 certificates from KZ and 1 from RU");
+}
