@@ -184,3 +184,27 @@ fn an_interrupted_rotation_is_finished_or_undone_by_the_history() {
     assert_eq!(recovered.signing.key_id(), new_id);
     assert!(!keys_dir.join("signing.key.pem.next").exists());
 }
+
+#[test]
+fn a_history_file_from_before_its_checksum_still_loads_and_a_damaged_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    let keys = NodeKeys::create(&keys_dir, RU, t(1000)).unwrap();
+    let path = keys_dir.join("history.bin");
+    let sealed = fs::read(&path).unwrap();
+    // The older layout: the same encoding without the 32-byte SHA-256 suffix.
+    fs::write(&path, &sealed[..sealed.len() - 32]).unwrap();
+    let loaded = NodeKeys::load(&keys_dir).unwrap();
+    assert_eq!(loaded.fingerprint(), keys.fingerprint());
+    // One changed byte is found and blamed on history.bin. (In the old layout it is still
+    // found, by the cross-checks, but may be blamed on the file the history disagrees with.)
+    let mut bad = sealed.clone();
+    let i = bad.len() / 2;
+    bad[i] ^= 0x40;
+    fs::write(&path, &bad).unwrap();
+    let err = NodeKeys::load(&keys_dir).unwrap_err().to_string();
+    assert!(err.contains("history.bin") && err.contains("checksum"), "{err}");
+    bad.truncate(bad.len() - 32);
+    fs::write(&path, &bad).unwrap();
+    assert!(NodeKeys::load(&keys_dir).is_err());
+}
