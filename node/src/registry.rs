@@ -182,13 +182,22 @@ pub fn key(code: ParticipantCode) -> [u8; 2] {
 }
 
 /// A snapshot of the registry.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Registry {
     /// Recorded changes per code, in the order they were recorded.
     recorded: BTreeMap<ParticipantCode, Vec<RecordedEntry>>,
     /// Enrolled peers that are neither in the registry nor member states: an operator who
     /// enrols a partner vouches for it as a participant.
     enrolled: Vec<ParticipantCode>,
+    /// Codes with member states in any entry, shipped or recorded, at any date: the only
+    /// ones `union_of` needs to look at (it runs for every delivery).
+    unions: Vec<ParticipantCode>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry::new(BTreeMap::new(), [])
+    }
 }
 
 impl Registry {
@@ -196,7 +205,15 @@ impl Registry {
         recorded: BTreeMap<ParticipantCode, Vec<RecordedEntry>>,
         enrolled: impl IntoIterator<Item = ParticipantCode>,
     ) -> Registry {
-        Registry { recorded, enrolled: enrolled.into_iter().collect() }
+        let shipped_unions = shipped().values().filter(|e| !e.members.is_empty()).map(|e| e.code);
+        let recorded_unions = recorded
+            .iter()
+            .filter(|(_, h)| h.iter().any(|r| !r.entry.members.is_empty()))
+            .map(|(code, _)| *code);
+        let mut unions: Vec<ParticipantCode> = shipped_unions.chain(recorded_unions).collect();
+        unions.sort();
+        unions.dedup();
+        Registry { recorded, enrolled: enrolled.into_iter().collect(), unions }
     }
 
     /// Reads every recorded change from the store (a small tree: one key per participant).
@@ -362,9 +379,9 @@ impl ParticipantDirectory for View<'_> {
 
     fn union_of(&self, member: ParticipantCode) -> Option<ParticipantCode> {
         self.registry
-            .codes()
-            .into_iter()
-            .filter_map(|c| self.entry(c))
+            .unions
+            .iter()
+            .filter_map(|c| self.entry(*c))
             .find(|e| e.members.contains(&member))
             .map(|e| e.code)
     }
