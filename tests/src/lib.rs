@@ -409,3 +409,41 @@ pub fn audit(dir: &NodeDir) -> kp_node::audit::AuditReport {
     kp_node::audit::verify_log(&store, config.participant, &keys.history, &trust, |_| {})
         .expect("the log verifies")
 }
+
+/// A whole-number setting from the environment (the long versions of the soak and the kill
+/// loops), or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Submits `n` RU→IN certificates through `api` from 8 threads at once; returns the numbers
+/// given out, in no particular order (each acknowledged, so durable).
+pub fn submit_from_threads(api: &Api, n: u64) -> Vec<String> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let api = api.clone();
+                s.spawn(move || {
+                    (0..n)
+                        .filter(|i| i % 8 == t)
+                        .map(|i| api.submit(&certificate_json("RU", "IN", None, i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// A certificate parsed from `json` as of today, with any participant codes allowed: what a
+/// test needs to sign documents by hand.
+pub fn parse_certificate(json: &str) -> kp_protocol::Certificate {
+    let ctx = kp_protocol::ValidationContext {
+        today: SystemClock.now().date(),
+        max_validity_days: Some(60),
+        participants: &kp_protocol::AnyParticipant,
+        exporter: None,
+        importer: None,
+    };
+    kp_protocol::CertificateDraft::from_json(json, &ctx).unwrap().into_certificate(|| unreachable!())
+}

@@ -11,10 +11,6 @@ use std::time::Duration;
 use kp_tests::*;
 use rand::{Rng, SeedableRng};
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 /// Certificates per stream.
 fn n() -> u64 {
     env_u64("KPNODE_KILL_CERTS", 6000)
@@ -88,21 +84,7 @@ fn kill_loop(p: &mut Pair, victim: Victim, kills: u64, seed: u64) -> u64 {
 
 /// Submits n() certificates to `api` from several threads (each acknowledged, so durable).
 fn submit_all(api: &Api) -> BTreeSet<String> {
-    let n = n();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                let api = api.clone();
-                s.spawn(move || {
-                    (0..n)
-                        .filter(|i| i % 8 == t)
-                        .map(|i| api.submit(&certificate_json("RU", "IN", None, i)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    })
+    submit_from_threads(api, n()).into_iter().collect()
 }
 
 fn received(api: &Api) -> u64 {

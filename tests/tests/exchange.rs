@@ -16,20 +16,7 @@ fn five_hundred_certificates_are_delivered_acknowledged_confirmed_and_voided() {
     wait_linked(&ru.api, inn.code);
 
     // 500 certificates from 8 threads at once.
-    let numbers: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                let api = ru.api.clone();
-                s.spawn(move || {
-                    (0..500u64)
-                        .filter(|i| i % 8 == t)
-                        .map(|i| api.submit(&certificate_json("RU", "IN", None, i)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
+    let numbers: Vec<String> = submit_from_threads(&ru.api, 500);
     assert_eq!(numbers.len(), 500);
     let mut unique = numbers.clone();
     unique.sort();

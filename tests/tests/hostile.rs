@@ -6,24 +6,13 @@
 use std::time::Duration;
 
 use kp_keys::NodeKeys;
-use kp_protocol::{Certificate, CertificateDraft, Frame, RejectCode, SignedDocument, ValidationContext};
+use kp_protocol::{Certificate, Frame, RejectCode, SignedDocument};
 use kp_tests::raw::RawPeer;
 use kp_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn now() -> kp_protocol::Timestamp {
     kp_node::clock::Clock::now(&kp_node::clock::SystemClock)
-}
-
-fn certificate(json: &str) -> Certificate {
-    let ctx = ValidationContext {
-        today: now().date(),
-        max_validity_days: Some(60),
-        participants: &kp_protocol::AnyParticipant,
-        exporter: None,
-        importer: None,
-    };
-    CertificateDraft::from_json(json, &ctx).unwrap().into_certificate(|| unreachable!())
 }
 
 fn sign(cert: &Certificate, code: &str, keys: &NodeKeys) -> SignedDocument {
@@ -124,12 +113,13 @@ fn hostile_peers_cannot_crash_confuse_or_lock_out_a_node() {
 
     // 4–7. Documents: a bad signature, a third participant's, a replay, a reused number.
     let genuine =
-        sign(&certificate(&certificate_json("RU", "IN", Some("RU-2026-000001"), 1)), "RU", &ru_keys);
+        sign(&parse_certificate(&certificate_json("RU", "IN", Some("RU-2026-000001"), 1)), "RU", &ru_keys);
     let mut forged = genuine.clone();
     forged.signature[10] ^= 0x40;
-    let third = sign(&certificate(&certificate_json("KZ", "IN", Some("KZ-2026-000777"), 2)), "KZ", &kz_keys);
+    let third =
+        sign(&parse_certificate(&certificate_json("KZ", "IN", Some("KZ-2026-000777"), 2)), "KZ", &kz_keys);
     let reused =
-        sign(&certificate(&certificate_json("RU", "IN", Some("RU-2026-000001"), 99)), "RU", &ru_keys);
+        sign(&parse_certificate(&certificate_json("RU", "IN", Some("RU-2026-000001"), 99)), "RU", &ru_keys);
     let replies = rt.block_on(async {
         let mut raw = RawPeer::connect(addr, &ru_keys, "RU".parse().unwrap()).await.unwrap();
         let mut replies = Vec::new();

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use kp_keys::NodeKeys;
-use kp_protocol::{Certificate, CertificateDraft, Frame, RejectCode, SignedDocument, ValidationContext};
+use kp_protocol::{Frame, RejectCode, SignedDocument};
 use kp_tests::raw::RawPeer;
 use kp_tests::*;
 use serde_json::{json, Value};
@@ -149,17 +149,6 @@ fn a_restricted_participants_certificates_must_satisfy_the_rule_and_are_marked_f
     assert_eq!(ru.api.status()["certificates_under_vigilance"], 1);
 }
 
-fn parse(json: &str) -> Certificate {
-    let ctx = ValidationContext {
-        today: now().date(),
-        max_validity_days: Some(60),
-        participants: &kp_protocol::AnyParticipant,
-        exporter: None,
-        importer: None,
-    };
-    CertificateDraft::from_json(json, &ctx).unwrap().into_certificate(|| unreachable!())
-}
-
 #[test]
 fn member_states_issue_in_their_unions_name_and_no_one_else_may() {
     init_logging();
@@ -206,10 +195,10 @@ fn member_states_issue_in_their_unions_name_and_no_one_else_may() {
     // A non-member signing in the EU's name is refused.
     let kz_keys = NodeKeys::load(&kz.dir.keys_dir()).unwrap();
     let be_keys = NodeKeys::load(&be.dir.keys_dir()).unwrap();
-    let forged = parse(&certificate_json("EU", "RU", Some("EU-KZ-2026-000001"), 2));
+    let forged = parse_certificate(&certificate_json("EU", "RU", Some("EU-KZ-2026-000001"), 2));
     let by_kz = SignedDocument::sign(&forged, "KZ".parse().unwrap(), kz_keys.signing.signing_key(), now());
     // And a document BE really signed, presented by KZ instead of BE.
-    let genuine = parse(&certificate_json("EU", "RU", Some("EU-BE-2026-900001"), 3));
+    let genuine = parse_certificate(&certificate_json("EU", "RU", Some("EU-BE-2026-900001"), 3));
     let by_be = SignedDocument::sign(&genuine, "BE".parse().unwrap(), be_keys.signing.signing_key(), now());
     let replies = rt.block_on(async {
         let mut raw =

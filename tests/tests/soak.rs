@@ -11,10 +11,6 @@ use std::time::{Duration, Instant};
 use kp_tests::proxy::{FaultProxy, Faults};
 use kp_tests::*;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 /// Short timeouts, so that stalls and cuts are noticed and repaired quickly.
 fn tune(dir: &kp_node::home::NodeDir) {
     let text = std::fs::read_to_string(dir.config_path()).unwrap();
@@ -54,20 +50,7 @@ fn certificates_through_a_faulty_network_arrive_exactly_once() {
     inn.api.enrol(&text, &fp);
 
     let started = Instant::now();
-    let numbers: BTreeSet<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                let api = ru.api.clone();
-                s.spawn(move || {
-                    (0..n)
-                        .filter(|i| i % 8 == t)
-                        .map(|i| api.submit(&certificate_json("RU", "IN", None, i)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
+    let numbers: BTreeSet<String> = submit_from_threads(&ru.api, n).into_iter().collect();
     assert_eq!(numbers.len() as u64, n);
     wait_until(
         Duration::from_secs(180 + n / 50),
