@@ -28,9 +28,15 @@ use crate::store::{SledStore, Storage};
 pub enum ActorError {
     /// The batch could not be written or flushed; nothing in it is acknowledged.
     #[error(
-        "the store could not write ({0}); nothing in this request is acknowledged. Free space on the disk that holds the node's store (or make it writable again if it went read-only): the node restarts its store by itself once writes succeed again"
+        "the store could not write ({0}); nothing in this request is acknowledged. Fix what the error names; `kpnode run` reopens its store by itself once a test write succeeds"
     )]
     Storage(String),
+    /// The batch could not be applied for another reason than I/O (a damaged record); the
+    /// store is unchanged and keeps serving other requests.
+    #[error(
+        "the store could not apply this request ({0}); nothing in it is acknowledged. Run `kpnode log verify` on this node to check its store"
+    )]
+    Damaged(String),
     #[error("the node is shutting down")]
     Stopped,
     #[error("key rotation failed: {0}")]
@@ -282,8 +288,14 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "store write failed; the batch is not acknowledged");
                 self.metrics.store_failures.inc();
-                self.health.failed(&e.to_string());
-                let error = ActorError::Storage(e.to_string());
+                // Only an I/O failure leaves sled refusing writes: then the node reopens its
+                // store. A damaged record fails this batch alone (nothing of it was written).
+                let error = if e.is_io() {
+                    self.health.failed(&e.to_string());
+                    ActorError::Storage(e.to_string())
+                } else {
+                    ActorError::Damaged(e.to_string())
+                };
                 for r in replies {
                     let _ = r.send(Err(error.clone()));
                 }

@@ -91,7 +91,10 @@ impl From<StoreError> for ApiError {
 
 impl From<ActorError> for ApiError {
     fn from(e: ActorError) -> ApiError {
-        ApiError::Unavailable(e.to_string())
+        match e {
+            ActorError::Damaged(_) => ApiError::Internal(e.to_string()),
+            _ => ApiError::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -331,7 +334,7 @@ pub async fn submit_certificate(shared: &Arc<Shared>, body: &[u8]) -> ApiResult<
                 // named, or a retry could issue the shipment twice.
                 Err(e @ ActorError::Storage(_)) if assigned.is_some() => {
                     return Err(ApiError::Unavailable(format!(
-                        "{e}. This certificate was numbered {number}; it may still have been written, so once the node is back check it with `kpnode cert show {number}` before submitting it again"
+                        "{e}. This certificate was numbered {number} and may have been written before the failure: once the node is back, submit it again with \"number\": \"{number}\" — if it was stored you get it back, and if that number has meanwhile gone to another certificate you get a conflict, and should submit it without a number"
                     )))
                 }
                 Err(e) => return Err(e.into()),
@@ -1131,9 +1134,15 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult<Response> {
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "node", security(()),
-    responses((status = 200, description = "The node is up", body = String, content_type = "text/plain; charset=utf-8")))]
-async fn healthz() -> &'static str {
-    "ok\n"
+    responses((status = 200, description = "The node is up", body = String, content_type = "text/plain; charset=utf-8"),
+        (status = 503, description = "The store failed; the node is reopening it", body = ErrorBody)))]
+async fn healthz(State(shared): State<Arc<Shared>>) -> ApiResult<&'static str> {
+    match shared.store_health.failure() {
+        Some(why) => {
+            Err(ApiError::Unavailable(format!("the store failed ({why}); the node is reopening it")))
+        }
+        None => Ok("ok\n"),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "node",

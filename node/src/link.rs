@@ -57,8 +57,11 @@ enum Outgoing {
 const MAX_CONNECTIONS_PER_PEER: u32 = 8;
 
 /// Connections still in their TLS handshake. When full, the oldest is dropped to admit the
-/// newest: a flood of idle or slow connections (slowloris) then costs each legitimate peer a
-/// retry at worst, instead of locking every peer out until the flood's handshakes time out.
+/// newest: a flood of idle or slow connections (slowloris) then costs legitimate peers
+/// retries instead of locking every peer out until the flood's handshakes time out. A flood
+/// fast enough to refill the whole set within one handshake's time still starves peers (at
+/// 1,000 connections/s and 64 slots, a handshake has ~64 ms); that one must be stopped at
+/// the network, by source address.
 #[derive(Debug)]
 struct Pending {
     cap: usize,
@@ -150,13 +153,26 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 let cancel = s.cancel.clone();
                 tokio::select! {
                     _ = cancel.cancelled() => {}
-                    _ = evict.cancelled() => tracing::debug!("handshake dropped for a newer connection"),
-                    _ = inbound(s, acceptor, tcp, &pending, id, limit) => {}
+                    _ = inbound(s, acceptor, tcp, &pending, (id, evict), limit) => {}
                 }
                 pending.done(id);
             }
             .instrument(span),
         );
+    }
+}
+
+/// One of a peer's inbound connections, counted while it lives.
+struct InboundCount<'a> {
+    shared: &'a Shared,
+    peer: ParticipantCode,
+}
+
+impl Drop for InboundCount<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .links
+            .update(self.peer, |s| s.inbound_connections = s.inbound_connections.saturating_sub(1));
     }
 }
 
@@ -166,12 +182,20 @@ async fn inbound(
     acceptor: tokio_rustls::TlsAcceptor,
     tcp: TcpStream,
     pending: &Pending,
-    id: u64,
+    (id, evict): (u64, CancellationToken),
     limit: Arc<Semaphore>,
 ) {
     let _ = tcp.set_nodelay(true);
     let handshake = shared.config.delivery.handshake_timeout;
-    let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+    // Only an unfinished handshake can be evicted for a newer connection.
+    let accepted = tokio::select! {
+        _ = evict.cancelled() => {
+            tracing::debug!("handshake dropped for a newer connection");
+            return;
+        }
+        a = tokio::time::timeout(handshake, acceptor.accept(tcp)) => a,
+    };
+    let tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::info!(error = %e, "TLS handshake failed");
@@ -196,16 +220,22 @@ async fn inbound(
         tracing::warn!(%peer, limit = shared.config.delivery.max_inbound_connections, "refused a connection: too many inbound connections");
         return;
     };
-    let mut too_many = false;
-    shared.links.update(peer, |s| too_many = s.inbound_connections >= MAX_CONNECTIONS_PER_PEER);
-    if too_many {
+    // Counted and checked in one step; the count goes down however this connection ends.
+    let mut admitted = false;
+    shared.links.update(peer, |s| {
+        if s.inbound_connections < MAX_CONNECTIONS_PER_PEER {
+            s.inbound_connections += 1;
+            admitted = true;
+        }
+    });
+    if !admitted {
         shared.metrics.handshakes_refused.inc();
         tracing::warn!(%peer, limit = MAX_CONNECTIONS_PER_PEER, "refused a connection: the peer already holds too many");
         return;
     }
+    let _counted = InboundCount { shared: &shared, peer };
     let span = tracing::info_span!("peer", peer = %peer, dir = "in");
     let token = shared.links.token(peer);
-    shared.links.update(peer, |s| s.inbound_connections += 1);
     shared.metrics.peer_add(PeerCounter::Connections, peer, 1);
     let result = tokio::select! {
         _ = token.cancelled() => Err(LinkError::Refused(if shared.cancel.is_cancelled() {
@@ -215,7 +245,6 @@ async fn inbound(
         })),
         r = serve_peer(&shared, peer, tls).instrument(span.clone()) => r,
     };
-    shared.links.update(peer, |s| s.inbound_connections = s.inbound_connections.saturating_sub(1));
     let _e = span.enter();
     match result {
         Ok(()) => tracing::debug!("peer closed its connection"),
@@ -238,7 +267,7 @@ async fn serve_peer(shared: &Arc<Shared>, peer: ParticipantCode, tls: TlsServer)
         reader.read_frame_within(shared.config.delivery.handshake_timeout, "waiting for Hello").await?;
     check_hello(hello, peer)?;
     let (tx, rx) = mpsc::channel::<Outgoing>(64);
-    let writer = tokio::spawn(write_loop(FrameWriter::new(wr, max), rx, peer, shared.clone()));
+    let writer = WriterTask::spawn(write_loop(FrameWriter::new(wr, max), rx, peer, shared.clone()));
     let _ = tx.send(Outgoing::Frame(hello_frame(shared))).await;
     let idle = shared.config.delivery.ping_interval * 3;
 
@@ -289,7 +318,7 @@ async fn serve_peer(shared: &Arc<Shared>, peer: ParticipantCode, tls: TlsServer)
     }
     .await;
     drop(tx);
-    let _ = writer.await;
+    writer.finish().await;
     result
 }
 
@@ -345,6 +374,27 @@ async fn receive(
 
 /// Writes frames in order; for a batch of deliveries, waits until the store has made them
 /// durable before it writes their receipts.
+/// The task that writes a link's frames. Dropped with its link, it is aborted: a peer that
+/// stops reading must not keep a write pending, and with it the node's store, for ever.
+struct WriterTask(tokio::task::JoinHandle<()>);
+
+impl WriterTask {
+    fn spawn(f: impl std::future::Future<Output = ()> + Send + 'static) -> WriterTask {
+        WriterTask(tokio::spawn(f))
+    }
+
+    /// Lets the writer send what it holds (its queue is closed), for a few seconds at most.
+    async fn finish(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.0).await;
+    }
+}
+
+impl Drop for WriterTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     mut writer: FrameWriter<W>,
     mut rx: mpsc::Receiver<Outgoing>,
@@ -538,10 +588,11 @@ async fn session(
     let (rd, wr) = tokio::io::split(tls);
     let mut reader = FrameReader::new(rd, d.max_frame_bytes);
     let (tx, rx) = mpsc::channel::<Outgoing>(1024);
-    let writer = tokio::spawn(write_loop(FrameWriter::new(wr, d.max_frame_bytes), rx, peer, shared.clone()));
+    let writer =
+        WriterTask::spawn(write_loop(FrameWriter::new(wr, d.max_frame_bytes), rx, peer, shared.clone()));
     let result = run_session(shared, peer, state, &mut reader, &tx).await;
     drop(tx);
-    let _ = writer.await;
+    writer.finish().await;
     result
 }
 

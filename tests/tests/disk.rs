@@ -89,8 +89,9 @@ fn a_full_disk_refuses_writes_clearly_loses_nothing_acknowledged_and_recovers() 
     let message = refusal["message"].as_str().unwrap_or_default().to_owned();
     assert!(message.contains("the store could not write"), "{message}");
     assert!(message.contains("File too large") || message.contains("No space"), "{message}");
-    assert!(message.contains("Free space"), "the fix is named: {message}");
-    assert!(message.contains("kpnode cert show RU-"), "the number given out is named: {message}");
+    assert!(message.contains("a file-size limit was reached"), "the cause and its fix are named: {message}");
+    assert!(message.contains("reopens its store by itself"), "{message}");
+    assert!(message.contains("\"number\": \"RU-"), "the number given out is named: {message}");
     assert!(acknowledged.len() > 100, "only {} fitted", acknowledged.len());
     // While the disk stays full, every submission fails the same clear way.
     wait_until(Duration::from_secs(10), "the failure is logged", || {

@@ -193,3 +193,50 @@ fn metrics_parse_strictly_and_count_the_traffic() {
         }
     }
 }
+
+#[test]
+fn a_damaged_record_fails_its_request_alone_and_the_node_keeps_serving() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
+    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
+    enrol_pair(&ru, &inn);
+    let first = ru.api.submit(&certificate_json("RU", "IN", None, 1));
+    wait_until(Duration::from_secs(20), "delivered", || ru.api.count("out", "delivered") == 1);
+    ru.stop(&rt);
+    {
+        // The certificate's record is damaged on disk while the node is stopped.
+        let (store, _) = kp_node::store::SledStore::open(&ru.dir.store_dir(), 16).unwrap();
+        let writes = kp_node::store::Writes::from([(
+            (kp_node::store::Tree::Certs, first.as_bytes().to_vec()),
+            Some(vec![0xff, 0x00, 0x13]),
+        )]);
+        kp_node::store::Storage::commit(&store, &writes).unwrap();
+        kp_node::store::Storage::flush(&store).unwrap();
+    }
+    let ru = TestNode::start(&rt, ru.dir.clone());
+    enrol_pair(&ru, &inn);
+
+    // Voiding it reads the damaged record: that request fails, saying where to look…
+    let (s, v) = ru.api.post(&format!("/v1/certificates/{first}/void"), r#"{"reason":"issued in error"}"#);
+    assert!(s >= 500, "{s} {v}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(message.contains("damaged") && message.contains(&first), "{message}");
+    // Submitting it again reaches the store's writer, which meets the damage: the same.
+    let (s, v) = ru.api.post("/v1/certificates", &certificate_json("RU", "IN", Some(&first), 1));
+    assert_eq!(s, 500, "{v}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(message.contains("could not apply this request") && message.contains(&first), "{message}");
+    assert!(message.contains("kpnode log verify"), "{message}");
+    // …and nothing else: the store is not declared failed, and the node takes certificates.
+    assert_eq!(ru.api.get("/healthz").0, 200);
+    let next = ru.api.submit(&certificate_json("RU", "IN", None, 2));
+    wait_until(Duration::from_secs(20), "the next one is delivered", || {
+        ru.api.get(&format!("/v1/certificates/{next}")).1["status"] == "delivered"
+    });
+    // A listing that meets the damaged record says so, naming it, rather than leaving it out.
+    let (s, v) = ru.api.get("/v1/certificates?direction=out");
+    assert_eq!(s, 500, "{v}");
+    assert!(v["message"].as_str().unwrap_or_default().contains(&first), "{v}");
+}

@@ -61,7 +61,12 @@ pub fn run(a: RunArgs) -> CliResult {
             };
             Failure { code, lines: e.to_string().lines().map(str::to_owned).collect() }
         })?;
+        // The pause before each attempt to reopen the store grows across failures, so a disk
+        // that takes the probe but fails sled again is not reopened every second; it starts
+        // over once the node has run for a while without failing.
+        let mut backoff = Backoff::default();
         loop {
+            let started = std::time::Instant::now();
             let why = tokio::select! {
                 _ = signals.next() => {
                     node.shutdown().await;
@@ -74,7 +79,8 @@ pub fn run(a: RunArgs) -> CliResult {
             // lost: every caller of a failed batch was told so.
             tracing::error!(error = %why, "the store failed; restarting the node once the disk accepts writes again");
             node.shutdown().await;
-            match restart(&dir, &mut signals).await {
+            backoff.ran_for(started.elapsed());
+            match restart(&dir, &mut signals, &mut backoff).await {
                 Some(n) => node = n,
                 None => return Ok(()),
             }
@@ -82,16 +88,46 @@ pub fn run(a: RunArgs) -> CliResult {
     })
 }
 
+/// The pause before reopening a failed store: 1 s, doubling to 30 s.
+#[derive(Debug)]
+struct Backoff {
+    pause: std::time::Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff { pause: std::time::Duration::from_secs(1) }
+    }
+}
+
+impl Backoff {
+    /// The node ran this long before its store failed: after ten healthy minutes, start over.
+    fn ran_for(&mut self, healthy: std::time::Duration) {
+        if healthy >= std::time::Duration::from_secs(600) {
+            *self = Backoff::default();
+        }
+    }
+
+    fn next(&mut self) -> std::time::Duration {
+        let pause = self.pause;
+        self.pause = (self.pause * 2).min(std::time::Duration::from_secs(30));
+        pause
+    }
+}
+
 /// Waits (with a growing pause) until the store's disk takes a probe write and the node
 /// starts again; `None` if a signal asks to stop meanwhile.
-async fn restart(dir: &NodeDir, signals: &mut Signals) -> Option<crate::node::NodeHandle> {
-    let mut pause = std::time::Duration::from_secs(1);
+async fn restart(
+    dir: &NodeDir,
+    signals: &mut Signals,
+    backoff: &mut Backoff,
+) -> Option<crate::node::NodeHandle> {
     loop {
+        let pause = backoff.next();
         tokio::select! {
             _ = signals.next() => return None,
             _ = tokio::time::sleep(pause) => {}
         }
-        pause = (pause * 2).min(std::time::Duration::from_secs(30));
         if let Err(e) = probe_writable(&dir.store_dir()) {
             tracing::warn!(error = %e, dir = %dir.store_dir().display(), "the store's disk still refuses writes");
             continue;

@@ -78,9 +78,28 @@ fn io_hint(e: &std::io::Error) -> &'static str {
             "; the disk holding the store is read-only: remount it read-write (the kernel log says why it \
 went read-only)"
         }
-        K::StorageFull | K::FileTooLarge | K::QuotaExceeded => "; free space on the disk holding the store",
+        K::StorageFull | K::QuotaExceeded => "; free space on the disk holding the store",
+        K::FileTooLarge => {
+            "; a file-size limit was reached (`ulimit -f` of the process, or the filesystem's largest file): \
+lift the limit or move the store"
+        }
         K::PermissionDenied => "; run kpnode as the user that owns the node directory",
         _ => "",
+    }
+}
+
+fn sled_hint(e: &sled::Error) -> &'static str {
+    match e {
+        sled::Error::Io(io) => io_hint(io),
+        _ => "",
+    }
+}
+
+impl StoreError {
+    /// An I/O failure (full or read-only disk, a file-size limit), after which sled refuses
+    /// every write until the store is reopened.
+    pub fn is_io(&self) -> bool {
+        matches!(self, StoreError::Io { .. } | StoreError::Sled(sled::Error::Io(_)))
     }
 }
 
@@ -92,7 +111,7 @@ pub enum StoreError {
     Locked { path: String, holder: String },
     #[error("the store at {path} does not exist; run `kpnode init` first")]
     Missing { path: String },
-    #[error("storage failure: {0}")]
+    #[error("storage failure: {0}{hint}", hint = sled_hint(.0))]
     Sled(#[from] sled::Error),
     #[error("{path}: {source}{}", io_hint(source))]
     Io { path: String, source: std::io::Error },
