@@ -330,7 +330,7 @@ impl Engine {
                     Outcome::Done
                 }
                 Command::RecordParticipant { document, entry } => {
-                    let (log_seq, _, _) = self.append(&mut txn, now, EntryBody::Recorded { document });
+                    let (log_seq, _) = self.append(&mut txn, now, EntryBody::Recorded { document });
                     let key = crate::registry::key(entry.code);
                     let mut history: Vec<crate::registry::RecordedEntry> =
                         txn.get_rec(Tree::Registry, &key)?.unwrap_or_default();
@@ -366,17 +366,25 @@ impl Engine {
 
     /// Appends a log entry (with the receipt this node gives for it, if known); returns its
     /// seq, its hash and its canonical bytes.
+    /// Appends an entry to the log; returns its position and hash.
     fn append<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
         now: Timestamp,
         body: EntryBody,
-    ) -> (u64, Digest, Vec<u8>) {
+    ) -> (u64, Digest) {
+        let (seq, hash, entry) = self.chain(now, body);
+        txn.put(Tree::Log, &log_key(seq), &LogRecord { entry, receipt: None });
+        (seq, hash)
+    }
+
+    /// Chains an entry onto the log's head and returns its position, hash and encoding, for
+    /// the caller to store (with its receipt, once the batch's receipt is signed).
+    fn chain(&mut self, now: Timestamp, body: EntryBody) -> (u64, Digest, Vec<u8>) {
         let entry =
             LogEntry { seq: self.head.next_seq, prev_hash: self.head.last_hash, recorded_at: now, body };
         let bytes = encode_record(&entry);
         let hash = store::hash_entry_bytes(&entry.prev_hash, &bytes);
-        txn.put(Tree::Log, &log_key(entry.seq), &LogRecord { entry: bytes.clone(), receipt: None });
         self.head = LogHead { next_seq: entry.seq + 1, last_hash: hash };
         (entry.seq, hash, bytes)
     }
@@ -573,8 +581,9 @@ impl Engine {
                     if matches!(item.content, Content::Rotation(_)) {
                         rotations.push((id, at_seq));
                     }
+                    // Stored below, once, with its receipt.
                     let (seq, hash, bytes) =
-                        self.append(txn, now, EntryBody::Received { peer, document: item.document });
+                        self.chain(now, EntryBody::Received { peer, document: item.document });
                     new_index.insert(id, new_items.len());
                     slots.push(Slot::New(new_items.len()));
                     new_items.push(ReceiptItem { message_id: id, log_seq: seq, entry_hash: hash });
@@ -827,7 +836,7 @@ impl Engine {
         let received_at = receipt.received_at();
         let kind = entry.document.kind;
         let certificate = entry.certificate;
-        let (seq, _, _) = self.append(
+        let (seq, _) = self.append(
             txn,
             now,
             EntryBody::Sent { peer, document: entry.document, receipt: Box::new(receipt) },
