@@ -79,9 +79,28 @@ pub struct StoreStats {
     pub importer_flush_ms: f64,
 }
 
-fn flush_stats(m: &crate::metrics::Metrics) -> (u64, f64, f64) {
+/// One node's flush totals: flushes, commands they made durable, seconds spent flushing.
+type FlushTotals = (f64, f64, f64);
+
+impl StoreStats {
+    pub(crate) fn from_totals(exporter: FlushTotals, importer: FlushTotals) -> StoreStats {
+        // Flushes, commands per flush, milliseconds per flush.
+        let per = |(f, c, secs): FlushTotals| (f as u64, c / f.max(1.0), secs * 1e3 / f.max(1.0));
+        let ((ef, ec, et), (imf, imc, imt)) = (per(exporter), per(importer));
+        StoreStats {
+            exporter_flushes: ef,
+            exporter_commands_per_flush: ec,
+            exporter_flush_ms: et,
+            importer_flushes: imf,
+            importer_commands_per_flush: imc,
+            importer_flush_ms: imt,
+        }
+    }
+}
+
+fn flush_totals(m: &crate::metrics::Metrics) -> FlushTotals {
     let (f, c, secs) = m.flush_totals();
-    (f, c as f64 / f.max(1) as f64, secs * 1e3 / f.max(1) as f64)
+    (f as f64, c as f64, secs)
 }
 
 /// A start-up measurement.
@@ -400,16 +419,10 @@ async fn exchange(opts: &BenchOptions, crypto: &Crypto) -> Result<BenchReport, S
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
 
-    let (ef, ec, et) = flush_stats(&exporter.shared().metrics);
-    let (imf, imc, imt) = flush_stats(&importer.shared().metrics);
-    let store = StoreStats {
-        exporter_flushes: ef,
-        exporter_commands_per_flush: ec,
-        exporter_flush_ms: et,
-        importer_flushes: imf,
-        importer_commands_per_flush: imc,
-        importer_flush_ms: imt,
-    };
+    let store = StoreStats::from_totals(
+        flush_totals(&exporter.shared().metrics),
+        flush_totals(&importer.shared().metrics),
+    );
     let rss = peak_rss_mb(None).unwrap_or(0.0);
     importer.shutdown().await;
     exporter.shutdown().await;

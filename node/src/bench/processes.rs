@@ -99,11 +99,13 @@ fn metrics(c: &Client) -> Result<String, String> {
     }
 }
 
-fn store_stats(text: &str) -> (u64, f64, f64) {
-    let flushes = counter(text, "kpnode_flush_seconds_count");
-    let commands = counter(text, "kpnode_flushed_commands_total");
-    let seconds = counter(text, "kpnode_flush_seconds_sum");
-    (flushes as u64, commands / flushes.max(1.0), seconds * 1e3 / flushes.max(1.0))
+/// Flushes, commands flushed and seconds flushing, from a node's `/metrics`.
+fn flush_totals(text: &str) -> (f64, f64, f64) {
+    (
+        counter(text, "kpnode_flush_seconds_count"),
+        counter(text, "kpnode_flushed_commands_total"),
+        counter(text, "kpnode_flush_seconds_sum"),
+    )
 }
 
 pub fn exchange(opts: &BenchOptions, crypto: &Crypto) -> Result<BenchReport, String> {
@@ -282,8 +284,7 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
     // The end is the last receipt's log time (ms), or the moment the counter showed it.
     let elapsed = ((last_ms - start_ms) as f64 / 1e3).clamp(1e-3, started.elapsed().as_secs_f64());
     let throughput = opts.certs as f64 / elapsed;
-    let (ef, ec, et) = store_stats(&ex_metrics);
-    let (imf, imc, imt) = store_stats(&im_metrics);
+    let store = StoreStats::from_totals(flush_totals(&ex_metrics), flush_totals(&im_metrics));
     let limit = limit_per_s(crypto);
     Ok(BenchReport {
         certs: opts.certs,
@@ -305,14 +306,7 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
         limit_per_s: limit,
         ratio: throughput / limit,
         ratio_note: super::RATIO_NOTE.into(),
-        store: StoreStats {
-            exporter_flushes: ef,
-            exporter_commands_per_flush: ec,
-            exporter_flush_ms: et,
-            importer_flushes: imf,
-            importer_commands_per_flush: imc,
-            importer_flush_ms: imt,
-        },
+        store,
         startup: None,
     })
 }
