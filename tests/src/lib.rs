@@ -224,6 +224,16 @@ pub fn enrol_pair(a: &TestNode, b: &TestNode) {
     b.api.enrol(&text, &fp);
 }
 
+/// RU and IN in one process, enrolled to each other and linked. IN listens on a fixed port,
+/// so that RU dials it again after the test stops and restarts it.
+pub fn linked_ru_in(rt: &tokio::runtime::Runtime, root: &Path) -> (TestNode, TestNode) {
+    let ru = TestNode::start(rt, init_dir(root, "RU", 0));
+    let inn = TestNode::start(rt, init_dir(root, "IN", free_port()));
+    enrol_pair(&ru, &inn);
+    wait_linked(&ru.api, inn.code);
+    (ru, inn)
+}
+
 /// Waits until `a`'s link to `b` is up.
 pub fn wait_linked(a: &Api, b: ParticipantCode) {
     wait_until(Duration::from_secs(20), &format!("the link to {b} is up"), || {

@@ -73,11 +73,7 @@ fn removing_a_peer_mid_stream_closes_its_link_and_keeps_its_queue() {
     init_logging();
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let in_dir = init_dir(tmp.path(), "IN", free_port());
-    let mut inn = TestNode::start(&rt, in_dir.clone());
-    enrol_pair(&ru, &inn);
-    wait_linked(&ru.api, inn.code);
+    let (ru, mut inn) = linked_ru_in(&rt, tmp.path());
     let (in_bundle, in_fp) = inn.bundle();
     inn.stop(&rt);
     // 3,000 queued while IN is down, so that the whole stream lies ahead.
@@ -91,7 +87,7 @@ fn removing_a_peer_mid_stream_closes_its_link_and_keeps_its_queue() {
             });
         }
     });
-    let inn = TestNode::start(&rt, in_dir);
+    let inn = TestNode::start(&rt, inn.dir.clone());
     let received = || inn.api.status()["certificates_in"].as_u64().unwrap();
     wait_until(Duration::from_secs(60), "the stream is under way", || received() >= 300);
 

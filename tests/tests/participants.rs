@@ -36,12 +36,7 @@ fn a_suspended_participant_is_refused_both_ways_and_its_queue_is_held_until_rein
     init_logging();
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    // A fixed port, so that IN comes back where RU dials it.
-    let in_dir = init_dir(tmp.path(), "IN", free_port());
-    let mut inn = TestNode::start(&rt, in_dir.clone());
-    enrol_pair(&ru, &inn);
-    wait_linked(&ru.api, inn.code);
+    let (ru, mut inn) = linked_ru_in(&rt, tmp.path());
 
     // IN goes offline; three certificates queue up for it at RU.
     inn.stop(&rt);
@@ -61,7 +56,7 @@ fn a_suspended_participant_is_refused_both_ways_and_its_queue_is_held_until_rein
     assert!(problem.contains("kpnode participants set IN --status active"), "{problem}");
 
     // IN comes back: the link is up, but the three stay held at RU.
-    let mut inn = TestNode::start(&rt, in_dir);
+    let mut inn = TestNode::start(&rt, inn.dir.clone());
     wait_linked(&ru.api, inn.code);
     wait_until(Duration::from_secs(10), "RU shows IN's queue held", || {
         let s = ru.api.status();

@@ -27,18 +27,14 @@ fn a_certificate_queued_while_the_importer_is_down_is_delivered_when_it_comes_up
     init_logging();
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let in_dir = init_dir(tmp.path(), "IN", free_port());
-    let mut inn = TestNode::start(&rt, in_dir.clone());
-    enrol_pair(&ru, &inn);
-    wait_linked(&ru.api, inn.code);
+    let (ru, mut inn) = linked_ru_in(&rt, tmp.path());
     inn.stop(&rt);
 
     let numbers = submit_many(&ru.api, 20, 0);
     assert_eq!(ru.api.count("out", "queued"), 20);
 
     // No operator action: RU keeps dialling and delivers once IN is back.
-    let inn = TestNode::start(&rt, in_dir);
+    let inn = TestNode::start(&rt, inn.dir.clone());
     wait_until(Duration::from_secs(60), "the queued certificates are delivered", || {
         ru.api.count("out", "delivered") == 20
     });
