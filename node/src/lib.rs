@@ -38,6 +38,7 @@ pub mod sender;
 pub mod signer;
 #[cfg(test)]
 mod sim;
+pub mod snapshot;
 pub mod stats;
 pub mod store;
 pub mod tls;

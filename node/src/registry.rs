@@ -15,7 +15,7 @@
 //!   accept them from those nodes only, and trade between members needs no certificate.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::OnceLock;
 
 use bincode::{Decode, Encode};
 use kp_protocol::{
@@ -425,29 +425,8 @@ fn restriction_problems(e: &ParticipantEntry, parcels: &[kp_protocol::Parcel]) -
     out
 }
 
-/// The shared, swappable registry snapshot.
-#[derive(Debug, Default)]
-pub struct RegistryCell(RwLock<Arc<Registry>>);
-
-impl RegistryCell {
-    pub fn new(r: Registry) -> RegistryCell {
-        RegistryCell(RwLock::new(Arc::new(r)))
-    }
-
-    pub fn get(&self) -> Arc<Registry> {
-        match self.0.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    pub fn set(&self, r: Registry) {
-        match self.0.write() {
-            Ok(mut g) => *g = Arc::new(r),
-            Err(p) => *p.into_inner() = Arc::new(r),
-        }
-    }
-}
+/// The shared, swappable registry.
+pub type RegistryCell = crate::snapshot::Snapshot<Registry>;
 
 /// Checks a change against the registry it would join: problems, one line each.
 pub fn change_problems(view: &View<'_>, entry: &ParticipantEntry) -> Vec<String> {

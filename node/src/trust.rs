@@ -3,7 +3,6 @@
 //! so readers (TLS verifiers, link tasks) never hold a lock across anything slow.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
 
 use kp_keys::{Fingerprint, KeyHistory, VerifiedBundle};
 use kp_protocol::{ParticipantCode, Timestamp};
@@ -97,28 +96,5 @@ impl Trust {
     }
 }
 
-/// The shared, swappable trust snapshot.
-#[derive(Debug, Default)]
-pub struct TrustCell(RwLock<Arc<Trust>>);
-
-impl TrustCell {
-    pub fn new(t: Trust) -> TrustCell {
-        TrustCell(RwLock::new(Arc::new(t)))
-    }
-
-    pub fn get(&self) -> Arc<Trust> {
-        // A poisoned lock only means a writer panicked mid-swap of an Arc, which cannot leave
-        // the Arc half-written; keep serving the last snapshot.
-        match self.0.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    pub fn set(&self, t: Trust) {
-        match self.0.write() {
-            Ok(mut g) => *g = Arc::new(t),
-            Err(p) => *p.into_inner() = Arc::new(t),
-        }
-    }
-}
+/// The shared, swappable trust set.
+pub type TrustCell = crate::snapshot::Snapshot<Trust>;
