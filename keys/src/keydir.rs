@@ -193,7 +193,7 @@ impl NodeKeys {
             None => None,
         };
         let signing_pair = new_signing.then(SigningKeyPair::generate);
-        let body = match &signing_pair {
+        let mut body = match &signing_pair {
             Some(k) => kp_protocol::KeyRotation::new_with_signing_key(
                 participant,
                 sequence,
@@ -209,8 +209,12 @@ impl NodeKeys {
                 new_signing_key: None,
                 new_tls_certificate: tls_cert.clone(),
                 effective_from: now,
+                tls_possession: None,
             },
         };
+        if let Some(k) = &tls_pair {
+            k.prove_possession(&mut body);
+        }
         let doc = SignedDocument::sign(
             &body,
             participant,
@@ -218,10 +222,8 @@ impl NodeKeys {
             now.saturating_sub_millis(1),
         );
         let mut history = self.history.clone();
-        history.apply(&doc).map_err(|e| KeyError::Damaged {
-            path: self.dir.join(HISTORY),
-            detail: format!("the new rotation does not apply: {e}"),
-        })?;
+        // A refusal here (e.g. too many rotations in a day) changes nothing on disk.
+        history.apply(&doc).map_err(KeyError::History)?;
 
         if let Some(k) = &signing_pair {
             write_atomic(&next(&self.dir, SIGNING), k.to_pkcs8_pem().as_bytes(), 0o600)?;

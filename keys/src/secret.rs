@@ -80,6 +80,14 @@ impl SigningKeyPair {
     }
 }
 
+impl TlsKeyPair {
+    /// Has this TLS key sign `rotation` (which names it in `new_tls_certificate`), proving to
+    /// partners that the rotating node holds it. The only signature a TLS key makes outside TLS.
+    pub fn prove_possession(&self, rotation: &mut kp_protocol::KeyRotation) {
+        rotation.prove_tls_possession(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -280,8 +280,16 @@ impl Body for ReceiptBatch {
 
 /// A participant's statement that its keys change. The outer document is signed by the key
 /// being replaced (`previous_key`); a new signing key also signs the statement itself
-/// (`NewSigningKey::possession`), so a rotation needs both the old and the new key.
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+/// (`NewSigningKey::possession`), and so does a new TLS key (`tls_possession`), so a rotation
+/// needs the old key and every new one: nobody can claim a key it does not hold.
+///
+/// # Format
+/// Format 1 (kpnode before the TLS proof of possession) encoded `new_tls_certificate` as a
+/// bincode `Option` (tag 0 or 1). Format 2 adds tag 2: the certificate followed by the new
+/// TLS key's 64-byte signature. Statements without a new TLS key, and format-1 statements
+/// kept in histories and bundles, encode and decode exactly as before; a node of the older
+/// version refuses a format-2 TLS rotation as undecodable instead of trusting it unproven.
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct KeyRotation {
     pub participant: ParticipantCode,
     /// 1 for the first rotation, then 2, 3…: the statements form a chain.
@@ -291,11 +299,71 @@ pub struct KeyRotation {
     /// DER of the new TLS certificate, if the TLS key changes.
     pub new_tls_certificate: Option<Vec<u8>>,
     pub effective_from: Timestamp,
+    /// The new TLS key's signature over [`KeyRotation::tls_possession_message`] (format 2).
+    /// `None` in a format-1 statement; meaningless without `new_tls_certificate`.
+    pub tls_possession: Option<[u8; 64]>,
 }
 
 impl Body for KeyRotation {
     const KIND: DocumentKind = DocumentKind::KeyRotation;
 }
+
+/// The tag of `new_tls_certificate` in the encoding (see [`KeyRotation`]).
+const TLS_NONE: u8 = 0;
+const TLS_UNPROVEN: u8 = 1;
+const TLS_PROVEN: u8 = 2;
+
+impl Encode for KeyRotation {
+    fn encode<E: bincode::enc::Encoder>(&self, e: &mut E) -> Result<(), bincode::error::EncodeError> {
+        self.participant.encode(e)?;
+        self.sequence.encode(e)?;
+        self.previous_key.encode(e)?;
+        self.new_signing_key.encode(e)?;
+        match (&self.new_tls_certificate, &self.tls_possession) {
+            (None, _) => TLS_NONE.encode(e)?,
+            (Some(cert), None) => {
+                TLS_UNPROVEN.encode(e)?;
+                cert.encode(e)?;
+            }
+            (Some(cert), Some(proof)) => {
+                TLS_PROVEN.encode(e)?;
+                cert.encode(e)?;
+                proof.encode(e)?;
+            }
+        }
+        self.effective_from.encode(e)
+    }
+}
+
+impl<C> Decode<C> for KeyRotation {
+    fn decode<D: bincode::de::Decoder<Context = C>>(d: &mut D) -> Result<Self, bincode::error::DecodeError> {
+        let participant = ParticipantCode::decode(d)?;
+        let sequence = u32::decode(d)?;
+        let previous_key = KeyId::decode(d)?;
+        let new_signing_key = Option::<NewSigningKey>::decode(d)?;
+        let (new_tls_certificate, tls_possession) = match u8::decode(d)? {
+            TLS_NONE => (None, None),
+            TLS_UNPROVEN => (Some(Vec::<u8>::decode(d)?), None),
+            TLS_PROVEN => (Some(Vec::<u8>::decode(d)?), Some(<[u8; 64]>::decode(d)?)),
+            other => {
+                return Err(bincode::error::DecodeError::OtherString(format!(
+                    "key rotation: unknown TLS certificate tag {other} (a newer statement format?)"
+                )))
+            }
+        };
+        let effective_from = Timestamp::decode(d)?;
+        Ok(KeyRotation {
+            participant,
+            sequence,
+            previous_key,
+            new_signing_key,
+            new_tls_certificate,
+            effective_from,
+            tls_possession,
+        })
+    }
+}
+bincode::impl_borrow_decode!(KeyRotation);
 
 /// A new signing key and its signature over the rotation, proving its holder agreed.
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
@@ -340,10 +408,52 @@ impl KeyRotation {
             new_signing_key: None,
             new_tls_certificate,
             effective_from,
+            tls_possession: None,
         };
         let possession = new_key.sign(&rotation.possession_message(&public_key)).to_bytes();
         rotation.new_signing_key = Some(NewSigningKey { public_key, possession });
         rotation
+    }
+
+    /// What the new TLS key signs: the statement with both possession signatures left out
+    /// (the new signing key's public half is in; the outer signature covers everything).
+    pub fn tls_possession_message(&self) -> Vec<u8> {
+        let mut m = b"kpnode/v2/key-rotation-new-tls-key\0".to_vec();
+        codec::encode_into(
+            &(
+                self.participant,
+                self.sequence,
+                self.previous_key,
+                self.new_signing_key.as_ref().map(|k| k.public_key),
+                &self.new_tls_certificate,
+                self.effective_from,
+            ),
+            &mut m,
+        );
+        m
+    }
+
+    /// Has the new TLS key (the key in `new_tls_certificate`) sign the statement. Call it
+    /// last: it covers every other field.
+    pub fn prove_tls_possession(&mut self, tls_key: &SigningKey) {
+        self.tls_possession = Some(tls_key.sign(&self.tls_possession_message()).to_bytes());
+    }
+
+    /// Checks that the holder of `tls_key` (the key of `new_tls_certificate`) signed this
+    /// statement. A format-1 statement has no such signature and fails.
+    pub fn verify_tls_possession(&self, tls_key: &[u8; 32]) -> Result<(), DocumentError> {
+        let key = VerifyingKey::from_bytes(tls_key).map_err(|_| DocumentError::Body {
+            kind: DocumentKind::KeyRotation,
+            error: CodecError::Malformed("the new TLS key is not a valid Ed25519 key".into()),
+        })?;
+        let proof = self.tls_possession.ok_or_else(|| DocumentError::Body {
+            kind: DocumentKind::KeyRotation,
+            error: CodecError::Malformed(
+                "missing the new TLS key's proof of possession (a format-1 statement)".into(),
+            ),
+        })?;
+        key.verify_strict(&self.tls_possession_message(), &Signature::from_bytes(&proof))
+            .map_err(|_| DocumentError::BadSignature(KeyId::of(&key)))
     }
 
     /// The new signing key, after checking its possession signature.
@@ -422,5 +532,40 @@ mod tests {
         let mut moved = r.clone();
         moved.effective_from = Timestamp::from_unix_millis(6);
         assert!(moved.verified_new_key().is_err());
+    }
+
+    #[test]
+    fn a_new_tls_key_proves_possession_and_both_formats_decode() {
+        let (old, tls, other) = (key(1), key(4), key(5));
+        let mut r = KeyRotation {
+            participant: ParticipantCode::from_static("RU"),
+            sequence: 1,
+            previous_key: KeyId::of(&old.verifying_key()),
+            new_signing_key: None,
+            new_tls_certificate: Some(b"certificate bytes".to_vec()),
+            effective_from: Timestamp::from_unix_millis(5),
+            tls_possession: None,
+        };
+        // Format 1: no proof; decodes, but does not prove possession.
+        let v1 = codec::encode(&r);
+        assert_eq!(codec::decode::<KeyRotation>(&v1).unwrap(), r);
+        assert!(r.verify_tls_possession(&tls.verifying_key().to_bytes()).is_err());
+        r.prove_tls_possession(&tls);
+        r.verify_tls_possession(&tls.verifying_key().to_bytes()).unwrap();
+        // Someone else's key did not sign it.
+        assert!(r.verify_tls_possession(&other.verifying_key().to_bytes()).is_err());
+        let v2 = codec::encode(&r);
+        assert_eq!(v2.len(), v1.len() + 64);
+        assert_eq!(codec::decode::<KeyRotation>(&v2).unwrap(), r);
+        // The proof covers the statement.
+        let mut moved = r.clone();
+        moved.sequence = 2;
+        assert!(moved.verify_tls_possession(&tls.verifying_key().to_bytes()).is_err());
+        // An unknown tag is refused, not guessed.
+        let mut bad = v1.clone();
+        let tag_at = 2 + 4 + 8 + 1;
+        assert_eq!(bad[tag_at], 1);
+        bad[tag_at] = 3;
+        assert!(codec::decode::<KeyRotation>(&bad).is_err());
     }
 }

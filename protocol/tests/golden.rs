@@ -84,3 +84,54 @@ fn signed_document_encoding_is_stable() {
     let expected = std::fs::read_to_string(&id_path).unwrap();
     assert_eq!(expected.trim(), doc.message_id().to_hex());
 }
+
+/// A key rotation with a new signing key and a new TLS certificate, as `tls` proves it.
+fn sample_rotation(prove_tls: bool) -> kp_protocol::KeyRotation {
+    let old = SigningKey::from_bytes(&[7; 32]);
+    let new = SigningKey::from_bytes(&[8; 32]);
+    let tls = SigningKey::from_bytes(&[9; 32]);
+    let mut r = kp_protocol::KeyRotation::new_with_signing_key(
+        ParticipantCode::from_static("RU"),
+        3,
+        kp_protocol::KeyId::of(&old.verifying_key()),
+        &new,
+        Some(b"DER of the new TLS certificate".to_vec()),
+        Timestamp::from_unix_millis(1_795_000_000_000),
+    );
+    if prove_tls {
+        r.prove_tls_possession(&tls);
+    }
+    r
+}
+
+#[test]
+fn key_rotation_format_1_still_decodes() {
+    // Format 1 is what kpnode wrote before the TLS proof of possession: the derived encoding
+    // of these six fields, in this order. Histories and bundles hold such statements.
+    let r = sample_rotation(false);
+    let v1_layout = codec::encode(&(
+        r.participant,
+        r.sequence,
+        r.previous_key,
+        r.new_signing_key.clone(),
+        r.new_tls_certificate.clone(),
+        r.effective_from,
+    ));
+    check("key-rotation-v1.bincode.hex", &v1_layout);
+    let back = codec::decode::<kp_protocol::KeyRotation>(&v1_layout).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(back.tls_possession, None);
+    assert_eq!(codec::encode(&back), v1_layout, "a format-1 statement re-encodes to the same bytes");
+    back.verified_new_key().unwrap();
+}
+
+#[test]
+fn key_rotation_format_2_encoding_is_stable() {
+    let r = sample_rotation(true);
+    let bytes = codec::encode(&r);
+    check("key-rotation-v2.bincode.hex", &bytes);
+    let back = codec::decode::<kp_protocol::KeyRotation>(&bytes).unwrap();
+    assert_eq!(back, r);
+    back.verified_new_key().unwrap();
+    back.verify_tls_possession(&SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes()).unwrap();
+}
