@@ -27,7 +27,7 @@ use crate::engine::{document_of, Command, EngineError, Outcome};
 use crate::node::Shared;
 use crate::participants;
 use crate::queries::{self, cert_view, CertFilter};
-use crate::store::{get_record, meta, CertRecord, CertStatus, Direction, PeerRecord, StoreError, Tree};
+use crate::store::{get_record, meta, CertRecord, CertStatus, Direction, StoreError, Tree};
 
 /// An error answer.
 #[derive(Debug)]
@@ -698,30 +698,37 @@ pub struct AddPeerRequest {
     pub fingerprint: String,
     #[serde(default)]
     pub endpoints: Option<Vec<String>>,
+    /// Set to enrol a bundle whose fingerprint differs from the enrolled one (the partner
+    /// made a new identity, confirmed by phone). The old identity is archived: no longer
+    /// trusted for new documents, kept so log entries signed under it still verify. Without
+    /// it such a bundle is refused (422).
+    #[serde(default)]
+    pub replace_identity: bool,
 }
 
 #[utoipa::path(post, path = "/v1/peers", tag = "peers", request_body = AddPeerRequest,
     responses((status = 201, description = "Trusted now; the link is dialled", body = queries::PeerView),
-        (status = 413, body = ErrorBody), (status = 422, description = "Bad bundle or fingerprint mismatch", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, description = "Bad bundle or fingerprint mismatch; a bundle older than (or forking from) the key history held; a new fingerprint without replace_identity; a TLS key already bound to another participant", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn add_peer(
     State(shared): State<Arc<Shared>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<queries::PeerView>)> {
     let req: AddPeerRequest = parse_body(&body)?;
-    let existing = peer_record(&shared, &req.bundle)?;
-    let (record, _) = crate::enrol::prepare(
-        shared.me,
-        &req.bundle,
-        &req.fingerprint,
-        req.endpoints,
-        existing,
-        shared.now(),
-    )
-    .map_err(|e| invalid("invalid_bundle", "bundle", e.to_string()))?;
+    let (record, _) =
+        crate::enrol::prepare(shared.me, &req.bundle, &req.fingerprint, req.endpoints, shared.now())
+            .map_err(|e| invalid("invalid_bundle", "bundle", e.to_string()))?;
     let code = record.participant;
-    match shared.actor.call(Command::EnrolPeer { record: Box::new(record) }).await? {
+    let command = Command::EnrolPeer { record: Box::new(record), replace_identity: req.replace_identity };
+    match shared.actor.call(command).await? {
         Outcome::Done => {}
+        Outcome::Refused(EngineError::Enrol(e)) => {
+            let field = match e {
+                crate::enrol::EnrolError::IdentityChange { .. } => "replace_identity",
+                _ => "bundle",
+            };
+            return Err(invalid("invalid_bundle", field, e.to_string()));
+        }
         Outcome::Refused(e) => return Err(e.into()),
         other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
@@ -847,12 +854,6 @@ async fn participants_export(State(shared): State<Arc<Shared>>) -> Json<Exported
     })
 }
 
-/// The stored record of the participant a bundle names, if any.
-fn peer_record(shared: &Shared, bundle_text: &str) -> ApiResult<Option<PeerRecord>> {
-    let Ok(b) = kp_keys::VerifiedBundle::from_armored(bundle_text) else { return Ok(None) };
-    Ok(get_record::<PeerRecord, _>(&shared.store, Tree::Peers, &b.bundle.participant.as_bytes())?)
-}
-
 /// A removal done.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PeerRemoved {
@@ -900,6 +901,16 @@ pub struct Status {
     /// similar things needing attention.
     pub warnings: Vec<String>,
     pub peers: Vec<queries::PeerView>,
+    /// Peers whose stored record could not be loaded: not trusted, not dialled, until a
+    /// current bundle is enrolled for them. The node serves the others meanwhile.
+    pub quarantined: Vec<QuarantinedPeer>,
+}
+
+/// A peer whose record could not be loaded.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QuarantinedPeer {
+    pub participant: ParticipantCode,
+    pub reason: String,
 }
 
 #[utoipa::path(get, path = "/v1/status", tag = "node",
@@ -919,6 +930,18 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
             warnings.push(format!("{} message(s) for {} are held: {why}", p.queued, p.participant));
         }
     }
+    let trust = shared.trust.get();
+    let quarantined: Vec<QuarantinedPeer> = trust
+        .quarantined()
+        .map(|(participant, reason)| QuarantinedPeer { participant, reason: reason.to_owned() })
+        .collect();
+    for q in &quarantined {
+        warnings.push(format!(
+            "peer {} is quarantined: its record cannot be loaded ({}). Enrol a current bundle from its \
+             operator with `kpnode peer add BUNDLE --fingerprint FP` to replace it",
+            q.participant, q.reason
+        ));
+    }
     Ok(Json(Status {
         participant: shared.me,
         authority: shared.config.authority.to_string(),
@@ -932,6 +955,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
         log_entries: head.next_seq.saturating_sub(1),
         warnings,
         peers,
+        quarantined,
     }))
 }
 

@@ -157,15 +157,17 @@ fn check_entry(
 ) -> Result<(), AuditError> {
     let seq = entry.seq;
     let peer = entry.peer();
-    let peer_history = || {
-        trust.known(peer).map(|p| &p.history).ok_or_else(|| {
+    // A peer's keys under its current identity or an archived one (an identity change keeps
+    // what was signed before it verifiable).
+    let peer_trust = || {
+        trust.known(peer).ok_or_else(|| {
             bad(seq, format!("{peer} was never enrolled here, so nothing from it can be checked"))
         })
     };
     let document = entry.document();
-    let (signer_history, expected_signer) = match &entry.body {
-        EntryBody::Sent { .. } | EntryBody::Recorded { .. } => (own, me),
-        EntryBody::Received { .. } => (peer_history()?, peer),
+    let expected_signer = match &entry.body {
+        EntryBody::Sent { .. } | EntryBody::Recorded { .. } => me,
+        EntryBody::Received { .. } => peer,
     };
     if document.signer != expected_signer {
         return Err(bad(
@@ -173,15 +175,17 @@ fn check_entry(
             format!("the document is signed by {}, expected {expected_signer}", document.signer),
         ));
     }
-    let key = signer_history
-        .signing_key_at(document.key_id, document.signed_at)
-        .map_err(|e| bad(seq, format!("{} {}: {e}", document.kind, entry_what(entry))))?;
+    let key = match &entry.body {
+        EntryBody::Received { .. } => peer_trust()?.signing_key_at(document.key_id, document.signed_at),
+        _ => own.signing_key_at(document.key_id, document.signed_at),
+    }
+    .map_err(|e| bad(seq, format!("{} {}: {e}", document.kind, entry_what(entry))))?;
     pending.push(Pending { seq, document: document.clone(), key: *key });
     let id = document.message_id();
     match &entry.body {
         EntryBody::Sent { receipt, .. } => {
             report.sent += 1;
-            let history = peer_history()?;
+            let history = peer_trust()?;
             let batch_id = receipt.batch.message_id();
             if verified_batches.contains(&batch_id) {
                 let body = receipt

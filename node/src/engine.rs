@@ -46,8 +46,9 @@ pub enum Command {
     Receipts { peer: ParticipantCode, items: Vec<(MessageId, u64, MessageReceipt)> },
     /// `peer` refused the message at outbox position `oseq` for good.
     Rejected { peer: ParticipantCode, message_id: MessageId, oseq: u64, code: RejectCode, detail: String },
-    /// Trust a peer (or trust it again, with a new bundle).
-    EnrolPeer { record: Box<PeerRecord> },
+    /// Trust a peer (or trust it again, with a new bundle: see [`crate::enrol::admit`]).
+    /// `replace_identity` allows a new fingerprint for an enrolled participant.
+    EnrolPeer { record: Box<PeerRecord>, replace_identity: bool },
     /// Stop trusting a peer; its queued messages stay queued.
     RemovePeer { participant: ParticipantCode },
     /// Queue a document (a key rotation statement) for each of `peers`.
@@ -102,6 +103,14 @@ pub enum EngineError {
     WrongState { number: CertificateNumber, status: &'static str, why: String },
     #[error("{0} is not an enrolled peer")]
     UnknownPeer(ParticipantCode),
+    /// The bundle may not replace what is stored (older, forked, another identity…).
+    #[error(transparent)]
+    Enrol(#[from] crate::enrol::EnrolError),
+    #[error(
+        "the record of {0} cannot be loaded (the peer is quarantined); enrol a current bundle \
+         with `kpnode peer add` to replace it"
+    )]
+    Quarantined(ParticipantCode),
 }
 
 /// Everything one `apply` did.
@@ -166,6 +175,38 @@ impl<'s, S: Storage + ?Sized> Txn<'s, S> {
 
     fn remove(&mut self, tree: Tree, key: &[u8]) {
         self.writes[tree as usize].insert(key.to_vec(), None);
+    }
+
+    /// Every entry of `tree` as this batch would leave it (for the small trees only: peers).
+    fn scan(&self, tree: Tree) -> Result<Vec<store::KeyValue>, StoreError> {
+        let mut all: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.store.range(tree, &[], &[0xff; 16], usize::MAX)?.into_iter().collect();
+        for (k, v) in &self.writes[tree as usize] {
+            match v {
+                Some(v) => all.insert(k.clone(), v.clone()),
+                None => all.remove(k),
+            };
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    /// The other participant (not `participant`) a stored record binds one of `keys` to.
+    fn tls_owner(
+        &self,
+        participant: ParticipantCode,
+        keys: &[[u8; 32]],
+    ) -> Result<Option<ParticipantCode>, StoreError> {
+        for (k, v) in self.scan(Tree::Peers)? {
+            if k == participant.as_bytes() {
+                continue;
+            }
+            // A record that cannot be read binds nothing it can prove.
+            let Ok(rec) = decode_record::<PeerRecord>(Tree::Peers, &k, &v) else { continue };
+            if crate::trust::record_tls_keys(&rec).iter().any(|t| keys.contains(t)) {
+                return Ok(Some(rec.participant));
+            }
+        }
+        Ok(None)
     }
 
     /// All writes, for the store's atomic commit.
@@ -301,16 +342,21 @@ impl Engine {
                     )?;
                     Outcome::Done
                 }
-                Command::EnrolPeer { record } => {
-                    txn.put(Tree::Peers, &record.participant.as_bytes(), &*record);
-                    applied.peers_changed = true;
-                    Outcome::Done
+                Command::EnrolPeer { record, replace_identity } => {
+                    self.enrol(&mut txn, &mut applied, now, *record, replace_identity)?
                 }
                 Command::RemovePeer { participant } => {
-                    match txn.get_rec::<PeerRecord>(Tree::Peers, &participant.as_bytes())? {
-                        Some(mut rec) if rec.removed_at.is_none() => {
+                    let key = participant.as_bytes();
+                    let stored = txn
+                        .get(Tree::Peers, &key)?
+                        .map(|b| decode_record::<PeerRecord>(Tree::Peers, &key, &b));
+                    match stored {
+                        // A record that cannot be loaded is kept as it is (it is evidence);
+                        // enrolling a current bundle replaces it.
+                        Some(Err(_)) => Outcome::Refused(EngineError::Quarantined(participant)),
+                        Some(Ok(mut rec)) if rec.removed_at.is_none() => {
                             rec.removed_at = Some(now);
-                            txn.put(Tree::Peers, &participant.as_bytes(), &rec);
+                            txn.put(Tree::Peers, &key, &rec);
                             applied.peers_changed = true;
                             Outcome::Done
                         }
@@ -406,6 +452,42 @@ impl Engine {
         *self.queued.entry(peer).or_default() += 1;
         applied.queued_up_to.insert(peer, oseq);
         oseq
+    }
+
+    /// Enrols `record` if [`crate::enrol::admit`] lets it replace what is stored and none of
+    /// its TLS keys is bound to another participant; archives the identity it replaces.
+    fn enrol<S: Storage + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        applied: &mut Applied,
+        now: Timestamp,
+        record: PeerRecord,
+        replace_identity: bool,
+    ) -> Result<Outcome, StoreError> {
+        let participant = record.participant;
+        let key = participant.as_bytes();
+        let existing = txn
+            .get(Tree::Peers, &key)?
+            .map(|b| decode_record::<PeerRecord>(Tree::Peers, &key, &b).map_err(|e| e.to_string()));
+        let admitted = match crate::enrol::admit(record, existing, replace_identity) {
+            Ok(a) => a,
+            Err(e) => return Ok(Outcome::Refused(e.into())),
+        };
+        let keys = crate::trust::record_tls_keys(&admitted.record);
+        if let Some(owner) = txn.tls_owner(participant, &keys)? {
+            return Ok(Outcome::Refused(crate::enrol::EnrolError::TlsKeyTaken { participant, owner }.into()));
+        }
+        if let Some(old) = admitted.archive {
+            let n = txn.scan(Tree::PeerArchive)?.iter().filter(|(k, _)| k.starts_with(&key)).count();
+            txn.put(
+                Tree::PeerArchive,
+                &store::archive_key(participant, n as u32),
+                &store::ArchivedIdentity { record: old, replaced_at: now },
+            );
+        }
+        txn.put(Tree::Peers, &key, &admitted.record);
+        applied.peers_changed = true;
+        Ok(Outcome::Done)
     }
 
     fn dequeue(&mut self, peer: ParticipantCode) {
@@ -795,22 +877,47 @@ impl Engine {
                     return Ok(Verdict::Duplicate(seq));
                 }
                 let key = peer.as_bytes();
-                let Some(mut rec) = txn.get_rec::<PeerRecord>(Tree::Peers, &key)? else {
-                    return Ok(Verdict::Refuse(Refusal::new(
-                        RejectCode::NotAllowed,
-                        format!("{peer} is not enrolled here"),
-                    )));
+                let refuse =
+                    |detail: String| Ok(Verdict::Refuse(Refusal::new(RejectCode::NotAllowed, detail)));
+                let Some(bytes) = txn.get(Tree::Peers, &key)? else {
+                    return refuse(format!("{peer} is not enrolled here"));
                 };
-                let known = rec
-                    .rotations
-                    .iter()
-                    .filter_map(|d| d.body::<kp_protocol::KeyRotation>().ok())
-                    .any(|k| k.sequence >= r.sequence);
-                if !known {
-                    rec.rotations.push(doc.clone());
-                    txn.put(Tree::Peers, &key, &rec);
-                    applied.peers_changed = true;
+                // The stored history, not the link's copy, is what the statement must extend.
+                let stored = decode_record::<PeerRecord>(Tree::Peers, &key, &bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|rec| {
+                        crate::trust::PeerTrust::from_record(&rec)
+                            .map(|t| (rec, t))
+                            .map_err(|e| e.to_string())
+                    });
+                let (mut rec, mut trust) = match stored {
+                    Ok(x) => x,
+                    Err(e) => {
+                        return refuse(format!(
+                            "the record of {peer} cannot be loaded here (quarantined): {e}"
+                        ))
+                    }
+                };
+                if r.sequence as usize <= trust.history.rotations().len() {
+                    return Ok(Verdict::Store);
                 }
+                if let Err(e) = trust.history.apply(doc) {
+                    return Ok(Verdict::Refuse(Refusal::new(RejectCode::InvalidDocument, e.to_string())));
+                }
+                let claimed: Vec<[u8; 32]> = r
+                    .new_tls_certificate
+                    .iter()
+                    .filter_map(|c| kp_keys::tlscert::public_key(c).ok())
+                    .collect();
+                if let Some(owner) = txn.tls_owner(peer, &claimed)? {
+                    return Ok(Verdict::Refuse(Refusal::new(
+                        RejectCode::InvalidDocument,
+                        format!("the new TLS key is already bound to {owner}; a TLS key belongs to one participant"),
+                    )));
+                }
+                rec.rotations.push(doc.clone());
+                txn.put(Tree::Peers, &key, &rec);
+                applied.peers_changed = true;
                 Ok(Verdict::Store)
             }
         }

@@ -1,5 +1,12 @@
 //! Enrolling a partner: checking its bundle and the fingerprint the operator was read, and
 //! turning them into a peer record. Shared by the API (daemon running) and the offline path.
+//!
+//! What may replace a stored record is decided by [`admit`], inside the store's transaction:
+//! - same identity (fingerprint): the bundle's key history must *extend* what is held (the
+//!   same statements, then more) — an older bundle would roll the history back;
+//! - a different identity only with `replace_identity` (`--replace-identity`); the old one is
+//!   archived, so what was signed under it still verifies;
+//! - a record that cannot be loaded (a quarantined peer) is replaced by any valid bundle.
 
 use kp_keys::{Fingerprint, VerifiedBundle};
 use kp_protocol::{ParticipantCode, Timestamp};
@@ -23,16 +30,103 @@ pub enum EnrolError {
     Own(ParticipantCode),
     #[error("endpoint {0:?} is not host:port")]
     Endpoint(String),
+    #[error(
+        "the bundle is older than what this node holds for {participant}: it has {given} key \
+         rotation(s), this node holds {held}. Enrolling it would roll {participant}'s keys back; \
+         ask its operator for a current bundle (`kpnode peer export`)"
+    )]
+    Older { participant: ParticipantCode, held: usize, given: usize },
+    #[error(
+        "the bundle's key rotation {sequence} differs from the one this node holds for \
+         {participant}: the two histories fork. Do not enrol it; ask {participant}'s operator \
+         what happened to their keys"
+    )]
+    Diverges { participant: ParticipantCode, sequence: usize },
+    #[error(
+        "{participant} is enrolled with fingerprint {held}, and this bundle has fingerprint \
+         {given}: a new identity. If {participant}'s operator confirmed by phone that they \
+         replaced their keys, enrol it with --replace-identity (API: \"replace_identity\": \
+         true); the old identity is archived so entries signed under it still verify"
+    )]
+    IdentityChange { participant: ParticipantCode, held: String, given: String },
+    #[error("the bundle's key rotation {sequence} brings a new TLS key without proof that {participant} holds it: {participant}'s node must run a kpnode version that proves possession")]
+    Unproven { participant: ParticipantCode, sequence: usize },
+    #[error(
+        "the bundle claims a TLS key that is already bound to {owner}: a TLS key belongs to one \
+         participant. Do not enrol it"
+    )]
+    TlsKeyTaken { participant: ParticipantCode, owner: ParticipantCode },
 }
 
-/// Checks `bundle_text` against `fingerprint` and makes the record to store. `existing` is
-/// the record of a previous enrolment of the same participant, if any.
+/// What enrolling a bundle writes: the new record, and the identity it replaces (to archive).
+#[derive(Debug)]
+pub struct Admitted {
+    pub record: PeerRecord,
+    pub archive: Option<PeerRecord>,
+}
+
+/// Decides whether `new` (from [`prepare`]) may replace `existing`, the stored record of the
+/// same participant (`Err` if it cannot be loaded), and what to write. See the module docs.
+pub fn admit(
+    new: PeerRecord,
+    existing: Option<Result<PeerRecord, String>>,
+    replace_identity: bool,
+) -> Result<Admitted, EnrolError> {
+    let participant = new.participant;
+    let fresh = crate::trust::PeerTrust::from_record(&new).map_err(|e| EnrolError::Bundle(e.to_string()))?;
+    let old = match existing {
+        None => return Ok(Admitted { record: new, archive: None }),
+        Some(Err(why)) => {
+            tracing::warn!(peer = %participant, error = %why, "replacing a peer record that cannot be loaded");
+            return Ok(Admitted { record: new, archive: None });
+        }
+        Some(Ok(old)) => old,
+    };
+    let held = match crate::trust::PeerTrust::from_record(&old) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(peer = %participant, error = %e, "replacing a peer record that cannot be loaded");
+            return Ok(Admitted { record: new, archive: None });
+        }
+    };
+    if held.fingerprint != fresh.fingerprint {
+        if !replace_identity {
+            return Err(EnrolError::IdentityChange {
+                participant,
+                held: held.fingerprint.to_string(),
+                given: fresh.fingerprint.to_string(),
+            });
+        }
+        tracing::warn!(peer = %participant, old = %held.fingerprint, new = %fresh.fingerprint, "the peer's identity is replaced; the old one is archived and no longer trusted for new documents");
+        return Ok(Admitted { record: new, archive: Some(old) });
+    }
+    let (held_r, given_r) = (held.history.rotations(), fresh.history.rotations());
+    if given_r.len() < held_r.len() {
+        return Err(EnrolError::Older { participant, held: held_r.len(), given: given_r.len() });
+    }
+    if let Some(i) = held_r.iter().zip(given_r).position(|(a, b)| a != b) {
+        return Err(EnrolError::Diverges { participant, sequence: i + 1 });
+    }
+    // Statements this node has not held before are new: a new TLS key among them proves
+    // possession, as on the wire.
+    for (i, doc) in given_r.iter().enumerate().skip(held_r.len()) {
+        let unproven = doc
+            .body::<kp_protocol::KeyRotation>()
+            .is_ok_and(|r| r.new_tls_certificate.is_some() && r.tls_possession.is_none());
+        if unproven {
+            return Err(EnrolError::Unproven { participant, sequence: i + 1 });
+        }
+    }
+    Ok(Admitted { record: new, archive: None })
+}
+
+/// Checks `bundle_text` against `fingerprint` and makes the record to store (whether it may
+/// replace a stored one is [`admit`]'s to decide).
 pub fn prepare(
     me: ParticipantCode,
     bundle_text: &str,
     fingerprint: &str,
     endpoints: Option<Vec<String>>,
-    existing: Option<PeerRecord>,
     now: Timestamp,
 ) -> Result<(PeerRecord, VerifiedBundle), EnrolError> {
     let bundle = VerifiedBundle::from_armored(bundle_text).map_err(|e| EnrolError::Bundle(e.to_string()))?;
@@ -65,23 +159,12 @@ pub fn prepare(
         }
         _ => bundle.bundle.endpoints.clone(),
     };
-    // Rotations received on the wire since the earlier enrolment still apply if the identity
-    // is the same; a new identity (a fresh `kpnode init` after a compromise) starts afresh.
-    let rotations = match existing {
-        Some(old) => match kp_keys::VerifiedBundle::from_bytes(&old.bundle) {
-            Ok(b) if b.fingerprint == bundle.fingerprint => old.rotations,
-            Ok(_) => {
-                tracing::warn!(peer = %participant, "the peer's identity changed (new fingerprint); its earlier keys are no longer trusted");
-                Vec::new()
-            }
-            Err(_) => Vec::new(),
-        },
-        None => Vec::new(),
-    };
     let record = PeerRecord {
         participant,
         bundle: bundle.to_bytes().to_vec(),
-        rotations,
+        // The bundle holds every rotation up to now: an accepted bundle extends what was
+        // held, so nothing received on the wire is lost.
+        rotations: Vec::new(),
         endpoints,
         enrolled_at: now,
         removed_at: None,

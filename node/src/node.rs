@@ -25,7 +25,7 @@ use crate::registry::{Registry, RegistryCell};
 use crate::signer::Signer;
 use crate::store::{decode_record, PeerRecord, SledStore, Storage, StoreError, Tree};
 use crate::tls::{Identity, TlsContext};
-use crate::trust::{PeerTrust, Trust, TrustCell};
+use crate::trust::{Trust, TrustCell};
 
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
@@ -249,18 +249,54 @@ impl Shared {
     }
 }
 
-/// Reads every peer record and builds the trust snapshot from them.
+/// Reads every peer record and builds the trust snapshot from them. A record that cannot be
+/// loaded quarantines its peer (see [`Trust::build`]); only a failing store is an error.
 pub fn load_trust<S: Storage + ?Sized>(store: &S) -> Result<Trust, StoreError> {
-    let mut peers = Vec::new();
-    for (k, v) in store.range(Tree::Peers, &[], &[0xff; 3], usize::MAX)? {
-        let rec: PeerRecord = decode_record(Tree::Peers, &k, &v)?;
-        match PeerTrust::from_record(&rec) {
-            Ok(p) => peers.push(p),
-            // A record that no longer verifies is reported and left out; it is never used.
-            Err(e) => tracing::error!(error = %e, "ignoring a peer record that does not verify"),
+    reload_trust(store, None)
+}
+
+/// As [`load_trust`], reusing what `earlier` verified for records that did not change.
+pub fn reload_trust<S: Storage + ?Sized>(store: &S, earlier: Option<&Trust>) -> Result<Trust, StoreError> {
+    let code = |tree: Tree, k: &[u8], len: usize| {
+        let parsed = k
+            .get(..2)
+            .filter(|_| k.len() == len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|c| c.parse::<ParticipantCode>().ok());
+        if parsed.is_none() {
+            tracing::error!(tree = tree.name(), key = ?k, "ignoring a record under a key that names no participant");
         }
-    }
-    Ok(Trust::new(peers))
+        parsed
+    };
+    let records = store
+        .range(Tree::Peers, &[], &[0xff; 3], usize::MAX)?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let participant = code(Tree::Peers, &k, 2)?;
+            let rec =
+                decode_record::<PeerRecord>(Tree::Peers, &k, &v).map_err(|e| e.to_string()).and_then(|r| {
+                    if r.participant == participant {
+                        Ok(r)
+                    } else {
+                        Err(format!("the record under {participant} is for {}", r.participant))
+                    }
+                });
+            Some((participant, rec))
+        })
+        .collect();
+    let archives = store
+        .range(Tree::PeerArchive, &[], &[0xff; 7], usize::MAX)?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let participant = code(Tree::PeerArchive, &k, 6)?;
+            Some((
+                participant,
+                decode_record::<crate::store::ArchivedIdentity>(Tree::PeerArchive, &k, &v)
+                    .map_err(|e| e.to_string()),
+            ))
+        })
+        .collect();
+    Ok(Trust::build(records, archives, earlier))
 }
 
 /// The registry: the shipped list, the recorded changes, and the enrolled peers.
@@ -289,7 +325,8 @@ impl Publish for Publisher {
             observer(acknowledged);
         }
         if peers_changed {
-            match load_trust(store) {
+            let earlier = self.trust.get();
+            match reload_trust(store, Some(&earlier)) {
                 Ok(t) => {
                     match load_registry(store, &t) {
                         Ok(r) => self.registry.set(r),

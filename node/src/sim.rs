@@ -745,14 +745,12 @@ impl Sim {
     /// The invariants, on the durable state of every node.
     fn check(&self) -> Result<(), String> {
         let trust_of = |me: usize| {
-            Trust::new(self.nodes.iter().enumerate().filter(|(j, _)| *j != me).map(|(j, n)| PeerTrust {
-                participant: n.code,
-                authority: format!("Authority of {}", n.code),
-                history: self.histories[j].clone(),
-                fingerprint: kp_keys::Fingerprint::of(&self.histories[j].root().public_key),
-                endpoints: Vec::new(),
-                enrolled_at: Timestamp::from_unix_millis(T0),
-                removed: false,
+            Trust::new(self.nodes.iter().enumerate().filter(|(j, _)| *j != me).map(|(j, n)| {
+                PeerTrust::of_history(
+                    format!("Authority of {}", n.code),
+                    self.histories[j].clone(),
+                    Timestamp::from_unix_millis(T0),
+                )
             }))
         };
         let mut logs: Vec<Vec<crate::store::LogEntry>> = Vec::new();

@@ -1,13 +1,20 @@
 //! Whom this node trusts: each enrolled peer's key history, endpoints, and the TLS keys that
 //! map to it. An immutable snapshot, swapped whole when a peer is added, removed or rotates,
 //! so readers (TLS verifiers, link tasks) never hold a lock across anything slow.
+//!
+//! A peer record that cannot be loaded (damaged, over a decode limit, no longer verifying)
+//! never stops the node: the peer is *quarantined*, named in `status`, and not trusted.
+//! Rebuilding the snapshot after a change reuses what an earlier snapshot verified, so a
+//! reload costs the records' bytes, not a re-verification of every rotation of every peer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use kp_keys::{Fingerprint, KeyHistory, VerifiedBundle};
-use kp_protocol::{ParticipantCode, Timestamp};
+use ed25519_dalek::VerifyingKey;
+use kp_keys::{Fingerprint, HistoryError, KeyHistory, VerifiedBundle};
+use kp_protocol::{KeyId, KeyRotation, ParticipantCode, Timestamp};
 
-use crate::store::PeerRecord;
+use crate::store::{ArchivedIdentity, PeerRecord};
 
 /// One enrolled partner, as trusted now.
 #[derive(Debug, Clone)]
@@ -21,6 +28,21 @@ pub struct PeerTrust {
     /// Removed peers stay known (their documents in the log still verify) but are refused
     /// on the wire.
     pub removed: bool,
+    /// Identities it had before the operator replaced them, oldest first. Never trusted for
+    /// new documents or links; what was signed under them still verifies.
+    pub archived: Vec<ArchivedPeer>,
+    /// The stored bundle this was built from, and how many rotations its chain holds, so a
+    /// reload can tell what it may reuse.
+    bundle: Arc<[u8]>,
+    bundle_rotations: usize,
+}
+
+/// An identity a peer had before an identity change.
+#[derive(Debug, Clone)]
+pub struct ArchivedPeer {
+    pub history: KeyHistory,
+    pub fingerprint: Fingerprint,
+    pub replaced_at: Timestamp,
 }
 
 /// Why a stored peer record could not be turned into trust.
@@ -32,39 +54,180 @@ pub struct PeerRecordError {
 }
 
 impl PeerTrust {
+    /// Builds trust from a stored record, verifying its bundle and every rotation.
     pub fn from_record(rec: &PeerRecord) -> Result<PeerTrust, PeerRecordError> {
+        Self::from_record_reusing(rec, None)
+    }
+
+    /// As [`PeerTrust::from_record`], reusing what `earlier` (built from an earlier version
+    /// of the same record) verified: the same bundle bytes and the rotations already applied
+    /// are taken as they are; only new rotations are checked.
+    fn from_record_reusing(
+        rec: &PeerRecord,
+        earlier: Option<&PeerTrust>,
+    ) -> Result<PeerTrust, PeerRecordError> {
         let err = |detail: String| PeerRecordError { participant: rec.participant, detail };
-        let bundle = VerifiedBundle::from_bytes(&rec.bundle).map_err(|e| err(e.to_string()))?;
-        let mut history = bundle.history.clone();
+        let reusable = earlier.filter(|e| e.participant == rec.participant && *e.bundle == rec.bundle[..]);
+        let (mut history, authority, fingerprint, bundle, bundle_rotations) = match reusable {
+            Some(e) => {
+                (e.history.clone(), e.authority.clone(), e.fingerprint, e.bundle.clone(), e.bundle_rotations)
+            }
+            None => {
+                let b = VerifiedBundle::from_bytes(&rec.bundle).map_err(|e| err(e.to_string()))?;
+                let n = b.history.rotations().len();
+                (
+                    b.history.clone(),
+                    b.bundle.authority.to_string(),
+                    b.fingerprint,
+                    Arc::from(&rec.bundle[..]),
+                    n,
+                )
+            }
+        };
         for r in &rec.rotations {
-            // Rotations already in the bundle's chain are skipped; later ones applied.
-            let seq = r.body::<kp_protocol::KeyRotation>().map(|b| b.sequence).unwrap_or(0);
-            if (seq as usize) <= history.rotations().len() {
+            // Rotations already in the history (the bundle's chain, or applied by an
+            // earlier snapshot) are skipped; later ones applied. They were checked as new
+            // statements when the node stored them.
+            let seq = r.body::<KeyRotation>().map(|b| b.sequence).unwrap_or(0) as usize;
+            if seq >= 1 && seq <= history.rotations().len() {
+                if reusable.is_some() && seq > bundle_rotations && history.rotations()[seq - 1] != *r {
+                    // The record changed under us: verify it all again.
+                    return Self::from_record_reusing(rec, None);
+                }
                 continue;
             }
-            history.apply(r).map_err(|e| err(e.to_string()))?;
+            history.apply_recorded(r).map_err(|e| err(e.to_string()))?;
         }
         Ok(PeerTrust {
             participant: rec.participant,
-            authority: bundle.bundle.authority.to_string(),
+            authority,
             history,
-            fingerprint: bundle.fingerprint,
+            fingerprint,
             endpoints: rec.endpoints.clone(),
             enrolled_at: rec.enrolled_at,
             removed: rec.removed_at.is_some(),
+            archived: Vec::new(),
+            bundle,
+            bundle_rotations,
         })
     }
+
+    /// Trust in `history` as it stands, with no stored record behind it (the simulator's).
+    pub fn of_history(authority: String, history: KeyHistory, enrolled_at: Timestamp) -> PeerTrust {
+        PeerTrust {
+            participant: history.participant(),
+            authority,
+            fingerprint: Fingerprint::of(&history.root().public_key),
+            history,
+            endpoints: Vec::new(),
+            enrolled_at,
+            removed: false,
+            archived: Vec::new(),
+            bundle: Arc::from(&[][..]),
+            bundle_rotations: 0,
+        }
+    }
+
+    /// The signing key `key_id` of this participant, if valid at `at`: under its current
+    /// identity or, for what was signed before an identity change, an archived one.
+    pub fn signing_key_at(&self, key_id: KeyId, at: Timestamp) -> Result<&VerifyingKey, HistoryError> {
+        match self.history.signing_key_at(key_id, at) {
+            Err(HistoryError::UnknownKey { .. }) => {
+                for a in self.archived.iter().rev() {
+                    match a.history.signing_key_at(key_id, at) {
+                        Err(HistoryError::UnknownKey { .. }) => continue,
+                        other => return other,
+                    }
+                }
+                self.history.signing_key_at(key_id, at)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Every TLS public key a stored peer record binds (current or replaced), read without
+/// re-verifying signatures: the record was verified when it was stored.
+pub fn record_tls_keys(rec: &PeerRecord) -> Vec<[u8; 32]> {
+    let Ok(bundle) = kp_keys::bundle::decode_unverified(&rec.bundle) else { return Vec::new() };
+    let mut keys: Vec<[u8; 32]> =
+        kp_keys::tlscert::public_key(&bundle.root_tls_certificate).into_iter().collect();
+    for r in bundle.rotations.iter().chain(&rec.rotations) {
+        if let Some(cert) = r.body::<KeyRotation>().ok().and_then(|b| b.new_tls_certificate) {
+            keys.extend(kp_keys::tlscert::public_key(&cert));
+        }
+    }
+    keys
 }
 
 /// A snapshot of everything trusted.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
     peers: HashMap<ParticipantCode, PeerTrust>,
+    /// Peers whose record could not be loaded, and why: not trusted until the operator
+    /// enrols a current bundle for them (or removes them).
+    quarantined: BTreeMap<ParticipantCode, String>,
 }
 
 impl Trust {
     pub fn new(peers: impl IntoIterator<Item = PeerTrust>) -> Trust {
-        Trust { peers: peers.into_iter().map(|p| (p.participant, p)).collect() }
+        Trust { peers: peers.into_iter().map(|p| (p.participant, p)).collect(), quarantined: BTreeMap::new() }
+    }
+
+    /// Builds the snapshot from the stored peer records and archived identities. A record
+    /// that does not decode or verify quarantines its peer; `earlier` is reused where the
+    /// records did not change.
+    pub fn build(
+        records: Vec<(ParticipantCode, Result<PeerRecord, String>)>,
+        archives: Vec<(ParticipantCode, Result<ArchivedIdentity, String>)>,
+        earlier: Option<&Trust>,
+    ) -> Trust {
+        let mut archived: BTreeMap<ParticipantCode, Vec<Result<ArchivedIdentity, String>>> = BTreeMap::new();
+        for (p, a) in archives {
+            archived.entry(p).or_default().push(a);
+        }
+        let mut trust = Trust::default();
+        for (participant, rec) in records {
+            let before = earlier.and_then(|t| t.peers.get(&participant));
+            let built = rec.and_then(|r| PeerTrust::from_record_reusing(&r, before).map_err(|e| e.detail));
+            match built {
+                Ok(mut p) => {
+                    let archives = archived.remove(&participant).unwrap_or_default();
+                    // Archives are only ever added to: the same number means the same ones.
+                    if let Some(b) = before.filter(|b| b.archived.len() == archives.len()) {
+                        p.archived = b.archived.clone();
+                    } else {
+                        p.archived = archives
+                            .iter()
+                            .filter_map(|a| {
+                                let a = a.as_ref().map_err(|e| {
+                                    tracing::error!(peer = %participant, error = %e, "an archived identity of the peer cannot be read; log entries signed under it will not verify");
+                                }).ok()?;
+                                match PeerTrust::from_record(&a.record) {
+                                    Ok(t) => Some(ArchivedPeer { history: t.history, fingerprint: t.fingerprint, replaced_at: a.replaced_at }),
+                                    Err(e) => {
+                                        tracing::error!(peer = %participant, error = %e, "an archived identity of the peer does not verify; log entries signed under it will not verify");
+                                        None
+                                    }
+                                }
+                            })
+                            .collect();
+                    }
+                    trust.peers.insert(participant, p);
+                }
+                Err(detail) => {
+                    if earlier.is_none_or(|t| t.quarantined.get(&participant) != Some(&detail)) {
+                        tracing::error!(
+                            peer = %participant,
+                            error = %detail,
+                            "the peer's record cannot be loaded: the peer is quarantined (not trusted, not dialled) and the node runs on for the others. Ask its operator for a current bundle and enrol it with `kpnode peer add BUNDLE --fingerprint FP` (it replaces the record), or `kpnode peer remove {participant}`"
+                        );
+                    }
+                    trust.quarantined.insert(participant, detail);
+                }
+            }
+        }
+        trust
     }
 
     /// An enrolled, not removed, peer.
@@ -83,6 +246,11 @@ impl Trust {
 
     pub fn active_peers(&self) -> impl Iterator<Item = &PeerTrust> {
         self.peers.values().filter(|p| !p.removed)
+    }
+
+    /// Peers whose record could not be loaded, with the reason, in code order.
+    pub fn quarantined(&self) -> impl Iterator<Item = (ParticipantCode, &str)> {
+        self.quarantined.iter().map(|(p, why)| (*p, why.as_str()))
     }
 
     /// The active peer a TLS key belongs to, if it may be used at `now`.

@@ -303,13 +303,12 @@ async fn enrol(node: &NodeHandle, bundle: &kp_keys::VerifiedBundle) -> Result<()
         &bundle.to_armored(),
         &bundle.fingerprint.to_string(),
         None,
-        None,
         SystemClock.now(),
     )
     .map_err(|e| e.to_string())?;
     node.shared()
         .actor
-        .call(EngineCommand::EnrolPeer { record: Box::new(record) })
+        .call(EngineCommand::EnrolPeer { record: Box::new(record), replace_identity: false })
         .await
         .map_err(|e| e.to_string())?;
     Ok(())

@@ -13,7 +13,7 @@ use super::{read_input, write_output, CliResult, DirArg, Failure};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Command, Engine, Outcome};
 use crate::home::NodeDir;
-use crate::store::{get_record, PeerRecord, SledStore, Storage, StoreError, Tree};
+use crate::store::{SledStore, Storage, StoreError};
 
 #[derive(Debug, Subcommand)]
 pub enum PeerCommand {
@@ -34,7 +34,12 @@ need both to enrol this node.")]
 history, and that its fingerprint is the one the partner's operator read to you over the \
 phone. On a running daemon it takes effect at once (the link is dialled, and certificates \
 queued for the partner go out); with the daemon stopped it is written to the store.\n\n\
-Enrolling a partner again (a new bundle after a key rotation or a move) replaces the old one.")]
+Enrolling a partner again (a new bundle after a key rotation or a move) replaces the old one, \
+if its key history extends the one held: a bundle older than what this node holds (fewer \
+rotations, or different ones) is refused with exit status 2. A bundle with a different \
+fingerprint for an enrolled partner (it made a new identity) is refused unless \
+--replace-identity is given; the old identity is then archived, no longer trusted for new \
+documents, so that log entries signed under it still verify.")]
     Add {
         /// The partner's enrolment bundle.
         bundle: PathBuf,
@@ -44,6 +49,10 @@ Enrolling a partner again (a new bundle after a key rotation or a move) replaces
         /// Dial this HOST:PORT instead of the bundle's endpoints (repeatable).
         #[arg(long, value_name = "HOST:PORT")]
         endpoint: Vec<String>,
+        /// Accept a new fingerprint for an enrolled partner (confirmed by phone); the old
+        /// identity is archived.
+        #[arg(long)]
+        replace_identity: bool,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -69,7 +78,9 @@ fail, and messages queued for it stay queued; they go out if it is enrolled agai
 pub fn run(c: PeerCommand) -> CliResult {
     match c {
         PeerCommand::Export { dir, out } => export(dir, out),
-        PeerCommand::Add { bundle, fingerprint, endpoint, dir } => add(&dir, &bundle, &fingerprint, endpoint),
+        PeerCommand::Add { bundle, fingerprint, endpoint, replace_identity, dir } => {
+            add(&dir, &bundle, &fingerprint, endpoint, replace_identity)
+        }
         PeerCommand::List { dir, json } => list(&dir, json),
         PeerCommand::Remove { code, dir } => remove(&dir, &code),
     }
@@ -132,13 +143,24 @@ pub(super) fn apply_offline(home: &NodeDir, store: &SledStore, command: Command)
     applied.outcomes.pop().ok_or_else(|| Failure::runtime("the store returned no outcome"))
 }
 
-fn add(dir: &DirArg, bundle: &std::path::Path, fingerprint: &str, endpoints: Vec<String>) -> CliResult {
+fn add(
+    dir: &DirArg,
+    bundle: &std::path::Path,
+    fingerprint: &str,
+    endpoints: Vec<String>,
+    replace_identity: bool,
+) -> CliResult {
     let home = NodeDir::new(&dir.dir);
     let text = read_input(bundle)?;
     let endpoints = (!endpoints.is_empty()).then_some(endpoints);
     match access(&home)? {
         Access::Daemon(client) => {
-            let body = json!({"bundle": text, "fingerprint": fingerprint, "endpoints": endpoints});
+            let body = json!({
+                "bundle": text,
+                "fingerprint": fingerprint,
+                "endpoints": endpoints,
+                "replace_identity": replace_identity,
+            });
             let (_, peer) = client.post("/v1/peers", body.to_string().as_bytes())?;
             println!(
                 "Enrolled {} ({}), fingerprint {}; dialling {}",
@@ -153,23 +175,19 @@ fn add(dir: &DirArg, bundle: &std::path::Path, fingerprint: &str, endpoints: Vec
         }
         Access::Offline(store) => {
             let config = home.config()?;
-            let existing = kp_keys::VerifiedBundle::from_armored(&text)
-                .ok()
-                .map(|b| get_record::<PeerRecord, _>(&store, Tree::Peers, &b.bundle.participant.as_bytes()))
-                .transpose()
-                .map_err(|e| Failure::runtime(e.to_string()))?
-                .flatten();
-            let (record, verified) = crate::enrol::prepare(
-                config.participant,
-                &text,
-                fingerprint,
-                endpoints,
-                existing,
-                SystemClock.now(),
-            )
-            .map_err(|e| Failure::input(format!("{}: {e}", bundle.display())))?;
+            let (record, verified) =
+                crate::enrol::prepare(config.participant, &text, fingerprint, endpoints, SystemClock.now())
+                    .map_err(|e| Failure::input(format!("{}: {e}", bundle.display())))?;
             let endpoints = record.endpoints.join(", ");
-            apply_offline(&home, &store, Command::EnrolPeer { record: Box::new(record) })?;
+            let command = Command::EnrolPeer { record: Box::new(record), replace_identity };
+            match apply_offline(&home, &store, command)? {
+                Outcome::Done => {}
+                Outcome::Refused(crate::engine::EngineError::Enrol(e)) => {
+                    return Err(Failure::input(format!("{}: {e}", bundle.display())))
+                }
+                Outcome::Refused(e) => return Err(Failure::runtime(e.to_string())),
+                other => return Err(Failure::runtime(format!("unexpected outcome {other:?}"))),
+            }
             println!(
                 "Enrolled {} ({}), fingerprint {}; endpoints {endpoints}",
                 verified.bundle.participant, verified.bundle.authority, verified.fingerprint

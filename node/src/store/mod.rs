@@ -45,11 +45,22 @@ pub enum Tree {
     Peers,
     Meta,
     Registry,
+    /// Identities a peer had before an identity change (`peer add --replace-identity`), kept
+    /// so the log entries signed under them still verify.
+    PeerArchive,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 7] =
-        [Tree::Log, Tree::Certs, Tree::Outbox, Tree::Messages, Tree::Peers, Tree::Meta, Tree::Registry];
+    pub const ALL: [Tree; 8] = [
+        Tree::Log,
+        Tree::Certs,
+        Tree::Outbox,
+        Tree::Messages,
+        Tree::Peers,
+        Tree::Meta,
+        Tree::Registry,
+        Tree::PeerArchive,
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -60,6 +71,7 @@ impl Tree {
             Tree::Peers => "peers.v1",
             Tree::Meta => "meta.v1",
             Tree::Registry => "registry.v1",
+            Tree::PeerArchive => "peer_archive.v1",
         }
     }
 }

@@ -245,6 +245,22 @@ pub struct PeerRecord {
     pub removed_at: Option<Timestamp>,
 }
 
+/// An identity a peer had before the operator replaced it (`peer add --replace-identity`),
+/// under the participant's code and the archive's number (big-endian `u32`). Never trusted
+/// for new documents; kept so that what was signed under it still verifies.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct ArchivedIdentity {
+    pub record: PeerRecord,
+    pub replaced_at: Timestamp,
+}
+
+/// The key of a peer's `n`th archived identity.
+pub fn archive_key(participant: ParticipantCode, n: u32) -> Vec<u8> {
+    let mut k = participant.as_bytes().to_vec();
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
 /// The log's head, kept in `meta` so start-up never scans the log.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Encode, Decode, Default)]
 pub struct LogHead {

@@ -123,6 +123,7 @@ fn prefix(t: Tree) -> u8 {
         Tree::Peers => b'P',
         Tree::Meta => b'X',
         Tree::Registry => b'R',
+        Tree::PeerArchive => b'A',
     }
 }
 
