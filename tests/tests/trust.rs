@@ -1,0 +1,414 @@
+//! What a partner's key history and enrolment may contain, attacked as a hostile partner (or
+//! a stale bundle in a mailbox) would: every test performs the attack and shows the refusal.
+//!
+//! - an older bundle of an enrolled participant is refused (exit 2, API 422), not rolled back;
+//! - a new identity needs `--replace-identity`, and the old one's entries still verify;
+//! - 70 hostile TLS rotations are refused or bounded, and the node restarts;
+//! - a peer record that cannot be loaded quarantines the peer, never the node;
+//! - a backdated rotation, a TLS key bound to another participant and a new TLS key without
+//!   proof of possession are refused.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kp_keys::{Bundle, NodeKeys, TlsKeyPair};
+use kp_protocol::{Frame, KeyRotation, ParticipantCode, RejectCode, SignedDocument, Timestamp};
+use kp_tests::raw::RawPeer;
+use kp_tests::*;
+use serde_json::json;
+
+fn now() -> Timestamp {
+    kp_node::clock::Clock::now(&kp_node::clock::SystemClock)
+}
+
+const RU: ParticipantCode = ParticipantCode::from_static("RU");
+
+/// How many signing and TLS keys `api`'s node knows for `peer`.
+fn key_counts(api: &Api, peer: &str) -> (usize, usize) {
+    let (_, keys) = api.get("/v1/keys");
+    keys["peers"].as_array().unwrap().iter().find(|p| p["participant"] == peer).map_or((0, 0), |p| {
+        let n = |k: &str| p["history"][k].as_array().map_or(0, Vec::len);
+        (n("signing"), n("tls"))
+    })
+}
+
+/// A node in this process that announces itself like `kpnode run`, so that the real CLI
+/// finds its API.
+fn start_announced(rt: &tokio::runtime::Runtime, dir: kp_node::home::NodeDir) -> TestNode {
+    let mut opts = kp_node::node::NodeOptions::new(dir.clone());
+    opts.announce = true;
+    let handle = rt.block_on(kp_node::node::Node::start(opts)).expect("the node starts");
+    let api = Api::new(handle.api_addr(), handle.api_token());
+    TestNode { code: handle.participant(), dir, handle: Some(handle), api }
+}
+
+/// RU and IN, enrolled and linked; IN announces itself for the CLI.
+fn linked(rt: &tokio::runtime::Runtime, root: &Path) -> (TestNode, TestNode) {
+    let ru = TestNode::start(rt, init_dir(root, "RU", 0));
+    let inn = start_announced(rt, init_dir(root, "IN", free_port()));
+    enrol_pair(&ru, &inn);
+    wait_linked(&ru.api, inn.code);
+    (ru, inn)
+}
+
+fn write_bundle(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// `kpnode peer add` as an operator runs it.
+fn peer_add(node: &kp_node::home::NodeDir, bundle: &str, fingerprint: &str, extra: &[&str]) -> (i32, String) {
+    let mut args =
+        vec!["peer", "add", bundle, "--fingerprint", fingerprint, "--dir", node.root().to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let (code, out, err) = kpnode(&args);
+    (code, format!("{out}{err}"))
+}
+
+/// A TLS-only rotation of `keys`' participant to `cert`, as the next statement after
+/// `sequence - 1`, proved by `prover` if given.
+fn tls_rotation(
+    keys: &NodeKeys,
+    sequence: u32,
+    cert: Vec<u8>,
+    prover: Option<&TlsKeyPair>,
+    signed_at: Timestamp,
+    effective_from: Timestamp,
+) -> SignedDocument {
+    let mut body = KeyRotation {
+        participant: keys.participant(),
+        sequence,
+        previous_key: keys.signing.key_id(),
+        new_signing_key: None,
+        new_tls_certificate: Some(cert),
+        effective_from,
+        tls_possession: None,
+    };
+    if let Some(p) = prover {
+        p.prove_possession(&mut body);
+    }
+    SignedDocument::sign(&body, keys.participant(), keys.signing.signing_key(), signed_at)
+}
+
+/// Delivers `doc` on `raw` and returns the answer: `Ok(())` for a receipt, `Err((code,
+/// detail))` for a reject.
+async fn deliver(raw: &mut RawPeer, doc: &SignedDocument) -> Result<(), (RejectCode, String)> {
+    raw.send(&Frame::Deliver { message_id: doc.message_id(), document: doc.clone() }).await.unwrap();
+    match raw.recv(Duration::from_secs(20)).await.unwrap() {
+        Some(Frame::Receipt { .. }) => Ok(()),
+        Some(Frame::Reject { code, detail, .. }) => Err((code, detail)),
+        other => panic!("expected a Receipt or a Reject, got {other:?}"),
+    }
+}
+
+/// A valid self-signed Ed25519 certificate of `key`, padded with subject names to about
+/// `size` bytes.
+fn big_certificate(key: &TlsKeyPair, size: usize) -> Vec<u8> {
+    let names: Vec<String> =
+        (0..size / 64).map(|i| format!("{i:06}.{}.kpnode.invalid", "x".repeat(40))).collect();
+    let params = rcgen::CertificateParams::new(names).unwrap();
+    let pair = rcgen::KeyPair::try_from(key.to_pkcs8_der().as_slice()).unwrap();
+    params.self_signed(&pair).unwrap().der().to_vec()
+}
+
+#[test]
+fn an_older_bundle_of_an_enrolled_peer_is_refused_not_rolled_back() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let (ru, inn) = linked(&rt, tmp.path());
+    let (old_bundle, fp) = ru.bundle();
+    // RU rotates its signing key; IN learns the rotation over the link.
+    let (s, v) = ru.api.post("/v1/keys/rotate", r#"{"signing": true}"#);
+    assert_eq!(s, 200, "{v}");
+    wait_until(Duration::from_secs(20), "IN holds RU's rotation", || key_counts(&inn.api, "RU").0 == 2);
+
+    // The stale bundle (same fingerprint, one rotation fewer), through the real CLI.
+    let path = write_bundle(tmp.path(), "ru-old.bundle", &old_bundle);
+    let (code, out) = peer_add(&inn.dir, &path, &fp, &[]);
+    assert_eq!(code, 2, "an older bundle must be refused with exit status 2: {out}");
+    assert!(out.contains("older than what this node holds"), "{out}");
+    // And through the API.
+    let body = json!({"bundle": old_bundle, "fingerprint": fp}).to_string();
+    let (s, v) = inn.api.post("/v1/peers", &body);
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("older than what this node holds"), "{v}");
+    assert_eq!(key_counts(&inn.api, "RU").0, 2, "IN still holds RU's rotation");
+
+    // RU's current bundle extends what IN holds: accepted.
+    let (new_bundle, fp2) = ru.bundle();
+    assert_eq!(fp, fp2);
+    let path = write_bundle(tmp.path(), "ru-new.bundle", &new_bundle);
+    let (code, out) = peer_add(&inn.dir, &path, &fp, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(key_counts(&inn.api, "RU").0, 2);
+    wait_linked(&inn.api, RU);
+}
+
+#[test]
+fn an_identity_change_needs_the_flag_and_old_entries_still_verify() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut ru, mut inn) = linked(&rt, tmp.path());
+    let number = ru.api.submit(&certificate_json("RU", "IN", None, 1));
+    wait_until(Duration::from_secs(20), "IN received RU's certificate", || {
+        inn.api.count("in", "received") == 1
+    });
+    ru.stop(&rt);
+
+    // RU's authority starts over with new keys (a fresh `kpnode init`).
+    let again = tmp.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let mut ru2 = TestNode::start(&rt, init_dir(&again, "RU", 0));
+    let (bundle2, fp2) = ru2.bundle();
+    let path = write_bundle(tmp.path(), "ru-new-identity.bundle", &bundle2);
+
+    let (code, out) = peer_add(&inn.dir, &path, &fp2, &[]);
+    assert_eq!(code, 2, "a new fingerprint without the flag must be refused: {out}");
+    assert!(out.contains("--replace-identity"), "the refusal names the flag: {out}");
+    let (s, v) = inn.api.post("/v1/peers", &json!({"bundle": bundle2, "fingerprint": fp2}).to_string());
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("replace_identity"), "{v}");
+
+    let (code, out) = peer_add(&inn.dir, &path, &fp2, &["--replace-identity"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, peers) = inn.api.get("/v1/peers");
+    assert_eq!(peers[0]["fingerprint"], fp2.as_str(), "{peers}");
+
+    // The certificate RU signed under its old identity still verifies, with the real CLI.
+    ru2.stop(&rt);
+    inn.stop(&rt);
+    let (code, out, err) = kpnode(&["log", "verify", "--dir", inn.dir.root().to_str().unwrap()]);
+    assert_eq!(code, 0, "log verify after an identity change: {out}{err}");
+    let report = audit(&inn.dir);
+    assert_eq!(report.received, 1, "{number}");
+}
+
+#[test]
+fn seventy_hostile_tls_rotations_leave_the_node_startable() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
+    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", free_port()));
+    enrol_pair(&ru, &inn);
+    let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
+    let t = now();
+
+    // 70 TLS-only rotations, each with a valid ~62 KB certificate: together past the 4 MiB
+    // a stored record may decode to.
+    let (big_refused, small_accepted, small_refused) = rt.block_on(async {
+        let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
+        let mut big_refused = Vec::new();
+        for i in 0..70u32 {
+            let key = TlsKeyPair::generate();
+            let cert = big_certificate(&key, 62_000);
+            let at = t.saturating_add_millis(i as i64);
+            let doc = tls_rotation(&ru_keys, 1 + i, cert, None, at, at);
+            if let Err(r) = deliver(&mut raw, &doc).await {
+                big_refused.push(r);
+            }
+        }
+        // Then 70 small, proven ones: only a day's worth are taken.
+        let (mut accepted, mut refused) = (0u32, Vec::new());
+        for i in 0..70u32 {
+            let key = TlsKeyPair::generate();
+            let cert = kp_keys::tlscert::self_signed(&key, RU).unwrap();
+            let at = t.saturating_add_millis(1000 + i as i64);
+            let doc = tls_rotation(&ru_keys, 1 + accepted, cert, Some(&key), at, at);
+            match deliver(&mut raw, &doc).await {
+                Ok(()) => accepted += 1,
+                Err(r) => refused.push(r),
+            }
+        }
+        (big_refused, accepted, refused)
+    });
+    assert_eq!(big_refused.len(), 70, "every oversized rotation is refused");
+    assert!(
+        big_refused
+            .iter()
+            .all(|(c, d)| *c == RejectCode::InvalidDocument && d.contains("bytes, more than the")),
+        "{big_refused:?}"
+    );
+    assert_eq!(small_accepted as usize, kp_keys::history::MAX_ROTATIONS_PER_DAY);
+    assert!(small_refused.iter().all(|(_, d)| d.contains("within 24 hours")), "{small_refused:?}");
+
+    // The node starts again, serves, and still trusts RU.
+    inn.stop(&rt);
+    let inn = TestNode::start(&rt, inn.dir.clone());
+    let (s, _) = inn.api.get("/healthz");
+    assert_eq!(s, 200);
+    let status = inn.api.status();
+    assert_eq!(status["quarantined"], json!([]), "{status}");
+    assert_eq!(key_counts(&inn.api, "RU").1, 1 + kp_keys::history::MAX_ROTATIONS_PER_DAY);
+    wait_linked(&ru.api, inn.code);
+}
+
+#[test]
+fn a_peer_record_that_cannot_be_loaded_quarantines_the_peer_not_the_node() {
+    use kp_node::store::{Storage, Tree};
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
+    let kz = TestNode::start(&rt, init_dir(tmp.path(), "KZ", 0));
+    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", free_port()));
+    enrol_pair(&ru, &inn);
+    enrol_pair(&kz, &inn);
+    inn.stop(&rt);
+    {
+        // RU's record as an earlier version let it grow: past the decode limit.
+        let (store, _) = kp_node::store::SledStore::open(&inn.dir.store_dir(), 16).unwrap();
+        let mut writes = kp_node::store::Writes::new();
+        let mut oversized = vec![0u8; 5 << 20];
+        oversized[..2].copy_from_slice(b"RU");
+        oversized[2..10].copy_from_slice(&(5u64 << 20).to_be_bytes());
+        writes.insert((Tree::Peers, b"RU".to_vec()), Some(oversized));
+        store.commit(&writes).unwrap();
+        store.flush().unwrap();
+    }
+    let inn = start_announced(&rt, inn.dir.clone());
+    let (s, _) = inn.api.get("/healthz");
+    assert_eq!(s, 200);
+    let status = inn.api.status();
+    assert_eq!(status["quarantined"][0]["participant"], "RU", "{status}");
+    assert!(
+        status["warnings"].to_string().contains("peer RU is quarantined"),
+        "status names the quarantined peer: {status}"
+    );
+    wait_linked(&inn.api, kz.code);
+    let (code, out, err) = kpnode(&["status", "--dir", inn.dir.root().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("peer RU is quarantined"), "{out}");
+
+    // A current bundle from RU replaces the record.
+    let (bundle, fp) = ru.bundle();
+    inn.api.enrol(&bundle, &fp);
+    wait_until(Duration::from_secs(10), "RU is no longer quarantined", || {
+        inn.api.status()["quarantined"] == json!([])
+    });
+    wait_linked(&inn.api, RU);
+}
+
+#[test]
+fn a_backdated_rotation_is_refused() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
+    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
+    enrol_pair(&ru, &inn);
+    let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
+    // Takes effect just after RU's key was made, but signed now: it would disown everything
+    // RU signed in between.
+    let effective = ru_keys.history.root().valid_from.saturating_add_millis(1);
+    std::thread::sleep(Duration::from_millis(5));
+    let signed = now();
+    assert!(signed > effective);
+    let new_key = kp_keys::SigningKeyPair::generate();
+    let body = KeyRotation::new_with_signing_key(
+        RU,
+        1,
+        ru_keys.signing.key_id(),
+        new_key.signing_key(),
+        None,
+        effective,
+    );
+    let doc = SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), signed);
+    let reply = rt.block_on(async {
+        let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
+        deliver(&mut raw, &doc).await
+    });
+    let (code, detail) = reply.expect_err("a backdated rotation must be refused");
+    assert_eq!(code, RejectCode::InvalidDocument, "{detail}");
+    assert!(detail.contains("before it was signed"), "{detail}");
+    assert_eq!(key_counts(&inn.api, "RU").0, 1);
+}
+
+#[test]
+fn a_new_tls_key_without_proof_of_possession_is_refused() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
+    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
+    enrol_pair(&ru, &inn);
+    let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
+    let key = TlsKeyPair::generate();
+    let cert = kp_keys::tlscert::self_signed(&key, RU).unwrap();
+    let t = now();
+    let unproven = tls_rotation(&ru_keys, 1, cert.clone(), None, t, t);
+    // A proof made by another key than the one in the certificate.
+    let wrong = tls_rotation(&ru_keys, 1, cert, Some(&TlsKeyPair::generate()), t, t);
+    let replies = rt.block_on(async {
+        let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
+        vec![deliver(&mut raw, &unproven).await, deliver(&mut raw, &wrong).await]
+    });
+    for r in replies {
+        let (code, detail) = r.expect_err("a TLS key without proof of possession must be refused");
+        assert_eq!(code, RejectCode::InvalidDocument, "{detail}");
+        assert!(detail.contains("did not sign it"), "{detail}");
+    }
+    assert_eq!(key_counts(&inn.api, "RU").1, 1);
+}
+
+#[test]
+fn a_tls_key_bound_to_another_participant_is_refused() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
+    let kz = TestNode::start(&rt, init_dir(tmp.path(), "KZ", 0));
+    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
+    enrol_pair(&ru, &inn);
+    enrol_pair(&kz, &inn);
+    let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
+    let kz_keys = NodeKeys::load(&kz.dir.keys_dir()).unwrap();
+
+    // RU rotates to KZ's TLS key (proved: suppose RU got hold of it).
+    let t = now();
+    let mut body = KeyRotation {
+        participant: RU,
+        sequence: 1,
+        previous_key: ru_keys.signing.key_id(),
+        new_signing_key: None,
+        new_tls_certificate: Some(kz_keys.tls_certificate.clone()),
+        effective_from: t,
+        tls_possession: None,
+    };
+    kz_keys.tls.prove_possession(&mut body);
+    let doc = SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), t);
+    let reply = rt.block_on(async {
+        let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
+        deliver(&mut raw, &doc).await
+    });
+    let (_, detail) = reply.expect_err("a rotation to another participant's TLS key must be refused");
+    assert!(detail.contains("already bound to KZ"), "{detail}");
+    assert_eq!(key_counts(&inn.api, "RU").1, 1);
+
+    // A new participant's bundle whose TLS certificate is KZ's.
+    let ae = init_dir(tmp.path(), "AE", 0);
+    let ae_keys = NodeKeys::load(&ae.keys_dir()).unwrap();
+    let bundle = Bundle {
+        format: kp_keys::bundle::BUNDLE_FORMAT,
+        participant: "AE".parse().unwrap(),
+        authority: "Impostor".parse().unwrap(),
+        endpoints: vec!["127.0.0.1:9".into()],
+        root_key: ae_keys.signing.verifying_key().to_bytes(),
+        root_created_at: ae_keys.history.root().valid_from,
+        root_tls_certificate: kz_keys.tls_certificate.clone(),
+        rotations: Vec::new(),
+        created_at: now(),
+    }
+    .sign(&ae_keys.signing)
+    .unwrap();
+    let body =
+        json!({"bundle": bundle.to_armored(), "fingerprint": bundle.fingerprint.to_string()}).to_string();
+    let (s, v) = inn.api.post("/v1/peers", &body);
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("already bound to KZ"), "{v}");
+    let (_, peers) = inn.api.get("/v1/peers");
+    assert_eq!(peers.as_array().unwrap().len(), 2, "{peers}");
+}
