@@ -102,6 +102,14 @@ impl Bundle {
     }
 }
 
+/// The bundle inside binary bundle bytes, decoded but NOT checked: only for bytes verified
+/// before (a stored peer record), to read facts like its TLS keys without re-verifying
+/// every signature.
+pub fn decode_unverified(wire: &[u8]) -> Result<Bundle, BundleError> {
+    let signed: SignedBundle = codec::decode(wire)?;
+    Ok(codec::decode(&signed.bundle)?)
+}
+
 impl VerifiedBundle {
     /// Checks binary bundle bytes: format, key history, endpoints, self-signature.
     pub fn from_bytes(wire: &[u8]) -> Result<VerifiedBundle, BundleError> {

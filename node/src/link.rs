@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kp_keys::KeyHistory;
 use kp_protocol::frame::PROTOCOL_VERSION;
 use kp_protocol::receipt::verify_batch;
-use kp_protocol::{Frame, MessageId, MessageReceipt, ParticipantCode, SignedDocument};
+use kp_protocol::{Frame, MessageId, MessageReceipt, ParticipantCode, RejectCode, SignedDocument};
 use rand::Rng;
 use tokio::io::ReadHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -322,6 +322,26 @@ async fn serve_peer(shared: &Arc<Shared>, peer: ParticipantCode, tls: TlsServer)
     result
 }
 
+/// If `doc` is a rotation of `peer` to a TLS key that `trust` binds to another participant,
+/// the refusal.
+fn tls_key_claimed_elsewhere(
+    trust: &crate::trust::Trust,
+    peer: ParticipantCode,
+    doc: &kp_protocol::SignedDocument,
+) -> Option<Refusal> {
+    if doc.kind != kp_protocol::DocumentKind::KeyRotation {
+        return None;
+    }
+    let cert = doc.body::<kp_protocol::KeyRotation>().ok()?.new_tls_certificate?;
+    let key = kp_keys::tlscert::public_key(&cert).ok()?;
+    trust.tls_key_owner(&key, peer).map(|owner| {
+        Refusal::new(
+            RejectCode::InvalidDocument,
+            format!("the new TLS key is already bound to {owner}; a TLS key belongs to one participant"),
+        )
+    })
+}
+
 /// Checks a batch of deliveries and hands what passed to the store; returns what the writer
 /// must answer.
 async fn receive(
@@ -343,8 +363,26 @@ async fn receive(
             clock_tolerance_ms: shared.config.delivery.clock_tolerance.as_millis() as i64,
             registry: registry.on(now.date()),
         };
-        let ids: Vec<MessageId> = deliveries.iter().map(|(id, _, _)| *id).collect();
-        for (id, checked) in ids.into_iter().zip(check_batch(&ctx, history, deliveries)) {
+        // A rotation to a TLS key bound to another participant is refused before it touches
+        // this link's copy of the history (the store checks again, atomically).
+        let trust = shared.trust.get();
+        let mut order: Vec<(MessageId, Option<Refusal>)> = Vec::with_capacity(deliveries.len());
+        let mut to_check = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let early = tls_key_claimed_elsewhere(&trust, peer, &d.2);
+            order.push((d.0, early.clone()));
+            if early.is_none() {
+                to_check.push(d);
+            }
+        }
+        let mut checked_in_order = check_batch(&ctx, history, to_check).into_iter();
+        for (id, early) in order {
+            let checked = match early {
+                Some(refusal) => Err(refusal),
+                None => checked_in_order
+                    .next()
+                    .unwrap_or_else(|| Err(Refusal::new(RejectCode::InvalidDocument, "not checked"))),
+            };
             match checked {
                 Ok(r) => {
                     slots.push(None);

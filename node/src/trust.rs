@@ -253,6 +253,20 @@ impl Trust {
         self.quarantined.iter().map(|(p, why)| (*p, why.as_str()))
     }
 
+    /// The peer other than `except` that ever had TLS key `key` (current, replaced or under
+    /// an archived identity), if any: a TLS key belongs to one participant.
+    pub fn tls_key_owner(&self, key: &[u8; 32], except: ParticipantCode) -> Option<ParticipantCode> {
+        self.peers
+            .values()
+            .filter(|p| p.participant != except)
+            .find(|p| {
+                std::iter::once(&p.history)
+                    .chain(p.archived.iter().map(|a| &a.history))
+                    .any(|h| h.tls_keys().iter().any(|t| t.public_key == *key))
+            })
+            .map(|p| p.participant)
+    }
+
     /// The active peer a TLS key belongs to, if it may be used at `now`.
     pub fn peer_for_tls_key(
         &self,
