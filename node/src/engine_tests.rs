@@ -322,3 +322,133 @@ fn voided_certificates_cannot_be_confirmed() {
     assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::Voided);
     assert!(crate::engine::confirmable(&inn.cert("RU-2026-000001")).is_some());
 }
+
+/// A participant's keys and the record `IN` stores when it enrols its bundle.
+struct Enrollee {
+    signing: SigningKeyPair,
+    tls: kp_keys::TlsKeyPair,
+    record: crate::store::PeerRecord,
+}
+
+fn enrollee(code: ParticipantCode) -> Enrollee {
+    let signing = SigningKeyPair::generate();
+    let tls = kp_keys::TlsKeyPair::generate();
+    let bundle = kp_keys::Bundle {
+        format: kp_keys::bundle::BUNDLE_FORMAT,
+        participant: code,
+        authority: "Authority".parse().unwrap(),
+        endpoints: vec!["127.0.0.1:9".into()],
+        root_key: signing.verifying_key().to_bytes(),
+        root_created_at: Timestamp::from_unix_millis(T0 - 1000),
+        root_tls_certificate: kp_keys::tlscert::self_signed(&tls, code).unwrap(),
+        rotations: Vec::new(),
+        created_at: Timestamp::from_unix_millis(T0),
+    }
+    .sign(&signing)
+    .unwrap();
+    let (record, _) = crate::enrol::prepare(
+        IN,
+        &bundle.to_armored(),
+        &bundle.fingerprint.to_string(),
+        None,
+        Timestamp::from_unix_millis(T0),
+    )
+    .unwrap();
+    Enrollee { signing, tls, record }
+}
+
+fn enrol(to: &mut Side, e: &Enrollee, replace_identity: bool) -> Outcome {
+    let now = Timestamp::from_unix_millis(T0);
+    to.apply(now, vec![Command::EnrolPeer { record: Box::new(e.record.clone()), replace_identity }]).remove(0)
+}
+
+#[test]
+fn the_store_refuses_a_rotation_to_another_participants_tls_key_even_past_the_link() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let mut inn = side(IN, &clock);
+    let (ru, kz) = (enrollee(RU), enrollee(ParticipantCode::from_static("KZ")));
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    assert!(matches!(enrol(&mut inn, &kz, false), Outcome::Done));
+    // RU's statement claiming KZ's TLS key, with KZ's proof (as if RU held KZ's key): every
+    // check a link makes on RU's history alone passes.
+    let now = Timestamp::from_unix_millis(T0 + 10);
+    let kz_cert = kp_keys::tlscert::self_signed(&kz.tls, ParticipantCode::from_static("KZ")).unwrap();
+    let mut body = kp_protocol::KeyRotation {
+        participant: RU,
+        sequence: 1,
+        previous_key: ru.signing.key_id(),
+        new_signing_key: None,
+        new_tls_certificate: Some(kz_cert),
+        effective_from: now,
+        tls_possession: None,
+    };
+    kz.tls.prove_possession(&mut body);
+    let doc = SignedDocument::sign(&body, RU, ru.signing.signing_key(), now);
+    let mut history = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let registry = Registry::default();
+    let ctx =
+        CheckContext { me: IN, peer: RU, now, clock_tolerance_ms: 0, registry: registry.on(now.date()) };
+    let item = check_batch(&ctx, &mut history, vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap();
+    let replies = match inn.apply(now, vec![Command::Deliveries { peer: RU, items: vec![item] }]).remove(0) {
+        Outcome::Delivered(r) => r,
+        other => panic!("{other:?}"),
+    };
+    match &replies[..] {
+        [Reply::Reject { refusal, .. }] => {
+            assert!(refusal.detail.contains("already bound to KZ"), "{refusal}")
+        }
+        other => panic!("expected a reject, got {other:?}"),
+    }
+    let stored: crate::store::PeerRecord =
+        get_record(&inn.store, Tree::Peers, &RU.as_bytes()).unwrap().unwrap();
+    assert!(stored.rotations.is_empty());
+}
+
+#[test]
+fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let mut inn = side(IN, &clock);
+    let ru = enrollee(RU);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    // RU rotates; IN receives the statement over the wire (stored in the record).
+    let now = Timestamp::from_unix_millis(T0 + 10);
+    let new_key = SigningKeyPair::generate();
+    let body = kp_protocol::KeyRotation::new_with_signing_key(
+        RU,
+        1,
+        ru.signing.key_id(),
+        new_key.signing_key(),
+        None,
+        now,
+    );
+    let doc = SignedDocument::sign(&body, RU, ru.signing.signing_key(), now);
+    let mut history = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let registry = Registry::default();
+    let ctx =
+        CheckContext { me: IN, peer: RU, now, clock_tolerance_ms: 0, registry: registry.on(now.date()) };
+    let item = check_batch(&ctx, &mut history, vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap();
+    inn.apply(now, vec![Command::Deliveries { peer: RU, items: vec![item] }]);
+    // The bundle from before the rotation is older than what IN holds.
+    match enrol(&mut inn, &ru, false) {
+        Outcome::Refused(EngineError::Enrol(crate::enrol::EnrolError::Older {
+            held: 1, given: 0, ..
+        })) => {}
+        other => panic!("expected an Older refusal, got {other:?}"),
+    }
+    // A new identity needs the flag, and the old one is archived.
+    let ru2 = enrollee(RU);
+    match enrol(&mut inn, &ru2, false) {
+        Outcome::Refused(EngineError::Enrol(e @ crate::enrol::EnrolError::IdentityChange { .. })) => {
+            assert!(e.to_string().contains("--replace-identity"), "{e}")
+        }
+        other => panic!("expected an IdentityChange refusal, got {other:?}"),
+    }
+    assert!(matches!(enrol(&mut inn, &ru2, true), Outcome::Done));
+    let trust = crate::node::load_trust(&inn.store).unwrap();
+    let ru_trust = trust.known(RU).unwrap();
+    assert_eq!(ru_trust.archived.len(), 1);
+    assert_eq!(ru_trust.archived[0].history.rotations().len(), 1, "the archive keeps the wire rotation");
+    // Keys of the old identity still verify what was signed under them.
+    ru_trust.signing_key_at(new_key.key_id(), Timestamp::from_unix_millis(T0 + 20)).unwrap();
+    ru_trust.signing_key_at(ru2.signing.key_id(), Timestamp::from_unix_millis(T0 + 20)).unwrap();
+}
