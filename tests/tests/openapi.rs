@@ -74,6 +74,9 @@ fn the_openapi_document_covers_every_route_and_a_fuzzer_finds_nothing() {
         assert!(schemas.contains_key(s), "schema {s} missing");
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    // An identity change is an explicit field of enrolment, and quarantined peers are in status.
+    assert_eq!(schemas["AddPeerRequest"]["properties"]["replace_identity"]["type"], "boolean", "{doc}");
+    assert!(schemas["Status"]["properties"].get("quarantined").is_some(), "{doc}");
     let spec = tmp.path().join("openapi.json");
     std::fs::write(&spec, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
 
