@@ -160,8 +160,15 @@ fn check_entry(
     // A peer's keys under its current identity or an archived one (an identity change keeps
     // what was signed before it verifiable).
     let peer_trust = || {
-        trust.known(peer).ok_or_else(|| {
-            bad(seq, format!("{peer} was never enrolled here, so nothing from it can be checked"))
+        trust.known(peer).ok_or_else(|| match trust.quarantine_reason(peer) {
+            Some(why) => bad(
+                seq,
+                format!(
+                    "the record of {peer} cannot be loaded ({why}), so nothing from it can be checked; \
+                     enrol a current bundle for {peer} and verify again"
+                ),
+            ),
+            None => bad(seq, format!("{peer} was never enrolled here, so nothing from it can be checked")),
         })
     };
     let document = entry.document();

@@ -248,6 +248,11 @@ impl Trust {
         self.peers.values().filter(|p| !p.removed)
     }
 
+    /// Why `code`'s record could not be loaded, if it is quarantined.
+    pub fn quarantine_reason(&self, code: ParticipantCode) -> Option<&str> {
+        self.quarantined.get(&code).map(String::as_str)
+    }
+
     /// Peers whose record could not be loaded, with the reason, in code order.
     pub fn quarantined(&self) -> impl Iterator<Item = (ParticipantCode, &str)> {
         self.quarantined.iter().map(|(p, why)| (*p, why.as_str()))
