@@ -84,11 +84,13 @@ impl PeerTrust {
                 )
             }
         };
+        let mut last_seq = bundle_rotations;
         for r in &rec.rotations {
             // Rotations already in the history (the bundle's chain, or applied by an
             // earlier snapshot) are skipped; later ones applied. They were checked as new
             // statements when the node stored them.
             let seq = r.body::<KeyRotation>().map(|b| b.sequence).unwrap_or(0) as usize;
+            last_seq = last_seq.max(seq);
             if seq >= 1 && seq <= history.rotations().len() {
                 if reusable.is_some() && seq > bundle_rotations && history.rotations()[seq - 1] != *r {
                     // The record changed under us: verify it all again.
@@ -97,6 +99,10 @@ impl PeerTrust {
                 continue;
             }
             history.apply_recorded(r).map_err(|e| err(e.to_string()))?;
+        }
+        if reusable.is_some() && history.rotations().len() != last_seq {
+            // The earlier snapshot held rotations this record no longer has.
+            return Self::from_record_reusing(rec, None);
         }
         Ok(PeerTrust {
             participant: rec.participant,
@@ -285,3 +291,91 @@ impl Trust {
 
 /// The shared, swappable trust set.
 pub type TrustCell = crate::snapshot::Snapshot<Trust>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kp_keys::{SigningKeyPair, TlsKeyPair};
+    use kp_protocol::SignedDocument;
+
+    const RU: ParticipantCode = ParticipantCode::from_static("RU");
+    const T0: i64 = 1_795_000_000_000;
+
+    fn record() -> (SigningKeyPair, PeerRecord) {
+        let signing = SigningKeyPair::generate();
+        let tls = TlsKeyPair::generate();
+        let bundle = kp_keys::Bundle {
+            format: kp_keys::bundle::BUNDLE_FORMAT,
+            participant: RU,
+            authority: "Authority".parse().unwrap(),
+            endpoints: vec!["127.0.0.1:9".into()],
+            root_key: signing.verifying_key().to_bytes(),
+            root_created_at: Timestamp::from_unix_millis(T0),
+            root_tls_certificate: kp_keys::tlscert::self_signed(&tls, RU).unwrap(),
+            rotations: Vec::new(),
+            created_at: Timestamp::from_unix_millis(T0),
+        }
+        .sign(&signing)
+        .unwrap();
+        let rec = PeerRecord {
+            participant: RU,
+            bundle: bundle.to_bytes().to_vec(),
+            rotations: Vec::new(),
+            endpoints: Vec::new(),
+            enrolled_at: Timestamp::from_unix_millis(T0),
+            removed_at: None,
+        };
+        (signing, rec)
+    }
+
+    fn tls_rotation(signing: &SigningKeyPair, sequence: u32, at: i64) -> SignedDocument {
+        let tls = TlsKeyPair::generate();
+        let mut body = KeyRotation {
+            participant: RU,
+            sequence,
+            previous_key: signing.key_id(),
+            new_signing_key: None,
+            new_tls_certificate: Some(kp_keys::tlscert::self_signed(&tls, RU).unwrap()),
+            effective_from: Timestamp::from_unix_millis(at),
+            tls_possession: None,
+        };
+        tls.prove_possession(&mut body);
+        SignedDocument::sign(&body, RU, signing.signing_key(), Timestamp::from_unix_millis(at))
+    }
+
+    #[test]
+    fn a_reload_checks_only_what_changed() {
+        let (signing, mut rec) = record();
+        let first = Trust::build(vec![(RU, Ok(rec.clone()))], Vec::new(), None);
+        rec.rotations.push(tls_rotation(&signing, 1, T0 + 10));
+        let second = Trust::build(vec![(RU, Ok(rec.clone()))], Vec::new(), Some(&first));
+        assert_eq!(second.known(RU).unwrap().history.rotations().len(), 1);
+        // What an earlier snapshot verified is not verified again: with the bundle's
+        // self-signature broken, a fresh load refuses the record, a reload reuses it…
+        let mut broken = rec.clone();
+        let last = broken.bundle.len() - 1;
+        broken.bundle[last] ^= 1;
+        let mut earlier = second.clone();
+        earlier.peers.get_mut(&RU).unwrap().bundle = Arc::from(&broken.bundle[..]);
+        assert!(Trust::build(vec![(RU, Ok(broken.clone()))], Vec::new(), None).known(RU).is_none());
+        broken.rotations.push(tls_rotation(&signing, 2, T0 + 20));
+        let reloaded = Trust::build(vec![(RU, Ok(broken.clone()))], Vec::new(), Some(&earlier));
+        // …and checks the one new rotation.
+        assert_eq!(reloaded.known(RU).unwrap().history.rotations().len(), 2);
+        let mut forged = broken.clone();
+        forged.rotations.push(tls_rotation(&SigningKeyPair::generate(), 3, T0 + 30));
+        let refused = Trust::build(vec![(RU, Ok(forged))], Vec::new(), Some(&reloaded));
+        assert!(refused.quarantine_reason(RU).unwrap().contains("rotation statement 3"), "{refused:?}");
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_loaded_quarantines_its_peer_only() {
+        let (_, rec) = record();
+        let kz = ParticipantCode::from_static("KZ");
+        let trust =
+            Trust::build(vec![(RU, Ok(rec)), (kz, Err("malformed: LimitExceeded".into()))], Vec::new(), None);
+        assert!(trust.active(RU).is_some());
+        assert!(trust.known(kz).is_none());
+        assert_eq!(trust.quarantined().collect::<Vec<_>>(), vec![(kz, "malformed: LimitExceeded")]);
+    }
+}
