@@ -40,9 +40,13 @@ const DAY_MILLIS: i64 = 24 * 60 * 60 * 1000;
 enum Admission {
     /// A statement arriving now: every new key proves possession.
     New,
-    /// A statement already part of a chain made or held before: a format-1 TLS statement
-    /// (from before the TLS proof of possession) is accepted as it was then.
+    /// A statement already part of a chain made before (a bundle's): a format-1 TLS
+    /// statement (from before the TLS proof of possession) is accepted as it was then.
     Recorded,
+    /// A statement this node already holds (its own key history file, a rotation stored in
+    /// a peer record): as `Recorded`, without the count and rate bounds, which limit what a
+    /// partner can make a node store, not what it stored before they existed.
+    Held,
 }
 
 /// One signing key and when it was valid.
@@ -188,18 +192,42 @@ impl KeyHistory {
         self.apply_as(doc, Admission::New)
     }
 
-    /// Checks and applies `doc`, a statement that was already part of a chain this node made
-    /// or held (its key history file, a stored peer record, a bundle's chain): as
-    /// [`KeyHistory::apply`], except that a format-1 TLS rotation without proof of
-    /// possession, written before that proof existed, is accepted.
+    /// Checks and applies `doc`, a statement that was already part of a chain made before (a
+    /// bundle's): as [`KeyHistory::apply`], except that a format-1 TLS rotation without proof
+    /// of possession, written before that proof existed, is accepted.
     pub fn apply_recorded(&mut self, doc: &SignedDocument) -> Result<(), HistoryError> {
         self.apply_as(doc, Admission::Recorded)
+    }
+
+    /// Checks and applies `doc`, a statement this node already holds (its own key history
+    /// file, a rotation stored in a peer record): as [`KeyHistory::apply_recorded`], without
+    /// the bounds on the number and rate of rotations, so that what was stored before the
+    /// bounds existed still loads.
+    pub fn apply_held(&mut self, doc: &SignedDocument) -> Result<(), HistoryError> {
+        self.apply_as(doc, Admission::Held)
+    }
+
+    /// As [`KeyHistory::from_chain`], for a chain this node already holds (see
+    /// [`KeyHistory::apply_held`]): its own key history file.
+    pub fn from_chain_held(
+        participant: ParticipantCode,
+        root_key: &[u8; 32],
+        created_at: Timestamp,
+        root_tls_certificate_der: Vec<u8>,
+        rotations: &[SignedDocument],
+    ) -> Result<KeyHistory, HistoryError> {
+        let mut h = Self::genesis(participant, root_key, created_at, root_tls_certificate_der)?;
+        for r in rotations {
+            h.apply_held(r)?;
+        }
+        Ok(h)
     }
 
     fn apply_as(&mut self, doc: &SignedDocument, admission: Admission) -> Result<(), HistoryError> {
         let sequence = self.rotations.len() + 1;
         let bad = |reason: String| HistoryError::BadRotation { sequence, reason };
-        if self.rotations.len() >= MAX_ROTATIONS {
+        let bounded = admission != Admission::Held;
+        if bounded && self.rotations.len() >= MAX_ROTATIONS {
             return Err(bad(format!(
                 "the history already holds {MAX_ROTATIONS} rotations, the most kpnode keeps; \
                  the participant must start a new identity (kpnode init) and be enrolled again"
@@ -243,7 +271,7 @@ impl KeyHistory {
                 rotation.effective_from, doc.signed_at
             )));
         }
-        if self.rotations.len() >= MAX_ROTATIONS_PER_DAY {
+        if bounded && self.effective.len() >= MAX_ROTATIONS_PER_DAY {
             let earlier = &self.effective[self.effective.len() - MAX_ROTATIONS_PER_DAY];
             if rotation.effective_from < earlier.saturating_add_millis(DAY_MILLIS) {
                 return Err(bad(format!(
@@ -260,7 +288,7 @@ impl KeyHistory {
                 check_certificate_size(der)?;
                 let key = tlscert::public_key(der)?;
                 match (rotation.tls_possession, admission) {
-                    (None, Admission::Recorded) => {}
+                    (None, Admission::Recorded | Admission::Held) => {}
                     _ => rotation.verify_tls_possession(&key).map_err(|e| {
                         bad(format!("the new TLS key did not sign it (no proof of possession): {e}"))
                     })?,
@@ -535,5 +563,7 @@ mod tests {
         }
         let e = reason(n.history.clone().apply(&proved(&n, T0 + 10 + 500 * day)).unwrap_err());
         assert!(e.contains("already holds 128 rotations"), "{e}");
+        // What a node already holds loads whatever the bounds say.
+        n.history.apply_held(&proved(&n, T0 + 10 + 500 * day)).unwrap();
     }
 }

@@ -87,7 +87,8 @@ impl NodeKeys {
     pub fn load(dir: &Path) -> Result<NodeKeys, KeyError> {
         let history_path = dir.join(HISTORY);
         let file = open_history(&history_path)?;
-        let history = KeyHistory::from_chain(
+        // This node's own statements: they load whatever bounds a later version sets.
+        let history = KeyHistory::from_chain_held(
             file.participant,
             &file.root_key,
             file.root_created_at,

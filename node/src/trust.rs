@@ -98,7 +98,7 @@ impl PeerTrust {
                 }
                 continue;
             }
-            history.apply_recorded(r).map_err(|e| err(e.to_string()))?;
+            history.apply_held(r).map_err(|e| err(e.to_string()))?;
         }
         if reusable.is_some() && history.rotations().len() != last_seq {
             // The earlier snapshot held rotations this record no longer has.
