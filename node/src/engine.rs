@@ -190,7 +190,8 @@ impl<'s, S: Storage + ?Sized> Txn<'s, S> {
         Ok(all.into_iter().collect())
     }
 
-    /// The other participant (not `participant`) a stored record binds one of `keys` to.
+    /// The other participant (not `participant`) a stored record (current or archived
+    /// identity) binds one of `keys` to.
     fn tls_owner(
         &self,
         participant: ParticipantCode,
@@ -204,6 +205,16 @@ impl<'s, S: Storage + ?Sized> Txn<'s, S> {
             let Ok(rec) = decode_record::<PeerRecord>(Tree::Peers, &k, &v) else { continue };
             if crate::trust::record_tls_keys(&rec).iter().any(|t| keys.contains(t)) {
                 return Ok(Some(rec.participant));
+            }
+        }
+        // And identities other participants had before they replaced them.
+        for (k, v) in self.scan(Tree::PeerArchive)? {
+            if k.starts_with(&participant.as_bytes()) {
+                continue;
+            }
+            let Ok(a) = decode_record::<store::ArchivedIdentity>(Tree::PeerArchive, &k, &v) else { continue };
+            if crate::trust::record_tls_keys(&a.record).iter().any(|t| keys.contains(t)) {
+                return Ok(Some(a.record.participant));
             }
         }
         Ok(None)
