@@ -226,7 +226,7 @@ impl Trust {
                         tracing::error!(
                             peer = %participant,
                             error = %detail,
-                            "the peer's record cannot be loaded: the peer is quarantined (not trusted, not dialled) and the node runs on for the others. Ask its operator for a current bundle and enrol it with `kpnode peer add BUNDLE --fingerprint FP` (it replaces the record), or `kpnode peer remove {participant}`"
+                            "the peer's record cannot be loaded: the peer is quarantined (not trusted, not dialled) and the node runs on for the others. Ask its operator for a current bundle and enrol it with `kpnode peer add BUNDLE --fingerprint FP` (it replaces the record, whose key history can no longer be read)"
                         );
                     }
                     trust.quarantined.insert(participant, detail);
