@@ -103,6 +103,8 @@ pub struct Metrics {
     flush_buckets: [Counter; FLUSH_BUCKETS.len()],
     flush_sum_micros: Counter,
     peer: Mutex<BTreeMap<(PeerCounter, ParticipantCode), u64>>,
+    /// Open links closed because their TLS key stopped being trusted, by peer and reason.
+    untrusted: Mutex<BTreeMap<(ParticipantCode, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -132,6 +134,12 @@ impl Metrics {
         *m.entry((counter, peer)).or_default() += n;
     }
 
+    /// An open link to or from `peer` was closed because its key is no longer trusted.
+    pub fn link_closed_untrusted(&self, peer: ParticipantCode, reason: &'static str) {
+        let mut m = self.untrusted.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((peer, reason)).or_default() += 1;
+    }
+
     pub fn peer_get(&self, counter: PeerCounter, peer: ParticipantCode) -> u64 {
         let m = self.peer.lock().unwrap_or_else(|p| p.into_inner());
         m.get(&(counter, peer)).copied().unwrap_or(0)
@@ -150,6 +158,14 @@ impl Metrics {
                     let _ = writeln!(out, "{name}{{peer=\"{p}\"}} {v}");
                 }
             }
+        }
+        let name = "kpnode_links_closed_untrusted_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Open peer links closed because their TLS key is no longer trusted for the peer (removed, identity replaced, grace period over).\n# TYPE {name} counter"
+        );
+        for ((p, reason), v) in self.untrusted.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "{name}{{peer=\"{p}\",reason=\"{reason}\"}} {v}");
         }
         for (name, help, value) in [
             (
