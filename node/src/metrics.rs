@@ -100,6 +100,10 @@ pub struct Metrics {
     pub log_entries_appended: Counter,
     pub handshakes_refused: Counter,
     pub protocol_errors: Counter,
+    /// API connections closed for not sending a request header in time.
+    pub api_header_timeouts: Counter,
+    /// Times the API reached `api.max_connections` (the next connection waited for a slot).
+    pub api_connection_cap_reached: Counter,
     flush_buckets: [Counter; FLUSH_BUCKETS.len()],
     flush_sum_micros: Counter,
     peer: Mutex<BTreeMap<(PeerCounter, ParticipantCode), u64>>,
@@ -192,6 +196,16 @@ impl Metrics {
                 "kpnode_protocol_errors_total",
                 "Peer connections closed for malformed or unexpected frames.",
                 self.protocol_errors.get(),
+            ),
+            (
+                "kpnode_api_header_timeouts_total",
+                "API connections closed because no complete request header arrived within api.header_read_timeout.",
+                self.api_header_timeouts.get(),
+            ),
+            (
+                "kpnode_api_connection_cap_reached_total",
+                "Times the API was serving api.max_connections connections, so the next one waited for a free slot.",
+                self.api_connection_cap_reached.get(),
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
