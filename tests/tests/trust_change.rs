@@ -1,7 +1,9 @@
 //! Open links follow the trust that admitted them: when an enrolled peer's identity is
 //! replaced, when it is removed (and enrolled again with a new identity), or when its old TLS
 //! key's grace period ends, every open link that authenticated with a key no longer trusted
-//! is closed at once, and nothing it sends afterwards is stored or receipted.
+//! is closed at once, and nothing it sends afterwards is stored or receipted. A link whose TLS
+//! key stays trusted has each delivery judged by the identity in force when it arrives, not
+//! the one at its handshake.
 //!
 //! The attacker in each case is a client holding RU's old keys with a link to IN opened while
 //! they were trusted ([`RawPeer`]), beside the real RU daemon whose links are open too.
@@ -249,4 +251,55 @@ fn a_link_on_a_tls_key_past_its_grace_period_is_closed() {
     wait_until(Duration::from_secs(30), "both directions deliver on the new key", || {
         ru.api.certificate(&n)["status"] == "delivered" && inn.api.certificate(&m)["status"] == "delivered"
     });
+}
+
+#[test]
+fn each_delivery_is_judged_by_the_identity_in_force_not_the_one_at_handshake() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let (ru, inn) = linked_ru_in(&rt, tmp.path());
+    let in_addr = inn.handle().peer_addr();
+    let old = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
+    let mut raw =
+        rt.block_on(async { RawPeer::connect(in_addr, &old, "RU".parse().unwrap()).await.unwrap() });
+
+    // A new RU identity that keeps the TLS certificate: the open link's key stays trusted, so
+    // the link stays open, but the old signing key is no longer RU's.
+    let new_signing = kp_keys::SigningKeyPair::generate();
+    let created = now().saturating_add_millis(-5_000);
+    let bundle = kp_keys::Bundle {
+        format: kp_keys::bundle::BUNDLE_FORMAT,
+        participant: "RU".parse().unwrap(),
+        authority: "Authority of RU".parse().unwrap(),
+        endpoints: vec![ru.handle().peer_addr().to_string()],
+        root_key: new_signing.verifying_key().to_bytes(),
+        root_created_at: created,
+        root_tls_certificate: old.tls_certificate.clone(),
+        rotations: Vec::new(),
+        created_at: created,
+    }
+    .sign(&new_signing)
+    .unwrap();
+    enrol_new_identity(&inn.api, &bundle.to_armored(), &bundle.fingerprint.to_string());
+
+    let by_old = signed(&old, "RU-2026-400001", 1);
+    let cert = parse_certificate(&certificate_json("RU", "IN", Some("RU-2026-400002"), 2));
+    let by_new = SignedDocument::sign(&cert, "RU".parse().unwrap(), new_signing.signing_key(), now());
+    let (old_reply, new_reply) = rt.block_on(async {
+        raw.send(&deliver(&by_old)).await.unwrap();
+        let a = answer(&mut raw, Duration::from_secs(10)).await;
+        raw.send(&deliver(&by_new)).await.unwrap();
+        let b = answer(&mut raw, Duration::from_secs(10)).await;
+        (a, b)
+    });
+    match old_reply {
+        Some(Frame::Reject { code, detail, .. }) => {
+            assert_eq!(code, kp_protocol::RejectCode::UnknownKey, "{detail}")
+        }
+        other => panic!("a document signed with the replaced identity's key must be refused: {other:?}"),
+    }
+    assert!(matches!(new_reply, Some(Frame::Receipt { .. })), "{new_reply:?}");
+    assert_eq!(inn.api.get("/v1/certificates/RU-2026-400001").0, 404);
+    assert_eq!(inn.api.certificate("RU-2026-400002")["status"], "received");
 }
