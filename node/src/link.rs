@@ -210,9 +210,13 @@ async fn inbound(
             return;
         }
     };
-    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-    let key = cert.and_then(|c| kp_keys::tlscert::public_key(c).ok());
-    let Some((peer, key)) = key.and_then(|k| cert.and_then(|c| shared.tls.peer_of(c)).map(|p| (p, k))) else {
+    let key = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| kp_keys::tlscert::public_key(c).ok());
+    let Some((peer, key)) = key.and_then(|k| shared.tls.peer_of_key(&k).map(|p| (p, k))) else {
         shared.metrics.handshakes_refused.inc();
         tracing::warn!("refused a connection: the client's key is not a trusted key of an enrolled peer");
         return;
@@ -659,7 +663,10 @@ async fn session(
         r = run_session(shared, peer, state, &mut reader, &tx) => r,
     };
     drop(tx);
-    writer.finish().await;
+    if !matches!(result, Err(LinkError::Untrusted(_))) {
+        writer.finish().await;
+    }
+    // Else dropped: aborted, nothing more goes to a key no longer trusted.
     result
 }
 

@@ -134,8 +134,12 @@ impl TlsContext {
 
     /// The enrolled peer whose trusted TLS key is in `cert`, if any.
     pub fn peer_of(&self, cert: &CertificateDer<'_>) -> Option<ParticipantCode> {
-        let key = kp_keys::tlscert::public_key(cert).ok()?;
-        self.trust.get().peer_for_tls_key(&key, self.clock.now(), self.grace_millis)
+        self.peer_of_key(&kp_keys::tlscert::public_key(cert).ok()?)
+    }
+
+    /// The enrolled peer whose trusted TLS key `key` is, if any.
+    pub fn peer_of_key(&self, key: &[u8; 32]) -> Option<ParticipantCode> {
+        self.trust.get().peer_for_tls_key(key, self.clock.now(), self.grace_millis)
     }
 
     /// Judges an open link again: whether `key`, the TLS key the link authenticated with, is
