@@ -600,9 +600,19 @@ pub async fn outbound(shared: Arc<Shared>, peer: ParticipantCode, token: Cancell
                 return;
             };
             let started = Instant::now();
+            let mut key = None;
             let result = tokio::select! {
-                _ = token.cancelled() => return,
-                r = session(&shared, peer, &endpoint, &mut state) => r,
+                _ = token.cancelled() => {
+                    // Stopped from outside (the peer removed, new endpoints, the node stopping):
+                    // a link whose key is no longer trusted is reported like any other.
+                    if let (Some(k), false) = (key, shared.cancel.is_cancelled()) {
+                        if let Err(why) = shared.tls.judge_now(peer, &k) {
+                            closed_untrusted(&shared, peer, "out", &why);
+                        }
+                    }
+                    return;
+                }
+                r = session(&shared, peer, &endpoint, &mut state, &mut key) => r,
             };
             shared.links.update(peer, |s| {
                 s.connected = false;
@@ -642,6 +652,7 @@ async fn session(
     peer: ParticipantCode,
     endpoint: &str,
     state: &mut SenderState,
+    connected_key: &mut Option<[u8; 32]>,
 ) -> Result<(), LinkError> {
     let d = &shared.config.delivery;
     let tls = connect(shared, peer, endpoint).await?;
@@ -653,6 +664,7 @@ async fn session(
         .and_then(|c| c.first())
         .and_then(|c| kp_keys::tlscert::public_key(c).ok())
         .ok_or_else(|| LinkError::Tls("the peer presented no Ed25519 certificate".into()))?;
+    *connected_key = Some(key);
     let (rd, wr) = tokio::io::split(tls);
     let mut reader = FrameReader::new(rd, d.max_frame_bytes);
     let (tx, rx) = mpsc::channel::<Outgoing>(1024);
