@@ -29,18 +29,37 @@ fn healthz_request(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// Sets `key` in `[section]` of `node.toml` to `value` (TOML), whatever it was rendered as.
+fn set_setting(dir: &kp_node::home::NodeDir, section: &str, key: &str, value: &str) {
+    let text = std::fs::read_to_string(dir.config_path()).unwrap();
+    let mut current = String::new();
+    let mut done = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                current = s.to_owned();
+            } else if current == section && line.split('=').next().map(str::trim) == Some(key) {
+                done = true;
+                return format!("{key} = {value}");
+            }
+            line.to_owned()
+        })
+        .collect();
+    assert!(done, "no {section}.{key} in {text}");
+    std::fs::write(dir.config_path(), out.join("\n") + "\n").unwrap();
+}
+
 #[test]
 fn a_slow_loris_is_cut_off_and_connections_beyond_the_cap_wait_while_requests_are_served() {
     init_logging();
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
     let dir = init_dir(tmp.path(), "IN", 0);
-    let text = std::fs::read_to_string(dir.config_path())
-        .unwrap()
-        .replace("header_read_timeout = \"10s\"", "header_read_timeout = \"3s\"")
-        .replace("max_connections = 128", "max_connections = 4");
-    assert!(text.contains("header_read_timeout = \"3s\"") && text.contains("max_connections = 4"), "{text}");
-    std::fs::write(dir.config_path(), text).unwrap();
+    set_setting(&dir, "api", "header_read_timeout", "\"3s\"");
+    set_setting(&dir, "api", "max_connections", "4");
+    let api = dir.config().unwrap().api;
+    assert_eq!((api.header_read_timeout, api.max_connections), (Duration::from_secs(3), 4));
     let node = TestNode::start(&rt, dir);
     let addr = node.handle().api_addr();
     let metrics = node.handle().shared().metrics.clone();
@@ -109,11 +128,8 @@ fn a_slow_loris_is_cut_off_and_connections_beyond_the_cap_wait_while_requests_ar
 fn the_api_limits_are_checked_in_node_toml() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = init_dir(tmp.path(), "IN", 0);
-    let text = std::fs::read_to_string(dir.config_path())
-        .unwrap()
-        .replace("header_read_timeout = \"10s\"", "header_read_timeout = \"forever\"")
-        .replace("max_connections = 128", "max_connections = 0");
-    std::fs::write(dir.config_path(), text).unwrap();
+    set_setting(&dir, "api", "header_read_timeout", "\"forever\"");
+    set_setting(&dir, "api", "max_connections", "0");
     let (code, _, err) = kpnode(&["run", "--dir", dir.root().to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("api.header_read_timeout") && err.contains("api.max_connections"), "{err}");
