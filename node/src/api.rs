@@ -113,13 +113,12 @@ fn invalid(error: &'static str, field: &str, message: impl Into<String>) -> ApiE
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Serves the API until the node stops; requests in progress are finished.
+/// Serves the API until the node stops; requests in progress are finished. Connections are
+/// capped and must send their headers in time (see [`crate::http`]).
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    let cancel = shared.cancel.clone();
-    let app = router(shared);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
-        tracing::error!(error = %e, "the API server failed");
-    }
+    let (cancel, metrics) = (shared.cancel.clone(), shared.metrics.clone());
+    let limits = crate::http::Limits::of(&shared.config.api);
+    crate::http::serve(listener, router(shared), limits, metrics, cancel).await;
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
