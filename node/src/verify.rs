@@ -3,6 +3,7 @@
 //! link, its key was valid when it signed, the signature holds, the time is plausible and
 //! the content obeys the rules. Signatures of a batch are verified together.
 
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::{Signature, VerifyingKey};
 use kp_keys::KeyHistory;
 use kp_protocol::{
@@ -142,19 +143,46 @@ pub fn check_batch(
 
 /// Verifies signatures, all at once when there are several (about twice as fast per
 /// signature); if the batch fails, one by one to find the bad ones.
+///
+/// Every path accepts exactly the signatures `verify_strict` accepts. The batch equation
+/// (ed25519-dalek's `verify_batch`) is not multiplied by the cofactor, so a signature whose
+/// R carries a small-order component, or whose R is encoded non-canonically, can pass it
+/// (about half the time for an order-2 component) although `verify_strict` refuses it. So a
+/// signature enters the batch only if its R is canonically encoded, not of small order and
+/// torsion-free, and its key is torsion-free; any other is verified strictly on its own.
+/// With every point in the prime-order subgroup, the batch holds only if each equation
+/// holds, which is exactly what `verify_strict` checks.
 pub fn verify_signatures(items: &[(&SignedDocument, &VerifyingKey)]) -> Vec<bool> {
-    if items.len() >= 4 {
-        let messages: Vec<Vec<u8>> = items.iter().map(|(d, _)| d.signing_message()).collect();
+    let batchable: Vec<bool> = items.iter().map(|(d, k)| batchable(&d.signature, k)).collect();
+    let in_batch: Vec<usize> = (0..items.len()).filter(|i| batchable[*i]).collect();
+    let mut batch_ok = false;
+    if in_batch.len() >= 4 {
+        let messages: Vec<Vec<u8>> = in_batch.iter().map(|i| items[*i].0.signing_message()).collect();
         let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-        let sigs: Vec<Signature> = items.iter().map(|(d, _)| Signature::from_bytes(&d.signature)).collect();
-        let keys: Vec<VerifyingKey> = items.iter().map(|(_, k)| **k).collect();
-        // Weak keys never enter a history (checked at enrolment), so a batch that passes
-        // means every signature is valid.
-        if ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok() {
-            return vec![true; items.len()];
-        }
+        let sigs: Vec<Signature> =
+            in_batch.iter().map(|i| Signature::from_bytes(&items[*i].0.signature)).collect();
+        let keys: Vec<VerifyingKey> = in_batch.iter().map(|i| *items[*i].1).collect();
+        batch_ok = ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok();
     }
-    items.iter().map(|(d, k)| d.verify_signature(k).is_ok()).collect()
+    items
+        .iter()
+        .zip(&batchable)
+        .map(|((d, k), b)| (batch_ok && *b) || d.verify_signature(k).is_ok())
+        .collect()
+}
+
+/// Whether a signature may be checked in a batch: see [`verify_signatures`].
+fn batchable(signature: &[u8; 64], key: &VerifyingKey) -> bool {
+    let mut r_bytes = [0u8; 32];
+    r_bytes.copy_from_slice(&signature[..32]);
+    let compressed = CompressedEdwardsY(r_bytes);
+    let Some(r) = compressed.decompress() else { return false };
+    let a = key.to_edwards();
+    r.compress() == compressed
+        && !r.is_small_order()
+        && r.is_torsion_free()
+        && !a.is_small_order()
+        && a.is_torsion_free()
 }
 
 /// Signer, key and time; returns the key to check the signature with.
@@ -277,5 +305,108 @@ fn check_content(
                 ),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use curve25519_dalek::edwards::EdwardsPoint;
+    use curve25519_dalek::scalar::Scalar;
+    use ed25519_dalek::SigningKey;
+    use sha2::{Digest, Sha512};
+
+    use super::*;
+
+    const RU: ParticipantCode = ParticipantCode::from_static("RU");
+    const T0: i64 = 1_795_000_000_000;
+
+    fn honest(key: &SigningKey, n: u8) -> SignedDocument {
+        SignedDocument::sign_bytes(DocumentKind::Void, vec![n; 8], RU, key, Timestamp::from_unix_millis(T0))
+    }
+
+    fn scalar_of(bytes: impl AsRef<[u8]>) -> Scalar {
+        let wide: [u8; 64] = Sha512::digest(bytes.as_ref()).into();
+        Scalar::from_bytes_mod_order_wide(&wide)
+    }
+
+    /// The signer's own forgery of a signature over `doc`'s message with R = `r_point`, whose
+    /// discrete log in the prime-order part is `r`: the challenge is recomputed over the
+    /// crafted R, so `[s]B = R - T + [k]A`. The cofactorless batch equation holds whenever
+    /// the batch's random coefficient kills the small-order part `T`; `verify_strict` never.
+    fn crafted(doc: &SignedDocument, key: &SigningKey, r: Scalar, torsion: EdwardsPoint) -> SignedDocument {
+        let message = doc.signing_message();
+        let r_point = (ED25519_BASEPOINT_POINT * r + torsion).compress();
+        let mut hram = Sha512::new();
+        hram.update(r_point.as_bytes());
+        hram.update(key.verifying_key().as_bytes());
+        hram.update(&message);
+        let k = Scalar::from_bytes_mod_order_wide(&hram.finalize().into());
+        let s = r + k * key.to_scalar();
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(r_point.as_bytes());
+        signature[32..].copy_from_slice(s.as_bytes());
+        SignedDocument { signature, ..doc.clone() }
+    }
+
+    fn raw_batch(items: &[(&SignedDocument, &VerifyingKey)]) -> bool {
+        let messages: Vec<Vec<u8>> = items.iter().map(|(d, _)| d.signing_message()).collect();
+        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let sigs: Vec<Signature> = items.iter().map(|(d, _)| Signature::from_bytes(&d.signature)).collect();
+        let keys: Vec<VerifyingKey> = items.iter().map(|(_, k)| **k).collect();
+        ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok()
+    }
+
+    /// A signature whose R has an order-2 component added: `verify_strict` refuses it, the
+    /// bare batch accepts it about half the time, and `verify_signatures` must refuse it every
+    /// time, while still accepting the honest signatures batched with it.
+    #[test]
+    fn a_mixed_order_r_is_refused_on_every_path() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let vk = key.verifying_key();
+        let order_two = EIGHT_TORSION[4];
+        assert!(order_two.is_small_order() && order_two != EdwardsPoint::default());
+        let docs: Vec<SignedDocument> = (0..4).map(|n| honest(&key, n)).collect();
+        // The batch's coefficients are derived from its inputs, so each trial crafts the
+        // signature with another nonce.
+        let mut batch_accepted = 0;
+        for trial in 0u32..64 {
+            let mut docs = docs.clone();
+            docs[3] = crafted(&docs[3], &key, scalar_of(trial.to_be_bytes()), order_two);
+            let refused = docs[3].verify_signature(&vk).unwrap_err();
+            assert_eq!(refused, kp_protocol::DocumentError::BadSignature(docs[3].key_id));
+            let items: Vec<(&SignedDocument, &VerifyingKey)> = docs.iter().map(|d| (d, &vk)).collect();
+            batch_accepted += usize::from(raw_batch(&items));
+            assert_eq!(verify_signatures(&items), vec![true, true, true, false], "trial {trial}");
+        }
+        // The crafted signature really is one the cofactorless batch lets through.
+        assert!(batch_accepted > 0, "the bare batch never accepted the crafted signature");
+    }
+
+    /// R = the identity and s = k·a: the batch equation holds every time, `verify_strict`
+    /// refuses a small-order R.
+    #[test]
+    fn an_identity_r_is_refused_on_every_path() {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let vk = key.verifying_key();
+        let mut docs: Vec<SignedDocument> = (0..5).map(|n| honest(&key, n)).collect();
+        docs[1] = crafted(&docs[1], &key, Scalar::ZERO, EdwardsPoint::default());
+        assert!(docs[1].verify_signature(&vk).is_err());
+        let items: Vec<(&SignedDocument, &VerifyingKey)> = docs.iter().map(|d| (d, &vk)).collect();
+        assert!(raw_batch(&items), "the crafted signature should pass the bare batch");
+        assert_eq!(verify_signatures(&items), vec![true, false, true, true, true]);
+    }
+
+    /// Honest signatures still go through the batch and are all accepted; one altered is found.
+    #[test]
+    fn honest_batches_still_verify_and_a_bad_one_is_found() {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let vk = key.verifying_key();
+        let mut docs: Vec<SignedDocument> = (0..6).map(|n| honest(&key, n)).collect();
+        let items: Vec<(&SignedDocument, &VerifyingKey)> = docs.iter().map(|d| (d, &vk)).collect();
+        assert_eq!(verify_signatures(&items), vec![true; 6]);
+        docs[2].signature[40] ^= 1;
+        let items: Vec<(&SignedDocument, &VerifyingKey)> = docs.iter().map(|d| (d, &vk)).collect();
+        assert_eq!(verify_signatures(&items), vec![true, true, false, true, true, true]);
     }
 }
