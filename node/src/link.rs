@@ -341,6 +341,7 @@ async fn receive(
             peer,
             now,
             clock_tolerance_ms: shared.config.delivery.clock_tolerance.as_millis() as i64,
+            retired_key_grace_ms: shared.config.keys.tls_grace_period.as_millis() as i64,
             registry: registry.on(now.date()),
         };
         let ids: Vec<MessageId> = deliveries.iter().map(|(id, _, _)| *id).collect();

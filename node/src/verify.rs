@@ -6,6 +6,7 @@
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::{Signature, VerifyingKey};
 use kp_keys::KeyHistory;
+use kp_protocol::certificate::ISSUE_DATE_TOLERANCE_DAYS;
 use kp_protocol::{
     Certificate, DocumentKind, ImportConfirmation, KeyRotation, MessageId, ParticipantCode,
     ParticipantDirectory, RejectCode, SignedDocument, Timestamp, ValidationContext, Void,
@@ -58,6 +59,11 @@ pub struct CheckContext<'a> {
     pub peer: ParticipantCode,
     pub now: Timestamp,
     pub clock_tolerance_ms: i64,
+    /// How long after a rotation replaced a signing key documents signed with it are still
+    /// accepted for delivery (`keys.tls_grace_period`): what the peer queued before it
+    /// rotated. After that, the retired key is trusted only for what is already in the log,
+    /// so a stolen retired key cannot deliver documents backdated into its old window.
+    pub retired_key_grace_ms: i64,
     /// The participant registry on the day of checking.
     pub registry: View<'a>,
 }
@@ -214,10 +220,29 @@ fn precheck(
             ),
         ));
     }
-    history
+    // The key must have been valid when the document says it was signed ...
+    let key = history
         .signing_key_at(doc.key_id, doc.signed_at)
         .copied()
-        .map_err(|e| Refusal::new(RejectCode::UnknownKey, e.to_string()))
+        .map_err(|e| Refusal::new(RejectCode::UnknownKey, e.to_string()))?;
+    // ... and, if a rotation has since retired it, the delivery must come within the grace
+    // period: otherwise whoever holds an old key could sign today and date it back into the
+    // key's window, since nothing else bounds how old `signed_at` may be.
+    let retired = history.signing_keys().iter().find(|e| e.key_id == doc.key_id).and_then(|e| e.valid_until);
+    if let Some(until) = retired {
+        let last_delivery = until.saturating_add_millis(ctx.retired_key_grace_ms);
+        if ctx.now >= last_delivery {
+            return Err(Refusal::new(
+                RejectCode::UnknownKey,
+                format!(
+                    "{}'s key {} was replaced at {until}; documents signed with it are accepted for \
+                     delivery only until {last_delivery} (the grace period), and it is now {}",
+                    doc.signer, doc.key_id, ctx.now
+                ),
+            ));
+        }
+    }
+    Ok(key)
 }
 
 fn invalid(e: impl std::fmt::Display) -> Refusal {
@@ -235,6 +260,16 @@ fn check_content(
         DocumentKind::Certificate => {
             let cert: Certificate = doc.body().map_err(invalid)?;
             let today = ctx.now.date();
+            // A certificate cannot have been signed before it was issued: the signing node
+            // accepts an issue date at most a day after its own today. This bounds a
+            // certificate's `signed_at` from below, as the clock tolerance bounds it from above.
+            let signed_on = doc.signed_at.date();
+            if cert.content.issued_on.days_after(signed_on) > ISSUE_DATE_TOLERANCE_DAYS {
+                return Err(invalid(format!(
+                    "certificate {} is signed at {}, before its issue date {}",
+                    cert.number, doc.signed_at, cert.content.issued_on
+                )));
+            }
             if cert.content.expires_on < today {
                 return Err(Refusal::new(
                     RejectCode::Expired,
@@ -408,5 +443,76 @@ mod tests {
         docs[2].signature[40] ^= 1;
         let items: Vec<(&SignedDocument, &VerifyingKey)> = docs.iter().map(|d| (d, &vk)).collect();
         assert_eq!(verify_signatures(&items), vec![true, true, false, true, true, true]);
+    }
+
+    const DAY: i64 = 86_400_000;
+    const GRACE: i64 = 7 * DAY;
+
+    fn void_signed(key: &SigningKey, at: i64) -> SignedDocument {
+        let void = kp_protocol::Void {
+            certificate: "RU-2026-000001".parse().unwrap(),
+            certificate_id: kp_protocol::Digest::of(b"cert"),
+            reason: "issued in error".parse().unwrap(),
+        };
+        SignedDocument::sign(&void, RU, key, Timestamp::from_unix_millis(at))
+    }
+
+    fn check_at(history: &KeyHistory, now: i64, doc: &SignedDocument) -> Result<Received, Refusal> {
+        let registry = crate::registry::Registry::default();
+        let now = Timestamp::from_unix_millis(now);
+        let ctx = CheckContext {
+            me: ParticipantCode::from_static("IN"),
+            peer: RU,
+            now,
+            clock_tolerance_ms: 300_000,
+            retired_key_grace_ms: GRACE,
+            registry: registry.on(now.date()),
+        };
+        let delivery = (doc.message_id(), None, doc.clone());
+        check_batch(&ctx, &mut history.clone(), vec![delivery]).pop().unwrap()
+    }
+
+    /// Someone holding RU's retired key signs a document today and dates it back into the
+    /// key's old window. It is accepted while the peer may still have such documents queued
+    /// (the grace period after the rotation), and refused, naming the rule, after it.
+    #[test]
+    fn a_retired_key_cannot_deliver_documents_backdated_into_its_window() {
+        let (old, new) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let tls = kp_keys::TlsKeyPair::generate();
+        let tls_cert = kp_keys::tlscert::self_signed(&tls, RU).unwrap();
+        let created = T0 - 365 * DAY;
+        let mut history = KeyHistory::genesis(
+            RU,
+            old.verifying_key().as_bytes(),
+            Timestamp::from_unix_millis(created),
+            tls_cert,
+        )
+        .unwrap();
+        let rotation = KeyRotation::new_with_signing_key(
+            RU,
+            1,
+            kp_protocol::KeyId::of(&old.verifying_key()),
+            &new,
+            None,
+            Timestamp::from_unix_millis(T0),
+        );
+        history
+            .apply(&SignedDocument::sign(&rotation, RU, &old, Timestamp::from_unix_millis(T0 - 1)))
+            .unwrap();
+
+        let backdated = void_signed(&old, T0 - 30 * DAY);
+        // Within the grace period: what RU queued before rotating still arrives.
+        check_at(&history, T0 + DAY, &backdated).unwrap();
+        // Long after: refused, although the signature holds and `signed_at` lies in the window.
+        let now = T0 + 90 * DAY;
+        let refusal = check_at(&history, now, &backdated).unwrap_err();
+        assert_eq!(refusal.code, RejectCode::UnknownKey, "{refusal}");
+        assert!(
+            refusal.detail.contains("was replaced at") && refusal.detail.contains("grace period"),
+            "{refusal}"
+        );
+        // The current key still delivers, and the old one is still right for what it signed.
+        check_at(&history, now, &void_signed(&new, now - DAY)).unwrap();
+        assert!(history.signing_key_at(backdated.key_id, backdated.signed_at).is_ok());
     }
 }
