@@ -721,15 +721,22 @@ impl Engine {
                         )),
                     });
                 }
-                if rec.status == CertStatus::Voided {
-                    let when = rec.void.as_ref().map(|v| v.voided_at.to_string()).unwrap_or_default();
-                    return Ok(Verdict::Refuse(Refusal::new(
-                        RejectCode::Voided,
-                        format!(
-                            "{} voided certificate {} at {when}; a voided certificate cannot be confirmed",
-                            self.me, rec.number
-                        ),
-                    )));
+                // The importer's order decides between a void and a confirmation that cross:
+                // it confirms only what it does not hold as voided, and refuses a void of what
+                // it confirmed. So a confirmation is refused only if the importer acknowledged
+                // the void first; one that crossed the void stands (the importer refuses the
+                // void, naming the confirmation), and both sides end `import_confirmed`.
+                if let Some(v) = rec.void.as_ref().filter(|_| rec.status == CertStatus::Voided) {
+                    if v.acknowledged {
+                        return Ok(Verdict::Refuse(Refusal::new(
+                            RejectCode::Voided,
+                            format!(
+                                "{} voided certificate {} at {}, and {peer} acknowledged the void; a voided certificate cannot be confirmed",
+                                self.me, rec.number, v.voided_at
+                            ),
+                        )));
+                    }
+                    tracing::warn!(number = %rec.number, from = %peer, "the importer confirmed receipt before the void reached it: the confirmation stands, the void will be refused");
                 }
                 let discrepancy = discrepancy(&rec, c);
                 rec.status = if discrepancy.is_some() {
@@ -775,6 +782,18 @@ impl Engine {
                             format!("certificate {} is already voided", rec.number),
                         )),
                     });
+                }
+                // The rule the exporter's node applies to its operator (`voidable`): a
+                // certificate whose import was confirmed cannot be voided.
+                if let Some(c) = &rec.confirmation {
+                    return Ok(Verdict::Refuse(Refusal::new(
+                        RejectCode::Conflict,
+                        format!(
+                            "{} confirmed receipt of certificate {} at {} (message {:?}) before this void arrived; \
+                             a certificate whose import was confirmed cannot be voided",
+                            self.me, rec.number, c.confirmed_at, c.message_id
+                        ),
+                    )));
                 }
                 tracing::info!(number = %rec.number, from = %peer, reason = %v.reason, "certificate voided by its issuer");
                 rec.status = CertStatus::Voided;
@@ -907,6 +926,10 @@ impl Engine {
                         }
                     }
                     DocumentKind::Void => {
+                        // A void the importer refused (it had confirmed the import) keeps
+                        // the refusal for `show`; the importer's confirmation, already on its
+                        // way, then makes the certificate `import_confirmed` (see `judge`).
+                        tracing::warn!(number = %rec.number, to = %peer, detail = %rejection.detail, "the importer refused the void");
                         if let Some(v) = rec.void.as_mut() {
                             v.rejection = Some(rejection);
                         }
