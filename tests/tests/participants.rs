@@ -218,6 +218,33 @@ fn member_states_issue_in_their_unions_name_and_no_one_else_may() {
     }
     assert_eq!(ru.api.certificates("in").len(), 1, "nothing more stored");
 
+    // A member may not take another member's numbers: BE's own API refuses EU-DE-…, and RU
+    // refuses such a certificate signed by BE and delivered over BE's own link.
+    let taken = certificate_json("EU", "RU", Some("EU-DE-2026-000007"), 5);
+    let (s, v) = be.api.post("/v1/certificates", &taken);
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("not in BE's range"), "{v}");
+    let by_be = SignedDocument::sign(
+        &parse_certificate(&taken),
+        "BE".parse().unwrap(),
+        be_keys.signing.signing_key(),
+        now(),
+    );
+    let reply = rt.block_on(async {
+        let mut raw =
+            RawPeer::connect(ru.handle().peer_addr(), &be_keys, "BE".parse().unwrap()).await.unwrap();
+        raw.send(&Frame::Deliver { message_id: by_be.message_id(), document: by_be.clone() }).await.unwrap();
+        raw.recv(Duration::from_secs(10)).await.unwrap()
+    });
+    match &reply {
+        Some(Frame::Reject { code, detail, .. }) => {
+            assert_eq!(*code, RejectCode::InvalidDocument, "{detail}");
+            assert!(detail.contains("EU-DE-2026-000007 is not in BE's range"), "{detail}");
+        }
+        other => panic!("expected a Reject, got {other:?}"),
+    }
+    assert_eq!(ru.api.certificates("in").len(), 1, "nothing more stored");
+
     // Trade between members of one union needs no certificate: BE → DE is refused.
     for importing in ["DE", "EU"] {
         let (s, v) = be.api.post("/v1/certificates", &certificate_json("EU", importing, None, 4));
