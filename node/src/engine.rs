@@ -54,7 +54,12 @@ pub enum Command {
     Announce { document: SignedDocument, peers: Vec<ParticipantCode> },
     /// Record a participant registry change this node signed: a log entry, and the entry
     /// added to the participant's registry history.
-    RecordParticipant { document: SignedDocument, entry: Box<ParticipantEntry> },
+    RecordParticipant {
+        document: SignedDocument,
+        entry: Box<ParticipantEntry>,
+        /// The signed list the change comes from, if it does (`None`: the operator's).
+        from_list: Option<crate::registry::ListOrigin>,
+    },
 }
 
 /// The result of one command.
@@ -329,12 +334,17 @@ impl Engine {
                     }
                     Outcome::Done
                 }
-                Command::RecordParticipant { document, entry } => {
+                Command::RecordParticipant { document, entry, from_list } => {
                     let (log_seq, _) = self.append(&mut txn, now, EntryBody::Recorded { document });
                     let key = crate::registry::key(entry.code);
-                    let mut history: Vec<crate::registry::RecordedEntry> =
+                    let mut history: crate::registry::RegistryHistory =
                         txn.get_rec(Tree::Registry, &key)?.unwrap_or_default();
-                    history.push(crate::registry::RecordedEntry { entry: *entry, log_seq, recorded_at: now });
+                    history.0.push(crate::registry::RecordedEntry {
+                        entry: *entry,
+                        log_seq,
+                        recorded_at: now,
+                        from_list,
+                    });
                     txn.put(Tree::Registry, &key, &history);
                     applied.peers_changed = true;
                     Outcome::Done

@@ -331,7 +331,10 @@ fn check_content(
             RejectCode::NotAllowed,
             "a receipt is not a deliverable document; it travels in Receipt frames",
         )),
-        DocumentKind::ParticipantChange | DocumentKind::ParticipantList | DocumentKind::CertificateSeal => {
+        DocumentKind::ParticipantChange
+        | DocumentKind::ParticipantList
+        | DocumentKind::ParticipantListV2
+        | DocumentKind::CertificateSeal => {
             Err(Refusal::new(
                 RejectCode::NotAllowed,
                 format!(

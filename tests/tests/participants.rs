@@ -360,3 +360,84 @@ fn the_registry_round_trips_through_signed_lists_and_every_change_is_in_the_log(
     let (code, _, err) = kpnode(&["participants", "import", file.to_str().unwrap(), "--dir", &dir(&inn)]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// A stale list does not undo a newer change, and a list from a removed peer is refused.
+#[test]
+fn an_older_list_never_overrides_a_newer_change_and_a_removed_peers_list_is_refused() {
+    init_logging();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru = init_dir(tmp.path(), "RU", free_port());
+    let inn = init_dir(tmp.path(), "IN", free_port());
+    let ae = init_dir(tmp.path(), "AE", free_port());
+    enrol_cli(&ru, &inn);
+    enrol_cli(&ae, &inn);
+    let dir = |d: &kp_node::home::NodeDir| d.root().to_str().unwrap().to_owned();
+    let ok = |args: &[&str]| {
+        let (code, out, err) = kpnode(args);
+        assert_eq!(code, 0, "kpnode {args:?}: {err}");
+        out
+    };
+    let status_at = |d: &kp_node::home::NodeDir, code: &str| {
+        let out = ok(&["participants", "show", code, "--json", "--dir", &dir(d)]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["participant"]["status"].as_str().unwrap().to_owned()
+    };
+
+    // RU's list, issued while KZ is active everywhere.
+    let stale = tmp.path().join("ru-stale.kpl");
+    ok(&["participants", "export", "--out", stale.to_str().unwrap(), "--dir", &dir(&ru)]);
+    assert!(std::fs::read_to_string(&stale).unwrap().contains("Revision: 0"));
+    // Then IN's operator suspends KZ.
+    ok(&[
+        "participants",
+        "set",
+        "KZ",
+        "--status",
+        "suspended",
+        "--reason",
+        "Plenary decision",
+        "--dir",
+        &dir(&inn),
+    ]);
+
+    // The stale list would reinstate KZ: the dry run says it is ignored, and why.
+    let out = ok(&["participants", "import", stale.to_str().unwrap(), "--dry-run", "--dir", &dir(&inn)]);
+    assert!(out.contains("0 change(s)") && out.contains("1 entry ignored"), "{out}");
+    assert!(
+        out.contains("KZ  active from")
+            && out.contains("by this node's operator")
+            && out.contains("after this list was issued"),
+        "{out}"
+    );
+    let out = ok(&["participants", "import", stale.to_str().unwrap(), "--dir", &dir(&inn)]);
+    assert!(out.contains("ignored"), "{out}");
+    assert_eq!(status_at(&inn, "KZ"), "suspended", "the stale list did not undo the suspension");
+
+    // RU suspends CF and sends a newer list (revision 1); IN takes it. RU's older list then
+    // cannot reinstate CF.
+    ok(&["participants", "set", "CF", "--status", "suspended", "--dir", &dir(&ru)]);
+    let newer = tmp.path().join("ru-newer.kpl");
+    ok(&["participants", "export", "--out", newer.to_str().unwrap(), "--dir", &dir(&ru)]);
+    assert!(std::fs::read_to_string(&newer).unwrap().contains("Revision: 1"));
+    let out = ok(&["participants", "import", newer.to_str().unwrap(), "--dir", &dir(&inn)]);
+    assert!(out.contains("CF  suspended"), "{out}");
+    let out = ok(&["participants", "import", stale.to_str().unwrap(), "--dry-run", "--dir", &dir(&inn)]);
+    assert!(
+        out.contains("CF  active from")
+            && out.contains("from RU's list at revision 1, newer than this list's revision 0"),
+        "{out}"
+    );
+    ok(&["participants", "import", stale.to_str().unwrap(), "--dir", &dir(&inn)]);
+    assert_eq!(status_at(&inn, "CF"), "suspended");
+
+    // AE's list, then AE is removed at IN: its lists are no longer accepted.
+    ok(&["participants", "set", "XK", "--status", "active", "--name", "Newland", "--dir", &dir(&ae)]);
+    let from_ae = tmp.path().join("ae.kpl");
+    ok(&["participants", "export", "--out", from_ae.to_str().unwrap(), "--dir", &dir(&ae)]);
+    ok(&["peer", "remove", "AE", "--dir", &dir(&inn)]);
+    let (code, _, err) = kpnode(&["participants", "import", from_ae.to_str().unwrap(), "--dir", &dir(&inn)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("signed by AE, which is no longer enrolled here"), "{err}");
+    let (code, _, _) = kpnode(&["participants", "show", "XK", "--dir", &dir(&inn)]);
+    assert_ne!(code, 0, "nothing from AE's list was recorded");
+}
