@@ -435,6 +435,46 @@ mod tests {
         assert_eq!(verify_signatures(&items), vec![true, false, true, true, true]);
     }
 
+    /// Through the receiver's checks: a batch of deliveries holding the identity-R forgery
+    /// (which the bare batch always accepts) gets a `bad_signature` refusal for it alone.
+    #[test]
+    fn a_delivered_batch_refuses_the_crafted_signature() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let tls = kp_keys::TlsKeyPair::generate();
+        let tls_cert = kp_keys::tlscert::self_signed(&tls, RU).unwrap();
+        let history = KeyHistory::genesis(
+            RU,
+            key.verifying_key().as_bytes(),
+            Timestamp::from_unix_millis(T0 - DAY),
+            tls_cert,
+        )
+        .unwrap();
+        let mut docs: Vec<SignedDocument> = (0..6).map(|i| void_signed(&key, T0 - 1000 + i)).collect();
+        docs[4] = crafted(&docs[4], &key, Scalar::ZERO, EdwardsPoint::default());
+        let registry = crate::registry::Registry::default();
+        let now = Timestamp::from_unix_millis(T0);
+        let ctx = CheckContext {
+            me: ParticipantCode::from_static("IN"),
+            peer: RU,
+            now,
+            clock_tolerance_ms: 300_000,
+            retired_key_grace_ms: GRACE,
+            registry: registry.on(now.date()),
+        };
+        let items = docs.iter().map(|d| (d.message_id(), None, d.clone())).collect();
+        let results = check_batch(&ctx, &mut history.clone(), items);
+        for (i, r) in results.iter().enumerate() {
+            match (i, r) {
+                (4, Err(refusal)) => {
+                    assert_eq!(refusal.code, RejectCode::BadSignature, "{refusal}");
+                    assert!(refusal.detail.contains("does not verify"), "{refusal}");
+                }
+                (4, Ok(_)) => panic!("the crafted signature was accepted"),
+                (_, r) => assert!(r.is_ok(), "{i}: {r:?}"),
+            }
+        }
+    }
+
     /// Honest signatures still go through the batch and are all accepted; one altered is found.
     #[test]
     fn honest_batches_still_verify_and_a_bad_one_is_found() {
