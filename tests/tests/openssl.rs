@@ -23,7 +23,10 @@ fn openssl_available() -> bool {
     if !ok {
         let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
         assert!(!in_ci, "CI=true but the openssl command is missing: install it (apt-get install openssl)");
-        eprintln!(
+        // Written to the stream itself, not through the test harness's capture, so that a
+        // skip is visible in a plain `cargo test`.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED: the openssl command is not installed; these tests check key files and TLS with it"
         );
     }

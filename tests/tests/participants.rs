@@ -430,6 +430,27 @@ fn an_older_list_never_overrides_a_newer_change_and_a_removed_peers_list_is_refu
     ok(&["participants", "import", stale.to_str().unwrap(), "--dir", &dir(&inn)]);
     assert_eq!(status_at(&inn, "CF"), "suspended");
 
+    // A list RU dates two days ahead, to outrank every change made until then: refused.
+    let ru_keys = NodeKeys::load(&ru.keys_dir()).unwrap();
+    let ahead = now().saturating_add_millis(2 * 86_400_000);
+    let xk = kp_protocol::ParticipantEntry {
+        code: "XK".parse().unwrap(),
+        name: "Newland".parse().unwrap(),
+        status: kp_protocol::ParticipantStatus::Active,
+        effective_from: now().date(),
+        reason: None,
+        approved_origin_areas: Vec::new(),
+        members: Vec::new(),
+    };
+    let list =
+        kp_protocol::registry::ParticipantListV2 { issued_on: ahead.date(), revision: 99, entries: vec![xk] };
+    let doc = SignedDocument::sign(&list, "RU".parse().unwrap(), ru_keys.signing.signing_key(), ahead);
+    let future = tmp.path().join("ru-future.kpl");
+    std::fs::write(&future, kp_protocol::registry::list_v2_to_armored(&doc, &list)).unwrap();
+    let (code, _, err) = kpnode(&["participants", "import", future.to_str().unwrap(), "--dir", &dir(&inn)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("in the future for this node"), "{err}");
+
     // AE's list, then AE is removed at IN: its lists are no longer accepted.
     ok(&["participants", "set", "XK", "--status", "active", "--name", "Newland", "--dir", &dir(&ae)]);
     let from_ae = tmp.path().join("ae.kpl");
