@@ -197,7 +197,7 @@ const DOCS: &[Doc] = &[
     Doc {
         section: "keys",
         key: "tls_grace_period",
-        text: "How long a peer's previous TLS key is still accepted after it rotates.",
+        text: "How long a peer's previous TLS key is still accepted after it rotates, and documents signed with its previous signing key are still accepted for delivery.",
     },
     Doc {
         section: "keys",

@@ -781,7 +781,7 @@ async fn participants_set(
     let entry = participants::prepare_set(&shared.registry.get(), today, code, &req)
         .map_err(|problems| ApiError::Invalid { error: "invalid_request", problems })?;
     tracing::info!(participant = %code, status = %entry.status, from = %entry.effective_from, "participant registry changed by the operator");
-    match shared.actor.call(participants::record(&shared.signer, entry, "operator")).await? {
+    match shared.actor.call(participants::record(&shared.signer, entry, "operator", None)).await? {
         Outcome::Done => {}
         other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
@@ -810,12 +810,12 @@ async fn participants_import(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<participants::ImportPlan>> {
     let req: ImportRequest = parse_body(&body)?;
-    let today = shared.now().date();
+    let now = shared.now();
     let plan = {
         let keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
         participants::prepare_import(
             &shared.registry.get(),
-            today,
+            now,
             shared.me,
             &keys.history,
             &shared.trust.get(),
@@ -829,7 +829,9 @@ async fn participants_import(
     if !req.dry_run {
         for entry in plan.changes.clone() {
             tracing::info!(participant = %entry.code, status = %entry.status, source = %plan.source, "participant registry changed by an imported list");
-            match shared.actor.call(participants::record(&shared.signer, entry, &plan.source)).await? {
+            let origin = Some(plan.origin.clone());
+            match shared.actor.call(participants::record(&shared.signer, entry, &plan.source, origin)).await?
+            {
                 Outcome::Done => {}
                 other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
             }

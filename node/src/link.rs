@@ -426,6 +426,7 @@ async fn receive(
             peer,
             now,
             clock_tolerance_ms: shared.config.delivery.clock_tolerance.as_millis() as i64,
+            retired_key_grace_ms: shared.config.keys.tls_grace_period.as_millis() as i64,
             registry: registry.on(now.date()),
         };
         // A rotation to a TLS key bound to another participant is refused before it touches
