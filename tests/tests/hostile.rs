@@ -24,16 +24,6 @@ fn log_of(node: &ProcessNode) -> String {
     std::fs::read_to_string(&node.log).unwrap_or_default()
 }
 
-fn metric(api: &Api, name: &str) -> f64 {
-    let (_, v) = api.get("/metrics");
-    v.as_str()
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// KZ (a real node) delivers a certificate to IN: the victim still serves its other peer.
 fn still_serving(kz: &Api, inn: &Api, n: u64) {
     let number = kz.submit(&certificate_json("KZ", "IN", Some(&format!("KZ-2026-{:06}", 500 + n)), n));
