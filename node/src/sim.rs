@@ -878,14 +878,25 @@ pub fn run_many(first_seed: u64, count: u64) -> Result<(u64, Stats), (u64, Strin
 mod tests {
     use super::*;
 
+    /// A whole number from the environment, None if unset. A value that does not parse fails
+    /// the run: falling back to the default would replay the wrong seed, or run the short
+    /// version while the operator believes the long one ran.
+    fn env_u64(name: &str) -> Option<u64> {
+        let v = std::env::var_os(name)?;
+        let text = v.to_str().unwrap_or_else(|| panic!("{name}={v:?} is not a whole number; unset it"));
+        Some(
+            text.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{name}={text:?} is not a whole number ({e}); unset it")),
+        )
+    }
+
     /// Schedules per run: `KPNODE_SIM_SCHEDULES` (default 2000); one seed: `KPNODE_SIM_SEED`.
     #[test]
     fn thousands_of_fault_schedules_keep_every_promise() {
-        let (first, count) = match std::env::var("KPNODE_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        let (first, count) = match env_u64("KPNODE_SIM_SEED") {
             Some(seed) => (seed, 1),
-            None => {
-                (1, std::env::var("KPNODE_SIM_SCHEDULES").ok().and_then(|s| s.parse().ok()).unwrap_or(2000))
-            }
+            None => (1, env_u64("KPNODE_SIM_SCHEDULES").unwrap_or(2000)),
         };
         let started = std::time::Instant::now();
         match run_many(first, count) {

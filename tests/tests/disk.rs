@@ -182,11 +182,11 @@ fn a_read_only_disk_stops_the_node_at_start_with_the_fix_and_changes_nothing() {
 
     let Some(out) = kpnode_on_read_only(dir.root(), &["run", "--dir", &root]) else {
         // CI's machine allows them: there, a skip would hide a test that no longer runs.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must allow user namespaces (unshare -rm) for this test"
+        skip_part(
+            "the read-only disk test",
+            "this system does not allow unprivileged user namespaces (unshare -rm)",
+            None,
         );
-        eprintln!("SKIPPED: this system does not allow unprivileged user namespaces (unshare -rm)");
         return;
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
