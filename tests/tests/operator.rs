@@ -93,23 +93,22 @@ fn removing_a_peer_mid_stream_closes_its_link_and_keeps_its_queue() {
 
     let (s, v) = ru.api.delete("/v1/peers/IN");
     assert_eq!(s, 200, "{v}");
-    let removed_at = std::time::Instant::now();
     let link = |api: &Api, peer: &str| -> serde_json::Value {
         api.status()["peers"].as_array().unwrap().iter().find(|p| p["participant"] == peer).unwrap().clone()
     };
-    wait_until(Duration::from_secs(1), "RU's link to IN is closed", || {
+    // Deadlines, not stopwatches: on a loaded machine "promptly" is a matter of seconds, and
+    // what proves the removal is that the stream stops short of its end.
+    wait_until(Duration::from_secs(20), "RU's link to IN is closed", || {
         link(&ru.api, "IN")["link"]["connected"] == false
     });
-    assert!(removed_at.elapsed() < Duration::from_secs(1));
-    wait_until(Duration::from_secs(2), "IN's link to RU is refused too", || {
+    wait_until(Duration::from_secs(20), "IN's link to RU is refused too", || {
         link(&ru.api, "IN")["link"]["inbound_connections"] == 0
     });
-    // What was already on the wire may still land (at most one window); then nothing moves.
-    let mut last = received();
-    wait_until(Duration::from_secs(5), "IN stops receiving", || {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = received();
-        std::mem::replace(&mut last, now) == now
+    // What was already on the wire may still land (at most one window). Once IN holds no
+    // connection from RU (its count drops only after the connection's last batch is
+    // stored), nothing more can arrive: no pause needed to conclude that nothing moves.
+    wait_until(Duration::from_secs(20), "IN holds no connection from RU", || {
+        link(&inn.api, "RU")["link"]["inbound_connections"] == 0
     });
     let stopped_at = received();
     assert!(stopped_at < 3000, "the removal came after the stream");
