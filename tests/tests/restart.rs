@@ -57,19 +57,34 @@ fn shutting_down_with_deliveries_in_flight_loses_nothing() {
     enrol_pair(&ru, &inn);
     wait_linked(&ru.api, inn.code);
 
-    // Every submission below was acknowledged, hence durable; stop both nodes while the
-    // deliveries are still under way.
-    let numbers = submit_many(&ru.api, 400, 0);
+    // Every submission below was acknowledged, hence durable. They are queued while IN is
+    // down, so that when it comes back the whole stream lies ahead; both nodes stop at the
+    // first moment deliveries are seen in flight (sent, no receipt yet) with others still
+    // queued.
+    inn.stop(&rt);
+    let numbers = submit_many(&ru.api, 2000, 0);
+    let mut inn = TestNode::start(&rt, in_dir.clone());
+    let in_flight = || {
+        let s = ru.api.status();
+        let link = s["peers"].as_array().unwrap().iter().find(|p| p["participant"] == "IN").unwrap().clone();
+        (link["link"]["in_flight"].as_u64().unwrap_or(0), ru.api.count("out", "delivered"))
+    };
+    let mut at_stop = (0, 0);
+    wait_until(Duration::from_secs(60), "deliveries are in flight", || {
+        at_stop = in_flight();
+        at_stop.0 > 0
+    });
     ru.stop(&rt);
     inn.stop(&rt);
+    assert!(at_stop.1 < 2000, "everything was delivered before the stop: {at_stop:?}");
 
     let ru = TestNode::start(&rt, ru_dir);
     let inn = TestNode::start(&rt, in_dir);
-    wait_until(Duration::from_secs(60), "all 400 are delivered after the restart", || {
-        ru.api.count("out", "delivered") == 400
+    wait_until(Duration::from_secs(60), "all 2,000 are delivered after the restart", || {
+        ru.api.count("out", "delivered") == 2000
     });
     let inbound = inn.api.certificates("in");
-    assert_eq!(inbound.len(), 400, "each exactly once");
+    assert_eq!(inbound.len(), 2000, "each exactly once");
     let mut got: Vec<&str> = inbound.iter().map(|c| c["number"].as_str().unwrap()).collect();
     got.sort();
     let mut want: Vec<&str> = numbers.iter().map(String::as_str).collect();
