@@ -61,6 +61,10 @@ pub struct Config {
     pub disk_full: f64,
     /// Deliberate bugs, to show the checks catch them: receipts sent before the flush…
     pub bug_ack_before_flush: bool,
+    /// …a submitter told its certificate is stored before the flush…
+    pub bug_accept_before_flush: bool,
+    /// …a receiver that stores a resent certificate again (the engine's dedupe off)…
+    pub bug_no_dedupe: bool,
     /// …and a sender that does not resend after a reconnect.
     pub bug_no_resend: bool,
 }
@@ -77,11 +81,15 @@ impl Config {
             cut: [0.0, 0.01, 0.05][rng.gen_range(0..3)],
             crash: [0.0, 0.002, 0.01, 0.03][rng.gen_range(0..4)],
             max_delay_ms: [1, 20, 500][rng.gen_range(0..3)],
-            max_skew_ms: [0, 1_000, 120_000][rng.gen_range(0..3)],
+            // The last beyond the tolerance: a node whose clock runs too far ahead is refused
+            // (ClockSkew) for good, and that is checked too.
+            max_skew_ms: [0, 1_000, 120_000, 120_000, 400_000][rng.gen_range(0..5)],
             window: [1, 2, 8][rng.gen_range(0..3)],
             confirm: [0.0, 0.05, 0.2][rng.gen_range(0..3)],
             disk_full: [0.0, 0.0, 0.05][rng.gen_range(0..3)],
             bug_ack_before_flush: false,
+            bug_accept_before_flush: false,
+            bug_no_dedupe: false,
             bug_no_resend: false,
         }
     }
@@ -100,6 +108,8 @@ pub struct Stats {
     pub crashes: u64,
     pub receipts: u64,
     pub failed_flushes: u64,
+    /// Messages refused for good because the signer's clock ran too far ahead.
+    pub skew_refusals: u64,
     pub simulated_ms: i64,
 }
 
@@ -115,6 +125,7 @@ impl std::ops::AddAssign for Stats {
         self.crashes += o.crashes;
         self.receipts += o.receipts;
         self.failed_flushes += o.failed_flushes;
+        self.skew_refusals += o.skew_refusals;
         self.simulated_ms += o.simulated_ms;
     }
 }
@@ -151,8 +162,8 @@ enum Ev {
 #[derive(Debug)]
 enum Effect {
     Send(Packet),
-    Accepted(String, usize),
-    Confirmed(String),
+    Accepted(String, usize, MessageId),
+    Confirmed(String, MessageId),
     Published(usize, u64),
 }
 
@@ -187,10 +198,14 @@ pub struct Sim {
     /// Epoch of each (owner, peer) connection.
     epochs: BTreeMap<(usize, usize), u64>,
     faults: bool,
-    /// Certificates the submitter was told are stored: number → importer.
-    accepted: BTreeMap<String, usize>,
-    /// Confirmations the importer was told are stored.
-    confirmed: BTreeSet<String>,
+    /// Certificates the submitter was told are stored: number → (importer, message id).
+    accepted: BTreeMap<String, (usize, MessageId)>,
+    /// Confirmations the importer was told are stored: number → message id.
+    confirmed: BTreeMap<String, MessageId>,
+    /// Messages their receiver refused for good because the signer's clock ran too far ahead.
+    skew_refused: BTreeSet<MessageId>,
+    /// Every event in order, when asked for (replays compare it).
+    trace: Option<Vec<String>>,
     stats: Stats,
 }
 
@@ -284,7 +299,9 @@ impl Sim {
             epochs: BTreeMap::new(),
             faults: true,
             accepted: BTreeMap::new(),
-            confirmed: BTreeSet::new(),
+            confirmed: BTreeMap::new(),
+            skew_refused: BTreeSet::new(),
+            trace: None,
             stats: Stats::default(),
         };
         for i in 0..sim.nodes.len() {
@@ -379,7 +396,27 @@ impl Sim {
     }
 
     /// Runs the schedule to the end and checks the invariants.
-    pub fn run(mut self) -> Result<Stats, String> {
+    pub fn run(self) -> Result<Stats, String> {
+        self.run_traced().0
+    }
+
+    /// As `run`, also returning every event of the run in order (for replay checks).
+    pub fn run_traced(mut self) -> (Result<Stats, String>, Vec<String>) {
+        self.trace = Some(Vec::new());
+        let bug_no_dedupe = self.cfg.bug_no_dedupe;
+        #[cfg(test)]
+        crate::engine::BUG_NO_DEDUPE.with(|b| b.set(bug_no_dedupe));
+        #[cfg(not(test))]
+        if bug_no_dedupe {
+            return (Err("the dedupe switch exists only in test builds".into()), Vec::new());
+        }
+        let result = self.run_inner();
+        #[cfg(test)]
+        crate::engine::BUG_NO_DEDUPE.with(|b| b.set(false));
+        (result, self.trace.take().unwrap_or_default())
+    }
+
+    fn run_inner(&mut self) -> Result<Stats, String> {
         let limit = self.cfg.fault_window_ms + 600_000;
         while let Some(std::cmp::Reverse((t, _, id))) = self.queue.pop() {
             self.now = t;
@@ -391,6 +428,9 @@ impl Sim {
             }
             self.set_clocks();
             let Some(ev) = self.events.remove(&id) else { continue };
+            if let Some(trace) = self.trace.as_mut() {
+                trace.push(format!("{t} {ev:?}"));
+            }
             self.step(ev)?;
             if !self.faults && self.settled() {
                 break;
@@ -477,12 +517,12 @@ impl Sim {
                 for e in effects {
                     match e {
                         Effect::Send(p) => self.send(p),
-                        Effect::Accepted(number, to) => {
-                            self.accepted.insert(number, to);
+                        Effect::Accepted(number, to, id) => {
+                            self.accepted.insert(number, (to, id));
                             self.stats.accepted += 1;
                         }
-                        Effect::Confirmed(number) => {
-                            self.confirmed.insert(number);
+                        Effect::Confirmed(number, id) => {
+                            self.confirmed.insert(number, id);
                         }
                         Effect::Published(j, oseq) => {
                             let p = &mut self.nodes[i].published[j];
@@ -511,13 +551,18 @@ impl Sim {
                 let number = format!("{from}-SIM-{n:04}");
                 let cert = certificate(from, dest, &number, n);
                 let document = self.nodes[node].signer.sign(&cert);
+                let id = document.message_id();
                 let out = self.apply(
                     node,
                     vec![Command::Submit { document, certificate: Box::new(cert), assigned: None }],
                 )?;
                 match out.first() {
+                    Some(Outcome::Submitted { .. }) if self.cfg.bug_accept_before_flush => {
+                        self.accepted.insert(number, (to, id));
+                        self.stats.accepted += 1;
+                    }
                     Some(Outcome::Submitted { .. }) => {
-                        self.nodes[node].effects.push(Effect::Accepted(number, to))
+                        self.nodes[node].effects.push(Effect::Accepted(number, to, id))
                     }
                     other => return Err(format!("submit {number} was refused: {other:?}")),
                 }
@@ -684,10 +729,25 @@ impl Sim {
             }
             Msg::Reject { id, code, detail } => {
                 let (me, peer) = (p.owner, p.peer);
-                return Err(format!(
-                    "{} refused message {id:?} from {}: {code}: {detail}",
-                    self.nodes[peer].code, self.nodes[me].code
-                ));
+                // The one refusal a well-behaved node can get: its clock runs further ahead of
+                // the receiver's than the tolerance. Then, as the daemon's link does, the
+                // sender records the refusal for good. Anything else is a broken promise.
+                let ahead = self.nodes[me].skew - self.nodes[peer].skew;
+                if code != RejectCode::ClockSkew || ahead <= TOLERANCE_MS {
+                    return Err(format!(
+                        "{} refused message {id:?} from {} (clock {ahead} ms ahead): {code}: {detail}",
+                        self.nodes[peer].code, self.nodes[me].code
+                    ));
+                }
+                let Some(oseq) = self.nodes[me].senders[peer].settled(&id) else { return Ok(()) };
+                self.stats.skew_refusals += 1;
+                self.skew_refused.insert(id);
+                let code_of_peer = self.nodes[peer].code;
+                self.apply(
+                    me,
+                    vec![Command::Rejected { peer: code_of_peer, message_id: id, oseq, code, detail }],
+                )?;
+                self.fill(me, peer);
             }
         }
         Ok(())
@@ -731,11 +791,12 @@ impl Sim {
             remarks: None,
         };
         let document = n.signer.sign(&confirmation);
+        let id = document.message_id();
         self.stats.confirmations += 1;
         let out = self.apply(i, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }])?;
         match out.first() {
             Some(Outcome::Updated(_)) => {
-                self.nodes[i].effects.push(Effect::Confirmed(rec.number.to_string()))
+                self.nodes[i].effects.push(Effect::Confirmed(rec.number.to_string(), id))
             }
             other => return Err(format!("confirming {} was refused: {other:?}", rec.number)),
         }
@@ -790,11 +851,20 @@ impl Sim {
             }
         }
         // Every accepted certificate: once in the importer's log and records, once sent.
-        for (number, to) in &self.accepted {
+        for (number, (to, id)) in &self.accepted {
+            let refused = self.skew_refused.contains(id);
             let received = logs[*to]
                 .iter()
                 .filter(|e| matches!(&e.body, EntryBody::Received { document, .. } if document.body::<Certificate>().is_ok_and(|c| c.number.as_str() == number)))
                 .count();
+            if refused {
+                // Refused for good (the exporter's clock ran too far ahead): never stored,
+                // and the exporter knows.
+                if received != 0 {
+                    return Err(format!("{number} was refused for clock skew but is in the importer's log"));
+                }
+                continue;
+            }
             if received != 1 {
                 return Err(format!("{number} is in the importer's log {received} times, not once"));
             }
@@ -832,7 +902,10 @@ impl Sim {
             }
         }
         // Every accepted confirmation reached the exporter, once.
-        for number in &self.confirmed {
+        for (number, id) in &self.confirmed {
+            if self.skew_refused.contains(id) {
+                continue;
+            }
             let from =
                 index(number[..2].parse().map_err(|_| "a bad number")?).ok_or("an unknown exporter")?;
             let rec = crate::store::get_record::<CertRecord, _>(
@@ -891,12 +964,25 @@ mod tests {
         )
     }
 
-    /// Schedules per run: `KPNODE_SIM_SCHEDULES` (default 2000); one seed: `KPNODE_SIM_SEED`.
+    /// Schedules per run: `KPNODE_SIM_SCHEDULES` (default 2000), from a seed base drawn afresh
+    /// each run (so CI explores new schedules every time) and printed, or given with
+    /// `KPNODE_SIM_SEED_BASE`; one seed: `KPNODE_SIM_SEED`.
     #[test]
     fn thousands_of_fault_schedules_keep_every_promise() {
         let (first, count) = match env_u64("KPNODE_SIM_SEED") {
             Some(seed) => (seed, 1),
-            None => (1, env_u64("KPNODE_SIM_SCHEDULES").unwrap_or(2000)),
+            None => {
+                let count = env_u64("KPNODE_SIM_SCHEDULES").unwrap_or(2000);
+                let base = env_u64("KPNODE_SIM_SEED_BASE").unwrap_or_else(|| rand::random::<u32>().into());
+                // Written past the test harness's capture, so that it shows in every log.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "simulation: seeds {base}..{} (this run again: KPNODE_SIM_SEED_BASE={base} KPNODE_SIM_SCHEDULES={count})",
+                    base + count
+                );
+                (base, count)
+            }
         };
         let started = std::time::Instant::now();
         match run_many(first, count) {
@@ -937,14 +1023,35 @@ mod tests {
         let early =
             find(&|c| c.bug_ack_before_flush = true).expect("acknowledging before the flush is caught");
         assert!(early.contains("does not durably hold") || early.contains("not once"), "{early}");
+        let told = find(&|c| c.bug_accept_before_flush = true)
+            .expect("telling a submitter before the flush is caught");
+        assert!(told.contains("0 times, not once"), "{told}");
+        let twice = find(&|c| {
+            c.bug_no_dedupe = true;
+            c.duplicate = c.duplicate.max(0.2);
+        })
+        .expect("a receiver that stores a resend twice is caught");
+        assert!(twice.contains("times, not once"), "{twice}");
         let stuck = find(&|c| c.bug_no_resend = true).expect("a sender that never resends is caught");
         assert!(stuck.contains("settle") || stuck.contains("still has"), "{stuck}");
     }
 
+    /// Clocks beyond the tolerance occur, and their refusals are checked rather than skipped.
+    #[test]
+    fn some_schedules_skew_clocks_beyond_the_tolerance() {
+        let refused: u64 =
+            (1..300u64).filter_map(|seed| Sim::new(seed).run().ok()).map(|s| s.skew_refusals).sum();
+        assert!(refused > 0, "no schedule in 300 refused a message for clock skew");
+    }
+
     #[test]
     fn a_seed_replays_exactly() {
-        let a = Sim::new(42).run().unwrap();
-        let b = Sim::new(42).run().unwrap();
+        let (a, trace_a) = Sim::new(42).run_traced();
+        let (b, trace_b) = Sim::new(42).run_traced();
+        assert!(trace_a.len() > 100, "a trace of {} events", trace_a.len());
+        assert_eq!(trace_a, trace_b, "the same seed, the same events in the same order");
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        let (_, other) = Sim::new(43).run_traced();
+        assert_ne!(trace_a, other, "another seed, another run");
     }
 }
