@@ -70,8 +70,12 @@ pub fn client_config(cert_der: &[u8], key_pkcs8: &[u8]) -> Arc<rustls::ClientCon
 
 /// Opens a TLS connection to `addr` presenting `keys`' TLS certificate.
 pub async fn connect_tls(addr: SocketAddr, keys: &NodeKeys) -> Result<TlsStream<TcpStream>, LinkError> {
+    connect_tls_over(TcpStream::connect(addr).await?, keys).await
+}
+
+/// TLS over a TCP connection already open (one with a small receive buffer, say).
+pub async fn connect_tls_over(tcp: TcpStream, keys: &NodeKeys) -> Result<TlsStream<TcpStream>, LinkError> {
     let config = client_config(&keys.tls_certificate, &keys.tls.to_pkcs8_der());
-    let tcp = TcpStream::connect(addr).await?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::try_from("peer.kpnode.invalid").expect("a name");
     connector.connect(name, tcp).await.map_err(|e| LinkError::Tls(e.to_string()))
@@ -91,7 +95,16 @@ impl RawPeer {
         keys: &NodeKeys,
         participant: ParticipantCode,
     ) -> Result<RawPeer, LinkError> {
-        let tls = connect_tls(addr, keys).await?;
+        RawPeer::connect_over(TcpStream::connect(addr).await?, keys, participant).await
+    }
+
+    /// As `connect`, over a TCP connection already open.
+    pub async fn connect_over(
+        tcp: TcpStream,
+        keys: &NodeKeys,
+        participant: ParticipantCode,
+    ) -> Result<RawPeer, LinkError> {
+        let tls = connect_tls_over(tcp, keys).await?;
         let (rd, wr) = tokio::io::split(tls);
         let mut peer =
             RawPeer { reader: FrameReader::new(rd, 4 << 20), writer: FrameWriter::new(wr, 4 << 20) };
