@@ -506,12 +506,16 @@ impl Sim {
 
     /// Runs the schedule to the end and checks the invariants.
     pub fn run(self) -> Result<Stats, String> {
-        self.run_traced().0
+        self.run_with(false).0
     }
 
     /// As `run`, also returning every event of the run in order (for replay checks).
-    pub fn run_traced(mut self) -> (Result<Stats, String>, Vec<String>) {
-        self.trace = Some(Vec::new());
+    pub fn run_traced(self) -> (Result<Stats, String>, Vec<String>) {
+        self.run_with(true)
+    }
+
+    fn run_with(mut self, traced: bool) -> (Result<Stats, String>, Vec<String>) {
+        self.trace = traced.then(Vec::new);
         let bug_no_dedupe = self.cfg.bug_no_dedupe;
         #[cfg(test)]
         crate::engine::BUG_NO_DEDUPE.with(|b| b.set(bug_no_dedupe));
