@@ -45,7 +45,9 @@ number; `kpnode cert submit` numbers certificates itself.")]
     },
     /// Validate, number if needed, sign and queue a certificate for its importer.
     #[command(
-        long_about = "Send certificate JSON to the running daemon: it validates it with the node's settings, assigns a number (<CC>-<YYYY>-<seq>) if it has none, signs it, stores it durably and queues it for the importing participant's node. Prints the number and status. Submitting the same certificate again is harmless; the same number with different content is refused."
+        long_about = "Send certificate JSON to the running daemon: it validates it with the node's settings, assigns a number (<CC>-<YYYY>-<seq>) if it has none, signs it, stores it durably and queues it for the importing participant's node. Prints the number and status.
+
+Submitting the same file again is safe: kpnode sends the file's SHA-256 as the request's Idempotency-Key, which the node stores with the certificate and remembers for 30 days, so a retry (after a timeout, or a crash of the daemon before it answered) prints the certificate of the first submission, marked (already stored), and issues no second one. A file with a number is stored once whenever it is submitted; the same number with different content is refused (exit status 2). To issue a second certificate for identical JSON without a number, change the file (e.g. give it a number)."
     )]
     Submit {
         /// The certificate JSON file.
@@ -208,7 +210,11 @@ fn client(dir: &DirArg) -> Result<Client, Failure> {
 
 fn submit(file: &Path, dir: &DirArg, as_json: bool) -> CliResult {
     let text = read_input(file)?;
-    let (_, v) = client(dir)?.post("/v1/certificates", text.as_bytes()).map_err(|mut f| {
+    // The file's SHA-256 as the idempotency key: submitting the same file again (a retry after
+    // a timeout or a crash) gets the certificate of the first submission, never a second one.
+    let key = kp_protocol::Digest::of(text.as_bytes()).to_hex();
+    let headers = [(crate::api::IDEMPOTENCY_HEADER, key.as_str())];
+    let (_, v) = client(dir)?.post_with("/v1/certificates", text.as_bytes(), &headers).map_err(|mut f| {
         f.lines = f.lines.into_iter().map(|l| format!("{}: {l}", file.display())).collect();
         f
     })?;

@@ -1,0 +1,134 @@
+//! Issue 21, an operator's first day: retried submissions, signing a number already issued,
+//! sealing a voided certificate, and what the command line says when something is wrong.
+//! Every test runs the real `kpnode` binary.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use kp_tests::*;
+
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = kpnode(args);
+    assert_eq!(code, 0, "kpnode {args:?}: {err}");
+    out
+}
+
+/// A one-connection proxy that loses the answer: it forwards the request to `upstream` and,
+/// as soon as the first byte of the answer arrives, reports it on `answered` and waits on
+/// `go_on` before closing the client's connection without forwarding anything. The daemon
+/// writes no byte of its answer before the submission is flushed (the store actor answers
+/// only after the flush), so the first byte proves the certificate is durable, and the test
+/// kills the daemon before the client has seen any of the answer: exactly a crash between
+/// the flush and the HTTP answer, with no test hook in the daemon.
+fn answer_losing_proxy(upstream: SocketAddr) -> (SocketAddr, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (answered_tx, answered) = mpsc::channel();
+    let (go_on, go_on_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        // One connection only: a client retrying on its own would find nobody listening.
+        let (mut client, _) = listener.accept().unwrap();
+        drop(listener);
+        let mut server = TcpStream::connect(upstream).unwrap();
+        let (mut c, mut s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut c, &mut s);
+        });
+        let mut first = [0u8; 1];
+        let n = server.read(&mut first).unwrap_or(0);
+        assert_eq!(n, 1, "the daemon began an answer");
+        answered_tx.send(()).unwrap();
+        let _ = go_on_rx.recv_timeout(Duration::from_secs(60));
+        let _ = client.shutdown(Shutdown::Both);
+        let _ = client.flush();
+    });
+    (addr, answered, go_on)
+}
+
+/// Defect 1: the daemon dies after storing a certificate and before answering; the client
+/// retries (with `kpnode cert submit`, which sends the file's SHA-256 as Idempotency-Key)
+/// and gets the first certificate back: one certificate, not two.
+#[test]
+fn a_submission_retried_after_a_crash_between_flush_and_answer_issues_one_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", 0);
+    let dir_s = dir.root().to_str().unwrap().to_owned();
+    let mut node = ProcessNode::start(&dir);
+    let api = node.api();
+    let upstream: SocketAddr = api.base.trim_start_matches("http://").parse().unwrap();
+
+    let json = certificate_json("RU", "IN", None, 21);
+    let file = tmp.path().join("shipment.json");
+    std::fs::write(&file, &json).unwrap();
+    // The key `kpnode cert submit` derives from the file.
+    let key = kp_protocol::Digest::of(json.as_bytes()).to_hex();
+
+    let (proxy, answered, go_on) = answer_losing_proxy(upstream);
+    let through_proxy = Api::new(proxy, &api.token);
+    let body = json.clone();
+    let header = key.clone();
+    let client = std::thread::spawn(move || {
+        through_proxy.try_post_with("/v1/certificates", &body, &[("Idempotency-Key", &header)])
+    });
+    answered.recv_timeout(Duration::from_secs(30)).expect("the daemon answers the submission");
+    node.kill9();
+    go_on.send(()).unwrap();
+    assert_eq!(client.join().unwrap(), None, "the client saw no answer: the crash came first");
+
+    let node = ProcessNode::start(&dir);
+    let api = node.api();
+    let stored = api.certificates("out");
+    assert_eq!(stored.len(), 1, "the submission was durable before the answer: {stored:?}");
+    let number = stored[0]["number"].as_str().unwrap().to_owned();
+
+    // The operator retries with the CLI: the first certificate, marked as already stored.
+    let out = ok(&["cert", "submit", file.to_str().unwrap(), "--dir", &dir_s]);
+    assert!(out.starts_with(&format!("{number} queued (already stored)")), "{out}");
+    // And again through the API with the same key: 200, the same number.
+    let (status, v) =
+        api.try_post_with("/v1/certificates", &json, &[("Idempotency-Key", &key)]).expect("an answer");
+    assert_eq!(
+        (status, v["number"].as_str(), v["already_stored"].as_bool()),
+        (200, Some(&*number), Some(true))
+    );
+    assert_eq!(api.certificates("out").len(), 1, "still exactly one certificate");
+
+    // The same key with other content is refused, naming the first certificate.
+    let other = certificate_json("RU", "IN", None, 22);
+    let (status, v) =
+        api.try_post_with("/v1/certificates", &other, &[("Idempotency-Key", &key)]).expect("an answer");
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["error"], "idempotency_key_reused", "{v}");
+    assert!(v["message"].as_str().unwrap().contains(&number), "{v}");
+    // A malformed key is refused, naming the header.
+    let (status, v) = api
+        .try_post_with("/v1/certificates", &other, &[("Idempotency-Key", "has spaces")])
+        .expect("an answer");
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["problems"][0]["field"], "Idempotency-Key", "{v}");
+    assert_eq!(api.certificates("out").len(), 1);
+
+    // A changed file is a new submission: a second certificate, as the operator meant.
+    std::fs::write(&file, &other).unwrap();
+    let out = ok(&["cert", "submit", file.to_str().unwrap(), "--dir", &dir_s]);
+    assert!(!out.contains("already stored") && !out.starts_with(&number), "{out}");
+    assert_eq!(api.certificates("out").len(), 2);
+}
+
+/// Defect 13: a number already used for other content is invalid input: exit 2, naming it.
+#[test]
+fn a_reused_number_with_other_content_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", 0);
+    let dir_s = dir.root().to_str().unwrap();
+    let _node = ProcessNode::start(&dir);
+    let file = tmp.path().join("c.json");
+    std::fs::write(&file, certificate_json("RU", "IN", Some("RU-2026-000777"), 1)).unwrap();
+    ok(&["cert", "submit", file.to_str().unwrap(), "--dir", dir_s]);
+    std::fs::write(&file, certificate_json("RU", "IN", Some("RU-2026-000777"), 2)).unwrap();
+    let (code, _, err) = kpnode(&["cert", "submit", file.to_str().unwrap(), "--dir", dir_s]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("RU-2026-000777 already exists with different content"), "{err}");
+}
