@@ -31,6 +31,14 @@ pub fn make<S: Storage + ?Sized>(
             rec.number, rec.peer
         ));
     }
+    // A seal says "this certificate is valid" at a border post that cannot ask this node: a
+    // voided certificate must never get one.
+    if let Some(void) = &rec.void {
+        return Err(format!(
+            "certificate {} was voided at {} (reason: {}); a voided certificate gets no seal",
+            rec.number, void.voided_at, void.reason
+        ));
+    }
     let doc = document_of(|t, k| store.get(t, k), rec)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("the signed certificate {} is missing from the store", rec.number))?;

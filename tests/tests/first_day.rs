@@ -132,3 +132,63 @@ fn a_reused_number_with_other_content_exits_2() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("RU-2026-000777 already exists with different content"), "{err}");
 }
+
+/// Defect 2: `cert sign` refuses a number the node already holds, with the daemon running and
+/// with it stopped, exit 2, naming the number; a number of its own still signs.
+#[test]
+fn cert_sign_refuses_a_number_the_node_already_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", 0);
+    let dir_s = dir.root().to_str().unwrap();
+    let mut node = ProcessNode::start(&dir);
+    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
+
+    let clash = tmp.path().join("clash.json");
+    std::fs::write(&clash, certificate_json("RU", "IN", Some(&number), 9999)).unwrap();
+    let kpc = tmp.path().join("clash.kpc");
+    let args = ["cert", "sign", clash.to_str().unwrap(), "--out", kpc.to_str().unwrap(), "--dir", dir_s];
+    let (code, _, err) = kpnode(&args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("number: {number} is already on this node (out, queued)")), "{err}");
+    assert!(!kpc.exists(), "nothing was signed");
+
+    node.stop();
+    let (code, _, err) = kpnode(&args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("number: {number} is already on this node")), "{err}");
+    assert!(!kpc.exists(), "nothing was signed");
+
+    let fresh = tmp.path().join("fresh.json");
+    std::fs::write(&fresh, certificate_json("RU", "IN", Some("RU-2026-009999"), 1)).unwrap();
+    let out = ok(&["cert", "sign", fresh.to_str().unwrap(), "--out", kpc.to_str().unwrap(), "--dir", dir_s]);
+    assert!(out.contains("Signed certificate RU-2026-009999"), "{out}");
+}
+
+/// Defect 3: `cert qr` refuses a voided certificate, with the void's reason, on the daemon
+/// and on the stopped node's store; no seal is written.
+#[test]
+fn cert_qr_refuses_a_voided_certificate_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", 0);
+    let dir_s = dir.root().to_str().unwrap();
+    let mut node = ProcessNode::start(&dir);
+    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
+    let png = tmp.path().join("seal.png");
+    let png_s = png.to_str().unwrap();
+    // Before the void, it gets a seal.
+    ok(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
+    std::fs::remove_file(&png).unwrap();
+
+    ok(&["cert", "void", &number, "--reason", "shipment cancelled", "--dir", dir_s]);
+    let (code, _, err) = kpnode(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains(&format!("certificate {number} was voided at")), "{err}");
+    assert!(err.contains("reason: shipment cancelled") && err.contains("gets no seal"), "{err}");
+    assert!(!png.exists(), "no seal was written");
+
+    node.stop();
+    let (code, _, err) = kpnode(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("reason: shipment cancelled") && err.contains("gets no seal"), "{err}");
+    assert!(!png.exists(), "no seal was written");
+}

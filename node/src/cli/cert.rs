@@ -33,7 +33,8 @@ its max_validity_days).")]
     #[command(long_about = "Validate certificate JSON with this node's settings and sign it with \
 the node's signing key into a portable signed certificate (.kpc, ASCII armor). Anyone holding \
 this node's enrolment bundle can check it offline with `kpnode verify`. The JSON must carry a \
-number; `kpnode cert submit` numbers certificates itself.")]
+number; `kpnode cert submit` numbers certificates itself. A number this node already holds \
+(issued or received) is refused, exit status 2.")]
     Sign {
         /// The certificate JSON file.
         file: PathBuf,
@@ -392,6 +393,14 @@ fn sign(file: &Path, out: &Path, dir: &DirArg) -> CliResult {
             file.display()
         )));
     };
+    if let Some(held) = held_status(&home, &number)? {
+        return Err(Failure::input(format!(
+            "{}: number: {number} is already on this node ({held}); a second signed certificate with that number \
+would contradict the first. Give this certificate a number of its own, or leave the number out and \
+`kpnode cert submit` it (the node numbers it)",
+            file.display()
+        )));
+    }
     let keys = home.keys(&config)?;
     let key_id = keys.signing.key_id();
     let signer = Signer::new(config.participant, keys.signing, std::sync::Arc::new(SystemClock));
@@ -401,4 +410,23 @@ fn sign(file: &Path, out: &Path, dir: &DirArg) -> CliResult {
     println!("Signed certificate {number} with key {key_id} into {}", out.display());
     println!("message id {}", doc.message_id());
     Ok(())
+}
+
+/// The status of the certificate numbered `number` if this node's store holds one: asked of
+/// the running daemon, or read from the store when it is stopped.
+fn held_status(home: &NodeDir, number: &kp_protocol::CertificateNumber) -> Result<Option<String>, Failure> {
+    match super::peer::access(home)? {
+        super::peer::Access::Daemon(client) => {
+            Ok(client.get_optional(&format!("/v1/certificates/{}", segment(number.as_str())))?.map(|v| {
+                format!("{}, {}", v["direction"].as_str().unwrap_or("?"), v["status"].as_str().unwrap_or("?"))
+            }))
+        }
+        super::peer::Access::Offline(store) => Ok(crate::store::get_record::<crate::store::CertRecord, _>(
+            &store,
+            crate::store::Tree::Certs,
+            number.as_str().as_bytes(),
+        )
+        .map_err(|e| Failure::runtime(e.to_string()))?
+        .map(|r| format!("{}, {}", r.direction.as_str(), r.status.as_str()))),
+    }
 }

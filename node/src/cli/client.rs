@@ -71,6 +71,18 @@ impl Client {
         self.handle(r).map(|(_, v)| v)
     }
 
+    /// Like `get`, but `None` if the daemon answers 404 (the thing asked for is not there).
+    pub fn get_optional(&self, path: &str) -> Result<Option<Value>, Failure> {
+        let r =
+            self.agent.get(&self.url(path)).header("Authorization", &format!("Bearer {}", self.token)).call();
+        if let Ok(resp) = &r {
+            if resp.status().as_u16() == 404 {
+                return Ok(None);
+            }
+        }
+        self.handle(r).map(|(_, v)| Some(v))
+    }
+
     pub fn post(&self, path: &str, body: &[u8]) -> Result<(u16, Value), Failure> {
         self.post_with(path, body, &[])
     }
