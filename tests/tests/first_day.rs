@@ -192,3 +192,94 @@ fn cert_qr_refuses_a_voided_certificate_with_the_reason() {
     assert!(err.contains("reason: shipment cancelled") && err.contains("gets no seal"), "{err}");
     assert!(!png.exists(), "no seal was written");
 }
+
+/// A node with one certificate issued, stopped: (dir, number, bundle path).
+fn stopped_node_with_a_certificate(tmp: &std::path::Path) -> (kp_node::home::NodeDir, String, String) {
+    // A real port: an enrolment bundle names the address partners dial.
+    let dir = init_dir(tmp, "RU", free_port());
+    let mut node = ProcessNode::start(&dir);
+    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
+    node.stop();
+    let bundle = tmp.join("ru.bundle").to_str().unwrap().to_owned();
+    ok(&["peer", "export", "--out", &bundle, "--dir", dir.root().to_str().unwrap()]);
+    (dir, number, bundle)
+}
+
+/// Defect 4: `verify --qr SEAL --bundle B other.kpc` runs every check before printing: the
+/// mismatch fails with nothing on stdout (no "Authentic" line first). Defect 10: an SVG seal
+/// written by `cert qr` verifies like the PNG.
+#[test]
+fn verify_prints_one_verdict_after_every_check_and_reads_svg_seals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, number, bundle) = stopped_node_with_a_certificate(tmp.path());
+    let dir_s = dir.root().to_str().unwrap();
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
+    ok(&["cert", "qr", &number, "--out", &p("seal.png"), "--dir", dir_s]);
+    ok(&["cert", "qr", &number, "--out", &p("seal.svg"), "--dir", dir_s]);
+
+    let png = ok(&["verify", "--qr", &p("seal.png"), "--bundle", &bundle]);
+    let svg = ok(&["verify", "--qr", &p("seal.svg"), "--bundle", &bundle]);
+    assert!(svg.starts_with(&format!("Authentic QR seal: certificate {number}")), "{svg}");
+    // Each seal is signed when it is drawn; everything else is the same.
+    let facts =
+        |out: &str| out.lines().filter(|l| !l.starts_with("  sealed     ")).collect::<Vec<_>>().join("\n");
+    assert_eq!(facts(&png), facts(&svg), "the SVG says what the PNG says");
+    // An SVG that is not one of ours is refused, saying what is read.
+    std::fs::write(
+        p("drawn.svg"),
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><circle r="4"/></svg>"#,
+    )
+    .unwrap();
+    let (code, out, err) = kpnode(&["verify", "--qr", &p("drawn.svg"), "--bundle", &bundle]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("only SVG seals as `kpnode cert qr` writes them are read"), "{err}");
+
+    let other = p("other.json");
+    std::fs::write(&other, certificate_json("RU", "IN", Some("RU-2026-777777"), 9)).unwrap();
+    ok(&["cert", "sign", &other, "--out", &p("other.kpc"), "--dir", dir_s]);
+    let (code, out, err) = kpnode(&["verify", &p("other.kpc"), "--qr", &p("seal.png"), "--bundle", &bundle]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the file or the seal was altered"), "{err}");
+    assert_eq!(out, "", "no verdict before every check has passed");
+    // The .kpc alone is authentic: one verdict, printed once.
+    let out = ok(&["verify", &p("other.kpc"), "--bundle", &bundle]);
+    assert_eq!(out.matches("Authentic").count(), 1, "{out}");
+}
+
+/// Defect 14: a `.kpc` whose signed bytes were changed says the file was changed or damaged,
+/// without internal debug text and without advice to edit it.
+#[test]
+fn a_tampered_kpc_is_called_changed_or_damaged_without_debug_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", free_port());
+    let json = tmp.path().join("c.json");
+    std::fs::write(&json, certificate_json("RU", "IN", Some("RU-2026-000042"), 1)).unwrap();
+    let kpc = tmp.path().join("c.kpc");
+    let bundle = tmp.path().join("ru.bundle");
+    let dir_s = dir.root().to_str().unwrap();
+    ok(&["cert", "sign", json.to_str().unwrap(), "--out", kpc.to_str().unwrap(), "--dir", dir_s]);
+    ok(&["peer", "export", "--out", bundle.to_str().unwrap(), "--dir", dir_s]);
+
+    // Put a control character into the exporter's name inside the signed bytes, and armor
+    // them again with the same headers: what a careless "fix" or a damaged copy produces.
+    let text = std::fs::read_to_string(&kpc).unwrap();
+    let label = kp_protocol::portable::LABEL;
+    let mut bytes = kp_protocol::armor::dearmor(&text, label).unwrap();
+    let at = bytes.windows(8).position(|w| w == b"Exporter").expect("the exporter's name");
+    bytes[at + 3] = 0x07;
+    let headers: Vec<(&str, String)> = text
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_once(": ").map(|(k, v)| (k, v.to_owned())).unwrap())
+        .collect();
+    std::fs::write(&kpc, kp_protocol::armor::armor(label, &headers, &bytes)).unwrap();
+
+    let (code, out, err) = kpnode(&["verify", kpc.to_str().unwrap(), "--bundle", bundle.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("the file was changed or damaged after it was signed"), "{err}");
+    assert!(err.contains("control character") && err.contains("untouched copy"), "{err}");
+    for internal in ["OtherString", "remove it", "(\""] {
+        assert!(!err.contains(internal), "{internal:?} in {err}");
+    }
+}
