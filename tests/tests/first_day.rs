@@ -283,3 +283,23 @@ fn a_tampered_kpc_is_called_changed_or_damaged_without_debug_text() {
         assert!(!err.contains(internal), "{internal:?} in {err}");
     }
 }
+
+/// Defect 15: a forgotten --dir says KPNODE_DIR works too; a port in use names the node.toml
+/// setting to change.
+#[test]
+fn usage_errors_name_kpnode_dir_and_the_setting_of_a_port_in_use() {
+    let (code, _, err) = kpnode(&["cert", "list"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--dir <DIR>") && err.contains("export KPNODE_DIR=DIR"), "{err}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", taken.local_addr().unwrap().port());
+    let (code, _, err) = kpnode(&["run", "--dir", dir.root().to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot listen for peers on"), "{err}");
+    assert!(
+        err.contains("set network.peer_listen in the node directory's node.toml to a free port"),
+        "{err}"
+    );
+}
