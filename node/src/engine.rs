@@ -929,6 +929,8 @@ impl Engine {
                     DocumentKind::ImportConfirmation => {
                         if let Some(c) = rec.confirmation.as_mut() {
                             c.acknowledged = true;
+                            // Where the signed confirmation now sits (for its remarks).
+                            c.log_seq = Some(seq);
                         }
                     }
                     DocumentKind::Void => {

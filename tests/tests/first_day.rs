@@ -303,3 +303,58 @@ fn usage_errors_name_kpnode_dir_and_the_setting_of_a_port_in_use() {
         "{err}"
     );
 }
+
+/// Item 7: the remarks of an import confirmation are shown by `cert show`, text and JSON, on
+/// the importing side (before and after the exporter acknowledges it) and on the exporting side.
+#[test]
+fn confirmation_remarks_are_shown_on_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ru_dir = init_dir(tmp.path(), "RU", free_port());
+    let in_dir = init_dir(tmp.path(), "IN", free_port());
+    let ru = ProcessNode::start(&ru_dir);
+    let inn = ProcessNode::start(&in_dir);
+    let (ru_s, in_s) = (ru_dir.root().to_str().unwrap(), in_dir.root().to_str().unwrap());
+    enrol_cli(&ru_dir, &in_dir);
+    let number = ru.api().submit(&certificate_json("RU", "IN", None, 3));
+    wait_until(Duration::from_secs(20), "IN has the certificate", || {
+        inn.api().get(&format!("/v1/certificates/{number}")).0 == 200
+    });
+    let today = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().to_string();
+    let remarks = "seal 4471 intact; weighed at Mumbai customs";
+    ok(&[
+        "cert",
+        "confirm",
+        &number,
+        "--received-on",
+        &today,
+        "--parcels",
+        "2",
+        "--carats",
+        "110.53",
+        "--remarks",
+        remarks,
+        "--dir",
+        in_s,
+    ]);
+    let shown = |dir: &str| {
+        let json: serde_json::Value =
+            serde_json::from_str(&ok(&["cert", "show", &number, "--json", "--dir", dir])).unwrap();
+        (json, ok(&["cert", "show", &number, "--dir", dir]))
+    };
+    // The importing side shows them at once (the confirmation may still be queued).
+    let (json, text) = shown(in_s);
+    assert_eq!(json["confirmation"]["remarks"], remarks, "{json}");
+    assert!(text.contains(&format!("remarks: {remarks}")), "{text}");
+    // The exporting side once it has the confirmation, and the importing side once the
+    // exporter acknowledged it (it is then read from the log).
+    wait_until(Duration::from_secs(20), "both sides have settled the confirmation", || {
+        let (r, _) = shown(ru_s);
+        let (i, _) = shown(in_s);
+        r["confirmation"].is_object() && i["confirmation"]["acknowledged"] == true
+    });
+    for dir in [ru_s, in_s] {
+        let (json, text) = shown(dir);
+        assert_eq!(json["confirmation"]["remarks"], remarks, "{json}");
+        assert!(text.contains(&format!("remarks: {remarks}")), "{text}");
+    }
+}

@@ -196,7 +196,8 @@ pub struct ConfirmationRecord {
     pub acknowledged: bool,
     /// Set if the exporter's node refused it.
     pub rejection: Option<Rejection>,
-    /// On the exporting side: where the confirmation sits in the log.
+    /// Where the confirmation sits in this node's log: on the exporting side once received,
+    /// on the importing side once the exporter acknowledged it.
     pub log_seq: Option<u64>,
 }
 
