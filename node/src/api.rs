@@ -144,6 +144,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/certificates/{number}/confirm", post(confirm))
         .route("/v1/certificates/{number}/void", post(void))
         .route("/v1/certificates/{number}/seal", get(seal))
+        .route("/v1/certificates/{number}/kpc", get(kpc))
         .route("/v1/stats", get(stats))
         .route("/v1/reconcile", get(reconcile))
         .route("/v1/peers", get(peers).post(add_peer))
@@ -538,6 +539,17 @@ pub struct SealView {
     pub seal: kp_protocol::seal::CertificateSeal,
     pub signed_at: kp_protocol::Timestamp,
     pub key_id: String,
+}
+
+#[utoipa::path(get, path = "/v1/certificates/{number}/kpc", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "The certificate number (issued here or received)")),
+    responses((status = 200, description = "The portable signed certificate (.kpc, ASCII armor) as its issuer signed it; `kpnode verify` checks it against the issuer's bundle", body = String, content_type = "application/x-kpc"),
+        (status = 404, body = ErrorBody), (status = 409, description = "Voided: no .kpc is handed out", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn kpc(State(shared): State<Arc<Shared>>, ApiPath(number): ApiPath<String>) -> ApiResult<Response> {
+    let rec = record(&shared, &number)?;
+    let text = crate::seal::portable(&shared.store, &rec).map_err(ApiError::Conflict)?;
+    Ok(([(header::CONTENT_TYPE, "application/x-kpc")], text).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/certificates/{number}/seal", tag = "certificates",
@@ -1269,7 +1281,7 @@ impl utoipa::Modify for BearerAuth {
         title = "kpnode local API",
         description = "The local HTTP API of a kpnode: submit, follow, confirm and void Kimberley Process certificates; enrol peers; keys, log, status and metrics. JSON over HTTP; every route but /healthz needs `Authorization: Bearer <api.token>`."
     ),
-    paths(submit, list, show, confirm, void, seal, stats, reconcile, peers, add_peer, remove_peer, participants_list, participants_show,
+    paths(submit, list, show, confirm, void, seal, kpc, stats, reconcile, peers, add_peer, remove_peer, participants_list, participants_show,
         participants_set, participants_import, participants_export, status, keys, rotate, log, log_verify, metrics,
         healthz, openapi_json),
     components(schemas(ErrorBody, Problem, kp_protocol::Certificate, kp_protocol::CertificateDraft)),

@@ -47,6 +47,25 @@ pub fn make<S: Storage + ?Sized>(
     Ok((signer.sign(&seal), seal))
 }
 
+/// The portable signed certificate (`.kpc`) of a certificate held in `store`, issued here or
+/// received: the very document the issuer signed, checkable offline with `kpnode verify`
+/// against the issuer's bundle. Refused for a voided certificate, for the reason a seal is:
+/// offline, the file would vouch for a certificate that no longer stands.
+pub fn portable<S: Storage + ?Sized>(store: &S, rec: &CertRecord) -> Result<String, String> {
+    if let Some(void) = &rec.void {
+        return Err(format!(
+            "certificate {} was voided at {} (reason: {}); a voided certificate is not exported as a .kpc (its signed \
+document stays in the log: kpnode log export)",
+            rec.number, void.voided_at, void.reason
+        ));
+    }
+    let doc = document_of(|t, k| store.get(t, k), rec)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the signed certificate {} is missing from the store", rec.number))?;
+    let cert: Certificate = doc.body().map_err(|e| e.to_string())?;
+    Ok(kp_protocol::portable::to_armored(&doc, &cert))
+}
+
 fn code(text: &str) -> Result<QrCode, String> {
     QrCode::with_error_correction_level(text, EcLevel::M)
         .map_err(|e| format!("cannot encode the QR code: {e}"))

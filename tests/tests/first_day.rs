@@ -175,9 +175,14 @@ fn cert_qr_refuses_a_voided_certificate_with_the_reason() {
     let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
     let png = tmp.path().join("seal.png");
     let png_s = png.to_str().unwrap();
-    // Before the void, it gets a seal.
+    // Before the void, it gets a seal, and its .kpc can be exported (item 9, from the daemon).
     ok(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
     std::fs::remove_file(&png).unwrap();
+    let kpc = tmp.path().join("c.kpc");
+    let kpc_s = kpc.to_str().unwrap();
+    ok(&["cert", "export", &number, "--out", kpc_s, "--dir", dir_s]);
+    assert!(std::fs::read_to_string(&kpc).unwrap().contains(&format!("Number: {number}")));
+    std::fs::remove_file(&kpc).unwrap();
 
     ok(&["cert", "void", &number, "--reason", "shipment cancelled", "--dir", dir_s]);
     let (code, _, err) = kpnode(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
@@ -185,6 +190,10 @@ fn cert_qr_refuses_a_voided_certificate_with_the_reason() {
     assert!(err.contains(&format!("certificate {number} was voided at")), "{err}");
     assert!(err.contains("reason: shipment cancelled") && err.contains("gets no seal"), "{err}");
     assert!(!png.exists(), "no seal was written");
+    let (code, _, err) = kpnode(&["cert", "export", &number, "--out", kpc_s, "--dir", dir_s]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("reason: shipment cancelled") && err.contains("not exported as a .kpc"), "{err}");
+    assert!(!kpc.exists(), "no .kpc was written");
 
     node.stop();
     let (code, _, err) = kpnode(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
@@ -244,6 +253,15 @@ fn verify_prints_one_verdict_after_every_check_and_reads_svg_seals() {
     // The .kpc alone is authentic: one verdict, printed once.
     let out = ok(&["verify", &p("other.kpc"), "--bundle", &bundle]);
     assert_eq!(out.matches("Authentic").count(), 1, "{out}");
+
+    // Item 9: the .kpc of the submitted certificate, exported from the (stopped) node, goes
+    // with its seal: one verdict covering both.
+    let out = ok(&["cert", "export", &number, "--out", &p("issued.kpc"), "--dir", dir_s]);
+    assert!(out.contains(&format!("Wrote the signed certificate {number}")), "{out}");
+    let out = ok(&["verify", &p("issued.kpc"), "--qr", &p("seal.svg"), "--bundle", &bundle]);
+    assert!(out.starts_with(&format!("Authentic: certificate {number}")), "{out}");
+    assert_eq!(out.matches("Authentic").count(), 1, "{out}");
+    assert!(out.contains("the QR seal names exactly this signed certificate"), "{out}");
 }
 
 /// Defect 14: a `.kpc` whose signed bytes were changed says the file was changed or damaged,

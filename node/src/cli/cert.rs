@@ -128,6 +128,21 @@ Submitting the same file again is safe: kpnode sends the file's SHA-256 as the r
 
 The format follows the file name: .png or .svg. Works on a running daemon or, stopped, on the store."
     )]
+    /// Write the portable signed certificate (.kpc) of a certificate this node holds.
+    #[command(
+        long_about = "Write the portable signed certificate (.kpc, ASCII armor) of a certificate this node issued or received: exactly the document its issuer signed. Anyone with the issuer's enrolment bundle checks it offline with `kpnode verify FILE.kpc --bundle B` (and, with `--qr`, that a QR seal names it). A voided certificate is refused.
+
+Works on a running daemon or, stopped, on the store."
+    )]
+    Export {
+        /// The certificate number.
+        number: String,
+        /// Where to write it.
+        #[arg(long, value_name = "FILE.kpc")]
+        out: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
+    },
     Qr {
         /// The certificate number (issued by this node).
         number: String,
@@ -154,6 +169,7 @@ pub fn run(c: CertCommand) -> CliResult {
             update(&dir, &number, "void", serde_json::json!({"reason": reason}))
         }
         CertCommand::Qr { number, out, dir } => qr(&number, &out, &dir),
+        CertCommand::Export { number, out, dir } => export(&number, &out, &dir),
     }
 }
 
@@ -202,6 +218,35 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
         text.len(),
         out.display()
     );
+    Ok(())
+}
+
+fn export(number: &str, out: &Path, dir: &DirArg) -> CliResult {
+    let home = NodeDir::new(&dir.dir);
+    let text = match super::peer::access(&home)? {
+        super::peer::Access::Daemon(client) => {
+            match client.get(&format!("/v1/certificates/{}/kpc", segment(number)))? {
+                Value::String(text) => text,
+                other => {
+                    return Err(Failure::runtime(format!("the daemon answered {other} instead of a .kpc")))
+                }
+            }
+        }
+        super::peer::Access::Offline(store) => {
+            let n: kp_protocol::CertificateNumber =
+                number.parse().map_err(|e| Failure::input(format!("{number:?}: {e}")))?;
+            let rec = crate::store::get_record::<crate::store::CertRecord, _>(
+                &store,
+                crate::store::Tree::Certs,
+                n.as_str().as_bytes(),
+            )
+            .map_err(|e| Failure::runtime(e.to_string()))?
+            .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
+            crate::seal::portable(&store, &rec).map_err(Failure::runtime)?
+        }
+    };
+    write_output(out, &text)?;
+    println!("Wrote the signed certificate {number} to {} (check it with `kpnode verify`)", out.display());
     Ok(())
 }
 
