@@ -376,3 +376,55 @@ fn confirmation_remarks_are_shown_on_both_sides() {
         assert!(text.contains(&format!("remarks: {remarks}")), "{text}");
     }
 }
+
+/// The "Also" of issue 21: `cert example` prints a certificate that validates today for the
+/// node; the certificate JSON reference and its example ship in docs/ and the README links
+/// them (and nothing outside the repository).
+#[test]
+fn cert_example_validates_and_the_json_reference_ships_in_docs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "IN", 0);
+    let dir_s = dir.root().to_str().unwrap();
+    let file = tmp.path().join("example.json");
+    std::fs::write(&file, ok(&["cert", "example", "--dir", dir_s])).unwrap();
+    let out = ok(&["cert", "validate", file.to_str().unwrap(), "--dir", dir_s]);
+    assert!(out.contains("valid certificate (no number: assigned on submit): IN → RU"), "{out}");
+    std::fs::write(&file, ok(&["cert", "example", "--to", "AE"])).unwrap();
+    let out = ok(&["cert", "validate", file.to_str().unwrap()]);
+    assert!(out.contains("RU → AE"), "{out}");
+    let (code, _, err) = kpnode(&["cert", "example", "--dir", dir_s, "--to", "IN"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("importing_participant: is IN, the same as the exporting participant"), "{err}");
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let reference = std::fs::read_to_string(root.join("docs/certificate-json.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("docs/certificate-example.json")).unwrap();
+    // The example is valid on the day it is dated.
+    let issued: kp_protocol::Date = "2026-11-28".parse().unwrap();
+    let registry = kp_node::registry::Registry::default();
+    let directory = registry.on(issued);
+    let ctx = kp_protocol::ValidationContext {
+        today: issued,
+        max_validity_days: Some(60),
+        participants: &directory,
+        exporter: None,
+        importer: None,
+    };
+    kp_protocol::CertificateDraft::from_json(&example, &ctx).expect("the docs' example is valid");
+    // Every field of the example is described.
+    let v: serde_json::Value = serde_json::from_str(&example).unwrap();
+    let mut fields: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    fields.extend(v["parcels"][0].as_object().unwrap().keys().map(|k| format!("parcels[].{k}")));
+    fields.extend(v["shipment"].as_object().unwrap().keys().cloned());
+    for f in fields {
+        assert!(reference.contains(&format!("`{f}`")), "docs/certificate-json.md does not describe {f}");
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains("(docs/certificate-json.md)") && readme.contains("(docs/certificate-example.json)")
+    );
+    assert!(
+        !readme.contains("shared/") && !readme.contains("DESIGN.md"),
+        "the README points outside the repo"
+    );
+}

@@ -17,17 +17,33 @@ use crate::signer::Signer;
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
     /// Check certificate JSON against every rule, listing every problem by field.
-    #[command(long_about = "Check certificate JSON (the format of DESIGN.md) against every \
+    #[command(
+        long_about = "Check certificate JSON (docs/certificate-json.md; `kpnode cert example` prints one) against every \
 Kimberley Process rule kpnode knows: HS codes, amounts, dates, participants, the number's \
 prefix. Every problem is listed, one line each, naming its field (parcels[2].carats). \
 Works without a node; with --dir it applies that node's settings (its participant as exporter, \
-its max_validity_days).")]
+its max_validity_days)."
+    )]
     Validate {
         /// The certificate JSON file.
         file: PathBuf,
         /// Apply this node's settings.
         #[arg(long, env = "KPNODE_DIR", value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+    /// Print a valid certificate JSON, dated today, to start from.
+    #[command(long_about = "Print certificate JSON that passes every check today: issued today, \
+valid for 30 days (or max_validity_days, if shorter), two parcels, a declaration, no number \
+(the node assigns one on submit). With --dir it is in the name of that node's participant and \
+authority; without, of RU. Edit the parties, parcels and references, then `kpnode cert \
+validate` and `kpnode cert submit` it. Every field is described in docs/certificate-json.md.")]
+    Example {
+        /// Use this node's participant, authority and max_validity_days.
+        #[arg(long, env = "KPNODE_DIR", value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The importing participant (default IN, or RU if the exporter is IN).
+        #[arg(long, value_name = "CC")]
+        to: Option<String>,
     },
     /// Validate and sign a certificate into a portable signed certificate (.kpc).
     #[command(long_about = "Validate certificate JSON with this node's settings and sign it with \
@@ -157,6 +173,7 @@ Works on a running daemon or, stopped, on the store."
 pub fn run(c: CertCommand) -> CliResult {
     match c {
         CertCommand::Validate { file, dir } => validate(&file, dir.as_deref()),
+        CertCommand::Example { dir, to } => example(dir.as_deref(), to.as_deref()),
         CertCommand::Sign { file, out, dir } => sign(&file, &out, &dir),
         CertCommand::Submit { file, dir, json } => submit(&file, &dir, json),
         CertCommand::Show { number, dir, json } => show(&number, &dir, json),
@@ -376,6 +393,81 @@ fn registry_problems(
 
 fn today() -> Date {
     SystemClock.now().date()
+}
+
+fn example(dir: Option<&Path>, to: Option<&str>) -> CliResult {
+    use kp_protocol::ParticipantDirectory as _;
+    let config = dir.map(|d| NodeDir::new(d).config()).transpose()?;
+    let registry = match dir {
+        Some(d) => super::participants::node_registry_or_shipped(&NodeDir::new(d)),
+        None => Registry::default(),
+    };
+    let today = today();
+    let directory = registry.on(today);
+    let (me, authority, max_days) = match &config {
+        Some(c) => (c.participant, c.authority.to_string(), c.certificates.max_validity_days),
+        None => (
+            kp_protocol::ParticipantCode::from_static("RU"),
+            "Gokhran of Russia".to_owned(),
+            kp_protocol::certificate::DEFAULT_MAX_VALIDITY_DAYS,
+        ),
+    };
+    // A member state's node issues in its union's name; the diamonds' origin is its own.
+    let exporting = directory.union_of(me).unwrap_or(me);
+    let importing = match to {
+        Some(code) => code
+            .parse::<kp_protocol::ParticipantCode>()
+            .map_err(|e| Failure::input(format!("--to {code:?}: {e}")))?,
+        None if exporting.as_str() == "IN" => kp_protocol::ParticipantCode::from_static("RU"),
+        None => kp_protocol::ParticipantCode::from_static("IN"),
+    };
+    let expires = today
+        .add_days(max_days.clamp(1, 30) as i32)
+        .ok_or_else(|| Failure::runtime("cannot compute the expiry date"))?;
+    // Written out rather than built as a map, so the fields come in the order a reader expects.
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let text = format!(
+        r#"{{
+  "exporting_participant": {exporting},
+  "importing_participant": {importing},
+  "issuing_authority": {authority},
+  "exporter": {{ "name": "Example Mining Ltd", "address": "1 Mine Road, Example Town" }},
+  "importer": {{ "name": "Example Diamond Traders", "address": "2 Bourse Street, Example City" }},
+  "issued_on": {issued},
+  "expires_on": {expires},
+  "parcels": [
+    {{ "hs_code": "7102.31", "carats": "1520.35", "value_usd": "4231000.00", "origin": {origin} }},
+    {{ "hs_code": "7102.21", "carats": "310.00", "value_usd": "15500.00", "origin": "MIXED" }}
+  ],
+  "shipment": {{ "port_of_export": "Example Airport", "customs_reference": "EXAMPLE-0001" }},
+  "declarations": [
+    {{ "code": "WDC-SoW", "text": "The diamonds herein invoiced have been purchased from legitimate sources not involved in funding conflict." }}
+  ],
+  "remarks": "Two sealed parcels."
+}}"#,
+        exporting = q(exporting.as_str()),
+        importing = q(importing.as_str()),
+        authority = q(&authority),
+        issued = q(&today.to_string()),
+        expires = q(&expires.to_string()),
+        origin = q(me.as_str()),
+    );
+    // Printed only if it is what it claims to be: valid, today, for this node.
+    let ctx = ValidationContext {
+        today,
+        max_validity_days: Some(max_days),
+        participants: &directory,
+        exporter: Some(me),
+        importer: None,
+    };
+    let draft = CertificateDraft::from_json(&text, &ctx)
+        .map_err(|p| Failure::inputs(p.0.iter().map(|p| format!("the example: {p}")).collect()))?;
+    let problems = directory.issue_problems(&draft.content);
+    if !problems.is_empty() {
+        return Err(Failure::inputs(problems.iter().map(|p| format!("the example: {p}")).collect()));
+    }
+    println!("{text}");
+    Ok(())
 }
 
 fn validate(file: &Path, dir: Option<&Path>) -> CliResult {
