@@ -1005,6 +1005,9 @@ pub struct Status {
     /// similar things needing attention.
     pub warnings: Vec<String>,
     pub peers: Vec<queries::PeerView>,
+    /// Participants with certificates queued that are not enrolled peers: delivered once their
+    /// node is enrolled (`kpnode peer add`).
+    pub not_enrolled: Vec<queries::UnenrolledQueue>,
 }
 
 #[utoipa::path(get, path = "/v1/status", tag = "node",
@@ -1024,6 +1027,13 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
             warnings.push(format!("{} message(s) for {} are held: {why}", p.queued, p.participant));
         }
     }
+    let not_enrolled = queries::unenrolled_queues(&shared.store, &shared.trust.get())?;
+    for q in &not_enrolled {
+        warnings.push(format!(
+            "{} message(s) are queued for {}, which is not an enrolled peer: they are delivered once its node is enrolled (kpnode peer add)",
+            q.queued, q.participant
+        ));
+    }
     Ok(Json(Status {
         participant: shared.me,
         authority: shared.config.authority.to_string(),
@@ -1037,6 +1047,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
         log_entries: head.next_seq.saturating_sub(1),
         warnings,
         peers,
+        not_enrolled,
     }))
 }
 
@@ -1196,6 +1207,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult<Response> {
         up.push((Some(*p), u64::from(link.connected)));
         in_flight.push((Some(*p), link.in_flight as u64));
         inbound.push((Some(*p), u64::from(link.inbound_connections)));
+    }
+    // Queued for participants not enrolled: no link, but a queue all the same.
+    for q in queries::unenrolled_queues(&shared.store, &trust)? {
+        queue.push((Some(q.participant), q.queued));
     }
     let counts =
         get_record::<crate::store::Counts, _>(&shared.store, Tree::Meta, meta::COUNTS)?.unwrap_or_default();

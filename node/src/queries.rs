@@ -250,6 +250,38 @@ pub fn queued<S: Storage + ?Sized>(store: &S, peer: ParticipantCode) -> Result<u
     Ok(get_record::<u64, _>(store, Tree::Meta, key.as_bytes())?.unwrap_or(0))
 }
 
+/// Messages queued for a participant that is not enrolled (and never was): what submitting
+/// to a participant before enrolling its node leaves. They are delivered once it is enrolled.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UnenrolledQueue {
+    pub participant: ParticipantCode,
+    pub queued: u64,
+}
+
+/// Every participant with messages queued but no peer record, in code order. Reads the
+/// per-participant queue counters (one per participant ever queued for: a few hundred at most).
+pub fn unenrolled_queues<S: Storage + ?Sized>(
+    store: &S,
+    trust: &crate::trust::Trust,
+) -> Result<Vec<UnenrolledQueue>, StoreError> {
+    let prefix = crate::store::meta::QUEUED_PREFIX.as_bytes();
+    let mut end = prefix.to_vec();
+    end.push(0xff);
+    let mut out = Vec::new();
+    for (key, value) in store.range(Tree::Meta, prefix, &end, 4096)? {
+        let Some(participant) =
+            std::str::from_utf8(&key[prefix.len()..]).ok().and_then(|c| c.parse::<ParticipantCode>().ok())
+        else {
+            continue;
+        };
+        let queued: u64 = decode_record(Tree::Meta, &key, &value)?;
+        if queued > 0 && !trust.peers().any(|p| p.participant == participant) {
+            out.push(UnenrolledQueue { participant, queued });
+        }
+    }
+    Ok(out)
+}
+
 /// Every peer's view, in code order.
 pub fn peer_views(shared: &Shared) -> Result<Vec<PeerView>, StoreError> {
     let trust = shared.trust.get();

@@ -428,3 +428,43 @@ fn cert_example_validates_and_the_json_reference_ships_in_docs() {
         "the README points outside the repo"
     );
 }
+
+/// Item 5: a certificate queued for a participant that is not enrolled shows in `status`
+/// (text and API), `peer list` (daemon running and stopped) and /metrics.
+#[test]
+fn certificates_for_a_participant_not_enrolled_stay_in_view() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", 0);
+    let dir_s = dir.root().to_str().unwrap();
+    let mut node = ProcessNode::start(&dir);
+    let file = tmp.path().join("ae.json");
+    std::fs::write(&file, certificate_json("RU", "AE", None, 1)).unwrap();
+    let (code, _, err) = kpnode(&["cert", "submit", file.to_str().unwrap(), "--dir", dir_s]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("AE is not an enrolled peer"), "{err}");
+
+    let api = node.api();
+    let status = api.status();
+    assert_eq!(status["not_enrolled"], serde_json::json!([{"participant": "AE", "queued": 1}]), "{status}");
+    let text = ok(&["status", "--dir", dir_s]);
+    assert!(text.contains("1 message(s) are queued for AE, which is not an enrolled peer"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("AE") && l.contains("not enrolled") && l.contains(" 1 ")),
+        "{text}"
+    );
+    let list = ok(&["peer", "list", "--dir", dir_s]);
+    assert!(
+        list.lines().any(|l| l.starts_with("AE") && l.contains("not enrolled") && l.contains(" 1 ")),
+        "{list}"
+    );
+    let (s, metrics) = api.get("/metrics");
+    assert_eq!(s, 200);
+    assert!(metrics.as_str().unwrap().contains("kpnode_queue_depth{peer=\"AE\"} 1"), "{metrics}");
+
+    node.stop();
+    let list = ok(&["peer", "list", "--dir", dir_s]);
+    assert!(
+        list.lines().any(|l| l.starts_with("AE") && l.contains("not enrolled") && l.contains(" 1 ")),
+        "{list}"
+    );
+}
