@@ -468,3 +468,33 @@ fn certificates_for_a_participant_not_enrolled_stay_in_view() {
         "{list}"
     );
 }
+
+/// Item 6: `cert list` and `cert show` read a stopped node's store, and say what the daemon
+/// said.
+#[test]
+fn cert_list_and_show_work_with_the_daemon_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", 0);
+    let dir_s = dir.root().to_str().unwrap();
+    let mut node = ProcessNode::start(&dir);
+    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
+    node.api().submit(&certificate_json("RU", "AE", None, 2));
+    let show = ["cert", "show", number.as_str(), "--json", "--dir", dir_s];
+    let list = ["cert", "list", "--peer", "IN", "--json", "--dir", dir_s];
+    let (running_show, running_list) = (ok(&show), ok(&list));
+    let running_text = ok(&["cert", "show", &number, "--dir", dir_s]);
+    node.stop();
+
+    assert_eq!(ok(&show), running_show, "the same view from the store");
+    assert_eq!(ok(&list), running_list);
+    let listed: serde_json::Value = serde_json::from_str(&ok(&list)).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(ok(&["cert", "show", &number, "--dir", dir_s]), running_text);
+    let (code, _, err) = kpnode(&["cert", "show", "RU-2026-999999", "--dir", dir_s]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("there is no certificate RU-2026-999999 on this node"), "{err}");
+    // What still needs the daemon says so.
+    let (code, _, err) = kpnode(&["status", "--dir", dir_s]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot reach the kpnode daemon"), "{err}");
+}

@@ -295,8 +295,28 @@ fn submit(file: &Path, dir: &DirArg, as_json: bool) -> CliResult {
     Ok(())
 }
 
+/// A certificate's view: from the daemon, or read from the stopped node's store.
 fn show(number: &str, dir: &DirArg, as_json: bool) -> CliResult {
-    let v = client(dir)?.get(&format!("/v1/certificates/{}", segment(number)))?;
+    let home = NodeDir::new(&dir.dir);
+    let v = match super::peer::access(&home)? {
+        super::peer::Access::Daemon(client) => {
+            client.get(&format!("/v1/certificates/{}", segment(number)))?
+        }
+        super::peer::Access::Offline(store) => {
+            let n: kp_protocol::CertificateNumber =
+                number.parse().map_err(|e| Failure::input(format!("number: {number:?} {e}")))?;
+            let rec = crate::store::get_record::<crate::store::CertRecord, _>(
+                &store,
+                crate::store::Tree::Certs,
+                n.as_str().as_bytes(),
+            )
+            .map_err(|e| Failure::runtime(e.to_string()))?
+            .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
+            let view = crate::queries::cert_view(&store, &rec, today(), true)
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            serde_json::to_value(view).map_err(|e| Failure::runtime(e.to_string()))?
+        }
+    };
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
@@ -313,9 +333,9 @@ fn list(
     as_json: bool,
 ) -> CliResult {
     let mut query = Vec::new();
-    for (k, v) in [("direction", direction), ("status", status), ("peer", peer)] {
+    for (k, v) in [("direction", &direction), ("status", &status), ("peer", &peer)] {
         if let Some(v) = v {
-            query.push(format!("{k}={}", segment(&v)));
+            query.push(format!("{k}={}", segment(v)));
         }
     }
     let path = if query.is_empty() {
@@ -323,7 +343,11 @@ fn list(
     } else {
         format!("/v1/certificates?{}", query.join("&"))
     };
-    let v = client(dir)?.get(&path)?;
+    let home = NodeDir::new(&dir.dir);
+    let v = match super::peer::access(&home)? {
+        super::peer::Access::Daemon(client) => client.get(&path)?,
+        super::peer::Access::Offline(store) => list_offline(&store, direction, status, peer)?,
+    };
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
@@ -358,6 +382,38 @@ fn list(
         &rows,
     );
     Ok(())
+}
+
+/// What `GET /v1/certificates` answers, read from a stopped node's store.
+fn list_offline(
+    store: &crate::store::SledStore,
+    direction: Option<String>,
+    status: Option<String>,
+    peer: Option<String>,
+) -> Result<Value, Failure> {
+    let direction = direction.map(|d| match d.as_str() {
+        "in" => crate::store::Direction::In,
+        _ => crate::store::Direction::Out,
+    });
+    let status = status
+        .map(|s| s.parse::<crate::store::CertStatus>().map_err(|e| Failure::input(format!("--status: {e}"))))
+        .transpose()?;
+    let peer = peer
+        .map(|p| {
+            p.parse::<kp_protocol::ParticipantCode>()
+                .map_err(|e| Failure::input(format!("--peer {p:?}: {e}")))
+        })
+        .transpose()?;
+    let filter = crate::queries::CertFilter { direction, status, peer, after: None, limit: 100_000 };
+    let today = today();
+    let records =
+        crate::queries::list_certs(store, &filter, today).map_err(|e| Failure::runtime(e.to_string()))?;
+    let views = records
+        .iter()
+        .map(|r| crate::queries::cert_view(store, r, today, true))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    serde_json::to_value(views).map_err(|e| Failure::runtime(e.to_string()))
 }
 
 fn update(dir: &DirArg, number: &str, action: &str, body: Value) -> CliResult {
