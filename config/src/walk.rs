@@ -86,6 +86,19 @@ impl Walker {
         }
     }
 
+    /// An optional string setting parsed into `out`.
+    pub(crate) fn parsed<T: FromStr>(&mut self, s: &mut Section, name: &str, out: &mut T)
+    where
+        T::Err: std::fmt::Display,
+    {
+        if let Some((key, v)) = self.string(s, name) {
+            match v.parse() {
+                Ok(t) => *out = t,
+                Err(e) => self.problem(&key, format!("{v:?} {e}")),
+            }
+        }
+    }
+
     pub(crate) fn addr(&mut self, s: &mut Section, name: &str, out: &mut SocketAddr) {
         if let Some((key, v)) = self.string(s, name) {
             match v.parse() {

@@ -346,6 +346,7 @@ pub async fn submit_certificate(
         return Ok(answer);
     }
     let today = shared.now().date();
+    let mut authority_warning = None;
     let draft = {
         let registry = shared.registry.get();
         let on = registry.on(today);
@@ -359,6 +360,15 @@ pub async fn submit_certificate(
         let draft = CertificateDraft::from_json_bytes(body, &ctx)
             .map_err(|p| ApiError::Invalid { error: "invalid_certificate", problems: p.0 })?;
         let mut problems = on.issue_problems(&draft.content);
+        if let Some(why) = shared.config.authority_mismatch(draft.content.issuing_authority.as_str()) {
+            match shared.config.certificates.authority_mismatch {
+                kp_config::AuthorityMismatch::Refuse => problems.push(Problem::new("issuing_authority", why)),
+                kp_config::AuthorityMismatch::Warn => {
+                    authority_warning = Some(format!("issuing_authority {why}"))
+                }
+                kp_config::AuthorityMismatch::Allow => {}
+            }
+        }
         let importer = draft.content.importing_participant;
         if on.entry(importer).is_some_and(|e| !e.members.is_empty())
             && shared.trust.get().active(importer).is_none()
@@ -378,7 +388,7 @@ pub async fn submit_certificate(
     };
     let importer = draft.content.importing_participant;
     let exporting = draft.content.exporting_participant;
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = authority_warning.into_iter().collect();
     if shared.trust.get().active(importer).is_none() {
         warnings.push(format!(
             "{importer} is not an enrolled peer; the certificate stays queued until its node is enrolled (kpnode peer add)"

@@ -498,3 +498,59 @@ fn cert_list_and_show_work_with_the_daemon_stopped() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cannot reach the kpnode daemon"), "{err}");
 }
+
+/// Item 11: a certificate naming another issuing authority than the node's is issued with a
+/// warning by default, and refused (exit 2, naming the field) with
+/// `certificates.authority_mismatch = "refuse"`, by submit, sign and validate alike.
+#[test]
+fn a_foreign_issuing_authority_is_warned_about_or_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", 0);
+    let dir_s = dir.root().to_str().unwrap();
+    let foreign = |variant: u64, number: Option<&str>| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&certificate_json("RU", "IN", number, variant)).unwrap();
+        v["issuing_authority"] = "Ministry of Finance".into();
+        v.to_string()
+    };
+    let file = tmp.path().join("foreign.json");
+    let file_s = file.to_str().unwrap();
+    std::fs::write(&file, foreign(1, None)).unwrap();
+    let mut node = ProcessNode::start(&dir);
+    let (code, _, err) = kpnode(&["cert", "submit", file_s, "--dir", dir_s]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: issuing_authority is \"Ministry of Finance\", but this node signs for \"Authority of RU\""),
+        "{err}"
+    );
+    // The same name in other case and spacing is the same authority.
+    let mut same: serde_json::Value = serde_json::from_str(&certificate_json("RU", "IN", None, 5)).unwrap();
+    same["issuing_authority"] = "authority  of ru".into();
+    std::fs::write(&file, same.to_string()).unwrap();
+    let (code, _, err) = kpnode(&["cert", "submit", file_s, "--dir", dir_s]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("issuing_authority"), "{err}");
+    node.stop();
+
+    let toml = dir.root().join("node.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(text.contains("authority_mismatch = \"warn\""), "{text}");
+    std::fs::write(&toml, text.replace("authority_mismatch = \"warn\"", "authority_mismatch = \"refuse\""))
+        .unwrap();
+    let node2 = ProcessNode::start(&dir);
+    std::fs::write(&file, foreign(2, None)).unwrap();
+    let before = node2.api().certificates("out").len();
+    let (code, _, err) = kpnode(&["cert", "submit", file_s, "--dir", dir_s]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("issuing_authority: is \"Ministry of Finance\""), "{err}");
+    assert_eq!(node2.api().certificates("out").len(), before, "nothing was issued");
+    std::fs::write(&file, foreign(3, Some("RU-2026-005555"))).unwrap();
+    let kpc = tmp.path().join("f.kpc");
+    let (code, _, err) = kpnode(&["cert", "sign", file_s, "--out", kpc.to_str().unwrap(), "--dir", dir_s]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("issuing_authority: is \"Ministry of Finance\""), "{err}");
+    assert!(!kpc.exists());
+    let (code, _, err) = kpnode(&["cert", "validate", file_s, "--dir", dir_s]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("issuing_authority: is \"Ministry of Finance\""), "{err}");
+}

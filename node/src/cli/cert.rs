@@ -447,6 +447,24 @@ fn registry_problems(
     }
 }
 
+/// The node's `certificates.authority_mismatch` applied to the certificate's issuing authority:
+/// refused (exit 2), a warning on stderr, or nothing.
+fn authority_check(file: &Path, config: &kp_config::NodeConfig, draft: &CertificateDraft) -> CliResult {
+    let Some(why) = config.authority_mismatch(draft.content.issuing_authority.as_str()) else {
+        return Ok(());
+    };
+    match config.certificates.authority_mismatch {
+        kp_config::AuthorityMismatch::Refuse => {
+            Err(Failure::input(format!("{}: issuing_authority: {why}", file.display())))
+        }
+        kp_config::AuthorityMismatch::Warn => {
+            eprintln!("warning: {}: issuing_authority {why}", file.display());
+            Ok(())
+        }
+        kp_config::AuthorityMismatch::Allow => Ok(()),
+    }
+}
+
 fn today() -> Date {
     SystemClock.now().date()
 }
@@ -547,6 +565,9 @@ fn validate(file: &Path, dir: Option<&Path>) -> CliResult {
     };
     let draft = CertificateDraft::from_json(&text, &ctx).map_err(|p| problem_lines(file, p))?;
     registry_problems(file, &directory, &draft)?;
+    if let Some(config) = &config {
+        authority_check(file, config, &draft)?;
+    }
     let number =
         draft.number.as_ref().map_or("(no number: assigned on submit)".to_owned(), |n| n.to_string());
     let c = &draft.content;
@@ -580,6 +601,7 @@ fn sign(file: &Path, out: &Path, dir: &DirArg) -> CliResult {
     };
     let draft = CertificateDraft::from_json(&text, &ctx).map_err(|p| problem_lines(file, p))?;
     registry_problems(file, &directory, &draft)?;
+    authority_check(file, &config, &draft)?;
     let Some(number) = draft.number.clone() else {
         return Err(Failure::input(format!(
             "{}: number: is required to sign offline (`kpnode cert submit` assigns numbers)",
