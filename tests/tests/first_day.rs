@@ -348,7 +348,7 @@ fn confirmation_remarks_are_shown_on_both_sides() {
         "--parcels",
         "2",
         "--carats",
-        "110.53",
+        "110.00",
         "--remarks",
         remarks,
         "--dir",
@@ -374,6 +374,15 @@ fn confirmation_remarks_are_shown_on_both_sides() {
         let (json, text) = shown(dir);
         assert_eq!(json["confirmation"]["remarks"], remarks, "{json}");
         assert!(text.contains(&format!("remarks: {remarks}")), "{text}");
+    }
+    // Item 8 (its first half): the discrepancy (110.00 carats weighed, 110.53 certified) is
+    // reported by reconcile on both sides, exit 1, not "Everything is reconciled" on one.
+    for dir in [ru_s, in_s] {
+        let (code, out, err) = kpnode(&["reconcile", "--dir", dir]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(out.contains(&format!("discrepancy{}", " ".repeat(13))) && out.contains(&number), "{out}");
+        assert!(!out.contains("Everything is reconciled"), "{out}");
+        assert!(err.contains("1 certificate(s) need attention"), "{err}");
     }
 }
 
