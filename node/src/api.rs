@@ -241,7 +241,8 @@ pub struct Submitted {
     pub number: String,
     pub status: String,
     pub message_id: String,
-    /// True if this exact certificate was already stored (a repeated submission).
+    /// True if nothing new was issued: this exact certificate was already stored, or the
+    /// request's Idempotency-Key (with the same body) already produced this certificate.
     pub already_stored: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
