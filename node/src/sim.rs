@@ -670,7 +670,12 @@ impl Sim {
                 let id = document.message_id();
                 self.enqueue(
                     node,
-                    Command::Submit { document, certificate: Box::new(cert), assigned: None },
+                    Command::Submit {
+                        document,
+                        certificate: Box::new(cert),
+                        assigned: None,
+                        idempotency: None,
+                    },
                     Then::Submitted { number, to, id },
                 );
             }

@@ -18,18 +18,15 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
     init_logging();
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
-    let mut ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
-    wait_linked(&ru.api, inn.code);
-    let (old_bundle, _) = ru.bundle();
-    let old_key = ru.api.status()["signing_key"].as_str().unwrap().to_owned();
+    let ru_dir = init_dir(tmp.path(), "RU", 0);
 
-    // A .kpc signed offline before the rotation.
+    // A .kpc signed offline before the rotation (before the node starts: `cert sign` checks
+    // the number against the store, which an in-process node holds without a daemon.json
+    // for the command to find its API by).
     let before_json = tmp.path().join("before.json");
     std::fs::write(&before_json, certificate_json("RU", "IN", Some("RU-2026-900001"), 1)).unwrap();
     let before_kpc = tmp.path().join("before.kpc");
-    let ru_s = ru.dir.root().to_str().unwrap().to_owned();
+    let ru_s = ru_dir.root().to_str().unwrap().to_owned();
     let (c, _, e) = kpnode(&[
         "cert",
         "sign",
@@ -40,6 +37,13 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
         &ru_s,
     ]);
     assert_eq!(c, 0, "{e}");
+
+    let mut ru = TestNode::start(&rt, ru_dir);
+    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
+    enrol_pair(&ru, &inn);
+    wait_linked(&ru.api, inn.code);
+    let (old_bundle, _) = ru.bundle();
+    let old_key = ru.api.status()["signing_key"].as_str().unwrap().to_owned();
 
     // 1,000 certificates; the key is rotated while they flow.
     let rotated = std::thread::scope(|s| {
@@ -103,7 +107,9 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
     }
 
     // Offline: with the updated bundle, documents from before and after the rotation verify;
-    // the old bundle does not know the new key.
+    // the old bundle does not know the new key. (RU is stopped to sign, as above.)
+    let (new_bundle, _) = ru.bundle();
+    ru.stop(&rt);
     let after_json = tmp.path().join("after.json");
     std::fs::write(&after_json, certificate_json("RU", "IN", Some("RU-2026-900002"), 2)).unwrap();
     let after_kpc = tmp.path().join("after.kpc");
@@ -117,7 +123,6 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
         &ru_s,
     ]);
     assert_eq!(c, 0, "{e}");
-    let (new_bundle, _) = ru.bundle();
     let (old_b, new_b) = (tmp.path().join("old.bundle"), tmp.path().join("new.bundle"));
     std::fs::write(&old_b, old_bundle).unwrap();
     std::fs::write(&new_b, new_bundle).unwrap();
@@ -130,7 +135,6 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
     assert_eq!(c, 2, "{e}");
     assert!(e.contains("latest bundle"), "{e}");
 
-    ru.stop(&rt);
     inn.stop(&rt);
     assert_eq!(audit(&ru.dir).sent, 1001, "1,000 certificates and the rotation statement");
     assert_eq!(audit(&inn.dir).received, 1001);
@@ -228,7 +232,7 @@ fn rotating_the_tls_key_keeps_links_and_refuses_the_old_key_after_the_grace_peri
     let cfg = in_dir.config_path();
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replace("tls_grace_period = \"7days\"", "tls_grace_period = \"3s\"");
+        .replace("tls_grace_period = \"7d\"", "tls_grace_period = \"3s\"");
     assert!(text.contains("tls_grace_period = \"3s\""), "{text}");
     std::fs::write(&cfg, text).unwrap();
     let mut ru = TestNode::start(&rt, ru_dir.clone());
