@@ -166,7 +166,7 @@ impl Metrics {
         let name = "kpnode_links_closed_untrusted_total";
         let _ = writeln!(
             out,
-            "# HELP {name} Open peer links closed because their TLS key is no longer trusted for the peer (removed, identity replaced, grace period over).\n# TYPE {name} counter"
+            "# HELP {name} Open peer links closed because their TLS key is no longer trusted for the peer (removed, not enrolled, quarantined, identity replaced, grace period over, key bound to another peer).\n# TYPE {name} counter"
         );
         for ((p, reason), v) in self.untrusted.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = writeln!(out, "{name}{{peer=\"{p}\",reason=\"{reason}\"}} {v}");
