@@ -45,7 +45,8 @@ pub enum ApiError {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// What kind of error: unauthorized, not_found, invalid_certificate, invalid_request,
-    /// invalid_query, invalid_bundle, conflict, too_large, unavailable, internal.
+    /// invalid_query, invalid_bundle, conflict, too_large, unavailable, internal,
+    /// request_timeout (408: the body did not arrive within `api.body_read_timeout`).
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
