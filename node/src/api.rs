@@ -54,7 +54,8 @@ pub struct ErrorBody {
     /// What kind of error: unauthorized, not_found, invalid_certificate, invalid_request,
     /// invalid_query, invalid_bundle, conflict, number_taken (409: the certificate number is
     /// taken by other content), idempotency_key_reused (409: the Idempotency-Key was used with
-    /// another body), too_large, unavailable, internal.
+    /// another body), too_large, unavailable, internal, request_timeout (408: the body did not
+    /// arrive within `api.body_read_timeout`).
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

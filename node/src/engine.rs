@@ -45,8 +45,11 @@ pub enum Command {
     Confirm { document: SignedDocument, confirmation: Box<ImportConfirmation> },
     /// A void this node signed for a certificate it issued.
     Void { document: SignedDocument, void: Void },
-    /// Documents `peer` delivered that passed every check not needing the store.
-    Deliveries { peer: ParticipantCode, items: Vec<Received> },
+    /// Documents `peer` delivered that passed every check not needing the store. `under`
+    /// says which trust they were checked under; the engine confirms it against the stored
+    /// peer record in the transaction that would store them (see [`CheckedUnder`]). Only a
+    /// caller that keeps its peers' trust outside the store (the simulator) passes `None`.
+    Deliveries { peer: ParticipantCode, under: Option<CheckedUnder>, items: Vec<Received> },
     /// Receipts from `peer`, already verified against its key history, each with the outbox
     /// position of the message it acknowledges (known to the link that sent it).
     Receipts { peer: ParticipantCode, items: Vec<(MessageId, u64, MessageReceipt)> },
@@ -67,6 +70,22 @@ pub enum Command {
         /// The signed list the change comes from, if it does (`None`: the operator's).
         from_list: Option<crate::registry::ListOrigin>,
     },
+}
+
+/// The trust a link checked a batch of deliveries under: the identity whose key history
+/// verified the documents, and the TLS key the link authenticated with. A trust change (peer
+/// removed, identity replaced, record quarantined) can be committed after the link checked
+/// the batch and before the store commits it; the engine compares these two keys with the
+/// stored peer record in the batch's own transaction, so the change always wins: the batch
+/// is refused whole, nothing is stored or receipted, and the link closes. Two key compares,
+/// no signature is verified again. (A replaced TLS key's grace period ends by the clock, not
+/// by a commit; the link judges that every 500 ms.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedUnder {
+    /// The root signing key of the identity (its fingerprint's key).
+    pub root_key: [u8; 32],
+    /// The TLS public key the link authenticated with.
+    pub tls_key: [u8; 32],
 }
 
 /// The result of one command.
@@ -127,6 +146,9 @@ pub enum EngineError {
 send exactly the same request, and a new certificate needs a new key"
     )]
     IdempotencyConflict { key: String, number: CertificateNumber },
+    /// Deliveries checked under trust that a change committed since has withdrawn.
+    #[error("deliveries from {peer} were checked under trust no longer in force ({why}); nothing of them was stored")]
+    Untrusted { peer: ParticipantCode, why: crate::tls::Distrust },
 }
 
 /// How long a submission's `Idempotency-Key` is remembered: a retry within this window gets
@@ -160,6 +182,31 @@ fn idempotency_at_key(at: Timestamp, key: &str) -> Vec<u8> {
 pub fn live_idempotency(record: Option<IdempotencyRecord>, now: Timestamp) -> Option<IdempotencyRecord> {
     let window_ms = IDEMPOTENCY_WINDOW_DAYS * 86_400_000;
     record.filter(|r| r.at.saturating_add_millis(window_ms) > now)
+}
+
+/// Why deliveries checked `under` some trust may no longer be taken from `peer`, according
+/// to its stored record as this transaction sees it; `None` if they may.
+fn distrust<S: Storage + ?Sized>(
+    txn: &Txn<'_, S>,
+    peer: ParticipantCode,
+    under: &CheckedUnder,
+) -> Result<Option<crate::tls::Distrust>, StoreError> {
+    use crate::tls::Distrust;
+    let key = peer.as_bytes();
+    let Some(bytes) = txn.get(Tree::Peers, &key)? else { return Ok(Some(Distrust::NotEnrolled)) };
+    let Ok(rec) = decode_record::<PeerRecord>(Tree::Peers, &key, &bytes) else {
+        return Ok(Some(Distrust::Quarantined));
+    };
+    if rec.removed_at.is_some() {
+        return Ok(Some(Distrust::Removed));
+    }
+    let Ok(bundle) = kp_keys::bundle::decode_unverified(&rec.bundle) else {
+        return Ok(Some(Distrust::Quarantined));
+    };
+    if bundle.root_key != under.root_key || !crate::trust::record_tls_keys(&rec).contains(&under.tls_key) {
+        return Ok(Some(Distrust::IdentityReplaced));
+    }
+    Ok(None)
 }
 
 /// Everything one `apply` did.
@@ -380,8 +427,16 @@ impl Engine {
                     self.confirm(&mut txn, &mut applied, now, document, *confirmation)?
                 }
                 Command::Void { document, void } => self.void(&mut txn, &mut applied, now, document, void)?,
-                Command::Deliveries { peer, items } => {
-                    Outcome::Delivered(self.deliveries(&mut txn, &mut applied, now, peer, items)?)
+                Command::Deliveries { peer, under, items } => {
+                    match under.map(|u| distrust(&txn, peer, &u)).transpose()?.flatten() {
+                        Some(why) => {
+                            tracing::warn!(%peer, reason = why.label(), documents = items.len(), "refused a batch of deliveries checked under trust withdrawn since: {why}");
+                            Outcome::Refused(EngineError::Untrusted { peer, why })
+                        }
+                        None => {
+                            Outcome::Delivered(self.deliveries(&mut txn, &mut applied, now, peer, items)?)
+                        }
+                    }
                 }
                 Command::Receipts { peer, items } => {
                     for (id, oseq, receipt) in items {

@@ -114,10 +114,11 @@ fn deliver(
             Err(refusal) => order.push(Some(refusal)),
         }
     }
-    let mut stored = match to.apply(now, vec![Command::Deliveries { peer: from.code, items }]).pop() {
-        Some(Outcome::Delivered(r)) => r.into_iter(),
-        other => panic!("{other:?}"),
-    };
+    let mut stored =
+        match to.apply(now, vec![Command::Deliveries { peer: from.code, under: None, items }]).pop() {
+            Some(Outcome::Delivered(r)) => r.into_iter(),
+            other => panic!("{other:?}"),
+        };
     for o in order {
         replies.push(match o {
             None => stored.next().unwrap(),
@@ -293,7 +294,7 @@ fn nothing_unflushed_survives_a_crash_and_the_engine_reloads_its_head() {
     };
     let docs = queued[1..].iter().map(|(i, d, _)| (*i, None, d.clone())).collect();
     let items = check_batch(&ctx, &mut ru.history.clone(), docs).into_iter().map(Result::unwrap).collect();
-    inn.engine.apply(&inn.store, now, vec![Command::Deliveries { peer: RU, items }]).unwrap();
+    inn.engine.apply(&inn.store, now, vec![Command::Deliveries { peer: RU, under: None, items }]).unwrap();
     inn.store.crash();
     inn.engine = Engine::load(&inn.store, inn.signer.clone()).unwrap();
     assert_eq!(inn.engine.head().next_seq, 2);
@@ -405,7 +406,10 @@ fn the_store_refuses_a_rotation_to_another_participants_tls_key_even_past_the_li
         registry: registry.on(now.date()),
     };
     let item = check_batch(&ctx, &mut history, vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap();
-    let replies = match inn.apply(now, vec![Command::Deliveries { peer: RU, items: vec![item] }]).remove(0) {
+    let replies = match inn
+        .apply(now, vec![Command::Deliveries { peer: RU, under: None, items: vec![item] }])
+        .remove(0)
+    {
         Outcome::Delivered(r) => r,
         other => panic!("{other:?}"),
     };
@@ -449,7 +453,7 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
         registry: registry.on(now.date()),
     };
     let item = check_batch(&ctx, &mut history, vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap();
-    inn.apply(now, vec![Command::Deliveries { peer: RU, items: vec![item] }]);
+    inn.apply(now, vec![Command::Deliveries { peer: RU, under: None, items: vec![item] }]);
     // The bundle from before the rotation is older than what IN holds.
     match enrol(&mut inn, &ru, false) {
         Outcome::Refused(EngineError::Enrol(crate::enrol::EnrolError::Older {
@@ -578,4 +582,74 @@ fn an_idempotency_key_returns_the_first_certificate_refuses_other_content_and_ex
     assert!(ru.store.get(Tree::Meta, &k2).unwrap().is_none(), "the expired key k2 is pruned");
     let k1 = crate::engine::idempotency_meta_key("k1");
     assert!(ru.store.get(Tree::Meta, &k1).unwrap().is_some(), "k1 is remembered again");
+}
+
+/// A link checks RU's batch against identity A; before the store commits it, the operator's
+/// identity replacement (A → B) is committed. The trust change wins: the batch is refused
+/// whole, with the reason, and nothing of it is stored or receipted. The same holds for a
+/// removal.
+#[test]
+fn a_batch_checked_before_a_trust_change_is_refused_when_committed_after_it() {
+    use crate::engine::CheckedUnder;
+    use crate::tls::Distrust;
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let mut inn = side(IN, &clock);
+    let ru = enrollee(RU);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let now = Timestamp::from_unix_millis(T0 + 10);
+    let registry = Registry::default();
+    let ctx = CheckContext {
+        me: IN,
+        peer: RU,
+        now,
+        clock_tolerance_ms: 0,
+        retired_key_grace_ms: 7 * 86_400_000,
+        registry: registry.on(now.date()),
+    };
+    // What the link does: check against the trust in force (identity A), note what it
+    // checked under.
+    let history = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let under = CheckedUnder {
+        root_key: history.root().public_key.to_bytes(),
+        tls_key: history.tls_keys()[0].public_key,
+    };
+    let check = |number: &str| {
+        let doc = SignedDocument::sign(&certificate(number, "100.00"), RU, ru.signing.signing_key(), now);
+        check_batch(&ctx, &mut history.clone(), vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap()
+    };
+    let deliver = |inn: &mut Side, item: Received| {
+        inn.apply(now, vec![Command::Deliveries { peer: RU, under: Some(under), items: vec![item] }])
+            .remove(0)
+    };
+
+    // With no change in between, the batch is stored and receipted.
+    match deliver(&mut inn, check("RU-2026-000001")) {
+        Outcome::Delivered(r) => {
+            assert!(matches!(&r[..], [Reply::Receipt { duplicate: false, .. }]), "{r:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Checked under A; then B replaces A; then the commit.
+    let item = check("RU-2026-000002");
+    assert!(matches!(enrol(&mut inn, &enrollee(RU), true), Outcome::Done));
+    match deliver(&mut inn, item) {
+        Outcome::Refused(e @ EngineError::Untrusted { peer: RU, why: Distrust::IdentityReplaced }) => {
+            assert!(e.to_string().contains("no longer in force"), "{e}")
+        }
+        other => panic!("expected the batch refused for the identity change, got {other:?}"),
+    }
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000002").unwrap().is_none());
+    assert_eq!(inn.log().len(), 1, "only the first certificate is in the log");
+
+    // A removal committed between the check and the commit wins the same way.
+    let mut inn = side(IN, &clock);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let item = check("RU-2026-000003");
+    assert!(matches!(inn.apply(now, vec![Command::RemovePeer { participant: RU }]).remove(0), Outcome::Done));
+    match deliver(&mut inn, item) {
+        Outcome::Refused(EngineError::Untrusted { peer: RU, why: Distrust::Removed }) => {}
+        other => panic!("expected the batch refused for the removal, got {other:?}"),
+    }
+    assert!(inn.log().is_empty());
 }

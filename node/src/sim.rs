@@ -807,7 +807,7 @@ impl Sim {
                     let peer = self.nodes[from].code;
                     self.enqueue(
                         to,
-                        Command::Deliveries { peer, items: accepted },
+                        Command::Deliveries { peer, under: None, items: accepted },
                         Then::Delivered { owner: p.owner, epoch: p.epoch, early: replies },
                     );
                 }

@@ -335,6 +335,7 @@ impl TlsContext {
                 Some(p) if p.history.tls_keys().iter().any(|e| e.public_key == *key) => Distrust::GraceOver,
                 Some(_) => Distrust::IdentityReplaced,
                 None if trust.known(peer).is_some_and(|p| p.removed) => Distrust::Removed,
+                None if trust.quarantine_reason(peer).is_some() => Distrust::Quarantined,
                 None => Distrust::NotEnrolled,
             }),
         }
@@ -355,6 +356,9 @@ pub enum Distrust {
     Removed,
     /// The peer is not (or no longer) an active enrolled peer.
     NotEnrolled,
+    /// The peer's stored record cannot be loaded: it is quarantined until the operator
+    /// enrols a current bundle.
+    Quarantined,
     /// The key is not in the peer's current identity: the operator enrolled a new one.
     IdentityReplaced,
     /// The peer rotated its TLS key and the old one's grace period is over.
@@ -369,6 +373,7 @@ impl Distrust {
         match self {
             Distrust::Removed => "removed",
             Distrust::NotEnrolled => "not_enrolled",
+            Distrust::Quarantined => "quarantined",
             Distrust::IdentityReplaced => "identity_replaced",
             Distrust::GraceOver => "grace_over",
             Distrust::OtherPeer(_) => "other_peer",
@@ -381,6 +386,9 @@ impl std::fmt::Display for Distrust {
         match self {
             Distrust::Removed => f.write_str("the peer was removed"),
             Distrust::NotEnrolled => f.write_str("the peer is not an enrolled peer"),
+            Distrust::Quarantined => f.write_str(
+                "the peer's record cannot be loaded (quarantined); enrol a current bundle with `kpnode peer add`",
+            ),
             Distrust::IdentityReplaced => {
                 f.write_str("its TLS key is not in the peer's current identity (a new identity was enrolled)")
             }
@@ -389,5 +397,47 @@ impl std::fmt::Display for Distrust {
             ),
             Distrust::OtherPeer(p) => write!(f, "its TLS key now belongs to {p}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::Trust;
+
+    const RU: ParticipantCode = ParticipantCode::from_static("RU");
+    const KZ: ParticipantCode = ParticipantCode::from_static("KZ");
+
+    /// An open link of a peer whose record stopped loading is closed as `quarantined`, not as
+    /// if the peer had never been enrolled, and counted under that reason.
+    #[test]
+    fn a_quarantined_peers_link_is_judged_quarantined() {
+        let provider = provider();
+        let own = kp_keys::TlsKeyPair::generate();
+        let cert = kp_keys::tlscert::self_signed(&own, ParticipantCode::from_static("IN")).unwrap();
+        let identity = Identity::new(&provider, &cert, &own.to_pkcs8_der(), None).unwrap();
+        let trust = Trust::build(vec![(RU, Err("malformed: LimitExceeded".into()))], Vec::new(), None);
+        let metrics = Arc::new(Metrics::default());
+        let ctx = TlsContext {
+            provider,
+            identity: Arc::new(identity),
+            trust: Arc::new(TrustCell::new(trust.clone())),
+            clock: Arc::new(crate::clock::ManualClock::new(kp_protocol::Timestamp::from_unix_millis(0))),
+            grace_millis: 0,
+            metrics: metrics.clone(),
+        };
+        let key = kp_keys::TlsKeyPair::generate().verifying_key().to_bytes();
+        let why = ctx.judge_now(RU, &key).unwrap_err();
+        assert_eq!(why, Distrust::Quarantined);
+        assert!(why.to_string().contains("kpnode peer add"), "{why}");
+        assert_eq!(ctx.judge(&trust, KZ, &key), Err(Distrust::NotEnrolled), "a peer never enrolled");
+        metrics.link_closed_untrusted(RU, why.label());
+        assert!(
+            metrics
+                .render(&[])
+                .contains(r#"kpnode_links_closed_untrusted_total{peer="RU",reason="quarantined"} 1"#),
+            "{}",
+            metrics.render(&[])
+        );
     }
 }
