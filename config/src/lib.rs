@@ -433,7 +433,23 @@ fn quote(s: &str) -> String {
 }
 
 fn dur(d: Duration) -> String {
-    quote(&humantime::format_duration(d).to_string())
+    quote(&format_duration(d))
+}
+
+/// A duration as `node.toml`'s header says they are written: one number and the largest unit
+/// that divides it exactly ("7d", "365d", "30s", "200ms"), never humantime's calendar split
+/// ("11months 30days 3h 50m 24s" for 365 days). Read back exactly by the parser.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 #[cfg(test)]

@@ -155,8 +155,8 @@ impl Walker {
                 &key,
                 format!(
                     "{v:?} is out of range; use {} to {}",
-                    humantime::format_duration(*range.start()),
-                    humantime::format_duration(*range.end())
+                    crate::format_duration(*range.start()),
+                    crate::format_duration(*range.end())
                 ),
             ),
             Err(e) => self.problem(&key, format!("{v:?} is not a duration such as \"10s\" or \"7d\" ({e})")),
