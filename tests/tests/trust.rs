@@ -156,7 +156,13 @@ fn an_identity_change_needs_the_flag_and_old_entries_still_verify() {
     wait_until(Duration::from_secs(20), "IN received RU's certificate", || {
         inn.api.count("in", "received") == 1
     });
+    let (old_bundle, _) = ru.bundle();
     ru.stop(&rt);
+    // The paperwork of that certificate: its QR seal, made under the old identity.
+    let seal = tmp.path().join("seal.png");
+    let ru_dir = ru.dir.root().to_str().unwrap().to_owned();
+    let (code, _, err) = kpnode(&["cert", "qr", &number, "--out", seal.to_str().unwrap(), "--dir", &ru_dir]);
+    assert_eq!(code, 0, "{err}");
 
     // RU's authority starts over with new keys (a fresh `kpnode init`).
     let again = tmp.path().join("again");
@@ -184,6 +190,28 @@ fn an_identity_change_needs_the_flag_and_old_entries_still_verify() {
     assert_eq!(code, 0, "log verify after an identity change: {out}{err}");
     let report = audit(&inn.dir);
     assert_eq!(report.received, 1, "{number}");
+
+    // Offline, a bundle vouches for its own identity only: the certificate and its seal are
+    // authentic by the old identity's bundle, and not by the new one, which says why.
+    let kpc = tmp.path().join("cert.kpc");
+    let inn_dir = inn.dir.root().to_str().unwrap().to_owned();
+    let (code, _, err) =
+        kpnode(&["cert", "export", &number, "--out", kpc.to_str().unwrap(), "--dir", &inn_dir]);
+    assert_eq!(code, 0, "{err}");
+    let old_path = write_bundle(tmp.path(), "ru-old-identity.bundle", &old_bundle);
+    let (kpc, seal) = (kpc.to_str().unwrap(), seal.to_str().unwrap());
+    let (code, out, err) = kpnode(&["verify", kpc, "--qr", seal, "--bundle", &old_path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("Authentic"), "{out}");
+    for args in [vec![kpc], vec!["--qr", seal], vec![kpc, "--qr", seal]] {
+        let mut args: Vec<&str> = [&["verify"][..], &args].concat();
+        args.extend(["--bundle", &path]);
+        let (code, out, err) = kpnode(&args);
+        assert_eq!(code, 2, "{args:?} must be refused by the new identity's bundle: {out}{err}");
+        assert!(!out.contains("Authentic"), "{out}");
+        assert!(err.contains("signed under an earlier identity of RU"), "{args:?}: {err}");
+        assert!(err.contains("does not vouch for an earlier identity"), "{err}");
+    }
 }
 
 #[test]
