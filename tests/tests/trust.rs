@@ -6,7 +6,9 @@
 //! - 70 hostile TLS rotations are refused or bounded, and the node restarts;
 //! - a peer record that cannot be loaded quarantines the peer, never the node;
 //! - a backdated rotation, a TLS key bound to another participant and a new TLS key without
-//!   proof of possession are refused.
+//!   proof of possession are refused;
+//! - this node's own rotation beyond the bounds is refused as a conflict (409, exit 2);
+//! - offline `verify` does not let a new identity's bundle vouch for the old identity.
 
 use std::path::Path;
 use std::time::Duration;
@@ -439,4 +441,36 @@ fn a_tls_key_bound_to_another_participant_is_refused() {
     assert!(v.to_string().contains("already bound to KZ"), "{v}");
     let (_, peers) = inn.api.get("/v1/peers");
     assert_eq!(peers.as_array().unwrap().len(), 2, "{peers}");
+}
+
+/// This node's own rotations obey the bounds its partners apply: the 9th within 24 hours is
+/// refused as a conflict (API 409 `rotation_refused`, CLI exit 2) that changes nothing, not
+/// answered as an internal error.
+#[test]
+fn a_ninth_own_rotation_in_a_day_is_refused_as_a_conflict() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ru = start_announced(&rt, init_dir(tmp.path(), "RU", 0));
+    for i in 0..8 {
+        let (s, v) = ru.api.post("/v1/keys/rotate", r#"{"signing": true}"#);
+        assert_eq!(s, 200, "rotation {i}: {v}");
+    }
+    let key = ru.api.status()["signing_key"].as_str().unwrap().to_owned();
+    let (s, v) = ru.api.post("/v1/keys/rotate", r#"{"signing": true}"#);
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"], "rotation_refused", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("within 24 hours"), "{v}");
+    let dir = ru.dir.root().to_str().unwrap().to_owned();
+    let (code, out, err) = kpnode(&["keys", "rotate", "--tls", "--dir", &dir]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("at most 8 are accepted") && err.contains("nothing changed"), "{err}");
+    assert_eq!(ru.api.status()["signing_key"], key.as_str(), "the refused rotations changed nothing");
+    let (_, keys) = ru.api.get("/v1/keys");
+    assert_eq!(keys["own"]["signing"].as_array().map(Vec::len), Some(9), "{keys}");
+    ru.stop(&rt);
+    // And the node starts again on what it holds.
+    let mut again = start_announced(&rt, ru.dir.clone());
+    assert_eq!(again.api.status()["signing_key"], key.as_str());
+    again.stop(&rt);
 }
