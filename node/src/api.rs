@@ -220,7 +220,21 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Api
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(t)| ApiQuery(t))
-            .map_err(|e| invalid("invalid_query", "", e.body_text()))
+            .map_err(|e| query_problem(&e.body_text()))
+    }
+}
+
+/// A refused query string as a problem naming its parameter: axum's text reads
+/// "Failed to deserialize query string: limit: number too large to fit in target type".
+fn query_problem(text: &str) -> ApiError {
+    let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(text);
+    match detail.split_once(": ") {
+        Some((field, why))
+            if !field.is_empty() && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            invalid("invalid_query", field, format!("query parameter {field}: {why}"))
+        }
+        _ => invalid("invalid_query", "", detail.to_owned()),
     }
 }
 

@@ -815,7 +815,7 @@ impl Engine {
         match &item.content {
             Content::Certificate(cert) => {
                 let key = cert.number.as_str().as_bytes();
-                if let Some(existing) = txn.get_rec::<CertRecord>(Tree::Certs, key)? {
+                if let Some(existing) = txn.get_rec::<CertRecord>(Tree::Certs, key)?.filter(|_| dedupe_on()) {
                     if existing.direction == Direction::In
                         && existing.peer == peer
                         && existing.message_id == id
@@ -1242,4 +1242,23 @@ fn load_prefixed<K: Ord, S: Storage + ?Sized>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test-only, per thread: the receiver forgets to dedupe certificates, so that the
+    /// simulator can show its checks catch a node that stores a resend twice.
+    pub(crate) static BUG_NO_DEDUPE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether received certificates are deduped (always, outside the simulator's bug switch).
+fn dedupe_on() -> bool {
+    #[cfg(test)]
+    {
+        !BUG_NO_DEDUPE.with(std::cell::Cell::get)
+    }
+    #[cfg(not(test))]
+    {
+        true
+    }
 }

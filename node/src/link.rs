@@ -881,3 +881,37 @@ async fn fill_window(
     shared.metrics.peer_add(PeerCounter::DeliveriesSent, peer, sent);
     Ok(())
 }
+
+#[cfg(test)]
+mod check_hello_tests {
+    use super::*;
+
+    fn hello(version: u16, participant: &str) -> Option<Frame> {
+        Some(Frame::Hello { version, participant: participant.parse().unwrap(), software: "t".into() })
+    }
+
+    #[test]
+    fn check_hello_accepts_only_the_tls_key_owner_at_this_version() {
+        let ru: ParticipantCode = "RU".parse().unwrap();
+        assert!(check_hello(hello(PROTOCOL_VERSION, "RU"), ru).is_ok());
+        // Another participant than the TLS key's owner: a protocol error naming both.
+        match check_hello(hello(PROTOCOL_VERSION, "KZ"), ru) {
+            Err(LinkError::Protocol(m)) => assert_eq!(m, "Hello says KZ, but the TLS key belongs to RU"),
+            other => panic!("{other:?}"),
+        }
+        // Another version: refused, naming both versions.
+        match check_hello(hello(PROTOCOL_VERSION + 1, "RU"), ru) {
+            Err(LinkError::Refused(m)) => {
+                assert!(m.contains(&format!("version {}", PROTOCOL_VERSION + 1)), "{m}");
+                assert!(m.contains(&format!("speaks {PROTOCOL_VERSION}")), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Any other frame first, or nothing.
+        match check_hello(Some(Frame::Ping { nonce: 1 }), ru) {
+            Err(LinkError::Protocol(m)) => assert!(m.contains("expected Hello"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(check_hello(None, ru), Err(LinkError::Refused(_))));
+    }
+}

@@ -61,6 +61,10 @@ pub struct Config {
     pub disk_full: f64,
     /// Deliberate bugs, to show the checks catch them: receipts sent before the flush…
     pub bug_ack_before_flush: bool,
+    /// …a submitter told its certificate is stored before the flush…
+    pub bug_accept_before_flush: bool,
+    /// …a receiver that stores a resent certificate again (the engine's dedupe off)…
+    pub bug_no_dedupe: bool,
     /// …and a sender that does not resend after a reconnect.
     pub bug_no_resend: bool,
 }
@@ -77,11 +81,15 @@ impl Config {
             cut: [0.0, 0.01, 0.05][rng.gen_range(0..3)],
             crash: [0.0, 0.002, 0.01, 0.03][rng.gen_range(0..4)],
             max_delay_ms: [1, 20, 500][rng.gen_range(0..3)],
-            max_skew_ms: [0, 1_000, 120_000][rng.gen_range(0..3)],
+            // The last beyond the tolerance: a node whose clock runs too far ahead is refused
+            // (ClockSkew) for good, and that is checked too.
+            max_skew_ms: [0, 1_000, 120_000, 120_000, 400_000][rng.gen_range(0..5)],
             window: [1, 2, 8][rng.gen_range(0..3)],
             confirm: [0.0, 0.05, 0.2][rng.gen_range(0..3)],
             disk_full: [0.0, 0.0, 0.05][rng.gen_range(0..3)],
             bug_ack_before_flush: false,
+            bug_accept_before_flush: false,
+            bug_no_dedupe: false,
             bug_no_resend: false,
         }
     }
@@ -100,6 +108,10 @@ pub struct Stats {
     pub crashes: u64,
     pub receipts: u64,
     pub failed_flushes: u64,
+    /// Batches that applied more than one command at once.
+    pub multi_command_batches: u64,
+    /// Messages refused for good because the signer's clock ran too far ahead.
+    pub skew_refusals: u64,
     pub simulated_ms: i64,
 }
 
@@ -115,6 +127,8 @@ impl std::ops::AddAssign for Stats {
         self.crashes += o.crashes;
         self.receipts += o.receipts;
         self.failed_flushes += o.failed_flushes;
+        self.multi_command_batches += o.multi_command_batches;
+        self.skew_refusals += o.skew_refusals;
         self.simulated_ms += o.simulated_ms;
     }
 }
@@ -144,15 +158,44 @@ enum Ev {
     Tick(usize),
     Crash(usize),
     Restart(usize),
-    Submit { node: usize, to: usize, n: usize },
+    Submit {
+        node: usize,
+        to: usize,
+        n: usize,
+    },
+    /// The node's store actor applies every command waiting, in one batch.
+    Commit(usize),
+}
+
+/// What to do with a command's outcome once its batch is applied.
+#[derive(Debug)]
+enum Then {
+    Submitted {
+        number: String,
+        to: usize,
+        id: MessageId,
+    },
+    /// Replies to deliveries that arrived on `owner`'s connection to the node; `early` are the
+    /// refusals of checks that need no store.
+    Delivered {
+        owner: usize,
+        epoch: u64,
+        early: Vec<Msg>,
+    },
+    /// Receipts or a refusal recorded: fill the window to this peer again.
+    Fill(usize),
+    Confirmed {
+        number: String,
+        id: MessageId,
+    },
 }
 
 /// What a node does only once its batch is durable.
 #[derive(Debug)]
 enum Effect {
     Send(Packet),
-    Accepted(String, usize),
-    Confirmed(String),
+    Accepted(String, usize, MessageId),
+    Confirmed(String, MessageId),
     Published(usize, u64),
 }
 
@@ -171,6 +214,10 @@ struct Node {
     published: Vec<u64>,
     effects: Vec<Effect>,
     flush_due: bool,
+    /// Commands waiting for the store actor's next batch, as in the daemon, where every
+    /// link and the API queue commands for one writer.
+    pending: Vec<(Command, Then)>,
+    commit_due: bool,
 }
 
 /// One schedule.
@@ -187,10 +234,14 @@ pub struct Sim {
     /// Epoch of each (owner, peer) connection.
     epochs: BTreeMap<(usize, usize), u64>,
     faults: bool,
-    /// Certificates the submitter was told are stored: number → importer.
-    accepted: BTreeMap<String, usize>,
-    /// Confirmations the importer was told are stored.
-    confirmed: BTreeSet<String>,
+    /// Certificates the submitter was told are stored: number → (importer, message id).
+    accepted: BTreeMap<String, (usize, MessageId)>,
+    /// Confirmations the importer was told are stored: number → message id.
+    confirmed: BTreeMap<String, MessageId>,
+    /// Messages their receiver refused for good because the signer's clock ran too far ahead.
+    skew_refused: BTreeSet<MessageId>,
+    /// Every event in order, when asked for (replays compare it).
+    trace: Option<Vec<String>>,
     stats: Stats,
 }
 
@@ -267,6 +318,8 @@ impl Sim {
                 published: vec![0; n],
                 effects: Vec::new(),
                 flush_due: false,
+                pending: Vec::new(),
+                commit_due: false,
             });
             histories.push(history);
             let _ = i;
@@ -284,7 +337,9 @@ impl Sim {
             epochs: BTreeMap::new(),
             faults: true,
             accepted: BTreeMap::new(),
-            confirmed: BTreeSet::new(),
+            confirmed: BTreeMap::new(),
+            skew_refused: BTreeSet::new(),
+            trace: None,
             stats: Stats::default(),
         };
         for i in 0..sim.nodes.len() {
@@ -378,8 +433,103 @@ impl Sim {
         Ok(applied.outcomes)
     }
 
+    /// Queues a command for node `i`'s next batch.
+    fn enqueue(&mut self, i: usize, command: Command, then: Then) {
+        self.nodes[i].pending.push((command, then));
+        if !self.nodes[i].commit_due {
+            self.nodes[i].commit_due = true;
+            let d = self.rng.gen_range(0..3);
+            self.at(d, Ev::Commit(i));
+        }
+    }
+
+    /// Applies every command waiting at node `i` in one batch, and acts on the outcomes.
+    fn commit(&mut self, i: usize) -> Result<(), String> {
+        self.nodes[i].commit_due = false;
+        if !self.nodes[i].up {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.nodes[i].pending);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if pending.len() > 1 {
+            self.stats.multi_command_batches += 1;
+        }
+        let (commands, thens): (Vec<Command>, Vec<Then>) = pending.into_iter().unzip();
+        let outcomes = self.apply(i, commands)?;
+        for (outcome, then) in outcomes.into_iter().zip(thens) {
+            match then {
+                Then::Submitted { number, to, id } => match outcome {
+                    Outcome::Submitted { .. } if self.cfg.bug_accept_before_flush => {
+                        self.accepted.insert(number, (to, id));
+                        self.stats.accepted += 1;
+                    }
+                    Outcome::Submitted { .. } => self.nodes[i].effects.push(Effect::Accepted(number, to, id)),
+                    other => return Err(format!("submit {number} was refused: {other:?}")),
+                },
+                Then::Delivered { owner, epoch, mut early } => {
+                    if let Outcome::Delivered(rs) = outcome {
+                        for r in rs {
+                            early.push(match r {
+                                Reply::Receipt { receipt, .. } => Msg::Receipt(receipt),
+                                Reply::Reject { message_id, refusal } => {
+                                    Msg::Reject { id: message_id, code: refusal.code, detail: refusal.detail }
+                                }
+                            });
+                        }
+                    }
+                    self.reply(owner, i, epoch, early);
+                }
+                Then::Fill(peer) => self.fill(i, peer),
+                Then::Confirmed { number, id } => match outcome {
+                    Outcome::Updated(_) => self.nodes[i].effects.push(Effect::Confirmed(number, id)),
+                    other => return Err(format!("confirming {number} was refused: {other:?}")),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Replies of node `to` on `owner`'s connection: sent once the batch is durable.
+    fn reply(&mut self, owner: usize, to: usize, epoch: u64, replies: Vec<Msg>) {
+        for msg in replies {
+            let reply = Packet { owner, peer: to, epoch, msg };
+            if self.cfg.bug_ack_before_flush {
+                self.send(reply);
+            } else {
+                self.nodes[to].effects.push(Effect::Send(reply));
+            }
+        }
+        self.schedule_flush(to);
+    }
+
     /// Runs the schedule to the end and checks the invariants.
-    pub fn run(mut self) -> Result<Stats, String> {
+    pub fn run(self) -> Result<Stats, String> {
+        self.run_with(false).0
+    }
+
+    /// As `run`, also returning every event of the run in order (for replay checks).
+    pub fn run_traced(self) -> (Result<Stats, String>, Vec<String>) {
+        self.run_with(true)
+    }
+
+    fn run_with(mut self, traced: bool) -> (Result<Stats, String>, Vec<String>) {
+        self.trace = traced.then(Vec::new);
+        let bug_no_dedupe = self.cfg.bug_no_dedupe;
+        #[cfg(test)]
+        crate::engine::BUG_NO_DEDUPE.with(|b| b.set(bug_no_dedupe));
+        #[cfg(not(test))]
+        if bug_no_dedupe {
+            return (Err("the dedupe switch exists only in test builds".into()), Vec::new());
+        }
+        let result = self.run_inner();
+        #[cfg(test)]
+        crate::engine::BUG_NO_DEDUPE.with(|b| b.set(false));
+        (result, self.trace.take().unwrap_or_default())
+    }
+
+    fn run_inner(&mut self) -> Result<Stats, String> {
         let limit = self.cfg.fault_window_ms + 600_000;
         while let Some(std::cmp::Reverse((t, _, id))) = self.queue.pop() {
             self.now = t;
@@ -391,6 +541,9 @@ impl Sim {
             }
             self.set_clocks();
             let Some(ev) = self.events.remove(&id) else { continue };
+            if let Some(trace) = self.trace.as_mut() {
+                trace.push(format!("{t} {ev:?}"));
+            }
             self.step(ev)?;
             if !self.faults && self.settled() {
                 break;
@@ -416,6 +569,7 @@ impl Sim {
         self.nodes.iter().all(|n| {
             n.up && !n.flush_due
                 && n.effects.is_empty()
+                && n.pending.is_empty()
                 && n.engine.queued().values().all(|q| *q == 0)
                 && n.senders.iter().all(|s| s.in_flight() == 0)
         }) && self
@@ -477,12 +631,12 @@ impl Sim {
                 for e in effects {
                     match e {
                         Effect::Send(p) => self.send(p),
-                        Effect::Accepted(number, to) => {
-                            self.accepted.insert(number, to);
+                        Effect::Accepted(number, to, id) => {
+                            self.accepted.insert(number, (to, id));
                             self.stats.accepted += 1;
                         }
-                        Effect::Confirmed(number) => {
-                            self.confirmed.insert(number);
+                        Effect::Confirmed(number, id) => {
+                            self.confirmed.insert(number, id);
                         }
                         Effect::Published(j, oseq) => {
                             let p = &mut self.nodes[i].published[j];
@@ -511,22 +665,19 @@ impl Sim {
                 let number = format!("{from}-SIM-{n:04}");
                 let cert = certificate(from, dest, &number, n);
                 let document = self.nodes[node].signer.sign(&cert);
-                let out = self.apply(
+                let id = document.message_id();
+                self.enqueue(
                     node,
-                    vec![Command::Submit {
+                    Command::Submit {
                         document,
                         certificate: Box::new(cert),
                         assigned: None,
                         idempotency: None,
-                    }],
-                )?;
-                match out.first() {
-                    Some(Outcome::Submitted { .. }) => {
-                        self.nodes[node].effects.push(Effect::Accepted(number, to))
-                    }
-                    other => return Err(format!("submit {number} was refused: {other:?}")),
-                }
+                    },
+                    Then::Submitted { number, to, id },
+                );
             }
+            Ev::Commit(i) => self.commit(i)?,
             Ev::Arrive(p) => self.arrive(p)?,
         }
         Ok(())
@@ -539,6 +690,9 @@ impl Sim {
         n.up = false;
         n.effects.clear();
         n.flush_due = false;
+        // Commands not yet applied are lost; none of their callers was answered.
+        n.pending.clear();
+        n.commit_due = false;
         for j in 0..self.nodes.len() {
             if j != i {
                 self.cut(i, j);
@@ -643,32 +797,17 @@ impl Sim {
                         }
                     }
                 }
-                if !accepted.is_empty() {
-                    let out = self.apply(
+                // Receipts go back only once the batch is durable.
+                if accepted.is_empty() {
+                    self.reply(p.owner, to, p.epoch, replies);
+                } else {
+                    let peer = self.nodes[from].code;
+                    self.enqueue(
                         to,
-                        vec![Command::Deliveries { peer: self.nodes[from].code, items: accepted }],
-                    )?;
-                    if let Some(Outcome::Delivered(rs)) = out.into_iter().next() {
-                        for r in rs {
-                            replies.push(match r {
-                                Reply::Receipt { receipt, .. } => Msg::Receipt(receipt),
-                                Reply::Reject { message_id, refusal } => {
-                                    Msg::Reject { id: message_id, code: refusal.code, detail: refusal.detail }
-                                }
-                            });
-                        }
-                    }
+                        Command::Deliveries { peer, items: accepted },
+                        Then::Delivered { owner: p.owner, epoch: p.epoch, early: replies },
+                    );
                 }
-                for msg in replies {
-                    // Receipts go back only once the batch is durable.
-                    let reply = Packet { owner: p.owner, peer: p.peer, epoch: p.epoch, msg };
-                    if self.cfg.bug_ack_before_flush {
-                        self.send(reply);
-                    } else {
-                        self.nodes[to].effects.push(Effect::Send(reply));
-                    }
-                }
-                self.schedule_flush(to);
             }
             Msg::Receipt(receipt) => {
                 let (me, peer) = (p.owner, p.peer);
@@ -684,15 +823,33 @@ impl Sim {
                 let Some(oseq) = self.nodes[me].senders[peer].settled(&id) else { return Ok(()) };
                 self.stats.receipts += 1;
                 let code = self.nodes[peer].code;
-                self.apply(me, vec![Command::Receipts { peer: code, items: vec![(id, oseq, *receipt)] }])?;
-                self.fill(me, peer);
+                self.enqueue(
+                    me,
+                    Command::Receipts { peer: code, items: vec![(id, oseq, *receipt)] },
+                    Then::Fill(peer),
+                );
             }
             Msg::Reject { id, code, detail } => {
                 let (me, peer) = (p.owner, p.peer);
-                return Err(format!(
-                    "{} refused message {id:?} from {}: {code}: {detail}",
-                    self.nodes[peer].code, self.nodes[me].code
-                ));
+                // The one refusal a well-behaved node can get: its clock runs further ahead of
+                // the receiver's than the tolerance. Then, as the daemon's link does, the
+                // sender records the refusal for good. Anything else is a broken promise.
+                let ahead = self.nodes[me].skew - self.nodes[peer].skew;
+                if code != RejectCode::ClockSkew || ahead <= TOLERANCE_MS {
+                    return Err(format!(
+                        "{} refused message {id:?} from {} (clock {ahead} ms ahead): {code}: {detail}",
+                        self.nodes[peer].code, self.nodes[me].code
+                    ));
+                }
+                let Some(oseq) = self.nodes[me].senders[peer].settled(&id) else { return Ok(()) };
+                self.stats.skew_refusals += 1;
+                self.skew_refused.insert(id);
+                let code_of_peer = self.nodes[peer].code;
+                self.enqueue(
+                    me,
+                    Command::Rejected { peer: code_of_peer, message_id: id, oseq, code, detail },
+                    Then::Fill(peer),
+                );
             }
         }
         Ok(())
@@ -736,14 +893,13 @@ impl Sim {
             remarks: None,
         };
         let document = n.signer.sign(&confirmation);
+        let id = document.message_id();
         self.stats.confirmations += 1;
-        let out = self.apply(i, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }])?;
-        match out.first() {
-            Some(Outcome::Updated(_)) => {
-                self.nodes[i].effects.push(Effect::Confirmed(rec.number.to_string()))
-            }
-            other => return Err(format!("confirming {} was refused: {other:?}", rec.number)),
-        }
+        self.enqueue(
+            i,
+            Command::Confirm { document, confirmation: Box::new(confirmation) },
+            Then::Confirmed { number: rec.number.to_string(), id },
+        );
         Ok(())
     }
 
@@ -793,11 +949,24 @@ impl Sim {
             }
         }
         // Every accepted certificate: once in the importer's log and records, once sent.
-        for (number, to) in &self.accepted {
+        for (number, (to, id)) in &self.accepted {
+            let refused = self.skew_refused.contains(id);
             let received = logs[*to]
                 .iter()
                 .filter(|e| matches!(&e.body, EntryBody::Received { document, .. } if document.body::<Certificate>().is_ok_and(|c| c.number.as_str() == number)))
                 .count();
+            if refused {
+                // Refused for good (the exporter's clock ran too far ahead). The refusal is
+                // of a moment: a copy the network delivers later, once the importer's clock
+                // has caught up, may be stored (TCP never delivers such a copy; this network
+                // does). Never twice, though.
+                if received > 1 {
+                    return Err(format!(
+                        "{number} was refused for clock skew and is in the importer's log {received} times"
+                    ));
+                }
+                continue;
+            }
             if received != 1 {
                 return Err(format!("{number} is in the importer's log {received} times, not once"));
             }
@@ -835,7 +1004,10 @@ impl Sim {
             }
         }
         // Every accepted confirmation reached the exporter, once.
-        for number in &self.confirmed {
+        for (number, id) in &self.confirmed {
+            if self.skew_refused.contains(id) {
+                continue;
+            }
             let from =
                 index(number[..2].parse().map_err(|_| "a bad number")?).ok_or("an unknown exporter")?;
             let rec = crate::store::get_record::<CertRecord, _>(
@@ -881,19 +1053,43 @@ pub fn run_many(first_seed: u64, count: u64) -> Result<(u64, Stats), (u64, Strin
 mod tests {
     use super::*;
 
-    /// Schedules per run: `KPNODE_SIM_SCHEDULES` (default 2000); one seed: `KPNODE_SIM_SEED`.
+    /// A whole number from the environment, None if unset. A value that does not parse fails
+    /// the run: falling back to the default would replay the wrong seed, or run the short
+    /// version while the operator believes the long one ran.
+    fn env_u64(name: &str) -> Option<u64> {
+        let v = std::env::var_os(name)?;
+        let text = v.to_str().unwrap_or_else(|| panic!("{name}={v:?} is not a whole number; unset it"));
+        Some(
+            text.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{name}={text:?} is not a whole number ({e}); unset it")),
+        )
+    }
+
+    /// Schedules per run: `KPNODE_SIM_SCHEDULES` (default 2000), from a seed base drawn afresh
+    /// each run (so CI explores new schedules every time) and printed, or given with
+    /// `KPNODE_SIM_SEED_BASE`; one seed: `KPNODE_SIM_SEED`.
     #[test]
     fn thousands_of_fault_schedules_keep_every_promise() {
-        let (first, count) = match std::env::var("KPNODE_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        let (first, count) = match env_u64("KPNODE_SIM_SEED") {
             Some(seed) => (seed, 1),
             None => {
-                (1, std::env::var("KPNODE_SIM_SCHEDULES").ok().and_then(|s| s.parse().ok()).unwrap_or(2000))
+                let count = env_u64("KPNODE_SIM_SCHEDULES").unwrap_or(2000);
+                let base = env_u64("KPNODE_SIM_SEED_BASE").unwrap_or_else(|| rand::random::<u32>().into());
+                // Written past the test harness's capture, so that it shows in every log.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "simulation: seeds {base}..{} (this run again: KPNODE_SIM_SEED_BASE={base} KPNODE_SIM_SCHEDULES={count})",
+                    base + count
+                );
+                (base, count)
             }
         };
         let started = std::time::Instant::now();
         match run_many(first, count) {
             Ok((n, s)) => eprintln!(
-                "simulation: {n} schedules in {:.1} s: {} certificates submitted, {} stored, {} confirmations, {} frames ({} dropped, {} duplicated), {} connection cuts, {} crashes, {} failed flushes, {} receipts, {:.0} simulated minutes",
+                "simulation: {n} schedules in {:.1} s: {} certificates submitted, {} stored, {} confirmations, {} frames ({} dropped, {} duplicated), {} connection cuts, {} crashes, {} failed flushes, {} receipts, {} refusals for clock skew, {} batches of several commands, {:.0} simulated minutes",
                 started.elapsed().as_secs_f64(),
                 s.submitted,
                 s.accepted,
@@ -905,6 +1101,8 @@ mod tests {
                 s.crashes,
                 s.failed_flushes,
                 s.receipts,
+                s.skew_refusals,
+                s.multi_command_batches,
                 s.simulated_ms as f64 / 60_000.0
             ),
             Err((seed, e)) => panic!(
@@ -929,14 +1127,39 @@ mod tests {
         let early =
             find(&|c| c.bug_ack_before_flush = true).expect("acknowledging before the flush is caught");
         assert!(early.contains("does not durably hold") || early.contains("not once"), "{early}");
+        let told = find(&|c| c.bug_accept_before_flush = true)
+            .expect("telling a submitter before the flush is caught");
+        assert!(told.contains("0 times, not once"), "{told}");
+        let twice = find(&|c| {
+            c.bug_no_dedupe = true;
+            c.duplicate = c.duplicate.max(0.2);
+        })
+        .expect("a receiver that stores a resend twice is caught");
+        assert!(twice.contains("times, not once"), "{twice}");
         let stuck = find(&|c| c.bug_no_resend = true).expect("a sender that never resends is caught");
         assert!(stuck.contains("settle") || stuck.contains("still has"), "{stuck}");
     }
 
+    /// Clocks beyond the tolerance occur, and their refusals are checked rather than skipped;
+    /// batches of several commands occur.
+    #[test]
+    fn some_schedules_skew_clocks_beyond_the_tolerance_and_batch_commands() {
+        let runs: Vec<Stats> = (1..300u64).filter_map(|seed| Sim::new(seed).run().ok()).collect();
+        let refused: u64 = runs.iter().map(|s| s.skew_refusals).sum();
+        assert!(refused > 0, "no schedule in 300 refused a message for clock skew");
+        // And the store actor's batches hold several commands, as the daemon's do.
+        let batched: u64 = runs.iter().map(|s| s.multi_command_batches).sum();
+        assert!(batched > 0, "no batch in 300 schedules held more than one command");
+    }
+
     #[test]
     fn a_seed_replays_exactly() {
-        let a = Sim::new(42).run().unwrap();
-        let b = Sim::new(42).run().unwrap();
+        let (a, trace_a) = Sim::new(42).run_traced();
+        let (b, trace_b) = Sim::new(42).run_traced();
+        assert!(trace_a.len() > 100, "a trace of {} events", trace_a.len());
+        assert_eq!(trace_a, trace_b, "the same seed, the same events in the same order");
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        let (_, other) = Sim::new(43).run_traced();
+        assert_ne!(trace_a, other, "another seed, another run");
     }
 }

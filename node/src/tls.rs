@@ -4,7 +4,9 @@
 //! only if its Ed25519 key is a currently trusted TLS key of an enrolled peer (the dialler
 //! additionally requires the peer it meant to reach), and check the handshake signature with
 //! that very key. Names, dates and chains in the certificate are ignored: they prove nothing
-//! here. A refused key is logged with its digest so operators can tell who tried.
+//! here. A refused key is logged with its digest as `kpnode keys` lists it on the node that holds
+//! it, and, when it is or was the key of a peer ever enrolled, with that peer's enrolment
+//! fingerprint, so operators can tell who tried.
 
 use std::sync::{Arc, RwLock};
 
@@ -137,6 +139,17 @@ impl TlsContext {
         let key = kp_keys::tlscert::public_key(cert).ok()?;
         self.trust.get().peer_for_tls_key(&key, self.clock.now(), self.grace_millis)
     }
+
+    /// Who a refused key belongs to, for the log: the peer (enrolled now or once) whose
+    /// history holds it at any time, and the enrolment fingerprint its operator read out. A
+    /// stranger's key has none: its digest is all there is to compare.
+    fn owner_of_refused(&self, cert: &CertificateDer<'_>) -> Option<(ParticipantCode, kp_keys::Fingerprint)> {
+        let key = kp_keys::tlscert::public_key(cert).ok()?;
+        let trust = self.trust.get();
+        let now = self.clock.now();
+        let owner = trust.peers().find(|p| p.history.accepts_tls_key(&key, now, i64::MAX))?;
+        Some((owner.participant, owner.fingerprint))
+    }
 }
 
 /// A short, stable name of a TLS key for logs: the first bytes of its SHA-256.
@@ -162,11 +175,17 @@ impl PeerVerifier {
             (Some(p), Some(e)) if p == e => Ok(p),
             (found, expected) => {
                 self.ctx.metrics.handshakes_refused.inc();
+                let owner = self.ctx.owner_of_refused(cert);
                 tracing::warn!(
-                    key = %key_digest(cert),
+                    tls_key = %key_digest(cert),
+                    fingerprint = %owner.map_or_else(
+                        || "none (not a key of any peer ever enrolled)".to_owned(),
+                        |(p, fp)| format!("{fp} ({p})")
+                    ),
                     belongs_to = ?found,
                     expected = ?expected,
-                    "refused a TLS peer: its key is not a trusted key of an enrolled peer{}",
+                    "refused a TLS peer: its key is not a trusted key of an enrolled peer{}; \
+                     `kpnode keys` on the other node lists its TLS keys by this digest",
                     if expected.is_some() { " we dialled" } else { "" }
                 );
                 Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kp_keys::NodeKeys;
 use kp_protocol::{Frame, KeyRotation, RejectCode, SignedDocument};
-use kp_tests::raw::{connect_tls, RawPeer};
+use kp_tests::raw::{admission, Admission, RawPeer};
 use kp_tests::*;
 use serde_json::Value;
 
@@ -194,15 +194,27 @@ fn tls_entries(api: &Api, peer: &str) -> usize {
         .map_or(0, |p| p["history"]["tls"].as_array().map_or(0, Vec::len))
 }
 
+/// How the node at `addr` answers a client with `keys` saying Hello as RU.
+fn answer(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr, keys: &NodeKeys) -> Admission {
+    rt.block_on(admission(addr, keys, "RU".parse().unwrap(), Duration::from_secs(10)))
+}
+
 /// Whether a client with `keys` gets through the handshake and Hello at `addr`.
 fn handshake_ok(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr, keys: &NodeKeys) -> bool {
-    rt.block_on(async {
-        matches!(
-            tokio::time::timeout(Duration::from_secs(5), RawPeer::connect(addr, keys, "RU".parse().unwrap()))
-                .await,
-            Ok(Ok(_))
-        )
-    })
+    answer(rt, addr, keys) == Admission::Accepted
+}
+
+/// Whether the node refused `keys` at the TLS handshake: an alert, not silence (a slow or
+/// hung handshake is no refusal).
+fn refused_by_tls(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr, keys: &NodeKeys) -> bool {
+    match answer(rt, addr, keys) {
+        Admission::Accepted => false,
+        Admission::Refused(detail) => {
+            assert!(detail.contains("alert"), "refused, but not at the TLS handshake: {detail}");
+            true
+        }
+        Admission::Silent => panic!("the node neither accepted nor refused the key within 10 s"),
+    }
 }
 
 #[test]
@@ -243,7 +255,7 @@ fn rotating_the_tls_key_keeps_links_and_refuses_the_old_key_after_the_grace_peri
     wait_until(Duration::from_secs(20), "IN knows RU's new TLS key", || tls_entries(&inn.api, "RU") == 2);
     assert!(handshake_ok(&rt, in_addr, &new_keys), "the new key is accepted at once");
     // After the grace period the old key is refused.
-    wait_until(Duration::from_secs(20), "the old key is refused", || !handshake_ok(&rt, in_addr, &old_keys));
+    wait_until(Duration::from_secs(20), "the old key is refused", || refused_by_tls(&rt, in_addr, &old_keys));
     assert!(handshake_ok(&rt, in_addr, &new_keys));
 
     // Reconnections use the new key: restarted, RU gets its link up (the old key would be
@@ -255,16 +267,19 @@ fn rotating_the_tls_key_keeps_links_and_refuses_the_old_key_after_the_grace_peri
     wait_until(Duration::from_secs(20), "delivered after the reconnection", || {
         ru.api.certificate(&n)["status"] == "delivered"
     });
-    let refused = rt.block_on(async {
-        match connect_tls(in_addr, &old_keys).await {
-            Ok(tls) => {
-                let (rd, _wr) = tokio::io::split(tls);
-                let mut r = kp_node::conn::FrameReader::new(rd, 1 << 20);
-                r.read_frame_within(Duration::from_secs(5), "reading").await.is_err()
-            }
-            Err(_) => true,
-        }
+    // Still refused after RU's restart: counted, and logged naming the old key's digest and
+    // the fingerprint of RU, whose history holds it.
+    let refused_before = metric(&inn.api, "kpnode_handshakes_refused_total");
+    assert!(refused_by_tls(&rt, in_addr, &old_keys), "the old key is refused for good");
+    wait_until(Duration::from_secs(5), "the refusal is counted", || {
+        metric(&inn.api, "kpnode_handshakes_refused_total") >= refused_before + 1.0
     });
-    assert!(refused);
+    let old_key = kp_keys::tlscert::public_key(&old_keys.tls_certificate).unwrap();
+    let (_, ru_fingerprint) = ru.bundle();
+    wait_logged(&[
+        "refused a TLS peer",
+        &format!("tls_key=sha256:{}", kp_protocol::Digest::of(&old_key).short()),
+        &format!("fingerprint={ru_fingerprint} (RU)"),
+    ]);
     let _: Value = inn.api.status();
 }
