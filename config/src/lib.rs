@@ -79,6 +79,12 @@ pub struct Store {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Api {
     pub max_body_bytes: u32,
+    /// A client must have sent a request's whole header within this long of starting it (or
+    /// of its connection going idle), or its connection is closed: a slow-loris client cannot
+    /// hold a connection for ever.
+    pub header_read_timeout: Duration,
+    /// API connections served at once; further ones wait in the listen queue until one ends.
+    pub max_connections: u32,
 }
 
 /// One problem in a configuration file.
@@ -191,7 +197,7 @@ const DOCS: &[Doc] = &[
     Doc {
         section: "keys",
         key: "tls_grace_period",
-        text: "How long a peer's previous TLS key is still accepted after it rotates.",
+        text: "How long a peer's previous TLS key is still accepted after it rotates, and documents signed with its previous signing key are still accepted for delivery.",
     },
     Doc {
         section: "keys",
@@ -204,6 +210,16 @@ const DOCS: &[Doc] = &[
         section: "api",
         key: "max_body_bytes",
         text: "Largest request body the local API accepts (413 above).",
+    },
+    Doc {
+        section: "api",
+        key: "header_read_timeout",
+        text: "A request's headers must arrive within this long (idle keep-alive connections too), or the connection is closed.",
+    },
+    Doc {
+        section: "api",
+        key: "max_connections",
+        text: "API connections served at once; beyond it new connections wait in the listen queue until one ends.",
     },
 ];
 
@@ -238,7 +254,11 @@ impl NodeConfig {
                 max_key_age: Duration::from_secs(365 * 86_400),
             },
             store: Store { cache_capacity_mb: 16, max_batch: 1024 },
-            api: Api { max_body_bytes: 1 << 20 },
+            api: Api {
+                max_body_bytes: 1 << 20,
+                header_read_timeout: Duration::from_secs(10),
+                max_connections: 128,
+            },
         }
     }
 
@@ -367,6 +387,13 @@ impl NodeConfig {
         }
         if let Some(mut s) = w.section(&mut root, "api") {
             w.int(&mut s, "max_body_bytes", 1024..=(64 << 20), &mut c.api.max_body_bytes);
+            w.duration(
+                &mut s,
+                "header_read_timeout",
+                Duration::from_millis(100)..=Duration::from_secs(300),
+                &mut c.api.header_read_timeout,
+            );
+            w.int(&mut s, "max_connections", 1..=100_000, &mut c.api.max_connections);
             w.finish(s);
         }
         w.finish(root);
@@ -412,6 +439,8 @@ impl NodeConfig {
             ("store", "cache_capacity_mb", self.store.cache_capacity_mb.to_string()),
             ("store", "max_batch", self.store.max_batch.to_string()),
             ("api", "max_body_bytes", self.api.max_body_bytes.to_string()),
+            ("api", "header_read_timeout", dur(self.api.header_read_timeout)),
+            ("api", "max_connections", self.api.max_connections.to_string()),
         ];
         let mut section = "";
         for (sec, key, value) in values {

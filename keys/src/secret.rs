@@ -5,7 +5,7 @@
 use std::fmt;
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, KeypairBytes};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use kp_protocol::KeyId;
 use zeroize::Zeroizing;
@@ -39,10 +39,15 @@ macro_rules! key_pair {
                 SigningKey::from_pkcs8_pem(pem).map($name).map_err(|e| PemError(e.to_string()))
             }
 
-            /// PKCS#8 PEM, readable by `openssl pkey`. Zeroized when dropped.
+            /// PKCS#8 v1 PEM (RFC 8410), exactly as `openssl genpkey -algorithm ed25519`
+            /// writes it, so `openssl pkey` reads it: OpenSSL 3.0 refuses the v2 form (with
+            /// the public key) that ed25519-dalek writes. Both forms are read. Zeroized when
+            /// dropped.
             pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
+                // Zeroized when dropped; no public key, so the encoding is version 1.
+                let v1 = KeypairBytes { secret_key: self.0.to_bytes(), public_key: None };
                 // Invariant: encoding a well-formed Ed25519 key as PKCS#8 cannot fail.
-                self.0.to_pkcs8_pem(LineEnding::LF).expect("Ed25519 key encodes as PKCS#8")
+                v1.to_pkcs8_pem(LineEnding::LF).expect("Ed25519 key encodes as PKCS#8")
             }
 
             /// PKCS#8 DER, for rustls and rcgen. Zeroized when dropped.
@@ -104,5 +109,24 @@ mod tests {
         assert!(!dbg.contains(&secret_hex));
         assert!(dbg.starts_with("SigningKeyPair("), "{dbg}");
         assert!(SigningKeyPair::from_pkcs8_pem("garbage").is_err());
+    }
+
+    /// RFC 8410's example key, as OpenSSL writes it (PKCS#8 v1, no public key).
+    const RFC8410_V1: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC
+-----END PRIVATE KEY-----
+";
+
+    #[test]
+    fn keys_are_written_as_openssl_writes_them_and_both_versions_are_read() {
+        let k = SigningKeyPair::from_pkcs8_pem(RFC8410_V1).unwrap();
+        assert_eq!(k.to_pkcs8_pem().as_str(), RFC8410_V1, "written byte for byte as OpenSSL does");
+        // A file written before: PKCS#8 v2, with the public key.
+        let v2 = k.signing_key().to_pkcs8_pem(LineEnding::LF).unwrap();
+        assert_ne!(v2.as_str(), RFC8410_V1);
+        let back = TlsKeyPair::from_pkcs8_pem(&v2).unwrap();
+        assert_eq!(back.verifying_key(), k.verifying_key());
+        // The DER handed to rustls and rcgen (in memory) is unchanged.
+        assert_eq!(k.to_pkcs8_der().as_slice(), k.signing_key().to_pkcs8_der().unwrap().as_bytes());
     }
 }

@@ -130,13 +130,12 @@ fn invalid(error: &'static str, field: &str, message: impl Into<String>) -> ApiE
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Serves the API until the node stops; requests in progress are finished.
+/// Serves the API until the node stops; requests in progress are finished. Connections are
+/// capped and must send their headers in time (see [`crate::http`]).
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    let cancel = shared.cancel.clone();
-    let app = router(shared);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
-        tracing::error!(error = %e, "the API server failed");
-    }
+    let (cancel, metrics) = (shared.cancel.clone(), shared.metrics.clone());
+    let limits = crate::http::Limits::of(&shared.config.api);
+    crate::http::serve(listener, router(shared), limits, metrics, cancel).await;
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -904,7 +903,7 @@ async fn participants_set(
     let entry = participants::prepare_set(&shared.registry.get(), today, code, &req)
         .map_err(|problems| ApiError::Invalid { error: "invalid_request", problems })?;
     tracing::info!(participant = %code, status = %entry.status, from = %entry.effective_from, "participant registry changed by the operator");
-    match shared.actor.call(participants::record(&shared.signer, entry, "operator")).await? {
+    match shared.actor.call(participants::record(&shared.signer, entry, "operator", None)).await? {
         Outcome::Done => {}
         other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
@@ -933,12 +932,12 @@ async fn participants_import(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<participants::ImportPlan>> {
     let req: ImportRequest = parse_body(&body)?;
-    let today = shared.now().date();
+    let now = shared.now();
     let plan = {
         let keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
         participants::prepare_import(
             &shared.registry.get(),
-            today,
+            now,
             shared.me,
             &keys.history,
             &shared.trust.get(),
@@ -952,7 +951,9 @@ async fn participants_import(
     if !req.dry_run {
         for entry in plan.changes.clone() {
             tracing::info!(participant = %entry.code, status = %entry.status, source = %plan.source, "participant registry changed by an imported list");
-            match shared.actor.call(participants::record(&shared.signer, entry, &plan.source)).await? {
+            let origin = Some(plan.origin.clone());
+            match shared.actor.call(participants::record(&shared.signer, entry, &plan.source, origin)).await?
+            {
                 Outcome::Done => {}
                 other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
             }

@@ -31,6 +31,9 @@ pub enum LinkError {
     Tls(String),
     #[error("{0}")]
     Refused(String),
+    /// Re-judged after a change of trust: the link's TLS key is no longer trusted.
+    #[error("closed: {0}")]
+    Untrusted(crate::tls::Distrust),
 }
 
 /// Reads frames from `R`. `read_frame` is cancel-safe: the buffer changes only after a read

@@ -61,7 +61,12 @@ pub enum Command {
     Announce { document: SignedDocument, peers: Vec<ParticipantCode> },
     /// Record a participant registry change this node signed: a log entry, and the entry
     /// added to the participant's registry history.
-    RecordParticipant { document: SignedDocument, entry: Box<ParticipantEntry> },
+    RecordParticipant {
+        document: SignedDocument,
+        entry: Box<ParticipantEntry>,
+        /// The signed list the change comes from, if it does (`None`: the operator's).
+        from_list: Option<crate::registry::ListOrigin>,
+    },
 }
 
 /// The result of one command.
@@ -430,12 +435,17 @@ impl Engine {
                     }
                     Outcome::Done
                 }
-                Command::RecordParticipant { document, entry } => {
+                Command::RecordParticipant { document, entry, from_list } => {
                     let (log_seq, _) = self.append(&mut txn, now, EntryBody::Recorded { document });
                     let key = crate::registry::key(entry.code);
-                    let mut history: Vec<crate::registry::RecordedEntry> =
+                    let mut history: crate::registry::RegistryHistory =
                         txn.get_rec(Tree::Registry, &key)?.unwrap_or_default();
-                    history.push(crate::registry::RecordedEntry { entry: *entry, log_seq, recorded_at: now });
+                    history.0.push(crate::registry::RecordedEntry {
+                        entry: *entry,
+                        log_seq,
+                        recorded_at: now,
+                        from_list,
+                    });
                     txn.put(Tree::Registry, &key, &history);
                     applied.peers_changed = true;
                     Outcome::Done
@@ -885,15 +895,22 @@ impl Engine {
                         )),
                     });
                 }
-                if rec.status == CertStatus::Voided {
-                    let when = rec.void.as_ref().map(|v| v.voided_at.to_string()).unwrap_or_default();
-                    return Ok(Verdict::Refuse(Refusal::new(
-                        RejectCode::Voided,
-                        format!(
-                            "{} voided certificate {} at {when}; a voided certificate cannot be confirmed",
-                            self.me, rec.number
-                        ),
-                    )));
+                // The importer's order decides between a void and a confirmation that cross:
+                // it confirms only what it does not hold as voided, and refuses a void of what
+                // it confirmed. So a confirmation is refused only if the importer acknowledged
+                // the void first; one that crossed the void stands (the importer refuses the
+                // void, naming the confirmation), and both sides end `import_confirmed`.
+                if let Some(v) = rec.void.as_ref().filter(|_| rec.status == CertStatus::Voided) {
+                    if v.acknowledged {
+                        return Ok(Verdict::Refuse(Refusal::new(
+                            RejectCode::Voided,
+                            format!(
+                                "{} voided certificate {} at {}, and {peer} acknowledged the void; a voided certificate cannot be confirmed",
+                                self.me, rec.number, v.voided_at
+                            ),
+                        )));
+                    }
+                    tracing::warn!(number = %rec.number, from = %peer, "the importer confirmed receipt before the void reached it: the confirmation stands, the void will be refused");
                 }
                 let discrepancy = discrepancy(&rec, c);
                 rec.status = if discrepancy.is_some() {
@@ -939,6 +956,18 @@ impl Engine {
                             format!("certificate {} is already voided", rec.number),
                         )),
                     });
+                }
+                // The rule the exporter's node applies to its operator (`voidable`): a
+                // certificate whose import was confirmed cannot be voided.
+                if let Some(c) = &rec.confirmation {
+                    return Ok(Verdict::Refuse(Refusal::new(
+                        RejectCode::Conflict,
+                        format!(
+                            "{} confirmed receipt of certificate {} at {} (message {:?}) before this void arrived; \
+                             a certificate whose import was confirmed cannot be voided",
+                            self.me, rec.number, c.confirmed_at, c.message_id
+                        ),
+                    )));
                 }
                 tracing::info!(number = %rec.number, from = %peer, reason = %v.reason, "certificate voided by its issuer");
                 rec.status = CertStatus::Voided;
@@ -1098,6 +1127,10 @@ impl Engine {
                         }
                     }
                     DocumentKind::Void => {
+                        // A void the importer refused (it had confirmed the import) keeps
+                        // the refusal for `show`; the importer's confirmation, already on its
+                        // way, then makes the certificate `import_confirmed` (see `judge`).
+                        tracing::warn!(number = %rec.number, to = %peer, detail = %rejection.detail, "the importer refused the void");
                         if let Some(v) = rec.void.as_mut() {
                             v.rejection = Some(rejection);
                         }

@@ -97,6 +97,7 @@ fn deliver(
         peer: from.code,
         now,
         clock_tolerance_ms: 300_000,
+        retired_key_grace_ms: 7 * 86_400_000,
         registry: registry.on(now.date()),
     };
     let mut history = from.history.clone();
@@ -282,8 +283,14 @@ fn nothing_unflushed_survives_a_crash_and_the_engine_reloads_its_head() {
 
     // The second delivery is committed but not flushed when IN loses power.
     let registry = Registry::default();
-    let ctx =
-        CheckContext { me: IN, peer: RU, now, clock_tolerance_ms: 0, registry: registry.on(now.date()) };
+    let ctx = CheckContext {
+        me: IN,
+        peer: RU,
+        now,
+        clock_tolerance_ms: 0,
+        retired_key_grace_ms: 0,
+        registry: registry.on(now.date()),
+    };
     let docs = queued[1..].iter().map(|(i, d, _)| (*i, None, d.clone())).collect();
     let items = check_batch(&ctx, &mut ru.history.clone(), docs).into_iter().map(Result::unwrap).collect();
     inn.engine.apply(&inn.store, now, vec![Command::Deliveries { peer: RU, items }]).unwrap();
@@ -389,8 +396,14 @@ fn the_store_refuses_a_rotation_to_another_participants_tls_key_even_past_the_li
     let doc = SignedDocument::sign(&body, RU, ru.signing.signing_key(), now);
     let mut history = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
     let registry = Registry::default();
-    let ctx =
-        CheckContext { me: IN, peer: RU, now, clock_tolerance_ms: 0, registry: registry.on(now.date()) };
+    let ctx = CheckContext {
+        me: IN,
+        peer: RU,
+        now,
+        clock_tolerance_ms: 0,
+        retired_key_grace_ms: 7 * 86_400_000,
+        registry: registry.on(now.date()),
+    };
     let item = check_batch(&ctx, &mut history, vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap();
     let replies = match inn.apply(now, vec![Command::Deliveries { peer: RU, items: vec![item] }]).remove(0) {
         Outcome::Delivered(r) => r,
@@ -427,8 +440,14 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
     let doc = SignedDocument::sign(&body, RU, ru.signing.signing_key(), now);
     let mut history = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
     let registry = Registry::default();
-    let ctx =
-        CheckContext { me: IN, peer: RU, now, clock_tolerance_ms: 0, registry: registry.on(now.date()) };
+    let ctx = CheckContext {
+        me: IN,
+        peer: RU,
+        now,
+        clock_tolerance_ms: 0,
+        retired_key_grace_ms: 7 * 86_400_000,
+        registry: registry.on(now.date()),
+    };
     let item = check_batch(&ctx, &mut history, vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap();
     inn.apply(now, vec![Command::Deliveries { peer: RU, items: vec![item] }]);
     // The bundle from before the rotation is older than what IN holds.
@@ -528,4 +547,35 @@ fn an_idempotency_key_returns_the_first_certificate_refuses_other_content_and_ex
     assert!(ru.store.get(Tree::Meta, &k2).unwrap().is_none(), "the expired key k2 is pruned");
     let k1 = crate::engine::idempotency_meta_key("k1");
     assert!(ru.store.get(Tree::Meta, &k1).unwrap().is_some(), "k1 is remembered again");
+}
+
+/// A certificate's `signed_at` may not lie before its issue date (one day of tolerance): the
+/// lower bound on a certificate's signing time, as the clock tolerance is the upper one.
+#[test]
+fn a_certificate_signed_before_its_issue_date_is_refused() {
+    const DAY: i64 = 86_400_000;
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    // RU's key has been valid for a year, so the signing time lies in its window.
+    ru.history = KeyHistory::genesis(
+        RU,
+        ru.history.root().public_key.as_bytes(),
+        Timestamp::from_unix_millis(T0 - 365 * DAY),
+        ru.history.current_tls().certificate_der.clone(),
+    )
+    .unwrap();
+    clock.set(Timestamp::from_unix_millis(T0 - 30 * DAY));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    clock.set(now);
+    let sent = ru.outbox(IN);
+    assert_eq!(sent[0].1.signed_at, Timestamp::from_unix_millis(T0 - 30 * DAY));
+    match &deliver(&ru, &mut inn, now, sent)[..] {
+        [Reply::Reject { refusal, .. }] => {
+            assert_eq!(refusal.code, RejectCode::InvalidDocument);
+            assert!(refusal.detail.contains("before its issue date 2026-11-18"), "{refusal}");
+        }
+        other => panic!("expected a reject, got {other:?}"),
+    }
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000001").unwrap().is_none());
 }

@@ -170,7 +170,7 @@ impl NodeDir {
     pub fn token(&self) -> Result<String, HomeError> {
         let path = self.token_path();
         let bytes = read_secret(&path)?;
-        let token = String::from_utf8(bytes)
+        let token = std::str::from_utf8(&bytes)
             .map_err(|_| HomeError::Token { path: path.clone(), detail: "is not text".into() })?;
         let token = token.trim().to_owned();
         if token.len() < 32 || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {

@@ -7,7 +7,8 @@
 //! - [`verify`]: the checks on a delivered document that need no store; [`sender`]: the
 //!   window and backoff of a link, without I/O.
 //! - [`node`]: a running node and its task tree; [`link`]: peer connections over [`tls`]
-//!   and [`conn`]; [`api`]: the local HTTP API; [`queries`]: views for people.
+//!   and [`conn`]; [`api`]: the local HTTP API, served by [`http`]; [`queries`]: views for
+//!   people.
 //! - [`signer`]: every signature this node makes; [`trust`]: whom it trusts now;
 //!   [`enrol`]: checking partners' bundles; [`registry`]: participants, their standing and unions;
 //!   [`metrics`]; [`clock`]: time, passed in.
@@ -26,6 +27,7 @@ pub mod engine;
 mod engine_tests;
 pub mod enrol;
 pub mod home;
+pub mod http;
 pub mod link;
 pub mod metrics;
 pub mod node;

@@ -37,6 +37,9 @@ pub const SOFTWARE: &str = concat!("kpnode/", env!("CARGO_PKG_VERSION"));
 const MAX_DELIVERY_BATCH: usize = 256;
 /// A link up this long counts as healthy: the next failure restarts the backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// How often an open link's TLS key is judged again when trust has not changed: a replaced
+/// key's grace period ends by the clock alone. A change of trust is judged at once.
+const REJUDGE_EVERY: Duration = Duration::from_millis(500);
 
 type TlsServer = tokio_rustls::server::TlsStream<TcpStream>;
 type TlsClient = tokio_rustls::client::TlsStream<TcpStream>;
@@ -207,9 +210,13 @@ async fn inbound(
             return;
         }
     };
-    let Some(peer) =
-        tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| shared.tls.peer_of(c))
-    else {
+    let key = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| kp_keys::tlscert::public_key(c).ok());
+    let Some((peer, key)) = key.and_then(|k| shared.tls.peer_of_key(&k).map(|p| (p, k))) else {
         shared.metrics.handshakes_refused.inc();
         tracing::warn!("refused a connection: the client's key is not a trusted key of an enrolled peer");
         return;
@@ -238,16 +245,18 @@ async fn inbound(
     let token = shared.links.token(peer);
     shared.metrics.peer_add(PeerCounter::Connections, peer, 1);
     let result = tokio::select! {
-        _ = token.cancelled() => Err(LinkError::Refused(if shared.cancel.is_cancelled() {
-            "the node is shutting down".into()
+        _ = token.cancelled() => Err(if shared.cancel.is_cancelled() {
+            LinkError::Refused("the node is shutting down".into())
         } else {
-            "the peer was removed".into()
-        })),
-        r = serve_peer(&shared, peer, tls).instrument(span.clone()) => r,
+            LinkError::Untrusted(crate::tls::Distrust::Removed)
+        }),
+        why = trust_lost(&shared, peer, key) => Err(LinkError::Untrusted(why)),
+        r = serve_peer(&shared, peer, key, tls).instrument(span.clone()) => r,
     };
     let _e = span.enter();
     match result {
         Ok(()) => tracing::debug!("peer closed its connection"),
+        Err(LinkError::Untrusted(why)) => closed_untrusted(&shared, peer, "in", &why),
         Err(e) => {
             if matches!(e, LinkError::Protocol(_) | LinkError::Frame(_)) {
                 shared.metrics.protocol_errors.inc();
@@ -259,7 +268,61 @@ async fn inbound(
     }
 }
 
-async fn serve_peer(shared: &Arc<Shared>, peer: ParticipantCode, tls: TlsServer) -> Result<(), LinkError> {
+/// Resolves, with the reason, once `key` is no longer a trusted TLS key of `peer`: judged
+/// again at every change of trust and every [`REJUDGE_EVERY`]. Raced against a link's work,
+/// it closes the link.
+async fn trust_lost(shared: &Shared, peer: ParticipantCode, key: [u8; 32]) -> crate::tls::Distrust {
+    let mut generation = shared.trust_generation.subscribe();
+    let mut tick = tokio::time::interval(REJUDGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = true;
+    loop {
+        if let Err(why) = shared.tls.judge_now(peer, &key) {
+            return why;
+        }
+        tokio::select! {
+            r = generation.changed(), if changes => changes = r.is_ok(),
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+/// Logs and counts a link closed because its key is no longer trusted.
+fn closed_untrusted(shared: &Shared, peer: ParticipantCode, dir: &'static str, why: &crate::tls::Distrust) {
+    shared.metrics.link_closed_untrusted(peer, why.label());
+    shared.links.error(peer, shared.now(), format!("{dir}bound link closed: {why}"));
+    tracing::warn!(%peer, dir, reason = why.label(), "closed the link: {why}; nothing it sends is taken any more");
+}
+
+/// The peer's key history to check a batch with: the current trust's, unless this link's
+/// own copy extends it (rotation statements this link delivered that the store has not yet
+/// published). A copy that does not extend the current history (a new identity was enrolled,
+/// or the stored history changed otherwise) is dropped for the current one.
+fn refresh_history(
+    shared: &Shared,
+    peer: ParticipantCode,
+    key: &[u8; 32],
+    held: &mut Option<(kp_keys::Fingerprint, KeyHistory)>,
+) -> Result<(), LinkError> {
+    let trust = shared.trust.get();
+    shared.tls.judge(&trust, peer, key).map_err(LinkError::Untrusted)?;
+    let current = trust.active(peer).ok_or(LinkError::Untrusted(crate::tls::Distrust::NotEnrolled))?;
+    let extends = held.as_ref().is_some_and(|(fp, h)| {
+        let (mine, theirs) = (h.rotations(), current.history.rotations());
+        *fp == current.fingerprint && mine.len() >= theirs.len() && mine[..theirs.len()] == *theirs
+    });
+    if !extends {
+        *held = Some((current.fingerprint, current.history.clone()));
+    }
+    Ok(())
+}
+
+async fn serve_peer(
+    shared: &Arc<Shared>,
+    peer: ParticipantCode,
+    key: [u8; 32],
+    tls: TlsServer,
+) -> Result<(), LinkError> {
     let max = shared.config.delivery.max_frame_bytes;
     let (rd, wr) = tokio::io::split(tls);
     let mut reader = FrameReader::new(rd, max);
@@ -272,8 +335,10 @@ async fn serve_peer(shared: &Arc<Shared>, peer: ParticipantCode, tls: TlsServer)
     let idle = shared.config.delivery.ping_interval * 3;
 
     // This link's view of the peer's keys: rotation statements it delivers take effect for
-    // the documents after them at once, before the store has made them durable.
-    let mut history = current_history(shared, peer)?;
+    // the documents after them at once, before the store has made them durable. Every batch
+    // is judged against the trust in force when it arrives (see `refresh_history`).
+    let mut history = None;
+    refresh_history(shared, peer, &key, &mut history)?;
     let result = async {
         loop {
             let Some(frame) = reader.read_frame_with_id_within(idle, "with the peer idle").await? else {
@@ -305,12 +370,12 @@ async fn serve_peer(shared: &Arc<Shared>, peer: ParticipantCode, tls: TlsServer)
             if deliveries.is_empty() {
                 continue;
             }
-            if let Some(snapshot) = shared.trust.get().active(peer) {
-                if snapshot.history.rotations().len() > history.rotations().len() {
-                    history = snapshot.history.clone();
-                }
-            }
-            let batch = receive(shared, peer, &mut history, deliveries).await?;
+            // Nothing is checked, stored or acknowledged for a key no longer trusted.
+            refresh_history(shared, peer, &key, &mut history)?;
+            let Some((_, h)) = history.as_mut() else {
+                return Err(LinkError::Untrusted(crate::tls::Distrust::NotEnrolled));
+            };
+            let batch = receive(shared, peer, h, deliveries).await?;
             if tx.send(batch).await.is_err() {
                 return Err(LinkError::Refused("the writer stopped".into()));
             }
@@ -361,6 +426,7 @@ async fn receive(
             peer,
             now,
             clock_tolerance_ms: shared.config.delivery.clock_tolerance.as_millis() as i64,
+            retired_key_grace_ms: shared.config.keys.tls_grace_period.as_millis() as i64,
             registry: registry.on(now.date()),
         };
         // A rotation to a TLS key bound to another participant is refused before it touches
@@ -559,15 +625,6 @@ fn check_hello(frame: Option<Frame>, peer: ParticipantCode) -> Result<(), LinkEr
     }
 }
 
-fn current_history(shared: &Shared, peer: ParticipantCode) -> Result<KeyHistory, LinkError> {
-    shared
-        .trust
-        .get()
-        .active(peer)
-        .map(|p| p.history.clone())
-        .ok_or_else(|| LinkError::Refused(format!("{peer} is not an enrolled peer")))
-}
-
 /// Keeps the link to `peer` up, delivering its outbox, until `token` is cancelled.
 pub async fn outbound(shared: Arc<Shared>, peer: ParticipantCode, token: CancellationToken) {
     let d = &shared.config.delivery;
@@ -582,18 +639,32 @@ pub async fn outbound(shared: Arc<Shared>, peer: ParticipantCode, token: Cancell
                 return;
             };
             let started = Instant::now();
+            let mut key = None;
             let result = tokio::select! {
-                _ = token.cancelled() => return,
-                r = session(&shared, peer, &endpoint, &mut state) => r,
+                _ = token.cancelled() => {
+                    // Stopped from outside (the peer removed, new endpoints, the node stopping):
+                    // a link whose key is no longer trusted is reported like any other.
+                    if let (Some(k), false) = (key, shared.cancel.is_cancelled()) {
+                        if let Err(why) = shared.tls.judge_now(peer, &k) {
+                            closed_untrusted(&shared, peer, "out", &why);
+                        }
+                    }
+                    return;
+                }
+                r = session(&shared, peer, &endpoint, &mut state, &mut key) => r,
             };
             shared.links.update(peer, |s| {
                 s.connected = false;
                 s.connected_since = None;
                 s.in_flight = 0;
             });
-            if let Err(e) = result {
-                tracing::info!(%endpoint, error = %e, "link down");
-                shared.links.error(peer, shared.now(), &e);
+            match result {
+                Ok(()) => {}
+                Err(LinkError::Untrusted(why)) => closed_untrusted(&shared, peer, "out", &why),
+                Err(e) => {
+                    tracing::info!(%endpoint, error = %e, "link down");
+                    shared.links.error(peer, shared.now(), &e);
+                }
             }
             if started.elapsed() >= HEALTHY_AFTER {
                 state.healthy();
@@ -620,17 +691,33 @@ async fn session(
     peer: ParticipantCode,
     endpoint: &str,
     state: &mut SenderState,
+    connected_key: &mut Option<[u8; 32]>,
 ) -> Result<(), LinkError> {
     let d = &shared.config.delivery;
     let tls = connect(shared, peer, endpoint).await?;
+    // The key the peer authenticated with, judged again for as long as the link lives.
+    let key = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| kp_keys::tlscert::public_key(c).ok())
+        .ok_or_else(|| LinkError::Tls("the peer presented no Ed25519 certificate".into()))?;
+    *connected_key = Some(key);
     let (rd, wr) = tokio::io::split(tls);
     let mut reader = FrameReader::new(rd, d.max_frame_bytes);
     let (tx, rx) = mpsc::channel::<Outgoing>(1024);
     let writer =
         WriterTask::spawn(write_loop(FrameWriter::new(wr, d.max_frame_bytes), rx, peer, shared.clone()));
-    let result = run_session(shared, peer, state, &mut reader, &tx).await;
+    let result = tokio::select! {
+        why = trust_lost(shared, peer, key) => Err(LinkError::Untrusted(why)),
+        r = run_session(shared, peer, state, &mut reader, &tx) => r,
+    };
     drop(tx);
-    writer.finish().await;
+    if !matches!(result, Err(LinkError::Untrusted(_))) {
+        writer.finish().await;
+    }
+    // Else dropped: aborted, nothing more goes to a key no longer trusted.
     result
 }
 

@@ -100,9 +100,15 @@ pub struct Metrics {
     pub log_entries_appended: Counter,
     pub handshakes_refused: Counter,
     pub protocol_errors: Counter,
+    /// API connections closed for not sending a request header in time.
+    pub api_header_timeouts: Counter,
+    /// Times the API reached `api.max_connections` (the next connection waited for a slot).
+    pub api_connection_cap_reached: Counter,
     flush_buckets: [Counter; FLUSH_BUCKETS.len()],
     flush_sum_micros: Counter,
     peer: Mutex<BTreeMap<(PeerCounter, ParticipantCode), u64>>,
+    /// Open links closed because their TLS key stopped being trusted, by peer and reason.
+    untrusted: Mutex<BTreeMap<(ParticipantCode, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -132,6 +138,12 @@ impl Metrics {
         *m.entry((counter, peer)).or_default() += n;
     }
 
+    /// An open link to or from `peer` was closed because its key is no longer trusted.
+    pub fn link_closed_untrusted(&self, peer: ParticipantCode, reason: &'static str) {
+        let mut m = self.untrusted.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((peer, reason)).or_default() += 1;
+    }
+
     pub fn peer_get(&self, counter: PeerCounter, peer: ParticipantCode) -> u64 {
         let m = self.peer.lock().unwrap_or_else(|p| p.into_inner());
         m.get(&(counter, peer)).copied().unwrap_or(0)
@@ -150,6 +162,14 @@ impl Metrics {
                     let _ = writeln!(out, "{name}{{peer=\"{p}\"}} {v}");
                 }
             }
+        }
+        let name = "kpnode_links_closed_untrusted_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Open peer links closed because their TLS key is no longer trusted for the peer (removed, identity replaced, grace period over).\n# TYPE {name} counter"
+        );
+        for ((p, reason), v) in self.untrusted.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "{name}{{peer=\"{p}\",reason=\"{reason}\"}} {v}");
         }
         for (name, help, value) in [
             (
@@ -176,6 +196,16 @@ impl Metrics {
                 "kpnode_protocol_errors_total",
                 "Peer connections closed for malformed or unexpected frames.",
                 self.protocol_errors.get(),
+            ),
+            (
+                "kpnode_api_header_timeouts_total",
+                "API connections closed because no complete request header arrived within api.header_read_timeout.",
+                self.api_header_timeouts.get(),
+            ),
+            (
+                "kpnode_api_connection_cap_reached_total",
+                "Times the API was serving api.max_connections connections, so the next one waited for a free slot.",
+                self.api_connection_cap_reached.get(),
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

@@ -4,15 +4,15 @@
 //! recorded in its log (`Command::RecordParticipant`).
 
 use kp_keys::KeyHistory;
-use kp_protocol::registry::{list_from_armored, list_to_armored};
+use kp_protocol::registry::{list_from_armored, list_v2_to_armored, ParticipantListV2};
 use kp_protocol::{
     Date, LongText, ParticipantCode, ParticipantDirectory, ParticipantEntry, ParticipantList,
-    ParticipantStatus, Problem, RegistryChange, SignedDocument, Text,
+    ParticipantStatus, Problem, RegistryChange, SignedDocument, Text, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Command;
-use crate::registry::{change_problems, Registry};
+use crate::registry::{change_problems, ListOrigin, Registry};
 use crate::signer::Signer;
 use crate::trust::Trust;
 
@@ -191,11 +191,25 @@ pub fn prepare_set(
     }
 }
 
-/// The signed record of a change, and the command that stores it.
-pub fn record(signer: &Signer, entry: ParticipantEntry, source: &str) -> Command {
+/// The signed record of a change, and the command that stores it; `from_list` names the
+/// signed list it comes from (`None` for the operator's change).
+pub fn record(
+    signer: &Signer,
+    entry: ParticipantEntry,
+    source: &str,
+    from_list: Option<ListOrigin>,
+) -> Command {
     let source: Text = source.parse().unwrap_or_else(|_| "operator".parse().expect("a valid text"));
     let document = signer.sign(&RegistryChange { entry: entry.clone(), source });
-    Command::RecordParticipant { document, entry: Box::new(entry) }
+    Command::RecordParticipant { document, entry: Box::new(entry), from_list }
+}
+
+/// An entry of an imported list that is not applied, and why.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct IgnoredEntry {
+    #[schema(value_type = Object)]
+    pub entry: ParticipantEntry,
+    pub why: String,
 }
 
 /// What an import would change.
@@ -204,30 +218,46 @@ pub struct ImportPlan {
     /// Who signed the list, with which key, when.
     pub signed_by: String,
     pub issued_on: Date,
+    /// The issuer and issue time, and (version 2 lists) the issuer's registry revision.
+    pub origin: ListOrigin,
     /// Entries that differ from the registry, as they will stand.
     #[schema(value_type = Vec<Object>)]
     pub changes: Vec<ParticipantEntry>,
     pub unchanged: usize,
+    /// Entries that differ, but that this node recorded a newer change for: an older list
+    /// never overrides a newer change.
+    pub ignored: Vec<IgnoredEntry>,
     #[serde(skip)]
     pub source: String,
 }
 
-/// Checks a signed list file: armor, signer (this node or an enrolled peer), key valid at
-/// signing, signature, and every entry; then what it would change.
+/// How far in the future a list's issue time may lie (clocks differ).
+const LIST_CLOCK_TOLERANCE_MS: i64 = 300_000;
+
+/// Checks a signed list file: armor, signer (this node or a peer enrolled now), key valid at
+/// signing, signature, issue time not in the future, and every entry; then what it would
+/// change and what it ignores because this node recorded something newer.
 pub fn prepare_import(
     registry: &Registry,
-    today: Date,
+    now: Timestamp,
     me: ParticipantCode,
     own: &KeyHistory,
     trust: &Trust,
     text: &str,
 ) -> Result<ImportPlan, Vec<String>> {
-    let (doc, list) = list_from_armored(text).map_err(|e| vec![e.to_string()])?;
+    let read = list_from_armored(text).map_err(|e| vec![e.to_string()])?;
+    let doc = &read.document;
     let history = if doc.signer == me {
         own
     } else {
         match trust.known(doc.signer) {
-            Some(p) => &p.history,
+            Some(p) if !p.removed => &p.history,
+            Some(_) => {
+                return Err(vec![format!(
+                    "the list is signed by {}, which is no longer enrolled here (removed): only lists signed by this node or a peer enrolled now are accepted",
+                    doc.signer
+                )])
+            }
             None => {
                 return Err(vec![format!(
                     "the list is signed by {}, which is neither this node nor an enrolled peer; enrol its issuer first (kpnode peer add) so its key can be checked",
@@ -240,39 +270,58 @@ pub fn prepare_import(
         .signing_key_at(doc.key_id, doc.signed_at)
         .map_err(|e| vec![format!("the list's signing key: {e}")])?;
     doc.verify_signature(key).map_err(|e| vec![format!("the list's signature: {e}")])?;
-    let problems = list.problems();
+    if doc.signed_at > now.saturating_add_millis(LIST_CLOCK_TOLERANCE_MS) {
+        return Err(vec![format!(
+            "the list was signed at {}, which is in the future for this node (now {now}); check the clocks",
+            doc.signed_at
+        )]);
+    }
+    let problems = read.list.problems();
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(plan(registry, today, &doc, list))
+    let origin = ListOrigin { issuer: doc.signer, issued_at: doc.signed_at, revision: read.revision };
+    Ok(plan(registry, now.date(), doc, origin, read.list))
 }
 
-fn plan(registry: &Registry, today: Date, doc: &SignedDocument, list: ParticipantList) -> ImportPlan {
+fn plan(
+    registry: &Registry,
+    today: Date,
+    doc: &SignedDocument,
+    origin: ListOrigin,
+    list: ParticipantList,
+) -> ImportPlan {
     let on = registry.on(today);
-    let signed_by = format!("{} key {} at {}", doc.signer, doc.key_id, doc.signed_at);
+    let revision = origin.revision.map(|r| format!(" (revision {r})")).unwrap_or_default();
+    let signed_by = format!("{} key {} at {}{revision}", doc.signer, doc.key_id, doc.signed_at);
     let source = format!("list {} signed by {}", short_id(doc), signed_by);
     let mut changes = Vec::new();
+    let mut ignored = Vec::new();
     let mut unchanged = 0;
     for e in list.entries {
         if on.entry(e.code) == Some(&e) || on.pending(e.code).iter().any(|p| p.entry == e) {
             unchanged += 1;
+        } else if let Some(why) = registry.history(e.code).iter().rev().find_map(|r| r.newer_than(&origin)) {
+            ignored.push(IgnoredEntry { entry: e, why });
         } else {
             changes.push(e);
         }
     }
-    ImportPlan { signed_by, issued_on: list.issued_on, changes, unchanged, source }
+    ImportPlan { signed_by, issued_on: list.issued_on, origin, changes, unchanged, ignored, source }
 }
 
 fn short_id(doc: &SignedDocument) -> String {
     doc.message_id().to_string().chars().take(16).collect()
 }
 
-/// The registry in force, as a list signed by this node (for other nodes to import).
+/// The registry in force, as a list signed by this node (for other nodes to import), with
+/// this node's registry revision.
 pub fn export(registry: &Registry, today: Date, signer: &Signer) -> String {
-    let list = ParticipantList {
+    let list = ParticipantListV2 {
         issued_on: today,
+        revision: registry.revision(),
         entries: registry.on(today).entries().into_iter().cloned().collect(),
     };
     let doc = signer.sign(&list);
-    list_to_armored(&doc, &list)
+    list_v2_to_armored(&doc, &list)
 }

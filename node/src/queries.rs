@@ -360,6 +360,10 @@ pub fn document_json(doc: &kp_protocol::SignedDocument) -> (Option<String>, serd
             Ok(l) => (None, to_value(serde_json::to_value(&l))),
             Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
         },
+        DocumentKind::ParticipantListV2 => match doc.body::<kp_protocol::registry::ParticipantListV2>() {
+            Ok(l) => (None, to_value(serde_json::to_value(&l))),
+            Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
+        },
         DocumentKind::CertificateSeal => match doc.body::<kp_protocol::seal::CertificateSeal>() {
             Ok(c) => (Some(c.number.to_string()), to_value(serde_json::to_value(&c))),
             Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),

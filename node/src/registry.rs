@@ -168,12 +168,118 @@ pub fn shipped() -> &'static BTreeMap<ParticipantCode, ParticipantEntry> {
     })
 }
 
-/// A change as stored: the entry, where its signed record sits in the log, and when.
+/// A change as stored: the entry, where its signed record sits in the log, when, and which
+/// signed list it came from (if it did).
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
 pub struct RecordedEntry {
     pub entry: ParticipantEntry,
     pub log_seq: u64,
     pub recorded_at: Timestamp,
+    /// `None`: the operator's change (or one recorded before lists were tracked).
+    pub from_list: Option<ListOrigin>,
+}
+
+/// The signed list a change was imported from: whose, issued when, at which revision of the
+/// issuer's registry (version 2 lists).
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, utoipa::ToSchema)]
+pub struct ListOrigin {
+    pub issuer: ParticipantCode,
+    pub issued_at: Timestamp,
+    pub revision: Option<u64>,
+}
+
+impl RecordedEntry {
+    /// As of when the change states the participant's standing: the list's issue time for an
+    /// imported change, the moment it was recorded for the operator's.
+    pub fn as_of(&self) -> Timestamp {
+        self.from_list.as_ref().map_or(self.recorded_at, |o| o.issued_at)
+    }
+
+    /// Why a list from `list` must not override this change, if it must not: the change is
+    /// newer. Of two lists from one issuer, the higher registry revision is the newer; other
+    /// changes are ordered by time.
+    pub fn newer_than(&self, list: &ListOrigin) -> Option<String> {
+        let code = self.entry.code;
+        let what = format!("{} from {}", self.entry.status, self.entry.effective_from);
+        if let Some(o) = &self.from_list {
+            if let (true, Some(mine), Some(theirs)) = (o.issuer == list.issuer, o.revision, list.revision) {
+                return (mine > theirs).then(|| {
+                    format!(
+                        "{code}: this node recorded {what} (log entry {}) from {}'s list at revision {mine}, newer than this list's revision {theirs}",
+                        self.log_seq, o.issuer
+                    )
+                });
+            }
+        }
+        let as_of = self.as_of();
+        (as_of > list.issued_at).then(|| {
+            let by = match &self.from_list {
+                Some(o) => format!("from {}'s list issued at {}", o.issuer, o.issued_at),
+                None => format!("by this node's operator at {}", self.recorded_at),
+            };
+            format!(
+                "{code}: {what} was recorded {by} (log entry {}), after this list was issued ({})",
+                self.log_seq, list.issued_at
+            )
+        })
+    }
+}
+
+/// The version 1 record, written before changes remembered their list.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+struct RecordedEntryV1 {
+    entry: ParticipantEntry,
+    log_seq: u64,
+    recorded_at: Timestamp,
+}
+
+/// A participant's recorded changes, as stored under its code. Written as a 0xFF marker and
+/// a version byte (2) before the changes; a record without the marker is version 1 (its
+/// first byte is the high byte of a big-endian vector length, never 0xFF) and is still read.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct RegistryHistory(pub Vec<RecordedEntry>);
+
+const HISTORY_MARKER: u8 = 0xFF;
+const HISTORY_VERSION: u8 = 2;
+
+impl Encode for RegistryHistory {
+    fn encode<E: bincode::enc::Encoder>(&self, e: &mut E) -> Result<(), bincode::error::EncodeError> {
+        HISTORY_MARKER.encode(e)?;
+        HISTORY_VERSION.encode(e)?;
+        self.0.encode(e)
+    }
+}
+
+impl<C> Decode<C> for RegistryHistory {
+    fn decode<D: bincode::de::Decoder<Context = C>>(d: &mut D) -> Result<Self, bincode::error::DecodeError> {
+        let first = u8::decode(d)?;
+        if first == HISTORY_MARKER {
+            let version = u8::decode(d)?;
+            if version != HISTORY_VERSION {
+                return Err(bincode::error::DecodeError::OtherString(format!(
+                    "registry record version {version}; this kpnode reads versions 1 and 2"
+                )));
+            }
+            return Ok(RegistryHistory(Vec::decode(d)?));
+        }
+        // Version 1: a plain vector; `first` was the high byte of its u64 length.
+        let rest = <[u8; 7]>::decode(d)?;
+        let mut len_bytes = [first, 0, 0, 0, 0, 0, 0, 0];
+        len_bytes[1..].copy_from_slice(&rest);
+        let len = u64::from_be_bytes(len_bytes);
+        // No allocation sized by the length: each entry consumes input, which is bounded.
+        let mut out = Vec::new();
+        for _ in 0..len {
+            let v1 = RecordedEntryV1::decode(d)?;
+            out.push(RecordedEntry {
+                entry: v1.entry,
+                log_seq: v1.log_seq,
+                recorded_at: v1.recorded_at,
+                from_list: None,
+            });
+        }
+        Ok(RegistryHistory(out))
+    }
 }
 
 /// The registry store key of a participant.
@@ -223,7 +329,7 @@ impl Registry {
     ) -> Result<Registry, StoreError> {
         let mut recorded = BTreeMap::new();
         for (k, v) in store.range(Tree::Registry, &[], &[0xff; 3], usize::MAX)? {
-            let history: Vec<RecordedEntry> = decode_record(Tree::Registry, &k, &v)?;
+            let RegistryHistory(history) = decode_record(Tree::Registry, &k, &v)?;
             if let Some(first) = history.first() {
                 recorded.insert(first.entry.code, history);
             }
@@ -241,7 +347,12 @@ impl Registry {
             .map(|entry| {
                 (
                     entry.code,
-                    vec![RecordedEntry { entry, log_seq: 0, recorded_at: Timestamp::from_unix_millis(0) }],
+                    vec![RecordedEntry {
+                        entry,
+                        log_seq: 0,
+                        recorded_at: Timestamp::from_unix_millis(0),
+                        from_list: None,
+                    }],
                 )
             })
             .collect();
@@ -259,6 +370,12 @@ impl Registry {
         codes.sort();
         codes.dedup();
         codes
+    }
+
+    /// How many changes this node's registry has recorded: its revision, carried in the lists
+    /// it exports. It only grows (changes are never removed).
+    pub fn revision(&self) -> u64 {
+        self.recorded.values().map(|h| h.len() as u64).sum()
     }
 
     /// The recorded changes of `code`, oldest first.
@@ -483,7 +600,36 @@ mod tests {
     }
 
     fn recorded(entry: ParticipantEntry, seq: u64) -> RecordedEntry {
-        RecordedEntry { entry, log_seq: seq, recorded_at: Timestamp::from_unix_millis(0) }
+        RecordedEntry { entry, log_seq: seq, recorded_at: Timestamp::from_unix_millis(0), from_list: None }
+    }
+
+    /// Records written before changes remembered their list (version 1) are still read.
+    #[test]
+    fn version_1_registry_records_are_still_read() {
+        let cf = shipped()[&code("CF")].clone();
+        let v1 = vec![RecordedEntryV1 {
+            entry: cf.clone(),
+            log_seq: 4,
+            recorded_at: Timestamp::from_unix_millis(9),
+        }];
+        let bytes = kp_protocol::codec::encode(&v1);
+        let RegistryHistory(read) = kp_protocol::codec::decode(&bytes).unwrap();
+        assert_eq!(
+            read,
+            vec![RecordedEntry {
+                entry: cf.clone(),
+                log_seq: 4,
+                recorded_at: Timestamp::from_unix_millis(9),
+                from_list: None
+            }]
+        );
+        let origin =
+            ListOrigin { issuer: code("RU"), issued_at: Timestamp::from_unix_millis(5), revision: Some(3) };
+        let v2 = RegistryHistory(vec![RecordedEntry { from_list: Some(origin), ..read[0].clone() }]);
+        let bytes = kp_protocol::codec::encode(&v2);
+        assert_eq!(bytes[..2], [0xFF, 2]);
+        assert_eq!(kp_protocol::codec::decode::<RegistryHistory>(&bytes).unwrap(), v2);
+        assert!(kp_protocol::codec::decode::<RegistryHistory>(&[0xFF, 3, 0]).is_err());
     }
 
     #[test]

@@ -38,6 +38,8 @@ use crate::verify::{check_batch, CheckContext};
 /// 2026-11-18, the simulation's epoch.
 const T0: i64 = 1_795_000_000_000;
 const TOLERANCE_MS: i64 = 300_000;
+/// The default `keys.tls_grace_period`, for documents signed with a just-replaced key.
+const GRACE_MS: i64 = 7 * 86_400_000;
 const ACK_TIMEOUT_MS: i64 = 2_000;
 const TICK_MS: i64 = 100;
 
@@ -783,6 +785,7 @@ impl Sim {
                     peer: self.nodes[from].code,
                     now,
                     clock_tolerance_ms: TOLERANCE_MS,
+                    retired_key_grace_ms: GRACE_MS,
                     registry: registry.on(now.date()),
                 };
                 let mut history = self.histories[from].clone();

@@ -310,3 +310,84 @@ impl ResolvesClientCert for OwnCert {
         true
     }
 }
+
+/// Judging open links again: whether the key a link authenticated with is still trusted.
+impl TlsContext {
+    /// The enrolled peer whose trusted TLS key `key` is, if any.
+    pub fn peer_of_key(&self, key: &[u8; 32]) -> Option<ParticipantCode> {
+        self.trust.get().peer_for_tls_key(key, self.clock.now(), self.grace_millis)
+    }
+
+    /// Judges an open link again: whether `key`, the TLS key the link authenticated with, is
+    /// still a trusted key of `peer` in `trust` now. The rule is the handshake's own, so a link
+    /// stays open exactly as long as a new connection with the same key would be admitted as
+    /// the same peer.
+    pub fn judge(
+        &self,
+        trust: &crate::trust::Trust,
+        peer: ParticipantCode,
+        key: &[u8; 32],
+    ) -> Result<(), Distrust> {
+        match trust.peer_for_tls_key(key, self.clock.now(), self.grace_millis) {
+            Some(p) if p == peer => Ok(()),
+            Some(other) => Err(Distrust::OtherPeer(other)),
+            None => Err(match trust.active(peer) {
+                Some(p) if p.history.tls_keys().iter().any(|e| e.public_key == *key) => Distrust::GraceOver,
+                Some(_) => Distrust::IdentityReplaced,
+                None if trust.known(peer).is_some_and(|p| p.removed) => Distrust::Removed,
+                None => Distrust::NotEnrolled,
+            }),
+        }
+    }
+
+    /// [`judge`](Self::judge) against the trust in force now.
+    pub fn judge_now(&self, peer: ParticipantCode, key: &[u8; 32]) -> Result<(), Distrust> {
+        self.judge(&self.trust.get(), peer, key)
+    }
+}
+
+/// Why an open link was closed: the TLS key it authenticated with is no longer trusted for
+/// its peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Distrust {
+    /// The peer was removed.
+    Removed,
+    /// The peer is not (or no longer) an active enrolled peer.
+    NotEnrolled,
+    /// The key is not in the peer's current identity: the operator enrolled a new one.
+    IdentityReplaced,
+    /// The peer rotated its TLS key and the old one's grace period is over.
+    GraceOver,
+    /// The key is now bound to another peer.
+    OtherPeer(ParticipantCode),
+}
+
+impl Distrust {
+    /// A short, stable name, for the `reason` label of the metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Distrust::Removed => "removed",
+            Distrust::NotEnrolled => "not_enrolled",
+            Distrust::IdentityReplaced => "identity_replaced",
+            Distrust::GraceOver => "grace_over",
+            Distrust::OtherPeer(_) => "other_peer",
+        }
+    }
+}
+
+impl std::fmt::Display for Distrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Distrust::Removed => f.write_str("the peer was removed"),
+            Distrust::NotEnrolled => f.write_str("the peer is not an enrolled peer"),
+            Distrust::IdentityReplaced => {
+                f.write_str("its TLS key is not in the peer's current identity (a new identity was enrolled)")
+            }
+            Distrust::GraceOver => f.write_str(
+                "its TLS key was replaced by a rotation and its grace period (keys.tls_grace_period) is over",
+            ),
+            Distrust::OtherPeer(p) => write!(f, "its TLS key now belongs to {p}"),
+        }
+    }
+}

@@ -272,6 +272,22 @@ pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut 
     let dir = ctx.participants;
     if let Some(exporting) = p.exporting {
         if let Some(issuer) = ctx.exporter {
+            // A member state's node issues in its union's name from its own range of numbers,
+            // `<UNION>-<MEMBER>-…`: the union's numbers are unique only if no member can take
+            // another's.
+            if let (Some(number), Some(union)) = (p.number, dir.union_of(issuer)) {
+                let own = format!("{union}-{issuer}-");
+                if exporting == union && !number.as_str().starts_with(&own) {
+                    out.push(Problem::new(
+                        "number",
+                        format!(
+                            "{number} is not in {issuer}'s range: a member state's node issues {union} \
+                             certificates numbered {own}… only, so that numbers stay unique across the \
+                             union's nodes"
+                        ),
+                    ));
+                }
+            }
             // The issuer's own participant, or the union it is a member state of.
             if exporting != issuer && dir.union_of(issuer) != Some(exporting) {
                 let allowed = match dir.union_of(issuer) {

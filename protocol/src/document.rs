@@ -35,6 +35,9 @@ pub enum DocumentKind {
     ParticipantList,
     /// The issuer's compact attestation of a certificate, printed as a QR code.
     CertificateSeal,
+    /// A participant list carrying its issuer's registry revision (version 2 of the list
+    /// format); [`DocumentKind::ParticipantList`] lists are still read.
+    ParticipantListV2,
 }
 
 impl DocumentKind {
@@ -49,6 +52,7 @@ impl DocumentKind {
             DocumentKind::ParticipantChange => "participant-change",
             DocumentKind::ParticipantList => "participant-list",
             DocumentKind::CertificateSeal => "certificate-seal",
+            DocumentKind::ParticipantListV2 => "participant-list-v2",
         }
     }
 }

@@ -151,6 +151,22 @@ impl Body for ParticipantList {
     const KIND: DocumentKind = DocumentKind::ParticipantList;
 }
 
+/// A participant list, version 2: as version 1, plus the issuer's **registry revision**, the
+/// number of changes its registry has recorded when it signed the list. A node's revision
+/// only grows, so of two lists from one issuer the one with the higher revision is the newer,
+/// whatever the clocks said; the list's issue time is the signed document's `signed_at`.
+/// Importers use both so that an older list never overrides a newer recorded change.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+pub struct ParticipantListV2 {
+    pub issued_on: Date,
+    pub revision: u64,
+    pub entries: Vec<ParticipantEntry>,
+}
+
+impl Body for ParticipantListV2 {
+    const KIND: DocumentKind = DocumentKind::ParticipantListV2;
+}
+
 impl ParticipantList {
     /// Every problem of every entry, and of the list as a whole.
     pub fn problems(&self) -> Vec<String> {
@@ -195,7 +211,7 @@ pub enum ListFileError {
     Document(#[from] DocumentError),
 }
 
-/// Armors a signed participant list.
+/// Armors a signed participant list (version 1: read, no longer written).
 pub fn list_to_armored(doc: &SignedDocument, list: &ParticipantList) -> String {
     let headers = [
         ("Issued-On", list.issued_on.to_string()),
@@ -207,16 +223,49 @@ pub fn list_to_armored(doc: &SignedDocument, list: &ParticipantList) -> String {
     armor::armor(LIST_LABEL, &headers, &doc.to_bytes())
 }
 
-/// Reads a signed list file (exact armor). The signature is not checked here.
-pub fn list_from_armored(text: &str) -> Result<(SignedDocument, ParticipantList), ListFileError> {
+/// Armors a signed participant list, version 2.
+pub fn list_v2_to_armored(doc: &SignedDocument, list: &ParticipantListV2) -> String {
+    let headers = [
+        ("Version", "2".to_owned()),
+        ("Issued-On", list.issued_on.to_string()),
+        ("Revision", list.revision.to_string()),
+        ("Entries", list.entries.len().to_string()),
+        ("Signed-By", format!("{} key {}", doc.signer, doc.key_id)),
+        ("Signed-At", doc.signed_at.to_string()),
+        ("Message-Id", doc.message_id().to_string()),
+    ];
+    armor::armor(LIST_LABEL, &headers, &doc.to_bytes())
+}
+
+/// A list file as read: the signed document, the entries, and (version 2) the issuer's
+/// registry revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadList {
+    pub document: SignedDocument,
+    pub list: ParticipantList,
+    /// `None` for a version 1 list, which carries no revision.
+    pub revision: Option<u64>,
+}
+
+/// Reads a signed list file of either version (exact armor). The signature is not checked
+/// here.
+pub fn list_from_armored(text: &str) -> Result<ReadList, ListFileError> {
     let bytes = armor::dearmor(text, LIST_LABEL)?;
     let doc = SignedDocument::from_bytes(&bytes)?;
-    if doc.kind != DocumentKind::ParticipantList {
-        return Err(ListFileError::WrongKind(doc.kind));
+    match doc.kind {
+        DocumentKind::ParticipantList => {
+            let list: ParticipantList = doc.body()?;
+            armor::check_canonical(text, &list_to_armored(&doc, &list))?;
+            Ok(ReadList { document: doc, list, revision: None })
+        }
+        DocumentKind::ParticipantListV2 => {
+            let v2: ParticipantListV2 = doc.body()?;
+            armor::check_canonical(text, &list_v2_to_armored(&doc, &v2))?;
+            let list = ParticipantList { issued_on: v2.issued_on, entries: v2.entries };
+            Ok(ReadList { document: doc, list, revision: Some(v2.revision) })
+        }
+        other => Err(ListFileError::WrongKind(other)),
     }
-    let list: ParticipantList = doc.body()?;
-    armor::check_canonical(text, &list_to_armored(&doc, &list))?;
-    Ok((doc, list))
 }
 
 #[cfg(test)]
@@ -266,10 +315,47 @@ mod tests {
             crate::Timestamp::from_unix_millis(1_795_000_000_000),
         );
         let text = list_to_armored(&doc, &list);
-        assert_eq!(list_from_armored(&text).unwrap(), (doc, list.clone()));
+        let read = list_from_armored(&text).unwrap();
+        assert_eq!(read, ReadList { document: doc, list: list.clone(), revision: None });
         assert!(list_from_armored(&text.replace("Entries: 2", "Entries: 3")).is_err());
         let mut twice = list;
         twice.entries.push(entry("BE", ParticipantStatus::Active));
         assert!(twice.problems().iter().any(|p| p.contains("both as a participant and as a member")));
+    }
+
+    fn fixture_list() -> ParticipantList {
+        let mut eu = entry("EU", ParticipantStatus::Active);
+        eu.members = vec!["BE".parse().unwrap(), "DE".parse().unwrap()];
+        ParticipantList {
+            issued_on: "2026-11-28".parse().unwrap(),
+            entries: vec![eu, entry("RU", ParticipantStatus::Active)],
+        }
+    }
+
+    fn fixture_signed<B: Body>(body: &B) -> SignedDocument {
+        SignedDocument::sign(
+            body,
+            "RU".parse().unwrap(),
+            &SigningKey::from_bytes(&[3; 32]),
+            crate::Timestamp::from_unix_millis(1_795_000_000_000),
+        )
+    }
+
+    /// Both versions of the list file, byte for byte: version 2 is what nodes write now,
+    /// version 1 files (written until now) are still read.
+    #[test]
+    fn list_files_match_their_golden_fixtures() {
+        let list = fixture_list();
+        let v1 = list_to_armored(&fixture_signed(&list), &list);
+        assert_eq!(v1, include_str!("../tests/fixtures/participant-list-v1.kpl"));
+        let read = list_from_armored(&v1).unwrap();
+        assert_eq!((read.list, read.revision), (list.clone(), None));
+
+        let v2 = ParticipantListV2 { issued_on: list.issued_on, revision: 7, entries: list.entries.clone() };
+        let text = list_v2_to_armored(&fixture_signed(&v2), &v2);
+        assert_eq!(text, include_str!("../tests/fixtures/participant-list-v2.kpl"));
+        let read = list_from_armored(&text).unwrap();
+        assert_eq!((read.list, read.revision), (list, Some(7)));
+        assert!(list_from_armored(&text.replace("Revision: 7", "Revision: 8")).is_err());
     }
 }

@@ -296,6 +296,11 @@ fn has(p: &[Problem], field: &str, words: &str) -> bool {
 #[test]
 fn a_member_state_issues_in_its_unions_name() {
     assert_eq!(union_problems("BE", "EU", "RU", "EU-BE-2026-000001"), Vec::new());
+    // A member may not take another member's numbers, nor numbers outside any member's range.
+    for number in ["EU-DE-2026-000001", "EU-2026-000001", "EU-BEX-1"] {
+        let p = union_problems("BE", "EU", "RU", number);
+        assert!(has(&p, "number", "not in BE's range") && has(&p, "number", "EU-BE-"), "{number}: {p:#?}");
+    }
     // Not a member: may not use the union's name.
     let p = union_problems("RU", "EU", "IN", "EU-RU-1");
     assert!(has(&p, "exporting_participant", "in the name of RU"), "{p:#?}");

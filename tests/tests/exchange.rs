@@ -82,3 +82,59 @@ fn five_hundred_certificates_are_delivered_acknowledged_confirmed_and_voided() {
     assert_eq!((ru_log.sent, ru_log.received), (501, 2), "{ru_log:?}");
     assert_eq!((in_log.sent, in_log.received), (2, 501), "{in_log:?}");
 }
+
+/// The importer confirms while the exporter's node is down; the exporter, not having seen the
+/// confirmation, voids while the importer's node is down. When both are back, the void and
+/// the confirmation cross: the importer refuses the void (it had confirmed first, the rule the
+/// exporter applies to its own operator), naming the confirmation, and both sides end
+/// `import_confirmed`.
+#[test]
+fn a_void_that_crosses_the_importers_confirmation_is_refused_and_both_sides_end_confirmed() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    // Fixed ports: each dials the other again after a restart.
+    let mut ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", free_port()));
+    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", free_port()));
+    enrol_pair(&ru, &inn);
+    wait_linked(&ru.api, inn.code);
+    let number = ru.api.submit(&certificate_json("RU", "IN", None, 1));
+    wait_until(Duration::from_secs(20), "the certificate is delivered", || {
+        ru.api.certificate(&number)["status"] == "delivered"
+    });
+
+    ru.stop(&rt);
+    let today = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().to_string();
+    let c = inn.api.certificate(&number);
+    let body = serde_json::json!({"received_on": today, "parcels": c["parcels"], "carats": c["carats"]});
+    let (s, v) = inn.api.post(&format!("/v1/certificates/{number}/confirm"), &body.to_string());
+    assert_eq!((s, v["status"].as_str()), (200, Some("import_confirmed")), "{v}");
+    inn.stop(&rt);
+
+    let ru_dir = ru.dir.clone();
+    ru = TestNode::start(&rt, ru_dir);
+    let (s, v) =
+        ru.api.post(&format!("/v1/certificates/{number}/void"), r#"{"reason": "shipment cancelled"}"#);
+    assert_eq!((s, v["status"].as_str()), (200, Some("voided")), "{v}");
+    let in_dir = inn.dir.clone();
+    inn = TestNode::start(&rt, in_dir);
+
+    wait_until(Duration::from_secs(30), "the importer refuses the void", || {
+        ru.api.certificate(&number)["void"]["rejection"].is_object()
+    });
+    let rejection = ru.api.certificate(&number)["void"]["rejection"].clone();
+    assert_eq!(rejection["code"], "conflict", "{rejection}");
+    let detail = rejection["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("IN confirmed receipt of certificate") && detail.contains("cannot be voided"),
+        "{detail}"
+    );
+    wait_until(Duration::from_secs(30), "the exporter takes the confirmation", || {
+        ru.api.certificate(&number)["status"] == "import_confirmed"
+    });
+    let theirs = inn.api.certificate(&number);
+    assert_eq!(theirs["status"], "import_confirmed", "{theirs}");
+    assert!(theirs.get("void").is_none(), "the importer stored no void: {theirs}");
+    ru.stop(&rt);
+    inn.stop(&rt);
+}

@@ -218,6 +218,33 @@ fn member_states_issue_in_their_unions_name_and_no_one_else_may() {
     }
     assert_eq!(ru.api.certificates("in").len(), 1, "nothing more stored");
 
+    // A member may not take another member's numbers: BE's own API refuses EU-DE-…, and RU
+    // refuses such a certificate signed by BE and delivered over BE's own link.
+    let taken = certificate_json("EU", "RU", Some("EU-DE-2026-000007"), 5);
+    let (s, v) = be.api.post("/v1/certificates", &taken);
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("not in BE's range"), "{v}");
+    let by_be = SignedDocument::sign(
+        &parse_certificate(&taken),
+        "BE".parse().unwrap(),
+        be_keys.signing.signing_key(),
+        now(),
+    );
+    let reply = rt.block_on(async {
+        let mut raw =
+            RawPeer::connect(ru.handle().peer_addr(), &be_keys, "BE".parse().unwrap()).await.unwrap();
+        raw.send(&Frame::Deliver { message_id: by_be.message_id(), document: by_be.clone() }).await.unwrap();
+        raw.recv(Duration::from_secs(10)).await.unwrap()
+    });
+    match &reply {
+        Some(Frame::Reject { code, detail, .. }) => {
+            assert_eq!(*code, RejectCode::InvalidDocument, "{detail}");
+            assert!(detail.contains("EU-DE-2026-000007 is not in BE's range"), "{detail}");
+        }
+        other => panic!("expected a Reject, got {other:?}"),
+    }
+    assert_eq!(ru.api.certificates("in").len(), 1, "nothing more stored");
+
     // Trade between members of one union needs no certificate: BE → DE is refused.
     for importing in ["DE", "EU"] {
         let (s, v) = be.api.post("/v1/certificates", &certificate_json("EU", importing, None, 4));
@@ -332,4 +359,106 @@ fn the_registry_round_trips_through_signed_lists_and_every_change_is_in_the_log(
     std::fs::write(&file, tampered.join("\n") + "\n").unwrap();
     let (code, _, err) = kpnode(&["participants", "import", file.to_str().unwrap(), "--dir", &dir(&inn)]);
     assert_eq!(code, 2, "{err}");
+}
+
+/// A stale list does not undo a newer change, and a list from a removed peer is refused.
+#[test]
+fn an_older_list_never_overrides_a_newer_change_and_a_removed_peers_list_is_refused() {
+    init_logging();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru = init_dir(tmp.path(), "RU", free_port());
+    let inn = init_dir(tmp.path(), "IN", free_port());
+    let ae = init_dir(tmp.path(), "AE", free_port());
+    enrol_cli(&ru, &inn);
+    enrol_cli(&ae, &inn);
+    let dir = |d: &kp_node::home::NodeDir| d.root().to_str().unwrap().to_owned();
+    let ok = |args: &[&str]| {
+        let (code, out, err) = kpnode(args);
+        assert_eq!(code, 0, "kpnode {args:?}: {err}");
+        out
+    };
+    let status_at = |d: &kp_node::home::NodeDir, code: &str| {
+        let out = ok(&["participants", "show", code, "--json", "--dir", &dir(d)]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["participant"]["status"].as_str().unwrap().to_owned()
+    };
+
+    // RU's list, issued while KZ is active everywhere.
+    let stale = tmp.path().join("ru-stale.kpl");
+    ok(&["participants", "export", "--out", stale.to_str().unwrap(), "--dir", &dir(&ru)]);
+    assert!(std::fs::read_to_string(&stale).unwrap().contains("Revision: 0"));
+    // Then IN's operator suspends KZ.
+    ok(&[
+        "participants",
+        "set",
+        "KZ",
+        "--status",
+        "suspended",
+        "--reason",
+        "Plenary decision",
+        "--dir",
+        &dir(&inn),
+    ]);
+
+    // The stale list would reinstate KZ: the dry run says it is ignored, and why.
+    let out = ok(&["participants", "import", stale.to_str().unwrap(), "--dry-run", "--dir", &dir(&inn)]);
+    assert!(out.contains("0 change(s)") && out.contains("1 entry ignored"), "{out}");
+    assert!(
+        out.contains("KZ  active from")
+            && out.contains("by this node's operator")
+            && out.contains("after this list was issued"),
+        "{out}"
+    );
+    let out = ok(&["participants", "import", stale.to_str().unwrap(), "--dir", &dir(&inn)]);
+    assert!(out.contains("ignored"), "{out}");
+    assert_eq!(status_at(&inn, "KZ"), "suspended", "the stale list did not undo the suspension");
+
+    // RU suspends CF and sends a newer list (revision 1); IN takes it. RU's older list then
+    // cannot reinstate CF.
+    ok(&["participants", "set", "CF", "--status", "suspended", "--dir", &dir(&ru)]);
+    let newer = tmp.path().join("ru-newer.kpl");
+    ok(&["participants", "export", "--out", newer.to_str().unwrap(), "--dir", &dir(&ru)]);
+    assert!(std::fs::read_to_string(&newer).unwrap().contains("Revision: 1"));
+    let out = ok(&["participants", "import", newer.to_str().unwrap(), "--dir", &dir(&inn)]);
+    assert!(out.contains("CF  suspended"), "{out}");
+    let out = ok(&["participants", "import", stale.to_str().unwrap(), "--dry-run", "--dir", &dir(&inn)]);
+    assert!(
+        out.contains("CF  active from")
+            && out.contains("from RU's list at revision 1, newer than this list's revision 0"),
+        "{out}"
+    );
+    ok(&["participants", "import", stale.to_str().unwrap(), "--dir", &dir(&inn)]);
+    assert_eq!(status_at(&inn, "CF"), "suspended");
+
+    // A list RU dates two days ahead, to outrank every change made until then: refused.
+    let ru_keys = NodeKeys::load(&ru.keys_dir()).unwrap();
+    let ahead = now().saturating_add_millis(2 * 86_400_000);
+    let xk = kp_protocol::ParticipantEntry {
+        code: "XK".parse().unwrap(),
+        name: "Newland".parse().unwrap(),
+        status: kp_protocol::ParticipantStatus::Active,
+        effective_from: now().date(),
+        reason: None,
+        approved_origin_areas: Vec::new(),
+        members: Vec::new(),
+    };
+    let list =
+        kp_protocol::registry::ParticipantListV2 { issued_on: ahead.date(), revision: 99, entries: vec![xk] };
+    let doc = SignedDocument::sign(&list, "RU".parse().unwrap(), ru_keys.signing.signing_key(), ahead);
+    let future = tmp.path().join("ru-future.kpl");
+    std::fs::write(&future, kp_protocol::registry::list_v2_to_armored(&doc, &list)).unwrap();
+    let (code, _, err) = kpnode(&["participants", "import", future.to_str().unwrap(), "--dir", &dir(&inn)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("in the future for this node"), "{err}");
+
+    // AE's list, then AE is removed at IN: its lists are no longer accepted.
+    ok(&["participants", "set", "XK", "--status", "active", "--name", "Newland", "--dir", &dir(&ae)]);
+    let from_ae = tmp.path().join("ae.kpl");
+    ok(&["participants", "export", "--out", from_ae.to_str().unwrap(), "--dir", &dir(&ae)]);
+    ok(&["peer", "remove", "AE", "--dir", &dir(&inn)]);
+    let (code, _, err) = kpnode(&["participants", "import", from_ae.to_str().unwrap(), "--dir", &dir(&inn)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("signed by AE, which is no longer enrolled here"), "{err}");
+    let (code, _, _) = kpnode(&["participants", "show", "XK", "--dir", &dir(&inn)]);
+    assert_ne!(code, 0, "nothing from AE's list was recorded");
 }

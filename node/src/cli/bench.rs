@@ -10,7 +10,7 @@ process and certificates go through the API's submission path (validate, sign, s
 --processes both run as `kpnode run` daemons and certificates are POSTed to the exporter's HTTP API, \
 so each node's peak memory is its own. Each certificate is timed until the exporter has stored the \
 importer's receipt. Beside the result, the machine's Ed25519 speed gives the limit the exchange is measured \
-against: cores / (2 signatures + 2 batched verifications) per certificate.\n\n\
+against: cores / (2 signatures + 2 verifications) per certificate.\n\n\
 One certificate at a time (--concurrency 1) measures latency; many at once, throughput.")]
 pub struct BenchArgs {
     /// Certificates to exchange.

@@ -22,8 +22,8 @@ pub enum KeysCommand {
     #[command(long_about = "Replace the signing key, the TLS key, or both (the default). The \
 rotation statement is signed by the key it replaces and by the new key, and delivered to every \
 enrolled peer like any document. Peers update their key history at once: documents signed \
-before the rotation keep verifying with the old key, and the old TLS key is accepted for their \
-tls_grace_period. Until a peer has acknowledged a TLS rotation, this node keeps presenting its \
+before the rotation keep verifying with the old key, and the old TLS key (and delivery of \
+documents signed with the old signing key) is accepted for their tls_grace_period. Until a peer has acknowledged a TLS rotation, this node keeps presenting its \
 previous TLS certificate to it. Export the bundle again afterwards (`kpnode peer export`) for \
 partners who verify offline or enrol later. Needs the running daemon.")]
     Rotate {

@@ -77,10 +77,14 @@ nodes issue certificates in its name.")]
         dir: DirArg,
     },
     /// Import a signed participant list (from `participants export` on a trusted node).
-    #[command(long_about = "Import a participant list signed by this node or by an enrolled \
-peer (for instance the node that circulates the Chair's list): the signature is checked \
-against the signer's key history, every entry is checked, and each entry that differs from \
-this node's registry is recorded as a change, signed by this node, in its log.")]
+    #[command(long_about = "Import a participant list signed by this node or by a peer enrolled \
+now (for instance the node that circulates the Chair's list; a removed peer's lists are \
+refused): the signature is checked against the signer's key history, every entry is checked, \
+and each entry that differs from this node's registry is recorded as a change, signed by this \
+node, in its log. An entry is ignored (and the dry run says why) if this node recorded a newer \
+change for that participant: a change by the operator after the list was issued, or one from a \
+later list (of the same issuer: a higher registry revision). So a stale list never undoes a \
+newer suspension.")]
     Import {
         /// The signed list file.
         file: PathBuf,
@@ -318,7 +322,7 @@ fn set(dir: &DirArg, code_text: &str, req: SetRequest) -> CliResult {
             let entry = participants::prepare_set(&registry, today, code, &req)
                 .map_err(|p| Failure::inputs(p.iter().map(ToString::to_string).collect()))?;
             let signer = offline_signer(&home)?;
-            apply_offline(&home, &store, participants::record(&signer, entry, "operator"))?;
+            apply_offline(&home, &store, participants::record(&signer, entry, "operator", None))?;
             let registry = offline_registry(&store)?;
             let detail = participants::show(&registry, today, code)
                 .ok_or_else(|| Failure::runtime("the recorded participant is missing"))?;
@@ -347,12 +351,12 @@ fn import(dir: &DirArg, file: &std::path::Path, dry_run: bool) -> CliResult {
         Access::Offline(store) => {
             let config = home.config()?;
             let keys = home.keys(&config)?;
-            let today = SystemClock.now().date();
+            let now = SystemClock.now();
             let registry = offline_registry(&store)?;
             let trust = crate::node::load_trust(&store).map_err(runtime)?;
             let plan = participants::prepare_import(
                 &registry,
-                today,
+                now,
                 config.participant,
                 &keys.history,
                 &trust,
@@ -365,7 +369,8 @@ fn import(dir: &DirArg, file: &std::path::Path, dry_run: bool) -> CliResult {
                 let signer =
                     crate::signer::Signer::new(config.participant, keys.signing, Arc::new(SystemClock));
                 for entry in plan.changes.clone() {
-                    apply_offline(&home, &store, participants::record(&signer, entry, &plan.source))?;
+                    let origin = Some(plan.origin.clone());
+                    apply_offline(&home, &store, participants::record(&signer, entry, &plan.source, origin))?;
                 }
             }
             serde_json::to_value(&plan).map_err(runtime)?
@@ -383,6 +388,24 @@ fn import(dir: &DirArg, file: &std::path::Path, dry_run: bool) -> CliResult {
     );
     for c in changes {
         println!("  {}  {} from {}", s(&c["code"]), s(&c["status"]), s(&c["effective_from"]));
+    }
+    let ignored = plan["ignored"].as_array().cloned().unwrap_or_default();
+    if !ignored.is_empty() {
+        println!(
+            "{} entr{} ignored: this node recorded a newer change",
+            ignored.len(),
+            if ignored.len() == 1 { "y" } else { "ies" }
+        );
+    }
+    for i in ignored {
+        let e = &i["entry"];
+        println!(
+            "  {}  {} from {}: ignored, {}",
+            s(&e["code"]),
+            s(&e["status"]),
+            s(&e["effective_from"]),
+            s(&i["why"])
+        );
     }
     Ok(())
 }

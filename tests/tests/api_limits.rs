@@ -1,0 +1,136 @@
+//! The local API's connection limits: a slow-loris client that never finishes its request
+//! header is cut off after `api.header_read_timeout`, and connections beyond
+//! `api.max_connections` wait for a free slot (counted) instead of being served at once, while
+//! a normal request still gets its answer.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use kp_tests::*;
+
+/// What the server did to a connection that sent an unfinished header: answered 408 and/or
+/// closed it (`Some`), or nothing yet (`None`) within `wait`.
+fn cut_off(s: &mut TcpStream, wait: Duration) -> Option<String> {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 512];
+    match s.read(&mut buf) {
+        Ok(0) => Some("closed".into()),
+        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        Err(e) => Some(format!("reset: {e}")),
+    }
+}
+
+/// Sends a complete request for `/healthz` on a new connection.
+fn healthz_request(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: kpnode\r\nConnection: close\r\n\r\n").unwrap();
+    s
+}
+
+/// Sets `key` in `[section]` of `node.toml` to `value` (TOML), whatever it was rendered as.
+fn set_setting(dir: &kp_node::home::NodeDir, section: &str, key: &str, value: &str) {
+    let text = std::fs::read_to_string(dir.config_path()).unwrap();
+    let mut current = String::new();
+    let mut done = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                current = s.to_owned();
+            } else if current == section && line.split('=').next().map(str::trim) == Some(key) {
+                done = true;
+                return format!("{key} = {value}");
+            }
+            line.to_owned()
+        })
+        .collect();
+    assert!(done, "no {section}.{key} in {text}");
+    std::fs::write(dir.config_path(), out.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn a_slow_loris_is_cut_off_and_connections_beyond_the_cap_wait_while_requests_are_served() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "IN", 0);
+    set_setting(&dir, "api", "header_read_timeout", "\"3s\"");
+    set_setting(&dir, "api", "max_connections", "4");
+    let api = dir.config().unwrap().api;
+    assert_eq!((api.header_read_timeout, api.max_connections), (Duration::from_secs(3), 4));
+    let node = TestNode::start(&rt, dir);
+    let addr = node.handle().api_addr();
+    let metrics = node.handle().shared().metrics.clone();
+
+    // 1. A slow loris: a header line every 200 ms, never the blank line that ends it.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /v1/status HTTP/1.1\r\nHost: kpnode\r\n").unwrap();
+    let started = Instant::now();
+    let outcome = loop {
+        assert!(started.elapsed() < Duration::from_secs(15), "the slow loris was never cut off");
+        if slow.write_all(b"X-Slow: 1\r\n").is_err() {
+            break "write failed".to_owned();
+        }
+        if let Some(o) = cut_off(&mut slow, Duration::from_millis(200)) {
+            break o;
+        }
+    };
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(8),
+        "cut off after {took:?} ({outcome}); api.header_read_timeout is 3s"
+    );
+    assert!(
+        outcome.starts_with("HTTP/1.1 408") || outcome == "closed" || outcome.starts_with("reset"),
+        "{outcome}"
+    );
+    assert!(!outcome.contains("200 OK"), "{outcome}");
+    wait_until(Duration::from_secs(5), "the cut-off is counted", || metrics.api_header_timeouts.get() >= 1);
+
+    // 2. Four idle connections take every slot...
+    let cap_before = metrics.api_connection_cap_reached.get();
+    let mut holders: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    wait_until(Duration::from_secs(5), "the API reaches its cap", || {
+        metrics.api_connection_cap_reached.get() > cap_before
+    });
+    // ...so a fifth connection with a complete request waits in the listen queue, unanswered...
+    let queued_at = Instant::now();
+    let mut fifth = healthz_request(addr);
+    assert_eq!(cut_off(&mut fifth, Duration::from_millis(500)), None, "beyond the cap, a connection waits");
+    // ...until the idle ones are cut off by the header timeout; then it is served.
+    let mut answer = String::new();
+    fifth.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    fifth.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let waited = queued_at.elapsed();
+    assert!(waited < Duration::from_secs(8), "served {waited:?} after queueing");
+    for h in &mut holders {
+        let o = cut_off(h, Duration::from_secs(5));
+        assert!(o.is_some(), "an idle connection holds its slot past api.header_read_timeout");
+    }
+    wait_until(Duration::from_secs(5), "the idle cut-offs are counted", || {
+        metrics.api_header_timeouts.get() >= 5
+    });
+
+    // The API is whole again: an ordinary client is served, and the metrics show both limits.
+    let (s, v) = node.api.get("/metrics");
+    assert_eq!(s, 200);
+    let text = v.as_str().unwrap();
+    let exposition = kp_tests::prometheus::parse_strict(text).unwrap();
+    assert!(exposition.value("kpnode_api_header_timeouts_total", &[]).unwrap() >= 5.0, "{text}");
+    assert!(exposition.value("kpnode_api_connection_cap_reached_total", &[]).unwrap() >= 1.0, "{text}");
+    assert_eq!(node.api.get("/healthz").0, 200);
+}
+
+#[test]
+fn the_api_limits_are_checked_in_node_toml() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "IN", 0);
+    set_setting(&dir, "api", "header_read_timeout", "\"forever\"");
+    set_setting(&dir, "api", "max_connections", "0");
+    let (code, _, err) = kpnode(&["run", "--dir", dir.root().to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("api.header_read_timeout") && err.contains("api.max_connections"), "{err}");
+}
