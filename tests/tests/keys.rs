@@ -13,12 +13,22 @@ fn in_count(api: &Api) -> u64 {
     api.status()["certificates_in"].as_u64().unwrap_or(0)
 }
 
+/// A node in this process that announces itself like `kpnode run`: `cert sign` asks the
+/// running daemon whether it holds the number.
+fn start_announced(rt: &tokio::runtime::Runtime, dir: kp_node::home::NodeDir) -> TestNode {
+    let mut opts = kp_node::node::NodeOptions::new(dir.clone());
+    opts.announce = true;
+    let handle = rt.block_on(kp_node::node::Node::start(opts)).expect("the node starts");
+    let api = Api::new(handle.api_addr(), handle.api_token());
+    TestNode { code: handle.participant(), dir, handle: Some(handle), api }
+}
+
 #[test]
 fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
     init_logging();
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
-    let mut ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
+    let mut ru = start_announced(&rt, init_dir(tmp.path(), "RU", 0));
     let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
     enrol_pair(&ru, &inn);
     wait_linked(&ru.api, inn.code);
