@@ -40,8 +40,9 @@ pub enum ApiError {
     },
     Conflict(String),
     /// A conflict caused by the request's own content (a number taken by another certificate,
-    /// an idempotency key reused with another body), with its error code: the caller must
-    /// change the request, retrying cannot help.
+    /// an idempotency key reused with another body, a key rotation beyond the bounds), with
+    /// its error code: the caller must change the request (or, for a rotation, wait);
+    /// retrying at once cannot help.
     Taken(&'static str, String),
     TooLarge(String),
     Unavailable(String),
@@ -54,8 +55,9 @@ pub struct ErrorBody {
     /// What kind of error: unauthorized, not_found, invalid_certificate, invalid_request,
     /// invalid_query, invalid_bundle, conflict, number_taken (409: the certificate number is
     /// taken by other content), idempotency_key_reused (409: the Idempotency-Key was used with
-    /// another body), too_large, unavailable, internal, request_timeout (408: the body did not
-    /// arrive within `api.body_read_timeout`).
+    /// another body), rotation_refused (409: the node's key history refuses another rotation
+    /// now), too_large, unavailable, internal, request_timeout (408: the body did not arrive
+    /// within `api.body_read_timeout`).
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -104,6 +106,7 @@ impl From<ActorError> for ApiError {
     fn from(e: ActorError) -> ApiError {
         match e {
             ActorError::Damaged(_) => ApiError::Internal(e.to_string()),
+            ActorError::RotationRefused(_) => ApiError::Taken("rotation_refused", e.to_string()),
             _ => ApiError::Unavailable(e.to_string()),
         }
     }
@@ -1077,7 +1080,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
             q.participant, q.reason
         ));
     }
-    let not_enrolled = queries::unenrolled_queues(&shared.store, &shared.trust.get())?;
+    let not_enrolled = queries::unenrolled_queues(&shared.store, &trust)?;
     for q in &not_enrolled {
         warnings.push(format!(
             "{} message(s) are queued for {}, which is not an enrolled peer: they are delivered once its node is enrolled (kpnode peer add)",
@@ -1170,6 +1173,8 @@ pub struct Rotated {
 
 #[utoipa::path(post, path = "/v1/keys/rotate", tag = "keys", request_body = RotateRequest,
     responses((status = 200, description = "Rotated and announced to every peer", body = Rotated),
+        (status = 409, description = "rotation_refused: the node's key history refuses another rotation \
+(at most 8 taking effect within 24 hours, 128 in all, the bounds its partners apply); nothing changed", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn rotate(State(shared): State<Arc<Shared>>, JsonBody(body): JsonBody) -> ApiResult<Json<Rotated>> {

@@ -479,37 +479,6 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
     ru_trust.signing_key_at(ru2.signing.key_id(), Timestamp::from_unix_millis(T0 + 20)).unwrap();
 }
 
-/// A certificate's `signed_at` may not lie before its issue date (one day of tolerance): the
-/// lower bound on a certificate's signing time, as the clock tolerance is the upper one.
-#[test]
-fn a_certificate_signed_before_its_issue_date_is_refused() {
-    const DAY: i64 = 86_400_000;
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
-    let now = Timestamp::from_unix_millis(T0);
-    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
-    // RU's key has been valid for a year, so the signing time lies in its window.
-    ru.history = KeyHistory::genesis(
-        RU,
-        ru.history.root().public_key.as_bytes(),
-        Timestamp::from_unix_millis(T0 - 365 * DAY),
-        ru.history.current_tls().certificate_der.clone(),
-    )
-    .unwrap();
-    clock.set(Timestamp::from_unix_millis(T0 - 30 * DAY));
-    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    clock.set(now);
-    let sent = ru.outbox(IN);
-    assert_eq!(sent[0].1.signed_at, Timestamp::from_unix_millis(T0 - 30 * DAY));
-    match &deliver(&ru, &mut inn, now, sent)[..] {
-        [Reply::Reject { refusal, .. }] => {
-            assert_eq!(refusal.code, RejectCode::InvalidDocument);
-            assert!(refusal.detail.contains("before its issue date 2026-11-18"), "{refusal}");
-        }
-        other => panic!("expected a reject, got {other:?}"),
-    }
-    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000001").unwrap().is_none());
-}
-
 fn submit_keyed(ru: &mut Side, now: Timestamp, cert: Certificate, key: &str, body: &str) -> Outcome {
     let document = ru.signer.sign(&cert);
     let idempotency = Some(crate::engine::Idempotency {
@@ -582,6 +551,37 @@ fn an_idempotency_key_returns_the_first_certificate_refuses_other_content_and_ex
     assert!(ru.store.get(Tree::Meta, &k2).unwrap().is_none(), "the expired key k2 is pruned");
     let k1 = crate::engine::idempotency_meta_key("k1");
     assert!(ru.store.get(Tree::Meta, &k1).unwrap().is_some(), "k1 is remembered again");
+}
+
+/// A certificate's `signed_at` may not lie before its issue date (one day of tolerance): the
+/// lower bound on a certificate's signing time, as the clock tolerance is the upper one.
+#[test]
+fn a_certificate_signed_before_its_issue_date_is_refused() {
+    const DAY: i64 = 86_400_000;
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    // RU's key has been valid for a year, so the signing time lies in its window.
+    ru.history = KeyHistory::genesis(
+        RU,
+        ru.history.root().public_key.as_bytes(),
+        Timestamp::from_unix_millis(T0 - 365 * DAY),
+        ru.history.current_tls().certificate_der.clone(),
+    )
+    .unwrap();
+    clock.set(Timestamp::from_unix_millis(T0 - 30 * DAY));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    clock.set(now);
+    let sent = ru.outbox(IN);
+    assert_eq!(sent[0].1.signed_at, Timestamp::from_unix_millis(T0 - 30 * DAY));
+    match &deliver(&ru, &mut inn, now, sent)[..] {
+        [Reply::Reject { refusal, .. }] => {
+            assert_eq!(refusal.code, RejectCode::InvalidDocument);
+            assert!(refusal.detail.contains("before its issue date 2026-11-18"), "{refusal}");
+        }
+        other => panic!("expected a reject, got {other:?}"),
+    }
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000001").unwrap().is_none());
 }
 
 /// A link checks RU's batch against identity A; before the store commits it, the operator's

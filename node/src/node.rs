@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actor::{Actor, ActorHandle, Publish};
+use crate::actor::{Actor, ActorError, ActorHandle, Publish};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::Engine;
 use crate::home::{HomeError, NodeDir};
@@ -528,19 +528,23 @@ impl crate::actor::Rotator for NodeRotator {
         &mut self,
         signing: bool,
         tls: bool,
-    ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), String> {
+    ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), ActorError> {
         let keys = self.keys.clone();
         let statement = self.signer.rotate(|_old, effective| {
             let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
-            let statement = k.rotate(signing, tls, effective).map_err(|e| e.to_string())?;
-            Ok::<_, String>((signing.then(|| clone_signing_key(&k)), statement))
+            // The history refuses before anything is written: a refusal changes nothing.
+            let statement = k.rotate(signing, tls, effective).map_err(|e| match e {
+                kp_keys::KeyError::History(h) => ActorError::RotationRefused(h.to_string()),
+                other => ActorError::Rotation(other.to_string()),
+            })?;
+            Ok::<_, ActorError>((signing.then(|| clone_signing_key(&k)), statement))
         })?;
         if tls {
             let k = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             self.tls
                 .identity
                 .rotate(&self.tls.provider, &k.tls_certificate, &k.tls.to_pkcs8_der())
-                .map_err(|e| format!("the new TLS key cannot be used: {e}"))?;
+                .map_err(|e| ActorError::Rotation(format!("the new TLS key cannot be used: {e}")))?;
         }
         let mut peers: Vec<ParticipantCode> =
             self.trust.get().active_peers().map(|p| p.participant).collect();

@@ -11,6 +11,17 @@
 //! stored receipt valid, and every log verifying.
 //!
 //! Nothing here does I/O: a schedule of a few minutes of simulated time runs in milliseconds.
+//!
+//! Some schedules add a **hostile partner** (`ZA`, enrolled at every honest node) that attacks
+//! at random points: it keeps using a link after its trust changed (its identity replaced by
+//! the operator, its TLS key past the grace period), floods TLS rotations and sends oversized
+//! ones, backdates a rotation, and claims another peer's TLS key (with that key's secret, as
+//! if stolen). The simulator does not run the shipped link code (`link.rs`, with its sockets
+//! and tasks): the attacks are modelled at the level it drives — the link's trust rule
+//! ([`crate::tls::judge_link`], applied to each delivery as the link's judge does), the
+//! checks of [`check_batch`] against the key history the store holds, and the [`Engine`]'s
+//! own judgement. Checked: nothing the model forbids is receipted or in a log, the partner's
+//! stored record stays within the bounds and loads, and the honest promises above still hold.
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
@@ -32,7 +43,7 @@ use crate::store::{
     decode_record, outbox_range, CertRecord, CertStatus, Direction, EntryBody, MemStorage, OutboxEntry,
     Storage, Tree,
 };
-use crate::trust::{PeerTrust, Trust};
+use crate::trust::Trust;
 use crate::verify::{check_batch, CheckContext};
 
 /// 2026-11-18, the simulation's epoch.
@@ -69,6 +80,11 @@ pub struct Config {
     pub bug_no_dedupe: bool,
     /// …and a sender that does not resend after a reconnect.
     pub bug_no_resend: bool,
+    /// A hostile partner attacks the honest nodes at random points.
+    pub hostile: bool,
+    /// A deliberate bug: the receiver judges the hostile partner's deliveries by the link's
+    /// own copy of its trust (taken when it connected), as links did before issue 13.
+    pub bug_link_keeps_trust: bool,
 }
 
 impl Config {
@@ -93,6 +109,8 @@ impl Config {
             bug_accept_before_flush: false,
             bug_no_dedupe: false,
             bug_no_resend: false,
+            hostile: rng.gen_bool(0.5),
+            bug_link_keeps_trust: false,
         }
     }
 }
@@ -114,6 +132,11 @@ pub struct Stats {
     pub multi_command_batches: u64,
     /// Messages refused for good because the signer's clock ran too far ahead.
     pub skew_refusals: u64,
+    /// The hostile partner's attacks, the links the trust rule closed under it, and its
+    /// documents refused.
+    pub hostile_attacks: u64,
+    pub hostile_links_closed: u64,
+    pub hostile_refused: u64,
     pub simulated_ms: i64,
 }
 
@@ -131,6 +154,9 @@ impl std::ops::AddAssign for Stats {
         self.failed_flushes += o.failed_flushes;
         self.multi_command_batches += o.multi_command_batches;
         self.skew_refusals += o.skew_refusals;
+        self.hostile_attacks += o.hostile_attacks;
+        self.hostile_links_closed += o.hostile_links_closed;
+        self.hostile_refused += o.hostile_refused;
         self.simulated_ms += o.simulated_ms;
     }
 }
@@ -167,7 +193,45 @@ enum Ev {
     },
     /// The node's store actor applies every command waiting, in one batch.
     Commit(usize),
+    /// The hostile partner attacks `target` (see [`Attack`]).
+    Hostile {
+        target: usize,
+        attack: Attack,
+    },
+    /// The hostile partner delivers a certificate on the link it kept open to `target`.
+    HostileStale {
+        target: usize,
+    },
 }
+
+/// What the hostile partner does.
+#[derive(Debug, Clone, Copy)]
+pub enum Attack {
+    /// A certificate on a fresh link with its current keys: must be stored (the control).
+    Honest,
+    /// Its operator enrols a new identity for it; the old one keeps its link (attack 1).
+    NewIdentity,
+    /// A TLS rotation, then the old TLS key's link used past the grace period (attack 1).
+    RotateThenStale,
+    /// Twelve proven TLS rotations in one batch (attack 3).
+    Flood,
+    /// A rotation whose certificate is past the size bound (attack 3).
+    Oversized,
+    /// A rotation that takes effect an hour before it was signed (attack 4).
+    Backdated,
+    /// A rotation to another peer's TLS key, proved with that key's secret (attack 6).
+    ClaimKey,
+}
+
+const ATTACKS: [Attack; 7] = [
+    Attack::Honest,
+    Attack::NewIdentity,
+    Attack::RotateThenStale,
+    Attack::Flood,
+    Attack::Oversized,
+    Attack::Backdated,
+    Attack::ClaimKey,
+];
 
 /// What to do with a command's outcome once its batch is applied.
 #[derive(Debug)]
@@ -190,6 +254,11 @@ enum Then {
         number: String,
         id: MessageId,
     },
+    /// The hostile partner's deliveries that passed the checks needing no store: for each,
+    /// whether the model forbids storing it, and whether it must be stored.
+    Hostile(Vec<(MessageId, bool, bool)>),
+    /// The operator enrolled the hostile partner's new identity.
+    HostileEnrolled,
 }
 
 /// What a node does only once its batch is durable.
@@ -203,6 +272,8 @@ enum Effect {
 
 struct Node {
     code: ParticipantCode,
+    /// Its TLS key (the hostile partner may steal it, to claim it).
+    tls: TlsKeyPair,
     store: MemStorage,
     engine: Engine,
     signer: Arc<Signer>,
@@ -244,6 +315,9 @@ pub struct Sim {
     skew_refused: BTreeSet<MessageId>,
     /// Every event in order, when asked for (replays compare it).
     trace: Option<Vec<String>>,
+    hostile: Option<Hostile>,
+    /// The hostile partner's documents that no honest node may store.
+    forbidden: BTreeSet<MessageId>,
     stats: Stats,
 }
 
@@ -285,6 +359,7 @@ impl Sim {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_5eed);
         let mut nodes = Vec::new();
         let mut histories = Vec::new();
+        let mut bundles = Vec::new();
         for (i, code) in codes().into_iter().take(cfg.nodes).enumerate() {
             let mut secret = [0u8; 32];
             rng.fill(&mut secret);
@@ -293,13 +368,10 @@ impl Sim {
             let tls = TlsKeyPair::from_secret_bytes(&secret);
             // Invariant: a fresh Ed25519 key always makes a self-signed certificate.
             let cert = kp_keys::tlscert::self_signed(&tls, code).expect("a TLS certificate");
-            let history = KeyHistory::genesis(
-                code,
-                &key.verifying_key().to_bytes(),
-                Timestamp::from_unix_millis(T0 - 86_400_000),
-                cert,
-            )
-            .expect("a key history");
+            let created = Timestamp::from_unix_millis(T0 - 86_400_000);
+            bundles.push(bundle(code, &key, cert.clone(), created));
+            let history = KeyHistory::genesis(code, &key.verifying_key().to_bytes(), created, cert)
+                .expect("a key history");
             let skew =
                 if cfg.max_skew_ms == 0 { 0 } else { rng.gen_range(-cfg.max_skew_ms..=cfg.max_skew_ms) };
             let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0 + skew)));
@@ -309,6 +381,7 @@ impl Sim {
             let n = cfg.nodes;
             nodes.push(Node {
                 code,
+                tls,
                 store,
                 engine,
                 signer,
@@ -342,8 +415,11 @@ impl Sim {
             confirmed: BTreeMap::new(),
             skew_refused: BTreeSet::new(),
             trace: None,
+            hostile: None,
+            forbidden: BTreeSet::new(),
             stats: Stats::default(),
         };
+        sim.enrol_everyone(bundles);
         for i in 0..sim.nodes.len() {
             sim.at(TICK_MS, Ev::Tick(i));
         }
@@ -356,7 +432,50 @@ impl Sim {
             let when = sim.rng.gen_range(0..sim.cfg.fault_window_ms.max(1));
             sim.at(when, Ev::Submit { node, to, n });
         }
+        if sim.hostile.is_some() {
+            for _ in 0..sim.rng.gen_range(4..16) {
+                let target = sim.rng.gen_range(0..sim.nodes.len());
+                let attack = ATTACKS[sim.rng.gen_range(0..ATTACKS.len())];
+                let when = sim.rng.gen_range(0..sim.cfg.fault_window_ms.max(1));
+                sim.at(when, Ev::Hostile { target, attack });
+            }
+        }
         sim
+    }
+
+    /// Every honest node enrols the others (so that a TLS key is known to be bound) and, in a
+    /// hostile schedule, the hostile partner, from their bundles, as an operator would.
+    fn enrol_everyone(&mut self, mut bundles: Vec<kp_keys::VerifiedBundle>) {
+        if self.cfg.hostile {
+            let mut h = Hostile {
+                identities: Vec::new(),
+                tls: BTreeMap::new(),
+                links: vec![None; self.nodes.len()],
+                certificates: 0,
+            };
+            let first = h.new_identity(&mut self.rng, Timestamp::from_unix_millis(T0 - 86_400_000));
+            bundles.push(first);
+            self.hostile = Some(h);
+        }
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            let now = Timestamp::from_unix_millis(T0);
+            let commands = bundles
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, b)| {
+                    // Invariant: a bundle made just above enrols.
+                    let (record, _) =
+                        crate::enrol::prepare(n.code, &b.to_armored(), &b.fingerprint.to_string(), None, now)
+                            .expect("a simulated bundle enrols");
+                    Command::EnrolPeer { record: Box::new(record), replace_identity: false }
+                })
+                .collect();
+            // Invariant: the in-memory store takes the enrolments.
+            let applied = n.engine.apply(&n.store, now, commands).expect("enrolments apply");
+            assert!(applied.outcomes.iter().all(|o| matches!(o, Outcome::Done)), "{:?}", applied.outcomes);
+            n.store.flush().expect("the in-memory store flushes");
+        }
     }
 
     fn at(&mut self, delay: i64, ev: Ev) {
@@ -488,6 +607,37 @@ impl Sim {
                     Outcome::Updated(_) => self.nodes[i].effects.push(Effect::Confirmed(number, id)),
                     other => return Err(format!("confirming {number} was refused: {other:?}")),
                 },
+                Then::Hostile(verdicts) => {
+                    let Outcome::Delivered(replies) = outcome else {
+                        return Err(format!("{}: ZA's deliveries got {outcome:?}", self.nodes[i].code));
+                    };
+                    for (reply, (id, forbidden, must)) in replies.into_iter().zip(verdicts) {
+                        match reply {
+                            Reply::Receipt { .. } if forbidden => {
+                                return Err(format!(
+                                    "{} stored and receipted ZA's message {id:?}, which it must refuse",
+                                    self.nodes[i].code
+                                ))
+                            }
+                            Reply::Reject { refusal, .. } if must => {
+                                return Err(format!(
+                                    "{} refused ZA's certificate on a trusted link: {refusal}",
+                                    self.nodes[i].code
+                                ))
+                            }
+                            Reply::Reject { .. } => self.stats.hostile_refused += 1,
+                            Reply::Receipt { .. } => {}
+                        }
+                    }
+                }
+                Then::HostileEnrolled => {
+                    if !matches!(outcome, Outcome::Done) {
+                        return Err(format!(
+                            "{}: enrolling ZA's new identity: {outcome:?}",
+                            self.nodes[i].code
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -681,6 +831,8 @@ impl Sim {
             }
             Ev::Commit(i) => self.commit(i)?,
             Ev::Arrive(p) => self.arrive(p)?,
+            Ev::Hostile { target, attack } => self.hostile_attack(target, attack)?,
+            Ev::HostileStale { target } => self.hostile_stale(target)?,
         }
         Ok(())
     }
@@ -908,20 +1060,27 @@ impl Sim {
 
     /// The invariants, on the durable state of every node.
     fn check(&self) -> Result<(), String> {
-        let trust_of = |me: usize| {
-            Trust::new(self.nodes.iter().enumerate().filter(|(j, _)| *j != me).map(|(j, n)| {
-                PeerTrust::of_history(
-                    format!("Authority of {}", n.code),
-                    self.histories[j].clone(),
-                    Timestamp::from_unix_millis(T0),
-                )
-            }))
-        };
         let mut logs: Vec<Vec<crate::store::LogEntry>> = Vec::new();
+        let honest_tls: Vec<[u8; 32]> = self.histories.iter().map(|h| h.current_tls().public_key).collect();
         for (i, n) in self.nodes.iter().enumerate() {
             // Only what is durable counts: throw away anything committed but not flushed.
             n.store.crash();
-            crate::audit::verify_log(&n.store, n.code, &self.histories[i], &trust_of(i), |_| {})
+            // The node starts on what it holds, with every peer loaded (none quarantined)…
+            let trust = crate::node::load_trust(&n.store).map_err(|e| format!("{}: trust: {e}", n.code))?;
+            if let Some((p, why)) = trust.quarantined().next() {
+                return Err(format!("{} quarantined {p}: {why}", n.code));
+            }
+            // …and the hostile partner's record within the bounds, with no key of another.
+            if let Some(p) = trust.known(HOSTILE) {
+                let rotations = p.history.rotations().len();
+                if rotations > kp_keys::history::MAX_ROTATIONS_PER_DAY {
+                    return Err(format!("{} holds {rotations} rotations of ZA from one day", n.code));
+                }
+                if let Some(k) = p.history.tls_keys().iter().find(|k| honest_tls.contains(&k.public_key)) {
+                    return Err(format!("{} bound another peer's TLS key to ZA: {:?}", n.code, k.public_key));
+                }
+            }
+            crate::audit::verify_log(&n.store, n.code, &self.histories[i], &trust, |_| {})
                 .map_err(|e| format!("{}'s log does not verify: {e}", n.code))?;
             let rows = n.store.range(Tree::Log, &[], &[0xff; 9], usize::MAX).map_err(|e| e.to_string())?;
             logs.push(
@@ -930,6 +1089,20 @@ impl Sim {
                     .collect::<Result<_, _>>()
                     .map_err(|e| e.to_string())?,
             );
+        }
+        // Nothing the model forbids from the hostile partner is in any log.
+        for (i, log) in logs.iter().enumerate() {
+            for e in log {
+                if let EntryBody::Received { peer, document, .. } = &e.body {
+                    if *peer == HOSTILE && self.forbidden.contains(&document.message_id()) {
+                        return Err(format!(
+                            "{}'s log holds ZA's message {:?}, which it must have refused",
+                            self.nodes[i].code,
+                            document.message_id()
+                        ));
+                    }
+                }
+            }
         }
         let index = |code: ParticipantCode| self.nodes.iter().position(|n| n.code == code);
         // Every receipt a sender holds points at an entry the receiver durably holds.
@@ -1030,6 +1203,337 @@ impl Sim {
             if times != 1 {
                 return Err(format!("the confirmation of {number} is in the exporter's log {times} times"));
             }
+        }
+        Ok(())
+    }
+}
+
+/// The hostile partner.
+const HOSTILE: ParticipantCode = ParticipantCode::from_static("ZA");
+/// How long the honest nodes accept the hostile partner's replaced TLS (and signing) key
+/// (`keys.tls_grace_period`): short, so that it ends within a schedule. No honest node
+/// rotates, so theirs does not matter.
+const HOSTILE_GRACE_MS: i64 = 5_000;
+
+/// A signed bundle of a participant that has not rotated.
+fn bundle(
+    code: ParticipantCode,
+    key: &SigningKeyPair,
+    tls_certificate: Vec<u8>,
+    created: Timestamp,
+) -> kp_keys::VerifiedBundle {
+    kp_keys::Bundle {
+        format: kp_keys::bundle::BUNDLE_FORMAT,
+        participant: code,
+        // Invariant: a participant code makes a valid authority name.
+        authority: format!("Authority of {code}").parse().expect("an authority name"),
+        endpoints: vec!["127.0.0.1:9".into()],
+        root_key: key.verifying_key().to_bytes(),
+        root_created_at: created,
+        root_tls_certificate: tls_certificate,
+        rotations: Vec::new(),
+        created_at: created,
+    }
+    .sign(key)
+    // Invariant: a bundle signed with its own root key verifies.
+    .expect("a simulated bundle verifies")
+}
+
+/// The hostile partner's keys and the links it holds open.
+struct Hostile {
+    /// Each identity it had (its signing key never rotates).
+    identities: Vec<SigningKeyPair>,
+    /// Every TLS key it made, by public key.
+    tls: BTreeMap<[u8; 32], TlsKeyPair>,
+    /// The link it holds open to each honest node.
+    links: Vec<Option<HostileLink>>,
+    /// Certificates it made, for their numbers.
+    certificates: usize,
+}
+
+/// A link as it was when the hostile partner connected: the identity and TLS key it
+/// authenticated with, and the link's copy of its key history.
+#[derive(Clone)]
+struct HostileLink {
+    identity: usize,
+    tls_key: [u8; 32],
+    history: KeyHistory,
+}
+
+impl Hostile {
+    fn new_tls(&mut self, rng: &mut StdRng) -> ([u8; 32], Vec<u8>) {
+        let mut secret = [0u8; 32];
+        rng.fill(&mut secret);
+        let key = TlsKeyPair::from_secret_bytes(&secret);
+        // Invariant: a fresh Ed25519 key always makes a self-signed certificate.
+        let cert = kp_keys::tlscert::self_signed(&key, HOSTILE).expect("a TLS certificate");
+        let public = key.verifying_key().to_bytes();
+        self.tls.insert(public, key);
+        (public, cert)
+    }
+
+    /// A new identity (a fresh `kpnode init`): its bundle.
+    fn new_identity(&mut self, rng: &mut StdRng, created: Timestamp) -> kp_keys::VerifiedBundle {
+        let mut secret = [0u8; 32];
+        rng.fill(&mut secret);
+        let key = SigningKeyPair::from_secret_bytes(&secret);
+        let (_, cert) = self.new_tls(rng);
+        let b = bundle(HOSTILE, &key, cert, created);
+        self.identities.push(key);
+        b
+    }
+
+    fn signed<B: kp_protocol::Body>(&self, identity: usize, body: &B, at: Timestamp) -> SignedDocument {
+        SignedDocument::sign(body, HOSTILE, self.identities[identity].signing_key(), at)
+    }
+}
+
+impl Sim {
+    fn hostile(&mut self) -> Result<&mut Hostile, String> {
+        self.hostile.as_mut().ok_or_else(|| "a hostile event in a schedule without one".to_owned())
+    }
+
+    /// The trust `j` holds now, loaded from its store as the daemon loads it.
+    fn trust_at(&self, j: usize) -> Result<Trust, String> {
+        crate::node::load_trust(&self.nodes[j].store)
+            .map_err(|e| format!("{}: trust: {e}", self.nodes[j].code))
+    }
+
+    /// The hostile partner dials `j` afresh, with its current keys there.
+    fn hostile_connect(&mut self, j: usize) -> Result<HostileLink, String> {
+        let trust = self.trust_at(j)?;
+        let p =
+            trust.active(HOSTILE).ok_or_else(|| format!("ZA is not enrolled at {}", self.nodes[j].code))?;
+        let h = self.hostile()?;
+        let identity = h
+            .identities
+            .iter()
+            .position(|k| kp_keys::Fingerprint::of(&k.verifying_key()) == p.fingerprint)
+            .ok_or("ZA's enrolled identity is none of its own")?;
+        let link =
+            HostileLink { identity, tls_key: p.history.current_tls().public_key, history: p.history.clone() };
+        h.links[j] = Some(link.clone());
+        Ok(link)
+    }
+
+    /// A certificate from the hostile partner to `j`, signed under `identity`.
+    fn hostile_certificate(&mut self, j: usize, identity: usize) -> Result<SignedDocument, String> {
+        let h = self.hostile()?;
+        h.certificates += 1;
+        let n = h.certificates;
+        let number = format!("ZA-SIM-{:04}", 5000 + n % 5000);
+        let cert = certificate(HOSTILE, self.nodes[j].code, &number, n % 100);
+        let at = self.node_now(j);
+        Ok(self.hostile()?.signed(identity, &cert, at))
+    }
+
+    /// A TLS rotation statement of the hostile partner, the `sequence`th of its history.
+    #[allow(clippy::too_many_arguments)]
+    fn hostile_rotation(
+        &mut self,
+        identity: usize,
+        sequence: usize,
+        certificate: Vec<u8>,
+        prover: Option<[u8; 32]>,
+        signed_at: Timestamp,
+        effective_from: Timestamp,
+    ) -> Result<SignedDocument, String> {
+        let h = self.hostile()?;
+        let mut body = kp_protocol::KeyRotation {
+            participant: HOSTILE,
+            sequence: sequence as u32,
+            previous_key: h.identities[identity].key_id(),
+            new_signing_key: None,
+            new_tls_certificate: Some(certificate),
+            effective_from,
+            tls_possession: None,
+        };
+        if let Some(k) = prover.and_then(|p| h.tls.get(&p)) {
+            k.prove_possession(&mut body);
+        }
+        Ok(h.signed(identity, &body, signed_at))
+    }
+
+    fn hostile_attack(&mut self, j: usize, attack: Attack) -> Result<(), String> {
+        if !self.nodes[j].up {
+            return Ok(());
+        }
+        self.stats.hostile_attacks += 1;
+        let now = self.node_now(j);
+        let link = self.hostile_connect(j)?;
+        let next = link.history.rotations().len() + 1;
+        let docs = match attack {
+            Attack::Honest => vec![(self.hostile_certificate(j, link.identity)?, false, true)],
+            Attack::NewIdentity => {
+                // Its operator starts over; the old identity keeps the link it holds.
+                let created = now.saturating_sub_millis(1_000);
+                let b = {
+                    let mut rng = std::mem::replace(&mut self.rng, StdRng::seed_from_u64(0));
+                    let b = self.hostile()?.new_identity(&mut rng, created);
+                    self.rng = rng;
+                    b
+                };
+                let (record, _) = crate::enrol::prepare(
+                    self.nodes[j].code,
+                    &b.to_armored(),
+                    &b.fingerprint.to_string(),
+                    None,
+                    now,
+                )
+                .map_err(|e| format!("ZA's new bundle: {e}"))?;
+                self.enqueue(
+                    j,
+                    Command::EnrolPeer { record: Box::new(record), replace_identity: true },
+                    Then::HostileEnrolled,
+                );
+                let d = self.rng.gen_range(10..3_000);
+                self.at(d, Ev::HostileStale { target: j });
+                return Ok(());
+            }
+            Attack::RotateThenStale | Attack::Flood => {
+                let count = if matches!(attack, Attack::Flood) { 12 } else { 1 };
+                let mut docs = Vec::new();
+                for i in 0..count {
+                    let (public, cert) = {
+                        let mut rng = std::mem::replace(&mut self.rng, StdRng::seed_from_u64(0));
+                        let made = self.hostile()?.new_tls(&mut rng);
+                        self.rng = rng;
+                        made
+                    };
+                    let at = now.saturating_add_millis(i as i64);
+                    docs.push((
+                        self.hostile_rotation(link.identity, next + i, cert, Some(public), at, at)?,
+                        false,
+                        false,
+                    ));
+                }
+                if matches!(attack, Attack::RotateThenStale) {
+                    // The link stays on the old key: used again once its grace is over.
+                    let d = HOSTILE_GRACE_MS + self.rng.gen_range(1..3_000);
+                    self.at(d, Ev::HostileStale { target: j });
+                }
+                docs
+            }
+            Attack::Oversized => {
+                let big = vec![0x30; kp_keys::history::MAX_TLS_CERTIFICATE_BYTES + 1_000];
+                vec![(self.hostile_rotation(link.identity, next, big, None, now, now)?, true, false)]
+            }
+            Attack::Backdated => {
+                let (public, cert) = {
+                    let mut rng = std::mem::replace(&mut self.rng, StdRng::seed_from_u64(0));
+                    let made = self.hostile()?.new_tls(&mut rng);
+                    self.rng = rng;
+                    made
+                };
+                let before = now.saturating_sub_millis(TOLERANCE_MS + 3_600_000);
+                vec![(
+                    self.hostile_rotation(link.identity, next, cert, Some(public), now, before)?,
+                    true,
+                    false,
+                )]
+            }
+            Attack::ClaimKey => {
+                // Another honest node's TLS key, with its secret (stolen).
+                let k = (j + 1 + self.rng.gen_range(0..self.nodes.len() - 1)) % self.nodes.len();
+                let cert = self.histories[k].current_tls().certificate_der.clone();
+                let public = self.histories[k].current_tls().public_key;
+                // Invariant: a key's own PEM reads back.
+                let stolen =
+                    TlsKeyPair::from_pkcs8_pem(&self.nodes[k].tls.to_pkcs8_pem()).expect("a TLS key");
+                self.hostile()?.tls.insert(public, stolen);
+                vec![(self.hostile_rotation(link.identity, next, cert, Some(public), now, now)?, true, false)]
+            }
+        };
+        self.hostile_deliver(j, docs)
+    }
+
+    /// The hostile partner uses the link it kept open to `j`: a certificate signed under the
+    /// identity the link authenticated as. Forbidden if, by what `j` durably decided, that
+    /// identity was replaced or the link's TLS key is past its grace period.
+    fn hostile_stale(&mut self, j: usize) -> Result<(), String> {
+        let Some(link) = self.hostile.as_ref().and_then(|h| h.links[j].clone()) else { return Ok(()) };
+        if !self.nodes[j].up {
+            return Ok(());
+        }
+        let trust = self.trust_at(j)?;
+        let now = self.node_now(j);
+        let fingerprint =
+            kp_keys::Fingerprint::of(&self.hostile()?.identities[link.identity].verifying_key());
+        let forbidden = match trust.active(HOSTILE) {
+            None => true,
+            Some(p) if p.fingerprint != fingerprint => true,
+            Some(p) => match p.history.tls_keys().iter().find(|e| e.public_key == link.tls_key) {
+                None => true,
+                Some(e) => e.replaced_at.is_some_and(|r| now >= r.saturating_add_millis(HOSTILE_GRACE_MS)),
+            },
+        };
+        let doc = self.hostile_certificate(j, link.identity)?;
+        self.hostile_deliver(j, vec![(doc, forbidden, false)])
+    }
+
+    /// `j` receives the hostile partner's documents on the link it holds open: judged by the
+    /// link's trust rule against the trust in force, checked against the key history `j`
+    /// holds, then applied by the engine in `j`'s next batch.
+    fn hostile_deliver(&mut self, j: usize, docs: Vec<(SignedDocument, bool, bool)>) -> Result<(), String> {
+        let Some(link) = self.hostile.as_ref().and_then(|h| h.links[j].clone()) else { return Ok(()) };
+        for (doc, forbidden, _) in &docs {
+            if *forbidden {
+                self.forbidden.insert(doc.message_id());
+            }
+        }
+        let trust = self.trust_at(j)?;
+        let now = self.node_now(j);
+        let code = self.nodes[j].code;
+        if !self.cfg.bug_link_keeps_trust {
+            if let Err(why) = crate::tls::judge_link(&trust, HOSTILE, &link.tls_key, now, HOSTILE_GRACE_MS) {
+                // The link is closed; nothing it carried is stored or receipted.
+                self.stats.hostile_links_closed += 1;
+                self.hostile()?.links[j] = None;
+                if docs.iter().any(|(_, _, must)| *must) {
+                    return Err(format!("{code} closed ZA's link with its current key: {why:?}"));
+                }
+                self.stats.hostile_refused += docs.len() as u64;
+                return Ok(());
+            }
+        }
+        let mut history = if self.cfg.bug_link_keeps_trust {
+            link.history.clone()
+        } else {
+            trust
+                .active(HOSTILE)
+                .map(|p| p.history.clone())
+                .ok_or_else(|| format!("ZA is not enrolled at {code}"))?
+        };
+        let registry = Registry::default();
+        let ctx = CheckContext {
+            me: code,
+            peer: HOSTILE,
+            now,
+            clock_tolerance_ms: TOLERANCE_MS,
+            retired_key_grace_ms: HOSTILE_GRACE_MS,
+            registry: registry.on(now.date()),
+        };
+        let items = docs.iter().map(|(d, _, _)| (d.message_id(), None, d.clone())).collect();
+        let checked = check_batch(&ctx, &mut history, items);
+        let (mut accepted, mut verdicts) = (Vec::new(), Vec::new());
+        for (r, (doc, forbidden, must)) in checked.into_iter().zip(docs) {
+            match r {
+                Ok(item) => {
+                    accepted.push(item);
+                    verdicts.push((doc.message_id(), forbidden, must));
+                }
+                Err(refusal) if must => {
+                    return Err(format!("{code} refused ZA's certificate on a trusted link: {refusal}"))
+                }
+                Err(_) => self.stats.hostile_refused += 1,
+            }
+        }
+        if !accepted.is_empty() {
+            self.enqueue(
+                j,
+                Command::Deliveries { peer: HOSTILE, under: None, items: accepted },
+                Then::Hostile(verdicts),
+            );
         }
         Ok(())
     }
@@ -1153,6 +1657,45 @@ mod tests {
         // And the store actor's batches hold several commands, as the daemon's do.
         let batched: u64 = runs.iter().map(|s| s.multi_command_batches).sum();
         assert!(batched > 0, "no batch in 300 schedules held more than one command");
+    }
+
+    /// The hostile partner attacks at random points of 200 schedules (every attack many
+    /// times): nothing it must not get is stored or receipted, its record stays bounded and
+    /// loadable, its honest certificates are stored, and every honest promise holds.
+    #[test]
+    fn a_hostile_partner_gets_nothing_it_should_not() {
+        let mut total = Stats::default();
+        for seed in 1..200u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut cfg = Config::from_seed(&mut rng);
+            cfg.hostile = true;
+            match Sim::with_config(seed, cfg).run() {
+                Ok(s) => total += s,
+                Err(e) => panic!("hostile schedule {seed} broke a promise: {e}"),
+            }
+        }
+        eprintln!(
+            "hostile: {} attacks, {} links closed, {} documents refused, {} certificates stored",
+            total.hostile_attacks, total.hostile_links_closed, total.hostile_refused, total.accepted
+        );
+        assert!(total.hostile_attacks > 500, "{total:?}");
+        assert!(total.hostile_links_closed > 20, "links kept after a trust change are closed: {total:?}");
+        assert!(total.hostile_refused > 200, "{total:?}");
+    }
+
+    /// The hostile checks have teeth: a receiver that judges the partner by the link's own
+    /// copy of its trust (the behaviour before issue 13) is caught storing what it must refuse.
+    #[test]
+    fn the_checks_catch_a_link_that_keeps_the_trust_it_started_with() {
+        let caught = (1..300u64).find_map(|seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut cfg = Config::from_seed(&mut rng);
+            cfg.hostile = true;
+            cfg.bug_link_keeps_trust = true;
+            Sim::with_config(seed, cfg).run().err()
+        });
+        let e = caught.expect("a link that keeps its old trust is caught");
+        assert!(e.contains("which it must refuse") || e.contains("must have refused"), "{e}");
     }
 
     #[test]

@@ -328,22 +328,35 @@ impl TlsContext {
         peer: ParticipantCode,
         key: &[u8; 32],
     ) -> Result<(), Distrust> {
-        match trust.peer_for_tls_key(key, self.clock.now(), self.grace_millis) {
-            Some(p) if p == peer => Ok(()),
-            Some(other) => Err(Distrust::OtherPeer(other)),
-            None => Err(match trust.active(peer) {
-                Some(p) if p.history.tls_keys().iter().any(|e| e.public_key == *key) => Distrust::GraceOver,
-                Some(_) => Distrust::IdentityReplaced,
-                None if trust.known(peer).is_some_and(|p| p.removed) => Distrust::Removed,
-                None if trust.quarantine_reason(peer).is_some() => Distrust::Quarantined,
-                None => Distrust::NotEnrolled,
-            }),
-        }
+        judge_link(trust, peer, key, self.clock.now(), self.grace_millis)
     }
 
     /// [`judge`](Self::judge) against the trust in force now.
     pub fn judge_now(&self, peer: ParticipantCode, key: &[u8; 32]) -> Result<(), Distrust> {
         self.judge(&self.trust.get(), peer, key)
+    }
+}
+
+/// The rule of [`TlsContext::judge`], on its own (the simulator applies it too): whether
+/// `key` is, at `now`, a trusted TLS key of `peer` in `trust`, given the grace period of
+/// replaced keys.
+pub fn judge_link(
+    trust: &crate::trust::Trust,
+    peer: ParticipantCode,
+    key: &[u8; 32],
+    now: kp_protocol::Timestamp,
+    grace_millis: i64,
+) -> Result<(), Distrust> {
+    match trust.peer_for_tls_key(key, now, grace_millis) {
+        Some(p) if p == peer => Ok(()),
+        Some(other) => Err(Distrust::OtherPeer(other)),
+        None => Err(match trust.active(peer) {
+            Some(p) if p.history.tls_keys().iter().any(|e| e.public_key == *key) => Distrust::GraceOver,
+            Some(_) => Distrust::IdentityReplaced,
+            None if trust.known(peer).is_some_and(|p| p.removed) => Distrust::Removed,
+            None if trust.quarantine_reason(peer).is_some() => Distrust::Quarantined,
+            None => Distrust::NotEnrolled,
+        }),
     }
 }
 
