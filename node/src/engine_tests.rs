@@ -619,3 +619,46 @@ fn a_resend_of_a_certificate_that_has_since_expired_gets_the_original_receipt() 
     assert_eq!(ru.cert("RU-2026-000002").status, CertStatus::Rejected);
     assert_eq!(inn.log().len(), 1);
 }
+
+/// A certificate in the EU's own name, signed by the EU's own node.
+fn eu_certificate(number: &str) -> Certificate {
+    let text = include_str!("../../protocol/tests/fixtures/certificate.json")
+        .replace("RU-2026-000123", number)
+        .replace(r#""exporting_participant": "RU""#, r#""exporting_participant": "EU""#)
+        .replace("2026-11-28", "2026-11-18")
+        .replace("2027-01-27", "2027-01-10");
+    let registry = Registry::default();
+    let today = Timestamp::from_unix_millis(T0).date();
+    let ctx = ValidationContext {
+        today,
+        max_validity_days: Some(60),
+        participants: &registry.on(today),
+        // As parsed from a file, before the issuer's rules: the test signs what it likes.
+        exporter: None,
+        importer: None,
+    };
+    CertificateDraft::from_json(&text, &ctx).unwrap().into_certificate(|| unreachable!())
+}
+
+/// The union's own node issues in its own name, but `EU-DE-…` is DE's node's range: IN
+/// refuses such a certificate signed by the EU's node, naming the range, and accepts one
+/// numbered outside every member's range.
+#[test]
+fn the_importer_refuses_a_members_number_from_the_unions_own_node() {
+    const EU: ParticipantCode = ParticipantCode::from_static("EU");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (eu, mut inn) = (side(EU, &clock), side(IN, &clock));
+    let taken = eu.signer.sign(&eu_certificate("EU-DE-2026-000001"));
+    let refusal = rejected(&deliver(&eu, &mut inn, now, vec![(taken.message_id(), taken, 0)])).clone();
+    assert_eq!(refusal.code, RejectCode::InvalidDocument, "{refusal}");
+    assert!(refusal.detail.contains("EU-DE-2026-000001 is in DE's range"), "{refusal}");
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"EU-DE-2026-000001").unwrap().is_none());
+
+    let own = eu.signer.sign(&eu_certificate("EU-2026-000001"));
+    match &deliver(&eu, &mut inn, now, vec![(own.message_id(), own, 0)])[..] {
+        [Reply::Receipt { duplicate: false, .. }] => {}
+        other => panic!("expected a receipt, got {other:?}"),
+    }
+    assert_eq!(inn.cert("EU-2026-000001").peer, EU);
+}
