@@ -6,7 +6,8 @@
 //!
 //! Invariants kept here:
 //! - a certificate number is stored once; a second, different document with that number is
-//!   refused (`Conflict`), the same message again gets its original receipt;
+//!   refused (`Conflict`), the same message again gets its original receipt, even if it
+//!   would no longer pass the receiver's checks (an expired certificate, a retired key);
 //! - a receipt is only produced for an entry appended in the same commit (and so made
 //!   durable by the flush that precedes sending it) or already stored;
 //! - the log is append-only and hash-chained, its head kept in `meta` in the same commit.
@@ -804,6 +805,17 @@ impl Engine {
                 slots.push(Slot::New(i));
                 continue;
             }
+            if let Some(refusal) = item.refused {
+                // Failed a check: acknowledged only as a resend of what is stored.
+                slots.push(Slot::Done(match self.stored_at(txn, peer, id, &item.content)? {
+                    Some(seq) => {
+                        tracing::info!(message = ?id, from = %peer, now_refused = %refusal, "a resend of a stored document gets its original receipt");
+                        Reply::Receipt { receipt: Box::new(receipt_at(txn, seq)?), duplicate: true }
+                    }
+                    None => Reply::Reject { message_id: id, refusal },
+                }));
+                continue;
+            }
             let at_seq = self.head.next_seq;
             match self.judge(txn, applied, now, peer, &item, at_seq)? {
                 Verdict::Store => {
@@ -819,14 +831,7 @@ impl Engine {
                     new_entries.push(bytes);
                 }
                 Verdict::Duplicate(seq) => {
-                    let receipt = txn
-                        .get_rec::<LogRecord>(Tree::Log, &log_key(seq))?
-                        .and_then(|r| r.receipt)
-                        .ok_or_else(|| StoreError::Corrupt {
-                            tree: Tree::Log.name(),
-                            key: seq.to_string(),
-                            detail: "the receipt given for this log entry is missing".into(),
-                        })?;
+                    let receipt = receipt_at(txn, seq)?;
                     slots.push(Slot::Done(Reply::Receipt { receipt: Box::new(receipt), duplicate: true }));
                 }
                 Verdict::Refuse(refusal) => slots.push(Slot::Done(Reply::Reject { message_id: id, refusal })),
@@ -861,6 +866,38 @@ impl Engine {
                 Slot::New(i) => Reply::Receipt { receipt: Box::new(receipts[i].clone()), duplicate: false },
             })
             .collect())
+    }
+
+    /// The log position of the document with id `id` received from `peer`, if it is stored:
+    /// the lookup [`Engine::judge`] makes for a resend, through the same record, for a
+    /// delivery that failed a check (see [`Received::refused`]). Never writes.
+    fn stored_at<S: Storage + ?Sized>(
+        &self,
+        txn: &Txn<'_, S>,
+        peer: ParticipantCode,
+        id: MessageId,
+        content: &Content,
+    ) -> Result<Option<u64>, StoreError> {
+        let cert = |number: &CertificateNumber, direction: Direction| {
+            Ok::<_, StoreError>(
+                txn.get_rec::<CertRecord>(Tree::Certs, number.as_str().as_bytes())?
+                    .filter(|r| r.direction == direction && r.peer == peer),
+            )
+        };
+        Ok(match content {
+            Content::Certificate(c) => {
+                cert(&c.number, Direction::In)?.filter(|r| r.message_id == id).and_then(|r| r.log_seq)
+            }
+            Content::Confirmation(c) => cert(&c.certificate, Direction::Out)?
+                .and_then(|r| r.confirmation)
+                .filter(|c| c.message_id == id)
+                .and_then(|c| c.log_seq),
+            Content::Void(v) => cert(&v.certificate, Direction::In)?
+                .and_then(|r| r.void)
+                .filter(|v| v.message_id == id)
+                .and_then(|v| v.log_seq),
+            Content::Rotation(_) => txn.get_rec::<u64>(Tree::Messages, &in_message_key(peer, &id))?,
+        })
     }
 
     /// Whether a checked delivery is new (then the records it concerns are updated, for a
@@ -1198,6 +1235,17 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The receipt given for the received document at log position `seq`.
+fn receipt_at<S: Storage + ?Sized>(txn: &Txn<'_, S>, seq: u64) -> Result<MessageReceipt, StoreError> {
+    txn.get_rec::<LogRecord>(Tree::Log, &log_key(seq))?.and_then(|r| r.receipt).ok_or_else(|| {
+        StoreError::Corrupt {
+            tree: Tree::Log.name(),
+            key: seq.to_string(),
+            detail: "the receipt given for this log entry is missing".into(),
+        }
+    })
 }
 
 /// What the store says about a delivered document.

@@ -557,7 +557,6 @@ fn an_idempotency_key_returns_the_first_certificate_refuses_other_content_and_ex
 /// lower bound on a certificate's signing time, as the clock tolerance is the upper one.
 #[test]
 fn a_certificate_signed_before_its_issue_date_is_refused() {
-    const DAY: i64 = 86_400_000;
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
     let now = Timestamp::from_unix_millis(T0);
     let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
@@ -652,4 +651,165 @@ fn a_batch_checked_before_a_trust_change_is_refused_when_committed_after_it() {
         other => panic!("expected the batch refused for the removal, got {other:?}"),
     }
     assert!(inn.log().is_empty());
+}
+
+const DAY: i64 = 86_400_000;
+
+/// RU replaces its signing key at `at` (by the node's own path, [`Signer::rotate`]); IN's
+/// copy of RU's history learns it, as it would from the statement delivered over the link.
+fn rotate(ru: &mut Side, clock: &ManualClock, at: Timestamp) {
+    clock.set(at);
+    let new_key = SigningKeyPair::generate();
+    let statement = ru
+        .signer
+        .rotate(|old, effective| {
+            let body = kp_protocol::KeyRotation::new_with_signing_key(
+                RU,
+                1,
+                old.key_id(),
+                new_key.signing_key(),
+                None,
+                effective,
+            );
+            let doc = SignedDocument::sign(&body, RU, old.signing_key(), effective);
+            Ok::<_, std::convert::Infallible>((Some(new_key), doc))
+        })
+        .unwrap();
+    ru.history.apply(&statement).unwrap();
+}
+
+fn rejected(replies: &[Reply]) -> &crate::verify::Refusal {
+    match replies {
+        [Reply::Reject { refusal, .. }] => refusal,
+        other => panic!("expected a reject, got {other:?}"),
+    }
+}
+
+/// The receipt for a certificate is lost; RU rotates its signing key and the grace period
+/// for documents signed with the old one passes before RU sends the certificate again. IN
+/// holds it, so it answers with the original receipt: a refusal would leave RU's copy
+/// `rejected` while IN's is `received` (exactly-once broken in effect). A certificate IN
+/// does not hold, signed with the old key, is still refused, and so is an altered copy of
+/// the stored one.
+#[test]
+fn a_resend_after_a_rotation_and_the_grace_period_gets_the_original_receipt() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
+    let sent = ru.outbox(IN);
+    let replies = deliver(&ru, &mut inn, now, sent[..1].to_vec());
+    let Reply::Receipt { receipt: original, duplicate: false } = &replies[0] else { panic!("{replies:?}") };
+    // The receipt is lost on the way back: RU still has the certificate queued.
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Queued);
+
+    rotate(&mut ru, &clock, Timestamp::from_unix_millis(T0 + DAY));
+    // Eight days later, past the seven days of grace `deliver` gives retired keys.
+    let later = Timestamp::from_unix_millis(T0 + 9 * DAY);
+    clock.set(later);
+    let again = deliver(&ru, &mut inn, later, sent[..1].to_vec());
+    match &again[..] {
+        [Reply::Receipt { receipt, duplicate: true }] => assert_eq!(receipt, original),
+        other => panic!("expected the original receipt, got {other:?}"),
+    }
+    assert_eq!(inn.log().len(), 1, "nothing new is stored");
+    acknowledge(&mut ru, &inn, later, &sent[..1], again);
+    let rec = ru.cert("RU-2026-000001");
+    assert_eq!(rec.status, CertStatus::Delivered, "{:?}", rec.rejection);
+
+    // A certificate IN never received, signed with the retired key, is refused for it.
+    let refusal = rejected(&deliver(&ru, &mut inn, later, sent[1..].to_vec())).clone();
+    assert_eq!(refusal.code, RejectCode::UnknownKey, "{refusal}");
+    assert!(refusal.detail.contains("grace period"), "{refusal}");
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000002").unwrap().is_none());
+
+    // The stored certificate with its signature altered is another document: refused too.
+    let mut forged = sent[0].1.clone();
+    forged.signature[40] ^= 1;
+    let refusal = rejected(&deliver(&ru, &mut inn, later, vec![(forged.message_id(), forged, 0)])).clone();
+    assert_eq!(refusal.code, RejectCode::UnknownKey, "{refusal}");
+    // And a frame naming the stored message's id over other bytes is refused before any lookup.
+    let refusal = rejected(&deliver(&ru, &mut inn, later, vec![(sent[0].0, sent[1].1.clone(), 0)])).clone();
+    assert_eq!(refusal.code, RejectCode::InvalidDocument, "{refusal}");
+    assert!(refusal.detail.contains("the frame names message"), "{refusal}");
+    assert_eq!(inn.log().len(), 1);
+}
+
+/// The same for a certificate that expires between the lost receipt and the resend: the
+/// importer holds it, so the exporter gets the original receipt, while a certificate sent for
+/// the first time after its expiry is refused.
+#[test]
+fn a_resend_of_a_certificate_that_has_since_expired_gets_the_original_receipt() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
+    let sent = ru.outbox(IN);
+    let replies = deliver(&ru, &mut inn, now, sent[..1].to_vec());
+    let Reply::Receipt { receipt: original, duplicate: false } = &replies[0] else { panic!("{replies:?}") };
+
+    // The certificates expire on 2027-01-10.
+    let later = Timestamp::from_unix_millis(T0 + 60 * DAY);
+    assert!(later.date() > ru.cert("RU-2026-000001").expires_on);
+    clock.set(later);
+    let again = deliver(&ru, &mut inn, later, sent[..1].to_vec());
+    match &again[..] {
+        [Reply::Receipt { receipt, duplicate: true }] => assert_eq!(receipt, original),
+        other => panic!("expected the original receipt, got {other:?}"),
+    }
+    acknowledge(&mut ru, &inn, later, &sent[..1], again);
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Delivered);
+    assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::Received);
+
+    let replies = deliver(&ru, &mut inn, later, sent[1..].to_vec());
+    let refusal = rejected(&replies).clone();
+    assert_eq!(refusal.code, RejectCode::Expired, "{refusal}");
+    acknowledge(&mut ru, &inn, later, &sent[1..], replies);
+    assert_eq!(ru.cert("RU-2026-000002").status, CertStatus::Rejected);
+    assert_eq!(inn.log().len(), 1);
+}
+
+/// A certificate in the EU's own name, signed by the EU's own node.
+fn eu_certificate(number: &str) -> Certificate {
+    let text = include_str!("../../protocol/tests/fixtures/certificate.json")
+        .replace("RU-2026-000123", number)
+        .replace(r#""exporting_participant": "RU""#, r#""exporting_participant": "EU""#)
+        .replace("2026-11-28", "2026-11-18")
+        .replace("2027-01-27", "2027-01-10");
+    let registry = Registry::default();
+    let today = Timestamp::from_unix_millis(T0).date();
+    let ctx = ValidationContext {
+        today,
+        max_validity_days: Some(60),
+        participants: &registry.on(today),
+        // As parsed from a file, before the issuer's rules: the test signs what it likes.
+        exporter: None,
+        importer: None,
+    };
+    CertificateDraft::from_json(&text, &ctx).unwrap().into_certificate(|| unreachable!())
+}
+
+/// The union's own node issues in its own name, but `EU-DE-…` is DE's node's range: IN
+/// refuses such a certificate signed by the EU's node, naming the range, and accepts one
+/// numbered outside every member's range.
+#[test]
+fn the_importer_refuses_a_members_number_from_the_unions_own_node() {
+    const EU: ParticipantCode = ParticipantCode::from_static("EU");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (eu, mut inn) = (side(EU, &clock), side(IN, &clock));
+    let taken = eu.signer.sign(&eu_certificate("EU-DE-2026-000001"));
+    let refusal = rejected(&deliver(&eu, &mut inn, now, vec![(taken.message_id(), taken, 0)])).clone();
+    assert_eq!(refusal.code, RejectCode::InvalidDocument, "{refusal}");
+    assert!(refusal.detail.contains("EU-DE-2026-000001 is in DE's range"), "{refusal}");
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"EU-DE-2026-000001").unwrap().is_none());
+
+    let own = eu.signer.sign(&eu_certificate("EU-2026-000001"));
+    match &deliver(&eu, &mut inn, now, vec![(own.message_id(), own, 0)])[..] {
+        [Reply::Receipt { duplicate: false, .. }] => {}
+        other => panic!("expected a receipt, got {other:?}"),
+    }
+    assert_eq!(inn.cert("EU-2026-000001").peer, EU);
 }

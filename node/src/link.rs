@@ -588,6 +588,13 @@ fn queue_replies<W: tokio::io::AsyncWrite + Unpin>(
         let reply = match slot {
             Some((id, refusal)) => Reply::Reject { message_id: id, refusal },
             None => match stored.next() {
+                // Refused by the store: a conflict, or a delivery that failed a check and is
+                // no resend of a stored document (see `Received::refused`).
+                Some(Reply::Reject { message_id, refusal }) => {
+                    tracing::warn!(message = ?message_id, code = %refusal.code, detail = %refusal.detail, "refused a delivery");
+                    shared.metrics.peer_add(PeerCounter::RejectsSent, peer, 1);
+                    Reply::Reject { message_id, refusal }
+                }
                 Some(r) => r,
                 None => break,
             },

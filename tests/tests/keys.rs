@@ -9,6 +9,10 @@ use kp_tests::raw::{admission, Admission, RawPeer};
 use kp_tests::*;
 use serde_json::Value;
 
+fn now() -> kp_protocol::Timestamp {
+    kp_node::clock::Clock::now(&kp_node::clock::SystemClock)
+}
+
 fn in_count(api: &Api) -> u64 {
     api.status()["certificates_in"].as_u64().unwrap_or(0)
 }
@@ -286,4 +290,89 @@ fn rotating_the_tls_key_keeps_links_and_refuses_the_old_key_after_the_grace_peri
         &format!("fingerprint={ru_fingerprint} (RU)"),
     ]);
     let _: Value = inn.api.status();
+}
+
+/// How many signing keys `api`'s node knows for `peer`.
+fn signing_entries(api: &Api, peer: &str) -> usize {
+    let (_, keys) = api.get("/v1/keys");
+    keys["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["participant"] == peer)
+        .map_or(0, |p| p["history"]["signing"].as_array().map_or(0, Vec::len))
+}
+
+/// Over the real link: RU's certificate is stored but its receipt never reaches RU; RU then
+/// replaces its signing key and IN's grace period for the old one (3 s here) runs out before
+/// the resend. IN answers the resend with the very receipt it gave first, while a certificate
+/// it never received, signed with the old key, is refused naming the grace period.
+#[test]
+fn a_resend_after_the_old_keys_grace_period_gets_the_original_receipt() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru_dir = init_dir(tmp.path(), "RU", free_port());
+    let in_dir = init_dir(tmp.path(), "IN", 0);
+    let cfg = in_dir.config_path();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("tls_grace_period = \"7days\"", "tls_grace_period = \"3s\"");
+    assert!(text.contains("tls_grace_period = \"3s\""), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    let ru = TestNode::start(&rt, ru_dir.clone());
+    let inn = TestNode::start(&rt, in_dir);
+    enrol_pair(&ru, &inn);
+    wait_linked(&ru.api, inn.code);
+    let old = NodeKeys::load(&ru_dir.keys_dir()).unwrap();
+    let sign = |number: &str, n: u64| {
+        let cert = parse_certificate(&certificate_json("RU", "IN", Some(number), n));
+        SignedDocument::sign(&cert, "RU".parse().unwrap(), old.signing.signing_key(), now())
+    };
+    let (stored, never_sent) = (sign("RU-2026-900001", 1), sign("RU-2026-900002", 2));
+    let in_addr = inn.handle().peer_addr();
+    // RU's node, played by a client holding its keys, delivers; the receipt is "lost" (the
+    // client keeps it only to compare).
+    let deliver = |doc: &SignedDocument| {
+        rt.block_on(async {
+            let mut raw = RawPeer::connect(in_addr, &old, "RU".parse().unwrap()).await.unwrap();
+            raw.send(&Frame::Deliver { message_id: doc.message_id(), document: doc.clone() }).await.unwrap();
+            raw.recv(Duration::from_secs(10)).await.unwrap()
+        })
+    };
+    let first = deliver(&stored);
+    assert!(matches!(first, Some(Frame::Receipt { .. })), "{first:?}");
+
+    // A void of no certificate, signed with the old key before the rotation, tells when the
+    // grace period is over: refused as unknown to IN until then, for the key after.
+    let probe = SignedDocument::sign(
+        &kp_protocol::Void {
+            certificate: "RU-2026-999999".parse().unwrap(),
+            certificate_id: kp_protocol::Digest::of(b"none"),
+            reason: "issued in error".parse().unwrap(),
+        },
+        "RU".parse().unwrap(),
+        old.signing.signing_key(),
+        now(),
+    );
+    let (s, v) = ru.api.post("/v1/keys/rotate", r#"{"signing": true}"#);
+    assert_eq!(s, 200, "{v}");
+    wait_until(Duration::from_secs(20), "IN learns RU's new signing key", || {
+        signing_entries(&inn.api, "RU") == 2
+    });
+    let grace_over = |reply: Option<Frame>| matches!(reply, Some(Frame::Reject { code: RejectCode::UnknownKey, detail, .. }) if detail.contains("grace period"));
+    wait_until(Duration::from_secs(20), "the old key's grace period ends", || grace_over(deliver(&probe)));
+
+    let again = deliver(&stored);
+    assert_eq!(again, first, "the resend gets the original receipt");
+    match deliver(&never_sent) {
+        Some(Frame::Reject { code, detail, .. }) => {
+            assert_eq!(code, RejectCode::UnknownKey, "{detail}");
+            assert!(detail.contains("grace period"), "{detail}");
+        }
+        other => panic!("expected a Reject, got {other:?}"),
+    }
+    let received: Vec<Value> = inn.api.certificates("in");
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0]["number"], "RU-2026-900001");
 }
