@@ -236,6 +236,10 @@ fn a_really_full_filesystem_fails_every_submission_the_same_clear_way() {
         assert!(v["message"].as_str().unwrap_or_default().contains("No space left on device"), "{v}");
         logged().matches("the store's disk still refuses writes").count() >= 2
     });
+    // Reading still works meanwhile.
+    let some = acknowledged.first().unwrap();
+    let (s, v) = api.get(&format!("/v1/certificates/{some}"));
+    assert_eq!(s, 200, "reading {some} while the store is failed: {v}");
     assert!(child.0.try_wait().unwrap().is_none(), "the daemon exited:\n{}", logged());
 
     // Space returns, but the node cannot start again yet (here: its node.toml is moved away,

@@ -18,6 +18,9 @@ pub enum LogFormat {
 deliver queued certificates, confirmations and voids to each enrolled peer, and serve the local \
 API on network.api_listen. Stops cleanly on SIGINT or SIGTERM: requests in progress finish, \
 everything acknowledged is already on disk.\n\n\
+If the store's disk fails (full, or read-only), the API keeps answering: writes and /healthz get \
+503 naming the cause and the fix, and the node reopens its store by itself once a test write \
+succeeds.\n\n\
 Logs go to standard error; set the level with KPNODE_LOG (e.g. KPNODE_LOG=debug, or \
 KPNODE_LOG=kp_node::link=debug).")]
 pub struct RunArgs {
