@@ -184,12 +184,17 @@ impl StandIn {
         let cancel = tokio_util::sync::CancellationToken::new();
         let serving = crate::http::serve(listener, app, self.limits, self.metrics.clone(), cancel.clone());
         tokio::pin!(serving);
-        tokio::select! {
-            _ = &mut serving => {}
-            _ = until => {
-                cancel.cancel();
-                serving.await;
-            }
+        tokio::pin!(until);
+        let served_to_the_end = tokio::select! {
+            _ = &mut serving => false,
+            _ = &mut until => true,
+        };
+        if served_to_the_end {
+            cancel.cancel();
+            serving.await;
+        } else {
+            // The server stopped on its own (it does not, but the wait must not be cut short).
+            until.await;
         }
     }
 }
