@@ -232,7 +232,7 @@ const DOCS: &[Doc] = &[
     Doc {
         section: "certificates",
         key: "max_validity_days",
-        text: "Longest validity of a certificate this node issues (60 is the US practice).",
+        text: "Longest validity of a certificate this node issues, in days (default 60, as US practice).",
     },
     Doc {
         section: "certificates",
