@@ -317,7 +317,7 @@ fn a_resend_after_the_old_keys_grace_period_gets_the_original_receipt() {
     let cfg = in_dir.config_path();
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replace("tls_grace_period = \"7days\"", "tls_grace_period = \"3s\"");
+        .replace("tls_grace_period = \"7d\"", "tls_grace_period = \"3s\"");
     assert!(text.contains("tls_grace_period = \"3s\""), "{text}");
     std::fs::write(&cfg, text).unwrap();
     let ru = TestNode::start(&rt, ru_dir.clone());
