@@ -824,22 +824,22 @@ impl Engine {
                         )),
                     });
                 }
-                // The importer's order decides between a void and a confirmation that cross:
-                // it confirms only what it does not hold as voided, and refuses a void of what
-                // it confirmed. So a confirmation is refused only if the importer acknowledged
-                // the void first; one that crossed the void stands (the importer refuses the
-                // void, naming the confirmation), and both sides end `import_confirmed`.
+                // The exporter's void is authoritative on the exporter's node: a confirmation
+                // of a voided certificate is refused, naming the void, whether or not the
+                // importer acknowledged it (an importer that holds the void unacknowledged
+                // must not be able to undo it). If the two crossed on the wire, the importer
+                // refuses the void too (naming its confirmation): each side keeps its own
+                // status and shows the other's refusal (`cert show`), a conflict for the two
+                // authorities to settle, never a silent flip.
                 if let Some(v) = rec.void.as_ref().filter(|_| rec.status == CertStatus::Voided) {
-                    if v.acknowledged {
-                        return Ok(Verdict::Refuse(Refusal::new(
-                            RejectCode::Voided,
-                            format!(
-                                "{} voided certificate {} at {}, and {peer} acknowledged the void; a voided certificate cannot be confirmed",
-                                self.me, rec.number, v.voided_at
-                            ),
-                        )));
-                    }
-                    tracing::warn!(number = %rec.number, from = %peer, "the importer confirmed receipt before the void reached it: the confirmation stands, the void will be refused");
+                    tracing::warn!(number = %rec.number, from = %peer, "refused an import confirmation of a certificate voided here");
+                    return Ok(Verdict::Refuse(Refusal::new(
+                        RejectCode::Voided,
+                        format!(
+                            "{} voided certificate {} at {} (message {:?}, reason: {}); a voided certificate cannot be confirmed",
+                            self.me, rec.number, v.voided_at, v.message_id, v.reason
+                        ),
+                    )));
                 }
                 let discrepancy = discrepancy(&rec, c);
                 rec.status = if discrepancy.is_some() {
@@ -1055,8 +1055,8 @@ impl Engine {
                     }
                     DocumentKind::Void => {
                         // A void the importer refused (it had confirmed the import) keeps
-                        // the refusal for `show`; the importer's confirmation, already on its
-                        // way, then makes the certificate `import_confirmed` (see `judge`).
+                        // the refusal for `show`; the certificate stays voided here, and the
+                        // importer's confirmation, if it comes, is refused (see `judge`).
                         tracing::warn!(number = %rec.number, to = %peer, detail = %rejection.detail, "the importer refused the void");
                         if let Some(v) = rec.void.as_mut() {
                             v.rejection = Some(rejection);

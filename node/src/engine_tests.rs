@@ -502,3 +502,57 @@ fn a_certificate_signed_before_its_issue_date_is_refused() {
     }
     assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000001").unwrap().is_none());
 }
+
+/// A hostile importer receives the exporter's void, never acknowledges it, and sends an import
+/// confirmation instead: the exporter's void stays authoritative (the confirmation is refused
+/// with a reject naming the void) and the importer's record shows the refusal.
+#[test]
+fn an_importer_cannot_undo_the_exporters_void_with_a_confirmation() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    let sent = ru.outbox(IN);
+    let replies = deliver(&ru, &mut inn, now, sent.clone());
+    acknowledge(&mut ru, &inn, now, &sent, replies);
+
+    let void = kp_protocol::Void {
+        certificate: "RU-2026-000001".parse().unwrap(),
+        certificate_id: ru.cert("RU-2026-000001").message_id,
+        reason: "shipment cancelled".parse().unwrap(),
+    };
+    let document = ru.signer.sign(&void);
+    ru.apply(now, vec![Command::Void { document, void }]);
+    // IN holds the void (never acknowledged), and confirms the import instead.
+    let cert = certificate("RU-2026-000001", "100.00");
+    let confirmation = ImportConfirmation {
+        certificate: cert.number.clone(),
+        certificate_id: inn.cert("RU-2026-000001").message_id,
+        exporting_participant: RU,
+        importing_participant: IN,
+        exporter: cert.content.exporter.clone(),
+        importer: cert.content.importer.clone(),
+        received_on: now.date(),
+        parcels: 2,
+        carats: "410.00".parse().unwrap(),
+        confirming_authority: "DGFT".parse().unwrap(),
+        remarks: None,
+    };
+    let document = inn.signer.sign(&confirmation);
+    inn.apply(now, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }]);
+    let sent = inn.outbox(RU);
+    let replies = deliver(&inn, &mut ru, now, sent.clone());
+    let Reply::Reject { refusal, .. } = &replies[0] else {
+        panic!("the confirmation was stored: {replies:?}")
+    };
+    assert_eq!(refusal.code, RejectCode::Voided, "{refusal:?}");
+    assert!(refusal.detail.contains("RU voided certificate RU-2026-000001"), "{}", refusal.detail);
+    let rec = ru.cert("RU-2026-000001");
+    assert_eq!(rec.status, CertStatus::Voided);
+    assert!(rec.confirmation.is_none(), "{rec:?}");
+    assert!(crate::engine::voidable(&rec).is_some_and(|why| why.contains("already voided")));
+
+    acknowledge(&mut inn, &ru, now, &sent, replies);
+    let theirs = inn.cert("RU-2026-000001").confirmation.unwrap();
+    assert_eq!(theirs.rejection.map(|r| r.code), Some(RejectCode::Voided));
+}
