@@ -62,6 +62,42 @@ pub struct Delivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certificates {
     pub max_validity_days: u32,
+    /// What to do with a certificate whose `issuing_authority` is not this node's `authority`.
+    pub authority_mismatch: AuthorityMismatch,
+}
+
+/// What a node does with a certificate to issue whose `issuing_authority` differs from its own
+/// `authority` (a typo, or another ministry's name on this authority's signature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorityMismatch {
+    /// Refuse it as invalid input, naming both names.
+    Refuse,
+    /// Issue it, with a warning in the answer.
+    Warn,
+    /// Issue it silently.
+    Allow,
+}
+
+impl AuthorityMismatch {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuthorityMismatch::Refuse => "refuse",
+            AuthorityMismatch::Warn => "warn",
+            AuthorityMismatch::Allow => "allow",
+        }
+    }
+}
+
+impl std::str::FromStr for AuthorityMismatch {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, &'static str> {
+        match s {
+            "refuse" => Ok(AuthorityMismatch::Refuse),
+            "warn" => Ok(AuthorityMismatch::Warn),
+            "allow" => Ok(AuthorityMismatch::Allow),
+            _ => Err("is not one of \"refuse\", \"warn\", \"allow\""),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +231,11 @@ const DOCS: &[Doc] = &[
         text: "Longest validity of a certificate this node issues (60 is the US practice).",
     },
     Doc {
+        section: "certificates",
+        key: "authority_mismatch",
+        text: "A certificate whose issuing_authority is not `authority` above: \"refuse\" it, issue it with a \"warn\"ing, or \"allow\" it.",
+    },
+    Doc {
         section: "keys",
         key: "tls_grace_period",
         text: "How long a peer's previous TLS key is still accepted after it rotates, and documents signed with its previous signing key are still accepted for delivery.",
@@ -248,6 +289,7 @@ impl NodeConfig {
             },
             certificates: Certificates {
                 max_validity_days: kp_protocol::certificate::DEFAULT_MAX_VALIDITY_DAYS,
+                authority_mismatch: AuthorityMismatch::Warn,
             },
             keys: Keys {
                 tls_grace_period: Duration::from_secs(7 * 86_400),
@@ -363,6 +405,7 @@ impl NodeConfig {
         }
         if let Some(mut s) = w.section(&mut root, "certificates") {
             w.int(&mut s, "max_validity_days", 1..=3650, &mut c.certificates.max_validity_days);
+            w.parsed(&mut s, "authority_mismatch", &mut c.certificates.authority_mismatch);
             w.finish(s);
         }
         if let Some(mut s) = w.section(&mut root, "keys") {
@@ -400,6 +443,22 @@ impl NodeConfig {
         w.into_result(c)
     }
 
+    /// Why a certificate naming `issuing_authority` is not this node's to sign, if it is not:
+    /// the names differ (ignoring case and spacing). What to do about it is
+    /// `certificates.authority_mismatch`.
+    pub fn authority_mismatch(&self, issuing_authority: &str) -> Option<String> {
+        let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+        if norm(issuing_authority) == norm(self.authority.as_str()) {
+            return None;
+        }
+        Some(format!(
+            "is {issuing_authority:?}, but this node signs for {:?} (authority in node.toml); correct the \
+certificate, or set certificates.authority_mismatch in node.toml (now {:?})",
+            self.authority.as_str(),
+            self.certificates.authority_mismatch.as_str()
+        ))
+    }
+
     /// The configuration as a commented `node.toml`, every setting written out.
     pub fn render(&self) -> String {
         let mut out = String::from(
@@ -434,6 +493,7 @@ impl NodeConfig {
             ("delivery", "max_pending_handshakes", d.max_pending_handshakes.to_string()),
             ("delivery", "clock_tolerance", dur(d.clock_tolerance)),
             ("certificates", "max_validity_days", self.certificates.max_validity_days.to_string()),
+            ("certificates", "authority_mismatch", quote(self.certificates.authority_mismatch.as_str())),
             ("keys", "tls_grace_period", dur(self.keys.tls_grace_period)),
             ("keys", "max_key_age", dur(self.keys.max_key_age)),
             ("store", "cache_capacity_mb", self.store.cache_capacity_mb.to_string()),
@@ -462,7 +522,23 @@ fn quote(s: &str) -> String {
 }
 
 fn dur(d: Duration) -> String {
-    quote(&humantime::format_duration(d).to_string())
+    quote(&format_duration(d))
+}
+
+/// A duration as `node.toml`'s header says they are written: one number and the largest unit
+/// that divides it exactly ("7d", "365d", "30s", "200ms"), never humantime's calendar split
+/// ("11months 30days 3h 50m 24s" for 365 days). Read back exactly by the parser.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 #[cfg(test)]

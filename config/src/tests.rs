@@ -84,3 +84,27 @@ fn errors_name_the_file() {
     let missing = NodeConfig::load(&dir.path().join("nope.toml")).unwrap_err().to_string();
     assert!(missing.contains("nope.toml: cannot read"), "{missing}");
 }
+
+#[test]
+fn durations_are_written_as_the_header_says() {
+    let text =
+        NodeConfig::new(ParticipantCode::from_static("RU"), "Gokhran of Russia".parse().unwrap()).render();
+    assert!(text.contains("Durations are written like \"10s\", \"5m\", \"7d\""), "{text}");
+    assert!(text.contains("tls_grace_period = \"7d\"\n"), "{text}");
+    assert!(text.contains("max_key_age = \"365d\"\n"), "{text}");
+    assert!(text.contains("backoff_initial = \"200ms\"\n"), "{text}");
+    for line in text.lines().filter(|l| l.contains(" = \"")) {
+        assert!(!["days", "months", "year"].iter().any(|u| line.contains(u)), "{line}");
+    }
+    for d in [
+        Duration::ZERO,
+        Duration::from_millis(1500),
+        Duration::from_secs(90),
+        Duration::from_secs(7200),
+        Duration::from_secs(365 * 86_400),
+    ] {
+        assert_eq!(humantime::parse_duration(&format_duration(d)).unwrap(), d, "{}", format_duration(d));
+    }
+    assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+}

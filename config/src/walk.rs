@@ -86,6 +86,19 @@ impl Walker {
         }
     }
 
+    /// An optional string setting parsed into `out`.
+    pub(crate) fn parsed<T: FromStr>(&mut self, s: &mut Section, name: &str, out: &mut T)
+    where
+        T::Err: std::fmt::Display,
+    {
+        if let Some((key, v)) = self.string(s, name) {
+            match v.parse() {
+                Ok(t) => *out = t,
+                Err(e) => self.problem(&key, format!("{v:?} {e}")),
+            }
+        }
+    }
+
     pub(crate) fn addr(&mut self, s: &mut Section, name: &str, out: &mut SocketAddr) {
         if let Some((key, v)) = self.string(s, name) {
             match v.parse() {
@@ -155,8 +168,8 @@ impl Walker {
                 &key,
                 format!(
                     "{v:?} is out of range; use {} to {}",
-                    humantime::format_duration(*range.start()),
-                    humantime::format_duration(*range.end())
+                    crate::format_duration(*range.start()),
+                    crate::format_duration(*range.end())
                 ),
             ),
             Err(e) => self.problem(&key, format!("{v:?} is not a duration such as \"10s\" or \"7d\" ({e})")),

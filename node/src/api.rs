@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::actor::ActorError;
-use crate::engine::{document_of, Command, EngineError, Outcome};
+use crate::engine::{document_of, Command, EngineError, Idempotency, Outcome};
 use crate::node::Shared;
 use crate::participants;
 use crate::queries::{self, cert_view, CertFilter};
@@ -34,8 +34,15 @@ use crate::store::{get_record, meta, CertRecord, CertStatus, Direction, StoreErr
 pub enum ApiError {
     Unauthorized,
     NotFound(String),
-    Invalid { error: &'static str, problems: Vec<Problem> },
+    Invalid {
+        error: &'static str,
+        problems: Vec<Problem>,
+    },
     Conflict(String),
+    /// A conflict caused by the request's own content (a number taken by another certificate,
+    /// an idempotency key reused with another body), with its error code: the caller must
+    /// change the request, retrying cannot help.
+    Taken(&'static str, String),
     TooLarge(String),
     Unavailable(String),
     Internal(String),
@@ -45,7 +52,9 @@ pub enum ApiError {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// What kind of error: unauthorized, not_found, invalid_certificate, invalid_request,
-    /// invalid_query, invalid_bundle, conflict, too_large, unavailable, internal.
+    /// invalid_query, invalid_bundle, conflict, number_taken (409: the certificate number is
+    /// taken by other content), idempotency_key_reused (409: the Idempotency-Key was used with
+    /// another body), too_large, unavailable, internal.
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -75,6 +84,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, body(error, None, Some(problems)))
             }
             ApiError::Conflict(m) => (StatusCode::CONFLICT, body("conflict", Some(m), None)),
+            ApiError::Taken(error, m) => (StatusCode::CONFLICT, body(error, Some(m), None)),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, body("too_large", Some(m), None)),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, body("unavailable", Some(m), None)),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, body("internal", Some(m), None)),
@@ -102,6 +112,10 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match e {
             EngineError::NotFound(_) | EngineError::UnknownPeer(_) => ApiError::NotFound(e.to_string()),
+            EngineError::Conflict(_) => ApiError::Taken("number_taken", e.to_string()),
+            EngineError::IdempotencyConflict { .. } => {
+                ApiError::Taken("idempotency_key_reused", e.to_string())
+            }
             _ => ApiError::Conflict(e.to_string()),
         }
     }
@@ -129,6 +143,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/certificates/{number}/confirm", post(confirm))
         .route("/v1/certificates/{number}/void", post(void))
         .route("/v1/certificates/{number}/seal", get(seal))
+        .route("/v1/certificates/{number}/kpc", get(kpc))
         .route("/v1/stats", get(stats))
         .route("/v1/reconcile", get(reconcile))
         .route("/v1/peers", get(peers).post(add_peer))
@@ -245,26 +260,92 @@ fn next_number(shared: &Shared, year: i32) -> ApiResult<u64> {
     Ok(*n)
 }
 
+/// The request header that makes a submission safe to retry.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// The `Idempotency-Key` of a request, if it has one, with the SHA-256 of its body.
+fn idempotency(headers: &axum::http::HeaderMap, body: &[u8]) -> ApiResult<Option<Idempotency>> {
+    let mut values = headers.get_all(IDEMPOTENCY_HEADER).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    let bad = |why: &str| invalid("invalid_request", IDEMPOTENCY_HEADER, why.to_owned());
+    if values.next().is_some() {
+        return Err(bad("is given more than once; send one key per request"));
+    }
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            bad(&format!(
+                "must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters without spaces, e.g. a UUID or the SHA-256 of the body in hex"
+            ))
+        })?;
+    Ok(Some(Idempotency { key: key.to_owned(), content: kp_protocol::Digest::of(body) }))
+}
+
 #[utoipa::path(post, path = "/v1/certificates", tag = "certificates",
+    description = "Validates, numbers (if the JSON has no `number`), signs, stores durably and queues a certificate.
+
+Retrying is safe with an `Idempotency-Key` header: the node stores the key with the certificate, in the same durable write, and remembers it for 30 days. A request with a key already used and the same body gets the first answer again (200, `already_stored`: the same number, no second certificate), even if the node crashed before it could answer the first one; the same key with a different body is refused with 409 naming the first certificate's number. Without a key, a certificate without a `number` is numbered anew on every request: a retried request issues a second certificate. `kpnode cert submit` sends the SHA-256 of the file as the key.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 128 printable ASCII characters (no spaces) that identifies this submission, e.g. a UUID or the SHA-256 of the body in hex; remembered for 30 days")),
     request_body(content = kp_protocol::CertificateDraft, description = "Certificate JSON; `number` is optional"),
     responses(
         (status = 201, description = "Signed, stored durably and queued for the importer", body = Submitted),
-        (status = 200, description = "This exact certificate was already stored", body = Submitted),
-        (status = 409, description = "The number is taken by a certificate with other content", body = ErrorBody),
+        (status = 200, description = "Already stored: this exact certificate, or the certificate of a request with the same Idempotency-Key and body", body = Submitted),
+        (status = 409, description = "The number is taken by a certificate with other content, or the Idempotency-Key was used with another body (the message names the certificate it produced)", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, description = "Every problem, by field", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn submit(
     State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Submitted>)> {
-    let outcome = submit_certificate(&shared, &body).await?;
+    let idem = idempotency(&headers, &body)?;
+    let outcome = submit_certificate(&shared, &body, idem).await?;
     let status = if outcome.already_stored { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(outcome)))
 }
 
+/// The answer to a request whose idempotency key is remembered: the certificate it produced,
+/// or the conflict. `None` if the key is new (or its window has passed).
+fn remembered(shared: &Shared, idem: &Idempotency) -> ApiResult<Option<Submitted>> {
+    let key = crate::engine::idempotency_meta_key(&idem.key);
+    let record = get_record::<crate::store::IdempotencyRecord, _>(&shared.store, Tree::Meta, &key)?;
+    let Some(prior) = crate::engine::live_idempotency(record, shared.now()) else { return Ok(None) };
+    if prior.content != idem.content {
+        return Err(EngineError::IdempotencyConflict { key: idem.key.clone(), number: prior.number }.into());
+    }
+    let Some(record) =
+        get_record::<CertRecord, _>(&shared.store, Tree::Certs, prior.number.as_str().as_bytes())?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Submitted {
+        number: record.number.to_string(),
+        status: record.status.as_str().into(),
+        message_id: record.message_id.to_string(),
+        already_stored: true,
+        warnings: Vec::new(),
+    }))
+}
+
 /// Validates, numbers, signs and stores a certificate: the path of the API and of `bench`.
-pub async fn submit_certificate(shared: &Arc<Shared>, body: &[u8]) -> ApiResult<Submitted> {
+/// With `idem`, a request already answered gets its first answer again (see [`submit`]).
+pub async fn submit_certificate(
+    shared: &Arc<Shared>,
+    body: &[u8],
+    idem: Option<Idempotency>,
+) -> ApiResult<Submitted> {
+    // Answered before: no number is drawn. (Two requests racing with one key are settled by
+    // the engine, which sees the key in the store or in the batch.)
+    if let Some(answer) = idem.as_ref().map(|i| remembered(shared, i)).transpose()?.flatten() {
+        return Ok(answer);
+    }
     let today = shared.now().date();
+    let mut authority_warning = None;
     let draft = {
         let registry = shared.registry.get();
         let on = registry.on(today);
@@ -278,6 +359,15 @@ pub async fn submit_certificate(shared: &Arc<Shared>, body: &[u8]) -> ApiResult<
         let draft = CertificateDraft::from_json_bytes(body, &ctx)
             .map_err(|p| ApiError::Invalid { error: "invalid_certificate", problems: p.0 })?;
         let mut problems = on.issue_problems(&draft.content);
+        if let Some(why) = shared.config.authority_mismatch(draft.content.issuing_authority.as_str()) {
+            match shared.config.certificates.authority_mismatch {
+                kp_config::AuthorityMismatch::Refuse => problems.push(Problem::new("issuing_authority", why)),
+                kp_config::AuthorityMismatch::Warn => {
+                    authority_warning = Some(format!("issuing_authority {why}"))
+                }
+                kp_config::AuthorityMismatch::Allow => {}
+            }
+        }
         let importer = draft.content.importing_participant;
         if on.entry(importer).is_some_and(|e| !e.members.is_empty())
             && shared.trust.get().active(importer).is_none()
@@ -297,7 +387,7 @@ pub async fn submit_certificate(shared: &Arc<Shared>, body: &[u8]) -> ApiResult<
     };
     let importer = draft.content.importing_participant;
     let exporting = draft.content.exporting_participant;
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = authority_warning.into_iter().collect();
     if shared.trust.get().active(importer).is_none() {
         warnings.push(format!(
             "{importer} is not an enrolled peer; the certificate stays queued until its node is enrolled (kpnode peer add)"
@@ -326,11 +416,25 @@ pub async fn submit_certificate(shared: &Arc<Shared>, body: &[u8]) -> ApiResult<
         let document = shared.signer.sign(&cert);
         let number = cert.number.clone();
         let outcome =
-            match shared.actor.call(Command::Submit { document, certificate: Box::new(cert), assigned }).await {
+            match shared
+                .actor
+                .call(Command::Submit {
+                    document,
+                    certificate: Box::new(cert),
+                    assigned,
+                    idempotency: idem.clone(),
+                })
+                .await
+            {
                 Ok(o) => o,
                 // The batch was committed but not made durable: it may or may not survive. A
                 // number the caller chose makes a retry harmless; one the node chose must be
                 // named, or a retry could issue the shipment twice.
+                Err(e @ ActorError::Storage(_)) if assigned.is_some() && idem.is_some() => {
+                    return Err(ApiError::Unavailable(format!(
+                        "{e}. This certificate was numbered {number} and may have been written before the failure: once the node is back, send the same request with the same Idempotency-Key — you get {number} back if it was stored, and a new certificate is issued only if it was not"
+                    )))
+                }
                 Err(e @ ActorError::Storage(_)) if assigned.is_some() => {
                     return Err(ApiError::Unavailable(format!(
                         "{e}. This certificate was numbered {number} and may have been written before the failure: once the node is back, submit it again with \"number\": \"{number}\" — if it was stored you get it back, and if that number has meanwhile gone to another certificate you get a conflict, and should submit it without a number"
@@ -444,6 +548,17 @@ pub struct SealView {
     pub seal: kp_protocol::seal::CertificateSeal,
     pub signed_at: kp_protocol::Timestamp,
     pub key_id: String,
+}
+
+#[utoipa::path(get, path = "/v1/certificates/{number}/kpc", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "The certificate number (issued here or received)")),
+    responses((status = 200, description = "The portable signed certificate (.kpc, ASCII armor) as its issuer signed it; `kpnode verify` checks it against the issuer's bundle", body = String, content_type = "application/x-kpc"),
+        (status = 404, body = ErrorBody), (status = 409, description = "Voided: no .kpc is handed out", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn kpc(State(shared): State<Arc<Shared>>, ApiPath(number): ApiPath<String>) -> ApiResult<Response> {
+    let rec = record(&shared, &number)?;
+    let text = crate::seal::portable(&shared.store, &rec).map_err(ApiError::Conflict)?;
+    Ok(([(header::CONTENT_TYPE, "application/x-kpc")], text).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/certificates/{number}/seal", tag = "certificates",
@@ -905,6 +1020,9 @@ pub struct Status {
     /// Peers whose stored record could not be loaded: not trusted, not dialled, until a
     /// current bundle is enrolled for them. The node serves the others meanwhile.
     pub quarantined: Vec<QuarantinedPeer>,
+    /// Participants with certificates queued that are not enrolled peers: delivered once their
+    /// node is enrolled (`kpnode peer add`).
+    pub not_enrolled: Vec<queries::UnenrolledQueue>,
 }
 
 /// A peer whose record could not be loaded.
@@ -943,6 +1061,13 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
             q.participant, q.reason
         ));
     }
+    let not_enrolled = queries::unenrolled_queues(&shared.store, &trust)?;
+    for q in &not_enrolled {
+        warnings.push(format!(
+            "{} message(s) are queued for {}, which is not an enrolled peer: they are delivered once its node is enrolled (kpnode peer add)",
+            q.queued, q.participant
+        ));
+    }
     Ok(Json(Status {
         participant: shared.me,
         authority: shared.config.authority.to_string(),
@@ -957,6 +1082,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
         warnings,
         peers,
         quarantined,
+        not_enrolled,
     }))
 }
 
@@ -1117,6 +1243,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult<Response> {
         in_flight.push((Some(*p), link.in_flight as u64));
         inbound.push((Some(*p), u64::from(link.inbound_connections)));
     }
+    // Queued for participants not enrolled: no link, but a queue all the same.
+    for q in queries::unenrolled_queues(&shared.store, &trust)? {
+        queue.push((Some(q.participant), q.queued));
+    }
     let counts =
         get_record::<crate::store::Counts, _>(&shared.store, Tree::Meta, meta::COUNTS)?.unwrap_or_default();
     let head = get_record::<crate::store::LogHead, _>(&shared.store, Tree::Meta, meta::LOG_HEAD)?
@@ -1201,7 +1331,7 @@ impl utoipa::Modify for BearerAuth {
         title = "kpnode local API",
         description = "The local HTTP API of a kpnode: submit, follow, confirm and void Kimberley Process certificates; enrol peers; keys, log, status and metrics. JSON over HTTP; every route but /healthz needs `Authorization: Bearer <api.token>`."
     ),
-    paths(submit, list, show, confirm, void, seal, stats, reconcile, peers, add_peer, remove_peer, participants_list, participants_show,
+    paths(submit, list, show, confirm, void, seal, kpc, stats, reconcile, peers, add_peer, remove_peer, participants_list, participants_show,
         participants_set, participants_import, participants_export, status, keys, rotate, log, log_verify, metrics,
         healthz, openapi_json),
     components(schemas(ErrorBody, Problem, kp_protocol::Certificate, kp_protocol::CertificateDraft)),

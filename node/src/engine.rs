@@ -24,8 +24,8 @@ use kp_protocol::{
 use crate::signer::Signer;
 use crate::store::{
     self, decode_record, encode_record, in_message_key, log_key, meta, outbox_key, CertRecord, CertStatus,
-    ConfirmationRecord, Counts, Direction, EntryBody, LogEntry, LogHead, LogRecord, OutboxEntry, PeerRecord,
-    Rejection, Storage, StoreError, Tree, VoidRecord, Writes,
+    ConfirmationRecord, Counts, Direction, EntryBody, IdempotencyRecord, LogEntry, LogHead, LogRecord,
+    OutboxEntry, PeerRecord, Rejection, Storage, StoreError, Tree, VoidRecord, Writes,
 };
 use crate::verify::{Content, Received, Refusal};
 
@@ -34,7 +34,13 @@ use crate::verify::{Content, Received, Refusal};
 pub enum Command {
     /// A certificate this node signed, to queue for its importer. `assigned` is the
     /// (year, sequence) the node gave it, if it numbered it.
-    Submit { document: SignedDocument, certificate: Box<Certificate>, assigned: Option<(i32, u64)> },
+    /// `idempotency`, if the submitter gave a key, is remembered with the certificate.
+    Submit {
+        document: SignedDocument,
+        certificate: Box<Certificate>,
+        assigned: Option<(i32, u64)>,
+        idempotency: Option<Idempotency>,
+    },
     /// An import confirmation this node signed for a certificate it received.
     Confirm { document: SignedDocument, confirmation: Box<ImportConfirmation> },
     /// A void this node signed for a certificate it issued.
@@ -116,6 +122,44 @@ pub enum EngineError {
          with `kpnode peer add` to replace it"
     )]
     Quarantined(ParticipantCode),
+    #[error(
+        "Idempotency-Key {key:?} was already used for certificate {number}, with other content; a retry must \
+send exactly the same request, and a new certificate needs a new key"
+    )]
+    IdempotencyConflict { key: String, number: CertificateNumber },
+}
+
+/// How long a submission's `Idempotency-Key` is remembered: a retry within this window gets
+/// the first answer. Longer than any client retries, short enough that the keys kept stay few.
+pub const IDEMPOTENCY_WINDOW_DAYS: i64 = 30;
+
+/// How many expired idempotency keys one submission removes, at most: the work stays bounded
+/// and the keys kept track the submissions of the window.
+const IDEMPOTENCY_PRUNE: usize = 8;
+
+/// A submission's idempotency key, and the SHA-256 of the request body it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub content: Digest,
+}
+
+/// The `meta` key of a remembered idempotency key.
+pub fn idempotency_meta_key(key: &str) -> Vec<u8> {
+    format!("{}{key}", meta::IDEMPOTENCY_PREFIX).into_bytes()
+}
+
+fn idempotency_at_key(at: Timestamp, key: &str) -> Vec<u8> {
+    let mut k = meta::IDEMPOTENCY_AT_PREFIX.as_bytes().to_vec();
+    k.extend_from_slice(&(at.unix_millis().max(0) as u64).to_be_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// `record`, unless its window has passed by `now`.
+pub fn live_idempotency(record: Option<IdempotencyRecord>, now: Timestamp) -> Option<IdempotencyRecord> {
+    let window_ms = IDEMPOTENCY_WINDOW_DAYS * 86_400_000;
+    record.filter(|r| r.at.saturating_add_millis(window_ms) > now)
 }
 
 /// Everything one `apply` did.
@@ -329,8 +373,8 @@ impl Engine {
 
         for command in commands {
             let outcome = match command {
-                Command::Submit { document, certificate, assigned } => {
-                    self.submit(&mut txn, &mut applied, now, document, *certificate, assigned)?
+                Command::Submit { document, certificate, assigned, idempotency } => {
+                    self.submit(&mut txn, &mut applied, now, document, *certificate, assigned, idempotency)?
                 }
                 Command::Confirm { document, confirmation } => {
                     self.confirm(&mut txn, &mut applied, now, document, *confirmation)?
@@ -526,6 +570,8 @@ impl Engine {
         document_of(|t, k| txn.get(t, k), rec)
     }
 
+    // The fields of `Command::Submit`, plus the batch's context.
+    #[allow(clippy::too_many_arguments)]
     fn submit<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
@@ -534,11 +580,33 @@ impl Engine {
         document: SignedDocument,
         cert: Certificate,
         assigned: Option<(i32, u64)>,
+        idempotency: Option<Idempotency>,
     ) -> Result<Outcome, StoreError> {
+        if let Some(idem) = &idempotency {
+            let key = idempotency_meta_key(&idem.key);
+            if let Some(prior) = live_idempotency(txn.get_rec::<IdempotencyRecord>(Tree::Meta, &key)?, now) {
+                if prior.content != idem.content {
+                    return Ok(Outcome::Refused(EngineError::IdempotencyConflict {
+                        key: idem.key.clone(),
+                        number: prior.number,
+                    }));
+                }
+                if let Some(existing) =
+                    txn.get_rec::<CertRecord>(Tree::Certs, prior.number.as_str().as_bytes())?
+                {
+                    return Ok(Outcome::Submitted { record: Box::new(existing), already_stored: true });
+                }
+            }
+        }
         let number = cert.number.clone();
         if let Some(existing) = txn.get_rec::<CertRecord>(Tree::Certs, number.as_str().as_bytes())? {
             let same = existing.direction == Direction::Out
                 && self.certificate_document(txn, &existing)?.is_some_and(|d| d.body == document.body);
+            if same {
+                if let Some(idem) = idempotency {
+                    remember_idempotency(txn, now, idem, &number)?;
+                }
+            }
             return Ok(if same {
                 Outcome::Submitted { record: Box::new(existing), already_stored: true }
             } else {
@@ -575,6 +643,9 @@ impl Engine {
         if let Some((year, seq)) = assigned {
             let last = self.numbers.entry(year).or_default();
             *last = (*last).max(seq);
+        }
+        if let Some(idem) = idempotency {
+            remember_idempotency(txn, now, idem, &number)?;
         }
         Ok(Outcome::Submitted { record: Box::new(record), already_stored: false })
     }
@@ -1005,6 +1076,8 @@ impl Engine {
                     DocumentKind::ImportConfirmation => {
                         if let Some(c) = rec.confirmation.as_mut() {
                             c.acknowledged = true;
+                            // Where the signed confirmation now sits (for its remarks).
+                            c.log_seq = Some(seq);
                         }
                     }
                     DocumentKind::Void => {
@@ -1130,6 +1203,39 @@ fn discrepancy(rec: &CertRecord, c: &ImportConfirmation) -> Option<String> {
 }
 
 /// The signed certificate of `rec`, read through `get` (pending in the outbox, or in the log).
+/// Remembers `idem` for `number` in the batch being applied (so it becomes durable with the
+/// certificate), and forgets a few keys whose window has passed.
+fn remember_idempotency<S: Storage + ?Sized>(
+    txn: &mut Txn<'_, S>,
+    now: Timestamp,
+    idem: Idempotency,
+    number: &CertificateNumber,
+) -> Result<(), StoreError> {
+    let window_ms = IDEMPOTENCY_WINDOW_DAYS * 86_400_000;
+    let start = meta::IDEMPOTENCY_AT_PREFIX.as_bytes();
+    let end = idempotency_at_key(now.saturating_sub_millis(window_ms), "");
+    for (at_key, _) in txn.store.range(Tree::Meta, start, &end, IDEMPOTENCY_PRUNE)? {
+        if let Some(old) = at_key.get(start.len() + 8..).and_then(|k| std::str::from_utf8(k).ok()) {
+            let key = idempotency_meta_key(old);
+            // Only if it still belongs to that time (a key reused after expiry was rewritten).
+            let stale = txn
+                .get_rec::<IdempotencyRecord>(Tree::Meta, &key)?
+                .is_none_or(|r| idempotency_at_key(r.at, old) == at_key);
+            if stale {
+                txn.remove(Tree::Meta, &key);
+            }
+        }
+        txn.remove(Tree::Meta, &at_key);
+    }
+    let key = idempotency_meta_key(&idem.key);
+    if let Some(prior) = txn.get_rec::<IdempotencyRecord>(Tree::Meta, &key)? {
+        txn.remove(Tree::Meta, &idempotency_at_key(prior.at, &idem.key));
+    }
+    txn.put(Tree::Meta, &key, &IdempotencyRecord { content: idem.content, number: number.clone(), at: now });
+    txn.put(Tree::Meta, &idempotency_at_key(now, &idem.key), &0u8);
+    Ok(())
+}
+
 pub fn document_of(
     get: impl Fn(Tree, &[u8]) -> Result<Option<Vec<u8>>, StoreError>,
     rec: &CertRecord,

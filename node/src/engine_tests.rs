@@ -178,9 +178,12 @@ fn certificate(number: &str, carats: &str) -> Certificate {
 
 fn submit(ru: &mut Side, now: Timestamp, cert: Certificate) -> Outcome {
     let document = ru.signer.sign(&cert);
-    ru.apply(now, vec![Command::Submit { document, certificate: Box::new(cert), assigned: None }])
-        .pop()
-        .unwrap()
+    ru.apply(
+        now,
+        vec![Command::Submit { document, certificate: Box::new(cert), assigned: None, idempotency: None }],
+    )
+    .pop()
+    .unwrap()
 }
 
 #[test]
@@ -555,4 +558,78 @@ fn an_importer_cannot_undo_the_exporters_void_with_a_confirmation() {
     acknowledge(&mut inn, &ru, now, &sent, replies);
     let theirs = inn.cert("RU-2026-000001").confirmation.unwrap();
     assert_eq!(theirs.rejection.map(|r| r.code), Some(RejectCode::Voided));
+}
+
+fn submit_keyed(ru: &mut Side, now: Timestamp, cert: Certificate, key: &str, body: &str) -> Outcome {
+    let document = ru.signer.sign(&cert);
+    let idempotency = Some(crate::engine::Idempotency {
+        key: key.to_owned(),
+        content: kp_protocol::Digest::of(body.as_bytes()),
+    });
+    ru.apply(
+        now,
+        vec![Command::Submit { document, certificate: Box::new(cert), assigned: None, idempotency }],
+    )
+    .pop()
+    .unwrap()
+}
+
+fn submitted_number(o: &Outcome) -> (String, bool) {
+    match o {
+        Outcome::Submitted { record, already_stored } => (record.number.to_string(), *already_stored),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_idempotency_key_returns_the_first_certificate_refuses_other_content_and_expires() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let mut ru = side(RU, &clock);
+
+    let first = submit_keyed(&mut ru, now, certificate("RU-2026-000001", "100.00"), "k1", "body A");
+    assert_eq!(submitted_number(&first), ("RU-2026-000001".into(), false));
+    // A retry of the same request, numbered anew by the API: the first certificate, no second.
+    let again = submit_keyed(&mut ru, now, certificate("RU-2026-000002", "100.00"), "k1", "body A");
+    assert_eq!(submitted_number(&again), ("RU-2026-000001".into(), true));
+    assert_eq!(ru.outbox(IN).len(), 1);
+    assert!(get_record::<CertRecord, _>(&ru.store, Tree::Certs, b"RU-2026-000002").unwrap().is_none());
+    // The same key with another body is refused, naming the first certificate.
+    match submit_keyed(&mut ru, now, certificate("RU-2026-000003", "999.00"), "k1", "body B") {
+        Outcome::Refused(e @ EngineError::IdempotencyConflict { .. }) => {
+            assert!(e.to_string().contains("RU-2026-000001"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Two requests with one key in the same batch: the second gets the first's certificate.
+    let (a, b) = (certificate("RU-2026-000004", "100.00"), certificate("RU-2026-000005", "100.00"));
+    let idem = Some(crate::engine::Idempotency { key: "k2".into(), content: kp_protocol::Digest::of(b"x") });
+    let out = ru.apply(
+        now,
+        vec![
+            Command::Submit {
+                document: ru.signer.sign(&a),
+                certificate: Box::new(a),
+                assigned: None,
+                idempotency: idem.clone(),
+            },
+            Command::Submit {
+                document: ru.signer.sign(&b),
+                certificate: Box::new(b),
+                assigned: None,
+                idempotency: idem,
+            },
+        ],
+    );
+    assert_eq!(submitted_number(&out[1]), ("RU-2026-000004".into(), true));
+
+    // After the window the key is forgotten: the same request issues a new certificate, and
+    // the expired keys are removed from the store.
+    let later = now.saturating_add_millis((crate::engine::IDEMPOTENCY_WINDOW_DAYS + 1) * 86_400_000);
+    let renewed = submit_keyed(&mut ru, later, certificate("RU-2026-000006", "100.00"), "k1", "body A");
+    assert_eq!(submitted_number(&renewed), ("RU-2026-000006".into(), false));
+    let k2 = crate::engine::idempotency_meta_key("k2");
+    assert!(ru.store.get(Tree::Meta, &k2).unwrap().is_none(), "the expired key k2 is pruned");
+    let k1 = crate::engine::idempotency_meta_key("k1");
+    assert!(ru.store.get(Tree::Meta, &k1).unwrap().is_some(), "k1 is remembered again");
 }

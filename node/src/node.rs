@@ -27,6 +27,28 @@ use crate::store::{decode_record, PeerRecord, SledStore, Storage, StoreError, Tr
 use crate::tls::{Identity, TlsContext};
 use crate::trust::{Trust, TrustCell};
 
+/// What to change when a listening address cannot be bound: the `node.toml` setting.
+fn listen_hint(e: &std::io::Error, setting: &str) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "; another program (perhaps another kpnode) listens there: stop it, or set {setting} in the node \
+directory's node.toml to a free port{}",
+            if setting == "network.peer_listen" {
+                " (partners dial this address: send them a new bundle, `kpnode peer export`)"
+            } else {
+                ""
+            }
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("; this machine has no such address: set {setting} in the node directory's node.toml")
+        }
+        std::io::ErrorKind::PermissionDenied => format!(
+            "; ports below 1024 need privileges: set {setting} in the node directory's node.toml to a port above 1023"
+        ),
+        _ => format!(" (the address is {setting} in the node directory's node.toml)"),
+    }
+}
+
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -35,9 +57,9 @@ pub enum StartError {
     Home(#[from] HomeError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen for peers on {addr}: {source}")]
+    #[error("cannot listen for peers on {addr}: {source}{}", listen_hint(source, "network.peer_listen"))]
     PeerListen { addr: SocketAddr, source: std::io::Error },
-    #[error("cannot listen for the API on {addr}: {source}")]
+    #[error("cannot listen for the API on {addr}: {source}{}", listen_hint(source, "network.api_listen"))]
     ApiListen { addr: SocketAddr, source: std::io::Error },
     #[error("TLS setup failed: {0}")]
     Tls(String),

@@ -47,7 +47,7 @@ pub struct CertView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt: Option<ReceiptView>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub confirmation: Option<ConfirmationRecord>,
+    pub confirmation: Option<ConfirmationView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub void: Option<VoidRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +58,49 @@ pub struct CertView {
     pub enhanced_vigilance: Option<String>,
     /// The certificate itself, as signed.
     pub certificate: Option<Certificate>,
+}
+
+/// An import confirmation: what the store records, and the remarks of the signed document.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ConfirmationView {
+    #[serde(flatten)]
+    pub record: ConfirmationRecord,
+    /// The importing authority's remarks (`kpnode cert confirm --remarks`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remarks: Option<String>,
+}
+
+/// The most outbox entries looked through for a confirmation not yet acknowledged.
+const OUTBOX_SEARCH: usize = 10_000;
+
+/// The remarks of the signed confirmation of `rec`: from the log once it is there, else from
+/// the outbox, where the importer's node keeps it until the exporter acknowledges it.
+fn confirmation_remarks<S: Storage + ?Sized>(
+    store: &S,
+    rec: &CertRecord,
+    c: &ConfirmationRecord,
+) -> Result<Option<String>, StoreError> {
+    let document = match c.log_seq {
+        Some(seq) => crate::store::read_log(store, seq)?.map(|(e, _)| e.document().clone()),
+        None if rec.direction == Direction::In && !c.acknowledged => {
+            let (start, end) = crate::store::outbox_range(rec.peer, 0);
+            let mut found = None;
+            for (k, v) in store.range(Tree::Outbox, &start, &end, OUTBOX_SEARCH)? {
+                let entry: crate::store::OutboxEntry = decode_record(Tree::Outbox, &k, &v)?;
+                if entry.message_id == c.message_id {
+                    found = Some(entry.document);
+                    break;
+                }
+            }
+            found
+        }
+        None => None,
+    };
+    Ok(document
+        .filter(|d| d.message_id() == c.message_id)
+        .and_then(|d| d.body::<kp_protocol::ImportConfirmation>().ok())
+        .and_then(|body| body.remarks)
+        .map(|r| r.to_string()))
 }
 
 /// What the importer's receipt says.
@@ -108,7 +151,12 @@ pub fn cert_view<S: Storage + ?Sized>(
         log_seq: rec.log_seq,
         delivered_at: rec.delivered_at,
         receipt,
-        confirmation: rec.confirmation.clone(),
+        confirmation: match &rec.confirmation {
+            Some(c) => {
+                Some(ConfirmationView { record: c.clone(), remarks: confirmation_remarks(store, rec, c)? })
+            }
+            None => None,
+        },
         void: rec.void.clone(),
         rejection: rec.rejection.clone(),
         updated_at: rec.updated_at,
@@ -200,6 +248,38 @@ pub fn peer_view(p: &PeerTrust, queued: u64, link: Option<LinkStatus>) -> PeerVi
 pub fn queued<S: Storage + ?Sized>(store: &S, peer: ParticipantCode) -> Result<u64, StoreError> {
     let key = format!("{}{peer}", crate::store::meta::QUEUED_PREFIX);
     Ok(get_record::<u64, _>(store, Tree::Meta, key.as_bytes())?.unwrap_or(0))
+}
+
+/// Messages queued for a participant that is not enrolled (and never was): what submitting
+/// to a participant before enrolling its node leaves. They are delivered once it is enrolled.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UnenrolledQueue {
+    pub participant: ParticipantCode,
+    pub queued: u64,
+}
+
+/// Every participant with messages queued but no peer record, in code order. Reads the
+/// per-participant queue counters (one per participant ever queued for: a few hundred at most).
+pub fn unenrolled_queues<S: Storage + ?Sized>(
+    store: &S,
+    trust: &crate::trust::Trust,
+) -> Result<Vec<UnenrolledQueue>, StoreError> {
+    let prefix = crate::store::meta::QUEUED_PREFIX.as_bytes();
+    let mut end = prefix.to_vec();
+    end.push(0xff);
+    let mut out = Vec::new();
+    for (key, value) in store.range(Tree::Meta, prefix, &end, 4096)? {
+        let Some(participant) =
+            std::str::from_utf8(&key[prefix.len()..]).ok().and_then(|c| c.parse::<ParticipantCode>().ok())
+        else {
+            continue;
+        };
+        let queued: u64 = decode_record(Tree::Meta, &key, &value)?;
+        if queued > 0 && !trust.peers().any(|p| p.participant == participant) {
+            out.push(UnenrolledQueue { participant, queued });
+        }
+    }
+    Ok(out)
 }
 
 /// Every peer's view, in code order.

@@ -31,12 +31,39 @@ pub fn make<S: Storage + ?Sized>(
             rec.number, rec.peer
         ));
     }
+    // A seal says "this certificate is valid" at a border post that cannot ask this node: a
+    // voided certificate must never get one.
+    if let Some(void) = &rec.void {
+        return Err(format!(
+            "certificate {} was voided at {} (reason: {}); a voided certificate gets no seal",
+            rec.number, void.voided_at, void.reason
+        ));
+    }
     let doc = document_of(|t, k| store.get(t, k), rec)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("the signed certificate {} is missing from the store", rec.number))?;
     let cert: Certificate = doc.body().map_err(|e| e.to_string())?;
     let seal = CertificateSeal::of(&doc, &cert);
     Ok((signer.sign(&seal), seal))
+}
+
+/// The portable signed certificate (`.kpc`) of a certificate held in `store`, issued here or
+/// received: the very document the issuer signed, checkable offline with `kpnode verify`
+/// against the issuer's bundle. Refused for a voided certificate, for the reason a seal is:
+/// offline, the file would vouch for a certificate that no longer stands.
+pub fn portable<S: Storage + ?Sized>(store: &S, rec: &CertRecord) -> Result<String, String> {
+    if let Some(void) = &rec.void {
+        return Err(format!(
+            "certificate {} was voided at {} (reason: {}); a voided certificate is not exported as a .kpc (its signed \
+document stays in the log: kpnode log export)",
+            rec.number, void.voided_at, void.reason
+        ));
+    }
+    let doc = document_of(|t, k| store.get(t, k), rec)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the signed certificate {} is missing from the store", rec.number))?;
+    let cert: Certificate = doc.body().map_err(|e| e.to_string())?;
+    Ok(kp_protocol::portable::to_armored(&doc, &cert))
 }
 
 fn code(text: &str) -> Result<QrCode, String> {
@@ -106,6 +133,84 @@ pub fn read_png(bytes: &[u8]) -> Result<String, String> {
             _ => ((u16::from(p[0]) * 3 + u16::from(p[1]) * 6 + u16::from(p[2])) / 10) as u8,
         }
     };
+    decode(w, h, luma)
+}
+
+/// Reads the text of the QR code in a PNG image (a photo or scan, or a file of
+/// `kpnode cert qr`) or in an SVG written by `kpnode cert qr`.
+pub fn read_image(bytes: &[u8]) -> Result<String, String> {
+    const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if bytes.starts_with(PNG_SIGNATURE) {
+        return read_png(bytes);
+    }
+    let head = &bytes[..bytes.len().min(1024)];
+    if head.windows(4).any(|w| w == b"<svg") {
+        let text = std::str::from_utf8(bytes).map_err(|_| "the SVG is not UTF-8 text".to_owned())?;
+        return read_svg(text);
+    }
+    Err("not a readable PNG image (it has no PNG signature), nor an SVG seal written by `kpnode cert qr`"
+        .into())
+}
+
+/// Reads the QR code of an SVG written by `kpnode cert qr`: the `width` and `height` of its
+/// `<svg>` and one path of rectangles (`M<x> <y>h<w>v<h>H<x>V<y>`, one per dark module),
+/// drawn into pixels and decoded like a PNG. Other SVGs (with curves, transforms, several
+/// paths) are refused rather than guessed at: for those, a PNG photo or scan is read.
+pub fn read_svg(text: &str) -> Result<String, String> {
+    let not_ours = |what: &str| {
+        format!(
+            "{what}: only SVG seals as `kpnode cert qr` writes them are read; for any other image, give a PNG photo or scan"
+        )
+    };
+    let svg_tag = text
+        .split_once("<svg")
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(tag, _)| tag)
+        .ok_or_else(|| not_ours("no <svg> element"))?;
+    let attr = |name: &str| -> Option<usize> {
+        let (_, rest) = svg_tag.split_once(&format!(" {name}=\""))?;
+        rest.split_once('"')?.0.parse().ok()
+    };
+    let (Some(w), Some(h)) = (attr("width"), attr("height")) else {
+        return Err(not_ours("no whole-pixel width and height on the <svg> element"));
+    };
+    if w == 0 || h == 0 || w > MAX_SIDE as usize || h > MAX_SIDE as usize {
+        return Err(format!("the image is {w}×{h} pixels; at most {MAX_SIDE}×{MAX_SIDE} is read"));
+    }
+    let mut paths = text.split("<path").skip(1);
+    let d = paths
+        .next()
+        .and_then(|p| p.split_once(" d=\""))
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(d, _)| d)
+        .ok_or_else(|| not_ours("no <path> with the dark modules"))?;
+    if paths.next().is_some() {
+        return Err(not_ours("more than one <path>"));
+    }
+    let mut pixels = vec![255u8; w * h];
+    for rect in d.split('M').filter(|r| !r.trim().is_empty()) {
+        let spaced: String = rect
+            .chars()
+            .flat_map(|c| if c.is_ascii_alphabetic() { vec![' ', c, ' '] } else { vec![c] })
+            .collect();
+        let t: Vec<&str> = spaced.split_whitespace().collect();
+        let n = |i: usize| t.get(i).and_then(|v| v.parse::<usize>().ok());
+        let shape = t.len() == 10 && t[2] == "h" && t[4] == "v" && t[6] == "H" && t[8] == "V";
+        let (Some(x), Some(y), Some(rw), Some(rh)) = (n(0), n(1), n(3), n(5)) else {
+            return Err(not_ours(&format!("the path step \"M{rect}\" is not a rectangle")));
+        };
+        if !shape || x.saturating_add(rw) > w || y.saturating_add(rh) > h {
+            return Err(not_ours(&format!("the path step \"M{rect}\" is not a rectangle inside the image")));
+        }
+        for row in y..y + rh {
+            pixels[row * w + x..row * w + x + rw].fill(0);
+        }
+    }
+    decode(w, h, |x, y| pixels[y * w + x])
+}
+
+/// Finds and decodes the QR code in a greyscale image.
+fn decode(w: usize, h: usize, luma: impl FnMut(usize, usize) -> u8) -> Result<String, String> {
     let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, luma);
     let grids = img.detect_grids();
     let Some(grid) = grids.first() else {

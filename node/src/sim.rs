@@ -515,7 +515,12 @@ impl Sim {
                 let document = self.nodes[node].signer.sign(&cert);
                 let out = self.apply(
                     node,
-                    vec![Command::Submit { document, certificate: Box::new(cert), assigned: None }],
+                    vec![Command::Submit {
+                        document,
+                        certificate: Box::new(cert),
+                        assigned: None,
+                        idempotency: None,
+                    }],
                 )?;
                 match out.first() {
                     Some(Outcome::Submitted { .. }) => {

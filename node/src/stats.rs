@@ -370,7 +370,8 @@ pub struct PartnerReconciliation {
     /// Of those, not confirmed yet but still within their validity: nothing wrong yet.
     pub awaiting_confirmation: u64,
     /// Confirmations whose parcels or carats differ from the certificate, with the
-    /// difference.
+    /// difference: of certificates sent (confirmed by the partner) and received (confirmed
+    /// here) alike.
     pub discrepancies: Vec<Finding>,
     /// Certificates past their expiry with no confirmation from the partner.
     pub unconfirmed_past_expiry: Vec<Finding>,
@@ -457,6 +458,14 @@ pub fn reconcile<S: Storage + ?Sized>(
                         continue;
                     }
                     p.received += 1;
+                    // The importer's side of a discrepancy: the same finding the exporter
+                    // has, so neither side calls the partnership reconciled alone.
+                    if let Some(d) =
+                        rec.confirmation.as_ref().and_then(|c| c.discrepancy.as_ref().map(|d| (c, d)))
+                    {
+                        p.discrepancies
+                            .push(finding(format!("confirmed here on {}: {}", d.0.received_on, d.1)));
+                    }
                     if rec.confirmation.is_none() {
                         let when =
                             rec.delivered_at.map(|t| t.date().to_string()).unwrap_or_else(|| "-".into());

@@ -39,10 +39,27 @@ pub fn encode_into<T: Encode>(value: &T, out: &mut Vec<u8>) {
     bincode::encode_into_std_write(value, out, config()).expect("writing into a Vec cannot fail");
 }
 
+/// What went wrong in a decode, in words: bincode's own `Display` is its `Debug` text
+/// (`OtherString("…")`), which must never reach a user.
+fn describe(e: &bincode::error::DecodeError) -> String {
+    use bincode::error::DecodeError as E;
+    match e {
+        E::OtherString(s) => s.clone(),
+        E::Other(s) => (*s).to_owned(),
+        E::UnexpectedEnd { .. } => "the data ends too early".into(),
+        E::LimitExceeded => format!("a length claims more than the {DECODE_LIMIT} bytes allowed"),
+        E::Utf8 { .. } => "a text is not valid UTF-8".into(),
+        E::UnexpectedVariant { type_name, found, .. } => format!("unknown {type_name} variant {found}"),
+        E::InvalidBooleanValue(v) => format!("{v} is not a boolean"),
+        E::InvalidCharEncoding(_) => "a character is not valid".into(),
+        _ => "the bytes do not form a valid record".into(),
+    }
+}
+
 /// Decodes exactly the whole of `bytes`.
 pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, used) =
-        bincode::decode_from_slice(bytes, config()).map_err(|e| CodecError::Malformed(e.to_string()))?;
+        bincode::decode_from_slice(bytes, config()).map_err(|e| CodecError::Malformed(describe(&e)))?;
     if used != bytes.len() {
         return Err(CodecError::TrailingBytes(bytes.len() - used));
     }

@@ -6,7 +6,7 @@
 //!   origins), [`amount`] (carats and US$ in hundredths), [`date`], [`text`]; their shared
 //!   error is [`value::ValueError`].
 //! - [`certificate`]: the KP certificate and its cross-field rules; [`json`] parses the
-//!   certificate JSON of DESIGN.md, reporting every problem with its field path.
+//!   certificate JSON (docs/certificate-json.md), reporting every problem with its field path.
 //! - [`document`]: signed documents (certificate, receipt, import confirmation, void, key
 //!   rotation) with domain-separated Ed25519 signatures; [`receipt`] and [`merkle`]: one
 //!   signature acknowledging a batch of messages; [`registry`]: participants' standing,

@@ -15,7 +15,12 @@ pub const LABEL: &str = "KIMBERLEY PROCESS CERTIFICATE";
 pub enum PortableError {
     #[error("not a signed KP certificate file: {0}")]
     Armor(#[from] ArmorError),
-    #[error("the signed document is damaged: {0}")]
+    /// The signed bytes do not decode: the file was changed (by hand, or by a program that
+    /// "fixed" it) or damaged in transit. Never a hint to edit it: it is signed.
+    #[error(
+        "the file was changed or damaged after it was signed (its signed content does not decode: {0}); \
+ask the issuer for an untouched copy"
+    )]
     Decode(#[from] CodecError),
     #[error("the file holds a {0} document, not a certificate")]
     NotACertificate(DocumentKind),
@@ -47,7 +52,10 @@ pub fn from_armored(text: &str) -> Result<(SignedDocument, Certificate), Portabl
     if doc.kind != DocumentKind::Certificate {
         return Err(PortableError::NotACertificate(doc.kind));
     }
-    let cert: Certificate = doc.body()?;
+    let cert: Certificate = doc.body().map_err(|e| match e {
+        DocumentError::Body { error, .. } => PortableError::Decode(error),
+        other => PortableError::Document(other),
+    })?;
     armor::check_canonical(text, &to_armored(&doc, &cert))?;
     Ok((doc, cert))
 }

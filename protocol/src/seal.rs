@@ -93,7 +93,7 @@ pub fn from_qr_text(text: &str) -> Result<(SignedDocument, CertificateSeal), Sea
         return Err(SealError::TooLong(text.len()));
     }
     let data = text.strip_prefix(QR_PREFIX).ok_or(SealError::NotASeal)?;
-    let bytes = base45::decode(data).map_err(|e| SealError::Base45(format!("{e:?}")))?;
+    let bytes = base45::decode(data).map_err(|e| SealError::Base45(e.to_string()))?;
     let doc = SignedDocument::from_bytes(&bytes)?;
     if doc.kind != DocumentKind::CertificateSeal {
         return Err(SealError::WrongKind(doc.kind));
@@ -131,5 +131,17 @@ mod tests {
         assert!(matches!(from_qr_text("KP1:!!"), Err(SealError::Base45(_))));
         assert!(matches!(from_qr_text(&"KP1:A".repeat(2000)), Err(SealError::TooLong(_))));
         assert!(from_qr_text("KP1:").is_err());
+    }
+
+    #[test]
+    fn damaged_qr_text_is_described_in_words_not_debug_text() {
+        let errors = [from_qr_text("KP1:a~b").unwrap_err(), from_qr_text("KP1:00000000").unwrap_err()];
+        for e in errors {
+            let text = e.to_string();
+            assert!(
+                !text.contains("DecodeError") && !text.contains("OtherString") && !text.contains("{"),
+                "{text}"
+            );
+        }
     }
 }

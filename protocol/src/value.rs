@@ -68,6 +68,11 @@ impl std::error::Error for ValueError {}
 
 /// Turns a parse failure into a bincode decode error, so that a peer's bytes that hold an
 /// invalid value are refused exactly like bytes that are malformed.
+///
+/// Only the fact is kept: the advice a [`ValueError`] ends with ("; remove it", "; use …") is
+/// for whoever typed the value, never for signed bytes, which nobody should edit.
 pub(crate) fn decode_error(what: &'static str, err: ValueError) -> bincode::error::DecodeError {
-    bincode::error::DecodeError::OtherString(format!("invalid {what}: {err}"))
+    let text = err.to_string();
+    let fact = text.split("; ").next().unwrap_or(&text);
+    bincode::error::DecodeError::OtherString(format!("invalid {what}: {fact}"))
 }

@@ -119,6 +119,22 @@ impl Api {
         Some((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
     }
 
+    /// Like `post`, with extra headers; `None` if no answer arrived (the connection failed).
+    pub fn try_post_with(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Option<(u16, Value)> {
+        let mut request = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut r = request.send(body).ok()?;
+        let status = r.status().as_u16();
+        let text = r.body_mut().with_config().limit(1 << 30).read_to_string().unwrap_or_default();
+        Some((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
         Self::finish(
             self.agent

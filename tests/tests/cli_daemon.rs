@@ -92,7 +92,7 @@ fn an_operator_session_against_running_daemons() {
     // Client commands against a stopped daemon say so, exit 1.
     drop(ru);
     std::fs::remove_file(kp_node::node::daemon_file_path(&ru_dir)).ok();
-    let (code, _, err) = kpnode(&["cert", "list", "--dir", ru_s]);
+    let (code, _, err) = kpnode(&["status", "--dir", ru_s]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cannot reach the kpnode daemon"), "{err}");
     drop(inn);

@@ -216,7 +216,7 @@ fn rotating_the_tls_key_keeps_links_and_refuses_the_old_key_after_the_grace_peri
     let cfg = in_dir.config_path();
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replace("tls_grace_period = \"7days\"", "tls_grace_period = \"3s\"");
+        .replace("tls_grace_period = \"7d\"", "tls_grace_period = \"3s\"");
     assert!(text.contains("tls_grace_period = \"3s\""), "{text}");
     std::fs::write(&cfg, text).unwrap();
     let mut ru = TestNode::start(&rt, ru_dir.clone());

@@ -379,7 +379,7 @@ async fn exchange(opts: &BenchOptions, crypto: &Crypto) -> Result<BenchReport, S
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(number.clone(), (Instant::now(), tx));
-                crate::api::submit_certificate(&shared, body.as_bytes())
+                crate::api::submit_certificate(&shared, body.as_bytes(), None)
                     .await
                     .map_err(|e| format!("{number}: {e:?}"))?;
                 if let Some(rx) = rx {

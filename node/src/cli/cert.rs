@@ -17,11 +17,13 @@ use crate::signer::Signer;
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
     /// Check certificate JSON against every rule, listing every problem by field.
-    #[command(long_about = "Check certificate JSON (the format of DESIGN.md) against every \
+    #[command(
+        long_about = "Check certificate JSON (docs/certificate-json.md; `kpnode cert example` prints one) against every \
 Kimberley Process rule kpnode knows: HS codes, amounts, dates, participants, the number's \
 prefix. Every problem is listed, one line each, naming its field (parcels[2].carats). \
 Works without a node; with --dir it applies that node's settings (its participant as exporter, \
-its max_validity_days).")]
+its max_validity_days)."
+    )]
     Validate {
         /// The certificate JSON file.
         file: PathBuf,
@@ -29,11 +31,26 @@ its max_validity_days).")]
         #[arg(long, env = "KPNODE_DIR", value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Print a valid certificate JSON, dated today, to start from.
+    #[command(long_about = "Print certificate JSON that passes every check today: issued today, \
+valid for 30 days (or max_validity_days, if shorter), two parcels, a declaration, no number \
+(the node assigns one on submit). With --dir it is in the name of that node's participant and \
+authority; without, of RU. Edit the parties, parcels and references, then `kpnode cert \
+validate` and `kpnode cert submit` it. Every field is described in docs/certificate-json.md.")]
+    Example {
+        /// Use this node's participant, authority and max_validity_days.
+        #[arg(long, env = "KPNODE_DIR", value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The importing participant (default IN, or RU if the exporter is IN).
+        #[arg(long, value_name = "CC")]
+        to: Option<String>,
+    },
     /// Validate and sign a certificate into a portable signed certificate (.kpc).
     #[command(long_about = "Validate certificate JSON with this node's settings and sign it with \
 the node's signing key into a portable signed certificate (.kpc, ASCII armor). Anyone holding \
 this node's enrolment bundle can check it offline with `kpnode verify`. The JSON must carry a \
-number; `kpnode cert submit` numbers certificates itself.")]
+number; `kpnode cert submit` numbers certificates itself. A number this node already holds \
+(issued or received) is refused, exit status 2.")]
     Sign {
         /// The certificate JSON file.
         file: PathBuf,
@@ -45,7 +62,9 @@ number; `kpnode cert submit` numbers certificates itself.")]
     },
     /// Validate, number if needed, sign and queue a certificate for its importer.
     #[command(
-        long_about = "Send certificate JSON to the running daemon: it validates it with the node's settings, assigns a number (<CC>-<YYYY>-<seq>) if it has none, signs it, stores it durably and queues it for the importing participant's node. Prints the number and status. Submitting the same certificate again is harmless; the same number with different content is refused."
+        long_about = "Send certificate JSON to the running daemon: it validates it with the node's settings, assigns a number (<CC>-<YYYY>-<seq>) if it has none, signs it, stores it durably and queues it for the importing participant's node. Prints the number and status.
+
+Submitting the same file again is safe: kpnode sends the file's SHA-256 as the request's Idempotency-Key, which the node stores with the certificate and remembers for 30 days, so a retry (after a timeout, or a crash of the daemon before it answered) prints the certificate of the first submission, marked (already stored), and issues no second one. A file with a number is stored once whenever it is submitted; the same number with different content is refused (exit status 2). To issue a second certificate for identical JSON without a number, change the file (e.g. give it a number)."
     )]
     Submit {
         /// The certificate JSON file.
@@ -125,6 +144,21 @@ number; `kpnode cert submit` numbers certificates itself.")]
 
 The format follows the file name: .png or .svg. Works on a running daemon or, stopped, on the store."
     )]
+    /// Write the portable signed certificate (.kpc) of a certificate this node holds.
+    #[command(
+        long_about = "Write the portable signed certificate (.kpc, ASCII armor) of a certificate this node issued or received: exactly the document its issuer signed. Anyone with the issuer's enrolment bundle checks it offline with `kpnode verify FILE.kpc --bundle B` (and, with `--qr`, that a QR seal names it). A voided certificate is refused.
+
+Works on a running daemon or, stopped, on the store."
+    )]
+    Export {
+        /// The certificate number.
+        number: String,
+        /// Where to write it.
+        #[arg(long, value_name = "FILE.kpc")]
+        out: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
+    },
     Qr {
         /// The certificate number (issued by this node).
         number: String,
@@ -139,6 +173,7 @@ The format follows the file name: .png or .svg. Works on a running daemon or, st
 pub fn run(c: CertCommand) -> CliResult {
     match c {
         CertCommand::Validate { file, dir } => validate(&file, dir.as_deref()),
+        CertCommand::Example { dir, to } => example(dir.as_deref(), to.as_deref()),
         CertCommand::Sign { file, out, dir } => sign(&file, &out, &dir),
         CertCommand::Submit { file, dir, json } => submit(&file, &dir, json),
         CertCommand::Show { number, dir, json } => show(&number, &dir, json),
@@ -151,6 +186,7 @@ pub fn run(c: CertCommand) -> CliResult {
             update(&dir, &number, "void", serde_json::json!({"reason": reason}))
         }
         CertCommand::Qr { number, out, dir } => qr(&number, &out, &dir),
+        CertCommand::Export { number, out, dir } => export(&number, &out, &dir),
     }
 }
 
@@ -202,13 +238,46 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
     Ok(())
 }
 
+fn export(number: &str, out: &Path, dir: &DirArg) -> CliResult {
+    let home = NodeDir::new(&dir.dir);
+    let text = match super::peer::access(&home)? {
+        super::peer::Access::Daemon(client) => {
+            match client.get(&format!("/v1/certificates/{}/kpc", segment(number)))? {
+                Value::String(text) => text,
+                other => {
+                    return Err(Failure::runtime(format!("the daemon answered {other} instead of a .kpc")))
+                }
+            }
+        }
+        super::peer::Access::Offline(store) => {
+            let n: kp_protocol::CertificateNumber =
+                number.parse().map_err(|e| Failure::input(format!("{number:?}: {e}")))?;
+            let rec = crate::store::get_record::<crate::store::CertRecord, _>(
+                &store,
+                crate::store::Tree::Certs,
+                n.as_str().as_bytes(),
+            )
+            .map_err(|e| Failure::runtime(e.to_string()))?
+            .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
+            crate::seal::portable(&store, &rec).map_err(Failure::runtime)?
+        }
+    };
+    write_output(out, &text)?;
+    println!("Wrote the signed certificate {number} to {} (check it with `kpnode verify`)", out.display());
+    Ok(())
+}
+
 fn client(dir: &DirArg) -> Result<Client, Failure> {
     Client::for_dir(&NodeDir::new(&dir.dir))
 }
 
 fn submit(file: &Path, dir: &DirArg, as_json: bool) -> CliResult {
     let text = read_input(file)?;
-    let (_, v) = client(dir)?.post("/v1/certificates", text.as_bytes()).map_err(|mut f| {
+    // The file's SHA-256 as the idempotency key: submitting the same file again (a retry after
+    // a timeout or a crash) gets the certificate of the first submission, never a second one.
+    let key = kp_protocol::Digest::of(text.as_bytes()).to_hex();
+    let headers = [(crate::api::IDEMPOTENCY_HEADER, key.as_str())];
+    let (_, v) = client(dir)?.post_with("/v1/certificates", text.as_bytes(), &headers).map_err(|mut f| {
         f.lines = f.lines.into_iter().map(|l| format!("{}: {l}", file.display())).collect();
         f
     })?;
@@ -226,8 +295,28 @@ fn submit(file: &Path, dir: &DirArg, as_json: bool) -> CliResult {
     Ok(())
 }
 
+/// A certificate's view: from the daemon, or read from the stopped node's store.
 fn show(number: &str, dir: &DirArg, as_json: bool) -> CliResult {
-    let v = client(dir)?.get(&format!("/v1/certificates/{}", segment(number)))?;
+    let home = NodeDir::new(&dir.dir);
+    let v = match super::peer::access(&home)? {
+        super::peer::Access::Daemon(client) => {
+            client.get(&format!("/v1/certificates/{}", segment(number)))?
+        }
+        super::peer::Access::Offline(store) => {
+            let n: kp_protocol::CertificateNumber =
+                number.parse().map_err(|e| Failure::input(format!("number: {number:?} {e}")))?;
+            let rec = crate::store::get_record::<crate::store::CertRecord, _>(
+                &store,
+                crate::store::Tree::Certs,
+                n.as_str().as_bytes(),
+            )
+            .map_err(|e| Failure::runtime(e.to_string()))?
+            .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
+            let view = crate::queries::cert_view(&store, &rec, today(), true)
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            serde_json::to_value(view).map_err(|e| Failure::runtime(e.to_string()))?
+        }
+    };
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
@@ -244,9 +333,9 @@ fn list(
     as_json: bool,
 ) -> CliResult {
     let mut query = Vec::new();
-    for (k, v) in [("direction", direction), ("status", status), ("peer", peer)] {
+    for (k, v) in [("direction", &direction), ("status", &status), ("peer", &peer)] {
         if let Some(v) = v {
-            query.push(format!("{k}={}", segment(&v)));
+            query.push(format!("{k}={}", segment(v)));
         }
     }
     let path = if query.is_empty() {
@@ -254,7 +343,11 @@ fn list(
     } else {
         format!("/v1/certificates?{}", query.join("&"))
     };
-    let v = client(dir)?.get(&path)?;
+    let home = NodeDir::new(&dir.dir);
+    let v = match super::peer::access(&home)? {
+        super::peer::Access::Daemon(client) => client.get(&path)?,
+        super::peer::Access::Offline(store) => list_offline(&store, direction, status, peer)?,
+    };
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
@@ -291,6 +384,38 @@ fn list(
     Ok(())
 }
 
+/// What `GET /v1/certificates` answers, read from a stopped node's store.
+fn list_offline(
+    store: &crate::store::SledStore,
+    direction: Option<String>,
+    status: Option<String>,
+    peer: Option<String>,
+) -> Result<Value, Failure> {
+    let direction = direction.map(|d| match d.as_str() {
+        "in" => crate::store::Direction::In,
+        _ => crate::store::Direction::Out,
+    });
+    let status = status
+        .map(|s| s.parse::<crate::store::CertStatus>().map_err(|e| Failure::input(format!("--status: {e}"))))
+        .transpose()?;
+    let peer = peer
+        .map(|p| {
+            p.parse::<kp_protocol::ParticipantCode>()
+                .map_err(|e| Failure::input(format!("--peer {p:?}: {e}")))
+        })
+        .transpose()?;
+    let filter = crate::queries::CertFilter { direction, status, peer, after: None, limit: 100_000 };
+    let today = today();
+    let records =
+        crate::queries::list_certs(store, &filter, today).map_err(|e| Failure::runtime(e.to_string()))?;
+    let views = records
+        .iter()
+        .map(|r| crate::queries::cert_view(store, r, today, true))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    serde_json::to_value(views).map_err(|e| Failure::runtime(e.to_string()))
+}
+
 fn update(dir: &DirArg, number: &str, action: &str, body: Value) -> CliResult {
     let (_, v) = client(dir)?
         .post(&format!("/v1/certificates/{}/{action}", segment(number)), body.to_string().as_bytes())?;
@@ -322,8 +447,101 @@ fn registry_problems(
     }
 }
 
+/// The node's `certificates.authority_mismatch` applied to the certificate's issuing authority:
+/// refused (exit 2), a warning on stderr, or nothing.
+fn authority_check(file: &Path, config: &kp_config::NodeConfig, draft: &CertificateDraft) -> CliResult {
+    let Some(why) = config.authority_mismatch(draft.content.issuing_authority.as_str()) else {
+        return Ok(());
+    };
+    match config.certificates.authority_mismatch {
+        kp_config::AuthorityMismatch::Refuse => {
+            Err(Failure::input(format!("{}: issuing_authority: {why}", file.display())))
+        }
+        kp_config::AuthorityMismatch::Warn => {
+            eprintln!("warning: {}: issuing_authority {why}", file.display());
+            Ok(())
+        }
+        kp_config::AuthorityMismatch::Allow => Ok(()),
+    }
+}
+
 fn today() -> Date {
     SystemClock.now().date()
+}
+
+fn example(dir: Option<&Path>, to: Option<&str>) -> CliResult {
+    use kp_protocol::ParticipantDirectory as _;
+    let config = dir.map(|d| NodeDir::new(d).config()).transpose()?;
+    let registry = match dir {
+        Some(d) => super::participants::node_registry_or_shipped(&NodeDir::new(d)),
+        None => Registry::default(),
+    };
+    let today = today();
+    let directory = registry.on(today);
+    let (me, authority, max_days) = match &config {
+        Some(c) => (c.participant, c.authority.to_string(), c.certificates.max_validity_days),
+        None => (
+            kp_protocol::ParticipantCode::from_static("RU"),
+            "Gokhran of Russia".to_owned(),
+            kp_protocol::certificate::DEFAULT_MAX_VALIDITY_DAYS,
+        ),
+    };
+    // A member state's node issues in its union's name; the diamonds' origin is its own.
+    let exporting = directory.union_of(me).unwrap_or(me);
+    let importing = match to {
+        Some(code) => code
+            .parse::<kp_protocol::ParticipantCode>()
+            .map_err(|e| Failure::input(format!("--to {code:?}: {e}")))?,
+        None if exporting.as_str() == "IN" => kp_protocol::ParticipantCode::from_static("RU"),
+        None => kp_protocol::ParticipantCode::from_static("IN"),
+    };
+    let expires = today
+        .add_days(max_days.clamp(1, 30) as i32)
+        .ok_or_else(|| Failure::runtime("cannot compute the expiry date"))?;
+    // Written out rather than built as a map, so the fields come in the order a reader expects.
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let text = format!(
+        r#"{{
+  "exporting_participant": {exporting},
+  "importing_participant": {importing},
+  "issuing_authority": {authority},
+  "exporter": {{ "name": "Example Mining Ltd", "address": "1 Mine Road, Example Town" }},
+  "importer": {{ "name": "Example Diamond Traders", "address": "2 Bourse Street, Example City" }},
+  "issued_on": {issued},
+  "expires_on": {expires},
+  "parcels": [
+    {{ "hs_code": "7102.31", "carats": "1520.35", "value_usd": "4231000.00", "origin": {origin} }},
+    {{ "hs_code": "7102.21", "carats": "310.00", "value_usd": "15500.00", "origin": "MIXED" }}
+  ],
+  "shipment": {{ "port_of_export": "Example Airport", "customs_reference": "EXAMPLE-0001" }},
+  "declarations": [
+    {{ "code": "WDC-SoW", "text": "The diamonds herein invoiced have been purchased from legitimate sources not involved in funding conflict." }}
+  ],
+  "remarks": "Two sealed parcels."
+}}"#,
+        exporting = q(exporting.as_str()),
+        importing = q(importing.as_str()),
+        authority = q(&authority),
+        issued = q(&today.to_string()),
+        expires = q(&expires.to_string()),
+        origin = q(me.as_str()),
+    );
+    // Printed only if it is what it claims to be: valid, today, for this node.
+    let ctx = ValidationContext {
+        today,
+        max_validity_days: Some(max_days),
+        participants: &directory,
+        exporter: Some(me),
+        importer: None,
+    };
+    let draft = CertificateDraft::from_json(&text, &ctx)
+        .map_err(|p| Failure::inputs(p.0.iter().map(|p| format!("the example: {p}")).collect()))?;
+    let problems = directory.issue_problems(&draft.content);
+    if !problems.is_empty() {
+        return Err(Failure::inputs(problems.iter().map(|p| format!("the example: {p}")).collect()));
+    }
+    println!("{text}");
+    Ok(())
 }
 
 fn validate(file: &Path, dir: Option<&Path>) -> CliResult {
@@ -347,6 +565,9 @@ fn validate(file: &Path, dir: Option<&Path>) -> CliResult {
     };
     let draft = CertificateDraft::from_json(&text, &ctx).map_err(|p| problem_lines(file, p))?;
     registry_problems(file, &directory, &draft)?;
+    if let Some(config) = &config {
+        authority_check(file, config, &draft)?;
+    }
     let number =
         draft.number.as_ref().map_or("(no number: assigned on submit)".to_owned(), |n| n.to_string());
     let c = &draft.content;
@@ -380,12 +601,21 @@ fn sign(file: &Path, out: &Path, dir: &DirArg) -> CliResult {
     };
     let draft = CertificateDraft::from_json(&text, &ctx).map_err(|p| problem_lines(file, p))?;
     registry_problems(file, &directory, &draft)?;
+    authority_check(file, &config, &draft)?;
     let Some(number) = draft.number.clone() else {
         return Err(Failure::input(format!(
             "{}: number: is required to sign offline (`kpnode cert submit` assigns numbers)",
             file.display()
         )));
     };
+    if let Some(held) = held_status(&home, &number)? {
+        return Err(Failure::input(format!(
+            "{}: number: {number} is already on this node ({held}); a second signed certificate with that number \
+would contradict the first. Give this certificate a number of its own, or leave the number out and \
+`kpnode cert submit` it (the node numbers it)",
+            file.display()
+        )));
+    }
     let keys = home.keys(&config)?;
     let key_id = keys.signing.key_id();
     let signer = Signer::new(config.participant, keys.signing, std::sync::Arc::new(SystemClock));
@@ -395,4 +625,23 @@ fn sign(file: &Path, out: &Path, dir: &DirArg) -> CliResult {
     println!("Signed certificate {number} with key {key_id} into {}", out.display());
     println!("message id {}", doc.message_id());
     Ok(())
+}
+
+/// The status of the certificate numbered `number` if this node's store holds one: asked of
+/// the running daemon, or read from the store when it is stopped.
+fn held_status(home: &NodeDir, number: &kp_protocol::CertificateNumber) -> Result<Option<String>, Failure> {
+    match super::peer::access(home)? {
+        super::peer::Access::Daemon(client) => {
+            Ok(client.get_optional(&format!("/v1/certificates/{}", segment(number.as_str())))?.map(|v| {
+                format!("{}, {}", v["direction"].as_str().unwrap_or("?"), v["status"].as_str().unwrap_or("?"))
+            }))
+        }
+        super::peer::Access::Offline(store) => Ok(crate::store::get_record::<crate::store::CertRecord, _>(
+            &store,
+            crate::store::Tree::Certs,
+            number.as_str().as_bytes(),
+        )
+        .map_err(|e| Failure::runtime(e.to_string()))?
+        .map(|r| format!("{}, {}", r.direction.as_str(), r.status.as_str()))),
+    }
 }

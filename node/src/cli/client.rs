@@ -71,14 +71,38 @@ impl Client {
         self.handle(r).map(|(_, v)| v)
     }
 
+    /// Like `get`, but `None` if the daemon answers 404 (the thing asked for is not there).
+    pub fn get_optional(&self, path: &str) -> Result<Option<Value>, Failure> {
+        let r =
+            self.agent.get(&self.url(path)).header("Authorization", &format!("Bearer {}", self.token)).call();
+        if let Ok(resp) = &r {
+            if resp.status().as_u16() == 404 {
+                return Ok(None);
+            }
+        }
+        self.handle(r).map(|(_, v)| Some(v))
+    }
+
     pub fn post(&self, path: &str, body: &[u8]) -> Result<(u16, Value), Failure> {
-        let r = self
+        self.post_with(path, body, &[])
+    }
+
+    /// A POST with extra request headers.
+    pub fn post_with(
+        &self,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Value), Failure> {
+        let mut request = self
             .agent
             .post(&self.url(path))
             .header("Authorization", &format!("Bearer {}", self.token))
-            .header("Content-Type", "application/json")
-            .send(body);
-        self.handle(r)
+            .header("Content-Type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.handle(request.send(body))
     }
 
     pub fn delete(&self, path: &str) -> Result<Value, Failure> {
@@ -109,7 +133,14 @@ fn api_failure(status: u16, body: &Value) -> Failure {
             .unwrap_or_else(|| body.to_string());
         lines.push(message);
     }
-    let code = if matches!(status, 400 | 413 | 422) { 2 } else { 1 };
+    // A conflict of the request's own content (a number taken, an idempotency key reused) is
+    // invalid input too: only changing the request helps.
+    let taken = status == 409
+        && matches!(
+            body.get("error").and_then(Value::as_str),
+            Some("number_taken" | "idempotency_key_reused")
+        );
+    let code = if matches!(status, 400 | 413 | 422) || taken { 2 } else { 1 };
     Failure { code, lines }
 }
 

@@ -120,7 +120,25 @@ enum Command {
 
 /// Parses the command line, runs the command, prints problems; returns the exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::{ContextKind, ContextValue, ErrorKind};
+            // A forgotten --dir: say that KPNODE_DIR works too (clap only says --dir is missing).
+            let missing_dir = e.kind() == ErrorKind::MissingRequiredArgument
+                && matches!(e.get(ContextKind::InvalidArg), Some(ContextValue::Strings(args))
+                    if args.iter().any(|a| a.starts_with("--dir")));
+            if !missing_dir {
+                e.exit();
+            }
+            let _ = e.print();
+            eprintln!(
+                "\ntip: name the node directory (the one `kpnode init` created) with --dir DIR, or once for the \
+shell with `export KPNODE_DIR=DIR`"
+            );
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Init(a) => init::run(a),
         Command::Run(a) => run::run(a),

@@ -108,6 +108,9 @@ pub fn certificate(v: &serde_json::Value) {
             s(&cf["carats"]),
             cf["discrepancy"].as_str().map(|d| format!(" — DISCREPANCY: {d}")).unwrap_or_default()
         );
+        if let Some(r) = cf["remarks"].as_str() {
+            println!("                remarks: {r}");
+        }
         if let Some(rj) = cf["rejection"].as_object() {
             println!(
                 "                refused by the exporter: {}: {}",

@@ -200,10 +200,17 @@ fn add(
 
 fn list(dir: &DirArg, as_json: bool) -> CliResult {
     let home = NodeDir::new(&dir.dir);
+    let not_enrolled: Value;
     let peers: Value = match access(&home)? {
-        Access::Daemon(client) => client.get("/v1/peers")?,
+        Access::Daemon(client) => {
+            not_enrolled = client.get("/v1/status")?["not_enrolled"].take();
+            client.get("/v1/peers")?
+        }
         Access::Offline(store) => {
             let trust = crate::node::load_trust(&store).map_err(|e| Failure::runtime(e.to_string()))?;
+            let queues = crate::queries::unenrolled_queues(&store, &trust)
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            not_enrolled = serde_json::to_value(queues).map_err(|e| Failure::runtime(e.to_string()))?;
             let mut list: Vec<_> = trust.peers().collect();
             list.sort_by_key(|p| p.participant);
             let views = list
@@ -220,8 +227,22 @@ fn list(dir: &DirArg, as_json: bool) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&peers).unwrap_or_default());
         return Ok(());
     }
-    let rows: Vec<Vec<String>> =
+    let mut rows: Vec<Vec<String>> =
         peers.as_array().map(|a| a.iter().map(peer_row).collect()).unwrap_or_default();
+    // Participants with certificates queued but no node enrolled: listed, so they are not lost.
+    for q in not_enrolled.as_array().into_iter().flatten() {
+        let dash = || "-".to_owned();
+        rows.push(vec![
+            q["participant"].as_str().unwrap_or("").to_owned(),
+            "(not enrolled: kpnode peer add)".to_owned(),
+            dash(),
+            dash(),
+            "not enrolled".to_owned(),
+            q["queued"].as_u64().unwrap_or(0).to_string(),
+            dash(),
+            dash(),
+        ]);
+    }
     super::output::table(
         &["PEER", "AUTHORITY", "FINGERPRINT", "ENDPOINT", "LINK", "QUEUED", "LAST DELIVERY", "LAST ERROR"],
         &rows,

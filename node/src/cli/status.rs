@@ -74,6 +74,19 @@ pub fn run(a: StatusArgs) -> CliResult {
                 .collect()
         })
         .unwrap_or_default();
+    let mut rows = rows;
+    for q in v["not_enrolled"].as_array().into_iter().flatten() {
+        let dash = || "-".to_owned();
+        rows.push(vec![
+            s(&q["participant"]),
+            "not enrolled".to_owned(),
+            q["queued"].as_u64().unwrap_or(0).to_string(),
+            dash(),
+            dash(),
+            dash(),
+            dash(),
+        ]);
+    }
     super::output::table(
         &["PEER", "LINK", "QUEUED", "IN-FLIGHT", "INBOUND", "LAST-DELIVERY", "LAST-ERROR"],
         &rows,

@@ -14,7 +14,7 @@
 //! | `outbox.v1` | peer (2 bytes) ‖ oseq (u64 BE) | [`OutboxEntry`] |
 //! | `messages.v1` | `i` ‖ peer ‖ message id | seq of a peer's key rotation statement in the log |
 //! | `peers.v1` | participant code | [`PeerRecord`] |
-//! | `meta.v1` | name | log head, counters, number sequences |
+//! | `meta.v1` | name | log head, counters, number sequences, remembered idempotency keys |
 //! | `registry.v1` | participant code | the participant's recorded registry changes |
 //!
 //! Every record written for each certificate has a sequential key (log and outbox
@@ -239,5 +239,10 @@ pub mod meta {
     pub const NUMBER_PREFIX: &str = "number/";
     /// `queued/<CC>`: messages waiting for a peer.
     pub const QUEUED_PREFIX: &str = "queued/";
+    /// `idempotency/<key>`: an [`IdempotencyRecord`](super::IdempotencyRecord).
+    pub const IDEMPOTENCY_PREFIX: &str = "idempotency/";
+    /// `idempotency-at/<ms since 1970, u64 BE><key>`: the same keys in the order they were
+    /// stored, so expired ones are found (and removed) without a scan.
+    pub const IDEMPOTENCY_AT_PREFIX: &str = "idempotency-at/";
     pub const FORMAT_VERSION: &str = "kpnode-store/2";
 }

@@ -196,7 +196,8 @@ pub struct ConfirmationRecord {
     pub acknowledged: bool,
     /// Set if the exporter's node refused it.
     pub rejection: Option<Rejection>,
-    /// On the exporting side: where the confirmation sits in the log.
+    /// Where the confirmation sits in this node's log: on the exporting side once received,
+    /// on the importing side once the exporter acknowledged it.
     pub log_seq: Option<u64>,
 }
 
@@ -278,4 +279,19 @@ pub struct Counts {
     pub vigilance: u64,
     pub queued: u64,
     pub next_oseq: u64,
+}
+
+/// A remembered `Idempotency-Key` of a submission (`meta`, `idempotency/<key>`): the
+/// certificate the first request with that key produced, and what that request carried, so a
+/// retried request gets the first answer and a reused key with other content is refused.
+/// Written in the same commit as the certificate, so a crash between the flush and the HTTP
+/// answer cannot separate them.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of the request body.
+    pub content: Digest,
+    pub number: CertificateNumber,
+    /// When the first request was stored; the key is remembered for
+    /// [`crate::engine::IDEMPOTENCY_WINDOW_DAYS`] from then.
+    pub at: Timestamp,
 }

@@ -1,5 +1,5 @@
 //! [`Storage`] on sled 0.34.7, with the node's own lock file and the workaround for sled's
-//! crash-during-snapshot bug (DESIGN.md, "The log").
+//! crash-during-snapshot bug.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
