@@ -122,6 +122,10 @@ pub enum EngineError {
          with `kpnode peer add` to replace it"
     )]
     Quarantined(ParticipantCode),
+    /// A participant registry change from a list that is older than a change the store
+    /// recorded since the import was planned (two imports at once): not recorded.
+    #[error("{0}")]
+    OlderList(String),
     #[error(
         "Idempotency-Key {key:?} was already used for certificate {number}, with other content; a retry must \
 send exactly the same request, and a new certificate needs a new key"
@@ -436,19 +440,28 @@ impl Engine {
                     Outcome::Done
                 }
                 Command::RecordParticipant { document, entry, from_list } => {
-                    let (log_seq, _) = self.append(&mut txn, now, EntryBody::Recorded { document });
                     let key = crate::registry::key(entry.code);
                     let mut history: crate::registry::RegistryHistory =
                         txn.get_rec(Tree::Registry, &key)?.unwrap_or_default();
-                    history.0.push(crate::registry::RecordedEntry {
-                        entry: *entry,
-                        log_seq,
-                        recorded_at: now,
-                        from_list,
-                    });
-                    txn.put(Tree::Registry, &key, &history);
-                    applied.peers_changed = true;
-                    Outcome::Done
+                    // The import was planned against the registry as it stood then; another
+                    // import may have recorded a newer change since. Judge again here, in the
+                    // transaction, so a stale list never lands last.
+                    let newer =
+                        from_list.as_ref().and_then(|o| history.0.iter().rev().find_map(|r| r.newer_than(o)));
+                    if let Some(why) = newer {
+                        Outcome::Refused(EngineError::OlderList(why))
+                    } else {
+                        let (log_seq, _) = self.append(&mut txn, now, EntryBody::Recorded { document });
+                        history.0.push(crate::registry::RecordedEntry {
+                            entry: *entry,
+                            log_seq,
+                            recorded_at: now,
+                            from_list,
+                        });
+                        txn.put(Tree::Registry, &key, &history);
+                        applied.peers_changed = true;
+                        Outcome::Done
+                    }
                 }
             };
             applied.outcomes.push(outcome);

@@ -633,3 +633,36 @@ fn an_idempotency_key_returns_the_first_certificate_refuses_other_content_and_ex
     let k1 = crate::engine::idempotency_meta_key("k1");
     assert!(ru.store.get(Tree::Meta, &k1).unwrap().is_some(), "k1 is remembered again");
 }
+
+/// Two imports planned at once (each before the other was recorded): the newer list's change
+/// is recorded first, then the stale list's. The store re-checks each change against what it
+/// holds, in the transaction, so the stale list does not undo the newer one.
+#[test]
+fn a_stale_list_recorded_after_a_newer_one_is_refused_by_the_store() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let mut inn = side(IN, &clock);
+    let cf_code = ParticipantCode::from_static("CF");
+    let active = crate::registry::shipped()[&cf_code].clone();
+    let suspended =
+        kp_protocol::ParticipantEntry { status: kp_protocol::ParticipantStatus::Suspended, ..active.clone() };
+    let origin = |ms: i64, revision: u64| crate::registry::ListOrigin {
+        issuer: RU,
+        issued_at: Timestamp::from_unix_millis(T0 - ms),
+        revision: Some(revision),
+    };
+    let record = |entry, origin| crate::participants::record(&inn.signer, entry, "list", Some(origin));
+    let (newer, stale) = (record(suspended, origin(1_000, 2)), record(active, origin(2_000, 1)));
+    assert!(matches!(inn.apply(now, vec![newer]).remove(0), Outcome::Done));
+    match inn.apply(now, vec![stale]).remove(0) {
+        Outcome::Refused(e @ EngineError::OlderList(_)) => {
+            assert!(e.to_string().contains("newer than this list's revision 1"), "{e}")
+        }
+        other => panic!("the stale list's change was recorded: {other:?}"),
+    }
+    let history: crate::registry::RegistryHistory =
+        get_record(&inn.store, Tree::Registry, &crate::registry::key(cf_code)).unwrap().unwrap();
+    assert_eq!(history.0.len(), 1);
+    assert_eq!(history.0[0].entry.status, kp_protocol::ParticipantStatus::Suspended);
+    assert_eq!(inn.log().len(), 1, "nothing logged for the refused change");
+}
