@@ -119,7 +119,7 @@ pub struct Api {
     /// of its connection going idle), or its connection is closed: a slow-loris client cannot
     /// hold a connection for ever.
     pub header_read_timeout: Duration,
-    /// API connections served at once; further ones wait in the listen queue until one ends.
+    /// API connections served at once; a further one is answered 503 at once and closed.
     pub max_connections: u32,
 }
 
@@ -260,7 +260,7 @@ const DOCS: &[Doc] = &[
     Doc {
         section: "api",
         key: "max_connections",
-        text: "API connections served at once; beyond it new connections wait in the listen queue until one ends.",
+        text: "API connections served at once; beyond it a new connection is answered 503 at once and closed.",
     },
 ];
 
