@@ -119,6 +119,10 @@ pub struct Api {
     /// of its connection going idle), or its connection is closed: a slow-loris client cannot
     /// hold a connection for ever.
     pub header_read_timeout: Duration,
+    /// A client must have sent a request's whole body within this long of its header, or it
+    /// is answered 408 and its connection closed: a client trickling a body (after a header
+    /// sent in time) cannot hold a connection for ever either.
+    pub body_read_timeout: Duration,
     /// API connections served at once; a further one is answered 503 at once and closed.
     pub max_connections: u32,
 }
@@ -259,6 +263,11 @@ const DOCS: &[Doc] = &[
     },
     Doc {
         section: "api",
+        key: "body_read_timeout",
+        text: "A request's body must arrive within this long of its headers, or the request is answered 408 and the connection closed.",
+    },
+    Doc {
+        section: "api",
         key: "max_connections",
         text: "API connections served at once; beyond it a new connection is answered 503 at once and closed.",
     },
@@ -299,6 +308,7 @@ impl NodeConfig {
             api: Api {
                 max_body_bytes: 1 << 20,
                 header_read_timeout: Duration::from_secs(10),
+                body_read_timeout: Duration::from_secs(30),
                 max_connections: 128,
             },
         }
@@ -436,6 +446,12 @@ impl NodeConfig {
                 Duration::from_millis(100)..=Duration::from_secs(300),
                 &mut c.api.header_read_timeout,
             );
+            w.duration(
+                &mut s,
+                "body_read_timeout",
+                Duration::from_millis(100)..=Duration::from_secs(3600),
+                &mut c.api.body_read_timeout,
+            );
             w.int(&mut s, "max_connections", 1..=100_000, &mut c.api.max_connections);
             w.finish(s);
         }
@@ -500,6 +516,7 @@ certificate, or set certificates.authority_mismatch in node.toml (now {:?})",
             ("store", "max_batch", self.store.max_batch.to_string()),
             ("api", "max_body_bytes", self.api.max_body_bytes.to_string()),
             ("api", "header_read_timeout", dur(self.api.header_read_timeout)),
+            ("api", "body_read_timeout", dur(self.api.body_read_timeout)),
             ("api", "max_connections", self.api.max_connections.to_string()),
         ];
         let mut section = "";

@@ -20,6 +20,7 @@ fn rendered_config_loads_back_identically() {
     c.delivery.ack_timeout = Duration::from_millis(1500);
     c.keys.tls_grace_period = Duration::from_secs(3 * 86_400);
     c.api.header_read_timeout = Duration::from_millis(2500);
+    c.api.body_read_timeout = Duration::from_secs(90);
     c.api.max_connections = 7;
     let text = c.render();
     assert_eq!(NodeConfig::parse(&text).unwrap(), c, "{text}");
@@ -34,7 +35,7 @@ fn every_problem_names_its_key() {
     let text = "participant = \"Russia\"\nauthority = \"\"\ncolour = 1\n\
                 [delivery]\nmax_in_flight = 0\nack_timeout = \"soon\"\nhandshake_timeout = 5\nfoo = true\n\
                 [network]\npeer_listen = \"localhost\"\n[store]\nmax_batch = -1\n\
-                [api]\nheader_read_timeout = \"1ms\"\nmax_connections = 0\n";
+                [api]\nheader_read_timeout = \"1ms\"\nbody_read_timeout = \"2h\"\nmax_connections = 0\n";
     let problems = NodeConfig::parse(text).unwrap_err();
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     for k in [
@@ -48,6 +49,7 @@ fn every_problem_names_its_key() {
         "network.peer_listen",
         "store.max_batch",
         "api.header_read_timeout",
+        "api.body_read_timeout",
         "api.max_connections",
     ] {
         assert!(keys.contains(&k), "{k} missing in {problems:#?}");

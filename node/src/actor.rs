@@ -41,6 +41,11 @@ pub enum ActorError {
     Stopped,
     #[error("key rotation failed: {0}")]
     Rotation(String),
+    /// The node's own key history refuses the rotation (a bound its partners apply too: at
+    /// most 8 taking effect within 24 hours, 128 in all). Nothing changed: the keys in use
+    /// stay; the operator must wait, or start a new identity.
+    #[error("the key history refuses this rotation ({0}); nothing changed, the keys in use stay")]
+    RotationRefused(String),
 }
 
 type Reply = oneshot::Sender<Result<Outcome, ActorError>>;
@@ -60,7 +65,13 @@ enum Job {
 /// Rotates the node's keys for the actor.
 pub trait Rotator: Send + 'static {
     /// Makes new keys and the statement; returns it with the peers to announce it to.
-    fn rotate(&mut self, signing: bool, tls: bool) -> Result<(SignedDocument, Vec<ParticipantCode>), String>;
+    /// [`ActorError::RotationRefused`] when the key history refuses it (nothing changed),
+    /// [`ActorError::Rotation`] when making it failed.
+    fn rotate(
+        &mut self,
+        signing: bool,
+        tls: bool,
+    ) -> Result<(SignedDocument, Vec<ParticipantCode>), ActorError>;
     /// Called once the announcement is durable.
     fn announced(&mut self, statement: &SignedDocument, peers: &[ParticipantCode]);
 }
@@ -371,7 +382,7 @@ impl Writer {
         signing: bool,
         tls: bool,
     ) -> Result<SignedDocument, ActorError> {
-        let (statement, peers) = rotator.rotate(signing, tls).map_err(ActorError::Rotation)?;
+        let (statement, peers) = rotator.rotate(signing, tls)?;
         let (tx, rx) = oneshot::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         self.commit(

@@ -40,8 +40,9 @@ pub enum ApiError {
     },
     Conflict(String),
     /// A conflict caused by the request's own content (a number taken by another certificate,
-    /// an idempotency key reused with another body), with its error code: the caller must
-    /// change the request, retrying cannot help.
+    /// an idempotency key reused with another body, a key rotation beyond the bounds), with
+    /// its error code: the caller must change the request (or, for a rotation, wait);
+    /// retrying at once cannot help.
     Taken(&'static str, String),
     TooLarge(String),
     Unavailable(String),
@@ -54,7 +55,9 @@ pub struct ErrorBody {
     /// What kind of error: unauthorized, not_found, invalid_certificate, invalid_request,
     /// invalid_query, invalid_bundle, conflict, number_taken (409: the certificate number is
     /// taken by other content), idempotency_key_reused (409: the Idempotency-Key was used with
-    /// another body), too_large, unavailable, internal.
+    /// another body), rotation_refused (409: the node's key history refuses another rotation
+    /// now), too_large, unavailable, internal, request_timeout (408: the body did not arrive
+    /// within `api.body_read_timeout`).
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -103,6 +106,7 @@ impl From<ActorError> for ApiError {
     fn from(e: ActorError) -> ApiError {
         match e {
             ActorError::Damaged(_) => ApiError::Internal(e.to_string()),
+            ActorError::RotationRefused(_) => ApiError::Taken("rotation_refused", e.to_string()),
             _ => ApiError::Unavailable(e.to_string()),
         }
     }
@@ -216,7 +220,21 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Api
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(t)| ApiQuery(t))
-            .map_err(|e| invalid("invalid_query", "", e.body_text()))
+            .map_err(|e| query_problem(&e.body_text()))
+    }
+}
+
+/// A refused query string as a problem naming its parameter: axum's text reads
+/// "Failed to deserialize query string: limit: number too large to fit in target type".
+fn query_problem(text: &str) -> ApiError {
+    let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(text);
+    match detail.split_once(": ") {
+        Some((field, why))
+            if !field.is_empty() && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            invalid("invalid_query", field, format!("query parameter {field}: {why}"))
+        }
+        _ => invalid("invalid_query", "", detail.to_owned()),
     }
 }
 
@@ -240,7 +258,8 @@ pub struct Submitted {
     pub number: String,
     pub status: String,
     pub message_id: String,
-    /// True if this exact certificate was already stored (a repeated submission).
+    /// True if nothing new was issued: this exact certificate was already stored, or the
+    /// request's Idempotency-Key (with the same body) already produced this certificate.
     pub already_stored: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -1163,6 +1182,8 @@ pub struct Rotated {
 
 #[utoipa::path(post, path = "/v1/keys/rotate", tag = "keys", request_body = RotateRequest,
     responses((status = 200, description = "Rotated and announced to every peer", body = Rotated),
+        (status = 409, description = "rotation_refused: the node's key history refuses another rotation \
+(at most 8 taking effect within 24 hours, 128 in all, the bounds its partners apply); nothing changed", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn rotate(State(shared): State<Arc<Shared>>, JsonBody(body): JsonBody) -> ApiResult<Json<Rotated>> {

@@ -6,7 +6,8 @@
 //!
 //! Invariants kept here:
 //! - a certificate number is stored once; a second, different document with that number is
-//!   refused (`Conflict`), the same message again gets its original receipt;
+//!   refused (`Conflict`), the same message again gets its original receipt, even if it
+//!   would no longer pass the receiver's checks (an expired certificate, a retired key);
 //! - a receipt is only produced for an entry appended in the same commit (and so made
 //!   durable by the flush that precedes sending it) or already stored;
 //! - the log is append-only and hash-chained, its head kept in `meta` in the same commit.
@@ -45,8 +46,11 @@ pub enum Command {
     Confirm { document: SignedDocument, confirmation: Box<ImportConfirmation> },
     /// A void this node signed for a certificate it issued.
     Void { document: SignedDocument, void: Void },
-    /// Documents `peer` delivered that passed every check not needing the store.
-    Deliveries { peer: ParticipantCode, items: Vec<Received> },
+    /// Documents `peer` delivered that passed every check not needing the store. `under`
+    /// says which trust they were checked under; the engine confirms it against the stored
+    /// peer record in the transaction that would store them (see [`CheckedUnder`]). Only a
+    /// caller that keeps its peers' trust outside the store (the simulator) passes `None`.
+    Deliveries { peer: ParticipantCode, under: Option<CheckedUnder>, items: Vec<Received> },
     /// Receipts from `peer`, already verified against its key history, each with the outbox
     /// position of the message it acknowledges (known to the link that sent it).
     Receipts { peer: ParticipantCode, items: Vec<(MessageId, u64, MessageReceipt)> },
@@ -67,6 +71,22 @@ pub enum Command {
         /// The signed list the change comes from, if it does (`None`: the operator's).
         from_list: Option<crate::registry::ListOrigin>,
     },
+}
+
+/// The trust a link checked a batch of deliveries under: the identity whose key history
+/// verified the documents, and the TLS key the link authenticated with. A trust change (peer
+/// removed, identity replaced, record quarantined) can be committed after the link checked
+/// the batch and before the store commits it; the engine compares these two keys with the
+/// stored peer record in the batch's own transaction, so the change always wins: the batch
+/// is refused whole, nothing is stored or receipted, and the link closes. Two key compares,
+/// no signature is verified again. (A replaced TLS key's grace period ends by the clock, not
+/// by a commit; the link judges that every 500 ms.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedUnder {
+    /// The root signing key of the identity (its fingerprint's key).
+    pub root_key: [u8; 32],
+    /// The TLS public key the link authenticated with.
+    pub tls_key: [u8; 32],
 }
 
 /// The result of one command.
@@ -131,6 +151,9 @@ pub enum EngineError {
 send exactly the same request, and a new certificate needs a new key"
     )]
     IdempotencyConflict { key: String, number: CertificateNumber },
+    /// Deliveries checked under trust that a change committed since has withdrawn.
+    #[error("deliveries from {peer} were checked under trust no longer in force ({why}); nothing of them was stored")]
+    Untrusted { peer: ParticipantCode, why: crate::tls::Distrust },
 }
 
 /// How long a submission's `Idempotency-Key` is remembered: a retry within this window gets
@@ -164,6 +187,31 @@ fn idempotency_at_key(at: Timestamp, key: &str) -> Vec<u8> {
 pub fn live_idempotency(record: Option<IdempotencyRecord>, now: Timestamp) -> Option<IdempotencyRecord> {
     let window_ms = IDEMPOTENCY_WINDOW_DAYS * 86_400_000;
     record.filter(|r| r.at.saturating_add_millis(window_ms) > now)
+}
+
+/// Why deliveries checked `under` some trust may no longer be taken from `peer`, according
+/// to its stored record as this transaction sees it; `None` if they may.
+fn distrust<S: Storage + ?Sized>(
+    txn: &Txn<'_, S>,
+    peer: ParticipantCode,
+    under: &CheckedUnder,
+) -> Result<Option<crate::tls::Distrust>, StoreError> {
+    use crate::tls::Distrust;
+    let key = peer.as_bytes();
+    let Some(bytes) = txn.get(Tree::Peers, &key)? else { return Ok(Some(Distrust::NotEnrolled)) };
+    let Ok(rec) = decode_record::<PeerRecord>(Tree::Peers, &key, &bytes) else {
+        return Ok(Some(Distrust::Quarantined));
+    };
+    if rec.removed_at.is_some() {
+        return Ok(Some(Distrust::Removed));
+    }
+    let Ok(bundle) = kp_keys::bundle::decode_unverified(&rec.bundle) else {
+        return Ok(Some(Distrust::Quarantined));
+    };
+    if bundle.root_key != under.root_key || !crate::trust::record_tls_keys(&rec).contains(&under.tls_key) {
+        return Ok(Some(Distrust::IdentityReplaced));
+    }
+    Ok(None)
 }
 
 /// Everything one `apply` did.
@@ -384,8 +432,16 @@ impl Engine {
                     self.confirm(&mut txn, &mut applied, now, document, *confirmation)?
                 }
                 Command::Void { document, void } => self.void(&mut txn, &mut applied, now, document, void)?,
-                Command::Deliveries { peer, items } => {
-                    Outcome::Delivered(self.deliveries(&mut txn, &mut applied, now, peer, items)?)
+                Command::Deliveries { peer, under, items } => {
+                    match under.map(|u| distrust(&txn, peer, &u)).transpose()?.flatten() {
+                        Some(why) => {
+                            tracing::warn!(%peer, reason = why.label(), documents = items.len(), "refused a batch of deliveries checked under trust withdrawn since: {why}");
+                            Outcome::Refused(EngineError::Untrusted { peer, why })
+                        }
+                        None => {
+                            Outcome::Delivered(self.deliveries(&mut txn, &mut applied, now, peer, items)?)
+                        }
+                    }
                 }
                 Command::Receipts { peer, items } => {
                     for (id, oseq, receipt) in items {
@@ -762,6 +818,17 @@ impl Engine {
                 slots.push(Slot::New(i));
                 continue;
             }
+            if let Some(refusal) = item.refused {
+                // Failed a check: acknowledged only as a resend of what is stored.
+                slots.push(Slot::Done(match self.stored_at(txn, peer, id, &item.content)? {
+                    Some(seq) => {
+                        tracing::info!(message = ?id, from = %peer, now_refused = %refusal, "a resend of a stored document gets its original receipt");
+                        Reply::Receipt { receipt: Box::new(receipt_at(txn, seq)?), duplicate: true }
+                    }
+                    None => Reply::Reject { message_id: id, refusal },
+                }));
+                continue;
+            }
             let at_seq = self.head.next_seq;
             match self.judge(txn, applied, now, peer, &item, at_seq)? {
                 Verdict::Store => {
@@ -777,14 +844,7 @@ impl Engine {
                     new_entries.push(bytes);
                 }
                 Verdict::Duplicate(seq) => {
-                    let receipt = txn
-                        .get_rec::<LogRecord>(Tree::Log, &log_key(seq))?
-                        .and_then(|r| r.receipt)
-                        .ok_or_else(|| StoreError::Corrupt {
-                            tree: Tree::Log.name(),
-                            key: seq.to_string(),
-                            detail: "the receipt given for this log entry is missing".into(),
-                        })?;
+                    let receipt = receipt_at(txn, seq)?;
                     slots.push(Slot::Done(Reply::Receipt { receipt: Box::new(receipt), duplicate: true }));
                 }
                 Verdict::Refuse(refusal) => slots.push(Slot::Done(Reply::Reject { message_id: id, refusal })),
@@ -821,6 +881,38 @@ impl Engine {
             .collect())
     }
 
+    /// The log position of the document with id `id` received from `peer`, if it is stored:
+    /// the lookup [`Engine::judge`] makes for a resend, through the same record, for a
+    /// delivery that failed a check (see [`Received::refused`]). Never writes.
+    fn stored_at<S: Storage + ?Sized>(
+        &self,
+        txn: &Txn<'_, S>,
+        peer: ParticipantCode,
+        id: MessageId,
+        content: &Content,
+    ) -> Result<Option<u64>, StoreError> {
+        let cert = |number: &CertificateNumber, direction: Direction| {
+            Ok::<_, StoreError>(
+                txn.get_rec::<CertRecord>(Tree::Certs, number.as_str().as_bytes())?
+                    .filter(|r| r.direction == direction && r.peer == peer),
+            )
+        };
+        Ok(match content {
+            Content::Certificate(c) => {
+                cert(&c.number, Direction::In)?.filter(|r| r.message_id == id).and_then(|r| r.log_seq)
+            }
+            Content::Confirmation(c) => cert(&c.certificate, Direction::Out)?
+                .and_then(|r| r.confirmation)
+                .filter(|c| c.message_id == id)
+                .and_then(|c| c.log_seq),
+            Content::Void(v) => cert(&v.certificate, Direction::In)?
+                .and_then(|r| r.void)
+                .filter(|v| v.message_id == id)
+                .and_then(|v| v.log_seq),
+            Content::Rotation(_) => txn.get_rec::<u64>(Tree::Messages, &in_message_key(peer, &id))?,
+        })
+    }
+
     /// Whether a checked delivery is new (then the records it concerns are updated, for a
     /// log entry at `at_seq` that the caller appends), a resend of one stored at some log
     /// position, or refused given what is stored.
@@ -838,7 +930,7 @@ impl Engine {
         match &item.content {
             Content::Certificate(cert) => {
                 let key = cert.number.as_str().as_bytes();
-                if let Some(existing) = txn.get_rec::<CertRecord>(Tree::Certs, key)? {
+                if let Some(existing) = txn.get_rec::<CertRecord>(Tree::Certs, key)?.filter(|_| dedupe_on()) {
                     if existing.direction == Direction::In
                         && existing.peer == peer
                         && existing.message_id == id
@@ -1158,6 +1250,17 @@ impl Engine {
     }
 }
 
+/// The receipt given for the received document at log position `seq`.
+fn receipt_at<S: Storage + ?Sized>(txn: &Txn<'_, S>, seq: u64) -> Result<MessageReceipt, StoreError> {
+    txn.get_rec::<LogRecord>(Tree::Log, &log_key(seq))?.and_then(|r| r.receipt).ok_or_else(|| {
+        StoreError::Corrupt {
+            tree: Tree::Log.name(),
+            key: seq.to_string(),
+            detail: "the receipt given for this log entry is missing".into(),
+        }
+    })
+}
+
 /// What the store says about a delivered document.
 enum Verdict {
     /// New: store it.
@@ -1288,4 +1391,23 @@ fn load_prefixed<K: Ord, S: Storage + ?Sized>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test-only, per thread: the receiver forgets to dedupe certificates, so that the
+    /// simulator can show its checks catch a node that stores a resend twice.
+    pub(crate) static BUG_NO_DEDUPE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether received certificates are deduped (always, outside the simulator's bug switch).
+fn dedupe_on() -> bool {
+    #[cfg(test)]
+    {
+        !BUG_NO_DEDUPE.with(std::cell::Cell::get)
+    }
+    #[cfg(not(test))]
+    {
+        true
+    }
 }

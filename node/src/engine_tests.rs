@@ -114,10 +114,11 @@ fn deliver(
             Err(refusal) => order.push(Some(refusal)),
         }
     }
-    let mut stored = match to.apply(now, vec![Command::Deliveries { peer: from.code, items }]).pop() {
-        Some(Outcome::Delivered(r)) => r.into_iter(),
-        other => panic!("{other:?}"),
-    };
+    let mut stored =
+        match to.apply(now, vec![Command::Deliveries { peer: from.code, under: None, items }]).pop() {
+            Some(Outcome::Delivered(r)) => r.into_iter(),
+            other => panic!("{other:?}"),
+        };
     for o in order {
         replies.push(match o {
             None => stored.next().unwrap(),
@@ -293,7 +294,7 @@ fn nothing_unflushed_survives_a_crash_and_the_engine_reloads_its_head() {
     };
     let docs = queued[1..].iter().map(|(i, d, _)| (*i, None, d.clone())).collect();
     let items = check_batch(&ctx, &mut ru.history.clone(), docs).into_iter().map(Result::unwrap).collect();
-    inn.engine.apply(&inn.store, now, vec![Command::Deliveries { peer: RU, items }]).unwrap();
+    inn.engine.apply(&inn.store, now, vec![Command::Deliveries { peer: RU, under: None, items }]).unwrap();
     inn.store.crash();
     inn.engine = Engine::load(&inn.store, inn.signer.clone()).unwrap();
     assert_eq!(inn.engine.head().next_seq, 2);
@@ -401,11 +402,14 @@ fn the_store_refuses_a_rotation_to_another_participants_tls_key_even_past_the_li
         peer: RU,
         now,
         clock_tolerance_ms: 0,
-        retired_key_grace_ms: 0,
+        retired_key_grace_ms: 7 * 86_400_000,
         registry: registry.on(now.date()),
     };
     let item = check_batch(&ctx, &mut history, vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap();
-    let replies = match inn.apply(now, vec![Command::Deliveries { peer: RU, items: vec![item] }]).remove(0) {
+    let replies = match inn
+        .apply(now, vec![Command::Deliveries { peer: RU, under: None, items: vec![item] }])
+        .remove(0)
+    {
         Outcome::Delivered(r) => r,
         other => panic!("{other:?}"),
     };
@@ -445,11 +449,11 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
         peer: RU,
         now,
         clock_tolerance_ms: 0,
-        retired_key_grace_ms: 0,
+        retired_key_grace_ms: 7 * 86_400_000,
         registry: registry.on(now.date()),
     };
     let item = check_batch(&ctx, &mut history, vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap();
-    inn.apply(now, vec![Command::Deliveries { peer: RU, items: vec![item] }]);
+    inn.apply(now, vec![Command::Deliveries { peer: RU, under: None, items: vec![item] }]);
     // The bundle from before the rotation is older than what IN holds.
     match enrol(&mut inn, &ru, false) {
         Outcome::Refused(EngineError::Enrol(crate::enrol::EnrolError::Older {
@@ -473,37 +477,6 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
     // Keys of the old identity still verify what was signed under them.
     ru_trust.signing_key_at(new_key.key_id(), Timestamp::from_unix_millis(T0 + 20)).unwrap();
     ru_trust.signing_key_at(ru2.signing.key_id(), Timestamp::from_unix_millis(T0 + 20)).unwrap();
-}
-
-/// A certificate's `signed_at` may not lie before its issue date (one day of tolerance): the
-/// lower bound on a certificate's signing time, as the clock tolerance is the upper one.
-#[test]
-fn a_certificate_signed_before_its_issue_date_is_refused() {
-    const DAY: i64 = 86_400_000;
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
-    let now = Timestamp::from_unix_millis(T0);
-    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
-    // RU's key has been valid for a year, so the signing time lies in its window.
-    ru.history = KeyHistory::genesis(
-        RU,
-        ru.history.root().public_key.as_bytes(),
-        Timestamp::from_unix_millis(T0 - 365 * DAY),
-        ru.history.current_tls().certificate_der.clone(),
-    )
-    .unwrap();
-    clock.set(Timestamp::from_unix_millis(T0 - 30 * DAY));
-    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    clock.set(now);
-    let sent = ru.outbox(IN);
-    assert_eq!(sent[0].1.signed_at, Timestamp::from_unix_millis(T0 - 30 * DAY));
-    match &deliver(&ru, &mut inn, now, sent)[..] {
-        [Reply::Reject { refusal, .. }] => {
-            assert_eq!(refusal.code, RejectCode::InvalidDocument);
-            assert!(refusal.detail.contains("before its issue date 2026-11-18"), "{refusal}");
-        }
-        other => panic!("expected a reject, got {other:?}"),
-    }
-    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000001").unwrap().is_none());
 }
 
 /// A hostile importer receives the exporter's void, never acknowledges it, and sends an import
@@ -665,4 +638,265 @@ fn a_stale_list_recorded_after_a_newer_one_is_refused_by_the_store() {
     assert_eq!(history.0.len(), 1);
     assert_eq!(history.0[0].entry.status, kp_protocol::ParticipantStatus::Suspended);
     assert_eq!(inn.log().len(), 1, "nothing logged for the refused change");
+}
+
+/// A certificate's `signed_at` may not lie before its issue date (one day of tolerance): the
+/// lower bound on a certificate's signing time, as the clock tolerance is the upper one.
+#[test]
+fn a_certificate_signed_before_its_issue_date_is_refused() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    // RU's key has been valid for a year, so the signing time lies in its window.
+    ru.history = KeyHistory::genesis(
+        RU,
+        ru.history.root().public_key.as_bytes(),
+        Timestamp::from_unix_millis(T0 - 365 * DAY),
+        ru.history.current_tls().certificate_der.clone(),
+    )
+    .unwrap();
+    clock.set(Timestamp::from_unix_millis(T0 - 30 * DAY));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    clock.set(now);
+    let sent = ru.outbox(IN);
+    assert_eq!(sent[0].1.signed_at, Timestamp::from_unix_millis(T0 - 30 * DAY));
+    match &deliver(&ru, &mut inn, now, sent)[..] {
+        [Reply::Reject { refusal, .. }] => {
+            assert_eq!(refusal.code, RejectCode::InvalidDocument);
+            assert!(refusal.detail.contains("before its issue date 2026-11-18"), "{refusal}");
+        }
+        other => panic!("expected a reject, got {other:?}"),
+    }
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000001").unwrap().is_none());
+}
+
+/// A link checks RU's batch against identity A; before the store commits it, the operator's
+/// identity replacement (A → B) is committed. The trust change wins: the batch is refused
+/// whole, with the reason, and nothing of it is stored or receipted. The same holds for a
+/// removal.
+#[test]
+fn a_batch_checked_before_a_trust_change_is_refused_when_committed_after_it() {
+    use crate::engine::CheckedUnder;
+    use crate::tls::Distrust;
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let mut inn = side(IN, &clock);
+    let ru = enrollee(RU);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let now = Timestamp::from_unix_millis(T0 + 10);
+    let registry = Registry::default();
+    let ctx = CheckContext {
+        me: IN,
+        peer: RU,
+        now,
+        clock_tolerance_ms: 0,
+        retired_key_grace_ms: 7 * 86_400_000,
+        registry: registry.on(now.date()),
+    };
+    // What the link does: check against the trust in force (identity A), note what it
+    // checked under.
+    let history = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let under = CheckedUnder {
+        root_key: history.root().public_key.to_bytes(),
+        tls_key: history.tls_keys()[0].public_key,
+    };
+    let check = |number: &str| {
+        let doc = SignedDocument::sign(&certificate(number, "100.00"), RU, ru.signing.signing_key(), now);
+        check_batch(&ctx, &mut history.clone(), vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap()
+    };
+    let deliver = |inn: &mut Side, item: Received| {
+        inn.apply(now, vec![Command::Deliveries { peer: RU, under: Some(under), items: vec![item] }])
+            .remove(0)
+    };
+
+    // With no change in between, the batch is stored and receipted.
+    match deliver(&mut inn, check("RU-2026-000001")) {
+        Outcome::Delivered(r) => {
+            assert!(matches!(&r[..], [Reply::Receipt { duplicate: false, .. }]), "{r:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Checked under A; then B replaces A; then the commit.
+    let item = check("RU-2026-000002");
+    assert!(matches!(enrol(&mut inn, &enrollee(RU), true), Outcome::Done));
+    match deliver(&mut inn, item) {
+        Outcome::Refused(e @ EngineError::Untrusted { peer: RU, why: Distrust::IdentityReplaced }) => {
+            assert!(e.to_string().contains("no longer in force"), "{e}")
+        }
+        other => panic!("expected the batch refused for the identity change, got {other:?}"),
+    }
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000002").unwrap().is_none());
+    assert_eq!(inn.log().len(), 1, "only the first certificate is in the log");
+
+    // A removal committed between the check and the commit wins the same way.
+    let mut inn = side(IN, &clock);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let item = check("RU-2026-000003");
+    assert!(matches!(inn.apply(now, vec![Command::RemovePeer { participant: RU }]).remove(0), Outcome::Done));
+    match deliver(&mut inn, item) {
+        Outcome::Refused(EngineError::Untrusted { peer: RU, why: Distrust::Removed }) => {}
+        other => panic!("expected the batch refused for the removal, got {other:?}"),
+    }
+    assert!(inn.log().is_empty());
+}
+
+const DAY: i64 = 86_400_000;
+
+/// RU replaces its signing key at `at` (by the node's own path, [`Signer::rotate`]); IN's
+/// copy of RU's history learns it, as it would from the statement delivered over the link.
+fn rotate(ru: &mut Side, clock: &ManualClock, at: Timestamp) {
+    clock.set(at);
+    let new_key = SigningKeyPair::generate();
+    let statement = ru
+        .signer
+        .rotate(|old, effective| {
+            let body = kp_protocol::KeyRotation::new_with_signing_key(
+                RU,
+                1,
+                old.key_id(),
+                new_key.signing_key(),
+                None,
+                effective,
+            );
+            let doc = SignedDocument::sign(&body, RU, old.signing_key(), effective);
+            Ok::<_, std::convert::Infallible>((Some(new_key), doc))
+        })
+        .unwrap();
+    ru.history.apply(&statement).unwrap();
+}
+
+fn rejected(replies: &[Reply]) -> &crate::verify::Refusal {
+    match replies {
+        [Reply::Reject { refusal, .. }] => refusal,
+        other => panic!("expected a reject, got {other:?}"),
+    }
+}
+
+/// The receipt for a certificate is lost; RU rotates its signing key and the grace period
+/// for documents signed with the old one passes before RU sends the certificate again. IN
+/// holds it, so it answers with the original receipt: a refusal would leave RU's copy
+/// `rejected` while IN's is `received` (exactly-once broken in effect). A certificate IN
+/// does not hold, signed with the old key, is still refused, and so is an altered copy of
+/// the stored one.
+#[test]
+fn a_resend_after_a_rotation_and_the_grace_period_gets_the_original_receipt() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
+    let sent = ru.outbox(IN);
+    let replies = deliver(&ru, &mut inn, now, sent[..1].to_vec());
+    let Reply::Receipt { receipt: original, duplicate: false } = &replies[0] else { panic!("{replies:?}") };
+    // The receipt is lost on the way back: RU still has the certificate queued.
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Queued);
+
+    rotate(&mut ru, &clock, Timestamp::from_unix_millis(T0 + DAY));
+    // Eight days later, past the seven days of grace `deliver` gives retired keys.
+    let later = Timestamp::from_unix_millis(T0 + 9 * DAY);
+    clock.set(later);
+    let again = deliver(&ru, &mut inn, later, sent[..1].to_vec());
+    match &again[..] {
+        [Reply::Receipt { receipt, duplicate: true }] => assert_eq!(receipt, original),
+        other => panic!("expected the original receipt, got {other:?}"),
+    }
+    assert_eq!(inn.log().len(), 1, "nothing new is stored");
+    acknowledge(&mut ru, &inn, later, &sent[..1], again);
+    let rec = ru.cert("RU-2026-000001");
+    assert_eq!(rec.status, CertStatus::Delivered, "{:?}", rec.rejection);
+
+    // A certificate IN never received, signed with the retired key, is refused for it.
+    let refusal = rejected(&deliver(&ru, &mut inn, later, sent[1..].to_vec())).clone();
+    assert_eq!(refusal.code, RejectCode::UnknownKey, "{refusal}");
+    assert!(refusal.detail.contains("grace period"), "{refusal}");
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000002").unwrap().is_none());
+
+    // The stored certificate with its signature altered is another document: refused too.
+    let mut forged = sent[0].1.clone();
+    forged.signature[40] ^= 1;
+    let refusal = rejected(&deliver(&ru, &mut inn, later, vec![(forged.message_id(), forged, 0)])).clone();
+    assert_eq!(refusal.code, RejectCode::UnknownKey, "{refusal}");
+    // And a frame naming the stored message's id over other bytes is refused before any lookup.
+    let refusal = rejected(&deliver(&ru, &mut inn, later, vec![(sent[0].0, sent[1].1.clone(), 0)])).clone();
+    assert_eq!(refusal.code, RejectCode::InvalidDocument, "{refusal}");
+    assert!(refusal.detail.contains("the frame names message"), "{refusal}");
+    assert_eq!(inn.log().len(), 1);
+}
+
+/// The same for a certificate that expires between the lost receipt and the resend: the
+/// importer holds it, so the exporter gets the original receipt, while a certificate sent for
+/// the first time after its expiry is refused.
+#[test]
+fn a_resend_of_a_certificate_that_has_since_expired_gets_the_original_receipt() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
+    let sent = ru.outbox(IN);
+    let replies = deliver(&ru, &mut inn, now, sent[..1].to_vec());
+    let Reply::Receipt { receipt: original, duplicate: false } = &replies[0] else { panic!("{replies:?}") };
+
+    // The certificates expire on 2027-01-10.
+    let later = Timestamp::from_unix_millis(T0 + 60 * DAY);
+    assert!(later.date() > ru.cert("RU-2026-000001").expires_on);
+    clock.set(later);
+    let again = deliver(&ru, &mut inn, later, sent[..1].to_vec());
+    match &again[..] {
+        [Reply::Receipt { receipt, duplicate: true }] => assert_eq!(receipt, original),
+        other => panic!("expected the original receipt, got {other:?}"),
+    }
+    acknowledge(&mut ru, &inn, later, &sent[..1], again);
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Delivered);
+    assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::Received);
+
+    let replies = deliver(&ru, &mut inn, later, sent[1..].to_vec());
+    let refusal = rejected(&replies).clone();
+    assert_eq!(refusal.code, RejectCode::Expired, "{refusal}");
+    acknowledge(&mut ru, &inn, later, &sent[1..], replies);
+    assert_eq!(ru.cert("RU-2026-000002").status, CertStatus::Rejected);
+    assert_eq!(inn.log().len(), 1);
+}
+
+/// A certificate in the EU's own name, signed by the EU's own node.
+fn eu_certificate(number: &str) -> Certificate {
+    let text = include_str!("../../protocol/tests/fixtures/certificate.json")
+        .replace("RU-2026-000123", number)
+        .replace(r#""exporting_participant": "RU""#, r#""exporting_participant": "EU""#)
+        .replace("2026-11-28", "2026-11-18")
+        .replace("2027-01-27", "2027-01-10");
+    let registry = Registry::default();
+    let today = Timestamp::from_unix_millis(T0).date();
+    let ctx = ValidationContext {
+        today,
+        max_validity_days: Some(60),
+        participants: &registry.on(today),
+        // As parsed from a file, before the issuer's rules: the test signs what it likes.
+        exporter: None,
+        importer: None,
+    };
+    CertificateDraft::from_json(&text, &ctx).unwrap().into_certificate(|| unreachable!())
+}
+
+/// The union's own node issues in its own name, but `EU-DE-…` is DE's node's range: IN
+/// refuses such a certificate signed by the EU's node, naming the range, and accepts one
+/// numbered outside every member's range.
+#[test]
+fn the_importer_refuses_a_members_number_from_the_unions_own_node() {
+    const EU: ParticipantCode = ParticipantCode::from_static("EU");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (eu, mut inn) = (side(EU, &clock), side(IN, &clock));
+    let taken = eu.signer.sign(&eu_certificate("EU-DE-2026-000001"));
+    let refusal = rejected(&deliver(&eu, &mut inn, now, vec![(taken.message_id(), taken, 0)])).clone();
+    assert_eq!(refusal.code, RejectCode::InvalidDocument, "{refusal}");
+    assert!(refusal.detail.contains("EU-DE-2026-000001 is in DE's range"), "{refusal}");
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"EU-DE-2026-000001").unwrap().is_none());
+
+    let own = eu.signer.sign(&eu_certificate("EU-2026-000001"));
+    match &deliver(&eu, &mut inn, now, vec![(own.message_id(), own, 0)])[..] {
+        [Reply::Receipt { duplicate: false, .. }] => {}
+        other => panic!("expected a receipt, got {other:?}"),
+    }
+    assert_eq!(inn.cert("EU-2026-000001").peer, EU);
 }

@@ -4,6 +4,10 @@
 //!   whole header within that long of starting it, or of its connection going idle after a
 //!   response. A slow-loris client, trickling a header a byte at a time, is cut off; so is an
 //!   idle keep-alive connection.
+//! - **A body-read timeout** (`api.body_read_timeout`): hyper's header timeout stops at the
+//!   end of the header, so a client could send one in time and then trickle its body. Every
+//!   request's body must arrive within that long of its header; a body still unfinished is
+//!   answered `408` naming the setting, and the connection is closed.
 //! - **A connection cap** (`api.max_connections`): beyond the cap a new connection is answered
 //!   `503 Service Unavailable` at once and closed, never left waiting unanswered in the
 //!   kernel's listen queue behind connections that hold the slots (a local user trickling
@@ -15,10 +19,20 @@
 //! Stopping: the loop stops accepting, each open connection finishes the request it is serving
 //! and closes, as `axum::serve`'s graceful shutdown did.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,12 +47,17 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub max_connections: u32,
 }
 
 impl Limits {
     pub fn of(config: &kp_config::Api) -> Limits {
-        Limits { header_read_timeout: config.header_read_timeout, max_connections: config.max_connections }
+        Limits {
+            header_read_timeout: config.header_read_timeout,
+            body_read_timeout: config.body_read_timeout,
+            max_connections: config.max_connections,
+        }
     }
 }
 
@@ -74,6 +93,10 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
+    let body_metrics = metrics.clone();
+    let app = app.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+        body_deadline(limits.body_read_timeout, body_metrics.clone(), req, next)
+    }));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1) as usize));
     let connections = TaskTracker::new();
     let refusing = Arc::new(Semaphore::new(REFUSING));
@@ -139,6 +162,82 @@ pub async fn serve(
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Gives the request's body `timeout` from now (its header is in) to arrive; a handler still
+/// reading it then gets an error, and the client a `408` naming `api.body_read_timeout`, with
+/// the connection closed (what is left of the body is never read).
+async fn body_deadline(timeout: Duration, metrics: Arc<Metrics>, req: Request, next: Next) -> Response {
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let flag = timed_out.clone();
+    let req = req.map(|inner| {
+        Body::new(DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timed_out: flag,
+            timeout,
+        })
+    });
+    let response = next.run(req).await;
+    if !timed_out.load(Ordering::Relaxed) {
+        return response;
+    }
+    metrics.api_body_timeouts.inc();
+    tracing::debug!(
+        ?timeout,
+        "answered 408: the request body did not arrive in time (api.body_read_timeout)"
+    );
+    let message = format!(
+        "the request body did not arrive within api.body_read_timeout ({timeout:?}) of its header; send \
+         it at once, or raise api.body_read_timeout in node.toml"
+    );
+    (
+        StatusCode::REQUEST_TIMEOUT,
+        [(header::CONNECTION, "close")],
+        axum::Json(serde_json::json!({ "error": "request_timeout", "message": message })),
+    )
+        .into_response()
+}
+
+/// A request body that fails once its deadline passes before it has been read to its end.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timed_out: Arc<AtomicBool>,
+    timeout: Duration,
+}
+
+/// The error a [`DeadlineBody`] ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within api.body_read_timeout ({0:?})")]
+struct BodyTimeout(Duration);
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.timed_out.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(axum::Error::new(BodyTimeout(this.timeout)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]

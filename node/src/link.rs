@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use crate::actor::ActorError;
 use crate::conn::{FrameReader, FrameWriter, LinkError};
-use crate::engine::{Command, Outcome, Reply};
+use crate::engine::{CheckedUnder, Command, EngineError, Outcome, Reply};
 use crate::metrics::PeerCounter;
 use crate::node::Shared;
 use crate::sender::{Backoff, SenderState};
@@ -330,7 +330,10 @@ async fn serve_peer(
         reader.read_frame_within(shared.config.delivery.handshake_timeout, "waiting for Hello").await?;
     check_hello(hello, peer)?;
     let (tx, rx) = mpsc::channel::<Outgoing>(64);
-    let writer = WriterTask::spawn(write_loop(FrameWriter::new(wr, max), rx, peer, shared.clone()));
+    // The store's word that a batch was checked under trust withdrawn since closes the link.
+    let (refused_tx, mut refused) = oneshot::channel();
+    let writer =
+        WriterTask::spawn(write_loop(FrameWriter::new(wr, max), rx, peer, shared.clone(), Some(refused_tx)));
     let _ = tx.send(Outgoing::Frame(hello_frame(shared))).await;
     let idle = shared.config.delivery.ping_interval * 3;
 
@@ -339,7 +342,7 @@ async fn serve_peer(
     // is judged against the trust in force when it arrives (see `refresh_history`).
     let mut history = None;
     refresh_history(shared, peer, &key, &mut history)?;
-    let result = async {
+    let reading = async {
         loop {
             let Some(frame) = reader.read_frame_with_id_within(idle, "with the peer idle").await? else {
                 return Ok(());
@@ -375,13 +378,16 @@ async fn serve_peer(
             let Some((_, h)) = history.as_mut() else {
                 return Err(LinkError::Untrusted(crate::tls::Distrust::NotEnrolled));
             };
-            let batch = receive(shared, peer, h, deliveries).await?;
+            let batch = receive(shared, peer, &key, h, deliveries).await?;
             if tx.send(batch).await.is_err() {
                 return Err(LinkError::Refused("the writer stopped".into()));
             }
         }
-    }
-    .await;
+    };
+    let result = tokio::select! {
+        r = reading => r,
+        Ok(why) = &mut refused => Err(LinkError::Untrusted(why)),
+    };
     drop(tx);
     writer.finish().await;
     result
@@ -412,11 +418,15 @@ fn tls_key_claimed_elsewhere(
 async fn receive(
     shared: &Arc<Shared>,
     peer: ParticipantCode,
+    tls_key: &[u8; 32],
     history: &mut KeyHistory,
     deliveries: Vec<crate::verify::Delivery>,
 ) -> Result<Outgoing, LinkError> {
     let mut accepted: Vec<Received> = Vec::new();
     let mut slots = Vec::with_capacity(deliveries.len());
+    // The identity the batch is checked under (before its own rotations apply), for the
+    // store to confirm in the transaction that stores the batch.
+    let under = CheckedUnder { root_key: history.root().public_key.to_bytes(), tls_key: *tls_key };
     {
         // The registry as it stands now: a suspension takes effect for the next batch.
         let registry = shared.registry.get();
@@ -468,7 +478,7 @@ async fn receive(
         Some(
             shared
                 .actor
-                .send(Command::Deliveries { peer, items: accepted })
+                .send(Command::Deliveries { peer, under: Some(under), items: accepted })
                 .await
                 .map_err(|e| LinkError::Refused(e.to_string()))?,
         )
@@ -504,6 +514,7 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Outgoing>,
     peer: ParticipantCode,
     shared: Arc<Shared>,
+    mut refused: Option<oneshot::Sender<crate::tls::Distrust>>,
 ) {
     let max_items = receipts_per_frame(shared.config.delivery.max_frame_bytes);
     while let Some(item) = rx.recv().await {
@@ -514,6 +525,14 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
                     None => Vec::new(),
                     Some(rx) => match rx.await {
                         Ok(Ok(Outcome::Delivered(r))) => r,
+                        Ok(Ok(Outcome::Refused(EngineError::Untrusted { why, .. }))) => {
+                            // Not stored (see `CheckedUnder`): no receipt, no reject, and the
+                            // link closes with the reason.
+                            if let Some(tx) = refused.take() {
+                                let _ = tx.send(why);
+                            }
+                            break;
+                        }
                         Ok(Err(e)) => {
                             // Not stored: no receipt. The peer will send them again.
                             tracing::warn!(error = %e, "could not store deliveries; closing the link so they are resent");
@@ -569,6 +588,13 @@ fn queue_replies<W: tokio::io::AsyncWrite + Unpin>(
         let reply = match slot {
             Some((id, refusal)) => Reply::Reject { message_id: id, refusal },
             None => match stored.next() {
+                // Refused by the store: a conflict, or a delivery that failed a check and is
+                // no resend of a stored document (see `Received::refused`).
+                Some(Reply::Reject { message_id, refusal }) => {
+                    tracing::warn!(message = ?message_id, code = %refusal.code, detail = %refusal.detail, "refused a delivery");
+                    shared.metrics.peer_add(PeerCounter::RejectsSent, peer, 1);
+                    Reply::Reject { message_id, refusal }
+                }
                 Some(r) => r,
                 None => break,
             },
@@ -707,8 +733,13 @@ async fn session(
     let (rd, wr) = tokio::io::split(tls);
     let mut reader = FrameReader::new(rd, d.max_frame_bytes);
     let (tx, rx) = mpsc::channel::<Outgoing>(1024);
-    let writer =
-        WriterTask::spawn(write_loop(FrameWriter::new(wr, d.max_frame_bytes), rx, peer, shared.clone()));
+    let writer = WriterTask::spawn(write_loop(
+        FrameWriter::new(wr, d.max_frame_bytes),
+        rx,
+        peer,
+        shared.clone(),
+        None,
+    ));
     let result = tokio::select! {
         why = trust_lost(shared, peer, key) => Err(LinkError::Untrusted(why)),
         r = run_session(shared, peer, state, &mut reader, &tx) => r,
@@ -967,4 +998,38 @@ async fn fill_window(
     }
     shared.metrics.peer_add(PeerCounter::DeliveriesSent, peer, sent);
     Ok(())
+}
+
+#[cfg(test)]
+mod check_hello_tests {
+    use super::*;
+
+    fn hello(version: u16, participant: &str) -> Option<Frame> {
+        Some(Frame::Hello { version, participant: participant.parse().unwrap(), software: "t".into() })
+    }
+
+    #[test]
+    fn check_hello_accepts_only_the_tls_key_owner_at_this_version() {
+        let ru: ParticipantCode = "RU".parse().unwrap();
+        assert!(check_hello(hello(PROTOCOL_VERSION, "RU"), ru).is_ok());
+        // Another participant than the TLS key's owner: a protocol error naming both.
+        match check_hello(hello(PROTOCOL_VERSION, "KZ"), ru) {
+            Err(LinkError::Protocol(m)) => assert_eq!(m, "Hello says KZ, but the TLS key belongs to RU"),
+            other => panic!("{other:?}"),
+        }
+        // Another version: refused, naming both versions.
+        match check_hello(hello(PROTOCOL_VERSION + 1, "RU"), ru) {
+            Err(LinkError::Refused(m)) => {
+                assert!(m.contains(&format!("version {}", PROTOCOL_VERSION + 1)), "{m}");
+                assert!(m.contains(&format!("speaks {PROTOCOL_VERSION}")), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Any other frame first, or nothing.
+        match check_hello(Some(Frame::Ping { nonce: 1 }), ru) {
+            Err(LinkError::Protocol(m)) => assert!(m.contains("expected Hello"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(check_hello(None, ru), Err(LinkError::Refused(_))));
+    }
 }

@@ -102,6 +102,8 @@ pub struct Metrics {
     pub protocol_errors: Counter,
     /// API connections closed for not sending a request header in time.
     pub api_header_timeouts: Counter,
+    /// API requests answered 408 for not sending their body in time.
+    pub api_body_timeouts: Counter,
     /// Connections the API refused (503) because `api.max_connections` were open.
     pub api_connection_cap_reached: Counter,
     flush_buckets: [Counter; FLUSH_BUCKETS.len()],
@@ -166,7 +168,7 @@ impl Metrics {
         let name = "kpnode_links_closed_untrusted_total";
         let _ = writeln!(
             out,
-            "# HELP {name} Open peer links closed because their TLS key is no longer trusted for the peer (removed, identity replaced, grace period over).\n# TYPE {name} counter"
+            "# HELP {name} Open peer links closed because their TLS key is no longer trusted for the peer (removed, not enrolled, quarantined, identity replaced, grace period over, key bound to another peer).\n# TYPE {name} counter"
         );
         for ((p, reason), v) in self.untrusted.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = writeln!(out, "{name}{{peer=\"{p}\",reason=\"{reason}\"}} {v}");
@@ -201,6 +203,11 @@ impl Metrics {
                 "kpnode_api_header_timeouts_total",
                 "API connections closed because no complete request header arrived within api.header_read_timeout.",
                 self.api_header_timeouts.get(),
+            ),
+            (
+                "kpnode_api_body_timeouts_total",
+                "API requests answered 408 because their body did not arrive within api.body_read_timeout.",
+                self.api_body_timeouts.get(),
             ),
             (
                 "kpnode_api_connection_cap_reached_total",

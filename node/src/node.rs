@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actor::{Actor, ActorHandle, Publish};
+use crate::actor::{Actor, ActorError, ActorHandle, Publish};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::Engine;
 use crate::home::{HomeError, NodeDir};
@@ -79,6 +79,45 @@ pub struct NodeOptions {
     /// Write `daemon.json` (the bound addresses, for client commands) in the node directory.
     pub announce: bool,
     pub delivery_observer: Option<DeliveryObserver>,
+    /// Sockets already bound (by an earlier start of this node), used instead of binding
+    /// `network.peer_listen` and `network.api_listen` again: `kpnode run` keeps them open
+    /// while it reopens a failed store, so the API never refuses a connection meanwhile and
+    /// the addresses stay the same.
+    pub listeners: Option<Arc<Listeners>>,
+}
+
+/// The node's two listening sockets. Each start of the node serves duplicates of them, so
+/// they outlive the node that served them while someone holds this.
+#[derive(Debug)]
+pub struct Listeners {
+    peer: std::net::TcpListener,
+    api: std::net::TcpListener,
+}
+
+impl Listeners {
+    async fn bind(config: &NodeConfig) -> Result<Listeners, StartError> {
+        let peer = TcpListener::bind(config.network.peer_listen)
+            .await
+            .and_then(TcpListener::into_std)
+            .map_err(|source| StartError::PeerListen { addr: config.network.peer_listen, source })?;
+        let api = TcpListener::bind(config.network.api_listen)
+            .await
+            .and_then(TcpListener::into_std)
+            .map_err(|source| StartError::ApiListen { addr: config.network.api_listen, source })?;
+        Ok(Listeners { peer, api })
+    }
+
+    /// Duplicates of the peer and API sockets, for one run of the node's tasks.
+    fn serve(&self) -> Result<(TcpListener, TcpListener), StartError> {
+        let dup = |l: &std::net::TcpListener| l.try_clone().and_then(TcpListener::from_std);
+        let other = |e: std::io::Error| StartError::Other(format!("cannot reuse the listening sockets: {e}"));
+        Ok((dup(&self.peer).map_err(other)?, dup(&self.api).map_err(other)?))
+    }
+
+    /// A duplicate of the API socket.
+    pub fn api(&self) -> std::io::Result<TcpListener> {
+        self.api.try_clone().and_then(TcpListener::from_std)
+    }
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -92,7 +131,13 @@ impl std::fmt::Debug for NodeOptions {
 
 impl NodeOptions {
     pub fn new(dir: NodeDir) -> NodeOptions {
-        NodeOptions { dir, clock: Arc::new(SystemClock), announce: true, delivery_observer: None }
+        NodeOptions {
+            dir,
+            clock: Arc::new(SystemClock),
+            announce: true,
+            delivery_observer: None,
+            listeners: None,
+        }
     }
 }
 
@@ -373,6 +418,7 @@ impl Publish for Publisher {
 pub struct NodeHandle {
     shared: Arc<Shared>,
     actor: Option<Actor>,
+    listeners: Arc<Listeners>,
 }
 
 /// Starting and stopping nodes.
@@ -429,12 +475,11 @@ impl Node {
             crate::store::get_record::<u32, _>(&store, Tree::Meta, crate::store::meta::ROTATIONS_ANNOUNCED)?
                 .unwrap_or(0);
 
-        let peer_listener = TcpListener::bind(config.network.peer_listen)
-            .await
-            .map_err(|source| StartError::PeerListen { addr: config.network.peer_listen, source })?;
-        let api_listener = TcpListener::bind(config.network.api_listen)
-            .await
-            .map_err(|source| StartError::ApiListen { addr: config.network.api_listen, source })?;
+        let listeners = match &opts.listeners {
+            Some(l) => l.clone(),
+            None => Arc::new(Listeners::bind(&config).await?),
+        };
+        let (peer_listener, api_listener) = listeners.serve()?;
         let peer_addr = peer_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
         let api_addr = api_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
 
@@ -510,7 +555,7 @@ impl Node {
             key = %shared.signer.key_id(),
             "node started"
         );
-        Ok(NodeHandle { shared, actor: Some(actor) })
+        Ok(NodeHandle { shared, actor: Some(actor), listeners })
     }
 }
 
@@ -528,19 +573,23 @@ impl crate::actor::Rotator for NodeRotator {
         &mut self,
         signing: bool,
         tls: bool,
-    ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), String> {
+    ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), ActorError> {
         let keys = self.keys.clone();
         let statement = self.signer.rotate(|_old, effective| {
             let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
-            let statement = k.rotate(signing, tls, effective).map_err(|e| e.to_string())?;
-            Ok::<_, String>((signing.then(|| clone_signing_key(&k)), statement))
+            // The history refuses before anything is written: a refusal changes nothing.
+            let statement = k.rotate(signing, tls, effective).map_err(|e| match e {
+                kp_keys::KeyError::History(h) => ActorError::RotationRefused(h.to_string()),
+                other => ActorError::Rotation(other.to_string()),
+            })?;
+            Ok::<_, ActorError>((signing.then(|| clone_signing_key(&k)), statement))
         })?;
         if tls {
             let k = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             self.tls
                 .identity
                 .rotate(&self.tls.provider, &k.tls_certificate, &k.tls.to_pkcs8_der())
-                .map_err(|e| format!("the new TLS key cannot be used: {e}"))?;
+                .map_err(|e| ActorError::Rotation(format!("the new TLS key cannot be used: {e}")))?;
         }
         let mut peers: Vec<ParticipantCode> =
             self.trust.get().active_peers().map(|p| p.participant).collect();
@@ -703,17 +752,23 @@ impl NodeHandle {
         keys.bundle(self.shared.config.authority.clone(), self.shared.endpoints(), self.shared.now())
     }
 
-    /// Stops the node. Order: (1) cancel the task tree: the API stops taking requests and
-    /// finishes those in progress, the accept loop and every link stop; (2) wait for every
-    /// task; (3) stop the store actor, which finishes the commands already sent and flushes;
-    /// (4) drop the store, releasing its lock. Nothing acknowledged is lost at any point, since
-    /// every acknowledgement followed a flush.
+    /// The node's listening sockets, to start it again on them (see [`NodeOptions::listeners`]).
+    pub fn listeners(&self) -> Arc<Listeners> {
+        self.listeners.clone()
+    }
+
     /// Resolves when the store has failed (the first error); the node then refuses every
-    /// write until it is restarted.
+    /// write, answering 503, until it is restarted.
     pub async fn store_failed(&self) -> String {
         self.shared.store_health.wait_failed().await
     }
 
+    /// Stops the node. Order: (1) cancel the task tree: the API stops taking requests and
+    /// finishes those in progress, the accept loop and every link stop; (2) wait for every
+    /// task; (3) stop the store actor, which finishes the commands already sent and flushes;
+    /// (4) drop the store, releasing its lock. Nothing acknowledged is lost at any point, since
+    /// every acknowledgement followed a flush. The listening sockets close unless a holder
+    /// of [`NodeHandle::listeners`] keeps them for the next start.
     pub async fn shutdown(mut self) {
         tracing::info!(participant = %self.shared.me, "shutting down");
         self.shared.cancel.cancel();

@@ -3,7 +3,8 @@
 //! [`kp_protocol::seal`]; this module signs it, draws it (SVG or PNG, with the `qrcode`
 //! encoder) and reads it back from a PNG (with the `rqrr` decoder).
 
-use kp_keys::VerifiedBundle;
+use ed25519_dalek::VerifyingKey;
+use kp_keys::{HistoryError, VerifiedBundle};
 use kp_protocol::seal::{from_qr_text, to_qr_text, CertificateSeal};
 use kp_protocol::{Certificate, SignedDocument};
 use qrcode::{Color, EcLevel, QrCode};
@@ -243,10 +244,7 @@ pub fn verify(
             doc.signer, doc.signer
         ));
     }
-    let key = bundle
-        .history
-        .signing_key_at(doc.key_id, doc.signed_at)
-        .map_err(|e| format!("{e}; if {issuer} rotated its keys, ask for its latest bundle"))?;
+    let key = issuer_key(bundle, &doc)?;
     doc.verify_signature(key).map_err(|e| format!("the seal is not authentic: {e}"))?;
     let today = crate::clock::Clock::now(&crate::clock::SystemClock).date();
     retired_key_limit(bundle, &doc, seal.issued_on, seal.expires_on, today)?;
@@ -299,6 +297,46 @@ pub fn retired_key_limit(
         "  note       signed with key {} retired at {at}: trusted only until the certificate expires on {expires_on}",
         doc.key_id
     )))
+}
+
+/// The key that signed `doc`, judged offline by one bundle alone: a key of the bundle's
+/// history, valid when the document was signed.
+///
+/// A bundle vouches for the keys of its own identity only. A document signed under an
+/// identity its issuer has since replaced (a fresh `kpnode init`, enrolled by partners with
+/// `peer add --replace-identity`) is **not** authentic by the current bundle: the new identity
+/// never signed for the old keys, and an identity is replaced after a compromise, when the old
+/// keys may be in other hands. Partners' nodes keep verifying such entries in their own logs
+/// (they recorded them while the old identity was trusted); offline, the document is checked
+/// with the bundle of the identity that signed it, whose fingerprint its issuer confirms. The
+/// refusal says which case the bundle's own dates point to, so nobody is sent chasing a
+/// "latest bundle" that cannot help.
+pub fn issuer_key<'a>(bundle: &'a VerifiedBundle, doc: &SignedDocument) -> Result<&'a VerifyingKey, String> {
+    let issuer = bundle.bundle.participant;
+    let (fp, key_id, signed_at) = (&bundle.fingerprint, doc.key_id, doc.signed_at);
+    match bundle.history.signing_key_at(key_id, signed_at) {
+        Ok(key) => Ok(key),
+        Err(HistoryError::UnknownKey { .. }) if signed_at < bundle.bundle.root_created_at => Err(format!(
+            "{issuer}'s key {key_id} is not in this bundle: its identity (fingerprint {fp}) was created at {}, after \
+the document was signed ({signed_at}), so it was signed under an earlier identity of {issuer}. A bundle does not vouch \
+for an earlier identity: check it with the bundle of the identity that signed it, after confirming that bundle's \
+fingerprint with {issuer}'s authority",
+            bundle.bundle.root_created_at
+        )),
+        Err(HistoryError::UnknownKey { .. }) if signed_at > bundle.bundle.created_at => Err(format!(
+            "{issuer}'s key {key_id} is not in this bundle (fingerprint {fp}), which was made at {}, before the \
+document was signed ({signed_at}): if {issuer} rotated its keys since, ask for its latest bundle",
+            bundle.bundle.created_at
+        )),
+        Err(HistoryError::UnknownKey { .. }) => Err(format!(
+            "{issuer}'s key {key_id} was not a key of this bundle's identity (fingerprint {fp}) when the document \
+was signed ({signed_at}): the document is not authentic by this bundle (it was forged, or signed under another identity \
+of {issuer}, which only that identity's bundle can show)"
+        )),
+        // A later bundle cannot help: it never moves the start of a key's validity, and only
+        // ever ends it earlier.
+        Err(e) => Err(format!("{e}: the document is not authentic by this bundle")),
+    }
 }
 
 /// The QR text of a signed seal.

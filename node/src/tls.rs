@@ -4,7 +4,9 @@
 //! only if its Ed25519 key is a currently trusted TLS key of an enrolled peer (the dialler
 //! additionally requires the peer it meant to reach), and check the handshake signature with
 //! that very key. Names, dates and chains in the certificate are ignored: they prove nothing
-//! here. A refused key is logged with its digest so operators can tell who tried.
+//! here. A refused key is logged with its digest as `kpnode keys` lists it on the node that holds
+//! it, and, when it is or was the key of a peer ever enrolled, with that peer's enrolment
+//! fingerprint, so operators can tell who tried.
 
 use std::sync::{Arc, RwLock};
 
@@ -137,6 +139,17 @@ impl TlsContext {
         let key = kp_keys::tlscert::public_key(cert).ok()?;
         self.trust.get().peer_for_tls_key(&key, self.clock.now(), self.grace_millis)
     }
+
+    /// Who a refused key belongs to, for the log: the peer (enrolled now or once) whose
+    /// history holds it at any time, and the enrolment fingerprint its operator read out. A
+    /// stranger's key has none: its digest is all there is to compare.
+    fn owner_of_refused(&self, cert: &CertificateDer<'_>) -> Option<(ParticipantCode, kp_keys::Fingerprint)> {
+        let key = kp_keys::tlscert::public_key(cert).ok()?;
+        let trust = self.trust.get();
+        let now = self.clock.now();
+        let owner = trust.peers().find(|p| p.history.accepts_tls_key(&key, now, i64::MAX))?;
+        Some((owner.participant, owner.fingerprint))
+    }
 }
 
 /// A short, stable name of a TLS key for logs: the first bytes of its SHA-256.
@@ -162,11 +175,17 @@ impl PeerVerifier {
             (Some(p), Some(e)) if p == e => Ok(p),
             (found, expected) => {
                 self.ctx.metrics.handshakes_refused.inc();
+                let owner = self.ctx.owner_of_refused(cert);
                 tracing::warn!(
-                    key = %key_digest(cert),
+                    tls_key = %key_digest(cert),
+                    fingerprint = %owner.map_or_else(
+                        || "none (not a key of any peer ever enrolled)".to_owned(),
+                        |(p, fp)| format!("{fp} ({p})")
+                    ),
                     belongs_to = ?found,
                     expected = ?expected,
-                    "refused a TLS peer: its key is not a trusted key of an enrolled peer{}",
+                    "refused a TLS peer: its key is not a trusted key of an enrolled peer{}; \
+                     `kpnode keys` on the other node lists its TLS keys by this digest",
                     if expected.is_some() { " we dialled" } else { "" }
                 );
                 Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
@@ -309,21 +328,35 @@ impl TlsContext {
         peer: ParticipantCode,
         key: &[u8; 32],
     ) -> Result<(), Distrust> {
-        match trust.peer_for_tls_key(key, self.clock.now(), self.grace_millis) {
-            Some(p) if p == peer => Ok(()),
-            Some(other) => Err(Distrust::OtherPeer(other)),
-            None => Err(match trust.active(peer) {
-                Some(p) if p.history.tls_keys().iter().any(|e| e.public_key == *key) => Distrust::GraceOver,
-                Some(_) => Distrust::IdentityReplaced,
-                None if trust.known(peer).is_some_and(|p| p.removed) => Distrust::Removed,
-                None => Distrust::NotEnrolled,
-            }),
-        }
+        judge_link(trust, peer, key, self.clock.now(), self.grace_millis)
     }
 
     /// [`judge`](Self::judge) against the trust in force now.
     pub fn judge_now(&self, peer: ParticipantCode, key: &[u8; 32]) -> Result<(), Distrust> {
         self.judge(&self.trust.get(), peer, key)
+    }
+}
+
+/// The rule of [`TlsContext::judge`], on its own (the simulator applies it too): whether
+/// `key` is, at `now`, a trusted TLS key of `peer` in `trust`, given the grace period of
+/// replaced keys.
+pub fn judge_link(
+    trust: &crate::trust::Trust,
+    peer: ParticipantCode,
+    key: &[u8; 32],
+    now: kp_protocol::Timestamp,
+    grace_millis: i64,
+) -> Result<(), Distrust> {
+    match trust.peer_for_tls_key(key, now, grace_millis) {
+        Some(p) if p == peer => Ok(()),
+        Some(other) => Err(Distrust::OtherPeer(other)),
+        None => Err(match trust.active(peer) {
+            Some(p) if p.history.tls_keys().iter().any(|e| e.public_key == *key) => Distrust::GraceOver,
+            Some(_) => Distrust::IdentityReplaced,
+            None if trust.known(peer).is_some_and(|p| p.removed) => Distrust::Removed,
+            None if trust.quarantine_reason(peer).is_some() => Distrust::Quarantined,
+            None => Distrust::NotEnrolled,
+        }),
     }
 }
 
@@ -336,6 +369,9 @@ pub enum Distrust {
     Removed,
     /// The peer is not (or no longer) an active enrolled peer.
     NotEnrolled,
+    /// The peer's stored record cannot be loaded: it is quarantined until the operator
+    /// enrols a current bundle.
+    Quarantined,
     /// The key is not in the peer's current identity: the operator enrolled a new one.
     IdentityReplaced,
     /// The peer rotated its TLS key and the old one's grace period is over.
@@ -350,6 +386,7 @@ impl Distrust {
         match self {
             Distrust::Removed => "removed",
             Distrust::NotEnrolled => "not_enrolled",
+            Distrust::Quarantined => "quarantined",
             Distrust::IdentityReplaced => "identity_replaced",
             Distrust::GraceOver => "grace_over",
             Distrust::OtherPeer(_) => "other_peer",
@@ -362,6 +399,9 @@ impl std::fmt::Display for Distrust {
         match self {
             Distrust::Removed => f.write_str("the peer was removed"),
             Distrust::NotEnrolled => f.write_str("the peer is not an enrolled peer"),
+            Distrust::Quarantined => f.write_str(
+                "the peer's record cannot be loaded (quarantined); enrol a current bundle with `kpnode peer add`",
+            ),
             Distrust::IdentityReplaced => {
                 f.write_str("its TLS key is not in the peer's current identity (a new identity was enrolled)")
             }
@@ -370,5 +410,47 @@ impl std::fmt::Display for Distrust {
             ),
             Distrust::OtherPeer(p) => write!(f, "its TLS key now belongs to {p}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::Trust;
+
+    const RU: ParticipantCode = ParticipantCode::from_static("RU");
+    const KZ: ParticipantCode = ParticipantCode::from_static("KZ");
+
+    /// An open link of a peer whose record stopped loading is closed as `quarantined`, not as
+    /// if the peer had never been enrolled, and counted under that reason.
+    #[test]
+    fn a_quarantined_peers_link_is_judged_quarantined() {
+        let provider = provider();
+        let own = kp_keys::TlsKeyPair::generate();
+        let cert = kp_keys::tlscert::self_signed(&own, ParticipantCode::from_static("IN")).unwrap();
+        let identity = Identity::new(&provider, &cert, &own.to_pkcs8_der(), None).unwrap();
+        let trust = Trust::build(vec![(RU, Err("malformed: LimitExceeded".into()))], Vec::new(), None);
+        let metrics = Arc::new(Metrics::default());
+        let ctx = TlsContext {
+            provider,
+            identity: Arc::new(identity),
+            trust: Arc::new(TrustCell::new(trust.clone())),
+            clock: Arc::new(crate::clock::ManualClock::new(kp_protocol::Timestamp::from_unix_millis(0))),
+            grace_millis: 0,
+            metrics: metrics.clone(),
+        };
+        let key = kp_keys::TlsKeyPair::generate().verifying_key().to_bytes();
+        let why = ctx.judge_now(RU, &key).unwrap_err();
+        assert_eq!(why, Distrust::Quarantined);
+        assert!(why.to_string().contains("kpnode peer add"), "{why}");
+        assert_eq!(ctx.judge(&trust, KZ, &key), Err(Distrust::NotEnrolled), "a peer never enrolled");
+        metrics.link_closed_untrusted(RU, why.label());
+        assert!(
+            metrics
+                .render(&[])
+                .contains(r#"kpnode_links_closed_untrusted_total{peer="RU",reason="quarantined"} 1"#),
+            "{}",
+            metrics.render(&[])
+        );
     }
 }

@@ -2,7 +2,10 @@
 //! none of which need the store: the signer is the participant at the other end of the
 //! link, its key was valid when it signed, the signature holds, the time is plausible and
 //! the content obeys the rules. Signatures are verified strictly, one by one (see
-//! [`verify_signatures`]).
+//! [`verify_signatures`]). A document that fails a check after it is known to be the
+//! peer's, byte for byte, is refused by the store unless it holds it: a resend whose receipt
+//! was lost gets the original receipt even if the checks would no longer pass (see
+//! [`Received::refused`]).
 
 use ed25519_dalek::VerifyingKey;
 use kp_keys::KeyHistory;
@@ -22,6 +25,16 @@ pub struct Received {
     pub content: Content,
     /// A certificate from a restricted participant, accepted under enhanced vigilance: why.
     pub vigilance: Option<String>,
+    /// `Some`: the document failed a check, and is acknowledged only if the store already
+    /// holds it (this very document, by its id), with the receipt given then; otherwise it
+    /// is refused with this. Documents are stored once, but a receipt can be lost, and the
+    /// resend may come after the checks would no longer pass (the certificate has expired,
+    /// the signing key was replaced more than a grace period ago, the registry changed):
+    /// refusing it would leave the sender believing refused what the receiver holds. This is
+    /// no way around the checks: the id is the SHA-256 of the exact signed bytes (checked
+    /// against the frame's), so a stored id means these bytes passed every check when they
+    /// first arrived; and what the store does not hold is refused as before.
+    pub refused: Option<Refusal>,
 }
 
 /// The decoded body of a delivered document.
@@ -82,6 +95,11 @@ pub type Delivery = (MessageId, Option<MessageId>, SignedDocument);
 /// Checks a batch of deliveries from one peer whose key history is `history` (updated in
 /// place by rotation statements in the batch, so that later documents in the same batch
 /// can use the new key). Results are in order.
+///
+/// A document that is what the frame says (its id is the SHA-256 of its bytes) and is
+/// signed by the peer, but fails a later check, comes back `Ok` with the refusal in
+/// [`Received::refused`] if its body decodes: only the store can tell whether it is a resend
+/// of a document it accepted before, which gets its original receipt (see there).
 pub fn check_batch(
     ctx: &CheckContext<'_>,
     history: &mut KeyHistory,
@@ -100,26 +118,43 @@ pub fn check_batch(
         return items
             .into_iter()
             .map(|(id, actual, doc)| {
-                let key = precheck(ctx, history, &id, &actual, &doc)?;
-                doc.verify_signature(&key)
-                    .map_err(|e| Refusal::new(RejectCode::BadSignature, e.to_string()))?;
-                let (content, vigilance) = check_content(ctx, history, &doc)?;
-                if let Content::Rotation(_) = &content {
-                    history
-                        .apply(&doc)
-                        .map_err(|e| Refusal::new(RejectCode::InvalidDocument, e.to_string()))?;
+                identify(ctx, &id, &actual, &doc)?;
+                let checked = precheck(ctx, history, &doc).and_then(|key| {
+                    doc.verify_signature(&key)
+                        .map_err(|e| Refusal::new(RejectCode::BadSignature, e.to_string()))?;
+                    let (content, vigilance) = check_content(ctx, history, &doc)?;
+                    if let Content::Rotation(_) = &content {
+                        history
+                            .apply(&doc)
+                            .map_err(|e| Refusal::new(RejectCode::InvalidDocument, e.to_string()))?;
+                    }
+                    Ok((content, vigilance))
+                });
+                match checked {
+                    Ok((content, vigilance)) => {
+                        Ok(Received { message_id: id, document: doc, content, vigilance, refused: None })
+                    }
+                    Err(refusal) => unless_stored(id, doc, refusal),
                 }
-                Ok(Received { message_id: id, document: doc, content, vigilance })
             })
             .collect();
     }
 
-    let prechecked: Vec<Result<VerifyingKey, Refusal>> =
-        items.iter().map(|(id, actual, doc)| precheck(ctx, history, id, actual, doc)).collect();
+    // The outer `Err`: not what the frame says, or not the peer's (refused outright).
+    let prechecked: Vec<Result<Result<VerifyingKey, Refusal>, Refusal>> = items
+        .iter()
+        .map(|(id, actual, doc)| {
+            identify(ctx, id, actual, doc)?;
+            Ok(precheck(ctx, history, doc))
+        })
+        .collect();
     let to_verify: Vec<(usize, &SignedDocument, &VerifyingKey)> = prechecked
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| r.as_ref().ok().map(|k| (i, &items[i].2, k)))
+        .filter_map(|(i, r)| match r {
+            Ok(Ok(k)) => Some((i, &items[i].2, k)),
+            _ => None,
+        })
         .collect();
     let good = verify_signatures(&to_verify.iter().map(|(_, d, k)| (*d, *k)).collect::<Vec<_>>());
     let mut sig_ok = vec![false; items.len()];
@@ -131,18 +166,23 @@ pub fn check_batch(
         .zip(prechecked)
         .zip(sig_ok)
         .map(|(((id, _, doc), pre), ok)| {
-            pre?;
-            if !ok {
-                return Err(Refusal::new(
+            let checked = match pre? {
+                Err(refusal) => Err(refusal),
+                Ok(_) if !ok => Err(Refusal::new(
                     RejectCode::BadSignature,
                     format!(
                         "the signature of this {} does not verify with {}'s key {}",
                         doc.kind, doc.signer, doc.key_id
                     ),
-                ));
+                )),
+                Ok(_) => check_content(ctx, history, &doc),
+            };
+            match checked {
+                Ok((content, vigilance)) => {
+                    Ok(Received { message_id: id, document: doc, content, vigilance, refused: None })
+                }
+                Err(refusal) => unless_stored(id, doc, refusal),
             }
-            let (content, vigilance) = check_content(ctx, history, &doc)?;
-            Ok(Received { message_id: id, document: doc, content, vigilance })
         })
         .collect()
 }
@@ -161,14 +201,15 @@ pub fn verify_signatures(items: &[(&SignedDocument, &VerifyingKey)]) -> Vec<bool
     items.iter().map(|(d, k)| d.verify_signature(k).is_ok()).collect()
 }
 
-/// Signer, key and time; returns the key to check the signature with.
-fn precheck(
+/// The document is the one the frame names and is signed by the participant at the other
+/// end of the link. What fails here is refused outright; what passes is, byte for byte, a
+/// document of the peer's that the store may hold (see [`Received::refused`]).
+fn identify(
     ctx: &CheckContext<'_>,
-    history: &KeyHistory,
     claimed_id: &MessageId,
     actual: &MessageId,
     doc: &SignedDocument,
-) -> Result<VerifyingKey, Refusal> {
+) -> Result<(), Refusal> {
     if actual != claimed_id {
         return Err(Refusal::new(
             RejectCode::InvalidDocument,
@@ -181,6 +222,38 @@ fn precheck(
             format!("the document is signed by {}, but this link belongs to {}", doc.signer, ctx.peer),
         ));
     }
+    Ok(())
+}
+
+/// A refusal of an identified document, left for the store to overrule if it holds the
+/// document (then the resend gets its original receipt); outright if the body does not
+/// decode, as nothing stored can have that body.
+fn unless_stored(id: MessageId, document: SignedDocument, refusal: Refusal) -> Result<Received, Refusal> {
+    let content = match document.kind {
+        DocumentKind::Certificate => document.body().ok().map(Content::Certificate),
+        DocumentKind::ImportConfirmation => document.body().ok().map(Content::Confirmation),
+        DocumentKind::Void => document.body().ok().map(Content::Void),
+        DocumentKind::KeyRotation => document.body().ok().map(Content::Rotation),
+        DocumentKind::Receipt
+        | DocumentKind::ParticipantChange
+        | DocumentKind::ParticipantList
+        | DocumentKind::ParticipantListV2
+        | DocumentKind::CertificateSeal => None,
+    };
+    match content {
+        Some(content) => {
+            Ok(Received { message_id: id, document, content, vigilance: None, refused: Some(refusal) })
+        }
+        None => Err(refusal),
+    }
+}
+
+/// Time and key; returns the key to check the signature with.
+fn precheck(
+    ctx: &CheckContext<'_>,
+    history: &KeyHistory,
+    doc: &SignedDocument,
+) -> Result<VerifyingKey, Refusal> {
     if doc.signed_at > ctx.now.saturating_add_millis(ctx.clock_tolerance_ms) {
         return Err(Refusal::new(
             RejectCode::ClockSkew,
@@ -433,7 +506,8 @@ mod tests {
             registry: registry.on(now.date()),
         };
         let items = docs.iter().map(|d| (d.message_id(), None, d.clone())).collect();
-        let results = check_batch(&ctx, &mut history.clone(), items);
+        let results: Vec<_> =
+            check_batch(&ctx, &mut history.clone(), items).into_iter().map(settled).collect();
         for (i, r) in results.iter().enumerate() {
             match (i, r) {
                 (4, Err(refusal)) => {
@@ -483,7 +557,15 @@ mod tests {
             registry: registry.on(now.date()),
         };
         let delivery = (doc.message_id(), None, doc.clone());
-        check_batch(&ctx, &mut history.clone(), vec![delivery]).pop().unwrap()
+        settled(check_batch(&ctx, &mut history.clone(), vec![delivery]).pop().unwrap())
+    }
+
+    /// The result for a document the store does not hold: a refusal left to the store is one.
+    fn settled(checked: Result<Received, Refusal>) -> Result<Received, Refusal> {
+        checked.and_then(|r| match r.refused {
+            Some(refusal) => Err(refusal),
+            None => Ok(r),
+        })
     }
 
     /// Someone holding RU's retired key signs a document today and dates it back into the

@@ -257,6 +257,18 @@ pub(crate) struct Parts<'a> {
     pub declaration_count: usize,
 }
 
+/// The member state whose range `<union>-<member>-…` `number` lies in, if `union` has such a
+/// member.
+fn member_range(
+    number: &CertificateNumber,
+    union: ParticipantCode,
+    dir: &dyn ParticipantDirectory,
+) -> Option<ParticipantCode> {
+    let rest = number.as_str().strip_prefix(union.as_str())?.strip_prefix('-')?;
+    let (segment, _) = rest.split_once('-')?;
+    segment.parse::<ParticipantCode>().ok().filter(|m| dir.union_of(*m) == Some(union))
+}
+
 pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut Vec<Problem>) {
     if let (Some(number), Some(exporting)) = (p.number, p.exporting) {
         if !number.starts_with(exporting) {
@@ -284,6 +296,22 @@ pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut 
                             "{number} is not in {issuer}'s range: a member state's node issues {union} \
                              certificates numbered {own}… only, so that numbers stay unique across the \
                              union's nodes"
+                        ),
+                    ));
+                }
+            }
+            // The union's own node (any issuer in its own name) may not take a member state's
+            // range either: `<UNION>-<MEMBER>-…` belongs to that member's node alone, or the
+            // union's node and the member's could give one number to two certificates.
+            if let Some(number) = p.number.filter(|_| exporting == issuer) {
+                if let Some(member) = member_range(number, exporting, dir) {
+                    out.push(Problem::new(
+                        "number",
+                        format!(
+                            "{number} is in {member}'s range: {exporting} certificates numbered \
+                             {exporting}-{member}-… are issued by the node of {member}, a member state \
+                             of {exporting}, only; give a number outside every member's range (a \
+                             number assigned by this node, {exporting}-<year>-<sequence>, is)"
                         ),
                     ));
                 }

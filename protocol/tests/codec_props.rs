@@ -129,7 +129,11 @@ fn frame_strategy() -> impl Strategy<Value = Frame> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    // 4096 cases: a few seconds in a debug build; PROPTEST_CASES raises it for a long run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().map_or(4096, |v| v.parse().expect("PROPTEST_CASES is a whole number")),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn certificates_round_trip(c in certificate()) {
@@ -208,7 +212,10 @@ fn an_oversized_length_is_refused_before_reading_the_body() {
     let err = decode_frame(&[0xff, 0xff, 0xff, 0xff], DEFAULT_MAX_FRAME_BYTES).unwrap_err();
     assert!(matches!(err, frame::FrameError::TooLarge { announced: 0xffff_ffff, .. }), "{err}");
     let just_over = (DEFAULT_MAX_FRAME_BYTES + 1).to_be_bytes();
-    assert!(decode_frame(&just_over, DEFAULT_MAX_FRAME_BYTES).is_err());
+    assert!(matches!(
+        decode_frame(&just_over, DEFAULT_MAX_FRAME_BYTES),
+        Err(frame::FrameError::TooLarge { announced, max }) if announced == u64::from(DEFAULT_MAX_FRAME_BYTES) + 1 && max == DEFAULT_MAX_FRAME_BYTES
+    ));
     let at_max = DEFAULT_MAX_FRAME_BYTES.to_be_bytes();
     assert_eq!(decode_frame(&at_max, DEFAULT_MAX_FRAME_BYTES), Ok(None));
     assert_eq!(decode_frame(&[0, 0, 0, 0], DEFAULT_MAX_FRAME_BYTES), Err(frame::FrameError::Empty));
@@ -216,14 +223,24 @@ fn an_oversized_length_is_refused_before_reading_the_body() {
 
 #[test]
 fn a_huge_inner_length_cannot_force_a_huge_allocation() {
-    // A Deliver whose body claims 2^60 bytes: the codec's limit refuses it outright.
-    let mut body = vec![1u8]; // Frame::Deliver variant index (u32 big-endian follows)
-    body.clear();
-    body.extend_from_slice(&1u32.to_be_bytes());
-    body.extend_from_slice(&[0u8; 32]); // message id
-    body.extend_from_slice(&0u32.to_be_bytes()); // DocumentKind::Certificate
-    body.extend_from_slice(&(1u64 << 60).to_be_bytes()); // body length
-    assert!(codec::decode::<Frame>(&body).is_err());
+    // A Deliver whose body claims more than the decode limit: the codec refuses it on the
+    // length alone, before allocating. A decoder that allocated first would abort on 2^60,
+    // and on DECODE_LIMIT + 1 would fail only later, for want of bytes ("unexpected end"):
+    // the error must name the limit.
+    for claimed in [1u64 << 60, codec::DECODE_LIMIT as u64 + 1] {
+        let mut body = Vec::new();
+        body.extend_from_slice(&1u32.to_be_bytes()); // Frame::Deliver's variant index
+        body.extend_from_slice(&[0u8; 32]); // message id
+        body.extend_from_slice(&0u32.to_be_bytes()); // DocumentKind::Certificate
+        body.extend_from_slice(&claimed.to_be_bytes()); // body length
+        match codec::decode::<Frame>(&body) {
+            Err(codec::CodecError::Malformed(m)) => {
+                let limit = codec::DECODE_LIMIT.to_string();
+                assert!(m.contains(&limit), "{claimed}: refused, but not for the {limit}-byte limit: {m}")
+            }
+            other => panic!("{claimed}: {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -310,6 +310,22 @@ fn a_member_state_issues_in_its_unions_name() {
     assert!(has(&p, "exporting_participant", r#"exporting_participant "EU""#), "{p:#?}");
 }
 
+/// The union's own node issues in its own name, but not from a member state's range: a
+/// number `EU-DE-…` is DE's node's alone, whoever else signs it.
+#[test]
+fn the_unions_own_node_cannot_take_a_members_numbers() {
+    for number in ["EU-2026-000001", "EU-X1-2026-1", "EU-DE", "EU-RU-2026-1"] {
+        assert_eq!(union_problems("EU", "EU", "RU", number), Vec::new(), "{number}");
+    }
+    for (number, member) in [("EU-DE-2026-000001", "DE"), ("EU-BE-1", "BE")] {
+        let p = union_problems("EU", "EU", "RU", number);
+        assert!(has(&p, "number", &format!("{number} is in {member}'s range")), "{number}: {p:#?}");
+        assert!(has(&p, "number", "EU-<year>-<sequence>"), "{number}: {p:#?}");
+    }
+    // The member itself still issues from its range.
+    assert_eq!(union_problems("DE", "EU", "RU", "EU-DE-2026-000001"), Vec::new());
+}
+
 #[test]
 fn trade_inside_a_union_needs_no_certificate() {
     for importing in ["DE", "EU", "BE"] {

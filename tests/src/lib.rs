@@ -21,13 +21,69 @@ pub mod prometheus;
 pub mod proxy;
 pub mod raw;
 
-/// Logs of in-process nodes go to the test output, at `KPNODE_TEST_LOG` (default: warn).
+/// Everything in-process nodes logged since `init_logging`, for tests that must see the log
+/// line naming a refusal.
+static LOGGED: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Appends what it is given to [`LOGGED`].
+struct Captured;
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGGED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Logs of in-process nodes go to the test output, at `KPNODE_TEST_LOG` (default: warn), and
+/// to a buffer that [`logged`] returns (so keep the level at warn or below in tests that check
+/// a warning).
 pub fn init_logging() {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
     let filter = std::env::var("KPNODE_TEST_LOG").unwrap_or_else(|_| "warn".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_test_writer()
+        .with_ansi(false)
+        .with_writer(tracing_subscriber::fmt::TestWriter::new.and(|| Captured))
         .try_init();
+}
+
+/// What in-process nodes of this test binary have logged so far (every test in the binary
+/// shares it: look for lines only your test can have caused).
+pub fn logged() -> String {
+    LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+/// Waits until the in-process log holds a line containing every one of `parts`; returns it.
+pub fn wait_logged(parts: &[&str]) -> String {
+    let mut found = String::new();
+    wait_until(Duration::from_secs(10), &format!("a log line with {parts:?}"), || {
+        match logged().lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+            Some(l) => {
+                found = l.to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    found
+}
+
+/// A metric's value from the text of `/metrics`: the sum over its label sets (0 if absent).
+pub fn metric(api: &Api, name: &str) -> f64 {
+    let (_, v) = api.get("/metrics");
+    v.as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A multi-threaded runtime for in-process nodes (tests drive them from plain threads).
@@ -437,9 +493,46 @@ pub fn audit(dir: &NodeDir) -> kp_node::audit::AuditReport {
 }
 
 /// A whole-number setting from the environment (the long versions of the soak and the kill
-/// loops), or `default`.
+/// loops), or `default` when it is unset. A value that does not parse fails the test: falling
+/// back to the default would run the short version while the operator believes the long one
+/// ran.
 pub fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    parse_env_u64(name, std::env::var(name), default).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `env_u64` without the environment, for its unit test.
+fn parse_env_u64(name: &str, value: Result<String, std::env::VarError>, default: u64) -> Result<u64, String> {
+    match value {
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(format!("{name}={v:?} is not a whole number; unset it or set e.g. {name}={default}"))
+        }
+        Ok(v) => v.trim().parse().map_err(|e| {
+            format!("{name}={v:?} is not a whole number ({e}); unset it or set e.g. {name}={default}")
+        }),
+    }
+}
+
+/// Whether this run must not skip anything: in CI (`CI` set to anything but `false`/`0`, as
+/// CI services do; `.ci/run` sets it) or when `require_var` is set.
+pub fn skipping_forbidden(require_var: Option<&str>) -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    ci || require_var.is_some_and(|v| std::env::var_os(v).is_some())
+}
+
+/// A part of a test that cannot run on this machine. In CI, or with `require_var` set, that
+/// is a failure (a skip there would hide a test that no longer runs). Elsewhere the skip is
+/// written straight to the process's stderr: `eprintln!` inside a test is captured by the
+/// harness and shown only when the test fails, so a skip would pass unseen.
+pub fn skip_part(what: &str, why: &str, require_var: Option<&str>) {
+    if skipping_forbidden(require_var) {
+        panic!(
+            "{what} cannot run here ({why}), and skipping is not allowed in CI{}",
+            require_var.map(|v| format!(" or with {v} set")).unwrap_or_default()
+        );
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {what}: {why}");
 }
 
 /// Submits `n` RU→IN certificates through `api` from 8 threads at once; returns the numbers
@@ -472,4 +565,20 @@ pub fn parse_certificate(json: &str) -> kp_protocol::Certificate {
         importer: None,
     };
     kp_protocol::CertificateDraft::from_json(json, &ctx).unwrap().into_certificate(|| unreachable!())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::env::VarError;
+
+    #[test]
+    fn a_size_variable_that_does_not_parse_is_an_error_not_the_default() {
+        assert_eq!(parse_env_u64("KPNODE_X", Err(VarError::NotPresent), 7), Ok(7));
+        assert_eq!(parse_env_u64("KPNODE_X", Ok("50000".into()), 7), Ok(50_000));
+        for bad in ["50k", "", "-1", "5e4", "1_000"] {
+            let e = parse_env_u64("KPNODE_X", Ok(bad.into()), 7).unwrap_err();
+            assert!(e.contains("KPNODE_X") && e.contains("not a whole number"), "{bad}: {e}");
+        }
+    }
 }

@@ -70,8 +70,12 @@ pub fn client_config(cert_der: &[u8], key_pkcs8: &[u8]) -> Arc<rustls::ClientCon
 
 /// Opens a TLS connection to `addr` presenting `keys`' TLS certificate.
 pub async fn connect_tls(addr: SocketAddr, keys: &NodeKeys) -> Result<TlsStream<TcpStream>, LinkError> {
+    connect_tls_over(TcpStream::connect(addr).await?, keys).await
+}
+
+/// TLS over a TCP connection already open (one with a small receive buffer, say).
+pub async fn connect_tls_over(tcp: TcpStream, keys: &NodeKeys) -> Result<TlsStream<TcpStream>, LinkError> {
     let config = client_config(&keys.tls_certificate, &keys.tls.to_pkcs8_der());
-    let tcp = TcpStream::connect(addr).await?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::try_from("peer.kpnode.invalid").expect("a name");
     connector.connect(name, tcp).await.map_err(|e| LinkError::Tls(e.to_string()))
@@ -91,7 +95,16 @@ impl RawPeer {
         keys: &NodeKeys,
         participant: ParticipantCode,
     ) -> Result<RawPeer, LinkError> {
-        let tls = connect_tls(addr, keys).await?;
+        RawPeer::connect_over(TcpStream::connect(addr).await?, keys, participant).await
+    }
+
+    /// As `connect`, over a TCP connection already open.
+    pub async fn connect_over(
+        tcp: TcpStream,
+        keys: &NodeKeys,
+        participant: ParticipantCode,
+    ) -> Result<RawPeer, LinkError> {
+        let tls = connect_tls_over(tcp, keys).await?;
         let (rd, wr) = tokio::io::split(tls);
         let mut peer =
             RawPeer { reader: FrameReader::new(rd, 4 << 20), writer: FrameWriter::new(wr, 4 << 20) };
@@ -111,5 +124,77 @@ impl RawPeer {
     /// The next frame, within `limit`.
     pub async fn recv(&mut self, limit: Duration) -> Result<Option<Frame>, LinkError> {
         self.reader.read_frame_within(limit, "waiting for a frame").await
+    }
+}
+
+/// How a node answered a client that completes TLS and sends a Hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The node answered the Hello with its own: the client is in.
+    Accepted,
+    /// The node said no: a TLS alert or error, or the connection closed, or a frame other
+    /// than Hello (the detail says which).
+    Refused(String),
+    /// Nothing within the limit: neither in nor refused (a hung node, or one that accepted
+    /// and waits). Never evidence of a refusal.
+    Silent,
+}
+
+/// Connects to `addr` with `keys`, sends a Hello naming `participant`, and reports how the
+/// node answered within `limit`. With TLS 1.3 a server refuses a client certificate after
+/// the client's side of the handshake is done, so the refusal (an alert) often arrives only
+/// at the first read: that read is what tells refused from accepted from silent.
+pub async fn admission(
+    addr: SocketAddr,
+    keys: &NodeKeys,
+    participant: ParticipantCode,
+    limit: Duration,
+) -> Admission {
+    let attempt = async {
+        let tls = match connect_tls(addr, keys).await {
+            Ok(tls) => tls,
+            Err(e) => return Admission::Refused(format!("at the handshake: {e}")),
+        };
+        let (rd, wr) = tokio::io::split(tls);
+        let mut reader = FrameReader::new(rd, 4 << 20);
+        let mut writer = FrameWriter::new(wr, 4 << 20);
+        let hello = Frame::Hello { version: PROTOCOL_VERSION, participant, software: "raw-test-peer".into() };
+        if let Err(e) = writer.send(&hello).await {
+            return Admission::Refused(format!("sending Hello: {e}"));
+        }
+        match reader.read_frame().await {
+            Ok(Some(Frame::Hello { .. })) => Admission::Accepted,
+            Ok(Some(other)) => Admission::Refused(format!("answered with {}", other.name())),
+            Ok(None) => Admission::Refused("closed the connection".into()),
+            Err(e) => Admission::Refused(e.to_string()),
+        }
+    };
+    tokio::time::timeout(limit, attempt).await.unwrap_or(Admission::Silent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener that completes nothing: the client must report Silent, not Refused.
+    #[test]
+    fn a_silent_node_is_not_counted_as_a_refusal() {
+        let rt = crate::runtime();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = crate::init_dir(tmp.path(), "AE", 0);
+        let keys = NodeKeys::load(&dir.keys_dir()).unwrap();
+        let got = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let hold = tokio::spawn(async move {
+                let (s, _) = listener.accept().await.unwrap();
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                drop(s);
+            });
+            let got = admission(addr, &keys, "AE".parse().unwrap(), Duration::from_millis(500)).await;
+            hold.abort();
+            got
+        });
+        assert_eq!(got, Admission::Silent);
     }
 }

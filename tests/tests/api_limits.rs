@@ -1,5 +1,6 @@
 //! The local API's connection limits: a slow-loris client that never finishes its request
-//! header is cut off after `api.header_read_timeout`, and connections beyond
+//! header is cut off after `api.header_read_timeout`, one that trickles its body after a
+//! header sent in time is answered 408 after `api.body_read_timeout`, and connections beyond
 //! `api.max_connections` are answered `503` at once and closed (counted), rather than waiting
 //! unanswered in the listen queue behind the connections that hold the slots; once a slot is
 //! free a normal request gets its answer.
@@ -132,12 +133,74 @@ fn a_slow_loris_is_cut_off_and_connections_beyond_the_cap_are_refused_at_once() 
 }
 
 #[test]
+fn a_client_trickling_its_body_is_answered_408_and_cut_off() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "IN", 0);
+    // A header timeout far longer than the body timeout: only the body deadline can act.
+    set_setting(&dir, "api", "header_read_timeout", "\"60s\"");
+    set_setting(&dir, "api", "body_read_timeout", "\"2s\"");
+    assert_eq!(dir.config().unwrap().api.body_read_timeout, Duration::from_secs(2));
+    let node = TestNode::start(&rt, dir);
+    let addr = node.handle().api_addr();
+    let metrics = node.handle().shared().metrics.clone();
+
+    // The header in one go, announcing 1000 bytes; then a byte every 200 ms.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /v1/certificates HTTP/1.1\r\nHost: kpnode\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+        node.api.token
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    let outcome = loop {
+        assert!(started.elapsed() < Duration::from_secs(15), "the trickling body was never cut off");
+        if slow.write_all(b" ").is_err() {
+            break "write failed".to_owned();
+        }
+        if let Some(o) = cut_off(&mut slow, Duration::from_millis(200)) {
+            break o;
+        }
+    };
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+        "answered after {took:?} ({outcome}); api.body_read_timeout is 2s"
+    );
+    assert!(outcome.starts_with("HTTP/1.1 408"), "{outcome}");
+    assert!(outcome.contains("request_timeout") && outcome.contains("api.body_read_timeout"), "{outcome}");
+    assert!(outcome.to_ascii_lowercase().contains("connection: close"), "{outcome}");
+    // And the connection is closed: what is left of the body is never read.
+    let mut rest = Vec::new();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(!String::from_utf8_lossy(&rest).contains("HTTP/1.1"), "{}", String::from_utf8_lossy(&rest));
+    assert_eq!(metrics.api_body_timeouts.get(), 1);
+    assert_eq!(metrics.api_header_timeouts.get(), 0, "the header timeout played no part");
+    let (s, v) = node.api.get("/v1/certificates");
+    assert_eq!((s, v.as_array().map(Vec::len)), (200, Some(0)), "nothing was stored: {v}");
+
+    // A body sent at once is read as usual (here: refused for its content, not its pace).
+    let (s, v) = node.api.post("/v1/certificates", "{}");
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = node.api.get("/metrics");
+    assert_eq!(s, 200);
+    let exposition = kp_tests::prometheus::parse_strict(v.as_str().unwrap()).unwrap();
+    assert_eq!(exposition.value("kpnode_api_body_timeouts_total", &[]), Some(1.0));
+}
+
+#[test]
 fn the_api_limits_are_checked_in_node_toml() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = init_dir(tmp.path(), "IN", 0);
     set_setting(&dir, "api", "header_read_timeout", "\"forever\"");
+    set_setting(&dir, "api", "body_read_timeout", "\"2h\"");
     set_setting(&dir, "api", "max_connections", "0");
     let (code, _, err) = kpnode(&["run", "--dir", dir.root().to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("api.header_read_timeout") && err.contains("api.max_connections"), "{err}");
+    for key in ["api.header_read_timeout", "api.body_read_timeout", "api.max_connections"] {
+        assert!(err.contains(key), "{key} not named: {err}");
+    }
 }

@@ -428,6 +428,11 @@ fn cert_example_validates_and_the_json_reference_ships_in_docs() {
     for f in fields {
         assert!(reference.contains(&format!("`{f}`")), "docs/certificate-json.md does not describe {f}");
     }
+    // Each new command has its own line in --help.
+    let help = ok(&["cert", "--help"]);
+    assert!(help.contains("example   Print a valid certificate JSON"), "{help}");
+    assert!(help.contains("export    Write the portable signed certificate (.kpc)"), "{help}");
+    assert!(help.contains("qr        Exporting side: a QR code"), "{help}");
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     assert!(
         readme.contains("(docs/certificate-json.md)") && readme.contains("(docs/certificate-example.json)")

@@ -5,9 +5,13 @@ use std::time::Duration;
 
 use kp_keys::NodeKeys;
 use kp_protocol::{Frame, KeyRotation, RejectCode, SignedDocument};
-use kp_tests::raw::{connect_tls, RawPeer};
+use kp_tests::raw::{admission, Admission, RawPeer};
 use kp_tests::*;
 use serde_json::Value;
+
+fn now() -> kp_protocol::Timestamp {
+    kp_node::clock::Clock::now(&kp_node::clock::SystemClock)
+}
 
 fn in_count(api: &Api) -> u64 {
     api.status()["certificates_in"].as_u64().unwrap_or(0)
@@ -18,18 +22,15 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
     init_logging();
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
-    let mut ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
-    wait_linked(&ru.api, inn.code);
-    let (old_bundle, _) = ru.bundle();
-    let old_key = ru.api.status()["signing_key"].as_str().unwrap().to_owned();
+    let ru_dir = init_dir(tmp.path(), "RU", 0);
 
-    // A .kpc signed offline before the rotation.
+    // A .kpc signed offline before the rotation (before the node starts: `cert sign` checks
+    // the number against the store, which an in-process node holds without a daemon.json
+    // for the command to find its API by).
     let before_json = tmp.path().join("before.json");
     std::fs::write(&before_json, certificate_json("RU", "IN", Some("RU-2026-900001"), 1)).unwrap();
     let before_kpc = tmp.path().join("before.kpc");
-    let ru_s = ru.dir.root().to_str().unwrap().to_owned();
+    let ru_s = ru_dir.root().to_str().unwrap().to_owned();
     let (c, _, e) = kpnode(&[
         "cert",
         "sign",
@@ -40,6 +41,13 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
         &ru_s,
     ]);
     assert_eq!(c, 0, "{e}");
+
+    let mut ru = TestNode::start(&rt, ru_dir);
+    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
+    enrol_pair(&ru, &inn);
+    wait_linked(&ru.api, inn.code);
+    let (old_bundle, _) = ru.bundle();
+    let old_key = ru.api.status()["signing_key"].as_str().unwrap().to_owned();
 
     // 1,000 certificates; the key is rotated while they flow.
     let rotated = std::thread::scope(|s| {
@@ -103,7 +111,9 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
     }
 
     // Offline: with the updated bundle, documents from before and after the rotation verify;
-    // the old bundle does not know the new key.
+    // the old bundle does not know the new key. (RU is stopped to sign, as above.)
+    let (new_bundle, _) = ru.bundle();
+    ru.stop(&rt);
     let after_json = tmp.path().join("after.json");
     std::fs::write(&after_json, certificate_json("RU", "IN", Some("RU-2026-900002"), 2)).unwrap();
     let after_kpc = tmp.path().join("after.kpc");
@@ -117,7 +127,6 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
         &ru_s,
     ]);
     assert_eq!(c, 0, "{e}");
-    let (new_bundle, _) = ru.bundle();
     let (old_b, new_b) = (tmp.path().join("old.bundle"), tmp.path().join("new.bundle"));
     std::fs::write(&old_b, old_bundle).unwrap();
     std::fs::write(&new_b, new_bundle).unwrap();
@@ -130,7 +139,6 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
     assert_eq!(c, 2, "{e}");
     assert!(e.contains("latest bundle"), "{e}");
 
-    ru.stop(&rt);
     inn.stop(&rt);
     assert_eq!(audit(&ru.dir).sent, 1001, "1,000 certificates and the rotation statement");
     assert_eq!(audit(&inn.dir).received, 1001);
@@ -194,15 +202,27 @@ fn tls_entries(api: &Api, peer: &str) -> usize {
         .map_or(0, |p| p["history"]["tls"].as_array().map_or(0, Vec::len))
 }
 
+/// How the node at `addr` answers a client with `keys` saying Hello as RU.
+fn answer(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr, keys: &NodeKeys) -> Admission {
+    rt.block_on(admission(addr, keys, "RU".parse().unwrap(), Duration::from_secs(10)))
+}
+
 /// Whether a client with `keys` gets through the handshake and Hello at `addr`.
 fn handshake_ok(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr, keys: &NodeKeys) -> bool {
-    rt.block_on(async {
-        matches!(
-            tokio::time::timeout(Duration::from_secs(5), RawPeer::connect(addr, keys, "RU".parse().unwrap()))
-                .await,
-            Ok(Ok(_))
-        )
-    })
+    answer(rt, addr, keys) == Admission::Accepted
+}
+
+/// Whether the node refused `keys` at the TLS handshake: an alert, not silence (a slow or
+/// hung handshake is no refusal).
+fn refused_by_tls(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr, keys: &NodeKeys) -> bool {
+    match answer(rt, addr, keys) {
+        Admission::Accepted => false,
+        Admission::Refused(detail) => {
+            assert!(detail.contains("alert"), "refused, but not at the TLS handshake: {detail}");
+            true
+        }
+        Admission::Silent => panic!("the node neither accepted nor refused the key within 10 s"),
+    }
 }
 
 #[test]
@@ -243,7 +263,7 @@ fn rotating_the_tls_key_keeps_links_and_refuses_the_old_key_after_the_grace_peri
     wait_until(Duration::from_secs(20), "IN knows RU's new TLS key", || tls_entries(&inn.api, "RU") == 2);
     assert!(handshake_ok(&rt, in_addr, &new_keys), "the new key is accepted at once");
     // After the grace period the old key is refused.
-    wait_until(Duration::from_secs(20), "the old key is refused", || !handshake_ok(&rt, in_addr, &old_keys));
+    wait_until(Duration::from_secs(20), "the old key is refused", || refused_by_tls(&rt, in_addr, &old_keys));
     assert!(handshake_ok(&rt, in_addr, &new_keys));
 
     // Reconnections use the new key: restarted, RU gets its link up (the old key would be
@@ -255,16 +275,104 @@ fn rotating_the_tls_key_keeps_links_and_refuses_the_old_key_after_the_grace_peri
     wait_until(Duration::from_secs(20), "delivered after the reconnection", || {
         ru.api.certificate(&n)["status"] == "delivered"
     });
-    let refused = rt.block_on(async {
-        match connect_tls(in_addr, &old_keys).await {
-            Ok(tls) => {
-                let (rd, _wr) = tokio::io::split(tls);
-                let mut r = kp_node::conn::FrameReader::new(rd, 1 << 20);
-                r.read_frame_within(Duration::from_secs(5), "reading").await.is_err()
-            }
-            Err(_) => true,
-        }
+    // Still refused after RU's restart: counted, and logged naming the old key's digest and
+    // the fingerprint of RU, whose history holds it.
+    let refused_before = metric(&inn.api, "kpnode_handshakes_refused_total");
+    assert!(refused_by_tls(&rt, in_addr, &old_keys), "the old key is refused for good");
+    wait_until(Duration::from_secs(5), "the refusal is counted", || {
+        metric(&inn.api, "kpnode_handshakes_refused_total") >= refused_before + 1.0
     });
-    assert!(refused);
+    let old_key = kp_keys::tlscert::public_key(&old_keys.tls_certificate).unwrap();
+    let (_, ru_fingerprint) = ru.bundle();
+    wait_logged(&[
+        "refused a TLS peer",
+        &format!("tls_key=sha256:{}", kp_protocol::Digest::of(&old_key).short()),
+        &format!("fingerprint={ru_fingerprint} (RU)"),
+    ]);
     let _: Value = inn.api.status();
+}
+
+/// How many signing keys `api`'s node knows for `peer`.
+fn signing_entries(api: &Api, peer: &str) -> usize {
+    let (_, keys) = api.get("/v1/keys");
+    keys["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["participant"] == peer)
+        .map_or(0, |p| p["history"]["signing"].as_array().map_or(0, Vec::len))
+}
+
+/// Over the real link: RU's certificate is stored but its receipt never reaches RU; RU then
+/// replaces its signing key and IN's grace period for the old one (3 s here) runs out before
+/// the resend. IN answers the resend with the very receipt it gave first, while a certificate
+/// it never received, signed with the old key, is refused naming the grace period.
+#[test]
+fn a_resend_after_the_old_keys_grace_period_gets_the_original_receipt() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru_dir = init_dir(tmp.path(), "RU", free_port());
+    let in_dir = init_dir(tmp.path(), "IN", 0);
+    let cfg = in_dir.config_path();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("tls_grace_period = \"7days\"", "tls_grace_period = \"3s\"");
+    assert!(text.contains("tls_grace_period = \"3s\""), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    let ru = TestNode::start(&rt, ru_dir.clone());
+    let inn = TestNode::start(&rt, in_dir);
+    enrol_pair(&ru, &inn);
+    wait_linked(&ru.api, inn.code);
+    let old = NodeKeys::load(&ru_dir.keys_dir()).unwrap();
+    let sign = |number: &str, n: u64| {
+        let cert = parse_certificate(&certificate_json("RU", "IN", Some(number), n));
+        SignedDocument::sign(&cert, "RU".parse().unwrap(), old.signing.signing_key(), now())
+    };
+    let (stored, never_sent) = (sign("RU-2026-900001", 1), sign("RU-2026-900002", 2));
+    let in_addr = inn.handle().peer_addr();
+    // RU's node, played by a client holding its keys, delivers; the receipt is "lost" (the
+    // client keeps it only to compare).
+    let deliver = |doc: &SignedDocument| {
+        rt.block_on(async {
+            let mut raw = RawPeer::connect(in_addr, &old, "RU".parse().unwrap()).await.unwrap();
+            raw.send(&Frame::Deliver { message_id: doc.message_id(), document: doc.clone() }).await.unwrap();
+            raw.recv(Duration::from_secs(10)).await.unwrap()
+        })
+    };
+    let first = deliver(&stored);
+    assert!(matches!(first, Some(Frame::Receipt { .. })), "{first:?}");
+
+    // A void of no certificate, signed with the old key before the rotation, tells when the
+    // grace period is over: refused as unknown to IN until then, for the key after.
+    let probe = SignedDocument::sign(
+        &kp_protocol::Void {
+            certificate: "RU-2026-999999".parse().unwrap(),
+            certificate_id: kp_protocol::Digest::of(b"none"),
+            reason: "issued in error".parse().unwrap(),
+        },
+        "RU".parse().unwrap(),
+        old.signing.signing_key(),
+        now(),
+    );
+    let (s, v) = ru.api.post("/v1/keys/rotate", r#"{"signing": true}"#);
+    assert_eq!(s, 200, "{v}");
+    wait_until(Duration::from_secs(20), "IN learns RU's new signing key", || {
+        signing_entries(&inn.api, "RU") == 2
+    });
+    let grace_over = |reply: Option<Frame>| matches!(reply, Some(Frame::Reject { code: RejectCode::UnknownKey, detail, .. }) if detail.contains("grace period"));
+    wait_until(Duration::from_secs(20), "the old key's grace period ends", || grace_over(deliver(&probe)));
+
+    let again = deliver(&stored);
+    assert_eq!(again, first, "the resend gets the original receipt");
+    match deliver(&never_sent) {
+        Some(Frame::Reject { code, detail, .. }) => {
+            assert_eq!(code, RejectCode::UnknownKey, "{detail}");
+            assert!(detail.contains("grace period"), "{detail}");
+        }
+        other => panic!("expected a Reject, got {other:?}"),
+    }
+    let received: Vec<Value> = inn.api.certificates("in");
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0]["number"], "RU-2026-900001");
 }

@@ -93,23 +93,22 @@ fn removing_a_peer_mid_stream_closes_its_link_and_keeps_its_queue() {
 
     let (s, v) = ru.api.delete("/v1/peers/IN");
     assert_eq!(s, 200, "{v}");
-    let removed_at = std::time::Instant::now();
     let link = |api: &Api, peer: &str| -> serde_json::Value {
         api.status()["peers"].as_array().unwrap().iter().find(|p| p["participant"] == peer).unwrap().clone()
     };
-    wait_until(Duration::from_secs(1), "RU's link to IN is closed", || {
+    // Deadlines, not stopwatches: on a loaded machine "promptly" is a matter of seconds, and
+    // what proves the removal is that the stream stops short of its end.
+    wait_until(Duration::from_secs(20), "RU's link to IN is closed", || {
         link(&ru.api, "IN")["link"]["connected"] == false
     });
-    assert!(removed_at.elapsed() < Duration::from_secs(1));
-    wait_until(Duration::from_secs(2), "IN's link to RU is refused too", || {
+    wait_until(Duration::from_secs(20), "IN's link to RU is refused too", || {
         link(&ru.api, "IN")["link"]["inbound_connections"] == 0
     });
-    // What was already on the wire may still land (at most one window); then nothing moves.
-    let mut last = received();
-    wait_until(Duration::from_secs(5), "IN stops receiving", || {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = received();
-        std::mem::replace(&mut last, now) == now
+    // What was already on the wire may still land (at most one window). Once IN holds no
+    // connection from RU (its count drops only after the connection's last batch is
+    // stored), nothing more can arrive: no pause needed to conclude that nothing moves.
+    wait_until(Duration::from_secs(20), "IN holds no connection from RU", || {
+        link(&inn.api, "RU")["link"]["inbound_connections"] == 0
     });
     let stopped_at = received();
     assert!(stopped_at < 3000, "the removal came after the stream");
@@ -179,14 +178,30 @@ fn metrics_parse_strictly_and_count_the_traffic() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn();
-    if let Ok(mut child) = python {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(ru_text.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        if !err.contains("No module named") {
-            assert!(out.status.success(), "prometheus_client refused the exposition: {err}");
+    // Missing: a failure in CI or with KPNODE_REQUIRE_PYTHON_TOOLS set, a visible skip elsewhere.
+    match python {
+        Ok(mut child) => {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(ru_text.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("No module named") {
+                skip_part(
+                    "the prometheus_client check of /metrics",
+                    "python module prometheus_client is missing (pip install prometheus-client)",
+                    Some("KPNODE_REQUIRE_PYTHON_TOOLS"),
+                );
+            } else {
+                assert!(out.status.success(), "prometheus_client refused the exposition: {err}");
+                let families: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+                assert!(families >= 10, "prometheus_client found only {families} metric families");
+            }
         }
+        Err(e) => skip_part(
+            "the prometheus_client check of /metrics",
+            &format!("python3 does not run: {e}"),
+            Some("KPNODE_REQUIRE_PYTHON_TOOLS"),
+        ),
     }
 }
 

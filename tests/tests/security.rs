@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kp_keys::NodeKeys;
 use kp_protocol::{Certificate, CertificateDraft, Frame, RejectCode, SignedDocument, ValidationContext};
-use kp_tests::raw::{connect_tls, RawPeer};
+use kp_tests::raw::{admission, Admission, RawPeer};
 use kp_tests::*;
 
 fn certificate(json: &str) -> Certificate {
@@ -34,20 +34,21 @@ fn strangers_and_forgeries_are_refused_and_nothing_is_stored() {
     let in_addr = inn.handle().peer_addr();
 
     // An unenrolled node (fresh keys of a participant IN never enrolled) is refused at the
-    // TLS handshake.
+    // TLS handshake: a TLS alert (not silence, not a timeout), counted, and logged with the
+    // digest of its key that `kpnode keys` shows on the stranger's side.
     let stranger = NodeKeys::load(&init_dir(tmp.path(), "AE", 0).keys_dir()).unwrap();
-    let refused = rt.block_on(async {
-        match connect_tls(in_addr, &stranger).await {
-            // With TLS 1.3 the client may only learn of the refusal on its first read.
-            Ok(tls) => {
-                let (rd, _wr) = tokio::io::split(tls);
-                let mut r = kp_node::conn::FrameReader::new(rd, 1 << 20);
-                r.read_frame_within(Duration::from_secs(5), "reading").await.is_err()
-            }
-            Err(_) => true,
-        }
+    let refused_before = metric(&inn.api, "kpnode_handshakes_refused_total");
+    let answer = rt.block_on(admission(in_addr, &stranger, "AE".parse().unwrap(), Duration::from_secs(10)));
+    match &answer {
+        Admission::Refused(detail) => assert!(detail.contains("alert"), "refused, but not by TLS: {detail}"),
+        other => panic!("a stranger's TLS key must be refused at the handshake, got {other:?}"),
+    }
+    wait_until(Duration::from_secs(5), "the refusal is counted", || {
+        metric(&inn.api, "kpnode_handshakes_refused_total") >= refused_before + 1.0
     });
-    assert!(refused, "a stranger's TLS key must be refused");
+    let stranger_key = kp_keys::tlscert::public_key(&stranger.tls_certificate).unwrap();
+    let digest = format!("sha256:{}", kp_protocol::Digest::of(&stranger_key).short());
+    wait_logged(&["refused a TLS peer", &format!("tls_key={digest}"), "not a key of any peer ever enrolled"]);
 
     // RU (enrolled) delivers a certificate that KZ signed: refused as WrongSigner.
     let kz_keys = NodeKeys::load(&kz_dir.keys_dir()).unwrap();
@@ -82,14 +83,15 @@ fn strangers_and_forgeries_are_refused_and_nothing_is_stored() {
     assert_eq!(inbound.len(), 1, "only KZ's own delivery is stored");
     assert_eq!(inbound[0]["peer"], "KZ");
 
-    // A Hello that names another participant than the TLS key: the connection is closed.
-    let closed = rt.block_on(async {
-        match RawPeer::connect(in_addr, &ru_keys, "KZ".parse().unwrap()).await {
-            Err(_) => true,
-            Ok(mut raw) => raw.recv(Duration::from_secs(5)).await.map(|f| f.is_none()).unwrap_or(true),
-        }
+    // A Hello that names another participant than the TLS key: the connection is closed
+    // without a Hello in answer, counted as a protocol error, and logged naming both.
+    let errors_before = metric(&inn.api, "kpnode_protocol_errors_total");
+    let answer = rt.block_on(admission(in_addr, &ru_keys, "KZ".parse().unwrap(), Duration::from_secs(10)));
+    assert!(matches!(answer, Admission::Refused(_)), "a mismatched Hello must be refused, got {answer:?}");
+    wait_until(Duration::from_secs(5), "the mismatched Hello is counted", || {
+        metric(&inn.api, "kpnode_protocol_errors_total") >= errors_before + 1.0
     });
-    assert!(closed);
+    wait_logged(&["closed the connection", "Hello says KZ, but the TLS key belongs to RU"]);
 
     // The API: no token, a wrong token.
     let no_token = Api::new(inn.handle().api_addr(), "");

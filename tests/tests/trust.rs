@@ -6,7 +6,9 @@
 //! - 70 hostile TLS rotations are refused or bounded, and the node restarts;
 //! - a peer record that cannot be loaded quarantines the peer, never the node;
 //! - a backdated rotation, a TLS key bound to another participant and a new TLS key without
-//!   proof of possession are refused.
+//!   proof of possession are refused;
+//! - this node's own rotation beyond the bounds is refused as a conflict (409, exit 2);
+//! - offline `verify` does not let a new identity's bundle vouch for the old identity.
 
 use std::path::Path;
 use std::time::Duration;
@@ -156,7 +158,13 @@ fn an_identity_change_needs_the_flag_and_old_entries_still_verify() {
     wait_until(Duration::from_secs(20), "IN received RU's certificate", || {
         inn.api.count("in", "received") == 1
     });
+    let (old_bundle, _) = ru.bundle();
     ru.stop(&rt);
+    // The paperwork of that certificate: its QR seal, made under the old identity.
+    let seal = tmp.path().join("seal.png");
+    let ru_dir = ru.dir.root().to_str().unwrap().to_owned();
+    let (code, _, err) = kpnode(&["cert", "qr", &number, "--out", seal.to_str().unwrap(), "--dir", &ru_dir]);
+    assert_eq!(code, 0, "{err}");
 
     // RU's authority starts over with new keys (a fresh `kpnode init`).
     let again = tmp.path().join("again");
@@ -184,6 +192,28 @@ fn an_identity_change_needs_the_flag_and_old_entries_still_verify() {
     assert_eq!(code, 0, "log verify after an identity change: {out}{err}");
     let report = audit(&inn.dir);
     assert_eq!(report.received, 1, "{number}");
+
+    // Offline, a bundle vouches for its own identity only: the certificate and its seal are
+    // authentic by the old identity's bundle, and not by the new one, which says why.
+    let kpc = tmp.path().join("cert.kpc");
+    let inn_dir = inn.dir.root().to_str().unwrap().to_owned();
+    let (code, _, err) =
+        kpnode(&["cert", "export", &number, "--out", kpc.to_str().unwrap(), "--dir", &inn_dir]);
+    assert_eq!(code, 0, "{err}");
+    let old_path = write_bundle(tmp.path(), "ru-old-identity.bundle", &old_bundle);
+    let (kpc, seal) = (kpc.to_str().unwrap(), seal.to_str().unwrap());
+    let (code, out, err) = kpnode(&["verify", kpc, "--qr", seal, "--bundle", &old_path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("Authentic"), "{out}");
+    for args in [vec![kpc], vec!["--qr", seal], vec![kpc, "--qr", seal]] {
+        let mut args: Vec<&str> = [&["verify"][..], &args].concat();
+        args.extend(["--bundle", &path]);
+        let (code, out, err) = kpnode(&args);
+        assert_eq!(code, 2, "{args:?} must be refused by the new identity's bundle: {out}{err}");
+        assert!(!out.contains("Authentic"), "{out}");
+        assert!(err.contains("signed under an earlier identity of RU"), "{args:?}: {err}");
+        assert!(err.contains("does not vouch for an earlier identity"), "{err}");
+    }
 }
 
 #[test]
@@ -411,4 +441,36 @@ fn a_tls_key_bound_to_another_participant_is_refused() {
     assert!(v.to_string().contains("already bound to KZ"), "{v}");
     let (_, peers) = inn.api.get("/v1/peers");
     assert_eq!(peers.as_array().unwrap().len(), 2, "{peers}");
+}
+
+/// This node's own rotations obey the bounds its partners apply: the 9th within 24 hours is
+/// refused as a conflict (API 409 `rotation_refused`, CLI exit 2) that changes nothing, not
+/// answered as an internal error.
+#[test]
+fn a_ninth_own_rotation_in_a_day_is_refused_as_a_conflict() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ru = start_announced(&rt, init_dir(tmp.path(), "RU", 0));
+    for i in 0..8 {
+        let (s, v) = ru.api.post("/v1/keys/rotate", r#"{"signing": true}"#);
+        assert_eq!(s, 200, "rotation {i}: {v}");
+    }
+    let key = ru.api.status()["signing_key"].as_str().unwrap().to_owned();
+    let (s, v) = ru.api.post("/v1/keys/rotate", r#"{"signing": true}"#);
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"], "rotation_refused", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("within 24 hours"), "{v}");
+    let dir = ru.dir.root().to_str().unwrap().to_owned();
+    let (code, out, err) = kpnode(&["keys", "rotate", "--tls", "--dir", &dir]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("at most 8 are accepted") && err.contains("nothing changed"), "{err}");
+    assert_eq!(ru.api.status()["signing_key"], key.as_str(), "the refused rotations changed nothing");
+    let (_, keys) = ru.api.get("/v1/keys");
+    assert_eq!(keys["own"]["signing"].as_array().map(Vec::len), Some(9), "{keys}");
+    ru.stop(&rt);
+    // And the node starts again on what it holds.
+    let mut again = start_announced(&rt, ru.dir.clone());
+    assert_eq!(again.api.status()["signing_key"], key.as_str());
+    again.stop(&rt);
 }

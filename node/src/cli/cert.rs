@@ -138,12 +138,6 @@ Submitting the same file again is safe: kpnode sends the file's SHA-256 as the r
         #[command(flatten)]
         dir: DirArg,
     },
-    /// Exporting side: a QR code that proves the certificate offline (PNG or SVG).
-    #[command(
-        long_about = "Draw a QR code for the shipment's paperwork: a seal signed now by this node's signing key that names the certificate (number, participants, dates, parcels, carats, US$) and commits to the exact signed certificate by its message id. A border post checks it offline with `kpnode verify --qr IMAGE --bundle B` (and the .kpc, if it has one), against this node's enrolment bundle; it keeps verifying after key rotations, with the updated bundle.
-
-The format follows the file name: .png or .svg. Works on a running daemon or, stopped, on the store."
-    )]
     /// Write the portable signed certificate (.kpc) of a certificate this node holds.
     #[command(
         long_about = "Write the portable signed certificate (.kpc, ASCII armor) of a certificate this node issued or received: exactly the document its issuer signed. Anyone with the issuer's enrolment bundle checks it offline with `kpnode verify FILE.kpc --bundle B` (and, with `--qr`, that a QR seal names it). A voided certificate is refused.
@@ -159,6 +153,12 @@ Works on a running daemon or, stopped, on the store."
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Exporting side: a QR code that proves the certificate offline (PNG or SVG).
+    #[command(
+        long_about = "Draw a QR code for the shipment's paperwork: a seal signed now by this node's signing key that names the certificate (number, participants, dates, parcels, carats, US$) and commits to the exact signed certificate by its message id. A border post checks it offline with `kpnode verify --qr IMAGE --bundle B` (and the .kpc, if it has one), against this node's enrolment bundle; it keeps verifying after key rotations, with the updated bundle.
+
+The format follows the file name: .png or .svg. Works on a running daemon or, stopped, on the store."
+    )]
     Qr {
         /// The certificate number (issued by this node).
         number: String,

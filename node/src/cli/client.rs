@@ -133,12 +133,13 @@ fn api_failure(status: u16, body: &Value) -> Failure {
             .unwrap_or_else(|| body.to_string());
         lines.push(message);
     }
-    // A conflict of the request's own content (a number taken, an idempotency key reused) is
-    // invalid input too: only changing the request helps.
+    // A conflict of the request's own content (a number taken, an idempotency key reused, a
+    // rotation beyond the bounds) is invalid input too: only changing the request (or waiting,
+    // for a rotation) helps.
     let taken = status == 409
         && matches!(
             body.get("error").and_then(Value::as_str),
-            Some("number_taken" | "idempotency_key_reused")
+            Some("number_taken" | "idempotency_key_reused" | "rotation_refused")
         );
     let code = if matches!(status, 400 | 413 | 422) || taken { 2 } else { 1 };
     Failure { code, lines }

@@ -94,7 +94,7 @@ enum Command {
     /// Enrol, list and remove partner nodes; export this node's enrolment bundle.
     #[command(subcommand)]
     Peer(peer::PeerCommand),
-    /// Validate, sign, submit, show, list, confirm and void certificates.
+    /// Validate, sign, submit, show, list, confirm, void, seal and export certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
     /// Check a signed certificate (.kpc) offline against the issuer's enrolment bundle.

@@ -3,8 +3,9 @@
 use tracing_subscriber::EnvFilter;
 
 use super::{CliResult, DirArg, Failure};
+use crate::actor::ActorError;
 use crate::home::NodeDir;
-use crate::node::{Node, NodeOptions};
+use crate::node::{Listeners, Node, NodeHandle, NodeOptions};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -17,6 +18,9 @@ pub enum LogFormat {
 deliver queued certificates, confirmations and voids to each enrolled peer, and serve the local \
 API on network.api_listen. Stops cleanly on SIGINT or SIGTERM: requests in progress finish, \
 everything acknowledged is already on disk.\n\n\
+If the store's disk fails (full, or read-only), the API keeps answering: writes and /healthz get \
+503 naming the cause and the fix, and the node reopens its store by itself once a test write \
+succeeds.\n\n\
 Logs go to standard error; set the level with KPNODE_LOG (e.g. KPNODE_LOG=debug, or \
 KPNODE_LOG=kp_node::link=debug).")]
 pub struct RunArgs {
@@ -74,13 +78,21 @@ pub fn run(a: RunArgs) -> CliResult {
                 }
                 why = node.store_failed() => why,
             };
-            // sled refuses every write after an I/O error: stop everything that uses the
-            // store, and start again once the disk takes writes. Nothing unacknowledged is
-            // lost: every caller of a failed batch was told so.
-            tracing::error!(error = %why, "the store failed; restarting the node once the disk accepts writes again");
-            node.shutdown().await;
+            // sled refuses every write after an I/O error, so the store must be reopened. Until
+            // the disk takes writes the failed node keeps serving: every write is refused with
+            // 503 naming the cause and the fix, /healthz answers 503, reads still work.
+            tracing::error!(error = %why, "the store failed; the node answers 503 and reopens its store once the disk accepts writes again");
             backoff.ran_for(started.elapsed());
-            match restart(&dir, &mut signals, &mut backoff).await {
+            if !wait_writable(&dir, &mut signals, &mut backoff).await {
+                node.shutdown().await;
+                return Ok(());
+            }
+            // The next node takes over the same sockets: connections made in between wait
+            // in their backlog instead of being refused. Nothing unacknowledged is lost:
+            // every caller of a failed batch was told so.
+            let stand_in = StandIn::of(&node, &why);
+            node.shutdown().await;
+            match restart(&dir, &stand_in, &mut signals, &mut backoff).await {
                 Some(n) => node = n,
                 None => return Ok(()),
             }
@@ -115,29 +127,105 @@ impl Backoff {
     }
 }
 
-/// Waits (with a growing pause) until the store's disk takes a probe write and the node
-/// starts again; `None` if a signal asks to stop meanwhile.
-async fn restart(
-    dir: &NodeDir,
-    signals: &mut Signals,
-    backoff: &mut Backoff,
-) -> Option<crate::node::NodeHandle> {
+/// Waits (with a growing pause) until the store's disk takes a probe write; `false` if a
+/// signal asks to stop meanwhile.
+async fn wait_writable(dir: &NodeDir, signals: &mut Signals, backoff: &mut Backoff) -> bool {
     loop {
         let pause = backoff.next();
         tokio::select! {
-            _ = signals.next() => return None,
+            _ = signals.next() => return false,
             _ = tokio::time::sleep(pause) => {}
         }
-        if let Err(e) = probe_writable(&dir.store_dir()) {
-            tracing::warn!(error = %e, dir = %dir.store_dir().display(), "the store's disk still refuses writes");
-            continue;
+        match probe_writable(&dir.store_dir()) {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.store_dir().display(), "the store's disk still refuses writes")
+            }
         }
-        match Node::start(NodeOptions::new(dir.clone())).await {
+    }
+}
+
+/// What answers on the API socket while no node runs on it (a restart that failed): 503 to
+/// everything, naming the store's failure and the fix.
+struct StandIn {
+    listeners: std::sync::Arc<Listeners>,
+    limits: crate::http::Limits,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    why: String,
+}
+
+impl StandIn {
+    fn of(node: &NodeHandle, why: &str) -> StandIn {
+        let shared = node.shared();
+        StandIn {
+            listeners: node.listeners(),
+            limits: crate::http::Limits::of(&shared.config.api),
+            metrics: shared.metrics.clone(),
+            why: why.to_owned(),
+        }
+    }
+
+    /// Answers 503 until `until` resolves.
+    async fn serve_until(&self, retry: &str, until: impl std::future::Future<Output = ()>) {
+        use axum::response::IntoResponse;
+        let listener = match self.listeners.api() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot answer on the API socket while the store is reopened");
+                return until.await;
+            }
+        };
+        let message =
+            format!("{}. The node could not reopen it yet ({retry})", ActorError::Storage(self.why.clone()));
+        let app = axum::Router::new().fallback(move || {
+            let message = message.clone();
+            async move { crate::api::ApiError::Unavailable(message).into_response() }
+        });
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let serving = crate::http::serve(listener, app, self.limits, self.metrics.clone(), cancel.clone());
+        tokio::pin!(serving);
+        tokio::pin!(until);
+        let served_to_the_end = tokio::select! {
+            _ = &mut serving => false,
+            _ = &mut until => true,
+        };
+        if served_to_the_end {
+            cancel.cancel();
+            serving.await;
+        } else {
+            // The server stopped on its own (it does not, but the wait must not be cut short).
+            until.await;
+        }
+    }
+}
+
+/// Starts the node again on the same sockets, retrying (with a growing pause, the API
+/// answering 503 meanwhile) until it starts; `None` if a signal asks to stop meanwhile.
+async fn restart(
+    dir: &NodeDir,
+    stand_in: &StandIn,
+    signals: &mut Signals,
+    backoff: &mut Backoff,
+) -> Option<NodeHandle> {
+    loop {
+        let mut opts = NodeOptions::new(dir.clone());
+        opts.listeners = Some(stand_in.listeners.clone());
+        let e = match Node::start(opts).await {
             Ok(n) => {
                 tracing::info!("the store accepts writes again; the node is running");
                 return Some(n);
             }
-            Err(e) => tracing::warn!(error = %e, "the node could not start again yet"),
+            Err(e) => e,
+        };
+        tracing::warn!(error = %e, "the node could not start again yet");
+        let mut stop = false;
+        stand_in
+            .serve_until(&e.to_string(), async {
+                stop = !wait_writable(dir, signals, backoff).await;
+            })
+            .await;
+        if stop {
+            return None;
         }
     }
 }

@@ -24,12 +24,17 @@ valid today, valid at most 60 days and issued by the day after its signature: wh
 a retired key could backdate stops verifying 60 days after the rotation.\n\n\
 Every check runs before anything is printed: one verdict, after all of them. Exit status 0 if \
 the certificate (and the seal) are authentic, 2 if anything does not hold (with the reason, and \
-no \"Authentic\" line).")]
+no \"Authentic\" line).\n\n\
+A bundle vouches for its own identity's keys only. A document signed before the participant \
+replaced its identity (a fresh `kpnode init`) is not authentic by the new bundle: check it with \
+the bundle of the identity that signed it, after confirming that bundle's fingerprint with the \
+participant's authority.")]
 pub struct VerifyArgs {
     /// The signed certificate (.kpc); optional with --qr.
     #[arg(required_unless_present = "qr")]
     file: Option<PathBuf>,
-    /// The issuing participant's enrolment bundle (the latest one, after key rotations).
+    /// The issuing participant's enrolment bundle: the latest one, after key rotations; for a
+    /// document signed before the participant replaced its identity, that identity's bundle.
     #[arg(long, value_name = "FILE")]
     bundle: PathBuf,
     /// An image of the certificate's QR seal: PNG (photo, scan or `cert qr` file) or an SVG
@@ -126,10 +131,7 @@ fn verify_kpc(file: &std::path::Path, bundle: &VerifiedBundle) -> Result<Checked
             doc.signer, doc.signer
         )));
     }
-    let key = bundle
-        .history
-        .signing_key_at(doc.key_id, doc.signed_at)
-        .map_err(|e| fail(format!("{e}; if {issuer} rotated its keys, ask for its latest bundle")))?;
+    let key = crate::seal::issuer_key(bundle, &doc).map_err(fail)?;
     doc.verify_signature(key).map_err(|e| fail(e.to_string()))?;
 
     // The content as it stood when signed.
