@@ -123,7 +123,7 @@ pub struct Api {
     /// is answered 408 and its connection closed: a client trickling a body (after a header
     /// sent in time) cannot hold a connection for ever either.
     pub body_read_timeout: Duration,
-    /// API connections served at once; further ones wait in the listen queue until one ends.
+    /// API connections served at once; a further one is answered 503 at once and closed.
     pub max_connections: u32,
 }
 
@@ -269,7 +269,7 @@ const DOCS: &[Doc] = &[
     Doc {
         section: "api",
         key: "max_connections",
-        text: "API connections served at once; beyond it new connections wait in the listen queue until one ends.",
+        text: "API connections served at once; beyond it a new connection is answered 503 at once and closed.",
     },
 ];
 

@@ -954,19 +954,28 @@ async fn participants_import(
             &keys.history,
             &shared.trust.get(),
             &req.list,
+            shared.config.keys.tls_grace_period.as_millis() as i64,
         )
         .map_err(|p| ApiError::Invalid {
             error: "invalid_list",
             problems: p.into_iter().map(|m| Problem::new("list", m)).collect(),
         })?
     };
+    let mut plan = plan;
     if !req.dry_run {
-        for entry in plan.changes.clone() {
-            tracing::info!(participant = %entry.code, status = %entry.status, source = %plan.source, "participant registry changed by an imported list");
+        for entry in std::mem::take(&mut plan.changes) {
             let origin = Some(plan.origin.clone());
-            match shared.actor.call(participants::record(&shared.signer, entry, &plan.source, origin)).await?
-            {
-                Outcome::Done => {}
+            let command = participants::record(&shared.signer, entry.clone(), &plan.source, origin);
+            match shared.actor.call(command).await? {
+                Outcome::Done => {
+                    tracing::info!(participant = %entry.code, status = %entry.status, source = %plan.source, "participant registry changed by an imported list");
+                    plan.changes.push(entry);
+                }
+                // Another import recorded a newer change since this one was planned.
+                Outcome::Refused(EngineError::OlderList(why)) => {
+                    tracing::info!(participant = %entry.code, source = %plan.source, %why, "imported entry ignored");
+                    plan.ignored.push(participants::IgnoredEntry { entry, why });
+                }
                 other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
             }
         }

@@ -142,6 +142,10 @@ pub enum EngineError {
          with `kpnode peer add` to replace it"
     )]
     Quarantined(ParticipantCode),
+    /// A participant registry change from a list that is older than a change the store
+    /// recorded since the import was planned (two imports at once): not recorded.
+    #[error("{0}")]
+    OlderList(String),
     #[error(
         "Idempotency-Key {key:?} was already used for certificate {number}, with other content; a retry must \
 send exactly the same request, and a new certificate needs a new key"
@@ -492,19 +496,28 @@ impl Engine {
                     Outcome::Done
                 }
                 Command::RecordParticipant { document, entry, from_list } => {
-                    let (log_seq, _) = self.append(&mut txn, now, EntryBody::Recorded { document });
                     let key = crate::registry::key(entry.code);
                     let mut history: crate::registry::RegistryHistory =
                         txn.get_rec(Tree::Registry, &key)?.unwrap_or_default();
-                    history.0.push(crate::registry::RecordedEntry {
-                        entry: *entry,
-                        log_seq,
-                        recorded_at: now,
-                        from_list,
-                    });
-                    txn.put(Tree::Registry, &key, &history);
-                    applied.peers_changed = true;
-                    Outcome::Done
+                    // The import was planned against the registry as it stood then; another
+                    // import may have recorded a newer change since. Judge again here, in the
+                    // transaction, so a stale list never lands last.
+                    let newer =
+                        from_list.as_ref().and_then(|o| history.0.iter().rev().find_map(|r| r.newer_than(o)));
+                    if let Some(why) = newer {
+                        Outcome::Refused(EngineError::OlderList(why))
+                    } else {
+                        let (log_seq, _) = self.append(&mut txn, now, EntryBody::Recorded { document });
+                        history.0.push(crate::registry::RecordedEntry {
+                            entry: *entry,
+                            log_seq,
+                            recorded_at: now,
+                            from_list,
+                        });
+                        txn.put(Tree::Registry, &key, &history);
+                        applied.peers_changed = true;
+                        Outcome::Done
+                    }
                 }
             };
             applied.outcomes.push(outcome);
@@ -987,22 +1000,22 @@ impl Engine {
                         )),
                     });
                 }
-                // The importer's order decides between a void and a confirmation that cross:
-                // it confirms only what it does not hold as voided, and refuses a void of what
-                // it confirmed. So a confirmation is refused only if the importer acknowledged
-                // the void first; one that crossed the void stands (the importer refuses the
-                // void, naming the confirmation), and both sides end `import_confirmed`.
+                // The exporter's void is authoritative on the exporter's node: a confirmation
+                // of a voided certificate is refused, naming the void, whether or not the
+                // importer acknowledged it (an importer that holds the void unacknowledged
+                // must not be able to undo it). If the two crossed on the wire, the importer
+                // refuses the void too (naming its confirmation): each side keeps its own
+                // status and shows the other's refusal (`cert show`), a conflict for the two
+                // authorities to settle, never a silent flip.
                 if let Some(v) = rec.void.as_ref().filter(|_| rec.status == CertStatus::Voided) {
-                    if v.acknowledged {
-                        return Ok(Verdict::Refuse(Refusal::new(
-                            RejectCode::Voided,
-                            format!(
-                                "{} voided certificate {} at {}, and {peer} acknowledged the void; a voided certificate cannot be confirmed",
-                                self.me, rec.number, v.voided_at
-                            ),
-                        )));
-                    }
-                    tracing::warn!(number = %rec.number, from = %peer, "the importer confirmed receipt before the void reached it: the confirmation stands, the void will be refused");
+                    tracing::warn!(number = %rec.number, from = %peer, "refused an import confirmation of a certificate voided here");
+                    return Ok(Verdict::Refuse(Refusal::new(
+                        RejectCode::Voided,
+                        format!(
+                            "{} voided certificate {} at {} (message {:?}, reason: {}); a voided certificate cannot be confirmed",
+                            self.me, rec.number, v.voided_at, v.message_id, v.reason
+                        ),
+                    )));
                 }
                 let discrepancy = discrepancy(&rec, c);
                 rec.status = if discrepancy.is_some() {
@@ -1220,8 +1233,8 @@ impl Engine {
                     }
                     DocumentKind::Void => {
                         // A void the importer refused (it had confirmed the import) keeps
-                        // the refusal for `show`; the importer's confirmation, already on its
-                        // way, then makes the certificate `import_confirmed` (see `judge`).
+                        // the refusal for `show`; the certificate stays voided here, and the
+                        // importer's confirmation, if it comes, is refused (see `judge`).
                         tracing::warn!(number = %rec.number, to = %peer, detail = %rejection.detail, "the importer refused the void");
                         if let Some(v) = rec.void.as_mut() {
                             v.rejection = Some(rejection);

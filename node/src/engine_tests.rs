@@ -479,6 +479,60 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
     ru_trust.signing_key_at(ru2.signing.key_id(), Timestamp::from_unix_millis(T0 + 20)).unwrap();
 }
 
+/// A hostile importer receives the exporter's void, never acknowledges it, and sends an import
+/// confirmation instead: the exporter's void stays authoritative (the confirmation is refused
+/// with a reject naming the void) and the importer's record shows the refusal.
+#[test]
+fn an_importer_cannot_undo_the_exporters_void_with_a_confirmation() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    let sent = ru.outbox(IN);
+    let replies = deliver(&ru, &mut inn, now, sent.clone());
+    acknowledge(&mut ru, &inn, now, &sent, replies);
+
+    let void = kp_protocol::Void {
+        certificate: "RU-2026-000001".parse().unwrap(),
+        certificate_id: ru.cert("RU-2026-000001").message_id,
+        reason: "shipment cancelled".parse().unwrap(),
+    };
+    let document = ru.signer.sign(&void);
+    ru.apply(now, vec![Command::Void { document, void }]);
+    // IN holds the void (never acknowledged), and confirms the import instead.
+    let cert = certificate("RU-2026-000001", "100.00");
+    let confirmation = ImportConfirmation {
+        certificate: cert.number.clone(),
+        certificate_id: inn.cert("RU-2026-000001").message_id,
+        exporting_participant: RU,
+        importing_participant: IN,
+        exporter: cert.content.exporter.clone(),
+        importer: cert.content.importer.clone(),
+        received_on: now.date(),
+        parcels: 2,
+        carats: "410.00".parse().unwrap(),
+        confirming_authority: "DGFT".parse().unwrap(),
+        remarks: None,
+    };
+    let document = inn.signer.sign(&confirmation);
+    inn.apply(now, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }]);
+    let sent = inn.outbox(RU);
+    let replies = deliver(&inn, &mut ru, now, sent.clone());
+    let Reply::Reject { refusal, .. } = &replies[0] else {
+        panic!("the confirmation was stored: {replies:?}")
+    };
+    assert_eq!(refusal.code, RejectCode::Voided, "{refusal:?}");
+    assert!(refusal.detail.contains("RU voided certificate RU-2026-000001"), "{}", refusal.detail);
+    let rec = ru.cert("RU-2026-000001");
+    assert_eq!(rec.status, CertStatus::Voided);
+    assert!(rec.confirmation.is_none(), "{rec:?}");
+    assert!(crate::engine::voidable(&rec).is_some_and(|why| why.contains("already voided")));
+
+    acknowledge(&mut inn, &ru, now, &sent, replies);
+    let theirs = inn.cert("RU-2026-000001").confirmation.unwrap();
+    assert_eq!(theirs.rejection.map(|r| r.code), Some(RejectCode::Voided));
+}
+
 fn submit_keyed(ru: &mut Side, now: Timestamp, cert: Certificate, key: &str, body: &str) -> Outcome {
     let document = ru.signer.sign(&cert);
     let idempotency = Some(crate::engine::Idempotency {
@@ -551,6 +605,39 @@ fn an_idempotency_key_returns_the_first_certificate_refuses_other_content_and_ex
     assert!(ru.store.get(Tree::Meta, &k2).unwrap().is_none(), "the expired key k2 is pruned");
     let k1 = crate::engine::idempotency_meta_key("k1");
     assert!(ru.store.get(Tree::Meta, &k1).unwrap().is_some(), "k1 is remembered again");
+}
+
+/// Two imports planned at once (each before the other was recorded): the newer list's change
+/// is recorded first, then the stale list's. The store re-checks each change against what it
+/// holds, in the transaction, so the stale list does not undo the newer one.
+#[test]
+fn a_stale_list_recorded_after_a_newer_one_is_refused_by_the_store() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let mut inn = side(IN, &clock);
+    let cf_code = ParticipantCode::from_static("CF");
+    let active = crate::registry::shipped()[&cf_code].clone();
+    let suspended =
+        kp_protocol::ParticipantEntry { status: kp_protocol::ParticipantStatus::Suspended, ..active.clone() };
+    let origin = |ms: i64, revision: u64| crate::registry::ListOrigin {
+        issuer: RU,
+        issued_at: Timestamp::from_unix_millis(T0 - ms),
+        revision: Some(revision),
+    };
+    let record = |entry, origin| crate::participants::record(&inn.signer, entry, "list", Some(origin));
+    let (newer, stale) = (record(suspended, origin(1_000, 2)), record(active, origin(2_000, 1)));
+    assert!(matches!(inn.apply(now, vec![newer]).remove(0), Outcome::Done));
+    match inn.apply(now, vec![stale]).remove(0) {
+        Outcome::Refused(e @ EngineError::OlderList(_)) => {
+            assert!(e.to_string().contains("newer than this list's revision 1"), "{e}")
+        }
+        other => panic!("the stale list's change was recorded: {other:?}"),
+    }
+    let history: crate::registry::RegistryHistory =
+        get_record(&inn.store, Tree::Registry, &crate::registry::key(cf_code)).unwrap().unwrap();
+    assert_eq!(history.0.len(), 1);
+    assert_eq!(history.0[0].entry.status, kp_protocol::ParticipantStatus::Suspended);
+    assert_eq!(inn.log().len(), 1, "nothing logged for the refused change");
 }
 
 /// A certificate's `signed_at` may not lie before its issue date (one day of tolerance): the

@@ -104,7 +104,7 @@ pub struct Metrics {
     pub api_header_timeouts: Counter,
     /// API requests answered 408 for not sending their body in time.
     pub api_body_timeouts: Counter,
-    /// Times the API reached `api.max_connections` (the next connection waited for a slot).
+    /// Connections the API refused (503) because `api.max_connections` were open.
     pub api_connection_cap_reached: Counter,
     flush_buckets: [Counter; FLUSH_BUCKETS.len()],
     flush_sum_micros: Counter,
@@ -211,7 +211,7 @@ impl Metrics {
             ),
             (
                 "kpnode_api_connection_cap_reached_total",
-                "Times the API was serving api.max_connections connections, so the next one waited for a free slot.",
+                "Connections answered 503 and closed because the API was serving api.max_connections connections.",
                 self.api_connection_cap_reached.get(),
             ),
         ] {

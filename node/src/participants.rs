@@ -235,8 +235,11 @@ pub struct ImportPlan {
 const LIST_CLOCK_TOLERANCE_MS: i64 = 300_000;
 
 /// Checks a signed list file: armor, signer (this node or a peer enrolled now), key valid at
-/// signing, signature, issue time not in the future, and every entry; then what it would
-/// change and what it ignores because this node recorded something newer.
+/// signing and, if a rotation has since retired it, the import within `retired_key_grace_ms`
+/// of the rotation (`keys.tls_grace_period`, the link's rule: otherwise whoever holds an old
+/// key could sign a list today and date it back into the key's window), signature, issue time
+/// not in the future, and every entry; then what it would change and what it ignores because
+/// this node recorded something newer.
 pub fn prepare_import(
     registry: &Registry,
     now: Timestamp,
@@ -244,6 +247,7 @@ pub fn prepare_import(
     own: &KeyHistory,
     trust: &Trust,
     text: &str,
+    retired_key_grace_ms: i64,
 ) -> Result<ImportPlan, Vec<String>> {
     let read = list_from_armored(text).map_err(|e| vec![e.to_string()])?;
     let doc = &read.document;
@@ -269,6 +273,18 @@ pub fn prepare_import(
     let key = history
         .signing_key_at(doc.key_id, doc.signed_at)
         .map_err(|e| vec![format!("the list's signing key: {e}")])?;
+    let retired = history.signing_keys().iter().find(|e| e.key_id == doc.key_id).and_then(|e| e.valid_until);
+    if let Some(until) = retired {
+        let last = until.saturating_add_millis(retired_key_grace_ms);
+        if now >= last {
+            return Err(vec![format!(
+                "the list's signing key: {}'s key {} was replaced at {until}; lists signed with it are \
+                 accepted only until {last} (the grace period, keys.tls_grace_period), and it is now {now}; \
+                 ask {} for a list signed with its current key",
+                doc.signer, doc.key_id, doc.signer
+            )]);
+        }
+    }
     doc.verify_signature(key).map_err(|e| vec![format!("the list's signature: {e}")])?;
     if doc.signed_at > now.saturating_add_millis(LIST_CLOCK_TOLERANCE_MS) {
         return Err(vec![format!(
@@ -324,4 +340,56 @@ pub fn export(registry: &Registry, today: Date, signer: &Signer) -> String {
     };
     let doc = signer.sign(&list);
     list_v2_to_armored(&doc, &list)
+}
+
+#[cfg(test)]
+mod tests {
+    use kp_keys::{KeyHistory, SigningKeyPair};
+    use kp_protocol::registry::{list_v2_to_armored, ParticipantListV2};
+    use kp_protocol::{ParticipantCode, SignedDocument, Timestamp};
+
+    use crate::registry::Registry;
+    use crate::trust::Trust;
+
+    const RU: ParticipantCode = ParticipantCode::from_static("RU");
+    const DAY: i64 = 86_400_000;
+    const NOW: i64 = 1_795_000_000_000;
+
+    /// A thief of RU's retired key signs a list today, dated back into the key's window: it is
+    /// refused after the grace period, as a delivery on a link would be.
+    #[test]
+    fn a_list_signed_with_a_retired_key_after_the_grace_period_is_refused() {
+        let now = Timestamp::from_unix_millis(NOW);
+        let (old, new) = (SigningKeyPair::generate(), SigningKeyPair::generate());
+        let tls = kp_keys::TlsKeyPair::generate();
+        let mut history = KeyHistory::genesis(
+            RU,
+            &old.verifying_key().to_bytes(),
+            Timestamp::from_unix_millis(NOW - 400 * DAY),
+            kp_keys::tlscert::self_signed(&tls, RU).unwrap(),
+        )
+        .unwrap();
+        let retired_at = Timestamp::from_unix_millis(NOW - 100 * DAY);
+        let body = kp_protocol::KeyRotation::new_with_signing_key(
+            RU,
+            1,
+            old.key_id(),
+            new.signing_key(),
+            None,
+            retired_at,
+        );
+        history.apply_held(&SignedDocument::sign(&body, RU, old.signing_key(), retired_at)).unwrap();
+
+        let registry = Registry::default();
+        let entries = registry.on(now.date()).entries().into_iter().cloned().collect();
+        let list = ParticipantListV2 { issued_on: now.date(), revision: 1_000, entries };
+        let backdated = Timestamp::from_unix_millis(retired_at.unix_millis() - 1);
+        let text = list_v2_to_armored(&SignedDocument::sign(&list, RU, old.signing_key(), backdated), &list);
+        let err = super::prepare_import(&registry, now, RU, &history, &Trust::default(), &text, 7 * DAY)
+            .expect_err("a backdated list signed with the retired key was accepted");
+        assert!(err[0].contains("was replaced at") && err[0].contains("grace period"), "{err:?}");
+        // Within the grace period, what was signed before the rotation is still accepted.
+        let soon = Timestamp::from_unix_millis(retired_at.unix_millis() + DAY);
+        super::prepare_import(&registry, soon, RU, &history, &Trust::default(), &text, 7 * DAY).unwrap();
+    }
 }

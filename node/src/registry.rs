@@ -196,14 +196,17 @@ impl RecordedEntry {
     }
 
     /// Why a list from `list` must not override this change, if it must not: the change is
-    /// newer. Of two lists from one issuer, the higher registry revision is the newer; other
-    /// changes are ordered by time.
+    /// newer. Of two lists from one issuer, the recorded one is the newer only if its registry
+    /// revision is higher *and* it was not issued earlier: so a higher revision protects
+    /// against the issuer's clock going back, but one list with an absurd revision (u64::MAX)
+    /// cannot pin its entries against every later list from that issuer. Other changes are
+    /// ordered by time.
     pub fn newer_than(&self, list: &ListOrigin) -> Option<String> {
         let code = self.entry.code;
         let what = format!("{} from {}", self.entry.status, self.entry.effective_from);
         if let Some(o) = &self.from_list {
             if let (true, Some(mine), Some(theirs)) = (o.issuer == list.issuer, o.revision, list.revision) {
-                return (mine > theirs).then(|| {
+                return (mine > theirs && o.issued_at >= list.issued_at).then(|| {
                     format!(
                         "{code}: this node recorded {what} (log entry {}) from {}'s list at revision {mine}, newer than this list's revision {theirs}",
                         self.log_seq, o.issuer
@@ -650,5 +653,26 @@ mod tests {
         assert_eq!(on("2026-12-10"), Some(ParticipantStatus::Active));
         assert_eq!(r.on("2026-11-30".parse().unwrap()).pending(code("CF")).len(), 2);
         assert!(r.on("2026-12-05".parse().unwrap()).held(code("CF")).is_some());
+    }
+
+    /// One list from an issuer with revision u64::MAX must not pin its entries against every
+    /// later list from that issuer: the recorded change wins only when its revision and its
+    /// time both say it is the newer.
+    #[test]
+    fn a_huge_revision_does_not_pin_entries_against_later_lists() {
+        let cf = shipped()[&code("CF")].clone();
+        let at = |ms: i64, revision: u64| ListOrigin {
+            issuer: code("RU"),
+            issued_at: Timestamp::from_unix_millis(ms),
+            revision: Some(revision),
+        };
+        let pinned = RecordedEntry { from_list: Some(at(1_000, u64::MAX)), ..recorded(cf.clone(), 1) };
+        assert_eq!(pinned.newer_than(&at(2_000, 5)), None, "a later list from RU applies");
+        assert!(pinned.newer_than(&at(500, 5)).is_some(), "an earlier one, with a lower revision, does not");
+        // The revision still protects against the issuer's clock going back.
+        let normal = RecordedEntry { from_list: Some(at(1_000, 3)), ..recorded(cf, 1) };
+        assert_eq!(normal.newer_than(&at(500, 4)), None, "a higher revision applies");
+        assert!(normal.newer_than(&at(2_000, 3)).is_none());
+        assert!(normal.newer_than(&at(900, 2)).is_some());
     }
 }

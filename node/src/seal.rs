@@ -246,6 +246,8 @@ pub fn verify(
     }
     let key = issuer_key(bundle, &doc)?;
     doc.verify_signature(key).map_err(|e| format!("the seal is not authentic: {e}"))?;
+    let today = crate::clock::Clock::now(&crate::clock::SystemClock).date();
+    retired_key_limit(bundle, &doc, seal.issued_on, seal.expires_on, today)?;
     if let Some((kdoc, kcert)) = kpc {
         if kdoc.message_id() != seal.certificate_id || kcert.number != seal.number {
             return Err(format!(
@@ -258,6 +260,43 @@ pub fn verify(
         }
     }
     Ok(Verified { document: doc, seal })
+}
+
+/// Offline, a signing key that a rotation has retired is trusted only for a certificate that
+/// is still valid today, issued no later than the day after the signature, and valid for at
+/// most `DEFAULT_MAX_VALIDITY_DAYS`: a thief of a retired key can backdate a signature into
+/// the key's window, but what it forges then stops verifying at most that many days after the
+/// rotation (online, the link refuses it after the grace period). Returns the line to print
+/// when the key was retired, `None` when it is current.
+pub fn retired_key_limit(
+    bundle: &VerifiedBundle,
+    doc: &SignedDocument,
+    issued_on: kp_protocol::Date,
+    expires_on: kp_protocol::Date,
+    today: kp_protocol::Date,
+) -> Result<Option<String>, String> {
+    use kp_protocol::certificate::{DEFAULT_MAX_VALIDITY_DAYS as MAX, ISSUE_DATE_TOLERANCE_DAYS};
+    let retired =
+        bundle.history.signing_keys().iter().find(|e| e.key_id == doc.key_id).and_then(|e| e.valid_until);
+    let Some(at) = retired else { return Ok(None) };
+    let rule = format!(
+        "key {} was retired at {at}; a retired key is trusted offline only for a certificate issued by the day \
+         after its signature, valid at most {MAX} days, and not yet expired",
+        doc.key_id
+    );
+    if issued_on.days_after(doc.signed_at.date()) > ISSUE_DATE_TOLERANCE_DAYS {
+        return Err(format!("{rule}: issued on {issued_on}, signed {}", doc.signed_at));
+    }
+    if expires_on.days_after(issued_on) > MAX as i32 {
+        return Err(format!("{rule}: valid from {issued_on} to {expires_on}"));
+    }
+    if expires_on < today {
+        return Err(format!("{rule}: it expired on {expires_on} (today is {today})"));
+    }
+    Ok(Some(format!(
+        "  note       signed with key {} retired at {at}: trusted only until the certificate expires on {expires_on}",
+        doc.key_id
+    )))
 }
 
 /// The key that signed `doc`, judged offline by one bundle alone: a key of the bundle's

@@ -86,10 +86,11 @@ fn five_hundred_certificates_are_delivered_acknowledged_confirmed_and_voided() {
 /// The importer confirms while the exporter's node is down; the exporter, not having seen the
 /// confirmation, voids while the importer's node is down. When both are back, the void and
 /// the confirmation cross: the importer refuses the void (it had confirmed first, the rule the
-/// exporter applies to its own operator), naming the confirmation, and both sides end
-/// `import_confirmed`.
+/// exporter applies to its own operator), naming the confirmation; the exporter refuses the
+/// confirmation (its void is authoritative there), naming the void. The exporter stays
+/// `voided`, the importer `import_confirmed`, and each shows the other's refusal.
 #[test]
-fn a_void_that_crosses_the_importers_confirmation_is_refused_and_both_sides_end_confirmed() {
+fn a_void_that_crosses_the_importers_confirmation_is_refused_by_each_side_and_both_show_the_conflict() {
     init_logging();
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
@@ -119,6 +120,7 @@ fn a_void_that_crosses_the_importers_confirmation_is_refused_and_both_sides_end_
     let in_dir = inn.dir.clone();
     inn = TestNode::start(&rt, in_dir);
 
+    // The importer refuses the void (it confirmed first), naming its confirmation.
     wait_until(Duration::from_secs(30), "the importer refuses the void", || {
         ru.api.certificate(&number)["void"]["rejection"].is_object()
     });
@@ -129,12 +131,24 @@ fn a_void_that_crosses_the_importers_confirmation_is_refused_and_both_sides_end_
         detail.contains("IN confirmed receipt of certificate") && detail.contains("cannot be voided"),
         "{detail}"
     );
-    wait_until(Duration::from_secs(30), "the exporter takes the confirmation", || {
-        ru.api.certificate(&number)["status"] == "import_confirmed"
+    // The exporter refuses the confirmation (it voided), naming its void.
+    wait_until(Duration::from_secs(30), "the exporter refuses the confirmation", || {
+        inn.api.certificate(&number)["confirmation"]["rejection"].is_object()
     });
     let theirs = inn.api.certificate(&number);
+    let rejection = &theirs["confirmation"]["rejection"];
+    assert_eq!(rejection["code"], "voided", "{rejection}");
+    let detail = rejection["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("RU voided certificate {number}")) && detail.contains("shipment cancelled"),
+        "{detail}"
+    );
+    // Each side keeps its own status and shows the other's refusal: nothing flips silently.
     assert_eq!(theirs["status"], "import_confirmed", "{theirs}");
     assert!(theirs.get("void").is_none(), "the importer stored no void: {theirs}");
+    let ours = ru.api.certificate(&number);
+    assert_eq!(ours["status"], "voided", "{ours}");
+    assert!(ours["confirmation"].is_null(), "the exporter stored no confirmation: {ours}");
     ru.stop(&rt);
     inn.stop(&rt);
 }

@@ -122,6 +122,13 @@ pub fn certificate(v: &serde_json::Value) {
     let vd = &v["void"];
     if !vd.is_null() {
         println!("  voided        {} — {}", s(&vd["voided_at"]), s(&vd["reason"]));
+        if let Some(rj) = vd["rejection"].as_object() {
+            println!(
+                "                refused by the importer: {}: {}",
+                rj["code"].as_str().unwrap_or(""),
+                rj["detail"].as_str().unwrap_or("")
+            );
+        }
     }
     let rj = &v["rejection"];
     if !rj.is_null() {

@@ -361,16 +361,25 @@ fn import(dir: &DirArg, file: &std::path::Path, dry_run: bool) -> CliResult {
                 &keys.history,
                 &trust,
                 &text,
+                config.keys.tls_grace_period.as_millis() as i64,
             )
             .map_err(|p| {
                 Failure::inputs(p.into_iter().map(|m| format!("{}: {m}", file.display())).collect())
             })?;
+            let mut plan = plan;
             if !dry_run {
                 let signer =
                     crate::signer::Signer::new(config.participant, keys.signing, Arc::new(SystemClock));
-                for entry in plan.changes.clone() {
+                for entry in std::mem::take(&mut plan.changes) {
                     let origin = Some(plan.origin.clone());
-                    apply_offline(&home, &store, participants::record(&signer, entry, &plan.source, origin))?;
+                    let command = participants::record(&signer, entry.clone(), &plan.source, origin);
+                    match apply_offline(&home, &store, command)? {
+                        // Recorded since the plan was made (another import): ignored.
+                        crate::engine::Outcome::Refused(crate::engine::EngineError::OlderList(why)) => {
+                            plan.ignored.push(participants::IgnoredEntry { entry, why })
+                        }
+                        _ => plan.changes.push(entry),
+                    }
                 }
             }
             serde_json::to_value(&plan).map_err(runtime)?

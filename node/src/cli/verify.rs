@@ -19,6 +19,9 @@ or the file `kpnode cert qr` wrote) or an SVG as `kpnode cert qr` writes it (oth
 read; give a PNG of them): signed by \
 the bundle's participant with a key valid when it signed; given the .kpc too, also that the seal \
 names exactly that signed certificate.\n\n\
+A key that a later rotation has retired is trusted only for a certificate (and seal) still \
+valid today, valid at most 60 days and issued by the day after its signature: what a thief of \
+a retired key could backdate stops verifying 60 days after the rotation.\n\n\
 Every check runs before anything is printed: one verdict, after all of them. Exit status 0 if \
 the certificate (and the seal) are authentic, 2 if anything does not hold (with the reason, and \
 no \"Authentic\" line).\n\n\
@@ -167,8 +170,117 @@ fn verify_kpc(file: &std::path::Path, bundle: &VerifiedBundle) -> Result<Checked
         lines.push(format!("  declares   {}: {}", d.code.as_str(), d.text));
     }
     let today = SystemClock.now().date();
+    lines.extend(
+        crate::seal::retired_key_limit(bundle, &doc, c.issued_on, c.expires_on, today).map_err(fail)?,
+    );
     if c.expires_on < today {
         lines.push(format!("  note       expired on {} (today is {today})", c.expires_on));
     }
     Ok(((doc, cert), lines))
+}
+
+#[cfg(test)]
+mod tests {
+    use kp_keys::{Bundle, SigningKeyPair, VerifiedBundle};
+    use kp_protocol::{
+        seal::CertificateSeal, Certificate, CertificateDraft, Date, ParticipantCode, SignedDocument,
+        Timestamp, ValidationContext,
+    };
+
+    use super::verify_kpc;
+    use crate::clock::{Clock, SystemClock};
+    use crate::registry::Registry;
+
+    const RU: ParticipantCode = ParticipantCode::from_static("RU");
+    const DAY: i64 = 86_400_000;
+
+    /// RU's keys: `old`, retired by a rotation `retired_days_ago`, and its bundle after it.
+    fn rotated(retired_days_ago: i64) -> (SigningKeyPair, VerifiedBundle, Timestamp) {
+        let now = SystemClock.now();
+        let old = SigningKeyPair::generate();
+        let new = SigningKeyPair::generate();
+        let tls = kp_keys::TlsKeyPair::generate();
+        let at = Timestamp::from_unix_millis(now.unix_millis() - retired_days_ago * DAY);
+        let body =
+            kp_protocol::KeyRotation::new_with_signing_key(RU, 1, old.key_id(), new.signing_key(), None, at);
+        let rotation = SignedDocument::sign(&body, RU, old.signing_key(), at);
+        let bundle = Bundle {
+            format: kp_keys::bundle::BUNDLE_FORMAT,
+            participant: RU,
+            authority: "Authority".parse().unwrap(),
+            endpoints: vec!["127.0.0.1:9".into()],
+            root_key: old.verifying_key().to_bytes(),
+            root_created_at: Timestamp::from_unix_millis(now.unix_millis() - 400 * DAY),
+            root_tls_certificate: kp_keys::tlscert::self_signed(&tls, RU).unwrap(),
+            rotations: vec![rotation],
+            created_at: now,
+        }
+        .sign(&new)
+        .unwrap();
+        (old, bundle, at)
+    }
+
+    /// A certificate issued on `issued_on`, valid until `expires_on`.
+    fn certificate(issued_on: Date, expires_on: Date) -> Certificate {
+        let text = include_str!("../../../protocol/tests/fixtures/certificate.json")
+            .replace("RU-2026-", &format!("RU-{}-", &issued_on.to_string()[..4]))
+            .replace("2026-11-28", &issued_on.to_string())
+            .replace("2027-01-27", &expires_on.to_string());
+        let registry = Registry::default();
+        let ctx = ValidationContext {
+            today: issued_on,
+            max_validity_days: None,
+            participants: &registry.on(issued_on),
+            exporter: Some(RU),
+            importer: None,
+        };
+        CertificateDraft::from_json(&text, &ctx).unwrap().into_certificate(|| unreachable!())
+    }
+
+    /// Writes the `.kpc` and checks it, and its seal, offline.
+    fn check(
+        dir: &std::path::Path,
+        key: &SigningKeyPair,
+        bundle: &VerifiedBundle,
+        signed_at: Timestamp,
+        cert: Certificate,
+    ) -> (Result<Vec<String>, String>, Result<(), String>) {
+        let doc = SignedDocument::sign(&cert, RU, key.signing_key(), signed_at);
+        let file = dir.join("c.kpc");
+        std::fs::write(&file, kp_protocol::portable::to_armored(&doc, &cert)).unwrap();
+        let kpc = verify_kpc(&file, bundle).map(|(_, lines)| lines).map_err(|f| format!("{f:?}"));
+        let seal = SignedDocument::sign(&CertificateSeal::of(&doc, &cert), RU, key.signing_key(), signed_at);
+        let seal = crate::seal::verify(&crate::seal::text(&seal), bundle, None).map(|_| ());
+        (kpc, seal)
+    }
+
+    /// A thief of RU's retired key signs a certificate today, dated back into the key's window
+    /// and valid until 2099: offline verification must refuse it (as the link does after the
+    /// grace period), for the .kpc and for its QR seal alike.
+    #[test]
+    fn a_stolen_retired_key_cannot_forge_a_certificate_that_verifies_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, bundle, retired_at) = rotated(100);
+        let signed_at = Timestamp::from_unix_millis(retired_at.unix_millis() - 1);
+        let forged = certificate(signed_at.date(), Date::from_ymd(2099, 1, 1).unwrap());
+        let (kpc, seal) = check(dir.path(), &old, &bundle, signed_at, forged);
+        let kpc = kpc.expect_err("the forged .kpc was reported authentic");
+        assert!(kpc.contains("was retired at") && kpc.contains("at most 60 days"), "{kpc}");
+        let seal = seal.expect_err("the forged seal was reported authentic");
+        assert!(seal.contains("was retired at") && seal.contains("at most 60 days"), "{seal}");
+
+        // Within 60 days of issue, the same key still verifies what it signed, and says so.
+        let today = SystemClock.now().date();
+        let issued = signed_at.date();
+        let (kpc, _) = check(dir.path(), &old, &bundle, signed_at, certificate(issued, today));
+        assert!(kpc.is_err(), "validity over 60 days");
+        let (old, bundle, retired_at) = rotated(10);
+        let signed_at = Timestamp::from_unix_millis(retired_at.unix_millis() - DAY);
+        let issued = signed_at.date();
+        let legit = certificate(issued, issued.add_days(60).unwrap());
+        let (kpc, seal) = check(dir.path(), &old, &bundle, signed_at, legit);
+        let lines = kpc.unwrap();
+        assert!(lines.iter().any(|l| l.contains("retired")), "{lines:?}");
+        seal.unwrap();
+    }
 }
