@@ -9,7 +9,7 @@ use kp_keys::KeyHistory;
 use kp_protocol::certificate::ISSUE_DATE_TOLERANCE_DAYS;
 use kp_protocol::{
     Certificate, DocumentKind, ImportConfirmation, KeyRotation, MessageId, ParticipantCode,
-    ParticipantDirectory, RejectCode, SignedDocument, Timestamp, ValidationContext, Void,
+    ParticipantDirectory, RejectCode, Resolution, SignedDocument, Timestamp, ValidationContext, Void,
 };
 
 use crate::registry::View;
@@ -31,6 +31,8 @@ pub enum Content {
     Confirmation(ImportConfirmation),
     Void(Void),
     Rotation(KeyRotation),
+    /// A settlement of an import discrepancy; the engine checks it against the certificate.
+    Resolution(Resolution),
 }
 
 /// A permanent refusal, sent back as `Reject`.
@@ -291,6 +293,7 @@ fn check_content(
             Ok((Content::Confirmation(c), None))
         }
         DocumentKind::Void => Ok((Content::Void(doc.body().map_err(invalid)?), None)),
+        DocumentKind::Resolution => Ok((Content::Resolution(doc.body().map_err(invalid)?), None)),
         DocumentKind::KeyRotation => {
             let r: KeyRotation = doc.body().map_err(invalid)?;
             // Checking that it applies (and its second signature) without changing anything.

@@ -386,6 +386,84 @@ fn confirmation_remarks_are_shown_on_both_sides() {
     }
 }
 
+/// Item 8 (its second half): an operator on either side settles a discrepancy with a signed
+/// resolution (`kpnode cert resolve`); the partner's node stores it too, both sides' `cert show`
+/// shows it, and `reconcile` stops counting it on both sides.
+#[test]
+fn a_signed_resolution_settles_a_discrepancy_on_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ru_dir = init_dir(tmp.path(), "RU", free_port());
+    let in_dir = init_dir(tmp.path(), "IN", free_port());
+    let ru = ProcessNode::start(&ru_dir);
+    let inn = ProcessNode::start(&in_dir);
+    let (ru_s, in_s) = (ru_dir.root().to_str().unwrap(), in_dir.root().to_str().unwrap());
+    enrol_cli(&ru_dir, &in_dir);
+    let number = ru.api().submit(&certificate_json("RU", "IN", None, 3));
+    wait_until(Duration::from_secs(20), "IN has the certificate", || {
+        inn.api().get(&format!("/v1/certificates/{number}")).0 == 200
+    });
+    let show_json = |dir: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(&["cert", "show", &number, "--json", "--dir", dir])).unwrap()
+    };
+    // Resolving is refused while there is no discrepancy to resolve.
+    let (code, _, err) = kpnode(&["cert", "resolve", &number, "--note", "nothing yet", "--dir", in_s]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("only a certificate in import_discrepancy can be resolved"), "{err}");
+
+    let today = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().to_string();
+    ok(&[
+        "cert",
+        "confirm",
+        &number,
+        "--received-on",
+        &today,
+        "--parcels",
+        "2",
+        "--carats",
+        "110.00",
+        "--dir",
+        in_s,
+    ]);
+    wait_until(Duration::from_secs(20), "RU has the discrepancy", || {
+        show_json(ru_s)["status"] == "import_discrepancy"
+    });
+    for dir in [ru_s, in_s] {
+        let (code, out, err) = kpnode(&["reconcile", "--dir", dir]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains("1 certificate(s) need attention"), "{err}");
+    }
+
+    // The importer resolves it; the exporter receives the signed resolution.
+    let note = "recounted at Mumbai customs: 0.53 ct of dust lost in transit";
+    let said =
+        ok(&["cert", "resolve", &number, "--note", note, "--by", "A. Sharma, Mumbai customs", "--dir", in_s]);
+    assert!(said.contains("resolved"), "{said}");
+    wait_until(Duration::from_secs(20), "RU has the resolution", || {
+        show_json(ru_s)["resolution"].is_object()
+    });
+    for dir in [ru_s, in_s] {
+        let json = show_json(dir);
+        assert_eq!(json["resolution"]["note"], note, "{json}");
+        assert_eq!(json["resolution"]["resolved_by"], "A. Sharma, Mumbai customs", "{json}");
+        assert_eq!(json["resolution"]["participant"], "IN", "{json}");
+        // The discrepancy itself stays on record.
+        assert_eq!(json["status"], "import_discrepancy", "{json}");
+        let text = ok(&["cert", "show", &number, "--dir", dir]);
+        assert!(text.contains("resolved") && text.contains(note), "{text}");
+        let (code, out, err) = kpnode(&["reconcile", "--dir", dir]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("resolved") && out.contains(&number), "{out}");
+        assert!(out.contains("Everything is reconciled"), "{out}");
+        let rec: serde_json::Value =
+            serde_json::from_str(&ok(&["reconcile", "--json", "--dir", dir])).unwrap();
+        assert_eq!(rec["attention"], 0, "{rec}");
+    }
+    // Once only, on either side.
+    let (code, _, err) = kpnode(&["cert", "resolve", &number, "--note", "again", "--dir", ru_s]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("already resolved by IN"), "{err}");
+}
+
 /// The "Also" of issue 21: `cert example` prints a certificate that validates today for the
 /// node; the certificate JSON reference and its example ship in docs/ and the README links
 /// them (and nothing outside the repository).
