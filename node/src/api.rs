@@ -146,6 +146,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/certificates/{number}", get(show))
         .route("/v1/certificates/{number}/confirm", post(confirm))
         .route("/v1/certificates/{number}/void", post(void))
+        .route("/v1/certificates/{number}/resolve", post(resolve))
         .route("/v1/certificates/{number}/seal", get(seal))
         .route("/v1/certificates/{number}/kpc", get(kpc))
         .route("/v1/stats", get(stats))
@@ -816,6 +817,60 @@ async fn void(
     updated(&shared, Command::Void { document, void }).await
 }
 
+/// Either participant's settlement of a certificate's import discrepancy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+pub struct ResolveRequest {
+    /// What was found and how it was settled.
+    pub note: String,
+    /// Who resolved it; default: this node's authority.
+    #[serde(default)]
+    pub resolved_by: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/certificates/{number}/resolve", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "A certificate in import_discrepancy, inbound or outbound")),
+    request_body = ResolveRequest,
+    responses(
+        (status = 200, description = "Signed, stored, and queued for the partner; `reconcile` no longer counts the discrepancy", body = queries::CertView),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not in import_discrepancy, or already resolved", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn resolve(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(number): ApiPath<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<queries::CertView>> {
+    let req: ResolveRequest = parse_body(&body)?;
+    let note: kp_protocol::LongText =
+        req.note.parse().map_err(|e| invalid("invalid_request", "note", format!("{e}")))?;
+    let resolved_by: Text = match &req.resolved_by {
+        Some(by) => by.parse().map_err(|e| invalid("invalid_request", "resolved_by", format!("{e}")))?,
+        None => shared.config.authority.clone(),
+    };
+    let rec = record(&shared, &number)?;
+    let existing: Option<crate::store::ResolutionRecord> = crate::store::get_record(
+        &shared.store,
+        crate::store::Tree::Meta,
+        &crate::store::resolution_key(&rec.number),
+    )?;
+    if let Some(why) = crate::engine::resolvable(&rec, existing.as_ref()) {
+        return Err(ApiError::Conflict(format!(
+            "certificate {} is {}: {why}",
+            rec.number,
+            rec.status.as_str()
+        )));
+    }
+    let resolution = kp_protocol::Resolution {
+        certificate: rec.number.clone(),
+        certificate_id: rec.message_id,
+        note,
+        resolved_by,
+    };
+    let document = shared.signer.sign(&resolution);
+    updated(&shared, Command::Resolve { document, resolution: Box::new(resolution) }).await
+}
+
 #[utoipa::path(get, path = "/v1/peers", tag = "peers",
     responses((status = 200, body = Vec<queries::PeerView>), (status = 401, body = ErrorBody)))]
 async fn peers(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Vec<queries::PeerView>>> {
@@ -1361,7 +1416,7 @@ impl utoipa::Modify for BearerAuth {
         title = "kpnode local API",
         description = "The local HTTP API of a kpnode: submit, follow, confirm and void Kimberley Process certificates; enrol peers; keys, log, status and metrics. JSON over HTTP; every route but /healthz needs `Authorization: Bearer <api.token>`."
     ),
-    paths(submit, list, show, confirm, void, seal, kpc, stats, reconcile, peers, add_peer, remove_peer, participants_list, participants_show,
+    paths(submit, list, show, confirm, void, resolve, seal, kpc, stats, reconcile, peers, add_peer, remove_peer, participants_list, participants_show,
         participants_set, participants_import, participants_export, status, keys, rotate, log, log_verify, metrics,
         healthz, openapi_json),
     components(schemas(ErrorBody, Problem, kp_protocol::Certificate, kp_protocol::CertificateDraft)),

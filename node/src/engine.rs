@@ -26,7 +26,7 @@ use crate::signer::Signer;
 use crate::store::{
     self, decode_record, encode_record, in_message_key, log_key, meta, outbox_key, CertRecord, CertStatus,
     ConfirmationRecord, Counts, Direction, EntryBody, IdempotencyRecord, LogEntry, LogHead, LogRecord,
-    OutboxEntry, PeerRecord, Rejection, Storage, StoreError, Tree, VoidRecord, Writes,
+    OutboxEntry, PeerRecord, Rejection, ResolutionRecord, Storage, StoreError, Tree, VoidRecord, Writes,
 };
 use crate::verify::{Content, Received, Refusal};
 
@@ -46,6 +46,8 @@ pub enum Command {
     Confirm { document: SignedDocument, confirmation: Box<ImportConfirmation> },
     /// A void this node signed for a certificate it issued.
     Void { document: SignedDocument, void: Void },
+    /// A resolution this node signed for a certificate in `import_discrepancy`.
+    Resolve { document: SignedDocument, resolution: Box<kp_protocol::Resolution> },
     /// Documents `peer` delivered that passed every check not needing the store. `under`
     /// says which trust they were checked under; the engine confirms it against the stored
     /// peer record in the transaction that would store them (see [`CheckedUnder`]). Only a
@@ -432,6 +434,9 @@ impl Engine {
                     self.confirm(&mut txn, &mut applied, now, document, *confirmation)?
                 }
                 Command::Void { document, void } => self.void(&mut txn, &mut applied, now, document, void)?,
+                Command::Resolve { document, resolution } => {
+                    self.resolve(&mut txn, &mut applied, now, document, *resolution)?
+                }
                 Command::Deliveries { peer, under, items } => {
                     match under.map(|u| distrust(&txn, peer, &u)).transpose()?.flatten() {
                         Some(why) => {
@@ -794,6 +799,101 @@ impl Engine {
         Ok(Outcome::Updated(Box::new(rec)))
     }
 
+    fn resolve<S: Storage + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        applied: &mut Applied,
+        now: Timestamp,
+        document: SignedDocument,
+        r: kp_protocol::Resolution,
+    ) -> Result<Outcome, StoreError> {
+        let key = r.certificate.as_str().as_bytes().to_vec();
+        let Some(mut rec) = txn.get_rec::<CertRecord>(Tree::Certs, &key)? else {
+            return Ok(Outcome::Refused(EngineError::NotFound(r.certificate)));
+        };
+        let rkey = crate::store::resolution_key(&rec.number);
+        let existing = txn.get_rec::<ResolutionRecord>(Tree::Meta, &rkey)?;
+        if let Some(why) = resolvable(&rec, existing.as_ref()) {
+            return Ok(Outcome::Refused(EngineError::WrongState {
+                number: rec.number,
+                status: rec.status.as_str(),
+                why,
+            }));
+        }
+        let id = document.message_id();
+        txn.put(
+            Tree::Meta,
+            &rkey,
+            &ResolutionRecord {
+                message_id: id,
+                participant: document.signer,
+                note: r.note.to_string(),
+                resolved_by: r.resolved_by.to_string(),
+                resolved_at: document.signed_at,
+                log_seq: None,
+            },
+        );
+        rec.updated_at = now;
+        self.enqueue(txn, applied, rec.peer, &document, id, Some(rec.number.clone()));
+        txn.put(Tree::Certs, &key, &rec);
+        Ok(Outcome::Updated(Box::new(rec)))
+    }
+
+    /// A partner's resolution: it must come from the other participant of a certificate this
+    /// node holds, name that certificate's id, and find it in `import_discrepancy`.
+    fn judge_resolution<S: Storage + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        now: Timestamp,
+        peer: ParticipantCode,
+        item: &Received,
+        r: &kp_protocol::Resolution,
+        at_seq: u64,
+    ) -> Result<Verdict, StoreError> {
+        let (doc, id) = (&item.document, item.message_id);
+        let key = r.certificate.as_str().as_bytes();
+        let rec = txn.get_rec::<CertRecord>(Tree::Certs, key)?;
+        let Some(mut rec) = rec.filter(|c| c.peer == peer && c.message_id == r.certificate_id) else {
+            return Ok(Verdict::Refuse(Refusal::new(
+                RejectCode::UnknownCertificate,
+                format!(
+                    "{} holds no certificate {} exchanged with {peer} with that id; only the two participants \
+                     of a certificate may resolve it",
+                    self.me, r.certificate
+                ),
+            )));
+        };
+        let rkey = crate::store::resolution_key(&rec.number);
+        let existing = txn.get_rec::<ResolutionRecord>(Tree::Meta, &rkey)?;
+        if let Some(prev) = &existing {
+            if let (true, Some(seq)) = (prev.message_id == id, prev.log_seq) {
+                return Ok(Verdict::Duplicate(seq));
+            }
+        }
+        if let Some(why) = resolvable(&rec, existing.as_ref()) {
+            return Ok(Verdict::Refuse(Refusal::new(
+                RejectCode::Conflict,
+                format!("certificate {} is {}: {why}", rec.number, rec.status.as_str()),
+            )));
+        }
+        tracing::info!(number = %rec.number, from = %peer, "import discrepancy resolved by the partner");
+        txn.put(
+            Tree::Meta,
+            &rkey,
+            &ResolutionRecord {
+                message_id: id,
+                participant: doc.signer,
+                note: r.note.to_string(),
+                resolved_by: r.resolved_by.to_string(),
+                resolved_at: doc.signed_at,
+                log_seq: Some(at_seq),
+            },
+        );
+        rec.updated_at = now;
+        txn.put(Tree::Certs, key, &rec);
+        Ok(Verdict::Store)
+    }
+
     fn deliveries<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
@@ -910,6 +1010,10 @@ impl Engine {
                 .filter(|v| v.message_id == id)
                 .and_then(|v| v.log_seq),
             Content::Rotation(_) => txn.get_rec::<u64>(Tree::Messages, &in_message_key(peer, &id))?,
+            Content::Resolution(r) => txn
+                .get_rec::<ResolutionRecord>(Tree::Meta, &crate::store::resolution_key(&r.certificate))?
+                .filter(|x| x.message_id == id && x.participant == peer)
+                .and_then(|x| x.log_seq),
         })
     }
 
@@ -1088,6 +1192,7 @@ impl Engine {
                 txn.put(Tree::Certs, key, &rec);
                 Ok(Verdict::Store)
             }
+            Content::Resolution(r) => self.judge_resolution(txn, now, peer, item, r, at_seq),
             Content::Rotation(r) => {
                 if let Some(seq) = txn.get_rec::<u64>(Tree::Messages, &in_message_key(peer, &id))? {
                     return Ok(Verdict::Duplicate(seq));
@@ -1268,6 +1373,20 @@ enum Verdict {
     /// Stored before, at this log position: answer with the receipt given then.
     Duplicate(u64),
     Refuse(Refusal),
+}
+
+/// Why a certificate cannot be resolved, if it cannot: only an import discrepancy is, once.
+pub fn resolvable(rec: &CertRecord, existing: Option<&ResolutionRecord>) -> Option<String> {
+    if let Some(prev) = existing {
+        return Some(format!(
+            "its discrepancy was already resolved by {} ({}) at {}",
+            prev.participant, prev.resolved_by, prev.resolved_at
+        ));
+    }
+    if rec.status != CertStatus::ImportDiscrepancy {
+        return Some("only a certificate in import_discrepancy can be resolved".into());
+    }
+    None
 }
 
 /// Why an inbound certificate cannot be confirmed now, if it cannot.

@@ -900,3 +900,84 @@ fn the_importer_refuses_a_members_number_from_the_unions_own_node() {
     }
     assert_eq!(inn.cert("EU-2026-000001").peer, EU);
 }
+
+/// A resolution is judged on receipt. Only the certificate's other
+/// participant may send one, only for a certificate in `import_discrepancy`, and only once;
+/// a resend gets its first receipt.
+#[test]
+fn a_resolution_is_accepted_only_from_the_partner_for_a_discrepancy_once() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    const AE: ParticipantCode = ParticipantCode::from_static("AE");
+    let (mut ru, mut inn, ae) = (side(RU, &clock), side(IN, &clock), side(AE, &clock));
+    let cert = certificate("RU-2026-000001", "100.00");
+    submit(&mut ru, now, cert.clone());
+    let sent = ru.outbox(IN);
+    let replies = deliver(&ru, &mut inn, now, sent.clone());
+    acknowledge(&mut ru, &inn, now, &sent, replies);
+    let resolution = |note: &str| kp_protocol::Resolution {
+        certificate: cert.number.clone(),
+        certificate_id: ru.cert("RU-2026-000001").message_id,
+        note: note.parse().unwrap(),
+        resolved_by: "Gokhran".parse().unwrap(),
+    };
+    let refused = |replies: &[Reply]| match &replies[0] {
+        Reply::Reject { refusal, .. } => refusal.clone(),
+        other => panic!("accepted: {other:?}"),
+    };
+    let send = |from: &Side, to: &mut Side, note: &str| {
+        let doc = from.signer.sign(&resolution(note));
+        deliver(from, to, now, vec![(doc.message_id(), doc, 0)])
+    };
+    let resolution_at = |s: &Side| {
+        get_record::<crate::store::ResolutionRecord, _>(
+            &s.store,
+            Tree::Meta,
+            &crate::store::resolution_key(&cert.number),
+        )
+        .unwrap()
+    };
+
+    // No discrepancy yet: refused, nothing stored.
+    let r = refused(&send(&ru, &mut inn, "early"));
+    assert_eq!(r.code, RejectCode::Conflict);
+    assert!(r.detail.contains("only a certificate in import_discrepancy can be resolved"), "{}", r.detail);
+    assert!(resolution_at(&inn).is_none());
+
+    // IN confirms with a carat missing: a discrepancy.
+    let confirmation = ImportConfirmation {
+        certificate: cert.number.clone(),
+        certificate_id: inn.cert("RU-2026-000001").message_id,
+        exporting_participant: RU,
+        importing_participant: IN,
+        exporter: cert.content.exporter.clone(),
+        importer: cert.content.importer.clone(),
+        received_on: now.date(),
+        parcels: 2,
+        carats: "409.00".parse().unwrap(),
+        confirming_authority: "DGFT".parse().unwrap(),
+        remarks: None,
+    };
+    let document = inn.signer.sign(&confirmation);
+    inn.apply(now, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }]);
+    assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::ImportDiscrepancy);
+
+    // A third participant cannot resolve someone else's certificate.
+    let r = refused(&send(&ae, &mut inn, "not mine"));
+    assert_eq!(r.code, RejectCode::UnknownCertificate);
+    assert!(r.detail.contains("only the two participants"), "{}", r.detail);
+    assert!(resolution_at(&inn).is_none());
+
+    // The exporter can; a resend gets a receipt again, another resolution is refused.
+    let doc = ru.signer.sign(&resolution("settled"));
+    let first = deliver(&ru, &mut inn, now, vec![(doc.message_id(), doc.clone(), 0)]);
+    assert!(matches!(&first[0], Reply::Receipt { duplicate: false, .. }), "{first:?}");
+    let stored = resolution_at(&inn).unwrap();
+    assert_eq!((stored.participant, stored.note.as_str()), (RU, "settled"));
+    let again = deliver(&ru, &mut inn, now, vec![(doc.message_id(), doc, 0)]);
+    assert!(matches!(&again[0], Reply::Receipt { duplicate: true, .. }), "{again:?}");
+    let r = refused(&send(&ru, &mut inn, "settled differently"));
+    assert_eq!(r.code, RejectCode::Conflict);
+    assert!(r.detail.contains("already resolved by RU"), "{}", r.detail);
+    assert_eq!(resolution_at(&inn).unwrap().note, "settled");
+}

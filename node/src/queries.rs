@@ -9,7 +9,7 @@ use crate::engine::document_of;
 use crate::node::{LinkStatus, Shared};
 use crate::store::{
     decode_record, get_record, log_key, CertRecord, CertStatus, ConfirmationRecord, Direction, EntryBody,
-    LogEntry, Rejection, Storage, StoreError, Tree, VoidRecord,
+    LogEntry, Rejection, ResolutionRecord, Storage, StoreError, Tree, VoidRecord,
 };
 use crate::trust::PeerTrust;
 
@@ -52,6 +52,9 @@ pub struct CertView {
     pub void: Option<VoidRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejection: Option<Rejection>,
+    /// The signed settlement of an import discrepancy (`kpnode cert resolve`), by either side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<ResolutionRecord>,
     pub updated_at: Timestamp,
     /// Inbound from a restricted participant: accepted under enhanced vigilance, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,6 +162,7 @@ pub fn cert_view<S: Storage + ?Sized>(
         },
         void: rec.void.clone(),
         rejection: rec.rejection.clone(),
+        resolution: crate::store::get_record(store, Tree::Meta, &crate::store::resolution_key(&rec.number))?,
         updated_at: rec.updated_at,
         enhanced_vigilance: rec.vigilance.clone(),
         certificate,
@@ -336,6 +340,10 @@ pub fn document_json(doc: &kp_protocol::SignedDocument) -> (Option<String>, serd
         },
         DocumentKind::Void => match doc.body::<Void>() {
             Ok(v) => (Some(v.certificate.to_string()), to_value(serde_json::to_value(&v))),
+            Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
+        },
+        DocumentKind::Resolution => match doc.body::<kp_protocol::Resolution>() {
+            Ok(r) => (Some(r.certificate.to_string()), to_value(serde_json::to_value(&r))),
             Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
         },
         DocumentKind::KeyRotation => match doc.body::<KeyRotation>() {

@@ -83,7 +83,7 @@ pub struct Config {
     /// A hostile partner attacks the honest nodes at random points.
     pub hostile: bool,
     /// A deliberate bug: the receiver judges the hostile partner's deliveries by the link's
-    /// own copy of its trust (taken when it connected), as links did before issue 13.
+    /// own copy of its trust (taken when it connected), as links once did (a fixed defect).
     pub bug_link_keeps_trust: bool,
 }
 
@@ -1684,7 +1684,7 @@ mod tests {
     }
 
     /// The hostile checks have teeth: a receiver that judges the partner by the link's own
-    /// copy of its trust (the behaviour before issue 13) is caught storing what it must refuse.
+    /// copy of its trust (an earlier, fixed behaviour) is caught storing what it must refuse.
     #[test]
     fn the_checks_catch_a_link_that_keeps_the_trust_it_started_with() {
         let caught = (1..300u64).find_map(|seed| {

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::queries::effective_status;
 use crate::store::{
-    decode_log, decode_record, log_key, CertRecord, CertStatus, Direction, EntryBody, Storage, StoreError,
-    Tree,
+    decode_log, decode_record, get_record, log_key, CertRecord, CertStatus, Direction, EntryBody,
+    ResolutionRecord, Storage, StoreError, Tree,
 };
 
 /// A span of days, both ends included.
@@ -373,6 +373,9 @@ pub struct PartnerReconciliation {
     /// difference: of certificates sent (confirmed by the partner) and received (confirmed
     /// here) alike.
     pub discrepancies: Vec<Finding>,
+    /// Discrepancies either side settled with a signed resolution (`kpnode cert resolve`):
+    /// shown for the record, no longer needing attention.
+    pub resolved: Vec<Finding>,
     /// Certificates past their expiry with no confirmation from the partner.
     pub unconfirmed_past_expiry: Vec<Finding>,
     /// Certificates the partner issued to this node.
@@ -422,6 +425,7 @@ pub fn reconcile<S: Storage + ?Sized>(
                 confirmed: 0,
                 awaiting_confirmation: 0,
                 discrepancies: Vec::new(),
+                resolved: Vec::new(),
                 unconfirmed_past_expiry: Vec::new(),
                 received: 0,
                 not_confirmed_here: Vec::new(),
@@ -433,6 +437,20 @@ pub fn reconcile<S: Storage + ?Sized>(
                 detail,
             };
             let status = effective_status(&rec, on);
+            // A discrepancy with a resolution is listed apart and does not count.
+            let resolution: Option<ResolutionRecord> =
+                if rec.confirmation.as_ref().is_some_and(|c| c.discrepancy.is_some()) {
+                    get_record(store, Tree::Meta, &crate::store::resolution_key(&rec.number))?
+                } else {
+                    None
+                };
+            let discrepancy = |p: &mut PartnerReconciliation, detail: String| match &resolution {
+                Some(r) => p.resolved.push(finding(format!(
+                    "{detail}; resolved by {} ({}) at {}: {}",
+                    r.participant, r.resolved_by, r.resolved_at, r.note
+                ))),
+                None => p.discrepancies.push(finding(detail)),
+            };
             match rec.direction {
                 Direction::Out => {
                     if matches!(rec.status, CertStatus::Voided | CertStatus::Rejected) {
@@ -442,7 +460,7 @@ pub fn reconcile<S: Storage + ?Sized>(
                     if let Some(c) = &rec.confirmation {
                         p.confirmed += 1;
                         if let Some(d) = &c.discrepancy {
-                            p.discrepancies.push(finding(format!("confirmed on {}: {d}", c.received_on)));
+                            discrepancy(p, format!("confirmed on {}: {d}", c.received_on));
                         }
                     } else if status == CertStatus::Expired {
                         p.unconfirmed_past_expiry.push(finding(format!(
@@ -463,8 +481,7 @@ pub fn reconcile<S: Storage + ?Sized>(
                     if let Some(d) =
                         rec.confirmation.as_ref().and_then(|c| c.discrepancy.as_ref().map(|d| (c, d)))
                     {
-                        p.discrepancies
-                            .push(finding(format!("confirmed here on {}: {}", d.0.received_on, d.1)));
+                        discrepancy(p, format!("confirmed here on {}: {}", d.0.received_on, d.1));
                     }
                     if rec.confirmation.is_none() {
                         let when =

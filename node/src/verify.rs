@@ -12,7 +12,7 @@ use kp_keys::KeyHistory;
 use kp_protocol::certificate::ISSUE_DATE_TOLERANCE_DAYS;
 use kp_protocol::{
     Certificate, DocumentKind, ImportConfirmation, KeyRotation, MessageId, ParticipantCode,
-    ParticipantDirectory, RejectCode, SignedDocument, Timestamp, ValidationContext, Void,
+    ParticipantDirectory, RejectCode, Resolution, SignedDocument, Timestamp, ValidationContext, Void,
 };
 
 use crate::registry::View;
@@ -44,6 +44,8 @@ pub enum Content {
     Confirmation(ImportConfirmation),
     Void(Void),
     Rotation(KeyRotation),
+    /// A settlement of an import discrepancy; the engine checks it against the certificate.
+    Resolution(Resolution),
 }
 
 /// A permanent refusal, sent back as `Reject`.
@@ -234,6 +236,7 @@ fn unless_stored(id: MessageId, document: SignedDocument, refusal: Refusal) -> R
         DocumentKind::ImportConfirmation => document.body().ok().map(Content::Confirmation),
         DocumentKind::Void => document.body().ok().map(Content::Void),
         DocumentKind::KeyRotation => document.body().ok().map(Content::Rotation),
+        DocumentKind::Resolution => document.body().ok().map(Content::Resolution),
         DocumentKind::Receipt
         | DocumentKind::ParticipantChange
         | DocumentKind::ParticipantList
@@ -364,6 +367,7 @@ fn check_content(
             Ok((Content::Confirmation(c), None))
         }
         DocumentKind::Void => Ok((Content::Void(doc.body().map_err(invalid)?), None)),
+        DocumentKind::Resolution => Ok((Content::Resolution(doc.body().map_err(invalid)?), None)),
         DocumentKind::KeyRotation => {
             let r: KeyRotation = doc.body().map_err(invalid)?;
             // Checking that it applies (and its second signature) without changing anything.

@@ -38,6 +38,8 @@ pub enum DocumentKind {
     /// A participant list carrying its issuer's registry revision (version 2 of the list
     /// format); [`DocumentKind::ParticipantList`] lists are still read.
     ParticipantListV2,
+    /// An operator's signed settlement of an import discrepancy.
+    Resolution,
 }
 
 impl DocumentKind {
@@ -53,6 +55,7 @@ impl DocumentKind {
             DocumentKind::ParticipantList => "participant-list",
             DocumentKind::CertificateSeal => "certificate-seal",
             DocumentKind::ParticipantListV2 => "participant-list-v2",
+            DocumentKind::Resolution => "resolution",
         }
     }
 }
@@ -264,6 +267,26 @@ pub struct Void {
 
 impl Body for Void {
     const KIND: DocumentKind = DocumentKind::Void;
+}
+
+/// An operator's signed statement that an import discrepancy on a certificate has been looked
+/// into and settled. Either participant of the certificate may sign one; it is sent to the
+/// other, and once stored the certificate no longer counts as needing attention in
+/// `reconcile`. The discrepancy itself stays on record: the resolution adds to it.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Resolution {
+    pub certificate: CertificateNumber,
+    /// The message id of the signed certificate being settled.
+    pub certificate_id: MessageId,
+    /// What was found and how it was settled.
+    pub note: LongText,
+    /// The person or office that settled it.
+    pub resolved_by: Text,
+}
+
+impl Body for Resolution {
+    const KIND: DocumentKind = DocumentKind::Resolution;
 }
 
 /// A receiver's signed statement that it durably stored `count` messages from `sender`, whose

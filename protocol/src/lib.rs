@@ -44,8 +44,8 @@ pub use codes::{CertificateNumber, HsCode, Origin, ParticipantCode};
 pub use date::{Date, Timestamp};
 pub use digest::{Digest, MessageId};
 pub use document::{
-    Body, DocumentError, DocumentKind, ImportConfirmation, KeyId, KeyRotation, ReceiptBatch, SignedDocument,
-    Void,
+    Body, DocumentError, DocumentKind, ImportConfirmation, KeyId, KeyRotation, ReceiptBatch, Resolution,
+    SignedDocument, Void,
 };
 pub use frame::{Frame, FrameError, RejectCode};
 pub use json::CertificateDraft;

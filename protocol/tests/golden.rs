@@ -135,3 +135,51 @@ fn key_rotation_format_2_encoding_is_stable() {
     back.verified_new_key().unwrap();
     back.verify_tls_possession(&SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes()).unwrap();
 }
+
+/// A resolution is the newest document kind: it was appended at the end of `DocumentKind`, so
+/// every earlier kind keeps its tag and documents written before it still decode.
+#[test]
+fn resolution_encoding_is_stable_and_earlier_kinds_keep_their_tags() {
+    use kp_protocol::{DocumentKind, Resolution};
+    let earlier = [
+        DocumentKind::Certificate,
+        DocumentKind::Receipt,
+        DocumentKind::ImportConfirmation,
+        DocumentKind::Void,
+        DocumentKind::KeyRotation,
+        DocumentKind::ParticipantChange,
+        DocumentKind::ParticipantList,
+        DocumentKind::CertificateSeal,
+        DocumentKind::ParticipantListV2,
+    ];
+    for (tag, kind) in earlier.iter().enumerate() {
+        assert_eq!(codec::encode(kind), (tag as u32).to_be_bytes().to_vec(), "{kind}");
+    }
+    assert_eq!(codec::encode(&DocumentKind::Resolution), 9u32.to_be_bytes().to_vec());
+
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let cert = SignedDocument::sign(
+        &sample_certificate(),
+        ParticipantCode::from_static("RU"),
+        &key,
+        Timestamp::from_unix_millis(1_795_000_000_000),
+    );
+    let resolution = Resolution {
+        certificate: sample_certificate().number,
+        certificate_id: cert.message_id(),
+        note: "Recounted at Mumbai customs: 2 carats of dust lost in transit".parse().unwrap(),
+        resolved_by: "A. Petrova, Gokhran".parse().unwrap(),
+    };
+    let doc = SignedDocument::sign(
+        &resolution,
+        ParticipantCode::from_static("RU"),
+        &key,
+        Timestamp::from_unix_millis(1_795_000_100_000),
+    );
+    let bytes = doc.to_bytes();
+    check("signed-resolution.bincode.hex", &bytes);
+    let back = SignedDocument::from_bytes(&bytes).unwrap();
+    back.verify_signature(&key.verifying_key()).unwrap();
+    assert_eq!(back.kind, DocumentKind::Resolution);
+    assert_eq!(back.body::<Resolution>().unwrap(), resolution);
+}

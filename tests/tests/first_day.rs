@@ -1,4 +1,4 @@
-//! Issue 21, an operator's first day: retried submissions, signing a number already issued,
+//! An operator's first day: retried submissions, signing a number already issued,
 //! sealing a voided certificate, and what the command line says when something is wrong.
 //! Every test runs the real `kpnode` binary.
 
@@ -175,7 +175,7 @@ fn cert_qr_refuses_a_voided_certificate_with_the_reason() {
     let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
     let png = tmp.path().join("seal.png");
     let png_s = png.to_str().unwrap();
-    // Before the void, it gets a seal, and its .kpc can be exported (item 9, from the daemon).
+    // Before the void, it gets a seal, and its .kpc can be exported (from the daemon).
     ok(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
     std::fs::remove_file(&png).unwrap();
     let kpc = tmp.path().join("c.kpc");
@@ -254,7 +254,7 @@ fn verify_prints_one_verdict_after_every_check_and_reads_svg_seals() {
     let out = ok(&["verify", &p("other.kpc"), "--bundle", &bundle]);
     assert_eq!(out.matches("Authentic").count(), 1, "{out}");
 
-    // Item 9: the .kpc of the submitted certificate, exported from the (stopped) node, goes
+    // The .kpc of the submitted certificate, exported from the (stopped) node, goes
     // with its seal: one verdict covering both.
     let out = ok(&["cert", "export", &number, "--out", &p("issued.kpc"), "--dir", dir_s]);
     assert!(out.contains(&format!("Wrote the signed certificate {number}")), "{out}");
@@ -322,7 +322,7 @@ fn usage_errors_name_kpnode_dir_and_the_setting_of_a_port_in_use() {
     );
 }
 
-/// Item 7: the remarks of an import confirmation are shown by `cert show`, text and JSON, on
+/// The remarks of an import confirmation are shown by `cert show`, text and JSON, on
 /// the importing side (before and after the exporter acknowledges it) and on the exporting side.
 #[test]
 fn confirmation_remarks_are_shown_on_both_sides() {
@@ -375,7 +375,7 @@ fn confirmation_remarks_are_shown_on_both_sides() {
         assert_eq!(json["confirmation"]["remarks"], remarks, "{json}");
         assert!(text.contains(&format!("remarks: {remarks}")), "{text}");
     }
-    // Item 8 (its first half): the discrepancy (110.00 carats weighed, 110.53 certified) is
+    // The discrepancy (110.00 carats weighed, 110.53 certified) is
     // reported by reconcile on both sides, exit 1, not "Everything is reconciled" on one.
     for dir in [ru_s, in_s] {
         let (code, out, err) = kpnode(&["reconcile", "--dir", dir]);
@@ -386,7 +386,85 @@ fn confirmation_remarks_are_shown_on_both_sides() {
     }
 }
 
-/// The "Also" of issue 21: `cert example` prints a certificate that validates today for the
+/// An operator on either side settles a discrepancy with a signed
+/// resolution (`kpnode cert resolve`); the partner's node stores it too, both sides' `cert show`
+/// shows it, and `reconcile` stops counting it on both sides.
+#[test]
+fn a_signed_resolution_settles_a_discrepancy_on_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ru_dir = init_dir(tmp.path(), "RU", free_port());
+    let in_dir = init_dir(tmp.path(), "IN", free_port());
+    let ru = ProcessNode::start(&ru_dir);
+    let inn = ProcessNode::start(&in_dir);
+    let (ru_s, in_s) = (ru_dir.root().to_str().unwrap(), in_dir.root().to_str().unwrap());
+    enrol_cli(&ru_dir, &in_dir);
+    let number = ru.api().submit(&certificate_json("RU", "IN", None, 3));
+    wait_until(Duration::from_secs(20), "IN has the certificate", || {
+        inn.api().get(&format!("/v1/certificates/{number}")).0 == 200
+    });
+    let show_json = |dir: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(&["cert", "show", &number, "--json", "--dir", dir])).unwrap()
+    };
+    // Resolving is refused while there is no discrepancy to resolve.
+    let (code, _, err) = kpnode(&["cert", "resolve", &number, "--note", "nothing yet", "--dir", in_s]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("only a certificate in import_discrepancy can be resolved"), "{err}");
+
+    let today = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().to_string();
+    ok(&[
+        "cert",
+        "confirm",
+        &number,
+        "--received-on",
+        &today,
+        "--parcels",
+        "2",
+        "--carats",
+        "110.00",
+        "--dir",
+        in_s,
+    ]);
+    wait_until(Duration::from_secs(20), "RU has the discrepancy", || {
+        show_json(ru_s)["status"] == "import_discrepancy"
+    });
+    for dir in [ru_s, in_s] {
+        let (code, out, err) = kpnode(&["reconcile", "--dir", dir]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains("1 certificate(s) need attention"), "{err}");
+    }
+
+    // The importer resolves it; the exporter receives the signed resolution.
+    let note = "recounted at Mumbai customs: 0.53 ct of dust lost in transit";
+    let said =
+        ok(&["cert", "resolve", &number, "--note", note, "--by", "A. Sharma, Mumbai customs", "--dir", in_s]);
+    assert!(said.contains("resolved"), "{said}");
+    wait_until(Duration::from_secs(20), "RU has the resolution", || {
+        show_json(ru_s)["resolution"].is_object()
+    });
+    for dir in [ru_s, in_s] {
+        let json = show_json(dir);
+        assert_eq!(json["resolution"]["note"], note, "{json}");
+        assert_eq!(json["resolution"]["resolved_by"], "A. Sharma, Mumbai customs", "{json}");
+        assert_eq!(json["resolution"]["participant"], "IN", "{json}");
+        // The discrepancy itself stays on record.
+        assert_eq!(json["status"], "import_discrepancy", "{json}");
+        let text = ok(&["cert", "show", &number, "--dir", dir]);
+        assert!(text.contains("resolved") && text.contains(note), "{text}");
+        let (code, out, err) = kpnode(&["reconcile", "--dir", dir]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("resolved") && out.contains(&number), "{out}");
+        assert!(out.contains("Everything is reconciled"), "{out}");
+        let rec: serde_json::Value =
+            serde_json::from_str(&ok(&["reconcile", "--json", "--dir", dir])).unwrap();
+        assert_eq!(rec["attention"], 0, "{rec}");
+    }
+    // Once only, on either side.
+    let (code, _, err) = kpnode(&["cert", "resolve", &number, "--note", "again", "--dir", ru_s]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("already resolved by IN"), "{err}");
+}
+
+/// `cert example` prints a certificate that validates today for the
 /// node; the certificate JSON reference and its example ship in docs/ and the README links
 /// them (and nothing outside the repository).
 #[test]
@@ -443,7 +521,7 @@ fn cert_example_validates_and_the_json_reference_ships_in_docs() {
     );
 }
 
-/// Item 5: a certificate queued for a participant that is not enrolled shows in `status`
+/// A certificate queued for a participant that is not enrolled shows in `status`
 /// (text and API), `peer list` (daemon running and stopped) and /metrics.
 #[test]
 fn certificates_for_a_participant_not_enrolled_stay_in_view() {
@@ -483,7 +561,7 @@ fn certificates_for_a_participant_not_enrolled_stay_in_view() {
     );
 }
 
-/// Item 6: `cert list` and `cert show` read a stopped node's store, and say what the daemon
+/// `cert list` and `cert show` read a stopped node's store, and say what the daemon
 /// said.
 #[test]
 fn cert_list_and_show_work_with_the_daemon_stopped() {
@@ -513,7 +591,7 @@ fn cert_list_and_show_work_with_the_daemon_stopped() {
     assert!(err.contains("cannot reach the kpnode daemon"), "{err}");
 }
 
-/// Item 11: a certificate naming another issuing authority than the node's is issued with a
+/// A certificate naming another issuing authority than the node's is issued with a
 /// warning by default, and refused (exit 2, naming the field) with
 /// `certificates.authority_mismatch = "refuse"`, by submit, sign and validate alike.
 #[test]

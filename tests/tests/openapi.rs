@@ -50,6 +50,7 @@ fn the_openapi_document_covers_every_route_and_a_fuzzer_finds_nothing() {
         ("/v1/certificates/{number}", "get"),
         ("/v1/certificates/{number}/confirm", "post"),
         ("/v1/certificates/{number}/void", "post"),
+        ("/v1/certificates/{number}/resolve", "post"),
         ("/v1/peers", "get"),
         ("/v1/peers", "post"),
         ("/v1/peers/{code}", "delete"),
@@ -73,6 +74,8 @@ fn the_openapi_document_covers_every_route_and_a_fuzzer_finds_nothing() {
         "ErrorBody",
         "Problem",
         "CertView",
+        "ResolveRequest",
+        "ResolutionRecord",
     ] {
         assert!(schemas.contains_key(s), "schema {s} missing");
     }

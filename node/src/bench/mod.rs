@@ -166,11 +166,18 @@ fn say(opts: &BenchOptions, text: impl AsRef<str>) {
     }
 }
 
+/// The issuing authority each bench node is initialised with. The sample certificates name the
+/// same authority, so the exporting node accepts them without an authority-mismatch warning.
+fn bench_authority(code: &str) -> String {
+    format!("Bench authority of {code}")
+}
+
 /// A certificate of the size and shape of a real one.
 fn sample_json(number: &str, variant: u64, today: kp_protocol::Date) -> String {
     let expires = today.add_days(30).unwrap_or(today);
+    let authority = bench_authority("RU");
     format!(
-        r#"{{"number":"{number}","exporting_participant":"RU","importing_participant":"IN","issuing_authority":"Gokhran of Russia","exporter":{{"name":"ALROSA PJSC","address":"6 Lenina St, Mirny, Sakha (Yakutia) 678174, Russia"}},"importer":{{"name":"Kiran Gems Pvt Ltd","address":"Bharat Diamond Bourse, Bandra Kurla Complex, Mumbai 400051, India"}},"issued_on":"{today}","expires_on":"{expires}","parcels":[{{"hs_code":"7102.31","carats":"{}.{:02}","value_usd":"4231000.00","origin":"RU"}},{{"hs_code":"7102.21","carats":"310.00","value_usd":"15500.00","origin":"MIXED"}}],"shipment":{{"port_of_export":"Moscow Sheremetyevo","customs_reference":"10005020/281126/{variant:07}"}},"declarations":[{{"code":"WDC-SoW","text":"The diamonds herein invoiced have been purchased from legitimate sources not involved in funding conflict."}}]}}"#,
+        r#"{{"number":"{number}","exporting_participant":"RU","importing_participant":"IN","issuing_authority":"{authority}","exporter":{{"name":"ALROSA PJSC","address":"6 Lenina St, Mirny, Sakha (Yakutia) 678174, Russia"}},"importer":{{"name":"Kiran Gems Pvt Ltd","address":"Bharat Diamond Bourse, Bandra Kurla Complex, Mumbai 400051, India"}},"issued_on":"{today}","expires_on":"{expires}","parcels":[{{"hs_code":"7102.31","carats":"{}.{:02}","value_usd":"4231000.00","origin":"RU"}},{{"hs_code":"7102.21","carats":"310.00","value_usd":"15500.00","origin":"MIXED"}}],"shipment":{{"port_of_export":"Moscow Sheremetyevo","customs_reference":"10005020/281126/{variant:07}"}},"declarations":[{{"code":"WDC-SoW","text":"The diamonds herein invoiced have been purchased from legitimate sources not involved in funding conflict."}}]}}"#,
         1000 + variant / 100,
         variant % 100
     )
@@ -286,7 +293,7 @@ fn init_node(root: &Path, code: &str, peer_port: u16, window: u32) -> Result<Nod
     let dir = NodeDir::new(root.join(code));
     let opts = InitOptions {
         participant: code.parse().map_err(|e| format!("{e}"))?,
-        authority: format!("Bench authority of {code}").parse().map_err(|e| format!("{e}"))?,
+        authority: bench_authority(code).parse().map_err(|e| format!("{e}"))?,
         peer_listen: Some(([127, 0, 0, 1], peer_port).into()),
         api_listen: Some(([127, 0, 0, 1], 0).into()),
         advertise: Vec::new(),
@@ -574,5 +581,16 @@ mod tests {
         let doc = sample_document();
         assert!(doc.body::<Certificate>().is_ok());
         assert!(doc.to_bytes().len() > 500, "a realistic size");
+    }
+
+    /// The bench's exporting node must sign its sample certificates without the
+    /// authority-mismatch warning, which a real operator would see as a misconfiguration.
+    #[test]
+    fn the_sample_certificate_names_the_bench_nodes_authority() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = init_node(tmp.path(), "RU", 0, 8).unwrap();
+        let config = dir.config().unwrap();
+        let cert = sample_document().body::<Certificate>().unwrap();
+        assert_eq!(config.authority_mismatch(cert.content.issuing_authority.as_str()), None);
     }
 }

@@ -138,6 +138,22 @@ Submitting the same file again is safe: kpnode sends the file's SHA-256 as the r
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Either side: settle an import discrepancy with a signed note, sent to the partner.
+    #[command(
+        long_about = "Either side: record that a certificate's import discrepancy (status import_discrepancy) was looked into and settled. The resolution (the note, who resolved it) is signed by this node and sent to the partner's node, which stores it too; from then on `kpnode reconcile` lists the discrepancy as resolved on both sides and no longer counts it as needing attention. `kpnode cert show` shows it. A certificate is resolved once; the discrepancy itself stays on record."
+    )]
+    Resolve {
+        /// The certificate number.
+        number: String,
+        /// What was found and how it was settled, e.g. "recounted: 2 ct of dust lost in transit".
+        #[arg(long)]
+        note: String,
+        /// Who resolved it (a person or office); default: this node's authority (node.toml).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+        #[command(flatten)]
+        dir: DirArg,
+    },
     /// Write the portable signed certificate (.kpc) of a certificate this node holds.
     #[command(
         long_about = "Write the portable signed certificate (.kpc, ASCII armor) of a certificate this node issued or received: exactly the document its issuer signed. Anyone with the issuer's enrolment bundle checks it offline with `kpnode verify FILE.kpc --bundle B` (and, with `--qr`, that a QR seal names it). A voided certificate is refused.
@@ -184,6 +200,9 @@ pub fn run(c: CertCommand) -> CliResult {
         }
         CertCommand::Void { number, reason, dir } => {
             update(&dir, &number, "void", serde_json::json!({"reason": reason}))
+        }
+        CertCommand::Resolve { number, note, by, dir } => {
+            update(&dir, &number, "resolve", serde_json::json!({"note": note, "resolved_by": by}))
         }
         CertCommand::Qr { number, out, dir } => qr(&number, &out, &dir),
         CertCommand::Export { number, out, dir } => export(&number, &out, &dir),
@@ -422,6 +441,9 @@ fn update(dir: &DirArg, number: &str, action: &str, body: Value) -> CliResult {
     let mut line = format!("{} {}", v["number"].as_str().unwrap_or("?"), v["status"].as_str().unwrap_or("?"));
     if let Some(d) = v["confirmation"]["discrepancy"].as_str() {
         line.push_str(&format!(" ({d})"));
+    }
+    if action == "resolve" {
+        line.push_str(", resolved; the resolution is queued for the partner");
     }
     println!("{line}");
     Ok(())

@@ -130,6 +130,16 @@ pub fn certificate(v: &serde_json::Value) {
             );
         }
     }
+    let rs = &v["resolution"];
+    if !rs.is_null() {
+        println!(
+            "  resolved      {} by {} ({}) — {}",
+            s(&rs["resolved_at"]),
+            s(&rs["participant"]),
+            s(&rs["resolved_by"]),
+            s(&rs["note"])
+        );
+    }
     let rj = &v["rejection"];
     if !rj.is_null() {
         println!("  rejected      {}: {}", s(&rj["code"]), s(&rj["detail"]));

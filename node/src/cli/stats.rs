@@ -201,8 +201,11 @@ pub fn run_reconcile(a: ReconcileArgs) -> CliResult {
     Ok(())
 }
 
-const KINDS: [(&str, &str); 3] = [
+/// Every kind of finding, as the JSON key and the name printed. `resolved` lists discrepancies
+/// settled by `kpnode cert resolve`: shown, but not needing attention.
+const KINDS: [(&str, &str); 4] = [
     ("discrepancies", "discrepancy"),
+    ("resolved", "resolved"),
     ("unconfirmed_past_expiry", "unconfirmed_past_expiry"),
     ("not_confirmed_here", "not_confirmed_here"),
 ];
@@ -261,7 +264,7 @@ fn print_reconcile(v: &Value) {
         ],
         &rows,
     );
-    let mut any = false;
+    let (mut any, mut needs) = (false, false);
     for p in &partners {
         for (key, name) in KINDS {
             for f in p[key].as_array().into_iter().flatten() {
@@ -269,6 +272,7 @@ fn print_reconcile(v: &Value) {
                     println!();
                     any = true;
                 }
+                needs |= key != "resolved";
                 println!(
                     "  {}  {:<24} {}  {}",
                     s(&p["partner"]),
@@ -279,7 +283,7 @@ fn print_reconcile(v: &Value) {
             }
         }
     }
-    if !any {
+    if !needs {
         let awaiting: u64 = partners.iter().filter_map(|p| p["awaiting_confirmation"].as_u64()).sum();
         println!();
         if awaiting > 0 {

@@ -228,6 +228,11 @@ fn message_key(dir: u8, peer: ParticipantCode, id: &MessageId) -> Vec<u8> {
 }
 
 /// Names of `meta` entries.
+/// The `meta` key of a certificate's resolution.
+pub fn resolution_key(number: &kp_protocol::CertificateNumber) -> Vec<u8> {
+    format!("{}{number}", meta::RESOLUTION_PREFIX).into_bytes()
+}
+
 pub mod meta {
     pub const FORMAT: &[u8] = b"format";
     pub const PARTICIPANT: &[u8] = b"participant";
@@ -244,5 +249,9 @@ pub mod meta {
     /// `idempotency-at/<ms since 1970, u64 BE><key>`: the same keys in the order they were
     /// stored, so expired ones are found (and removed) without a scan.
     pub const IDEMPOTENCY_AT_PREFIX: &str = "idempotency-at/";
+    /// `resolution/<certificate number>`: a [`ResolutionRecord`](super::ResolutionRecord),
+    /// kept beside the certificate's record so certificate records written before
+    /// resolutions existed keep their encoding.
+    pub const RESOLUTION_PREFIX: &str = "resolution/";
     pub const FORMAT_VERSION: &str = "kpnode-store/2";
 }

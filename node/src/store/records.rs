@@ -213,6 +213,20 @@ pub struct VoidRecord {
     pub log_seq: Option<u64>,
 }
 
+/// A signed settlement of a certificate's import discrepancy, by either participant.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, utoipa::ToSchema)]
+pub struct ResolutionRecord {
+    #[schema(value_type = Digest)]
+    pub message_id: MessageId,
+    /// The participant whose node signed it.
+    pub participant: ParticipantCode,
+    pub note: String,
+    pub resolved_by: String,
+    pub resolved_at: Timestamp,
+    /// Where the signed resolution sits in this node's log, on the receiving side.
+    pub log_seq: Option<u64>,
+}
+
 /// A peer's permanent refusal.
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, utoipa::ToSchema)]
 pub struct Rejection {
