@@ -393,8 +393,14 @@ fn the_store_refuses_a_rotation_to_another_participants_tls_key_even_past_the_li
     let doc = SignedDocument::sign(&body, RU, ru.signing.signing_key(), now);
     let mut history = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
     let registry = Registry::default();
-    let ctx =
-        CheckContext { me: IN, peer: RU, now, clock_tolerance_ms: 0, registry: registry.on(now.date()) };
+    let ctx = CheckContext {
+        me: IN,
+        peer: RU,
+        now,
+        clock_tolerance_ms: 0,
+        retired_key_grace_ms: 7 * 86_400_000,
+        registry: registry.on(now.date()),
+    };
     let item = check_batch(&ctx, &mut history, vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap();
     let replies = match inn.apply(now, vec![Command::Deliveries { peer: RU, items: vec![item] }]).remove(0) {
         Outcome::Delivered(r) => r,
@@ -431,8 +437,14 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
     let doc = SignedDocument::sign(&body, RU, ru.signing.signing_key(), now);
     let mut history = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
     let registry = Registry::default();
-    let ctx =
-        CheckContext { me: IN, peer: RU, now, clock_tolerance_ms: 0, registry: registry.on(now.date()) };
+    let ctx = CheckContext {
+        me: IN,
+        peer: RU,
+        now,
+        clock_tolerance_ms: 0,
+        retired_key_grace_ms: 7 * 86_400_000,
+        registry: registry.on(now.date()),
+    };
     let item = check_batch(&ctx, &mut history, vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap();
     inn.apply(now, vec![Command::Deliveries { peer: RU, items: vec![item] }]);
     // The bundle from before the rotation is older than what IN holds.
