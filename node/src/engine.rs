@@ -118,6 +118,52 @@ pub enum EngineError {
     Quarantined(ParticipantCode),
 }
 
+/// The signing-key windows of `peer`'s stored record as `txn` sees it; `None` if there is no
+/// record that decodes (the caller has refused such a peer's deliveries, or keeps its trust
+/// outside the store: the simulator).
+fn stored_signing_windows<S: Storage + ?Sized>(
+    txn: &Txn<'_, S>,
+    peer: ParticipantCode,
+) -> Result<Option<Vec<crate::trust::SigningWindow>>, StoreError> {
+    let key = peer.as_bytes();
+    let Some(bytes) = txn.get(Tree::Peers, &key)? else { return Ok(None) };
+    let Ok(rec) = decode_record::<PeerRecord>(Tree::Peers, &key, &bytes) else { return Ok(None) };
+    Ok(crate::trust::record_signing_windows(&rec))
+}
+
+/// Why `doc` would not verify against the stored signing-key windows `w` of `peer` (as `log
+/// verify` will judge it), if it would not.
+fn outside_history(
+    w: &[crate::trust::SigningWindow],
+    peer: ParticipantCode,
+    doc: &SignedDocument,
+) -> Option<Refusal> {
+    let Some(k) = w.iter().find(|k| k.key_id == doc.key_id) else {
+        return Some(Refusal::new(
+            RejectCode::UnknownKey,
+            format!(
+                "signed with key {}, which is not in the key history this node holds for {peer} (a \
+                 rotation to it was refused here)",
+                doc.key_id
+            ),
+        ));
+    };
+    let valid = doc.signed_at >= k.valid_from && k.valid_until.is_none_or(|u| doc.signed_at < u);
+    (!valid).then(|| {
+        Refusal::new(
+            RejectCode::UnknownKey,
+            format!(
+                "signed at {} with key {}, which the key history this node holds for {peer} makes \
+                 valid from {}{}",
+                doc.signed_at,
+                doc.key_id,
+                k.valid_from,
+                k.valid_until.map(|u| format!(" until {u}")).unwrap_or_default()
+            ),
+        )
+    })
+}
+
 /// Everything one `apply` did.
 #[derive(Debug)]
 pub struct Applied {
@@ -672,17 +718,34 @@ impl Engine {
         let mut new_entries: Vec<Vec<u8>> = Vec::new();
         let mut new_index: HashMap<MessageId, usize> = HashMap::new();
         let mut rotations: Vec<(MessageId, u64)> = Vec::new();
+        // The link checked these documents against its own copy of the peer's key history,
+        // which may hold a rotation the store refused (a fork sent over another link, a
+        // statement that would disown stored documents). What is stored must verify against
+        // the stored history, so each document's key is looked up in it as this batch leaves
+        // it. Key ids only: the link verified the signature with the key the id names.
+        let mut windows = stored_signing_windows(txn, peer)?;
         for item in items {
             let id = item.message_id;
             if let Some(&i) = new_index.get(&id) {
                 slots.push(Slot::New(i));
                 continue;
             }
+            let is_rotation = matches!(item.content, Content::Rotation(_));
+            if !is_rotation {
+                if let Some(refusal) =
+                    windows.as_deref().and_then(|w| outside_history(w, peer, &item.document))
+                {
+                    tracing::warn!(%peer, message = ?id, detail = %refusal.detail, "refused a delivery signed with a key the stored history does not hold");
+                    slots.push(Slot::Done(Reply::Reject { message_id: id, refusal }));
+                    continue;
+                }
+            }
             let at_seq = self.head.next_seq;
             match self.judge(txn, applied, now, peer, &item, at_seq)? {
                 Verdict::Store => {
-                    if matches!(item.content, Content::Rotation(_)) {
+                    if is_rotation {
                         rotations.push((id, at_seq));
+                        windows = stored_signing_windows(txn, peer)?;
                     }
                     // Stored below, once, with its receipt.
                     let (seq, hash, bytes) =
@@ -938,8 +1001,21 @@ impl Engine {
                         ))
                     }
                 };
-                if r.sequence as usize <= trust.history.rotations().len() {
-                    return Ok(Verdict::Store);
+                let sequence = r.sequence as usize;
+                if (1..=trust.history.rotations().len()).contains(&sequence) {
+                    // A statement this node holds (from a bundle, or another link) is taken
+                    // again; another one with the same sequence number forks the history.
+                    if trust.history.rotations()[sequence - 1] == *doc {
+                        return Ok(Verdict::Store);
+                    }
+                    return Ok(Verdict::Refuse(Refusal::new(
+                        RejectCode::InvalidDocument,
+                        format!(
+                            "key rotation {sequence} differs from the rotation {sequence} this node already \
+                             holds for {peer}: the key history forks. Refused, with what was signed \
+                             under it"
+                        ),
+                    )));
                 }
                 if let Err(e) = trust.history.apply(doc) {
                     return Ok(Verdict::Refuse(Refusal::new(RejectCode::InvalidDocument, e.to_string())));

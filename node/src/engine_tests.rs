@@ -502,3 +502,97 @@ fn a_certificate_signed_before_its_issue_date_is_refused() {
     }
     assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000001").unwrap().is_none());
 }
+
+/// What `IN`'s link to `RU` accepts when it checks `docs` against its own copy of RU's key
+/// history, `history` (updated by the rotations among them, as a link's is).
+fn checked_by_link(now: Timestamp, history: &mut KeyHistory, docs: Vec<SignedDocument>) -> Vec<Received> {
+    let registry = Registry::default();
+    let ctx = CheckContext {
+        me: IN,
+        peer: RU,
+        now,
+        clock_tolerance_ms: 0,
+        retired_key_grace_ms: 7 * 86_400_000,
+        registry: registry.on(now.date()),
+    };
+    let docs = docs.into_iter().map(|d| (d.message_id(), None, d)).collect();
+    check_batch(&ctx, history, docs).into_iter().map(|r| r.expect("the link accepts it")).collect()
+}
+
+fn stored_replies(inn: &mut Side, now: Timestamp, items: Vec<Received>) -> Vec<Reply> {
+    match inn.apply(now, vec![Command::Deliveries { peer: RU, items }]).remove(0) {
+        Outcome::Delivered(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn signing_rotation(
+    ru: &Enrollee,
+    new_key: &SigningKeyPair,
+    signed_at: i64,
+    effective_from: i64,
+) -> SignedDocument {
+    let body = kp_protocol::KeyRotation::new_with_signing_key(
+        RU,
+        1,
+        ru.signing.key_id(),
+        new_key.signing_key(),
+        None,
+        Timestamp::from_unix_millis(effective_from),
+    );
+    SignedDocument::sign(&body, RU, ru.signing.signing_key(), Timestamp::from_unix_millis(signed_at))
+}
+
+fn rejection(reply: &Reply) -> String {
+    match reply {
+        Reply::Reject { refusal, .. } => refusal.detail.clone(),
+        other => panic!("expected a reject, got {other:?}"),
+    }
+}
+
+/// Review High 2: RU sends rotation 1 to key X on one link and another rotation 1 to key Y on
+/// a second link, then certificates signed with Y. Each link checks against its own copy;
+/// the store keeps the first and refuses the fork and everything signed under it, in the
+/// same batch and in later ones.
+#[test]
+fn a_second_rotation_with_the_same_sequence_is_refused_as_a_fork_with_what_it_signed() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let mut inn = side(IN, &clock);
+    let ru = enrollee(RU);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let now = Timestamp::from_unix_millis(T0 + 10);
+    let (kx, ky) = (SigningKeyPair::generate(), SigningKeyPair::generate());
+    let x = signing_rotation(&ru, &kx, T0 + 10, T0 + 10);
+    let y = signing_rotation(&ru, &ky, T0 + 10, T0 + 10);
+    let before = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let (mut link_a, mut link_b) = (before.clone(), before);
+
+    let items = checked_by_link(now, &mut link_a, vec![x.clone()]);
+    assert!(matches!(&stored_replies(&mut inn, now, items)[..], [Reply::Receipt { .. }]));
+
+    let cert = |n: &str| SignedDocument::sign(&certificate(n, "100.00"), RU, ky.signing_key(), now);
+    let items = checked_by_link(now, &mut link_b, vec![y, cert("RU-2026-000001")]);
+    let replies = stored_replies(&mut inn, now, items);
+    assert_eq!(replies.len(), 2);
+    let fork = rejection(&replies[0]);
+    assert!(fork.contains("the key history forks"), "{fork}");
+    let signed_under_fork = rejection(&replies[1]);
+    assert!(
+        signed_under_fork.contains("not in the key history this node holds for RU"),
+        "{signed_under_fork}"
+    );
+    // A later batch on the same link, still checked against the forked copy.
+    let items = checked_by_link(now, &mut link_b, vec![cert("RU-2026-000002")]);
+    let later = rejection(&stored_replies(&mut inn, now, items)[0]);
+    assert!(later.contains("not in the key history"), "{later}");
+
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000001").unwrap().is_none());
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000002").unwrap().is_none());
+    let stored: crate::store::PeerRecord =
+        get_record(&inn.store, Tree::Peers, &RU.as_bytes()).unwrap().unwrap();
+    assert_eq!(stored.rotations, vec![x], "the first rotation stays");
+    // The same statement again (as a bundle or another link would bring it) is still taken.
+    let mut fresh = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let items = checked_by_link(now, &mut fresh, vec![stored.rotations[0].clone()]);
+    assert!(matches!(&stored_replies(&mut inn, now, items)[..], [Reply::Receipt { .. }]));
+}

@@ -166,6 +166,48 @@ pub fn record_tls_keys(rec: &PeerRecord) -> Vec<[u8; 32]> {
     keys
 }
 
+/// One signing key a stored peer record binds, and when it was valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigningWindow {
+    pub key_id: KeyId,
+    pub valid_from: Timestamp,
+    pub valid_until: Option<Timestamp>,
+}
+
+/// The signing keys of a stored peer record's current identity and their validity windows,
+/// read without re-verifying signatures (the record was verified when it was stored), as
+/// [`KeyHistory::signing_key_at`] would judge them. `None` if the record does not decode.
+pub fn record_signing_windows(rec: &PeerRecord) -> Option<Vec<SigningWindow>> {
+    let bundle = kp_keys::bundle::decode_unverified(&rec.bundle).ok()?;
+    let root = VerifyingKey::from_bytes(&bundle.root_key).ok()?;
+    let mut windows = vec![SigningWindow {
+        key_id: KeyId::of(&root),
+        valid_from: bundle.root_created_at,
+        valid_until: None,
+    }];
+    let mut applied = 0usize;
+    for r in bundle.rotations.iter().chain(&rec.rotations) {
+        let body = r.body::<KeyRotation>().ok()?;
+        // The record's own list may repeat statements its bundle holds.
+        if (body.sequence as usize) <= applied {
+            continue;
+        }
+        applied = body.sequence as usize;
+        if let Some(new) = &body.new_signing_key {
+            let key = VerifyingKey::from_bytes(&new.public_key).ok()?;
+            if let Some(last) = windows.last_mut() {
+                last.valid_until = Some(body.effective_from);
+            }
+            windows.push(SigningWindow {
+                key_id: KeyId::of(&key),
+                valid_from: body.effective_from,
+                valid_until: None,
+            });
+        }
+    }
+    Some(windows)
+}
+
 /// A snapshot of everything trusted.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
