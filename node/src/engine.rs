@@ -164,6 +164,47 @@ fn outside_history(
     })
 }
 
+/// Records that something `peer` signed with `key_id` at `signed_at` is stored (see
+/// [`meta::SIGNED_PREFIX`]).
+fn note_signed<S: Storage + ?Sized>(
+    txn: &mut Txn<'_, S>,
+    peer: ParticipantCode,
+    key_id: kp_protocol::KeyId,
+    signed_at: Timestamp,
+) -> Result<(), StoreError> {
+    let key = meta::signed_with(peer, key_id);
+    if txn.get_rec::<Timestamp>(Tree::Meta, &key)?.is_none_or(|t| t < signed_at) {
+        txn.put(Tree::Meta, &key, &signed_at);
+    }
+    Ok(())
+}
+
+/// The refusal of rotation `r` of `peer`, which replaces signing key `replaced`, if it would
+/// take effect at or before the signing time of something this node stores signed with that
+/// key: `log verify` would then refuse what was received in good faith. Both `signed_at` and
+/// `effective_from` are the signer's to choose, so only what this node holds bounds them.
+fn disowns_stored<S: Storage + ?Sized>(
+    txn: &Txn<'_, S>,
+    peer: ParticipantCode,
+    replaced: kp_protocol::KeyId,
+    r: &kp_protocol::KeyRotation,
+) -> Result<Option<Refusal>, StoreError> {
+    if r.new_signing_key.is_none() {
+        return Ok(None);
+    }
+    let last = txn.get_rec::<Timestamp>(Tree::Meta, &meta::signed_with(peer, replaced))?;
+    Ok(last.filter(|last| r.effective_from <= *last).map(|last| {
+        Refusal::new(
+            RejectCode::InvalidDocument,
+            format!(
+                "the rotation takes effect at {}, but this node holds a document {peer} signed with \
+                 key {replaced} at {last}: a rotation cannot disown what was already received",
+                r.effective_from
+            ),
+        )
+    }))
+}
+
 /// Everything one `apply` did.
 #[derive(Debug)]
 pub struct Applied {
@@ -536,7 +577,17 @@ impl Engine {
         let existing = txn
             .get(Tree::Peers, &key)?
             .map(|b| decode_record::<PeerRecord>(Tree::Peers, &key, &b).map_err(|e| e.to_string()));
-        let admitted = match crate::enrol::admit(record, existing, replace_identity) {
+        let mut last_signed = crate::enrol::LastSigned::new();
+        if let Ok(b) = kp_keys::bundle::decode_unverified(&record.bundle) {
+            for r in b.rotations.iter().filter_map(|r| r.body::<kp_protocol::KeyRotation>().ok()) {
+                if let Some(t) =
+                    txn.get_rec::<Timestamp>(Tree::Meta, &meta::signed_with(participant, r.previous_key))?
+                {
+                    last_signed.insert(r.previous_key, t);
+                }
+            }
+        }
+        let admitted = match crate::enrol::admit(record, existing, replace_identity, &last_signed) {
             Ok(a) => a,
             Err(e) => return Ok(Outcome::Refused(e.into())),
         };
@@ -741,12 +792,14 @@ impl Engine {
                 }
             }
             let at_seq = self.head.next_seq;
+            let (key_id, signed_at) = (item.document.key_id, item.document.signed_at);
             match self.judge(txn, applied, now, peer, &item, at_seq)? {
                 Verdict::Store => {
                     if is_rotation {
                         rotations.push((id, at_seq));
                         windows = stored_signing_windows(txn, peer)?;
                     }
+                    note_signed(txn, peer, key_id, signed_at)?;
                     // Stored below, once, with its receipt.
                     let (seq, hash, bytes) =
                         self.chain(now, EntryBody::Received { peer, document: item.document });
@@ -1017,8 +1070,12 @@ impl Engine {
                         ),
                     )));
                 }
+                let replaced = trust.history.current_signing().key_id;
                 if let Err(e) = trust.history.apply(doc) {
                     return Ok(Verdict::Refuse(Refusal::new(RejectCode::InvalidDocument, e.to_string())));
+                }
+                if let Some(refusal) = disowns_stored(txn, peer, replaced, r)? {
+                    return Ok(Verdict::Refuse(refusal));
                 }
                 let claimed: Vec<[u8; 32]> = r
                     .new_tls_certificate
@@ -1057,6 +1114,7 @@ impl Engine {
             return Ok(None);
         };
         let received_at = receipt.received_at();
+        note_signed(txn, peer, receipt.batch.key_id, receipt.batch.signed_at)?;
         let kind = entry.document.kind;
         let certificate = entry.certificate;
         let (seq, _) = self.append(

@@ -596,3 +596,37 @@ fn a_second_rotation_with_the_same_sequence_is_refused_as_a_fork_with_what_it_si
     let items = checked_by_link(now, &mut fresh, vec![stored.rotations[0].clone()]);
     assert!(matches!(&stored_replies(&mut inn, now, items)[..], [Reply::Receipt { .. }]));
 }
+
+/// Review High 1: RU backdates both `signed_at` and `effective_from` of a signing-key
+/// rotation to just after its key was made. The statement is consistent in itself, but it
+/// would disown the certificate IN already stored: refused.
+#[test]
+fn a_rotation_backdated_with_its_signing_time_cannot_disown_stored_documents() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let mut inn = side(IN, &clock);
+    let ru = enrollee(RU);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let now = Timestamp::from_unix_millis(T0 + 100);
+    let mut link = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let cert =
+        SignedDocument::sign(&certificate("RU-2026-000001", "100.00"), RU, ru.signing.signing_key(), now);
+    let items = checked_by_link(now, &mut link, vec![cert]);
+    assert!(matches!(&stored_replies(&mut inn, now, items)[..], [Reply::Receipt { .. }]));
+
+    let root_from = link.root().valid_from.unix_millis();
+    let new_key = SigningKeyPair::generate();
+    for (signed, effective) in [(root_from + 1, root_from + 1), (T0 + 100, T0 + 100)] {
+        let backdated = signing_rotation(&ru, &new_key, signed, effective);
+        let items = checked_by_link(now, &mut link.clone(), vec![backdated]);
+        let detail = rejection(&stored_replies(&mut inn, now, items)[0]);
+        assert!(detail.contains("a rotation cannot disown what was already received"), "{detail}");
+    }
+    let stored: crate::store::PeerRecord =
+        get_record(&inn.store, Tree::Peers, &RU.as_bytes()).unwrap().unwrap();
+    assert!(stored.rotations.is_empty());
+    // Taking effect after what IN holds: fine.
+    let honest = signing_rotation(&ru, &new_key, T0 + 101, T0 + 101);
+    let later = Timestamp::from_unix_millis(T0 + 200);
+    let items = checked_by_link(later, &mut link, vec![honest]);
+    assert!(matches!(&stored_replies(&mut inn, later, items)[..], [Reply::Receipt { .. }]));
+}

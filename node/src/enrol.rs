@@ -6,10 +6,14 @@
 //!   same statements, then more) — an older bundle would roll the history back;
 //! - a different identity only with `replace_identity` (`--replace-identity`); the old one is
 //!   archived, so what was signed under it still verifies;
-//! - a record that cannot be loaded (a quarantined peer) is replaced by any valid bundle.
+//! - a record that cannot be loaded (a quarantined peer) is replaced by any valid bundle;
+//! - in every case, a signing-key rotation this node did not hold before must take effect
+//!   after everything it stores signed with the key it replaces.
+
+use std::collections::BTreeMap;
 
 use kp_keys::{Fingerprint, VerifiedBundle};
-use kp_protocol::{ParticipantCode, Timestamp};
+use kp_protocol::{KeyId, KeyRotation, ParticipantCode, Timestamp};
 
 use crate::store::PeerRecord;
 
@@ -56,6 +60,19 @@ pub enum EnrolError {
          participant. Do not enrol it"
     )]
     TlsKeyTaken { participant: ParticipantCode, owner: ParticipantCode },
+    #[error(
+        "the bundle's key rotation {sequence} retires {participant}'s key {key_id} at {effective_from}, \
+         but this node holds a document {participant} signed with that key at {last_signed}: the \
+         rotation would disown what was already received. Do not enrol it; ask {participant}'s \
+         operator what happened to their keys"
+    )]
+    Disowns {
+        participant: ParticipantCode,
+        sequence: usize,
+        key_id: KeyId,
+        effective_from: Timestamp,
+        last_signed: Timestamp,
+    },
 }
 
 /// What enrolling a bundle writes: the new record, and the identity it replaces (to archive).
@@ -65,18 +82,29 @@ pub struct Admitted {
     pub archive: Option<PeerRecord>,
 }
 
+/// The latest signing time of what this node stores from the participant, per key of it
+/// (see [`crate::store::meta::SIGNED_PREFIX`]).
+pub type LastSigned = BTreeMap<KeyId, Timestamp>;
+
 /// Decides whether `new` (from [`prepare`]) may replace `existing`, the stored record of the
-/// same participant (`Err` if it cannot be loaded), and what to write. See the module docs.
+/// same participant (`Err` if it cannot be loaded), and what to write. `last_signed` holds,
+/// for the keys the bundle's rotations replace, the latest signing time of what this node
+/// stores signed with them. See the module docs.
 pub fn admit(
     new: PeerRecord,
     existing: Option<Result<PeerRecord, String>>,
     replace_identity: bool,
+    last_signed: &LastSigned,
 ) -> Result<Admitted, EnrolError> {
     let participant = new.participant;
     let fresh = crate::trust::PeerTrust::from_record(&new).map_err(|e| EnrolError::Bundle(e.to_string()))?;
     let old = match existing {
-        None => return Ok(Admitted { record: new, archive: None }),
+        None => {
+            check_new_statements(&fresh, 0, last_signed)?;
+            return Ok(Admitted { record: new, archive: None });
+        }
         Some(Err(why)) => {
+            check_new_statements(&fresh, 0, last_signed)?;
             tracing::warn!(peer = %participant, error = %why, "replacing a peer record that cannot be loaded");
             return Ok(Admitted { record: new, archive: None });
         }
@@ -85,6 +113,7 @@ pub fn admit(
     let held = match crate::trust::PeerTrust::from_record(&old) {
         Ok(t) => t,
         Err(e) => {
+            check_new_statements(&fresh, 0, last_signed)?;
             tracing::warn!(peer = %participant, error = %e, "replacing a peer record that cannot be loaded");
             return Ok(Admitted { record: new, archive: None });
         }
@@ -97,6 +126,7 @@ pub fn admit(
                 given: fresh.fingerprint.to_string(),
             });
         }
+        check_new_statements(&fresh, 0, last_signed)?;
         tracing::warn!(peer = %participant, old = %held.fingerprint, new = %fresh.fingerprint, "the peer's identity is replaced; the old one is archived and no longer trusted for new documents");
         return Ok(Admitted { record: new, archive: Some(old) });
     }
@@ -117,7 +147,36 @@ pub fn admit(
             return Err(EnrolError::Unproven { participant, sequence: i + 1 });
         }
     }
+    check_new_statements(&fresh, held_r.len(), last_signed)?;
     Ok(Admitted { record: new, archive: None })
+}
+
+/// Checks the statements of `fresh`'s history from index `held` on (those this node has not
+/// held before) as new: a signing-key rotation must take effect after everything this node
+/// stores signed with the key it replaces. Both its `signed_at` and its `effective_from`
+/// are the signer's to choose, so only what this node holds bounds them from below.
+fn check_new_statements(
+    fresh: &crate::trust::PeerTrust,
+    held: usize,
+    last_signed: &LastSigned,
+) -> Result<(), EnrolError> {
+    let participant = fresh.participant;
+    for (i, doc) in fresh.history.rotations().iter().enumerate().skip(held) {
+        let Ok(r) = doc.body::<KeyRotation>() else { continue };
+        if r.new_signing_key.is_none() {
+            continue;
+        }
+        if let Some(&last) = last_signed.get(&r.previous_key).filter(|last| r.effective_from <= **last) {
+            return Err(EnrolError::Disowns {
+                participant,
+                sequence: i + 1,
+                key_id: r.previous_key,
+                effective_from: r.effective_from,
+                last_signed: last,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks `bundle_text` against `fingerprint` and makes the record to store (whether it may

@@ -239,5 +239,14 @@ pub mod meta {
     pub const NUMBER_PREFIX: &str = "number/";
     /// `queued/<CC>`: messages waiting for a peer.
     pub const QUEUED_PREFIX: &str = "queued/";
+    /// `signed/<CC>/<key id>`: the latest `signed_at` of anything stored from a peer (a
+    /// delivered document, a receipt) signed with one of its keys. A rotation of that key
+    /// must take effect after it, or it would disown what this node already holds.
+    pub const SIGNED_PREFIX: &str = "signed/";
+
+    /// The `signed/<CC>/<key id>` entry of `peer`'s key `key_id`.
+    pub fn signed_with(peer: kp_protocol::ParticipantCode, key_id: kp_protocol::KeyId) -> Vec<u8> {
+        format!("{SIGNED_PREFIX}{peer}/{key_id}").into_bytes()
+    }
     pub const FORMAT_VERSION: &str = "kpnode-store/2";
 }
