@@ -7,8 +7,9 @@
 //! - a different identity only with `replace_identity` (`--replace-identity`); the old one is
 //!   archived, so what was signed under it still verifies;
 //! - a record that cannot be loaded (a quarantined peer) is replaced by any valid bundle;
-//! - in every case, a signing-key rotation this node did not hold before must take effect
-//!   after everything it stores signed with the key it replaces.
+//! - in every case, the statements this node did not hold before are judged as new ones on
+//!   the wire are: a new TLS key proves possession, and a signing-key rotation takes effect
+//!   after everything this node stores signed with the key it replaces.
 
 use std::collections::BTreeMap;
 
@@ -53,7 +54,7 @@ pub enum EnrolError {
          true); the old identity is archived so entries signed under it still verify"
     )]
     IdentityChange { participant: ParticipantCode, held: String, given: String },
-    #[error("the bundle's key rotation {sequence} brings a new TLS key without proof that {participant} holds it: {participant}'s node must run a kpnode version that proves possession")]
+    #[error("the bundle's key rotation {sequence} brings a new TLS key without proof that {participant} holds it: {participant}'s node must run a kpnode version that proves possession (a statement made before kpnode proved possession is enrolled only by a node that already holds it; otherwise {participant} starts a new identity with `kpnode init`)")]
     Unproven { participant: ParticipantCode, sequence: usize },
     #[error(
         "the bundle claims a TLS key that is already bound to {owner}: a TLS key belongs to one \
@@ -137,24 +138,17 @@ pub fn admit(
     if let Some(i) = held_r.iter().zip(given_r).position(|(a, b)| a != b) {
         return Err(EnrolError::Diverges { participant, sequence: i + 1 });
     }
-    // Statements this node has not held before are new: a new TLS key among them proves
-    // possession, as on the wire.
-    for (i, doc) in given_r.iter().enumerate().skip(held_r.len()) {
-        let unproven = doc
-            .body::<kp_protocol::KeyRotation>()
-            .is_ok_and(|r| r.new_tls_certificate.is_some() && r.tls_possession.is_none());
-        if unproven {
-            return Err(EnrolError::Unproven { participant, sequence: i + 1 });
-        }
-    }
     check_new_statements(&fresh, held_r.len(), last_signed)?;
     Ok(Admitted { record: new, archive: None })
 }
 
 /// Checks the statements of `fresh`'s history from index `held` on (those this node has not
-/// held before) as new: a signing-key rotation must take effect after everything this node
-/// stores signed with the key it replaces. Both its `signed_at` and its `effective_from`
-/// are the signer's to choose, so only what this node holds bounds them from below.
+/// held before: all of them on a first enrolment, an identity change or in place of a record
+/// that cannot be loaded) as new, as on the wire:
+/// - a new TLS key proves possession (a format-1 statement without that proof is refused);
+/// - a signing-key rotation takes effect after everything this node stores signed with the
+///   key it replaces. Both its `signed_at` and its `effective_from` are the signer's to
+///   choose, so only what this node holds bounds them from below.
 fn check_new_statements(
     fresh: &crate::trust::PeerTrust,
     held: usize,
@@ -163,6 +157,9 @@ fn check_new_statements(
     let participant = fresh.participant;
     for (i, doc) in fresh.history.rotations().iter().enumerate().skip(held) {
         let Ok(r) = doc.body::<KeyRotation>() else { continue };
+        if r.new_tls_certificate.is_some() && r.tls_possession.is_none() {
+            return Err(EnrolError::Unproven { participant, sequence: i + 1 });
+        }
         if r.new_signing_key.is_none() {
             continue;
         }

@@ -473,13 +473,61 @@ fn a_tls_key_bound_to_another_participant_is_refused() {
         rotations: Vec::new(),
         created_at: now(),
     }
-    .sign(&ae_keys.signing)
-    .unwrap();
-    let body =
-        json!({"bundle": bundle.to_armored(), "fingerprint": bundle.fingerprint.to_string()}).to_string();
+    .sign_unchecked_armored(&ae_keys.signing);
+    let fingerprint = kp_keys::Fingerprint::of(&ae_keys.signing.verifying_key());
+    let body = json!({"bundle": bundle, "fingerprint": fingerprint.to_string()}).to_string();
     let (s, v) = inn.api.post("/v1/peers", &body);
     assert_eq!(s, 422, "{v}");
-    assert!(v.to_string().contains("already bound to KZ"), "{v}");
+    assert!(v.to_string().contains("must name AE and be signed by its own key"), "{v}");
     let (_, peers) = inn.api.get("/v1/peers");
     assert_eq!(peers.as_array().unwrap().len(), 2, "{peers}");
+}
+
+/// Review Medium 5: an impostor enrolled *first* with another participant's public TLS
+/// certificate (as its root certificate, or in a format-1 rotation without proof of
+/// possession) would bind that key to itself, and the real owner's enrolment would then be
+/// refused as taking it. Both bundles are refused; the owner enrols.
+#[test]
+fn a_bundle_cannot_bind_another_participants_tls_certificate_before_it_is_enrolled() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let kz = TestNode::start(&rt, init_dir(tmp.path(), "KZ", 0));
+    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
+    let kz_keys = NodeKeys::load(&kz.dir.keys_dir()).unwrap();
+    let ae = init_dir(tmp.path(), "AE", 0);
+    let ae_keys = NodeKeys::load(&ae.keys_dir()).unwrap();
+    let impostor = |root_tls_certificate: Vec<u8>, rotations: Vec<SignedDocument>| {
+        let armored = Bundle {
+            format: kp_keys::bundle::BUNDLE_FORMAT,
+            participant: "AE".parse().unwrap(),
+            authority: "Impostor".parse().unwrap(),
+            endpoints: vec!["127.0.0.1:9".into()],
+            root_key: ae_keys.signing.verifying_key().to_bytes(),
+            root_created_at: ae_keys.history.root().valid_from,
+            root_tls_certificate,
+            rotations,
+            created_at: now(),
+        }
+        .sign_unchecked_armored(&ae_keys.signing);
+        let fingerprint = kp_keys::Fingerprint::of(&ae_keys.signing.verifying_key());
+        json!({"bundle": armored, "fingerprint": fingerprint.to_string()}).to_string()
+    };
+    // KZ's certificate as the root certificate.
+    let (s, v) = inn.api.post("/v1/peers", &impostor(kz_keys.tls_certificate.clone(), Vec::new()));
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("must name AE and be signed by its own key"), "{v}");
+    // AE's own root certificate, then a format-1 rotation (no proof) to KZ's, signed now and
+    // backdated to just after AE's key was made.
+    for t in [now(), ae_keys.history.root().valid_from.saturating_add_millis(1)] {
+        let rotation = tls_rotation(&ae_keys, 1, kz_keys.tls_certificate.clone(), None, t, t);
+        let (s, v) = inn.api.post("/v1/peers", &impostor(ae_keys.tls_certificate.clone(), vec![rotation]));
+        assert_eq!(s, 422, "{v}");
+        assert!(v.to_string().contains("without proof that AE holds it"), "{v}");
+    }
+    let (_, peers) = inn.api.get("/v1/peers");
+    assert_eq!(peers, json!([]), "nothing was enrolled");
+    // KZ, the key's owner, enrols.
+    enrol_pair(&kz, &inn);
+    wait_linked(&inn.api, kz.code);
 }
