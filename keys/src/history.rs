@@ -337,6 +337,18 @@ impl KeyHistory {
         Ok(())
     }
 
+    /// Ends the history at `at`: the keys still current are valid only before it (a key of an
+    /// identity the participant replaced signs nothing after the replacement). Keys that a
+    /// rotation had already replaced keep their own end.
+    pub fn retire_at(&mut self, at: Timestamp) {
+        for e in &mut self.signing {
+            e.valid_until = Some(e.valid_until.map_or(at, |u| u.min(at)));
+        }
+        for e in &mut self.tls {
+            e.replaced_at = Some(e.replaced_at.map_or(at, |r| r.min(at)));
+        }
+    }
+
     /// The key `key_id`, if it was this participant's valid signing key at `at`.
     pub fn signing_key_at(&self, key_id: KeyId, at: Timestamp) -> Result<&VerifyingKey, HistoryError> {
         let entry = self

@@ -252,7 +252,12 @@ impl Trust {
                                     tracing::error!(peer = %participant, error = %e, "an archived identity of the peer cannot be read; log entries signed under it will not verify");
                                 }).ok()?;
                                 match PeerTrust::from_record(&a.record) {
-                                    Ok(t) => Some(ArchivedPeer { history: t.history, fingerprint: t.fingerprint, replaced_at: a.replaced_at }),
+                                    Ok(t) => {
+                                        // An archived identity signs nothing after it was replaced.
+                                        let mut history = t.history;
+                                        history.retire_at(a.replaced_at);
+                                        Some(ArchivedPeer { history, fingerprint: t.fingerprint, replaced_at: a.replaced_at })
+                                    }
                                     Err(e) => {
                                         tracing::error!(peer = %participant, error = %e, "an archived identity of the peer does not verify; log entries signed under it will not verify");
                                         None
@@ -408,6 +413,27 @@ mod tests {
         forged.rotations.push(tls_rotation(&SigningKeyPair::generate(), 3, T0 + 30));
         let refused = Trust::build(vec![(RU, Ok(forged))], Vec::new(), Some(&reloaded));
         assert!(refused.quarantine_reason(RU).unwrap().contains("rotation statement 3"), "{refused:?}");
+    }
+
+    /// Review Low 12: the last key of an archived identity stayed valid for any signing time,
+    /// so `log verify` accepted what the old identity signed after it was replaced.
+    #[test]
+    fn an_archived_identitys_keys_end_when_it_was_replaced() {
+        let (old_signing, old) = record();
+        let (_, current) = record();
+        let replaced_at = Timestamp::from_unix_millis(T0 + 1000);
+        let trust = Trust::build(
+            vec![(RU, Ok(current))],
+            vec![(RU, Ok(ArchivedIdentity { record: old, replaced_at }))],
+            None,
+        );
+        let ru = trust.known(RU).unwrap();
+        ru.signing_key_at(old_signing.key_id(), Timestamp::from_unix_millis(T0 + 999)).unwrap();
+        let e = ru.signing_key_at(old_signing.key_id(), replaced_at).unwrap_err();
+        assert!(matches!(e, HistoryError::KeyNotValidAt { .. }), "{e}");
+        assert!(ru
+            .signing_key_at(old_signing.key_id(), Timestamp::from_unix_millis(T0 + 86_400_000))
+            .is_err());
     }
 
     #[test]
