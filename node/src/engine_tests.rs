@@ -462,13 +462,18 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
         }
         other => panic!("expected an IdentityChange refusal, got {other:?}"),
     }
-    assert!(matches!(enrol(&mut inn, &ru2, true), Outcome::Done));
+    // Replaced after the rotation took effect.
+    let replaced = Timestamp::from_unix_millis(T0 + 30);
+    let command = Command::EnrolPeer { record: Box::new(ru2.record.clone()), replace_identity: true };
+    assert!(matches!(inn.apply(replaced, vec![command]).remove(0), Outcome::Done));
     let trust = crate::node::load_trust(&inn.store).unwrap();
     let ru_trust = trust.known(RU).unwrap();
     assert_eq!(ru_trust.archived.len(), 1);
     assert_eq!(ru_trust.archived[0].history.rotations().len(), 1, "the archive keeps the wire rotation");
-    // Keys of the old identity still verify what was signed under them.
+    // Keys of the old identity still verify what was signed under them, before it was
+    // replaced.
     ru_trust.signing_key_at(new_key.key_id(), Timestamp::from_unix_millis(T0 + 20)).unwrap();
+    ru_trust.signing_key_at(new_key.key_id(), replaced).unwrap_err();
     ru_trust.signing_key_at(ru2.signing.key_id(), Timestamp::from_unix_millis(T0 + 20)).unwrap();
 }
 
@@ -629,4 +634,37 @@ fn a_rotation_backdated_with_its_signing_time_cannot_disown_stored_documents() {
     let later = Timestamp::from_unix_millis(T0 + 200);
     let items = checked_by_link(later, &mut link, vec![honest]);
     assert!(matches!(&stored_replies(&mut inn, later, items)[..], [Reply::Receipt { .. }]));
+}
+
+/// Review Low 8: a stored record that decodes but no longer verifies (here: a forged
+/// rotation appended) was replaced by any valid bundle, another identity without the flag
+/// included, and not archived.
+#[test]
+fn a_record_that_does_not_verify_still_needs_the_flag_for_a_new_identity() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let mut inn = side(IN, &clock);
+    let ru = enrollee(RU);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let mut damaged = ru.record.clone();
+    damaged.rotations.push(signing_rotation(&enrollee(RU), &SigningKeyPair::generate(), T0 + 10, T0 + 10));
+    assert!(crate::trust::PeerTrust::from_record(&damaged).is_err());
+    let mut writes = crate::store::Writes::new();
+    writes.insert((Tree::Peers, RU.as_bytes().to_vec()), Some(crate::store::encode_record(&damaged)));
+    inn.store.commit(&writes).unwrap();
+
+    let ru2 = enrollee(RU);
+    match enrol(&mut inn, &ru2, false) {
+        Outcome::Refused(EngineError::Enrol(e @ crate::enrol::EnrolError::IdentityChange { .. })) => {
+            assert!(e.to_string().contains("--replace-identity"), "{e}")
+        }
+        other => panic!("expected an IdentityChange refusal, got {other:?}"),
+    }
+    assert!(matches!(enrol(&mut inn, &ru2, true), Outcome::Done));
+    let archived = inn.store.range(Tree::PeerArchive, &[], &[0xff; 16], usize::MAX).unwrap();
+    assert_eq!(archived.len(), 1, "the unloadable record is archived");
+    // The same identity's current bundle replaces such a record without the flag.
+    let mut inn = side(IN, &clock);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    inn.store.commit(&writes).unwrap();
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
 }

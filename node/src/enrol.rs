@@ -6,7 +6,9 @@
 //!   same statements, then more) — an older bundle would roll the history back;
 //! - a different identity only with `replace_identity` (`--replace-identity`); the old one is
 //!   archived, so what was signed under it still verifies;
-//! - a record that cannot be loaded (a quarantined peer) is replaced by any valid bundle;
+//! - a record that cannot be loaded (a quarantined peer) is replaced by a valid bundle; if it
+//!   still decodes, its root key (read without verifying) keeps the identity rule: a different
+//!   fingerprint needs `replace_identity`, and the record is archived;
 //! - in every case, the statements this node did not hold before are judged as new ones on
 //!   the wire are: a new TLS key proves possession, and a signing-key rotation takes effect
 //!   after everything this node stores signed with the key it replaces.
@@ -114,6 +116,24 @@ pub fn admit(
     let held = match crate::trust::PeerTrust::from_record(&old) {
         Ok(t) => t,
         Err(e) => {
+            // The record decodes but does not verify. Its root key, read without verifying,
+            // still keeps the identity-change rule (its rotations cannot be trusted to count).
+            if let Ok(b) = kp_keys::bundle::decode_unverified(&old.bundle) {
+                let held_fp =
+                    ed25519_dalek::VerifyingKey::from_bytes(&b.root_key).ok().map(|k| Fingerprint::of(&k));
+                if let Some(held_fp) = held_fp.filter(|fp| *fp != fresh.fingerprint) {
+                    if !replace_identity {
+                        return Err(EnrolError::IdentityChange {
+                            participant,
+                            held: held_fp.to_string(),
+                            given: fresh.fingerprint.to_string(),
+                        });
+                    }
+                    check_new_statements(&fresh, 0, last_signed)?;
+                    tracing::warn!(peer = %participant, error = %e, old = %held_fp, new = %fresh.fingerprint, "replacing a peer record that cannot be loaded with a new identity; the old record is archived");
+                    return Ok(Admitted { record: new, archive: Some(old) });
+                }
+            }
             check_new_statements(&fresh, 0, last_signed)?;
             tracing::warn!(peer = %participant, error = %e, "replacing a peer record that cannot be loaded");
             return Ok(Admitted { record: new, archive: None });
