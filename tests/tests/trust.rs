@@ -531,3 +531,39 @@ fn a_bundle_cannot_bind_another_participants_tls_certificate_before_it_is_enroll
     enrol_pair(&kz, &inn);
     wait_linked(&inn.api, kz.code);
 }
+
+/// Review Low 9: the per-day bound counts `effective_from`, which the signer chooses: 128
+/// rotations dated a day apart in the future would all pass in one burst. A rotation on the
+/// wire must take effect by now (within the clock tolerance).
+#[test]
+fn a_rotation_taking_effect_in_the_future_is_refused() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
+    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
+    enrol_pair(&ru, &inn);
+    let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
+    const DAY: i64 = 86_400_000;
+    let replies = rt.block_on(async {
+        let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
+        let mut replies = Vec::new();
+        // Signed now, and backdated to just after RU's key was made.
+        for signed in [now(), ru_keys.history.root().valid_from.saturating_add_millis(1)] {
+            for i in 1..=3i64 {
+                let key = TlsKeyPair::generate();
+                let cert = kp_keys::tlscert::self_signed(&key, RU).unwrap();
+                let doc =
+                    tls_rotation(&ru_keys, 1, cert, Some(&key), signed, now().saturating_add_millis(i * DAY));
+                replies.push(deliver(&mut raw, &doc).await);
+            }
+        }
+        replies
+    });
+    for r in replies {
+        let (code, detail) = r.expect_err("a rotation taking effect in the future must be refused");
+        assert_eq!(code, RejectCode::ClockSkew, "{detail}");
+        assert!(detail.contains("in the future for this node"), "{detail}");
+    }
+    assert_eq!(key_counts(&inn.api, "RU").1, 1);
+}
