@@ -100,6 +100,19 @@ impl Bundle {
         let wire = codec::encode(&SignedBundle { bundle, key_id: key.key_id(), signature });
         VerifiedBundle::from_bytes(&wire)
     }
+
+    /// The armored text of this bundle signed with `key`, without any check: what a hostile
+    /// partner could send, for tests that show it refused.
+    #[doc(hidden)]
+    pub fn sign_unchecked_armored(self, key: &SigningKeyPair) -> String {
+        let bundle = codec::encode(&self);
+        let signature = key.signing_key().sign(&signing_message(&bundle)).to_bytes();
+        let wire = codec::encode(&SignedBundle { bundle, key_id: key.key_id(), signature });
+        match VerifiedBundle::from_bytes(&wire) {
+            Ok(verified) => verified.to_armored(),
+            Err(_) => armor::armor(BUNDLE_LABEL, &[("Participant", self.participant.to_string())], &wire),
+        }
+    }
 }
 
 /// The bundle inside binary bundle bytes, decoded but NOT checked: only for bytes verified

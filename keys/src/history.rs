@@ -116,6 +116,9 @@ impl KeyHistory {
             .ok_or(HistoryError::BadRootKey)?;
         check_certificate_size(&tls_certificate_der)?;
         let tls_key = tlscert::public_key(&tls_certificate_der)?;
+        // The root certificate's proof of possession: signed by its own key and naming the
+        // participant, so nobody can put another participant's certificate in its bundle.
+        tlscert::check_own(&tls_certificate_der, participant)?;
         Ok(KeyHistory {
             participant,
             signing: vec![SigningKeyEntry {
@@ -334,6 +337,18 @@ impl KeyHistory {
         Ok(())
     }
 
+    /// Ends the history at `at`: the keys still current are valid only before it (a key of an
+    /// identity the participant replaced signs nothing after the replacement). Keys that a
+    /// rotation had already replaced keep their own end.
+    pub fn retire_at(&mut self, at: Timestamp) {
+        for e in &mut self.signing {
+            e.valid_until = Some(e.valid_until.map_or(at, |u| u.min(at)));
+        }
+        for e in &mut self.tls {
+            e.replaced_at = Some(e.replaced_at.map_or(at, |r| r.min(at)));
+        }
+    }
+
     /// The key `key_id`, if it was this participant's valid signing key at `at`.
     pub fn signing_key_at(&self, key_id: KeyId, at: Timestamp) -> Result<&VerifyingKey, HistoryError> {
         let entry = self
@@ -506,6 +521,23 @@ mod tests {
         // The real thing.
         n.history.apply(&proved(&n, T0 + 10)).unwrap();
         assert_eq!(n.history.tls_keys().len(), 2);
+    }
+
+    /// Review Medium 5: a bundle whose root certificate is another participant's (public)
+    /// certificate would bind that participant's TLS key to the bundle's participant.
+    #[test]
+    fn the_root_certificate_must_be_the_participants_own() {
+        let signing = SigningKeyPair::generate();
+        let victims = TlsKeyPair::generate();
+        let their_cert = tlscert::self_signed(&victims, ParticipantCode::from_static("IN")).unwrap();
+        let e = KeyHistory::genesis(
+            RU,
+            &signing.verifying_key().to_bytes(),
+            Timestamp::from_unix_millis(T0),
+            their_cert,
+        )
+        .unwrap_err();
+        assert!(reason(e).contains("must name RU and be signed by its own key"));
     }
 
     #[test]

@@ -22,13 +22,19 @@ pub enum TlsCertError {
     Parse(String),
     #[error("the certificate's key is not an Ed25519 key")]
     NotEd25519,
+    #[error(
+        "the certificate is not one {participant}'s TLS key made for {participant}: it must name \
+         {participant} and be signed by its own key (as kpnode makes it), which proves that \
+         {participant} holds that key"
+    )]
+    NotOwn { participant: ParticipantCode },
 }
 
 /// A self-signed certificate for `key`, naming the participant. Returns DER.
 pub fn self_signed(key: &TlsKeyPair, participant: ParticipantCode) -> Result<Vec<u8>, TlsCertError> {
     let der = key.to_pkcs8_der();
     let key_pair = KeyPair::try_from(der.as_slice()).map_err(|e| TlsCertError::Generate(e.to_string()))?;
-    let name = format!("{}.kpnode.invalid", participant.as_str().to_ascii_lowercase());
+    let name = dns_name(participant);
     let mut params = CertificateParams::new(vec![name]).map_err(|e| TlsCertError::Generate(e.to_string()))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("kpnode {participant}"));
@@ -36,6 +42,63 @@ pub fn self_signed(key: &TlsKeyPair, participant: ParticipantCode) -> Result<Vec
     params.distinguished_name = dn;
     let cert = params.self_signed(&key_pair).map_err(|e| TlsCertError::Generate(e.to_string()))?;
     Ok(cert.der().to_vec())
+}
+
+/// The DNS name [`self_signed`] gives `participant`'s certificate.
+fn dns_name(participant: ParticipantCode) -> String {
+    format!("{}.kpnode.invalid", participant.as_str().to_ascii_lowercase())
+}
+
+/// Checks that `cert_der` names `participant` (as [`self_signed`] does) and is signed by its
+/// own key: only whoever holds the key can make such a certificate for `participant`, so it
+/// proves possession. A certificate copied from another participant names that one.
+pub fn check_own(cert_der: &[u8], participant: ParticipantCode) -> Result<(), TlsCertError> {
+    let not_own = || TlsCertError::NotOwn { participant };
+    let der = CertificateDer::from(cert_der);
+    let cert = webpki::EndEntityCert::try_from(&der).map_err(|e| TlsCertError::Parse(format!("{e:?}")))?;
+    let name = rustls_pki_types::ServerName::try_from(dns_name(participant)).map_err(|_| not_own())?;
+    cert.verify_is_valid_for_subject_name(&name).map_err(|_| not_own())?;
+    let key = ed25519_key_of_spki(cert.subject_public_key_info().as_ref())?;
+    let (tbs, signature) = split_signed(cert_der).ok_or_else(not_own)?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|_| not_own())?;
+    key.verify_strict(tbs, &ed25519_dalek::Signature::from_bytes(&signature)).map_err(|_| not_own())
+}
+
+/// The DER `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }`
+/// split into the signed bytes and an Ed25519 signature; `None` for anything else.
+fn split_signed(der: &[u8]) -> Option<(&[u8], [u8; 64])> {
+    /// One TLV at the start of a buffer: (tag, whole TLV, content, rest).
+    type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+    fn tlv(b: &[u8]) -> Option<Tlv<'_>> {
+        let (&tag, rest) = b.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (first as usize, rest)
+        } else {
+            let n = (first & 0x7f) as usize;
+            if n == 0 || n > 3 || rest.len() < n {
+                return None;
+            }
+            (rest[..n].iter().fold(0usize, |a, &d| a << 8 | d as usize), &rest[n..])
+        };
+        if rest.len() < len {
+            return None;
+        }
+        let header = b.len() - rest.len();
+        Some((tag, &b[..header + len], &rest[..len], &rest[len..]))
+    }
+    const SEQUENCE: u8 = 0x30;
+    const BIT_STRING: u8 = 0x03;
+    const ED25519_ALGORITHM: [u8; 7] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
+    let (SEQUENCE, _, body, []) = tlv(der)? else { return None };
+    let (SEQUENCE, tbs, _, rest) = tlv(body)? else { return None };
+    let (SEQUENCE, algorithm, _, rest) = tlv(rest)? else { return None };
+    let (BIT_STRING, _, bits, []) = tlv(rest)? else { return None };
+    if algorithm != ED25519_ALGORITHM {
+        return None;
+    }
+    let signature = bits.strip_prefix(&[0u8])?.try_into().ok()?;
+    Some((tbs, signature))
 }
 
 /// The certificate's SubjectPublicKeyInfo, parsed by webpki (the same parser rustls uses).
@@ -103,5 +166,20 @@ mod tests {
         assert_eq!(public_key(&der).unwrap(), key.verifying_key().to_bytes());
         assert_eq!(from_pem(&to_pem(&der)).unwrap(), der);
         assert!(public_key(b"not a certificate").is_err());
+    }
+
+    #[test]
+    fn a_certificate_proves_possession_only_for_the_participant_it_names() {
+        let (ru, kz) = (ParticipantCode::from_static("RU"), ParticipantCode::from_static("KZ"));
+        let key = TlsKeyPair::generate();
+        let der = self_signed(&key, ru).unwrap();
+        check_own(&der, ru).unwrap();
+        // Someone else's certificate, copied verbatim: it names its owner.
+        assert_eq!(check_own(&der, kz), Err(TlsCertError::NotOwn { participant: kz }));
+        // A certificate naming RU but not signed by its own key.
+        let mut forged = der.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(check_own(&forged, ru), Err(TlsCertError::NotOwn { participant: ru }));
     }
 }

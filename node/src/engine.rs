@@ -216,6 +216,93 @@ fn distrust<S: Storage + ?Sized>(
     Ok(None)
 }
 
+/// The signing-key windows of `peer`'s stored record as `txn` sees it; `None` if there is no
+/// record that decodes (the caller has refused such a peer's deliveries, or keeps its trust
+/// outside the store: the simulator).
+fn stored_signing_windows<S: Storage + ?Sized>(
+    txn: &Txn<'_, S>,
+    peer: ParticipantCode,
+) -> Result<Option<Vec<crate::trust::SigningWindow>>, StoreError> {
+    let key = peer.as_bytes();
+    let Some(bytes) = txn.get(Tree::Peers, &key)? else { return Ok(None) };
+    let Ok(rec) = decode_record::<PeerRecord>(Tree::Peers, &key, &bytes) else { return Ok(None) };
+    Ok(crate::trust::record_signing_windows(&rec))
+}
+
+/// Why `doc` would not verify against the stored signing-key windows `w` of `peer` (as `log
+/// verify` will judge it), if it would not.
+fn outside_history(
+    w: &[crate::trust::SigningWindow],
+    peer: ParticipantCode,
+    doc: &SignedDocument,
+) -> Option<Refusal> {
+    let Some(k) = w.iter().find(|k| k.key_id == doc.key_id) else {
+        return Some(Refusal::new(
+            RejectCode::UnknownKey,
+            format!(
+                "signed with key {}, which is not in the key history this node holds for {peer} (a \
+                 rotation to it was refused here)",
+                doc.key_id
+            ),
+        ));
+    };
+    let valid = doc.signed_at >= k.valid_from && k.valid_until.is_none_or(|u| doc.signed_at < u);
+    (!valid).then(|| {
+        Refusal::new(
+            RejectCode::UnknownKey,
+            format!(
+                "signed at {} with key {}, which the key history this node holds for {peer} makes \
+                 valid from {}{}",
+                doc.signed_at,
+                doc.key_id,
+                k.valid_from,
+                k.valid_until.map(|u| format!(" until {u}")).unwrap_or_default()
+            ),
+        )
+    })
+}
+
+/// Records that something `peer` signed with `key_id` at `signed_at` is stored (see
+/// [`meta::SIGNED_PREFIX`]).
+fn note_signed<S: Storage + ?Sized>(
+    txn: &mut Txn<'_, S>,
+    peer: ParticipantCode,
+    key_id: kp_protocol::KeyId,
+    signed_at: Timestamp,
+) -> Result<(), StoreError> {
+    let key = meta::signed_with(peer, key_id);
+    if txn.get_rec::<Timestamp>(Tree::Meta, &key)?.is_none_or(|t| t < signed_at) {
+        txn.put(Tree::Meta, &key, &signed_at);
+    }
+    Ok(())
+}
+
+/// The refusal of rotation `r` of `peer`, which replaces signing key `replaced`, if it would
+/// take effect at or before the signing time of something this node stores signed with that
+/// key: `log verify` would then refuse what was received in good faith. Both `signed_at` and
+/// `effective_from` are the signer's to choose, so only what this node holds bounds them.
+fn disowns_stored<S: Storage + ?Sized>(
+    txn: &Txn<'_, S>,
+    peer: ParticipantCode,
+    replaced: kp_protocol::KeyId,
+    r: &kp_protocol::KeyRotation,
+) -> Result<Option<Refusal>, StoreError> {
+    if r.new_signing_key.is_none() {
+        return Ok(None);
+    }
+    let last = txn.get_rec::<Timestamp>(Tree::Meta, &meta::signed_with(peer, replaced))?;
+    Ok(last.filter(|last| r.effective_from <= *last).map(|last| {
+        Refusal::new(
+            RejectCode::InvalidDocument,
+            format!(
+                "the rotation takes effect at {}, but this node holds a document {peer} signed with \
+                 key {replaced} at {last}: a rotation cannot disown what was already received",
+                r.effective_from
+            ),
+        )
+    }))
+}
+
 /// Everything one `apply` did.
 #[derive(Debug)]
 pub struct Applied {
@@ -608,7 +695,17 @@ impl Engine {
         let existing = txn
             .get(Tree::Peers, &key)?
             .map(|b| decode_record::<PeerRecord>(Tree::Peers, &key, &b).map_err(|e| e.to_string()));
-        let admitted = match crate::enrol::admit(record, existing, replace_identity) {
+        let mut last_signed = crate::enrol::LastSigned::new();
+        if let Ok(b) = kp_keys::bundle::decode_unverified(&record.bundle) {
+            for r in b.rotations.iter().filter_map(|r| r.body::<kp_protocol::KeyRotation>().ok()) {
+                if let Some(t) =
+                    txn.get_rec::<Timestamp>(Tree::Meta, &meta::signed_with(participant, r.previous_key))?
+                {
+                    last_signed.insert(r.previous_key, t);
+                }
+            }
+        }
+        let admitted = match crate::enrol::admit(record, existing, replace_identity, &last_signed) {
             Ok(a) => a,
             Err(e) => return Ok(Outcome::Refused(e.into())),
         };
@@ -912,6 +1009,12 @@ impl Engine {
         let mut new_entries: Vec<Vec<u8>> = Vec::new();
         let mut new_index: HashMap<MessageId, usize> = HashMap::new();
         let mut rotations: Vec<(MessageId, u64)> = Vec::new();
+        // The link checked these documents against its own copy of the peer's key history,
+        // which may hold a rotation the store refused (a fork sent over another link, a
+        // statement that would disown stored documents). What is stored must verify against
+        // the stored history, so each document's key is looked up in it as this batch leaves
+        // it. Key ids only: the link verified the signature with the key the id names.
+        let mut windows = stored_signing_windows(txn, peer)?;
         for item in items {
             let id = item.message_id;
             if let Some(&i) = new_index.get(&id) {
@@ -929,12 +1032,25 @@ impl Engine {
                 }));
                 continue;
             }
+            let is_rotation = matches!(item.content, Content::Rotation(_));
+            if !is_rotation {
+                if let Some(refusal) =
+                    windows.as_deref().and_then(|w| outside_history(w, peer, &item.document))
+                {
+                    tracing::warn!(%peer, message = ?id, detail = %refusal.detail, "refused a delivery signed with a key the stored history does not hold");
+                    slots.push(Slot::Done(Reply::Reject { message_id: id, refusal }));
+                    continue;
+                }
+            }
             let at_seq = self.head.next_seq;
+            let (key_id, signed_at) = (item.document.key_id, item.document.signed_at);
             match self.judge(txn, applied, now, peer, &item, at_seq)? {
                 Verdict::Store => {
-                    if matches!(item.content, Content::Rotation(_)) {
+                    if is_rotation {
                         rotations.push((id, at_seq));
+                        windows = stored_signing_windows(txn, peer)?;
                     }
+                    note_signed(txn, peer, key_id, signed_at)?;
                     // Stored below, once, with its receipt.
                     let (seq, hash, bytes) =
                         self.chain(now, EntryBody::Received { peer, document: item.document });
@@ -1219,11 +1335,28 @@ impl Engine {
                         ))
                     }
                 };
-                if r.sequence as usize <= trust.history.rotations().len() {
-                    return Ok(Verdict::Store);
+                let sequence = r.sequence as usize;
+                if (1..=trust.history.rotations().len()).contains(&sequence) {
+                    // A statement this node holds (from a bundle, or another link) is taken
+                    // again; another one with the same sequence number forks the history.
+                    if trust.history.rotations()[sequence - 1] == *doc {
+                        return Ok(Verdict::Store);
+                    }
+                    return Ok(Verdict::Refuse(Refusal::new(
+                        RejectCode::InvalidDocument,
+                        format!(
+                            "key rotation {sequence} differs from the rotation {sequence} this node already \
+                             holds for {peer}: the key history forks. Refused, with what was signed \
+                             under it"
+                        ),
+                    )));
                 }
+                let replaced = trust.history.current_signing().key_id;
                 if let Err(e) = trust.history.apply(doc) {
                     return Ok(Verdict::Refuse(Refusal::new(RejectCode::InvalidDocument, e.to_string())));
+                }
+                if let Some(refusal) = disowns_stored(txn, peer, replaced, r)? {
+                    return Ok(Verdict::Refuse(refusal));
                 }
                 let claimed: Vec<[u8; 32]> = r
                     .new_tls_certificate
@@ -1262,6 +1395,7 @@ impl Engine {
             return Ok(None);
         };
         let received_at = receipt.received_at();
+        note_signed(txn, peer, receipt.batch.key_id, receipt.batch.signed_at)?;
         let kind = entry.document.kind;
         let certificate = entry.certificate;
         let (seq, _) = self.append(

@@ -469,13 +469,18 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
         }
         other => panic!("expected an IdentityChange refusal, got {other:?}"),
     }
-    assert!(matches!(enrol(&mut inn, &ru2, true), Outcome::Done));
+    // Replaced after the rotation took effect.
+    let replaced = Timestamp::from_unix_millis(T0 + 30);
+    let command = Command::EnrolPeer { record: Box::new(ru2.record.clone()), replace_identity: true };
+    assert!(matches!(inn.apply(replaced, vec![command]).remove(0), Outcome::Done));
     let trust = crate::node::load_trust(&inn.store).unwrap();
     let ru_trust = trust.known(RU).unwrap();
     assert_eq!(ru_trust.archived.len(), 1);
     assert_eq!(ru_trust.archived[0].history.rotations().len(), 1, "the archive keeps the wire rotation");
-    // Keys of the old identity still verify what was signed under them.
+    // Keys of the old identity still verify what was signed under them, before it was
+    // replaced.
     ru_trust.signing_key_at(new_key.key_id(), Timestamp::from_unix_millis(T0 + 20)).unwrap();
+    ru_trust.signing_key_at(new_key.key_id(), replaced).unwrap_err();
     ru_trust.signing_key_at(ru2.signing.key_id(), Timestamp::from_unix_millis(T0 + 20)).unwrap();
 }
 
@@ -980,4 +985,165 @@ fn a_resolution_is_accepted_only_from_the_partner_for_a_discrepancy_once() {
     assert_eq!(r.code, RejectCode::Conflict);
     assert!(r.detail.contains("already resolved by RU"), "{}", r.detail);
     assert_eq!(resolution_at(&inn).unwrap().note, "settled");
+}
+
+/// What `IN`'s link to `RU` accepts when it checks `docs` against its own copy of RU's key
+/// history, `history` (updated by the rotations among them, as a link's is).
+fn checked_by_link(now: Timestamp, history: &mut KeyHistory, docs: Vec<SignedDocument>) -> Vec<Received> {
+    let registry = Registry::default();
+    let ctx = CheckContext {
+        me: IN,
+        peer: RU,
+        now,
+        clock_tolerance_ms: 0,
+        retired_key_grace_ms: 7 * 86_400_000,
+        registry: registry.on(now.date()),
+    };
+    let docs = docs.into_iter().map(|d| (d.message_id(), None, d)).collect();
+    check_batch(&ctx, history, docs).into_iter().map(|r| r.expect("the link accepts it")).collect()
+}
+
+fn stored_replies(inn: &mut Side, now: Timestamp, items: Vec<Received>) -> Vec<Reply> {
+    match inn.apply(now, vec![Command::Deliveries { peer: RU, under: None, items }]).remove(0) {
+        Outcome::Delivered(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn signing_rotation(
+    ru: &Enrollee,
+    new_key: &SigningKeyPair,
+    signed_at: i64,
+    effective_from: i64,
+) -> SignedDocument {
+    let body = kp_protocol::KeyRotation::new_with_signing_key(
+        RU,
+        1,
+        ru.signing.key_id(),
+        new_key.signing_key(),
+        None,
+        Timestamp::from_unix_millis(effective_from),
+    );
+    SignedDocument::sign(&body, RU, ru.signing.signing_key(), Timestamp::from_unix_millis(signed_at))
+}
+
+fn rejection(reply: &Reply) -> String {
+    match reply {
+        Reply::Reject { refusal, .. } => refusal.detail.clone(),
+        other => panic!("expected a reject, got {other:?}"),
+    }
+}
+
+/// Review High 2: RU sends rotation 1 to key X on one link and another rotation 1 to key Y on
+/// a second link, then certificates signed with Y. Each link checks against its own copy;
+/// the store keeps the first and refuses the fork and everything signed under it, in the
+/// same batch and in later ones.
+#[test]
+fn a_second_rotation_with_the_same_sequence_is_refused_as_a_fork_with_what_it_signed() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let mut inn = side(IN, &clock);
+    let ru = enrollee(RU);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let now = Timestamp::from_unix_millis(T0 + 10);
+    let (kx, ky) = (SigningKeyPair::generate(), SigningKeyPair::generate());
+    let x = signing_rotation(&ru, &kx, T0 + 10, T0 + 10);
+    let y = signing_rotation(&ru, &ky, T0 + 10, T0 + 10);
+    let before = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let (mut link_a, mut link_b) = (before.clone(), before);
+
+    let items = checked_by_link(now, &mut link_a, vec![x.clone()]);
+    assert!(matches!(&stored_replies(&mut inn, now, items)[..], [Reply::Receipt { .. }]));
+
+    let cert = |n: &str| SignedDocument::sign(&certificate(n, "100.00"), RU, ky.signing_key(), now);
+    let items = checked_by_link(now, &mut link_b, vec![y, cert("RU-2026-000001")]);
+    let replies = stored_replies(&mut inn, now, items);
+    assert_eq!(replies.len(), 2);
+    let fork = rejection(&replies[0]);
+    assert!(fork.contains("the key history forks"), "{fork}");
+    let signed_under_fork = rejection(&replies[1]);
+    assert!(
+        signed_under_fork.contains("not in the key history this node holds for RU"),
+        "{signed_under_fork}"
+    );
+    // A later batch on the same link, still checked against the forked copy.
+    let items = checked_by_link(now, &mut link_b, vec![cert("RU-2026-000002")]);
+    let later = rejection(&stored_replies(&mut inn, now, items)[0]);
+    assert!(later.contains("not in the key history"), "{later}");
+
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000001").unwrap().is_none());
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000002").unwrap().is_none());
+    let stored: crate::store::PeerRecord =
+        get_record(&inn.store, Tree::Peers, &RU.as_bytes()).unwrap().unwrap();
+    assert_eq!(stored.rotations, vec![x], "the first rotation stays");
+    // The same statement again (as a bundle or another link would bring it) is still taken.
+    let mut fresh = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let items = checked_by_link(now, &mut fresh, vec![stored.rotations[0].clone()]);
+    assert!(matches!(&stored_replies(&mut inn, now, items)[..], [Reply::Receipt { .. }]));
+}
+
+/// Review High 1: RU backdates both `signed_at` and `effective_from` of a signing-key
+/// rotation to just after its key was made. The statement is consistent in itself, but it
+/// would disown the certificate IN already stored: refused.
+#[test]
+fn a_rotation_backdated_with_its_signing_time_cannot_disown_stored_documents() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let mut inn = side(IN, &clock);
+    let ru = enrollee(RU);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let now = Timestamp::from_unix_millis(T0 + 100);
+    let mut link = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let cert =
+        SignedDocument::sign(&certificate("RU-2026-000001", "100.00"), RU, ru.signing.signing_key(), now);
+    let items = checked_by_link(now, &mut link, vec![cert]);
+    assert!(matches!(&stored_replies(&mut inn, now, items)[..], [Reply::Receipt { .. }]));
+
+    let root_from = link.root().valid_from.unix_millis();
+    let new_key = SigningKeyPair::generate();
+    for (signed, effective) in [(root_from + 1, root_from + 1), (T0 + 100, T0 + 100)] {
+        let backdated = signing_rotation(&ru, &new_key, signed, effective);
+        let items = checked_by_link(now, &mut link.clone(), vec![backdated]);
+        let detail = rejection(&stored_replies(&mut inn, now, items)[0]);
+        assert!(detail.contains("a rotation cannot disown what was already received"), "{detail}");
+    }
+    let stored: crate::store::PeerRecord =
+        get_record(&inn.store, Tree::Peers, &RU.as_bytes()).unwrap().unwrap();
+    assert!(stored.rotations.is_empty());
+    // Taking effect after what IN holds: fine.
+    let honest = signing_rotation(&ru, &new_key, T0 + 101, T0 + 101);
+    let later = Timestamp::from_unix_millis(T0 + 200);
+    let items = checked_by_link(later, &mut link, vec![honest]);
+    assert!(matches!(&stored_replies(&mut inn, later, items)[..], [Reply::Receipt { .. }]));
+}
+
+/// Review Low 8: a stored record that decodes but no longer verifies (here: a forged
+/// rotation appended) was replaced by any valid bundle, another identity without the flag
+/// included, and not archived.
+#[test]
+fn a_record_that_does_not_verify_still_needs_the_flag_for_a_new_identity() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let mut inn = side(IN, &clock);
+    let ru = enrollee(RU);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let mut damaged = ru.record.clone();
+    damaged.rotations.push(signing_rotation(&enrollee(RU), &SigningKeyPair::generate(), T0 + 10, T0 + 10));
+    assert!(crate::trust::PeerTrust::from_record(&damaged).is_err());
+    let mut writes = crate::store::Writes::new();
+    writes.insert((Tree::Peers, RU.as_bytes().to_vec()), Some(crate::store::encode_record(&damaged)));
+    inn.store.commit(&writes).unwrap();
+
+    let ru2 = enrollee(RU);
+    match enrol(&mut inn, &ru2, false) {
+        Outcome::Refused(EngineError::Enrol(e @ crate::enrol::EnrolError::IdentityChange { .. })) => {
+            assert!(e.to_string().contains("--replace-identity"), "{e}")
+        }
+        other => panic!("expected an IdentityChange refusal, got {other:?}"),
+    }
+    assert!(matches!(enrol(&mut inn, &ru2, true), Outcome::Done));
+    let archived = inn.store.range(Tree::PeerArchive, &[], &[0xff; 16], usize::MAX).unwrap();
+    assert_eq!(archived.len(), 1, "the unloadable record is archived");
+    // The same identity's current bundle replaces such a record without the flag.
+    let mut inn = side(IN, &clock);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    inn.store.commit(&writes).unwrap();
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
 }

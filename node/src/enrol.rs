@@ -6,10 +6,17 @@
 //!   same statements, then more) — an older bundle would roll the history back;
 //! - a different identity only with `replace_identity` (`--replace-identity`); the old one is
 //!   archived, so what was signed under it still verifies;
-//! - a record that cannot be loaded (a quarantined peer) is replaced by any valid bundle.
+//! - a record that cannot be loaded (a quarantined peer) is replaced by a valid bundle; if it
+//!   still decodes, its root key (read without verifying) keeps the identity rule: a different
+//!   fingerprint needs `replace_identity`, and the record is archived;
+//! - in every case, the statements this node did not hold before are judged as new ones on
+//!   the wire are: a new TLS key proves possession, and a signing-key rotation takes effect
+//!   after everything this node stores signed with the key it replaces.
+
+use std::collections::BTreeMap;
 
 use kp_keys::{Fingerprint, VerifiedBundle};
-use kp_protocol::{ParticipantCode, Timestamp};
+use kp_protocol::{KeyId, KeyRotation, ParticipantCode, Timestamp};
 
 use crate::store::PeerRecord;
 
@@ -49,13 +56,26 @@ pub enum EnrolError {
          true); the old identity is archived so entries signed under it still verify"
     )]
     IdentityChange { participant: ParticipantCode, held: String, given: String },
-    #[error("the bundle's key rotation {sequence} brings a new TLS key without proof that {participant} holds it: {participant}'s node must run a kpnode version that proves possession")]
+    #[error("the bundle's key rotation {sequence} brings a new TLS key without proof that {participant} holds it: {participant}'s node must run a kpnode version that proves possession (a statement made before kpnode proved possession is enrolled only by a node that already holds it; otherwise {participant} starts a new identity with `kpnode init`)")]
     Unproven { participant: ParticipantCode, sequence: usize },
     #[error(
         "the bundle claims a TLS key that is already bound to {owner}: a TLS key belongs to one \
          participant. Do not enrol it"
     )]
     TlsKeyTaken { participant: ParticipantCode, owner: ParticipantCode },
+    #[error(
+        "the bundle's key rotation {sequence} retires {participant}'s key {key_id} at {effective_from}, \
+         but this node holds a document {participant} signed with that key at {last_signed}: the \
+         rotation would disown what was already received. Do not enrol it; ask {participant}'s \
+         operator what happened to their keys"
+    )]
+    Disowns {
+        participant: ParticipantCode,
+        sequence: usize,
+        key_id: KeyId,
+        effective_from: Timestamp,
+        last_signed: Timestamp,
+    },
 }
 
 /// What enrolling a bundle writes: the new record, and the identity it replaces (to archive).
@@ -65,18 +85,29 @@ pub struct Admitted {
     pub archive: Option<PeerRecord>,
 }
 
+/// The latest signing time of what this node stores from the participant, per key of it
+/// (see [`crate::store::meta::SIGNED_PREFIX`]).
+pub type LastSigned = BTreeMap<KeyId, Timestamp>;
+
 /// Decides whether `new` (from [`prepare`]) may replace `existing`, the stored record of the
-/// same participant (`Err` if it cannot be loaded), and what to write. See the module docs.
+/// same participant (`Err` if it cannot be loaded), and what to write. `last_signed` holds,
+/// for the keys the bundle's rotations replace, the latest signing time of what this node
+/// stores signed with them. See the module docs.
 pub fn admit(
     new: PeerRecord,
     existing: Option<Result<PeerRecord, String>>,
     replace_identity: bool,
+    last_signed: &LastSigned,
 ) -> Result<Admitted, EnrolError> {
     let participant = new.participant;
     let fresh = crate::trust::PeerTrust::from_record(&new).map_err(|e| EnrolError::Bundle(e.to_string()))?;
     let old = match existing {
-        None => return Ok(Admitted { record: new, archive: None }),
+        None => {
+            check_new_statements(&fresh, 0, last_signed)?;
+            return Ok(Admitted { record: new, archive: None });
+        }
         Some(Err(why)) => {
+            check_new_statements(&fresh, 0, last_signed)?;
             tracing::warn!(peer = %participant, error = %why, "replacing a peer record that cannot be loaded");
             return Ok(Admitted { record: new, archive: None });
         }
@@ -85,6 +116,25 @@ pub fn admit(
     let held = match crate::trust::PeerTrust::from_record(&old) {
         Ok(t) => t,
         Err(e) => {
+            // The record decodes but does not verify. Its root key, read without verifying,
+            // still keeps the identity-change rule (its rotations cannot be trusted to count).
+            if let Ok(b) = kp_keys::bundle::decode_unverified(&old.bundle) {
+                let held_fp =
+                    ed25519_dalek::VerifyingKey::from_bytes(&b.root_key).ok().map(|k| Fingerprint::of(&k));
+                if let Some(held_fp) = held_fp.filter(|fp| *fp != fresh.fingerprint) {
+                    if !replace_identity {
+                        return Err(EnrolError::IdentityChange {
+                            participant,
+                            held: held_fp.to_string(),
+                            given: fresh.fingerprint.to_string(),
+                        });
+                    }
+                    check_new_statements(&fresh, 0, last_signed)?;
+                    tracing::warn!(peer = %participant, error = %e, old = %held_fp, new = %fresh.fingerprint, "replacing a peer record that cannot be loaded with a new identity; the old record is archived");
+                    return Ok(Admitted { record: new, archive: Some(old) });
+                }
+            }
+            check_new_statements(&fresh, 0, last_signed)?;
             tracing::warn!(peer = %participant, error = %e, "replacing a peer record that cannot be loaded");
             return Ok(Admitted { record: new, archive: None });
         }
@@ -97,6 +147,7 @@ pub fn admit(
                 given: fresh.fingerprint.to_string(),
             });
         }
+        check_new_statements(&fresh, 0, last_signed)?;
         tracing::warn!(peer = %participant, old = %held.fingerprint, new = %fresh.fingerprint, "the peer's identity is replaced; the old one is archived and no longer trusted for new documents");
         return Ok(Admitted { record: new, archive: Some(old) });
     }
@@ -107,17 +158,42 @@ pub fn admit(
     if let Some(i) = held_r.iter().zip(given_r).position(|(a, b)| a != b) {
         return Err(EnrolError::Diverges { participant, sequence: i + 1 });
     }
-    // Statements this node has not held before are new: a new TLS key among them proves
-    // possession, as on the wire.
-    for (i, doc) in given_r.iter().enumerate().skip(held_r.len()) {
-        let unproven = doc
-            .body::<kp_protocol::KeyRotation>()
-            .is_ok_and(|r| r.new_tls_certificate.is_some() && r.tls_possession.is_none());
-        if unproven {
+    check_new_statements(&fresh, held_r.len(), last_signed)?;
+    Ok(Admitted { record: new, archive: None })
+}
+
+/// Checks the statements of `fresh`'s history from index `held` on (those this node has not
+/// held before: all of them on a first enrolment, an identity change or in place of a record
+/// that cannot be loaded) as new, as on the wire:
+/// - a new TLS key proves possession (a format-1 statement without that proof is refused);
+/// - a signing-key rotation takes effect after everything this node stores signed with the
+///   key it replaces. Both its `signed_at` and its `effective_from` are the signer's to
+///   choose, so only what this node holds bounds them from below.
+fn check_new_statements(
+    fresh: &crate::trust::PeerTrust,
+    held: usize,
+    last_signed: &LastSigned,
+) -> Result<(), EnrolError> {
+    let participant = fresh.participant;
+    for (i, doc) in fresh.history.rotations().iter().enumerate().skip(held) {
+        let Ok(r) = doc.body::<KeyRotation>() else { continue };
+        if r.new_tls_certificate.is_some() && r.tls_possession.is_none() {
             return Err(EnrolError::Unproven { participant, sequence: i + 1 });
         }
+        if r.new_signing_key.is_none() {
+            continue;
+        }
+        if let Some(&last) = last_signed.get(&r.previous_key).filter(|last| r.effective_from <= **last) {
+            return Err(EnrolError::Disowns {
+                participant,
+                sequence: i + 1,
+                key_id: r.previous_key,
+                effective_from: r.effective_from,
+                last_signed: last,
+            });
+        }
     }
-    Ok(Admitted { record: new, archive: None })
+    Ok(())
 }
 
 /// Checks `bundle_text` against `fingerprint` and makes the record to store (whether it may

@@ -166,6 +166,48 @@ pub fn record_tls_keys(rec: &PeerRecord) -> Vec<[u8; 32]> {
     keys
 }
 
+/// One signing key a stored peer record binds, and when it was valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigningWindow {
+    pub key_id: KeyId,
+    pub valid_from: Timestamp,
+    pub valid_until: Option<Timestamp>,
+}
+
+/// The signing keys of a stored peer record's current identity and their validity windows,
+/// read without re-verifying signatures (the record was verified when it was stored), as
+/// [`KeyHistory::signing_key_at`] would judge them. `None` if the record does not decode.
+pub fn record_signing_windows(rec: &PeerRecord) -> Option<Vec<SigningWindow>> {
+    let bundle = kp_keys::bundle::decode_unverified(&rec.bundle).ok()?;
+    let root = VerifyingKey::from_bytes(&bundle.root_key).ok()?;
+    let mut windows = vec![SigningWindow {
+        key_id: KeyId::of(&root),
+        valid_from: bundle.root_created_at,
+        valid_until: None,
+    }];
+    let mut applied = 0usize;
+    for r in bundle.rotations.iter().chain(&rec.rotations) {
+        let body = r.body::<KeyRotation>().ok()?;
+        // The record's own list may repeat statements its bundle holds.
+        if (body.sequence as usize) <= applied {
+            continue;
+        }
+        applied = body.sequence as usize;
+        if let Some(new) = &body.new_signing_key {
+            let key = VerifyingKey::from_bytes(&new.public_key).ok()?;
+            if let Some(last) = windows.last_mut() {
+                last.valid_until = Some(body.effective_from);
+            }
+            windows.push(SigningWindow {
+                key_id: KeyId::of(&key),
+                valid_from: body.effective_from,
+                valid_until: None,
+            });
+        }
+    }
+    Some(windows)
+}
+
 /// A snapshot of everything trusted.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
@@ -210,7 +252,12 @@ impl Trust {
                                     tracing::error!(peer = %participant, error = %e, "an archived identity of the peer cannot be read; log entries signed under it will not verify");
                                 }).ok()?;
                                 match PeerTrust::from_record(&a.record) {
-                                    Ok(t) => Some(ArchivedPeer { history: t.history, fingerprint: t.fingerprint, replaced_at: a.replaced_at }),
+                                    Ok(t) => {
+                                        // An archived identity signs nothing after it was replaced.
+                                        let mut history = t.history;
+                                        history.retire_at(a.replaced_at);
+                                        Some(ArchivedPeer { history, fingerprint: t.fingerprint, replaced_at: a.replaced_at })
+                                    }
                                     Err(e) => {
                                         tracing::error!(peer = %participant, error = %e, "an archived identity of the peer does not verify; log entries signed under it will not verify");
                                         None
@@ -233,7 +280,41 @@ impl Trust {
                 }
             }
         }
+        trust.quarantine_shared_tls_keys();
         trust
+    }
+
+    /// A TLS key belongs to one participant, but a store written before that rule was
+    /// enforced may bind one to two active peers (and `peer_for_tls_key` would pick either).
+    /// The earliest enrolled binding is kept; the other peer is quarantined, with a log line.
+    fn quarantine_shared_tls_keys(&mut self) {
+        let mut owners: HashMap<[u8; 32], (Timestamp, ParticipantCode)> = HashMap::new();
+        let mut active: Vec<&PeerTrust> = self.peers.values().filter(|p| !p.removed).collect();
+        active.sort_by_key(|p| (p.enrolled_at, p.participant));
+        let mut losers: Vec<(ParticipantCode, ParticipantCode)> = Vec::new();
+        for p in active {
+            let shared = p.history.tls_keys().iter().find_map(|t| {
+                owners.get(&t.public_key).filter(|(_, o)| *o != p.participant).map(|(_, o)| *o)
+            });
+            match shared {
+                Some(owner) => losers.push((p.participant, owner)),
+                None => {
+                    for t in p.history.tls_keys() {
+                        owners.entry(t.public_key).or_insert((p.enrolled_at, p.participant));
+                    }
+                }
+            }
+        }
+        for (loser, owner) in losers {
+            let detail = format!(
+                "a TLS key of its record is also bound to {owner}, enrolled earlier; a TLS key \
+                 belongs to one participant. Ask {loser}'s operator for a current bundle with a TLS \
+                 key of its own"
+            );
+            tracing::error!(peer = %loser, %owner, "the peer's record binds a TLS key of another peer: the peer is quarantined (not trusted, not dialled)");
+            self.peers.remove(&loser);
+            self.quarantined.insert(loser, detail);
+        }
     }
 
     /// An enrolled, not removed, peer.
@@ -302,23 +383,27 @@ mod tests {
     const T0: i64 = 1_795_000_000_000;
 
     fn record() -> (SigningKeyPair, PeerRecord) {
+        record_of(RU)
+    }
+
+    fn record_of(participant: ParticipantCode) -> (SigningKeyPair, PeerRecord) {
         let signing = SigningKeyPair::generate();
         let tls = TlsKeyPair::generate();
         let bundle = kp_keys::Bundle {
             format: kp_keys::bundle::BUNDLE_FORMAT,
-            participant: RU,
+            participant,
             authority: "Authority".parse().unwrap(),
             endpoints: vec!["127.0.0.1:9".into()],
             root_key: signing.verifying_key().to_bytes(),
             root_created_at: Timestamp::from_unix_millis(T0),
-            root_tls_certificate: kp_keys::tlscert::self_signed(&tls, RU).unwrap(),
+            root_tls_certificate: kp_keys::tlscert::self_signed(&tls, participant).unwrap(),
             rotations: Vec::new(),
             created_at: Timestamp::from_unix_millis(T0),
         }
         .sign(&signing)
         .unwrap();
         let rec = PeerRecord {
-            participant: RU,
+            participant,
             bundle: bundle.to_bytes().to_vec(),
             rotations: Vec::new(),
             endpoints: Vec::new(),
@@ -366,6 +451,61 @@ mod tests {
         forged.rotations.push(tls_rotation(&SigningKeyPair::generate(), 3, T0 + 30));
         let refused = Trust::build(vec![(RU, Ok(forged))], Vec::new(), Some(&reloaded));
         assert!(refused.quarantine_reason(RU).unwrap().contains("rotation statement 3"), "{refused:?}");
+    }
+
+    /// Review Low 12: the last key of an archived identity stayed valid for any signing time,
+    /// so `log verify` accepted what the old identity signed after it was replaced.
+    #[test]
+    fn an_archived_identitys_keys_end_when_it_was_replaced() {
+        let (old_signing, old) = record();
+        let (_, current) = record();
+        let replaced_at = Timestamp::from_unix_millis(T0 + 1000);
+        let trust = Trust::build(
+            vec![(RU, Ok(current))],
+            vec![(RU, Ok(ArchivedIdentity { record: old, replaced_at }))],
+            None,
+        );
+        let ru = trust.known(RU).unwrap();
+        ru.signing_key_at(old_signing.key_id(), Timestamp::from_unix_millis(T0 + 999)).unwrap();
+        let e = ru.signing_key_at(old_signing.key_id(), replaced_at).unwrap_err();
+        assert!(matches!(e, HistoryError::KeyNotValidAt { .. }), "{e}");
+        assert!(ru
+            .signing_key_at(old_signing.key_id(), Timestamp::from_unix_millis(T0 + 86_400_000))
+            .is_err());
+    }
+
+    /// Review Low 7: a store from before TLS keys were unique binds RU's TLS key to KZ too
+    /// (a format-1 rotation without proof); `peer_for_tls_key` took whichever came first.
+    #[test]
+    fn a_tls_key_bound_to_two_peers_quarantines_the_later_enrolled() {
+        let (_, ru) = record();
+        let kz = ParticipantCode::from_static("KZ");
+        let (kz_signing, mut kz_rec) = record_of(kz);
+        kz_rec.enrolled_at = Timestamp::from_unix_millis(T0 + 1);
+        let ru_cert = kp_keys::bundle::decode_unverified(&ru.bundle).unwrap().root_tls_certificate;
+        let legacy = KeyRotation {
+            participant: kz,
+            sequence: 1,
+            previous_key: kz_signing.key_id(),
+            new_signing_key: None,
+            new_tls_certificate: Some(ru_cert.clone()),
+            effective_from: Timestamp::from_unix_millis(T0 + 10),
+            tls_possession: None,
+        };
+        kz_rec.rotations.push(SignedDocument::sign(
+            &legacy,
+            kz,
+            kz_signing.signing_key(),
+            Timestamp::from_unix_millis(T0 + 10),
+        ));
+        let ru_key = kp_keys::tlscert::public_key(&ru_cert).unwrap();
+        let now = Timestamp::from_unix_millis(T0 + 20);
+        for _ in 0..4 {
+            let trust = Trust::build(vec![(kz, Ok(kz_rec.clone())), (RU, Ok(ru.clone()))], Vec::new(), None);
+            assert_eq!(trust.peer_for_tls_key(&ru_key, now, 0), Some(RU));
+            assert!(trust.active(kz).is_none());
+            assert!(trust.quarantine_reason(kz).unwrap().contains("also bound to RU"), "{trust:?}");
+        }
     }
 
     #[test]

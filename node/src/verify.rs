@@ -370,6 +370,18 @@ fn check_content(
         DocumentKind::Resolution => Ok((Content::Resolution(doc.body().map_err(invalid)?), None)),
         DocumentKind::KeyRotation => {
             let r: KeyRotation = doc.body().map_err(invalid)?;
+            // A statement arriving now takes effect by now: a future `effective_from` would let
+            // a burst of rotations dated a day apart through the per-day bound at once.
+            if r.effective_from > ctx.now.saturating_add_millis(ctx.clock_tolerance_ms) {
+                return Err(Refusal::new(
+                    RejectCode::ClockSkew,
+                    format!(
+                        "the rotation takes effect at {}, in the future for this node (now {}); a \
+                         rotation is sent when it takes effect",
+                        r.effective_from, ctx.now
+                    ),
+                ));
+            }
             // Checking that it applies (and its second signature) without changing anything.
             history.clone().apply(doc).map_err(invalid)?;
             Ok((Content::Rotation(r), None))

@@ -5,8 +5,9 @@
 //! - a new identity needs `--replace-identity`, and the old one's entries still verify;
 //! - 70 hostile TLS rotations are refused or bounded, and the node restarts;
 //! - a peer record that cannot be loaded quarantines the peer, never the node;
-//! - a backdated rotation, a TLS key bound to another participant and a new TLS key without
-//!   proof of possession are refused;
+//! - a backdated rotation (also with its signing time backdated: it may not disown what was
+//!   received), a TLS key bound to another participant and a new TLS key without proof of
+//!   possession are refused;
 //! - this node's own rotation beyond the bounds is refused as a conflict (409, exit 2);
 //! - offline `verify` does not let a new identity's bundle vouch for the old identity.
 
@@ -357,6 +358,67 @@ fn a_backdated_rotation_is_refused() {
     assert_eq!(key_counts(&inn.api, "RU").0, 1);
 }
 
+/// The backdating above with `signed_at` backdated too (review High 1): the statement is
+/// consistent in itself (effective at its signing time, inside the current key's window), but
+/// IN already stores a certificate RU signed with the key it retires after that: refused on
+/// the link and in a bundle, and IN's log still verifies.
+#[test]
+fn a_rotation_backdated_with_its_signing_time_cannot_disown_what_was_received() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let (ru, mut inn) = linked(&rt, tmp.path());
+    ru.api.submit(&certificate_json("RU", "IN", None, 1));
+    wait_until(Duration::from_secs(20), "IN received RU's certificate", || {
+        inn.api.count("in", "received") == 1
+    });
+    let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
+    let backdated = ru_keys.history.root().valid_from.saturating_add_millis(1);
+    let new_key = kp_keys::SigningKeyPair::generate();
+    let body = KeyRotation::new_with_signing_key(
+        RU,
+        1,
+        ru_keys.signing.key_id(),
+        new_key.signing_key(),
+        None,
+        backdated,
+    );
+    let doc = SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), backdated);
+    let reply = rt.block_on(async {
+        let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
+        deliver(&mut raw, &doc).await
+    });
+    let (code, detail) = reply.expect_err("a rotation disowning a stored certificate must be refused");
+    assert_eq!(code, RejectCode::InvalidDocument, "{detail}");
+    assert!(detail.contains("cannot disown what was already received"), "{detail}");
+    assert_eq!(key_counts(&inn.api, "RU").0, 1);
+
+    // The same statement in a bundle RU's operator sends.
+    let bundle = Bundle {
+        format: kp_keys::bundle::BUNDLE_FORMAT,
+        participant: RU,
+        authority: "Authority".parse().unwrap(),
+        endpoints: vec!["127.0.0.1:9".into()],
+        root_key: ru_keys.history.root().public_key.to_bytes(),
+        root_created_at: ru_keys.history.root().valid_from,
+        root_tls_certificate: ru_keys.history.tls_keys()[0].certificate_der.clone(),
+        rotations: vec![doc],
+        created_at: now(),
+    }
+    .sign(&new_key)
+    .unwrap();
+    let body =
+        json!({"bundle": bundle.to_armored(), "fingerprint": bundle.fingerprint.to_string()}).to_string();
+    let (s, v) = inn.api.post("/v1/peers", &body);
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("would disown what was already received"), "{v}");
+    assert_eq!(key_counts(&inn.api, "RU").0, 1);
+
+    inn.stop(&rt);
+    let (code, out, err) = kpnode(&["log", "verify", "--dir", inn.dir.root().to_str().unwrap()]);
+    assert_eq!(code, 0, "IN's log still verifies: {out}{err}");
+}
+
 #[test]
 fn a_new_tls_key_without_proof_of_possession_is_refused() {
     init_logging();
@@ -368,13 +430,20 @@ fn a_new_tls_key_without_proof_of_possession_is_refused() {
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let key = TlsKeyPair::generate();
     let cert = kp_keys::tlscert::self_signed(&key, RU).unwrap();
-    let t = now();
-    let unproven = tls_rotation(&ru_keys, 1, cert.clone(), None, t, t);
-    // A proof made by another key than the one in the certificate.
-    let wrong = tls_rotation(&ru_keys, 1, cert, Some(&TlsKeyPair::generate()), t, t);
+    // Signed now, and backdated to just after RU's key was made.
+    let mut docs = Vec::new();
+    for t in [now(), ru_keys.history.root().valid_from.saturating_add_millis(1)] {
+        docs.push(tls_rotation(&ru_keys, 1, cert.clone(), None, t, t));
+        // A proof made by another key than the one in the certificate.
+        docs.push(tls_rotation(&ru_keys, 1, cert.clone(), Some(&TlsKeyPair::generate()), t, t));
+    }
     let replies = rt.block_on(async {
         let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
-        vec![deliver(&mut raw, &unproven).await, deliver(&mut raw, &wrong).await]
+        let mut replies = Vec::new();
+        for d in &docs {
+            replies.push(deliver(&mut raw, d).await);
+        }
+        replies
     });
     for r in replies {
         let (code, detail) = r.expect_err("a TLS key without proof of possession must be refused");
@@ -397,26 +466,28 @@ fn a_tls_key_bound_to_another_participant_is_refused() {
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let kz_keys = NodeKeys::load(&kz.dir.keys_dir()).unwrap();
 
-    // RU rotates to KZ's TLS key (proved: suppose RU got hold of it).
-    let t = now();
-    let mut body = KeyRotation {
-        participant: RU,
-        sequence: 1,
-        previous_key: ru_keys.signing.key_id(),
-        new_signing_key: None,
-        new_tls_certificate: Some(kz_keys.tls_certificate.clone()),
-        effective_from: t,
-        tls_possession: None,
-    };
-    kz_keys.tls.prove_possession(&mut body);
-    let doc = SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), t);
-    let reply = rt.block_on(async {
-        let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
-        deliver(&mut raw, &doc).await
-    });
-    let (_, detail) = reply.expect_err("a rotation to another participant's TLS key must be refused");
-    assert!(detail.contains("already bound to KZ"), "{detail}");
-    assert_eq!(key_counts(&inn.api, "RU").1, 1);
+    // RU rotates to KZ's TLS key (proved: suppose RU got hold of it), signed now and
+    // backdated to just after RU's key was made.
+    for t in [now(), ru_keys.history.root().valid_from.saturating_add_millis(1)] {
+        let mut body = KeyRotation {
+            participant: RU,
+            sequence: 1,
+            previous_key: ru_keys.signing.key_id(),
+            new_signing_key: None,
+            new_tls_certificate: Some(kz_keys.tls_certificate.clone()),
+            effective_from: t,
+            tls_possession: None,
+        };
+        kz_keys.tls.prove_possession(&mut body);
+        let doc = SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), t);
+        let reply = rt.block_on(async {
+            let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
+            deliver(&mut raw, &doc).await
+        });
+        let (_, detail) = reply.expect_err("a rotation to another participant's TLS key must be refused");
+        assert!(detail.contains("already bound to KZ"), "{detail}");
+        assert_eq!(key_counts(&inn.api, "RU").1, 1);
+    }
 
     // A new participant's bundle whose TLS certificate is KZ's.
     let ae = init_dir(tmp.path(), "AE", 0);
@@ -432,13 +503,12 @@ fn a_tls_key_bound_to_another_participant_is_refused() {
         rotations: Vec::new(),
         created_at: now(),
     }
-    .sign(&ae_keys.signing)
-    .unwrap();
-    let body =
-        json!({"bundle": bundle.to_armored(), "fingerprint": bundle.fingerprint.to_string()}).to_string();
+    .sign_unchecked_armored(&ae_keys.signing);
+    let fingerprint = kp_keys::Fingerprint::of(&ae_keys.signing.verifying_key());
+    let body = json!({"bundle": bundle, "fingerprint": fingerprint.to_string()}).to_string();
     let (s, v) = inn.api.post("/v1/peers", &body);
     assert_eq!(s, 422, "{v}");
-    assert!(v.to_string().contains("already bound to KZ"), "{v}");
+    assert!(v.to_string().contains("must name AE and be signed by its own key"), "{v}");
     let (_, peers) = inn.api.get("/v1/peers");
     assert_eq!(peers.as_array().unwrap().len(), 2, "{peers}");
 }
@@ -473,4 +543,89 @@ fn a_ninth_own_rotation_in_a_day_is_refused_as_a_conflict() {
     let mut again = start_announced(&rt, ru.dir.clone());
     assert_eq!(again.api.status()["signing_key"], key.as_str());
     again.stop(&rt);
+}
+
+/// An impostor enrolled *first* with another participant's public TLS
+/// certificate (as its root certificate, or in a format-1 rotation without proof of
+/// possession) would bind that key to itself, and the real owner's enrolment would then be
+/// refused as taking it. Both bundles are refused; the owner enrols.
+#[test]
+fn a_bundle_cannot_bind_another_participants_tls_certificate_before_it_is_enrolled() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let kz = TestNode::start(&rt, init_dir(tmp.path(), "KZ", 0));
+    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
+    let kz_keys = NodeKeys::load(&kz.dir.keys_dir()).unwrap();
+    let ae = init_dir(tmp.path(), "AE", 0);
+    let ae_keys = NodeKeys::load(&ae.keys_dir()).unwrap();
+    let impostor = |root_tls_certificate: Vec<u8>, rotations: Vec<SignedDocument>| {
+        let armored = Bundle {
+            format: kp_keys::bundle::BUNDLE_FORMAT,
+            participant: "AE".parse().unwrap(),
+            authority: "Impostor".parse().unwrap(),
+            endpoints: vec!["127.0.0.1:9".into()],
+            root_key: ae_keys.signing.verifying_key().to_bytes(),
+            root_created_at: ae_keys.history.root().valid_from,
+            root_tls_certificate,
+            rotations,
+            created_at: now(),
+        }
+        .sign_unchecked_armored(&ae_keys.signing);
+        let fingerprint = kp_keys::Fingerprint::of(&ae_keys.signing.verifying_key());
+        json!({"bundle": armored, "fingerprint": fingerprint.to_string()}).to_string()
+    };
+    // KZ's certificate as the root certificate.
+    let (s, v) = inn.api.post("/v1/peers", &impostor(kz_keys.tls_certificate.clone(), Vec::new()));
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("must name AE and be signed by its own key"), "{v}");
+    // AE's own root certificate, then a format-1 rotation (no proof) to KZ's, signed now and
+    // backdated to just after AE's key was made.
+    for t in [now(), ae_keys.history.root().valid_from.saturating_add_millis(1)] {
+        let rotation = tls_rotation(&ae_keys, 1, kz_keys.tls_certificate.clone(), None, t, t);
+        let (s, v) = inn.api.post("/v1/peers", &impostor(ae_keys.tls_certificate.clone(), vec![rotation]));
+        assert_eq!(s, 422, "{v}");
+        assert!(v.to_string().contains("without proof that AE holds it"), "{v}");
+    }
+    let (_, peers) = inn.api.get("/v1/peers");
+    assert_eq!(peers, json!([]), "nothing was enrolled");
+    // KZ, the key's owner, enrols.
+    enrol_pair(&kz, &inn);
+    wait_linked(&inn.api, kz.code);
+}
+
+/// The per-day bound counts `effective_from`, which the signer chooses: 128
+/// rotations dated a day apart in the future would all pass in one burst. A rotation on the
+/// wire must take effect by now (within the clock tolerance).
+#[test]
+fn a_rotation_taking_effect_in_the_future_is_refused() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
+    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
+    enrol_pair(&ru, &inn);
+    let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
+    const DAY: i64 = 86_400_000;
+    let replies = rt.block_on(async {
+        let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
+        let mut replies = Vec::new();
+        // Signed now, and backdated to just after RU's key was made.
+        for signed in [now(), ru_keys.history.root().valid_from.saturating_add_millis(1)] {
+            for i in 1..=3i64 {
+                let key = TlsKeyPair::generate();
+                let cert = kp_keys::tlscert::self_signed(&key, RU).unwrap();
+                let doc =
+                    tls_rotation(&ru_keys, 1, cert, Some(&key), signed, now().saturating_add_millis(i * DAY));
+                replies.push(deliver(&mut raw, &doc).await);
+            }
+        }
+        replies
+    });
+    for r in replies {
+        let (code, detail) = r.expect_err("a rotation taking effect in the future must be refused");
+        assert_eq!(code, RejectCode::ClockSkew, "{detail}");
+        assert!(detail.contains("in the future for this node"), "{detail}");
+    }
+    assert_eq!(key_counts(&inn.api, "RU").1, 1);
 }

@@ -253,5 +253,14 @@ pub mod meta {
     /// kept beside the certificate's record so certificate records written before
     /// resolutions existed keep their encoding.
     pub const RESOLUTION_PREFIX: &str = "resolution/";
+    /// `signed/<CC>/<key id>`: the latest `signed_at` of anything stored from a peer (a
+    /// delivered document, a receipt) signed with one of its keys. A rotation of that key
+    /// must take effect after it, or it would disown what this node already holds.
+    pub const SIGNED_PREFIX: &str = "signed/";
+
+    /// The `signed/<CC>/<key id>` entry of `peer`'s key `key_id`.
+    pub fn signed_with(peer: kp_protocol::ParticipantCode, key_id: kp_protocol::KeyId) -> Vec<u8> {
+        format!("{SIGNED_PREFIX}{peer}/{key_id}").into_bytes()
+    }
     pub const FORMAT_VERSION: &str = "kpnode-store/2";
 }
