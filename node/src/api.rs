@@ -97,8 +97,19 @@ impl IntoResponse for ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    /// An I/O failure of the store is `503`, naming the cause and the fix, for reads too:
+    /// sled reorganises its tree (splits and merges nodes) as it reads, which writes to its
+    /// log, and after an I/O error it refuses those writes, and so some reads, until the
+    /// store is reopened. Anything else (a damaged record) is `500`.
     fn from(e: StoreError) -> ApiError {
-        ApiError::Internal(e.to_string())
+        if e.is_io() {
+            ApiError::Unavailable(format!(
+                "the store has failed ({e}) and cannot answer this until it is reopened (sled may write \
+as it reads). Fix what the error names; `kpnode run` reopens its store by itself once a test write succeeds"
+            ))
+        } else {
+            ApiError::Internal(e.to_string())
+        }
     }
 }
 
@@ -550,7 +561,8 @@ fn record(shared: &Shared, number: &str) -> ApiResult<CertRecord> {
 
 #[utoipa::path(get, path = "/v1/certificates/{number}", tag = "certificates",
     params(("number" = kp_protocol::CertificateNumber, Path, description = "The certificate number")),
-    responses((status = 200, body = queries::CertView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = queries::CertView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 503, description = "The store has failed (a full or read-only disk) and this read needs it reopened", body = ErrorBody)))]
 async fn show(
     State(shared): State<Arc<Shared>>,
     ApiPath(number): ApiPath<String>,

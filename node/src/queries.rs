@@ -162,7 +162,13 @@ pub fn cert_view<S: Storage + ?Sized>(
         },
         void: rec.void.clone(),
         rejection: rec.rejection.clone(),
-        resolution: crate::store::get_record(store, Tree::Meta, &crate::store::resolution_key(&rec.number))?,
+        // Only a discrepancy can have been resolved: other certificates leave the hot `meta`
+        // tree alone (after an I/O error, sled may refuse a read that would split its node).
+        resolution: if rec.confirmation.as_ref().is_some_and(|c| c.discrepancy.is_some()) {
+            crate::store::get_record(store, Tree::Meta, &crate::store::resolution_key(&rec.number))?
+        } else {
+            None
+        },
         updated_at: rec.updated_at,
         enhanced_vigilance: rec.vigilance.clone(),
         certificate,
