@@ -80,7 +80,8 @@ pub fn run(a: RunArgs) -> CliResult {
             };
             // sled refuses every write after an I/O error, so the store must be reopened. Until
             // the disk takes writes the failed node keeps serving: every write is refused with
-            // 503 naming the cause and the fix, /healthz answers 503, reads still work.
+            // 503 naming the cause and the fix, /healthz answers 503, and reads answer, or 503
+            // too where sled would have to write to read (it splits and merges as it reads).
             tracing::error!(error = %why, "the store failed; the node answers 503 and reopens its store once the disk accepts writes again");
             backoff.ran_for(started.elapsed());
             if !wait_writable(&dir, &mut signals, &mut backoff).await {
