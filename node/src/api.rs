@@ -582,6 +582,14 @@ pub struct SealView {
     pub key_id: String,
 }
 
+/// A refused seal or `.kpc` is a conflict; a store that failed to read is [`StoreError`]'s.
+fn seal_error(e: crate::seal::SealError) -> ApiError {
+    match e {
+        crate::seal::SealError::Refused(m) => ApiError::Conflict(m),
+        crate::seal::SealError::Store(e) => e.into(),
+    }
+}
+
 #[utoipa::path(get, path = "/v1/certificates/{number}/kpc", tag = "certificates",
     params(("number" = kp_protocol::CertificateNumber, Path, description = "The certificate number (issued here or received)")),
     responses((status = 200, description = "The portable signed certificate (.kpc, ASCII armor) as its issuer signed it; `kpnode verify` checks it against the issuer's bundle", body = String, content_type = "application/x-kpc"),
@@ -589,7 +597,7 @@ pub struct SealView {
         (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn kpc(State(shared): State<Arc<Shared>>, ApiPath(number): ApiPath<String>) -> ApiResult<Response> {
     let rec = record(&shared, &number)?;
-    let text = crate::seal::portable(&shared.store, &rec).map_err(ApiError::Conflict)?;
+    let text = crate::seal::portable(&shared.store, &rec).map_err(seal_error)?;
     Ok(([(header::CONTENT_TYPE, "application/x-kpc")], text).into_response())
 }
 
@@ -603,7 +611,7 @@ async fn seal(
     ApiPath(number): ApiPath<String>,
 ) -> ApiResult<Json<SealView>> {
     let rec = record(&shared, &number)?;
-    let (doc, seal) = crate::seal::make(&shared.store, &rec, &shared.signer).map_err(ApiError::Conflict)?;
+    let (doc, seal) = crate::seal::make(&shared.store, &rec, &shared.signer).map_err(seal_error)?;
     Ok(Json(SealView {
         qr_text: crate::seal::text(&doc),
         seal,
@@ -1317,6 +1325,8 @@ async fn log_verify(State(shared): State<Arc<Shared>>) -> ApiResult<Json<LogVeri
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(match result {
         Ok(report) => LogVerification { verified: true, report: Some(report), seq: None, error: None },
+        // A store that cannot be read says nothing about the log: 503, not "not verified".
+        Err(crate::audit::AuditError::Store(e)) if e.is_io() => return Err(e.into()),
         Err(e) => LogVerification { verified: false, report: None, seq: e.seq(), error: Some(e.to_string()) },
     }))
 }
@@ -1451,4 +1461,46 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = <ApiDoc as utoipa::OpenApi>::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(e: ApiError) -> (StatusCode, String) {
+        let r = e.into_response();
+        let status = r.status();
+        let body = body_of(r);
+        (status, body)
+    }
+
+    fn body_of(r: Response) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let bytes = rt.block_on(axum::body::to_bytes(r.into_body(), 1 << 20)).unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// sled's I/O error on a read (after a full disk) is a 503 naming the cause and the fix,
+    /// not a 500 "internal"; a damaged record stays a 500.
+    #[test]
+    fn a_failed_store_answers_503_naming_the_failure() {
+        let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let (status, body) = answer(StoreError::Sled(sled::Error::Io(full)).into());
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains(r#""error":"unavailable""#), "{body}");
+        assert!(body.contains("No space left on device"), "{body}");
+        assert!(body.contains("free space on the disk holding the store"), "{body}");
+        assert!(body.contains("reopens its store by itself"), "{body}");
+
+        let damaged =
+            StoreError::Corrupt { tree: "certs", key: "RU-2026-000001".into(), detail: "bad".into() };
+        let (status, body) = answer(damaged.into());
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        assert!(body.contains("is damaged"), "{body}");
+
+        let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let (status, body) =
+            answer(seal_error(crate::seal::SealError::Store(StoreError::Sled(sled::Error::Io(full)))));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
 }

@@ -11,7 +11,17 @@ use qrcode::{Color, EcLevel, QrCode};
 
 use crate::engine::document_of;
 use crate::signer::Signer;
-use crate::store::{CertRecord, Direction, Storage};
+use crate::store::{CertRecord, Direction, Storage, StoreError};
+
+/// Why no seal or `.kpc` was made: refused for the certificate's sake (not issued here,
+/// voided, missing its document), or the store failed to read it.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Pixels per QR module in a PNG, and the quiet zone around the code (in modules).
 const PNG_SCALE: usize = 8;
@@ -25,25 +35,25 @@ pub fn make<S: Storage + ?Sized>(
     store: &S,
     rec: &CertRecord,
     signer: &Signer,
-) -> Result<(SignedDocument, CertificateSeal), String> {
+) -> Result<(SignedDocument, CertificateSeal), SealError> {
     if rec.direction != Direction::Out {
-        return Err(format!(
+        return Err(SealError::Refused(format!(
             "certificate {} was issued by {}; only the issuing authority's node can seal it",
             rec.number, rec.peer
-        ));
+        )));
     }
     // A seal says "this certificate is valid" at a border post that cannot ask this node: a
     // voided certificate must never get one.
     if let Some(void) = &rec.void {
-        return Err(format!(
+        return Err(SealError::Refused(format!(
             "certificate {} was voided at {} (reason: {}); a voided certificate gets no seal",
             rec.number, void.voided_at, void.reason
-        ));
+        )));
     }
-    let doc = document_of(|t, k| store.get(t, k), rec)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("the signed certificate {} is missing from the store", rec.number))?;
-    let cert: Certificate = doc.body().map_err(|e| e.to_string())?;
+    let doc = document_of(|t, k| store.get(t, k), rec)?.ok_or_else(|| {
+        SealError::Refused(format!("the signed certificate {} is missing from the store", rec.number))
+    })?;
+    let cert: Certificate = doc.body().map_err(|e| SealError::Refused(e.to_string()))?;
     let seal = CertificateSeal::of(&doc, &cert);
     Ok((signer.sign(&seal), seal))
 }
@@ -52,18 +62,18 @@ pub fn make<S: Storage + ?Sized>(
 /// received: the very document the issuer signed, checkable offline with `kpnode verify`
 /// against the issuer's bundle. Refused for a voided certificate, for the reason a seal is:
 /// offline, the file would vouch for a certificate that no longer stands.
-pub fn portable<S: Storage + ?Sized>(store: &S, rec: &CertRecord) -> Result<String, String> {
+pub fn portable<S: Storage + ?Sized>(store: &S, rec: &CertRecord) -> Result<String, SealError> {
     if let Some(void) = &rec.void {
-        return Err(format!(
+        return Err(SealError::Refused(format!(
             "certificate {} was voided at {} (reason: {}); a voided certificate is not exported as a .kpc (its signed \
 document stays in the log: kpnode log export)",
             rec.number, void.voided_at, void.reason
-        ));
+        )));
     }
-    let doc = document_of(|t, k| store.get(t, k), rec)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("the signed certificate {} is missing from the store", rec.number))?;
-    let cert: Certificate = doc.body().map_err(|e| e.to_string())?;
+    let doc = document_of(|t, k| store.get(t, k), rec)?.ok_or_else(|| {
+        SealError::Refused(format!("the signed certificate {} is missing from the store", rec.number))
+    })?;
+    let cert: Certificate = doc.body().map_err(|e| SealError::Refused(e.to_string()))?;
     Ok(kp_protocol::portable::to_armored(&doc, &cert))
 }
 

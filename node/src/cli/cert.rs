@@ -234,7 +234,8 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
             let config = home.config()?;
             let keys = home.keys(&config)?;
             let signer = Signer::new(config.participant, keys.signing, std::sync::Arc::new(SystemClock));
-            let (doc, _) = crate::seal::make(&store, &rec, &signer).map_err(Failure::runtime)?;
+            let (doc, _) =
+                crate::seal::make(&store, &rec, &signer).map_err(|e| Failure::runtime(e.to_string()))?;
             (crate::seal::text(&doc), doc.key_id.to_string())
         }
     };
@@ -278,7 +279,7 @@ fn export(number: &str, out: &Path, dir: &DirArg) -> CliResult {
             )
             .map_err(|e| Failure::runtime(e.to_string()))?
             .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
-            crate::seal::portable(&store, &rec).map_err(Failure::runtime)?
+            crate::seal::portable(&store, &rec).map_err(|e| Failure::runtime(e.to_string()))?
         }
     };
     write_output(out, &text)?;
