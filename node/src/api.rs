@@ -594,7 +594,7 @@ fn seal_error(e: crate::seal::SealError) -> ApiError {
     params(("number" = kp_protocol::CertificateNumber, Path, description = "The certificate number (issued here or received)")),
     responses((status = 200, description = "The portable signed certificate (.kpc, ASCII armor) as its issuer signed it; `kpnode verify` checks it against the issuer's bundle", body = String, content_type = "application/x-kpc"),
         (status = 404, body = ErrorBody), (status = 409, description = "Voided: no .kpc is handed out", body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, description = "The store has failed (a full or read-only disk)", body = ErrorBody)))]
 async fn kpc(State(shared): State<Arc<Shared>>, ApiPath(number): ApiPath<String>) -> ApiResult<Response> {
     let rec = record(&shared, &number)?;
     let text = crate::seal::portable(&shared.store, &rec).map_err(seal_error)?;
@@ -605,7 +605,7 @@ async fn kpc(State(shared): State<Arc<Shared>>, ApiPath(number): ApiPath<String>
     params(("number" = kp_protocol::CertificateNumber, Path, description = "An outbound certificate's number")),
     responses((status = 200, description = "A seal signed now with the current key", body = SealView),
         (status = 404, body = ErrorBody), (status = 409, description = "Not issued by this node", body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, description = "The store has failed (a full or read-only disk)", body = ErrorBody)))]
 async fn seal(
     State(shared): State<Arc<Shared>>,
     ApiPath(number): ApiPath<String>,
@@ -1314,7 +1314,7 @@ pub struct LogVerification {
 }
 
 #[utoipa::path(get, path = "/v1/log/verify", tag = "log",
-    responses((status = 200, description = "The audit's outcome (verified or the first bad entry)", body = LogVerification), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "The audit's outcome (verified or the first bad entry)", body = LogVerification), (status = 401, body = ErrorBody), (status = 503, description = "The store has failed (a full or read-only disk)", body = ErrorBody)))]
 async fn log_verify(State(shared): State<Arc<Shared>>) -> ApiResult<Json<LogVerification>> {
     let s = shared.clone();
     let result = tokio::task::spawn_blocking(move || {
