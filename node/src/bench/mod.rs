@@ -125,7 +125,7 @@ pub struct BenchReport {
     pub latency_ms: Latency,
     pub rss_mb: Rss,
     pub crypto: Crypto,
-    /// cores / (2 × sign + 2 × batch verify): certificates per second if each cost one
+    /// cores / (2 × sign + 2 × verify): certificates per second if each cost one
     /// signature and one verification on each side and nothing else.
     pub limit_per_s: f64,
     pub ratio: f64,

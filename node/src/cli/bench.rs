@@ -77,7 +77,7 @@ pub fn run(a: BenchArgs) -> CliResult {
         c.document_bytes, c.sign_us, c.verify_us, c.batch_verify_us, c.cores
     );
     println!(
-        "  limit        {:>10.0} certificates/s   = {} cores / (2 × sign + 2 × batch verify)",
+        "  limit        {:>10.0} certificates/s   = {} cores / (2 × sign + 2 × verify)",
         r.limit_per_s, c.cores
     );
     println!("  ratio        {:>10.2}", r.ratio);
