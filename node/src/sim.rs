@@ -1363,7 +1363,14 @@ impl Sim {
         let link = self.hostile_connect(j)?;
         let next = link.history.rotations().len() + 1;
         let docs = match attack {
-            Attack::Honest => vec![(self.hostile_certificate(j, link.identity)?, false, true)],
+            Attack::Honest => {
+                // Must be stored, unless a replacement of ZA's identity is queued at `j` ahead of
+                // it: applied first in the same batch, it makes the store judge the certificate
+                // by the new identity, whose key history lacks the key, and refuse it (rightly).
+                let replacing =
+                    self.nodes[j].pending.iter().any(|(c, _)| matches!(c, Command::EnrolPeer { .. }));
+                vec![(self.hostile_certificate(j, link.identity)?, false, !replacing)]
+            }
             Attack::NewIdentity => {
                 // Its operator starts over; the old identity keeps the link it holds.
                 let created = now.saturating_sub_millis(1_000);

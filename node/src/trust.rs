@@ -254,8 +254,11 @@ impl Trust {
                                 match PeerTrust::from_record(&a.record) {
                                     Ok(t) => {
                                         // An archived identity signs nothing after it was replaced.
+                                        // Its keys end just after the replacement's millisecond: a
+                                        // document signed in that millisecond may have been stored
+                                        // before the replacement, in the same batch.
                                         let mut history = t.history;
-                                        history.retire_at(a.replaced_at);
+                                        history.retire_at(a.replaced_at.saturating_add_millis(1));
                                         Some(ArchivedPeer { history, fingerprint: t.fingerprint, replaced_at: a.replaced_at })
                                     }
                                     Err(e) => {
@@ -467,7 +470,9 @@ mod tests {
         );
         let ru = trust.known(RU).unwrap();
         ru.signing_key_at(old_signing.key_id(), Timestamp::from_unix_millis(T0 + 999)).unwrap();
-        let e = ru.signing_key_at(old_signing.key_id(), replaced_at).unwrap_err();
+        // Signed in the replacement's millisecond: possibly stored just before it, in its batch.
+        ru.signing_key_at(old_signing.key_id(), replaced_at).unwrap();
+        let e = ru.signing_key_at(old_signing.key_id(), replaced_at.saturating_add_millis(1)).unwrap_err();
         assert!(matches!(e, HistoryError::KeyNotValidAt { .. }), "{e}");
         assert!(ru
             .signing_key_at(old_signing.key_id(), Timestamp::from_unix_millis(T0 + 86_400_000))

@@ -330,6 +330,20 @@ fn a_resend_after_the_old_keys_grace_period_gets_the_original_receipt() {
         SignedDocument::sign(&cert, "RU".parse().unwrap(), old.signing.signing_key(), now())
     };
     let (stored, never_sent) = (sign("RU-2026-900001", 1), sign("RU-2026-900002", 2));
+    // A void of no certificate, signed with the old key well before the rotation (before the
+    // first delivery: a signature made in the very millisecond the rotation takes effect is
+    // outside the old key's window, and refused for that, not for the grace period), tells when
+    // the grace period is over: refused as unknown to IN until then, for the key after.
+    let probe = SignedDocument::sign(
+        &kp_protocol::Void {
+            certificate: "RU-2026-999999".parse().unwrap(),
+            certificate_id: kp_protocol::Digest::of(b"none"),
+            reason: "issued in error".parse().unwrap(),
+        },
+        "RU".parse().unwrap(),
+        old.signing.signing_key(),
+        now(),
+    );
     let in_addr = inn.handle().peer_addr();
     // RU's node, played by a client holding its keys, delivers; the receipt is "lost" (the
     // client keeps it only to compare).
@@ -343,24 +357,23 @@ fn a_resend_after_the_old_keys_grace_period_gets_the_original_receipt() {
     let first = deliver(&stored);
     assert!(matches!(first, Some(Frame::Receipt { .. })), "{first:?}");
 
-    // A void of no certificate, signed with the old key before the rotation, tells when the
-    // grace period is over: refused as unknown to IN until then, for the key after.
-    let probe = SignedDocument::sign(
-        &kp_protocol::Void {
-            certificate: "RU-2026-999999".parse().unwrap(),
-            certificate_id: kp_protocol::Digest::of(b"none"),
-            reason: "issued in error".parse().unwrap(),
-        },
-        "RU".parse().unwrap(),
-        old.signing.signing_key(),
-        now(),
-    );
     let (s, v) = ru.api.post("/v1/keys/rotate", r#"{"signing": true}"#);
     assert_eq!(s, 200, "{v}");
     wait_until(Duration::from_secs(20), "IN learns RU's new signing key", || {
         signing_entries(&inn.api, "RU") == 2
     });
-    let grace_over = |reply: Option<Frame>| matches!(reply, Some(Frame::Reject { code: RejectCode::UnknownKey, detail, .. }) if detail.contains("grace period"));
+    // Any other refusal of the old key (its window, say) would never turn into the grace
+    // period's: fail at once, naming it, rather than time out.
+    let grace_over = |reply: Option<Frame>| match reply {
+        Some(Frame::Reject { code: RejectCode::UnknownKey, detail, .. }) => {
+            assert!(
+                detail.contains("grace period"),
+                "the probe was refused for its key, not the grace period: {detail}"
+            );
+            true
+        }
+        _ => false,
+    };
     wait_until(Duration::from_secs(20), "the old key's grace period ends", || grace_over(deliver(&probe)));
 
     let again = deliver(&stored);
