@@ -567,6 +567,27 @@ pub fn parse_certificate(json: &str) -> kp_protocol::Certificate {
     kp_protocol::CertificateDraft::from_json(json, &ctx).unwrap().into_certificate(|| unreachable!())
 }
 
+/// Sets `key` in `[section]` of `node.toml` to `value` (TOML), whatever it was rendered as.
+pub fn set_setting(dir: &kp_node::home::NodeDir, section: &str, key: &str, value: &str) {
+    let text = std::fs::read_to_string(dir.config_path()).unwrap();
+    let mut current = String::new();
+    let mut done = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                current = s.to_owned();
+            } else if current == section && line.split('=').next().map(str::trim) == Some(key) {
+                done = true;
+                return format!("{key} = {value}");
+            }
+            line.to_owned()
+        })
+        .collect();
+    assert!(done, "no {section}.{key} in {text}");
+    std::fs::write(dir.config_path(), out.join("\n") + "\n").unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

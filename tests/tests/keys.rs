@@ -233,12 +233,7 @@ fn rotating_the_tls_key_keeps_links_and_refuses_the_old_key_after_the_grace_peri
     let ru_dir = init_dir(tmp.path(), "RU", free_port());
     let in_dir = init_dir(tmp.path(), "IN", 0);
     // A short grace period on IN, to see it end.
-    let cfg = in_dir.config_path();
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("tls_grace_period = \"7d\"", "tls_grace_period = \"3s\"");
-    assert!(text.contains("tls_grace_period = \"3s\""), "{text}");
-    std::fs::write(&cfg, text).unwrap();
+    set_setting(&in_dir, "keys", "tls_grace_period", "\"3s\"");
     let mut ru = TestNode::start(&rt, ru_dir.clone());
     let inn = TestNode::start(&rt, in_dir);
     enrol_pair(&ru, &inn);
@@ -314,12 +309,7 @@ fn a_resend_after_the_old_keys_grace_period_gets_the_original_receipt() {
     let tmp = tempfile::tempdir().unwrap();
     let ru_dir = init_dir(tmp.path(), "RU", free_port());
     let in_dir = init_dir(tmp.path(), "IN", 0);
-    let cfg = in_dir.config_path();
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("tls_grace_period = \"7d\"", "tls_grace_period = \"3s\"");
-    assert!(text.contains("tls_grace_period = \"3s\""), "{text}");
-    std::fs::write(&cfg, text).unwrap();
+    set_setting(&in_dir, "keys", "tls_grace_period", "\"3s\"");
     let ru = TestNode::start(&rt, ru_dir.clone());
     let inn = TestNode::start(&rt, in_dir);
     enrol_pair(&ru, &inn);

@@ -46,27 +46,6 @@ fn metric(api: &Api, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// Sets `key` in `[section]` of `node.toml` to `value` (TOML), whatever it was rendered as.
-fn set_setting(dir: &kp_node::home::NodeDir, section: &str, key: &str, value: &str) {
-    let text = std::fs::read_to_string(dir.config_path()).unwrap();
-    let mut current = String::new();
-    let mut done = false;
-    let out: Vec<String> = text
-        .lines()
-        .map(|line| {
-            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                current = s.to_owned();
-            } else if current == section && line.split('=').next().map(str::trim) == Some(key) {
-                done = true;
-                return format!("{key} = {value}");
-            }
-            line.to_owned()
-        })
-        .collect();
-    assert!(done, "no {section}.{key} in {text}");
-    std::fs::write(dir.config_path(), out.join("\n") + "\n").unwrap();
-}
-
 const CLOSED: &str = "kpnode_links_closed_untrusted_total";
 
 /// What the node answers on `raw` within `limit`, skipping pings: `Some(frame)`, or `None`
