@@ -54,7 +54,11 @@ fn create_temp(path: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
 
 fn temp_name(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".tmp.{}.{:016x}", std::process::id(), rand::random::<u64>()));
+    name.push(format!(
+        ".tmp.{}.{:016x}",
+        std::process::id(),
+        rand_core::RngCore::next_u64(&mut rand_core::OsRng)
+    ));
     path.with_file_name(name)
 }
 

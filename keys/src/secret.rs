@@ -26,7 +26,7 @@ macro_rules! key_pair {
         impl $name {
             /// A fresh key from the operating system's random source.
             pub fn generate() -> Self {
-                $name(SigningKey::generate(&mut rand::rngs::OsRng))
+                $name(SigningKey::generate(&mut rand_core::OsRng))
             }
 
             /// A key from its 32 secret bytes: for deterministic tests and the simulation,

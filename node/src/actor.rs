@@ -18,9 +18,9 @@ use kp_protocol::{CertificateNumber, MessageId, ParticipantCode, SignedDocument,
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
-use crate::engine::{Applied, Command, Engine, Outcome};
 use crate::metrics::Metrics;
 use crate::store::{SledStore, Storage};
+use kp_exchange::engine::{Applied, Command, Engine, Event, Outcome};
 
 /// Why a command got no outcome.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -186,6 +186,8 @@ struct Ticket {
     peers_changed: bool,
     acknowledged: Vec<(MessageId, Option<CertificateNumber>)>,
     appended: u64,
+    /// What the engine reports, logged once the batch is durable.
+    events: Vec<Event>,
     /// Told once the batch is durable (or not): used by rotation, which must wait.
     done: Option<std::sync::mpsc::Sender<Result<(), ActorError>>>,
 }
@@ -289,9 +291,17 @@ impl Writer {
     ) {
         let now: Timestamp = self.clock.now();
         match self.engine.apply(&self.store, now, commands) {
-            Ok(Applied { outcomes, queued_up_to, peers_changed, appended, acknowledged }) => {
-                let ticket =
-                    Ticket { replies, outcomes, queued_up_to, peers_changed, acknowledged, appended, done };
+            Ok(Applied { outcomes, queued_up_to, peers_changed, appended, acknowledged, events }) => {
+                let ticket = Ticket {
+                    replies,
+                    outcomes,
+                    queued_up_to,
+                    peers_changed,
+                    acknowledged,
+                    appended,
+                    events,
+                    done,
+                };
                 if let Err(std::sync::mpsc::SendError(t)) = self.tickets.send(ticket) {
                     fail(t, ActorError::Stopped);
                 }
@@ -409,6 +419,16 @@ fn fail(ticket: Ticket, error: ActorError) {
 }
 
 /// Flushes whatever batches were committed meanwhile, then answers them.
+/// Writes an event of the engine to the node's log.
+fn log_event(e: &Event) {
+    let peer = e.peer();
+    if e.is_warning() {
+        tracing::warn!(%peer, "{e}");
+    } else {
+        tracing::info!(%peer, "{e}");
+    }
+}
+
 fn flush_loop(
     rx: std::sync::mpsc::Receiver<Ticket>,
     store: SledStore,
@@ -455,6 +475,7 @@ fn flush_loop(
         unpublished.clear();
         peers_unpublished = false;
         for t in tickets {
+            t.events.iter().for_each(log_event);
             for (r, outcome) in t.replies.into_iter().zip(t.outcomes) {
                 let _ = r.send(Ok(outcome));
             }

@@ -23,11 +23,11 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::actor::ActorError;
-use crate::engine::{document_of, Command, EngineError, Idempotency, Outcome};
 use crate::node::Shared;
 use crate::participants;
 use crate::queries::{self, cert_view, CertFilter};
 use crate::store::{get_record, meta, CertRecord, CertStatus, Direction, StoreError, Tree};
+use kp_exchange::engine::{document_of, Command, EngineError, Idempotency, Outcome};
 
 /// An error answer.
 #[derive(Debug)]
@@ -343,9 +343,9 @@ async fn submit(
 /// The answer to a request whose idempotency key is remembered: the certificate it produced,
 /// or the conflict. `None` if the key is new (or its window has passed).
 fn remembered(shared: &Shared, idem: &Idempotency) -> ApiResult<Option<Submitted>> {
-    let key = crate::engine::idempotency_meta_key(&idem.key);
+    let key = kp_exchange::engine::idempotency_meta_key(&idem.key);
     let record = get_record::<crate::store::IdempotencyRecord, _>(&shared.store, Tree::Meta, &key)?;
-    let Some(prior) = crate::engine::live_idempotency(record, shared.now()) else { return Ok(None) };
+    let Some(prior) = kp_exchange::engine::live_idempotency(record, shared.now()) else { return Ok(None) };
     if prior.content != idem.content {
         return Err(EngineError::IdempotencyConflict { key: idem.key.clone(), number: prior.number }.into());
     }
@@ -759,7 +759,7 @@ async fn confirm(
     if !problems.is_empty() {
         return Err(ApiError::Invalid { error: "invalid_request", problems });
     }
-    if let Some(why) = crate::engine::confirmable(&rec) {
+    if let Some(why) = kp_exchange::engine::confirmable(&rec) {
         return Err(ApiError::Conflict(format!(
             "certificate {} is {}: {why}",
             rec.number,
@@ -824,7 +824,7 @@ async fn void(
     let reason: Text =
         req.reason.parse().map_err(|e| invalid("invalid_request", "reason", format!("{e}")))?;
     let rec = record(&shared, &number)?;
-    if let Some(why) = crate::engine::voidable(&rec) {
+    if let Some(why) = kp_exchange::engine::voidable(&rec) {
         let today = shared.now().date();
         return Err(ApiError::Conflict(format!(
             "certificate {} is {}: {why}",
@@ -874,7 +874,7 @@ async fn resolve(
         crate::store::Tree::Meta,
         &crate::store::resolution_key(&rec.number),
     )?;
-    if let Some(why) = crate::engine::resolvable(&rec, existing.as_ref()) {
+    if let Some(why) = kp_exchange::engine::resolvable(&rec, existing.as_ref()) {
         return Err(ApiError::Conflict(format!(
             "certificate {} is {}: {why}",
             rec.number,
@@ -924,7 +924,7 @@ async fn add_peer(
 ) -> ApiResult<(StatusCode, Json<queries::PeerView>)> {
     let req: AddPeerRequest = parse_body(&body)?;
     let (record, _) =
-        crate::enrol::prepare(shared.me, &req.bundle, &req.fingerprint, req.endpoints, shared.now())
+        kp_exchange::enrol::prepare(shared.me, &req.bundle, &req.fingerprint, req.endpoints, shared.now())
             .map_err(|e| invalid("invalid_bundle", "bundle", e.to_string()))?;
     let code = record.participant;
     let command = Command::EnrolPeer { record: Box::new(record), replace_identity: req.replace_identity };
@@ -932,7 +932,7 @@ async fn add_peer(
         Outcome::Done => {}
         Outcome::Refused(EngineError::Enrol(e)) => {
             let field = match e {
-                crate::enrol::EnrolError::IdentityChange { .. } => "replace_identity",
+                kp_exchange::enrol::EnrolError::IdentityChange { .. } => "replace_identity",
                 _ => "bundle",
             };
             return Err(invalid("invalid_bundle", field, e.to_string()));
@@ -990,7 +990,11 @@ async fn participants_set(
     let entry = participants::prepare_set(&shared.registry.get(), today, code, &req)
         .map_err(|problems| ApiError::Invalid { error: "invalid_request", problems })?;
     tracing::info!(participant = %code, status = %entry.status, from = %entry.effective_from, "participant registry changed by the operator");
-    match shared.actor.call(participants::record(&shared.signer, entry, "operator", None)).await? {
+    match shared
+        .actor
+        .call(kp_exchange::engine::Command::record_participant(&shared.signer, entry, "operator", None))
+        .await?
+    {
         Outcome::Done => {}
         other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
@@ -1040,7 +1044,12 @@ async fn participants_import(
     if !req.dry_run {
         for entry in std::mem::take(&mut plan.changes) {
             let origin = Some(plan.origin.clone());
-            let command = participants::record(&shared.signer, entry.clone(), &plan.source, origin);
+            let command = kp_exchange::engine::Command::record_participant(
+                &shared.signer,
+                entry.clone(),
+                &plan.source,
+                origin,
+            );
             match shared.actor.call(command).await? {
                 Outcome::Done => {
                     tracing::info!(participant = %entry.code, status = %entry.status, source = %plan.source, "participant registry changed by an imported list");
@@ -1207,7 +1216,7 @@ pub struct PeerKeys {
 }
 
 /// Builds the keys view from a node's own keys and its trust.
-pub fn keys_view(keys: &kp_keys::NodeKeys, trust: &crate::trust::Trust) -> KeysView {
+pub fn keys_view(keys: &kp_keys::NodeKeys, trust: &kp_exchange::trust::Trust) -> KeysView {
     let mut peers: Vec<PeerKeys> = trust
         .peers()
         .map(|p| PeerKeys {
@@ -1305,7 +1314,7 @@ async fn log(
 pub struct LogVerification {
     pub verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub report: Option<crate::audit::AuditReport>,
+    pub report: Option<kp_exchange::audit::AuditReport>,
     /// The first entry at fault, if the problem is in one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
@@ -1319,14 +1328,14 @@ async fn log_verify(State(shared): State<Arc<Shared>>) -> ApiResult<Json<LogVeri
     let s = shared.clone();
     let result = tokio::task::spawn_blocking(move || {
         let own = s.keys.lock().unwrap_or_else(|p| p.into_inner()).history.clone();
-        crate::audit::verify_log(&s.store, s.me, &own, &s.trust.get(), |_| {})
+        kp_exchange::audit::verify_log(&s.store, s.me, &own, &s.trust.get(), |_| {})
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(match result {
         Ok(report) => LogVerification { verified: true, report: Some(report), seq: None, error: None },
         // A store that cannot be read says nothing about the log: 503, not "not verified".
-        Err(crate::audit::AuditError::Store(e)) if e.is_io() => return Err(e.into()),
+        Err(kp_exchange::audit::AuditError::Store(e)) if e.is_io() => return Err(e.into()),
         Err(e) => LogVerification { verified: false, report: None, seq: e.seq(), error: Some(e.to_string()) },
     }))
 }
@@ -1485,7 +1494,9 @@ mod tests {
     #[test]
     fn a_failed_store_answers_503_naming_the_failure() {
         let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
-        let (status, body) = answer(StoreError::Sled(sled::Error::Io(full)).into());
+        let (status, body) = answer(
+            StoreError::Backend { source: Box::new(full), io: Some(std::io::ErrorKind::StorageFull) }.into(),
+        );
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert!(body.contains(r#""error":"unavailable""#), "{body}");
         assert!(body.contains("No space left on device"), "{body}");
@@ -1499,8 +1510,10 @@ mod tests {
         assert!(body.contains("is damaged"), "{body}");
 
         let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
-        let (status, body) =
-            answer(seal_error(crate::seal::SealError::Store(StoreError::Sled(sled::Error::Io(full)))));
+        let (status, body) = answer(seal_error(crate::seal::SealError::Store(StoreError::Backend {
+            source: Box::new(full),
+            io: Some(std::io::ErrorKind::StorageFull),
+        })));
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     }
 }

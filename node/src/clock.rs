@@ -1,14 +1,10 @@
-//! Time, passed in rather than read at random places: the node uses the system clock, the
-//! simulation a clock it moves itself.
+//! The system clock, the node's time source. The exchange takes time through
+//! [`kp_exchange::clock::Clock`]; this is the only place the node reads the wall clock for it.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use kp_exchange::clock::{Clock, ManualClock};
 use kp_protocol::Timestamp;
-
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    fn now(&self) -> Timestamp;
-}
 
 /// The system's wall clock (UTC).
 #[derive(Debug, Default, Clone, Copy)]
@@ -18,29 +14,5 @@ impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         Timestamp::from_unix_millis(ms)
-    }
-}
-
-/// A clock that only moves when told to.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    pub fn new(at: Timestamp) -> ManualClock {
-        ManualClock(AtomicI64::new(at.unix_millis()))
-    }
-
-    pub fn set(&self, at: Timestamp) {
-        self.0.store(at.unix_millis(), Ordering::SeqCst);
-    }
-
-    pub fn advance_millis(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::from_unix_millis(self.0.load(Ordering::SeqCst))
     }
 }

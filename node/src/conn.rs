@@ -33,7 +33,7 @@ pub enum LinkError {
     Refused(String),
     /// Re-judged after a change of trust: the link's TLS key is no longer trusted.
     #[error("closed: {0}")]
-    Untrusted(crate::tls::Distrust),
+    Untrusted(kp_exchange::trust::Distrust),
 }
 
 /// Reads frames from `R`. `read_frame` is cancel-safe: the buffer changes only after a read

@@ -24,12 +24,12 @@ use tracing::Instrument;
 
 use crate::actor::ActorError;
 use crate::conn::{FrameReader, FrameWriter, LinkError};
-use crate::engine::{CheckedUnder, Command, EngineError, Outcome, Reply};
 use crate::metrics::PeerCounter;
 use crate::node::Shared;
-use crate::sender::{Backoff, SenderState};
 use crate::store::{decode_record, outbox_range, OutboxEntry, Storage, Tree};
-use crate::verify::{check_batch, CheckContext, Received, Refusal};
+use kp_exchange::engine::{CheckedUnder, Command, EngineError, Outcome, Reply};
+use kp_exchange::link::{Backoff, SenderState};
+use kp_exchange::verify::{check_batch, CheckContext, Received, Refusal};
 
 /// The software name sent in `Hello`.
 pub const SOFTWARE: &str = concat!("kpnode/", env!("CARGO_PKG_VERSION"));
@@ -248,7 +248,7 @@ async fn inbound(
         _ = token.cancelled() => Err(if shared.cancel.is_cancelled() {
             LinkError::Refused("the node is shutting down".into())
         } else {
-            LinkError::Untrusted(crate::tls::Distrust::Removed)
+            LinkError::Untrusted(kp_exchange::trust::Distrust::Removed)
         }),
         why = trust_lost(&shared, peer, key) => Err(LinkError::Untrusted(why)),
         r = serve_peer(&shared, peer, key, tls).instrument(span.clone()) => r,
@@ -271,7 +271,7 @@ async fn inbound(
 /// Resolves, with the reason, once `key` is no longer a trusted TLS key of `peer`: judged
 /// again at every change of trust and every [`REJUDGE_EVERY`]. Raced against a link's work,
 /// it closes the link.
-async fn trust_lost(shared: &Shared, peer: ParticipantCode, key: [u8; 32]) -> crate::tls::Distrust {
+async fn trust_lost(shared: &Shared, peer: ParticipantCode, key: [u8; 32]) -> kp_exchange::trust::Distrust {
     let mut generation = shared.trust_generation.subscribe();
     let mut tick = tokio::time::interval(REJUDGE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -288,7 +288,12 @@ async fn trust_lost(shared: &Shared, peer: ParticipantCode, key: [u8; 32]) -> cr
 }
 
 /// Logs and counts a link closed because its key is no longer trusted.
-fn closed_untrusted(shared: &Shared, peer: ParticipantCode, dir: &'static str, why: &crate::tls::Distrust) {
+fn closed_untrusted(
+    shared: &Shared,
+    peer: ParticipantCode,
+    dir: &'static str,
+    why: &kp_exchange::trust::Distrust,
+) {
     shared.metrics.link_closed_untrusted(peer, why.label());
     shared.links.error(peer, shared.now(), format!("{dir}bound link closed: {why}"));
     tracing::warn!(%peer, dir, reason = why.label(), "closed the link: {why}; nothing it sends is taken any more");
@@ -306,7 +311,8 @@ fn refresh_history(
 ) -> Result<(), LinkError> {
     let trust = shared.trust.get();
     shared.tls.judge(&trust, peer, key).map_err(LinkError::Untrusted)?;
-    let current = trust.active(peer).ok_or(LinkError::Untrusted(crate::tls::Distrust::NotEnrolled))?;
+    let current =
+        trust.active(peer).ok_or(LinkError::Untrusted(kp_exchange::trust::Distrust::NotEnrolled))?;
     let extends = held.as_ref().is_some_and(|(fp, h)| {
         let (mine, theirs) = (h.rotations(), current.history.rotations());
         *fp == current.fingerprint && mine.len() >= theirs.len() && mine[..theirs.len()] == *theirs
@@ -376,7 +382,7 @@ async fn serve_peer(
             // Nothing is checked, stored or acknowledged for a key no longer trusted.
             refresh_history(shared, peer, &key, &mut history)?;
             let Some((_, h)) = history.as_mut() else {
-                return Err(LinkError::Untrusted(crate::tls::Distrust::NotEnrolled));
+                return Err(LinkError::Untrusted(kp_exchange::trust::Distrust::NotEnrolled));
             };
             let batch = receive(shared, peer, &key, h, deliveries).await?;
             if tx.send(batch).await.is_err() {
@@ -396,7 +402,7 @@ async fn serve_peer(
 /// If `doc` is a rotation of `peer` to a TLS key that `trust` binds to another participant,
 /// the refusal.
 fn tls_key_claimed_elsewhere(
-    trust: &crate::trust::Trust,
+    trust: &kp_exchange::trust::Trust,
     peer: ParticipantCode,
     doc: &kp_protocol::SignedDocument,
 ) -> Option<Refusal> {
@@ -420,7 +426,7 @@ async fn receive(
     peer: ParticipantCode,
     tls_key: &[u8; 32],
     history: &mut KeyHistory,
-    deliveries: Vec<crate::verify::Delivery>,
+    deliveries: Vec<kp_exchange::verify::Delivery>,
 ) -> Result<Outgoing, LinkError> {
     let mut accepted: Vec<Received> = Vec::new();
     let mut slots = Vec::with_capacity(deliveries.len());
@@ -514,7 +520,7 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Outgoing>,
     peer: ParticipantCode,
     shared: Arc<Shared>,
-    mut refused: Option<oneshot::Sender<crate::tls::Distrust>>,
+    mut refused: Option<oneshot::Sender<kp_exchange::trust::Distrust>>,
 ) {
     let max_items = receipts_per_frame(shared.config.delivery.max_frame_bytes);
     while let Some(item) = rx.recv().await {

@@ -18,14 +18,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::actor::{Actor, ActorError, ActorHandle, Publish};
 use crate::clock::{Clock, SystemClock};
-use crate::engine::Engine;
 use crate::home::{HomeError, NodeDir};
 use crate::metrics::Metrics;
-use crate::registry::{Registry, RegistryCell};
-use crate::signer::Signer;
-use crate::store::{decode_record, PeerRecord, SledStore, Storage, StoreError, Tree};
+use crate::store::{decode_record, SledStore, Storage, StoreError, Tree};
 use crate::tls::{Identity, TlsContext};
-use crate::trust::{Trust, TrustCell};
+use kp_exchange::engine::Engine;
+use kp_exchange::registry::{Registry, RegistryCell};
+use kp_exchange::signer::Signer;
+use kp_exchange::trust::{Trust, TrustCell, TrustProblem};
 
 /// What to change when a listening address cannot be bound: the `node.toml` setting.
 fn listen_hint(e: &std::io::Error, setting: &str) -> String {
@@ -316,54 +316,22 @@ impl Shared {
     }
 }
 
-/// Reads every peer record and builds the trust snapshot from them. A record that cannot be
-/// loaded quarantines its peer (see [`Trust::build`]); only a failing store is an error.
+/// Reads every peer record and builds the trust snapshot (see [`kp_exchange::trust::load`]),
+/// logging what it found wrong: records ignored, archives unusable, peers quarantined.
 pub fn load_trust<S: Storage + ?Sized>(store: &S) -> Result<Trust, StoreError> {
     reload_trust(store, None)
 }
 
-/// As [`load_trust`], reusing what `earlier` verified for records that did not change.
+/// As [`load_trust`], reusing what `earlier` verified; a quarantine already logged for
+/// `earlier` is not logged again.
 pub fn reload_trust<S: Storage + ?Sized>(store: &S, earlier: Option<&Trust>) -> Result<Trust, StoreError> {
-    let code = |tree: Tree, k: &[u8], len: usize| {
-        let parsed = k
-            .get(..2)
-            .filter(|_| k.len() == len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .and_then(|c| c.parse::<ParticipantCode>().ok());
-        if parsed.is_none() {
-            tracing::error!(tree = tree.name(), key = ?k, "ignoring a record under a key that names no participant");
+    let trust = kp_exchange::trust::reload(store, earlier)?;
+    for p in trust.problems() {
+        if !matches!(p, TrustProblem::Quarantined { new: false, .. }) {
+            tracing::error!("{p}");
         }
-        parsed
-    };
-    let records = store
-        .range(Tree::Peers, &[], &[0xff; 3], usize::MAX)?
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let participant = code(Tree::Peers, &k, 2)?;
-            let rec =
-                decode_record::<PeerRecord>(Tree::Peers, &k, &v).map_err(|e| e.to_string()).and_then(|r| {
-                    if r.participant == participant {
-                        Ok(r)
-                    } else {
-                        Err(format!("the record under {participant} is for {}", r.participant))
-                    }
-                });
-            Some((participant, rec))
-        })
-        .collect();
-    let archives = store
-        .range(Tree::PeerArchive, &[], &[0xff; 7], usize::MAX)?
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let participant = code(Tree::PeerArchive, &k, 6)?;
-            Some((
-                participant,
-                decode_record::<crate::store::ArchivedIdentity>(Tree::PeerArchive, &k, &v)
-                    .map_err(|e| e.to_string()),
-            ))
-        })
-        .collect();
-    Ok(Trust::build(records, archives, earlier))
+    }
+    Ok(trust)
 }
 
 /// The registry: the shipped list, the recorded changes, and the enrolled peers.
@@ -626,7 +594,10 @@ async fn resume_rotations(shared: &Arc<Shared>, announced: u32) -> Result<(), St
             );
             shared
                 .actor
-                .call(crate::engine::Command::Announce { document: statement.clone(), peers: active.clone() })
+                .call(kp_exchange::engine::Command::Announce {
+                    document: statement.clone(),
+                    peers: active.clone(),
+                })
                 .await
                 .map_err(|e| StartError::Other(format!("cannot announce a key rotation: {e}")))?;
         }

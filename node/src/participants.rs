@@ -7,14 +7,13 @@ use kp_keys::KeyHistory;
 use kp_protocol::registry::{list_from_armored, list_v2_to_armored, ParticipantListV2};
 use kp_protocol::{
     Date, LongText, ParticipantCode, ParticipantDirectory, ParticipantEntry, ParticipantList,
-    ParticipantStatus, Problem, RegistryChange, SignedDocument, Text, Timestamp,
+    ParticipantStatus, Problem, SignedDocument, Text, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Command;
-use crate::registry::{change_problems, ListOrigin, Registry};
-use crate::signer::Signer;
-use crate::trust::Trust;
+use kp_exchange::registry::{change_problems, ListOrigin, Registry};
+use kp_exchange::signer::Signer;
+use kp_exchange::trust::Trust;
 
 /// A participant as shown to people: the entry in force and what else the registry knows.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -191,19 +190,6 @@ pub fn prepare_set(
     }
 }
 
-/// The signed record of a change, and the command that stores it; `from_list` names the
-/// signed list it comes from (`None` for the operator's change).
-pub fn record(
-    signer: &Signer,
-    entry: ParticipantEntry,
-    source: &str,
-    from_list: Option<ListOrigin>,
-) -> Command {
-    let source: Text = source.parse().unwrap_or_else(|_| "operator".parse().expect("a valid text"));
-    let document = signer.sign(&RegistryChange { entry: entry.clone(), source });
-    Command::RecordParticipant { document, entry: Box::new(entry), from_list }
-}
-
 /// An entry of an imported list that is not applied, and why.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IgnoredEntry {
@@ -348,8 +334,8 @@ mod tests {
     use kp_protocol::registry::{list_v2_to_armored, ParticipantListV2};
     use kp_protocol::{ParticipantCode, SignedDocument, Timestamp};
 
-    use crate::registry::Registry;
-    use crate::trust::Trust;
+    use kp_exchange::registry::Registry;
+    use kp_exchange::trust::Trust;
 
     const RU: ParticipantCode = ParticipantCode::from_static("RU");
     const DAY: i64 = 86_400_000;

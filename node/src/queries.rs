@@ -5,13 +5,13 @@ use kp_protocol::amount::format_hundredths;
 use kp_protocol::{Certificate, Date, Digest, MessageId, ParticipantCode, Timestamp};
 use serde::Serialize;
 
-use crate::engine::document_of;
 use crate::node::{LinkStatus, Shared};
 use crate::store::{
     decode_record, get_record, log_key, CertRecord, CertStatus, ConfirmationRecord, Direction, EntryBody,
     LogEntry, Rejection, ResolutionRecord, Storage, StoreError, Tree, VoidRecord,
 };
-use crate::trust::PeerTrust;
+use kp_exchange::engine::document_of;
+use kp_exchange::trust::PeerTrust;
 
 /// The status a record shows on `today`: a certificate not confirmed (or voided, or refused)
 /// by its expiry date shows `expired`.
@@ -272,7 +272,7 @@ pub struct UnenrolledQueue {
 /// per-participant queue counters (one per participant ever queued for: a few hundred at most).
 pub fn unenrolled_queues<S: Storage + ?Sized>(
     store: &S,
-    trust: &crate::trust::Trust,
+    trust: &kp_exchange::trust::Trust,
 ) -> Result<Vec<UnenrolledQueue>, StoreError> {
     let prefix = crate::store::meta::QUEUED_PREFIX.as_bytes();
     let mut end = prefix.to_vec();

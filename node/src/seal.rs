@@ -9,9 +9,9 @@ use kp_protocol::seal::{from_qr_text, to_qr_text, CertificateSeal};
 use kp_protocol::{Certificate, SignedDocument};
 use qrcode::{Color, EcLevel, QrCode};
 
-use crate::engine::document_of;
-use crate::signer::Signer;
 use crate::store::{CertRecord, Direction, Storage, StoreError};
+use kp_exchange::engine::document_of;
+use kp_exchange::signer::Signer;
 
 /// Why no seal or `.kpc` was made: refused for the certificate's sake (not issued here,
 /// voided, missing its document), or the store failed to read it.

@@ -22,7 +22,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::trust::TrustCell;
+use kp_exchange::trust::{judge_link, Distrust, TrustCell};
 
 /// The node's own TLS certificates: the current one, and after a TLS rotation the previous
 /// one, which the node keeps presenting when it dials a peer that has not yet acknowledged
@@ -324,7 +324,7 @@ impl TlsContext {
     /// the same peer.
     pub fn judge(
         &self,
-        trust: &crate::trust::Trust,
+        trust: &kp_exchange::trust::Trust,
         peer: ParticipantCode,
         key: &[u8; 32],
     ) -> Result<(), Distrust> {
@@ -337,86 +337,10 @@ impl TlsContext {
     }
 }
 
-/// The rule of [`TlsContext::judge`], on its own (the simulator applies it too): whether
-/// `key` is, at `now`, a trusted TLS key of `peer` in `trust`, given the grace period of
-/// replaced keys.
-pub fn judge_link(
-    trust: &crate::trust::Trust,
-    peer: ParticipantCode,
-    key: &[u8; 32],
-    now: kp_protocol::Timestamp,
-    grace_millis: i64,
-) -> Result<(), Distrust> {
-    match trust.peer_for_tls_key(key, now, grace_millis) {
-        Some(p) if p == peer => Ok(()),
-        Some(other) => Err(Distrust::OtherPeer(other)),
-        None => Err(match trust.active(peer) {
-            Some(p) if p.history.tls_keys().iter().any(|e| e.public_key == *key) => Distrust::GraceOver,
-            Some(_) => Distrust::IdentityReplaced,
-            None if trust.known(peer).is_some_and(|p| p.removed) => Distrust::Removed,
-            None if trust.quarantine_reason(peer).is_some() => Distrust::Quarantined,
-            None => Distrust::NotEnrolled,
-        }),
-    }
-}
-
-/// Why an open link was closed: the TLS key it authenticated with is no longer trusted for
-/// its peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Distrust {
-    /// The peer was removed.
-    Removed,
-    /// The peer is not (or no longer) an active enrolled peer.
-    NotEnrolled,
-    /// The peer's stored record cannot be loaded: it is quarantined until the operator
-    /// enrols a current bundle.
-    Quarantined,
-    /// The key is not in the peer's current identity: the operator enrolled a new one.
-    IdentityReplaced,
-    /// The peer rotated its TLS key and the old one's grace period is over.
-    GraceOver,
-    /// The key is now bound to another peer.
-    OtherPeer(ParticipantCode),
-}
-
-impl Distrust {
-    /// A short, stable name, for the `reason` label of the metric.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Distrust::Removed => "removed",
-            Distrust::NotEnrolled => "not_enrolled",
-            Distrust::Quarantined => "quarantined",
-            Distrust::IdentityReplaced => "identity_replaced",
-            Distrust::GraceOver => "grace_over",
-            Distrust::OtherPeer(_) => "other_peer",
-        }
-    }
-}
-
-impl std::fmt::Display for Distrust {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Distrust::Removed => f.write_str("the peer was removed"),
-            Distrust::NotEnrolled => f.write_str("the peer is not an enrolled peer"),
-            Distrust::Quarantined => f.write_str(
-                "the peer's record cannot be loaded (quarantined); enrol a current bundle with `kpnode peer add`",
-            ),
-            Distrust::IdentityReplaced => {
-                f.write_str("its TLS key is not in the peer's current identity (a new identity was enrolled)")
-            }
-            Distrust::GraceOver => f.write_str(
-                "its TLS key was replaced by a rotation and its grace period (keys.tls_grace_period) is over",
-            ),
-            Distrust::OtherPeer(p) => write!(f, "its TLS key now belongs to {p}"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trust::Trust;
+    use kp_exchange::trust::Trust;
 
     const RU: ParticipantCode = ParticipantCode::from_static("RU");
     const KZ: ParticipantCode = ParticipantCode::from_static("KZ");

@@ -483,12 +483,12 @@ pub fn enrol_cli(a: &NodeDir, b: &NodeDir) {
 }
 
 /// Opens a stopped node's store and audits its log; returns the report.
-pub fn audit(dir: &NodeDir) -> kp_node::audit::AuditReport {
+pub fn audit(dir: &NodeDir) -> kp_exchange::audit::AuditReport {
     let config = dir.config().expect("config");
     let keys = dir.keys(&config).expect("keys");
     let (store, _) = kp_node::store::SledStore::open(&dir.store_dir(), 16).expect("the store opens");
-    let trust = kp_node::node::load_trust(&store).expect("trust");
-    kp_node::audit::verify_log(&store, config.participant, &keys.history, &trust, |_| {})
+    let trust = kp_exchange::trust::load(&store).expect("trust");
+    kp_exchange::audit::verify_log(&store, config.participant, &keys.history, &trust, |_| {})
         .expect("the log verifies")
 }
 

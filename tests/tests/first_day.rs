@@ -488,7 +488,7 @@ fn cert_example_validates_and_the_json_reference_ships_in_docs() {
     let example = std::fs::read_to_string(root.join("docs/certificate-example.json")).unwrap();
     // The example is valid on the day it is dated.
     let issued: kp_protocol::Date = "2026-11-28".parse().unwrap();
-    let registry = kp_node::registry::Registry::default();
+    let registry = kp_exchange::registry::Registry::default();
     let directory = registry.on(issued);
     let ctx = kp_protocol::ValidationContext {
         today: issued,

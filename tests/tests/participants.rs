@@ -338,8 +338,8 @@ fn the_registry_round_trips_through_signed_lists_and_every_change_is_in_the_log(
     let (_, in_toml, _) = kpnode(&["participants", "list", "--toml", "--dir", &dir(&inn)]);
     assert_eq!(ru_toml, in_toml);
     // And the TOML parses back to the same entries.
-    let entries = kp_node::registry::parse_toml(&ru_toml).unwrap();
-    assert_eq!(kp_node::registry::render_toml(&entries), ru_toml);
+    let entries = kp_exchange::registry::parse_toml(&ru_toml).unwrap();
+    assert_eq!(kp_exchange::registry::render_toml(&entries), ru_toml);
     // Importing again changes nothing.
     let out = ok(&["participants", "import", file.to_str().unwrap(), "--dir", &dir(&inn)]);
     assert!(out.contains("0 change(s)"), "{out}");

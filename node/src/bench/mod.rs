@@ -21,9 +21,9 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::clock::{Clock, SystemClock};
-use crate::engine::Command as EngineCommand;
 use crate::home::{InitOptions, NodeDir};
 use crate::node::{Node, NodeHandle, NodeOptions};
+use kp_exchange::engine::Command as EngineCommand;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -305,7 +305,7 @@ fn init_node(root: &Path, code: &str, peer_port: u16, window: u32) -> Result<Nod
 }
 
 async fn enrol(node: &NodeHandle, bundle: &kp_keys::VerifiedBundle) -> Result<(), String> {
-    let (record, _) = crate::enrol::prepare(
+    let (record, _) = kp_exchange::enrol::prepare(
         node.participant(),
         &bundle.to_armored(),
         &bundle.fingerprint.to_string(),

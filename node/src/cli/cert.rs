@@ -11,8 +11,8 @@ use super::client::{segment, Client};
 use super::{read_input, write_output, CliResult, DirArg, Failure};
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
-use crate::registry::Registry;
-use crate::signer::Signer;
+use kp_exchange::registry::Registry;
+use kp_exchange::signer::Signer;
 
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
@@ -459,7 +459,7 @@ fn problem_lines(file: &Path, problems: kp_protocol::Problems) -> Failure {
 /// restriction).
 fn registry_problems(
     file: &Path,
-    registry: &crate::registry::View<'_>,
+    registry: &kp_exchange::registry::View<'_>,
     draft: &CertificateDraft,
 ) -> CliResult {
     let problems = registry.issue_problems(&draft.content);

@@ -49,7 +49,7 @@ pub fn run(a: InitArgs) -> CliResult {
         .ok();
     let authority = a.authority.parse::<Text>().map_err(|e| problems.push(format!("--authority: {e}"))).ok();
     if let Some(code) = participant {
-        let registry = crate::registry::Registry::default();
+        let registry = kp_exchange::registry::Registry::default();
         let view = registry.on(SystemClock.now().date());
         if view.entry(code).is_none() && view.union_of(code).is_none() {
             problems.push(format!(

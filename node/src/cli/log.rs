@@ -55,7 +55,8 @@ fn verify(dir: &DirArg) -> CliResult {
                     eprintln!("  checked {n} entries …");
                 }
             };
-            match crate::audit::verify_log(&store, config.participant, &keys.history, &trust, progress) {
+            match kp_exchange::audit::verify_log(&store, config.participant, &keys.history, &trust, progress)
+            {
                 Ok(r) => serde_json::json!({"verified": true, "report": r}),
                 Err(e) => serde_json::json!({"verified": false, "seq": e.seq(), "error": e.to_string()}),
             }

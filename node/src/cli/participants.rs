@@ -16,8 +16,9 @@ use super::{read_input, write_output, CliResult, DirArg, Failure};
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
 use crate::participants::{self, SetRequest};
-use crate::registry::{Registry, TomlEntry};
 use crate::store::SledStore;
+use kp_exchange::engine::Command;
+use kp_exchange::registry::{Registry, TomlEntry};
 
 #[derive(Debug, Subcommand)]
 pub enum ParticipantsCommand {
@@ -202,7 +203,7 @@ fn list(dir: &DirArg, as_json: bool, as_toml: bool) -> CliResult {
     }
     if let (true, Some(registry)) = (as_toml, registry) {
         let entries: Vec<ParticipantEntry> = registry.on(today).entries().into_iter().cloned().collect();
-        print!("{}", crate::registry::render_toml(&entries));
+        print!("{}", kp_exchange::registry::render_toml(&entries));
         return Ok(());
     }
     let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
@@ -322,7 +323,7 @@ fn set(dir: &DirArg, code_text: &str, req: SetRequest) -> CliResult {
             let entry = participants::prepare_set(&registry, today, code, &req)
                 .map_err(|p| Failure::inputs(p.iter().map(ToString::to_string).collect()))?;
             let signer = offline_signer(&home)?;
-            apply_offline(&home, &store, participants::record(&signer, entry, "operator", None))?;
+            apply_offline(&home, &store, Command::record_participant(&signer, entry, "operator", None))?;
             let registry = offline_registry(&store)?;
             let detail = participants::show(&registry, today, code)
                 .ok_or_else(|| Failure::runtime("the recorded participant is missing"))?;
@@ -334,10 +335,10 @@ fn set(dir: &DirArg, code_text: &str, req: SetRequest) -> CliResult {
     Ok(())
 }
 
-fn offline_signer(home: &NodeDir) -> Result<crate::signer::Signer, Failure> {
+fn offline_signer(home: &NodeDir) -> Result<kp_exchange::signer::Signer, Failure> {
     let config = home.config()?;
     let keys = home.keys(&config)?;
-    Ok(crate::signer::Signer::new(config.participant, keys.signing, Arc::new(SystemClock)))
+    Ok(kp_exchange::signer::Signer::new(config.participant, keys.signing, Arc::new(SystemClock)))
 }
 
 fn import(dir: &DirArg, file: &std::path::Path, dry_run: bool) -> CliResult {
@@ -369,15 +370,15 @@ fn import(dir: &DirArg, file: &std::path::Path, dry_run: bool) -> CliResult {
             let mut plan = plan;
             if !dry_run {
                 let signer =
-                    crate::signer::Signer::new(config.participant, keys.signing, Arc::new(SystemClock));
+                    kp_exchange::signer::Signer::new(config.participant, keys.signing, Arc::new(SystemClock));
                 for entry in std::mem::take(&mut plan.changes) {
                     let origin = Some(plan.origin.clone());
-                    let command = participants::record(&signer, entry.clone(), &plan.source, origin);
+                    let command = Command::record_participant(&signer, entry.clone(), &plan.source, origin);
                     match apply_offline(&home, &store, command)? {
                         // Recorded since the plan was made (another import): ignored.
-                        crate::engine::Outcome::Refused(crate::engine::EngineError::OlderList(why)) => {
-                            plan.ignored.push(participants::IgnoredEntry { entry, why })
-                        }
+                        kp_exchange::engine::Outcome::Refused(
+                            kp_exchange::engine::EngineError::OlderList(why),
+                        ) => plan.ignored.push(participants::IgnoredEntry { entry, why }),
                         _ => plan.changes.push(entry),
                     }
                 }

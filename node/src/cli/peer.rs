@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use super::client::{segment, Client};
 use super::{read_input, write_output, CliResult, DirArg, Failure};
 use crate::clock::{Clock, SystemClock};
-use crate::engine::{Command, Engine, Outcome};
 use crate::home::NodeDir;
 use crate::store::{SledStore, Storage, StoreError};
+use kp_exchange::engine::{Command, Engine, Outcome};
 
 #[derive(Debug, Subcommand)]
 pub enum PeerCommand {
@@ -135,7 +135,7 @@ pub(super) fn apply_offline(home: &NodeDir, store: &SledStore, command: Command)
     let config = home.config()?;
     let keys = home.keys(&config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let signer = Arc::new(crate::signer::Signer::new(config.participant, keys.signing, clock.clone()));
+    let signer = Arc::new(kp_exchange::signer::Signer::new(config.participant, keys.signing, clock.clone()));
     let mut engine = Engine::load(store, signer).map_err(|e| Failure::runtime(e.to_string()))?;
     let mut applied =
         engine.apply(store, clock.now(), vec![command]).map_err(|e| Failure::runtime(e.to_string()))?;
@@ -175,14 +175,19 @@ fn add(
         }
         Access::Offline(store) => {
             let config = home.config()?;
-            let (record, verified) =
-                crate::enrol::prepare(config.participant, &text, fingerprint, endpoints, SystemClock.now())
-                    .map_err(|e| Failure::input(format!("{}: {e}", bundle.display())))?;
+            let (record, verified) = kp_exchange::enrol::prepare(
+                config.participant,
+                &text,
+                fingerprint,
+                endpoints,
+                SystemClock.now(),
+            )
+            .map_err(|e| Failure::input(format!("{}: {e}", bundle.display())))?;
             let endpoints = record.endpoints.join(", ");
             let command = Command::EnrolPeer { record: Box::new(record), replace_identity };
             match apply_offline(&home, &store, command)? {
                 Outcome::Done => {}
-                Outcome::Refused(crate::engine::EngineError::Enrol(e)) => {
+                Outcome::Refused(kp_exchange::engine::EngineError::Enrol(e)) => {
                     return Err(Failure::input(format!("{}: {e}", bundle.display())))
                 }
                 Outcome::Refused(e) => return Err(Failure::runtime(e.to_string())),

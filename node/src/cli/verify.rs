@@ -7,7 +7,7 @@ use kp_protocol::{portable, ValidationContext};
 
 use super::{read_input, CliResult, Failure};
 use crate::clock::{Clock, SystemClock};
-use crate::registry::Registry;
+use kp_exchange::registry::Registry;
 
 #[derive(Debug, clap::Args)]
 #[command(long_about = "Check a signed certificate (.kpc) offline against the issuing \
@@ -189,7 +189,7 @@ mod tests {
 
     use super::verify_kpc;
     use crate::clock::{Clock, SystemClock};
-    use crate::registry::Registry;
+    use kp_exchange::registry::Registry;
 
     const RU: ParticipantCode = ParticipantCode::from_static("RU");
     const DAY: i64 = 86_400_000;

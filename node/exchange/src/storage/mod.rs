@@ -1,10 +1,11 @@
-//! Storage: the only module that knows the data sits in sled.
+//! Storage: the interface the exchange rules store through, the key layout and every stored
+//! record.
 //!
 //! The exchange rules (`engine`) speak to a [`Storage`]: logical trees, point reads, range
 //! reads, an atomic commit across trees and a flush that makes every commit so far durable.
-//! [`SledStore`] implements it on sled 0.34.7 (one sled tree, `kpnode.v1`, each logical
-//! tree a key prefix); [`MemStorage`] implements it in memory with an explicit "lose
-//! everything not flushed" crash, for the deterministic simulation.
+//! The node implements it on sled 0.34.7 (`kp_node::store::SledStore`: one sled tree,
+//! `kpnode.v1`, each logical tree a key prefix); [`MemStorage`] implements it in memory with
+//! an explicit "lose everything not flushed" crash, for the deterministic simulation.
 //!
 //! # Keys
 //! | tree | key | value |
@@ -29,11 +30,9 @@ use kp_protocol::{codec, MessageId, ParticipantCode};
 
 mod mem;
 pub mod records;
-mod sled_store;
 
 pub use mem::MemStorage;
 pub use records::*;
-pub use sled_store::SledStore;
 
 /// The trees of the store. Names carry the format version.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
@@ -83,9 +82,9 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 pub type Writes = BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>;
 
 /// What an operator can do about an I/O error on the store.
-fn io_hint(e: &std::io::Error) -> &'static str {
+fn io_hint(kind: std::io::ErrorKind) -> &'static str {
     use std::io::ErrorKind as K;
-    match e.kind() {
+    match kind {
         K::ReadOnlyFilesystem => {
             "; the disk holding the store is read-only: remount it read-write (the kernel log says why it \
 went read-only)"
@@ -100,18 +99,11 @@ lift the limit or move the store"
     }
 }
 
-fn sled_hint(e: &sled::Error) -> &'static str {
-    match e {
-        sled::Error::Io(io) => io_hint(io),
-        _ => "",
-    }
-}
-
 impl StoreError {
-    /// An I/O failure (full or read-only disk, a file-size limit), after which sled refuses
-    /// every write until the store is reopened.
+    /// An I/O failure (full or read-only disk, a file-size limit), after which the store
+    /// (sled) refuses every write until it is reopened.
     pub fn is_io(&self) -> bool {
-        matches!(self, StoreError::Io { .. } | StoreError::Sled(sled::Error::Io(_)))
+        matches!(self, StoreError::Io { .. } | StoreError::Backend { io: Some(_), .. })
     }
 }
 
@@ -123,9 +115,11 @@ pub enum StoreError {
     Locked { path: String, holder: String },
     #[error("the store at {path} does not exist; run `kpnode init` first")]
     Missing { path: String },
-    #[error("storage failure: {0}{hint}", hint = sled_hint(.0))]
-    Sled(#[from] sled::Error),
-    #[error("{path}: {source}{}", io_hint(source))]
+    /// A failure of the storage backend (sled, in the node); `io` is the kind of an I/O
+    /// failure under it, for the operator's hint.
+    #[error("storage failure: {source}{}", io.map(io_hint).unwrap_or(""))]
+    Backend { source: Box<dyn std::error::Error + Send + Sync>, io: Option<std::io::ErrorKind> },
+    #[error("{path}: {source}{}", io_hint(source.kind()))]
     Io { path: String, source: std::io::Error },
     #[error("store record {tree}[{key}] is damaged: {detail}")]
     Corrupt { tree: &'static str, key: String, detail: String },

@@ -1,7 +1,7 @@
 //! The participant registry: who is a Kimberley Process participant, in what standing
 //! (active, suspended, restricted), and which participants are unions of member states.
 //!
-//! It starts from the list shipped with kpnode (`node/data/participants.toml`, data, not
+//! It starts from the list shipped with kpnode (`node/exchange/data/participants.toml`, data, not
 //! code) and the changes recorded in this node's store (each also a signed entry of its log).
 //! A code's entry on a day is the latest recorded change that has taken effect by then, else
 //! the shipped entry. The registry is an immutable snapshot, swapped whole after a change.
@@ -24,8 +24,8 @@ use kp_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::store::{decode_record, Storage, StoreError, Tree};
-use crate::verify::Refusal;
+use crate::refusal::Refusal;
+use crate::storage::{decode_record, Storage, StoreError, Tree};
 
 /// The day the Kimberley Process Certification Scheme began: the default `effective_from`.
 pub const KPCS_START: &str = "2003-01-01";
@@ -181,7 +181,8 @@ pub struct RecordedEntry {
 
 /// The signed list a change was imported from: whose, issued when, at which revision of the
 /// issuer's registry (version 2 lists).
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListOrigin {
     pub issuer: ParticipantCode,
     pub issued_at: Timestamp,

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use kp_keys::KeyHistory;
 use kp_protocol::{Digest, MessageId, MessageReceipt, ParticipantCode, SignedDocument};
 
-use crate::store::{
+use crate::storage::{
     decode_log, get_record, hash_entry_bytes, log_key, meta, EntryBody, LogEntry, LogHead, Storage,
     StoreError, Tree,
 };
@@ -17,7 +17,8 @@ use crate::trust::Trust;
 use crate::verify::verify_signatures;
 
 /// What a successful audit covered.
-#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditReport {
     pub entries: u64,
     pub sent: u64,

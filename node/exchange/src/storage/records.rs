@@ -11,7 +11,7 @@ use serde::Serialize;
 /// Which way a document travelled.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Encode, Decode, Serialize)]
 #[serde(rename_all = "lowercase")]
-#[derive(utoipa::ToSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Direction {
     Out,
     In,
@@ -99,7 +99,7 @@ pub fn hash_entry_bytes(prev_hash: &Digest, entry_bytes: &[u8]) -> Digest {
 /// Where a certificate stands.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Encode, Decode, Serialize)]
 #[serde(rename_all = "snake_case")]
-#[derive(utoipa::ToSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CertStatus {
     /// Outbound, signed and stored, not yet acknowledged.
     Queued,
@@ -182,9 +182,10 @@ pub struct CertRecord {
 }
 
 /// An import confirmation and how it compares with the certificate.
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConfirmationRecord {
-    #[schema(value_type = Digest)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Digest))]
     pub message_id: MessageId,
     pub received_on: Date,
     pub parcels: u32,
@@ -201,9 +202,10 @@ pub struct ConfirmationRecord {
     pub log_seq: Option<u64>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VoidRecord {
-    #[schema(value_type = Digest)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Digest))]
     pub message_id: MessageId,
     pub reason: String,
     pub voided_at: Timestamp,
@@ -214,9 +216,10 @@ pub struct VoidRecord {
 }
 
 /// A signed settlement of a certificate's import discrepancy, by either participant.
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResolutionRecord {
-    #[schema(value_type = Digest)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Digest))]
     pub message_id: MessageId,
     /// The participant whose node signed it.
     pub participant: ParticipantCode,
@@ -228,7 +231,8 @@ pub struct ResolutionRecord {
 }
 
 /// A peer's permanent refusal.
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rejection {
     pub code: RejectCode,
     pub detail: String,

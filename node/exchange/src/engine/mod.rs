@@ -12,6 +12,12 @@
 //!   durable by the flush that precedes sending it) or already stored;
 //! - the log is append-only and hash-chained, its head kept in `meta` in the same commit.
 
+mod event;
+#[cfg(test)]
+mod tests;
+
+pub use event::Event;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -23,10 +29,11 @@ use kp_protocol::{
 };
 
 use crate::signer::Signer;
-use crate::store::{
-    self, decode_record, encode_record, in_message_key, log_key, meta, outbox_key, CertRecord, CertStatus,
-    ConfirmationRecord, Counts, Direction, EntryBody, IdempotencyRecord, LogEntry, LogHead, LogRecord,
-    OutboxEntry, PeerRecord, Rejection, ResolutionRecord, Storage, StoreError, Tree, VoidRecord, Writes,
+use crate::storage::{
+    self as store, decode_record, encode_record, in_message_key, log_key, meta, outbox_key, CertRecord,
+    CertStatus, ConfirmationRecord, Counts, Direction, EntryBody, IdempotencyRecord, LogEntry, LogHead,
+    LogRecord, OutboxEntry, PeerRecord, Rejection, ResolutionRecord, Storage, StoreError, Tree, VoidRecord,
+    Writes,
 };
 use crate::verify::{Content, Received, Refusal};
 
@@ -73,6 +80,23 @@ pub enum Command {
         /// The signed list the change comes from, if it does (`None`: the operator's).
         from_list: Option<crate::registry::ListOrigin>,
     },
+}
+
+impl Command {
+    /// Signs the record of a change to the participant registry and makes the command that
+    /// stores it; `from_list` names the signed list it comes from (`None` for the operator's
+    /// change). `source` is who made it ("operator" if it is not a valid text).
+    pub fn record_participant(
+        signer: &Signer,
+        entry: kp_protocol::ParticipantEntry,
+        source: &str,
+        from_list: Option<crate::registry::ListOrigin>,
+    ) -> Command {
+        let source: kp_protocol::Text =
+            source.parse().unwrap_or_else(|_| "operator".parse().expect("a valid text"));
+        let document = signer.sign(&kp_protocol::RegistryChange { entry: entry.clone(), source });
+        Command::RecordParticipant { document, entry: Box::new(entry), from_list }
+    }
 }
 
 /// The trust a link checked a batch of deliveries under: the identity whose key history
@@ -155,7 +179,7 @@ send exactly the same request, and a new certificate needs a new key"
     IdempotencyConflict { key: String, number: CertificateNumber },
     /// Deliveries checked under trust that a change committed since has withdrawn.
     #[error("deliveries from {peer} were checked under trust no longer in force ({why}); nothing of them was stored")]
-    Untrusted { peer: ParticipantCode, why: crate::tls::Distrust },
+    Untrusted { peer: ParticipantCode, why: crate::trust::Distrust },
 }
 
 /// How long a submission's `Idempotency-Key` is remembered: a retry within this window gets
@@ -197,8 +221,8 @@ fn distrust<S: Storage + ?Sized>(
     txn: &Txn<'_, S>,
     peer: ParticipantCode,
     under: &CheckedUnder,
-) -> Result<Option<crate::tls::Distrust>, StoreError> {
-    use crate::tls::Distrust;
+) -> Result<Option<crate::trust::Distrust>, StoreError> {
+    use crate::trust::Distrust;
     let key = peer.as_bytes();
     let Some(bytes) = txn.get(Tree::Peers, &key)? else { return Ok(Some(Distrust::NotEnrolled)) };
     let Ok(rec) = decode_record::<PeerRecord>(Tree::Peers, &key, &bytes) else {
@@ -317,6 +341,8 @@ pub struct Applied {
     /// Outbound messages acknowledged by a receipt in this batch, with the certificate each
     /// concerns.
     pub acknowledged: Vec<(MessageId, Option<CertificateNumber>)>,
+    /// What the operator should hear about, in order (the engine does not log).
+    pub events: Vec<Event>,
 }
 
 /// See the module documentation.
@@ -335,11 +361,13 @@ pub struct Engine {
 struct Txn<'s, S: Storage + ?Sized> {
     store: &'s S,
     writes: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Tree::ALL.len()],
+    /// What to tell the operator once the batch is durable.
+    events: Vec<Event>,
 }
 
 impl<'s, S: Storage + ?Sized> Txn<'s, S> {
     fn new(store: &'s S) -> Txn<'s, S> {
-        Txn { store, writes: Default::default() }
+        Txn { store, writes: Default::default(), events: Vec::new() }
     }
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -506,6 +534,7 @@ impl Engine {
             peers_changed: false,
             appended: 0,
             acknowledged: Vec::new(),
+            events: Vec::new(),
         };
         let head_before = self.head.next_seq;
         let counts_before = self.counts;
@@ -527,7 +556,11 @@ impl Engine {
                 Command::Deliveries { peer, under, items } => {
                     match under.map(|u| distrust(&txn, peer, &u)).transpose()?.flatten() {
                         Some(why) => {
-                            tracing::warn!(%peer, reason = why.label(), documents = items.len(), "refused a batch of deliveries checked under trust withdrawn since: {why}");
+                            txn.events.push(Event::UntrustedBatchRefused {
+                                peer,
+                                why: why.clone(),
+                                documents: items.len(),
+                            });
                             Outcome::Refused(EngineError::Untrusted { peer, why })
                         }
                         None => {
@@ -632,6 +665,7 @@ impl Engine {
                 txn.put(Tree::Meta, format!("{}{year}", meta::NUMBER_PREFIX).as_bytes(), n);
             }
         }
+        applied.events = std::mem::take(&mut txn.events);
         store.commit(&txn.into_writes())?;
         Ok(applied)
     }
@@ -722,6 +756,7 @@ impl Engine {
             );
         }
         txn.put(Tree::Peers, &key, &admitted.record);
+        txn.events.extend(admitted.event);
         applied.peers_changed = true;
         Ok(Outcome::Done)
     }
@@ -908,7 +943,7 @@ impl Engine {
         let Some(mut rec) = txn.get_rec::<CertRecord>(Tree::Certs, &key)? else {
             return Ok(Outcome::Refused(EngineError::NotFound(r.certificate)));
         };
-        let rkey = crate::store::resolution_key(&rec.number);
+        let rkey = crate::storage::resolution_key(&rec.number);
         let existing = txn.get_rec::<ResolutionRecord>(Tree::Meta, &rkey)?;
         if let Some(why) = resolvable(&rec, existing.as_ref()) {
             return Ok(Outcome::Refused(EngineError::WrongState {
@@ -960,7 +995,7 @@ impl Engine {
                 ),
             )));
         };
-        let rkey = crate::store::resolution_key(&rec.number);
+        let rkey = crate::storage::resolution_key(&rec.number);
         let existing = txn.get_rec::<ResolutionRecord>(Tree::Meta, &rkey)?;
         if let Some(prev) = &existing {
             if let (true, Some(seq)) = (prev.message_id == id, prev.log_seq) {
@@ -973,7 +1008,7 @@ impl Engine {
                 format!("certificate {} is {}: {why}", rec.number, rec.status.as_str()),
             )));
         }
-        tracing::info!(number = %rec.number, from = %peer, "import discrepancy resolved by the partner");
+        txn.events.push(Event::DiscrepancyResolved { peer, number: rec.number.clone() });
         txn.put(
             Tree::Meta,
             &rkey,
@@ -1025,7 +1060,11 @@ impl Engine {
                 // Failed a check: acknowledged only as a resend of what is stored.
                 slots.push(Slot::Done(match self.stored_at(txn, peer, id, &item.content)? {
                     Some(seq) => {
-                        tracing::info!(message = ?id, from = %peer, now_refused = %refusal, "a resend of a stored document gets its original receipt");
+                        txn.events.push(Event::ResendOfStored {
+                            peer,
+                            message: id,
+                            now_refused: refusal.to_string(),
+                        });
                         Reply::Receipt { receipt: Box::new(receipt_at(txn, seq)?), duplicate: true }
                     }
                     None => Reply::Reject { message_id: id, refusal },
@@ -1037,7 +1076,11 @@ impl Engine {
                 if let Some(refusal) =
                     windows.as_deref().and_then(|w| outside_history(w, peer, &item.document))
                 {
-                    tracing::warn!(%peer, message = ?id, detail = %refusal.detail, "refused a delivery signed with a key the stored history does not hold");
+                    txn.events.push(Event::OutsideHistory {
+                        peer,
+                        message: id,
+                        detail: refusal.detail.clone(),
+                    });
                     slots.push(Slot::Done(Reply::Reject { message_id: id, refusal }));
                     continue;
                 }
@@ -1127,7 +1170,7 @@ impl Engine {
                 .and_then(|v| v.log_seq),
             Content::Rotation(_) => txn.get_rec::<u64>(Tree::Messages, &in_message_key(peer, &id))?,
             Content::Resolution(r) => txn
-                .get_rec::<ResolutionRecord>(Tree::Meta, &crate::store::resolution_key(&r.certificate))?
+                .get_rec::<ResolutionRecord>(Tree::Meta, &crate::storage::resolution_key(&r.certificate))?
                 .filter(|x| x.message_id == id && x.participant == peer)
                 .and_then(|x| x.log_seq),
         })
@@ -1192,9 +1235,13 @@ impl Engine {
                 self.counts.certificates_in += 1;
                 if let Some(why) = &item.vigilance {
                     self.counts.vigilance += 1;
-                    tracing::warn!(number = %cert.number, from = %peer, %why, "certificate accepted under enhanced vigilance");
+                    txn.events.push(Event::Vigilance {
+                        peer,
+                        number: cert.number.clone(),
+                        why: why.to_string(),
+                    });
                 }
-                tracing::info!(number = %cert.number, from = %peer, "certificate received");
+                txn.events.push(Event::CertificateReceived { peer, number: cert.number.clone() });
                 Ok(Verdict::Store)
             }
             Content::Confirmation(c) => {
@@ -1228,7 +1275,7 @@ impl Engine {
                 // status and shows the other's refusal (`cert show`), a conflict for the two
                 // authorities to settle, never a silent flip.
                 if let Some(v) = rec.void.as_ref().filter(|_| rec.status == CertStatus::Voided) {
-                    tracing::warn!(number = %rec.number, from = %peer, "refused an import confirmation of a certificate voided here");
+                    txn.events.push(Event::ConfirmationOfVoided { peer, number: rec.number.clone() });
                     return Ok(Verdict::Refuse(Refusal::new(
                         RejectCode::Voided,
                         format!(
@@ -1255,7 +1302,11 @@ impl Engine {
                     log_seq: Some(at_seq),
                 });
                 rec.updated_at = now;
-                tracing::info!(number = %rec.number, from = %peer, status = rec.status.as_str(), "import confirmation received");
+                txn.events.push(Event::ConfirmationReceived {
+                    peer,
+                    number: rec.number.clone(),
+                    status: rec.status.as_str(),
+                });
                 txn.put(Tree::Certs, key, &rec);
                 Ok(Verdict::Store)
             }
@@ -1294,7 +1345,11 @@ impl Engine {
                         ),
                     )));
                 }
-                tracing::info!(number = %rec.number, from = %peer, reason = %v.reason, "certificate voided by its issuer");
+                txn.events.push(Event::VoidReceived {
+                    peer,
+                    number: rec.number.clone(),
+                    reason: v.reason.to_string(),
+                });
                 rec.status = CertStatus::Voided;
                 rec.void = Some(VoidRecord {
                     message_id: id,
@@ -1474,7 +1529,11 @@ impl Engine {
                         // A void the importer refused (it had confirmed the import) keeps
                         // the refusal for `show`; the certificate stays voided here, and the
                         // importer's confirmation, if it comes, is refused (see `judge`).
-                        tracing::warn!(number = %rec.number, to = %peer, detail = %rejection.detail, "the importer refused the void");
+                        txn.events.push(Event::VoidRefused {
+                            peer,
+                            number: rec.number.clone(),
+                            detail: rejection.detail.to_string(),
+                        });
                         if let Some(v) = rec.void.as_mut() {
                             v.rejection = Some(rejection);
                         }

@@ -1,12 +1,23 @@
-//! [`Storage`] on sled 0.34.7, with the node's own lock file and the workaround for sled's
-//! crash-during-snapshot bug.
+//! The node's store: the exchange's [`Storage`] on sled 0.34.7, with the node's own lock
+//! file and the workaround for sled's crash-during-snapshot bug. The only module that knows
+//! the data sits in sled; everything else about storage (the key layout, the records) is
+//! [`kp_exchange::storage`], re-exported here.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{meta, Storage, StoreError, Tree, Writes};
+pub use kp_exchange::storage::*;
+
+/// A sled failure, with its I/O kind for the operator's hint.
+fn backend(e: sled::Error) -> StoreError {
+    let io = match &e {
+        sled::Error::Io(io) => Some(io.kind()),
+        _ => None,
+    };
+    StoreError::Backend { source: Box::new(e), io }
+}
 
 /// The sled store of a node. Cheap to clone; every clone shares the lock and the database.
 #[derive(Clone)]
@@ -70,7 +81,13 @@ impl SledStore {
             // kpnode-store/1 kept one sled tree per logical tree.
             // (Looked for without open_tree, which would create the tree.)
             None if store.inner.db.tree_names().iter().any(|n| n.as_ref() == b"meta.v1") => {
-                let old = store.inner.db.open_tree("meta.v1")?.get(meta::FORMAT)?;
+                let old = store
+                    .inner
+                    .db
+                    .open_tree("meta.v1")
+                    .map_err(backend)?
+                    .get(meta::FORMAT)
+                    .map_err(backend)?;
                 let old = old.map_or_else(|| "unset".into(), |v| String::from_utf8_lossy(&v).into_owned());
                 format!("{old} (one sled tree per kind of record)")
             }
@@ -94,8 +111,9 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             // Every batch is flushed explicitly; sled's own periodic flusher would only compete.
             .flush_every_ms(None)
-            .open()?;
-        let tree = db.open_tree(TREE_NAME)?;
+            .open()
+            .map_err(backend)?;
+        let tree = db.open_tree(TREE_NAME).map_err(backend)?;
         let store = SledStore { inner: Arc::new(Inner { db, tree, path: path.to_owned(), _lock: lock }) };
         Ok((store, OpenReport { removed_partial_snapshots: removed }))
     }
@@ -197,33 +215,22 @@ fn remove_partial_snapshots(path: &Path) -> Result<Vec<PathBuf>, StoreError> {
 
 impl Storage for SledStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.inner.tree.get(full_key(tree, key))?.map(|v| v.to_vec()))
+        Ok(self.inner.tree.get(full_key(tree, key)).map_err(backend)?.map(|v| v.to_vec()))
     }
 
-    fn range(
-        &self,
-        tree: Tree,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<super::KeyValue>, StoreError> {
+    fn range(&self, tree: Tree, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
         for item in self.inner.tree.range(full_key(tree, start)..full_key(tree, end)).take(limit) {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(backend)?;
             out.push((k[1..].to_vec(), v.to_vec()));
         }
         Ok(out)
     }
 
-    fn last_before(
-        &self,
-        tree: Tree,
-        start: &[u8],
-        end: &[u8],
-    ) -> Result<Option<super::KeyValue>, StoreError> {
+    fn last_before(&self, tree: Tree, start: &[u8], end: &[u8]) -> Result<Option<KeyValue>, StoreError> {
         match self.inner.tree.range(full_key(tree, start)..full_key(tree, end)).next_back() {
             Some(item) => {
-                let (k, v) = item?;
+                let (k, v) = item.map_err(backend)?;
                 Ok(Some((k[1..].to_vec(), v.to_vec())))
             }
             None => Ok(None),
@@ -241,12 +248,12 @@ impl Storage for SledStore {
                 None => batch.remove(full_key(*tree, key)),
             }
         }
-        self.inner.tree.apply_batch(batch)?;
+        self.inner.tree.apply_batch(batch).map_err(backend)?;
         Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush()?;
+        self.inner.db.flush().map_err(backend)?;
         Ok(())
     }
 }

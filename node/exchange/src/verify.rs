@@ -48,24 +48,7 @@ pub enum Content {
     Resolution(Resolution),
 }
 
-/// A permanent refusal, sent back as `Reject`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: RejectCode,
-    pub detail: String,
-}
-
-impl Refusal {
-    pub fn new(code: RejectCode, detail: impl Into<String>) -> Refusal {
-        Refusal { code, detail: detail.into() }
-    }
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.detail)
-    }
-}
+pub use crate::refusal::Refusal;
 
 /// What the receiver knows when checking.
 pub struct CheckContext<'a> {

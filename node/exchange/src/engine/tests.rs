@@ -13,7 +13,7 @@ use crate::clock::ManualClock;
 use crate::engine::{Command, Engine, EngineError, Outcome, Reply};
 use crate::registry::Registry;
 use crate::signer::Signer;
-use crate::store::{
+use crate::storage::{
     decode_record, get_record, outbox_range, CertRecord, CertStatus, LogEntry, MemStorage, OutboxEntry,
     Storage, Tree,
 };
@@ -78,7 +78,7 @@ impl Side {
             .range(Tree::Log, &[], &[0xff; 9], usize::MAX)
             .unwrap()
             .iter()
-            .map(|(k, v)| crate::store::decode_log(k, v).unwrap().0)
+            .map(|(k, v)| crate::storage::decode_log(k, v).unwrap().0)
             .collect()
     }
 }
@@ -161,7 +161,7 @@ fn acknowledge(
 }
 
 fn certificate(number: &str, carats: &str) -> Certificate {
-    let text = include_str!("../../protocol/tests/fixtures/certificate.json")
+    let text = include_str!("../../../../protocol/tests/fixtures/certificate.json")
         .replace("RU-2026-000123", number)
         .replace("\"1520.35\"", &format!("\"{carats}\""))
         .replace("2026-11-28", "2026-11-18")
@@ -338,7 +338,7 @@ fn voided_certificates_cannot_be_confirmed() {
 struct Enrollee {
     signing: SigningKeyPair,
     tls: kp_keys::TlsKeyPair,
-    record: crate::store::PeerRecord,
+    record: crate::storage::PeerRecord,
 }
 
 fn enrollee(code: ParticipantCode) -> Enrollee {
@@ -419,7 +419,7 @@ fn the_store_refuses_a_rotation_to_another_participants_tls_key_even_past_the_li
         }
         other => panic!("expected a reject, got {other:?}"),
     }
-    let stored: crate::store::PeerRecord =
+    let stored: crate::storage::PeerRecord =
         get_record(&inn.store, Tree::Peers, &RU.as_bytes()).unwrap().unwrap();
     assert!(stored.rotations.is_empty());
 }
@@ -473,7 +473,7 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
     let replaced = Timestamp::from_unix_millis(T0 + 30);
     let command = Command::EnrolPeer { record: Box::new(ru2.record.clone()), replace_identity: true };
     assert!(matches!(inn.apply(replaced, vec![command]).remove(0), Outcome::Done));
-    let trust = crate::node::load_trust(&inn.store).unwrap();
+    let trust = crate::trust::load(&inn.store).unwrap();
     let ru_trust = trust.known(RU).unwrap();
     assert_eq!(ru_trust.archived.len(), 1);
     assert_eq!(ru_trust.archived[0].history.rotations().len(), 1, "the archive keeps the wire rotation");
@@ -632,7 +632,7 @@ fn a_stale_list_recorded_after_a_newer_one_is_refused_by_the_store() {
         issued_at: Timestamp::from_unix_millis(T0 - ms),
         revision: Some(revision),
     };
-    let record = |entry, origin| crate::participants::record(&inn.signer, entry, "list", Some(origin));
+    let record = |entry, origin| Command::record_participant(&inn.signer, entry, "list", Some(origin));
     let (newer, stale) = (record(suspended, origin(1_000, 2)), record(active, origin(2_000, 1)));
     assert!(matches!(inn.apply(now, vec![newer]).remove(0), Outcome::Done));
     match inn.apply(now, vec![stale]).remove(0) {
@@ -685,7 +685,7 @@ fn a_certificate_signed_before_its_issue_date_is_refused() {
 #[test]
 fn a_batch_checked_before_a_trust_change_is_refused_when_committed_after_it() {
     use crate::engine::CheckedUnder;
-    use crate::tls::Distrust;
+    use crate::trust::Distrust;
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
     let mut inn = side(IN, &clock);
     let ru = enrollee(RU);
@@ -868,7 +868,7 @@ fn a_resend_of_a_certificate_that_has_since_expired_gets_the_original_receipt() 
 
 /// A certificate in the EU's own name, signed by the EU's own node.
 fn eu_certificate(number: &str) -> Certificate {
-    let text = include_str!("../../protocol/tests/fixtures/certificate.json")
+    let text = include_str!("../../../../protocol/tests/fixtures/certificate.json")
         .replace("RU-2026-000123", number)
         .replace(r#""exporting_participant": "RU""#, r#""exporting_participant": "EU""#)
         .replace("2026-11-28", "2026-11-18")
@@ -938,10 +938,10 @@ fn a_resolution_is_accepted_only_from_the_partner_for_a_discrepancy_once() {
         deliver(from, to, now, vec![(doc.message_id(), doc, 0)])
     };
     let resolution_at = |s: &Side| {
-        get_record::<crate::store::ResolutionRecord, _>(
+        get_record::<crate::storage::ResolutionRecord, _>(
             &s.store,
             Tree::Meta,
-            &crate::store::resolution_key(&cert.number),
+            &crate::storage::resolution_key(&cert.number),
         )
         .unwrap()
     };
@@ -1075,7 +1075,7 @@ fn a_second_rotation_with_the_same_sequence_is_refused_as_a_fork_with_what_it_si
 
     assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000001").unwrap().is_none());
     assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000002").unwrap().is_none());
-    let stored: crate::store::PeerRecord =
+    let stored: crate::storage::PeerRecord =
         get_record(&inn.store, Tree::Peers, &RU.as_bytes()).unwrap().unwrap();
     assert_eq!(stored.rotations, vec![x], "the first rotation stays");
     // The same statement again (as a bundle or another link would bring it) is still taken.
@@ -1108,7 +1108,7 @@ fn a_rotation_backdated_with_its_signing_time_cannot_disown_stored_documents() {
         let detail = rejection(&stored_replies(&mut inn, now, items)[0]);
         assert!(detail.contains("a rotation cannot disown what was already received"), "{detail}");
     }
-    let stored: crate::store::PeerRecord =
+    let stored: crate::storage::PeerRecord =
         get_record(&inn.store, Tree::Peers, &RU.as_bytes()).unwrap().unwrap();
     assert!(stored.rotations.is_empty());
     // Taking effect after what IN holds: fine.
@@ -1130,8 +1130,8 @@ fn a_record_that_does_not_verify_still_needs_the_flag_for_a_new_identity() {
     let mut damaged = ru.record.clone();
     damaged.rotations.push(signing_rotation(&enrollee(RU), &SigningKeyPair::generate(), T0 + 10, T0 + 10));
     assert!(crate::trust::PeerTrust::from_record(&damaged).is_err());
-    let mut writes = crate::store::Writes::new();
-    writes.insert((Tree::Peers, RU.as_bytes().to_vec()), Some(crate::store::encode_record(&damaged)));
+    let mut writes = crate::storage::Writes::new();
+    writes.insert((Tree::Peers, RU.as_bytes().to_vec()), Some(crate::storage::encode_record(&damaged)));
     inn.store.commit(&writes).unwrap();
 
     let ru2 = enrollee(RU);

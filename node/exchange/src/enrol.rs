@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use kp_keys::{Fingerprint, VerifiedBundle};
 use kp_protocol::{KeyId, KeyRotation, ParticipantCode, Timestamp};
 
-use crate::store::PeerRecord;
+use crate::engine::Event;
+use crate::storage::PeerRecord;
 
 /// Why a bundle was not enrolled.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -83,10 +84,12 @@ pub enum EnrolError {
 pub struct Admitted {
     pub record: PeerRecord,
     pub archive: Option<PeerRecord>,
+    /// What the operator should hear about (a record replaced, an identity changed).
+    pub event: Option<Event>,
 }
 
 /// The latest signing time of what this node stores from the participant, per key of it
-/// (see [`crate::store::meta::SIGNED_PREFIX`]).
+/// (see [`crate::storage::meta::SIGNED_PREFIX`]).
 pub type LastSigned = BTreeMap<KeyId, Timestamp>;
 
 /// Decides whether `new` (from [`prepare`]) may replace `existing`, the stored record of the
@@ -104,12 +107,12 @@ pub fn admit(
     let old = match existing {
         None => {
             check_new_statements(&fresh, 0, last_signed)?;
-            return Ok(Admitted { record: new, archive: None });
+            return Ok(Admitted { record: new, archive: None, event: None });
         }
-        Some(Err(why)) => {
+        Some(Err(error)) => {
             check_new_statements(&fresh, 0, last_signed)?;
-            tracing::warn!(peer = %participant, error = %why, "replacing a peer record that cannot be loaded");
-            return Ok(Admitted { record: new, archive: None });
+            let event = Event::UnloadableRecordReplaced { peer: participant, error, archived: None };
+            return Ok(Admitted { record: new, archive: None, event: Some(event) });
         }
         Some(Ok(old)) => old,
     };
@@ -130,13 +133,18 @@ pub fn admit(
                         });
                     }
                     check_new_statements(&fresh, 0, last_signed)?;
-                    tracing::warn!(peer = %participant, error = %e, old = %held_fp, new = %fresh.fingerprint, "replacing a peer record that cannot be loaded with a new identity; the old record is archived");
-                    return Ok(Admitted { record: new, archive: Some(old) });
+                    let event = Event::UnloadableRecordReplaced {
+                        peer: participant,
+                        error: e.to_string(),
+                        archived: Some((held_fp.to_string(), fresh.fingerprint.to_string())),
+                    };
+                    return Ok(Admitted { record: new, archive: Some(old), event: Some(event) });
                 }
             }
             check_new_statements(&fresh, 0, last_signed)?;
-            tracing::warn!(peer = %participant, error = %e, "replacing a peer record that cannot be loaded");
-            return Ok(Admitted { record: new, archive: None });
+            let event =
+                Event::UnloadableRecordReplaced { peer: participant, error: e.to_string(), archived: None };
+            return Ok(Admitted { record: new, archive: None, event: Some(event) });
         }
     };
     if held.fingerprint != fresh.fingerprint {
@@ -148,8 +156,12 @@ pub fn admit(
             });
         }
         check_new_statements(&fresh, 0, last_signed)?;
-        tracing::warn!(peer = %participant, old = %held.fingerprint, new = %fresh.fingerprint, "the peer's identity is replaced; the old one is archived and no longer trusted for new documents");
-        return Ok(Admitted { record: new, archive: Some(old) });
+        let event = Event::IdentityReplaced {
+            peer: participant,
+            old: held.fingerprint.to_string(),
+            new: fresh.fingerprint.to_string(),
+        };
+        return Ok(Admitted { record: new, archive: Some(old), event: Some(event) });
     }
     let (held_r, given_r) = (held.history.rotations(), fresh.history.rotations());
     if given_r.len() < held_r.len() {
@@ -159,7 +171,7 @@ pub fn admit(
         return Err(EnrolError::Diverges { participant, sequence: i + 1 });
     }
     check_new_statements(&fresh, held_r.len(), last_signed)?;
-    Ok(Admitted { record: new, archive: None })
+    Ok(Admitted { record: new, archive: None, event: None })
 }
 
 /// Checks the statements of `fresh`'s history from index `held` on (those this node has not

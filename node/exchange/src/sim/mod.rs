@@ -18,7 +18,7 @@
 //! ones, backdates a rotation, and claims another peer's TLS key (with that key's secret, as
 //! if stolen). The simulator does not run the shipped link code (`link.rs`, with its sockets
 //! and tasks): the attacks are modelled at the level it drives — the link's trust rule
-//! ([`crate::tls::judge_link`], applied to each delivery as the link's judge does), the
+//! ([`crate::trust::judge_link`], applied to each delivery as the link's judge does), the
 //! checks of [`check_batch`] against the key history the store holds, and the [`Engine`]'s
 //! own judgement. Checked: nothing the model forbids is receipted or in a log, the partner's
 //! stored record stays within the bounds and loads, and the honest promises above still hold.
@@ -36,10 +36,10 @@ use rand::{Rng, SeedableRng};
 
 use crate::clock::ManualClock;
 use crate::engine::{Command, Engine, Outcome, Reply};
+use crate::link::{Backoff, SenderState};
 use crate::registry::Registry;
-use crate::sender::{Backoff, SenderState};
 use crate::signer::Signer;
-use crate::store::{
+use crate::storage::{
     decode_record, outbox_range, CertRecord, CertStatus, Direction, EntryBody, MemStorage, OutboxEntry,
     Storage, Tree,
 };
@@ -1060,13 +1060,13 @@ impl Sim {
 
     /// The invariants, on the durable state of every node.
     fn check(&self) -> Result<(), String> {
-        let mut logs: Vec<Vec<crate::store::LogEntry>> = Vec::new();
+        let mut logs: Vec<Vec<crate::storage::LogEntry>> = Vec::new();
         let honest_tls: Vec<[u8; 32]> = self.histories.iter().map(|h| h.current_tls().public_key).collect();
         for (i, n) in self.nodes.iter().enumerate() {
             // Only what is durable counts: throw away anything committed but not flushed.
             n.store.crash();
             // The node starts on what it holds, with every peer loaded (none quarantined)…
-            let trust = crate::node::load_trust(&n.store).map_err(|e| format!("{}: trust: {e}", n.code))?;
+            let trust = crate::trust::load(&n.store).map_err(|e| format!("{}: trust: {e}", n.code))?;
             if let Some((p, why)) = trust.quarantined().next() {
                 return Err(format!("{} quarantined {p}: {why}", n.code));
             }
@@ -1085,7 +1085,7 @@ impl Sim {
             let rows = n.store.range(Tree::Log, &[], &[0xff; 9], usize::MAX).map_err(|e| e.to_string())?;
             logs.push(
                 rows.iter()
-                    .map(|(k, v)| crate::store::decode_log(k, v).map(|x| x.0))
+                    .map(|(k, v)| crate::storage::decode_log(k, v).map(|x| x.0))
                     .collect::<Result<_, _>>()
                     .map_err(|e| e.to_string())?,
             );
@@ -1155,7 +1155,7 @@ impl Sim {
             if sent != 1 {
                 return Err(format!("{number} is in the exporter's log as sent {sent} times, not once"));
             }
-            let rec = crate::store::get_record::<CertRecord, _>(
+            let rec = crate::storage::get_record::<CertRecord, _>(
                 &self.nodes[*to].store,
                 Tree::Certs,
                 number.as_bytes(),
@@ -1186,7 +1186,7 @@ impl Sim {
             }
             let from =
                 index(number[..2].parse().map_err(|_| "a bad number")?).ok_or("an unknown exporter")?;
-            let rec = crate::store::get_record::<CertRecord, _>(
+            let rec = crate::storage::get_record::<CertRecord, _>(
                 &self.nodes[from].store,
                 Tree::Certs,
                 number.as_bytes(),
@@ -1295,8 +1295,7 @@ impl Sim {
 
     /// The trust `j` holds now, loaded from its store as the daemon loads it.
     fn trust_at(&self, j: usize) -> Result<Trust, String> {
-        crate::node::load_trust(&self.nodes[j].store)
-            .map_err(|e| format!("{}: trust: {e}", self.nodes[j].code))
+        crate::trust::load(&self.nodes[j].store).map_err(|e| format!("{}: trust: {e}", self.nodes[j].code))
     }
 
     /// The hostile partner dials `j` afresh, with its current keys there.
@@ -1492,7 +1491,8 @@ impl Sim {
         let now = self.node_now(j);
         let code = self.nodes[j].code;
         if !self.cfg.bug_link_keeps_trust {
-            if let Err(why) = crate::tls::judge_link(&trust, HOSTILE, &link.tls_key, now, HOSTILE_GRACE_MS) {
+            if let Err(why) = crate::trust::judge_link(&trust, HOSTILE, &link.tls_key, now, HOSTILE_GRACE_MS)
+            {
                 // The link is closed; nothing it carried is stored or receipted.
                 self.stats.hostile_links_closed += 1;
                 self.hostile()?.links[j] = None;

@@ -14,7 +14,7 @@ use ed25519_dalek::VerifyingKey;
 use kp_keys::{Fingerprint, HistoryError, KeyHistory, VerifiedBundle};
 use kp_protocol::{KeyId, KeyRotation, ParticipantCode, Timestamp};
 
-use crate::store::{ArchivedIdentity, PeerRecord};
+use crate::storage::{decode_record, ArchivedIdentity, PeerRecord, Storage, StoreError, Tree};
 
 /// One enrolled partner, as trusted now.
 #[derive(Debug, Clone)]
@@ -215,11 +215,60 @@ pub struct Trust {
     /// Peers whose record could not be loaded, and why: not trusted until the operator
     /// enrols a current bundle for them (or removes them).
     quarantined: BTreeMap<ParticipantCode, String>,
+    /// What building this snapshot found wrong, for the node to log.
+    problems: Vec<TrustProblem>,
+}
+
+/// Something wrong in the stored trust, found while building a snapshot. Nothing here stops
+/// the node; the node logs each (see [`Trust::problems`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrustProblem {
+    /// A record under a key that names no participant: ignored.
+    UnnamedRecord { tree: &'static str, key: Vec<u8> },
+    /// An archived identity of the peer cannot be read or does not verify: log entries signed
+    /// under it will not verify.
+    ArchiveUnusable { peer: ParticipantCode, error: String },
+    /// The peer's record cannot be loaded: the peer is quarantined. `new` is false when the
+    /// snapshot this one was rebuilt from had quarantined it for the same reason.
+    Quarantined { peer: ParticipantCode, detail: String, new: bool },
+    /// The peer's record binds a TLS key already bound to `owner`: the peer is quarantined.
+    SharedTlsKey { peer: ParticipantCode, owner: ParticipantCode },
+}
+
+impl std::fmt::Display for TrustProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrustProblem::UnnamedRecord { tree, key } => write!(
+                f,
+                "ignoring a record in {tree} under a key that names no participant ({})",
+                kp_protocol::digest::hex(key)
+            ),
+            TrustProblem::ArchiveUnusable { peer, error } => write!(
+                f,
+                "an archived identity of {peer} cannot be used ({error}); log entries signed under it will not verify"
+            ),
+            TrustProblem::Quarantined { peer, detail, .. } => write!(
+                f,
+                "the record of {peer} cannot be loaded ({detail}): the peer is quarantined (not trusted, not \
+dialled) and the node runs on for the others. Ask its operator for a current bundle and enrol it with \
+`kpnode peer add BUNDLE --fingerprint FP` (it replaces the record, whose key history can no longer be read)"
+            ),
+            TrustProblem::SharedTlsKey { peer, owner } => write!(
+                f,
+                "the record of {peer} binds a TLS key of {owner}: the peer is quarantined (not trusted, not dialled)"
+            ),
+        }
+    }
 }
 
 impl Trust {
     pub fn new(peers: impl IntoIterator<Item = PeerTrust>) -> Trust {
-        Trust { peers: peers.into_iter().map(|p| (p.participant, p)).collect(), quarantined: BTreeMap::new() }
+        Trust {
+            peers: peers.into_iter().map(|p| (p.participant, p)).collect(),
+            quarantined: BTreeMap::new(),
+            problems: Vec::new(),
+        }
     }
 
     /// Builds the snapshot from the stored peer records and archived identities. A record
@@ -235,6 +284,7 @@ impl Trust {
             archived.entry(p).or_default().push(a);
         }
         let mut trust = Trust::default();
+        let mut problems = Vec::new();
         for (participant, rec) in records {
             let before = earlier.and_then(|t| t.peers.get(&participant));
             let built = rec.and_then(|r| PeerTrust::from_record_reusing(&r, before).map_err(|e| e.detail));
@@ -248,9 +298,15 @@ impl Trust {
                         p.archived = archives
                             .iter()
                             .filter_map(|a| {
-                                let a = a.as_ref().map_err(|e| {
-                                    tracing::error!(peer = %participant, error = %e, "an archived identity of the peer cannot be read; log entries signed under it will not verify");
-                                }).ok()?;
+                                let a = match a {
+                                    Ok(a) => a,
+                                    Err(e) => {
+                                        let error = format!("it cannot be read: {e}");
+                                        problems
+                                            .push(TrustProblem::ArchiveUnusable { peer: participant, error });
+                                        return None;
+                                    }
+                                };
                                 match PeerTrust::from_record(&a.record) {
                                     Ok(t) => {
                                         // An archived identity signs nothing after it was replaced.
@@ -259,10 +315,16 @@ impl Trust {
                                         // before the replacement, in the same batch.
                                         let mut history = t.history;
                                         history.retire_at(a.replaced_at.saturating_add_millis(1));
-                                        Some(ArchivedPeer { history, fingerprint: t.fingerprint, replaced_at: a.replaced_at })
+                                        Some(ArchivedPeer {
+                                            history,
+                                            fingerprint: t.fingerprint,
+                                            replaced_at: a.replaced_at,
+                                        })
                                     }
                                     Err(e) => {
-                                        tracing::error!(peer = %participant, error = %e, "an archived identity of the peer does not verify; log entries signed under it will not verify");
+                                        let error = format!("it does not verify: {e}");
+                                        problems
+                                            .push(TrustProblem::ArchiveUnusable { peer: participant, error });
                                         None
                                     }
                                 }
@@ -272,19 +334,25 @@ impl Trust {
                     trust.peers.insert(participant, p);
                 }
                 Err(detail) => {
-                    if earlier.is_none_or(|t| t.quarantined.get(&participant) != Some(&detail)) {
-                        tracing::error!(
-                            peer = %participant,
-                            error = %detail,
-                            "the peer's record cannot be loaded: the peer is quarantined (not trusted, not dialled) and the node runs on for the others. Ask its operator for a current bundle and enrol it with `kpnode peer add BUNDLE --fingerprint FP` (it replaces the record, whose key history can no longer be read)"
-                        );
-                    }
+                    let new = earlier.is_none_or(|t| t.quarantined.get(&participant) != Some(&detail));
+                    trust.problems.push(TrustProblem::Quarantined {
+                        peer: participant,
+                        detail: detail.clone(),
+                        new,
+                    });
                     trust.quarantined.insert(participant, detail);
                 }
             }
         }
+        trust.problems.append(&mut problems);
         trust.quarantine_shared_tls_keys();
         trust
+    }
+
+    /// What building this snapshot found wrong (records ignored, archives unusable, peers
+    /// quarantined), for the node to log.
+    pub fn problems(&self) -> &[TrustProblem] {
+        &self.problems
     }
 
     /// A TLS key belongs to one participant, but a store written before that rule was
@@ -314,7 +382,7 @@ impl Trust {
                  belongs to one participant. Ask {loser}'s operator for a current bundle with a TLS \
                  key of its own"
             );
-            tracing::error!(peer = %loser, %owner, "the peer's record binds a TLS key of another peer: the peer is quarantined (not trusted, not dialled)");
+            self.problems.push(TrustProblem::SharedTlsKey { peer: loser, owner });
             self.peers.remove(&loser);
             self.quarantined.insert(loser, detail);
         }
@@ -375,6 +443,134 @@ impl Trust {
 
 /// The shared, swappable trust set.
 pub type TrustCell = crate::snapshot::Snapshot<Trust>;
+
+/// Reads every peer record and builds the trust snapshot from them. A record that cannot be
+/// loaded quarantines its peer (see [`Trust::build`]); only a failing store is an error.
+pub fn load<S: Storage + ?Sized>(store: &S) -> Result<Trust, StoreError> {
+    reload(store, None)
+}
+
+/// As [`load`], reusing what `earlier` verified for records that did not change.
+pub fn reload<S: Storage + ?Sized>(store: &S, earlier: Option<&Trust>) -> Result<Trust, StoreError> {
+    let mut unnamed = Vec::new();
+    let mut code = |tree: Tree, k: &[u8], len: usize| {
+        let parsed = k
+            .get(..2)
+            .filter(|_| k.len() == len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|c| c.parse::<ParticipantCode>().ok());
+        if parsed.is_none() {
+            unnamed.push(TrustProblem::UnnamedRecord { tree: tree.name(), key: k.to_vec() });
+        }
+        parsed
+    };
+    let records = store
+        .range(Tree::Peers, &[], &[0xff; 3], usize::MAX)?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let participant = code(Tree::Peers, &k, 2)?;
+            let rec =
+                decode_record::<PeerRecord>(Tree::Peers, &k, &v).map_err(|e| e.to_string()).and_then(|r| {
+                    if r.participant == participant {
+                        Ok(r)
+                    } else {
+                        Err(format!("the record under {participant} is for {}", r.participant))
+                    }
+                });
+            Some((participant, rec))
+        })
+        .collect();
+    let archives = store
+        .range(Tree::PeerArchive, &[], &[0xff; 7], usize::MAX)?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let participant = code(Tree::PeerArchive, &k, 6)?;
+            Some((
+                participant,
+                decode_record::<ArchivedIdentity>(Tree::PeerArchive, &k, &v).map_err(|e| e.to_string()),
+            ))
+        })
+        .collect();
+    let mut trust = Trust::build(records, archives, earlier);
+    trust.problems.splice(0..0, unnamed);
+    Ok(trust)
+}
+
+/// The rule a link is judged by, at its handshake and for as long as it lives: whether
+/// `key` is, at `now`, a trusted TLS key of `peer` in `trust`, given the grace period of
+/// replaced keys.
+pub fn judge_link(
+    trust: &Trust,
+    peer: ParticipantCode,
+    key: &[u8; 32],
+    now: Timestamp,
+    grace_millis: i64,
+) -> Result<(), Distrust> {
+    match trust.peer_for_tls_key(key, now, grace_millis) {
+        Some(p) if p == peer => Ok(()),
+        Some(other) => Err(Distrust::OtherPeer(other)),
+        None => Err(match trust.active(peer) {
+            Some(p) if p.history.tls_keys().iter().any(|e| e.public_key == *key) => Distrust::GraceOver,
+            Some(_) => Distrust::IdentityReplaced,
+            None if trust.known(peer).is_some_and(|p| p.removed) => Distrust::Removed,
+            None if trust.quarantine_reason(peer).is_some() => Distrust::Quarantined,
+            None => Distrust::NotEnrolled,
+        }),
+    }
+}
+
+/// Why an open link was closed: the TLS key it authenticated with is no longer trusted for
+/// its peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Distrust {
+    /// The peer was removed.
+    Removed,
+    /// The peer is not (or no longer) an active enrolled peer.
+    NotEnrolled,
+    /// The peer's stored record cannot be loaded: it is quarantined until the operator
+    /// enrols a current bundle.
+    Quarantined,
+    /// The key is not in the peer's current identity: the operator enrolled a new one.
+    IdentityReplaced,
+    /// The peer rotated its TLS key and the old one's grace period is over.
+    GraceOver,
+    /// The key is now bound to another peer.
+    OtherPeer(ParticipantCode),
+}
+
+impl Distrust {
+    /// A short, stable name, for the `reason` label of the metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Distrust::Removed => "removed",
+            Distrust::NotEnrolled => "not_enrolled",
+            Distrust::Quarantined => "quarantined",
+            Distrust::IdentityReplaced => "identity_replaced",
+            Distrust::GraceOver => "grace_over",
+            Distrust::OtherPeer(_) => "other_peer",
+        }
+    }
+}
+
+impl std::fmt::Display for Distrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Distrust::Removed => f.write_str("the peer was removed"),
+            Distrust::NotEnrolled => f.write_str("the peer is not an enrolled peer"),
+            Distrust::Quarantined => f.write_str(
+                "the peer's record cannot be loaded (quarantined); enrol a current bundle with `kpnode peer add`",
+            ),
+            Distrust::IdentityReplaced => {
+                f.write_str("its TLS key is not in the peer's current identity (a new identity was enrolled)")
+            }
+            Distrust::GraceOver => f.write_str(
+                "its TLS key was replaced by a rotation and its grace period (keys.tls_grace_period) is over",
+            ),
+            Distrust::OtherPeer(p) => write!(f, "its TLS key now belongs to {p}"),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
