@@ -29,11 +29,38 @@ pub enum LinkError {
     Protocol(String),
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("{0}")]
-    Refused(String),
+    /// What the link's state machine refused (see [`kp_exchange::link::LinkError`]).
+    #[error(transparent)]
+    Exchange(#[from] kp_exchange::link::LinkError),
     /// Re-judged after a change of trust: the link's TLS key is no longer trusted.
     #[error("closed: {0}")]
     Untrusted(kp_exchange::trust::Distrust),
+    /// The store did not take what the link handed it (nothing of it is acknowledged).
+    #[error(transparent)]
+    Store(#[from] crate::actor::ActorError),
+    #[error("the peer closed the connection")]
+    PeerClosed,
+    #[error("the node is shutting down")]
+    Stopping,
+    /// The connection's writer task ended (its socket failed).
+    #[error("the connection's writer stopped")]
+    WriterStopped,
+    #[error("a task of the link failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl LinkError {
+    /// Whether the peer broke the protocol (counted, and logged as a warning), rather than
+    /// the connection or this node failing.
+    pub fn is_peer_fault(&self) -> bool {
+        use kp_exchange::link::LinkError as X;
+        matches!(
+            self,
+            LinkError::Protocol(_)
+                | LinkError::Frame(_)
+                | LinkError::Exchange(X::Protocol(_) | X::Version { .. })
+        )
+    }
 }
 
 /// Reads frames from `R`. `read_frame` is cancel-safe: the buffer changes only after a read

@@ -10,10 +10,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kp_keys::KeyHistory;
-use kp_protocol::frame::PROTOCOL_VERSION;
-use kp_protocol::receipt::verify_batch;
-use kp_protocol::{Frame, MessageId, MessageReceipt, ParticipantCode, RejectCode, SignedDocument};
+use kp_exchange::engine::{EngineError, Outcome};
+use kp_exchange::link::{check_hello, hello, receipts_per_frame, Backoff, Inbound, Limits, Outbound};
+use kp_exchange::refusal::Refusal;
+use kp_exchange::trust::Distrust;
+use kp_exchange::verify::Delivery;
+use kp_protocol::{Frame, MessageId, ParticipantCode};
 use rand::Rng;
 use tokio::io::ReadHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -26,15 +28,11 @@ use crate::actor::ActorError;
 use crate::conn::{FrameReader, FrameWriter, LinkError};
 use crate::metrics::PeerCounter;
 use crate::node::Shared;
-use crate::store::{decode_record, outbox_range, OutboxEntry, Storage, Tree};
-use kp_exchange::engine::{CheckedUnder, Command, EngineError, Outcome, Reply};
-use kp_exchange::link::{Backoff, SenderState};
-use kp_exchange::verify::{check_batch, CheckContext, Received, Refusal};
 
 /// The software name sent in `Hello`.
 pub const SOFTWARE: &str = concat!("kpnode/", env!("CARGO_PKG_VERSION"));
 /// Most deliveries checked and stored as one batch.
-const MAX_DELIVERY_BATCH: usize = 256;
+const MAX_DELIVERY_BATCH: usize = kp_exchange::link::MAX_DELIVERY_BATCH;
 /// A link up this long counts as healthy: the next failure restarts the backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// How often an open link's TLS key is judged again when trust has not changed: a replaced
@@ -246,9 +244,9 @@ async fn inbound(
     shared.metrics.peer_add(PeerCounter::Connections, peer, 1);
     let result = tokio::select! {
         _ = token.cancelled() => Err(if shared.cancel.is_cancelled() {
-            LinkError::Refused("the node is shutting down".into())
+            LinkError::Stopping
         } else {
-            LinkError::Untrusted(kp_exchange::trust::Distrust::Removed)
+            LinkError::Untrusted(Distrust::Removed)
         }),
         why = trust_lost(&shared, peer, key) => Err(LinkError::Untrusted(why)),
         r = serve_peer(&shared, peer, key, tls).instrument(span.clone()) => r,
@@ -258,7 +256,7 @@ async fn inbound(
         Ok(()) => tracing::debug!("peer closed its connection"),
         Err(LinkError::Untrusted(why)) => closed_untrusted(&shared, peer, "in", &why),
         Err(e) => {
-            if matches!(e, LinkError::Protocol(_) | LinkError::Frame(_)) {
+            if e.is_peer_fault() {
                 shared.metrics.protocol_errors.inc();
                 tracing::warn!(error = %e, "closed the connection");
             } else {
@@ -299,30 +297,6 @@ fn closed_untrusted(
     tracing::warn!(%peer, dir, reason = why.label(), "closed the link: {why}; nothing it sends is taken any more");
 }
 
-/// The peer's key history to check a batch with: the current trust's, unless this link's
-/// own copy extends it (rotation statements this link delivered that the store has not yet
-/// published). A copy that does not extend the current history (a new identity was enrolled,
-/// or the stored history changed otherwise) is dropped for the current one.
-fn refresh_history(
-    shared: &Shared,
-    peer: ParticipantCode,
-    key: &[u8; 32],
-    held: &mut Option<(kp_keys::Fingerprint, KeyHistory)>,
-) -> Result<(), LinkError> {
-    let trust = shared.trust.get();
-    shared.tls.judge(&trust, peer, key).map_err(LinkError::Untrusted)?;
-    let current =
-        trust.active(peer).ok_or(LinkError::Untrusted(kp_exchange::trust::Distrust::NotEnrolled))?;
-    let extends = held.as_ref().is_some_and(|(fp, h)| {
-        let (mine, theirs) = (h.rotations(), current.history.rotations());
-        *fp == current.fingerprint && mine.len() >= theirs.len() && mine[..theirs.len()] == *theirs
-    });
-    if !extends {
-        *held = Some((current.fingerprint, current.history.clone()));
-    }
-    Ok(())
-}
-
 async fn serve_peer(
     shared: &Arc<Shared>,
     peer: ParticipantCode,
@@ -332,22 +306,21 @@ async fn serve_peer(
     let max = shared.config.delivery.max_frame_bytes;
     let (rd, wr) = tokio::io::split(tls);
     let mut reader = FrameReader::new(rd, max);
-    let hello =
+    let hello_frame =
         reader.read_frame_within(shared.config.delivery.handshake_timeout, "waiting for Hello").await?;
-    check_hello(hello, peer)?;
+    check_hello(hello_frame, peer)?;
     let (tx, rx) = mpsc::channel::<Outgoing>(64);
     // The store's word that a batch was checked under trust withdrawn since closes the link.
     let (refused_tx, mut refused) = oneshot::channel();
     let writer =
         WriterTask::spawn(write_loop(FrameWriter::new(wr, max), rx, peer, shared.clone(), Some(refused_tx)));
-    let _ = tx.send(Outgoing::Frame(hello_frame(shared))).await;
+    let _ = tx.send(Outgoing::Frame(hello(shared.me, SOFTWARE))).await;
     let idle = shared.config.delivery.ping_interval * 3;
 
-    // This link's view of the peer's keys: rotation statements it delivers take effect for
-    // the documents after them at once, before the store has made them durable. Every batch
-    // is judged against the trust in force when it arrives (see `refresh_history`).
-    let mut history = None;
-    refresh_history(shared, peer, &key, &mut history)?;
+    // The link's state: its view of the peer's keys, judged against the trust in force
+    // before every batch.
+    let mut link = Inbound::new(shared.me, peer, key);
+    link.judge(&shared.trust.get(), shared.now(), shared.tls.grace_millis).map_err(LinkError::Untrusted)?;
     let reading = async {
         loop {
             let Some(frame) = reader.read_frame_with_id_within(idle, "with the peer idle").await? else {
@@ -379,14 +352,9 @@ async fn serve_peer(
             if deliveries.is_empty() {
                 continue;
             }
-            // Nothing is checked, stored or acknowledged for a key no longer trusted.
-            refresh_history(shared, peer, &key, &mut history)?;
-            let Some((_, h)) = history.as_mut() else {
-                return Err(LinkError::Untrusted(kp_exchange::trust::Distrust::NotEnrolled));
-            };
-            let batch = receive(shared, peer, &key, h, deliveries).await?;
+            let batch = receive(shared, &mut link, deliveries).await?;
             if tx.send(batch).await.is_err() {
-                return Err(LinkError::Refused("the writer stopped".into()));
+                return Err(LinkError::WriterStopped);
             }
         }
     };
@@ -399,97 +367,31 @@ async fn serve_peer(
     result
 }
 
-/// If `doc` is a rotation of `peer` to a TLS key that `trust` binds to another participant,
-/// the refusal.
-fn tls_key_claimed_elsewhere(
-    trust: &kp_exchange::trust::Trust,
-    peer: ParticipantCode,
-    doc: &kp_protocol::SignedDocument,
-) -> Option<Refusal> {
-    if doc.kind != kp_protocol::DocumentKind::KeyRotation {
-        return None;
-    }
-    let cert = doc.body::<kp_protocol::KeyRotation>().ok()?.new_tls_certificate?;
-    let key = kp_keys::tlscert::public_key(&cert).ok()?;
-    trust.tls_key_owner(&key, peer).map(|owner| {
-        Refusal::new(
-            RejectCode::InvalidDocument,
-            format!("the new TLS key is already bound to {owner}; a TLS key belongs to one participant"),
-        )
-    })
-}
-
-/// Checks a batch of deliveries and hands what passed to the store; returns what the writer
-/// must answer.
+/// Judges the link against the trust in force (nothing is checked, stored or acknowledged
+/// for a key no longer trusted), checks a batch of deliveries and hands what passed to the
+/// store; returns what the writer must answer.
 async fn receive(
     shared: &Arc<Shared>,
-    peer: ParticipantCode,
-    tls_key: &[u8; 32],
-    history: &mut KeyHistory,
-    deliveries: Vec<kp_exchange::verify::Delivery>,
+    link: &mut Inbound,
+    deliveries: Vec<Delivery>,
 ) -> Result<Outgoing, LinkError> {
-    let mut accepted: Vec<Received> = Vec::new();
-    let mut slots = Vec::with_capacity(deliveries.len());
-    // The identity the batch is checked under (before its own rotations apply), for the
-    // store to confirm in the transaction that stores the batch.
-    let under = CheckedUnder { root_key: history.root().public_key.to_bytes(), tls_key: *tls_key };
-    {
-        // The registry as it stands now: a suspension takes effect for the next batch.
-        let registry = shared.registry.get();
-        let now = shared.now();
-        let ctx = CheckContext {
-            me: shared.me,
-            peer,
-            now,
-            clock_tolerance_ms: shared.config.delivery.clock_tolerance.as_millis() as i64,
-            retired_key_grace_ms: shared.config.keys.tls_grace_period.as_millis() as i64,
-            registry: registry.on(now.date()),
-        };
-        // A rotation to a TLS key bound to another participant is refused before it touches
-        // this link's copy of the history (the store checks again, atomically).
-        let trust = shared.trust.get();
-        let mut order: Vec<(MessageId, Option<Refusal>)> = Vec::with_capacity(deliveries.len());
-        let mut to_check = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
-            let early = tls_key_claimed_elsewhere(&trust, peer, &d.2);
-            order.push((d.0, early.clone()));
-            if early.is_none() {
-                to_check.push(d);
-            }
-        }
-        let mut checked_in_order = check_batch(&ctx, history, to_check).into_iter();
-        for (id, early) in order {
-            let checked = match early {
-                Some(refusal) => Err(refusal),
-                None => checked_in_order
-                    .next()
-                    .unwrap_or_else(|| Err(Refusal::new(RejectCode::InvalidDocument, "not checked"))),
-            };
-            match checked {
-                Ok(r) => {
-                    slots.push(None);
-                    accepted.push(r);
-                }
-                Err(refusal) => {
-                    tracing::warn!(message = ?id, code = %refusal.code, detail = %refusal.detail, "refused a delivery");
-                    shared.metrics.peer_add(PeerCounter::RejectsSent, peer, 1);
-                    slots.push(Some((id, refusal)));
-                }
-            }
-        }
-    }
-    let stored = if accepted.is_empty() {
-        None
-    } else {
-        Some(
-            shared
-                .actor
-                .send(Command::Deliveries { peer, under: Some(under), items: accepted })
-                .await
-                .map_err(|e| LinkError::Refused(e.to_string()))?,
-        )
+    let trust = shared.trust.get();
+    let now = shared.now();
+    link.judge(&trust, now, shared.tls.grace_millis).map_err(LinkError::Untrusted)?;
+    let limits = Limits {
+        clock_tolerance_ms: shared.config.delivery.clock_tolerance.as_millis() as i64,
+        retired_key_grace_ms: shared.config.keys.tls_grace_period.as_millis() as i64,
     };
-    Ok(Outgoing::Replies { slots, stored })
+    // The registry as it stands now: a suspension takes effect for the next batch.
+    let registry = shared.registry.get();
+    let checked = link
+        .receive(now, limits, registry.on(now.date()), &trust, deliveries)
+        .map_err(LinkError::Untrusted)?;
+    let stored = match checked.command {
+        None => None,
+        Some(command) => Some(shared.actor.send(command).await?),
+    };
+    Ok(Outgoing::Replies { slots: checked.slots, stored })
 }
 
 /// Writes frames in order; for a batch of deliveries, waits until the store has made them
@@ -547,7 +449,14 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
                         _ => break,
                     },
                 };
-                queue_replies(&mut writer, &shared, peer, slots, replies, max_items).is_ok()
+                let answer = Inbound::answer(slots, replies, max_items);
+                for (id, refusal) in &answer.refused {
+                    tracing::warn!(message = ?id, code = %refusal.code, detail = %refusal.detail, "refused a delivery");
+                }
+                shared.metrics.peer_add(PeerCounter::RejectsSent, peer, answer.refused.len() as u64);
+                shared.metrics.peer_add(PeerCounter::DocumentsReceived, peer, answer.received);
+                shared.metrics.peer_add(PeerCounter::DuplicatesReceived, peer, answer.duplicates);
+                answer.frames.iter().all(|f| writer.queue(f).is_ok())
             }
         };
         if !ok {
@@ -562,106 +471,15 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     writer.shutdown().await;
 }
 
-fn receipts_per_frame(max_frame: u32) -> usize {
-    // A proof item is at most ~400 bytes with a batch of 256 (8 levels); the batch document
-    // itself about 200.
-    ((max_frame as usize).saturating_sub(1024) / 400).clamp(1, MAX_DELIVERY_BATCH)
-}
-
-fn queue_replies<W: tokio::io::AsyncWrite + Unpin>(
-    writer: &mut FrameWriter<W>,
-    shared: &Shared,
-    peer: ParticipantCode,
-    slots: Vec<Option<(MessageId, Refusal)>>,
-    replies: Vec<Reply>,
-    max_items: usize,
-) -> Result<(), LinkError> {
-    let mut stored = replies.into_iter();
-    // Receipts that share a signed batch go out together.
-    let mut pending: Option<(SignedDocument, Vec<kp_protocol::ReceiptProof>)> = None;
-    let flush_pending =
-        |writer: &mut FrameWriter<W>,
-         pending: &mut Option<(SignedDocument, Vec<kp_protocol::ReceiptProof>)>| {
-            if let Some((batch, proofs)) = pending.take() {
-                for chunk in proofs.chunks(max_items) {
-                    writer.queue(&Frame::Receipt { batch: batch.clone(), proofs: chunk.to_vec() })?;
-                }
-            }
-            Ok::<(), LinkError>(())
-        };
-    let (mut received, mut duplicates) = (0u64, 0u64);
-    for slot in slots {
-        let reply = match slot {
-            Some((id, refusal)) => Reply::Reject { message_id: id, refusal },
-            None => match stored.next() {
-                // Refused by the store: a conflict, or a delivery that failed a check and is
-                // no resend of a stored document (see `Received::refused`).
-                Some(Reply::Reject { message_id, refusal }) => {
-                    tracing::warn!(message = ?message_id, code = %refusal.code, detail = %refusal.detail, "refused a delivery");
-                    shared.metrics.peer_add(PeerCounter::RejectsSent, peer, 1);
-                    Reply::Reject { message_id, refusal }
-                }
-                Some(r) => r,
-                None => break,
-            },
-        };
-        match reply {
-            Reply::Receipt { receipt, duplicate } => {
-                let MessageReceipt { batch, proof } = *receipt;
-                if duplicate {
-                    duplicates += 1;
-                } else {
-                    received += 1;
-                }
-                match &mut pending {
-                    Some((b, proofs)) if *b == batch => proofs.push(proof),
-                    _ => {
-                        flush_pending(writer, &mut pending)?;
-                        pending = Some((batch, vec![proof]));
-                    }
-                }
-            }
-            Reply::Reject { message_id, refusal } => {
-                flush_pending(writer, &mut pending)?;
-                writer.queue(&Frame::reject(message_id, refusal.code, &refusal.detail))?;
-            }
-        }
-    }
-    flush_pending(writer, &mut pending)?;
-    shared.metrics.peer_add(PeerCounter::DocumentsReceived, peer, received);
-    shared.metrics.peer_add(PeerCounter::DuplicatesReceived, peer, duplicates);
-    Ok(())
-}
-
-fn hello_frame(shared: &Shared) -> Frame {
-    Frame::Hello { version: PROTOCOL_VERSION, participant: shared.me, software: SOFTWARE.into() }
-}
-
-fn check_hello(frame: Option<Frame>, peer: ParticipantCode) -> Result<(), LinkError> {
-    match frame {
-        Some(Frame::Hello { version, participant, .. }) => {
-            if version != PROTOCOL_VERSION {
-                return Err(LinkError::Refused(format!(
-                    "{peer} speaks protocol version {version}; this node speaks {PROTOCOL_VERSION}"
-                )));
-            }
-            if participant != peer {
-                return Err(LinkError::Protocol(format!(
-                    "Hello says {participant}, but the TLS key belongs to {peer}"
-                )));
-            }
-            Ok(())
-        }
-        Some(other) => Err(LinkError::Protocol(format!("expected Hello, got {}", other.name()))),
-        None => Err(LinkError::Refused("closed before Hello".into())),
-    }
-}
-
 /// Keeps the link to `peer` up, delivering its outbox, until `token` is cancelled.
 pub async fn outbound(shared: Arc<Shared>, peer: ParticipantCode, token: CancellationToken) {
     let d = &shared.config.delivery;
-    let mut state =
-        SenderState::new(d.max_in_flight as usize, Backoff::new(d.backoff_initial, d.backoff_max));
+    let mut state = Outbound::new(
+        shared.me,
+        peer,
+        d.max_in_flight as usize,
+        Backoff::new(d.backoff_initial, d.backoff_max),
+    );
     let span = tracing::info_span!("peer", peer = %peer, dir = "out");
     async {
         loop {
@@ -722,7 +540,7 @@ async fn session(
     shared: &Arc<Shared>,
     peer: ParticipantCode,
     endpoint: &str,
-    state: &mut SenderState,
+    state: &mut Outbound,
     connected_key: &mut Option<[u8; 32]>,
 ) -> Result<(), LinkError> {
     let d = &shared.config.delivery;
@@ -785,16 +603,14 @@ async fn connect(
 async fn run_session(
     shared: &Arc<Shared>,
     peer: ParticipantCode,
-    state: &mut SenderState,
+    state: &mut Outbound,
     reader: &mut FrameReader<ReadHalf<TlsClient>>,
     tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), LinkError> {
     let d = &shared.config.delivery;
-    tx.send(Outgoing::Frame(hello_frame(shared)))
-        .await
-        .map_err(|_| LinkError::Refused("writer stopped".into()))?;
-    let hello = reader.read_frame_within(d.handshake_timeout, "waiting for Hello").await?;
-    check_hello(hello, peer)?;
+    tx.send(Outgoing::Frame(hello(shared.me, SOFTWARE))).await.map_err(|_| LinkError::WriterStopped)?;
+    let hello_frame = reader.read_frame_within(d.handshake_timeout, "waiting for Hello").await?;
+    check_hello(hello_frame, peer)?;
     let now = shared.now();
     shared.links.update(peer, |s| {
         s.connected = true;
@@ -815,28 +631,11 @@ async fn run_session(
         tokio::select! {
             frame = reader.read_frame() => {
                 let Some(frame) = frame? else {
-                    return Err(LinkError::Refused("the peer closed the connection".into()));
+                    return Err(LinkError::PeerClosed);
                 };
                 last_heard = Instant::now();
-                match frame {
-                    Frame::Receipt { batch, proofs } => {
-                        if let Some(rx) = receipts(shared, peer, state, batch, proofs).await? {
-                            commits.spawn(settle(rx));
-                        }
-                    }
-                    Frame::Reject { message_id, code, detail } => {
-                        shared.links.settled(peer, &message_id);
-                        if let Some(oseq) = state.settled(&message_id) {
-                            let detail: String = detail.chars().filter(|c| !c.is_control()).collect();
-                            tracing::warn!(message = ?message_id, %code, %detail, "the peer refused a message for good");
-                            shared.metrics.peer_add(PeerCounter::RejectsReceived, peer, 1);
-                            let rx = shared.actor.send(Command::Rejected { peer, message_id, oseq, code, detail }).await
-                                .map_err(|e| LinkError::Refused(e.to_string()))?;
-                            commits.spawn(settle(rx));
-                        }
-                    }
-                    Frame::Pong { .. } => {}
-                    other => return Err(LinkError::Protocol(format!("unexpected {} frame from {peer}", other.name()))),
+                if let Some(rx) = settle_frame(shared, peer, state, frame).await? {
+                    commits.spawn(settle(rx));
                 }
                 fill_window(shared, peer, state, &mut outbox, tx).await?;
             }
@@ -847,7 +646,7 @@ async fn run_session(
                 fill_window(shared, peer, state, &mut outbox, tx).await?;
             }
             Some(r) = commits.join_next(), if !commits.is_empty() => {
-                r.map_err(|e| LinkError::Refused(format!("receipt task failed: {e}")))??;
+                r??;
             }
             _ = tick.tick() => {
                 let now = shared.now();
@@ -865,177 +664,84 @@ async fn run_session(
                 if last_ping.elapsed() >= d.ping_interval && last_heard.elapsed() >= d.ping_interval {
                     nonce += 1;
                     last_ping = Instant::now();
-                    tx.send(Outgoing::Frame(Frame::Ping { nonce })).await.map_err(|_| LinkError::Refused("writer stopped".into()))?;
+                    tx.send(Outgoing::Frame(Frame::Ping { nonce })).await.map_err(|_| LinkError::WriterStopped)?;
                 }
             }
         }
     }
 }
 
+/// Waits until the store has recorded receipts or a refusal; a failure closes the link
+/// (reconnecting resends, and the peer answers with the original receipt).
 async fn settle(rx: oneshot::Receiver<Result<Outcome, ActorError>>) -> Result<(), LinkError> {
     match rx.await {
         Ok(Ok(_)) => Ok(()),
-        // Not stored: reconnecting resends, and the peer answers with the original receipt.
-        Ok(Err(e)) => Err(LinkError::Refused(format!("could not store a receipt: {e}"))),
-        Err(_) => Err(LinkError::Refused("the store stopped".into())),
+        Ok(Err(e)) => Err(LinkError::Store(e)),
+        Err(_) => Err(LinkError::Store(ActorError::Stopped)),
     }
 }
 
-/// Checks a Receipt frame and hands its receipts to the store.
-async fn receipts(
+/// A frame from the peer on the link this node dialled: receipts and refusals settle what
+/// is in flight and go to the store.
+async fn settle_frame(
     shared: &Arc<Shared>,
     peer: ParticipantCode,
-    state: &mut SenderState,
-    batch: SignedDocument,
-    proofs: Vec<kp_protocol::ReceiptProof>,
+    state: &mut Outbound,
+    frame: Frame,
 ) -> Result<Option<oneshot::Receiver<Result<Outcome, ActorError>>>, LinkError> {
     let trust = shared.trust.get();
-    let Some(p) = trust.known(peer) else {
-        return Err(LinkError::Refused(format!("{peer} is not enrolled")));
-    };
-    let key = match p.history.signing_key_at(batch.key_id, batch.signed_at) {
-        Ok(k) => *k,
-        Err(e) => {
-            // Most likely the peer rotated its key and the statement is still on its way to
-            // us on the other link: not a reason to give up on the messages.
-            return Err(LinkError::Refused(format!("receipt signed with a key not (yet) known: {e}")));
-        }
-    };
-    let body = verify_batch(&batch, &key, peer, shared.me)
-        .map_err(|e| LinkError::Protocol(format!("invalid receipt: {e}")))?;
-    let mut items = Vec::with_capacity(proofs.len());
-    for proof in proofs {
-        proof.check(&body).map_err(|e| LinkError::Protocol(format!("invalid receipt: {e}")))?;
-        let id = proof.item.message_id;
-        shared.links.settled(peer, &id);
-        // A receipt for a message not in flight on this connection is a duplicate (or for a
-        // send of an earlier connection, which this one has sent again and will see
-        // acknowledged again): nothing to record.
-        let Some(oseq) = state.settled(&id) else { continue };
-        items.push((id, oseq, MessageReceipt { batch: batch.clone(), proof }));
+    let history = &trust.known(peer).ok_or(LinkError::Untrusted(Distrust::NotEnrolled))?.history;
+    let settled = state.on_frame(frame, history)?;
+    for id in &settled.ids {
+        shared.links.settled(peer, id);
     }
-    if items.is_empty() {
-        return Ok(None);
+    if let Some((id, code, detail)) = &settled.rejected {
+        tracing::warn!(message = ?id, %code, %detail, "the peer refused a message for good");
+        shared.metrics.peer_add(PeerCounter::RejectsReceived, peer, 1);
     }
-    let now = shared.now();
-    shared.metrics.peer_add(PeerCounter::ReceiptsStored, peer, items.len() as u64);
-    shared.links.update(peer, |s| {
-        s.last_delivery = Some(now);
-        s.in_flight = state.in_flight();
-    });
-    let rx = shared
-        .actor
-        .send(Command::Receipts { peer, items })
-        .await
-        .map_err(|e| LinkError::Refused(e.to_string()))?;
-    Ok(Some(rx))
+    if settled.receipts > 0 {
+        let now = shared.now();
+        shared.metrics.peer_add(PeerCounter::ReceiptsStored, peer, settled.receipts as u64);
+        shared.links.update(peer, |s| {
+            s.last_delivery = Some(now);
+            s.in_flight = state.in_flight();
+        });
+    }
+    match settled.command {
+        Some(command) => Ok(Some(shared.actor.send(command).await?)),
+        None => Ok(None),
+    }
 }
 
-/// Sends durable outbox entries while the window has room.
+/// Sends durable outbox entries while the window has room (see [`Outbound::fill`]).
 async fn fill_window(
     shared: &Arc<Shared>,
     peer: ParticipantCode,
-    state: &mut SenderState,
+    state: &mut Outbound,
     outbox: &mut tokio::sync::watch::Receiver<u64>,
     tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), LinkError> {
     let durable = *outbox.borrow_and_update();
     let now = shared.now();
-    if let Some(why) = shared.registry.get().on(now.date()).held(peer) {
-        if state.cursor() < durable && !state.holding() {
-            tracing::warn!(%why, "holding the messages queued for this peer until it is reinstated");
-        }
-        state.hold(true);
-        shared.links.update(peer, |s| s.held = Some(why));
-        return Ok(());
+    let held = shared.registry.get().on(now.date()).held(peer);
+    let holding = held.is_some();
+    let fill =
+        state.fill(&shared.store, durable, held.clone(), now).map_err(kp_exchange::link::LinkError::Store)?;
+    if let Some(why) = &fill.held {
+        tracing::warn!(%why, "holding the messages queued for this peer until it is reinstated");
     }
-    if state.holding() {
-        state.hold(false);
+    if holding {
+        shared.links.update(peer, |s| s.held = held);
+    } else if fill.released {
         tracing::info!("the peer is no longer suspended; sending what was held");
         shared.links.update(peer, |s| s.held = None);
     }
-    let mut sent = 0u64;
-    while state.room() > 0 && state.cursor() < durable {
-        let (start, end) = outbox_range(peer, state.cursor());
-        let entries = shared
-            .store
-            .range(Tree::Outbox, &start, &end, state.room())
-            .map_err(|e| LinkError::Refused(e.to_string()))?;
-        if entries.is_empty() {
-            // Everything up to `durable` was acknowledged meanwhile.
-            state.skip(durable);
-            break;
-        }
-        for (key, value) in entries {
-            let oseq = key
-                .get(2..10)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(u64::MAX);
-            if oseq > durable {
-                state.skip(durable);
-                break;
-            }
-            let entry = match decode_record::<OutboxEntry>(Tree::Outbox, &key, &value) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(error = %e, "skipping a damaged outbox entry");
-                    state.skip(oseq);
-                    continue;
-                }
-            };
-            let id = entry.message_id;
-            if state.is_in_flight(&id) {
-                state.skip(oseq);
-                continue;
-            }
-            let document = Some(entry.document);
-            match document {
-                Some(document) => {
-                    state.sent(id, oseq, now);
-                    sent += 1;
-                    tx.send(Outgoing::Frame(Frame::Deliver { message_id: id, document }))
-                        .await
-                        .map_err(|_| LinkError::Refused("writer stopped".into()))?;
-                }
-                None => state.skip(oseq),
-            }
-        }
+    for (oseq, e) in &fill.damaged {
+        tracing::error!(oseq, error = %e, "skipping a damaged outbox entry");
     }
-    shared.metrics.peer_add(PeerCounter::DeliveriesSent, peer, sent);
+    shared.metrics.peer_add(PeerCounter::DeliveriesSent, peer, fill.frames.len() as u64);
+    for frame in fill.frames {
+        tx.send(Outgoing::Frame(frame)).await.map_err(|_| LinkError::WriterStopped)?;
+    }
     Ok(())
-}
-
-#[cfg(test)]
-mod check_hello_tests {
-    use super::*;
-
-    fn hello(version: u16, participant: &str) -> Option<Frame> {
-        Some(Frame::Hello { version, participant: participant.parse().unwrap(), software: "t".into() })
-    }
-
-    #[test]
-    fn check_hello_accepts_only_the_tls_key_owner_at_this_version() {
-        let ru: ParticipantCode = "RU".parse().unwrap();
-        assert!(check_hello(hello(PROTOCOL_VERSION, "RU"), ru).is_ok());
-        // Another participant than the TLS key's owner: a protocol error naming both.
-        match check_hello(hello(PROTOCOL_VERSION, "KZ"), ru) {
-            Err(LinkError::Protocol(m)) => assert_eq!(m, "Hello says KZ, but the TLS key belongs to RU"),
-            other => panic!("{other:?}"),
-        }
-        // Another version: refused, naming both versions.
-        match check_hello(hello(PROTOCOL_VERSION + 1, "RU"), ru) {
-            Err(LinkError::Refused(m)) => {
-                assert!(m.contains(&format!("version {}", PROTOCOL_VERSION + 1)), "{m}");
-                assert!(m.contains(&format!("speaks {PROTOCOL_VERSION}")), "{m}");
-            }
-            other => panic!("{other:?}"),
-        }
-        // Any other frame first, or nothing.
-        match check_hello(Some(Frame::Ping { nonce: 1 }), ru) {
-            Err(LinkError::Protocol(m)) => assert!(m.contains("expected Hello"), "{m}"),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(check_hello(None, ru), Err(LinkError::Refused(_))));
-    }
 }

@@ -1,9 +1,14 @@
 //! Deterministic simulation of the exchange, in the manner of FoundationDB's simulation tests
-//! and TigerBeetle's VOPR: the real exchange rules ([`Engine`], [`check_batch`],
-//! [`SenderState`], signed receipts) on in-memory stores whose crashes lose every write not
-//! yet flushed, joined by a network that drops, delays, reorders and duplicates frames and
-//! cuts connections, under skewed clocks, with nodes crashing and restarting — every choice
-//! drawn from one seeded generator, so a seed replays the same run exactly.
+//! and TigerBeetle's VOPR: the code the daemon runs — the [`Engine`], the link state machine
+//! ([`Outbound`] on the dialling side, [`Inbound`] on the accepting side: windows, resends
+//! after a reconnect, judging a link against the trust in force, checking a batch,
+//! answering it with batched receipts) — on in-memory stores whose crashes lose every write
+//! not yet flushed, joined by a network that drops, delays, reorders and duplicates the
+//! protocol's own frames and cuts connections, under skewed clocks, with nodes crashing and
+//! restarting — every choice drawn from one seeded generator, so a seed replays the same run
+//! exactly. What the simulator does itself is only what the daemon does with sockets and
+//! threads: carrying frames, buffering deliveries until a reader takes them as a batch,
+//! group-committing queued commands, and acting on outcomes once the flush is durable.
 //!
 //! After the faults stop and every node is back, the run settles and the invariants are
 //! checked: no receipt for anything not durably stored, every certificate a submitter was
@@ -16,35 +21,36 @@
 //! at random points: it keeps using a link after its trust changed (its identity replaced by
 //! the operator, its TLS key past the grace period), floods TLS rotations and sends oversized
 //! ones, backdates a rotation, and claims another peer's TLS key (with that key's secret, as
-//! if stolen). The simulator does not run the shipped link code (`link.rs`, with its sockets
-//! and tasks): the attacks are modelled at the level it drives — the link's trust rule
-//! ([`crate::trust::judge_link`], applied to each delivery as the link's judge does), the
-//! checks of [`check_batch`] against the key history the store holds, and the [`Engine`]'s
-//! own judgement. Checked: nothing the model forbids is receipted or in a log, the partner's
-//! stored record stays within the bounds and loads, and the honest promises above still hold.
+//! if stolen). Its deliveries go through the same [`Inbound`] link state as an honest
+//! peer's, held open across the attacks, and the [`Engine`]'s own judgement. Checked:
+//! nothing the model forbids is receipted or in a log, the partner's stored record stays
+//! within the bounds and loads, and the honest promises above still hold.
+//!
+//! Deliberate bugs, switched on per schedule, show the checks have teeth: in the engine
+//! (no dedupe), in the link (no resend after a reconnect; judging by the trust a link
+//! started with), and in the simulator's own handling of flushes (acknowledging early).
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
 use kp_keys::{KeyHistory, SigningKeyPair, TlsKeyPair};
 use kp_protocol::{
-    Certificate, CertificateDraft, ImportConfirmation, MessageId, MessageReceipt, ParticipantCode,
-    RejectCode, SignedDocument, Timestamp, ValidationContext,
+    Certificate, CertificateDraft, Frame, ImportConfirmation, MessageId, ParticipantCode, RejectCode,
+    SignedDocument, Timestamp, ValidationContext,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::clock::ManualClock;
 use crate::engine::{Command, Engine, Outcome, Reply};
-use crate::link::{Backoff, SenderState};
+use crate::link::{Backoff, Inbound, Limits, Outbound};
 use crate::registry::Registry;
 use crate::signer::Signer;
 use crate::storage::{
-    decode_record, outbox_range, CertRecord, CertStatus, Direction, EntryBody, MemStorage, OutboxEntry,
-    Storage, Tree,
+    decode_record, CertRecord, CertStatus, Direction, EntryBody, MemStorage, Storage, Tree,
 };
 use crate::trust::Trust;
-use crate::verify::{check_batch, CheckContext};
+use crate::verify::Delivery;
 
 /// 2026-11-18, the simulation's epoch.
 const T0: i64 = 1_795_000_000_000;
@@ -53,6 +59,8 @@ const TOLERANCE_MS: i64 = 300_000;
 const GRACE_MS: i64 = 7 * 86_400_000;
 const ACK_TIMEOUT_MS: i64 = 2_000;
 const TICK_MS: i64 = 100;
+/// The default `delivery.max_frame_bytes`, which bounds how many receipts share a frame.
+const MAX_FRAME: u32 = kp_protocol::frame::DEFAULT_MAX_FRAME_BYTES;
 
 /// What one schedule may do.
 #[derive(Debug, Clone)]
@@ -78,12 +86,12 @@ pub struct Config {
     pub bug_accept_before_flush: bool,
     /// …a receiver that stores a resent certificate again (the engine's dedupe off)…
     pub bug_no_dedupe: bool,
-    /// …and a sender that does not resend after a reconnect.
+    /// …and a link that does not resend after a reconnect (switched in [`Outbound`] itself).
     pub bug_no_resend: bool,
     /// A hostile partner attacks the honest nodes at random points.
     pub hostile: bool,
-    /// A deliberate bug: the receiver judges the hostile partner's deliveries by the link's
-    /// own copy of its trust (taken when it connected), as links once did (a fixed defect).
+    /// A deliberate bug in [`Inbound`]: a link judges deliveries by its own copy of the
+    /// peer's trust (taken when it connected), as links once did (a fixed defect).
     pub bug_link_keeps_trust: bool,
 }
 
@@ -161,27 +169,25 @@ impl std::ops::AddAssign for Stats {
     }
 }
 
-/// A frame on the wire.
-#[derive(Debug, Clone)]
-enum Msg {
-    Deliver { id: MessageId, doc: SignedDocument },
-    Receipt(Box<MessageReceipt>),
-    Reject { id: MessageId, code: RejectCode, detail: String },
-}
-
 /// A frame on the connection that `owner` dialled to `peer` (deliveries go owner → peer,
-/// their receipts peer → owner).
+/// their receipts peer → owner): the protocol's own frames, as the links make them.
 #[derive(Debug, Clone)]
 struct Packet {
     owner: usize,
     peer: usize,
     epoch: u64,
-    msg: Msg,
+    msg: Frame,
 }
 
 #[derive(Debug)]
 enum Ev {
     Arrive(Packet),
+    /// Node `to` reads the deliveries buffered on `owner`'s connection to it, as one batch
+    /// (the daemon's reader takes every frame already buffered, up to 256).
+    Read {
+        to: usize,
+        owner: usize,
+    },
     Flush(usize),
     Tick(usize),
     Crash(usize),
@@ -241,12 +247,12 @@ enum Then {
         to: usize,
         id: MessageId,
     },
-    /// Replies to deliveries that arrived on `owner`'s connection to the node; `early` are the
-    /// refusals of checks that need no store.
+    /// Replies to deliveries that arrived on `owner`'s connection to the node: the link's
+    /// slots (refusals of checks that need no store, in order).
     Delivered {
         owner: usize,
         epoch: u64,
-        early: Vec<Msg>,
+        slots: Vec<Option<(MessageId, crate::refusal::Refusal)>>,
     },
     /// Receipts or a refusal recorded: fill the window to this peer again.
     Fill(usize),
@@ -280,9 +286,15 @@ struct Node {
     clock: Arc<ManualClock>,
     skew: i64,
     up: bool,
-    senders: Vec<SenderState>,
-    /// The connection epoch each sender last saw.
+    /// The dialling side of its link to each peer, as the daemon's link task holds it.
+    links: Vec<Outbound>,
+    /// The connection epoch each outbound link last saw.
     seen_epoch: Vec<u64>,
+    /// The accepting side of each peer's connection to it, with that connection's epoch.
+    inbound: BTreeMap<usize, (u64, Inbound)>,
+    /// Deliveries read from each peer's connection and not yet checked: its epoch, and the
+    /// deliveries.
+    unread: BTreeMap<usize, (u64, Vec<Delivery>)>,
     /// Durable outbox high-water mark, per peer.
     published: Vec<u64>,
     effects: Vec<Effect>,
@@ -388,8 +400,10 @@ impl Sim {
                 clock,
                 skew,
                 up: true,
-                senders: (0..n).map(|_| sender(&cfg)).collect(),
+                links: (0..n).map(|j| outbound(&cfg, code, codes()[j])).collect(),
                 seen_epoch: vec![0; n],
+                inbound: BTreeMap::new(),
+                unread: BTreeMap::new(),
                 published: vec![0; n],
                 effects: Vec::new(),
                 flush_due: false,
@@ -589,18 +603,18 @@ impl Sim {
                     Outcome::Submitted { .. } => self.nodes[i].effects.push(Effect::Accepted(number, to, id)),
                     other => return Err(format!("submit {number} was refused: {other:?}")),
                 },
-                Then::Delivered { owner, epoch, mut early } => {
-                    if let Outcome::Delivered(rs) = outcome {
-                        for r in rs {
-                            early.push(match r {
-                                Reply::Receipt { receipt, .. } => Msg::Receipt(receipt),
-                                Reply::Reject { message_id, refusal } => {
-                                    Msg::Reject { id: message_id, code: refusal.code, detail: refusal.detail }
-                                }
-                            });
+                Then::Delivered { owner, epoch, slots } => {
+                    let replies = match outcome {
+                        Outcome::Delivered(replies) => replies,
+                        other => {
+                            return Err(format!(
+                                "{} refused an honest batch from {}: {other:?}",
+                                self.nodes[i].code, self.nodes[owner].code
+                            ))
                         }
-                    }
-                    self.reply(owner, i, epoch, early);
+                    };
+                    let answer = Inbound::answer(slots, replies, crate::link::receipts_per_frame(MAX_FRAME));
+                    self.reply(owner, i, epoch, answer.frames);
                 }
                 Then::Fill(peer) => self.fill(i, peer),
                 Then::Confirmed { number, id } => match outcome {
@@ -608,8 +622,21 @@ impl Sim {
                     other => return Err(format!("confirming {number} was refused: {other:?}")),
                 },
                 Then::Hostile(verdicts) => {
-                    let Outcome::Delivered(replies) = outcome else {
-                        return Err(format!("{}: ZA's deliveries got {outcome:?}", self.nodes[i].code));
+                    let replies = match outcome {
+                        Outcome::Delivered(replies) => replies,
+                        // Checked under trust a change committed first withdrew: refused
+                        // whole, and the link closes.
+                        Outcome::Refused(crate::engine::EngineError::Untrusted { .. }) => {
+                            self.stats.hostile_links_closed += 1;
+                            self.stats.hostile_refused += verdicts.len() as u64;
+                            if let Some(h) = self.hostile.as_mut() {
+                                h.links[i] = None;
+                            }
+                            continue;
+                        }
+                        other => {
+                            return Err(format!("{}: ZA's deliveries got {other:?}", self.nodes[i].code))
+                        }
                     };
                     for (reply, (id, forbidden, must)) in replies.into_iter().zip(verdicts) {
                         match reply {
@@ -644,7 +671,7 @@ impl Sim {
     }
 
     /// Replies of node `to` on `owner`'s connection: sent once the batch is durable.
-    fn reply(&mut self, owner: usize, to: usize, epoch: u64, replies: Vec<Msg>) {
+    fn reply(&mut self, owner: usize, to: usize, epoch: u64, replies: Vec<Frame>) {
         for msg in replies {
             let reply = Packet { owner, peer: to, epoch, msg };
             if self.cfg.bug_ack_before_flush {
@@ -669,15 +696,13 @@ impl Sim {
     fn run_with(mut self, traced: bool) -> (Result<Stats, String>, Vec<String>) {
         self.trace = traced.then(Vec::new);
         let bug_no_dedupe = self.cfg.bug_no_dedupe;
-        #[cfg(test)]
         crate::engine::BUG_NO_DEDUPE.with(|b| b.set(bug_no_dedupe));
-        #[cfg(not(test))]
-        if bug_no_dedupe {
-            return (Err("the dedupe switch exists only in test builds".into()), Vec::new());
-        }
+        crate::link::BUG_NO_RESEND.with(|b| b.set(self.cfg.bug_no_resend));
+        crate::link::BUG_KEEP_TRUST.with(|b| b.set(self.cfg.bug_link_keeps_trust));
         let result = self.run_inner();
-        #[cfg(test)]
         crate::engine::BUG_NO_DEDUPE.with(|b| b.set(false));
+        crate::link::BUG_NO_RESEND.with(|b| b.set(false));
+        crate::link::BUG_KEEP_TRUST.with(|b| b.set(false));
         (result, self.trace.take().unwrap_or_default())
     }
 
@@ -723,7 +748,8 @@ impl Sim {
                 && n.effects.is_empty()
                 && n.pending.is_empty()
                 && n.engine.queued().values().all(|q| *q == 0)
-                && n.senders.iter().all(|s| s.in_flight() == 0)
+                && n.unread.is_empty()
+                && n.links.iter().all(|l| l.in_flight() == 0)
         }) && self
             .queue
             .iter()
@@ -751,7 +777,7 @@ impl Sim {
                     self.maybe_confirm(i, j)?;
                     let now = self.node_now(i);
                     let timeout = std::time::Duration::from_millis(ACK_TIMEOUT_MS as u64);
-                    if self.nodes[i].senders[j].overdue(now, timeout) {
+                    if self.nodes[i].links[j].overdue(now, timeout) {
                         // The link gives up on the connection and dials again.
                         self.cut(i, j);
                     }
@@ -831,6 +857,7 @@ impl Sim {
             }
             Ev::Commit(i) => self.commit(i)?,
             Ev::Arrive(p) => self.arrive(p)?,
+            Ev::Read { to, owner } => self.read(to, owner)?,
             Ev::Hostile { target, attack } => self.hostile_attack(target, attack)?,
             Ev::HostileStale { target } => self.hostile_stale(target)?,
         }
@@ -847,6 +874,8 @@ impl Sim {
         // Commands not yet applied are lost; none of their callers was answered.
         n.pending.clear();
         n.commit_due = false;
+        n.inbound.clear();
+        n.unread.clear();
         for j in 0..self.nodes.len() {
             if j != i {
                 self.cut(i, j);
@@ -866,58 +895,30 @@ impl Sim {
         n.engine = Engine::load(&n.store, n.signer.clone()).expect("the engine reloads");
         let high = n.engine.counts().next_oseq;
         n.published = vec![high; n.published.len()];
-        for s in &mut n.senders {
-            s.connected();
-        }
+        // A restarted daemon starts its link tasks afresh.
+        let me = n.code;
+        n.links = (0..n.links.len()).map(|j| outbound(&self.cfg, me, codes()[j])).collect();
         n.up = true;
     }
 
-    /// Sends what fits in the window from `i`'s durable outbox for `j`.
+    /// Sends what fits in the window from `i`'s durable outbox for `j`, as the daemon's link
+    /// does when the outbox grows, a receipt frees room, or its timer ticks.
     fn fill(&mut self, i: usize, j: usize) {
         if !self.nodes[i].up || !self.nodes[j].up {
             return;
         }
         let epoch = self.epoch(i, j);
         if self.nodes[i].seen_epoch[j] != epoch {
+            // A new connection: the link starts over.
             self.nodes[i].seen_epoch[j] = epoch;
-            if !self.cfg.bug_no_resend {
-                self.nodes[i].senders[j].connected();
-            }
+            self.nodes[i].links[j].connected();
         }
         let now = self.node_now(i);
-        let peer = self.nodes[j].code;
         let durable = self.nodes[i].published[j];
-        let mut out = Vec::new();
-        {
-            let n = &mut self.nodes[i];
-            let state = &mut n.senders[j];
-            while state.room() > 0 && state.cursor() < durable {
-                let (start, end) = outbox_range(peer, state.cursor());
-                let Ok(rows) = n.store.range(Tree::Outbox, &start, &end, state.room()) else { break };
-                if rows.is_empty() {
-                    state.skip(durable);
-                    break;
-                }
-                for (k, v) in rows {
-                    let oseq = u64::from_be_bytes(k[2..10].try_into().unwrap_or([0xff; 8]));
-                    if oseq > durable {
-                        state.skip(durable);
-                        break;
-                    }
-                    let Ok(e) = decode_record::<OutboxEntry>(Tree::Outbox, &k, &v) else {
-                        state.skip(oseq);
-                        continue;
-                    };
-                    if state.is_in_flight(&e.message_id) {
-                        state.skip(oseq);
-                        continue;
-                    }
-                    state.sent(e.message_id, oseq, now);
-                    out.push(Msg::Deliver { id: e.message_id, doc: e.document });
-                }
-            }
-        }
-        for msg in out {
+        let n = &mut self.nodes[i];
+        // The simulated participants are never suspended.
+        let Ok(fill) = n.links[j].fill(&n.store, durable, None, now) else { return };
+        for msg in fill.frames {
             self.send(Packet { owner: i, peer: j, epoch, msg });
         }
     }
@@ -928,83 +929,87 @@ impl Sim {
             return Ok(()); // The connection it travelled on is gone.
         }
         match p.msg {
-            Msg::Deliver { id, doc } => {
-                let (to, from) = (p.peer, p.owner);
-                let registry = Registry::default();
-                let now = self.node_now(to);
-                let ctx = CheckContext {
-                    me: self.nodes[to].code,
-                    peer: self.nodes[from].code,
-                    now,
-                    clock_tolerance_ms: TOLERANCE_MS,
-                    retired_key_grace_ms: GRACE_MS,
-                    registry: registry.on(now.date()),
-                };
-                let mut history = self.histories[from].clone();
-                let checked = check_batch(&ctx, &mut history, vec![(id, None, doc)]);
-                let mut replies = Vec::new();
-                let mut accepted = Vec::new();
-                for r in checked {
-                    match r {
-                        Ok(item) => accepted.push(item),
-                        Err(refusal) => {
-                            replies.push(Msg::Reject { id, code: refusal.code, detail: refusal.detail })
-                        }
+            Frame::Deliver { message_id, document } => {
+                // Buffered on the connection until the reader takes the batch.
+                let (to, owner) = (p.peer, p.owner);
+                let unread = self.nodes[to].unread.entry(owner).or_insert((p.epoch, Vec::new()));
+                if unread.0 != p.epoch {
+                    *unread = (p.epoch, Vec::new());
+                }
+                unread.1.push((message_id, None, document));
+                if unread.1.len() == 1 {
+                    let d = self.rng.gen_range(0..3);
+                    self.at(d, Ev::Read { to, owner });
+                }
+            }
+            frame => {
+                let (me, peer) = (p.owner, p.peer);
+                if let Frame::Reject { message_id, code, detail } = &frame {
+                    // The one refusal a well-behaved node can get: its clock runs further
+                    // ahead of the receiver's than the tolerance. Anything else is a broken
+                    // promise.
+                    let ahead = self.nodes[me].skew - self.nodes[peer].skew;
+                    if *code != RejectCode::ClockSkew || ahead <= TOLERANCE_MS {
+                        return Err(format!(
+                            "{} refused message {message_id:?} from {} (clock {ahead} ms ahead): {code}: {detail}",
+                            self.nodes[peer].code, self.nodes[me].code
+                        ));
                     }
                 }
-                // Receipts go back only once the batch is durable.
-                if accepted.is_empty() {
-                    self.reply(p.owner, to, p.epoch, replies);
-                } else {
-                    let peer = self.nodes[from].code;
-                    self.enqueue(
-                        to,
-                        Command::Deliveries { peer, under: None, items: accepted },
-                        Then::Delivered { owner: p.owner, epoch: p.epoch, early: replies },
-                    );
-                }
-            }
-            Msg::Receipt(receipt) => {
-                let (me, peer) = (p.owner, p.peer);
-                let id = receipt.proof.item.message_id;
-                let key = self.histories[peer]
-                    .signing_key_at(receipt.batch.key_id, receipt.batch.signed_at)
-                    .map_err(|e| {
-                        format!("a receipt from {} names an unknown key: {e}", self.nodes[peer].code)
+                let settled =
+                    self.nodes[me].links[peer].on_frame(frame, &self.histories[peer]).map_err(|e| {
+                        format!("{}'s link to {}: {e}", self.nodes[me].code, self.nodes[peer].code)
                     })?;
-                receipt
-                    .verify(id, key, self.nodes[peer].code, self.nodes[me].code)
-                    .map_err(|e| format!("an invalid receipt from {}: {e}", self.nodes[peer].code))?;
-                let Some(oseq) = self.nodes[me].senders[peer].settled(&id) else { return Ok(()) };
-                self.stats.receipts += 1;
-                let code = self.nodes[peer].code;
-                self.enqueue(
-                    me,
-                    Command::Receipts { peer: code, items: vec![(id, oseq, *receipt)] },
-                    Then::Fill(peer),
-                );
-            }
-            Msg::Reject { id, code, detail } => {
-                let (me, peer) = (p.owner, p.peer);
-                // The one refusal a well-behaved node can get: its clock runs further ahead of
-                // the receiver's than the tolerance. Then, as the daemon's link does, the
-                // sender records the refusal for good. Anything else is a broken promise.
-                let ahead = self.nodes[me].skew - self.nodes[peer].skew;
-                if code != RejectCode::ClockSkew || ahead <= TOLERANCE_MS {
-                    return Err(format!(
-                        "{} refused message {id:?} from {} (clock {ahead} ms ahead): {code}: {detail}",
-                        self.nodes[peer].code, self.nodes[me].code
-                    ));
+                self.stats.receipts += settled.receipts as u64;
+                if let Some((id, _, _)) = settled.rejected {
+                    self.stats.skew_refusals += 1;
+                    self.skew_refused.insert(id);
                 }
-                let Some(oseq) = self.nodes[me].senders[peer].settled(&id) else { return Ok(()) };
-                self.stats.skew_refusals += 1;
-                self.skew_refused.insert(id);
-                let code_of_peer = self.nodes[peer].code;
-                self.enqueue(
-                    me,
-                    Command::Rejected { peer: code_of_peer, message_id: id, oseq, code, detail },
-                    Then::Fill(peer),
-                );
+                if let Some(command) = settled.command {
+                    self.enqueue(me, command, Then::Fill(peer));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `to` checks the deliveries buffered on `owner`'s connection, as the daemon's
+    /// link does: judged against the trust in force, checked, and handed to the store, whose
+    /// replies go back once its batch is durable.
+    fn read(&mut self, to: usize, owner: usize) -> Result<(), String> {
+        let Some((epoch, deliveries)) = self.nodes[to].unread.remove(&owner) else { return Ok(()) };
+        let live = self.nodes[owner].up && self.nodes[to].up && epoch == self.epoch(owner, to);
+        if !live || deliveries.is_empty() {
+            return Ok(());
+        }
+        let now = self.node_now(to);
+        let (me, peer) = (self.nodes[to].code, self.nodes[owner].code);
+        let tls_key = self.nodes[owner].tls.verifying_key().to_bytes();
+        let trust = self.trust_at(to)?;
+        let link = match self.nodes[to].inbound.get_mut(&owner) {
+            Some((e, link)) if *e == epoch => link,
+            _ => {
+                let fresh = Inbound::new(me, peer, tls_key);
+                self.nodes[to].inbound.insert(owner, (epoch, fresh));
+                &mut self.nodes[to].inbound.get_mut(&owner).ok_or("just inserted")?.1
+            }
+        };
+        link.judge(&trust, now, GRACE_MS)
+            .map_err(|why| format!("{me} closed {peer}'s honest link: {why}"))?;
+        let registry = Registry::default();
+        let limits = Limits { clock_tolerance_ms: TOLERANCE_MS, retired_key_grace_ms: GRACE_MS };
+        let checked = link
+            .receive(now, limits, registry.on(now.date()), &trust, deliveries)
+            .map_err(|why| format!("{me} closed {peer}'s honest link: {why}"))?;
+        match checked.command {
+            // Refusals alone need no store: they go back at once.
+            None => {
+                let answer =
+                    Inbound::answer(checked.slots, Vec::new(), crate::link::receipts_per_frame(MAX_FRAME));
+                self.reply(owner, to, epoch, answer.frames);
+            }
+            Some(command) => {
+                self.enqueue(to, command, Then::Delivered { owner, epoch, slots: checked.slots })
             }
         }
         Ok(())
@@ -1256,8 +1261,8 @@ struct Hostile {
 #[derive(Clone)]
 struct HostileLink {
     identity: usize,
-    tls_key: [u8; 32],
-    history: KeyHistory,
+    /// The accepting side of the link at the honest node, as its daemon holds it.
+    link: Inbound,
 }
 
 impl Hostile {
@@ -1309,8 +1314,12 @@ impl Sim {
             .iter()
             .position(|k| kp_keys::Fingerprint::of(&k.verifying_key()) == p.fingerprint)
             .ok_or("ZA's enrolled identity is none of its own")?;
-        let link =
-            HostileLink { identity, tls_key: p.history.current_tls().public_key, history: p.history.clone() };
+        let mut link = Inbound::new(self.nodes[j].code, HOSTILE, p.history.current_tls().public_key);
+        let now = self.node_now(j);
+        link.judge(&trust, now, HOSTILE_GRACE_MS)
+            .map_err(|why| format!("a fresh link from ZA is refused: {why}"))?;
+        let link = HostileLink { identity, link };
+        let h = self.hostile()?;
         h.links[j] = Some(link.clone());
         Ok(link)
     }
@@ -1360,7 +1369,8 @@ impl Sim {
         self.stats.hostile_attacks += 1;
         let now = self.node_now(j);
         let link = self.hostile_connect(j)?;
-        let next = link.history.rotations().len() + 1;
+        let held = self.trust_at(j)?.active(HOSTILE).map_or(0, |p| p.history.rotations().len());
+        let next = held + 1;
         let docs = match attack {
             Attack::Honest => {
                 // Must be stored, unless a replacement of ZA's identity is queued at `j` ahead of
@@ -1468,7 +1478,7 @@ impl Sim {
         let forbidden = match trust.active(HOSTILE) {
             None => true,
             Some(p) if p.fingerprint != fingerprint => true,
-            Some(p) => match p.history.tls_keys().iter().find(|e| e.public_key == link.tls_key) {
+            Some(p) => match p.history.tls_keys().iter().find(|e| e.public_key == *link.link.tls_key()) {
                 None => true,
                 Some(e) => e.replaced_at.is_some_and(|r| now >= r.saturating_add_millis(HOSTILE_GRACE_MS)),
             },
@@ -1481,7 +1491,7 @@ impl Sim {
     /// link's trust rule against the trust in force, checked against the key history `j`
     /// holds, then applied by the engine in `j`'s next batch.
     fn hostile_deliver(&mut self, j: usize, docs: Vec<(SignedDocument, bool, bool)>) -> Result<(), String> {
-        let Some(link) = self.hostile.as_ref().and_then(|h| h.links[j].clone()) else { return Ok(()) };
+        let Some(mut link) = self.hostile.as_ref().and_then(|h| h.links[j].clone()) else { return Ok(()) };
         for (doc, forbidden, _) in &docs {
             if *forbidden {
                 self.forbidden.insert(doc.message_id());
@@ -1490,65 +1500,45 @@ impl Sim {
         let trust = self.trust_at(j)?;
         let now = self.node_now(j);
         let code = self.nodes[j].code;
-        if !self.cfg.bug_link_keeps_trust {
-            if let Err(why) = crate::trust::judge_link(&trust, HOSTILE, &link.tls_key, now, HOSTILE_GRACE_MS)
-            {
-                // The link is closed; nothing it carried is stored or receipted.
-                self.stats.hostile_links_closed += 1;
-                self.hostile()?.links[j] = None;
-                if docs.iter().any(|(_, _, must)| *must) {
-                    return Err(format!("{code} closed ZA's link with its current key: {why:?}"));
-                }
-                self.stats.hostile_refused += docs.len() as u64;
-                return Ok(());
+        if let Err(why) = link.link.judge(&trust, now, HOSTILE_GRACE_MS) {
+            // The link is closed; nothing it carried is stored or receipted.
+            self.stats.hostile_links_closed += 1;
+            self.hostile()?.links[j] = None;
+            if docs.iter().any(|(_, _, must)| *must) {
+                return Err(format!("{code} closed ZA's link with its current key: {why:?}"));
             }
+            self.stats.hostile_refused += docs.len() as u64;
+            return Ok(());
         }
-        let mut history = if self.cfg.bug_link_keeps_trust {
-            link.history.clone()
-        } else {
-            trust
-                .active(HOSTILE)
-                .map(|p| p.history.clone())
-                .ok_or_else(|| format!("ZA is not enrolled at {code}"))?
-        };
         let registry = Registry::default();
-        let ctx = CheckContext {
-            me: code,
-            peer: HOSTILE,
-            now,
-            clock_tolerance_ms: TOLERANCE_MS,
-            retired_key_grace_ms: HOSTILE_GRACE_MS,
-            registry: registry.on(now.date()),
-        };
+        let limits = Limits { clock_tolerance_ms: TOLERANCE_MS, retired_key_grace_ms: HOSTILE_GRACE_MS };
         let items = docs.iter().map(|(d, _, _)| (d.message_id(), None, d.clone())).collect();
-        let checked = check_batch(&ctx, &mut history, items);
-        let (mut accepted, mut verdicts) = (Vec::new(), Vec::new());
-        for (r, (doc, forbidden, must)) in checked.into_iter().zip(docs) {
-            match r {
-                Ok(item) => {
-                    accepted.push(item);
-                    verdicts.push((doc.message_id(), forbidden, must));
-                }
-                Err(refusal) if must => {
+        let checked = link
+            .link
+            .receive(now, limits, registry.on(now.date()), &trust, items)
+            .map_err(|why| format!("{code} refused ZA's batch after judging its link: {why}"))?;
+        // The link keeps its view of ZA's keys (rotations it delivered) for what follows.
+        self.hostile()?.links[j] = Some(link);
+        let mut verdicts = Vec::new();
+        for (slot, (doc, forbidden, must)) in checked.slots.into_iter().zip(docs) {
+            match slot {
+                None => verdicts.push((doc.message_id(), forbidden, must)),
+                Some((_, refusal)) if must => {
                     return Err(format!("{code} refused ZA's certificate on a trusted link: {refusal}"))
                 }
-                Err(_) => self.stats.hostile_refused += 1,
+                Some(_) => self.stats.hostile_refused += 1,
             }
         }
-        if !accepted.is_empty() {
-            self.enqueue(
-                j,
-                Command::Deliveries { peer: HOSTILE, under: None, items: accepted },
-                Then::Hostile(verdicts),
-            );
+        if let Some(command) = checked.command {
+            self.enqueue(j, command, Then::Hostile(verdicts));
         }
         Ok(())
     }
 }
 
-fn sender(cfg: &Config) -> SenderState {
+fn outbound(cfg: &Config, me: ParticipantCode, peer: ParticipantCode) -> Outbound {
     let b = Backoff::new(std::time::Duration::from_millis(10), std::time::Duration::from_millis(100));
-    SenderState::new(cfg.window, b)
+    Outbound::new(me, peer, cfg.window, b)
 }
 
 /// Runs `count` schedules from `first_seed`; the first failure names its seed.
