@@ -683,3 +683,214 @@ mod tests {
         assert_eq!((s.cursor(), s.in_flight()), (0, 0));
     }
 }
+
+/// The two sides of a link between two engines over in-memory stores, frame by frame: the
+/// state machine's decisions without a network.
+#[cfg(test)]
+mod exchange_tests {
+    use std::sync::Arc;
+
+    use kp_keys::{SigningKeyPair, TlsKeyPair};
+    use kp_protocol::{CertificateDraft, Timestamp, ValidationContext};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::engine::{Engine, Outcome};
+    use crate::registry::Registry;
+    use crate::signer::Signer;
+    use crate::storage::MemStorage;
+
+    const RU: ParticipantCode = ParticipantCode::from_static("RU");
+    const IN: ParticipantCode = ParticipantCode::from_static("IN");
+    const T0: i64 = 1_795_000_000_000; // 2026-11-18
+
+    struct Node {
+        store: MemStorage,
+        engine: Engine,
+        signer: Arc<Signer>,
+        tls: TlsKeyPair,
+        bundle: kp_keys::VerifiedBundle,
+    }
+
+    fn node(code: ParticipantCode, secret: u8) -> Node {
+        let now = Timestamp::from_unix_millis(T0);
+        let signing = SigningKeyPair::from_secret_bytes(&[secret; 32]);
+        let tls = TlsKeyPair::from_secret_bytes(&[secret + 1; 32]);
+        let bundle = kp_keys::Bundle {
+            format: kp_keys::bundle::BUNDLE_FORMAT,
+            participant: code,
+            authority: "Authority".parse().unwrap(),
+            endpoints: vec!["127.0.0.1:9".into()],
+            root_key: signing.verifying_key().to_bytes(),
+            root_created_at: Timestamp::from_unix_millis(T0 - 1000),
+            root_tls_certificate: kp_keys::tlscert::self_signed(&tls, code).unwrap(),
+            rotations: Vec::new(),
+            created_at: now,
+        }
+        .sign(&signing)
+        .unwrap();
+        let clock = Arc::new(ManualClock::new(now));
+        let signer = Arc::new(Signer::new(code, signing, clock));
+        let store = MemStorage::new();
+        let engine = Engine::load(&store, signer.clone()).unwrap();
+        Node { store, engine, signer, tls, bundle }
+    }
+
+    impl Node {
+        fn apply(&mut self, commands: Vec<Command>) -> crate::engine::Applied {
+            let applied = self.engine.apply(&self.store, Timestamp::from_unix_millis(T0), commands).unwrap();
+            self.store.flush().unwrap();
+            applied
+        }
+
+        fn enrol(&mut self, me: ParticipantCode, other: &Node) {
+            let b = &other.bundle;
+            let now = Timestamp::from_unix_millis(T0);
+            let (record, _) =
+                crate::enrol::prepare(me, &b.to_armored(), &b.fingerprint.to_string(), None, now).unwrap();
+            let applied =
+                self.apply(vec![Command::EnrolPeer { record: Box::new(record), replace_identity: false }]);
+            assert!(matches!(applied.outcomes[..], [Outcome::Done]), "{:?}", applied.outcomes);
+        }
+
+        /// Submits certificates to IN; the outbox position now durable.
+        fn submit(&mut self, numbers: &[&str]) -> u64 {
+            let today = Timestamp::from_unix_millis(T0).date();
+            let registry = Registry::default();
+            let ctx = ValidationContext {
+                today,
+                max_validity_days: Some(60),
+                participants: &registry.on(today),
+                exporter: Some(RU),
+                importer: None,
+            };
+            let commands = numbers
+                .iter()
+                .map(|number| {
+                    let text = include_str!("../../../protocol/tests/fixtures/certificate.json")
+                        .replace("RU-2026-000123", number)
+                        .replace("2026-11-28", "2026-11-18")
+                        .replace("2027-01-27", "2027-01-10");
+                    let cert =
+                        CertificateDraft::from_json(&text, &ctx).unwrap().into_certificate(|| unreachable!());
+                    let document = self.signer.sign(&cert);
+                    Command::Submit {
+                        document,
+                        certificate: Box::new(cert),
+                        assigned: None,
+                        idempotency: None,
+                    }
+                })
+                .collect();
+            self.apply(commands).queued_up_to[&IN]
+        }
+    }
+
+    fn ids(frames: &[Frame]) -> Vec<MessageId> {
+        frames
+            .iter()
+            .map(|f| match f {
+                Frame::Deliver { message_id, .. } => *message_id,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn deliveries(frames: Vec<Frame>) -> Vec<Delivery> {
+        frames
+            .into_iter()
+            .map(|f| match f {
+                Frame::Deliver { message_id, document } => (message_id, None, document),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_link_windows_holds_resends_and_settles_by_verified_receipt_batches() {
+        let now = Timestamp::from_unix_millis(T0);
+        let (mut ru, mut inn) = (node(RU, 1), node(IN, 3));
+        inn.enrol(IN, &ru);
+        ru.enrol(RU, &inn);
+        let durable = ru.submit(&["RU-2026-000001", "RU-2026-000002", "RU-2026-000003"]);
+        let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
+        let mut out = Outbound::new(RU, IN, 2, backoff);
+        out.connected();
+
+        // The window: two in flight, the third waits.
+        let first = out.fill(&ru.store, durable, None, now).unwrap();
+        assert_eq!(first.frames.len(), 2);
+        assert!(out.fill(&ru.store, durable, None, now).unwrap().frames.is_empty());
+
+        // Suspended: held (said once), nothing sent, nothing dropped; released later.
+        let held = out.fill(&ru.store, durable, Some("IN is suspended".into()), now).unwrap();
+        assert_eq!((held.frames.len(), held.held.as_deref()), (0, Some("IN is suspended")));
+        let again = out.fill(&ru.store, durable, Some("IN is suspended".into()), now).unwrap();
+        assert_eq!((again.frames.len(), again.held), (0, None));
+        let released = out.fill(&ru.store, durable, None, now).unwrap();
+        assert!(released.released);
+
+        // A reconnect resends what is unacknowledged, with the same message ids.
+        out.connected();
+        let resent = out.fill(&ru.store, durable, None, now).unwrap();
+        assert_eq!(ids(&resent.frames), ids(&first.frames));
+
+        // The importer's side: judged, checked, stored, answered with one signed batch.
+        let trust = crate::trust::load(&inn.store).unwrap();
+        let mut link = Inbound::new(IN, RU, tls_of(&ru));
+        link.judge(&trust, now, 0).unwrap();
+        let limits = Limits { clock_tolerance_ms: 300_000, retired_key_grace_ms: 0 };
+        let registry = Registry::default();
+        let checked =
+            link.receive(now, limits, registry.on(now.date()), &trust, deliveries(resent.frames)).unwrap();
+        assert_eq!(checked.slots, vec![None, None]);
+        let mut applied = inn.apply(vec![checked.command.unwrap()]);
+        let Outcome::Delivered(replies) = applied.outcomes.remove(0) else { panic!() };
+        // At most one proof a frame: two frames of the same signed batch.
+        let answer = Inbound::answer(checked.slots.clone(), replies.clone(), 1);
+        assert_eq!((answer.frames.len(), answer.received), (2, 2));
+        let answer = Inbound::answer(checked.slots, replies, 256);
+        assert_eq!(answer.frames.len(), 1);
+        let receipt = answer.frames[0].clone();
+
+        // The exporter verifies the batch against IN's keys and settles both; a duplicate
+        // settles nothing; the window has room for the third.
+        let in_history = crate::trust::load(&ru.store).unwrap().known(IN).unwrap().history.clone();
+        let settled = out.on_frame(receipt.clone(), &in_history).unwrap();
+        assert_eq!(settled.receipts, 2);
+        assert!(matches!(settled.command, Some(Command::Receipts { ref items, .. }) if items.len() == 2));
+        let duplicate = out.on_frame(receipt.clone(), &in_history).unwrap();
+        assert_eq!((duplicate.receipts, duplicate.command.is_none(), duplicate.ids.len()), (0, true, 2));
+        assert_eq!(out.fill(&ru.store, durable, None, now).unwrap().frames.len(), 1);
+
+        // A receipt batch signed by anyone but IN is a protocol violation, as is a delivery
+        // on the link this node dialled.
+        let Frame::Receipt { mut batch, proofs } = receipt else { panic!() };
+        batch.signature[0] ^= 1;
+        let forged = out.on_frame(Frame::Receipt { batch, proofs }, &in_history).unwrap_err();
+        assert!(matches!(forged, LinkError::Protocol(ref m) if m.contains("invalid receipt")), "{forged:?}");
+        let ping = out.on_frame(Frame::Ping { nonce: 1 }, &in_history).unwrap_err();
+        assert!(matches!(ping, LinkError::Protocol(_)), "{ping:?}");
+    }
+
+    fn tls_of(n: &Node) -> [u8; 32] {
+        n.tls.verifying_key().to_bytes()
+    }
+
+    #[test]
+    fn a_link_is_judged_by_the_trust_in_force_at_every_batch() {
+        let now = Timestamp::from_unix_millis(T0);
+        let (ru, mut inn) = (node(RU, 1), node(IN, 3));
+        inn.enrol(IN, &ru);
+        let trust = crate::trust::load(&inn.store).unwrap();
+        // Another key than RU's: not RU's link.
+        let mut stranger = Inbound::new(IN, RU, [7; 32]);
+        assert!(stranger.judge(&trust, now, 0).is_err());
+        let mut link = Inbound::new(IN, RU, tls_of(&ru));
+        link.judge(&trust, now, 0).unwrap();
+        // RU removed: the open link is judged again and closes.
+        inn.apply(vec![Command::RemovePeer { participant: RU }]);
+        let after = crate::trust::load(&inn.store).unwrap();
+        assert_eq!(link.judge(&after, now, 0), Err(Distrust::Removed));
+    }
+}
