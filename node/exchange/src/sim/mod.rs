@@ -1610,7 +1610,7 @@ mod tests {
                 s.simulated_ms as f64 / 60_000.0
             ),
             Err((seed, e)) => panic!(
-                "simulation seed {seed} broke a promise: {e}\nreplay it with: KPNODE_SIM_SEED={seed} cargo test -p kp-node --lib sim::"
+                "simulation seed {seed} broke a promise: {e}\nreplay it with: KPNODE_SIM_SEED={seed} cargo test -p kp-exchange --lib sim::"
             ),
         }
     }
