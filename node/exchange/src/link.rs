@@ -39,8 +39,10 @@ thread_local! {
     /// Deliberate bugs in the link, for the simulator to show its checks catch them: a
     /// sender that does not resend after a reconnect…
     pub(crate) static BUG_NO_RESEND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// …and a receiver that judges deliveries by the trust it took when the link opened.
+    /// …a receiver that judges deliveries by the trust it took when the link opened…
     pub(crate) static BUG_KEEP_TRUST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// …and a sender that sends to a suspended participant.
+    pub(crate) static BUG_RELEASE_HELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Whether a deliberate bug is switched on (never, outside the simulator's tests).
@@ -190,6 +192,7 @@ impl Outbound {
     ) -> Result<Fill, StoreError> {
         let state = &mut self.state;
         let mut fill = Fill::default();
+        let held = if bug!(BUG_RELEASE_HELD) { None } else { held };
         if let Some(why) = held {
             if state.cursor() < durable && !state.holding() {
                 fill.held = Some(why);

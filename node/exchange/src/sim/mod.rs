@@ -93,6 +93,11 @@ pub struct Config {
     /// A deliberate bug in [`Inbound`]: a link judges deliveries by its own copy of the
     /// peer's trust (taken when it connected), as links once did (a fixed defect).
     pub bug_link_keeps_trust: bool,
+    /// Holds: at random points a node's operator suspends a peer's participant for a while;
+    /// its link must hold everything queued for that peer, then send it all.
+    pub holds: bool,
+    /// A deliberate bug in [`Outbound`]: a link that sends to a suspended participant.
+    pub bug_release_held: bool,
 }
 
 impl Config {
@@ -119,6 +124,8 @@ impl Config {
             bug_no_resend: false,
             hostile: rng.gen_bool(0.5),
             bug_link_keeps_trust: false,
+            holds: rng.gen_bool(0.3),
+            bug_release_held: false,
         }
     }
 }
@@ -145,6 +152,8 @@ pub struct Stats {
     pub hostile_attacks: u64,
     pub hostile_links_closed: u64,
     pub hostile_refused: u64,
+    /// Suspensions that held a link's deliveries for a while.
+    pub holds: u64,
     pub simulated_ms: i64,
 }
 
@@ -165,6 +174,7 @@ impl std::ops::AddAssign for Stats {
         self.hostile_attacks += o.hostile_attacks;
         self.hostile_links_closed += o.hostile_links_closed;
         self.hostile_refused += o.hostile_refused;
+        self.holds += o.holds;
         self.simulated_ms += o.simulated_ms;
     }
 }
@@ -207,6 +217,13 @@ enum Ev {
     /// The hostile partner delivers a certificate on the link it kept open to `target`.
     HostileStale {
         target: usize,
+    },
+    /// `node`'s operator suspends `peer`'s participant for `ms` (as far as `node`'s link to
+    /// it is concerned: it holds what is queued for it).
+    Hold {
+        node: usize,
+        peer: usize,
+        ms: i64,
     },
 }
 
@@ -292,6 +309,10 @@ struct Node {
     seen_epoch: Vec<u64>,
     /// The accepting side of each peer's connection to it, with that connection's epoch.
     inbound: BTreeMap<usize, (u64, Inbound)>,
+    /// Until when (simulated time) each peer's participant is suspended here.
+    held_until: Vec<i64>,
+    /// The trust built from its store, until a batch changes peers or a crash loses writes.
+    trust: Option<Arc<Trust>>,
     /// Deliveries read from each peer's connection and not yet checked: its epoch, and the
     /// deliveries.
     unread: BTreeMap<usize, (u64, Vec<Delivery>)>,
@@ -330,6 +351,8 @@ pub struct Sim {
     hostile: Option<Hostile>,
     /// The hostile partner's documents that no honest node may store.
     forbidden: BTreeSet<MessageId>,
+    /// A promise broken where no error could be returned (the run stops with it).
+    broken: Option<String>,
     stats: Stats,
 }
 
@@ -404,6 +427,8 @@ impl Sim {
                 seen_epoch: vec![0; n],
                 inbound: BTreeMap::new(),
                 unread: BTreeMap::new(),
+                held_until: vec![0; n],
+                trust: None,
                 published: vec![0; n],
                 effects: Vec::new(),
                 flush_due: false,
@@ -431,6 +456,7 @@ impl Sim {
             trace: None,
             hostile: None,
             forbidden: BTreeSet::new(),
+            broken: None,
             stats: Stats::default(),
         };
         sim.enrol_everyone(bundles);
@@ -445,6 +471,18 @@ impl Sim {
             }
             let when = sim.rng.gen_range(0..sim.cfg.fault_window_ms.max(1));
             sim.at(when, Ev::Submit { node, to, n });
+        }
+        if sim.cfg.holds {
+            for _ in 0..sim.rng.gen_range(1..=3) {
+                let node = sim.rng.gen_range(0..sim.nodes.len());
+                let mut peer = sim.rng.gen_range(0..sim.nodes.len() - 1);
+                if peer >= node {
+                    peer += 1;
+                }
+                let when = sim.rng.gen_range(0..sim.cfg.fault_window_ms.max(1));
+                let ms = sim.rng.gen_range(100..5_000);
+                sim.at(when, Ev::Hold { node, peer, ms });
+            }
         }
         if sim.hostile.is_some() {
             for _ in 0..sim.rng.gen_range(4..16) {
@@ -554,6 +592,9 @@ impl Sim {
         let n = &mut self.nodes[i];
         let applied =
             n.engine.apply(&n.store, now, commands).map_err(|e| format!("{}: store: {e}", n.code))?;
+        if applied.peers_changed {
+            n.trust = None;
+        }
         for (peer, oseq) in &applied.queued_up_to {
             if let Some(j) = self.nodes.iter().position(|x| x.code == *peer) {
                 self.nodes[i].effects.push(Effect::Published(j, *oseq));
@@ -699,10 +740,12 @@ impl Sim {
         crate::engine::BUG_NO_DEDUPE.with(|b| b.set(bug_no_dedupe));
         crate::link::BUG_NO_RESEND.with(|b| b.set(self.cfg.bug_no_resend));
         crate::link::BUG_KEEP_TRUST.with(|b| b.set(self.cfg.bug_link_keeps_trust));
+        crate::link::BUG_RELEASE_HELD.with(|b| b.set(self.cfg.bug_release_held));
         let result = self.run_inner();
         crate::engine::BUG_NO_DEDUPE.with(|b| b.set(false));
         crate::link::BUG_NO_RESEND.with(|b| b.set(false));
         crate::link::BUG_KEEP_TRUST.with(|b| b.set(false));
+        crate::link::BUG_RELEASE_HELD.with(|b| b.set(false));
         (result, self.trace.take().unwrap_or_default())
     }
 
@@ -722,6 +765,9 @@ impl Sim {
                 trace.push(format!("{t} {ev:?}"));
             }
             self.step(ev)?;
+            if let Some(broken) = self.broken.take() {
+                return Err(broken);
+            }
             if !self.faults && self.settled() {
                 break;
             }
@@ -860,6 +906,12 @@ impl Sim {
             Ev::Read { to, owner } => self.read(to, owner)?,
             Ev::Hostile { target, attack } => self.hostile_attack(target, attack)?,
             Ev::HostileStale { target } => self.hostile_stale(target)?,
+            Ev::Hold { node, peer, ms } => {
+                // Held from now; the ticks release it once the time is up.
+                self.stats.holds += 1;
+                let until = &mut self.nodes[node].held_until[peer];
+                *until = (*until).max(self.now + ms);
+            }
         }
         Ok(())
     }
@@ -876,6 +928,7 @@ impl Sim {
         n.commit_due = false;
         n.inbound.clear();
         n.unread.clear();
+        n.trust = None;
         for j in 0..self.nodes.len() {
             if j != i {
                 self.cut(i, j);
@@ -915,9 +968,18 @@ impl Sim {
         }
         let now = self.node_now(i);
         let durable = self.nodes[i].published[j];
+        let held =
+            (self.now < self.nodes[i].held_until[j]).then(|| format!("{} is suspended", self.nodes[j].code));
         let n = &mut self.nodes[i];
-        // The simulated participants are never suspended.
-        let Ok(fill) = n.links[j].fill(&n.store, durable, None, now) else { return };
+        let Ok(fill) = n.links[j].fill(&n.store, durable, held.clone(), now) else { return };
+        if held.is_some() && !fill.frames.is_empty() && self.broken.is_none() {
+            self.broken = Some(format!(
+                "{} sent {} deliveries to {} while it was held",
+                self.nodes[i].code,
+                fill.frames.len(),
+                self.nodes[j].code
+            ));
+        }
         for msg in fill.frames {
             self.send(Packet { owner: i, peer: j, epoch, msg });
         }
@@ -1298,9 +1360,16 @@ impl Sim {
         self.hostile.as_mut().ok_or_else(|| "a hostile event in a schedule without one".to_owned())
     }
 
-    /// The trust `j` holds now, loaded from its store as the daemon loads it.
-    fn trust_at(&self, j: usize) -> Result<Trust, String> {
-        crate::trust::load(&self.nodes[j].store).map_err(|e| format!("{}: trust: {e}", self.nodes[j].code))
+    /// The trust `j` holds now, loaded from its store as the daemon loads it (and loaded again
+    /// only when a batch changed peers or a crash lost writes).
+    fn trust_at(&mut self, j: usize) -> Result<Arc<Trust>, String> {
+        let n = &mut self.nodes[j];
+        if let Some(t) = &n.trust {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(crate::trust::load(&n.store).map_err(|e| format!("{}: trust: {e}", n.code))?);
+        n.trust = Some(t.clone());
+        Ok(t)
     }
 
     /// The hostile partner dials `j` afresh, with its current keys there.
@@ -1593,7 +1662,7 @@ mod tests {
         let started = std::time::Instant::now();
         match run_many(first, count) {
             Ok((n, s)) => eprintln!(
-                "simulation: {n} schedules in {:.1} s: {} certificates submitted, {} stored, {} confirmations, {} frames ({} dropped, {} duplicated), {} connection cuts, {} crashes, {} failed flushes, {} receipts, {} refusals for clock skew, {} batches of several commands, {:.0} simulated minutes",
+                "simulation: {n} schedules in {:.1} s: {} certificates submitted, {} stored, {} confirmations, {} frames ({} dropped, {} duplicated), {} connection cuts, {} crashes, {} failed flushes, {} receipts, {} refusals for clock skew, {} batches of several commands, {} suspensions holding a link, {:.0} simulated minutes",
                 started.elapsed().as_secs_f64(),
                 s.submitted,
                 s.accepted,
@@ -1607,6 +1676,7 @@ mod tests {
                 s.receipts,
                 s.skew_refusals,
                 s.multi_command_batches,
+                s.holds,
                 s.simulated_ms as f64 / 60_000.0
             ),
             Err((seed, e)) => panic!(
@@ -1642,6 +1712,12 @@ mod tests {
         assert!(twice.contains("times, not once"), "{twice}");
         let stuck = find(&|c| c.bug_no_resend = true).expect("a sender that never resends is caught");
         assert!(stuck.contains("settle") || stuck.contains("still has"), "{stuck}");
+        let released = find(&|c| {
+            c.holds = true;
+            c.bug_release_held = true;
+        })
+        .expect("a link that sends to a suspended participant is caught");
+        assert!(released.contains("while it was held"), "{released}");
     }
 
     /// Clocks beyond the tolerance occur, and their refusals are checked rather than skipped;
