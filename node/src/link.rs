@@ -394,8 +394,6 @@ async fn receive(
     Ok(Outgoing::Replies { slots: checked.slots, stored })
 }
 
-/// Writes frames in order; for a batch of deliveries, waits until the store has made them
-/// durable before it writes their receipts.
 /// The task that writes a link's frames. Dropped with its link, it is aborted: a peer that
 /// stops reading must not keep a write pending, and with it the node's store, for ever.
 struct WriterTask(tokio::task::JoinHandle<()>);
@@ -417,6 +415,8 @@ impl Drop for WriterTask {
     }
 }
 
+/// Writes frames in order; for a batch of deliveries, waits until the store has made them
+/// durable before it writes their receipts.
 async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     mut writer: FrameWriter<W>,
     mut rx: mpsc::Receiver<Outgoing>,
