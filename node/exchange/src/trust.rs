@@ -57,9 +57,12 @@ pub type StoredSignatures = BTreeMap<ParticipantCode, crate::enrol::LastSigned>;
 /// later still, since a peer may date its signatures up to the clock tolerance ahead of this
 /// node's clock (and a receipt's signing time is the peer's alone). So the keys end just
 /// after the replacement's millisecond, and never before just after the latest signing time
-/// of anything stored signed with one of them (`signed`, the peer's markers). Nothing signed
-/// with them is stored after the replacement (the store judges deliveries by the current
-/// record), so this extends their validity over exactly what was stored before it.
+/// of anything stored signed with one of them (`signed`, the peer's markers). The store
+/// judges deliveries by the current record, so no document signed with them is stored after
+/// the replacement: this extends their validity over what was stored before it. (A receipt
+/// is judged by the link, against the trust in force: one checked just before the new trust
+/// was swapped in is still recorded, and still verifies.) Only `log verify` uses archived
+/// keys; nothing new is accepted under them.
 fn archive_end(
     history: &KeyHistory,
     replaced_at: Timestamp,
