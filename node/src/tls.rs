@@ -353,7 +353,12 @@ mod tests {
         let own = kp_keys::TlsKeyPair::generate();
         let cert = kp_keys::tlscert::self_signed(&own, ParticipantCode::from_static("IN")).unwrap();
         let identity = Identity::new(&provider, &cert, &own.to_pkcs8_der(), None).unwrap();
-        let trust = Trust::build(vec![(RU, Err("malformed: LimitExceeded".into()))], Vec::new(), None);
+        let trust = Trust::build(
+            vec![(RU, Err("malformed: LimitExceeded".into()))],
+            Vec::new(),
+            &Default::default(),
+            None,
+        );
         let metrics = Arc::new(Metrics::default());
         let ctx = TlsContext {
             provider,

@@ -43,6 +43,35 @@ pub struct ArchivedPeer {
     pub history: KeyHistory,
     pub fingerprint: Fingerprint,
     pub replaced_at: Timestamp,
+    /// When its keys stopped being valid (see [`archive_end`]); `history` is retired there.
+    pub ends_at: Timestamp,
+}
+
+/// For each peer, the latest signing time of what this node stores signed with each of its
+/// keys: the `signed/<CC>/<key id>` markers (see [`crate::storage::meta::SIGNED_PREFIX`]).
+pub type StoredSignatures = BTreeMap<ParticipantCode, crate::enrol::LastSigned>;
+
+/// When the keys of an identity replaced at `replaced_at` stop being valid. It signs nothing
+/// after it was replaced, but what this node stored before the replacement may be dated
+/// after it: in the replacement's own millisecond (stored earlier in the same batch), or
+/// later still, since a peer may date its signatures up to the clock tolerance ahead of this
+/// node's clock (and a receipt's signing time is the peer's alone). So the keys end just
+/// after the replacement's millisecond, and never before just after the latest signing time
+/// of anything stored signed with one of them (`signed`, the peer's markers). The store
+/// judges deliveries by the current record, so no document signed with them is stored after
+/// the replacement: this extends their validity over what was stored before it. (A receipt
+/// is judged by the link, against the trust in force: one checked just before the new trust
+/// was swapped in is still recorded, and still verifies.) Only `log verify` uses archived
+/// keys; nothing new is accepted under them.
+fn archive_end(
+    history: &KeyHistory,
+    replaced_at: Timestamp,
+    signed: Option<&crate::enrol::LastSigned>,
+) -> Timestamp {
+    let latest =
+        signed.into_iter().flat_map(|s| history.signing_keys().iter().filter_map(|k| s.get(&k.key_id))).max();
+    let end = replaced_at.saturating_add_millis(1);
+    latest.map_or(end, |last| end.max(last.saturating_add_millis(1)))
 }
 
 /// Why a stored peer record could not be turned into trust.
@@ -273,10 +302,12 @@ impl Trust {
 
     /// Builds the snapshot from the stored peer records and archived identities. A record
     /// that does not decode or verify quarantines its peer; `earlier` is reused where the
-    /// records did not change.
+    /// records did not change. `signed` is what this node stores signed with each peer key
+    /// (see [`stored_signatures`]): an archived identity's keys stay valid for it.
     pub fn build(
         records: Vec<(ParticipantCode, Result<PeerRecord, String>)>,
         archives: Vec<(ParticipantCode, Result<ArchivedIdentity, String>)>,
+        signed: &StoredSignatures,
         earlier: Option<&Trust>,
     ) -> Trust {
         let mut archived: BTreeMap<ParticipantCode, Vec<Result<ArchivedIdentity, String>>> = BTreeMap::new();
@@ -291,8 +322,15 @@ impl Trust {
             match built {
                 Ok(mut p) => {
                     let archives = archived.remove(&participant).unwrap_or_default();
-                    // Archives are only ever added to: the same number means the same ones.
-                    if let Some(b) = before.filter(|b| b.archived.len() == archives.len()) {
+                    let signed = signed.get(&participant);
+                    // Archives are only ever added to: the same number means the same ones
+                    // (kept if their keys still end where the signatures stored now say).
+                    if let Some(b) = before.filter(|b| {
+                        b.archived.len() == archives.len()
+                            && b.archived
+                                .iter()
+                                .all(|a| a.ends_at == archive_end(&a.history, a.replaced_at, signed))
+                    }) {
                         p.archived = b.archived.clone();
                     } else {
                         p.archived = archives
@@ -309,16 +347,14 @@ impl Trust {
                                 };
                                 match PeerTrust::from_record(&a.record) {
                                     Ok(t) => {
-                                        // An archived identity signs nothing after it was replaced.
-                                        // Its keys end just after the replacement's millisecond: a
-                                        // document signed in that millisecond may have been stored
-                                        // before the replacement, in the same batch.
                                         let mut history = t.history;
-                                        history.retire_at(a.replaced_at.saturating_add_millis(1));
+                                        let ends_at = archive_end(&history, a.replaced_at, signed);
+                                        history.retire_at(ends_at);
                                         Some(ArchivedPeer {
                                             history,
                                             fingerprint: t.fingerprint,
                                             replaced_at: a.replaced_at,
+                                            ends_at,
                                         })
                                     }
                                     Err(e) => {
@@ -491,9 +527,31 @@ pub fn reload<S: Storage + ?Sized>(store: &S, earlier: Option<&Trust>) -> Result
             ))
         })
         .collect();
-    let mut trust = Trust::build(records, archives, earlier);
+    let signed = stored_signatures(store)?;
+    let mut trust = Trust::build(records, archives, &signed, earlier);
     trust.problems.splice(0..0, unnamed);
     Ok(trust)
+}
+
+/// Reads the `signed/<CC>/<key id>` markers (see [`StoredSignatures`]). A marker that does
+/// not parse is skipped: the engine writes them all through [`crate::storage::meta::signed_with`].
+pub fn stored_signatures<S: Storage + ?Sized>(store: &S) -> Result<StoredSignatures, StoreError> {
+    let prefix = crate::storage::meta::SIGNED_PREFIX.as_bytes();
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let mut signed = StoredSignatures::new();
+    for (k, v) in store.range(Tree::Meta, prefix, &end, usize::MAX)? {
+        let parsed = std::str::from_utf8(&k[prefix.len()..]).ok().and_then(|rest| {
+            let (peer, key_id) = rest.split_once('/')?;
+            Some((peer.parse::<ParticipantCode>().ok()?, key_id.parse::<KeyId>().ok()?))
+        });
+        let Some((peer, key_id)) = parsed else { continue };
+        let Ok(at) = decode_record::<Timestamp>(Tree::Meta, &k, &v) else { continue };
+        signed.entry(peer).or_default().insert(key_id, at);
+    }
+    Ok(signed)
 }
 
 /// The rule a link is judged by, at its handshake and for as long as it lives: whether
@@ -630,9 +688,9 @@ mod tests {
     #[test]
     fn a_reload_checks_only_what_changed() {
         let (signing, mut rec) = record();
-        let first = Trust::build(vec![(RU, Ok(rec.clone()))], Vec::new(), None);
+        let first = Trust::build(vec![(RU, Ok(rec.clone()))], Vec::new(), &Default::default(), None);
         rec.rotations.push(tls_rotation(&signing, 1, T0 + 10));
-        let second = Trust::build(vec![(RU, Ok(rec.clone()))], Vec::new(), Some(&first));
+        let second = Trust::build(vec![(RU, Ok(rec.clone()))], Vec::new(), &Default::default(), Some(&first));
         assert_eq!(second.known(RU).unwrap().history.rotations().len(), 1);
         // What an earlier snapshot verified is not verified again: with the bundle's
         // self-signature broken, a fresh load refuses the record, a reload reuses it…
@@ -641,14 +699,17 @@ mod tests {
         broken.bundle[last] ^= 1;
         let mut earlier = second.clone();
         earlier.peers.get_mut(&RU).unwrap().bundle = Arc::from(&broken.bundle[..]);
-        assert!(Trust::build(vec![(RU, Ok(broken.clone()))], Vec::new(), None).known(RU).is_none());
+        assert!(Trust::build(vec![(RU, Ok(broken.clone()))], Vec::new(), &Default::default(), None)
+            .known(RU)
+            .is_none());
         broken.rotations.push(tls_rotation(&signing, 2, T0 + 20));
-        let reloaded = Trust::build(vec![(RU, Ok(broken.clone()))], Vec::new(), Some(&earlier));
+        let reloaded =
+            Trust::build(vec![(RU, Ok(broken.clone()))], Vec::new(), &Default::default(), Some(&earlier));
         // …and checks the one new rotation.
         assert_eq!(reloaded.known(RU).unwrap().history.rotations().len(), 2);
         let mut forged = broken.clone();
         forged.rotations.push(tls_rotation(&SigningKeyPair::generate(), 3, T0 + 30));
-        let refused = Trust::build(vec![(RU, Ok(forged))], Vec::new(), Some(&reloaded));
+        let refused = Trust::build(vec![(RU, Ok(forged))], Vec::new(), &Default::default(), Some(&reloaded));
         assert!(refused.quarantine_reason(RU).unwrap().contains("rotation statement 3"), "{refused:?}");
     }
 
@@ -659,11 +720,9 @@ mod tests {
         let (old_signing, old) = record();
         let (_, current) = record();
         let replaced_at = Timestamp::from_unix_millis(T0 + 1000);
-        let trust = Trust::build(
-            vec![(RU, Ok(current))],
-            vec![(RU, Ok(ArchivedIdentity { record: old, replaced_at }))],
-            None,
-        );
+        let records = vec![(RU, Ok(current))];
+        let archives = vec![(RU, Ok(ArchivedIdentity { record: old, replaced_at }))];
+        let trust = Trust::build(records.clone(), archives.clone(), &Default::default(), None);
         let ru = trust.known(RU).unwrap();
         ru.signing_key_at(old_signing.key_id(), Timestamp::from_unix_millis(T0 + 999)).unwrap();
         // Signed in the replacement's millisecond: possibly stored just before it, in its batch.
@@ -673,6 +732,24 @@ mod tests {
         assert!(ru
             .signing_key_at(old_signing.key_id(), Timestamp::from_unix_millis(T0 + 86_400_000))
             .is_err());
+
+        // This node stored something the old key signed 40 ms after the replacement (dated
+        // ahead of this node's clock, stored before the replacement): the key verifies it,
+        // and nothing after it. A reload of the earlier snapshot sees the new end too.
+        let last = replaced_at.saturating_add_millis(40);
+        let signed: StoredSignatures = [(RU, [(old_signing.key_id(), last)].into())].into();
+        for earlier in [None, Some(&trust)] {
+            let extended = Trust::build(records.clone(), archives.clone(), &signed, earlier);
+            let ru = extended.known(RU).unwrap();
+            ru.signing_key_at(old_signing.key_id(), last).unwrap();
+            let e = ru.signing_key_at(old_signing.key_id(), last.saturating_add_millis(1)).unwrap_err();
+            assert!(matches!(e, HistoryError::KeyNotValidAt { .. }), "{e}");
+        }
+        // A signature stored before the replacement does not move the end earlier.
+        let early: StoredSignatures =
+            [(RU, [(old_signing.key_id(), Timestamp::from_unix_millis(T0 + 10))].into())].into();
+        let trust = Trust::build(records, archives, &early, Some(&trust));
+        trust.known(RU).unwrap().signing_key_at(old_signing.key_id(), replaced_at).unwrap();
     }
 
     /// Review Low 7: a store from before TLS keys were unique binds RU's TLS key to KZ too
@@ -702,7 +779,12 @@ mod tests {
         let ru_key = kp_keys::tlscert::public_key(&ru_cert).unwrap();
         let now = Timestamp::from_unix_millis(T0 + 20);
         for _ in 0..4 {
-            let trust = Trust::build(vec![(kz, Ok(kz_rec.clone())), (RU, Ok(ru.clone()))], Vec::new(), None);
+            let trust = Trust::build(
+                vec![(kz, Ok(kz_rec.clone())), (RU, Ok(ru.clone()))],
+                Vec::new(),
+                &Default::default(),
+                None,
+            );
             assert_eq!(trust.peer_for_tls_key(&ru_key, now, 0), Some(RU));
             assert!(trust.active(kz).is_none());
             assert!(trust.quarantine_reason(kz).unwrap().contains("also bound to RU"), "{trust:?}");
@@ -713,8 +795,12 @@ mod tests {
     fn a_record_that_cannot_be_loaded_quarantines_its_peer_only() {
         let (_, rec) = record();
         let kz = ParticipantCode::from_static("KZ");
-        let trust =
-            Trust::build(vec![(RU, Ok(rec)), (kz, Err("malformed: LimitExceeded".into()))], Vec::new(), None);
+        let trust = Trust::build(
+            vec![(RU, Ok(rec)), (kz, Err("malformed: LimitExceeded".into()))],
+            Vec::new(),
+            &Default::default(),
+            None,
+        );
         assert!(trust.active(RU).is_some());
         assert!(trust.known(kz).is_none());
         assert_eq!(trust.quarantined().collect::<Vec<_>>(), vec![(kz, "malformed: LimitExceeded")]);

@@ -1150,3 +1150,77 @@ fn a_record_that_does_not_verify_still_needs_the_flag_for_a_new_identity() {
     inn.store.commit(&writes).unwrap();
     assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
 }
+
+/// Found by the simulator (seed 3165287591, hostile partner): IN stored a flood of RU's TLS
+/// rotation statements that RU dated up to 11 ms ahead of IN's clock (within the clock
+/// tolerance); 6 ms later IN's operator enrolled a new identity for RU, archiving the old one
+/// as replaced then. The archive's keys ended just after the replacement's millisecond, so the
+/// statements IN had already stored, dated after it, no longer verified: `log verify` refused
+/// them ("RU's key … was not valid at T (valid from … until T)"). What this node stored signed
+/// with a key must verify after the key's identity is archived; nothing signed with it is
+/// stored after.
+#[test]
+fn what_was_stored_before_an_identity_replacement_verifies_though_dated_after_it() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let mut inn = side(IN, &clock);
+    let ru = enrollee(RU);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let now = Timestamp::from_unix_millis(T0 + 100);
+    let replaced = Timestamp::from_unix_millis(T0 + 106);
+    // Dated in the millisecond the archive's keys would end: one after the replacement's.
+    let ahead = replaced.saturating_add_millis(1);
+    let tls = kp_keys::TlsKeyPair::generate();
+    let mut body = kp_protocol::KeyRotation {
+        participant: RU,
+        sequence: 1,
+        previous_key: ru.signing.key_id(),
+        new_signing_key: None,
+        new_tls_certificate: Some(kp_keys::tlscert::self_signed(&tls, RU).unwrap()),
+        effective_from: ahead,
+        tls_possession: None,
+    };
+    tls.prove_possession(&mut body);
+    let rotation = SignedDocument::sign(&body, RU, ru.signing.signing_key(), ahead);
+    let cert =
+        SignedDocument::sign(&certificate("RU-2026-000001", "100.00"), RU, ru.signing.signing_key(), ahead);
+    let registry = Registry::default();
+    let ctx = CheckContext {
+        me: IN,
+        peer: RU,
+        now,
+        clock_tolerance_ms: 300_000,
+        retired_key_grace_ms: 7 * 86_400_000,
+        registry: registry.on(now.date()),
+    };
+    let mut link = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let docs = vec![(rotation.message_id(), None, rotation), (cert.message_id(), None, cert)];
+    let items: Vec<Received> =
+        check_batch(&ctx, &mut link, docs).into_iter().map(|r| r.expect("within the tolerance")).collect();
+    assert!(matches!(
+        &stored_replies(&mut inn, now, items)[..],
+        [Reply::Receipt { .. }, Reply::Receipt { .. }]
+    ));
+
+    let ru2 = enrollee(RU);
+    let command = Command::EnrolPeer { record: Box::new(ru2.record.clone()), replace_identity: true };
+    assert!(matches!(inn.apply(replaced, vec![command]).remove(0), Outcome::Done));
+
+    let trust = crate::trust::load(&inn.store).unwrap();
+    let report = crate::audit::verify_log(&inn.store, IN, &inn.history, &trust, |_| {})
+        .unwrap_or_else(|e| panic!("log verify refuses what IN stored before the replacement: {e}"));
+    assert_eq!(report.received, 2, "{report:?}");
+    // The old identity's keys still end: through the latest signature stored, not after it.
+    let old = trust.known(RU).unwrap();
+    old.signing_key_at(ru.signing.key_id(), ahead).unwrap();
+    let e = old.signing_key_at(ru.signing.key_id(), ahead.saturating_add_millis(1)).unwrap_err();
+    assert!(matches!(e, kp_keys::HistoryError::KeyNotValidAt { .. }), "{e}");
+    // And the store takes nothing more signed with them, even dated before the replacement.
+    let later = Timestamp::from_unix_millis(T0 + 110);
+    let stale =
+        SignedDocument::sign(&certificate("RU-2026-000002", "100.00"), RU, ru.signing.signing_key(), now);
+    let items = checked_by_link(later, &mut link, vec![stale]);
+    let refused = rejection(&stored_replies(&mut inn, later, items)[0]);
+    assert!(refused.contains("not in the key history this node holds for RU"), "{refused}");
+    crate::audit::verify_log(&inn.store, IN, &inn.history, &crate::trust::load(&inn.store).unwrap(), |_| {})
+        .unwrap();
+}
