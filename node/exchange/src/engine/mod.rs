@@ -856,6 +856,42 @@ impl Engine {
         Ok(Outcome::Submitted { record: Box::new(record), already_stored: false })
     }
 
+    /// The record of certificate `number`, to follow up with a document of this node's; the
+    /// refusal if there is none or `why_not` says it cannot take that document now.
+    fn followed<S: Storage + ?Sized>(
+        txn: &Txn<'_, S>,
+        number: CertificateNumber,
+        why_not: impl FnOnce(&CertRecord) -> Option<String>,
+    ) -> Result<Result<CertRecord, Outcome>, StoreError> {
+        let Some(rec) = txn.get_rec::<CertRecord>(Tree::Certs, number.as_str().as_bytes())? else {
+            return Ok(Err(Outcome::Refused(EngineError::NotFound(number))));
+        };
+        Ok(match why_not(&rec) {
+            Some(why) => Err(Outcome::Refused(EngineError::WrongState {
+                number: rec.number,
+                status: rec.status.as_str(),
+                why,
+            })),
+            None => Ok(rec),
+        })
+    }
+
+    /// Queues this node's follow-up `document` on `rec` (updated by the caller) for the
+    /// certificate's other participant, and stores `rec`.
+    fn send_follow_up<S: Storage + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        applied: &mut Applied,
+        now: Timestamp,
+        document: &SignedDocument,
+        mut rec: CertRecord,
+    ) -> Outcome {
+        rec.updated_at = now;
+        self.enqueue(txn, applied, rec.peer, document, document.message_id(), Some(rec.number.clone()));
+        txn.put(Tree::Certs, rec.number.as_str().as_bytes(), &rec);
+        Outcome::Updated(Box::new(rec))
+    }
+
     fn confirm<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
@@ -864,17 +900,10 @@ impl Engine {
         document: SignedDocument,
         c: ImportConfirmation,
     ) -> Result<Outcome, StoreError> {
-        let key = c.certificate.as_str().as_bytes().to_vec();
-        let Some(mut rec) = txn.get_rec::<CertRecord>(Tree::Certs, &key)? else {
-            return Ok(Outcome::Refused(EngineError::NotFound(c.certificate)));
+        let mut rec = match Self::followed(txn, c.certificate.clone(), confirmable)? {
+            Ok(rec) => rec,
+            Err(refused) => return Ok(refused),
         };
-        if let Some(why) = confirmable(&rec) {
-            return Ok(Outcome::Refused(EngineError::WrongState {
-                number: rec.number,
-                status: rec.status.as_str(),
-                why,
-            }));
-        }
         let discrepancy = discrepancy(&rec, &c);
         rec.status =
             if discrepancy.is_some() { CertStatus::ImportDiscrepancy } else { CertStatus::ImportConfirmed };
@@ -889,11 +918,7 @@ impl Engine {
             rejection: None,
             log_seq: None,
         });
-        rec.updated_at = now;
-        let id = rec.confirmation.as_ref().map(|c| c.message_id).unwrap_or_else(|| document.message_id());
-        self.enqueue(txn, applied, rec.peer, &document, id, Some(rec.number.clone()));
-        txn.put(Tree::Certs, &key, &rec);
-        Ok(Outcome::Updated(Box::new(rec)))
+        Ok(self.send_follow_up(txn, applied, now, &document, rec))
     }
 
     fn void<S: Storage + ?Sized>(
@@ -904,17 +929,10 @@ impl Engine {
         document: SignedDocument,
         v: Void,
     ) -> Result<Outcome, StoreError> {
-        let key = v.certificate.as_str().as_bytes().to_vec();
-        let Some(mut rec) = txn.get_rec::<CertRecord>(Tree::Certs, &key)? else {
-            return Ok(Outcome::Refused(EngineError::NotFound(v.certificate)));
+        let mut rec = match Self::followed(txn, v.certificate.clone(), voidable)? {
+            Ok(rec) => rec,
+            Err(refused) => return Ok(refused),
         };
-        if let Some(why) = voidable(&rec) {
-            return Ok(Outcome::Refused(EngineError::WrongState {
-                number: rec.number,
-                status: rec.status.as_str(),
-                why,
-            }));
-        }
         rec.status = CertStatus::Voided;
         rec.void = Some(VoidRecord {
             message_id: document.message_id(),
@@ -924,11 +942,7 @@ impl Engine {
             rejection: None,
             log_seq: None,
         });
-        rec.updated_at = now;
-        let id = rec.void.as_ref().map(|v| v.message_id).unwrap_or_else(|| document.message_id());
-        self.enqueue(txn, applied, rec.peer, &document, id, Some(rec.number.clone()));
-        txn.put(Tree::Certs, &key, &rec);
-        Ok(Outcome::Updated(Box::new(rec)))
+        Ok(self.send_follow_up(txn, applied, now, &document, rec))
     }
 
     fn resolve<S: Storage + ?Sized>(
@@ -939,25 +953,18 @@ impl Engine {
         document: SignedDocument,
         r: kp_protocol::Resolution,
     ) -> Result<Outcome, StoreError> {
-        let key = r.certificate.as_str().as_bytes().to_vec();
-        let Some(mut rec) = txn.get_rec::<CertRecord>(Tree::Certs, &key)? else {
-            return Ok(Outcome::Refused(EngineError::NotFound(r.certificate)));
-        };
-        let rkey = crate::storage::resolution_key(&rec.number);
+        let rkey = crate::storage::resolution_key(&r.certificate);
         let existing = txn.get_rec::<ResolutionRecord>(Tree::Meta, &rkey)?;
-        if let Some(why) = resolvable(&rec, existing.as_ref()) {
-            return Ok(Outcome::Refused(EngineError::WrongState {
-                number: rec.number,
-                status: rec.status.as_str(),
-                why,
-            }));
-        }
-        let id = document.message_id();
+        let rec = match Self::followed(txn, r.certificate.clone(), |rec| resolvable(rec, existing.as_ref()))?
+        {
+            Ok(rec) => rec,
+            Err(refused) => return Ok(refused),
+        };
         txn.put(
             Tree::Meta,
             &rkey,
             &ResolutionRecord {
-                message_id: id,
+                message_id: document.message_id(),
                 participant: document.signer,
                 note: r.note.to_string(),
                 resolved_by: r.resolved_by.to_string(),
@@ -965,10 +972,7 @@ impl Engine {
                 log_seq: None,
             },
         );
-        rec.updated_at = now;
-        self.enqueue(txn, applied, rec.peer, &document, id, Some(rec.number.clone()));
-        txn.put(Tree::Certs, &key, &rec);
-        Ok(Outcome::Updated(Box::new(rec)))
+        Ok(self.send_follow_up(txn, applied, now, &document, rec))
     }
 
     /// A partner's resolution: it must come from the other participant of a certificate this
@@ -1188,248 +1192,276 @@ impl Engine {
         item: &Received,
         at_seq: u64,
     ) -> Result<Verdict, StoreError> {
-        let doc = &item.document;
-        let id = item.message_id;
         match &item.content {
-            Content::Certificate(cert) => {
-                let key = cert.number.as_str().as_bytes();
-                if let Some(existing) = txn.get_rec::<CertRecord>(Tree::Certs, key)?.filter(|_| dedupe_on()) {
-                    if existing.direction == Direction::In
-                        && existing.peer == peer
-                        && existing.message_id == id
-                    {
-                        if let Some(seq) = existing.log_seq {
-                            return Ok(Verdict::Duplicate(seq));
-                        }
-                    }
-                    return Ok(Verdict::Refuse(Refusal::new(
-                        RejectCode::Conflict,
-                        format!(
-                            "certificate {} was already received from {} as a different document (message {:?}, signed {}); a corrected certificate needs a new number",
-                            cert.number, existing.peer, existing.message_id, existing.signed_at
-                        ),
-                    )));
-                }
-                let rec = CertRecord {
-                    number: cert.number.clone(),
-                    direction: Direction::In,
-                    peer,
-                    message_id: id,
-                    status: CertStatus::Received,
-                    issued_on: cert.content.issued_on,
-                    expires_on: cert.content.expires_on,
-                    signed_at: doc.signed_at,
-                    parcels: cert.parcel_count() as u32,
-                    carats: cert.total_carats(),
-                    value_usd: cert.total_value_usd(),
-                    log_seq: Some(at_seq),
-                    oseq: None,
-                    delivered_at: Some(now),
-                    confirmation: None,
-                    void: None,
-                    rejection: None,
-                    updated_at: now,
-                    vigilance: item.vigilance.clone(),
-                };
-                txn.put(Tree::Certs, key, &rec);
-                self.counts.certificates_in += 1;
-                if let Some(why) = &item.vigilance {
-                    self.counts.vigilance += 1;
-                    txn.events.push(Event::Vigilance {
-                        peer,
-                        number: cert.number.clone(),
-                        why: why.to_string(),
-                    });
-                }
-                txn.events.push(Event::CertificateReceived { peer, number: cert.number.clone() });
-                Ok(Verdict::Store)
-            }
-            Content::Confirmation(c) => {
-                let key = c.certificate.as_str().as_bytes();
-                let rec = txn.get_rec::<CertRecord>(Tree::Certs, key)?;
-                let Some(mut rec) = rec.filter(|r| {
-                    r.direction == Direction::Out && r.peer == peer && r.message_id == c.certificate_id
-                }) else {
-                    return Ok(Verdict::Refuse(Refusal::new(
-                        RejectCode::UnknownCertificate,
-                        format!("{} issued no certificate {} to {peer} with that id", self.me, c.certificate),
-                    )));
-                };
-                if let Some(prev) = &rec.confirmation {
-                    return Ok(match (prev.message_id == id, prev.log_seq) {
-                        (true, Some(seq)) => Verdict::Duplicate(seq),
-                        _ => Verdict::Refuse(Refusal::new(
-                            RejectCode::Conflict,
-                            format!(
-                                "certificate {} was already confirmed (message {:?})",
-                                rec.number, prev.message_id
-                            ),
-                        )),
-                    });
-                }
-                // The exporter's void is authoritative on the exporter's node: a confirmation
-                // of a voided certificate is refused, naming the void, whether or not the
-                // importer acknowledged it (an importer that holds the void unacknowledged
-                // must not be able to undo it). If the two crossed on the wire, the importer
-                // refuses the void too (naming its confirmation): each side keeps its own
-                // status and shows the other's refusal (`cert show`), a conflict for the two
-                // authorities to settle, never a silent flip.
-                if let Some(v) = rec.void.as_ref().filter(|_| rec.status == CertStatus::Voided) {
-                    txn.events.push(Event::ConfirmationOfVoided { peer, number: rec.number.clone() });
-                    return Ok(Verdict::Refuse(Refusal::new(
-                        RejectCode::Voided,
-                        format!(
-                            "{} voided certificate {} at {} (message {:?}, reason: {}); a voided certificate cannot be confirmed",
-                            self.me, rec.number, v.voided_at, v.message_id, v.reason
-                        ),
-                    )));
-                }
-                let discrepancy = discrepancy(&rec, c);
-                rec.status = if discrepancy.is_some() {
-                    CertStatus::ImportDiscrepancy
-                } else {
-                    CertStatus::ImportConfirmed
-                };
-                rec.confirmation = Some(ConfirmationRecord {
-                    message_id: id,
-                    received_on: c.received_on,
-                    parcels: c.parcels,
-                    carats: c.carats,
-                    discrepancy,
-                    confirmed_at: doc.signed_at,
-                    acknowledged: true,
-                    rejection: None,
-                    log_seq: Some(at_seq),
-                });
-                rec.updated_at = now;
-                txn.events.push(Event::ConfirmationReceived {
-                    peer,
-                    number: rec.number.clone(),
-                    status: rec.status.as_str(),
-                });
-                txn.put(Tree::Certs, key, &rec);
-                Ok(Verdict::Store)
-            }
-            Content::Void(v) => {
-                let key = v.certificate.as_str().as_bytes();
-                let rec = txn.get_rec::<CertRecord>(Tree::Certs, key)?;
-                let Some(mut rec) = rec.filter(|r| {
-                    r.direction == Direction::In && r.peer == peer && r.message_id == v.certificate_id
-                }) else {
-                    return Ok(Verdict::Refuse(Refusal::new(
-                        RejectCode::UnknownCertificate,
-                        format!(
-                            "{} holds no certificate {} from {peer} with that id",
-                            self.me, v.certificate
-                        ),
-                    )));
-                };
-                if let Some(prev) = &rec.void {
-                    return Ok(match (prev.message_id == id, prev.log_seq) {
-                        (true, Some(seq)) => Verdict::Duplicate(seq),
-                        _ => Verdict::Refuse(Refusal::new(
-                            RejectCode::Conflict,
-                            format!("certificate {} is already voided", rec.number),
-                        )),
-                    });
-                }
-                // The rule the exporter's node applies to its operator (`voidable`): a
-                // certificate whose import was confirmed cannot be voided.
-                if let Some(c) = &rec.confirmation {
-                    return Ok(Verdict::Refuse(Refusal::new(
-                        RejectCode::Conflict,
-                        format!(
-                            "{} confirmed receipt of certificate {} at {} (message {:?}) before this void arrived; \
-                             a certificate whose import was confirmed cannot be voided",
-                            self.me, rec.number, c.confirmed_at, c.message_id
-                        ),
-                    )));
-                }
-                txn.events.push(Event::VoidReceived {
-                    peer,
-                    number: rec.number.clone(),
-                    reason: v.reason.to_string(),
-                });
-                rec.status = CertStatus::Voided;
-                rec.void = Some(VoidRecord {
-                    message_id: id,
-                    reason: v.reason.to_string(),
-                    voided_at: doc.signed_at,
-                    acknowledged: true,
-                    rejection: None,
-                    log_seq: Some(at_seq),
-                });
-                rec.updated_at = now;
-                txn.put(Tree::Certs, key, &rec);
-                Ok(Verdict::Store)
-            }
+            Content::Certificate(cert) => self.judge_certificate(txn, now, peer, item, cert, at_seq),
+            Content::Confirmation(c) => self.judge_confirmation(txn, now, peer, item, c, at_seq),
+            Content::Void(v) => self.judge_void(txn, now, peer, item, v, at_seq),
             Content::Resolution(r) => self.judge_resolution(txn, now, peer, item, r, at_seq),
-            Content::Rotation(r) => {
-                if let Some(seq) = txn.get_rec::<u64>(Tree::Messages, &in_message_key(peer, &id))? {
+            Content::Rotation(r) => self.judge_rotation(txn, applied, peer, item, r),
+        }
+    }
+
+    /// A partner's certificate: new unless its number is stored; the same message again is a
+    /// resend, another document with that number a conflict.
+    fn judge_certificate<S: Storage + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        now: Timestamp,
+        peer: ParticipantCode,
+        item: &Received,
+        cert: &Certificate,
+        at_seq: u64,
+    ) -> Result<Verdict, StoreError> {
+        let (doc, id) = (&item.document, item.message_id);
+        let key = cert.number.as_str().as_bytes();
+        if let Some(existing) = txn.get_rec::<CertRecord>(Tree::Certs, key)?.filter(|_| dedupe_on()) {
+            if existing.direction == Direction::In && existing.peer == peer && existing.message_id == id {
+                if let Some(seq) = existing.log_seq {
                     return Ok(Verdict::Duplicate(seq));
                 }
-                let key = peer.as_bytes();
-                let refuse =
-                    |detail: String| Ok(Verdict::Refuse(Refusal::new(RejectCode::NotAllowed, detail)));
-                let Some(bytes) = txn.get(Tree::Peers, &key)? else {
-                    return refuse(format!("{peer} is not enrolled here"));
-                };
-                // The stored history, not the link's copy, is what the statement must extend.
-                let stored = decode_record::<PeerRecord>(Tree::Peers, &key, &bytes)
-                    .map_err(|e| e.to_string())
-                    .and_then(|rec| {
-                        crate::trust::PeerTrust::from_record(&rec)
-                            .map(|t| (rec, t))
-                            .map_err(|e| e.to_string())
-                    });
-                let (mut rec, mut trust) = match stored {
-                    Ok(x) => x,
-                    Err(e) => {
-                        return refuse(format!(
-                            "the record of {peer} cannot be loaded here (quarantined): {e}"
-                        ))
-                    }
-                };
-                let sequence = r.sequence as usize;
-                if (1..=trust.history.rotations().len()).contains(&sequence) {
-                    // A statement this node holds (from a bundle, or another link) is taken
-                    // again; another one with the same sequence number forks the history.
-                    if trust.history.rotations()[sequence - 1] == *doc {
-                        return Ok(Verdict::Store);
-                    }
-                    return Ok(Verdict::Refuse(Refusal::new(
-                        RejectCode::InvalidDocument,
-                        format!(
-                            "key rotation {sequence} differs from the rotation {sequence} this node already \
-                             holds for {peer}: the key history forks. Refused, with what was signed \
-                             under it"
-                        ),
-                    )));
-                }
-                let replaced = trust.history.current_signing().key_id;
-                if let Err(e) = trust.history.apply(doc) {
-                    return Ok(Verdict::Refuse(Refusal::new(RejectCode::InvalidDocument, e.to_string())));
-                }
-                if let Some(refusal) = disowns_stored(txn, peer, replaced, r)? {
-                    return Ok(Verdict::Refuse(refusal));
-                }
-                let claimed: Vec<[u8; 32]> = r
-                    .new_tls_certificate
-                    .iter()
-                    .filter_map(|c| kp_keys::tlscert::public_key(c).ok())
-                    .collect();
-                if let Some(owner) = txn.tls_owner(peer, &claimed)? {
-                    return Ok(Verdict::Refuse(Refusal::new(
-                        RejectCode::InvalidDocument,
-                        format!("the new TLS key is already bound to {owner}; a TLS key belongs to one participant"),
-                    )));
-                }
-                rec.rotations.push(doc.clone());
-                txn.put(Tree::Peers, &key, &rec);
-                applied.peers_changed = true;
-                Ok(Verdict::Store)
             }
+            return Ok(Verdict::Refuse(Refusal::new(
+                RejectCode::Conflict,
+                format!(
+                    "certificate {} was already received from {} as a different document (message {:?}, signed {}); a corrected certificate needs a new number",
+                    cert.number, existing.peer, existing.message_id, existing.signed_at
+                ),
+            )));
         }
+        let rec = CertRecord {
+            number: cert.number.clone(),
+            direction: Direction::In,
+            peer,
+            message_id: id,
+            status: CertStatus::Received,
+            issued_on: cert.content.issued_on,
+            expires_on: cert.content.expires_on,
+            signed_at: doc.signed_at,
+            parcels: cert.parcel_count() as u32,
+            carats: cert.total_carats(),
+            value_usd: cert.total_value_usd(),
+            log_seq: Some(at_seq),
+            oseq: None,
+            delivered_at: Some(now),
+            confirmation: None,
+            void: None,
+            rejection: None,
+            updated_at: now,
+            vigilance: item.vigilance.clone(),
+        };
+        txn.put(Tree::Certs, key, &rec);
+        self.counts.certificates_in += 1;
+        if let Some(why) = &item.vigilance {
+            self.counts.vigilance += 1;
+            txn.events.push(Event::Vigilance { peer, number: cert.number.clone(), why: why.to_string() });
+        }
+        txn.events.push(Event::CertificateReceived { peer, number: cert.number.clone() });
+        Ok(Verdict::Store)
+    }
+
+    /// A partner's import confirmation of a certificate this node issued to it: refused if the
+    /// certificate was voided here, or was already confirmed by another message.
+    fn judge_confirmation<S: Storage + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        now: Timestamp,
+        peer: ParticipantCode,
+        item: &Received,
+        c: &ImportConfirmation,
+        at_seq: u64,
+    ) -> Result<Verdict, StoreError> {
+        let (doc, id) = (&item.document, item.message_id);
+        let key = c.certificate.as_str().as_bytes();
+        let rec = txn.get_rec::<CertRecord>(Tree::Certs, key)?;
+        let Some(mut rec) = rec
+            .filter(|r| r.direction == Direction::Out && r.peer == peer && r.message_id == c.certificate_id)
+        else {
+            return Ok(Verdict::Refuse(Refusal::new(
+                RejectCode::UnknownCertificate,
+                format!("{} issued no certificate {} to {peer} with that id", self.me, c.certificate),
+            )));
+        };
+        if let Some(prev) = &rec.confirmation {
+            return Ok(match (prev.message_id == id, prev.log_seq) {
+                (true, Some(seq)) => Verdict::Duplicate(seq),
+                _ => Verdict::Refuse(Refusal::new(
+                    RejectCode::Conflict,
+                    format!(
+                        "certificate {} was already confirmed (message {:?})",
+                        rec.number, prev.message_id
+                    ),
+                )),
+            });
+        }
+        // The exporter's void is authoritative on the exporter's node: a confirmation
+        // of a voided certificate is refused, naming the void, whether or not the
+        // importer acknowledged it (an importer that holds the void unacknowledged
+        // must not be able to undo it). If the two crossed on the wire, the importer
+        // refuses the void too (naming its confirmation): each side keeps its own
+        // status and shows the other's refusal (`cert show`), a conflict for the two
+        // authorities to settle, never a silent flip.
+        if let Some(v) = rec.void.as_ref().filter(|_| rec.status == CertStatus::Voided) {
+            txn.events.push(Event::ConfirmationOfVoided { peer, number: rec.number.clone() });
+            return Ok(Verdict::Refuse(Refusal::new(
+                RejectCode::Voided,
+                format!(
+                    "{} voided certificate {} at {} (message {:?}, reason: {}); a voided certificate cannot be confirmed",
+                    self.me, rec.number, v.voided_at, v.message_id, v.reason
+                ),
+            )));
+        }
+        let discrepancy = discrepancy(&rec, c);
+        rec.status =
+            if discrepancy.is_some() { CertStatus::ImportDiscrepancy } else { CertStatus::ImportConfirmed };
+        rec.confirmation = Some(ConfirmationRecord {
+            message_id: id,
+            received_on: c.received_on,
+            parcels: c.parcels,
+            carats: c.carats,
+            discrepancy,
+            confirmed_at: doc.signed_at,
+            acknowledged: true,
+            rejection: None,
+            log_seq: Some(at_seq),
+        });
+        rec.updated_at = now;
+        txn.events.push(Event::ConfirmationReceived {
+            peer,
+            number: rec.number.clone(),
+            status: rec.status.as_str(),
+        });
+        txn.put(Tree::Certs, key, &rec);
+        Ok(Verdict::Store)
+    }
+
+    /// A partner's void of a certificate this node received from it: refused if the import
+    /// was confirmed here, or the certificate was already voided by another message.
+    fn judge_void<S: Storage + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        now: Timestamp,
+        peer: ParticipantCode,
+        item: &Received,
+        v: &Void,
+        at_seq: u64,
+    ) -> Result<Verdict, StoreError> {
+        let (doc, id) = (&item.document, item.message_id);
+        let key = v.certificate.as_str().as_bytes();
+        let rec = txn.get_rec::<CertRecord>(Tree::Certs, key)?;
+        let Some(mut rec) = rec
+            .filter(|r| r.direction == Direction::In && r.peer == peer && r.message_id == v.certificate_id)
+        else {
+            return Ok(Verdict::Refuse(Refusal::new(
+                RejectCode::UnknownCertificate,
+                format!("{} holds no certificate {} from {peer} with that id", self.me, v.certificate),
+            )));
+        };
+        if let Some(prev) = &rec.void {
+            return Ok(match (prev.message_id == id, prev.log_seq) {
+                (true, Some(seq)) => Verdict::Duplicate(seq),
+                _ => Verdict::Refuse(Refusal::new(
+                    RejectCode::Conflict,
+                    format!("certificate {} is already voided", rec.number),
+                )),
+            });
+        }
+        // The rule the exporter's node applies to its operator (`voidable`): a
+        // certificate whose import was confirmed cannot be voided.
+        if let Some(c) = &rec.confirmation {
+            return Ok(Verdict::Refuse(Refusal::new(
+                RejectCode::Conflict,
+                format!(
+                    "{} confirmed receipt of certificate {} at {} (message {:?}) before this void arrived; \
+                     a certificate whose import was confirmed cannot be voided",
+                    self.me, rec.number, c.confirmed_at, c.message_id
+                ),
+            )));
+        }
+        txn.events.push(Event::VoidReceived {
+            peer,
+            number: rec.number.clone(),
+            reason: v.reason.to_string(),
+        });
+        rec.status = CertStatus::Voided;
+        rec.void = Some(VoidRecord {
+            message_id: id,
+            reason: v.reason.to_string(),
+            voided_at: doc.signed_at,
+            acknowledged: true,
+            rejection: None,
+            log_seq: Some(at_seq),
+        });
+        rec.updated_at = now;
+        txn.put(Tree::Certs, key, &rec);
+        Ok(Verdict::Store)
+    }
+
+    /// A partner's key rotation: it must extend the key history stored for it (not fork
+    /// it), not disown what this node stores signed with the replaced key, and not claim a
+    /// TLS key bound to another participant.
+    fn judge_rotation<S: Storage + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        applied: &mut Applied,
+        peer: ParticipantCode,
+        item: &Received,
+        r: &kp_protocol::KeyRotation,
+    ) -> Result<Verdict, StoreError> {
+        let (doc, id) = (&item.document, item.message_id);
+        if let Some(seq) = txn.get_rec::<u64>(Tree::Messages, &in_message_key(peer, &id))? {
+            return Ok(Verdict::Duplicate(seq));
+        }
+        let key = peer.as_bytes();
+        let refuse = |detail: String| Ok(Verdict::Refuse(Refusal::new(RejectCode::NotAllowed, detail)));
+        let Some(bytes) = txn.get(Tree::Peers, &key)? else {
+            return refuse(format!("{peer} is not enrolled here"));
+        };
+        // The stored history, not the link's copy, is what the statement must extend.
+        let stored =
+            decode_record::<PeerRecord>(Tree::Peers, &key, &bytes).map_err(|e| e.to_string()).and_then(
+                |rec| crate::trust::PeerTrust::from_record(&rec).map(|t| (rec, t)).map_err(|e| e.to_string()),
+            );
+        let (mut rec, mut trust) = match stored {
+            Ok(x) => x,
+            Err(e) => {
+                return refuse(format!("the record of {peer} cannot be loaded here (quarantined): {e}"))
+            }
+        };
+        let sequence = r.sequence as usize;
+        if (1..=trust.history.rotations().len()).contains(&sequence) {
+            // A statement this node holds (from a bundle, or another link) is taken
+            // again; another one with the same sequence number forks the history.
+            if trust.history.rotations()[sequence - 1] == *doc {
+                return Ok(Verdict::Store);
+            }
+            return Ok(Verdict::Refuse(Refusal::new(
+                RejectCode::InvalidDocument,
+                format!(
+                    "key rotation {sequence} differs from the rotation {sequence} this node already \
+                     holds for {peer}: the key history forks. Refused, with what was signed \
+                     under it"
+                ),
+            )));
+        }
+        let replaced = trust.history.current_signing().key_id;
+        if let Err(e) = trust.history.apply(doc) {
+            return Ok(Verdict::Refuse(Refusal::new(RejectCode::InvalidDocument, e.to_string())));
+        }
+        if let Some(refusal) = disowns_stored(txn, peer, replaced, r)? {
+            return Ok(Verdict::Refuse(refusal));
+        }
+        let claimed: Vec<[u8; 32]> =
+            r.new_tls_certificate.iter().filter_map(|c| kp_keys::tlscert::public_key(c).ok()).collect();
+        if let Some(owner) = txn.tls_owner(peer, &claimed)? {
+            return Ok(Verdict::Refuse(Refusal::new(
+                RejectCode::InvalidDocument,
+                format!("the new TLS key is already bound to {owner}; a TLS key belongs to one participant"),
+            )));
+        }
+        rec.rotations.push(doc.clone());
+        txn.put(Tree::Peers, &key, &rec);
+        applied.peers_changed = true;
+        Ok(Verdict::Store)
     }
 
     /// Records the receipt for the message at `oseq` in `peer`'s outbox; returns the
