@@ -904,20 +904,7 @@ impl Engine {
             Ok(rec) => rec,
             Err(refused) => return Ok(refused),
         };
-        let discrepancy = discrepancy(&rec, &c);
-        rec.status =
-            if discrepancy.is_some() { CertStatus::ImportDiscrepancy } else { CertStatus::ImportConfirmed };
-        rec.confirmation = Some(ConfirmationRecord {
-            message_id: document.message_id(),
-            received_on: c.received_on,
-            parcels: c.parcels,
-            carats: c.carats,
-            discrepancy,
-            confirmed_at: document.signed_at,
-            acknowledged: false,
-            rejection: None,
-            log_seq: None,
-        });
+        record_confirmation(&mut rec, &c, &document, document.message_id(), None);
         Ok(self.send_follow_up(txn, applied, now, &document, rec))
     }
 
@@ -933,15 +920,7 @@ impl Engine {
             Ok(rec) => rec,
             Err(refused) => return Ok(refused),
         };
-        rec.status = CertStatus::Voided;
-        rec.void = Some(VoidRecord {
-            message_id: document.message_id(),
-            reason: v.reason.to_string(),
-            voided_at: document.signed_at,
-            acknowledged: false,
-            rejection: None,
-            log_seq: None,
-        });
+        record_void(&mut rec, &v, &document, document.message_id(), None);
         Ok(self.send_follow_up(txn, applied, now, &document, rec))
     }
 
@@ -960,18 +939,7 @@ impl Engine {
             Ok(rec) => rec,
             Err(refused) => return Ok(refused),
         };
-        txn.put(
-            Tree::Meta,
-            &rkey,
-            &ResolutionRecord {
-                message_id: document.message_id(),
-                participant: document.signer,
-                note: r.note.to_string(),
-                resolved_by: r.resolved_by.to_string(),
-                resolved_at: document.signed_at,
-                log_seq: None,
-            },
-        );
+        txn.put(Tree::Meta, &rkey, &resolution_record(&r, &document, document.message_id(), None));
         Ok(self.send_follow_up(txn, applied, now, &document, rec))
     }
 
@@ -988,8 +956,7 @@ impl Engine {
     ) -> Result<Verdict, StoreError> {
         let (doc, id) = (&item.document, item.message_id);
         let key = r.certificate.as_str().as_bytes();
-        let rec = txn.get_rec::<CertRecord>(Tree::Certs, key)?;
-        let Some(mut rec) = rec.filter(|c| c.peer == peer && c.message_id == r.certificate_id) else {
+        let Some(mut rec) = named_certificate(txn, &r.certificate, peer, None, r.certificate_id)? else {
             return Ok(Verdict::Refuse(Refusal::new(
                 RejectCode::UnknownCertificate,
                 format!(
@@ -1013,18 +980,7 @@ impl Engine {
             )));
         }
         txn.events.push(Event::DiscrepancyResolved { peer, number: rec.number.clone() });
-        txn.put(
-            Tree::Meta,
-            &rkey,
-            &ResolutionRecord {
-                message_id: id,
-                participant: doc.signer,
-                note: r.note.to_string(),
-                resolved_by: r.resolved_by.to_string(),
-                resolved_at: doc.signed_at,
-                log_seq: Some(at_seq),
-            },
-        );
+        txn.put(Tree::Meta, &rkey, &resolution_record(r, doc, id, Some(at_seq)));
         rec.updated_at = now;
         txn.put(Tree::Certs, key, &rec);
         Ok(Verdict::Store)
@@ -1272,9 +1228,8 @@ impl Engine {
     ) -> Result<Verdict, StoreError> {
         let (doc, id) = (&item.document, item.message_id);
         let key = c.certificate.as_str().as_bytes();
-        let rec = txn.get_rec::<CertRecord>(Tree::Certs, key)?;
-        let Some(mut rec) = rec
-            .filter(|r| r.direction == Direction::Out && r.peer == peer && r.message_id == c.certificate_id)
+        let Some(mut rec) =
+            named_certificate(txn, &c.certificate, peer, Some(Direction::Out), c.certificate_id)?
         else {
             return Ok(Verdict::Refuse(Refusal::new(
                 RejectCode::UnknownCertificate,
@@ -1282,16 +1237,9 @@ impl Engine {
             )));
         };
         if let Some(prev) = &rec.confirmation {
-            return Ok(match (prev.message_id == id, prev.log_seq) {
-                (true, Some(seq)) => Verdict::Duplicate(seq),
-                _ => Verdict::Refuse(Refusal::new(
-                    RejectCode::Conflict,
-                    format!(
-                        "certificate {} was already confirmed (message {:?})",
-                        rec.number, prev.message_id
-                    ),
-                )),
-            });
+            return Ok(again(prev.message_id, prev.log_seq, id, || {
+                format!("certificate {} was already confirmed (message {:?})", rec.number, prev.message_id)
+            }));
         }
         // The exporter's void is authoritative on the exporter's node: a confirmation
         // of a voided certificate is refused, naming the void, whether or not the
@@ -1310,20 +1258,7 @@ impl Engine {
                 ),
             )));
         }
-        let discrepancy = discrepancy(&rec, c);
-        rec.status =
-            if discrepancy.is_some() { CertStatus::ImportDiscrepancy } else { CertStatus::ImportConfirmed };
-        rec.confirmation = Some(ConfirmationRecord {
-            message_id: id,
-            received_on: c.received_on,
-            parcels: c.parcels,
-            carats: c.carats,
-            discrepancy,
-            confirmed_at: doc.signed_at,
-            acknowledged: true,
-            rejection: None,
-            log_seq: Some(at_seq),
-        });
+        record_confirmation(&mut rec, c, doc, id, Some(at_seq));
         rec.updated_at = now;
         txn.events.push(Event::ConfirmationReceived {
             peer,
@@ -1347,9 +1282,8 @@ impl Engine {
     ) -> Result<Verdict, StoreError> {
         let (doc, id) = (&item.document, item.message_id);
         let key = v.certificate.as_str().as_bytes();
-        let rec = txn.get_rec::<CertRecord>(Tree::Certs, key)?;
-        let Some(mut rec) = rec
-            .filter(|r| r.direction == Direction::In && r.peer == peer && r.message_id == v.certificate_id)
+        let Some(mut rec) =
+            named_certificate(txn, &v.certificate, peer, Some(Direction::In), v.certificate_id)?
         else {
             return Ok(Verdict::Refuse(Refusal::new(
                 RejectCode::UnknownCertificate,
@@ -1357,13 +1291,9 @@ impl Engine {
             )));
         };
         if let Some(prev) = &rec.void {
-            return Ok(match (prev.message_id == id, prev.log_seq) {
-                (true, Some(seq)) => Verdict::Duplicate(seq),
-                _ => Verdict::Refuse(Refusal::new(
-                    RejectCode::Conflict,
-                    format!("certificate {} is already voided", rec.number),
-                )),
-            });
+            return Ok(again(prev.message_id, prev.log_seq, id, || {
+                format!("certificate {} is already voided", rec.number)
+            }));
         }
         // The rule the exporter's node applies to its operator (`voidable`): a
         // certificate whose import was confirmed cannot be voided.
@@ -1382,15 +1312,7 @@ impl Engine {
             number: rec.number.clone(),
             reason: v.reason.to_string(),
         });
-        rec.status = CertStatus::Voided;
-        rec.void = Some(VoidRecord {
-            message_id: id,
-            reason: v.reason.to_string(),
-            voided_at: doc.signed_at,
-            acknowledged: true,
-            rejection: None,
-            log_seq: Some(at_seq),
-        });
+        record_void(&mut rec, v, doc, id, Some(at_seq));
         rec.updated_at = now;
         txn.put(Tree::Certs, key, &rec);
         Ok(Verdict::Store)
@@ -1464,6 +1386,25 @@ impl Engine {
         Ok(Verdict::Store)
     }
 
+    /// Takes the message `id` at `oseq` out of `peer`'s outbox, now that the peer answered
+    /// it; `None` if it is no longer waiting (a duplicate answer) or is another one.
+    fn take_answered<S: Storage + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        peer: ParticipantCode,
+        id: MessageId,
+        oseq: u64,
+    ) -> Result<Option<OutboxEntry>, StoreError> {
+        let okey = outbox_key(peer, oseq);
+        let Some(entry) = txn.get_rec::<OutboxEntry>(Tree::Outbox, &okey)?.filter(|e| e.message_id == id)
+        else {
+            return Ok(None);
+        };
+        txn.remove(Tree::Outbox, &okey);
+        self.dequeue(peer);
+        Ok(Some(entry))
+    }
+
     /// Records the receipt for the message at `oseq` in `peer`'s outbox; returns the
     /// certificate it concerns, or `None` if that message is no longer waiting (a duplicate
     /// receipt) or is another one.
@@ -1476,9 +1417,7 @@ impl Engine {
         oseq: u64,
         receipt: MessageReceipt,
     ) -> Result<Option<Option<CertificateNumber>>, StoreError> {
-        let okey = outbox_key(peer, oseq);
-        let Some(entry) = txn.get_rec::<OutboxEntry>(Tree::Outbox, &okey)?.filter(|e| e.message_id == id)
-        else {
+        let Some(entry) = self.take_answered(txn, peer, id, oseq)? else {
             return Ok(None);
         };
         let received_at = receipt.received_at();
@@ -1490,41 +1429,34 @@ impl Engine {
             now,
             EntryBody::Sent { peer, document: entry.document, receipt: Box::new(receipt) },
         );
-        txn.remove(Tree::Outbox, &okey);
-        self.dequeue(peer);
-        if let Some(number) = &certificate {
-            let ckey = number.as_str().as_bytes();
-            if let Some(mut rec) = txn.get_rec::<CertRecord>(Tree::Certs, ckey)? {
-                match kind {
-                    DocumentKind::Certificate => {
-                        if rec.status == CertStatus::Queued {
-                            rec.status = CertStatus::Delivered;
-                        }
-                        rec.log_seq = Some(seq);
-                        rec.oseq = None;
-                        rec.delivered_at = Some(received_at);
-                    }
-                    DocumentKind::ImportConfirmation => {
-                        if let Some(c) = rec.confirmation.as_mut() {
-                            c.acknowledged = true;
-                            // Where the signed confirmation now sits (for its remarks).
-                            c.log_seq = Some(seq);
-                        }
-                    }
-                    DocumentKind::Void => {
-                        if let Some(v) = rec.void.as_mut() {
-                            v.acknowledged = true;
-                        }
-                    }
-                    _ => {}
+        update_certificate(txn, now, certificate.as_ref(), |rec, _| match kind {
+            DocumentKind::Certificate => {
+                if rec.status == CertStatus::Queued {
+                    rec.status = CertStatus::Delivered;
                 }
-                rec.updated_at = now;
-                txn.put(Tree::Certs, ckey, &rec);
+                rec.log_seq = Some(seq);
+                rec.oseq = None;
+                rec.delivered_at = Some(received_at);
             }
-        }
+            DocumentKind::ImportConfirmation => {
+                if let Some(c) = rec.confirmation.as_mut() {
+                    c.acknowledged = true;
+                    // Where the signed confirmation now sits (for its remarks).
+                    c.log_seq = Some(seq);
+                }
+            }
+            DocumentKind::Void => {
+                if let Some(v) = rec.void.as_mut() {
+                    v.acknowledged = true;
+                }
+            }
+            _ => {}
+        })?;
         Ok(Some(certificate))
     }
 
+    /// Records that `peer` refused the message at `oseq` in its outbox (if it is still
+    /// waiting there).
     fn rejected<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
@@ -1534,50 +1466,58 @@ impl Engine {
         oseq: u64,
         rejection: Rejection,
     ) -> Result<(), StoreError> {
-        let okey = outbox_key(peer, oseq);
-        let Some(entry) = txn.get_rec::<OutboxEntry>(Tree::Outbox, &okey)?.filter(|e| e.message_id == id)
-        else {
+        let Some(entry) = self.take_answered(txn, peer, id, oseq)? else {
             return Ok(());
         };
-        txn.remove(Tree::Outbox, &okey);
-        self.dequeue(peer);
-        if let Some(number) = entry.certificate {
-            let ckey = number.as_str().as_bytes();
-            if let Some(mut rec) = txn.get_rec::<CertRecord>(Tree::Certs, ckey)? {
-                match entry.document.kind {
-                    DocumentKind::Certificate => {
-                        if rec.status == CertStatus::Queued {
-                            rec.status = CertStatus::Rejected;
-                        }
-                        rec.oseq = None;
-                        rec.rejection = Some(rejection);
-                    }
-                    DocumentKind::ImportConfirmation => {
-                        if let Some(c) = rec.confirmation.as_mut() {
-                            c.rejection = Some(rejection);
-                        }
-                    }
-                    DocumentKind::Void => {
-                        // A void the importer refused (it had confirmed the import) keeps
-                        // the refusal for `show`; the certificate stays voided here, and the
-                        // importer's confirmation, if it comes, is refused (see `judge`).
-                        txn.events.push(Event::VoidRefused {
-                            peer,
-                            number: rec.number.clone(),
-                            detail: rejection.detail.to_string(),
-                        });
-                        if let Some(v) = rec.void.as_mut() {
-                            v.rejection = Some(rejection);
-                        }
-                    }
-                    _ => {}
+        update_certificate(txn, now, entry.certificate.as_ref(), |rec, events| match entry.document.kind {
+            DocumentKind::Certificate => {
+                if rec.status == CertStatus::Queued {
+                    rec.status = CertStatus::Rejected;
                 }
-                rec.updated_at = now;
-                txn.put(Tree::Certs, ckey, &rec);
+                rec.oseq = None;
+                rec.rejection = Some(rejection);
             }
-        }
-        Ok(())
+            DocumentKind::ImportConfirmation => {
+                if let Some(c) = rec.confirmation.as_mut() {
+                    c.rejection = Some(rejection);
+                }
+            }
+            DocumentKind::Void => {
+                // A void the importer refused (it had confirmed the import) keeps
+                // the refusal for `show`; the certificate stays voided here, and the
+                // importer's confirmation, if it comes, is refused (see `judge_confirmation`).
+                events.push(Event::VoidRefused {
+                    peer,
+                    number: rec.number.clone(),
+                    detail: rejection.detail.to_string(),
+                });
+                if let Some(v) = rec.void.as_mut() {
+                    v.rejection = Some(rejection);
+                }
+            }
+            _ => {}
+        })
     }
+}
+
+/// Updates the stored record of certificate `number` (if any, and if there is one) with
+/// `update`, which may tell the operator something through the events it is given.
+fn update_certificate<S: Storage + ?Sized>(
+    txn: &mut Txn<'_, S>,
+    now: Timestamp,
+    number: Option<&CertificateNumber>,
+    update: impl FnOnce(&mut CertRecord, &mut Vec<Event>),
+) -> Result<(), StoreError> {
+    let Some(number) = number else {
+        return Ok(());
+    };
+    let key = number.as_str().as_bytes();
+    if let Some(mut rec) = txn.get_rec::<CertRecord>(Tree::Certs, key)? {
+        update(&mut rec, &mut txn.events);
+        rec.updated_at = now;
+        txn.put(Tree::Certs, key, &rec);
+    }
+    Ok(())
 }
 
 /// The receipt given for the received document at log position `seq`.
@@ -1589,6 +1529,36 @@ fn receipt_at<S: Storage + ?Sized>(txn: &Txn<'_, S>, seq: u64) -> Result<Message
             detail: "the receipt given for this log entry is missing".into(),
         }
     })
+}
+
+/// The record of certificate `number` if this node exchanged it with `peer` under message
+/// `certificate_id` (and in `direction`, if given): the certificate a partner's follow-up
+/// (confirmation, void, resolution) must name.
+fn named_certificate<S: Storage + ?Sized>(
+    txn: &Txn<'_, S>,
+    number: &CertificateNumber,
+    peer: ParticipantCode,
+    direction: Option<Direction>,
+    certificate_id: MessageId,
+) -> Result<Option<CertRecord>, StoreError> {
+    Ok(txn.get_rec::<CertRecord>(Tree::Certs, number.as_str().as_bytes())?.filter(|r| {
+        direction.is_none_or(|d| r.direction == d) && r.peer == peer && r.message_id == certificate_id
+    }))
+}
+
+/// The verdict on a partner's follow-up `id` of a kind the certificate already holds one of
+/// (`prior`, logged at `prior_seq`): the same message again is a resend; another is a
+/// conflict, explained by `conflict`.
+fn again(
+    prior: MessageId,
+    prior_seq: Option<u64>,
+    id: MessageId,
+    conflict: impl FnOnce() -> String,
+) -> Verdict {
+    match (prior == id, prior_seq) {
+        (true, Some(seq)) => Verdict::Duplicate(seq),
+        _ => Verdict::Refuse(Refusal::new(RejectCode::Conflict, conflict())),
+    }
 }
 
 /// What the store says about a delivered document.
@@ -1640,6 +1610,64 @@ pub fn voidable(rec: &CertRecord) -> Option<String> {
         CertStatus::Voided => Some("it is already voided".into()),
         CertStatus::Rejected => Some("the importing node refused it; there is nothing to void".into()),
         _ => Some("the importer has confirmed receipt of the shipment".into()),
+    }
+}
+
+// The follow-ups a certificate record holds, written alike for this node's own (`log_seq`
+// `None`: logged, and acknowledged, once the partner's receipt comes) and a partner's
+// (received, so acknowledged, and logged at `log_seq`). `id` is the message id of `doc`.
+
+/// Records import confirmation `c` (signed in `doc`) on `rec`, with its discrepancy if any.
+fn record_confirmation(
+    rec: &mut CertRecord,
+    c: &ImportConfirmation,
+    doc: &SignedDocument,
+    id: MessageId,
+    log_seq: Option<u64>,
+) {
+    let discrepancy = discrepancy(rec, c);
+    rec.status =
+        if discrepancy.is_some() { CertStatus::ImportDiscrepancy } else { CertStatus::ImportConfirmed };
+    rec.confirmation = Some(ConfirmationRecord {
+        message_id: id,
+        received_on: c.received_on,
+        parcels: c.parcels,
+        carats: c.carats,
+        discrepancy,
+        confirmed_at: doc.signed_at,
+        acknowledged: log_seq.is_some(),
+        rejection: None,
+        log_seq,
+    });
+}
+
+/// Records void `v` (signed in `doc`) on `rec`.
+fn record_void(rec: &mut CertRecord, v: &Void, doc: &SignedDocument, id: MessageId, log_seq: Option<u64>) {
+    rec.status = CertStatus::Voided;
+    rec.void = Some(VoidRecord {
+        message_id: id,
+        reason: v.reason.to_string(),
+        voided_at: doc.signed_at,
+        acknowledged: log_seq.is_some(),
+        rejection: None,
+        log_seq,
+    });
+}
+
+/// The record of resolution `r` (signed in `doc`).
+fn resolution_record(
+    r: &kp_protocol::Resolution,
+    doc: &SignedDocument,
+    id: MessageId,
+    log_seq: Option<u64>,
+) -> ResolutionRecord {
+    ResolutionRecord {
+        message_id: id,
+        participant: doc.signer,
+        note: r.note.to_string(),
+        resolved_by: r.resolved_by.to_string(),
+        resolved_at: doc.signed_at,
+        log_seq,
     }
 }
 
