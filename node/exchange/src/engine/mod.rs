@@ -180,7 +180,20 @@ send exactly the same request, and a new certificate needs a new key"
     /// Deliveries checked under trust that a change committed since has withdrawn.
     #[error("deliveries from {peer} were checked under trust no longer in force ({why}); nothing of them was stored")]
     Untrusted { peer: ParticipantCode, why: crate::trust::Distrust },
+    /// More deliveries in one command than one receipt batch acknowledges ([`MAX_DELIVERIES`]):
+    /// a fault of the caller, which batches them; none is stored, and the link closes so the
+    /// peer sends them again.
+    #[error(
+        "a batch of {documents} deliveries from {peer} is more than one receipt batch acknowledges \
+         ({max}); nothing of it was stored"
+    )]
+    TooManyDeliveries { peer: ParticipantCode, documents: usize, max: usize },
 }
+
+/// The most deliveries one [`Command::Deliveries`] may carry: one receipt batch, signed once,
+/// acknowledges them all. Far above what a link batches (at most 256 a read), and small enough
+/// that a batch's Merkle tree and receipts stay a few megabytes.
+pub const MAX_DELIVERIES: usize = 4096;
 
 /// How long a submission's `Idempotency-Key` is remembered: a retry within this window gets
 /// the first answer. Longer than any client retries, short enough that the keys kept stay few.
@@ -562,6 +575,13 @@ impl Engine {
                                 documents: items.len(),
                             });
                             Outcome::Refused(EngineError::Untrusted { peer, why })
+                        }
+                        // Refused before anything is written, so the receipt batch below
+                        // always signs.
+                        None if items.len() > MAX_DELIVERIES => {
+                            let (documents, max) = (items.len(), MAX_DELIVERIES);
+                            txn.events.push(Event::OversizedBatchRefused { peer, documents, max });
+                            Outcome::Refused(EngineError::TooManyDeliveries { peer, documents, max })
                         }
                         None => {
                             Outcome::Delivered(self.deliveries(&mut txn, &mut applied, now, peer, items)?)
@@ -1073,12 +1093,9 @@ impl Engine {
             Vec::new()
         } else {
             let signer = &self.signer;
+            // It signs any batch of 1 to u32::MAX items; this one has 1 to MAX_DELIVERIES.
             let (batch, proofs) = sign_batch_with(&new_items, self.me, peer, |body| signer.sign(body))
-                .ok_or_else(|| StoreError::Corrupt {
-                    tree: Tree::Log.name(),
-                    key: String::new(),
-                    detail: "too many receipts in one batch".into(),
-                })?;
+                .expect("a batch of 1 to MAX_DELIVERIES receipts is signed");
             proofs.into_iter().map(|proof| MessageReceipt { batch: batch.clone(), proof }).collect()
         };
         for (r, entry) in receipts.iter().zip(new_entries) {

@@ -1150,3 +1150,57 @@ fn a_record_that_does_not_verify_still_needs_the_flag_for_a_new_identity() {
     inn.store.commit(&writes).unwrap();
     assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
 }
+
+#[test]
+fn a_batch_larger_than_one_receipt_batch_is_refused_whole_with_its_own_error() {
+    use crate::engine::{Event, MAX_DELIVERIES};
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    let doc = ru.signer.sign(&certificate("RU-2026-000001", "100.00"));
+    let registry = Registry::default();
+    let ctx = CheckContext {
+        me: IN,
+        peer: RU,
+        now,
+        clock_tolerance_ms: 0,
+        retired_key_grace_ms: 0,
+        registry: registry.on(now.date()),
+    };
+    let item = check_batch(&ctx, &mut ru.history.clone(), vec![(doc.message_id(), None, doc)])
+        .pop()
+        .unwrap()
+        .unwrap();
+    let deliver = |inn: &mut Side, n: usize| {
+        let items = vec![item.clone(); n];
+        let applied = inn
+            .engine
+            .apply(&inn.store, now, vec![Command::Deliveries { peer: RU, under: None, items }])
+            .unwrap();
+        inn.store.flush().unwrap();
+        applied
+    };
+
+    let mut applied = deliver(&mut inn, MAX_DELIVERIES + 1);
+    match applied.outcomes.remove(0) {
+        Outcome::Refused(e @ EngineError::TooManyDeliveries { peer: RU, documents, max }) => {
+            assert_eq!((documents, max), (MAX_DELIVERIES + 1, MAX_DELIVERIES));
+            assert!(e.to_string().contains("nothing of it was stored"), "{e}");
+        }
+        other => panic!("expected the batch refused as too large, got {:?}", std::mem::discriminant(&other)),
+    }
+    assert_eq!(
+        applied.events,
+        [Event::OversizedBatchRefused { peer: RU, documents: MAX_DELIVERIES + 1, max: MAX_DELIVERIES }]
+    );
+    assert_eq!(applied.appended, 0);
+    assert!(inn.log().is_empty());
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000001").unwrap().is_none());
+
+    // At the limit the batch is taken: stored once, every copy receipted.
+    match deliver(&mut inn, MAX_DELIVERIES).outcomes.remove(0) {
+        Outcome::Delivered(replies) => assert_eq!(replies.len(), MAX_DELIVERIES),
+        other => panic!("{:?}", std::mem::discriminant(&other)),
+    }
+    assert_eq!(inn.log().len(), 1);
+}
