@@ -185,6 +185,13 @@ fn deliver(
     replies
 }
 
+/// `from` sends everything queued for `to`: `to` stores it, `from` records the receipts.
+fn exchange(from: &mut Side, to: &mut Side, now: Timestamp) {
+    let sent = from.outbox(to.code);
+    let replies = deliver(from, to, now, sent.clone());
+    acknowledge(from, to, now, &sent, replies);
+}
+
 /// `from` verifies and records the receipts in `replies` (for messages at `sent`).
 fn acknowledge(
     from: &mut Side,
@@ -294,9 +301,7 @@ fn a_certificate_is_delivered_once_acknowledged_confirmed_and_logged_on_both_sid
     // IN confirms with one carat missing: a discrepancy on both sides.
     confirm(&mut inn, "RU-2026-000001", "409.00", now);
     assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::ImportDiscrepancy);
-    let sent = inn.outbox(RU);
-    let replies = deliver(&inn, &mut ru, now, sent.clone());
-    acknowledge(&mut inn, &ru, now, &sent, replies);
+    exchange(&mut inn, &mut ru, now);
     let rec = ru.cert("RU-2026-000001");
     assert_eq!(rec.status, CertStatus::ImportDiscrepancy);
     assert_eq!(
@@ -348,15 +353,11 @@ fn voided_certificates_cannot_be_confirmed() {
     let now = Timestamp::from_unix_millis(T0);
     let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
     submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    let sent = ru.outbox(IN);
-    let replies = deliver(&ru, &mut inn, now, sent.clone());
-    acknowledge(&mut ru, &inn, now, &sent, replies);
+    exchange(&mut ru, &mut inn, now);
 
     void(&mut ru, "RU-2026-000001", now);
     assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Voided);
-    let sent = ru.outbox(IN);
-    let replies = deliver(&ru, &mut inn, now, sent.clone());
-    acknowledge(&mut ru, &inn, now, &sent, replies);
+    exchange(&mut ru, &mut inn, now);
     assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::Voided);
     assert!(crate::engine::confirmable(&inn.cert("RU-2026-000001")).is_some());
 }
@@ -510,9 +511,7 @@ fn an_importer_cannot_undo_the_exporters_void_with_a_confirmation() {
     let now = Timestamp::from_unix_millis(T0);
     let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
     submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    let sent = ru.outbox(IN);
-    let replies = deliver(&ru, &mut inn, now, sent.clone());
-    acknowledge(&mut ru, &inn, now, &sent, replies);
+    exchange(&mut ru, &mut inn, now);
 
     void(&mut ru, "RU-2026-000001", now);
     // IN holds the void (never acknowledged), and confirms the import instead.
@@ -902,9 +901,7 @@ fn a_resolution_is_accepted_only_from_the_partner_for_a_discrepancy_once() {
     let (mut ru, mut inn, ae) = (side(RU, &clock), side(IN, &clock), side(AE, &clock));
     let cert = certificate("RU-2026-000001", "100.00");
     submit(&mut ru, now, cert.clone());
-    let sent = ru.outbox(IN);
-    let replies = deliver(&ru, &mut inn, now, sent.clone());
-    acknowledge(&mut ru, &inn, now, &sent, replies);
+    exchange(&mut ru, &mut inn, now);
     let resolution = |note: &str| kp_protocol::Resolution {
         certificate: cert.number.clone(),
         certificate_id: ru.cert("RU-2026-000001").message_id,
