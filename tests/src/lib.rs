@@ -296,14 +296,34 @@ pub fn enrol_pair(a: &TestNode, b: &TestNode) {
     b.api.enrol(&text, &fp);
 }
 
-/// RU and IN in one process, enrolled to each other and linked. IN listens on a fixed port,
-/// so that RU dials it again after the test stops and restarts it.
-pub fn linked_ru_in(rt: &tokio::runtime::Runtime, root: &Path) -> (TestNode, TestNode) {
-    let ru = TestNode::start(rt, init_dir(root, "RU", 0));
-    let inn = TestNode::start(rt, init_dir(root, "IN", free_port()));
+/// RU and IN in one process, in one temporary directory, enrolled to each other: the start
+/// of most two-node tests. Bind every field when destructuring (`tmp: _tmp`, not `tmp: _`):
+/// a field left unbound is dropped at once, and the temporary directory with it.
+#[derive(Debug)]
+pub struct Pair {
+    pub rt: tokio::runtime::Runtime,
+    pub tmp: tempfile::TempDir,
+    pub ru: TestNode,
+    pub inn: TestNode,
+}
+
+/// A [`Pair`] whose nodes listen on `ru_port` and `in_port` (0: any; [`free_port`] for a
+/// node that must be dialled again at the same address after it restarts).
+pub fn enrolled_pair(ru_port: u16, in_port: u16) -> Pair {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", ru_port));
+    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", in_port));
     enrol_pair(&ru, &inn);
-    wait_linked(&ru.api, inn.code);
-    (ru, inn)
+    Pair { rt, tmp, ru, inn }
+}
+
+/// An [`enrolled_pair`] whose link is up.
+pub fn linked_pair(ru_port: u16, in_port: u16) -> Pair {
+    let pair = enrolled_pair(ru_port, in_port);
+    wait_linked(&pair.ru.api, pair.inn.code);
+    pair
 }
 
 /// Waits until `a`'s link to `b` is up.

@@ -146,12 +146,7 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
 
 #[test]
 fn a_rotation_statement_not_signed_by_the_key_it_replaces_is_rejected() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
+    let Pair { rt, tmp: _tmp, ru, inn } = enrolled_pair(0, 0);
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let now = kp_node::clock::Clock::now(&kp_node::clock::SystemClock);
     let new_key = kp_keys::SigningKeyPair::generate();

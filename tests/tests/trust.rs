@@ -219,12 +219,7 @@ fn an_identity_change_needs_the_flag_and_old_entries_still_verify() {
 
 #[test]
 fn seventy_hostile_tls_rotations_leave_the_node_startable() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", free_port()));
-    enrol_pair(&ru, &inn);
+    let Pair { rt, tmp: _tmp, ru, mut inn } = enrolled_pair(0, free_port());
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let t = now();
 
@@ -325,12 +320,7 @@ fn a_peer_record_that_cannot_be_loaded_quarantines_the_peer_not_the_node() {
 
 #[test]
 fn a_backdated_rotation_is_refused() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
+    let Pair { rt, tmp: _tmp, ru, inn } = enrolled_pair(0, 0);
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     // Takes effect just after RU's key was made, but signed now: it would disown everything
     // RU signed in between.
@@ -421,12 +411,7 @@ fn a_rotation_backdated_with_its_signing_time_cannot_disown_what_was_received() 
 
 #[test]
 fn a_new_tls_key_without_proof_of_possession_is_refused() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
+    let Pair { rt, tmp: _tmp, ru, inn } = enrolled_pair(0, 0);
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let key = TlsKeyPair::generate();
     let cert = kp_keys::tlscert::self_signed(&key, RU).unwrap();
@@ -599,12 +584,7 @@ fn a_bundle_cannot_bind_another_participants_tls_certificate_before_it_is_enroll
 /// wire must take effect by now (within the clock tolerance).
 #[test]
 fn a_rotation_taking_effect_in_the_future_is_refused() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
+    let Pair { rt, tmp: _tmp, ru, inn } = enrolled_pair(0, 0);
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     const DAY: i64 = 86_400_000;
     let replies = rt.block_on(async {
