@@ -15,6 +15,20 @@ fn ok(args: &[&str]) -> String {
     out
 }
 
+/// Runs `kpnode args`, which must fail (with exit status `code`, if given) saying each of
+/// `says` on stderr; returns stderr.
+fn fails(args: &[&str], code: Option<i32>, says: &[&str]) -> String {
+    let (status, _, err) = kpnode(args);
+    match code {
+        Some(code) => assert_eq!(status, code, "kpnode {args:?}: {err}"),
+        None => assert_ne!(status, 0, "kpnode {args:?}: {err}"),
+    }
+    for s in says {
+        assert!(err.contains(s), "kpnode {args:?}: expected {s:?} in: {err}");
+    }
+    err
+}
+
 /// A one-connection proxy that loses the answer: it forwards the request to `upstream` and,
 /// as soon as the first byte of the answer arrives, reports it on `answered` and waits on
 /// `go_on` before closing the client's connection without forwarding anything. The daemon
@@ -128,9 +142,11 @@ fn a_reused_number_with_other_content_exits_2() {
     std::fs::write(&file, certificate_json("RU", "IN", Some("RU-2026-000777"), 1)).unwrap();
     ok(&["cert", "submit", file.to_str().unwrap(), "--dir", dir_s]);
     std::fs::write(&file, certificate_json("RU", "IN", Some("RU-2026-000777"), 2)).unwrap();
-    let (code, _, err) = kpnode(&["cert", "submit", file.to_str().unwrap(), "--dir", dir_s]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("RU-2026-000777 already exists with different content"), "{err}");
+    fails(
+        &["cert", "submit", file.to_str().unwrap(), "--dir", dir_s],
+        Some(2),
+        &["RU-2026-000777 already exists with different content"],
+    );
 }
 
 /// Defect 2: `cert sign` refuses a number the node already holds, with the daemon running and
@@ -138,24 +154,18 @@ fn a_reused_number_with_other_content_exits_2() {
 #[test]
 fn cert_sign_refuses_a_number_the_node_already_holds() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = init_dir(tmp.path(), "RU", 0);
+    let (dir, mut node, number) = node_with_a_certificate(tmp.path(), 0);
     let dir_s = dir.root().to_str().unwrap();
-    let mut node = ProcessNode::start(&dir);
-    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
 
     let clash = tmp.path().join("clash.json");
     std::fs::write(&clash, certificate_json("RU", "IN", Some(&number), 9999)).unwrap();
     let kpc = tmp.path().join("clash.kpc");
     let args = ["cert", "sign", clash.to_str().unwrap(), "--out", kpc.to_str().unwrap(), "--dir", dir_s];
-    let (code, _, err) = kpnode(&args);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains(&format!("number: {number} is already on this node (out, queued)")), "{err}");
+    fails(&args, Some(2), &[format!("number: {number} is already on this node (out, queued)").as_str()]);
     assert!(!kpc.exists(), "nothing was signed");
 
     node.stop();
-    let (code, _, err) = kpnode(&args);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains(&format!("number: {number} is already on this node")), "{err}");
+    fails(&args, Some(2), &[format!("number: {number} is already on this node").as_str()]);
     assert!(!kpc.exists(), "nothing was signed");
 
     let fresh = tmp.path().join("fresh.json");
@@ -169,10 +179,8 @@ fn cert_sign_refuses_a_number_the_node_already_holds() {
 #[test]
 fn cert_qr_refuses_a_voided_certificate_with_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = init_dir(tmp.path(), "RU", 0);
+    let (dir, mut node, number) = node_with_a_certificate(tmp.path(), 0);
     let dir_s = dir.root().to_str().unwrap();
-    let mut node = ProcessNode::start(&dir);
-    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
     let png = tmp.path().join("seal.png");
     let png_s = png.to_str().unwrap();
     // Before the void, it gets a seal, and its .kpc can be exported (from the daemon).
@@ -185,29 +193,45 @@ fn cert_qr_refuses_a_voided_certificate_with_the_reason() {
     std::fs::remove_file(&kpc).unwrap();
 
     ok(&["cert", "void", &number, "--reason", "shipment cancelled", "--dir", dir_s]);
-    let (code, _, err) = kpnode(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
-    assert_ne!(code, 0, "{err}");
-    assert!(err.contains(&format!("certificate {number} was voided at")), "{err}");
+    let err = fails(
+        &["cert", "qr", &number, "--out", png_s, "--dir", dir_s],
+        None,
+        &[format!("certificate {number} was voided at").as_str()],
+    );
     assert!(err.contains("reason: shipment cancelled") && err.contains("gets no seal"), "{err}");
     assert!(!png.exists(), "no seal was written");
-    let (code, _, err) = kpnode(&["cert", "export", &number, "--out", kpc_s, "--dir", dir_s]);
-    assert_ne!(code, 0, "{err}");
-    assert!(err.contains("reason: shipment cancelled") && err.contains("not exported as a .kpc"), "{err}");
+    fails(
+        &["cert", "export", &number, "--out", kpc_s, "--dir", dir_s],
+        None,
+        &["reason: shipment cancelled", "not exported as a .kpc"],
+    );
     assert!(!kpc.exists(), "no .kpc was written");
 
     node.stop();
-    let (code, _, err) = kpnode(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
-    assert_ne!(code, 0, "{err}");
-    assert!(err.contains("reason: shipment cancelled") && err.contains("gets no seal"), "{err}");
+    fails(
+        &["cert", "qr", &number, "--out", png_s, "--dir", dir_s],
+        None,
+        &["reason: shipment cancelled", "gets no seal"],
+    );
     assert!(!png.exists(), "no seal was written");
+}
+
+/// RU running as a process in `tmp`, listening for peers on `port`, with one certificate
+/// issued: (dir, node, number).
+fn node_with_a_certificate(
+    tmp: &std::path::Path,
+    port: u16,
+) -> (kp_node::home::NodeDir, ProcessNode, String) {
+    let dir = init_dir(tmp, "RU", port);
+    let node = ProcessNode::start(&dir);
+    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
+    (dir, node, number)
 }
 
 /// A node with one certificate issued, stopped: (dir, number, bundle path).
 fn stopped_node_with_a_certificate(tmp: &std::path::Path) -> (kp_node::home::NodeDir, String, String) {
     // A real port: an enrolment bundle names the address partners dial.
-    let dir = init_dir(tmp, "RU", free_port());
-    let mut node = ProcessNode::start(&dir);
-    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
+    let (dir, mut node, number) = node_with_a_certificate(tmp, free_port());
     node.stop();
     let bundle = tmp.join("ru.bundle").to_str().unwrap().to_owned();
     ok(&["peer", "export", "--out", &bundle, "--dir", dir.root().to_str().unwrap()]);
@@ -306,16 +330,13 @@ fn a_tampered_kpc_is_called_changed_or_damaged_without_debug_text() {
 /// setting to change.
 #[test]
 fn usage_errors_name_kpnode_dir_and_the_setting_of_a_port_in_use() {
-    let (code, _, err) = kpnode(&["cert", "list"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--dir <DIR>") && err.contains("export KPNODE_DIR=DIR"), "{err}");
+    fails(&["cert", "list"], Some(2), &["--dir <DIR>", "export KPNODE_DIR=DIR"]);
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dir = init_dir(tmp.path(), "RU", taken.local_addr().unwrap().port());
-    let (code, _, err) = kpnode(&["run", "--dir", dir.root().to_str().unwrap()]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("cannot listen for peers on"), "{err}");
+    let err =
+        fails(&["run", "--dir", dir.root().to_str().unwrap()], Some(1), &["cannot listen for peers on"]);
     assert!(
         err.contains("set network.peer_listen in the node directory's node.toml to a free port"),
         "{err}"
@@ -459,9 +480,7 @@ fn a_signed_resolution_settles_a_discrepancy_on_both_sides() {
         assert_eq!(rec["attention"], 0, "{rec}");
     }
     // Once only, on either side.
-    let (code, _, err) = kpnode(&["cert", "resolve", &number, "--note", "again", "--dir", ru_s]);
-    assert_ne!(code, 0, "{err}");
-    assert!(err.contains("already resolved by IN"), "{err}");
+    fails(&["cert", "resolve", &number, "--note", "again", "--dir", ru_s], None, &["already resolved by IN"]);
 }
 
 /// `cert example` prints a certificate that validates today for the
@@ -566,10 +585,8 @@ fn certificates_for_a_participant_not_enrolled_stay_in_view() {
 #[test]
 fn cert_list_and_show_work_with_the_daemon_stopped() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = init_dir(tmp.path(), "RU", 0);
+    let (dir, mut node, number) = node_with_a_certificate(tmp.path(), 0);
     let dir_s = dir.root().to_str().unwrap();
-    let mut node = ProcessNode::start(&dir);
-    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
     node.api().submit(&certificate_json("RU", "AE", None, 2));
     let show = ["cert", "show", number.as_str(), "--json", "--dir", dir_s];
     let list = ["cert", "list", "--peer", "IN", "--json", "--dir", dir_s];
@@ -582,13 +599,13 @@ fn cert_list_and_show_work_with_the_daemon_stopped() {
     let listed: serde_json::Value = serde_json::from_str(&ok(&list)).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(ok(&["cert", "show", &number, "--dir", dir_s]), running_text);
-    let (code, _, err) = kpnode(&["cert", "show", "RU-2026-999999", "--dir", dir_s]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("there is no certificate RU-2026-999999 on this node"), "{err}");
+    fails(
+        &["cert", "show", "RU-2026-999999", "--dir", dir_s],
+        Some(1),
+        &["there is no certificate RU-2026-999999 on this node"],
+    );
     // What still needs the daemon says so.
-    let (code, _, err) = kpnode(&["status", "--dir", dir_s]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("cannot reach the kpnode daemon"), "{err}");
+    fails(&["status", "--dir", dir_s], Some(1), &["cannot reach the kpnode daemon"]);
 }
 
 /// A certificate naming another issuing authority than the node's is issued with a
@@ -632,17 +649,23 @@ fn a_foreign_issuing_authority_is_warned_about_or_refused() {
     let node2 = ProcessNode::start(&dir);
     std::fs::write(&file, foreign(2, None)).unwrap();
     let before = node2.api().certificates("out").len();
-    let (code, _, err) = kpnode(&["cert", "submit", file_s, "--dir", dir_s]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("issuing_authority: is \"Ministry of Finance\""), "{err}");
+    fails(
+        &["cert", "submit", file_s, "--dir", dir_s],
+        Some(2),
+        &["issuing_authority: is \"Ministry of Finance\""],
+    );
     assert_eq!(node2.api().certificates("out").len(), before, "nothing was issued");
     std::fs::write(&file, foreign(3, Some("RU-2026-005555"))).unwrap();
     let kpc = tmp.path().join("f.kpc");
-    let (code, _, err) = kpnode(&["cert", "sign", file_s, "--out", kpc.to_str().unwrap(), "--dir", dir_s]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("issuing_authority: is \"Ministry of Finance\""), "{err}");
+    fails(
+        &["cert", "sign", file_s, "--out", kpc.to_str().unwrap(), "--dir", dir_s],
+        Some(2),
+        &["issuing_authority: is \"Ministry of Finance\""],
+    );
     assert!(!kpc.exists());
-    let (code, _, err) = kpnode(&["cert", "validate", file_s, "--dir", dir_s]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("issuing_authority: is \"Ministry of Finance\""), "{err}");
+    fails(
+        &["cert", "validate", file_s, "--dir", dir_s],
+        Some(2),
+        &["issuing_authority: is \"Ministry of Finance\""],
+    );
 }

@@ -105,6 +105,38 @@ async fn deliver(raw: &mut RawPeer, doc: &SignedDocument) -> Result<(), (RejectC
     }
 }
 
+/// What IN answers when RU, with `ru_keys`, sends `doc` on a fresh raw link.
+fn send_once(
+    rt: &tokio::runtime::Runtime,
+    inn: &TestNode,
+    ru_keys: &NodeKeys,
+    doc: &SignedDocument,
+) -> Result<(), (RejectCode, String)> {
+    rt.block_on(async {
+        let mut raw = RawPeer::connect(inn.handle().peer_addr(), ru_keys, RU).await.unwrap();
+        deliver(&mut raw, doc).await
+    })
+}
+
+/// RU's first rotation, replacing its signing key by `new_key` from `effective`, signed at
+/// `signed` with the key it replaces.
+fn signing_rotation(
+    ru_keys: &NodeKeys,
+    new_key: &kp_keys::SigningKeyPair,
+    effective: Timestamp,
+    signed: Timestamp,
+) -> SignedDocument {
+    let body = KeyRotation::new_with_signing_key(
+        RU,
+        1,
+        ru_keys.signing.key_id(),
+        new_key.signing_key(),
+        None,
+        effective,
+    );
+    SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), signed)
+}
+
 /// A valid self-signed Ed25519 certificate of `key`, padded with subject names to about
 /// `size` bytes.
 fn big_certificate(key: &TlsKeyPair, size: usize) -> Vec<u8> {
@@ -329,19 +361,8 @@ fn a_backdated_rotation_is_refused() {
     let signed = now();
     assert!(signed > effective);
     let new_key = kp_keys::SigningKeyPair::generate();
-    let body = KeyRotation::new_with_signing_key(
-        RU,
-        1,
-        ru_keys.signing.key_id(),
-        new_key.signing_key(),
-        None,
-        effective,
-    );
-    let doc = SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), signed);
-    let reply = rt.block_on(async {
-        let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
-        deliver(&mut raw, &doc).await
-    });
+    let doc = signing_rotation(&ru_keys, &new_key, effective, signed);
+    let reply = send_once(&rt, &inn, &ru_keys, &doc);
     let (code, detail) = reply.expect_err("a backdated rotation must be refused");
     assert_eq!(code, RejectCode::InvalidDocument, "{detail}");
     assert!(detail.contains("before it was signed"), "{detail}");
@@ -365,19 +386,8 @@ fn a_rotation_backdated_with_its_signing_time_cannot_disown_what_was_received() 
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let backdated = ru_keys.history.root().valid_from.saturating_add_millis(1);
     let new_key = kp_keys::SigningKeyPair::generate();
-    let body = KeyRotation::new_with_signing_key(
-        RU,
-        1,
-        ru_keys.signing.key_id(),
-        new_key.signing_key(),
-        None,
-        backdated,
-    );
-    let doc = SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), backdated);
-    let reply = rt.block_on(async {
-        let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
-        deliver(&mut raw, &doc).await
-    });
+    let doc = signing_rotation(&ru_keys, &new_key, backdated, backdated);
+    let reply = send_once(&rt, &inn, &ru_keys, &doc);
     let (code, detail) = reply.expect_err("a rotation disowning a stored certificate must be refused");
     assert_eq!(code, RejectCode::InvalidDocument, "{detail}");
     assert!(detail.contains("cannot disown what was already received"), "{detail}");
@@ -465,10 +475,7 @@ fn a_tls_key_bound_to_another_participant_is_refused() {
         };
         kz_keys.tls.prove_possession(&mut body);
         let doc = SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), t);
-        let reply = rt.block_on(async {
-            let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
-            deliver(&mut raw, &doc).await
-        });
+        let reply = send_once(&rt, &inn, &ru_keys, &doc);
         let (_, detail) = reply.expect_err("a rotation to another participant's TLS key must be refused");
         assert!(detail.contains("already bound to KZ"), "{detail}");
         assert_eq!(key_counts(&inn.api, "RU").1, 1);
