@@ -475,6 +475,34 @@ pub fn kpnode(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs `kpnode` with `args`, which must succeed; returns its stdout.
+pub fn kpnode_ok(args: &[&str]) -> String {
+    let (code, out, err) = kpnode(args);
+    assert_eq!(code, 0, "kpnode {args:?}: {err}");
+    out
+}
+
+/// RU and IN as `kpnode run` processes in one temporary directory, each on a port of its
+/// own, enrolled to each other through the CLI.
+#[derive(Debug)]
+pub struct ProcessPair {
+    pub tmp: tempfile::TempDir,
+    pub ru_dir: NodeDir,
+    pub in_dir: NodeDir,
+    pub ru: ProcessNode,
+    pub inn: ProcessNode,
+}
+
+pub fn enrolled_processes() -> ProcessPair {
+    let tmp = tempfile::tempdir().unwrap();
+    let ru_dir = init_dir(tmp.path(), "RU", free_port());
+    let in_dir = init_dir(tmp.path(), "IN", free_port());
+    let ru = ProcessNode::start(&ru_dir);
+    let inn = ProcessNode::start(&in_dir);
+    enrol_cli(&ru_dir, &in_dir);
+    ProcessPair { tmp, ru_dir, in_dir, ru, inn }
+}
+
 /// Enrols process nodes with each other through the CLI, as an operator would.
 pub fn enrol_cli(a: &NodeDir, b: &NodeDir) {
     for (x, y) in [(a, b), (b, a)] {
