@@ -223,6 +223,20 @@ fn node_with_a_certificate(
     (dir, node, number)
 }
 
+/// The importer in `dir` confirms `number` with `kpnode cert confirm`: received today, two
+/// parcels, 110.00 carats (fewer than `certificate_json` declares: a discrepancy), with
+/// `remarks` if given.
+fn confirm_110_carats(number: &str, remarks: Option<&str>, dir: &str) {
+    let today = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().to_string();
+    let mut args =
+        vec!["cert", "confirm", number, "--received-on", &today, "--parcels", "2", "--carats", "110.00"];
+    if let Some(remarks) = remarks {
+        args.extend(["--remarks", remarks]);
+    }
+    args.extend(["--dir", dir]);
+    kpnode_ok(&args);
+}
+
 /// A node with one certificate issued, stopped: (dir, number, bundle path).
 fn stopped_node_with_a_certificate(tmp: &std::path::Path) -> (kp_node::home::NodeDir, String, String) {
     // A real port: an enrolment bundle names the address partners dial.
@@ -348,23 +362,8 @@ fn confirmation_remarks_are_shown_on_both_sides() {
     wait_until(Duration::from_secs(20), "IN has the certificate", || {
         inn.api().get(&format!("/v1/certificates/{number}")).0 == 200
     });
-    let today = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().to_string();
     let remarks = "seal 4471 intact; weighed at Mumbai customs";
-    kpnode_ok(&[
-        "cert",
-        "confirm",
-        &number,
-        "--received-on",
-        &today,
-        "--parcels",
-        "2",
-        "--carats",
-        "110.00",
-        "--remarks",
-        remarks,
-        "--dir",
-        in_s,
-    ]);
+    confirm_110_carats(&number, Some(remarks), in_s);
     let shown = |dir: &str| {
         let json: serde_json::Value =
             serde_json::from_str(&kpnode_ok(&["cert", "show", &number, "--json", "--dir", dir])).unwrap();
@@ -416,20 +415,7 @@ fn a_signed_resolution_settles_a_discrepancy_on_both_sides() {
     assert_ne!(code, 0, "{err}");
     assert!(err.contains("only a certificate in import_discrepancy can be resolved"), "{err}");
 
-    let today = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().to_string();
-    kpnode_ok(&[
-        "cert",
-        "confirm",
-        &number,
-        "--received-on",
-        &today,
-        "--parcels",
-        "2",
-        "--carats",
-        "110.00",
-        "--dir",
-        in_s,
-    ]);
+    confirm_110_carats(&number, None, in_s);
     wait_until(Duration::from_secs(20), "RU has the discrepancy", || {
         show_json(ru_s)["status"] == "import_discrepancy"
     });

@@ -105,6 +105,13 @@ async fn deliver(raw: &mut RawPeer, doc: &SignedDocument) -> Result<(), (RejectC
     }
 }
 
+/// `reply` must be a refusal with `code`, its detail saying `says`; `what` says what is refused.
+fn assert_refused(reply: Result<(), (RejectCode, String)>, code: RejectCode, says: &str, what: &str) {
+    let (got, detail) = reply.expect_err(what);
+    assert_eq!(got, code, "{what}: {detail}");
+    assert!(detail.contains(says), "{what}: expected {says:?} in: {detail}");
+}
+
 /// What IN answers when RU, with `ru_keys`, sends `doc` on a fresh raw link.
 fn send_once(
     rt: &tokio::runtime::Runtime,
@@ -363,9 +370,12 @@ fn a_backdated_rotation_is_refused() {
     let new_key = kp_keys::SigningKeyPair::generate();
     let doc = signing_rotation(&ru_keys, &new_key, effective, signed);
     let reply = send_once(&rt, &inn, &ru_keys, &doc);
-    let (code, detail) = reply.expect_err("a backdated rotation must be refused");
-    assert_eq!(code, RejectCode::InvalidDocument, "{detail}");
-    assert!(detail.contains("before it was signed"), "{detail}");
+    assert_refused(
+        reply,
+        RejectCode::InvalidDocument,
+        "before it was signed",
+        "a backdated rotation must be refused",
+    );
     assert_eq!(key_counts(&inn.api, "RU").0, 1);
 }
 
@@ -388,9 +398,12 @@ fn a_rotation_backdated_with_its_signing_time_cannot_disown_what_was_received() 
     let new_key = kp_keys::SigningKeyPair::generate();
     let doc = signing_rotation(&ru_keys, &new_key, backdated, backdated);
     let reply = send_once(&rt, &inn, &ru_keys, &doc);
-    let (code, detail) = reply.expect_err("a rotation disowning a stored certificate must be refused");
-    assert_eq!(code, RejectCode::InvalidDocument, "{detail}");
-    assert!(detail.contains("cannot disown what was already received"), "{detail}");
+    assert_refused(
+        reply,
+        RejectCode::InvalidDocument,
+        "cannot disown what was already received",
+        "a rotation disowning a stored certificate must be refused",
+    );
     assert_eq!(key_counts(&inn.api, "RU").0, 1);
 
     // The same statement in a bundle RU's operator sends.
@@ -441,9 +454,12 @@ fn a_new_tls_key_without_proof_of_possession_is_refused() {
         replies
     });
     for r in replies {
-        let (code, detail) = r.expect_err("a TLS key without proof of possession must be refused");
-        assert_eq!(code, RejectCode::InvalidDocument, "{detail}");
-        assert!(detail.contains("did not sign it"), "{detail}");
+        assert_refused(
+            r,
+            RejectCode::InvalidDocument,
+            "did not sign it",
+            "a TLS key without proof of possession must be refused",
+        );
     }
     assert_eq!(key_counts(&inn.api, "RU").1, 1);
 }
@@ -610,9 +626,12 @@ fn a_rotation_taking_effect_in_the_future_is_refused() {
         replies
     });
     for r in replies {
-        let (code, detail) = r.expect_err("a rotation taking effect in the future must be refused");
-        assert_eq!(code, RejectCode::ClockSkew, "{detail}");
-        assert!(detail.contains("in the future for this node"), "{detail}");
+        assert_refused(
+            r,
+            RejectCode::ClockSkew,
+            "in the future for this node",
+            "a rotation taking effect in the future must be refused",
+        );
     }
     assert_eq!(key_counts(&inn.api, "RU").1, 1);
 }
