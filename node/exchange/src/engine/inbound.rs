@@ -10,12 +10,10 @@ impl Engine {
     fn judge_resolution<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
-        now: Timestamp,
-        peer: ParticipantCode,
-        item: &Received,
+        a: &Arrival<'_>,
         r: &kp_protocol::Resolution,
-        at_seq: u64,
     ) -> Result<Verdict, StoreError> {
+        let Arrival { now, peer, item, at_seq } = *a;
         let (doc, id) = (&item.document, item.message_id);
         let key = r.certificate.as_str().as_bytes();
         let Some(mut rec) = named_certificate(txn, &r.certificate, peer, None, r.certificate_id)? else {
@@ -109,7 +107,7 @@ impl Engine {
             }
             let at_seq = self.head.next_seq;
             let (key_id, signed_at) = (item.document.key_id, item.document.signed_at);
-            match self.judge(txn, applied, now, peer, &item, at_seq)? {
+            match self.judge(txn, applied, &Arrival { now, peer, item: &item, at_seq })? {
                 Verdict::Store => {
                     if is_rotation {
                         rotations.push((id, at_seq));
@@ -202,17 +200,14 @@ impl Engine {
         &mut self,
         txn: &mut Txn<'_, S>,
         applied: &mut Applied,
-        now: Timestamp,
-        peer: ParticipantCode,
-        item: &Received,
-        at_seq: u64,
+        a: &Arrival<'_>,
     ) -> Result<Verdict, StoreError> {
-        match &item.content {
-            Content::Certificate(cert) => self.judge_certificate(txn, now, peer, item, cert, at_seq),
-            Content::Confirmation(c) => self.judge_confirmation(txn, now, peer, item, c, at_seq),
-            Content::Void(v) => self.judge_void(txn, now, peer, item, v, at_seq),
-            Content::Resolution(r) => self.judge_resolution(txn, now, peer, item, r, at_seq),
-            Content::Rotation(r) => self.judge_rotation(txn, applied, peer, item, r),
+        match &a.item.content {
+            Content::Certificate(cert) => self.judge_certificate(txn, a, cert),
+            Content::Confirmation(c) => self.judge_confirmation(txn, a, c),
+            Content::Void(v) => self.judge_void(txn, a, v),
+            Content::Resolution(r) => self.judge_resolution(txn, a, r),
+            Content::Rotation(r) => self.judge_rotation(txn, applied, a, r),
         }
     }
 
@@ -221,12 +216,10 @@ impl Engine {
     fn judge_certificate<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
-        now: Timestamp,
-        peer: ParticipantCode,
-        item: &Received,
+        a: &Arrival<'_>,
         cert: &Certificate,
-        at_seq: u64,
     ) -> Result<Verdict, StoreError> {
+        let Arrival { now, peer, item, at_seq } = *a;
         let (doc, id) = (&item.document, item.message_id);
         let key = cert.number.as_str().as_bytes();
         if let Some(existing) = txn.get_rec::<CertRecord>(Tree::Certs, key)?.filter(|_| dedupe_on()) {
@@ -279,12 +272,10 @@ impl Engine {
     fn judge_confirmation<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
-        now: Timestamp,
-        peer: ParticipantCode,
-        item: &Received,
+        a: &Arrival<'_>,
         c: &ImportConfirmation,
-        at_seq: u64,
     ) -> Result<Verdict, StoreError> {
+        let Arrival { now, peer, item, at_seq } = *a;
         let (doc, id) = (&item.document, item.message_id);
         let key = c.certificate.as_str().as_bytes();
         let Some(mut rec) =
@@ -333,12 +324,10 @@ impl Engine {
     fn judge_void<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
-        now: Timestamp,
-        peer: ParticipantCode,
-        item: &Received,
+        a: &Arrival<'_>,
         v: &Void,
-        at_seq: u64,
     ) -> Result<Verdict, StoreError> {
+        let Arrival { now, peer, item, at_seq } = *a;
         let (doc, id) = (&item.document, item.message_id);
         let key = v.certificate.as_str().as_bytes();
         let Some(mut rec) =
@@ -384,10 +373,10 @@ impl Engine {
         &mut self,
         txn: &mut Txn<'_, S>,
         applied: &mut Applied,
-        peer: ParticipantCode,
-        item: &Received,
+        a: &Arrival<'_>,
         r: &kp_protocol::KeyRotation,
     ) -> Result<Verdict, StoreError> {
+        let Arrival { peer, item, .. } = *a;
         let (doc, id) = (&item.document, item.message_id);
         if let Some(seq) = txn.get_rec::<u64>(Tree::Messages, &in_message_key(peer, &id))? {
             return Ok(Verdict::Duplicate(seq));
@@ -597,6 +586,16 @@ fn again(
         (true, Some(seq)) => Verdict::Duplicate(seq),
         _ => Verdict::Refuse(Refusal::new(RejectCode::Conflict, conflict())),
     }
+}
+
+/// A checked delivery being judged: from `peer`, at `now`, to be logged at `at_seq` if it is
+/// stored.
+#[derive(Clone, Copy)]
+struct Arrival<'a> {
+    now: Timestamp,
+    peer: ParticipantCode,
+    item: &'a Received,
+    at_seq: u64,
 }
 
 /// What the store says about a delivered document.

@@ -23,6 +23,9 @@ const RU: ParticipantCode = ParticipantCode::from_static("RU");
 const IN: ParticipantCode = ParticipantCode::from_static("IN");
 const T0: i64 = 1_795_000_000_000; // 2026-11-18
 
+/// Documents queued for a peer: message id, document, outbox position.
+type Queued = Vec<(MessageId, SignedDocument, u64)>;
+
 struct Side {
     code: ParticipantCode,
     store: MemStorage,
@@ -60,7 +63,7 @@ impl Side {
     }
 
     /// Pending documents for `peer`, in outbox order, with their outbox positions.
-    fn outbox(&self, peer: ParticipantCode) -> Vec<(MessageId, SignedDocument, u64)> {
+    fn outbox(&self, peer: ParticipantCode) -> Queued {
         let (start, end) = outbox_range(peer, 0);
         self.store
             .range(Tree::Outbox, &start, &end, usize::MAX)
@@ -761,6 +764,24 @@ fn rejected(replies: &[Reply]) -> &crate::verify::Refusal {
     }
 }
 
+/// RU issues two certificates at T0; IN stores the first and answers with `original`, a
+/// receipt lost on the way back: RU still has both queued. Returns (ru, inn, what RU sent,
+/// the receipt).
+fn first_of_two_stored_receipt_lost(
+    clock: &Arc<ManualClock>,
+) -> (Side, Side, Queued, Box<kp_protocol::MessageReceipt>) {
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, clock), side(IN, clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
+    let sent = ru.outbox(IN);
+    let mut replies = deliver(&ru, &mut inn, now, sent[..1].to_vec());
+    let Reply::Receipt { receipt: original, duplicate: false } = replies.remove(0) else {
+        panic!("{replies:?}")
+    };
+    (ru, inn, sent, original)
+}
+
 /// The receipt for a certificate is lost; RU rotates its signing key and the grace period
 /// for documents signed with the old one passes before RU sends the certificate again. IN
 /// holds it, so it answers with the original receipt: a refusal would leave RU's copy
@@ -770,13 +791,8 @@ fn rejected(replies: &[Reply]) -> &crate::verify::Refusal {
 #[test]
 fn a_resend_after_a_rotation_and_the_grace_period_gets_the_original_receipt() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
-    let now = Timestamp::from_unix_millis(T0);
-    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
-    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
-    let sent = ru.outbox(IN);
-    let replies = deliver(&ru, &mut inn, now, sent[..1].to_vec());
-    let Reply::Receipt { receipt: original, duplicate: false } = &replies[0] else { panic!("{replies:?}") };
+    let (mut ru, mut inn, sent, original) = first_of_two_stored_receipt_lost(&clock);
+    let original = &original;
     // The receipt is lost on the way back: RU still has the certificate queued.
     assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Queued);
 
@@ -818,13 +834,8 @@ fn a_resend_after_a_rotation_and_the_grace_period_gets_the_original_receipt() {
 #[test]
 fn a_resend_of_a_certificate_that_has_since_expired_gets_the_original_receipt() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
-    let now = Timestamp::from_unix_millis(T0);
-    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
-    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
-    let sent = ru.outbox(IN);
-    let replies = deliver(&ru, &mut inn, now, sent[..1].to_vec());
-    let Reply::Receipt { receipt: original, duplicate: false } = &replies[0] else { panic!("{replies:?}") };
+    let (mut ru, mut inn, sent, original) = first_of_two_stored_receipt_lost(&clock);
+    let original = &original;
 
     // The certificates expire on 2027-01-10.
     let later = Timestamp::from_unix_millis(T0 + 60 * DAY);
