@@ -195,6 +195,15 @@ fn exchange(from: &mut Side, to: &mut Side, now: Timestamp) {
     acknowledge(from, to, now, &sent, replies);
 }
 
+/// RU and IN, with RU's certificate RU-2026-000001 issued, delivered and acknowledged at T0.
+fn one_delivered(clock: &Arc<ManualClock>) -> (Side, Side) {
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, clock), side(IN, clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    exchange(&mut ru, &mut inn, now);
+    (ru, inn)
+}
+
 /// `from` verifies and records the receipts in `replies` (for messages at `sent`).
 fn acknowledge(
     from: &mut Side,
@@ -354,9 +363,7 @@ fn nothing_unflushed_survives_a_crash_and_the_engine_reloads_its_head() {
 fn voided_certificates_cannot_be_confirmed() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
     let now = Timestamp::from_unix_millis(T0);
-    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
-    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    exchange(&mut ru, &mut inn, now);
+    let (mut ru, mut inn) = one_delivered(&clock);
 
     void(&mut ru, "RU-2026-000001", now);
     assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Voided);
@@ -512,9 +519,7 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
 fn an_importer_cannot_undo_the_exporters_void_with_a_confirmation() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
     let now = Timestamp::from_unix_millis(T0);
-    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
-    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    exchange(&mut ru, &mut inn, now);
+    let (mut ru, mut inn) = one_delivered(&clock);
 
     void(&mut ru, "RU-2026-000001", now);
     // IN holds the void (never acknowledged), and confirms the import instead.
