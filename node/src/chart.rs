@@ -84,18 +84,22 @@ type Segment<'a> = (ParticipantCode, u128, &'a crate::stats::MonthRow);
 const MONTHS: [&str; 12] =
     ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
-/// Renders the chart of a statistics report.
-pub fn render(r: &StatsReport, measure: Measure) -> String {
-    let months = r.period.months();
-    let partners: Vec<ParticipantCode> = {
-        let mut p: Vec<ParticipantCode> = r.monthly.iter().map(|m| m.partner).collect();
-        p.sort();
-        p.dedup();
-        p
-    };
-    let colour =
-        |p: ParticipantCode| PALETTE[partners.iter().position(|x| *x == p).unwrap_or(0) % PALETTE.len()];
-    // (flow, month) → [(partner, hundredths, row)]
+/// Where things go: the plot area, where the axis lies (`zero`), and the scale from amounts
+/// (`top` above the axis, `bottom` below, ticks every `step`) to pixels.
+struct Frame {
+    left: f64,
+    plot_w: f64,
+    plot_top: f64,
+    plot_bottom: f64,
+    top: f64,
+    bottom: f64,
+    step: f64,
+    scale: f64,
+    zero: f64,
+}
+
+/// The bars: for each (flow, month) the partners' segments, measured by `measure`.
+fn stacks(r: &StatsReport, measure: Measure) -> BTreeMap<(Flow, String), Vec<Segment<'_>>> {
     let mut stacks: BTreeMap<(Flow, String), Vec<Segment<'_>>> = BTreeMap::new();
     for m in &r.monthly {
         let v = match measure {
@@ -104,6 +108,11 @@ pub fn render(r: &StatsReport, measure: Measure) -> String {
         };
         stacks.entry((m.flow, m.month.clone())).or_default().push((m.partner, v, m));
     }
+    stacks
+}
+
+/// The frame that fits the tallest export and import stacks, in a chart `plot_w` wide.
+fn frame(stacks: &BTreeMap<(Flow, String), Vec<Segment<'_>>>, left: f64, plot_w: f64) -> Frame {
     let stack_max = |flow: Flow| {
         stacks
             .iter()
@@ -118,12 +127,28 @@ pub fn render(r: &StatsReport, measure: Measure) -> String {
     let top = (max_up / step).ceil().max(1.0) * step;
     // Room below the axis for imports: whole steps if there are any, else a narrow band.
     let bottom = if max_down > 0.0 { (max_down / step).ceil() * step } else { step / 2.0 };
-
-    let (width, height) = (960.0, 560.0);
-    let (left, right, plot_top, plot_bottom) = (90.0, 180.0, 70.0, 500.0);
-    let plot_w = width - left - right;
+    let (plot_top, plot_bottom) = (70.0, 500.0);
     let scale = (plot_bottom - plot_top) / (top + bottom);
     let zero = plot_top + top * scale;
+    Frame { left, plot_w, plot_top, plot_bottom, top, bottom, step, scale, zero }
+}
+
+/// Renders the chart of a statistics report.
+pub fn render(r: &StatsReport, measure: Measure) -> String {
+    let months = r.period.months();
+    let partners: Vec<ParticipantCode> = {
+        let mut p: Vec<ParticipantCode> = r.monthly.iter().map(|m| m.partner).collect();
+        p.sort();
+        p.dedup();
+        p
+    };
+    let colour =
+        |p: ParticipantCode| PALETTE[partners.iter().position(|x| *x == p).unwrap_or(0) % PALETTE.len()];
+    let stacks = stacks(r, measure);
+
+    let (width, height) = (960.0, 560.0);
+    let (left, right) = (90.0, 180.0);
+    let f = frame(&stacks, left, width - left - right);
     let unit = match measure {
         Measure::UsDollars => "US$",
         Measure::Carats => "carats",
@@ -147,56 +172,72 @@ pub fn render(r: &StatsReport, measure: Measure) -> String {
         s,
         r##"<text x="{left}" y="50" fill="#555555">Exports above the axis, imports below; certificates acknowledged and not voided, by date of issue.</text>"##
     );
+    grid(&mut s, &f, unit);
+    bars(&mut s, &f, &months, &stacks, &colour);
+    legend(&mut s, &f, &partners, &colour);
+    s.push_str("</svg>\n");
+    s
+}
 
-    // Grid and axis labels.
-    let mut t = -(bottom / step).floor() * step;
-    while t <= top + step / 2.0 {
-        let y = zero - t * scale;
+/// The grid lines with their amounts, the unit, and which side is which.
+fn grid(s: &mut String, f: &Frame, unit: &str) {
+    let left = f.left;
+    let mut t = -(f.bottom / f.step).floor() * f.step;
+    while t <= f.top + f.step / 2.0 {
+        let y = f.zero - t * f.scale;
         let _ = writeln!(
             s,
             r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{}" stroke-width="1"/>"##,
-            left + plot_w,
+            f.left + f.plot_w,
             if t == 0.0 { "#333333" } else { "#e0e0e0" }
         );
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-            left - 8.0,
+            f.left - 8.0,
             y + 4.0,
             short(t.abs())
         );
-        t += step;
+        t += f.step;
     }
     let _ = writeln!(
         s,
         r#"<text x="20" y="{:.1}" transform="rotate(-90 20 {:.1})" text-anchor="middle">{unit}</text>"#,
-        (plot_top + plot_bottom) / 2.0,
-        (plot_top + plot_bottom) / 2.0
+        (f.plot_top + f.plot_bottom) / 2.0,
+        (f.plot_top + f.plot_bottom) / 2.0
     );
     let _ = writeln!(
         s,
         r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#333333">exports &#9650;</text>"##,
-        left + plot_w - 4.0,
-        zero - 6.0
+        f.left + f.plot_w - 4.0,
+        f.zero - 6.0
     );
     let _ = writeln!(
         s,
         r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#333333">imports &#9660;</text>"##,
-        left + plot_w - 4.0,
-        zero + 16.0
+        f.left + f.plot_w - 4.0,
+        f.zero + 16.0
     );
+}
 
-    // Bars.
-    let slot = plot_w / months.len().max(1) as f64;
+/// One stacked bar per month and flow, a segment per partner, each with its figures.
+fn bars(
+    s: &mut String,
+    f: &Frame,
+    months: &[(i32, u32)],
+    stacks: &BTreeMap<(Flow, String), Vec<Segment<'_>>>,
+    colour: &dyn Fn(ParticipantCode) -> &'static str,
+) {
+    let slot = f.plot_w / months.len().max(1) as f64;
     let bar_w = (slot * 0.6).min(80.0);
     for (i, (y, m)) in months.iter().enumerate() {
         let label = format!("{y:04}-{m:02}");
-        let x = left + slot * i as f64 + (slot - bar_w) / 2.0;
+        let x = f.left + slot * i as f64 + (slot - bar_w) / 2.0;
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{} {y}</text>"#,
             x + bar_w / 2.0,
-            plot_bottom + 34.0,
+            f.plot_bottom + 34.0,
             MONTHS[(*m as usize).saturating_sub(1) % 12]
         );
         for flow in [Flow::Export, Flow::Import] {
@@ -205,10 +246,10 @@ pub fn render(r: &StatsReport, measure: Measure) -> String {
                 if *v == 0 {
                     continue;
                 }
-                let h = (*v as f64 / 100.0) * scale;
+                let h = (*v as f64 / 100.0) * f.scale;
                 let y = match flow {
-                    Flow::Export => zero - offset - h,
-                    Flow::Import => zero + offset,
+                    Flow::Export => f.zero - offset - h,
+                    Flow::Import => f.zero + offset,
                 };
                 offset += h;
                 let flow_name = match flow {
@@ -233,12 +274,20 @@ pub fn render(r: &StatsReport, measure: Measure) -> String {
             }
         }
     }
+}
 
-    // Legend.
-    let lx = left + plot_w + 24.0;
+/// The partners' colours, or a note that there is nothing to show.
+fn legend(
+    s: &mut String,
+    f: &Frame,
+    partners: &[ParticipantCode],
+    colour: &dyn Fn(ParticipantCode) -> &'static str,
+) {
+    let plot_top = f.plot_top;
+    let lx = f.left + f.plot_w + 24.0;
     let _ = writeln!(s, r#"<text x="{lx}" y="{plot_top}" font-weight="bold">Partner</text>"#);
     for (i, p) in partners.iter().enumerate() {
-        let y = plot_top + 18.0 + i as f64 * 20.0;
+        let y = f.plot_top + 18.0 + i as f64 * 20.0;
         let _ = writeln!(
             s,
             r#"<rect x="{lx}" y="{:.1}" width="12" height="12" fill="{}"/>"#,
@@ -251,12 +300,10 @@ pub fn render(r: &StatsReport, measure: Measure) -> String {
         let _ = writeln!(
             s,
             r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555555">No acknowledged certificates in this period.</text>"##,
-            left + plot_w / 2.0,
-            zero - 10.0
+            f.left + f.plot_w / 2.0,
+            f.zero - 10.0
         );
     }
-    s.push_str("</svg>\n");
-    s
 }
 
 #[cfg(test)]

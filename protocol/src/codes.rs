@@ -12,6 +12,78 @@ use bincode::{Decode, Encode};
 
 use crate::value::{decode_error, ValueError};
 
+/// Serde as strings, through the same `FromStr` rules, for config files and JSON output.
+macro_rules! serde_via_str {
+    ($($ty:ty),*) => {$(
+        impl ::serde::Serialize for $ty {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> ::serde::Deserialize<'de> for $ty {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as ::serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(|e| ::serde::de::Error::custom(format!("{s:?} {e}")))
+            }
+        }
+    )*};
+}
+pub(crate) use serde_via_str;
+
+/// What every string-backed code and text type shares: it reads as its string (`as_str`,
+/// `Display`; `Debug` as the bare string with `plain` or quoted with `quoted`), is encoded as
+/// a bincode string and decoded through `FromStr`, so peer bytes meet the same rules as text
+/// (`$what` names the value in a decode error), and goes through serde as its string.
+macro_rules! string_newtype {
+    ($name:ident, $what:literal, debug = $debug:ident) => {
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                $crate::codes::string_newtype!(@debug $debug, self, f)
+            }
+        }
+
+        impl ::bincode::Encode for $name {
+            fn encode<E: ::bincode::enc::Encoder>(
+                &self,
+                encoder: &mut E,
+            ) -> Result<(), ::bincode::error::EncodeError> {
+                ::bincode::Encode::encode(&self.0, encoder)
+            }
+        }
+
+        impl<C> ::bincode::Decode<C> for $name {
+            fn decode<D: ::bincode::de::Decoder<Context = C>>(
+                decoder: &mut D,
+            ) -> Result<Self, ::bincode::error::DecodeError> {
+                <String as ::bincode::Decode<C>>::decode(decoder)?
+                    .parse()
+                    .map_err(|e| $crate::value::decode_error($what, e))
+            }
+        }
+        ::bincode::impl_borrow_decode!($name);
+        $crate::codes::serde_via_str!($name);
+    };
+    (@debug plain, $self:ident, $f:ident) => {
+        $f.write_str(&$self.0)
+    };
+    (@debug quoted, $self:ident, $f:ident) => {
+        ::std::fmt::Debug::fmt(&$self.0, $f)
+    };
+}
+pub(crate) use string_newtype;
+
 /// A Kimberley Process participant: an ISO 3166-1 alpha-2 code, or `EU` for the Union.
 /// Always two ASCII capital letters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,10 +163,6 @@ impl CertificateNumber {
     pub const MIN_LEN: usize = 3;
     pub const MAX_LEN: usize = 32;
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     pub fn starts_with(&self, code: ParticipantCode) -> bool {
         self.0.as_bytes().starts_with(&code.as_bytes())
     }
@@ -135,31 +203,7 @@ impl FromStr for CertificateNumber {
     }
 }
 
-impl fmt::Display for CertificateNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for CertificateNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Encode for CertificateNumber {
-    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
-        self.0.encode(encoder)
-    }
-}
-
-impl<C> Decode<C> for CertificateNumber {
-    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        let raw = String::decode(decoder)?;
-        raw.parse().map_err(|e| decode_error("certificate number", e))
-    }
-}
-bincode::impl_borrow_decode!(CertificateNumber);
+string_newtype!(CertificateNumber, "certificate number", debug = plain);
 
 /// The HS codes of rough diamonds covered by the scheme. Nothing else can be represented.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Encode, Decode)]
@@ -245,24 +289,7 @@ impl fmt::Display for Origin {
     }
 }
 
-/// Serde as strings, through the same `FromStr` rules, for config files and JSON output.
-macro_rules! serde_via_str {
-    ($($ty:ty),*) => {$(
-        impl ::serde::Serialize for $ty {
-            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-        impl<'de> ::serde::Deserialize<'de> for $ty {
-            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = <String as ::serde::Deserialize>::deserialize(d)?;
-                s.parse().map_err(|e| ::serde::de::Error::custom(format!("{s:?} {e}")))
-            }
-        }
-    )*};
-}
-pub(crate) use serde_via_str;
-serde_via_str!(ParticipantCode, CertificateNumber, HsCode, Origin);
+serde_via_str!(ParticipantCode, HsCode, Origin);
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,9 @@ use crate::certificate::{
     check_parts, Certificate, CertificateContent, Declaration, Parcel, Parts, Party, Problem, Problems,
     Shipment, ValidationContext,
 };
-use crate::codes::CertificateNumber;
+use crate::codes::{CertificateNumber, Origin, ParticipantCode};
+use crate::date::Date;
+use crate::text::{LongText, Text};
 use crate::value::ValueError;
 
 /// A parsed, validated certificate whose number may still be missing (the node assigns one on
@@ -277,12 +279,137 @@ const CERTIFICATE_FIELDS: &[&str] = &[
     "remarks",
 ];
 
+/// Every field of a certificate as read: `None` where it was missing or bad, and then a problem
+/// says which.
+struct Fields {
+    number: Option<Option<CertificateNumber>>,
+    exporting: Option<ParticipantCode>,
+    importing: Option<ParticipantCode>,
+    issuing_authority: Option<Text>,
+    exporter: Option<Party>,
+    importer: Option<Party>,
+    issued_on: Option<Date>,
+    expires_on: Option<Date>,
+    parcels: Option<Vec<Parcel>>,
+    shipment: Option<Option<Shipment>>,
+    declarations: Option<Vec<Declaration>>,
+    remarks: Option<Option<LongText>>,
+}
+
+impl Fields {
+    /// The draft, if every field was read (it is, when no problem was reported).
+    fn into_draft(self) -> Option<CertificateDraft> {
+        Some(CertificateDraft {
+            number: self.number?,
+            content: CertificateContent {
+                exporting_participant: self.exporting?,
+                importing_participant: self.importing?,
+                issuing_authority: self.issuing_authority?,
+                exporter: self.exporter?,
+                importer: self.importer?,
+                issued_on: self.issued_on?,
+                expires_on: self.expires_on?,
+                parcels: self.parcels?,
+                shipment: self.shipment?,
+                declarations: self.declarations?,
+                remarks: self.remarks?,
+            },
+        })
+    }
+}
+
+/// The parcels as read: `list` is `None` if the array or any parcel is bad; `count` is the
+/// array's length if it is one; `origins` the origins that could be read, by parcel index.
+struct ParcelList {
+    list: Option<Vec<Parcel>>,
+    count: Option<usize>,
+    origins: Vec<(usize, Origin)>,
+}
+
+impl Walker {
+    /// Reads the array of objects `v` at `path` item by item, so that every bad item is
+    /// reported. Returns the items (`None` if the array or any item is bad) and the array's
+    /// length (`None` if it is not an array).
+    fn objects<'a, T>(
+        &mut self,
+        path: &str,
+        v: &'a Json,
+        mut item: impl FnMut(&mut Self, usize, Obj<'a>) -> Option<T>,
+    ) -> (Option<Vec<T>>, Option<usize>) {
+        let Some(items) = self.array(path, v) else {
+            return (None, None);
+        };
+        let mut list = Some(Vec::new());
+        for (i, v) in items.iter().enumerate() {
+            let read = self.object(&format!("{path}[{i}]"), v).and_then(|o| item(self, i, o));
+            match (read, list.as_mut()) {
+                (Some(t), Some(l)) => l.push(t),
+                _ => list = None,
+            }
+        }
+        (list, Some(items.len()))
+    }
+
+    fn parcels(&mut self, root: &mut Obj<'_>) -> ParcelList {
+        let mut origins = Vec::new();
+        let Some(v) = root.take("parcels") else {
+            self.problems.push(Problem::new(root.field("parcels"), "is required"));
+            return ParcelList { list: None, count: None, origins };
+        };
+        let (list, count) = self.objects(&root.field("parcels"), v, |w, i, mut o| {
+            let hs_code = w.required(&mut o, "hs_code");
+            let carats = w.required(&mut o, "carats");
+            let value_usd = w.required(&mut o, "value_usd");
+            let origin = w.required(&mut o, "origin");
+            let origin_area = w.optional(&mut o, "origin_area");
+            o.finish(w, &["hs_code", "carats", "value_usd", "origin", "origin_area"]);
+            if let Some(origin) = origin {
+                origins.push((i, origin));
+            }
+            Some(Parcel {
+                hs_code: hs_code?,
+                carats: carats?,
+                value_usd: value_usd?,
+                origin: origin?,
+                origin_area: origin_area?,
+            })
+        });
+        ParcelList { list, count, origins }
+    }
+
+    /// The shipment, which may be absent (`Some(None)`).
+    fn shipment(&mut self, root: &mut Obj<'_>) -> Option<Option<Shipment>> {
+        let Some(v) = root.take("shipment") else {
+            return Some(None);
+        };
+        let mut o = self.object(&root.field("shipment"), v)?;
+        let port = self.optional(&mut o, "port_of_export");
+        let reference = self.optional(&mut o, "customs_reference");
+        o.finish(self, &["port_of_export", "customs_reference"]);
+        Some(Some(Shipment { port_of_export: port?, customs_reference: reference? }))
+    }
+
+    /// The declarations (none if absent) and how many were given.
+    fn declarations(&mut self, root: &mut Obj<'_>) -> (Option<Vec<Declaration>>, usize) {
+        let Some(v) = root.take("declarations") else {
+            return (Some(Vec::new()), 0);
+        };
+        let (list, count) = self.objects(&root.field("declarations"), v, |w, _, mut o| {
+            let code = w.required(&mut o, "code");
+            let text = w.required(&mut o, "text");
+            o.finish(w, &["code", "text"]);
+            Some(Declaration { code: code?, text: text? })
+        });
+        (list, count.unwrap_or(0))
+    }
+}
+
 fn parse_tree(tree: &Json, ctx: &ValidationContext<'_>) -> Result<CertificateDraft, Problems> {
     let mut w = Walker { problems: Vec::new() };
     let Some(mut root) = w.object("", tree) else {
         return Err(Problems(w.problems));
     };
-    let number: Option<Option<CertificateNumber>> = w.optional(&mut root, "number");
+    let number = w.optional(&mut root, "number");
     let exporting = w.required(&mut root, "exporting_participant");
     let importing = w.required(&mut root, "importing_participant");
     let issuing_authority = w.required(&mut root, "issuing_authority");
@@ -290,103 +417,13 @@ fn parse_tree(tree: &Json, ctx: &ValidationContext<'_>) -> Result<CertificateDra
     let importer = w.party(&mut root, "importer");
     let issued_on = w.required(&mut root, "issued_on");
     let expires_on = w.required(&mut root, "expires_on");
-
-    // Parcels: each one parsed on its own so that every bad parcel is reported.
-    let mut parcels = Some(Vec::new());
-    let mut parcel_count = None;
-    let mut origins = Vec::new();
-    match root.take("parcels") {
-        None => w.problems.push(Problem::new("parcels", "is required")),
-        Some(v) => {
-            if let Some(items) = w.array("parcels", v) {
-                parcel_count = Some(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    let path = format!("parcels[{i}]");
-                    let parcel = w.object(&path, item).and_then(|mut o| {
-                        let hs_code = w.required(&mut o, "hs_code");
-                        let carats = w.required(&mut o, "carats");
-                        let value_usd = w.required(&mut o, "value_usd");
-                        let origin = w.required(&mut o, "origin");
-                        let origin_area = w.optional(&mut o, "origin_area");
-                        o.finish(&mut w, &["hs_code", "carats", "value_usd", "origin", "origin_area"]);
-                        if let Some(origin) = origin {
-                            origins.push((i, origin));
-                        }
-                        Some(Parcel {
-                            hs_code: hs_code?,
-                            carats: carats?,
-                            value_usd: value_usd?,
-                            origin: origin?,
-                            origin_area: origin_area?,
-                        })
-                    });
-                    match (parcel, parcels.as_mut()) {
-                        (Some(p), Some(list)) => list.push(p),
-                        _ => parcels = None,
-                    }
-                }
-            } else {
-                parcels = None;
-            }
-        }
-    }
-
-    let shipment = match root.take("shipment") {
-        None => Some(None),
-        Some(v) => w.object("shipment", v).and_then(|mut o| {
-            let port = w.optional(&mut o, "port_of_export");
-            let reference = w.optional(&mut o, "customs_reference");
-            o.finish(&mut w, &["port_of_export", "customs_reference"]);
-            Some(Some(Shipment { port_of_export: port?, customs_reference: reference? }))
-        }),
-    };
-
-    let mut declarations = Some(Vec::new());
-    let mut declaration_count = 0;
-    if let Some(v) = root.take("declarations") {
-        match w.array("declarations", v) {
-            None => declarations = None,
-            Some(items) => {
-                declaration_count = items.len();
-                for (i, item) in items.iter().enumerate() {
-                    let path = format!("declarations[{i}]");
-                    let decl = w.object(&path, item).and_then(|mut o| {
-                        let code = w.required(&mut o, "code");
-                        let text = w.required(&mut o, "text");
-                        o.finish(&mut w, &["code", "text"]);
-                        Some(Declaration { code: code?, text: text? })
-                    });
-                    match (decl, declarations.as_mut()) {
-                        (Some(d), Some(list)) => list.push(d),
-                        _ => declarations = None,
-                    }
-                }
-            }
-        }
-    }
+    let parcels = w.parcels(&mut root);
+    let shipment = w.shipment(&mut root);
+    let (declarations, declaration_count) = w.declarations(&mut root);
     let remarks = w.optional(&mut root, "remarks");
     root.finish(&mut w, CERTIFICATE_FIELDS);
 
-    check_parts(
-        &Parts {
-            number: number.as_ref().and_then(Option::as_ref),
-            exporting,
-            importing,
-            issued_on,
-            expires_on,
-            parcel_count,
-            origins,
-            declaration_count,
-        },
-        ctx,
-        &mut w.problems,
-    );
-
-    if !w.problems.is_empty() {
-        return Err(Problems(w.problems));
-    }
-    // Every field parsed (a missing one would have left a problem), so all are present.
-    match (
+    let fields = Fields {
         number,
         exporting,
         importing,
@@ -395,43 +432,32 @@ fn parse_tree(tree: &Json, ctx: &ValidationContext<'_>) -> Result<CertificateDra
         importer,
         issued_on,
         expires_on,
-        parcels,
+        parcels: parcels.list,
         shipment,
         declarations,
         remarks,
-    ) {
-        (
-            Some(number),
-            Some(exporting_participant),
-            Some(importing_participant),
-            Some(issuing_authority),
-            Some(exporter),
-            Some(importer),
-            Some(issued_on),
-            Some(expires_on),
-            Some(parcels),
-            Some(shipment),
-            Some(declarations),
-            Some(remarks),
-        ) => Ok(CertificateDraft {
-            number,
-            content: CertificateContent {
-                exporting_participant,
-                importing_participant,
-                issuing_authority,
-                exporter,
-                importer,
-                issued_on,
-                expires_on,
-                parcels,
-                shipment,
-                declarations,
-                remarks,
-            },
-        }),
-        _ => Err(Problems(vec![Problem::new(
+    };
+    check_parts(
+        &Parts {
+            number: fields.number.as_ref().and_then(Option::as_ref),
+            exporting: fields.exporting,
+            importing: fields.importing,
+            issued_on: fields.issued_on,
+            expires_on: fields.expires_on,
+            parcel_count: parcels.count,
+            origins: parcels.origins,
+            declaration_count,
+        },
+        ctx,
+        &mut w.problems,
+    );
+    if !w.problems.is_empty() {
+        return Err(Problems(w.problems));
+    }
+    fields.into_draft().ok_or_else(|| {
+        Problems(vec![Problem::new(
             "",
             "the certificate could not be read (internal inconsistency; please report)",
-        )])),
-    }
+        )])
+    })
 }

@@ -2,16 +2,10 @@
 //! declarations. Bounded, non-empty, and free of control characters (including the Unicode
 //! bidirectional overrides that can make a printed name read differently from its bytes).
 
-use std::fmt;
 use std::str::FromStr;
 
-use bincode::de::Decoder;
-use bincode::enc::Encoder;
-use bincode::error::{DecodeError, EncodeError};
-use bincode::{Decode, Encode};
-
-use crate::codes::serde_via_str;
-use crate::value::{decode_error, ValueError};
+use crate::codes::string_newtype;
+use crate::value::ValueError;
 
 fn is_forbidden(c: char, allow_newline: bool) -> bool {
     if allow_newline && c == '\n' {
@@ -45,10 +39,6 @@ macro_rules! text_type {
 
         impl $name {
             pub const MAX_CHARS: usize = $max;
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
         }
 
         impl FromStr for $name {
@@ -59,31 +49,7 @@ macro_rules! text_type {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&self.0, f)
-            }
-        }
-
-        impl Encode for $name {
-            fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
-                self.0.encode(encoder)
-            }
-        }
-
-        impl<C> Decode<C> for $name {
-            fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
-                String::decode(decoder)?.parse().map_err(|e| decode_error($what, e))
-            }
-        }
-        bincode::impl_borrow_decode!($name);
-        serde_via_str!($name);
+        string_newtype!($name, $what, debug = quoted);
     };
 }
 
@@ -107,12 +73,6 @@ text_type!(
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeclarationCode(String);
 
-impl DeclarationCode {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 impl FromStr for DeclarationCode {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<Self, ValueError> {
@@ -131,31 +91,7 @@ impl FromStr for DeclarationCode {
     }
 }
 
-impl fmt::Display for DeclarationCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for DeclarationCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Encode for DeclarationCode {
-    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
-        self.0.encode(encoder)
-    }
-}
-
-impl<C> Decode<C> for DeclarationCode {
-    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        String::decode(decoder)?.parse().map_err(|e| decode_error("declaration code", e))
-    }
-}
-bincode::impl_borrow_decode!(DeclarationCode);
-serde_via_str!(DeclarationCode);
+string_newtype!(DeclarationCode, "declaration code", debug = plain);
 
 #[cfg(test)]
 mod tests {

@@ -296,14 +296,34 @@ pub fn enrol_pair(a: &TestNode, b: &TestNode) {
     b.api.enrol(&text, &fp);
 }
 
-/// RU and IN in one process, enrolled to each other and linked. IN listens on a fixed port,
-/// so that RU dials it again after the test stops and restarts it.
-pub fn linked_ru_in(rt: &tokio::runtime::Runtime, root: &Path) -> (TestNode, TestNode) {
-    let ru = TestNode::start(rt, init_dir(root, "RU", 0));
-    let inn = TestNode::start(rt, init_dir(root, "IN", free_port()));
+/// RU and IN in one process, in one temporary directory, enrolled to each other: the start
+/// of most two-node tests. Bind every field when destructuring (`tmp: _tmp`, not `tmp: _`):
+/// a field left unbound is dropped at once, and the temporary directory with it.
+#[derive(Debug)]
+pub struct Pair {
+    pub rt: tokio::runtime::Runtime,
+    pub tmp: tempfile::TempDir,
+    pub ru: TestNode,
+    pub inn: TestNode,
+}
+
+/// A [`Pair`] whose nodes listen on `ru_port` and `in_port` (0: any; [`free_port`] for a
+/// node that must be dialled again at the same address after it restarts).
+pub fn enrolled_pair(ru_port: u16, in_port: u16) -> Pair {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", ru_port));
+    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", in_port));
     enrol_pair(&ru, &inn);
-    wait_linked(&ru.api, inn.code);
-    (ru, inn)
+    Pair { rt, tmp, ru, inn }
+}
+
+/// An [`enrolled_pair`] whose link is up.
+pub fn linked_pair(ru_port: u16, in_port: u16) -> Pair {
+    let pair = enrolled_pair(ru_port, in_port);
+    wait_linked(&pair.ru.api, pair.inn.code);
+    pair
 }
 
 /// Waits until `a`'s link to `b` is up.
@@ -453,6 +473,34 @@ pub fn kpnode(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `kpnode` with `args`, which must succeed; returns its stdout.
+pub fn kpnode_ok(args: &[&str]) -> String {
+    let (code, out, err) = kpnode(args);
+    assert_eq!(code, 0, "kpnode {args:?}: {err}");
+    out
+}
+
+/// RU and IN as `kpnode run` processes in one temporary directory, each on a port of its
+/// own, enrolled to each other through the CLI.
+#[derive(Debug)]
+pub struct ProcessPair {
+    pub tmp: tempfile::TempDir,
+    pub ru_dir: NodeDir,
+    pub in_dir: NodeDir,
+    pub ru: ProcessNode,
+    pub inn: ProcessNode,
+}
+
+pub fn enrolled_processes() -> ProcessPair {
+    let tmp = tempfile::tempdir().unwrap();
+    let ru_dir = init_dir(tmp.path(), "RU", free_port());
+    let in_dir = init_dir(tmp.path(), "IN", free_port());
+    let ru = ProcessNode::start(&ru_dir);
+    let inn = ProcessNode::start(&in_dir);
+    enrol_cli(&ru_dir, &in_dir);
+    ProcessPair { tmp, ru_dir, in_dir, ru, inn }
 }
 
 /// Enrols process nodes with each other through the CLI, as an operator would.

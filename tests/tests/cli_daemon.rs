@@ -5,46 +5,35 @@ use std::time::Duration;
 
 use kp_tests::*;
 
-fn ok(args: &[&str]) -> String {
-    let (code, out, err) = kpnode(args);
-    assert_eq!(code, 0, "kpnode {args:?}: {err}");
-    out
-}
-
 #[test]
 fn an_operator_session_against_running_daemons() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ru_dir = init_dir(tmp.path(), "RU", free_port());
-    let in_dir = init_dir(tmp.path(), "IN", free_port());
-    let ru = ProcessNode::start(&ru_dir);
-    let inn = ProcessNode::start(&in_dir);
+    let ProcessPair { tmp, ru_dir, in_dir, ru, inn } = enrolled_processes();
     let (ru_s, in_s) = (ru_dir.root().to_str().unwrap(), in_dir.root().to_str().unwrap());
 
-    // Enrolment while both daemons run takes effect without a restart.
-    enrol_cli(&ru_dir, &in_dir);
+    // The enrolment, made while both daemons run, takes effect without a restart.
     wait_linked(&ru.api(), "IN".parse().unwrap());
-    let peers = ok(&["peer", "list", "--dir", ru_s]);
+    let peers = kpnode_ok(&["peer", "list", "--dir", ru_s]);
     assert!(peers.contains("IN") && peers.contains(" up "), "{peers}");
 
     let json_path = tmp.path().join("c.json");
     std::fs::write(&json_path, certificate_json("RU", "IN", None, 7)).unwrap();
-    let out = ok(&["cert", "submit", json_path.to_str().unwrap(), "--dir", ru_s]);
+    let out = kpnode_ok(&["cert", "submit", json_path.to_str().unwrap(), "--dir", ru_s]);
     let number = out.split_whitespace().next().unwrap().to_owned();
     assert!(number.starts_with("RU-") && out.contains("queued"), "{out}");
 
     wait_until(Duration::from_secs(20), "the importer has it", || {
         let list: serde_json::Value =
-            serde_json::from_str(&ok(&["cert", "list", "--direction", "in", "--json", "--dir", in_s]))
+            serde_json::from_str(&kpnode_ok(&["cert", "list", "--direction", "in", "--json", "--dir", in_s]))
                 .unwrap();
         list.as_array().is_some_and(|a| a.len() == 1 && a[0]["number"] == number.as_str())
     });
-    let shown = ok(&["cert", "show", &number, "--dir", ru_s]);
+    let shown = kpnode_ok(&["cert", "show", &number, "--dir", ru_s]);
     assert!(
         shown.contains("Kimberley Process Certificate") && shown.contains("receipt       IN stored it"),
         "{shown}"
     );
 
-    let out = ok(&[
+    let out = kpnode_ok(&[
         "cert",
         "confirm",
         &number,
@@ -80,13 +69,14 @@ fn an_operator_session_against_running_daemons() {
     assert_eq!(err.lines().count(), 2, "{err}");
 
     // Removing the peer closes the link; the certificate queued after stays queued.
-    ok(&["peer", "remove", "IN", "--dir", ru_s]);
+    kpnode_ok(&["peer", "remove", "IN", "--dir", ru_s]);
     std::fs::write(&json_path, certificate_json("RU", "IN", None, 8)).unwrap();
-    ok(&["cert", "submit", json_path.to_str().unwrap(), "--dir", ru_s]);
+    kpnode_ok(&["cert", "submit", json_path.to_str().unwrap(), "--dir", ru_s]);
     let queued: serde_json::Value =
-        serde_json::from_str(&ok(&["cert", "list", "--status", "queued", "--json", "--dir", ru_s])).unwrap();
+        serde_json::from_str(&kpnode_ok(&["cert", "list", "--status", "queued", "--json", "--dir", ru_s]))
+            .unwrap();
     assert_eq!(queued.as_array().unwrap().len(), 1);
-    let peers = ok(&["peer", "list", "--dir", ru_s]);
+    let peers = kpnode_ok(&["peer", "list", "--dir", ru_s]);
     assert!(peers.contains("removed"), "{peers}");
 
     // Client commands against a stopped daemon say so, exit 1.

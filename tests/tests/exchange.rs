@@ -7,13 +7,7 @@ use kp_tests::*;
 
 #[test]
 fn five_hundred_certificates_are_delivered_acknowledged_confirmed_and_voided() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
-    wait_linked(&ru.api, inn.code);
+    let Pair { rt, tmp: _tmp, mut ru, mut inn } = linked_pair(0, 0);
 
     // 500 certificates from 8 threads at once.
     let numbers: Vec<String> = submit_from_threads(&ru.api, 500);
@@ -91,14 +85,8 @@ fn five_hundred_certificates_are_delivered_acknowledged_confirmed_and_voided() {
 /// `voided`, the importer `import_confirmed`, and each shows the other's refusal.
 #[test]
 fn a_void_that_crosses_the_importers_confirmation_is_refused_by_each_side_and_both_show_the_conflict() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
     // Fixed ports: each dials the other again after a restart.
-    let mut ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", free_port()));
-    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", free_port()));
-    enrol_pair(&ru, &inn);
-    wait_linked(&ru.api, inn.code);
+    let Pair { rt, tmp: _tmp, mut ru, mut inn } = linked_pair(free_port(), free_port());
     let number = ru.api.submit(&certificate_json("RU", "IN", None, 1));
     wait_until(Duration::from_secs(20), "the certificate is delivered", || {
         ru.api.certificate(&number)["status"] == "delivered"

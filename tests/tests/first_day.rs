@@ -9,10 +9,18 @@ use std::time::Duration;
 
 use kp_tests::*;
 
-fn ok(args: &[&str]) -> String {
-    let (code, out, err) = kpnode(args);
-    assert_eq!(code, 0, "kpnode {args:?}: {err}");
-    out
+/// Runs `kpnode args`, which must fail (with exit status `code`, if given) saying each of
+/// `says` on stderr; returns stderr.
+fn fails(args: &[&str], code: Option<i32>, says: &[&str]) -> String {
+    let (status, _, err) = kpnode(args);
+    match code {
+        Some(code) => assert_eq!(status, code, "kpnode {args:?}: {err}"),
+        None => assert_ne!(status, 0, "kpnode {args:?}: {err}"),
+    }
+    for s in says {
+        assert!(err.contains(s), "kpnode {args:?}: expected {s:?} in: {err}");
+    }
+    err
 }
 
 /// A one-connection proxy that loses the answer: it forwards the request to `upstream` and,
@@ -84,7 +92,7 @@ fn a_submission_retried_after_a_crash_between_flush_and_answer_issues_one_certif
     let number = stored[0]["number"].as_str().unwrap().to_owned();
 
     // The operator retries with the CLI: the first certificate, marked as already stored.
-    let out = ok(&["cert", "submit", file.to_str().unwrap(), "--dir", &dir_s]);
+    let out = kpnode_ok(&["cert", "submit", file.to_str().unwrap(), "--dir", &dir_s]);
     assert!(out.starts_with(&format!("{number} queued (already stored)")), "{out}");
     // And again through the API with the same key: 200, the same number.
     let (status, v) =
@@ -112,7 +120,7 @@ fn a_submission_retried_after_a_crash_between_flush_and_answer_issues_one_certif
 
     // A changed file is a new submission: a second certificate, as the operator meant.
     std::fs::write(&file, &other).unwrap();
-    let out = ok(&["cert", "submit", file.to_str().unwrap(), "--dir", &dir_s]);
+    let out = kpnode_ok(&["cert", "submit", file.to_str().unwrap(), "--dir", &dir_s]);
     assert!(!out.contains("already stored") && !out.starts_with(&number), "{out}");
     assert_eq!(api.certificates("out").len(), 2);
 }
@@ -126,11 +134,13 @@ fn a_reused_number_with_other_content_exits_2() {
     let _node = ProcessNode::start(&dir);
     let file = tmp.path().join("c.json");
     std::fs::write(&file, certificate_json("RU", "IN", Some("RU-2026-000777"), 1)).unwrap();
-    ok(&["cert", "submit", file.to_str().unwrap(), "--dir", dir_s]);
+    kpnode_ok(&["cert", "submit", file.to_str().unwrap(), "--dir", dir_s]);
     std::fs::write(&file, certificate_json("RU", "IN", Some("RU-2026-000777"), 2)).unwrap();
-    let (code, _, err) = kpnode(&["cert", "submit", file.to_str().unwrap(), "--dir", dir_s]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("RU-2026-000777 already exists with different content"), "{err}");
+    fails(
+        &["cert", "submit", file.to_str().unwrap(), "--dir", dir_s],
+        Some(2),
+        &["RU-2026-000777 already exists with different content"],
+    );
 }
 
 /// Defect 2: `cert sign` refuses a number the node already holds, with the daemon running and
@@ -138,29 +148,24 @@ fn a_reused_number_with_other_content_exits_2() {
 #[test]
 fn cert_sign_refuses_a_number_the_node_already_holds() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = init_dir(tmp.path(), "RU", 0);
+    let (dir, mut node, number) = node_with_a_certificate(tmp.path(), 0);
     let dir_s = dir.root().to_str().unwrap();
-    let mut node = ProcessNode::start(&dir);
-    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
 
     let clash = tmp.path().join("clash.json");
     std::fs::write(&clash, certificate_json("RU", "IN", Some(&number), 9999)).unwrap();
     let kpc = tmp.path().join("clash.kpc");
     let args = ["cert", "sign", clash.to_str().unwrap(), "--out", kpc.to_str().unwrap(), "--dir", dir_s];
-    let (code, _, err) = kpnode(&args);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains(&format!("number: {number} is already on this node (out, queued)")), "{err}");
+    fails(&args, Some(2), &[format!("number: {number} is already on this node (out, queued)").as_str()]);
     assert!(!kpc.exists(), "nothing was signed");
 
     node.stop();
-    let (code, _, err) = kpnode(&args);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains(&format!("number: {number} is already on this node")), "{err}");
+    fails(&args, Some(2), &[format!("number: {number} is already on this node").as_str()]);
     assert!(!kpc.exists(), "nothing was signed");
 
     let fresh = tmp.path().join("fresh.json");
     std::fs::write(&fresh, certificate_json("RU", "IN", Some("RU-2026-009999"), 1)).unwrap();
-    let out = ok(&["cert", "sign", fresh.to_str().unwrap(), "--out", kpc.to_str().unwrap(), "--dir", dir_s]);
+    let out =
+        kpnode_ok(&["cert", "sign", fresh.to_str().unwrap(), "--out", kpc.to_str().unwrap(), "--dir", dir_s]);
     assert!(out.contains("Signed certificate RU-2026-009999"), "{out}");
 }
 
@@ -169,48 +174,76 @@ fn cert_sign_refuses_a_number_the_node_already_holds() {
 #[test]
 fn cert_qr_refuses_a_voided_certificate_with_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = init_dir(tmp.path(), "RU", 0);
+    let (dir, mut node, number) = node_with_a_certificate(tmp.path(), 0);
     let dir_s = dir.root().to_str().unwrap();
-    let mut node = ProcessNode::start(&dir);
-    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
     let png = tmp.path().join("seal.png");
     let png_s = png.to_str().unwrap();
     // Before the void, it gets a seal, and its .kpc can be exported (from the daemon).
-    ok(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
+    kpnode_ok(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
     std::fs::remove_file(&png).unwrap();
     let kpc = tmp.path().join("c.kpc");
     let kpc_s = kpc.to_str().unwrap();
-    ok(&["cert", "export", &number, "--out", kpc_s, "--dir", dir_s]);
+    kpnode_ok(&["cert", "export", &number, "--out", kpc_s, "--dir", dir_s]);
     assert!(std::fs::read_to_string(&kpc).unwrap().contains(&format!("Number: {number}")));
     std::fs::remove_file(&kpc).unwrap();
 
-    ok(&["cert", "void", &number, "--reason", "shipment cancelled", "--dir", dir_s]);
-    let (code, _, err) = kpnode(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
-    assert_ne!(code, 0, "{err}");
-    assert!(err.contains(&format!("certificate {number} was voided at")), "{err}");
+    kpnode_ok(&["cert", "void", &number, "--reason", "shipment cancelled", "--dir", dir_s]);
+    let err = fails(
+        &["cert", "qr", &number, "--out", png_s, "--dir", dir_s],
+        None,
+        &[format!("certificate {number} was voided at").as_str()],
+    );
     assert!(err.contains("reason: shipment cancelled") && err.contains("gets no seal"), "{err}");
     assert!(!png.exists(), "no seal was written");
-    let (code, _, err) = kpnode(&["cert", "export", &number, "--out", kpc_s, "--dir", dir_s]);
-    assert_ne!(code, 0, "{err}");
-    assert!(err.contains("reason: shipment cancelled") && err.contains("not exported as a .kpc"), "{err}");
+    fails(
+        &["cert", "export", &number, "--out", kpc_s, "--dir", dir_s],
+        None,
+        &["reason: shipment cancelled", "not exported as a .kpc"],
+    );
     assert!(!kpc.exists(), "no .kpc was written");
 
     node.stop();
-    let (code, _, err) = kpnode(&["cert", "qr", &number, "--out", png_s, "--dir", dir_s]);
-    assert_ne!(code, 0, "{err}");
-    assert!(err.contains("reason: shipment cancelled") && err.contains("gets no seal"), "{err}");
+    fails(
+        &["cert", "qr", &number, "--out", png_s, "--dir", dir_s],
+        None,
+        &["reason: shipment cancelled", "gets no seal"],
+    );
     assert!(!png.exists(), "no seal was written");
+}
+
+/// RU running as a process in `tmp`, listening for peers on `port`, with one certificate
+/// issued: (dir, node, number).
+fn node_with_a_certificate(
+    tmp: &std::path::Path,
+    port: u16,
+) -> (kp_node::home::NodeDir, ProcessNode, String) {
+    let dir = init_dir(tmp, "RU", port);
+    let node = ProcessNode::start(&dir);
+    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
+    (dir, node, number)
+}
+
+/// The importer in `dir` confirms `number` with `kpnode cert confirm`: received today, two
+/// parcels, 110.00 carats (fewer than `certificate_json` declares: a discrepancy), with
+/// `remarks` if given.
+fn confirm_110_carats(number: &str, remarks: Option<&str>, dir: &str) {
+    let today = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().to_string();
+    let mut args =
+        vec!["cert", "confirm", number, "--received-on", &today, "--parcels", "2", "--carats", "110.00"];
+    if let Some(remarks) = remarks {
+        args.extend(["--remarks", remarks]);
+    }
+    args.extend(["--dir", dir]);
+    kpnode_ok(&args);
 }
 
 /// A node with one certificate issued, stopped: (dir, number, bundle path).
 fn stopped_node_with_a_certificate(tmp: &std::path::Path) -> (kp_node::home::NodeDir, String, String) {
     // A real port: an enrolment bundle names the address partners dial.
-    let dir = init_dir(tmp, "RU", free_port());
-    let mut node = ProcessNode::start(&dir);
-    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
+    let (dir, mut node, number) = node_with_a_certificate(tmp, free_port());
     node.stop();
     let bundle = tmp.join("ru.bundle").to_str().unwrap().to_owned();
-    ok(&["peer", "export", "--out", &bundle, "--dir", dir.root().to_str().unwrap()]);
+    kpnode_ok(&["peer", "export", "--out", &bundle, "--dir", dir.root().to_str().unwrap()]);
     (dir, number, bundle)
 }
 
@@ -223,11 +256,11 @@ fn verify_prints_one_verdict_after_every_check_and_reads_svg_seals() {
     let (dir, number, bundle) = stopped_node_with_a_certificate(tmp.path());
     let dir_s = dir.root().to_str().unwrap();
     let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
-    ok(&["cert", "qr", &number, "--out", &p("seal.png"), "--dir", dir_s]);
-    ok(&["cert", "qr", &number, "--out", &p("seal.svg"), "--dir", dir_s]);
+    kpnode_ok(&["cert", "qr", &number, "--out", &p("seal.png"), "--dir", dir_s]);
+    kpnode_ok(&["cert", "qr", &number, "--out", &p("seal.svg"), "--dir", dir_s]);
 
-    let png = ok(&["verify", "--qr", &p("seal.png"), "--bundle", &bundle]);
-    let svg = ok(&["verify", "--qr", &p("seal.svg"), "--bundle", &bundle]);
+    let png = kpnode_ok(&["verify", "--qr", &p("seal.png"), "--bundle", &bundle]);
+    let svg = kpnode_ok(&["verify", "--qr", &p("seal.svg"), "--bundle", &bundle]);
     assert!(svg.starts_with(&format!("Authentic QR seal: certificate {number}")), "{svg}");
     // Each seal is signed when it is drawn; everything else is the same.
     let facts =
@@ -245,20 +278,20 @@ fn verify_prints_one_verdict_after_every_check_and_reads_svg_seals() {
 
     let other = p("other.json");
     std::fs::write(&other, certificate_json("RU", "IN", Some("RU-2026-777777"), 9)).unwrap();
-    ok(&["cert", "sign", &other, "--out", &p("other.kpc"), "--dir", dir_s]);
+    kpnode_ok(&["cert", "sign", &other, "--out", &p("other.kpc"), "--dir", dir_s]);
     let (code, out, err) = kpnode(&["verify", &p("other.kpc"), "--qr", &p("seal.png"), "--bundle", &bundle]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("the file or the seal was altered"), "{err}");
     assert_eq!(out, "", "no verdict before every check has passed");
     // The .kpc alone is authentic: one verdict, printed once.
-    let out = ok(&["verify", &p("other.kpc"), "--bundle", &bundle]);
+    let out = kpnode_ok(&["verify", &p("other.kpc"), "--bundle", &bundle]);
     assert_eq!(out.matches("Authentic").count(), 1, "{out}");
 
     // The .kpc of the submitted certificate, exported from the (stopped) node, goes
     // with its seal: one verdict covering both.
-    let out = ok(&["cert", "export", &number, "--out", &p("issued.kpc"), "--dir", dir_s]);
+    let out = kpnode_ok(&["cert", "export", &number, "--out", &p("issued.kpc"), "--dir", dir_s]);
     assert!(out.contains(&format!("Wrote the signed certificate {number}")), "{out}");
-    let out = ok(&["verify", &p("issued.kpc"), "--qr", &p("seal.svg"), "--bundle", &bundle]);
+    let out = kpnode_ok(&["verify", &p("issued.kpc"), "--qr", &p("seal.svg"), "--bundle", &bundle]);
     assert!(out.starts_with(&format!("Authentic: certificate {number}")), "{out}");
     assert_eq!(out.matches("Authentic").count(), 1, "{out}");
     assert!(out.contains("the QR seal names exactly this signed certificate"), "{out}");
@@ -275,8 +308,8 @@ fn a_tampered_kpc_is_called_changed_or_damaged_without_debug_text() {
     let kpc = tmp.path().join("c.kpc");
     let bundle = tmp.path().join("ru.bundle");
     let dir_s = dir.root().to_str().unwrap();
-    ok(&["cert", "sign", json.to_str().unwrap(), "--out", kpc.to_str().unwrap(), "--dir", dir_s]);
-    ok(&["peer", "export", "--out", bundle.to_str().unwrap(), "--dir", dir_s]);
+    kpnode_ok(&["cert", "sign", json.to_str().unwrap(), "--out", kpc.to_str().unwrap(), "--dir", dir_s]);
+    kpnode_ok(&["peer", "export", "--out", bundle.to_str().unwrap(), "--dir", dir_s]);
 
     // Put a control character into the exporter's name inside the signed bytes, and armor
     // them again with the same headers: what a careless "fix" or a damaged copy produces.
@@ -306,16 +339,13 @@ fn a_tampered_kpc_is_called_changed_or_damaged_without_debug_text() {
 /// setting to change.
 #[test]
 fn usage_errors_name_kpnode_dir_and_the_setting_of_a_port_in_use() {
-    let (code, _, err) = kpnode(&["cert", "list"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--dir <DIR>") && err.contains("export KPNODE_DIR=DIR"), "{err}");
+    fails(&["cert", "list"], Some(2), &["--dir <DIR>", "export KPNODE_DIR=DIR"]);
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dir = init_dir(tmp.path(), "RU", taken.local_addr().unwrap().port());
-    let (code, _, err) = kpnode(&["run", "--dir", dir.root().to_str().unwrap()]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("cannot listen for peers on"), "{err}");
+    let err =
+        fails(&["run", "--dir", dir.root().to_str().unwrap()], Some(1), &["cannot listen for peers on"]);
     assert!(
         err.contains("set network.peer_listen in the node directory's node.toml to a free port"),
         "{err}"
@@ -326,38 +356,18 @@ fn usage_errors_name_kpnode_dir_and_the_setting_of_a_port_in_use() {
 /// the importing side (before and after the exporter acknowledges it) and on the exporting side.
 #[test]
 fn confirmation_remarks_are_shown_on_both_sides() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ru_dir = init_dir(tmp.path(), "RU", free_port());
-    let in_dir = init_dir(tmp.path(), "IN", free_port());
-    let ru = ProcessNode::start(&ru_dir);
-    let inn = ProcessNode::start(&in_dir);
+    let ProcessPair { tmp: _tmp, ru_dir, in_dir, ru, inn } = enrolled_processes();
     let (ru_s, in_s) = (ru_dir.root().to_str().unwrap(), in_dir.root().to_str().unwrap());
-    enrol_cli(&ru_dir, &in_dir);
     let number = ru.api().submit(&certificate_json("RU", "IN", None, 3));
     wait_until(Duration::from_secs(20), "IN has the certificate", || {
         inn.api().get(&format!("/v1/certificates/{number}")).0 == 200
     });
-    let today = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().to_string();
     let remarks = "seal 4471 intact; weighed at Mumbai customs";
-    ok(&[
-        "cert",
-        "confirm",
-        &number,
-        "--received-on",
-        &today,
-        "--parcels",
-        "2",
-        "--carats",
-        "110.00",
-        "--remarks",
-        remarks,
-        "--dir",
-        in_s,
-    ]);
+    confirm_110_carats(&number, Some(remarks), in_s);
     let shown = |dir: &str| {
         let json: serde_json::Value =
-            serde_json::from_str(&ok(&["cert", "show", &number, "--json", "--dir", dir])).unwrap();
-        (json, ok(&["cert", "show", &number, "--dir", dir]))
+            serde_json::from_str(&kpnode_ok(&["cert", "show", &number, "--json", "--dir", dir])).unwrap();
+        (json, kpnode_ok(&["cert", "show", &number, "--dir", dir]))
     };
     // The importing side shows them at once (the confirmation may still be queued).
     let (json, text) = shown(in_s);
@@ -391,39 +401,21 @@ fn confirmation_remarks_are_shown_on_both_sides() {
 /// shows it, and `reconcile` stops counting it on both sides.
 #[test]
 fn a_signed_resolution_settles_a_discrepancy_on_both_sides() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ru_dir = init_dir(tmp.path(), "RU", free_port());
-    let in_dir = init_dir(tmp.path(), "IN", free_port());
-    let ru = ProcessNode::start(&ru_dir);
-    let inn = ProcessNode::start(&in_dir);
+    let ProcessPair { tmp: _tmp, ru_dir, in_dir, ru, inn } = enrolled_processes();
     let (ru_s, in_s) = (ru_dir.root().to_str().unwrap(), in_dir.root().to_str().unwrap());
-    enrol_cli(&ru_dir, &in_dir);
     let number = ru.api().submit(&certificate_json("RU", "IN", None, 3));
     wait_until(Duration::from_secs(20), "IN has the certificate", || {
         inn.api().get(&format!("/v1/certificates/{number}")).0 == 200
     });
     let show_json = |dir: &str| -> serde_json::Value {
-        serde_json::from_str(&ok(&["cert", "show", &number, "--json", "--dir", dir])).unwrap()
+        serde_json::from_str(&kpnode_ok(&["cert", "show", &number, "--json", "--dir", dir])).unwrap()
     };
     // Resolving is refused while there is no discrepancy to resolve.
     let (code, _, err) = kpnode(&["cert", "resolve", &number, "--note", "nothing yet", "--dir", in_s]);
     assert_ne!(code, 0, "{err}");
     assert!(err.contains("only a certificate in import_discrepancy can be resolved"), "{err}");
 
-    let today = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().to_string();
-    ok(&[
-        "cert",
-        "confirm",
-        &number,
-        "--received-on",
-        &today,
-        "--parcels",
-        "2",
-        "--carats",
-        "110.00",
-        "--dir",
-        in_s,
-    ]);
+    confirm_110_carats(&number, None, in_s);
     wait_until(Duration::from_secs(20), "RU has the discrepancy", || {
         show_json(ru_s)["status"] == "import_discrepancy"
     });
@@ -435,8 +427,17 @@ fn a_signed_resolution_settles_a_discrepancy_on_both_sides() {
 
     // The importer resolves it; the exporter receives the signed resolution.
     let note = "recounted at Mumbai customs: 0.53 ct of dust lost in transit";
-    let said =
-        ok(&["cert", "resolve", &number, "--note", note, "--by", "A. Sharma, Mumbai customs", "--dir", in_s]);
+    let said = kpnode_ok(&[
+        "cert",
+        "resolve",
+        &number,
+        "--note",
+        note,
+        "--by",
+        "A. Sharma, Mumbai customs",
+        "--dir",
+        in_s,
+    ]);
     assert!(said.contains("resolved"), "{said}");
     wait_until(Duration::from_secs(20), "RU has the resolution", || {
         show_json(ru_s)["resolution"].is_object()
@@ -448,20 +449,18 @@ fn a_signed_resolution_settles_a_discrepancy_on_both_sides() {
         assert_eq!(json["resolution"]["participant"], "IN", "{json}");
         // The discrepancy itself stays on record.
         assert_eq!(json["status"], "import_discrepancy", "{json}");
-        let text = ok(&["cert", "show", &number, "--dir", dir]);
+        let text = kpnode_ok(&["cert", "show", &number, "--dir", dir]);
         assert!(text.contains("resolved") && text.contains(note), "{text}");
         let (code, out, err) = kpnode(&["reconcile", "--dir", dir]);
         assert_eq!(code, 0, "{out}{err}");
         assert!(out.contains("resolved") && out.contains(&number), "{out}");
         assert!(out.contains("Everything is reconciled"), "{out}");
         let rec: serde_json::Value =
-            serde_json::from_str(&ok(&["reconcile", "--json", "--dir", dir])).unwrap();
+            serde_json::from_str(&kpnode_ok(&["reconcile", "--json", "--dir", dir])).unwrap();
         assert_eq!(rec["attention"], 0, "{rec}");
     }
     // Once only, on either side.
-    let (code, _, err) = kpnode(&["cert", "resolve", &number, "--note", "again", "--dir", ru_s]);
-    assert_ne!(code, 0, "{err}");
-    assert!(err.contains("already resolved by IN"), "{err}");
+    fails(&["cert", "resolve", &number, "--note", "again", "--dir", ru_s], None, &["already resolved by IN"]);
 }
 
 /// `cert example` prints a certificate that validates today for the
@@ -473,11 +472,11 @@ fn cert_example_validates_and_the_json_reference_ships_in_docs() {
     let dir = init_dir(tmp.path(), "IN", 0);
     let dir_s = dir.root().to_str().unwrap();
     let file = tmp.path().join("example.json");
-    std::fs::write(&file, ok(&["cert", "example", "--dir", dir_s])).unwrap();
-    let out = ok(&["cert", "validate", file.to_str().unwrap(), "--dir", dir_s]);
+    std::fs::write(&file, kpnode_ok(&["cert", "example", "--dir", dir_s])).unwrap();
+    let out = kpnode_ok(&["cert", "validate", file.to_str().unwrap(), "--dir", dir_s]);
     assert!(out.contains("valid certificate (no number: assigned on submit): IN → RU"), "{out}");
-    std::fs::write(&file, ok(&["cert", "example", "--to", "AE"])).unwrap();
-    let out = ok(&["cert", "validate", file.to_str().unwrap()]);
+    std::fs::write(&file, kpnode_ok(&["cert", "example", "--to", "AE"])).unwrap();
+    let out = kpnode_ok(&["cert", "validate", file.to_str().unwrap()]);
     assert!(out.contains("RU → AE"), "{out}");
     let (code, _, err) = kpnode(&["cert", "example", "--dir", dir_s, "--to", "IN"]);
     assert_eq!(code, 2, "{err}");
@@ -507,7 +506,7 @@ fn cert_example_validates_and_the_json_reference_ships_in_docs() {
         assert!(reference.contains(&format!("`{f}`")), "docs/certificate-json.md does not describe {f}");
     }
     // Each new command has its own line in --help.
-    let help = ok(&["cert", "--help"]);
+    let help = kpnode_ok(&["cert", "--help"]);
     assert!(help.contains("example   Print a valid certificate JSON"), "{help}");
     assert!(help.contains("export    Write the portable signed certificate (.kpc)"), "{help}");
     assert!(help.contains("qr        Exporting side: a QR code"), "{help}");
@@ -538,13 +537,13 @@ fn certificates_for_a_participant_not_enrolled_stay_in_view() {
     let api = node.api();
     let status = api.status();
     assert_eq!(status["not_enrolled"], serde_json::json!([{"participant": "AE", "queued": 1}]), "{status}");
-    let text = ok(&["status", "--dir", dir_s]);
+    let text = kpnode_ok(&["status", "--dir", dir_s]);
     assert!(text.contains("1 message(s) are queued for AE, which is not an enrolled peer"), "{text}");
     assert!(
         text.lines().any(|l| l.starts_with("AE") && l.contains("not enrolled") && l.contains(" 1 ")),
         "{text}"
     );
-    let list = ok(&["peer", "list", "--dir", dir_s]);
+    let list = kpnode_ok(&["peer", "list", "--dir", dir_s]);
     assert!(
         list.lines().any(|l| l.starts_with("AE") && l.contains("not enrolled") && l.contains(" 1 ")),
         "{list}"
@@ -554,7 +553,7 @@ fn certificates_for_a_participant_not_enrolled_stay_in_view() {
     assert!(metrics.as_str().unwrap().contains("kpnode_queue_depth{peer=\"AE\"} 1"), "{metrics}");
 
     node.stop();
-    let list = ok(&["peer", "list", "--dir", dir_s]);
+    let list = kpnode_ok(&["peer", "list", "--dir", dir_s]);
     assert!(
         list.lines().any(|l| l.starts_with("AE") && l.contains("not enrolled") && l.contains(" 1 ")),
         "{list}"
@@ -566,29 +565,27 @@ fn certificates_for_a_participant_not_enrolled_stay_in_view() {
 #[test]
 fn cert_list_and_show_work_with_the_daemon_stopped() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = init_dir(tmp.path(), "RU", 0);
+    let (dir, mut node, number) = node_with_a_certificate(tmp.path(), 0);
     let dir_s = dir.root().to_str().unwrap();
-    let mut node = ProcessNode::start(&dir);
-    let number = node.api().submit(&certificate_json("RU", "IN", None, 1));
     node.api().submit(&certificate_json("RU", "AE", None, 2));
     let show = ["cert", "show", number.as_str(), "--json", "--dir", dir_s];
     let list = ["cert", "list", "--peer", "IN", "--json", "--dir", dir_s];
-    let (running_show, running_list) = (ok(&show), ok(&list));
-    let running_text = ok(&["cert", "show", &number, "--dir", dir_s]);
+    let (running_show, running_list) = (kpnode_ok(&show), kpnode_ok(&list));
+    let running_text = kpnode_ok(&["cert", "show", &number, "--dir", dir_s]);
     node.stop();
 
-    assert_eq!(ok(&show), running_show, "the same view from the store");
-    assert_eq!(ok(&list), running_list);
-    let listed: serde_json::Value = serde_json::from_str(&ok(&list)).unwrap();
+    assert_eq!(kpnode_ok(&show), running_show, "the same view from the store");
+    assert_eq!(kpnode_ok(&list), running_list);
+    let listed: serde_json::Value = serde_json::from_str(&kpnode_ok(&list)).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
-    assert_eq!(ok(&["cert", "show", &number, "--dir", dir_s]), running_text);
-    let (code, _, err) = kpnode(&["cert", "show", "RU-2026-999999", "--dir", dir_s]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("there is no certificate RU-2026-999999 on this node"), "{err}");
+    assert_eq!(kpnode_ok(&["cert", "show", &number, "--dir", dir_s]), running_text);
+    fails(
+        &["cert", "show", "RU-2026-999999", "--dir", dir_s],
+        Some(1),
+        &["there is no certificate RU-2026-999999 on this node"],
+    );
     // What still needs the daemon says so.
-    let (code, _, err) = kpnode(&["status", "--dir", dir_s]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("cannot reach the kpnode daemon"), "{err}");
+    fails(&["status", "--dir", dir_s], Some(1), &["cannot reach the kpnode daemon"]);
 }
 
 /// A certificate naming another issuing authority than the node's is issued with a
@@ -632,17 +629,23 @@ fn a_foreign_issuing_authority_is_warned_about_or_refused() {
     let node2 = ProcessNode::start(&dir);
     std::fs::write(&file, foreign(2, None)).unwrap();
     let before = node2.api().certificates("out").len();
-    let (code, _, err) = kpnode(&["cert", "submit", file_s, "--dir", dir_s]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("issuing_authority: is \"Ministry of Finance\""), "{err}");
+    fails(
+        &["cert", "submit", file_s, "--dir", dir_s],
+        Some(2),
+        &["issuing_authority: is \"Ministry of Finance\""],
+    );
     assert_eq!(node2.api().certificates("out").len(), before, "nothing was issued");
     std::fs::write(&file, foreign(3, Some("RU-2026-005555"))).unwrap();
     let kpc = tmp.path().join("f.kpc");
-    let (code, _, err) = kpnode(&["cert", "sign", file_s, "--out", kpc.to_str().unwrap(), "--dir", dir_s]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("issuing_authority: is \"Ministry of Finance\""), "{err}");
+    fails(
+        &["cert", "sign", file_s, "--out", kpc.to_str().unwrap(), "--dir", dir_s],
+        Some(2),
+        &["issuing_authority: is \"Ministry of Finance\""],
+    );
     assert!(!kpc.exists());
-    let (code, _, err) = kpnode(&["cert", "validate", file_s, "--dir", dir_s]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("issuing_authority: is \"Ministry of Finance\""), "{err}");
+    fails(
+        &["cert", "validate", file_s, "--dir", dir_s],
+        Some(2),
+        &["issuing_authority: is \"Ministry of Finance\""],
+    );
 }

@@ -17,6 +17,24 @@ fn in_count(api: &Api) -> u64 {
     api.status()["certificates_in"].as_u64().unwrap_or(0)
 }
 
+/// Signs certificate `number` (contents `variant`) offline, with `kpnode cert sign` on the
+/// stopped node in `dir`, into `<tmp>/<name>.kpc`; returns that path.
+fn sign_offline(
+    tmp: &std::path::Path,
+    name: &str,
+    number: &str,
+    variant: u64,
+    dir: &str,
+) -> std::path::PathBuf {
+    let json = tmp.join(format!("{name}.json"));
+    std::fs::write(&json, certificate_json("RU", "IN", Some(number), variant)).unwrap();
+    let kpc = tmp.join(format!("{name}.kpc"));
+    let (c, _, e) =
+        kpnode(&["cert", "sign", json.to_str().unwrap(), "--out", kpc.to_str().unwrap(), "--dir", dir]);
+    assert_eq!(c, 0, "{e}");
+    kpc
+}
+
 #[test]
 fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
     init_logging();
@@ -27,20 +45,8 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
     // A .kpc signed offline before the rotation (before the node starts: `cert sign` checks
     // the number against the store, which an in-process node holds without a daemon.json
     // for the command to find its API by).
-    let before_json = tmp.path().join("before.json");
-    std::fs::write(&before_json, certificate_json("RU", "IN", Some("RU-2026-900001"), 1)).unwrap();
-    let before_kpc = tmp.path().join("before.kpc");
     let ru_s = ru_dir.root().to_str().unwrap().to_owned();
-    let (c, _, e) = kpnode(&[
-        "cert",
-        "sign",
-        before_json.to_str().unwrap(),
-        "--out",
-        before_kpc.to_str().unwrap(),
-        "--dir",
-        &ru_s,
-    ]);
-    assert_eq!(c, 0, "{e}");
+    let before_kpc = sign_offline(tmp.path(), "before", "RU-2026-900001", 1, &ru_s);
 
     let mut ru = TestNode::start(&rt, ru_dir);
     let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
@@ -114,19 +120,7 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
     // the old bundle does not know the new key. (RU is stopped to sign, as above.)
     let (new_bundle, _) = ru.bundle();
     ru.stop(&rt);
-    let after_json = tmp.path().join("after.json");
-    std::fs::write(&after_json, certificate_json("RU", "IN", Some("RU-2026-900002"), 2)).unwrap();
-    let after_kpc = tmp.path().join("after.kpc");
-    let (c, _, e) = kpnode(&[
-        "cert",
-        "sign",
-        after_json.to_str().unwrap(),
-        "--out",
-        after_kpc.to_str().unwrap(),
-        "--dir",
-        &ru_s,
-    ]);
-    assert_eq!(c, 0, "{e}");
+    let after_kpc = sign_offline(tmp.path(), "after", "RU-2026-900002", 2, &ru_s);
     let (old_b, new_b) = (tmp.path().join("old.bundle"), tmp.path().join("new.bundle"));
     std::fs::write(&old_b, old_bundle).unwrap();
     std::fs::write(&new_b, new_bundle).unwrap();
@@ -146,12 +140,7 @@ fn rotating_the_signing_key_mid_stream_keeps_every_document_verifiable() {
 
 #[test]
 fn a_rotation_statement_not_signed_by_the_key_it_replaces_is_rejected() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
+    let Pair { rt, tmp: _tmp, ru, inn } = enrolled_pair(0, 0);
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let now = kp_node::clock::Clock::now(&kp_node::clock::SystemClock);
     let new_key = kp_keys::SigningKeyPair::generate();

@@ -31,12 +31,7 @@ fn require(tool: &str) -> bool {
 
 #[test]
 fn the_openapi_document_covers_every_route_and_a_fuzzer_finds_nothing() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
+    let Pair { rt: _rt, tmp, ru, inn: _inn } = enrolled_pair(0, 0);
     // Something to list and show.
     let number = ru.api.submit(&certificate_json("RU", "IN", None, 1));
 

@@ -8,12 +8,7 @@ use kp_tests::*;
 
 #[test]
 fn a_byte_changed_in_a_stored_log_entry_is_found_and_named() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
+    let Pair { rt, tmp: _tmp, mut ru, mut inn } = enrolled_pair(0, 0);
     for i in 0..6 {
         ru.api.submit(&certificate_json("RU", "IN", None, i));
     }
@@ -70,10 +65,8 @@ fn a_byte_changed_in_a_stored_log_entry_is_found_and_named() {
 
 #[test]
 fn removing_a_peer_mid_stream_closes_its_link_and_keeps_its_queue() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let (ru, mut inn) = linked_ru_in(&rt, tmp.path());
+    // IN on a fixed port, so that RU dials it again after it restarts.
+    let Pair { rt, tmp: _tmp, ru, mut inn } = linked_pair(0, free_port());
     let (in_bundle, in_fp) = inn.bundle();
     inn.stop(&rt);
     // 3,000 queued while IN is down, so that the whole stream lies ahead.
@@ -128,13 +121,7 @@ fn removing_a_peer_mid_stream_closes_its_link_and_keeps_its_queue() {
 
 #[test]
 fn metrics_parse_strictly_and_count_the_traffic() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
-    wait_linked(&ru.api, inn.code);
+    let Pair { rt: _rt, tmp: _tmp, ru, inn } = linked_pair(0, 0);
     for i in 0..100 {
         ru.api.submit(&certificate_json("RU", "IN", None, i));
     }
@@ -207,12 +194,7 @@ fn metrics_parse_strictly_and_count_the_traffic() {
 
 #[test]
 fn a_damaged_record_fails_its_request_alone_and_the_node_keeps_serving() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
+    let Pair { rt, tmp: _tmp, mut ru, inn } = enrolled_pair(0, 0);
     let first = ru.api.submit(&certificate_json("RU", "IN", None, 1));
     wait_until(Duration::from_secs(20), "delivered", || ru.api.count("out", "delivered") == 1);
     ru.stop(&rt);

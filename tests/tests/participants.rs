@@ -33,10 +33,8 @@ fn queued_for(api: &Api, peer: &str) -> u64 {
 
 #[test]
 fn a_suspended_participant_is_refused_both_ways_and_its_queue_is_held_until_reinstated() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let (ru, mut inn) = linked_ru_in(&rt, tmp.path());
+    // IN on a fixed port, so that RU dials it again after it restarts.
+    let Pair { rt, tmp: _tmp, ru, mut inn } = linked_pair(0, free_port());
 
     // IN goes offline; three certificates queue up for it at RU.
     inn.stop(&rt);

@@ -27,10 +27,8 @@ fn submit_many(api: &Api, n: u64, offset: u64) -> Vec<String> {
 
 #[test]
 fn a_certificate_queued_while_the_importer_is_down_is_delivered_when_it_comes_up() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let (ru, mut inn) = linked_ru_in(&rt, tmp.path());
+    // IN on a fixed port, so that RU dials it again after it restarts.
+    let Pair { rt, tmp: _tmp, ru, mut inn } = linked_pair(0, free_port());
     inn.stop(&rt);
 
     let numbers = submit_many(&ru.api, 20, 0);

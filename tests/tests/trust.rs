@@ -105,6 +105,45 @@ async fn deliver(raw: &mut RawPeer, doc: &SignedDocument) -> Result<(), (RejectC
     }
 }
 
+/// `reply` must be a refusal with `code`, its detail saying `says`; `what` says what is refused.
+fn assert_refused(reply: Result<(), (RejectCode, String)>, code: RejectCode, says: &str, what: &str) {
+    let (got, detail) = reply.expect_err(what);
+    assert_eq!(got, code, "{what}: {detail}");
+    assert!(detail.contains(says), "{what}: expected {says:?} in: {detail}");
+}
+
+/// What IN answers when RU, with `ru_keys`, sends `doc` on a fresh raw link.
+fn send_once(
+    rt: &tokio::runtime::Runtime,
+    inn: &TestNode,
+    ru_keys: &NodeKeys,
+    doc: &SignedDocument,
+) -> Result<(), (RejectCode, String)> {
+    rt.block_on(async {
+        let mut raw = RawPeer::connect(inn.handle().peer_addr(), ru_keys, RU).await.unwrap();
+        deliver(&mut raw, doc).await
+    })
+}
+
+/// RU's first rotation, replacing its signing key by `new_key` from `effective`, signed at
+/// `signed` with the key it replaces.
+fn signing_rotation(
+    ru_keys: &NodeKeys,
+    new_key: &kp_keys::SigningKeyPair,
+    effective: Timestamp,
+    signed: Timestamp,
+) -> SignedDocument {
+    let body = KeyRotation::new_with_signing_key(
+        RU,
+        1,
+        ru_keys.signing.key_id(),
+        new_key.signing_key(),
+        None,
+        effective,
+    );
+    SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), signed)
+}
+
 /// A valid self-signed Ed25519 certificate of `key`, padded with subject names to about
 /// `size` bytes.
 fn big_certificate(key: &TlsKeyPair, size: usize) -> Vec<u8> {
@@ -219,12 +258,7 @@ fn an_identity_change_needs_the_flag_and_old_entries_still_verify() {
 
 #[test]
 fn seventy_hostile_tls_rotations_leave_the_node_startable() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", free_port()));
-    enrol_pair(&ru, &inn);
+    let Pair { rt, tmp: _tmp, ru, mut inn } = enrolled_pair(0, free_port());
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let t = now();
 
@@ -325,12 +359,7 @@ fn a_peer_record_that_cannot_be_loaded_quarantines_the_peer_not_the_node() {
 
 #[test]
 fn a_backdated_rotation_is_refused() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
+    let Pair { rt, tmp: _tmp, ru, inn } = enrolled_pair(0, 0);
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     // Takes effect just after RU's key was made, but signed now: it would disown everything
     // RU signed in between.
@@ -339,22 +368,14 @@ fn a_backdated_rotation_is_refused() {
     let signed = now();
     assert!(signed > effective);
     let new_key = kp_keys::SigningKeyPair::generate();
-    let body = KeyRotation::new_with_signing_key(
-        RU,
-        1,
-        ru_keys.signing.key_id(),
-        new_key.signing_key(),
-        None,
-        effective,
+    let doc = signing_rotation(&ru_keys, &new_key, effective, signed);
+    let reply = send_once(&rt, &inn, &ru_keys, &doc);
+    assert_refused(
+        reply,
+        RejectCode::InvalidDocument,
+        "before it was signed",
+        "a backdated rotation must be refused",
     );
-    let doc = SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), signed);
-    let reply = rt.block_on(async {
-        let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
-        deliver(&mut raw, &doc).await
-    });
-    let (code, detail) = reply.expect_err("a backdated rotation must be refused");
-    assert_eq!(code, RejectCode::InvalidDocument, "{detail}");
-    assert!(detail.contains("before it was signed"), "{detail}");
     assert_eq!(key_counts(&inn.api, "RU").0, 1);
 }
 
@@ -375,22 +396,14 @@ fn a_rotation_backdated_with_its_signing_time_cannot_disown_what_was_received() 
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let backdated = ru_keys.history.root().valid_from.saturating_add_millis(1);
     let new_key = kp_keys::SigningKeyPair::generate();
-    let body = KeyRotation::new_with_signing_key(
-        RU,
-        1,
-        ru_keys.signing.key_id(),
-        new_key.signing_key(),
-        None,
-        backdated,
+    let doc = signing_rotation(&ru_keys, &new_key, backdated, backdated);
+    let reply = send_once(&rt, &inn, &ru_keys, &doc);
+    assert_refused(
+        reply,
+        RejectCode::InvalidDocument,
+        "cannot disown what was already received",
+        "a rotation disowning a stored certificate must be refused",
     );
-    let doc = SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), backdated);
-    let reply = rt.block_on(async {
-        let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
-        deliver(&mut raw, &doc).await
-    });
-    let (code, detail) = reply.expect_err("a rotation disowning a stored certificate must be refused");
-    assert_eq!(code, RejectCode::InvalidDocument, "{detail}");
-    assert!(detail.contains("cannot disown what was already received"), "{detail}");
     assert_eq!(key_counts(&inn.api, "RU").0, 1);
 
     // The same statement in a bundle RU's operator sends.
@@ -421,12 +434,7 @@ fn a_rotation_backdated_with_its_signing_time_cannot_disown_what_was_received() 
 
 #[test]
 fn a_new_tls_key_without_proof_of_possession_is_refused() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
+    let Pair { rt, tmp: _tmp, ru, inn } = enrolled_pair(0, 0);
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let key = TlsKeyPair::generate();
     let cert = kp_keys::tlscert::self_signed(&key, RU).unwrap();
@@ -446,9 +454,12 @@ fn a_new_tls_key_without_proof_of_possession_is_refused() {
         replies
     });
     for r in replies {
-        let (code, detail) = r.expect_err("a TLS key without proof of possession must be refused");
-        assert_eq!(code, RejectCode::InvalidDocument, "{detail}");
-        assert!(detail.contains("did not sign it"), "{detail}");
+        assert_refused(
+            r,
+            RejectCode::InvalidDocument,
+            "did not sign it",
+            "a TLS key without proof of possession must be refused",
+        );
     }
     assert_eq!(key_counts(&inn.api, "RU").1, 1);
 }
@@ -480,10 +491,7 @@ fn a_tls_key_bound_to_another_participant_is_refused() {
         };
         kz_keys.tls.prove_possession(&mut body);
         let doc = SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), t);
-        let reply = rt.block_on(async {
-            let mut raw = RawPeer::connect(inn.handle().peer_addr(), &ru_keys, RU).await.unwrap();
-            deliver(&mut raw, &doc).await
-        });
+        let reply = send_once(&rt, &inn, &ru_keys, &doc);
         let (_, detail) = reply.expect_err("a rotation to another participant's TLS key must be refused");
         assert!(detail.contains("already bound to KZ"), "{detail}");
         assert_eq!(key_counts(&inn.api, "RU").1, 1);
@@ -599,12 +607,7 @@ fn a_bundle_cannot_bind_another_participants_tls_certificate_before_it_is_enroll
 /// wire must take effect by now (within the clock tolerance).
 #[test]
 fn a_rotation_taking_effect_in_the_future_is_refused() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
-    let inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", 0));
-    enrol_pair(&ru, &inn);
+    let Pair { rt, tmp: _tmp, ru, inn } = enrolled_pair(0, 0);
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     const DAY: i64 = 86_400_000;
     let replies = rt.block_on(async {
@@ -623,9 +626,12 @@ fn a_rotation_taking_effect_in_the_future_is_refused() {
         replies
     });
     for r in replies {
-        let (code, detail) = r.expect_err("a rotation taking effect in the future must be refused");
-        assert_eq!(code, RejectCode::ClockSkew, "{detail}");
-        assert!(detail.contains("in the future for this node"), "{detail}");
+        assert_refused(
+            r,
+            RejectCode::ClockSkew,
+            "in the future for this node",
+            "a rotation taking effect in the future must be refused",
+        );
     }
     assert_eq!(key_counts(&inn.api, "RU").1, 1);
 }

@@ -102,10 +102,7 @@ fn old_daemon_gets_nothing_in(ru: &TestNode, inn: &TestNode, number: &str) {
 
 #[test]
 fn replacing_a_peers_identity_closes_the_old_identitys_links_at_once() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let (ru, inn) = linked_ru_in(&rt, tmp.path());
+    let Pair { rt, tmp, ru, inn } = linked_pair(0, free_port());
     wait_linked(&inn.api, ru.code);
     let in_addr = inn.handle().peer_addr();
     let old = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
@@ -155,10 +152,7 @@ fn replacing_a_peers_identity_closes_the_old_identitys_links_at_once() {
 
 #[test]
 fn removing_a_peer_and_enrolling_a_new_identity_leaves_no_old_link() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let (ru, inn) = linked_ru_in(&rt, tmp.path());
+    let Pair { rt, tmp, ru, inn } = linked_pair(0, free_port());
     wait_linked(&inn.api, ru.code);
     let in_addr = inn.handle().peer_addr();
     let old = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
@@ -254,10 +248,7 @@ fn a_link_on_a_tls_key_past_its_grace_period_is_closed() {
 
 #[test]
 fn each_delivery_is_judged_by_the_identity_in_force_not_the_one_at_handshake() {
-    init_logging();
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let (ru, inn) = linked_ru_in(&rt, tmp.path());
+    let Pair { rt, tmp: _tmp, ru, inn } = linked_pair(0, free_port());
     let in_addr = inn.handle().peer_addr();
     let old = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let mut raw =

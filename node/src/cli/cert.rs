@@ -222,15 +222,7 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
             (v["qr_text"].as_str().unwrap_or("").to_owned(), v["key_id"].as_str().unwrap_or("").to_owned())
         }
         super::peer::Access::Offline(store) => {
-            let n: kp_protocol::CertificateNumber =
-                number.parse().map_err(|e| Failure::input(format!("{number:?}: {e}")))?;
-            let rec = crate::store::get_record::<crate::store::CertRecord, _>(
-                &store,
-                crate::store::Tree::Certs,
-                n.as_str().as_bytes(),
-            )
-            .map_err(|e| Failure::runtime(e.to_string()))?
-            .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
+            let rec = offline_record(&store, number)?;
             let config = home.config()?;
             let keys = home.keys(&config)?;
             let signer = Signer::new(config.participant, keys.signing, std::sync::Arc::new(SystemClock));
@@ -258,6 +250,22 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
     Ok(())
 }
 
+/// The stored record of certificate `number`, read from the store itself (no daemon runs).
+fn offline_record(
+    store: &crate::store::SledStore,
+    number: &str,
+) -> Result<crate::store::CertRecord, Failure> {
+    let n: kp_protocol::CertificateNumber =
+        number.parse().map_err(|e| Failure::input(format!("{number:?}: {e}")))?;
+    crate::store::get_record::<crate::store::CertRecord, _>(
+        store,
+        crate::store::Tree::Certs,
+        n.as_str().as_bytes(),
+    )
+    .map_err(|e| Failure::runtime(e.to_string()))?
+    .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))
+}
+
 fn export(number: &str, out: &Path, dir: &DirArg) -> CliResult {
     let home = NodeDir::new(&dir.dir);
     let text = match super::peer::access(&home)? {
@@ -270,15 +278,7 @@ fn export(number: &str, out: &Path, dir: &DirArg) -> CliResult {
             }
         }
         super::peer::Access::Offline(store) => {
-            let n: kp_protocol::CertificateNumber =
-                number.parse().map_err(|e| Failure::input(format!("{number:?}: {e}")))?;
-            let rec = crate::store::get_record::<crate::store::CertRecord, _>(
-                &store,
-                crate::store::Tree::Certs,
-                n.as_str().as_bytes(),
-            )
-            .map_err(|e| Failure::runtime(e.to_string()))?
-            .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
+            let rec = offline_record(&store, number)?;
             crate::seal::portable(&store, &rec).map_err(|e| Failure::runtime(e.to_string()))?
         }
     };

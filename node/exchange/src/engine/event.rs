@@ -16,6 +16,12 @@ pub enum Event {
         why: Distrust,
         documents: usize,
     },
+    /// A batch of deliveries larger than one receipt batch acknowledges was refused whole.
+    OversizedBatchRefused {
+        peer: ParticipantCode,
+        documents: usize,
+        max: usize,
+    },
     /// A document that fails a check now was stored before: its original receipt is given.
     ResendOfStored {
         peer: ParticipantCode,
@@ -84,6 +90,7 @@ impl Event {
         matches!(
             self,
             Event::UntrustedBatchRefused { .. }
+                | Event::OversizedBatchRefused { .. }
                 | Event::OutsideHistory { .. }
                 | Event::Vigilance { .. }
                 | Event::ConfirmationOfVoided { .. }
@@ -97,6 +104,7 @@ impl Event {
     pub fn peer(&self) -> ParticipantCode {
         match self {
             Event::UntrustedBatchRefused { peer, .. }
+            | Event::OversizedBatchRefused { peer, .. }
             | Event::ResendOfStored { peer, .. }
             | Event::OutsideHistory { peer, .. }
             | Event::CertificateReceived { peer, .. }
@@ -118,6 +126,11 @@ impl std::fmt::Display for Event {
             Event::UntrustedBatchRefused { peer, why, documents } => write!(
                 f,
                 "refused a batch of {documents} deliveries from {peer} checked under trust withdrawn since: {why}"
+            ),
+            Event::OversizedBatchRefused { peer, documents, max } => write!(
+                f,
+                "refused a batch of {documents} deliveries from {peer}: one receipt batch acknowledges at most \
+{max}; nothing of it was stored, and the link closes so they are sent again"
             ),
             Event::ResendOfStored { peer, message, now_refused } => write!(
                 f,

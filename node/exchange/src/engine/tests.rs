@@ -23,6 +23,9 @@ const RU: ParticipantCode = ParticipantCode::from_static("RU");
 const IN: ParticipantCode = ParticipantCode::from_static("IN");
 const T0: i64 = 1_795_000_000_000; // 2026-11-18
 
+/// Documents queued for a peer: message id, document, outbox position.
+type Queued = Vec<(MessageId, SignedDocument, u64)>;
+
 struct Side {
     code: ParticipantCode,
     store: MemStorage,
@@ -60,7 +63,7 @@ impl Side {
     }
 
     /// Pending documents for `peer`, in outbox order, with their outbox positions.
-    fn outbox(&self, peer: ParticipantCode) -> Vec<(MessageId, SignedDocument, u64)> {
+    fn outbox(&self, peer: ParticipantCode) -> Queued {
         let (start, end) = outbox_range(peer, 0);
         self.store
             .range(Tree::Outbox, &start, &end, usize::MAX)
@@ -83,6 +86,73 @@ impl Side {
     }
 }
 
+/// The checks a link of `me`'s makes (those that need no store) of `docs` from `peer`, whose
+/// key history it holds as `history` (updated by the rotations among them), at `now`: a
+/// clock tolerance of `tolerance_ms` and a week's grace for a retired key.
+fn link_checks(
+    me: ParticipantCode,
+    peer: ParticipantCode,
+    now: Timestamp,
+    tolerance_ms: i64,
+    history: &mut KeyHistory,
+    docs: Vec<crate::verify::Delivery>,
+) -> Vec<Result<Received, crate::verify::Refusal>> {
+    let registry = Registry::default();
+    let ctx = CheckContext {
+        me,
+        peer,
+        now,
+        clock_tolerance_ms: tolerance_ms,
+        retired_key_grace_ms: 7 * 86_400_000,
+        registry: registry.on(now.date()),
+    };
+    check_batch(&ctx, history, docs)
+}
+
+/// What `IN`'s link to `RU` accepts when it checks `docs` against its own copy of RU's key
+/// history, `history` (updated by the rotations among them, as a link's is).
+fn checked_by_link(now: Timestamp, history: &mut KeyHistory, docs: Vec<SignedDocument>) -> Vec<Received> {
+    let docs = docs.into_iter().map(|d| (d.message_id(), None, d)).collect();
+    link_checks(IN, RU, now, 0, history, docs).into_iter().map(|r| r.expect("the link accepts it")).collect()
+}
+
+/// IN's import confirmation of RU's certificate `number` (as [`certificate`] writes it):
+/// two parcels, `carats` received.
+fn confirmation(inn: &Side, number: &str, carats: &str, now: Timestamp) -> ImportConfirmation {
+    let cert = certificate(number, "100.00");
+    ImportConfirmation {
+        certificate: cert.number.clone(),
+        certificate_id: inn.cert(number).message_id,
+        exporting_participant: RU,
+        importing_participant: IN,
+        exporter: cert.content.exporter,
+        importer: cert.content.importer,
+        received_on: now.date(),
+        parcels: 2,
+        carats: carats.parse().unwrap(),
+        confirming_authority: "DGFT".parse().unwrap(),
+        remarks: None,
+    }
+}
+
+/// IN confirms the import of `number` with `carats` received.
+fn confirm(inn: &mut Side, number: &str, carats: &str, now: Timestamp) -> Outcome {
+    let confirmation = confirmation(inn, number, carats, now);
+    let document = inn.signer.sign(&confirmation);
+    inn.apply(now, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }]).remove(0)
+}
+
+/// RU voids its certificate `number`.
+fn void(ru: &mut Side, number: &str, now: Timestamp) -> Outcome {
+    let void = kp_protocol::Void {
+        certificate: number.parse().unwrap(),
+        certificate_id: ru.cert(number).message_id,
+        reason: "shipment cancelled".parse().unwrap(),
+    };
+    let document = ru.signer.sign(&void);
+    ru.apply(now, vec![Command::Void { document, void }]).remove(0)
+}
+
 /// `to` checks and stores what `from` has queued for it; returns the replies.
 fn deliver(
     from: &Side,
@@ -91,19 +161,9 @@ fn deliver(
     queued: Vec<(MessageId, SignedDocument, u64)>,
 ) -> Vec<Reply> {
     let docs: Vec<crate::verify::Delivery> = queued.into_iter().map(|(id, d, _)| (id, None, d)).collect();
-    let registry = Registry::default();
-    let ctx = CheckContext {
-        me: to.code,
-        peer: from.code,
-        now,
-        clock_tolerance_ms: 300_000,
-        retired_key_grace_ms: 7 * 86_400_000,
-        registry: registry.on(now.date()),
-    };
-    let mut history = from.history.clone();
     let mut replies = Vec::new();
     let mut items: Vec<Received> = Vec::new();
-    let checked = check_batch(&ctx, &mut history, docs);
+    let checked = link_checks(to.code, from.code, now, 300_000, &mut from.history.clone(), docs);
     let mut order = Vec::new();
     for r in checked {
         match r {
@@ -126,6 +186,22 @@ fn deliver(
         });
     }
     replies
+}
+
+/// `from` sends everything queued for `to`: `to` stores it, `from` records the receipts.
+fn exchange(from: &mut Side, to: &mut Side, now: Timestamp) {
+    let sent = from.outbox(to.code);
+    let replies = deliver(from, to, now, sent.clone());
+    acknowledge(from, to, now, &sent, replies);
+}
+
+/// RU and IN, with RU's certificate RU-2026-000001 issued, delivered and acknowledged at T0.
+fn one_delivered(clock: &Arc<ManualClock>) -> (Side, Side) {
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, clock), side(IN, clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    exchange(&mut ru, &mut inn, now);
+    (ru, inn)
 }
 
 /// `from` verifies and records the receipts in `replies` (for messages at `sent`).
@@ -235,26 +311,9 @@ fn a_certificate_is_delivered_once_acknowledged_confirmed_and_logged_on_both_sid
     assert_eq!(inn.log().len(), 1);
 
     // IN confirms with one carat missing: a discrepancy on both sides.
-    let cert = certificate("RU-2026-000001", "100.00");
-    let confirmation = ImportConfirmation {
-        certificate: cert.number.clone(),
-        certificate_id: inn.cert("RU-2026-000001").message_id,
-        exporting_participant: RU,
-        importing_participant: IN,
-        exporter: cert.content.exporter.clone(),
-        importer: cert.content.importer.clone(),
-        received_on: now.date(),
-        parcels: 2,
-        carats: "409.00".parse().unwrap(),
-        confirming_authority: "DGFT".parse().unwrap(),
-        remarks: None,
-    };
-    let document = inn.signer.sign(&confirmation);
-    inn.apply(now, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }]);
+    confirm(&mut inn, "RU-2026-000001", "409.00", now);
     assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::ImportDiscrepancy);
-    let sent = inn.outbox(RU);
-    let replies = deliver(&inn, &mut ru, now, sent.clone());
-    acknowledge(&mut inn, &ru, now, &sent, replies);
+    exchange(&mut inn, &mut ru, now);
     let rec = ru.cert("RU-2026-000001");
     assert_eq!(rec.status, CertStatus::ImportDiscrepancy);
     assert_eq!(
@@ -283,17 +342,8 @@ fn nothing_unflushed_survives_a_crash_and_the_engine_reloads_its_head() {
     deliver(&ru, &mut inn, now, queued[..1].to_vec());
 
     // The second delivery is committed but not flushed when IN loses power.
-    let registry = Registry::default();
-    let ctx = CheckContext {
-        me: IN,
-        peer: RU,
-        now,
-        clock_tolerance_ms: 0,
-        retired_key_grace_ms: 0,
-        registry: registry.on(now.date()),
-    };
-    let docs = queued[1..].iter().map(|(i, d, _)| (*i, None, d.clone())).collect();
-    let items = check_batch(&ctx, &mut ru.history.clone(), docs).into_iter().map(Result::unwrap).collect();
+    let docs = queued[1..].iter().map(|(_, d, _)| d.clone()).collect();
+    let items = checked_by_link(now, &mut ru.history.clone(), docs);
     inn.engine.apply(&inn.store, now, vec![Command::Deliveries { peer: RU, under: None, items }]).unwrap();
     inn.store.crash();
     inn.engine = Engine::load(&inn.store, inn.signer.clone()).unwrap();
@@ -313,23 +363,11 @@ fn nothing_unflushed_survives_a_crash_and_the_engine_reloads_its_head() {
 fn voided_certificates_cannot_be_confirmed() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
     let now = Timestamp::from_unix_millis(T0);
-    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
-    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    let sent = ru.outbox(IN);
-    let replies = deliver(&ru, &mut inn, now, sent.clone());
-    acknowledge(&mut ru, &inn, now, &sent, replies);
+    let (mut ru, mut inn) = one_delivered(&clock);
 
-    let void = kp_protocol::Void {
-        certificate: "RU-2026-000001".parse().unwrap(),
-        certificate_id: ru.cert("RU-2026-000001").message_id,
-        reason: "shipment cancelled".parse().unwrap(),
-    };
-    let document = ru.signer.sign(&void);
-    ru.apply(now, vec![Command::Void { document, void }]);
+    void(&mut ru, "RU-2026-000001", now);
     assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Voided);
-    let sent = ru.outbox(IN);
-    let replies = deliver(&ru, &mut inn, now, sent.clone());
-    acknowledge(&mut ru, &inn, now, &sent, replies);
+    exchange(&mut ru, &mut inn, now);
     assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::Voided);
     assert!(crate::engine::confirmable(&inn.cert("RU-2026-000001")).is_some());
 }
@@ -368,6 +406,19 @@ fn enrollee(code: ParticipantCode) -> Enrollee {
     Enrollee { signing, tls, record }
 }
 
+/// IN (on `clock`) with RU enrolled from a fresh bundle.
+fn in_with_ru(clock: &Arc<ManualClock>) -> (Side, Enrollee) {
+    let mut inn = side(IN, clock);
+    let ru = enrollee(RU);
+    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    (inn, ru)
+}
+
+/// The key history a link to `e` starts from: its enrolled bundle's.
+fn link_history(e: &Enrollee) -> KeyHistory {
+    crate::trust::PeerTrust::from_record(&e.record).unwrap().history
+}
+
 fn enrol(to: &mut Side, e: &Enrollee, replace_identity: bool) -> Outcome {
     let now = Timestamp::from_unix_millis(T0);
     to.apply(now, vec![Command::EnrolPeer { record: Box::new(e.record.clone()), replace_identity }]).remove(0)
@@ -395,24 +446,9 @@ fn the_store_refuses_a_rotation_to_another_participants_tls_key_even_past_the_li
     };
     kz.tls.prove_possession(&mut body);
     let doc = SignedDocument::sign(&body, RU, ru.signing.signing_key(), now);
-    let mut history = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
-    let registry = Registry::default();
-    let ctx = CheckContext {
-        me: IN,
-        peer: RU,
-        now,
-        clock_tolerance_ms: 0,
-        retired_key_grace_ms: 7 * 86_400_000,
-        registry: registry.on(now.date()),
-    };
-    let item = check_batch(&ctx, &mut history, vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap();
-    let replies = match inn
-        .apply(now, vec![Command::Deliveries { peer: RU, under: None, items: vec![item] }])
-        .remove(0)
-    {
-        Outcome::Delivered(r) => r,
-        other => panic!("{other:?}"),
-    };
+    let mut history = link_history(&ru);
+    let items = checked_by_link(now, &mut history, vec![doc.clone()]);
+    let replies = stored_replies(&mut inn, now, items);
     match &replies[..] {
         [Reply::Reject { refusal, .. }] => {
             assert!(refusal.detail.contains("already bound to KZ"), "{refusal}")
@@ -427,9 +463,7 @@ fn the_store_refuses_a_rotation_to_another_participants_tls_key_even_past_the_li
 #[test]
 fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
-    let mut inn = side(IN, &clock);
-    let ru = enrollee(RU);
-    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let (mut inn, ru) = in_with_ru(&clock);
     // RU rotates; IN receives the statement over the wire (stored in the record).
     let now = Timestamp::from_unix_millis(T0 + 10);
     let new_key = SigningKeyPair::generate();
@@ -442,18 +476,9 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
         now,
     );
     let doc = SignedDocument::sign(&body, RU, ru.signing.signing_key(), now);
-    let mut history = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
-    let registry = Registry::default();
-    let ctx = CheckContext {
-        me: IN,
-        peer: RU,
-        now,
-        clock_tolerance_ms: 0,
-        retired_key_grace_ms: 7 * 86_400_000,
-        registry: registry.on(now.date()),
-    };
-    let item = check_batch(&ctx, &mut history, vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap();
-    inn.apply(now, vec![Command::Deliveries { peer: RU, under: None, items: vec![item] }]);
+    let mut history = link_history(&ru);
+    let items = checked_by_link(now, &mut history, vec![doc]);
+    stored_replies(&mut inn, now, items);
     // The bundle from before the rotation is older than what IN holds.
     match enrol(&mut inn, &ru, false) {
         Outcome::Refused(EngineError::Enrol(crate::enrol::EnrolError::Older {
@@ -494,36 +519,11 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
 fn an_importer_cannot_undo_the_exporters_void_with_a_confirmation() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
     let now = Timestamp::from_unix_millis(T0);
-    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
-    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    let sent = ru.outbox(IN);
-    let replies = deliver(&ru, &mut inn, now, sent.clone());
-    acknowledge(&mut ru, &inn, now, &sent, replies);
+    let (mut ru, mut inn) = one_delivered(&clock);
 
-    let void = kp_protocol::Void {
-        certificate: "RU-2026-000001".parse().unwrap(),
-        certificate_id: ru.cert("RU-2026-000001").message_id,
-        reason: "shipment cancelled".parse().unwrap(),
-    };
-    let document = ru.signer.sign(&void);
-    ru.apply(now, vec![Command::Void { document, void }]);
+    void(&mut ru, "RU-2026-000001", now);
     // IN holds the void (never acknowledged), and confirms the import instead.
-    let cert = certificate("RU-2026-000001", "100.00");
-    let confirmation = ImportConfirmation {
-        certificate: cert.number.clone(),
-        certificate_id: inn.cert("RU-2026-000001").message_id,
-        exporting_participant: RU,
-        importing_participant: IN,
-        exporter: cert.content.exporter.clone(),
-        importer: cert.content.importer.clone(),
-        received_on: now.date(),
-        parcels: 2,
-        carats: "410.00".parse().unwrap(),
-        confirming_authority: "DGFT".parse().unwrap(),
-        remarks: None,
-    };
-    let document = inn.signer.sign(&confirmation);
-    inn.apply(now, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }]);
+    confirm(&mut inn, "RU-2026-000001", "410.00", now);
     let sent = inn.outbox(RU);
     let replies = deliver(&inn, &mut ru, now, sent.clone());
     let Reply::Reject { refusal, .. } = &replies[0] else {
@@ -687,29 +687,18 @@ fn a_batch_checked_before_a_trust_change_is_refused_when_committed_after_it() {
     use crate::engine::CheckedUnder;
     use crate::trust::Distrust;
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
-    let mut inn = side(IN, &clock);
-    let ru = enrollee(RU);
-    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let (mut inn, ru) = in_with_ru(&clock);
     let now = Timestamp::from_unix_millis(T0 + 10);
-    let registry = Registry::default();
-    let ctx = CheckContext {
-        me: IN,
-        peer: RU,
-        now,
-        clock_tolerance_ms: 0,
-        retired_key_grace_ms: 7 * 86_400_000,
-        registry: registry.on(now.date()),
-    };
     // What the link does: check against the trust in force (identity A), note what it
     // checked under.
-    let history = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let history = link_history(&ru);
     let under = CheckedUnder {
         root_key: history.root().public_key.to_bytes(),
         tls_key: history.tls_keys()[0].public_key,
     };
     let check = |number: &str| {
         let doc = SignedDocument::sign(&certificate(number, "100.00"), RU, ru.signing.signing_key(), now);
-        check_batch(&ctx, &mut history.clone(), vec![(doc.message_id(), None, doc)]).pop().unwrap().unwrap()
+        checked_by_link(now, &mut history.clone(), vec![doc]).remove(0)
     };
     let deliver = |inn: &mut Side, item: Received| {
         inn.apply(now, vec![Command::Deliveries { peer: RU, under: Some(under), items: vec![item] }])
@@ -780,6 +769,24 @@ fn rejected(replies: &[Reply]) -> &crate::verify::Refusal {
     }
 }
 
+/// RU issues two certificates at T0; IN stores the first and answers with `original`, a
+/// receipt lost on the way back: RU still has both queued. Returns (ru, inn, what RU sent,
+/// the receipt).
+fn first_of_two_stored_receipt_lost(
+    clock: &Arc<ManualClock>,
+) -> (Side, Side, Queued, Box<kp_protocol::MessageReceipt>) {
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, clock), side(IN, clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
+    let sent = ru.outbox(IN);
+    let mut replies = deliver(&ru, &mut inn, now, sent[..1].to_vec());
+    let Reply::Receipt { receipt: original, duplicate: false } = replies.remove(0) else {
+        panic!("{replies:?}")
+    };
+    (ru, inn, sent, original)
+}
+
 /// The receipt for a certificate is lost; RU rotates its signing key and the grace period
 /// for documents signed with the old one passes before RU sends the certificate again. IN
 /// holds it, so it answers with the original receipt: a refusal would leave RU's copy
@@ -789,13 +796,8 @@ fn rejected(replies: &[Reply]) -> &crate::verify::Refusal {
 #[test]
 fn a_resend_after_a_rotation_and_the_grace_period_gets_the_original_receipt() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
-    let now = Timestamp::from_unix_millis(T0);
-    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
-    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
-    let sent = ru.outbox(IN);
-    let replies = deliver(&ru, &mut inn, now, sent[..1].to_vec());
-    let Reply::Receipt { receipt: original, duplicate: false } = &replies[0] else { panic!("{replies:?}") };
+    let (mut ru, mut inn, sent, original) = first_of_two_stored_receipt_lost(&clock);
+    let original = &original;
     // The receipt is lost on the way back: RU still has the certificate queued.
     assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Queued);
 
@@ -837,13 +839,8 @@ fn a_resend_after_a_rotation_and_the_grace_period_gets_the_original_receipt() {
 #[test]
 fn a_resend_of_a_certificate_that_has_since_expired_gets_the_original_receipt() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
-    let now = Timestamp::from_unix_millis(T0);
-    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
-    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
-    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
-    let sent = ru.outbox(IN);
-    let replies = deliver(&ru, &mut inn, now, sent[..1].to_vec());
-    let Reply::Receipt { receipt: original, duplicate: false } = &replies[0] else { panic!("{replies:?}") };
+    let (mut ru, mut inn, sent, original) = first_of_two_stored_receipt_lost(&clock);
+    let original = &original;
 
     // The certificates expire on 2027-01-10.
     let later = Timestamp::from_unix_millis(T0 + 60 * DAY);
@@ -920,9 +917,7 @@ fn a_resolution_is_accepted_only_from_the_partner_for_a_discrepancy_once() {
     let (mut ru, mut inn, ae) = (side(RU, &clock), side(IN, &clock), side(AE, &clock));
     let cert = certificate("RU-2026-000001", "100.00");
     submit(&mut ru, now, cert.clone());
-    let sent = ru.outbox(IN);
-    let replies = deliver(&ru, &mut inn, now, sent.clone());
-    acknowledge(&mut ru, &inn, now, &sent, replies);
+    exchange(&mut ru, &mut inn, now);
     let resolution = |note: &str| kp_protocol::Resolution {
         certificate: cert.number.clone(),
         certificate_id: ru.cert("RU-2026-000001").message_id,
@@ -953,21 +948,7 @@ fn a_resolution_is_accepted_only_from_the_partner_for_a_discrepancy_once() {
     assert!(resolution_at(&inn).is_none());
 
     // IN confirms with a carat missing: a discrepancy.
-    let confirmation = ImportConfirmation {
-        certificate: cert.number.clone(),
-        certificate_id: inn.cert("RU-2026-000001").message_id,
-        exporting_participant: RU,
-        importing_participant: IN,
-        exporter: cert.content.exporter.clone(),
-        importer: cert.content.importer.clone(),
-        received_on: now.date(),
-        parcels: 2,
-        carats: "409.00".parse().unwrap(),
-        confirming_authority: "DGFT".parse().unwrap(),
-        remarks: None,
-    };
-    let document = inn.signer.sign(&confirmation);
-    inn.apply(now, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }]);
+    confirm(&mut inn, "RU-2026-000001", "409.00", now);
     assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::ImportDiscrepancy);
 
     // A third participant cannot resolve someone else's certificate.
@@ -988,22 +969,6 @@ fn a_resolution_is_accepted_only_from_the_partner_for_a_discrepancy_once() {
     assert_eq!(r.code, RejectCode::Conflict);
     assert!(r.detail.contains("already resolved by RU"), "{}", r.detail);
     assert_eq!(resolution_at(&inn).unwrap().note, "settled");
-}
-
-/// What `IN`'s link to `RU` accepts when it checks `docs` against its own copy of RU's key
-/// history, `history` (updated by the rotations among them, as a link's is).
-fn checked_by_link(now: Timestamp, history: &mut KeyHistory, docs: Vec<SignedDocument>) -> Vec<Received> {
-    let registry = Registry::default();
-    let ctx = CheckContext {
-        me: IN,
-        peer: RU,
-        now,
-        clock_tolerance_ms: 0,
-        retired_key_grace_ms: 7 * 86_400_000,
-        registry: registry.on(now.date()),
-    };
-    let docs = docs.into_iter().map(|d| (d.message_id(), None, d)).collect();
-    check_batch(&ctx, history, docs).into_iter().map(|r| r.expect("the link accepts it")).collect()
 }
 
 fn stored_replies(inn: &mut Side, now: Timestamp, items: Vec<Received>) -> Vec<Reply> {
@@ -1044,14 +1009,12 @@ fn rejection(reply: &Reply) -> String {
 #[test]
 fn a_second_rotation_with_the_same_sequence_is_refused_as_a_fork_with_what_it_signed() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
-    let mut inn = side(IN, &clock);
-    let ru = enrollee(RU);
-    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let (mut inn, ru) = in_with_ru(&clock);
     let now = Timestamp::from_unix_millis(T0 + 10);
     let (kx, ky) = (SigningKeyPair::generate(), SigningKeyPair::generate());
     let x = signing_rotation(&ru, &kx, T0 + 10, T0 + 10);
     let y = signing_rotation(&ru, &ky, T0 + 10, T0 + 10);
-    let before = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let before = link_history(&ru);
     let (mut link_a, mut link_b) = (before.clone(), before);
 
     let items = checked_by_link(now, &mut link_a, vec![x.clone()]);
@@ -1079,7 +1042,7 @@ fn a_second_rotation_with_the_same_sequence_is_refused_as_a_fork_with_what_it_si
         get_record(&inn.store, Tree::Peers, &RU.as_bytes()).unwrap().unwrap();
     assert_eq!(stored.rotations, vec![x], "the first rotation stays");
     // The same statement again (as a bundle or another link would bring it) is still taken.
-    let mut fresh = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let mut fresh = link_history(&ru);
     let items = checked_by_link(now, &mut fresh, vec![stored.rotations[0].clone()]);
     assert!(matches!(&stored_replies(&mut inn, now, items)[..], [Reply::Receipt { .. }]));
 }
@@ -1090,11 +1053,9 @@ fn a_second_rotation_with_the_same_sequence_is_refused_as_a_fork_with_what_it_si
 #[test]
 fn a_rotation_backdated_with_its_signing_time_cannot_disown_stored_documents() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
-    let mut inn = side(IN, &clock);
-    let ru = enrollee(RU);
-    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let (mut inn, ru) = in_with_ru(&clock);
     let now = Timestamp::from_unix_millis(T0 + 100);
-    let mut link = crate::trust::PeerTrust::from_record(&ru.record).unwrap().history;
+    let mut link = link_history(&ru);
     let cert =
         SignedDocument::sign(&certificate("RU-2026-000001", "100.00"), RU, ru.signing.signing_key(), now);
     let items = checked_by_link(now, &mut link, vec![cert]);
@@ -1124,9 +1085,7 @@ fn a_rotation_backdated_with_its_signing_time_cannot_disown_stored_documents() {
 #[test]
 fn a_record_that_does_not_verify_still_needs_the_flag_for_a_new_identity() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
-    let mut inn = side(IN, &clock);
-    let ru = enrollee(RU);
-    assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
+    let (mut inn, ru) = in_with_ru(&clock);
     let mut damaged = ru.record.clone();
     damaged.rotations.push(signing_rotation(&enrollee(RU), &SigningKeyPair::generate(), T0 + 10, T0 + 10));
     assert!(crate::trust::PeerTrust::from_record(&damaged).is_err());
@@ -1223,4 +1182,46 @@ fn what_was_stored_before_an_identity_replacement_verifies_though_dated_after_it
     assert!(refused.contains("not in the key history this node holds for RU"), "{refused}");
     crate::audit::verify_log(&inn.store, IN, &inn.history, &crate::trust::load(&inn.store).unwrap(), |_| {})
         .unwrap();
+}
+
+#[test]
+fn a_batch_larger_than_one_receipt_batch_is_refused_whole_with_its_own_error() {
+    use crate::engine::{Event, MAX_DELIVERIES};
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    let doc = ru.signer.sign(&certificate("RU-2026-000001", "100.00"));
+    let item = checked_by_link(now, &mut ru.history.clone(), vec![doc]).remove(0);
+    let deliver = |inn: &mut Side, n: usize| {
+        let items = vec![item.clone(); n];
+        let applied = inn
+            .engine
+            .apply(&inn.store, now, vec![Command::Deliveries { peer: RU, under: None, items }])
+            .unwrap();
+        inn.store.flush().unwrap();
+        applied
+    };
+
+    let mut applied = deliver(&mut inn, MAX_DELIVERIES + 1);
+    match applied.outcomes.remove(0) {
+        Outcome::Refused(e @ EngineError::TooManyDeliveries { peer: RU, documents, max }) => {
+            assert_eq!((documents, max), (MAX_DELIVERIES + 1, MAX_DELIVERIES));
+            assert!(e.to_string().contains("nothing of it was stored"), "{e}");
+        }
+        other => panic!("expected the batch refused as too large, got {:?}", std::mem::discriminant(&other)),
+    }
+    assert_eq!(
+        applied.events,
+        [Event::OversizedBatchRefused { peer: RU, documents: MAX_DELIVERIES + 1, max: MAX_DELIVERIES }]
+    );
+    assert_eq!(applied.appended, 0);
+    assert!(inn.log().is_empty());
+    assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000001").unwrap().is_none());
+
+    // At the limit the batch is taken: stored once, every copy receipted.
+    match deliver(&mut inn, MAX_DELIVERIES).outcomes.remove(0) {
+        Outcome::Delivered(replies) => assert_eq!(replies.len(), MAX_DELIVERIES),
+        other => panic!("{:?}", std::mem::discriminant(&other)),
+    }
+    assert_eq!(inn.log().len(), 1);
 }
