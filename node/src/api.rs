@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::actor::ActorError;
-use crate::node::Shared;
 use crate::participants;
 use crate::queries::{self, cert_view, CertFilter};
+use crate::state::Shared;
 use crate::store::{get_record, meta, CertRecord, CertStatus, Direction, StoreError, Tree};
 use kp_exchange::engine::{document_of, Command, EngineError, Idempotency, Outcome};
 
@@ -1153,7 +1153,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
         .unwrap_or_default();
     let fingerprint = shared.keys.lock().unwrap_or_else(|p| p.into_inner()).fingerprint().to_string();
     let peers = queries::peer_views(&shared)?;
-    let mut warnings = crate::node::key_age_warnings(&shared);
+    let mut warnings = crate::state::key_age_warnings(&shared);
     let registry = shared.registry.get();
     let on = registry.on(shared.now().date());
     for p in &peers {

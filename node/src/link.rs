@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::actor::ActorError;
 use crate::conn::{FrameReader, FrameWriter, LinkError};
 use crate::metrics::PeerCounter;
-use crate::node::Shared;
+use crate::state::Shared;
 use crate::store::{decode_record, outbox_range, OutboxEntry, Storage, Tree};
 use kp_exchange::engine::{CheckedUnder, Command, EngineError, Outcome, Reply};
 use kp_exchange::link::{Backoff, SenderState};

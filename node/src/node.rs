@@ -3,29 +3,30 @@
 //! token; [`NodeHandle::shutdown`] takes it down in a written-down order. Tests start several
 //! nodes in one process on `127.0.0.1:0`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kp_config::NodeConfig;
 use kp_keys::NodeKeys;
-use kp_protocol::{ParticipantCode, Timestamp};
+use kp_protocol::ParticipantCode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actor::{Actor, ActorError, ActorHandle, Publish};
+use crate::actor::{Actor, ActorError, Publish};
 use crate::clock::{Clock, SystemClock};
 use crate::home::{HomeError, NodeDir};
 use crate::metrics::Metrics;
+use crate::state::{key_age_warnings, load_registry, load_trust, reload_trust, Links, Shared};
 use crate::store::{decode_record, SledStore, Storage, StoreError, Tree};
 use crate::tls::{Identity, TlsContext};
 use kp_exchange::engine::Engine;
-use kp_exchange::registry::{Registry, RegistryCell};
+use kp_exchange::registry::RegistryCell;
 use kp_exchange::signer::Signer;
-use kp_exchange::trust::{Trust, TrustCell, TrustProblem};
+use kp_exchange::trust::TrustCell;
 
 /// What to change when a listening address cannot be bound: the `node.toml` setting.
 fn listen_hint(e: &std::io::Error, setting: &str) -> String {
@@ -141,204 +142,6 @@ impl NodeOptions {
     }
 }
 
-/// The live state of one peer link, for `status` and the API.
-#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
-pub struct LinkStatus {
-    /// Our connection to the peer (deliveries go out on it) is up.
-    pub connected: bool,
-    pub connected_since: Option<Timestamp>,
-    /// Connections the peer holds to us.
-    pub inbound_connections: u32,
-    pub in_flight: usize,
-    pub last_delivery: Option<Timestamp>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<Timestamp>,
-    /// Why messages for the peer are held (its participant is suspended), if they are.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub held: Option<String>,
-}
-
-struct PeerEntry {
-    /// The highest outbox sequence known durable for this peer.
-    outbox: watch::Sender<u64>,
-    status: LinkStatus,
-    /// Cancelled when the peer is removed: closes its links at once.
-    token: CancellationToken,
-    /// Whether an outbound link task is running, and for which endpoints.
-    running: Option<Vec<String>>,
-    /// Which outbound link task is the current one, and its token (a child of `token`).
-    link_generation: u64,
-    link_token: Option<CancellationToken>,
-    /// Our TLS rotation statement the peer has not yet acknowledged: until it does, we
-    /// present our previous TLS certificate when we dial it.
-    tls_rotation_pending: Option<kp_protocol::MessageId>,
-}
-
-/// Per-peer link state, outbox notifications and cancellation.
-pub struct Links {
-    inner: Mutex<HashMap<ParticipantCode, PeerEntry>>,
-    initial_oseq: u64,
-    /// The node's root token: every peer token is a child of it.
-    root: CancellationToken,
-}
-
-impl std::fmt::Debug for Links {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Links").finish_non_exhaustive()
-    }
-}
-
-impl Links {
-    fn with<R>(&self, peer: ParticipantCode, f: impl FnOnce(&mut PeerEntry) -> R) -> R {
-        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let initial = self.initial_oseq;
-        let root = &self.root;
-        let e = m.entry(peer).or_insert_with(|| PeerEntry {
-            outbox: watch::channel(initial).0,
-            status: LinkStatus::default(),
-            token: root.child_token(),
-            running: None,
-            link_generation: 0,
-            link_token: None,
-            tls_rotation_pending: None,
-        });
-        f(e)
-    }
-
-    /// Notified whenever new outbox entries for `peer` become durable.
-    pub fn outbox(&self, peer: ParticipantCode) -> watch::Receiver<u64> {
-        self.with(peer, |e| e.outbox.subscribe())
-    }
-
-    /// Wakes every link's sender, to look at its outbox again (after a registry change).
-    pub fn wake_all(&self) {
-        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        for e in m.values() {
-            e.outbox.send_modify(|_| {});
-        }
-    }
-
-    fn publish_outbox(&self, peer: ParticipantCode, oseq: u64) {
-        self.with(peer, |e| {
-            e.outbox.send_if_modified(|v| {
-                let changed = oseq > *v;
-                *v = (*v).max(oseq);
-                changed
-            })
-        });
-    }
-
-    /// The token that is cancelled when `peer` is removed.
-    pub fn token(&self, peer: ParticipantCode) -> CancellationToken {
-        self.with(peer, |e| e.token.clone())
-    }
-
-    pub fn update(&self, peer: ParticipantCode, f: impl FnOnce(&mut LinkStatus)) {
-        self.with(peer, |e| f(&mut e.status));
-    }
-
-    pub fn status(&self, peer: ParticipantCode) -> LinkStatus {
-        self.with(peer, |e| e.status.clone())
-    }
-
-    /// Whether we must still present our previous TLS certificate to `peer`.
-    pub fn tls_rotation_pending(&self, peer: ParticipantCode) -> bool {
-        self.with(peer, |e| e.tls_rotation_pending.is_some())
-    }
-
-    pub fn set_tls_rotation_pending(&self, peer: ParticipantCode, id: kp_protocol::MessageId) {
-        self.with(peer, |e| e.tls_rotation_pending = Some(id));
-    }
-
-    /// `peer` acknowledged (or refused) message `id`: if it was our TLS rotation, the new
-    /// certificate is known to it from now on.
-    pub fn settled(&self, peer: ParticipantCode, id: &kp_protocol::MessageId) {
-        self.with(peer, |e| {
-            if e.tls_rotation_pending.as_ref() == Some(id) {
-                e.tls_rotation_pending = None;
-                tracing::info!(peer = %peer, "the peer acknowledged our TLS key rotation; new connections use the new key");
-            }
-        });
-    }
-
-    pub fn error(&self, peer: ParticipantCode, at: Timestamp, error: impl std::fmt::Display) {
-        let text = error.to_string();
-        self.update(peer, |s| {
-            s.last_error = Some(text);
-            s.last_error_at = Some(at);
-        });
-    }
-}
-
-/// Everything the tasks of a node share.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: NodeConfig,
-    pub dir: NodeDir,
-    pub me: ParticipantCode,
-    pub signer: Arc<Signer>,
-    pub keys: Arc<Mutex<NodeKeys>>,
-    pub tls: Arc<TlsContext>,
-    pub trust: Arc<TrustCell>,
-    /// The participant registry, reloaded after every change.
-    pub registry: Arc<RegistryCell>,
-    /// Set when the store fails (a full disk): the daemon then restarts the node's store.
-    pub store_health: Arc<crate::actor::StoreHealth>,
-    /// Bumped after every trust change; the supervisor reconciles links on it.
-    pub trust_generation: watch::Sender<u64>,
-    pub store: SledStore,
-    pub actor: ActorHandle,
-    pub clock: Arc<dyn Clock>,
-    pub metrics: Arc<Metrics>,
-    pub links: Arc<Links>,
-    /// The last certificate sequence given out per year (numbers not yet stored included).
-    pub numbers: Mutex<BTreeMap<i32, u64>>,
-    pub token: String,
-    pub peer_addr: SocketAddr,
-    pub api_addr: SocketAddr,
-    pub started_at: Timestamp,
-    pub cancel: CancellationToken,
-    pub tasks: TaskTracker,
-}
-
-impl Shared {
-    pub fn now(&self) -> Timestamp {
-        self.clock.now()
-    }
-
-    /// The endpoints to advertise: the configured ones, else the bound peer address.
-    pub fn endpoints(&self) -> Vec<String> {
-        if self.config.network.advertise.is_empty() {
-            vec![self.peer_addr.to_string()]
-        } else {
-            self.config.network.advertise.clone()
-        }
-    }
-}
-
-/// Reads every peer record and builds the trust snapshot (see [`kp_exchange::trust::load`]),
-/// logging what it found wrong: records ignored, archives unusable, peers quarantined.
-pub fn load_trust<S: Storage + ?Sized>(store: &S) -> Result<Trust, StoreError> {
-    reload_trust(store, None)
-}
-
-/// As [`load_trust`], reusing what `earlier` verified; a quarantine already logged for
-/// `earlier` is not logged again.
-pub fn reload_trust<S: Storage + ?Sized>(store: &S, earlier: Option<&Trust>) -> Result<Trust, StoreError> {
-    let trust = kp_exchange::trust::reload(store, earlier)?;
-    for p in trust.problems() {
-        if !matches!(p, TrustProblem::Quarantined { new: false, .. }) {
-            tracing::error!("{p}");
-        }
-    }
-    Ok(trust)
-}
-
-/// The registry: the shipped list, the recorded changes, and the enrolled peers.
-pub fn load_registry<S: Storage + ?Sized>(store: &S, trust: &Trust) -> Result<Registry, StoreError> {
-    Registry::load(store, trust.peers().map(|p| p.participant))
-}
-
 /// What the actor publishes after each flush.
 struct Publisher {
     links: Arc<Links>,
@@ -432,11 +235,7 @@ impl Node {
         let signer = Arc::new(Signer::new(me, clone_signing_key(&keys), clock.clone()));
         let engine = Engine::load(&store, signer.clone())?;
         let cancel = CancellationToken::new();
-        let links = Arc::new(Links {
-            inner: Mutex::new(HashMap::new()),
-            initial_oseq: engine.counts().next_oseq,
-            root: cancel.clone(),
-        });
+        let links = Arc::new(Links::new(engine.counts().next_oseq, cancel.clone()));
         let (trust_generation, _) = watch::channel(0u64);
         let keys = Arc::new(Mutex::new(keys));
         let announced =
@@ -623,31 +422,6 @@ async fn resume_rotations(shared: &Arc<Shared>, announced: u32) -> Result<(), St
     Ok(())
 }
 
-/// Warnings about keys older than `keys.max_key_age`, for `status` and the log.
-pub fn key_age_warnings(shared: &Shared) -> Vec<String> {
-    let keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
-    let now = shared.now();
-    let max = shared.config.keys.max_key_age;
-    let mut out = Vec::new();
-    let mut check = |what: &str, since: Timestamp| {
-        let age_ms = now.unix_millis().saturating_sub(since.unix_millis());
-        if age_ms > max.as_millis() as i64 {
-            out.push(format!(
-                "the {what} key is {} days old (keys.max_key_age is {}); rotate it with `kpnode keys rotate`",
-                age_ms / 86_400_000,
-                humantime_days(max)
-            ));
-        }
-    };
-    check("signing", keys.history.current_signing().valid_from);
-    check("TLS", keys.history.current_tls().valid_from);
-    out
-}
-
-fn humantime_days(d: Duration) -> String {
-    format!("{} days", d.as_secs() / 86_400)
-}
-
 /// Logs key-age warnings at start and then daily.
 async fn watch_key_age(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(86_400));
@@ -772,48 +546,16 @@ fn reconcile(shared: &Arc<Shared>) {
     for peer in trust.peers() {
         let code = peer.participant;
         if peer.removed {
-            let was_running = shared.links.with(code, |e| {
-                let running = e.running.take().is_some();
-                if running || !e.token.is_cancelled() {
-                    e.token.cancel();
-                }
-                running
-            });
-            if was_running {
+            if shared.links.close(code) {
                 tracing::info!(peer = %code, "peer removed: its links are closed; its queued messages stay queued");
             }
             continue;
         }
-        let endpoints = peer.endpoints.clone();
-        let root = shared.cancel.clone();
-        let start = shared.links.with(code, |e| {
-            if e.token.is_cancelled() {
-                // Enrolled again after a removal.
-                e.token = root.child_token();
-                e.running = None;
-            }
-            if e.running.as_ref() == Some(&endpoints) {
-                return None;
-            }
-            // Not running, or new endpoints: (re)start the outbound link only.
-            if let Some(old) = e.link_token.take() {
-                old.cancel();
-            }
-            let token = e.token.child_token();
-            e.link_token = Some(token.clone());
-            e.running = Some(endpoints.clone());
-            e.link_generation += 1;
-            Some((token, e.link_generation))
-        });
-        if let Some((token, generation)) = start {
+        if let Some((token, generation)) = shared.links.start_outbound(code, &peer.endpoints) {
             let s = shared.clone();
             shared.tasks.spawn(async move {
                 crate::link::outbound(s.clone(), code, token).await;
-                s.links.with(code, |e| {
-                    if e.link_generation == generation {
-                        e.running = None;
-                    }
-                });
+                s.links.outbound_ended(code, generation);
             });
         }
     }

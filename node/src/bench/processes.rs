@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{init_node, limit_per_s, peak_rss_mb, sample_json, say, tempdir, BenchOptions, BenchReport};
 use super::{Crypto, Latency, Rss, StoreStats};
-use crate::cli::client::Client;
+use crate::client::Client;
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
 
@@ -77,11 +77,11 @@ fn terminate(child: &Child) {
 }
 
 fn client(dir: &NodeDir) -> Result<Client, String> {
-    Client::for_dir(dir).map_err(|f| f.lines.join("; "))
+    Client::for_dir(dir).map_err(|e| e.lines().join("; "))
 }
 
 fn get(c: &Client, path: &str) -> Result<Value, String> {
-    c.get(path).map_err(|f| f.lines.join("; "))
+    c.get(path).map_err(|e| e.lines().join("; "))
 }
 
 /// The sum of a counter's samples in a Prometheus text exposition.
@@ -206,7 +206,7 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
                 let body = sample_json(&number, i, today);
                 slot.store(micros_now(), Ordering::SeqCst);
                 c.post("/v1/certificates", body.as_bytes())
-                    .map_err(|f| format!("{number}: {}", f.lines.join("; ")))?;
+                    .map_err(|e| format!("{number}: {}", e.lines().join("; ")))?;
             }
         }));
     }

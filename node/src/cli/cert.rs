@@ -7,8 +7,8 @@ use kp_protocol::{portable, CertificateDraft, Date, ValidationContext};
 
 use serde_json::Value;
 
-use super::client::{segment, Client};
 use super::{read_input, write_output, CliResult, DirArg, Failure};
+use crate::client::{segment, Client};
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
 use kp_exchange::registry::Registry;
@@ -288,7 +288,7 @@ fn export(number: &str, out: &Path, dir: &DirArg) -> CliResult {
 }
 
 fn client(dir: &DirArg) -> Result<Client, Failure> {
-    Client::for_dir(&NodeDir::new(&dir.dir))
+    Ok(Client::for_dir(&NodeDir::new(&dir.dir))?)
 }
 
 fn submit(file: &Path, dir: &DirArg, as_json: bool) -> CliResult {
@@ -297,7 +297,8 @@ fn submit(file: &Path, dir: &DirArg, as_json: bool) -> CliResult {
     // a timeout or a crash) gets the certificate of the first submission, never a second one.
     let key = kp_protocol::Digest::of(text.as_bytes()).to_hex();
     let headers = [(crate::api::IDEMPOTENCY_HEADER, key.as_str())];
-    let (_, v) = client(dir)?.post_with("/v1/certificates", text.as_bytes(), &headers).map_err(|mut f| {
+    let (_, v) = client(dir)?.post_with("/v1/certificates", text.as_bytes(), &headers).map_err(|e| {
+        let mut f = Failure::from(e);
         f.lines = f.lines.into_iter().map(|l| format!("{}: {l}", file.display())).collect();
         f
     })?;

@@ -81,8 +81,8 @@ pub fn run_stats(a: StatsArgs) -> CliResult {
         Access::Daemon(client) => {
             let v = client.get(&format!(
                 "/v1/stats?period={}&by={}",
-                super::client::segment(&a.period),
-                super::client::segment(&a.by)
+                crate::client::segment(&a.period),
+                crate::client::segment(&a.by)
             ))?;
             from_json(&v)?
         }
@@ -176,7 +176,7 @@ pub fn run_reconcile(a: ReconcileArgs) -> CliResult {
                 q.push(format!("partner={p}"));
             }
             if let Some(p) = &a.period {
-                q.push(format!("period={}", super::client::segment(p)));
+                q.push(format!("period={}", crate::client::segment(p)));
             }
             client.get(&format!("/v1/reconcile?{}", q.join("&")))?
         }
