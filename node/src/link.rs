@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::actor::ActorError;
-use crate::conn::{FrameReader, FrameWriter, LinkError};
 use crate::metrics::PeerCounter;
+use crate::net::conn::{FrameReader, FrameWriter, LinkError};
 use crate::state::Shared;
 use crate::store::{decode_record, outbox_range, OutboxEntry, Storage, Tree};
 use kp_exchange::engine::{CheckedUnder, Command, EngineError, Outcome, Reply};

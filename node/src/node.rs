@@ -20,9 +20,9 @@ use crate::actor::{Actor, ActorError, Publish};
 use crate::clock::{Clock, SystemClock};
 use crate::home::{HomeError, NodeDir};
 use crate::metrics::Metrics;
+use crate::net::tls::{Identity, TlsContext};
 use crate::state::{key_age_warnings, load_registry, load_trust, reload_trust, Links, Shared};
 use crate::store::{decode_record, SledStore, Storage, StoreError, Tree};
-use crate::tls::{Identity, TlsContext};
 use kp_exchange::engine::Engine;
 use kp_exchange::registry::RegistryCell;
 use kp_exchange::signer::Signer;
@@ -213,7 +213,7 @@ impl Node {
         let clock = opts.clock.clone();
         let me = config.participant;
         let metrics = Arc::new(Metrics::default());
-        let provider = crate::tls::provider();
+        let provider = crate::net::tls::provider();
         let previous_der = keys.previous_tls.as_ref().map(|(k, c)| (c.clone(), k.to_pkcs8_der()));
         let identity = Identity::new(
             &provider,

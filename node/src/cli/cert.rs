@@ -234,9 +234,9 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
             let config = home.config()?;
             let keys = home.keys(&config)?;
             let signer = Signer::new(config.participant, keys.signing, std::sync::Arc::new(SystemClock));
-            let (doc, _) =
-                crate::seal::make(&store, &rec, &signer).map_err(|e| Failure::runtime(e.to_string()))?;
-            (crate::seal::text(&doc), doc.key_id.to_string())
+            let (doc, _) = crate::report::seal::make(&store, &rec, &signer)
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            (crate::report::seal::text(&doc), doc.key_id.to_string())
         }
     };
     if text.is_empty() {
@@ -244,11 +244,11 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
     }
     match format {
         "png" => {
-            let bytes = crate::seal::png(&text).map_err(Failure::runtime)?;
+            let bytes = crate::report::seal::png(&text).map_err(Failure::runtime)?;
             std::fs::write(out, bytes)
                 .map_err(|e| Failure::runtime(format!("{}: cannot write: {e}", out.display())))?;
         }
-        _ => write_output(out, &crate::seal::svg(&text).map_err(Failure::runtime)?)?,
+        _ => write_output(out, &crate::report::seal::svg(&text).map_err(Failure::runtime)?)?,
     }
     println!(
         "Wrote the QR seal of {number} (signed with key {key_id}, {} characters) to {}",
@@ -279,7 +279,7 @@ fn export(number: &str, out: &Path, dir: &DirArg) -> CliResult {
             )
             .map_err(|e| Failure::runtime(e.to_string()))?
             .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
-            crate::seal::portable(&store, &rec).map_err(|e| Failure::runtime(e.to_string()))?
+            crate::report::seal::portable(&store, &rec).map_err(|e| Failure::runtime(e.to_string()))?
         }
     };
     write_output(out, &text)?;

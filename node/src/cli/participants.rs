@@ -15,7 +15,7 @@ use super::{read_input, write_output, CliResult, DirArg, Failure};
 use crate::client::Client;
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
-use crate::participants::{self, SetRequest};
+use crate::service::participants::{self, SetRequest};
 use crate::store::SledStore;
 use kp_exchange::engine::Command;
 use kp_exchange::registry::{Registry, TomlEntry};

@@ -150,7 +150,7 @@ async fn wait_writable(dir: &NodeDir, signals: &mut Signals, backoff: &mut Backo
 /// everything, naming the store's failure and the fix.
 struct StandIn {
     listeners: std::sync::Arc<Listeners>,
-    limits: crate::http::Limits,
+    limits: crate::api::http::Limits,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     why: String,
 }
@@ -160,7 +160,7 @@ impl StandIn {
         let shared = node.shared();
         StandIn {
             listeners: node.listeners(),
-            limits: crate::http::Limits::of(&shared.config.api),
+            limits: crate::api::http::Limits::of(&shared.config.api),
             metrics: shared.metrics.clone(),
             why: why.to_owned(),
         }
@@ -183,7 +183,8 @@ impl StandIn {
             async move { crate::api::ApiError::Unavailable(message).into_response() }
         });
         let cancel = tokio_util::sync::CancellationToken::new();
-        let serving = crate::http::serve(listener, app, self.limits, self.metrics.clone(), cancel.clone());
+        let serving =
+            crate::api::http::serve(listener, app, self.limits, self.metrics.clone(), cancel.clone());
         tokio::pin!(serving);
         tokio::pin!(until);
         let served_to_the_end = tokio::select! {
