@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actor::{Actor, ActorError, Publish};
+use crate::actor::{Actor, ActorError, Publish, RotationError};
 use crate::clock::{Clock, SystemClock};
 use crate::home::{HomeError, NodeDir};
 use crate::metrics::Metrics;
@@ -62,10 +62,21 @@ pub enum StartError {
     PeerListen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for the API on {addr}: {source}{}", listen_hint(source, "network.api_listen"))]
     ApiListen { addr: SocketAddr, source: std::io::Error },
+    /// The node's TLS key or certificate cannot be used.
     #[error("TLS setup failed: {0}")]
-    Tls(String),
+    Tls(#[source] rustls::Error),
+    /// The sockets kept from an earlier start (see [`NodeOptions::listeners`]) cannot be
+    /// served again.
+    #[error("cannot reuse the listening sockets: {0}")]
+    ReuseListeners(#[source] std::io::Error),
+    /// A bound socket cannot tell its address.
     #[error("{0}")]
-    Other(String),
+    LocalAddr(#[source] std::io::Error),
+    #[error("cannot start the store thread: {0}")]
+    StoreThread(#[source] std::io::Error),
+    /// A key rotation interrupted before it was announced could not be announced now.
+    #[error("cannot announce a key rotation: {0}")]
+    Announce(#[source] ActorError),
 }
 
 /// Told, after each flush, which outbound messages it made acknowledged (for `bench`).
@@ -111,8 +122,8 @@ impl Listeners {
     /// Duplicates of the peer and API sockets, for one run of the node's tasks.
     fn serve(&self) -> Result<(TcpListener, TcpListener), StartError> {
         let dup = |l: &std::net::TcpListener| l.try_clone().and_then(TcpListener::from_std);
-        let other = |e: std::io::Error| StartError::Other(format!("cannot reuse the listening sockets: {e}"));
-        Ok((dup(&self.peer).map_err(other)?, dup(&self.api).map_err(other)?))
+        let reuse = StartError::ReuseListeners;
+        Ok((dup(&self.peer).map_err(reuse)?, dup(&self.api).map_err(reuse)?))
     }
 
     /// A duplicate of the API socket.
@@ -221,7 +232,7 @@ impl Node {
             &keys.tls.to_pkcs8_der(),
             previous_der.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
         )
-        .map_err(|e| StartError::Tls(e.to_string()))?;
+        .map_err(StartError::Tls)?;
         let trust = Arc::new(TrustCell::new(load_trust(&store)?));
         let registry = Arc::new(RegistryCell::new(load_registry(&store, &trust.get())?));
         let tls = Arc::new(TlsContext {
@@ -247,8 +258,8 @@ impl Node {
             None => Arc::new(Listeners::bind(&config).await?),
         };
         let (peer_listener, api_listener) = listeners.serve()?;
-        let peer_addr = peer_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
-        let api_addr = api_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+        let peer_addr = peer_listener.local_addr().map_err(StartError::LocalAddr)?;
+        let api_addr = api_listener.local_addr().map_err(StartError::LocalAddr)?;
 
         let store_health = Arc::new(crate::actor::StoreHealth::default());
         let actor = Actor::start(
@@ -275,7 +286,7 @@ impl Node {
                 health: store_health.clone(),
             },
         )
-        .map_err(|e| StartError::Other(format!("cannot start the store thread: {e}")))?;
+        .map_err(StartError::StoreThread)?;
 
         let shared = Arc::new(Shared {
             config,
@@ -340,23 +351,23 @@ impl crate::actor::Rotator for NodeRotator {
         &mut self,
         signing: bool,
         tls: bool,
-    ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), ActorError> {
+    ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), RotationError> {
         let keys = self.keys.clone();
         let statement = self.signer.rotate(|_old, effective| {
             let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
             // The history refuses before anything is written: a refusal changes nothing.
             let statement = k.rotate(signing, tls, effective).map_err(|e| match e {
-                kp_keys::KeyError::History(h) => ActorError::RotationRefused(h.to_string()),
-                other => ActorError::Rotation(other.to_string()),
+                kp_keys::KeyError::History(h) => RotationError::Refused(h),
+                other => RotationError::Keys(Arc::new(other)),
             })?;
-            Ok::<_, ActorError>((signing.then(|| clone_signing_key(&k)), statement))
+            Ok::<_, RotationError>((signing.then(|| clone_signing_key(&k)), statement))
         })?;
         if tls {
             let k = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             self.tls
                 .identity
                 .rotate(&self.tls.provider, &k.tls_certificate, &k.tls.to_pkcs8_der())
-                .map_err(|e| ActorError::Rotation(format!("the new TLS key cannot be used: {e}")))?;
+                .map_err(RotationError::Tls)?;
         }
         let mut peers: Vec<ParticipantCode> =
             self.trust.get().active_peers().map(|p| p.participant).collect();
@@ -398,7 +409,7 @@ async fn resume_rotations(shared: &Arc<Shared>, announced: u32) -> Result<(), St
                     peers: active.clone(),
                 })
                 .await
-                .map_err(|e| StartError::Other(format!("cannot announce a key rotation: {e}")))?;
+                .map_err(StartError::Announce)?;
         }
     }
     if has_previous {

@@ -253,29 +253,44 @@ pub(super) async fn confirm(
     if !problems.is_empty() {
         return Err(ApiError::Invalid { error: "invalid_request", problems });
     }
-    if let Some(why) = kp_exchange::engine::confirmable(&rec) {
+    settle(&shared, &rec, kp_exchange::engine::confirmable, |rec| {
+        let cert = certificate_of(&shared, rec)?;
+        let confirmation = ImportConfirmation {
+            certificate: rec.number.clone(),
+            certificate_id: rec.message_id,
+            exporting_participant: cert.content.exporting_participant,
+            importing_participant: shared.me,
+            exporter: cert.content.exporter.clone(),
+            importer: cert.content.importer.clone(),
+            received_on,
+            parcels: req.parcels,
+            carats,
+            confirming_authority: shared.config.authority.clone(),
+            remarks,
+        };
+        let document = shared.signer.sign(&confirmation);
+        Ok(Command::Confirm { document, confirmation: Box::new(confirmation) })
+    })
+    .await
+}
+
+/// The one path of confirm and void once the request is valid: refused (409) if the
+/// certificate's state does not allow the action (`refusal` says why); else the command
+/// `make` builds (signed) is stored and queued, and the certificate is shown as it is now.
+async fn settle(
+    shared: &Arc<Shared>,
+    rec: &CertRecord,
+    refusal: fn(&CertRecord) -> Option<String>,
+    make: impl FnOnce(&CertRecord) -> ApiResult<Command>,
+) -> ApiResult<Json<queries::CertView>> {
+    if let Some(why) = refusal(rec) {
         return Err(ApiError::Conflict(format!(
             "certificate {} is {}: {why}",
             rec.number,
-            queries::effective_status(&rec, today).as_str()
+            queries::effective_status(rec, shared.now().date()).as_str()
         )));
     }
-    let cert = certificate_of(&shared, &rec)?;
-    let confirmation = ImportConfirmation {
-        certificate: rec.number.clone(),
-        certificate_id: rec.message_id,
-        exporting_participant: cert.content.exporting_participant,
-        importing_participant: shared.me,
-        exporter: cert.content.exporter.clone(),
-        importer: cert.content.importer.clone(),
-        received_on,
-        parcels: req.parcels,
-        carats,
-        confirming_authority: shared.config.authority.clone(),
-        remarks,
-    };
-    let document = shared.signer.sign(&confirmation);
-    updated(&shared, Command::Confirm { document, confirmation: Box::new(confirmation) }).await
+    updated(shared, make(rec)?).await
 }
 
 pub(super) fn certificate_of(shared: &Shared, rec: &CertRecord) -> ApiResult<Certificate> {
@@ -318,17 +333,12 @@ pub(super) async fn void(
     let reason: Text =
         req.reason.parse().map_err(|e| invalid("invalid_request", "reason", format!("{e}")))?;
     let rec = record(&shared, &number)?;
-    if let Some(why) = kp_exchange::engine::voidable(&rec) {
-        let today = shared.now().date();
-        return Err(ApiError::Conflict(format!(
-            "certificate {} is {}: {why}",
-            rec.number,
-            queries::effective_status(&rec, today).as_str()
-        )));
-    }
-    let void = Void { certificate: rec.number.clone(), certificate_id: rec.message_id, reason };
-    let document = shared.signer.sign(&void);
-    updated(&shared, Command::Void { document, void }).await
+    settle(&shared, &rec, kp_exchange::engine::voidable, |rec| {
+        let void = Void { certificate: rec.number.clone(), certificate_id: rec.message_id, reason };
+        let document = shared.signer.sign(&void);
+        Ok(Command::Void { document, void })
+    })
+    .await
 }
 
 /// Either participant's settlement of a certificate's import discrepancy.

@@ -7,7 +7,7 @@ use axum::Json;
 use kp_protocol::Problem;
 use serde::Serialize;
 
-use crate::actor::ActorError;
+use crate::actor::{ActorError, RotationError};
 use crate::report::seal::SealError;
 use crate::service::issuing::IssueError;
 use crate::store::StoreError;
@@ -97,11 +97,13 @@ as it reads). Fix what the error names; `kpnode run` reopens its store by itself
     }
 }
 
-/// A refused seal or `.kpc` is a conflict; a store that failed to read is [`StoreError`]'s.
+/// A refused seal or `.kpc` is a conflict; a missing or unreadable document is damage (500);
+/// a store that failed to read is [`StoreError`]'s.
 impl From<SealError> for ApiError {
     fn from(e: SealError) -> ApiError {
         match e {
             SealError::Refused(m) => ApiError::Conflict(m),
+            SealError::Damaged(m) => ApiError::Internal(m),
             SealError::Store(e) => e.into(),
         }
     }
@@ -124,9 +126,14 @@ impl From<IssueError> for ApiError {
 impl From<ActorError> for ApiError {
     fn from(e: ActorError) -> ApiError {
         match e {
+            ActorError::Storage(_) | ActorError::Stopped => ApiError::Unavailable(e.to_string()),
             ActorError::Damaged(_) => ApiError::Internal(e.to_string()),
-            ActorError::RotationRefused(_) => ApiError::Taken("rotation_refused", e.to_string()),
-            _ => ApiError::Unavailable(e.to_string()),
+            ActorError::Rotation(RotationError::Refused(_)) => {
+                ApiError::Taken("rotation_refused", e.to_string())
+            }
+            // The keys could not be made, or the announcement not recorded: a fault of this
+            // node, named without the "key rotation failed" prefix the log gives it.
+            ActorError::Rotation(r) => ApiError::Internal(r.to_string()),
         }
     }
 }
@@ -139,7 +146,14 @@ impl From<EngineError> for ApiError {
             EngineError::IdempotencyConflict { .. } => {
                 ApiError::Taken("idempotency_key_reused", e.to_string())
             }
-            _ => ApiError::Conflict(e.to_string()),
+            // The certificate's or the peer's state forbids it now.
+            EngineError::WrongState { .. }
+            | EngineError::Enrol(_)
+            | EngineError::Quarantined(_)
+            | EngineError::OlderList(_)
+            | EngineError::Untrusted { .. } => ApiError::Conflict(e.to_string()),
+            // A kind added to the engine later: a fault until it is given its status here.
+            _ => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -193,5 +207,42 @@ mod tests {
             io: Some(std::io::ErrorKind::StorageFull),
         })));
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+
+    /// Each kind of failure has its own status: a seal whose signed document is missing is
+    /// damage (500), not a conflict (it was answered 409 before); a refused rotation is the
+    /// caller's 409, a failed one the node's 500; a node stopping is 503.
+    #[test]
+    fn the_status_comes_from_the_kind_of_error() {
+        let cases: Vec<(ApiError, StatusCode)> = vec![
+            (
+                SealError::Damaged("the signed certificate RU-2026-000001 is missing from the store".into())
+                    .into(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (SealError::Refused("voided".into()).into(), StatusCode::CONFLICT),
+            (
+                ActorError::Rotation(RotationError::Refused(kp_keys::HistoryError::BadRootKey)).into(),
+                StatusCode::CONFLICT,
+            ),
+            (
+                ActorError::Rotation(RotationError::Tls(rustls::Error::General("bad key".into()))).into(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (ActorError::Stopped.into(), StatusCode::SERVICE_UNAVAILABLE),
+            (ActorError::Damaged("bad record".into()).into(), StatusCode::INTERNAL_SERVER_ERROR),
+            (IssueError::NoFreeNumber.into(), StatusCode::CONFLICT),
+            (
+                IssueError::Invalid(vec![Problem::new("number", "bad")]).into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        ];
+        for (error, expected) in cases {
+            let (status, body) = answer(error);
+            assert_eq!(status, expected, "{body}");
+        }
+        let (_, body) =
+            answer(ActorError::Rotation(RotationError::Refused(kp_keys::HistoryError::BadRootKey)).into());
+        assert!(body.contains(r#""error":"rotation_refused""#), "{body}");
     }
 }

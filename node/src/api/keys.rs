@@ -8,7 +8,6 @@ use kp_protocol::ParticipantCode;
 use serde::{Deserialize, Serialize};
 
 use super::{parse_body, ApiError, ApiResult, ErrorBody, JsonBody};
-use crate::actor::ActorError;
 use crate::state::Shared;
 
 /// Keys of this node and of its peers, over time.
@@ -90,10 +89,7 @@ pub(super) async fn rotate(
     let req: RotateRequest =
         if body.is_empty() { RotateRequest { signing: false, tls: false } } else { parse_body(&body)? };
     let (signing, tls) = if !req.signing && !req.tls { (true, true) } else { (req.signing, req.tls) };
-    let statement = shared.actor.rotate(signing, tls).await.map_err(|e| match e {
-        ActorError::Rotation(m) => ApiError::Internal(m),
-        other => other.into(),
-    })?;
+    let statement = shared.actor.rotate(signing, tls).await?;
     let r: kp_protocol::KeyRotation = statement.body().map_err(|e| ApiError::Internal(e.to_string()))?;
     let announced_to = shared.trust.get().active_peers().map(|p| p.participant).collect();
     Ok(Json(Rotated {
