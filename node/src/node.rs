@@ -98,6 +98,27 @@ pub struct NodeOptions {
     pub listeners: Option<Arc<Listeners>>,
 }
 
+impl std::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeOptions")
+            .field("dir", &self.dir)
+            .field("announce", &self.announce)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeOptions {
+    pub fn new(dir: NodeDir) -> NodeOptions {
+        NodeOptions {
+            dir,
+            clock: Arc::new(SystemClock),
+            announce: true,
+            delivery_observer: None,
+            listeners: None,
+        }
+    }
+}
+
 /// The node's two listening sockets. Each start of the node serves duplicates of them, so
 /// they outlive the node that served them while someone holds this.
 #[derive(Debug)]
@@ -132,28 +153,9 @@ impl Listeners {
     }
 }
 
-impl std::fmt::Debug for NodeOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeOptions")
-            .field("dir", &self.dir)
-            .field("announce", &self.announce)
-            .finish_non_exhaustive()
-    }
-}
-
-impl NodeOptions {
-    pub fn new(dir: NodeDir) -> NodeOptions {
-        NodeOptions {
-            dir,
-            clock: Arc::new(SystemClock),
-            announce: true,
-            delivery_observer: None,
-            listeners: None,
-        }
-    }
-}
-
-/// What the actor publishes after each flush.
+/// Publishes what each flush of the store actor made durable: new outbox positions to the
+/// links, the trust and registry reloaded after a peer change, acknowledgements to the
+/// delivery observer.
 struct Publisher {
     links: Arc<Links>,
     trust: Arc<TrustCell>,
@@ -195,14 +197,6 @@ impl Publish for Publisher {
     }
 }
 
-/// A running node.
-#[derive(Debug)]
-pub struct NodeHandle {
-    shared: Arc<Shared>,
-    actor: Option<Actor>,
-    listeners: Arc<Listeners>,
-}
-
 /// Starting and stopping nodes.
 #[derive(Debug)]
 pub struct Node;
@@ -214,25 +208,11 @@ impl Node {
         let config = dir.config()?;
         let keys = dir.keys(&config)?;
         let token = dir.token()?;
-        let (store, report) = SledStore::open(&dir.store_dir(), config.store.cache_capacity_mb)?;
-        for f in &report.removed_partial_snapshots {
-            tracing::warn!(
-                file = %f.display(),
-                "removed a partial sled snapshot left by a crash during snapshotting (sled 0.34.7 bug, upstream #1533); no data is lost"
-            );
-        }
+        let store = open_store(&dir, &config)?;
         let clock = opts.clock.clone();
         let me = config.participant;
         let metrics = Arc::new(Metrics::default());
-        let provider = crate::net::tls::provider();
-        let previous_der = keys.previous_tls.as_ref().map(|(k, c)| (c.clone(), k.to_pkcs8_der()));
-        let identity = Identity::new(
-            &provider,
-            &keys.tls_certificate,
-            &keys.tls.to_pkcs8_der(),
-            previous_der.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
-        )
-        .map_err(StartError::Tls)?;
+        let (provider, identity) = tls_identity(&keys)?;
         let trust = Arc::new(TrustCell::new(load_trust(&store)?));
         let registry = Arc::new(RegistryCell::new(load_registry(&store, &trust.get())?));
         let tls = Arc::new(TlsContext {
@@ -262,31 +242,27 @@ impl Node {
         let api_addr = api_listener.local_addr().map_err(StartError::LocalAddr)?;
 
         let store_health = Arc::new(crate::actor::StoreHealth::default());
-        let actor = Actor::start(
-            store.clone(),
-            engine,
-            clock.clone(),
-            config.store.max_batch as usize,
-            crate::actor::ActorHooks {
-                metrics: metrics.clone(),
-                publish: Box::new(Publisher {
-                    links: links.clone(),
-                    trust: trust.clone(),
-                    registry: registry.clone(),
-                    generation: trust_generation.clone(),
-                    observer: opts.delivery_observer.clone(),
-                }),
-                rotator: Box::new(NodeRotator {
-                    signer: signer.clone(),
-                    keys: keys.clone(),
-                    tls: tls.clone(),
-                    trust: trust.clone(),
-                    links: links.clone(),
-                }),
-                health: store_health.clone(),
-            },
-        )
-        .map_err(StartError::StoreThread)?;
+        let hooks = crate::actor::ActorHooks {
+            metrics: metrics.clone(),
+            publish: Box::new(Publisher {
+                links: links.clone(),
+                trust: trust.clone(),
+                registry: registry.clone(),
+                generation: trust_generation.clone(),
+                observer: opts.delivery_observer.clone(),
+            }),
+            rotator: Box::new(NodeRotator {
+                signer: signer.clone(),
+                keys: keys.clone(),
+                tls: tls.clone(),
+                trust: trust.clone(),
+                links: links.clone(),
+            }),
+            health: store_health.clone(),
+        };
+        let actor =
+            Actor::start(store.clone(), engine, clock.clone(), config.store.max_batch as usize, hooks)
+                .map_err(StartError::StoreThread)?;
 
         let shared = Arc::new(Shared {
             config,
@@ -314,14 +290,7 @@ impl Node {
         });
 
         resume_rotations(&shared, announced).await?;
-        let s = shared.clone();
-        shared.tasks.spawn(async move { crate::link::accept_loop(s, peer_listener).await });
-        let s = shared.clone();
-        shared.tasks.spawn(async move { watch_key_age(s).await });
-        let s = shared.clone();
-        shared.tasks.spawn(async move { supervise(s).await });
-        let s = shared.clone();
-        shared.tasks.spawn(async move { crate::api::serve(s, api_listener).await });
+        spawn_tasks(&shared, peer_listener, api_listener);
         if opts.announce {
             write_daemon_file(&shared);
         }
@@ -335,6 +304,47 @@ impl Node {
         );
         Ok(NodeHandle { shared, actor: Some(actor), listeners })
     }
+}
+
+/// Opens the node's store, saying what it repaired.
+fn open_store(dir: &NodeDir, config: &NodeConfig) -> Result<SledStore, StartError> {
+    let (store, report) = SledStore::open(&dir.store_dir(), config.store.cache_capacity_mb)?;
+    for f in &report.removed_partial_snapshots {
+        tracing::warn!(
+            file = %f.display(),
+            "removed a partial sled snapshot left by a crash during snapshotting (sled 0.34.7 bug, upstream #1533); no data is lost"
+        );
+    }
+    Ok(store)
+}
+
+/// The TLS provider and the node's TLS identity: its current key, and the previous one while
+/// a TLS rotation is not yet acknowledged by every peer.
+fn tls_identity(keys: &NodeKeys) -> Result<(Arc<rustls::crypto::CryptoProvider>, Identity), StartError> {
+    let provider = crate::net::tls::provider();
+    let previous_der = keys.previous_tls.as_ref().map(|(k, c)| (c.clone(), k.to_pkcs8_der()));
+    let identity = Identity::new(
+        &provider,
+        &keys.tls_certificate,
+        &keys.tls.to_pkcs8_der(),
+        previous_der.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+    )
+    .map_err(StartError::Tls)?;
+    Ok((provider, identity))
+}
+
+/// The node's task tree, every task under `shared.cancel`: the peer accept loop, the daily
+/// key-age check, the link supervisor (which dials each peer) and the API. The only place
+/// the peer links and the API are started.
+fn spawn_tasks(shared: &Arc<Shared>, peer_listener: TcpListener, api_listener: TcpListener) {
+    let s = shared.clone();
+    shared.tasks.spawn(async move { crate::link::accept_loop(s, peer_listener).await });
+    let s = shared.clone();
+    shared.tasks.spawn(async move { watch_key_age(s).await });
+    let s = shared.clone();
+    shared.tasks.spawn(async move { supervise(s).await });
+    let s = shared.clone();
+    shared.tasks.spawn(async move { crate::api::serve(s, api_listener).await });
 }
 
 /// Rotates keys for the store actor (see [`crate::actor::Rotator`]).
@@ -462,6 +472,7 @@ pub struct DaemonFile {
     pub peers: SocketAddr,
 }
 
+/// Where `daemon.json` lies in a node directory.
 pub fn daemon_file_path(dir: &NodeDir) -> std::path::PathBuf {
     dir.root().join("daemon.json")
 }
@@ -478,6 +489,15 @@ fn write_daemon_file(shared: &Shared) {
     if let Err(e) = kp_keys::files::write_atomic(&path, text.as_bytes(), 0o644) {
         tracing::warn!(error = %e, "could not write daemon.json; client commands will use node.toml's api_listen");
     }
+}
+
+/// A running node: what its tasks share, its store actor (stopped last, see
+/// [`NodeHandle::shutdown`]) and the listening sockets it serves.
+#[derive(Debug)]
+pub struct NodeHandle {
+    shared: Arc<Shared>,
+    actor: Option<Actor>,
+    listeners: Arc<Listeners>,
 }
 
 impl NodeHandle {
