@@ -560,6 +560,67 @@ impl NodeHandle {
     }
 }
 
+/// What answers on the API socket while no node runs on it (`kpnode run` restarting a node
+/// whose store failed): 503 to everything, naming the store's failure and the fix.
+#[derive(Debug)]
+pub struct StandIn {
+    listeners: Arc<Listeners>,
+    limits: crate::api::http::Limits,
+    metrics: Arc<crate::metrics::Metrics>,
+    why: String,
+}
+
+impl StandIn {
+    pub fn of(node: &NodeHandle, why: &str) -> StandIn {
+        let shared = node.shared();
+        StandIn {
+            listeners: node.listeners(),
+            limits: crate::api::http::Limits::of(&shared.config.api),
+            metrics: shared.metrics.clone(),
+            why: why.to_owned(),
+        }
+    }
+
+    /// The sockets it answers on, to start the node on again.
+    pub fn listeners(&self) -> Arc<Listeners> {
+        self.listeners.clone()
+    }
+
+    /// Answers 503 until `until` resolves.
+    pub async fn serve_until(&self, retry: &str, until: impl std::future::Future<Output = ()>) {
+        use axum::response::IntoResponse;
+        let listener = match self.listeners.api() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot answer on the API socket while the store is reopened");
+                return until.await;
+            }
+        };
+        let message =
+            format!("{}. The node could not reopen it yet ({retry})", ActorError::Storage(self.why.clone()));
+        let app = axum::Router::new().fallback(move || {
+            let message = message.clone();
+            async move { crate::api::ApiError::Unavailable(message).into_response() }
+        });
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let serving =
+            crate::api::http::serve(listener, app, self.limits, self.metrics.clone(), cancel.clone());
+        tokio::pin!(serving);
+        tokio::pin!(until);
+        let served_to_the_end = tokio::select! {
+            _ = &mut serving => false,
+            _ = &mut until => true,
+        };
+        if served_to_the_end {
+            cancel.cancel();
+            serving.await;
+        } else {
+            // The server stopped on its own (it does not, but the wait must not be cut short).
+            until.await;
+        }
+    }
+}
+
 /// Keeps one outbound link task per active peer, and closes the links of removed peers.
 async fn supervise(shared: Arc<Shared>) {
     let mut generation = shared.trust_generation.subscribe();
