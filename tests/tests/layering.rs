@@ -1,7 +1,8 @@
 //! The layering rules, kept by a test so they cannot erode unnoticed:
 //!
 //! - no import cycle between the top-level modules of `kp-node` (`node/src/x.rs` and
-//!   `node/src/x/` count as one module `x`);
+//!   `node/src/x/` count as one module `x`), and none uses a module of a layer above its own
+//!   (`LAYERS`);
 //! - `kp-exchange` depends on none of tokio, sled, axum, tracing, rand (`cargo tree`);
 //! - `kp-exchange`'s non-test code reads no clock, opens no socket or file and starts no thread.
 //!
@@ -510,6 +511,35 @@ fn kp_node_modules_have_no_import_cycle() {
         found.is_empty(),
         "kp-node's modules must depend one way (exchange <- state <- net/service/report <- api <- node <- cli/bench); found:\n{}",
         report.join("\n")
+    );
+}
+
+/// kp-node's layers, bottom first: a module may use its own layer (without a cycle) and those
+/// below, never one above. A module missing here fails the test, so a new one gets a place.
+const LAYERS: [&[&str]; 6] = [
+    &["store", "clock", "metrics", "home", "os", "actor"],
+    &["state", "net"],
+    &["link", "service", "report", "queries"],
+    &["api"],
+    &["node"],
+    &["client", "cli", "bench"],
+];
+
+#[test]
+fn kp_node_modules_depend_downwards_only() {
+    let (modules, edges) = node_module_graph();
+    let layer = |m: &str| LAYERS.iter().position(|l| l.contains(&m));
+    let unplaced: Vec<&String> = modules.iter().filter(|m| layer(m).is_none()).collect();
+    assert!(unplaced.is_empty(), "give these modules a layer in LAYERS: {unplaced:?}");
+    let upwards: Vec<String> = edges
+        .iter()
+        .filter(|((a, b), _)| layer(a) < layer(b))
+        .map(|((a, b), at)| format!("  {a} -> {b} ({at})"))
+        .collect();
+    assert!(
+        upwards.is_empty(),
+        "kp-node's modules must use only their own layer and those below (state <- net/service/report <- api <- node <- cli/bench); these reach up:\n{}",
+        upwards.join("\n")
     );
 }
 
