@@ -18,8 +18,8 @@
 //!   `kp_exchange::link` over [`net`]: mutual TLS with pinned keys ([`net::tls`]) and frames
 //!   ([`net::conn`]).
 //! - [`service`]: operations for the operator, shared by the API and the offline commands:
-//!   issuing certificates ([`service::issuing`]) and the participant registry
-//!   ([`service::participants`]).
+//!   issuing certificates ([`service::issuing`]), the participant registry
+//!   ([`service::participants`]) and the age of the node's keys ([`service::keys`]).
 //! - [`report`]: statistics and reconciliation ([`report::stats`]), their chart
 //!   ([`report::chart`]), QR seals and `.kpc` files ([`report::seal`]); [`queries`]: views
 //!   of the store for people.

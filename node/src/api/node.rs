@@ -56,7 +56,7 @@ pub(super) async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<
         .unwrap_or_default();
     let fingerprint = shared.keys.lock().unwrap_or_else(|p| p.into_inner()).fingerprint().to_string();
     let peers = queries::peer_views(&shared)?;
-    let mut warnings = crate::state::key_age_warnings(&shared);
+    let mut warnings = crate::service::keys::key_age_warnings(&shared);
     let registry = shared.registry.get();
     let on = registry.on(shared.now().date());
     for p in &peers {
