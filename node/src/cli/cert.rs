@@ -224,13 +224,7 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
         super::peer::Access::Offline(store) => {
             let n: kp_protocol::CertificateNumber =
                 number.parse().map_err(|e| Failure::input(format!("{number:?}: {e}")))?;
-            let rec = crate::store::get_record::<crate::store::CertRecord, _>(
-                &store,
-                crate::store::Tree::Certs,
-                n.as_str().as_bytes(),
-            )
-            .map_err(|e| Failure::runtime(e.to_string()))?
-            .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
+            let rec = stored(&store, &n)?;
             let config = home.config()?;
             let keys = home.keys(&config)?;
             let signer = Signer::new(config.participant, keys.signing, std::sync::Arc::new(SystemClock));
@@ -272,19 +266,27 @@ fn export(number: &str, out: &Path, dir: &DirArg) -> CliResult {
         super::peer::Access::Offline(store) => {
             let n: kp_protocol::CertificateNumber =
                 number.parse().map_err(|e| Failure::input(format!("{number:?}: {e}")))?;
-            let rec = crate::store::get_record::<crate::store::CertRecord, _>(
-                &store,
-                crate::store::Tree::Certs,
-                n.as_str().as_bytes(),
-            )
-            .map_err(|e| Failure::runtime(e.to_string()))?
-            .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
+            let rec = stored(&store, &n)?;
             crate::report::seal::portable(&store, &rec).map_err(|e| Failure::runtime(e.to_string()))?
         }
     };
     write_output(out, &text)?;
     println!("Wrote the signed certificate {number} to {} (check it with `kpnode verify`)", out.display());
     Ok(())
+}
+
+/// The record of certificate `n` in a stopped node's store.
+fn stored(
+    store: &crate::store::SledStore,
+    n: &kp_protocol::CertificateNumber,
+) -> Result<crate::store::CertRecord, Failure> {
+    crate::store::get_record::<crate::store::CertRecord, _>(
+        store,
+        crate::store::Tree::Certs,
+        n.as_str().as_bytes(),
+    )
+    .map_err(|e| Failure::runtime(e.to_string()))?
+    .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))
 }
 
 fn client(dir: &DirArg) -> Result<Client, Failure> {
@@ -326,13 +328,7 @@ fn show(number: &str, dir: &DirArg, as_json: bool) -> CliResult {
         super::peer::Access::Offline(store) => {
             let n: kp_protocol::CertificateNumber =
                 number.parse().map_err(|e| Failure::input(format!("number: {number:?} {e}")))?;
-            let rec = crate::store::get_record::<crate::store::CertRecord, _>(
-                &store,
-                crate::store::Tree::Certs,
-                n.as_str().as_bytes(),
-            )
-            .map_err(|e| Failure::runtime(e.to_string()))?
-            .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
+            let rec = stored(&store, &n)?;
             let view = crate::queries::cert_view(&store, &rec, today(), true)
                 .map_err(|e| Failure::runtime(e.to_string()))?;
             serde_json::to_value(view).map_err(|e| Failure::runtime(e.to_string()))?
