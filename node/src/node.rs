@@ -2,6 +2,9 @@
 //! actor, binds the peer and API listeners and spawns one task tree under a cancellation
 //! token; [`NodeHandle::shutdown`] takes it down in a written-down order. Tests start several
 //! nodes in one process on `127.0.0.1:0`.
+//!
+//! The composition root: the only module that starts the peer links and an API server (the
+//! node's, or the [`StandIn`] that answers 503 while `kpnode run` reopens a failed store).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
