@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{SledStore, Storage};
-use kp_exchange::engine::{Applied, Command, Engine, Event, Outcome};
+use kp_exchange::engine::{Applied, Command, Engine, EngineError, Event, Outcome};
 
 /// Why a command got no outcome.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -39,13 +39,31 @@ pub enum ActorError {
     Damaged(String),
     #[error("the node is shutting down")]
     Stopped,
-    #[error("key rotation failed: {0}")]
-    Rotation(String),
+    #[error("{}", match .0 {
+        RotationError::Refused(_) => .0.to_string(),
+        other => format!("key rotation failed: {other}"),
+    })]
+    Rotation(#[from] RotationError),
+}
+
+/// Why a key rotation was not done.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RotationError {
     /// The node's own key history refuses the rotation (a bound its partners apply too: at
     /// most 8 taking effect within 24 hours, 128 in all). Nothing changed: the keys in use
     /// stay; the operator must wait, or start a new identity.
     #[error("the key history refuses this rotation ({0}); nothing changed, the keys in use stay")]
-    RotationRefused(String),
+    Refused(kp_keys::HistoryError),
+    /// The new keys could not be made or written.
+    #[error("{0}")]
+    Keys(Arc<kp_keys::KeyError>),
+    /// The new TLS key was made but the TLS stack cannot use it.
+    #[error("the new TLS key cannot be used: {0}")]
+    Tls(rustls::Error),
+    /// The engine refused to record the rotation's announcement.
+    #[error("{0}")]
+    Announce(EngineError),
 }
 
 type Reply = oneshot::Sender<Result<Outcome, ActorError>>;
@@ -65,13 +83,13 @@ enum Job {
 /// Rotates the node's keys for the actor.
 pub trait Rotator: Send + 'static {
     /// Makes new keys and the statement; returns it with the peers to announce it to.
-    /// [`ActorError::RotationRefused`] when the key history refuses it (nothing changed),
-    /// [`ActorError::Rotation`] when making it failed.
+    /// [`RotationError::Refused`] when the key history refuses it (nothing changed), another
+    /// [`RotationError`] when making it failed.
     fn rotate(
         &mut self,
         signing: bool,
         tls: bool,
-    ) -> Result<(SignedDocument, Vec<ParticipantCode>), ActorError>;
+    ) -> Result<(SignedDocument, Vec<ParticipantCode>), RotationError>;
     /// Called once the announcement is durable.
     fn announced(&mut self, statement: &SignedDocument, peers: &[ParticipantCode]);
 }
@@ -402,7 +420,7 @@ impl Writer {
         );
         done_rx.recv().map_err(|_| ActorError::Stopped)??;
         if let Ok(Ok(Outcome::Refused(e))) = rx.blocking_recv() {
-            return Err(ActorError::Rotation(e.to_string()));
+            return Err(RotationError::Announce(e).into());
         }
         rotator.announced(&statement, &peers);
         Ok(statement)

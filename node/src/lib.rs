@@ -5,35 +5,47 @@
 //! sockets, sled and the system clock.
 //!
 //! # Layout
-//! - [`home`]: the node directory (`kpnode init` and what every command reads).
-//! - [`store`]: the exchange's storage on sled, the only module that touches sled;
-//!   [`actor`]: the thread that owns the engine and does group commits; [`clock`]: the
-//!   system clock.
-//! - [`node`]: a running node and its task tree; [`link`]: peer connections over [`tls`]
-//!   and [`conn`], driving `kp_exchange::link`; [`api`]: the local HTTP API, served by
-//!   [`http`]; [`queries`]: views for people; [`participants`]: the registry's operations.
-//! - [`stats`], [`chart`], [`seal`]: statistics, their chart, QR seals; [`metrics`]: the
-//!   Prometheus metrics; [`os`]: process limits.
-//! - [`cli`]: the `kpnode` command line; [`bench`]: `kpnode bench`.
+//! Dependencies point one way, from the top of this list to the bottom (the `layering` test
+//! in `tests/` fails on an import cycle):
+//! - [`cli`]: the `kpnode` command line; [`bench`](mod@bench): `kpnode bench`; [`client`]: the HTTP
+//!   client of the local API, which both use.
+//! - [`node`]: the composition root: starts a node (store, actor, keys, trust, listeners) and
+//!   its task tree, and is the only module that starts the peer links and the API; stops it in
+//!   a written-down order.
+//! - [`api`]: the local HTTP API: router, bearer-token check, error answers, one file per
+//!   OpenAPI tag, and [`api::http`], the server with its limits.
+//! - [`link`]: the peer links (accept and dial loops, one task per connection), driving
+//!   `kp_exchange::link` over [`net`]: mutual TLS with pinned keys ([`net::tls`]) and frames
+//!   ([`net::conn`]).
+//! - [`service`]: operations for the operator, shared by the API and the offline commands:
+//!   issuing certificates ([`service::issuing`]), the participant registry
+//!   ([`service::participants`]) and the age of the node's keys ([`service::keys`]).
+//! - [`report`]: statistics and reconciliation ([`report::stats`]), their chart
+//!   ([`report::chart`]), QR seals and `.kpc` files ([`report::seal`]); [`queries`]: views
+//!   of the store for people.
+//! - [`state`]: what a running node's tasks share ([`state::Shared`]), its table of peer
+//!   links, and loading the trust and registry snapshots.
+//! - [`actor`]: the thread that owns the engine and does group commits; [`store`]: the
+//!   exchange's storage on sled, the only module that touches sled; [`home`]: the node
+//!   directory (`kpnode init` and what every command reads); [`metrics`]: the Prometheus
+//!   metrics; [`clock`]: the system clock; [`os`]: process limits.
 
 pub mod actor;
 pub mod api;
 pub mod bench;
-pub mod chart;
 pub mod cli;
+pub mod client;
 pub mod clock;
-pub mod conn;
 pub mod home;
-pub mod http;
 pub mod link;
 pub mod metrics;
+pub mod net;
 pub mod node;
 pub mod os;
-pub mod participants;
 pub mod queries;
-pub mod seal;
-pub mod stats;
+pub mod report;
+pub mod service;
+pub mod state;
 pub mod store;
-pub mod tls;
 
 pub use node::{Node, NodeHandle, NodeOptions};

@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::actor::ActorError;
-use crate::conn::{FrameReader, FrameWriter, LinkError};
 use crate::metrics::PeerCounter;
-use crate::node::Shared;
+use crate::net::conn::{FrameReader, FrameWriter, LinkError};
+use crate::state::Shared;
 
 /// The software name sent in `Hello`.
 pub const SOFTWARE: &str = concat!("kpnode/", env!("CARGO_PKG_VERSION"));

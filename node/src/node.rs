@@ -2,30 +2,35 @@
 //! actor, binds the peer and API listeners and spawns one task tree under a cancellation
 //! token; [`NodeHandle::shutdown`] takes it down in a written-down order. Tests start several
 //! nodes in one process on `127.0.0.1:0`.
+//!
+//! The composition root: the only module that starts the peer links and an API server (the
+//! node's, or the [`StandIn`] that answers 503 while `kpnode run` reopens a failed store).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kp_config::NodeConfig;
 use kp_keys::NodeKeys;
-use kp_protocol::{ParticipantCode, Timestamp};
+use kp_protocol::ParticipantCode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actor::{Actor, ActorError, ActorHandle, Publish};
+use crate::actor::{Actor, ActorError, Publish, RotationError};
 use crate::clock::{Clock, SystemClock};
 use crate::home::{HomeError, NodeDir};
 use crate::metrics::Metrics;
+use crate::net::tls::{Identity, TlsContext};
+use crate::service::keys::key_age_warnings;
+use crate::state::{load_registry, load_trust, reload_trust, Links, Shared};
 use crate::store::{decode_record, SledStore, Storage, StoreError, Tree};
-use crate::tls::{Identity, TlsContext};
 use kp_exchange::engine::Engine;
-use kp_exchange::registry::{Registry, RegistryCell};
+use kp_exchange::registry::RegistryCell;
 use kp_exchange::signer::Signer;
-use kp_exchange::trust::{Trust, TrustCell, TrustProblem};
+use kp_exchange::trust::TrustCell;
 
 /// What to change when a listening address cannot be bound: the `node.toml` setting.
 fn listen_hint(e: &std::io::Error, setting: &str) -> String {
@@ -61,10 +66,21 @@ pub enum StartError {
     PeerListen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for the API on {addr}: {source}{}", listen_hint(source, "network.api_listen"))]
     ApiListen { addr: SocketAddr, source: std::io::Error },
+    /// The node's TLS key or certificate cannot be used.
     #[error("TLS setup failed: {0}")]
-    Tls(String),
+    Tls(#[source] rustls::Error),
+    /// The sockets kept from an earlier start (see [`NodeOptions::listeners`]) cannot be
+    /// served again.
+    #[error("cannot reuse the listening sockets: {0}")]
+    ReuseListeners(#[source] std::io::Error),
+    /// A bound socket cannot tell its address.
     #[error("{0}")]
-    Other(String),
+    LocalAddr(#[source] std::io::Error),
+    #[error("cannot start the store thread: {0}")]
+    StoreThread(#[source] std::io::Error),
+    /// A key rotation interrupted before it was announced could not be announced now.
+    #[error("cannot announce a key rotation: {0}")]
+    Announce(#[source] ActorError),
 }
 
 /// Told, after each flush, which outbound messages it made acknowledged (for `bench`).
@@ -84,6 +100,27 @@ pub struct NodeOptions {
     /// while it reopens a failed store, so the API never refuses a connection meanwhile and
     /// the addresses stay the same.
     pub listeners: Option<Arc<Listeners>>,
+}
+
+impl std::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeOptions")
+            .field("dir", &self.dir)
+            .field("announce", &self.announce)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeOptions {
+    pub fn new(dir: NodeDir) -> NodeOptions {
+        NodeOptions {
+            dir,
+            clock: Arc::new(SystemClock),
+            announce: true,
+            delivery_observer: None,
+            listeners: None,
+        }
+    }
 }
 
 /// The node's two listening sockets. Each start of the node serves duplicates of them, so
@@ -110,8 +147,8 @@ impl Listeners {
     /// Duplicates of the peer and API sockets, for one run of the node's tasks.
     fn serve(&self) -> Result<(TcpListener, TcpListener), StartError> {
         let dup = |l: &std::net::TcpListener| l.try_clone().and_then(TcpListener::from_std);
-        let other = |e: std::io::Error| StartError::Other(format!("cannot reuse the listening sockets: {e}"));
-        Ok((dup(&self.peer).map_err(other)?, dup(&self.api).map_err(other)?))
+        let reuse = StartError::ReuseListeners;
+        Ok((dup(&self.peer).map_err(reuse)?, dup(&self.api).map_err(reuse)?))
     }
 
     /// A duplicate of the API socket.
@@ -120,226 +157,9 @@ impl Listeners {
     }
 }
 
-impl std::fmt::Debug for NodeOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeOptions")
-            .field("dir", &self.dir)
-            .field("announce", &self.announce)
-            .finish_non_exhaustive()
-    }
-}
-
-impl NodeOptions {
-    pub fn new(dir: NodeDir) -> NodeOptions {
-        NodeOptions {
-            dir,
-            clock: Arc::new(SystemClock),
-            announce: true,
-            delivery_observer: None,
-            listeners: None,
-        }
-    }
-}
-
-/// The live state of one peer link, for `status` and the API.
-#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
-pub struct LinkStatus {
-    /// Our connection to the peer (deliveries go out on it) is up.
-    pub connected: bool,
-    pub connected_since: Option<Timestamp>,
-    /// Connections the peer holds to us.
-    pub inbound_connections: u32,
-    pub in_flight: usize,
-    pub last_delivery: Option<Timestamp>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<Timestamp>,
-    /// Why messages for the peer are held (its participant is suspended), if they are.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub held: Option<String>,
-}
-
-struct PeerEntry {
-    /// The highest outbox sequence known durable for this peer.
-    outbox: watch::Sender<u64>,
-    status: LinkStatus,
-    /// Cancelled when the peer is removed: closes its links at once.
-    token: CancellationToken,
-    /// Whether an outbound link task is running, and for which endpoints.
-    running: Option<Vec<String>>,
-    /// Which outbound link task is the current one, and its token (a child of `token`).
-    link_generation: u64,
-    link_token: Option<CancellationToken>,
-    /// Our TLS rotation statement the peer has not yet acknowledged: until it does, we
-    /// present our previous TLS certificate when we dial it.
-    tls_rotation_pending: Option<kp_protocol::MessageId>,
-}
-
-/// Per-peer link state, outbox notifications and cancellation.
-pub struct Links {
-    inner: Mutex<HashMap<ParticipantCode, PeerEntry>>,
-    initial_oseq: u64,
-    /// The node's root token: every peer token is a child of it.
-    root: CancellationToken,
-}
-
-impl std::fmt::Debug for Links {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Links").finish_non_exhaustive()
-    }
-}
-
-impl Links {
-    fn with<R>(&self, peer: ParticipantCode, f: impl FnOnce(&mut PeerEntry) -> R) -> R {
-        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let initial = self.initial_oseq;
-        let root = &self.root;
-        let e = m.entry(peer).or_insert_with(|| PeerEntry {
-            outbox: watch::channel(initial).0,
-            status: LinkStatus::default(),
-            token: root.child_token(),
-            running: None,
-            link_generation: 0,
-            link_token: None,
-            tls_rotation_pending: None,
-        });
-        f(e)
-    }
-
-    /// Notified whenever new outbox entries for `peer` become durable.
-    pub fn outbox(&self, peer: ParticipantCode) -> watch::Receiver<u64> {
-        self.with(peer, |e| e.outbox.subscribe())
-    }
-
-    /// Wakes every link's sender, to look at its outbox again (after a registry change).
-    pub fn wake_all(&self) {
-        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        for e in m.values() {
-            e.outbox.send_modify(|_| {});
-        }
-    }
-
-    fn publish_outbox(&self, peer: ParticipantCode, oseq: u64) {
-        self.with(peer, |e| {
-            e.outbox.send_if_modified(|v| {
-                let changed = oseq > *v;
-                *v = (*v).max(oseq);
-                changed
-            })
-        });
-    }
-
-    /// The token that is cancelled when `peer` is removed.
-    pub fn token(&self, peer: ParticipantCode) -> CancellationToken {
-        self.with(peer, |e| e.token.clone())
-    }
-
-    pub fn update(&self, peer: ParticipantCode, f: impl FnOnce(&mut LinkStatus)) {
-        self.with(peer, |e| f(&mut e.status));
-    }
-
-    pub fn status(&self, peer: ParticipantCode) -> LinkStatus {
-        self.with(peer, |e| e.status.clone())
-    }
-
-    /// Whether we must still present our previous TLS certificate to `peer`.
-    pub fn tls_rotation_pending(&self, peer: ParticipantCode) -> bool {
-        self.with(peer, |e| e.tls_rotation_pending.is_some())
-    }
-
-    pub fn set_tls_rotation_pending(&self, peer: ParticipantCode, id: kp_protocol::MessageId) {
-        self.with(peer, |e| e.tls_rotation_pending = Some(id));
-    }
-
-    /// `peer` acknowledged (or refused) message `id`: if it was our TLS rotation, the new
-    /// certificate is known to it from now on.
-    pub fn settled(&self, peer: ParticipantCode, id: &kp_protocol::MessageId) {
-        self.with(peer, |e| {
-            if e.tls_rotation_pending.as_ref() == Some(id) {
-                e.tls_rotation_pending = None;
-                tracing::info!(peer = %peer, "the peer acknowledged our TLS key rotation; new connections use the new key");
-            }
-        });
-    }
-
-    pub fn error(&self, peer: ParticipantCode, at: Timestamp, error: impl std::fmt::Display) {
-        let text = error.to_string();
-        self.update(peer, |s| {
-            s.last_error = Some(text);
-            s.last_error_at = Some(at);
-        });
-    }
-}
-
-/// Everything the tasks of a node share.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: NodeConfig,
-    pub dir: NodeDir,
-    pub me: ParticipantCode,
-    pub signer: Arc<Signer>,
-    pub keys: Arc<Mutex<NodeKeys>>,
-    pub tls: Arc<TlsContext>,
-    pub trust: Arc<TrustCell>,
-    /// The participant registry, reloaded after every change.
-    pub registry: Arc<RegistryCell>,
-    /// Set when the store fails (a full disk): the daemon then restarts the node's store.
-    pub store_health: Arc<crate::actor::StoreHealth>,
-    /// Bumped after every trust change; the supervisor reconciles links on it.
-    pub trust_generation: watch::Sender<u64>,
-    pub store: SledStore,
-    pub actor: ActorHandle,
-    pub clock: Arc<dyn Clock>,
-    pub metrics: Arc<Metrics>,
-    pub links: Arc<Links>,
-    /// The last certificate sequence given out per year (numbers not yet stored included).
-    pub numbers: Mutex<BTreeMap<i32, u64>>,
-    pub token: String,
-    pub peer_addr: SocketAddr,
-    pub api_addr: SocketAddr,
-    pub started_at: Timestamp,
-    pub cancel: CancellationToken,
-    pub tasks: TaskTracker,
-}
-
-impl Shared {
-    pub fn now(&self) -> Timestamp {
-        self.clock.now()
-    }
-
-    /// The endpoints to advertise: the configured ones, else the bound peer address.
-    pub fn endpoints(&self) -> Vec<String> {
-        if self.config.network.advertise.is_empty() {
-            vec![self.peer_addr.to_string()]
-        } else {
-            self.config.network.advertise.clone()
-        }
-    }
-}
-
-/// Reads every peer record and builds the trust snapshot (see [`kp_exchange::trust::load`]),
-/// logging what it found wrong: records ignored, archives unusable, peers quarantined.
-pub fn load_trust<S: Storage + ?Sized>(store: &S) -> Result<Trust, StoreError> {
-    reload_trust(store, None)
-}
-
-/// As [`load_trust`], reusing what `earlier` verified; a quarantine already logged for
-/// `earlier` is not logged again.
-pub fn reload_trust<S: Storage + ?Sized>(store: &S, earlier: Option<&Trust>) -> Result<Trust, StoreError> {
-    let trust = kp_exchange::trust::reload(store, earlier)?;
-    for p in trust.problems() {
-        if !matches!(p, TrustProblem::Quarantined { new: false, .. }) {
-            tracing::error!("{p}");
-        }
-    }
-    Ok(trust)
-}
-
-/// The registry: the shipped list, the recorded changes, and the enrolled peers.
-pub fn load_registry<S: Storage + ?Sized>(store: &S, trust: &Trust) -> Result<Registry, StoreError> {
-    Registry::load(store, trust.peers().map(|p| p.participant))
-}
-
-/// What the actor publishes after each flush.
+/// Publishes what each flush of the store actor made durable: new outbox positions to the
+/// links, the trust and registry reloaded after a peer change, acknowledgements to the
+/// delivery observer.
 struct Publisher {
     links: Arc<Links>,
     trust: Arc<TrustCell>,
@@ -381,14 +201,6 @@ impl Publish for Publisher {
     }
 }
 
-/// A running node.
-#[derive(Debug)]
-pub struct NodeHandle {
-    shared: Arc<Shared>,
-    actor: Option<Actor>,
-    listeners: Arc<Listeners>,
-}
-
 /// Starting and stopping nodes.
 #[derive(Debug)]
 pub struct Node;
@@ -400,25 +212,11 @@ impl Node {
         let config = dir.config()?;
         let keys = dir.keys(&config)?;
         let token = dir.token()?;
-        let (store, report) = SledStore::open(&dir.store_dir(), config.store.cache_capacity_mb)?;
-        for f in &report.removed_partial_snapshots {
-            tracing::warn!(
-                file = %f.display(),
-                "removed a partial sled snapshot left by a crash during snapshotting (sled 0.34.7 bug, upstream #1533); no data is lost"
-            );
-        }
+        let store = open_store(&dir, &config)?;
         let clock = opts.clock.clone();
         let me = config.participant;
         let metrics = Arc::new(Metrics::default());
-        let provider = crate::tls::provider();
-        let previous_der = keys.previous_tls.as_ref().map(|(k, c)| (c.clone(), k.to_pkcs8_der()));
-        let identity = Identity::new(
-            &provider,
-            &keys.tls_certificate,
-            &keys.tls.to_pkcs8_der(),
-            previous_der.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
-        )
-        .map_err(|e| StartError::Tls(e.to_string()))?;
+        let (provider, identity) = tls_identity(&keys)?;
         let trust = Arc::new(TrustCell::new(load_trust(&store)?));
         let registry = Arc::new(RegistryCell::new(load_registry(&store, &trust.get())?));
         let tls = Arc::new(TlsContext {
@@ -432,11 +230,7 @@ impl Node {
         let signer = Arc::new(Signer::new(me, clone_signing_key(&keys), clock.clone()));
         let engine = Engine::load(&store, signer.clone())?;
         let cancel = CancellationToken::new();
-        let links = Arc::new(Links {
-            inner: Mutex::new(HashMap::new()),
-            initial_oseq: engine.counts().next_oseq,
-            root: cancel.clone(),
-        });
+        let links = Arc::new(Links::new(engine.counts().next_oseq, cancel.clone()));
         let (trust_generation, _) = watch::channel(0u64);
         let keys = Arc::new(Mutex::new(keys));
         let announced =
@@ -448,35 +242,31 @@ impl Node {
             None => Arc::new(Listeners::bind(&config).await?),
         };
         let (peer_listener, api_listener) = listeners.serve()?;
-        let peer_addr = peer_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
-        let api_addr = api_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+        let peer_addr = peer_listener.local_addr().map_err(StartError::LocalAddr)?;
+        let api_addr = api_listener.local_addr().map_err(StartError::LocalAddr)?;
 
         let store_health = Arc::new(crate::actor::StoreHealth::default());
-        let actor = Actor::start(
-            store.clone(),
-            engine,
-            clock.clone(),
-            config.store.max_batch as usize,
-            crate::actor::ActorHooks {
-                metrics: metrics.clone(),
-                publish: Box::new(Publisher {
-                    links: links.clone(),
-                    trust: trust.clone(),
-                    registry: registry.clone(),
-                    generation: trust_generation.clone(),
-                    observer: opts.delivery_observer.clone(),
-                }),
-                rotator: Box::new(NodeRotator {
-                    signer: signer.clone(),
-                    keys: keys.clone(),
-                    tls: tls.clone(),
-                    trust: trust.clone(),
-                    links: links.clone(),
-                }),
-                health: store_health.clone(),
-            },
-        )
-        .map_err(|e| StartError::Other(format!("cannot start the store thread: {e}")))?;
+        let hooks = crate::actor::ActorHooks {
+            metrics: metrics.clone(),
+            publish: Box::new(Publisher {
+                links: links.clone(),
+                trust: trust.clone(),
+                registry: registry.clone(),
+                generation: trust_generation.clone(),
+                observer: opts.delivery_observer.clone(),
+            }),
+            rotator: Box::new(NodeRotator {
+                signer: signer.clone(),
+                keys: keys.clone(),
+                tls: tls.clone(),
+                trust: trust.clone(),
+                links: links.clone(),
+            }),
+            health: store_health.clone(),
+        };
+        let actor =
+            Actor::start(store.clone(), engine, clock.clone(), config.store.max_batch as usize, hooks)
+                .map_err(StartError::StoreThread)?;
 
         let shared = Arc::new(Shared {
             config,
@@ -504,14 +294,7 @@ impl Node {
         });
 
         resume_rotations(&shared, announced).await?;
-        let s = shared.clone();
-        shared.tasks.spawn(async move { crate::link::accept_loop(s, peer_listener).await });
-        let s = shared.clone();
-        shared.tasks.spawn(async move { watch_key_age(s).await });
-        let s = shared.clone();
-        shared.tasks.spawn(async move { supervise(s).await });
-        let s = shared.clone();
-        shared.tasks.spawn(async move { crate::api::serve(s, api_listener).await });
+        spawn_tasks(&shared, peer_listener, api_listener);
         if opts.announce {
             write_daemon_file(&shared);
         }
@@ -525,6 +308,47 @@ impl Node {
         );
         Ok(NodeHandle { shared, actor: Some(actor), listeners })
     }
+}
+
+/// Opens the node's store, saying what it repaired.
+fn open_store(dir: &NodeDir, config: &NodeConfig) -> Result<SledStore, StartError> {
+    let (store, report) = SledStore::open(&dir.store_dir(), config.store.cache_capacity_mb)?;
+    for f in &report.removed_partial_snapshots {
+        tracing::warn!(
+            file = %f.display(),
+            "removed a partial sled snapshot left by a crash during snapshotting (sled 0.34.7 bug, upstream #1533); no data is lost"
+        );
+    }
+    Ok(store)
+}
+
+/// The TLS provider and the node's TLS identity: its current key, and the previous one while
+/// a TLS rotation is not yet acknowledged by every peer.
+fn tls_identity(keys: &NodeKeys) -> Result<(Arc<rustls::crypto::CryptoProvider>, Identity), StartError> {
+    let provider = crate::net::tls::provider();
+    let previous_der = keys.previous_tls.as_ref().map(|(k, c)| (c.clone(), k.to_pkcs8_der()));
+    let identity = Identity::new(
+        &provider,
+        &keys.tls_certificate,
+        &keys.tls.to_pkcs8_der(),
+        previous_der.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+    )
+    .map_err(StartError::Tls)?;
+    Ok((provider, identity))
+}
+
+/// The node's task tree, every task under `shared.cancel`: the peer accept loop, the daily
+/// key-age check, the link supervisor (which dials each peer) and the API. The only place
+/// the peer links and the API are started.
+fn spawn_tasks(shared: &Arc<Shared>, peer_listener: TcpListener, api_listener: TcpListener) {
+    let s = shared.clone();
+    shared.tasks.spawn(async move { crate::link::accept_loop(s, peer_listener).await });
+    let s = shared.clone();
+    shared.tasks.spawn(async move { watch_key_age(s).await });
+    let s = shared.clone();
+    shared.tasks.spawn(async move { supervise(s).await });
+    let s = shared.clone();
+    shared.tasks.spawn(async move { crate::api::serve(s, api_listener).await });
 }
 
 /// Rotates keys for the store actor (see [`crate::actor::Rotator`]).
@@ -541,23 +365,23 @@ impl crate::actor::Rotator for NodeRotator {
         &mut self,
         signing: bool,
         tls: bool,
-    ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), ActorError> {
+    ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), RotationError> {
         let keys = self.keys.clone();
         let statement = self.signer.rotate(|_old, effective| {
             let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
             // The history refuses before anything is written: a refusal changes nothing.
             let statement = k.rotate(signing, tls, effective).map_err(|e| match e {
-                kp_keys::KeyError::History(h) => ActorError::RotationRefused(h.to_string()),
-                other => ActorError::Rotation(other.to_string()),
+                kp_keys::KeyError::History(h) => RotationError::Refused(h),
+                other => RotationError::Keys(Arc::new(other)),
             })?;
-            Ok::<_, ActorError>((signing.then(|| clone_signing_key(&k)), statement))
+            Ok::<_, RotationError>((signing.then(|| clone_signing_key(&k)), statement))
         })?;
         if tls {
             let k = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             self.tls
                 .identity
                 .rotate(&self.tls.provider, &k.tls_certificate, &k.tls.to_pkcs8_der())
-                .map_err(|e| ActorError::Rotation(format!("the new TLS key cannot be used: {e}")))?;
+                .map_err(RotationError::Tls)?;
         }
         let mut peers: Vec<ParticipantCode> =
             self.trust.get().active_peers().map(|p| p.participant).collect();
@@ -599,7 +423,7 @@ async fn resume_rotations(shared: &Arc<Shared>, announced: u32) -> Result<(), St
                     peers: active.clone(),
                 })
                 .await
-                .map_err(|e| StartError::Other(format!("cannot announce a key rotation: {e}")))?;
+                .map_err(StartError::Announce)?;
         }
     }
     if has_previous {
@@ -621,31 +445,6 @@ async fn resume_rotations(shared: &Arc<Shared>, announced: u32) -> Result<(), St
         }
     }
     Ok(())
-}
-
-/// Warnings about keys older than `keys.max_key_age`, for `status` and the log.
-pub fn key_age_warnings(shared: &Shared) -> Vec<String> {
-    let keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
-    let now = shared.now();
-    let max = shared.config.keys.max_key_age;
-    let mut out = Vec::new();
-    let mut check = |what: &str, since: Timestamp| {
-        let age_ms = now.unix_millis().saturating_sub(since.unix_millis());
-        if age_ms > max.as_millis() as i64 {
-            out.push(format!(
-                "the {what} key is {} days old (keys.max_key_age is {}); rotate it with `kpnode keys rotate`",
-                age_ms / 86_400_000,
-                humantime_days(max)
-            ));
-        }
-    };
-    check("signing", keys.history.current_signing().valid_from);
-    check("TLS", keys.history.current_tls().valid_from);
-    out
-}
-
-fn humantime_days(d: Duration) -> String {
-    format!("{} days", d.as_secs() / 86_400)
 }
 
 /// Logs key-age warnings at start and then daily.
@@ -677,6 +476,7 @@ pub struct DaemonFile {
     pub peers: SocketAddr,
 }
 
+/// Where `daemon.json` lies in a node directory.
 pub fn daemon_file_path(dir: &NodeDir) -> std::path::PathBuf {
     dir.root().join("daemon.json")
 }
@@ -693,6 +493,15 @@ fn write_daemon_file(shared: &Shared) {
     if let Err(e) = kp_keys::files::write_atomic(&path, text.as_bytes(), 0o644) {
         tracing::warn!(error = %e, "could not write daemon.json; client commands will use node.toml's api_listen");
     }
+}
+
+/// A running node: what its tasks share, its store actor (stopped last, see
+/// [`NodeHandle::shutdown`]) and the listening sockets it serves.
+#[derive(Debug)]
+pub struct NodeHandle {
+    shared: Arc<Shared>,
+    actor: Option<Actor>,
+    listeners: Arc<Listeners>,
 }
 
 impl NodeHandle {
@@ -755,6 +564,67 @@ impl NodeHandle {
     }
 }
 
+/// What answers on the API socket while no node runs on it (`kpnode run` restarting a node
+/// whose store failed): 503 to everything, naming the store's failure and the fix.
+#[derive(Debug)]
+pub struct StandIn {
+    listeners: Arc<Listeners>,
+    limits: crate::api::http::Limits,
+    metrics: Arc<crate::metrics::Metrics>,
+    why: String,
+}
+
+impl StandIn {
+    pub fn of(node: &NodeHandle, why: &str) -> StandIn {
+        let shared = node.shared();
+        StandIn {
+            listeners: node.listeners(),
+            limits: crate::api::http::Limits::of(&shared.config.api),
+            metrics: shared.metrics.clone(),
+            why: why.to_owned(),
+        }
+    }
+
+    /// The sockets it answers on, to start the node on again.
+    pub fn listeners(&self) -> Arc<Listeners> {
+        self.listeners.clone()
+    }
+
+    /// Answers 503 until `until` resolves.
+    pub async fn serve_until(&self, retry: &str, until: impl std::future::Future<Output = ()>) {
+        use axum::response::IntoResponse;
+        let listener = match self.listeners.api() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot answer on the API socket while the store is reopened");
+                return until.await;
+            }
+        };
+        let message =
+            format!("{}. The node could not reopen it yet ({retry})", ActorError::Storage(self.why.clone()));
+        let app = axum::Router::new().fallback(move || {
+            let message = message.clone();
+            async move { crate::api::ApiError::Unavailable(message).into_response() }
+        });
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let serving =
+            crate::api::http::serve(listener, app, self.limits, self.metrics.clone(), cancel.clone());
+        tokio::pin!(serving);
+        tokio::pin!(until);
+        let served_to_the_end = tokio::select! {
+            _ = &mut serving => false,
+            _ = &mut until => true,
+        };
+        if served_to_the_end {
+            cancel.cancel();
+            serving.await;
+        } else {
+            // The server stopped on its own (it does not, but the wait must not be cut short).
+            until.await;
+        }
+    }
+}
+
 /// Keeps one outbound link task per active peer, and closes the links of removed peers.
 async fn supervise(shared: Arc<Shared>) {
     let mut generation = shared.trust_generation.subscribe();
@@ -772,48 +642,16 @@ fn reconcile(shared: &Arc<Shared>) {
     for peer in trust.peers() {
         let code = peer.participant;
         if peer.removed {
-            let was_running = shared.links.with(code, |e| {
-                let running = e.running.take().is_some();
-                if running || !e.token.is_cancelled() {
-                    e.token.cancel();
-                }
-                running
-            });
-            if was_running {
+            if shared.links.close(code) {
                 tracing::info!(peer = %code, "peer removed: its links are closed; its queued messages stay queued");
             }
             continue;
         }
-        let endpoints = peer.endpoints.clone();
-        let root = shared.cancel.clone();
-        let start = shared.links.with(code, |e| {
-            if e.token.is_cancelled() {
-                // Enrolled again after a removal.
-                e.token = root.child_token();
-                e.running = None;
-            }
-            if e.running.as_ref() == Some(&endpoints) {
-                return None;
-            }
-            // Not running, or new endpoints: (re)start the outbound link only.
-            if let Some(old) = e.link_token.take() {
-                old.cancel();
-            }
-            let token = e.token.child_token();
-            e.link_token = Some(token.clone());
-            e.running = Some(endpoints.clone());
-            e.link_generation += 1;
-            Some((token, e.link_generation))
-        });
-        if let Some((token, generation)) = start {
+        if let Some((token, generation)) = shared.links.start_outbound(code, &peer.endpoints) {
             let s = shared.clone();
             shared.tasks.spawn(async move {
                 crate::link::outbound(s.clone(), code, token).await;
-                s.links.with(code, |e| {
-                    if e.link_generation == generation {
-                        e.running = None;
-                    }
-                });
+                s.links.outbound_ended(code, generation);
             });
         }
     }

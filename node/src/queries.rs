@@ -5,7 +5,7 @@ use kp_protocol::amount::format_hundredths;
 use kp_protocol::{Certificate, Date, Digest, MessageId, ParticipantCode, Timestamp};
 use serde::Serialize;
 
-use crate::node::{LinkStatus, Shared};
+use crate::state::{LinkStatus, Shared};
 use crate::store::{
     decode_record, get_record, log_key, CertRecord, CertStatus, ConfirmationRecord, Direction, EntryBody,
     LogEntry, Rejection, ResolutionRecord, Storage, StoreError, Tree, VoidRecord,

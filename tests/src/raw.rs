@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kp_keys::NodeKeys;
-use kp_node::conn::{FrameReader, FrameWriter, LinkError};
+use kp_node::net::conn::{FrameReader, FrameWriter, LinkError};
 use kp_protocol::frame::PROTOCOL_VERSION;
 use kp_protocol::{Frame, ParticipantCode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -54,7 +54,7 @@ impl ServerCertVerifier for AcceptAnyServer {
 
 /// A TLS client configuration presenting `cert_der`/`key_der`.
 pub fn client_config(cert_der: &[u8], key_pkcs8: &[u8]) -> Arc<rustls::ClientConfig> {
-    let provider = kp_node::tls::provider();
+    let provider = kp_node::net::tls::provider();
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("TLS 1.3")

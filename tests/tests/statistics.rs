@@ -419,8 +419,11 @@ fn a_qr_seal_verifies_offline_across_a_key_rotation_and_a_tampered_one_does_not(
     let (mut doc, mut tampered) = kp_protocol::seal::from_qr_text(&text).unwrap();
     tampered.carats += 100;
     doc.body = kp_protocol::codec::encode(&tampered);
-    std::fs::write(p("tampered.png"), kp_node::seal::png(&kp_protocol::seal::to_qr_text(&doc)).unwrap())
-        .unwrap();
+    std::fs::write(
+        p("tampered.png"),
+        kp_node::report::seal::png(&kp_protocol::seal::to_qr_text(&doc)).unwrap(),
+    )
+    .unwrap();
     let (code, _, err) =
         kpnode(&["verify", "--qr", &s(&p("tampered.png")), "--bundle", &s(&p("ru-2.bundle"))]);
     assert_eq!(code, 2, "{err}");

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use kp_keys::NodeKeys;
-use kp_node::conn::LinkError;
+use kp_node::net::conn::LinkError;
 use kp_protocol::{Frame, SignedDocument};
 use kp_tests::raw::RawPeer;
 use kp_tests::*;

@@ -1,11 +1,11 @@
 //! `kpnode bench`: the throughput and latency of a real exchange between two nodes (mutual
 //! TLS, durable sled stores, signed receipts), beside this machine's Ed25519 limit.
 //!
-//! Certificates go through the same path as the API (`api::submit_certificate`: validate,
+//! Certificates go through the same path as the API (`service::issuing::submit`: validate,
 //! sign, store, flush) and each is timed from submission to the moment the exporter has
 //! stored the importer's receipt durably. By default both nodes run in this process; with
 //! `processes` both run as `kpnode run` daemons and the certificates go over the HTTP API
-//! ([`processes`]), so each node's memory is its own.
+//! (`processes`), so each node's memory is its own.
 
 mod processes;
 
@@ -386,7 +386,7 @@ async fn exchange(opts: &BenchOptions, crypto: &Crypto) -> Result<BenchReport, S
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(number.clone(), (Instant::now(), tx));
-                crate::api::submit_certificate(&shared, body.as_bytes(), None)
+                crate::service::issuing::submit(&shared, body.as_bytes(), None)
                     .await
                     .map_err(|e| format!("{number}: {e:?}"))?;
                 if let Some(rx) = rx {

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{init_node, limit_per_s, peak_rss_mb, sample_json, say, tempdir, BenchOptions, BenchReport};
 use super::{Crypto, Latency, Rss, StoreStats};
-use crate::cli::client::Client;
+use crate::client::Client;
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
 
@@ -77,11 +77,11 @@ fn terminate(child: &Child) {
 }
 
 fn client(dir: &NodeDir) -> Result<Client, String> {
-    Client::for_dir(dir).map_err(|f| f.lines.join("; "))
+    Client::for_dir(dir).map_err(|e| e.lines().join("; "))
 }
 
 fn get(c: &Client, path: &str) -> Result<Value, String> {
-    c.get(path).map_err(|f| f.lines.join("; "))
+    c.get(path).map_err(|e| e.lines().join("; "))
 }
 
 /// The sum of a counter's samples in a Prometheus text exposition.
@@ -126,149 +126,26 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let ex = init_node(tmp, "RU", free_port()?, opts.window)?;
     let im = init_node(tmp, "IN", free_port()?, opts.window)?;
-
-    // Enrol each with the other offline, as operators would: bundle file, then `peer add`.
-    for (from, to) in [(&ex, &im), (&im, &ex)] {
-        let config = from.config().map_err(|e| e.to_string())?;
-        let keys = from.keys(&config).map_err(|e| e.to_string())?;
-        let bundle = keys
-            .bundle(config.authority.clone(), config.endpoints(), SystemClock.now())
-            .map_err(|e| e.to_string())?;
-        let path: PathBuf = tmp.join(format!("{}.bundle", config.participant));
-        std::fs::write(&path, bundle.to_armored()).map_err(|e| e.to_string())?;
-        let out = Command::new(&exe)
-            .args(["peer", "add"])
-            .arg(&path)
-            .args(["--fingerprint", &bundle.fingerprint.to_string(), "--dir"])
-            .arg(to.root())
-            .stdout(Stdio::null())
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!("kpnode peer add failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-        }
-    }
-
-    let mut daemons = Daemons(Vec::new());
-    for (code, dir) in [("RU", &ex), ("IN", &im)] {
-        let log = std::fs::File::create(tmp.join(format!("{code}.log"))).map_err(|e| e.to_string())?;
-        let child = Command::new(&exe)
-            .args(["run", "--dir"])
-            .arg(dir.root())
-            .env("KPNODE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", exe.display()))?;
-        daemons.0.push((code.to_owned(), child));
-    }
-
-    // Up: both APIs answer and the exporter's link to the importer is connected.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ex_client = loop {
-        daemons.check(tmp)?;
-        let ready =
-            crate::node::daemon_file_path(&ex).exists() && crate::node::daemon_file_path(&im).exists();
-        if ready {
-            let c = client(&ex)?;
-            let connected = get(&c, "/v1/peers").ok().is_some_and(|v| {
-                v.as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|p| p["participant"] == "IN" && p["link"]["connected"].as_bool() == Some(true))
-            });
-            if connected {
-                break c;
-            }
-        }
-        if Instant::now() > deadline {
-            return Err("the two nodes did not connect within 30 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    enrol_each_other(&exe, tmp, &ex, &im)?;
+    let mut daemons = start_daemons(&exe, tmp, &ex, &im)?;
+    let ex_client = wait_connected(&mut daemons, tmp, &ex, &im)?;
 
     let clients = opts.concurrency.clamp(1, MAX_CLIENTS);
     say(opts, format!("submitting {} certificates over HTTP, {clients} connections …", opts.certs));
-    let today = SystemClock.now().date();
     let n = usize::try_from(opts.certs).map_err(|_| "--certs is too large for this machine")?;
     let submitted: Arc<Vec<AtomicI64>> = Arc::new((0..n).map(|_| AtomicI64::new(0)).collect());
-    let next = Arc::new(AtomicU64::new(0));
     let start_ms = SystemClock.now().unix_millis();
     let started = Instant::now();
-    let mut threads = Vec::new();
-    for _ in 0..clients {
-        let (c, next, submitted) = (client(&ex)?, next.clone(), submitted.clone());
-        threads.push(std::thread::spawn(move || -> Result<(), String> {
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(slot) = submitted.get(i as usize) else { return Ok(()) };
-                let number = format!("RU-BENCH-{i:07}");
-                let body = sample_json(&number, i, today);
-                slot.store(micros_now(), Ordering::SeqCst);
-                c.post("/v1/certificates", body.as_bytes())
-                    .map_err(|f| format!("{number}: {}", f.lines.join("; ")))?;
-            }
-        }));
-    }
-
-    let mut last_report = Instant::now();
-    loop {
-        daemons.check(tmp)?;
-        let acked = counter(&metrics(&ex_client)?, "kpnode_receipts_stored_total") as u64;
-        if acked >= opts.certs {
-            break;
-        }
-        if threads.iter().any(|t| t.is_finished()) {
-            // A finished thread that failed ends the run now rather than at the deadline.
-            let (done, running): (Vec<_>, Vec<_>) = threads.into_iter().partition(|t| t.is_finished());
-            threads = running;
-            for t in done {
-                t.join().map_err(|_| "a submitting thread panicked".to_owned())??;
-            }
-        }
-        if last_report.elapsed() > Duration::from_secs(2) {
-            say(opts, format!("  {acked} of {} acknowledged", opts.certs));
-            last_report = Instant::now();
-        }
-        if started.elapsed() > Duration::from_secs(60 + opts.certs / 100) {
-            return Err(format!("{} certificates were not acknowledged in time", opts.certs - acked));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for t in threads {
-        t.join().map_err(|_| "a submitting thread panicked".to_owned())??;
-    }
+    let threads = spawn_submitters(&ex, clients, &submitted)?;
+    wait_acknowledged(opts, &mut daemons, tmp, &ex_client, threads, started)?;
 
     let im_client = client(&im)?;
     let (ex_metrics, im_metrics) = (metrics(&ex_client)?, metrics(&im_client)?);
     let rss = |i: usize| peak_rss_mb(Some(daemons.0[i].1.id())).unwrap_or(0.0);
     let (ex_rss, im_rss) = (rss(0), rss(1));
 
-    // Latency: submission (here) to the receipt's log entry (the exporter's `recorded_at`).
     say(opts, "reading the exporter's log for the receipt times …");
-    let mut latencies = Vec::with_capacity(n);
-    let mut last_ms = start_ms;
-    let mut from = 1u64;
-    loop {
-        let page = get(&ex_client, &format!("/v1/log?from={from}&limit=10000"))?;
-        let entries = page.as_array().ok_or("GET /v1/log did not answer a list")?;
-        for e in entries {
-            let index =
-                e["certificate"].as_str().and_then(|c| c.strip_prefix("RU-BENCH-")?.parse::<usize>().ok());
-            let at = e["recorded_at"].as_str().and_then(|t| t.parse::<Timestamp>().ok());
-            if let (Some(i), Some(at), "out", "certificate") =
-                (index, at, e["direction"].as_str().unwrap_or(""), e["kind"].as_str().unwrap_or(""))
-            {
-                let sent_us = submitted.get(i).map_or(0, |s| s.load(Ordering::SeqCst));
-                latencies.push(((at.unix_millis() * 1000 - sent_us) as f64 / 1e3).max(0.0));
-                last_ms = last_ms.max(at.unix_millis());
-            }
-        }
-        match entries.last().and_then(|e| e["seq"].as_u64()) {
-            Some(seq) => from = seq + 1,
-            None => break,
-        }
-    }
+    let (mut latencies, last_ms) = latencies(&ex_client, &submitted, start_ms)?;
     if latencies.len() as u64 != opts.certs {
         return Err(format!(
             "the exporter's log holds {} acknowledged bench certificates, not {}",
@@ -309,6 +186,173 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
         store,
         startup: None,
     })
+}
+
+/// Enrols each node with the other offline, as operators would: bundle file, then `peer add`.
+fn enrol_each_other(exe: &Path, tmp: &Path, ex: &NodeDir, im: &NodeDir) -> Result<(), String> {
+    for (from, to) in [(ex, im), (im, ex)] {
+        let config = from.config().map_err(|e| e.to_string())?;
+        let keys = from.keys(&config).map_err(|e| e.to_string())?;
+        let bundle = keys
+            .bundle(config.authority.clone(), config.endpoints(), SystemClock.now())
+            .map_err(|e| e.to_string())?;
+        let path: PathBuf = tmp.join(format!("{}.bundle", config.participant));
+        std::fs::write(&path, bundle.to_armored()).map_err(|e| e.to_string())?;
+        let out = Command::new(exe)
+            .args(["peer", "add"])
+            .arg(&path)
+            .args(["--fingerprint", &bundle.fingerprint.to_string(), "--dir"])
+            .arg(to.root())
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("kpnode peer add failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+    }
+    Ok(())
+}
+
+/// Starts `kpnode run` for both nodes, each logging warnings to `<code>.log` in `tmp`.
+fn start_daemons(exe: &Path, tmp: &Path, ex: &NodeDir, im: &NodeDir) -> Result<Daemons, String> {
+    let mut daemons = Daemons(Vec::new());
+    for (code, dir) in [("RU", ex), ("IN", im)] {
+        let log = std::fs::File::create(tmp.join(format!("{code}.log"))).map_err(|e| e.to_string())?;
+        let child = Command::new(exe)
+            .args(["run", "--dir"])
+            .arg(dir.root())
+            .env("KPNODE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", exe.display()))?;
+        daemons.0.push((code.to_owned(), child));
+    }
+    Ok(daemons)
+}
+
+/// Waits until both APIs answer and the exporter's link to the importer is connected;
+/// returns the exporter's client.
+fn wait_connected(daemons: &mut Daemons, tmp: &Path, ex: &NodeDir, im: &NodeDir) -> Result<Client, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        daemons.check(tmp)?;
+        let ready = crate::node::daemon_file_path(ex).exists() && crate::node::daemon_file_path(im).exists();
+        if ready {
+            let c = client(ex)?;
+            let connected = get(&c, "/v1/peers").ok().is_some_and(|v| {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["participant"] == "IN" && p["link"]["connected"].as_bool() == Some(true))
+            });
+            if connected {
+                return Ok(c);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("the two nodes did not connect within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+type Submitter = std::thread::JoinHandle<Result<(), String>>;
+
+/// `clients` threads, each with its own connection, submitting the bench certificates in
+/// turn until none is left; each notes in `submitted` when it sent its certificate (µs).
+fn spawn_submitters(
+    ex: &NodeDir,
+    clients: usize,
+    submitted: &Arc<Vec<AtomicI64>>,
+) -> Result<Vec<Submitter>, String> {
+    let today = SystemClock.now().date();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for _ in 0..clients {
+        let (c, next, submitted) = (client(ex)?, next.clone(), submitted.clone());
+        threads.push(std::thread::spawn(move || -> Result<(), String> {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(slot) = submitted.get(i as usize) else { return Ok(()) };
+                let number = format!("RU-BENCH-{i:07}");
+                let body = sample_json(&number, i, today);
+                slot.store(micros_now(), Ordering::SeqCst);
+                c.post("/v1/certificates", body.as_bytes())
+                    .map_err(|e| format!("{number}: {}", e.lines().join("; ")))?;
+            }
+        }));
+    }
+    Ok(threads)
+}
+
+/// Waits until the exporter has stored a receipt for every certificate, reporting progress;
+/// a daemon that died, a submitter that failed or the deadline ends the run.
+fn wait_acknowledged(
+    opts: &BenchOptions,
+    daemons: &mut Daemons,
+    tmp: &Path,
+    ex_client: &Client,
+    mut threads: Vec<Submitter>,
+    started: Instant,
+) -> Result<(), String> {
+    let mut last_report = Instant::now();
+    loop {
+        daemons.check(tmp)?;
+        let acked = counter(&metrics(ex_client)?, "kpnode_receipts_stored_total") as u64;
+        if acked >= opts.certs {
+            break;
+        }
+        if threads.iter().any(|t| t.is_finished()) {
+            // A finished thread that failed ends the run now rather than at the deadline.
+            let (done, running): (Vec<_>, Vec<_>) = threads.into_iter().partition(|t| t.is_finished());
+            threads = running;
+            for t in done {
+                t.join().map_err(|_| "a submitting thread panicked".to_owned())??;
+            }
+        }
+        if last_report.elapsed() > Duration::from_secs(2) {
+            say(opts, format!("  {acked} of {} acknowledged", opts.certs));
+            last_report = Instant::now();
+        }
+        if started.elapsed() > Duration::from_secs(60 + opts.certs / 100) {
+            return Err(format!("{} certificates were not acknowledged in time", opts.certs - acked));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for t in threads {
+        t.join().map_err(|_| "a submitting thread panicked".to_owned())??;
+    }
+    Ok(())
+}
+
+/// Latency: submission (here) to the receipt's log entry (the exporter's `recorded_at`), in
+/// ms, for every bench certificate in the exporter's log; and the last receipt's time.
+fn latencies(ex_client: &Client, submitted: &[AtomicI64], start_ms: i64) -> Result<(Vec<f64>, i64), String> {
+    let mut latencies = Vec::with_capacity(submitted.len());
+    let mut last_ms = start_ms;
+    let mut from = 1u64;
+    loop {
+        let page = get(ex_client, &format!("/v1/log?from={from}&limit=10000"))?;
+        let entries = page.as_array().ok_or("GET /v1/log did not answer a list")?;
+        for e in entries {
+            let index =
+                e["certificate"].as_str().and_then(|c| c.strip_prefix("RU-BENCH-")?.parse::<usize>().ok());
+            let at = e["recorded_at"].as_str().and_then(|t| t.parse::<Timestamp>().ok());
+            if let (Some(i), Some(at), "out", "certificate") =
+                (index, at, e["direction"].as_str().unwrap_or(""), e["kind"].as_str().unwrap_or(""))
+            {
+                let sent_us = submitted.get(i).map_or(0, |s| s.load(Ordering::SeqCst));
+                latencies.push(((at.unix_millis() * 1000 - sent_us) as f64 / 1e3).max(0.0));
+                last_ms = last_ms.max(at.unix_millis());
+            }
+        }
+        match entries.last().and_then(|e| e["seq"].as_u64()) {
+            Some(seq) => from = seq + 1,
+            None => break,
+        }
+    }
+    Ok((latencies, last_ms))
 }
 
 fn micros_now() -> i64 {

@@ -7,8 +7,8 @@ use kp_protocol::{portable, CertificateDraft, Date, ValidationContext};
 
 use serde_json::Value;
 
-use super::client::{segment, Client};
 use super::{read_input, write_output, CliResult, DirArg, Failure};
+use crate::client::{segment, Client};
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
 use kp_exchange::registry::Registry;
@@ -226,9 +226,9 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
             let config = home.config()?;
             let keys = home.keys(&config)?;
             let signer = Signer::new(config.participant, keys.signing, std::sync::Arc::new(SystemClock));
-            let (doc, _) =
-                crate::seal::make(&store, &rec, &signer).map_err(|e| Failure::runtime(e.to_string()))?;
-            (crate::seal::text(&doc), doc.key_id.to_string())
+            let (doc, _) = crate::report::seal::make(&store, &rec, &signer)
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            (crate::report::seal::text(&doc), doc.key_id.to_string())
         }
     };
     if text.is_empty() {
@@ -236,11 +236,11 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
     }
     match format {
         "png" => {
-            let bytes = crate::seal::png(&text).map_err(Failure::runtime)?;
+            let bytes = crate::report::seal::png(&text).map_err(Failure::runtime)?;
             std::fs::write(out, bytes)
                 .map_err(|e| Failure::runtime(format!("{}: cannot write: {e}", out.display())))?;
         }
-        _ => write_output(out, &crate::seal::svg(&text).map_err(Failure::runtime)?)?,
+        _ => write_output(out, &crate::report::seal::svg(&text).map_err(Failure::runtime)?)?,
     }
     println!(
         "Wrote the QR seal of {number} (signed with key {key_id}, {} characters) to {}",
@@ -257,13 +257,7 @@ fn offline_record(
 ) -> Result<crate::store::CertRecord, Failure> {
     let n: kp_protocol::CertificateNumber =
         number.parse().map_err(|e| Failure::input(format!("{number:?}: {e}")))?;
-    crate::store::get_record::<crate::store::CertRecord, _>(
-        store,
-        crate::store::Tree::Certs,
-        n.as_str().as_bytes(),
-    )
-    .map_err(|e| Failure::runtime(e.to_string()))?
-    .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))
+    stored(store, &n)
 }
 
 fn export(number: &str, out: &Path, dir: &DirArg) -> CliResult {
@@ -279,7 +273,7 @@ fn export(number: &str, out: &Path, dir: &DirArg) -> CliResult {
         }
         super::peer::Access::Offline(store) => {
             let rec = offline_record(&store, number)?;
-            crate::seal::portable(&store, &rec).map_err(|e| Failure::runtime(e.to_string()))?
+            crate::report::seal::portable(&store, &rec).map_err(|e| Failure::runtime(e.to_string()))?
         }
     };
     write_output(out, &text)?;
@@ -287,8 +281,22 @@ fn export(number: &str, out: &Path, dir: &DirArg) -> CliResult {
     Ok(())
 }
 
+/// The record of certificate `n` in a stopped node's store.
+fn stored(
+    store: &crate::store::SledStore,
+    n: &kp_protocol::CertificateNumber,
+) -> Result<crate::store::CertRecord, Failure> {
+    crate::store::get_record::<crate::store::CertRecord, _>(
+        store,
+        crate::store::Tree::Certs,
+        n.as_str().as_bytes(),
+    )
+    .map_err(|e| Failure::runtime(e.to_string()))?
+    .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))
+}
+
 fn client(dir: &DirArg) -> Result<Client, Failure> {
-    Client::for_dir(&NodeDir::new(&dir.dir))
+    Ok(Client::for_dir(&NodeDir::new(&dir.dir))?)
 }
 
 fn submit(file: &Path, dir: &DirArg, as_json: bool) -> CliResult {
@@ -297,7 +305,8 @@ fn submit(file: &Path, dir: &DirArg, as_json: bool) -> CliResult {
     // a timeout or a crash) gets the certificate of the first submission, never a second one.
     let key = kp_protocol::Digest::of(text.as_bytes()).to_hex();
     let headers = [(crate::api::IDEMPOTENCY_HEADER, key.as_str())];
-    let (_, v) = client(dir)?.post_with("/v1/certificates", text.as_bytes(), &headers).map_err(|mut f| {
+    let (_, v) = client(dir)?.post_with("/v1/certificates", text.as_bytes(), &headers).map_err(|e| {
+        let mut f = Failure::from(e);
         f.lines = f.lines.into_iter().map(|l| format!("{}: {l}", file.display())).collect();
         f
     })?;
@@ -325,13 +334,7 @@ fn show(number: &str, dir: &DirArg, as_json: bool) -> CliResult {
         super::peer::Access::Offline(store) => {
             let n: kp_protocol::CertificateNumber =
                 number.parse().map_err(|e| Failure::input(format!("number: {number:?} {e}")))?;
-            let rec = crate::store::get_record::<crate::store::CertRecord, _>(
-                &store,
-                crate::store::Tree::Certs,
-                n.as_str().as_bytes(),
-            )
-            .map_err(|e| Failure::runtime(e.to_string()))?
-            .ok_or_else(|| Failure::runtime(format!("there is no certificate {n} on this node")))?;
+            let rec = stored(&store, &n)?;
             let view = crate::queries::cert_view(&store, &rec, today(), true)
                 .map_err(|e| Failure::runtime(e.to_string()))?;
             serde_json::to_value(view).map_err(|e| Failure::runtime(e.to_string()))?

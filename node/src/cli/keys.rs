@@ -3,9 +3,9 @@
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::client::Client;
 use super::peer::{access, Access};
 use super::{CliResult, DirArg, Failure};
+use crate::client::Client;
 use crate::home::NodeDir;
 
 #[derive(Debug, Subcommand)]
@@ -74,7 +74,7 @@ fn show(dir: &DirArg, as_json: bool) -> CliResult {
         Access::Offline(store) => {
             let config = home.config()?;
             let keys = home.keys(&config)?;
-            let trust = crate::node::load_trust(&store).map_err(|e| Failure::runtime(e.to_string()))?;
+            let trust = crate::state::load_trust(&store).map_err(|e| Failure::runtime(e.to_string()))?;
             serde_json::to_value(crate::api::keys_view(&keys, &trust))
                 .map_err(|e| Failure::runtime(e.to_string()))?
         }

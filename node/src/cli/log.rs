@@ -47,7 +47,7 @@ fn verify(dir: &DirArg) -> CliResult {
         Access::Offline(store) => {
             let config = home.config()?;
             let keys = home.keys(&config)?;
-            let trust = crate::node::load_trust(&store).map_err(|e| Failure::runtime(e.to_string()))?;
+            let trust = crate::state::load_trust(&store).map_err(|e| Failure::runtime(e.to_string()))?;
             let mut shown = 0u64;
             let progress = |n: u64| {
                 if n >= shown + 100_000 {

@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod cert;
-pub(crate) mod client;
 mod init;
 mod keys;
 mod log;
@@ -53,6 +52,18 @@ impl From<crate::home::HomeError> for Failure {
             _ => 1,
         };
         Failure { code, lines: e.to_string().lines().map(str::to_owned).collect() }
+    }
+}
+
+/// An API error exits 2 if the request itself was at fault (invalid input), else 1.
+impl From<crate::client::ClientError> for Failure {
+    fn from(e: crate::client::ClientError) -> Failure {
+        use crate::client::ClientError as C;
+        match e {
+            C::Home(e) => e.into(),
+            C::Transport(m) => Failure::runtime(m),
+            C::Refused { invalid, lines, .. } => Failure { code: if invalid { 2 } else { 1 }, lines },
+        }
     }
 }
 

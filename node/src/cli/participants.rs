@@ -9,13 +9,13 @@ use clap::Subcommand;
 use kp_protocol::{ParticipantCode, ParticipantEntry};
 use serde_json::{json, Value};
 
-use super::client::Client;
 use super::output::table;
 use super::peer::{access, apply_offline, Access};
 use super::{read_input, write_output, CliResult, DirArg, Failure};
+use crate::client::Client;
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
-use crate::participants::{self, SetRequest};
+use crate::service::participants::{self, SetRequest};
 use crate::store::SledStore;
 use kp_exchange::engine::Command;
 use kp_exchange::registry::{Registry, TomlEntry};
@@ -134,8 +134,8 @@ fn runtime(e: impl std::fmt::Display) -> Failure {
 }
 
 fn offline_registry(store: &SledStore) -> Result<Registry, Failure> {
-    let trust = crate::node::load_trust(store).map_err(runtime)?;
-    crate::node::load_registry(store, &trust).map_err(runtime)
+    let trust = crate::state::load_trust(store).map_err(runtime)?;
+    crate::state::load_registry(store, &trust).map_err(runtime)
 }
 
 /// The registry of a node: from its store, or from its running daemon.
@@ -354,7 +354,7 @@ fn import(dir: &DirArg, file: &std::path::Path, dry_run: bool) -> CliResult {
             let keys = home.keys(&config)?;
             let now = SystemClock.now();
             let registry = offline_registry(&store)?;
-            let trust = crate::node::load_trust(&store).map_err(runtime)?;
+            let trust = crate::state::load_trust(&store).map_err(runtime)?;
             let plan = participants::prepare_import(
                 &registry,
                 now,

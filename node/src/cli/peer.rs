@@ -8,8 +8,8 @@ use std::sync::Arc;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::client::{segment, Client};
 use super::{read_input, write_output, CliResult, DirArg, Failure};
+use crate::client::{segment, Client};
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
 use crate::store::{SledStore, Storage, StoreError};
@@ -212,7 +212,7 @@ fn list(dir: &DirArg, as_json: bool) -> CliResult {
             client.get("/v1/peers")?
         }
         Access::Offline(store) => {
-            let trust = crate::node::load_trust(&store).map_err(|e| Failure::runtime(e.to_string()))?;
+            let trust = crate::state::load_trust(&store).map_err(|e| Failure::runtime(e.to_string()))?;
             let queues = crate::queries::unenrolled_queues(&store, &trust)
                 .map_err(|e| Failure::runtime(e.to_string()))?;
             not_enrolled = serde_json::to_value(queues).map_err(|e| Failure::runtime(e.to_string()))?;

@@ -3,9 +3,8 @@
 use tracing_subscriber::EnvFilter;
 
 use super::{CliResult, DirArg, Failure};
-use crate::actor::ActorError;
 use crate::home::NodeDir;
-use crate::node::{Listeners, Node, NodeHandle, NodeOptions};
+use crate::node::{Node, NodeHandle, NodeOptions, StandIn};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -146,60 +145,6 @@ async fn wait_writable(dir: &NodeDir, signals: &mut Signals, backoff: &mut Backo
     }
 }
 
-/// What answers on the API socket while no node runs on it (a restart that failed): 503 to
-/// everything, naming the store's failure and the fix.
-struct StandIn {
-    listeners: std::sync::Arc<Listeners>,
-    limits: crate::http::Limits,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
-    why: String,
-}
-
-impl StandIn {
-    fn of(node: &NodeHandle, why: &str) -> StandIn {
-        let shared = node.shared();
-        StandIn {
-            listeners: node.listeners(),
-            limits: crate::http::Limits::of(&shared.config.api),
-            metrics: shared.metrics.clone(),
-            why: why.to_owned(),
-        }
-    }
-
-    /// Answers 503 until `until` resolves.
-    async fn serve_until(&self, retry: &str, until: impl std::future::Future<Output = ()>) {
-        use axum::response::IntoResponse;
-        let listener = match self.listeners.api() {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot answer on the API socket while the store is reopened");
-                return until.await;
-            }
-        };
-        let message =
-            format!("{}. The node could not reopen it yet ({retry})", ActorError::Storage(self.why.clone()));
-        let app = axum::Router::new().fallback(move || {
-            let message = message.clone();
-            async move { crate::api::ApiError::Unavailable(message).into_response() }
-        });
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let serving = crate::http::serve(listener, app, self.limits, self.metrics.clone(), cancel.clone());
-        tokio::pin!(serving);
-        tokio::pin!(until);
-        let served_to_the_end = tokio::select! {
-            _ = &mut serving => false,
-            _ = &mut until => true,
-        };
-        if served_to_the_end {
-            cancel.cancel();
-            serving.await;
-        } else {
-            // The server stopped on its own (it does not, but the wait must not be cut short).
-            until.await;
-        }
-    }
-}
-
 /// Starts the node again on the same sockets, retrying (with a growing pause, the API
 /// answering 503 meanwhile) until it starts; `None` if a signal asks to stop meanwhile.
 async fn restart(
@@ -210,7 +155,7 @@ async fn restart(
 ) -> Option<NodeHandle> {
     loop {
         let mut opts = NodeOptions::new(dir.clone());
-        opts.listeners = Some(stand_in.listeners.clone());
+        opts.listeners = Some(stand_in.listeners());
         let e = match Node::start(opts).await {
             Ok(n) => {
                 tracing::info!("the store accepts writes again; the node is running");

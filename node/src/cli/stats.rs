@@ -10,7 +10,7 @@ use super::peer::{access, Access};
 use super::{write_output, CliResult, DirArg, Failure};
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
-use crate::stats::{self, By, Period, StatsReport};
+use crate::report::stats::{self, By, Period, StatsReport};
 
 #[derive(Debug, clap::Args)]
 #[command(long_about = "Exports and imports of a period, computed from the log: carats, US$ and \
@@ -74,15 +74,15 @@ fn runtime(e: impl std::fmt::Display) -> Failure {
 pub fn run_stats(a: StatsArgs) -> CliResult {
     let period: Period = a.period.parse().map_err(|e: String| Failure::input(format!("--period: {e}")))?;
     let by: By = a.by.parse().map_err(|e: String| Failure::input(format!("--by: {e}")))?;
-    let measure: crate::chart::Measure =
+    let measure: crate::report::chart::Measure =
         a.measure.parse().map_err(|e: String| Failure::input(format!("--measure: {e}")))?;
     let home = NodeDir::new(&a.dir.dir);
     let report: StatsReport = match access(&home)? {
         Access::Daemon(client) => {
             let v = client.get(&format!(
                 "/v1/stats?period={}&by={}",
-                super::client::segment(&a.period),
-                super::client::segment(&a.by)
+                crate::client::segment(&a.period),
+                crate::client::segment(&a.by)
             ))?;
             from_json(&v)?
         }
@@ -92,7 +92,7 @@ pub fn run_stats(a: StatsArgs) -> CliResult {
         }
     };
     if let Some(path) = &a.chart {
-        write_output(path, &crate::chart::render(&report, measure))?;
+        write_output(path, &crate::report::chart::render(&report, measure))?;
         eprintln!("chart written to {}", path.display());
     }
     if a.json {
@@ -176,7 +176,7 @@ pub fn run_reconcile(a: ReconcileArgs) -> CliResult {
                 q.push(format!("partner={p}"));
             }
             if let Some(p) = &a.period {
-                q.push(format!("period={}", super::client::segment(p)));
+                q.push(format!("period={}", crate::client::segment(p)));
             }
             client.get(&format!("/v1/reconcile?{}", q.join("&")))?
         }

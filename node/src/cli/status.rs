@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
-use super::client::Client;
 use super::{CliResult, DirArg};
+use crate::client::Client;
 use crate::home::NodeDir;
 
 #[derive(Debug, clap::Args)]

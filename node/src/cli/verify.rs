@@ -82,8 +82,8 @@ fn verify_qr(
 ) -> Result<Vec<String>, Failure> {
     let fail = |msg: String| Failure::input(format!("{}: {msg}", image.display()));
     let bytes = std::fs::read(image).map_err(|e| fail(format!("cannot read: {e}")))?;
-    let text = crate::seal::read_image(&bytes).map_err(fail)?;
-    let v = crate::seal::verify(&text, bundle, kpc).map_err(fail)?;
+    let text = crate::report::seal::read_image(&bytes).map_err(fail)?;
+    let v = crate::report::seal::verify(&text, bundle, kpc).map_err(fail)?;
     let s = &v.seal;
     let mut lines = vec![
         format!(
@@ -131,7 +131,7 @@ fn verify_kpc(file: &std::path::Path, bundle: &VerifiedBundle) -> Result<Checked
             doc.signer, doc.signer
         )));
     }
-    let key = crate::seal::issuer_key(bundle, &doc).map_err(fail)?;
+    let key = crate::report::seal::issuer_key(bundle, &doc).map_err(fail)?;
     doc.verify_signature(key).map_err(|e| fail(e.to_string()))?;
 
     // The content as it stood when signed.
@@ -171,7 +171,8 @@ fn verify_kpc(file: &std::path::Path, bundle: &VerifiedBundle) -> Result<Checked
     }
     let today = SystemClock.now().date();
     lines.extend(
-        crate::seal::retired_key_limit(bundle, &doc, c.issued_on, c.expires_on, today).map_err(fail)?,
+        crate::report::seal::retired_key_limit(bundle, &doc, c.issued_on, c.expires_on, today)
+            .map_err(fail)?,
     );
     if c.expires_on < today {
         lines.push(format!("  note       expired on {} (today is {today})", c.expires_on));
@@ -250,7 +251,7 @@ mod tests {
         std::fs::write(&file, kp_protocol::portable::to_armored(&doc, &cert)).unwrap();
         let kpc = verify_kpc(&file, bundle).map(|(_, lines)| lines).map_err(|f| format!("{f:?}"));
         let seal = SignedDocument::sign(&CertificateSeal::of(&doc, &cert), RU, key.signing_key(), signed_at);
-        let seal = crate::seal::verify(&crate::seal::text(&seal), bundle, None).map(|_| ());
+        let seal = crate::report::seal::verify(&crate::report::seal::text(&seal), bundle, None).map(|_| ());
         (kpc, seal)
     }
 

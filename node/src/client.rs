@@ -1,13 +1,39 @@
-//! The HTTP client of the client commands: finds the daemon of a node directory (its
-//! `daemon.json`, else `node.toml`'s `api_listen`) and turns API errors into [`Failure`]s.
+//! The HTTP client of the local API, used by the client commands ([`crate::cli`]) and by
+//! `kpnode bench` ([`crate::bench`]): finds the daemon of a node directory (its
+//! `daemon.json`, else `node.toml`'s `api_listen`) and turns API errors into
+//! [`ClientError`]s, one line per problem.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::Failure;
-use crate::home::NodeDir;
+use crate::home::{HomeError, NodeDir};
 use crate::node::{daemon_file_path, DaemonFile};
+
+/// Why a request to the daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node directory could not be read (its `node.toml` or `api.token`).
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// The daemon could not be reached, or its answer could not be read.
+    #[error("{0}")]
+    Transport(String),
+    /// The daemon answered with an error: one line per problem. `invalid` if only changing
+    /// the request can help (400, 413, 422, and a conflict of the request's own content).
+    #[error("{}", lines.join("; "))]
+    Refused { status: u16, invalid: bool, lines: Vec<String> },
+}
+
+impl ClientError {
+    /// The error as lines, one per problem.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ClientError::Refused { lines, .. } => lines.clone(),
+            other => other.to_string().lines().map(str::to_owned).collect(),
+        }
+    }
+}
 
 /// A client of one node's API.
 #[derive(Debug)]
@@ -19,7 +45,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn for_dir(dir: &NodeDir) -> Result<Client, Failure> {
+    pub fn for_dir(dir: &NodeDir) -> Result<Client, ClientError> {
         let config = dir.config()?;
         let token = dir.token()?;
         let addr = match std::fs::read(daemon_file_path(dir))
@@ -40,9 +66,9 @@ impl Client {
     fn handle(
         &self,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<(u16, Value), Failure> {
+    ) -> Result<(u16, Value), ClientError> {
         let mut resp = result.map_err(|e| {
-            Failure::runtime(format!(
+            ClientError::Transport(format!(
                 "cannot reach the kpnode daemon of {} at {} ({e}); is it running? Start it with `kpnode run --dir {}`",
                 self.dir, self.base, self.dir
             ))
@@ -53,7 +79,7 @@ impl Client {
             .with_config()
             .limit(1 << 30)
             .read_to_string()
-            .map_err(|e| Failure::runtime(format!("reading the daemon's answer: {e}")))?;
+            .map_err(|e| ClientError::Transport(format!("reading the daemon's answer: {e}")))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if (200..300).contains(&status) {
             return Ok((status, value));
@@ -65,14 +91,14 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
-    pub fn get(&self, path: &str) -> Result<Value, Failure> {
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
         let r =
             self.agent.get(&self.url(path)).header("Authorization", &format!("Bearer {}", self.token)).call();
         self.handle(r).map(|(_, v)| v)
     }
 
     /// Like `get`, but `None` if the daemon answers 404 (the thing asked for is not there).
-    pub fn get_optional(&self, path: &str) -> Result<Option<Value>, Failure> {
+    pub fn get_optional(&self, path: &str) -> Result<Option<Value>, ClientError> {
         let r =
             self.agent.get(&self.url(path)).header("Authorization", &format!("Bearer {}", self.token)).call();
         if let Ok(resp) = &r {
@@ -83,7 +109,7 @@ impl Client {
         self.handle(r).map(|(_, v)| Some(v))
     }
 
-    pub fn post(&self, path: &str, body: &[u8]) -> Result<(u16, Value), Failure> {
+    pub fn post(&self, path: &str, body: &[u8]) -> Result<(u16, Value), ClientError> {
         self.post_with(path, body, &[])
     }
 
@@ -93,7 +119,7 @@ impl Client {
         path: &str,
         body: &[u8],
         headers: &[(&str, &str)],
-    ) -> Result<(u16, Value), Failure> {
+    ) -> Result<(u16, Value), ClientError> {
         let mut request = self
             .agent
             .post(&self.url(path))
@@ -105,7 +131,7 @@ impl Client {
         self.handle(request.send(body))
     }
 
-    pub fn delete(&self, path: &str) -> Result<Value, Failure> {
+    pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
         let r = self
             .agent
             .delete(&self.url(path))
@@ -115,8 +141,8 @@ impl Client {
     }
 }
 
-/// One line per problem; invalid input exits 2, everything else 1.
-fn api_failure(status: u16, body: &Value) -> Failure {
+/// One line per problem; whether the request itself was at fault.
+fn api_failure(status: u16, body: &Value) -> ClientError {
     let mut lines = Vec::new();
     if let Some(problems) = body.get("problems").and_then(Value::as_array) {
         for p in problems {
@@ -141,8 +167,8 @@ fn api_failure(status: u16, body: &Value) -> Failure {
             body.get("error").and_then(Value::as_str),
             Some("number_taken" | "idempotency_key_reused" | "rotation_refused")
         );
-    let code = if matches!(status, 400 | 413 | 422) || taken { 2 } else { 1 };
-    Failure { code, lines }
+    let invalid = matches!(status, 400 | 413 | 422) || taken;
+    ClientError::Refused { status, invalid, lines }
 }
 
 /// Percent-encodes a path segment (certificate numbers and codes are already safe, but an

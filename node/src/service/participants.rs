@@ -1,6 +1,6 @@
 //! Operations on the participant registry, shared by the API and the offline command line:
 //! views for people, a change requested by the operator, and the import and export of signed
-//! participant lists. Each change becomes a [`RegistryChange`] signed by this node and
+//! participant lists. Each change becomes a [`RegistryChange`](kp_protocol::registry::RegistryChange) signed by this node and
 //! recorded in its log (`Command::RecordParticipant`).
 
 use kp_keys::KeyHistory;

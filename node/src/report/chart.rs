@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use kp_protocol::ParticipantCode;
 
-use crate::stats::{Flow, StatsReport};
+use crate::report::stats::{Flow, StatsReport};
 
 /// What the bars measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,7 @@ fn short(v: f64) -> String {
 }
 
 /// One partner's part of a month's bar: its value in hundredths, and its figures.
-type Segment<'a> = (ParticipantCode, u128, &'a crate::stats::MonthRow);
+type Segment<'a> = (ParticipantCode, u128, &'a crate::report::stats::MonthRow);
 
 const MONTHS: [&str; 12] =
     ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];

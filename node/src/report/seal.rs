@@ -14,11 +14,16 @@ use kp_exchange::engine::document_of;
 use kp_exchange::signer::Signer;
 
 /// Why no seal or `.kpc` was made: refused for the certificate's sake (not issued here,
-/// voided, missing its document), or the store failed to read it.
+/// voided), its signed document missing or unreadable in the store, or the store failed to
+/// read it.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     #[error("{0}")]
     Refused(String),
+    /// The store holds the certificate's record but not a usable signed document: damage,
+    /// not a refusal.
+    #[error("{0}")]
+    Damaged(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -51,9 +56,9 @@ pub fn make<S: Storage + ?Sized>(
         )));
     }
     let doc = document_of(|t, k| store.get(t, k), rec)?.ok_or_else(|| {
-        SealError::Refused(format!("the signed certificate {} is missing from the store", rec.number))
+        SealError::Damaged(format!("the signed certificate {} is missing from the store", rec.number))
     })?;
-    let cert: Certificate = doc.body().map_err(|e| SealError::Refused(e.to_string()))?;
+    let cert: Certificate = doc.body().map_err(|e| SealError::Damaged(e.to_string()))?;
     let seal = CertificateSeal::of(&doc, &cert);
     Ok((signer.sign(&seal), seal))
 }
@@ -71,9 +76,9 @@ document stays in the log: kpnode log export)",
         )));
     }
     let doc = document_of(|t, k| store.get(t, k), rec)?.ok_or_else(|| {
-        SealError::Refused(format!("the signed certificate {} is missing from the store", rec.number))
+        SealError::Damaged(format!("the signed certificate {} is missing from the store", rec.number))
     })?;
-    let cert: Certificate = doc.body().map_err(|e| SealError::Refused(e.to_string()))?;
+    let cert: Certificate = doc.body().map_err(|e| SealError::Damaged(e.to_string()))?;
     Ok(kp_protocol::portable::to_armored(&doc, &cert))
 }
 

@@ -1,0 +1,396 @@
+//! The `certificates` tag: issue, list, show, confirm, void and resolve certificates; their
+//! seals and portable `.kpc` files.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kp_protocol::{
+    Carats, Certificate, CertificateNumber, Date, ImportConfirmation, LongText, ParticipantCode, Problem,
+    Text, Void,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, parse_body, ApiError, ApiPath, ApiQuery, ApiResult, ErrorBody, JsonBody};
+use crate::queries::{self, cert_view, CertFilter};
+use crate::service::issuing::Submitted;
+use crate::state::Shared;
+use crate::store::{get_record, CertRecord, CertStatus, Direction, Tree};
+use kp_exchange::engine::{document_of, Command, Idempotency, Outcome};
+
+/// The request header that makes a submission safe to retry.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// The `Idempotency-Key` of a request, if it has one, with the SHA-256 of its body.
+pub(super) fn idempotency(headers: &axum::http::HeaderMap, body: &[u8]) -> ApiResult<Option<Idempotency>> {
+    let mut values = headers.get_all(IDEMPOTENCY_HEADER).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    let bad = |why: &str| invalid("invalid_request", IDEMPOTENCY_HEADER, why.to_owned());
+    if values.next().is_some() {
+        return Err(bad("is given more than once; send one key per request"));
+    }
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            bad(&format!(
+                "must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters without spaces, e.g. a UUID or the SHA-256 of the body in hex"
+            ))
+        })?;
+    Ok(Some(Idempotency { key: key.to_owned(), content: kp_protocol::Digest::of(body) }))
+}
+
+#[utoipa::path(post, path = "/v1/certificates", tag = "certificates",
+    description = "Validates, numbers (if the JSON has no `number`), signs, stores durably and queues a certificate.
+
+Retrying is safe with an `Idempotency-Key` header: the node stores the key with the certificate, in the same durable write, and remembers it for 30 days. A request with a key already used and the same body gets the first answer again (200, `already_stored`: the same number, no second certificate), even if the node crashed before it could answer the first one; the same key with a different body is refused with 409 naming the first certificate's number. Without a key, a certificate without a `number` is numbered anew on every request: a retried request issues a second certificate. `kpnode cert submit` sends the SHA-256 of the file as the key.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 128 printable ASCII characters (no spaces) that identifies this submission, e.g. a UUID or the SHA-256 of the body in hex; remembered for 30 days")),
+    request_body(content = kp_protocol::CertificateDraft, description = "Certificate JSON; `number` is optional"),
+    responses(
+        (status = 201, description = "Signed, stored durably and queued for the importer", body = Submitted),
+        (status = 200, description = "Already stored: this exact certificate, or the certificate of a request with the same Idempotency-Key and body", body = Submitted),
+        (status = 409, description = "The number is taken by a certificate with other content, or the Idempotency-Key was used with another body (the message names the certificate it produced)", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, description = "Every problem, by field", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn submit(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Submitted>)> {
+    let idem = idempotency(&headers, &body)?;
+    let outcome = crate::service::issuing::submit(&shared, &body, idem).await?;
+    let status = if outcome.already_stored { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(outcome)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    direction: Option<String>,
+    status: Option<String>,
+    peer: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/v1/certificates", tag = "certificates",
+    params(
+        ("direction" = Option<String>, Query, description = "in or out"),
+        ("status" = Option<CertStatus>, Query, description = "only this status"),
+        ("peer" = Option<String>, Query, description = "only certificates exchanged with this participant"),
+        ("after" = Option<String>, Query, description = "numbers after this one (paging)"),
+        ("limit" = Option<usize>, Query, description = "at most this many (default and maximum 100000)")),
+    responses((status = 200, body = Vec<queries::CertView>), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn list(
+    State(shared): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Vec<queries::CertView>>> {
+    let mut problems = Vec::new();
+    let direction = match q.direction.as_deref() {
+        None => None,
+        Some("in") => Some(Direction::In),
+        Some("out") => Some(Direction::Out),
+        Some(other) => {
+            problems.push(Problem::new("direction", format!("{other:?} is not in or out")));
+            None
+        }
+    };
+    let status = q
+        .status
+        .as_deref()
+        .and_then(|s| s.parse::<CertStatus>().map_err(|e| problems.push(Problem::new("status", e))).ok());
+    let peer = q.peer.as_deref().and_then(|p| {
+        p.parse::<ParticipantCode>()
+            .map_err(|e| problems.push(Problem::new("peer", format!("{p:?} {e}"))))
+            .ok()
+    });
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid { error: "invalid_query", problems });
+    }
+    let filter = CertFilter {
+        direction,
+        status,
+        peer,
+        after: q.after,
+        limit: q.limit.unwrap_or(100_000).min(100_000),
+    };
+    let today = shared.now().date();
+    let records = queries::list_certs(&shared.store, &filter, today)?;
+    let views =
+        records.iter().map(|r| cert_view(&shared.store, r, today, true)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(views))
+}
+
+pub(super) fn record(shared: &Shared, number: &str) -> ApiResult<CertRecord> {
+    let n: CertificateNumber =
+        number.parse().map_err(|e| invalid("invalid_request", "number", format!("{number:?} {e}")))?;
+    get_record::<CertRecord, _>(&shared.store, Tree::Certs, n.as_str().as_bytes())?
+        .ok_or_else(|| ApiError::NotFound(format!("there is no certificate {n} on this node")))
+}
+
+#[utoipa::path(get, path = "/v1/certificates/{number}", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "The certificate number")),
+    responses((status = 200, body = queries::CertView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 503, description = "The store has failed (a full or read-only disk) and this read needs it reopened", body = ErrorBody)))]
+pub(super) async fn show(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(number): ApiPath<String>,
+) -> ApiResult<Json<queries::CertView>> {
+    let rec = record(&shared, &number)?;
+    Ok(Json(cert_view(&shared.store, &rec, shared.now().date(), true)?))
+}
+
+/// A certificate's seal, for a QR code.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SealView {
+    /// The QR code's text: `KP1:` and the base45 of the signed seal.
+    pub qr_text: String,
+    #[schema(value_type = Object)]
+    pub seal: kp_protocol::seal::CertificateSeal,
+    pub signed_at: kp_protocol::Timestamp,
+    pub key_id: String,
+}
+
+#[utoipa::path(get, path = "/v1/certificates/{number}/kpc", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "The certificate number (issued here or received)")),
+    responses((status = 200, description = "The portable signed certificate (.kpc, ASCII armor) as its issuer signed it; `kpnode verify` checks it against the issuer's bundle", body = String, content_type = "application/x-kpc"),
+        (status = 404, body = ErrorBody), (status = 409, description = "Voided: no .kpc is handed out", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, description = "The store has failed (a full or read-only disk)", body = ErrorBody)))]
+pub(super) async fn kpc(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(number): ApiPath<String>,
+) -> ApiResult<Response> {
+    let rec = record(&shared, &number)?;
+    let text = crate::report::seal::portable(&shared.store, &rec)?;
+    Ok(([(header::CONTENT_TYPE, "application/x-kpc")], text).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/certificates/{number}/seal", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "An outbound certificate's number")),
+    responses((status = 200, description = "A seal signed now with the current key", body = SealView),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not issued by this node", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, description = "The store has failed (a full or read-only disk)", body = ErrorBody)))]
+pub(super) async fn seal(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(number): ApiPath<String>,
+) -> ApiResult<Json<SealView>> {
+    let rec = record(&shared, &number)?;
+    let (doc, seal) = crate::report::seal::make(&shared.store, &rec, &shared.signer)?;
+    Ok(Json(SealView {
+        qr_text: crate::report::seal::text(&doc),
+        seal,
+        signed_at: doc.signed_at,
+        key_id: doc.key_id.to_string(),
+    }))
+}
+
+/// An importing node's confirmation of receipt.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+pub struct ConfirmRequest {
+    pub received_on: String,
+    pub parcels: u32,
+    pub carats: String,
+    pub remarks: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/certificates/{number}/confirm", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "An inbound certificate's number")),
+    request_body = ConfirmRequest,
+    responses(
+        (status = 200, description = "Signed and queued for the exporter", body = queries::CertView),
+        (status = 404, body = ErrorBody), (status = 409, description = "Voided, already confirmed, or not inbound", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn confirm(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(number): ApiPath<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<queries::CertView>> {
+    let req: ConfirmRequest = parse_body(&body)?;
+    let rec = record(&shared, &number)?;
+    let mut problems = Vec::new();
+    let received_on = req
+        .received_on
+        .parse::<Date>()
+        .map_err(|e| problems.push(Problem::new("received_on", format!("{:?} {e}", req.received_on))))
+        .ok();
+    let carats = req
+        .carats
+        .parse::<Carats>()
+        .map_err(|e| problems.push(Problem::new("carats", format!("{:?} {e}", req.carats))))
+        .ok();
+    let remarks = match req.remarks.as_deref() {
+        None => None,
+        Some(r) => {
+            r.parse::<LongText>().map_err(|e| problems.push(Problem::new("remarks", e.to_string()))).ok()
+        }
+    };
+    let today = shared.now().date();
+    if let Some(d) = received_on {
+        if d.days_after(today) > kp_protocol::certificate::ISSUE_DATE_TOLERANCE_DAYS {
+            problems.push(Problem::new("received_on", format!("{d} lies in the future (today is {today})")));
+        }
+        if d < rec.issued_on {
+            problems.push(Problem::new(
+                "received_on",
+                format!("{d} is before the certificate was issued ({})", rec.issued_on),
+            ));
+        }
+    }
+    if req.parcels == 0 {
+        problems.push(Problem::new("parcels", "must be at least 1"));
+    }
+    let (Some(received_on), Some(carats)) = (received_on, carats) else {
+        return Err(ApiError::Invalid { error: "invalid_request", problems });
+    };
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid { error: "invalid_request", problems });
+    }
+    settle(&shared, &rec, kp_exchange::engine::confirmable, |rec| {
+        let cert = certificate_of(&shared, rec)?;
+        let confirmation = ImportConfirmation {
+            certificate: rec.number.clone(),
+            certificate_id: rec.message_id,
+            exporting_participant: cert.content.exporting_participant,
+            importing_participant: shared.me,
+            exporter: cert.content.exporter.clone(),
+            importer: cert.content.importer.clone(),
+            received_on,
+            parcels: req.parcels,
+            carats,
+            confirming_authority: shared.config.authority.clone(),
+            remarks,
+        };
+        let document = shared.signer.sign(&confirmation);
+        Ok(Command::Confirm { document, confirmation: Box::new(confirmation) })
+    })
+    .await
+}
+
+/// The one path of confirm and void once the request is valid: refused (409) if the
+/// certificate's state does not allow the action (`refusal` says why); else the command
+/// `make` builds (signed) is stored and queued, and the certificate is shown as it is now.
+async fn settle(
+    shared: &Arc<Shared>,
+    rec: &CertRecord,
+    refusal: fn(&CertRecord) -> Option<String>,
+    make: impl FnOnce(&CertRecord) -> ApiResult<Command>,
+) -> ApiResult<Json<queries::CertView>> {
+    if let Some(why) = refusal(rec) {
+        return Err(ApiError::Conflict(format!(
+            "certificate {} is {}: {why}",
+            rec.number,
+            queries::effective_status(rec, shared.now().date()).as_str()
+        )));
+    }
+    updated(shared, make(rec)?).await
+}
+
+pub(super) fn certificate_of(shared: &Shared, rec: &CertRecord) -> ApiResult<Certificate> {
+    document_of(|t, k| crate::store::Storage::get(&shared.store, t, k), rec)?
+        .and_then(|d| d.body::<Certificate>().ok())
+        .ok_or_else(|| {
+            ApiError::Internal(format!("the signed certificate {} is missing from the store", rec.number))
+        })
+}
+
+pub(super) async fn updated(shared: &Arc<Shared>, command: Command) -> ApiResult<Json<queries::CertView>> {
+    match shared.actor.call(command).await? {
+        Outcome::Updated(rec) => Ok(Json(cert_view(&shared.store, &rec, shared.now().date(), true)?)),
+        Outcome::Refused(e) => Err(e.into()),
+        other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// An exporting node's voiding of a certificate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+pub struct VoidRequest {
+    pub reason: String,
+}
+
+#[utoipa::path(post, path = "/v1/certificates/{number}/void", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "An outbound certificate's number")),
+    request_body = VoidRequest,
+    responses(
+        (status = 200, description = "Signed and queued for the importer", body = queries::CertView),
+        (status = 404, body = ErrorBody), (status = 409, description = "Already voided, confirmed, or not outbound", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn void(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(number): ApiPath<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<queries::CertView>> {
+    let req: VoidRequest = parse_body(&body)?;
+    let reason: Text =
+        req.reason.parse().map_err(|e| invalid("invalid_request", "reason", format!("{e}")))?;
+    let rec = record(&shared, &number)?;
+    settle(&shared, &rec, kp_exchange::engine::voidable, |rec| {
+        let void = Void { certificate: rec.number.clone(), certificate_id: rec.message_id, reason };
+        let document = shared.signer.sign(&void);
+        Ok(Command::Void { document, void })
+    })
+    .await
+}
+
+/// Either participant's settlement of a certificate's import discrepancy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+pub struct ResolveRequest {
+    /// What was found and how it was settled.
+    pub note: String,
+    /// Who resolved it; default: this node's authority.
+    #[serde(default)]
+    pub resolved_by: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/certificates/{number}/resolve", tag = "certificates",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "A certificate in import_discrepancy, inbound or outbound")),
+    request_body = ResolveRequest,
+    responses(
+        (status = 200, description = "Signed, stored, and queued for the partner; `reconcile` no longer counts the discrepancy", body = queries::CertView),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not in import_discrepancy, or already resolved", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn resolve(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(number): ApiPath<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<queries::CertView>> {
+    let req: ResolveRequest = parse_body(&body)?;
+    let note: kp_protocol::LongText =
+        req.note.parse().map_err(|e| invalid("invalid_request", "note", format!("{e}")))?;
+    let resolved_by: Text = match &req.resolved_by {
+        Some(by) => by.parse().map_err(|e| invalid("invalid_request", "resolved_by", format!("{e}")))?,
+        None => shared.config.authority.clone(),
+    };
+    let rec = record(&shared, &number)?;
+    let existing: Option<crate::store::ResolutionRecord> = crate::store::get_record(
+        &shared.store,
+        crate::store::Tree::Meta,
+        &crate::store::resolution_key(&rec.number),
+    )?;
+    if let Some(why) = kp_exchange::engine::resolvable(&rec, existing.as_ref()) {
+        return Err(ApiError::Conflict(format!(
+            "certificate {} is {}: {why}",
+            rec.number,
+            rec.status.as_str()
+        )));
+    }
+    let resolution = kp_protocol::Resolution {
+        certificate: rec.number.clone(),
+        certificate_id: rec.message_id,
+        note,
+        resolved_by,
+    };
+    let document = shared.signer.sign(&resolution);
+    updated(&shared, Command::Resolve { document, resolution: Box::new(resolution) }).await
+}

@@ -1,0 +1,248 @@
+//! The API's error answers: [`ApiError`], its JSON body, and the HTTP status each kind of
+//! failure is answered with.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kp_protocol::Problem;
+use serde::Serialize;
+
+use crate::actor::{ActorError, RotationError};
+use crate::report::seal::SealError;
+use crate::service::issuing::IssueError;
+use crate::store::StoreError;
+use kp_exchange::engine::EngineError;
+
+/// An error answer.
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthorized,
+    NotFound(String),
+    Invalid {
+        error: &'static str,
+        problems: Vec<Problem>,
+    },
+    Conflict(String),
+    /// A conflict caused by the request's own content (a number taken by another certificate,
+    /// an idempotency key reused with another body, a key rotation beyond the bounds), with
+    /// its error code: the caller must change the request (or, for a rotation, wait);
+    /// retrying at once cannot help.
+    Taken(&'static str, String),
+    TooLarge(String),
+    Unavailable(String),
+    Internal(String),
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What kind of error: unauthorized, not_found, invalid_certificate, invalid_request,
+    /// invalid_query, invalid_bundle, conflict, number_taken (409: the certificate number is
+    /// taken by other content), idempotency_key_reused (409: the Idempotency-Key was used with
+    /// another body), rotation_refused (409: the node's key history refuses another rotation
+    /// now), too_large, unavailable, internal, request_timeout (408: the body did not arrive
+    /// within `api.body_read_timeout`).
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// For invalid input: every problem, each naming its field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<Problem>>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = |error: &str, message: Option<String>, problems: Option<Vec<Problem>>| ErrorBody {
+            error: error.to_owned(),
+            message,
+            problems,
+        };
+        let (status, body) = match self {
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                body(
+                    "unauthorized",
+                    Some("missing or wrong bearer token (see api.token in the node directory)".into()),
+                    None,
+                ),
+            ),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, body("not_found", Some(m), None)),
+            ApiError::Invalid { error, problems } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, body(error, None, Some(problems)))
+            }
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, body("conflict", Some(m), None)),
+            ApiError::Taken(error, m) => (StatusCode::CONFLICT, body(error, Some(m), None)),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, body("too_large", Some(m), None)),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, body("unavailable", Some(m), None)),
+            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, body("internal", Some(m), None)),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// An I/O failure of the store is `503`, naming the cause and the fix, for reads too:
+    /// sled reorganises its tree (splits and merges nodes) as it reads, which writes to its
+    /// log, and after an I/O error it refuses those writes, and so some reads, until the
+    /// store is reopened. Anything else (a damaged record) is `500`.
+    fn from(e: StoreError) -> ApiError {
+        if e.is_io() {
+            ApiError::Unavailable(format!(
+                "the store has failed ({e}) and cannot answer this until it is reopened (sled may write \
+as it reads). Fix what the error names; `kpnode run` reopens its store by itself once a test write succeeds"
+            ))
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+/// A refused seal or `.kpc` is a conflict; a missing or unreadable document is damage (500);
+/// a store that failed to read is [`StoreError`]'s.
+impl From<SealError> for ApiError {
+    fn from(e: SealError) -> ApiError {
+        match e {
+            SealError::Refused(m) => ApiError::Conflict(m),
+            SealError::Damaged(m) => ApiError::Internal(m),
+            SealError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<IssueError> for ApiError {
+    fn from(e: IssueError) -> ApiError {
+        match e {
+            IssueError::Invalid(problems) => ApiError::Invalid { error: "invalid_certificate", problems },
+            IssueError::Refused(e) => e.into(),
+            IssueError::Store(e) => e.into(),
+            IssueError::Actor(e) => e.into(),
+            e @ IssueError::Uncertain { .. } => ApiError::Unavailable(e.to_string()),
+            e @ IssueError::NoFreeNumber => ApiError::Conflict(e.to_string()),
+            e @ IssueError::Unexpected(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ActorError> for ApiError {
+    fn from(e: ActorError) -> ApiError {
+        match e {
+            ActorError::Storage(_) | ActorError::Stopped => ApiError::Unavailable(e.to_string()),
+            ActorError::Damaged(_) => ApiError::Internal(e.to_string()),
+            ActorError::Rotation(RotationError::Refused(_)) => {
+                ApiError::Taken("rotation_refused", e.to_string())
+            }
+            // The keys could not be made, or the announcement not recorded: a fault of this
+            // node, named without the "key rotation failed" prefix the log gives it.
+            ActorError::Rotation(r) => ApiError::Internal(r.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        match e {
+            EngineError::NotFound(_) | EngineError::UnknownPeer(_) => ApiError::NotFound(e.to_string()),
+            EngineError::Conflict(_) => ApiError::Taken("number_taken", e.to_string()),
+            EngineError::IdempotencyConflict { .. } => {
+                ApiError::Taken("idempotency_key_reused", e.to_string())
+            }
+            // The certificate's or the peer's state forbids it now.
+            EngineError::WrongState { .. }
+            | EngineError::Enrol(_)
+            | EngineError::Quarantined(_)
+            | EngineError::OlderList(_)
+            | EngineError::Untrusted { .. } => ApiError::Conflict(e.to_string()),
+            // A kind added to the engine later: a fault until it is given its status here.
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+pub(super) fn invalid(error: &'static str, field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Invalid { error, problems: vec![Problem::new(field, message)] }
+}
+
+pub(super) type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(e: ApiError) -> (StatusCode, String) {
+        let r = e.into_response();
+        let status = r.status();
+        let body = body_of(r);
+        (status, body)
+    }
+
+    fn body_of(r: Response) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let bytes = rt.block_on(axum::body::to_bytes(r.into_body(), 1 << 20)).unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// sled's I/O error on a read (after a full disk) is a 503 naming the cause and the fix,
+    /// not a 500 "internal"; a damaged record stays a 500.
+    #[test]
+    fn a_failed_store_answers_503_naming_the_failure() {
+        let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let (status, body) = answer(
+            StoreError::Backend { source: Box::new(full), io: Some(std::io::ErrorKind::StorageFull) }.into(),
+        );
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains(r#""error":"unavailable""#), "{body}");
+        assert!(body.contains("No space left on device"), "{body}");
+        assert!(body.contains("free space on the disk holding the store"), "{body}");
+        assert!(body.contains("reopens its store by itself"), "{body}");
+
+        let damaged =
+            StoreError::Corrupt { tree: "certs", key: "RU-2026-000001".into(), detail: "bad".into() };
+        let (status, body) = answer(damaged.into());
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        assert!(body.contains("is damaged"), "{body}");
+
+        let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let (status, body) = answer(ApiError::from(SealError::Store(StoreError::Backend {
+            source: Box::new(full),
+            io: Some(std::io::ErrorKind::StorageFull),
+        })));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+
+    /// Each kind of failure has its own status: a seal whose signed document is missing is
+    /// damage (500), not a conflict (it was answered 409 before); a refused rotation is the
+    /// caller's 409, a failed one the node's 500; a node stopping is 503.
+    #[test]
+    fn the_status_comes_from_the_kind_of_error() {
+        let cases: Vec<(ApiError, StatusCode)> = vec![
+            (
+                SealError::Damaged("the signed certificate RU-2026-000001 is missing from the store".into())
+                    .into(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (SealError::Refused("voided".into()).into(), StatusCode::CONFLICT),
+            (
+                ActorError::Rotation(RotationError::Refused(kp_keys::HistoryError::BadRootKey)).into(),
+                StatusCode::CONFLICT,
+            ),
+            (
+                ActorError::Rotation(RotationError::Tls(rustls::Error::General("bad key".into()))).into(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (ActorError::Stopped.into(), StatusCode::SERVICE_UNAVAILABLE),
+            (ActorError::Damaged("bad record".into()).into(), StatusCode::INTERNAL_SERVER_ERROR),
+            (IssueError::NoFreeNumber.into(), StatusCode::CONFLICT),
+            (
+                IssueError::Invalid(vec![Problem::new("number", "bad")]).into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        ];
+        for (error, expected) in cases {
+            let (status, body) = answer(error);
+            assert_eq!(status, expected, "{body}");
+        }
+        let (_, body) =
+            answer(ActorError::Rotation(RotationError::Refused(kp_keys::HistoryError::BadRootKey)).into());
+        assert!(body.contains(r#""error":"rotation_refused""#), "{body}");
+    }
+}

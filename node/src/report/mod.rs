@@ -1,0 +1,7 @@
+//! What the node reports to people and to the KP: trade statistics and partner reconciliation
+//! ([`stats`]), their chart ([`chart`]), and certificate seals as QR codes and portable
+//! certificates ([`seal`]).
+
+pub mod chart;
+pub mod seal;
+pub mod stats;

@@ -1,0 +1,224 @@
+//! Issuing a certificate: validate the draft, number it once, sign it, and hand it to the store
+//! actor, which stores and queues it durably. The path of `POST /v1/certificates` and of
+//! `kpnode bench`.
+//!
+//! Numbering lives here alone: `next_number` draws the next sequence of a year from the
+//! node's counter (`Shared::numbers`), seeded on first use from the last sequence stored
+//! (`meta` `number/<year>`). The engine only records, in the same durable write as the
+//! certificate, the highest sequence stored, so a restart never draws a number again. The
+//! number is drawn here, not in the engine, because it is signed with the certificate, and
+//! signing stays off the store actor's thread.
+
+use std::sync::Arc;
+
+use kp_protocol::{CertificateDraft, CertificateNumber, Date, Problem, ValidationContext};
+use serde::{Deserialize, Serialize};
+
+use crate::actor::ActorError;
+use crate::state::Shared;
+use crate::store::{get_record, meta, CertRecord, StoreError, Tree};
+use kp_exchange::engine::{Command, EngineError, Idempotency, Outcome};
+
+/// The answer to a submission.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Submitted {
+    pub number: String,
+    pub status: String,
+    pub message_id: String,
+    /// True if nothing new was issued: this exact certificate was already stored, or the
+    /// request's Idempotency-Key (with the same body) already produced this certificate.
+    pub already_stored: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Why a certificate was not issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The draft is invalid: every problem, by field.
+    #[error("invalid certificate: {0:?}")]
+    Invalid(Vec<Problem>),
+    /// The engine refused it (a number taken by other content, an idempotency key reused
+    /// with another body…).
+    #[error(transparent)]
+    Refused(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Actor(#[from] ActorError),
+    /// The store failed after the node numbered the certificate: it may or may not have been
+    /// written. The message says how to retry without issuing the shipment twice.
+    #[error("{}", uncertain_message(.error, .number, *.idempotent))]
+    Uncertain { error: ActorError, number: CertificateNumber, idempotent: bool },
+    /// Every number tried was taken by hand.
+    #[error("could not find a free certificate number; give one in the JSON")]
+    NoFreeNumber,
+    /// The actor answered with an outcome a submission cannot have.
+    #[error("unexpected outcome {0}")]
+    Unexpected(String),
+}
+
+fn uncertain_message(error: &ActorError, number: &CertificateNumber, idempotent: bool) -> String {
+    if idempotent {
+        format!(
+            "{error}. This certificate was numbered {number} and may have been written before the failure: once the node is back, send the same request with the same Idempotency-Key — you get {number} back if it was stored, and a new certificate is issued only if it was not"
+        )
+    } else {
+        format!(
+            "{error}. This certificate was numbered {number} and may have been written before the failure: once the node is back, submit it again with \"number\": \"{number}\" — if it was stored you get it back, and if that number has meanwhile gone to another certificate you get a conflict, and should submit it without a number"
+        )
+    }
+}
+
+/// The next certificate number of `year`, above anything assigned or stored.
+fn next_number(shared: &Shared, year: i32) -> Result<u64, StoreError> {
+    let mut numbers = shared.numbers.lock().unwrap_or_else(|p| p.into_inner());
+    let n = match numbers.entry(year) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            let key = format!("{}{year}", meta::NUMBER_PREFIX);
+            e.insert(get_record::<u64, _>(&shared.store, Tree::Meta, key.as_bytes())?.unwrap_or(0))
+        }
+    };
+    *n += 1;
+    Ok(*n)
+}
+
+/// The answer to a request whose idempotency key is remembered: the certificate it produced,
+/// or the conflict. `None` if the key is new (or its window has passed).
+fn remembered(shared: &Shared, idem: &Idempotency) -> Result<Option<Submitted>, IssueError> {
+    let key = kp_exchange::engine::idempotency_meta_key(&idem.key);
+    let record = get_record::<crate::store::IdempotencyRecord, _>(&shared.store, Tree::Meta, &key)?;
+    let Some(prior) = kp_exchange::engine::live_idempotency(record, shared.now()) else { return Ok(None) };
+    if prior.content != idem.content {
+        return Err(EngineError::IdempotencyConflict { key: idem.key.clone(), number: prior.number }.into());
+    }
+    let Some(record) =
+        get_record::<CertRecord, _>(&shared.store, Tree::Certs, prior.number.as_str().as_bytes())?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(submitted(&record, true, Vec::new())))
+}
+
+fn submitted(record: &CertRecord, already_stored: bool, warnings: Vec<String>) -> Submitted {
+    Submitted {
+        number: record.number.to_string(),
+        status: record.status.as_str().into(),
+        message_id: record.message_id.to_string(),
+        already_stored,
+        warnings,
+    }
+}
+
+/// The draft in `body`, checked against the registry in force today and the node's settings;
+/// with the warnings it deserves (an authority named otherwise, an importer not enrolled).
+fn validate(
+    shared: &Shared,
+    today: Date,
+    body: &[u8],
+) -> Result<(CertificateDraft, Vec<String>), IssueError> {
+    let mut warnings = Vec::new();
+    let registry = shared.registry.get();
+    let on = registry.on(today);
+    let ctx = ValidationContext {
+        today,
+        max_validity_days: Some(shared.config.certificates.max_validity_days),
+        participants: &on,
+        exporter: Some(shared.me),
+        importer: None,
+    };
+    let draft = CertificateDraft::from_json_bytes(body, &ctx).map_err(|p| IssueError::Invalid(p.0))?;
+    let mut problems = on.issue_problems(&draft.content);
+    if let Some(why) = shared.config.authority_mismatch(draft.content.issuing_authority.as_str()) {
+        match shared.config.certificates.authority_mismatch {
+            kp_config::AuthorityMismatch::Refuse => problems.push(Problem::new("issuing_authority", why)),
+            kp_config::AuthorityMismatch::Warn => warnings.push(format!("issuing_authority {why}")),
+            kp_config::AuthorityMismatch::Allow => {}
+        }
+    }
+    let importer = draft.content.importing_participant;
+    let enrolled = shared.trust.get().active(importer).is_some();
+    if on.entry(importer).is_some_and(|e| !e.members.is_empty()) && !enrolled {
+        problems.push(Problem::new(
+            "importing_participant",
+            format!(
+                "{importer} is a union of member states; certificates to it are delivered to a node of {importer}'s own, \
+                 and none is enrolled here (delivery to a member state's node is not supported)"
+            ),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(IssueError::Invalid(problems));
+    }
+    if !enrolled {
+        warnings.push(format!(
+            "{importer} is not an enrolled peer; the certificate stays queued until its node is enrolled (kpnode peer add)"
+        ));
+    }
+    Ok((draft, warnings))
+}
+
+/// Validates, numbers, signs and stores a certificate: the path of the API and of `bench`.
+/// With `idem`, a request already answered gets its first answer again.
+pub async fn submit(
+    shared: &Arc<Shared>,
+    body: &[u8],
+    idem: Option<Idempotency>,
+) -> Result<Submitted, IssueError> {
+    // Answered before: no number is drawn. (Two requests racing with one key are settled by
+    // the engine, which sees the key in the store or in the batch.)
+    if let Some(answer) = idem.as_ref().map(|i| remembered(shared, i)).transpose()?.flatten() {
+        return Ok(answer);
+    }
+    let today = shared.now().date();
+    let (draft, warnings) = validate(shared, today, body)?;
+    let year = today.year();
+    let exporting = draft.content.exporting_participant;
+    // A number we assign may already have been taken by hand; then take the next.
+    // Only a number this node assigns is worth retrying; a given one is used once.
+    let attempts = if draft.number.is_some() { 1 } else { 16 };
+    let mut draft = Some(draft);
+    for attempt in 1..=attempts {
+        let d = if attempt == attempts { draft.take() } else { draft.clone() };
+        let Some(d) = d else { break };
+        let (cert, assigned) = match d.number.clone() {
+            Some(n) => (d.into_certificate(|| n), None),
+            None => {
+                let seq = next_number(shared, year)?;
+                let n = if exporting == shared.me {
+                    CertificateNumber::assigned(shared.me, year, seq)
+                } else {
+                    CertificateNumber::assigned_for_union(exporting, shared.me, year, seq)
+                };
+                (d.into_certificate(|| n), Some((year, seq)))
+            }
+        };
+        let document = shared.signer.sign(&cert);
+        let number = cert.number.clone();
+        let command =
+            Command::Submit { document, certificate: Box::new(cert), assigned, idempotency: idem.clone() };
+        let outcome = match shared.actor.call(command).await {
+            Ok(o) => o,
+            // The batch was committed but not made durable: it may or may not survive. A
+            // number the caller chose makes a retry harmless; one the node chose must be
+            // named, or a retry could issue the shipment twice.
+            Err(error @ ActorError::Storage(_)) if assigned.is_some() => {
+                return Err(IssueError::Uncertain { error, number, idempotent: idem.is_some() })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match outcome {
+            Outcome::Submitted { record, already_stored } => {
+                if !already_stored {
+                    tracing::info!(number = %record.number, to = %record.peer, "certificate signed and queued");
+                }
+                return Ok(submitted(&record, already_stored, warnings));
+            }
+            Outcome::Refused(EngineError::Conflict(_)) if assigned.is_some() => continue,
+            Outcome::Refused(e) => return Err(e.into()),
+            other => return Err(IssueError::Unexpected(format!("{other:?}"))),
+        }
+    }
+    Err(IssueError::NoFreeNumber)
+}

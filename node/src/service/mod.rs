@@ -1,0 +1,7 @@
+//! The node's operations on behalf of its operator, shared by the API and the offline command
+//! line: issuing certificates ([`issuing`]), the participant registry ([`participants`]), and
+//! the age of the node's keys ([`keys`]).
+
+pub mod issuing;
+pub mod keys;
+pub mod participants;
