@@ -28,6 +28,13 @@ pub enum Event {
         message: MessageId,
         now_refused: String,
     },
+    /// A receipt signed with a key the stored history does not make valid then was not
+    /// recorded; its message is sent again.
+    ReceiptOutsideHistory {
+        peer: ParticipantCode,
+        message: MessageId,
+        detail: String,
+    },
     /// A delivery signed with a key the stored history does not hold was refused.
     OutsideHistory {
         peer: ParticipantCode,
@@ -92,6 +99,7 @@ impl Event {
             Event::UntrustedBatchRefused { .. }
                 | Event::OversizedBatchRefused { .. }
                 | Event::OutsideHistory { .. }
+                | Event::ReceiptOutsideHistory { .. }
                 | Event::Vigilance { .. }
                 | Event::ConfirmationOfVoided { .. }
                 | Event::VoidRefused { .. }
@@ -107,6 +115,7 @@ impl Event {
             | Event::OversizedBatchRefused { peer, .. }
             | Event::ResendOfStored { peer, .. }
             | Event::OutsideHistory { peer, .. }
+            | Event::ReceiptOutsideHistory { peer, .. }
             | Event::CertificateReceived { peer, .. }
             | Event::Vigilance { peer, .. }
             | Event::ConfirmationReceived { peer, .. }
@@ -135,6 +144,10 @@ impl std::fmt::Display for Event {
             Event::ResendOfStored { peer, message, now_refused } => write!(
                 f,
                 "a resend from {peer} of stored message {message:?} gets its original receipt (it would be refused now: {now_refused})"
+            ),
+            Event::ReceiptOutsideHistory { peer, message, detail } => write!(
+                f,
+                "did not record {peer}'s receipt for message {message:?}: {detail}; the message will be sent again"
             ),
             Event::OutsideHistory { peer, message, detail } => write!(
                 f,

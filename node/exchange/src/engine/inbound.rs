@@ -463,7 +463,7 @@ pub(super) fn distrust<S: Storage + ?Sized>(
 /// The signing-key windows of `peer`'s stored record as `txn` sees it; `None` if there is no
 /// record that decodes (the caller has refused such a peer's deliveries, or keeps its trust
 /// outside the store: the simulator).
-fn stored_signing_windows<S: Storage + ?Sized>(
+pub(super) fn stored_signing_windows<S: Storage + ?Sized>(
     txn: &Txn<'_, S>,
     peer: ParticipantCode,
 ) -> Result<Option<Vec<crate::trust::SigningWindow>>, StoreError> {
@@ -475,7 +475,7 @@ fn stored_signing_windows<S: Storage + ?Sized>(
 
 /// Why `doc` would not verify against the stored signing-key windows `w` of `peer` (as `log
 /// verify` will judge it), if it would not.
-fn outside_history(
+pub(super) fn outside_history(
     w: &[crate::trust::SigningWindow],
     peer: ParticipantCode,
     doc: &SignedDocument,

@@ -204,6 +204,14 @@ send exactly the same request, and a new certificate needs a new key"
          ({max}); nothing of it was stored"
     )]
     TooManyDeliveries { peer: ParticipantCode, documents: usize, max: usize },
+    /// Receipts signed with a key the stored key history of the peer does not make valid
+    /// when they were signed: not recorded (the others of the command are); the link closes
+    /// so the messages are sent again and receipted anew.
+    #[error(
+        "a receipt from {peer} is signed with a key its stored key history does not make valid then \
+         ({detail}); it was not recorded and the message will be sent again"
+    )]
+    ReceiptOutsideHistory { peer: ParticipantCode, detail: String },
 }
 
 /// The most deliveries one [`Command::Deliveries`] may carry: one receipt batch, signed once,
@@ -460,12 +468,34 @@ impl Engine {
                     }
                 }
                 Command::Receipts { peer, items } => {
+                    // A receipt is logged with the message it acknowledges, so `log verify`
+                    // will judge its signature by the key history stored for the peer: one
+                    // signed with a key that history does not make valid then (a key a stored
+                    // rotation retired, on a link that checked it before the rotation was in
+                    // force) is not recorded; the message stays queued and is sent again.
+                    let windows = inbound::stored_signing_windows(&txn, peer)?;
+                    let mut refused = None;
                     for (id, oseq, receipt) in items {
+                        let outside = windows
+                            .as_deref()
+                            .and_then(|w| inbound::outside_history(w, peer, &receipt.batch));
+                        if let Some(r) = outside {
+                            txn.events.push(Event::ReceiptOutsideHistory {
+                                peer,
+                                message: id,
+                                detail: r.detail.clone(),
+                            });
+                            refused.get_or_insert(r.detail);
+                            continue;
+                        }
                         if let Some(number) = self.receipt(&mut txn, now, peer, id, oseq, receipt)? {
                             applied.acknowledged.push((id, number));
                         }
                     }
-                    Outcome::Done
+                    match refused {
+                        Some(detail) => Outcome::Refused(EngineError::ReceiptOutsideHistory { peer, detail }),
+                        None => Outcome::Done,
+                    }
                 }
                 Command::Rejected { peer, message_id, oseq, code, detail } => {
                     self.rejected(

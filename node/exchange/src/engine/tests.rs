@@ -380,6 +380,11 @@ struct Enrollee {
 }
 
 fn enrollee(code: ParticipantCode) -> Enrollee {
+    enrollee_at(IN, code)
+}
+
+/// As [`enrollee`], the record `me` stores.
+fn enrollee_at(me: ParticipantCode, code: ParticipantCode) -> Enrollee {
     let signing = SigningKeyPair::generate();
     let tls = kp_keys::TlsKeyPair::generate();
     let bundle = kp_keys::Bundle {
@@ -396,7 +401,7 @@ fn enrollee(code: ParticipantCode) -> Enrollee {
     .sign(&signing)
     .unwrap();
     let (record, _) = crate::enrol::prepare(
-        IN,
+        me,
         &bundle.to_armored(),
         &bundle.fingerprint.to_string(),
         None,
@@ -1224,4 +1229,78 @@ fn a_batch_larger_than_one_receipt_batch_is_refused_whole_with_its_own_error() {
         other => panic!("{:?}", std::mem::discriminant(&other)),
     }
     assert_eq!(inn.log().len(), 1);
+}
+
+/// A receipt is logged with what it acknowledges, so it must verify by the stored key history
+/// as `log verify` will judge it: IN's receipt signed with the key IN's stored rotation
+/// retired (a link that checked it before the rotation was in force) is not recorded, the
+/// message stays queued (to be sent again), and the link is told to close; a receipt signed
+/// with IN's new key is then taken, and the log verifies.
+#[test]
+fn a_receipt_signed_with_a_key_the_stored_history_retired_is_not_recorded() {
+    use kp_protocol::receipt::{sign_batch, ReceiptItem};
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let mut ru = side(RU, &clock);
+    let inn = enrollee_at(RU, IN);
+    assert!(matches!(enrol(&mut ru, &inn, false), Outcome::Done));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    let (id, _, oseq) = ru.outbox(IN).remove(0);
+
+    // IN rotates its signing key at T0 + 50; RU stores the statement.
+    let new_key = SigningKeyPair::generate();
+    let effective = Timestamp::from_unix_millis(T0 + 50);
+    let body = kp_protocol::KeyRotation::new_with_signing_key(
+        IN,
+        1,
+        inn.signing.key_id(),
+        new_key.signing_key(),
+        None,
+        effective,
+    );
+    let signed = Timestamp::from_unix_millis(T0 + 40);
+    let statement = SignedDocument::sign(&body, IN, inn.signing.signing_key(), signed);
+    let mut history = link_history(&inn);
+    let items: Vec<Received> = link_checks(
+        RU,
+        IN,
+        effective,
+        300_000,
+        &mut history,
+        vec![(statement.message_id(), None, statement)],
+    )
+    .into_iter()
+    .map(|r| r.expect("a valid rotation"))
+    .collect();
+    assert!(matches!(
+        ru.apply(effective, vec![Command::Deliveries { peer: IN, under: None, items }]).remove(0),
+        Outcome::Delivered(_)
+    ));
+
+    let item = ReceiptItem { message_id: id, log_seq: 1, entry_hash: kp_protocol::Digest([7; 32]) };
+    let receipt = |key: &SigningKeyPair, at: i64| {
+        let (batch, mut proofs) =
+            sign_batch(&[item], IN, RU, key.signing_key(), Timestamp::from_unix_millis(at)).unwrap();
+        kp_protocol::MessageReceipt { batch, proof: proofs.remove(0) }
+    };
+    let later = Timestamp::from_unix_millis(T0 + 60);
+    let stale = Command::Receipts { peer: IN, items: vec![(id, oseq, receipt(&inn.signing, T0 + 60))] };
+    let applied = ru.engine.apply(&ru.store, later, vec![stale]).unwrap();
+    ru.store.flush().unwrap();
+    match &applied.outcomes[..] {
+        [Outcome::Refused(e @ EngineError::ReceiptOutsideHistory { peer: IN, .. })] => {
+            assert!(e.to_string().contains("will be sent again"), "{e}")
+        }
+        other => panic!("expected the receipt refused, got {other:?}"),
+    }
+    assert!(matches!(&applied.events[..], [crate::engine::Event::ReceiptOutsideHistory { peer: IN, .. }]));
+    assert_eq!(ru.outbox(IN).len(), 1, "the message stays queued");
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Queued);
+
+    let fresh = Command::Receipts { peer: IN, items: vec![(id, oseq, receipt(&new_key, T0 + 70))] };
+    assert!(matches!(ru.apply(Timestamp::from_unix_millis(T0 + 70), vec![fresh]).remove(0), Outcome::Done));
+    assert!(ru.outbox(IN).is_empty());
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Delivered);
+    let trust = crate::trust::load(&ru.store).unwrap();
+    crate::audit::verify_log(&ru.store, RU, &ru.history, &trust, |_| {}).expect("RU's log verifies");
 }

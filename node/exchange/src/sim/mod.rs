@@ -657,7 +657,14 @@ impl Sim {
                     let answer = Inbound::answer(slots, replies, crate::link::receipts_per_frame(MAX_FRAME));
                     self.reply(owner, i, epoch, answer.frames);
                 }
-                Then::Fill(peer) => self.fill(i, peer),
+                Then::Fill(peer) => {
+                    // As the daemon's link: receipts the store would not record close the
+                    // connection, so the messages are sent again.
+                    if matches!(outcome, Outcome::Refused(_)) {
+                        self.cut(i, peer);
+                    }
+                    self.fill(i, peer)
+                }
                 Then::Confirmed { number, id } => match outcome {
                     Outcome::Updated(_) => self.nodes[i].effects.push(Effect::Confirmed(number, id)),
                     other => return Err(format!("confirming {number} was refused: {other:?}")),
