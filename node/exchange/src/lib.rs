@@ -34,5 +34,7 @@ pub mod signer;
 mod sim;
 pub mod snapshot;
 pub mod storage;
+#[cfg(test)]
+mod testkit;
 pub mod trust;
 pub mod verify;

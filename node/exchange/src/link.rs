@@ -719,19 +719,9 @@ mod exchange_tests {
         let now = Timestamp::from_unix_millis(T0);
         let signing = SigningKeyPair::from_secret_bytes(&[secret; 32]);
         let tls = TlsKeyPair::from_secret_bytes(&[secret + 1; 32]);
-        let bundle = kp_keys::Bundle {
-            format: kp_keys::bundle::BUNDLE_FORMAT,
-            participant: code,
-            authority: "Authority".parse().unwrap(),
-            endpoints: vec!["127.0.0.1:9".into()],
-            root_key: signing.verifying_key().to_bytes(),
-            root_created_at: Timestamp::from_unix_millis(T0 - 1000),
-            root_tls_certificate: kp_keys::tlscert::self_signed(&tls, code).unwrap(),
-            rotations: Vec::new(),
-            created_at: now,
-        }
-        .sign(&signing)
-        .unwrap();
+        let cert = kp_keys::tlscert::self_signed(&tls, code).unwrap();
+        let bundle =
+            crate::testkit::bundle(code, &signing, cert, Timestamp::from_unix_millis(T0 - 1000), now);
         let clock = Arc::new(ManualClock::new(now));
         let signer = Arc::new(Signer::new(code, signing, clock));
         let store = MemStorage::new();

@@ -387,19 +387,13 @@ fn enrollee(code: ParticipantCode) -> Enrollee {
 fn enrollee_at(me: ParticipantCode, code: ParticipantCode) -> Enrollee {
     let signing = SigningKeyPair::generate();
     let tls = kp_keys::TlsKeyPair::generate();
-    let bundle = kp_keys::Bundle {
-        format: kp_keys::bundle::BUNDLE_FORMAT,
-        participant: code,
-        authority: "Authority".parse().unwrap(),
-        endpoints: vec!["127.0.0.1:9".into()],
-        root_key: signing.verifying_key().to_bytes(),
-        root_created_at: Timestamp::from_unix_millis(T0 - 1000),
-        root_tls_certificate: kp_keys::tlscert::self_signed(&tls, code).unwrap(),
-        rotations: Vec::new(),
-        created_at: Timestamp::from_unix_millis(T0),
-    }
-    .sign(&signing)
-    .unwrap();
+    let bundle = crate::testkit::bundle(
+        code,
+        &signing,
+        kp_keys::tlscert::self_signed(&tls, code).unwrap(),
+        Timestamp::from_unix_millis(T0 - 1000),
+        Timestamp::from_unix_millis(T0),
+    );
     let (record, _) = crate::enrol::prepare(
         me,
         &bundle.to_armored(),

@@ -1296,21 +1296,7 @@ fn bundle(
     tls_certificate: Vec<u8>,
     created: Timestamp,
 ) -> kp_keys::VerifiedBundle {
-    kp_keys::Bundle {
-        format: kp_keys::bundle::BUNDLE_FORMAT,
-        participant: code,
-        // Invariant: a participant code makes a valid authority name.
-        authority: format!("Authority of {code}").parse().expect("an authority name"),
-        endpoints: vec!["127.0.0.1:9".into()],
-        root_key: key.verifying_key().to_bytes(),
-        root_created_at: created,
-        root_tls_certificate: tls_certificate,
-        rotations: Vec::new(),
-        created_at: created,
-    }
-    .sign(key)
-    // Invariant: a bundle signed with its own root key verifies.
-    .expect("a simulated bundle verifies")
+    crate::testkit::bundle(code, key, tls_certificate, created, created)
 }
 
 /// The hostile partner's keys and the links it holds open.
