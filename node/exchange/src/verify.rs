@@ -494,19 +494,8 @@ mod tests {
         .unwrap();
         let mut docs: Vec<SignedDocument> = (0..6).map(|i| void_signed(&key, T0 - 1000 + i)).collect();
         docs[4] = crafted(&docs[4], &key, Scalar::ZERO, EdwardsPoint::default());
-        let registry = crate::registry::Registry::default();
-        let now = Timestamp::from_unix_millis(T0);
-        let ctx = CheckContext {
-            me: ParticipantCode::from_static("IN"),
-            peer: RU,
-            now,
-            clock_tolerance_ms: 300_000,
-            retired_key_grace_ms: GRACE,
-            registry: registry.on(now.date()),
-        };
         let items = docs.iter().map(|d| (d.message_id(), None, d.clone())).collect();
-        let results: Vec<_> =
-            check_batch(&ctx, &mut history.clone(), items).into_iter().map(settled).collect();
+        let results: Vec<_> = check_all_at(&history, T0, items).into_iter().map(settled).collect();
         for (i, r) in results.iter().enumerate() {
             match (i, r) {
                 (4, Err(refusal)) => {
@@ -544,7 +533,8 @@ mod tests {
         SignedDocument::sign(&void, RU, key, Timestamp::from_unix_millis(at))
     }
 
-    fn check_at(history: &KeyHistory, now: i64, doc: &SignedDocument) -> Result<Received, Refusal> {
+    /// IN checks `items` from RU at `now` against a copy of `history`.
+    fn check_all_at(history: &KeyHistory, now: i64, items: Vec<Delivery>) -> Vec<Result<Received, Refusal>> {
         let registry = crate::registry::Registry::default();
         let now = Timestamp::from_unix_millis(now);
         let ctx = CheckContext {
@@ -555,8 +545,12 @@ mod tests {
             retired_key_grace_ms: GRACE,
             registry: registry.on(now.date()),
         };
+        check_batch(&ctx, &mut history.clone(), items)
+    }
+
+    fn check_at(history: &KeyHistory, now: i64, doc: &SignedDocument) -> Result<Received, Refusal> {
         let delivery = (doc.message_id(), None, doc.clone());
-        settled(check_batch(&ctx, &mut history.clone(), vec![delivery]).pop().unwrap())
+        settled(check_all_at(history, now, vec![delivery]).pop().unwrap())
     }
 
     /// The result for a document the store does not hold: a refusal left to the store is one.
