@@ -251,7 +251,7 @@ impl Outbound {
             Frame::Reject { message_id, code, detail } => {
                 let mut settled = Settled { ids: vec![message_id], ..Settled::default() };
                 if let Some(oseq) = self.state.settled(&message_id) {
-                    let detail: String = detail.chars().filter(|c| !c.is_control()).collect();
+                    let detail = printable(&detail);
                     settled.rejected = Some((message_id, code, detail.clone()));
                     settled.command =
                         Some(Command::Rejected { peer: self.peer, message_id, oseq, code, detail });
@@ -481,6 +481,17 @@ impl Inbound {
     }
 }
 
+/// A peer's refusal detail as this node keeps and shows it: at most
+/// [`MAX_DETAIL_CHARS`](kp_protocol::frame::MAX_DETAIL_CHARS) characters, without control
+/// characters or the invisible marks that reorder text on a screen.
+fn printable(detail: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    };
+    detail.chars().filter(|c| !hidden(*c)).take(kp_protocol::frame::MAX_DETAIL_CHARS).collect()
+}
+
 /// How many receipt proofs fit in one frame of at most `max_frame` bytes.
 pub fn receipts_per_frame(max_frame: u32) -> usize {
     // A proof item is at most ~400 bytes with a batch of 256 (8 levels); the batch document
@@ -627,6 +638,14 @@ mod tests {
 
     fn hello_from(version: u16, participant: &str) -> Option<Frame> {
         Some(Frame::Hello { version, participant: participant.parse().unwrap(), software: "t".into() })
+    }
+
+    #[test]
+    fn a_peers_refusal_detail_is_kept_short_and_without_hidden_marks() {
+        let detail = format!("bad\u{202E}txt.exe\n\u{200B}{}", "x".repeat(5000));
+        let kept = printable(&detail);
+        assert!(kept.starts_with("badtxt.exe"), "{kept:?}");
+        assert_eq!(kept.chars().count(), kp_protocol::frame::MAX_DETAIL_CHARS);
     }
 
     #[test]

@@ -38,9 +38,6 @@ pub enum LinkError {
     /// The store did not take what the link handed it (nothing of it is acknowledged).
     #[error(transparent)]
     Store(#[from] crate::actor::ActorError),
-    /// The store refused what the link handed it; the link closes so it is sent again.
-    #[error(transparent)]
-    StoreRefused(kp_exchange::engine::EngineError),
     #[error("the peer closed the connection")]
     PeerClosed,
     #[error("the node is shutting down")]

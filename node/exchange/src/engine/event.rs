@@ -29,7 +29,7 @@ pub enum Event {
         now_refused: String,
     },
     /// A receipt signed with a key the stored history does not make valid then was not
-    /// recorded; its message is sent again.
+    /// recorded; its message stays queued.
     ReceiptOutsideHistory {
         peer: ParticipantCode,
         message: MessageId,
@@ -147,7 +147,7 @@ impl std::fmt::Display for Event {
             ),
             Event::ReceiptOutsideHistory { peer, message, detail } => write!(
                 f,
-                "did not record {peer}'s receipt for message {message:?}: {detail}; the message will be sent again"
+                "did not record {peer}'s receipt for message {message:?}: {detail}; the message stays queued, and a resend gets the same receipt: ask {peer}'s operator which key signed it"
             ),
             Event::OutsideHistory { peer, message, detail } => write!(
                 f,

@@ -205,11 +205,12 @@ send exactly the same request, and a new certificate needs a new key"
     )]
     TooManyDeliveries { peer: ParticipantCode, documents: usize, max: usize },
     /// Receipts signed with a key the stored key history of the peer does not make valid
-    /// when they were signed: not recorded (the others of the command are); the link closes
-    /// so the messages are sent again and receipted anew.
+    /// when they were signed: not recorded (the others of the command are); their messages
+    /// stay queued.
     #[error(
         "a receipt from {peer} is signed with a key its stored key history does not make valid then \
-         ({detail}); it was not recorded and the message will be sent again"
+         ({detail}); it was not recorded and the message stays queued. A resend gets the same receipt: \
+         ask {peer}'s operator which key signed it"
     )]
     ReceiptOutsideHistory { peer: ParticipantCode, detail: String },
 }
@@ -472,13 +473,23 @@ impl Engine {
                     // will judge its signature by the key history stored for the peer: one
                     // signed with a key that history does not make valid then (a key a stored
                     // rotation retired, on a link that checked it before the rotation was in
-                    // force) is not recorded; the message stays queued and is sent again.
+                    // force), or from a peer whose stored record cannot be read, is not
+                    // recorded. The message stays queued; a resend gets the same receipt, so
+                    // only the peer's operator can settle it (the event says so). A peer with
+                    // no record at all has no link in the daemon; only engines whose trust
+                    // lives outside the store (tests) meet one, and their receipts are taken.
+                    let recorded = txn.get(Tree::Peers, &peer.as_bytes())?.is_some();
                     let windows = inbound::stored_signing_windows(&txn, peer)?;
                     let mut refused = None;
                     for (id, oseq, receipt) in items {
-                        let outside = windows
-                            .as_deref()
-                            .and_then(|w| inbound::outside_history(w, peer, &receipt.batch));
+                        let outside = match windows.as_deref() {
+                            Some(w) => inbound::outside_history(w, peer, &receipt.batch),
+                            None if !recorded => None,
+                            None => Some(Refusal::new(
+                                kp_protocol::RejectCode::UnknownKey,
+                                format!("the stored record of {peer} cannot be read"),
+                            )),
+                        };
                         if let Some(r) = outside {
                             txn.events.push(Event::ReceiptOutsideHistory {
                                 peer,

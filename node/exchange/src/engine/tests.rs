@@ -1227,9 +1227,9 @@ fn a_batch_larger_than_one_receipt_batch_is_refused_whole_with_its_own_error() {
 
 /// A receipt is logged with what it acknowledges, so it must verify by the stored key history
 /// as `log verify` will judge it: IN's receipt signed with the key IN's stored rotation
-/// retired (a link that checked it before the rotation was in force) is not recorded, the
-/// message stays queued (to be sent again), and the link is told to close; a receipt signed
-/// with IN's new key is then taken, and the log verifies.
+/// retired (a link that checked it before the rotation was in force) is not recorded and the
+/// message stays queued; the same receipt again (what a resend gets) is refused again, nothing
+/// changing; a receipt signed with IN's new key is taken, and the log verifies.
 #[test]
 fn a_receipt_signed_with_a_key_the_stored_history_retired_is_not_recorded() {
     use kp_protocol::receipt::{sign_batch, ReceiptItem};
@@ -1283,13 +1283,17 @@ fn a_receipt_signed_with_a_key_the_stored_history_retired_is_not_recorded() {
     ru.store.flush().unwrap();
     match &applied.outcomes[..] {
         [Outcome::Refused(e @ EngineError::ReceiptOutsideHistory { peer: IN, .. })] => {
-            assert!(e.to_string().contains("will be sent again"), "{e}")
+            assert!(e.to_string().contains("stays queued"), "{e}")
         }
         other => panic!("expected the receipt refused, got {other:?}"),
     }
     assert!(matches!(&applied.events[..], [crate::engine::Event::ReceiptOutsideHistory { peer: IN, .. }]));
     assert_eq!(ru.outbox(IN).len(), 1, "the message stays queued");
     assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Queued);
+    let again = Command::Receipts { peer: IN, items: vec![(id, oseq, receipt(&inn.signing, T0 + 60))] };
+    let applied = ru.engine.apply(&ru.store, later, vec![again]).unwrap();
+    assert!(matches!(applied.outcomes[..], [Outcome::Refused(EngineError::ReceiptOutsideHistory { .. })]));
+    assert_eq!((applied.appended, ru.outbox(IN).len()), (0, 1));
 
     let fresh = Command::Receipts { peer: IN, items: vec![(id, oseq, receipt(&new_key, T0 + 70))] };
     assert!(matches!(ru.apply(Timestamp::from_unix_millis(T0 + 70), vec![fresh]).remove(0), Outcome::Done));

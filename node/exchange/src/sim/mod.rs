@@ -658,10 +658,10 @@ impl Sim {
                     self.reply(owner, i, epoch, answer.frames);
                 }
                 Then::Fill(peer) => {
-                    // As the daemon's link: receipts the store would not record close the
-                    // connection, so the messages are sent again.
-                    if matches!(outcome, Outcome::Refused(_)) {
-                        self.cut(i, peer);
+                    // Honest receipts are always recorded.
+                    if let Outcome::Refused(e) = outcome {
+                        let (me, them) = (self.nodes[i].code, self.nodes[peer].code);
+                        return Err(format!("{me} did not record a receipt from {them}: {e}"));
                     }
                     self.fill(i, peer)
                 }
@@ -1025,10 +1025,13 @@ impl Sim {
                         ));
                     }
                 }
-                let settled =
-                    self.nodes[me].links[peer].on_frame(frame, &self.histories[peer]).map_err(|e| {
-                        format!("{}'s link to {}: {e}", self.nodes[me].code, self.nodes[peer].code)
-                    })?;
+                // As the daemon's link: by the peer's key history in this node's trust.
+                let trust = self.trust_at(me)?;
+                let them = self.nodes[peer].code;
+                let history = &trust.known(them).ok_or_else(|| format!("{them} is not enrolled"))?.history;
+                let settled = self.nodes[me].links[peer].on_frame(frame, history).map_err(|e| {
+                    format!("{}'s link to {}: {e}", self.nodes[me].code, self.nodes[peer].code)
+                })?;
                 self.stats.receipts += settled.receipts as u64;
                 if let Some((id, _, _)) = settled.rejected {
                     self.stats.skew_refusals += 1;
@@ -1046,7 +1049,13 @@ impl Sim {
     /// link does: judged against the trust in force, checked, and handed to the store, whose
     /// replies go back once its batch is durable.
     fn read(&mut self, to: usize, owner: usize) -> Result<(), String> {
-        let Some((epoch, deliveries)) = self.nodes[to].unread.remove(&owner) else { return Ok(()) };
+        let Some((epoch, mut deliveries)) = self.nodes[to].unread.remove(&owner) else { return Ok(()) };
+        // At most one batch a read, as the daemon's reader; the rest waits for the next.
+        if deliveries.len() > crate::link::MAX_DELIVERY_BATCH {
+            let rest = deliveries.split_off(crate::link::MAX_DELIVERY_BATCH);
+            self.nodes[to].unread.insert(owner, (epoch, rest));
+            self.at(0, Ev::Read { to, owner });
+        }
         let live = self.nodes[owner].up && self.nodes[to].up && epoch == self.epoch(owner, to);
         if !live || deliveries.is_empty() {
             return Ok(());
