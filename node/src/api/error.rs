@@ -131,6 +131,11 @@ impl From<ActorError> for ApiError {
             ActorError::Rotation(RotationError::Refused(_)) => {
                 ApiError::Taken("rotation_refused", e.to_string())
             }
+            // The new keys could not be written (a full or read-only disk): unavailable until
+            // the operator frees the disk, as a failed store is.
+            ActorError::Rotation(RotationError::Keys(k)) if matches!(*k, kp_keys::KeyError::Io { .. }) => {
+                ApiError::Unavailable(k.to_string())
+            }
             // The keys could not be made, or the announcement not recorded: a fault of this
             // node, named without the "key rotation failed" prefix the log gives it.
             ActorError::Rotation(r) => ApiError::Internal(r.to_string()),
