@@ -51,15 +51,11 @@ pub enum LinkError {
 
 impl LinkError {
     /// Whether the peer broke the protocol (counted, and logged as a warning), rather than
-    /// the connection or this node failing.
+    /// the connection or this node failing. Another protocol version is not a fault: it is
+    /// what a rolling upgrade looks like.
     pub fn is_peer_fault(&self) -> bool {
         use kp_exchange::link::LinkError as X;
-        matches!(
-            self,
-            LinkError::Protocol(_)
-                | LinkError::Frame(_)
-                | LinkError::Exchange(X::Protocol(_) | X::Version { .. })
-        )
+        matches!(self, LinkError::Protocol(_) | LinkError::Frame(_) | LinkError::Exchange(X::Protocol(_)))
     }
 }
 
