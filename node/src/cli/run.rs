@@ -66,8 +66,14 @@ pub fn run(a: RunArgs) -> CliResult {
         let mut watchdog = Watchdog::new(&notify);
         notify.status("starting: opening the store");
         let mut node = Node::start(NodeOptions::new(dir.clone())).await.map_err(|e| {
+            use crate::home::HomeError;
+            use crate::node::StartError;
+            use crate::store::StoreError;
             let code = match e {
-                crate::node::StartError::Home(crate::home::HomeError::Config(_)) => 2,
+                StartError::Home(HomeError::Config(_)) => 2,
+                // Another kpnode's store: a restart cannot fix it (the unit file does not
+                // restart on exit status 2).
+                StartError::Store(StoreError::Format { .. }) => 2,
                 _ => 1,
             };
             Failure { code, lines: e.to_string().lines().map(str::to_owned).collect() }
