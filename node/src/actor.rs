@@ -576,3 +576,92 @@ fn flush_loop(
         tracing::error!(error = %e, "final store flush failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    /// Publishes nothing; the first flush says so and blocks in it until released, as a
+    /// flusher stuck on the disk would.
+    struct StuckOnce {
+        entered: std::sync::mpsc::Sender<()>,
+        release: Option<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl Publish for StuckOnce {
+        fn durable(
+            &mut self,
+            _: &BTreeMap<ParticipantCode, u64>,
+            _: bool,
+            _: &[(MessageId, Option<CertificateNumber>)],
+            _: &SledStore,
+        ) {
+            if let Some(release) = self.release.take() {
+                let _ = self.entered.send(());
+                let _ = release.recv();
+            }
+        }
+    }
+
+    struct NoRotation;
+
+    impl Rotator for NoRotation {
+        fn rotate(
+            &mut self,
+            _: bool,
+            _: bool,
+        ) -> Result<(SignedDocument, Vec<ParticipantCode>), RotationError> {
+            unreachable!("this test rotates nothing")
+        }
+        fn announced(&mut self, _: &SignedDocument, _: &[ParticipantCode]) {}
+    }
+
+    /// The watchdog's question: a ping is answered while both threads move, and not while the
+    /// flusher is stuck, even though the writer still takes jobs.
+    #[test]
+    fn a_ping_is_answered_only_while_both_store_threads_move() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SledStore::create(&tmp.path().join("store"), 16).unwrap();
+        let me: ParticipantCode = "RU".parse().unwrap();
+        let signer = Arc::new(kp_exchange::signer::Signer::new(
+            me,
+            kp_keys::SigningKeyPair::generate(),
+            Arc::new(SystemClock),
+        ));
+        let engine = Engine::load(&store, signer).unwrap();
+        let (release, stuck) = std::sync::mpsc::channel();
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let hooks = ActorHooks {
+            metrics: Arc::new(Metrics::default()),
+            publish: Box::new(StuckOnce { entered: entered_tx, release: Some(stuck) }),
+            rotator: Box::new(NoRotation),
+            health: Arc::new(StoreHealth::default()),
+        };
+        let actor = Actor::start(store, engine, Arc::new(SystemClock), 16, hooks).unwrap();
+        let handle = actor.handle();
+        let within = |d: u64| Duration::from_millis(d);
+        rt.block_on(async {
+            assert!(
+                matches!(tokio::time::timeout(within(5000), handle.ping()).await, Ok(Ok(()))),
+                "an idle actor answers"
+            );
+            // A write: its flush reaches the publisher, which blocks.
+            let answer =
+                handle.send(Command::RemovePeer { participant: "IN".parse().unwrap() }).await.unwrap();
+            entered.recv_timeout(within(5000)).expect("the flusher reaches the publisher");
+            // The writer is free and takes the ping at once; the flusher is not.
+            let ping = tokio::time::timeout(within(500), handle.ping()).await;
+            assert!(ping.is_err(), "no answer while the flusher is stuck: {ping:?}");
+            release.send(()).unwrap();
+            assert!(answer.await.is_ok(), "the write is answered once the flush ends");
+            assert!(
+                matches!(tokio::time::timeout(within(5000), handle.ping()).await, Ok(Ok(()))),
+                "answered again once it moves"
+            );
+            actor.stop().await;
+            assert!(matches!(handle.ping().await, Err(ActorError::Stopped)), "a stopped actor never answers");
+        });
+    }
+}
