@@ -124,6 +124,70 @@ fn kpnode_run_without_a_watchdog_sends_no_pings() {
     assert!(node.child.take().unwrap().wait().unwrap().success());
 }
 
+/// A failed store (a full disk, here a file-size limit) is not a hang: `systemctl status` says
+/// what failed, and the watchdog keeps being told the node is alive while it answers 503 and
+/// reopens its store, so systemd does not kill a node that is doing what it should.
+#[test]
+fn a_failed_store_shows_in_the_status_and_the_watchdog_keeps_pinging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", 0);
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let log = tmp.path().join("run.log");
+    let limit: u64 = 2 << 20;
+    let mut cmd = Command::new(kpnode_bin());
+    cmd.args(["run", "--dir"])
+        .arg(dir.root())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    #[allow(unsafe_code)]
+    // SAFETY: between fork and exec the closure only calls setrlimit, which is
+    // async-signal-safe, on a struct on its own stack.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit { rlim_cur: limit, rlim_max: libc::RLIM_INFINITY };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut node =
+        ProcessNode { dir: dir.clone(), child: Some(cmd.spawn().expect("kpnode runs")), log: log.clone() };
+    wait_for(&socket, "READY=1", Duration::from_secs(30), &log);
+    let api = node.api();
+    let mut refused = false;
+    for i in 0..50_000u64 {
+        match api.try_post("/v1/certificates", &kp_tests::certificate_json("RU", "IN", None, i)) {
+            Some((201, _)) => {}
+            Some((503, _)) => {
+                refused = true;
+                break;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(refused, "the file-size limit was never reached");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failed = loop {
+        let m = next_message(&socket, deadline).expect("a STATUS naming the failed store");
+        if let Some(s) = m.lines().find_map(|l| l.strip_prefix("STATUS=")) {
+            break s.to_owned();
+        }
+    };
+    assert!(failed.contains("the store failed") && failed.contains("503"), "{failed}");
+    for _ in 0..5 {
+        wait_for(&socket, "WATCHDOG=1", Duration::from_secs(5), &log);
+    }
+    assert_eq!(unsafe_kill(node.pid() as i32, libc::SIGTERM), 0);
+    wait_for(&socket, "STOPPING=1", Duration::from_secs(10), &log);
+    assert!(node.child.take().unwrap().wait().unwrap().success());
+}
+
 fn unit_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/kpnode.service")
 }
