@@ -97,7 +97,8 @@ pub fn run(a: RunArgs) -> CliResult {
                     _ = watchdog.tick() => {
                         if node.alive(watchdog.period).await {
                             notify.watchdog();
-                        } else {
+                        } else if node.shared().store_health.failure().is_none() {
+                            // (A failed store is handled by the next pass of this loop.)
                             tracing::warn!(
                                 within_ms = watchdog.period.as_millis() as u64,
                                 "the store threads did not answer in time; not telling the systemd watchdog the node is alive"
