@@ -77,6 +77,8 @@ enum Job {
         tls: bool,
         reply: oneshot::Sender<Result<SignedDocument, ActorError>>,
     },
+    /// Answered once both threads have reached it: see [`ActorHandle::ping`].
+    Ping(oneshot::Sender<()>),
     Stop,
 }
 
@@ -159,6 +161,7 @@ impl std::fmt::Debug for Job {
         match self {
             Job::Command(c, _) => write!(f, "Job::Command({c:?})"),
             Job::Rotate { signing, tls, .. } => write!(f, "Job::Rotate(signing: {signing}, tls: {tls})"),
+            Job::Ping(_) => f.write_str("Job::Ping"),
             Job::Stop => f.write_str("Job::Stop"),
         }
     }
@@ -188,6 +191,17 @@ impl ActorHandle {
         rx.await.map_err(|_| ActorError::Stopped)?
     }
 
+    /// Answers once the writer thread has taken every job sent before this one and the
+    /// flusher has finished every batch committed before it: both store threads are alive
+    /// and moving. A ping that is not answered means a thread is stuck (a disk that never
+    /// returns from fsync, a deadlock), which is what the systemd watchdog is told about.
+    /// Costs no write and no flush of its own.
+    pub async fn ping(&self) -> Result<(), ActorError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Job::Ping(tx)).await.map_err(|_| ActorError::Stopped)?;
+        rx.await.map_err(|_| ActorError::Stopped)
+    }
+
     /// The same as `call`, from a thread outside the runtime.
     pub fn call_blocking(&self, command: Command) -> Result<Outcome, ActorError> {
         let (tx, rx) = oneshot::channel();
@@ -208,6 +222,35 @@ struct Ticket {
     events: Vec<Event>,
     /// Told once the batch is durable (or not): used by rotation, which must wait.
     done: Option<std::sync::mpsc::Sender<Result<(), ActorError>>>,
+    /// Pings to answer when the flusher reaches this ticket (see [`ActorHandle::ping`]).
+    pings: Vec<oneshot::Sender<()>>,
+}
+
+impl Ticket {
+    /// Pings alone, nothing to flush.
+    fn pings(pings: Vec<oneshot::Sender<()>>) -> Ticket {
+        Ticket {
+            replies: Vec::new(),
+            outcomes: Vec::new(),
+            queued_up_to: BTreeMap::new(),
+            peers_changed: false,
+            acknowledged: Vec::new(),
+            appended: 0,
+            events: Vec::new(),
+            done: None,
+            pings,
+        }
+    }
+
+    fn has_writes(&self) -> bool {
+        !self.replies.is_empty() || self.done.is_some()
+    }
+
+    fn answer_pings(&mut self) {
+        for p in self.pings.drain(..) {
+            let _ = p.send(());
+        }
+    }
 }
 
 /// The running actor threads.
@@ -306,6 +349,7 @@ impl Writer {
         commands: Vec<Command>,
         replies: Vec<Reply>,
         done: Option<std::sync::mpsc::Sender<Result<(), ActorError>>>,
+        pings: Vec<oneshot::Sender<()>>,
     ) {
         let now: Timestamp = self.clock.now();
         match self.engine.apply(&self.store, now, commands) {
@@ -319,6 +363,7 @@ impl Writer {
                     appended,
                     events,
                     done,
+                    pings,
                 };
                 if let Err(std::sync::mpsc::SendError(t)) = self.tickets.send(ticket) {
                     fail(t, ActorError::Stopped);
@@ -341,7 +386,16 @@ impl Writer {
                 if let Some(d) = done {
                     let _ = d.send(Err(error));
                 }
+                // The threads are alive; the failure itself is reported through `health`.
+                self.send_pings(pings);
             }
+        }
+    }
+
+    /// Hands pings to the flusher, behind every batch committed before them.
+    fn send_pings(&mut self, pings: Vec<oneshot::Sender<()>>) {
+        if !pings.is_empty() {
+            let _ = self.tickets.send(Ticket::pings(pings));
         }
     }
 
@@ -374,18 +428,22 @@ impl Writer {
             }
             let mut commands = Vec::with_capacity(jobs.len());
             let mut replies = Vec::with_capacity(jobs.len());
+            let mut pings = Vec::new();
             for job in jobs {
                 match job {
                     Job::Command(c, r) => {
                         commands.push(*c);
                         replies.push(r);
                     }
+                    Job::Ping(p) => pings.push(p),
                     Job::Stop => stopping = true,
                     Job::Rotate { .. } => {}
                 }
             }
             if !commands.is_empty() {
-                self.commit(commands, replies, None);
+                self.commit(commands, replies, None, pings);
+            } else {
+                self.send_pings(pings);
             }
         }
         // Refuse whatever arrived after Stop; the flusher finishes what was committed.
@@ -398,7 +456,8 @@ impl Writer {
                 Job::Rotate { reply, .. } => {
                     let _ = reply.send(Err(ActorError::Stopped));
                 }
-                Job::Stop => {}
+                // Dropped unanswered: the node is stopping.
+                Job::Ping(_) | Job::Stop => {}
             }
         }
     }
@@ -417,6 +476,7 @@ impl Writer {
             vec![Command::Announce { document: statement.clone(), peers: peers.clone() }],
             vec![tx],
             Some(done_tx),
+            Vec::new(),
         );
         done_rx.recv().map_err(|_| ActorError::Stopped)??;
         if let Ok(Ok(Outcome::Refused(e))) = rx.blocking_recv() {
@@ -427,6 +487,8 @@ impl Writer {
     }
 }
 
+/// Answers a ticket's callers with `error`; its pings are dropped unanswered (the caller
+/// answers them first if the threads are alive).
 fn fail(ticket: Ticket, error: ActorError) {
     for r in ticket.replies {
         let _ = r.send(Err(error.clone()));
@@ -462,6 +524,11 @@ fn flush_loop(
         while let Ok(t) = rx.try_recv() {
             tickets.push(t);
         }
+        if !tickets.iter().any(Ticket::has_writes) {
+            // Pings alone: the flusher has reached them, nothing to flush.
+            tickets.iter_mut().for_each(Ticket::answer_pings);
+            continue;
+        }
         for t in &tickets {
             for (peer, seq) in &t.queued_up_to {
                 let e = unpublished.entry(*peer).or_default();
@@ -475,7 +542,9 @@ fn flush_loop(
             metrics.store_failures.inc();
             health.failed(&e.to_string());
             let error = ActorError::Storage(format!("flush failed: {e}"));
-            for t in tickets {
+            for mut t in tickets {
+                // The threads are alive; the failure itself is reported through `health`.
+                t.answer_pings();
                 fail(t, error.clone());
             }
             continue;
@@ -492,7 +561,8 @@ fn flush_loop(
         publish.durable(&unpublished, peers_unpublished, &acknowledged, &store);
         unpublished.clear();
         peers_unpublished = false;
-        for t in tickets {
+        for mut t in tickets {
+            t.answer_pings();
             t.events.iter().for_each(log_event);
             for (r, outcome) in t.replies.into_iter().zip(t.outcomes) {
                 let _ = r.send(Ok(outcome));
@@ -504,5 +574,94 @@ fn flush_loop(
     }
     if let Err(e) = store.flush() {
         tracing::error!(error = %e, "final store flush failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    /// Publishes nothing; the first flush says so and blocks in it until released, as a
+    /// flusher stuck on the disk would.
+    struct StuckOnce {
+        entered: std::sync::mpsc::Sender<()>,
+        release: Option<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl Publish for StuckOnce {
+        fn durable(
+            &mut self,
+            _: &BTreeMap<ParticipantCode, u64>,
+            _: bool,
+            _: &[(MessageId, Option<CertificateNumber>)],
+            _: &SledStore,
+        ) {
+            if let Some(release) = self.release.take() {
+                let _ = self.entered.send(());
+                let _ = release.recv();
+            }
+        }
+    }
+
+    struct NoRotation;
+
+    impl Rotator for NoRotation {
+        fn rotate(
+            &mut self,
+            _: bool,
+            _: bool,
+        ) -> Result<(SignedDocument, Vec<ParticipantCode>), RotationError> {
+            unreachable!("this test rotates nothing")
+        }
+        fn announced(&mut self, _: &SignedDocument, _: &[ParticipantCode]) {}
+    }
+
+    /// The watchdog's question: a ping is answered while both threads move, and not while the
+    /// flusher is stuck, even though the writer still takes jobs.
+    #[test]
+    fn a_ping_is_answered_only_while_both_store_threads_move() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SledStore::create(&tmp.path().join("store"), 16).unwrap();
+        let me: ParticipantCode = "RU".parse().unwrap();
+        let signer = Arc::new(kp_exchange::signer::Signer::new(
+            me,
+            kp_keys::SigningKeyPair::generate(),
+            Arc::new(SystemClock),
+        ));
+        let engine = Engine::load(&store, signer).unwrap();
+        let (release, stuck) = std::sync::mpsc::channel();
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let hooks = ActorHooks {
+            metrics: Arc::new(Metrics::default()),
+            publish: Box::new(StuckOnce { entered: entered_tx, release: Some(stuck) }),
+            rotator: Box::new(NoRotation),
+            health: Arc::new(StoreHealth::default()),
+        };
+        let actor = Actor::start(store, engine, Arc::new(SystemClock), 16, hooks).unwrap();
+        let handle = actor.handle();
+        let within = |d: u64| Duration::from_millis(d);
+        rt.block_on(async {
+            assert!(
+                matches!(tokio::time::timeout(within(5000), handle.ping()).await, Ok(Ok(()))),
+                "an idle actor answers"
+            );
+            // A write: its flush reaches the publisher, which blocks.
+            let answer =
+                handle.send(Command::RemovePeer { participant: "IN".parse().unwrap() }).await.unwrap();
+            entered.recv_timeout(within(5000)).expect("the flusher reaches the publisher");
+            // The writer is free and takes the ping at once; the flusher is not.
+            let ping = tokio::time::timeout(within(500), handle.ping()).await;
+            assert!(ping.is_err(), "no answer while the flusher is stuck: {ping:?}");
+            release.send(()).unwrap();
+            assert!(answer.await.is_ok(), "the write is answered once the flush ends");
+            assert!(
+                matches!(tokio::time::timeout(within(5000), handle.ping()).await, Ok(Ok(()))),
+                "answered again once it moves"
+            );
+            actor.stop().await;
+            assert!(matches!(handle.ping().await, Err(ActorError::Stopped)), "a stopped actor never answers");
+        });
     }
 }

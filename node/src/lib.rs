@@ -28,7 +28,8 @@
 //! - [`actor`]: the thread that owns the engine and does group commits; [`store`]: the
 //!   exchange's storage on sled, the only module that touches sled; [`home`]: the node
 //!   directory (`kpnode init` and what every command reads); [`metrics`]: the Prometheus
-//!   metrics; [`clock`]: the system clock; [`os`]: process limits.
+//!   metrics; [`clock`]: the system clock; [`os`]: process limits; [`systemd`]: the systemd
+//!   notify protocol.
 
 pub mod actor;
 pub mod api;
@@ -47,5 +48,6 @@ pub mod report;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod systemd;
 
 pub use node::{Node, NodeHandle, NodeOptions};

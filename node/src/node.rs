@@ -543,6 +543,18 @@ impl NodeHandle {
         self.shared.store_health.wait_failed().await
     }
 
+    /// Whether the node is alive, for the systemd watchdog: its store has not failed, and both
+    /// store threads (the writer that owns the engine and the flusher) answer a ping within
+    /// `within`, so the queue every write goes through is moving. A wedged store thread, a
+    /// disk that never returns from fsync, or a runtime too stuck to run this check all
+    /// make it false (or never answer), and systemd restarts the service.
+    pub async fn alive(&self, within: Duration) -> bool {
+        if self.shared.store_health.failure().is_some() {
+            return false;
+        }
+        matches!(tokio::time::timeout(within, self.shared.actor.ping()).await, Ok(Ok(())))
+    }
+
     /// Stops the node. Order: (1) cancel the task tree: the API stops taking requests and
     /// finishes those in progress, the accept loop and every link stop; (2) wait for every
     /// task; (3) stop the store actor, which finishes the commands already sent and flushes;

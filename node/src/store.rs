@@ -77,7 +77,15 @@ impl SledStore {
         let (store, report) = Self::open_inner(path, cache_capacity_mb)?;
         let found = match store.get(Tree::Meta, meta::FORMAT)? {
             Some(v) if v == meta::FORMAT_VERSION.as_bytes() => return Ok((store, report)),
-            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            // Shown in the refusal: kept short whatever the record holds.
+            Some(v) => {
+                let text = String::from_utf8_lossy(&v);
+                match text.char_indices().nth(64) {
+                    Some((at, _)) => format!("{:?}…", &text[..at]),
+                    None if text.chars().any(char::is_control) => format!("{text:?}"),
+                    None => text.into_owned(),
+                }
+            }
             // kpnode-store/1 kept one sled tree per logical tree.
             // (Looked for without open_tree, which would create the tree.)
             None if store.inner.db.tree_names().iter().any(|n| n.as_ref() == b"meta.v1") => {
@@ -93,10 +101,17 @@ impl SledStore {
             }
             None => "unset".into(),
         };
+        // Only a well-formed name with a higher number is a newer kpnode's: anything else (a
+        // lower number, no record, garbage) is one this kpnode cannot migrate.
+        let newer = matches!(
+            (meta::format_number(&found), meta::format_number(meta::FORMAT_VERSION)),
+            (Some(f), Some(ours)) if f > ours
+        );
         Err(StoreError::Format {
             path: path.display().to_string(),
             found,
             expected: meta::FORMAT_VERSION.into(),
+            newer,
         })
     }
 

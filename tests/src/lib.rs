@@ -388,6 +388,9 @@ impl ProcessNode {
             .args(["run", "--dir"])
             .arg(dir.root())
             .env("KPNODE_LOG", std::env::var("KPNODE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            // Were the tests themselves run by a systemd service, the daemons under test must
+            // not notify it.
+            .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(out)
@@ -467,7 +470,12 @@ pub fn unsafe_kill(pid: i32, signal: i32) -> i32 {
 
 /// Runs `kpnode` with `args`; returns (exit code, stdout, stderr).
 pub fn kpnode(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(kpnode_bin()).args(args).env_remove("KPNODE_DIR").output().expect("kpnode runs");
+    let out = Command::new(kpnode_bin())
+        .args(args)
+        .env_remove("KPNODE_DIR")
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("kpnode runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -42,6 +42,13 @@ impl Failure {
     pub fn runtime(line: impl Into<String>) -> Failure {
         Failure { code: 1, lines: vec![line.into()] }
     }
+    /// A store that cannot be opened or used: exit 2 when it is in a format this kpnode does
+    /// not read (the operator must run another kpnode; retrying or restarting changes
+    /// nothing), else 1.
+    pub fn store(e: &crate::store::StoreError) -> Failure {
+        let code = if matches!(e, crate::store::StoreError::Format { .. }) { 2 } else { 1 };
+        Failure { code, lines: e.to_string().lines().map(str::to_owned).collect() }
+    }
 }
 
 impl From<crate::home::HomeError> for Failure {
@@ -49,6 +56,7 @@ impl From<crate::home::HomeError> for Failure {
         use crate::home::HomeError as H;
         let code = match &e {
             H::Config(_) | H::AlreadyInitialised(..) | H::NotANode(_) => 2,
+            H::Store(crate::store::StoreError::Format { .. }) => 2,
             _ => 1,
         };
         Failure { code, lines: e.to_string().lines().map(str::to_owned).collect() }

@@ -126,7 +126,7 @@ pub fn access(home: &NodeDir) -> Result<Access, Failure> {
     match SledStore::open(&home.store_dir(), config.store.cache_capacity_mb) {
         Ok((store, _)) => Ok(Access::Offline(store)),
         Err(StoreError::Locked { .. }) => Ok(Access::Daemon(Client::for_dir(home)?)),
-        Err(e) => Err(Failure::runtime(e.to_string())),
+        Err(e) => Err(Failure::store(&e)),
     }
 }
 

@@ -5,6 +5,7 @@ use tracing_subscriber::EnvFilter;
 use super::{CliResult, DirArg, Failure};
 use crate::home::NodeDir;
 use crate::node::{Node, NodeHandle, NodeOptions, StandIn};
+use crate::systemd::Notifier;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -21,7 +22,7 @@ If the store's disk fails (full, or read-only), the API keeps answering: writes 
 503 naming the cause and the fix, and the node reopens its store by itself once a test write \
 succeeds.\n\n\
 Logs go to standard error; set the level with KPNODE_LOG (e.g. KPNODE_LOG=debug, or \
-KPNODE_LOG=kp_node::link=debug).")]
+KPNODE_LOG=kp_node::link=debug).\n\nUnder systemd (Type=notify) it says READY=1 once the store is open and both listeners are bound, STOPPING=1 when it begins to stop, and, with WatchdogSec= set, WATCHDOG=1 while its store threads answer; see packaging/systemd/kpnode.service.")]
 pub struct RunArgs {
     #[command(flatten)]
     dir: DirArg,
@@ -45,6 +46,11 @@ pub fn init_logging(format: LogFormat) {
 
 pub fn run(a: RunArgs) -> CliResult {
     init_logging(a.log_format);
+    // Before the runtime starts any thread: this changes the process environment.
+    let (notify, errors) = Notifier::from_env();
+    for e in errors {
+        tracing::warn!(error = %e, "ignoring a systemd setting");
+    }
     crate::os::ignore_file_size_signal();
     if let Some(limit) = crate::os::raise_open_file_limit() {
         tracing::debug!(limit, "open file limit");
@@ -57,33 +63,61 @@ pub fn run(a: RunArgs) -> CliResult {
     runtime.block_on(async {
         let dir = NodeDir::new(&a.dir.dir);
         let mut signals = Signals::install();
+        let mut watchdog = Watchdog::new(&notify);
+        notify.status("starting: opening the store");
         let mut node = Node::start(NodeOptions::new(dir.clone())).await.map_err(|e| {
+            use crate::home::HomeError;
+            use crate::node::StartError;
+            use crate::store::StoreError;
             let code = match e {
-                crate::node::StartError::Home(crate::home::HomeError::Config(_)) => 2,
+                StartError::Home(HomeError::Config(_)) => 2,
+                // Another kpnode's store: a restart cannot fix it (the unit file does not
+                // restart on exit status 2).
+                StartError::Store(StoreError::Format { .. }) => 2,
                 _ => 1,
             };
             Failure { code, lines: e.to_string().lines().map(str::to_owned).collect() }
         })?;
+        // Node::start returns once the store is open and both listeners are bound.
+        notify.ready(&serving(&node));
         // The pause before each attempt to reopen the store grows across failures, so a disk
         // that takes the probe but fails sled again is not reopened every second; it starts
         // over once the node has run for a while without failing.
         let mut backoff = Backoff::default();
         loop {
             let started = std::time::Instant::now();
-            let why = tokio::select! {
-                _ = signals.next() => {
-                    node.shutdown().await;
-                    return Ok(());
+            let why = loop {
+                tokio::select! {
+                    _ = signals.next() => {
+                        notify.stopping("stopping: finishing requests in progress");
+                        node.shutdown().await;
+                        return Ok(());
+                    }
+                    why = node.store_failed() => break why,
+                    _ = watchdog.tick() => {
+                        if node.alive(watchdog.period).await {
+                            notify.watchdog();
+                        } else if node.shared().store_health.failure().is_none() {
+                            // (A failed store is handled by the next pass of this loop.)
+                            tracing::warn!(
+                                within_ms = watchdog.period.as_millis() as u64,
+                                "the store threads did not answer in time; not telling the systemd watchdog the node is alive"
+                            );
+                        }
+                    }
                 }
-                why = node.store_failed() => why,
             };
+            notify.status(&format!(
+                "the store failed ({why}); answering 503 until the disk accepts writes again"
+            ));
             // sled refuses every write after an I/O error, so the store must be reopened. Until
             // the disk takes writes the failed node keeps serving: every write is refused with
             // 503 naming the cause and the fix, /healthz answers 503, and reads answer, or 503
             // too where sled would have to write to read (it splits and merges as it reads).
             tracing::error!(error = %why, "the store failed; the node answers 503 and reopens its store once the disk accepts writes again");
             backoff.ran_for(started.elapsed());
-            if !wait_writable(&dir, &mut signals, &mut backoff).await {
+            if !wait_writable(&dir, &mut signals, &mut backoff, &mut watchdog).await {
+                notify.stopping("stopping: finishing requests in progress");
                 node.shutdown().await;
                 return Ok(());
             }
@@ -92,12 +126,57 @@ pub fn run(a: RunArgs) -> CliResult {
             // every caller of a failed batch was told so.
             let stand_in = StandIn::of(&node, &why);
             node.shutdown().await;
-            match restart(&dir, &stand_in, &mut signals, &mut backoff).await {
-                Some(n) => node = n,
-                None => return Ok(()),
+            match restart(&dir, &stand_in, &mut signals, &mut backoff, &mut watchdog).await {
+                Some(n) => {
+                    node = n;
+                    notify.status(&serving(&node));
+                }
+                None => {
+                    notify.stopping("stopping");
+                    return Ok(());
+                }
             }
         }
     })
+}
+
+/// The `STATUS=` of a serving node.
+fn serving(node: &NodeHandle) -> String {
+    format!("serving peers on {} and the API on {}", node.peer_addr(), node.api_addr())
+}
+
+/// When to tell the systemd watchdog the node is alive: every half of `$WATCHDOG_USEC`,
+/// after checking that it is (see [`NodeHandle::alive`]); never without a watchdog. The check
+/// runs in `kpnode run`'s own loop, not in a task of its own, so a wedged loop stops the
+/// pings too. While the store is being reopened (the node answering 503 by design) the loop
+/// itself is what is alive, and it says so after each pass.
+struct Watchdog<'a> {
+    notify: &'a Notifier,
+    interval: Option<tokio::time::Interval>,
+    /// How long a check may take: one interval.
+    period: std::time::Duration,
+}
+
+impl<'a> Watchdog<'a> {
+    fn new(notify: &'a Notifier) -> Watchdog<'a> {
+        let period = notify.watchdog_interval();
+        let interval = period.map(|p| {
+            let mut i = tokio::time::interval(p);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        Watchdog { notify, interval, period: period.unwrap_or_default() }
+    }
+
+    /// Resolves at the next tick; never without a watchdog.
+    async fn tick(&mut self) {
+        match &mut self.interval {
+            Some(i) => {
+                i.tick().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
 }
 
 /// The pause before reopening a failed store: 1 s, doubling to 30 s.
@@ -129,12 +208,21 @@ impl Backoff {
 
 /// Waits (with a growing pause) until the store's disk takes a probe write; `false` if a
 /// signal asks to stop meanwhile.
-async fn wait_writable(dir: &NodeDir, signals: &mut Signals, backoff: &mut Backoff) -> bool {
+async fn wait_writable(
+    dir: &NodeDir,
+    signals: &mut Signals,
+    backoff: &mut Backoff,
+    watchdog: &mut Watchdog<'_>,
+) -> bool {
     loop {
-        let pause = backoff.next();
-        tokio::select! {
-            _ = signals.next() => return false,
-            _ = tokio::time::sleep(pause) => {}
+        let pause = tokio::time::sleep(backoff.next());
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = signals.next() => return false,
+                _ = &mut pause => break,
+                _ = watchdog.tick() => watchdog.notify.watchdog(),
+            }
         }
         match probe_writable(&dir.store_dir()) {
             Ok(()) => return true,
@@ -152,6 +240,7 @@ async fn restart(
     stand_in: &StandIn,
     signals: &mut Signals,
     backoff: &mut Backoff,
+    watchdog: &mut Watchdog<'_>,
 ) -> Option<NodeHandle> {
     loop {
         let mut opts = NodeOptions::new(dir.clone());
@@ -167,7 +256,7 @@ async fn restart(
         let mut stop = false;
         stand_in
             .serve_until(&e.to_string(), async {
-                stop = !wait_writable(dir, signals, backoff).await;
+                stop = !wait_writable(dir, signals, backoff, watchdog).await;
             })
             .await;
         if stop {

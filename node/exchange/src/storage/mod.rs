@@ -123,11 +123,20 @@ pub enum StoreError {
     Io { path: String, source: std::io::Error },
     #[error("store record {tree}[{key}] is damaged: {detail}")]
     Corrupt { tree: &'static str, key: String, detail: String },
+    /// The store is in another format than the one this kpnode reads: `newer` when a later
+    /// kpnode wrote it (run that one: stores are never converted back), else an older or
+    /// unknown format this kpnode has no migration from.
     #[error(
-        "the store at {path} is in format {found}, but this kpnode reads {expected}; export its log with \
-the kpnode that wrote it (`kpnode log export`) and initialise a new node directory"
+        "the store at {path} is in format {found}, {}",
+        if *newer {
+            format!("written by a newer kpnode; this kpnode reads {expected} and cannot use it: run the kpnode \
+version that wrote it, or a newer one (a store is never converted back to an older format)")
+        } else {
+            format!("but this kpnode reads {expected} and has no migration from it; export its log with the kpnode \
+that wrote it (`kpnode log export`) and initialise a new node directory")
+        }
     )]
-    Format { path: String, found: String, expected: String },
+    Format { path: String, found: String, expected: String, newer: bool },
 }
 
 /// The interface the exchange rules use.
@@ -256,5 +265,38 @@ pub mod meta {
     pub fn signed_with(peer: kp_protocol::ParticipantCode, key_id: kp_protocol::KeyId) -> Vec<u8> {
         format!("{SIGNED_PREFIX}{peer}/{key_id}").into_bytes()
     }
+    /// The store format this code reads and writes, in `format`. A change to the key layout
+    /// or to a record's encoding that older code would misread takes the next number, with a
+    /// migration from every earlier one this code still opens (see the README's "Upgrades").
     pub const FORMAT_VERSION: &str = "kpnode-store/2";
+
+    /// The number of a format name `kpnode-store/<n>`, to tell an older store from a newer.
+    pub fn format_number(name: &str) -> Option<u32> {
+        let n = name.strip_prefix("kpnode-store/")?;
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        n.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::meta::{format_number, FORMAT_VERSION};
+
+    #[test]
+    fn format_names_have_numbers_to_compare() {
+        assert_eq!(format_number(FORMAT_VERSION), Some(2));
+        assert_eq!(format_number("kpnode-store/10"), Some(10));
+        for not_a_format in [
+            "kpnode-store/",
+            "kpnode-store/+3",
+            "kpnode-store/3 ",
+            "kpnode-store/1 (one sled tree per kind of record)",
+            "unset",
+            "other/3",
+        ] {
+            assert_eq!(format_number(not_a_format), None, "{not_a_format}");
+        }
+    }
 }
