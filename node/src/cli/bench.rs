@@ -3,15 +3,18 @@
 use super::{CliResult, Failure};
 use crate::bench::{self, BenchOptions};
 
-#[derive(Debug, clap::Args)]
-#[command(long_about = "Measure a real exchange on this machine: two nodes enrolled to each other \
+/// The long help of the command (clap takes a subcommand's from its variant, see `cli::Command`).
+pub(crate) const LONG_ABOUT: &str =
+    "Measure a real exchange on this machine: two nodes enrolled to each other \
 over mutual TLS, with durable sled stores in a temporary directory. By default both run in this \
 process and certificates go through the API's submission path (validate, sign, store, flush); with \
 --processes both run as `kpnode run` daemons and certificates are POSTed to the exporter's HTTP API, \
 so each node's peak memory is its own. Each certificate is timed until the exporter has stored the \
 importer's receipt. Beside the result, the machine's Ed25519 speed gives the limit the exchange is measured \
 against: cores / (2 signatures + 2 verifications) per certificate.\n\n\
-One certificate at a time (--concurrency 1) measures latency; many at once, throughput.")]
+One certificate at a time (--concurrency 1) measures latency; many at once, throughput.";
+
+#[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Certificates to exchange.
     #[arg(long, default_value_t = 10_000)]

@@ -9,14 +9,17 @@ use super::{CliResult, Failure};
 use crate::clock::{Clock, SystemClock};
 use crate::home::{InitOptions, NodeDir};
 
-#[derive(Debug, clap::Args)]
-#[command(
-    about = "Create a node directory: keys, configuration, API token and store",
-    long_about = "Create a node directory for one participant: a signing key and a TLS key \
+/// The long help of the command (clap takes a subcommand's from its variant, see `cli::Command`).
+pub(crate) const LONG_ABOUT: &str =
+    "Create a node directory for one participant: a signing key and a TLS key \
 (Ed25519, PKCS#8 PEM, mode 0600 in a 0700 keys/ directory), a self-signed TLS certificate, \
 node.toml with every setting documented, the API token and an empty store.\n\n\
 Refuses a directory that already holds a node. Prints the node's fingerprint: read it to \
-partners over the phone when they enrol your bundle.",
+partners over the phone when they enrol your bundle.";
+
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Create a node directory: keys, configuration, API token and store",
     after_help = "Example:\n  kpnode init --participant RU --authority \"Gokhran of Russia\" --dir /var/lib/kpnode \\\n    --peer-listen 0.0.0.0:7700 --advertise kp.gokhran.example:7700"
 )]
 pub struct InitArgs {

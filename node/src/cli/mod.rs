@@ -107,8 +107,10 @@ pub struct DirArg {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a node directory: keys, configuration, API token and store.
+    #[command(long_about = init::LONG_ABOUT)]
     Init(init::InitArgs),
     /// Run the node: serve peers and the local API until SIGINT or SIGTERM.
+    #[command(long_about = run::LONG_ABOUT)]
     Run(run::RunArgs),
     /// Enrol, list and remove partner nodes; export this node's enrolment bundle.
     #[command(subcommand)]
@@ -117,15 +119,19 @@ enum Command {
     #[command(subcommand)]
     Cert(cert::CertCommand),
     /// Check a signed certificate (.kpc) offline against the issuer's enrolment bundle.
+    #[command(long_about = verify::LONG_ABOUT)]
     Verify(verify::VerifyArgs),
     /// The participant registry: list, show, set status (suspend, restrict, reinstate), import, export.
     #[command(subcommand)]
     Participants(participants::ParticipantsCommand),
     /// Trade statistics of a period from the log: by partner and HS code; CSV, JSON, SVG chart.
+    #[command(long_about = stats::STATS_LONG_ABOUT)]
     Stats(stats::StatsArgs),
     /// Each partner's certificates against their confirmations; exit 1 if any need attention.
+    #[command(long_about = stats::RECONCILE_LONG_ABOUT)]
     Reconcile(stats::ReconcileArgs),
     /// Show the running node: fingerprint, counts, and each peer's link.
+    #[command(long_about = status::LONG_ABOUT)]
     Status(status::StatusArgs),
     /// Show this node's and its peers' keys over time; rotate keys.
     #[command(subcommand)]
@@ -134,6 +140,7 @@ enum Command {
     #[command(subcommand)]
     Log(log::LogCommand),
     /// Measure throughput and latency of a real two-node exchange on this machine.
+    #[command(long_about = bench::LONG_ABOUT)]
     Bench(bench::BenchArgs),
 }
 

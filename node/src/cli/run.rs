@@ -13,8 +13,8 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, clap::Args)]
-#[command(long_about = "Run the node: serve partner nodes over mutual TLS on network.peer_listen, \
+/// The long help of the command (clap takes a subcommand's from its variant, see `cli::Command`).
+pub(crate) const LONG_ABOUT: &str = "Run the node: serve partner nodes over mutual TLS on network.peer_listen, \
 deliver queued certificates, confirmations and voids to each enrolled peer, and serve the local \
 API on network.api_listen. Stops cleanly on SIGINT or SIGTERM: requests in progress finish, \
 everything acknowledged is already on disk.\n\n\
@@ -22,7 +22,9 @@ If the store's disk fails (full, or read-only), the API keeps answering: writes 
 503 naming the cause and the fix, and the node reopens its store by itself once a test write \
 succeeds.\n\n\
 Logs go to standard error; set the level with KPNODE_LOG (e.g. KPNODE_LOG=debug, or \
-KPNODE_LOG=kp_node::link=debug).\n\nUnder systemd (Type=notify) it says READY=1 once the store is open and both listeners are bound, STOPPING=1 when it begins to stop, and, with WatchdogSec= set, WATCHDOG=1 while its store threads answer; see packaging/systemd/kpnode.service.")]
+KPNODE_LOG=kp_node::link=debug).\n\nUnder systemd (Type=notify) it says READY=1 once the store is open and both listeners are bound, STOPPING=1 when it begins to stop, and, with WatchdogSec= set, WATCHDOG=1 while its store threads answer; see packaging/systemd/kpnode.service.";
+
+#[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
     dir: DirArg,

@@ -12,13 +12,16 @@ use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
 use crate::report::stats::{self, By, Period, StatsReport};
 
-#[derive(Debug, clap::Args)]
-#[command(long_about = "Exports and imports of a period, computed from the log: carats, US$ and \
+/// The long help of the command (clap takes a subcommand's from its variant, see `cli::Command`).
+pub(crate) const STATS_LONG_ABOUT: &str =
+    "Exports and imports of a period, computed from the log: carats, US$ and \
 certificate counts by partner and HS code, as participants report them to the Kimberley Process. \
 A certificate counts in the period holding its date of issue; only acknowledged certificates \
 count (exports: the importer's signed receipt is held; imports: stored and acknowledged), and \
 voided ones are left out. Sums are exact, to the hundredth of a carat and the cent.\n\n\
---chart draws exports and imports per partner per month as an SVG for a report.")]
+--chart draws exports and imports per partner per month as an SVG for a report.";
+
+#[derive(Debug, clap::Args)]
 pub struct StatsArgs {
     /// The period: 2026-Q3, 2026-H1, 2026-07, 2026, or 2026-07-01..2026-09-30.
     #[arg(long, value_name = "PERIOD")]
@@ -42,11 +45,14 @@ pub struct StatsArgs {
     dir: DirArg,
 }
 
-#[derive(Debug, clap::Args)]
-#[command(long_about = "For each partner: certificates sent and their confirmations, confirmations \
+/// The long help of the command (clap takes a subcommand's from its variant, see `cli::Command`).
+pub(crate) const RECONCILE_LONG_ABOUT: &str =
+    "For each partner: certificates sent and their confirmations, confirmations \
 whose parcels or carats differ from the certificate (with the exact difference), certificates past \
 expiry with no confirmation, and inbound certificates this node has not confirmed.\n\n\
-Exit status 1 when anything needs attention (for cron), 0 when all is reconciled.")]
+Exit status 1 when anything needs attention (for cron), 0 when all is reconciled.";
+
+#[derive(Debug, clap::Args)]
 pub struct ReconcileArgs {
     /// Only this partner.
     #[arg(long, value_name = "CODE")]

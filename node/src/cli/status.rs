@@ -6,10 +6,13 @@ use super::{CliResult, DirArg};
 use crate::client::Client;
 use crate::home::NodeDir;
 
-#[derive(Debug, clap::Args)]
-#[command(long_about = "Show the running node: participant, fingerprint and signing key, counts, \
+/// The long help of the command (clap takes a subcommand's from its variant, see `cli::Command`).
+pub(crate) const LONG_ABOUT: &str =
+    "Show the running node: participant, fingerprint and signing key, counts, \
 and for each peer whether its link is up, how many messages are queued and in flight, the last \
-delivery and the last error.")]
+delivery and the last error.";
+
+#[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
     dir: DirArg,

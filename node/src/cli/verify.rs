@@ -9,8 +9,8 @@ use super::{read_input, CliResult, Failure};
 use crate::clock::{Clock, SystemClock};
 use kp_exchange::registry::Registry;
 
-#[derive(Debug, clap::Args)]
-#[command(long_about = "Check a signed certificate (.kpc) offline against the issuing \
+/// The long help of the command (clap takes a subcommand's from its variant, see `cli::Command`).
+pub(crate) const LONG_ABOUT: &str = "Check a signed certificate (.kpc) offline against the issuing \
 participant's enrolment bundle: the bundle's self-signature and key history, that the \
 certificate was signed by that participant with a key valid at the time of signing, the \
 signature, and the certificate's content. Works without a node directory.\n\n\
@@ -28,7 +28,9 @@ no \"Authentic\" line).\n\n\
 A bundle vouches for its own identity's keys only. A document signed before the participant \
 replaced its identity (a fresh `kpnode init`) is not authentic by the new bundle: check it with \
 the bundle of the identity that signed it, after confirming that bundle's fingerprint with the \
-participant's authority.")]
+participant's authority.";
+
+#[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// The signed certificate (.kpc); optional with --qr.
     #[arg(required_unless_present = "qr")]
