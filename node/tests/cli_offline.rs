@@ -245,3 +245,23 @@ fn init_refuses_an_existing_node_and_keeps_keys_private() {
     // Usage errors exit 2 too.
     fails(&["cert", "sign"], 2);
 }
+
+/// `--help` of a command gives its long help (what it does, in paragraphs), `-h` the line.
+#[test]
+fn every_command_with_a_long_help_shows_it_on_help() {
+    let expect = [
+        ("init", "PKCS#8 PEM"),
+        ("run", "READY=1"),
+        ("bench", "durable sled stores"),
+        ("status", "the last delivery"),
+        ("verify", "Works without a node"),
+        ("stats", "date of issue"),
+        ("reconcile", "with the exact difference"),
+    ];
+    for (command, phrase) in expect {
+        let long = ok(&[command, "--help"]).replace('\n', " ");
+        assert!(long.contains(phrase), "kpnode {command} --help lacks {phrase:?}:\n{long}");
+        let short = ok(&[command, "-h"]);
+        assert!(short.len() < long.len(), "kpnode {command} -h is as long as --help");
+    }
+}
