@@ -237,3 +237,37 @@ fn cert_submit_takes_many_files_and_ndjson_on_stdin() {
     assert!(err.contains(&format!("error: {a}: cannot reach the kpnode daemon")), "{err}");
     assert!(err.contains("0 stored, 0 refused, 2 failed"), "{err}");
 }
+
+#[test]
+fn a_certificate_larger_than_api_max_body_bytes_is_refused_alone() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", 0);
+    set_setting(&dir, "api", "max_body_bytes", "2048");
+    let mut ru = TestNode::start(&rt, dir);
+    let small = certificate_json("RU", "IN", None, 1);
+    let mut big: Value = serde_json::from_str(&certificate_json("RU", "IN", None, 2)).unwrap();
+    big["exporter"]["address"] = "x".repeat(2100).into();
+    let batch = format!("[{small},{big}]");
+    // Alone, the large certificate is refused by the single route's limit too.
+    let (status, _) = ru.api.post("/v1/certificates", &big.to_string());
+    assert_eq!(status, 413);
+    // atomic=true: the large one is refused, naming the limit; the small one is not stored.
+    let (status, v) = ru.api.post("/v1/certificates/batch?atomic=true", &batch);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["items"][1]["code"], 413, "{v}");
+    assert_eq!(v["items"][1]["error"]["error"], "too_large", "{v}");
+    assert!(
+        v["items"][1]["error"]["message"].as_str().unwrap().contains("2048 bytes api.max_body_bytes"),
+        "{v}"
+    );
+    assert_eq!(v["items"][0]["code"], 424, "{v}");
+    assert!(ru.api.certificates("out").is_empty());
+    // Without atomic, the small one is stored.
+    let (_, v) = ru.api.post("/v1/certificates/batch", &batch);
+    assert_eq!((v["stored"].as_u64(), v["refused"].as_u64()), (Some(1), Some(1)), "{v}");
+    assert_eq!(v["items"][1]["code"], 413, "{v}");
+    assert_eq!(ru.api.certificates("out").len(), 1);
+    ru.stop(&rt);
+}
