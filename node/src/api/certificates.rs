@@ -196,7 +196,13 @@ pub(super) async fn submit_batch(
                 (None, true) => Some(content.to_hex()),
                 (None, false) => None,
             };
-            (i, BatchItem { body: slices[i], idempotency: key.map(|key| Idempotency { key, content }) })
+            (
+                i,
+                BatchItem {
+                    body: slices[i].to_vec(),
+                    idempotency: key.map(|key| Idempotency { key, content }),
+                },
+            )
         })
         .collect();
     if atomic && !too_large.is_empty() {
@@ -206,7 +212,7 @@ pub(super) async fn submit_batch(
         }
     } else {
         let (places, items): (Vec<usize>, Vec<BatchItem>) = items.into_iter().unzip();
-        let results = crate::service::issuing::submit_batch(&shared, &items, atomic).await;
+        let results = crate::service::issuing::submit_batch(&shared, items, atomic).await;
         for (i, r) in places.into_iter().zip(results) {
             answers[i] = Some(r.map_err(ApiError::from));
         }

@@ -265,8 +265,8 @@ pub const BATCH_BODY_FACTOR: usize = 16;
 
 /// One certificate of a bulk submission: its JSON and its idempotency key, if any.
 #[derive(Debug)]
-pub struct BatchItem<'a> {
-    pub body: &'a [u8],
+pub struct BatchItem {
+    pub body: Vec<u8>,
     pub idempotency: Option<Idempotency>,
 }
 
@@ -275,6 +275,67 @@ enum Step {
     /// Answered without storing: remembered by its idempotency key, or refused.
     Done(Result<Submitted, IssueError>),
     Valid(CertificateDraft, Vec<String>),
+}
+
+/// A signed certificate of a batch waiting for the store: its place, number, whether this
+/// node numbered it, and its warnings.
+type Pending = (usize, CertificateNumber, Option<(i32, u64)>, Vec<String>);
+
+/// A batch validated, numbered and signed: the answers known already (`None` where the store
+/// will answer), and the commands that store the rest.
+struct Prepared {
+    answers: Vec<Option<Result<Submitted, IssueError>>>,
+    pending: Vec<Pending>,
+    commands: Vec<Command>,
+}
+
+/// Validates, numbers and signs a batch (the CPU-bound part, run off the async workers).
+fn prepare(shared: &Shared, items: &[BatchItem], atomic: bool) -> Prepared {
+    let today = shared.now().date();
+    let year = today.year();
+    let steps: Vec<Step> = items
+        .iter()
+        .map(|item| {
+            match item.idempotency.as_ref().map(|i| remembered(shared, i)).transpose() {
+                Err(e) => return Step::Done(Err(e)),
+                Ok(Some(Some(answer))) => return Step::Done(Ok(answer)),
+                Ok(_) => {}
+            }
+            match validate(shared, today, &item.body) {
+                Ok((draft, warnings)) => Step::Valid(draft, warnings),
+                Err(e) => Step::Done(Err(e)),
+            }
+        })
+        .collect();
+    let refused: Vec<usize> =
+        steps.iter().enumerate().filter(|(_, s)| matches!(s, Step::Done(Err(_)))).map(|(i, _)| i).collect();
+    if atomic && !refused.is_empty() {
+        let answers = steps
+            .into_iter()
+            .map(|s| match s {
+                Step::Done(r @ Err(_)) => Some(r),
+                _ => Some(Err(IssueError::NotAttempted(refused.clone()))),
+            })
+            .collect();
+        return Prepared { answers, pending: Vec::new(), commands: Vec::new() };
+    }
+    // Number and sign in order, so the numbers of one batch follow its order.
+    let mut prepared =
+        Prepared { answers: Vec::with_capacity(items.len()), pending: Vec::new(), commands: Vec::new() };
+    for ((i, step), item) in steps.into_iter().enumerate().zip(items) {
+        match step {
+            Step::Done(r) => prepared.answers.push(Some(r)),
+            Step::Valid(draft, warnings) => match sign(shared, draft, year, item.idempotency.clone()) {
+                Ok(Signed { command, number, assigned }) => {
+                    prepared.commands.push(command);
+                    prepared.pending.push((i, number, assigned, warnings));
+                    prepared.answers.push(None);
+                }
+                Err(e) => prepared.answers.push(Some(Err(e.into()))),
+            },
+        }
+    }
+    prepared
 }
 
 /// Validates, numbers, signs and stores many certificates, answering each in order exactly as
@@ -287,53 +348,27 @@ enum Step {
 /// that another certificate took meanwhile) still refuses that item alone.
 pub async fn submit_batch(
     shared: &Arc<Shared>,
-    items: &[BatchItem<'_>],
+    items: Vec<BatchItem>,
     atomic: bool,
 ) -> Vec<Result<Submitted, IssueError>> {
-    let today = shared.now().date();
-    let year = today.year();
-    let steps: Vec<Step> = items
-        .iter()
-        .map(|item| {
-            match item.idempotency.as_ref().map(|i| remembered(shared, i)).transpose() {
-                Err(e) => return Step::Done(Err(e)),
-                Ok(Some(Some(answer))) => return Step::Done(Ok(answer)),
-                Ok(_) => {}
-            }
-            match validate(shared, today, item.body) {
-                Ok((draft, warnings)) => Step::Valid(draft, warnings),
-                Err(e) => Step::Done(Err(e)),
-            }
+    let count = items.len();
+    // Validating and signing up to 1000 certificates takes tens of milliseconds of CPU: not
+    // on a worker that serves links and other requests meanwhile.
+    let job = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let prepared = prepare(&shared, &items, atomic);
+            (items, prepared)
         })
-        .collect();
-    let refused: Vec<usize> =
-        steps.iter().enumerate().filter(|(_, s)| matches!(s, Step::Done(Err(_)))).map(|(i, _)| i).collect();
-    if atomic && !refused.is_empty() {
-        return steps
-            .into_iter()
-            .map(|s| match s {
-                Step::Done(r @ Err(_)) => r,
-                _ => Err(IssueError::NotAttempted(refused.clone())),
-            })
-            .collect();
-    }
-    // Number and sign in order, so the numbers of one batch follow its order.
-    let mut answers: Vec<Option<Result<Submitted, IssueError>>> = Vec::with_capacity(items.len());
-    let mut pending = Vec::new();
-    let mut commands = Vec::new();
-    for ((i, step), item) in steps.into_iter().enumerate().zip(items) {
-        match step {
-            Step::Done(r) => answers.push(Some(r)),
-            Step::Valid(draft, warnings) => match sign(shared, draft, year, item.idempotency.clone()) {
-                Ok(Signed { command, number, assigned }) => {
-                    commands.push(command);
-                    pending.push((i, number, assigned, warnings));
-                    answers.push(None);
-                }
-                Err(e) => answers.push(Some(Err(e.into()))),
-            },
+    };
+    let (items, Prepared { mut answers, pending, commands }) = match job.await {
+        Ok(done) => done,
+        Err(e) => {
+            return (0..count)
+                .map(|_| Err(IssueError::Unexpected(format!("preparing the batch failed: {e}"))))
+                .collect()
         }
-    }
+    };
     let receivers = if commands.is_empty() { Ok(Vec::new()) } else { shared.actor.send_all(commands).await };
     match receivers {
         Err(e) => {
@@ -358,7 +393,7 @@ pub async fn submit_batch(
                     // The number this node drew was taken by hand meanwhile: the single path
                     // draws the next one.
                     Ok(Outcome::Refused(EngineError::Conflict(_))) if assigned.is_some() => {
-                        Box::pin(submit(shared, item.body, item.idempotency.clone())).await
+                        Box::pin(submit(shared, &item.body, item.idempotency.clone())).await
                     }
                     Ok(Outcome::Refused(e)) => Err(e.into()),
                     Ok(other) => Err(IssueError::Unexpected(format!("{other:?}"))),
