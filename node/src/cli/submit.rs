@@ -29,69 +29,116 @@ enum Fate {
     Failed,
 }
 
-/// The certificates of `files` (`-`: one per line of stdin); an unreadable file or a line
-/// that is not JSON is answered at once, never sent.
-fn collect(files: &[PathBuf], fates: &mut Vec<Fate>) -> Vec<Item> {
-    let mut items = Vec::new();
-    let refuse = |source: &str, why: String, fates: &mut Vec<Fate>| {
+/// Collects certificates into batches of at most [`MAX_BATCH_ITEMS`] and `max_body` bytes and
+/// sends each when full, so stdin of any length is read a batch at a time.
+struct Sender<'a> {
+    client: &'a Client,
+    max_body: usize,
+    as_json: bool,
+    batch: Vec<Item>,
+    /// The body the batch makes: `[`, `]`, and each text with its comma.
+    size: usize,
+    fates: Vec<Fate>,
+}
+
+impl Sender<'_> {
+    /// Adds a certificate, first sending the batch if this one would not fit in it (a
+    /// certificate larger than `max_body` alone goes in a batch of its own, and the node
+    /// refuses it).
+    fn push(&mut self, item: Item) {
+        let add = item.text.len() + 1;
+        if full(self.batch.len(), self.size, add, self.max_body) {
+            self.send();
+        }
+        self.size += add;
+        self.batch.push(item);
+    }
+
+    /// Answers a certificate that is not sent (unreadable, or not JSON).
+    fn refuse(&mut self, source: &str, why: String) {
         eprintln!("error: {source}: {why}");
-        fates.push(Fate::Invalid);
-    };
-    for file in files {
+        self.fates.push(Fate::Invalid);
+    }
+
+    /// Sends the batch and prints one line per certificate in it.
+    fn send(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.size = 2;
+        match self.client.post("/v1/certificates/batch?idempotency=content", body(&batch).as_bytes()) {
+            Ok((_, v)) => {
+                let answers = v["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+                for (i, item) in batch.iter().enumerate() {
+                    match answers.get(i) {
+                        Some(a) => self.fates.push(report(item, a, self.as_json)),
+                        None => {
+                            eprintln!("error: {}: the node's answer has no item {i}", item.source);
+                            self.fates.push(Fate::Failed);
+                        }
+                    }
+                }
+            }
+            // The batch refused whole (too large, the daemon unreachable…): every certificate
+            // in it is answered with the reason.
+            Err(e) => {
+                let fate = match &e {
+                    ClientError::Refused { invalid: true, .. } => Fate::Invalid,
+                    _ => Fate::Failed,
+                };
+                for item in &batch {
+                    for line in e.lines() {
+                        eprintln!("error: {}: {line}", item.source);
+                    }
+                    self.fates.push(fate);
+                }
+            }
+        }
+    }
+
+    /// Takes the certificates of `file` (`-`: one per line of stdin); an unreadable file or a
+    /// line that is not JSON is answered at once, never sent.
+    fn read(&mut self, file: &Path) {
         if file == Path::new("-") {
             let stdin = std::io::stdin();
             for (n, line) in stdin.lock().lines().enumerate() {
                 let source = format!("-:{}", n + 1);
                 match line {
                     Err(e) => {
-                        refuse(&source, format!("cannot read stdin: {e}"), fates);
+                        self.refuse(&source, format!("cannot read stdin: {e}"));
                         break;
                     }
                     Ok(l) if l.trim().is_empty() => {}
                     Ok(l) => match serde_json::from_str::<serde::de::IgnoredAny>(&l) {
-                        Ok(_) => items.push(Item { source, text: l }),
-                        Err(e) => refuse(
-                            &source,
-                            format!("is not JSON ({e}); give one certificate per line"),
-                            fates,
-                        ),
+                        Ok(_) => self.push(Item { source, text: l }),
+                        Err(e) => {
+                            self.refuse(&source, format!("is not JSON ({e}); give one certificate per line"))
+                        }
                     },
                 }
             }
-            continue;
+            return;
         }
         let source = file.display().to_string();
         match super::read_input(file) {
-            Err(f) => f
-                .lines
-                .into_iter()
-                .for_each(|l| refuse(&source, l.replacen(&format!("{source}: "), "", 1), fates)),
+            Err(f) => {
+                for line in f.lines {
+                    self.refuse(&source, line.replacen(&format!("{source}: "), "", 1));
+                }
+            }
             Ok(text) => match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
-                Ok(_) => items.push(Item { source, text }),
-                Err(e) => refuse(&source, format!("is not JSON: {e}"), fates),
+                Ok(_) => self.push(Item { source, text }),
+                Err(e) => self.refuse(&source, format!("is not JSON: {e}")),
             },
         }
     }
-    items
 }
 
-/// Splits `items` into batches of at most [`MAX_BATCH_ITEMS`] and `max_body` bytes (a
-/// certificate larger than that alone goes in a batch of its own, and is refused by the node).
-fn batches(items: &[Item], max_body: usize) -> Vec<&[Item]> {
-    let mut out = Vec::new();
-    let (mut start, mut size) = (0, 2);
-    for (i, item) in items.iter().enumerate() {
-        let add = item.text.len() + 1;
-        if i > start && (i - start >= MAX_BATCH_ITEMS || size + add > max_body) {
-            out.push(&items[start..i]);
-            (start, size) = (i, 2);
-        }
-        size += add;
-    }
-    if start < items.len() {
-        out.push(&items[start..]);
-    }
-    out
+/// Whether a batch of `len` certificates making a body of `size` bytes must be sent before
+/// one of `add` more bytes joins it.
+fn full(len: usize, size: usize, add: usize, max_body: usize) -> bool {
+    len > 0 && (len >= MAX_BATCH_ITEMS || size + add > max_body)
 }
 
 /// The batch's body: the items' texts joined verbatim, so the node keys each certificate
@@ -148,41 +195,15 @@ fn report(item: &Item, answer: &Value, as_json: bool) -> Fate {
 /// node or on the way (submitting again is safe), else 2 if any was refused for its content.
 pub fn submit_many(files: &[PathBuf], dir: &DirArg, as_json: bool) -> CliResult {
     let home = NodeDir::new(&dir.dir);
-    let max_body = home.config()?.api.max_body_bytes as usize * BATCH_BODY_FACTOR;
+    let max_body = (home.config()?.api.max_body_bytes as usize).saturating_mul(BATCH_BODY_FACTOR);
     let client = Client::for_dir(&home)?;
-    let mut fates = Vec::new();
-    let items = collect(files, &mut fates);
-    for batch in batches(&items, max_body) {
-        let answer = client.post("/v1/certificates/batch?idempotency=content", body(batch).as_bytes());
-        match answer {
-            Ok((_, v)) => {
-                let answers = v["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-                for (i, item) in batch.iter().enumerate() {
-                    match answers.get(i) {
-                        Some(a) => fates.push(report(item, a, as_json)),
-                        None => {
-                            eprintln!("error: {}: the node's answer has no item {i}", item.source);
-                            fates.push(Fate::Failed);
-                        }
-                    }
-                }
-            }
-            // The batch refused whole (too large, the daemon unreachable…): every certificate
-            // in it is answered with the reason.
-            Err(e) => {
-                let fate = match &e {
-                    ClientError::Refused { invalid: true, .. } => Fate::Invalid,
-                    _ => Fate::Failed,
-                };
-                for item in batch {
-                    for line in e.lines() {
-                        eprintln!("error: {}: {line}", item.source);
-                    }
-                    fates.push(fate);
-                }
-            }
-        }
+    let mut sender =
+        Sender { client: &client, max_body, as_json, batch: Vec::new(), size: 2, fates: Vec::new() };
+    for file in files {
+        sender.read(file);
     }
+    sender.send();
+    let fates = sender.fates;
     let count = |f: Fate| fates.iter().filter(|x| **x == f).count();
     let (failed, invalid) = (count(Fate::Failed), count(Fate::Invalid));
     let summary = format!("{} stored, {invalid} refused, {failed} failed", count(Fate::Stored));
@@ -192,10 +213,9 @@ pub fn submit_many(files: &[PathBuf], dir: &DirArg, as_json: bool) -> CliResult 
         )))
     } else if invalid > 0 {
         Err(Failure::input(format!("{summary}: fix the certificates named above and submit them again")))
+    } else if fates.is_empty() {
+        Err(Failure::input("no certificates given: name files, or - for NDJSON on stdin"))
     } else {
-        if fates.is_empty() {
-            return Err(Failure::input("no certificates given: name files, or - for NDJSON on stdin"));
-        }
         Ok(())
     }
 }
@@ -204,21 +224,36 @@ pub fn submit_many(files: &[PathBuf], dir: &DirArg, as_json: bool) -> CliResult 
 mod tests {
     use super::*;
 
-    fn item(n: usize) -> Item {
-        Item { source: String::new(), text: "x".repeat(n) }
+    /// The sizes of the batches `texts` of these lengths are cut into.
+    fn cut(lengths: &[usize], max_body: usize) -> Vec<usize> {
+        let (mut out, mut len, mut size) = (Vec::new(), 0, 2);
+        for l in lengths {
+            if full(len, size, l + 1, max_body) {
+                out.push(len);
+                (len, size) = (0, 2);
+            }
+            len += 1;
+            size += l + 1;
+        }
+        out.push(len);
+        out
     }
 
     #[test]
     fn batches_respect_both_limits() {
-        let items: Vec<Item> = (0..2500).map(|_| item(1)).collect();
-        let sizes: Vec<usize> = batches(&items, 1 << 20).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, vec![1000, 1000, 500]);
-        let items: Vec<Item> = (0..5).map(|_| item(40)).collect();
+        assert_eq!(cut(&[1; 2500], 1 << 20), vec![1000, 1000, 500]);
         // 2 + 41 + 41 = 84 fits in 100; a third does not.
-        let sizes: Vec<usize> = batches(&items, 100).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, vec![2, 2, 1]);
-        let items = vec![item(500), item(1)];
-        let sizes: Vec<usize> = batches(&items, 100).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, vec![1, 1]);
+        assert_eq!(cut(&[40; 5], 100), vec![2, 2, 1]);
+        // Too large alone: a batch of its own.
+        assert_eq!(cut(&[500, 1], 100), vec![1, 1]);
+    }
+
+    #[test]
+    fn a_batch_joins_the_texts_verbatim() {
+        let items = [
+            Item { source: "a".into(), text: "{}\n".into() },
+            Item { source: "b".into(), text: " 1".into() },
+        ];
+        assert_eq!(body(&items), "[{}\n, 1]");
     }
 }
