@@ -34,6 +34,8 @@ enum Fate {
 struct Sender<'a> {
     client: &'a Client,
     max_body: usize,
+    /// The most a certificate may be (`api.max_body_bytes`).
+    max_item: usize,
     as_json: bool,
     batch: Vec<Item>,
     /// The body the batch makes: `[`, `]`, and each text with its comma.
@@ -102,15 +104,26 @@ impl Sender<'_> {
     fn read(&mut self, file: &Path) {
         if file == Path::new("-") {
             let stdin = std::io::stdin();
-            for (n, line) in stdin.lock().lines().enumerate() {
-                let source = format!("-:{}", n + 1);
-                match line {
+            let mut input = stdin.lock();
+            let mut n = 0;
+            loop {
+                n += 1;
+                let source = format!("-:{n}");
+                match read_line(&mut input, self.max_item) {
                     Err(e) => {
                         self.refuse(&source, format!("cannot read stdin: {e}"));
                         break;
                     }
-                    Ok(l) if l.trim().is_empty() => {}
-                    Ok(l) => match serde_json::from_str::<serde::de::IgnoredAny>(&l) {
+                    Ok(Line::End) => break,
+                    Ok(Line::TooLong) => self.refuse(
+                        &source,
+                        format!(
+                            "is longer than the {} bytes api.max_body_bytes allows a certificate",
+                            self.max_item
+                        ),
+                    ),
+                    Ok(Line::Text(l)) if l.trim().is_empty() => {}
+                    Ok(Line::Text(l)) => match serde_json::from_str::<serde::de::IgnoredAny>(&l) {
                         Ok(_) => self.push(Item { source, text: l }),
                         Err(e) => {
                             self.refuse(&source, format!("is not JSON ({e}); give one certificate per line"))
@@ -133,6 +146,52 @@ impl Sender<'_> {
             },
         }
     }
+}
+
+/// A line of stdin.
+#[derive(Debug, PartialEq)]
+enum Line {
+    Text(String),
+    /// Longer than a certificate may be: skipped to its end, never held whole.
+    TooLong,
+    End,
+}
+
+/// Reads a line of at most `limit` bytes (without its newline) from `input`.
+fn read_line(input: &mut impl BufRead, limit: usize) -> std::io::Result<Line> {
+    let mut buf = Vec::new();
+    let read = std::io::Read::take(&mut *input, limit as u64 + 1).read_until(b'\n', &mut buf)?;
+    if read == 0 {
+        return Ok(Line::End);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if buf.len() > limit {
+        // Skip the rest of the line, a buffer at a time.
+        loop {
+            let chunk = input.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            match chunk.iter().position(|b| *b == b'\n') {
+                Some(at) => {
+                    input.consume(at + 1);
+                    break;
+                }
+                None => {
+                    let len = chunk.len();
+                    input.consume(len);
+                }
+            }
+        }
+        return Ok(Line::TooLong);
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    String::from_utf8(buf)
+        .map(Line::Text)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "a line is not UTF-8 text"))
 }
 
 /// Whether a batch of `len` certificates making a body of `size` bytes must be sent before
@@ -195,10 +254,18 @@ fn report(item: &Item, answer: &Value, as_json: bool) -> Fate {
 /// node or on the way (submitting again is safe), else 2 if any was refused for its content.
 pub fn submit_many(files: &[PathBuf], dir: &DirArg, as_json: bool) -> CliResult {
     let home = NodeDir::new(&dir.dir);
-    let max_body = (home.config()?.api.max_body_bytes as usize).saturating_mul(BATCH_BODY_FACTOR);
+    let max_item = home.config()?.api.max_body_bytes as usize;
+    let max_body = max_item.saturating_mul(BATCH_BODY_FACTOR);
     let client = Client::for_dir(&home)?;
-    let mut sender =
-        Sender { client: &client, max_body, as_json, batch: Vec::new(), size: 2, fates: Vec::new() };
+    let mut sender = Sender {
+        client: &client,
+        max_body,
+        max_item,
+        as_json,
+        batch: Vec::new(),
+        size: 2,
+        fates: Vec::new(),
+    };
     for file in files {
         sender.read(file);
     }
@@ -246,6 +313,20 @@ mod tests {
         assert_eq!(cut(&[40; 5], 100), vec![2, 2, 1]);
         // Too large alone: a batch of its own.
         assert_eq!(cut(&[500, 1], 100), vec![1, 1]);
+    }
+
+    #[test]
+    fn lines_are_read_within_their_limit() {
+        let mut input = std::io::Cursor::new(b"{}\nxxxxxxxxxxxx\n{\"a\":1}\r\n\nlast".to_vec());
+        let mut lines = Vec::new();
+        loop {
+            match read_line(&mut input, 8).unwrap() {
+                Line::End => break,
+                l => lines.push(l),
+            }
+        }
+        let text = |s: &str| Line::Text(s.to_owned());
+        assert_eq!(lines, vec![text("{}"), Line::TooLong, text("{\"a\":1}"), text(""), text("last")]);
     }
 
     #[test]
