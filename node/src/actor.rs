@@ -70,6 +70,9 @@ type Reply = oneshot::Sender<Result<Outcome, ActorError>>;
 
 enum Job {
     Command(Box<Command>, Reply),
+    /// Commands sent together (a bulk submission): they go into one batch, so one commit and
+    /// one flush serve them all.
+    Commands(Vec<(Command, Reply)>),
     /// Rotate keys: between two batches, so that everything signed with the old key is
     /// queued before the statement and everything signed with the new one after it.
     Rotate {
@@ -160,6 +163,7 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Job::Command(c, _) => write!(f, "Job::Command({c:?})"),
+            Job::Commands(c) => write!(f, "Job::Commands({} commands)", c.len()),
             Job::Rotate { signing, tls, .. } => write!(f, "Job::Rotate(signing: {signing}, tls: {tls})"),
             Job::Ping(_) => f.write_str("Job::Ping"),
             Job::Stop => f.write_str("Job::Stop"),
@@ -182,6 +186,24 @@ impl ActorHandle {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Job::Command(Box::new(command), tx)).await.map_err(|_| ActorError::Stopped)?;
         Ok(rx)
+    }
+
+    /// Sends `commands` as one job: the writer applies them in one batch (with whatever else
+    /// is waiting), so one commit and one flush serve them all. One receiver per command, in
+    /// order, each yielding its outcome once durable.
+    pub async fn send_all(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<oneshot::Receiver<Result<Outcome, ActorError>>>, ActorError> {
+        let (jobs, receivers): (Vec<_>, Vec<_>) = commands
+            .into_iter()
+            .map(|c| {
+                let (tx, rx) = oneshot::channel();
+                ((c, tx), rx)
+            })
+            .unzip();
+        self.tx.send(Job::Commands(jobs)).await.map_err(|_| ActorError::Stopped)?;
+        Ok(receivers)
     }
 
     /// Rotates keys and queues the statement for every active peer; answers once durable.
@@ -436,6 +458,12 @@ impl Writer {
                         replies.push(r);
                     }
                     Job::Ping(p) => pings.push(p),
+                    Job::Commands(many) => {
+                        for (c, r) in many {
+                            commands.push(c);
+                            replies.push(r);
+                        }
+                    }
                     Job::Stop => stopping = true,
                     Job::Rotate { .. } => {}
                 }
@@ -452,6 +480,11 @@ impl Writer {
             match job {
                 Job::Command(_, r) => {
                     let _ = r.send(Err(ActorError::Stopped));
+                }
+                Job::Commands(many) => {
+                    for (_, r) in many {
+                        let _ = r.send(Err(ActorError::Stopped));
+                    }
                 }
                 Job::Rotate { reply, .. } => {
                     let _ = reply.send(Err(ActorError::Stopped));

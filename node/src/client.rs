@@ -141,8 +141,9 @@ impl Client {
     }
 }
 
-/// One line per problem; whether the request itself was at fault.
-fn api_failure(status: u16, body: &Value) -> ClientError {
+/// One line per problem; whether the request itself was at fault. (Also for one item of a
+/// batch's answer: its `code` and `error`.)
+pub fn api_failure(status: u16, body: &Value) -> ClientError {
     let mut lines = Vec::new();
     if let Some(problems) = body.get("problems").and_then(Value::as_array) {
         for p in problems {

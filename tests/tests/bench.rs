@@ -43,6 +43,20 @@ fn bench_acknowledges_every_certificate_across_two_daemons() {
 }
 
 #[test]
+fn bench_submits_through_the_bulk_route() {
+    // 250 in batches of 100: the last batch is partial.
+    let r = bench(&["--certs", "250", "--processes", "--concurrency", "2", "--batch", "100"]);
+    check(&r, 250);
+    assert!(r["mode"].as_str().unwrap().contains("batches of 100"), "{r}");
+    let (code, _, err) = kpnode(&["bench", "--certs", "10", "--batch", "10"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--batch needs --processes"), "{err}");
+    let (code, _, err) = kpnode(&["bench", "--certs", "10", "--processes", "--batch", "1001"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("give 1 to 1000"), "{err}");
+}
+
+#[test]
 fn bench_times_a_start_with_a_full_log() {
     let r = bench(&["--certs", "20", "--concurrency", "1", "--startup-entries", "2000"]);
     check(&r, 20);

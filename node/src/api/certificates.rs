@@ -71,6 +71,225 @@ pub(super) async fn submit(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct BatchQuery {
+    atomic: Option<bool>,
+    idempotency: Option<String>,
+}
+
+/// The answer to a bulk submission: one item per certificate sent, in order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchAnswer {
+    /// Items issued and stored by this request (201).
+    pub stored: usize,
+    /// Items already stored before (200): the same certificate, or the same idempotency key and JSON.
+    pub already_stored: usize,
+    /// Items refused, or not stored (every item not 200 or 201).
+    pub refused: usize,
+    pub items: Vec<BatchItemAnswer>,
+}
+
+/// One certificate's answer in a batch: what `POST /v1/certificates` would have answered it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchItemAnswer {
+    /// Its place in the array sent, counting from 0.
+    pub index: usize,
+    /// The HTTP status `POST /v1/certificates` would have answered it with: 201 stored, 200
+    /// already stored, 409, 413, 422, 424 (not attempted: an atomic batch with refused items),
+    /// 503…
+    pub code: u16,
+    /// On 200 and 201: the certificate's number, status and message id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Submitted>,
+    /// Otherwise: the error, in the shape of the single route's error body (for invalid JSON,
+    /// every problem by field, the field paths relative to the item).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+#[utoipa::path(post, path = "/v1/certificates/batch", tag = "certificates",
+    description = "Bulk submission: a JSON array of up to 1000 certificates, each the JSON `POST /v1/certificates` takes, answered one by one, in order, as that route would have answered it alone (`items[i].code` is its HTTP status; `certificate` its number, status and message id, or `error` its problems by field). The valid ones are stored together: one durable write serves the whole batch.
+
+The batch is not all-or-nothing: valid items are stored even if others are refused. With `atomic=true`, nothing is stored if any item is refused before storing (invalid, too large, or its idempotency key reused with another body): those items get their problems and every other item 424 `not_attempted`. A refusal only the store can make (a number given in the JSON that another certificate took) still refuses that item alone.
+
+Limits: at most 1000 items (more is refused whole, 413, storing nothing); the body at most 16 × `api.max_body_bytes` (16 MiB by default), each item at most `api.max_body_bytes` (a larger one is answered 413 on its own). A body that is not a JSON array is refused whole (422).
+
+Retrying: with an `Idempotency-Key` header, item i is submitted with the key `<key>/<i>` and remembered for 30 days like a single submission's: the same batch sent again with the same key gets the first answers again (200, `already_stored`), even after a crash; an item whose JSON changed is refused 409 `idempotency_key_reused`. With `idempotency=content`, each item's key is the SHA-256 (hex) of its text as sent between the array's delimiters (`[`, `,`, `]`, whitespace included), so the same JSON is stored once however the batches are cut, and an array made by joining files verbatim keys each file as `kpnode cert submit FILE` keys it alone (to issue two certificates for identical JSON, give them numbers). `kpnode cert submit` with several files sends `idempotency=content`. Without either, a retried batch issues its certificates without a `number` again: make it safe by giving every certificate its number (a number already stored with the same content is answered 200, `already_stored`).",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 printable ASCII characters (no spaces) identifying this batch; item i is remembered as `<key>/<i>` for 30 days"),
+        ("atomic" = Option<bool>, Query, description = "true: store nothing if any item is refused before storing (default false: store every valid item)"),
+        ("idempotency" = Option<String>, Query, description = "`content`: each item's idempotency key is the SHA-256 of its JSON (not with an Idempotency-Key header)")),
+    request_body(content = Vec<kp_protocol::CertificateDraft>, description = "An array of up to 1000 certificates, each as `POST /v1/certificates` takes it"),
+    responses(
+        (status = 200, description = "Every item answered, in order; `stored`, `already_stored` and `refused` count them", body = BatchAnswer),
+        (status = 413, description = "More than 1000 items, or a body over 16 × api.max_body_bytes: nothing stored", body = ErrorBody),
+        (status = 422, description = "The body is not a JSON array, or the query or the Idempotency-Key is invalid: nothing stored", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn submit_batch(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    ApiQuery(q): ApiQuery<BatchQuery>,
+    body: Result<JsonBody, ApiError>,
+) -> ApiResult<Json<BatchAnswer>> {
+    use crate::service::issuing::{BatchItem, BATCH_BODY_FACTOR, MAX_BATCH_ITEMS};
+    let item_limit = shared.config.api.max_body_bytes as usize;
+    let JsonBody(body) = body.map_err(|e| match e {
+        ApiError::TooLarge(_) => ApiError::TooLarge(format!(
+            "the batch is larger than {} bytes ({BATCH_BODY_FACTOR} × api.max_body_bytes); send fewer certificates per batch",
+            item_limit.saturating_mul(BATCH_BODY_FACTOR)
+        )),
+        other => other,
+    })?;
+    let by_content = match q.idempotency.as_deref() {
+        None => false,
+        Some("content") => true,
+        Some(other) => {
+            return Err(invalid(
+                "invalid_query",
+                "idempotency",
+                format!("{other:?} is not a mode; the one mode is content"),
+            ))
+        }
+    };
+    // The header's own checks; the key it gives is extended per item below.
+    let batch_key = idempotency(&headers, b"")?.map(|i| i.key);
+    if by_content && batch_key.is_some() {
+        return Err(invalid(
+            "invalid_request",
+            IDEMPOTENCY_HEADER,
+            "is not used with idempotency=content (each item's key is then its SHA-256); send one or the other",
+        ));
+    }
+    // Parsed once without keeping anything, to refuse a body that is not an array (or holds
+    // too many items) whole before any item is looked at.
+    let count = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&body)
+        .map_err(|e| {
+            invalid("invalid_request", "", format!("the body must be a JSON array of certificates: {e}"))
+        })?
+        .len();
+    if count > MAX_BATCH_ITEMS {
+        return Err(ApiError::TooLarge(format!(
+            "the batch holds {count} certificates; at most {MAX_BATCH_ITEMS} are taken in one request: send them in several"
+        )));
+    }
+    let slices = array_elements(&body);
+    if slices.len() != count {
+        return Err(ApiError::Internal(format!("split the batch into {} items, not {count}", slices.len())));
+    }
+    let atomic = q.atomic.unwrap_or(false);
+    let too_large: Vec<usize> = (0..count).filter(|&i| slices[i].len() > item_limit).collect();
+    let mut answers: Vec<Option<Result<Submitted, ApiError>>> = (0..count)
+        .map(|i| {
+            (slices[i].len() > item_limit).then(|| {
+                Err(ApiError::TooLarge(format!(
+                    "this certificate's JSON is {} bytes, larger than the {item_limit} bytes api.max_body_bytes allows",
+                    slices[i].len()
+                )))
+            })
+        })
+        .collect();
+    let items: Vec<(usize, BatchItem)> = (0..count)
+        .filter(|i| answers[*i].is_none())
+        .map(|i| {
+            let content = kp_protocol::Digest::of(slices[i]);
+            let key = match (&batch_key, by_content) {
+                (Some(k), _) => Some(format!("{k}/{i}")),
+                (None, true) => Some(content.to_hex()),
+                (None, false) => None,
+            };
+            (
+                i,
+                BatchItem {
+                    body: slices[i].to_vec(),
+                    idempotency: key.map(|key| Idempotency { key, content }),
+                },
+            )
+        })
+        .collect();
+    if atomic && !too_large.is_empty() {
+        let e = crate::service::issuing::IssueError::NotAttempted(too_large);
+        for (i, _) in &items {
+            answers[*i] = Some(Err(ApiError::NotAttempted(e.to_string())));
+        }
+    } else {
+        let (places, items): (Vec<usize>, Vec<BatchItem>) = items.into_iter().unzip();
+        let results = crate::service::issuing::submit_batch(&shared, items, atomic).await;
+        for (i, r) in places.into_iter().zip(results) {
+            answers[i] = Some(r.map_err(ApiError::from));
+        }
+    }
+    let mut answer =
+        BatchAnswer { stored: 0, already_stored: 0, refused: 0, items: Vec::with_capacity(count) };
+    for (index, a) in answers.into_iter().enumerate() {
+        let a = a.unwrap_or_else(|| Err(ApiError::Internal("no answer for this item".into())));
+        answer.items.push(match a {
+            Ok(s) => {
+                let code = if s.already_stored { StatusCode::OK } else { StatusCode::CREATED };
+                if s.already_stored {
+                    answer.already_stored += 1;
+                } else {
+                    answer.stored += 1;
+                }
+                BatchItemAnswer { index, code: code.as_u16(), certificate: Some(s), error: None }
+            }
+            Err(e) => {
+                answer.refused += 1;
+                let (code, body) = e.parts();
+                BatchItemAnswer { index, code: code.as_u16(), certificate: None, error: Some(body) }
+            }
+        });
+    }
+    Ok(Json(answer))
+}
+
+/// The text of each element of `body`, a JSON array already parsed as valid: the exact bytes
+/// the client sent between the delimiters (`[`, `,`, `]`), whitespace included. Their SHA-256
+/// is the item's idempotency content, so an array made by joining files verbatim keys each
+/// item as `POST /v1/certificates` keys that file sent alone.
+fn array_elements(body: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut start = 0;
+    for (i, &b) in body.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth == 1 {
+                    start = i + 1;
+                }
+            }
+            b',' if depth == 1 => {
+                out.push(&body[start..i]);
+                start = i + 1;
+            }
+            b']' | b'}' => {
+                if depth == 1 {
+                    let last = &body[start..i];
+                    // Only the empty array has an item of whitespace alone.
+                    if !last.iter().all(u8::is_ascii_whitespace) {
+                        out.push(last);
+                    }
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
     direction: Option<String>,
     status: Option<String>,
@@ -393,4 +612,21 @@ pub(super) async fn resolve(
     };
     let document = shared.signer.sign(&resolution);
     updated(&shared, Command::Resolve { document, resolution: Box::new(resolution) }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::array_elements;
+
+    #[test]
+    fn a_batch_splits_into_the_exact_text_of_each_item() {
+        let body = br#" [ {"a": "x,]}\"{"} , [1, {"b": 2}],"s",  7 ,{}
+]"#;
+        let items: Vec<&str> =
+            array_elements(body).into_iter().map(|s| std::str::from_utf8(s).unwrap()).collect();
+        assert_eq!(items, vec![r#" {"a": "x,]}\"{"} "#, r#" [1, {"b": 2}]"#, r#""s""#, "  7 ", "{}\n"]);
+        assert!(array_elements(b"[]").is_empty());
+        assert!(array_elements(b" [ ] ").is_empty());
+        assert_eq!(array_elements(b"[\n{}\n]"), vec![b"\n{}\n"]);
+    }
 }

@@ -29,6 +29,8 @@ pub enum ApiError {
     /// retrying at once cannot help.
     Taken(&'static str, String),
     TooLarge(String),
+    /// An item of an atomic batch not stored because others were refused (424).
+    NotAttempted(String),
     Unavailable(String),
     Internal(String),
 }
@@ -40,7 +42,8 @@ pub struct ErrorBody {
     /// invalid_query, invalid_bundle, conflict, number_taken (409: the certificate number is
     /// taken by other content), idempotency_key_reused (409: the Idempotency-Key was used with
     /// another body), rotation_refused (409: the node's key history refuses another rotation
-    /// now), too_large, unavailable, internal, request_timeout (408: the body did not arrive
+    /// now), too_large, not_attempted (424, in a batch's answer: an item of an atomic batch not
+    /// stored because others were refused), unavailable, internal, request_timeout (408: the body did not arrive
     /// within `api.body_read_timeout`).
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,6 +55,14 @@ pub struct ErrorBody {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let (status, body) = self.parts();
+        (status, Json(body)).into_response()
+    }
+}
+
+impl ApiError {
+    /// The status and body this error is answered with (alone, or as an item of a batch).
+    pub(super) fn parts(self) -> (StatusCode, ErrorBody) {
         let body = |error: &str, message: Option<String>, problems: Option<Vec<Problem>>| ErrorBody {
             error: error.to_owned(),
             message,
@@ -74,9 +85,12 @@ impl IntoResponse for ApiError {
             ApiError::Taken(error, m) => (StatusCode::CONFLICT, body(error, Some(m), None)),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, body("too_large", Some(m), None)),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, body("unavailable", Some(m), None)),
+            ApiError::NotAttempted(m) => {
+                (StatusCode::FAILED_DEPENDENCY, body("not_attempted", Some(m), None))
+            }
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, body("internal", Some(m), None)),
         };
-        (status, Json(body)).into_response()
+        (status, body)
     }
 }
 
@@ -118,6 +132,7 @@ impl From<IssueError> for ApiError {
             IssueError::Actor(e) => e.into(),
             e @ IssueError::Uncertain { .. } => ApiError::Unavailable(e.to_string()),
             e @ IssueError::NoFreeNumber => ApiError::Conflict(e.to_string()),
+            e @ IssueError::NotAttempted(_) => ApiError::NotAttempted(e.to_string()),
             e @ IssueError::Unexpected(_) => ApiError::Internal(e.to_string()),
         }
     }

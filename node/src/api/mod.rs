@@ -39,7 +39,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::state::Shared;
-use certificates::{confirm, kpc, list, resolve, seal, show, submit, void};
+use certificates::{confirm, kpc, list, resolve, seal, show, submit, submit_batch, void};
 use keys::{keys, rotate};
 use log::{log, log_verify};
 use node::{healthz, metrics, openapi_json, status};
@@ -61,6 +61,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let limit = shared.config.api.max_body_bytes as usize;
     let protected = Router::new()
         .route("/v1/certificates", post(submit).get(list))
+        .route(
+            "/v1/certificates/batch",
+            post(submit_batch).layer(DefaultBodyLimit::max(
+                limit.saturating_mul(crate::service::issuing::BATCH_BODY_FACTOR),
+            )),
+        )
         .route("/v1/certificates/{number}", get(show))
         .route("/v1/certificates/{number}/confirm", post(confirm))
         .route("/v1/certificates/{number}/void", post(void))
@@ -200,7 +206,7 @@ impl utoipa::Modify for BearerAuth {
         title = "kpnode local API",
         description = "The local HTTP API of a kpnode: submit, follow, confirm and void Kimberley Process certificates; enrol peers; keys, log, status and metrics. JSON over HTTP; every route but /healthz needs `Authorization: Bearer <api.token>`."
     ),
-    paths(certificates::submit, certificates::list, certificates::show, certificates::confirm, certificates::void,
+    paths(certificates::submit, certificates::submit_batch, certificates::list, certificates::show, certificates::confirm, certificates::void,
         certificates::resolve, certificates::seal, certificates::kpc, statistics::stats, statistics::reconcile,
         peers::peers, peers::add_peer, peers::remove_peer, participants::participants_list,
         participants::participants_show, participants::participants_set, participants::participants_import,

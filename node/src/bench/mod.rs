@@ -35,6 +35,9 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// Run the importer as a separate process.
     pub processes: bool,
+    /// With `processes`: certificates per request through the bulk route
+    /// `POST /v1/certificates/batch` (0: one per request through `POST /v1/certificates`).
+    pub batch: usize,
     /// Also time the start of a node whose log holds this many entries.
     pub startup_entries: Option<u64>,
     /// Print progress to stderr.

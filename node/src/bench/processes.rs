@@ -136,7 +136,7 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
     let submitted: Arc<Vec<AtomicI64>> = Arc::new((0..n).map(|_| AtomicI64::new(0)).collect());
     let start_ms = SystemClock.now().unix_millis();
     let started = Instant::now();
-    let threads = spawn_submitters(&ex, clients, &submitted)?;
+    let threads = spawn_submitters(&ex, clients, opts.batch, &submitted)?;
     wait_acknowledged(opts, &mut daemons, tmp, &ex_client, threads, started)?;
 
     let im_client = client(&im)?;
@@ -168,7 +168,14 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
         acknowledged: latencies.len() as u64,
         window: opts.window,
         concurrency: clients,
-        mode: "two processes, submitted over HTTP".into(),
+        mode: if opts.batch > 0 {
+            format!(
+                "two processes, submitted over HTTP in batches of {} (POST /v1/certificates/batch)",
+                opts.batch
+            )
+        } else {
+            "two processes, submitted over HTTP".into()
+        },
         elapsed_s: elapsed,
         throughput_per_s: throughput,
         latency_ms: Latency { p50: pct(0.50), p99: pct(0.99), max: pct(1.0) },
@@ -260,26 +267,52 @@ fn wait_connected(daemons: &mut Daemons, tmp: &Path, ex: &NodeDir, im: &NodeDir)
 type Submitter = std::thread::JoinHandle<Result<(), String>>;
 
 /// `clients` threads, each with its own connection, submitting the bench certificates in
-/// turn until none is left; each notes in `submitted` when it sent its certificate (µs).
+/// turn until none is left (`batch` at a time through the bulk route, or one at a time if 0);
+/// each notes in `submitted` when it sent its certificate (µs).
 fn spawn_submitters(
     ex: &NodeDir,
     clients: usize,
+    batch: usize,
     submitted: &Arc<Vec<AtomicI64>>,
 ) -> Result<Vec<Submitter>, String> {
     let today = SystemClock.now().date();
     let next = Arc::new(AtomicU64::new(0));
+    let per_request = batch.max(1) as u64;
     let mut threads = Vec::new();
     for _ in 0..clients {
         let (c, next, submitted) = (client(ex)?, next.clone(), submitted.clone());
         threads.push(std::thread::spawn(move || -> Result<(), String> {
             loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(slot) = submitted.get(i as usize) else { return Ok(()) };
-                let number = format!("RU-BENCH-{i:07}");
-                let body = sample_json(&number, i, today);
-                slot.store(micros_now(), Ordering::SeqCst);
-                c.post("/v1/certificates", body.as_bytes())
-                    .map_err(|e| format!("{number}: {}", e.lines().join("; ")))?;
+                let first = next.fetch_add(per_request, Ordering::SeqCst);
+                let last = (first + per_request).min(submitted.len() as u64);
+                if first >= last {
+                    return Ok(());
+                }
+                let bodies: Vec<String> =
+                    (first..last).map(|i| sample_json(&format!("RU-BENCH-{i:07}"), i, today)).collect();
+                let now = micros_now();
+                for i in first..last {
+                    submitted[i as usize].store(now, Ordering::SeqCst);
+                }
+                if batch == 0 {
+                    c.post("/v1/certificates", bodies[0].as_bytes())
+                        .map_err(|e| format!("RU-BENCH-{first:07}: {}", e.lines().join("; ")))?;
+                    continue;
+                }
+                let (_, answer) = c
+                    .post("/v1/certificates/batch", format!("[{}]", bodies.join(",")).as_bytes())
+                    .map_err(|e| format!("the batch from RU-BENCH-{first:07}: {}", e.lines().join("; ")))?;
+                let items = answer["items"].as_array().map_or(&[][..], Vec::as_slice);
+                if items.len() as u64 != last - first {
+                    return Err(format!(
+                        "the batch from RU-BENCH-{first:07}: {} answers for {} certificates",
+                        items.len(),
+                        last - first
+                    ));
+                }
+                if let Some(bad) = items.iter().find(|i| !matches!(i["code"].as_u64(), Some(200 | 201))) {
+                    return Err(format!("the batch from RU-BENCH-{first:07}: refused an item: {bad}"));
+                }
             }
         }));
     }

@@ -9,7 +9,8 @@ pub(crate) const LONG_ABOUT: &str =
 over mutual TLS, with durable sled stores in a temporary directory. By default both run in this \
 process and certificates go through the API's submission path (validate, sign, store, flush); with \
 --processes both run as `kpnode run` daemons and certificates are POSTed to the exporter's HTTP API, \
-so each node's peak memory is its own. Each certificate is timed until the exporter has stored the \
+so each node's peak memory is its own; with --processes --batch N, N certificates per request through \
+the bulk route POST /v1/certificates/batch. Each certificate is timed until the exporter has stored the \
 importer's receipt. Beside the result, the machine's Ed25519 speed gives the limit the exchange is measured \
 against: cores / (2 signatures + 2 verifications) per certificate.\n\n\
 One certificate at a time (--concurrency 1) measures latency; many at once, throughput.";
@@ -29,6 +30,10 @@ pub struct BenchArgs {
     /// Run both nodes as `kpnode run` daemons and submit over HTTP.
     #[arg(long)]
     processes: bool,
+    /// With --processes: submit N certificates per request through the bulk route
+    /// POST /v1/certificates/batch (at most 1000) instead of one per POST /v1/certificates.
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
     /// Also time the start of a node whose log holds this many entries.
     #[arg(long, value_name = "N")]
     startup_entries: Option<u64>,
@@ -41,7 +46,21 @@ pub fn run(a: BenchArgs) -> CliResult {
     if a.certs == 0 {
         return Err(Failure::input("--certs must be at least 1"));
     }
+    let batch = match a.batch {
+        None => 0,
+        Some(_) if !a.processes => {
+            return Err(Failure::input("--batch needs --processes (it measures the HTTP route)"))
+        }
+        Some(n @ 1..=crate::service::issuing::MAX_BATCH_ITEMS) => n,
+        Some(n) => {
+            return Err(Failure::input(format!(
+                "--batch {n}: give 1 to {} (the bulk route's limit)",
+                crate::service::issuing::MAX_BATCH_ITEMS
+            )))
+        }
+    };
     let opts = BenchOptions {
+        batch,
         certs: a.certs,
         window: a.window.clamp(1, 65_536),
         concurrency: a.concurrency.clamp(1, 100_000),

@@ -60,15 +60,18 @@ number; `kpnode cert submit` numbers certificates itself. A number this node alr
         #[command(flatten)]
         dir: DirArg,
     },
-    /// Validate, number if needed, sign and queue a certificate for its importer.
+    /// Validate, number if needed, sign and queue certificates for their importers.
     #[command(
         long_about = "Send certificate JSON to the running daemon: it validates it with the node's settings, assigns a number (<CC>-<YYYY>-<seq>) if it has none, signs it, stores it durably and queues it for the importing participant's node. Prints the number and status.
 
-Submitting the same file again is safe: kpnode sends the file's SHA-256 as the request's Idempotency-Key, which the node stores with the certificate and remembers for 30 days, so a retry (after a timeout, or a crash of the daemon before it answered) prints the certificate of the first submission, marked (already stored), and issues no second one. A file with a number is stored once whenever it is submitted; the same number with different content is refused (exit status 2). To issue a second certificate for identical JSON without a number, change the file (e.g. give it a number)."
+Submitting the same file again is safe: kpnode sends the file's SHA-256 as the request's Idempotency-Key, which the node stores with the certificate and remembers for 30 days, so a retry (after a timeout, or a crash of the daemon before it answered) prints the certificate of the first submission, marked (already stored), and issues no second one. A file with a number is stored once whenever it is submitted; the same number with different content is refused (exit status 2). To issue a second certificate for identical JSON without a number, change the file (e.g. give it a number).
+
+Several files, or - (NDJSON on stdin: one certificate per line), are sent through the bulk route POST /v1/certificates/batch, in batches of at most 1000 certificates and 16 × api.max_body_bytes. One line per certificate: `FILE: NUMBER STATUS` (or `-:LINE: …` for stdin) on stdout, or its problems, one per line, as `error: FILE: field: message` on stderr. Each is keyed by its SHA-256 as a single file is, so submitting the same files again is safe and a file already submitted alone is recognised. Valid certificates are stored even if others are refused. Exit status: 0 if every certificate is stored, 1 if any failed at the node or on the way (submit again: those stored are answered already stored), else 2 if any was refused for its content (or could not be read)."
     )]
     Submit {
-        /// The certificate JSON file.
-        file: PathBuf,
+        /// Certificate JSON files; - reads NDJSON (one certificate per line) from stdin.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         #[command(flatten)]
         dir: DirArg,
         /// Print the daemon's JSON answer.
@@ -191,7 +194,10 @@ pub fn run(c: CertCommand) -> CliResult {
         CertCommand::Validate { file, dir } => validate(&file, dir.as_deref()),
         CertCommand::Example { dir, to } => example(dir.as_deref(), to.as_deref()),
         CertCommand::Sign { file, out, dir } => sign(&file, &out, &dir),
-        CertCommand::Submit { file, dir, json } => submit(&file, &dir, json),
+        CertCommand::Submit { files, dir, json } => match files.as_slice() {
+            [file] if file != Path::new("-") => submit(file, &dir, json),
+            files => super::submit::submit_many(files, &dir, json),
+        },
         CertCommand::Show { number, dir, json } => show(&number, &dir, json),
         CertCommand::List { dir, direction, status, peer, json } => list(&dir, direction, status, peer, json),
         CertCommand::Confirm { number, received_on, parcels, carats, remarks, dir } => {

@@ -18,6 +18,7 @@ mod peer;
 mod run;
 mod stats;
 mod status;
+mod submit;
 mod verify;
 
 /// Why a command failed: its exit status and one line per problem.

@@ -53,6 +53,9 @@ pub enum IssueError {
     /// Every number tried was taken by hand.
     #[error("could not find a free certificate number; give one in the JSON")]
     NoFreeNumber,
+    /// Not stored because the batch was atomic and these items (0-based) were refused.
+    #[error("{}", not_attempted_message(.0))]
+    NotAttempted(Vec<usize>),
     /// The actor answered with an outcome a submission cannot have.
     #[error("unexpected outcome {0}")]
     Unexpected(String),
@@ -68,6 +71,15 @@ fn uncertain_message(error: &ActorError, number: &CertificateNumber, idempotent:
             "{error}. This certificate was numbered {number} and may have been written before the failure: once the node is back, submit it again with \"number\": \"{number}\" — if it was stored you get it back, and if that number has meanwhile gone to another certificate you get a conflict, and should submit it without a number"
         )
     }
+}
+
+fn not_attempted_message(refused: &[usize]) -> String {
+    let shown: Vec<String> = refused.iter().take(10).map(usize::to_string).collect();
+    let more = if refused.len() > 10 { format!(" and {} more", refused.len() - 10) } else { String::new() };
+    format!(
+        "not stored: the batch was sent with atomic=true and item(s) {}{more} (counting from 0) were refused, so none of it was stored; fix those and send the batch again",
+        shown.join(", ")
+    )
 }
 
 /// The next certificate number of `year`, above anything assigned or stored.
@@ -159,6 +171,43 @@ fn validate(
     Ok((draft, warnings))
 }
 
+/// A valid draft numbered (if it had no number) and signed: the command that stores it.
+struct Signed {
+    command: Command,
+    number: CertificateNumber,
+    /// The year and sequence this node assigned, if it numbered the draft.
+    assigned: Option<(i32, u64)>,
+}
+
+/// Numbers `draft` (from this node's counter of `year`, if it has no number) and signs it.
+fn sign(
+    shared: &Shared,
+    draft: CertificateDraft,
+    year: i32,
+    idempotency: Option<Idempotency>,
+) -> Result<Signed, StoreError> {
+    let exporting = draft.content.exporting_participant;
+    let (cert, assigned) = match draft.number.clone() {
+        Some(n) => (draft.into_certificate(|| n), None),
+        None => {
+            let seq = next_number(shared, year)?;
+            let n = if exporting == shared.me {
+                CertificateNumber::assigned(shared.me, year, seq)
+            } else {
+                CertificateNumber::assigned_for_union(exporting, shared.me, year, seq)
+            };
+            (draft.into_certificate(|| n), Some((year, seq)))
+        }
+    };
+    let document = shared.signer.sign(&cert);
+    let number = cert.number.clone();
+    Ok(Signed {
+        command: Command::Submit { document, certificate: Box::new(cert), assigned, idempotency },
+        number,
+        assigned,
+    })
+}
+
 /// Validates, numbers, signs and stores a certificate: the path of the API and of `bench`.
 /// With `idem`, a request already answered gets its first answer again.
 pub async fn submit(
@@ -174,7 +223,6 @@ pub async fn submit(
     let today = shared.now().date();
     let (draft, warnings) = validate(shared, today, body)?;
     let year = today.year();
-    let exporting = draft.content.exporting_participant;
     // A number we assign may already have been taken by hand; then take the next.
     // Only a number this node assigns is worth retrying; a given one is used once.
     let attempts = if draft.number.is_some() { 1 } else { 16 };
@@ -182,22 +230,7 @@ pub async fn submit(
     for attempt in 1..=attempts {
         let d = if attempt == attempts { draft.take() } else { draft.clone() };
         let Some(d) = d else { break };
-        let (cert, assigned) = match d.number.clone() {
-            Some(n) => (d.into_certificate(|| n), None),
-            None => {
-                let seq = next_number(shared, year)?;
-                let n = if exporting == shared.me {
-                    CertificateNumber::assigned(shared.me, year, seq)
-                } else {
-                    CertificateNumber::assigned_for_union(exporting, shared.me, year, seq)
-                };
-                (d.into_certificate(|| n), Some((year, seq)))
-            }
-        };
-        let document = shared.signer.sign(&cert);
-        let number = cert.number.clone();
-        let command =
-            Command::Submit { document, certificate: Box::new(cert), assigned, idempotency: idem.clone() };
+        let Signed { command, number, assigned } = sign(shared, d, year, idem.clone())?;
         let outcome = match shared.actor.call(command).await {
             Ok(o) => o,
             // The batch was committed but not made durable: it may or may not survive. A
@@ -221,4 +254,159 @@ pub async fn submit(
         }
     }
     Err(IssueError::NoFreeNumber)
+}
+
+/// The most certificates one bulk submission (`POST /v1/certificates/batch`) may hold.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+
+/// A bulk submission's body may be this many times `api.max_body_bytes` (each certificate in
+/// it at most once, as alone): 16 MiB by default, room for 1000 certificates of 16 KiB.
+pub const BATCH_BODY_FACTOR: usize = 16;
+
+/// One certificate of a bulk submission: its JSON and its idempotency key, if any.
+#[derive(Debug)]
+pub struct BatchItem {
+    pub body: Vec<u8>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// Where an item of a batch stands before it is stored.
+enum Step {
+    /// Answered without storing: remembered by its idempotency key, or refused.
+    Done(Result<Submitted, IssueError>),
+    Valid(CertificateDraft, Vec<String>),
+}
+
+/// A signed certificate of a batch waiting for the store: its place, number, whether this
+/// node numbered it, and its warnings.
+type Pending = (usize, CertificateNumber, Option<(i32, u64)>, Vec<String>);
+
+/// A batch validated, numbered and signed: the answers known already (`None` where the store
+/// will answer), and the commands that store the rest.
+struct Prepared {
+    answers: Vec<Option<Result<Submitted, IssueError>>>,
+    pending: Vec<Pending>,
+    commands: Vec<Command>,
+}
+
+/// Validates, numbers and signs a batch (the CPU-bound part, run off the async workers).
+fn prepare(shared: &Shared, items: &[BatchItem], atomic: bool) -> Prepared {
+    let today = shared.now().date();
+    let year = today.year();
+    let steps: Vec<Step> = items
+        .iter()
+        .map(|item| {
+            match item.idempotency.as_ref().map(|i| remembered(shared, i)).transpose() {
+                Err(e) => return Step::Done(Err(e)),
+                Ok(Some(Some(answer))) => return Step::Done(Ok(answer)),
+                Ok(_) => {}
+            }
+            match validate(shared, today, &item.body) {
+                Ok((draft, warnings)) => Step::Valid(draft, warnings),
+                Err(e) => Step::Done(Err(e)),
+            }
+        })
+        .collect();
+    let refused: Vec<usize> =
+        steps.iter().enumerate().filter(|(_, s)| matches!(s, Step::Done(Err(_)))).map(|(i, _)| i).collect();
+    if atomic && !refused.is_empty() {
+        let answers = steps
+            .into_iter()
+            .map(|s| match s {
+                Step::Done(r @ Err(_)) => Some(r),
+                _ => Some(Err(IssueError::NotAttempted(refused.clone()))),
+            })
+            .collect();
+        return Prepared { answers, pending: Vec::new(), commands: Vec::new() };
+    }
+    // Number and sign in order, so the numbers of one batch follow its order.
+    let mut prepared =
+        Prepared { answers: Vec::with_capacity(items.len()), pending: Vec::new(), commands: Vec::new() };
+    for ((i, step), item) in steps.into_iter().enumerate().zip(items) {
+        match step {
+            Step::Done(r) => prepared.answers.push(Some(r)),
+            Step::Valid(draft, warnings) => match sign(shared, draft, year, item.idempotency.clone()) {
+                Ok(Signed { command, number, assigned }) => {
+                    prepared.commands.push(command);
+                    prepared.pending.push((i, number, assigned, warnings));
+                    prepared.answers.push(None);
+                }
+                Err(e) => prepared.answers.push(Some(Err(e.into()))),
+            },
+        }
+    }
+    prepared
+}
+
+/// Validates, numbers, signs and stores many certificates, answering each in order exactly as
+/// [`submit`] would have answered it alone. The valid ones go to the store actor as one job,
+/// so one commit and one flush serve the whole batch (instead of one round trip each).
+///
+/// With `atomic`, nothing is stored if any item is refused before storing (invalid, or an
+/// idempotency key reused with another body): the others are answered
+/// [`IssueError::NotAttempted`]. What only the store can find (a number given in the JSON
+/// that another certificate took meanwhile) still refuses that item alone.
+pub async fn submit_batch(
+    shared: &Arc<Shared>,
+    items: Vec<BatchItem>,
+    atomic: bool,
+) -> Vec<Result<Submitted, IssueError>> {
+    let count = items.len();
+    // Validating and signing up to 1000 certificates takes tens of milliseconds of CPU: not
+    // on a worker that serves links and other requests meanwhile.
+    let job = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let prepared = prepare(&shared, &items, atomic);
+            (items, prepared)
+        })
+    };
+    let (items, Prepared { mut answers, pending, commands }) = match job.await {
+        Ok(done) => done,
+        Err(e) => {
+            return (0..count)
+                .map(|_| Err(IssueError::Unexpected(format!("preparing the batch failed: {e}"))))
+                .collect()
+        }
+    };
+    let receivers = if commands.is_empty() { Ok(Vec::new()) } else { shared.actor.send_all(commands).await };
+    match receivers {
+        Err(e) => {
+            for (i, ..) in pending {
+                answers[i] = Some(Err(e.clone().into()));
+            }
+        }
+        Ok(receivers) => {
+            for ((i, number, assigned, warnings), rx) in pending.into_iter().zip(receivers) {
+                let item = &items[i];
+                let outcome = match rx.await {
+                    Ok(r) => r,
+                    Err(_) => Err(ActorError::Stopped),
+                };
+                answers[i] = Some(match outcome {
+                    Ok(Outcome::Submitted { record, already_stored }) => {
+                        if !already_stored {
+                            tracing::info!(number = %record.number, to = %record.peer, "certificate signed and queued");
+                        }
+                        Ok(submitted(&record, already_stored, warnings))
+                    }
+                    // The number this node drew was taken by hand meanwhile: the single path
+                    // draws the next one.
+                    Ok(Outcome::Refused(EngineError::Conflict(_))) if assigned.is_some() => {
+                        Box::pin(submit(shared, &item.body, item.idempotency.clone())).await
+                    }
+                    Ok(Outcome::Refused(e)) => Err(e.into()),
+                    Ok(other) => Err(IssueError::Unexpected(format!("{other:?}"))),
+                    Err(error @ ActorError::Storage(_)) if assigned.is_some() => {
+                        Err(IssueError::Uncertain { error, number, idempotent: item.idempotency.is_some() })
+                    }
+                    Err(e) => Err(e.into()),
+                });
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(IssueError::Unexpected("no answer for this item".into()))))
+        .collect()
 }
