@@ -39,6 +39,24 @@ fn wait_for(socket: &UnixDatagram, line: &str, timeout: Duration, log: &Path) ->
     );
 }
 
+/// `kpnode run` on `dir` telling `socket_path` (systemd's notify socket), its log in `log`;
+/// `watchdog_usec` sets `WATCHDOG_USEC` (or leaves it unset).
+fn run_command(dir: &Path, socket_path: &Path, log: &Path, watchdog_usec: Option<&str>) -> Command {
+    let mut cmd = Command::new(kpnode_bin());
+    cmd.args(["run", "--dir"])
+        .arg(dir)
+        .env("NOTIFY_SOCKET", socket_path)
+        .env("KPNODE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    match watchdog_usec {
+        Some(usec) => cmd.env("WATCHDOG_USEC", usec),
+        None => cmd.env_remove("WATCHDOG_USEC"),
+    };
+    cmd
+}
+
 #[test]
 fn kpnode_run_notifies_systemd() {
     let tmp = tempfile::tempdir().unwrap();
@@ -47,18 +65,8 @@ fn kpnode_run_notifies_systemd() {
     let socket_path = tmp.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     let log = tmp.path().join("run.log");
-    let child = Command::new(kpnode_bin())
-        .args(["run", "--dir"])
-        .arg(dir.root())
-        .env("NOTIFY_SOCKET", &socket_path)
-        // The watchdog's timeout: kpnode pings every half of it, 200 ms.
-        .env("WATCHDOG_USEC", "400000")
-        .env("KPNODE_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("kpnode runs");
+    // The watchdog's timeout: kpnode pings every half of it, 200 ms.
+    let child = run_command(dir.root(), &socket_path, &log, Some("400000")).spawn().expect("kpnode runs");
     let mut node = ProcessNode { dir: dir.clone(), child: Some(child), log: log.clone() };
     let pid = node.pid();
 
@@ -106,16 +114,7 @@ fn kpnode_run_without_a_watchdog_sends_no_pings() {
     let socket_path = tmp.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     let log = tmp.path().join("run.log");
-    let child = Command::new(kpnode_bin())
-        .args(["run", "--dir"])
-        .arg(dir.root())
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env_remove("WATCHDOG_USEC")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("kpnode runs");
+    let child = run_command(dir.root(), &socket_path, &log, None).spawn().expect("kpnode runs");
     let mut node = ProcessNode { dir: dir.clone(), child: Some(child), log: log.clone() };
     wait_for(&socket, "READY=1", Duration::from_secs(30), &log);
     assert_eq!(unsafe_kill(node.pid() as i32, libc::SIGTERM), 0);
@@ -135,14 +134,7 @@ fn a_failed_store_shows_in_the_status_and_the_watchdog_keeps_pinging() {
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     let log = tmp.path().join("run.log");
     let limit: u64 = 2 << 20;
-    let mut cmd = Command::new(kpnode_bin());
-    cmd.args(["run", "--dir"])
-        .arg(dir.root())
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
+    let mut cmd = run_command(dir.root(), &socket_path, &log, Some("400000"));
     #[allow(unsafe_code)]
     // SAFETY: between fork and exec the closure only calls setrlimit, which is
     // async-signal-safe, on a struct on its own stack.
