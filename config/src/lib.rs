@@ -254,7 +254,7 @@ const DOCS: &[Doc] = &[
     Doc {
         section: "api",
         key: "max_body_bytes",
-        text: "Largest request body the local API accepts (413 above).",
+        text: "Largest request body the local API accepts (413 above); also the largest certificate in a batch, whose whole body may be 16 times this (POST /v1/certificates/batch).",
     },
     Doc {
         section: "api",

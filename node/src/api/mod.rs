@@ -126,10 +126,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match Bytes::from_request(req, state).await {
             Ok(b) => Ok(JsonBody(b)),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge(format!(
-                "the request body is larger than the {} bytes api.max_body_bytes allows",
-                "configured"
-            ))),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge(
+                "the request body is larger than api.max_body_bytes (node.toml) allows".into(),
+            )),
             Err(e) => Err(invalid("invalid_request", "", e.body_text())),
         }
     }
