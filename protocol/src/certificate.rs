@@ -14,7 +14,7 @@ use crate::codes::{CertificateNumber, HsCode, Origin, ParticipantCode};
 use crate::date::Date;
 use crate::text::{DeclarationCode, LongText, Text};
 
-/// Limits from kp-domain.md.
+/// Limits of a certificate (docs/certificate-json.md lists them for users).
 pub const MAX_PARCELS: usize = 1000;
 pub const MAX_DECLARATIONS: usize = 16;
 /// `issued_on` may lie this many days after the validator's `today` (clocks and time zones).
@@ -109,7 +109,7 @@ impl Certificate {
         self.content.parcels.len()
     }
 
-    /// Every rule of kp-domain.md that relates fields to each other and to `ctx`.
+    /// Every rule that relates fields to each other and to `ctx` (docs/certificate-json.md).
     /// Empty means valid.
     pub fn problems(&self, ctx: &ValidationContext<'_>) -> Vec<Problem> {
         let c = &self.content;

@@ -1,4 +1,4 @@
-//! One test per validation rule of kp-domain.md: each bad certificate is refused with a
+//! One test per validation rule of a certificate (docs/certificate-json.md): each bad certificate is refused with a
 //! message naming the field, and the good one (with a mixed-origin parcel) is accepted.
 
 use kp_protocol::{CertificateDraft, Date, ParticipantCode, Problem, Problems, ValidationContext};
