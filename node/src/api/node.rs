@@ -128,6 +128,7 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult<Resp
         get_record::<crate::store::Counts, _>(&shared.store, Tree::Meta, meta::COUNTS)?.unwrap_or_default();
     let head = get_record::<crate::store::LogHead, _>(&shared.store, Tree::Meta, meta::LOG_HEAD)?
         .unwrap_or_default();
+    let (signing_age, tls_age) = crate::service::keys::key_ages_seconds(&shared);
     let gauges = [
         Gauge {
             name: "kpnode_queue_depth",
@@ -154,6 +155,21 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult<Resp
             name: "kpnode_certificates_received",
             help: "Certificates this node has received.",
             values: vec![(None, counts.certificates_in)],
+        },
+        Gauge {
+            name: "kpnode_signing_key_age_seconds",
+            help: "Age of this node's current signing key.",
+            values: vec![(None, signing_age)],
+        },
+        Gauge {
+            name: "kpnode_tls_key_age_seconds",
+            help: "Age of this node's current TLS key.",
+            values: vec![(None, tls_age)],
+        },
+        Gauge {
+            name: "kpnode_key_max_age_seconds",
+            help: "keys.max_key_age: keys older than this are due for rotation.",
+            values: vec![(None, shared.config.keys.max_key_age.as_secs())],
         },
         Gauge {
             name: "kpnode_log_entries",

@@ -29,6 +29,14 @@ pub fn key_age_warnings(shared: &Shared) -> Vec<String> {
     out
 }
 
+/// How old the current signing and TLS keys are, in seconds (for the metrics).
+pub fn key_ages_seconds(shared: &Shared) -> (u64, u64) {
+    let keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
+    let now = shared.now().unix_millis();
+    let age = |since: Timestamp| (now.saturating_sub(since.unix_millis()).max(0) / 1000) as u64;
+    (age(keys.history.current_signing().valid_from), age(keys.history.current_tls().valid_from))
+}
+
 fn humantime_days(d: Duration) -> String {
     format!("{} days", d.as_secs() / 86_400)
 }
