@@ -66,7 +66,7 @@ fn todays_kpnode_reads_a_store_written_in_format_2() {
     let numbers: Vec<&str> = list.iter().filter_map(|c| c["number"].as_str()).collect();
     assert_eq!(numbers, ["RU-2026-000001", "RU-2026-000002"]);
     {
-        let (store, _) = SledStore::open(&dir.store_dir(), 16).expect("today's kpnode opens format 2");
+        let (store, _) = open_store(&dir).expect("today's kpnode opens format 2");
         let status = |n: &str| {
             kp_node::store::get_record::<kp_node::store::CertRecord, _>(&store, Tree::Certs, n.as_bytes())
                 .unwrap()
@@ -90,10 +90,29 @@ fn todays_kpnode_reads_a_store_written_in_format_2() {
     node.stop();
 }
 
+/// Opens `dir`'s store in this process. The store's lock is a `flock` on a file this process
+/// just closed; a `kpnode` child another test is forking at that moment holds a copy of the
+/// descriptor until its `exec` closes it, so `Locked` naming this very process is waited out
+/// (for 5 s at most); every other answer is returned as it is.
+fn open_store(dir: &NodeDir) -> Result<(SledStore, kp_node::store::OpenReport), StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let me = format!("pid {}", std::process::id());
+    loop {
+        match SledStore::open(&dir.store_dir(), 16) {
+            Err(StoreError::Locked { holder, .. })
+                if holder == me && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A store as a newer kpnode would leave it: today's layout, its format record saying 3.
 fn store_from_the_future(root: &Path) -> NodeDir {
     let dir = init_dir(root, "RU", 0);
-    let (store, _) = SledStore::open(&dir.store_dir(), 16).unwrap();
+    let (store, _) = open_store(&dir).unwrap();
     store
         .commit(&Writes::from([((Tree::Meta, meta::FORMAT.to_vec()), Some(b"kpnode-store/3".to_vec()))]))
         .unwrap();
@@ -106,7 +125,7 @@ fn an_older_kpnode_refuses_a_newer_store_naming_both_versions() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = store_from_the_future(tmp.path());
 
-    let e = SledStore::open(&dir.store_dir(), 16).expect_err("a newer store is refused");
+    let e = open_store(&dir).expect_err("a newer store is refused");
     assert!(matches!(e, StoreError::Format { .. }), "{e:?}");
     let message = e.to_string();
     for part in ["kpnode-store/3", meta::FORMAT_VERSION, "newer kpnode"] {
@@ -134,7 +153,7 @@ fn a_store_in_an_older_or_unknown_format_is_refused_with_the_way_out() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = init_dir(tmp.path(), "RU", 0);
     {
-        let (store, _) = SledStore::open(&dir.store_dir(), 16).unwrap();
+        let (store, _) = open_store(&dir).unwrap();
         store
             .commit(&Writes::from([((Tree::Meta, meta::FORMAT.to_vec()), Some(b"kpnode-store/1".to_vec()))]))
             .unwrap();
