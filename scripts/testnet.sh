@@ -9,7 +9,8 @@
 #
 # Environment: KPNODE_TESTNET_DIR (default ./testnet), KPNODE_TESTNET_PORT (first port,
 # default 7700; node i listens for peers on PORT+i and for its API on PORT+100+i),
-# KPNODE_BIN (use this kpnode binary instead of building one).
+# KPNODE_BIN (use this kpnode binary instead of building one), CARGO_TARGET_DIR (where cargo
+# builds, as cargo reads it: a relative path is taken from the repository root).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,7 +61,11 @@ binary() {
     BIN="$KPNODE_BIN"
     return
   fi
-  BIN="$ROOT/target/release/kpnode"
+  # Where cargo puts the build: CARGO_TARGET_DIR if set (cargo runs from $ROOT below, so a
+  # relative one is relative to it), else ./target.
+  local target="${CARGO_TARGET_DIR:-target}"
+  [[ "$target" == /* ]] || target="$ROOT/$target"
+  BIN="$target/release/kpnode"
   if [[ "${1:-}" == build ]]; then
     command -v cargo >/dev/null || die "cargo is missing: install the Rust toolchain (https://rustup.rs) and try again"
     say "Building kpnode (release) …"
@@ -341,6 +346,8 @@ demo_table() {
 
 cmd_status() {
   binary
+  # Here, not in the subshells below, so a missing testnet fails once and with status 1.
+  nodes >/dev/null
   cmd_status_table
   demo_table
 }

@@ -107,3 +107,51 @@ fn three_nodes_up_demo_and_down() {
     let (ok, _) = script(&dir, port, &["down", "--clean"]);
     assert!(ok && !dir.exists());
 }
+
+/// Without KPNODE_BIN the script takes the release binary from where cargo builds it:
+/// CARGO_TARGET_DIR when set (relative to the repository root when relative, as cargo reads
+/// it), not ./target. `status` looks the binary up before anything else, so a found binary
+/// gets as far as the missing testnet, and a missing one is named with its full path.
+#[test]
+fn the_binary_is_looked_up_in_cargo_target_dir() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let tmp = tempfile::tempdir().unwrap();
+    let status = |target: &Path| -> String {
+        let out = Command::new("bash")
+            .arg(root.join("scripts/testnet.sh"))
+            .arg("status")
+            .env_remove("KPNODE_BIN")
+            .env("CARGO_TARGET_DIR", target)
+            .env("KPNODE_TESTNET_DIR", tmp.path().join("no-testnet"))
+            .output()
+            .expect("bash runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    let empty = tmp.path().join("empty-target");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = status(&empty);
+    assert!(err.contains(&format!("{}/release/kpnode is missing", empty.display())), "{err}");
+
+    let target = tmp.path().join("target");
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    std::os::unix::fs::symlink(kpnode_bin(), target.join("release/kpnode")).unwrap();
+    let err = status(&target);
+    assert!(err.contains("no testnet in") && !err.contains("is missing"), "{err}");
+
+    // A relative CARGO_TARGET_DIR, from the repository root whatever the current directory.
+    // (The test runs in tests/, so a path taken from the current directory would miss.)
+    let relative = relative_path(&root, &target);
+    let err = status(&relative);
+    assert!(err.contains("no testnet in") && !err.contains("is missing"), "{relative:?}: {err}");
+}
+
+/// `to` as a path relative to `from` (both absolute): enough `..` to reach `/`, then `to`.
+fn relative_path(from: &Path, to: &Path) -> std::path::PathBuf {
+    let mut p = std::path::PathBuf::new();
+    for _ in 1..from.components().count() {
+        p.push("..");
+    }
+    p.join(to.strip_prefix("/").unwrap())
+}
