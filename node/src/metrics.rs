@@ -111,6 +111,9 @@ pub struct Metrics {
     peer: Mutex<BTreeMap<(PeerCounter, ParticipantCode), u64>>,
     /// Open links closed because their TLS key stopped being trusted, by peer and reason.
     untrusted: Mutex<BTreeMap<(ParticipantCode, &'static str), u64>>,
+    /// The last count of unconfirmed certificates near expiry per importer, and when it was
+    /// taken (see `kpnode_certificates_expiring_unconfirmed`).
+    expiring: Mutex<Option<(std::time::Instant, BTreeMap<ParticipantCode, u64>)>>,
 }
 
 impl Metrics {
@@ -144,6 +147,16 @@ impl Metrics {
     pub fn link_closed_untrusted(&self, peer: ParticipantCode, reason: &'static str) {
         let mut m = self.untrusted.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((peer, reason)).or_default() += 1;
+    }
+
+    /// The last count of unconfirmed certificates near expiry, if taken within `reuse`.
+    pub fn expiring_unconfirmed(&self, reuse: Duration) -> Option<BTreeMap<ParticipantCode, u64>> {
+        let m = self.expiring.lock().unwrap_or_else(|p| p.into_inner());
+        m.as_ref().filter(|(at, _)| at.elapsed() < reuse).map(|(_, c)| c.clone())
+    }
+
+    pub fn set_expiring_unconfirmed(&self, counts: BTreeMap<ParticipantCode, u64>) {
+        *self.expiring.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), counts));
     }
 
     pub fn peer_get(&self, counter: PeerCounter, peer: ParticipantCode) -> u64 {

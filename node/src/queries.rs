@@ -254,6 +254,44 @@ pub fn peer_view(p: &PeerTrust, queued: u64, link: Option<LinkStatus>) -> PeerVi
     }
 }
 
+/// How close to its expiry an unconfirmed certificate must be for
+/// [`unconfirmed_expiring`] (and so the `KpnodeCertificatesExpiringUnconfirmed` alert) to
+/// count it: a week leaves the exporter's office time to call the importer's.
+pub const EXPIRING_WITHIN_DAYS: i32 = 7;
+
+/// Per importer: certificates this node issued that are still waiting for the import
+/// confirmation (queued or delivered, not voided or refused) and expire within
+/// [`EXPIRING_WITHIN_DAYS`] days from `today` (today included; already expired ones are
+/// `kpnode reconcile`'s findings, not counted). One pass over the certificate records, a page
+/// at a time.
+pub fn unconfirmed_expiring<S: Storage + ?Sized>(
+    store: &S,
+    today: Date,
+) -> Result<std::collections::BTreeMap<ParticipantCode, u64>, StoreError> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut start = Vec::new();
+    const PAGE: usize = 1024;
+    loop {
+        let page = store.range(Tree::Certs, &start, &[0xff; 33], PAGE)?;
+        let n = page.len();
+        for (k, v) in page {
+            let rec: CertRecord = decode_record(Tree::Certs, &k, &v)?;
+            start = k;
+            start.push(0);
+            let waiting = rec.direction == Direction::Out
+                && matches!(rec.status, CertStatus::Queued | CertStatus::Delivered)
+                && rec.confirmation.is_none();
+            let days_left = rec.expires_on.days_after(today);
+            if waiting && (0..EXPIRING_WITHIN_DAYS).contains(&days_left) {
+                *out.entry(rec.peer).or_insert(0) += 1;
+            }
+        }
+        if n < PAGE {
+            return Ok(out);
+        }
+    }
+}
+
 /// Messages queued for `peer`, as counted in `meta`.
 pub fn queued<S: Storage + ?Sized>(store: &S, peer: ParticipantCode) -> Result<u64, StoreError> {
     let key = format!("{}{peer}", crate::store::meta::QUEUED_PREFIX);

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use kp_node::clock::Clock;
 use kp_tests::*;
 
 fn rules_dir() -> PathBuf {
@@ -39,7 +40,7 @@ fn promtool_checks_the_rules_and_their_unit_tests_pass() {
             let text =
                 String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "promtool check rules refused the rules:\n{text}");
-            assert!(text.contains("SUCCESS: 5 rules found"), "{text}");
+            assert!(text.contains("SUCCESS: 6 rules found"), "{text}");
             let out = run(&["test", "rules", "kpnode-alerts.test.yml"]).expect("promtool runs");
             let text =
                 String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -63,4 +64,29 @@ fn every_metric_an_alert_uses_is_exported_by_a_node() {
             "an alert uses {name}, which the node's /metrics does not declare"
         );
     }
+}
+
+/// `kpnode_certificates_expiring_unconfirmed` counts, per importer, the certificates issued
+/// here that expire within 7 days and are not confirmed: one expiring in 3 days counts, one
+/// expiring in 30 does not, and a partner with none shows 0.
+#[test]
+fn certificates_near_expiry_awaiting_confirmation_are_counted_per_importer() {
+    let pair = linked_pair(0, 0);
+    let today = kp_node::clock::SystemClock.now().date();
+    let mut soon: serde_json::Value = serde_json::from_str(&certificate_json("RU", "IN", None, 1)).unwrap();
+    soon["expires_on"] = today.add_days(3).unwrap().to_string().into();
+    let soon = pair.ru.api.submit(&soon.to_string());
+    let later = pair.ru.api.submit(&certificate_json("RU", "IN", None, 2));
+    for n in [&soon, &later] {
+        wait_until(std::time::Duration::from_secs(20), &format!("{n} delivered"), || {
+            pair.ru.api.certificate(n)["status"] == "delivered"
+        });
+    }
+    let (_, text) = pair.ru.api.get("/metrics");
+    let text = text.as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("kpnode_certificates_expiring_unconfirmed{peer=\"IN\"} 1\n"), "{text}");
+    // IN's node issued nothing: its count for RU is 0.
+    let (_, text) = pair.inn.api.get("/metrics");
+    let text = text.as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("kpnode_certificates_expiring_unconfirmed{peer=\"RU\"} 0\n"), "{text}");
 }

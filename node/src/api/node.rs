@@ -129,6 +129,7 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult<Resp
     let head = get_record::<crate::store::LogHead, _>(&shared.store, Tree::Meta, meta::LOG_HEAD)?
         .unwrap_or_default();
     let (signing_age, tls_age) = crate::service::keys::key_ages_seconds(&shared);
+    let expiring = expiring_unconfirmed(&shared).await?;
     let gauges = [
         Gauge {
             name: "kpnode_queue_depth",
@@ -172,6 +173,11 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult<Resp
             values: vec![(None, shared.config.keys.max_key_age.as_secs())],
         },
         Gauge {
+            name: "kpnode_certificates_expiring_unconfirmed",
+            help: "Certificates issued to the peer that expire within 7 days (today included) and are still awaiting its import confirmation (queued or delivered; not voided or refused). Counted at most once a minute.",
+            values: expiring,
+        },
+        Gauge {
             name: "kpnode_log_entries",
             help: "Entries in the hash-chained log.",
             values: vec![(None, head.next_seq.saturating_sub(1))],
@@ -179,6 +185,30 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult<Resp
     ];
     let text = shared.metrics.render(&gauges);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
+/// [`queries::unconfirmed_expiring`] per peer (every enrolled peer, 0 when none), reused for a
+/// minute: it reads every certificate record, which a scrape every few seconds on a store of
+/// millions should not repeat. Read on a blocking thread, off the API's workers.
+async fn expiring_unconfirmed(shared: &Arc<Shared>) -> ApiResult<Vec<(Option<ParticipantCode>, u64)>> {
+    const REUSE: std::time::Duration = std::time::Duration::from_secs(60);
+    let cached = shared.metrics.expiring_unconfirmed(REUSE);
+    let counts = match cached {
+        Some(c) => c,
+        None => {
+            let store = shared.store.clone();
+            let today = shared.now().date();
+            let counts = tokio::task::spawn_blocking(move || queries::unconfirmed_expiring(&store, today))
+                .await
+                .map_err(|e| ApiError::Internal(format!("counting expiring certificates: {e}")))??;
+            shared.metrics.set_expiring_unconfirmed(counts.clone());
+            counts
+        }
+    };
+    let mut peers: std::collections::BTreeSet<ParticipantCode> =
+        shared.trust.get().peers().map(|p| p.participant).collect();
+    peers.extend(counts.keys().copied());
+    Ok(peers.into_iter().map(|p| (Some(p), counts.get(&p).copied().unwrap_or(0))).collect())
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "node", security(()),
