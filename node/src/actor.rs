@@ -82,7 +82,19 @@ enum Job {
     },
     /// Answered once both threads have reached it: see [`ActorHandle::ping`].
     Ping(oneshot::Sender<()>),
+    /// Dump the store into a file: see [`ActorHandle::snapshot`].
+    Snapshot(Box<std::fs::File>, oneshot::Sender<Result<Snapshot, ActorError>>),
     Stop,
+}
+
+/// What [`ActorHandle::snapshot`] wrote.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub dump: crate::store::dump::Summary,
+    /// The log's head when the dump was taken: the seq of its last entry (0 if none) and
+    /// that entry's hash.
+    pub log_seq: u64,
+    pub log_hash: kp_protocol::Digest,
 }
 
 /// Rotates the node's keys for the actor.
@@ -166,6 +178,7 @@ impl std::fmt::Debug for Job {
             Job::Commands(c) => write!(f, "Job::Commands({} commands)", c.len()),
             Job::Rotate { signing, tls, .. } => write!(f, "Job::Rotate(signing: {signing}, tls: {tls})"),
             Job::Ping(_) => f.write_str("Job::Ping"),
+            Job::Snapshot(..) => f.write_str("Job::Snapshot"),
             Job::Stop => f.write_str("Job::Stop"),
         }
     }
@@ -222,6 +235,17 @@ impl ActorHandle {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Job::Ping(tx)).await.map_err(|_| ActorError::Stopped)?;
         rx.await.map_err(|_| ActorError::Stopped)
+    }
+
+    /// Writes a [`dump`](crate::store::dump) of the whole store into `file`, on the writer
+    /// thread between two batches, so it is consistent: every batch committed before it is in
+    /// it, whole, and nothing after. Everything in it is flushed first, so the dump holds
+    /// nothing a crash could still take back. Writes wait meanwhile (the dump reads the store
+    /// sequentially: see docs/operations.md for what it costs).
+    pub async fn snapshot(&self, file: std::fs::File) -> Result<Snapshot, ActorError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Job::Snapshot(Box::new(file), tx)).await.map_err(|_| ActorError::Stopped)?;
+        rx.await.map_err(|_| ActorError::Stopped)?
     }
 
     /// The same as `call`, from a thread outside the runtime.
@@ -436,11 +460,15 @@ impl Writer {
                 let _ = reply.send(self.rotate(rotator.as_mut(), signing, tls));
                 continue;
             }
+            if let Job::Snapshot(file, reply) = first {
+                let _ = reply.send(self.snapshot(*file));
+                continue;
+            }
             let mut jobs = vec![first];
             while jobs.len() < max_batch {
                 match rx.try_recv() {
-                    // A rotation ends the batch: it runs between two commits.
-                    Ok(job @ Job::Rotate { .. }) => {
+                    // A rotation or a snapshot ends the batch: it runs between two commits.
+                    Ok(job @ (Job::Rotate { .. } | Job::Snapshot(..))) => {
                         held = Some(job);
                         break;
                     }
@@ -465,7 +493,7 @@ impl Writer {
                         }
                     }
                     Job::Stop => stopping = true,
-                    Job::Rotate { .. } => {}
+                    Job::Rotate { .. } | Job::Snapshot(..) => {}
                 }
             }
             if !commands.is_empty() {
@@ -489,10 +517,32 @@ impl Writer {
                 Job::Rotate { reply, .. } => {
                     let _ = reply.send(Err(ActorError::Stopped));
                 }
+                Job::Snapshot(_, reply) => {
+                    let _ = reply.send(Err(ActorError::Stopped));
+                }
                 // Dropped unanswered: the node is stopping.
                 Job::Ping(_) | Job::Stop => {}
             }
         }
+    }
+
+    /// Flushes, then dumps the store into `file` (see [`ActorHandle::snapshot`]).
+    fn snapshot(&mut self, mut file: std::fs::File) -> Result<Snapshot, ActorError> {
+        use crate::store::{get_record, meta, LogHead, Tree};
+        let storage = |e: crate::store::StoreError| ActorError::Storage(e.to_string());
+        self.store.flush().map_err(storage)?;
+        let head: LogHead =
+            get_record(&self.store, Tree::Meta, meta::LOG_HEAD).map_err(storage)?.unwrap_or_default();
+        let started = Instant::now();
+        let dump = self.store.dump(&mut file).map_err(storage)?;
+        file.sync_all().map_err(|e| ActorError::Storage(format!("the snapshot file: {e}")))?;
+        tracing::info!(
+            records = dump.records,
+            bytes = dump.bytes,
+            millis = started.elapsed().as_millis() as u64,
+            "store snapshot taken for a backup"
+        );
+        Ok(Snapshot { dump, log_seq: head.next_seq.saturating_sub(1), log_hash: head.last_hash })
     }
 
     /// Rotates keys and makes the announcement durable before anything else is committed.

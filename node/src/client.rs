@@ -131,6 +131,52 @@ impl Client {
         self.handle(request.send(body))
     }
 
+    /// `POST /v1/backup/snapshot`: the store's dump, streamed (see [`crate::api`]'s backup
+    /// route), with what its headers say about it. No overall timeout: a large store takes
+    /// as long as it takes; connecting does have one.
+    pub fn snapshot(&self) -> Result<SnapshotStream, ClientError> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let resp = agent
+            .post(&self.url("/v1/backup/snapshot"))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .send_empty();
+        let resp = match resp {
+            Ok(r) if r.status().as_u16() == 200 => r,
+            other => {
+                return Err(self.handle(other).err().unwrap_or_else(|| {
+                    ClientError::Transport("the daemon answered the snapshot request without a dump".into())
+                }))
+            }
+        };
+        let header = |name: &str| -> Result<String, ClientError> {
+            resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).ok_or_else(|| {
+                ClientError::Transport(format!("the daemon's snapshot answer lacks the {name} header"))
+            })
+        };
+        let number = |name: &str| -> Result<u64, ClientError> {
+            header(name)?
+                .parse()
+                .map_err(|_| ClientError::Transport(format!("the daemon's {name} header is not a number")))
+        };
+        let sha = header("x-kpnode-dump-sha256")?;
+        let sha256 = kp_protocol::digest::parse_hex::<32>(&sha).map_err(|_| {
+            ClientError::Transport("the daemon's x-kpnode-dump-sha256 header is not a SHA-256".into())
+        })?;
+        Ok(SnapshotStream {
+            bytes: number("content-length")?,
+            records: number("x-kpnode-dump-records")?,
+            sha256,
+            log_seq: number("x-kpnode-log-seq")?,
+            log_hash: header("x-kpnode-log-hash")?,
+            store_format: header("x-kpnode-store-format")?,
+            body: Box::new(resp.into_body().into_with_config().limit(u64::MAX).reader()),
+        })
+    }
+
     pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
         let r = self
             .agent
@@ -138,6 +184,26 @@ impl Client {
             .header("Authorization", &format!("Bearer {}", self.token))
             .call();
         self.handle(r).map(|(_, v)| v)
+    }
+}
+
+/// The store's dump from a running daemon, read as it arrives.
+pub struct SnapshotStream {
+    pub bytes: u64,
+    pub records: u64,
+    pub sha256: [u8; 32],
+    pub log_seq: u64,
+    pub log_hash: String,
+    pub store_format: String,
+    pub body: Box<dyn std::io::Read + Send>,
+}
+
+impl std::fmt::Debug for SnapshotStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStream")
+            .field("bytes", &self.bytes)
+            .field("records", &self.records)
+            .finish_non_exhaustive()
     }
 }
 

@@ -17,6 +17,8 @@
 //! - [`link`]: the peer links (accept and dial loops, one task per connection), driving
 //!   `kp_exchange::link` over [`net`]: mutual TLS with pinned keys ([`net::tls`]) and frames
 //!   ([`net::conn`]).
+//! - [`backup`]: backup files (`kpnode backup`, `kpnode restore`): their format, writing,
+//!   and restoring with every check.
 //! - [`service`]: operations for the operator, shared by the API and the offline commands:
 //!   issuing certificates ([`service::issuing`]), the participant registry
 //!   ([`service::participants`]) and the age of the node's keys ([`service::keys`]).
@@ -33,6 +35,7 @@
 
 pub mod actor;
 pub mod api;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod client;

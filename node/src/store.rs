@@ -272,3 +272,177 @@ impl Storage for SledStore {
         Ok(())
     }
 }
+
+/// A store dump (what `kpnode backup` puts in its file): every record of the store, a logical
+/// copy that does not depend on sled's files. Each record is its key (a logical tree's
+/// one-byte prefix, then the key in that tree) and value, each after its length as a u32,
+/// big-endian. Loaded into a new store by [`SledStore::load_dump`].
+pub mod dump {
+    /// The longest key a dump may hold: the store's keys are a few dozen bytes.
+    pub const MAX_KEY_BYTES: u32 = 64 * 1024;
+    /// The longest value: twice what a record may decode to.
+    pub const MAX_VALUE_BYTES: u32 = 2 * kp_protocol::codec::DECODE_LIMIT as u32;
+    /// Records written to the new store per batch while loading.
+    pub(super) const LOAD_BATCH_BYTES: usize = 4 << 20;
+
+    /// What a dump held.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Summary {
+        pub records: u64,
+        pub bytes: u64,
+        pub sha256: [u8; 32],
+    }
+
+    /// Why a dump could not be loaded.
+    #[derive(Debug, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum LoadError {
+        #[error("reading the dump: {0}")]
+        Io(#[from] std::io::Error),
+        #[error("record {record}: {detail}")]
+        Malformed { record: u64, detail: String },
+        #[error(transparent)]
+        Store(#[from] super::StoreError),
+    }
+}
+
+/// Counts and hashes what passes through to `inner`.
+struct Hashing<W> {
+    inner: W,
+    sha: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl SledStore {
+    /// Writes every record to `out` as a [`dump`], in key order. A consistent copy only if
+    /// nothing writes meanwhile: online the store actor's writer thread calls this between two
+    /// batches; offline the caller holds the store's lock. Returns what was written.
+    pub fn dump(&self, out: &mut dyn Write) -> Result<dump::Summary, StoreError> {
+        use sha2::Digest as _;
+        let mut w = Hashing {
+            inner: std::io::BufWriter::with_capacity(1 << 16, out),
+            sha: sha2::Sha256::new(),
+            bytes: 0,
+        };
+        let write_err =
+            |e: std::io::Error| StoreError::Io { path: "the backup being written".into(), source: e };
+        let mut records = 0u64;
+        for item in self.inner.tree.iter() {
+            let (k, v) = item.map_err(backend)?;
+            for part in [&k[..], &v[..]] {
+                let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+                w.write_all(&len.to_be_bytes()).map_err(write_err)?;
+                w.write_all(part).map_err(write_err)?;
+            }
+            records += 1;
+        }
+        w.flush().map_err(write_err)?;
+        Ok(dump::Summary { records, bytes: w.bytes, sha256: w.sha.finalize().into() })
+    }
+
+    /// Loads a [`dump`] read from `input` into this store (a new one: records it already
+    /// holds, such as its format record, are replaced by the dump's), a batch at a time, then
+    /// flushes. Every length is checked against its bound before anything is allocated for it,
+    /// and every key must start with a logical tree's prefix; the first bad record stops the
+    /// load, naming it.
+    pub fn load_dump(&self, input: &mut dyn Read) -> Result<u64, dump::LoadError> {
+        use dump::LoadError;
+        let mut input = std::io::BufReader::with_capacity(1 << 16, input);
+        let mut batch = sled::Batch::default();
+        let mut batch_bytes = 0usize;
+        let mut records = 0u64;
+        let known: Vec<u8> = Tree::ALL.iter().map(|t| prefix(*t)).collect();
+        loop {
+            let mut len = [0u8; 4];
+            // End of the dump: only between records.
+            match read_full(&mut input, &mut len)? {
+                0 => break,
+                4 => {}
+                _ => {
+                    return Err(LoadError::Malformed {
+                        record: records + 1,
+                        detail: "cut short in its key length".into(),
+                    })
+                }
+            }
+            let key =
+                read_part(&mut input, u32::from_be_bytes(len), dump::MAX_KEY_BYTES, records + 1, "key")?;
+            if !key.first().is_some_and(|p| known.contains(p)) {
+                return Err(LoadError::Malformed {
+                    record: records + 1,
+                    detail: "its key does not belong to any part of the store".into(),
+                });
+            }
+            if read_full(&mut input, &mut len)? != 4 {
+                return Err(LoadError::Malformed {
+                    record: records + 1,
+                    detail: "cut short in its value length".into(),
+                });
+            }
+            let value =
+                read_part(&mut input, u32::from_be_bytes(len), dump::MAX_VALUE_BYTES, records + 1, "value")?;
+            batch_bytes += key.len() + value.len();
+            batch.insert(key, value);
+            records += 1;
+            if batch_bytes >= dump::LOAD_BATCH_BYTES {
+                self.inner.tree.apply_batch(std::mem::take(&mut batch)).map_err(backend)?;
+                batch_bytes = 0;
+            }
+        }
+        self.inner.tree.apply_batch(batch).map_err(backend)?;
+        self.flush()?;
+        Ok(records)
+    }
+}
+
+/// Reads until `buf` is full or the input ends; how many bytes were read.
+fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// A key or value of `len` bytes (at most `max`), read without trusting `len` for more than
+/// what arrives: the buffer grows as bytes come.
+fn read_part(
+    input: &mut dyn Read,
+    len: u32,
+    max: u32,
+    record: u64,
+    what: &str,
+) -> Result<Vec<u8>, dump::LoadError> {
+    if len > max {
+        return Err(dump::LoadError::Malformed {
+            record,
+            detail: format!(
+                "its {what} is said to be {len} bytes long, more than the {max} a store record may have"
+            ),
+        });
+    }
+    let mut out = Vec::new();
+    let got = input.take(u64::from(len)).read_to_end(&mut out)?;
+    if got != len as usize {
+        return Err(dump::LoadError::Malformed { record, detail: format!("cut short in its {what}") });
+    }
+    Ok(out)
+}

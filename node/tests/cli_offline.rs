@@ -257,6 +257,10 @@ fn every_command_with_a_long_help_shows_it_on_help() {
         ("verify", "Works without a node"),
         ("stats", "date of issue"),
         ("reconcile", "with the exact difference"),
+        ("backup", "keep such a file as you keep the keys"),
+        ("restore", "a node is never overwritten"),
+        ("completions", "vendor_completions.d"),
+        ("man", "man -l"),
     ];
     for (command, phrase) in expect {
         let long = ok(&[command, "--help"]).replace('\n', " ");

@@ -10,6 +10,7 @@
 //! document. The handlers live in one file per OpenAPI tag: `certificates`, `statistics`,
 //! `peers`, `participants`, `keys`, `log`, `node`. [`http`] serves the router.
 
+mod backup;
 mod certificates;
 mod error;
 pub mod http;
@@ -86,6 +87,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/keys/rotate", post(rotate))
         .route("/v1/log", get(log))
         .route("/v1/log/verify", get(log_verify))
+        .route("/v1/backup/snapshot", post(backup::snapshot))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi_json))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authorize));
@@ -210,7 +212,7 @@ impl utoipa::Modify for BearerAuth {
         peers::peers, peers::add_peer, peers::remove_peer, participants::participants_list,
         participants::participants_show, participants::participants_set, participants::participants_import,
         participants::participants_export, node::status, keys::keys, keys::rotate, log::log, log::log_verify,
-        node::metrics, node::healthz, node::openapi_json),
+        backup::snapshot, node::metrics, node::healthz, node::openapi_json),
     components(schemas(ErrorBody, Problem, kp_protocol::Certificate, kp_protocol::CertificateDraft)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backup;
 mod bench;
 mod cert;
+mod docs;
 mod init;
 mod keys;
 mod log;
@@ -143,6 +145,18 @@ enum Command {
     /// Measure throughput and latency of a real two-node exchange on this machine.
     #[command(long_about = bench::LONG_ABOUT)]
     Bench(bench::BenchArgs),
+    /// Write the node (store snapshot, configuration, optionally keys) into one backup file.
+    #[command(long_about = backup::BACKUP_LONG_ABOUT)]
+    Backup(backup::BackupArgs),
+    /// Restore a backup file into a new node directory, checked and verified.
+    #[command(long_about = backup::RESTORE_LONG_ABOUT)]
+    Restore(backup::RestoreArgs),
+    /// Write the shell completion script for bash, zsh or fish to standard output.
+    #[command(long_about = docs::COMPLETIONS_LONG_ABOUT)]
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages (one per command) into a directory.
+    #[command(long_about = docs::MAN_LONG_ABOUT)]
+    Man(docs::ManArgs),
 }
 
 /// Parses the command line, runs the command, prints problems; returns the exit status.
@@ -179,6 +193,10 @@ shell with `export KPNODE_DIR=DIR`"
         Command::Keys(c) => keys::run(c),
         Command::Log(c) => log::run(c),
         Command::Bench(a) => bench::run(a),
+        Command::Backup(a) => backup::backup(a),
+        Command::Restore(a) => backup::restore(a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
