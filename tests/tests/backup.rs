@@ -105,8 +105,9 @@ fn online_backup_under_load_restores_to_a_verifying_node_and_damage_is_refused()
     let without_keys = tmp.join("ru.kpbackup");
     let submitted = std::thread::scope(|scope| {
         let api = ru_api.clone();
-        let load = scope
-            .spawn(move || (100..140).map(|i| api.submit(&certificate_json("RU", "IN", None, i))).count());
+        let load = scope.spawn(move || {
+            (100..140).map(|i| api.submit(&certificate_json("RU", "IN", None, i))).collect::<Vec<_>>()
+        });
         let out =
             kpnode_ok(&["backup", "--dir", s(pair.ru_dir.root()), "--out", s(&with_keys), "--include-keys"]);
         assert!(out.contains("taken online") && out.contains("INCLUDED"), "{out}");
@@ -114,7 +115,7 @@ fn online_backup_under_load_restores_to_a_verifying_node_and_damage_is_refused()
         assert!(out.contains("taken online") && out.contains("not included"), "{out}");
         load.join().unwrap()
     });
-    assert_eq!(submitted, 40);
+    assert_eq!(submitted.len(), 40);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&with_keys).unwrap().permissions().mode() & 0o777, 0o600);
 
