@@ -68,8 +68,8 @@ install -d "$pkg/usr/share/bash-completion/completions" "$pkg/usr/share/zsh/vend
 install -D -m 0644 "$ROOT/packaging/prometheus/kpnode-alerts.yml" "$pkg/usr/share/kpnode/prometheus/kpnode-alerts.yml"
 doc="$pkg/usr/share/doc/kpnode"
 install -d "$doc"
-for f in README.md SECURITY.md RELIABILITY.md docs/*.md; do
-  gzip -9n <"$ROOT/$f" >"$doc/$(basename "$f").gz"
+for f in "$ROOT"/README.md "$ROOT"/SECURITY.md "$ROOT"/RELIABILITY.md "$ROOT"/docs/*.md; do
+  gzip -9n <"$f" >"$doc/$(basename "$f").gz"
 done
 install -m 0644 "$ROOT/docs/certificate-example.json" "$doc/"
 cat >"$doc/copyright" <<COPYRIGHT
