@@ -22,7 +22,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -277,10 +277,7 @@ fn read_manifest(r: &mut dyn Read) -> Result<Manifest, BackupError> {
     let mut sum = [0u8; 32];
     read_exact(r, &mut sum, "manifest")?;
     if sha2::Sha256::digest(&json)[..] != sum[..] {
-        return Err(refused(
-            "manifest",
-            "its SHA-256 does not match: the backup file is damaged or was altered",
-        ));
+        return Err(refused("manifest", "its SHA-256 does not match: the backup file is damaged"));
     }
     let m: Manifest =
         serde_json::from_slice(&json).map_err(|e| refused("manifest", format!("does not parse: {e}")))?;
@@ -346,49 +343,115 @@ pub struct Restored {
     pub audit: kp_exchange::audit::AuditReport,
 }
 
-/// Restores the backup at `file` into `dir`, which must not hold anything yet. Everything is
-/// written into a directory beside it first and checked there; only a restore that passed
-/// every check (checksums, keys matching the node, the log head the manifest names, the
-/// whole log verifying as `kpnode log verify` does) is moved to `dir`. `keys_from`: the
-/// node's `keys/` directory kept apart, for a backup taken without `--include-keys` (it
+/// Restores the backup at `file` into `dir`, which must be a new path (its parent existing)
+/// or an empty directory. Everything is written into a side directory *inside* `dir` first
+/// (so a user who may write only `dir`, such as the `kpnode` user with the package's
+/// `/var/lib/kpnode`, can restore, and an existing `dir` keeps its owner and mode) and
+/// checked there; only a restore that passed every check (checksums, keys matching the
+/// node, the log head the manifest names, the whole log verifying as `kpnode log verify`
+/// does) has its entries moved up into `dir`. On any failure the side directory and
+/// anything moved are removed, and a `dir` this call created is removed too. `keys_from`:
+/// the node's `keys/` directory kept apart, for a backup taken without `--include-keys` (it
 /// takes precedence over keys in the backup). A new API token is written.
 pub fn restore(file: &Path, dir: &Path, keys_from: Option<&Path>) -> Result<Restored, BackupError> {
-    if let Ok(mut entries) = fs::read_dir(dir) {
-        if entries.next().is_some() {
+    let created = match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
             return Err(BackupError::Invalid(format!(
-                "{} is not empty; restore into a new directory (a node is never overwritten), or move what is there away first",
+                "{} is a symbolic link; give --dir the real directory it points to (or a new path)",
                 dir.display()
             )));
         }
+        Ok(m) if !m.is_dir() => {
+            return Err(BackupError::Invalid(format!(
+                "{} exists and is not a directory; give --dir a new path or an empty directory",
+                dir.display()
+            )));
+        }
+        Ok(_) => {
+            let mut entries = fs::read_dir(dir).map_err(|e| io(dir, e))?;
+            if entries.next().is_some() {
+                return Err(BackupError::Invalid(format!(
+                    "{} is not empty; restore into a new directory (a node is never overwritten), or move what is there away first",
+                    dir.display()
+                )));
+            }
+            false
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().mode(0o700).create(dir).map_err(|e| {
+                BackupError::Invalid(format!(
+                    "{}: cannot create it: {e}; its parent directory must exist and be writable by this user (or create {} empty, owned by the user that runs kpnode)",
+                    dir.display(),
+                    dir.display()
+                ))
+            })?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| io(dir, e))?;
+            true
+        }
+        Err(e) => return Err(io(dir, e)),
+    };
+    let mut tag = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut tag);
+    let stage = dir.join(format!(".restoring-{}", hex(&tag)));
+    let made = std::fs::DirBuilder::new().mode(0o700).create(&stage).map_err(|e| {
+        BackupError::Invalid(format!(
+            "{}: cannot create the directory the restore is checked in: {e}; {} must be writable by this user",
+            stage.display(),
+            dir.display()
+        ))
+    });
+    let mut moved: Vec<PathBuf> = Vec::new();
+    let result = made.and_then(|()| {
+        let r = restore_into(file, &stage, keys_from)?;
+        move_up(&stage, dir, &mut moved)?;
+        fs::remove_dir(&stage).map_err(|e| io(&stage, e))?;
+        sync_dir(dir)?;
+        if created {
+            sync_dir(&parent_of(dir))?;
+        }
+        Ok(r)
+    });
+    if result.is_err() {
+        // Nothing is left behind: the side directory, whatever was moved up, and `dir`
+        // itself when this call created it.
+        let _ = fs::remove_dir_all(&stage);
+        for p in &moved {
+            let _ = if p.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
+        }
+        if created {
+            let _ = fs::remove_dir(dir);
+        }
     }
-    let parent = match dir.parent() {
+    result
+}
+
+/// Moves every entry of `stage` into `dir` (its parent), recording each one moved.
+fn move_up(stage: &Path, dir: &Path, moved: &mut Vec<PathBuf>) -> Result<(), BackupError> {
+    for entry in fs::read_dir(stage).map_err(|e| io(stage, e))? {
+        let entry = entry.map_err(|e| io(stage, e))?;
+        let to = dir.join(entry.file_name());
+        if fs::symlink_metadata(&to).is_ok() {
+            return Err(BackupError::Invalid(format!(
+                "{}: appeared while the restore ran; nothing was moved over it",
+                to.display()
+            )));
+        }
+        fs::rename(entry.path(), &to).map_err(|e| io(&to, e))?;
+        moved.push(to);
+    }
+    Ok(())
+}
+
+fn parent_of(p: &Path) -> PathBuf {
+    match p.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
-    };
-    let name = dir
-        .file_name()
-        .ok_or_else(|| BackupError::Invalid(format!("{}: not a directory name", dir.display())))?;
-    let stage = parent.join(format!(".{}.restoring-{}", name.to_string_lossy(), std::process::id()));
-    if stage.exists() {
-        fs::remove_dir_all(&stage).map_err(|e| io(&stage, e))?;
     }
-    fs::create_dir_all(&stage).map_err(|e| io(&stage, e))?;
-    fs::set_permissions(&stage, fs::Permissions::from_mode(0o700)).map_err(|e| io(&stage, e))?;
-    let result = restore_into(file, &stage, keys_from);
-    match result {
-        Ok(r) => {
-            // An empty `dir` is replaced; a non-empty one was refused above.
-            if dir.exists() {
-                fs::remove_dir(dir).map_err(|e| io(dir, e))?;
-            }
-            fs::rename(&stage, dir).map_err(|e| io(dir, e))?;
-            Ok(r)
-        }
-        Err(e) => {
-            let _ = fs::remove_dir_all(&stage);
-            Err(e)
-        }
-    }
+}
+
+/// Makes the entries of `dir` (created, renamed) survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), BackupError> {
+    fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io(dir, e))
 }
 
 fn restore_into(file: &Path, stage: &Path, keys_from: Option<&Path>) -> Result<Restored, BackupError> {
@@ -434,7 +497,7 @@ fn restore_into(file: &Path, stage: &Path, keys_from: Option<&Path>) -> Result<R
                 if part.bytes == entry.size && hex(&part.sha.clone().finalize()) != entry.sha256 {
                     return Err(refused(
                         STORE_FILE,
-                        "its SHA-256 does not match the manifest: the backup file is damaged or was altered",
+                        "its SHA-256 does not match the manifest: the backup file is damaged",
                     ));
                 }
                 return Err(refused(STORE_FILE, format!("does not load: {e}")));
@@ -464,7 +527,7 @@ fn restore_into(file: &Path, stage: &Path, keys_from: Option<&Path>) -> Result<R
         if hex(&part.sha.finalize()) != entry.sha256 {
             return Err(refused(
                 &entry.name,
-                "its SHA-256 does not match the manifest: the backup file is damaged or was altered",
+                "its SHA-256 does not match the manifest: the backup file is damaged",
             ));
         }
     }
@@ -474,12 +537,12 @@ fn restore_into(file: &Path, stage: &Path, keys_from: Option<&Path>) -> Result<R
     if total != computed {
         return Err(refused(
             "checksum",
-            "the SHA-256 of the whole file does not match: the backup file is damaged or was altered",
+            "the SHA-256 of the whole file does not match: the backup file is damaged",
         ));
     }
     let mut more = [0u8; 1];
     if r.inner.read(&mut more).map_err(|e| io(file, e))? != 0 {
-        return Err(refused("checksum", "bytes follow the end of the backup: the file was altered"));
+        return Err(refused("checksum", "bytes follow the end of the backup: the file is damaged"));
     }
     let store = store.ok_or_else(|| refused("manifest", "lists no store.kpdump"))?;
 

@@ -317,3 +317,73 @@ fn hostile_backup_files_are_refused_without_writing_anything() {
     let err = refused(&write("swapped.kpbackup", craft(&m, &swapped)), &target, &[]);
     assert!(err.contains("the keys in the backup are those of IN"), "{err}");
 }
+
+#[test]
+fn restore_builds_inside_the_target_and_refuses_what_is_not_a_directory() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", 0);
+    let file = tmp.path().join("ru.kpbackup");
+
+    // A FILE.partial left by a killed backup is refused, naming the fix.
+    let partial = tmp.path().join("ru.kpbackup.partial");
+    std::fs::write(&partial, b"half").unwrap();
+    let (code, out, err) = kpnode(&["backup", "--dir", s(dir.root()), "--out", s(&file), "--include-keys"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("ru.kpbackup.partial") && err.contains("remove it"), "{err}");
+    assert!(!file.exists());
+    assert_eq!(std::fs::read(&partial).unwrap(), b"half", "the leftover is not touched");
+    std::fs::remove_file(&partial).unwrap();
+    kpnode_ok(&["backup", "--dir", s(dir.root()), "--out", s(&file), "--include-keys"]);
+    assert!(!partial.exists());
+
+    // The package's layout: an empty node directory the user owns, in a parent it may not
+    // write (as root the mode does not stop anything, but nothing may appear there either).
+    let parent = tmp.path().join("varlib");
+    let target = parent.join("kpnode");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let inode = std::fs::metadata(&target).unwrap().ino();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let result = kpnode(&["restore", s(&file), "--dir", s(&target)]);
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, out, err) = result;
+    assert_eq!(code, 0, "{out}{err}");
+    let meta = std::fs::metadata(&target).unwrap();
+    assert_eq!(meta.ino(), inode, "the existing directory is kept, not replaced");
+    assert_eq!(meta.mode() & 0o777, 0o750, "and keeps its mode");
+    let names: Vec<_> = std::fs::read_dir(&parent).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("kpnode")], "nothing beside the target");
+    let mut inside: Vec<_> =
+        std::fs::read_dir(&target).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    inside.sort();
+    assert!(inside.iter().all(|n| !n.contains("restoring")), "{inside:?}");
+    assert!(inside.contains(&"store".to_owned()) && inside.contains(&"node.toml".to_owned()), "{inside:?}");
+    assert_eq!(log_lines(&target), log_lines(dir.root()));
+
+    // A regular file or a symbolic link as --dir is refused, naming the problem.
+    let plain = tmp.path().join("plain");
+    std::fs::write(&plain, b"").unwrap();
+    let (code, _, err) = kpnode(&["restore", s(&file), "--dir", s(&plain)]);
+    assert_eq!(code, 2);
+    assert!(err.contains("is not a directory"), "{err}");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&empty, &link).unwrap();
+    let (code, _, err) = kpnode(&["restore", s(&file), "--dir", s(&link)]);
+    assert_eq!(code, 2);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "nothing written through the link");
+
+    // A refused restore into an existing empty directory leaves it empty (no side directory).
+    let other = init_dir(tmp.path(), "IN", 0);
+    let (code, _, err) =
+        kpnode(&["restore", s(&file), "--dir", s(&empty), "--keys", s(&other.root().join("keys"))]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "a refused restore left something in the target"
+    );
+}

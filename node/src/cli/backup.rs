@@ -24,16 +24,21 @@ the node's keys/ directory kept apart (`kpnode restore --keys DIR`). With --incl
 signing and TLS keys are in the file unencrypted, exactly as they are in keys/: keep such a \
 file as you keep the keys (offline media, a safe), never on a shared drive. The file is \
 created with mode 0600 either way: it holds every certificate the node exchanged.\n\n\
-An existing FILE is never overwritten. The file is written under FILE.partial and renamed \
-when complete.";
+An existing FILE is never overwritten. The file is written under FILE.partial and linked to \
+FILE when complete (which fails if FILE exists). A FILE.partial left by a backup that was \
+killed is refused, naming it: remove it once no backup is running.";
 
 pub const RESTORE_LONG_ABOUT: &str = "Restore a backup file into a new node directory. \
 Refuses a DIR that is not empty (a node is never overwritten). Checks the file before using \
 it: its format, the manifest's checksum, every file's size and SHA-256 against the manifest \
 (a damaged file is named), and the checksum of the whole file; names are limited to those of \
-a node directory. Then it checks that the keys belong to the node of the backup, that the \
+a node directory. The checksums detect a damaged file, not a deliberate change (anyone who \
+can write the file can recompute them). Then it checks that the keys belong to the node of the backup, that the \
 restored log ends where the manifest says, and verifies the whole log as `kpnode log verify` \
-does. Only when every check passes is DIR created; otherwise nothing is.\n\n\
+does: the log's entries are bound to the signatures in them, the other records are not. \
+The restore is built in a side directory inside DIR (so only DIR needs to be writable) and \
+moved up only when every check passes; otherwise nothing is left in DIR (and DIR is removed \
+if restore created it). DIR must not be a symbolic link or a regular file.\n\n\
 A backup taken without --include-keys needs --keys DIR: the node's keys/ directory, kept \
 apart. A new API token is written (the old one is not in the backup).\n\n\
 After restoring an older backup, the node lacks what happened since: see docs/operations.md \
@@ -62,7 +67,8 @@ pub struct RestoreArgs {
     /// The node's keys/ directory kept apart, for a backup taken without --include-keys.
     #[arg(long, value_name = "DIR")]
     pub keys: Option<PathBuf>,
-    /// Only check the file and print its manifest; restore nothing.
+    /// Only print the manifest (after checking the format and the manifest's checksum); the
+    /// rest of the file is not read or checked. Restore nothing.
     #[arg(long, conflicts_with = "keys")]
     pub list: bool,
 }
@@ -114,12 +120,19 @@ pub fn backup(a: BackupArgs) -> CliResult {
         .create_new(true)
         .mode(0o600)
         .open(&partial)
-        .map_err(|e| Failure::runtime(format!("{}: cannot create: {e}", partial.display())))?;
-    let result = write_backup(&home, &config, file, &a);
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Failure::input(format!(
+                    "{}: already exists: left by a backup that was interrupted, or one running now; once no backup is running, remove it and run this again",
+                    partial.display()
+                ))
+            } else {
+                Failure::runtime(format!("{}: cannot create: {e}", partial.display()))
+            }
+        })?;
+    let result = write_backup(&home, &config, file, &a).and_then(|m| publish(&partial, &a.out).map(|()| m));
     match result {
         Ok(m) => {
-            std::fs::rename(&partial, &a.out)
-                .map_err(|e| Failure::runtime(format!("{}: cannot rename: {e}", a.out.display())))?;
             let size = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
             println!(
                 "Backup of {} written to {} ({size} bytes, taken {}): {} store records, log up to entry {} ({}), keys {}",
@@ -137,6 +150,40 @@ pub fn backup(a: BackupArgs) -> CliResult {
             let _ = std::fs::remove_file(&partial);
             Err(f)
         }
+    }
+}
+
+/// Gives the complete `partial` its name `out`: a hard link, which fails if `out` exists (so
+/// a file that appeared meanwhile is never overwritten, unlike a rename), then the
+/// `.partial` name is removed and the directory synced so both survive a crash.
+fn publish(partial: &Path, out: &Path) -> Result<(), Failure> {
+    match std::fs::hard_link(partial, out) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Failure::input(format!(
+                "{}: appeared while the backup was written; a backup never overwrites a file, name a new one",
+                out.display()
+            )));
+        }
+        // A file system without hard links (FAT on removable media): checked, then renamed.
+        Err(_) if std::fs::symlink_metadata(out).is_err() => {
+            return std::fs::rename(partial, out)
+                .map_err(|e| Failure::runtime(format!("{}: cannot rename: {e}", out.display())))
+                .and_then(|()| backup::sync_dir(parent_dir(out)).map_err(Failure::from));
+        }
+        Err(e) => return Err(Failure::runtime(format!("{}: cannot create: {e}", out.display()))),
+    }
+    if let Err(e) = std::fs::remove_file(partial) {
+        let _ = std::fs::remove_file(out);
+        return Err(Failure::runtime(format!("{}: cannot remove: {e}", partial.display())));
+    }
+    backup::sync_dir(parent_dir(out)).map_err(Failure::from)
+}
+
+fn parent_dir(p: &Path) -> &Path {
+    match p.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 
