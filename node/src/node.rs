@@ -291,6 +291,7 @@ impl Node {
             api_addr,
             cancel,
             tasks: TaskTracker::new(),
+            backup_running: Default::default(),
         });
 
         resume_rotations(&shared, announced).await?;

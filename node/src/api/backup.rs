@@ -28,6 +28,18 @@ pub const LOG_SEQ: &str = "x-kpnode-log-seq";
 pub const LOG_HASH: &str = "x-kpnode-log-hash";
 pub const STORE_FORMAT: &str = "x-kpnode-store-format";
 
+/// How long a chunk of the answer may wait for the client to take it.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Marks a backup as running until dropped.
+struct Running(Arc<Shared>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.backup_running.store(false, Ordering::Release);
+    }
+}
+
 /// The body: chunks read from the snapshot file on a blocking thread.
 struct Chunks(mpsc::Receiver<Result<Bytes, std::io::Error>>);
 
@@ -39,15 +51,24 @@ impl futures_core::Stream for Chunks {
 }
 
 #[utoipa::path(post, path = "/v1/backup/snapshot", tag = "node",
-    description = "A consistent dump of the whole store (every record, as `kpnode backup` puts it in a backup file), taken by the store actor between two batches after a flush. Writes wait while it is taken. The body is the dump (see docs/operations.md, \"Backup file format\"); the headers give its SHA-256, record count, the log head it ends at and the store format. `kpnode backup` is the client: it adds node.toml (and the keys, read from the node directory, never through the API) and the manifest.",
+    description = "A consistent dump of the whole store (every record, as `kpnode backup` puts it in a backup file), taken by the store actor between two batches after a flush. Writes wait while it is taken. One at a time: another request meanwhile is answered 409 until the first answer is sent or given up (a client that reads nothing for 60 s has its answer cut short). The body is the dump (see docs/operations.md, \"Backup file format\"); the headers give its SHA-256, record count, the log head it ends at and the store format. `kpnode backup` is the client: it adds node.toml (and the keys, read from the node directory, never through the API) and the manifest.",
     responses((status = 200, description = "The dump", content_type = "application/octet-stream", body = String,
             headers(("x-kpnode-dump-sha256" = String, description = "SHA-256 of the body, hex"),
                 ("x-kpnode-dump-records" = u64, description = "Records in the dump"),
                 ("x-kpnode-log-seq" = u64, description = "The log's last entry in the dump (0: none)"),
                 ("x-kpnode-log-hash" = String, description = "That entry's hash, hex"),
                 ("x-kpnode-store-format" = String, description = "The store format of the records"))),
-        (status = 401, body = ErrorBody), (status = 503, description = "The store failed or the node is stopping", body = ErrorBody)))]
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "A backup is in progress (one at a time)", body = ErrorBody),
+        (status = 503, description = "The store failed or the node is stopping", body = ErrorBody)))]
 pub(super) async fn snapshot(State(shared): State<Arc<Shared>>) -> ApiResult<Response> {
+    if shared.backup_running.swap(true, Ordering::AcqRel) {
+        return Err(ApiError::Conflict(
+            "a backup is in progress; retry when it is done (one snapshot is taken and sent at a time)"
+                .into(),
+        ));
+    }
+    let running = Running(shared.clone());
     static N: AtomicU64 = AtomicU64::new(0);
     let path = shared.dir.root().join(format!(
         ".backup-snapshot-{}-{}.tmp",
@@ -71,9 +92,25 @@ pub(super) async fn snapshot(State(shared): State<Arc<Shared>>) -> ApiResult<Res
     let format = String::from_utf8_lossy(&format).into_owned();
 
     let (tx, rx) = mpsc::channel(4);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        // Held until the file is closed: the next snapshot waits for this one's copy to go.
+        let _running = running;
+        // A chunk not taken within IDLE_TIMEOUT (the client stopped reading) ends the answer
+        // cut short, closing the file: a client cannot hold a copy of the store on disk.
+        let send = |item| match runtime.block_on(tx.send_timeout(item, IDLE_TIMEOUT)) {
+            Ok(()) => true,
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::warn!(
+                    "an online backup's client read nothing for {} s; its answer was cut short",
+                    IDLE_TIMEOUT.as_secs()
+                );
+                false
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+        };
         if let Err(e) = reader.rewind() {
-            let _ = tx.blocking_send(Err(e));
+            send(Err(e));
             return;
         }
         loop {
@@ -82,14 +119,14 @@ pub(super) async fn snapshot(State(shared): State<Arc<Shared>>) -> ApiResult<Res
                 Ok(0) => return,
                 Ok(n) => {
                     buf.truncate(n);
-                    // The client went away: stop reading.
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    // The client went away or stopped reading: stop.
+                    if !send(Ok(Bytes::from(buf))) {
                         return;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
+                    send(Err(e));
                     return;
                 }
             }

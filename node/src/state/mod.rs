@@ -59,6 +59,9 @@ pub struct Shared {
     pub started_at: Timestamp,
     pub cancel: CancellationToken,
     pub tasks: TaskTracker,
+    /// Set while an online backup's snapshot is taken or streamed: one at a time, so the
+    /// copies of the store it writes to disk cannot pile up.
+    pub backup_running: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
