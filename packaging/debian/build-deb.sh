@@ -16,6 +16,9 @@
 # node (that needs the participant and authority: see /usr/share/doc/kpnode/operations.md.gz)
 # nor start the service.
 set -euo pipefail
+# Files in the package are 0644 and directories 0755 whatever the caller's umask (a strict
+# 0077 would make the man pages, completions and docs unreadable to users).
+umask 022
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 die() { printf 'build-deb: error: %s\n' "$*" >&2; exit 1; }
@@ -108,7 +111,17 @@ cat >"$pkg/DEBIAN/postinst" <<'POSTINST'
 set -e
 if [ "$1" = configure ]; then
   install -d -m 0700 /var/lib/kpnode
-  if ! getent passwd kpnode >/dev/null; then
+  if getent passwd kpnode >/dev/null; then
+    # Reused only if it is a system account: never a person's login.
+    uid=$(id -u kpnode)
+    if [ "$uid" -ge 1000 ]; then
+      echo "kpnode: an account named kpnode exists and is not a system account (uid $uid); the service must not run as it. Rename or remove that account, then run: dpkg --configure kpnode" >&2
+      exit 1
+    fi
+  elif getent group kpnode >/dev/null; then
+    adduser --system --ingroup kpnode --home /var/lib/kpnode --no-create-home \
+      --shell /usr/sbin/nologin --gecos "kpnode daemon" kpnode >/dev/null
+  else
     adduser --system --group --home /var/lib/kpnode --no-create-home \
       --shell /usr/sbin/nologin --gecos "kpnode daemon" kpnode >/dev/null
   fi

@@ -16,7 +16,10 @@ fn the_package_holds_the_binary_unit_man_pages_completions_and_creates_the_user(
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let tmp = tempfile::tempdir().unwrap();
+    // Built under a strict umask, as an operator's shell may have: the package's files must
+    // still be readable by everyone.
     let out = Command::new("bash")
+        .args(["-c", "umask 077 && exec bash \"$0\" \"$@\""])
         .arg(root.join("packaging/debian/build-deb.sh"))
         .args(["--binary", kpnode_bin().to_str().unwrap(), "--out", tmp.path().to_str().unwrap()])
         .output()
@@ -43,6 +46,16 @@ fn the_package_holds_the_binary_unit_man_pages_completions_and_creates_the_user(
         assert!(listing.lines().any(|l| l.ends_with(path)), "the package lacks {path}:\n{listing}");
     }
     assert!(listing.lines().all(|l| l.contains(" root/root ")), "files owned by root:\n{listing}");
+    for l in listing.lines() {
+        let mode = l.split_whitespace().next().unwrap_or("");
+        let ok = match mode.chars().next() {
+            Some('d') => mode == "drwxr-xr-x",
+            Some('-') if l.ends_with("./usr/bin/kpnode") => mode == "-rwxr-xr-x",
+            Some('-') => mode == "-rw-r--r--",
+            _ => true,
+        };
+        assert!(ok, "built under umask 077, yet not readable by all: {l}");
+    }
 
     let field = |name: &str| {
         let o = Command::new("dpkg-deb").args(["-f", &deb, name]).output().unwrap();
@@ -58,6 +71,9 @@ fn the_package_holds_the_binary_unit_man_pages_completions_and_creates_the_user(
     let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
     assert!(postinst.contains("adduser --system --group --home /var/lib/kpnode"), "{postinst}");
     assert!(postinst.contains("chmod 0700 /var/lib/kpnode"), "{postinst}");
+    // An existing kpnode group is used; an existing kpnode login that is a person's is refused.
+    assert!(postinst.contains("adduser --system --ingroup kpnode"), "{postinst}");
+    assert!(postinst.contains("is not a system account"), "{postinst}");
     let postrm = std::fs::read_to_string(control.join("postrm")).unwrap();
     assert!(
         !postrm.contains("rm -rf") && !postrm.contains("rm -r"),
