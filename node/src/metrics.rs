@@ -114,6 +114,9 @@ pub struct Metrics {
     /// The last count of unconfirmed certificates near expiry per importer, and when it was
     /// taken (see `kpnode_certificates_expiring_unconfirmed`).
     expiring: Mutex<Option<(std::time::Instant, BTreeMap<ParticipantCode, u64>)>>,
+    /// Held while that count is taken: scrapes arriving meanwhile wait for it and reuse it
+    /// rather than each reading every certificate record again.
+    pub expiring_counting: tokio::sync::Mutex<()>,
 }
 
 impl Metrics {

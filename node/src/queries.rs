@@ -270,14 +270,25 @@ pub fn unconfirmed_expiring<S: Storage + ?Sized>(
 ) -> Result<std::collections::BTreeMap<ParticipantCode, u64>, StoreError> {
     let mut out = std::collections::BTreeMap::new();
     let mut start = Vec::new();
+    let mut undecodable: Option<(u64, String)> = None;
     const PAGE: usize = 1024;
     loop {
         let page = store.range(Tree::Certs, &start, &[0xff; 33], PAGE)?;
         let n = page.len();
         for (k, v) in page {
-            let rec: CertRecord = decode_record(Tree::Certs, &k, &v)?;
+            let rec = decode_record::<CertRecord>(Tree::Certs, &k, &v);
             start = k;
             start.push(0);
+            // One damaged record must not take the whole of /metrics down: it is left out of
+            // the count and reported in the log.
+            let rec = match rec {
+                Ok(rec) => rec,
+                Err(e) => {
+                    let u = undecodable.get_or_insert((0, e.to_string()));
+                    u.0 += 1;
+                    continue;
+                }
+            };
             let waiting = rec.direction == Direction::Out
                 && matches!(rec.status, CertStatus::Queued | CertStatus::Delivered)
                 && rec.confirmation.is_none();
@@ -287,6 +298,13 @@ pub fn unconfirmed_expiring<S: Storage + ?Sized>(
             }
         }
         if n < PAGE {
+            if let Some((count, first)) = undecodable {
+                tracing::warn!(
+                    count,
+                    first = %first,
+                    "certificate records that do not decode were left out of kpnode_certificates_expiring_unconfirmed"
+                );
+            }
             return Ok(out);
         }
     }

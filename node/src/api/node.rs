@@ -193,6 +193,12 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult<Resp
 async fn expiring_unconfirmed(shared: &Arc<Shared>) -> ApiResult<Vec<(Option<ParticipantCode>, u64)>> {
     const REUSE: std::time::Duration = std::time::Duration::from_secs(60);
     let cached = shared.metrics.expiring_unconfirmed(REUSE);
+    // One count at a time: scrapes that find no fresh count wait for the one being taken.
+    let _counting = match cached {
+        Some(_) => None,
+        None => Some(shared.metrics.expiring_counting.lock().await),
+    };
+    let cached = cached.or_else(|| shared.metrics.expiring_unconfirmed(REUSE));
     let counts = match cached {
         Some(c) => c,
         None => {
