@@ -365,6 +365,26 @@ fn origins_and_the_import_basis_give_the_planted_figures() {
     let (code, _, err) = kpnode(&["stats", "--period", &recent, "--basis", "shipped", "--dir", dir]);
     assert_eq!(code, 2);
     assert!(err.contains("--basis"), "{err}");
+
+    // The KP submission layout: HS subheadings as columns, one partner per row.
+    let in_dir = tmp.path().join("IN");
+    let in_dir = in_dir.to_str().unwrap();
+    let (code, csv, err) = kpnode(&["stats", "--period", &whole, "--kp-csv", "--dir", in_dir]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        csv,
+        "flow,participant,7102.10 carats,7102.10 US$,7102.21 carats,7102.21 US$,7102.31 carats,7102.31 US$,certificates\n\
+         export,RU,12.05,1000.00,10.00,800.50,120.35,59000.00,3\n\
+         export,TOTAL,12.05,1000.00,10.00,800.50,120.35,59000.00,3\n\
+         import,TOTAL,0.00,0.00,0.00,0.00,0.00,0.00,0\n"
+    );
+    let (code, csv, err) =
+        kpnode(&["stats", "--period", &recent, "--basis", "imported", "--kp-csv", "--dir", dir]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(csv.lines().nth(2), Some("import,IN,5.05,300.00,10.00,800.50,120.35,59000.00,2"), "{csv}");
+    let (code, _, err) = kpnode(&["stats", "--period", &whole, "--kp-csv", "--by", "partner", "--dir", dir]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--kp-csv"), "{err}");
 }
 
 fn confirm(api: &Api, number: &str, parcels: u64, carats: &str) {

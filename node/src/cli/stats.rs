@@ -29,6 +29,9 @@ so one side's exports equal the other's imports and the two reports can be compa
 and an import counts from its arrival even before it is confirmed. With `imported`, an import not \
 yet confirmed has no date of import: it is left out, and the report says how many such imports \
 were valid during the period. Exports always count by date of issue.\n\n\
+--kp-csv prints the layout of the KP statistics submissions: one partner per row, carats and US$ \
+for each HS subheading (7102.10, 7102.21, 7102.31), then the certificate count; exports, then \
+imports, each with a TOTAL row.\n\n\
 --chart draws exports and imports per partner per month as an SVG for a report.";
 
 #[derive(Debug, clap::Args)]
@@ -46,8 +49,12 @@ pub struct StatsArgs {
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     /// Print CSV.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kp_csv")]
     csv: bool,
+    /// Print CSV in the KP statistics submission layout: one partner per row, carats and US$
+    /// for HS 7102.10, 7102.21 and 7102.31, and the certificate count (needs the default --by).
+    #[arg(long, conflicts_with = "json")]
+    kp_csv: bool,
     /// Also draw the chart into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     chart: Option<PathBuf>,
@@ -93,6 +100,9 @@ fn runtime(e: impl std::fmt::Display) -> Failure {
 pub fn run_stats(a: StatsArgs) -> CliResult {
     let period: Period = a.period.parse().map_err(|e: String| Failure::input(format!("--period: {e}")))?;
     let by: By = a.by.parse().map_err(|e: String| Failure::input(format!("--by: {e}")))?;
+    if a.kp_csv && !(by.partner && by.hs_code) {
+        return Err(Failure::input("--kp-csv needs --by partner,hs_code (the default)".to_owned()));
+    }
     let basis: stats::Basis = a.basis.parse().map_err(|e: String| Failure::input(format!("--basis: {e}")))?;
     let measure: crate::report::chart::Measure =
         a.measure.parse().map_err(|e: String| Failure::input(format!("--measure: {e}")))?;
@@ -118,6 +128,13 @@ pub fn run_stats(a: StatsArgs) -> CliResult {
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else if a.kp_csv {
+        match stats::to_kp_csv(&report) {
+            Some(csv) => print!("{csv}"),
+            None => {
+                return Err(Failure::input("--kp-csv needs --by partner,hs_code (the default)".to_owned()))
+            }
+        }
     } else if a.csv {
         print!("{}", stats::to_csv(&report));
     } else {

@@ -452,6 +452,64 @@ pub fn to_csv(r: &StatsReport) -> String {
     out
 }
 
+/// The HS subheadings of rough diamonds, in the order of the KP submission's columns.
+const KP_HS: [HsCode; 3] = [HsCode::Unsorted, HsCode::Industrial, HsCode::NonIndustrial];
+
+/// The statistics in the layout of the KP statistics submissions: one partner participant per
+/// row, for each HS subheading (7102.10, 7102.21, 7102.31) its carats and US$, then the
+/// number of certificates; exports first, then imports, each flow closed by a `TOTAL` row.
+/// `None` unless the report is broken down by partner and HS code (the layout needs both).
+pub fn to_kp_csv(r: &StatsReport) -> Option<String> {
+    if !(r.by.partner && r.by.hs_code) {
+        return None;
+    }
+    let mut out = String::from("flow,participant");
+    for hs in KP_HS {
+        out.push_str(&format!(",{hs} carats,{hs} US$"));
+    }
+    out.push_str(",certificates\n");
+    for flow in [Flow::Export, Flow::Import] {
+        let name = if flow == Flow::Export { "export" } else { "import" };
+        // Per partner and HS code, in hundredths; certificates from the monthly rows, where
+        // each certificate counts once (a certificate spans HS codes, never months).
+        let mut cells: BTreeMap<ParticipantCode, ([(u128, u128); 3], u64)> = BTreeMap::new();
+        for row in r.rows.iter().filter(|x| x.flow == flow) {
+            let (Some(p), Some(hs)) = (row.partner, row.hs_code) else { continue };
+            let i = KP_HS.iter().position(|h| *h == hs).unwrap_or(0);
+            let c = &mut cells.entry(p).or_default().0[i];
+            c.0 += parse_hundredths(&row.carats);
+            c.1 += parse_hundredths(&row.value_usd);
+        }
+        for m in r.monthly.iter().filter(|x| x.flow == flow) {
+            cells.entry(m.partner).or_default().1 += m.certificates;
+        }
+        let mut total = ([(0u128, 0u128); 3], 0u64);
+        for (p, (sums, certificates)) in &cells {
+            out.push_str(&format!("{name},{p}"));
+            for (i, (carats, usd)) in sums.iter().enumerate() {
+                out.push_str(&format!(",{},{}", format_u128(*carats), format_u128(*usd)));
+                total.0[i].0 += carats;
+                total.0[i].1 += usd;
+            }
+            out.push_str(&format!(",{certificates}\n"));
+            total.1 += certificates;
+        }
+        out.push_str(&format!("{name},TOTAL"));
+        for (carats, usd) in total.0 {
+            out.push_str(&format!(",{},{}", format_u128(carats), format_u128(usd)));
+        }
+        out.push_str(&format!(",{}\n", total.1));
+    }
+    Some(out)
+}
+
+/// Hundredths of a decimal string this module wrote (`123.45`).
+fn parse_hundredths(s: &str) -> u128 {
+    let (i, f) = s.split_once('.').unwrap_or((s, "0"));
+    let f = format!("{f:0<2}");
+    i.parse::<u128>().unwrap_or(0) * 100 + f.get(..2).and_then(|f| f.parse::<u128>().ok()).unwrap_or(0)
+}
+
 /// A certificate that needs someone's attention.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Finding {
