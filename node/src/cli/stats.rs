@@ -16,7 +16,7 @@ use crate::report::stats::{self, By, Period, StatsReport};
 pub(crate) const STATS_LONG_ABOUT: &str =
     "Exports and imports of a period, computed from the log: carats, US$ and \
 certificate counts by partner and HS code, as participants report them to the Kimberley Process. \
-A certificate counts in the period holding its date of issue; only acknowledged certificates \
+A certificate counts in the period holding its date of issue (imports: see --basis); only acknowledged certificates \
 count (exports: the importer's signed receipt is held; imports: stored and acknowledged), and \
 voided ones are left out. Sums are exact, to the hundredth of a carat and the cent.\n\n\
 Beside the partner (provenance: where a shipment came from or went to) the figures are broken down \
