@@ -3,7 +3,7 @@
 # on this machine (loopback only), doing exactly what their operators would do by hand.
 #
 #   scripts/testnet.sh up [--nodes RU,BY,KZ,AM,KG,IN,AE]   build, init, enrol every pair, start
-#   scripts/testnet.sh demo                                exchange, confirm, void, rotate; table
+#   scripts/testnet.sh demo                                exchange, confirm, void, rotate, print; table
 #   scripts/testnet.sh status                              nodes, links and certificates
 #   scripts/testnet.sh down [--clean]                      stop every daemon (--clean: delete data)
 #
@@ -329,6 +329,12 @@ cmd_demo() {
     wait_for 30 "$num to be $expected at $exp_node" status_is "$exp_node" "$num" "$expected" || die "$num is $(cert_status "$exp_node" "$num") at $exp_node, expected $expected"
     wait_for 30 "$num to be $imp_expected at $imp_node" status_is "$imp_node" "$num" "$imp_expected" || die "$num is $(cert_status "$imp_node" "$num") at $imp_node, expected $imp_expected"
   done < "$DIR/demo.tsv"
+
+  # The first certificate on paper: the PDF its issuer prints, with the QR seal.
+  local first_num first_from
+  IFS=$'\t' read -r first_num first_from _ < "$DIR/demo.tsv"
+  kp cert pdf "$first_num" --out "$work/$first_num.pdf" --dir "$DIR/$first_from" >/dev/null
+  say "Printable certificate of $first_num (issued by $first_from): $work/$first_num.pdf"
   demo_table
 }
 

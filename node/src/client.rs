@@ -109,6 +109,27 @@ impl Client {
         self.handle(r).map(|(_, v)| Some(v))
     }
 
+    /// A GET whose answer is a file (the printed certificate), not JSON: its bytes, up to
+    /// `limit`. An error answer is JSON, read as any other.
+    pub fn get_bytes(&self, path: &str, limit: u64) -> Result<Vec<u8>, ClientError> {
+        let r =
+            self.agent.get(&self.url(path)).header("Authorization", &format!("Bearer {}", self.token)).call();
+        let mut resp = match r {
+            Ok(resp) if (200..300).contains(&resp.status().as_u16()) => resp,
+            other => {
+                return Err(self
+                    .handle(other)
+                    .err()
+                    .unwrap_or_else(|| ClientError::Transport("no answer".into())))
+            }
+        };
+        resp.body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| ClientError::Transport(format!("reading the daemon's answer: {e}")))
+    }
+
     pub fn post(&self, path: &str, body: &[u8]) -> Result<(u16, Value), ClientError> {
         self.post_with(path, body, &[])
     }

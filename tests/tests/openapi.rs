@@ -46,6 +46,7 @@ fn the_openapi_document_covers_every_route_and_a_fuzzer_finds_nothing() {
         ("/v1/certificates/{number}/confirm", "post"),
         ("/v1/certificates/{number}/void", "post"),
         ("/v1/certificates/{number}/resolve", "post"),
+        ("/v1/certificates/{number}/pdf", "get"),
         ("/v1/peers", "get"),
         ("/v1/peers", "post"),
         ("/v1/peers/{code}", "delete"),

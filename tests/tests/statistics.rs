@@ -249,6 +249,144 @@ fn a_quarter_of_traffic_among_four_nodes_adds_up_on_both_sides() {
     assert!(err.contains("--period"), "{err}");
 }
 
+/// Statistics by country of origin beside partner, and imports placed by date of issue or by
+/// the confirmation's date of import, over two real daemons.
+#[test]
+fn origins_and_the_import_basis_give_the_planted_figures() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ru = TestNode::start(&rt, init_dir(tmp.path(), "RU", free_port()));
+    let mut inn = TestNode::start(&rt, init_dir(tmp.path(), "IN", free_port()));
+    enrol_pair(&ru, &inn);
+    let day = |n: i32| today().add_days(n).unwrap().to_string();
+    // IN exports to RU: one certificate 10 days ago, two 5 days ago; parcels of AE, RU and
+    // mixed origin.
+    let cert = |issued: &str, parcels: Value| {
+        let mut c: Value = serde_json::from_str(&certificate_json("IN", "RU", None, 0)).unwrap();
+        c["issued_on"] = issued.into();
+        c["parcels"] = parcels;
+        inn.api.submit(&c.to_string())
+    };
+    let p = |hs: &str, carats: &str, usd: &str, origin: &str| json!({"hs_code": hs, "carats": carats, "value_usd": usd, "origin": origin});
+    let c1 = cert(
+        &day(-10),
+        json!([p("7102.31", "100.25", "50000.00", "AE"), p("7102.21", "10.00", "800.50", "MIXED")]),
+    );
+    let c2 =
+        cert(&day(-5), json!([p("7102.31", "20.10", "9000.00", "AE"), p("7102.10", "5.05", "300.00", "RU")]));
+    let _c3 = cert(&day(-5), json!([p("7102.10", "7.00", "700.00", "RU")]));
+    wait_until(Duration::from_secs(30), "all three reach RU", || ru.api.certificates("in").len() == 3);
+    // RU confirms the first yesterday and the second today; the third stays unconfirmed.
+    for (n, on, parcels, carats) in [(&c1, day(-1), 2, "110.25"), (&c2, day(0), 2, "25.15")] {
+        let body = json!({"received_on": on, "parcels": parcels, "carats": carats}).to_string();
+        let (s, v) = ru.api.post(&format!("/v1/certificates/{n}/confirm"), &body);
+        assert_eq!(s, 200, "{v}");
+    }
+
+    let get = |api: &Api, q: &str| {
+        let (s, v) = api.get(&format!("/v1/stats?{q}"));
+        assert_eq!(s, 200, "{q}: {v}");
+        v
+    };
+    let origins = |v: &Value, flow: &str| -> BTreeMap<String, Sum> {
+        v["origins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["flow"] == flow)
+            .map(|r| (r["origin"].as_str().unwrap().to_owned(), row_sum(r)))
+            .collect()
+    };
+    let sum = |certificates, parcels, carats, usd| Sum { certificates, parcels, carats, usd };
+    let import_total = |v: &Value| row_sum(&v["totals"].as_array().unwrap()[1]);
+    let whole = format!("{}..{}", day(-10), day(0));
+    let recent = format!("{}..{}", day(-1), day(0));
+
+    // By date of issue (the default): all three imports in the whole span, none in the last two days.
+    let v = get(&ru.api, &format!("period={whole}"));
+    assert_eq!(v["basis"], "issued");
+    assert_eq!(v["unconfirmed_imports"], 0);
+    assert_eq!(import_total(&v), sum(3, 5, 14240, 6080050));
+    let want: BTreeMap<String, Sum> = [
+        ("AE".to_owned(), sum(2, 2, 12035, 5900000)),
+        ("MIXED".to_owned(), sum(1, 1, 1000, 80050)),
+        ("RU".to_owned(), sum(2, 2, 1205, 100000)),
+    ]
+    .into();
+    assert_eq!(origins(&v, "import"), want);
+    // The exporter sees the same by origin, as exports; its partner rows say RU throughout.
+    let e = get(&inn.api, &format!("period={whole}&by=partner"));
+    assert_eq!(origins(&e, "export"), want);
+    assert_eq!(e["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(e["rows"][0]["partner"], "RU");
+    let v = get(&ru.api, &format!("period={recent}&basis=issued"));
+    assert_eq!(import_total(&v), sum(0, 0, 0, 0));
+    assert!(v["origins"].as_array().unwrap().is_empty());
+
+    // By date of import: the two confirmed ones, in the last two days; the third is left out
+    // and counted.
+    let v = get(&ru.api, &format!("period={recent}&basis=imported"));
+    assert_eq!(v["basis"], "imported");
+    assert_eq!(v["unconfirmed_imports"], 1);
+    assert_eq!(import_total(&v), sum(2, 4, 13540, 6010050));
+    let want: BTreeMap<String, Sum> = [
+        ("AE".to_owned(), sum(2, 2, 12035, 5900000)),
+        ("MIXED".to_owned(), sum(1, 1, 1000, 80050)),
+        ("RU".to_owned(), sum(1, 1, 505, 30000)),
+    ]
+    .into();
+    assert_eq!(origins(&v, "import"), want);
+    let months: u64 =
+        v["monthly"].as_array().unwrap().iter().map(|m| m["certificates"].as_u64().unwrap()).sum();
+    assert_eq!(months, 2);
+    // Only the day before yesterday and earlier: nothing was imported then.
+    let v = get(&ru.api, &format!("period={}..{}&basis=imported", day(-10), day(-2)));
+    assert_eq!(import_total(&v), sum(0, 0, 0, 0));
+    assert_eq!(v["unconfirmed_imports"], 1);
+    let (s, v) = ru.api.get(&format!("/v1/stats?period={whole}&basis=shipped"));
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("basis"), "{v}");
+
+    // The command line, offline, says the same.
+    ru.stop(&rt);
+    inn.stop(&rt);
+    let dir = tmp.path().join("RU");
+    let dir = dir.to_str().unwrap();
+    let (code, out, err) =
+        kpnode(&["stats", "--period", &recent, "--basis", "imported", "--json", "--dir", dir]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["unconfirmed_imports"].as_u64(), import_total(&v)), (Some(1), sum(2, 4, 13540, 6010050)));
+    let (code, out, err) = kpnode(&["stats", "--period", &recent, "--basis", "imported", "--dir", dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ORIGIN") && out.contains("MIXED"), "{out}");
+    assert!(out.contains("1 import(s) valid during the period are not confirmed yet"), "{out}");
+    let (code, _, err) = kpnode(&["stats", "--period", &recent, "--basis", "shipped", "--dir", dir]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--basis"), "{err}");
+
+    // The KP submission layout: HS subheadings as columns, one partner per row.
+    let in_dir = tmp.path().join("IN");
+    let in_dir = in_dir.to_str().unwrap();
+    let (code, csv, err) = kpnode(&["stats", "--period", &whole, "--kp-csv", "--dir", in_dir]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        csv,
+        "flow,participant,7102.10 carats,7102.10 US$,7102.21 carats,7102.21 US$,7102.31 carats,7102.31 US$,certificates\n\
+         export,RU,12.05,1000.00,10.00,800.50,120.35,59000.00,3\n\
+         export,TOTAL,12.05,1000.00,10.00,800.50,120.35,59000.00,3\n\
+         import,TOTAL,0.00,0.00,0.00,0.00,0.00,0.00,0\n"
+    );
+    let (code, csv, err) =
+        kpnode(&["stats", "--period", &recent, "--basis", "imported", "--kp-csv", "--dir", dir]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(csv.lines().nth(2), Some("import,IN,5.05,300.00,10.00,800.50,120.35,59000.00,2"), "{csv}");
+    let (code, _, err) = kpnode(&["stats", "--period", &whole, "--kp-csv", "--by", "partner", "--dir", dir]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--kp-csv"), "{err}");
+}
+
 fn confirm(api: &Api, number: &str, parcels: u64, carats: &str) {
     let body = json!({"received_on": today().to_string(), "parcels": parcels, "carats": carats}).to_string();
     let (s, v) = api.post(&format!("/v1/certificates/{number}/confirm"), &body);

@@ -90,6 +90,15 @@ fn three_nodes_up_demo_and_down() {
         assert!(seen.contains(s), "no certificate ended {s}: {plan}");
     }
 
+    // The first certificate printed, where the demo says.
+    let first = rows[0][0];
+    let pdf = dir.join("demo").join(format!("{first}.pdf"));
+    assert!(
+        out.contains(&format!("Printable certificate of {first}")) && out.contains(pdf.to_str().unwrap()),
+        "{out}"
+    );
+    assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF-"), "{}", pdf.display());
+
     // up again on existing data resumes.
     let (ok, out) = script(&dir, port, &["up", "--nodes", "RU,IN,AE"]);
     assert!(ok && out.contains("resuming"), "{out}");

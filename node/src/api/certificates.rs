@@ -390,6 +390,26 @@ pub(super) async fn kpc(
     Ok(([(header::CONTENT_TYPE, "application/x-kpc")], text).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/certificates/{number}/pdf", tag = "certificates",
+    description = "The printable certificate: an A4 PDF laid out as KPCS Annex I asks (title, the statement that the diamonds were handled in accordance with the KPCS, number, issuing authority, exporter and importer, dates, the parcels with HS code, origin, carats and US$ and their totals, the number of parcels, declarations, the validating authority and the signed certificate's message id), labelled in English and the issuing participant's language, with the certificate's QR seal, signed now, which `kpnode verify --qr` checks offline on a scan of the page. A voided certificate prints without a seal, marked VOID with the date and reason. `kpnode cert pdf` writes it to a file.",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "An outbound certificate's number")),
+    responses((status = 200, description = "The PDF (binary)", body = String, content_type = "application/pdf"),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not issued by this node", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, description = "The store has failed (a full or read-only disk)", body = ErrorBody)))]
+pub(super) async fn pdf(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(number): ApiPath<String>,
+) -> ApiResult<Response> {
+    let rec = record(&shared, &number)?;
+    let bytes = crate::report::pdf::print(&shared.store, &rec, &shared.signer)?;
+    let disposition = format!("inline; filename=\"{}.pdf\"", rec.number);
+    Ok((
+        [(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+        bytes,
+    )
+        .into_response())
+}
+
 #[utoipa::path(get, path = "/v1/certificates/{number}/seal", tag = "certificates",
     params(("number" = kp_protocol::CertificateNumber, Path, description = "An outbound certificate's number")),
     responses((status = 200, description = "A seal signed now with the current key", body = SealView),

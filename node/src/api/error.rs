@@ -123,6 +123,15 @@ impl From<SealError> for ApiError {
     }
 }
 
+impl From<crate::report::pdf::PrintError> for ApiError {
+    fn from(e: crate::report::pdf::PrintError) -> ApiError {
+        match e {
+            crate::report::pdf::PrintError::Seal(e) => e.into(),
+            crate::report::pdf::PrintError::Pdf(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<IssueError> for ApiError {
     fn from(e: IssueError) -> ApiError {
         match e {

@@ -40,7 +40,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::state::Shared;
-use certificates::{confirm, kpc, list, resolve, seal, show, submit, submit_batch, void};
+use certificates::{confirm, kpc, list, pdf, resolve, seal, show, submit, submit_batch, void};
 use keys::{keys, rotate};
 use log::{log, log_verify};
 use node::{healthz, metrics, openapi_json, status};
@@ -74,6 +74,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/certificates/{number}/resolve", post(resolve))
         .route("/v1/certificates/{number}/seal", get(seal))
         .route("/v1/certificates/{number}/kpc", get(kpc))
+        .route("/v1/certificates/{number}/pdf", get(pdf))
         .route("/v1/stats", get(stats))
         .route("/v1/reconcile", get(reconcile))
         .route("/v1/peers", get(peers).post(add_peer))
@@ -208,7 +209,7 @@ impl utoipa::Modify for BearerAuth {
         description = "The local HTTP API of a kpnode: submit, follow, confirm and void Kimberley Process certificates; enrol peers; keys, log, status and metrics. JSON over HTTP; every route but /healthz needs `Authorization: Bearer <api.token>`."
     ),
     paths(certificates::submit, certificates::submit_batch, certificates::list, certificates::show, certificates::confirm, certificates::void,
-        certificates::resolve, certificates::seal, certificates::kpc, statistics::stats, statistics::reconcile,
+        certificates::resolve, certificates::seal, certificates::kpc, certificates::pdf, statistics::stats, statistics::reconcile,
         peers::peers, peers::add_peer, peers::remove_peer, participants::participants_list,
         participants::participants_show, participants::participants_set, participants::participants_import,
         participants::participants_export, node::status, keys::keys, keys::rotate, log::log, log::log_verify,

@@ -16,11 +16,13 @@ use crate::state::Shared;
 pub(super) struct StatsQuery {
     period: String,
     by: Option<String>,
+    basis: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/stats", tag = "statistics",
     params(("period" = String, Query, description = "2026-Q3, 2026-H1, 2026-07, 2026, or 2026-07-01..2026-09-30"),
-        ("by" = Option<String>, Query, description = "partner, hs_code, or both (default partner,hs_code)")),
+        ("by" = Option<String>, Query, description = "partner, hs_code, or both (default partner,hs_code)"),
+        ("basis" = Option<String>, Query, description = "issued (default: imports by the certificate's date of issue) or imported (by the confirmation's received_on; unconfirmed imports are left out and counted in unconfirmed_imports)")),
     responses((status = 200, body = crate::report::stats::StatsReport), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn stats(
     State(shared): State<Arc<Shared>>,
@@ -33,11 +35,19 @@ pub(super) async fn stats(
             .unwrap_or("partner,hs_code")
             .parse()
             .map_err(|e: String| invalid("invalid_query", "by", e))?;
+    let basis: crate::report::stats::Basis = q
+        .basis
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: String| invalid("invalid_query", "basis", e))?
+        .unwrap_or_default();
     let (store, me) = (shared.store.clone(), shared.me);
     // A scan of the log: off the async workers.
-    let report = tokio::task::spawn_blocking(move || crate::report::stats::compute(&store, me, &period, by))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let report =
+        tokio::task::spawn_blocking(move || crate::report::stats::compute(&store, me, &period, by, basis))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(report))
 }
 

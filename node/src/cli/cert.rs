@@ -172,6 +172,23 @@ Works on a running daemon or, stopped, on the store."
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Exporting side: the printable certificate, an A4 PDF with its QR seal.
+    #[command(
+        long_about = "Write the printable certificate: an A4 PDF laid out as KPCS Annex I asks (the title, the statement that the rough diamonds were handled in accordance with the KPCS, the number, issuing authority, exporter and importer, dates of issue and expiry, the parcels with HS code, origin, carats and US$ and their totals, the number of parcels, declarations, remarks, the validating authority and the signed certificate's message id). Labels are in English and the issuing participant's language (Russian for RU, BY, KZ and KG). The text is real text (searchable, copyable), in fonts embedded in the file.
+
+The certificate's QR seal, signed now (the one `kpnode cert qr` draws), is printed in the top right corner: a border post checks a scan or photo of the page offline with `kpnode verify --qr PAGE.png --bundle B`. The paper's text alone proves nothing (a PDF can be edited); the seal does, and `verify` prints what it seals (number, parties, dates, parcels, carats, US$) to compare with the paper. A voided certificate prints without a seal, marked VOID with the date and reason.
+
+Works on a running daemon or, stopped, on the store."
+    )]
+    Pdf {
+        /// The certificate number (issued by this node).
+        number: String,
+        /// Where to write the PDF.
+        #[arg(long, value_name = "FILE.pdf")]
+        out: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
+    },
     /// Exporting side: a QR code that proves the certificate offline (PNG or SVG).
     #[command(
         long_about = "Draw a QR code for the shipment's paperwork: a seal signed now by this node's signing key that names the certificate (number, participants, dates, parcels, carats, US$) and commits to the exact signed certificate by its message id. A border post checks it offline with `kpnode verify --qr IMAGE --bundle B` (and the .kpc, if it has one), against this node's enrolment bundle; it keeps verifying after key rotations, with the updated bundle.
@@ -211,6 +228,7 @@ pub fn run(c: CertCommand) -> CliResult {
             update(&dir, &number, "resolve", serde_json::json!({"note": note, "resolved_by": by}))
         }
         CertCommand::Qr { number, out, dir } => qr(&number, &out, &dir),
+        CertCommand::Pdf { number, out, dir } => pdf(&number, &out, &dir),
         CertCommand::Export { number, out, dir } => export(&number, &out, &dir),
     }
 }
@@ -253,6 +271,32 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
         text.len(),
         out.display()
     );
+    Ok(())
+}
+
+/// The largest PDF read from the daemon: a certificate of 1000 parcels is about 1 MiB.
+const MAX_PDF_BYTES: u64 = 64 << 20;
+
+fn pdf(number: &str, out: &Path, dir: &DirArg) -> CliResult {
+    let home = NodeDir::new(&dir.dir);
+    let bytes = match super::peer::access(&home)? {
+        super::peer::Access::Daemon(client) => {
+            client.get_bytes(&format!("/v1/certificates/{}/pdf", segment(number)), MAX_PDF_BYTES)?
+        }
+        super::peer::Access::Offline(store) => {
+            let rec = offline_record(&store, number)?;
+            let config = home.config()?;
+            let keys = home.keys(&config)?;
+            let signer = Signer::new(config.participant, keys.signing, std::sync::Arc::new(SystemClock));
+            crate::report::pdf::print(&store, &rec, &signer).map_err(|e| Failure::runtime(e.to_string()))?
+        }
+    };
+    if !bytes.starts_with(b"%PDF-") {
+        return Err(Failure::runtime("the daemon's answer is not a PDF"));
+    }
+    std::fs::write(out, &bytes)
+        .map_err(|e| Failure::runtime(format!("{}: cannot write: {e}", out.display())))?;
+    println!("Wrote the printable certificate {number} ({} bytes) to {}", bytes.len(), out.display());
     Ok(())
 }
 

@@ -16,9 +16,22 @@ use crate::report::stats::{self, By, Period, StatsReport};
 pub(crate) const STATS_LONG_ABOUT: &str =
     "Exports and imports of a period, computed from the log: carats, US$ and \
 certificate counts by partner and HS code, as participants report them to the Kimberley Process. \
-A certificate counts in the period holding its date of issue; only acknowledged certificates \
+A certificate counts in the period holding its date of issue (imports: see --basis); only acknowledged certificates \
 count (exports: the importer's signed receipt is held; imports: stored and acknowledged), and \
 voided ones are left out. Sums are exact, to the hundredth of a carat and the cent.\n\n\
+Beside the partner (provenance: where a shipment came from or went to) the figures are broken down \
+by country of origin (where the diamonds were mined), as the KP statistics distinguish them; a \
+parcel of mixed origin counts under MIXED.\n\n\
+--basis places imports in the period: `issued` (the default) by the certificate's date of issue, \
+`imported` by the date of import (the received_on of this node's confirmation). The default is \
+`issued` because then the exporter and the importer count every certificate in the same period, \
+so one side's exports equal the other's imports and the two reports can be compared row for row, \
+and an import counts from its arrival even before it is confirmed. With `imported`, an import not \
+yet confirmed has no date of import: it is left out, and the report says how many such imports \
+were valid during the period. Exports always count by date of issue.\n\n\
+--kp-csv prints the layout of the KP statistics submissions: one partner per row, carats and US$ \
+for each HS subheading (7102.10, 7102.21, 7102.31), then the certificate count; exports, then \
+imports, each with a TOTAL row.\n\n\
 --chart draws exports and imports per partner per month as an SVG for a report.";
 
 #[derive(Debug, clap::Args)]
@@ -29,12 +42,19 @@ pub struct StatsArgs {
     /// Break down by partner, hs_code, or both.
     #[arg(long, value_name = "LIST", default_value = "partner,hs_code")]
     by: String,
+    /// Place imports by date of issue (issued) or date of import (imported); see above.
+    #[arg(long, value_name = "BASIS", default_value = "issued")]
+    basis: String,
     /// Print JSON.
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     /// Print CSV.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kp_csv")]
     csv: bool,
+    /// Print CSV in the KP statistics submission layout: one partner per row, carats and US$
+    /// for HS 7102.10, 7102.21 and 7102.31, and the certificate count (needs the default --by).
+    #[arg(long, conflicts_with = "json")]
+    kp_csv: bool,
     /// Also draw the chart into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     chart: Option<PathBuf>,
@@ -80,21 +100,26 @@ fn runtime(e: impl std::fmt::Display) -> Failure {
 pub fn run_stats(a: StatsArgs) -> CliResult {
     let period: Period = a.period.parse().map_err(|e: String| Failure::input(format!("--period: {e}")))?;
     let by: By = a.by.parse().map_err(|e: String| Failure::input(format!("--by: {e}")))?;
+    if a.kp_csv && !(by.partner && by.hs_code) {
+        return Err(Failure::input("--kp-csv needs --by partner,hs_code (the default)".to_owned()));
+    }
+    let basis: stats::Basis = a.basis.parse().map_err(|e: String| Failure::input(format!("--basis: {e}")))?;
     let measure: crate::report::chart::Measure =
         a.measure.parse().map_err(|e: String| Failure::input(format!("--measure: {e}")))?;
     let home = NodeDir::new(&a.dir.dir);
     let report: StatsReport = match access(&home)? {
         Access::Daemon(client) => {
             let v = client.get(&format!(
-                "/v1/stats?period={}&by={}",
+                "/v1/stats?period={}&by={}&basis={}",
                 crate::client::segment(&a.period),
-                crate::client::segment(&a.by)
+                crate::client::segment(&a.by),
+                crate::client::segment(&a.basis)
             ))?;
             from_json(&v)?
         }
         Access::Offline(store) => {
             let config = home.config()?;
-            stats::compute(&store, config.participant, &period, by).map_err(runtime)?
+            stats::compute(&store, config.participant, &period, by, basis).map_err(runtime)?
         }
     };
     if let Some(path) = &a.chart {
@@ -103,6 +128,13 @@ pub fn run_stats(a: StatsArgs) -> CliResult {
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else if a.kp_csv {
+        match stats::to_kp_csv(&report) {
+            Some(csv) => print!("{csv}"),
+            None => {
+                return Err(Failure::input("--kp-csv needs --by partner,hs_code (the default)".to_owned()))
+            }
+        }
     } else if a.csv {
         print!("{}", stats::to_csv(&report));
     } else {
@@ -151,6 +183,30 @@ fn print_stats(r: &StatsReport) {
         }))
         .collect();
     table(&["FLOW", "PARTNER", "HS CODE", "CERTIFICATES", "PARCELS", "CARATS", "US$"], &rows);
+    println!();
+    println!("By country of origin (MIXED: parcels of mixed origin):");
+    let origins: Vec<Vec<String>> = r
+        .origins
+        .iter()
+        .map(|o| {
+            vec![
+                flow(o.flow).to_owned(),
+                o.origin.clone(),
+                o.certificates.to_string(),
+                o.parcels.to_string(),
+                o.carats.clone(),
+                o.value_usd.clone(),
+            ]
+        })
+        .collect();
+    table(&["FLOW", "ORIGIN", "CERTIFICATES", "PARCELS", "CARATS", "US$"], &origins);
+    if r.basis == stats::Basis::Imported {
+        println!();
+        println!(
+            "Imports counted by date of import; {} import(s) valid during the period are not confirmed yet and are left out.",
+            r.unconfirmed_imports
+        );
+    }
     if r.voided_excluded > 0 {
         println!();
         println!("{} voided certificate(s) of the period are left out.", r.voided_excluded);

@@ -87,6 +87,14 @@ fn code(text: &str) -> Result<QrCode, String> {
         .map_err(|e| format!("cannot encode the QR code: {e}"))
 }
 
+/// The QR code as its width in modules (without the quiet zone) and its modules row by row,
+/// `true` for dark: the same code [`png`] and [`svg`] draw, for the printed certificate to
+/// draw as vector shapes.
+pub fn modules(text: &str) -> Result<(usize, Vec<bool>), String> {
+    let code = code(text)?;
+    Ok((code.width(), code.to_colors().into_iter().map(|c| c == Color::Dark).collect()))
+}
+
 /// The QR code as SVG.
 pub fn svg(text: &str) -> Result<String, String> {
     Ok(code(text)?

@@ -5,14 +5,17 @@
 //! Statistics are computed from the log, so they cover exactly the certificates whose
 //! delivery was acknowledged (exports: this node holds the importer's signed receipt;
 //! imports: this node stored and acknowledged them). A certificate counts in the period that
-//! holds its `issued_on`; voided certificates are left out (their shipment did not happen as
-//! certified). Sums are of integer hundredths, so totals match the certificates to the
+//! holds its `issued_on` (or, for imports with [`Basis::Imported`], the confirmation's
+//! `received_on`); voided certificates are left out (their shipment did not happen as
+//! certified). Beside the partner (provenance: where the shipment came from or went to), the
+//! figures are also given by country of origin (where the diamonds were mined), as the KP's
+//! statistics distinguish the two; a parcel of mixed origin counts under `MIXED`. Sums are of integer hundredths, so totals match the certificates to the
 //! hundredth of a carat and the cent.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kp_protocol::amount::format_hundredths;
-use kp_protocol::{Certificate, Date, DocumentKind, HsCode, ParticipantCode, Void};
+use kp_protocol::{Certificate, Date, DocumentKind, HsCode, Origin, ParticipantCode, Void};
 use serde::{Deserialize, Serialize};
 
 use crate::queries::effective_status;
@@ -132,6 +135,34 @@ impl std::str::FromStr for By {
     }
 }
 
+/// Which date places an import in a period. Exports always count by date of issue.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Basis {
+    /// The certificate's `issued_on`: exporter and importer count each certificate in the
+    /// same period, so one side's exports equal the other's imports row for row, and an
+    /// import counts as soon as it arrives, confirmed or not.
+    #[default]
+    Issued,
+    /// The import confirmation's `received_on` (the date of import). An import this node has
+    /// not confirmed has no date of import: it is left out and counted in
+    /// [`StatsReport::unconfirmed_imports`].
+    Imported,
+}
+
+impl std::str::FromStr for Basis {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Basis, String> {
+        match s {
+            "issued" => Ok(Basis::Issued),
+            "imported" => Ok(Basis::Imported),
+            other => Err(format!(
+                "{other:?} is not a basis; use issued (date of issue) or imported (date of import)"
+            )),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Default, Debug)]
 struct Sums {
     certificates: u64,
@@ -157,6 +188,19 @@ pub struct Row {
     pub value_usd: String,
 }
 
+/// Figures by country of origin (unmixed parcels; mixed ones under `MIXED`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OriginRow {
+    pub flow: Flow,
+    /// A participant code, or `MIXED`.
+    pub origin: String,
+    /// Certificates with at least one parcel of this origin.
+    pub certificates: u64,
+    pub parcels: u64,
+    pub carats: String,
+    pub value_usd: String,
+}
+
 /// Figures of one month, for charts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MonthRow {
@@ -175,13 +219,24 @@ pub struct StatsReport {
     pub participant: ParticipantCode,
     pub period: Period,
     pub by: By,
+    /// Which date placed imports in the period.
+    #[serde(default)]
+    pub basis: Basis,
     pub rows: Vec<Row>,
+    /// By flow and country of origin, beside the rows by partner (provenance).
+    #[serde(default)]
+    pub origins: Vec<OriginRow>,
     /// One row per flow: everything.
     pub totals: Vec<Row>,
     /// By month and partner (US$ and carats), for the chart.
     pub monthly: Vec<MonthRow>,
     /// Certificates of the period left out because they were voided.
     pub voided_excluded: u64,
+    /// With [`Basis::Imported`]: imports left out because this node has not confirmed them
+    /// (no date of import yet) although they were valid during the period (issued on or
+    /// before its end, expiring on or after its start). Always 0 with [`Basis::Issued`].
+    #[serde(default)]
+    pub unconfirmed_imports: u64,
 }
 
 fn row(flow: Flow, partner: Option<ParticipantCode>, hs_code: Option<HsCode>, s: Sums) -> Row {
@@ -209,7 +264,7 @@ struct Contribution {
     flow: Flow,
     partner: ParticipantCode,
     month: (i32, u32),
-    parcels: Vec<(HsCode, u64, u64)>,
+    parcels: Vec<(HsCode, Origin, u64, u64)>,
 }
 
 /// Log entries read per page, to bound memory on a large log.
@@ -221,7 +276,9 @@ pub fn compute<S: Storage + ?Sized>(
     me: ParticipantCode,
     period: &Period,
     by: By,
+    basis: Basis,
 ) -> Result<StatsReport, StoreError> {
+    let mut unconfirmed_imports = 0;
     let mut certs: BTreeMap<String, Contribution> = BTreeMap::new();
     let mut voided: BTreeSet<String> = BTreeSet::new();
     let mut next = 1u64;
@@ -240,18 +297,33 @@ pub fn compute<S: Storage + ?Sized>(
                 DocumentKind::Certificate => {
                     let Ok(cert) = doc.body::<Certificate>() else { continue };
                     let c = &cert.content;
-                    if !period.contains(c.issued_on) {
+                    let counted_on = if flow == Flow::Import && basis == Basis::Imported {
+                        let rec: Option<CertRecord> =
+                            get_record(store, Tree::Certs, cert.number.as_str().as_bytes())?;
+                        match rec.and_then(|r| r.confirmation).map(|c| c.received_on) {
+                            Some(d) => d,
+                            None => {
+                                if c.issued_on <= period.end && c.expires_on >= period.start {
+                                    unconfirmed_imports += 1;
+                                }
+                                continue;
+                            }
+                        }
+                    } else {
+                        c.issued_on
+                    };
+                    if !period.contains(counted_on) {
                         continue;
                     }
                     let partner = match flow {
                         Flow::Export => c.importing_participant,
                         Flow::Import => c.exporting_participant,
                     };
-                    let (y, m, _) = c.issued_on.ymd();
+                    let (y, m, _) = counted_on.ymd();
                     let parcels = c
                         .parcels
                         .iter()
-                        .map(|p| (p.hs_code, p.carats.hundredths(), p.value_usd.hundredths()))
+                        .map(|p| (p.hs_code, p.origin, p.carats.hundredths(), p.value_usd.hundredths()))
                         .collect();
                     certs.insert(
                         cert.number.to_string(),
@@ -275,6 +347,7 @@ pub fn compute<S: Storage + ?Sized>(
     let mut detail: BTreeMap<(Flow, Option<ParticipantCode>, Option<HsCode>), Sums> = BTreeMap::new();
     let mut totals: BTreeMap<Flow, Sums> = BTreeMap::new();
     let mut monthly: BTreeMap<(Flow, (i32, u32), ParticipantCode), Sums> = BTreeMap::new();
+    let mut origins: BTreeMap<(Flow, Origin), Sums> = BTreeMap::new();
     let mut voided_excluded = 0;
     for (number, c) in &certs {
         if voided.contains(number) {
@@ -286,7 +359,15 @@ pub fn compute<S: Storage + ?Sized>(
         total.certificates += 1;
         month.certificates += 1;
         let mut keys_seen = BTreeSet::new();
-        for &(hs, carats, usd) in &c.parcels {
+        let mut origins_seen = BTreeSet::new();
+        for &(hs, origin, carats, usd) in &c.parcels {
+            let o = origins.entry((c.flow, origin)).or_default();
+            if origins_seen.insert(origin) {
+                o.certificates += 1;
+            }
+            o.parcels += 1;
+            o.carats += u128::from(carats);
+            o.value_usd += u128::from(usd);
             for s in [&mut *total, &mut *month] {
                 s.parcels += 1;
                 s.carats += u128::from(carats);
@@ -322,7 +403,29 @@ pub fn compute<S: Storage + ?Sized>(
             value_usd: format_u128(s.value_usd),
         })
         .collect();
-    Ok(StatsReport { participant: me, period: period.clone(), by, rows, totals, monthly, voided_excluded })
+    let origins = origins
+        .into_iter()
+        .map(|((flow, origin), s)| OriginRow {
+            flow,
+            origin: origin.to_string(),
+            certificates: s.certificates,
+            parcels: s.parcels,
+            carats: format_u128(s.carats),
+            value_usd: format_u128(s.value_usd),
+        })
+        .collect();
+    Ok(StatsReport {
+        participant: me,
+        period: period.clone(),
+        by,
+        basis,
+        rows,
+        origins,
+        totals,
+        monthly,
+        voided_excluded,
+        unconfirmed_imports,
+    })
 }
 
 /// The statistics as CSV: a header and one line per row, then the totals.
@@ -347,6 +450,64 @@ pub fn to_csv(r: &StatsReport) -> String {
         ));
     }
     out
+}
+
+/// The HS subheadings of rough diamonds, in the order of the KP submission's columns.
+const KP_HS: [HsCode; 3] = [HsCode::Unsorted, HsCode::Industrial, HsCode::NonIndustrial];
+
+/// The statistics in the layout of the KP statistics submissions: one partner participant per
+/// row, for each HS subheading (7102.10, 7102.21, 7102.31) its carats and US$, then the
+/// number of certificates; exports first, then imports, each flow closed by a `TOTAL` row.
+/// `None` unless the report is broken down by partner and HS code (the layout needs both).
+pub fn to_kp_csv(r: &StatsReport) -> Option<String> {
+    if !(r.by.partner && r.by.hs_code) {
+        return None;
+    }
+    let mut out = String::from("flow,participant");
+    for hs in KP_HS {
+        out.push_str(&format!(",{hs} carats,{hs} US$"));
+    }
+    out.push_str(",certificates\n");
+    for flow in [Flow::Export, Flow::Import] {
+        let name = if flow == Flow::Export { "export" } else { "import" };
+        // Per partner and HS code, in hundredths; certificates from the monthly rows, where
+        // each certificate counts once (a certificate spans HS codes, never months).
+        let mut cells: BTreeMap<ParticipantCode, ([(u128, u128); 3], u64)> = BTreeMap::new();
+        for row in r.rows.iter().filter(|x| x.flow == flow) {
+            let (Some(p), Some(hs)) = (row.partner, row.hs_code) else { continue };
+            let i = KP_HS.iter().position(|h| *h == hs).unwrap_or(0);
+            let c = &mut cells.entry(p).or_default().0[i];
+            c.0 += parse_hundredths(&row.carats);
+            c.1 += parse_hundredths(&row.value_usd);
+        }
+        for m in r.monthly.iter().filter(|x| x.flow == flow) {
+            cells.entry(m.partner).or_default().1 += m.certificates;
+        }
+        let mut total = ([(0u128, 0u128); 3], 0u64);
+        for (p, (sums, certificates)) in &cells {
+            out.push_str(&format!("{name},{p}"));
+            for (i, (carats, usd)) in sums.iter().enumerate() {
+                out.push_str(&format!(",{},{}", format_u128(*carats), format_u128(*usd)));
+                total.0[i].0 += carats;
+                total.0[i].1 += usd;
+            }
+            out.push_str(&format!(",{certificates}\n"));
+            total.1 += certificates;
+        }
+        out.push_str(&format!("{name},TOTAL"));
+        for (carats, usd) in total.0 {
+            out.push_str(&format!(",{},{}", format_u128(carats), format_u128(usd)));
+        }
+        out.push_str(&format!(",{}\n", total.1));
+    }
+    Some(out)
+}
+
+/// Hundredths of a decimal string this module wrote (`123.45`).
+fn parse_hundredths(s: &str) -> u128 {
+    let (i, f) = s.split_once('.').unwrap_or((s, "0"));
+    let f = format!("{f:0<2}");
+    i.parse::<u128>().unwrap_or(0) * 100 + f.get(..2).and_then(|f| f.parse::<u128>().ok()).unwrap_or(0)
 }
 
 /// A certificate that needs someone's attention.
@@ -536,5 +697,8 @@ mod tests {
         assert_eq!("partner,hs_code".parse::<By>().unwrap(), By { partner: true, hs_code: true });
         assert_eq!("hs_code".parse::<By>().unwrap(), By { partner: false, hs_code: true });
         assert!("colour".parse::<By>().is_err());
+        assert_eq!("imported".parse::<Basis>().unwrap(), Basis::Imported);
+        assert_eq!("issued".parse::<Basis>().unwrap(), Basis::Issued);
+        assert!("shipped".parse::<Basis>().is_err());
     }
 }
