@@ -355,6 +355,55 @@ fn console_sessions_csrf_roles_throttle_and_sign_out() {
     assert_eq!(status, 200);
     assert_eq!(otto.get("/").location, "/login");
 
+    // Customs at the importer's node confirms what arrived; a difference is a discrepancy,
+    // which both consoles show.
+    let number = api.submit(&certificate_json("RU", "IN", None, 2));
+    let in_api = &pair.inn.api;
+    wait_until(Duration::from_secs(20), "IN has the certificate", || {
+        in_api.get(&format!("/v1/certificates/{number}")).0 == 200
+    });
+    let (status, v) =
+        in_api.post("/v1/users", r#"{"name":"cora","role":"customs","password":"cora passphrase 1"}"#);
+    assert_eq!(status, 201, "{v}");
+    let mut cora = Browser::new(&in_api.base);
+    assert_eq!(cora.sign_in("cora", "cora passphrase 1").status, 303);
+    let page = cora.get(&format!("/certificates/{number}"));
+    assert!(page.body.contains("Confirm the import") && !page.body.contains("Void this"), "{}", page.body);
+    let csrf = page.csrf();
+    let declared = in_api.certificate(&number)["parcels"].as_u64().unwrap();
+    let today = in_api.certificate(&number)["issued_on"].as_str().unwrap().to_owned();
+    let fewer = (declared + 1).to_string();
+    let p = cora.post(
+        &format!("/certificates/{number}/confirm"),
+        &[("csrf", &csrf), ("received_on", &today), ("parcels", &fewer), ("carats", "twelve")],
+    );
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("id=\"carats-error\""), "the problem is shown at its field: {}", p.body);
+    assert!(p.body.contains("value=\"twelve\""), "what was typed is kept");
+    let carats = in_api.certificate(&number)["carats"].as_str().unwrap().to_owned();
+    let p = cora.post(
+        &format!("/certificates/{number}/confirm"),
+        &[
+            ("csrf", &csrf),
+            ("received_on", &today),
+            ("parcels", &fewer),
+            ("carats", &carats),
+            ("remarks", "one parcel more"),
+        ],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(in_api.certificate(&number)["status"], "import_discrepancy");
+    assert!(cora.get(&format!("/certificates/{number}")).body.contains("with a discrepancy"));
+    wait_until(Duration::from_secs(20), "RU learns of the discrepancy", || {
+        api.certificate(&number)["status"] == "import_discrepancy"
+    });
+    let page = clara.get(&format!("/certificates/{number}"));
+    assert!(
+        page.body.contains("import_discrepancy") && page.body.contains("with a discrepancy"),
+        "{}",
+        page.body
+    );
+
     // The JSON API keeps its bearer token: no cookie opens it, the token does.
     assert_eq!(clara.get("/v1/status").status, 401);
     assert_eq!(api.get("/v1/status").0, 200);

@@ -443,6 +443,7 @@ pub(super) async fn seal(
 #[serde(deny_unknown_fields)]
 #[derive(utoipa::ToSchema)]
 pub struct ConfirmRequest {
+    /// YYYY-MM-DD.
     pub received_on: String,
     pub parcels: u32,
     pub carats: String,
@@ -462,7 +463,18 @@ pub(super) async fn confirm(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<queries::CertView>> {
     let req: ConfirmRequest = parse_body(&body)?;
-    let rec = record(&shared, &number)?;
+    confirm_certificate(&shared, &number, req).await.map(Json)
+}
+
+/// Confirms the import of an inbound certificate (with a discrepancy if what arrived differs):
+/// signs the confirmation and queues it for the exporter. The one way to confirm, for the API
+/// and the console alike; every problem with the request names its field.
+pub async fn confirm_certificate(
+    shared: &Arc<Shared>,
+    number: &str,
+    req: ConfirmRequest,
+) -> Result<queries::CertView, ApiError> {
+    let rec = record(shared, number)?;
     let mut problems = Vec::new();
     let received_on = req
         .received_on
@@ -501,8 +513,8 @@ pub(super) async fn confirm(
     if !problems.is_empty() {
         return Err(ApiError::Invalid { error: "invalid_request", problems });
     }
-    settle(&shared, &rec, kp_exchange::engine::confirmable, |rec| {
-        let cert = certificate_of(&shared, rec)?;
+    let Json(view) = settle(shared, &rec, kp_exchange::engine::confirmable, |rec| {
+        let cert = certificate_of(shared, rec)?;
         let confirmation = ImportConfirmation {
             certificate: rec.number.clone(),
             certificate_id: rec.message_id,
@@ -519,7 +531,14 @@ pub(super) async fn confirm(
         let document = shared.signer.sign(&confirmation);
         Ok(Command::Confirm { document, confirmation: Box::new(confirmation) })
     })
-    .await
+    .await?;
+    Ok(view)
+}
+
+/// Why an inbound certificate cannot be confirmed now, if it cannot (the rule
+/// [`confirm_certificate`] applies).
+pub fn confirm_refusal(shared: &Shared, number: &str) -> Result<Option<String>, ApiError> {
+    Ok(kp_exchange::engine::confirmable(&record(shared, number)?))
 }
 
 /// The one path of confirm and void once the request is valid: refused (409) if the

@@ -61,6 +61,14 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
+    /// The problems of invalid input, each naming its field; any other error as it is.
+    pub fn into_problems(self) -> Result<Vec<Problem>, ApiError> {
+        match self {
+            ApiError::Invalid { problems, .. } => Ok(problems),
+            other => Err(other),
+        }
+    }
+
     /// The status and the message for a person (the console shows API errors as pages).
     pub fn status_and_message(self) -> (StatusCode, String) {
         let (status, body) = self.parts();

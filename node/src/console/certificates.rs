@@ -1,6 +1,7 @@
 //! Certificates: the list with its filters, a certificate's page with its timeline, and the
 //! actions on it, each the API's own function behind the user's role.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -171,6 +172,20 @@ struct CertificatePage {
     /// The void form is offered only when the user's role and the certificate's state allow it.
     can_void: bool,
     reason_error: Option<String>,
+    /// The confirm-import form is offered on inbound certificates to customs officers.
+    can_confirm: bool,
+    confirm: ConfirmForm,
+    /// Problems with the confirm-import form, by field name.
+    confirm_errors: BTreeMap<String, String>,
+}
+
+/// The confirm-import form's values, as typed (kept when the form comes back with problems).
+#[derive(Debug, Default, Clone)]
+struct ConfirmForm {
+    received_on: String,
+    parcels: String,
+    carats: String,
+    remarks: String,
 }
 
 fn timeline(v: &CertView) -> Vec<Step> {
@@ -230,6 +245,15 @@ fn certificate_page(
     let v = crate::api::show_view(&console.shared, number)?;
     let can_void =
         signed.account.role.may(Action::Void) && crate::api::void_refusal(&console.shared, number)?.is_none();
+    let can_confirm = signed.account.role.may(Action::ConfirmImport)
+        && crate::api::confirm_refusal(&console.shared, number)?.is_none();
+    // What the certificate declares is the likeliest answer: the officer corrects it.
+    let confirm = ConfirmForm {
+        received_on: console.shared.now().date().to_string(),
+        parcels: v.parcels.to_string(),
+        carats: v.carats.clone(),
+        remarks: String::new(),
+    };
     let (exporter, importer) = v.certificate.as_ref().map_or_else(Default::default, |c| {
         (
             format!("{} ({})", c.content.exporter.name, c.content.exporting_participant),
@@ -252,6 +276,9 @@ fn certificate_page(
         timeline: timeline(&v),
         can_void,
         reason_error: None,
+        can_confirm,
+        confirm,
+        confirm_errors: BTreeMap::new(),
     })
 }
 
@@ -293,6 +320,56 @@ pub(super) async fn void(
             Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
         }
     }
+}
+
+/// Confirms the import of an inbound certificate: CSRF, the role, then the API's confirmation;
+/// each problem is shown at its field.
+pub(super) async fn confirm(
+    State(console): State<Arc<Console>>,
+    signed: SignedIn,
+    Path(number): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    signed.check_csrf(&form)?;
+    signed.require(Action::ConfirmImport, "confirm imports")?;
+    let value = |name: &str| field(&form, name).unwrap_or("").trim().to_owned();
+    let typed = ConfirmForm {
+        received_on: value("received_on"),
+        parcels: value("parcels"),
+        carats: value("carats"),
+        remarks: value("remarks"),
+    };
+    let mut errors = BTreeMap::new();
+    let parcels = typed.parcels.parse::<u32>().unwrap_or_else(|_| {
+        errors.insert("parcels".to_owned(), format!("{:?} is not a whole number of parcels", typed.parcels));
+        0
+    });
+    if errors.is_empty() {
+        let req = crate::api::ConfirmRequest {
+            received_on: typed.received_on.clone(),
+            parcels,
+            carats: typed.carats.clone(),
+            remarks: (!typed.remarks.is_empty()).then(|| typed.remarks.clone()),
+        };
+        match crate::api::confirm_certificate(&console.shared, &number, req).await {
+            Ok(v) => {
+                tracing::info!(user = %signed.account.name, certificate = %v.number, status = v.status.as_str(), "import confirmed from the console");
+                return Ok(Redirect::to(&format!("/certificates/{}", v.number)).into_response());
+            }
+            Err(e) => match e.into_problems() {
+                Ok(problems) => {
+                    for p in problems {
+                        errors.entry(p.field).or_insert(p.message);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+    let mut page = certificate_page(&console, &signed, &number)?;
+    page.confirm = typed;
+    page.confirm_errors = errors;
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
 }
 
 /// The signed certificate as a `.kpc` download.

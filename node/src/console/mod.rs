@@ -63,6 +63,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/certificates", get(certificates::list))
         .route("/certificates/{number}", get(certificates::show))
         .route("/certificates/{number}/void", post(certificates::void))
+        .route("/certificates/{number}/confirm", post(certificates::confirm))
         .route("/certificates/{number}/kpc", get(certificates::kpc))
         .route("/console.css", get(stylesheet))
         .layer(axum::middleware::map_response(page_headers))
