@@ -1,0 +1,117 @@
+"""The console in a real browser: headless Chromium driven by Playwright for Python.
+
+Run by tests/tests/console_browser.rs against two running nodes; reads its scenario from the
+JSON file named on the command line, writes screenshots into its "out" folder, checks every
+page with axe-core (injected from "axe"), and prints one JSON object with what it found:
+{"pages": [...], "violations": [...], "steps": [...]}. Any failed expectation raises, so the
+process exits non-zero and the Rust test shows the traceback.
+"""
+import json
+import sys
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+cfg = json.loads(Path(sys.argv[1]).read_text())
+out = Path(cfg["out"])
+out.mkdir(parents=True, exist_ok=True)
+axe_source = Path(cfg["axe"]).read_text()
+report = {"pages": [], "violations": [], "steps": []}
+
+
+def check(page, name):
+    """A screenshot, then axe-core: serious and critical violations are collected."""
+    page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+    page.add_script_tag(content=axe_source)
+    result = page.evaluate("async () => await axe.run(document)")
+    for v in result["violations"]:
+        if v["impact"] in ("serious", "critical"):
+            report["violations"].append(
+                {"page": name, "id": v["id"], "impact": v["impact"], "help": v["help"],
+                 "nodes": [n["target"] for n in v["nodes"]][:5]})
+    report["pages"].append(name)
+
+
+def expect(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    report["steps"].append(what)
+
+
+def sign_in(page, base, name, password):
+    page.goto(base + "/login")
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(password)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")  # keyboard-usable: Enter sends the form
+
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(
+        executable_path=cfg["chromium"],
+        args=["--no-sandbox", "--disable-background-networking", "--disable-gpu",
+              "--disable-dev-shm-usage", "--no-first-run", "--disable-sync",
+              "--disable-component-update", "--disable-default-apps"])
+    ru, inn = cfg["ru"], cfg["in"]
+    number = cfg["number"]
+
+    # The clerk at the exporting node.
+    # bypass_csp: the console's CSP rightly refuses inline scripts, axe-core's included.
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    page = ctx.new_page()
+    page.goto(ru + "/login")
+    check(page, "login")
+    sign_in(page, ru, "clara", "wrong password here")
+    expect(page.locator("#login-error").is_visible(), "a wrong password is shown at the field")
+    check(page, "login-error")
+    sign_in(page, ru, "clara", cfg["password"])
+    expect(page.url.rstrip("/") == ru, "the clerk lands on the dashboard")
+    check(page, "dashboard")
+    with page.expect_navigation():
+        page.get_by_role("link", name="Certificates").first.click()
+    check(page, "certificates")
+    with page.expect_navigation():
+        page.get_by_role("link", name=number).click()
+    expect(page.locator("#status").inner_text() in ("queued", "delivered"), "the certificate's page shows its status")
+    expect(page.get_by_role("button", name="Void this certificate").count() == 0, "a clerk is not offered the void")
+    check(page, "certificate")
+    page.goto(ru + "/password")
+    check(page, "password")
+
+    # Customs at the importing node, on a tablet-sized screen.
+    tablet = browser.new_context(viewport={"width": 820, "height": 1180}, bypass_csp=True)
+    cpage = tablet.new_page()
+    sign_in(cpage, inn, "cora", cfg["password"])
+    cpage.goto(inn + f"/certificates/{number}")
+    check(cpage, "customs-certificate")
+    cpage.get_by_label("Carats received").fill("twelve")
+    with cpage.expect_navigation():
+        cpage.get_by_role("button", name="Confirm the import").click()
+    expect(cpage.locator("#carats-error").is_visible(), "a bad carats figure is shown at its field")
+    check(cpage, "customs-confirm-error")
+    cpage.get_by_label("Carats received").fill(cfg["carats"])
+    parcels = int(cpage.get_by_label("Parcels received").input_value())
+    cpage.get_by_label("Parcels received").fill(str(parcels + 1))
+    with cpage.expect_navigation():
+        cpage.get_by_role("button", name="Confirm the import").click()
+    expect(cpage.locator("#status").inner_text() == "import_discrepancy", "the importer's console shows import_discrepancy")
+    check(cpage, "customs-discrepancy")
+
+    # The exporter's console shows it too, once the confirmation arrived.
+    for _ in range(100):
+        page.goto(ru + f"/certificates/{number}")
+        if page.locator("#status").inner_text() == "import_discrepancy":
+            break
+        page.wait_for_timeout(200)
+    expect(page.locator("#status").inner_text() == "import_discrepancy", "the exporter's console shows import_discrepancy")
+    expect("with a discrepancy" in page.content(), "the timeline shows the difference")
+    check(page, "exporter-discrepancy")
+
+    # Signing out ends the session: the dashboard sends back to sign-in.
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign out").click()
+    page.goto(ru + "/")
+    expect(page.url.endswith("/login"), "after signing out the console asks to sign in again")
+    browser.close()
+
+print(json.dumps(report))
