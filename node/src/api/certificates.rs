@@ -321,6 +321,17 @@ pub fn list_views(
     q: ListQuery,
     with_certificates: bool,
 ) -> Result<Vec<queries::CertView>, ApiError> {
+    Ok(list_views_bounded(shared, q, with_certificates, usize::MAX)?.0)
+}
+
+/// [`list_views`], looking at no more than `max_scanned` certificates (see
+/// [`queries::list_certs_bounded`]): with the number to list on after if that stopped it.
+pub fn list_views_bounded(
+    shared: &Shared,
+    q: ListQuery,
+    with_certificates: bool,
+    max_scanned: usize,
+) -> Result<(Vec<queries::CertView>, Option<String>), ApiError> {
     let mut problems = Vec::new();
     let direction = match q.direction.as_deref() {
         None => None,
@@ -351,12 +362,12 @@ pub fn list_views(
         limit: q.limit.unwrap_or(100_000).min(100_000),
     };
     let today = shared.now().date();
-    let records = queries::list_certs(&shared.store, &filter, today)?;
+    let (records, resume) = queries::list_certs_bounded(&shared.store, &filter, today, max_scanned)?;
     let views = records
         .iter()
         .map(|r| cert_view(&shared.store, r, today, with_certificates))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(views)
+    Ok((views, resume))
 }
 
 /// One certificate's view, with the signed certificate; 404 if this node has none so numbered.

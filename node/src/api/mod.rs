@@ -22,8 +22,8 @@ mod statistics;
 mod users;
 
 pub use certificates::{
-    confirm_certificate, confirm_refusal, kpc_text, list_views, show_view, void_certificate, void_refusal,
-    ConfirmRequest, ListQuery, IDEMPOTENCY_HEADER,
+    confirm_certificate, confirm_refusal, kpc_text, list_views, list_views_bounded, show_view,
+    void_certificate, void_refusal, ConfirmRequest, ListQuery, IDEMPOTENCY_HEADER,
 };
 use error::{invalid, ApiResult};
 pub use error::{ApiError, ErrorBody};

@@ -19,6 +19,9 @@ use crate::store::{CertStatus, Direction};
 
 /// Rows on a page of the list.
 const PAGE: usize = 50;
+/// Certificates looked at for one page at most: a filter that few certificates match answers
+/// within the page budget on a store of 100,000 and more, offering to search on.
+const MAX_SCANNED: usize = 2_000;
 
 /// The list's filter form; every field optional, empty meaning "any".
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +61,8 @@ struct ListPage {
     rows: Vec<Row>,
     /// The query string of the next page, if there is one.
     next: Option<String>,
+    /// Set when the page stopped searching at this number (see [`MAX_SCANNED`]).
+    searched_to: Option<String>,
     error: Option<String>,
 }
 
@@ -88,6 +93,7 @@ pub(super) async fn list(
         statuses: CertStatus::ALL.iter().map(|s| s.as_str()).collect(),
         rows: Vec::new(),
         next: None,
+        searched_to: None,
         error: None,
     };
     // Search by number: straight to the certificate's page.
@@ -110,17 +116,21 @@ pub(super) async fn list(
         after: some(&filter.after),
         limit: Some(PAGE + 1),
     };
-    match crate::api::list_views(&console.shared, query, false) {
-        Ok(mut views) => {
-            if views.len() > PAGE {
+    match crate::api::list_views_bounded(&console.shared, query, false, MAX_SCANNED) {
+        Ok((mut views, resume)) => {
+            let after = if views.len() > PAGE {
                 views.truncate(PAGE);
-                page.next = views.last().map(|v| {
-                    format!(
-                        "direction={}&status={}&peer={}&after={}",
-                        page.direction, page.status, page.peer, v.number
-                    )
-                });
-            }
+                views.last().map(|v| v.number.clone())
+            } else {
+                page.searched_to = resume.clone();
+                resume
+            };
+            page.next = after.map(|after| {
+                format!(
+                    "direction={}&status={}&peer={}&after={after}",
+                    page.direction, page.status, page.peer
+                )
+            });
             page.rows = views.iter().map(row).collect();
         }
         Err(e) => {
