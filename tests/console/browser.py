@@ -75,6 +75,18 @@ with sync_playwright() as p:
     expect(page.locator("#status").inner_text() in ("queued", "delivered"), "the certificate's page shows its status")
     expect(page.get_by_role("button", name="Void this certificate").count() == 0, "a clerk is not offered the void")
     check(page, "certificate")
+    # The server checks the role whatever the page offers: a clerk's void, posted with the
+    # session's own token, is refused 403; a form without its token is refused 403 too.
+    csrf = page.locator('input[name="csrf"]').first.get_attribute("value")
+    r = page.request.post(ru + f"/certificates/{number}/void",
+                          form={"csrf": csrf, "reason": "a clerk tries"}, max_redirects=0)
+    expect(r.status == 403, "a clerk's void is refused with 403")
+    r = page.request.post(ru + "/password", max_redirects=0,
+                          form={"current_password": cfg["password"], "new_password": "another long passphrase",
+                                "repeat_password": "another long passphrase"})
+    expect(r.status == 403, "a form posted without its CSRF token is refused")
+    page.reload()
+    expect(page.locator("#status").inner_text() in ("queued", "delivered"), "and no void happened")
     page.goto(ru + "/password")
     check(page, "password")
 
@@ -106,6 +118,14 @@ with sync_playwright() as p:
     expect(page.locator("#status").inner_text() == "import_discrepancy", "the exporter's console shows import_discrepancy")
     expect("with a discrepancy" in page.content(), "the timeline shows the difference")
     check(page, "exporter-discrepancy")
+
+    # Five wrong passwords lock the account: then even the right one is refused.
+    guesser = browser.new_context(bypass_csp=True).new_page()
+    for i in range(5):
+        sign_in(guesser, ru, "clara", f"wrong guess {i} of five")
+    sign_in(guesser, ru, "clara", cfg["password"])
+    expect("locked" in guesser.locator("#login-error").inner_text(), "five wrong passwords lock the account out")
+    check(guesser, "login-locked")
 
     # Signing out ends the session: the dashboard sends back to sign-in.
     with page.expect_navigation():
