@@ -246,6 +246,12 @@ fn console_sessions_csrf_roles_throttle_and_sign_out() {
     assert_eq!(p.status, 403, "{}", p.body);
     assert!(p.set_cookies.iter().all(|c| !c.starts_with("kpnode_session=")));
 
+    // A name no account can have is neither remembered nor shown back.
+    let long = "x".repeat(100_000);
+    let p = anon.sign_in(&long, "whatever it is");
+    assert_eq!(p.status, 401);
+    assert!(!p.body.contains(&long[..100]), "a malformed name is not echoed");
+
     // A clerk signs in: the cookie is HttpOnly and SameSite=Strict, and Secure behind TLS.
     let mut clara = Browser::new(&api.base);
     clara.forwarded_proto = Some("https");

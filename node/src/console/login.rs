@@ -16,6 +16,18 @@ use super::{
 };
 use crate::service::accounts::{self, SignInError, SignInRefusal};
 
+/// Stands for any malformed name (which no account has) in the throttle, the log and the form.
+const INVALID_NAME: &str = "(not a valid name)";
+
+/// The name to fill the form in with again: blank for a malformed one.
+fn shown(name: String) -> String {
+    if name == INVALID_NAME {
+        String::new()
+    } else {
+        name
+    }
+}
+
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
@@ -54,7 +66,10 @@ pub(super) async fn submit(
             "This sign-in form is too old or was not sent from this console. Open the sign-in page again.",
         ));
     }
-    let name = field(&form, "name").unwrap_or("").trim().to_owned();
+    // Only a well-formed name is remembered, logged or shown again as typed: the throttle's
+    // table and the log must not hold whatever a form body of up to api.max_body_bytes carries.
+    let typed = field(&form, "name").unwrap_or("").trim();
+    let name = if accounts::check_name(typed).is_ok() { typed.to_owned() } else { INVALID_NAME.to_owned() };
     let password = field(&form, "password").unwrap_or("").to_owned();
     let now = Instant::now();
     if let Err(LockedOut { remaining }) = console.throttle.check(&name, source, now) {
@@ -63,7 +78,7 @@ pub(super) async fn submit(
         let why = format!(
             "Too many wrong passwords: signing in as this user or from this address is locked for {minutes} more minute(s)."
         );
-        return Ok(login_page(&headers, name, Some(why), StatusCode::TOO_MANY_REQUESTS));
+        return Ok(login_page(&headers, shown(name), Some(why), StatusCode::TOO_MANY_REQUESTS));
     }
     let store = console.shared.store.clone();
     let (n, p) = (name.clone(), password);
@@ -80,7 +95,7 @@ pub(super) async fn submit(
                 SignInRefusal::WrongCredentials => "The name or the password is wrong.",
                 SignInRefusal::Disabled => "This account is disabled. Ask the node's operator.",
             };
-            return Ok(login_page(&headers, name, Some(why.to_owned()), StatusCode::UNAUTHORIZED));
+            return Ok(login_page(&headers, shown(name), Some(why.to_owned()), StatusCode::UNAUTHORIZED));
         }
         Err(SignInError::Account(e)) => return Err(e.into()),
     };

@@ -99,19 +99,6 @@ pub struct Nav {
     pub csrf: String,
 }
 
-impl Nav {
-    pub fn may(&self, action: &str) -> bool {
-        let action = match action {
-            "issue" => Action::Issue,
-            "void" => Action::Void,
-            "confirm" => Action::ConfirmImport,
-            "audit" => Action::Audit,
-            _ => return false,
-        };
-        self.role.may(action)
-    }
-}
-
 /// A signed-in request: its session and the account as stored now.
 #[derive(Debug)]
 pub struct SignedIn {
