@@ -53,7 +53,6 @@ with sync_playwright() as p:
               "--disable-dev-shm-usage", "--no-first-run", "--disable-sync",
               "--disable-component-update", "--disable-default-apps"])
     ru, inn = cfg["ru"], cfg["in"]
-    number = cfg["number"]
 
     # The clerk at the exporting node.
     # bypass_csp: the console's CSP rightly refuses inline scripts, axe-core's included.
@@ -67,6 +66,66 @@ with sync_playwright() as p:
     sign_in(page, ru, "clara", cfg["password"])
     expect(page.url.rstrip("/") == ru, "the clerk lands on the dashboard")
     check(page, "dashboard")
+
+    # The clerk issues a certificate through the form: every input named by its JSON path.
+    with page.expect_navigation():
+        page.get_by_role("link", name="Issue a certificate").click()
+    zw = page.locator('select[name="importing_participant"] option[value="ZW"]').inner_text()
+    expect("suspended" in zw, "the participant picker marks a suspended participant")
+    page.get_by_label("Importing participant").select_option("IN")
+    page.get_by_label("Expires on").fill(cfg["expires_on"])
+    page.locator('[name="exporter.name"]').fill("ALROSA PJSC")
+    page.locator('[name="exporter.address"]').fill("6 Lenina St, Mirny, 678174, Russia")
+    page.locator('[name="importer.name"]').fill("Kiran Gems Pvt Ltd")
+    page.locator('[name="importer.address"]').fill("Bharat Diamond Bourse, Mumbai 400051, India")
+    page.locator('[name="parcels[0].hs_code"]').select_option("7102.31")
+    page.locator('[name="parcels[0].carats"]').fill("1520.355")  # the mistake: three decimals
+    page.locator('[name="parcels[0].value_usd"]').fill("4231000.00")
+    page.locator('[name="parcels[0].origin"]').fill("RU")
+    check(page, "issue")
+    # Parcels are added and removed by the form's own buttons (no script on the page).
+    with page.expect_navigation():
+        page.get_by_role("button", name="Add parcel").click()
+    expect(page.locator('[name="parcels[0].carats"]').input_value() == "1520.355", "adding a parcel keeps what was typed")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Add parcel").click()
+    expect(page.locator('[name="parcels[2].carats"]').count() == 1, "a parcel is added without JavaScript")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Remove parcel 3").click()
+    expect(page.locator('[name="parcels[2].carats"]').count() == 0, "and removed")
+    page.locator('[name="parcels[1].hs_code"]').select_option("7102.21")
+    page.locator('[name="parcels[1].carats"]').fill("310.00")
+    page.locator('[name="parcels[1].value_usd"]').fill("15500.00")
+    page.locator('[name="parcels[1].origin"]').fill("MIXED")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Issue the certificate").first.click()
+    carats_input = page.locator('[name="parcels[0].carats"]')
+    expect(page.locator("#f-parcels-0--carats-error").is_visible(), "the mistake is shown at its field")
+    expect("f-parcels-0--carats-error" in (carats_input.get_attribute("aria-describedby") or ""),
+           "the error is linked to its input with aria-describedby")
+    expect(carats_input.get_attribute("aria-invalid") == "true", "the input is marked invalid")
+    expect(page.locator("#f-parcels-1--carats-error").count() == 0, "and only that field")
+    check(page, "issue-error")
+    # The server refuses a suspended importer, whatever the page offers.
+    csrf = page.locator('input[name="csrf"]').first.get_attribute("value")
+    fields = {name: page.locator(f'[name="{name}"]').input_value() for name in (
+        "exporting_participant", "issuing_authority", "issued_on", "expires_on", "exporter.name",
+        "exporter.address", "importer.name", "importer.address", "parcels[1].hs_code",
+        "parcels[1].carats", "parcels[1].value_usd", "parcels[1].origin")}
+    fields = {k.replace("parcels[1]", "parcels[0]"): v for k, v in fields.items()}
+    r = page.request.post(ru + "/certificates/new", max_redirects=0,
+                          form={**fields, "csrf": csrf, "importing_participant": "ZW", "action": "issue"})
+    expect(r.status == 422 and "f-importing_participant-error" in r.text() and "suspended" in r.text(),
+           "a suspended importer is refused at its field")
+    carats_input.fill("1520.35")
+    with page.expect_navigation():
+        carats_input.press("Enter")  # keyboard-usable: Enter sends the form to be issued
+    expect("/certificates/RU-" in page.url, "the fixed certificate is issued and its page shown")
+    number = page.url.rsplit("/", 1)[1]
+    report["issued"] = number
+    expect(page.locator("#status").inner_text() in ("queued", "delivered"), "the issued certificate's status is shown")
+    carats = "1830.35"
+
     with page.expect_navigation():
         page.get_by_role("link", name="Certificates").first.click()
     check(page, "certificates")
@@ -94,6 +153,12 @@ with sync_playwright() as p:
     tablet = browser.new_context(viewport={"width": 820, "height": 1180}, bypass_csp=True)
     cpage = tablet.new_page()
     sign_in(cpage, inn, "cora", cfg["password"])
+    r = cpage.request.get(inn + "/certificates/new", max_redirects=0)
+    expect(r.status == 403, "customs may not open the issue form (403)")
+    for _ in range(100):  # the certificate reaches the importer's node
+        if cpage.request.get(inn + f"/certificates/{number}", max_redirects=0).status == 200:
+            break
+        cpage.wait_for_timeout(200)
     cpage.goto(inn + f"/certificates/{number}")
     check(cpage, "customs-certificate")
     cpage.get_by_label("Carats received").fill("twelve")
@@ -101,7 +166,7 @@ with sync_playwright() as p:
         cpage.get_by_role("button", name="Confirm the import").click()
     expect(cpage.locator("#carats-error").is_visible(), "a bad carats figure is shown at its field")
     check(cpage, "customs-confirm-error")
-    cpage.get_by_label("Carats received").fill(cfg["carats"])
+    cpage.get_by_label("Carats received").fill(carats)
     parcels = int(cpage.get_by_label("Parcels received").input_value())
     cpage.get_by_label("Parcels received").fill(str(parcels + 1))
     with cpage.expect_navigation():

@@ -1,6 +1,7 @@
 //! The console in a real browser: two `kpnode run` daemons, accounts made through the API,
 //! and `tests/console/browser.py` (Playwright for Python driving Debian's headless Chromium)
-//! as the clerk at the exporter (whose void is refused 403, as is a form without its CSRF token,
+//! as the clerk at the exporter (who issues the certificate through the console's form, one
+//! mistake shown at its field and fixed; whose void is refused 403, as is a form without its CSRF token,
 //! and whose account five wrong passwords lock) and the customs officer at the importer. Every page is
 //! screenshot into `<target>/console-screenshots/` and checked by axe-core, which must find no
 //! serious or critical violation.
@@ -12,7 +13,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use kp_tests::*;
 
@@ -62,15 +62,15 @@ fn the_console_in_a_real_browser_with_axe_core() {
             api.post("/v1/users", &format!(r#"{{"name":"{name}","role":"{role}","password":"{password}"}}"#));
         assert_eq!(status, 201, "{v}");
     }
-    let number = ru.submit(&certificate_json("RU", "IN", None, 1));
-    wait_until(Duration::from_secs(20), "IN has the certificate", || {
-        inn.get(&format!("/v1/certificates/{number}")).0 == 200
-    });
-    let carats = inn.certificate(&number)["carats"].as_str().unwrap().to_owned();
+    // A suspended participant: the issue form's picker marks it and the server refuses it.
+    let (status, v) =
+        ru.post("/v1/participants/ZW", r#"{"status":"suspended","reason":"Plenary decision 2026/9"}"#);
+    assert_eq!(status, 200, "{v}");
+    let expires_on = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().add_days(30).unwrap();
     let out = target_dir().join("console-screenshots");
     let _ = std::fs::remove_dir_all(&out);
     let config = serde_json::json!({
-        "ru": ru.base, "in": inn.base, "number": number, "password": password, "carats": carats,
+        "ru": ru.base, "in": inn.base, "password": password, "expires_on": expires_on.to_string(),
         "out": out, "axe": axe, "chromium": chromium,
     });
     let config_path = pair.tmp.path().join("browser.json");
@@ -87,13 +87,19 @@ fn the_console_in_a_real_browser_with_axe_core() {
     let report: serde_json::Value =
         serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("a JSON report");
     let pages = report["pages"].as_array().unwrap();
-    assert!(pages.len() >= 11, "every page was visited: {pages:?}");
+    assert!(pages.len() >= 13, "every page was visited: {pages:?}");
     for p in pages {
         let shot = out.join(format!("{}.png", p.as_str().unwrap()));
         assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000), "{} was written", shot.display());
     }
     assert_eq!(report["violations"], serde_json::json!([]), "axe-core found serious or critical violations");
-    // What the browser did is what the nodes hold.
+    // What the browser did is what the nodes hold: the clerk's form issued this certificate,
+    // with the parcels typed into it, and its import was confirmed with a discrepancy.
+    let number = report["issued"].as_str().expect("the number the form issued").to_owned();
+    let issued = ru.certificate(&number);
+    assert_eq!(issued["carats"], "1830.35", "{issued}");
+    assert_eq!(issued["parcels"], 2, "{issued}");
+    assert_eq!(issued["certificate"]["exporter"]["name"], "ALROSA PJSC", "{issued}");
     assert_eq!(inn.certificate(&number)["status"], "import_discrepancy");
     assert_eq!(ru.certificate(&number)["status"], "import_discrepancy");
 }

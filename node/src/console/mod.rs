@@ -14,11 +14,13 @@
 //!
 //! # Layout
 //! [`login`]: sign-in, sign-out, the change of password; [`dashboard`]: the node at a glance;
-//! [`certificates`]: the list, a certificate's page and its actions; [`session`]: sessions and
+//! [`certificates`]: the list, a certificate's page and its actions; [`issue`]: the form that
+//! issues a certificate; [`session`]: sessions and
 //! the throttle.
 
 mod certificates;
 mod dashboard;
+mod issue;
 mod login;
 pub mod session;
 
@@ -61,6 +63,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/logout", post(login::logout))
         .route("/password", get(login::password_form).post(login::password_submit))
         .route("/certificates", get(certificates::list))
+        .route("/certificates/new", get(issue::form).post(issue::submit))
         .route("/certificates/{number}", get(certificates::show))
         .route("/certificates/{number}/void", post(certificates::void))
         .route("/certificates/{number}/confirm", post(certificates::confirm))
@@ -97,6 +100,8 @@ pub struct Nav {
     pub user: String,
     pub role: Role,
     pub csrf: String,
+    /// Whether the role may issue certificates (the menu offers the form).
+    pub can_issue: bool,
 }
 
 /// A signed-in request: its session and the account as stored now.
@@ -109,7 +114,12 @@ pub struct SignedIn {
 
 impl SignedIn {
     pub fn nav(&self) -> Nav {
-        Nav { user: self.account.name.clone(), role: self.account.role, csrf: self.session.csrf.clone() }
+        Nav {
+            user: self.account.name.clone(),
+            role: self.account.role,
+            csrf: self.session.csrf.clone(),
+            can_issue: self.account.role.may(Action::Issue),
+        }
     }
 
     /// Refuses a form without this session's CSRF token (403): it was not sent by a page of
