@@ -117,6 +117,12 @@ with sync_playwright() as p:
                           form={**fields, "csrf": csrf, "importing_participant": "ZW", "action": "issue"})
     expect(r.status == 422 and "f-importing_participant-error" in r.text() and "suspended" in r.text(),
            "a suspended importer is refused at its field")
+    # The form's own idempotency key: the same form sent twice (a double click) issues once.
+    twice = {**fields, "csrf": csrf, "importing_participant": "IN", "action": "issue", "form_id": "ab" * 32}
+    first = page.request.post(ru + "/certificates/new", max_redirects=0, form=twice)
+    second = page.request.post(ru + "/certificates/new", max_redirects=0, form=twice)
+    expect(first.status == 303 and first.headers["location"] == second.headers["location"],
+           "the same form sent twice issues one certificate")
     carats_input.fill("1520.35")
     with page.expect_navigation():
         carats_input.press("Enter")  # keyboard-usable: Enter sends the form to be issued

@@ -523,7 +523,7 @@ pub(super) async fn submit(
         return Ok(render(&page(&console, &signed, form_id, &value, Vec::new())));
     }
     let body = value.to_string().into_bytes();
-    // The form's own key: sending the same form twice (a double click, the back button)
+    // The form's own key: sending the same form twice (a double click)
     // answers the first certificate again instead of issuing a second one.
     let idem = kp_exchange::engine::Idempotency {
         key: format!("console-{form_id}"),
