@@ -419,3 +419,92 @@ fn console_sessions_csrf_roles_throttle_and_sign_out() {
 fn clara_token(clara: &mut Browser) -> String {
     clara.get("/").csrf()
 }
+
+/// The certificate JSON as the issue form's fields: each value named by its JSON path.
+fn form_fields(v: &serde_json::Value, path: String, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                form_fields(v, if path.is_empty() { k.clone() } else { format!("{path}.{k}") }, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                form_fields(v, format!("{path}[{i}]"), out);
+            }
+        }
+        serde_json::Value::String(s) => out.push((path, s.clone())),
+        other => out.push((path, other.to_string())),
+    }
+}
+
+/// The element id the issue form gives the input of a JSON path.
+fn input_id(path: &str) -> String {
+    format!("f-{}", path.replace(['.', '[', ']'], "-"))
+}
+
+#[test]
+fn the_issue_form_is_the_apis_json_with_the_apis_problems_at_their_inputs() {
+    let pair = linked_pair(0, 0);
+    let api = &pair.ru.api;
+    for (name, role) in [("clara", "clerk"), ("otto", "auditor")] {
+        let body = format!(r#"{{"name":"{name}","role":"{role}","password":"{name} passphrase 1"}}"#);
+        assert_eq!(api.post("/v1/users", &body).0, 201);
+    }
+    let good: serde_json::Value = serde_json::from_str(&certificate_json("RU", "IN", None, 7)).unwrap();
+    let mut bad = good.clone();
+    bad["parcels"][1]["carats"] = "10.505".into();
+    bad["exporter"]["name"] = " ".into();
+    bad["parcels"][0]["hs_code"] = "7104.10".into();
+    let (status, answer) = api.post("/v1/certificates", &bad.to_string());
+    assert_eq!(status, 422, "{answer}");
+    let api_fields: std::collections::BTreeSet<String> = answer["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["field"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(api_fields.len(), 3, "{answer}");
+
+    let mut clara = Browser::new(&api.base);
+    assert_eq!(clara.sign_in("clara", "clara passphrase 1").status, 303);
+    let csrf = clara.get("/certificates/new").csrf();
+    let send = |b: &mut Browser, v: &serde_json::Value| {
+        let mut fields = Vec::new();
+        form_fields(v, String::new(), &mut fields);
+        fields.push(("csrf".into(), csrf.clone()));
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        b.post("/certificates/new", &pairs)
+    };
+    let p = send(&mut clara, &bad);
+    assert_eq!(p.status, 422, "{}", p.body);
+    for field in &api_fields {
+        let id = input_id(field);
+        assert!(p.body.contains(&format!("id=\"{id}-error\"")), "{field} is shown at its input:\n{}", p.body);
+        assert!(p.body.contains(&format!("aria-describedby=\"{id}-error")), "{field}'s error is linked");
+    }
+    assert_eq!(p.body.matches("class=\"error\"").count(), api_fields.len(), "no other field is marked");
+    let issued = |api: &Api| api.get("/v1/certificates?direction=out").1.as_array().expect("a list").len();
+    assert_eq!(issued(api), 0, "nothing was issued");
+
+    // An auditor may neither open nor send the form.
+    let mut otto = Browser::new(&api.base);
+    assert_eq!(otto.sign_in("otto", "otto passphrase 1").status, 303);
+    assert_eq!(otto.get("/certificates/new").status, 403);
+    let otto_csrf = otto.get("/").csrf();
+    let mut fields = Vec::new();
+    form_fields(&good, String::new(), &mut fields);
+    fields.push(("csrf".into(), otto_csrf));
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(otto.post("/certificates/new", &pairs).status, 403);
+
+    // Fixed, it is issued: the stored certificate is the JSON the form was.
+    let p = send(&mut clara, &good);
+    assert_eq!(p.status, 303, "{}", p.body);
+    let number = p.location.strip_prefix("/certificates/").expect("the certificate's page").to_owned();
+    assert_eq!(issued(api), 1, "one certificate, the form's");
+    let stored = api.certificate(&number);
+    for key in ["exporter", "importer", "parcels", "issued_on", "expires_on", "importing_participant"] {
+        assert_eq!(stored["certificate"][key], good[key], "{key}: {stored}");
+    }
+}
