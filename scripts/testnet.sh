@@ -135,7 +135,14 @@ cmd_up() {
     done
     kp init --participant "$code" --authority "${AUTHORITY[$code]}" --dir "$DIR/$code" \
       --peer-listen "127.0.0.1:$(peer_port "$code")" --api-listen "127.0.0.1:$(api_port "$code")" >/dev/null
-    say "$code: created (${AUTHORITY[$code]})"
+    # One console account per role, for a demo: a password anyone can read from the listing
+    # below, on loopback only. Never do this on a real node: `kpnode users add` prints a
+    # one-time password instead.
+    local role
+    for role in clerk supervisor customs auditor; do
+      demo_password "$code" "$role" | kp users add "$role" --role "$role" --password-stdin --dir "$DIR/$code" >/dev/null
+    done
+    say "$code: created (${AUTHORITY[$code]}), with console users clerk, supervisor, customs, auditor"
   done
 
   # Bundles and fingerprints, as each operator would send and read them to the others.
@@ -174,6 +181,18 @@ cmd_up() {
   LINKS_UP=0
   wait_for 60 "all $want links" links_up "$want" || die "only $LINKS_UP of $want links came up; see the logs in $DIR/*/kpnode.log"
   cmd_status_table
+  console_table
+}
+
+# The testnet's demo password of a console user.
+demo_password() { printf '%s-%s-demo-pass\n' "$(tr '[:upper:]' '[:lower:]' <<<"$1")" "$2"; }
+
+console_table() {
+  local code
+  printf '\nConsoles (sign in as clerk, supervisor, customs or auditor; password NODE-ROLE-demo-pass):\n'
+  for code in $(nodes); do
+    printf '  %-4s http://127.0.0.1:%s/   e.g. customs / %s\n' "$code" "$(api_port "$code")" "$(demo_password "$code" customs)"
+  done
 }
 
 cmd_status_table() {

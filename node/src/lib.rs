@@ -13,7 +13,8 @@
 //!   its task tree, and is the only module that starts the peer links and the API; stops it in
 //!   a written-down order.
 //! - [`api`]: the local HTTP API: router, bearer-token check, error answers, one file per
-//!   OpenAPI tag, and [`api::http`], the server with its limits.
+//!   OpenAPI tag, and [`api::http`], the server with its limits. [`console`]: the browser
+//!   console on the same listener (sessions, pages), a thin view over the API's functions.
 //! - [`link`]: the peer links (accept and dial loops, one task per connection), driving
 //!   `kp_exchange::link` over [`net`]: mutual TLS with pinned keys ([`net::tls`]) and frames
 //!   ([`net::conn`]).
@@ -40,6 +41,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod console;
 pub mod home;
 pub mod link;
 pub mod metrics;

@@ -349,7 +349,9 @@ fn spawn_tasks(shared: &Arc<Shared>, peer_listener: TcpListener, api_listener: T
     let s = shared.clone();
     shared.tasks.spawn(async move { supervise(s).await });
     let s = shared.clone();
-    shared.tasks.spawn(async move { crate::api::serve(s, api_listener).await });
+    // The console's pages share the API's listener and limits.
+    let console = crate::console::router(s.clone());
+    shared.tasks.spawn(async move { crate::api::serve(s, api_listener, console).await });
 }
 
 /// Rotates keys for the store actor (see [`crate::actor::Rotator`]).

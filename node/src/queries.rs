@@ -192,6 +192,19 @@ pub fn list_certs<S: Storage + ?Sized>(
     filter: &CertFilter,
     today: Date,
 ) -> Result<Vec<CertRecord>, StoreError> {
+    Ok(list_certs_bounded(store, filter, today, usize::MAX)?.0)
+}
+
+/// [`list_certs`], looking at no more than `max_scanned` records, so that a filter few
+/// certificates match still answers in bounded time on a large store. Also returns the number
+/// of the last record looked at when the bound stopped the search (list on after it).
+pub fn list_certs_bounded<S: Storage + ?Sized>(
+    store: &S,
+    filter: &CertFilter,
+    today: Date,
+    max_scanned: usize,
+) -> Result<(Vec<CertRecord>, Option<String>), StoreError> {
+    let mut scanned = 0usize;
     let mut start = filter.after.as_ref().map(|a| a.as_bytes().to_vec()).unwrap_or_default();
     if filter.after.is_some() {
         start.push(0);
@@ -199,9 +212,19 @@ pub fn list_certs<S: Storage + ?Sized>(
     let mut out = Vec::new();
     const PAGE: usize = 1024;
     loop {
-        let page = store.range(Tree::Certs, &start, &[0xff; 33], PAGE)?;
+        let page = store.range(
+            Tree::Certs,
+            &start,
+            &[0xff; 33],
+            PAGE.min(max_scanned.saturating_sub(scanned).saturating_add(1)),
+        )?;
         let n = page.len();
         for (k, v) in page {
+            if scanned >= max_scanned {
+                let last = String::from_utf8_lossy(&start[..start.len().saturating_sub(1)]).into_owned();
+                return Ok((out, Some(last)));
+            }
+            scanned += 1;
             let rec: CertRecord = decode_record(Tree::Certs, &k, &v)?;
             start = k;
             start.push(0);
@@ -211,12 +234,12 @@ pub fn list_certs<S: Storage + ?Sized>(
             if keep {
                 out.push(rec);
                 if out.len() >= filter.limit {
-                    return Ok(out);
+                    return Ok((out, None));
                 }
             }
         }
         if n < PAGE {
-            return Ok(out);
+            return Ok((out, None));
         }
     }
 }

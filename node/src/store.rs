@@ -31,6 +31,10 @@ struct Inner {
     /// [`prefix`]): a group commit is then a single sled batch, atomic across a crash,
     /// without sled's multi-tree transactions (which cost about as much again as the writes).
     tree: sled::Tree,
+    /// The console's accounts ([`AccountTable`]): a sled tree of its own, beside the
+    /// exchange's, because accounts are the node's business, not the exchange's (they never
+    /// enter a log entry, a group commit or a snapshot of the engine).
+    accounts: sled::Tree,
     path: PathBuf,
     /// Held for as long as the store is open: no other kpnode (and so no other sled) can
     /// touch these files meanwhile.
@@ -129,12 +133,19 @@ impl SledStore {
             .open()
             .map_err(backend)?;
         let tree = db.open_tree(TREE_NAME).map_err(backend)?;
-        let store = SledStore { inner: Arc::new(Inner { db, tree, path: path.to_owned(), _lock: lock }) };
+        let accounts = db.open_tree(ACCOUNTS_TREE).map_err(backend)?;
+        let store =
+            SledStore { inner: Arc::new(Inner { db, tree, accounts, path: path.to_owned(), _lock: lock }) };
         Ok((store, OpenReport { removed_partial_snapshots: removed }))
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The console's accounts.
+    pub fn accounts(&self) -> AccountTable<'_> {
+        AccountTable { store: self }
     }
 
     /// Bytes sled uses on disk.
@@ -145,6 +156,58 @@ impl SledStore {
 
 /// The sled tree holding the store, named after its format.
 const TREE_NAME: &str = "kpnode.v1";
+
+/// The sled tree of the console's accounts: account name → the account record (its bytes are
+/// the accounts service's business).
+const ACCOUNTS_TREE: &str = "accounts.v1";
+
+/// The console's accounts, by name. Every write is flushed before it returns: an account
+/// change (a disabled account, a new password) must survive a crash the moment it is
+/// reported done.
+#[derive(Debug)]
+pub struct AccountTable<'a> {
+    store: &'a SledStore,
+}
+
+impl AccountTable<'_> {
+    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.store.inner.accounts.get(name.as_bytes()).map_err(backend)?.map(|v| v.to_vec()))
+    }
+
+    /// Stores `value` under `name` only if no account has that name; false if one has.
+    pub fn insert_new(&self, name: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let swapped = self
+            .store
+            .inner
+            .accounts
+            .compare_and_swap(name.as_bytes(), None::<&[u8]>, Some(value))
+            .map_err(backend)?;
+        self.store.flush()?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Replaces the account `name` if it still holds `old`; false if it changed meanwhile.
+    pub fn replace(&self, name: &str, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+        let swapped = self
+            .store
+            .inner
+            .accounts
+            .compare_and_swap(name.as_bytes(), Some(old), Some(new))
+            .map_err(backend)?;
+        self.store.flush()?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Every account, in name order.
+    pub fn all(&self) -> Result<Vec<KeyValue>, StoreError> {
+        self.store
+            .inner
+            .accounts
+            .iter()
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
+            .collect()
+    }
+}
 
 /// The key prefix of each logical tree.
 fn prefix(t: Tree) -> u8 {

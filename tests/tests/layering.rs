@@ -520,7 +520,7 @@ const LAYERS: [&[&str]; 6] = [
     &["store", "clock", "metrics", "home", "os", "systemd", "actor"],
     &["state", "net"],
     &["link", "service", "report", "queries", "backup"],
-    &["api"],
+    &["api", "console"],
     &["node"],
     &["client", "cli", "bench"],
 ];

@@ -1,4 +1,5 @@
-//! The local testnet script, end to end with three nodes: up, demo, and every demo
+//! The local testnet script, end to end with three nodes: up (with a console user of each
+//! role per node), demo, and every demo
 //! certificate at its expected final status on both sides (read from `kpnode cert list
 //! --json`); then down, leaving no kpnode process behind.
 
@@ -57,6 +58,13 @@ fn three_nodes_up_demo_and_down() {
     let (ok, out) = script(&dir, port, &["up", "--nodes", "RU,IN,AE"]);
     assert!(ok, "up failed:\n{out}");
     assert!(out.contains("all 6 links") || out.contains("RU   ·"), "{out}");
+    // One console user of each role per node, with the URL and credentials printed.
+    let url = format!("http://127.0.0.1:{}/", port + 100);
+    assert!(out.contains(&url) && out.contains("customs / ru-customs-demo-pass"), "{out}");
+    let users = kpnode_ok(&["users", "list", "--json", "--dir", dir.join("IN").to_str().unwrap()]);
+    let users: serde_json::Value = serde_json::from_str(&users).unwrap();
+    let roles: Vec<&str> = users.as_array().unwrap().iter().map(|u| u["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["auditor", "clerk", "customs", "supervisor"], "{users}");
 
     let (ok, out) = script(&dir, port, &["demo"]);
     assert!(ok, "demo failed:\n{out}");

@@ -288,14 +288,15 @@ fn array_elements(body: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-#[derive(Debug, Deserialize)]
+/// Which certificates to list, as the API's query and the console's filter form give it.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ListQuery {
-    direction: Option<String>,
-    status: Option<String>,
-    peer: Option<String>,
-    after: Option<String>,
-    limit: Option<usize>,
+pub struct ListQuery {
+    pub direction: Option<String>,
+    pub status: Option<String>,
+    pub peer: Option<String>,
+    pub after: Option<String>,
+    pub limit: Option<usize>,
 }
 
 #[utoipa::path(get, path = "/v1/certificates", tag = "certificates",
@@ -310,6 +311,27 @@ pub(super) async fn list(
     State(shared): State<Arc<Shared>>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<queries::CertView>>> {
+    list_views(&shared, q, true).map(Json)
+}
+
+/// The certificates a [`ListQuery`] selects, each problem with the query naming its
+/// parameter; with the signed certificates if `with_certificates`.
+pub fn list_views(
+    shared: &Shared,
+    q: ListQuery,
+    with_certificates: bool,
+) -> Result<Vec<queries::CertView>, ApiError> {
+    Ok(list_views_bounded(shared, q, with_certificates, usize::MAX)?.0)
+}
+
+/// [`list_views`], looking at no more than `max_scanned` certificates (see
+/// [`queries::list_certs_bounded`]): with the number to list on after if that stopped it.
+pub fn list_views_bounded(
+    shared: &Shared,
+    q: ListQuery,
+    with_certificates: bool,
+    max_scanned: usize,
+) -> Result<(Vec<queries::CertView>, Option<String>), ApiError> {
     let mut problems = Vec::new();
     let direction = match q.direction.as_deref() {
         None => None,
@@ -340,10 +362,30 @@ pub(super) async fn list(
         limit: q.limit.unwrap_or(100_000).min(100_000),
     };
     let today = shared.now().date();
-    let records = queries::list_certs(&shared.store, &filter, today)?;
-    let views =
-        records.iter().map(|r| cert_view(&shared.store, r, today, true)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(views))
+    let (records, resume) = queries::list_certs_bounded(&shared.store, &filter, today, max_scanned)?;
+    let views = records
+        .iter()
+        .map(|r| cert_view(&shared.store, r, today, with_certificates))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((views, resume))
+}
+
+/// One certificate's view, with the signed certificate; 404 if this node has none so numbered.
+pub fn show_view(shared: &Shared, number: &str) -> Result<queries::CertView, ApiError> {
+    let rec = record(shared, number)?;
+    Ok(cert_view(&shared.store, &rec, shared.now().date(), true)?)
+}
+
+/// Why a certificate cannot be voided now, if it cannot: the rule [`void_certificate`]
+/// applies, for pages that offer the action only when it can succeed.
+pub fn void_refusal(shared: &Shared, number: &str) -> Result<Option<String>, ApiError> {
+    Ok(kp_exchange::engine::voidable(&record(shared, number)?))
+}
+
+/// The signed certificate as a `.kpc` file's text.
+pub fn kpc_text(shared: &Shared, number: &str) -> Result<String, ApiError> {
+    let rec = record(shared, number)?;
+    Ok(crate::report::seal::portable(&shared.store, &rec)?)
 }
 
 pub(super) fn record(shared: &Shared, number: &str) -> ApiResult<CertRecord> {
@@ -361,8 +403,7 @@ pub(super) async fn show(
     State(shared): State<Arc<Shared>>,
     ApiPath(number): ApiPath<String>,
 ) -> ApiResult<Json<queries::CertView>> {
-    let rec = record(&shared, &number)?;
-    Ok(Json(cert_view(&shared.store, &rec, shared.now().date(), true)?))
+    show_view(&shared, &number).map(Json)
 }
 
 /// A certificate's seal, for a QR code.
@@ -385,8 +426,7 @@ pub(super) async fn kpc(
     State(shared): State<Arc<Shared>>,
     ApiPath(number): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let rec = record(&shared, &number)?;
-    let text = crate::report::seal::portable(&shared.store, &rec)?;
+    let text = kpc_text(&shared, &number)?;
     Ok(([(header::CONTENT_TYPE, "application/x-kpc")], text).into_response())
 }
 
@@ -434,6 +474,7 @@ pub(super) async fn seal(
 #[serde(deny_unknown_fields)]
 #[derive(utoipa::ToSchema)]
 pub struct ConfirmRequest {
+    /// YYYY-MM-DD.
     pub received_on: String,
     pub parcels: u32,
     pub carats: String,
@@ -453,7 +494,18 @@ pub(super) async fn confirm(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<queries::CertView>> {
     let req: ConfirmRequest = parse_body(&body)?;
-    let rec = record(&shared, &number)?;
+    confirm_certificate(&shared, &number, req).await.map(Json)
+}
+
+/// Confirms the import of an inbound certificate (with a discrepancy if what arrived differs):
+/// signs the confirmation and queues it for the exporter. The one way to confirm, for the API
+/// and the console alike; every problem with the request names its field.
+pub async fn confirm_certificate(
+    shared: &Arc<Shared>,
+    number: &str,
+    req: ConfirmRequest,
+) -> Result<queries::CertView, ApiError> {
+    let rec = record(shared, number)?;
     let mut problems = Vec::new();
     let received_on = req
         .received_on
@@ -492,8 +544,8 @@ pub(super) async fn confirm(
     if !problems.is_empty() {
         return Err(ApiError::Invalid { error: "invalid_request", problems });
     }
-    settle(&shared, &rec, kp_exchange::engine::confirmable, |rec| {
-        let cert = certificate_of(&shared, rec)?;
+    let Json(view) = settle(shared, &rec, kp_exchange::engine::confirmable, |rec| {
+        let cert = certificate_of(shared, rec)?;
         let confirmation = ImportConfirmation {
             certificate: rec.number.clone(),
             certificate_id: rec.message_id,
@@ -510,7 +562,14 @@ pub(super) async fn confirm(
         let document = shared.signer.sign(&confirmation);
         Ok(Command::Confirm { document, confirmation: Box::new(confirmation) })
     })
-    .await
+    .await?;
+    Ok(view)
+}
+
+/// Why an inbound certificate cannot be confirmed now, if it cannot (the rule
+/// [`confirm_certificate`] applies).
+pub fn confirm_refusal(shared: &Shared, number: &str) -> Result<Option<String>, ApiError> {
+    Ok(kp_exchange::engine::confirmable(&record(shared, number)?))
 }
 
 /// The one path of confirm and void once the request is valid: refused (409) if the
@@ -569,15 +628,25 @@ pub(super) async fn void(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<queries::CertView>> {
     let req: VoidRequest = parse_body(&body)?;
-    let reason: Text =
-        req.reason.parse().map_err(|e| invalid("invalid_request", "reason", format!("{e}")))?;
-    let rec = record(&shared, &number)?;
-    settle(&shared, &rec, kp_exchange::engine::voidable, |rec| {
+    void_certificate(&shared, &number, &req.reason).await.map(Json)
+}
+
+/// Voids an outbound certificate: signs the void and queues it for the importer. The one way
+/// to void, for the API and the console alike.
+pub async fn void_certificate(
+    shared: &Arc<Shared>,
+    number: &str,
+    reason: &str,
+) -> Result<queries::CertView, ApiError> {
+    let reason: Text = reason.parse().map_err(|e| invalid("invalid_request", "reason", format!("{e}")))?;
+    let rec = record(shared, number)?;
+    let Json(view) = settle(shared, &rec, kp_exchange::engine::voidable, |rec| {
         let void = Void { certificate: rec.number.clone(), certificate_id: rec.message_id, reason };
         let document = shared.signer.sign(&void);
         Ok(Command::Void { document, void })
     })
-    .await
+    .await?;
+    Ok(view)
 }
 
 /// Either participant's settlement of a certificate's import discrepancy.

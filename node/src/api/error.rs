@@ -61,6 +61,24 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
+    /// The problems of invalid input, each naming its field; any other error as it is.
+    pub fn into_problems(self) -> Result<Vec<Problem>, ApiError> {
+        match self {
+            ApiError::Invalid { problems, .. } => Ok(problems),
+            other => Err(other),
+        }
+    }
+
+    /// The status and the message for a person (the console shows API errors as pages).
+    pub fn status_and_message(self) -> (StatusCode, String) {
+        let (status, body) = self.parts();
+        let mut lines: Vec<String> = body.message.into_iter().collect();
+        for p in body.problems.unwrap_or_default() {
+            lines.push(if p.field.is_empty() { p.message } else { format!("{}: {}", p.field, p.message) });
+        }
+        (status, lines.join("; "))
+    }
+
     /// The status and body this error is answered with (alone, or as an item of a batch).
     pub(super) fn parts(self) -> (StatusCode, ErrorBody) {
         let body = |error: &str, message: Option<String>, problems: Option<Vec<Problem>>| ErrorBody {
@@ -192,6 +210,21 @@ pub(super) fn invalid(error: &'static str, field: &str, message: impl Into<Strin
 }
 
 pub(super) type ApiResult<T> = Result<T, ApiError>;
+
+/// A refused account change is the request's to fix (422 naming its field, 404 for an unknown
+/// name); a concurrent change is a conflict; the store's failures are [`StoreError`]'s.
+impl From<crate::service::accounts::AccountError> for ApiError {
+    fn from(e: crate::service::accounts::AccountError) -> ApiError {
+        use crate::service::accounts::AccountError as A;
+        match e {
+            A::Store(e) => e.into(),
+            A::NotFound(_) => ApiError::NotFound(e.to_string()),
+            A::Conflict(_) | A::Exists(_) => ApiError::Conflict(e.to_string()),
+            A::Corrupt { .. } => ApiError::Internal(e.to_string()),
+            e => invalid("invalid_request", e.field(), e.to_string()),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -135,7 +135,14 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // The peer's address, for the console's sign-in throttle.
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut r: Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+                r
+            },
+        ));
         let (metrics, cancel) = (metrics.clone(), cancel.clone());
         connections.spawn(async move {
             let _permit = permit;

@@ -8,7 +8,7 @@
 //!
 //! Here: the router, the bearer-token check, the request extractors and the OpenAPI
 //! document. The handlers live in one file per OpenAPI tag: `certificates`, `statistics`,
-//! `peers`, `participants`, `keys`, `log`, `node`. [`http`] serves the router.
+//! `peers`, `participants`, `keys`, `log`, `node`, `users`. [`http`] serves the router.
 
 mod backup;
 mod certificates;
@@ -20,11 +20,16 @@ mod node;
 mod participants;
 mod peers;
 mod statistics;
+mod users;
 
-pub use certificates::IDEMPOTENCY_HEADER;
+pub use certificates::{
+    confirm_certificate, confirm_refusal, kpc_text, list_views, list_views_bounded, show_view,
+    void_certificate, void_refusal, ConfirmRequest, ListQuery, IDEMPOTENCY_HEADER,
+};
 use error::{invalid, ApiResult};
 pub use error::{ApiError, ErrorBody};
 pub use keys::keys_view;
+pub use node::{status_view, Status};
 
 use std::sync::Arc;
 
@@ -49,13 +54,15 @@ use participants::{
 };
 use peers::{add_peer, peers, remove_peer};
 use statistics::{reconcile, stats};
+use users::{add_user, disable_user, set_password, users};
 
 /// Serves the API until the node stops; requests in progress are finished. Connections are
 /// capped and must send their headers in time (see [`crate::api::http`]).
-pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+/// `beside` is served on the same listener, outside `/v1` (the console's pages).
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener, beside: Router) {
     let (cancel, metrics) = (shared.cancel.clone(), shared.metrics.clone());
     let limits = crate::api::http::Limits::of(&shared.config.api);
-    crate::api::http::serve(listener, router(shared), limits, metrics, cancel).await;
+    crate::api::http::serve(listener, router(shared).merge(beside), limits, metrics, cancel).await;
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -83,6 +90,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/participants/import", post(participants_import))
         .route("/v1/participants/export", get(participants_export))
         .route("/v1/participants/{code}", get(participants_show).post(participants_set))
+        .route("/v1/users", get(users).post(add_user))
+        .route("/v1/users/{name}/disable", post(disable_user))
+        .route("/v1/users/{name}/password", post(set_password))
         .route("/v1/status", get(status))
         .route("/v1/keys", get(keys))
         .route("/v1/keys/rotate", post(rotate))
@@ -213,7 +223,8 @@ impl utoipa::Modify for BearerAuth {
         peers::peers, peers::add_peer, peers::remove_peer, participants::participants_list,
         participants::participants_show, participants::participants_set, participants::participants_import,
         participants::participants_export, node::status, keys::keys, keys::rotate, log::log, log::log_verify,
-        backup::snapshot, node::metrics, node::healthz, node::openapi_json),
+        backup::snapshot, node::metrics, node::healthz, node::openapi_json, users::users, users::add_user,
+        users::disable_user, users::set_password),
     components(schemas(ErrorBody, Problem, kp_protocol::Certificate, kp_protocol::CertificateDraft)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -224,6 +235,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "keys", description = "This node's keys and its peers'"),
         (name = "log", description = "The hash-chained log"),
         (name = "statistics", description = "Trade statistics and partner reconciliation, from the log and the certificates"),
+        (name = "users", description = "The console's accounts: people who sign in at / with a role"),
         (name = "node", description = "Status, metrics, health and this document")
     )
 )]

@@ -50,13 +50,18 @@ pub struct QuarantinedPeer {
 #[utoipa::path(get, path = "/v1/status", tag = "node",
     responses((status = 200, body = Status), (status = 401, body = ErrorBody)))]
 pub(super) async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Status>> {
+    status_view(&shared).map(Json)
+}
+
+/// The node at a glance, for the API's status and the console's dashboard.
+pub fn status_view(shared: &Shared) -> Result<Status, ApiError> {
     let counts =
         get_record::<crate::store::Counts, _>(&shared.store, Tree::Meta, meta::COUNTS)?.unwrap_or_default();
     let head = get_record::<crate::store::LogHead, _>(&shared.store, Tree::Meta, meta::LOG_HEAD)?
         .unwrap_or_default();
     let fingerprint = shared.keys.lock().unwrap_or_else(|p| p.into_inner()).fingerprint().to_string();
-    let peers = queries::peer_views(&shared)?;
-    let mut warnings = crate::service::keys::key_age_warnings(&shared);
+    let peers = queries::peer_views(shared)?;
+    let mut warnings = crate::service::keys::key_age_warnings(shared);
     let registry = shared.registry.get();
     let on = registry.on(shared.now().date());
     for p in &peers {
@@ -83,7 +88,7 @@ pub(super) async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<
             q.queued, q.participant
         ));
     }
-    Ok(Json(Status {
+    Ok(Status {
         participant: shared.me,
         authority: shared.config.authority.to_string(),
         fingerprint,
@@ -98,7 +103,7 @@ pub(super) async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<
         peers,
         quarantined,
         not_enrolled,
-    }))
+    })
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "node",

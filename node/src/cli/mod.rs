@@ -21,6 +21,7 @@ mod run;
 mod stats;
 mod status;
 mod submit;
+mod users;
 mod verify;
 
 /// Why a command failed: its exit status and one line per problem.
@@ -136,6 +137,9 @@ enum Command {
     /// Show the running node: fingerprint, counts, and each peer's link.
     #[command(long_about = status::LONG_ABOUT)]
     Status(status::StatusArgs),
+    /// The console's accounts: add (with a role), list, disable, passwd.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// Show this node's and its peers' keys over time; rotate keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -190,6 +194,7 @@ shell with `export KPNODE_DIR=DIR`"
         Command::Stats(a) => stats::run_stats(a),
         Command::Reconcile(a) => stats::run_reconcile(a),
         Command::Status(a) => status::run(a),
+        Command::Users(c) => users::run(c),
         Command::Keys(c) => keys::run(c),
         Command::Log(c) => log::run(c),
         Command::Bench(a) => bench::run(a),

@@ -1,7 +1,8 @@
 //! The node's operations on behalf of its operator, shared by the API and the offline command
-//! line: issuing certificates ([`issuing`]), the participant registry ([`participants`]), and
+//! line: console accounts ([`accounts`]), issuing certificates ([`issuing`]), the participant registry ([`participants`]), and
 //! the age of the node's keys ([`keys`]).
 
+pub mod accounts;
 pub mod issuing;
 pub mod keys;
 pub mod participants;

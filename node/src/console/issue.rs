@@ -1,0 +1,605 @@
+//! Issuing a certificate from the console: one form whose inputs are named by their JSON path
+//! (`exporter.name`, `parcels[0].hs_code`), so the form and the certificate JSON are one
+//! model. The urlencoded form is parsed into the very JSON value `POST /v1/certificates`
+//! takes and handed to the same function ([`crate::service::issuing::submit`]): the rules,
+//! the problems and their field paths are the API's and `cert validate`'s, and each problem is
+//! shown at the input of the same name.
+//!
+//! Parcels and declarations are added and removed with submit buttons (`action=add-parcel`,
+//! `action=remove-parcel-N`…), so the form works without scripts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use axum::Form;
+use kp_protocol::registry::ParticipantStatus;
+use serde_json::{Map, Value};
+
+use super::{field, render, Console, Nav, PageResult, SignedIn, CSRF_FIELD};
+use crate::service::accounts::Action;
+use crate::service::issuing::IssueError;
+
+/// The form field holding the button pressed; not part of the certificate.
+const ACTION_FIELD: &str = "action";
+/// The form field holding the form's idempotency key; not part of the certificate.
+const FORM_ID_FIELD: &str = "form_id";
+/// The form fields saying how many parcels and declarations the form showed (an added one
+/// left empty sends no value, yet stays on the form); not part of the certificate.
+const SHOWN_FIELDS: [(&str, &str, usize); 2] =
+    [("parcels_shown", "parcels", MAX_PARCELS), ("declarations_shown", "declarations", MAX_DECLARATIONS)];
+/// Parcels a certificate holds at most (the validator's limit); also bounds the arrays the
+/// form parser builds from an index it was sent.
+const MAX_PARCELS: usize = 1000;
+/// Declarations a certificate holds at most (the validator's limit).
+const MAX_DECLARATIONS: usize = 16;
+/// Segments of a field path at most (`parcels[0].hs_code` has two).
+const MAX_DEPTH: usize = 3;
+
+/// Parses urlencoded fields named by JSON path into the JSON value they describe. Empty values
+/// are left out (an optional field left blank is absent; a required one is reported
+/// "is required" at its path by the validator). `csrf`, `action` and `form_id` are the form's,
+/// not the certificate's. Every problem names the field it was sent as.
+pub fn form_to_json(form: &[(String, String)]) -> Result<Value, Vec<kp_protocol::Problem>> {
+    let mut root = Value::Object(Map::new());
+    let mut problems = Vec::new();
+    for (name, value) in form {
+        let control = [CSRF_FIELD, ACTION_FIELD, FORM_ID_FIELD, SHOWN_FIELDS[0].0, SHOWN_FIELDS[1].0];
+        if control.contains(&name.as_str()) || value.trim().is_empty() {
+            continue;
+        }
+        let shown: String = name.chars().take(64).collect();
+        let Some(path) = parse_path(name) else {
+            problems.push(kp_protocol::Problem::new(
+                "",
+                format!("the form sent a field {shown:?} that is not a certificate field; reload the page"),
+            ));
+            continue;
+        };
+        if let Err(why) = set(&mut root, &path, Value::String(value.clone())) {
+            problems.push(kp_protocol::Problem::new(shown, why));
+        }
+    }
+    if problems.is_empty() {
+        Ok(root)
+    } else {
+        Err(problems)
+    }
+}
+
+/// One step of a field path: an object's key or an array's index.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// `parcels[0].hs_code` as steps; `None` for anything else than lower-case keys and indices
+/// below [`MAX_PARCELS`], at most [`MAX_DEPTH`] keys deep.
+fn parse_path(name: &str) -> Option<Vec<Step>> {
+    if name.len() > 80 {
+        return None;
+    }
+    let mut steps = Vec::new();
+    for part in name.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((key, rest)) => {
+                let digits = rest.strip_suffix(']')?;
+                if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let i: usize = digits.parse().ok()?;
+                if i >= MAX_PARCELS {
+                    return None;
+                }
+                (key, Some(i))
+            }
+            None => (part, None),
+        };
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return None;
+        }
+        steps.push(Step::Key(key.to_owned()));
+        steps.extend(index.map(Step::Index));
+    }
+    (steps.iter().filter(|s| matches!(s, Step::Key(_))).count() <= MAX_DEPTH).then_some(steps)
+}
+
+fn set(at: &mut Value, path: &[Step], value: Value) -> Result<(), String> {
+    let Some((first, rest)) = path.split_first() else {
+        if !at.is_null() {
+            return Err("is sent twice".into());
+        }
+        *at = value;
+        return Ok(());
+    };
+    let fresh = || match rest.first() {
+        Some(Step::Index(_)) => Value::Array(Vec::new()),
+        Some(Step::Key(_)) => Value::Object(Map::new()),
+        None => Value::Null,
+    };
+    let next = match (first, at) {
+        (Step::Key(k), Value::Object(map)) => map.entry(k.clone()).or_insert_with(fresh),
+        (Step::Index(i), Value::Array(items)) => {
+            if items.len() <= *i {
+                items.resize(*i + 1, Value::Null);
+            }
+            let slot = &mut items[*i];
+            if slot.is_null() && !rest.is_empty() {
+                *slot = fresh();
+            }
+            slot
+        }
+        _ => return Err("is sent both as a value and as a group of fields".into()),
+    };
+    set(next, rest, value)
+}
+
+/// The JSON value as `path → text`, the way the form names its inputs.
+fn flatten(v: &Value, path: String, out: &mut BTreeMap<String, String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                flatten(v, p, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                flatten(v, format!("{path}[{i}]"), out);
+            }
+        }
+        Value::String(s) => {
+            out.insert(path, s.clone());
+        }
+        Value::Null => {}
+        other => {
+            out.insert(path, other.to_string());
+        }
+    }
+}
+
+/// How many items the form shows of the array `key`: as many as sent, at least `min`.
+fn count(v: &Value, key: &str, min: usize) -> usize {
+    v.get(key).and_then(Value::as_array).map_or(0, Vec::len).max(min)
+}
+
+/// Removes item `i` of the array `key` (the inputs after it move up one).
+fn remove_item(v: &mut Value, key: &str, i: usize) {
+    if let Some(items) = v.get_mut(key).and_then(Value::as_array_mut) {
+        if i < items.len() {
+            items.remove(i);
+        }
+    }
+}
+
+/// Makes the array `key` at least `len` items long (at most `max`), with empty items: the
+/// items the form showed, filled in or not.
+fn pad(v: &mut Value, key: &str, len: usize, max: usize) {
+    let Some(map) = v.as_object_mut() else { return };
+    let items = map.entry(key.to_owned()).or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(items) = items {
+        if items.len() < len.min(max) {
+            items.resize(len.min(max), Value::Object(Map::new()));
+        }
+    }
+}
+
+/// Appends an empty item to the array `key`, up to `max`.
+fn add_item(v: &mut Value, key: &str, max: usize) {
+    let shown = v.get(key).and_then(Value::as_array).map_or(0, Vec::len);
+    pad(v, key, shown + 1, max);
+}
+
+/// One input of the form.
+#[derive(Debug)]
+struct Input {
+    /// Its JSON path: the input's `name`.
+    path: String,
+    /// Its element id (the path with `.`, `[` and `]` made `-`).
+    id: String,
+    label: String,
+    /// "text", "date", "textarea" or "select".
+    kind: &'static str,
+    value: String,
+    hint: &'static str,
+    required: bool,
+    options: Vec<Choice>,
+    error: Option<String>,
+    /// The ids of its error and hint, for `aria-describedby`.
+    describedby: String,
+}
+
+#[derive(Debug, Clone)]
+struct Choice {
+    value: String,
+    label: String,
+}
+
+/// A group of inputs, with its remove button if it is a parcel or a declaration.
+#[derive(Debug)]
+struct Section {
+    legend: String,
+    inputs: Vec<Input>,
+    remove: Option<(String, String)>,
+    /// The add button shown after this section: (action, label).
+    add: Option<(String, String)>,
+}
+
+/// A problem in the summary at the top, linked to its input when it has one.
+#[derive(Debug)]
+struct Summary {
+    field: String,
+    anchor: Option<String>,
+    message: String,
+}
+
+#[derive(Template)]
+#[template(path = "issue.html")]
+struct IssuePage {
+    nav: Option<Nav>,
+    form_id: String,
+    sections: Vec<Section>,
+    summary: Vec<Summary>,
+    parcels_shown: usize,
+    declarations_shown: usize,
+}
+
+fn input_id(path: &str) -> String {
+    let mut id = String::from("f-");
+    id.extend(path.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }));
+    id
+}
+
+/// The form of `value`, with `problems` at their inputs.
+fn page(
+    console: &Console,
+    signed: &SignedIn,
+    form_id: String,
+    value: &Value,
+    problems: Vec<kp_protocol::Problem>,
+) -> IssuePage {
+    let mut values = BTreeMap::new();
+    flatten(value, String::new(), &mut values);
+    let mut errors: BTreeMap<String, String> = BTreeMap::new();
+    for p in &problems {
+        errors
+            .entry(p.field.clone())
+            .and_modify(|m| *m = format!("{m}; {}", p.message))
+            .or_insert(p.message.clone());
+    }
+    let mut shown = std::collections::BTreeSet::new();
+    let mut input = |path: String, label: &str, kind: &'static str, hint: &'static str, required: bool| {
+        shown.insert(path.clone());
+        let id = input_id(&path);
+        let error = errors.get(&path).cloned();
+        let describedby = [(error.is_some(), "error"), (!hint.is_empty(), "hint")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, what)| format!("{id}-{what}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Input {
+            id,
+            describedby,
+            label: label.to_owned(),
+            kind,
+            value: values.get(&path).cloned().unwrap_or_default(),
+            hint,
+            required,
+            options: Vec::new(),
+            error,
+            path,
+        }
+    };
+    let mut sections = Vec::new();
+    let mut importing = input("importing_participant".into(), "Importing participant", "select", "", true);
+    importing.options = participants(console, &importing.value);
+    sections.push(Section {
+        legend: "Certificate".into(),
+        inputs: vec![
+            input(
+                "number".into(),
+                "Number (optional)",
+                "text",
+                "Leave empty: the node numbers the certificate.",
+                false,
+            ),
+            input(
+                "exporting_participant".into(),
+                "Exporting participant",
+                "text",
+                "This node's participant code (or its union's).",
+                true,
+            ),
+            importing,
+            input("issuing_authority".into(), "Issuing authority", "text", "", true),
+            input("issued_on".into(), "Issued on", "date", "", true),
+            input("expires_on".into(), "Expires on", "date", "", true),
+        ],
+        remove: None,
+        add: None,
+    });
+    for (who, legend) in [("exporter", "Exporter"), ("importer", "Importer")] {
+        sections.push(Section {
+            legend: legend.into(),
+            inputs: vec![
+                input(format!("{who}.name"), "Name", "text", "", true),
+                input(format!("{who}.address"), "Address", "text", "", true),
+            ],
+            remove: None,
+            add: None,
+        });
+    }
+    let parcels = count(value, "parcels", 1);
+    for i in 0..parcels {
+        let mut hs = input(format!("parcels[{i}].hs_code"), "HS code", "select", "", true);
+        hs.options = [
+            ("", "Choose…"),
+            ("7102.10", "7102.10 unsorted"),
+            ("7102.21", "7102.21 industrial"),
+            ("7102.31", "7102.31 non-industrial (gem)"),
+        ]
+        .iter()
+        .map(|(v, l)| Choice { value: (*v).into(), label: (*l).into() })
+        .collect();
+        sections.push(Section {
+            legend: format!("Parcel {}", i + 1),
+            inputs: vec![
+                hs,
+                input(
+                    format!("parcels[{i}].carats"),
+                    "Carats",
+                    "text",
+                    "A decimal, at most two decimals: 1520.35",
+                    true,
+                ),
+                input(
+                    format!("parcels[{i}].value_usd"),
+                    "Value (US$)",
+                    "text",
+                    "A decimal, at most two decimals: 4231000.00",
+                    true,
+                ),
+                input(
+                    format!("parcels[{i}].origin"),
+                    "Origin",
+                    "text",
+                    "Participant code of the country of origin, or MIXED.",
+                    true,
+                ),
+                input(
+                    format!("parcels[{i}].origin_area"),
+                    "Origin area (optional)",
+                    "text",
+                    "Required for a restricted participant's exports.",
+                    false,
+                ),
+            ],
+            remove: (parcels > 1).then(|| (format!("remove-parcel-{i}"), format!("Remove parcel {}", i + 1))),
+            add: (i + 1 == parcels && parcels < MAX_PARCELS)
+                .then(|| ("add-parcel".into(), "Add parcel".into())),
+        });
+    }
+    sections.push(Section {
+        legend: "Shipment (optional)".into(),
+        inputs: vec![
+            input("shipment.port_of_export".into(), "Port of export", "text", "", false),
+            input("shipment.customs_reference".into(), "Customs reference", "text", "", false),
+        ],
+        remove: None,
+        add: None,
+    });
+    let declarations = count(value, "declarations", 0);
+    // The add button comes after the last declaration (or the shipment, if there is none).
+    let add_declaration = (declarations < MAX_DECLARATIONS)
+        .then(|| ("add-declaration".to_owned(), "Add declaration".to_owned()));
+    if declarations == 0 {
+        if let Some(last) = sections.last_mut() {
+            last.add = add_declaration.clone();
+        }
+    }
+    for i in 0..declarations {
+        sections.push(Section {
+            legend: format!("Declaration {}", i + 1),
+            inputs: vec![
+                input(format!("declarations[{i}].code"), "Code", "text", "E.g. WDC-SoW.", true),
+                input(format!("declarations[{i}].text"), "Text", "textarea", "", true),
+            ],
+            remove: Some((format!("remove-declaration-{i}"), format!("Remove declaration {}", i + 1))),
+            add: if i + 1 == declarations { add_declaration.clone() } else { None },
+        });
+    }
+    sections.push(Section {
+        legend: "Remarks (optional)".into(),
+        inputs: vec![input("remarks".into(), "Remarks", "textarea", "", false)],
+        remove: None,
+        add: None,
+    });
+    // A problem of a field the form shows is linked to it; a problem of the whole
+    // certificate ("parcels", "") or of a field it does not show, only listed.
+    let summary = problems
+        .into_iter()
+        .map(|p| Summary {
+            anchor: shown.contains(&p.field).then(|| input_id(&p.field)),
+            field: p.field,
+            message: p.message,
+        })
+        .collect();
+    IssuePage {
+        nav: Some(signed.nav()),
+        form_id,
+        sections,
+        summary,
+        parcels_shown: parcels,
+        declarations_shown: declarations,
+    }
+}
+
+/// The importing participant picker: the registry's participants in force today but this
+/// node's own, each marked with its standing. A suspended one stays listed (marked) so the
+/// officer sees why it cannot be chosen; the server refuses it, as the API does.
+fn participants(console: &Console, selected: &str) -> Vec<Choice> {
+    let registry = console.shared.registry.get();
+    let on = registry.on(console.shared.now().date());
+    let mut out = vec![Choice { value: String::new(), label: "Choose…".into() }];
+    for e in on.entries() {
+        if e.code == console.shared.me {
+            continue;
+        }
+        let mark = match e.status {
+            ParticipantStatus::Active => String::new(),
+            ParticipantStatus::Suspended => " — suspended: certificates are refused".into(),
+            ParticipantStatus::Restricted => " — restricted: only within its restriction".into(),
+        };
+        out.push(Choice { value: e.code.to_string(), label: format!("{} — {}{mark}", e.code, e.name) });
+    }
+    // A code typed elsewhere (or no longer in force) stays selected, so it is shown back.
+    if !selected.is_empty() && !out.iter().any(|c| c.value == selected) {
+        out.push(Choice { value: selected.to_owned(), label: format!("{selected} — not in the registry") });
+    }
+    out
+}
+
+/// The empty form: today's date, this node's participant and authority, one parcel.
+pub(super) async fn form(State(console): State<Arc<Console>>, signed: SignedIn) -> PageResult {
+    signed.require(Action::Issue, "issue certificates")?;
+    let value = serde_json::json!({
+        "exporting_participant": console.shared.me.to_string(),
+        "issuing_authority": console.shared.config.authority.as_str(),
+        "issued_on": console.shared.now().date().to_string(),
+        "parcels": [{}],
+    });
+    let id = super::session::random_token();
+    Ok(render(&page(&console, &signed, id, &value, Vec::new())))
+}
+
+/// The form sent: CSRF, the role, then either a parcel or declaration added or removed (the
+/// form shown back), or the certificate issued through the API's own submission (redirect to
+/// its page) or shown back with every problem at its field (422).
+pub(super) async fn submit(
+    State(console): State<Arc<Console>>,
+    signed: SignedIn,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    signed.check_csrf(&form)?;
+    signed.require(Action::Issue, "issue certificates")?;
+    let form_id = field(&form, FORM_ID_FIELD)
+        .filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or_else(super::session::random_token, str::to_owned);
+    let mut value = match form_to_json(&form) {
+        Ok(v) => v,
+        Err(problems) => {
+            let page = page(&console, &signed, form_id, &Value::Object(Map::new()), problems);
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
+        }
+    };
+    for (shown_field, key, max) in SHOWN_FIELDS {
+        let shown = field(&form, shown_field).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        pad(&mut value, key, shown, max);
+    }
+    let action = field(&form, ACTION_FIELD).unwrap_or("issue");
+    let index = |prefix: &str| action.strip_prefix(prefix).and_then(|i| i.parse::<usize>().ok());
+    let edited = if action == "add-parcel" {
+        pad(&mut value, "parcels", 1, MAX_PARCELS);
+        add_item(&mut value, "parcels", MAX_PARCELS);
+        true
+    } else if action == "add-declaration" {
+        add_item(&mut value, "declarations", MAX_DECLARATIONS);
+        true
+    } else if let Some(i) = index("remove-parcel-") {
+        remove_item(&mut value, "parcels", i);
+        true
+    } else if let Some(i) = index("remove-declaration-") {
+        remove_item(&mut value, "declarations", i);
+        true
+    } else {
+        false
+    };
+    if edited {
+        return Ok(render(&page(&console, &signed, form_id, &value, Vec::new())));
+    }
+    let body = value.to_string().into_bytes();
+    // The form's own key: sending the same form twice (a double click)
+    // answers the first certificate again instead of issuing a second one.
+    let idem = kp_exchange::engine::Idempotency {
+        key: format!("console-{form_id}"),
+        content: kp_protocol::Digest::of(&body),
+    };
+    match crate::service::issuing::submit(&console.shared, &body, Some(idem)).await {
+        Ok(s) => {
+            tracing::info!(user = %signed.account.name, certificate = %s.number, "certificate issued from the console");
+            Ok(Redirect::to(&format!("/certificates/{}", s.number)).into_response())
+        }
+        Err(IssueError::Invalid(problems)) => {
+            let page = page(&console, &signed, form_id, &value, problems);
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
+        }
+        Err(e) => Err(crate::api::ApiError::from(e).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn the_form_is_the_json_the_api_takes() {
+        let v = form_to_json(&form(&[
+            ("csrf", "x"),
+            ("exporter.name", "ALROSA PJSC"),
+            ("parcels[0].hs_code", "7102.31"),
+            ("parcels[1].carats", "310.00"),
+            ("parcels[0].carats", "1520.35"),
+            ("remarks", ""),
+            ("action", "issue"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "exporter": {"name": "ALROSA PJSC"},
+                "parcels": [{"hs_code": "7102.31", "carats": "1520.35"}, {"carats": "310.00"}],
+            })
+        );
+        let mut flat = BTreeMap::new();
+        flatten(&v, String::new(), &mut flat);
+        assert_eq!(flat["parcels[1].carats"], "310.00");
+        assert_eq!(flat["exporter.name"], "ALROSA PJSC");
+    }
+
+    #[test]
+    fn malformed_names_are_refused_by_name_and_never_size_an_array() {
+        for name in ["parcels[1000].carats", "parcels[].x", "Exporter.name", "a.b.c.d", "parcels[0", "x]"] {
+            let e = form_to_json(&form(&[(name, "1")])).unwrap_err();
+            assert!(e[0].message.contains("not a certificate field"), "{name}: {e:?}");
+        }
+        let e = form_to_json(&form(&[("exporter", "x"), ("exporter.name", "y")])).unwrap_err();
+        assert_eq!(e[0].field, "exporter.name");
+        let e = form_to_json(&form(&[("remarks", "x"), ("remarks", "y")])).unwrap_err();
+        assert_eq!(e[0].message, "is sent twice");
+    }
+
+    #[test]
+    fn parcels_are_added_and_removed() {
+        let mut v = serde_json::json!({"parcels": [{"carats": "1"}, {"carats": "2"}]});
+        remove_item(&mut v, "parcels", 0);
+        assert_eq!(v["parcels"], serde_json::json!([{"carats": "2"}]));
+        add_item(&mut v, "parcels", MAX_PARCELS);
+        assert_eq!(v["parcels"].as_array().unwrap().len(), 2);
+        // An added parcel left empty sends nothing; the count the form showed keeps it.
+        let mut sent = form_to_json(&form(&[("parcels[0].carats", "1"), ("parcels_shown", "3")])).unwrap();
+        pad(&mut sent, "parcels", 3, MAX_PARCELS);
+        assert_eq!(sent["parcels"].as_array().unwrap().len(), 3);
+        pad(&mut sent, "parcels", usize::MAX, MAX_PARCELS);
+        assert_eq!(sent["parcels"].as_array().unwrap().len(), MAX_PARCELS, "never beyond the limit");
+        assert_eq!(input_id("parcels[0].hs_code"), "f-parcels-0--hs_code");
+    }
+}

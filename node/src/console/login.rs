@@ -1,0 +1,205 @@
+//! Signing in and out, and the change of one's own password.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+
+use super::session::{self, LockedOut};
+use super::{
+    cookie, field, render, set_cookie, Console, Nav, PageError, PageResult, SignedIn, Source, LOGIN_COOKIE,
+    SESSION_COOKIE,
+};
+use crate::service::accounts::{self, SignInError, SignInRefusal};
+
+/// Stands for any malformed name (which no account has) in the throttle, the log and the form.
+const INVALID_NAME: &str = "(not a valid name)";
+
+/// The name to fill the form in with again: blank for a malformed one.
+fn shown(name: String) -> String {
+    if name == INVALID_NAME {
+        String::new()
+    } else {
+        name
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    nav: Option<Nav>,
+    csrf: String,
+    name: String,
+    error: Option<String>,
+}
+
+/// The sign-in form, with a fresh CSRF token in a short-lived cookie and in the form.
+pub(super) async fn form(headers: HeaderMap) -> Response {
+    login_page(&headers, String::new(), None, StatusCode::OK)
+}
+
+fn login_page(headers: &HeaderMap, name: String, error: Option<String>, status: StatusCode) -> Response {
+    let csrf = session::random_token();
+    let page = LoginPage { nav: None, csrf: csrf.clone(), name, error };
+    let mut response = (status, render(&page)).into_response();
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, set_cookie(headers, LOGIN_COOKIE, &csrf, "/login", 3600));
+    response
+}
+
+pub(super) async fn submit(
+    State(console): State<Arc<Console>>,
+    Source(source): Source,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let sent = field(&form, super::CSRF_FIELD).unwrap_or("");
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
+    if expected.is_empty() || !session::same_secret(sent, expected) {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "This sign-in form is too old or was not sent from this console. Open the sign-in page again.",
+        ));
+    }
+    // Only a well-formed name is remembered, logged or shown again as typed: the throttle's
+    // table and the log must not hold whatever a form body of up to api.max_body_bytes carries.
+    let typed = field(&form, "name").unwrap_or("").trim();
+    let name = if accounts::check_name(typed).is_ok() { typed.to_owned() } else { INVALID_NAME.to_owned() };
+    let password = field(&form, "password").unwrap_or("").to_owned();
+    let now = Instant::now();
+    if let Err(LockedOut { remaining }) = console.throttle.check(&name, source, now) {
+        let minutes = remaining.as_secs().div_ceil(60);
+        tracing::warn!(user = %name, %source, "console sign-in refused: locked out after repeated wrong passwords");
+        let why = format!(
+            "Too many wrong passwords: signing in as this user or from this address is locked for {minutes} more minute(s)."
+        );
+        return Ok(login_page(&headers, shown(name), Some(why), StatusCode::TOO_MANY_REQUESTS));
+    }
+    let store = console.shared.store.clone();
+    let (n, p) = (name.clone(), password);
+    let checked =
+        tokio::task::spawn_blocking(move || accounts::check_password(&store, &n, &p)).await.map_err(|e| {
+            PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("sign-in task failed: {e}"))
+        })?;
+    let account = match checked {
+        Ok(a) => a,
+        Err(SignInError::Refused(refusal)) => {
+            console.throttle.failed(&name, source, now);
+            tracing::info!(user = %name, %source, ?refusal, "console sign-in refused");
+            let why = match refusal {
+                SignInRefusal::WrongCredentials => "The name or the password is wrong.",
+                SignInRefusal::Disabled => "This account is disabled. Ask the node's operator.",
+            };
+            return Ok(login_page(&headers, shown(name), Some(why.to_owned()), StatusCode::UNAUTHORIZED));
+        }
+        Err(SignInError::Account(e)) => return Err(e.into()),
+    };
+    console.throttle.succeeded(&account.name);
+    let Some((id, _)) = console.sessions.open(&account.name, now) else {
+        return Err(PageError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many people are signed in to this node; try again later.",
+        ));
+    };
+    tracing::info!(user = %account.name, role = %account.role, %source, "console sign-in");
+    let next = if account.must_change_password { "/password" } else { "/" };
+    let mut response = Redirect::to(next).into_response();
+    let max_age = session::LIFETIME.as_secs();
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, set_cookie(&headers, SESSION_COOKIE, &id, "/", max_age));
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(&headers, LOGIN_COOKIE, "", "/login", 0));
+    Ok(response)
+}
+
+pub(super) async fn logout(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    signed: SignedIn,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    signed.check_csrf(&form)?;
+    console.sessions.close(&signed.session_id);
+    tracing::info!(user = %signed.account.name, "console sign-out");
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(&headers, SESSION_COOKIE, "", "/", 0));
+    Ok(response)
+}
+
+#[derive(Template)]
+#[template(path = "password.html")]
+struct PasswordPage {
+    nav: Option<Nav>,
+    must_change: bool,
+    current_error: Option<String>,
+    new_error: Option<String>,
+    repeat_error: Option<String>,
+    done: bool,
+}
+
+pub(super) async fn password_form(signed: SignedIn) -> Response {
+    render(&PasswordPage {
+        nav: Some(signed.nav()),
+        must_change: signed.account.must_change_password,
+        current_error: None,
+        new_error: None,
+        repeat_error: None,
+        done: false,
+    })
+}
+
+pub(super) async fn password_submit(
+    State(console): State<Arc<Console>>,
+    signed: SignedIn,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    signed.check_csrf(&form)?;
+    let current = field(&form, "current_password").unwrap_or("").to_owned();
+    let new = field(&form, "new_password").unwrap_or("").to_owned();
+    let repeat = field(&form, "repeat_password").unwrap_or("");
+    let mut page = PasswordPage {
+        nav: Some(signed.nav()),
+        must_change: signed.account.must_change_password,
+        current_error: None,
+        new_error: None,
+        repeat_error: None,
+        done: false,
+    };
+    if new != repeat {
+        page.repeat_error = Some("The two new passwords differ.".into());
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
+    }
+    let store = console.shared.store.clone();
+    let name = signed.account.name.clone();
+    let now = console.shared.now();
+    let result = tokio::task::spawn_blocking(move || {
+        accounts::check_password(&store, &name, &current)?;
+        accounts::change_own_password(&store, &name, &current, &new, now).map_err(SignInError::Account)
+    })
+    .await
+    .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("password task failed: {e}")))?;
+    match result {
+        Ok(_) => {
+            // Other sessions of this user (a forgotten terminal) end with the old password.
+            console.sessions.close_user(&signed.account.name, Some(&signed.session_id));
+            tracing::info!(user = %signed.account.name, "console password changed");
+            page.must_change = false;
+            page.done = true;
+            Ok(render(&page))
+        }
+        Err(SignInError::Refused(_)) => {
+            page.current_error = Some("The current password is wrong.".into());
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
+        }
+        Err(SignInError::Account(e)) if e.field() == "password" => {
+            page.new_error = Some(e.to_string().trim_start_matches("password: ").to_owned());
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
+        }
+        Err(SignInError::Account(e)) => Err(e.into()),
+    }
+}

@@ -1,0 +1,510 @@
+//! The console's accounts and pages over real HTTP: `kpnode users …` offline and through a
+//! running daemon; sign-in, sessions, CSRF, the throttle, role checks and sign-out against a
+//! running pair of nodes, read as a browser would (cookies, redirects, forms).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kp_tests::*;
+
+/// A browser without JavaScript: keeps cookies, follows no redirect by itself.
+struct Browser {
+    base: String,
+    agent: ureq::Agent,
+    cookies: BTreeMap<String, String>,
+    /// Sent as `X-Forwarded-Proto`, as a TLS-terminating reverse proxy would.
+    forwarded_proto: Option<&'static str>,
+}
+
+/// An answer: status, `Location`, `Set-Cookie` headers and the body.
+#[derive(Debug)]
+struct Page {
+    status: u16,
+    location: String,
+    set_cookies: Vec<String>,
+    body: String,
+}
+
+impl Page {
+    /// The value of the first hidden `csrf` field.
+    fn csrf(&self) -> String {
+        let at = self.body.find("name=\"csrf\" value=\"").expect("the page has a CSRF field") + 19;
+        self.body[at..].split('"').next().unwrap().to_owned()
+    }
+}
+
+impl Browser {
+    fn new(base: &str) -> Browser {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Browser { base: base.to_owned(), agent, cookies: BTreeMap::new(), forwarded_proto: None }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn finish(&mut self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Page {
+        let mut r = r.expect("the console answers");
+        let set_cookies: Vec<String> =
+            r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        for c in &set_cookies {
+            let pair = c.split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() || c.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        let location =
+            r.headers().get("location").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        Page { status, location, set_cookies, body }
+    }
+
+    fn get(&mut self, path: &str) -> Page {
+        let mut req = self.agent.get(&format!("{}{path}", self.base)).header("Cookie", &self.cookie_header());
+        if let Some(p) = self.forwarded_proto {
+            req = req.header("X-Forwarded-Proto", p);
+        }
+        let r = req.call();
+        self.finish(r)
+    }
+
+    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let body: String = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut req = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie_header())
+            .header("Content-Type", "application/x-www-form-urlencoded");
+        if let Some(p) = self.forwarded_proto {
+            req = req.header("X-Forwarded-Proto", p);
+        }
+        let r = req.send(body.as_str());
+        self.finish(r)
+    }
+
+    /// Signs in through the form; the answer to the form's POST.
+    fn sign_in(&mut self, name: &str, password: &str) -> Page {
+        let form = self.get("/login");
+        assert_eq!(form.status, 200, "{}", form.body);
+        let csrf = form.csrf();
+        self.post("/login", &[("csrf", &csrf), ("name", name), ("password", password)])
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `kpnode users ARGS` with `stdin` on standard input.
+fn users_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(kpnode_bin())
+        .arg("users")
+        .args(args)
+        .env_remove("KPNODE_DIR")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kpnode runs");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The one-time password a `users add`/`users passwd` printed.
+fn one_time_password(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.split_once("one-time password for ").map(|(_, rest)| rest))
+        .and_then(|rest| rest.split_once(": "))
+        .map(|(_, p)| p.trim().to_owned())
+        .unwrap_or_else(|| panic!("no one-time password in {out:?}"))
+}
+
+#[test]
+fn users_commands_work_offline_and_through_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", free_port());
+    let d = dir.root().to_str().unwrap().to_owned();
+
+    // Offline: the store directly.
+    let (code, out, err) = users_with_stdin(
+        &["add", "anna", "--role", "clerk", "--password-stdin", "--dir", &d],
+        "correct horse battery\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Added anna (clerk)"), "{out}");
+    let out = kpnode_ok(&["users", "add", "olga", "--role", "customs", "--dir", &d]);
+    let olga_otp = one_time_password(&out);
+    assert_eq!(olga_otp.len(), 23, "20 characters in groups of five: {olga_otp}");
+    // Refusals name the field and change nothing; exit 2 for the caller's mistakes.
+    let (code, _, err) = kpnode(&["users", "add", "anna", "--role", "auditor", "--dir", &d]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("exists already"), "{err}");
+    let (code, _, err) = kpnode(&["users", "add", "bob", "--role", "admin", "--dir", &d]);
+    assert_eq!(code, 2);
+    assert!(err.contains("role \"admin\"") && err.contains("clerk, supervisor, customs, auditor"), "{err}");
+    let (code, _, err) =
+        users_with_stdin(&["add", "bob", "--role", "clerk", "--password-stdin", "--dir", &d], "short\n");
+    assert_eq!(code, 2);
+    assert!(err.contains("at least 12 characters"), "{err}");
+    let (code, _, err) = kpnode(&["users", "add", "Bob Smith", "--role", "clerk", "--dir", &d]);
+    assert_eq!(code, 2, "{err}");
+    let list = kpnode_ok(&["users", "list", "--dir", &d]);
+    assert!(
+        list.contains("anna") && list.contains("clerk") && list.contains("must change password"),
+        "{list}"
+    );
+    assert!(!list.contains("bob"), "{list}");
+
+    // Through the running daemon, which holds the store.
+    let mut node = ProcessNode::start(&dir);
+    let out = kpnode_ok(&["users", "add", "sven", "--role", "supervisor", "--dir", &d]);
+    one_time_password(&out);
+    kpnode_ok(&["users", "disable", "anna", "--dir", &d]);
+    let (code, out, err) =
+        users_with_stdin(&["passwd", "olga", "--password-stdin", "--dir", &d], "a border post passphrase\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("The password given is set for olga"), "{out}");
+    let (code, _, err) = kpnode(&["users", "disable", "nobody", "--dir", &d]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no account is named \"nobody\""), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&kpnode_ok(&["users", "list", "--json", "--dir", &d])).unwrap();
+    let by_name = |n: &str| json.as_array().unwrap().iter().find(|a| a["name"] == n).unwrap().clone();
+    assert_eq!(by_name("anna")["disabled"], true);
+    assert_eq!(by_name("olga")["must_change_password"], false);
+    assert_eq!(by_name("sven")["role"], "supervisor");
+    assert!(json.to_string().find("argon2").is_none(), "no hash is ever answered: {json}");
+
+    // The daemon's console signs in with what the commands set.
+    let api = node.api();
+    let mut browser = Browser::new(&api.base);
+    assert_eq!(browser.sign_in("olga", "a border post passphrase").location, "/");
+    assert_eq!(browser.get("/").status, 200);
+    let mut anna = Browser::new(&api.base);
+    let refused = anna.sign_in("anna", "correct horse battery");
+    assert_eq!(refused.status, 401);
+    assert!(refused.body.contains("disabled"), "{}", refused.body);
+    node.stop();
+
+    // Offline again: what the daemon wrote is there.
+    let list = kpnode_ok(&["users", "list", "--dir", &d]);
+    assert!(list.contains("sven") && list.contains("disabled"), "{list}");
+}
+
+#[test]
+fn console_sessions_csrf_roles_throttle_and_sign_out() {
+    let pair = linked_pair(0, 0);
+    let api = &pair.ru.api;
+    for (name, role) in [("clara", "clerk"), ("sven", "supervisor")] {
+        let body = format!(r#"{{"name":"{name}","role":"{role}","password":"{name} passphrase 1"}}"#);
+        let (status, v) = api.post("/v1/users", &body);
+        assert_eq!(status, 201, "{v}");
+        assert!(v.get("one_time_password").is_none());
+    }
+    let (status, v) = api.post("/v1/users", r#"{"name":"otto","role":"auditor"}"#);
+    assert_eq!(status, 201, "{v}");
+    let otto_otp = v["one_time_password"].as_str().unwrap().to_owned();
+    let (status, v) = api.post("/v1/users", r#"{"name":"x","role":"clerk","password":"short"}"#);
+    assert_eq!((status, v["problems"][0]["field"].as_str()), (422, Some("password")), "{v}");
+    let number = api.submit(&certificate_json("RU", "IN", None, 1));
+
+    // No session: every page sends the browser to sign in.
+    let mut anon = Browser::new(&api.base);
+    for path in ["/", "/certificates", &format!("/certificates/{number}")] {
+        let p = anon.get(path);
+        assert_eq!((p.status, p.location.as_str()), (303, "/login"), "{path}");
+    }
+    // The sign-in form refuses a post without its CSRF token.
+    let p = anon.post("/login", &[("name", "clara"), ("password", "clara passphrase 1")]);
+    assert_eq!(p.status, 403, "{}", p.body);
+    assert!(p.set_cookies.iter().all(|c| !c.starts_with("kpnode_session=")));
+
+    // A name no account can have is neither remembered nor shown back.
+    let long = "x".repeat(100_000);
+    let p = anon.sign_in(&long, "whatever it is");
+    assert_eq!(p.status, 401);
+    assert!(!p.body.contains(&long[..100]), "a malformed name is not echoed");
+
+    // A clerk signs in: the cookie is HttpOnly and SameSite=Strict, and Secure behind TLS.
+    let mut clara = Browser::new(&api.base);
+    clara.forwarded_proto = Some("https");
+    let p = clara.sign_in("clara", "clara passphrase 1");
+    assert_eq!((p.status, p.location.as_str()), (303, "/"), "{}", p.body);
+    let session = p.set_cookies.iter().find(|c| c.starts_with("kpnode_session=")).expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict") && session.contains("Secure"),
+        "{session}"
+    );
+    let dash = clara.get("/");
+    assert_eq!(dash.status, 200);
+    assert!(dash.body.contains("Authority of RU") && dash.body.contains("clara"), "{}", dash.body);
+    let list = clara.get("/certificates?direction=out");
+    assert!(list.body.contains(&number), "{}", list.body);
+    let page = clara.get(&format!("/certificates/{number}"));
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("Void this certificate"), "a clerk is not offered the void");
+    let kpc = clara.get(&format!("/certificates/{number}/kpc"));
+    assert!(kpc.status == 200 && kpc.body.contains("BEGIN"), "{}", kpc.body);
+    // …and a clerk's void, even with the session's token, is refused 403 and nothing happens.
+    let csrf = page.csrf();
+    let p =
+        clara.post(&format!("/certificates/{number}/void"), &[("csrf", &csrf), ("reason", "clerk tries")]);
+    assert_eq!(p.status, 403, "{}", p.body);
+    assert!(p.body.contains("Your role (clerk) may not void"), "{}", p.body);
+    assert_ne!(api.certificate(&number)["status"], "voided");
+
+    // A supervisor: a void posted without the session's CSRF token is refused.
+    let mut sven = Browser::new(&api.base);
+    assert_eq!(sven.sign_in("sven", "sven passphrase 1").status, 303);
+    let page = sven.get(&format!("/certificates/{number}"));
+    assert!(page.body.contains("Void this certificate"), "{}", page.body);
+    let p = sven.post(&format!("/certificates/{number}/void"), &[("reason", "no token")]);
+    assert_eq!(p.status, 403);
+    let p = sven.post(
+        &format!("/certificates/{number}/void"),
+        &[("csrf", &clara_token(&mut clara)), ("reason", "another session's token")],
+    );
+    assert_eq!(p.status, 403);
+    assert_ne!(api.certificate(&number)["status"], "voided");
+    // An empty reason is shown at its field.
+    let csrf = page.csrf();
+    let p = sven.post(&format!("/certificates/{number}/void"), &[("csrf", &csrf), ("reason", " ")]);
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("id=\"reason-error\""), "{}", p.body);
+    let p = sven
+        .post(&format!("/certificates/{number}/void"), &[("csrf", &csrf), ("reason", "shipment cancelled")]);
+    assert_eq!((p.status, p.location.clone()), (303, format!("/certificates/{number}")), "{}", p.body);
+    assert_eq!(api.certificate(&number)["status"], "voided");
+    let page = sven.get(&format!("/certificates/{number}"));
+    assert!(page.body.contains("Voided: shipment cancelled"), "{}", page.body);
+
+    // A one-time password leads to the change of password and nowhere else.
+    let mut otto = Browser::new(&api.base);
+    assert_eq!(otto.sign_in("otto", &otto_otp).location, "/password");
+    assert_eq!(otto.get("/").location, "/password");
+    let form = otto.get("/password");
+    let csrf = form.csrf();
+    let p = otto.post(
+        "/password",
+        &[
+            ("csrf", &csrf),
+            ("current_password", &otto_otp),
+            ("new_password", "too short"),
+            ("repeat_password", "too short"),
+        ],
+    );
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("id=\"new_password-error\""), "{}", p.body);
+    let p = otto.post(
+        "/password",
+        &[
+            ("csrf", &csrf),
+            ("current_password", &otto_otp),
+            ("new_password", "the auditor's own words"),
+            ("repeat_password", "the auditor's own words"),
+        ],
+    );
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(otto.get("/").status, 200);
+
+    // Five wrong passwords lock the account: then even the right one is refused.
+    let mut guesser = Browser::new(&api.base);
+    for i in 0..5 {
+        let p = guesser.sign_in("clara", &format!("wrong guess number {i}"));
+        assert_eq!(p.status, 401, "attempt {i}");
+    }
+    let p = guesser.sign_in("clara", "clara passphrase 1");
+    assert_eq!(p.status, 429, "{}", p.body);
+    assert!(p.body.contains("locked for 15 more minute"), "{}", p.body);
+    // A session opened before the lock-out goes on.
+    assert_eq!(clara.get("/").status, 200);
+
+    // Signing out ends the session: its cookie no longer opens anything.
+    let old_cookie = sven.cookie_header();
+    let csrf = sven.get("/").csrf();
+    let p = sven.post("/logout", &[("csrf", &csrf)]);
+    assert_eq!((p.status, p.location.as_str()), (303, "/login"));
+    let mut replay = Browser::new(&api.base);
+    let (k, v) = old_cookie.split_once('=').unwrap();
+    replay.cookies.insert(k.to_owned(), v.to_owned());
+    assert_eq!(replay.get("/").location, "/login");
+
+    // Disabling an account ends its sessions at their next request.
+    let (status, _) = api.post("/v1/users/otto/disable", "");
+    assert_eq!(status, 200);
+    assert_eq!(otto.get("/").location, "/login");
+
+    // Customs at the importer's node confirms what arrived; a difference is a discrepancy,
+    // which both consoles show.
+    let number = api.submit(&certificate_json("RU", "IN", None, 2));
+    let in_api = &pair.inn.api;
+    wait_until(Duration::from_secs(20), "IN has the certificate", || {
+        in_api.get(&format!("/v1/certificates/{number}")).0 == 200
+    });
+    let (status, v) =
+        in_api.post("/v1/users", r#"{"name":"cora","role":"customs","password":"cora passphrase 1"}"#);
+    assert_eq!(status, 201, "{v}");
+    let mut cora = Browser::new(&in_api.base);
+    assert_eq!(cora.sign_in("cora", "cora passphrase 1").status, 303);
+    let page = cora.get(&format!("/certificates/{number}"));
+    assert!(page.body.contains("Confirm the import") && !page.body.contains("Void this"), "{}", page.body);
+    let csrf = page.csrf();
+    let declared = in_api.certificate(&number)["parcels"].as_u64().unwrap();
+    let today = in_api.certificate(&number)["issued_on"].as_str().unwrap().to_owned();
+    let fewer = (declared + 1).to_string();
+    let p = cora.post(
+        &format!("/certificates/{number}/confirm"),
+        &[("csrf", &csrf), ("received_on", &today), ("parcels", &fewer), ("carats", "twelve")],
+    );
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("id=\"carats-error\""), "the problem is shown at its field: {}", p.body);
+    assert!(p.body.contains("value=\"twelve\""), "what was typed is kept");
+    let carats = in_api.certificate(&number)["carats"].as_str().unwrap().to_owned();
+    let p = cora.post(
+        &format!("/certificates/{number}/confirm"),
+        &[
+            ("csrf", &csrf),
+            ("received_on", &today),
+            ("parcels", &fewer),
+            ("carats", &carats),
+            ("remarks", "one parcel more"),
+        ],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(in_api.certificate(&number)["status"], "import_discrepancy");
+    assert!(cora.get(&format!("/certificates/{number}")).body.contains("with a discrepancy"));
+    wait_until(Duration::from_secs(20), "RU learns of the discrepancy", || {
+        api.certificate(&number)["status"] == "import_discrepancy"
+    });
+    let page = clara.get(&format!("/certificates/{number}"));
+    assert!(
+        page.body.contains("import_discrepancy") && page.body.contains("with a discrepancy"),
+        "{}",
+        page.body
+    );
+
+    // The JSON API keeps its bearer token: no cookie opens it, the token does.
+    assert_eq!(clara.get("/v1/status").status, 401);
+    assert_eq!(api.get("/v1/status").0, 200);
+}
+
+/// Another session's CSRF token (which must not open this one's forms).
+fn clara_token(clara: &mut Browser) -> String {
+    clara.get("/").csrf()
+}
+
+/// The certificate JSON as the issue form's fields: each value named by its JSON path.
+fn form_fields(v: &serde_json::Value, path: String, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                form_fields(v, if path.is_empty() { k.clone() } else { format!("{path}.{k}") }, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                form_fields(v, format!("{path}[{i}]"), out);
+            }
+        }
+        serde_json::Value::String(s) => out.push((path, s.clone())),
+        other => out.push((path, other.to_string())),
+    }
+}
+
+/// The element id the issue form gives the input of a JSON path.
+fn input_id(path: &str) -> String {
+    format!("f-{}", path.replace(['.', '[', ']'], "-"))
+}
+
+#[test]
+fn the_issue_form_is_the_apis_json_with_the_apis_problems_at_their_inputs() {
+    let pair = linked_pair(0, 0);
+    let api = &pair.ru.api;
+    for (name, role) in [("clara", "clerk"), ("otto", "auditor")] {
+        let body = format!(r#"{{"name":"{name}","role":"{role}","password":"{name} passphrase 1"}}"#);
+        assert_eq!(api.post("/v1/users", &body).0, 201);
+    }
+    let good: serde_json::Value = serde_json::from_str(&certificate_json("RU", "IN", None, 7)).unwrap();
+    let mut bad = good.clone();
+    bad["parcels"][1]["carats"] = "10.505".into();
+    bad["exporter"]["name"] = " ".into();
+    bad["parcels"][0]["hs_code"] = "7104.10".into();
+    let (status, answer) = api.post("/v1/certificates", &bad.to_string());
+    assert_eq!(status, 422, "{answer}");
+    let api_fields: std::collections::BTreeSet<String> = answer["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["field"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(api_fields.len(), 3, "{answer}");
+
+    let mut clara = Browser::new(&api.base);
+    assert_eq!(clara.sign_in("clara", "clara passphrase 1").status, 303);
+    let csrf = clara.get("/certificates/new").csrf();
+    let send = |b: &mut Browser, v: &serde_json::Value| {
+        let mut fields = Vec::new();
+        form_fields(v, String::new(), &mut fields);
+        fields.push(("csrf".into(), csrf.clone()));
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        b.post("/certificates/new", &pairs)
+    };
+    let p = send(&mut clara, &bad);
+    assert_eq!(p.status, 422, "{}", p.body);
+    for field in &api_fields {
+        let id = input_id(field);
+        assert!(p.body.contains(&format!("id=\"{id}-error\"")), "{field} is shown at its input:\n{}", p.body);
+        assert!(p.body.contains(&format!("aria-describedby=\"{id}-error")), "{field}'s error is linked");
+    }
+    assert_eq!(p.body.matches("class=\"error\"").count(), api_fields.len(), "no other field is marked");
+    let issued = |api: &Api| api.get("/v1/certificates?direction=out").1.as_array().expect("a list").len();
+    assert_eq!(issued(api), 0, "nothing was issued");
+
+    // An auditor may neither open nor send the form.
+    let mut otto = Browser::new(&api.base);
+    assert_eq!(otto.sign_in("otto", "otto passphrase 1").status, 303);
+    assert_eq!(otto.get("/certificates/new").status, 403);
+    let otto_csrf = otto.get("/").csrf();
+    let mut fields = Vec::new();
+    form_fields(&good, String::new(), &mut fields);
+    fields.push(("csrf".into(), otto_csrf));
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(otto.post("/certificates/new", &pairs).status, 403);
+
+    // Fixed, it is issued: the stored certificate is the JSON the form was.
+    let p = send(&mut clara, &good);
+    assert_eq!(p.status, 303, "{}", p.body);
+    let number = p.location.strip_prefix("/certificates/").expect("the certificate's page").to_owned();
+    assert_eq!(issued(api), 1, "one certificate, the form's");
+    let stored = api.certificate(&number);
+    for key in ["exporter", "importer", "parcels", "issued_on", "expires_on", "importing_participant"] {
+        assert_eq!(stored["certificate"][key], good[key], "{key}: {stored}");
+    }
+}
