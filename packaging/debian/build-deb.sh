@@ -93,10 +93,9 @@ Version: $version
 Architecture: $arch
 Maintainer: kpnode maintainers <kpnode@localhost>
 Installed-Size: $installed_size
-Depends: libc6, adduser
+Depends: libc6 (>= 2.34), libgcc-s1, adduser
 Section: net
 Priority: optional
-Homepage: https://kimberleyprocess.com/
 Description: Kimberley Process certificate node
  kpnode is the node a Kimberley Process participant's authority runs: it
  validates and signs the KP certificates its authority issues, delivers them

@@ -117,7 +117,8 @@ fn removing_a_peer_mid_stream_closes_its_link_and_keeps_its_queue() {
     wait_until(Duration::from_secs(20), "every unacknowledged certificate stays queued", || {
         settled().is_some()
     });
-    let (delivered, queued) = settled().expect("the counts settled and nothing moves once IN holds no connection");
+    let (delivered, queued) =
+        settled().expect("the counts settled and nothing moves once IN holds no connection");
     assert_eq!(ru.api.count("out", "queued") as u64, queued);
     assert!(stopped_at - delivered <= 256, "at most one window was in flight");
     // Enrolled again: the queue drains.

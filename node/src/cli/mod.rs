@@ -177,10 +177,14 @@ pub fn main() -> ExitCode {
                 e.exit();
             }
             let _ = e.print();
-            eprintln!(
-                "\ntip: name the node directory (the one `kpnode init` created) with --dir DIR, or once for the \
+            if std::env::args().nth(1).as_deref() == Some("restore") {
+                eprintln!("\ntip: name a new or empty directory to restore into with --dir DIR (KPNODE_DIR is not read here)");
+            } else {
+                eprintln!(
+                    "\ntip: name the node directory (the one `kpnode init` created) with --dir DIR, or once for the \
 shell with `export KPNODE_DIR=DIR`"
-            );
+                );
+            }
             return ExitCode::from(2);
         }
     };

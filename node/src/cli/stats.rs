@@ -126,6 +126,13 @@ pub fn run_stats(a: StatsArgs) -> CliResult {
         write_output(path, &crate::report::chart::render(&report, measure))?;
         eprintln!("chart written to {}", path.display());
     }
+    if (a.csv || a.kp_csv) && report.basis == stats::Basis::Imported && report.unconfirmed_imports > 0 {
+        // The CSV has no place for it, and nothing may disappear silently.
+        eprintln!(
+            "{} import(s) valid during the period are not confirmed yet and are left out of the CSV.",
+            report.unconfirmed_imports
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else if a.kp_csv {

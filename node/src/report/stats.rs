@@ -300,6 +300,11 @@ pub fn compute<S: Storage + ?Sized>(
                     let counted_on = if flow == Flow::Import && basis == Basis::Imported {
                         let rec: Option<CertRecord> =
                             get_record(store, Tree::Certs, cert.number.as_str().as_bytes())?;
+                        // A voided import can never be confirmed: it is left out, not
+                        // reported as waiting for a confirmation.
+                        if rec.as_ref().is_some_and(|r| r.status == CertStatus::Voided) {
+                            continue;
+                        }
                         match rec.and_then(|r| r.confirmation).map(|c| c.received_on) {
                             Some(d) => d,
                             None => {
