@@ -99,6 +99,19 @@ impl Walker {
         }
     }
 
+    /// An optional string setting parsed into `Some(out)`.
+    pub(crate) fn parsed_option<T: FromStr>(&mut self, s: &mut Section, name: &str, out: &mut Option<T>)
+    where
+        T::Err: std::fmt::Display,
+    {
+        if let Some((key, v)) = self.string(s, name) {
+            match v.parse() {
+                Ok(t) => *out = Some(t),
+                Err(e) => self.problem(&key, format!("{v:?} {e}")),
+            }
+        }
+    }
+
     pub(crate) fn addr(&mut self, s: &mut Section, name: &str, out: &mut SocketAddr) {
         if let Some((key, v)) = self.string(s, name) {
             match v.parse() {
@@ -178,7 +191,16 @@ impl Walker {
 }
 
 impl Section {
-    fn key(&self, name: &str) -> String {
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.table.contains_key(name)
+    }
+
+    /// Removes `name` without reading it (it was reported).
+    pub(crate) fn take(&mut self, name: &str) {
+        self.table.remove(name);
+    }
+
+    pub(crate) fn key(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_owned()
         } else {

@@ -487,7 +487,7 @@ pub(super) async fn confirm(
             confirming_authority: shared.config.authority.clone(),
             remarks,
         };
-        let document = shared.signer.sign(&confirmation);
+        let document = shared.signer.sign(&confirmation)?;
         Ok(Command::Confirm { document, confirmation: Box::new(confirmation) })
     })
     .await
@@ -554,7 +554,7 @@ pub(super) async fn void(
     let rec = record(&shared, &number)?;
     settle(&shared, &rec, kp_exchange::engine::voidable, |rec| {
         let void = Void { certificate: rec.number.clone(), certificate_id: rec.message_id, reason };
-        let document = shared.signer.sign(&void);
+        let document = shared.signer.sign(&void)?;
         Ok(Command::Void { document, void })
     })
     .await
@@ -610,7 +610,7 @@ pub(super) async fn resolve(
         note,
         resolved_by,
     };
-    let document = shared.signer.sign(&resolution);
+    let document = shared.signer.sign(&resolution)?;
     updated(&shared, Command::Resolve { document, resolution: Box::new(resolution) }).await
 }
 

@@ -100,6 +100,9 @@ impl From<StoreError> for ApiError {
     /// log, and after an I/O error it refuses those writes, and so some reads, until the
     /// store is reopened. Anything else (a damaged record) is `500`.
     fn from(e: StoreError) -> ApiError {
+        if let StoreError::Signing(s) = e {
+            return s.into();
+        }
         if e.is_io() {
             ApiError::Unavailable(format!(
                 "the store has failed ({e}) and cannot answer this until it is reopened (sled may write \
@@ -108,6 +111,15 @@ as it reads). Fix what the error names; `kpnode run` reopens its store by itself
         } else {
             ApiError::Internal(e.to_string())
         }
+    }
+}
+
+/// The signing key's token cannot sign now (absent, logged out, busy): `503`, naming the
+/// key and the token's answer; nothing was made, and the same request succeeds once the
+/// token is back.
+impl From<kp_keys::SignError> for ApiError {
+    fn from(e: kp_keys::SignError) -> ApiError {
+        ApiError::Unavailable(e.to_string())
     }
 }
 
