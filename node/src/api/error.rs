@@ -153,14 +153,24 @@ impl From<IssueError> for ApiError {
 impl From<ActorError> for ApiError {
     fn from(e: ActorError) -> ApiError {
         match e {
-            ActorError::Storage(_) | ActorError::Stopped => ApiError::Unavailable(e.to_string()),
+            ActorError::Storage(_) | ActorError::Stopped | ActorError::Signing(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
             ActorError::Damaged(_) => ApiError::Internal(e.to_string()),
             ActorError::Rotation(RotationError::Refused(_)) => {
                 ApiError::Taken("rotation_refused", e.to_string())
             }
-            // The new keys could not be written (a full or read-only disk): unavailable until
-            // the operator frees the disk, as a failed store is.
-            ActorError::Rotation(RotationError::Keys(k)) if matches!(*k, kp_keys::KeyError::Io { .. }) => {
+            // The new keys could not be written (a full or read-only disk), or the signing key's
+            // token could not make or sign them: unavailable until the operator frees the disk
+            // or brings the token back, as a failed store is.
+            ActorError::Rotation(RotationError::Keys(k))
+                if matches!(
+                    *k,
+                    kp_keys::KeyError::Io { .. }
+                        | kp_keys::KeyError::Token { .. }
+                        | kp_keys::KeyError::Signing(_)
+                ) =>
+            {
                 ApiError::Unavailable(k.to_string())
             }
             // The keys could not be made, or the announcement not recorded: a fault of this

@@ -146,13 +146,11 @@ impl Pkcs11Token {
         let open = guard.as_ref().expect("opened above");
         let result = f(&open.session, open.slot);
         if let Err(e) = &result {
-            if !matches!(
-                e,
-                TokenError::ObjectMissing { .. } | TokenError::WrongKey { .. } | TokenError::Ambiguous { .. }
-            ) {
-                tracing::warn!(error = %e, "PKCS#11 token failed; it is opened again at the next signature");
-                *guard = None;
-            }
+            // Any failure, a missing key too: a token that was pulled out and put back (or
+            // whose files went away, for SoftHSM2) keeps answering the old session without
+            // the key, so only a fresh start of the module sees it again.
+            tracing::warn!(error = %e, "PKCS#11 token failed; it is opened again at the next use");
+            *guard = None;
         }
         result
     }
@@ -359,7 +357,16 @@ impl Pkcs11Token {
     fn sign(&self, id: &[u8], message: &[u8]) -> Result<[u8; 64], TokenError> {
         let uri = self.uri_text();
         self.with_session(|session, _| {
-            let key = self.private_key(session, id)?;
+            let key = self.private_key(session, id).map_err(|e| match e {
+                TokenError::ObjectMissing { .. } => TokenError::Failed {
+                    uri: uri.clone(),
+                    function: "C_FindObjects".into(),
+                    detail: "the key the node signs with is no longer found in the token (was it removed or \
+replaced?); the node opens the token again at the next signature"
+                        .into(),
+                },
+                e => e,
+            })?;
             let signature = session
                 .sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), key, message)
                 .map_err(|e| match e {
