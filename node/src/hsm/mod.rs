@@ -202,7 +202,7 @@ impl Pkcs11Token {
             return Err(TokenError::MechanismUnsupported { uri, mechanism: "CKM_EDDSA" });
         }
         let session = context.open_rw_session(slot).map_err(|e| session_error(&uri, "C_OpenSession", e))?;
-        let pin = AuthPin::new(s.pin.expose().to_owned().into());
+        let pin = AuthPin::new(s.pin.expose().to_owned());
         match session.login(UserType::User, Some(&pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange, _)) => {
