@@ -80,7 +80,8 @@ impl Walker {
         match v.parse() {
             Ok(t) => Some(t),
             Err(e) => {
-                self.problem(&key, format!("{v:?} {e}"));
+                // A PKCS#11 URI may carry a PIN (refused): never echo it.
+                self.problem(&key, format!("{:?} {e}", kp_keys::pkcs11uri::redact(&v)));
                 None
             }
         }
@@ -94,7 +95,7 @@ impl Walker {
         if let Some((key, v)) = self.string(s, name) {
             match v.parse() {
                 Ok(t) => *out = t,
-                Err(e) => self.problem(&key, format!("{v:?} {e}")),
+                Err(e) => self.problem(&key, format!("{:?} {e}", kp_keys::pkcs11uri::redact(&v))),
             }
         }
     }

@@ -24,7 +24,9 @@ pub struct Pkcs11Uri {
     text: String,
 }
 
-/// Why a string is not a usable PKCS#11 URI.
+/// Why a string is not a usable PKCS#11 URI. `uri` is the text with its query and any
+/// `pin-*` value redacted ([`redact`]), since a refused URI may carry a PIN and the error is
+/// printed and logged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{uri:?} is not a usable PKCS#11 URI: {problem} (write it as pkcs11:token=LABEL;object=KEY-LABEL)")]
 pub struct UriError {
@@ -32,9 +34,36 @@ pub struct UriError {
     pub problem: String,
 }
 
+/// `text` safe to print: for a `pkcs11:` URI, its query (where `pin-value` lives) and the value
+/// of any `pin-*` path attribute are replaced by `<redacted>`; any other text is returned as is.
+pub fn redact(text: &str) -> String {
+    let Some(rest) = text.strip_prefix("pkcs11:") else { return text.to_owned() };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, _)) => (p, true),
+        None => (rest, false),
+    };
+    let parts: Vec<String> = path
+        .split(';')
+        .map(|part| match part.split_once('=') {
+            Some((name, _)) if is_pin_name(name) => format!("{name}=<redacted>"),
+            None if is_pin_name(part) => "<redacted>".to_owned(),
+            _ => part.to_owned(),
+        })
+        .collect();
+    let mut out = format!("pkcs11:{}", parts.join(";"));
+    if query {
+        out.push_str("?<redacted>");
+    }
+    out
+}
+
+fn is_pin_name(name: &str) -> bool {
+    name.to_ascii_lowercase().starts_with("pin-") || name.to_ascii_lowercase().starts_with("pin%")
+}
+
 impl Pkcs11Uri {
     pub fn parse(text: &str) -> Result<Pkcs11Uri, UriError> {
-        let fail = |problem: String| UriError { uri: text.to_owned(), problem };
+        let fail = |problem: String| UriError { uri: redact(text), problem };
         let Some(rest) = text.strip_prefix("pkcs11:") else {
             return Err(fail("it does not start with `pkcs11:`".into()));
         };
@@ -57,8 +86,15 @@ impl Pkcs11Uri {
         let mut uri = Pkcs11Uri { token: None, serial: None, object: None, id: None, text: text.to_owned() };
         for part in path.split(';').filter(|p| !p.is_empty()) {
             let Some((name, raw)) = part.split_once('=') else {
+                if is_pin_name(part) {
+                    return Err(fail("a `pin-` attribute is refused: the PIN never goes in a URI".into()));
+                }
                 return Err(fail(format!("`{part}` is not attribute=value")));
             };
+            if is_pin_name(name) {
+                // Before decoding, so that no error quotes any part of its value.
+                return Err(fail(format!("`{name}` belongs in the query, and kpnode refuses it there too")));
+            }
             let value = percent_decode(raw).map_err(|p| fail(format!("attribute `{name}`: {p}")))?;
             let text_value = || {
                 String::from_utf8(value.clone()).map_err(|_| fail(format!("attribute `{name}` is not UTF-8")))
@@ -188,7 +224,30 @@ mod tests {
         for (uri, expected) in cases {
             let e = Pkcs11Uri::parse(uri).unwrap_err().to_string();
             assert!(e.contains(expected), "{uri}: {e}");
-            assert!(e.contains(uri), "{uri}: {e}");
+            assert!(e.contains(&redact(uri)), "{uri}: {e}");
         }
+    }
+
+    #[test]
+    fn a_pin_in_a_refused_uri_is_never_echoed() {
+        for uri in [
+            "pkcs11:token=KP;object=k?pin-value=S3cr3tPIN",
+            "pkcs11:token=KP;object=k?module-path=/x.so&pin-value=S3cr3tPIN",
+            "pkcs11:token=KP;object=k;pin-value=S3cr3tPIN",
+            "pkcs11:token=KP;object=k;pin-value=S3cr3tPIN%zz",
+            "pkcs11:token=KP;object=k;pin-valueS3cr3tPIN",
+            "pkcs11:token=KP;object=k;PIN-SOURCE=S3cr3tPIN",
+        ] {
+            let e = Pkcs11Uri::parse(uri).unwrap_err();
+            let text = e.to_string();
+            assert!(!text.contains("S3cr3tPIN"), "{uri}: {text}");
+            assert!(!format!("{e:?}").contains("S3cr3tPIN"), "{uri}: {e:?}");
+            assert!(text.contains("<redacted>"), "{uri}: {text}");
+        }
+        assert_eq!(
+            redact("pkcs11:token=KP;pin-value=1;object=k?pin-value=2"),
+            "pkcs11:token=KP;pin-value=<redacted>;object=k?<redacted>"
+        );
+        assert_eq!(redact("/etc/key.pem"), "/etc/key.pem");
     }
 }

@@ -276,6 +276,7 @@ fn every_way_a_token_fails_is_named() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--signing-key") && err.contains("`pin-value` is refused"), "{err}");
+    assert!(!err.contains("4321") && err.contains("?<redacted>"), "the PIN is echoed: {err}");
 
     // The key named in node.toml is not in the token.
     let dir = init_hsm_node(tmp.path(), &hsm, uri);

@@ -84,7 +84,8 @@ pub fn run(a: InitArgs) -> CliResult {
     }
     if let Some(uri) = &a.tls_key {
         problems.push(format!(
-            "--tls-key: {uri:?}: this version of kpnode keeps the TLS key in keys/tls.key.pem; only the signing key (--signing-key) can be in a token"
+            "--tls-key: {:?}: this version of kpnode keeps the TLS key in keys/tls.key.pem; only the signing key (--signing-key) can be in a token",
+            kp_keys::pkcs11uri::redact(uri)
         ));
     }
     let pkcs11 = match (&a.signing_key, &a.pkcs11_module) {
