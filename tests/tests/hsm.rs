@@ -349,3 +349,73 @@ fn a_token_that_goes_away_makes_signing_unavailable_until_it_is_back() {
     inn.stop();
     kpnode_ok(&["log", "verify", "--dir", s(ru_dir.root())]);
 }
+
+/// A PIN the token refuses (here: changed by its administrator while the node runs) is tried
+/// once, not at every signature: a PKCS#11 spy module between the node and SoftHSM2 counts the
+/// node's logins. Many submissions later the PIN is not locked: put back, and the node
+/// restarted, it signs.
+#[test]
+fn a_refused_pin_is_tried_once_and_never_retried_until_a_restart() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hsm) = SoftHsm::new(tmp.path(), "ALL") else { return };
+    let spy = ["/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so", "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(spy) = spy else {
+        skip_part("the PIN retry test", "pkcs11-spy.so (Debian: opensc-pkcs11) is missing", None);
+        return;
+    };
+    let ru_dir = init_hsm_node(tmp.path(), &hsm, "pkcs11:token=KP;object=kp-signing");
+    let in_dir = init_dir(tmp.path(), "IN", free_port());
+    enrol_cli(&ru_dir, &in_dir);
+    // The node loads the spy, which loads SoftHSM2 and logs every call.
+    let toml = std::fs::read_to_string(ru_dir.config_path()).unwrap().replace(MODULE, spy);
+    std::fs::write(ru_dir.config_path(), toml).unwrap();
+    let spy_log = tmp.path().join("spy.log");
+    // SAFETY of the environment: the tests of this file run one at a time (ONE_AT_A_TIME).
+    std::env::set_var("PKCS11SPY", MODULE);
+    std::env::set_var("PKCS11SPY_OUTPUT", &spy_log);
+    let mut ru = ProcessNode::start(&ru_dir);
+    let api = ru.api();
+    let refused = |n: u64| {
+        let (st, v) = api.post("/v1/certificates", &certificate_json("RU", "IN", None, n));
+        assert_eq!(st, 503, "{v}");
+        v["message"].as_str().unwrap_or_default().to_owned()
+    };
+    let pkcs11_tool = |args: &[&str]| {
+        let out = Command::new("pkcs11-tool")
+            .args(["--module", MODULE, "--token-label", "KP"])
+            .args(args)
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pkcs11-tool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // The token goes away (the node drops its session), its PIN is changed, it comes back.
+    let away = tmp.path().join("tokens.away");
+    std::fs::rename(&hsm.tokens, &away).unwrap();
+    refused(1);
+    std::fs::rename(&away, &hsm.tokens).unwrap();
+    pkcs11_tool(&["--login", "--pin", PIN, "--change-pin", "--new-pin", "9999"]);
+
+    let first = refused(2);
+    assert!(first.contains("wrong PIN") && first.contains("restart"), "{first}");
+    for n in 3..40 {
+        let later = refused(n);
+        assert!(later.contains("refused the PIN earlier") && later.contains("restart the node"), "{later}");
+    }
+    let log = std::fs::read_to_string(&spy_log).unwrap();
+    assert!(log.matches("C_Login").count() >= 2, "the spy saw the node's logins: {log}");
+    assert_eq!(log.matches("CKR_PIN_INCORRECT").count(), 1, "one wrong login, not one per signature");
+    // The PIN put back is refused until a restart; then the node signs: it never locked.
+    pkcs11_tool(&["--login", "--pin", "9999", "--change-pin", "--new-pin", PIN]);
+    assert!(refused(40).contains("restart the node"));
+    ru.stop();
+    let mut ru = ProcessNode::start(&ru_dir);
+    let (st, v) = ru.api().post("/v1/certificates", &certificate_json("RU", "IN", None, 41));
+    assert!(st == 201 || st == 200, "{st} {v}");
+    ru.stop();
+    std::env::remove_var("PKCS11SPY");
+    std::env::remove_var("PKCS11SPY_OUTPUT");
+}

@@ -46,10 +46,12 @@ pub enum TokenError {
     Module { module: PathBuf, detail: String },
     #[error("token absent: no token matching {uri} is present (present: {}); insert it, or correct the URI's token= (its label)", if seen.is_empty() { "none".to_string() } else { seen.join(", ") })]
     TokenAbsent { uri: String, seen: Vec<String> },
-    #[error("wrong PIN for the token of {uri}: it refused the login (CKR_PIN_INCORRECT); correct the PIN file or KPNODE_PKCS11_PIN — each wrong try brings the token closer to locking the PIN")]
+    #[error("wrong PIN for the token of {uri}: it refused the login (CKR_PIN_INCORRECT); correct the PIN file or KPNODE_PKCS11_PIN and restart the node — each wrong try brings the token closer to locking the PIN, so kpnode does not try this PIN again")]
     WrongPin { uri: String },
     #[error("the user PIN of the token of {uri} is locked; unlock it with the security officer PIN (e.g. `softhsm2-util` or the vendor's tool)")]
     PinLocked { uri: String },
+    #[error("the token of {uri} refused the PIN earlier ({cause}); kpnode does not try that PIN again, so that its retries cannot lock the token's PIN: correct the PIN file or KPNODE_PKCS11_PIN (or unlock the PIN), then restart the node")]
+    PinRefusedEarlier { uri: String, cause: String },
     #[error(transparent)]
     Pin(#[from] PinError),
     #[error("no key pair {uri} in the token{}; create it with `kpnode init`, or correct the URI's object=", if *public_only { " (its public key is there, its private key is not)" } else { "" })]
@@ -106,7 +108,16 @@ struct Open {
 /// A PKCS#11 token holding the node's signing keys.
 pub struct Pkcs11Token {
     settings: TokenSettings,
-    open: Mutex<Option<Open>>,
+    open: Mutex<SessionState>,
+}
+
+/// The open session, if any, and whether the token has refused the PIN: once it has, the
+/// node never logs in with that PIN again (each wrong try counts towards locking the PIN,
+/// and the node's signers retry by themselves), until it is restarted with a corrected one.
+#[derive(Default)]
+struct SessionState {
+    open: Option<Open>,
+    pin_refused: Option<String>,
 }
 
 impl std::fmt::Debug for Pkcs11Token {
@@ -119,7 +130,7 @@ impl Pkcs11Token {
     /// Opens the token now, so that every problem (module, token, PIN, mechanism) is reported
     /// at start rather than at the first signature.
     pub fn open(settings: TokenSettings) -> Result<Arc<Pkcs11Token>, TokenError> {
-        let token = Arc::new(Pkcs11Token { settings, open: Mutex::new(None) });
+        let token = Arc::new(Pkcs11Token { settings, open: Mutex::new(SessionState::default()) });
         token.with_session(|_, _| Ok(()))?;
         Ok(token)
     }
@@ -140,17 +151,29 @@ impl Pkcs11Token {
         f: impl FnOnce(&Session, Slot) -> Result<T, TokenError>,
     ) -> Result<T, TokenError> {
         let mut guard = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Some(self.connect()?);
+        if let Some(cause) = &guard.pin_refused {
+            return Err(TokenError::PinRefusedEarlier { uri: self.uri_text(), cause: cause.clone() });
         }
-        let open = guard.as_ref().expect("opened above");
+        if guard.open.is_none() {
+            match self.connect() {
+                Ok(open) => guard.open = Some(open),
+                Err(e) => {
+                    if matches!(e, TokenError::WrongPin { .. } | TokenError::PinLocked { .. }) {
+                        tracing::error!(error = %e, "the PKCS#11 token refused the PIN; the node will not try it again until it is restarted");
+                        guard.pin_refused = Some(e.to_string());
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let open = guard.open.as_ref().expect("opened above");
         let result = f(&open.session, open.slot);
         if let Err(e) = &result {
             // Any failure, a missing key too: a token that was pulled out and put back (or
             // whose files went away, for SoftHSM2) keeps answering the old session without
             // the key, so only a fresh start of the module sees it again.
             tracing::warn!(error = %e, "PKCS#11 token failed; it is opened again at the next use");
-            *guard = None;
+            guard.open = None;
         }
         result
     }
