@@ -130,7 +130,8 @@ fn a_token_key_signs_everything_rotates_and_never_leaves_the_token() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let Some(hsm) = SoftHsm::new(tmp.path(), "ALL") else { return };
-    let ru_dir = init_hsm_node(tmp.path(), &hsm, "pkcs11:token=KP;object=kp-signing");
+    // With an id= in the URI: the rotation's new pair still gets an id of its own.
+    let ru_dir = init_hsm_node(tmp.path(), &hsm, "pkcs11:token=KP;object=kp-signing;id=%01");
     let in_dir = init_dir(tmp.path(), "IN", free_port());
 
     // The key pair is in the token: private, sensitive, never extractable.
@@ -162,6 +163,9 @@ fn a_token_key_signs_everything_rotates_and_never_leaves_the_token() {
     let objects = hsm.objects();
     assert_eq!(objects.matches("Private Key Object; EC_EDWARDS").count(), 2, "{objects}");
     assert_eq!(objects.matches("never extractable").count(), 2, "{objects}");
+    let ids: std::collections::BTreeSet<&str> =
+        objects.lines().filter(|l| l.trim_start().starts_with("ID:")).map(str::trim).collect();
+    assert_eq!(ids.len(), 2, "two pairs, two CKA_IDs: {objects}");
     let (_, keys) = in_api.get("/v1/keys");
     let ru_keys = keys["peers"].as_array().unwrap().iter().find(|p| p["participant"] == "RU").unwrap();
     assert_eq!(ru_keys["history"]["signing"].as_array().unwrap().len(), 2, "{ru_keys}");

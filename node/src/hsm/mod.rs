@@ -58,7 +58,7 @@ pub enum TokenError {
     ObjectMissing { uri: String, public_only: bool },
     #[error("the token's key pair {uri} is not the key the node's key history names as current ({expected}); was the token or the node directory replaced?")]
     WrongKey { uri: String, expected: String },
-    #[error("several key pairs are labelled as in {uri}; name one with id= in the URI")]
+    #[error("several key pairs are labelled as in {uri}; name the one to use with id= in the URI (its CKA_ID, as `pkcs11-tool -O` shows it)")]
     Ambiguous { uri: String },
     #[error("the token of {uri} does not support {mechanism}, which Ed25519 needs (PKCS#11 3.0); kpnode needs a token that signs with Ed25519 (CKM_EDDSA)")]
     MechanismUnsupported { uri: String, mechanism: &'static str },
@@ -237,12 +237,13 @@ impl Pkcs11Token {
         Ok(Open { session, slot, _context: context })
     }
 
-    /// The key pairs under the URI's label (and id), as (public key, CKA_ID).
-    fn pairs(&self, session: &Session) -> Result<Vec<(VerifyingKey, Vec<u8>)>, TokenError> {
+    /// The key pairs under the URI's label (and, with `by_id`, its id), as (public key,
+    /// CKA_ID).
+    fn pairs(&self, session: &Session, by_id: bool) -> Result<Vec<(VerifyingKey, Vec<u8>)>, TokenError> {
         let uri = self.uri_text();
         let mut template =
             vec![Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::KeyType(KeyType::EC_EDWARDS)];
-        self.name_template(&mut template);
+        self.name_template(&mut template, by_id);
         let handles = session.find_objects(&template).map_err(|e| session_error(&uri, "C_FindObjects", e))?;
         let mut out = Vec::new();
         for h in handles {
@@ -264,11 +265,11 @@ impl Pkcs11Token {
         Ok(out)
     }
 
-    fn name_template(&self, template: &mut Vec<Attribute>) {
+    fn name_template(&self, template: &mut Vec<Attribute>, by_id: bool) {
         if let Some(label) = &self.settings.uri.object {
             template.push(Attribute::Label(label.as_bytes().to_vec()));
         }
-        if let Some(id) = &self.settings.uri.id {
+        if let (true, Some(id)) = (by_id, &self.settings.uri.id) {
             template.push(Attribute::Id(id.clone()));
         }
     }
@@ -288,11 +289,13 @@ impl Pkcs11Token {
         }
     }
 
-    /// The key pair under the URI whose public key is `public`.
+    /// The key pair under the URI's label whose public key is `public` (the key history's
+    /// current key). Found by its public key, not by the URI's `id=`: after a rotation the
+    /// current pair has a new random `CKA_ID` while `node.toml` is unchanged.
     pub fn key(self: &Arc<Self>, public: &VerifyingKey) -> Result<TokenKey, TokenError> {
         let uri = self.uri_text();
         let id = self.with_session(|session, _| {
-            let pairs = self.pairs(session)?;
+            let pairs = self.pairs(session, false)?;
             if pairs.is_empty() {
                 return Err(TokenError::ObjectMissing { uri: uri.clone(), public_only: false });
             }
@@ -308,10 +311,11 @@ impl Pkcs11Token {
         Ok(TokenKey { token: self.clone(), public: *public, id })
     }
 
-    /// The one key pair under the URI, if there is exactly one (`None` if there is none).
+    /// The one key pair under the URI (its label and `id=`), if there is exactly one
+    /// (`None` if there is none): the pair `init` adopts.
     pub fn existing(self: &Arc<Self>) -> Result<Option<TokenKey>, TokenError> {
         let uri = self.uri_text();
-        let pairs = self.with_session(|session, _| self.pairs(session))?;
+        let pairs = self.with_session(|session, _| self.pairs(session, true))?;
         match pairs.as_slice() {
             [] => Ok(None),
             [(k, _)] => self.key(k).map(Some),
@@ -320,16 +324,15 @@ impl Pkcs11Token {
     }
 
     /// Makes a new Ed25519 key pair in the token under the URI's label, with a fresh random
-    /// `CKA_ID`: the private key is a token object, private, sensitive and not extractable.
+    /// `CKA_ID` (never the URI's `id=`: a rotation would then make a second pair with the same
+    /// label and id, and the private key could no longer be told apart): the private key is
+    /// a token object, private, sensitive and not extractable.
     pub fn generate(self: &Arc<Self>) -> Result<TokenKey, TokenError> {
         let uri = self.uri_text();
         let Some(label) = self.settings.uri.object.clone() else {
             return Err(TokenError::ObjectMissing { uri, public_only: false });
         };
-        let id: Vec<u8> = match &self.settings.uri.id {
-            Some(id) => id.clone(),
-            None => rand::random::<[u8; 16]>().to_vec(),
-        };
+        let id: Vec<u8> = rand::random::<[u8; 16]>().to_vec();
         let public = self.with_session(|session, _| {
             let public_template = vec![
                 Attribute::Token(true),
