@@ -423,3 +423,27 @@ fn a_refused_pin_is_tried_once_and_never_retried_until_a_restart() {
     std::env::remove_var("PKCS11SPY");
     std::env::remove_var("PKCS11SPY_OUTPUT");
 }
+
+/// Two handles on one token in one process (an offline command opens the keys more than
+/// once): dropping one does not finalize the module under the other, whose next signature
+/// works at once.
+#[test]
+fn a_second_handle_on_the_token_does_not_close_the_first() {
+    use kp_keys::SigningBackend;
+    use kp_node::hsm::{pin, Pkcs11Token, TokenSettings};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hsm) = SoftHsm::new(tmp.path(), "ALL") else { return };
+    init_hsm_node(tmp.path(), &hsm, "pkcs11:token=KP;object=kp-signing");
+    let settings = || TokenSettings {
+        module: MODULE.into(),
+        uri: "pkcs11:token=KP;object=kp-signing".parse().unwrap(),
+        pin: pin::read(Some(&hsm.pin_file)).unwrap(),
+    };
+    let first = Pkcs11Token::open(settings()).unwrap().existing().unwrap().expect("the key init made");
+    first.sign_message(b"before").unwrap();
+    let second = Pkcs11Token::open(settings()).unwrap().existing().unwrap().expect("the same key");
+    second.sign_message(b"second").unwrap();
+    drop(second);
+    first.sign_message(b"after the second handle is gone").expect("the first handle still signs");
+}

@@ -13,6 +13,9 @@
 //! not sent so the partner resends — and the next signature starts over: the module is
 //! finalized and initialized again, the token found, a session opened and logged in. So the
 //! node recovers by itself when the token is back, and nothing is lost.
+//!
+//! Each module is loaded once per process ([`MODULES`]) and shared by every handle on it, since
+//! a module is initialized once per process and cryptoki finalizes it when its context drops.
 
 pub mod pin;
 
@@ -99,10 +102,46 @@ impl TokenSettings {
 
 /// A logged-in session and the context it came from, dropped together on a failure.
 struct Open {
-    /// Declared first: dropped (closed) before the context is finalized.
+    /// Declared first: dropped (closed) before the context is released.
     session: Session,
     slot: Slot,
-    _context: Pkcs11,
+    context: Arc<Pkcs11>,
+}
+
+/// The loaded modules, one context per module path for the whole process. cryptoki's
+/// `Pkcs11` calls `C_Finalize` when dropped, and a module is initialized once per process:
+/// two contexts on one module (two handles on the token, as an offline command that opens
+/// the keys more than once makes) would have the first dropped finalize the second's.
+static MODULES: Mutex<Vec<(PathBuf, Arc<Pkcs11>)>> = Mutex::new(Vec::new());
+
+/// The process's context for `module`, loading and initializing it if none is loaded.
+fn module_context(module: &std::path::Path) -> Result<Arc<Pkcs11>, TokenError> {
+    let mut modules = MODULES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, c)) = modules.iter().find(|(m, _)| m == module) {
+        return Ok(c.clone());
+    }
+    let context = Pkcs11::new(module).map_err(|e| match e {
+        CkError::LibraryLoading(l) => {
+            TokenError::ModuleNotFound { module: module.to_owned(), detail: l.to_string() }
+        }
+        other => TokenError::Module { module: module.to_owned(), detail: other.to_string() },
+    })?;
+    match context.initialize(CInitializeArgs::OsThreads) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(TokenError::Module { module: module.to_owned(), detail: e.to_string() }),
+    }
+    let context = Arc::new(context);
+    modules.push((module.to_owned(), context.clone()));
+    Ok(context)
+}
+
+/// Called after a failure, once the caller's session is closed: finalizes the module (so
+/// that the next use initializes it afresh and sees a token put back) only if no other
+/// handle in the process holds a session on it; otherwise it stays loaded for them.
+fn release_module(context: Arc<Pkcs11>) {
+    let mut modules = MODULES.lock().unwrap_or_else(|p| p.into_inner());
+    drop(context);
+    modules.retain(|(_, c)| Arc::strong_count(c) > 1);
 }
 
 /// A PKCS#11 token holding the node's signing keys.
@@ -173,7 +212,10 @@ impl Pkcs11Token {
             // whose files went away, for SoftHSM2) keeps answering the old session without
             // the key, so only a fresh start of the module sees it again.
             tracing::warn!(error = %e, "PKCS#11 token failed; it is opened again at the next use");
-            guard.open = None;
+            if let Some(Open { session, context, .. }) = guard.open.take() {
+                drop(session);
+                release_module(context);
+            }
         }
         result
     }
@@ -187,16 +229,19 @@ impl Pkcs11Token {
                 detail: "no such file".into(),
             });
         }
-        let context = Pkcs11::new(&s.module).map_err(|e| match e {
-            CkError::LibraryLoading(l) => {
-                TokenError::ModuleNotFound { module: s.module.clone(), detail: l.to_string() }
+        let context = module_context(&s.module)?;
+        match self.connect_with(&context, &uri) {
+            Ok((session, slot)) => Ok(Open { session, slot, context }),
+            Err(e) => {
+                release_module(context);
+                Err(e)
             }
-            other => TokenError::Module { module: s.module.clone(), detail: other.to_string() },
-        })?;
-        match context.initialize(CInitializeArgs::OsThreads) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(TokenError::Module { module: s.module.clone(), detail: e.to_string() }),
         }
+    }
+
+    fn connect_with(&self, context: &Pkcs11, uri: &str) -> Result<(Session, Slot), TokenError> {
+        let s = &self.settings;
+        let uri = uri.to_owned();
         let fail = |function: &str, e: CkError| TokenError::Failed {
             uri: uri.clone(),
             function: function.into(),
@@ -234,7 +279,7 @@ impl Pkcs11Token {
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(TokenError::PinLocked { uri }),
             Err(e) => return Err(session_error(&uri, "C_Login", e)),
         }
-        Ok(Open { session, slot, _context: context })
+        Ok((session, slot))
     }
 
     /// The key pairs under the URI's label (and, with `by_id`, its id), as (public key,
