@@ -447,3 +447,32 @@ fn a_second_handle_on_the_token_does_not_close_the_first() {
     drop(second);
     first.sign_message(b"after the second handle is gone").expect("the first handle still signs");
 }
+
+/// A key pair made in the token by another tool, with a private key the token would let out,
+/// is refused naming the attribute; nothing is written.
+#[test]
+fn an_extractable_key_in_the_token_is_refused() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hsm) = SoftHsm::new(tmp.path(), "ALL") else { return };
+    let out = Command::new("pkcs11-tool")
+        .args(["--module", MODULE, "--token-label", "KP", "--login", "--pin", PIN, "--keypairgen"])
+        .args(["--key-type", "EC:edwards25519", "--label", "loose", "--usage-sign", "--extractable"])
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pkcs11-tool: {}", String::from_utf8_lossy(&out.stderr));
+    let (_, err) = init_fails(
+        tmp.path(),
+        "x",
+        &[
+            "--signing-key",
+            "pkcs11:token=KP;object=loose",
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-pin-file",
+            s(&hsm.pin_file),
+        ],
+    );
+    assert!(err.contains("CKA_EXTRACTABLE is true") && err.contains("not protected"), "{err}");
+}

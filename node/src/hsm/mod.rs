@@ -61,6 +61,8 @@ pub enum TokenError {
     ObjectMissing { uri: String, public_only: bool },
     #[error("the token's key pair {uri} is not the key the node's key history names as current ({expected}); was the token or the node directory replaced?")]
     WrongKey { uri: String, expected: String },
+    #[error("the private key {uri} is not protected by the token: its {attribute} is {value}, so it can be read out of the token; kpnode signs only with a key that is sensitive and not extractable — make a new one (e.g. let `kpnode init` make it, under a label of its own)")]
+    KeyNotProtected { uri: String, attribute: &'static str, value: bool },
     #[error("several key pairs are labelled as in {uri}; name the one to use with id= in the URI (its CKA_ID, as `pkcs11-tool -O` shows it)")]
     Ambiguous { uri: String },
     #[error("the token of {uri} does not support {mechanism}, which Ed25519 needs (PKCS#11 3.0); kpnode needs a token that signs with Ed25519 (CKM_EDDSA)")]
@@ -334,6 +336,46 @@ impl Pkcs11Token {
         }
     }
 
+    /// Refuses a private key the token would let out (`CKA_EXTRACTABLE` true or
+    /// `CKA_SENSITIVE` false): a key adopted from the token (made by another tool) must be as
+    /// protected as one kpnode makes. One that was once outside the token
+    /// (`CKA_ALWAYS_SENSITIVE` false or `CKA_NEVER_EXTRACTABLE` false) is used, with a warning.
+    fn check_protected(&self, session: &Session, private: ObjectHandle) -> Result<(), TokenError> {
+        let uri = self.uri_text();
+        let attrs = session
+            .get_attributes(
+                private,
+                &[
+                    AttributeType::Extractable,
+                    AttributeType::Sensitive,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::NeverExtractable,
+                ],
+            )
+            .map_err(|e| session_error(&uri, "C_GetAttributeValue", e))?;
+        let (mut extractable, mut sensitive, mut always, mut never) = (None, None, None, None);
+        for a in attrs {
+            match a {
+                Attribute::Extractable(v) => extractable = Some(v),
+                Attribute::Sensitive(v) => sensitive = Some(v),
+                Attribute::AlwaysSensitive(v) => always = Some(v),
+                Attribute::NeverExtractable(v) => never = Some(v),
+                _ => {}
+            }
+        }
+        // An attribute the token does not report counts as the unsafe value.
+        if extractable != Some(false) {
+            return Err(TokenError::KeyNotProtected { uri, attribute: "CKA_EXTRACTABLE", value: true });
+        }
+        if sensitive != Some(true) {
+            return Err(TokenError::KeyNotProtected { uri, attribute: "CKA_SENSITIVE", value: false });
+        }
+        if always != Some(true) || never != Some(true) {
+            tracing::warn!(%uri, always_sensitive = ?always, never_extractable = ?never, "the signing key was once readable outside the token (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE is not true): it may exist elsewhere");
+        }
+        Ok(())
+    }
+
     /// The key pair under the URI's label whose public key is `public` (the key history's
     /// current key). Found by its public key, not by the URI's `id=`: after a rotation the
     /// current pair has a new random `CKA_ID` while `node.toml` is unchanged.
@@ -350,7 +392,8 @@ impl Pkcs11Token {
                     expected: kp_protocol::KeyId::of(public).to_string(),
                 });
             };
-            self.private_key(session, &id)?;
+            let private = self.private_key(session, &id)?;
+            self.check_protected(session, private)?;
             Ok(id)
         })?;
         Ok(TokenKey { token: self.clone(), public: *public, id })
@@ -396,7 +439,7 @@ impl Pkcs11Token {
                 Attribute::Label(label.as_bytes().to_vec()),
                 Attribute::Id(id.clone()),
             ];
-            let (public, _private) = session
+            let (public, private) = session
                 .generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public_template, &private_template)
                 .map_err(|e| match e {
                     CkError::Pkcs11(RvError::MechanismInvalid, _) => TokenError::MechanismUnsupported {
@@ -405,6 +448,8 @@ impl Pkcs11Token {
                     },
                     e => session_error(&uri, "C_GenerateKeyPair", e),
                 })?;
+            // The token may not honour the template: check what it made.
+            self.check_protected(session, private)?;
             let attrs = session
                 .get_attributes(public, &[AttributeType::EcPoint])
                 .map_err(|e| session_error(&uri, "C_GetAttributeValue", e))?;
