@@ -476,3 +476,30 @@ fn an_extractable_key_in_the_token_is_refused() {
     );
     assert!(err.contains("CKA_EXTRACTABLE is true") && err.contains("not protected"), "{err}");
 }
+
+/// Two tokens with the URI's label: neither is picked silently.
+#[test]
+fn two_tokens_matching_the_uri_are_refused_as_ambiguous() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hsm) = SoftHsm::new(tmp.path(), "ALL") else { return };
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "KP", "--so-pin", "87654321", "--pin", PIN])
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&out.stderr));
+    let (_, err) = init_fails(
+        tmp.path(),
+        "x",
+        &[
+            "--signing-key",
+            "pkcs11:token=KP;object=kp-signing",
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-pin-file",
+            s(&hsm.pin_file),
+        ],
+    );
+    assert!(err.contains("2 tokens match") && err.contains("serial="), "{err}");
+}

@@ -63,6 +63,8 @@ pub enum TokenError {
     WrongKey { uri: String, expected: String },
     #[error("the private key {uri} is not protected by the token: its {attribute} is {value}, so it can be read out of the token; kpnode signs only with a key that is sensitive and not extractable — make a new one (e.g. let `kpnode init` make it, under a label of its own)")]
     KeyNotProtected { uri: String, attribute: &'static str, value: bool },
+    #[error("{count} tokens match {uri} (their labels and serial numbers are in the node's log); name the one to use by adding its serial= to the URI")]
+    AmbiguousToken { uri: String, count: usize },
     #[error("several key pairs are labelled as in {uri}; name the one to use with id= in the URI (its CKA_ID, as `pkcs11-tool -O` shows it)")]
     Ambiguous { uri: String },
     #[error("the token of {uri} does not support {mechanism}, which Ed25519 needs (PKCS#11 3.0); kpnode needs a token that signs with Ed25519 (CKM_EDDSA)")]
@@ -251,22 +253,32 @@ impl Pkcs11Token {
         };
         let slots = context.get_slots_with_token().map_err(|e| fail("C_GetSlotList", e))?;
         let mut seen = Vec::new();
-        let mut found = None;
+        let mut found = Vec::new();
         for slot in slots {
             let Ok(info) = context.get_token_info(slot) else { continue };
             let (label, serial) =
                 (info.label().trim_end().to_owned(), info.serial_number().trim_end().to_owned());
             let label_ok = s.uri.token.as_deref().is_none_or(|t| t == label);
             let serial_ok = s.uri.serial.as_deref().is_none_or(|t| t == serial);
-            if label_ok && serial_ok && found.is_none() {
-                if info.user_pin_locked() {
-                    return Err(TokenError::PinLocked { uri });
-                }
-                found = Some(slot);
+            if label_ok && serial_ok {
+                found.push((slot, info.user_pin_locked(), format!("{label:?} (serial {serial})")));
             }
             seen.push(format!("{label:?} (serial {serial})"));
         }
-        let Some(slot) = found else { return Err(TokenError::TokenAbsent { uri, seen }) };
+        let (slot, locked) = match found.as_slice() {
+            [] => return Err(TokenError::TokenAbsent { uri, seen }),
+            [(slot, locked, _)] => (*slot, *locked),
+            several => {
+                // Never the first one silently: it could be another authority's token. Which
+                // ones is for the operator's log, not for every API client.
+                let names: Vec<&str> = several.iter().map(|(_, _, n)| n.as_str()).collect();
+                tracing::error!(%uri, tokens = ?names, "several PKCS#11 tokens match the signing key's URI");
+                return Err(TokenError::AmbiguousToken { uri, count: several.len() });
+            }
+        };
+        if locked {
+            return Err(TokenError::PinLocked { uri });
+        }
         let mechanisms = context.get_mechanism_list(slot).map_err(|e| fail("C_GetMechanismList", e))?;
         if !mechanisms.contains(&MechanismType::EDDSA) {
             return Err(TokenError::MechanismUnsupported { uri, mechanism: "CKM_EDDSA" });
