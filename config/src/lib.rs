@@ -35,6 +35,22 @@ pub struct NodeConfig {
     pub keys: Keys,
     pub store: Store,
     pub api: Api,
+    /// The signing key in a PKCS#11 token (a hardware security module), if it is not the
+    /// default file `keys/signing.key.pem`.
+    pub pkcs11: Option<Pkcs11>,
+}
+
+/// `[pkcs11]`: where the signing key lives when it is in a token. The PIN is never here: it
+/// comes from `pin_file` (mode 0600) or the environment variable `KPNODE_PKCS11_PIN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11 {
+    /// The vendor's PKCS#11 module (`/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// A file holding the user PIN, mode 0600; `None`: `KPNODE_PKCS11_PIN`.
+    pub pin_file: Option<PathBuf>,
+    /// The signing key pair's label in the token, as an RFC 7512 URI. A rotation makes the
+    /// new key under the same label; the key history says which of them is current.
+    pub signing_key: kp_keys::pkcs11uri::Pkcs11Uri,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,6 +320,7 @@ impl NodeConfig {
                 tls_grace_period: Duration::from_secs(7 * 86_400),
                 max_key_age: Duration::from_secs(365 * 86_400),
             },
+            pkcs11: None,
             store: Store { cache_capacity_mb: 16, max_batch: 1024 },
             api: Api {
                 max_body_bytes: 1 << 20,
@@ -433,6 +450,29 @@ impl NodeConfig {
             );
             w.finish(s);
         }
+        if let Some(mut s) = w.section(&mut root, "pkcs11") {
+            let module =
+                w.required_parsed::<PathBuf>(&mut s, "module", "the path of the token's PKCS#11 module");
+            let signing_key = w.required_parsed::<kp_keys::pkcs11uri::Pkcs11Uri>(
+                &mut s,
+                "signing_key",
+                "the signing key's PKCS#11 URI, such as \"pkcs11:token=KP;object=kp-signing\"",
+            );
+            let mut pin_file: Option<PathBuf> = None;
+            w.parsed_option(&mut s, "pin_file", &mut pin_file);
+            if s.has("pin") || s.has("pin_value") {
+                w.problem(
+                    &s.key(if s.has("pin") { "pin" } else { "pin_value" }),
+                    "the PIN is never written in node.toml: put it in a file of mode 0600 named by pkcs11.pin_file, or in KPNODE_PKCS11_PIN",
+                );
+                s.take("pin");
+                s.take("pin_value");
+            }
+            w.finish(s);
+            if let (Some(module), Some(signing_key)) = (module, signing_key) {
+                c.pkcs11 = Some(Pkcs11 { module, pin_file, signing_key });
+            }
+        }
         if let Some(mut s) = w.section(&mut root, "store") {
             w.int(&mut s, "cache_capacity_mb", 4..=65_536, &mut c.store.cache_capacity_mb);
             w.int(&mut s, "max_batch", 1..=65_536, &mut c.store.max_batch);
@@ -529,6 +569,24 @@ certificate, or set certificates.authority_mismatch in node.toml (now {:?})",
                 out.push_str(&format!("# {}\n", doc.text));
             }
             out.push_str(&format!("{key} = {value}\n"));
+        }
+        if let Some(p) = &self.pkcs11 {
+            out.push_str("\n[pkcs11]\n");
+            out.push_str("# The token's PKCS#11 module.\n");
+            out.push_str(&format!("module = {}\n", quote(&p.module.display().to_string())));
+            out.push_str(
+                "# The signing key pair in the token (RFC 7512). Its private key never leaves the token.\n",
+            );
+            out.push_str(&format!("signing_key = {}\n", quote(p.signing_key.as_str())));
+            match &p.pin_file {
+                Some(f) => {
+                    out.push_str("# The user PIN, in a file of mode 0600 (or KPNODE_PKCS11_PIN when this is left out).\n");
+                    out.push_str(&format!("pin_file = {}\n", quote(&f.display().to_string())));
+                }
+                None => out.push_str(
+                    "# The user PIN comes from KPNODE_PKCS11_PIN (or add pin_file = \"FILE\", mode 0600).\n",
+                ),
+            }
         }
         out
     }

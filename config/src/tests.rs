@@ -110,3 +110,15 @@ fn durations_are_written_as_the_header_says() {
     assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     assert_eq!(format_duration(Duration::from_secs(90)), "90s");
 }
+
+#[test]
+fn a_pin_in_the_signing_key_uri_is_never_echoed() {
+    let text = format!(
+        "{}[pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\nsigning_key = \"pkcs11:token=KP;object=k?pin-value=S3cr3tPIN\"\n",
+        minimal()
+    );
+    let problems = NodeConfig::parse(&text).unwrap_err();
+    let all = format!("{problems:?}");
+    assert!(all.contains("pkcs11.signing_key") && all.contains("pin-value"), "{all}");
+    assert!(!all.contains("S3cr3tPIN"), "the PIN is echoed: {all}");
+}

@@ -80,7 +80,8 @@ impl Walker {
         match v.parse() {
             Ok(t) => Some(t),
             Err(e) => {
-                self.problem(&key, format!("{v:?} {e}"));
+                // A PKCS#11 URI may carry a PIN (refused): never echo it.
+                self.problem(&key, format!("{:?} {e}", kp_keys::pkcs11uri::redact(&v)));
                 None
             }
         }
@@ -94,6 +95,19 @@ impl Walker {
         if let Some((key, v)) = self.string(s, name) {
             match v.parse() {
                 Ok(t) => *out = t,
+                Err(e) => self.problem(&key, format!("{:?} {e}", kp_keys::pkcs11uri::redact(&v))),
+            }
+        }
+    }
+
+    /// An optional string setting parsed into `Some(out)`.
+    pub(crate) fn parsed_option<T: FromStr>(&mut self, s: &mut Section, name: &str, out: &mut Option<T>)
+    where
+        T::Err: std::fmt::Display,
+    {
+        if let Some((key, v)) = self.string(s, name) {
+            match v.parse() {
+                Ok(t) => *out = Some(t),
                 Err(e) => self.problem(&key, format!("{v:?} {e}")),
             }
         }
@@ -178,7 +192,16 @@ impl Walker {
 }
 
 impl Section {
-    fn key(&self, name: &str) -> String {
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.table.contains_key(name)
+    }
+
+    /// Removes `name` without reading it (it was reported).
+    pub(crate) fn take(&mut self, name: &str) {
+        self.table.remove(name);
+    }
+
+    pub(crate) fn key(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_owned()
         } else {

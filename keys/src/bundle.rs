@@ -62,6 +62,8 @@ pub enum BundleError {
     BadSignature,
     #[error("endpoint {0:?} is not host:port")]
     Endpoint(String),
+    #[error(transparent)]
+    Signing(#[from] crate::backend::SignError),
 }
 
 /// A bundle whose self-signature and key history have been checked.
@@ -94,9 +96,9 @@ fn check_endpoint(e: &str) -> Result<(), BundleError> {
 impl Bundle {
     /// Signs the bundle with `key` (which must be the current key of its history) and checks
     /// the result as a partner would.
-    pub fn sign(self, key: &SigningKeyPair) -> Result<VerifiedBundle, BundleError> {
+    pub fn sign(self, key: &dyn crate::backend::SigningBackend) -> Result<VerifiedBundle, BundleError> {
         let bundle = codec::encode(&self);
-        let signature = key.signing_key().sign(&signing_message(&bundle)).to_bytes();
+        let signature = key.sign_message(&signing_message(&bundle))?;
         let wire = codec::encode(&SignedBundle { bundle, key_id: key.key_id(), signature });
         VerifiedBundle::from_bytes(&wire)
     }

@@ -8,6 +8,10 @@
 //! | `history.bin` | 0600 | the root public key and every rotation statement |
 //! | `tls.previous.key.pem`, `tls.previous.cert.pem` | 0600, 0644 | the TLS key before the last TLS rotation, still presented to peers that have not yet acknowledged the rotation |
 //!
+//! With the signing key in a PKCS#11 token ([`KeyToken`]) there is no `signing.key.pem`: the
+//! history names the current key's public half and the token holds its private half, never
+//! giving it out; a rotation makes the new key in the token.
+//!
 //! `openssl pkey -in keys/signing.key.pem -text` and `openssl x509 -in keys/tls.cert.pem
 //! -text` show them. The history is the commit point of a rotation: new key files are
 //! written as `*.next` first, then the history, then the `.next` files are renamed into
@@ -15,10 +19,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bincode::{Decode, Encode};
 use kp_protocol::{codec, ParticipantCode, SignedDocument, Text, Timestamp};
 
+use crate::backend::SigningBackend;
 use crate::bundle::{Bundle, BundleError, VerifiedBundle, BUNDLE_FORMAT};
 use crate::files::{ensure_private_dir, read_public, read_secret, write_atomic};
 use crate::fingerprint::Fingerprint;
@@ -43,31 +49,93 @@ struct HistoryFile {
     rotations: Vec<SignedDocument>,
 }
 
+/// A PKCS#11 token (or any device) that holds signing keys and signs with them, never
+/// giving a private key out. Implemented by kp-node, which loads the vendor's module.
+pub trait KeyToken: Send + Sync + std::fmt::Debug {
+    /// Opens the token's key pair whose public key is `public`.
+    fn open(&self, public: &ed25519_dalek::VerifyingKey) -> Result<Arc<dyn SigningBackend>, KeyError>;
+    /// Makes a new Ed25519 key pair inside the token (not extractable, sensitive) and opens it.
+    fn generate(&self) -> Result<Arc<dyn SigningBackend>, KeyError>;
+}
+
+/// The node's current signing key: a file this process read, or a key in a token.
+#[derive(Debug, Clone)]
+pub enum NodeSigningKey {
+    File(Arc<SigningKeyPair>),
+    Token(Arc<dyn SigningBackend>),
+}
+
+impl NodeSigningKey {
+    /// The key, for the signer.
+    pub fn backend(&self) -> Arc<dyn SigningBackend> {
+        match self {
+            NodeSigningKey::File(k) => k.clone(),
+            NodeSigningKey::Token(k) => k.clone(),
+        }
+    }
+
+    /// The file key, for tests and tools that craft signatures by hand; `None` for a token's.
+    pub fn file(&self) -> Option<&SigningKeyPair> {
+        match self {
+            NodeSigningKey::File(k) => Some(k),
+            NodeSigningKey::Token(_) => None,
+        }
+    }
+
+    pub fn key_id(&self) -> kp_protocol::KeyId {
+        self.backend().key_id()
+    }
+
+    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.backend().verifying_key()
+    }
+}
+
 /// The node's keys, loaded and checked against each other.
 #[derive(Debug)]
 pub struct NodeKeys {
-    pub signing: SigningKeyPair,
+    pub signing: NodeSigningKey,
     pub tls: TlsKeyPair,
     pub tls_certificate: Vec<u8>,
     pub history: KeyHistory,
     /// The TLS key and certificate before the last TLS rotation, if kept.
     pub previous_tls: Option<(TlsKeyPair, Vec<u8>)>,
     dir: PathBuf,
+    /// Where new signing keys are made; `None`: files.
+    token: Option<Arc<dyn KeyToken>>,
 }
 
 impl NodeKeys {
     /// Creates fresh keys in `dir` (which must not hold keys yet).
     pub fn create(dir: &Path, participant: ParticipantCode, now: Timestamp) -> Result<NodeKeys, KeyError> {
+        Self::create_in(dir, participant, now, None, None)
+    }
+
+    /// Creates fresh keys in `dir`, the signing key in `token` when one is given: `existing`,
+    /// if given, is a key pair already in the token to use instead of making one.
+    pub fn create_in(
+        dir: &Path,
+        participant: ParticipantCode,
+        now: Timestamp,
+        token: Option<Arc<dyn KeyToken>>,
+        existing: Option<Arc<dyn SigningBackend>>,
+    ) -> Result<NodeKeys, KeyError> {
         if dir.join(HISTORY).exists() || dir.join(SIGNING).exists() {
             return Err(KeyError::AlreadyExists(dir.to_owned()));
         }
         ensure_private_dir(dir)?;
-        let signing = SigningKeyPair::generate();
+        let signing = match (&token, existing) {
+            (_, Some(k)) => NodeSigningKey::Token(k),
+            (Some(t), None) => NodeSigningKey::Token(t.generate()?),
+            (None, None) => NodeSigningKey::File(Arc::new(SigningKeyPair::generate())),
+        };
         let tls = TlsKeyPair::generate();
         let tls_certificate = tlscert::self_signed(&tls, participant)?;
         let root_key = signing.verifying_key().to_bytes();
         let history = KeyHistory::genesis(participant, &root_key, now, tls_certificate.clone())?;
-        write_atomic(&dir.join(SIGNING), signing.to_pkcs8_pem().as_bytes(), 0o600)?;
+        if let NodeSigningKey::File(k) = &signing {
+            write_atomic(&dir.join(SIGNING), k.to_pkcs8_pem().as_bytes(), 0o600)?;
+        }
         write_atomic(&dir.join(TLS_KEY), tls.to_pkcs8_pem().as_bytes(), 0o600)?;
         write_atomic(&dir.join(TLS_CERT), tlscert::to_pem(&tls_certificate).as_bytes(), 0o644)?;
         let file = HistoryFile {
@@ -78,13 +146,27 @@ impl NodeKeys {
             rotations: Vec::new(),
         };
         write_atomic(&dir.join(HISTORY), &seal_history(&file), 0o600)?;
-        Ok(NodeKeys { signing, tls, tls_certificate, history, previous_tls: None, dir: dir.to_owned() })
+        Ok(NodeKeys {
+            signing,
+            tls,
+            tls_certificate,
+            history,
+            previous_tls: None,
+            dir: dir.to_owned(),
+            token,
+        })
     }
 
     /// Loads the keys in `dir`, finishing an interrupted rotation and checking that the key
     /// files are the ones the history names. A missing or damaged file is an error naming
     /// it: a key is never silently regenerated.
     pub fn load(dir: &Path) -> Result<NodeKeys, KeyError> {
+        Self::load_in(dir, None)
+    }
+
+    /// Loads the keys in `dir`, the signing key from `token` when one is given (the key pair
+    /// whose public key the history names as current).
+    pub fn load_in(dir: &Path, token: Option<Arc<dyn KeyToken>>) -> Result<NodeKeys, KeyError> {
         let history_path = dir.join(HISTORY);
         let file = open_history(&history_path)?;
         // This node's own statements: they load whatever bounds a later version sets.
@@ -101,7 +183,12 @@ impl NodeKeys {
         finish_rotation(dir, TLS_KEY)?;
         finish_rotation(dir, TLS_CERT)?;
 
-        let signing = load_pem(&dir.join(SIGNING), SigningKeyPair::from_pkcs8_pem)?;
+        let signing = match &token {
+            Some(t) => NodeSigningKey::Token(t.open(&history.current_signing().public_key)?),
+            None => {
+                NodeSigningKey::File(Arc::new(load_pem(&dir.join(SIGNING), SigningKeyPair::from_pkcs8_pem)?))
+            }
+        };
         let tls = load_pem(&dir.join(TLS_KEY), TlsKeyPair::from_pkcs8_pem)?;
         let cert_path = dir.join(TLS_CERT);
         let cert_text = String::from_utf8_lossy(&read_public(&cert_path)?).into_owned();
@@ -131,7 +218,7 @@ impl NodeKeys {
             });
         }
         let previous_tls = load_previous_tls(dir, &history)?;
-        Ok(NodeKeys { signing, tls, tls_certificate, history, previous_tls, dir: dir.to_owned() })
+        Ok(NodeKeys { signing, tls, tls_certificate, history, previous_tls, dir: dir.to_owned(), token })
     }
 
     pub fn participant(&self) -> ParticipantCode {
@@ -165,7 +252,12 @@ impl NodeKeys {
             rotations: self.history.rotations().to_vec(),
             created_at: now,
         }
-        .sign(&self.signing)
+        .sign(self.signing.backend().as_ref())
+    }
+
+    /// Whether the signing key is in a token.
+    pub fn in_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// Rotates keys, effective `now`: writes the new key files beside the old ones, commits
@@ -193,16 +285,25 @@ impl NodeKeys {
             Some(k) => Some(tlscert::self_signed(k, participant)?),
             None => None,
         };
-        let signing_pair = new_signing.then(SigningKeyPair::generate);
+        let signing_pair = match (new_signing, &self.token) {
+            (false, _) => None,
+            (true, None) => Some(NodeSigningKey::File(Arc::new(SigningKeyPair::generate()))),
+            (true, Some(t)) => Some(NodeSigningKey::Token(t.generate()?)),
+        };
         let mut body = match &signing_pair {
-            Some(k) => kp_protocol::KeyRotation::new_with_signing_key(
-                participant,
-                sequence,
-                previous_key,
-                k.signing_key(),
-                tls_cert.clone(),
-                now,
-            ),
+            Some(k) => {
+                let k = k.backend();
+                kp_protocol::KeyRotation::new_with_signing_key_with(
+                    participant,
+                    sequence,
+                    previous_key,
+                    &k.verifying_key(),
+                    tls_cert.clone(),
+                    now,
+                    |m| k.sign_message(m),
+                )
+                .map_err(KeyError::Signing)?
+            }
             None => kp_protocol::KeyRotation {
                 participant,
                 sequence,
@@ -216,17 +317,18 @@ impl NodeKeys {
         if let Some(k) = &tls_pair {
             k.prove_possession(&mut body);
         }
-        let doc = SignedDocument::sign(
+        let doc = crate::backend::sign_document(
+            self.signing.backend().as_ref(),
             &body,
             participant,
-            self.signing.signing_key(),
             now.saturating_sub_millis(1),
-        );
+        )
+        .map_err(KeyError::Signing)?;
         let mut history = self.history.clone();
         // A refusal here (e.g. too many rotations in a day) changes nothing on disk.
         history.apply(&doc).map_err(KeyError::History)?;
 
-        if let Some(k) = &signing_pair {
+        if let Some(NodeSigningKey::File(k)) = &signing_pair {
             write_atomic(&next(&self.dir, SIGNING), k.to_pkcs8_pem().as_bytes(), 0o600)?;
         }
         if let (Some(k), Some(cert)) = (&tls_pair, &tls_cert) {

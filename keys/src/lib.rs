@@ -1,6 +1,8 @@
 //! kp-keys: the node's keys on disk, enrolment bundles, fingerprints and key history.
 //!
 //! # Layout
+//! - [`backend`]: where a signing key lives (file or token), behind one trait.
+//! - [`pkcs11uri`]: RFC 7512 URIs naming a key in a PKCS#11 token.
 //! - [`secret`]: the signing key and the TLS key, distinct types, zeroized, never in `Debug`.
 //! - [`files`]: atomic 0600 writes in a 0700 directory.
 //! - [`tlscert`]: the self-signed TLS certificate (rcgen) and the key inside one.
@@ -10,18 +12,21 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod backend;
 pub mod bundle;
 pub mod files;
 pub mod fingerprint;
 pub mod history;
 pub mod keydir;
+pub mod pkcs11uri;
 pub mod secret;
 pub mod tlscert;
 
+pub use backend::{SignError, SigningBackend};
 pub use bundle::{Bundle, BundleError, VerifiedBundle};
 pub use fingerprint::Fingerprint;
 pub use history::{HistoryError, KeyHistory};
-pub use keydir::NodeKeys;
+pub use keydir::{KeyToken, NodeKeys, NodeSigningKey};
 pub use secret::{SigningKeyPair, TlsKeyPair};
 
 /// Why keys could not be created, loaded or rotated. Every variant names the file.
@@ -44,6 +49,12 @@ pub enum KeyError {
     TlsCertificate(#[from] tlscert::TlsCertError),
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// The signing key's token refused or failed (absent, wrong PIN, key missing…).
+    #[error("{key}: {detail}")]
+    Token { key: String, detail: String },
+    /// The token could not sign the rotation statement now.
+    #[error(transparent)]
+    Signing(SignError),
 }
 
 impl KeyError {

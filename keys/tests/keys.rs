@@ -36,13 +36,21 @@ fn created_keys_load_back_with_private_modes() {
     assert!(matches!(NodeKeys::create(&keys_dir, RU, t(1)), Err(KeyError::AlreadyExists(_))));
     // No secret in Debug output.
     let dbg = format!("{loaded:?}");
-    let pem = loaded.signing.to_pkcs8_pem();
+    let pem = loaded.signing.file().expect("a file key").to_pkcs8_pem();
     let b64_line = pem.lines().nth(1).unwrap();
     assert!(!dbg.contains(b64_line), "{dbg}");
-    let secret: String = loaded.signing.signing_key().to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let secret: String = loaded
+        .signing
+        .file()
+        .expect("a file key")
+        .signing_key()
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert!(!dbg.contains(&secret));
     // Nor the secret bytes as Debug prints a byte array.
-    let secret_debug = format!("{:?}", loaded.signing.signing_key().to_bytes());
+    let secret_debug = format!("{:?}", loaded.signing.file().expect("a file key").signing_key().to_bytes());
     assert!(!dbg.contains(&secret_debug[1..secret_debug.len() - 1]), "{dbg}");
 }
 
@@ -115,12 +123,14 @@ fn rotation_keeps_old_documents_verifiable_and_refuses_forgeries() {
     let keys_dir = dir.path().join("keys");
     let mut keys = NodeKeys::create(&keys_dir, RU, t(1000)).unwrap();
     let fingerprint = keys.fingerprint();
-    let before = SignedDocument::sign(&void(), RU, keys.signing.signing_key(), t(1500));
+    let before =
+        SignedDocument::sign(&void(), RU, keys.signing.file().expect("a file key").signing_key(), t(1500));
     let old_id = keys.signing.key_id();
 
     let statement = keys.rotate(true, true, t(2000)).unwrap();
     assert_ne!(keys.signing.key_id(), old_id);
-    let after = SignedDocument::sign(&void(), RU, keys.signing.signing_key(), t(2500));
+    let after =
+        SignedDocument::sign(&void(), RU, keys.signing.file().expect("a file key").signing_key(), t(2500));
 
     // The reloaded keys are the new ones, and the fingerprint is unchanged.
     let reloaded = NodeKeys::load(&keys_dir).unwrap();

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::{SledStore, Storage};
+use crate::store::{SledStore, Storage, StoreError};
 use kp_exchange::engine::{Applied, Command, Engine, EngineError, Event, Outcome};
 
 /// Why a command got no outcome.
@@ -39,6 +39,10 @@ pub enum ActorError {
     Damaged(String),
     #[error("the node is shutting down")]
     Stopped,
+    /// A signature the batch needed (a receipt) could not be made: the signing key's token
+    /// failed. Nothing of the batch is written; it succeeds once the token signs again.
+    #[error("{0}")]
+    Signing(String),
     #[error("{}", match .0 {
         RotationError::Refused(_) => .0.to_string(),
         other => format!("key rotation failed: {other}"),
@@ -414,6 +418,17 @@ impl Writer {
                 if let Err(std::sync::mpsc::SendError(t)) = self.tickets.send(ticket) {
                     fail(t, ActorError::Stopped);
                 }
+            }
+            Err(StoreError::Signing(e)) => {
+                tracing::warn!(error = %e, "the signing key could not sign; the batch is not acknowledged");
+                let error = ActorError::Signing(e.to_string());
+                for r in replies {
+                    let _ = r.send(Err(error.clone()));
+                }
+                if let Some(d) = done {
+                    let _ = d.send(Err(error));
+                }
+                self.send_pings(pings);
             }
             Err(e) => {
                 tracing::error!(error = %e, "store write failed; the batch is not acknowledged");

@@ -44,6 +44,9 @@ pub enum HomeError {
     Store(#[from] StoreError),
     #[error("{path}: {detail}")]
     Token { path: PathBuf, detail: String },
+    /// The PKCS#11 token holding the signing key could not be used.
+    #[error(transparent)]
+    Hsm(#[from] crate::hsm::TokenError),
 }
 
 fn io(path: &Path, source: std::io::Error) -> HomeError {
@@ -58,6 +61,8 @@ pub struct InitOptions {
     pub peer_listen: Option<SocketAddr>,
     pub api_listen: Option<SocketAddr>,
     pub advertise: Vec<String>,
+    /// The signing key in a PKCS#11 token (made there, or the one already under its label).
+    pub pkcs11: Option<kp_config::Pkcs11>,
 }
 
 impl NodeDir {
@@ -119,11 +124,22 @@ impl NodeDir {
             config.network.api_listen = a;
         }
         config.network.advertise = opts.advertise.clone();
+        config.pkcs11 = opts.pkcs11.clone();
         // Check what we are about to write, exactly as it will be read.
         NodeConfig::parse(&config.render())
             .map_err(|problems| ConfigError { file: self.config_path(), problems })?;
 
-        let keys = NodeKeys::create(&self.keys_dir(), opts.participant, now)?;
+        let keys = match &config.pkcs11 {
+            None => NodeKeys::create(&self.keys_dir(), opts.participant, now)?,
+            Some(p) => {
+                let token = crate::hsm::Pkcs11Token::open(crate::hsm::TokenSettings::from_config(p)?)?;
+                // A key pair already under the label is used (one made by the token's own
+                // tools); otherwise one is made inside the token.
+                let existing = token.existing()?.map(|k| std::sync::Arc::new(k) as _);
+                let handle = std::sync::Arc::new(crate::hsm::TokenHandle(token));
+                NodeKeys::create_in(&self.keys_dir(), opts.participant, now, Some(handle), existing)?
+            }
+        };
         let mut token = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut token);
         write_atomic(
@@ -152,7 +168,8 @@ impl NodeDir {
 
     /// Loads the keys, checking them against the configured participant.
     pub fn keys(&self, config: &NodeConfig) -> Result<NodeKeys, HomeError> {
-        let keys = NodeKeys::load(&self.keys_dir())?;
+        let token = crate::hsm::from_config(config)?;
+        let keys = NodeKeys::load_in(&self.keys_dir(), token)?;
         if keys.participant() != config.participant {
             return Err(HomeError::Keys(KeyError::Mismatch {
                 path: self.keys_dir(),

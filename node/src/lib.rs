@@ -30,7 +30,8 @@
 //!   links, and loading the trust and registry snapshots.
 //! - [`actor`]: the thread that owns the engine and does group commits; [`store`]: the
 //!   exchange's storage on sled, the only module that touches sled; [`home`]: the node
-//!   directory (`kpnode init` and what every command reads); [`metrics`]: the Prometheus
+//!   directory (`kpnode init` and what every command reads); [`hsm`]: the signing key in a
+//!   PKCS#11 token; [`metrics`]: the Prometheus
 //!   metrics; [`clock`]: the system clock; [`os`]: process limits; [`systemd`]: the systemd
 //!   notify protocol.
 
@@ -43,6 +44,7 @@ pub mod client;
 pub mod clock;
 pub mod console;
 pub mod home;
+pub mod hsm;
 pub mod link;
 pub mod metrics;
 pub mod net;

@@ -227,7 +227,7 @@ impl Node {
             grace_millis: config.keys.tls_grace_period.as_millis() as i64,
             metrics: metrics.clone(),
         });
-        let signer = Arc::new(Signer::new(me, clone_signing_key(&keys), clock.clone()));
+        let signer = Arc::new(Signer::new(me, keys.signing.backend(), clock.clone()));
         let engine = Engine::load(&store, signer.clone())?;
         let cancel = CancellationToken::new();
         let links = Arc::new(Links::new(engine.counts().next_oseq, cancel.clone()));
@@ -377,7 +377,7 @@ impl crate::actor::Rotator for NodeRotator {
                 kp_keys::KeyError::History(h) => RotationError::Refused(h),
                 other => RotationError::Keys(Arc::new(other)),
             })?;
-            Ok::<_, RotationError>((signing.then(|| clone_signing_key(&k)), statement))
+            Ok::<_, RotationError>((signing.then(|| k.signing.backend()), statement))
         })?;
         if tls {
             let k = self.keys.lock().unwrap_or_else(|p| p.into_inner());
@@ -463,11 +463,6 @@ async fn watch_key_age(shared: Arc<Shared>) {
             }
         }
     }
-}
-
-fn clone_signing_key(keys: &NodeKeys) -> kp_keys::SigningKeyPair {
-    // Invariant: a key that was just loaded from PEM encodes back to PEM.
-    kp_keys::SigningKeyPair::from_pkcs8_pem(&keys.signing.to_pkcs8_pem()).expect("a loaded key round-trips")
 }
 
 /// The node directory's `daemon.json`: where a running daemon listens, for client commands.

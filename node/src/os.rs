@@ -33,3 +33,11 @@ pub fn raise_open_file_limit() -> Option<libc::rlim_t> {
     }
     Some(lim.rlim_cur)
 }
+
+/// The process's effective user id: a secret file (the token's PIN file) must belong to the
+/// account the node runs as.
+#[allow(unsafe_code)]
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}

@@ -159,10 +159,30 @@ impl SignedDocument {
         key: &SigningKey,
         signed_at: Timestamp,
     ) -> SignedDocument {
-        let key_id = KeyId::of(&key.verifying_key());
+        let signed = Self::sign_bytes_with(kind, body, signer, &key.verifying_key(), signed_at, |m| {
+            Ok::<_, std::convert::Infallible>(key.sign(m).to_bytes())
+        });
+        match signed {
+            Ok(doc) => doc,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Signs body bytes that are already canonical with a key held elsewhere (a hardware
+    /// token): `sign` gets the exact message and returns the Ed25519 signature of `public`'s
+    /// private key over it, or why it could not. Nothing is made when it fails.
+    pub fn sign_bytes_with<E>(
+        kind: DocumentKind,
+        body: Vec<u8>,
+        signer: ParticipantCode,
+        public: &VerifyingKey,
+        signed_at: Timestamp,
+        sign: impl FnOnce(&[u8]) -> Result<[u8; 64], E>,
+    ) -> Result<SignedDocument, E> {
+        let key_id = KeyId::of(public);
         let message = signing_message(kind, &body, signer, key_id, signed_at);
-        let signature = key.sign(&message).to_bytes();
-        SignedDocument { kind, body, signer, key_id, signed_at, signature }
+        let signature = sign(&message)?;
+        Ok(SignedDocument { kind, body, signer, key_id, signed_at, signature })
     }
 
     /// The exact bytes the signature covers.
@@ -427,7 +447,33 @@ impl KeyRotation {
         new_tls_certificate: Option<Vec<u8>>,
         effective_from: Timestamp,
     ) -> KeyRotation {
-        let public_key = new_key.verifying_key().to_bytes();
+        let made = Self::new_with_signing_key_with(
+            participant,
+            sequence,
+            previous_key,
+            &new_key.verifying_key(),
+            new_tls_certificate,
+            effective_from,
+            |m| Ok::<_, std::convert::Infallible>(new_key.sign(m).to_bytes()),
+        );
+        match made {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`KeyRotation::new_with_signing_key`] for a new key held elsewhere (a hardware token):
+    /// `sign` makes its possession signature over the message it is given, or says why not.
+    pub fn new_with_signing_key_with<E>(
+        participant: ParticipantCode,
+        sequence: u32,
+        previous_key: KeyId,
+        new_key: &VerifyingKey,
+        new_tls_certificate: Option<Vec<u8>>,
+        effective_from: Timestamp,
+        sign: impl FnOnce(&[u8]) -> Result<[u8; 64], E>,
+    ) -> Result<KeyRotation, E> {
+        let public_key = new_key.to_bytes();
         let mut rotation = KeyRotation {
             participant,
             sequence,
@@ -437,9 +483,9 @@ impl KeyRotation {
             effective_from,
             tls_possession: None,
         };
-        let possession = new_key.sign(&rotation.possession_message(&public_key)).to_bytes();
+        let possession = sign(&rotation.possession_message(&public_key))?;
         rotation.new_signing_key = Some(NewSigningKey { public_key, possession });
-        rotation
+        Ok(rotation)
     }
 
     /// What the new TLS key signs: the statement with both possession signatures left out

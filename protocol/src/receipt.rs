@@ -79,18 +79,32 @@ pub fn sign_batch_with(
     sender: ParticipantCode,
     sign: impl FnOnce(&ReceiptBatch) -> SignedDocument,
 ) -> Option<(SignedDocument, Vec<ReceiptProof>)> {
+    match try_sign_batch_with(items, receiver, sender, |b| Ok::<_, std::convert::Infallible>(sign(b))) {
+        Ok(signed) => signed,
+        Err(never) => match never {},
+    }
+}
+
+/// [`sign_batch_with`] for a key that can fail to sign (one in a hardware token): the error
+/// comes back and nothing is made.
+pub fn try_sign_batch_with<E>(
+    items: &[ReceiptItem],
+    receiver: ParticipantCode,
+    sender: ParticipantCode,
+    sign: impl FnOnce(&ReceiptBatch) -> Result<SignedDocument, E>,
+) -> Result<Option<(SignedDocument, Vec<ReceiptProof>)>, E> {
     let leaves: Vec<Digest> = items.iter().map(ReceiptItem::leaf).collect();
-    let (root, paths) = merkle::root_and_proofs(&leaves)?;
-    let count = u32::try_from(items.len()).ok()?;
+    let Some((root, paths)) = merkle::root_and_proofs(&leaves) else { return Ok(None) };
+    let Ok(count) = u32::try_from(items.len()) else { return Ok(None) };
     let body = ReceiptBatch { receiver, sender, count, root };
-    let batch = sign(&body);
+    let batch = sign(&body)?;
     let proofs = items
         .iter()
         .zip(paths)
         .enumerate()
         .map(|(i, (item, path))| ReceiptProof { item: *item, index: i as u32, path })
         .collect();
-    Some((batch, proofs))
+    Ok(Some((batch, proofs)))
 }
 
 /// Checks a batch's signature and parties; the result is then used to check each proof

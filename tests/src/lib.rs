@@ -122,6 +122,7 @@ pub fn init_dir(root: &Path, code: &str, peer_port: u16) -> NodeDir {
         peer_listen: Some(SocketAddr::from(([127, 0, 0, 1], peer_port))),
         api_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         advertise: Vec::new(),
+        pkcs11: None,
     };
     dir.init(&opts, SystemClock.now()).expect("init");
     dir

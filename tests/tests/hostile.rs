@@ -16,7 +16,12 @@ fn now() -> kp_protocol::Timestamp {
 }
 
 fn sign(cert: &Certificate, code: &str, keys: &NodeKeys) -> SignedDocument {
-    SignedDocument::sign(cert, code.parse().unwrap(), keys.signing.signing_key(), now())
+    SignedDocument::sign(
+        cert,
+        code.parse().unwrap(),
+        keys.signing.file().expect("a file key").signing_key(),
+        now(),
+    )
 }
 
 /// The victim's log so far.

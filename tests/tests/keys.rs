@@ -158,8 +158,12 @@ fn a_rotation_statement_not_signed_by_the_key_it_replaces_is_rejected() {
     let mut forged = body.clone();
     forged.new_signing_key.as_mut().unwrap().public_key =
         kp_keys::SigningKeyPair::generate().verifying_key().to_bytes();
-    let by_old_forged =
-        SignedDocument::sign(&forged, "RU".parse().unwrap(), ru_keys.signing.signing_key(), now);
+    let by_old_forged = SignedDocument::sign(
+        &forged,
+        "RU".parse().unwrap(),
+        ru_keys.signing.file().expect("a file key").signing_key(),
+        now,
+    );
     for (doc, code) in [(by_new, RejectCode::UnknownKey), (by_old_forged, RejectCode::InvalidDocument)] {
         let reply = rt.block_on(async {
             let mut raw =
@@ -306,7 +310,12 @@ fn a_resend_after_the_old_keys_grace_period_gets_the_original_receipt() {
     let old = NodeKeys::load(&ru_dir.keys_dir()).unwrap();
     let sign = |number: &str, n: u64| {
         let cert = parse_certificate(&certificate_json("RU", "IN", Some(number), n));
-        SignedDocument::sign(&cert, "RU".parse().unwrap(), old.signing.signing_key(), now())
+        SignedDocument::sign(
+            &cert,
+            "RU".parse().unwrap(),
+            old.signing.file().expect("a file key").signing_key(),
+            now(),
+        )
     };
     let (stored, never_sent) = (sign("RU-2026-900001", 1), sign("RU-2026-900002", 2));
     // A void of no certificate, signed with the old key well before the rotation (before the
@@ -320,7 +329,7 @@ fn a_resend_after_the_old_keys_grace_period_gets_the_original_receipt() {
             reason: "issued in error".parse().unwrap(),
         },
         "RU".parse().unwrap(),
-        old.signing.signing_key(),
+        old.signing.file().expect("a file key").signing_key(),
         now(),
     );
     let in_addr = inn.handle().peer_addr();

@@ -517,7 +517,7 @@ fn kp_node_modules_have_no_import_cycle() {
 /// kp-node's layers, bottom first: a module may use its own layer (without a cycle) and those
 /// below, never one above. A module missing here fails the test, so a new one gets a place.
 const LAYERS: [&[&str]; 6] = [
-    &["store", "clock", "metrics", "home", "os", "systemd", "actor"],
+    &["store", "clock", "metrics", "home", "hsm", "os", "systemd", "actor"],
     &["state", "net"],
     &["link", "service", "report", "queries", "backup"],
     &["api", "console"],

@@ -189,10 +189,20 @@ fn member_states_issue_in_their_unions_name_and_no_one_else_may() {
     let kz_keys = NodeKeys::load(&kz.dir.keys_dir()).unwrap();
     let be_keys = NodeKeys::load(&be.dir.keys_dir()).unwrap();
     let forged = parse_certificate(&certificate_json("EU", "RU", Some("EU-KZ-2026-000001"), 2));
-    let by_kz = SignedDocument::sign(&forged, "KZ".parse().unwrap(), kz_keys.signing.signing_key(), now());
+    let by_kz = SignedDocument::sign(
+        &forged,
+        "KZ".parse().unwrap(),
+        kz_keys.signing.file().expect("a file key").signing_key(),
+        now(),
+    );
     // And a document BE really signed, presented by KZ instead of BE.
     let genuine = parse_certificate(&certificate_json("EU", "RU", Some("EU-BE-2026-900001"), 3));
-    let by_be = SignedDocument::sign(&genuine, "BE".parse().unwrap(), be_keys.signing.signing_key(), now());
+    let by_be = SignedDocument::sign(
+        &genuine,
+        "BE".parse().unwrap(),
+        be_keys.signing.file().expect("a file key").signing_key(),
+        now(),
+    );
     let replies = rt.block_on(async {
         let mut raw =
             RawPeer::connect(ru.handle().peer_addr(), &kz_keys, "KZ".parse().unwrap()).await.unwrap();
@@ -225,7 +235,7 @@ fn member_states_issue_in_their_unions_name_and_no_one_else_may() {
     let by_be = SignedDocument::sign(
         &parse_certificate(&taken),
         "BE".parse().unwrap(),
-        be_keys.signing.signing_key(),
+        be_keys.signing.file().expect("a file key").signing_key(),
         now(),
     );
     let reply = rt.block_on(async {
@@ -442,7 +452,12 @@ fn an_older_list_never_overrides_a_newer_change_and_a_removed_peers_list_is_refu
     };
     let list =
         kp_protocol::registry::ParticipantListV2 { issued_on: ahead.date(), revision: 99, entries: vec![xk] };
-    let doc = SignedDocument::sign(&list, "RU".parse().unwrap(), ru_keys.signing.signing_key(), ahead);
+    let doc = SignedDocument::sign(
+        &list,
+        "RU".parse().unwrap(),
+        ru_keys.signing.file().expect("a file key").signing_key(),
+        ahead,
+    );
     let future = tmp.path().join("ru-future.kpl");
     std::fs::write(&future, kp_protocol::registry::list_v2_to_armored(&doc, &list)).unwrap();
     let (code, _, err) = kpnode(&["participants", "import", future.to_str().unwrap(), "--dir", &dir(&inn)]);

@@ -116,7 +116,7 @@ fn a_partner_that_stops_reading_cannot_keep_the_store_open() {
     let mut doc = kp_protocol::SignedDocument::sign(
         &cert,
         "RU".parse().unwrap(),
-        ru_keys.signing.signing_key(),
+        ru_keys.signing.file().expect("a file key").signing_key(),
         kp_node::clock::Clock::now(&kp_node::clock::SystemClock),
     );
     doc.signature[10] ^= 0x40;

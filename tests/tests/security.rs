@@ -56,7 +56,7 @@ fn strangers_and_forgeries_are_refused_and_nothing_is_stored() {
     let doc = SignedDocument::sign(
         &cert,
         "KZ".parse().unwrap(),
-        kz_keys.signing.signing_key(),
+        kz_keys.signing.file().expect("a file key").signing_key(),
         kp_node::clock::Clock::now(&kp_node::clock::SystemClock),
     );
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();

@@ -91,7 +91,12 @@ fn tls_rotation(
     if let Some(p) = prover {
         p.prove_possession(&mut body);
     }
-    SignedDocument::sign(&body, keys.participant(), keys.signing.signing_key(), signed_at)
+    SignedDocument::sign(
+        &body,
+        keys.participant(),
+        keys.signing.file().expect("a file key").signing_key(),
+        signed_at,
+    )
 }
 
 /// Delivers `doc` on `raw` and returns the answer: `Ok(())` for a receipt, `Err((code,
@@ -141,7 +146,7 @@ fn signing_rotation(
         None,
         effective,
     );
-    SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), signed)
+    SignedDocument::sign(&body, RU, ru_keys.signing.file().expect("a file key").signing_key(), signed)
 }
 
 /// A valid self-signed Ed25519 certificate of `key`, padded with subject names to about
@@ -490,7 +495,8 @@ fn a_tls_key_bound_to_another_participant_is_refused() {
             tls_possession: None,
         };
         kz_keys.tls.prove_possession(&mut body);
-        let doc = SignedDocument::sign(&body, RU, ru_keys.signing.signing_key(), t);
+        let doc =
+            SignedDocument::sign(&body, RU, ru_keys.signing.file().expect("a file key").signing_key(), t);
         let reply = send_once(&rt, &inn, &ru_keys, &doc);
         let (_, detail) = reply.expect_err("a rotation to another participant's TLS key must be refused");
         assert!(detail.contains("already bound to KZ"), "{detail}");
@@ -511,7 +517,7 @@ fn a_tls_key_bound_to_another_participant_is_refused() {
         rotations: Vec::new(),
         created_at: now(),
     }
-    .sign_unchecked_armored(&ae_keys.signing);
+    .sign_unchecked_armored(ae_keys.signing.file().expect("a file key"));
     let fingerprint = kp_keys::Fingerprint::of(&ae_keys.signing.verifying_key());
     let body = json!({"bundle": bundle, "fingerprint": fingerprint.to_string()}).to_string();
     let (s, v) = inn.api.post("/v1/peers", &body);
@@ -579,7 +585,7 @@ fn a_bundle_cannot_bind_another_participants_tls_certificate_before_it_is_enroll
             rotations,
             created_at: now(),
         }
-        .sign_unchecked_armored(&ae_keys.signing);
+        .sign_unchecked_armored(ae_keys.signing.file().expect("a file key"));
         let fingerprint = kp_keys::Fingerprint::of(&ae_keys.signing.verifying_key());
         json!({"bundle": armored, "fingerprint": fingerprint.to_string()}).to_string()
     };

@@ -24,7 +24,12 @@ fn now() -> kp_protocol::Timestamp {
 /// A certificate RU→IN numbered `number`, signed with `keys`.
 fn signed(keys: &NodeKeys, number: &str, variant: u64) -> SignedDocument {
     let cert = parse_certificate(&certificate_json("RU", "IN", Some(number), variant));
-    SignedDocument::sign(&cert, "RU".parse().unwrap(), keys.signing.signing_key(), now())
+    SignedDocument::sign(
+        &cert,
+        "RU".parse().unwrap(),
+        keys.signing.file().expect("a file key").signing_key(),
+        now(),
+    )
 }
 
 fn deliver(doc: &SignedDocument) -> Frame {

@@ -785,7 +785,7 @@ mod exchange_tests {
                         .replace("2027-01-27", "2027-01-10");
                     let cert =
                         CertificateDraft::from_json(&text, &ctx).unwrap().into_certificate(|| unreachable!());
-                    let document = self.signer.sign(&cert);
+                    let document = self.signer.sign(&cert).expect("the simulation's file key signs");
                     Command::Submit {
                         document,
                         certificate: Box::new(cert),

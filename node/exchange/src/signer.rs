@@ -1,12 +1,14 @@
 //! The one place documents are signed. Every signature (certificates, confirmations, voids,
 //! receipts, rotation statements) goes through [`Signer`], which makes key rotation exact:
 //! the rotation's `effective_from` is later than every signature made with the old key, and
-//! no signature is made with the old key after it.
+//! no signature is made with the old key after it. The key may live in a file or in a
+//! hardware token ([`SigningBackend`]); a token can fail to sign, so every signature is a
+//! `Result` and a failure makes nothing.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use kp_keys::SigningKeyPair;
+use kp_keys::{SignError, SigningBackend};
 use kp_protocol::{Body, DocumentKind, KeyId, ParticipantCode, SignedDocument, Timestamp};
 
 use crate::clock::Clock;
@@ -15,22 +17,26 @@ use crate::clock::Clock;
 #[derive(Debug)]
 pub struct Signer {
     participant: ParticipantCode,
-    key: RwLock<Arc<SigningKeyPair>>,
+    key: RwLock<Arc<dyn SigningBackend>>,
     /// The latest `signed_at` used, so a rotation can start strictly after it.
     latest: AtomicI64,
     clock: Arc<dyn Clock>,
 }
 
 impl Signer {
-    pub fn new(participant: ParticipantCode, key: SigningKeyPair, clock: Arc<dyn Clock>) -> Signer {
-        Signer { participant, key: RwLock::new(Arc::new(key)), latest: AtomicI64::new(i64::MIN), clock }
+    pub fn new(
+        participant: ParticipantCode,
+        key: impl Into<Arc<dyn SigningBackend>>,
+        clock: Arc<dyn Clock>,
+    ) -> Signer {
+        Signer { participant, key: RwLock::new(key.into()), latest: AtomicI64::new(i64::MIN), clock }
     }
 
     pub fn participant(&self) -> ParticipantCode {
         self.participant
     }
 
-    fn current(&self) -> std::sync::RwLockReadGuard<'_, Arc<SigningKeyPair>> {
+    fn current(&self) -> std::sync::RwLockReadGuard<'_, Arc<dyn SigningBackend>> {
         // Poisoning cannot leave the Arc half-swapped; keep using it.
         self.key.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -39,16 +45,22 @@ impl Signer {
         self.current().key_id()
     }
 
-    /// Signs `body` now.
-    pub fn sign<B: Body>(&self, body: &B) -> SignedDocument {
+    /// Where the current key lives (a file or a PKCS#11 URI), for messages.
+    pub fn location(&self) -> String {
+        self.current().location()
+    }
+
+    /// Signs `body` now, or says why the key cannot sign now (a token that is absent).
+    pub fn sign<B: Body>(&self, body: &B) -> Result<SignedDocument, SignError> {
         self.sign_bytes(B::KIND, kp_protocol::codec::encode(body))
     }
 
-    pub fn sign_bytes(&self, kind: DocumentKind, body: Vec<u8>) -> SignedDocument {
+    pub fn sign_bytes(&self, kind: DocumentKind, body: Vec<u8>) -> Result<SignedDocument, SignError> {
         let key = self.current();
         let now = self.clock.now();
+        // Counted even when the token fails: a later rotation only needs to start after it.
         self.latest.fetch_max(now.unix_millis(), Ordering::SeqCst);
-        SignedDocument::sign_bytes(kind, body, self.participant, key.signing_key(), now)
+        key.sign_document_bytes(kind, body, self.participant, now)
     }
 
     /// Replaces the key. `make` gets the old key and the moment the rotation takes effect
@@ -56,7 +68,7 @@ impl Signer {
     /// TLS-only rotation) with whatever else it produced. No signature is made meanwhile.
     pub fn rotate<T, E>(
         &self,
-        make: impl FnOnce(&SigningKeyPair, Timestamp) -> Result<(Option<SigningKeyPair>, T), E>,
+        make: impl FnOnce(&Arc<dyn SigningBackend>, Timestamp) -> Result<(Option<Arc<dyn SigningBackend>>, T), E>,
     ) -> Result<T, E> {
         let mut slot = self.key.write().unwrap_or_else(|p| p.into_inner());
         let now = self.clock.now().unix_millis();
@@ -64,7 +76,7 @@ impl Signer {
         let (new_key, out) = make(&slot, Timestamp::from_unix_millis(effective))?;
         self.latest.fetch_max(effective, Ordering::SeqCst);
         if let Some(k) = new_key {
-            *slot = Arc::new(k);
+            *slot = k;
         }
         Ok(out)
     }

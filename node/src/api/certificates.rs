@@ -559,7 +559,7 @@ pub async fn confirm_certificate(
             confirming_authority: shared.config.authority.clone(),
             remarks,
         };
-        let document = shared.signer.sign(&confirmation);
+        let document = shared.signer.sign(&confirmation)?;
         Ok(Command::Confirm { document, confirmation: Box::new(confirmation) })
     })
     .await?;
@@ -642,7 +642,7 @@ pub async fn void_certificate(
     let rec = record(shared, number)?;
     let Json(view) = settle(shared, &rec, kp_exchange::engine::voidable, |rec| {
         let void = Void { certificate: rec.number.clone(), certificate_id: rec.message_id, reason };
-        let document = shared.signer.sign(&void);
+        let document = shared.signer.sign(&void)?;
         Ok(Command::Void { document, void })
     })
     .await?;
@@ -699,7 +699,7 @@ pub(super) async fn resolve(
         note,
         resolved_by,
     };
-    let document = shared.signer.sign(&resolution);
+    let document = shared.signer.sign(&resolution)?;
     updated(&shared, Command::Resolve { document, resolution: Box::new(resolution) }).await
 }
 

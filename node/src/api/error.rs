@@ -118,6 +118,9 @@ impl From<StoreError> for ApiError {
     /// log, and after an I/O error it refuses those writes, and so some reads, until the
     /// store is reopened. Anything else (a damaged record) is `500`.
     fn from(e: StoreError) -> ApiError {
+        if let StoreError::Signing(s) = e {
+            return s.into();
+        }
         if e.is_io() {
             ApiError::Unavailable(format!(
                 "the store has failed ({e}) and cannot answer this until it is reopened (sled may write \
@@ -126,6 +129,15 @@ as it reads). Fix what the error names; `kpnode run` reopens its store by itself
         } else {
             ApiError::Internal(e.to_string())
         }
+    }
+}
+
+/// The signing key's token cannot sign now (absent, logged out, busy): `503`, naming the
+/// key and the token's answer; nothing was made, and the same request succeeds once the
+/// token is back.
+impl From<kp_keys::SignError> for ApiError {
+    fn from(e: kp_keys::SignError) -> ApiError {
+        ApiError::Unavailable(e.to_string())
     }
 }
 
@@ -168,14 +180,24 @@ impl From<IssueError> for ApiError {
 impl From<ActorError> for ApiError {
     fn from(e: ActorError) -> ApiError {
         match e {
-            ActorError::Storage(_) | ActorError::Stopped => ApiError::Unavailable(e.to_string()),
+            ActorError::Storage(_) | ActorError::Stopped | ActorError::Signing(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
             ActorError::Damaged(_) => ApiError::Internal(e.to_string()),
             ActorError::Rotation(RotationError::Refused(_)) => {
                 ApiError::Taken("rotation_refused", e.to_string())
             }
-            // The new keys could not be written (a full or read-only disk): unavailable until
-            // the operator frees the disk, as a failed store is.
-            ActorError::Rotation(RotationError::Keys(k)) if matches!(*k, kp_keys::KeyError::Io { .. }) => {
+            // The new keys could not be written (a full or read-only disk), or the signing key's
+            // token could not make or sign them: unavailable until the operator frees the disk
+            // or brings the token back, as a failed store is.
+            ActorError::Rotation(RotationError::Keys(k))
+                if matches!(
+                    *k,
+                    kp_keys::KeyError::Io { .. }
+                        | kp_keys::KeyError::Token { .. }
+                        | kp_keys::KeyError::Signing(_)
+                ) =>
+            {
                 ApiError::Unavailable(k.to_string())
             }
             // The keys could not be made, or the announcement not recorded: a fault of this

@@ -58,7 +58,7 @@ pub(super) async fn participants_set(
     tracing::info!(participant = %code, status = %entry.status, from = %entry.effective_from, "participant registry changed by the operator");
     match shared
         .actor
-        .call(kp_exchange::engine::Command::record_participant(&shared.signer, entry, "operator", None))
+        .call(kp_exchange::engine::Command::record_participant(&shared.signer, entry, "operator", None)?)
         .await?
     {
         Outcome::Done => {}
@@ -115,7 +115,7 @@ pub(super) async fn participants_import(
                 entry.clone(),
                 &plan.source,
                 origin,
-            );
+            )?;
             match shared.actor.call(command).await? {
                 Outcome::Done => {
                     tracing::info!(participant = %entry.code, status = %entry.status, source = %plan.source, "participant registry changed by an imported list");
@@ -141,9 +141,10 @@ pub struct ExportedList {
 
 #[utoipa::path(get, path = "/v1/participants/export", tag = "participants",
     responses((status = 200, description = "The registry in force, signed by this node", body = ExportedList),
-        (status = 401, body = ErrorBody)))]
-pub(super) async fn participants_export(State(shared): State<Arc<Shared>>) -> Json<ExportedList> {
-    Json(ExportedList {
-        list: participants::export(&shared.registry.get(), shared.now().date(), &shared.signer),
-    })
+        (status = 401, body = ErrorBody),
+        (status = 503, description = "The signing key's token cannot sign now", body = ErrorBody)))]
+pub(super) async fn participants_export(State(shared): State<Arc<Shared>>) -> ApiResult<Json<ExportedList>> {
+    Ok(Json(ExportedList {
+        list: participants::export(&shared.registry.get(), shared.now().date(), &shared.signer)?,
+    }))
 }

@@ -300,6 +300,7 @@ fn init_node(root: &Path, code: &str, peer_port: u16, window: u32) -> Result<Nod
         peer_listen: Some(([127, 0, 0, 1], peer_port).into()),
         api_listen: Some(([127, 0, 0, 1], 0).into()),
         advertise: Vec::new(),
+        pkcs11: None,
     };
     let (mut config, _) = dir.init(&opts, SystemClock.now()).map_err(|e| e.to_string())?;
     config.delivery.max_in_flight = window;

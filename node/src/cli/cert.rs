@@ -249,7 +249,8 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
             let rec = offline_record(&store, number)?;
             let config = home.config()?;
             let keys = home.keys(&config)?;
-            let signer = Signer::new(config.participant, keys.signing, std::sync::Arc::new(SystemClock));
+            let signer =
+                Signer::new(config.participant, keys.signing.backend(), std::sync::Arc::new(SystemClock));
             let (doc, _) = crate::report::seal::make(&store, &rec, &signer)
                 .map_err(|e| Failure::runtime(e.to_string()))?;
             (crate::report::seal::text(&doc), doc.key_id.to_string())
@@ -694,9 +695,9 @@ would contradict the first. Give this certificate a number of its own, or leave 
     }
     let keys = home.keys(&config)?;
     let key_id = keys.signing.key_id();
-    let signer = Signer::new(config.participant, keys.signing, std::sync::Arc::new(SystemClock));
+    let signer = Signer::new(config.participant, keys.signing.backend(), std::sync::Arc::new(SystemClock));
     let cert = draft.into_certificate(|| number.clone());
-    let doc = signer.sign(&cert);
+    let doc = signer.sign(&cert)?;
     write_output(out, &portable::to_armored(&doc, &cert))?;
     println!("Signed certificate {number} with key {key_id} into {}", out.display());
     println!("message id {}", doc.message_id());

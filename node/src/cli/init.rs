@@ -15,7 +15,15 @@ pub(crate) const LONG_ABOUT: &str =
 (Ed25519, PKCS#8 PEM, mode 0600 in a 0700 keys/ directory), a self-signed TLS certificate, \
 node.toml with every setting documented, the API token and an empty store.\n\n\
 Refuses a directory that already holds a node. Prints the node's fingerprint: read it to \
-partners over the phone when they enrol your bundle.";
+partners over the phone when they enrol your bundle.\n\n\
+With --signing-key pkcs11:token=LABEL;object=KEY-LABEL and --pkcs11-module, the signing key \
+lives in a PKCS#11 token (a hardware security module) instead of keys/signing.key.pem: a key \
+pair already under that label is used if the token reports it sensitive and not extractable \
+(refused otherwise, naming the attribute), otherwise one is made inside the token, not \
+extractable and sensitive; the private key never leaves the token. The token needs Ed25519 \
+(CKM_EDDSA, PKCS#11 3.0). The user PIN comes from --pkcs11-pin-file (a file of mode 0600) or \
+the environment variable KPNODE_PKCS11_PIN, never from the command line; the settings are \
+written to node.toml's [pkcs11] section, which every later command reads.";
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -41,6 +49,21 @@ pub struct InitArgs {
     /// HOST:PORT partners should dial, if not --peer-listen (repeatable).
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Vec<String>,
+    /// The signing key in a PKCS#11 token, as an RFC 7512 URI
+    /// (pkcs11:token=KP;object=kp-signing) [default: keys/signing.key.pem].
+    #[arg(long, value_name = "URI", requires = "pkcs11_module")]
+    signing_key: Option<String>,
+    /// The TLS key in a PKCS#11 token: not supported by this version (the TLS key stays in
+    /// keys/tls.key.pem); given, init refuses.
+    #[arg(long, value_name = "URI")]
+    tls_key: Option<String>,
+    /// The token vendor's PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(long, value_name = "PATH", requires = "signing_key")]
+    pkcs11_module: Option<PathBuf>,
+    /// A file holding the token's user PIN, mode 0600 [default: the environment variable
+    /// KPNODE_PKCS11_PIN].
+    #[arg(long, value_name = "FILE", requires = "signing_key")]
+    pkcs11_pin_file: Option<PathBuf>,
 }
 
 pub fn run(a: InitArgs) -> CliResult {
@@ -60,6 +83,26 @@ pub fn run(a: InitArgs) -> CliResult {
             ));
         }
     }
+    if let Some(uri) = &a.tls_key {
+        problems.push(format!(
+            "--tls-key: {:?}: this version of kpnode keeps the TLS key in keys/tls.key.pem; only the signing key (--signing-key) can be in a token",
+            kp_keys::pkcs11uri::redact(uri)
+        ));
+    }
+    let pkcs11 = match (&a.signing_key, &a.pkcs11_module) {
+        (Some(uri), Some(module)) => match kp_keys::pkcs11uri::Pkcs11Uri::parse(uri) {
+            Ok(signing_key) => Some(kp_config::Pkcs11 {
+                module: module.clone(),
+                pin_file: a.pkcs11_pin_file.clone(),
+                signing_key,
+            }),
+            Err(e) => {
+                problems.push(format!("--signing-key: {e}"));
+                None
+            }
+        },
+        _ => None,
+    };
     let (Some(participant), Some(authority)) = (participant, authority) else {
         return Err(Failure::inputs(problems));
     };
@@ -73,10 +116,16 @@ pub fn run(a: InitArgs) -> CliResult {
         peer_listen: a.peer_listen,
         api_listen: a.api_listen,
         advertise: a.advertise,
+        pkcs11,
     };
     let (config, keys) = dir.init(&opts, SystemClock.now())?;
     println!("Created node {participant} ({}) in {}", config.authority, a.dir.display());
-    println!("  signing key   {}", keys.signing.key_id());
+    match &config.pkcs11 {
+        Some(p) => {
+            println!("  signing key   {} in {} (not extractable)", keys.signing.key_id(), p.signing_key)
+        }
+        None => println!("  signing key   {}", keys.signing.key_id()),
+    }
     println!("  fingerprint   {}", keys.fingerprint());
     println!("  peers connect {}", config.endpoints().join(", "));
     println!("  local API     http://{}", config.network.api_listen);

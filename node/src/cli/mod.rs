@@ -67,6 +67,14 @@ impl From<crate::home::HomeError> for Failure {
     }
 }
 
+/// The signing key's token could not sign: a runtime failure (exit 1), naming the key and
+/// the token's answer; nothing was written.
+impl From<kp_keys::SignError> for Failure {
+    fn from(e: kp_keys::SignError) -> Failure {
+        Failure::runtime(e.to_string())
+    }
+}
+
 /// An API error exits 2 if the request itself was at fault (invalid input), else 1.
 impl From<crate::client::ClientError> for Failure {
     fn from(e: crate::client::ClientError) -> Failure {

@@ -323,7 +323,7 @@ fn set(dir: &DirArg, code_text: &str, req: SetRequest) -> CliResult {
             let entry = participants::prepare_set(&registry, today, code, &req)
                 .map_err(|p| Failure::inputs(p.iter().map(ToString::to_string).collect()))?;
             let signer = offline_signer(&home)?;
-            apply_offline(&home, &store, Command::record_participant(&signer, entry, "operator", None))?;
+            apply_offline(&home, &store, Command::record_participant(&signer, entry, "operator", None)?)?;
             let registry = offline_registry(&store)?;
             let detail = participants::show(&registry, today, code)
                 .ok_or_else(|| Failure::runtime("the recorded participant is missing"))?;
@@ -338,7 +338,7 @@ fn set(dir: &DirArg, code_text: &str, req: SetRequest) -> CliResult {
 fn offline_signer(home: &NodeDir) -> Result<kp_exchange::signer::Signer, Failure> {
     let config = home.config()?;
     let keys = home.keys(&config)?;
-    Ok(kp_exchange::signer::Signer::new(config.participant, keys.signing, Arc::new(SystemClock)))
+    Ok(kp_exchange::signer::Signer::new(config.participant, keys.signing.backend(), Arc::new(SystemClock)))
 }
 
 fn import(dir: &DirArg, file: &std::path::Path, dry_run: bool) -> CliResult {
@@ -369,11 +369,14 @@ fn import(dir: &DirArg, file: &std::path::Path, dry_run: bool) -> CliResult {
             })?;
             let mut plan = plan;
             if !dry_run {
-                let signer =
-                    kp_exchange::signer::Signer::new(config.participant, keys.signing, Arc::new(SystemClock));
+                let signer = kp_exchange::signer::Signer::new(
+                    config.participant,
+                    keys.signing.backend(),
+                    Arc::new(SystemClock),
+                );
                 for entry in std::mem::take(&mut plan.changes) {
                     let origin = Some(plan.origin.clone());
-                    let command = Command::record_participant(&signer, entry.clone(), &plan.source, origin);
+                    let command = Command::record_participant(&signer, entry.clone(), &plan.source, origin)?;
                     match apply_offline(&home, &store, command)? {
                         // Recorded since the plan was made (another import): ignored.
                         kp_exchange::engine::Outcome::Refused(
@@ -426,7 +429,7 @@ fn export(dir: &DirArg, out: Option<PathBuf>) -> CliResult {
         Access::Daemon(client) => s_of(&client.get("/v1/participants/export")?["list"]),
         Access::Offline(store) => {
             let registry = offline_registry(&store)?;
-            participants::export(&registry, SystemClock.now().date(), &offline_signer(&home)?)
+            participants::export(&registry, SystemClock.now().date(), &offline_signer(&home)?)?
         }
     };
     match out {

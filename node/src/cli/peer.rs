@@ -135,7 +135,8 @@ pub(super) fn apply_offline(home: &NodeDir, store: &SledStore, command: Command)
     let config = home.config()?;
     let keys = home.keys(&config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let signer = Arc::new(kp_exchange::signer::Signer::new(config.participant, keys.signing, clock.clone()));
+    let signer =
+        Arc::new(kp_exchange::signer::Signer::new(config.participant, keys.signing.backend(), clock.clone()));
     let mut engine = Engine::load(store, signer).map_err(|e| Failure::runtime(e.to_string()))?;
     let mut applied =
         engine.apply(store, clock.now(), vec![command]).map_err(|e| Failure::runtime(e.to_string()))?;

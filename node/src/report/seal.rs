@@ -60,7 +60,7 @@ pub fn make<S: Storage + ?Sized>(
     })?;
     let cert: Certificate = doc.body().map_err(|e| SealError::Damaged(e.to_string()))?;
     let seal = CertificateSeal::of(&doc, &cert);
-    Ok((signer.sign(&seal), seal))
+    Ok((signer.sign(&seal).map_err(StoreError::from)?, seal))
 }
 
 /// The portable signed certificate (`.kpc`) of a certificate held in `store`, issued here or

@@ -199,7 +199,7 @@ fn sign(
             (draft.into_certificate(|| n), Some((year, seq)))
         }
     };
-    let document = shared.signer.sign(&cert);
+    let document = shared.signer.sign(&cert)?;
     let number = cert.number.clone();
     Ok(Signed {
         command: Command::Submit { document, certificate: Box::new(cert), assigned, idempotency },

@@ -318,14 +318,14 @@ fn short_id(doc: &SignedDocument) -> String {
 
 /// The registry in force, as a list signed by this node (for other nodes to import), with
 /// this node's registry revision.
-pub fn export(registry: &Registry, today: Date, signer: &Signer) -> String {
+pub fn export(registry: &Registry, today: Date, signer: &Signer) -> Result<String, kp_keys::SignError> {
     let list = ParticipantListV2 {
         issued_on: today,
         revision: registry.revision(),
         entries: registry.on(today).entries().into_iter().cloned().collect(),
     };
-    let doc = signer.sign(&list);
-    list_v2_to_armored(&doc, &list)
+    let doc = signer.sign(&list)?;
+    Ok(list_v2_to_armored(&doc, &list))
 }
 
 #[cfg(test)]

@@ -134,7 +134,9 @@ impl Engine {
         } else {
             let signer = &self.signer;
             // It signs any batch of 1 to u32::MAX items; this one has 1 to MAX_DELIVERIES.
-            let (batch, proofs) = sign_batch_with(&new_items, self.me, peer, |body| signer.sign(body))
+            // A token that cannot sign fails the whole transaction: nothing is stored, and the
+            // sender, without a receipt, resends.
+            let (batch, proofs) = try_sign_batch_with(&new_items, self.me, peer, |body| signer.sign(body))?
                 .expect("a batch of 1 to MAX_DELIVERIES receipts is signed");
             proofs.into_iter().map(|proof| MessageReceipt { batch: batch.clone(), proof }).collect()
         };

@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bincode::{Decode, Encode};
-use kp_protocol::receipt::sign_batch_with;
+use kp_protocol::receipt::try_sign_batch_with;
 use kp_protocol::{
     Certificate, CertificateNumber, Digest, DocumentKind, ImportConfirmation, MessageId, MessageReceipt,
     ParticipantCode, ParticipantEntry, ReceiptItem, RejectCode, SignedDocument, Timestamp, Void,
@@ -107,11 +107,11 @@ impl Command {
         entry: kp_protocol::ParticipantEntry,
         source: &str,
         from_list: Option<crate::registry::ListOrigin>,
-    ) -> Command {
+    ) -> Result<Command, kp_keys::SignError> {
         let source: kp_protocol::Text =
             source.parse().unwrap_or_else(|_| "operator".parse().expect("a valid text"));
-        let document = signer.sign(&kp_protocol::RegistryChange { entry: entry.clone(), source });
-        Command::RecordParticipant { document, entry: Box::new(entry), from_list }
+        let document = signer.sign(&kp_protocol::RegistryChange { entry: entry.clone(), source })?;
+        Ok(Command::RecordParticipant { document, entry: Box::new(entry), from_list })
     }
 }
 

@@ -138,7 +138,7 @@ fn confirmation(inn: &Side, number: &str, carats: &str, now: Timestamp) -> Impor
 /// IN confirms the import of `number` with `carats` received.
 fn confirm(inn: &mut Side, number: &str, carats: &str, now: Timestamp) -> Outcome {
     let confirmation = confirmation(inn, number, carats, now);
-    let document = inn.signer.sign(&confirmation);
+    let document = inn.signer.sign(&confirmation).unwrap();
     inn.apply(now, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }]).remove(0)
 }
 
@@ -149,7 +149,7 @@ fn void(ru: &mut Side, number: &str, now: Timestamp) -> Outcome {
         certificate_id: ru.cert(number).message_id,
         reason: "shipment cancelled".parse().unwrap(),
     };
-    let document = ru.signer.sign(&void);
+    let document = ru.signer.sign(&void).unwrap();
     ru.apply(now, vec![Command::Void { document, void }]).remove(0)
 }
 
@@ -254,7 +254,7 @@ fn certificate(number: &str, carats: &str) -> Certificate {
 }
 
 fn submit(ru: &mut Side, now: Timestamp, cert: Certificate) -> Outcome {
-    let document = ru.signer.sign(&cert);
+    let document = ru.signer.sign(&cert).unwrap();
     ru.apply(
         now,
         vec![Command::Submit { document, certificate: Box::new(cert), assigned: None, idempotency: None }],
@@ -305,7 +305,7 @@ fn a_certificate_is_delivered_once_acknowledged_confirmed_and_logged_on_both_sid
 
     // The same number with different content, signed by RU: refused as a conflict.
     let other = certificate("RU-2026-000001", "5.00");
-    let doc = ru.signer.sign(&other);
+    let doc = ru.signer.sign(&other).unwrap();
     let replies = deliver(&ru, &mut inn, now, vec![(doc.message_id(), doc, 0)]);
     assert!(matches!(&replies[0], Reply::Reject { refusal, .. } if refusal.code == RejectCode::Conflict));
     assert_eq!(inn.log().len(), 1);
@@ -541,7 +541,7 @@ fn an_importer_cannot_undo_the_exporters_void_with_a_confirmation() {
 }
 
 fn submit_keyed(ru: &mut Side, now: Timestamp, cert: Certificate, key: &str, body: &str) -> Outcome {
-    let document = ru.signer.sign(&cert);
+    let document = ru.signer.sign(&cert).unwrap();
     let idempotency = Some(crate::engine::Idempotency {
         key: key.to_owned(),
         content: kp_protocol::Digest::of(body.as_bytes()),
@@ -588,13 +588,13 @@ fn an_idempotency_key_returns_the_first_certificate_refuses_other_content_and_ex
         now,
         vec![
             Command::Submit {
-                document: ru.signer.sign(&a),
+                document: ru.signer.sign(&a).unwrap(),
                 certificate: Box::new(a),
                 assigned: None,
                 idempotency: idem.clone(),
             },
             Command::Submit {
-                document: ru.signer.sign(&b),
+                document: ru.signer.sign(&b).unwrap(),
                 certificate: Box::new(b),
                 assigned: None,
                 idempotency: idem,
@@ -631,7 +631,8 @@ fn a_stale_list_recorded_after_a_newer_one_is_refused_by_the_store() {
         issued_at: Timestamp::from_unix_millis(T0 - ms),
         revision: Some(revision),
     };
-    let record = |entry, origin| Command::record_participant(&inn.signer, entry, "list", Some(origin));
+    let record =
+        |entry, origin| Command::record_participant(&inn.signer, entry, "list", Some(origin)).unwrap();
     let (newer, stale) = (record(suspended, origin(1_000, 2)), record(active, origin(2_000, 1)));
     assert!(matches!(inn.apply(now, vec![newer]).remove(0), Outcome::Done));
     match inn.apply(now, vec![stale]).remove(0) {
@@ -754,8 +755,8 @@ fn rotate(ru: &mut Side, clock: &ManualClock, at: Timestamp) {
                 None,
                 effective,
             );
-            let doc = SignedDocument::sign(&body, RU, old.signing_key(), effective);
-            Ok::<_, std::convert::Infallible>((Some(new_key), doc))
+            let doc = kp_keys::backend::sign_document(old.as_ref(), &body, RU, effective).unwrap();
+            Ok::<_, std::convert::Infallible>((Some(new_key.into()), doc))
         })
         .unwrap();
     ru.history.apply(&statement).unwrap();
@@ -891,13 +892,13 @@ fn the_importer_refuses_a_members_number_from_the_unions_own_node() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
     let now = Timestamp::from_unix_millis(T0);
     let (eu, mut inn) = (side(EU, &clock), side(IN, &clock));
-    let taken = eu.signer.sign(&eu_certificate("EU-DE-2026-000001"));
+    let taken = eu.signer.sign(&eu_certificate("EU-DE-2026-000001")).unwrap();
     let refusal = rejected(&deliver(&eu, &mut inn, now, vec![(taken.message_id(), taken, 0)])).clone();
     assert_eq!(refusal.code, RejectCode::InvalidDocument, "{refusal}");
     assert!(refusal.detail.contains("EU-DE-2026-000001 is in DE's range"), "{refusal}");
     assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"EU-DE-2026-000001").unwrap().is_none());
 
-    let own = eu.signer.sign(&eu_certificate("EU-2026-000001"));
+    let own = eu.signer.sign(&eu_certificate("EU-2026-000001")).unwrap();
     match &deliver(&eu, &mut inn, now, vec![(own.message_id(), own, 0)])[..] {
         [Reply::Receipt { duplicate: false, .. }] => {}
         other => panic!("expected a receipt, got {other:?}"),
@@ -928,7 +929,7 @@ fn a_resolution_is_accepted_only_from_the_partner_for_a_discrepancy_once() {
         other => panic!("accepted: {other:?}"),
     };
     let send = |from: &Side, to: &mut Side, note: &str| {
-        let doc = from.signer.sign(&resolution(note));
+        let doc = from.signer.sign(&resolution(note)).unwrap();
         deliver(from, to, now, vec![(doc.message_id(), doc, 0)])
     };
     let resolution_at = |s: &Side| {
@@ -957,7 +958,7 @@ fn a_resolution_is_accepted_only_from_the_partner_for_a_discrepancy_once() {
     assert!(resolution_at(&inn).is_none());
 
     // The exporter can; a resend gets a receipt again, another resolution is refused.
-    let doc = ru.signer.sign(&resolution("settled"));
+    let doc = ru.signer.sign(&resolution("settled")).unwrap();
     let first = deliver(&ru, &mut inn, now, vec![(doc.message_id(), doc.clone(), 0)]);
     assert!(matches!(&first[0], Reply::Receipt { duplicate: false, .. }), "{first:?}");
     let stored = resolution_at(&inn).unwrap();
@@ -1189,7 +1190,7 @@ fn a_batch_larger_than_one_receipt_batch_is_refused_whole_with_its_own_error() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
     let now = Timestamp::from_unix_millis(T0);
     let (ru, mut inn) = (side(RU, &clock), side(IN, &clock));
-    let doc = ru.signer.sign(&certificate("RU-2026-000001", "100.00"));
+    let doc = ru.signer.sign(&certificate("RU-2026-000001", "100.00")).unwrap();
     let item = checked_by_link(now, &mut ru.history.clone(), vec![doc]).remove(0);
     let deliver = |inn: &mut Side, n: usize| {
         let items = vec![item.clone(); n];

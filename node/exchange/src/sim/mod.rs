@@ -895,7 +895,7 @@ impl Sim {
                 let (from, dest) = (self.nodes[node].code, self.nodes[to].code);
                 let number = format!("{from}-SIM-{n:04}");
                 let cert = certificate(from, dest, &number, n);
-                let document = self.nodes[node].signer.sign(&cert);
+                let document = self.nodes[node].signer.sign(&cert).expect("the simulation's file key signs");
                 let id = document.message_id();
                 self.enqueue(
                     node,
@@ -1130,7 +1130,7 @@ impl Sim {
             confirming_authority: "Customs".parse().map_err(|e: kp_protocol::ValueError| e.to_string())?,
             remarks: None,
         };
-        let document = n.signer.sign(&confirmation);
+        let document = n.signer.sign(&confirmation).expect("the simulation's file key signs");
         let id = document.message_id();
         self.stats.confirmations += 1;
         self.enqueue(

@@ -137,6 +137,10 @@ that wrote it (`kpnode log export`) and initialise a new node directory")
         }
     )]
     Format { path: String, found: String, expected: String, newer: bool },
+    /// A signature this batch needs (a receipt) could not be made: the signing key's token
+    /// failed. Nothing of the batch is written; the sender resends it later.
+    #[error("{0}; nothing in this batch was stored, it is taken again once the key signs")]
+    Signing(#[from] kp_keys::SignError),
 }
 
 /// The interface the exchange rules use.
