@@ -288,7 +288,8 @@ fn pdf(number: &str, out: &Path, dir: &DirArg) -> CliResult {
             let rec = offline_record(&store, number)?;
             let config = home.config()?;
             let keys = home.keys(&config)?;
-            let signer = Signer::new(config.participant, keys.signing, std::sync::Arc::new(SystemClock));
+            let signer =
+                Signer::new(config.participant, keys.signing.backend(), std::sync::Arc::new(SystemClock));
             crate::report::pdf::print(&store, &rec, &signer).map_err(|e| Failure::runtime(e.to_string()))?
         }
     };
