@@ -67,7 +67,7 @@ pub enum TokenError {
     AmbiguousToken { uri: String, count: usize },
     #[error("several key pairs are labelled as in {uri}; name the one to use with id= in the URI (its CKA_ID, as `pkcs11-tool -O` shows it)")]
     Ambiguous { uri: String },
-    #[error("the token of {uri} does not support {mechanism}, which Ed25519 needs (PKCS#11 3.0); kpnode needs a token that signs with Ed25519 (CKM_EDDSA)")]
+    #[error("the token of {uri} does not support {mechanism}, which Ed25519 needs (PKCS#11 3.0); the node needs a token that signs with Ed25519 (CKM_EDDSA)")]
     MechanismUnsupported { uri: String, mechanism: &'static str },
     #[error("the token of {uri} failed: {function}: {detail}")]
     Failed { uri: String, function: String, detail: String },
