@@ -36,30 +36,84 @@ const SHOWN_FIELDS: [(&str, &str, usize); 2] =
 const MAX_PARCELS: usize = 1000;
 /// Declarations a certificate holds at most (the validator's limit).
 const MAX_DECLARATIONS: usize = 16;
-/// Segments of a field path at most (`parcels[0].hs_code` has two).
-const MAX_DEPTH: usize = 3;
 
-/// Parses urlencoded fields named by JSON path into the JSON value they describe. Empty values
-/// are left out (an optional field left blank is absent; a required one is reported
+/// The certificate's own fields the form renders, outside parcels and declarations.
+const TOP_FIELDS: [&str; 13] = [
+    "number",
+    "exporting_participant",
+    "importing_participant",
+    "issuing_authority",
+    "issued_on",
+    "expires_on",
+    "remarks",
+    "exporter.name",
+    "exporter.address",
+    "importer.name",
+    "importer.address",
+    "shipment.port_of_export",
+    "shipment.customs_reference",
+];
+/// A parcel's fields the form renders.
+const PARCEL_FIELDS: [&str; 5] = ["hs_code", "carats", "value_usd", "origin", "origin_area"];
+/// A declaration's fields the form renders.
+const DECLARATION_FIELDS: [&str; 2] = ["code", "text"];
+/// The form's control fields: `csrf`, `action`, `form_id` and the two counts.
+const CONTROL_FIELDS: usize = 5;
+/// Fields a form sends at most: every input of the largest form the page renders.
+const MAX_FIELDS: usize = TOP_FIELDS.len()
+    + MAX_PARCELS * PARCEL_FIELDS.len()
+    + MAX_DECLARATIONS * DECLARATION_FIELDS.len()
+    + CONTROL_FIELDS;
+
+/// Parses urlencoded fields named by JSON path into the JSON value they describe. Only the
+/// paths the form renders are taken ([`parse_path`]); an item's index is at most the number of
+/// items named before it (the browser sends inputs in the page's order), so no array grows
+/// beyond what the fields sent describe, and a form has at most [`MAX_FIELDS`] fields. Empty
+/// values are left out (an optional field left blank is absent; a required one is reported
 /// "is required" at its path by the validator). `csrf`, `action` and `form_id` are the form's,
 /// not the certificate's. Every problem names the field it was sent as.
 pub fn form_to_json(form: &[(String, String)]) -> Result<Value, Vec<kp_protocol::Problem>> {
+    if form.len() > MAX_FIELDS {
+        return Err(vec![kp_protocol::Problem::new(
+            "",
+            format!(
+                "the form sent {} fields, more than the {MAX_FIELDS} the largest certificate form has; reload the page",
+                form.len()
+            ),
+        )]);
+    }
     let mut root = Value::Object(Map::new());
     let mut problems = Vec::new();
+    // Items named so far of each array (by name, filled in or not): the next index allowed.
+    let mut named: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (name, value) in form {
         let control = [CSRF_FIELD, ACTION_FIELD, FORM_ID_FIELD, SHOWN_FIELDS[0].0, SHOWN_FIELDS[1].0];
-        if control.contains(&name.as_str()) || value.trim().is_empty() {
+        if control.contains(&name.as_str()) {
             continue;
         }
         let shown: String = name.chars().take(64).collect();
         let Some(path) = parse_path(name) else {
             problems.push(kp_protocol::Problem::new(
-                "",
+                shown.clone(),
                 format!("the form sent a field {shown:?} that is not a certificate field; reload the page"),
             ));
             continue;
         };
-        if let Err(why) = set(&mut root, &path, Value::String(value.clone())) {
+        if let Some((array, i)) = path.item {
+            let next = named.entry(array).or_insert(0);
+            if i > *next {
+                problems.push(kp_protocol::Problem::new(
+                    shown,
+                    format!("comes before item {} of {array} was sent; reload the page", *next + 1),
+                ));
+                continue;
+            }
+            *next = (*next).max(i + 1);
+        }
+        if value.trim().is_empty() {
+            continue;
+        }
+        if let Err(why) = set(&mut root, &path.steps, Value::String(value.clone())) {
             problems.push(kp_protocol::Problem::new(shown, why));
         }
     }
@@ -77,35 +131,41 @@ enum Step {
     Index(usize),
 }
 
-/// `parcels[0].hs_code` as steps; `None` for anything else than lower-case keys and indices
-/// below [`MAX_PARCELS`], at most [`MAX_DEPTH`] keys deep.
-fn parse_path(name: &str) -> Option<Vec<Step>> {
-    if name.len() > 80 {
+/// A field path the form renders, as steps.
+#[derive(Debug, PartialEq)]
+struct FieldPath {
+    steps: Vec<Step>,
+    /// The array and index of a parcel's or declaration's field.
+    item: Option<(&'static str, usize)>,
+}
+
+/// `parcels[0].hs_code` as steps; `None` for any name the form does not render: a field of
+/// [`TOP_FIELDS`], or a field of a parcel (index below [`MAX_PARCELS`]) or of a declaration
+/// (index below [`MAX_DECLARATIONS`]).
+fn parse_path(name: &str) -> Option<FieldPath> {
+    if TOP_FIELDS.contains(&name) {
+        let steps = name.split('.').map(|k| Step::Key(k.to_owned())).collect();
+        return Some(FieldPath { steps, item: None });
+    }
+    let (item, key) = name.split_once('.')?;
+    let (array, rest) = item.split_once('[')?;
+    let (array, max, fields): (&'static str, usize, &[&str]) = match array {
+        "parcels" => ("parcels", MAX_PARCELS, &PARCEL_FIELDS),
+        "declarations" => ("declarations", MAX_DECLARATIONS, &DECLARATION_FIELDS),
+        _ => return None,
+    };
+    let digits = rest.strip_suffix(']')?;
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let mut steps = Vec::new();
-    for part in name.split('.') {
-        let (key, index) = match part.split_once('[') {
-            Some((key, rest)) => {
-                let digits = rest.strip_suffix(']')?;
-                if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                    return None;
-                }
-                let i: usize = digits.parse().ok()?;
-                if i >= MAX_PARCELS {
-                    return None;
-                }
-                (key, Some(i))
-            }
-            None => (part, None),
-        };
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-            return None;
-        }
-        steps.push(Step::Key(key.to_owned()));
-        steps.extend(index.map(Step::Index));
+    let i: usize = digits.parse().ok()?;
+    if i >= max || !fields.contains(&key) {
+        return None;
     }
-    (steps.iter().filter(|s| matches!(s, Step::Key(_))).count() <= MAX_DEPTH).then_some(steps)
+    Some(FieldPath {
+        steps: vec![Step::Key(array.to_owned()), Step::Index(i), Step::Key(key.to_owned())],
+        item: Some((array, i)),
+    })
 }
 
 fn set(at: &mut Value, path: &[Step], value: Value) -> Result<(), String> {
@@ -125,7 +185,9 @@ fn set(at: &mut Value, path: &[Step], value: Value) -> Result<(), String> {
         (Step::Key(k), Value::Object(map)) => map.entry(k.clone()).or_insert_with(fresh),
         (Step::Index(i), Value::Array(items)) => {
             if items.len() <= *i {
-                items.resize(*i + 1, Value::Null);
+                // Items skipped (sent empty) are empty items, reported field by field.
+                let filler = if rest.is_empty() { Value::Null } else { Value::Object(Map::new()) };
+                items.resize(*i + 1, filler);
             }
             let slot = &mut items[*i];
             if slot.is_null() && !rest.is_empty() {
@@ -556,8 +618,8 @@ mod tests {
             ("csrf", "x"),
             ("exporter.name", "ALROSA PJSC"),
             ("parcels[0].hs_code", "7102.31"),
-            ("parcels[1].carats", "310.00"),
             ("parcels[0].carats", "1520.35"),
+            ("parcels[1].carats", "310.00"),
             ("remarks", ""),
             ("action", "issue"),
         ]))
@@ -580,11 +642,44 @@ mod tests {
         for name in ["parcels[1000].carats", "parcels[].x", "Exporter.name", "a.b.c.d", "parcels[0", "x]"] {
             let e = form_to_json(&form(&[(name, "1")])).unwrap_err();
             assert!(e[0].message.contains("not a certificate field"), "{name}: {e:?}");
+            assert_eq!(e[0].field, name, "a refused field is named");
         }
-        let e = form_to_json(&form(&[("exporter", "x"), ("exporter.name", "y")])).unwrap_err();
-        assert_eq!(e[0].field, "exporter.name");
         let e = form_to_json(&form(&[("remarks", "x"), ("remarks", "y")])).unwrap_err();
         assert_eq!(e[0].message, "is sent twice");
+    }
+
+    #[test]
+    fn only_the_paths_the_form_renders_are_taken() {
+        // Any key could carry an index at any level: `a[i].b[j].c[999]` built arrays of
+        // a thousand nulls each, gigabytes from a 2 MiB body.
+        for name in [
+            "exporter[999].name",
+            "parcels[0].hs_code[999]",
+            "parcels[0].x",
+            "declarations[16].code",
+            "declarations[0].hs_code",
+            "remarks[0]",
+            "exporter.name.first",
+            "shipment.vessel",
+            "anything",
+        ] {
+            let e = form_to_json(&form(&[(name, "1")])).unwrap_err();
+            assert_eq!(e[0].field, name, "{name}: {e:?}");
+        }
+        // An index at most the number of items named before it, filled in or not.
+        let e = form_to_json(&form(&[("parcels[999].carats", "1")])).unwrap_err();
+        assert_eq!(e[0].field, "parcels[999].carats");
+        assert!(e[0].message.contains("item 1 of parcels"), "{e:?}");
+        let v = form_to_json(&form(&[("parcels[0].carats", ""), ("parcels[1].carats", "2")])).unwrap();
+        assert_eq!(v["parcels"], serde_json::json!([{}, {"carats": "2"}]));
+        let v =
+            form_to_json(&form(&[("declarations[0].code", "WDC"), ("declarations[0].text", "t")])).unwrap();
+        assert_eq!(v["declarations"][0]["text"], "t");
+        // No more fields than the largest form renders.
+        let many: Vec<(String, String)> =
+            (0..=MAX_FIELDS).map(|_| ("remarks".to_owned(), String::new())).collect();
+        let e = form_to_json(&many).unwrap_err();
+        assert!(e[0].message.contains("fields, more than"), "{e:?}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::{
     cookie, field, render, set_cookie, Console, Nav, PageError, PageResult, SignedIn, Source, LOGIN_COOKIE,
     SESSION_COOKIE,
 };
-use crate::service::accounts::{self, SignInError, SignInRefusal};
+use crate::service::accounts::{self, SignInError};
 
 /// Stands for any malformed name (which no account has) in the throttle, the log and the form.
 const INVALID_NAME: &str = "(not a valid name)";
@@ -67,11 +67,19 @@ pub(super) async fn submit(
         ));
     }
     // Only a well-formed name is remembered, logged or shown again as typed: the throttle's
-    // table and the log must not hold whatever a form body of up to api.max_body_bytes carries.
+    // table and the log must not hold whatever a form body of up to FORM_BODY_LIMIT carries.
     let typed = field(&form, "name").unwrap_or("").trim();
     let name = if accounts::check_name(typed).is_ok() { typed.to_owned() } else { INVALID_NAME.to_owned() };
     let password = field(&form, "password").unwrap_or("").to_owned();
     let now = Instant::now();
+    // Held until the password is checked: at most MAX_VERIFYING Argon2 runs at once.
+    let Ok(_permit) = console.verifying.try_acquire() else {
+        tracing::warn!(user = %name, %source, "console sign-in refused: too many sign-ins at once");
+        let why = "Too many sign-ins at once, try again in a moment.".to_owned();
+        return Ok(login_page(&headers, shown(name), Some(why), StatusCode::SERVICE_UNAVAILABLE));
+    };
+    // The attempt counts as failed from here (under the throttle's lock) until the password
+    // proves right, so parallel guesses cannot all pass the check before any is counted.
     if let Err(LockedOut { remaining }) = console.throttle.check(&name, source, now) {
         let minutes = remaining.as_secs().div_ceil(60);
         tracing::warn!(user = %name, %source, "console sign-in refused: locked out after repeated wrong passwords");
@@ -89,17 +97,15 @@ pub(super) async fn submit(
     let account = match checked {
         Ok(a) => a,
         Err(SignInError::Refused(refusal)) => {
-            console.throttle.failed(&name, source, now);
             tracing::info!(user = %name, %source, ?refusal, "console sign-in refused");
-            let why = match refusal {
-                SignInRefusal::WrongCredentials => "The name or the password is wrong.",
-                SignInRefusal::Disabled => "This account is disabled. Ask the node's operator.",
-            };
+            // A disabled account is answered as a wrong password: the answer must not tell
+            // a guesser that the password was right.
+            let why = "The name or the password is wrong.";
             return Ok(login_page(&headers, shown(name), Some(why.to_owned()), StatusCode::UNAUTHORIZED));
         }
         Err(SignInError::Account(e)) => return Err(e.into()),
     };
-    console.throttle.succeeded(&account.name);
+    console.throttle.succeeded(&account.name, source);
     let Some((id, _)) = console.sessions.open(&account.name, now) else {
         return Err(PageError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use askama::Template;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -52,23 +52,45 @@ pub struct Console {
     shared: Arc<Shared>,
     sessions: Sessions,
     throttle: Throttle,
+    /// Argon2 verifications of sign-ins running at once, at most [`MAX_VERIFYING`]: each
+    /// takes ~19 MiB and a core for a moment, so a burst of sign-ins cannot take the node's
+    /// memory.
+    verifying: tokio::sync::Semaphore,
 }
+
+/// The largest body a console form (but the issue form) sends: its routes are not the
+/// API's, so `api.max_body_bytes` (set for certificates) does not apply to them.
+pub const FORM_BODY_LIMIT: usize = 64 << 10;
+/// Sign-in password checks running at once at most; beyond that a sign-in is answered 503.
+pub const MAX_VERIFYING: usize = 2;
 
 /// The console's routes, to be merged with the API's on its listener.
 pub fn router(shared: Arc<Shared>) -> Router {
-    let console = Arc::new(Console { shared, sessions: Sessions::default(), throttle: Throttle::default() });
+    let issue_limit = (shared.config.api.max_body_bytes as usize).max(FORM_BODY_LIMIT);
+    let console = Arc::new(Console {
+        shared,
+        sessions: Sessions::default(),
+        throttle: Throttle::default(),
+        verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
+    });
     Router::new()
         .route("/", get(dashboard::page))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/password", get(login::password_form).post(login::password_submit))
         .route("/certificates", get(certificates::list))
-        .route("/certificates/new", get(issue::form).post(issue::submit))
+        // The issue form of a thousand parcels is larger than any other form: it may be as
+        // large as a certificate posted to the API.
+        .route(
+            "/certificates/new",
+            get(issue::form).post(issue::submit).layer(DefaultBodyLimit::max(issue_limit)),
+        )
         .route("/certificates/{number}", get(certificates::show))
         .route("/certificates/{number}/void", post(certificates::void))
         .route("/certificates/{number}/confirm", post(certificates::confirm))
         .route("/certificates/{number}/kpc", get(certificates::kpc))
         .route("/console.css", get(stylesheet))
+        .layer(DefaultBodyLimit::max(FORM_BODY_LIMIT))
         .layer(axum::middleware::map_response(page_headers))
         .with_state(console)
 }

@@ -118,6 +118,11 @@ pub struct Throttle {
 struct ThrottleMaps {
     accounts: HashMap<String, Failures>,
     sources: HashMap<IpAddr, Failures>,
+    /// Every account not in a full `accounts` table, counted as one: a flood of names fails
+    /// closed (it locks them all) instead of going uncounted.
+    accounts_overflow: Option<Failures>,
+    /// Every address not in a full `sources` table, counted as one.
+    sources_overflow: Option<Failures>,
 }
 
 /// A refused attempt: locked out until `until` from now.
@@ -126,28 +131,44 @@ pub struct LockedOut {
     pub remaining: Duration,
 }
 
+/// The entry counting `key`: its own, or the shared overflow one when the table is full (of
+/// entries younger than the lock-out) and `key` is not in it.
+fn entry<'a, K: std::hash::Hash + Eq + Clone>(
+    table: &'a mut HashMap<K, Failures>,
+    overflow: &'a mut Option<Failures>,
+    key: &K,
+    now: Instant,
+) -> &'a mut Failures {
+    let fresh = Failures { count: 0, last: now };
+    if table.len() >= MAX_TRACKED && !table.contains_key(key) {
+        table.retain(|_, f| now.duration_since(f.last) < LOCKOUT);
+    }
+    if table.len() < MAX_TRACKED || table.contains_key(key) {
+        table.entry(key.clone()).or_insert(fresh)
+    } else {
+        overflow.get_or_insert(fresh)
+    }
+}
+
 impl Throttle {
-    /// Whether `account` or `source` is locked out now. Checked before the password is, so a
+    /// Counts a sign-in attempt as a wrong password (until [`Throttle::succeeded`] says it was
+    /// right), or refuses it when `account` or `source` is locked out. Counted before the
+    /// password is checked and under one lock, so parallel guesses are all counted; a
     /// locked-out account cannot be probed further (not even with the right password).
     pub fn check(&self, account: &str, source: IpAddr, now: Instant) -> Result<(), LockedOut> {
-        let maps = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let locked = |f: Option<&Failures>, limit: u32| {
-            f.filter(|f| f.count >= limit && now.duration_since(f.last) < LOCKOUT)
-                .map(|f| LOCKOUT.saturating_sub(now.duration_since(f.last)))
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let maps = &mut *guard;
+        let locked = |f: &Failures, limit: u32| {
+            (f.count >= limit && now.duration_since(f.last) < LOCKOUT)
+                .then(|| LOCKOUT.saturating_sub(now.duration_since(f.last)))
         };
-        match locked(maps.accounts.get(account), ACCOUNT_FAILURES)
-            .into_iter()
-            .chain(locked(maps.sources.get(&source), SOURCE_FAILURES))
-            .max()
-        {
-            Some(remaining) => Err(LockedOut { remaining }),
-            None => Ok(()),
+        let a = entry(&mut maps.accounts, &mut maps.accounts_overflow, &account.to_owned(), now);
+        let a_locked = locked(a, ACCOUNT_FAILURES);
+        let s = entry(&mut maps.sources, &mut maps.sources_overflow, &source, now);
+        let s_locked = locked(s, SOURCE_FAILURES);
+        if let Some(remaining) = a_locked.into_iter().chain(s_locked).max() {
+            return Err(LockedOut { remaining });
         }
-    }
-
-    /// Counts a wrong password.
-    pub fn failed(&self, account: &str, source: IpAddr, now: Instant) {
-        let mut maps = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let bump = |f: &mut Failures| {
             if now.duration_since(f.last) >= LOCKOUT {
                 f.count = 0;
@@ -155,24 +176,19 @@ impl Throttle {
             f.count = f.count.saturating_add(1);
             f.last = now;
         };
-        let fresh = Failures { count: 0, last: now };
-        if maps.accounts.len() >= MAX_TRACKED {
-            maps.accounts.retain(|_, f| now.duration_since(f.last) < LOCKOUT);
-        }
-        if maps.accounts.len() < MAX_TRACKED || maps.accounts.contains_key(account) {
-            bump(maps.accounts.entry(account.to_owned()).or_insert(fresh));
-        }
-        if maps.sources.len() >= MAX_TRACKED {
-            maps.sources.retain(|_, f| now.duration_since(f.last) < LOCKOUT);
-        }
-        if maps.sources.len() < MAX_TRACKED || maps.sources.contains_key(&source) {
-            bump(maps.sources.entry(source).or_insert(fresh));
-        }
+        bump(entry(&mut maps.accounts, &mut maps.accounts_overflow, &account.to_owned(), now));
+        bump(entry(&mut maps.sources, &mut maps.sources_overflow, &source, now));
+        Ok(())
     }
 
-    /// A successful sign-in clears the account's count (not the address's).
-    pub fn succeeded(&self, account: &str) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).accounts.remove(account);
+    /// A right password: the account's count is cleared, and the address's attempt, counted
+    /// by [`Throttle::check`], is taken back.
+    pub fn succeeded(&self, account: &str, source: IpAddr) {
+        let mut maps = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        maps.accounts.remove(account);
+        if let Some(f) = maps.sources.get_mut(&source) {
+            f.count = f.count.saturating_sub(1);
+        }
     }
 }
 
@@ -184,14 +200,39 @@ mod tests {
     fn five_wrong_passwords_lock_the_account_for_the_lockout() {
         let t = Throttle::default();
         let (ip, t0) = (IpAddr::from([127, 0, 0, 1]), Instant::now());
-        for _ in 0..ACCOUNT_FAILURES - 1 {
-            t.failed("anna", ip, t0);
+        for _ in 0..ACCOUNT_FAILURES {
+            assert!(t.check("anna", ip, t0).is_ok());
         }
-        assert!(t.check("anna", ip, t0).is_ok());
-        t.failed("anna", ip, t0);
         assert!(t.check("anna", ip, t0).is_err());
         assert!(t.check("olga", ip, t0).is_ok(), "another account from the same address is not locked yet");
         assert!(t.check("anna", ip, t0 + LOCKOUT).is_ok(), "the lock-out ends");
+    }
+
+    #[test]
+    fn an_attempt_counts_from_the_check_so_parallel_guesses_are_all_counted() {
+        // Before, `check` only looked and the failure was counted after Argon2: any number of
+        // parallel guesses passed the check. Now the sixth check, with five unsettled, refuses.
+        let t = Throttle::default();
+        let (ip, t0) = (IpAddr::from([10, 0, 0, 9]), Instant::now());
+        let passed = (0..100).filter(|_| t.check("anna", ip, t0).is_ok()).count();
+        assert_eq!(passed, ACCOUNT_FAILURES as usize);
+        // A right password settles: the account is clear again.
+        t.succeeded("anna", ip);
+        assert!(t.check("anna", ip, t0).is_ok());
+    }
+
+    #[test]
+    fn a_full_table_fails_closed() {
+        let t = Throttle::default();
+        let t0 = Instant::now();
+        let ip = |i: usize| IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        for i in 0..MAX_TRACKED {
+            assert!(t.check(&format!("user{i}"), ip(i), t0).is_ok());
+        }
+        // New names from new addresses share one entry each, which locks like any other.
+        let passed =
+            (0..100).filter(|j| t.check(&format!("new{j}"), ip(MAX_TRACKED + j), t0).is_ok()).count();
+        assert_eq!(passed, ACCOUNT_FAILURES as usize, "the overflow bucket locks");
     }
 
     #[test]
@@ -199,7 +240,7 @@ mod tests {
         let t = Throttle::default();
         let (ip, t0) = (IpAddr::from([10, 0, 0, 7]), Instant::now());
         for i in 0..SOURCE_FAILURES {
-            t.failed(&format!("user{i}"), ip, t0);
+            assert!(t.check(&format!("user{i}"), ip, t0).is_ok());
         }
         assert!(t.check("fresh", ip, t0).is_err());
         assert!(t.check("fresh", IpAddr::from([10, 0, 0, 8]), t0).is_ok());
