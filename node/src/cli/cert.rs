@@ -247,10 +247,7 @@ fn qr(number: &str, out: &Path, dir: &DirArg) -> CliResult {
         }
         super::peer::Access::Offline(store) => {
             let rec = offline_record(&store, number)?;
-            let config = home.config()?;
-            let keys = home.keys(&config)?;
-            let signer =
-                Signer::new(config.participant, keys.signing.backend(), std::sync::Arc::new(SystemClock));
+            let signer = super::participants::offline_signer(&home)?;
             let (doc, _) = crate::report::seal::make(&store, &rec, &signer)
                 .map_err(|e| Failure::runtime(e.to_string()))?;
             (crate::report::seal::text(&doc), doc.key_id.to_string())
@@ -286,10 +283,7 @@ fn pdf(number: &str, out: &Path, dir: &DirArg) -> CliResult {
         }
         super::peer::Access::Offline(store) => {
             let rec = offline_record(&store, number)?;
-            let config = home.config()?;
-            let keys = home.keys(&config)?;
-            let signer =
-                Signer::new(config.participant, keys.signing.backend(), std::sync::Arc::new(SystemClock));
+            let signer = super::participants::offline_signer(&home)?;
             crate::report::pdf::print(&store, &rec, &signer).map_err(|e| Failure::runtime(e.to_string()))?
         }
     };

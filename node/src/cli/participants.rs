@@ -335,7 +335,8 @@ fn set(dir: &DirArg, code_text: &str, req: SetRequest) -> CliResult {
     Ok(())
 }
 
-fn offline_signer(home: &NodeDir) -> Result<kp_exchange::signer::Signer, Failure> {
+/// This node's signer for a command run on a stopped node (seals, prints, registry changes).
+pub(super) fn offline_signer(home: &NodeDir) -> Result<kp_exchange::signer::Signer, Failure> {
     let config = home.config()?;
     let keys = home.keys(&config)?;
     Ok(kp_exchange::signer::Signer::new(config.participant, keys.signing.backend(), Arc::new(SystemClock)))

@@ -148,15 +148,22 @@ struct PasswordPage {
     done: bool,
 }
 
+impl PasswordPage {
+    /// The form as first shown: no errors yet.
+    fn new(signed: &SignedIn) -> PasswordPage {
+        PasswordPage {
+            nav: Some(signed.nav()),
+            must_change: signed.account.must_change_password,
+            current_error: None,
+            new_error: None,
+            repeat_error: None,
+            done: false,
+        }
+    }
+}
+
 pub(super) async fn password_form(signed: SignedIn) -> Response {
-    render(&PasswordPage {
-        nav: Some(signed.nav()),
-        must_change: signed.account.must_change_password,
-        current_error: None,
-        new_error: None,
-        repeat_error: None,
-        done: false,
-    })
+    render(&PasswordPage::new(&signed))
 }
 
 pub(super) async fn password_submit(
@@ -168,14 +175,7 @@ pub(super) async fn password_submit(
     let current = field(&form, "current_password").unwrap_or("").to_owned();
     let new = field(&form, "new_password").unwrap_or("").to_owned();
     let repeat = field(&form, "repeat_password").unwrap_or("");
-    let mut page = PasswordPage {
-        nav: Some(signed.nav()),
-        must_change: signed.account.must_change_password,
-        current_error: None,
-        new_error: None,
-        repeat_error: None,
-        done: false,
-    };
+    let mut page = PasswordPage::new(&signed);
     if new != repeat {
         page.repeat_error = Some("The two new passwords differ.".into());
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
