@@ -141,6 +141,35 @@ pub struct Api {
     pub body_read_timeout: Duration,
     /// API connections served at once; a further one is answered 503 at once and closed.
     pub max_connections: u32,
+    /// The name the bearer token acts under: every log entry of what was done through the API
+    /// (and so through the CLI, which uses it) names it as the officer.
+    pub token_name: TokenName,
+}
+
+/// The name of the API token (`api.token_name`): 1 to 64 characters, no control characters,
+/// no space at either end, as a console account's name would be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenName(String);
+
+impl TokenName {
+    pub const DEFAULT: &'static str = "api-token";
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for TokenName {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, &'static str> {
+        if s.is_empty() || s.chars().count() > 64 {
+            return Err("must be 1 to 64 characters long, such as \"customs-gateway\"");
+        }
+        if s.chars().any(char::is_control) || s.trim() != s {
+            return Err("may hold no control characters and no space at either end");
+        }
+        Ok(TokenName(s.to_owned()))
+    }
 }
 
 /// One problem in a configuration file.
@@ -284,6 +313,11 @@ const DOCS: &[Doc] = &[
     },
     Doc {
         section: "api",
+        key: "token_name",
+        text: "The name the bearer token in api.token acts under: the log names it as the officer of everything done through the API or the CLI (a console user is named by their account).",
+    },
+    Doc {
+        section: "api",
         key: "max_connections",
         text: "API connections served at once; beyond it a new connection is answered 503 at once and closed.",
     },
@@ -327,6 +361,7 @@ impl NodeConfig {
                 header_read_timeout: Duration::from_secs(10),
                 body_read_timeout: Duration::from_secs(30),
                 max_connections: 128,
+                token_name: TokenName(TokenName::DEFAULT.to_owned()),
             },
         }
     }
@@ -493,6 +528,7 @@ impl NodeConfig {
                 &mut c.api.body_read_timeout,
             );
             w.int(&mut s, "max_connections", 1..=100_000, &mut c.api.max_connections);
+            w.parsed(&mut s, "token_name", &mut c.api.token_name);
             w.finish(s);
         }
         w.finish(root);
@@ -558,6 +594,7 @@ certificate, or set certificates.authority_mismatch in node.toml (now {:?})",
             ("api", "header_read_timeout", dur(self.api.header_read_timeout)),
             ("api", "body_read_timeout", dur(self.api.body_read_timeout)),
             ("api", "max_connections", self.api.max_connections.to_string()),
+            ("api", "token_name", quote(self.api.token_name.as_str())),
         ];
         let mut section = "";
         for (sec, key, value) in values {

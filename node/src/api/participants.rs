@@ -58,7 +58,13 @@ pub(super) async fn participants_set(
     tracing::info!(participant = %code, status = %entry.status, from = %entry.effective_from, "participant registry changed by the operator");
     match shared
         .actor
-        .call(kp_exchange::engine::Command::record_participant(&shared.signer, entry, "operator", None)?)
+        .call(kp_exchange::engine::Command::record_participant(
+            &shared.signer,
+            entry,
+            "operator",
+            None,
+            Some(shared.token_officer()),
+        )?)
         .await?
     {
         Outcome::Done => {}
@@ -115,6 +121,7 @@ pub(super) async fn participants_import(
                 entry.clone(),
                 &plan.source,
                 origin,
+                Some(shared.token_officer()),
             )?;
             match shared.actor.call(command).await? {
                 Outcome::Done => {

@@ -204,7 +204,15 @@ fn timeline(v: &CertView) -> Vec<Step> {
         || "the exporting authority".to_owned(),
         |c| format!("{} ({})", c.content.issuing_authority, c.content.exporting_participant),
     );
-    steps.push(Step { at: v.signed_at.to_string(), what: format!("Issued and signed by {issuer}") });
+    // Who on this node did it: the officer its log entry names.
+    let by = |o: &Option<crate::store::Officer>| {
+        o.as_ref().map(|o| format!(" — officer: {o}")).unwrap_or_default()
+    };
+    let o = &v.officers;
+    steps.push(Step {
+        at: v.signed_at.to_string(),
+        what: format!("Issued and signed by {issuer}{}", by(&o.issued)),
+    });
     if let Some(at) = v.delivered_at {
         let what = match (&v.receipt, v.direction) {
             (Some(r), _) => format!(
@@ -233,16 +241,25 @@ fn timeline(v: &CertView) -> Vec<Step> {
                 c.record.parcels, c.record.carats, c.record.received_on
             ),
         };
-        steps.push(Step { at: c.record.confirmed_at.to_string(), what });
+        steps.push(Step { at: c.record.confirmed_at.to_string(), what: what + &by(&o.confirmed) });
     }
     if let Some(r) = &v.resolution {
         steps.push(Step {
             at: r.resolved_at.to_string(),
-            what: format!("Discrepancy resolved by {} ({}): {}", r.resolved_by, r.participant, r.note),
+            what: format!(
+                "Discrepancy resolved by {} ({}): {}{}",
+                r.resolved_by,
+                r.participant,
+                r.note,
+                by(&o.resolved)
+            ),
         });
     }
     if let Some(void) = &v.void {
-        steps.push(Step { at: void.voided_at.to_string(), what: format!("Voided: {}", void.reason) });
+        steps.push(Step {
+            at: void.voided_at.to_string(),
+            what: format!("Voided: {}{}", void.reason, by(&o.voided)),
+        });
     }
     steps
 }
@@ -315,7 +332,7 @@ pub(super) async fn void(
         page.reason_error = Some("Say why the certificate is voided; the importer sees the reason.".into());
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
     }
-    match crate::api::void_certificate(&console.shared, &number, reason).await {
+    match crate::api::void_certificate(&console.shared, &number, reason, &signed.officer()).await {
         Ok(v) => {
             tracing::info!(user = %signed.account.name, certificate = %v.number, "certificate voided from the console");
             Ok(Redirect::to(&format!("/certificates/{}", v.number)).into_response())
@@ -361,7 +378,7 @@ pub(super) async fn confirm(
             carats: typed.carats.clone(),
             remarks: (!typed.remarks.is_empty()).then(|| typed.remarks.clone()),
         };
-        match crate::api::confirm_certificate(&console.shared, &number, req).await {
+        match crate::api::confirm_certificate(&console.shared, &number, req, &signed.officer()).await {
             Ok(v) => {
                 tracing::info!(user = %signed.account.name, certificate = %v.number, status = v.status.as_str(), "import confirmed from the console");
                 return Ok(Redirect::to(&format!("/certificates/{}", v.number)).into_response());

@@ -135,6 +135,11 @@ pub struct SignedIn {
 }
 
 impl SignedIn {
+    /// The officer of what this user does: the log entries name their account.
+    pub fn officer(&self) -> crate::store::Officer {
+        crate::state::officer_named(&self.account.name)
+    }
+
     pub fn nav(&self) -> Nav {
         Nav {
             user: self.account.name.clone(),

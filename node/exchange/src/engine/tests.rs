@@ -23,6 +23,10 @@ const RU: ParticipantCode = ParticipantCode::from_static("RU");
 const IN: ParticipantCode = ParticipantCode::from_static("IN");
 const T0: i64 = 1_795_000_000_000; // 2026-11-18
 
+fn officer(name: &str) -> crate::storage::Officer {
+    crate::storage::Officer::new(name).unwrap()
+}
+
 /// Documents queued for a peer: message id, document, outbox position.
 type Queued = Vec<(MessageId, SignedDocument, u64)>;
 
@@ -139,7 +143,15 @@ fn confirmation(inn: &Side, number: &str, carats: &str, now: Timestamp) -> Impor
 fn confirm(inn: &mut Side, number: &str, carats: &str, now: Timestamp) -> Outcome {
     let confirmation = confirmation(inn, number, carats, now);
     let document = inn.signer.sign(&confirmation).unwrap();
-    inn.apply(now, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }]).remove(0)
+    inn.apply(
+        now,
+        vec![Command::Confirm {
+            document,
+            confirmation: Box::new(confirmation),
+            officer: Some(officer("customs.1")),
+        }],
+    )
+    .remove(0)
 }
 
 /// RU voids its certificate `number`.
@@ -150,7 +162,7 @@ fn void(ru: &mut Side, number: &str, now: Timestamp) -> Outcome {
         reason: "shipment cancelled".parse().unwrap(),
     };
     let document = ru.signer.sign(&void).unwrap();
-    ru.apply(now, vec![Command::Void { document, void }]).remove(0)
+    ru.apply(now, vec![Command::Void { document, void, officer: Some(officer("supervisor.1")) }]).remove(0)
 }
 
 /// `to` checks and stores what `from` has queued for it; returns the replies.
@@ -257,7 +269,13 @@ fn submit(ru: &mut Side, now: Timestamp, cert: Certificate) -> Outcome {
     let document = ru.signer.sign(&cert).unwrap();
     ru.apply(
         now,
-        vec![Command::Submit { document, certificate: Box::new(cert), assigned: None, idempotency: None }],
+        vec![Command::Submit {
+            document,
+            certificate: Box::new(cert),
+            assigned: None,
+            idempotency: None,
+            officer: Some(officer("clerk.1")),
+        }],
     )
     .pop()
     .unwrap()
@@ -328,6 +346,57 @@ fn a_certificate_is_delivered_once_acknowledged_confirmed_and_logged_on_both_sid
         assert_eq!(log.len(), 2);
         assert_eq!(log[1].prev_hash, log[0].hash());
         assert_eq!(log[0].prev_hash, kp_protocol::Digest::ZERO);
+    }
+
+    // Each node's entries of what it sent name the officer who had it done there, taken
+    // from the command when it was queued; a partner's deliveries name nobody of this node.
+    let (ru_log, in_log) = (ru.log(), inn.log());
+    assert_eq!(ru_log[0].officer, Some(officer("clerk.1")), "RU's certificate, sent");
+    assert_eq!(ru_log[1].officer, None, "IN's confirmation, received");
+    assert_eq!(in_log[0].officer, None, "RU's certificate, received");
+    assert_eq!(in_log[1].officer, Some(officer("customs.1")), "IN's confirmation, sent");
+    // The officer is this node's business: nothing a partner got names them.
+    for entry in ru_log.iter().chain(&in_log) {
+        let signed = kp_protocol::codec::encode(entry.document());
+        assert!(!signed.windows(7).any(|w| w == b"clerk.1" || w == b"customs"), "{entry:?}");
+    }
+}
+
+#[test]
+fn a_format_2_entry_keeps_its_bytes_and_hash_and_reads_with_no_officer() {
+    use crate::storage::{EntryBody, EntryLayout};
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let signer = side(RU, &clock).signer;
+    let document = signer.sign(&certificate("RU-2026-000001", "1.00")).unwrap();
+    let now = Timestamp::from_unix_millis(T0);
+    // A format-2 entry as kpnode-store/2 encoded it: the same fields, no officer.
+    #[derive(bincode::Encode)]
+    struct Format2 {
+        seq: u64,
+        prev_hash: kp_protocol::Digest,
+        recorded_at: Timestamp,
+        body: EntryBody,
+    }
+    let body = EntryBody::Recorded { document };
+    let old = kp_protocol::codec::encode(&Format2 {
+        seq: 7,
+        prev_hash: kp_protocol::Digest::of(b"prev"),
+        recorded_at: now,
+        body: body.clone(),
+    });
+    let read = LogEntry::decode_stored(&old).unwrap();
+    assert_eq!((read.layout, read.officer.as_ref()), (EntryLayout::Format2, None));
+    assert_eq!(kp_protocol::codec::encode(&read), old, "re-encoded in its own layout: the same bytes");
+    assert_eq!(read.hash(), crate::storage::hash_entry_bytes(&read.prev_hash, &old));
+
+    // Today's layout, with and without an officer, reads back as written; each layout's
+    // bytes are refused as the other (a record decodes to its last byte).
+    for who in [None, Some(officer("A. Petrova"))] {
+        let new = LogEntry::new(7, kp_protocol::Digest::of(b"prev"), now, body.clone(), who.clone());
+        let bytes = kp_protocol::codec::encode(&new);
+        assert_eq!(bytes.len(), old.len() + 1 + who.as_ref().map_or(0, |o| 8 + o.as_str().len()));
+        assert_eq!(LogEntry::decode_stored(&bytes).unwrap(), new);
+        assert_ne!(new.hash(), read.hash(), "the officer is inside the hashed entry");
     }
 }
 
@@ -548,7 +617,13 @@ fn submit_keyed(ru: &mut Side, now: Timestamp, cert: Certificate, key: &str, bod
     });
     ru.apply(
         now,
-        vec![Command::Submit { document, certificate: Box::new(cert), assigned: None, idempotency }],
+        vec![Command::Submit {
+            document,
+            certificate: Box::new(cert),
+            assigned: None,
+            idempotency,
+            officer: None,
+        }],
     )
     .pop()
     .unwrap()
@@ -592,12 +667,14 @@ fn an_idempotency_key_returns_the_first_certificate_refuses_other_content_and_ex
                 certificate: Box::new(a),
                 assigned: None,
                 idempotency: idem.clone(),
+                officer: None,
             },
             Command::Submit {
                 document: ru.signer.sign(&b).unwrap(),
                 certificate: Box::new(b),
                 assigned: None,
                 idempotency: idem,
+                officer: None,
             },
         ],
     );
@@ -632,7 +709,7 @@ fn a_stale_list_recorded_after_a_newer_one_is_refused_by_the_store() {
         revision: Some(revision),
     };
     let record =
-        |entry, origin| Command::record_participant(&inn.signer, entry, "list", Some(origin)).unwrap();
+        |entry, origin| Command::record_participant(&inn.signer, entry, "list", Some(origin), None).unwrap();
     let (newer, stale) = (record(suspended, origin(1_000, 2)), record(active, origin(2_000, 1)));
     assert!(matches!(inn.apply(now, vec![newer]).remove(0), Outcome::Done));
     match inn.apply(now, vec![stale]).remove(0) {
