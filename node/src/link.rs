@@ -785,7 +785,7 @@ async fn answer_recover(
         "answered a recovery request of this peer"
     );
     for item in page.items {
-        let frame = Frame::RecoverItem { request_id: r.request_id, item };
+        let frame = Frame::RecoverItem { request_id: r.request_id, item: Box::new(item) };
         tx.send(Outgoing::Frame(frame)).await.map_err(|_| LinkError::WriterStopped)?;
     }
     let done =

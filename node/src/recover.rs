@@ -182,7 +182,7 @@ pub async fn recover(shared: &Arc<Shared>, peer: ParticipantCode) -> Result<Reco
                     if items.len() >= usize::from(MAX_RECOVER_ITEMS) {
                         return Err(protocol(format!("more than {MAX_RECOVER_ITEMS} items in one page")));
                     }
-                    items.push(item);
+                    items.push(*item);
                 }
                 Some(Frame::RecoverDone { request_id: r, next, highest_number }) if r == request_id => {
                     break (next, highest_number);

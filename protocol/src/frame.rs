@@ -73,10 +73,11 @@ pub enum Frame {
         /// At most this many items (capped at [`MAX_RECOVER_ITEMS`]).
         max_items: u16,
     },
-    /// One item of a recovery page.
+    /// One item of a recovery page (boxed: it holds two documents, and every frame would
+    /// otherwise be as large; the encoding is the same).
     RecoverItem {
         request_id: u64,
-        item: Recovered,
+        item: Box<Recovered>,
     },
     /// The end of a recovery page.
     RecoverDone {

@@ -151,7 +151,7 @@ fn frame_strategy() -> impl Strategy<Value = Frame> {
             } else {
                 kp_protocol::frame::Recovered::Received { document, receipt }
             };
-            Frame::RecoverItem { request_id: 1, item }
+            Frame::RecoverItem { request_id: 1, item: Box::new(item) }
         }),
         (any::<u64>(), proptest::option::of(any::<u64>()), any::<bool>()).prop_map(
             |(request_id, next, number)| {

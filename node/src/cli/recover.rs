@@ -75,7 +75,7 @@ pub fn run(a: RecoverArgs) -> CliResult {
         if !a.json {
             println!("{peer}: asking for this node's traffic…");
         }
-        match client.post(&format!("/v1/recover/{}", segment(peer)), b"") {
+        match client.post_long(&format!("/v1/recover/{}", segment(peer))) {
             Ok((_, r)) if a.json => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
             Ok((_, r)) => print_report(peer, &r),
             Err(e) => {

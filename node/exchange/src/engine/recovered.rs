@@ -32,6 +32,14 @@ impl Engine {
             Content::Rotation(_) => return Ok(Outcome::Done),
         };
         if let Some(rec) = txn.get_rec::<CertRecord>(Tree::Certs, number.as_str().as_bytes())? {
+            // Only the certificate's other participant can hold its follow-ups with a receipt.
+            if rec.peer != peer {
+                return Ok(Outcome::Refused(EngineError::WrongState {
+                    number: rec.number,
+                    status: rec.status.as_str(),
+                    why: format!("its other participant is {}, not {peer}", rec.peer),
+                }));
+            }
             let held = match &content {
                 Content::Certificate(_) if rec.message_id == id => {
                     // Restored while still queued: its receipt settles it here and now.
