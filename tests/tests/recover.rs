@@ -222,10 +222,20 @@ fn a_node_restored_from_an_old_backup_recovers_everything_from_its_partners() {
     );
     wait_delivered(&ru_api, &[fresh.clone(), fresh_in.clone()]);
 
+    // A participant that is not a partner is refused, naming the fix; a partner that is down
+    // is reported (exit 1) while the others are still asked.
+    let (code, _, err) = kpnode(&["recover", "--peer", "AE", "--dir", s(ru_dir.root())]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("AE is not an active enrolled peer"), "{err}");
+    kz.stop();
+    let (code, out, err) = kpnode(&["recover", "--dir", s(ru_dir.root())]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("KZ: FAILED") && out.contains("IN: 1 page(s)"), "{out}");
+    assert!(err.contains("run `kpnode recover` again"), "{err}");
+
     // Nothing twice in any log, and every log verifies.
     ru.stop();
     inn.stop();
-    kz.stop();
     for dir in [&ru_dir, &in_dir, &kz_dir] {
         let ids = log_ids(dir);
         let unique: BTreeSet<&String> = ids.iter().collect();
