@@ -607,6 +607,8 @@ fn restore_into(file: &Path, stage: &Path, keys_from: Option<&Path>) -> Result<R
     let trust = crate::state::load_trust(&store)?;
     let audit = kp_exchange::audit::verify_log(&store, config.participant, &keys.history, &trust, |_| {})
         .map_err(|e| BackupError::Invalid(format!("the restored log does NOT verify: {e}")))?;
+    // Where `kpnode recover` asks partners to resume from.
+    crate::recover::record_base(&store)?;
     store.flush()?;
     Ok(Restored { manifest, audit })
 }

@@ -22,6 +22,7 @@ mod certificates;
 mod event;
 mod inbound;
 mod receipts;
+mod recovered;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +34,7 @@ pub use event::Event;
 use inbound::distrust;
 #[cfg(test)]
 pub(crate) use inbound::BUG_NO_DEDUPE;
+pub use recovered::assigned_parts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -98,6 +100,18 @@ pub enum Command {
         from_list: Option<crate::registry::ListOrigin>,
         officer: Option<Officer>,
     },
+    /// Recovery from partners: a document this node signed and `peer` holds, with the
+    /// receipt `peer` gave for it (verified against `peer`'s key history), stored again as
+    /// sent and acknowledged. See `recovered.rs`.
+    RecoveredSent {
+        peer: ParticipantCode,
+        document: SignedDocument,
+        content: Box<Content>,
+        receipt: Box<MessageReceipt>,
+    },
+    /// Raise the last certificate sequence of each (year, sequence) to at least that: no
+    /// number a partner holds is issued again.
+    RaiseNumbers { numbers: Vec<(i32, u64)> },
 }
 
 impl Command {
@@ -472,6 +486,10 @@ impl Engine {
                 Command::Resolve { document, resolution, officer: _ } => {
                     self.resolve(&mut txn, &mut applied, now, document, *resolution)?
                 }
+                Command::RecoveredSent { peer, document, content, receipt } => {
+                    self.recovered_sent(&mut txn, &mut applied, now, peer, document, *content, *receipt)?
+                }
+                Command::RaiseNumbers { numbers } => self.raise_numbers(&numbers),
                 Command::Deliveries { peer, under, items } => {
                     match under.map(|u| distrust(&txn, peer, &u)).transpose()?.flatten() {
                         Some(why) => {

@@ -1380,3 +1380,141 @@ fn a_receipt_signed_with_a_key_the_stored_history_retired_is_not_recorded() {
     let trust = crate::trust::load(&ru.store).unwrap();
     crate::audit::verify_log(&ru.store, RU, &ru.history, &trust, |_| {}).expect("RU's log verifies");
 }
+
+/// Recovery from partners (`crate::recover`): RU loses its store (keeping its keys); IN's
+/// pages give back RU's own certificates and void (with IN's original receipts) and IN's
+/// confirmation (with RU's receipt), checked on RU's side, so that the new store shows what
+/// the lost one did; asking again stores nothing twice; a forged item is refused.
+#[test]
+fn a_node_that_lost_its_store_recovers_its_traffic_from_a_partners_pages() {
+    use crate::recover::{check_received, check_sent, order, page};
+    use kp_protocol::frame::Recovered;
+
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = one_delivered(&clock);
+    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
+    exchange(&mut ru, &mut inn, now);
+    assert!(matches!(void(&mut ru, "RU-2026-000002", now), Outcome::Updated(_)));
+    exchange(&mut ru, &mut inn, now);
+    assert!(matches!(confirm(&mut inn, "RU-2026-000001", "410.00", now), Outcome::Updated(_)));
+    exchange(&mut inn, &mut ru, now);
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::ImportConfirmed);
+    assert_eq!(ru.cert("RU-2026-000002").status, CertStatus::Voided);
+
+    // The partner's pages: bounded by max_items, continued by the cursor.
+    let (mut items, mut cursor) = (Vec::new(), 0);
+    loop {
+        let p = page(&inn.store, RU, 0, Timestamp::from_unix_millis(0), cursor, 1).unwrap();
+        assert!(p.items.len() <= 1);
+        items.extend(p.items);
+        match p.next {
+            Some(n) => {
+                assert!(n > cursor);
+                cursor = n;
+            }
+            None => {
+                assert_eq!(p.highest_number.unwrap().as_str(), "RU-2026-000002");
+                break;
+            }
+        }
+    }
+    // Two certificates and a void RU sent, and the confirmation IN delivered; nothing else.
+    assert_eq!(items.len(), 4, "{items:?}");
+    // Nothing of RU's traffic is given to another participant.
+    let other = ParticipantCode::from_static("KZ");
+    assert!(page(&inn.store, other, 0, Timestamp::from_unix_millis(0), 0, 256).unwrap().items.is_empty());
+
+    // RU starts again from nothing but its keys.
+    let store = MemStorage::new();
+    let engine = Engine::load(&store, ru.signer.clone()).unwrap();
+    let mut lost = Side { code: RU, store, engine, signer: ru.signer.clone(), history: ru.history.clone() };
+    let recover = |lost: &mut Side, items: &[Recovered]| -> (usize, usize) {
+        let mut sorted = items.to_vec();
+        sorted.sort_by_key(order);
+        let (mut stored, mut held) = (0, 0);
+        for item in sorted {
+            match item {
+                Recovered::Sent { document, receipt } => {
+                    let content =
+                        check_sent(RU, IN, &lost.history, &inn.history, &document, &receipt).unwrap();
+                    let command = Command::RecoveredSent {
+                        peer: IN,
+                        document,
+                        content: Box::new(content),
+                        receipt: Box::new(receipt),
+                    };
+                    match lost.apply(now, vec![command]).remove(0) {
+                        Outcome::Updated(_) => stored += 1,
+                        Outcome::Done => held += 1,
+                        other => panic!("{other:?}"),
+                    }
+                }
+                Recovered::Received { document, receipt } => {
+                    let at = check_received(RU, IN, &lost.history, &document, &receipt).unwrap();
+                    let docs = vec![(document.message_id(), None, document)];
+                    let checked = link_checks(RU, IN, at, 300_000, &mut inn.history.clone(), docs);
+                    let items = checked.into_iter().map(|r| r.unwrap()).collect();
+                    match lost
+                        .apply(now, vec![Command::Deliveries { peer: IN, under: None, items }])
+                        .remove(0)
+                    {
+                        Outcome::Delivered(r) => match &r[0] {
+                            Reply::Receipt { duplicate: false, .. } => stored += 1,
+                            Reply::Receipt { duplicate: true, .. } => held += 1,
+                            other => panic!("{other:?}"),
+                        },
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+        }
+        (stored, held)
+    };
+    assert_eq!(recover(&mut lost, &items), (4, 0));
+    for number in ["RU-2026-000001", "RU-2026-000002"] {
+        let (was, is) = (ru.cert(number), lost.cert(number));
+        assert_eq!(
+            (is.status, is.message_id, is.delivered_at),
+            (was.status, was.message_id, was.delivered_at)
+        );
+        assert_eq!(
+            is.void.map(|v| (v.message_id, v.acknowledged)),
+            was.void.map(|v| (v.message_id, v.acknowledged))
+        );
+        assert_eq!(is.confirmation.map(|c| c.message_id), was.confirmation.map(|c| c.message_id));
+    }
+    assert!(lost.outbox(IN).is_empty(), "recovered documents are acknowledged, not queued");
+    assert_eq!(lost.log().len(), 4);
+    assert_eq!(lost.engine.last_number(2026), 2, "numbering resumes above what was recovered");
+    // Asking again stores nothing twice.
+    assert_eq!(recover(&mut lost, &items), (0, 4));
+    assert_eq!(lost.log().len(), 4);
+
+    // A document RU never signed, offered as RU's, or another's receipt, is refused.
+    let Some(Recovered::Sent { mut document, receipt }) =
+        items.iter().find(|i| matches!(i, Recovered::Sent { .. })).cloned()
+    else {
+        panic!()
+    };
+    let err = check_sent(RU, IN, &lost.history, &inn.history, &document, &receipt).map(|_| ());
+    assert!(err.is_ok());
+    let err = check_sent(RU, IN, &lost.history, &lost.history, &document, &receipt).unwrap_err();
+    assert!(err.contains("receipt"), "{err}");
+    document.signature[0] ^= 1;
+    let err = check_sent(RU, IN, &lost.history, &inn.history, &document, &receipt).unwrap_err();
+    assert!(err.contains("signature does not verify"), "{err}");
+    let Some(Recovered::Received { document, receipt }) =
+        items.iter().find(|i| matches!(i, Recovered::Received { .. })).cloned()
+    else {
+        panic!()
+    };
+    let err = check_received(RU, IN, &inn.history, &document, &receipt).unwrap_err();
+    assert!(err.contains("receipt"), "{err}");
+
+    // RaiseNumbers lifts the counter above a number a partner reports.
+    lost.apply(now, vec![Command::RaiseNumbers { numbers: vec![(2026, 41)] }]);
+    assert_eq!(lost.engine.last_number(2026), 41);
+    let engine = Engine::load(&lost.store, lost.signer.clone()).unwrap();
+    assert_eq!(engine.last_number(2026), 41, "kept in the store");
+}
