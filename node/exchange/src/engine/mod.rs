@@ -145,7 +145,10 @@ impl Command {
             | Command::Receipts { .. }
             | Command::Rejected { .. }
             | Command::EnrolPeer { .. }
-            | Command::RemovePeer { .. } => None,
+            | Command::RemovePeer { .. }
+            // Who did it was on the lost store: recovered entries name no officer.
+            | Command::RecoveredSent { .. }
+            | Command::RaiseNumbers { .. } => None,
         }
     }
 }
