@@ -273,6 +273,12 @@ with sync_playwright() as p:
     sign_in(aud, ru, "ada", cfg["password"])
     with aud.expect_navigation():
         aud.get_by_role("link", name="Statistics").click()
+    for _ in range(50):  # the figures are computed off the page: it says so until they are there
+        if aud.locator("#computed").count() == 1:
+            break
+        expect(aud.locator("#pending").count() == 1, "the statistics page says the figures are being computed")
+        aud.wait_for_timeout(200)
+        aud.reload()
     expect("export" in aud.locator("section").first.inner_text(), "the statistics show this year's exports")
     expect(number in aud.locator(".warnings").inner_text(), "the reconciliation lists the discrepancy that needs attention")
     r = aud.request.get(ru + "/statistics/chart.svg?period=" + today[:4])

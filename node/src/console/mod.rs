@@ -67,6 +67,8 @@ pub struct Console {
     verifying: tokio::sync::Semaphore,
     /// The dashboard's counts of certificates by status.
     counts: dashboard::StatusCounts,
+    /// The statistics page's figures, by period.
+    stats: statistics::StatsCache,
 }
 
 /// The largest body a console form (but the issue form) sends: its routes are not the
@@ -84,6 +86,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         throttle: Throttle::default(),
         verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
         counts: dashboard::StatusCounts::default(),
+        stats: statistics::StatsCache::default(),
     });
     Router::new()
         .route("/", get(dashboard::page))

@@ -3,8 +3,17 @@
 //! stats`'s and `kpnode reconcile`'s ([`crate::api::stats_report`],
 //! [`crate::api::reconciliation`], [`crate::report::chart::render`],
 //! [`crate::report::stats::to_csv`]).
+//!
+//! Both reports read every certificate (or log entry) of the period: on a node of 100,000
+//! certificates that takes far longer than a page may. So they are computed off the async
+//! workers and kept per period and basis for [`FRESH`] ([`StatsCache`]); a page waits at most
+//! [`PAGE_WAIT`] for a computation, then shows the last figures of that period with their
+//! time, or says they are being computed. At most [`MAX_COMPUTING`] periods are computed at
+//! once and [`MAX_CACHED`] kept.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -15,6 +24,128 @@ use serde::Deserialize;
 use super::{render, Console, Nav, PageError, PageResult, SignedIn};
 use crate::report::stats::{Finding, Flow, Reconciliation, StatsReport};
 use crate::service::accounts::Action;
+
+/// How long a period's figures are shown without computing them again.
+pub const FRESH: Duration = Duration::from_secs(60);
+/// How long the page waits for a computation before showing the last figures.
+pub const PAGE_WAIT: Duration = Duration::from_millis(30);
+/// How long the chart and the CSV wait for a computation (they are downloads, not pages).
+pub const DOWNLOAD_WAIT: Duration = Duration::from_secs(60);
+/// Periods computed at once at most; beyond that a new period is answered 503.
+pub const MAX_COMPUTING: usize = 2;
+/// Periods whose figures are kept at most.
+pub const MAX_CACHED: usize = 32;
+
+/// Both reports of one period and basis, or the error that stopped them.
+#[derive(Debug)]
+struct Computed {
+    at: Instant,
+    at_text: String,
+    reports: Result<(StatsReport, Reconciliation), (StatusCode, String)>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    last: Option<Arc<Computed>>,
+    computing: bool,
+}
+
+/// The figures of the periods asked for lately (see the module's documentation).
+#[derive(Debug, Default)]
+pub struct StatsCache {
+    slots: Mutex<HashMap<(String, String), Slot>>,
+}
+
+/// Figures to show, and whether newer ones are being computed.
+struct Figures {
+    computed: Arc<Computed>,
+    stale: bool,
+}
+
+impl StatsCache {
+    /// The figures of `period` (already checked to parse) and `basis`, computing them when
+    /// they are older than [`FRESH`] and waiting for that at most `wait`; `None` when there are
+    /// none yet.
+    async fn get(
+        &self,
+        console: &Arc<Console>,
+        period: &str,
+        basis: &str,
+        wait: Duration,
+    ) -> Result<Option<Figures>, PageError> {
+        let key = (period.to_owned(), basis.to_owned());
+        {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let computing = slots.values().filter(|s| s.computing).count();
+            let slot = slots.get(&key);
+            let fresh = slot.and_then(|s| s.last.as_ref()).is_some_and(|c| c.at.elapsed() < FRESH);
+            let running = slot.is_some_and(|s| s.computing);
+            if !fresh && !running {
+                if computing >= MAX_COMPUTING {
+                    if let Some(last) = slot.and_then(|s| s.last.clone()) {
+                        return Ok(Some(Figures { computed: last, stale: true }));
+                    }
+                    return Err(PageError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "The statistics of other periods are being computed; try again in a moment.",
+                    ));
+                }
+                if !slots.contains_key(&key) && slots.len() >= MAX_CACHED {
+                    // Room for this period: forget the oldest figures not being computed.
+                    let oldest = slots
+                        .iter()
+                        .filter(|(_, s)| !s.computing)
+                        .min_by_key(|(_, s)| s.last.as_ref().map(|c| c.at))
+                        .map(|(k, _)| k.clone());
+                    if let Some(k) = oldest {
+                        slots.remove(&k);
+                    }
+                }
+                slots.entry(key.clone()).or_default().computing = true;
+                let c = console.clone();
+                let k = key.clone();
+                tokio::spawn(async move {
+                    let computed = compute(&c, &k.0, &k.1).await;
+                    let mut slots = c.stats.slots.lock().unwrap_or_else(|p| p.into_inner());
+                    let slot = slots.entry(k).or_default();
+                    slot.computing = false;
+                    slot.last = Some(Arc::new(computed));
+                });
+            }
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            {
+                let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+                let slot = slots.get(&key);
+                let done = !slot.is_some_and(|s| s.computing);
+                if done || Instant::now() >= deadline {
+                    let last = slot.and_then(|s| s.last.clone());
+                    return Ok(last.map(|c| {
+                        let stale = !done || c.at.elapsed() >= FRESH;
+                        Figures { computed: c, stale }
+                    }));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+/// Both reports, each the API's own.
+async fn compute(console: &Arc<Console>, period: &str, basis: &str) -> Computed {
+    let shared = &console.shared;
+    let at_text = shared.now().to_string();
+    let reports = async {
+        let q = crate::api::StatsQuery { period: period.to_owned(), by: None, basis: Some(basis.to_owned()) };
+        let stats = crate::api::stats_report(shared, q).await.map_err(|e| e.status_and_message())?;
+        let q = crate::api::ReconcileQuery { partner: None, period: Some(period.to_owned()), on: None };
+        let rec = crate::api::reconciliation(shared, q).await.map_err(|e| e.status_and_message())?;
+        Ok((stats, rec))
+    }
+    .await;
+    Computed { at: Instant::now(), at_text, reports }
+}
 
 /// The period picker's fields, as typed; empty meaning the default.
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +200,12 @@ struct StatisticsPage {
     /// The query string of this report, for the chart and the CSV.
     query: String,
     report: Option<Report>,
+    /// When the figures shown were computed.
+    computed_at: String,
+    /// Newer figures than those shown are being computed.
+    stale: bool,
+    /// No figures of this period yet: they are being computed.
+    pending: bool,
 }
 
 #[derive(Debug)]
@@ -91,7 +228,7 @@ fn flow(f: Flow) -> &'static str {
     }
 }
 
-fn figures(rows: &[crate::report::stats::Row]) -> Vec<FigureRow> {
+fn figures_of(rows: &[crate::report::stats::Row]) -> Vec<FigureRow> {
     rows.iter()
         .map(|r| FigureRow {
             flow: flow(r.flow),
@@ -159,19 +296,9 @@ fn query_of(period: &str, basis: &str, measure: &str) -> String {
     format!("period={}&basis={}&measure={}", enc(period), enc(basis), enc(measure))
 }
 
-async fn stats(
-    console: &Console,
-    period: &str,
-    basis: &str,
-) -> Result<Result<StatsReport, String>, PageError> {
-    let q = crate::api::StatsQuery { period: period.to_owned(), by: None, basis: Some(basis.to_owned()) };
-    match crate::api::stats_report(&console.shared, q).await {
-        Ok(r) => Ok(Ok(r)),
-        Err(e) => match e.into_problems() {
-            Ok(problems) => Ok(Err(problems.into_iter().map(|p| p.message).collect::<Vec<_>>().join("; "))),
-            Err(e) => Err(e.into()),
-        },
-    }
+/// The period as typed, checked; the problem in plain words if it is not one.
+fn check_period(period: &str) -> Result<(), String> {
+    period.parse::<crate::report::stats::Period>().map(|_| ())
 }
 
 pub(super) async fn page(
@@ -191,30 +318,55 @@ pub(super) async fn page(
         measure,
         period_error: None,
         report: None,
+        computed_at: String::new(),
+        stale: false,
+        pending: false,
     };
-    match stats(&console, &page.period, &page.basis).await? {
-        Err(why) => {
-            page.period_error = Some(why);
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
-        }
-        Ok(r) => {
-            let q = crate::api::ReconcileQuery { partner: None, period: Some(page.period.clone()), on: None };
-            let rec = crate::api::reconciliation(&console.shared, q).await.map_err(PageError::from)?;
-            let (partners, attention) = attention(&rec);
-            page.report = Some(Report {
-                label: r.period.label.clone(),
-                start: r.period.start.to_string(),
-                end: r.period.end.to_string(),
-                rows: figures(&r.rows),
-                totals: figures(&r.totals),
-                voided_excluded: r.voided_excluded,
-                unconfirmed_imports: r.unconfirmed_imports,
-                partners,
-                attention,
-            });
-        }
+    if let Err(why) = check_period(&page.period) {
+        page.period_error = Some(why);
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
     }
+    let Some(figures) = console.stats.get(&console, &page.period, &page.basis, PAGE_WAIT).await? else {
+        page.pending = true;
+        return Ok(render(&page));
+    };
+    let (r, rec) = match &figures.computed.reports {
+        Ok(reports) => reports,
+        Err((status, message)) => return Err(PageError::new(*status, message.clone())),
+    };
+    let (partners, attention) = attention(rec);
+    page.computed_at = figures.computed.at_text.clone();
+    page.stale = figures.stale;
+    page.report = Some(Report {
+        label: r.period.label.clone(),
+        start: r.period.start.to_string(),
+        end: r.period.end.to_string(),
+        rows: figures_of(&r.rows),
+        totals: figures_of(&r.totals),
+        voided_excluded: r.voided_excluded,
+        unconfirmed_imports: r.unconfirmed_imports,
+        partners,
+        attention,
+    });
     Ok(render(&page))
+}
+
+/// The statistics of the picker's period for a download: waits for them (up to
+/// [`DOWNLOAD_WAIT`]).
+async fn report_for_download(console: &Arc<Console>, picker: &Picker) -> Result<StatsReport, PageError> {
+    let period = period_of(console, picker);
+    check_period(&period).map_err(|why| PageError::new(StatusCode::UNPROCESSABLE_ENTITY, why))?;
+    let figures =
+        console.stats.get(console, &period, &basis_of(picker), DOWNLOAD_WAIT).await?.ok_or_else(|| {
+            PageError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The statistics are still being computed; try again in a moment.",
+            )
+        })?;
+    match &figures.computed.reports {
+        Ok((r, _)) => Ok(r.clone()),
+        Err((status, message)) => Err(PageError::new(*status, message.clone())),
+    }
 }
 
 /// The chart of the picker's period, as SVG (`kpnode stats --chart`).
@@ -228,9 +380,7 @@ pub(super) async fn chart(
         if picker.measure.trim() == "carats" { "carats" } else { "usd" }
             .parse()
             .map_err(|e: String| PageError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let report = stats(&console, &period_of(&console, &picker), &basis_of(&picker))
-        .await?
-        .map_err(|why| PageError::new(StatusCode::UNPROCESSABLE_ENTITY, why))?;
+    let report = report_for_download(&console, &picker).await?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], crate::report::chart::render(&report, measure))
         .into_response())
 }
@@ -243,9 +393,7 @@ pub(super) async fn csv(
 ) -> PageResult {
     signed.require(Action::Audit, "download the statistics")?;
     let period = period_of(&console, &picker);
-    let report = stats(&console, &period, &basis_of(&picker))
-        .await?
-        .map_err(|why| PageError::new(StatusCode::UNPROCESSABLE_ENTITY, why))?;
+    let report = report_for_download(&console, &picker).await?;
     let name: String = period.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
     Ok((
         [
