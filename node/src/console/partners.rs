@@ -45,12 +45,14 @@ struct PartnersPage {
     /// The fingerprint as typed, shown again with the form's problems.
     fingerprint: String,
     replace_identity: bool,
-    /// Problems with the enrolment form, by field: `bundle`, `fingerprint`, `replace_identity`.
+    /// Problems with the enrolment form, by field: `bundle`, `fingerprint`, `replace_identity`
+    /// (the node's words), or `bundle-missing`, `bundle-not-text`, `fingerprint-missing` (the
+    /// page's).
     errors: BTreeMap<String, String>,
     /// The partner just enrolled.
     enrolled: Option<String>,
-    /// A removal refused: the partner's code and why, shown at its row.
-    remove_error: Option<(String, String)>,
+    /// A removal refused because its box was not ticked: the partner's code.
+    remove_unconfirmed: Option<String>,
 }
 
 fn may_read(signed: &SignedIn) -> Result<(), PageError> {
@@ -92,7 +94,7 @@ fn page(console: &Console, signed: &SignedIn) -> Result<PartnersPage, PageError>
         replace_identity: false,
         errors: BTreeMap::new(),
         enrolled: None,
-        remove_error: None,
+        remove_unconfirmed: None,
     })
 }
 
@@ -117,24 +119,17 @@ pub(super) async fn enrol(
     let mut errors = BTreeMap::new();
     let bundle = match upload::file(&parts, "bundle").map(std::str::from_utf8) {
         None => {
-            errors.insert(
-                "bundle".to_owned(),
-                "Choose the partner's bundle file (kpnode peer export).".to_owned(),
-            );
+            errors.insert("bundle-missing".to_owned(), String::new());
             None
         }
         Some(Err(_)) => {
-            errors.insert("bundle".to_owned(), "This file is not a bundle: it is not text.".to_owned());
+            errors.insert("bundle-not-text".to_owned(), String::new());
             None
         }
         Some(Ok(text)) => Some(text.to_owned()),
     };
     if fingerprint.is_empty() {
-        errors.insert(
-            "fingerprint".to_owned(),
-            "Type the fingerprint the partner's authority read out to you (not the one in the file)."
-                .to_owned(),
-        );
+        errors.insert("fingerprint-missing".to_owned(), String::new());
     }
     if let (Some(bundle), true) = (bundle, errors.is_empty()) {
         let req = crate::api::AddPeerRequest {
@@ -178,8 +173,7 @@ pub(super) async fn remove(
     signed.require(Action::ManagePeers, "remove partners")?;
     if field(&form, "confirm") != Some("yes") {
         let mut p = page(&console, &signed)?;
-        p.remove_error =
-            Some((code, "Tick the box that confirms the removal, then press Remove again.".to_owned()));
+        p.remove_unconfirmed = Some(code);
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&p)).into_response());
     }
     let removed = crate::api::remove_peer_now(&console.shared, &code).await?;

@@ -72,16 +72,36 @@ struct Verdict {
     /// "kpc" or "seal".
     kind: &'static str,
     authentic: bool,
+    /// Why it is not authentic, from the checks (`kpnode verify`'s words).
     reasons: Vec<String>,
+    /// Not checked: signed by this participant, which is not enrolled here.
+    not_enrolled: Option<String>,
+    /// Not a KP seal: the QR code's text is not one (the decoder's words).
+    not_a_seal: Option<String>,
     facts: Facts,
     held: Held,
+}
+
+/// What is wrong with the uploaded file, for the page to say at the field.
+#[derive(Debug)]
+struct FileError {
+    /// "missing", "image" (unreadable, with `detail`), "kpc" (unreadable, with `detail`) or
+    /// "unknown" (neither a `.kpc` nor an image).
+    kind: &'static str,
+    detail: String,
+}
+
+impl FileError {
+    fn new(kind: &'static str, detail: impl Into<String>) -> Option<FileError> {
+        Some(FileError { kind, detail: detail.into() })
+    }
 }
 
 #[derive(Template)]
 #[template(path = "verify.html")]
 struct VerifyPage {
     nav: Option<Nav>,
-    file_error: Option<String>,
+    file_error: Option<FileError>,
     verdict: Option<Verdict>,
     max_megabytes: usize,
     max_megapixels: u64,
@@ -115,7 +135,7 @@ pub(super) async fn submit(
     signed.require(Action::Verify, "verify certificates")?;
     let mut page = VerifyPage::new(&signed);
     let Some(bytes) = upload::file(&parts, "file") else {
-        page.file_error = Some("Choose the .kpc file or the photo or scan of the QR seal to verify.".into());
+        page.file_error = FileError::new("missing", "");
         return Ok(unprocessable(&page));
     };
     let shared = &console.shared;
@@ -136,7 +156,7 @@ pub(super) async fn submit(
         match read {
             Ok(text) => check_seal(shared, &text)?,
             Err(why) => {
-                page.file_error = Some(format!("The QR seal could not be read from the image: {why}."));
+                page.file_error = FileError::new("image", why);
                 return Ok(unprocessable(&page));
             }
         }
@@ -144,14 +164,11 @@ pub(super) async fn submit(
         match std::str::from_utf8(bytes).ok().map(kp_protocol::portable::from_armored) {
             Some(Ok((doc, cert))) => check_kpc(shared, doc, cert)?,
             Some(Err(e)) if bytes.starts_with(b"-----BEGIN") => {
-                page.file_error = Some(format!("The .kpc file could not be read: {e}."));
+                page.file_error = FileError::new("kpc", e.to_string());
                 return Ok(unprocessable(&page));
             }
             _ => {
-                page.file_error = Some(
-                    "This file is neither a signed certificate (.kpc) nor a PNG image or SVG of a QR seal."
-                        .into(),
-                );
+                page.file_error = FileError::new("unknown", "");
                 return Ok(unprocessable(&page));
             }
         }
@@ -167,11 +184,8 @@ fn unprocessable(page: &VerifyPage) -> Response {
 
 /// The issuer's bundle as this node trusts it: its own, or an enrolled partner's (ever
 /// enrolled: what a removed partner signed before still verifies) with every rotation
-/// received since enrolment. `Err` says, in plain words, why none is held.
-fn issuer_bundle(
-    shared: &Shared,
-    issuer: ParticipantCode,
-) -> Result<VerifiedBundle, Result<String, PageError>> {
+/// received since enrolment. `Err(Ok(()))`: `issuer` is not enrolled here.
+fn issuer_bundle(shared: &Shared, issuer: ParticipantCode) -> Result<VerifiedBundle, Result<(), PageError>> {
     if issuer == shared.me {
         let keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
         return keys.bundle(shared.config.authority.clone(), shared.endpoints(), shared.now()).map_err(|e| {
@@ -180,11 +194,7 @@ fn issuer_bundle(
     }
     let trust = shared.trust.get();
     let Some(peer) = trust.known(issuer) else {
-        return Err(Ok(format!(
-            "It is signed by {issuer}, which is not a partner enrolled on this node, so its signature cannot be \
-checked here. A supervisor enrols {issuer} on the Partners page (with the bundle and fingerprint its authority \
-gives); or check it offline with `kpnode verify` and {issuer}'s bundle."
-        )));
+        return Err(Ok(()));
     };
     let record = get_record::<kp_exchange::storage::records::PeerRecord, _>(
         &shared.store,
@@ -204,13 +214,12 @@ gives); or check it offline with `kpnode verify` and {issuer}'s bundle."
 }
 
 fn not_authentic(kind: &'static str, number: String, reasons: Vec<String>) -> Verdict {
-    Verdict {
-        kind,
-        authentic: false,
-        reasons,
-        facts: Facts { number, ..Facts::default() },
-        held: Held::default(),
-    }
+    Verdict { kind, reasons, facts: Facts { number, ..Facts::default() }, ..Verdict::default() }
+}
+
+/// Not checked: signed by `issuer`, which is not enrolled here.
+fn not_enrolled(kind: &'static str, number: String, issuer: ParticipantCode) -> Verdict {
+    Verdict { not_enrolled: Some(issuer.to_string()), ..not_authentic(kind, number, Vec::new()) }
 }
 
 fn check_kpc(
@@ -221,7 +230,7 @@ fn check_kpc(
     let number = cert.number.to_string();
     let bundle = match issuer_bundle(shared, doc.signer) {
         Ok(b) => b,
-        Err(Ok(why)) => return Ok(not_authentic("kpc", number, vec![why])),
+        Err(Ok(())) => return Ok(not_enrolled("kpc", number, doc.signer)),
         Err(Err(e)) => return Err(e),
     };
     let today = shared.now().date();
@@ -248,24 +257,23 @@ fn check_kpc(
         retired_key_note: checked.retired_key_note.clone().map(|n| n.trim().to_owned()),
     };
     let held = held(shared, &number, doc.message_id())?;
-    Ok(Verdict { kind: "kpc", authentic: true, reasons: Vec::new(), facts, held })
+    Ok(Verdict { kind: "kpc", authentic: true, facts, held, ..Verdict::default() })
 }
 
 fn check_seal(shared: &Shared, text: &str) -> Result<Verdict, PageError> {
     let (doc, seal) = match kp_protocol::seal::from_qr_text(text) {
         Ok(d) => d,
         Err(e) => {
-            return Ok(not_authentic(
-                "seal",
-                String::new(),
-                vec![format!("The QR code is not a KP seal: {e}")],
-            ))
+            return Ok(Verdict {
+                not_a_seal: Some(e.to_string()),
+                ..not_authentic("seal", String::new(), Vec::new())
+            })
         }
     };
     let number = seal.number.to_string();
     let bundle = match issuer_bundle(shared, doc.signer) {
         Ok(b) => b,
-        Err(Ok(why)) => return Ok(not_authentic("seal", number, vec![why])),
+        Err(Ok(())) => return Ok(not_enrolled("seal", number, doc.signer)),
         Err(Err(e)) => return Err(e),
     };
     let verified = match crate::report::seal::verify(text, &bundle, None) {
@@ -296,7 +304,7 @@ fn check_seal(shared: &Shared, text: &str) -> Result<Verdict, PageError> {
         retired_key_note,
     };
     let held = held(shared, &number, s.certificate_id)?;
-    Ok(Verdict { kind: "seal", authentic: true, reasons: Vec::new(), facts, held })
+    Ok(Verdict { kind: "seal", authentic: true, facts, held, ..Verdict::default() })
 }
 
 /// The certificate `number` as this node's store holds it now; whether its signed document is
