@@ -6,6 +6,7 @@ page with axe-core (injected from "axe"), and prints one JSON object with what i
 {"pages": [...], "violations": [...], "steps": [...]}. Any failed expectation raises, so the
 process exits non-zero and the Rust test shows the traceback.
 """
+import base64
 import json
 import subprocess
 import sys
@@ -185,6 +186,17 @@ with sync_playwright() as p:
     expect(cpage.locator("#held-status").inner_text() in ("received", "delivered"),
            "and its current status on this node")
     check(cpage, "verify-authentic")
+    # A photo of the printed seal, as a phone saves it: JPEG, on a grey background.
+    seal_jpeg = out / "seal-photo.jpg"
+    camera = ctx.new_page()
+    camera.set_content('<body style="margin:0;background:#ddd"><img style="margin:40px" src="data:image/png;base64,'
+                       + base64.b64encode(seal_png.read_bytes()).decode() + '"></body>')
+    camera.screenshot(path=str(seal_jpeg), type="jpeg", quality=75)
+    camera.close()
+    cpage.get_by_label("Certificate file or QR seal image").set_input_files(str(seal_jpeg))
+    with cpage.expect_navigation():
+        cpage.get_by_role("button", name="Verify").click()
+    expect(cpage.locator("#verdict").inner_text() == "Authentic QR seal", "the QR seal from a JPEG photo is authentic")
     # A file that is neither a .kpc nor a seal image is refused at the field.
     junk = out / "not-a-seal.txt"
     junk.write_text("not a certificate")

@@ -179,19 +179,66 @@ pub fn read_image(bytes: &[u8]) -> Result<String, String> {
     read_image_within(bytes, u64::from(MAX_SIDE) * u64::from(MAX_SIDE))
 }
 
-/// Whether `bytes` look like an image [`read_image`] reads (a PNG, or an SVG), rather than a
-/// `.kpc` or anything else.
+/// Whether `bytes` look like an image [`read_image_within`] reads (a PNG, a JPEG, or an SVG),
+/// rather than a `.kpc` or anything else.
 pub fn is_image(bytes: &[u8]) -> bool {
-    bytes.starts_with(PNG_SIGNATURE) || bytes[..bytes.len().min(1024)].windows(4).any(|w| w == b"<svg")
+    bytes.starts_with(PNG_SIGNATURE)
+        || bytes.starts_with(JPEG_SIGNATURE)
+        || bytes[..bytes.len().min(1024)].windows(4).any(|w| w == b"<svg")
 }
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+/// A JPEG's start-of-image marker and the first byte of the next marker.
+const JPEG_SIGNATURE: &[u8] = b"\xff\xd8\xff";
 
-/// [`read_image`] of an image of at most `max_pixels`, refused from its header (a PNG) or its
-/// declared size (an SVG) before any pixel is decoded.
+/// Reads the text of the QR code in a JPEG photo of at most `max_pixels`, judged from its
+/// header before anything is decoded.
+fn read_jpeg_within(bytes: &[u8], max_pixels: u64) -> Result<String, String> {
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.read_info().map_err(|e| format!("not a readable JPEG image: {e}"))?;
+    let info = decoder.info().ok_or("not a readable JPEG image")?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > max_pixels {
+        return Err(format!(
+            "the image is {w}×{h} pixels, more than the {} megapixels read; crop it to the QR code or take it at a lower resolution",
+            max_pixels / 1_000_000
+        ));
+    }
+    let channels = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => 1,
+        jpeg_decoder::PixelFormat::L16 => 2,
+        jpeg_decoder::PixelFormat::RGB24 => 3,
+        jpeg_decoder::PixelFormat::CMYK32 => {
+            return Err(
+                "the JPEG is in CMYK (a print file); give a photo or scan in colour or greyscale".into()
+            )
+        }
+    };
+    let (w, h) = (w as usize, h as usize);
+    decoder.set_max_decoding_buffer_size(w * h * channels);
+    let pixels = decoder.decode().map_err(|e| format!("not a readable JPEG image: {e}"))?;
+    if pixels.len() < w * h * channels {
+        return Err("the JPEG image is shorter than its size says".into());
+    }
+    decode(w, h, |x, y| {
+        let p = &pixels[(y * w + x) * channels..];
+        match channels {
+            // 16-bit samples, most significant byte first.
+            1 | 2 => p[0],
+            _ => ((u16::from(p[0]) * 3 + u16::from(p[1]) * 6 + u16::from(p[2])) / 10) as u8,
+        }
+    })
+}
+
+/// [`read_image`] of an image of at most `max_pixels`, refused from its header (a PNG, a JPEG)
+/// or its declared size (an SVG) before any pixel is decoded. Also reads JPEG photos (the
+/// console's Verify page takes them; `kpnode verify --qr` asks for a PNG).
 pub fn read_image_within(bytes: &[u8], max_pixels: u64) -> Result<String, String> {
     if bytes.starts_with(PNG_SIGNATURE) {
         return read_png_within(bytes, max_pixels);
+    }
+    if bytes.starts_with(JPEG_SIGNATURE) {
+        return read_jpeg_within(bytes, max_pixels);
     }
     let head = &bytes[..bytes.len().min(1024)];
     if head.windows(4).any(|w| w == b"<svg") {
