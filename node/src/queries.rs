@@ -250,6 +250,10 @@ pub struct CertFilter {
     pub peer: Option<ParticipantCode>,
     /// List numbers after this one (paging).
     pub after: Option<String>,
+    /// Only certificates issued on or after this day.
+    pub issued_from: Option<Date>,
+    /// Only certificates issued on or before this day.
+    pub issued_to: Option<Date>,
     pub limit: usize,
 }
 
@@ -297,6 +301,8 @@ pub fn list_certs_bounded<S: Storage + ?Sized>(
             start.push(0);
             let keep = filter.direction.is_none_or(|d| d == rec.direction)
                 && filter.peer.is_none_or(|p| p == rec.peer)
+                && filter.issued_from.is_none_or(|d| rec.issued_on >= d)
+                && filter.issued_to.is_none_or(|d| rec.issued_on <= d)
                 && filter.status.is_none_or(|s| s == effective_status(&rec, today));
             if keep {
                 out.push(rec);
@@ -307,6 +313,33 @@ pub fn list_certs_bounded<S: Storage + ?Sized>(
         }
         if n < PAGE {
             return Ok((out, None));
+        }
+    }
+}
+
+/// How many certificates the store holds in each status on `today`, in [`CertStatus::ALL`]'s
+/// order: a scan of every record, a page at a time (the console's dashboard caches it).
+pub fn count_by_status<S: Storage + ?Sized>(
+    store: &S,
+    today: Date,
+) -> Result<Vec<(CertStatus, u64)>, StoreError> {
+    let mut counts: Vec<(CertStatus, u64)> = CertStatus::ALL.iter().map(|s| (*s, 0)).collect();
+    let mut start = Vec::new();
+    const PAGE: usize = 1024;
+    loop {
+        let page = store.range(Tree::Certs, &start, &[0xff; 33], PAGE)?;
+        let n = page.len();
+        for (k, v) in page {
+            let rec: CertRecord = decode_record(Tree::Certs, &k, &v)?;
+            let status = effective_status(&rec, today);
+            if let Some(c) = counts.iter_mut().find(|(s, _)| *s == status) {
+                c.1 += 1;
+            }
+            start = k;
+            start.push(0);
+        }
+        if n < PAGE {
+            return Ok(counts);
         }
     }
 }

@@ -297,6 +297,10 @@ pub struct ListQuery {
     pub status: Option<String>,
     pub peer: Option<String>,
     pub after: Option<String>,
+    /// Only certificates issued on or after this day (YYYY-MM-DD).
+    pub issued_from: Option<String>,
+    /// Only certificates issued on or before this day (YYYY-MM-DD).
+    pub issued_to: Option<String>,
     pub limit: Option<usize>,
 }
 
@@ -306,6 +310,8 @@ pub struct ListQuery {
         ("status" = Option<CertStatus>, Query, description = "only this status"),
         ("peer" = Option<String>, Query, description = "only certificates exchanged with this participant"),
         ("after" = Option<String>, Query, description = "numbers after this one (paging)"),
+        ("issued_from" = Option<String>, Query, description = "only certificates issued on or after this day (YYYY-MM-DD)"),
+        ("issued_to" = Option<String>, Query, description = "only certificates issued on or before this day (YYYY-MM-DD)"),
         ("limit" = Option<usize>, Query, description = "at most this many (default and maximum 100000)")),
     responses((status = 200, body = Vec<queries::CertView>), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn list(
@@ -352,6 +358,18 @@ pub fn list_views_bounded(
             .map_err(|e| problems.push(Problem::new("peer", format!("{p:?} {e}"))))
             .ok()
     });
+    let mut day = |name: &str, value: Option<&str>| {
+        value.and_then(|d| {
+            d.parse::<Date>().map_err(|e| problems.push(Problem::new(name, format!("{d:?} {e}")))).ok()
+        })
+    };
+    let issued_from = day("issued_from", q.issued_from.as_deref());
+    let issued_to = day("issued_to", q.issued_to.as_deref());
+    if let (Some(from), Some(to)) = (issued_from, issued_to) {
+        if from > to {
+            problems.push(Problem::new("issued_to", format!("{to} is before issued_from ({from})")));
+        }
+    }
     if !problems.is_empty() {
         return Err(ApiError::Invalid { error: "invalid_query", problems });
     }
@@ -360,6 +378,8 @@ pub fn list_views_bounded(
         status,
         peer,
         after: q.after,
+        issued_from,
+        issued_to,
         limit: q.limit.unwrap_or(100_000).min(100_000),
     };
     let today = shared.now().date();

@@ -31,6 +31,9 @@ use error::{invalid, ApiResult};
 pub use error::{ApiError, ErrorBody};
 pub use keys::keys_view;
 pub use node::{status_view, Status};
+pub use participants::set_participant;
+pub use peers::{enrol_peer, remove as remove_peer_now, AddPeerRequest, PeerRemoved};
+pub use statistics::{reconciliation, stats_report, ReconcileQuery, StatsQuery};
 
 use std::sync::Arc;
 

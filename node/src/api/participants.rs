@@ -50,10 +50,21 @@ pub(super) async fn participants_set(
     ApiPath(code): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<participants::ParticipantDetail>> {
-    let code = participant_code(&code)?;
     let req: participants::SetRequest = parse_body(&body)?;
+    set_participant(&shared, &code, &req).await.map(Json)
+}
+
+/// Records a change of a participant's entry (signed, in the log), each problem naming its
+/// field. The one way to set a status, for the API (and so the CLI against a daemon) and the
+/// console alike.
+pub async fn set_participant(
+    shared: &Arc<Shared>,
+    code: &str,
+    req: &participants::SetRequest,
+) -> Result<participants::ParticipantDetail, ApiError> {
+    let code = participant_code(code)?;
     let today = shared.now().date();
-    let entry = participants::prepare_set(&shared.registry.get(), today, code, &req)
+    let entry = participants::prepare_set(&shared.registry.get(), today, code, req)
         .map_err(|problems| ApiError::Invalid { error: "invalid_request", problems })?;
     tracing::info!(participant = %code, status = %entry.status, from = %entry.effective_from, "participant registry changed by the operator");
     match shared
@@ -71,7 +82,6 @@ pub(super) async fn participants_set(
         other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
     participants::show(&shared.registry.get(), shared.now().date(), code)
-        .map(Json)
         .ok_or_else(|| ApiError::Internal("the recorded participant is missing".into()))
 }
 

@@ -36,6 +36,10 @@ pub(super) struct Filter {
     number: String,
     #[serde(default)]
     after: String,
+    #[serde(default)]
+    issued_from: String,
+    #[serde(default)]
+    issued_to: String,
 }
 
 #[derive(Debug)]
@@ -57,6 +61,8 @@ struct ListPage {
     status: String,
     peer: String,
     number: String,
+    issued_from: String,
+    issued_to: String,
     statuses: Vec<&'static str>,
     rows: Vec<Row>,
     /// The query string of the next page, if there is one.
@@ -64,6 +70,8 @@ struct ListPage {
     /// Set when the page stopped searching at this number (see [`MAX_SCANNED`]).
     searched_to: Option<String>,
     error: Option<String>,
+    /// Problems with the date range, by field (`issued_from`, `issued_to`).
+    date_errors: BTreeMap<String, String>,
 }
 
 fn direction_str(d: Direction) -> &'static str {
@@ -90,11 +98,14 @@ pub(super) async fn list(
         status: filter.status.trim().to_owned(),
         peer: filter.peer.trim().to_uppercase(),
         number: filter.number.trim().to_owned(),
+        issued_from: filter.issued_from.trim().to_owned(),
+        issued_to: filter.issued_to.trim().to_owned(),
         statuses: CertStatus::ALL.iter().map(|s| s.as_str()).collect(),
         rows: Vec::new(),
         next: None,
         searched_to: None,
         error: None,
+        date_errors: BTreeMap::new(),
     };
     // Search by number: straight to the certificate's page.
     if let Some(number) = some(&filter.number) {
@@ -114,6 +125,8 @@ pub(super) async fn list(
         status: some(&filter.status),
         peer: some(&page.peer),
         after: some(&filter.after),
+        issued_from: some(&filter.issued_from),
+        issued_to: some(&filter.issued_to),
         limit: Some(PAGE + 1),
     };
     match crate::api::list_views_bounded(&console.shared, query, false, MAX_SCANNED) {
@@ -127,19 +140,24 @@ pub(super) async fn list(
             };
             page.next = after.map(|after| {
                 format!(
-                    "direction={}&status={}&peer={}&after={after}",
-                    page.direction, page.status, page.peer
+                    "direction={}&status={}&peer={}&issued_from={}&issued_to={}&after={after}",
+                    page.direction, page.status, page.peer, page.issued_from, page.issued_to
                 )
             });
             page.rows = views.iter().map(row).collect();
         }
-        Err(e) => {
-            let (status, message) = e.status_and_message();
-            if status != StatusCode::UNPROCESSABLE_ENTITY {
-                return Err(PageError::new(status, message));
+        Err(e) => match e.into_problems() {
+            Ok(problems) => {
+                for p in problems {
+                    if p.field == "issued_from" || p.field == "issued_to" {
+                        page.date_errors.entry(p.field).or_insert(p.message);
+                    } else {
+                        page.error = Some(format!("{}: {}", p.field, p.message));
+                    }
+                }
             }
-            page.error = Some(message);
-        }
+            Err(e) => return Err(e.into()),
+        },
     }
     Ok(render(&page))
 }
@@ -184,6 +202,8 @@ struct CertificatePage {
     reason_error: Option<String>,
     /// The confirm-import form is offered on inbound certificates to customs officers.
     can_confirm: bool,
+    /// The QR seal is shown for a certificate issued here and not voided (only the issuer seals).
+    can_seal: bool,
     confirm: ConfirmForm,
     /// Problems with the confirm-import form, by field name.
     confirm_errors: BTreeMap<String, String>,
@@ -304,6 +324,7 @@ fn certificate_page(
         can_void,
         reason_error: None,
         can_confirm,
+        can_seal: v.direction == Direction::Out && v.void.is_none(),
         confirm,
         confirm_errors: BTreeMap::new(),
     })
