@@ -483,17 +483,11 @@ async fn store_item(
 /// cache holds (so a number recovered, union form included, is never drawn again). The
 /// partner's `highest_number` alone raises nothing: it is not signed by this node.
 async fn raise_numbers(shared: &Arc<Shared>, report: &mut RecoverReport) -> Result<(), RecoverError> {
-    let claimed = report
-        .highest_number
-        .as_deref()
-        .and_then(|n| n.parse().ok())
-        .and_then(|n| assigned_parts(&n, shared.me));
-    report.highest_number_verified =
-        claimed.is_some_and(|(y, s)| report.verified.get(&y).is_some_and(|&v| v >= s));
-    if let (Some((year, seq)), false) = (claimed, report.highest_number_verified) {
-        tracing::warn!(partner = %report.partner, year, seq, "the partner claims a number of this node's it returned no certificate for; the counter is not raised to it");
+    let (numbers, verified) = to_raise(report.highest_number.as_deref(), &report.verified, shared.me);
+    report.highest_number_verified = verified;
+    if let (Some(claim), false) = (&report.highest_number, verified) {
+        tracing::warn!(partner = %report.partner, %claim, "the partner claims a number of this node's it returned no certificate for; the counter is not raised to it");
     }
-    let numbers: Vec<(i32, u64)> = report.verified.iter().map(|(&y, &s)| (y, s)).collect();
     if !numbers.is_empty() {
         shared.actor.call(Command::RaiseNumbers { numbers: numbers.clone() }).await?;
     }
@@ -508,4 +502,34 @@ async fn raise_numbers(shared: &Arc<Shared>, report: &mut RecoverReport) -> Resu
         *last = (*last).max(stored).max(verified);
     }
     Ok(())
+}
+
+/// The (year, sequence) counters to raise: the highest verified number of each year, never
+/// the partner's `claimed` number; and whether the claim is one of the verified numbers.
+fn to_raise(
+    claimed: Option<&str>,
+    verified: &BTreeMap<i32, u64>,
+    me: ParticipantCode,
+) -> (Vec<(i32, u64)>, bool) {
+    let claimed = claimed.and_then(|n| n.parse().ok()).and_then(|n| assigned_parts(&n, me));
+    let backed = claimed.is_some_and(|(y, s)| verified.get(&y).is_some_and(|&v| v >= s));
+    (verified.iter().map(|(&y, &s)| (y, s)).collect(), backed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partners_bare_claim_raises_no_counter() {
+        let me: ParticipantCode = "RU".parse().unwrap();
+        let verified = BTreeMap::from([(2026, 7)]);
+        // An inflated claim, in either form, raises only to what was verified.
+        for claim in ["RU-2026-999999999999999999", "ZZ-RU-2026-999999", "RU-9999-000001"] {
+            assert_eq!(to_raise(Some(claim), &verified, me), (vec![(2026, 7)], false), "{claim}");
+        }
+        assert_eq!(to_raise(Some("RU-2026-000007"), &verified, me), (vec![(2026, 7)], true));
+        // Nothing returned and verified: nothing raised, whatever is claimed.
+        assert_eq!(to_raise(Some("RU-2026-000009"), &BTreeMap::new(), me), (vec![], false));
+    }
 }

@@ -230,6 +230,8 @@ fn acknowledge(
                 code: refusal.code,
                 detail: refusal.detail,
             }),
+            // Unanswered: the sender sends it again.
+            Reply::Held { .. } => {}
         }
     }
     commands.push(Command::Receipts { peer: to.code, items: receipts });
@@ -1440,4 +1442,45 @@ fn a_node_that_lost_its_store_recovers_its_traffic_from_a_partners_pages() {
     assert_eq!(lost.engine.last_number(2026), 41);
     let engine = Engine::load(&lost.store, lost.signer.clone()).unwrap();
     assert_eq!(engine.last_number(2026), 41, "kept in the store");
+}
+
+/// A restored RU that lacks RU-2026-000001: while it awaits recovery, IN's confirmation of
+/// that certificate is held back (no receipt, no refusal: IN sends it again) and no new
+/// certificate is issued; once every partner is recovered from, the state ends and the
+/// ordinary refusal applies again.
+#[test]
+fn a_restored_node_holds_back_follow_ups_it_cannot_place_until_recovered() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (_ru, mut inn) = one_delivered(&clock);
+    assert!(matches!(confirm(&mut inn, "RU-2026-000001", "100.00", now), Outcome::Updated(_)));
+    let mut restored = side(RU, &clock);
+    let (key, value) = crate::engine::set_recovery_pending(now);
+    restored.store.commit(&crate::storage::Writes::from([((Tree::Meta, key), Some(value))])).unwrap();
+
+    let replies = deliver(&inn, &mut restored, now, inn.outbox(RU));
+    assert!(matches!(&replies[..], [Reply::Held { .. }]), "{replies:?}");
+    let pending = crate::engine::recovery_pending(&restored.store).unwrap().unwrap();
+    assert_eq!(pending.held, 1);
+    assert!(matches!(
+        submit(&mut restored, now, certificate("RU-2026-000002", "1.00")),
+        Outcome::Refused(EngineError::RecoveryPending)
+    ));
+
+    let partners = vec![IN, "KZ".parse().unwrap()];
+    let progress = |p: &str| Command::RecoveryProgress {
+        recovered: Some(p.parse().unwrap()),
+        partners: partners.clone(),
+    };
+    restored.apply(now, vec![progress("IN")]);
+    assert_eq!(crate::engine::recovery_pending(&restored.store).unwrap().unwrap().recovered, vec![IN]);
+    restored.apply(now, vec![progress("KZ")]);
+    assert_eq!(crate::engine::recovery_pending(&restored.store).unwrap(), None);
+
+    let replies = deliver(&inn, &mut restored, now, inn.outbox(RU));
+    assert_eq!(rejected(&replies).code, RejectCode::UnknownCertificate);
+    assert!(matches!(
+        submit(&mut restored, now, certificate("RU-2026-000002", "1.00")),
+        Outcome::Submitted { .. }
+    ));
 }
