@@ -814,8 +814,23 @@ async fn answer_recover(
     } else {
         tracing::debug!(items = page.items.len(), cursor = r.cursor, next = ?page.next, "answered a recovery page");
     }
+    let max = shared.config.delivery.max_frame_bytes as usize;
     for item in page.items {
         let frame = Frame::RecoverItem { request_id: r.request_id, item: Box::new(item) };
+        // A document close to the frame limit does not fit with its receipt: skipped (and
+        // said), not sent to fail the writer and close the link on every run.
+        let size = kp_protocol::codec::encode(&frame).len() + kp_protocol::frame::LENGTH_PREFIX;
+        if size > max {
+            if let Frame::RecoverItem { item, .. } = &frame {
+                tracing::warn!(
+                    message = %item.document().message_id(),
+                    size,
+                    max,
+                    "a recovery item is larger than a frame (delivery.max_frame_bytes); not sent"
+                );
+            }
+            continue;
+        }
         tx.send(Outgoing::Frame(frame)).await.map_err(|_| LinkError::WriterStopped)?;
     }
     let done =
