@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bincode::{Decode, Encode};
 use kp_exchange::engine::{assigned_parts, Command, EngineError, Outcome, Reply};
 use kp_exchange::link::{check_hello, hello, Inbound, Limits};
-use kp_exchange::recover::{check_received, check_sent, order};
+use kp_exchange::recover::{check_receipt_time, check_received, check_sent, order};
 use kp_protocol::frame::{Recovered, MAX_RECOVER_ITEMS, MAX_RECOVER_PAGE_BYTES};
 use kp_protocol::{Frame, ParticipantCode, RejectCode, Timestamp};
 use serde::Serialize;
@@ -385,6 +385,11 @@ async fn store_item(
                     return Ok(None);
                 }
             };
+            let tolerance = shared.config.delivery.clock_tolerance.as_millis() as i64;
+            if let Err(why) = check_receipt_time(&document, &receipt, shared.now(), tolerance) {
+                refuse(report, format!("{kind} {id}: {why}"));
+                return Ok(None);
+            }
             match &content {
                 kp_exchange::verify::Content::Rotation(_) => {
                     report.rotations_skipped += 1;

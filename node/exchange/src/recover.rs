@@ -213,3 +213,25 @@ pub fn order(item: &Recovered) -> (u8, Timestamp) {
     };
     (rank, d.signed_at)
 }
+
+/// Checks the time of a partner's receipt for this node's `document` (it becomes the
+/// document's `delivered_at`): not before the document was signed, nor after `now`, each
+/// within `tolerance_ms` of clock difference. A partner cannot date a delivery at will.
+pub fn check_receipt_time(
+    document: &SignedDocument,
+    receipt: &MessageReceipt,
+    now: Timestamp,
+    tolerance_ms: i64,
+) -> Result<(), String> {
+    let at = receipt.batch.signed_at.unix_millis();
+    if at < document.signed_at.unix_millis().saturating_sub(tolerance_ms) {
+        return Err(format!(
+            "the receipt is dated {}, before the document was signed ({})",
+            receipt.batch.signed_at, document.signed_at
+        ));
+    }
+    if at > now.unix_millis().saturating_add(tolerance_ms) {
+        return Err(format!("the receipt is dated {}, in the future", receipt.batch.signed_at));
+    }
+    Ok(())
+}

@@ -1424,6 +1424,13 @@ fn a_node_that_lost_its_store_recovers_its_traffic_from_a_partners_pages() {
     };
     let err = check_sent(RU, IN, &lost.history, &inn.history, &document, &receipt).map(|_| ());
     assert!(err.is_ok());
+    // The receipt's time becomes the delivery's: it must lie between signing and now.
+    let signed = document.signed_at.unix_millis();
+    let at = |ms: i64| Timestamp::from_unix_millis(ms);
+    assert!(crate::recover::check_receipt_time(&document, &receipt, at(signed + 3_600_000), 1000).is_ok());
+    let err =
+        crate::recover::check_receipt_time(&document, &receipt, at(signed - 7_200_000), 1000).unwrap_err();
+    assert!(err.contains("in the future"), "{err}");
     let err = check_sent(RU, IN, &lost.history, &lost.history, &document, &receipt).unwrap_err();
     assert!(err.contains("receipt"), "{err}");
     document.signature[0] ^= 1;
