@@ -1486,6 +1486,11 @@ fn a_restored_node_holds_back_follow_ups_it_cannot_place_until_recovered() {
 
     let replies = deliver(&inn, &mut restored, now, inn.outbox(RU));
     assert_eq!(rejected(&replies).code, RejectCode::UnknownCertificate);
+    // The operator's `--finish` ends it too, whoever is left.
+    let (key, value) = crate::engine::set_recovery_pending(now);
+    restored.store.commit(&crate::storage::Writes::from([((Tree::Meta, key), Some(value))])).unwrap();
+    restored.apply(now, vec![Command::RecoveryProgress { recovered: None, partners: partners.clone() }]);
+    assert_eq!(crate::engine::recovery_pending(&restored.store).unwrap(), None);
     assert!(matches!(
         submit(&mut restored, now, certificate("RU-2026-000002", "1.00")),
         Outcome::Submitted { .. }
