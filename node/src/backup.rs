@@ -609,6 +609,13 @@ fn restore_into(file: &Path, stage: &Path, keys_from: Option<&Path>) -> Result<R
         .map_err(|e| BackupError::Invalid(format!("the restored log does NOT verify: {e}")))?;
     // Where `kpnode recover` asks partners to resume from.
     crate::recover::record_base(&store)?;
+    // Until `kpnode recover` has run, the node holds back follow-ups it cannot place and
+    // issues no certificate (see `kp_exchange::engine::RECOVERY_PENDING`).
+    let (key, value) =
+        kp_exchange::engine::set_recovery_pending(crate::clock::Clock::now(&crate::clock::SystemClock));
+    let mut writes = crate::store::Writes::new();
+    writes.insert((crate::store::Tree::Meta, key), Some(value));
+    store.commit(&writes)?;
     store.flush()?;
     Ok(Restored { manifest, audit })
 }

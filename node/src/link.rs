@@ -454,6 +454,16 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
                     },
                 };
                 let answer = Inbound::answer(slots, replies, max_items);
+                if !answer.held.is_empty() {
+                    // Logged once a batch, not once a resend of each.
+                    tracing::info!(
+                        held = answer.held.len(),
+                        first = ?answer.held[0].0,
+                        detail = %answer.held[0].1,
+                        "held back follow-ups of certificates this restored node lacks until `kpnode recover` \
+                         has run; the peer sends them again"
+                    );
+                }
                 for (id, refusal) in &answer.refused {
                     tracing::warn!(message = ?id, code = %refusal.code, detail = %refusal.detail, "refused a delivery");
                 }
@@ -762,6 +772,14 @@ struct RecoverRequest {
     max_items: u16,
 }
 
+/// The shortest time between two recovery pages answered to one peer.
+const RECOVER_PAGE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Per peer: when its last recovery page was answered (locked while one is answered).
+type Pace = Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>;
+static RECOVER_PACE: std::sync::Mutex<std::collections::BTreeMap<ParticipantCode, Pace>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// Answers an enrolled peer's recovery request on the link it dialled (authenticated by its
 /// pinned TLS key, judged against the trust in force like any delivery): one page of that
 /// peer's own traffic with this node, read from the log off the async workers, each item a
@@ -772,20 +790,47 @@ async fn answer_recover(
     r: RecoverRequest,
     tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), LinkError> {
+    // One page at a time per peer, across its connections, and at most one every
+    // RECOVER_PAGE_INTERVAL: a peer's recovery requests cost this node bounded work.
+    let slot = {
+        let mut all = RECOVER_PACE.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(peer).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None))).clone()
+    };
+    let mut last = slot.lock().await;
+    if let Some(at) = *last {
+        tokio::time::sleep_until(at + RECOVER_PAGE_INTERVAL).await;
+    }
+    *last = Some(tokio::time::Instant::now());
     let store = shared.store.clone();
     let page = tokio::task::spawn_blocking(move || {
         kp_exchange::recover::page(&store, peer, r.after_seq, r.since, r.cursor, r.max_items)
     })
     .await?
     .map_err(kp_exchange::link::LinkError::Store)?;
-    tracing::info!(
-        items = page.items.len(),
-        cursor = r.cursor,
-        next = ?page.next,
-        "answered a recovery request of this peer"
-    );
+    drop(last);
+    // Logged once a run (its first page), not once a page.
+    if r.cursor == 0 {
+        tracing::info!(items = page.items.len(), next = ?page.next, "this peer asks for its traffic back (recovery)");
+    } else {
+        tracing::debug!(items = page.items.len(), cursor = r.cursor, next = ?page.next, "answered a recovery page");
+    }
+    let max = shared.config.delivery.max_frame_bytes as usize;
     for item in page.items {
         let frame = Frame::RecoverItem { request_id: r.request_id, item: Box::new(item) };
+        // A document close to the frame limit does not fit with its receipt: skipped (and
+        // said), not sent to fail the writer and close the link on every run.
+        let size = kp_protocol::codec::encode(&frame).len() + kp_protocol::frame::LENGTH_PREFIX;
+        if size > max {
+            if let Frame::RecoverItem { item, .. } = &frame {
+                tracing::warn!(
+                    message = %item.document().message_id(),
+                    size,
+                    max,
+                    "a recovery item is larger than a frame (delivery.max_frame_bytes); not sent"
+                );
+            }
+            continue;
+        }
         tx.send(Outgoing::Frame(frame)).await.map_err(|_| LinkError::WriterStopped)?;
     }
     let done =

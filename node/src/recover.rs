@@ -11,15 +11,15 @@
 //! a crash loses nothing already stored. Finally the certificate counter is raised above the
 //! highest number of this node's the partner holds.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bincode::{Decode, Encode};
 use kp_exchange::engine::{assigned_parts, Command, EngineError, Outcome, Reply};
 use kp_exchange::link::{check_hello, hello, Inbound, Limits};
-use kp_exchange::recover::{check_received, check_sent, order};
-use kp_protocol::frame::{Recovered, MAX_RECOVER_ITEMS};
+use kp_exchange::recover::{check_receipt_time, check_received, check_sent, order};
+use kp_protocol::frame::{Recovered, MAX_RECOVER_ITEMS, MAX_RECOVER_PAGE_BYTES};
 use kp_protocol::{Frame, ParticipantCode, RejectCode, Timestamp};
 use serde::Serialize;
 
@@ -36,7 +36,14 @@ pub const RECOVERY_BASE: &[u8] = b"recovery_base";
 /// margin for a document signed just before the snapshot and logged after it.
 const SINCE_MARGIN_MS: i64 = 3_600_000;
 /// Most items kept for a second try (a follow-up whose certificate comes on a later page).
-const MAX_DEFERRED: usize = 65_536;
+const MAX_DEFERRED: usize = 4096;
+/// Most pages asked of one partner in one run (each moves the cursor on; a partner with more
+/// is asked again by the next run, which finds what is stored held).
+const MAX_PAGES: u64 = 100_000;
+/// Most items taken from one partner in one run.
+const MAX_ITEMS: u64 = 2_000_000;
+/// The longest one run may spend with one partner.
+const MAX_RUN: Duration = Duration::from_secs(4 * 3600);
 /// Most refusals listed in a report (all are counted and logged).
 const MAX_LISTED: usize = 20;
 
@@ -82,10 +89,22 @@ pub struct RecoverReport {
     /// Items refused (checked and found wrong, or not storable), listed in `refusals`.
     pub refused: u64,
     pub refusals: Vec<String>,
-    /// The highest number of this node's the partner holds.
+    /// Key rotation statements of this node's the partner holds (not stored: this node's key
+    /// history comes with its keys).
+    pub rotations_skipped: u64,
+    /// The highest number of this node's the partner says it holds (shown only: the counter
+    /// is raised from the certificates it returned, checked against this node's own keys).
     pub highest_number: Option<String>,
+    /// Whether `highest_number` is that of a certificate returned and checked.
+    pub highest_number_verified: bool,
     /// The certificate counter raised, if it was.
     pub number_raised: Option<NumberRaised>,
+    /// Whether the node still awaits recovery from other partners (see `kpnode status`):
+    /// until then it holds back follow-ups it cannot place and issues no certificate.
+    pub recovery_pending: bool,
+    /// The highest verified (year, sequence) of this node's numbers among what was returned.
+    #[serde(skip)]
+    verified: BTreeMap<i32, u64>,
 }
 
 /// A certificate counter raised: new numbers of `year` continue above `last`.
@@ -100,8 +119,8 @@ pub struct NumberRaised {
 pub enum RecoverError {
     #[error("{0} is not an active enrolled peer of this node (see `kpnode peer list`)")]
     NotPeer(ParticipantCode),
-    #[error("a recovery is already running; wait for it to finish")]
-    Busy,
+    #[error("a recovery from {0} is already running; wait for it to finish")]
+    Busy(ParticipantCode),
     #[error("recovering from {peer}: {error}")]
     Link { peer: ParticipantCode, error: LinkError },
     #[error("recovering from {peer}: {detail}")]
@@ -112,21 +131,41 @@ pub enum RecoverError {
     Actor(#[from] crate::actor::ActorError),
 }
 
-static RUNNING: AtomicBool = AtomicBool::new(false);
+/// Partners being recovered from now: one run per partner at a time; others run alongside.
+static RUNNING: Mutex<BTreeSet<ParticipantCode>> = Mutex::new(BTreeSet::new());
 
-struct Running;
+struct Running(ParticipantCode);
 impl Drop for Running {
     fn drop(&mut self) {
-        RUNNING.store(false, Ordering::Release);
+        RUNNING.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.0);
     }
 }
 
-/// Recovers this node's traffic with `peer` (see the module docs). One recovery at a time.
+/// Ends the recovery-pending state the operator's way (`kpnode recover --finish`).
+pub async fn finish(shared: &Arc<Shared>) -> Result<(), RecoverError> {
+    shared.actor.call(Command::RecoveryProgress { recovered: None, partners: Vec::new() }).await?;
+    tracing::warn!("the operator ended the recovery-pending state; certificates are issued again");
+    Ok(())
+}
+
+/// Recovers this node's traffic with `peer` (see the module docs). One run per partner at a
+/// time, bounded in pages, items and time.
 pub async fn recover(shared: &Arc<Shared>, peer: ParticipantCode) -> Result<RecoverReport, RecoverError> {
-    if RUNNING.swap(true, Ordering::AcqRel) {
-        return Err(RecoverError::Busy);
+    if !RUNNING.lock().unwrap_or_else(|p| p.into_inner()).insert(peer) {
+        return Err(RecoverError::Busy(peer));
     }
-    let _running = Running;
+    let _running = Running(peer);
+    tokio::select! {
+        r = recover_from(shared, peer) => r,
+        _ = shared.cancel.cancelled() => Err(RecoverError::Protocol { peer, detail: "the node is shutting down".into() }),
+        _ = tokio::time::sleep(MAX_RUN) => Err(RecoverError::Protocol {
+            peer,
+            detail: format!("stopped after {} hours (the limit of one run); run `kpnode recover` again to go on", MAX_RUN.as_secs() / 3600),
+        }),
+    }
+}
+
+async fn recover_from(shared: &Arc<Shared>, peer: ParticipantCode) -> Result<RecoverReport, RecoverError> {
     let endpoint = shared
         .trust
         .get()
@@ -160,7 +199,9 @@ pub async fn recover(shared: &Arc<Shared>, peer: ParticipantCode) -> Result<Reco
     tracing::info!(%peer, after_seq = base.log_seq, %since, "recovering this node's traffic from a partner");
 
     let mut deferred: Vec<Recovered> = Vec::new();
+    let mut seen: HashSet<kp_protocol::MessageId> = HashSet::new();
     let (mut cursor, mut request_id) = (0u64, 0u64);
+    let mut last_sent: Instant;
     // Each answer frame may take the partner a while (it reads its log), never longer than this.
     let wait = d.ack_timeout.max(Duration::from_secs(30));
     loop {
@@ -172,15 +213,38 @@ pub async fn recover(shared: &Arc<Shared>, peer: ParticipantCode) -> Result<Reco
             cursor,
             max_items: MAX_RECOVER_ITEMS,
         };
+        if report.pages >= MAX_PAGES {
+            return Err(protocol(format!(
+                "stopped after {MAX_PAGES} pages (the limit of one run); run `kpnode recover` again to go on"
+            )));
+        }
         writer.send(&request).await.map_err(link)?;
+        last_sent = Instant::now();
+        let pages_before = report.pages;
         report.pages += 1;
         let mut items = Vec::new();
+        let mut page_bytes = 0usize;
         let (next, highest) = loop {
             let frame = reader.read_frame_within(wait, "waiting for the partner's recovery page").await;
             match frame.map_err(link)? {
                 Some(Frame::RecoverItem { request_id: r, item }) if r == request_id => {
                     if items.len() >= usize::from(MAX_RECOVER_ITEMS) {
                         return Err(protocol(format!("more than {MAX_RECOVER_ITEMS} items in one page")));
+                    }
+                    page_bytes += kp_protocol::codec::encode(item.as_ref()).len();
+                    if page_bytes > MAX_RECOVER_PAGE_BYTES {
+                        return Err(protocol(format!("a page of more than {MAX_RECOVER_PAGE_BYTES} bytes")));
+                    }
+                    if !seen.insert(item.document().message_id()) {
+                        return Err(protocol(format!(
+                            "message {} sent twice in one recovery",
+                            item.document().message_id()
+                        )));
+                    }
+                    if seen.len() as u64 > MAX_ITEMS {
+                        return Err(protocol(format!(
+                            "more than {MAX_ITEMS} items (the limit of one run); run `kpnode recover` again to go on"
+                        )));
                     }
                     items.push(*item);
                 }
@@ -189,16 +253,28 @@ pub async fn recover(shared: &Arc<Shared>, peer: ParticipantCode) -> Result<Reco
                 }
                 Some(Frame::Ping { .. } | Frame::Pong { .. }) => {}
                 Some(other) => return Err(protocol(format!("unexpected {} frame in a recovery", other.name()))),
-                None => {
+                None if pages_before == 0 => {
                     return Err(protocol(
-                        "the partner closed the connection (a kpnode that does not know recovery closes it on the request)"
+                        "the partner closed the connection before answering the first request (a kpnode that does not know recovery closes it on the request; otherwise see the partner's log: it may not trust this node's key)"
                             .into(),
                     ))
+                }
+                None => {
+                    return Err(protocol(format!(
+                        "the partner closed the connection after {pages_before} page(s) (see the partner's log); what was stored is kept, run `kpnode recover` again"
+                    )))
                 }
             }
         };
         items.sort_by_key(order);
+        let stored_before = report.sent_recovered + report.received_recovered;
         for item in items {
+            // The partner closes a link idle for three ping intervals: storing a page may take
+            // longer than that on a slow disk.
+            if last_sent.elapsed() >= d.ping_interval {
+                writer.send(&Frame::Ping { nonce: request_id }).await.map_err(link)?;
+                last_sent = Instant::now();
+            }
             if let Some(again) = store_item(shared, peer, tls_key, item, &mut report).await? {
                 if deferred.len() >= MAX_DEFERRED {
                     return Err(protocol(format!(
@@ -208,7 +284,11 @@ pub async fn recover(shared: &Arc<Shared>, peer: ParticipantCode) -> Result<Reco
                 deferred.push(again);
             }
         }
-        deferred = retry(shared, peer, tls_key, deferred, &mut report, false).await?;
+        // Deferred items are tried again only when something new was stored (their
+        // certificate may be among it), so a partner replaying follow-ups costs no more.
+        if !deferred.is_empty() && report.sent_recovered + report.received_recovered > stored_before {
+            deferred = retry(shared, peer, tls_key, deferred, &mut report, false).await?;
+        }
         if let Some(n) = &highest {
             report.highest_number = Some(n.to_string());
         }
@@ -223,6 +303,9 @@ pub async fn recover(shared: &Arc<Shared>, peer: ParticipantCode) -> Result<Reco
     writer.shutdown().await;
     retry(shared, peer, tls_key, deferred, &mut report, true).await?;
     raise_numbers(shared, &mut report).await?;
+    let partners: Vec<ParticipantCode> = shared.trust.get().active_peers().map(|p| p.participant).collect();
+    shared.actor.call(Command::RecoveryProgress { recovered: Some(peer), partners }).await?;
+    report.recovery_pending = kp_exchange::engine::recovery_pending(&shared.store)?.is_some();
     tracing::info!(
         %peer,
         sent = report.sent_recovered,
@@ -302,6 +385,25 @@ async fn store_item(
                     return Ok(None);
                 }
             };
+            let tolerance = shared.config.delivery.clock_tolerance.as_millis() as i64;
+            if let Err(why) = check_receipt_time(&document, &receipt, shared.now(), tolerance) {
+                refuse(report, format!("{kind} {id}: {why}"));
+                return Ok(None);
+            }
+            match &content {
+                kp_exchange::verify::Content::Rotation(_) => {
+                    report.rotations_skipped += 1;
+                    return Ok(None);
+                }
+                kp_exchange::verify::Content::Certificate(c) => {
+                    // Signed by this node (checked above): its number is one this node gave.
+                    if let Some((year, seq)) = assigned_parts(&c.number, shared.me) {
+                        let last = report.verified.entry(year).or_default();
+                        *last = (*last).max(seq);
+                    }
+                }
+                _ => {}
+            }
             let command = Command::RecoveredSent {
                 peer,
                 document: document.clone(),
@@ -354,6 +456,9 @@ async fn store_item(
                             None
                         }
                         Some(Reply::Reject { refusal, .. }) => Some(refusal),
+                        Some(Reply::Held { .. }) => {
+                            return Ok(Some(Recovered::Received { document, receipt }));
+                        }
                         None => None,
                     },
                     Outcome::Refused(e) => {
@@ -377,22 +482,59 @@ async fn store_item(
     Ok(None)
 }
 
-/// Raises the certificate counters above the partner's highest number of this node's: in
-/// the store (the engine's counters) and in the issuing service's cache.
+/// Raises the certificate counters to the highest number of this node's among the
+/// certificates the partner returned (each verified against this node's own key history): in
+/// the store (the engine's counters) and in the issuing service's cache, for every year the
+/// cache holds (so a number recovered, union form included, is never drawn again). The
+/// partner's `highest_number` alone raises nothing: it is not signed by this node.
 async fn raise_numbers(shared: &Arc<Shared>, report: &mut RecoverReport) -> Result<(), RecoverError> {
-    let Some(parts) = report
-        .highest_number
-        .as_deref()
-        .and_then(|n| n.parse().ok())
-        .and_then(|n| assigned_parts(&n, shared.me))
-    else {
-        return Ok(());
-    };
-    shared.actor.call(Command::RaiseNumbers { numbers: vec![parts] }).await?;
-    let mut numbers = shared.numbers.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(last) = numbers.get_mut(&parts.0) {
-        *last = (*last).max(parts.1);
+    let (numbers, verified) = to_raise(report.highest_number.as_deref(), &report.verified, shared.me);
+    report.highest_number_verified = verified;
+    if let (Some(claim), false) = (&report.highest_number, verified) {
+        tracing::warn!(partner = %report.partner, %claim, "the partner claims a number of this node's it returned no certificate for; the counter is not raised to it");
     }
-    report.number_raised = Some(NumberRaised { year: parts.0, last: parts.1 });
+    if !numbers.is_empty() {
+        shared.actor.call(Command::RaiseNumbers { numbers: numbers.clone() }).await?;
+    }
+    if let Some(&(year, last)) = numbers.iter().max_by_key(|(_, s)| *s) {
+        report.number_raised = Some(NumberRaised { year, last });
+    }
+    let mut cache = shared.numbers.lock().unwrap_or_else(|p| p.into_inner());
+    for (year, last) in cache.iter_mut() {
+        let key = format!("{}{year}", crate::store::meta::NUMBER_PREFIX);
+        let stored = get_record::<u64, _>(&shared.store, Tree::Meta, key.as_bytes())?.unwrap_or(0);
+        let verified = report.verified.get(year).copied().unwrap_or(0);
+        *last = (*last).max(stored).max(verified);
+    }
     Ok(())
+}
+
+/// The (year, sequence) counters to raise: the highest verified number of each year, never
+/// the partner's `claimed` number; and whether the claim is one of the verified numbers.
+fn to_raise(
+    claimed: Option<&str>,
+    verified: &BTreeMap<i32, u64>,
+    me: ParticipantCode,
+) -> (Vec<(i32, u64)>, bool) {
+    let claimed = claimed.and_then(|n| n.parse().ok()).and_then(|n| assigned_parts(&n, me));
+    let backed = claimed.is_some_and(|(y, s)| verified.get(&y).is_some_and(|&v| v >= s));
+    (verified.iter().map(|(&y, &s)| (y, s)).collect(), backed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partners_bare_claim_raises_no_counter() {
+        let me: ParticipantCode = "RU".parse().unwrap();
+        let verified = BTreeMap::from([(2026, 7)]);
+        // An inflated claim, in either form, raises only to what was verified.
+        for claim in ["RU-2026-999999999999999999", "ZZ-RU-2026-999999", "RU-9999-000001"] {
+            assert_eq!(to_raise(Some(claim), &verified, me), (vec![(2026, 7)], false), "{claim}");
+        }
+        assert_eq!(to_raise(Some("RU-2026-000007"), &verified, me), (vec![(2026, 7)], true));
+        // Nothing returned and verified: nothing raised, whatever is claimed.
+        assert_eq!(to_raise(Some("RU-2026-000009"), &BTreeMap::new(), me), (vec![], false));
+    }
 }

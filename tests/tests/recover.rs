@@ -91,12 +91,25 @@ fn seq(number: &str) -> u64 {
     number.rsplit('-').next().unwrap().parse().unwrap()
 }
 
+/// IN resends what RU does not answer after 2 s, and reconnects quickly.
+fn tune(dir: &NodeDir) {
+    let text = std::fs::read_to_string(dir.config_path()).unwrap();
+    let tuned = text
+        .replace("ack_timeout = \"30s\"", "ack_timeout = \"2s\"")
+        .replace("backoff_max = \"30s\"", "backoff_max = \"500ms\"");
+    for key in ["ack_timeout = \"2s\"", "backoff_max = \"500ms\""] {
+        assert!(tuned.contains(key), "the default node.toml changed; update this test ({key})");
+    }
+    std::fs::write(dir.config_path(), tuned).unwrap();
+}
+
 #[test]
 fn a_node_restored_from_an_old_backup_recovers_everything_from_its_partners() {
     let tmp = tempfile::tempdir().unwrap();
     let ru_dir = init_dir(tmp.path(), "RU", free_port());
     let in_dir = init_dir(tmp.path(), "IN", free_port());
     let kz_dir = init_dir(tmp.path(), "KZ", free_port());
+    tune(&in_dir);
     let mut ru = ProcessNode::start(&ru_dir);
     let mut inn = ProcessNode::start(&in_dir);
     let mut kz = ProcessNode::start(&kz_dir);
@@ -164,6 +177,10 @@ fn a_node_restored_from_an_old_backup_recovers_everything_from_its_partners() {
 
     // The loss: RU killed, its directory gone; restored from the older backup.
     ru.kill9();
+    // While RU is down, IN confirms a certificate RU issued after the backup: the restored RU
+    // does not know it when IN delivers the confirmation.
+    let late = ru_in_2[2].clone();
+    confirm(&in_dir, &late, "2", "110.70");
     std::fs::remove_dir_all(ru_dir.root()).unwrap();
     kpnode_ok(&["restore", s(&backup), "--dir", s(ru_dir.root())]);
     let restored = ProcessNode::start(&ru_dir);
@@ -173,6 +190,20 @@ fn a_node_restored_from_an_old_backup_recovers_everything_from_its_partners() {
     assert!(lacking.len() < before[0].len(), "the backup predates the later traffic");
     wait_linked(&ru_api, "IN".parse().unwrap());
     wait_linked(&ru_api, "KZ".parse().unwrap());
+    // Until recovered: no certificate is issued (its number could be taken), and IN's
+    // confirmation is held back, not refused for good.
+    let (code, body) = ru_api.post("/v1/certificates", &certificate_json("RU", "KZ", None, 20));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.to_string().contains("kpnode recover"), "{body}");
+    assert!(ru_api.status()["warnings"].to_string().contains("awaits `kpnode recover`"));
+    wait_until(Duration::from_secs(30), "IN's confirmation held back on RU", || {
+        ru_api.status()["recovery_pending"]["held"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(
+        in_api.certificate(&late)["confirmation"]["rejection"].is_null(),
+        "{}",
+        in_api.certificate(&late)
+    );
 
     let out = kpnode_ok(&["recover", "--dir", s(ru_dir.root())]);
     assert!(out.contains("IN: ") && out.contains("KZ: "), "a line per partner: {out}");
@@ -180,9 +211,23 @@ fn a_node_restored_from_an_old_backup_recovers_everything_from_its_partners() {
     assert!(out.contains(&format!("highest number of ours it holds: {}", ru_in_2[2])), "{out}");
     assert!(out.contains(&format!("highest number of ours it holds: {}", ru_kz_2[0])), "{out}");
 
-    // Every node shows what it showed before the loss.
+    // The held confirmation arrives once its certificate is recovered; the state has ended.
+    assert!(ru_api.status()["recovery_pending"].is_null(), "{}", ru_api.status());
+    let confirmed = in_api.certificate(&late)["confirmation"]["message_id"].clone();
+    wait_until(Duration::from_secs(30), "IN's held confirmation stored on RU", || {
+        ru_api.certificate(&late)["confirmation"]["message_id"] == confirmed
+            && in_api.certificate(&late)["confirmation"]["acknowledged"] == true
+    });
+    assert_eq!(ru_api.certificate(&late)["status"], in_api.certificate(&late)["status"]);
+    assert!(in_api.certificate(&late)["confirmation"]["rejection"].is_null());
+
+    // Every node shows what it showed before the loss (the late confirmation aside).
     wait_until(Duration::from_secs(30), "RU settled after the recovery", || settled(&ru_api));
-    let after = [view(&ru_api), view(&in_api), view(&kz_api)];
+    let mut after = [view(&ru_api), view(&in_api), view(&kz_api)];
+    let mut before = before;
+    for v in before.iter_mut().chain(after.iter_mut()) {
+        v.retain(|(_, n), _| *n != late);
+    }
     for (i, code) in ["RU", "IN", "KZ"].iter().enumerate() {
         let (b, a) = (&before[i], &after[i]);
         let differ: Vec<_> = b

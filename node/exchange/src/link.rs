@@ -315,6 +315,9 @@ pub struct Answer {
     pub duplicates: u64,
     /// Deliveries refused for good, in order (for the log).
     pub refused: Vec<(MessageId, Refusal)>,
+    /// Deliveries held back unanswered while the node awaits recovery (see
+    /// [`crate::engine::Reply::Held`]): the sender sends them again after its ack timeout.
+    pub held: Vec<(MessageId, String)>,
 }
 
 /// The receiver's tolerances when checking deliveries (see [`CheckContext`]).
@@ -469,6 +472,7 @@ impl Inbound {
                         }
                     }
                 }
+                Reply::Held { message_id, detail } => answer.held.push((message_id, detail)),
                 Reply::Reject { message_id, refusal } => {
                     flush(&mut answer.frames, &mut pending);
                     answer.frames.push(Frame::reject(message_id, refusal.code, &refusal.detail));

@@ -137,9 +137,12 @@ pub fn check_sent(
             document.signer
         ));
     }
-    let key = own
-        .signing_key_at(document.key_id, document.signed_at)
-        .map_err(|e| format!("not signed with a key of this node's own history: {e}"))?;
+    let key = own.signing_key_at(document.key_id, document.signed_at).map_err(|e| {
+        format!(
+            "not signed with a key of this node's own history: {e} (if this node rotated its keys after the \
+             backup, restore with `kpnode restore --keys` and the current keys)"
+        )
+    })?;
     document.verify_signature(key).map_err(|e| format!("this node's signature does not verify: {e}"))?;
     let content = match document.kind {
         DocumentKind::Certificate => {
@@ -166,7 +169,10 @@ pub fn check_sent(
     };
     let key = peer_history
         .signing_key_at(receipt.batch.key_id, receipt.batch.signed_at)
-        .map_err(|e| format!("{peer}'s receipt is signed with a key not in its history: {e}"))?;
+        .map_err(|e| format!(
+            "{peer}'s receipt is signed with a key not in its history: {e} (if {peer} rotated its keys after the \
+             backup, enrol its current bundle with `kpnode peer add`)"
+        ))?;
     receipt
         .verify(document.message_id(), key, peer, me)
         .map_err(|e| format!("{peer}'s receipt does not verify: {e}"))?;
@@ -206,4 +212,26 @@ pub fn order(item: &Recovered) -> (u8, Timestamp) {
         _ => 3,
     };
     (rank, d.signed_at)
+}
+
+/// Checks the time of a partner's receipt for this node's `document` (it becomes the
+/// document's `delivered_at`): not before the document was signed, nor after `now`, each
+/// within `tolerance_ms` of clock difference. A partner cannot date a delivery at will.
+pub fn check_receipt_time(
+    document: &SignedDocument,
+    receipt: &MessageReceipt,
+    now: Timestamp,
+    tolerance_ms: i64,
+) -> Result<(), String> {
+    let at = receipt.batch.signed_at.unix_millis();
+    if at < document.signed_at.unix_millis().saturating_sub(tolerance_ms) {
+        return Err(format!(
+            "the receipt is dated {}, before the document was signed ({})",
+            receipt.batch.signed_at, document.signed_at
+        ));
+    }
+    if at > now.unix_millis().saturating_add(tolerance_ms) {
+        return Err(format!("the receipt is dated {}, in the future", receipt.batch.signed_at));
+    }
+    Ok(())
 }

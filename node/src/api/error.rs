@@ -225,7 +225,8 @@ impl From<EngineError> for ApiError {
             | EngineError::Enrol(_)
             | EngineError::Quarantined(_)
             | EngineError::OlderList(_)
-            | EngineError::Untrusted { .. } => ApiError::Conflict(e.to_string()),
+            | EngineError::Untrusted { .. }
+            | EngineError::RecoveryPending => ApiError::Conflict(e.to_string()),
             // A kind added to the engine later: a fault until it is given its status here.
             _ => ApiError::Internal(e.to_string()),
         }

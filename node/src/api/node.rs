@@ -38,6 +38,23 @@ pub struct Status {
     /// Participants with certificates queued that are not enrolled peers: delivered once their
     /// node is enrolled (`kpnode peer add`).
     pub not_enrolled: Vec<queries::UnenrolledQueue>,
+    /// Set after `kpnode restore` until `kpnode recover` has recovered from every enrolled
+    /// partner (or `kpnode recover --finish`): no certificate is issued, and follow-ups of
+    /// certificates this node lacks are held back for their senders to resend.
+    pub recovery_pending: Option<RecoveryPendingView>,
+}
+
+/// The recovery-pending state.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecoveryPendingView {
+    /// When `kpnode restore` set it.
+    pub since: kp_protocol::Timestamp,
+    /// Partners recovered from already.
+    pub recovered: Vec<ParticipantCode>,
+    /// Active enrolled partners still to recover from.
+    pub remaining: Vec<ParticipantCode>,
+    /// Follow-ups held back so far (each resend counts).
+    pub held: u64,
 }
 
 /// A peer whose record could not be loaded.
@@ -88,6 +105,18 @@ pub fn status_view(shared: &Shared) -> Result<Status, ApiError> {
             q.queued, q.participant
         ));
     }
+    let recovery_pending = kp_exchange::engine::recovery_pending(&shared.store)?.map(|p| {
+        let remaining: Vec<ParticipantCode> =
+            trust.active_peers().map(|x| x.participant).filter(|x| !p.recovered.contains(x)).collect();
+        RecoveryPendingView { since: p.since, recovered: p.recovered, remaining, held: p.held }
+    });
+    if let Some(p) = &recovery_pending {
+        warnings.push(format!(
+            "this node was restored from a backup and awaits `kpnode recover` (partners left: {}): no certificate \
+             is issued and follow-ups of certificates it lacks are held back until then",
+            p.remaining.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
     Ok(Status {
         participant: shared.me,
         authority: shared.config.authority.to_string(),
@@ -103,6 +132,7 @@ pub fn status_view(shared: &Shared) -> Result<Status, ApiError> {
         peers,
         quarantined,
         not_enrolled,
+        recovery_pending,
     })
 }
 

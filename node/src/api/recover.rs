@@ -13,11 +13,11 @@ use crate::recover::{RecoverError, RecoverReport};
 use crate::state::Shared;
 
 #[utoipa::path(post, path = "/v1/recover/{code}", tag = "node",
-    description = "Recovery from a partner after `kpnode restore` from an older backup: dials the partner and asks it, page by page (at most 256 items each), for this node's own traffic with it since the restored log head — the documents it delivered that this node receipted beyond that point, and copies of the documents this node sent it — checks each against this node's own key history and the partner's, and stores what this node lacks (nothing twice: a second call finds everything held). Then raises the certificate counter above the highest number of this node's the partner holds. One recovery at a time. See docs/operations.md, \"Recovery from partners\".",
+    description = "Recovery from a partner after `kpnode restore` from an older backup: dials the partner and asks it, page by page (at most 256 items each), for this node's own traffic with it since the restored log head — the documents it delivered that this node receipted beyond that point, and copies of the documents this node sent it — checks each against this node's own key history and the partner's, and stores what this node lacks (nothing twice: a second call finds everything held). Then raises the certificate counter to the highest number among the certificates of this node's it returned (checked against this node's own keys; the partner's bare claim raises nothing). Once every active enrolled partner has been recovered from, the recovery-pending state `kpnode restore` set ends. One run per partner at a time. See docs/operations.md, \"Recovery from partners\".",
     params(("code" = ParticipantCode, Path, description = "The partner's participant code")),
     responses((status = 200, description = "What was recovered", body = RecoverReport),
         (status = 404, description = "Not an active enrolled peer", body = ErrorBody),
-        (status = 409, description = "A recovery is already running", body = ErrorBody),
+        (status = 409, description = "A recovery from this partner is already running", body = ErrorBody),
         (status = 422, body = ErrorBody),
         (status = 502, description = "The partner could not be reached or broke the protocol; nothing stored so far is lost, run it again", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -30,9 +30,21 @@ pub(super) async fn recover(
     match crate::recover::recover(&shared, code).await {
         Ok(report) => Ok(Json(report)),
         Err(e @ RecoverError::NotPeer(_)) => Err(ApiError::NotFound(e.to_string())),
-        Err(e @ RecoverError::Busy) => Err(ApiError::Conflict(e.to_string())),
+        Err(e @ RecoverError::Busy(_)) => Err(ApiError::Conflict(e.to_string())),
         Err(RecoverError::Store(e)) => Err(e.into()),
         Err(RecoverError::Actor(e)) => Err(e.into()),
         Err(e) => Err(ApiError::BadGateway(e.to_string())),
     }
+}
+
+#[utoipa::path(post, path = "/v1/recovery/finish", tag = "node",
+    description = "Ends the recovery-pending state `kpnode restore` sets (`kpnode recover --finish`), without recovering from the partners not yet recovered from: certificates are issued again, and follow-ups of certificates this node does not hold are refused again instead of held back. Only for a partner that can no longer be reached; any number it holds may then be issued again. Does nothing if the state is not set.",
+    responses((status = 204, description = "The state is ended"),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn finish(State(shared): State<Arc<Shared>>) -> ApiResult<axum::http::StatusCode> {
+    crate::recover::finish(&shared).await.map_err(|e| match e {
+        RecoverError::Actor(e) => e.into(),
+        e => ApiError::Internal(e.to_string()),
+    })?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -22,8 +22,17 @@ confirmations and voids of its certificates, resolutions, key rotations), and (2
 documents this node sent it (certificates, confirmations, voids, resolutions), each checked \
 against this node's own key history and stored with the partner's original receipt. Recovered \
 documents are appended to the log (the chain stays intact: `kpnode log verify` passes) and the \
-certificates' statuses follow. Then the certificate counter is raised above the highest number \
-of this node's the partner holds, so no number is issued twice.
+certificates' statuses follow. Then the certificate counter is raised to the highest number \
+among the certificates of this node's the partner returned (each checked against this node's own \
+keys; a number the partner merely claims raises nothing), so no number is issued twice.
+
+`kpnode restore` puts the node in a recovery-pending state (shown by `kpnode status`): until \
+`kpnode recover` has recovered from every active enrolled partner, no certificate is issued \
+(the API answers 409 naming this command), and a partner's confirmation, void or resolution of a \
+certificate the node does not hold yet is held back unanswered rather than refused, so the \
+partner sends it again (after its ack timeout) and it is stored once the certificate is \
+recovered. `kpnode recover --finish` ends the state by hand, for a partner that can no longer \
+be reached.
 
 It prints a line per partner as it goes. It is safe to run again (nothing is stored twice; a \
 second run finds everything held), and to run again for a partner that was offline. A partner \
@@ -48,10 +57,22 @@ pub struct RecoverArgs {
     /// Print each partner's report as JSON (one object a line).
     #[arg(long)]
     json: bool,
+    /// End the recovery-pending state without recovering from the partners left (one that
+    /// can no longer be reached): certificates are issued again. Asks no partner.
+    #[arg(long, conflicts_with_all = ["peers", "json"])]
+    finish: bool,
 }
 
 pub fn run(a: RecoverArgs) -> CliResult {
     let client = Client::for_dir(&NodeDir::new(&a.dir.dir))?;
+    if a.finish {
+        client.post("/v1/recovery/finish", b"")?;
+        println!(
+            "The recovery-pending state is ended: certificates are issued again. A number a partner not \
+             recovered from holds may be issued again; its importer would refuse that certificate (conflict)."
+        );
+        return Ok(());
+    }
     let peers: Vec<String> = if a.peers.is_empty() {
         let v = client.get("/v1/peers")?;
         v.as_array()
@@ -114,5 +135,11 @@ fn print_report(peer: &str, r: &Value) {
     match r["highest_number"].as_str() {
         Some(h) => println!("{peer}: highest number of ours it holds: {h}; new numbers continue above it"),
         None => println!("{peer}: it holds no number of ours"),
+    }
+    if r["highest_number"].is_string() && r["highest_number_verified"] != Value::Bool(true) {
+        println!("{peer}:   WARNING: it returned no certificate with that number; the counter was not raised to it");
+    }
+    if r["recovery_pending"] == Value::Bool(true) {
+        println!("{peer}: other partners are still to be recovered from; certificates are issued once all are (see `kpnode status`)");
     }
 }

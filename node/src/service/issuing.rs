@@ -179,6 +179,15 @@ struct Signed {
     assigned: Option<(i32, u64)>,
 }
 
+/// Refused before a number is drawn while the node awaits recovery from its partners (the
+/// engine refuses too, for numbers given by hand).
+fn not_pending(shared: &Shared) -> Result<(), IssueError> {
+    if kp_exchange::engine::recovery_pending(&shared.store)?.is_some() {
+        return Err(EngineError::RecoveryPending.into());
+    }
+    Ok(())
+}
+
 /// Numbers `draft` (from this node's counter of `year`, if it has no number) and signs it.
 fn sign(
     shared: &Shared,
@@ -228,6 +237,7 @@ pub async fn submit(
     if let Some(answer) = idem.as_ref().map(|i| remembered(shared, i)).transpose()?.flatten() {
         return Ok(answer);
     }
+    not_pending(shared)?;
     let today = shared.now().date();
     let (draft, warnings) = validate(shared, today, body)?;
     let year = today.year();
@@ -363,6 +373,9 @@ pub async fn submit_batch(
     officer: Officer,
 ) -> Vec<Result<Submitted, IssueError>> {
     let count = items.len();
+    if not_pending(shared).is_err() {
+        return (0..count).map(|_| Err(IssueError::Refused(EngineError::RecoveryPending))).collect();
+    }
     // Validating and signing up to 1000 certificates takes tens of milliseconds of CPU: not
     // on a worker that serves links and other requests meanwhile.
     let job = {

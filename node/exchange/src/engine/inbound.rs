@@ -17,6 +17,9 @@ impl Engine {
         let (doc, id) = (&item.document, item.message_id);
         let key = r.certificate.as_str().as_bytes();
         let Some(mut rec) = named_certificate(txn, &r.certificate, peer, None, r.certificate_id)? else {
+            if self.hold_for_recovery(txn)? {
+                return Ok(Verdict::Hold(format!("certificate {} is not on this node yet", r.certificate)));
+            }
             return Ok(Verdict::Refuse(Refusal::new(
                 RejectCode::UnknownCertificate,
                 format!(
@@ -127,6 +130,7 @@ impl Engine {
                     slots.push(Slot::Done(Reply::Receipt { receipt: Box::new(receipt), duplicate: true }));
                 }
                 Verdict::Refuse(refusal) => slots.push(Slot::Done(Reply::Reject { message_id: id, refusal })),
+                Verdict::Hold(detail) => slots.push(Slot::Done(Reply::Held { message_id: id, detail })),
             }
         }
         let receipts: Vec<MessageReceipt> = if new_items.is_empty() {
@@ -283,6 +287,9 @@ impl Engine {
         let Some(mut rec) =
             named_certificate(txn, &c.certificate, peer, Some(Direction::Out), c.certificate_id)?
         else {
+            if self.hold_for_recovery(txn)? {
+                return Ok(Verdict::Hold(format!("certificate {} is not on this node yet", c.certificate)));
+            }
             return Ok(Verdict::Refuse(Refusal::new(
                 RejectCode::UnknownCertificate,
                 format!("{} issued no certificate {} to {peer} with that id", self.me, c.certificate),
@@ -335,6 +342,9 @@ impl Engine {
         let Some(mut rec) =
             named_certificate(txn, &v.certificate, peer, Some(Direction::In), v.certificate_id)?
         else {
+            if self.hold_for_recovery(txn)? {
+                return Ok(Verdict::Hold(format!("certificate {} is not on this node yet", v.certificate)));
+            }
             return Ok(Verdict::Refuse(Refusal::new(
                 RejectCode::UnknownCertificate,
                 format!("{} holds no certificate {} from {peer} with that id", self.me, v.certificate),
@@ -607,6 +617,8 @@ enum Verdict {
     /// Stored before, at this log position: answer with the receipt given then.
     Duplicate(u64),
     Refuse(Refusal),
+    /// Neither stored nor refused: the node awaits recovery (see [`Reply::Held`]).
+    Hold(String),
 }
 
 #[cfg(test)]

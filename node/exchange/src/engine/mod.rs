@@ -34,7 +34,9 @@ pub use event::Event;
 use inbound::distrust;
 #[cfg(test)]
 pub(crate) use inbound::BUG_NO_DEDUPE;
-pub use recovered::assigned_parts;
+pub use recovered::{
+    assigned_parts, recovery_pending, set_recovery_pending, RecoveryPending, RECOVERY_PENDING,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -112,6 +114,9 @@ pub enum Command {
     /// Raise the last certificate sequence of each (year, sequence) to at least that: no
     /// number a partner holds is issued again.
     RaiseNumbers { numbers: Vec<(i32, u64)> },
+    /// Recovery from `recovered` completed (`None`: the operator ends the recovery-pending
+    /// state): the state ends once every one of `partners` (the active enrolled peers) has.
+    RecoveryProgress { recovered: Option<ParticipantCode>, partners: Vec<ParticipantCode> },
 }
 
 impl Command {
@@ -148,7 +153,8 @@ impl Command {
             | Command::RemovePeer { .. }
             // Who did it was on the lost store: recovered entries name no officer.
             | Command::RecoveredSent { .. }
-            | Command::RaiseNumbers { .. } => None,
+            | Command::RaiseNumbers { .. }
+            | Command::RecoveryProgress { .. } => None,
         }
     }
 }
@@ -197,6 +203,13 @@ pub enum Reply {
     Reject {
         message_id: MessageId,
         refusal: Refusal,
+    },
+    /// Neither stored nor refused: a follow-up of a certificate this node does not hold while
+    /// it awaits recovery from its partners (see [`RECOVERY_PENDING`]). No answer is sent;
+    /// the partner, without a receipt, sends it again.
+    Held {
+        message_id: MessageId,
+        detail: String,
     },
 }
 
@@ -251,6 +264,14 @@ send exactly the same request, and a new certificate needs a new key"
          ask {peer}'s operator which key signed it"
     )]
     ReceiptOutsideHistory { peer: ParticipantCode, detail: String },
+    /// The node was restored from a backup and has not recovered from its partners yet: a
+    /// new number could be one a partner already holds.
+    #[error(
+        "this node was restored from a backup and has not recovered from its partners yet: no certificate is \
+         issued until `kpnode recover` has recovered from every enrolled partner (or the operator ends it with \
+         `kpnode recover --finish`), because a new number could be one a partner already holds"
+    )]
+    RecoveryPending,
 }
 
 /// The most deliveries one [`Command::Deliveries`] may carry: one receipt batch, signed once,
@@ -477,6 +498,9 @@ impl Engine {
         for command in commands {
             txn.officer = command.officer().cloned();
             let outcome = match command {
+                Command::Submit { .. } if txn.get(Tree::Meta, RECOVERY_PENDING)?.is_some() => {
+                    Outcome::Refused(EngineError::RecoveryPending)
+                }
                 Command::Submit { document, certificate, assigned, idempotency, officer: _ } => {
                     self.submit(&mut txn, &mut applied, now, document, *certificate, assigned, idempotency)?
                 }
@@ -493,6 +517,9 @@ impl Engine {
                     self.recovered_sent(&mut txn, &mut applied, now, peer, document, *content, *receipt)?
                 }
                 Command::RaiseNumbers { numbers } => self.raise_numbers(&numbers),
+                Command::RecoveryProgress { recovered, partners } => {
+                    self.recovery_progress(&mut txn, recovered, &partners)?
+                }
                 Command::Deliveries { peer, under, items } => {
                     match under.map(|u| distrust(&txn, peer, &u)).transpose()?.flatten() {
                         Some(why) => {

@@ -6,6 +6,37 @@
 use super::*;
 use crate::verify::Content;
 
+/// The `meta` entry `kpnode restore` writes and a completed recovery from every partner (or
+/// the operator's `kpnode recover --finish`) removes: while it is there, this node was
+/// restored from a backup and may lack certificates its partners hold. Follow-ups about a
+/// certificate it does not know are then held back (no receipt, no refusal: the partner sends
+/// them again), and new certificates are refused (their numbers may be taken).
+pub const RECOVERY_PENDING: &[u8] = b"recovery_pending";
+
+/// The recovery-pending state (see [`RECOVERY_PENDING`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct RecoveryPending {
+    /// When `kpnode restore` set it.
+    pub since: Timestamp,
+    /// Partners fully recovered from since.
+    pub recovered: Vec<ParticipantCode>,
+    /// Follow-ups held back so far (counted for the operator's status).
+    pub held: u64,
+}
+
+/// The recovery-pending state of `store`, if set.
+pub fn recovery_pending<S: Storage + ?Sized>(store: &S) -> Result<Option<RecoveryPending>, StoreError> {
+    match store.get(Tree::Meta, RECOVERY_PENDING)? {
+        Some(b) => decode_record(Tree::Meta, RECOVERY_PENDING, &b).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The meta write that sets the recovery-pending state (for `kpnode restore`, offline).
+pub fn set_recovery_pending(since: Timestamp) -> (Vec<u8>, Vec<u8>) {
+    (RECOVERY_PENDING.to_vec(), encode_record(&RecoveryPending { since, ..Default::default() }))
+}
+
 impl Engine {
     /// Stores this node's `document` (with its decoded `content`) that `peer` acknowledged
     /// with `receipt` (already verified against `peer`'s key history). `Updated`: recovered
@@ -104,6 +135,47 @@ impl Engine {
             Some(rec) => Ok(Outcome::Updated(Box::new(rec))),
             None => Ok(Outcome::Done),
         }
+    }
+
+    /// Notes a completed recovery from `recovered` (`None`: the operator ends the
+    /// recovery-pending state): the state ends once every one of `partners` is recovered.
+    pub(super) fn recovery_progress<S: Storage + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        recovered: Option<ParticipantCode>,
+        partners: &[ParticipantCode],
+    ) -> Result<Outcome, StoreError> {
+        let Some(mut state) = txn.get_rec::<RecoveryPending>(Tree::Meta, RECOVERY_PENDING)? else {
+            return Ok(Outcome::Done);
+        };
+        match recovered {
+            None => txn.remove(Tree::Meta, RECOVERY_PENDING),
+            Some(peer) => {
+                if !state.recovered.contains(&peer) {
+                    state.recovered.push(peer);
+                }
+                if partners.iter().all(|p| state.recovered.contains(p)) {
+                    txn.remove(Tree::Meta, RECOVERY_PENDING);
+                } else {
+                    txn.put(Tree::Meta, RECOVERY_PENDING, &state);
+                }
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// Whether a follow-up about a certificate this node does not hold is held back rather
+    /// than refused (the node awaits recovery); counts it if so.
+    pub(super) fn hold_for_recovery<S: Storage + ?Sized>(
+        &self,
+        txn: &mut Txn<'_, S>,
+    ) -> Result<bool, StoreError> {
+        let Some(mut state) = txn.get_rec::<RecoveryPending>(Tree::Meta, RECOVERY_PENDING)? else {
+            return Ok(false);
+        };
+        state.held = state.held.saturating_add(1);
+        txn.put(Tree::Meta, RECOVERY_PENDING, &state);
+        Ok(true)
     }
 
     /// Raises the last certificate sequence of each year to at least the one given.

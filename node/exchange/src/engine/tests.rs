@@ -242,6 +242,8 @@ fn acknowledge(
                 code: refusal.code,
                 detail: refusal.detail,
             }),
+            // Unanswered: the sender sends it again.
+            Reply::Held { .. } => {}
         }
     }
     commands.push(Command::Receipts { peer: to.code, items: receipts });
@@ -1499,6 +1501,13 @@ fn a_node_that_lost_its_store_recovers_its_traffic_from_a_partners_pages() {
     };
     let err = check_sent(RU, IN, &lost.history, &inn.history, &document, &receipt).map(|_| ());
     assert!(err.is_ok());
+    // The receipt's time becomes the delivery's: it must lie between signing and now.
+    let signed = document.signed_at.unix_millis();
+    let at = |ms: i64| Timestamp::from_unix_millis(ms);
+    assert!(crate::recover::check_receipt_time(&document, &receipt, at(signed + 3_600_000), 1000).is_ok());
+    let err =
+        crate::recover::check_receipt_time(&document, &receipt, at(signed - 7_200_000), 1000).unwrap_err();
+    assert!(err.contains("in the future"), "{err}");
     let err = check_sent(RU, IN, &lost.history, &lost.history, &document, &receipt).unwrap_err();
     assert!(err.contains("receipt"), "{err}");
     document.signature[0] ^= 1;
@@ -1517,4 +1526,50 @@ fn a_node_that_lost_its_store_recovers_its_traffic_from_a_partners_pages() {
     assert_eq!(lost.engine.last_number(2026), 41);
     let engine = Engine::load(&lost.store, lost.signer.clone()).unwrap();
     assert_eq!(engine.last_number(2026), 41, "kept in the store");
+}
+
+/// A restored RU that lacks RU-2026-000001: while it awaits recovery, IN's confirmation of
+/// that certificate is held back (no receipt, no refusal: IN sends it again) and no new
+/// certificate is issued; once every partner is recovered from, the state ends and the
+/// ordinary refusal applies again.
+#[test]
+fn a_restored_node_holds_back_follow_ups_it_cannot_place_until_recovered() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (_ru, mut inn) = one_delivered(&clock);
+    assert!(matches!(confirm(&mut inn, "RU-2026-000001", "100.00", now), Outcome::Updated(_)));
+    let mut restored = side(RU, &clock);
+    let (key, value) = crate::engine::set_recovery_pending(now);
+    restored.store.commit(&crate::storage::Writes::from([((Tree::Meta, key), Some(value))])).unwrap();
+
+    let replies = deliver(&inn, &mut restored, now, inn.outbox(RU));
+    assert!(matches!(&replies[..], [Reply::Held { .. }]), "{replies:?}");
+    let pending = crate::engine::recovery_pending(&restored.store).unwrap().unwrap();
+    assert_eq!(pending.held, 1);
+    assert!(matches!(
+        submit(&mut restored, now, certificate("RU-2026-000002", "1.00")),
+        Outcome::Refused(EngineError::RecoveryPending)
+    ));
+
+    let partners = vec![IN, "KZ".parse().unwrap()];
+    let progress = |p: &str| Command::RecoveryProgress {
+        recovered: Some(p.parse().unwrap()),
+        partners: partners.clone(),
+    };
+    restored.apply(now, vec![progress("IN")]);
+    assert_eq!(crate::engine::recovery_pending(&restored.store).unwrap().unwrap().recovered, vec![IN]);
+    restored.apply(now, vec![progress("KZ")]);
+    assert_eq!(crate::engine::recovery_pending(&restored.store).unwrap(), None);
+
+    let replies = deliver(&inn, &mut restored, now, inn.outbox(RU));
+    assert_eq!(rejected(&replies).code, RejectCode::UnknownCertificate);
+    // The operator's `--finish` ends it too, whoever is left.
+    let (key, value) = crate::engine::set_recovery_pending(now);
+    restored.store.commit(&crate::storage::Writes::from([((Tree::Meta, key), Some(value))])).unwrap();
+    restored.apply(now, vec![Command::RecoveryProgress { recovered: None, partners: partners.clone() }]);
+    assert_eq!(crate::engine::recovery_pending(&restored.store).unwrap(), None);
+    assert!(matches!(
+        submit(&mut restored, now, certificate("RU-2026-000002", "1.00")),
+        Outcome::Submitted { .. }
+    ));
 }

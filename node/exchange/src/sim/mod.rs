@@ -702,6 +702,11 @@ impl Sim {
                             }
                             Reply::Reject { .. } => self.stats.hostile_refused += 1,
                             Reply::Receipt { .. } => {}
+                            // Only a restored node awaiting recovery holds; the simulator
+                            // restores none.
+                            Reply::Held { .. } => {
+                                return Err(format!("{} held back ZA's message {id:?}", self.nodes[i].code))
+                            }
                         }
                     }
                 }
