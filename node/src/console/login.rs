@@ -9,12 +9,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 
-use super::session::{self, LockedOut};
+use super::session;
 use super::{
-    cookie, field, render, set_cookie, Console, Nav, PageError, PageResult, SignedIn, Source, LOGIN_COOKIE,
+    cookie, field, render, set_cookie, Client, Console, Nav, PageError, PageResult, SignedIn, LOGIN_COOKIE,
     SESSION_COOKIE,
 };
 use crate::service::accounts::{self, SignInError};
+use crate::state::throttle::{LockedOut, Refusal};
 
 /// Stands for any malformed name (which no account has) in the throttle, the log and the form.
 const INVALID_NAME: &str = "(not a valid name)";
@@ -38,23 +39,23 @@ struct LoginPage {
 }
 
 /// The sign-in form, with a fresh CSRF token in a short-lived cookie and in the form.
-pub(super) async fn form(headers: HeaderMap) -> Response {
-    login_page(&headers, String::new(), None, StatusCode::OK)
+pub(super) async fn form(client: Client) -> Response {
+    login_page(client, String::new(), None, StatusCode::OK)
 }
 
-fn login_page(headers: &HeaderMap, name: String, error: Option<String>, status: StatusCode) -> Response {
+fn login_page(client: Client, name: String, error: Option<String>, status: StatusCode) -> Response {
     let csrf = session::random_token();
     let page = LoginPage { nav: None, csrf: csrf.clone(), name, error };
     let mut response = (status, render(&page)).into_response();
     response
         .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(headers, LOGIN_COOKIE, &csrf, "/login", 3600));
+        .append(header::SET_COOKIE, set_cookie(client.tls, LOGIN_COOKIE, &csrf, "/login", 3600));
     response
 }
 
 pub(super) async fn submit(
     State(console): State<Arc<Console>>,
-    Source(source): Source,
+    client: Client,
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
@@ -72,21 +73,32 @@ pub(super) async fn submit(
     let name = if accounts::check_name(typed).is_ok() { typed.to_owned() } else { INVALID_NAME.to_owned() };
     let password = field(&form, "password").unwrap_or("").to_owned();
     let now = Instant::now();
+    let source = client.source;
     // Held until the password is checked: at most MAX_VERIFYING Argon2 runs at once.
     let Ok(_permit) = console.verifying.try_acquire() else {
         tracing::warn!(user = %name, %source, "console sign-in refused: too many sign-ins at once");
         let why = "Too many sign-ins at once, try again in a moment.".to_owned();
-        return Ok(login_page(&headers, shown(name), Some(why), StatusCode::SERVICE_UNAVAILABLE));
+        return Ok(login_page(client, shown(name), Some(why), StatusCode::SERVICE_UNAVAILABLE));
     };
     // The attempt counts as failed from here (under the throttle's lock) until the password
     // proves right, so parallel guesses cannot all pass the check before any is counted.
-    if let Err(LockedOut { remaining }) = console.throttle.check(&name, source, now) {
+    if let Err(LockedOut { why, remaining }) = console.shared.sign_in_throttle.check(&name, source, now) {
         let minutes = remaining.as_secs().div_ceil(60);
-        tracing::warn!(user = %name, %source, "console sign-in refused: locked out after repeated wrong passwords");
-        let why = format!(
-            "Too many wrong passwords: signing in as this user or from this address is locked for {minutes} more minute(s)."
-        );
-        return Ok(login_page(&headers, shown(name), Some(why), StatusCode::TOO_MANY_REQUESTS));
+        tracing::warn!(user = %name, %source, ?why, "console sign-in refused: locked out after repeated wrong passwords");
+        let why = match why {
+            Refusal::AccountFromAddress => format!(
+                "Too many wrong passwords: signing in as this user from this address is locked for {minutes} more minute(s). \
+The node's operator can lift the lock at once (kpnode users unlock NAME)."
+            ),
+            Refusal::Address => format!(
+                "Too many wrong passwords from this address: signing in from it is locked for {minutes} more minute(s)."
+            ),
+            Refusal::SlowedDown => format!(
+                "Many wrong passwords were tried for this user from other addresses, so from a new address one attempt is allowed at a time: try again in {} second(s), or sign in from an address you used before.",
+                remaining.as_secs().max(1)
+            ),
+        };
+        return Ok(login_page(client, shown(name), Some(why), StatusCode::TOO_MANY_REQUESTS));
     }
     let store = console.shared.store.clone();
     let (n, p) = (name.clone(), password);
@@ -101,12 +113,12 @@ pub(super) async fn submit(
             // A disabled account is answered as a wrong password: the answer must not tell
             // a guesser that the password was right.
             let why = "The name or the password is wrong.";
-            return Ok(login_page(&headers, shown(name), Some(why.to_owned()), StatusCode::UNAUTHORIZED));
+            return Ok(login_page(client, shown(name), Some(why.to_owned()), StatusCode::UNAUTHORIZED));
         }
         Err(SignInError::Account(e)) => return Err(e.into()),
     };
-    console.throttle.succeeded(&account.name, source);
-    let Some((id, _)) = console.sessions.open(&account.name, now) else {
+    console.shared.sign_in_throttle.succeeded(&account.name, source);
+    let Some((id, _)) = console.sessions.open(&account.name, account.password_generation, now) else {
         return Err(PageError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Too many people are signed in to this node; try again later.",
@@ -118,14 +130,14 @@ pub(super) async fn submit(
     let max_age = session::LIFETIME.as_secs();
     response
         .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&headers, SESSION_COOKIE, &id, "/", max_age));
-    response.headers_mut().append(header::SET_COOKIE, set_cookie(&headers, LOGIN_COOKIE, "", "/login", 0));
+        .append(header::SET_COOKIE, set_cookie(client.tls, SESSION_COOKIE, &id, "/", max_age));
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(client.tls, LOGIN_COOKIE, "", "/login", 0));
     Ok(response)
 }
 
 pub(super) async fn logout(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    client: Client,
     signed: SignedIn,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
@@ -133,7 +145,7 @@ pub(super) async fn logout(
     console.sessions.close(&signed.session_id);
     tracing::info!(user = %signed.account.name, "console sign-out");
     let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().append(header::SET_COOKIE, set_cookie(&headers, SESSION_COOKIE, "", "/", 0));
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(client.tls, SESSION_COOKIE, "", "/", 0));
     Ok(response)
 }
 
@@ -190,8 +202,10 @@ pub(super) async fn password_submit(
     .await
     .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("password task failed: {e}")))?;
     match result {
-        Ok(_) => {
-            // Other sessions of this user (a forgotten terminal) end with the old password.
+        Ok(account) => {
+            // Other sessions of this user (a forgotten terminal) end with the old password:
+            // they hold the old generation. This one goes on under the new one.
+            console.sessions.set_generation(&signed.session_id, account.password_generation);
             console.sessions.close_user(&signed.account.name, Some(&signed.session_id));
             tracing::info!(user = %signed.account.name, "console password changed");
             page.must_change = false;

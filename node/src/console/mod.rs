@@ -10,7 +10,8 @@
 //! anything else ([`SignedIn::check_csrf`]); every action checks the user's role on the
 //! server ([`SignedIn::require`]), answering 403 and changing nothing; the session cookie is
 //! HttpOnly and SameSite=Strict, and Secure when the reverse proxy says the request came over
-//! TLS (`X-Forwarded-Proto: https`).
+//! TLS (`X-Forwarded-Proto: https`). Forwarded headers are believed only from the addresses in
+//! `api.trusted_proxies` ([`Client`]).
 //!
 //! # Layout
 //! [`login`]: sign-in, sign-out, the change of password; [`dashboard`]: the node at a glance;
@@ -37,7 +38,7 @@ use axum::Router;
 
 use crate::service::accounts::{self, Account, Action, Role};
 use crate::state::Shared;
-use session::{Session, Sessions, Throttle};
+use session::{Session, Sessions};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "kpnode_session";
@@ -51,7 +52,6 @@ pub const CSRF_FIELD: &str = "csrf";
 pub struct Console {
     shared: Arc<Shared>,
     sessions: Sessions,
-    throttle: Throttle,
     /// Argon2 verifications of sign-ins running at once, at most [`MAX_VERIFYING`]: each
     /// takes ~19 MiB and a core for a moment, so a burst of sign-ins cannot take the node's
     /// memory.
@@ -70,7 +70,6 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let console = Arc::new(Console {
         shared,
         sessions: Sessions::default(),
-        throttle: Throttle::default(),
         verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
     });
     Router::new()
@@ -185,7 +184,13 @@ impl FromRequestParts<Arc<Console>> for SignedIn {
         let Some(id) = cookie(&parts.headers, SESSION_COOKIE) else { return Err(to_login()) };
         let Some(session) = console.sessions.touch(id, Instant::now()) else { return Err(to_login()) };
         let account = match accounts::get(&console.shared.store, &session.user) {
-            Ok(a) if !a.disabled => a,
+            // A password set since this session signed in (`users passwd`, or the user's own
+            // change from another session) ends it, as does disabling the account.
+            Ok(a) if !a.disabled && a.password_generation == session.generation => a,
+            Ok(a) if !a.disabled => {
+                console.sessions.close(id);
+                return Err(to_login());
+            }
             Ok(_) | Err(accounts::AccountError::NotFound(_)) => {
                 console.sessions.close_user(&session.user, None);
                 return Err(to_login());
@@ -212,53 +217,68 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Whether the request reached the reverse proxy over TLS: then cookies are marked Secure.
-fn over_tls(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
-}
-
-/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Secure over TLS; `max_age` 0 deletes it.
-pub fn set_cookie(headers: &HeaderMap, name: &str, value: &str, path: &str, max_age: u64) -> HeaderValue {
-    let secure = if over_tls(headers) { "; Secure" } else { "" };
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Secure when `secure` (the request came
+/// over TLS, see [`Client`]); `max_age` 0 deletes it.
+pub fn set_cookie(secure: bool, name: &str, value: &str, path: &str, max_age: u64) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
     let text = format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}");
     // Names and values are ours (hex tokens, fixed names): always a valid header value.
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The address a request comes from (see [`source_address`]), for the sign-in throttle.
+/// Where a request comes from, as far as the console can tell: the address the sign-in
+/// throttle counts, and whether it came over TLS (then cookies are marked Secure).
 #[derive(Debug, Clone, Copy)]
-pub struct Source(pub IpAddr);
+pub struct Client {
+    pub source: IpAddr,
+    pub tls: bool,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for Source {
+impl FromRequestParts<Arc<Console>> for Client {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Source, Self::Rejection> {
-        Ok(Source(source_address(parts)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        console: &Arc<Console>,
+    ) -> Result<Client, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        Ok(client(peer, &parts.headers, &console.shared.config.api.trusted_proxies))
     }
 }
 
-/// The address a sign-in comes from: the connection's, or, when that is the loopback
-/// reverse proxy, the last address it added to `X-Forwarded-For`.
-pub fn source_address(parts: &Parts) -> IpAddr {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    if !peer.is_loopback() {
-        return peer;
+/// The client of a request from `peer` with `headers`. Only when `peer` is one of the
+/// `trusted` reverse proxies are its headers believed: the source is then the last address of
+/// `X-Forwarded-For` that is not itself a trusted proxy (each proxy appends the address it
+/// was reached from; anything before that the client could have written), and TLS is its
+/// `X-Forwarded-Proto: https`. From any other peer, the headers are ignored: the peer's own
+/// address is the source, and the connection (plain HTTP) is not TLS.
+pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> Client {
+    let peer = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let canonical = |a: IpAddr| a.to_canonical();
+    if !trusted.iter().any(|t| canonical(*t) == canonical(peer)) {
+        return Client { source: peer, tls: false };
     }
-    parts
-        .headers
+    let forwarded: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-        .next_back()
-        .unwrap_or(peer)
+        .map(str::trim)
+        .collect();
+    let mut source = peer;
+    for item in forwarded.iter().rev() {
+        // A malformed entry stops the walk at the last trusted hop: never an address the
+        // client picked.
+        let Ok(a) = item.parse::<IpAddr>() else { break };
+        source = a;
+        if !trusted.iter().any(|t| canonical(*t) == canonical(a)) {
+            break;
+        }
+    }
+    let tls = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("https")));
+    Client { source, tls }
 }
 
 /// An error answered as a page, with its status.
@@ -329,3 +349,45 @@ pub fn render(t: &impl Template) -> Response {
 
 /// The result of a page handler.
 pub type PageResult = Result<Response, PageError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_headers_are_believed_only_from_a_trusted_proxy() {
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.7"), ("x-forwarded-proto", "https")]);
+        // No trusted proxy: the peer is the source, and nothing says TLS.
+        let c = client(Some(proxy), &h, &[]);
+        assert_eq!((c.source, c.tls), (proxy, false));
+        // From the trusted proxy: the address it appended (not the client's own entry).
+        let c = client(Some(proxy), &h, &[proxy]);
+        assert_eq!((c.source, c.tls), ("203.0.113.7".parse().unwrap(), true));
+        // A chain of trusted proxies is walked back to the first untrusted address.
+        let inner: IpAddr = "10.0.0.2".parse().unwrap();
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.9, 10.0.0.2")]);
+        assert_eq!(
+            client(Some(proxy), &h, &[proxy, inner]).source,
+            "198.51.100.9".parse::<IpAddr>().unwrap()
+        );
+        // A malformed last entry leaves the proxy as the source (fails closed: one address).
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, not-an-address")]);
+        assert_eq!(client(Some(proxy), &h, &[proxy]).source, proxy);
+        // Another peer's headers are ignored even if they name a trusted proxy.
+        let other: IpAddr = "192.0.2.5".parse().unwrap();
+        let h = headers(&[("x-forwarded-for", "203.0.113.7")]);
+        assert_eq!(client(Some(other), &h, &[proxy]).source, other);
+        // An IPv4 peer seen as IPv4-mapped IPv6 is the same proxy.
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(client(Some(mapped), &h, &[proxy]).source, "203.0.113.7".parse::<IpAddr>().unwrap());
+    }
+}
