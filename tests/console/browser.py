@@ -198,6 +198,14 @@ with sync_playwright() as p:
     expect("locked" in guesser.locator("#login-error").inner_text(), "five wrong passwords lock the account out")
     check(guesser, "login-locked")
 
+    # A Russian-speaking supervisor: the console speaks the account's language.
+    rpage = browser.new_context(bypass_csp=True).new_page()
+    sign_in(rpage, ru, "rita", cfg["password"])
+    expect(rpage.locator("html").get_attribute("lang") == "ru", "a Russian-speaking user's pages say lang=ru")
+    expect(rpage.get_by_role("heading", name="Сертификаты").count() == 1, "the dashboard is in Russian")
+    expect(rpage.get_by_role("link", name="Сводка").count() == 1, "so is the menu")
+    check(rpage, "dashboard-ru")
+
     # Signing out ends the session: the dashboard sends back to sign-in.
     with page.expect_navigation():
         page.get_by_role("button", name="Sign out").click()

@@ -632,4 +632,60 @@ fn the_issue_form_is_the_apis_json_with_the_apis_problems_at_their_inputs() {
     for key in ["exporter", "importer", "parcels", "issued_on", "expires_on", "importing_participant"] {
         assert_eq!(stored["certificate"][key], good[key], "{key}: {stored}");
     }
+
+    // A Russian-speaking user: the pages speak Russian, dates and numbers are written the
+    // Russian way, and the user can switch to English on the password page.
+    let (status, v) = api.post(
+        "/v1/users",
+        r#"{"name":"ivan","role":"supervisor","language":"ru","password":"ivan passphrase 1"}"#,
+    );
+    assert_eq!((status, v["account"]["language"].as_str()), (201, Some("ru")), "{v}");
+    let mut ivan = Browser::new(&api.base);
+    assert_eq!(ivan.sign_in("ivan", "ivan passphrase 1").status, 303);
+    let dash = ivan.get("/");
+    assert!(dash.body.contains("<html lang=\"ru\">") && dash.body.contains("Сводка"), "{}", dash.body);
+    assert!(dash.body.contains("руководитель") && !dash.body.contains("Dashboard"), "{}", dash.body);
+    let page = ivan.get(&format!("/certificates/{number}"));
+    let (y, m, d) = {
+        let on = stored["issued_on"].as_str().unwrap();
+        (on[0..4].to_owned(), on[5..7].to_owned(), on[8..10].to_owned())
+    };
+    assert!(page.body.contains(&format!("{d}.{m}.{y}")), "a Russian date: {}", page.body);
+    let value = stored["value_usd"].as_str().unwrap().to_owned();
+    let (int, frac) = value.split_once('.').unwrap();
+    let grouped: String = int
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let sep = (i > 0 && (int.len() - i) % 3 == 0).then_some('\u{a0}');
+            sep.into_iter().chain([c])
+        })
+        .collect();
+    assert!(
+        page.body.contains(&format!("{grouped},{frac}")),
+        "{value} written the Russian way: {}",
+        page.body
+    );
+    assert!(
+        page.body.contains("Аннулировать сертификат") && page.body.contains("data-status="),
+        "{}",
+        page.body
+    );
+    // An unknown language is refused, naming the field; a known one is kept.
+    let csrf = ivan.get("/password").csrf();
+    let p = ivan.post("/language", &[("csrf", &csrf), ("language", "xx")]);
+    assert_eq!(p.status, 422, "{}", p.body);
+    assert!(
+        p.body.contains("«xx»") && p.body.contains("en, ru") && p.body.contains("lang=\"ru\""),
+        "{}",
+        p.body
+    );
+    let p = ivan.post("/language", &[("csrf", &csrf), ("language", "en")]);
+    assert_eq!((p.status, p.location.as_str()), (303, "/password"), "{}", p.body);
+    let dash = ivan.get("/");
+    assert!(dash.body.contains("<html lang=\"en\">") && dash.body.contains("Dashboard"), "{}", dash.body);
+    assert_eq!(
+        api.get("/v1/users").1.as_array().unwrap().iter().find(|a| a["name"] == "ivan").unwrap()["language"],
+        "en"
+    );
 }

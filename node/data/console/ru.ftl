@@ -1,4 +1,4 @@
-# Сообщения консоли на русском языке.
+# Сообщения консоли на русском языке: те же ключи, что в en.ftl (это проверяет тест).
 
 ## Как этот язык записывает даты и числа.
 language-name = Русский
@@ -6,8 +6,220 @@ format-date = { $day }.{ $month }.{ $year }
 format-datetime = { $date } { $hour }:{ $minute }:{ $second } UTC
 format-group-separator = { "\u00A0" }
 format-decimal-separator = ,
+
+## Каждая страница
+app-name = консоль kpnode
+skip-to-content = Перейти к содержанию
+nav-label = Главное меню
+nav-dashboard = Сводка
+nav-certificates = Сертификаты
+nav-issue = Выдать сертификат
+nav-password = Пароль
+sign-out = Выйти
+role-clerk = делопроизводитель
+role-supervisor = руководитель
+role-customs = таможня
+role-auditor = аудитор
+
+## Ошибки
+error-title = Ошибка
+error-title-400 = Неверный запрос
+error-title-403 = Доступ запрещён
+error-title-404 = Не найдено
+error-title-409 = Конфликт
+error-title-413 = Слишком большой запрос
+error-title-422 = Данные не приняты
+error-title-429 = Слишком много попыток
+error-title-500 = Внутренняя ошибка
+error-title-503 = Сервис недоступен
+error-back = Вернуться к сводке
+error-csrf = Эта форма отправлена не из текущего сеанса консоли (её защитный код отсутствует или устарел). Обновите страницу и отправьте форму снова.
+forbidden-void = Ваша роль ({ $role }) не позволяет аннулировать сертификаты. Обратитесь к руководителю.
+forbidden-confirm = Ваша роль ({ $role }) не позволяет подтверждать импорт. Обратитесь к руководителю.
+forbidden-issue = Ваша роль ({ $role }) не позволяет выдавать сертификаты. Обратитесь к руководителю.
+
+## Вход
+login-title = Вход
+login-name = Имя
+login-password = Пароль
+login-submit = Войти
+login-csrf = Эта форма входа устарела или отправлена не из этой консоли. Откройте страницу входа снова.
+login-busy = Слишком много одновременных входов, повторите через минуту.
+login-wrong = Неверное имя или пароль.
+login-too-many-sessions = В этом узле работает слишком много пользователей; повторите позже.
+login-locked-account = Слишком много неверных паролей: вход под этим именем с этого адреса заблокирован ещё на { $count ->
+        [one] { $count } минуту
+        [few] { $count } минуты
+       *[many] { $count } минут
+    }. Оператор узла может снять блокировку сразу (kpnode users unlock ИМЯ).
+login-locked-address = Слишком много неверных паролей с этого адреса: вход с него заблокирован ещё на { $count ->
+        [one] { $count } минуту
+        [few] { $count } минуты
+       *[many] { $count } минут
+    }.
+login-slowed = Для этого пользователя вводилось много неверных паролей с других адресов, поэтому с нового адреса попытки разрешены по одной: повторите через { $count ->
+        [one] { $count } секунду
+        [few] { $count } секунды
+       *[many] { $count } секунд
+    } или войдите с адреса, с которого входили раньше.
+
+## Пароль и язык
+password-title = Смена пароля
+password-done = Пароль изменён. Другие ваши сеансы завершены.
+password-must-change = Вы вошли с одноразовым паролем: прежде чем продолжить, задайте свой.
+password-current = Текущий пароль
+password-new = Новый пароль
+password-new-hint = Не менее 12 символов; проще всего — несколько слов.
+password-repeat = Новый пароль ещё раз
+password-submit = Сменить пароль
+password-differ = Новые пароли не совпадают.
+password-current-wrong = Текущий пароль неверен.
+password-too-short = Используйте не менее { $count } символов (проще всего — фраза из нескольких слов).
+password-too-long = Используйте не более { $count } байт.
+password-unchanged = Новый пароль должен отличаться от текущего.
+language-title = Язык
+language-label = Язык консоли
+language-unknown = Консоль не знает языка «{ $code }»; выберите один из: { $codes }.
+language-submit = Выбрать этот язык
+
+## Сводка
+dashboard-title = Сводка
+dashboard-fingerprint = Отпечаток ключа подписи:
+dashboard-certificates = Сертификаты
+dashboard-issued-here = Выданы здесь
+dashboard-received = Получены
+dashboard-vigilance = Получены под усиленным контролем
+dashboard-log-entries = Записей в журнале
+dashboard-attention = Требует внимания
+dashboard-nothing = Ничто не требует внимания.
+dashboard-links = Связь с партнёрами
+dashboard-no-partner = Партнёры ещё не подключены.
+col-partner = Партнёр
+col-authority = Орган
+col-link = Связь
+col-last-delivery = Последняя доставка
+col-queued = В очереди
+col-last-error = Последняя ошибка
+col-issued = Выдан
+col-parcels = Партии
+col-carats = Караты
+link-up = есть
+link-down = нет
+
+## Сертификаты
+list-title = Сертификаты
+list-number = Номер
+list-direction = Направление
+list-status = Статус
+list-partner = Партнёр
+list-any = любой
+list-show = Показать
+list-none = Подходящих сертификатов нет.
+list-searched-to = Поиск выполнен до сертификата { $number }.
+list-search-further = Искать дальше
+list-next = Следующая страница
+direction-out = выдан здесь
+direction-in = получен
+direction-local = местный
+status-queued = в очереди
+status-delivered = доставлен
+status-received = получен
+status-import_confirmed = импорт подтверждён
+status-import_discrepancy = расхождение при импорте
+status-rejected = отклонён
+status-voided = аннулирован
+status-expired = истёк
+
+## Сертификат
+cert-title = Сертификат { $number }
+cert-status = Статус:
+cert-exporter = Экспортёр
+cert-importer = Импортёр
+cert-issued-on = Дата выдачи
+cert-expires-on = Действителен до
+cert-value-usd = Стоимость (долл. США)
+cert-timeline = История
+cert-actions = Действия
+cert-download = Скачать подписанный сертификат (.kpc)
+timeline-exporting-authority = орган страны-экспортёра
+timeline-issued = Выдан и подписан: { $issuer }
+timeline-delivered-receipt = Доставлен: узел { $receiver } сохранил его под номером { $entry } в своём журнале (подписанная квитанция)
+timeline-received = Получен этим узлом
+timeline-delivered = Доставлен
+timeline-refused = Отклонён узлом импортёра: { $detail }
+timeline-confirmed = Импорт подтверждён: { $parcels ->
+        [one] { $parcels } партия
+        [few] { $parcels } партии
+       *[many] { $parcels } партий
+    }, { $carats } кар., получено { $received_on }
+timeline-confirmed-discrepancy = Импорт подтверждён с расхождением: { $difference } (получено { $parcels ->
+        [one] { $parcels } партия
+        [few] { $parcels } партии
+       *[many] { $parcels } партий
+    }, { $carats } кар., { $received_on })
+timeline-resolved = Расхождение урегулировано: { $by } ({ $participant }): { $note }
+timeline-voided = Аннулирован: { $reason }
+void-reason = Причина аннулирования
+void-submit = Аннулировать сертификат
+void-reason-missing = Укажите причину аннулирования; импортёр её увидит.
+confirm-legend = Подтверждение импорта: что поступило
+confirm-received-on = Дата получения
+confirm-parcels = Получено партий
+confirm-carats = Получено карат
+confirm-remarks = Примечания (необязательно)
+confirm-hint = Если число партий или карат отличается от сертификата, подтверждение фиксирует расхождение, и экспортёр его увидит.
+confirm-submit = Подтвердить импорт
+confirm-parcels-invalid = «{ $value }» — не целое число партий
+
+## Выдача сертификата
+issue-title = Выдать сертификат
+issue-intro = Каждое поле соответствует одноимённому полю JSON сертификата (docs/certificate-json.md); узел проверяет его по тем же правилам, что kpnode cert validate и API.
 issue-problems = Сертификат не выдан: { $count ->
         [one] { $count } ошибка
         [few] { $count } ошибки
        *[many] { $count } ошибок
     }
+issue-submit = Выдать сертификат
+issue-choose = Выберите…
+issue-section-certificate = Сертификат
+issue-number = Номер (необязательно)
+issue-number-hint = Оставьте пустым: узел присвоит номер сам.
+issue-exporting-participant = Участник-экспортёр
+issue-exporting-participant-hint = Код участника этого узла (или его союза).
+issue-importing-participant = Участник-импортёр
+issue-issuing-authority = Выдавший орган
+issue-issued-on = Дата выдачи
+issue-expires-on = Действителен до
+issue-section-exporter = Экспортёр
+issue-section-importer = Импортёр
+issue-party-name = Наименование
+issue-party-address = Адрес
+issue-section-parcel = Партия { $n }
+issue-hs-code = Код ТН ВЭД
+issue-hs-7102-10 = 7102.10 несортированные
+issue-hs-7102-21 = 7102.21 технические
+issue-hs-7102-31 = 7102.31 ювелирные
+issue-carats = Караты
+issue-carats-hint = Десятичное число, не более двух знаков после точки: 1520.35
+issue-value-usd = Стоимость (долл. США)
+issue-value-usd-hint = Десятичное число, не более двух знаков после точки: 4231000.00
+issue-origin = Происхождение
+issue-origin-hint = Код участника страны происхождения или MIXED.
+issue-origin-area = Район происхождения (необязательно)
+issue-origin-area-hint = Обязателен для экспорта участника с ограничениями.
+issue-add-parcel = Добавить партию
+issue-remove-parcel = Удалить партию { $n }
+issue-section-shipment = Отгрузка (необязательно)
+issue-port-of-export = Порт вывоза
+issue-customs-reference = Таможенный номер
+issue-add-declaration = Добавить декларацию
+issue-section-declaration = Декларация { $n }
+issue-declaration-code = Код
+issue-declaration-code-hint = Например, WDC-SoW.
+issue-declaration-text = Текст
+issue-remove-declaration = Удалить декларацию { $n }
+issue-section-remarks = Примечания (необязательно)
+issue-remarks = Примечания
+issue-participant-suspended = { $code } — { $name } — приостановлен: сертификаты не принимаются
+issue-participant-restricted = { $code } — { $name } — с ограничениями: только в их пределах
+issue-participant-unknown = { $code } — нет в реестре

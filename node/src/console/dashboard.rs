@@ -6,6 +6,7 @@ use askama::Template;
 use axum::extract::State;
 
 use super::{render, Console, Nav, PageResult, SignedIn};
+use crate::service::i18n::Catalogue;
 
 /// A partner's link, as the dashboard shows it.
 #[derive(Debug)]
@@ -14,27 +15,29 @@ struct LinkRow {
     authority: String,
     up: bool,
     last_delivery: String,
-    queued: u64,
+    queued: String,
     last_error: String,
 }
 
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct DashboardPage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     participant: String,
     authority: String,
     fingerprint: String,
-    certificates_out: u64,
-    certificates_in: u64,
-    under_vigilance: u64,
-    log_entries: u64,
+    certificates_out: String,
+    certificates_in: String,
+    under_vigilance: String,
+    log_entries: String,
     warnings: Vec<String>,
     links: Vec<LinkRow>,
 }
 
 pub(super) async fn page(State(console): State<Arc<Console>>, signed: SignedIn) -> PageResult {
-    let status = crate::api::status_view(&console.shared)?;
+    let status = crate::api::status_view(&console.shared).map_err(|e| signed.localize(e))?;
+    let tr = signed.tr();
     let links = status
         .peers
         .iter()
@@ -47,20 +50,21 @@ pub(super) async fn page(State(console): State<Arc<Console>>, signed: SignedIn) 
                 .link
                 .as_ref()
                 .and_then(|l| l.last_delivery)
-                .map_or_else(|| "—".to_owned(), |t| t.to_string()),
-            queued: p.queued,
+                .map_or_else(|| "—".to_owned(), |t| tr.datetime(t)),
+            queued: tr.number(p.queued),
             last_error: p.link.as_ref().and_then(|l| l.last_error.clone()).unwrap_or_default(),
         })
         .collect();
     Ok(render(&DashboardPage {
+        tr,
         nav: Some(signed.nav()),
         participant: status.participant.to_string(),
         authority: status.authority,
         fingerprint: status.fingerprint,
-        certificates_out: status.certificates_out,
-        certificates_in: status.certificates_in,
-        under_vigilance: status.certificates_under_vigilance,
-        log_entries: status.log_entries,
+        certificates_out: tr.number(status.certificates_out),
+        certificates_in: tr.number(status.certificates_in),
+        under_vigilance: tr.number(status.certificates_under_vigilance),
+        log_entries: tr.number(status.log_entries),
         warnings: status.warnings,
         links,
     }))

@@ -14,7 +14,8 @@ use super::{
     cookie, field, render, set_cookie, Client, Console, Nav, PageError, PageResult, SignedIn, LOGIN_COOKIE,
     SESSION_COOKIE,
 };
-use crate::service::accounts::{self, SignInError};
+use crate::service::accounts::{self, AccountError, SignInError};
+use crate::service::i18n::{self, Catalogue};
 use crate::state::throttle::{LockedOut, Refusal};
 
 /// Stands for any malformed name (which no account has) in the throttle, the log and the form.
@@ -32,6 +33,7 @@ fn shown(name: String) -> String {
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     csrf: String,
     name: String,
@@ -39,13 +41,26 @@ struct LoginPage {
 }
 
 /// The sign-in form, with a fresh CSRF token in a short-lived cookie and in the form.
-pub(super) async fn form(client: Client) -> Response {
-    login_page(client, String::new(), None, StatusCode::OK)
+pub(super) async fn form(client: Client, headers: HeaderMap) -> Response {
+    login_page(client, &headers, String::new(), None, StatusCode::OK)
 }
 
-fn login_page(client: Client, name: String, error: Option<String>, status: StatusCode) -> Response {
+/// The sign-in page's language, before anyone is signed in: the browser's first choice the
+/// console speaks (`Accept-Language`), else English.
+fn browser_language(headers: &HeaderMap) -> &'static Catalogue {
+    let accepted = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    i18n::negotiate(accepted)
+}
+
+fn login_page(
+    client: Client,
+    headers: &HeaderMap,
+    name: String,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
     let csrf = session::random_token();
-    let page = LoginPage { nav: None, csrf: csrf.clone(), name, error };
+    let page = LoginPage { tr: browser_language(headers), nav: None, csrf: csrf.clone(), name, error };
     let mut response = (status, render(&page)).into_response();
     response
         .headers_mut()
@@ -59,13 +74,13 @@ pub(super) async fn submit(
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
+    let tr = browser_language(&headers);
     let sent = field(&form, super::CSRF_FIELD).unwrap_or("");
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
     if expected.is_empty() || !session::same_secret(sent, expected) {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "This sign-in form is too old or was not sent from this console. Open the sign-in page again.",
-        ));
+        let mut e = PageError::new(StatusCode::FORBIDDEN, tr.t("login-csrf"));
+        e.tr = Some(tr);
+        return Err(e);
     }
     // Only a well-formed name is remembered, logged or shown again as typed: the throttle's
     // table and the log must not hold whatever a form body of up to FORM_BODY_LIMIT carries.
@@ -77,8 +92,8 @@ pub(super) async fn submit(
     // Held until the password is checked: at most MAX_VERIFYING Argon2 runs at once.
     let Ok(_permit) = console.verifying.try_acquire() else {
         tracing::warn!(user = %name, %source, "console sign-in refused: too many sign-ins at once");
-        let why = "Too many sign-ins at once, try again in a moment.".to_owned();
-        return Ok(login_page(client, shown(name), Some(why), StatusCode::SERVICE_UNAVAILABLE));
+        let why = tr.t("login-busy");
+        return Ok(login_page(client, &headers, shown(name), Some(why), StatusCode::SERVICE_UNAVAILABLE));
     };
     // The attempt counts as failed from here (under the throttle's lock) until the password
     // proves right, so parallel guesses cannot all pass the check before any is counted.
@@ -86,19 +101,11 @@ pub(super) async fn submit(
         let minutes = remaining.as_secs().div_ceil(60);
         tracing::warn!(user = %name, %source, ?why, "console sign-in refused: locked out after repeated wrong passwords");
         let why = match why {
-            Refusal::AccountFromAddress => format!(
-                "Too many wrong passwords: signing in as this user from this address is locked for {minutes} more minute(s). \
-The node's operator can lift the lock at once (kpnode users unlock NAME)."
-            ),
-            Refusal::Address => format!(
-                "Too many wrong passwords from this address: signing in from it is locked for {minutes} more minute(s)."
-            ),
-            Refusal::SlowedDown => format!(
-                "Many wrong passwords were tried for this user from other addresses, so from a new address one attempt is allowed at a time: try again in {} second(s), or sign in from an address you used before.",
-                remaining.as_secs().max(1)
-            ),
+            Refusal::AccountFromAddress => tr.count("login-locked-account", minutes as usize),
+            Refusal::Address => tr.count("login-locked-address", minutes as usize),
+            Refusal::SlowedDown => tr.count("login-slowed", remaining.as_secs().max(1) as usize),
         };
-        return Ok(login_page(client, shown(name), Some(why), StatusCode::TOO_MANY_REQUESTS));
+        return Ok(login_page(client, &headers, shown(name), Some(why), StatusCode::TOO_MANY_REQUESTS));
     }
     let store = console.shared.store.clone();
     let (n, p) = (name.clone(), password);
@@ -112,17 +119,16 @@ The node's operator can lift the lock at once (kpnode users unlock NAME)."
             tracing::info!(user = %name, %source, ?refusal, "console sign-in refused");
             // A disabled account is answered as a wrong password: the answer must not tell
             // a guesser that the password was right.
-            let why = "The name or the password is wrong.";
-            return Ok(login_page(client, shown(name), Some(why.to_owned()), StatusCode::UNAUTHORIZED));
+            let why = tr.t("login-wrong");
+            return Ok(login_page(client, &headers, shown(name), Some(why), StatusCode::UNAUTHORIZED));
         }
         Err(SignInError::Account(e)) => return Err(e.into()),
     };
     console.shared.sign_in_throttle.succeeded(&account.name, source);
     let Some((id, _)) = console.sessions.open(&account.name, account.password_generation, now) else {
-        return Err(PageError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many people are signed in to this node; try again later.",
-        ));
+        let mut e = PageError::new(StatusCode::SERVICE_UNAVAILABLE, tr.t("login-too-many-sessions"));
+        e.tr = Some(tr);
+        return Err(e);
     };
     tracing::info!(user = %account.name, role = %account.role, %source, "console sign-in");
     let next = if account.must_change_password { "/password" } else { "/" };
@@ -152,7 +158,10 @@ pub(super) async fn logout(
 #[derive(Template)]
 #[template(path = "password.html")]
 struct PasswordPage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
+    /// The languages the console speaks: (code, the language's own name).
+    languages: Vec<(&'static str, String)>,
     must_change: bool,
     current_error: Option<String>,
     new_error: Option<String>,
@@ -164,7 +173,12 @@ impl PasswordPage {
     /// The form as first shown: no errors yet.
     fn new(signed: &SignedIn) -> PasswordPage {
         PasswordPage {
+            tr: signed.tr(),
             nav: Some(signed.nav()),
+            languages: i18n::codes()
+                .into_iter()
+                .map(|c| (c, i18n::catalogue(c).t("language-name")))
+                .collect(),
             must_change: signed.account.must_change_password,
             current_error: None,
             new_error: None,
@@ -189,7 +203,7 @@ pub(super) async fn password_submit(
     let repeat = field(&form, "repeat_password").unwrap_or("");
     let mut page = PasswordPage::new(&signed);
     if new != repeat {
-        page.repeat_error = Some("The two new passwords differ.".into());
+        page.repeat_error = Some(page.tr.t("password-differ"));
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
     }
     let store = console.shared.store.clone();
@@ -200,7 +214,10 @@ pub(super) async fn password_submit(
         accounts::change_own_password(&store, &name, &current, &new, now).map_err(SignInError::Account)
     })
     .await
-    .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("password task failed: {e}")))?;
+    .map_err(|e| {
+        signed
+            .localize(PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("password task failed: {e}")))
+    })?;
     match result {
         Ok(account) => {
             // Other sessions of this user (a forgotten terminal) end with the old password:
@@ -213,13 +230,40 @@ pub(super) async fn password_submit(
             Ok(render(&page))
         }
         Err(SignInError::Refused(_)) => {
-            page.current_error = Some("The current password is wrong.".into());
+            page.current_error = Some(page.tr.t("password-current-wrong"));
             Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
         }
         Err(SignInError::Account(e)) if e.field() == "password" => {
-            page.new_error = Some(e.to_string().trim_start_matches("password: ").to_owned());
+            page.new_error = Some(match e {
+                AccountError::PasswordTooShort => page.tr.count("password-too-short", accounts::MIN_PASSWORD),
+                AccountError::PasswordTooLong => page.tr.count("password-too-long", accounts::MAX_PASSWORD),
+                _ => page.tr.t("password-unchanged"),
+            });
             Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
         }
-        Err(SignInError::Account(e)) => Err(e.into()),
+        Err(SignInError::Account(e)) => Err(signed.localize(e)),
     }
+}
+
+/// The user's choice of language (the form on the password page): stored with the account,
+/// so every later page speaks it.
+pub(super) async fn language_submit(
+    State(console): State<Arc<Console>>,
+    signed: SignedIn,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    signed.check_csrf(&form)?;
+    let language = field(&form, "language").unwrap_or("");
+    accounts::set_language(&console.shared.store, &signed.account.name, language).map_err(|e| match e {
+        AccountError::UnknownLanguage(code) => signed.localize(PageError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            signed.tr().format(
+                "language-unknown",
+                &[("code", code.into()), ("codes", i18n::codes().join(", ").into())],
+            ),
+        )),
+        e => signed.localize(e),
+    })?;
+    tracing::info!(user = %signed.account.name, language, "console language changed");
+    Ok(Redirect::to("/password").into_response())
 }

@@ -37,6 +37,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::service::accounts::{self, Account, Action, Role};
+use crate::service::i18n::{self, Catalogue};
 use crate::state::Shared;
 use session::{Session, Sessions};
 
@@ -77,6 +78,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/password", get(login::password_form).post(login::password_submit))
+        .route("/language", post(login::language_submit))
         .route("/certificates", get(certificates::list))
         // The issue form of a thousand parcels is larger than any other form: it may be as
         // large as a certificate posted to the API.
@@ -119,7 +121,8 @@ async fn page_headers(mut response: Response) -> Response {
 #[derive(Debug, Clone)]
 pub struct Nav {
     pub user: String,
-    pub role: Role,
+    /// The role's name in the user's language.
+    pub role: String,
     pub csrf: String,
     /// Whether the role may issue certificates (the menu offers the form).
     pub can_issue: bool,
@@ -133,11 +136,47 @@ pub struct SignedIn {
     pub account: Account,
 }
 
+/// A catalogue key passed around as a value, written `Msg` of the key's string literal so the
+/// catalogue test finds it.
+#[derive(Debug, Clone, Copy)]
+pub struct Msg(pub &'static str);
+
+/// The name of `role` in the language of `tr`.
+pub fn role_name(tr: &Catalogue, role: Role) -> String {
+    tr.t(&format!("role-{}", role.as_str()))
+}
+
+/// The catalogue keys made at run time (`role-…`, `status-…`, `direction-…`, `error-title-…`):
+/// the catalogue test adds them to the keys it finds written out.
+pub fn dynamic_keys() -> Vec<String> {
+    let mut keys: Vec<String> = Role::ALL.iter().map(|r| format!("role-{}", r.as_str())).collect();
+    keys.extend(crate::store::CertStatus::ALL.iter().map(|s| format!("status-{}", s.as_str())));
+    keys.extend(["out", "in", "local"].iter().map(|d| format!("direction-{d}")));
+    keys.extend(ERROR_TITLES.iter().map(|c| format!("error-title-{c}")));
+    keys
+}
+
+/// The statuses whose error page has a title of its own (`error-title-<code>`); any other
+/// has `error-title`.
+const ERROR_TITLES: [u16; 9] = [400, 403, 404, 409, 413, 422, 429, 500, 503];
+
 impl SignedIn {
+    /// The user's catalogue: the language stored with the account.
+    pub fn tr(&self) -> &'static Catalogue {
+        i18n::catalogue(&self.account.language)
+    }
+
+    /// `e` as a page in the user's language.
+    pub fn localize(&self, e: impl Into<PageError>) -> PageError {
+        let mut e = e.into();
+        e.tr = Some(self.tr());
+        e
+    }
+
     pub fn nav(&self) -> Nav {
         Nav {
             user: self.account.name.clone(),
-            role: self.account.role,
+            role: role_name(self.tr(), self.account.role),
             csrf: self.session.csrf.clone(),
             can_issue: self.account.role.may(Action::Issue),
         }
@@ -150,23 +189,19 @@ impl SignedIn {
         if session::same_secret(sent, &self.session.csrf) {
             Ok(())
         } else {
-            Err(PageError::new(
-                StatusCode::FORBIDDEN,
-                "This form was not sent from this console session (its security token is missing or old). \
-Reload the page and send the form again.",
-            ))
+            Err(self.localize(PageError::new(StatusCode::FORBIDDEN, self.tr().t("error-csrf"))))
         }
     }
 
-    /// Refuses an action the user's role does not allow (403), before anything is done.
-    pub fn require(&self, action: Action, what: &str) -> Result<(), PageError> {
+    /// Refuses an action the user's role does not allow (403), before anything is done;
+    /// `refusal` says so, with the role's name as `{ $role }`.
+    pub fn require(&self, action: Action, refusal: Msg) -> Result<(), PageError> {
         if self.account.role.may(action) {
             Ok(())
         } else {
-            Err(PageError::new(
-                StatusCode::FORBIDDEN,
-                format!("Your role ({}) may not {what}. Ask a supervisor.", self.account.role),
-            ))
+            let tr = self.tr();
+            let message = tr.t1(refusal.0, "role", role_name(tr, self.account.role));
+            Err(self.localize(PageError::new(StatusCode::FORBIDDEN, message)))
         }
     }
 }
@@ -281,22 +316,25 @@ pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> 
     Client { source, tls }
 }
 
-/// An error answered as a page, with its status.
+/// An error answered as a page, with its status, in the user's language when known.
 #[derive(Debug)]
 pub struct PageError {
     pub status: StatusCode,
     pub message: String,
+    /// The user's catalogue ([`SignedIn::localize`]); English when `None`.
+    pub tr: Option<&'static Catalogue>,
 }
 
 impl PageError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> PageError {
-        PageError { status, message: message.into() }
+        PageError { status, message: message.into(), tr: None }
     }
 }
 
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     title: &'a str,
     message: &'a str,
@@ -304,8 +342,14 @@ struct ErrorPage<'a> {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let title = self.status.canonical_reason().unwrap_or("Error");
-        let page = ErrorPage { nav: None, title, message: &self.message };
+        let tr = self.tr.unwrap_or_else(|| i18n::catalogue(i18n::DEFAULT_LANGUAGE));
+        let code = self.status.as_u16();
+        let title = if ERROR_TITLES.contains(&code) {
+            tr.t(&format!("error-title-{code}"))
+        } else {
+            tr.t("error-title")
+        };
+        let page = ErrorPage { tr, nav: None, title: &title, message: &self.message };
         (self.status, render(&page)).into_response()
     }
 }
@@ -360,6 +404,60 @@ mod tests {
             h.append(*k, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    /// Every catalogue key written out in the console's templates and code: the string
+    /// literal first argument of the catalogue's `t`, `t1`, `count` and `format`, and of `Msg`.
+    fn keys_used() -> std::collections::BTreeSet<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["templates", "src/console"] {
+            for e in std::fs::read_dir(root.join(dir)).unwrap() {
+                files.push(e.unwrap().path());
+            }
+        }
+        files.push(root.join("src/service/i18n.rs"));
+        let mut keys = std::collections::BTreeSet::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            // Code, not its tests (this scanner's own patterns are among them).
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for call in [".t(", ".t1(", ".count(", ".format(", "Msg("] {
+                for (at, _) in text.match_indices(call) {
+                    let rest = &text[at + call.len()..];
+                    let Some(rest) = rest.trim_start().strip_prefix('"') else { continue };
+                    let key: String = rest.chars().take_while(|c| *c != '"').collect();
+                    assert!(
+                        !key.is_empty()
+                            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                        "{}: {key:?} is not a message key",
+                        file.display()
+                    );
+                    keys.insert(key);
+                }
+            }
+        }
+        keys.extend(dynamic_keys());
+        keys
+    }
+
+    #[test]
+    fn every_key_used_is_in_every_catalogue_and_no_catalogue_has_another() {
+        let used = keys_used();
+        assert!(
+            used.len() > 100 && used.contains("login-title") && used.contains("status-voided"),
+            "{used:?}"
+        );
+        for catalogue in i18n::load_all().unwrap() {
+            let ids: std::collections::BTreeSet<String> = catalogue.ids().into_iter().collect();
+            let missing: Vec<&String> = used.difference(&ids).collect();
+            let unknown: Vec<&String> = ids.difference(&used).collect();
+            assert!(
+                missing.is_empty() && unknown.is_empty(),
+                "node/data/console/{}.ftl: missing {missing:?}, not used anywhere {unknown:?}",
+                catalogue.code()
+            );
+        }
     }
 
     #[test]

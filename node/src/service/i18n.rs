@@ -10,9 +10,12 @@
 //! missing message (which the tests rule out) shows its key and is logged.
 //!
 //! To move a page's English text into the catalogues: give the page's template struct a
-//! `tr: &'static Catalogue` (from `SignedIn::tr()`), write `{{ tr.t("page-key") }}` (or
-//! `tr.t1("key", "arg", value)` for a message with one `{ $arg }`) where the text was, and add
-//! `page-key = …` to every `.ftl` file; the test finds the keys by those calls.
+//! `tr: &'static Catalogue` (from `SignedIn::tr()`), write `{{ tr.t(KEY) }}` where the text
+//! was, with KEY a string literal such as `page-heading` (or `tr.t1(KEY, NAME, value)` for a
+//! message with one `{ $NAME }`, `tr.count(KEY, n)` for one with a plural `{ $count }`; a key
+//! passed around as a value is written `Msg(KEY)`), and add `page-heading = …` to every `.ftl`
+//! file; the test finds the keys by those calls. Numbers and dates shown go through
+//! `tr.number`, `tr.decimal`, `tr.date` and `tr.datetime`.
 
 use std::sync::LazyLock;
 
@@ -104,6 +107,18 @@ pub fn catalogue(code: &str) -> &'static Catalogue {
         .find(|c| c.code == code)
         .or_else(|| CATALOGUES.iter().find(|c| c.code == DEFAULT_LANGUAGE))
         .unwrap_or(&EMPTY)
+}
+
+/// The first language of an `Accept-Language` header the console speaks (by its primary
+/// subtag: `ru-RU` reads `ru`), in the order the browser gave; English when none.
+pub fn negotiate(accept_language: &str) -> &'static Catalogue {
+    accept_language
+        .split(',')
+        .take(16)
+        .filter_map(|item| item.split(';').next())
+        .map(|tag| tag.trim().split('-').next().unwrap_or("").to_ascii_lowercase())
+        .find_map(|code| CATALOGUES.iter().find(|c| c.code == code))
+        .unwrap_or_else(|| catalogue(DEFAULT_LANGUAGE))
 }
 
 impl Catalogue {
