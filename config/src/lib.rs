@@ -147,6 +147,35 @@ pub struct Api {
     /// the source, and no header is believed — any local user could otherwise pick a new
     /// source address for every password guess.
     pub trusted_proxies: Vec<IpAddr>,
+    /// The name the bearer token acts under: every log entry of what was done through the API
+    /// (and so through the CLI, which uses it) names it as the officer.
+    pub token_name: TokenName,
+}
+
+/// The name of the API token (`api.token_name`): 1 to 64 characters, no control characters,
+/// no space at either end, as a console account's name would be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenName(String);
+
+impl TokenName {
+    pub const DEFAULT: &'static str = "api-token";
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for TokenName {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, &'static str> {
+        if s.is_empty() || s.chars().count() > 64 {
+            return Err("must be 1 to 64 characters long, such as \"customs-gateway\"");
+        }
+        if s.chars().any(char::is_control) || s.trim() != s {
+            return Err("may hold no control characters and no space at either end");
+        }
+        Ok(TokenName(s.to_owned()))
+    }
 }
 
 /// One problem in a configuration file.
@@ -290,6 +319,11 @@ const DOCS: &[Doc] = &[
     },
     Doc {
         section: "api",
+        key: "token_name",
+        text: "The name the bearer token in api.token acts under: the log names it as the officer of everything done through the API or the CLI (a console user is named by their account).",
+    },
+    Doc {
+        section: "api",
         key: "max_connections",
         text: "API connections served at once; beyond it a new connection is answered 503 at once and closed.",
     },
@@ -339,6 +373,7 @@ impl NodeConfig {
                 body_read_timeout: Duration::from_secs(30),
                 max_connections: 128,
                 trusted_proxies: Vec::new(),
+                token_name: TokenName(TokenName::DEFAULT.to_owned()),
             },
         }
     }
@@ -506,6 +541,7 @@ impl NodeConfig {
             );
             w.int(&mut s, "max_connections", 1..=100_000, &mut c.api.max_connections);
             w.ip_list(&mut s, "trusted_proxies", &mut c.api.trusted_proxies);
+            w.parsed(&mut s, "token_name", &mut c.api.token_name);
             w.finish(s);
         }
         w.finish(root);
@@ -584,6 +620,7 @@ certificate, or set certificates.authority_mismatch in node.toml (now {:?})",
                         .join(", ")
                 ),
             ),
+            ("api", "token_name", quote(self.api.token_name.as_str())),
         ];
         let mut section = "";
         for (sec, key, value) in values {

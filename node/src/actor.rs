@@ -82,6 +82,8 @@ enum Job {
     Rotate {
         signing: bool,
         tls: bool,
+        /// Who rotates: the log entries of the announcement name them.
+        officer: crate::store::Officer,
         reply: oneshot::Sender<Result<SignedDocument, ActorError>>,
     },
     /// Answered once both threads have reached it: see [`ActorHandle::ping`].
@@ -224,9 +226,17 @@ impl ActorHandle {
     }
 
     /// Rotates keys and queues the statement for every active peer; answers once durable.
-    pub async fn rotate(&self, signing: bool, tls: bool) -> Result<SignedDocument, ActorError> {
+    pub async fn rotate(
+        &self,
+        signing: bool,
+        tls: bool,
+        officer: crate::store::Officer,
+    ) -> Result<SignedDocument, ActorError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Rotate { signing, tls, reply: tx }).await.map_err(|_| ActorError::Stopped)?;
+        self.tx
+            .send(Job::Rotate { signing, tls, officer, reply: tx })
+            .await
+            .map_err(|_| ActorError::Stopped)?;
         rx.await.map_err(|_| ActorError::Stopped)?
     }
 
@@ -471,8 +481,8 @@ impl Writer {
                     None => break,
                 },
             };
-            if let Job::Rotate { signing, tls, reply } = first {
-                let _ = reply.send(self.rotate(rotator.as_mut(), signing, tls));
+            if let Job::Rotate { signing, tls, officer, reply } = first {
+                let _ = reply.send(self.rotate(rotator.as_mut(), signing, tls, officer));
                 continue;
             }
             if let Job::Snapshot(file, reply) = first {
@@ -566,12 +576,17 @@ impl Writer {
         rotator: &mut dyn Rotator,
         signing: bool,
         tls: bool,
+        officer: crate::store::Officer,
     ) -> Result<SignedDocument, ActorError> {
         let (statement, peers) = rotator.rotate(signing, tls)?;
         let (tx, rx) = oneshot::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         self.commit(
-            vec![Command::Announce { document: statement.clone(), peers: peers.clone() }],
+            vec![Command::Announce {
+                document: statement.clone(),
+                peers: peers.clone(),
+                officer: Some(officer),
+            }],
             vec![tx],
             Some(done_tx),
             Vec::new(),

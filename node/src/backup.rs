@@ -586,7 +586,12 @@ fn restore_into(file: &Path, stage: &Path, keys_from: Option<&Path>) -> Result<R
     drop(store);
     // Opened as `kpnode run` would open it: a store format this kpnode does not read is
     // refused here, naming both versions.
-    let (store, _) = SledStore::open(&store_dir, config.store.cache_capacity_mb)?;
+    // A backup of an older store format is migrated here, as a start would; the copy the
+    // migration keeps beside the store is not needed (the backup file is the old store).
+    let (store, report) = SledStore::open(&store_dir, config.store.cache_capacity_mb)?;
+    if let Some(m) = &report.migrated {
+        fs::remove_dir_all(&m.backup).map_err(|e| io(&m.backup, e))?;
+    }
     let head: crate::store::LogHead =
         crate::store::get_record(&store, crate::store::Tree::Meta, crate::store::meta::LOG_HEAD)?
             .unwrap_or_default();
@@ -602,6 +607,8 @@ fn restore_into(file: &Path, stage: &Path, keys_from: Option<&Path>) -> Result<R
     let trust = crate::state::load_trust(&store)?;
     let audit = kp_exchange::audit::verify_log(&store, config.participant, &keys.history, &trust, |_| {})
         .map_err(|e| BackupError::Invalid(format!("the restored log does NOT verify: {e}")))?;
+    // Where `kpnode recover` asks partners to resume from.
+    crate::recover::record_base(&store)?;
     store.flush()?;
     Ok(Restored { manifest, audit })
 }

@@ -272,3 +272,21 @@ pub fn segment(s: &str) -> String {
         })
         .collect()
 }
+
+impl Client {
+    /// A POST whose answer may take long (`POST /v1/recover/{code}`: a partner's whole
+    /// history, page by page): no overall timeout, only one for connecting. The daemon
+    /// aborts the work if the client goes away, and the work is safe to repeat.
+    pub fn post_long(&self, path: &str) -> Result<(u16, Value), ClientError> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let request = agent
+            .post(&self.url(path))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json");
+        self.handle(request.send_empty())
+    }
+}

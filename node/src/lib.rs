@@ -51,6 +51,7 @@ pub mod net;
 pub mod node;
 pub mod os;
 pub mod queries;
+pub mod recover;
 pub mod report;
 pub mod service;
 pub mod state;

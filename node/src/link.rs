@@ -336,6 +336,10 @@ async fn serve_peer(
                     Frame::Ping { nonce } => {
                         let _ = tx.send(Outgoing::Frame(Frame::Pong { nonce })).await;
                     }
+                    Frame::RecoverRequest { request_id, after_seq, since, cursor, max_items } => {
+                        let request = RecoverRequest { request_id, after_seq, since, cursor, max_items };
+                        answer_recover(shared, peer, request, &tx).await?;
+                    }
                     other => {
                         return Err(LinkError::Protocol(format!(
                             "unexpected {} frame on a link where {peer} delivers",
@@ -576,7 +580,7 @@ async fn session(
     result
 }
 
-async fn connect(
+pub(crate) async fn connect(
     shared: &Arc<Shared>,
     peer: ParticipantCode,
     endpoint: &str,
@@ -747,4 +751,44 @@ async fn fill_window(
         tx.send(Outgoing::Frame(frame)).await.map_err(|_| LinkError::WriterStopped)?;
     }
     Ok(())
+}
+
+/// A recovery request's fields (see [`Frame::RecoverRequest`]).
+struct RecoverRequest {
+    request_id: u64,
+    after_seq: u64,
+    since: kp_protocol::Timestamp,
+    cursor: u64,
+    max_items: u16,
+}
+
+/// Answers an enrolled peer's recovery request on the link it dialled (authenticated by its
+/// pinned TLS key, judged against the trust in force like any delivery): one page of that
+/// peer's own traffic with this node, read from the log off the async workers, each item a
+/// frame, then `RecoverDone`. Requests on one link are answered one at a time, in order.
+async fn answer_recover(
+    shared: &Arc<Shared>,
+    peer: ParticipantCode,
+    r: RecoverRequest,
+    tx: &mpsc::Sender<Outgoing>,
+) -> Result<(), LinkError> {
+    let store = shared.store.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        kp_exchange::recover::page(&store, peer, r.after_seq, r.since, r.cursor, r.max_items)
+    })
+    .await?
+    .map_err(kp_exchange::link::LinkError::Store)?;
+    tracing::info!(
+        items = page.items.len(),
+        cursor = r.cursor,
+        next = ?page.next,
+        "answered a recovery request of this peer"
+    );
+    for item in page.items {
+        let frame = Frame::RecoverItem { request_id: r.request_id, item: Box::new(item) };
+        tx.send(Outgoing::Frame(frame)).await.map_err(|_| LinkError::WriterStopped)?;
+    }
+    let done =
+        Frame::RecoverDone { request_id: r.request_id, next: page.next, highest_number: page.highest_number };
+    tx.send(Outgoing::Frame(done)).await.map_err(|_| LinkError::WriterStopped)
 }

@@ -315,6 +315,9 @@ impl Node {
 /// Opens the node's store, saying what it repaired.
 fn open_store(dir: &NodeDir, config: &NodeConfig) -> Result<SledStore, StartError> {
     let (store, report) = SledStore::open(&dir.store_dir(), config.store.cache_capacity_mb)?;
+    if let Some(m) = &report.migrated {
+        tracing::warn!(from = %m.from, to = m.to, backup = %m.backup.display(), "{}", m.line());
+    }
     for f in &report.removed_partial_snapshots {
         tracing::warn!(
             file = %f.display(),
@@ -425,6 +428,9 @@ async fn resume_rotations(shared: &Arc<Shared>, announced: u32) -> Result<(), St
                 .call(kp_exchange::engine::Command::Announce {
                     document: statement.clone(),
                     peers: active.clone(),
+                    // Whoever rotated is named by the announcement's first attempt only if it
+                    // got that far; the daemon finishing it is no one.
+                    officer: None,
                 })
                 .await
                 .map_err(StartError::Announce)?;

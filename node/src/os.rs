@@ -41,3 +41,38 @@ pub fn effective_uid() -> u32 {
     // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// The name of the operating-system user running this process (from the password database,
+/// else `$USER`, else `uid <n>`): the officer an offline CLI command acts as, since it works
+/// on the store directly, with no token and no account.
+#[allow(unsafe_code)]
+pub fn user_name() -> String {
+    let uid = effective_uid();
+    let mut pwd: libc::passwd = unsafe_zeroed_passwd();
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: getpwuid_r writes only into `pwd`, `buf` (of the length we pass) and `result`,
+    // all of which live on our stack or heap for the duration of the call; the name it
+    // returns points into `buf`, read before `buf` is dropped.
+    let found = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if found == 0 && !result.is_null() && !pwd.pw_name.is_null() {
+        // SAFETY: pw_name is a NUL-terminated string inside `buf` (see above).
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+        if let Ok(name) = name.to_str() {
+            if !name.is_empty() {
+                return name.to_owned();
+            }
+        }
+    }
+    match std::env::var("USER") {
+        Ok(u) if !u.is_empty() => u,
+        _ => format!("uid {uid}"),
+    }
+}
+
+#[allow(unsafe_code)]
+fn unsafe_zeroed_passwd() -> libc::passwd {
+    // SAFETY: libc::passwd is a plain C struct of integers and pointers, for which all-zero
+    // bytes (null pointers) are a valid value; getpwuid_r fills it in.
+    unsafe { std::mem::zeroed() }
+}

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::state::{LinkStatus, Shared};
 use crate::store::{
     decode_record, get_record, log_key, CertRecord, CertStatus, ConfirmationRecord, Direction, EntryBody,
-    LogEntry, Rejection, ResolutionRecord, Storage, StoreError, Tree, VoidRecord,
+    LogEntry, Officer, Rejection, ResolutionRecord, Storage, StoreError, Tree, VoidRecord,
 };
 use kp_exchange::engine::document_of;
 use kp_exchange::trust::PeerTrust;
@@ -59,8 +59,66 @@ pub struct CertView {
     /// Inbound from a restricted participant: accepted under enhanced vigilance, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enhanced_vigilance: Option<String>,
+    /// Who on this node issued, confirmed, voided or resolved it (shown with the certificate,
+    /// not in lists).
+    #[serde(skip_serializing_if = "Officers::is_empty")]
+    pub officers: Officers,
     /// The certificate itself, as signed.
     pub certificate: Option<Certificate>,
+}
+
+/// The officers of this node's actions on a certificate: the console account, the API token's
+/// name or the operating-system user each log entry names. A partner's actions, and those
+/// recorded before store format `kpnode-store/3`, name no one here.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct Officers {
+    /// Who submitted it (outbound).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub issued: Option<Officer>,
+    /// Who confirmed its import (inbound).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub confirmed: Option<Officer>,
+    /// Who voided it (outbound).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub voided: Option<Officer>,
+    /// Who signed this node's resolution of its discrepancy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub resolved: Option<Officer>,
+}
+
+impl Officers {
+    pub fn is_empty(&self) -> bool {
+        self.issued.is_none() && self.confirmed.is_none() && self.voided.is_none() && self.resolved.is_none()
+    }
+
+    /// Who had this node send the documents of `rec` (and `resolution`), as remembered when
+    /// each was queued.
+    fn of<S: Storage + ?Sized>(
+        store: &S,
+        rec: &CertRecord,
+        resolution: Option<&ResolutionRecord>,
+    ) -> Result<Officers, StoreError> {
+        let by = |id: &MessageId| {
+            crate::store::get_record::<Officer, _>(store, Tree::Meta, &crate::store::meta::officer_key(id))
+        };
+        let mine = |d: Direction| rec.direction == d;
+        Ok(Officers {
+            issued: if mine(Direction::Out) { by(&rec.message_id)? } else { None },
+            confirmed: match &rec.confirmation {
+                Some(c) if mine(Direction::In) => by(&c.message_id)?,
+                _ => None,
+            },
+            voided: match &rec.void {
+                Some(v) if mine(Direction::Out) => by(&v.message_id)?,
+                _ => None,
+            },
+            resolved: resolution.map(|r| by(&r.message_id)).transpose()?.flatten(),
+        })
+    }
 }
 
 /// An import confirmation: what the store records, and the remarks of the signed document.
@@ -139,6 +197,14 @@ pub fn cert_view<S: Storage + ?Sized>(
         },
         _ => None,
     };
+    // Only a discrepancy can have been resolved: other certificates leave the hot `meta`
+    // tree alone (after an I/O error, sled may refuse a read that would split its node).
+    let resolution: Option<ResolutionRecord> =
+        if rec.confirmation.as_ref().is_some_and(|c| c.discrepancy.is_some()) {
+            crate::store::get_record(store, Tree::Meta, &crate::store::resolution_key(&rec.number))?
+        } else {
+            None
+        };
     Ok(CertView {
         number: rec.number.to_string(),
         direction: rec.direction,
@@ -164,11 +230,12 @@ pub fn cert_view<S: Storage + ?Sized>(
         rejection: rec.rejection.clone(),
         // Only a discrepancy can have been resolved: other certificates leave the hot `meta`
         // tree alone (after an I/O error, sled may refuse a read that would split its node).
-        resolution: if rec.confirmation.as_ref().is_some_and(|c| c.discrepancy.is_some()) {
-            crate::store::get_record(store, Tree::Meta, &crate::store::resolution_key(&rec.number))?
+        officers: if with_certificate {
+            Officers::of(store, rec, resolution.as_ref())?
         } else {
-            None
+            Officers::default()
         },
+        resolution,
         updated_at: rec.updated_at,
         enhanced_vigilance: rec.vigilance.clone(),
         certificate,
@@ -183,6 +250,10 @@ pub struct CertFilter {
     pub peer: Option<ParticipantCode>,
     /// List numbers after this one (paging).
     pub after: Option<String>,
+    /// Only certificates issued on or after this day.
+    pub issued_from: Option<Date>,
+    /// Only certificates issued on or before this day.
+    pub issued_to: Option<Date>,
     pub limit: usize,
 }
 
@@ -230,6 +301,8 @@ pub fn list_certs_bounded<S: Storage + ?Sized>(
             start.push(0);
             let keep = filter.direction.is_none_or(|d| d == rec.direction)
                 && filter.peer.is_none_or(|p| p == rec.peer)
+                && filter.issued_from.is_none_or(|d| rec.issued_on >= d)
+                && filter.issued_to.is_none_or(|d| rec.issued_on <= d)
                 && filter.status.is_none_or(|s| s == effective_status(&rec, today));
             if keep {
                 out.push(rec);
@@ -240,6 +313,33 @@ pub fn list_certs_bounded<S: Storage + ?Sized>(
         }
         if n < PAGE {
             return Ok((out, None));
+        }
+    }
+}
+
+/// How many certificates the store holds in each status on `today`, in [`CertStatus::ALL`]'s
+/// order: a scan of every record, a page at a time (the console's dashboard caches it).
+pub fn count_by_status<S: Storage + ?Sized>(
+    store: &S,
+    today: Date,
+) -> Result<Vec<(CertStatus, u64)>, StoreError> {
+    let mut counts: Vec<(CertStatus, u64)> = CertStatus::ALL.iter().map(|s| (*s, 0)).collect();
+    let mut start = Vec::new();
+    const PAGE: usize = 1024;
+    loop {
+        let page = store.range(Tree::Certs, &start, &[0xff; 33], PAGE)?;
+        let n = page.len();
+        for (k, v) in page {
+            let rec: CertRecord = decode_record(Tree::Certs, &k, &v)?;
+            let status = effective_status(&rec, today);
+            if let Some(c) = counts.iter_mut().find(|(s, _)| *s == status) {
+                c.1 += 1;
+            }
+            start = k;
+            start.push(0);
+        }
+        if n < PAGE {
+            return Ok(counts);
         }
     }
 }
@@ -408,6 +508,11 @@ pub struct LogEntryView {
     pub document: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt: Option<ReceiptView>,
+    /// Who on this node did what the entry records (inside the hashed entry): a console
+    /// account, the API token's name, or the operating-system user of an offline command.
+    /// `null` for a partner's delivery, and for entries written before store format 3.
+    #[schema(value_type = Option<String>)]
+    pub officer: Option<Officer>,
 }
 
 /// The decoded content of a document, as JSON.
@@ -504,6 +609,7 @@ pub fn log_entries<S: Storage + ?Sized>(
                 certificate,
                 document,
                 receipt,
+                officer: e.officer,
             })
         })
         .collect()

@@ -52,6 +52,38 @@ impl std::fmt::Debug for SledStore {
 pub struct OpenReport {
     /// Partial snapshot files from an interrupted sled snapshot, removed before opening.
     pub removed_partial_snapshots: Vec<PathBuf>,
+    /// The store was in an older format, and was migrated to today's.
+    pub migrated: Option<Migrated>,
+}
+
+/// A migration done on open: from which format, and where the copy of the store as it was
+/// before is kept (next to the store, never removed by kpnode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: String,
+    pub to: &'static str,
+    pub backup: PathBuf,
+}
+
+impl Migrated {
+    /// The line the operator reads (the daemon's log, an offline command's stderr).
+    pub fn line(&self) -> String {
+        format!(
+            "migrated the store from format {} to {}; the store as it was is kept in {} (a copy to go back to the \
+older kpnode with; remove it once the node runs well)",
+            self.from,
+            self.to,
+            self.backup.display()
+        )
+    }
+}
+
+/// A point of a migration, told to the observer of [`SledStore::open_observed`] before the
+/// migration goes on from it. An error from the observer stops the migration there.
+#[derive(Debug)]
+pub enum MigrationStep<'a> {
+    /// The copy of the old store is complete and durable; nothing in the store is changed yet.
+    BackedUp { from: &'a str, backup: &'a Path },
 }
 
 impl SledStore {
@@ -64,7 +96,7 @@ impl SledStore {
             });
         }
         fs::create_dir_all(path).map_err(|e| io(path, e))?;
-        let (store, _) = Self::open_inner(path, cache_capacity_mb)?;
+        let (store, _) = Self::open_inner(path, cache_capacity_mb, None)?;
         store.commit(&Writes::from([(
             (Tree::Meta, meta::FORMAT.to_vec()),
             Some(meta::FORMAT_VERSION.as_bytes().to_vec()),
@@ -73,14 +105,36 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Opens an existing store.
+    /// Opens an existing store, migrating it first if it is in an older format this kpnode
+    /// migrates from ([`meta::MIGRATES_FROM`]; see [`SledStore::open_observed`]).
     pub fn open(path: &Path, cache_capacity_mb: u32) -> Result<(SledStore, OpenReport), StoreError> {
+        Self::open_observed(path, cache_capacity_mb, &mut |_| Ok(()))
+    }
+
+    /// [`SledStore::open`], telling `observe` each step of a migration. A migration holds the
+    /// store's lock throughout: it closes sled, copies the store directory next to it (named
+    /// after the old format and the time, every file and directory fsync'd, complete only
+    /// once renamed from `.partial`), logs where the copy is, reopens sled and rewrites the
+    /// format record in one atomic commit. Until that commit the store is the old format,
+    /// unchanged: a migration stopped anywhere before it (a crash, a full disk, `observe`
+    /// failing) leaves a store the older kpnode still opens, and the next open migrates again.
+    pub fn open_observed(
+        path: &Path,
+        cache_capacity_mb: u32,
+        observe: &mut dyn FnMut(&MigrationStep<'_>) -> Result<(), StoreError>,
+    ) -> Result<(SledStore, OpenReport), StoreError> {
         if !path.join("db").exists() {
             return Err(StoreError::Missing { path: path.display().to_string() });
         }
-        let (store, report) = Self::open_inner(path, cache_capacity_mb)?;
+        let (store, mut report) = Self::open_inner(path, cache_capacity_mb, None)?;
         let found = match store.get(Tree::Meta, meta::FORMAT)? {
             Some(v) if v == meta::FORMAT_VERSION.as_bytes() => return Ok((store, report)),
+            Some(v) if meta::MIGRATES_FROM.iter().any(|old| v == old.as_bytes()) => {
+                let from = String::from_utf8_lossy(&v).into_owned();
+                let (store, migrated) = store.migrate(&from, cache_capacity_mb, observe)?;
+                report.migrated = Some(migrated);
+                return Ok((store, report));
+            }
             // Shown in the refusal: kept short whatever the record holds.
             Some(v) => {
                 let text = String::from_utf8_lossy(&v);
@@ -119,8 +173,16 @@ impl SledStore {
         })
     }
 
-    fn open_inner(path: &Path, cache_capacity_mb: u32) -> Result<(SledStore, OpenReport), StoreError> {
-        let lock = take_lock(path)?;
+    /// Opens sled at `path`, taking the store's lock first (or keeping `lock`, already taken).
+    fn open_inner(
+        path: &Path,
+        cache_capacity_mb: u32,
+        lock: Option<File>,
+    ) -> Result<(SledStore, OpenReport), StoreError> {
+        let lock = match lock {
+            Some(l) => l,
+            None => take_lock(path)?,
+        };
         // Only now, holding the lock (so no live sled can be writing a snapshot), is it safe
         // to remove what an interrupted snapshot left behind.
         let removed = remove_partial_snapshots(path)?;
@@ -136,7 +198,47 @@ impl SledStore {
         let accounts = db.open_tree(ACCOUNTS_TREE).map_err(backend)?;
         let store =
             SledStore { inner: Arc::new(Inner { db, tree, accounts, path: path.to_owned(), _lock: lock }) };
-        Ok((store, OpenReport { removed_partial_snapshots: removed }))
+        Ok((store, OpenReport { removed_partial_snapshots: removed, migrated: None }))
+    }
+
+    /// Migrates this store, in format `from`, to today's (see [`SledStore::open_observed`]).
+    fn migrate(
+        self,
+        from: &str,
+        cache_capacity_mb: u32,
+        observe: &mut dyn FnMut(&MigrationStep<'_>) -> Result<(), StoreError>,
+    ) -> Result<(SledStore, Migrated), StoreError> {
+        let path = self.inner.path.clone();
+        // Close sled (everything it holds on disk), keeping the lock.
+        self.flush()?;
+        let Inner { db, tree, accounts, _lock: lock, .. } =
+            Arc::into_inner(self.inner).ok_or_else(|| StoreError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::other("the store is still in use while it is migrated"),
+            })?;
+        drop((tree, accounts, db));
+        let backup = copy_store(&path, from)?;
+        tracing::warn!(
+            from,
+            to = meta::FORMAT_VERSION,
+            backup = %backup.display(),
+            "migrating the store from format {from} to {}; the store as it was is copied to {}",
+            meta::FORMAT_VERSION,
+            backup.display()
+        );
+        observe(&MigrationStep::BackedUp { from, backup: &backup })?;
+        let (store, _) = Self::open_inner(&path, cache_capacity_mb, Some(lock))?;
+        // Format 2 → 3: the log entry gained the officer. Entries already written keep their
+        // bytes (their hashes, and the receipts partners signed over them, stay valid); the
+        // store records where format-3 entries begin, in the same commit as the new format.
+        let head = get_record::<LogHead, _>(&store, Tree::Meta, meta::LOG_HEAD)?
+            .unwrap_or(LogHead { next_seq: 1, last_hash: kp_protocol::Digest::ZERO });
+        store.commit(&Writes::from([
+            ((Tree::Meta, meta::FORMAT.to_vec()), Some(meta::FORMAT_VERSION.as_bytes().to_vec())),
+            ((Tree::Meta, meta::LOG_FORMAT3_FROM.to_vec()), Some(encode_record(&head.next_seq))),
+        ]))?;
+        store.flush()?;
+        Ok((store, Migrated { from: from.to_owned(), to: meta::FORMAT_VERSION, backup }))
     }
 
     pub fn path(&self) -> &Path {
@@ -232,6 +334,60 @@ fn full_key(t: Tree, key: &[u8]) -> Vec<u8> {
 
 fn io(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io { path: path.display().to_string(), source }
+}
+
+/// Copies the store directory `path` (closed, its lock held) to a new directory beside it,
+/// `<name>.<format, '/' as '-'>.<UTC time>`: through `<that>.partial`, every file and
+/// directory fsync'd, then renamed and the parent fsync'd, so a copy under its final name is
+/// complete. The lock file is not copied. Returns the copy's path.
+fn copy_store(path: &Path, format: &str) -> Result<PathBuf, StoreError> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
+    let now = kp_protocol::Timestamp::from_unix_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+    );
+    // 2026-12-07T09:55:00.123Z → 20261207T095500Z
+    let stamp: String = now.to_string().chars().filter(|c| *c != '-' && *c != ':').collect();
+    let stamp = match stamp.split_once('.') {
+        Some((s, _)) => format!("{s}Z"),
+        None => stamp,
+    };
+    let base = format!("{name}.{}.{stamp}", format.replace('/', "-"));
+    let mut target = parent.join(&base);
+    let mut n = 1;
+    while target.exists() || target.with_extension("partial").exists() {
+        n += 1;
+        target = parent.join(format!("{base}-{n}"));
+    }
+    let partial =
+        parent.join(format!("{}.partial", target.file_name().unwrap_or_default().to_string_lossy()));
+    copy_tree(path, &partial)?;
+    fs::rename(&partial, &target).map_err(|e| io(&target, e))?;
+    sync_dir(parent)?;
+    Ok(target)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o700).create(to).map_err(|e| io(to, e))?;
+    for entry in fs::read_dir(from).map_err(|e| io(from, e))? {
+        let entry = entry.map_err(|e| io(from, e))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().map_err(|e| io(&src, e))?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_file() && entry.file_name() != "kpnode.lock" {
+            fs::copy(&src, &dst).map_err(|e| io(&dst, e))?;
+            File::open(&dst).and_then(|f| f.sync_all()).map_err(|e| io(&dst, e))?;
+        }
+    }
+    sync_dir(to)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))
 }
 
 /// Takes the store's lock file, writing our pid into it; says who holds it if taken.

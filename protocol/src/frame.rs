@@ -9,10 +9,11 @@ use std::fmt;
 use bincode::{Decode, Encode};
 
 use crate::codec::{self, DECODE_LIMIT};
-use crate::codes::ParticipantCode;
+use crate::codes::{CertificateNumber, ParticipantCode};
+use crate::date::Timestamp;
 use crate::digest::MessageId;
 use crate::document::SignedDocument;
-use crate::receipt::ReceiptProof;
+use crate::receipt::{MessageReceipt, ReceiptProof};
 
 /// The protocol version carried in `Hello`. A peer speaking another version is refused.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -56,6 +57,66 @@ pub enum Frame {
     Pong {
         nonce: u64,
     },
+    /// Recovery from partners (see docs/protocol.md): a node restored from an older backup
+    /// asks a partner, on a connection it dialled, for one page of their own traffic.
+    /// Appended after the other variants so their encodings do not change.
+    RecoverRequest {
+        request_id: u64,
+        /// The asker's restored log head: documents the partner delivered that the asker
+        /// receipted at a log position above it are sent back.
+        after_seq: u64,
+        /// Documents the asker signed at or after this time that the partner stored are sent
+        /// back (the asker's restored log head's time, less a margin).
+        since: Timestamp,
+        /// Where the page starts: 0, or the `next` of the previous page.
+        cursor: u64,
+        /// At most this many items (capped at [`MAX_RECOVER_ITEMS`]).
+        max_items: u16,
+    },
+    /// One item of a recovery page (boxed: it holds two documents, and every frame would
+    /// otherwise be as large; the encoding is the same).
+    RecoverItem {
+        request_id: u64,
+        item: Box<Recovered>,
+    },
+    /// The end of a recovery page.
+    RecoverDone {
+        request_id: u64,
+        /// The cursor of the next page; `None`: there is nothing more.
+        next: Option<u64>,
+        /// The highest certificate number of the asker the partner holds (in the form
+        /// `<CC>-<YYYY>-<seq>` the asker assigns), on the last page only.
+        highest_number: Option<CertificateNumber>,
+    },
+}
+
+/// Most items one recovery page carries.
+pub const MAX_RECOVER_ITEMS: u16 = 256;
+/// Most bytes of documents and receipts one recovery page carries (each item is also one
+/// frame within the asker's frame limit).
+pub const MAX_RECOVER_PAGE_BYTES: usize = 8 << 20;
+/// Most log entries a partner reads to answer one page: a page with fewer items (even none)
+/// and a `next` cursor says "ask again from there", so one request costs bounded work.
+pub const MAX_RECOVER_SCAN: usize = 4096;
+
+/// A document of the asker's own traffic with the partner, as the partner holds it. Named
+/// from the asker's side.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub enum Recovered {
+    /// A document the asker signed and delivered, with the receipt the partner gave for it
+    /// (committing to the partner's log position).
+    Sent { document: SignedDocument, receipt: MessageReceipt },
+    /// A document the partner delivered to the asker, with the receipt the asker gave for it
+    /// (committing to the asker's log position, above the request's `after_seq`).
+    Received { document: SignedDocument, receipt: MessageReceipt },
+}
+
+impl Recovered {
+    pub fn document(&self) -> &SignedDocument {
+        match self {
+            Recovered::Sent { document, .. } | Recovered::Received { document, .. } => document,
+        }
+    }
 }
 
 impl Frame {
@@ -67,6 +128,9 @@ impl Frame {
             Frame::Reject { .. } => "Reject",
             Frame::Ping { .. } => "Ping",
             Frame::Pong { .. } => "Pong",
+            Frame::RecoverRequest { .. } => "RecoverRequest",
+            Frame::RecoverItem { .. } => "RecoverItem",
+            Frame::RecoverDone { .. } => "RecoverDone",
         }
     }
 

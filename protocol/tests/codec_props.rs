@@ -125,6 +125,43 @@ fn frame_strategy() -> impl Strategy<Value = Frame> {
         )),
         any::<u64>().prop_map(|nonce| Frame::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Frame::Pong { nonce }),
+        (any::<u64>(), any::<u64>(), 0i64..4_000_000_000_000, any::<u64>(), any::<u16>()).prop_map(
+            |(request_id, after_seq, since, cursor, max_items)| Frame::RecoverRequest {
+                request_id,
+                after_seq,
+                since: Timestamp::from_unix_millis(since),
+                cursor,
+                max_items
+            }
+        ),
+        (document(), any::<bool>(), any::<[u8; 32]>()).prop_map(|(document, sent, seed)| {
+            let item =
+                ReceiptItem { message_id: document.message_id(), log_seq: 7, entry_hash: Digest::of(b"e") };
+            let (batch, mut proofs) = sign_batch(
+                &[item],
+                ParticipantCode::from_static("IN"),
+                ParticipantCode::from_static("RU"),
+                &SigningKey::from_bytes(&seed),
+                Timestamp::from_unix_millis(1),
+            )
+            .unwrap();
+            let receipt = kp_protocol::MessageReceipt { batch, proof: proofs.remove(0) };
+            let item = if sent {
+                kp_protocol::frame::Recovered::Sent { document, receipt }
+            } else {
+                kp_protocol::frame::Recovered::Received { document, receipt }
+            };
+            Frame::RecoverItem { request_id: 1, item: Box::new(item) }
+        }),
+        (any::<u64>(), proptest::option::of(any::<u64>()), any::<bool>()).prop_map(
+            |(request_id, next, number)| {
+                Frame::RecoverDone {
+                    request_id,
+                    next,
+                    highest_number: number.then(|| "RU-2026-000123".parse().unwrap()),
+                }
+            }
+        ),
     ]
 }
 

@@ -6,7 +6,9 @@ page with axe-core (injected from "axe"), and prints one JSON object with what i
 {"pages": [...], "violations": [...], "steps": [...]}. Any failed expectation raises, so the
 process exits non-zero and the Rust test shows the traceback.
 """
+import base64
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -167,6 +169,46 @@ with sync_playwright() as p:
         cpage.wait_for_timeout(200)
     cpage.goto(inn + f"/certificates/{number}")
     check(cpage, "customs-certificate")
+
+    # The QR seal the exporter's node draws (`kpnode cert qr`, against the running daemon),
+    # photographed at the border: customs verifies it on its own node's Verify page.
+    seal_png = out / "seal.png"
+    subprocess.run([cfg["kpnode"], "cert", "qr", number, "--out", str(seal_png), "--dir", cfg["ru_dir"]],
+                   check=True, capture_output=True)
+    with cpage.expect_navigation():
+        cpage.get_by_role("link", name="Verify").click()
+    check(cpage, "verify")
+    cpage.get_by_label("Certificate file or QR seal image").set_input_files(str(seal_png))
+    with cpage.expect_navigation():
+        cpage.get_by_role("button", name="Verify").click()
+    expect(cpage.locator("#verdict").inner_text() == "Authentic QR seal", "the QR seal from a PNG is authentic")
+    expect(number in cpage.locator(".verdict").inner_text(), "the verdict names the certificate")
+    expect(cpage.locator("#held-status").inner_text() in ("received", "delivered"),
+           "and its current status on this node")
+    check(cpage, "verify-authentic")
+    # A photo of the printed seal, as a phone saves it: JPEG, on a grey background.
+    seal_jpeg = out / "seal-photo.jpg"
+    camera = ctx.new_page()
+    camera.set_content('<body style="margin:0;background:#ddd"><img style="margin:40px" src="data:image/png;base64,'
+                       + base64.b64encode(seal_png.read_bytes()).decode() + '"></body>')
+    camera.screenshot(path=str(seal_jpeg), type="jpeg", quality=75)
+    camera.close()
+    cpage.get_by_label("Certificate file or QR seal image").set_input_files(str(seal_jpeg))
+    with cpage.expect_navigation():
+        cpage.get_by_role("button", name="Verify").click()
+    expect(cpage.locator("#verdict").inner_text() == "Authentic QR seal", "the QR seal from a JPEG photo is authentic")
+    # A file that is neither a .kpc nor a seal image is refused at the field.
+    junk = out / "not-a-seal.txt"
+    junk.write_text("not a certificate")
+    cpage.get_by_label("Certificate file or QR seal image").set_input_files(str(junk))
+    with cpage.expect_navigation():
+        cpage.get_by_role("button", name="Verify").click()
+    expect(cpage.locator("#file-error").is_visible(), "a file that is no certificate is refused at its field")
+    r = cpage.request.post(inn + "/verify", multipart={"file": {"name": "seal.png", "mimeType": "image/png",
+                                                                 "buffer": seal_png.read_bytes()}},
+                           max_redirects=0)
+    expect(r.status == 403, "an upload without its CSRF token is refused")
+    cpage.goto(inn + f"/certificates/{number}")
     cpage.get_by_label("Carats received").fill("twelve")
     with cpage.expect_navigation():
         cpage.get_by_role("button", name="Confirm the import").click()
@@ -189,6 +231,77 @@ with sync_playwright() as p:
     expect(page.locator("#status").inner_text() == "import_discrepancy", "the exporter's console shows import_discrepancy")
     expect("with a discrepancy" in page.content(), "the timeline shows the difference")
     check(page, "exporter-discrepancy")
+
+    # The exporter's certificate page shows its QR seal; the list filters by date of issue.
+    expect(page.locator("figure.qr img").count() == 1, "the certificate's page shows its QR seal")
+    r = page.request.get(ru + f"/certificates/{number}/qr.svg")
+    expect(r.status == 200 and "<svg" in r.text(), "the QR seal is served as SVG")
+    today = cfg["today"]
+    page.goto(ru + f"/certificates?issued_from={today}&issued_to={today}")
+    expect(page.get_by_role("link", name=number).count() == 1, "the date filter keeps today's certificate")
+    page.goto(ru + "/certificates?issued_from=2000-01-01&issued_to=2000-01-31")
+    expect(page.get_by_role("link", name=number).count() == 0, "and leaves it out of another range")
+    page.goto(ru + "/certificates?issued_from=yesterday")
+    expect(page.locator("#issued_from-error").is_visible(), "a bad date is shown at its field")
+    check(page, "certificates-date-error")
+
+    # A supervisor at the importer: partners, participants; a wrong fingerprint enrols nothing.
+    sup = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True).new_page()
+    sign_in(sup, inn, "sam", cfg["password"])
+    expect(sup.locator("#by-status").count() == 1, "the dashboard counts certificates by status")
+    check(sup, "supervisor-dashboard")
+    with sup.expect_navigation():
+        sup.get_by_role("link", name="Partners").click()
+    expect("RU" in sup.locator("table").inner_text(), "the partners page lists the enrolled partner")
+    check(sup, "partners")
+    sup.get_by_label("Bundle file").set_input_files(cfg["ru_bundle"])
+    sup.get_by_label("Fingerprint, as read out by the partner").fill("0" * 64)
+    with sup.expect_navigation():
+        sup.get_by_role("button", name="Enrol").click()
+    expect(sup.locator("#fingerprint-error").is_visible(), "a fingerprint that is not the bundle's is refused at its field")
+    check(sup, "partners-mismatch")
+    with sup.expect_navigation():
+        sup.get_by_role("link", name="Participants").click()
+    check(sup, "participants")
+    sup.goto(inn + "/participants/ZW")
+    csrf = sup.locator('input[name="csrf"]').first.get_attribute("value")
+    r = sup.request.post(inn + "/participants/ZW", max_redirects=0,
+                         form={"csrf": csrf, "status": "suspended", "effective_from": "not a date", "reason": "x"})
+    expect(r.status == 422 and 'id="effective_from-error"' in r.text(), "a bad date is shown at its field")
+    sup.get_by_label("Status", exact=True).select_option("suspended")
+    sup.get_by_label("In force from").fill(cfg["today"])
+    sup.get_by_label("Reason (the decision it follows)").fill("Plenary decision 2026/9")
+    with sup.expect_navigation():
+        sup.get_by_role("button", name="Record the change").click()
+    expect(sup.locator("#status").inner_text() == "suspended", "the supervisor sets a participant's status")
+    expect("Plenary decision 2026/9" in sup.locator("table").inner_text(), "and the history shows the change")
+    check(sup, "participant")
+    # Customs reads the registry but may not change it, nor see the partners.
+    r = cpage.request.get(inn + "/partners", max_redirects=0)
+    expect(r.status == 403, "customs may not open the partners page (403)")
+
+    # The auditor at the exporter: statistics, chart, CSV, reconciliation.
+    aud = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True).new_page()
+    sign_in(aud, ru, "ada", cfg["password"])
+    with aud.expect_navigation():
+        aud.get_by_role("link", name="Statistics").click()
+    for _ in range(50):  # the figures are computed off the page: it says so until they are there
+        if aud.locator("#computed").count() == 1:
+            break
+        expect(aud.locator("#pending").count() == 1, "the statistics page says the figures are being computed")
+        aud.wait_for_timeout(200)
+        aud.reload()
+    expect("export" in aud.locator("section").first.inner_text(), "the statistics show this year's exports")
+    expect(number in aud.locator(".warnings").inner_text(), "the reconciliation lists the discrepancy that needs attention")
+    r = aud.request.get(ru + "/statistics/chart.svg?period=" + today[:4])
+    expect(r.status == 200 and "<svg" in r.text(), "the chart is an SVG")
+    r = aud.request.get(ru + "/statistics/statistics.csv?period=" + today[:4])
+    expect(r.status == 200 and "IN" in r.text(), "the CSV downloads")
+    check(aud, "statistics")
+    aud.goto(ru + "/statistics?period=2026-Q9")
+    expect(aud.locator("#period-error").is_visible(), "a bad period is shown at its field")
+    r = page.request.get(ru + "/statistics", max_redirects=0)
+    expect(r.status == 403, "a clerk may not open the statistics (403)")
 
     # Five wrong passwords lock the account: then even the right one is refused.
     guesser = browser.new_context(bypass_csp=True).new_page()

@@ -344,7 +344,29 @@ fn console_sessions_csrf_roles_throttle_and_sign_out() {
     assert_eq!((p.status, p.location.clone()), (303, format!("/certificates/{number}")), "{}", p.body);
     assert_eq!(api.certificate(&number)["status"], "voided");
     let page = sven.get(&format!("/certificates/{number}"));
-    assert!(page.body.contains("Voided: shipment cancelled"), "{}", page.body);
+    // The timeline names who did each thing on this node: the API token for the submission,
+    // the supervisor's account for the void.
+    assert!(page.body.contains("Voided: shipment cancelled — officer: sven"), "{}", page.body);
+    assert!(page.body.contains("— officer: api-token"), "{}", page.body);
+    assert_eq!(
+        api.certificate(&number)["officers"],
+        serde_json::json!({"issued": "api-token", "voided": "sven"})
+    );
+    // And so do RU's log entries, once IN acknowledged each; IN's own log names no one of RU's.
+    kp_tests::wait_until(std::time::Duration::from_secs(20), "the void acknowledged", || {
+        api.get("/v1/log").1.as_array().is_some_and(|l| l.iter().any(|e| e["kind"] == "void"))
+    });
+    let (_, log) = api.get("/v1/log");
+    let officers: Vec<(&str, &str)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["certificate"] == number.as_str())
+        .map(|e| (e["kind"].as_str().unwrap(), e["officer"].as_str().unwrap_or("-")))
+        .collect();
+    assert_eq!(officers, [("certificate", "api-token"), ("void", "sven")]);
+    let (_, log) = pair.inn.api.get("/v1/log");
+    assert!(log.as_array().unwrap().iter().all(|e| e["officer"].is_null()), "{log}");
 
     // A one-time password leads to the change of password and nowhere else.
     let mut otto = Browser::new(&api.base);

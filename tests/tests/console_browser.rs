@@ -58,9 +58,13 @@ fn the_console_in_a_real_browser_with_axe_core() {
     let (ru, inn) = (pair.ru.api(), pair.inn.api());
     wait_linked(&ru, "IN".parse().unwrap());
     let password = "a long enough passphrase";
-    for (api, name, role, language) in
-        [(&ru, "clara", "clerk", "en"), (&inn, "cora", "customs", "en"), (&ru, "rita", "supervisor", "ru")]
-    {
+    for (api, name, role, language) in [
+        (&ru, "clara", "clerk", "en"),
+        (&inn, "cora", "customs", "en"),
+        (&inn, "sam", "supervisor", "en"),
+        (&ru, "ada", "auditor", "en"),
+        (&ru, "rita", "supervisor", "ru"),
+    ] {
         let body =
             format!(r#"{{"name":"{name}","role":"{role}","language":"{language}","password":"{password}"}}"#);
         let (status, v) = api.post("/v1/users", &body);
@@ -73,9 +77,11 @@ fn the_console_in_a_real_browser_with_axe_core() {
     let expires_on = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date().add_days(30).unwrap();
     let out = target_dir().join("console-screenshots");
     let _ = std::fs::remove_dir_all(&out);
+    let today = kp_node::clock::Clock::now(&kp_node::clock::SystemClock).date();
     let config = serde_json::json!({
         "ru": ru.base, "in": inn.base, "password": password, "expires_on": expires_on.to_string(),
-        "out": out, "axe": axe, "chromium": chromium,
+        "today": today.to_string(), "out": out, "axe": axe, "chromium": chromium,
+        "kpnode": kpnode_bin(), "ru_dir": pair.ru_dir.root(), "ru_bundle": pair.ru_dir.root().join("self.bundle"),
     });
     let config_path = pair.tmp.path().join("browser.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
@@ -91,7 +97,7 @@ fn the_console_in_a_real_browser_with_axe_core() {
     let report: serde_json::Value =
         serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("a JSON report");
     let pages = report["pages"].as_array().unwrap();
-    assert!(pages.len() >= 13, "every page was visited: {pages:?}");
+    assert!(pages.len() >= 22, "every page was visited: {pages:?}");
     for p in pages {
         let shot = out.join(format!("{}.png", p.as_str().unwrap()));
         assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000), "{} was written", shot.display());
@@ -106,4 +112,10 @@ fn the_console_in_a_real_browser_with_axe_core() {
     assert_eq!(issued["certificate"]["exporter"]["name"], "ALROSA PJSC", "{issued}");
     assert_eq!(inn.certificate(&number)["status"], "import_discrepancy");
     assert_eq!(ru.certificate(&number)["status"], "import_discrepancy");
+    // The supervisor's status change from the console is the importer's registry now; the
+    // wrong fingerprint enrolled nothing (RU stays the one partner, with its own fingerprint).
+    let (_, zw) = inn.get("/v1/participants/ZW");
+    assert_eq!(zw["participant"]["status"], "suspended", "{zw}");
+    let (_, peers) = inn.get("/v1/peers");
+    assert_eq!(peers.as_array().map(Vec::len), Some(1), "{peers}");
 }

@@ -519,7 +519,7 @@ fn kp_node_modules_have_no_import_cycle() {
 const LAYERS: [&[&str]; 6] = [
     &["store", "clock", "metrics", "home", "hsm", "os", "systemd", "actor"],
     &["state", "net"],
-    &["link", "service", "report", "queries", "backup"],
+    &["link", "service", "report", "queries", "backup", "recover"],
     &["api", "console"],
     &["node"],
     &["client", "cli", "bench"],

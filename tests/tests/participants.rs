@@ -331,6 +331,15 @@ fn the_registry_round_trips_through_signed_lists_and_every_change_is_in_the_log(
     assert_eq!(changes[0]["document"]["entry"]["code"], "CF");
     assert_eq!(changes[0]["document"]["entry"]["approved_origin_areas"], json!(["Berberati", "Carnot"]));
     assert_eq!(changes[0]["document"]["source"], "operator");
+    // Made offline: the log entries name the operating-system user who ran the command (as
+    // `id -un` names them), and the signed change, which partners get, does not.
+    let os_user = std::process::Command::new("id").arg("-un").output().unwrap();
+    let os_user = String::from_utf8(os_user.stdout).unwrap().trim().to_owned();
+    assert!(!os_user.is_empty());
+    for c in &changes {
+        assert_eq!(c["officer"].as_str(), Some(os_user.as_str()), "{c}");
+        assert!(!c["document"].to_string().contains(&format!("\"{os_user}\"")), "{c}");
+    }
     let report = audit(&ru);
     assert_eq!(report.recorded, 3);
 

@@ -10,8 +10,8 @@ use kp_keys::KeyHistory;
 use kp_protocol::{Digest, MessageId, MessageReceipt, ParticipantCode, SignedDocument};
 
 use crate::storage::{
-    decode_log, get_record, hash_entry_bytes, log_key, meta, EntryBody, LogEntry, LogHead, Storage,
-    StoreError, Tree,
+    decode_log, get_record, hash_entry_bytes, log_key, meta, EntryBody, EntryLayout, LogEntry, LogHead,
+    Storage, StoreError, Tree,
 };
 use crate::trust::Trust;
 use crate::verify::verify_signatures;
@@ -77,6 +77,9 @@ pub fn verify_log<S: Storage + ?Sized>(
     let mut verified_batches: HashSet<MessageId> = HashSet::new();
     let mut pending: Vec<Pending> = Vec::new();
     let mut start = log_key(1).to_vec();
+    // Entries before this one were written in store format 2 (a migrated store), the rest in
+    // today's layout: an entry in the other layout was not written where it stands.
+    let format3_from = get_record::<u64, _>(store, Tree::Meta, meta::LOG_FORMAT3_FROM)?.unwrap_or(1);
     const PAGE: usize = 4096;
     loop {
         let page = store.range(Tree::Log, &start, &[0xff; 9], PAGE)?;
@@ -91,6 +94,25 @@ pub fn verify_log<S: Storage + ?Sized>(
             let v = record.entry.clone();
             if entry.seq != seq {
                 return Err(bad(seq, format!("says it is entry {}", entry.seq)));
+            }
+            match (entry.layout, seq < format3_from) {
+                (EntryLayout::Format2, false) => {
+                    return Err(bad(
+                        seq,
+                        format!(
+                            "is in the layout of store format 2 (no officer), but the log is in format 3 from entry {format3_from}"
+                        ),
+                    ))
+                }
+                (EntryLayout::Format3, true) => {
+                    return Err(bad(
+                        seq,
+                        format!(
+                            "is in the layout of store format 3, but the log's entries before {format3_from} were written in format 2"
+                        ),
+                    ))
+                }
+                _ => {}
             }
             if entry.prev_hash != prev {
                 // Earlier entries' signatures first: a bad one there is the first problem.

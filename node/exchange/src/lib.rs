@@ -27,6 +27,7 @@ pub mod clock;
 pub mod engine;
 pub mod enrol;
 pub mod link;
+pub mod recover;
 pub mod refusal;
 pub mod registry;
 pub mod signer;

@@ -791,6 +791,7 @@ mod exchange_tests {
                         certificate: Box::new(cert),
                         assigned: None,
                         idempotency: None,
+                        officer: None,
                     }
                 })
                 .collect();

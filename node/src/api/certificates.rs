@@ -17,7 +17,7 @@ use super::{invalid, parse_body, ApiError, ApiPath, ApiQuery, ApiResult, ErrorBo
 use crate::queries::{self, cert_view, CertFilter};
 use crate::service::issuing::Submitted;
 use crate::state::Shared;
-use crate::store::{get_record, CertRecord, CertStatus, Direction, Tree};
+use crate::store::{get_record, CertRecord, CertStatus, Direction, Officer, Tree};
 use kp_exchange::engine::{document_of, Command, Idempotency, Outcome};
 
 /// The request header that makes a submission safe to retry.
@@ -64,7 +64,7 @@ pub(super) async fn submit(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Submitted>)> {
     let idem = idempotency(&headers, &body)?;
-    let outcome = crate::service::issuing::submit(&shared, &body, idem).await?;
+    let outcome = crate::service::issuing::submit(&shared, &body, idem, &shared.token_officer()).await?;
     let status = if outcome.already_stored { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(outcome)))
 }
@@ -212,7 +212,8 @@ pub(super) async fn submit_batch(
         }
     } else {
         let (places, items): (Vec<usize>, Vec<BatchItem>) = items.into_iter().unzip();
-        let results = crate::service::issuing::submit_batch(&shared, items, atomic).await;
+        let results =
+            crate::service::issuing::submit_batch(&shared, items, atomic, shared.token_officer()).await;
         for (i, r) in places.into_iter().zip(results) {
             answers[i] = Some(r.map_err(ApiError::from));
         }
@@ -296,6 +297,10 @@ pub struct ListQuery {
     pub status: Option<String>,
     pub peer: Option<String>,
     pub after: Option<String>,
+    /// Only certificates issued on or after this day (YYYY-MM-DD).
+    pub issued_from: Option<String>,
+    /// Only certificates issued on or before this day (YYYY-MM-DD).
+    pub issued_to: Option<String>,
     pub limit: Option<usize>,
 }
 
@@ -305,6 +310,8 @@ pub struct ListQuery {
         ("status" = Option<CertStatus>, Query, description = "only this status"),
         ("peer" = Option<String>, Query, description = "only certificates exchanged with this participant"),
         ("after" = Option<String>, Query, description = "numbers after this one (paging)"),
+        ("issued_from" = Option<String>, Query, description = "only certificates issued on or after this day (YYYY-MM-DD)"),
+        ("issued_to" = Option<String>, Query, description = "only certificates issued on or before this day (YYYY-MM-DD)"),
         ("limit" = Option<usize>, Query, description = "at most this many (default and maximum 100000)")),
     responses((status = 200, body = Vec<queries::CertView>), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn list(
@@ -351,6 +358,18 @@ pub fn list_views_bounded(
             .map_err(|e| problems.push(Problem::new("peer", format!("{p:?} {e}"))))
             .ok()
     });
+    let mut day = |name: &str, value: Option<&str>| {
+        value.and_then(|d| {
+            d.parse::<Date>().map_err(|e| problems.push(Problem::new(name, format!("{d:?} {e}")))).ok()
+        })
+    };
+    let issued_from = day("issued_from", q.issued_from.as_deref());
+    let issued_to = day("issued_to", q.issued_to.as_deref());
+    if let (Some(from), Some(to)) = (issued_from, issued_to) {
+        if from > to {
+            problems.push(Problem::new("issued_to", format!("{to} is before issued_from ({from})")));
+        }
+    }
     if !problems.is_empty() {
         return Err(ApiError::Invalid { error: "invalid_query", problems });
     }
@@ -359,6 +378,8 @@ pub fn list_views_bounded(
         status,
         peer,
         after: q.after,
+        issued_from,
+        issued_to,
         limit: q.limit.unwrap_or(100_000).min(100_000),
     };
     let today = shared.now().date();
@@ -501,16 +522,18 @@ pub(super) async fn confirm(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<queries::CertView>> {
     let req: ConfirmRequest = parse_body(&body)?;
-    confirm_certificate(&shared, &number, req).await.map(Json)
+    confirm_certificate(&shared, &number, req, &shared.token_officer()).await.map(Json)
 }
 
 /// Confirms the import of an inbound certificate (with a discrepancy if what arrived differs):
 /// signs the confirmation and queues it for the exporter. The one way to confirm, for the API
 /// and the console alike; every problem with the request names its field.
+/// `officer`: who does it (the log entry names them).
 pub async fn confirm_certificate(
     shared: &Arc<Shared>,
     number: &str,
     req: ConfirmRequest,
+    officer: &Officer,
 ) -> Result<queries::CertView, ApiError> {
     let rec = record(shared, number)?;
     let mut problems = Vec::new();
@@ -567,7 +590,11 @@ pub async fn confirm_certificate(
             remarks,
         };
         let document = shared.signer.sign(&confirmation)?;
-        Ok(Command::Confirm { document, confirmation: Box::new(confirmation) })
+        Ok(Command::Confirm {
+            document,
+            confirmation: Box::new(confirmation),
+            officer: Some(officer.clone()),
+        })
     })
     .await?;
     Ok(view)
@@ -635,22 +662,23 @@ pub(super) async fn void(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<queries::CertView>> {
     let req: VoidRequest = parse_body(&body)?;
-    void_certificate(&shared, &number, &req.reason).await.map(Json)
+    void_certificate(&shared, &number, &req.reason, &shared.token_officer()).await.map(Json)
 }
 
 /// Voids an outbound certificate: signs the void and queues it for the importer. The one way
-/// to void, for the API and the console alike.
+/// to void, for the API and the console alike; `officer` is who voids it.
 pub async fn void_certificate(
     shared: &Arc<Shared>,
     number: &str,
     reason: &str,
+    officer: &Officer,
 ) -> Result<queries::CertView, ApiError> {
     let reason: Text = reason.parse().map_err(|e| invalid("invalid_request", "reason", format!("{e}")))?;
     let rec = record(shared, number)?;
     let Json(view) = settle(shared, &rec, kp_exchange::engine::voidable, |rec| {
         let void = Void { certificate: rec.number.clone(), certificate_id: rec.message_id, reason };
         let document = shared.signer.sign(&void)?;
-        Ok(Command::Void { document, void })
+        Ok(Command::Void { document, void, officer: Some(officer.clone()) })
     })
     .await?;
     Ok(view)
@@ -707,7 +735,8 @@ pub(super) async fn resolve(
         resolved_by,
     };
     let document = shared.signer.sign(&resolution)?;
-    updated(&shared, Command::Resolve { document, resolution: Box::new(resolution) }).await
+    let officer = Some(shared.token_officer());
+    updated(&shared, Command::Resolve { document, resolution: Box::new(resolution), officer }).await
 }
 
 #[cfg(test)]

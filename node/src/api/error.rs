@@ -33,6 +33,9 @@ pub enum ApiError {
     NotAttempted(String),
     Unavailable(String),
     Internal(String),
+    /// A partner this node asked on the caller's behalf (recovery) could not be reached or
+    /// broke the protocol (502).
+    BadGateway(String),
 }
 
 /// The body of every error answer.
@@ -44,7 +47,8 @@ pub struct ErrorBody {
     /// another body), rotation_refused (409: the node's key history refuses another rotation
     /// now), too_large, not_attempted (424, in a batch's answer: an item of an atomic batch not
     /// stored because others were refused), unavailable, internal, request_timeout (408: the body did not arrive
-    /// within `api.body_read_timeout`).
+    /// within `api.body_read_timeout`), partner_failed (502: a partner asked for recovery could
+    /// not be reached or broke the protocol).
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -107,6 +111,7 @@ impl ApiError {
                 (StatusCode::FAILED_DEPENDENCY, body("not_attempted", Some(m), None))
             }
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, body("internal", Some(m), None)),
+            ApiError::BadGateway(m) => (StatusCode::BAD_GATEWAY, body("partner_failed", Some(m), None)),
         };
         (status, body)
     }

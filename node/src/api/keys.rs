@@ -89,7 +89,7 @@ pub(super) async fn rotate(
     let req: RotateRequest =
         if body.is_empty() { RotateRequest { signing: false, tls: false } } else { parse_body(&body)? };
     let (signing, tls) = if !req.signing && !req.tls { (true, true) } else { (req.signing, req.tls) };
-    let statement = shared.actor.rotate(signing, tls).await?;
+    let statement = shared.actor.rotate(signing, tls, shared.token_officer()).await?;
     let r: kp_protocol::KeyRotation = statement.body().map_err(|e| ApiError::Internal(e.to_string()))?;
     let announced_to = shared.trust.get().active_peers().map(|p| p.participant).collect();
     Ok(Json(Rotated {

@@ -19,6 +19,7 @@ mod log;
 mod node;
 mod participants;
 mod peers;
+mod recover;
 mod statistics;
 mod users;
 
@@ -30,6 +31,9 @@ use error::{invalid, ApiResult};
 pub use error::{ApiError, ErrorBody};
 pub use keys::keys_view;
 pub use node::{status_view, Status};
+pub use participants::set_participant;
+pub use peers::{enrol_peer, remove as remove_peer_now, AddPeerRequest, PeerRemoved};
+pub use statistics::{reconciliation, stats_report, ReconcileQuery, StatsQuery};
 
 use std::sync::Arc;
 
@@ -100,6 +104,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/log", get(log))
         .route("/v1/log/verify", get(log_verify))
         .route("/v1/backup/snapshot", post(backup::snapshot))
+        .route("/v1/recover/{code}", post(recover::recover))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi_json))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authorize));
@@ -224,7 +229,7 @@ impl utoipa::Modify for BearerAuth {
         peers::peers, peers::add_peer, peers::remove_peer, participants::participants_list,
         participants::participants_show, participants::participants_set, participants::participants_import,
         participants::participants_export, node::status, keys::keys, keys::rotate, log::log, log::log_verify,
-        backup::snapshot, node::metrics, node::healthz, node::openapi_json, users::users, users::add_user,
+        backup::snapshot, recover::recover, node::metrics, node::healthz, node::openapi_json, users::users, users::add_user,
         users::disable_user, users::set_password, users::unlock_user),
     components(schemas(ErrorBody, Problem, kp_protocol::Certificate, kp_protocol::CertificateDraft)),
     modifiers(&BearerAuth),

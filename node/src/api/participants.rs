@@ -50,22 +50,38 @@ pub(super) async fn participants_set(
     ApiPath(code): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<participants::ParticipantDetail>> {
-    let code = participant_code(&code)?;
     let req: participants::SetRequest = parse_body(&body)?;
+    set_participant(&shared, &code, &req).await.map(Json)
+}
+
+/// Records a change of a participant's entry (signed, in the log), each problem naming its
+/// field. The one way to set a status, for the API (and so the CLI against a daemon) and the
+/// console alike.
+pub async fn set_participant(
+    shared: &Arc<Shared>,
+    code: &str,
+    req: &participants::SetRequest,
+) -> Result<participants::ParticipantDetail, ApiError> {
+    let code = participant_code(code)?;
     let today = shared.now().date();
-    let entry = participants::prepare_set(&shared.registry.get(), today, code, &req)
+    let entry = participants::prepare_set(&shared.registry.get(), today, code, req)
         .map_err(|problems| ApiError::Invalid { error: "invalid_request", problems })?;
     tracing::info!(participant = %code, status = %entry.status, from = %entry.effective_from, "participant registry changed by the operator");
     match shared
         .actor
-        .call(kp_exchange::engine::Command::record_participant(&shared.signer, entry, "operator", None)?)
+        .call(kp_exchange::engine::Command::record_participant(
+            &shared.signer,
+            entry,
+            "operator",
+            None,
+            Some(shared.token_officer()),
+        )?)
         .await?
     {
         Outcome::Done => {}
         other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
     participants::show(&shared.registry.get(), shared.now().date(), code)
-        .map(Json)
         .ok_or_else(|| ApiError::Internal("the recorded participant is missing".into()))
 }
 
@@ -115,6 +131,7 @@ pub(super) async fn participants_import(
                 entry.clone(),
                 &plan.source,
                 origin,
+                Some(shared.token_officer()),
             )?;
             match shared.actor.call(command).await? {
                 Outcome::Done => {

@@ -45,16 +45,33 @@ pub(super) async fn add_peer(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<queries::PeerView>)> {
     let req: AddPeerRequest = parse_body(&body)?;
+    Ok((StatusCode::CREATED, Json(enrol_peer(&shared, req).await?)))
+}
+
+/// Enrols a partner from its bundle and the fingerprint its authority read out: refused (422,
+/// naming the field) when the bundle is bad or its fingerprint differs. The one way to enrol,
+/// for the API (and so `kpnode peer add` against a daemon) and the console alike.
+pub async fn enrol_peer(shared: &Arc<Shared>, req: AddPeerRequest) -> Result<queries::PeerView, ApiError> {
+    use kp_exchange::enrol::EnrolError;
     let (record, _) =
         kp_exchange::enrol::prepare(shared.me, &req.bundle, &req.fingerprint, req.endpoints, shared.now())
-            .map_err(|e| invalid("invalid_bundle", "bundle", e.to_string()))?;
+            .map_err(|e| {
+                // A fingerprint typed wrong, or one that is not the bundle's, is the
+                // fingerprint's problem: shown at that field.
+                let field = match e {
+                    EnrolError::Fingerprint(_) | EnrolError::Mismatch { .. } => "fingerprint",
+                    EnrolError::Endpoint(_) => "endpoints",
+                    _ => "bundle",
+                };
+                invalid("invalid_bundle", field, e.to_string())
+            })?;
     let code = record.participant;
     let command = Command::EnrolPeer { record: Box::new(record), replace_identity: req.replace_identity };
     match shared.actor.call(command).await? {
         Outcome::Done => {}
         Outcome::Refused(EngineError::Enrol(e)) => {
             let field = match e {
-                kp_exchange::enrol::EnrolError::IdentityChange { .. } => "replace_identity",
+                EnrolError::IdentityChange { .. } => "replace_identity",
                 _ => "bundle",
             };
             return Err(invalid("invalid_bundle", field, e.to_string()));
@@ -63,11 +80,10 @@ pub(super) async fn add_peer(
         other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
     tracing::info!(peer = %code, "peer enrolled");
-    let view = queries::peer_views(&shared)?
+    queries::peer_views(shared)?
         .into_iter()
         .find(|p| p.participant == code)
-        .ok_or_else(|| ApiError::Internal("the enrolled peer is missing".into()))?;
-    Ok((StatusCode::CREATED, Json(view)))
+        .ok_or_else(|| ApiError::Internal("the enrolled peer is missing".into()))
 }
 
 /// A removal done.
@@ -86,13 +102,19 @@ pub(super) async fn remove_peer(
     State(shared): State<Arc<Shared>>,
     ApiPath(code): ApiPath<String>,
 ) -> ApiResult<Json<PeerRemoved>> {
+    remove(&shared, &code).await.map(Json)
+}
+
+/// Removes a partner: its links close, its messages stay queued. The one way to remove, for the
+/// API and the console alike.
+pub async fn remove(shared: &Arc<Shared>, code: &str) -> Result<PeerRemoved, ApiError> {
     let code: ParticipantCode =
         code.parse().map_err(|e| invalid("invalid_request", "code", format!("{code:?} {e}")))?;
     match shared.actor.call(Command::RemovePeer { participant: code }).await? {
         Outcome::Done => {
             tracing::info!(peer = %code, "peer removed");
             let queued = queries::queued(&shared.store, code)?;
-            Ok(Json(PeerRemoved { removed: code, queued }))
+            Ok(PeerRemoved { removed: code, queued })
         }
         Outcome::Refused(e) => Err(e.into()),
         other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),

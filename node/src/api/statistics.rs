@@ -13,10 +13,10 @@ use crate::state::Shared;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct StatsQuery {
-    period: String,
-    by: Option<String>,
-    basis: Option<String>,
+pub struct StatsQuery {
+    pub period: String,
+    pub by: Option<String>,
+    pub basis: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/stats", tag = "statistics",
@@ -28,6 +28,16 @@ pub(super) async fn stats(
     State(shared): State<Arc<Shared>>,
     ApiQuery(q): ApiQuery<StatsQuery>,
 ) -> ApiResult<Json<crate::report::stats::StatsReport>> {
+    stats_report(&shared, q).await.map(Json)
+}
+
+/// The statistics a [`StatsQuery`] asks for (each problem naming its parameter), computed off
+/// the async workers: the one report of the API, `kpnode stats` against a daemon, and the
+/// console.
+pub async fn stats_report(
+    shared: &Arc<Shared>,
+    q: StatsQuery,
+) -> Result<crate::report::stats::StatsReport, ApiError> {
     let period: crate::report::stats::Period =
         q.period.parse().map_err(|e: String| invalid("invalid_query", "period", e))?;
     let by: crate::report::stats::By =
@@ -48,15 +58,15 @@ pub(super) async fn stats(
         tokio::task::spawn_blocking(move || crate::report::stats::compute(&store, me, &period, by, basis))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(report))
+    Ok(report)
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ReconcileQuery {
-    partner: Option<String>,
-    period: Option<String>,
-    on: Option<String>,
+pub struct ReconcileQuery {
+    pub partner: Option<String>,
+    pub period: Option<String>,
+    pub on: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/reconcile", tag = "statistics",
@@ -68,6 +78,15 @@ pub(super) async fn reconcile(
     State(shared): State<Arc<Shared>>,
     ApiQuery(q): ApiQuery<ReconcileQuery>,
 ) -> ApiResult<Json<crate::report::stats::Reconciliation>> {
+    reconciliation(&shared, q).await.map(Json)
+}
+
+/// The reconciliation a [`ReconcileQuery`] asks for (each problem naming its parameter): the
+/// one of the API, `kpnode reconcile` against a daemon, and the console.
+pub async fn reconciliation(
+    shared: &Arc<Shared>,
+    q: ReconcileQuery,
+) -> Result<crate::report::stats::Reconciliation, ApiError> {
     let partner = q
         .partner
         .as_deref()
@@ -90,5 +109,5 @@ pub(super) async fn reconcile(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(report))
+    Ok(report)
 }

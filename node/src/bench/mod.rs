@@ -390,7 +390,7 @@ async fn exchange(opts: &BenchOptions, crypto: &Crypto) -> Result<BenchReport, S
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(number.clone(), (Instant::now(), tx));
-                crate::service::issuing::submit(&shared, body.as_bytes(), None)
+                crate::service::issuing::submit(&shared, body.as_bytes(), None, &shared.token_officer())
                     .await
                     .map_err(|e| format!("{number}: {e:?}"))?;
                 if let Some(rx) = rx {
@@ -503,15 +503,13 @@ async fn startup(entries: u64, progress: bool) -> Result<Startup, String> {
         while head.next_seq <= entries {
             let mut writes = Writes::new();
             for _ in 0..10_000.min(entries + 1 - head.next_seq) {
-                let entry = LogEntry {
-                    seq: head.next_seq,
-                    prev_hash: head.last_hash,
-                    recorded_at: now,
-                    body: EntryBody::Received {
-                        peer: ParticipantCode::from_static("RU"),
-                        document: doc.clone(),
-                    },
-                };
+                let entry = LogEntry::new(
+                    head.next_seq,
+                    head.last_hash,
+                    now,
+                    EntryBody::Received { peer: ParticipantCode::from_static("RU"), document: doc.clone() },
+                    None,
+                );
                 let bytes = encode_record(&entry);
                 head = LogHead {
                     next_seq: entry.seq + 1,

@@ -473,7 +473,15 @@ fn list_offline(
                 .map_err(|e| Failure::input(format!("--peer {p:?}: {e}")))
         })
         .transpose()?;
-    let filter = crate::queries::CertFilter { direction, status, peer, after: None, limit: 100_000 };
+    let filter = crate::queries::CertFilter {
+        direction,
+        status,
+        peer,
+        after: None,
+        issued_from: None,
+        issued_to: None,
+        limit: 100_000,
+    };
     let today = today();
     let records =
         crate::queries::list_certs(store, &filter, today).map_err(|e| Failure::runtime(e.to_string()))?;

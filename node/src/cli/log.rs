@@ -21,13 +21,21 @@ it stopped, on the store directly.")]
         dir: DirArg,
     },
     /// Write log entries as readable lines, or JSON lines with --json.
+    #[command(long_about = "Write the log's entries, oldest first: one line each (seq, time, \
+direction, peer, kind, certificate or participant, the start of the entry's hash, and its \
+officer), or with --json one object per line (envelope, decoded document, receipt, officer). \
+The officer is who on this node did what the entry records: the console account, the API \
+token's name (api.token_name in node.toml) for the API and the CLI through it, or the \
+operating-system user of a command run with the daemon stopped; \"-\" (null in JSON) for a \
+partner's delivery and for entries written before store format kpnode-store/3. It is inside \
+the hashed entry and never sent to a partner.")]
     Export {
         #[command(flatten)]
         dir: DirArg,
         /// Start at this entry.
         #[arg(long, value_name = "SEQ", default_value_t = 1)]
         from: u64,
-        /// One JSON object per line: envelope, decoded document, receipt.
+        /// One JSON object per line: envelope, decoded document, receipt, officer.
         #[arg(long)]
         json: bool,
     },
@@ -109,14 +117,15 @@ fn export(dir: &DirArg, from: u64, as_json: bool) -> CliResult {
                     None => s(&e["certificate"]),
                 };
                 println!(
-                    "{:>8}  {}  {:<5} {}  {:<19} {:<16} {}",
+                    "{:>8}  {}  {:<5} {}  {:<19} {:<16} {}  {}",
                     e["seq"],
                     s(&e["recorded_at"]),
                     s(&e["direction"]),
                     s(&e["peer"]),
                     s(&e["kind"]),
                     subject,
-                    &s(&e["hash"])[..16.min(s(&e["hash"]).len())]
+                    &s(&e["hash"])[..16.min(s(&e["hash"]).len())],
+                    s(&e["officer"])
                 );
             }
         }

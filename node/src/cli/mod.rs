@@ -17,6 +17,7 @@ mod log;
 mod output;
 mod participants;
 mod peer;
+mod recover;
 mod run;
 mod stats;
 mod status;
@@ -163,6 +164,9 @@ enum Command {
     /// Restore a backup file into a new node directory, checked and verified.
     #[command(long_about = backup::RESTORE_LONG_ABOUT)]
     Restore(backup::RestoreArgs),
+    /// After a restore, fetch back from the partners what the node exchanged with them since.
+    #[command(long_about = recover::LONG_ABOUT)]
+    Recover(recover::RecoverArgs),
     /// Write the shell completion script for bash, zsh or fish to standard output.
     #[command(long_about = docs::COMPLETIONS_LONG_ABOUT)]
     Completions(docs::CompletionsArgs),
@@ -212,6 +216,7 @@ shell with `export KPNODE_DIR=DIR`"
         Command::Bench(a) => bench::run(a),
         Command::Backup(a) => backup::backup(a),
         Command::Restore(a) => backup::restore(a),
+        Command::Recover(a) => recover::run(a),
         Command::Completions(a) => docs::completions(a),
         Command::Man(a) => docs::man(a),
     };

@@ -130,6 +130,18 @@ pub fn certificate(v: &serde_json::Value) {
             );
         }
     }
+    // Who did it on this node (the log entries name them).
+    let officers = &v["officers"];
+    for (key, label) in [
+        ("issued", "issued by"),
+        ("confirmed", "confirmed by"),
+        ("voided", "voided by"),
+        ("resolved", "resolved by"),
+    ] {
+        if let Some(name) = officers[key].as_str() {
+            println!("  {label:<13} {name} (this node's officer)");
+        }
+    }
     let rs = &v["resolution"];
     if !rs.is_null() {
         println!(

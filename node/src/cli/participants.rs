@@ -52,7 +52,10 @@ are held, not dropped, until it is reinstated (set back to active).\n\
 restricted: its certificates are accepted only if every parcel names one of the approved origin \
 areas (--area, repeatable) as its origin_area; they are marked for enhanced vigilance.\n\
 --member (repeatable) makes the participant a union of member states (like the EU), whose \
-nodes issue certificates in its name.")]
+nodes issue certificates in its name.\n\n\
+The log entry names the officer: with the daemon running, the API token's name \
+(api.token_name in node.toml); with it stopped, the operating-system user running this \
+command.")]
     Set {
         /// The participant's code, e.g. CF.
         code: String,
@@ -85,7 +88,8 @@ and each entry that differs from this node's registry is recorded as a change, s
 node, in its log. An entry is ignored (and the dry run says why) if this node recorded a newer \
 change for that participant: a change by the operator after the list was issued, or one from a \
 later list (of the same issuer: a higher registry revision). So a stale list never undoes a \
-newer suspension.")]
+newer suspension. Each change's log entry names the officer: the API token's name with the \
+daemon running, else the operating-system user running this command.")]
     Import {
         /// The signed list file.
         file: PathBuf,
@@ -323,7 +327,12 @@ fn set(dir: &DirArg, code_text: &str, req: SetRequest) -> CliResult {
             let entry = participants::prepare_set(&registry, today, code, &req)
                 .map_err(|p| Failure::inputs(p.iter().map(ToString::to_string).collect()))?;
             let signer = offline_signer(&home)?;
-            apply_offline(&home, &store, Command::record_participant(&signer, entry, "operator", None)?)?;
+            let officer = Some(crate::cli::peer::os_officer());
+            apply_offline(
+                &home,
+                &store,
+                Command::record_participant(&signer, entry, "operator", None, officer)?,
+            )?;
             let registry = offline_registry(&store)?;
             let detail = participants::show(&registry, today, code)
                 .ok_or_else(|| Failure::runtime("the recorded participant is missing"))?;
@@ -377,7 +386,9 @@ fn import(dir: &DirArg, file: &std::path::Path, dry_run: bool) -> CliResult {
                 );
                 for entry in std::mem::take(&mut plan.changes) {
                     let origin = Some(plan.origin.clone());
-                    let command = Command::record_participant(&signer, entry.clone(), &plan.source, origin)?;
+                    let officer = Some(crate::cli::peer::os_officer());
+                    let command =
+                        Command::record_participant(&signer, entry.clone(), &plan.source, origin, officer)?;
                     match apply_offline(&home, &store, command)? {
                         // Recorded since the plan was made (another import): ignored.
                         kp_exchange::engine::Outcome::Refused(

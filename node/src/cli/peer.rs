@@ -124,10 +124,21 @@ pub enum Access {
 pub fn access(home: &NodeDir) -> Result<Access, Failure> {
     let config = home.config()?;
     match SledStore::open(&home.store_dir(), config.store.cache_capacity_mb) {
-        Ok((store, _)) => Ok(Access::Offline(store)),
+        Ok((store, report)) => {
+            if let Some(m) = &report.migrated {
+                eprintln!("{}", m.line());
+            }
+            Ok(Access::Offline(store))
+        }
         Err(StoreError::Locked { .. }) => Ok(Access::Daemon(Client::for_dir(home)?)),
         Err(e) => Err(Failure::store(&e)),
     }
+}
+
+/// The officer of a command applied offline: the operating-system user (there is no token
+/// and no account in between).
+pub(crate) fn os_officer() -> crate::store::Officer {
+    crate::state::officer_named(&crate::os::user_name())
 }
 
 /// Applies one command to a stopped node's store.

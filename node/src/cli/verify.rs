@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 
 use kp_keys::VerifiedBundle;
-use kp_protocol::{portable, ValidationContext};
+use kp_protocol::portable;
 
 use super::{read_input, CliResult, Failure};
 use crate::clock::{Clock, SystemClock};
-use kp_exchange::registry::Registry;
 
 /// The long help of the command (clap takes a subcommand's from its variant, see `cli::Command`).
 pub(crate) const LONG_ABOUT: &str = "Check a signed certificate (.kpc) offline against the issuing \
@@ -126,30 +125,12 @@ fn verify_kpc(file: &std::path::Path, bundle: &VerifiedBundle) -> Result<Checked
     let fail = |msg: String| Failure::input(format!("{}: {msg}", file.display()));
     let (doc, cert) = portable::from_armored(&text).map_err(|e| fail(e.to_string()))?;
 
-    let issuer = bundle.bundle.participant;
-    if doc.signer != issuer {
-        return Err(fail(format!(
-            "signed by {}, but the bundle is {issuer}'s; verify it with {}'s bundle",
-            doc.signer, doc.signer
-        )));
-    }
-    let key = crate::report::seal::issuer_key(bundle, &doc).map_err(fail)?;
-    doc.verify_signature(key).map_err(|e| fail(e.to_string()))?;
-
-    // The content as it stood when signed.
-    let registry = Registry::new(Default::default(), [issuer]);
-    let directory = registry.on(doc.signed_at.date());
-    let ctx = ValidationContext {
-        today: doc.signed_at.date(),
-        max_validity_days: None,
-        participants: &directory,
-        exporter: Some(issuer),
-        importer: None,
-    };
-    cert.validate(&ctx).map_err(|p| {
-        Failure::inputs(p.0.iter().map(|p| format!("{}: signed, but invalid: {p}", file.display())).collect())
+    let today = SystemClock.now().date();
+    let checked = crate::report::seal::check_kpc(doc, cert, bundle, today).map_err(|problems| {
+        Failure::inputs(problems.into_iter().map(|p| format!("{}: {p}", file.display())).collect())
     })?;
-
+    let (doc, cert) = (checked.document, checked.certificate);
+    let issuer = bundle.bundle.participant;
     let c = &cert.content;
     let mut lines = vec![
         format!(
@@ -171,11 +152,7 @@ fn verify_kpc(file: &std::path::Path, bundle: &VerifiedBundle) -> Result<Checked
     for d in &c.declarations {
         lines.push(format!("  declares   {}: {}", d.code.as_str(), d.text));
     }
-    let today = SystemClock.now().date();
-    lines.extend(
-        crate::report::seal::retired_key_limit(bundle, &doc, c.issued_on, c.expires_on, today)
-            .map_err(fail)?,
-    );
+    lines.extend(checked.retired_key_note);
     if c.expires_on < today {
         lines.push(format!("  note       expired on {} (today is {today})", c.expires_on));
     }

@@ -37,6 +37,10 @@ pub(super) struct Filter {
     number: String,
     #[serde(default)]
     after: String,
+    #[serde(default)]
+    issued_from: String,
+    #[serde(default)]
+    issued_to: String,
 }
 
 #[derive(Debug)]
@@ -61,12 +65,16 @@ struct ListPage {
     number: String,
     /// Each status's code and its name in the user's language.
     statuses: Vec<(&'static str, String)>,
+    issued_from: String,
+    issued_to: String,
     rows: Vec<Row>,
     /// The query string of the next page, if there is one.
     next: Option<String>,
     /// Set when the page stopped searching at this number (see [`MAX_SCANNED`]).
     searched_to: Option<String>,
     error: Option<String>,
+    /// Problems with the date range, by field (`issued_from`, `issued_to`).
+    date_errors: BTreeMap<String, String>,
 }
 
 fn direction_str(d: Direction) -> &'static str {
@@ -106,10 +114,13 @@ pub(super) async fn list(
         peer: filter.peer.trim().to_uppercase(),
         number: filter.number.trim().to_owned(),
         statuses: CertStatus::ALL.iter().map(|s| (s.as_str(), status_name(tr, *s))).collect(),
+        issued_from: filter.issued_from.trim().to_owned(),
+        issued_to: filter.issued_to.trim().to_owned(),
         rows: Vec::new(),
         next: None,
         searched_to: None,
         error: None,
+        date_errors: BTreeMap::new(),
     };
     // Search by number: straight to the certificate's page.
     if let Some(number) = some(&filter.number) {
@@ -129,6 +140,8 @@ pub(super) async fn list(
         status: some(&filter.status),
         peer: some(&page.peer),
         after: some(&filter.after),
+        issued_from: some(&filter.issued_from),
+        issued_to: some(&filter.issued_to),
         limit: Some(PAGE + 1),
     };
     match crate::api::list_views_bounded(&console.shared, query, false, MAX_SCANNED) {
@@ -142,21 +155,37 @@ pub(super) async fn list(
             };
             page.next = after.map(|after| {
                 format!(
-                    "direction={}&status={}&peer={}&after={after}",
-                    page.direction, page.status, page.peer
+                    "direction={}&status={}&peer={}&issued_from={}&issued_to={}&after={after}",
+                    page.direction, page.status, page.peer, page.issued_from, page.issued_to
                 )
             });
             page.rows = views.iter().map(|v| row(tr, v)).collect();
         }
-        Err(e) => {
-            let (status, message) = e.status_and_message();
-            if status != StatusCode::UNPROCESSABLE_ENTITY {
-                return Err(signed.localize(PageError::new(status, message)));
+        Err(e) => match e.into_problems() {
+            Ok(problems) => {
+                for p in problems {
+                    if p.field == "issued_from" || p.field == "issued_to" {
+                        let message = date_problem(tr, &p.field, &page.issued_from, &page.issued_to);
+                        page.date_errors.entry(p.field).or_insert(message);
+                    } else {
+                        page.error = Some(format!("{}: {}", p.field, p.message));
+                    }
+                }
             }
-            page.error = Some(message);
-        }
+            Err(e) => return Err(signed.localize(e)),
+        },
     }
     Ok(render(&page))
+}
+
+/// What is wrong with the date range's `field`, in the user's language: a day that is not
+/// one, or the end before the start (the API's two problems with these fields).
+fn date_problem(tr: &Catalogue, field: &str, from: &str, to: &str) -> String {
+    let value = if field == "issued_from" { from } else { to };
+    match value.parse::<kp_protocol::Date>() {
+        Ok(_) => tr.t1("certificates-date-order", "from", from),
+        Err(_) => tr.t1("certificates-date-invalid", "value", value),
+    }
 }
 
 fn row(tr: &Catalogue, v: &CertView) -> Row {
@@ -202,6 +231,8 @@ struct CertificatePage {
     reason_error: Option<String>,
     /// The confirm-import form is offered on inbound certificates to customs officers.
     can_confirm: bool,
+    /// The QR seal is shown for a certificate issued here and not voided (only the issuer seals).
+    can_seal: bool,
     confirm: ConfirmForm,
     /// Problems with the confirm-import form, by field name.
     confirm_errors: BTreeMap<String, String>,
@@ -222,7 +253,16 @@ fn timeline(tr: &Catalogue, v: &CertView) -> Vec<Step> {
         || tr.t("timeline-exporting-authority"),
         |c| format!("{} ({})", c.content.issuing_authority, c.content.exporting_participant),
     );
-    steps.push(Step { at: tr.datetime(v.signed_at), what: tr.t1("timeline-issued", "issuer", issuer) });
+    // Who on this node did it: the officer its log entry names.
+    let by = |what: String, o: &Option<crate::store::Officer>| match o {
+        Some(o) => tr.format("timeline-officer", &[("step", what.into()), ("officer", o.to_string().into())]),
+        None => what,
+    };
+    let o = &v.officers;
+    steps.push(Step {
+        at: tr.datetime(v.signed_at),
+        what: by(tr.t1("timeline-issued", "issuer", issuer), &o.issued),
+    });
     if let Some(at) = v.delivered_at {
         let what = match (&v.receipt, v.direction) {
             (Some(r), _) => tr.format(
@@ -254,7 +294,7 @@ fn timeline(tr: &Catalogue, v: &CertView) -> Vec<Step> {
             }
             None => tr.format("timeline-confirmed", &args),
         };
-        steps.push(Step { at: tr.datetime(rec.confirmed_at), what });
+        steps.push(Step { at: tr.datetime(rec.confirmed_at), what: by(what, &o.confirmed) });
     }
     if let Some(r) = &v.resolution {
         let what = tr.format(
@@ -265,12 +305,12 @@ fn timeline(tr: &Catalogue, v: &CertView) -> Vec<Step> {
                 ("note", r.note.clone().into()),
             ],
         );
-        steps.push(Step { at: tr.datetime(r.resolved_at), what });
+        steps.push(Step { at: tr.datetime(r.resolved_at), what: by(what, &o.resolved) });
     }
     if let Some(void) = &v.void {
         steps.push(Step {
             at: tr.datetime(void.voided_at),
-            what: tr.t1("timeline-voided", "reason", &void.reason),
+            what: by(tr.t1("timeline-voided", "reason", &void.reason), &o.voided),
         });
     }
     steps
@@ -324,6 +364,7 @@ fn certificate_page(
         can_void,
         reason_error: None,
         can_confirm,
+        can_seal: v.direction == Direction::Out && v.void.is_none(),
         confirm,
         confirm_errors: BTreeMap::new(),
     })
@@ -352,7 +393,7 @@ pub(super) async fn void(
         page.reason_error = Some(page.tr.t("void-reason-missing"));
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
     }
-    match crate::api::void_certificate(&console.shared, &number, reason).await {
+    match crate::api::void_certificate(&console.shared, &number, reason, &signed.officer()).await {
         Ok(v) => {
             tracing::info!(user = %signed.account.name, certificate = %v.number, "certificate voided from the console");
             Ok(Redirect::to(&format!("/certificates/{}", v.number)).into_response())
@@ -399,7 +440,7 @@ pub(super) async fn confirm(
             carats: typed.carats.clone(),
             remarks: (!typed.remarks.is_empty()).then(|| typed.remarks.clone()),
         };
-        match crate::api::confirm_certificate(&console.shared, &number, req).await {
+        match crate::api::confirm_certificate(&console.shared, &number, req, &signed.officer()).await {
             Ok(v) => {
                 tracing::info!(user = %signed.account.name, certificate = %v.number, status = v.status.as_str(), "import confirmed from the console");
                 return Ok(Redirect::to(&format!("/certificates/{}", v.number)).into_response());

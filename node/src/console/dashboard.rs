@@ -1,12 +1,84 @@
-//! The dashboard: the node at a glance, from the same status the API answers.
+//! The dashboard: the node at a glance, from the same status the API answers, and the
+//! certificates counted by status.
+//!
+//! Counting by status reads every certificate record (the status of one not confirmed by its
+//! expiry changes with the day, so no counter can be kept in the store): on a node of 100,000
+//! certificates that is longer than a page may take. So the counts are kept here for
+//! [`COUNTS_FRESH`], recounted off the async workers, and a page waits at most
+//! [`COUNTS_WAIT`] for a recount before it shows the last counts with their time.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use askama::Template;
 use axum::extract::State;
 
 use super::{render, Console, Nav, PageResult, SignedIn};
 use crate::service::i18n::Catalogue;
+use crate::store::CertStatus;
+
+/// How long counts by status are shown without a recount.
+pub const COUNTS_FRESH: Duration = Duration::from_secs(30);
+/// How long a page waits for a recount before showing the last counts.
+pub const COUNTS_WAIT: Duration = Duration::from_millis(20);
+
+/// The last counts by status, and whether a recount is running.
+#[derive(Debug, Default)]
+pub struct StatusCounts {
+    inner: Mutex<CountsState>,
+}
+
+#[derive(Debug, Default)]
+struct CountsState {
+    last: Option<Counted>,
+    counting: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Counted {
+    at: Instant,
+    at_text: String,
+    counts: Vec<(CertStatus, u64)>,
+}
+
+impl StatusCounts {
+    /// Fresh counts, or the last ones (`None` before the first count ends).
+    async fn get(&self, console: &Arc<Console>) -> Option<Counted> {
+        let start = {
+            let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = state.last.as_ref().is_some_and(|c| c.at.elapsed() < COUNTS_FRESH);
+            if fresh || state.counting {
+                return state.last.clone();
+            }
+            state.counting = true;
+            true
+        };
+        debug_assert!(start);
+        let c = console.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let shared = &c.shared;
+            let now = shared.now();
+            let result = crate::queries::count_by_status(&shared.store, now.date());
+            let mut state = c.counts.inner.lock().unwrap_or_else(|p| p.into_inner());
+            state.counting = false;
+            match result {
+                Ok(counts) => {
+                    state.last = Some(Counted { at: Instant::now(), at_text: now.to_string(), counts });
+                }
+                Err(e) => tracing::warn!(error = %e, "the dashboard could not count certificates by status"),
+            }
+        });
+        let _ = tokio::time::timeout(COUNTS_WAIT, task).await;
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).last.clone()
+    }
+}
+
+/// A status and how many certificates are in it.
+#[derive(Debug)]
+struct StatusCount {
+    status: &'static str,
+    count: u64,
+}
 
 /// A partner's link, as the dashboard shows it.
 #[derive(Debug)]
@@ -33,6 +105,9 @@ struct DashboardPage {
     log_entries: String,
     warnings: Vec<String>,
     links: Vec<LinkRow>,
+    /// Certificates by status (`None` while the first count runs), and when they were counted.
+    by_status: Option<Vec<StatusCount>>,
+    counted_at: String,
 }
 
 pub(super) async fn page(State(console): State<Arc<Console>>, signed: SignedIn) -> PageResult {
@@ -55,6 +130,10 @@ pub(super) async fn page(State(console): State<Arc<Console>>, signed: SignedIn) 
             last_error: p.link.as_ref().and_then(|l| l.last_error.clone()).unwrap_or_default(),
         })
         .collect();
+    let counted = console.counts.get(&console).await;
+    let counted_at = counted.as_ref().map(|c| c.at_text.clone()).unwrap_or_default();
+    let by_status = counted
+        .map(|c| c.counts.into_iter().map(|(s, count)| StatusCount { status: s.as_str(), count }).collect());
     Ok(render(&DashboardPage {
         tr,
         nav: Some(signed.nav()),
@@ -67,5 +146,7 @@ pub(super) async fn page(State(console): State<Arc<Console>>, signed: SignedIn) 
         log_entries: tr.number(status.log_entries),
         warnings: status.warnings,
         links,
+        by_status,
+        counted_at,
     }))
 }

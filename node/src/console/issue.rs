@@ -615,7 +615,7 @@ pub(super) async fn submit(
         key: format!("console-{form_id}"),
         content: kp_protocol::Digest::of(&body),
     };
-    match crate::service::issuing::submit(&console.shared, &body, Some(idem)).await {
+    match crate::service::issuing::submit(&console.shared, &body, Some(idem), &signed.officer()).await {
         Ok(s) => {
             tracing::info!(user = %signed.account.name, certificate = %s.number, "certificate issued from the console");
             Ok(Redirect::to(&format!("/certificates/{}", s.number)).into_response())

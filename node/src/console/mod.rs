@@ -17,13 +17,22 @@
 //! [`login`]: sign-in, sign-out, the change of password; [`dashboard`]: the node at a glance;
 //! [`certificates`]: the list, a certificate's page and its actions; [`issue`]: the form that
 //! issues a certificate; [`session`]: sessions and
-//! the throttle.
+//! the throttle; [`verify`]: a `.kpc` or a QR seal checked, with the certificate's status here;
+//! [`qr`]: a certificate's QR seal; [`partners`]: enrolled peers, enrolment and removal;
+//! [`participants`]: the registry and its changes; [`statistics`]: the reports and the
+//! reconciliation; [`upload`]: the upload forms' bodies.
 
 mod certificates;
 mod dashboard;
 mod issue;
 mod login;
+mod participants;
+mod partners;
+mod qr;
 pub mod session;
+mod statistics;
+mod upload;
+mod verify;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -57,6 +66,10 @@ pub struct Console {
     /// takes ~19 MiB and a core for a moment, so a burst of sign-ins cannot take the node's
     /// memory.
     verifying: tokio::sync::Semaphore,
+    /// The dashboard's counts of certificates by status.
+    counts: dashboard::StatusCounts,
+    /// The statistics page's figures, by period.
+    stats: statistics::StatsCache,
 }
 
 /// The largest body a console form (but the issue form) sends: its routes are not the
@@ -72,6 +85,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         shared,
         sessions: Sessions::default(),
         verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
+        counts: dashboard::StatusCounts::default(),
+        stats: statistics::StatsCache::default(),
     });
     Router::new()
         .route("/", get(dashboard::page))
@@ -90,6 +105,25 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/certificates/{number}/void", post(certificates::void))
         .route("/certificates/{number}/confirm", post(certificates::confirm))
         .route("/certificates/{number}/kpc", get(certificates::kpc))
+        .route("/certificates/{number}/qr.svg", get(qr::svg))
+        .route("/certificates/{number}/qr.png", get(qr::png))
+        // Uploads: their own limits, the bodies read whole (see `upload`).
+        .route(
+            "/verify",
+            get(verify::form).post(verify::submit).layer(DefaultBodyLimit::max(verify::MAX_UPLOAD_BYTES)),
+        )
+        .route(
+            "/partners",
+            get(partners::list)
+                .post(partners::enrol)
+                .layer(DefaultBodyLimit::max(partners::MAX_BUNDLE_UPLOAD)),
+        )
+        .route("/partners/{code}/remove", post(partners::remove))
+        .route("/participants", get(participants::list))
+        .route("/participants/{code}", get(participants::show).post(participants::set))
+        .route("/statistics", get(statistics::page))
+        .route("/statistics/chart.svg", get(statistics::chart))
+        .route("/statistics/statistics.csv", get(statistics::csv))
         .route("/console.css", get(stylesheet))
         .layer(DefaultBodyLimit::max(FORM_BODY_LIMIT))
         .layer(axum::middleware::map_response(page_headers))
@@ -126,6 +160,12 @@ pub struct Nav {
     pub csrf: String,
     /// Whether the role may issue certificates (the menu offers the form).
     pub can_issue: bool,
+    /// Whether the menu offers the Verify page.
+    pub can_verify: bool,
+    /// Whether the menu offers the Partners page (supervisors manage, auditors read).
+    pub can_see_partners: bool,
+    /// Whether the menu offers the Statistics page.
+    pub can_audit: bool,
 }
 
 /// A signed-in request: its session and the account as stored now.
@@ -173,12 +213,21 @@ impl SignedIn {
         e
     }
 
+    /// The officer of what this user does: the log entries name their account.
+    pub fn officer(&self) -> crate::store::Officer {
+        crate::state::officer_named(&self.account.name)
+    }
+
     pub fn nav(&self) -> Nav {
         Nav {
             user: self.account.name.clone(),
             role: role_name(self.tr(), self.account.role),
             csrf: self.session.csrf.clone(),
             can_issue: self.account.role.may(Action::Issue),
+            can_verify: self.account.role.may(Action::Verify),
+            can_see_partners: self.account.role.may(Action::ManagePeers)
+                || self.account.role.may(Action::Audit),
+            can_audit: self.account.role.may(Action::Audit),
         }
     }
 

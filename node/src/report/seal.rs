@@ -136,13 +136,26 @@ pub fn png(text: &str) -> Result<Vec<u8>, String> {
 
 /// Reads the text of the QR code in a PNG image.
 pub fn read_png(bytes: &[u8]) -> Result<String, String> {
-    let limits = ::png::Limits { bytes: MAX_PNG_BYTES };
+    read_png_within(bytes, u64::from(MAX_SIDE) * u64::from(MAX_SIDE))
+}
+
+/// [`read_png`] of an image of at most `max_pixels`, judged from its header before anything
+/// is decoded (the console reads photos uploaded by anyone signed in).
+fn read_png_within(bytes: &[u8], max_pixels: u64) -> Result<String, String> {
+    let bytes_limit = usize::try_from(max_pixels.saturating_mul(8)).unwrap_or(usize::MAX).min(MAX_PNG_BYTES);
+    let limits = ::png::Limits { bytes: bytes_limit };
     let mut decoder = ::png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
     decoder.set_transformations(::png::Transformations::EXPAND | ::png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(|e| format!("not a readable PNG image: {e}"))?;
     let (w, h) = (reader.info().width, reader.info().height);
     if w > MAX_SIDE || h > MAX_SIDE {
         return Err(format!("the image is {w}×{h} pixels; at most {MAX_SIDE}×{MAX_SIDE} is read"));
+    }
+    if u64::from(w) * u64::from(h) > max_pixels {
+        return Err(format!(
+            "the image is {w}×{h} pixels, more than the {} megapixels read; crop it to the QR code or scan it at a lower resolution",
+            max_pixels / 1_000_000
+        ));
     }
     let size = reader.output_buffer_size().ok_or("the image is too large to read")?;
     let mut buf = vec![0u8; size];
@@ -163,14 +176,74 @@ pub fn read_png(bytes: &[u8]) -> Result<String, String> {
 /// Reads the text of the QR code in a PNG image (a photo or scan, or a file of
 /// `kpnode cert qr`) or in an SVG written by `kpnode cert qr`.
 pub fn read_image(bytes: &[u8]) -> Result<String, String> {
-    const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    read_image_within(bytes, u64::from(MAX_SIDE) * u64::from(MAX_SIDE))
+}
+
+/// Whether `bytes` look like an image [`read_image_within`] reads (a PNG, a JPEG, or an SVG),
+/// rather than a `.kpc` or anything else.
+pub fn is_image(bytes: &[u8]) -> bool {
+    bytes.starts_with(PNG_SIGNATURE)
+        || bytes.starts_with(JPEG_SIGNATURE)
+        || bytes[..bytes.len().min(1024)].windows(4).any(|w| w == b"<svg")
+}
+
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+/// A JPEG's start-of-image marker and the first byte of the next marker.
+const JPEG_SIGNATURE: &[u8] = b"\xff\xd8\xff";
+
+/// Reads the text of the QR code in a JPEG photo of at most `max_pixels`, judged from its
+/// header before anything is decoded.
+fn read_jpeg_within(bytes: &[u8], max_pixels: u64) -> Result<String, String> {
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.read_info().map_err(|e| format!("not a readable JPEG image: {e}"))?;
+    let info = decoder.info().ok_or("not a readable JPEG image")?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > max_pixels {
+        return Err(format!(
+            "the image is {w}×{h} pixels, more than the {} megapixels read; crop it to the QR code or take it at a lower resolution",
+            max_pixels / 1_000_000
+        ));
+    }
+    let channels = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => 1,
+        jpeg_decoder::PixelFormat::L16 => 2,
+        jpeg_decoder::PixelFormat::RGB24 => 3,
+        jpeg_decoder::PixelFormat::CMYK32 => {
+            return Err(
+                "the JPEG is in CMYK (a print file); give a photo or scan in colour or greyscale".into()
+            )
+        }
+    };
+    let (w, h) = (w as usize, h as usize);
+    decoder.set_max_decoding_buffer_size(w * h * channels);
+    let pixels = decoder.decode().map_err(|e| format!("not a readable JPEG image: {e}"))?;
+    if pixels.len() < w * h * channels {
+        return Err("the JPEG image is shorter than its size says".into());
+    }
+    decode(w, h, |x, y| {
+        let p = &pixels[(y * w + x) * channels..];
+        match channels {
+            // 16-bit samples, most significant byte first.
+            1 | 2 => p[0],
+            _ => ((u16::from(p[0]) * 3 + u16::from(p[1]) * 6 + u16::from(p[2])) / 10) as u8,
+        }
+    })
+}
+
+/// [`read_image`] of an image of at most `max_pixels`, refused from its header (a PNG, a JPEG)
+/// or its declared size (an SVG) before any pixel is decoded. Also reads JPEG photos (the
+/// console's Verify page takes them; `kpnode verify --qr` asks for a PNG).
+pub fn read_image_within(bytes: &[u8], max_pixels: u64) -> Result<String, String> {
     if bytes.starts_with(PNG_SIGNATURE) {
-        return read_png(bytes);
+        return read_png_within(bytes, max_pixels);
+    }
+    if bytes.starts_with(JPEG_SIGNATURE) {
+        return read_jpeg_within(bytes, max_pixels);
     }
     let head = &bytes[..bytes.len().min(1024)];
     if head.windows(4).any(|w| w == b"<svg") {
         let text = std::str::from_utf8(bytes).map_err(|_| "the SVG is not UTF-8 text".to_owned())?;
-        return read_svg(text);
+        return read_svg_within(text, max_pixels);
     }
     Err("not a readable PNG image (it has no PNG signature), nor an SVG seal written by `kpnode cert qr`"
         .into())
@@ -181,6 +254,10 @@ pub fn read_image(bytes: &[u8]) -> Result<String, String> {
 /// drawn into pixels and decoded like a PNG. Other SVGs (with curves, transforms, several
 /// paths) are refused rather than guessed at: for those, a PNG photo or scan is read.
 pub fn read_svg(text: &str) -> Result<String, String> {
+    read_svg_within(text, u64::from(MAX_SIDE) * u64::from(MAX_SIDE))
+}
+
+fn read_svg_within(text: &str, max_pixels: u64) -> Result<String, String> {
     let not_ours = |what: &str| {
         format!(
             "{what}: only SVG seals as `kpnode cert qr` writes them are read; for any other image, give a PNG photo or scan"
@@ -198,7 +275,12 @@ pub fn read_svg(text: &str) -> Result<String, String> {
     let (Some(w), Some(h)) = (attr("width"), attr("height")) else {
         return Err(not_ours("no whole-pixel width and height on the <svg> element"));
     };
-    if w == 0 || h == 0 || w > MAX_SIDE as usize || h > MAX_SIDE as usize {
+    if w == 0
+        || h == 0
+        || w > MAX_SIDE as usize
+        || h > MAX_SIDE as usize
+        || (w as u64) * (h as u64) > max_pixels
+    {
         return Err(format!("the image is {w}×{h} pixels; at most {MAX_SIDE}×{MAX_SIDE} is read"));
     }
     let mut paths = text.split("<path").skip(1);
@@ -242,6 +324,53 @@ fn decode(w: usize, h: usize, luma: impl FnMut(usize, usize) -> u8) -> Result<St
     };
     let (_, text) = grid.decode().map_err(|e| format!("the QR code could not be read: {e}"))?;
     Ok(text)
+}
+
+/// A signed certificate (`.kpc`) that passed every check of [`check_kpc`].
+#[derive(Debug, Clone)]
+pub struct CheckedKpc {
+    pub document: SignedDocument,
+    pub certificate: Certificate,
+    /// Set when a rotation has retired the key that signed it (see [`retired_key_limit`]).
+    pub retired_key_note: Option<String>,
+}
+
+/// Checks a signed certificate against its issuer's bundle: signed by the bundle's participant
+/// with a key valid when it signed (a retired key only within [`retired_key_limit`]), the
+/// signature, and the content as it stood when signed. Every problem, each a sentence; the
+/// one check of `kpnode verify` and the console's Verify page.
+pub fn check_kpc(
+    document: SignedDocument,
+    certificate: Certificate,
+    bundle: &VerifiedBundle,
+    today: kp_protocol::Date,
+) -> Result<CheckedKpc, Vec<String>> {
+    let issuer = bundle.bundle.participant;
+    if document.signer != issuer {
+        return Err(vec![format!(
+            "signed by {}, but the bundle is {issuer}'s; verify it with {}'s bundle",
+            document.signer, document.signer
+        )]);
+    }
+    let key = issuer_key(bundle, &document).map_err(|e| vec![e])?;
+    document.verify_signature(key).map_err(|e| vec![e.to_string()])?;
+    // The content as it stood when signed.
+    let registry = kp_exchange::registry::Registry::new(Default::default(), [issuer]);
+    let directory = registry.on(document.signed_at.date());
+    let ctx = kp_protocol::ValidationContext {
+        today: document.signed_at.date(),
+        max_validity_days: None,
+        participants: &directory,
+        exporter: Some(issuer),
+        importer: None,
+    };
+    certificate
+        .validate(&ctx)
+        .map_err(|p| p.0.iter().map(|p| format!("signed, but invalid: {p}")).collect::<Vec<_>>())?;
+    let c = &certificate.content;
+    let retired_key_note =
+        retired_key_limit(bundle, &document, c.issued_on, c.expires_on, today).map_err(|e| vec![e])?;
+    Ok(CheckedKpc { document, certificate, retired_key_note })
 }
 
 /// What a checked seal says.

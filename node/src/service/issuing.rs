@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actor::ActorError;
 use crate::state::Shared;
-use crate::store::{get_record, meta, CertRecord, StoreError, Tree};
+use crate::store::{get_record, meta, CertRecord, Officer, StoreError, Tree};
 use kp_exchange::engine::{Command, EngineError, Idempotency, Outcome};
 
 /// The answer to a submission.
@@ -185,6 +185,7 @@ fn sign(
     draft: CertificateDraft,
     year: i32,
     idempotency: Option<Idempotency>,
+    officer: &Officer,
 ) -> Result<Signed, StoreError> {
     let exporting = draft.content.exporting_participant;
     let (cert, assigned) = match draft.number.clone() {
@@ -202,7 +203,13 @@ fn sign(
     let document = shared.signer.sign(&cert)?;
     let number = cert.number.clone();
     Ok(Signed {
-        command: Command::Submit { document, certificate: Box::new(cert), assigned, idempotency },
+        command: Command::Submit {
+            document,
+            certificate: Box::new(cert),
+            assigned,
+            idempotency,
+            officer: Some(officer.clone()),
+        },
         number,
         assigned,
     })
@@ -214,6 +221,7 @@ pub async fn submit(
     shared: &Arc<Shared>,
     body: &[u8],
     idem: Option<Idempotency>,
+    officer: &Officer,
 ) -> Result<Submitted, IssueError> {
     // Answered before: no number is drawn. (Two requests racing with one key are settled by
     // the engine, which sees the key in the store or in the batch.)
@@ -230,7 +238,7 @@ pub async fn submit(
     for attempt in 1..=attempts {
         let d = if attempt == attempts { draft.take() } else { draft.clone() };
         let Some(d) = d else { break };
-        let Signed { command, number, assigned } = sign(shared, d, year, idem.clone())?;
+        let Signed { command, number, assigned } = sign(shared, d, year, idem.clone(), officer)?;
         let outcome = match shared.actor.call(command).await {
             Ok(o) => o,
             // The batch was committed but not made durable: it may or may not survive. A
@@ -290,7 +298,7 @@ struct Prepared {
 }
 
 /// Validates, numbers and signs a batch (the CPU-bound part, run off the async workers).
-fn prepare(shared: &Shared, items: &[BatchItem], atomic: bool) -> Prepared {
+fn prepare(shared: &Shared, items: &[BatchItem], atomic: bool, officer: &Officer) -> Prepared {
     let today = shared.now().date();
     let year = today.year();
     let steps: Vec<Step> = items
@@ -325,14 +333,16 @@ fn prepare(shared: &Shared, items: &[BatchItem], atomic: bool) -> Prepared {
     for ((i, step), item) in steps.into_iter().enumerate().zip(items) {
         match step {
             Step::Done(r) => prepared.answers.push(Some(r)),
-            Step::Valid(draft, warnings) => match sign(shared, draft, year, item.idempotency.clone()) {
-                Ok(Signed { command, number, assigned }) => {
-                    prepared.commands.push(command);
-                    prepared.pending.push((i, number, assigned, warnings));
-                    prepared.answers.push(None);
+            Step::Valid(draft, warnings) => {
+                match sign(shared, draft, year, item.idempotency.clone(), officer) {
+                    Ok(Signed { command, number, assigned }) => {
+                        prepared.commands.push(command);
+                        prepared.pending.push((i, number, assigned, warnings));
+                        prepared.answers.push(None);
+                    }
+                    Err(e) => prepared.answers.push(Some(Err(e.into()))),
                 }
-                Err(e) => prepared.answers.push(Some(Err(e.into()))),
-            },
+            }
         }
     }
     prepared
@@ -350,14 +360,15 @@ pub async fn submit_batch(
     shared: &Arc<Shared>,
     items: Vec<BatchItem>,
     atomic: bool,
+    officer: Officer,
 ) -> Vec<Result<Submitted, IssueError>> {
     let count = items.len();
     // Validating and signing up to 1000 certificates takes tens of milliseconds of CPU: not
     // on a worker that serves links and other requests meanwhile.
     let job = {
-        let shared = shared.clone();
+        let (shared, officer) = (shared.clone(), officer.clone());
         tokio::task::spawn_blocking(move || {
-            let prepared = prepare(&shared, &items, atomic);
+            let prepared = prepare(&shared, &items, atomic, &officer);
             (items, prepared)
         })
     };
@@ -393,7 +404,7 @@ pub async fn submit_batch(
                     // The number this node drew was taken by hand meanwhile: the single path
                     // draws the next one.
                     Ok(Outcome::Refused(EngineError::Conflict(_))) if assigned.is_some() => {
-                        Box::pin(submit(shared, &item.body, item.idempotency.clone())).await
+                        Box::pin(submit(shared, &item.body, item.idempotency.clone(), &officer)).await
                     }
                     Ok(Outcome::Refused(e)) => Err(e.into()),
                     Ok(other) => Err(IssueError::Unexpected(format!("{other:?}"))),

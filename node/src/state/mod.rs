@@ -72,6 +72,12 @@ impl Shared {
         self.clock.now()
     }
 
+    /// The officer of what is done with the API token (the API, and the CLI through it):
+    /// `api.token_name`.
+    pub fn token_officer(&self) -> crate::store::Officer {
+        officer_named(self.config.api.token_name.as_str())
+    }
+
     /// The endpoints to advertise: the configured ones, else the bound peer address.
     pub fn endpoints(&self) -> Vec<String> {
         if self.config.network.advertise.is_empty() {
@@ -80,4 +86,18 @@ impl Shared {
             self.config.network.advertise.clone()
         }
     }
+}
+
+/// `name` as an officer: names checked by the same rules (a token name, an account name)
+/// always are one; anything else is shortened and cleaned rather than lost.
+pub fn officer_named(name: &str) -> crate::store::Officer {
+    crate::store::Officer::new(name).unwrap_or_else(|_| {
+        let cleaned: String = name
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .take(crate::store::Officer::MAX_CHARS)
+            .collect();
+        crate::store::Officer::new(cleaned.trim())
+            .unwrap_or_else(|_| crate::store::Officer::new("unnamed").expect("a valid name"))
+    })
 }

@@ -116,7 +116,7 @@ impl Engine {
                     note_signed(txn, peer, key_id, signed_at)?;
                     // Stored below, once, with its receipt.
                     let (seq, hash, bytes) =
-                        self.chain(now, EntryBody::Received { peer, document: item.document });
+                        self.chain(now, EntryBody::Received { peer, document: item.document }, None);
                     new_index.insert(id, new_items.len());
                     slots.push(Slot::New(new_items.len()));
                     new_items.push(ReceiptItem { message_id: id, log_seq: seq, entry_hash: hash });

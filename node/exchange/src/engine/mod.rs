@@ -22,6 +22,7 @@ mod certificates;
 mod event;
 mod inbound;
 mod receipts;
+mod recovered;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +34,7 @@ pub use event::Event;
 use inbound::distrust;
 #[cfg(test)]
 pub(crate) use inbound::BUG_NO_DEDUPE;
+pub use recovered::assigned_parts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -48,8 +50,8 @@ use crate::signer::Signer;
 use crate::storage::{
     self as store, decode_record, encode_record, in_message_key, log_key, meta, outbox_key, CertRecord,
     CertStatus, ConfirmationRecord, Counts, Direction, EntryBody, IdempotencyRecord, LogEntry, LogHead,
-    LogRecord, OutboxEntry, PeerRecord, Rejection, ResolutionRecord, Storage, StoreError, Tree, VoidRecord,
-    Writes,
+    LogRecord, Officer, OutboxEntry, PeerRecord, Rejection, ResolutionRecord, Storage, StoreError, Tree,
+    VoidRecord, Writes,
 };
 use crate::verify::{Content, Received, Refusal};
 
@@ -64,13 +66,14 @@ pub enum Command {
         certificate: Box<Certificate>,
         assigned: Option<(i32, u64)>,
         idempotency: Option<Idempotency>,
+        officer: Option<Officer>,
     },
     /// An import confirmation this node signed for a certificate it received.
-    Confirm { document: SignedDocument, confirmation: Box<ImportConfirmation> },
+    Confirm { document: SignedDocument, confirmation: Box<ImportConfirmation>, officer: Option<Officer> },
     /// A void this node signed for a certificate it issued.
-    Void { document: SignedDocument, void: Void },
+    Void { document: SignedDocument, void: Void, officer: Option<Officer> },
     /// A resolution this node signed for a certificate in `import_discrepancy`.
-    Resolve { document: SignedDocument, resolution: Box<kp_protocol::Resolution> },
+    Resolve { document: SignedDocument, resolution: Box<kp_protocol::Resolution>, officer: Option<Officer> },
     /// Documents `peer` delivered that passed every check not needing the store. `under`
     /// says which trust they were checked under; the engine confirms it against the stored
     /// peer record in the transaction that would store them (see [`CheckedUnder`]). Only a
@@ -87,7 +90,7 @@ pub enum Command {
     /// Stop trusting a peer; its queued messages stay queued.
     RemovePeer { participant: ParticipantCode },
     /// Queue a document (a key rotation statement) for each of `peers`.
-    Announce { document: SignedDocument, peers: Vec<ParticipantCode> },
+    Announce { document: SignedDocument, peers: Vec<ParticipantCode>, officer: Option<Officer> },
     /// Record a participant registry change this node signed: a log entry, and the entry
     /// added to the participant's registry history.
     RecordParticipant {
@@ -95,23 +98,58 @@ pub enum Command {
         entry: Box<ParticipantEntry>,
         /// The signed list the change comes from, if it does (`None`: the operator's).
         from_list: Option<crate::registry::ListOrigin>,
+        officer: Option<Officer>,
     },
+    /// Recovery from partners: a document this node signed and `peer` holds, with the
+    /// receipt `peer` gave for it (verified against `peer`'s key history), stored again as
+    /// sent and acknowledged. See `recovered.rs`.
+    RecoveredSent {
+        peer: ParticipantCode,
+        document: SignedDocument,
+        content: Box<Content>,
+        receipt: Box<MessageReceipt>,
+    },
+    /// Raise the last certificate sequence of each (year, sequence) to at least that: no
+    /// number a partner holds is issued again.
+    RaiseNumbers { numbers: Vec<(i32, u64)> },
 }
 
 impl Command {
     /// Signs the record of a change to the participant registry and makes the command that
     /// stores it; `from_list` names the signed list it comes from (`None` for the operator's
-    /// change). `source` is who made it ("operator" if it is not a valid text).
+    /// change). `source` is who made it ("operator" if it is not a valid text); `officer`, who
+    /// on this node (kept in the log entry only, not in the signed document).
     pub fn record_participant(
         signer: &Signer,
         entry: kp_protocol::ParticipantEntry,
         source: &str,
         from_list: Option<crate::registry::ListOrigin>,
+        officer: Option<Officer>,
     ) -> Result<Command, kp_keys::SignError> {
         let source: kp_protocol::Text =
             source.parse().unwrap_or_else(|_| "operator".parse().expect("a valid text"));
         let document = signer.sign(&kp_protocol::RegistryChange { entry: entry.clone(), source })?;
-        Ok(Command::RecordParticipant { document, entry: Box::new(entry), from_list })
+        Ok(Command::RecordParticipant { document, entry: Box::new(entry), from_list, officer })
+    }
+
+    /// Who on this node asked for this, if anyone did (a partner's traffic has no officer).
+    fn officer(&self) -> Option<&Officer> {
+        match self {
+            Command::Submit { officer, .. }
+            | Command::Confirm { officer, .. }
+            | Command::Void { officer, .. }
+            | Command::Resolve { officer, .. }
+            | Command::Announce { officer, .. }
+            | Command::RecordParticipant { officer, .. } => officer.as_ref(),
+            Command::Deliveries { .. }
+            | Command::Receipts { .. }
+            | Command::Rejected { .. }
+            | Command::EnrolPeer { .. }
+            | Command::RemovePeer { .. }
+            // Who did it was on the lost store: recovered entries name no officer.
+            | Command::RecoveredSent { .. }
+            | Command::RaiseNumbers { .. } => None,
+        }
     }
 }
 
@@ -256,11 +294,13 @@ struct Txn<'s, S: Storage + ?Sized> {
     writes: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Tree::ALL.len()],
     /// What to tell the operator once the batch is durable.
     events: Vec<Event>,
+    /// The officer of the command being applied: named in what it queues and logs.
+    officer: Option<Officer>,
 }
 
 impl<'s, S: Storage + ?Sized> Txn<'s, S> {
     fn new(store: &'s S) -> Txn<'s, S> {
-        Txn { store, writes: Default::default(), events: Vec::new() }
+        Txn { store, writes: Default::default(), events: Vec::new(), officer: None }
     }
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -435,17 +475,24 @@ impl Engine {
         let numbers_before = self.numbers.clone();
 
         for command in commands {
+            txn.officer = command.officer().cloned();
             let outcome = match command {
-                Command::Submit { document, certificate, assigned, idempotency } => {
+                Command::Submit { document, certificate, assigned, idempotency, officer: _ } => {
                     self.submit(&mut txn, &mut applied, now, document, *certificate, assigned, idempotency)?
                 }
-                Command::Confirm { document, confirmation } => {
+                Command::Confirm { document, confirmation, officer: _ } => {
                     self.confirm(&mut txn, &mut applied, now, document, *confirmation)?
                 }
-                Command::Void { document, void } => self.void(&mut txn, &mut applied, now, document, void)?,
-                Command::Resolve { document, resolution } => {
+                Command::Void { document, void, officer: _ } => {
+                    self.void(&mut txn, &mut applied, now, document, void)?
+                }
+                Command::Resolve { document, resolution, officer: _ } => {
                     self.resolve(&mut txn, &mut applied, now, document, *resolution)?
                 }
+                Command::RecoveredSent { peer, document, content, receipt } => {
+                    self.recovered_sent(&mut txn, &mut applied, now, peer, document, *content, *receipt)?
+                }
+                Command::RaiseNumbers { numbers } => self.raise_numbers(&numbers),
                 Command::Deliveries { peer, under, items } => {
                     match under.map(|u| distrust(&txn, peer, &u)).transpose()?.flatten() {
                         Some(why) => {
@@ -540,7 +587,7 @@ impl Engine {
                         _ => Outcome::Refused(EngineError::UnknownPeer(participant)),
                     }
                 }
-                Command::Announce { document, peers } => {
+                Command::Announce { document, peers, officer: _ } => {
                     let id = document.message_id();
                     for peer in peers {
                         self.enqueue(&mut txn, &mut applied, peer, &document, id, None);
@@ -552,7 +599,7 @@ impl Engine {
                     }
                     Outcome::Done
                 }
-                Command::RecordParticipant { document, entry, from_list } => {
+                Command::RecordParticipant { document, entry, from_list, officer } => {
                     let key = crate::registry::key(entry.code);
                     let mut history: crate::registry::RegistryHistory =
                         txn.get_rec(Tree::Registry, &key)?.unwrap_or_default();
@@ -564,7 +611,8 @@ impl Engine {
                     if let Some(why) = newer {
                         Outcome::Refused(EngineError::OlderList(why))
                     } else {
-                        let (log_seq, _) = self.append(&mut txn, now, EntryBody::Recorded { document });
+                        let (log_seq, _) =
+                            self.append(&mut txn, now, EntryBody::Recorded { document }, officer);
                         history.0.push(crate::registry::RecordedEntry {
                             entry: *entry,
                             log_seq,
@@ -603,30 +651,31 @@ impl Engine {
     }
 
     /// Appends an entry to the log (with no receipt: this node's record of what it sent or
-    /// recorded); returns its position and hash.
+    /// recorded, and who had it done); returns its position and hash.
     fn append<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
         now: Timestamp,
         body: EntryBody,
+        officer: Option<Officer>,
     ) -> (u64, Digest) {
-        let (seq, hash, entry) = self.chain(now, body);
+        let (seq, hash, entry) = self.chain(now, body, officer);
         txn.put(Tree::Log, &log_key(seq), &LogRecord { entry, receipt: None });
         (seq, hash)
     }
 
     /// Chains an entry onto the log's head and returns its position, hash and encoding, for
     /// the caller to store (with its receipt, once the batch's receipt is signed).
-    fn chain(&mut self, now: Timestamp, body: EntryBody) -> (u64, Digest, Vec<u8>) {
-        let entry =
-            LogEntry { seq: self.head.next_seq, prev_hash: self.head.last_hash, recorded_at: now, body };
+    fn chain(&mut self, now: Timestamp, body: EntryBody, officer: Option<Officer>) -> (u64, Digest, Vec<u8>) {
+        let entry = LogEntry::new(self.head.next_seq, self.head.last_hash, now, body, officer);
         let bytes = encode_record(&entry);
         let hash = store::hash_entry_bytes(&entry.prev_hash, &bytes);
         self.head = LogHead { next_seq: entry.seq + 1, last_hash: hash };
         (entry.seq, hash, bytes)
     }
 
-    /// Queues `document` for `peer`; returns its outbox position.
+    /// Queues `document` for `peer`, remembering the batch's officer as the one who had it
+    /// sent; returns its outbox position.
     fn enqueue<S: Storage + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, S>,
@@ -640,6 +689,9 @@ impl Engine {
         let oseq = self.counts.next_oseq;
         let entry = OutboxEntry { message_id: id, document: document.clone(), certificate };
         txn.put(Tree::Outbox, &outbox_key(peer, oseq), &entry);
+        if let Some(officer) = txn.officer.clone() {
+            txn.put(Tree::Meta, &meta::officer_key(&id), &officer);
+        }
         *self.queued.entry(peer).or_default() += 1;
         applied.queued_up_to.insert(peer, oseq);
         oseq

@@ -43,10 +43,13 @@ impl Engine {
         note_signed(txn, peer, receipt.batch.key_id, receipt.batch.signed_at)?;
         let kind = entry.document.kind;
         let certificate = entry.certificate;
+        // Who had it sent: the entry names them.
+        let officer = txn.get_rec::<Officer>(Tree::Meta, &meta::officer_key(&id))?;
         let (seq, _) = self.append(
             txn,
             now,
             EntryBody::Sent { peer, document: entry.document, receipt: Box::new(receipt) },
+            officer,
         );
         update_certificate(txn, now, certificate.as_ref(), |rec, _| match kind {
             DocumentKind::Certificate => {

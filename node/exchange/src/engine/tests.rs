@@ -23,6 +23,10 @@ const RU: ParticipantCode = ParticipantCode::from_static("RU");
 const IN: ParticipantCode = ParticipantCode::from_static("IN");
 const T0: i64 = 1_795_000_000_000; // 2026-11-18
 
+fn officer(name: &str) -> crate::storage::Officer {
+    crate::storage::Officer::new(name).unwrap()
+}
+
 /// Documents queued for a peer: message id, document, outbox position.
 type Queued = Vec<(MessageId, SignedDocument, u64)>;
 
@@ -139,7 +143,15 @@ fn confirmation(inn: &Side, number: &str, carats: &str, now: Timestamp) -> Impor
 fn confirm(inn: &mut Side, number: &str, carats: &str, now: Timestamp) -> Outcome {
     let confirmation = confirmation(inn, number, carats, now);
     let document = inn.signer.sign(&confirmation).unwrap();
-    inn.apply(now, vec![Command::Confirm { document, confirmation: Box::new(confirmation) }]).remove(0)
+    inn.apply(
+        now,
+        vec![Command::Confirm {
+            document,
+            confirmation: Box::new(confirmation),
+            officer: Some(officer("customs.1")),
+        }],
+    )
+    .remove(0)
 }
 
 /// RU voids its certificate `number`.
@@ -150,7 +162,7 @@ fn void(ru: &mut Side, number: &str, now: Timestamp) -> Outcome {
         reason: "shipment cancelled".parse().unwrap(),
     };
     let document = ru.signer.sign(&void).unwrap();
-    ru.apply(now, vec![Command::Void { document, void }]).remove(0)
+    ru.apply(now, vec![Command::Void { document, void, officer: Some(officer("supervisor.1")) }]).remove(0)
 }
 
 /// `to` checks and stores what `from` has queued for it; returns the replies.
@@ -257,7 +269,13 @@ fn submit(ru: &mut Side, now: Timestamp, cert: Certificate) -> Outcome {
     let document = ru.signer.sign(&cert).unwrap();
     ru.apply(
         now,
-        vec![Command::Submit { document, certificate: Box::new(cert), assigned: None, idempotency: None }],
+        vec![Command::Submit {
+            document,
+            certificate: Box::new(cert),
+            assigned: None,
+            idempotency: None,
+            officer: Some(officer("clerk.1")),
+        }],
     )
     .pop()
     .unwrap()
@@ -328,6 +346,57 @@ fn a_certificate_is_delivered_once_acknowledged_confirmed_and_logged_on_both_sid
         assert_eq!(log.len(), 2);
         assert_eq!(log[1].prev_hash, log[0].hash());
         assert_eq!(log[0].prev_hash, kp_protocol::Digest::ZERO);
+    }
+
+    // Each node's entries of what it sent name the officer who had it done there, taken
+    // from the command when it was queued; a partner's deliveries name nobody of this node.
+    let (ru_log, in_log) = (ru.log(), inn.log());
+    assert_eq!(ru_log[0].officer, Some(officer("clerk.1")), "RU's certificate, sent");
+    assert_eq!(ru_log[1].officer, None, "IN's confirmation, received");
+    assert_eq!(in_log[0].officer, None, "RU's certificate, received");
+    assert_eq!(in_log[1].officer, Some(officer("customs.1")), "IN's confirmation, sent");
+    // The officer is this node's business: nothing a partner got names them.
+    for entry in ru_log.iter().chain(&in_log) {
+        let signed = kp_protocol::codec::encode(entry.document());
+        assert!(!signed.windows(7).any(|w| w == b"clerk.1" || w == b"customs"), "{entry:?}");
+    }
+}
+
+#[test]
+fn a_format_2_entry_keeps_its_bytes_and_hash_and_reads_with_no_officer() {
+    use crate::storage::{EntryBody, EntryLayout};
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let signer = side(RU, &clock).signer;
+    let document = signer.sign(&certificate("RU-2026-000001", "1.00")).unwrap();
+    let now = Timestamp::from_unix_millis(T0);
+    // A format-2 entry as kpnode-store/2 encoded it: the same fields, no officer.
+    #[derive(bincode::Encode)]
+    struct Format2 {
+        seq: u64,
+        prev_hash: kp_protocol::Digest,
+        recorded_at: Timestamp,
+        body: EntryBody,
+    }
+    let body = EntryBody::Recorded { document };
+    let old = kp_protocol::codec::encode(&Format2 {
+        seq: 7,
+        prev_hash: kp_protocol::Digest::of(b"prev"),
+        recorded_at: now,
+        body: body.clone(),
+    });
+    let read = LogEntry::decode_stored(&old).unwrap();
+    assert_eq!((read.layout, read.officer.as_ref()), (EntryLayout::Format2, None));
+    assert_eq!(kp_protocol::codec::encode(&read), old, "re-encoded in its own layout: the same bytes");
+    assert_eq!(read.hash(), crate::storage::hash_entry_bytes(&read.prev_hash, &old));
+
+    // Today's layout, with and without an officer, reads back as written; each layout's
+    // bytes are refused as the other (a record decodes to its last byte).
+    for who in [None, Some(officer("A. Petrova"))] {
+        let new = LogEntry::new(7, kp_protocol::Digest::of(b"prev"), now, body.clone(), who.clone());
+        let bytes = kp_protocol::codec::encode(&new);
+        assert_eq!(bytes.len(), old.len() + 1 + who.as_ref().map_or(0, |o| 8 + o.as_str().len()));
+        assert_eq!(LogEntry::decode_stored(&bytes).unwrap(), new);
+        assert_ne!(new.hash(), read.hash(), "the officer is inside the hashed entry");
     }
 }
 
@@ -548,7 +617,13 @@ fn submit_keyed(ru: &mut Side, now: Timestamp, cert: Certificate, key: &str, bod
     });
     ru.apply(
         now,
-        vec![Command::Submit { document, certificate: Box::new(cert), assigned: None, idempotency }],
+        vec![Command::Submit {
+            document,
+            certificate: Box::new(cert),
+            assigned: None,
+            idempotency,
+            officer: None,
+        }],
     )
     .pop()
     .unwrap()
@@ -592,12 +667,14 @@ fn an_idempotency_key_returns_the_first_certificate_refuses_other_content_and_ex
                 certificate: Box::new(a),
                 assigned: None,
                 idempotency: idem.clone(),
+                officer: None,
             },
             Command::Submit {
                 document: ru.signer.sign(&b).unwrap(),
                 certificate: Box::new(b),
                 assigned: None,
                 idempotency: idem,
+                officer: None,
             },
         ],
     );
@@ -632,7 +709,7 @@ fn a_stale_list_recorded_after_a_newer_one_is_refused_by_the_store() {
         revision: Some(revision),
     };
     let record =
-        |entry, origin| Command::record_participant(&inn.signer, entry, "list", Some(origin)).unwrap();
+        |entry, origin| Command::record_participant(&inn.signer, entry, "list", Some(origin), None).unwrap();
     let (newer, stale) = (record(suspended, origin(1_000, 2)), record(active, origin(2_000, 1)));
     assert!(matches!(inn.apply(now, vec![newer]).remove(0), Outcome::Done));
     match inn.apply(now, vec![stale]).remove(0) {
@@ -1302,4 +1379,142 @@ fn a_receipt_signed_with_a_key_the_stored_history_retired_is_not_recorded() {
     assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Delivered);
     let trust = crate::trust::load(&ru.store).unwrap();
     crate::audit::verify_log(&ru.store, RU, &ru.history, &trust, |_| {}).expect("RU's log verifies");
+}
+
+/// Recovery from partners (`crate::recover`): RU loses its store (keeping its keys); IN's
+/// pages give back RU's own certificates and void (with IN's original receipts) and IN's
+/// confirmation (with RU's receipt), checked on RU's side, so that the new store shows what
+/// the lost one did; asking again stores nothing twice; a forged item is refused.
+#[test]
+fn a_node_that_lost_its_store_recovers_its_traffic_from_a_partners_pages() {
+    use crate::recover::{check_received, check_sent, order, page};
+    use kp_protocol::frame::Recovered;
+
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = one_delivered(&clock);
+    submit(&mut ru, now, certificate("RU-2026-000002", "100.00"));
+    exchange(&mut ru, &mut inn, now);
+    assert!(matches!(void(&mut ru, "RU-2026-000002", now), Outcome::Updated(_)));
+    exchange(&mut ru, &mut inn, now);
+    assert!(matches!(confirm(&mut inn, "RU-2026-000001", "410.00", now), Outcome::Updated(_)));
+    exchange(&mut inn, &mut ru, now);
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::ImportConfirmed);
+    assert_eq!(ru.cert("RU-2026-000002").status, CertStatus::Voided);
+
+    // The partner's pages: bounded by max_items, continued by the cursor.
+    let (mut items, mut cursor) = (Vec::new(), 0);
+    loop {
+        let p = page(&inn.store, RU, 0, Timestamp::from_unix_millis(0), cursor, 1).unwrap();
+        assert!(p.items.len() <= 1);
+        items.extend(p.items);
+        match p.next {
+            Some(n) => {
+                assert!(n > cursor);
+                cursor = n;
+            }
+            None => {
+                assert_eq!(p.highest_number.unwrap().as_str(), "RU-2026-000002");
+                break;
+            }
+        }
+    }
+    // Two certificates and a void RU sent, and the confirmation IN delivered; nothing else.
+    assert_eq!(items.len(), 4, "{items:?}");
+    // Nothing of RU's traffic is given to another participant.
+    let other = ParticipantCode::from_static("KZ");
+    assert!(page(&inn.store, other, 0, Timestamp::from_unix_millis(0), 0, 256).unwrap().items.is_empty());
+
+    // RU starts again from nothing but its keys.
+    let store = MemStorage::new();
+    let engine = Engine::load(&store, ru.signer.clone()).unwrap();
+    let mut lost = Side { code: RU, store, engine, signer: ru.signer.clone(), history: ru.history.clone() };
+    let recover = |lost: &mut Side, items: &[Recovered]| -> (usize, usize) {
+        let mut sorted = items.to_vec();
+        sorted.sort_by_key(order);
+        let (mut stored, mut held) = (0, 0);
+        for item in sorted {
+            match item {
+                Recovered::Sent { document, receipt } => {
+                    let content =
+                        check_sent(RU, IN, &lost.history, &inn.history, &document, &receipt).unwrap();
+                    let command = Command::RecoveredSent {
+                        peer: IN,
+                        document,
+                        content: Box::new(content),
+                        receipt: Box::new(receipt),
+                    };
+                    match lost.apply(now, vec![command]).remove(0) {
+                        Outcome::Updated(_) => stored += 1,
+                        Outcome::Done => held += 1,
+                        other => panic!("{other:?}"),
+                    }
+                }
+                Recovered::Received { document, receipt } => {
+                    let at = check_received(RU, IN, &lost.history, &document, &receipt).unwrap();
+                    let docs = vec![(document.message_id(), None, document)];
+                    let checked = link_checks(RU, IN, at, 300_000, &mut inn.history.clone(), docs);
+                    let items = checked.into_iter().map(|r| r.unwrap()).collect();
+                    match lost
+                        .apply(now, vec![Command::Deliveries { peer: IN, under: None, items }])
+                        .remove(0)
+                    {
+                        Outcome::Delivered(r) => match &r[0] {
+                            Reply::Receipt { duplicate: false, .. } => stored += 1,
+                            Reply::Receipt { duplicate: true, .. } => held += 1,
+                            other => panic!("{other:?}"),
+                        },
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+        }
+        (stored, held)
+    };
+    assert_eq!(recover(&mut lost, &items), (4, 0));
+    for number in ["RU-2026-000001", "RU-2026-000002"] {
+        let (was, is) = (ru.cert(number), lost.cert(number));
+        assert_eq!(
+            (is.status, is.message_id, is.delivered_at),
+            (was.status, was.message_id, was.delivered_at)
+        );
+        assert_eq!(
+            is.void.map(|v| (v.message_id, v.acknowledged)),
+            was.void.map(|v| (v.message_id, v.acknowledged))
+        );
+        assert_eq!(is.confirmation.map(|c| c.message_id), was.confirmation.map(|c| c.message_id));
+    }
+    assert!(lost.outbox(IN).is_empty(), "recovered documents are acknowledged, not queued");
+    assert_eq!(lost.log().len(), 4);
+    assert_eq!(lost.engine.last_number(2026), 2, "numbering resumes above what was recovered");
+    // Asking again stores nothing twice.
+    assert_eq!(recover(&mut lost, &items), (0, 4));
+    assert_eq!(lost.log().len(), 4);
+
+    // A document RU never signed, offered as RU's, or another's receipt, is refused.
+    let Some(Recovered::Sent { mut document, receipt }) =
+        items.iter().find(|i| matches!(i, Recovered::Sent { .. })).cloned()
+    else {
+        panic!()
+    };
+    let err = check_sent(RU, IN, &lost.history, &inn.history, &document, &receipt).map(|_| ());
+    assert!(err.is_ok());
+    let err = check_sent(RU, IN, &lost.history, &lost.history, &document, &receipt).unwrap_err();
+    assert!(err.contains("receipt"), "{err}");
+    document.signature[0] ^= 1;
+    let err = check_sent(RU, IN, &lost.history, &inn.history, &document, &receipt).unwrap_err();
+    assert!(err.contains("signature does not verify"), "{err}");
+    let Some(Recovered::Received { document, receipt }) =
+        items.iter().find(|i| matches!(i, Recovered::Received { .. })).cloned()
+    else {
+        panic!()
+    };
+    let err = check_received(RU, IN, &inn.history, &document, &receipt).unwrap_err();
+    assert!(err.contains("receipt"), "{err}");
+
+    // RaiseNumbers lifts the counter above a number a partner reports.
+    lost.apply(now, vec![Command::RaiseNumbers { numbers: vec![(2026, 41)] }]);
+    assert_eq!(lost.engine.last_number(2026), 41);
+    let engine = Engine::load(&lost.store, lost.signer.clone()).unwrap();
+    assert_eq!(engine.last_number(2026), 41, "kept in the store");
 }

@@ -904,6 +904,7 @@ impl Sim {
                         certificate: Box::new(cert),
                         assigned: None,
                         idempotency: None,
+                        officer: None,
                     },
                     Then::Submitted { number, to, id },
                 );
@@ -1135,7 +1136,7 @@ impl Sim {
         self.stats.confirmations += 1;
         self.enqueue(
             i,
-            Command::Confirm { document, confirmation: Box::new(confirmation) },
+            Command::Confirm { document, confirmation: Box::new(confirmation), officer: None },
             Then::Confirmed { number: rec.number.to_string(), id },
         );
         Ok(())

@@ -10,12 +10,12 @@
 //! # Keys
 //! | tree | key | value |
 //! |---|---|---|
-//! | `log.v1` | seq (u64 BE) | [`LogRecord`]: the [`LogEntry`], and the receipt given for it |
+//! | `log.v1` | seq (u64 BE) | [`LogRecord`]: the [`LogEntry`] (with its [`Officer`]), and the receipt given for it |
 //! | `certs.v1` | certificate number | [`CertRecord`] |
 //! | `outbox.v1` | peer (2 bytes) ‖ oseq (u64 BE) | [`OutboxEntry`] |
 //! | `messages.v1` | `i` ‖ peer ‖ message id | seq of a peer's key rotation statement in the log |
 //! | `peers.v1` | participant code | [`PeerRecord`] |
-//! | `meta.v1` | name | log head, counters, number sequences, remembered idempotency keys |
+//! | `meta.v1` | name | log head, counters, number sequences, remembered idempotency keys, the officer of each document sent |
 //! | `registry.v1` | participant code | the participant's recorded registry changes |
 //!
 //! Every record written for each certificate has a sequential key (log and outbox
@@ -196,7 +196,11 @@ pub fn log_key(seq: u64) -> [u8; 8] {
 /// A log record read back: the record, and its entry decoded.
 pub fn decode_log(key: &[u8], bytes: &[u8]) -> Result<(LogEntry, LogRecord), StoreError> {
     let record: LogRecord = decode_record(Tree::Log, key, bytes)?;
-    let entry: LogEntry = decode_record(Tree::Log, key, &record.entry)?;
+    let entry = LogEntry::decode_stored(&record.entry).map_err(|e| StoreError::Corrupt {
+        tree: Tree::Log.name(),
+        key: printable_key(key),
+        detail: e.to_string(),
+    })?;
     Ok((entry, record))
 }
 
@@ -269,10 +273,27 @@ pub mod meta {
     pub fn signed_with(peer: kp_protocol::ParticipantCode, key_id: kp_protocol::KeyId) -> Vec<u8> {
         format!("{SIGNED_PREFIX}{peer}/{key_id}").into_bytes()
     }
+    /// `officer/<message id, hex>`: the [`Officer`](super::Officer) who had this node sign
+    /// and send the document with that id, written when it is queued, so the log entry made
+    /// when the partner's receipt arrives names them, and so views show them meanwhile.
+    pub const OFFICER_PREFIX: &str = "officer/";
+    /// The `officer/<id>` entry of the document `id`.
+    pub fn officer_key(id: &kp_protocol::MessageId) -> Vec<u8> {
+        format!("{OFFICER_PREFIX}{}", kp_protocol::digest::hex(&id.0)).into_bytes()
+    }
+    /// The seq of the first log entry written in format 3, in a store migrated from format 2
+    /// (entries before it are in the format-2 layout, with no officer). Absent in a store
+    /// created in format 3. `log verify` checks every entry's layout against it.
+    pub const LOG_FORMAT3_FROM: &[u8] = b"log_format3_from";
+
     /// The store format this code reads and writes, in `format`. A change to the key layout
     /// or to a record's encoding that older code would misread takes the next number, with a
     /// migration from every earlier one this code still opens (see the README's "Upgrades").
-    pub const FORMAT_VERSION: &str = "kpnode-store/2";
+    /// Format 3 added the officer to the log entry (format 2 is migrated, see
+    /// `kp_node::store`).
+    pub const FORMAT_VERSION: &str = "kpnode-store/3";
+    /// The older formats this code migrates on open.
+    pub const MIGRATES_FROM: &[&str] = &["kpnode-store/2"];
 
     /// The number of a format name `kpnode-store/<n>`, to tell an older store from a newer.
     pub fn format_number(name: &str) -> Option<u32> {
@@ -290,7 +311,7 @@ mod tests {
 
     #[test]
     fn format_names_have_numbers_to_compare() {
-        assert_eq!(format_number(FORMAT_VERSION), Some(2));
+        assert_eq!(format_number(FORMAT_VERSION), Some(3));
         assert_eq!(format_number("kpnode-store/10"), Some(10));
         for not_a_format in [
             "kpnode-store/",

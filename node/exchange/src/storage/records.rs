@@ -29,28 +29,163 @@ impl Direction {
     }
 }
 
+/// Who did something on this node: the name of the console account signed in, the name of
+/// the API token (`api.token_name` in node.toml) for the API and the CLI through it, or the
+/// operating-system user of an offline CLI command. Kept inside the log entry of what they
+/// did, so the entry's hash covers it and it cannot be changed later; never put in a signed
+/// document or anything sent to a partner (a partner sees only the authority).
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Encode, Decode, Serialize)]
+#[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Officer(String);
+
+impl Officer {
+    /// The longest name kept, in characters.
+    pub const MAX_CHARS: usize = 64;
+
+    /// A name of 1 to [`Officer::MAX_CHARS`] characters with no control characters and no
+    /// space at either end.
+    pub fn new(name: &str) -> Result<Officer, String> {
+        if name.is_empty() {
+            return Err("is empty; give the name of the person or system acting".into());
+        }
+        if name.chars().count() > Self::MAX_CHARS {
+            return Err(format!("is longer than {} characters", Self::MAX_CHARS));
+        }
+        if name.chars().any(char::is_control) {
+            return Err("holds a control character".into());
+        }
+        if name.trim() != name {
+            return Err("begins or ends with a space".into());
+        }
+        Ok(Officer(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Officer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One entry of the hash-chained log. Nothing in the log is ever rewritten.
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+///
+/// Its stored bytes are what its hash covers, so an entry keeps the layout it was written in:
+/// entries written before store format `kpnode-store/3` have no `officer` and are read (and
+/// hashed) in their format-2 layout; every entry written since carries `officer` (which may
+/// be `None`: a partner's delivery has no officer of this node). The two layouts cannot be
+/// mistaken for each other: format 3 is format 2 followed by the officer, and a record must
+/// decode to its last byte.
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct LogEntry {
     pub seq: u64,
     pub prev_hash: Digest,
     pub recorded_at: Timestamp,
     pub body: EntryBody,
+    /// Who did what the entry records, on this node.
+    pub officer: Option<Officer>,
+    pub layout: EntryLayout,
 }
 
-/// What an entry records.
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
-pub enum EntryBody {
-    /// A document this node sent, with the peer's signed receipt for it.
-    Sent { peer: ParticipantCode, document: SignedDocument, receipt: Box<MessageReceipt> },
-    /// A document this node received and acknowledged. The receipt it signed commits to this
-    /// entry's hash, so it is kept beside the entry (in `messages`), not inside it.
-    Received { peer: ParticipantCode, document: SignedDocument },
-    /// A document this node signed for its own record (a participant registry change).
-    Recorded { document: SignedDocument },
+/// The store format an entry was written in (see [`LogEntry`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EntryLayout {
+    /// Written by a kpnode of store format 2: no officer.
+    Format2,
+    /// Written by store format 3 and later.
+    Format3,
+}
+
+/// The stored layouts of [`LogEntry`], field by field (bincode encodes a struct as its fields
+/// in order, so these give the same bytes as the entry itself had).
+#[derive(Encode)]
+struct Format2Ref<'a> {
+    seq: u64,
+    prev_hash: &'a Digest,
+    recorded_at: &'a Timestamp,
+    body: &'a EntryBody,
+}
+
+#[derive(Encode)]
+struct Format3Ref<'a> {
+    seq: u64,
+    prev_hash: &'a Digest,
+    recorded_at: &'a Timestamp,
+    body: &'a EntryBody,
+    officer: &'a Option<Officer>,
+}
+
+#[derive(Decode)]
+struct Format2 {
+    seq: u64,
+    prev_hash: Digest,
+    recorded_at: Timestamp,
+    body: EntryBody,
+}
+
+#[derive(Decode)]
+struct Format3 {
+    seq: u64,
+    prev_hash: Digest,
+    recorded_at: Timestamp,
+    body: EntryBody,
+    officer: Option<Officer>,
+}
+
+impl Encode for LogEntry {
+    fn encode<E: bincode::enc::Encoder>(&self, e: &mut E) -> Result<(), bincode::error::EncodeError> {
+        let (seq, prev_hash, recorded_at, body) = (self.seq, &self.prev_hash, &self.recorded_at, &self.body);
+        match self.layout {
+            EntryLayout::Format2 => Format2Ref { seq, prev_hash, recorded_at, body }.encode(e),
+            EntryLayout::Format3 => {
+                Format3Ref { seq, prev_hash, recorded_at, body, officer: &self.officer }.encode(e)
+            }
+        }
+    }
 }
 
 impl LogEntry {
+    /// A new entry (in today's layout).
+    pub fn new(
+        seq: u64,
+        prev_hash: Digest,
+        recorded_at: Timestamp,
+        body: EntryBody,
+        officer: Option<Officer>,
+    ) -> LogEntry {
+        LogEntry { seq, prev_hash, recorded_at, body, officer, layout: EntryLayout::Format3 }
+    }
+
+    /// Reads an entry's stored bytes in whichever layout they were written (see
+    /// [`LogEntry`]); the error is today's layout's.
+    pub fn decode_stored(bytes: &[u8]) -> Result<LogEntry, kp_protocol::codec::CodecError> {
+        match kp_protocol::codec::decode::<Format3>(bytes) {
+            Ok(e) => Ok(LogEntry {
+                seq: e.seq,
+                prev_hash: e.prev_hash,
+                recorded_at: e.recorded_at,
+                body: e.body,
+                officer: e.officer,
+                layout: EntryLayout::Format3,
+            }),
+            Err(today) => match kp_protocol::codec::decode::<Format2>(bytes) {
+                Ok(e) => Ok(LogEntry {
+                    seq: e.seq,
+                    prev_hash: e.prev_hash,
+                    recorded_at: e.recorded_at,
+                    body: e.body,
+                    officer: None,
+                    layout: EntryLayout::Format2,
+                }),
+                Err(_) => Err(today),
+            },
+        }
+    }
+
     /// `SHA-256(prev_hash ‖ entry)`.
     pub fn hash(&self) -> Digest {
         hash_entry_bytes(&self.prev_hash, &kp_protocol::codec::encode(self))
@@ -79,6 +214,18 @@ impl LogEntry {
             EntryBody::Recorded { .. } => Direction::Local,
         }
     }
+}
+
+/// What an entry records.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub enum EntryBody {
+    /// A document this node sent, with the peer's signed receipt for it.
+    Sent { peer: ParticipantCode, document: SignedDocument, receipt: Box<MessageReceipt> },
+    /// A document this node received and acknowledged. The receipt it signed commits to this
+    /// entry's hash, so it is kept beside the entry (in `messages`), not inside it.
+    Received { peer: ParticipantCode, document: SignedDocument },
+    /// A document this node signed for its own record (a participant registry change).
+    Recorded { document: SignedDocument },
 }
 
 /// What the log stores under an entry's seq: the entry's canonical bytes (which the hash
