@@ -240,3 +240,152 @@ issue-remarks = Remarks
 issue-participant-suspended = { $code } — { $name } — suspended: certificates are refused
 issue-participant-restricted = { $code } — { $name } — restricted: only within its restriction
 issue-participant-unknown = { $code } — not in the registry
+
+## Verify
+verify-title = Verify a certificate
+verify-intro = Upload the signed certificate file (.kpc) or a photo or scan of its QR seal (JPEG or PNG, or the SVG kpnode cert qr writes). The signature is checked against the issuing authority's keys as this node trusts them, and this node says what it knows of the certificate now.
+verify-file = Certificate file or QR seal image
+verify-file-hint = At most { $megabytes } MB; an image of at most { $megapixels } megapixels.
+verify-file-missing = Choose the .kpc file or the photo or scan of the QR seal to verify.
+verify-file-image = The QR seal could not be read from the image: { $detail }.
+verify-file-kpc = The .kpc file could not be read: { $detail }.
+verify-file-unknown = This file is neither a signed certificate (.kpc) nor a JPEG, PNG or SVG image of a QR seal.
+verify-submit = Verify
+verify-busy = Too many images are being read at once; send the form again in a moment.
+verify-image-task-failed = The image could not be read: { $error }
+verify-authentic-seal = Authentic QR seal
+verify-authentic-kpc = Authentic signed certificate
+verify-signed-by = Certificate { $number } was signed by { $authority } ({ $issuer }) for { $importer }.
+verify-signed-at = Signed at
+verify-signing-key = Signing key
+verify-fingerprint = Issuer's fingerprint
+verify-valid = Valid
+verify-valid-range = { $from } to { $to }
+verify-compare = Compare these figures with the paperwork and the shipment: the seal proves them, the paper alone does not.
+verify-expired = The certificate expired on { $date }.
+verify-not-authentic = Not authentic
+verify-names-seal = The QR seal names certificate { $number }, but it does not verify:
+verify-names-file = The file names certificate { $number }, but it does not verify:
+verify-not-enrolled = It is signed by { $code }, which is not a partner enrolled on this node, so its signature cannot be checked here. A supervisor enrols { $code } on the Partners page (with the bundle and the fingerprint its authority gives); or check it offline with kpnode verify and { $code }'s bundle.
+verify-not-a-seal = The QR code is not a Kimberley Process seal: { $why }.
+verify-do-not-accept = Do not accept the shipment on this document. Ask the issuing authority to confirm the certificate.
+verify-on-this-node = On this node now
+verify-cert-page = the certificate's page
+verify-voided = This certificate was voided at { $at }: { $reason }. Its signature and seal still verify, but it no longer stands.
+verify-different = This node holds a different signed certificate under this number: the uploaded one is not the certificate this node received.
+verify-not-held = This node holds no certificate { $number }: it was not sent to this participant, or has not arrived yet.
+
+## Partners
+partners-title = Partners
+partners-enrolled = Partner { $code } is enrolled; its link is being dialled.
+partners-col-fingerprint = Fingerprint
+partners-col-enrolled = Enrolled
+partners-col-remove = Remove
+partners-signing-key = signing key { $key }
+partners-rotations = { $count ->
+        [one] { $count } rotation
+       *[other] { $count } rotations
+    }
+partners-removed = removed
+partners-remove-confirm = I confirmed the removal of { $code } with its authority
+partners-remove-unticked = Tick the box that confirms the removal, then press Remove again.
+partners-remove = Remove { $code }
+partners-enrol-title = Enrol a partner
+partners-enrol-intro = Upload the bundle the partner's authority sent (kpnode peer export), and type the fingerprint they read out to you over the telephone. A bundle whose fingerprint differs is refused.
+partners-bundle = Bundle file
+partners-bundle-missing = Choose the partner's bundle file (kpnode peer export).
+partners-bundle-not-text = This file is not a bundle: it is not text.
+partners-fingerprint = Fingerprint, as read out by the partner
+partners-fingerprint-missing = Type the fingerprint the partner's authority read out to you (not the one in the file).
+partners-replace-identity = The partner replaced its identity (new keys), and confirmed it by telephone
+partners-enrol-submit = Enrol
+
+## Participants
+participants-title = Participants
+participants-intro = The Kimberley Process participants this node knows, with the standing in force today. Open a participant to see its history.
+participants-intro-set = The Kimberley Process participants this node knows, with the standing in force today. Open a participant to see its history and to change its status.
+participants-col-code = Code
+participants-col-name = Name
+participants-col-since = Since
+participants-col-reason = Reason
+participants-col-detail = Origin areas or members
+participants-col-pending = Changes pending
+participant-status-active = active
+participant-status-suspended = suspended
+participant-status-restricted = restricted
+participant-title = Participant { $code }
+participant-bad-code = { $code } is not a participant code: { $error }
+participant-unknown = { $code } is not in this node's participant registry.
+participant-member-of = { $code } is a member state of
+participant-member-of-end = , which participates on its behalf.
+participant-in-force-since = In force since
+participant-history = History
+participant-no-history = No change was recorded on this node: its standing is the one the node was shipped with.
+participant-col-recorded = Recorded
+participant-col-from = From
+participant-col-decided-by = Decided by
+participant-col-log-entry = Log entry
+participant-from-list = the signed list of { $source }
+participant-from-operator = this node's operator
+participant-set-title = Change the status
+participant-in-force-from = In force from
+participant-reason = Reason (the decision it follows)
+participant-set-hint = The change is signed by this node and written to its log. A suspended participant's certificates are refused and messages for it are held.
+participant-set-submit = Record the change
+
+## Dashboard: counts by status
+dashboard-by-status = By status
+dashboard-counted-at = Counted at { $at }.
+dashboard-counting = The certificates are being counted; reload the page in a moment.
+
+## Statistics
+statistics-title = Statistics
+statistics-period = Period
+statistics-period-hint = A quarter (2026-Q3), a half-year (2026-H1), a month (2026-07), a year (2026) or a range (2026-07-01..2026-09-30).
+statistics-period-invalid = "{ $value }" is not a period: { $why }
+statistics-basis = Imports counted by
+statistics-basis-issued = date of issue
+statistics-basis-imported = date of import (confirmed only)
+statistics-chart = Chart
+statistics-usd = US dollars
+statistics-carats = carats
+statistics-busy = The statistics of other periods are being computed; try again in a moment.
+statistics-still-computing = The statistics are still being computed; try again in a moment.
+statistics-pending = The figures of { $period } are being computed (they read every certificate of the period).
+statistics-show-them = Show them in a moment
+statistics-computed-at = Computed at { $at }.
+statistics-stale = Newer figures are being computed.
+statistics-csv = Download as CSV
+statistics-voided-excluded = { $count ->
+        [one] { $count } voided certificate is left out.
+       *[other] { $count } voided certificates are left out.
+    }
+statistics-unconfirmed-imports = { $count ->
+        [one] { $count } import valid in the period is not confirmed on this node yet, so it has no date of import and is left out.
+       *[other] { $count } imports valid in the period are not confirmed on this node yet, so they have no date of import and are left out.
+    }
+statistics-totals = Totals
+statistics-none = No certificate in this period.
+statistics-col-flow = Flow
+statistics-col-hs = HS code
+statistics-flow-export = export
+statistics-flow-import = import
+statistics-by-month = By month and partner
+statistics-chart-alt-usd = Chart of exports and imports per partner per month in { $period }, in US dollars; the same figures are in the table below.
+statistics-chart-alt-carats = Chart of exports and imports per partner per month in { $period }, in carats; the same figures are in the table below.
+statistics-by-partner = By partner and HS code
+statistics-reconciliation = Reconciliation with partners
+statistics-no-exchange = No certificate was exchanged with a partner in this period.
+statistics-col-sent = Sent
+statistics-col-confirmed = Confirmed by the partner
+statistics-col-awaiting = Awaiting confirmation
+statistics-col-received = Received
+statistics-col-resolved = Discrepancies resolved
+statistics-att-discrepancy = the confirmation differs from the certificate
+statistics-att-unconfirmed = not confirmed by the partner, expired on { $date }
+statistics-att-not-confirmed-here = not confirmed here yet (expires on { $date })
+
+## Uploads and QR seals
+upload-unreadable = The form could not be read ({ $why }). Reload the page and send it again.
+qr-bad-number = { $number } is not a certificate number: { $error }
+qr-no-certificate = There is no certificate { $number } on this node.

@@ -242,3 +242,155 @@ issue-remarks = Примечания
 issue-participant-suspended = { $code } — { $name } — приостановлен: сертификаты не принимаются
 issue-participant-restricted = { $code } — { $name } — с ограничениями: только в их пределах
 issue-participant-unknown = { $code } — нет в реестре
+
+## Проверка
+verify-title = Проверка сертификата
+verify-intro = Загрузите файл подписанного сертификата (.kpc) или фотографию либо скан его QR-печати (JPEG или PNG, или SVG, который создаёт kpnode cert qr). Подпись проверяется по ключам выдавшего органа в том виде, в каком им доверяет этот узел, и узел сообщает, что ему известно о сертификате сейчас.
+verify-file = Файл сертификата или изображение QR-печати
+verify-file-hint = Не более { $megabytes } МБ; изображение — не более { $megapixels } мегапикселей.
+verify-file-missing = Выберите файл .kpc или фотографию либо скан QR-печати для проверки.
+verify-file-image = Не удалось прочитать QR-печать на изображении: { $detail }.
+verify-file-kpc = Не удалось прочитать файл .kpc: { $detail }.
+verify-file-unknown = Этот файл не является ни подписанным сертификатом (.kpc), ни изображением QR-печати в формате JPEG, PNG или SVG.
+verify-submit = Проверить
+verify-busy = Сейчас читается слишком много изображений; отправьте форму ещё раз через минуту.
+verify-image-task-failed = Не удалось прочитать изображение: { $error }
+verify-authentic-seal = QR-печать подлинная
+verify-authentic-kpc = Подписанный сертификат подлинный
+verify-signed-by = Сертификат { $number } подписан органом { $authority } ({ $issuer }) для { $importer }.
+verify-signed-at = Время подписи
+verify-signing-key = Ключ подписи
+verify-fingerprint = Отпечаток выдавшего органа
+verify-valid = Действителен
+verify-valid-range = с { $from } по { $to }
+verify-compare = Сверьте эти данные с документами и самой партией: печать подтверждает их, одна бумага — нет.
+verify-expired = Срок действия сертификата истёк { $date }.
+verify-not-authentic = Не подлинный
+verify-names-seal = QR-печать относится к сертификату { $number }, но проверку не проходит:
+verify-names-file = Файл относится к сертификату { $number }, но проверку не проходит:
+verify-not-enrolled = Он подписан участником { $code }, который не зарегистрирован на этом узле как партнёр, поэтому подпись здесь проверить нельзя. Руководитель регистрирует { $code } на странице «Партнёры» (с пакетом и отпечатком, которые сообщает его орган); или проверьте его без сети командой kpnode verify с пакетом { $code }.
+verify-not-a-seal = QR-код не является печатью Кимберлийского процесса: { $why }.
+verify-do-not-accept = Не принимайте партию по этому документу. Попросите выдавший орган подтвердить сертификат.
+verify-on-this-node = На этом узле сейчас
+verify-cert-page = страница сертификата
+verify-voided = Сертификат аннулирован { $at }: { $reason }. Его подпись и печать по-прежнему проходят проверку, но он больше не действует.
+verify-different = На этом узле под этим номером хранится другой подписанный сертификат: загруженный — не тот, что получил этот узел.
+verify-not-held = На этом узле нет сертификата { $number }: он не отправлялся этому участнику или ещё не пришёл.
+
+## Партнёры
+partners-title = Партнёры
+partners-enrolled = Партнёр { $code } зарегистрирован; устанавливается связь с ним.
+partners-col-fingerprint = Отпечаток
+partners-col-enrolled = Зарегистрирован
+partners-col-remove = Удаление
+partners-signing-key = ключ подписи { $key }
+partners-rotations = { $count ->
+        [one] { $count } смена ключа
+        [few] { $count } смены ключа
+       *[many] { $count } смен ключа
+    }
+partners-removed = удалён
+partners-remove-confirm = Я подтвердил удаление { $code } с его органом
+partners-remove-unticked = Отметьте флажок, подтверждающий удаление, и снова нажмите «Удалить».
+partners-remove = Удалить { $code }
+partners-enrol-title = Регистрация партнёра
+partners-enrol-intro = Загрузите пакет, присланный органом партнёра (kpnode peer export), и введите отпечаток, который вам продиктовали по телефону. Пакет с другим отпечатком будет отклонён.
+partners-bundle = Файл пакета
+partners-bundle-missing = Выберите файл пакета партнёра (kpnode peer export).
+partners-bundle-not-text = Этот файл не является пакетом: это не текст.
+partners-fingerprint = Отпечаток, продиктованный партнёром
+partners-fingerprint-missing = Введите отпечаток, который продиктовал вам орган партнёра (а не тот, что в файле).
+partners-replace-identity = Партнёр сменил свою идентичность (новые ключи) и подтвердил это по телефону
+partners-enrol-submit = Зарегистрировать
+
+## Участники
+participants-title = Участники
+participants-intro = Участники Кимберлийского процесса, известные этому узлу, с действующим на сегодня статусом. Откройте участника, чтобы увидеть его историю.
+participants-intro-set = Участники Кимберлийского процесса, известные этому узлу, с действующим на сегодня статусом. Откройте участника, чтобы увидеть его историю и изменить его статус.
+participants-col-code = Код
+participants-col-name = Название
+participants-col-since = С
+participants-col-reason = Основание
+participants-col-detail = Районы происхождения или члены
+participants-col-pending = Ожидающие изменения
+participant-status-active = действует
+participant-status-suspended = приостановлен
+participant-status-restricted = ограничен
+participant-title = Участник { $code }
+participant-bad-code = { $code } — не код участника: { $error }
+participant-unknown = { $code } нет в реестре участников этого узла.
+participant-member-of = { $code } — государство — член
+participant-member-of-end = , который участвует от его имени.
+participant-in-force-since = Действует с
+participant-history = История
+participant-no-history = На этом узле изменений не записано: статус тот, с которым узел был поставлен.
+participant-col-recorded = Записано
+participant-col-from = С даты
+participant-col-decided-by = Кем решено
+participant-col-log-entry = Запись журнала
+participant-from-list = подписанный список { $source }
+participant-from-operator = оператор этого узла
+participant-set-title = Изменение статуса
+participant-in-force-from = Действует с
+participant-reason = Основание (решение, по которому вносится изменение)
+participant-set-hint = Изменение подписывается этим узлом и записывается в его журнал. Сертификаты приостановленного участника отклоняются, а сообщения для него задерживаются.
+participant-set-submit = Записать изменение
+
+## Сводка: сертификаты по статусам
+dashboard-by-status = По статусам
+dashboard-counted-at = Подсчитано { $at }.
+dashboard-counting = Сертификаты подсчитываются; обновите страницу через минуту.
+
+## Статистика
+statistics-title = Статистика
+statistics-period = Период
+statistics-period-hint = Квартал (2026-Q3), полугодие (2026-H1), месяц (2026-07), год (2026) или диапазон (2026-07-01..2026-09-30).
+statistics-period-invalid = «{ $value }» — не период: { $why }
+statistics-basis = Импорт учитывается по
+statistics-basis-issued = дате выдачи
+statistics-basis-imported = дате ввоза (только подтверждённый)
+statistics-chart = Диаграмма
+statistics-usd = доллары США
+statistics-carats = караты
+statistics-busy = Сейчас вычисляется статистика других периодов; повторите попытку через минуту.
+statistics-still-computing = Статистика ещё вычисляется; повторите попытку через минуту.
+statistics-pending = Данные за { $period } вычисляются (для этого читается каждый сертификат периода).
+statistics-show-them = Показать их через минуту
+statistics-computed-at = Вычислено { $at }.
+statistics-stale = Вычисляются более свежие данные.
+statistics-csv = Скачать в формате CSV
+statistics-voided-excluded = { $count ->
+        [one] { $count } аннулированный сертификат не учитывается.
+        [few] { $count } аннулированных сертификата не учитываются.
+       *[many] { $count } аннулированных сертификатов не учитываются.
+    }
+statistics-unconfirmed-imports = { $count ->
+        [one] { $count } ввоз, действительный в периоде, ещё не подтверждён на этом узле, поэтому у него нет даты ввоза и он не учитывается.
+        [few] { $count } ввоза, действительных в периоде, ещё не подтверждены на этом узле, поэтому у них нет даты ввоза и они не учитываются.
+       *[many] { $count } ввозов, действительных в периоде, ещё не подтверждены на этом узле, поэтому у них нет даты ввоза и они не учитываются.
+    }
+statistics-totals = Итоги
+statistics-none = За этот период сертификатов нет.
+statistics-col-flow = Поток
+statistics-col-hs = Код ТН ВЭД
+statistics-flow-export = экспорт
+statistics-flow-import = импорт
+statistics-by-month = По месяцам и партнёрам
+statistics-chart-alt-usd = Диаграмма экспорта и импорта по партнёрам и месяцам за { $period } в долларах США; те же данные — в таблице ниже.
+statistics-chart-alt-carats = Диаграмма экспорта и импорта по партнёрам и месяцам за { $period } в каратах; те же данные — в таблице ниже.
+statistics-by-partner = По партнёрам и кодам ТН ВЭД
+statistics-reconciliation = Сверка с партнёрами
+statistics-no-exchange = За этот период с партнёрами не обменивались сертификатами.
+statistics-col-sent = Отправлено
+statistics-col-confirmed = Подтверждено партнёром
+statistics-col-awaiting = Ожидает подтверждения
+statistics-col-received = Получено
+statistics-col-resolved = Расхождения урегулированы
+statistics-att-discrepancy = подтверждение расходится с сертификатом
+statistics-att-unconfirmed = не подтверждён партнёром, срок истёк { $date }
+statistics-att-not-confirmed-here = ещё не подтверждён здесь (срок истекает { $date })
+
+## Загрузки и QR-печати
+upload-unreadable = Не удалось прочитать форму ({ $why }). Обновите страницу и отправьте форму ещё раз.
+qr-bad-number = { $number } — не номер сертификата: { $error }
+qr-no-certificate = На этом узле нет сертификата { $number }.

@@ -37,7 +37,8 @@ struct CountsState {
 #[derive(Debug, Clone)]
 struct Counted {
     at: Instant,
-    at_text: String,
+    /// When they were counted, by the node's clock.
+    at_time: kp_protocol::Timestamp,
     counts: Vec<(CertStatus, u64)>,
 }
 
@@ -63,7 +64,7 @@ impl StatusCounts {
             state.counting = false;
             match result {
                 Ok(counts) => {
-                    state.last = Some(Counted { at: Instant::now(), at_text: now.to_string(), counts });
+                    state.last = Some(Counted { at: Instant::now(), at_time: now, counts });
                 }
                 Err(e) => tracing::warn!(error = %e, "the dashboard could not count certificates by status"),
             }
@@ -77,7 +78,9 @@ impl StatusCounts {
 #[derive(Debug)]
 struct StatusCount {
     status: &'static str,
-    count: u64,
+    /// The status's name in the user's language.
+    name: String,
+    count: String,
 }
 
 /// A partner's link, as the dashboard shows it.
@@ -131,9 +134,17 @@ pub(super) async fn page(State(console): State<Arc<Console>>, signed: SignedIn) 
         })
         .collect();
     let counted = console.counts.get(&console).await;
-    let counted_at = counted.as_ref().map(|c| c.at_text.clone()).unwrap_or_default();
-    let by_status = counted
-        .map(|c| c.counts.into_iter().map(|(s, count)| StatusCount { status: s.as_str(), count }).collect());
+    let counted_at = counted.as_ref().map(|c| tr.datetime(c.at_time)).unwrap_or_default();
+    let by_status = counted.map(|c| {
+        c.counts
+            .into_iter()
+            .map(|(s, count)| StatusCount {
+                status: s.as_str(),
+                name: tr.t(&format!("status-{}", s.as_str())),
+                count: tr.number(count),
+            })
+            .collect()
+    });
     Ok(render(&DashboardPage {
         tr,
         nav: Some(signed.nav()),

@@ -186,12 +186,14 @@ pub fn role_name(tr: &Catalogue, role: Role) -> String {
     tr.t(&format!("role-{}", role.as_str()))
 }
 
-/// The catalogue keys made at run time (`role-…`, `status-…`, `direction-…`, `error-title-…`):
+/// The catalogue keys made at run time (`role-…`, `status-…`, `direction-…`,
+/// `participant-status-…`, `error-title-…`):
 /// the catalogue test adds them to the keys it finds written out.
 pub fn dynamic_keys() -> Vec<String> {
     let mut keys: Vec<String> = Role::ALL.iter().map(|r| format!("role-{}", r.as_str())).collect();
     keys.extend(crate::store::CertStatus::ALL.iter().map(|s| format!("status-{}", s.as_str())));
     keys.extend(["out", "in", "local"].iter().map(|d| format!("direction-{d}")));
+    keys.extend(participants::STATUSES.iter().map(|s| format!("participant-status-{}", s.as_str())));
     keys.extend(ERROR_TITLES.iter().map(|c| format!("error-title-{c}")));
     keys
 }
@@ -456,7 +458,7 @@ mod tests {
     }
 
     /// Every catalogue key written out in the console's templates and code: the string
-    /// literal first argument of the catalogue's `t`, `t1`, `count` and `format`, and of `Msg`.
+    /// literal first argument of the catalogue's `t`, `t1`, `t2`, `count` and `format`, and of `Msg`.
     fn keys_used() -> std::collections::BTreeSet<String> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut files = Vec::new();
@@ -471,7 +473,7 @@ mod tests {
             let text = std::fs::read_to_string(&file).unwrap();
             // Code, not its tests (this scanner's own patterns are among them).
             let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-            for call in [".t(", ".t1(", ".count(", ".format(", "Msg("] {
+            for call in [".t(", ".t1(", ".t2(", ".count(", ".format(", "Msg("] {
                 for (at, _) in text.match_indices(call) {
                     let rest = &text[at + call.len()..];
                     let Some(rest) = rest.trim_start().strip_prefix('"') else { continue };

@@ -34,7 +34,7 @@ struct PartnerRow {
     up: bool,
     last_delivery: String,
     last_error: String,
-    queued: u64,
+    queued: String,
 }
 
 #[derive(Template)]
@@ -66,7 +66,9 @@ fn may_read(signed: &SignedIn) -> Result<(), PageError> {
 }
 
 fn page(console: &Console, signed: &SignedIn) -> Result<PartnersPage, PageError> {
-    let partners = crate::queries::peer_views(&console.shared)?
+    let tr = signed.tr();
+    let partners = crate::queries::peer_views(&console.shared)
+        .map_err(|e| signed.localize(e))?
         .into_iter()
         .map(|p| PartnerRow {
             participant: p.participant.to_string(),
@@ -75,21 +77,21 @@ fn page(console: &Console, signed: &SignedIn) -> Result<PartnersPage, PageError>
             signing_key: p.signing_key.clone(),
             rotations: p.rotations,
             endpoints: p.endpoints.join(", "),
-            enrolled_at: p.enrolled_at.to_string(),
+            enrolled_at: tr.datetime(p.enrolled_at),
             removed: p.removed,
             up: p.link.as_ref().is_some_and(|l| l.connected),
             last_delivery: p
                 .link
                 .as_ref()
                 .and_then(|l| l.last_delivery)
-                .map(|t| t.to_string())
+                .map(|t| tr.datetime(t))
                 .unwrap_or_default(),
             last_error: p.link.as_ref().and_then(|l| l.last_error.clone()).unwrap_or_default(),
-            queued: p.queued,
+            queued: tr.number(p.queued),
         })
         .collect();
     Ok(PartnersPage {
-        tr: signed.tr(),
+        tr,
         nav: Some(signed.nav()),
         can_manage: signed.account.role.may(Action::ManagePeers),
         partners,
@@ -114,7 +116,7 @@ pub(super) async fn enrol(
     headers: HeaderMap,
     body: Bytes,
 ) -> PageResult {
-    let parts = upload::parse(&headers, &body)?;
+    let parts = upload::parse(signed.tr(), &headers, &body)?;
     signed.check_csrf(&[(CSRF_FIELD.to_owned(), upload::text(&parts, CSRF_FIELD).to_owned())])?;
     signed.require(Action::ManagePeers, Msg("forbidden-partners-enrol"))?;
     let fingerprint = upload::text(&parts, "fingerprint").to_owned();
@@ -154,7 +156,7 @@ pub(super) async fn enrol(
                         errors.entry(p.field).or_insert(p.message);
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(signed.localize(e)),
             },
         }
     }
@@ -179,7 +181,8 @@ pub(super) async fn remove(
         p.remove_unconfirmed = Some(code);
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&p)).into_response());
     }
-    let removed = crate::api::remove_peer_now(&console.shared, &code).await?;
+    let removed =
+        crate::api::remove_peer_now(&console.shared, &code).await.map_err(|e| signed.localize(e))?;
     tracing::info!(user = %signed.account.name, peer = %removed.removed, "partner removed from the console");
     Ok(Redirect::to("/partners").into_response())
 }

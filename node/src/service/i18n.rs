@@ -12,8 +12,9 @@
 //! To move a page's English text into the catalogues: give the page's template struct a
 //! `tr: &'static Catalogue` (from `SignedIn::tr()`), write `{{ tr.t(KEY) }}` where the text
 //! was, with KEY a string literal such as `page-heading` (or `tr.t1(KEY, NAME, value)` for a
-//! message with one `{ $NAME }`, `tr.count(KEY, n)` for one with a plural `{ $count }`; a key
-//! passed around as a value is written `Msg(KEY)`), and add `page-heading = …` to every `.ftl`
+//! message with one `{ $NAME }`, `tr.t2(KEY, NAME, value, NAME2, value2)` for two,
+//! `tr.count(KEY, n)` for one with a plural `{ $count }`, `tr.format(KEY, &[…])` for more; a
+//! key passed around as a value is written `Msg(KEY)`), and add `page-heading = …` to every `.ftl`
 //! file; the test finds the keys by those calls. Numbers and dates shown go through
 //! `tr.number`, `tr.decimal`, `tr.date` and `tr.datetime`.
 
@@ -162,6 +163,21 @@ impl Catalogue {
     /// The message `id` with one text argument `{ $name }`.
     pub fn t1(&self, id: &str, name: &str, value: impl std::fmt::Display) -> String {
         self.format(id, &[(name, FluentValue::from(value.to_string()))])
+    }
+
+    /// The message `id` with two text arguments.
+    pub fn t2(
+        &self,
+        id: &str,
+        name: &str,
+        value: impl std::fmt::Display,
+        name2: &str,
+        value2: impl std::fmt::Display,
+    ) -> String {
+        self.format(
+            id,
+            &[(name, FluentValue::from(value.to_string())), (name2, FluentValue::from(value2.to_string()))],
+        )
     }
 
     /// The message `id` with a count `{ $count }`, which also picks the plural form.
