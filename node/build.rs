@@ -1,17 +1,21 @@
-//! Embeds every label file of the printed certificate (`data/labels/<language>.toml`), so that
-//! adding a language is adding one file: this writes `$OUT_DIR/labels.rs`, the list of
-//! `(language code, include_str!(file))` that `src/report/pdf/labels.rs` includes.
+//! Embeds the node's language data, so that adding a language is adding files, not code:
+//! - every label file of the printed certificate (`data/labels/<language>.toml`) into
+//!   `$OUT_DIR/labels.rs`, which `src/report/pdf/labels.rs` includes;
+//! - every message catalogue of the console (`data/console/<language>.ftl`, Fluent) into
+//!   `$OUT_DIR/console_catalogues.rs`, which `src/service/i18n.rs` includes.
+//!
+//! Each is the list of `(language code, include_str!(file))`, sorted by code.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/labels");
+fn embed(dir: &str, extension: &str, out_name: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     println!("cargo::rerun-if-changed={}", dir.display());
     let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap_or_else(|e| panic!("{}: {e}", dir.display())).path())
-        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
         .map(|path| {
             let code = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
             (code, path.display().to_string())
@@ -20,9 +24,15 @@ fn main() {
     files.sort();
     let mut out = String::from("&[\n");
     for (code, path) in &files {
+        println!("cargo::rerun-if-changed={path}");
         let _ = writeln!(out, "    ({code:?}, include_str!({path:?})),");
     }
     out.push(']');
-    let target = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("labels.rs");
+    let target = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join(out_name);
     std::fs::write(&target, out).unwrap_or_else(|e| panic!("{}: {e}", target.display()));
+}
+
+fn main() {
+    embed("data/labels", "toml", "labels.rs");
+    embed("data/console", "ftl", "console_catalogues.rs");
 }

@@ -12,7 +12,7 @@
 //! - `walk`: reading a TOML table key by key, collecting problems.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -141,6 +141,12 @@ pub struct Api {
     pub body_read_timeout: Duration,
     /// API connections served at once; a further one is answered 503 at once and closed.
     pub max_connections: u32,
+    /// The reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` the console
+    /// believes: only a connection from one of these addresses says where a request came
+    /// from and whether it came over TLS. Empty (the default): the connection's own address is
+    /// the source, and no header is believed — any local user could otherwise pick a new
+    /// source address for every password guess.
+    pub trusted_proxies: Vec<IpAddr>,
     /// The name the bearer token acts under: every log entry of what was done through the API
     /// (and so through the CLI, which uses it) names it as the officer.
     pub token_name: TokenName,
@@ -321,6 +327,11 @@ const DOCS: &[Doc] = &[
         key: "max_connections",
         text: "API connections served at once; beyond it a new connection is answered 503 at once and closed.",
     },
+    Doc {
+        section: "api",
+        key: "trusted_proxies",
+        text: "IP addresses of the reverse proxies in front of the console, such as [\"127.0.0.1\"]: only a connection from one of them is believed about X-Forwarded-For (the user's address, for the sign-in throttle) and X-Forwarded-Proto (Secure cookies). Empty: no proxy is believed.",
+    },
 ];
 
 impl NodeConfig {
@@ -361,6 +372,7 @@ impl NodeConfig {
                 header_read_timeout: Duration::from_secs(10),
                 body_read_timeout: Duration::from_secs(30),
                 max_connections: 128,
+                trusted_proxies: Vec::new(),
                 token_name: TokenName(TokenName::DEFAULT.to_owned()),
             },
         }
@@ -528,6 +540,7 @@ impl NodeConfig {
                 &mut c.api.body_read_timeout,
             );
             w.int(&mut s, "max_connections", 1..=100_000, &mut c.api.max_connections);
+            w.ip_list(&mut s, "trusted_proxies", &mut c.api.trusted_proxies);
             w.parsed(&mut s, "token_name", &mut c.api.token_name);
             w.finish(s);
         }
@@ -594,6 +607,19 @@ certificate, or set certificates.authority_mismatch in node.toml (now {:?})",
             ("api", "header_read_timeout", dur(self.api.header_read_timeout)),
             ("api", "body_read_timeout", dur(self.api.body_read_timeout)),
             ("api", "max_connections", self.api.max_connections.to_string()),
+            (
+                "api",
+                "trusted_proxies",
+                format!(
+                    "[{}]",
+                    self.api
+                        .trusted_proxies
+                        .iter()
+                        .map(|a| quote(&a.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
             ("api", "token_name", quote(self.api.token_name.as_str())),
         ];
         let mut section = "";

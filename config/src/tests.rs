@@ -22,6 +22,7 @@ fn rendered_config_loads_back_identically() {
     c.api.header_read_timeout = Duration::from_millis(2500);
     c.api.body_read_timeout = Duration::from_secs(90);
     c.api.max_connections = 7;
+    c.api.trusted_proxies = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
     c.api.token_name = "customs-gateway (Mumbai)".parse().unwrap();
     let text = c.render();
     assert_eq!(NodeConfig::parse(&text).unwrap(), c, "{text}");
@@ -36,7 +37,8 @@ fn every_problem_names_its_key() {
     let text = "participant = \"Russia\"\nauthority = \"\"\ncolour = 1\n\
                 [delivery]\nmax_in_flight = 0\nack_timeout = \"soon\"\nhandshake_timeout = 5\nfoo = true\n\
                 [network]\npeer_listen = \"localhost\"\n[store]\nmax_batch = -1\n\
-                [api]\nheader_read_timeout = \"1ms\"\nbody_read_timeout = \"2h\"\nmax_connections = 0\ntoken_name = \" x\"\n";
+                [api]\nheader_read_timeout = \"1ms\"\nbody_read_timeout = \"2h\"\nmax_connections = 0\n\
+                trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", 7]\ntoken_name = \" x\"\n";
     let problems = NodeConfig::parse(text).unwrap_err();
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     for k in [
@@ -52,10 +54,14 @@ fn every_problem_names_its_key() {
         "api.header_read_timeout",
         "api.body_read_timeout",
         "api.max_connections",
+        "api.trusted_proxies[1]",
+        "api.trusted_proxies[2]",
         "api.token_name",
     ] {
         assert!(keys.contains(&k), "{k} missing in {problems:#?}");
     }
+    let network = problems.iter().find(|p| p.key == "api.trusted_proxies[1]").unwrap();
+    assert!(network.message.contains("\"10.0.0.0/8\" is not an IP address"), "{network:?}");
     let unknown = problems.iter().find(|p| p.key == "delivery.foo").unwrap();
     assert!(unknown.message.contains("unknown key"));
 }

@@ -1,7 +1,7 @@
 //! Reading a TOML table key by key: every key taken is checked, every key left over is
 //! reported as unknown, and all problems are collected.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
@@ -144,6 +144,41 @@ impl Walker {
                 None => self.problem(
                     &format!("{key}[{i}]"),
                     "must be a \"host:port\" string with a port from 1 to 65535",
+                ),
+            }
+        }
+        *out = list;
+    }
+
+    /// A list of IP addresses (no ports, no networks): each bad item is named by its index.
+    pub(crate) fn ip_list(&mut self, s: &mut Section, name: &str, out: &mut Vec<IpAddr>) {
+        let key = s.key(name);
+        let Some(value) = s.table.remove(name) else {
+            return;
+        };
+        let toml::Value::Array(items) = value else {
+            self.problem(&key, "must be a list of IP addresses such as [\"127.0.0.1\", \"::1\"]");
+            return;
+        };
+        if items.len() > 64 {
+            self.problem(&key, format!("lists {} addresses; list at most 64 proxies", items.len()));
+            return;
+        }
+        let mut list = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            match item.as_str().map(str::parse::<IpAddr>) {
+                Some(Ok(a)) if !list.contains(&a) => list.push(a),
+                Some(Ok(_)) => {}
+                Some(Err(_)) => self.problem(
+                    &format!("{key}[{i}]"),
+                    format!(
+                        "{:?} is not an IP address such as \"127.0.0.1\" or \"::1\" (one address: no port, no network)",
+                        item.as_str().unwrap_or_default().chars().take(60).collect::<String>()
+                    ),
+                ),
+                None => self.problem(
+                    &format!("{key}[{i}]"),
+                    format!("must be a string such as \"127.0.0.1\", not {}", item.type_str()),
                 ),
             }
         }

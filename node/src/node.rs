@@ -292,6 +292,7 @@ impl Node {
             cancel,
             tasks: TaskTracker::new(),
             backup_running: Default::default(),
+            sign_in_throttle: Default::default(),
         });
 
         resume_rotations(&shared, announced).await?;

@@ -311,6 +311,22 @@ with sync_playwright() as p:
     expect("locked" in guesser.locator("#login-error").inner_text(), "five wrong passwords lock the account out")
     check(guesser, "login-locked")
 
+    # A Russian-speaking supervisor: the console speaks the account's language.
+    rpage = browser.new_context(bypass_csp=True).new_page()
+    sign_in(rpage, ru, "rita", cfg["password"])
+    expect(rpage.locator("html").get_attribute("lang") == "ru", "a Russian-speaking user's pages say lang=ru")
+    expect(rpage.get_by_role("heading", name="Сертификаты").count() == 1, "the dashboard is in Russian")
+    expect(rpage.get_by_role("link", name="Сводка").count() == 1, "so is the menu")
+    check(rpage, "dashboard-ru")
+    expect(rpage.get_by_role("heading", name="По статусам").count() == 1, "so are the counts by status")
+    rpage.goto(ru + "/partners")
+    expect(rpage.get_by_role("heading", name="Регистрация партнёра").count() == 1, "the partners page is in Russian")
+    check(rpage, "partners-ru")
+    rpage.goto(ru + "/statistics")
+    expect(rpage.get_by_role("heading", name="Статистика").count() == 1, "so is the statistics page")
+    rpage.goto(ru + "/verify")
+    expect(rpage.get_by_role("button", name="Проверить").count() == 1, "and the verify page")
+
     # Signing out ends the session: the dashboard sends back to sign-in.
     with page.expect_navigation():
         page.get_by_role("button", name="Sign out").click()

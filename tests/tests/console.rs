@@ -16,6 +16,8 @@ struct Browser {
     cookies: BTreeMap<String, String>,
     /// Sent as `X-Forwarded-Proto`, as a TLS-terminating reverse proxy would.
     forwarded_proto: Option<&'static str>,
+    /// Sent as `X-Forwarded-For`, as a reverse proxy would (or a client pretending).
+    forwarded_for: Option<String>,
 }
 
 /// An answer: status, `Location`, `Set-Cookie` headers and the body.
@@ -43,7 +45,13 @@ impl Browser {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Browser { base: base.to_owned(), agent, cookies: BTreeMap::new(), forwarded_proto: None }
+        Browser {
+            base: base.to_owned(),
+            agent,
+            cookies: BTreeMap::new(),
+            forwarded_proto: None,
+            forwarded_for: None,
+        }
     }
 
     fn cookie_header(&self) -> String {
@@ -75,6 +83,9 @@ impl Browser {
         if let Some(p) = self.forwarded_proto {
             req = req.header("X-Forwarded-Proto", p);
         }
+        if let Some(f) = &self.forwarded_for {
+            req = req.header("X-Forwarded-For", f);
+        }
         let r = req.call();
         self.finish(r)
     }
@@ -92,6 +103,9 @@ impl Browser {
             .header("Content-Type", "application/x-www-form-urlencoded");
         if let Some(p) = self.forwarded_proto {
             req = req.header("X-Forwarded-Proto", p);
+        }
+        if let Some(f) = &self.forwarded_for {
+            req = req.header("X-Forwarded-For", f);
         }
         let r = req.send(body.as_str());
         self.finish(r)
@@ -158,7 +172,7 @@ fn users_commands_work_offline_and_through_the_daemon() {
         "correct horse battery\n",
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("Added anna (clerk)"), "{out}");
+    assert!(out.contains("Added anna (clerk, console in en)"), "{out}");
     let out = kpnode_ok(&["users", "add", "olga", "--role", "customs", "--dir", &d]);
     let olga_otp = one_time_password(&out);
     assert_eq!(olga_otp.len(), 23, "20 characters in groups of five: {olga_otp}");
@@ -174,6 +188,16 @@ fn users_commands_work_offline_and_through_the_daemon() {
     assert_eq!(code, 2);
     assert!(err.contains("at least 12 characters"), "{err}");
     let (code, _, err) = kpnode(&["users", "add", "Bob Smith", "--role", "clerk", "--dir", &d]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = kpnode(&["users", "add", "bob", "--role", "clerk", "--language", "fr", "--dir", &d]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("language \"fr\"") && err.contains("en, ru"), "{err}");
+    let out = kpnode_ok(&["users", "add", "ivan", "--role", "auditor", "--language", "ru", "--dir", &d]);
+    assert!(out.contains("console in ru"), "{out}");
+    // Locks live in a running daemon's memory: offline there is none to clear.
+    let out = kpnode_ok(&["users", "unlock", "anna", "--dir", &d]);
+    assert!(out.contains("not running"), "{out}");
+    let (code, _, err) = kpnode(&["users", "unlock", "nobody", "--dir", &d]);
     assert_eq!(code, 2, "{err}");
     let list = kpnode_ok(&["users", "list", "--dir", &d]);
     assert!(
@@ -191,6 +215,8 @@ fn users_commands_work_offline_and_through_the_daemon() {
         users_with_stdin(&["passwd", "olga", "--password-stdin", "--dir", &d], "a border post passphrase\n");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("The password given is set for olga"), "{out}");
+    let out = kpnode_ok(&["users", "unlock", "olga", "--dir", &d]);
+    assert!(out.contains("olga was not locked"), "{out}");
     let (code, _, err) = kpnode(&["users", "disable", "nobody", "--dir", &d]);
     assert_ne!(code, 0);
     assert!(err.contains("no account is named \"nobody\""), "{err}");
@@ -218,6 +244,7 @@ fn users_commands_work_offline_and_through_the_daemon() {
     // Offline again: what the daemon wrote is there.
     let list = kpnode_ok(&["users", "list", "--dir", &d]);
     assert!(list.contains("sven") && list.contains("disabled"), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("ivan") && l.contains(" ru ")), "{list}");
 }
 
 #[test]
@@ -235,6 +262,13 @@ fn console_sessions_csrf_roles_throttle_and_sign_out() {
     let otto_otp = v["one_time_password"].as_str().unwrap().to_owned();
     let (status, v) = api.post("/v1/users", r#"{"name":"x","role":"clerk","password":"short"}"#);
     assert_eq!((status, v["problems"][0]["field"].as_str()), (422, Some("password")), "{v}");
+    // A bad role or language names its field and the choices.
+    let (status, v) = api.post("/v1/users", r#"{"name":"x","role":"admin"}"#);
+    assert_eq!((status, v["problems"][0]["field"].as_str()), (422, Some("role")), "{v}");
+    let detail = v["problems"][0]["message"].as_str().unwrap_or_default().to_owned() + &v.to_string();
+    assert!(detail.contains("clerk, supervisor, customs, auditor"), "{v}");
+    let (status, v) = api.post("/v1/users", r#"{"name":"x","role":"clerk","language":"tlh"}"#);
+    assert_eq!((status, v["problems"][0]["field"].as_str()), (422, Some("language")), "{v}");
     let number = api.submit(&certificate_json("RU", "IN", None, 1));
 
     // No session: every page sends the browser to sign in.
@@ -257,14 +291,16 @@ fn console_sessions_csrf_roles_throttle_and_sign_out() {
     let p = anon.sign_in(&"x".repeat(70_000), "whatever it is");
     assert_eq!(p.status, 413, "{}", p.body);
 
-    // A clerk signs in: the cookie is HttpOnly and SameSite=Strict, and Secure behind TLS.
+    // A clerk signs in: the cookie is HttpOnly and SameSite=Strict. No reverse proxy is
+    // trusted (api.trusted_proxies is empty), so X-Forwarded-Proto is not believed: the cookie
+    // is not marked Secure on the say of any local client (see the proxy's own test).
     let mut clara = Browser::new(&api.base);
     clara.forwarded_proto = Some("https");
     let p = clara.sign_in("clara", "clara passphrase 1");
     assert_eq!((p.status, p.location.as_str()), (303, "/"), "{}", p.body);
     let session = p.set_cookies.iter().find(|c| c.starts_with("kpnode_session=")).expect("a session cookie");
     assert!(
-        session.contains("HttpOnly") && session.contains("SameSite=Strict") && session.contains("Secure"),
+        session.contains("HttpOnly") && session.contains("SameSite=Strict") && !session.contains("Secure"),
         "{session}"
     );
     let dash = clara.get("/");
@@ -361,15 +397,19 @@ fn console_sessions_csrf_roles_throttle_and_sign_out() {
     assert_eq!(p.status, 200, "{}", p.body);
     assert_eq!(otto.get("/").status, 200);
 
-    // Five wrong passwords lock the account: then even the right one is refused.
+    // Five wrong passwords lock the account from this address: then even the right one is
+    // refused. A made-up X-Forwarded-For per guess changes nothing (no proxy is trusted).
     let mut guesser = Browser::new(&api.base);
     for i in 0..5 {
+        guesser.forwarded_for = Some(format!("203.0.113.{i}"));
         let p = guesser.sign_in("clara", &format!("wrong guess number {i}"));
         assert_eq!(p.status, 401, "attempt {i}");
     }
+    guesser.forwarded_for = Some("198.51.100.1".into());
     let p = guesser.sign_in("clara", "clara passphrase 1");
     assert_eq!(p.status, 429, "{}", p.body);
-    assert!(p.body.contains("locked for 15 more minute"), "{}", p.body);
+    assert!(p.body.contains("from this address is locked for 15 more minute"), "{}", p.body);
+    assert!(p.body.contains("kpnode users unlock"), "the message says who lifts it: {}", p.body);
     // A session opened before the lock-out goes on.
     assert_eq!(clara.get("/").status, 200);
 
@@ -440,6 +480,86 @@ fn console_sessions_csrf_roles_throttle_and_sign_out() {
     // The JSON API keeps its bearer token: no cookie opens it, the token does.
     assert_eq!(clara.get("/v1/status").status, 401);
     assert_eq!(api.get("/v1/status").0, 200);
+}
+
+/// Review #3, #4, #5: forwarded headers are believed only from `api.trusted_proxies`; a
+/// stranger's wrong passwords lock the account from the stranger's address, not from the real
+/// user's (an IPv6 address counting by its /64), and `users unlock` lifts a lock; a password
+/// set by an administrator or by the user ends the account's other sessions.
+#[test]
+fn a_trusted_proxy_names_the_source_and_a_stranger_cannot_lock_the_user_out() {
+    init_logging();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = init_dir(tmp.path(), "RU", 0);
+    set_setting(&dir, "api", "trusted_proxies", r#"["127.0.0.1"]"#);
+    let node = TestNode::start(&rt, dir);
+    let api = &node.api;
+    for name in ["anna", "bob"] {
+        let body = format!(r#"{{"name":"{name}","role":"clerk","password":"{name} passphrase 1"}}"#);
+        assert_eq!(api.post("/v1/users", &body).0, 201);
+    }
+
+    // Behind the trusted proxy: X-Forwarded-Proto says TLS, so the cookie is Secure.
+    let mut anna = Browser::new(&api.base);
+    anna.forwarded_for = Some("198.51.100.20".into());
+    anna.forwarded_proto = Some("https");
+    let p = anna.sign_in("anna", "anna passphrase 1");
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert!(p.set_cookies.iter().any(|c| c.starts_with("kpnode_session=") && c.contains("Secure")));
+
+    // A stranger (a client-written entry before the proxy's is not believed) locks the
+    // account from the stranger's own address only.
+    let mut stranger = Browser::new(&api.base);
+    stranger.forwarded_for = Some("10.9.9.9, 203.0.113.7".into());
+    for i in 0..5 {
+        assert_eq!(stranger.sign_in("anna", &format!("wrong guess {i}")).status, 401);
+    }
+    stranger.forwarded_for = Some("10.9.9.10, 203.0.113.7".into());
+    let p = stranger.sign_in("anna", "anna passphrase 1");
+    assert_eq!(p.status, 429, "{}", p.body);
+    let mut desk = Browser::new(&api.base);
+    desk.forwarded_for = Some("198.51.100.20".into());
+    assert_eq!(desk.sign_in("anna", "anna passphrase 1").status, 303, "the real user is not locked out");
+    // The operator lifts the lock.
+    let (status, v) = api.post("/v1/users/anna/unlock", "");
+    assert_eq!((status, v["was_locked"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(stranger.sign_in("anna", "anna passphrase 1").status, 303);
+    assert_eq!(api.post("/v1/users/nobody/unlock", "").0, 404);
+
+    // IPv6: the hosts of one /64 are one source.
+    let mut six = Browser::new(&api.base);
+    for i in 0..5 {
+        six.forwarded_for = Some(format!("2001:db8:1:2::{i}"));
+        assert_eq!(six.sign_in("bob", &format!("wrong guess {i}")).status, 401);
+    }
+    six.forwarded_for = Some("2001:db8:1:2:aaaa::99".into());
+    assert_eq!(six.sign_in("bob", "bob passphrase 1").status, 429);
+    six.forwarded_for = Some("2001:db8:1:3::1".into());
+    assert_eq!(six.sign_in("bob", "bob passphrase 1").status, 303);
+
+    // An administrator's new password (users passwd) ends anna's open sessions.
+    assert_eq!(anna.get("/").status, 200);
+    let (status, v) = api.post("/v1/users/anna/password", r#"{"password":"anna passphrase 2"}"#);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(anna.get("/").location, "/login", "the reset ended the session");
+    assert_eq!(desk.get("/").location, "/login");
+    // So does her own change, but for the session she made it from.
+    assert_eq!(anna.sign_in("anna", "anna passphrase 2").status, 303);
+    assert_eq!(desk.sign_in("anna", "anna passphrase 2").status, 303);
+    let csrf = anna.get("/password").csrf();
+    let p = anna.post(
+        "/password",
+        &[
+            ("csrf", &csrf),
+            ("current_password", "anna passphrase 2"),
+            ("new_password", "anna passphrase 3"),
+            ("repeat_password", "anna passphrase 3"),
+        ],
+    );
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(anna.get("/").status, 200, "the session that changed it goes on");
+    assert_eq!(desk.get("/").location, "/login", "the other one has ended");
 }
 
 /// Another session's CSRF token (which must not open this one's forms).
@@ -534,4 +654,60 @@ fn the_issue_form_is_the_apis_json_with_the_apis_problems_at_their_inputs() {
     for key in ["exporter", "importer", "parcels", "issued_on", "expires_on", "importing_participant"] {
         assert_eq!(stored["certificate"][key], good[key], "{key}: {stored}");
     }
+
+    // A Russian-speaking user: the pages speak Russian, dates and numbers are written the
+    // Russian way, and the user can switch to English on the password page.
+    let (status, v) = api.post(
+        "/v1/users",
+        r#"{"name":"ivan","role":"supervisor","language":"ru","password":"ivan passphrase 1"}"#,
+    );
+    assert_eq!((status, v["account"]["language"].as_str()), (201, Some("ru")), "{v}");
+    let mut ivan = Browser::new(&api.base);
+    assert_eq!(ivan.sign_in("ivan", "ivan passphrase 1").status, 303);
+    let dash = ivan.get("/");
+    assert!(dash.body.contains("<html lang=\"ru\">") && dash.body.contains("Сводка"), "{}", dash.body);
+    assert!(dash.body.contains("руководитель") && !dash.body.contains("Dashboard"), "{}", dash.body);
+    let page = ivan.get(&format!("/certificates/{number}"));
+    let (y, m, d) = {
+        let on = stored["issued_on"].as_str().unwrap();
+        (on[0..4].to_owned(), on[5..7].to_owned(), on[8..10].to_owned())
+    };
+    assert!(page.body.contains(&format!("{d}.{m}.{y}")), "a Russian date: {}", page.body);
+    let value = stored["value_usd"].as_str().unwrap().to_owned();
+    let (int, frac) = value.split_once('.').unwrap();
+    let grouped: String = int
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let sep = (i > 0 && (int.len() - i) % 3 == 0).then_some('\u{a0}');
+            sep.into_iter().chain([c])
+        })
+        .collect();
+    assert!(
+        page.body.contains(&format!("{grouped},{frac}")),
+        "{value} written the Russian way: {}",
+        page.body
+    );
+    assert!(
+        page.body.contains("Аннулировать сертификат") && page.body.contains("data-status="),
+        "{}",
+        page.body
+    );
+    // An unknown language is refused, naming the field; a known one is kept.
+    let csrf = ivan.get("/password").csrf();
+    let p = ivan.post("/language", &[("csrf", &csrf), ("language", "xx")]);
+    assert_eq!(p.status, 422, "{}", p.body);
+    assert!(
+        p.body.contains("«xx»") && p.body.contains("en, ru") && p.body.contains("lang=\"ru\""),
+        "{}",
+        p.body
+    );
+    let p = ivan.post("/language", &[("csrf", &csrf), ("language", "en")]);
+    assert_eq!((p.status, p.location.as_str()), (303, "/password"), "{}", p.body);
+    let dash = ivan.get("/");
+    assert!(dash.body.contains("<html lang=\"en\">") && dash.body.contains("Dashboard"), "{}", dash.body);
+    assert_eq!(
+        api.get("/v1/users").1.as_array().unwrap().iter().find(|a| a["name"] == "ivan").unwrap()["language"],
+        "en"
+    );
 }

@@ -2,7 +2,8 @@
 //! and `tests/console/browser.py` (Playwright for Python driving Debian's headless Chromium)
 //! as the clerk at the exporter (who issues the certificate through the console's form, one
 //! mistake shown at its field and fixed; whose void is refused 403, as is a form without its CSRF token,
-//! and whose account five wrong passwords lock) and the customs officer at the importer. Every page is
+//! and whose account five wrong passwords lock), the customs officer at the importer, and a
+//! Russian-speaking supervisor, whose dashboard is in Russian. Every page is
 //! screenshot into `<target>/console-screenshots/` and checked by axe-core, which must find no
 //! serious or critical violation.
 //!
@@ -57,14 +58,16 @@ fn the_console_in_a_real_browser_with_axe_core() {
     let (ru, inn) = (pair.ru.api(), pair.inn.api());
     wait_linked(&ru, "IN".parse().unwrap());
     let password = "a long enough passphrase";
-    for (api, name, role) in [
-        (&ru, "clara", "clerk"),
-        (&inn, "cora", "customs"),
-        (&inn, "sam", "supervisor"),
-        (&ru, "ada", "auditor"),
+    for (api, name, role, language) in [
+        (&ru, "clara", "clerk", "en"),
+        (&inn, "cora", "customs", "en"),
+        (&inn, "sam", "supervisor", "en"),
+        (&ru, "ada", "auditor", "en"),
+        (&ru, "rita", "supervisor", "ru"),
     ] {
-        let (status, v) =
-            api.post("/v1/users", &format!(r#"{{"name":"{name}","role":"{role}","password":"{password}"}}"#));
+        let body =
+            format!(r#"{{"name":"{name}","role":"{role}","language":"{language}","password":"{password}"}}"#);
+        let (status, v) = api.post("/v1/users", &body);
         assert_eq!(status, 201, "{v}");
     }
     // A suspended participant: the issue form's picker marks it and the server refuses it.

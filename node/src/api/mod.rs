@@ -58,7 +58,7 @@ use participants::{
 };
 use peers::{add_peer, peers, remove_peer};
 use statistics::{reconcile, stats};
-use users::{add_user, disable_user, set_password, users};
+use users::{add_user, disable_user, set_password, unlock_user, users};
 
 /// Serves the API until the node stops; requests in progress are finished. Connections are
 /// capped and must send their headers in time (see [`crate::api::http`]).
@@ -97,6 +97,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/users", get(users).post(add_user))
         .route("/v1/users/{name}/disable", post(disable_user))
         .route("/v1/users/{name}/password", post(set_password))
+        .route("/v1/users/{name}/unlock", post(unlock_user))
         .route("/v1/status", get(status))
         .route("/v1/keys", get(keys))
         .route("/v1/keys/rotate", post(rotate))
@@ -230,7 +231,7 @@ impl utoipa::Modify for BearerAuth {
         participants::participants_show, participants::participants_set, participants::participants_import,
         participants::participants_export, node::status, keys::keys, keys::rotate, log::log, log::log_verify,
         backup::snapshot, recover::recover, recover::finish, node::metrics, node::healthz, node::openapi_json, users::users, users::add_user,
-        users::disable_user, users::set_password),
+        users::disable_user, users::set_password, users::unlock_user),
     components(schemas(ErrorBody, Problem, kp_protocol::Certificate, kp_protocol::CertificateDraft)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

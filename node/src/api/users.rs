@@ -24,7 +24,14 @@ pub(super) async fn users(State(shared): State<Arc<Shared>>) -> ApiResult<Json<V
 #[serde(deny_unknown_fields)]
 pub struct AddUserRequest {
     pub name: String,
-    pub role: Role,
+    /// Read as text and checked by the accounts' own rule, so that a bad role is answered
+    /// naming the field and the roles there are.
+    #[schema(value_type = Role)]
+    pub role: String,
+    /// The console's language for the user: a code of a shipped catalogue (`en`, `ru`);
+    /// English when left out.
+    #[serde(default)]
+    pub language: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
 }
@@ -47,11 +54,14 @@ pub(super) async fn add_user(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<UserPassword>)> {
     let req: AddUserRequest = parse_body(&body)?;
+    let role: Role = req.role.parse()?;
     let now = shared.now();
     let store = shared.store.clone();
     // Argon2 is tens of milliseconds of CPU: off the async workers.
-    let added =
-        blocking(move || accounts::add(&store, &req.name, req.role, req.password.as_deref(), now)).await??;
+    let added = blocking(move || {
+        accounts::add(&store, &req.name, role, req.language.as_deref(), req.password.as_deref(), now)
+    })
+    .await??;
     tracing::info!(user = %added.account.name, role = %added.account.role, "console account added");
     Ok((
         StatusCode::CREATED,
@@ -97,6 +107,29 @@ pub(super) async fn set_password(
         blocking(move || accounts::reset_password(&store, &name, req.password.as_deref(), now)).await??;
     tracing::info!(user = %account.name, "console account's password set");
     Ok(Json(UserPassword { account, one_time_password }))
+}
+
+/// What an unlock cleared.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Unlocked {
+    pub name: String,
+    /// Whether any lock or slowdown was in force (false: there was nothing to clear).
+    pub was_locked: bool,
+}
+
+#[utoipa::path(post, path = "/v1/users/{name}/unlock", tag = "users",
+    params(("name" = String, Path, description = "The account's name")),
+    responses((status = 200, description = "The account's sign-in locks and slowdown (from every address) are cleared", body = Unlocked),
+        (status = 404, body = ErrorBody), (status = 422, description = "Not a valid account name", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn unlock_user(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Unlocked>> {
+    let account = accounts::get(&shared.store, &name)?;
+    let was_locked = shared.sign_in_throttle.unlock(&account.name, std::time::Instant::now());
+    tracing::info!(user = %account.name, was_locked, "console account's sign-in locks cleared");
+    Ok(Json(Unlocked { name: account.name, was_locked }))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {

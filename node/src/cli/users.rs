@@ -20,7 +20,15 @@ supervisor (a clerk's rights, and voids, partners, keys, the participant registr
 verification; changes nothing).\n\n\
 With --password-stdin the password is the first line of standard input (at least 12 \
 characters). Without it, a one-time password is made and printed once: the user must choose \
-a new one at first sign-in. Only an Argon2id hash of a password is stored.";
+a new one at first sign-in. Only an Argon2id hash of a password is stored.\n\n\
+--language sets the language the console speaks to the user (en or ru, one per catalogue in \
+node/data/console/); the user can change it on the console's password page.";
+
+const UNLOCK_LONG_ABOUT: &str = "Clear an account's sign-in locks: the lock of the account from an \
+address after 5 wrong passwords from there (15 minutes), and the slowdown of the account after \
+10 wrong passwords from anywhere. The locks are kept in the running daemon's memory, so on a \
+stopped node there is nothing to clear (the command says so). Addresses locked for wrong \
+passwords over many accounts stay locked; they end after 15 minutes.";
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
@@ -32,6 +40,9 @@ pub enum UsersCommand {
         /// clerk, supervisor, customs or auditor.
         #[arg(long, value_name = "ROLE")]
         role: String,
+        /// The console's language for the user: en or ru.
+        #[arg(long, value_name = "CODE", default_value = "en")]
+        language: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
@@ -52,11 +63,18 @@ pub enum UsersCommand {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Clear an account's sign-in locks (after wrong passwords) on the running daemon.
+    #[command(long_about = UNLOCK_LONG_ABOUT)]
+    Unlock {
+        name: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
     /// Set an account's password; prints a one-time password unless one is given.
     #[command(long_about = "Set an account's password, for a user who forgot theirs. With \
 --password-stdin the password is the first line of standard input; without it, a one-time \
 password is made and printed once, which the user must change at the next sign-in. A disabled \
-account stays disabled.")]
+account stays disabled. The account's open console sessions end.")]
     Passwd {
         name: String,
         /// Read the password from the first line of standard input.
@@ -69,7 +87,10 @@ account stays disabled.")]
 
 pub fn run(c: UsersCommand) -> CliResult {
     match c {
-        UsersCommand::Add { name, role, password_stdin, dir } => add(&dir, &name, &role, password_stdin),
+        UsersCommand::Add { name, role, language, password_stdin, dir } => {
+            add(&dir, &name, &role, &language, password_stdin)
+        }
+        UsersCommand::Unlock { name, dir } => unlock(&dir, &name),
         UsersCommand::List { dir, json } => list(&dir, json),
         UsersCommand::Disable { name, dir } => disable(&dir, &name),
         UsersCommand::Passwd { name, password_stdin, dir } => passwd(&dir, &name, password_stdin),
@@ -115,24 +136,26 @@ fn print_password(account: &Account, one_time: Option<&str>) {
     }
 }
 
-fn add(dir: &DirArg, name: &str, role: &str, password_stdin: bool) -> CliResult {
+fn add(dir: &DirArg, name: &str, role: &str, language: &str, password_stdin: bool) -> CliResult {
     let home = NodeDir::new(&dir.dir);
     let role: Role = role.parse().map_err(account_failure)?;
     accounts::check_name(name).map_err(account_failure)?;
+    accounts::check_language(language).map_err(account_failure)?;
     let password = if password_stdin { Some(password_from_stdin()?) } else { None };
     let (account, one_time) = match access(&home)? {
         Access::Daemon(client) => {
-            let body = json!({"name": name, "role": role, "password": password});
+            let body = json!({"name": name, "role": role, "language": language, "password": password});
             let (_, v) = client.post("/v1/users", body.to_string().as_bytes())?;
             (parse_account(&v["account"])?, v["one_time_password"].as_str().map(str::to_owned))
         }
         Access::Offline(store) => {
-            let added = accounts::add(&store, name, role, password.as_deref(), SystemClock.now())
-                .map_err(account_failure)?;
+            let added =
+                accounts::add(&store, name, role, Some(language), password.as_deref(), SystemClock.now())
+                    .map_err(account_failure)?;
             (added.account, added.one_time_password)
         }
     };
-    println!("Added {} ({})", account.name, account.role);
+    println!("Added {} ({}, console in {})", account.name, account.role, account.language);
     print_password(&account, one_time.as_deref());
     Ok(())
 }
@@ -156,10 +179,16 @@ fn list(dir: &DirArg, as_json: bool) -> CliResult {
                 (false, true) => "must change password",
                 (false, false) => "active",
             };
-            vec![a.name.clone(), a.role.to_string(), state.to_owned(), a.password_changed_at.to_string()]
+            vec![
+                a.name.clone(),
+                a.role.to_string(),
+                a.language.clone(),
+                state.to_owned(),
+                a.password_changed_at.to_string(),
+            ]
         })
         .collect();
-    super::output::table(&["NAME", "ROLE", "STATE", "PASSWORD SET"], &rows);
+    super::output::table(&["NAME", "ROLE", "LANGUAGE", "STATE", "PASSWORD SET"], &rows);
     Ok(())
 }
 
@@ -174,6 +203,28 @@ fn disable(dir: &DirArg, name: &str) -> CliResult {
         Access::Offline(store) => {
             accounts::disable(&store, name).map_err(account_failure)?;
             println!("Disabled {name}: it cannot sign in.");
+        }
+    }
+    Ok(())
+}
+
+fn unlock(dir: &DirArg, name: &str) -> CliResult {
+    let home = NodeDir::new(&dir.dir);
+    accounts::check_name(name).map_err(account_failure)?;
+    match access(&home)? {
+        Access::Daemon(client) => {
+            let v = client.post(&format!("/v1/users/{}/unlock", segment(name)), b"")?.1;
+            if v["was_locked"].as_bool().unwrap_or(false) {
+                println!("Unlocked {name}: it can sign in again from every address.");
+            } else {
+                println!("{name} was not locked; nothing changed.");
+            }
+        }
+        Access::Offline(store) => {
+            accounts::get(&store, name).map_err(account_failure)?;
+            println!(
+                "The node is not running: sign-in locks live in the running daemon's memory and ended with it, so {name} has none."
+            );
         }
     }
     Ok(())
@@ -196,6 +247,7 @@ fn passwd(dir: &DirArg, name: &str, password_stdin: bool) -> CliResult {
         }
     };
     print_password(&account, one_time.as_deref());
+    println!("{}'s open console sessions have ended.", account.name);
     if account.disabled {
         println!("{} stays disabled.", account.name);
     }

@@ -11,10 +11,11 @@ use axum::response::{IntoResponse, Redirect};
 use axum::Form;
 use serde::Deserialize;
 
-use super::{field, render, Console, Nav, PageError, PageResult, SignedIn};
+use super::{field, render, Console, Msg, Nav, PageError, PageResult, SignedIn};
 use crate::api::ListQuery;
 use crate::queries::CertView;
 use crate::service::accounts::Action;
+use crate::service::i18n::Catalogue;
 use crate::store::{CertStatus, Direction};
 
 /// Rows on a page of the list.
@@ -45,25 +46,27 @@ pub(super) struct Filter {
 #[derive(Debug)]
 struct Row {
     number: String,
-    direction: &'static str,
+    direction: String,
     peer: String,
-    status: &'static str,
+    status: String,
     issued_on: String,
-    parcels: u32,
+    parcels: String,
     carats: String,
 }
 
 #[derive(Template)]
 #[template(path = "certificates.html")]
 struct ListPage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     direction: String,
     status: String,
     peer: String,
     number: String,
+    /// Each status's code and its name in the user's language.
+    statuses: Vec<(&'static str, String)>,
     issued_from: String,
     issued_to: String,
-    statuses: Vec<&'static str>,
     rows: Vec<Row>,
     /// The query string of the next page, if there is one.
     next: Option<String>,
@@ -82,6 +85,16 @@ fn direction_str(d: Direction) -> &'static str {
     }
 }
 
+/// A direction's name in the user's language.
+fn direction_name(tr: &Catalogue, d: Direction) -> String {
+    tr.t(&format!("direction-{}", direction_str(d)))
+}
+
+/// A status's name in the user's language.
+fn status_name(tr: &Catalogue, s: CertStatus) -> String {
+    tr.t(&format!("status-{}", s.as_str()))
+}
+
 fn some(s: &str) -> Option<String> {
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_owned())
@@ -92,15 +105,17 @@ pub(super) async fn list(
     signed: SignedIn,
     Query(filter): Query<Filter>,
 ) -> PageResult {
+    let tr = signed.tr();
     let mut page = ListPage {
+        tr,
         nav: Some(signed.nav()),
         direction: filter.direction.trim().to_owned(),
         status: filter.status.trim().to_owned(),
         peer: filter.peer.trim().to_uppercase(),
         number: filter.number.trim().to_owned(),
+        statuses: CertStatus::ALL.iter().map(|s| (s.as_str(), status_name(tr, *s))).collect(),
         issued_from: filter.issued_from.trim().to_owned(),
         issued_to: filter.issued_to.trim().to_owned(),
-        statuses: CertStatus::ALL.iter().map(|s| s.as_str()).collect(),
         rows: Vec::new(),
         next: None,
         searched_to: None,
@@ -114,7 +129,7 @@ pub(super) async fn list(
             Err(e) => {
                 let (status, message) = e.status_and_message();
                 if status != StatusCode::NOT_FOUND && status != StatusCode::UNPROCESSABLE_ENTITY {
-                    return Err(PageError::new(status, message));
+                    return Err(signed.localize(PageError::new(status, message)));
                 }
                 page.error = Some(message);
             }
@@ -144,33 +159,44 @@ pub(super) async fn list(
                     page.direction, page.status, page.peer, page.issued_from, page.issued_to
                 )
             });
-            page.rows = views.iter().map(row).collect();
+            page.rows = views.iter().map(|v| row(tr, v)).collect();
         }
         Err(e) => match e.into_problems() {
             Ok(problems) => {
                 for p in problems {
                     if p.field == "issued_from" || p.field == "issued_to" {
-                        page.date_errors.entry(p.field).or_insert(p.message);
+                        let message = date_problem(tr, &p.field, &page.issued_from, &page.issued_to);
+                        page.date_errors.entry(p.field).or_insert(message);
                     } else {
                         page.error = Some(format!("{}: {}", p.field, p.message));
                     }
                 }
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(signed.localize(e)),
         },
     }
     Ok(render(&page))
 }
 
-fn row(v: &CertView) -> Row {
+/// What is wrong with the date range's `field`, in the user's language: a day that is not
+/// one, or the end before the start (the API's two problems with these fields).
+fn date_problem(tr: &Catalogue, field: &str, from: &str, to: &str) -> String {
+    let value = if field == "issued_from" { from } else { to };
+    match value.parse::<kp_protocol::Date>() {
+        Ok(_) => tr.t1("certificates-date-order", "from", from),
+        Err(_) => tr.t1("certificates-date-invalid", "value", value),
+    }
+}
+
+fn row(tr: &Catalogue, v: &CertView) -> Row {
     Row {
         number: v.number.clone(),
-        direction: direction_str(v.direction),
+        direction: direction_name(tr, v.direction),
         peer: v.peer.to_string(),
-        status: v.status.as_str(),
-        issued_on: v.issued_on.to_string(),
-        parcels: v.parcels,
-        carats: v.carats.clone(),
+        status: status_name(tr, v.status),
+        issued_on: tr.date(v.issued_on),
+        parcels: tr.number(v.parcels),
+        carats: tr.decimal(&v.carats),
     }
 }
 
@@ -184,14 +210,17 @@ struct Step {
 #[derive(Template)]
 #[template(path = "certificate.html")]
 struct CertificatePage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     number: String,
-    direction: &'static str,
+    direction: String,
     peer: String,
-    status: &'static str,
+    /// The status's name in the user's language, and its code (`data-status`).
+    status: String,
+    status_code: &'static str,
     issued_on: String,
     expires_on: String,
-    parcels: u32,
+    parcels: String,
     carats: String,
     value_usd: String,
     exporter: String,
@@ -218,70 +247,78 @@ struct ConfirmForm {
     remarks: String,
 }
 
-fn timeline(v: &CertView) -> Vec<Step> {
+fn timeline(tr: &Catalogue, v: &CertView) -> Vec<Step> {
     let mut steps = Vec::new();
     let issuer = v.certificate.as_ref().map_or_else(
-        || "the exporting authority".to_owned(),
+        || tr.t("timeline-exporting-authority"),
         |c| format!("{} ({})", c.content.issuing_authority, c.content.exporting_participant),
     );
     // Who on this node did it: the officer its log entry names.
-    let by = |o: &Option<crate::store::Officer>| {
-        o.as_ref().map(|o| format!(" — officer: {o}")).unwrap_or_default()
+    let by = |what: String, o: &Option<crate::store::Officer>| match o {
+        Some(o) => tr.format("timeline-officer", &[("step", what.into()), ("officer", o.to_string().into())]),
+        None => what,
     };
     let o = &v.officers;
     steps.push(Step {
-        at: v.signed_at.to_string(),
-        what: format!("Issued and signed by {issuer}{}", by(&o.issued)),
+        at: tr.datetime(v.signed_at),
+        what: by(tr.t1("timeline-issued", "issuer", issuer), &o.issued),
     });
     if let Some(at) = v.delivered_at {
         let what = match (&v.receipt, v.direction) {
-            (Some(r), _) => format!(
-                "Delivered: {}'s node stored it at entry {} of its log (its signed receipt)",
-                r.receiver, r.receiver_log_seq
+            (Some(r), _) => tr.format(
+                "timeline-delivered-receipt",
+                &[
+                    ("receiver", r.receiver.to_string().into()),
+                    ("entry", tr.number(r.receiver_log_seq).into()),
+                ],
             ),
-            (None, Direction::In) => "Received by this node".to_owned(),
-            (None, _) => "Delivered".to_owned(),
+            (None, Direction::In) => tr.t("timeline-received"),
+            (None, _) => tr.t("timeline-delivered"),
         };
-        steps.push(Step { at: at.to_string(), what });
+        steps.push(Step { at: tr.datetime(at), what });
     }
     if let Some(r) = &v.rejection {
-        steps.push(Step {
-            at: r.at.to_string(),
-            what: format!("Refused by the importer's node: {}", r.detail),
-        });
+        steps.push(Step { at: tr.datetime(r.at), what: tr.t1("timeline-refused", "detail", &r.detail) });
     }
     if let Some(c) = &v.confirmation {
-        let what = match &c.record.discrepancy {
-            Some(d) => format!(
-                "Import confirmed with a discrepancy: {d} (received {} parcel(s), {} carats on {})",
-                c.record.parcels, c.record.carats, c.record.received_on
-            ),
-            None => format!(
-                "Import confirmed: {} parcel(s), {} carats received on {}",
-                c.record.parcels, c.record.carats, c.record.received_on
-            ),
+        let rec = &c.record;
+        let mut args = vec![
+            ("parcels", fluent_count(rec.parcels)),
+            ("carats", tr.decimal(&rec.carats.to_string()).into()),
+            ("received_on", tr.date(rec.received_on).into()),
+        ];
+        let what = match &rec.discrepancy {
+            Some(d) => {
+                args.push(("difference", d.to_string().into()));
+                tr.format("timeline-confirmed-discrepancy", &args)
+            }
+            None => tr.format("timeline-confirmed", &args),
         };
-        steps.push(Step { at: c.record.confirmed_at.to_string(), what: what + &by(&o.confirmed) });
+        steps.push(Step { at: tr.datetime(rec.confirmed_at), what: by(what, &o.confirmed) });
     }
     if let Some(r) = &v.resolution {
-        steps.push(Step {
-            at: r.resolved_at.to_string(),
-            what: format!(
-                "Discrepancy resolved by {} ({}): {}{}",
-                r.resolved_by,
-                r.participant,
-                r.note,
-                by(&o.resolved)
-            ),
-        });
+        let what = tr.format(
+            "timeline-resolved",
+            &[
+                ("by", r.resolved_by.clone().into()),
+                ("participant", r.participant.to_string().into()),
+                ("note", r.note.clone().into()),
+            ],
+        );
+        steps.push(Step { at: tr.datetime(r.resolved_at), what: by(what, &o.resolved) });
     }
     if let Some(void) = &v.void {
         steps.push(Step {
-            at: void.voided_at.to_string(),
-            what: format!("Voided: {}{}", void.reason, by(&o.voided)),
+            at: tr.datetime(void.voided_at),
+            what: by(tr.t1("timeline-voided", "reason", &void.reason), &o.voided),
         });
     }
     steps
+}
+
+/// A count as a Fluent number (which picks the plural form).
+fn fluent_count(n: impl Into<u64>) -> fluent_bundle::FluentValue<'static> {
+    fluent_bundle::FluentValue::from(n.into())
 }
 
 fn certificate_page(
@@ -289,11 +326,11 @@ fn certificate_page(
     signed: &SignedIn,
     number: &str,
 ) -> Result<CertificatePage, PageError> {
-    let v = crate::api::show_view(&console.shared, number)?;
-    let can_void =
-        signed.account.role.may(Action::Void) && crate::api::void_refusal(&console.shared, number)?.is_none();
+    let v = crate::api::show_view(&console.shared, number).map_err(|e| signed.localize(e))?;
+    let can_void = signed.account.role.may(Action::Void)
+        && crate::api::void_refusal(&console.shared, number).map_err(|e| signed.localize(e))?.is_none();
     let can_confirm = signed.account.role.may(Action::ConfirmImport)
-        && crate::api::confirm_refusal(&console.shared, number)?.is_none();
+        && crate::api::confirm_refusal(&console.shared, number).map_err(|e| signed.localize(e))?.is_none();
     // What the certificate declares is the likeliest answer: the officer corrects it.
     let confirm = ConfirmForm {
         received_on: console.shared.now().date().to_string(),
@@ -307,20 +344,23 @@ fn certificate_page(
             format!("{} ({})", c.content.importer.name, c.content.importing_participant),
         )
     });
+    let tr = signed.tr();
     Ok(CertificatePage {
+        tr,
         nav: Some(signed.nav()),
         number: v.number.clone(),
-        direction: direction_str(v.direction),
+        direction: direction_name(tr, v.direction),
         peer: v.peer.to_string(),
-        status: v.status.as_str(),
-        issued_on: v.issued_on.to_string(),
-        expires_on: v.expires_on.to_string(),
-        parcels: v.parcels,
-        carats: v.carats.clone(),
-        value_usd: v.value_usd.clone(),
+        status: status_name(tr, v.status),
+        status_code: v.status.as_str(),
+        issued_on: tr.date(v.issued_on),
+        expires_on: tr.date(v.expires_on),
+        parcels: tr.number(v.parcels),
+        carats: tr.decimal(&v.carats),
+        value_usd: tr.decimal(&v.value_usd),
         exporter,
         importer,
-        timeline: timeline(&v),
+        timeline: timeline(tr, &v),
         can_void,
         reason_error: None,
         can_confirm,
@@ -346,11 +386,11 @@ pub(super) async fn void(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     signed.check_csrf(&form)?;
-    signed.require(Action::Void, "void certificates")?;
+    signed.require(Action::Void, Msg("forbidden-void"))?;
     let reason = field(&form, "reason").unwrap_or("").trim();
     if reason.is_empty() {
         let mut page = certificate_page(&console, &signed, &number)?;
-        page.reason_error = Some("Say why the certificate is voided; the importer sees the reason.".into());
+        page.reason_error = Some(page.tr.t("void-reason-missing"));
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
     }
     match crate::api::void_certificate(&console.shared, &number, reason, &signed.officer()).await {
@@ -361,7 +401,7 @@ pub(super) async fn void(
         Err(e) => {
             let (status, message) = e.status_and_message();
             if status != StatusCode::UNPROCESSABLE_ENTITY {
-                return Err(PageError::new(status, message));
+                return Err(signed.localize(PageError::new(status, message)));
             }
             let mut page = certificate_page(&console, &signed, &number)?;
             page.reason_error = Some(message.trim_start_matches("reason: ").to_owned());
@@ -379,7 +419,7 @@ pub(super) async fn confirm(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     signed.check_csrf(&form)?;
-    signed.require(Action::ConfirmImport, "confirm imports")?;
+    signed.require(Action::ConfirmImport, Msg("forbidden-confirm"))?;
     let value = |name: &str| field(&form, name).unwrap_or("").trim().to_owned();
     let typed = ConfirmForm {
         received_on: value("received_on"),
@@ -389,7 +429,8 @@ pub(super) async fn confirm(
     };
     let mut errors = BTreeMap::new();
     let parcels = typed.parcels.parse::<u32>().unwrap_or_else(|_| {
-        errors.insert("parcels".to_owned(), format!("{:?} is not a whole number of parcels", typed.parcels));
+        errors
+            .insert("parcels".to_owned(), signed.tr().t1("confirm-parcels-invalid", "value", &typed.parcels));
         0
     });
     if errors.is_empty() {
@@ -410,7 +451,7 @@ pub(super) async fn confirm(
                         errors.entry(p.field).or_insert(p.message);
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(signed.localize(e)),
             },
         }
     }
@@ -423,10 +464,10 @@ pub(super) async fn confirm(
 /// The signed certificate as a `.kpc` download.
 pub(super) async fn kpc(
     State(console): State<Arc<Console>>,
-    _signed: SignedIn,
+    signed: SignedIn,
     Path(number): Path<String>,
 ) -> PageResult {
-    let text = crate::api::kpc_text(&console.shared, &number)?;
+    let text = crate::api::kpc_text(&console.shared, &number).map_err(|e| signed.localize(e))?;
     let disposition = format!(
         "attachment; filename=\"{}.kpc\"",
         number.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect::<String>()

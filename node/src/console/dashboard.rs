@@ -14,6 +14,7 @@ use askama::Template;
 use axum::extract::State;
 
 use super::{render, Console, Nav, PageResult, SignedIn};
+use crate::service::i18n::Catalogue;
 use crate::store::CertStatus;
 
 /// How long counts by status are shown without a recount.
@@ -36,7 +37,8 @@ struct CountsState {
 #[derive(Debug, Clone)]
 struct Counted {
     at: Instant,
-    at_text: String,
+    /// When they were counted, by the node's clock.
+    at_time: kp_protocol::Timestamp,
     counts: Vec<(CertStatus, u64)>,
 }
 
@@ -62,7 +64,7 @@ impl StatusCounts {
             state.counting = false;
             match result {
                 Ok(counts) => {
-                    state.last = Some(Counted { at: Instant::now(), at_text: now.to_string(), counts });
+                    state.last = Some(Counted { at: Instant::now(), at_time: now, counts });
                 }
                 Err(e) => tracing::warn!(error = %e, "the dashboard could not count certificates by status"),
             }
@@ -76,7 +78,9 @@ impl StatusCounts {
 #[derive(Debug)]
 struct StatusCount {
     status: &'static str,
-    count: u64,
+    /// The status's name in the user's language.
+    name: String,
+    count: String,
 }
 
 /// A partner's link, as the dashboard shows it.
@@ -86,21 +90,22 @@ struct LinkRow {
     authority: String,
     up: bool,
     last_delivery: String,
-    queued: u64,
+    queued: String,
     last_error: String,
 }
 
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct DashboardPage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     participant: String,
     authority: String,
     fingerprint: String,
-    certificates_out: u64,
-    certificates_in: u64,
-    under_vigilance: u64,
-    log_entries: u64,
+    certificates_out: String,
+    certificates_in: String,
+    under_vigilance: String,
+    log_entries: String,
     warnings: Vec<String>,
     links: Vec<LinkRow>,
     /// Certificates by status (`None` while the first count runs), and when they were counted.
@@ -109,7 +114,8 @@ struct DashboardPage {
 }
 
 pub(super) async fn page(State(console): State<Arc<Console>>, signed: SignedIn) -> PageResult {
-    let status = crate::api::status_view(&console.shared)?;
+    let status = crate::api::status_view(&console.shared).map_err(|e| signed.localize(e))?;
+    let tr = signed.tr();
     let links = status
         .peers
         .iter()
@@ -122,24 +128,33 @@ pub(super) async fn page(State(console): State<Arc<Console>>, signed: SignedIn) 
                 .link
                 .as_ref()
                 .and_then(|l| l.last_delivery)
-                .map_or_else(|| "—".to_owned(), |t| t.to_string()),
-            queued: p.queued,
+                .map_or_else(|| "—".to_owned(), |t| tr.datetime(t)),
+            queued: tr.number(p.queued),
             last_error: p.link.as_ref().and_then(|l| l.last_error.clone()).unwrap_or_default(),
         })
         .collect();
     let counted = console.counts.get(&console).await;
-    let counted_at = counted.as_ref().map(|c| c.at_text.clone()).unwrap_or_default();
-    let by_status = counted
-        .map(|c| c.counts.into_iter().map(|(s, count)| StatusCount { status: s.as_str(), count }).collect());
+    let counted_at = counted.as_ref().map(|c| tr.datetime(c.at_time)).unwrap_or_default();
+    let by_status = counted.map(|c| {
+        c.counts
+            .into_iter()
+            .map(|(s, count)| StatusCount {
+                status: s.as_str(),
+                name: tr.t(&format!("status-{}", s.as_str())),
+                count: tr.number(count),
+            })
+            .collect()
+    });
     Ok(render(&DashboardPage {
+        tr,
         nav: Some(signed.nav()),
         participant: status.participant.to_string(),
         authority: status.authority,
         fingerprint: status.fingerprint,
-        certificates_out: status.certificates_out,
-        certificates_in: status.certificates_in,
-        under_vigilance: status.certificates_under_vigilance,
-        log_entries: status.log_entries,
+        certificates_out: tr.number(status.certificates_out),
+        certificates_in: tr.number(status.certificates_in),
+        under_vigilance: tr.number(status.certificates_under_vigilance),
+        log_entries: tr.number(status.log_entries),
         warnings: status.warnings,
         links,
         by_status,

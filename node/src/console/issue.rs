@@ -19,8 +19,9 @@ use axum::Form;
 use kp_protocol::registry::ParticipantStatus;
 use serde_json::{Map, Value};
 
-use super::{field, render, Console, Nav, PageResult, SignedIn, CSRF_FIELD};
+use super::{field, render, Console, Msg, Nav, PageResult, SignedIn, CSRF_FIELD};
 use crate::service::accounts::Action;
+use crate::service::i18n::Catalogue;
 use crate::service::issuing::IssueError;
 
 /// The form field holding the button pressed; not part of the certificate.
@@ -267,7 +268,7 @@ struct Input {
     /// "text", "date", "textarea" or "select".
     kind: &'static str,
     value: String,
-    hint: &'static str,
+    hint: String,
     required: bool,
     options: Vec<Choice>,
     error: Option<String>,
@@ -302,6 +303,7 @@ struct Summary {
 #[derive(Template)]
 #[template(path = "issue.html")]
 struct IssuePage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     form_id: String,
     sections: Vec<Section>,
@@ -333,12 +335,13 @@ fn page(
             .and_modify(|m| *m = format!("{m}; {}", p.message))
             .or_insert(p.message.clone());
     }
+    let tr = signed.tr();
     let mut shown = std::collections::BTreeSet::new();
-    let mut input = |path: String, label: &str, kind: &'static str, hint: &'static str, required: bool| {
+    let mut input = |path: String, label: Msg, kind: &'static str, hint: Option<Msg>, required: bool| {
         shown.insert(path.clone());
         let id = input_id(&path);
         let error = errors.get(&path).cloned();
-        let describedby = [(error.is_some(), "error"), (!hint.is_empty(), "hint")]
+        let describedby = [(error.is_some(), "error"), (hint.is_some(), "hint")]
             .iter()
             .filter(|(on, _)| *on)
             .map(|(_, what)| format!("{id}-{what}"))
@@ -347,10 +350,10 @@ fn page(
         Input {
             id,
             describedby,
-            label: label.to_owned(),
+            label: tr.t(label.0),
             kind,
             value: values.get(&path).cloned().unwrap_or_default(),
-            hint,
+            hint: hint.map(|h| tr.t(h.0)).unwrap_or_default(),
             required,
             options: Vec::new(),
             error,
@@ -358,39 +361,36 @@ fn page(
         }
     };
     let mut sections = Vec::new();
-    let mut importing = input("importing_participant".into(), "Importing participant", "select", "", true);
-    importing.options = participants(console, &importing.value);
+    let mut importing =
+        input("importing_participant".into(), Msg("issue-importing-participant"), "select", None, true);
+    importing.options = participants(console, tr, &importing.value);
     sections.push(Section {
-        legend: "Certificate".into(),
+        legend: tr.t("issue-section-certificate"),
         inputs: vec![
-            input(
-                "number".into(),
-                "Number (optional)",
-                "text",
-                "Leave empty: the node numbers the certificate.",
-                false,
-            ),
+            input("number".into(), Msg("issue-number"), "text", Some(Msg("issue-number-hint")), false),
             input(
                 "exporting_participant".into(),
-                "Exporting participant",
+                Msg("issue-exporting-participant"),
                 "text",
-                "This node's participant code (or its union's).",
+                Some(Msg("issue-exporting-participant-hint")),
                 true,
             ),
             importing,
-            input("issuing_authority".into(), "Issuing authority", "text", "", true),
-            input("issued_on".into(), "Issued on", "date", "", true),
-            input("expires_on".into(), "Expires on", "date", "", true),
+            input("issuing_authority".into(), Msg("issue-issuing-authority"), "text", None, true),
+            input("issued_on".into(), Msg("issue-issued-on"), "date", None, true),
+            input("expires_on".into(), Msg("issue-expires-on"), "date", None, true),
         ],
         remove: None,
         add: None,
     });
-    for (who, legend) in [("exporter", "Exporter"), ("importer", "Importer")] {
+    for (who, legend) in
+        [("exporter", Msg("issue-section-exporter")), ("importer", Msg("issue-section-importer"))]
+    {
         sections.push(Section {
-            legend: legend.into(),
+            legend: tr.t(legend.0),
             inputs: vec![
-                input(format!("{who}.name"), "Name", "text", "", true),
-                input(format!("{who}.address"), "Address", "text", "", true),
+                input(format!("{who}.name"), Msg("issue-party-name"), "text", None, true),
+                input(format!("{who}.address"), Msg("issue-party-address"), "text", None, true),
             ],
             remove: None,
             add: None,
@@ -398,59 +398,60 @@ fn page(
     }
     let parcels = count(value, "parcels", 1);
     for i in 0..parcels {
-        let mut hs = input(format!("parcels[{i}].hs_code"), "HS code", "select", "", true);
+        let mut hs = input(format!("parcels[{i}].hs_code"), Msg("issue-hs-code"), "select", None, true);
         hs.options = [
-            ("", "Choose…"),
-            ("7102.10", "7102.10 unsorted"),
-            ("7102.21", "7102.21 industrial"),
-            ("7102.31", "7102.31 non-industrial (gem)"),
+            ("", tr.t("issue-choose")),
+            ("7102.10", tr.t("issue-hs-7102-10")),
+            ("7102.21", tr.t("issue-hs-7102-21")),
+            ("7102.31", tr.t("issue-hs-7102-31")),
         ]
-        .iter()
-        .map(|(v, l)| Choice { value: (*v).into(), label: (*l).into() })
+        .into_iter()
+        .map(|(v, label)| Choice { value: v.into(), label })
         .collect();
         sections.push(Section {
-            legend: format!("Parcel {}", i + 1),
+            legend: tr.t1("issue-section-parcel", "n", i + 1),
             inputs: vec![
                 hs,
                 input(
                     format!("parcels[{i}].carats"),
-                    "Carats",
+                    Msg("issue-carats"),
                     "text",
-                    "A decimal, at most two decimals: 1520.35",
+                    Some(Msg("issue-carats-hint")),
                     true,
                 ),
                 input(
                     format!("parcels[{i}].value_usd"),
-                    "Value (US$)",
+                    Msg("issue-value-usd"),
                     "text",
-                    "A decimal, at most two decimals: 4231000.00",
+                    Some(Msg("issue-value-usd-hint")),
                     true,
                 ),
                 input(
                     format!("parcels[{i}].origin"),
-                    "Origin",
+                    Msg("issue-origin"),
                     "text",
-                    "Participant code of the country of origin, or MIXED.",
+                    Some(Msg("issue-origin-hint")),
                     true,
                 ),
                 input(
                     format!("parcels[{i}].origin_area"),
-                    "Origin area (optional)",
+                    Msg("issue-origin-area"),
                     "text",
-                    "Required for a restricted participant's exports.",
+                    Some(Msg("issue-origin-area-hint")),
                     false,
                 ),
             ],
-            remove: (parcels > 1).then(|| (format!("remove-parcel-{i}"), format!("Remove parcel {}", i + 1))),
+            remove: (parcels > 1)
+                .then(|| (format!("remove-parcel-{i}"), tr.t1("issue-remove-parcel", "n", i + 1))),
             add: (i + 1 == parcels && parcels < MAX_PARCELS)
-                .then(|| ("add-parcel".into(), "Add parcel".into())),
+                .then(|| ("add-parcel".into(), tr.t("issue-add-parcel"))),
         });
     }
     sections.push(Section {
-        legend: "Shipment (optional)".into(),
+        legend: tr.t("issue-section-shipment"),
         inputs: vec![
-            input("shipment.port_of_export".into(), "Port of export", "text", "", false),
-            input("shipment.customs_reference".into(), "Customs reference", "text", "", false),
+            input("shipment.port_of_export".into(), Msg("issue-port-of-export"), "text", None, false),
+            input("shipment.customs_reference".into(), Msg("issue-customs-reference"), "text", None, false),
         ],
         remove: None,
         add: None,
@@ -458,7 +459,7 @@ fn page(
     let declarations = count(value, "declarations", 0);
     // The add button comes after the last declaration (or the shipment, if there is none).
     let add_declaration = (declarations < MAX_DECLARATIONS)
-        .then(|| ("add-declaration".to_owned(), "Add declaration".to_owned()));
+        .then(|| ("add-declaration".to_owned(), tr.t("issue-add-declaration")));
     if declarations == 0 {
         if let Some(last) = sections.last_mut() {
             last.add = add_declaration.clone();
@@ -466,18 +467,30 @@ fn page(
     }
     for i in 0..declarations {
         sections.push(Section {
-            legend: format!("Declaration {}", i + 1),
+            legend: tr.t1("issue-section-declaration", "n", i + 1),
             inputs: vec![
-                input(format!("declarations[{i}].code"), "Code", "text", "E.g. WDC-SoW.", true),
-                input(format!("declarations[{i}].text"), "Text", "textarea", "", true),
+                input(
+                    format!("declarations[{i}].code"),
+                    Msg("issue-declaration-code"),
+                    "text",
+                    Some(Msg("issue-declaration-code-hint")),
+                    true,
+                ),
+                input(
+                    format!("declarations[{i}].text"),
+                    Msg("issue-declaration-text"),
+                    "textarea",
+                    None,
+                    true,
+                ),
             ],
-            remove: Some((format!("remove-declaration-{i}"), format!("Remove declaration {}", i + 1))),
+            remove: Some((format!("remove-declaration-{i}"), tr.t1("issue-remove-declaration", "n", i + 1))),
             add: if i + 1 == declarations { add_declaration.clone() } else { None },
         });
     }
     sections.push(Section {
-        legend: "Remarks (optional)".into(),
-        inputs: vec![input("remarks".into(), "Remarks", "textarea", "", false)],
+        legend: tr.t("issue-section-remarks"),
+        inputs: vec![input("remarks".into(), Msg("issue-remarks"), "textarea", None, false)],
         remove: None,
         add: None,
     });
@@ -492,6 +505,7 @@ fn page(
         })
         .collect();
     IssuePage {
+        tr,
         nav: Some(signed.nav()),
         form_id,
         sections,
@@ -504,31 +518,41 @@ fn page(
 /// The importing participant picker: the registry's participants in force today but this
 /// node's own, each marked with its standing. A suspended one stays listed (marked) so the
 /// officer sees why it cannot be chosen; the server refuses it, as the API does.
-fn participants(console: &Console, selected: &str) -> Vec<Choice> {
+fn participants(console: &Console, tr: &Catalogue, selected: &str) -> Vec<Choice> {
     let registry = console.shared.registry.get();
     let on = registry.on(console.shared.now().date());
-    let mut out = vec![Choice { value: String::new(), label: "Choose…".into() }];
+    let mut out = vec![Choice { value: String::new(), label: tr.t("issue-choose") }];
     for e in on.entries() {
         if e.code == console.shared.me {
             continue;
         }
-        let mark = match e.status {
-            ParticipantStatus::Active => String::new(),
-            ParticipantStatus::Suspended => " — suspended: certificates are refused".into(),
-            ParticipantStatus::Restricted => " — restricted: only within its restriction".into(),
+        let (code, name) = (e.code.to_string(), e.name.to_string());
+        let label = match e.status {
+            ParticipantStatus::Active => format!("{code} — {name}"),
+            ParticipantStatus::Suspended => tr.format(
+                "issue-participant-suspended",
+                &[("code", code.clone().into()), ("name", name.into())],
+            ),
+            ParticipantStatus::Restricted => tr.format(
+                "issue-participant-restricted",
+                &[("code", code.clone().into()), ("name", name.into())],
+            ),
         };
-        out.push(Choice { value: e.code.to_string(), label: format!("{} — {}{mark}", e.code, e.name) });
+        out.push(Choice { value: code, label });
     }
     // A code typed elsewhere (or no longer in force) stays selected, so it is shown back.
     if !selected.is_empty() && !out.iter().any(|c| c.value == selected) {
-        out.push(Choice { value: selected.to_owned(), label: format!("{selected} — not in the registry") });
+        out.push(Choice {
+            value: selected.to_owned(),
+            label: tr.t1("issue-participant-unknown", "code", selected),
+        });
     }
     out
 }
 
 /// The empty form: today's date, this node's participant and authority, one parcel.
 pub(super) async fn form(State(console): State<Arc<Console>>, signed: SignedIn) -> PageResult {
-    signed.require(Action::Issue, "issue certificates")?;
+    signed.require(Action::Issue, Msg("forbidden-issue"))?;
     let value = serde_json::json!({
         "exporting_participant": console.shared.me.to_string(),
         "issuing_authority": console.shared.config.authority.as_str(),
@@ -548,7 +572,7 @@ pub(super) async fn submit(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     signed.check_csrf(&form)?;
-    signed.require(Action::Issue, "issue certificates")?;
+    signed.require(Action::Issue, Msg("forbidden-issue"))?;
     let form_id = field(&form, FORM_ID_FIELD)
         .filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
         .map_or_else(super::session::random_token, str::to_owned);
@@ -600,7 +624,7 @@ pub(super) async fn submit(
             let page = page(&console, &signed, form_id, &value, problems);
             Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
         }
-        Err(e) => Err(crate::api::ApiError::from(e).into()),
+        Err(e) => Err(signed.localize(crate::api::ApiError::from(e))),
     }
 }
 

@@ -9,12 +9,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 
-use super::session::{self, LockedOut};
+use super::session;
 use super::{
-    cookie, field, render, set_cookie, Console, Nav, PageError, PageResult, SignedIn, Source, LOGIN_COOKIE,
+    cookie, field, render, set_cookie, Client, Console, Nav, PageError, PageResult, SignedIn, LOGIN_COOKIE,
     SESSION_COOKIE,
 };
-use crate::service::accounts::{self, SignInError};
+use crate::service::accounts::{self, AccountError, SignInError};
+use crate::service::i18n::{self, Catalogue};
+use crate::state::throttle::{LockedOut, Refusal};
 
 /// Stands for any malformed name (which no account has) in the throttle, the log and the form.
 const INVALID_NAME: &str = "(not a valid name)";
@@ -31,6 +33,7 @@ fn shown(name: String) -> String {
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     csrf: String,
     name: String,
@@ -38,33 +41,46 @@ struct LoginPage {
 }
 
 /// The sign-in form, with a fresh CSRF token in a short-lived cookie and in the form.
-pub(super) async fn form(headers: HeaderMap) -> Response {
-    login_page(&headers, String::new(), None, StatusCode::OK)
+pub(super) async fn form(client: Client, headers: HeaderMap) -> Response {
+    login_page(client, &headers, String::new(), None, StatusCode::OK)
 }
 
-fn login_page(headers: &HeaderMap, name: String, error: Option<String>, status: StatusCode) -> Response {
+/// The sign-in page's language, before anyone is signed in: the browser's first choice the
+/// console speaks (`Accept-Language`), else English.
+fn browser_language(headers: &HeaderMap) -> &'static Catalogue {
+    let accepted = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    i18n::negotiate(accepted)
+}
+
+fn login_page(
+    client: Client,
+    headers: &HeaderMap,
+    name: String,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
     let csrf = session::random_token();
-    let page = LoginPage { nav: None, csrf: csrf.clone(), name, error };
+    let page = LoginPage { tr: browser_language(headers), nav: None, csrf: csrf.clone(), name, error };
     let mut response = (status, render(&page)).into_response();
     response
         .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(headers, LOGIN_COOKIE, &csrf, "/login", 3600));
+        .append(header::SET_COOKIE, set_cookie(client.tls, LOGIN_COOKIE, &csrf, "/login", 3600));
     response
 }
 
 pub(super) async fn submit(
     State(console): State<Arc<Console>>,
-    Source(source): Source,
+    client: Client,
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
+    let tr = browser_language(&headers);
     let sent = field(&form, super::CSRF_FIELD).unwrap_or("");
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
     if expected.is_empty() || !session::same_secret(sent, expected) {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "This sign-in form is too old or was not sent from this console. Open the sign-in page again.",
-        ));
+        let mut e = PageError::new(StatusCode::FORBIDDEN, tr.t("login-csrf"));
+        e.tr = Some(tr);
+        return Err(e);
     }
     // Only a well-formed name is remembered, logged or shown again as typed: the throttle's
     // table and the log must not hold whatever a form body of up to FORM_BODY_LIMIT carries.
@@ -72,21 +88,24 @@ pub(super) async fn submit(
     let name = if accounts::check_name(typed).is_ok() { typed.to_owned() } else { INVALID_NAME.to_owned() };
     let password = field(&form, "password").unwrap_or("").to_owned();
     let now = Instant::now();
+    let source = client.source;
     // Held until the password is checked: at most MAX_VERIFYING Argon2 runs at once.
     let Ok(_permit) = console.verifying.try_acquire() else {
         tracing::warn!(user = %name, %source, "console sign-in refused: too many sign-ins at once");
-        let why = "Too many sign-ins at once, try again in a moment.".to_owned();
-        return Ok(login_page(&headers, shown(name), Some(why), StatusCode::SERVICE_UNAVAILABLE));
+        let why = tr.t("login-busy");
+        return Ok(login_page(client, &headers, shown(name), Some(why), StatusCode::SERVICE_UNAVAILABLE));
     };
     // The attempt counts as failed from here (under the throttle's lock) until the password
     // proves right, so parallel guesses cannot all pass the check before any is counted.
-    if let Err(LockedOut { remaining }) = console.throttle.check(&name, source, now) {
+    if let Err(LockedOut { why, remaining }) = console.shared.sign_in_throttle.check(&name, source, now) {
         let minutes = remaining.as_secs().div_ceil(60);
-        tracing::warn!(user = %name, %source, "console sign-in refused: locked out after repeated wrong passwords");
-        let why = format!(
-            "Too many wrong passwords: signing in as this user or from this address is locked for {minutes} more minute(s)."
-        );
-        return Ok(login_page(&headers, shown(name), Some(why), StatusCode::TOO_MANY_REQUESTS));
+        tracing::warn!(user = %name, %source, ?why, "console sign-in refused: locked out after repeated wrong passwords");
+        let why = match why {
+            Refusal::AccountFromAddress => tr.count("login-locked-account", minutes as usize),
+            Refusal::Address => tr.count("login-locked-address", minutes as usize),
+            Refusal::SlowedDown => tr.count("login-slowed", remaining.as_secs().max(1) as usize),
+        };
+        return Ok(login_page(client, &headers, shown(name), Some(why), StatusCode::TOO_MANY_REQUESTS));
     }
     let store = console.shared.store.clone();
     let (n, p) = (name.clone(), password);
@@ -100,17 +119,16 @@ pub(super) async fn submit(
             tracing::info!(user = %name, %source, ?refusal, "console sign-in refused");
             // A disabled account is answered as a wrong password: the answer must not tell
             // a guesser that the password was right.
-            let why = "The name or the password is wrong.";
-            return Ok(login_page(&headers, shown(name), Some(why.to_owned()), StatusCode::UNAUTHORIZED));
+            let why = tr.t("login-wrong");
+            return Ok(login_page(client, &headers, shown(name), Some(why), StatusCode::UNAUTHORIZED));
         }
         Err(SignInError::Account(e)) => return Err(e.into()),
     };
-    console.throttle.succeeded(&account.name, source);
-    let Some((id, _)) = console.sessions.open(&account.name, now) else {
-        return Err(PageError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many people are signed in to this node; try again later.",
-        ));
+    console.shared.sign_in_throttle.succeeded(&account.name, source);
+    let Some((id, _)) = console.sessions.open(&account.name, account.password_generation, now) else {
+        let mut e = PageError::new(StatusCode::SERVICE_UNAVAILABLE, tr.t("login-too-many-sessions"));
+        e.tr = Some(tr);
+        return Err(e);
     };
     tracing::info!(user = %account.name, role = %account.role, %source, "console sign-in");
     let next = if account.must_change_password { "/password" } else { "/" };
@@ -118,14 +136,14 @@ pub(super) async fn submit(
     let max_age = session::LIFETIME.as_secs();
     response
         .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&headers, SESSION_COOKIE, &id, "/", max_age));
-    response.headers_mut().append(header::SET_COOKIE, set_cookie(&headers, LOGIN_COOKIE, "", "/login", 0));
+        .append(header::SET_COOKIE, set_cookie(client.tls, SESSION_COOKIE, &id, "/", max_age));
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(client.tls, LOGIN_COOKIE, "", "/login", 0));
     Ok(response)
 }
 
 pub(super) async fn logout(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    client: Client,
     signed: SignedIn,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
@@ -133,14 +151,17 @@ pub(super) async fn logout(
     console.sessions.close(&signed.session_id);
     tracing::info!(user = %signed.account.name, "console sign-out");
     let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().append(header::SET_COOKIE, set_cookie(&headers, SESSION_COOKIE, "", "/", 0));
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(client.tls, SESSION_COOKIE, "", "/", 0));
     Ok(response)
 }
 
 #[derive(Template)]
 #[template(path = "password.html")]
 struct PasswordPage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
+    /// The languages the console speaks: (code, the language's own name).
+    languages: Vec<(&'static str, String)>,
     must_change: bool,
     current_error: Option<String>,
     new_error: Option<String>,
@@ -152,7 +173,12 @@ impl PasswordPage {
     /// The form as first shown: no errors yet.
     fn new(signed: &SignedIn) -> PasswordPage {
         PasswordPage {
+            tr: signed.tr(),
             nav: Some(signed.nav()),
+            languages: i18n::codes()
+                .into_iter()
+                .map(|c| (c, i18n::catalogue(c).t("language-name")))
+                .collect(),
             must_change: signed.account.must_change_password,
             current_error: None,
             new_error: None,
@@ -177,7 +203,7 @@ pub(super) async fn password_submit(
     let repeat = field(&form, "repeat_password").unwrap_or("");
     let mut page = PasswordPage::new(&signed);
     if new != repeat {
-        page.repeat_error = Some("The two new passwords differ.".into());
+        page.repeat_error = Some(page.tr.t("password-differ"));
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
     }
     let store = console.shared.store.clone();
@@ -188,10 +214,15 @@ pub(super) async fn password_submit(
         accounts::change_own_password(&store, &name, &current, &new, now).map_err(SignInError::Account)
     })
     .await
-    .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("password task failed: {e}")))?;
+    .map_err(|e| {
+        signed
+            .localize(PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("password task failed: {e}")))
+    })?;
     match result {
-        Ok(_) => {
-            // Other sessions of this user (a forgotten terminal) end with the old password.
+        Ok(account) => {
+            // Other sessions of this user (a forgotten terminal) end with the old password:
+            // they hold the old generation. This one goes on under the new one.
+            console.sessions.set_generation(&signed.session_id, account.password_generation);
             console.sessions.close_user(&signed.account.name, Some(&signed.session_id));
             tracing::info!(user = %signed.account.name, "console password changed");
             page.must_change = false;
@@ -199,13 +230,40 @@ pub(super) async fn password_submit(
             Ok(render(&page))
         }
         Err(SignInError::Refused(_)) => {
-            page.current_error = Some("The current password is wrong.".into());
+            page.current_error = Some(page.tr.t("password-current-wrong"));
             Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
         }
         Err(SignInError::Account(e)) if e.field() == "password" => {
-            page.new_error = Some(e.to_string().trim_start_matches("password: ").to_owned());
+            page.new_error = Some(match e {
+                AccountError::PasswordTooShort => page.tr.count("password-too-short", accounts::MIN_PASSWORD),
+                AccountError::PasswordTooLong => page.tr.count("password-too-long", accounts::MAX_PASSWORD),
+                _ => page.tr.t("password-unchanged"),
+            });
             Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
         }
-        Err(SignInError::Account(e)) => Err(e.into()),
+        Err(SignInError::Account(e)) => Err(signed.localize(e)),
     }
+}
+
+/// The user's choice of language (the form on the password page): stored with the account,
+/// so every later page speaks it.
+pub(super) async fn language_submit(
+    State(console): State<Arc<Console>>,
+    signed: SignedIn,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    signed.check_csrf(&form)?;
+    let language = field(&form, "language").unwrap_or("");
+    accounts::set_language(&console.shared.store, &signed.account.name, language).map_err(|e| match e {
+        AccountError::UnknownLanguage(code) => signed.localize(PageError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            signed.tr().format(
+                "language-unknown",
+                &[("code", code.into()), ("codes", i18n::codes().join(", ").into())],
+            ),
+        )),
+        e => signed.localize(e),
+    })?;
+    tracing::info!(user = %signed.account.name, language, "console language changed");
+    Ok(Redirect::to("/password").into_response())
 }

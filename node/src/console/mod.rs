@@ -10,7 +10,8 @@
 //! anything else ([`SignedIn::check_csrf`]); every action checks the user's role on the
 //! server ([`SignedIn::require`]), answering 403 and changing nothing; the session cookie is
 //! HttpOnly and SameSite=Strict, and Secure when the reverse proxy says the request came over
-//! TLS (`X-Forwarded-Proto: https`).
+//! TLS (`X-Forwarded-Proto: https`). Forwarded headers are believed only from the addresses in
+//! `api.trusted_proxies` ([`Client`]).
 //!
 //! # Layout
 //! [`login`]: sign-in, sign-out, the change of password; [`dashboard`]: the node at a glance;
@@ -45,8 +46,9 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::service::accounts::{self, Account, Action, Role};
+use crate::service::i18n::{self, Catalogue};
 use crate::state::Shared;
-use session::{Session, Sessions, Throttle};
+use session::{Session, Sessions};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "kpnode_session";
@@ -60,7 +62,6 @@ pub const CSRF_FIELD: &str = "csrf";
 pub struct Console {
     shared: Arc<Shared>,
     sessions: Sessions,
-    throttle: Throttle,
     /// Argon2 verifications of sign-ins running at once, at most [`MAX_VERIFYING`]: each
     /// takes ~19 MiB and a core for a moment, so a burst of sign-ins cannot take the node's
     /// memory.
@@ -83,7 +84,6 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let console = Arc::new(Console {
         shared,
         sessions: Sessions::default(),
-        throttle: Throttle::default(),
         verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
         counts: dashboard::StatusCounts::default(),
         stats: statistics::StatsCache::default(),
@@ -93,6 +93,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/password", get(login::password_form).post(login::password_submit))
+        .route("/language", post(login::language_submit))
         .route("/certificates", get(certificates::list))
         // The issue form of a thousand parcels is larger than any other form: it may be as
         // large as a certificate posted to the API.
@@ -154,7 +155,8 @@ async fn page_headers(mut response: Response) -> Response {
 #[derive(Debug, Clone)]
 pub struct Nav {
     pub user: String,
-    pub role: Role,
+    /// The role's name in the user's language.
+    pub role: String,
     pub csrf: String,
     /// Whether the role may issue certificates (the menu offers the form).
     pub can_issue: bool,
@@ -174,7 +176,45 @@ pub struct SignedIn {
     pub account: Account,
 }
 
+/// A catalogue key passed around as a value, written `Msg` of the key's string literal so the
+/// catalogue test finds it.
+#[derive(Debug, Clone, Copy)]
+pub struct Msg(pub &'static str);
+
+/// The name of `role` in the language of `tr`.
+pub fn role_name(tr: &Catalogue, role: Role) -> String {
+    tr.t(&format!("role-{}", role.as_str()))
+}
+
+/// The catalogue keys made at run time (`role-…`, `status-…`, `direction-…`,
+/// `participant-status-…`, `error-title-…`):
+/// the catalogue test adds them to the keys it finds written out.
+pub fn dynamic_keys() -> Vec<String> {
+    let mut keys: Vec<String> = Role::ALL.iter().map(|r| format!("role-{}", r.as_str())).collect();
+    keys.extend(crate::store::CertStatus::ALL.iter().map(|s| format!("status-{}", s.as_str())));
+    keys.extend(["out", "in", "local"].iter().map(|d| format!("direction-{d}")));
+    keys.extend(participants::STATUSES.iter().map(|s| format!("participant-status-{}", s.as_str())));
+    keys.extend(ERROR_TITLES.iter().map(|c| format!("error-title-{c}")));
+    keys
+}
+
+/// The statuses whose error page has a title of its own (`error-title-<code>`); any other
+/// has `error-title`.
+const ERROR_TITLES: [u16; 9] = [400, 403, 404, 409, 413, 422, 429, 500, 503];
+
 impl SignedIn {
+    /// The user's catalogue: the language stored with the account.
+    pub fn tr(&self) -> &'static Catalogue {
+        i18n::catalogue(&self.account.language)
+    }
+
+    /// `e` as a page in the user's language.
+    pub fn localize(&self, e: impl Into<PageError>) -> PageError {
+        let mut e = e.into();
+        e.tr = Some(self.tr());
+        e
+    }
+
     /// The officer of what this user does: the log entries name their account.
     pub fn officer(&self) -> crate::store::Officer {
         crate::state::officer_named(&self.account.name)
@@ -183,7 +223,7 @@ impl SignedIn {
     pub fn nav(&self) -> Nav {
         Nav {
             user: self.account.name.clone(),
-            role: self.account.role,
+            role: role_name(self.tr(), self.account.role),
             csrf: self.session.csrf.clone(),
             can_issue: self.account.role.may(Action::Issue),
             can_verify: self.account.role.may(Action::Verify),
@@ -200,23 +240,19 @@ impl SignedIn {
         if session::same_secret(sent, &self.session.csrf) {
             Ok(())
         } else {
-            Err(PageError::new(
-                StatusCode::FORBIDDEN,
-                "This form was not sent from this console session (its security token is missing or old). \
-Reload the page and send the form again.",
-            ))
+            Err(self.localize(PageError::new(StatusCode::FORBIDDEN, self.tr().t("error-csrf"))))
         }
     }
 
-    /// Refuses an action the user's role does not allow (403), before anything is done.
-    pub fn require(&self, action: Action, what: &str) -> Result<(), PageError> {
+    /// Refuses an action the user's role does not allow (403), before anything is done;
+    /// `refusal` says so, with the role's name as `{ $role }`.
+    pub fn require(&self, action: Action, refusal: Msg) -> Result<(), PageError> {
         if self.account.role.may(action) {
             Ok(())
         } else {
-            Err(PageError::new(
-                StatusCode::FORBIDDEN,
-                format!("Your role ({}) may not {what}. Ask a supervisor.", self.account.role),
-            ))
+            let tr = self.tr();
+            let message = tr.t1(refusal.0, "role", role_name(tr, self.account.role));
+            Err(self.localize(PageError::new(StatusCode::FORBIDDEN, message)))
         }
     }
 }
@@ -234,7 +270,13 @@ impl FromRequestParts<Arc<Console>> for SignedIn {
         let Some(id) = cookie(&parts.headers, SESSION_COOKIE) else { return Err(to_login()) };
         let Some(session) = console.sessions.touch(id, Instant::now()) else { return Err(to_login()) };
         let account = match accounts::get(&console.shared.store, &session.user) {
-            Ok(a) if !a.disabled => a,
+            // A password set since this session signed in (`users passwd`, or the user's own
+            // change from another session) ends it, as does disabling the account.
+            Ok(a) if !a.disabled && a.password_generation == session.generation => a,
+            Ok(a) if !a.disabled => {
+                console.sessions.close(id);
+                return Err(to_login());
+            }
             Ok(_) | Err(accounts::AccountError::NotFound(_)) => {
                 console.sessions.close_user(&session.user, None);
                 return Err(to_login());
@@ -261,71 +303,89 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Whether the request reached the reverse proxy over TLS: then cookies are marked Secure.
-fn over_tls(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
-}
-
-/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Secure over TLS; `max_age` 0 deletes it.
-pub fn set_cookie(headers: &HeaderMap, name: &str, value: &str, path: &str, max_age: u64) -> HeaderValue {
-    let secure = if over_tls(headers) { "; Secure" } else { "" };
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Secure when `secure` (the request came
+/// over TLS, see [`Client`]); `max_age` 0 deletes it.
+pub fn set_cookie(secure: bool, name: &str, value: &str, path: &str, max_age: u64) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
     let text = format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}");
     // Names and values are ours (hex tokens, fixed names): always a valid header value.
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The address a request comes from (see [`source_address`]), for the sign-in throttle.
+/// Where a request comes from, as far as the console can tell: the address the sign-in
+/// throttle counts, and whether it came over TLS (then cookies are marked Secure).
 #[derive(Debug, Clone, Copy)]
-pub struct Source(pub IpAddr);
+pub struct Client {
+    pub source: IpAddr,
+    pub tls: bool,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for Source {
+impl FromRequestParts<Arc<Console>> for Client {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Source, Self::Rejection> {
-        Ok(Source(source_address(parts)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        console: &Arc<Console>,
+    ) -> Result<Client, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        Ok(client(peer, &parts.headers, &console.shared.config.api.trusted_proxies))
     }
 }
 
-/// The address a sign-in comes from: the connection's, or, when that is the loopback
-/// reverse proxy, the last address it added to `X-Forwarded-For`.
-pub fn source_address(parts: &Parts) -> IpAddr {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    if !peer.is_loopback() {
-        return peer;
+/// The client of a request from `peer` with `headers`. Only when `peer` is one of the
+/// `trusted` reverse proxies are its headers believed: the source is then the last address of
+/// `X-Forwarded-For` that is not itself a trusted proxy (each proxy appends the address it
+/// was reached from; anything before that the client could have written), and TLS is its
+/// `X-Forwarded-Proto: https`. From any other peer, the headers are ignored: the peer's own
+/// address is the source, and the connection (plain HTTP) is not TLS.
+pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> Client {
+    let peer = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let canonical = |a: IpAddr| a.to_canonical();
+    if !trusted.iter().any(|t| canonical(*t) == canonical(peer)) {
+        return Client { source: peer, tls: false };
     }
-    parts
-        .headers
+    let forwarded: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-        .next_back()
-        .unwrap_or(peer)
+        .map(str::trim)
+        .collect();
+    let mut source = peer;
+    for item in forwarded.iter().rev() {
+        // A malformed entry stops the walk at the last trusted hop: never an address the
+        // client picked.
+        let Ok(a) = item.parse::<IpAddr>() else { break };
+        source = a;
+        if !trusted.iter().any(|t| canonical(*t) == canonical(a)) {
+            break;
+        }
+    }
+    let tls = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("https")));
+    Client { source, tls }
 }
 
-/// An error answered as a page, with its status.
+/// An error answered as a page, with its status, in the user's language when known.
 #[derive(Debug)]
 pub struct PageError {
     pub status: StatusCode,
     pub message: String,
+    /// The user's catalogue ([`SignedIn::localize`]); English when `None`.
+    pub tr: Option<&'static Catalogue>,
 }
 
 impl PageError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> PageError {
-        PageError { status, message: message.into() }
+        PageError { status, message: message.into(), tr: None }
     }
 }
 
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     title: &'a str,
     message: &'a str,
@@ -333,8 +393,14 @@ struct ErrorPage<'a> {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let title = self.status.canonical_reason().unwrap_or("Error");
-        let page = ErrorPage { nav: None, title, message: &self.message };
+        let tr = self.tr.unwrap_or_else(|| i18n::catalogue(i18n::DEFAULT_LANGUAGE));
+        let code = self.status.as_u16();
+        let title = if ERROR_TITLES.contains(&code) {
+            tr.t(&format!("error-title-{code}"))
+        } else {
+            tr.t("error-title")
+        };
+        let page = ErrorPage { tr, nav: None, title: &title, message: &self.message };
         (self.status, render(&page)).into_response()
     }
 }
@@ -378,3 +444,99 @@ pub fn render(t: &impl Template) -> Response {
 
 /// The result of a page handler.
 pub type PageResult = Result<Response, PageError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    /// Every catalogue key written out in the console's templates and code: the string
+    /// literal first argument of the catalogue's `t`, `t1`, `t2`, `count` and `format`, and of `Msg`.
+    fn keys_used() -> std::collections::BTreeSet<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["templates", "src/console"] {
+            for e in std::fs::read_dir(root.join(dir)).unwrap() {
+                files.push(e.unwrap().path());
+            }
+        }
+        files.push(root.join("src/service/i18n.rs"));
+        let mut keys = std::collections::BTreeSet::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            // Code, not its tests (this scanner's own patterns are among them).
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for call in [".t(", ".t1(", ".t2(", ".count(", ".format(", "Msg("] {
+                for (at, _) in text.match_indices(call) {
+                    let rest = &text[at + call.len()..];
+                    let Some(rest) = rest.trim_start().strip_prefix('"') else { continue };
+                    let key: String = rest.chars().take_while(|c| *c != '"').collect();
+                    assert!(
+                        !key.is_empty()
+                            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                        "{}: {key:?} is not a message key",
+                        file.display()
+                    );
+                    keys.insert(key);
+                }
+            }
+        }
+        keys.extend(dynamic_keys());
+        keys
+    }
+
+    #[test]
+    fn every_key_used_is_in_every_catalogue_and_no_catalogue_has_another() {
+        let used = keys_used();
+        assert!(
+            used.len() > 100 && used.contains("login-title") && used.contains("status-voided"),
+            "{used:?}"
+        );
+        for catalogue in i18n::load_all().unwrap() {
+            let ids: std::collections::BTreeSet<String> = catalogue.ids().into_iter().collect();
+            let missing: Vec<&String> = used.difference(&ids).collect();
+            let unknown: Vec<&String> = ids.difference(&used).collect();
+            assert!(
+                missing.is_empty() && unknown.is_empty(),
+                "node/data/console/{}.ftl: missing {missing:?}, not used anywhere {unknown:?}",
+                catalogue.code()
+            );
+        }
+    }
+
+    #[test]
+    fn forwarded_headers_are_believed_only_from_a_trusted_proxy() {
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.7"), ("x-forwarded-proto", "https")]);
+        // No trusted proxy: the peer is the source, and nothing says TLS.
+        let c = client(Some(proxy), &h, &[]);
+        assert_eq!((c.source, c.tls), (proxy, false));
+        // From the trusted proxy: the address it appended (not the client's own entry).
+        let c = client(Some(proxy), &h, &[proxy]);
+        assert_eq!((c.source, c.tls), ("203.0.113.7".parse().unwrap(), true));
+        // A chain of trusted proxies is walked back to the first untrusted address.
+        let inner: IpAddr = "10.0.0.2".parse().unwrap();
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.9, 10.0.0.2")]);
+        assert_eq!(
+            client(Some(proxy), &h, &[proxy, inner]).source,
+            "198.51.100.9".parse::<IpAddr>().unwrap()
+        );
+        // A malformed last entry leaves the proxy as the source (fails closed: one address).
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, not-an-address")]);
+        assert_eq!(client(Some(proxy), &h, &[proxy]).source, proxy);
+        // Another peer's headers are ignored even if they name a trusted proxy.
+        let other: IpAddr = "192.0.2.5".parse().unwrap();
+        let h = headers(&[("x-forwarded-for", "203.0.113.7")]);
+        assert_eq!(client(Some(other), &h, &[proxy]).source, other);
+        // An IPv4 peer seen as IPv4-mapped IPv6 is the same proxy.
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(client(Some(mapped), &h, &[proxy]).source, "203.0.113.7".parse::<IpAddr>().unwrap());
+    }
+}

@@ -13,33 +13,38 @@ use axum::response::{IntoResponse, Redirect};
 use axum::Form;
 use kp_protocol::{ParticipantCode, ParticipantDirectory};
 
-use super::{field, render, Console, Nav, PageError, PageResult, SignedIn};
+use super::{field, render, Console, Msg, Nav, PageError, PageResult, SignedIn};
 use crate::service::accounts::Action;
+use crate::service::i18n::Catalogue;
+use kp_protocol::registry::ParticipantStatus;
 
 #[derive(Debug)]
 struct Row {
     code: String,
     name: String,
-    status: &'static str,
+    status: String,
     effective_from: String,
     reason: String,
     /// Origin areas a restricted participant's parcels must come from; a union's members.
     detail: String,
-    pending: usize,
+    pending: String,
 }
 
 #[derive(Template)]
 #[template(path = "participants.html")]
 struct ListPage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     rows: Vec<Row>,
+    /// The user may change a participant's status.
+    can_set: bool,
 }
 
 #[derive(Debug)]
 struct Change {
     recorded_at: String,
-    log_seq: u64,
-    status: &'static str,
+    log_seq: String,
+    status: String,
     effective_from: String,
     reason: String,
     /// Who decided it: "this node's operator", or the signed list it came from.
@@ -58,6 +63,7 @@ struct SetForm {
 #[derive(Template)]
 #[template(path = "participant.html")]
 struct DetailPage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     code: String,
     name: String,
@@ -68,20 +74,30 @@ struct DetailPage {
     detail: String,
     history: Vec<Change>,
     can_set: bool,
-    statuses: [&'static str; 3],
+    /// Each status's code and its name in the user's language.
+    statuses: Vec<(&'static str, String)>,
     form: SetForm,
     errors: BTreeMap<String, String>,
 }
 
-fn row(e: &kp_protocol::registry::ParticipantEntry, pending: usize) -> Row {
+/// The participant statuses a user may set, in the order the form offers them.
+pub const STATUSES: [ParticipantStatus; 3] =
+    [ParticipantStatus::Active, ParticipantStatus::Suspended, ParticipantStatus::Restricted];
+
+/// A participant status's name in the user's language.
+fn status_name(tr: &Catalogue, s: ParticipantStatus) -> String {
+    tr.t(&format!("participant-status-{}", s.as_str()))
+}
+
+fn row(tr: &Catalogue, e: &kp_protocol::registry::ParticipantEntry, pending: usize) -> Row {
     Row {
         code: e.code.to_string(),
         name: e.name.to_string(),
-        status: e.status.as_str(),
-        effective_from: e.effective_from.to_string(),
+        status: status_name(tr, e.status),
+        effective_from: tr.date(e.effective_from),
         reason: e.reason.as_ref().map(|r| r.to_string()).unwrap_or_default(),
         detail: detail(e),
-        pending,
+        pending: tr.number(pending as u64),
     }
 }
 
@@ -94,13 +110,19 @@ fn detail(e: &kp_protocol::registry::ParticipantEntry) -> String {
 pub(super) async fn list(State(console): State<Arc<Console>>, signed: SignedIn) -> PageResult {
     let registry = console.shared.registry.get();
     let on = registry.on(console.shared.now().date());
-    let rows = on.entries().into_iter().map(|e| row(e, on.pending(e.code).len())).collect();
-    Ok(render(&ListPage { nav: Some(signed.nav()), rows }))
+    let tr = signed.tr();
+    let rows = on.entries().into_iter().map(|e| row(tr, e, on.pending(e.code).len())).collect();
+    let can_set = signed.account.role.may(Action::ManageParticipants);
+    Ok(render(&ListPage { tr, nav: Some(signed.nav()), rows, can_set }))
 }
 
 fn detail_page(console: &Console, signed: &SignedIn, code: &str) -> Result<DetailPage, PageError> {
+    let tr = signed.tr();
     let parsed: ParticipantCode = code.trim().to_uppercase().parse().map_err(|e| {
-        PageError::new(StatusCode::NOT_FOUND, format!("{code:?} is not a participant code: {e}"))
+        signed.localize(PageError::new(
+            StatusCode::NOT_FOUND,
+            tr.t2("participant-bad-code", "code", format!("{code:?}"), "error", e),
+        ))
     })?;
     let registry = console.shared.registry.get();
     let today = console.shared.now().date();
@@ -108,41 +130,40 @@ fn detail_page(console: &Console, signed: &SignedIn, code: &str) -> Result<Detai
     let entry = on.entry(parsed);
     let member_of = on.union_of(parsed).map(|u| u.to_string()).unwrap_or_default();
     if entry.is_none() && member_of.is_empty() && registry.history(parsed).is_empty() {
-        return Err(PageError::new(
-            StatusCode::NOT_FOUND,
-            format!("{parsed} is not in this node's participant registry."),
-        ));
+        return Err(signed
+            .localize(PageError::new(StatusCode::NOT_FOUND, tr.t1("participant-unknown", "code", parsed))));
     }
     let history = registry
         .history(parsed)
         .iter()
         .rev()
         .map(|r| Change {
-            recorded_at: r.recorded_at.to_string(),
-            log_seq: r.log_seq,
-            status: r.entry.status.as_str(),
-            effective_from: r.entry.effective_from.to_string(),
+            recorded_at: tr.datetime(r.recorded_at),
+            log_seq: tr.number(r.log_seq),
+            status: status_name(tr, r.entry.status),
+            effective_from: tr.date(r.entry.effective_from),
             reason: r.entry.reason.as_ref().map(|x| x.to_string()).unwrap_or_default(),
             source: r
                 .from_list
                 .as_ref()
-                .map(|l| format!("{} ({})", l.issuer, l.issued_at))
+                .map(|l| format!("{} ({})", l.issuer, tr.datetime(l.issued_at)))
                 .unwrap_or_default(),
             from_list: r.from_list.is_some(),
         })
         .collect();
     Ok(DetailPage {
+        tr,
         nav: Some(signed.nav()),
         code: parsed.to_string(),
         name: entry.map(|e| e.name.to_string()).unwrap_or_default(),
-        status: entry.map(|e| e.status.as_str().to_owned()).unwrap_or_default(),
-        effective_from: entry.map(|e| e.effective_from.to_string()).unwrap_or_default(),
+        status: entry.map(|e| status_name(tr, e.status)).unwrap_or_default(),
+        effective_from: entry.map(|e| tr.date(e.effective_from)).unwrap_or_default(),
         reason: entry.and_then(|e| e.reason.as_ref()).map(|r| r.to_string()).unwrap_or_default(),
         member_of,
         detail: entry.map(detail).unwrap_or_default(),
         history,
         can_set: signed.account.role.may(Action::ManageParticipants) && entry.is_some(),
-        statuses: ["active", "suspended", "restricted"],
+        statuses: STATUSES.iter().map(|s| (s.as_str(), status_name(tr, *s))).collect(),
         form: SetForm {
             status: entry.map(|e| e.status.as_str().to_owned()).unwrap_or_default(),
             effective_from: today.to_string(),
@@ -168,7 +189,7 @@ pub(super) async fn set(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     signed.check_csrf(&form)?;
-    signed.require(Action::ManageParticipants, "set a participant's status")?;
+    signed.require(Action::ManageParticipants, Msg("forbidden-participant-status"))?;
     let value = |name: &str| field(&form, name).unwrap_or("").trim().to_owned();
     let typed =
         SetForm { status: value("status"), effective_from: value("effective_from"), reason: value("reason") };
@@ -195,7 +216,7 @@ pub(super) async fn set(
                     errors.entry(at).or_insert(p.message);
                 }
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(signed.localize(e)),
         },
     }
     let mut page = detail_page(&console, &signed, &code)?;

@@ -14,8 +14,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect};
 use axum::Form;
 
-use super::{field, render, upload, Console, Nav, PageError, PageResult, SignedIn, CSRF_FIELD};
+use super::{field, render, upload, Console, Msg, Nav, PageError, PageResult, SignedIn, CSRF_FIELD};
 use crate::service::accounts::Action;
+use crate::service::i18n::Catalogue;
 
 /// The largest upload of the enrolment form: a bundle with a long key history is a few KiB.
 pub const MAX_BUNDLE_UPLOAD: usize = 256 << 10;
@@ -33,12 +34,13 @@ struct PartnerRow {
     up: bool,
     last_delivery: String,
     last_error: String,
-    queued: u64,
+    queued: String,
 }
 
 #[derive(Template)]
 #[template(path = "partners.html")]
 struct PartnersPage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     can_manage: bool,
     partners: Vec<PartnerRow>,
@@ -59,12 +61,14 @@ fn may_read(signed: &SignedIn) -> Result<(), PageError> {
     if signed.account.role.may(Action::ManagePeers) || signed.account.role.may(Action::Audit) {
         Ok(())
     } else {
-        signed.require(Action::ManagePeers, "see the partners")
+        signed.require(Action::ManagePeers, Msg("forbidden-partners-see"))
     }
 }
 
 fn page(console: &Console, signed: &SignedIn) -> Result<PartnersPage, PageError> {
-    let partners = crate::queries::peer_views(&console.shared)?
+    let tr = signed.tr();
+    let partners = crate::queries::peer_views(&console.shared)
+        .map_err(|e| signed.localize(e))?
         .into_iter()
         .map(|p| PartnerRow {
             participant: p.participant.to_string(),
@@ -73,20 +77,21 @@ fn page(console: &Console, signed: &SignedIn) -> Result<PartnersPage, PageError>
             signing_key: p.signing_key.clone(),
             rotations: p.rotations,
             endpoints: p.endpoints.join(", "),
-            enrolled_at: p.enrolled_at.to_string(),
+            enrolled_at: tr.datetime(p.enrolled_at),
             removed: p.removed,
             up: p.link.as_ref().is_some_and(|l| l.connected),
             last_delivery: p
                 .link
                 .as_ref()
                 .and_then(|l| l.last_delivery)
-                .map(|t| t.to_string())
+                .map(|t| tr.datetime(t))
                 .unwrap_or_default(),
             last_error: p.link.as_ref().and_then(|l| l.last_error.clone()).unwrap_or_default(),
-            queued: p.queued,
+            queued: tr.number(p.queued),
         })
         .collect();
     Ok(PartnersPage {
+        tr,
         nav: Some(signed.nav()),
         can_manage: signed.account.role.may(Action::ManagePeers),
         partners,
@@ -111,9 +116,9 @@ pub(super) async fn enrol(
     headers: HeaderMap,
     body: Bytes,
 ) -> PageResult {
-    let parts = upload::parse(&headers, &body)?;
+    let parts = upload::parse(signed.tr(), &headers, &body)?;
     signed.check_csrf(&[(CSRF_FIELD.to_owned(), upload::text(&parts, CSRF_FIELD).to_owned())])?;
-    signed.require(Action::ManagePeers, "enrol partners")?;
+    signed.require(Action::ManagePeers, Msg("forbidden-partners-enrol"))?;
     let fingerprint = upload::text(&parts, "fingerprint").to_owned();
     let replace_identity = upload::text(&parts, "replace_identity") == "yes";
     let mut errors = BTreeMap::new();
@@ -151,7 +156,7 @@ pub(super) async fn enrol(
                         errors.entry(p.field).or_insert(p.message);
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(signed.localize(e)),
             },
         }
     }
@@ -170,13 +175,14 @@ pub(super) async fn remove(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     signed.check_csrf(&form)?;
-    signed.require(Action::ManagePeers, "remove partners")?;
+    signed.require(Action::ManagePeers, Msg("forbidden-partners-remove"))?;
     if field(&form, "confirm") != Some("yes") {
         let mut p = page(&console, &signed)?;
         p.remove_unconfirmed = Some(code);
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&p)).into_response());
     }
-    let removed = crate::api::remove_peer_now(&console.shared, &code).await?;
+    let removed =
+        crate::api::remove_peer_now(&console.shared, &code).await.map_err(|e| signed.localize(e))?;
     tracing::info!(user = %signed.account.name, peer = %removed.removed, "partner removed from the console");
     Ok(Redirect::to("/partners").into_response())
 }

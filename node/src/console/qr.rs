@@ -12,20 +12,25 @@ use axum::response::IntoResponse;
 use super::{Console, PageError, PageResult, SignedIn};
 
 /// The seal's QR text, signed now.
-fn seal_text(console: &Console, number: &str) -> Result<String, PageError> {
+fn seal_text(console: &Console, signed: &SignedIn, number: &str) -> Result<String, PageError> {
+    let tr = signed.tr();
     let n: kp_protocol::CertificateNumber = number.parse().map_err(|e| {
-        PageError::new(StatusCode::NOT_FOUND, format!("{number:?} is not a certificate number: {e}"))
+        signed.localize(PageError::new(
+            StatusCode::NOT_FOUND,
+            tr.t2("qr-bad-number", "number", format!("{number:?}"), "error", e),
+        ))
     })?;
     let rec = crate::store::get_record::<crate::store::CertRecord, _>(
         &console.shared.store,
         crate::store::Tree::Certs,
         n.as_str().as_bytes(),
-    )?
+    )
+    .map_err(|e| signed.localize(e))?
     .ok_or_else(|| {
-        PageError::new(StatusCode::NOT_FOUND, format!("there is no certificate {number} on this node"))
+        signed.localize(PageError::new(StatusCode::NOT_FOUND, tr.t1("qr-no-certificate", "number", number)))
     })?;
     let (doc, _) = crate::report::seal::make(&console.shared.store, &rec, &console.shared.signer)
-        .map_err(|e| PageError::from(crate::api::ApiError::from(e)))?;
+        .map_err(|e| signed.localize(crate::api::ApiError::from(e)))?;
     Ok(crate::report::seal::text(&doc))
 }
 
@@ -36,10 +41,10 @@ fn download_name(number: &str, ext: &str) -> String {
 
 pub(super) async fn svg(
     State(console): State<Arc<Console>>,
-    _signed: SignedIn,
+    signed: SignedIn,
     Path(number): Path<String>,
 ) -> PageResult {
-    let text = seal_text(&console, &number)?;
+    let text = seal_text(&console, &signed, &number)?;
     let svg =
         crate::report::seal::svg(&text).map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
@@ -47,10 +52,10 @@ pub(super) async fn svg(
 
 pub(super) async fn png(
     State(console): State<Arc<Console>>,
-    _signed: SignedIn,
+    signed: SignedIn,
     Path(number): Path<String>,
 ) -> PageResult {
-    let text = seal_text(&console, &number)?;
+    let text = seal_text(&console, &signed, &number)?;
     let png =
         crate::report::seal::png(&text).map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok((

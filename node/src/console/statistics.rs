@@ -21,9 +21,10 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
-use super::{render, Console, Nav, PageError, PageResult, SignedIn};
+use super::{render, Console, Msg, Nav, PageError, PageResult, SignedIn};
 use crate::report::stats::{Finding, Flow, Reconciliation, StatsReport};
 use crate::service::accounts::Action;
+use crate::service::i18n::Catalogue;
 
 /// How long a period's figures are shown without computing them again.
 pub const FRESH: Duration = Duration::from_secs(60);
@@ -40,7 +41,8 @@ pub const MAX_CACHED: usize = 32;
 #[derive(Debug)]
 struct Computed {
     at: Instant,
-    at_text: String,
+    /// When they were computed, by the node's clock.
+    at_time: kp_protocol::Timestamp,
     reports: Result<(StatsReport, Reconciliation), (StatusCode, String)>,
 }
 
@@ -72,6 +74,7 @@ impl StatsCache {
         period: &str,
         basis: &str,
         wait: Duration,
+        tr: &'static Catalogue,
     ) -> Result<Option<Figures>, PageError> {
         let key = (period.to_owned(), basis.to_owned());
         {
@@ -85,10 +88,9 @@ impl StatsCache {
                     if let Some(last) = slot.and_then(|s| s.last.clone()) {
                         return Ok(Some(Figures { computed: last, stale: true }));
                     }
-                    return Err(PageError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "The statistics of other periods are being computed; try again in a moment.",
-                    ));
+                    let mut e = PageError::new(StatusCode::SERVICE_UNAVAILABLE, tr.t("statistics-busy"));
+                    e.tr = Some(tr);
+                    return Err(e);
                 }
                 if !slots.contains_key(&key) && slots.len() >= MAX_CACHED {
                     // Room for this period: forget the oldest figures not being computed.
@@ -135,7 +137,7 @@ impl StatsCache {
 /// Both reports, each the API's own.
 async fn compute(console: &Arc<Console>, period: &str, basis: &str) -> Computed {
     let shared = &console.shared;
-    let at_text = shared.now().to_string();
+    let at_time = shared.now();
     let reports = async {
         let q = crate::api::StatsQuery { period: period.to_owned(), by: None, basis: Some(basis.to_owned()) };
         let stats = crate::api::stats_report(shared, q).await.map_err(|e| e.status_and_message())?;
@@ -144,7 +146,7 @@ async fn compute(console: &Arc<Console>, period: &str, basis: &str) -> Computed 
         Ok((stats, rec))
     }
     .await;
-    Computed { at: Instant::now(), at_text, reports }
+    Computed { at: Instant::now(), at_time, reports }
 }
 
 /// The period picker's fields, as typed; empty meaning the default.
@@ -160,11 +162,12 @@ pub(super) struct Picker {
 
 #[derive(Debug)]
 struct FigureRow {
-    flow: &'static str,
+    /// The flow's name in the user's language.
+    flow: String,
     partner: String,
     hs_code: String,
-    certificates: u64,
-    parcels: u64,
+    certificates: String,
+    parcels: String,
     carats: String,
     value_usd: String,
 }
@@ -182,16 +185,17 @@ struct Attention {
 #[derive(Debug)]
 struct PartnerLine {
     partner: String,
-    sent: u64,
-    confirmed: u64,
-    awaiting: u64,
-    received: u64,
-    resolved: usize,
+    sent: String,
+    confirmed: String,
+    awaiting: String,
+    received: String,
+    resolved: String,
 }
 
 #[derive(Template)]
 #[template(path = "statistics.html")]
 struct StatisticsPage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     period: String,
     basis: String,
@@ -215,51 +219,54 @@ struct Report {
     end: String,
     rows: Vec<FigureRow>,
     totals: Vec<FigureRow>,
-    voided_excluded: u64,
-    unconfirmed_imports: u64,
+    /// How many voided certificates are left out, said (`None` when none are).
+    voided_note: Option<String>,
+    /// How many imports are left out for want of a confirmation, said.
+    unconfirmed_note: Option<String>,
     partners: Vec<PartnerLine>,
     attention: Vec<Attention>,
 }
 
-fn flow(f: Flow) -> &'static str {
+/// A flow's name in the user's language.
+fn flow(tr: &Catalogue, f: Flow) -> String {
     match f {
-        Flow::Export => "export",
-        Flow::Import => "import",
+        Flow::Export => tr.t("statistics-flow-export"),
+        Flow::Import => tr.t("statistics-flow-import"),
     }
 }
 
-fn figures_of(rows: &[crate::report::stats::Row]) -> Vec<FigureRow> {
+fn figures_of(tr: &Catalogue, rows: &[crate::report::stats::Row]) -> Vec<FigureRow> {
     rows.iter()
         .map(|r| FigureRow {
-            flow: flow(r.flow),
+            flow: flow(tr, r.flow),
             partner: r.partner.map(|p| p.to_string()).unwrap_or_default(),
             hs_code: r.hs_code.as_ref().map(|h| h.to_string()).unwrap_or_default(),
-            certificates: r.certificates,
-            parcels: r.parcels,
-            carats: r.carats.clone(),
-            value_usd: r.value_usd.clone(),
+            certificates: tr.number(r.certificates),
+            parcels: tr.number(r.parcels),
+            carats: tr.decimal(&r.carats),
+            value_usd: tr.decimal(&r.value_usd),
         })
         .collect()
 }
 
-fn attention(r: &Reconciliation) -> (Vec<PartnerLine>, Vec<Attention>) {
+fn attention(tr: &Catalogue, r: &Reconciliation) -> (Vec<PartnerLine>, Vec<Attention>) {
     let mut lines = Vec::new();
     let mut out = Vec::new();
     for p in &r.partners {
         lines.push(PartnerLine {
             partner: p.partner.to_string(),
-            sent: p.sent,
-            confirmed: p.confirmed,
-            awaiting: p.awaiting_confirmation,
-            received: p.received,
-            resolved: p.resolved.len(),
+            sent: tr.number(p.sent),
+            confirmed: tr.number(p.confirmed),
+            awaiting: tr.number(p.awaiting_confirmation),
+            received: tr.number(p.received),
+            resolved: tr.number(p.resolved.len() as u64),
         });
         let mut add = |kind: &'static str, findings: &[Finding]| {
             out.extend(findings.iter().map(|f| Attention {
                 partner: p.partner.to_string(),
                 kind,
                 number: f.number.clone(),
-                expires_on: f.expires_on.to_string(),
+                expires_on: tr.date(f.expires_on),
                 detail: f.detail.clone(),
             }))
         };
@@ -296,9 +303,13 @@ fn query_of(period: &str, basis: &str, measure: &str) -> String {
     format!("period={}&basis={}&measure={}", enc(period), enc(basis), enc(measure))
 }
 
-/// The period as typed, checked; the problem in plain words if it is not one.
-fn check_period(period: &str) -> Result<(), String> {
-    period.parse::<crate::report::stats::Period>().map(|_| ())
+/// The period as typed, checked; the problem in plain words, in the user's language, if it
+/// is not one.
+fn check_period(tr: &Catalogue, period: &str) -> Result<(), String> {
+    period
+        .parse::<crate::report::stats::Period>()
+        .map(|_| ())
+        .map_err(|why| tr.t2("statistics-period-invalid", "value", period, "why", why))
 }
 
 pub(super) async fn page(
@@ -306,11 +317,13 @@ pub(super) async fn page(
     signed: SignedIn,
     Query(picker): Query<Picker>,
 ) -> PageResult {
-    signed.require(Action::Audit, "see the statistics")?;
+    signed.require(Action::Audit, Msg("forbidden-statistics-see"))?;
     let period = period_of(&console, &picker);
     let basis = basis_of(&picker);
     let measure = if picker.measure.trim() == "carats" { "carats" } else { "usd" }.to_owned();
+    let tr = signed.tr();
     let mut page = StatisticsPage {
+        tr,
         nav: Some(signed.nav()),
         query: query_of(&period, &basis, &measure),
         period,
@@ -322,29 +335,31 @@ pub(super) async fn page(
         stale: false,
         pending: false,
     };
-    if let Err(why) = check_period(&page.period) {
+    if let Err(why) = check_period(tr, &page.period) {
         page.period_error = Some(why);
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response());
     }
-    let Some(figures) = console.stats.get(&console, &page.period, &page.basis, PAGE_WAIT).await? else {
+    let Some(figures) = console.stats.get(&console, &page.period, &page.basis, PAGE_WAIT, tr).await? else {
         page.pending = true;
         return Ok(render(&page));
     };
     let (r, rec) = match &figures.computed.reports {
         Ok(reports) => reports,
-        Err((status, message)) => return Err(PageError::new(*status, message.clone())),
+        Err((status, message)) => return Err(signed.localize(PageError::new(*status, message.clone()))),
     };
-    let (partners, attention) = attention(rec);
-    page.computed_at = figures.computed.at_text.clone();
+    let (partners, attention) = attention(tr, rec);
+    page.computed_at = tr.datetime(figures.computed.at_time);
     page.stale = figures.stale;
     page.report = Some(Report {
         label: r.period.label.clone(),
-        start: r.period.start.to_string(),
-        end: r.period.end.to_string(),
-        rows: figures_of(&r.rows),
-        totals: figures_of(&r.totals),
-        voided_excluded: r.voided_excluded,
-        unconfirmed_imports: r.unconfirmed_imports,
+        start: tr.date(r.period.start),
+        end: tr.date(r.period.end),
+        rows: figures_of(tr, &r.rows),
+        totals: figures_of(tr, &r.totals),
+        voided_note: (r.voided_excluded > 0)
+            .then(|| tr.count("statistics-voided-excluded", r.voided_excluded as usize)),
+        unconfirmed_note: (r.unconfirmed_imports > 0)
+            .then(|| tr.count("statistics-unconfirmed-imports", r.unconfirmed_imports as usize)),
         partners,
         attention,
     });
@@ -353,19 +368,26 @@ pub(super) async fn page(
 
 /// The statistics of the picker's period for a download: waits for them (up to
 /// [`DOWNLOAD_WAIT`]).
-async fn report_for_download(console: &Arc<Console>, picker: &Picker) -> Result<StatsReport, PageError> {
+async fn report_for_download(
+    console: &Arc<Console>,
+    signed: &SignedIn,
+    picker: &Picker,
+) -> Result<StatsReport, PageError> {
+    let tr = signed.tr();
     let period = period_of(console, picker);
-    check_period(&period).map_err(|why| PageError::new(StatusCode::UNPROCESSABLE_ENTITY, why))?;
-    let figures =
-        console.stats.get(console, &period, &basis_of(picker), DOWNLOAD_WAIT).await?.ok_or_else(|| {
-            PageError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The statistics are still being computed; try again in a moment.",
-            )
+    check_period(tr, &period)
+        .map_err(|why| signed.localize(PageError::new(StatusCode::UNPROCESSABLE_ENTITY, why)))?;
+    let figures = console
+        .stats
+        .get(console, &period, &basis_of(picker), DOWNLOAD_WAIT, tr)
+        .await?
+        .ok_or_else(|| {
+            signed
+                .localize(PageError::new(StatusCode::SERVICE_UNAVAILABLE, tr.t("statistics-still-computing")))
         })?;
     match &figures.computed.reports {
         Ok((r, _)) => Ok(r.clone()),
-        Err((status, message)) => Err(PageError::new(*status, message.clone())),
+        Err((status, message)) => Err(signed.localize(PageError::new(*status, message.clone()))),
     }
 }
 
@@ -375,12 +397,12 @@ pub(super) async fn chart(
     signed: SignedIn,
     Query(picker): Query<Picker>,
 ) -> PageResult {
-    signed.require(Action::Audit, "see the statistics")?;
+    signed.require(Action::Audit, Msg("forbidden-statistics-see"))?;
     let measure: crate::report::chart::Measure =
         if picker.measure.trim() == "carats" { "carats" } else { "usd" }
             .parse()
-            .map_err(|e: String| PageError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let report = report_for_download(&console, &picker).await?;
+            .map_err(|e: String| signed.localize(PageError::new(StatusCode::UNPROCESSABLE_ENTITY, e)))?;
+    let report = report_for_download(&console, &signed, &picker).await?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], crate::report::chart::render(&report, measure))
         .into_response())
 }
@@ -391,9 +413,9 @@ pub(super) async fn csv(
     signed: SignedIn,
     Query(picker): Query<Picker>,
 ) -> PageResult {
-    signed.require(Action::Audit, "download the statistics")?;
+    signed.require(Action::Audit, Msg("forbidden-statistics-download"))?;
     let period = period_of(&console, &picker);
-    let report = report_for_download(&console, &picker).await?;
+    let report = report_for_download(&console, &signed, &picker).await?;
     let name: String = period.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
     Ok((
         [

@@ -7,6 +7,7 @@
 use axum::http::{header, HeaderMap, StatusCode};
 
 use super::PageError;
+use crate::service::i18n::Catalogue;
 
 /// Parts a console upload form sends at most (its fields and one file, with room to spare).
 const MAX_PARTS: usize = 16;
@@ -20,12 +21,15 @@ pub struct Part<'a> {
 
 /// The parts of a multipart body, or why it is not one (400: it was not sent by a console
 /// page).
-pub fn parse<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Vec<Part<'a>>, PageError> {
+pub fn parse<'a>(
+    tr: &'static Catalogue,
+    headers: &HeaderMap,
+    body: &'a [u8],
+) -> Result<Vec<Part<'a>>, PageError> {
     let bad = |why: &str| {
-        PageError::new(
-            StatusCode::BAD_REQUEST,
-            format!("The form could not be read ({why}). Reload the page and send it again."),
-        )
+        let mut e = PageError::new(StatusCode::BAD_REQUEST, tr.t1("upload-unreadable", "why", why));
+        e.tr = Some(tr);
+        e
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (kind, params) = content_type.split_once(';').unwrap_or((content_type, ""));
@@ -121,6 +125,10 @@ pub fn file<'a>(parts: &'a [Part<'a>], name: &str) -> Option<&'a [u8]> {
 mod tests {
     use super::*;
 
+    fn en() -> &'static Catalogue {
+        crate::service::i18n::catalogue("en")
+    }
+
     fn headers(boundary: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}").parse().unwrap());
@@ -132,7 +140,7 @@ mod tests {
         let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nabc\r\n--XyZ\r\n\
 Content-Disposition: form-data; name=\"file\"; filename=\"seal.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n--X\r\n\
 --XyZ--\r\n";
-        let parts = parse(&headers("XyZ"), body).unwrap();
+        let parts = parse(en(), &headers("XyZ"), body).unwrap();
         assert_eq!(text(&parts, "csrf"), "abc");
         assert_eq!(file(&parts, "file"), Some(&b"\x89PNG\r\n--X"[..]));
         assert_eq!(file(&parts, "missing"), None);
@@ -140,17 +148,20 @@ Content-Disposition: form-data; name=\"file\"; filename=\"seal.png\"\r\nContent-
 
     #[test]
     fn refuses_what_is_not_a_multipart_body() {
-        assert!(parse(&HeaderMap::new(), b"a=b").is_err());
-        assert!(
-            parse(&headers("B"), b"--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end").is_err()
-        );
-        assert!(parse(&headers("B"), b"nothing").is_err());
+        assert!(parse(en(), &HeaderMap::new(), b"a=b").is_err());
+        assert!(parse(
+            en(),
+            &headers("B"),
+            b"--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end"
+        )
+        .is_err());
+        assert!(parse(en(), &headers("B"), b"nothing").is_err());
         let many: Vec<u8> = (0..=MAX_PARTS)
             .flat_map(|i| {
                 format!("--B\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nx\r\n").into_bytes()
             })
             .chain(b"--B--".iter().copied())
             .collect();
-        assert!(parse(&headers("B"), &many).is_err());
+        assert!(parse(en(), &headers("B"), &many).is_err());
     }
 }

@@ -20,8 +20,9 @@ use axum::response::{IntoResponse, Response};
 use kp_keys::VerifiedBundle;
 use kp_protocol::{ParticipantCode, SignedDocument};
 
-use super::{render, upload, Console, Nav, PageError, PageResult, SignedIn, CSRF_FIELD};
+use super::{render, upload, Console, Msg, Nav, PageError, PageResult, SignedIn, CSRF_FIELD};
 use crate::service::accounts::Action;
+use crate::service::i18n::Catalogue;
 use crate::state::Shared;
 use crate::store::{get_record, Tree};
 
@@ -40,9 +41,8 @@ static DECODING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_
 #[derive(Debug, Default)]
 struct Facts {
     number: String,
-    issuer: String,
-    authority: String,
-    importer: String,
+    /// Who signed it for whom, in the user's language.
+    signed_by: String,
     signed_at: String,
     key_id: String,
     fingerprint: String,
@@ -61,6 +61,8 @@ struct Held {
     /// The node holds a certificate of this number.
     found: bool,
     status: String,
+    /// The status's name in the user's language.
+    status_name: String,
     voided_at: String,
     void_reason: String,
     /// The node holds a different signed document under this number.
@@ -100,6 +102,7 @@ impl FileError {
 #[derive(Template)]
 #[template(path = "verify.html")]
 struct VerifyPage {
+    tr: &'static Catalogue,
     nav: Option<Nav>,
     file_error: Option<FileError>,
     verdict: Option<Verdict>,
@@ -110,6 +113,7 @@ struct VerifyPage {
 impl VerifyPage {
     fn new(signed: &SignedIn) -> VerifyPage {
         VerifyPage {
+            tr: signed.tr(),
             nav: Some(signed.nav()),
             file_error: None,
             verdict: None,
@@ -120,7 +124,7 @@ impl VerifyPage {
 }
 
 pub(super) async fn form(signed: SignedIn) -> PageResult {
-    signed.require(Action::Verify, "verify certificates")?;
+    signed.require(Action::Verify, Msg("forbidden-verify"))?;
     Ok(render(&VerifyPage::new(&signed)))
 }
 
@@ -130,9 +134,9 @@ pub(super) async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> PageResult {
-    let parts = upload::parse(&headers, &body)?;
+    let parts = upload::parse(signed.tr(), &headers, &body)?;
     signed.check_csrf(&[(CSRF_FIELD.to_owned(), upload::text(&parts, CSRF_FIELD).to_owned())])?;
-    signed.require(Action::Verify, "verify certificates")?;
+    signed.require(Action::Verify, Msg("forbidden-verify"))?;
     let mut page = VerifyPage::new(&signed);
     let Some(bytes) = upload::file(&parts, "file") else {
         page.file_error = FileError::new("missing", "");
@@ -141,20 +145,22 @@ pub(super) async fn submit(
     let shared = &console.shared;
     let verdict = if crate::report::seal::is_image(bytes) {
         let Ok(_permit) = DECODING.try_acquire() else {
-            return Err(PageError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Too many images are being read at once; send the form again in a moment.",
-            ));
+            return Err(
+                signed.localize(PageError::new(StatusCode::SERVICE_UNAVAILABLE, page.tr.t("verify-busy")))
+            );
         };
         let owned = bytes.to_vec();
         let read =
             tokio::task::spawn_blocking(move || crate::report::seal::read_image_within(&owned, MAX_PIXELS))
                 .await
                 .map_err(|e| {
-                    PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("image task failed: {e}"))
+                    signed.localize(PageError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        page.tr.t1("verify-image-task-failed", "error", e),
+                    ))
                 })?;
         match read {
-            Ok(text) => check_seal(shared, &text)?,
+            Ok(text) => check_seal(shared, page.tr, &text).map_err(|e| signed.localize(e))?,
             Err(why) => {
                 page.file_error = FileError::new("image", why);
                 return Ok(unprocessable(&page));
@@ -162,7 +168,7 @@ pub(super) async fn submit(
         }
     } else {
         match std::str::from_utf8(bytes).ok().map(kp_protocol::portable::from_armored) {
-            Some(Ok((doc, cert))) => check_kpc(shared, doc, cert)?,
+            Some(Ok((doc, cert))) => check_kpc(shared, page.tr, doc, cert).map_err(|e| signed.localize(e))?,
             Some(Err(e)) if bytes.starts_with(b"-----BEGIN") => {
                 page.file_error = FileError::new("kpc", e.to_string());
                 return Ok(unprocessable(&page));
@@ -224,6 +230,7 @@ fn not_enrolled(kind: &'static str, number: String, issuer: ParticipantCode) -> 
 
 fn check_kpc(
     shared: &Shared,
+    tr: &Catalogue,
     doc: SignedDocument,
     cert: kp_protocol::Certificate,
 ) -> Result<Verdict, PageError> {
@@ -242,25 +249,42 @@ fn check_kpc(
     let c = &cert.content;
     let facts = Facts {
         number: number.clone(),
-        issuer: doc.signer.to_string(),
-        authority: bundle.bundle.authority.to_string(),
-        importer: c.importing_participant.to_string(),
-        signed_at: doc.signed_at.to_string(),
+        signed_by: signed_by(tr, &number, &bundle, doc.signer, c.importing_participant),
+        signed_at: tr.datetime(doc.signed_at),
         key_id: doc.key_id.to_string(),
         fingerprint: bundle.fingerprint.to_string(),
-        parcels: cert.parcel_count().to_string(),
-        carats: kp_protocol::amount::format_hundredths(cert.total_carats()),
-        value_usd: kp_protocol::amount::format_hundredths(cert.total_value_usd()),
-        issued_on: c.issued_on.to_string(),
-        expires_on: c.expires_on.to_string(),
+        parcels: tr.number(cert.parcel_count() as u64),
+        carats: tr.decimal(&kp_protocol::amount::format_hundredths(cert.total_carats())),
+        value_usd: tr.decimal(&kp_protocol::amount::format_hundredths(cert.total_value_usd())),
+        issued_on: tr.date(c.issued_on),
+        expires_on: tr.date(c.expires_on),
         expired: c.expires_on < today,
         retired_key_note: checked.retired_key_note.clone().map(|n| n.trim().to_owned()),
     };
-    let held = held(shared, &number, doc.message_id())?;
+    let held = held(shared, tr, &number, doc.message_id())?;
     Ok(Verdict { kind: "kpc", authentic: true, facts, held, ..Verdict::default() })
 }
 
-fn check_seal(shared: &Shared, text: &str) -> Result<Verdict, PageError> {
+/// "Certificate N was signed by AUTHORITY (ISSUER) for IMPORTER", in the user's language.
+fn signed_by(
+    tr: &Catalogue,
+    number: &str,
+    bundle: &VerifiedBundle,
+    issuer: ParticipantCode,
+    importer: ParticipantCode,
+) -> String {
+    tr.format(
+        "verify-signed-by",
+        &[
+            ("number", number.to_owned().into()),
+            ("authority", bundle.bundle.authority.to_string().into()),
+            ("issuer", issuer.to_string().into()),
+            ("importer", importer.to_string().into()),
+        ],
+    )
+}
+
+fn check_seal(shared: &Shared, tr: &Catalogue, text: &str) -> Result<Verdict, PageError> {
     let (doc, seal) = match kp_protocol::seal::from_qr_text(text) {
         Ok(d) => d,
         Err(e) => {
@@ -289,32 +313,36 @@ fn check_seal(shared: &Shared, text: &str) -> Result<Verdict, PageError> {
             .map(|n| n.trim().to_owned());
     let facts = Facts {
         number: number.clone(),
-        issuer: doc.signer.to_string(),
-        authority: bundle.bundle.authority.to_string(),
-        importer: s.importing_participant.to_string(),
-        signed_at: doc.signed_at.to_string(),
+        signed_by: signed_by(tr, &number, &bundle, doc.signer, s.importing_participant),
+        signed_at: tr.datetime(doc.signed_at),
         key_id: doc.key_id.to_string(),
         fingerprint: bundle.fingerprint.to_string(),
-        parcels: s.parcels.to_string(),
-        carats: kp_protocol::amount::format_hundredths(s.carats),
-        value_usd: kp_protocol::amount::format_hundredths(s.value_usd),
-        issued_on: s.issued_on.to_string(),
-        expires_on: s.expires_on.to_string(),
+        parcels: tr.number(s.parcels as u64),
+        carats: tr.decimal(&kp_protocol::amount::format_hundredths(s.carats)),
+        value_usd: tr.decimal(&kp_protocol::amount::format_hundredths(s.value_usd)),
+        issued_on: tr.date(s.issued_on),
+        expires_on: tr.date(s.expires_on),
         expired: s.expires_on < today,
         retired_key_note,
     };
-    let held = held(shared, &number, s.certificate_id)?;
+    let held = held(shared, tr, &number, s.certificate_id)?;
     Ok(Verdict { kind: "seal", authentic: true, facts, held, ..Verdict::default() })
 }
 
 /// The certificate `number` as this node's store holds it now; whether its signed document is
 /// the one `message_id` names.
-fn held(shared: &Shared, number: &str, message_id: kp_protocol::MessageId) -> Result<Held, PageError> {
+fn held(
+    shared: &Shared,
+    tr: &Catalogue,
+    number: &str,
+    message_id: kp_protocol::MessageId,
+) -> Result<Held, PageError> {
     match crate::api::show_view(shared, number) {
         Ok(v) => Ok(Held {
             found: true,
             status: v.status.as_str().to_owned(),
-            voided_at: v.void.as_ref().map(|x| x.voided_at.to_string()).unwrap_or_default(),
+            status_name: tr.t(&format!("status-{}", v.status.as_str())),
+            voided_at: v.void.as_ref().map(|x| tr.datetime(x.voided_at)).unwrap_or_default(),
             void_reason: v.void.as_ref().map(|x| x.reason.clone()).unwrap_or_default(),
             different_document: v.message_id != message_id,
         }),

@@ -91,13 +91,10 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// The console's language for a user.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    #[default]
-    En,
-    Ru,
+/// An account's console language when its stored record names none (accounts made before
+/// languages were stored).
+fn default_language() -> String {
+    super::i18n::DEFAULT_LANGUAGE.to_owned()
 }
 
 /// A stored account. The hash never leaves this module but through [`check_password`].
@@ -109,12 +106,18 @@ struct Record {
     disabled: bool,
     /// Set for a one-time password: the console lets the user do nothing but choose a new one.
     must_change_password: bool,
-    #[serde(default)]
-    language: Language,
+    /// The console's language, a catalogue's code (`en`, `ru`). Records written before
+    /// languages were codes hold `"en"` or `"ru"` already, or nothing: all read.
+    #[serde(default = "default_language")]
+    language: String,
     #[serde(with = "rfc3339")]
     created_at: Timestamp,
     #[serde(with = "rfc3339")]
     password_changed_at: Timestamp,
+    /// Bumped whenever the password is set (by the user or an administrator): a console
+    /// session signed in under another generation has ended. 0 in older records.
+    #[serde(default)]
+    password_generation: u64,
 }
 
 /// An account as shown to people and answered by the API: no hash.
@@ -124,13 +127,18 @@ pub struct Account {
     pub role: Role,
     pub disabled: bool,
     pub must_change_password: bool,
-    pub language: Language,
+    /// The console's language: a code of `kpnode users add --language` (`en`, `ru`).
+    pub language: String,
     #[schema(value_type = String, example = "2026-03-01T09:30:00.000Z")]
     #[serde(with = "rfc3339")]
     pub created_at: Timestamp,
     #[schema(value_type = String, example = "2026-03-01T09:30:00.000Z")]
     #[serde(with = "rfc3339")]
     pub password_changed_at: Timestamp,
+    /// The password's generation (see `Record`): compared by the console on every request,
+    /// never answered.
+    #[serde(skip)]
+    pub password_generation: u64,
 }
 
 /// Instants as the text [`Timestamp`] displays (RFC 3339, UTC), both ways.
@@ -156,6 +164,8 @@ pub enum AccountError {
     InvalidName(String),
     #[error("role {0:?}: use one of clerk, supervisor, customs, auditor")]
     UnknownRole(String),
+    #[error("language {0:?}: the console speaks {langs}; use one of those codes", langs = super::i18n::codes().join(", "))]
+    UnknownLanguage(String),
     #[error("password: use at least {MIN_PASSWORD} characters (a passphrase of a few words is easiest)")]
     PasswordTooShort,
     #[error("password: use at most {MAX_PASSWORD} bytes")]
@@ -187,6 +197,7 @@ impl AccountError {
         match self {
             AccountError::InvalidName(_) | AccountError::Exists(_) | AccountError::NotFound(_) => "name",
             AccountError::UnknownRole(_) => "role",
+            AccountError::UnknownLanguage(_) => "language",
             AccountError::PasswordTooShort
             | AccountError::PasswordTooLong
             | AccountError::PasswordUnchanged => "password",
@@ -259,9 +270,10 @@ fn view(name: &str, r: &Record) -> Account {
         role: r.role,
         disabled: r.disabled,
         must_change_password: r.must_change_password,
-        language: r.language,
+        language: r.language.clone(),
         created_at: r.created_at,
         password_changed_at: r.password_changed_at,
+        password_generation: r.password_generation,
     }
 }
 
@@ -272,16 +284,29 @@ pub struct Added {
     pub one_time_password: Option<String>,
 }
 
-/// Creates an account. Without a password, a one-time password is made, which the user must
-/// change at first sign-in. Hashing takes tens of milliseconds: call from a blocking thread.
+/// A language the console speaks.
+pub fn check_language(code: &str) -> Result<(), AccountError> {
+    if super::i18n::is_available(code) {
+        Ok(())
+    } else {
+        Err(AccountError::UnknownLanguage(code.chars().take(40).collect()))
+    }
+}
+
+/// Creates an account, whose console speaks `language` (English when `None`). Without a
+/// password, a one-time password is made, which the user must change at first sign-in.
+/// Hashing takes tens of milliseconds: call from a blocking thread.
 pub fn add(
     store: &SledStore,
     name: &str,
     role: Role,
+    language: Option<&str>,
     password: Option<&str>,
     now: Timestamp,
 ) -> Result<Added, AccountError> {
     check_name(name)?;
+    let language = language.unwrap_or(super::i18n::DEFAULT_LANGUAGE);
+    check_language(language)?;
     let one_time = match password {
         Some(p) => {
             check_password_rules(p)?;
@@ -295,9 +320,10 @@ pub fn add(
         password_hash: hash(password),
         disabled: false,
         must_change_password: one_time.is_some(),
-        language: Language::En,
+        language: language.to_owned(),
         created_at: now,
         password_changed_at: now,
+        password_generation: 0,
     };
     if !store.accounts().insert_new(name, &encode(&record))? {
         return Err(AccountError::Exists(name.to_owned()));
@@ -364,6 +390,7 @@ pub fn reset_password(
         r.password_hash = hashed;
         r.must_change_password = one_time.is_some();
         r.password_changed_at = now;
+        r.password_generation = r.password_generation.wrapping_add(1);
     })?;
     Ok((account, one_time))
 }
@@ -385,12 +412,14 @@ pub fn change_own_password(
         r.password_hash = hashed;
         r.must_change_password = false;
         r.password_changed_at = now;
+        r.password_generation = r.password_generation.wrapping_add(1);
     })
 }
 
-/// Sets the console's language for a user.
-pub fn set_language(store: &SledStore, name: &str, language: Language) -> Result<Account, AccountError> {
-    update(store, name, |r| r.language = language)
+/// Sets the console's language for a user (the console's profile page).
+pub fn set_language(store: &SledStore, name: &str, language: &str) -> Result<Account, AccountError> {
+    check_language(language)?;
+    update(store, name, |r| r.language = language.to_owned())
 }
 
 /// Why a sign-in failed. Deliberately coarse: the console says the same for a wrong name and a
@@ -447,6 +476,18 @@ mod tests {
     const NOW: Timestamp = Timestamp::from_unix_millis(1_780_000_000_000);
 
     #[test]
+    fn records_written_before_languages_and_generations_read() {
+        let (_d, s) = store();
+        let old = br#"{"role":"clerk","password_hash":"x","disabled":false,"must_change_password":false,"created_at":"2026-03-01T09:30:00.000Z","password_changed_at":"2026-03-01T09:30:00.000Z"}"#;
+        let with_enum = br#"{"role":"clerk","password_hash":"x","disabled":false,"must_change_password":false,"language":"ru","created_at":"2026-03-01T09:30:00.000Z","password_changed_at":"2026-03-01T09:30:00.000Z"}"#;
+        assert!(s.accounts().insert_new("old", old).unwrap());
+        assert!(s.accounts().insert_new("older", with_enum).unwrap());
+        let a = get(&s, "old").unwrap();
+        assert_eq!((a.language.as_str(), a.password_generation), ("en", 0));
+        assert_eq!(get(&s, "older").unwrap().language, "ru");
+    }
+
+    #[test]
     fn roles_allow_what_the_issue_says() {
         assert!(Role::Clerk.may(Action::Issue) && !Role::Clerk.may(Action::Void));
         assert!(Role::Supervisor.may(Action::Void) && Role::Supervisor.may(Action::ManagePeers));
@@ -458,12 +499,12 @@ mod tests {
     #[test]
     fn add_check_disable_and_passwords() {
         let (_d, s) = store();
-        let added = add(&s, "anna", Role::Clerk, Some("correct horse battery"), NOW).unwrap();
+        let added = add(&s, "anna", Role::Clerk, None, Some("correct horse battery"), NOW).unwrap();
         assert!(added.one_time_password.is_none() && !added.account.must_change_password);
-        assert!(matches!(add(&s, "anna", Role::Auditor, None, NOW), Err(AccountError::Exists(_))));
-        assert!(matches!(add(&s, "Anna!", Role::Clerk, None, NOW), Err(AccountError::InvalidName(_))));
+        assert!(matches!(add(&s, "anna", Role::Auditor, None, None, NOW), Err(AccountError::Exists(_))));
+        assert!(matches!(add(&s, "Anna!", Role::Clerk, None, None, NOW), Err(AccountError::InvalidName(_))));
         assert!(matches!(
-            add(&s, "bob", Role::Clerk, Some("short"), NOW),
+            add(&s, "bob", Role::Clerk, None, Some("short"), NOW),
             Err(AccountError::PasswordTooShort)
         ));
 
@@ -477,7 +518,7 @@ mod tests {
             Err(SignInError::Refused(SignInRefusal::WrongCredentials))
         ));
 
-        let otp = add(&s, "olga", Role::Customs, None, NOW).unwrap();
+        let otp = add(&s, "olga", Role::Customs, Some("ru"), None, NOW).unwrap();
         let one_time = otp.one_time_password.unwrap();
         assert!(otp.account.must_change_password);
         assert!(check_password(&s, "olga", &one_time).unwrap().must_change_password);
@@ -493,8 +534,19 @@ mod tests {
             check_password(&s, "anna", "correct horse battery"),
             Err(SignInError::Refused(SignInRefusal::Disabled))
         ));
+        let before = get(&s, "anna").unwrap().password_generation;
         let (a, otp) = reset_password(&s, "anna", None, NOW).unwrap();
         assert!(a.disabled && a.must_change_password && otp.is_some());
+        assert_eq!(a.password_generation, before + 1, "a reset ends the account's sessions");
+        assert!(!serde_json::to_string(&a).unwrap().contains("generation"), "never answered");
+
+        // Languages: a code a catalogue has; the refusal names the field and the choices.
+        assert_eq!(get(&s, "olga").unwrap().language, "ru");
+        let e = add(&s, "ivan", Role::Clerk, Some("xx"), None, NOW).unwrap_err();
+        assert_eq!(e.field(), "language");
+        assert!(e.to_string().contains("en, ru"), "{e}");
+        assert_eq!(set_language(&s, "anna", "ru").unwrap().language, "ru");
+        assert!(set_language(&s, "anna", "de-AT").is_err());
 
         let names: Vec<_> = list(&s).unwrap().into_iter().map(|a| a.name).collect();
         assert_eq!(names, ["anna", "olga"]);

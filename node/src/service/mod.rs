@@ -3,6 +3,7 @@
 //! the age of the node's keys ([`keys`]).
 
 pub mod accounts;
+pub mod i18n;
 pub mod issuing;
 pub mod keys;
 pub mod participants;

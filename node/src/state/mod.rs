@@ -4,6 +4,7 @@
 //! and the services read it and never reach back into `node`.
 
 mod links;
+pub mod throttle;
 mod trust;
 
 pub use links::{LinkStatus, Links};
@@ -62,6 +63,8 @@ pub struct Shared {
     /// Set while an online backup's snapshot is taken or streamed: one at a time, so the
     /// copies of the store it writes to disk cannot pile up.
     pub backup_running: std::sync::atomic::AtomicBool,
+    /// The console's sign-in throttle: counted by the console, cleared by the API's unlock.
+    pub sign_in_throttle: throttle::Throttle,
 }
 
 impl Shared {

@@ -1,0 +1,391 @@
+# The console's messages in English. Every .ftl file in this folder is one language, named by
+# its code (en.ftl, ru.ftl): to add a language, copy this file to <code>.ftl and translate
+# every message (keep the { $placeholders }); a test requires each file to have exactly the
+# messages the templates and the console's code use. Status and role names in English are the
+# codes the API and the CLI use.
+
+## How this language writes dates and numbers (pieces put together by node/src/service/i18n.rs).
+language-name = English
+format-date = { $year }-{ $month }-{ $day }
+format-datetime = { $date }T{ $hour }:{ $minute }:{ $second }.{ $millis }Z
+format-group-separator = { "" }
+format-decimal-separator = .
+
+## Every page
+app-name = kpnode console
+skip-to-content = Skip to content
+nav-label = Main
+nav-dashboard = Dashboard
+nav-certificates = Certificates
+nav-issue = Issue a certificate
+nav-verify = Verify
+nav-partners = Partners
+nav-participants = Participants
+nav-statistics = Statistics
+nav-password = Password
+sign-out = Sign out
+role-clerk = clerk
+role-supervisor = supervisor
+role-customs = customs
+role-auditor = auditor
+
+## Errors
+error-title = Error
+error-title-400 = Bad Request
+error-title-403 = Forbidden
+error-title-404 = Not Found
+error-title-409 = Conflict
+error-title-413 = Payload Too Large
+error-title-422 = Unprocessable Entity
+error-title-429 = Too Many Requests
+error-title-500 = Internal Server Error
+error-title-503 = Service Unavailable
+error-back = Back to the dashboard
+error-csrf = This form was not sent from this console session (its security token is missing or old). Reload the page and send the form again.
+forbidden-void = Your role ({ $role }) may not void certificates. Ask a supervisor.
+forbidden-confirm = Your role ({ $role }) may not confirm imports. Ask a supervisor.
+forbidden-issue = Your role ({ $role }) may not issue certificates. Ask a supervisor.
+forbidden-verify = Your role ({ $role }) may not verify certificates. Ask a supervisor.
+forbidden-partners-see = Your role ({ $role }) may not see the partners. Ask a supervisor.
+forbidden-partners-enrol = Your role ({ $role }) may not enrol partners. Ask a supervisor.
+forbidden-partners-remove = Your role ({ $role }) may not remove partners. Ask a supervisor.
+forbidden-participant-status = Your role ({ $role }) may not set a participant's status. Ask a supervisor.
+forbidden-statistics-see = Your role ({ $role }) may not see the statistics. Ask a supervisor.
+forbidden-statistics-download = Your role ({ $role }) may not download the statistics. Ask a supervisor.
+
+## Signing in
+login-title = Sign in
+login-name = Name
+login-password = Password
+login-submit = Sign in
+login-csrf = This sign-in form is too old or was not sent from this console. Open the sign-in page again.
+login-busy = Too many sign-ins at once, try again in a moment.
+login-wrong = The name or the password is wrong.
+login-too-many-sessions = Too many people are signed in to this node; try again later.
+login-locked-account = Too many wrong passwords: signing in as this user from this address is locked for { $count ->
+        [one] { $count } more minute
+       *[other] { $count } more minutes
+    }. The node's operator can lift the lock at once (kpnode users unlock NAME).
+login-locked-address = Too many wrong passwords from this address: signing in from it is locked for { $count ->
+        [one] { $count } more minute
+       *[other] { $count } more minutes
+    }.
+login-slowed = Many wrong passwords were tried for this user from other addresses, so from a new address one attempt is allowed at a time: try again in { $count ->
+        [one] { $count } second
+       *[other] { $count } seconds
+    }, or sign in from an address you used before.
+
+## Password and language
+password-title = Change password
+password-done = Your password is changed. Other sessions of yours have ended.
+password-must-change = You signed in with a one-time password: choose your own before going on.
+password-current = Current password
+password-new = New password
+password-new-hint = At least 12 characters; a few words are easiest.
+password-repeat = New password again
+password-submit = Change password
+password-differ = The two new passwords differ.
+password-current-wrong = The current password is wrong.
+password-too-short = Use at least { $count } characters (a passphrase of a few words is easiest).
+password-too-long = Use at most { $count } bytes.
+password-unchanged = The new password must differ from the current one.
+language-title = Language
+language-label = The console's language
+language-unknown = The console does not speak "{ $code }"; choose one of { $codes }.
+language-submit = Use this language
+
+## Dashboard
+dashboard-title = Dashboard
+dashboard-fingerprint = Signing key fingerprint:
+dashboard-certificates = Certificates
+dashboard-issued-here = Issued here
+dashboard-received = Received
+dashboard-vigilance = Received under enhanced vigilance
+dashboard-log-entries = Log entries
+dashboard-attention = Needs attention
+dashboard-nothing = Nothing needs attention.
+dashboard-links = Partners' links
+dashboard-no-partner = No partner is enrolled yet.
+col-partner = Partner
+col-authority = Authority
+col-link = Link
+col-last-delivery = Last delivery
+col-queued = Queued
+col-last-error = Last error
+col-issued = Issued
+col-parcels = Parcels
+col-carats = Carats
+link-up = up
+link-down = down
+
+## Certificates
+list-title = Certificates
+list-number = Number
+list-direction = Direction
+list-status = Status
+list-partner = Partner
+list-issued-from = Issued from
+list-issued-to = Issued to
+certificates-date-invalid = "{ $value }" is not a day: write it as YYYY-MM-DD, such as 2026-12-07
+certificates-date-order = This day is before "Issued from" ({ $from }): the range would be empty
+list-any = any
+list-show = Show
+list-none = No certificate matches.
+list-searched-to = Searched up to certificate { $number }.
+list-search-further = Search further
+list-next = Next page
+direction-out = issued here
+direction-in = received
+direction-local = local
+status-queued = queued
+status-delivered = delivered
+status-rejected = rejected
+status-import_confirmed = import_confirmed
+status-import_discrepancy = import_discrepancy
+status-voided = voided
+status-received = received
+status-expired = expired
+
+## A certificate
+cert-title = Certificate { $number }
+cert-status = Status:
+cert-exporter = Exporter
+cert-importer = Importer
+cert-issued-on = Issued on
+cert-expires-on = Expires on
+cert-value-usd = Value (USD)
+cert-timeline = Timeline
+cert-actions = Actions
+cert-download = Download the signed certificate (.kpc)
+cert-qr-alt = QR seal of certificate { $number }, signed by this node
+cert-qr-caption = The QR seal for the shipment's paperwork: a border post checks it with its console's Verify page or
+cert-qr-png = Download it as PNG
+timeline-exporting-authority = the exporting authority
+timeline-issued = Issued and signed by { $issuer }
+timeline-delivered-receipt = Delivered: { $receiver }'s node stored it at entry { $entry } of its log (its signed receipt)
+timeline-received = Received by this node
+timeline-delivered = Delivered
+timeline-refused = Refused by the importer's node: { $detail }
+timeline-confirmed = Import confirmed: { $parcels ->
+        [one] { $parcels } parcel
+       *[other] { $parcels } parcels
+    }, { $carats } carats received on { $received_on }
+timeline-confirmed-discrepancy = Import confirmed with a discrepancy: { $difference } (received { $parcels ->
+        [one] { $parcels } parcel
+       *[other] { $parcels } parcels
+    }, { $carats } carats on { $received_on })
+timeline-resolved = Discrepancy resolved by { $by } ({ $participant }): { $note }
+timeline-voided = Voided: { $reason }
+timeline-officer = { $step } — officer: { $officer }
+void-reason = Reason for voiding
+void-submit = Void this certificate
+void-reason-missing = Say why the certificate is voided; the importer sees the reason.
+confirm-legend = Confirm the import: what arrived
+confirm-received-on = Received on
+confirm-parcels = Parcels received
+confirm-carats = Carats received
+confirm-remarks = Remarks (optional)
+confirm-hint = If parcels or carats differ from the certificate, the confirmation records the discrepancy and the exporter sees it.
+confirm-submit = Confirm the import
+confirm-parcels-invalid = "{ $value }" is not a whole number of parcels
+
+## Issuing a certificate
+issue-title = Issue a certificate
+issue-intro = Each field is the certificate JSON's field of the same name (docs/certificate-json.md); the node checks it by the same rules as kpnode cert validate and the API.
+issue-problems = The certificate was not issued: { $count ->
+        [one] { $count } problem
+       *[other] { $count } problems
+    }
+issue-submit = Issue the certificate
+issue-choose = Choose…
+issue-section-certificate = Certificate
+issue-number = Number (optional)
+issue-number-hint = Leave empty: the node numbers the certificate.
+issue-exporting-participant = Exporting participant
+issue-exporting-participant-hint = This node's participant code (or its union's).
+issue-importing-participant = Importing participant
+issue-issuing-authority = Issuing authority
+issue-issued-on = Issued on
+issue-expires-on = Expires on
+issue-section-exporter = Exporter
+issue-section-importer = Importer
+issue-party-name = Name
+issue-party-address = Address
+issue-section-parcel = Parcel { $n }
+issue-hs-code = HS code
+issue-hs-7102-10 = 7102.10 unsorted
+issue-hs-7102-21 = 7102.21 industrial
+issue-hs-7102-31 = 7102.31 non-industrial (gem)
+issue-carats = Carats
+issue-carats-hint = A decimal, at most two decimals: 1520.35
+issue-value-usd = Value (US$)
+issue-value-usd-hint = A decimal, at most two decimals: 4231000.00
+issue-origin = Origin
+issue-origin-hint = Participant code of the country of origin, or MIXED.
+issue-origin-area = Origin area (optional)
+issue-origin-area-hint = Required for a restricted participant's exports.
+issue-add-parcel = Add parcel
+issue-remove-parcel = Remove parcel { $n }
+issue-section-shipment = Shipment (optional)
+issue-port-of-export = Port of export
+issue-customs-reference = Customs reference
+issue-add-declaration = Add declaration
+issue-section-declaration = Declaration { $n }
+issue-declaration-code = Code
+issue-declaration-code-hint = E.g. WDC-SoW.
+issue-declaration-text = Text
+issue-remove-declaration = Remove declaration { $n }
+issue-section-remarks = Remarks (optional)
+issue-remarks = Remarks
+issue-participant-suspended = { $code } — { $name } — suspended: certificates are refused
+issue-participant-restricted = { $code } — { $name } — restricted: only within its restriction
+issue-participant-unknown = { $code } — not in the registry
+
+## Verify
+verify-title = Verify a certificate
+verify-intro = Upload the signed certificate file (.kpc) or a photo or scan of its QR seal (JPEG or PNG, or the SVG kpnode cert qr writes). The signature is checked against the issuing authority's keys as this node trusts them, and this node says what it knows of the certificate now.
+verify-file = Certificate file or QR seal image
+verify-file-hint = At most { $megabytes } MB; an image of at most { $megapixels } megapixels.
+verify-file-missing = Choose the .kpc file or the photo or scan of the QR seal to verify.
+verify-file-image = The QR seal could not be read from the image: { $detail }.
+verify-file-kpc = The .kpc file could not be read: { $detail }.
+verify-file-unknown = This file is neither a signed certificate (.kpc) nor a JPEG, PNG or SVG image of a QR seal.
+verify-submit = Verify
+verify-busy = Too many images are being read at once; send the form again in a moment.
+verify-image-task-failed = The image could not be read: { $error }
+verify-authentic-seal = Authentic QR seal
+verify-authentic-kpc = Authentic signed certificate
+verify-signed-by = Certificate { $number } was signed by { $authority } ({ $issuer }) for { $importer }.
+verify-signed-at = Signed at
+verify-signing-key = Signing key
+verify-fingerprint = Issuer's fingerprint
+verify-valid = Valid
+verify-valid-range = { $from } to { $to }
+verify-compare = Compare these figures with the paperwork and the shipment: the seal proves them, the paper alone does not.
+verify-expired = The certificate expired on { $date }.
+verify-not-authentic = Not authentic
+verify-names-seal = The QR seal names certificate { $number }, but it does not verify:
+verify-names-file = The file names certificate { $number }, but it does not verify:
+verify-not-enrolled = It is signed by { $code }, which is not a partner enrolled on this node, so its signature cannot be checked here. A supervisor enrols { $code } on the Partners page (with the bundle and the fingerprint its authority gives); or check it offline with kpnode verify and { $code }'s bundle.
+verify-not-a-seal = The QR code is not a Kimberley Process seal: { $why }.
+verify-do-not-accept = Do not accept the shipment on this document. Ask the issuing authority to confirm the certificate.
+verify-on-this-node = On this node now
+verify-cert-page = the certificate's page
+verify-voided = This certificate was voided at { $at }: { $reason }. Its signature and seal still verify, but it no longer stands.
+verify-different = This node holds a different signed certificate under this number: the uploaded one is not the certificate this node received.
+verify-not-held = This node holds no certificate { $number }: it was not sent to this participant, or has not arrived yet.
+
+## Partners
+partners-title = Partners
+partners-enrolled = Partner { $code } is enrolled; its link is being dialled.
+partners-col-fingerprint = Fingerprint
+partners-col-enrolled = Enrolled
+partners-col-remove = Remove
+partners-signing-key = signing key { $key }
+partners-rotations = { $count ->
+        [one] { $count } rotation
+       *[other] { $count } rotations
+    }
+partners-removed = removed
+partners-remove-confirm = I confirmed the removal of { $code } with its authority
+partners-remove-unticked = Tick the box that confirms the removal, then press Remove again.
+partners-remove = Remove { $code }
+partners-enrol-title = Enrol a partner
+partners-enrol-intro = Upload the bundle the partner's authority sent (kpnode peer export), and type the fingerprint they read out to you over the telephone. A bundle whose fingerprint differs is refused.
+partners-bundle = Bundle file
+partners-bundle-missing = Choose the partner's bundle file (kpnode peer export).
+partners-bundle-not-text = This file is not a bundle: it is not text.
+partners-fingerprint = Fingerprint, as read out by the partner
+partners-fingerprint-missing = Type the fingerprint the partner's authority read out to you (not the one in the file).
+partners-replace-identity = The partner replaced its identity (new keys), and confirmed it by telephone
+partners-enrol-submit = Enrol
+
+## Participants
+participants-title = Participants
+participants-intro = The Kimberley Process participants this node knows, with the standing in force today. Open a participant to see its history.
+participants-intro-set = The Kimberley Process participants this node knows, with the standing in force today. Open a participant to see its history and to change its status.
+participants-col-code = Code
+participants-col-name = Name
+participants-col-since = Since
+participants-col-reason = Reason
+participants-col-detail = Origin areas or members
+participants-col-pending = Changes pending
+participant-status-active = active
+participant-status-suspended = suspended
+participant-status-restricted = restricted
+participant-title = Participant { $code }
+participant-bad-code = { $code } is not a participant code: { $error }
+participant-unknown = { $code } is not in this node's participant registry.
+participant-member-of = { $code } is a member state of
+participant-member-of-end = , which participates on its behalf.
+participant-in-force-since = In force since
+participant-history = History
+participant-no-history = No change was recorded on this node: its standing is the one the node was shipped with.
+participant-col-recorded = Recorded
+participant-col-from = From
+participant-col-decided-by = Decided by
+participant-col-log-entry = Log entry
+participant-from-list = the signed list of { $source }
+participant-from-operator = this node's operator
+participant-set-title = Change the status
+participant-in-force-from = In force from
+participant-reason = Reason (the decision it follows)
+participant-set-hint = The change is signed by this node and written to its log. A suspended participant's certificates are refused and messages for it are held.
+participant-set-submit = Record the change
+
+## Dashboard: counts by status
+dashboard-by-status = By status
+dashboard-counted-at = Counted at { $at }.
+dashboard-counting = The certificates are being counted; reload the page in a moment.
+
+## Statistics
+statistics-title = Statistics
+statistics-period = Period
+statistics-period-hint = A quarter (2026-Q3), a half-year (2026-H1), a month (2026-07), a year (2026) or a range (2026-07-01..2026-09-30).
+statistics-period-invalid = "{ $value }" is not a period: { $why }
+statistics-basis = Imports counted by
+statistics-basis-issued = date of issue
+statistics-basis-imported = date of import (confirmed only)
+statistics-chart = Chart
+statistics-usd = US dollars
+statistics-carats = carats
+statistics-busy = The statistics of other periods are being computed; try again in a moment.
+statistics-still-computing = The statistics are still being computed; try again in a moment.
+statistics-pending = The figures of { $period } are being computed (they read every certificate of the period).
+statistics-show-them = Show them in a moment
+statistics-computed-at = Computed at { $at }.
+statistics-stale = Newer figures are being computed.
+statistics-csv = Download as CSV
+statistics-voided-excluded = { $count ->
+        [one] { $count } voided certificate is left out.
+       *[other] { $count } voided certificates are left out.
+    }
+statistics-unconfirmed-imports = { $count ->
+        [one] { $count } import valid in the period is not confirmed on this node yet, so it has no date of import and is left out.
+       *[other] { $count } imports valid in the period are not confirmed on this node yet, so they have no date of import and are left out.
+    }
+statistics-totals = Totals
+statistics-none = No certificate in this period.
+statistics-col-flow = Flow
+statistics-col-hs = HS code
+statistics-flow-export = export
+statistics-flow-import = import
+statistics-by-month = By month and partner
+statistics-chart-alt-usd = Chart of exports and imports per partner per month in { $period }, in US dollars; the same figures are in the table below.
+statistics-chart-alt-carats = Chart of exports and imports per partner per month in { $period }, in carats; the same figures are in the table below.
+statistics-by-partner = By partner and HS code
+statistics-reconciliation = Reconciliation with partners
+statistics-no-exchange = No certificate was exchanged with a partner in this period.
+statistics-col-sent = Sent
+statistics-col-confirmed = Confirmed by the partner
+statistics-col-awaiting = Awaiting confirmation
+statistics-col-received = Received
+statistics-col-resolved = Discrepancies resolved
+statistics-att-discrepancy = the confirmation differs from the certificate
+statistics-att-unconfirmed = not confirmed by the partner, expired on { $date }
+statistics-att-not-confirmed-here = not confirmed here yet (expires on { $date })
+
+## Uploads and QR seals
+upload-unreadable = The form could not be read ({ $why }). Reload the page and send it again.
+qr-bad-number = { $number } is not a certificate number: { $error }
+qr-no-certificate = There is no certificate { $number } on this node.

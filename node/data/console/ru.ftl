@@ -1,0 +1,396 @@
+# Сообщения консоли на русском языке: те же ключи, что в en.ftl (это проверяет тест).
+
+## Как этот язык записывает даты и числа.
+language-name = Русский
+format-date = { $day }.{ $month }.{ $year }
+format-datetime = { $date } { $hour }:{ $minute }:{ $second } UTC
+format-group-separator = { "\u00A0" }
+format-decimal-separator = ,
+
+## Каждая страница
+app-name = консоль kpnode
+skip-to-content = Перейти к содержанию
+nav-label = Главное меню
+nav-dashboard = Сводка
+nav-certificates = Сертификаты
+nav-issue = Выдать сертификат
+nav-verify = Проверка
+nav-partners = Партнёры
+nav-participants = Участники
+nav-statistics = Статистика
+nav-password = Пароль
+sign-out = Выйти
+role-clerk = делопроизводитель
+role-supervisor = руководитель
+role-customs = таможня
+role-auditor = аудитор
+
+## Ошибки
+error-title = Ошибка
+error-title-400 = Неверный запрос
+error-title-403 = Доступ запрещён
+error-title-404 = Не найдено
+error-title-409 = Конфликт
+error-title-413 = Слишком большой запрос
+error-title-422 = Данные не приняты
+error-title-429 = Слишком много попыток
+error-title-500 = Внутренняя ошибка
+error-title-503 = Сервис недоступен
+error-back = Вернуться к сводке
+error-csrf = Эта форма отправлена не из текущего сеанса консоли (её защитный код отсутствует или устарел). Обновите страницу и отправьте форму снова.
+forbidden-void = Ваша роль ({ $role }) не позволяет аннулировать сертификаты. Обратитесь к руководителю.
+forbidden-confirm = Ваша роль ({ $role }) не позволяет подтверждать импорт. Обратитесь к руководителю.
+forbidden-issue = Ваша роль ({ $role }) не позволяет выдавать сертификаты. Обратитесь к руководителю.
+forbidden-verify = Ваша роль ({ $role }) не позволяет проверять сертификаты. Обратитесь к руководителю.
+forbidden-partners-see = Ваша роль ({ $role }) не позволяет видеть партнёров. Обратитесь к руководителю.
+forbidden-partners-enrol = Ваша роль ({ $role }) не позволяет регистрировать партнёров. Обратитесь к руководителю.
+forbidden-partners-remove = Ваша роль ({ $role }) не позволяет удалять партнёров. Обратитесь к руководителю.
+forbidden-participant-status = Ваша роль ({ $role }) не позволяет менять статус участника. Обратитесь к руководителю.
+forbidden-statistics-see = Ваша роль ({ $role }) не позволяет видеть статистику. Обратитесь к руководителю.
+forbidden-statistics-download = Ваша роль ({ $role }) не позволяет скачивать статистику. Обратитесь к руководителю.
+
+## Вход
+login-title = Вход
+login-name = Имя
+login-password = Пароль
+login-submit = Войти
+login-csrf = Эта форма входа устарела или отправлена не из этой консоли. Откройте страницу входа снова.
+login-busy = Слишком много одновременных входов, повторите через минуту.
+login-wrong = Неверное имя или пароль.
+login-too-many-sessions = В этом узле работает слишком много пользователей; повторите позже.
+login-locked-account = Слишком много неверных паролей: вход под этим именем с этого адреса заблокирован ещё на { $count ->
+        [one] { $count } минуту
+        [few] { $count } минуты
+       *[many] { $count } минут
+    }. Оператор узла может снять блокировку сразу (kpnode users unlock ИМЯ).
+login-locked-address = Слишком много неверных паролей с этого адреса: вход с него заблокирован ещё на { $count ->
+        [one] { $count } минуту
+        [few] { $count } минуты
+       *[many] { $count } минут
+    }.
+login-slowed = Для этого пользователя вводилось много неверных паролей с других адресов, поэтому с нового адреса попытки разрешены по одной: повторите через { $count ->
+        [one] { $count } секунду
+        [few] { $count } секунды
+       *[many] { $count } секунд
+    } или войдите с адреса, с которого входили раньше.
+
+## Пароль и язык
+password-title = Смена пароля
+password-done = Пароль изменён. Другие ваши сеансы завершены.
+password-must-change = Вы вошли с одноразовым паролем: прежде чем продолжить, задайте свой.
+password-current = Текущий пароль
+password-new = Новый пароль
+password-new-hint = Не менее 12 символов; проще всего — несколько слов.
+password-repeat = Новый пароль ещё раз
+password-submit = Сменить пароль
+password-differ = Новые пароли не совпадают.
+password-current-wrong = Текущий пароль неверен.
+password-too-short = Используйте не менее { $count } символов (проще всего — фраза из нескольких слов).
+password-too-long = Используйте не более { $count } байт.
+password-unchanged = Новый пароль должен отличаться от текущего.
+language-title = Язык
+language-label = Язык консоли
+language-unknown = Консоль не знает языка «{ $code }»; выберите один из: { $codes }.
+language-submit = Выбрать этот язык
+
+## Сводка
+dashboard-title = Сводка
+dashboard-fingerprint = Отпечаток ключа подписи:
+dashboard-certificates = Сертификаты
+dashboard-issued-here = Выданы здесь
+dashboard-received = Получены
+dashboard-vigilance = Получены под усиленным контролем
+dashboard-log-entries = Записей в журнале
+dashboard-attention = Требует внимания
+dashboard-nothing = Ничто не требует внимания.
+dashboard-links = Связь с партнёрами
+dashboard-no-partner = Партнёры ещё не подключены.
+col-partner = Партнёр
+col-authority = Орган
+col-link = Связь
+col-last-delivery = Последняя доставка
+col-queued = В очереди
+col-last-error = Последняя ошибка
+col-issued = Выдан
+col-parcels = Партии
+col-carats = Караты
+link-up = есть
+link-down = нет
+
+## Сертификаты
+list-title = Сертификаты
+list-number = Номер
+list-direction = Направление
+list-status = Статус
+list-partner = Партнёр
+list-issued-from = Выданы с
+list-issued-to = Выданы по
+certificates-date-invalid = «{ $value }» — не дата: укажите её в виде ГГГГ-ММ-ДД, например 2026-12-07
+certificates-date-order = Эта дата раньше даты «Выданы с» ({ $from }): в диапазон ничего не попадёт
+list-any = любой
+list-show = Показать
+list-none = Подходящих сертификатов нет.
+list-searched-to = Поиск выполнен до сертификата { $number }.
+list-search-further = Искать дальше
+list-next = Следующая страница
+direction-out = выдан здесь
+direction-in = получен
+direction-local = местный
+status-queued = в очереди
+status-delivered = доставлен
+status-received = получен
+status-import_confirmed = импорт подтверждён
+status-import_discrepancy = расхождение при импорте
+status-rejected = отклонён
+status-voided = аннулирован
+status-expired = истёк
+
+## Сертификат
+cert-title = Сертификат { $number }
+cert-status = Статус:
+cert-exporter = Экспортёр
+cert-importer = Импортёр
+cert-issued-on = Дата выдачи
+cert-expires-on = Действителен до
+cert-value-usd = Стоимость (долл. США)
+cert-timeline = История
+cert-actions = Действия
+cert-download = Скачать подписанный сертификат (.kpc)
+cert-qr-alt = QR-печать сертификата { $number }, подписанная этим узлом
+cert-qr-caption = QR-печать для сопроводительных документов партии: пограничный пост проверяет её на странице «Проверка» своей консоли или командой
+cert-qr-png = Скачать в формате PNG
+timeline-exporting-authority = орган страны-экспортёра
+timeline-issued = Выдан и подписан: { $issuer }
+timeline-delivered-receipt = Доставлен: узел { $receiver } сохранил его под номером { $entry } в своём журнале (подписанная квитанция)
+timeline-received = Получен этим узлом
+timeline-delivered = Доставлен
+timeline-refused = Отклонён узлом импортёра: { $detail }
+timeline-confirmed = Импорт подтверждён: { $parcels ->
+        [one] { $parcels } партия
+        [few] { $parcels } партии
+       *[many] { $parcels } партий
+    }, { $carats } кар., получено { $received_on }
+timeline-confirmed-discrepancy = Импорт подтверждён с расхождением: { $difference } (получено { $parcels ->
+        [one] { $parcels } партия
+        [few] { $parcels } партии
+       *[many] { $parcels } партий
+    }, { $carats } кар., { $received_on })
+timeline-resolved = Расхождение урегулировано: { $by } ({ $participant }): { $note }
+timeline-voided = Аннулирован: { $reason }
+timeline-officer = { $step } — сотрудник: { $officer }
+void-reason = Причина аннулирования
+void-submit = Аннулировать сертификат
+void-reason-missing = Укажите причину аннулирования; импортёр её увидит.
+confirm-legend = Подтверждение импорта: что поступило
+confirm-received-on = Дата получения
+confirm-parcels = Получено партий
+confirm-carats = Получено карат
+confirm-remarks = Примечания (необязательно)
+confirm-hint = Если число партий или карат отличается от сертификата, подтверждение фиксирует расхождение, и экспортёр его увидит.
+confirm-submit = Подтвердить импорт
+confirm-parcels-invalid = «{ $value }» — не целое число партий
+
+## Выдача сертификата
+issue-title = Выдать сертификат
+issue-intro = Каждое поле соответствует одноимённому полю JSON сертификата (docs/certificate-json.md); узел проверяет его по тем же правилам, что kpnode cert validate и API.
+issue-problems = Сертификат не выдан: { $count ->
+        [one] { $count } ошибка
+        [few] { $count } ошибки
+       *[many] { $count } ошибок
+    }
+issue-submit = Выдать сертификат
+issue-choose = Выберите…
+issue-section-certificate = Сертификат
+issue-number = Номер (необязательно)
+issue-number-hint = Оставьте пустым: узел присвоит номер сам.
+issue-exporting-participant = Участник-экспортёр
+issue-exporting-participant-hint = Код участника этого узла (или его союза).
+issue-importing-participant = Участник-импортёр
+issue-issuing-authority = Выдавший орган
+issue-issued-on = Дата выдачи
+issue-expires-on = Действителен до
+issue-section-exporter = Экспортёр
+issue-section-importer = Импортёр
+issue-party-name = Наименование
+issue-party-address = Адрес
+issue-section-parcel = Партия { $n }
+issue-hs-code = Код ТН ВЭД
+issue-hs-7102-10 = 7102.10 несортированные
+issue-hs-7102-21 = 7102.21 технические
+issue-hs-7102-31 = 7102.31 ювелирные
+issue-carats = Караты
+issue-carats-hint = Десятичное число, не более двух знаков после точки: 1520.35
+issue-value-usd = Стоимость (долл. США)
+issue-value-usd-hint = Десятичное число, не более двух знаков после точки: 4231000.00
+issue-origin = Происхождение
+issue-origin-hint = Код участника страны происхождения или MIXED.
+issue-origin-area = Район происхождения (необязательно)
+issue-origin-area-hint = Обязателен для экспорта участника с ограничениями.
+issue-add-parcel = Добавить партию
+issue-remove-parcel = Удалить партию { $n }
+issue-section-shipment = Отгрузка (необязательно)
+issue-port-of-export = Порт вывоза
+issue-customs-reference = Таможенный номер
+issue-add-declaration = Добавить декларацию
+issue-section-declaration = Декларация { $n }
+issue-declaration-code = Код
+issue-declaration-code-hint = Например, WDC-SoW.
+issue-declaration-text = Текст
+issue-remove-declaration = Удалить декларацию { $n }
+issue-section-remarks = Примечания (необязательно)
+issue-remarks = Примечания
+issue-participant-suspended = { $code } — { $name } — приостановлен: сертификаты не принимаются
+issue-participant-restricted = { $code } — { $name } — с ограничениями: только в их пределах
+issue-participant-unknown = { $code } — нет в реестре
+
+## Проверка
+verify-title = Проверка сертификата
+verify-intro = Загрузите файл подписанного сертификата (.kpc) или фотографию либо скан его QR-печати (JPEG или PNG, или SVG, который создаёт kpnode cert qr). Подпись проверяется по ключам выдавшего органа в том виде, в каком им доверяет этот узел, и узел сообщает, что ему известно о сертификате сейчас.
+verify-file = Файл сертификата или изображение QR-печати
+verify-file-hint = Не более { $megabytes } МБ; изображение — не более { $megapixels } мегапикселей.
+verify-file-missing = Выберите файл .kpc или фотографию либо скан QR-печати для проверки.
+verify-file-image = Не удалось прочитать QR-печать на изображении: { $detail }.
+verify-file-kpc = Не удалось прочитать файл .kpc: { $detail }.
+verify-file-unknown = Этот файл не является ни подписанным сертификатом (.kpc), ни изображением QR-печати в формате JPEG, PNG или SVG.
+verify-submit = Проверить
+verify-busy = Сейчас читается слишком много изображений; отправьте форму ещё раз через минуту.
+verify-image-task-failed = Не удалось прочитать изображение: { $error }
+verify-authentic-seal = QR-печать подлинная
+verify-authentic-kpc = Подписанный сертификат подлинный
+verify-signed-by = Сертификат { $number } подписан органом { $authority } ({ $issuer }) для { $importer }.
+verify-signed-at = Время подписи
+verify-signing-key = Ключ подписи
+verify-fingerprint = Отпечаток выдавшего органа
+verify-valid = Действителен
+verify-valid-range = с { $from } по { $to }
+verify-compare = Сверьте эти данные с документами и самой партией: печать подтверждает их, одна бумага — нет.
+verify-expired = Срок действия сертификата истёк { $date }.
+verify-not-authentic = Не подлинный
+verify-names-seal = QR-печать относится к сертификату { $number }, но проверку не проходит:
+verify-names-file = Файл относится к сертификату { $number }, но проверку не проходит:
+verify-not-enrolled = Он подписан участником { $code }, который не зарегистрирован на этом узле как партнёр, поэтому подпись здесь проверить нельзя. Руководитель регистрирует { $code } на странице «Партнёры» (с пакетом и отпечатком, которые сообщает его орган); или проверьте его без сети командой kpnode verify с пакетом { $code }.
+verify-not-a-seal = QR-код не является печатью Кимберлийского процесса: { $why }.
+verify-do-not-accept = Не принимайте партию по этому документу. Попросите выдавший орган подтвердить сертификат.
+verify-on-this-node = На этом узле сейчас
+verify-cert-page = страница сертификата
+verify-voided = Сертификат аннулирован { $at }: { $reason }. Его подпись и печать по-прежнему проходят проверку, но он больше не действует.
+verify-different = На этом узле под этим номером хранится другой подписанный сертификат: загруженный — не тот, что получил этот узел.
+verify-not-held = На этом узле нет сертификата { $number }: он не отправлялся этому участнику или ещё не пришёл.
+
+## Партнёры
+partners-title = Партнёры
+partners-enrolled = Партнёр { $code } зарегистрирован; устанавливается связь с ним.
+partners-col-fingerprint = Отпечаток
+partners-col-enrolled = Зарегистрирован
+partners-col-remove = Удаление
+partners-signing-key = ключ подписи { $key }
+partners-rotations = { $count ->
+        [one] { $count } смена ключа
+        [few] { $count } смены ключа
+       *[many] { $count } смен ключа
+    }
+partners-removed = удалён
+partners-remove-confirm = Я подтвердил удаление { $code } с его органом
+partners-remove-unticked = Отметьте флажок, подтверждающий удаление, и снова нажмите «Удалить».
+partners-remove = Удалить { $code }
+partners-enrol-title = Регистрация партнёра
+partners-enrol-intro = Загрузите пакет, присланный органом партнёра (kpnode peer export), и введите отпечаток, который вам продиктовали по телефону. Пакет с другим отпечатком будет отклонён.
+partners-bundle = Файл пакета
+partners-bundle-missing = Выберите файл пакета партнёра (kpnode peer export).
+partners-bundle-not-text = Этот файл не является пакетом: это не текст.
+partners-fingerprint = Отпечаток, продиктованный партнёром
+partners-fingerprint-missing = Введите отпечаток, который продиктовал вам орган партнёра (а не тот, что в файле).
+partners-replace-identity = Партнёр сменил свою идентичность (новые ключи) и подтвердил это по телефону
+partners-enrol-submit = Зарегистрировать
+
+## Участники
+participants-title = Участники
+participants-intro = Участники Кимберлийского процесса, известные этому узлу, с действующим на сегодня статусом. Откройте участника, чтобы увидеть его историю.
+participants-intro-set = Участники Кимберлийского процесса, известные этому узлу, с действующим на сегодня статусом. Откройте участника, чтобы увидеть его историю и изменить его статус.
+participants-col-code = Код
+participants-col-name = Название
+participants-col-since = С
+participants-col-reason = Основание
+participants-col-detail = Районы происхождения или члены
+participants-col-pending = Ожидающие изменения
+participant-status-active = действует
+participant-status-suspended = приостановлен
+participant-status-restricted = ограничен
+participant-title = Участник { $code }
+participant-bad-code = { $code } — не код участника: { $error }
+participant-unknown = { $code } нет в реестре участников этого узла.
+participant-member-of = { $code } — государство — член
+participant-member-of-end = , который участвует от его имени.
+participant-in-force-since = Действует с
+participant-history = История
+participant-no-history = На этом узле изменений не записано: статус тот, с которым узел был поставлен.
+participant-col-recorded = Записано
+participant-col-from = С даты
+participant-col-decided-by = Кем решено
+participant-col-log-entry = Запись журнала
+participant-from-list = подписанный список { $source }
+participant-from-operator = оператор этого узла
+participant-set-title = Изменение статуса
+participant-in-force-from = Действует с
+participant-reason = Основание (решение, по которому вносится изменение)
+participant-set-hint = Изменение подписывается этим узлом и записывается в его журнал. Сертификаты приостановленного участника отклоняются, а сообщения для него задерживаются.
+participant-set-submit = Записать изменение
+
+## Сводка: сертификаты по статусам
+dashboard-by-status = По статусам
+dashboard-counted-at = Подсчитано { $at }.
+dashboard-counting = Сертификаты подсчитываются; обновите страницу через минуту.
+
+## Статистика
+statistics-title = Статистика
+statistics-period = Период
+statistics-period-hint = Квартал (2026-Q3), полугодие (2026-H1), месяц (2026-07), год (2026) или диапазон (2026-07-01..2026-09-30).
+statistics-period-invalid = «{ $value }» — не период: { $why }
+statistics-basis = Импорт учитывается по
+statistics-basis-issued = дате выдачи
+statistics-basis-imported = дате ввоза (только подтверждённый)
+statistics-chart = Диаграмма
+statistics-usd = доллары США
+statistics-carats = караты
+statistics-busy = Сейчас вычисляется статистика других периодов; повторите попытку через минуту.
+statistics-still-computing = Статистика ещё вычисляется; повторите попытку через минуту.
+statistics-pending = Данные за { $period } вычисляются (для этого читается каждый сертификат периода).
+statistics-show-them = Показать их через минуту
+statistics-computed-at = Вычислено { $at }.
+statistics-stale = Вычисляются более свежие данные.
+statistics-csv = Скачать в формате CSV
+statistics-voided-excluded = { $count ->
+        [one] { $count } аннулированный сертификат не учитывается.
+        [few] { $count } аннулированных сертификата не учитываются.
+       *[many] { $count } аннулированных сертификатов не учитываются.
+    }
+statistics-unconfirmed-imports = { $count ->
+        [one] { $count } ввоз, действительный в периоде, ещё не подтверждён на этом узле, поэтому у него нет даты ввоза и он не учитывается.
+        [few] { $count } ввоза, действительных в периоде, ещё не подтверждены на этом узле, поэтому у них нет даты ввоза и они не учитываются.
+       *[many] { $count } ввозов, действительных в периоде, ещё не подтверждены на этом узле, поэтому у них нет даты ввоза и они не учитываются.
+    }
+statistics-totals = Итоги
+statistics-none = За этот период сертификатов нет.
+statistics-col-flow = Поток
+statistics-col-hs = Код ТН ВЭД
+statistics-flow-export = экспорт
+statistics-flow-import = импорт
+statistics-by-month = По месяцам и партнёрам
+statistics-chart-alt-usd = Диаграмма экспорта и импорта по партнёрам и месяцам за { $period } в долларах США; те же данные — в таблице ниже.
+statistics-chart-alt-carats = Диаграмма экспорта и импорта по партнёрам и месяцам за { $period } в каратах; те же данные — в таблице ниже.
+statistics-by-partner = По партнёрам и кодам ТН ВЭД
+statistics-reconciliation = Сверка с партнёрами
+statistics-no-exchange = За этот период с партнёрами не обменивались сертификатами.
+statistics-col-sent = Отправлено
+statistics-col-confirmed = Подтверждено партнёром
+statistics-col-awaiting = Ожидает подтверждения
+statistics-col-received = Получено
+statistics-col-resolved = Расхождения урегулированы
+statistics-att-discrepancy = подтверждение расходится с сертификатом
+statistics-att-unconfirmed = не подтверждён партнёром, срок истёк { $date }
+statistics-att-not-confirmed-here = ещё не подтверждён здесь (срок истекает { $date })
+
+## Загрузки и QR-печати
+upload-unreadable = Не удалось прочитать форму ({ $why }). Обновите страницу и отправьте форму ещё раз.
+qr-bad-number = { $number } — не номер сертификата: { $error }
+qr-no-certificate = На этом узле нет сертификата { $number }.
