@@ -186,14 +186,29 @@ impl SledStore {
         // Only now, holding the lock (so no live sled can be writing a snapshot), is it safe
         // to remove what an interrupted snapshot left behind.
         let removed = remove_partial_snapshots(path)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(u64::from(cache_capacity_mb) * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             // Every batch is flushed explicitly; sled's own periodic flusher would only compete.
-            .flush_every_ms(None)
-            .open()
-            .map_err(backend)?;
+            .flush_every_ms(None);
+        // sled locks its own file too. This process holds the store's lock, so a sled lock
+        // held elsewhere can only be this process's: a sled just closed (a migration closes
+        // and reopens it) whose background work still holds the file for a moment, or a child
+        // forked at that instant holding the descriptor until its exec. Both let go soon, so
+        // the open is tried again for a bounded time instead of failing.
+        let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(backend)?,
+            }
+        };
         let tree = db.open_tree(TREE_NAME).map_err(backend)?;
         let accounts = db.open_tree(ACCOUNTS_TREE).map_err(backend)?;
         let store =
@@ -255,6 +270,9 @@ impl SledStore {
         self.inner.db.size_on_disk().unwrap_or(0)
     }
 }
+
+/// How long an open waits for sled's own file lock, held by this process's sled just closed.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The sled tree holding the store, named after its format.
 const TREE_NAME: &str = "kpnode.v1";
