@@ -61,7 +61,8 @@ pub struct InitOptions {
     pub peer_listen: Option<SocketAddr>,
     pub api_listen: Option<SocketAddr>,
     pub advertise: Vec<String>,
-    /// The signing key in a PKCS#11 token (made there, or the one already under its label).
+    /// The signing key (and, with `tls_key`, the TLS key) in a PKCS#11 token (made there, or
+    /// the one already under its label).
     pub pkcs11: Option<kp_config::Pkcs11>,
 }
 
@@ -131,13 +132,17 @@ impl NodeDir {
 
         let keys = match &config.pkcs11 {
             None => NodeKeys::create(&self.keys_dir(), opts.participant, now)?,
-            Some(p) => {
-                let token = crate::hsm::Pkcs11Token::open(crate::hsm::TokenSettings::from_config(p)?)?;
-                // A key pair already under the label is used (one made by the token's own
+            Some(_) => {
+                // A key pair already under a key's label is used (one made by the token's own
                 // tools); otherwise one is made inside the token.
-                let existing = token.existing()?.map(|k| std::sync::Arc::new(k) as _);
-                let handle = std::sync::Arc::new(crate::hsm::TokenHandle(token));
-                NodeKeys::create_in(&self.keys_dir(), opts.participant, now, Some(handle), existing)?
+                let tokens = crate::hsm::from_config(&config)?;
+                let place = |h: Option<crate::hsm::TokenHandle>| -> Result<_, HomeError> {
+                    let Some(h) = h else { return Ok(None) };
+                    let existing = h.token.existing(&h.key)?.map(|k| std::sync::Arc::new(k) as _);
+                    Ok(Some(kp_keys::TokenPlace { token: std::sync::Arc::new(h), existing }))
+                };
+                let places = kp_keys::KeyPlaces { signing: place(tokens.signing)?, tls: place(tokens.tls)? };
+                NodeKeys::create_in(&self.keys_dir(), opts.participant, now, places)?
             }
         };
         let mut token = [0u8; 32];
@@ -168,8 +173,8 @@ impl NodeDir {
 
     /// Loads the keys, checking them against the configured participant.
     pub fn keys(&self, config: &NodeConfig) -> Result<NodeKeys, HomeError> {
-        let token = crate::hsm::from_config(config)?;
-        let keys = NodeKeys::load_in(&self.keys_dir(), token)?;
+        let tokens = crate::hsm::from_config(config)?;
+        let keys = NodeKeys::load_in(&self.keys_dir(), tokens.signing_dyn(), tokens.tls_dyn())?;
         if keys.participant() != config.participant {
             return Err(HomeError::Keys(KeyError::Mismatch {
                 path: self.keys_dir(),

@@ -327,12 +327,11 @@ fn open_store(dir: &NodeDir, config: &NodeConfig) -> Result<SledStore, StartErro
 /// a TLS rotation is not yet acknowledged by every peer.
 fn tls_identity(keys: &NodeKeys) -> Result<(Arc<rustls::crypto::CryptoProvider>, Identity), StartError> {
     let provider = crate::net::tls::provider();
-    let previous_der = keys.previous_tls.as_ref().map(|(k, c)| (c.clone(), k.to_pkcs8_der()));
     let identity = Identity::new(
         &provider,
         &keys.tls_certificate,
-        &keys.tls.to_pkcs8_der(),
-        previous_der.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+        &keys.tls,
+        keys.previous_tls.as_ref().map(|(k, c)| (c.as_slice(), k)),
     )
     .map_err(StartError::Tls)?;
     Ok((provider, identity))
@@ -383,7 +382,7 @@ impl crate::actor::Rotator for NodeRotator {
             let k = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             self.tls
                 .identity
-                .rotate(&self.tls.provider, &k.tls_certificate, &k.tls.to_pkcs8_der())
+                .rotate(&self.tls.provider, &k.tls_certificate, &k.tls)
                 .map_err(RotationError::Tls)?;
         }
         let mut peers: Vec<ParticipantCode> =

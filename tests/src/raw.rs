@@ -75,7 +75,10 @@ pub async fn connect_tls(addr: SocketAddr, keys: &NodeKeys) -> Result<TlsStream<
 
 /// TLS over a TCP connection already open (one with a small receive buffer, say).
 pub async fn connect_tls_over(tcp: TcpStream, keys: &NodeKeys) -> Result<TlsStream<TcpStream>, LinkError> {
-    let config = client_config(&keys.tls_certificate, &keys.tls.to_pkcs8_der());
+    let config = client_config(
+        &keys.tls_certificate,
+        &keys.tls.file().expect("the raw client needs a TLS key in a file").to_pkcs8_der(),
+    );
     let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::try_from("peer.kpnode.invalid").expect("a name");
     connector.connect(name, tcp).await.map_err(|e| LinkError::Tls(e.to_string()))

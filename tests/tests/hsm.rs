@@ -92,11 +92,12 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// `kpnode init` of RU with its signing key in the token; returns the directory.
-fn init_hsm_node(root: &Path, hsm: &SoftHsm, uri: &str) -> NodeDir {
+/// `kpnode init` of RU with its signing key (and, with `tls`, its TLS key) in the token;
+/// returns the directory.
+fn init_hsm_node(root: &Path, hsm: &SoftHsm, uri: &str, tls: Option<&str>) -> NodeDir {
     let dir = root.join("RU");
-    let port = free_port().to_string();
-    let out = kpnode_ok(&[
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
         "init",
         "--participant",
         "RU",
@@ -105,7 +106,7 @@ fn init_hsm_node(root: &Path, hsm: &SoftHsm, uri: &str) -> NodeDir {
         "--dir",
         s(&dir),
         "--peer-listen",
-        &format!("127.0.0.1:{port}"),
+        &listen,
         "--api-listen",
         "127.0.0.1:0",
         "--signing-key",
@@ -114,8 +115,15 @@ fn init_hsm_node(root: &Path, hsm: &SoftHsm, uri: &str) -> NodeDir {
         MODULE,
         "--pkcs11-pin-file",
         s(&hsm.pin_file),
-    ]);
+    ];
+    if let Some(t) = tls {
+        args.extend(["--tls-key", t]);
+    }
+    let out = kpnode_ok(&args);
     assert!(out.contains("(not extractable)"), "{out}");
+    if tls.is_some() {
+        assert!(out.contains("TLS key") && !dir.join("keys/tls.key.pem").exists(), "{out}");
+    }
     NodeDir::new(dir)
 }
 
@@ -131,15 +139,22 @@ fn a_token_key_signs_everything_rotates_and_never_leaves_the_token() {
     let tmp = tempfile::tempdir().unwrap();
     let Some(hsm) = SoftHsm::new(tmp.path(), "ALL") else { return };
     // With an id= in the URI: the rotation's new pair still gets an id of its own.
-    let ru_dir = init_hsm_node(tmp.path(), &hsm, "pkcs11:token=KP;object=kp-signing;id=%01");
+    let ru_dir = init_hsm_node(
+        tmp.path(),
+        &hsm,
+        "pkcs11:token=KP;object=kp-signing;id=%01",
+        Some("pkcs11:token=KP;object=kp-tls"),
+    );
     let in_dir = init_dir(tmp.path(), "IN", free_port());
 
-    // The key pair is in the token: private, sensitive, never extractable.
+    // Both key pairs are in the token: private, sensitive, never extractable.
     let objects = hsm.objects();
-    assert!(objects.contains("Private Key Object; EC_EDWARDS"), "{objects}");
-    assert!(objects.contains("never extractable"), "{objects}");
+    assert_eq!(objects.matches("Private Key Object; EC_EDWARDS").count(), 2, "{objects}");
+    assert_eq!(objects.matches("never extractable").count(), 2, "{objects}");
     assert!(objects.contains("sensitive"), "{objects}");
+    assert!(objects.contains("label:      kp-tls"), "{objects}");
     assert!(!ru_dir.keys_dir().join("signing.key.pem").exists(), "no signing key file");
+    assert!(!ru_dir.keys_dir().join("tls.key.pem").exists(), "no TLS key file");
     let toml = std::fs::read_to_string(ru_dir.config_path()).unwrap();
     assert!(toml.contains("[pkcs11]") && !toml.contains(PIN), "{toml}");
 
@@ -155,20 +170,32 @@ fn a_token_key_signs_everything_rotates_and_never_leaves_the_token() {
     wait_status(&ru_api, &out1, "delivered");
     wait_status(&in_api, &back, "delivered");
 
-    // Rotation mid-stream: the new key is made in the same token, under the same label.
-    let (st, v) = ru_api.post("/v1/keys/rotate", r#"{"signing": true}"#);
+    // Rotation mid-stream of both keys: the new pairs are made in the same token, under the
+    // same labels; the TLS possession proof and the new certificate are signed by the token.
+    let (st, v) = ru_api.post("/v1/keys/rotate", r#"{"signing": true, "tls": true}"#);
     assert_eq!(st, 200, "{v}");
+    assert_eq!(v["tls_rotated"], true, "{v}");
     let out2 = ru_api.submit(&certificate_json("RU", "IN", None, 3));
     wait_status(&ru_api, &out2, "delivered");
     let objects = hsm.objects();
-    assert_eq!(objects.matches("Private Key Object; EC_EDWARDS").count(), 2, "{objects}");
-    assert_eq!(objects.matches("never extractable").count(), 2, "{objects}");
+    assert_eq!(objects.matches("Private Key Object; EC_EDWARDS").count(), 4, "{objects}");
+    assert_eq!(objects.matches("never extractable").count(), 4, "{objects}");
     let ids: std::collections::BTreeSet<&str> =
         objects.lines().filter(|l| l.trim_start().starts_with("ID:")).map(str::trim).collect();
-    assert_eq!(ids.len(), 2, "two pairs, two CKA_IDs: {objects}");
+    assert_eq!(ids.len(), 4, "four pairs, four CKA_IDs: {objects}");
     let (_, keys) = in_api.get("/v1/keys");
     let ru_keys = keys["peers"].as_array().unwrap().iter().find(|p| p["participant"] == "RU").unwrap();
     assert_eq!(ru_keys["history"]["signing"].as_array().unwrap().len(), 2, "{ru_keys}");
+    assert_eq!(ru_keys["history"]["tls"].as_array().unwrap().len(), 2, "{ru_keys}");
+    // New TLS handshakes with the new token key: IN restarts and dials RU again, both ways.
+    inn.stop();
+    let mut inn = ProcessNode::start(&in_dir);
+    let in_api = inn.api();
+    let out3 = ru_api.submit(&certificate_json("RU", "IN", None, 5));
+    let back2 = in_api.submit(&certificate_json("IN", "RU", None, 6));
+    wait_status(&ru_api, &out3, "delivered");
+    wait_status(&in_api, &back2, "delivered");
+    assert!(!ru_dir.keys_dir().join("tls.previous.key.pem").exists(), "no previous TLS key file");
 
     ru.stop();
     inn.stop();
@@ -186,17 +213,18 @@ fn a_token_key_signs_everything_rotates_and_never_leaves_the_token() {
     kpnode_ok(&["peer", "export", "--dir", s(ru_dir.root()), "--out", s(&bundle)]);
     kpnode_ok(&["verify", s(&kpc), "--bundle", s(&bundle)]);
 
-    // No private signing key under the node directory: the only private key file is the TLS
-    // key's, and it is not one of the token's keys.
-    let mut pems = Vec::new();
+    // No private key under the node directory: no file holds a PKCS#8 (or any PEM) private
+    // key, nor the DER of one (the PKCS#8 Ed25519 prefix, RFC 8410).
+    const PKCS8_ED25519: [u8; 16] =
+        [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    let mut found = Vec::new();
     walk(ru_dir.root(), &mut |p| {
-        if std::fs::read(p).is_ok_and(|b| String::from_utf8_lossy(&b).contains("PRIVATE KEY")) {
-            pems.push(p.to_owned());
+        let b = std::fs::read(p).unwrap_or_default();
+        if String::from_utf8_lossy(&b).contains("PRIVATE KEY") || b.windows(16).any(|w| w == PKCS8_ED25519) {
+            found.push(p.to_owned());
         }
     });
-    let names: Vec<String> =
-        pems.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    assert!(names.iter().all(|n| n.starts_with("tls.")), "{names:?}");
+    assert!(found.is_empty(), "private key material under the node directory: {found:?}");
 }
 
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
@@ -283,7 +311,7 @@ fn every_way_a_token_fails_is_named() {
     assert!(!err.contains("4321") && err.contains("?<redacted>"), "the PIN is echoed: {err}");
 
     // The key named in node.toml is not in the token.
-    let dir = init_hsm_node(tmp.path(), &hsm, uri);
+    let dir = init_hsm_node(tmp.path(), &hsm, uri, None);
     let toml =
         std::fs::read_to_string(dir.config_path()).unwrap().replace("object=kp-signing", "object=gone");
     std::fs::write(dir.config_path(), toml).unwrap();
@@ -309,7 +337,7 @@ fn a_token_that_goes_away_makes_signing_unavailable_until_it_is_back() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let Some(hsm) = SoftHsm::new(tmp.path(), "ALL") else { return };
-    let ru_dir = init_hsm_node(tmp.path(), &hsm, "pkcs11:token=KP;object=kp-signing");
+    let ru_dir = init_hsm_node(tmp.path(), &hsm, "pkcs11:token=KP;object=kp-signing", None);
     let in_dir = init_dir(tmp.path(), "IN", free_port());
     let mut ru = ProcessNode::start(&ru_dir);
     let mut inn = ProcessNode::start(&in_dir);
@@ -370,7 +398,7 @@ fn a_refused_pin_is_tried_once_and_never_retried_until_a_restart() {
         skip_part("the PIN retry test", "pkcs11-spy.so (Debian: opensc-pkcs11) is missing", None);
         return;
     };
-    let ru_dir = init_hsm_node(tmp.path(), &hsm, "pkcs11:token=KP;object=kp-signing");
+    let ru_dir = init_hsm_node(tmp.path(), &hsm, "pkcs11:token=KP;object=kp-signing", None);
     let in_dir = init_dir(tmp.path(), "IN", free_port());
     enrol_cli(&ru_dir, &in_dir);
     // The node loads the spy, which loads SoftHSM2 and logs every call.
@@ -434,15 +462,16 @@ fn a_second_handle_on_the_token_does_not_close_the_first() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let Some(hsm) = SoftHsm::new(tmp.path(), "ALL") else { return };
-    init_hsm_node(tmp.path(), &hsm, "pkcs11:token=KP;object=kp-signing");
+    init_hsm_node(tmp.path(), &hsm, "pkcs11:token=KP;object=kp-signing", None);
     let settings = || TokenSettings {
         module: MODULE.into(),
         uri: "pkcs11:token=KP;object=kp-signing".parse().unwrap(),
         pin: pin::read(Some(&hsm.pin_file)).unwrap(),
     };
-    let first = Pkcs11Token::open(settings()).unwrap().existing().unwrap().expect("the key init made");
+    let uri: kp_keys::pkcs11uri::Pkcs11Uri = "pkcs11:token=KP;object=kp-signing".parse().unwrap();
+    let first = Pkcs11Token::open(settings()).unwrap().existing(&uri).unwrap().expect("the key init made");
     first.sign_message(b"before").unwrap();
-    let second = Pkcs11Token::open(settings()).unwrap().existing().unwrap().expect("the same key");
+    let second = Pkcs11Token::open(settings()).unwrap().existing(&uri).unwrap().expect("the same key");
     second.sign_message(b"second").unwrap();
     drop(second);
     first.sign_message(b"after the second handle is gone").expect("the first handle still signs");

@@ -1,12 +1,13 @@
-//! The signing key in a PKCS#11 token (a hardware security module, or SoftHSM2 for tests):
-//! the node asks the token to sign and never sees the private key, which is made inside the
-//! token not extractable and sensitive.
+//! The signing key and the TLS key in a PKCS#11 token (a hardware security module, or
+//! SoftHSM2 for tests): the node asks the token to sign and never sees a private key, which
+//! is made inside the token not extractable and sensitive.
 //!
 //! [`Pkcs11Token`] loads the vendor's module, finds the token the URI names (by label or
-//! serial), logs in with the user PIN and finds or makes Ed25519 key pairs under the URI's
-//! object label (`CKM_EC_EDWARDS_KEY_PAIR_GEN`, signing with `CKM_EDDSA`: PKCS#11 3.0). Each
-//! key pair made gets a random `CKA_ID`; the node's key history says which of the pairs under
-//! the label is current, so a rotation needs no change to `node.toml`.
+//! serial) and logs in with the user PIN; [`TokenHandle`]s on it find or make Ed25519 key
+//! pairs under their own URI's object label (`CKM_EC_EDWARDS_KEY_PAIR_GEN`, signing with
+//! `CKM_EDDSA`: PKCS#11 3.0) — one for the signing key, one for the TLS key, sharing the
+//! token's session. Each key pair made gets a random `CKA_ID`; the node's key history says
+//! which pair is current (by its public key), so a rotation needs no change to `node.toml`.
 //!
 //! A token that fails while the node runs (pulled out, its service restarted) makes each
 //! signature fail with a [`SignError`] naming the cause — answered 503 by the API, a receipt
@@ -85,8 +86,9 @@ impl From<TokenError> for KeyError {
     }
 }
 
-/// How to reach a token: the module, the URI naming it and the key label, and the PIN.
-#[derive(Debug)]
+/// How to reach a token: the module, the URI naming it (its token= or serial=; the object
+/// is the signing key's) and the PIN.
+#[derive(Debug, Clone)]
 pub struct TokenSettings {
     pub module: PathBuf,
     pub uri: Pkcs11Uri,
@@ -296,50 +298,57 @@ impl Pkcs11Token {
         Ok((session, slot))
     }
 
-    /// The key pairs under the URI's label (and, with `by_id`, its id), as (public key,
-    /// CKA_ID).
-    fn pairs(&self, session: &Session, by_id: bool) -> Result<Vec<(VerifyingKey, Vec<u8>)>, TokenError> {
-        let uri = self.uri_text();
+    /// The key pairs under `key`'s label (and, with `by_id`, its id), as (public key, CKA_ID,
+    /// label); with `any_label`, every Ed25519 pair in the token.
+    fn pairs(
+        &self,
+        session: &Session,
+        key: &Pkcs11Uri,
+        by_id: bool,
+        any_label: bool,
+    ) -> Result<Vec<(VerifyingKey, Vec<u8>, Vec<u8>)>, TokenError> {
+        let uri = key.to_string();
         let mut template =
             vec![Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::KeyType(KeyType::EC_EDWARDS)];
-        self.name_template(&mut template, by_id);
+        if !any_label {
+            name_template(key, &mut template, by_id);
+        }
         let handles = session.find_objects(&template).map_err(|e| session_error(&uri, "C_FindObjects", e))?;
         let mut out = Vec::new();
         for h in handles {
             let attrs = session
-                .get_attributes(h, &[AttributeType::EcPoint, AttributeType::Id])
+                .get_attributes(h, &[AttributeType::EcPoint, AttributeType::Id, AttributeType::Label])
                 .map_err(|e| session_error(&uri, "C_GetAttributeValue", e))?;
-            let (mut point, mut id) = (None, Vec::new());
+            let (mut point, mut id, mut label) = (None, Vec::new(), Vec::new());
             for a in attrs {
                 match a {
                     Attribute::EcPoint(p) => point = ed25519_point(&p),
                     Attribute::Id(i) => id = i,
+                    Attribute::Label(l) => label = l,
                     _ => {}
                 }
             }
             if let Some(k) = point.and_then(|p| VerifyingKey::from_bytes(&p).ok()) {
-                out.push((k, id));
+                out.push((k, id, label));
             }
         }
         Ok(out)
     }
 
-    fn name_template(&self, template: &mut Vec<Attribute>, by_id: bool) {
-        if let Some(label) = &self.settings.uri.object {
-            template.push(Attribute::Label(label.as_bytes().to_vec()));
-        }
-        if let (true, Some(id)) = (by_id, &self.settings.uri.id) {
-            template.push(Attribute::Id(id.clone()));
-        }
-    }
-
-    /// The private key of the pair with `id`.
-    fn private_key(&self, session: &Session, id: &[u8]) -> Result<ObjectHandle, TokenError> {
-        let uri = self.uri_text();
-        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Id(id.to_vec())];
-        if let Some(label) = &self.settings.uri.object {
-            template.push(Attribute::Label(label.as_bytes().to_vec()));
-        }
+    /// The private key of the pair with `id` and `label`.
+    fn private_key(
+        &self,
+        session: &Session,
+        key: &Pkcs11Uri,
+        id: &[u8],
+        label: &[u8],
+    ) -> Result<ObjectHandle, TokenError> {
+        let uri = key.to_string();
+        let template = vec![
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(id.to_vec()),
+            Attribute::Label(label.to_vec()),
+        ];
         let found = session.find_objects(&template).map_err(|e| session_error(&uri, "C_FindObjects", e))?;
         match found.as_slice() {
             [one] => Ok(*one),
@@ -352,8 +361,13 @@ impl Pkcs11Token {
     /// `CKA_SENSITIVE` false): a key adopted from the token (made by another tool) must be as
     /// protected as one kpnode makes. One that was once outside the token
     /// (`CKA_ALWAYS_SENSITIVE` false or `CKA_NEVER_EXTRACTABLE` false) is used, with a warning.
-    fn check_protected(&self, session: &Session, private: ObjectHandle) -> Result<(), TokenError> {
-        let uri = self.uri_text();
+    fn check_protected(
+        &self,
+        session: &Session,
+        key: &Pkcs11Uri,
+        private: ObjectHandle,
+    ) -> Result<(), TokenError> {
+        let uri = key.to_string();
         let attrs = session
             .get_attributes(
                 private,
@@ -383,55 +397,69 @@ impl Pkcs11Token {
             return Err(TokenError::KeyNotProtected { uri, attribute: "CKA_SENSITIVE", value: false });
         }
         if always != Some(true) || never != Some(true) {
-            tracing::warn!(%uri, always_sensitive = ?always, never_extractable = ?never, "the signing key was once readable outside the token (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE is not true): it may exist elsewhere");
+            tracing::warn!(%uri, always_sensitive = ?always, never_extractable = ?never, "the key was once readable outside the token (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE is not true): it may exist elsewhere");
         }
         Ok(())
     }
 
-    /// The key pair under the URI's label whose public key is `public` (the key history's
-    /// current key). Found by its public key, not by the URI's `id=`: after a rotation the
-    /// current pair has a new random `CKA_ID` while `node.toml` is unchanged.
-    pub fn key(self: &Arc<Self>, public: &VerifyingKey) -> Result<TokenKey, TokenError> {
-        let uri = self.uri_text();
-        let id = self.with_session(|session, _| {
-            let pairs = self.pairs(session, false)?;
-            if pairs.is_empty() {
-                return Err(TokenError::ObjectMissing { uri: uri.clone(), public_only: false });
-            }
-            let Some((_, id)) = pairs.into_iter().find(|(k, _)| k == public) else {
+    /// The key pair whose public key is `public` (the key history's current key), looked for
+    /// under `key`'s label. Found by its public key, not by the URI's `id=`: after a rotation
+    /// the current pair has a new random `CKA_ID` while `node.toml` is unchanged. If it is not
+    /// under that label but elsewhere in the token (a rotation into another object whose
+    /// change to `node.toml` did not happen), it is used, with a warning naming its label.
+    pub fn key(self: &Arc<Self>, key: &Pkcs11Uri, public: &VerifyingKey) -> Result<TokenKey, TokenError> {
+        let uri = key.to_string();
+        let (id, label) = self.with_session(|session, _| {
+            let pairs = self.pairs(session, key, false, false)?;
+            let found = match pairs.iter().find(|(k, _, _)| k == public) {
+                Some((_, id, label)) => Some((id.clone(), label.clone())),
+                None => {
+                    let elsewhere = self.pairs(session, key, false, true)?;
+                    let found = elsewhere.into_iter().find(|(k, _, _)| k == public).map(|(_, i, l)| (i, l));
+                    if let Some((_, label)) = &found {
+                        tracing::warn!(%uri, found_under = %String::from_utf8_lossy(label), "the key pair the key history names is not under the URI's object= label but under another one; it is used — correct the URI in node.toml");
+                    }
+                    found
+                }
+            };
+            let Some((id, label)) = found else {
+                if pairs.is_empty() {
+                    return Err(TokenError::ObjectMissing { uri: uri.clone(), public_only: false });
+                }
                 return Err(TokenError::WrongKey {
                     uri: uri.clone(),
                     expected: kp_protocol::KeyId::of(public).to_string(),
                 });
             };
-            let private = self.private_key(session, &id)?;
-            self.check_protected(session, private)?;
-            Ok(id)
+            let private = self.private_key(session, key, &id, &label)?;
+            self.check_protected(session, key, private)?;
+            Ok((id, label))
         })?;
-        Ok(TokenKey { token: self.clone(), public: *public, id })
+        Ok(TokenKey { token: self.clone(), uri: key.clone(), public: *public, id, label })
     }
 
-    /// The one key pair under the URI (its label and `id=`), if there is exactly one
-    /// (`None` if there is none): the pair `init` adopts.
-    pub fn existing(self: &Arc<Self>) -> Result<Option<TokenKey>, TokenError> {
-        let uri = self.uri_text();
-        let pairs = self.with_session(|session, _| self.pairs(session, true))?;
+    /// The one key pair under `key` (its label and `id=`), if there is exactly one (`None` if
+    /// there is none): the pair `init` adopts.
+    pub fn existing(self: &Arc<Self>, key: &Pkcs11Uri) -> Result<Option<TokenKey>, TokenError> {
+        let uri = key.to_string();
+        let pairs = self.with_session(|session, _| self.pairs(session, key, true, false))?;
         match pairs.as_slice() {
             [] => Ok(None),
-            [(k, _)] => self.key(k).map(Some),
+            [(k, _, _)] => self.key(key, k).map(Some),
             _ => Err(TokenError::Ambiguous { uri }),
         }
     }
 
-    /// Makes a new Ed25519 key pair in the token under the URI's label, with a fresh random
+    /// Makes a new Ed25519 key pair in the token under `key`'s label, with a fresh random
     /// `CKA_ID` (never the URI's `id=`: a rotation would then make a second pair with the same
     /// label and id, and the private key could no longer be told apart): the private key is
     /// a token object, private, sensitive and not extractable.
-    pub fn generate(self: &Arc<Self>) -> Result<TokenKey, TokenError> {
-        let uri = self.uri_text();
-        let Some(label) = self.settings.uri.object.clone() else {
+    pub fn generate(self: &Arc<Self>, key: &Pkcs11Uri) -> Result<TokenKey, TokenError> {
+        let uri = key.to_string();
+        let Some(label) = key.object.clone() else {
             return Err(TokenError::ObjectMissing { uri, public_only: false });
         };
+        let label = label.into_bytes();
         let id: Vec<u8> = rand::random::<[u8; 16]>().to_vec();
         let public = self.with_session(|session, _| {
             let public_template = vec![
@@ -439,7 +467,7 @@ impl Pkcs11Token {
                 Attribute::Private(false),
                 Attribute::Verify(true),
                 Attribute::EcParams(ED25519_OID.to_vec()),
-                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Label(label.clone()),
                 Attribute::Id(id.clone()),
             ];
             let private_template = vec![
@@ -448,7 +476,7 @@ impl Pkcs11Token {
                 Attribute::Sensitive(true),
                 Attribute::Extractable(false),
                 Attribute::Sign(true),
-                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Label(label.clone()),
                 Attribute::Id(id.clone()),
             ];
             let (public, private) = session
@@ -461,7 +489,7 @@ impl Pkcs11Token {
                     e => session_error(&uri, "C_GenerateKeyPair", e),
                 })?;
             // The token may not honour the template: check what it made.
-            self.check_protected(session, private)?;
+            self.check_protected(session, key, private)?;
             let attrs = session
                 .get_attributes(public, &[AttributeType::EcPoint])
                 .map_err(|e| session_error(&uri, "C_GetAttributeValue", e))?;
@@ -478,14 +506,14 @@ impl Pkcs11Token {
                     detail: "the new public key is not an Ed25519 point".into(),
                 })
         })?;
-        tracing::info!(uri = %self.settings.uri, key = %kp_protocol::KeyId::of(&public), "made a signing key pair in the token");
-        Ok(TokenKey { token: self.clone(), public, id })
+        tracing::info!(uri = %key, key = %kp_protocol::KeyId::of(&public), "made a key pair in the token");
+        Ok(TokenKey { token: self.clone(), uri: key.clone(), public, id, label })
     }
 
-    fn sign(&self, id: &[u8], message: &[u8]) -> Result<[u8; 64], TokenError> {
-        let uri = self.uri_text();
+    fn sign(&self, key: &Pkcs11Uri, id: &[u8], label: &[u8], message: &[u8]) -> Result<[u8; 64], TokenError> {
+        let uri = key.to_string();
         self.with_session(|session, _| {
-            let key = self.private_key(session, id).map_err(|e| match e {
+            let private = self.private_key(session, key, id, label).map_err(|e| match e {
                 TokenError::ObjectMissing { .. } => TokenError::Failed {
                     uri: uri.clone(),
                     function: "C_FindObjects".into(),
@@ -496,7 +524,7 @@ replaced?); the node opens the token again at the next signature"
                 e => e,
             })?;
             let signature = session
-                .sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), key, message)
+                .sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), private, message)
                 .map_err(|e| match e {
                     CkError::Pkcs11(RvError::MechanismInvalid, _) => {
                         TokenError::MechanismUnsupported { uri: uri.clone(), mechanism: "CKM_EDDSA" }
@@ -509,6 +537,22 @@ replaced?); the node opens the token again at the next signature"
                 detail: format!("returned {} bytes, not an Ed25519 signature's 64", signature.len()),
             })
         })
+    }
+
+    /// Whether `key` names this token (the same token= and serial=): then its keys are used
+    /// through this token's session rather than a second one.
+    fn holds(&self, key: &Pkcs11Uri) -> bool {
+        key.token == self.settings.uri.token && key.serial == self.settings.uri.serial
+    }
+}
+
+/// Adds `key`'s label (and, with `by_id`, its id) to a search template.
+fn name_template(key: &Pkcs11Uri, template: &mut Vec<Attribute>, by_id: bool) {
+    if let Some(label) = &key.object {
+        template.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let (true, Some(id)) = (by_id, &key.id) {
+        template.push(Attribute::Id(id.clone()));
     }
 }
 
@@ -537,17 +581,20 @@ fn ed25519_point(p: &[u8]) -> Option<[u8; 32]> {
     }
 }
 
-/// A signing key pair in a token.
+/// A key pair in a token.
 #[derive(Clone)]
 pub struct TokenKey {
     token: Arc<Pkcs11Token>,
+    /// The URI the key was found or made under.
+    uri: Pkcs11Uri,
     public: VerifyingKey,
     id: Vec<u8>,
+    label: Vec<u8>,
 }
 
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenKey({} {})", self.token.uri(), kp_protocol::KeyId::of(&self.public))
+        write!(f, "TokenKey({} {})", self.uri, kp_protocol::KeyId::of(&self.public))
     }
 }
 
@@ -559,7 +606,7 @@ impl SigningBackend for TokenKey {
     fn sign_message(&self, message: &[u8]) -> Result<[u8; 64], SignError> {
         let signature = self
             .token
-            .sign(&self.id, message)
+            .sign(&self.uri, &self.id, &self.label, message)
             .map_err(|e| SignError { key: self.location(), cause: e.to_string() })?;
         // A token that returns a wrong signature would make documents partners refuse: check.
         self.public.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature)).map_err(
@@ -573,31 +620,72 @@ impl SigningBackend for TokenKey {
     }
 
     fn location(&self) -> String {
-        self.token.uri().to_string()
+        self.uri.to_string()
     }
 }
 
-/// The token as the key directory uses it ([`KeyToken`]).
+/// A key's URI on a token, as the key directory uses it ([`KeyToken`]): the signing key's
+/// and the TLS key's handles share one token (one session) when their URIs name the same.
 #[derive(Debug, Clone)]
-pub struct TokenHandle(pub Arc<Pkcs11Token>);
+pub struct TokenHandle {
+    pub token: Arc<Pkcs11Token>,
+    pub key: Pkcs11Uri,
+}
+
+impl TokenHandle {
+    /// A handle for `key`: on `token` if the URI names that token, otherwise on the token it
+    /// names, opened with the same module and PIN.
+    pub fn on(token: &Arc<Pkcs11Token>, key: &Pkcs11Uri) -> Result<TokenHandle, TokenError> {
+        let token = if token.holds(key) {
+            token.clone()
+        } else {
+            let settings = TokenSettings { uri: key.clone(), ..token.settings.clone() };
+            Pkcs11Token::open(settings)?
+        };
+        Ok(TokenHandle { token, key: key.clone() })
+    }
+}
 
 impl KeyToken for TokenHandle {
     fn open(&self, public: &VerifyingKey) -> Result<Arc<dyn SigningBackend>, KeyError> {
-        Ok(Arc::new(self.0.key(public)?))
+        Ok(Arc::new(self.token.key(&self.key, public)?))
     }
 
     fn generate(&self) -> Result<Arc<dyn SigningBackend>, KeyError> {
-        Ok(Arc::new(self.0.generate()?))
+        Ok(Arc::new(self.token.generate(&self.key)?))
     }
 }
 
-/// Opens the token `node.toml` names, if it names one.
-pub fn from_config(config: &kp_config::NodeConfig) -> Result<Option<Arc<dyn KeyToken>>, TokenError> {
+/// The tokens `node.toml` names: the signing key's and, if `[pkcs11] tls_key` is set, the
+/// TLS key's.
+#[derive(Debug, Default, Clone)]
+pub struct ConfiguredTokens {
+    pub signing: Option<TokenHandle>,
+    pub tls: Option<TokenHandle>,
+}
+
+impl ConfiguredTokens {
+    pub fn signing_dyn(&self) -> Option<Arc<dyn KeyToken>> {
+        self.signing.clone().map(|h| Arc::new(h) as _)
+    }
+
+    pub fn tls_dyn(&self) -> Option<Arc<dyn KeyToken>> {
+        self.tls.clone().map(|h| Arc::new(h) as _)
+    }
+}
+
+/// Opens the tokens `node.toml` names, if it names any.
+pub fn from_config(config: &kp_config::NodeConfig) -> Result<ConfiguredTokens, TokenError> {
     match &config.pkcs11 {
-        None => Ok(None),
+        None => Ok(ConfiguredTokens::default()),
         Some(p) => {
             let token = Pkcs11Token::open(TokenSettings::from_config(p)?)?;
-            Ok(Some(Arc::new(TokenHandle(token))))
+            let signing = TokenHandle { token: token.clone(), key: p.signing_key.clone() };
+            let tls = match &p.tls_key {
+                Some(uri) => Some(TokenHandle::on(&token, uri)?),
+                None => None,
+            };
+            Ok(ConfiguredTokens { signing: Some(signing), tls })
         }
     }
 }

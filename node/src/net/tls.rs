@@ -23,6 +23,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use kp_exchange::trust::{judge_link, Distrust, TrustCell};
+use kp_keys::NodeTlsKey;
 
 /// The node's own TLS certificates: the current one, and after a TLS rotation the previous
 /// one, which the node keeps presenting when it dials a peer that has not yet acknowledged
@@ -41,10 +42,10 @@ impl Identity {
     pub fn new(
         provider: &CryptoProvider,
         cert_der: &[u8],
-        key_pkcs8: &[u8],
-        previous: Option<(&[u8], &[u8])>,
+        key: &NodeTlsKey,
+        previous: Option<(&[u8], &NodeTlsKey)>,
     ) -> Result<Identity, Error> {
-        let current = Arc::new(certified_key(provider, cert_der, key_pkcs8)?);
+        let current = Arc::new(certified_key(provider, cert_der, key)?);
         let previous = match previous {
             Some((c, k)) => Some(Arc::new(certified_key(provider, c, k)?)),
             None => None,
@@ -53,8 +54,8 @@ impl Identity {
     }
 
     /// A TLS rotation: the new key becomes current, the current one previous.
-    pub fn rotate(&self, provider: &CryptoProvider, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<(), Error> {
-        let key = Arc::new(certified_key(provider, cert_der, key_pkcs8)?);
+    pub fn rotate(&self, provider: &CryptoProvider, cert_der: &[u8], key: &NodeTlsKey) -> Result<(), Error> {
+        let key = Arc::new(certified_key(provider, cert_der, key)?);
         let mut keys = self.0.write().unwrap_or_else(|p| p.into_inner());
         keys.previous = Some(std::mem::replace(&mut keys.current, key));
         Ok(())
@@ -73,15 +74,59 @@ impl Identity {
     }
 }
 
+/// The certificate and its key for rustls: a file key is loaded by the provider (ring); a key
+/// in a token signs each handshake through the token ([`TokenTlsKey`]).
 fn certified_key(
     provider: &CryptoProvider,
     cert_der: &[u8],
-    key_pkcs8: &[u8],
+    key: &NodeTlsKey,
 ) -> Result<CertifiedKey, Error> {
-    let key = provider
-        .key_provider
-        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec())))?;
+    let key: Arc<dyn rustls::sign::SigningKey> = match key {
+        NodeTlsKey::File(k) => provider
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(k.to_pkcs8_der().to_vec())))?,
+        NodeTlsKey::Token(k) => Arc::new(TokenTlsKey(k.clone())),
+    };
     Ok(CertifiedKey::new(vec![CertificateDer::from(cert_der.to_vec())], key))
+}
+
+/// A TLS key in a PKCS#11 token as rustls signs with it: Ed25519 only (the one scheme the
+/// peers accept), each handshake signature made by the token (`CKM_EDDSA`). A token that
+/// cannot sign fails the handshake with the token's words, logged; the link supervisor dials
+/// again later and the accept loop keeps accepting, so links come back with the token.
+#[derive(Debug)]
+pub struct TokenTlsKey(pub Arc<dyn kp_keys::SigningBackend>);
+
+impl rustls::sign::SigningKey for TokenTlsKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn rustls::sign::Signer>> {
+        offered
+            .contains(&SignatureScheme::ED25519)
+            .then(|| Box::new(TokenTlsSigner(self.0.clone())) as Box<dyn rustls::sign::Signer>)
+    }
+
+    fn public_key(&self) -> Option<rustls::pki_types::SubjectPublicKeyInfoDer<'_>> {
+        Some(kp_keys::tlscert::ed25519_spki(&self.0.verifying_key().to_bytes()).into())
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        rustls::SignatureAlgorithm::ED25519
+    }
+}
+
+#[derive(Debug)]
+struct TokenTlsSigner(Arc<dyn kp_keys::SigningBackend>);
+
+impl rustls::sign::Signer for TokenTlsSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        self.0.sign_message(message).map(|s| s.to_vec()).map_err(|e| {
+            tracing::warn!(error = %e, "the TLS handshake could not be signed: the TLS key's token failed");
+            Error::General(format!("the TLS key could not sign the handshake: {e}"))
+        })
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        SignatureScheme::ED25519
+    }
 }
 
 /// The crypto provider: ring, TLS 1.3 suites only.
@@ -352,7 +397,8 @@ mod tests {
         let provider = provider();
         let own = kp_keys::TlsKeyPair::generate();
         let cert = kp_keys::tlscert::self_signed(&own, ParticipantCode::from_static("IN")).unwrap();
-        let identity = Identity::new(&provider, &cert, &own.to_pkcs8_der(), None).unwrap();
+        let own = NodeTlsKey::File(Arc::new(own));
+        let identity = Identity::new(&provider, &cert, &own, None).unwrap();
         let trust = Trust::build(
             vec![(RU, Err("malformed: LimitExceeded".into()))],
             Vec::new(),
