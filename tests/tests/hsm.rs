@@ -337,7 +337,12 @@ fn a_token_that_goes_away_makes_signing_unavailable_until_it_is_back() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let Some(hsm) = SoftHsm::new(tmp.path(), "ALL") else { return };
-    let ru_dir = init_hsm_node(tmp.path(), &hsm, "pkcs11:token=KP;object=kp-signing", None);
+    let ru_dir = init_hsm_node(
+        tmp.path(),
+        &hsm,
+        "pkcs11:token=KP;object=kp-signing",
+        Some("pkcs11:token=KP;object=kp-tls"),
+    );
     let in_dir = init_dir(tmp.path(), "IN", free_port());
     let mut ru = ProcessNode::start(&ru_dir);
     let mut inn = ProcessNode::start(&in_dir);
@@ -361,6 +366,17 @@ fn a_token_that_goes_away_makes_signing_unavailable_until_it_is_back() {
     });
     assert_eq!(in_api.certificate(&back)["status"], "queued");
     assert_eq!(ru_api.get(&format!("/v1/certificates/{back}")).0, 404);
+    // New links need RU's TLS key, in the same token: IN restarts, and every handshake with
+    // RU (RU accepting, RU dialling) fails on RU's side, saying why.
+    inn.stop();
+    let mut inn = ProcessNode::start(&in_dir);
+    let in_api = inn.api();
+    wait_until(Duration::from_secs(30), "RU's TLS handshakes fail without the token", || {
+        let log = std::fs::read_to_string(&ru.log).unwrap_or_default();
+        log.contains("the TLS handshake could not be signed")
+            && log.contains("pkcs11:token=KP;object=kp-tls")
+    });
+    assert_eq!(in_api.certificate(&back)["status"], "queued");
 
     // Back: the node logs in again by itself; the refused submission succeeds when retried,
     // and IN's certificate is delivered.

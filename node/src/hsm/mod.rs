@@ -299,20 +299,17 @@ impl Pkcs11Token {
     }
 
     /// The key pairs under `key`'s label (and, with `by_id`, its id), as (public key, CKA_ID,
-    /// label); with `any_label`, every Ed25519 pair in the token.
+    /// label).
     fn pairs(
         &self,
         session: &Session,
         key: &Pkcs11Uri,
         by_id: bool,
-        any_label: bool,
     ) -> Result<Vec<(VerifyingKey, Vec<u8>, Vec<u8>)>, TokenError> {
         let uri = key.to_string();
         let mut template =
             vec![Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::KeyType(KeyType::EC_EDWARDS)];
-        if !any_label {
-            name_template(key, &mut template, by_id);
-        }
+        name_template(key, &mut template, by_id);
         let handles = session.find_objects(&template).map_err(|e| session_error(&uri, "C_FindObjects", e))?;
         let mut out = Vec::new();
         for h in handles {
@@ -404,24 +401,12 @@ impl Pkcs11Token {
 
     /// The key pair whose public key is `public` (the key history's current key), looked for
     /// under `key`'s label. Found by its public key, not by the URI's `id=`: after a rotation
-    /// the current pair has a new random `CKA_ID` while `node.toml` is unchanged. If it is not
-    /// under that label but elsewhere in the token (a rotation into another object whose
-    /// change to `node.toml` did not happen), it is used, with a warning naming its label.
+    /// the current pair has a new random `CKA_ID` while `node.toml` is unchanged.
     pub fn key(self: &Arc<Self>, key: &Pkcs11Uri, public: &VerifyingKey) -> Result<TokenKey, TokenError> {
         let uri = key.to_string();
         let (id, label) = self.with_session(|session, _| {
-            let pairs = self.pairs(session, key, false, false)?;
-            let found = match pairs.iter().find(|(k, _, _)| k == public) {
-                Some((_, id, label)) => Some((id.clone(), label.clone())),
-                None => {
-                    let elsewhere = self.pairs(session, key, false, true)?;
-                    let found = elsewhere.into_iter().find(|(k, _, _)| k == public).map(|(_, i, l)| (i, l));
-                    if let Some((_, label)) = &found {
-                        tracing::warn!(%uri, found_under = %String::from_utf8_lossy(label), "the key pair the key history names is not under the URI's object= label but under another one; it is used — correct the URI in node.toml");
-                    }
-                    found
-                }
-            };
+            let pairs = self.pairs(session, key, false)?;
+            let found = pairs.iter().find(|(k, _, _)| k == public).map(|(_, i, l)| (i.clone(), l.clone()));
             let Some((id, label)) = found else {
                 if pairs.is_empty() {
                     return Err(TokenError::ObjectMissing { uri: uri.clone(), public_only: false });
@@ -442,7 +427,7 @@ impl Pkcs11Token {
     /// there is none): the pair `init` adopts.
     pub fn existing(self: &Arc<Self>, key: &Pkcs11Uri) -> Result<Option<TokenKey>, TokenError> {
         let uri = key.to_string();
-        let pairs = self.with_session(|session, _| self.pairs(session, key, true, false))?;
+        let pairs = self.with_session(|session, _| self.pairs(session, key, true))?;
         match pairs.as_slice() {
             [] => Ok(None),
             [(k, _, _)] => self.key(key, k).map(Some),
