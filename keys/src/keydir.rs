@@ -380,11 +380,20 @@ impl NodeKeys {
     /// From now on, makes new signing keys (`tls` false) or TLS keys in `token` (a rotation
     /// into another URI). Called just before [`rotate`](Self::rotate); the keys in use do not
     /// change until a rotation commits.
-    pub fn set_token(&mut self, tls: bool, token: Arc<dyn KeyToken>) {
+    pub fn set_token(&mut self, tls: bool, token: Option<Arc<dyn KeyToken>>) {
         if tls {
-            self.tls_token = Some(token);
+            self.tls_token = token;
         } else {
-            self.token = Some(token);
+            self.token = token;
+        }
+    }
+
+    /// Where new signing keys (`tls` false) or TLS keys are made; `None`: files.
+    pub fn token(&self, tls: bool) -> Option<Arc<dyn KeyToken>> {
+        if tls {
+            self.tls_token.clone()
+        } else {
+            self.token.clone()
         }
     }
 

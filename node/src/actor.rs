@@ -82,6 +82,7 @@ enum Job {
     Rotate {
         signing: bool,
         tls: bool,
+        to: RotateTo,
         reply: oneshot::Sender<Result<SignedDocument, ActorError>>,
     },
     /// Answered once both threads have reached it: see [`ActorHandle::ping`].
@@ -101,6 +102,15 @@ pub struct Snapshot {
     pub log_hash: kp_protocol::Digest,
 }
 
+/// Where a rotation makes the new keys when not where the current ones are: another key
+/// (object) in the token, or another token of the same module (`kpnode keys rotate
+/// --signing-key URI / --tls-key URI`).
+#[derive(Debug, Clone, Default)]
+pub struct RotateTo {
+    pub signing_key: Option<kp_keys::pkcs11uri::Pkcs11Uri>,
+    pub tls_key: Option<kp_keys::pkcs11uri::Pkcs11Uri>,
+}
+
 /// Rotates the node's keys for the actor.
 pub trait Rotator: Send + 'static {
     /// Makes new keys and the statement; returns it with the peers to announce it to.
@@ -110,6 +120,7 @@ pub trait Rotator: Send + 'static {
         &mut self,
         signing: bool,
         tls: bool,
+        to: &RotateTo,
     ) -> Result<(SignedDocument, Vec<ParticipantCode>), RotationError>;
     /// Called once the announcement is durable.
     fn announced(&mut self, statement: &SignedDocument, peers: &[ParticipantCode]);
@@ -224,9 +235,9 @@ impl ActorHandle {
     }
 
     /// Rotates keys and queues the statement for every active peer; answers once durable.
-    pub async fn rotate(&self, signing: bool, tls: bool) -> Result<SignedDocument, ActorError> {
+    pub async fn rotate(&self, signing: bool, tls: bool, to: RotateTo) -> Result<SignedDocument, ActorError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Rotate { signing, tls, reply: tx }).await.map_err(|_| ActorError::Stopped)?;
+        self.tx.send(Job::Rotate { signing, tls, to, reply: tx }).await.map_err(|_| ActorError::Stopped)?;
         rx.await.map_err(|_| ActorError::Stopped)?
     }
 
@@ -471,8 +482,8 @@ impl Writer {
                     None => break,
                 },
             };
-            if let Job::Rotate { signing, tls, reply } = first {
-                let _ = reply.send(self.rotate(rotator.as_mut(), signing, tls));
+            if let Job::Rotate { signing, tls, to, reply } = first {
+                let _ = reply.send(self.rotate(rotator.as_mut(), signing, tls, &to));
                 continue;
             }
             if let Job::Snapshot(file, reply) = first {
@@ -566,8 +577,9 @@ impl Writer {
         rotator: &mut dyn Rotator,
         signing: bool,
         tls: bool,
+        to: &RotateTo,
     ) -> Result<SignedDocument, ActorError> {
-        let (statement, peers) = rotator.rotate(signing, tls)?;
+        let (statement, peers) = rotator.rotate(signing, tls, to)?;
         let (tx, rx) = oneshot::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         self.commit(
@@ -709,6 +721,7 @@ mod tests {
             &mut self,
             _: bool,
             _: bool,
+            _: &RotateTo,
         ) -> Result<(SignedDocument, Vec<ParticipantCode>), RotationError> {
             unreachable!("this test rotates nothing")
         }

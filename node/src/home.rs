@@ -173,6 +173,36 @@ impl NodeDir {
 
     /// Loads the keys, checking them against the configured participant.
     pub fn keys(&self, config: &NodeConfig) -> Result<NodeKeys, HomeError> {
+        Ok(self.keys_and_tokens(config)?.0)
+    }
+
+    /// After a rotation into another key of the token (`kpnode keys rotate --signing-key URI`
+    /// or `--tls-key URI`): `node.toml` names the new URI, so that the next start finds the
+    /// key there. The settings are written again as `init` writes them (values kept).
+    pub fn set_token_key(&self, tls: bool, uri: &kp_keys::pkcs11uri::Pkcs11Uri) -> Result<(), HomeError> {
+        let mut config = self.config()?;
+        let Some(p) = config.pkcs11.as_mut() else {
+            return Err(HomeError::Token {
+                path: self.config_path(),
+                detail: "has no [pkcs11] section to name the new key's URI in".into(),
+            });
+        };
+        if tls {
+            p.tls_key = Some(uri.clone());
+        } else {
+            p.signing_key = uri.clone();
+        }
+        let text = config.render();
+        NodeConfig::parse(&text).map_err(|problems| ConfigError { file: self.config_path(), problems })?;
+        write_atomic(&self.config_path(), text.as_bytes(), 0o644)?;
+        Ok(())
+    }
+
+    /// [`keys`](Self::keys), and the tokens `node.toml` names (to make keys in later).
+    pub fn keys_and_tokens(
+        &self,
+        config: &NodeConfig,
+    ) -> Result<(NodeKeys, crate::hsm::ConfiguredTokens), HomeError> {
         let tokens = crate::hsm::from_config(config)?;
         let keys = NodeKeys::load_in(&self.keys_dir(), tokens.signing_dyn(), tokens.tls_dyn())?;
         if keys.participant() != config.participant {
@@ -185,7 +215,7 @@ impl NodeDir {
                 ),
             }));
         }
-        Ok(keys)
+        Ok((keys, tokens))
     }
 
     /// The API bearer token.

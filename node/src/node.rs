@@ -210,7 +210,7 @@ impl Node {
     pub async fn start(opts: NodeOptions) -> Result<NodeHandle, StartError> {
         let dir = opts.dir.clone();
         let config = dir.config()?;
-        let keys = dir.keys(&config)?;
+        let (keys, tokens) = dir.keys_and_tokens(&config)?;
         let token = dir.token()?;
         let store = open_store(&dir, &config)?;
         let clock = opts.clock.clone();
@@ -261,6 +261,8 @@ impl Node {
                 tls: tls.clone(),
                 trust: trust.clone(),
                 links: links.clone(),
+                tokens,
+                dir: dir.clone(),
             }),
             health: store_health.clone(),
         };
@@ -360,6 +362,27 @@ struct NodeRotator {
     tls: Arc<TlsContext>,
     trust: Arc<TrustCell>,
     links: Arc<Links>,
+    /// The tokens `node.toml` names, where a rotation into another URI opens its new key.
+    tokens: crate::hsm::ConfiguredTokens,
+    dir: NodeDir,
+}
+
+impl NodeRotator {
+    /// The token handle for a rotation into `uri`: on the token already open when the URI
+    /// names it, otherwise on the token it names, with the same module and PIN.
+    fn handle_for(
+        &self,
+        uri: &kp_keys::pkcs11uri::Pkcs11Uri,
+    ) -> Result<crate::hsm::TokenHandle, RotationError> {
+        let Some(base) = self.tokens.signing.as_ref() else {
+            return Err(RotationError::Keys(Arc::new(kp_keys::KeyError::Token {
+                key: uri.to_string(),
+                detail: "this node has no PKCS#11 token configured ([pkcs11] in node.toml, set by `kpnode init --signing-key URI --pkcs11-module PATH`); a rotation can move a key only between URIs of its module".into(),
+            })));
+        };
+        crate::hsm::TokenHandle::on(&base.token, uri)
+            .map_err(|e| RotationError::Keys(Arc::new(kp_keys::KeyError::from(e))))
+    }
 }
 
 impl crate::actor::Rotator for NodeRotator {
@@ -367,17 +390,44 @@ impl crate::actor::Rotator for NodeRotator {
         &mut self,
         signing: bool,
         tls: bool,
+        to: &crate::actor::RotateTo,
     ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), RotationError> {
+        let new_signing = to.signing_key.as_ref().map(|u| self.handle_for(u)).transpose()?;
+        let new_tls = to.tls_key.as_ref().map(|u| self.handle_for(u)).transpose()?;
         let keys = self.keys.clone();
         let statement = self.signer.rotate(|_old, effective| {
             let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
+            let (old_signing, old_tls) = (k.token(false), k.token(true));
+            if let Some(h) = &new_signing {
+                k.set_token(false, Some(Arc::new(h.clone())));
+            }
+            if let Some(h) = &new_tls {
+                k.set_token(true, Some(Arc::new(h.clone())));
+            }
             // The history refuses before anything is written: a refusal changes nothing.
-            let statement = k.rotate(signing, tls, effective).map_err(|e| match e {
-                kp_keys::KeyError::History(h) => RotationError::Refused(h),
-                other => RotationError::Keys(Arc::new(other)),
+            let statement = k.rotate(signing, tls, effective).map_err(|e| {
+                // Not rotated: new keys are made where they were before.
+                k.set_token(false, old_signing);
+                k.set_token(true, old_tls);
+                match e {
+                    kp_keys::KeyError::History(h) => RotationError::Refused(h),
+                    other => RotationError::Keys(Arc::new(other)),
+                }
             })?;
             Ok::<_, RotationError>((signing.then(|| k.signing.backend()), statement))
         })?;
+        // Committed: node.toml names where the keys now are, for the next start.
+        for (is_tls, handle) in [(false, new_signing), (true, new_tls)] {
+            let Some(handle) = handle else { continue };
+            if let Err(e) = self.dir.set_token_key(is_tls, &handle.key) {
+                tracing::error!(error = %e, uri = %handle.key, "the rotation is done, but node.toml could not name the new key's URI; set it by hand before the next start");
+            }
+            if is_tls {
+                self.tokens.tls = Some(handle);
+            } else {
+                self.tokens.signing = Some(handle);
+            }
+        }
         if tls {
             let k = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             self.tls

@@ -197,6 +197,40 @@ fn a_token_key_signs_everything_rotates_and_never_leaves_the_token() {
     wait_status(&in_api, &back2, "delivered");
     assert!(!ru_dir.keys_dir().join("tls.previous.key.pem").exists(), "no previous TLS key file");
 
+    // Rotation into other objects of the token (the CLI, through the running daemon): the new
+    // pairs are made under the new labels, node.toml names them, and a restart finds them.
+    kpnode_ok(&[
+        "keys",
+        "rotate",
+        "--signing-key",
+        "pkcs11:token=KP;object=kp-signing-2",
+        "--tls-key",
+        "pkcs11:token=KP;object=kp-tls-2",
+        "--dir",
+        s(ru_dir.root()),
+    ]);
+    let out4 = ru_api.submit(&certificate_json("RU", "IN", None, 7));
+    wait_status(&ru_api, &out4, "delivered");
+    let objects = hsm.objects();
+    assert_eq!(objects.matches("never extractable").count(), 6, "{objects}");
+    assert!(
+        objects.contains("label:      kp-signing-2") && objects.contains("label:      kp-tls-2"),
+        "{objects}"
+    );
+    let toml = std::fs::read_to_string(ru_dir.config_path()).unwrap();
+    assert!(toml.contains("object=kp-signing-2") && toml.contains("object=kp-tls-2"), "{toml}");
+    ru.stop();
+    let mut ru = ProcessNode::start(&ru_dir);
+    let ru_api = ru.api();
+    let out5 = ru_api.submit(&certificate_json("RU", "IN", None, 8));
+    let back3 = in_api.submit(&certificate_json("IN", "RU", None, 9));
+    wait_status(&ru_api, &out5, "delivered");
+    wait_status(&in_api, &back3, "delivered");
+    let (_, keys) = in_api.get("/v1/keys");
+    let ru_keys = keys["peers"].as_array().unwrap().iter().find(|p| p["participant"] == "RU").unwrap();
+    assert_eq!(ru_keys["history"]["signing"].as_array().unwrap().len(), 3, "{ru_keys}");
+    assert_eq!(ru_keys["history"]["tls"].as_array().unwrap().len(), 3, "{ru_keys}");
+
     ru.stop();
     inn.stop();
     // The logs verify (RU's offline, through the token for nothing but its key history).
@@ -373,8 +407,7 @@ fn a_token_that_goes_away_makes_signing_unavailable_until_it_is_back() {
     let in_api = inn.api();
     wait_until(Duration::from_secs(30), "RU's TLS handshakes fail without the token", || {
         let log = std::fs::read_to_string(&ru.log).unwrap_or_default();
-        log.contains("the TLS handshake could not be signed")
-            && log.contains("pkcs11:token=KP;object=kp-tls")
+        log.contains("the TLS handshake could not be signed") && log.contains("pkcs11:token=KP;object=kp-tls")
     });
     assert_eq!(in_api.certificate(&back)["status"], "queued");
 
