@@ -35,11 +35,14 @@ pub fn self_signed(key: &TlsKeyPair, participant: ParticipantCode) -> Result<Vec
     self_signed_by(&key.verifying_key(), &|m| Ok(key.sign_raw(m)), participant)
 }
 
+/// Signs a message with an Ed25519 key, or says why it could not.
+pub type RawSigner<'a> = dyn Fn(&[u8]) -> Result<[u8; 64], String> + 'a;
+
 /// An Ed25519 key rcgen signs the certificate with through `sign`: the key may be in a
 /// PKCS#11 token, which signs on request and never gives the private key out.
 struct ExternalKey<'a> {
     public: [u8; 32],
-    sign: &'a dyn Fn(&[u8]) -> Result<[u8; 64], String>,
+    sign: &'a RawSigner<'a>,
     /// What the signer said when it failed (rcgen's error has no room for it).
     failure: std::cell::RefCell<Option<String>>,
 }
@@ -68,7 +71,7 @@ impl rcgen::SigningKey for ExternalKey<'_> {
 /// in its own words.
 pub fn self_signed_by(
     public: &ed25519_dalek::VerifyingKey,
-    sign: &dyn Fn(&[u8]) -> Result<[u8; 64], String>,
+    sign: &RawSigner<'_>,
     participant: ParticipantCode,
 ) -> Result<Vec<u8>, TlsCertError> {
     let key_pair = ExternalKey { public: public.to_bytes(), sign, failure: Default::default() };

@@ -305,7 +305,7 @@ impl Pkcs11Token {
         session: &Session,
         key: &Pkcs11Uri,
         by_id: bool,
-    ) -> Result<Vec<(VerifyingKey, Vec<u8>, Vec<u8>)>, TokenError> {
+    ) -> Result<Vec<Pair>, TokenError> {
         let uri = key.to_string();
         let mut template =
             vec![Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::KeyType(KeyType::EC_EDWARDS)];
@@ -540,6 +540,9 @@ fn name_template(key: &Pkcs11Uri, template: &mut Vec<Attribute>, by_id: bool) {
         template.push(Attribute::Id(id.clone()));
     }
 }
+
+/// A key pair found in the token: its public key, `CKA_ID` and `CKA_LABEL`.
+type Pair = (VerifyingKey, Vec<u8>, Vec<u8>);
 
 /// A failure of a call on a session, with the token's words for the common ones.
 fn session_error(uri: &str, function: &str, e: CkError) -> TokenError {
