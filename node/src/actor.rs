@@ -237,7 +237,10 @@ impl ActorHandle {
     /// Rotates keys and queues the statement for every active peer; answers once durable.
     pub async fn rotate(&self, signing: bool, tls: bool, to: RotateTo) -> Result<SignedDocument, ActorError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Rotate { signing, tls, to: Box::new(to), reply: tx }).await.map_err(|_| ActorError::Stopped)?;
+        self.tx
+            .send(Job::Rotate { signing, tls, to: Box::new(to), reply: tx })
+            .await
+            .map_err(|_| ActorError::Stopped)?;
         rx.await.map_err(|_| ActorError::Stopped)?
     }
 

@@ -300,12 +300,7 @@ impl Pkcs11Token {
 
     /// The key pairs under `key`'s label (and, with `by_id`, its id), as (public key, CKA_ID,
     /// label).
-    fn pairs(
-        &self,
-        session: &Session,
-        key: &Pkcs11Uri,
-        by_id: bool,
-    ) -> Result<Vec<Pair>, TokenError> {
+    fn pairs(&self, session: &Session, key: &Pkcs11Uri, by_id: bool) -> Result<Vec<Pair>, TokenError> {
         let uri = key.to_string();
         let mut template =
             vec![Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::KeyType(KeyType::EC_EDWARDS)];
