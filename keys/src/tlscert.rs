@@ -222,6 +222,24 @@ mod tests {
         assert!(public_key(b"not a certificate").is_err());
     }
 
+    /// A key outside the process (a token) signs through a closure: its failure comes back in
+    /// its own words, and a wrong signature is caught before the certificate is used.
+    #[test]
+    fn an_external_signer_makes_the_same_kind_of_certificate_and_its_failures_are_named() {
+        let ru = ParticipantCode::from_static("RU");
+        let key = TlsKeyPair::generate();
+        let der = self_signed_by(&key.verifying_key(), &|m| Ok(key.sign_raw(m)), ru).unwrap();
+        check_own(&der, ru).unwrap();
+        assert_eq!(public_key(&der).unwrap(), key.verifying_key().to_bytes());
+        let e =
+            self_signed_by(&key.verifying_key(), &|_| Err("token absent (CKR_TOKEN_NOT_PRESENT)".into()), ru)
+                .unwrap_err();
+        assert_eq!(e, TlsCertError::Generate("token absent (CKR_TOKEN_NOT_PRESENT)".into()));
+        let other = TlsKeyPair::generate();
+        let e = self_signed_by(&key.verifying_key(), &|m| Ok(other.sign_raw(m)), ru).unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+    }
+
     #[test]
     fn a_certificate_proves_possession_only_for_the_participant_it_names() {
         let (ru, kz) = (ParticipantCode::from_static("RU"), ParticipantCode::from_static("KZ"));
