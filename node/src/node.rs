@@ -373,6 +373,7 @@ impl NodeRotator {
     fn handle_for(
         &self,
         uri: &kp_keys::pkcs11uri::Pkcs11Uri,
+        is_tls: bool,
     ) -> Result<crate::hsm::TokenHandle, RotationError> {
         let Some(base) = self.tokens.signing.as_ref() else {
             return Err(RotationError::Keys(Arc::new(kp_keys::KeyError::Token {
@@ -380,8 +381,12 @@ impl NodeRotator {
                 detail: "this node has no PKCS#11 token configured ([pkcs11] in node.toml, set by `kpnode init --signing-key URI --pkcs11-module PATH`); a rotation can move a key only between URIs of its module".into(),
             })));
         };
-        crate::hsm::TokenHandle::on(&base.token, uri)
-            .map_err(|e| RotationError::Keys(Arc::new(kp_keys::KeyError::from(e))))
+        let handle = if is_tls {
+            crate::hsm::TokenHandle::own(&base.token, uri)
+        } else {
+            crate::hsm::TokenHandle::on(&base.token, uri)
+        };
+        handle.map_err(|e| RotationError::Keys(Arc::new(kp_keys::KeyError::from(e))))
     }
 }
 
@@ -392,8 +397,8 @@ impl crate::actor::Rotator for NodeRotator {
         tls: bool,
         to: &crate::actor::RotateTo,
     ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), RotationError> {
-        let new_signing = to.signing_key.as_ref().map(|u| self.handle_for(u)).transpose()?;
-        let new_tls = to.tls_key.as_ref().map(|u| self.handle_for(u)).transpose()?;
+        let new_signing = to.signing_key.as_ref().map(|u| self.handle_for(u, false)).transpose()?;
+        let new_tls = to.tls_key.as_ref().map(|u| self.handle_for(u, true)).transpose()?;
         let keys = self.keys.clone();
         let statement = self.signer.rotate(|_old, effective| {
             let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());

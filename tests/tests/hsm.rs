@@ -431,6 +431,129 @@ fn a_token_that_goes_away_makes_signing_unavailable_until_it_is_back() {
     kpnode_ok(&["log", "verify", "--dir", s(ru_dir.root())]);
 }
 
+/// Strangers who only open TLS connections to the peer port (each one makes the node's TLS
+/// key in the token sign a handshake) cannot stall the node: the API answers at once, a
+/// certificate is signed and delivered while they hammer. With the TLS key gone from the
+/// token, each handshake fails at once: the token is opened again with a growing wait, not
+/// once per connection, the log is not flooded, and the signing key (its own session) signs on.
+#[test]
+fn strangers_hammering_the_tls_key_in_the_token_do_not_stall_the_node() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hsm) = SoftHsm::new(tmp.path(), "ALL") else { return };
+    let ru_dir = init_hsm_node(
+        tmp.path(),
+        &hsm,
+        "pkcs11:token=KP;object=kp-signing",
+        Some("pkcs11:token=KP;object=kp-tls"),
+    );
+    let in_dir = init_dir(tmp.path(), "IN", free_port());
+    let mut ru = ProcessNode::start(&ru_dir);
+    let mut inn = ProcessNode::start(&in_dir);
+    enrol_cli(&ru_dir, &in_dir);
+    let (ru_api, in_api) = (ru.api(), inn.api());
+    let first = ru_api.submit(&certificate_json("RU", "IN", None, 1));
+    wait_status(&ru_api, &first, "delivered");
+    let peer_addr = ru_dir.config().unwrap().network.peer_listen;
+
+    // 48 strangers, each opening TLS connections one after another for `secs` seconds.
+    let hammer = |secs: u64| {
+        std::thread::spawn(move || {
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+                let tasks: Vec<_> = (0..48)
+                    .map(|_| {
+                        tokio::spawn(async move {
+                            let (mut tried, mut signed) = (0u32, 0u32);
+                            let connector =
+                                tokio_rustls::TlsConnector::from(kp_tests::raw::stranger_config());
+                            while tokio::time::Instant::now() < until {
+                                let Ok(tcp) = tokio::net::TcpStream::connect(peer_addr).await else {
+                                    continue;
+                                };
+                                tried += 1;
+                                let name = rustls::pki_types::ServerName::try_from("kpnode").unwrap();
+                                let hs = tokio::time::timeout(
+                                    Duration::from_secs(5),
+                                    connector.connect(name, tcp),
+                                );
+                                // The client's side completes once it has the server's signature.
+                                if let Ok(Ok(_)) = hs.await {
+                                    signed += 1;
+                                }
+                            }
+                            (tried, signed)
+                        })
+                    })
+                    .collect();
+                let (mut tried, mut signed) = (0, 0);
+                for t in tasks {
+                    let (a, b) = t.await.unwrap();
+                    tried += a;
+                    signed += b;
+                }
+                (tried, signed)
+            })
+        })
+    };
+    let api_stays_quick = |secs: u64| {
+        let until = std::time::Instant::now() + Duration::from_secs(secs);
+        let mut slowest = Duration::ZERO;
+        while std::time::Instant::now() < until {
+            let t = std::time::Instant::now();
+            let (st, _) = ru_api.get("/v1/status");
+            assert_eq!(st, 200);
+            slowest = slowest.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            slowest < Duration::from_secs(1),
+            "the API took {slowest:?} while strangers hammered the TLS key"
+        );
+    };
+
+    // The token works: strangers get signatures, and the node goes on issuing.
+    let strangers = hammer(4);
+    let during = ru_api.submit(&certificate_json("RU", "IN", None, 2));
+    api_stays_quick(3);
+    let (tried, signed) = strangers.join().unwrap();
+    assert!(tried > 48 && signed > 0, "{tried} connections, {signed} signed handshakes");
+    wait_status(&ru_api, &during, "delivered");
+
+    // The TLS key goes from the token (its service lost it, someone deleted it).
+    let out = Command::new("pkcs11-tool")
+        .args(["--module", MODULE, "--token-label", "KP", "--login", "--pin", PIN])
+        .args(["--delete-object", "--type", "privkey", "--label", "kp-tls"])
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pkcs11-tool: {}", String::from_utf8_lossy(&out.stderr));
+    let log_before = std::fs::read_to_string(&ru.log).unwrap_or_default();
+    let strangers = hammer(4);
+    let (st, v) = ru_api.post("/v1/certificates", &certificate_json("RU", "IN", None, 3));
+    assert_eq!(st, 201, "the signing key signs on: {v}");
+    api_stays_quick(3);
+    let (tried, signed) = strangers.join().unwrap();
+    assert!(tried > 48 && signed == 0, "{tried} connections, {signed} signed without the key");
+    let log = std::fs::read_to_string(&ru.log).unwrap_or_default();
+    let new = &log[log_before.len().min(log.len())..];
+    let reopened = new.matches("PKCS#11 token failed").count();
+    let warned = new.matches("the TLS handshake could not be signed").count();
+    assert!(
+        reopened >= 1 && reopened <= 12,
+        "the token was opened again {reopened} times for {tried} handshakes"
+    );
+    // One warning per 10 s (the first hammering may have had it already), the rest at debug.
+    assert!(
+        log.contains("the TLS handshake could not be signed") && warned <= 2,
+        "{warned} warnings for {tried} failed handshakes"
+    );
+    ru.stop();
+    inn.stop();
+}
+
 /// A PIN the token refuses (here: changed by its administrator while the node runs) is tried
 /// once, not at every signature: a PKCS#11 spy module between the node and SoftHSM2 counts the
 /// node's logins. Many submissions later the PIN is not locked: put back, and the node
@@ -480,9 +603,17 @@ fn a_refused_pin_is_tried_once_and_never_retried_until_a_restart() {
     std::fs::rename(&away, &hsm.tokens).unwrap();
     pkcs11_tool(&["--login", "--pin", PIN, "--change-pin", "--new-pin", "9999"]);
 
-    let first = refused(2);
+    // The node waits a little before it opens the token again (not once per signature):
+    // until then it answers with the last failure.
+    let mut n = 1;
+    let mut first = String::new();
+    wait_until(Duration::from_secs(20), "the node tries the token again", || {
+        n += 1;
+        first = refused(n);
+        !first.contains("no longer found")
+    });
     assert!(first.contains("wrong PIN") && first.contains("restart"), "{first}");
-    for n in 3..40 {
+    for n in n + 1..40 {
         let later = refused(n);
         assert!(later.contains("refused the PIN earlier") && later.contains("restart the node"), "{later}");
     }

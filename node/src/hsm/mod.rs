@@ -22,6 +22,7 @@ pub mod pin;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -150,19 +151,68 @@ fn release_module(context: Arc<Pkcs11>) {
     modules.retain(|(_, c)| Arc::strong_count(c) > 1);
 }
 
+/// The tokens (module, token=, serial=) that refused the PIN in this process, with the
+/// token's words. Once a token has refused it, no handle in the process (the signing key's,
+/// the TLS key's own session, one a rotation opens) logs in with that PIN again — each wrong
+/// try counts towards locking the PIN, and the node's signers retry by themselves — until
+/// the node is restarted with a corrected one.
+static REFUSED_PINS: Mutex<Vec<(TokenName, String)>> = Mutex::new(Vec::new());
+
+type TokenName = (PathBuf, Option<String>, Option<String>);
+
+fn token_name(s: &TokenSettings) -> TokenName {
+    (s.module.clone(), s.uri.token.clone(), s.uri.serial.clone())
+}
+
+fn refused_earlier(s: &TokenSettings) -> Option<String> {
+    let name = token_name(s);
+    let refused = REFUSED_PINS.lock().unwrap_or_else(|p| p.into_inner());
+    refused.iter().find(|(n, _)| *n == name).map(|(_, cause)| cause.clone())
+}
+
+fn remember_refused(s: &TokenSettings, cause: String) {
+    let mut refused = REFUSED_PINS.lock().unwrap_or_else(|p| p.into_inner());
+    refused.push((token_name(s), cause));
+}
+
 /// A PKCS#11 token holding the node's signing keys.
 pub struct Pkcs11Token {
     settings: TokenSettings,
     open: Mutex<SessionState>,
 }
 
-/// The open session, if any, and whether the token has refused the PIN: once it has, the
-/// node never logs in with that PIN again (each wrong try counts towards locking the PIN,
-/// and the node's signers retry by themselves), until it is restarted with a corrected one.
+/// The open session, if any, and when the token may be tried again after a failure.
 #[derive(Default)]
 struct SessionState {
     open: Option<Open>,
-    pin_refused: Option<String>,
+    /// After a failure: the error, when the token may be tried again, and the wait after the
+    /// next failure. Until then every call gets that error at once, without touching the
+    /// module: a token that went away is initialized and logged in to again at most once per
+    /// wait (doubling up to [`RETRY_MAX`]), not once per signature or per TLS handshake a
+    /// stranger can start.
+    retry: Option<Retry>,
+}
+
+struct Retry {
+    error: TokenError,
+    at: Instant,
+    next_wait: Duration,
+}
+
+/// The first wait after a token failure, and the longest.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(8);
+
+impl SessionState {
+    /// Remembers `error` and when the token may be tried again.
+    fn failed(&mut self, error: &TokenError) {
+        let wait = self.retry.as_ref().map_or(RETRY_FIRST, |r| r.next_wait);
+        self.retry = Some(Retry {
+            error: error.clone(),
+            at: Instant::now() + wait,
+            next_wait: (wait * 2).min(RETRY_MAX),
+        });
+    }
 }
 
 impl std::fmt::Debug for Pkcs11Token {
@@ -196,31 +246,45 @@ impl Pkcs11Token {
         f: impl FnOnce(&Session, Slot) -> Result<T, TokenError>,
     ) -> Result<T, TokenError> {
         let mut guard = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cause) = &guard.pin_refused {
-            return Err(TokenError::PinRefusedEarlier { uri: self.uri_text(), cause: cause.clone() });
+        if let Some(cause) = refused_earlier(&self.settings) {
+            return Err(TokenError::PinRefusedEarlier { uri: self.uri_text(), cause });
         }
         if guard.open.is_none() {
+            if let Some(retry) = guard.retry.as_ref().filter(|r| Instant::now() < r.at) {
+                return Err(retry.error.clone());
+            }
             match self.connect() {
                 Ok(open) => guard.open = Some(open),
                 Err(e) => {
                     if matches!(e, TokenError::WrongPin { .. } | TokenError::PinLocked { .. }) {
                         tracing::error!(error = %e, "the PKCS#11 token refused the PIN; the node will not try it again until it is restarted");
-                        guard.pin_refused = Some(e.to_string());
+                        remember_refused(&self.settings, e.to_string());
+                    } else {
+                        tracing::warn!(error = %e, "PKCS#11 token unavailable; it is tried again later");
                     }
+                    guard.failed(&e);
                     return Err(e);
                 }
             }
         }
         let open = guard.open.as_ref().expect("opened above");
         let result = f(&open.session, open.slot);
-        if let Err(e) = &result {
-            // Any failure, a missing key too: a token that was pulled out and put back (or
-            // whose files went away, for SoftHSM2) keeps answering the old session without
-            // the key, so only a fresh start of the module sees it again.
-            tracing::warn!(error = %e, "PKCS#11 token failed; it is opened again at the next use");
-            if let Some(Open { session, context, .. }) = guard.open.take() {
-                drop(session);
-                release_module(context);
+        match &result {
+            Ok(_) => guard.retry = None,
+            Err(e) => {
+                // Any failure, a missing key too: a token that was pulled out and put back (or
+                // whose files went away, for SoftHSM2) keeps answering the old session without
+                // the key, so only a fresh start of the module sees it again.
+                tracing::warn!(error = %e, "PKCS#11 token failed; it is opened again later");
+                if let Some(Open { session, context, .. }) = guard.open.take() {
+                    drop(session);
+                    release_module(context);
+                }
+                // A call on the token that failed (not an answer about its objects, which the
+                // next call may ask differently) holds back the next attempt.
+                if matches!(e, TokenError::Failed { .. }) {
+                    guard.failed(e);
+                }
             }
         }
         result
@@ -498,7 +562,7 @@ impl Pkcs11Token {
                     uri: uri.clone(),
                     function: "C_FindObjects".into(),
                     detail: "the key the node signs with is no longer found in the token (was it removed or \
-replaced?); the node opens the token again at the next signature"
+replaced?); the node opens the token again shortly"
                         .into(),
                 },
                 e => e,
@@ -546,7 +610,7 @@ fn session_error(uri: &str, function: &str, e: CkError) -> TokenError {
             format!("token absent ({e}); insert it — the node retries by itself")
         }
         CkError::Pkcs11(RvError::SessionHandleInvalid | RvError::SessionClosed, _) => {
-            format!("the session was lost ({e}); the node opens a new one at the next signature")
+            format!("the session was lost ({e}); the node opens a new one shortly")
         }
         CkError::Pkcs11(RvError::UserNotLoggedIn, _) => format!("logged out ({e}); the node logs in again"),
         _ => e.to_string(),
@@ -619,13 +683,19 @@ impl TokenHandle {
     /// A handle for `key`: on `token` if the URI names that token, otherwise on the token it
     /// names, opened with the same module and PIN.
     pub fn on(token: &Arc<Pkcs11Token>, key: &Pkcs11Uri) -> Result<TokenHandle, TokenError> {
-        let token = if token.holds(key) {
-            token.clone()
-        } else {
-            let settings = TokenSettings { uri: key.clone(), ..token.settings.clone() };
-            Pkcs11Token::open(settings)?
-        };
-        Ok(TokenHandle { token, key: key.clone() })
+        if token.holds(key) {
+            return Ok(TokenHandle { token: token.clone(), key: key.clone() });
+        }
+        TokenHandle::own(token, key)
+    }
+
+    /// A handle for `key` with a session of its own (the same module and PIN as `token`):
+    /// the TLS key's. Any host that reaches the peer port can make the node sign a handshake,
+    /// so those signatures never wait on the signing key's session, and a TLS key that
+    /// fails closes only its own session.
+    pub fn own(token: &Arc<Pkcs11Token>, key: &Pkcs11Uri) -> Result<TokenHandle, TokenError> {
+        let settings = TokenSettings { uri: key.clone(), ..token.settings.clone() };
+        Ok(TokenHandle { token: Pkcs11Token::open(settings)?, key: key.clone() })
     }
 }
 
@@ -665,7 +735,7 @@ pub fn from_config(config: &kp_config::NodeConfig) -> Result<ConfiguredTokens, T
             let token = Pkcs11Token::open(TokenSettings::from_config(p)?)?;
             let signing = TokenHandle { token: token.clone(), key: p.signing_key.clone() };
             let tls = match &p.tls_key {
-                Some(uri) => Some(TokenHandle::on(&token, uri)?),
+                Some(uri) => Some(TokenHandle::own(&token, uri)?),
                 None => None,
             };
             Ok(ConfiguredTokens { signing: Some(signing), tls })

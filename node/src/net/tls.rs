@@ -8,7 +8,9 @@
 //! it, and, when it is or was the key of a peer ever enrolled, with that peer's enrolment
 //! fingerprint, so operators can tell who tried.
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use kp_protocol::{Digest, ParticipantCode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -116,11 +118,92 @@ impl rustls::sign::SigningKey for TokenTlsKey {
 #[derive(Debug)]
 struct TokenTlsSigner(Arc<dyn kp_keys::SigningBackend>);
 
+/// How many handshake signatures may wait for the token at once, process-wide, and how long
+/// a handshake waits for a place before it fails. In TLS 1.3 the server signs before it
+/// sees the client's certificate, so anyone who can reach the peer port can ask for a
+/// signature: the bound keeps strangers from tying up threads on a slow token, and the
+/// document-signing key (often on the same token) from waiting behind an unbounded queue.
+pub const TOKEN_HANDSHAKES_AT_ONCE: usize = 2;
+const TOKEN_HANDSHAKE_WAIT: Duration = Duration::from_millis(200);
+
+static TOKEN_HANDSHAKES: Gate = Gate { busy: Mutex::new(0), freed: Condvar::new() };
+
+/// A counting semaphore for blocking callers (the signature runs inside rustls's
+/// synchronous state machine, so an async one would not do).
+struct Gate {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Place<'a>(&'a Gate);
+
+impl Gate {
+    fn enter(&self, limit: usize, wait: Duration) -> Option<Place<'_>> {
+        let deadline = Instant::now() + wait;
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy >= limit {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            busy = self.freed.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        *busy += 1;
+        Some(Place(self))
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// Runs a blocking call made from inside a future's poll: on a multi-thread runtime the
+/// worker hands its other tasks to another thread first (`block_in_place`), so a slow token
+/// never stalls the API, the links or issuing.
+fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// When the last "handshake could not be signed" warning was logged (ms since the epoch):
+/// a stranger can make a handshake fail as often as it connects, so the log gets one line
+/// per [`WARN_EVERY_MS`], the others go to debug.
+static LAST_WARN_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+const WARN_EVERY_MS: i64 = 10_000;
+
+fn warn_limited(error: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let last = LAST_WARN_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= WARN_EVERY_MS
+        && LAST_WARN_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(%error, "the TLS handshake could not be signed: the TLS key's token failed (further failures within 10 s are logged at debug level)");
+    } else {
+        tracing::debug!(%error, "the TLS handshake could not be signed");
+    }
+}
+
 impl rustls::sign::Signer for TokenTlsSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
-        self.0.sign_message(message).map(|s| s.to_vec()).map_err(|e| {
-            tracing::warn!(error = %e, "the TLS handshake could not be signed: the TLS key's token failed");
-            Error::General(format!("the TLS key could not sign the handshake: {e}"))
+        off_the_worker(|| {
+            let Some(_place) = TOKEN_HANDSHAKES.enter(TOKEN_HANDSHAKES_AT_ONCE, TOKEN_HANDSHAKE_WAIT) else {
+                let e = format!(
+                    "{TOKEN_HANDSHAKES_AT_ONCE} handshakes are already waiting for the token of {}",
+                    self.0.location()
+                );
+                warn_limited(&e);
+                return Err(Error::General(format!("the TLS key could not sign the handshake: {e}")));
+            };
+            self.0.sign_message(message).map(|s| s.to_vec()).map_err(|e| {
+                warn_limited(&e.to_string());
+                Error::General(format!("the TLS key could not sign the handshake: {e}"))
+            })
         })
     }
 
