@@ -7,6 +7,7 @@
 //! | `tls.cert.pem` | 0644 | the self-signed certificate of the TLS key |
 //! | `history.bin` | 0600 | the root public key and every rotation statement |
 //! | `tls.previous.key.pem`, `tls.previous.cert.pem` | 0600, 0644 | the TLS key before the last TLS rotation, still presented to peers that have not yet acknowledged the rotation |
+//! | `tls.previous.place` | 0644 | with the previous TLS key in a token: its URI (public), so that it is found after a rotation into another URI |
 //!
 //! With the signing key in a PKCS#11 token ([`KeyToken`]) there is no `signing.key.pem`: the
 //! history names the current key's public half and the token holds its private half, never
@@ -40,6 +41,9 @@ const TLS_CERT: &str = "tls.cert.pem";
 const HISTORY: &str = "history.bin";
 const TLS_PREVIOUS_KEY: &str = "tls.previous.key.pem";
 const TLS_PREVIOUS_CERT: &str = "tls.previous.cert.pem";
+/// Where the previous TLS key is when it is in a token (its URI): a rotation into another
+/// URI leaves it under the old one, which node.toml no longer names.
+const TLS_PREVIOUS_PLACE: &str = "tls.previous.place";
 
 #[derive(Encode, Decode)]
 struct HistoryFile {
@@ -57,6 +61,11 @@ pub trait KeyToken: Send + Sync + std::fmt::Debug {
     fn open(&self, public: &ed25519_dalek::VerifyingKey) -> Result<Arc<dyn SigningBackend>, KeyError>;
     /// Makes a new Ed25519 key pair inside the token (not extractable, sensitive) and opens it.
     fn generate(&self) -> Result<Arc<dyn SigningBackend>, KeyError>;
+    /// Where this handle finds and makes keys (a `pkcs11:` URI), as `tls.previous.place`
+    /// records it.
+    fn place(&self) -> String;
+    /// A handle on `place` (recorded by [`KeyToken::place`]), with the same module and PIN.
+    fn elsewhere(&self, place: &str) -> Result<Arc<dyn KeyToken>, KeyError>;
 }
 
 /// The node's current signing key: a file this process read, or a key in a token.
@@ -473,8 +482,14 @@ impl NodeKeys {
             write_atomic(&next(&self.dir, SIGNING), k.to_pkcs8_pem().as_bytes(), 0o600)?;
         }
         if let (Some(k), Some(cert)) = (&tls_pair, &tls_cert) {
-            if let NodeTlsKey::File(old) = &self.tls {
-                write_atomic(&self.dir.join(TLS_PREVIOUS_KEY), old.to_pkcs8_pem().as_bytes(), 0o600)?;
+            match &self.tls {
+                NodeTlsKey::File(old) => {
+                    write_atomic(&self.dir.join(TLS_PREVIOUS_KEY), old.to_pkcs8_pem().as_bytes(), 0o600)?;
+                    remove_if_present(&self.dir.join(TLS_PREVIOUS_PLACE))?;
+                }
+                NodeTlsKey::Token(old) => {
+                    write_atomic(&self.dir.join(TLS_PREVIOUS_PLACE), old.location().as_bytes(), 0o644)?;
+                }
             }
             write_atomic(
                 &self.dir.join(TLS_PREVIOUS_CERT),
@@ -552,11 +567,25 @@ fn load_previous_tls(
         let Ok(public) = ed25519_dalek::VerifyingKey::from_bytes(&previous.public_key) else {
             return Ok(None);
         };
-        // A previous key the token no longer has is not presented: only peers that have not
-        // yet acknowledged the rotation need it, and they get the statement over a new link.
-        match token.open(&public) {
+        // Under the URI it was made under (recorded at the rotation), else the current one.
+        let place_path = dir.join(TLS_PREVIOUS_PLACE);
+        let place = match place_path.exists() {
+            true => Some(String::from_utf8_lossy(&read_public(&place_path)?).trim().to_owned()),
+            false => None,
+        };
+        let opened = match place.as_deref() {
+            Some(p) if p != token.place() => token.elsewhere(p).and_then(|t| t.open(&public)),
+            _ => token.open(&public),
+        };
+        // A previous key the token cannot give is not presented, said in the log: only peers
+        // that have not yet acknowledged the rotation need it (they then get the statement
+        // only once re-enrolled), so the node still starts.
+        match opened {
             Ok(k) => NodeTlsKey::Token(k),
-            Err(_) => return Ok(None),
+            Err(e) => {
+                tracing::error!(error = %e, place = place.as_deref().unwrap_or(&token.place()), "the previous TLS key is not presented: peers that have not yet acknowledged the last TLS rotation cannot link to this node until it is back in the token (restart the node then)");
+                return Ok(None);
+            }
         }
     } else {
         return Ok(None);

@@ -199,6 +199,10 @@ fn a_token_key_signs_everything_rotates_and_never_leaves_the_token() {
 
     // Rotation into other objects of the token (the CLI, through the running daemon): the new
     // pairs are made under the new labels, node.toml names them, and a restart finds them.
+    // IN is down meanwhile, so it only learns of the rotation after RU's restart, over a link
+    // RU makes with its previous TLS key, which it finds under the old URI
+    // (keys/tls.previous.place).
+    inn.stop();
     kpnode_ok(&[
         "keys",
         "rotate",
@@ -210,7 +214,8 @@ fn a_token_key_signs_everything_rotates_and_never_leaves_the_token() {
         s(ru_dir.root()),
     ]);
     let out4 = ru_api.submit(&certificate_json("RU", "IN", None, 7));
-    wait_status(&ru_api, &out4, "delivered");
+    let place = std::fs::read_to_string(ru_dir.root().join("keys/tls.previous.place")).unwrap();
+    assert_eq!(place, "pkcs11:token=KP;object=kp-tls");
     let objects = hsm.objects();
     assert_eq!(objects.matches("never extractable").count(), 6, "{objects}");
     assert!(
@@ -222,6 +227,11 @@ fn a_token_key_signs_everything_rotates_and_never_leaves_the_token() {
     ru.stop();
     let mut ru = ProcessNode::start(&ru_dir);
     let ru_api = ru.api();
+    let mut inn = ProcessNode::start(&in_dir);
+    let in_api = inn.api();
+    wait_status(&ru_api, &out4, "delivered");
+    let log = std::fs::read_to_string(&ru.log).unwrap_or_default();
+    assert!(!log.contains("previous TLS key is not presented"), "{log}");
     let out5 = ru_api.submit(&certificate_json("RU", "IN", None, 8));
     let back3 = in_api.submit(&certificate_json("IN", "RU", None, 9));
     wait_status(&ru_api, &out5, "delivered");

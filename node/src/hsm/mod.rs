@@ -707,6 +707,18 @@ impl KeyToken for TokenHandle {
     fn generate(&self) -> Result<Arc<dyn SigningBackend>, KeyError> {
         Ok(Arc::new(self.token.generate(&self.key)?))
     }
+
+    fn place(&self) -> String {
+        self.key.to_string()
+    }
+
+    fn elsewhere(&self, place: &str) -> Result<Arc<dyn KeyToken>, KeyError> {
+        let uri: Pkcs11Uri = place.parse().map_err(|e| KeyError::Token {
+            key: place.to_owned(),
+            detail: format!("keys/tls.previous.place does not hold a PKCS#11 URI: {e}"),
+        })?;
+        Ok(Arc::new(TokenHandle::own(&self.token, &uri)?))
+    }
 }
 
 /// The tokens `node.toml` names: the signing key's and, if `[pkcs11] tls_key` is set, the
