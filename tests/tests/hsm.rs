@@ -696,6 +696,81 @@ fn an_extractable_key_in_the_token_is_refused() {
     assert!(err.contains("CKA_EXTRACTABLE is true") && err.contains("not protected"), "{err}");
 }
 
+/// A key pair made by another tool whose private key is usable without the PIN
+/// (`CKA_PRIVATE` false) or may not sign is refused as the TLS key (or the signing key),
+/// naming the attribute; nothing is written.
+#[test]
+fn an_adopted_key_that_is_not_private_or_may_not_sign_is_refused() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hsm) = SoftHsm::new(tmp.path(), "ALL") else { return };
+    // Made in a process of its own: a module is initialized once per process, and this
+    // one's other tests keep theirs.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "make_unfit_key_pairs", "--ignored", "--nocapture"])
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .env("KP_TEST_MAKE_UNFIT_KEYS", "1")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("1 passed"), "{said}");
+    for (n, label, attribute) in [(0, "public", "CKA_PRIVATE is false"), (1, "nosign", "CKA_SIGN is false")] {
+        let tls = format!("pkcs11:token=KP;object={label}");
+        let (_, err) = init_fails(
+            tmp.path(),
+            &format!("p{n}"),
+            &[
+                "--signing-key",
+                "pkcs11:token=KP;object=kp-signing",
+                "--tls-key",
+                &tls,
+                "--pkcs11-module",
+                MODULE,
+                "--pkcs11-pin-file",
+                s(&hsm.pin_file),
+            ],
+        );
+        assert!(err.contains(attribute) && err.contains("not fit") && err.contains(&tls), "{err}");
+    }
+}
+
+/// Makes the unfit key pairs of the test above, run by it in a process of its own.
+#[test]
+#[ignore = "run by an_adopted_key_that_is_not_private_or_may_not_sign_is_refused in a process of its own"]
+fn make_unfit_key_pairs() {
+    use cryptoki::context::{CInitializeArgs, Pkcs11};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::Attribute;
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    if std::env::var_os("KP_TEST_MAKE_UNFIT_KEYS").is_none() {
+        return;
+    }
+    let pkcs11 = Pkcs11::new(MODULE).unwrap();
+    pkcs11.initialize(CInitializeArgs::OsThreads).unwrap();
+    let slot = pkcs11.get_slots_with_token().unwrap()[0];
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    session.login(UserType::User, Some(&AuthPin::new(PIN.into()))).unwrap();
+    for (label, private, sign) in [("public", false, true), ("nosign", true, false)] {
+        let public = [
+            Attribute::Token(true),
+            Attribute::EcParams(vec![0x06, 0x03, 0x2b, 0x65, 0x70]),
+            Attribute::Label(label.into()),
+            Attribute::Id(label.into()),
+        ];
+        let secret = [
+            Attribute::Token(true),
+            Attribute::Private(private),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(sign),
+            Attribute::Label(label.into()),
+            Attribute::Id(label.into()),
+        ];
+        session.generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public, &secret).unwrap();
+    }
+}
+
 /// Two tokens with the URI's label: neither is picked silently.
 #[test]
 fn two_tokens_matching_the_uri_are_refused_as_ambiguous() {

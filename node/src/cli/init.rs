@@ -18,8 +18,9 @@ Refuses a directory that already holds a node. Prints the node's fingerprint: re
 partners over the phone when they enrol your bundle.\n\n\
 With --signing-key pkcs11:token=LABEL;object=KEY-LABEL and --pkcs11-module, the signing key \
 lives in a PKCS#11 token (a hardware security module) instead of keys/signing.key.pem: a key \
-pair already under that label is used if the token reports it sensitive and not extractable \
-(refused otherwise, naming the attribute), otherwise one is made inside the token, not \
+pair already under that label is used if the token reports it sensitive, not extractable, \
+private (usable only after login), allowed to sign and Ed25519 (refused otherwise, naming the \
+attribute), otherwise one is made inside the token, not \
 extractable and sensitive; the private key never leaves the token. With --tls-key pkcs11:token=LABEL;object=TLS-LABEL as well, the TLS key (which authenticates the node to its peers) is in the token too, under its own label, and no keys/tls.key.pem is written; the self-signed certificate and every TLS handshake are signed by the token. The token needs Ed25519 \
 (CKM_EDDSA, PKCS#11 3.0). The user PIN comes from --pkcs11-pin-file (a file of mode 0600) or \
 the environment variable KPNODE_PKCS11_PIN, never from the command line; the settings are \

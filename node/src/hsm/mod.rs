@@ -65,6 +65,8 @@ pub enum TokenError {
     WrongKey { uri: String, expected: String },
     #[error("the private key {uri} is not protected by the token: its {attribute} is {value}, so it can be read out of the token; kpnode signs only with a key that is sensitive and not extractable — make a new one (e.g. let `kpnode init` make it, under a label of its own)")]
     KeyNotProtected { uri: String, attribute: &'static str, value: bool },
+    #[error("the private key {uri} is not fit for the node: its {attribute} is {value}, and kpnode signs only with a private key that is private (usable only after login), may sign, and is Ed25519 (CKK_EC_EDWARDS) — make a new one (e.g. let `kpnode init` make it, under a label of its own)")]
+    KeyUnfit { uri: String, attribute: &'static str, value: String },
     #[error("{count} tokens match {uri} (their labels and serial numbers are in the node's log); name the one to use by adding its serial= to the URI")]
     AmbiguousToken { uri: String, count: usize },
     #[error("several key pairs are labelled as in {uri}; name the one to use with id= in the URI (its CKA_ID, as `pkcs11-tool -O` shows it)")]
@@ -414,8 +416,9 @@ impl Pkcs11Token {
     }
 
     /// Refuses a private key the token would let out (`CKA_EXTRACTABLE` true or
-    /// `CKA_SENSITIVE` false): a key adopted from the token (made by another tool) must be as
-    /// protected as one kpnode makes. One that was once outside the token
+    /// `CKA_SENSITIVE` false), one usable without logging in (`CKA_PRIVATE` false), one that
+    /// may not sign or is not Ed25519: a key adopted from the token (made by another tool)
+    /// must be as protected as one kpnode makes. One that was once outside the token
     /// (`CKA_ALWAYS_SENSITIVE` false or `CKA_NEVER_EXTRACTABLE` false) is used, with a warning.
     fn check_protected(
         &self,
@@ -432,12 +435,19 @@ impl Pkcs11Token {
                     AttributeType::Sensitive,
                     AttributeType::AlwaysSensitive,
                     AttributeType::NeverExtractable,
+                    AttributeType::Private,
+                    AttributeType::Sign,
+                    AttributeType::KeyType,
                 ],
             )
             .map_err(|e| session_error(&uri, "C_GetAttributeValue", e))?;
         let (mut extractable, mut sensitive, mut always, mut never) = (None, None, None, None);
+        let (mut private_, mut sign, mut key_type) = (None, None, None);
         for a in attrs {
             match a {
+                Attribute::Private(v) => private_ = Some(v),
+                Attribute::Sign(v) => sign = Some(v),
+                Attribute::KeyType(v) => key_type = Some(v),
                 Attribute::Extractable(v) => extractable = Some(v),
                 Attribute::Sensitive(v) => sensitive = Some(v),
                 Attribute::AlwaysSensitive(v) => always = Some(v),
@@ -451,6 +461,17 @@ impl Pkcs11Token {
         }
         if sensitive != Some(true) {
             return Err(TokenError::KeyNotProtected { uri, attribute: "CKA_SENSITIVE", value: false });
+        }
+        let shown = |v: Option<bool>| v.map_or("not reported".to_owned(), |v| v.to_string());
+        if private_ != Some(true) {
+            return Err(TokenError::KeyUnfit { uri, attribute: "CKA_PRIVATE", value: shown(private_) });
+        }
+        if sign != Some(true) {
+            return Err(TokenError::KeyUnfit { uri, attribute: "CKA_SIGN", value: shown(sign) });
+        }
+        if key_type != Some(KeyType::EC_EDWARDS) {
+            let value = key_type.map_or("not reported".to_owned(), |k| k.to_string());
+            return Err(TokenError::KeyUnfit { uri, attribute: "CKA_KEY_TYPE", value });
         }
         if always != Some(true) || never != Some(true) {
             tracing::warn!(%uri, always_sensitive = ?always, never_extractable = ?never, "the key was once readable outside the token (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE is not true): it may exist elsewhere");
