@@ -509,23 +509,29 @@ impl NodeKeys {
             root_tls_certificate: history.tls_keys()[0].certificate_der.clone(),
             rotations: history.rotations().to_vec(),
         };
-        // The commit point.
+        // The commit point. From here on the rotation is done: a failure to tidy up is
+        // logged (and finished at the next start, which moves `.next` files into place),
+        // never reported as "not rotated", which would have the caller undo a committed state.
         write_atomic(&self.dir.join(HISTORY), &seal_history(&file), 0o600)?;
+        let mut tidy = Vec::new();
         for name in [SIGNING, TLS_KEY, TLS_CERT] {
-            finish_rotation(&self.dir, name)?;
+            tidy.push(finish_rotation(&self.dir, name));
         }
         if let Some(NodeSigningKey::Token(_)) = &signing_pair {
             // The new signing key is in a token: the old key's file signs nothing any more.
-            remove_if_present(&self.dir.join(SIGNING))?;
+            tidy.push(remove_if_present(&self.dir.join(SIGNING)));
         }
         if let Some(NodeTlsKey::Token(_)) = &tls_pair {
             // The new TLS key is in a token: a key file left from a file key is of no use (the
             // one just replaced is kept as tls.previous.key.pem), and a previous key in the
             // token is found by the previous certificate's key.
-            remove_if_present(&self.dir.join(TLS_KEY))?;
+            tidy.push(remove_if_present(&self.dir.join(TLS_KEY)));
             if let NodeTlsKey::Token(_) = &self.tls {
-                remove_if_present(&self.dir.join(TLS_PREVIOUS_KEY))?;
+                tidy.push(remove_if_present(&self.dir.join(TLS_PREVIOUS_KEY)));
             }
+        }
+        for e in tidy.into_iter().filter_map(Result::err) {
+            tracing::error!(error = %e, "the key rotation is committed, but a key file could not be moved or removed; fix the cause (the error names the file) and restart the node, which finishes it");
         }
         self.history = history;
         if let Some(k) = signing_pair {

@@ -62,6 +62,10 @@ pub enum RotationError {
     /// The new keys could not be made or written.
     #[error("{0}")]
     Keys(Arc<kp_keys::KeyError>),
+    /// The URI a key is to move into cannot be used (it names the other key's object):
+    /// refused before anything is made. `field` is the request's field.
+    #[error("{detail}")]
+    Target { field: &'static str, detail: String },
     /// The new TLS key was made but the TLS stack cannot use it.
     #[error("the new TLS key cannot be used: {0}")]
     Tls(rustls::Error),

@@ -397,6 +397,23 @@ impl crate::actor::Rotator for NodeRotator {
         tls: bool,
         to: &crate::actor::RotateTo,
     ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), RotationError> {
+        // The two keys need objects of their own: node.toml could not name one URI for both
+        // (and a rotation that could not write it would leave a node that cannot start).
+        let same = |a: &kp_keys::pkcs11uri::Pkcs11Uri, b: &kp_keys::pkcs11uri::Pkcs11Uri| {
+            a.token == b.token && a.serial == b.serial && a.object == b.object
+        };
+        let signing_after = to.signing_key.as_ref().or(self.tokens.signing.as_ref().map(|h| &h.key));
+        let tls_after = to.tls_key.as_ref().or(self.tokens.tls.as_ref().map(|h| &h.key));
+        if let (Some(s), Some(t)) = (signing_after, tls_after) {
+            if same(s, t) {
+                let (field, other) =
+                    if to.signing_key.is_some() { ("signing_key", "TLS") } else { ("tls_key", "signing") };
+                return Err(RotationError::Target {
+                    field,
+                    detail: format!("{field} {} names the same key pair as the node's {other} key ({}); each key needs an object= of its own — nothing changed", if field == "signing_key" { s } else { t }, if field == "signing_key" { t } else { s }),
+                });
+            }
+        }
         let new_signing = to.signing_key.as_ref().map(|u| self.handle_for(u, false)).transpose()?;
         let new_tls = to.tls_key.as_ref().map(|u| self.handle_for(u, true)).transpose()?;
         let keys = self.keys.clone();
@@ -425,7 +442,8 @@ impl crate::actor::Rotator for NodeRotator {
         for (is_tls, handle) in [(false, new_signing), (true, new_tls)] {
             let Some(handle) = handle else { continue };
             if let Err(e) = self.dir.set_token_key(is_tls, &handle.key) {
-                tracing::error!(error = %e, uri = %handle.key, "the rotation is done, but node.toml could not name the new key's URI; set it by hand before the next start");
+                let setting = if is_tls { "tls_key" } else { "signing_key" };
+                tracing::error!(error = %e, uri = %handle.key, "the rotation is done, but node.toml could not name the new key's URI: before the next start set {setting} = \"{}\" in node.toml's [pkcs11]", handle.key);
             }
             if is_tls {
                 self.tokens.tls = Some(handle);

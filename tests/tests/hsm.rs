@@ -202,6 +202,17 @@ fn a_token_key_signs_everything_rotates_and_never_leaves_the_token() {
     // IN is down meanwhile, so it only learns of the rotation after RU's restart, over a link
     // RU makes with its previous TLS key, which it finds under the old URI
     // (keys/tls.previous.place).
+    // A target naming the other key's object is refused up front, changing nothing.
+    let history = std::fs::read(ru_dir.root().join("keys/history.bin")).unwrap();
+    for (body, field) in [
+        (r#"{"signing_key":"pkcs11:token=KP;object=kp-tls"}"#, "signing_key"),
+        (r#"{"tls_key":"pkcs11:token=KP;object=kp-signing"}"#, "tls_key"),
+    ] {
+        let (st, v) = ru_api.post("/v1/keys/rotate", body);
+        assert_eq!(st, 422, "{v}");
+        assert!(v.to_string().contains(field) && v.to_string().contains("object= of its own"), "{v}");
+    }
+    assert_eq!(std::fs::read(ru_dir.root().join("keys/history.bin")).unwrap(), history);
     inn.stop();
     kpnode_ok(&[
         "keys",
