@@ -472,7 +472,7 @@ fn strangers_hammering_the_tls_key_in_the_token_do_not_stall_the_node() {
     let mut ru = ProcessNode::start(&ru_dir);
     let mut inn = ProcessNode::start(&in_dir);
     enrol_cli(&ru_dir, &in_dir);
-    let (ru_api, in_api) = (ru.api(), inn.api());
+    let ru_api = ru.api();
     let first = ru_api.submit(&certificate_json("RU", "IN", None, 1));
     wait_status(&ru_api, &first, "delivered");
     let peer_addr = ru_dir.config().unwrap().network.peer_listen;
@@ -563,7 +563,7 @@ fn strangers_hammering_the_tls_key_in_the_token_do_not_stall_the_node() {
     let reopened = new.matches("PKCS#11 token failed").count();
     let warned = new.matches("the TLS handshake could not be signed").count();
     assert!(
-        reopened >= 1 && reopened <= 12,
+        (1..=12).contains(&reopened),
         "the token was opened again {reopened} times for {tried} handshakes"
     );
     // One warning per 10 s (the first hammering may have had it already), the rest at debug.
