@@ -187,6 +187,10 @@ pub struct NodeKeys {
     pub history: KeyHistory,
     /// The TLS key and certificate before the last TLS rotation, if kept.
     pub previous_tls: Option<(NodeTlsKey, Vec<u8>)>,
+    /// What went wrong without stopping the node (kp-keys does not log; the node drains and
+    /// logs these after loading and after a rotation): a previous TLS key the token could not
+    /// give, a key file a committed rotation could not move or remove.
+    pub problems: Vec<String>,
     dir: PathBuf,
     /// Where new signing keys are made; `None`: files.
     token: Option<Arc<dyn KeyToken>>,
@@ -252,6 +256,7 @@ impl NodeKeys {
             tls_certificate,
             history,
             previous_tls: None,
+            problems: Vec::new(),
             dir: dir.to_owned(),
             token: places.signing.map(|p| p.token),
             tls_token: places.tls.map(|p| p.token),
@@ -329,13 +334,15 @@ impl NodeKeys {
                 detail: "does not match the TLS certificate".into(),
             });
         }
-        let previous_tls = load_previous_tls(dir, &history, tls_token.as_deref())?;
+        let mut problems = Vec::new();
+        let previous_tls = load_previous_tls(dir, &history, tls_token.as_deref(), &mut problems)?;
         Ok(NodeKeys {
             signing,
             tls,
             tls_certificate,
             history,
             previous_tls,
+            problems,
             dir: dir.to_owned(),
             token,
             tls_token,
@@ -531,7 +538,7 @@ impl NodeKeys {
             }
         }
         for e in tidy.into_iter().filter_map(Result::err) {
-            tracing::error!(error = %e, "the key rotation is committed, but a key file could not be moved or removed; fix the cause (the error names the file) and restart the node, which finishes it");
+            self.problems.push(format!("the key rotation is committed, but a key file could not be moved or removed: {e}; fix the cause and restart the node, which finishes it"));
         }
         self.history = history;
         if let Some(k) = signing_pair {
@@ -553,6 +560,7 @@ fn load_previous_tls(
     dir: &Path,
     history: &KeyHistory,
     token: Option<&dyn KeyToken>,
+    problems: &mut Vec<String>,
 ) -> Result<Option<(NodeTlsKey, Vec<u8>)>, KeyError> {
     let (key_path, cert_path) = (dir.join(TLS_PREVIOUS_KEY), dir.join(TLS_PREVIOUS_CERT));
     if !cert_path.exists() {
@@ -589,7 +597,7 @@ fn load_previous_tls(
         match opened {
             Ok(k) => NodeTlsKey::Token(k),
             Err(e) => {
-                tracing::error!(error = %e, place = place.as_deref().unwrap_or(&token.place()), "the previous TLS key is not presented: peers that have not yet acknowledged the last TLS rotation cannot link to this node until it is back in the token (restart the node then)");
+                problems.push(format!("the previous TLS key ({}) is not presented: {e}; peers that have not yet acknowledged the last TLS rotation cannot link to this node until it is back in the token (restart the node then)", place.unwrap_or_else(|| token.place())));
                 return Ok(None);
             }
         }

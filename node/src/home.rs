@@ -204,7 +204,10 @@ impl NodeDir {
         config: &NodeConfig,
     ) -> Result<(NodeKeys, crate::hsm::ConfiguredTokens), HomeError> {
         let tokens = crate::hsm::from_config(config)?;
-        let keys = NodeKeys::load_in(&self.keys_dir(), tokens.signing_dyn(), tokens.tls_dyn())?;
+        let mut keys = NodeKeys::load_in(&self.keys_dir(), tokens.signing_dyn(), tokens.tls_dyn())?;
+        for problem in keys.problems.drain(..) {
+            tracing::error!(%problem, "a key problem that does not stop the node");
+        }
         if keys.participant() != config.participant {
             return Err(HomeError::Keys(KeyError::Mismatch {
                 path: self.keys_dir(),

@@ -427,7 +427,11 @@ impl crate::actor::Rotator for NodeRotator {
                 k.set_token(true, Some(Arc::new(h.clone())));
             }
             // The history refuses before anything is written: a refusal changes nothing.
-            let statement = k.rotate(signing, tls, effective).map_err(|e| {
+            let statement = k.rotate(signing, tls, effective);
+            for problem in k.problems.drain(..) {
+                tracing::error!(%problem, "a key problem after the rotation");
+            }
+            let statement = statement.map_err(|e| {
                 // Not rotated: new keys are made where they were before.
                 k.set_token(false, old_signing);
                 k.set_token(true, old_tls);
