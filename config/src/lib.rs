@@ -51,6 +51,9 @@ pub struct Pkcs11 {
     /// The signing key pair's label in the token, as an RFC 7512 URI. A rotation makes the
     /// new key under the same label; the key history says which of them is current.
     pub signing_key: kp_keys::pkcs11uri::Pkcs11Uri,
+    /// The TLS key pair's label in a token, if the TLS key is in one (`None`: the file
+    /// `keys/tls.key.pem`). Same module and PIN as the signing key; its own object label.
+    pub tls_key: Option<kp_keys::pkcs11uri::Pkcs11Uri>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -507,6 +510,16 @@ impl NodeConfig {
             );
             let mut pin_file: Option<PathBuf> = None;
             w.parsed_option(&mut s, "pin_file", &mut pin_file);
+            let mut tls_key: Option<kp_keys::pkcs11uri::Pkcs11Uri> = None;
+            w.parsed_option(&mut s, "tls_key", &mut tls_key);
+            if let (Some(t), Some(k)) = (&tls_key, &signing_key) {
+                if t.token == k.token && t.serial == k.serial && t.object == k.object {
+                    w.problem(
+                        &s.key("tls_key"),
+                        "names the same key pair as signing_key; the TLS key needs its own object= label (such as \"pkcs11:token=KP;object=kp-tls\")",
+                    );
+                }
+            }
             if s.has("pin") || s.has("pin_value") {
                 w.problem(
                     &s.key(if s.has("pin") { "pin" } else { "pin_value" }),
@@ -517,7 +530,7 @@ impl NodeConfig {
             }
             w.finish(s);
             if let (Some(module), Some(signing_key)) = (module, signing_key) {
-                c.pkcs11 = Some(Pkcs11 { module, pin_file, signing_key });
+                c.pkcs11 = Some(Pkcs11 { module, pin_file, signing_key, tls_key });
             }
         }
         if let Some(mut s) = w.section(&mut root, "store") {
@@ -641,6 +654,15 @@ certificate, or set certificates.authority_mismatch in node.toml (now {:?})",
                 "# The signing key pair in the token (RFC 7512). Its private key never leaves the token.\n",
             );
             out.push_str(&format!("signing_key = {}\n", quote(p.signing_key.as_str())));
+            match &p.tls_key {
+                Some(t) => {
+                    out.push_str("# The TLS key pair in the token (RFC 7512), for the mutual TLS with peers.\n");
+                    out.push_str(&format!("tls_key = {}\n", quote(t.as_str())));
+                }
+                None => out.push_str(
+                    "# The TLS key is the file keys/tls.key.pem (or add tls_key = \"pkcs11:…\" before init).\n",
+                ),
+            }
             match &p.pin_file {
                 Some(f) => {
                     out.push_str("# The user PIN, in a file of mode 0600 (or KPNODE_PKCS11_PIN when this is left out).\n");

@@ -108,7 +108,7 @@ impl Walker {
         if let Some((key, v)) = self.string(s, name) {
             match v.parse() {
                 Ok(t) => *out = Some(t),
-                Err(e) => self.problem(&key, format!("{v:?} {e}")),
+                Err(e) => self.problem(&key, format!("{:?} {e}", kp_keys::pkcs11uri::redact(&v))),
             }
         }
     }

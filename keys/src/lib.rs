@@ -26,7 +26,7 @@ pub use backend::{SignError, SigningBackend};
 pub use bundle::{Bundle, BundleError, VerifiedBundle};
 pub use fingerprint::Fingerprint;
 pub use history::{HistoryError, KeyHistory};
-pub use keydir::{KeyToken, NodeKeys, NodeSigningKey};
+pub use keydir::{KeyPlaces, KeyToken, NodeKeys, NodeSigningKey, NodeTlsKey, TokenPlace};
 pub use secret::{SigningKeyPair, TlsKeyPair};
 
 /// Why keys could not be created, loaded or rotated. Every variant names the file.

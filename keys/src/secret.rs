@@ -91,6 +91,12 @@ impl TlsKeyPair {
     pub fn prove_possession(&self, rotation: &mut kp_protocol::KeyRotation) {
         rotation.prove_tls_possession(&self.0);
     }
+
+    /// The Ed25519 signature over `message`: for the self-signed certificate.
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer as _;
+        self.0.sign(message).to_bytes()
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The node's self-signed TLS certificate, and the one fact peers take from a certificate:
 //! its Ed25519 public key. Trust is pinned to that key, not to names or a CA.
 
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use rcgen::{CertificateParams, DistinguishedName, DnType, PublicKeyData, SignatureAlgorithm};
 use rustls_pki_types::CertificateDer;
 
 use crate::secret::TlsKeyPair;
@@ -32,16 +32,63 @@ pub enum TlsCertError {
 
 /// A self-signed certificate for `key`, naming the participant. Returns DER.
 pub fn self_signed(key: &TlsKeyPair, participant: ParticipantCode) -> Result<Vec<u8>, TlsCertError> {
-    let der = key.to_pkcs8_der();
-    let key_pair = KeyPair::try_from(der.as_slice()).map_err(|e| TlsCertError::Generate(e.to_string()))?;
+    self_signed_by(&key.verifying_key(), &|m| Ok(key.sign_raw(m)), participant)
+}
+
+/// Signs a message with an Ed25519 key, or says why it could not.
+pub type RawSigner<'a> = dyn Fn(&[u8]) -> Result<[u8; 64], String> + 'a;
+
+/// An Ed25519 key rcgen signs the certificate with through `sign`: the key may be in a
+/// PKCS#11 token, which signs on request and never gives the private key out.
+struct ExternalKey<'a> {
+    public: [u8; 32],
+    sign: &'a RawSigner<'a>,
+    /// What the signer said when it failed (rcgen's error has no room for it).
+    failure: std::cell::RefCell<Option<String>>,
+}
+
+impl PublicKeyData for ExternalKey<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &rcgen::PKCS_ED25519
+    }
+}
+
+impl rcgen::SigningKey for ExternalKey<'_> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        (self.sign)(msg).map(|s| s.to_vec()).map_err(|e| {
+            *self.failure.borrow_mut() = Some(e);
+            rcgen::Error::RemoteKeyError
+        })
+    }
+}
+
+/// A self-signed certificate for the Ed25519 key `public`, signed through `sign` (a file key
+/// or a key in a token), naming the participant. Returns DER; a signer's failure is returned
+/// in its own words.
+pub fn self_signed_by(
+    public: &ed25519_dalek::VerifyingKey,
+    sign: &RawSigner<'_>,
+    participant: ParticipantCode,
+) -> Result<Vec<u8>, TlsCertError> {
+    let key_pair = ExternalKey { public: public.to_bytes(), sign, failure: Default::default() };
     let name = dns_name(participant);
     let mut params = CertificateParams::new(vec![name]).map_err(|e| TlsCertError::Generate(e.to_string()))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("kpnode {participant}"));
     dn.push(DnType::OrganizationName, "Kimberley Process participant node");
     params.distinguished_name = dn;
-    let cert = params.self_signed(&key_pair).map_err(|e| TlsCertError::Generate(e.to_string()))?;
-    Ok(cert.der().to_vec())
+    let cert = params.self_signed(&key_pair).map_err(|e| {
+        TlsCertError::Generate(key_pair.failure.borrow_mut().take().unwrap_or_else(|| e.to_string()))
+    })?;
+    let der = cert.der().to_vec();
+    // The signer is outside this process's control: check what it signed.
+    check_own(&der, participant)
+        .map_err(|e| TlsCertError::Generate(format!("the signed certificate does not verify: {e}")))?;
+    Ok(der)
 }
 
 /// The DNS name [`self_signed`] gives `participant`'s certificate.
@@ -113,6 +160,13 @@ pub fn public_key(cert_der: &[u8]) -> Result<[u8; 32], TlsCertError> {
     ed25519_key_of_spki(&spki(cert_der)?)
 }
 
+/// The DER SubjectPublicKeyInfo of the Ed25519 key `key` (RFC 8410).
+pub fn ed25519_spki(key: &[u8; 32]) -> Vec<u8> {
+    let mut out = ED25519_SPKI_PREFIX.to_vec();
+    out.extend_from_slice(key);
+    out
+}
+
 /// The Ed25519 key inside an SPKI, or an error if it is any other kind of key.
 pub fn ed25519_key_of_spki(spki: &[u8]) -> Result<[u8; 32], TlsCertError> {
     match spki.strip_prefix(&ED25519_SPKI_PREFIX[..]) {
@@ -166,6 +220,24 @@ mod tests {
         assert_eq!(public_key(&der).unwrap(), key.verifying_key().to_bytes());
         assert_eq!(from_pem(&to_pem(&der)).unwrap(), der);
         assert!(public_key(b"not a certificate").is_err());
+    }
+
+    /// A key outside the process (a token) signs through a closure: its failure comes back in
+    /// its own words, and a wrong signature is caught before the certificate is used.
+    #[test]
+    fn an_external_signer_makes_the_same_kind_of_certificate_and_its_failures_are_named() {
+        let ru = ParticipantCode::from_static("RU");
+        let key = TlsKeyPair::generate();
+        let der = self_signed_by(&key.verifying_key(), &|m| Ok(key.sign_raw(m)), ru).unwrap();
+        check_own(&der, ru).unwrap();
+        assert_eq!(public_key(&der).unwrap(), key.verifying_key().to_bytes());
+        let e =
+            self_signed_by(&key.verifying_key(), &|_| Err("token absent (CKR_TOKEN_NOT_PRESENT)".into()), ru)
+                .unwrap_err();
+        assert_eq!(e, TlsCertError::Generate("token absent (CKR_TOKEN_NOT_PRESENT)".into()));
+        let other = TlsKeyPair::generate();
+        let e = self_signed_by(&key.verifying_key(), &|m| Ok(other.sign_raw(m)), ru).unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
     }
 
     #[test]

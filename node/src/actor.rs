@@ -62,6 +62,10 @@ pub enum RotationError {
     /// The new keys could not be made or written.
     #[error("{0}")]
     Keys(Arc<kp_keys::KeyError>),
+    /// The URI a key is to move into cannot be used (it names the other key's object):
+    /// refused before anything is made. `field` is the request's field.
+    #[error("{detail}")]
+    Target { field: &'static str, detail: String },
     /// The new TLS key was made but the TLS stack cannot use it.
     #[error("the new TLS key cannot be used: {0}")]
     Tls(rustls::Error),
@@ -84,6 +88,7 @@ enum Job {
         tls: bool,
         /// Who rotates: the log entries of the announcement name them.
         officer: crate::store::Officer,
+        to: Box<RotateTo>,
         reply: oneshot::Sender<Result<SignedDocument, ActorError>>,
     },
     /// Answered once both threads have reached it: see [`ActorHandle::ping`].
@@ -103,6 +108,15 @@ pub struct Snapshot {
     pub log_hash: kp_protocol::Digest,
 }
 
+/// Where a rotation makes the new keys when not where the current ones are: another key
+/// (object) in the token, or another token of the same module (`kpnode keys rotate
+/// --signing-key URI / --tls-key URI`).
+#[derive(Debug, Clone, Default)]
+pub struct RotateTo {
+    pub signing_key: Option<kp_keys::pkcs11uri::Pkcs11Uri>,
+    pub tls_key: Option<kp_keys::pkcs11uri::Pkcs11Uri>,
+}
+
 /// Rotates the node's keys for the actor.
 pub trait Rotator: Send + 'static {
     /// Makes new keys and the statement; returns it with the peers to announce it to.
@@ -112,6 +126,7 @@ pub trait Rotator: Send + 'static {
         &mut self,
         signing: bool,
         tls: bool,
+        to: &RotateTo,
     ) -> Result<(SignedDocument, Vec<ParticipantCode>), RotationError>;
     /// Called once the announcement is durable.
     fn announced(&mut self, statement: &SignedDocument, peers: &[ParticipantCode]);
@@ -230,11 +245,12 @@ impl ActorHandle {
         &self,
         signing: bool,
         tls: bool,
+        to: RotateTo,
         officer: crate::store::Officer,
     ) -> Result<SignedDocument, ActorError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Job::Rotate { signing, tls, officer, reply: tx })
+            .send(Job::Rotate { signing, tls, to: Box::new(to), officer, reply: tx })
             .await
             .map_err(|_| ActorError::Stopped)?;
         rx.await.map_err(|_| ActorError::Stopped)?
@@ -481,8 +497,8 @@ impl Writer {
                     None => break,
                 },
             };
-            if let Job::Rotate { signing, tls, officer, reply } = first {
-                let _ = reply.send(self.rotate(rotator.as_mut(), signing, tls, officer));
+            if let Job::Rotate { signing, tls, to, officer, reply } = first {
+                let _ = reply.send(self.rotate(rotator.as_mut(), signing, tls, &to, officer));
                 continue;
             }
             if let Job::Snapshot(file, reply) = first {
@@ -576,9 +592,10 @@ impl Writer {
         rotator: &mut dyn Rotator,
         signing: bool,
         tls: bool,
+        to: &RotateTo,
         officer: crate::store::Officer,
     ) -> Result<SignedDocument, ActorError> {
-        let (statement, peers) = rotator.rotate(signing, tls)?;
+        let (statement, peers) = rotator.rotate(signing, tls, to)?;
         let (tx, rx) = oneshot::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         self.commit(
@@ -724,6 +741,7 @@ mod tests {
             &mut self,
             _: bool,
             _: bool,
+            _: &RotateTo,
         ) -> Result<(SignedDocument, Vec<ParticipantCode>), RotationError> {
             unreachable!("this test rotates nothing")
         }

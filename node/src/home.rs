@@ -61,7 +61,8 @@ pub struct InitOptions {
     pub peer_listen: Option<SocketAddr>,
     pub api_listen: Option<SocketAddr>,
     pub advertise: Vec<String>,
-    /// The signing key in a PKCS#11 token (made there, or the one already under its label).
+    /// The signing key (and, with `tls_key`, the TLS key) in a PKCS#11 token (made there, or
+    /// the one already under its label).
     pub pkcs11: Option<kp_config::Pkcs11>,
 }
 
@@ -131,13 +132,17 @@ impl NodeDir {
 
         let keys = match &config.pkcs11 {
             None => NodeKeys::create(&self.keys_dir(), opts.participant, now)?,
-            Some(p) => {
-                let token = crate::hsm::Pkcs11Token::open(crate::hsm::TokenSettings::from_config(p)?)?;
-                // A key pair already under the label is used (one made by the token's own
+            Some(_) => {
+                // A key pair already under a key's label is used (one made by the token's own
                 // tools); otherwise one is made inside the token.
-                let existing = token.existing()?.map(|k| std::sync::Arc::new(k) as _);
-                let handle = std::sync::Arc::new(crate::hsm::TokenHandle(token));
-                NodeKeys::create_in(&self.keys_dir(), opts.participant, now, Some(handle), existing)?
+                let tokens = crate::hsm::from_config(&config)?;
+                let place = |h: Option<crate::hsm::TokenHandle>| -> Result<_, HomeError> {
+                    let Some(h) = h else { return Ok(None) };
+                    let existing = h.token.existing(&h.key)?.map(|k| std::sync::Arc::new(k) as _);
+                    Ok(Some(kp_keys::TokenPlace { token: std::sync::Arc::new(h), existing }))
+                };
+                let places = kp_keys::KeyPlaces { signing: place(tokens.signing)?, tls: place(tokens.tls)? };
+                NodeKeys::create_in(&self.keys_dir(), opts.participant, now, places)?
             }
         };
         let mut token = [0u8; 32];
@@ -168,8 +173,41 @@ impl NodeDir {
 
     /// Loads the keys, checking them against the configured participant.
     pub fn keys(&self, config: &NodeConfig) -> Result<NodeKeys, HomeError> {
-        let token = crate::hsm::from_config(config)?;
-        let keys = NodeKeys::load_in(&self.keys_dir(), token)?;
+        Ok(self.keys_and_tokens(config)?.0)
+    }
+
+    /// After a rotation into another key of the token (`kpnode keys rotate --signing-key URI`
+    /// or `--tls-key URI`): `node.toml` names the new URI, so that the next start finds the
+    /// key there. The settings are written again as `init` writes them (values kept).
+    pub fn set_token_key(&self, tls: bool, uri: &kp_keys::pkcs11uri::Pkcs11Uri) -> Result<(), HomeError> {
+        let mut config = self.config()?;
+        let Some(p) = config.pkcs11.as_mut() else {
+            return Err(HomeError::Token {
+                path: self.config_path(),
+                detail: "has no [pkcs11] section to name the new key's URI in".into(),
+            });
+        };
+        if tls {
+            p.tls_key = Some(uri.clone());
+        } else {
+            p.signing_key = uri.clone();
+        }
+        let text = config.render();
+        NodeConfig::parse(&text).map_err(|problems| ConfigError { file: self.config_path(), problems })?;
+        write_atomic(&self.config_path(), text.as_bytes(), 0o644)?;
+        Ok(())
+    }
+
+    /// [`keys`](Self::keys), and the tokens `node.toml` names (to make keys in later).
+    pub fn keys_and_tokens(
+        &self,
+        config: &NodeConfig,
+    ) -> Result<(NodeKeys, crate::hsm::ConfiguredTokens), HomeError> {
+        let tokens = crate::hsm::from_config(config)?;
+        let mut keys = NodeKeys::load_in(&self.keys_dir(), tokens.signing_dyn(), tokens.tls_dyn())?;
+        for problem in keys.problems.drain(..) {
+            tracing::error!(%problem, "a key problem that does not stop the node");
+        }
         if keys.participant() != config.participant {
             return Err(HomeError::Keys(KeyError::Mismatch {
                 path: self.keys_dir(),
@@ -180,7 +218,7 @@ impl NodeDir {
                 ),
             }));
         }
-        Ok(keys)
+        Ok((keys, tokens))
     }
 
     /// The API bearer token.

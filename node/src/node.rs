@@ -210,7 +210,7 @@ impl Node {
     pub async fn start(opts: NodeOptions) -> Result<NodeHandle, StartError> {
         let dir = opts.dir.clone();
         let config = dir.config()?;
-        let keys = dir.keys(&config)?;
+        let (keys, tokens) = dir.keys_and_tokens(&config)?;
         let token = dir.token()?;
         let store = open_store(&dir, &config)?;
         let clock = opts.clock.clone();
@@ -261,6 +261,8 @@ impl Node {
                 tls: tls.clone(),
                 trust: trust.clone(),
                 links: links.clone(),
+                tokens,
+                dir: dir.clone(),
             }),
             health: store_health.clone(),
         };
@@ -331,12 +333,11 @@ fn open_store(dir: &NodeDir, config: &NodeConfig) -> Result<SledStore, StartErro
 /// a TLS rotation is not yet acknowledged by every peer.
 fn tls_identity(keys: &NodeKeys) -> Result<(Arc<rustls::crypto::CryptoProvider>, Identity), StartError> {
     let provider = crate::net::tls::provider();
-    let previous_der = keys.previous_tls.as_ref().map(|(k, c)| (c.clone(), k.to_pkcs8_der()));
     let identity = Identity::new(
         &provider,
         &keys.tls_certificate,
-        &keys.tls.to_pkcs8_der(),
-        previous_der.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+        &keys.tls,
+        keys.previous_tls.as_ref().map(|(k, c)| (c.as_slice(), k)),
     )
     .map_err(StartError::Tls)?;
     Ok((provider, identity))
@@ -365,6 +366,32 @@ struct NodeRotator {
     tls: Arc<TlsContext>,
     trust: Arc<TrustCell>,
     links: Arc<Links>,
+    /// The tokens `node.toml` names, where a rotation into another URI opens its new key.
+    tokens: crate::hsm::ConfiguredTokens,
+    dir: NodeDir,
+}
+
+impl NodeRotator {
+    /// The token handle for a rotation into `uri`: on the token already open when the URI
+    /// names it, otherwise on the token it names, with the same module and PIN.
+    fn handle_for(
+        &self,
+        uri: &kp_keys::pkcs11uri::Pkcs11Uri,
+        is_tls: bool,
+    ) -> Result<crate::hsm::TokenHandle, RotationError> {
+        let Some(base) = self.tokens.signing.as_ref() else {
+            return Err(RotationError::Keys(Arc::new(kp_keys::KeyError::Token {
+                key: uri.to_string(),
+                detail: "this node has no PKCS#11 token configured ([pkcs11] in node.toml, set by `kpnode init --signing-key URI --pkcs11-module PATH`); a rotation can move a key only between URIs of its module".into(),
+            })));
+        };
+        let handle = if is_tls {
+            crate::hsm::TokenHandle::own(&base.token, uri)
+        } else {
+            crate::hsm::TokenHandle::on(&base.token, uri)
+        };
+        handle.map_err(|e| RotationError::Keys(Arc::new(kp_keys::KeyError::from(e))))
+    }
 }
 
 impl crate::actor::Rotator for NodeRotator {
@@ -372,22 +399,71 @@ impl crate::actor::Rotator for NodeRotator {
         &mut self,
         signing: bool,
         tls: bool,
+        to: &crate::actor::RotateTo,
     ) -> Result<(kp_protocol::SignedDocument, Vec<ParticipantCode>), RotationError> {
+        // The two keys need objects of their own: node.toml could not name one URI for both
+        // (and a rotation that could not write it would leave a node that cannot start).
+        let same = |a: &kp_keys::pkcs11uri::Pkcs11Uri, b: &kp_keys::pkcs11uri::Pkcs11Uri| {
+            a.token == b.token && a.serial == b.serial && a.object == b.object
+        };
+        let signing_after = to.signing_key.as_ref().or(self.tokens.signing.as_ref().map(|h| &h.key));
+        let tls_after = to.tls_key.as_ref().or(self.tokens.tls.as_ref().map(|h| &h.key));
+        if let (Some(s), Some(t)) = (signing_after, tls_after) {
+            if same(s, t) {
+                let (field, other) =
+                    if to.signing_key.is_some() { ("signing_key", "TLS") } else { ("tls_key", "signing") };
+                return Err(RotationError::Target {
+                    field,
+                    detail: format!("{field} {} names the same key pair as the node's {other} key ({}); each key needs an object= of its own — nothing changed", if field == "signing_key" { s } else { t }, if field == "signing_key" { t } else { s }),
+                });
+            }
+        }
+        let new_signing = to.signing_key.as_ref().map(|u| self.handle_for(u, false)).transpose()?;
+        let new_tls = to.tls_key.as_ref().map(|u| self.handle_for(u, true)).transpose()?;
         let keys = self.keys.clone();
         let statement = self.signer.rotate(|_old, effective| {
             let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
+            let (old_signing, old_tls) = (k.token(false), k.token(true));
+            if let Some(h) = &new_signing {
+                k.set_token(false, Some(Arc::new(h.clone())));
+            }
+            if let Some(h) = &new_tls {
+                k.set_token(true, Some(Arc::new(h.clone())));
+            }
             // The history refuses before anything is written: a refusal changes nothing.
-            let statement = k.rotate(signing, tls, effective).map_err(|e| match e {
-                kp_keys::KeyError::History(h) => RotationError::Refused(h),
-                other => RotationError::Keys(Arc::new(other)),
+            let statement = k.rotate(signing, tls, effective);
+            for problem in k.problems.drain(..) {
+                tracing::error!(%problem, "a key problem after the rotation");
+            }
+            let statement = statement.map_err(|e| {
+                // Not rotated: new keys are made where they were before.
+                k.set_token(false, old_signing);
+                k.set_token(true, old_tls);
+                match e {
+                    kp_keys::KeyError::History(h) => RotationError::Refused(h),
+                    other => RotationError::Keys(Arc::new(other)),
+                }
             })?;
             Ok::<_, RotationError>((signing.then(|| k.signing.backend()), statement))
         })?;
+        // Committed: node.toml names where the keys now are, for the next start.
+        for (is_tls, handle) in [(false, new_signing), (true, new_tls)] {
+            let Some(handle) = handle else { continue };
+            if let Err(e) = self.dir.set_token_key(is_tls, &handle.key) {
+                let setting = if is_tls { "tls_key" } else { "signing_key" };
+                tracing::error!(error = %e, uri = %handle.key, "the rotation is done, but node.toml could not name the new key's URI: before the next start set {setting} = \"{}\" in node.toml's [pkcs11]", handle.key);
+            }
+            if is_tls {
+                self.tokens.tls = Some(handle);
+            } else {
+                self.tokens.signing = Some(handle);
+            }
+        }
         if tls {
             let k = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             self.tls
                 .identity
-                .rotate(&self.tls.provider, &k.tls_certificate, &k.tls.to_pkcs8_der())
+                .rotate(&self.tls.provider, &k.tls_certificate, &k.tls)
                 .map_err(RotationError::Tls)?;
         }
         let mut peers: Vec<ParticipantCode> =

@@ -52,6 +52,18 @@ impl ServerCertVerifier for AcceptAnyServer {
     }
 }
 
+/// A TLS client configuration presenting no certificate: a stranger on the network, who
+/// still gets the server's handshake signature (TLS 1.3 signs before it asks for the client's).
+pub fn stranger_config() -> Arc<rustls::ClientConfig> {
+    let config = rustls::ClientConfig::builder_with_provider(kp_node::net::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 /// A TLS client configuration presenting `cert_der`/`key_der`.
 pub fn client_config(cert_der: &[u8], key_pkcs8: &[u8]) -> Arc<rustls::ClientConfig> {
     let provider = kp_node::net::tls::provider();
@@ -75,7 +87,10 @@ pub async fn connect_tls(addr: SocketAddr, keys: &NodeKeys) -> Result<TlsStream<
 
 /// TLS over a TCP connection already open (one with a small receive buffer, say).
 pub async fn connect_tls_over(tcp: TcpStream, keys: &NodeKeys) -> Result<TlsStream<TcpStream>, LinkError> {
-    let config = client_config(&keys.tls_certificate, &keys.tls.to_pkcs8_der());
+    let config = client_config(
+        &keys.tls_certificate,
+        &keys.tls.file().expect("the raw client needs a TLS key in a file").to_pkcs8_der(),
+    );
     let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::try_from("peer.kpnode.invalid").expect("a name");
     connector.connect(name, tcp).await.map_err(|e| LinkError::Tls(e.to_string()))

@@ -70,3 +70,30 @@ fn bench_refuses_zero_certificates() {
     assert_eq!(code, 2);
     assert!(err.contains("--certs"), "{err}");
 }
+
+/// With `--hsm-module`, the same exchange again with the exporter's signing key in a SoftHSM2
+/// token the bench makes itself: every certificate acknowledged, both throughputs reported.
+#[test]
+fn bench_measures_the_signing_key_in_a_softhsm2_token_beside_the_file_key() {
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    let installed = std::process::Command::new("softhsm2-util").arg("--version").output().is_ok();
+    if !installed || !std::path::Path::new(MODULE).exists() {
+        kp_tests::skip_part(
+            "the bench with a SoftHSM2 token",
+            "softhsm2-util or libsofthsm2.so is missing (apt-get install softhsm2)",
+            None,
+        );
+        return;
+    }
+    let r = bench(&["--certs", "100", "--hsm-module", MODULE]);
+    check(&r, 100);
+    let h = &r["hsm"];
+    assert_eq!(h["acknowledged"], 100, "every certificate acknowledged with the token key: {r}");
+    for key in ["throughput_per_s", "token_sign_us", "elapsed_s"] {
+        assert!(h[key].as_f64().is_some_and(|v| v > 0.0 && v.is_finite()), "hsm.{key}: {r}");
+    }
+    assert_eq!(h["module"], MODULE);
+    let (code, _, err) = kpnode(&["bench", "--certs", "10", "--hsm-module", "/nonexistent/p11.so"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("/nonexistent/p11.so: no such file"), "{err}");
+}

@@ -494,7 +494,7 @@ fn a_tls_key_bound_to_another_participant_is_refused() {
             effective_from: t,
             tls_possession: None,
         };
-        kz_keys.tls.prove_possession(&mut body);
+        kz_keys.tls.prove_possession(&mut body).unwrap();
         let doc =
             SignedDocument::sign(&body, RU, ru_keys.signing.file().expect("a file key").signing_key(), t);
         let reply = send_once(&rt, &inn, &ru_keys, &doc);

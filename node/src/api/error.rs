@@ -189,6 +189,9 @@ impl From<ActorError> for ApiError {
                 ApiError::Unavailable(e.to_string())
             }
             ActorError::Damaged(_) => ApiError::Internal(e.to_string()),
+            ActorError::Rotation(RotationError::Target { field, detail }) => {
+                invalid("invalid_request", field, detail)
+            }
             ActorError::Rotation(RotationError::Refused(_)) => {
                 ApiError::Taken("rotation_refused", e.to_string())
             }

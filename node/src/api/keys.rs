@@ -63,6 +63,15 @@ pub struct RotateRequest {
     pub signing: bool,
     #[serde(default)]
     pub tls: bool,
+    /// Make the new signing key under this PKCS#11 URI (another object label, or another
+    /// token of the node's module) instead of where the current one is; implies `signing`.
+    /// node.toml's `pkcs11.signing_key` is set to it.
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    /// Make the new TLS key under this PKCS#11 URI; implies `tls`. node.toml's
+    /// `pkcs11.tls_key` is set to it.
+    #[serde(default)]
+    pub tls_key: Option<String>,
 }
 
 /// A rotation done and queued for every peer.
@@ -86,10 +95,31 @@ pub(super) async fn rotate(
     State(shared): State<Arc<Shared>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Rotated>> {
-    let req: RotateRequest =
-        if body.is_empty() { RotateRequest { signing: false, tls: false } } else { parse_body(&body)? };
-    let (signing, tls) = if !req.signing && !req.tls { (true, true) } else { (req.signing, req.tls) };
-    let statement = shared.actor.rotate(signing, tls, shared.token_officer()).await?;
+    let req: RotateRequest = if body.is_empty() {
+        RotateRequest { signing: false, tls: false, signing_key: None, tls_key: None }
+    } else {
+        parse_body(&body)?
+    };
+    let uri = |field: &'static str, v: &Option<String>| -> ApiResult<Option<kp_keys::pkcs11uri::Pkcs11Uri>> {
+        let Some(v) = v else { return Ok(None) };
+        let uri = kp_keys::pkcs11uri::Pkcs11Uri::parse(v)
+            .map_err(|e| super::error::invalid("invalid_request", field, e.to_string()))?;
+        if shared.config.pkcs11.is_none() {
+            return Err(super::error::invalid(
+                "invalid_request",
+                field,
+                "this node has no PKCS#11 token configured ([pkcs11] in node.toml): its keys are files",
+            ));
+        }
+        Ok(Some(uri))
+    };
+    let to = crate::actor::RotateTo {
+        signing_key: uri("signing_key", &req.signing_key)?,
+        tls_key: uri("tls_key", &req.tls_key)?,
+    };
+    let (signing, tls) = (req.signing || to.signing_key.is_some(), req.tls || to.tls_key.is_some());
+    let (signing, tls) = if !signing && !tls { (true, true) } else { (signing, tls) };
+    let statement = shared.actor.rotate(signing, tls, to, shared.token_officer()).await?;
     let r: kp_protocol::KeyRotation = statement.body().map_err(|e| ApiError::Internal(e.to_string()))?;
     let announced_to = shared.trust.get().active_peers().map(|p| p.participant).collect();
     Ok(Json(Rotated {

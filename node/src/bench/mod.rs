@@ -42,6 +42,21 @@ pub struct BenchOptions {
     pub startup_entries: Option<u64>,
     /// Print progress to stderr.
     pub progress: bool,
+    /// Also run the exchange with the exporter's signing key in a SoftHSM2 token that the
+    /// bench makes in its temporary directory, through this PKCS#11 module.
+    pub hsm_module: Option<PathBuf>,
+}
+
+/// The exchange again with the exporter's signing key in a SoftHSM2 token.
+#[derive(Debug, Clone, Serialize)]
+pub struct HsmBench {
+    pub module: String,
+    pub acknowledged: u64,
+    pub elapsed_s: f64,
+    pub throughput_per_s: f64,
+    pub latency_ms: Latency,
+    /// One Ed25519 signature made by the token (`C_Sign`, `CKM_EDDSA`), best of several rounds.
+    pub token_sign_us: f64,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -137,10 +152,15 @@ pub struct BenchReport {
     pub store: StoreStats,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub startup: Option<Startup>,
+    /// With `--hsm-module`: the same exchange with the exporter's signing key in a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hsm: Option<HsmBench>,
 }
 
 /// Runs the benchmark.
 pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
+    // Made before any thread starts: it sets SOFTHSM2_CONF for this process.
+    let hsm = opts.hsm_module.as_deref().map(SoftHsmToken::make).transpose()?;
     let crypto = measure_crypto();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -150,8 +170,20 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
     let mut report = if opts.processes {
         processes::exchange(opts, &crypto)?
     } else {
-        runtime.block_on(exchange(opts, &crypto))?
+        runtime.block_on(exchange(opts, &crypto, None))?
     };
+    if let Some(h) = &hsm {
+        say(opts, format!("again with RU's signing key in a SoftHSM2 token ({}) …", h.module.display()));
+        let r = runtime.block_on(exchange(opts, &crypto, Some(h.settings("kp-bench-signing"))))?;
+        report.hsm = Some(HsmBench {
+            module: h.module.display().to_string(),
+            acknowledged: r.acknowledged,
+            elapsed_s: r.elapsed_s,
+            throughput_per_s: r.throughput_per_s,
+            latency_ms: r.latency_ms,
+            token_sign_us: h.sign_us()?,
+        });
+    }
     // Measured again after the exchange; the best of both is the machine's limit.
     let crypto = best_of(crypto, measure_crypto());
     report.limit_per_s = limit_per_s(&crypto);
@@ -292,7 +324,97 @@ struct Tracker {
     last: Mutex<Option<Instant>>,
 }
 
-fn init_node(root: &Path, code: &str, peer_port: u16, window: u32) -> Result<NodeDir, String> {
+/// A SoftHSM2 token of the bench's own (label `KPBENCH`), in a temporary directory removed
+/// when dropped; `SOFTHSM2_CONF` points this process (and the nodes in it) at it.
+struct SoftHsmToken {
+    module: PathBuf,
+    root: PathBuf,
+    pin_file: PathBuf,
+}
+
+impl SoftHsmToken {
+    fn make(module: &Path) -> Result<SoftHsmToken, String> {
+        if !module.is_file() {
+            return Err(format!(
+                "--hsm-module {}: no such file (Debian's softhsm2 installs /usr/lib/softhsm/libsofthsm2.so)",
+                module.display()
+            ));
+        }
+        let root = tempdir()?;
+        let tokens = root.join("tokens");
+        std::fs::create_dir_all(&tokens).map_err(|e| e.to_string())?;
+        let conf = root.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let token = SoftHsmToken { module: module.to_owned(), pin_file: root.join("pin"), root };
+        // Before any thread of this process starts (see `run`).
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        let pin = format!("{:08}", rand::random::<u32>() % 100_000_000);
+        let out = std::process::Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", "KPBENCH", "--so-pin", &pin, "--pin", &pin])
+            .output()
+            .map_err(|e| format!("--hsm-module: softhsm2-util cannot be run ({e}); install softhsm2: the bench makes a SoftHSM2 token of its own"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "softhsm2-util --init-token failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        kp_keys::files::write_atomic(&token.pin_file, pin.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+        Ok(token)
+    }
+
+    /// `[pkcs11]` for a node whose signing key is `object` in this token.
+    fn settings(&self, object: &str) -> kp_config::Pkcs11 {
+        kp_config::Pkcs11 {
+            module: self.module.clone(),
+            pin_file: Some(self.pin_file.clone()),
+            // Invariant: a fixed, valid URI.
+            signing_key: format!("pkcs11:token=KPBENCH;object={object}").parse().expect("a valid URI"),
+            tls_key: None,
+        }
+    }
+
+    /// One token signature of a certificate-sized message, in µs: best of 5 rounds of 100.
+    fn sign_us(&self) -> Result<f64, String> {
+        use kp_keys::SigningBackend as _;
+        let settings = crate::hsm::TokenSettings::from_config(&self.settings("kp-bench-probe"))
+            .map_err(|e| e.to_string())?;
+        let uri = settings.uri.clone();
+        let token = crate::hsm::Pkcs11Token::open(settings).map_err(|e| e.to_string())?;
+        let key = token.generate(&uri).map_err(|e| e.to_string())?;
+        let message = sample_document().signing_message();
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = Instant::now();
+            for _ in 0..100 {
+                key.sign_message(&message).map_err(|e| e.to_string())?;
+            }
+            best = best.min(t.elapsed().as_secs_f64() * 1e6 / 100.0);
+        }
+        Ok(best)
+    }
+}
+
+impl Drop for SoftHsmToken {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn init_node(
+    root: &Path,
+    code: &str,
+    peer_port: u16,
+    window: u32,
+    pkcs11: Option<kp_config::Pkcs11>,
+) -> Result<NodeDir, String> {
     let dir = NodeDir::new(root.join(code));
     let opts = InitOptions {
         participant: code.parse().map_err(|e| format!("{e}"))?,
@@ -300,7 +422,7 @@ fn init_node(root: &Path, code: &str, peer_port: u16, window: u32) -> Result<Nod
         peer_listen: Some(([127, 0, 0, 1], peer_port).into()),
         api_listen: Some(([127, 0, 0, 1], 0).into()),
         advertise: Vec::new(),
-        pkcs11: None,
+        pkcs11,
     };
     let (mut config, _) = dir.init(&opts, SystemClock.now()).map_err(|e| e.to_string())?;
     config.delivery.max_in_flight = window;
@@ -325,10 +447,14 @@ async fn enrol(node: &NodeHandle, bundle: &kp_keys::VerifiedBundle) -> Result<()
     Ok(())
 }
 
-async fn exchange(opts: &BenchOptions, crypto: &Crypto) -> Result<BenchReport, String> {
+async fn exchange(
+    opts: &BenchOptions,
+    crypto: &Crypto,
+    pkcs11: Option<kp_config::Pkcs11>,
+) -> Result<BenchReport, String> {
     let tmp = tempdir()?;
-    let ex_dir = init_node(&tmp, "RU", 0, opts.window)?;
-    let im_dir = init_node(&tmp, "IN", 0, opts.window)?;
+    let ex_dir = init_node(&tmp, "RU", 0, opts.window, pkcs11)?;
+    let im_dir = init_node(&tmp, "IN", 0, opts.window, None)?;
 
     let tracker = Arc::new(Tracker::default());
     tracker.remaining.store(opts.certs, Ordering::SeqCst);
@@ -461,6 +587,7 @@ async fn exchange(opts: &BenchOptions, crypto: &Crypto) -> Result<BenchReport, S
         ratio_note: RATIO_NOTE.into(),
         store,
         startup: None,
+        hsm: None,
     })
 }
 
@@ -492,7 +619,7 @@ async fn startup(entries: u64, progress: bool) -> Result<Startup, String> {
         encode_record, hash_entry_bytes, log_key, meta, EntryBody, LogEntry, LogHead, Storage, Tree, Writes,
     };
     let tmp = tempdir()?;
-    let dir = init_node(&tmp, "IN", 0, 256)?;
+    let dir = init_node(&tmp, "IN", 0, 256, None)?;
     let config = dir.config().map_err(|e| e.to_string())?;
     {
         let (store, _) = crate::store::SledStore::open(&dir.store_dir(), config.store.cache_capacity_mb)
@@ -590,7 +717,7 @@ mod tests {
     #[test]
     fn the_sample_certificate_names_the_bench_nodes_authority() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = init_node(tmp.path(), "RU", 0, 8).unwrap();
+        let dir = init_node(tmp.path(), "RU", 0, 8, None).unwrap();
         let config = dir.config().unwrap();
         let cert = sample_document().body::<Certificate>().unwrap();
         assert_eq!(config.authority_mismatch(cert.content.issuing_authority.as_str()), None);

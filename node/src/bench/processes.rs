@@ -124,8 +124,8 @@ fn free_port() -> Result<u16, String> {
 
 fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchReport, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let ex = init_node(tmp, "RU", free_port()?, opts.window)?;
-    let im = init_node(tmp, "IN", free_port()?, opts.window)?;
+    let ex = init_node(tmp, "RU", free_port()?, opts.window, None)?;
+    let im = init_node(tmp, "IN", free_port()?, opts.window, None)?;
     enrol_each_other(&exe, tmp, &ex, &im)?;
     let mut daemons = start_daemons(&exe, tmp, &ex, &im)?;
     let ex_client = wait_connected(&mut daemons, tmp, &ex, &im)?;
@@ -192,6 +192,7 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
         ratio_note: super::RATIO_NOTE.into(),
         store,
         startup: None,
+        hsm: None,
     })
 }
 

@@ -13,7 +13,11 @@ so each node's peak memory is its own; with --processes --batch N, N certificate
 the bulk route POST /v1/certificates/batch. Each certificate is timed until the exporter has stored the \
 importer's receipt. Beside the result, the machine's Ed25519 speed gives the limit the exchange is measured \
 against: cores / (2 signatures + 2 verifications) per certificate.\n\n\
-One certificate at a time (--concurrency 1) measures latency; many at once, throughput.";
+One certificate at a time (--concurrency 1) measures latency; many at once, throughput.\n\n\
+With --hsm-module /usr/lib/softhsm/libsofthsm2.so, the bench also makes a SoftHSM2 token of its own \
+in the temporary directory (softhsm2-util must be installed) and runs the same exchange again with \
+the exporter's signing key in it (every certificate and receipt signed by the token), reporting \
+both throughputs side by side and the time of one token signature. In one process only.";
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -37,6 +41,10 @@ pub struct BenchArgs {
     /// Also time the start of a node whose log holds this many entries.
     #[arg(long, value_name = "N")]
     startup_entries: Option<u64>,
+    /// Also measure with the exporter's signing key in a SoftHSM2 token the bench makes,
+    /// through this PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(long, value_name = "PATH", conflicts_with = "processes")]
+    hsm_module: Option<std::path::PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -67,6 +75,7 @@ pub fn run(a: BenchArgs) -> CliResult {
         processes: a.processes,
         startup_entries: a.startup_entries,
         progress: !a.json,
+        hsm_module: a.hsm_module,
     };
     let r = bench::run(&opts).map_err(|e| Failure::runtime(format!("bench failed: {e}")))?;
     if a.json {
@@ -102,6 +111,16 @@ pub fn run(a: BenchArgs) -> CliResult {
         "  limit        {:>10.0} certificates/s   = {} cores / (2 × sign + 2 × verify)",
         r.limit_per_s, c.cores
     );
+    if let Some(h) = &r.hsm {
+        println!(
+            "  in a token   {:>10.0} certificates/s   (the exporter's signing key in SoftHSM2; acknowledged {} of {}; {:.2} s)",
+            h.throughput_per_s, h.acknowledged, r.certs, h.elapsed_s
+        );
+        println!(
+            "               latency p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms; one token signature {:.1} µs ({})",
+            h.latency_ms.p50, h.latency_ms.p99, h.latency_ms.max, h.token_sign_us, h.module
+        );
+    }
     println!("  ratio        {:>10.2}", r.ratio);
     println!("               {}", r.ratio_note);
     if let Some(s) = &r.startup {

@@ -18,9 +18,10 @@ Refuses a directory that already holds a node. Prints the node's fingerprint: re
 partners over the phone when they enrol your bundle.\n\n\
 With --signing-key pkcs11:token=LABEL;object=KEY-LABEL and --pkcs11-module, the signing key \
 lives in a PKCS#11 token (a hardware security module) instead of keys/signing.key.pem: a key \
-pair already under that label is used if the token reports it sensitive and not extractable \
-(refused otherwise, naming the attribute), otherwise one is made inside the token, not \
-extractable and sensitive; the private key never leaves the token. The token needs Ed25519 \
+pair already under that label is used if the token reports it sensitive, not extractable, \
+private (usable only after login), allowed to sign and Ed25519 (refused otherwise, naming the \
+attribute), otherwise one is made inside the token, not \
+extractable and sensitive; the private key never leaves the token. With --tls-key pkcs11:token=LABEL;object=TLS-LABEL as well, the TLS key (which authenticates the node to its peers) is in the token too, under its own label, and no keys/tls.key.pem is written; the self-signed certificate and every TLS handshake are signed by the token. The token needs Ed25519 \
 (CKM_EDDSA, PKCS#11 3.0). The user PIN comes from --pkcs11-pin-file (a file of mode 0600) or \
 the environment variable KPNODE_PKCS11_PIN, never from the command line; the settings are \
 written to node.toml's [pkcs11] section, which every later command reads.";
@@ -53,9 +54,9 @@ pub struct InitArgs {
     /// (pkcs11:token=KP;object=kp-signing) [default: keys/signing.key.pem].
     #[arg(long, value_name = "URI", requires = "pkcs11_module")]
     signing_key: Option<String>,
-    /// The TLS key in a PKCS#11 token: not supported by this version (the TLS key stays in
-    /// keys/tls.key.pem); given, init refuses.
-    #[arg(long, value_name = "URI")]
+    /// The TLS key in the same PKCS#11 module, as an RFC 7512 URI with its own object label
+    /// (pkcs11:token=KP;object=kp-tls); needs --signing-key [default: keys/tls.key.pem].
+    #[arg(long, value_name = "URI", requires = "signing_key")]
     tls_key: Option<String>,
     /// The token vendor's PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
     #[arg(long, value_name = "PATH", requires = "signing_key")]
@@ -83,18 +84,21 @@ pub fn run(a: InitArgs) -> CliResult {
             ));
         }
     }
-    if let Some(uri) = &a.tls_key {
-        problems.push(format!(
-            "--tls-key: {:?}: this version of kpnode keeps the TLS key in keys/tls.key.pem; only the signing key (--signing-key) can be in a token",
-            kp_keys::pkcs11uri::redact(uri)
-        ));
-    }
+    let tls_key = match a.tls_key.as_deref().map(kp_keys::pkcs11uri::Pkcs11Uri::parse) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            problems.push(format!("--tls-key: {e}"));
+            None
+        }
+    };
     let pkcs11 = match (&a.signing_key, &a.pkcs11_module) {
         (Some(uri), Some(module)) => match kp_keys::pkcs11uri::Pkcs11Uri::parse(uri) {
             Ok(signing_key) => Some(kp_config::Pkcs11 {
                 module: module.clone(),
                 pin_file: a.pkcs11_pin_file.clone(),
                 signing_key,
+                tls_key,
             }),
             Err(e) => {
                 problems.push(format!("--signing-key: {e}"));
@@ -125,6 +129,12 @@ pub fn run(a: InitArgs) -> CliResult {
             println!("  signing key   {} in {} (not extractable)", keys.signing.key_id(), p.signing_key)
         }
         None => println!("  signing key   {}", keys.signing.key_id()),
+    }
+    if let Some(t) = config.pkcs11.as_ref().and_then(|p| p.tls_key.as_ref()) {
+        println!(
+            "  TLS key       {} in {t} (not extractable)",
+            kp_protocol::KeyId::of(&keys.tls.verifying_key())
+        );
     }
     println!("  fingerprint   {}", keys.fingerprint());
     println!("  peers connect {}", config.endpoints().join(", "));

@@ -25,7 +25,10 @@ enrolled peer like any document. Peers update their key history at once: documen
 before the rotation keep verifying with the old key, and the old TLS key (and delivery of \
 documents signed with the old signing key) is accepted for their tls_grace_period. Until a peer has acknowledged a TLS rotation, this node keeps presenting its \
 previous TLS certificate to it. Export the bundle again afterwards (`kpnode peer export`) for \
-partners who verify offline or enrol later. Needs the running daemon.")]
+partners who verify offline or enrol later. Needs the running daemon.\n\n\
+With keys in a PKCS#11 token, the new key is made in the same token under the same label; \
+--signing-key URI or --tls-key URI makes it under another label or in another token of the same \
+module (and PIN) instead, and node.toml's [pkcs11] is updated to name it.")]
     Rotate {
         /// Rotate the signing key.
         #[arg(long)]
@@ -33,6 +36,13 @@ partners who verify offline or enrol later. Needs the running daemon.")]
         /// Rotate the TLS key.
         #[arg(long)]
         tls: bool,
+        /// Make the new signing key in the token under this RFC 7512 URI
+        /// (pkcs11:token=KP;object=kp-signing-2); implies --signing.
+        #[arg(long, value_name = "URI")]
+        signing_key: Option<String>,
+        /// Make the new TLS key in the token under this RFC 7512 URI; implies --tls.
+        #[arg(long, value_name = "URI")]
+        tls_key: Option<String>,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -41,9 +51,11 @@ partners who verify offline or enrol later. Needs the running daemon.")]
 pub fn run(c: KeysCommand) -> CliResult {
     match c {
         KeysCommand::Show { dir, json } => show(&dir, json),
-        KeysCommand::Rotate { signing, tls, dir } => {
+        KeysCommand::Rotate { signing, tls, signing_key, tls_key, dir } => {
             let client = Client::for_dir(&NodeDir::new(&dir.dir))?;
-            let body = serde_json::json!({"signing": signing, "tls": tls}).to_string();
+            let (signing, tls) = (signing || signing_key.is_some(), tls || tls_key.is_some());
+            let body = serde_json::json!({"signing": signing, "tls": tls, "signing_key": signing_key, "tls_key": tls_key})
+                .to_string();
             let (_, v) = client.post("/v1/keys/rotate", body.as_bytes())?;
             let what = match (v["tls_rotated"].as_bool() == Some(true), signing || !tls) {
                 (true, true) => "signing and TLS keys",

@@ -1,12 +1,13 @@
-//! The signing key in a PKCS#11 token (a hardware security module, or SoftHSM2 for tests):
-//! the node asks the token to sign and never sees the private key, which is made inside the
-//! token not extractable and sensitive.
+//! The signing key and the TLS key in a PKCS#11 token (a hardware security module, or
+//! SoftHSM2 for tests): the node asks the token to sign and never sees a private key, which
+//! is made inside the token not extractable and sensitive.
 //!
 //! [`Pkcs11Token`] loads the vendor's module, finds the token the URI names (by label or
-//! serial), logs in with the user PIN and finds or makes Ed25519 key pairs under the URI's
-//! object label (`CKM_EC_EDWARDS_KEY_PAIR_GEN`, signing with `CKM_EDDSA`: PKCS#11 3.0). Each
-//! key pair made gets a random `CKA_ID`; the node's key history says which of the pairs under
-//! the label is current, so a rotation needs no change to `node.toml`.
+//! serial) and logs in with the user PIN; [`TokenHandle`]s on it find or make Ed25519 key
+//! pairs under their own URI's object label (`CKM_EC_EDWARDS_KEY_PAIR_GEN`, signing with
+//! `CKM_EDDSA`: PKCS#11 3.0) — one for the signing key, one for the TLS key, sharing the
+//! token's session. Each key pair made gets a random `CKA_ID`; the node's key history says
+//! which pair is current (by its public key), so a rotation needs no change to `node.toml`.
 //!
 //! A token that fails while the node runs (pulled out, its service restarted) makes each
 //! signature fail with a [`SignError`] naming the cause — answered 503 by the API, a receipt
@@ -21,6 +22,7 @@ pub mod pin;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -63,6 +65,8 @@ pub enum TokenError {
     WrongKey { uri: String, expected: String },
     #[error("the private key {uri} is not protected by the token: its {attribute} is {value}, so it can be read out of the token; kpnode signs only with a key that is sensitive and not extractable — make a new one (e.g. let `kpnode init` make it, under a label of its own)")]
     KeyNotProtected { uri: String, attribute: &'static str, value: bool },
+    #[error("the private key {uri} is not fit for the node: its {attribute} is {value}, and kpnode signs only with a private key that is private (usable only after login), may sign, and is Ed25519 (CKK_EC_EDWARDS) — make a new one (e.g. let `kpnode init` make it, under a label of its own)")]
+    KeyUnfit { uri: String, attribute: &'static str, value: String },
     #[error("{count} tokens match {uri} (their labels and serial numbers are in the node's log); name the one to use by adding its serial= to the URI")]
     AmbiguousToken { uri: String, count: usize },
     #[error("several key pairs are labelled as in {uri}; name the one to use with id= in the URI (its CKA_ID, as `pkcs11-tool -O` shows it)")]
@@ -85,8 +89,9 @@ impl From<TokenError> for KeyError {
     }
 }
 
-/// How to reach a token: the module, the URI naming it and the key label, and the PIN.
-#[derive(Debug)]
+/// How to reach a token: the module, the URI naming it (its token= or serial=; the object
+/// is the signing key's) and the PIN.
+#[derive(Debug, Clone)]
 pub struct TokenSettings {
     pub module: PathBuf,
     pub uri: Pkcs11Uri,
@@ -148,19 +153,68 @@ fn release_module(context: Arc<Pkcs11>) {
     modules.retain(|(_, c)| Arc::strong_count(c) > 1);
 }
 
+/// The tokens (module, token=, serial=) that refused the PIN in this process, with the
+/// token's words. Once a token has refused it, no handle in the process (the signing key's,
+/// the TLS key's own session, one a rotation opens) logs in with that PIN again — each wrong
+/// try counts towards locking the PIN, and the node's signers retry by themselves — until
+/// the node is restarted with a corrected one.
+static REFUSED_PINS: Mutex<Vec<(TokenName, String)>> = Mutex::new(Vec::new());
+
+type TokenName = (PathBuf, Option<String>, Option<String>);
+
+fn token_name(s: &TokenSettings) -> TokenName {
+    (s.module.clone(), s.uri.token.clone(), s.uri.serial.clone())
+}
+
+fn refused_earlier(s: &TokenSettings) -> Option<String> {
+    let name = token_name(s);
+    let refused = REFUSED_PINS.lock().unwrap_or_else(|p| p.into_inner());
+    refused.iter().find(|(n, _)| *n == name).map(|(_, cause)| cause.clone())
+}
+
+fn remember_refused(s: &TokenSettings, cause: String) {
+    let mut refused = REFUSED_PINS.lock().unwrap_or_else(|p| p.into_inner());
+    refused.push((token_name(s), cause));
+}
+
 /// A PKCS#11 token holding the node's signing keys.
 pub struct Pkcs11Token {
     settings: TokenSettings,
     open: Mutex<SessionState>,
 }
 
-/// The open session, if any, and whether the token has refused the PIN: once it has, the
-/// node never logs in with that PIN again (each wrong try counts towards locking the PIN,
-/// and the node's signers retry by themselves), until it is restarted with a corrected one.
+/// The open session, if any, and when the token may be tried again after a failure.
 #[derive(Default)]
 struct SessionState {
     open: Option<Open>,
-    pin_refused: Option<String>,
+    /// After a failure: the error, when the token may be tried again, and the wait after the
+    /// next failure. Until then every call gets that error at once, without touching the
+    /// module: a token that went away is initialized and logged in to again at most once per
+    /// wait (doubling up to [`RETRY_MAX`]), not once per signature or per TLS handshake a
+    /// stranger can start.
+    retry: Option<Retry>,
+}
+
+struct Retry {
+    error: TokenError,
+    at: Instant,
+    next_wait: Duration,
+}
+
+/// The first wait after a token failure, and the longest.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(8);
+
+impl SessionState {
+    /// Remembers `error` and when the token may be tried again.
+    fn failed(&mut self, error: &TokenError) {
+        let wait = self.retry.as_ref().map_or(RETRY_FIRST, |r| r.next_wait);
+        self.retry = Some(Retry {
+            error: error.clone(),
+            at: Instant::now() + wait,
+            next_wait: (wait * 2).min(RETRY_MAX),
+        });
+    }
 }
 
 impl std::fmt::Debug for Pkcs11Token {
@@ -194,31 +248,45 @@ impl Pkcs11Token {
         f: impl FnOnce(&Session, Slot) -> Result<T, TokenError>,
     ) -> Result<T, TokenError> {
         let mut guard = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cause) = &guard.pin_refused {
-            return Err(TokenError::PinRefusedEarlier { uri: self.uri_text(), cause: cause.clone() });
+        if let Some(cause) = refused_earlier(&self.settings) {
+            return Err(TokenError::PinRefusedEarlier { uri: self.uri_text(), cause });
         }
         if guard.open.is_none() {
+            if let Some(retry) = guard.retry.as_ref().filter(|r| Instant::now() < r.at) {
+                return Err(retry.error.clone());
+            }
             match self.connect() {
                 Ok(open) => guard.open = Some(open),
                 Err(e) => {
                     if matches!(e, TokenError::WrongPin { .. } | TokenError::PinLocked { .. }) {
                         tracing::error!(error = %e, "the PKCS#11 token refused the PIN; the node will not try it again until it is restarted");
-                        guard.pin_refused = Some(e.to_string());
+                        remember_refused(&self.settings, e.to_string());
+                    } else {
+                        tracing::warn!(error = %e, "PKCS#11 token unavailable; it is tried again later");
                     }
+                    guard.failed(&e);
                     return Err(e);
                 }
             }
         }
         let open = guard.open.as_ref().expect("opened above");
         let result = f(&open.session, open.slot);
-        if let Err(e) = &result {
-            // Any failure, a missing key too: a token that was pulled out and put back (or
-            // whose files went away, for SoftHSM2) keeps answering the old session without
-            // the key, so only a fresh start of the module sees it again.
-            tracing::warn!(error = %e, "PKCS#11 token failed; it is opened again at the next use");
-            if let Some(Open { session, context, .. }) = guard.open.take() {
-                drop(session);
-                release_module(context);
+        match &result {
+            Ok(_) => guard.retry = None,
+            Err(e) => {
+                // Any failure, a missing key too: a token that was pulled out and put back (or
+                // whose files went away, for SoftHSM2) keeps answering the old session without
+                // the key, so only a fresh start of the module sees it again.
+                tracing::warn!(error = %e, "PKCS#11 token failed; it is opened again later");
+                if let Some(Open { session, context, .. }) = guard.open.take() {
+                    drop(session);
+                    release_module(context);
+                }
+                // A call on the token that failed (not an answer about its objects, which the
+                // next call may ask differently) holds back the next attempt.
+                if matches!(e, TokenError::Failed { .. }) {
+                    guard.failed(e);
+                }
             }
         }
         result
@@ -296,50 +364,49 @@ impl Pkcs11Token {
         Ok((session, slot))
     }
 
-    /// The key pairs under the URI's label (and, with `by_id`, its id), as (public key,
-    /// CKA_ID).
-    fn pairs(&self, session: &Session, by_id: bool) -> Result<Vec<(VerifyingKey, Vec<u8>)>, TokenError> {
-        let uri = self.uri_text();
+    /// The key pairs under `key`'s label (and, with `by_id`, its id), as (public key, CKA_ID,
+    /// label).
+    fn pairs(&self, session: &Session, key: &Pkcs11Uri, by_id: bool) -> Result<Vec<Pair>, TokenError> {
+        let uri = key.to_string();
         let mut template =
             vec![Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::KeyType(KeyType::EC_EDWARDS)];
-        self.name_template(&mut template, by_id);
+        name_template(key, &mut template, by_id);
         let handles = session.find_objects(&template).map_err(|e| session_error(&uri, "C_FindObjects", e))?;
         let mut out = Vec::new();
         for h in handles {
             let attrs = session
-                .get_attributes(h, &[AttributeType::EcPoint, AttributeType::Id])
+                .get_attributes(h, &[AttributeType::EcPoint, AttributeType::Id, AttributeType::Label])
                 .map_err(|e| session_error(&uri, "C_GetAttributeValue", e))?;
-            let (mut point, mut id) = (None, Vec::new());
+            let (mut point, mut id, mut label) = (None, Vec::new(), Vec::new());
             for a in attrs {
                 match a {
                     Attribute::EcPoint(p) => point = ed25519_point(&p),
                     Attribute::Id(i) => id = i,
+                    Attribute::Label(l) => label = l,
                     _ => {}
                 }
             }
             if let Some(k) = point.and_then(|p| VerifyingKey::from_bytes(&p).ok()) {
-                out.push((k, id));
+                out.push((k, id, label));
             }
         }
         Ok(out)
     }
 
-    fn name_template(&self, template: &mut Vec<Attribute>, by_id: bool) {
-        if let Some(label) = &self.settings.uri.object {
-            template.push(Attribute::Label(label.as_bytes().to_vec()));
-        }
-        if let (true, Some(id)) = (by_id, &self.settings.uri.id) {
-            template.push(Attribute::Id(id.clone()));
-        }
-    }
-
-    /// The private key of the pair with `id`.
-    fn private_key(&self, session: &Session, id: &[u8]) -> Result<ObjectHandle, TokenError> {
-        let uri = self.uri_text();
-        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Id(id.to_vec())];
-        if let Some(label) = &self.settings.uri.object {
-            template.push(Attribute::Label(label.as_bytes().to_vec()));
-        }
+    /// The private key of the pair with `id` and `label`.
+    fn private_key(
+        &self,
+        session: &Session,
+        key: &Pkcs11Uri,
+        id: &[u8],
+        label: &[u8],
+    ) -> Result<ObjectHandle, TokenError> {
+        let uri = key.to_string();
+        let template = vec![
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(id.to_vec()),
+            Attribute::Label(label.to_vec()),
+        ];
         let found = session.find_objects(&template).map_err(|e| session_error(&uri, "C_FindObjects", e))?;
         match found.as_slice() {
             [one] => Ok(*one),
@@ -349,11 +416,17 @@ impl Pkcs11Token {
     }
 
     /// Refuses a private key the token would let out (`CKA_EXTRACTABLE` true or
-    /// `CKA_SENSITIVE` false): a key adopted from the token (made by another tool) must be as
-    /// protected as one kpnode makes. One that was once outside the token
+    /// `CKA_SENSITIVE` false), one usable without logging in (`CKA_PRIVATE` false), one that
+    /// may not sign or is not Ed25519: a key adopted from the token (made by another tool)
+    /// must be as protected as one kpnode makes. One that was once outside the token
     /// (`CKA_ALWAYS_SENSITIVE` false or `CKA_NEVER_EXTRACTABLE` false) is used, with a warning.
-    fn check_protected(&self, session: &Session, private: ObjectHandle) -> Result<(), TokenError> {
-        let uri = self.uri_text();
+    fn check_protected(
+        &self,
+        session: &Session,
+        key: &Pkcs11Uri,
+        private: ObjectHandle,
+    ) -> Result<(), TokenError> {
+        let uri = key.to_string();
         let attrs = session
             .get_attributes(
                 private,
@@ -362,12 +435,19 @@ impl Pkcs11Token {
                     AttributeType::Sensitive,
                     AttributeType::AlwaysSensitive,
                     AttributeType::NeverExtractable,
+                    AttributeType::Private,
+                    AttributeType::Sign,
+                    AttributeType::KeyType,
                 ],
             )
             .map_err(|e| session_error(&uri, "C_GetAttributeValue", e))?;
         let (mut extractable, mut sensitive, mut always, mut never) = (None, None, None, None);
+        let (mut private_, mut sign, mut key_type) = (None, None, None);
         for a in attrs {
             match a {
+                Attribute::Private(v) => private_ = Some(v),
+                Attribute::Sign(v) => sign = Some(v),
+                Attribute::KeyType(v) => key_type = Some(v),
                 Attribute::Extractable(v) => extractable = Some(v),
                 Attribute::Sensitive(v) => sensitive = Some(v),
                 Attribute::AlwaysSensitive(v) => always = Some(v),
@@ -382,56 +462,69 @@ impl Pkcs11Token {
         if sensitive != Some(true) {
             return Err(TokenError::KeyNotProtected { uri, attribute: "CKA_SENSITIVE", value: false });
         }
+        let shown = |v: Option<bool>| v.map_or("not reported".to_owned(), |v| v.to_string());
+        if private_ != Some(true) {
+            return Err(TokenError::KeyUnfit { uri, attribute: "CKA_PRIVATE", value: shown(private_) });
+        }
+        if sign != Some(true) {
+            return Err(TokenError::KeyUnfit { uri, attribute: "CKA_SIGN", value: shown(sign) });
+        }
+        if key_type != Some(KeyType::EC_EDWARDS) {
+            let value = key_type.map_or("not reported".to_owned(), |k| k.to_string());
+            return Err(TokenError::KeyUnfit { uri, attribute: "CKA_KEY_TYPE", value });
+        }
         if always != Some(true) || never != Some(true) {
-            tracing::warn!(%uri, always_sensitive = ?always, never_extractable = ?never, "the signing key was once readable outside the token (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE is not true): it may exist elsewhere");
+            tracing::warn!(%uri, always_sensitive = ?always, never_extractable = ?never, "the key was once readable outside the token (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE is not true): it may exist elsewhere");
         }
         Ok(())
     }
 
-    /// The key pair under the URI's label whose public key is `public` (the key history's
-    /// current key). Found by its public key, not by the URI's `id=`: after a rotation the
-    /// current pair has a new random `CKA_ID` while `node.toml` is unchanged.
-    pub fn key(self: &Arc<Self>, public: &VerifyingKey) -> Result<TokenKey, TokenError> {
-        let uri = self.uri_text();
-        let id = self.with_session(|session, _| {
-            let pairs = self.pairs(session, false)?;
-            if pairs.is_empty() {
-                return Err(TokenError::ObjectMissing { uri: uri.clone(), public_only: false });
-            }
-            let Some((_, id)) = pairs.into_iter().find(|(k, _)| k == public) else {
+    /// The key pair whose public key is `public` (the key history's current key), looked for
+    /// under `key`'s label. Found by its public key, not by the URI's `id=`: after a rotation
+    /// the current pair has a new random `CKA_ID` while `node.toml` is unchanged.
+    pub fn key(self: &Arc<Self>, key: &Pkcs11Uri, public: &VerifyingKey) -> Result<TokenKey, TokenError> {
+        let uri = key.to_string();
+        let (id, label) = self.with_session(|session, _| {
+            let pairs = self.pairs(session, key, false)?;
+            let found = pairs.iter().find(|(k, _, _)| k == public).map(|(_, i, l)| (i.clone(), l.clone()));
+            let Some((id, label)) = found else {
+                if pairs.is_empty() {
+                    return Err(TokenError::ObjectMissing { uri: uri.clone(), public_only: false });
+                }
                 return Err(TokenError::WrongKey {
                     uri: uri.clone(),
                     expected: kp_protocol::KeyId::of(public).to_string(),
                 });
             };
-            let private = self.private_key(session, &id)?;
-            self.check_protected(session, private)?;
-            Ok(id)
+            let private = self.private_key(session, key, &id, &label)?;
+            self.check_protected(session, key, private)?;
+            Ok((id, label))
         })?;
-        Ok(TokenKey { token: self.clone(), public: *public, id })
+        Ok(TokenKey { token: self.clone(), uri: key.clone(), public: *public, id, label })
     }
 
-    /// The one key pair under the URI (its label and `id=`), if there is exactly one
-    /// (`None` if there is none): the pair `init` adopts.
-    pub fn existing(self: &Arc<Self>) -> Result<Option<TokenKey>, TokenError> {
-        let uri = self.uri_text();
-        let pairs = self.with_session(|session, _| self.pairs(session, true))?;
+    /// The one key pair under `key` (its label and `id=`), if there is exactly one (`None` if
+    /// there is none): the pair `init` adopts.
+    pub fn existing(self: &Arc<Self>, key: &Pkcs11Uri) -> Result<Option<TokenKey>, TokenError> {
+        let uri = key.to_string();
+        let pairs = self.with_session(|session, _| self.pairs(session, key, true))?;
         match pairs.as_slice() {
             [] => Ok(None),
-            [(k, _)] => self.key(k).map(Some),
+            [(k, _, _)] => self.key(key, k).map(Some),
             _ => Err(TokenError::Ambiguous { uri }),
         }
     }
 
-    /// Makes a new Ed25519 key pair in the token under the URI's label, with a fresh random
+    /// Makes a new Ed25519 key pair in the token under `key`'s label, with a fresh random
     /// `CKA_ID` (never the URI's `id=`: a rotation would then make a second pair with the same
     /// label and id, and the private key could no longer be told apart): the private key is
     /// a token object, private, sensitive and not extractable.
-    pub fn generate(self: &Arc<Self>) -> Result<TokenKey, TokenError> {
-        let uri = self.uri_text();
-        let Some(label) = self.settings.uri.object.clone() else {
+    pub fn generate(self: &Arc<Self>, key: &Pkcs11Uri) -> Result<TokenKey, TokenError> {
+        let uri = key.to_string();
+        let Some(label) = key.object.clone() else {
             return Err(TokenError::ObjectMissing { uri, public_only: false });
         };
+        let label = label.into_bytes();
         let id: Vec<u8> = rand::random::<[u8; 16]>().to_vec();
         let public = self.with_session(|session, _| {
             let public_template = vec![
@@ -439,7 +532,7 @@ impl Pkcs11Token {
                 Attribute::Private(false),
                 Attribute::Verify(true),
                 Attribute::EcParams(ED25519_OID.to_vec()),
-                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Label(label.clone()),
                 Attribute::Id(id.clone()),
             ];
             let private_template = vec![
@@ -448,7 +541,7 @@ impl Pkcs11Token {
                 Attribute::Sensitive(true),
                 Attribute::Extractable(false),
                 Attribute::Sign(true),
-                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Label(label.clone()),
                 Attribute::Id(id.clone()),
             ];
             let (public, private) = session
@@ -461,7 +554,7 @@ impl Pkcs11Token {
                     e => session_error(&uri, "C_GenerateKeyPair", e),
                 })?;
             // The token may not honour the template: check what it made.
-            self.check_protected(session, private)?;
+            self.check_protected(session, key, private)?;
             let attrs = session
                 .get_attributes(public, &[AttributeType::EcPoint])
                 .map_err(|e| session_error(&uri, "C_GetAttributeValue", e))?;
@@ -478,25 +571,25 @@ impl Pkcs11Token {
                     detail: "the new public key is not an Ed25519 point".into(),
                 })
         })?;
-        tracing::info!(uri = %self.settings.uri, key = %kp_protocol::KeyId::of(&public), "made a signing key pair in the token");
-        Ok(TokenKey { token: self.clone(), public, id })
+        tracing::info!(uri = %key, key = %kp_protocol::KeyId::of(&public), "made a key pair in the token");
+        Ok(TokenKey { token: self.clone(), uri: key.clone(), public, id, label })
     }
 
-    fn sign(&self, id: &[u8], message: &[u8]) -> Result<[u8; 64], TokenError> {
-        let uri = self.uri_text();
+    fn sign(&self, key: &Pkcs11Uri, id: &[u8], label: &[u8], message: &[u8]) -> Result<[u8; 64], TokenError> {
+        let uri = key.to_string();
         self.with_session(|session, _| {
-            let key = self.private_key(session, id).map_err(|e| match e {
+            let private = self.private_key(session, key, id, label).map_err(|e| match e {
                 TokenError::ObjectMissing { .. } => TokenError::Failed {
                     uri: uri.clone(),
                     function: "C_FindObjects".into(),
                     detail: "the key the node signs with is no longer found in the token (was it removed or \
-replaced?); the node opens the token again at the next signature"
+replaced?); the node opens the token again shortly"
                         .into(),
                 },
                 e => e,
             })?;
             let signature = session
-                .sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), key, message)
+                .sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), private, message)
                 .map_err(|e| match e {
                     CkError::Pkcs11(RvError::MechanismInvalid, _) => {
                         TokenError::MechanismUnsupported { uri: uri.clone(), mechanism: "CKM_EDDSA" }
@@ -510,7 +603,26 @@ replaced?); the node opens the token again at the next signature"
             })
         })
     }
+
+    /// Whether `key` names this token (the same token= and serial=): then its keys are used
+    /// through this token's session rather than a second one.
+    fn holds(&self, key: &Pkcs11Uri) -> bool {
+        key.token == self.settings.uri.token && key.serial == self.settings.uri.serial
+    }
 }
+
+/// Adds `key`'s label (and, with `by_id`, its id) to a search template.
+fn name_template(key: &Pkcs11Uri, template: &mut Vec<Attribute>, by_id: bool) {
+    if let Some(label) = &key.object {
+        template.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let (true, Some(id)) = (by_id, &key.id) {
+        template.push(Attribute::Id(id.clone()));
+    }
+}
+
+/// A key pair found in the token: its public key, `CKA_ID` and `CKA_LABEL`.
+type Pair = (VerifyingKey, Vec<u8>, Vec<u8>);
 
 /// A failure of a call on a session, with the token's words for the common ones.
 fn session_error(uri: &str, function: &str, e: CkError) -> TokenError {
@@ -519,7 +631,7 @@ fn session_error(uri: &str, function: &str, e: CkError) -> TokenError {
             format!("token absent ({e}); insert it — the node retries by itself")
         }
         CkError::Pkcs11(RvError::SessionHandleInvalid | RvError::SessionClosed, _) => {
-            format!("the session was lost ({e}); the node opens a new one at the next signature")
+            format!("the session was lost ({e}); the node opens a new one shortly")
         }
         CkError::Pkcs11(RvError::UserNotLoggedIn, _) => format!("logged out ({e}); the node logs in again"),
         _ => e.to_string(),
@@ -537,17 +649,20 @@ fn ed25519_point(p: &[u8]) -> Option<[u8; 32]> {
     }
 }
 
-/// A signing key pair in a token.
+/// A key pair in a token.
 #[derive(Clone)]
 pub struct TokenKey {
     token: Arc<Pkcs11Token>,
+    /// The URI the key was found or made under.
+    uri: Pkcs11Uri,
     public: VerifyingKey,
     id: Vec<u8>,
+    label: Vec<u8>,
 }
 
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenKey({} {})", self.token.uri(), kp_protocol::KeyId::of(&self.public))
+        write!(f, "TokenKey({} {})", self.uri, kp_protocol::KeyId::of(&self.public))
     }
 }
 
@@ -559,7 +674,7 @@ impl SigningBackend for TokenKey {
     fn sign_message(&self, message: &[u8]) -> Result<[u8; 64], SignError> {
         let signature = self
             .token
-            .sign(&self.id, message)
+            .sign(&self.uri, &self.id, &self.label, message)
             .map_err(|e| SignError { key: self.location(), cause: e.to_string() })?;
         // A token that returns a wrong signature would make documents partners refuse: check.
         self.public.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature)).map_err(
@@ -573,31 +688,90 @@ impl SigningBackend for TokenKey {
     }
 
     fn location(&self) -> String {
-        self.token.uri().to_string()
+        self.uri.to_string()
     }
 }
 
-/// The token as the key directory uses it ([`KeyToken`]).
+/// A key's URI on a token, as the key directory uses it ([`KeyToken`]): the signing key's
+/// and the TLS key's handles share one token (one session) when their URIs name the same.
 #[derive(Debug, Clone)]
-pub struct TokenHandle(pub Arc<Pkcs11Token>);
+pub struct TokenHandle {
+    pub token: Arc<Pkcs11Token>,
+    pub key: Pkcs11Uri,
+}
+
+impl TokenHandle {
+    /// A handle for `key`: on `token` if the URI names that token, otherwise on the token it
+    /// names, opened with the same module and PIN.
+    pub fn on(token: &Arc<Pkcs11Token>, key: &Pkcs11Uri) -> Result<TokenHandle, TokenError> {
+        if token.holds(key) {
+            return Ok(TokenHandle { token: token.clone(), key: key.clone() });
+        }
+        TokenHandle::own(token, key)
+    }
+
+    /// A handle for `key` with a session of its own (the same module and PIN as `token`):
+    /// the TLS key's. Any host that reaches the peer port can make the node sign a handshake,
+    /// so those signatures never wait on the signing key's session, and a TLS key that
+    /// fails closes only its own session.
+    pub fn own(token: &Arc<Pkcs11Token>, key: &Pkcs11Uri) -> Result<TokenHandle, TokenError> {
+        let settings = TokenSettings { uri: key.clone(), ..token.settings.clone() };
+        Ok(TokenHandle { token: Pkcs11Token::open(settings)?, key: key.clone() })
+    }
+}
 
 impl KeyToken for TokenHandle {
     fn open(&self, public: &VerifyingKey) -> Result<Arc<dyn SigningBackend>, KeyError> {
-        Ok(Arc::new(self.0.key(public)?))
+        Ok(Arc::new(self.token.key(&self.key, public)?))
     }
 
     fn generate(&self) -> Result<Arc<dyn SigningBackend>, KeyError> {
-        Ok(Arc::new(self.0.generate()?))
+        Ok(Arc::new(self.token.generate(&self.key)?))
+    }
+
+    fn place(&self) -> String {
+        self.key.to_string()
+    }
+
+    fn elsewhere(&self, place: &str) -> Result<Arc<dyn KeyToken>, KeyError> {
+        let uri: Pkcs11Uri = place.parse().map_err(|e| KeyError::Token {
+            key: place.to_owned(),
+            detail: format!("keys/tls.previous.place does not hold a PKCS#11 URI: {e}"),
+        })?;
+        Ok(Arc::new(TokenHandle::own(&self.token, &uri)?))
     }
 }
 
-/// Opens the token `node.toml` names, if it names one.
-pub fn from_config(config: &kp_config::NodeConfig) -> Result<Option<Arc<dyn KeyToken>>, TokenError> {
+/// The tokens `node.toml` names: the signing key's and, if `[pkcs11] tls_key` is set, the
+/// TLS key's.
+#[derive(Debug, Default, Clone)]
+pub struct ConfiguredTokens {
+    pub signing: Option<TokenHandle>,
+    pub tls: Option<TokenHandle>,
+}
+
+impl ConfiguredTokens {
+    pub fn signing_dyn(&self) -> Option<Arc<dyn KeyToken>> {
+        self.signing.clone().map(|h| Arc::new(h) as _)
+    }
+
+    pub fn tls_dyn(&self) -> Option<Arc<dyn KeyToken>> {
+        self.tls.clone().map(|h| Arc::new(h) as _)
+    }
+}
+
+/// Opens the tokens `node.toml` names, if it names any.
+pub fn from_config(config: &kp_config::NodeConfig) -> Result<ConfiguredTokens, TokenError> {
     match &config.pkcs11 {
-        None => Ok(None),
+        None => Ok(ConfiguredTokens::default()),
         Some(p) => {
             let token = Pkcs11Token::open(TokenSettings::from_config(p)?)?;
-            Ok(Some(Arc::new(TokenHandle(token))))
+            let signing = TokenHandle { token: token.clone(), key: p.signing_key.clone() };
+            let tls = match &p.tls_key {
+                Some(uri) => Some(TokenHandle::own(&token, uri)?),
+                None => None,
+            };
+            Ok(ConfiguredTokens { signing: Some(signing), tls })
         }
     }
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-/// The PIN in memory: zeroized when dropped, never printed.
+/// The PIN in memory: zeroized when dropped (each copy), never printed.
+#[derive(Clone)]
 pub struct Pin(Zeroizing<String>);
 
 impl Pin {

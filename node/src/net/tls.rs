@@ -8,7 +8,9 @@
 //! it, and, when it is or was the key of a peer ever enrolled, with that peer's enrolment
 //! fingerprint, so operators can tell who tried.
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use kp_protocol::{Digest, ParticipantCode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -23,6 +25,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use kp_exchange::trust::{judge_link, Distrust, TrustCell};
+use kp_keys::NodeTlsKey;
 
 /// The node's own TLS certificates: the current one, and after a TLS rotation the previous
 /// one, which the node keeps presenting when it dials a peer that has not yet acknowledged
@@ -41,10 +44,10 @@ impl Identity {
     pub fn new(
         provider: &CryptoProvider,
         cert_der: &[u8],
-        key_pkcs8: &[u8],
-        previous: Option<(&[u8], &[u8])>,
+        key: &NodeTlsKey,
+        previous: Option<(&[u8], &NodeTlsKey)>,
     ) -> Result<Identity, Error> {
-        let current = Arc::new(certified_key(provider, cert_der, key_pkcs8)?);
+        let current = Arc::new(certified_key(provider, cert_der, key)?);
         let previous = match previous {
             Some((c, k)) => Some(Arc::new(certified_key(provider, c, k)?)),
             None => None,
@@ -53,8 +56,8 @@ impl Identity {
     }
 
     /// A TLS rotation: the new key becomes current, the current one previous.
-    pub fn rotate(&self, provider: &CryptoProvider, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<(), Error> {
-        let key = Arc::new(certified_key(provider, cert_der, key_pkcs8)?);
+    pub fn rotate(&self, provider: &CryptoProvider, cert_der: &[u8], key: &NodeTlsKey) -> Result<(), Error> {
+        let key = Arc::new(certified_key(provider, cert_der, key)?);
         let mut keys = self.0.write().unwrap_or_else(|p| p.into_inner());
         keys.previous = Some(std::mem::replace(&mut keys.current, key));
         Ok(())
@@ -73,15 +76,140 @@ impl Identity {
     }
 }
 
+/// The certificate and its key for rustls: a file key is loaded by the provider (ring); a key
+/// in a token signs each handshake through the token ([`TokenTlsKey`]).
 fn certified_key(
     provider: &CryptoProvider,
     cert_der: &[u8],
-    key_pkcs8: &[u8],
+    key: &NodeTlsKey,
 ) -> Result<CertifiedKey, Error> {
-    let key = provider
-        .key_provider
-        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec())))?;
+    let key: Arc<dyn rustls::sign::SigningKey> = match key {
+        NodeTlsKey::File(k) => provider
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(k.to_pkcs8_der().to_vec())))?,
+        NodeTlsKey::Token(k) => Arc::new(TokenTlsKey(k.clone())),
+    };
     Ok(CertifiedKey::new(vec![CertificateDer::from(cert_der.to_vec())], key))
+}
+
+/// A TLS key in a PKCS#11 token as rustls signs with it: Ed25519 only (the one scheme the
+/// peers accept), each handshake signature made by the token (`CKM_EDDSA`). A token that
+/// cannot sign fails the handshake with the token's words, logged; the link supervisor dials
+/// again later and the accept loop keeps accepting, so links come back with the token.
+#[derive(Debug)]
+pub struct TokenTlsKey(pub Arc<dyn kp_keys::SigningBackend>);
+
+impl rustls::sign::SigningKey for TokenTlsKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn rustls::sign::Signer>> {
+        offered
+            .contains(&SignatureScheme::ED25519)
+            .then(|| Box::new(TokenTlsSigner(self.0.clone())) as Box<dyn rustls::sign::Signer>)
+    }
+
+    fn public_key(&self) -> Option<rustls::pki_types::SubjectPublicKeyInfoDer<'_>> {
+        Some(kp_keys::tlscert::ed25519_spki(&self.0.verifying_key().to_bytes()).into())
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        rustls::SignatureAlgorithm::ED25519
+    }
+}
+
+#[derive(Debug)]
+struct TokenTlsSigner(Arc<dyn kp_keys::SigningBackend>);
+
+/// How many handshake signatures may wait for the token at once, process-wide, and how long
+/// a handshake waits for a place before it fails. In TLS 1.3 the server signs before it
+/// sees the client's certificate, so anyone who can reach the peer port can ask for a
+/// signature: the bound keeps strangers from tying up threads on a slow token, and the
+/// document-signing key (often on the same token) from waiting behind an unbounded queue.
+pub const TOKEN_HANDSHAKES_AT_ONCE: usize = 2;
+const TOKEN_HANDSHAKE_WAIT: Duration = Duration::from_millis(200);
+
+static TOKEN_HANDSHAKES: Gate = Gate { busy: Mutex::new(0), freed: Condvar::new() };
+
+/// A counting semaphore for blocking callers (the signature runs inside rustls's
+/// synchronous state machine, so an async one would not do).
+struct Gate {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Place<'a>(&'a Gate);
+
+impl Gate {
+    fn enter(&self, limit: usize, wait: Duration) -> Option<Place<'_>> {
+        let deadline = Instant::now() + wait;
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy >= limit {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            busy = self.freed.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        *busy += 1;
+        Some(Place(self))
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// Runs a blocking call made from inside a future's poll: on a multi-thread runtime the
+/// worker hands its other tasks to another thread first (`block_in_place`), so a slow token
+/// never stalls the API, the links or issuing.
+fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// When the last "handshake could not be signed" warning was logged (ms since the epoch):
+/// a stranger can make a handshake fail as often as it connects, so the log gets one line
+/// per [`WARN_EVERY_MS`], the others go to debug.
+static LAST_WARN_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+const WARN_EVERY_MS: i64 = 10_000;
+
+fn warn_limited(error: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let last = LAST_WARN_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= WARN_EVERY_MS
+        && LAST_WARN_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(%error, "the TLS handshake could not be signed: the TLS key's token failed (further failures within 10 s are logged at debug level)");
+    } else {
+        tracing::debug!(%error, "the TLS handshake could not be signed");
+    }
+}
+
+impl rustls::sign::Signer for TokenTlsSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        off_the_worker(|| {
+            let Some(_place) = TOKEN_HANDSHAKES.enter(TOKEN_HANDSHAKES_AT_ONCE, TOKEN_HANDSHAKE_WAIT) else {
+                let e = format!(
+                    "{TOKEN_HANDSHAKES_AT_ONCE} handshakes are already waiting for the token of {}",
+                    self.0.location()
+                );
+                warn_limited(&e);
+                return Err(Error::General(format!("the TLS key could not sign the handshake: {e}")));
+            };
+            self.0.sign_message(message).map(|s| s.to_vec()).map_err(|e| {
+                warn_limited(&e.to_string());
+                Error::General(format!("the TLS key could not sign the handshake: {e}"))
+            })
+        })
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        SignatureScheme::ED25519
+    }
 }
 
 /// The crypto provider: ring, TLS 1.3 suites only.
@@ -352,7 +480,8 @@ mod tests {
         let provider = provider();
         let own = kp_keys::TlsKeyPair::generate();
         let cert = kp_keys::tlscert::self_signed(&own, ParticipantCode::from_static("IN")).unwrap();
-        let identity = Identity::new(&provider, &cert, &own.to_pkcs8_der(), None).unwrap();
+        let own = NodeTlsKey::File(Arc::new(own));
+        let identity = Identity::new(&provider, &cert, &own, None).unwrap();
         let trust = Trust::build(
             vec![(RU, Err("malformed: LimitExceeded".into()))],
             Vec::new(),
