@@ -43,8 +43,23 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Every record of the store at `store` (a store directory), read with sled itself, not
 /// through SledStore::open, which would migrate or refuse it.
+///
+/// sled locks its file with `flock`, which belongs to the open file: a `kpnode` child another
+/// test is forking at the moment the store was last closed holds a copy of that descriptor
+/// until its `exec` closes it. Only sled's "could not acquire lock" is waited out (5 s at most).
 fn raw_records(store: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let db = sled::open(store).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let db = loop {
+        match sled::open(store) {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => break other.unwrap(),
+        }
+    };
     let tree = db.open_tree("kpnode.v1").unwrap();
     tree.iter().map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
 }
