@@ -779,8 +779,10 @@ mod tests {
                 "an idle actor answers"
             );
             // A write: its flush reaches the publisher, which blocks.
-            let answer =
-                handle.send(Command::RemovePeer { participant: "IN".parse().unwrap() }).await.unwrap();
+            let answer = handle
+                .send(Command::RemovePeer { participant: "IN".parse().unwrap(), officer: None })
+                .await
+                .unwrap();
             entered.recv_timeout(within(5000)).expect("the flusher reaches the publisher");
             // The writer is free and takes the ping at once; the flusher is not.
             let ping = tokio::time::timeout(within(500), handle.ping()).await;

@@ -566,6 +566,10 @@ pub fn document_json(doc: &kp_protocol::SignedDocument) -> (Option<String>, serd
             Ok(c) => (Some(c.number.to_string()), to_value(serde_json::to_value(&c))),
             Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
         },
+        DocumentKind::PeerChange => match doc.body::<kp_protocol::PeerChange>() {
+            Ok(c) => (None, to_value(serde_json::to_value(&c))),
+            Err(e) => (None, serde_json::json!({"undecodable": e.to_string()})),
+        },
         DocumentKind::Receipt => (None, serde_json::Value::Null),
     }
 }

@@ -40,6 +40,8 @@ pub enum DocumentKind {
     ParticipantListV2,
     /// An operator's signed settlement of an import discrepancy.
     Resolution,
+    /// A change to the partners this node trusts, kept in its own log (never sent).
+    PeerChange,
 }
 
 impl DocumentKind {
@@ -56,6 +58,7 @@ impl DocumentKind {
             DocumentKind::CertificateSeal => "certificate-seal",
             DocumentKind::ParticipantListV2 => "participant-list-v2",
             DocumentKind::Resolution => "resolution",
+            DocumentKind::PeerChange => "peer-change",
         }
     }
 }

@@ -11,7 +11,8 @@
 //!   rotation) with domain-separated Ed25519 signatures; [`receipt`] and [`merkle`]: one
 //!   signature acknowledging a batch of messages; [`registry`]: participants' standing,
 //!   unions, and signed registry changes and lists; [`seal`]: a certificate's compact
-//!   signed attestation for QR codes.
+//!   signed attestation for QR codes; [`peering`]: this node's signed record of a change to
+//!   the partners it trusts.
 //! - [`codec`]: the one bincode configuration; [`frame`]: wire frames; [`armor`]: text
 //!   armor for files that travel by e-mail.
 
@@ -28,6 +29,7 @@ pub mod json;
 pub mod merkle;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod peering;
 pub mod portable;
 pub mod receipt;
 pub mod registry;
@@ -49,6 +51,7 @@ pub use document::{
 };
 pub use frame::{Frame, FrameError, RejectCode};
 pub use json::CertificateDraft;
+pub use peering::{PeerAction, PeerChange};
 pub use receipt::{MessageReceipt, ReceiptItem, ReceiptProof};
 pub use registry::{ParticipantEntry, ParticipantList, ParticipantStatus, RegistryChange};
 pub use text::{DeclarationCode, LongText, Text};

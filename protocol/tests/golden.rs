@@ -183,3 +183,36 @@ fn resolution_encoding_is_stable_and_earlier_kinds_keep_their_tags() {
     assert_eq!(back.kind, DocumentKind::Resolution);
     assert_eq!(back.body::<Resolution>().unwrap(), resolution);
 }
+
+/// A peer change is the newest document kind, appended after `Resolution`: every earlier kind
+/// keeps its tag. It is only ever in this node's own log, and that log must stay readable.
+#[test]
+fn peer_change_encoding_is_stable() {
+    use kp_protocol::{DocumentKind, PeerAction, PeerChange};
+    assert_eq!(codec::encode(&DocumentKind::PeerChange), 10u32.to_be_bytes().to_vec());
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let change = PeerChange {
+        participant: ParticipantCode::from_static("IN"),
+        action: PeerAction::IdentityReplaced,
+        fingerprint: "7KQ2-9XMA-3F0D-HN5R".parse().unwrap(),
+        bundle: Some(kp_protocol::Digest::of_parts(&[b"a bundle"])),
+    };
+    let doc = SignedDocument::sign(
+        &change,
+        ParticipantCode::from_static("RU"),
+        &key,
+        Timestamp::from_unix_millis(1_795_000_200_000),
+    );
+    let bytes = doc.to_bytes();
+    check("signed-peer-change.bincode.hex", &bytes);
+    let back = SignedDocument::from_bytes(&bytes).unwrap();
+    back.verify_signature(&key.verifying_key()).unwrap();
+    assert_eq!(back.kind, DocumentKind::PeerChange);
+    assert_eq!(back.body::<PeerChange>().unwrap(), change);
+    for action in
+        [PeerAction::Enrolled, PeerAction::Updated, PeerAction::IdentityReplaced, PeerAction::Removed]
+    {
+        let tag = action as u32;
+        assert_eq!(codec::encode(&action), tag.to_be_bytes().to_vec(), "{action:?}");
+    }
+}

@@ -366,7 +366,8 @@ fn console_sessions_csrf_roles_throttle_and_sign_out() {
         .collect();
     assert_eq!(officers, [("certificate", "api-token"), ("void", "sven")]);
     let (_, log) = pair.inn.api.get("/v1/log");
-    assert!(log.as_array().unwrap().iter().all(|e| e["officer"].is_null()), "{log}");
+    let from_ru = log.as_array().unwrap().iter().filter(|e| e["direction"] == "in");
+    assert!(from_ru.clone().count() >= 2 && from_ru.into_iter().all(|e| e["officer"].is_null()), "{log}");
 
     // A one-time password leads to the change of password and nowhere else.
     let mut otto = Browser::new(&api.base);
@@ -710,4 +711,69 @@ fn the_issue_form_is_the_apis_json_with_the_apis_problems_at_their_inputs() {
         api.get("/v1/users").1.as_array().unwrap().iter().find(|a| a["name"] == "ivan").unwrap()["language"],
         "en"
     );
+}
+
+/// Enrolling and removing a partner decides whose certificates this node accepts: each is a
+/// log entry signed by this node that names who did it (the API token's name, the console
+/// account), and the log still verifies.
+#[test]
+fn partner_changes_are_signed_log_entries_naming_their_officer() {
+    let pair = linked_pair(0, 0);
+    let api = &pair.ru.api;
+    let peer_changes = || -> Vec<serde_json::Value> {
+        let (status, log) = api.get("/v1/log");
+        assert_eq!(status, 200, "{log}");
+        log.as_array().unwrap().iter().filter(|e| e["kind"] == "peer-change").cloned().collect()
+    };
+    // The pair was enrolled through the API: the token's name is the officer.
+    let changes = peer_changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let (_, fingerprint) = pair.inn.bundle();
+    assert_eq!(
+        (&changes[0]["peer"], &changes[0]["direction"], &changes[0]["officer"]),
+        (&serde_json::json!("IN"), &serde_json::json!("local"), &serde_json::json!("api-token")),
+        "{changes:?}"
+    );
+    assert_eq!(changes[0]["signer"], "RU");
+    assert_eq!(changes[0]["document"]["action"], "enrolled");
+    assert_eq!(changes[0]["document"]["fingerprint"].as_str(), Some(fingerprint.as_str()));
+    assert!(changes[0]["document"]["bundle"].is_string(), "{changes:?}");
+
+    // A supervisor removes IN from the console: the entry names the account.
+    let body = r#"{"name":"sven","role":"supervisor","password":"sven passphrase 1"}"#;
+    assert_eq!(api.post("/v1/users", body).0, 201);
+    let mut sven = Browser::new(&api.base);
+    assert_eq!(sven.sign_in("sven", "sven passphrase 1").status, 303);
+    let page = sven.get("/partners");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = page.csrf();
+    let p = sven.post("/partners/IN/remove", &[("csrf", &csrf), ("confirm", "yes")]);
+    assert_eq!((p.status, p.location.as_str()), (303, "/partners"), "{}", p.body);
+    let changes = peer_changes();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(
+        (changes[1]["document"]["action"].as_str(), changes[1]["officer"].as_str()),
+        (Some("removed"), Some("sven"))
+    );
+    assert!(changes[1]["document"]["bundle"].is_null(), "{changes:?}");
+
+    // Enrolled again through the API: a new entry, again naming the token.
+    let (bundle, fingerprint) = pair.inn.bundle();
+    api.enrol(&bundle, &fingerprint);
+    let changes = peer_changes();
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    assert_eq!(
+        (changes[2]["document"]["action"].as_str(), changes[2]["officer"].as_str()),
+        (Some("enrolled"), Some("api-token"))
+    );
+    // A refused enrolment (the fingerprint of another node) records nothing.
+    let (_, other) = pair.ru.bundle();
+    let body = serde_json::json!({"bundle": bundle, "fingerprint": other}).to_string();
+    assert_eq!(api.post("/v1/peers", &body).0, 422);
+    assert_eq!(peer_changes().len(), 3);
+
+    // The entries are chained and signed like every other: the log verifies.
+    let (status, report) = api.get("/v1/log/verify");
+    assert_eq!((status, &report["verified"]), (200, &serde_json::json!(true)), "{report}");
+    assert_eq!(report["report"]["recorded"], 3, "{report}");
 }

@@ -17,7 +17,8 @@ fn a_byte_changed_in_a_stored_log_entry_is_found_and_named() {
     inn.stop(&rt);
     let (c, out, e) = kpnode(&["log", "verify", "--dir", inn.dir.root().to_str().unwrap()]);
     assert_eq!(c, 0, "{e}");
-    assert!(out.contains("The log verifies: 6 entries"), "{out}");
+    // The six certificates, and IN's own signed record of enrolling RU.
+    assert!(out.contains("The log verifies: 7 entries (0 sent, 6 received, 1 recorded"), "{out}");
 
     // Each of several positions inside entry 3, on a stopped node: verify names entry 3.
     for (who, dir) in [("RU", &ru.dir), ("IN", &inn.dir)] {
@@ -55,7 +56,8 @@ fn a_byte_changed_in_a_stored_log_entry_is_found_and_named() {
         kpnode(&["log", "export", "--json", "--from", "2", "--dir", ru.dir.root().to_str().unwrap()]);
     assert_eq!(c, 0);
     let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 5);
+    // Entry 1 is RU's record of enrolling IN; 2 to 7 the certificates.
+    assert_eq!(lines.len(), 6);
     assert_eq!(lines[0]["seq"], 2);
     assert_eq!(lines[0]["direction"], "out");
     assert_eq!(lines[0]["receipt"]["receiver"], "IN");
@@ -162,7 +164,8 @@ fn metrics_parse_strictly_and_count_the_traffic() {
     assert_eq!(ru_m.value("kpnode_certificates_issued", &[]), Some(100.0));
     assert_eq!(in_m.value("kpnode_documents_received_total", &[("peer", "RU")]), Some(100.0));
     assert_eq!(in_m.value("kpnode_certificates_received", &[]), Some(100.0));
-    assert_eq!(in_m.value("kpnode_log_entries", &[]), Some(100.0));
+    // The certificates, and IN's record of enrolling RU.
+    assert_eq!(in_m.value("kpnode_log_entries", &[]), Some(101.0));
     assert!(ru_m.value("kpnode_flush_seconds_count", &[]).unwrap() >= 1.0);
     // /metrics is behind the token; /healthz is not.
     assert_eq!(Api::new(ru.handle().api_addr(), "x").get("/metrics").0, 401);

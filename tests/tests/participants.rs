@@ -341,7 +341,15 @@ fn the_registry_round_trips_through_signed_lists_and_every_change_is_in_the_log(
         assert!(!c["document"].to_string().contains(&format!("\"{os_user}\"")), "{c}");
     }
     let report = audit(&ru);
-    assert_eq!(report.recorded, 3);
+    // The three changes, and RU's enrolment of IN (a `peer-change` entry, also signed).
+    assert_eq!(report.recorded, 4);
+    let enrolments: Vec<&Value> = entries.iter().filter(|e| e["kind"] == "peer-change").collect();
+    assert_eq!(enrolments.len(), 1, "{out}");
+    assert_eq!(
+        (&enrolments[0]["peer"], &enrolments[0]["document"]["action"]),
+        (&json!("IN"), &json!("enrolled"))
+    );
+    assert_eq!(enrolments[0]["officer"].as_str(), Some(os_user.as_str()), "made offline: the OS user");
 
     // Export at RU, import at IN (RU is enrolled there, so its signature can be checked).
     let file = tmp.path().join("ru-participants.kpl");

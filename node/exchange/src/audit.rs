@@ -23,7 +23,7 @@ pub struct AuditReport {
     pub entries: u64,
     pub sent: u64,
     pub received: u64,
-    /// Changes this node recorded for itself (participant registry).
+    /// Changes this node recorded for itself (participant registry, partner enrolments).
     pub recorded: u64,
     pub signatures_checked: u64,
     pub head_hash: Digest,
@@ -267,15 +267,19 @@ fn check_entry(
         }
         EntryBody::Recorded { document } => {
             report.recorded += 1;
-            if document.kind != kp_protocol::DocumentKind::ParticipantChange {
-                return Err(bad(
-                    seq,
-                    format!("a {} is not something this node records for itself", document.kind),
-                ));
+            match document.kind {
+                kp_protocol::DocumentKind::ParticipantChange => document
+                    .body::<kp_protocol::RegistryChange>()
+                    .map(drop)
+                    .map_err(|e| bad(seq, format!("participant registry change: {e}")))?,
+                kp_protocol::DocumentKind::PeerChange => document
+                    .body::<kp_protocol::PeerChange>()
+                    .map(drop)
+                    .map_err(|e| bad(seq, format!("partner enrolment change: {e}")))?,
+                other => {
+                    return Err(bad(seq, format!("a {other} is not something this node records for itself")))
+                }
             }
-            document
-                .body::<kp_protocol::RegistryChange>()
-                .map_err(|e| bad(seq, format!("participant registry change: {e}")))?;
         }
     }
     Ok(())

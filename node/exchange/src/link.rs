@@ -764,8 +764,11 @@ mod exchange_tests {
             let now = Timestamp::from_unix_millis(T0);
             let (record, _) =
                 crate::enrol::prepare(me, &b.to_armored(), &b.fingerprint.to_string(), None, now).unwrap();
-            let applied =
-                self.apply(vec![Command::EnrolPeer { record: Box::new(record), replace_identity: false }]);
+            let applied = self.apply(vec![Command::EnrolPeer {
+                record: Box::new(record),
+                replace_identity: false,
+                officer: None,
+            }]);
             assert!(matches!(applied.outcomes[..], [Outcome::Done]), "{:?}", applied.outcomes);
         }
 
@@ -906,7 +909,7 @@ mod exchange_tests {
         let mut link = Inbound::new(IN, RU, tls_of(&ru));
         link.judge(&trust, now, 0).unwrap();
         // RU removed: the open link is judged again and closes.
-        inn.apply(vec![Command::RemovePeer { participant: RU }]);
+        inn.apply(vec![Command::RemovePeer { participant: RU, officer: None }]);
         let after = crate::trust::load(&inn.store).unwrap();
         assert_eq!(link.judge(&after, now, 0), Err(Distrust::Removed));
     }

@@ -222,6 +222,7 @@ fn unless_stored(id: MessageId, document: SignedDocument, refusal: Refusal) -> R
         DocumentKind::Resolution => document.body().ok().map(Content::Resolution),
         DocumentKind::Receipt
         | DocumentKind::ParticipantChange
+        | DocumentKind::PeerChange
         | DocumentKind::ParticipantList
         | DocumentKind::ParticipantListV2
         | DocumentKind::CertificateSeal => None,
@@ -374,13 +375,14 @@ fn check_content(
             "a receipt is not a deliverable document; it travels in Receipt frames",
         )),
         DocumentKind::ParticipantChange
+        | DocumentKind::PeerChange
         | DocumentKind::ParticipantList
         | DocumentKind::ParticipantListV2
         | DocumentKind::CertificateSeal => {
             Err(Refusal::new(
                 RejectCode::NotAllowed,
                 format!(
-                    "a {} is not exchanged between nodes (participant lists are imported by the operator; seals travel as QR codes)",
+                    "a {} is not exchanged between nodes (it is kept in its signer's own log; participant lists are imported by the operator; seals travel as QR codes)",
                     doc.kind
                 ),
             ))

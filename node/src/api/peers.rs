@@ -45,13 +45,19 @@ pub(super) async fn add_peer(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<queries::PeerView>)> {
     let req: AddPeerRequest = parse_body(&body)?;
-    Ok((StatusCode::CREATED, Json(enrol_peer(&shared, req).await?)))
+    let officer = shared.token_officer();
+    Ok((StatusCode::CREATED, Json(enrol_peer(&shared, req, officer).await?)))
 }
 
 /// Enrols a partner from its bundle and the fingerprint its authority read out: refused (422,
 /// naming the field) when the bundle is bad or its fingerprint differs. The one way to enrol,
-/// for the API (and so `kpnode peer add` against a daemon) and the console alike.
-pub async fn enrol_peer(shared: &Arc<Shared>, req: AddPeerRequest) -> Result<queries::PeerView, ApiError> {
+/// for the API (and so `kpnode peer add` against a daemon) and the console alike. The log
+/// records the change, signed by this node, with `officer`.
+pub async fn enrol_peer(
+    shared: &Arc<Shared>,
+    req: AddPeerRequest,
+    officer: crate::store::Officer,
+) -> Result<queries::PeerView, ApiError> {
     use kp_exchange::enrol::EnrolError;
     let (record, _) =
         kp_exchange::enrol::prepare(shared.me, &req.bundle, &req.fingerprint, req.endpoints, shared.now())
@@ -66,7 +72,11 @@ pub async fn enrol_peer(shared: &Arc<Shared>, req: AddPeerRequest) -> Result<que
                 invalid("invalid_bundle", field, e.to_string())
             })?;
     let code = record.participant;
-    let command = Command::EnrolPeer { record: Box::new(record), replace_identity: req.replace_identity };
+    let command = Command::EnrolPeer {
+        record: Box::new(record),
+        replace_identity: req.replace_identity,
+        officer: Some(officer),
+    };
     match shared.actor.call(command).await? {
         Outcome::Done => {}
         Outcome::Refused(EngineError::Enrol(e)) => {
@@ -102,15 +112,20 @@ pub(super) async fn remove_peer(
     State(shared): State<Arc<Shared>>,
     ApiPath(code): ApiPath<String>,
 ) -> ApiResult<Json<PeerRemoved>> {
-    remove(&shared, &code).await.map(Json)
+    let officer = shared.token_officer();
+    remove(&shared, &code, officer).await.map(Json)
 }
 
 /// Removes a partner: its links close, its messages stay queued. The one way to remove, for the
-/// API and the console alike.
-pub async fn remove(shared: &Arc<Shared>, code: &str) -> Result<PeerRemoved, ApiError> {
+/// API and the console alike; the log records it with `officer`.
+pub async fn remove(
+    shared: &Arc<Shared>,
+    code: &str,
+    officer: crate::store::Officer,
+) -> Result<PeerRemoved, ApiError> {
     let code: ParticipantCode =
         code.parse().map_err(|e| invalid("invalid_request", "code", format!("{code:?} {e}")))?;
-    match shared.actor.call(Command::RemovePeer { participant: code }).await? {
+    match shared.actor.call(Command::RemovePeer { participant: code, officer: Some(officer) }).await? {
         Outcome::Done => {
             tracing::info!(peer = %code, "peer removed");
             let queued = queries::queued(&shared.store, code)?;

@@ -441,7 +441,7 @@ async fn enrol(node: &NodeHandle, bundle: &kp_keys::VerifiedBundle) -> Result<()
     .map_err(|e| e.to_string())?;
     node.shared()
         .actor
-        .call(EngineCommand::EnrolPeer { record: Box::new(record), replace_identity: false })
+        .call(EngineCommand::EnrolPeer { record: Box::new(record), replace_identity: false, officer: None })
         .await
         .map_err(|e| e.to_string())?;
     Ok(())

@@ -196,7 +196,11 @@ fn add(
             )
             .map_err(|e| Failure::input(format!("{}: {e}", bundle.display())))?;
             let endpoints = record.endpoints.join(", ");
-            let command = Command::EnrolPeer { record: Box::new(record), replace_identity };
+            let command = Command::EnrolPeer {
+                record: Box::new(record),
+                replace_identity,
+                officer: Some(os_officer()),
+            };
             match apply_offline(&home, &store, command)? {
                 Outcome::Done => {}
                 Outcome::Refused(kp_exchange::engine::EngineError::Enrol(e)) => {
@@ -303,7 +307,11 @@ fn remove(dir: &DirArg, code: &str) -> CliResult {
                 v["queued"].as_u64().unwrap_or(0)
             );
         }
-        Access::Offline(store) => match apply_offline(&home, &store, Command::RemovePeer { participant })? {
+        Access::Offline(store) => match apply_offline(
+            &home,
+            &store,
+            Command::RemovePeer { participant, officer: Some(os_officer()) },
+        )? {
             Outcome::Done => {
                 let queued = crate::queries::queued(&store, participant)
                     .map_err(|e| Failure::runtime(e.to_string()))?;

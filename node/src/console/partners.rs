@@ -143,7 +143,7 @@ pub(super) async fn enrol(
             endpoints: None,
             replace_identity,
         };
-        match crate::api::enrol_peer(&console.shared, req).await {
+        match crate::api::enrol_peer(&console.shared, req, signed.officer()).await {
             Ok(view) => {
                 tracing::info!(user = %signed.account.name, peer = %view.participant, "partner enrolled from the console");
                 let mut p = page(&console, &signed)?;
@@ -181,8 +181,9 @@ pub(super) async fn remove(
         p.remove_unconfirmed = Some(code);
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&p)).into_response());
     }
-    let removed =
-        crate::api::remove_peer_now(&console.shared, &code).await.map_err(|e| signed.localize(e))?;
+    let removed = crate::api::remove_peer_now(&console.shared, &code, signed.officer())
+        .await
+        .map_err(|e| signed.localize(e))?;
     tracing::info!(user = %signed.account.name, peer = %removed.removed, "partner removed from the console");
     Ok(Redirect::to("/partners").into_response())
 }

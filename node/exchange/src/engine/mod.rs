@@ -45,7 +45,8 @@ use bincode::{Decode, Encode};
 use kp_protocol::receipt::try_sign_batch_with;
 use kp_protocol::{
     Certificate, CertificateNumber, Digest, DocumentKind, ImportConfirmation, MessageId, MessageReceipt,
-    ParticipantCode, ParticipantEntry, ReceiptItem, RejectCode, SignedDocument, Timestamp, Void,
+    ParticipantCode, ParticipantEntry, PeerAction, PeerChange, ReceiptItem, RejectCode, SignedDocument,
+    Timestamp, Void,
 };
 
 use crate::signer::Signer;
@@ -87,10 +88,11 @@ pub enum Command {
     /// `peer` refused the message at outbox position `oseq` for good.
     Rejected { peer: ParticipantCode, message_id: MessageId, oseq: u64, code: RejectCode, detail: String },
     /// Trust a peer (or trust it again, with a new bundle: see [`crate::enrol::admit`]).
-    /// `replace_identity` allows a new fingerprint for an enrolled participant.
-    EnrolPeer { record: Box<PeerRecord>, replace_identity: bool },
-    /// Stop trusting a peer; its queued messages stay queued.
-    RemovePeer { participant: ParticipantCode },
+    /// `replace_identity` allows a new fingerprint for an enrolled participant. The change is
+    /// signed and logged (a [`kp_protocol::PeerChange`]) with `officer`.
+    EnrolPeer { record: Box<PeerRecord>, replace_identity: bool, officer: Option<Officer> },
+    /// Stop trusting a peer; its queued messages stay queued. Signed and logged as enrolment is.
+    RemovePeer { participant: ParticipantCode, officer: Option<Officer> },
     /// Queue a document (a key rotation statement) for each of `peers`.
     Announce { document: SignedDocument, peers: Vec<ParticipantCode>, officer: Option<Officer> },
     /// Record a participant registry change this node signed: a log entry, and the entry
@@ -145,12 +147,12 @@ impl Command {
             | Command::Void { officer, .. }
             | Command::Resolve { officer, .. }
             | Command::Announce { officer, .. }
-            | Command::RecordParticipant { officer, .. } => officer.as_ref(),
+            | Command::RecordParticipant { officer, .. }
+            | Command::EnrolPeer { officer, .. }
+            | Command::RemovePeer { officer, .. } => officer.as_ref(),
             Command::Deliveries { .. }
             | Command::Receipts { .. }
             | Command::Rejected { .. }
-            | Command::EnrolPeer { .. }
-            | Command::RemovePeer { .. }
             // Who did it was on the lost store: recovered entries name no officer.
             | Command::RecoveredSent { .. }
             | Command::RaiseNumbers { .. }
@@ -593,10 +595,10 @@ impl Engine {
                     )?;
                     Outcome::Done
                 }
-                Command::EnrolPeer { record, replace_identity } => {
-                    self.enrol(&mut txn, &mut applied, now, *record, replace_identity)?
+                Command::EnrolPeer { record, replace_identity, officer } => {
+                    self.enrol(&mut txn, &mut applied, now, *record, replace_identity, officer)?
                 }
-                Command::RemovePeer { participant } => {
+                Command::RemovePeer { participant, officer } => {
                     let key = participant.as_bytes();
                     let stored = txn
                         .get(Tree::Peers, &key)?
@@ -606,6 +608,9 @@ impl Engine {
                         // enrolling a current bundle replaces it.
                         Some(Err(_)) => Outcome::Refused(EngineError::Quarantined(participant)),
                         Some(Ok(mut rec)) if rec.removed_at.is_none() => {
+                            let change = peer_change(&rec, PeerAction::Removed);
+                            let document = self.signer.sign(&change)?;
+                            self.append(&mut txn, now, EntryBody::Recorded { document }, officer);
                             rec.removed_at = Some(now);
                             txn.put(Tree::Peers, &key, &rec);
                             applied.peers_changed = true;
@@ -733,6 +738,7 @@ impl Engine {
         now: Timestamp,
         record: PeerRecord,
         replace_identity: bool,
+        officer: Option<Officer>,
     ) -> Result<Outcome, StoreError> {
         let participant = record.participant;
         let key = participant.as_bytes();
@@ -749,6 +755,8 @@ impl Engine {
                 }
             }
         }
+        // Trusted until now (not removed): enrolling again is an update or a replacement.
+        let was_trusted = matches!(&existing, Some(Ok(old)) if old.removed_at.is_none());
         let admitted = match crate::enrol::admit(record, existing, replace_identity, &last_signed) {
             Ok(a) => a,
             Err(e) => return Ok(Outcome::Refused(e.into())),
@@ -757,6 +765,16 @@ impl Engine {
         if let Some(owner) = txn.tls_owner(participant, &keys)? {
             return Ok(Outcome::Refused(crate::enrol::EnrolError::TlsKeyTaken { participant, owner }.into()));
         }
+        let action = if admitted.archive.is_some() {
+            PeerAction::IdentityReplaced
+        } else if was_trusted {
+            PeerAction::Updated
+        } else {
+            PeerAction::Enrolled
+        };
+        // Signed before anything is written: a token that cannot sign changes nothing.
+        let document = self.signer.sign(&peer_change(&admitted.record, action))?;
+        self.append(txn, now, EntryBody::Recorded { document }, officer);
         if let Some(old) = admitted.archive {
             let n = txn.scan(Tree::PeerArchive)?.iter().filter(|(k, _)| k.starts_with(&key)).count();
             txn.put(
@@ -776,6 +794,22 @@ impl Engine {
             *n = n.saturating_sub(1);
         }
     }
+}
+
+/// This node's record of a change to `record`'s enrolment: the identity's fingerprint and the
+/// digest of the bundle trusted (none for a removal).
+fn peer_change(record: &PeerRecord, action: PeerAction) -> PeerChange {
+    // The record was verified when it was admitted (or is the stored one being removed); a
+    // bundle that does not decode here is named as such rather than refused, so that a removal
+    // of a damaged record is still recorded.
+    let fingerprint = kp_keys::bundle::decode_unverified(&record.bundle)
+        .ok()
+        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b.root_key).ok())
+        .map(|k| kp_keys::Fingerprint::of(&k).to_string())
+        .unwrap_or_else(|| "undecodable bundle".into());
+    let fingerprint = fingerprint.parse().unwrap_or_else(|_| "unknown".parse().expect("a valid text"));
+    let bundle = (action != PeerAction::Removed).then(|| Digest::of_parts(&[&record.bundle]));
+    PeerChange { participant: record.participant, action, fingerprint, bundle }
 }
 
 /// The `u64` values stored in `meta` under `prefix`, by the key that `parse` reads from the

@@ -491,7 +491,11 @@ fn link_history(e: &Enrollee) -> KeyHistory {
 
 fn enrol(to: &mut Side, e: &Enrollee, replace_identity: bool) -> Outcome {
     let now = Timestamp::from_unix_millis(T0);
-    to.apply(now, vec![Command::EnrolPeer { record: Box::new(e.record.clone()), replace_identity }]).remove(0)
+    to.apply(
+        now,
+        vec![Command::EnrolPeer { record: Box::new(e.record.clone()), replace_identity, officer: None }],
+    )
+    .remove(0)
 }
 
 #[test]
@@ -566,7 +570,8 @@ fn enrolment_is_judged_against_the_stored_record_in_the_transaction() {
     }
     // Replaced after the rotation took effect.
     let replaced = Timestamp::from_unix_millis(T0 + 30);
-    let command = Command::EnrolPeer { record: Box::new(ru2.record.clone()), replace_identity: true };
+    let command =
+        Command::EnrolPeer { record: Box::new(ru2.record.clone()), replace_identity: true, officer: None };
     assert!(matches!(inn.apply(replaced, vec![command]).remove(0), Outcome::Done));
     let trust = crate::trust::load(&inn.store).unwrap();
     let ru_trust = trust.known(RU).unwrap();
@@ -802,18 +807,26 @@ fn a_batch_checked_before_a_trust_change_is_refused_when_committed_after_it() {
         other => panic!("expected the batch refused for the identity change, got {other:?}"),
     }
     assert!(get_record::<CertRecord, _>(&inn.store, Tree::Certs, b"RU-2026-000002").unwrap().is_none());
-    assert_eq!(inn.log().len(), 1, "only the first certificate is in the log");
+    let kinds = |inn: &Side| inn.log().iter().map(|e| e.document().kind.name()).collect::<Vec<_>>();
+    // The enrolments are this node's own signed records; of RU's certificates, only the first.
+    assert_eq!(kinds(&inn), ["peer-change", "certificate", "peer-change"]);
 
     // A removal committed between the check and the commit wins the same way.
     let mut inn = side(IN, &clock);
     assert!(matches!(enrol(&mut inn, &ru, false), Outcome::Done));
     let item = check("RU-2026-000003");
-    assert!(matches!(inn.apply(now, vec![Command::RemovePeer { participant: RU }]).remove(0), Outcome::Done));
+    assert!(matches!(
+        inn.apply(now, vec![Command::RemovePeer { participant: RU, officer: None }]).remove(0),
+        Outcome::Done
+    ));
     match deliver(&mut inn, item) {
         Outcome::Refused(EngineError::Untrusted { peer: RU, why: Distrust::Removed }) => {}
         other => panic!("expected the batch refused for the removal, got {other:?}"),
     }
-    assert!(inn.log().is_empty());
+    assert_eq!(kinds(&inn), ["peer-change", "peer-change"], "the enrolment and the removal, no certificate");
+    let actions: Vec<_> =
+        inn.log().iter().map(|e| e.document().body::<kp_protocol::PeerChange>().unwrap().action).collect();
+    assert_eq!(actions, [kp_protocol::PeerAction::Enrolled, kp_protocol::PeerAction::Removed]);
 }
 
 const DAY: i64 = 86_400_000;
@@ -1240,7 +1253,8 @@ fn what_was_stored_before_an_identity_replacement_verifies_though_dated_after_it
     ));
 
     let ru2 = enrollee(RU);
-    let command = Command::EnrolPeer { record: Box::new(ru2.record.clone()), replace_identity: true };
+    let command =
+        Command::EnrolPeer { record: Box::new(ru2.record.clone()), replace_identity: true, officer: None };
     assert!(matches!(inn.apply(replaced, vec![command]).remove(0), Outcome::Done));
 
     let trust = crate::trust::load(&inn.store).unwrap();
@@ -1572,4 +1586,64 @@ fn a_restored_node_holds_back_follow_ups_it_cannot_place_until_recovered() {
         submit(&mut restored, now, certificate("RU-2026-000002", "1.00")),
         Outcome::Submitted { .. }
     ));
+}
+
+/// Every change to whom this node trusts is a log entry signed by this node, naming what
+/// happened and who did it; a refused enrolment records nothing.
+#[test]
+fn enrolment_changes_are_signed_log_entries_with_their_officer() {
+    use kp_protocol::{PeerAction, PeerChange};
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let mut inn = side(IN, &clock);
+    let now = Timestamp::from_unix_millis(T0);
+    let officer = |name: &str| Some(crate::storage::Officer::new(name).unwrap());
+    let (ru, ru2) = (enrollee(RU), enrollee(RU));
+    let enrol = |inn: &mut Side, e: &Enrollee, replace_identity: bool, who: &str| {
+        let command = Command::EnrolPeer {
+            record: Box::new(e.record.clone()),
+            replace_identity,
+            officer: officer(who),
+        };
+        inn.apply(now, vec![command]).remove(0)
+    };
+    assert!(matches!(enrol(&mut inn, &ru, false, "anna"), Outcome::Done));
+    assert!(matches!(enrol(&mut inn, &ru, false, "bob"), Outcome::Done));
+    // A new identity without --replace-identity is refused: nothing is recorded.
+    assert!(matches!(enrol(&mut inn, &ru2, false, "carl"), Outcome::Refused(_)));
+    assert!(matches!(enrol(&mut inn, &ru2, true, "dina"), Outcome::Done));
+    let remove = Command::RemovePeer { participant: RU, officer: officer("emil") };
+    assert!(matches!(inn.apply(now, vec![remove]).remove(0), Outcome::Done));
+    assert!(matches!(enrol(&mut inn, &ru2, false, "fay"), Outcome::Done));
+
+    let log = inn.log();
+    let seen: Vec<(PeerAction, &str)> = log
+        .iter()
+        .map(|e| {
+            assert_eq!(e.peer(), RU);
+            assert_eq!(e.document().signer, IN);
+            let key = inn.history.signing_key_at(e.document().key_id, e.document().signed_at).unwrap();
+            e.document().verify_signature(key).unwrap();
+            let change: PeerChange = e.document().body().unwrap();
+            assert_eq!(change.bundle.is_none(), change.action == PeerAction::Removed);
+            (change.action, e.officer.as_ref().map_or("", |o| o.as_str()))
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (PeerAction::Enrolled, "anna"),
+            (PeerAction::Updated, "bob"),
+            (PeerAction::IdentityReplaced, "dina"),
+            (PeerAction::Removed, "emil"),
+            (PeerAction::Enrolled, "fay"),
+        ]
+    );
+    let fingerprint = |e: &Enrollee| {
+        let b = kp_keys::bundle::VerifiedBundle::from_bytes(&e.record.bundle).unwrap();
+        b.fingerprint.to_string()
+    };
+    let change = |i: usize| log[i].document().body::<PeerChange>().unwrap();
+    assert_eq!(change(0).fingerprint.as_str(), fingerprint(&ru));
+    assert_eq!(change(2).fingerprint.as_str(), fingerprint(&ru2));
+    assert_eq!(change(2).bundle, Some(kp_protocol::Digest::of_parts(&[&ru2.record.bundle])));
 }

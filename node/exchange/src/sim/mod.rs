@@ -520,7 +520,7 @@ impl Sim {
                     let (record, _) =
                         crate::enrol::prepare(n.code, &b.to_armored(), &b.fingerprint.to_string(), None, now)
                             .expect("a simulated bundle enrols");
-                    Command::EnrolPeer { record: Box::new(record), replace_identity: false }
+                    Command::EnrolPeer { record: Box::new(record), replace_identity: false, officer: None }
                 })
                 .collect();
             // Invariant: the in-memory store takes the enrolments.
@@ -1476,7 +1476,7 @@ impl Sim {
                 .map_err(|e| format!("ZA's new bundle: {e}"))?;
                 self.enqueue(
                     j,
-                    Command::EnrolPeer { record: Box::new(record), replace_identity: true },
+                    Command::EnrolPeer { record: Box::new(record), replace_identity: true, officer: None },
                     Then::HostileEnrolled,
                 );
                 let d = self.rng.gen_range(10..3_000);

@@ -199,11 +199,17 @@ impl LogEntry {
         }
     }
 
-    /// The other participant; for a local record, the signer (this node).
+    /// The other participant; for a local record, the partner whose enrolment changed, or
+    /// else the signer (this node).
     pub fn peer(&self) -> ParticipantCode {
         match &self.body {
             EntryBody::Sent { peer, .. } | EntryBody::Received { peer, .. } => *peer,
-            EntryBody::Recorded { document } => document.signer,
+            EntryBody::Recorded { document } => match document.kind {
+                kp_protocol::DocumentKind::PeerChange => {
+                    document.body::<kp_protocol::PeerChange>().map_or(document.signer, |c| c.participant)
+                }
+                _ => document.signer,
+            },
         }
     }
 
@@ -224,7 +230,8 @@ pub enum EntryBody {
     /// A document this node received and acknowledged. The receipt it signed commits to this
     /// entry's hash, so it is kept beside the entry (in `messages`), not inside it.
     Received { peer: ParticipantCode, document: SignedDocument },
-    /// A document this node signed for its own record (a participant registry change).
+    /// A document this node signed for its own record (a participant registry change, a
+    /// change to a partner's enrolment).
     Recorded { document: SignedDocument },
 }
 
