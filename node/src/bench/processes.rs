@@ -6,6 +6,7 @@
 //! of the exporter's log entry for the certificate (millisecond resolution), read back from
 //! `GET /v1/log` once every certificate is acknowledged.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -145,14 +146,24 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
     let (ex_rss, im_rss) = (rss(0), rss(1));
 
     say(opts, "reading the exporter's log for the receipt times …");
-    let (mut latencies, last_ms) = latencies(&ex_client, &submitted, start_ms)?;
-    if latencies.len() as u64 != opts.certs {
-        return Err(format!(
-            "the exporter's log holds {} acknowledged bench certificates, not {}",
-            latencies.len(),
-            opts.certs
-        ));
-    }
+    // The receipts were counted as stored; their log entries are read back. Once, a loaded CI
+    // machine read none of them here: read again for a while before calling it a failure, and
+    // say what the log did hold.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut latencies, last_ms) = loop {
+        let (latencies, last_ms, seen) = latencies(&ex_client, &submitted, start_ms)?;
+        if latencies.len() as u64 == opts.certs {
+            break (latencies, last_ms);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the exporter's log holds {} acknowledged bench certificates, not {} (it read {seen})",
+                latencies.len(),
+                opts.certs
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     daemons.stop();
 
     latencies.sort_by(f64::total_cmp);
@@ -362,14 +373,23 @@ fn wait_acknowledged(
 
 /// Latency: submission (here) to the receipt's log entry (the exporter's `recorded_at`), in
 /// ms, for every bench certificate in the exporter's log; and the last receipt's time.
-fn latencies(ex_client: &Client, submitted: &[AtomicI64], start_ms: i64) -> Result<(Vec<f64>, i64), String> {
+/// Also says what it read (entries, by kind and direction), for the error if it is not all.
+fn latencies(
+    ex_client: &Client,
+    submitted: &[AtomicI64],
+    start_ms: i64,
+) -> Result<(Vec<f64>, i64, String), String> {
     let mut latencies = Vec::with_capacity(submitted.len());
     let mut last_ms = start_ms;
     let mut from = 1u64;
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         let page = get(ex_client, &format!("/v1/log?from={from}&limit=10000"))?;
         let entries = page.as_array().ok_or("GET /v1/log did not answer a list")?;
         for e in entries {
+            let what =
+                format!("{} {}", e["direction"].as_str().unwrap_or("?"), e["kind"].as_str().unwrap_or("?"));
+            *seen.entry(what).or_default() += 1;
             let index =
                 e["certificate"].as_str().and_then(|c| c.strip_prefix("RU-BENCH-")?.parse::<usize>().ok());
             let at = e["recorded_at"].as_str().and_then(|t| t.parse::<Timestamp>().ok());
@@ -386,7 +406,12 @@ fn latencies(ex_client: &Client, submitted: &[AtomicI64], start_ms: i64) -> Resu
             None => break,
         }
     }
-    Ok((latencies, last_ms))
+    let seen = if seen.is_empty() {
+        "no entries".to_owned()
+    } else {
+        seen.iter().map(|(what, n)| format!("{n} {what}")).collect::<Vec<_>>().join(", ")
+    };
+    Ok((latencies, last_ms, seen))
 }
 
 fn micros_now() -> i64 {
