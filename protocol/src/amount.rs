@@ -10,7 +10,7 @@ use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
 
 use crate::codes::serde_via_str;
-use crate::value::{decode_error, ValueError};
+use crate::value::{decode_error, Expected, ValueError};
 
 /// The largest amount one parcel may state, in hundredths (999,999,999,999.99). A thousand
 /// parcels of this size still sum without overflowing a `u64`.
@@ -20,22 +20,21 @@ pub const MAX_HUNDREDTHS: u64 = 99_999_999_999_999;
 /// thousands separators, no surrounding spaces: a customs system that sends anything else has
 /// a bug worth hearing about.
 fn parse_hundredths(s: &str) -> Result<u64, ValueError> {
-    const EXPECTED: &str = "a decimal number with at most two decimals, such as \"1520.35\"";
     let (whole, frac) = match s.split_once('.') {
         Some((w, f)) => (w, Some(f)),
         None => (s, None),
     };
     if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ValueError::Format { expected: EXPECTED });
+        return Err(ValueError::Format { expected: Expected::Amount });
     }
     let frac_value = match frac {
         None => 0,
         Some(f) if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) => {
-            return Err(ValueError::Format { expected: EXPECTED })
+            return Err(ValueError::Format { expected: Expected::Amount })
         }
         Some(f) if f.len() > 2 => return Err(ValueError::TooManyDecimals),
         Some(f) => {
-            let v: u64 = f.parse().map_err(|_| ValueError::Format { expected: EXPECTED })?;
+            let v: u64 = f.parse().map_err(|_| ValueError::Format { expected: Expected::Amount })?;
             if f.len() == 1 {
                 v * 10
             } else {
@@ -47,7 +46,7 @@ fn parse_hundredths(s: &str) -> Result<u64, ValueError> {
     let whole_value: u64 = if whole.len() > 15 {
         return Err(too_large);
     } else {
-        whole.parse().map_err(|_| ValueError::Format { expected: EXPECTED })?
+        whole.parse().map_err(|_| ValueError::Format { expected: Expected::Amount })?
     };
     let total =
         whole_value.checked_mul(100).and_then(|v| v.checked_add(frac_value)).ok_or(too_large.clone())?;

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::amount::{Carats, UsdAmount};
 use crate::codes::{CertificateNumber, HsCode, Origin, ParticipantCode};
 use crate::date::Date;
+use crate::problem::{Arg, ProblemText as T};
 use crate::text::{DeclarationCode, LongText, Text};
 
 /// Limits of a certificate (docs/certificate-json.md lists them for users).
@@ -197,12 +198,32 @@ impl fmt::Debug for ValidationContext<'_> {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     pub field: String,
+    /// In English, for the CLI, the log and the JSON API.
     pub message: String,
+    /// The same, by message id and arguments, for a user interface that speaks the user's
+    /// language; `None` for a problem that has no id yet (shown in English).
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub coded: Option<crate::problem::Coded>,
 }
 
 impl Problem {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Problem {
-        Problem { field: field.into(), message: message.into() }
+        Problem { field: field.into(), message: message.into(), coded: None }
+    }
+
+    /// The problem with its message id and arguments.
+    pub fn coded(mut self, text: impl Into<crate::problem::Coded>) -> Problem {
+        self.coded = Some(text.into());
+        self
+    }
+
+    /// `value` at `field` failed its type's rules: `"value" <why>` (the value cut at 40
+    /// characters).
+    pub fn value(field: impl Into<String>, value: &str, e: &crate::ValueError) -> Problem {
+        let shown: String = value.chars().take(40).collect();
+        let ellipsis = if value.chars().count() > 40 { "…" } else { "" };
+        Problem::new(field, format!("{shown:?}{ellipsis} {e}")).coded(e.coded(&format!("{shown}{ellipsis}")))
     }
 }
 
@@ -272,13 +293,16 @@ fn member_range(
 pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut Vec<Problem>) {
     if let (Some(number), Some(exporting)) = (p.number, p.exporting) {
         if !number.starts_with(exporting) {
-            out.push(Problem::new(
-                "number",
-                format!(
-                    "{number} must start with the exporting participant's code {exporting} \
+            out.push(
+                Problem::new(
+                    "number",
+                    format!(
+                        "{number} must start with the exporting participant's code {exporting} \
                      (KPCS Annex I)"
-                ),
-            ));
+                    ),
+                )
+                .coded(T::NumberPrefix { number: Arg::text(number), exporting: exporting.into() }),
+            );
         }
     }
     let dir = ctx.participants;
@@ -290,14 +314,22 @@ pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut 
             if let (Some(number), Some(union)) = (p.number, dir.union_of(issuer)) {
                 let own = format!("{union}-{issuer}-");
                 if exporting == union && !number.as_str().starts_with(&own) {
-                    out.push(Problem::new(
-                        "number",
-                        format!(
-                            "{number} is not in {issuer}'s range: a member state's node issues {union} \
+                    out.push(
+                        Problem::new(
+                            "number",
+                            format!(
+                                "{number} is not in {issuer}'s range: a member state's node issues {union} \
                              certificates numbered {own}… only, so that numbers stay unique across the \
                              union's nodes"
-                        ),
-                    ));
+                            ),
+                        )
+                        .coded(T::NumberNotInOwnRange {
+                            number: Arg::text(number),
+                            issuer: issuer.into(),
+                            union: union.into(),
+                            own: own.into(),
+                        }),
+                    );
                 }
             }
             // The union's own node (any issuer in its own name) may not take a member state's
@@ -305,39 +337,62 @@ pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut 
             // union's node and the member's could give one number to two certificates.
             if let Some(number) = p.number.filter(|_| exporting == issuer) {
                 if let Some(member) = member_range(number, exporting, dir) {
-                    out.push(Problem::new(
-                        "number",
-                        format!(
-                            "{number} is in {member}'s range: {exporting} certificates numbered \
+                    out.push(
+                        Problem::new(
+                            "number",
+                            format!(
+                                "{number} is in {member}'s range: {exporting} certificates numbered \
                              {exporting}-{member}-… are issued by the node of {member}, a member state \
                              of {exporting}, only; give a number outside every member's range (a \
                              number assigned by this node, {exporting}-<year>-<sequence>, is)"
-                        ),
-                    ));
+                            ),
+                        )
+                        .coded(T::NumberInMemberRange {
+                            number: Arg::text(number),
+                            member: member.into(),
+                            exporting: exporting.into(),
+                        }),
+                    );
                 }
             }
             // The issuer's own participant, or the union it is a member state of.
             if exporting != issuer && dir.union_of(issuer) != Some(exporting) {
-                let allowed = match dir.union_of(issuer) {
-                    Some(union) => format!("{issuer} (or {union}, the union it belongs to)"),
-                    None => issuer.to_string(),
-                };
-                out.push(Problem::new(
-                    "exporting_participant",
-                    format!(
-                        "is {exporting}, but this certificate can only be issued in the name of {allowed}"
+                let (allowed, coded) = match dir.union_of(issuer) {
+                    Some(union) => (
+                        format!("{issuer} (or {union}, the union it belongs to)"),
+                        T::ExportingNotAllowedUnion {
+                            exporting: exporting.into(),
+                            issuer: issuer.into(),
+                            union: union.into(),
+                        },
                     ),
-                ));
+                    None => (
+                        issuer.to_string(),
+                        T::ExportingNotAllowed { exporting: exporting.into(), allowed: issuer.into() },
+                    ),
+                };
+                out.push(
+                    Problem::new(
+                        "exporting_participant",
+                        format!(
+                            "is {exporting}, but this certificate can only be issued in the name of {allowed}"
+                        ),
+                    )
+                    .coded(coded),
+                );
             }
         }
         if let Some(union) = dir.union_of(exporting) {
-            out.push(Problem::new(
-                "exporting_participant",
-                format!(
+            out.push(
+                Problem::new(
+                    "exporting_participant",
+                    format!(
                     "{exporting} is a member state of {union}, which is the Kimberley Process participant: \
                      certificates are issued in its name (exporting_participant \"{union}\")"
                 ),
-            ));
+                )
+                .coded(T::ExportingMemberState { exporting: exporting.into(), union: union.into() }),
+            );
         } else if !dir.is_participant(exporting) {
             out.push(not_a_participant("exporting_participant", exporting));
         }
@@ -345,49 +400,68 @@ pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut 
     if let Some(importing) = p.importing {
         let bloc = |c: ParticipantCode| dir.union_of(c).unwrap_or(c);
         if Some(importing) == p.exporting {
-            out.push(Problem::new(
-                "importing_participant",
-                format!("is {importing}, the same as the exporting participant; they must differ"),
-            ));
+            out.push(
+                Problem::new(
+                    "importing_participant",
+                    format!("is {importing}, the same as the exporting participant; they must differ"),
+                )
+                .coded(T::ImportingSame { importing: importing.into() }),
+            );
         } else if let Some(exporting) = p.exporting.filter(|e| bloc(*e) == bloc(importing)) {
             let within = bloc(importing);
             let from = ctx.exporter.filter(|i| dir.union_of(*i) == Some(within)).unwrap_or(exporting);
-            out.push(Problem::new(
-                "importing_participant",
-                format!(
-                    "{from} and {importing} are both within {within}: trade inside a union needs no \
+            out.push(
+                Problem::new(
+                    "importing_participant",
+                    format!(
+                        "{from} and {importing} are both within {within}: trade inside a union needs no \
                      Kimberley Process certificate (only its external borders are controlled)"
-                ),
-            ));
+                    ),
+                )
+                .coded(T::ImportingWithinUnion {
+                    from: from.into(),
+                    importing: importing.into(),
+                    within: within.into(),
+                }),
+            );
         }
         if let Some(expected) = ctx.importer {
             if importing != expected {
-                out.push(Problem::new(
-                    "importing_participant",
-                    format!("is {importing}, but this certificate was delivered to {expected}"),
-                ));
+                out.push(
+                    Problem::new(
+                        "importing_participant",
+                        format!("is {importing}, but this certificate was delivered to {expected}"),
+                    )
+                    .coded(T::ImportingNotDelivered {
+                        importing: importing.into(),
+                        expected: expected.into(),
+                    }),
+                );
             }
         }
         if let Some(union) = dir.union_of(importing) {
             if bloc(importing) != p.exporting.map_or(importing, bloc) {
-                out.push(Problem::new(
-                    "importing_participant",
-                    format!(
-                        "{importing} is a member state of {union}, which is the Kimberley Process \
+                out.push(
+                    Problem::new(
+                        "importing_participant",
+                        format!(
+                            "{importing} is a member state of {union}, which is the Kimberley Process \
                          participant: name {union} as the importing participant"
-                    ),
-                ));
+                        ),
+                    )
+                    .coded(T::ImportingMemberState { importing: importing.into(), union: union.into() }),
+                );
             }
         } else if !dir.is_participant(importing) {
             out.push(not_a_participant("importing_participant", importing));
         }
     }
     match p.parcel_count {
-        Some(0) => out.push(Problem::new("parcels", "at least one parcel is required")),
-        Some(n) if n > MAX_PARCELS => out.push(Problem::new(
-            "parcels",
-            format!("has {n} parcels; a certificate holds at most {MAX_PARCELS}"),
-        )),
+        Some(0) => out.push(Problem::new("parcels", "at least one parcel is required").coded(T::ParcelsNone)),
+        Some(n) if n > MAX_PARCELS => out.push(
+            Problem::new("parcels", format!("has {n} parcels; a certificate holds at most {MAX_PARCELS}"))
+                .coded(T::ParcelsTooMany { count: n.into(), max: MAX_PARCELS.into() }),
+        ),
         _ => {}
     }
     for (i, origin) in &p.origins {
@@ -398,41 +472,57 @@ pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut 
         }
     }
     if p.declaration_count > MAX_DECLARATIONS {
-        out.push(Problem::new(
-            "declarations",
-            format!("has {} declarations; at most {MAX_DECLARATIONS} are allowed", p.declaration_count),
-        ));
+        out.push(
+            Problem::new(
+                "declarations",
+                format!("has {} declarations; at most {MAX_DECLARATIONS} are allowed", p.declaration_count),
+            )
+            .coded(T::DeclarationsTooMany {
+                count: p.declaration_count.into(),
+                max: MAX_DECLARATIONS.into(),
+            }),
+        );
     }
     if let Some(issued) = p.issued_on {
         if issued.days_after(ctx.today) > ISSUE_DATE_TOLERANCE_DAYS {
-            out.push(Problem::new(
-                "issued_on",
-                format!("{issued} lies in the future (today is {})", ctx.today),
-            ));
+            out.push(
+                Problem::new("issued_on", format!("{issued} lies in the future (today is {})", ctx.today))
+                    .coded(T::IssuedInFuture { issued: issued.into(), today: ctx.today.into() }),
+            );
         }
     }
     if let Some(expires) = p.expires_on {
         if let Some(issued) = p.issued_on {
             let validity = expires.days_after(issued);
             if validity <= 0 {
-                out.push(Problem::new("expires_on", format!("{expires} must be after issued_on ({issued})")));
+                out.push(
+                    Problem::new("expires_on", format!("{expires} must be after issued_on ({issued})"))
+                        .coded(T::ExpiresNotAfterIssue { expires: expires.into(), issued: issued.into() }),
+                );
             } else if let Some(max) = ctx.max_validity_days {
                 if validity as u32 > max {
-                    out.push(Problem::new(
-                        "expires_on",
-                        format!(
-                            "{expires} is {validity} days after issued_on; at most {max} days \
+                    out.push(
+                        Problem::new(
+                            "expires_on",
+                            format!(
+                                "{expires} is {validity} days after issued_on; at most {max} days \
                              are allowed (max_validity_days)"
-                        ),
-                    ));
+                            ),
+                        )
+                        .coded(T::ValidityTooLong {
+                            expires: expires.into(),
+                            days: validity.into(),
+                            max: max.into(),
+                        }),
+                    );
                 }
             }
         }
         if expires < ctx.today {
-            out.push(Problem::new(
-                "expires_on",
-                format!("{expires} has already passed (today is {})", ctx.today),
-            ));
+            out.push(
+                Problem::new("expires_on", format!("{expires} has already passed (today is {})", ctx.today))
+                    .coded(T::ExpiresPassed { expires: expires.into(), today: ctx.today.into() }),
+            );
         }
     }
 }
@@ -445,4 +535,5 @@ fn not_a_participant(field: &str, code: ParticipantCode) -> Problem {
              non-participants is forbidden (KPCS Section III(c))"
         ),
     )
+    .coded(T::NotAParticipant { code: code.into() })
 }

@@ -109,9 +109,7 @@ impl ParticipantCode {
         if b.iter().all(u8::is_ascii_uppercase) {
             Ok(ParticipantCode(b))
         } else {
-            Err(ValueError::Format {
-                expected: "a two-letter participant code in capitals, such as RU or IN",
-            })
+            Err(ValueError::Format { expected: crate::value::Expected::ParticipantCode })
         }
     }
 }
@@ -121,9 +119,7 @@ impl FromStr for ParticipantCode {
     fn from_str(s: &str) -> Result<Self, ValueError> {
         match s.as_bytes() {
             [a, b] => ParticipantCode::from_bytes([*a, *b]),
-            _ => Err(ValueError::Format {
-                expected: "a two-letter participant code in capitals, such as RU or IN",
-            }),
+            _ => Err(ValueError::Format { expected: crate::value::Expected::ParticipantCode }),
         }
     }
 }
@@ -195,9 +191,7 @@ impl FromStr for CertificateNumber {
             return Err(ValueError::TooLong { max: Self::MAX_LEN, len });
         }
         if !s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-') {
-            return Err(ValueError::Format {
-                expected: "made of capital letters A-Z, digits 0-9 and '-' only",
-            });
+            return Err(ValueError::Format { expected: crate::value::Expected::NumberCharacters });
         }
         Ok(CertificateNumber(s.to_owned()))
     }
@@ -274,9 +268,9 @@ impl FromStr for Origin {
         if s == "MIXED" {
             return Ok(Origin::Mixed);
         }
-        s.parse().map(Origin::Participant).map_err(|_| ValueError::Format {
-            expected: "a participant code such as RU, or MIXED for parcels of mixed origin",
-        })
+        s.parse()
+            .map(Origin::Participant)
+            .map_err(|_| ValueError::Format { expected: crate::value::Expected::Origin })
     }
 }
 

@@ -41,7 +41,7 @@ impl Date {
 
     pub fn from_ymd(y: i32, m: u32, d: u32) -> Result<Date, ValueError> {
         if !(MIN_YEAR..=MAX_YEAR).contains(&y) {
-            return Err(ValueError::Format { expected: "a date between 1970-01-01 and 9999-12-31" });
+            return Err(ValueError::Format { expected: crate::value::Expected::DateInRange });
         }
         if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
             return Err(ValueError::NoSuchDate);
@@ -63,7 +63,7 @@ impl Date {
         if (lo..=hi).contains(&days) {
             Ok(Date(days))
         } else {
-            Err(ValueError::Format { expected: "a date between 1970-01-01 and 9999-12-31" })
+            Err(ValueError::Format { expected: crate::value::Expected::DateInRange })
         }
     }
 
@@ -105,7 +105,7 @@ impl FromStr for Date {
     type Err = ValueError;
     /// Exactly `YYYY-MM-DD`.
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        let fmt = ValueError::Format { expected: "a date written YYYY-MM-DD, such as 2026-11-28" };
+        let fmt = ValueError::Format { expected: crate::value::Expected::Date };
         let b = s.as_bytes();
         if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
             return Err(fmt);
@@ -199,7 +199,7 @@ impl fmt::Display for Timestamp {
 impl FromStr for Timestamp {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        let fmt = ValueError::Format { expected: "an instant written YYYY-MM-DDTHH:MM:SS.mmmZ, in UTC" };
+        let fmt = ValueError::Format { expected: crate::value::Expected::Instant };
         let b = s.as_bytes();
         if b.len() != 24 || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'.' || b[23] != b'Z'
         {

@@ -55,7 +55,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Parses lower- or upper-case hex of exactly `N` bytes.
 pub fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], ValueError> {
-    let err = ValueError::Format { expected: "hexadecimal digits of the right length" };
+    let err = ValueError::Format { expected: crate::value::Expected::Hex };
     if s.len() != N * 2 {
         return Err(err);
     }

@@ -17,6 +17,7 @@ use crate::certificate::{
 };
 use crate::codes::{CertificateNumber, Origin, ParticipantCode};
 use crate::date::Date;
+use crate::problem::{Arg, ProblemText};
 use crate::text::{LongText, Text};
 use crate::value::ValueError;
 
@@ -35,14 +36,18 @@ pub struct CertificateDraft {
 impl CertificateDraft {
     /// Parses and validates certificate JSON. `Err` lists every problem found.
     pub fn from_json(text: &str, ctx: &ValidationContext<'_>) -> Result<Self, Problems> {
-        let tree: Json = serde_json::from_str(text)
-            .map_err(|e| Problems(vec![Problem::new("", format!("not valid JSON: {e}"))]))?;
+        let tree: Json = serde_json::from_str(text).map_err(|e| {
+            Problems(vec![Problem::new("", format!("not valid JSON: {e}"))
+                .coded(ProblemText::NotJson { detail: Arg::text(e) })])
+        })?;
         parse_tree(&tree, ctx)
     }
 
     pub fn from_json_bytes(bytes: &[u8], ctx: &ValidationContext<'_>) -> Result<Self, Problems> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| Problems(vec![Problem::new("", format!("not valid UTF-8 text: {e}"))]))?;
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            Problems(vec![Problem::new("", format!("not valid UTF-8 text: {e}"))
+                .coded(ProblemText::NotUtf8 { detail: Arg::text(e) })])
+        })?;
         Self::from_json(text, ctx)
     }
 
@@ -64,6 +69,18 @@ enum Json {
 }
 
 impl Json {
+    /// The kind as one word, for a catalogue to select its own words by.
+    fn kind_id(&self) -> &'static str {
+        match self {
+            Json::Null => "null",
+            Json::Bool => "boolean",
+            Json::Number => "number",
+            Json::String(_) => "string",
+            Json::Array(_) => "array",
+            Json::Object(_) => "object",
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Json::Null => "null",
@@ -168,10 +185,13 @@ impl<'a> Obj<'a> {
     fn finish(self, w: &mut Walker, known: &[&str]) {
         for ((key, _), taken) in self.entries.iter().zip(&self.taken) {
             if !taken {
-                w.problems.push(Problem::new(
-                    join(&self.path, key),
-                    format!("unknown field; the fields here are {}", known.join(", ")),
-                ));
+                w.problems.push(
+                    Problem::new(
+                        join(&self.path, key),
+                        format!("unknown field; the fields here are {}", known.join(", ")),
+                    )
+                    .coded(ProblemText::UnknownField { known: known.join(", ").into() }),
+                );
             }
         }
     }
@@ -184,7 +204,10 @@ impl Walker {
                 Some(Obj { path: path.to_owned(), entries, taken: vec![false; entries.len()] })
             }
             other => {
-                self.problems.push(Problem::new(path, format!("must be an object, not {}", other.kind())));
+                self.problems.push(
+                    Problem::new(path, format!("must be an object, not {}", other.kind()))
+                        .coded(ProblemText::NotObject { kind: other.kind_id().into() }),
+                );
                 None
             }
         }
@@ -194,8 +217,15 @@ impl Walker {
         match v {
             Json::String(s) => Some(s),
             other => {
-                self.problems
-                    .push(Problem::new(path, format!("must be a string{hint}, not {}", other.kind())));
+                let kind = other.kind_id().into();
+                let coded = if hint.is_empty() {
+                    ProblemText::NotString { kind }
+                } else {
+                    ProblemText::NotAmountString { kind }
+                };
+                self.problems.push(
+                    Problem::new(path, format!("must be a string{hint}, not {}", other.kind())).coded(coded),
+                );
                 None
             }
         }
@@ -213,9 +243,7 @@ impl Walker {
         match s.parse() {
             Ok(t) => Some(t),
             Err(e) => {
-                let shown: String = s.chars().take(40).collect();
-                let ellipsis = if s.chars().count() > 40 { "…" } else { "" };
-                self.problems.push(Problem::new(path, format!("{shown:?}{ellipsis} {e}")));
+                self.problems.push(Problem::value(path, s, &e));
                 None
             }
         }
@@ -226,7 +254,7 @@ impl Walker {
         match obj.take(key) {
             Some(v) => self.value(&path, v),
             None => {
-                self.problems.push(Problem::new(path, "is required"));
+                self.problems.push(Problem::new(path, "is required").coded(ProblemText::Required));
                 None
             }
         }
@@ -243,7 +271,7 @@ impl Walker {
     fn party(&mut self, obj: &mut Obj<'_>, key: &str) -> Option<Party> {
         let path = obj.field(key);
         let Some(v) = obj.take(key) else {
-            self.problems.push(Problem::new(path, "is required"));
+            self.problems.push(Problem::new(path, "is required").coded(ProblemText::Required));
             return None;
         };
         let mut o = self.object(&path, v)?;
@@ -257,7 +285,10 @@ impl Walker {
         match v {
             Json::Array(items) => Some(items),
             other => {
-                self.problems.push(Problem::new(path, format!("must be an array, not {}", other.kind())));
+                self.problems.push(
+                    Problem::new(path, format!("must be an array, not {}", other.kind()))
+                        .coded(ProblemText::NotArray { kind: other.kind_id().into() }),
+                );
                 None
             }
         }
@@ -353,7 +384,8 @@ impl Walker {
     fn parcels(&mut self, root: &mut Obj<'_>) -> ParcelList {
         let mut origins = Vec::new();
         let Some(v) = root.take("parcels") else {
-            self.problems.push(Problem::new(root.field("parcels"), "is required"));
+            self.problems
+                .push(Problem::new(root.field("parcels"), "is required").coded(ProblemText::Required));
             return ParcelList { list: None, count: None, origins };
         };
         let (list, count) = self.objects(&root.field("parcels"), v, |w, i, mut o| {
@@ -458,6 +490,7 @@ fn parse_tree(tree: &Json, ctx: &ValidationContext<'_>) -> Result<CertificateDra
         Problems(vec![Problem::new(
             "",
             "the certificate could not be read (internal inconsistency; please report)",
-        )])
+        )
+        .coded(ProblemText::Internal)])
     })
 }

@@ -31,6 +31,7 @@ pub mod merkle;
 mod openapi;
 pub mod peering;
 pub mod portable;
+pub mod problem;
 pub mod receipt;
 pub mod registry;
 pub mod seal;
@@ -55,7 +56,7 @@ pub use peering::{PeerAction, PeerChange};
 pub use receipt::{MessageReceipt, ReceiptItem, ReceiptProof};
 pub use registry::{ParticipantEntry, ParticipantList, ParticipantStatus, RegistryChange};
 pub use text::{DeclarationCode, LongText, Text};
-pub use value::ValueError;
+pub use value::{Expected, ValueError};
 
 /// Re-exported so that callers sign and verify with the same Ed25519 types.
 pub use ed25519_dalek;

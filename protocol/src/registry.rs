@@ -16,7 +16,9 @@ use crate::codec::CodecError;
 use crate::codes::ParticipantCode;
 use crate::date::Date;
 use crate::document::{Body, DocumentError, DocumentKind, SignedDocument};
+use crate::problem::{Arg, ProblemText as T};
 use crate::text::{LongText, Text};
+use crate::Problem;
 
 /// Most member states a union may have, approved origin areas a restriction may name, and
 /// entries a list may hold. Bounds for untrusted files, far above real use.
@@ -95,30 +97,55 @@ impl ParticipantEntry {
     /// What is wrong with the entry on its own, if anything: every problem, in one line
     /// each.
     pub fn problems(&self) -> Vec<String> {
+        self.coded_problems().into_iter().map(|p| p.message).collect()
+    }
+
+    /// The same problems, each with its message id for a user interface (field: the whole
+    /// entry).
+    pub fn coded_problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         let code = self.code;
+        let problem = |message: String, text: T| Problem::new("", message).coded(text);
         match self.status {
-            ParticipantStatus::Restricted if self.approved_origin_areas.is_empty() => out.push(format!(
-                "{code}: a restricted participant needs its approved origin areas (the rule its certificates must satisfy)"
+            ParticipantStatus::Restricted if self.approved_origin_areas.is_empty() => out.push(problem(
+                format!(
+                    "{code}: a restricted participant needs its approved origin areas (the rule its certificates must satisfy)"
+                ),
+                T::RestrictedNeedsAreas { code: code.into() },
             )),
-            ParticipantStatus::Active | ParticipantStatus::Suspended if !self.approved_origin_areas.is_empty() => out.push(format!(
-                "{code}: approved origin areas only apply to a restricted participant, and {code} is {}",
-                self.status
+            ParticipantStatus::Active | ParticipantStatus::Suspended if !self.approved_origin_areas.is_empty() => out.push(problem(
+                format!(
+                    "{code}: approved origin areas only apply to a restricted participant, and {code} is {}",
+                    self.status
+                ),
+                T::AreasOnlyWhenRestricted { code: code.into(), status: Arg::text(self.status) },
             )),
             _ => {}
         }
         if self.approved_origin_areas.len() > MAX_AREAS {
-            out.push(format!("{code}: at most {MAX_AREAS} approved origin areas"));
+            out.push(problem(
+                format!("{code}: at most {MAX_AREAS} approved origin areas"),
+                T::TooManyAreas { code: code.into(), max: MAX_AREAS.into() },
+            ));
         }
         if self.members.len() > MAX_MEMBERS {
-            out.push(format!("{code}: at most {MAX_MEMBERS} member states"));
+            out.push(problem(
+                format!("{code}: at most {MAX_MEMBERS} member states"),
+                T::TooManyMembers { code: code.into(), max: MAX_MEMBERS.into() },
+            ));
         }
         for (i, m) in self.members.iter().enumerate() {
             if *m == code {
-                out.push(format!("{code}: a union cannot be its own member"));
+                out.push(problem(
+                    format!("{code}: a union cannot be its own member"),
+                    T::OwnMember { code: code.into() },
+                ));
             }
             if self.members[..i].contains(m) {
-                out.push(format!("{code}: member {m} is listed twice"));
+                out.push(problem(
+                    format!("{code}: member {m} is listed twice"),
+                    T::MemberTwice { code: code.into(), member: (*m).into() },
+                ));
             }
         }
         out

@@ -83,9 +83,7 @@ impl FromStr for DeclarationCode {
             return Err(ValueError::TooLong { max: 32, len: s.chars().count() });
         }
         if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
-            return Err(ValueError::Format {
-                expected: "letters, digits, '-', '_' and '.' only, such as WDC-SoW",
-            });
+            return Err(ValueError::Format { expected: crate::value::Expected::Slug });
         }
         Ok(DeclarationCode(s.to_owned()))
     }

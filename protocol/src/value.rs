@@ -16,8 +16,8 @@ pub enum ValueError {
     TooShort { min: usize, len: usize },
     /// A control character (other than an allowed newline) inside text.
     ControlCharacter { position: usize },
-    /// Does not have the expected shape; `expected` describes the shape.
-    Format { expected: &'static str },
+    /// Does not have the expected shape; `expected` names it.
+    Format { expected: Expected },
     /// A number with more than two decimals.
     TooManyDecimals,
     /// Zero where only positive amounts make sense.
@@ -45,7 +45,7 @@ impl fmt::Display for ValueError {
             ValueError::ControlCharacter { position } => {
                 write!(f, "contains a control character at character {position}; remove it")
             }
-            ValueError::Format { expected } => write!(f, "must be {expected}"),
+            ValueError::Format { expected } => write!(f, "must be {}", expected.text()),
             ValueError::TooManyDecimals => {
                 f.write_str("has more than two decimals; amounts are kept in hundredths")
             }
@@ -65,6 +65,45 @@ impl fmt::Display for ValueError {
 }
 
 impl std::error::Error for ValueError {}
+
+/// The shapes a value can be expected to have, each with its description (a user interface
+/// translates it by its message id, see [`ValueError::coded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Expected {
+    /// An amount of carats or dollars.
+    Amount,
+    /// A digest in hexadecimal.
+    Hex,
+    /// A short identifier (a declaration code).
+    Slug,
+    ParticipantCode,
+    /// The characters of a certificate number.
+    NumberCharacters,
+    /// A parcel's origin.
+    Origin,
+    /// A date the node can hold.
+    DateInRange,
+    Date,
+    Instant,
+}
+
+impl Expected {
+    /// The shape, as the English messages say it after "must be".
+    pub fn text(self) -> &'static str {
+        match self {
+            Expected::Amount => "a decimal number with at most two decimals, such as \"1520.35\"",
+            Expected::Hex => "hexadecimal digits of the right length",
+            Expected::Slug => "letters, digits, '-', '_' and '.' only, such as WDC-SoW",
+            Expected::ParticipantCode => "a two-letter participant code in capitals, such as RU or IN",
+            Expected::NumberCharacters => "made of capital letters A-Z, digits 0-9 and '-' only",
+            Expected::Origin => "a participant code such as RU, or MIXED for parcels of mixed origin",
+            Expected::DateInRange => "a date between 1970-01-01 and 9999-12-31",
+            Expected::Date => "a date written YYYY-MM-DD, such as 2026-11-28",
+            Expected::Instant => "an instant written YYYY-MM-DDTHH:MM:SS.mmmZ, in UTC",
+        }
+    }
+}
 
 /// Turns a parse failure into a bincode decode error, so that a peer's bytes that hold an
 /// invalid value are refused exactly like bytes that are malformed.

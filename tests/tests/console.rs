@@ -26,6 +26,8 @@ struct Page {
     status: u16,
     location: String,
     set_cookies: Vec<String>,
+    /// The `Strict-Transport-Security` header, if sent.
+    hsts: Option<String>,
     body: String,
 }
 
@@ -74,8 +76,9 @@ impl Browser {
         let location =
             r.headers().get("location").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
         let status = r.status().as_u16();
+        let hsts = r.headers().get("strict-transport-security").map(|v| v.to_str().unwrap().to_owned());
         let body = r.body_mut().read_to_string().unwrap_or_default();
-        Page { status, location, set_cookies, body }
+        Page { status, location, set_cookies, hsts, body }
     }
 
     fn get(&mut self, path: &str) -> Page {
@@ -303,6 +306,7 @@ fn console_sessions_csrf_roles_throttle_and_sign_out() {
         session.contains("HttpOnly") && session.contains("SameSite=Strict") && !session.contains("Secure"),
         "{session}"
     );
+    assert_eq!(p.hsts, None, "no HSTS on the say of an untrusted client");
     let dash = clara.get("/");
     assert_eq!(dash.status, 200);
     assert!(dash.body.contains("Authority of RU") && dash.body.contains("clara"), "{}", dash.body);
@@ -501,13 +505,29 @@ fn a_trusted_proxy_names_the_source_and_a_stranger_cannot_lock_the_user_out() {
         assert_eq!(api.post("/v1/users", &body).0, 201);
     }
 
-    // Behind the trusted proxy: X-Forwarded-Proto says TLS, so the cookie is Secure.
+    // Behind the trusted proxy: X-Forwarded-Proto says TLS, so the cookie is Secure, with the
+    // `__Host-` prefix (whole host, no Domain), and every answer asks for HTTPS only (HSTS).
     let mut anna = Browser::new(&api.base);
     anna.forwarded_for = Some("198.51.100.20".into());
     anna.forwarded_proto = Some("https");
     let p = anna.sign_in("anna", "anna passphrase 1");
     assert_eq!(p.status, 303, "{}", p.body);
-    assert!(p.set_cookies.iter().any(|c| c.starts_with("kpnode_session=") && c.contains("Secure")));
+    let cookie =
+        p.set_cookies.iter().find(|c| c.starts_with("__Host-kpnode_session=")).expect("a __Host- cookie");
+    assert!(
+        cookie.contains("Secure") && cookie.contains("Path=/;") && !cookie.contains("Domain"),
+        "{cookie}"
+    );
+    assert_eq!(p.hsts.as_deref(), Some("max-age=31536000"));
+    assert_eq!(anna.get("/").hsts.as_deref(), Some("max-age=31536000"), "on every page");
+    // Over TLS a plain `kpnode_session` cookie (one a plain-HTTP page could have planted) is
+    // not believed, even with a live session's id.
+    let id = anna.cookies["__Host-kpnode_session"].clone();
+    let mut planted = Browser::new(&api.base);
+    planted.forwarded_for = Some("198.51.100.20".into());
+    planted.forwarded_proto = Some("https");
+    planted.cookies.insert("kpnode_session".into(), id);
+    assert_eq!(planted.get("/").location, "/login");
 
     // A stranger (a client-written entry before the proxy's is not believed) locks the
     // account from the stranger's own address only.
@@ -549,6 +569,7 @@ fn a_trusted_proxy_names_the_source_and_a_stranger_cannot_lock_the_user_out() {
     assert_eq!(anna.sign_in("anna", "anna passphrase 2").status, 303);
     assert_eq!(desk.sign_in("anna", "anna passphrase 2").status, 303);
     let csrf = anna.get("/password").csrf();
+    let before_change = anna.cookies["__Host-kpnode_session"].clone();
     let p = anna.post(
         "/password",
         &[
@@ -559,7 +580,17 @@ fn a_trusted_proxy_names_the_source_and_a_stranger_cannot_lock_the_user_out() {
         ],
     );
     assert_eq!(p.status, 200, "{}", p.body);
-    assert_eq!(anna.get("/").status, 200, "the session that changed it goes on");
+    // The browser goes on, in a new session: the id it held before the change (which could
+    // have leaked, or been planted) is worth nothing now.
+    let old = before_change;
+    let renewed = anna.cookies["__Host-kpnode_session"].clone();
+    assert_ne!(renewed, old, "a new session id: {:?}", p.set_cookies);
+    assert_eq!(anna.get("/").status, 200, "the browser that changed it goes on");
+    let mut stale = Browser::new(&api.base);
+    stale.forwarded_for = Some("198.51.100.20".into());
+    stale.forwarded_proto = Some("https");
+    stale.cookies.insert("__Host-kpnode_session".into(), old);
+    assert_eq!(stale.get("/").location, "/login", "the old id has ended");
     assert_eq!(desk.get("/").location, "/login", "the other one has ended");
 }
 
@@ -776,4 +807,70 @@ fn partner_changes_are_signed_log_entries_naming_their_officer() {
     let (status, report) = api.get("/v1/log/verify");
     assert_eq!((status, &report["verified"]), (200, &serde_json::json!(true)), "{report}");
     assert_eq!(report["report"]["recorded"], 3, "{report}");
+}
+
+/// The problems the validator finds are said in the user's language at their fields: a
+/// Russian-speaking clerk's form, sent with four mistakes, comes back with four Russian
+/// messages (dates written the Russian way) and none of the API's English.
+#[test]
+fn a_russian_clerks_issue_form_shows_its_problems_in_russian() {
+    let pair = linked_pair(0, 0);
+    let api = &pair.ru.api;
+    let (status, v) = api.post(
+        "/v1/users",
+        r#"{"name":"vera","role":"clerk","language":"ru","password":"vera passphrase 1"}"#,
+    );
+    assert_eq!(status, 201, "{v}");
+    let good: serde_json::Value = serde_json::from_str(&certificate_json("RU", "IN", None, 7)).unwrap();
+    let issued_on = good["issued_on"].as_str().unwrap().to_owned();
+    let mut bad = good.clone();
+    bad["parcels"][1]["carats"] = "10.505".into();
+    bad["exporter"]["name"] = " ".into();
+    bad["parcels"][0]["hs_code"] = "7104.10".into();
+    bad["expires_on"] = issued_on.clone().into();
+
+    let mut vera = Browser::new(&api.base);
+    assert_eq!(vera.sign_in("vera", "vera passphrase 1").status, 303);
+    let csrf = vera.get("/certificates/new").csrf();
+    let mut fields = Vec::new();
+    form_fields(&bad, String::new(), &mut fields);
+    fields.push(("csrf".into(), csrf));
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let p = vera.post("/certificates/new", &pairs);
+    assert_eq!(p.status, 422, "{}", p.body);
+    assert!(p.body.contains("<html lang=\"ru\">"), "{}", p.body);
+    let ru_date = format!("{}.{}.{}", &issued_on[8..10], &issued_on[5..7], &issued_on[0..4]);
+    let said = [
+        ("parcels[1].carats", "«10.505»: более двух знаков после точки".to_owned()),
+        // A blank input is not sent: the field is missing.
+        ("exporter.name", "обязательно для заполнения".to_owned()),
+        ("parcels[0].hs_code", "«7104.10» относится к товарной позиции 7104".to_owned()),
+        ("expires_on", format!("дата {ru_date} должна быть позже даты выдачи ({ru_date})")),
+    ];
+    for (field, russian) in &said {
+        let id = input_id(field);
+        let at = p
+            .body
+            .find(&format!("id=\"{id}-error\""))
+            .unwrap_or_else(|| panic!("{field} at its input:\n{}", p.body));
+        let shown = &p.body[at..at + p.body[at..].find("</").unwrap()];
+        assert!(shown.contains(russian.as_str()), "{field}: {russian:?} expected in {shown:?}");
+    }
+    for english in ["has more than two decimals", "is required", "HS heading 7104", "must be after"] {
+        assert!(!p.body.contains(english), "{english:?} is not said to a Russian user:\n{}", p.body);
+    }
+    // The API says the same problems in English, as before.
+    let (status, answer) = api.post("/v1/certificates", &bad.to_string());
+    assert_eq!(status, 422, "{answer}");
+    let messages: Vec<&str> =
+        answer["problems"].as_array().unwrap().iter().map(|p| p["message"].as_str().unwrap()).collect();
+    assert!(messages.iter().any(|m| m.contains("has more than two decimals")), "{answer}");
+    assert!(
+        messages.iter().any(|m| m.contains(&format!("must be after issued_on ({issued_on})"))),
+        "{answer}"
+    );
+    assert!(
+        answer["problems"][0].as_object().unwrap().keys().all(|k| k == "field" || k == "message"),
+        "{answer}"
+    );
 }

@@ -394,3 +394,129 @@ statistics-att-not-confirmed-here = ещё не подтверждён здес�
 upload-unreadable = Не удалось прочитать форму ({ $why }). Обновите страницу и отправьте форму ещё раз.
 qr-bad-number = { $number } — не номер сертификата: { $error }
 qr-no-certificate = На этом узле нет сертификата { $number }.
+
+## Замечания к сертификату, к подтверждению импорта и к изменению статуса участника,
+## выводимые у соответствующих полей (те же, что API сообщает на английском языке).
+problem-not-json = Документ не является корректным JSON: { $detail }
+problem-not-utf8 = Документ не является текстом в кодировке UTF-8: { $detail }
+problem-unknown-field = неизвестное поле; допустимые поля: { $known }
+problem-not-object = требуется объект JSON, получено: { $kind ->
+        [null] null
+        [boolean] логическое значение
+        [number] число
+        [string] строка
+        [array] массив
+       *[object] объект
+    }
+problem-not-string = требуется строка, получено: { $kind ->
+        [null] null
+        [boolean] логическое значение
+        [number] число
+        [string] строка
+        [array] массив
+       *[object] объект
+    }
+problem-not-amount-string = требуется строка (суммы записываются десятичными строками, например "1520.35"), получено: { $kind ->
+        [null] null
+        [boolean] логическое значение
+        [number] число
+        [string] строка
+        [array] массив
+       *[object] объект
+    }
+problem-not-array = требуется массив, получено: { $kind ->
+        [null] null
+        [boolean] логическое значение
+        [number] число
+        [string] строка
+        [array] массив
+       *[object] объект
+    }
+problem-required = обязательно для заполнения
+problem-internal = сертификат не удалось прочитать (внутренняя несогласованность данных); сообщите об этом разработчикам
+problem-number-prefix = номер { $number } должен начинаться с кода экспортирующего участника { $exporting } (Приложение I к ССКП)
+problem-number-not-in-own-range = номер { $number } не входит в диапазон { $issuer }: узел государства — члена объединения выдаёт сертификаты { $union } только с номерами { $own }…, чтобы номера оставались уникальными для всех узлов объединения
+problem-number-in-member-range = номер { $number } входит в диапазон { $member }: сертификаты { $exporting } с номерами { $exporting }-{ $member }-… выдаёт только узел { $member }, государства — члена { $exporting }; укажите номер вне диапазонов государств-членов (таков номер, присваиваемый этим узлом: { $exporting }-<год>-<порядковый номер>)
+problem-exporting-not-allowed = указан участник { $exporting }, однако этот сертификат может быть выдан только от имени { $allowed }
+problem-exporting-not-allowed-union = указан участник { $exporting }, однако этот сертификат может быть выдан только от имени { $issuer } (или { $union } — объединения, в которое он входит)
+problem-exporting-member-state = { $exporting } является государством — членом { $union }, участником Кимберлийского процесса является { $union }: сертификаты выдаются от его имени (экспортирующий участник — { $union })
+problem-importing-same = указан участник { $importing }, совпадающий с экспортирующим; участники должны различаться
+problem-importing-within-union = { $from } и { $importing } входят в { $within }: для торговли внутри объединения сертификат Кимберлийского процесса не требуется (контролируются только его внешние границы)
+problem-importing-not-delivered = указан участник { $importing }, однако сертификат доставлен участнику { $expected }
+problem-importing-member-state = { $importing } является государством — членом { $union }, участником Кимберлийского процесса является { $union }: укажите { $union } в качестве импортирующего участника
+problem-not-a-participant = { $code } не является известным этому узлу участником Кимберлийского процесса; торговля с неучастниками запрещена (раздел III(c) ССКП)
+problem-parcels-none = необходимо указать хотя бы одну партию
+problem-parcels-too-many = указано партий: { $count }; сертификат может содержать не более { $max }
+problem-declarations-too-many = указано деклараций: { $count }; допускается не более { $max }
+problem-issued-in-future = дата { $issued } ещё не наступила (сегодня { $today })
+problem-expires-not-after-issue = дата { $expires } должна быть позже даты выдачи ({ $issued })
+problem-validity-too-long = дата { $expires } отстоит от даты выдачи на { $days } { $days ->
+        [one] день
+        [few] дня
+       *[many] дней
+    }; допускается не более { $max } { $max ->
+        [one] дня
+       *[other] дней
+    } (max_validity_days)
+problem-expires-passed = дата { $expires } уже прошла (сегодня { $today })
+problem-value-empty = «{ $value }»: поле не может быть пустым
+problem-value-too-long = «{ $value }»: длина { $len } { $len ->
+        [one] символ
+        [few] символа
+       *[many] символов
+    }, допускается не более { $max }
+problem-value-too-short = «{ $value }»: длина { $len } { $len ->
+        [one] символ
+        [few] символа
+       *[many] символов
+    }, требуется не менее { $min }
+problem-value-control-character = «{ $value }» содержит управляющий символ в позиции { $position }; удалите его
+problem-value-too-many-decimals = «{ $value }»: более двух знаков после точки; суммы учитываются с точностью до сотых
+problem-value-not-positive = «{ $value }»: значение должно быть больше нуля
+problem-value-too-large = «{ $value }»: слишком большое значение; максимум — { $max }
+problem-value-synthetic = «{ $value }» относится к товарной позиции 7104 (синтетические или реконструированные камни): синтетические алмазы не подпадают под действие Кимберлийского процесса, сертификат КП на них не требуется
+problem-value-unknown-hs-code = «{ $value }» не является кодом ТН ВЭД необработанных алмазов, предусмотренным Кимберлийским процессом; укажите 7102.10 (несортированные), 7102.21 (технические) или 7102.31 (нетехнические)
+problem-value-no-such-date = «{ $value }»: такой даты нет в календаре
+problem-value-not-amount = «{ $value }»: укажите десятичное число не более чем с двумя знаками после точки, например 1520.35
+problem-value-not-hex = «{ $value }»: требуются шестнадцатеричные цифры установленной длины
+problem-value-not-slug = «{ $value }»: допускаются только латинские буквы, цифры и знаки «-», «_» и «.», например WDC-SoW
+problem-value-not-participant-code = «{ $value }»: укажите двухбуквенный код участника заглавными латинскими буквами, например RU или IN
+problem-value-not-number-characters = «{ $value }»: допускаются только заглавные латинские буквы A–Z, цифры 0–9 и знак «-»
+problem-value-not-origin = «{ $value }»: укажите код участника, например RU, или MIXED для партий смешанного происхождения
+problem-value-date-out-of-range = «{ $value }»: дата должна быть в интервале с 1970-01-01 по 9999-12-31
+problem-value-not-date = «{ $value }»: укажите дату в формате ГГГГ-ММ-ДД, например 2026-11-28
+problem-value-not-instant = «{ $value }»: укажите момент времени в формате ГГГГ-ММ-ДДTЧЧ:ММ:СС.мммZ (UTC)
+problem-restricted-needs-areas = { $code }: для участника с ограничениями необходимо указать утверждённые районы происхождения (правило, которому должны соответствовать его сертификаты)
+problem-areas-only-when-restricted = { $code }: утверждённые районы происхождения указываются только для участника с ограничениями, а статус { $code } — { $status ->
+        [active] «действует»
+        [suspended] «приостановлен»
+       *[other] «{ $status }»
+    }
+problem-too-many-areas = { $code }: допускается не более { $max } утверждённых районов происхождения
+problem-too-many-members = { $code }: допускается не более { $max } государств-членов
+problem-own-member = { $code }: объединение не может быть членом самого себя
+problem-member-twice = { $code }: государство-член { $member } указано дважды
+problem-importing-suspended = участие { $code } в Кимберлийском процессе приостановлено с { $since }{ $reason }; выдача сертификатов в его адрес невозможна до восстановления участия
+problem-exporting-suspended = участие { $code } в Кимберлийском процессе приостановлено с { $since }{ $reason }; партнёры не принимают его сертификаты
+problem-restricted-no-area = не указан район происхождения; для { $code } с { $since }{ $reason } действуют ограничения: его сертификаты принимаются только на алмазы из утверждённых районов происхождения ({ $areas })
+problem-restricted-area-not-approved = район «{ $area }» не входит в число утверждённых; для { $code } с { $since }{ $reason } действуют ограничения: его сертификаты принимаются только на алмазы из утверждённых районов происхождения ({ $areas })
+problem-restricted-mixed = партия смешанного происхождения не может подтвердить происхождение из одного утверждённого района; для { $code } с { $since }{ $reason } действуют ограничения: его сертификаты принимаются только на алмазы из утверждённых районов происхождения ({ $areas })
+problem-member-state-no-status = { $code } является государством — членом { $union } и не имеет собственного статуса (измените статус { $union })
+problem-member-is-participant = { $member } сам является участником и поэтому не может быть государством — членом { $code }
+problem-member-of-another = { $member } уже является государством — членом { $other }
+problem-authority-mismatch = указан орган «{ $given }», однако этот узел подписывает сертификаты от имени органа «{ $authority }» (параметр authority в node.toml); исправьте сертификат или измените certificates.authority_mismatch в node.toml (сейчас «{ $setting }»)
+problem-union-without-node = { $importer } — объединение государств; сертификаты в его адрес доставляются собственному узлу { $importer }, а такой узел здесь не зарегистрирован (доставка узлу государства-члена не поддерживается)
+problem-unknown-status = «{ $value }» не является статусом участника: допустимы active, suspended и restricted
+problem-name-needed = { $code } ещё нет в реестре: чтобы добавить участника, укажите его наименование
+problem-received-in-future = дата { $received } ещё не наступила (сегодня { $today })
+problem-received-before-issue = дата { $received } предшествует дате выдачи сертификата ({ $issued })
+problem-parcels-at-least-one = должно быть не менее 1
+problem-form-too-many-fields = форма передала { $count } { $count ->
+        [one] поле
+        [few] поля
+       *[many] полей
+    } — больше, чем { $max } в самой большой форме сертификата; обновите страницу
+problem-form-not-a-field = форма передала поле «{ $name }», которое не является полем сертификата; обновите страницу
+problem-form-item-out-of-order = передано раньше элемента { $item } списка { $array }; обновите страницу
+problem-form-sent-twice = передано дважды
+problem-form-value-and-group = передано одновременно как значение и как группа полей

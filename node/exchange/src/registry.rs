@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use bincode::{Decode, Encode};
+use kp_protocol::problem::Arg;
 use kp_protocol::{
     Certificate, Date, Origin, ParticipantCode, ParticipantDirectory, ParticipantEntry, ParticipantStatus,
     Problem, RejectCode, Text, Timestamp,
@@ -438,27 +439,37 @@ impl<'a> View<'a> {
         let mut out = Vec::new();
         let importing = cert.importing_participant;
         if let Some(e) = self.entry(importing).filter(|e| e.status == ParticipantStatus::Suspended) {
-            out.push(Problem::new(
-                "importing_participant",
-                format!(
-                    "{}; no certificate may be issued to it until it is reinstated \
-                     (kpnode participants set {importing} --status active)",
-                    suspension(e, importing)
-                ),
-            ));
+            out.push(
+                Problem::new(
+                    "importing_participant",
+                    format!(
+                        "{}; no certificate may be issued to it until it is reinstated \
+                         (kpnode participants set {importing} --status active)",
+                        suspension(e, importing)
+                    ),
+                )
+                .coded(RegistryText::ImportingSuspended {
+                    code: importing.into(),
+                    since: e.effective_from.into(),
+                    reason: reason_note(e),
+                }),
+            );
         }
         let exporting = cert.exporting_participant;
         if let Some(e) = self.entry(exporting) {
             match e.status {
-                ParticipantStatus::Suspended => out.push(Problem::new(
-                    "exporting_participant",
-                    format!("{}; partners refuse its certificates", suspension(e, exporting)),
-                )),
-                ParticipantStatus::Restricted => {
-                    for (field, message) in restriction_problems(e, &cert.parcels) {
-                        out.push(Problem::new(field, message));
-                    }
-                }
+                ParticipantStatus::Suspended => out.push(
+                    Problem::new(
+                        "exporting_participant",
+                        format!("{}; partners refuse its certificates", suspension(e, exporting)),
+                    )
+                    .coded(RegistryText::ExportingSuspended {
+                        code: exporting.into(),
+                        since: e.effective_from.into(),
+                        reason: reason_note(e),
+                    }),
+                ),
+                ParticipantStatus::Restricted => out.extend(restriction_problems(e, &cert.parcels)),
                 ParticipantStatus::Active => {}
             }
         }
@@ -484,7 +495,7 @@ impl<'a> View<'a> {
                         since_and_reason(e)
                     )))
                 } else {
-                    let list: Vec<String> = problems.into_iter().map(|(f, m)| format!("{f}: {m}")).collect();
+                    let list: Vec<String> = problems.into_iter().map(|p| p.to_string()).collect();
                     Err(Refusal::new(RejectCode::Restricted, format!("{me} refuses: {}", list.join("; "))))
                 }
             }
@@ -515,13 +526,18 @@ fn since_and_reason(e: &ParticipantEntry) -> String {
     }
 }
 
+/// The reason of `e`'s status as the coded messages take it: ` (reason)`, or nothing.
+fn reason_note(e: &ParticipantEntry) -> Arg {
+    Arg::Text(e.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())
+}
+
 fn suspension(e: &ParticipantEntry, who: ParticipantCode) -> String {
     let whom = if who == e.code { who.to_string() } else { format!("{who} (a member state of {})", e.code) };
     format!("{whom} is suspended from the Kimberley Process{}", since_and_reason(e))
 }
 
 /// How parcels fail a restricted participant's rule: each must name an approved area.
-fn restriction_problems(e: &ParticipantEntry, parcels: &[kp_protocol::Parcel]) -> Vec<(String, String)> {
+fn restriction_problems(e: &ParticipantEntry, parcels: &[kp_protocol::Parcel]) -> Vec<Problem> {
     let approved: Vec<&str> = e.approved_origin_areas.iter().map(Text::as_str).collect();
     let matches = |area: &str| approved.iter().any(|a| a.trim().eq_ignore_ascii_case(area.trim()));
     let rule = format!(
@@ -530,16 +546,43 @@ fn restriction_problems(e: &ParticipantEntry, parcels: &[kp_protocol::Parcel]) -
         since_and_reason(e),
         approved.join(", ")
     );
+    let (code, since, areas): (Arg, Arg, Arg) =
+        (e.code.into(), e.effective_from.into(), Arg::text(approved.join(", ")));
     let mut out = Vec::new();
     for (i, p) in parcels.iter().enumerate() {
         let field = format!("parcels[{i}].origin_area");
         match &p.origin_area {
-            None => out.push((field, format!("names no origin area; {rule}"))),
-            Some(a) if !matches(a.as_str()) => out.push((field, format!("{a:?} is not approved; {rule}"))),
-            Some(_) if p.origin == Origin::Mixed => out.push((
-                format!("parcels[{i}].origin"),
-                format!("a mixed parcel cannot show it comes from one approved area; {rule}"),
+            None => out.push(Problem::new(field, format!("names no origin area; {rule}")).coded(
+                RegistryText::RestrictedNoArea {
+                    code: code.clone(),
+                    since: since.clone(),
+                    reason: reason_note(e),
+                    areas: areas.clone(),
+                },
             )),
+            Some(a) if !matches(a.as_str()) => {
+                out.push(Problem::new(field, format!("{a:?} is not approved; {rule}")).coded(
+                    RegistryText::RestrictedAreaNotApproved {
+                        area: Arg::text(a),
+                        code: code.clone(),
+                        since: since.clone(),
+                        reason: reason_note(e),
+                        areas: areas.clone(),
+                    },
+                ))
+            }
+            Some(_) if p.origin == Origin::Mixed => out.push(
+                Problem::new(
+                    format!("parcels[{i}].origin"),
+                    format!("a mixed parcel cannot show it comes from one approved area; {rule}"),
+                )
+                .coded(RegistryText::RestrictedMixed {
+                    code: code.clone(),
+                    since: since.clone(),
+                    reason: reason_note(e),
+                    areas: areas.clone(),
+                }),
+            ),
             Some(_) => {}
         }
     }
@@ -549,24 +592,54 @@ fn restriction_problems(e: &ParticipantEntry, parcels: &[kp_protocol::Parcel]) -
 /// The shared, swappable registry.
 pub type RegistryCell = crate::snapshot::Snapshot<Registry>;
 
-/// Checks a change against the registry it would join: problems, one line each.
-pub fn change_problems(view: &View<'_>, entry: &ParticipantEntry) -> Vec<String> {
-    let mut out = entry.problems();
+/// Checks a change against the registry it would join: problems of the whole entry.
+pub fn change_problems(view: &View<'_>, entry: &ParticipantEntry) -> Vec<Problem> {
+    let mut out = entry.coded_problems();
     let code = entry.code;
     if let Some(union) = view.union_of(code).filter(|u| *u != code) {
-        out.push(format!(
-            "{code} is a member state of {union}; it has no status of its own (change {union} instead)"
-        ));
+        out.push(member_state_has_no_status(code, union));
     }
     for m in &entry.members {
         if view.entry(*m).is_some() {
-            out.push(format!("{m} is itself a participant, so it cannot be a member state of {code}"));
+            out.push(
+                Problem::new(
+                    "",
+                    format!("{m} is itself a participant, so it cannot be a member state of {code}"),
+                )
+                .coded(RegistryText::MemberIsParticipant { member: (*m).into(), code: code.into() }),
+            );
         }
         if let Some(other) = view.union_of(*m).filter(|u| *u != code) {
-            out.push(format!("{m} is already a member state of {other}"));
+            out.push(
+                Problem::new("", format!("{m} is already a member state of {other}"))
+                    .coded(RegistryText::MemberOfAnother { member: (*m).into(), other: other.into() }),
+            );
         }
     }
     out
+}
+
+/// `code` is a member state of `union`, so a change of its own status is refused.
+pub fn member_state_has_no_status(code: ParticipantCode, union: ParticipantCode) -> Problem {
+    Problem::new(
+        "",
+        format!("{code} is a member state of {union}; it has no status of its own (change {union} instead)"),
+    )
+    .coded(RegistryText::MemberStateNoStatus { code: code.into(), union: union.into() })
+}
+
+kp_protocol::problem_texts! {
+    /// The problems the registry finds with a certificate to issue or with a change.
+    pub enum RegistryText {
+        ImportingSuspended = "importing-suspended" { code, since, reason },
+        ExportingSuspended = "exporting-suspended" { code, since, reason },
+        RestrictedNoArea = "restricted-no-area" { code, since, reason, areas },
+        RestrictedAreaNotApproved = "restricted-area-not-approved" { area, code, since, reason, areas },
+        RestrictedMixed = "restricted-mixed" { code, since, reason, areas },
+        MemberStateNoStatus = "member-state-no-status" { code, union },
+        MemberIsParticipant = "member-is-participant" { member, code },
+        MemberOfAnother = "member-of-another" { member, other },
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{invalid, parse_body, ApiError, ApiPath, ApiQuery, ApiResult, ErrorBody, JsonBody};
 use crate::queries::{self, cert_view, CertFilter};
 use crate::service::issuing::Submitted;
+use crate::service::NodeText;
 use crate::state::Shared;
 use crate::store::{get_record, CertRecord, CertStatus, Direction, Officer, Tree};
 use kp_exchange::engine::{document_of, Command, Idempotency, Outcome};
@@ -540,33 +541,47 @@ pub async fn confirm_certificate(
     let received_on = req
         .received_on
         .parse::<Date>()
-        .map_err(|e| problems.push(Problem::new("received_on", format!("{:?} {e}", req.received_on))))
+        .map_err(|e| {
+            problems.push(
+                Problem::new("received_on", format!("{:?} {e}", req.received_on))
+                    .coded(e.coded(&req.received_on)),
+            )
+        })
         .ok();
     let carats = req
         .carats
         .parse::<Carats>()
-        .map_err(|e| problems.push(Problem::new("carats", format!("{:?} {e}", req.carats))))
+        .map_err(|e| {
+            problems.push(Problem::new("carats", format!("{:?} {e}", req.carats)).coded(e.coded(&req.carats)))
+        })
         .ok();
     let remarks = match req.remarks.as_deref() {
         None => None,
-        Some(r) => {
-            r.parse::<LongText>().map_err(|e| problems.push(Problem::new("remarks", e.to_string()))).ok()
-        }
+        Some(r) => r
+            .parse::<LongText>()
+            .map_err(|e| problems.push(Problem::new("remarks", e.to_string()).coded(e.coded(r))))
+            .ok(),
     };
     let today = shared.now().date();
     if let Some(d) = received_on {
         if d.days_after(today) > kp_protocol::certificate::ISSUE_DATE_TOLERANCE_DAYS {
-            problems.push(Problem::new("received_on", format!("{d} lies in the future (today is {today})")));
+            problems.push(
+                Problem::new("received_on", format!("{d} lies in the future (today is {today})"))
+                    .coded(NodeText::ReceivedInFuture { received: d.into(), today: today.into() }),
+            );
         }
         if d < rec.issued_on {
-            problems.push(Problem::new(
-                "received_on",
-                format!("{d} is before the certificate was issued ({})", rec.issued_on),
-            ));
+            problems.push(
+                Problem::new(
+                    "received_on",
+                    format!("{d} is before the certificate was issued ({})", rec.issued_on),
+                )
+                .coded(NodeText::ReceivedBeforeIssue { received: d.into(), issued: rec.issued_on.into() }),
+            );
         }
     }
     if req.parcels == 0 {
-        problems.push(Problem::new("parcels", "must be at least 1"));
+        problems.push(Problem::new("parcels", "must be at least 1").coded(NodeText::ParcelsAtLeastOne));
     }
     let (Some(received_on), Some(carats)) = (received_on, carats) else {
         return Err(ApiError::Invalid { error: "invalid_request", problems });

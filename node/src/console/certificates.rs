@@ -168,7 +168,7 @@ pub(super) async fn list(
                         let message = date_problem(tr, &p.field, &page.issued_from, &page.issued_to);
                         page.date_errors.entry(p.field).or_insert(message);
                     } else {
-                        page.error = Some(format!("{}: {}", p.field, p.message));
+                        page.error = Some(format!("{}: {}", p.field, super::problem_text(tr, &p)));
                     }
                 }
             }
@@ -448,7 +448,8 @@ pub(super) async fn confirm(
             Err(e) => match e.into_problems() {
                 Ok(problems) => {
                     for p in problems {
-                        errors.entry(p.field).or_insert(p.message);
+                        let message = super::problem_text(signed.tr(), &p);
+                        errors.entry(p.field).or_insert(message);
                     }
                 }
                 Err(e) => return Err(signed.localize(e)),

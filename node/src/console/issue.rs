@@ -19,10 +19,11 @@ use axum::Form;
 use kp_protocol::registry::ParticipantStatus;
 use serde_json::{Map, Value};
 
-use super::{field, render, Console, Msg, Nav, PageResult, SignedIn, CSRF_FIELD};
+use super::{field, problem_text, render, Console, Msg, Nav, PageResult, SignedIn, CSRF_FIELD};
 use crate::service::accounts::Action;
 use crate::service::i18n::Catalogue;
 use crate::service::issuing::IssueError;
+use crate::service::NodeText;
 
 /// The form field holding the button pressed; not part of the certificate.
 const ACTION_FIELD: &str = "action";
@@ -81,7 +82,8 @@ pub fn form_to_json(form: &[(String, String)]) -> Result<Value, Vec<kp_protocol:
                 "the form sent {} fields, more than the {MAX_FIELDS} the largest certificate form has; reload the page",
                 form.len()
             ),
-        )]);
+        )
+        .coded(NodeText::FormTooManyFields { count: form.len().into(), max: MAX_FIELDS.into() })]);
     }
     let mut root = Value::Object(Map::new());
     let mut problems = Vec::new();
@@ -94,19 +96,27 @@ pub fn form_to_json(form: &[(String, String)]) -> Result<Value, Vec<kp_protocol:
         }
         let shown: String = name.chars().take(64).collect();
         let Some(path) = parse_path(name) else {
-            problems.push(kp_protocol::Problem::new(
-                shown.clone(),
-                format!("the form sent a field {shown:?} that is not a certificate field; reload the page"),
-            ));
+            problems.push(
+                kp_protocol::Problem::new(
+                    shown.clone(),
+                    format!(
+                        "the form sent a field {shown:?} that is not a certificate field; reload the page"
+                    ),
+                )
+                .coded(NodeText::FormNotAField { name: shown.as_str().into() }),
+            );
             continue;
         };
         if let Some((array, i)) = path.item {
             let next = named.entry(array).or_insert(0);
             if i > *next {
-                problems.push(kp_protocol::Problem::new(
-                    shown,
-                    format!("comes before item {} of {array} was sent; reload the page", *next + 1),
-                ));
+                problems.push(
+                    kp_protocol::Problem::new(
+                        shown,
+                        format!("comes before item {} of {array} was sent; reload the page", *next + 1),
+                    )
+                    .coded(NodeText::FormItemOutOfOrder { item: (*next + 1).into(), array: array.into() }),
+                );
                 continue;
             }
             *next = (*next).max(i + 1);
@@ -114,8 +124,8 @@ pub fn form_to_json(form: &[(String, String)]) -> Result<Value, Vec<kp_protocol:
         if value.trim().is_empty() {
             continue;
         }
-        if let Err(why) = set(&mut root, &path.steps, Value::String(value.clone())) {
-            problems.push(kp_protocol::Problem::new(shown, why));
+        if let Err((why, text)) = set(&mut root, &path.steps, Value::String(value.clone())) {
+            problems.push(kp_protocol::Problem::new(shown, why).coded(text));
         }
     }
     if problems.is_empty() {
@@ -169,10 +179,10 @@ fn parse_path(name: &str) -> Option<FieldPath> {
     })
 }
 
-fn set(at: &mut Value, path: &[Step], value: Value) -> Result<(), String> {
+fn set(at: &mut Value, path: &[Step], value: Value) -> Result<(), (&'static str, NodeText)> {
     let Some((first, rest)) = path.split_first() else {
         if !at.is_null() {
-            return Err("is sent twice".into());
+            return Err(("is sent twice", NodeText::FormSentTwice));
         }
         *at = value;
         return Ok(());
@@ -196,7 +206,7 @@ fn set(at: &mut Value, path: &[Step], value: Value) -> Result<(), String> {
             }
             slot
         }
-        _ => return Err("is sent both as a value and as a group of fields".into()),
+        _ => return Err(("is sent both as a value and as a group of fields", NodeText::FormValueAndGroup)),
     };
     set(next, rest, value)
 }
@@ -328,14 +338,12 @@ fn page(
 ) -> IssuePage {
     let mut values = BTreeMap::new();
     flatten(value, String::new(), &mut values);
+    let tr = signed.tr();
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
     for p in &problems {
-        errors
-            .entry(p.field.clone())
-            .and_modify(|m| *m = format!("{m}; {}", p.message))
-            .or_insert(p.message.clone());
+        let message = problem_text(tr, p);
+        errors.entry(p.field.clone()).and_modify(|m| *m = format!("{m}; {message}")).or_insert(message);
     }
-    let tr = signed.tr();
     let mut shown = std::collections::BTreeSet::new();
     let mut input = |path: String, label: Msg, kind: &'static str, hint: Option<Msg>, required: bool| {
         shown.insert(path.clone());
@@ -500,8 +508,8 @@ fn page(
         .into_iter()
         .map(|p| Summary {
             anchor: shown.contains(&p.field).then(|| input_id(&p.field)),
+            message: problem_text(tr, &p),
             field: p.field,
-            message: p.message,
         })
         .collect();
     IssuePage {

@@ -11,8 +11,8 @@ use axum::Form;
 
 use super::session;
 use super::{
-    cookie, field, render, set_cookie, Client, Console, Nav, PageError, PageResult, SignedIn, LOGIN_COOKIE,
-    SESSION_COOKIE,
+    cookie, field, render, session_cookie, set_cookie, Client, Console, Nav, PageError, PageResult, SignedIn,
+    LOGIN_COOKIE,
 };
 use crate::service::accounts::{self, AccountError, SignInError};
 use crate::service::i18n::{self, Catalogue};
@@ -136,7 +136,7 @@ pub(super) async fn submit(
     let max_age = session::LIFETIME.as_secs();
     response
         .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(client.tls, SESSION_COOKIE, &id, "/", max_age));
+        .append(header::SET_COOKIE, set_cookie(client.tls, session_cookie(client.tls), &id, "/", max_age));
     response.headers_mut().append(header::SET_COOKIE, set_cookie(client.tls, LOGIN_COOKIE, "", "/login", 0));
     Ok(response)
 }
@@ -151,7 +151,9 @@ pub(super) async fn logout(
     console.sessions.close(&signed.session_id);
     tracing::info!(user = %signed.account.name, "console sign-out");
     let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().append(header::SET_COOKIE, set_cookie(client.tls, SESSION_COOKIE, "", "/", 0));
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, set_cookie(client.tls, session_cookie(client.tls), "", "/", 0));
     Ok(response)
 }
 
@@ -194,6 +196,7 @@ pub(super) async fn password_form(signed: SignedIn) -> Response {
 
 pub(super) async fn password_submit(
     State(console): State<Arc<Console>>,
+    client: Client,
     signed: SignedIn,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
@@ -220,14 +223,30 @@ pub(super) async fn password_submit(
     })?;
     match result {
         Ok(account) => {
-            // Other sessions of this user (a forgotten terminal) end with the old password:
-            // they hold the old generation. This one goes on under the new one.
-            console.sessions.set_generation(&signed.session_id, account.password_generation);
-            console.sessions.close_user(&signed.account.name, Some(&signed.session_id));
+            // Every session of this user ends with the old password (a forgotten terminal, and
+            // an id that leaked or was planted before the change); this browser goes on in a
+            // new session, with a new id and a new CSRF token.
+            let Some((id, session)) =
+                console.sessions.renew(&signed.account.name, account.password_generation, Instant::now())
+            else {
+                return Err(signed.localize(PageError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    signed.tr().t("login-too-many-sessions"),
+                )));
+            };
             tracing::info!(user = %signed.account.name, "console password changed");
             page.must_change = false;
             page.done = true;
-            Ok(render(&page))
+            if let Some(nav) = page.nav.as_mut() {
+                nav.csrf = session.csrf;
+            }
+            let mut response = render(&page);
+            let max_age = session::LIFETIME.as_secs();
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(client.tls, session_cookie(client.tls), &id, "/", max_age),
+            );
+            Ok(response)
         }
         Err(SignInError::Refused(_)) => {
             page.current_error = Some(page.tr.t("password-current-wrong"));

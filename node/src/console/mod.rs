@@ -9,8 +9,10 @@
 //! session ([`SignedIn`]); every form carries the session's CSRF token, checked before
 //! anything else ([`SignedIn::check_csrf`]); every action checks the user's role on the
 //! server ([`SignedIn::require`]), answering 403 and changing nothing; the session cookie is
-//! HttpOnly and SameSite=Strict, and Secure when the reverse proxy says the request came over
-//! TLS (`X-Forwarded-Proto: https`). Forwarded headers are believed only from the addresses in
+//! HttpOnly and SameSite=Strict, and when the reverse proxy says the request came over TLS
+//! (`X-Forwarded-Proto: https`) it is Secure and `__Host-` prefixed, and answers carry HSTS.
+//! A change of one's own password moves the browser to a new session (no fixation); an
+//! account holds at most [`session::MAX_SESSIONS_PER_USER`] sessions. Forwarded headers are believed only from the addresses in
 //! `api.trusted_proxies` ([`Client`]).
 //!
 //! # Layout
@@ -39,7 +41,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use askama::Template;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -50,8 +52,24 @@ use crate::service::i18n::{self, Catalogue};
 use crate::state::Shared;
 use session::{Session, Sessions};
 
-/// The session cookie's name.
+/// The session cookie's name over plain HTTP.
 pub const SESSION_COOKIE: &str = "kpnode_session";
+/// The session cookie's name over TLS: the `__Host-` prefix makes the browser refuse it unless
+/// it is Secure, for the whole host (`Path=/`) and names no `Domain`, so a neighbouring host or
+/// a plain-HTTP page cannot plant or shadow it.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-kpnode_session";
+/// How long browsers are told to come back only over HTTPS (a year), sent when the console is
+/// known to be served over TLS (the trusted proxy said so).
+pub const HSTS: &str = "max-age=31536000";
+
+/// The session cookie's name for a request that did (or did not) come over TLS.
+pub fn session_cookie(tls: bool) -> &'static str {
+    if tls {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 /// The sign-in form's CSRF cookie (double submit: there is no session yet to tie it to).
 pub const LOGIN_COOKIE: &str = "kpnode_login";
 /// The form field every form's CSRF token is sent in.
@@ -127,6 +145,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/console.css", get(stylesheet))
         .layer(DefaultBodyLimit::max(FORM_BODY_LIMIT))
         .layer(axum::middleware::map_response(page_headers))
+        .layer(axum::middleware::from_fn_with_state(console.clone(), transport_security))
         .with_state(console)
 }
 
@@ -147,6 +166,24 @@ async fn page_headers(mut response: Response) -> Response {
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `Strict-Transport-Security` on every console answer to a request that came over TLS
+/// through a trusted proxy: the browser then never tries the console over plain HTTP, where the
+/// session cookie could be stripped or a page altered. Over plain HTTP it would be ignored (and
+/// must not be sent: the console may be served so on purpose, on a closed network).
+async fn transport_security(
+    State(console): State<Arc<Console>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let tls = client(peer, request.headers(), &console.shared.config.api.trusted_proxies).tls;
+    let mut response = next.run(request).await;
+    if tls {
+        response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
     response
 }
 
@@ -195,7 +232,17 @@ pub fn dynamic_keys() -> Vec<String> {
     keys.extend(["out", "in", "local"].iter().map(|d| format!("direction-{d}")));
     keys.extend(participants::STATUSES.iter().map(|s| format!("participant-status-{}", s.as_str())));
     keys.extend(ERROR_TITLES.iter().map(|c| format!("error-title-{c}")));
+    keys.extend(problem_ids().iter().map(|(id, _)| format!("problem-{id}")));
     keys
+}
+
+/// Every coded problem a page can show (the certificate's, the registry's and the node's
+/// own), with the names of its arguments: each is `problem-<id>` in every catalogue.
+pub fn problem_ids() -> Vec<(&'static str, &'static [&'static str])> {
+    let mut ids = kp_protocol::problem::ProblemText::ALL.to_vec();
+    ids.extend_from_slice(kp_exchange::registry::RegistryText::ALL);
+    ids.extend_from_slice(crate::service::NodeText::ALL);
+    ids
 }
 
 /// The statuses whose error page has a title of its own (`error-title-<code>`); any other
@@ -257,6 +304,32 @@ impl SignedIn {
     }
 }
 
+/// What `p` says, in the language of `tr`: its coded message (`problem-<id>` with its
+/// arguments, dates written the language's way), or its English text when it has no id or the
+/// catalogue lacks the message.
+pub fn problem_text(tr: &Catalogue, p: &kp_protocol::Problem) -> String {
+    use fluent_bundle::FluentValue;
+    use kp_protocol::problem::Arg;
+    let Some(coded) = &p.coded else { return p.message.clone() };
+    let key = format!("problem-{}", coded.id);
+    if !tr.has(&key) {
+        return p.message.clone();
+    }
+    let args: Vec<(&str, FluentValue<'_>)> = coded
+        .args
+        .iter()
+        .map(|(name, arg)| {
+            let value = match arg {
+                Arg::Text(t) => FluentValue::from(t.as_str()),
+                Arg::Number(n) => FluentValue::from(*n),
+                Arg::Date(d) => FluentValue::from(tr.date(*d)),
+            };
+            (*name, value)
+        })
+        .collect();
+    tr.format(&key, &args)
+}
+
 /// The first value of a form field.
 pub fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -267,7 +340,10 @@ impl FromRequestParts<Arc<Console>> for SignedIn {
 
     async fn from_request_parts(parts: &mut Parts, console: &Arc<Console>) -> Result<Self, Response> {
         let to_login = || Redirect::to("/login").into_response();
-        let Some(id) = cookie(&parts.headers, SESSION_COOKIE) else { return Err(to_login()) };
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let tls = client(peer, &parts.headers, &console.shared.config.api.trusted_proxies).tls;
+        // Over TLS only the `__Host-` cookie is believed: a plain one could have been planted.
+        let Some(id) = cookie(&parts.headers, session_cookie(tls)) else { return Err(to_login()) };
         let Some(session) = console.sessions.touch(id, Instant::now()) else { return Err(to_login()) };
         let account = match accounts::get(&console.shared.store, &session.user) {
             // A password set since this session signed in (`users passwd`, or the user's own
@@ -509,6 +585,80 @@ mod tests {
                 catalogue.code()
             );
         }
+    }
+
+    /// The variables (`{ $name }`) the message `id` of the catalogue file `text` uses.
+    fn variables(text: &str, id: &str) -> std::collections::BTreeSet<String> {
+        let start = format!("{id} =");
+        let mut body = String::new();
+        let mut lines = text.lines().skip_while(|l| !l.starts_with(&start));
+        if let Some(first) = lines.next() {
+            body.push_str(first);
+            // Continuation lines are indented; the next message, comment or blank line ends it.
+            for l in lines.take_while(|l| l.starts_with(' ')) {
+                body.push_str(l);
+            }
+        }
+        body.match_indices('$')
+            .map(|(at, _)| {
+                body[at + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_problem_id_is_in_every_catalogue_with_the_same_arguments() {
+        let ids = problem_ids();
+        assert!(
+            ids.iter().any(|(id, _)| *id == "parcels-none")
+                && ids.iter().any(|(id, _)| *id == "importing-suspended")
+                && ids.iter().any(|(id, _)| *id == "received-in-future"),
+            "the three crates' problems are all listed"
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for (id, _) in &ids {
+            assert!(seen.insert(*id), "problem id {id} is declared twice");
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for catalogue in i18n::load_all().unwrap() {
+            let file = root.join(format!("data/console/{}.ftl", catalogue.code()));
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (id, args) in &ids {
+                let key = format!("problem-{id}");
+                assert!(catalogue.has(&key), "{}: no {key}", file.display());
+                let wanted: std::collections::BTreeSet<String> = args.iter().map(|a| a.to_string()).collect();
+                assert_eq!(variables(&text, &key), wanted, "{}: {key} uses other arguments", file.display());
+            }
+        }
+    }
+
+    #[test]
+    fn a_problem_is_said_in_the_users_language_and_in_english_without_its_message() {
+        use kp_protocol::problem::ProblemText;
+        let day = kp_protocol::Date::from_ymd(2026, 12, 7).unwrap();
+        let p =
+            kp_protocol::Problem::new("expires_on", "2026-12-07 has already passed (today is 2026-12-08)")
+                .coded(ProblemText::ExpiresPassed { expires: day.into(), today: day.into() });
+        let ru = problem_text(i18n::catalogue("ru"), &p);
+        assert!(ru.contains("уже прошла") && ru.contains("07.12.2026"), "{ru}");
+        assert!(problem_text(i18n::catalogue("en"), &p).contains("2026-12-07 has already passed"));
+        // No id, or an id no catalogue has: the English text.
+        let plain = kp_protocol::Problem::new("x", "some English");
+        assert_eq!(problem_text(i18n::catalogue("ru"), &plain), "some English");
+        let unknown = kp_protocol::problem::Coded { id: "no-such-problem", args: vec![] };
+        let p = kp_protocol::Problem::new("x", "said in English").coded(unknown);
+        assert_eq!(problem_text(i18n::catalogue("ru"), &p), "said in English");
+        // Plural forms follow the count.
+        let p = kp_protocol::Problem::new("expires_on", "").coded(ProblemText::ValidityTooLong {
+            expires: day.into(),
+            days: 22u32.into(),
+            max: 21u32.into(),
+        });
+        let ru = problem_text(i18n::catalogue("ru"), &p);
+        assert!(ru.contains("22 дня") && ru.contains("не более 21 дня"), "{ru}");
     }
 
     #[test]

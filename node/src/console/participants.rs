@@ -208,12 +208,13 @@ pub(super) async fn set(
         Err(e) => match e.into_problems() {
             Ok(problems) => {
                 for p in problems {
+                    let message = super::problem_text(signed.tr(), &p);
                     let at = if ["status", "effective_from", "reason"].contains(&p.field.as_str()) {
                         p.field
                     } else {
                         "status".to_owned()
                     };
-                    errors.entry(at).or_insert(p.message);
+                    errors.entry(at).or_insert(message);
                 }
             }
             Err(e) => return Err(signed.localize(e)),

@@ -153,7 +153,8 @@ pub(super) async fn enrol(
             Err(e) => match e.into_problems() {
                 Ok(problems) => {
                     for p in problems {
-                        errors.entry(p.field).or_insert(p.message);
+                        let message = super::problem_text(signed.tr(), &p);
+                        errors.entry(p.field).or_insert(message);
                     }
                 }
                 Err(e) => return Err(signed.localize(e)),

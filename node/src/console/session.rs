@@ -20,6 +20,9 @@ pub const IDLE: Duration = Duration::from_secs(30 * 60);
 pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Sessions held at most: beyond that, a sign-in first drops ended sessions, then is refused.
 pub const MAX_SESSIONS: usize = 10_000;
+/// Sessions one account holds at most: its next sign-in ends its oldest, so that one account
+/// (or whoever has its password) cannot fill the table and lock everyone else out.
+pub const MAX_SESSIONS_PER_USER: usize = 20;
 
 /// 256 random bits, as 64 hex digits.
 pub fn random_token() -> String {
@@ -52,9 +55,18 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Opens a session for `user`; its id, or `None` when [`MAX_SESSIONS`] are open.
+    /// Opens a session for `user`; its id, or `None` when [`MAX_SESSIONS`] are open. The
+    /// user's oldest sessions end so that it holds at most [`MAX_SESSIONS_PER_USER`].
     pub fn open(&self, user: &str, generation: u64, now: Instant) -> Option<(String, Session)> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut own: Vec<(Instant, String)> =
+            map.iter().filter(|(_, s)| s.user == user).map(|(id, s)| (s.started, id.clone())).collect();
+        if own.len() >= MAX_SESSIONS_PER_USER {
+            own.sort_unstable();
+            for (_, id) in &own[..=own.len() - MAX_SESSIONS_PER_USER] {
+                map.remove(id);
+            }
+        }
         if map.len() >= MAX_SESSIONS {
             map.retain(|_, s| alive(s, now));
             if map.len() >= MAX_SESSIONS {
@@ -80,12 +92,13 @@ impl Sessions {
         Some(session.clone())
     }
 
-    /// The session `id` goes on under the account's new password generation (the user's own
-    /// change of password, made from it).
-    pub fn set_generation(&self, id: &str, generation: u64) {
-        if let Some(s) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get_mut(id) {
-            s.generation = generation;
-        }
+    /// After `user` changed the password from one of its sessions: every session of the user
+    /// ends, that one included, and a new one (new id, new CSRF token, the new password generation)
+    /// takes its place, so an id that leaked or was planted before the change is worth
+    /// nothing after it. `None` when the table is full.
+    pub fn renew(&self, user: &str, generation: u64, now: Instant) -> Option<(String, Session)> {
+        self.close_user(user, None);
+        self.open(user, generation, now)
     }
 
     pub fn close(&self, id: &str) {
@@ -120,5 +133,34 @@ mod tests {
         let (id, _) = s.open("anna", 0, t0).unwrap();
         s.close_user("anna", None);
         assert!(s.touch(&id, t0).is_none());
+    }
+
+    #[test]
+    fn one_account_holds_at_most_its_share_and_its_oldest_session_ends() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        let ids: Vec<String> = (0..MAX_SESSIONS_PER_USER + 5)
+            .map(|i| s.open("anna", 0, t0 + Duration::from_millis(i as u64)).unwrap().0)
+            .collect();
+        let (other, _) = s.open("boris", 0, t0).unwrap();
+        let now = t0 + Duration::from_secs(1);
+        let live: Vec<bool> = ids.iter().map(|id| s.touch(id, now).is_some()).collect();
+        assert_eq!(live.iter().filter(|l| **l).count(), MAX_SESSIONS_PER_USER, "{live:?}");
+        assert!(live[..5].iter().all(|l| !l) && live[5..].iter().all(|l| *l), "the oldest ended: {live:?}");
+        assert!(s.touch(&other, now).is_some(), "another account's session is untouched");
+    }
+
+    #[test]
+    fn a_renewed_session_has_a_new_id_and_the_old_ones_end() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        let (id, before) = s.open("anna", 0, t0).unwrap();
+        let (elsewhere, _) = s.open("anna", 0, t0).unwrap();
+        let (renewed, after) = s.renew("anna", 1, t0).unwrap();
+        assert_ne!(renewed, id);
+        assert_ne!(after.csrf, before.csrf);
+        assert_eq!(after.generation, 1);
+        assert!(s.touch(&id, t0).is_none() && s.touch(&elsewhere, t0).is_none());
+        assert!(s.touch(&renewed, t0).is_some());
     }
 }

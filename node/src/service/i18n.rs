@@ -155,6 +155,11 @@ impl Catalogue {
         text.into_owned()
     }
 
+    /// Whether the catalogue has the message `id`.
+    pub fn has(&self, id: &str) -> bool {
+        self.bundle.get_message(id).and_then(|m| m.value()).is_some()
+    }
+
     /// The message `id`, which takes no argument.
     pub fn t(&self, id: &str) -> String {
         self.format(id, &[])

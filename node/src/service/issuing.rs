@@ -144,7 +144,13 @@ fn validate(
     let mut problems = on.issue_problems(&draft.content);
     if let Some(why) = shared.config.authority_mismatch(draft.content.issuing_authority.as_str()) {
         match shared.config.certificates.authority_mismatch {
-            kp_config::AuthorityMismatch::Refuse => problems.push(Problem::new("issuing_authority", why)),
+            kp_config::AuthorityMismatch::Refuse => problems.push(
+                Problem::new("issuing_authority", why).coded(super::NodeText::AuthorityMismatch {
+                    given: draft.content.issuing_authority.as_str().into(),
+                    authority: shared.config.authority.as_str().into(),
+                    setting: shared.config.certificates.authority_mismatch.as_str().into(),
+                }),
+            ),
             kp_config::AuthorityMismatch::Warn => warnings.push(format!("issuing_authority {why}")),
             kp_config::AuthorityMismatch::Allow => {}
         }
@@ -158,7 +164,8 @@ fn validate(
                 "{importer} is a union of member states; certificates to it are delivered to a node of {importer}'s own, \
                  and none is enrolled here (delivery to a member state's node is not supported)"
             ),
-        ));
+        )
+        .coded(super::NodeText::UnionWithoutNode { importer: importer.into() }));
     }
     if !problems.is_empty() {
         return Err(IssueError::Invalid(problems));

@@ -15,6 +15,8 @@ use kp_exchange::registry::{change_problems, ListOrigin, Registry};
 use kp_exchange::signer::Signer;
 use kp_exchange::trust::Trust;
 
+use super::NodeText;
+
 /// A participant as shown to people: the entry in force and what else the registry knows.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ParticipantView {
@@ -105,42 +107,50 @@ pub fn prepare_set(
 ) -> Result<ParticipantEntry, Vec<Problem>> {
     let on = registry.on(today);
     if let (Some(union), None) = (on.union_of(code), on.entry(code)) {
-        return Err(vec![Problem::new(
-            "",
-            format!(
-                "{code} is a member state of {union}; it has no status of its own (change {union} instead)"
-            ),
-        )]);
+        return Err(vec![kp_exchange::registry::member_state_has_no_status(code, union)]);
     }
     let mut problems = Vec::new();
     let current = on.entry(code).cloned();
-    let status =
-        req.status.parse::<ParticipantStatus>().map_err(|e| problems.push(Problem::new("status", e))).ok();
+    let status = req
+        .status
+        .parse::<ParticipantStatus>()
+        .map_err(|e| {
+            problems.push(
+                Problem::new("status", e)
+                    .coded(NodeText::UnknownStatus { value: req.status.as_str().into() }),
+            )
+        })
+        .ok();
     let name = match (&req.name, &current) {
-        (Some(n), _) => {
-            n.parse::<Text>().map_err(|e| problems.push(Problem::new("name", e.to_string()))).ok()
-        }
+        (Some(n), _) => n
+            .parse::<Text>()
+            .map_err(|e| problems.push(Problem::new("name", e.to_string()).coded(e.coded(n))))
+            .ok(),
         (None, Some(c)) => Some(c.name.clone()),
         (None, None) => {
-            problems.push(Problem::new(
-                "name",
-                format!("{code} is not in the registry yet: give its name to add it (--name)"),
-            ));
+            problems.push(
+                Problem::new(
+                    "name",
+                    format!("{code} is not in the registry yet: give its name to add it (--name)"),
+                )
+                .coded(NodeText::NameNeeded { code: code.into() }),
+            );
             None
         }
     };
     let effective_from = match &req.effective_from {
-        Some(d) => {
-            d.parse::<Date>().map_err(|e| problems.push(Problem::new("effective_from", e.to_string()))).ok()
-        }
+        Some(d) => d
+            .parse::<Date>()
+            .map_err(|e| problems.push(Problem::new("effective_from", e.to_string()).coded(e.coded(d))))
+            .ok(),
         None => Some(today),
     };
     let reason = req
         .reason
         .as_deref()
-        .map(str::parse::<LongText>)
+        .map(|r| r.parse::<LongText>().map_err(|e| Problem::new("reason", e.to_string()).coded(e.coded(r))))
         .transpose()
-        .map_err(|e| problems.push(Problem::new("reason", e.to_string())))
+        .map_err(|p| problems.push(p))
         .ok()
         .flatten();
     let areas: Option<Vec<Text>> = match &req.approved_origin_areas {
@@ -149,7 +159,9 @@ pub fn prepare_set(
             .enumerate()
             .map(|(i, a)| {
                 a.parse::<Text>().map_err(|e| {
-                    problems.push(Problem::new(format!("approved_origin_areas[{i}]"), e.to_string()))
+                    problems.push(
+                        Problem::new(format!("approved_origin_areas[{i}]"), e.to_string()).coded(e.coded(a)),
+                    )
                 })
             })
             .collect::<Result<Vec<_>, ()>>()
@@ -165,8 +177,9 @@ pub fn prepare_set(
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                m.parse::<ParticipantCode>()
-                    .map_err(|e| problems.push(Problem::new(format!("members[{i}]"), e.to_string())))
+                m.parse::<ParticipantCode>().map_err(|e| {
+                    problems.push(Problem::new(format!("members[{i}]"), e.to_string()).coded(e.coded(m)))
+                })
             })
             .collect::<Result<Vec<_>, ()>>()
             .ok(),
@@ -186,7 +199,7 @@ pub fn prepare_set(
     if problems.is_empty() {
         Ok(entry)
     } else {
-        Err(problems.into_iter().map(|m| Problem::new("", m)).collect())
+        Err(problems)
     }
 }
 
