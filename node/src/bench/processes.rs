@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use kp_protocol::Timestamp;
 use serde_json::Value;
 
-use super::{init_node, limit_per_s, peak_rss_mb, sample_json, say, tempdir, BenchOptions, BenchReport};
-use super::{Crypto, Latency, Rss, StoreStats};
+use super::{
+    cost, init_node, limit_per_s, peak_rss_mb, sample_json, say, tempdir, BenchOptions, BenchReport,
+};
+use super::{Crypto, Latency, Rss, StoreStats, Work};
 use crate::client::Client;
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
@@ -108,7 +110,7 @@ fn flush_totals(text: &str) -> (f64, f64, f64) {
     )
 }
 
-pub fn exchange(opts: &BenchOptions, crypto: &Crypto) -> Result<BenchReport, String> {
+pub fn exchange(opts: &BenchOptions, crypto: &Crypto) -> Result<(BenchReport, Work), String> {
     let tmp = tempdir()?;
     let result = run_in(&tmp, opts, crypto);
     let _ = std::fs::remove_dir_all(&tmp);
@@ -122,7 +124,20 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchReport, String> {
+/// Each daemon's CPU seconds so far, the bench's own, and the sum of both daemons' meters.
+fn cpu_now(
+    daemons: &Daemons,
+    clients: [&Client; 2],
+) -> Result<(f64, f64, f64, Vec<kp_exchange::meter::Totals>), String> {
+    let cpu = |i: usize| {
+        cost::process_cpu_seconds(daemons.0[i].1.id()).ok_or("cannot read a daemon's /proc/PID/stat")
+    };
+    let parts =
+        cost::sum(&cost::from_metrics(&metrics(clients[0])?), &cost::from_metrics(&metrics(clients[1])?));
+    Ok((cpu(0)?, cpu(1)?, crate::os::process_cpu_seconds(), parts))
+}
+
+fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<(BenchReport, Work), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let ex = init_node(tmp, "RU", free_port()?, opts.window, None)?;
     let im = init_node(tmp, "IN", free_port()?, opts.window, None)?;
@@ -134,12 +149,23 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
     say(opts, format!("submitting {} certificates over HTTP, {clients} connections …", opts.certs));
     let n = usize::try_from(opts.certs).map_err(|_| "--certs is too large for this machine")?;
     let submitted: Arc<Vec<AtomicI64>> = Arc::new((0..n).map(|_| AtomicI64::new(0)).collect());
+    let im_client = client(&im)?;
+    let before = cpu_now(&daemons, [&ex_client, &im_client])?;
     let start_ms = SystemClock.now().unix_millis();
     let started = Instant::now();
     let threads = spawn_submitters(&ex, clients, opts.batch, &submitted)?;
     wait_acknowledged(opts, &mut daemons, tmp, &ex_client, threads, started)?;
+    let after = cpu_now(&daemons, [&ex_client, &im_client])?;
+    let (ex_cpu, im_cpu, clients_cpu) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    let work = Work {
+        cpu_seconds: ex_cpu + im_cpu,
+        daemons: Some((ex_cpu, im_cpu, clients_cpu)),
+        parts: cost::delta(&before.3, &after.3),
+        how: "CPU (user + system, /proc/PID/stat) of the two `kpnode run` daemons over the run, the bench's \
+              progress polls of the exporter's /metrics (every 20 ms) included; the bench's HTTP clients apart"
+            .into(),
+    };
 
-    let im_client = client(&im)?;
     let (ex_metrics, im_metrics) = (metrics(&ex_client)?, metrics(&im_client)?);
     let rss = |i: usize| peak_rss_mb(Some(daemons.0[i].1.id())).unwrap_or(0.0);
     let (ex_rss, im_rss) = (rss(0), rss(1));
@@ -163,7 +189,7 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
     let throughput = opts.certs as f64 / elapsed;
     let store = StoreStats::from_totals(flush_totals(&ex_metrics), flush_totals(&im_metrics));
     let limit = limit_per_s(crypto);
-    Ok(BenchReport {
+    let report = BenchReport {
         certs: opts.certs,
         acknowledged: latencies.len() as u64,
         window: opts.window,
@@ -193,7 +219,13 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
         store,
         startup: None,
         hsm: None,
-    })
+        floor: None,
+        ratio_to_floor: None,
+        cpu: None,
+        latency_floor: None,
+        in_process: None,
+    };
+    Ok((report, work))
 }
 
 /// Enrols each node with the other offline, as operators would: bundle file, then `peer add`.
