@@ -116,6 +116,11 @@ fn check_daemons_and_comparison(r: &Value, certs: u64) {
         (sum - cpu["us_per_cert"].as_f64().unwrap()).abs() < 1e-6,
         "the nodes' CPU is both daemons': {r}"
     );
+    for side in ["idle_exporter", "idle_importer"] {
+        let idle = r["rss_mb"][side].as_f64().unwrap_or_else(|| panic!("rss_mb.{side}: {r}"));
+        let peak = r["rss_mb"][side.trim_start_matches("idle_")].as_f64().unwrap();
+        assert!(idle > 1.0 && idle <= peak + 1e-9, "idle below the peak: {r}");
+    }
     let c = &r["in_process"];
     assert_eq!(c["certs"], certs);
     assert!(positive(&c["throughput_per_s"]) && positive(&c["ratio"]), "in_process: {r}");

@@ -75,6 +75,12 @@ pub struct Rss {
     pub importer: f64,
     /// How the figures were taken.
     pub note: String,
+    /// With `--processes`: each daemon's resident memory (`VmRSS`) once connected and idle,
+    /// before the first certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_exporter: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_importer: Option<f64>,
 }
 
 /// This machine's Ed25519 speed on a certificate-sized document, on one core.
@@ -362,12 +368,22 @@ fn best_of(a: Crypto, b: Crypto) -> Crypto {
 
 /// Peak resident memory of a process, in MB (`VmHWM`).
 pub fn peak_rss_mb(pid: Option<u32>) -> Option<f64> {
+    status_mb(pid, "VmHWM:")
+}
+
+/// Resident memory of a process now, in MB (`VmRSS`).
+pub fn rss_mb(pid: Option<u32>) -> Option<f64> {
+    status_mb(pid, "VmRSS:")
+}
+
+/// A memory figure of `/proc/PID/status` (in kB there), in MB.
+fn status_mb(pid: Option<u32>, field: &str) -> Option<f64> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/status"),
         None => "/proc/self/status".into(),
     };
     let text = std::fs::read_to_string(path).ok()?;
-    let kb: f64 = text.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: f64 = text.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
 
@@ -651,6 +667,8 @@ async fn exchange(
             importer: rss,
             note: "both nodes run in this one process, so both figures are its peak RSS; --processes shows each node's own"
                 .into(),
+            idle_exporter: None,
+            idle_importer: None,
         },
         crypto: crypto.clone(),
         limit_per_s: limit,

@@ -16,7 +16,7 @@ use kp_protocol::Timestamp;
 use serde_json::Value;
 
 use super::{
-    cost, init_node, limit_per_s, peak_rss_mb, sample_json, say, tempdir, BenchOptions, BenchReport,
+    cost, init_node, limit_per_s, peak_rss_mb, rss_mb, sample_json, say, tempdir, BenchOptions, BenchReport,
 };
 use super::{Crypto, Latency, Rss, StoreStats, Work};
 use crate::client::Client;
@@ -144,6 +144,10 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<(BenchRepo
     enrol_each_other(&exe, tmp, &ex, &im)?;
     let mut daemons = start_daemons(&exe, tmp, &ex, &im)?;
     let ex_client = wait_connected(&mut daemons, tmp, &ex, &im)?;
+    // Idle: connected, started a second ago, nothing submitted yet.
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = |i: usize| rss_mb(Some(daemons.0[i].1.id()));
+    let (idle_exporter, idle_importer) = (idle(0), idle(1));
 
     let clients = opts.concurrency.clamp(1, MAX_CLIENTS);
     say(opts, format!("submitting {} certificates over HTTP, {clients} connections …", opts.certs));
@@ -209,8 +213,10 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<(BenchRepo
             exporter: ex_rss,
             importer: im_rss,
             note:
-                "peak RSS (VmHWM) of each `kpnode run` process; latency to the millisecond of the log's clock"
+                "peak RSS (VmHWM) of each `kpnode run` process; idle: its VmRSS once connected, before the first certificate; latency to the millisecond of the log's clock"
                     .into(),
+            idle_exporter,
+            idle_importer,
         },
         crypto: crypto.clone(),
         limit_per_s: limit,

@@ -111,6 +111,9 @@ pub fn run(a: BenchArgs) -> CliResult {
         r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.max
     );
     println!("  peak RSS     exporter {:.1} MB, importer {:.1} MB", r.rss_mb.exporter, r.rss_mb.importer);
+    if let (Some(ex), Some(im)) = (r.rss_mb.idle_exporter, r.rss_mb.idle_importer) {
+        println!("  idle RSS     exporter {ex:.1} MB, importer {im:.1} MB (connected, before the first certificate)");
+    }
     println!("               ({})", r.rss_mb.note);
     println!(
         "  this machine Ed25519 on one core, {}-byte document: sign {:.1} µs, verify {:.1} µs, batch verify {:.1} µs; {} cores",
