@@ -62,6 +62,7 @@ fn check_costs(r: &Value) {
     for name in ["sign_certificate", "verify_document", "json", "store", "flush", "tls"] {
         assert!(calls(name) > 0.0, "{name} counted: {r}");
     }
+    assert!(part("sled_io")["us_per_cert"].as_f64().unwrap() >= 0.0, "{r}");
     // `other` is what the parts leave of the total, so the shares make the whole (more only
     // if the parts' per-thread clocks counted more than the process's coarser one).
     assert!(parts.iter().all(|p| p["share"].as_f64().unwrap() >= 0.0), "{r}");

@@ -38,8 +38,9 @@ impl Floor {
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuPart {
     /// `sign_certificate`, `sign_receipt`, `sign_other`, `verify_document`, `verify_receipt`,
-    /// `json`, `store`, `flush`, `tls`, or `other` (what no part counted: HTTP, the link's frames and
-    /// scheduling, tokio, the bench's own submitters in one process).
+    /// `json`, `store`, `flush`, `tls`, `sled_io` (sled's IO threads, which write and `fsync`
+    /// its log while a flush waits), or `other` (what no part counted: HTTP, the link's frames
+    /// and scheduling, tokio, the bench's own submitters in one process).
     pub part: String,
     /// Calls per certificate: for the signatures and verifications, how many of them one
     /// certificate cost.
@@ -73,7 +74,8 @@ pub struct CpuUse {
 const PARTS_NOTE: &str =
     "parts timed in CPU time per thread (CLOCK_THREAD_CPUTIME_ID) where the node signs, \
 verifies, parses a submission's JSON, applies its store, flushes it, and reads and writes a peer link; \
-a part inside another counts in its own part only; other = the total less the parts";
+a part inside another counts in its own part only; sled_io = the CPU of sled's IO threads \
+(/proc/PID/task, a lower bound: a thread that ended during the run is not counted); other = the total less the parts";
 
 /// The meter's totals over a run: `after` less `before`, for each part.
 pub fn delta(before: &[Totals], after: &[Totals]) -> Vec<Totals> {
@@ -110,8 +112,16 @@ pub fn certs_per_receipt(parts: &[Totals], certs: u64) -> f64 {
     certs as f64 / receipts.max(1) as f64
 }
 
-/// The breakdown of `cpu_seconds` (the nodes' CPU over the run) into the meter's parts.
-pub fn cpu_use(cpu_seconds: f64, parts: &[Totals], certs: u64, floor: &Floor, how: &str) -> CpuUse {
+/// The breakdown of `cpu_seconds` (the nodes' CPU over the run) into the meter's parts and
+/// `sled_io_seconds`, the CPU of sled's IO threads.
+pub fn cpu_use(
+    cpu_seconds: f64,
+    parts: &[Totals],
+    sled_io_seconds: f64,
+    certs: u64,
+    floor: &Floor,
+    how: &str,
+) -> CpuUse {
     let n = certs.max(1) as f64;
     let us_per_cert = cpu_seconds * 1e6 / n;
     let mut out: Vec<CpuPart> = parts
@@ -123,6 +133,12 @@ pub fn cpu_use(cpu_seconds: f64, parts: &[Totals], certs: u64, floor: &Floor, ho
             share: 0.0,
         })
         .collect();
+    out.push(CpuPart {
+        part: "sled_io".into(),
+        calls_per_cert: 0.0,
+        us_per_cert: sled_io_seconds * 1e6 / n,
+        share: 0.0,
+    });
     let counted: f64 = out.iter().map(|p| p.us_per_cert).sum();
     out.push(CpuPart {
         part: "other".into(),
@@ -172,6 +188,29 @@ pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
     Some((ticks(11)? + ticks(12)?) / crate::os::clock_ticks_per_second())
 }
+
+/// The CPU seconds so far of a process's live threads whose name starts with `prefix` (sled
+/// names its IO threads `sled-io-N`): read from `/proc/PID/task/*/stat`. A thread that ended
+/// meanwhile takes its time with it, so a difference of two readings is a lower bound.
+pub fn threads_cpu_seconds(pid: u32, prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    let ticks = crate::os::clock_ticks_per_second();
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let text = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (open, close) = (text.find('(')?, text.rfind(')')?);
+            if !text.get(open + 1..close)?.starts_with(prefix) {
+                return None;
+            }
+            let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+            Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / ticks)
+        })
+        .sum()
+}
+
+/// The prefix of the names of sled's IO threads, which write and `fsync` its log.
+pub const SLED_IO_THREADS: &str = "sled-io";
 
 /// One at a time, a certificate waits at least for the exporter's flush, the importer's flush
 /// and a round trip between them: each measured in the same run.
@@ -272,12 +311,13 @@ mod tests {
             .iter()
             .map(|&part| Totals { part, calls: 100, nanos: if part == Part::Json { 2_000_000 } else { 0 } })
             .collect();
-        // 100 certificates, 0.01 s: 100 µs each, 20 of them JSON.
-        let u = cpu_use(0.01, &parts, 100, &Floor::new(&crypto(), 100.0), "test");
+        // 100 certificates, 0.01 s: 100 µs each, 20 of them JSON, 10 sled's IO threads.
+        let u = cpu_use(0.01, &parts, 0.001, 100, &Floor::new(&crypto(), 100.0), "test");
         let get = |name: &str| u.parts.iter().find(|p| p.part == name).unwrap().clone();
         assert!((u.us_per_cert - 100.0).abs() < 1e-9);
         assert!((get("json").us_per_cert - 20.0).abs() < 1e-9);
-        assert!((get("other").us_per_cert - 80.0).abs() < 1e-9);
+        assert!((get("sled_io").us_per_cert - 10.0).abs() < 1e-9);
+        assert!((get("other").us_per_cert - 70.0).abs() < 1e-9);
         assert!((u.parts.iter().map(|p| p.share).sum::<f64>() - 1.0).abs() < 1e-9);
         assert_eq!(get("sign_certificate").calls_per_cert, 1.0);
     }
@@ -298,5 +338,20 @@ mod tests {
     fn this_process_cpu_reads_from_proc() {
         let s = process_cpu_seconds(std::process::id()).unwrap();
         assert!(s >= 0.0 && s.is_finite());
+        let busy = std::thread::Builder::new()
+            .name("sled-io-test".into())
+            .spawn(|| {
+                let t = Instant::now();
+                while t.elapsed().as_millis() < 60 {
+                    std::hint::black_box(0u64);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            })
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // 60 ms of CPU, in ticks of 10 ms: counted while the thread lives, and only it.
+        assert!(threads_cpu_seconds(std::process::id(), SLED_IO_THREADS) >= 0.03);
+        assert_eq!(threads_cpu_seconds(std::process::id(), "no-such-thread"), 0.0);
+        busy.join().unwrap();
     }
 }

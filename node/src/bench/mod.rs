@@ -187,13 +187,16 @@ struct Work {
     cpu_seconds: f64,
     /// With `--processes`: each daemon, and the bench's HTTP clients.
     daemons: Option<(f64, f64, f64)>,
+    /// sled's IO threads, in both nodes.
+    sled_io_seconds: f64,
     parts: Vec<kp_exchange::meter::Totals>,
     how: String,
 }
 
 impl Work {
     fn cpu_use(&self, floor: &cost::Floor, certs: u64) -> cost::CpuUse {
-        let mut used = cost::cpu_use(self.cpu_seconds, &self.parts, certs, floor, &self.how);
+        let mut used =
+            cost::cpu_use(self.cpu_seconds, &self.parts, self.sled_io_seconds, certs, floor, &self.how);
         if let Some((ex, im, clients)) = self.daemons {
             let per = |s: f64| Some(s * 1e6 / certs.max(1) as f64);
             (used.exporter_us_per_cert, used.importer_us_per_cert, used.clients_us_per_cert) =
@@ -576,6 +579,8 @@ async fn exchange(
     say(opts, format!("submitting {} certificates, {} at a time …", opts.certs, opts.concurrency));
     let today = SystemClock.now().date();
     let next = Arc::new(AtomicU64::new(0));
+    let me = std::process::id();
+    let sled_before = cost::threads_cpu_seconds(me, cost::SLED_IO_THREADS);
     let (cpu_before, parts_before) = (crate::os::process_cpu_seconds(), kp_exchange::meter::totals());
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -629,6 +634,7 @@ async fn exchange(
     let work = Work {
         cpu_seconds: crate::os::process_cpu_seconds() - cpu_before,
         daemons: None,
+        sled_io_seconds: cost::threads_cpu_seconds(me, cost::SLED_IO_THREADS) - sled_before,
         parts: cost::delta(&parts_before, &kp_exchange::meter::totals()),
         how: "CPU (getrusage) of this one process over the run: both nodes and the bench's own submitting tasks"
             .into(),

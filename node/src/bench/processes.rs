@@ -124,17 +124,32 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Each daemon's CPU seconds so far, the bench's own, and the sum of both daemons' meters.
-fn cpu_now(
-    daemons: &Daemons,
-    clients: [&Client; 2],
-) -> Result<(f64, f64, f64, Vec<kp_exchange::meter::Totals>), String> {
-    let cpu = |i: usize| {
-        cost::process_cpu_seconds(daemons.0[i].1.id()).ok_or("cannot read a daemon's /proc/PID/stat")
-    };
-    let parts =
-        cost::sum(&cost::from_metrics(&metrics(clients[0])?), &cost::from_metrics(&metrics(clients[1])?));
-    Ok((cpu(0)?, cpu(1)?, crate::os::process_cpu_seconds(), parts))
+/// The CPU the daemons and the bench have used so far, in seconds.
+struct CpuReading {
+    exporter: f64,
+    importer: f64,
+    /// The bench's own process: its HTTP clients.
+    clients: f64,
+    /// Both daemons' sled IO threads.
+    sled_io: f64,
+    /// Both daemons' meters, summed.
+    parts: Vec<kp_exchange::meter::Totals>,
+}
+
+fn cpu_now(daemons: &Daemons, clients: [&Client; 2]) -> Result<CpuReading, String> {
+    let pid = |i: usize| daemons.0[i].1.id();
+    let cpu = |i: usize| cost::process_cpu_seconds(pid(i)).ok_or("cannot read a daemon's /proc/PID/stat");
+    let sled_io = |i: usize| cost::threads_cpu_seconds(pid(i), cost::SLED_IO_THREADS);
+    Ok(CpuReading {
+        exporter: cpu(0)?,
+        importer: cpu(1)?,
+        clients: crate::os::process_cpu_seconds(),
+        sled_io: sled_io(0) + sled_io(1),
+        parts: cost::sum(
+            &cost::from_metrics(&metrics(clients[0])?),
+            &cost::from_metrics(&metrics(clients[1])?),
+        ),
+    })
 }
 
 fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<(BenchReport, Work), String> {
@@ -160,11 +175,12 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<(BenchRepo
     let threads = spawn_submitters(&ex, clients, opts.batch, &submitted)?;
     wait_acknowledged(opts, &mut daemons, tmp, &ex_client, threads, started)?;
     let after = cpu_now(&daemons, [&ex_client, &im_client])?;
-    let (ex_cpu, im_cpu, clients_cpu) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    let (ex_cpu, im_cpu) = (after.exporter - before.exporter, after.importer - before.importer);
     let work = Work {
         cpu_seconds: ex_cpu + im_cpu,
-        daemons: Some((ex_cpu, im_cpu, clients_cpu)),
-        parts: cost::delta(&before.3, &after.3),
+        daemons: Some((ex_cpu, im_cpu, after.clients - before.clients)),
+        sled_io_seconds: after.sled_io - before.sled_io,
+        parts: cost::delta(&before.parts, &after.parts),
         how: "CPU (user + system, /proc/PID/stat) of the two `kpnode run` daemons over the run, the bench's \
               progress polls of the exporter's /metrics (every 20 ms) included; the bench's HTTP clients apart"
             .into(),
