@@ -428,7 +428,10 @@ impl Writer {
         pings: Vec<oneshot::Sender<()>>,
     ) {
         let now: Timestamp = self.clock.now();
-        match self.engine.apply(&self.store, now, commands) {
+        let applied = kp_exchange::meter::measure(kp_exchange::meter::Part::Store, || {
+            self.engine.apply(&self.store, now, commands)
+        });
+        match applied {
             Ok(Applied { outcomes, queued_up_to, peers_changed, appended, acknowledged, events }) => {
                 let ticket = Ticket {
                     replies,
@@ -667,7 +670,7 @@ fn flush_loop(
             peers_unpublished |= t.peers_changed;
         }
         let started = Instant::now();
-        if let Err(e) = store.flush() {
+        if let Err(e) = kp_exchange::meter::measure(kp_exchange::meter::Part::Flush, || store.flush()) {
             tracing::error!(error = %e, "store flush failed; the batch is not acknowledged");
             metrics.store_failures.inc();
             health.failed(&e.to_string());

@@ -304,7 +304,7 @@ async fn serve_peer(
     tls: TlsServer,
 ) -> Result<(), LinkError> {
     let max = shared.config.delivery.max_frame_bytes;
-    let (rd, wr) = tokio::io::split(tls);
+    let (rd, wr) = tokio::io::split(crate::net::metered::Metered(tls));
     let mut reader = FrameReader::new(rd, max);
     let hello_frame =
         reader.read_frame_within(shared.config.delivery.handshake_timeout, "waiting for Hello").await?;
@@ -568,7 +568,7 @@ async fn session(
         .and_then(|c| kp_keys::tlscert::public_key(c).ok())
         .ok_or_else(|| LinkError::Tls("the peer presented no Ed25519 certificate".into()))?;
     *connected_key = Some(key);
-    let (rd, wr) = tokio::io::split(tls);
+    let (rd, wr) = tokio::io::split(crate::net::metered::Metered(tls));
     let mut reader = FrameReader::new(rd, d.max_frame_bytes);
     let (tx, rx) = mpsc::channel::<Outgoing>(1024);
     let writer = WriterTask::spawn(write_loop(
@@ -618,7 +618,7 @@ async fn run_session(
     shared: &Arc<Shared>,
     peer: ParticipantCode,
     state: &mut Outbound,
-    reader: &mut FrameReader<ReadHalf<TlsClient>>,
+    reader: &mut FrameReader<ReadHalf<crate::net::metered::Metered<TlsClient>>>,
     tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), LinkError> {
     let d = &shared.config.delivery;

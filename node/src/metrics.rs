@@ -233,6 +233,7 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
+        render_work(&mut out);
         let name = "kpnode_flush_seconds";
         let _ = writeln!(out, "# HELP {name} Duration of group-commit flushes.\n# TYPE {name} histogram");
         for (i, bound) in FLUSH_BUCKETS.iter().enumerate() {
@@ -265,4 +266,29 @@ pub struct Gauge {
     pub name: &'static str,
     pub help: &'static str,
     pub values: Vec<(Option<ParticipantCode>, u64)>,
+}
+
+/// Calls of each timed part of the work ([`kp_exchange::meter`]) since start.
+pub const WORK_CALLS: &str = "kpnode_work_calls_total";
+/// CPU time of each timed part of the work since start.
+pub const WORK_SECONDS: &str = "kpnode_work_cpu_seconds_total";
+
+/// The meter's counts and CPU times, by part: how many signatures and verifications the node
+/// made (of certificates, receipts, others), and where its CPU went.
+fn render_work(out: &mut String) {
+    let totals = kp_exchange::meter::totals();
+    let _ = writeln!(
+        out,
+        "# HELP {WORK_CALLS} Signatures, verifications and other timed parts of the node's work since start, by part.\n# TYPE {WORK_CALLS} counter"
+    );
+    for t in &totals {
+        let _ = writeln!(out, "{WORK_CALLS}{{part=\"{}\"}} {}", t.part.label(), t.calls);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {WORK_SECONDS} CPU time (per thread) spent in each timed part of the node's work since start.\n# TYPE {WORK_SECONDS} counter"
+    );
+    for t in &totals {
+        let _ = writeln!(out, "{WORK_SECONDS}{{part=\"{}\"}} {}", t.part.label(), t.nanos as f64 / 1e9);
+    }
 }

@@ -227,6 +227,8 @@ impl Node {
             grace_millis: config.keys.tls_grace_period.as_millis() as i64,
             metrics: metrics.clone(),
         });
+        // Signing, verifying, parsing, the store and TLS are timed in CPU time per thread.
+        kp_exchange::meter::install_clock(crate::os::thread_cpu_nanos);
         let signer = Arc::new(Signer::new(me, keys.signing.backend(), clock.clone()));
         let engine = Engine::load(&store, signer.clone())?;
         let cancel = CancellationToken::new();

@@ -1,6 +1,44 @@
 //! What a daemon asks of the operating system at start, in one place, because it needs
 //! `unsafe` calls into libc that std does not wrap.
 
+/// The CPU time of the calling thread, in nanoseconds (0 if the clock cannot be read): the
+/// clock [`kp_exchange::meter`] times the parts of the work with, so that a thread waiting
+/// for a core on a busy machine does not count as working.
+#[allow(unsafe_code)]
+pub fn thread_cpu_nanos() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the one struct we pass, which lives on our stack.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+/// Clock ticks per second, the unit of CPU times in `/proc/PID/stat` (100 if unknown).
+#[allow(unsafe_code)]
+pub fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf reads a constant of the system; it touches no memory of ours.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// The CPU time (user and system) this process has used, in seconds.
+#[allow(unsafe_code)]
+pub fn process_cpu_seconds() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes the one struct we pass, which lives on our stack.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// A write past `RLIMIT_FSIZE` (a quota, or a test's simulated full disk) should fail with
 /// `EFBIG` and be reported like any full disk, not kill the process with `SIGXFSZ`.
 #[allow(unsafe_code)]

@@ -26,6 +26,48 @@ fn check(r: &Value, certs: u64) {
         assert!(r["rss_mb"][side].as_f64().is_some_and(|v| v > 1.0), "rss_mb.{side}: {r}");
     }
     assert!(r["crypto"]["sign_us"].as_f64().is_some_and(|v| v > 0.0));
+    check_costs(r);
+}
+
+fn positive(v: &Value) -> bool {
+    v.as_f64().is_some_and(|v| v > 0.0 && v.is_finite())
+}
+
+/// The floor, the CPU per certificate and its parts: every certificate signed exactly once by
+/// the exporter and verified at least once by the importer (once more only for a resend), at
+/// most one receipt signed per certificate, nothing else signed, and the parts adding up.
+fn check_costs(r: &Value) {
+    let floor = &r["floor"];
+    for key in ["certs_per_receipt", "us_per_cert", "per_s"] {
+        assert!(positive(&floor[key]), "floor.{key}: {r}");
+    }
+    assert!(positive(&r["ratio_to_floor"]), "ratio_to_floor: {r}");
+    let cpu = &r["cpu"];
+    assert!(positive(&cpu["us_per_cert"]) && positive(&cpu["over_floor"]), "cpu: {r}");
+    let parts = cpu["parts"].as_array().expect("cpu.parts");
+    let part = |name: &str| {
+        parts.iter().find(|p| p["part"] == name).unwrap_or_else(|| panic!("cpu.parts has no {name}: {r}"))
+    };
+    let calls = |name: &str| part(name)["calls_per_cert"].as_f64().unwrap();
+    assert_eq!(calls("sign_certificate"), 1.0, "one signature per certificate: {r}");
+    assert!(calls("verify_document") >= 1.0, "every certificate verified by the importer: {r}");
+    let receipts = calls("sign_receipt");
+    assert!(receipts > 0.0 && receipts <= 1.0, "receipts signed per certificate: {r}");
+    assert!(calls("verify_receipt") > 0.0 && calls("verify_receipt") <= 1.0, "receipts verified: {r}");
+    assert!(
+        (receipts * floor["certs_per_receipt"].as_f64().unwrap() - 1.0).abs() < 1e-6,
+        "certs_per_receipt is the receipts' count: {r}"
+    );
+    assert_eq!(calls("sign_other"), 0.0, "nothing else is signed per certificate: {r}");
+    for name in ["sign_certificate", "verify_document", "json", "store", "flush", "tls"] {
+        assert!(calls(name) > 0.0, "{name} counted: {r}");
+    }
+    assert!(part("sled_io")["us_per_cert"].as_f64().unwrap() >= 0.0, "{r}");
+    // `other` is what the parts leave of the total, so the shares make the whole (more only
+    // if the parts' per-thread clocks counted more than the process's coarser one).
+    assert!(parts.iter().all(|p| p["share"].as_f64().unwrap() >= 0.0), "{r}");
+    let shares: f64 = parts.iter().map(|p| p["share"].as_f64().unwrap()).sum();
+    assert!(shares >= 1.0 - 1e-6, "the parts and other make the whole: {r}");
 }
 
 #[test]
@@ -33,6 +75,26 @@ fn bench_acknowledges_every_certificate_in_one_process() {
     let r = bench(&["--certs", "500"]);
     check(&r, 500);
     assert_eq!(r["mode"], "one process");
+    assert!(r.get("latency_floor").is_none() && r.get("in_process").is_none(), "{r}");
+    assert!(r["cpu"].get("exporter_us_per_cert").is_none(), "one process has one CPU figure: {r}");
+}
+
+/// One at a time, the latency's floor is measured in the same run: both flushes and a
+/// loopback round trip, the exporter flushing twice per certificate (it and its receipt).
+#[test]
+fn bench_measures_the_latency_floor_one_at_a_time() {
+    let r = bench(&["--certs", "30", "--concurrency", "1"]);
+    check(&r, 30);
+    let f = &r["latency_floor"];
+    for key in ["exporter_flush_ms", "importer_flush_ms", "rtt_ms", "sum_ms", "p50_over_floor"] {
+        assert!(positive(&f[key]), "latency_floor.{key}: {r}");
+    }
+    let sum = f["exporter_flush_ms"].as_f64().unwrap()
+        + f["importer_flush_ms"].as_f64().unwrap()
+        + f["rtt_ms"].as_f64().unwrap();
+    assert!((sum - f["sum_ms"].as_f64().unwrap()).abs() < 1e-9, "{f}");
+    assert!(f["exporter_flushes_per_cert"].as_f64().unwrap() >= 1.0, "{f}");
+    assert!(f["importer_flushes_per_cert"].as_f64().unwrap() > 0.0, "{f}");
 }
 
 #[test]
@@ -40,6 +102,31 @@ fn bench_acknowledges_every_certificate_across_two_daemons() {
     let r = bench(&["--certs", "200", "--processes", "--concurrency", "8"]);
     check(&r, 200);
     assert_eq!(r["concurrency"], 8);
+    check_daemons_and_comparison(&r, 200);
+}
+
+/// Over HTTP: each daemon's CPU and the bench's clients apart, and the in-process run made
+/// right after for comparison.
+fn check_daemons_and_comparison(r: &Value, certs: u64) {
+    let cpu = &r["cpu"];
+    for key in ["exporter_us_per_cert", "importer_us_per_cert", "clients_us_per_cert"] {
+        assert!(positive(&cpu[key]), "cpu.{key}: {r}");
+    }
+    let sum = cpu["exporter_us_per_cert"].as_f64().unwrap() + cpu["importer_us_per_cert"].as_f64().unwrap();
+    assert!(
+        (sum - cpu["us_per_cert"].as_f64().unwrap()).abs() < 1e-6,
+        "the nodes' CPU is both daemons': {r}"
+    );
+    for side in ["idle_exporter", "idle_importer"] {
+        let idle = r["rss_mb"][side].as_f64().unwrap_or_else(|| panic!("rss_mb.{side}: {r}"));
+        let peak = r["rss_mb"][side.trim_start_matches("idle_")].as_f64().unwrap();
+        assert!(idle > 1.0 && idle <= peak + 1e-9, "idle below the peak: {r}");
+    }
+    let c = &r["in_process"];
+    assert_eq!(c["certs"], certs);
+    assert!(positive(&c["throughput_per_s"]) && positive(&c["ratio"]), "in_process: {r}");
+    let ratio = r["throughput_per_s"].as_f64().unwrap() / c["throughput_per_s"].as_f64().unwrap();
+    assert!((ratio - c["ratio"].as_f64().unwrap()).abs() < 1e-9, "{r}");
 }
 
 #[test]
@@ -48,6 +135,7 @@ fn bench_submits_through_the_bulk_route() {
     let r = bench(&["--certs", "250", "--processes", "--concurrency", "2", "--batch", "100"]);
     check(&r, 250);
     assert!(r["mode"].as_str().unwrap().contains("batches of 100"), "{r}");
+    check_daemons_and_comparison(&r, 250);
     let (code, _, err) = kpnode(&["bench", "--certs", "10", "--batch", "10"]);
     assert_eq!(code, 2);
     assert!(err.contains("--batch needs --processes"), "{err}");

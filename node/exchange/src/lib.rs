@@ -20,13 +20,15 @@
 //!   whether a partner's bundle may be enrolled; [`registry`]: participants, their
 //!   standing and unions; [`snapshot`]: a value swapped whole.
 //! - [`signer`]: every signature the node makes; [`clock`]: time, passed in.
-//! - [`audit`]: `log verify`, the offline audit of a node's log.
+//! - [`audit`]: `log verify`, the offline audit of a node's log; [`meter`]: where the
+//!   node's CPU goes, counted at the places that sign, verify, parse, store and encrypt.
 
 pub mod audit;
 pub mod clock;
 pub mod engine;
 pub mod enrol;
 pub mod link;
+pub mod meter;
 pub mod recover;
 pub mod refusal;
 pub mod registry;

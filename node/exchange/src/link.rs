@@ -274,8 +274,10 @@ impl Outbound {
         let key = *history
             .signing_key_at(batch.key_id, batch.signed_at)
             .map_err(|e| LinkError::UnknownKey(e.to_string()))?;
-        let body = verify_batch(&batch, &key, self.peer, self.me)
-            .map_err(|e| LinkError::Protocol(format!("invalid receipt: {e}")))?;
+        let body = crate::meter::measure(crate::meter::Part::VerifyReceipt, || {
+            verify_batch(&batch, &key, self.peer, self.me)
+        })
+        .map_err(|e| LinkError::Protocol(format!("invalid receipt: {e}")))?;
         let mut settled = Settled::default();
         let mut items = Vec::with_capacity(proofs.len());
         for proof in proofs {

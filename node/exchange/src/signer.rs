@@ -60,7 +60,9 @@ impl Signer {
         let now = self.clock.now();
         // Counted even when the token fails: a later rotation only needs to start after it.
         self.latest.fetch_max(now.unix_millis(), Ordering::SeqCst);
-        key.sign_document_bytes(kind, body, self.participant, now)
+        crate::meter::measure(crate::meter::Part::signing(kind), || {
+            key.sign_document_bytes(kind, body, self.participant, now)
+        })
     }
 
     /// Replaces the key. `make` gets the old key and the moment the rotation takes effect

@@ -7,6 +7,7 @@
 //! `processes` both run as `kpnode run` daemons and the certificates go over the HTTP API
 //! (`processes`), so each node's memory is its own.
 
+pub mod cost;
 mod processes;
 
 use std::collections::HashMap;
@@ -74,6 +75,12 @@ pub struct Rss {
     pub importer: f64,
     /// How the figures were taken.
     pub note: String,
+    /// With `--processes`: each daemon's resident memory (`VmRSS`) once connected and idle,
+    /// before the first certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_exporter: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_importer: Option<f64>,
 }
 
 /// This machine's Ed25519 speed on a certificate-sized document, on one core.
@@ -155,6 +162,48 @@ pub struct BenchReport {
     /// With `--hsm-module`: the same exchange with the exporter's signing key in a token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hsm: Option<HsmBench>,
+    /// The Ed25519 work a certificate needs (its signature and verification, and its share of
+    /// a receipt's), and the throughput that allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor: Option<cost::Floor>,
+    /// throughput / floor.per_s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_floor: Option<f64>,
+    /// The nodes' CPU per certificate, and where it went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<cost::CpuUse>,
+    /// One at a time (`--concurrency 1`): the latency's own floor, measured in the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_floor: Option<cost::LatencyFloor>,
+    /// With `--processes`: the in-process exchange run right after, and this run's ratio to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_process: Option<cost::Compared>,
+}
+
+/// What an exchange used: the nodes' CPU over the measured run, and the meter's totals.
+#[derive(Debug, Clone, Default)]
+struct Work {
+    /// Both nodes, in seconds.
+    cpu_seconds: f64,
+    /// With `--processes`: each daemon, and the bench's HTTP clients.
+    daemons: Option<(f64, f64, f64)>,
+    /// sled's IO threads, in both nodes.
+    sled_io_seconds: f64,
+    parts: Vec<kp_exchange::meter::Totals>,
+    how: String,
+}
+
+impl Work {
+    fn cpu_use(&self, floor: &cost::Floor, certs: u64) -> cost::CpuUse {
+        let mut used =
+            cost::cpu_use(self.cpu_seconds, &self.parts, self.sled_io_seconds, certs, floor, &self.how);
+        if let Some((ex, im, clients)) = self.daemons {
+            let per = |s: f64| Some(s * 1e6 / certs.max(1) as f64);
+            (used.exporter_us_per_cert, used.importer_us_per_cert, used.clients_us_per_cert) =
+                (per(ex), per(im), per(clients));
+        }
+        used
+    }
 }
 
 /// Runs the benchmark.
@@ -167,14 +216,27 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         .thread_name("kpnode-bench")
         .build()
         .map_err(|e| e.to_string())?;
-    let mut report = if opts.processes {
+    let (mut report, work) = if opts.processes {
         processes::exchange(opts, &crypto)?
     } else {
         runtime.block_on(exchange(opts, &crypto, None))?
     };
+    if opts.processes {
+        // Back to back, so that both meet the machine in the same state.
+        let alone = BenchOptions { processes: false, concurrency: IN_PROCESS_CONCURRENCY, ..opts.clone() };
+        say(opts, format!("the same in one process, {IN_PROCESS_CONCURRENCY} at a time, for comparison …"));
+        let (r, _) = runtime.block_on(exchange(&alone, &crypto, None))?;
+        report.in_process = Some(cost::Compared {
+            certs: r.certs,
+            concurrency: r.concurrency,
+            throughput_per_s: r.throughput_per_s,
+            ratio: report.throughput_per_s / r.throughput_per_s,
+        });
+    }
+    let rtt_ms = if opts.concurrency <= 1 { Some(cost::loopback_rtt_ms()?) } else { None };
     if let Some(h) = &hsm {
         say(opts, format!("again with RU's signing key in a SoftHSM2 token ({}) …", h.module.display()));
-        let r = runtime.block_on(exchange(opts, &crypto, Some(h.settings("kp-bench-signing"))))?;
+        let (r, _) = runtime.block_on(exchange(opts, &crypto, Some(h.settings("kp-bench-signing"))))?;
         report.hsm = Some(HsmBench {
             module: h.module.display().to_string(),
             acknowledged: r.acknowledged,
@@ -188,6 +250,12 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
     let crypto = best_of(crypto, measure_crypto());
     report.limit_per_s = limit_per_s(&crypto);
     report.ratio = report.throughput_per_s / report.limit_per_s;
+    let floor = cost::Floor::new(&crypto, cost::certs_per_receipt(&work.parts, report.acknowledged));
+    report.ratio_to_floor = Some(report.throughput_per_s / floor.per_s);
+    report.cpu = Some(work.cpu_use(&floor, report.acknowledged));
+    report.floor = Some(floor);
+    report.latency_floor =
+        rtt_ms.map(|rtt| cost::LatencyFloor::new(&report.store, report.certs, rtt, report.latency_ms.p50));
     report.crypto = crypto;
     if let Some(n) = opts.startup_entries {
         report.startup = Some(runtime.block_on(startup(n, opts.progress))?);
@@ -303,12 +371,22 @@ fn best_of(a: Crypto, b: Crypto) -> Crypto {
 
 /// Peak resident memory of a process, in MB (`VmHWM`).
 pub fn peak_rss_mb(pid: Option<u32>) -> Option<f64> {
+    status_mb(pid, "VmHWM:")
+}
+
+/// Resident memory of a process now, in MB (`VmRSS`).
+pub fn rss_mb(pid: Option<u32>) -> Option<f64> {
+    status_mb(pid, "VmRSS:")
+}
+
+/// A memory figure of `/proc/PID/status` (in kB there), in MB.
+fn status_mb(pid: Option<u32>, field: &str) -> Option<f64> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/status"),
         None => "/proc/self/status".into(),
     };
     let text = std::fs::read_to_string(path).ok()?;
-    let kb: f64 = text.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: f64 = text.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
 
@@ -447,11 +525,15 @@ async fn enrol(node: &NodeHandle, bundle: &kp_keys::VerifiedBundle) -> Result<()
     Ok(())
 }
 
+/// Certificates submitted at once by the in-process run a `--processes` one is compared with
+/// (the default of `--concurrency`).
+const IN_PROCESS_CONCURRENCY: usize = 1024;
+
 async fn exchange(
     opts: &BenchOptions,
     crypto: &Crypto,
     pkcs11: Option<kp_config::Pkcs11>,
-) -> Result<BenchReport, String> {
+) -> Result<(BenchReport, Work), String> {
     let tmp = tempdir()?;
     let ex_dir = init_node(&tmp, "RU", 0, opts.window, pkcs11)?;
     let im_dir = init_node(&tmp, "IN", 0, opts.window, None)?;
@@ -497,6 +579,9 @@ async fn exchange(
     say(opts, format!("submitting {} certificates, {} at a time …", opts.certs, opts.concurrency));
     let today = SystemClock.now().date();
     let next = Arc::new(AtomicU64::new(0));
+    let me = std::process::id();
+    let sled_before = cost::threads_cpu_seconds(me, cost::SLED_IO_THREADS);
+    let (cpu_before, parts_before) = (crate::os::process_cpu_seconds(), kp_exchange::meter::totals());
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..opts.concurrency.max(1) {
@@ -546,6 +631,14 @@ async fn exchange(
     while let Some(r) = tasks.join_next().await {
         r.map_err(|e| e.to_string())??;
     }
+    let work = Work {
+        cpu_seconds: crate::os::process_cpu_seconds() - cpu_before,
+        daemons: None,
+        sled_io_seconds: cost::threads_cpu_seconds(me, cost::SLED_IO_THREADS) - sled_before,
+        parts: cost::delta(&parts_before, &kp_exchange::meter::totals()),
+        how: "CPU (getrusage) of this one process over the run: both nodes and the bench's own submitting tasks"
+            .into(),
+    };
     let last = tracker.last.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(Instant::now);
     let elapsed = last.duration_since(started).as_secs_f64();
     let mut lat = tracker.latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -566,7 +659,7 @@ async fn exchange(
 
     let throughput = opts.certs as f64 / elapsed.max(1e-9);
     let limit = limit_per_s(crypto);
-    Ok(BenchReport {
+    let report = BenchReport {
         certs: opts.certs,
         acknowledged: lat.len() as u64,
         window: opts.window,
@@ -580,6 +673,8 @@ async fn exchange(
             importer: rss,
             note: "both nodes run in this one process, so both figures are its peak RSS; --processes shows each node's own"
                 .into(),
+            idle_exporter: None,
+            idle_importer: None,
         },
         crypto: crypto.clone(),
         limit_per_s: limit,
@@ -588,7 +683,13 @@ async fn exchange(
         store,
         startup: None,
         hsm: None,
-    })
+        floor: None,
+        ratio_to_floor: None,
+        cpu: None,
+        latency_floor: None,
+        in_process: None,
+    };
+    Ok((report, work))
 }
 
 /// Why the ratio may exceed 1.

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use kp_protocol::Timestamp;
 use serde_json::Value;
 
-use super::{init_node, limit_per_s, peak_rss_mb, sample_json, say, tempdir, BenchOptions, BenchReport};
-use super::{Crypto, Latency, Rss, StoreStats};
+use super::{
+    cost, init_node, limit_per_s, peak_rss_mb, rss_mb, sample_json, say, tempdir, BenchOptions, BenchReport,
+};
+use super::{Crypto, Latency, Rss, StoreStats, Work};
 use crate::client::Client;
 use crate::clock::{Clock, SystemClock};
 use crate::home::NodeDir;
@@ -109,7 +111,7 @@ fn flush_totals(text: &str) -> (f64, f64, f64) {
     )
 }
 
-pub fn exchange(opts: &BenchOptions, crypto: &Crypto) -> Result<BenchReport, String> {
+pub fn exchange(opts: &BenchOptions, crypto: &Crypto) -> Result<(BenchReport, Work), String> {
     let tmp = tempdir()?;
     let result = run_in(&tmp, opts, crypto);
     let _ = std::fs::remove_dir_all(&tmp);
@@ -123,24 +125,68 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchReport, String> {
+/// The CPU the daemons and the bench have used so far, in seconds.
+struct CpuReading {
+    exporter: f64,
+    importer: f64,
+    /// The bench's own process: its HTTP clients.
+    clients: f64,
+    /// Both daemons' sled IO threads.
+    sled_io: f64,
+    /// Both daemons' meters, summed.
+    parts: Vec<kp_exchange::meter::Totals>,
+}
+
+fn cpu_now(daemons: &Daemons, clients: [&Client; 2]) -> Result<CpuReading, String> {
+    let pid = |i: usize| daemons.0[i].1.id();
+    let cpu = |i: usize| cost::process_cpu_seconds(pid(i)).ok_or("cannot read a daemon's /proc/PID/stat");
+    let sled_io = |i: usize| cost::threads_cpu_seconds(pid(i), cost::SLED_IO_THREADS);
+    Ok(CpuReading {
+        exporter: cpu(0)?,
+        importer: cpu(1)?,
+        clients: crate::os::process_cpu_seconds(),
+        sled_io: sled_io(0) + sled_io(1),
+        parts: cost::sum(
+            &cost::from_metrics(&metrics(clients[0])?),
+            &cost::from_metrics(&metrics(clients[1])?),
+        ),
+    })
+}
+
+fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<(BenchReport, Work), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let ex = init_node(tmp, "RU", free_port()?, opts.window, None)?;
     let im = init_node(tmp, "IN", free_port()?, opts.window, None)?;
     enrol_each_other(&exe, tmp, &ex, &im)?;
     let mut daemons = start_daemons(&exe, tmp, &ex, &im)?;
     let ex_client = wait_connected(&mut daemons, tmp, &ex, &im)?;
+    // Idle: connected, started a second ago, nothing submitted yet.
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = |i: usize| rss_mb(Some(daemons.0[i].1.id()));
+    let (idle_exporter, idle_importer) = (idle(0), idle(1));
 
     let clients = opts.concurrency.clamp(1, MAX_CLIENTS);
     say(opts, format!("submitting {} certificates over HTTP, {clients} connections …", opts.certs));
     let n = usize::try_from(opts.certs).map_err(|_| "--certs is too large for this machine")?;
     let submitted: Arc<Vec<AtomicI64>> = Arc::new((0..n).map(|_| AtomicI64::new(0)).collect());
+    let im_client = client(&im)?;
+    let before = cpu_now(&daemons, [&ex_client, &im_client])?;
     let start_ms = SystemClock.now().unix_millis();
     let started = Instant::now();
     let threads = spawn_submitters(&ex, clients, opts.batch, &submitted)?;
     wait_acknowledged(opts, &mut daemons, tmp, &ex_client, threads, started)?;
+    let after = cpu_now(&daemons, [&ex_client, &im_client])?;
+    let (ex_cpu, im_cpu) = (after.exporter - before.exporter, after.importer - before.importer);
+    let work = Work {
+        cpu_seconds: ex_cpu + im_cpu,
+        daemons: Some((ex_cpu, im_cpu, after.clients - before.clients)),
+        sled_io_seconds: after.sled_io - before.sled_io,
+        parts: cost::delta(&before.parts, &after.parts),
+        how: "CPU (user + system, /proc/PID/stat) of the two `kpnode run` daemons over the run, the bench's \
+              progress polls of the exporter's /metrics (every 20 ms) included; the bench's HTTP clients apart"
+            .into(),
+    };
 
-    let im_client = client(&im)?;
     let (ex_metrics, im_metrics) = (metrics(&ex_client)?, metrics(&im_client)?);
     let rss = |i: usize| peak_rss_mb(Some(daemons.0[i].1.id())).unwrap_or(0.0);
     let (ex_rss, im_rss) = (rss(0), rss(1));
@@ -174,7 +220,7 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
     let throughput = opts.certs as f64 / elapsed;
     let store = StoreStats::from_totals(flush_totals(&ex_metrics), flush_totals(&im_metrics));
     let limit = limit_per_s(crypto);
-    Ok(BenchReport {
+    let report = BenchReport {
         certs: opts.certs,
         acknowledged: latencies.len() as u64,
         window: opts.window,
@@ -194,8 +240,10 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
             exporter: ex_rss,
             importer: im_rss,
             note:
-                "peak RSS (VmHWM) of each `kpnode run` process; latency to the millisecond of the log's clock"
+                "peak RSS (VmHWM) of each `kpnode run` process; idle: its VmRSS once connected, before the first certificate; latency to the millisecond of the log's clock"
                     .into(),
+            idle_exporter,
+            idle_importer,
         },
         crypto: crypto.clone(),
         limit_per_s: limit,
@@ -204,7 +252,13 @@ fn run_in(tmp: &Path, opts: &BenchOptions, crypto: &Crypto) -> Result<BenchRepor
         store,
         startup: None,
         hsm: None,
-    })
+        floor: None,
+        ratio_to_floor: None,
+        cpu: None,
+        latency_floor: None,
+        in_process: None,
+    };
+    Ok((report, work))
 }
 
 /// Enrols each node with the other offline, as operators would: bundle file, then `peer add`.

@@ -13,7 +13,16 @@ so each node's peak memory is its own; with --processes --batch N, N certificate
 the bulk route POST /v1/certificates/batch. Each certificate is timed until the exporter has stored the \
 importer's receipt. Beside the result, the machine's Ed25519 speed gives the limit the exchange is measured \
 against: cores / (2 signatures + 2 verifications) per certificate.\n\n\
-One certificate at a time (--concurrency 1) measures latency; many at once, throughput.\n\n\
+The floor is what a certificate must cost at least: its signature, its verification by the importer, \
+and a receipt's signature and verification shared by the certificates of one receipt batch (as many as \
+the run had); ratio_to_floor is the throughput over cores / that. The CPU the nodes used over the run \
+(getrusage of this process, or /proc/PID/stat of each daemon) is shown per certificate and split into \
+signing (certificates, receipts, anything else), verification, JSON, store (applying, flushing), TLS and other, with how many \
+signatures and verifications one certificate cost.\n\n\
+One certificate at a time (--concurrency 1) measures latency, beside its own floor measured in the same \
+run: the exporter's and the importer's mean flush and a loopback round trip; many at once, throughput. \
+With --processes, the same number of certificates is exchanged in one process right after, and the \
+ratio of the two throughputs reported.\n\n\
 With --hsm-module /usr/lib/softhsm/libsofthsm2.so, the bench also makes a SoftHSM2 token of its own \
 in the temporary directory (softhsm2-util must be installed) and runs the same exchange again with \
 the exporter's signing key in it (every certificate and receipt signed by the token), reporting \
@@ -102,6 +111,9 @@ pub fn run(a: BenchArgs) -> CliResult {
         r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.max
     );
     println!("  peak RSS     exporter {:.1} MB, importer {:.1} MB", r.rss_mb.exporter, r.rss_mb.importer);
+    if let (Some(ex), Some(im)) = (r.rss_mb.idle_exporter, r.rss_mb.idle_importer) {
+        println!("  idle RSS     exporter {ex:.1} MB, importer {im:.1} MB (connected, before the first certificate)");
+    }
     println!("               ({})", r.rss_mb.note);
     println!(
         "  this machine Ed25519 on one core, {}-byte document: sign {:.1} µs, verify {:.1} µs, batch verify {:.1} µs; {} cores",
@@ -123,6 +135,23 @@ pub fn run(a: BenchArgs) -> CliResult {
     }
     println!("  ratio        {:>10.2}", r.ratio);
     println!("               {}", r.ratio_note);
+    print_costs(&r);
+    if let Some(f) = &r.latency_floor {
+        println!(
+            "  latency floor {:.2} ms = exporter flush {:.2} + importer flush {:.2} + loopback round trip {:.3} (mean flushes, median RTT, this run)",
+            f.sum_ms, f.exporter_flush_ms, f.importer_flush_ms, f.rtt_ms
+        );
+        println!(
+            "               p50 {:.2} ms = {:.2} × the floor; flushes per certificate: exporter {:.2}, importer {:.2}",
+            r.latency_ms.p50, f.p50_over_floor, f.exporter_flushes_per_cert, f.importer_flushes_per_cert
+        );
+    }
+    if let Some(c) = &r.in_process {
+        println!(
+            "  in process   {:>10.0} certificates/s   (the same {} certificates in one process, {} at a time, run right after); this run = {:.2} × it",
+            c.throughput_per_s, c.certs, c.concurrency, c.ratio
+        );
+    }
     if let Some(s) = &r.startup {
         println!(
             "  start-up     {:.3} s to serve with {} log entries ({:.0} MB store)",
@@ -130,4 +159,29 @@ pub fn run(a: BenchArgs) -> CliResult {
         );
     }
     Ok(())
+}
+
+/// The floor, the CPU a certificate cost, and where it went.
+fn print_costs(r: &bench::BenchReport) {
+    let (Some(f), Some(cpu)) = (&r.floor, &r.cpu) else { return };
+    println!(
+        "  floor        {:>10.0} certificates/s   = {} cores / {:.1} µs (sign + verify + a receipt's sign + verify shared by {:.1} certificates)",
+        f.per_s, r.crypto.cores, f.us_per_cert, f.certs_per_receipt
+    );
+    println!("  ratio to floor {:>8.2}", r.ratio_to_floor.unwrap_or(0.0));
+    println!(
+        "  CPU          {:>10.1} µs per certificate = {:.2} × the floor's {:.1} µs",
+        cpu.us_per_cert, cpu.over_floor, f.us_per_cert
+    );
+    if let (Some(ex), Some(im), Some(cl)) =
+        (cpu.exporter_us_per_cert, cpu.importer_us_per_cert, cpu.clients_us_per_cert)
+    {
+        println!("               exporter {ex:.1} µs, importer {im:.1} µs; the bench's HTTP clients {cl:.1} µs besides");
+    }
+    for p in &cpu.parts {
+        let calls =
+            if p.part == "other" { String::new() } else { format!("   {:.3} calls", p.calls_per_cert) };
+        println!("    {:<18} {:>8.1} µs {:>5.1}%{calls}", p.part, p.us_per_cert, p.share * 100.0);
+    }
+    println!("               ({})", cpu.note);
 }

@@ -3,4 +3,5 @@
 //! over them.
 
 pub mod conn;
+pub mod metered;
 pub mod tls;

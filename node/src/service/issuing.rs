@@ -125,7 +125,16 @@ fn submitted(record: &CertRecord, already_stored: bool, warnings: Vec<String>) -
 
 /// The draft in `body`, checked against the registry in force today and the node's settings;
 /// with the warnings it deserves (an authority named otherwise, an importer not enrolled).
+/// Its CPU time is the `json` part of [`kp_exchange::meter`].
 fn validate(
+    shared: &Shared,
+    today: Date,
+    body: &[u8],
+) -> Result<(CertificateDraft, Vec<String>), IssueError> {
+    kp_exchange::meter::measure(kp_exchange::meter::Part::Json, || validate_draft(shared, today, body))
+}
+
+fn validate_draft(
     shared: &Shared,
     today: Date,
     body: &[u8],
