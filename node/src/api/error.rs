@@ -376,4 +376,33 @@ mod tests {
             answer(ActorError::Rotation(RotationError::Refused(kp_keys::HistoryError::BadRootKey)).into());
         assert!(body.contains(r#""error":"rotation_refused""#), "{body}");
     }
+
+    /// A message id is for the console: the API answers a coded error exactly as the error
+    /// without it, and the console still gets the error's problems from it.
+    #[test]
+    fn a_coded_error_is_answered_as_the_error_it_wraps() {
+        let number: kp_protocol::CertificateNumber = "RU-2026-000001".parse().unwrap();
+        let plain = || ApiError::from(EngineError::NotFound(number.clone()));
+        let coded = plain();
+        assert_eq!(coded.text().map(|c| c.id), Some("certificate-not-found"));
+        let (status, body) = answer(coded);
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::NOT_FOUND,
+                r#"{"error":"not_found","message":"there is no certificate RU-2026-000001 on this node"}"#
+            )
+        );
+        let invalid = invalid("invalid_request", "reason", "is empty")
+            .coded(NodeText::CertificateNotFound { number: Arg::text(&number) });
+        let problems = invalid.into_problems().unwrap();
+        assert_eq!((problems[0].field.as_str(), problems[0].message.as_str()), ("reason", "is empty"));
+        let wrong = EngineError::WrongState { number, status: "voided", why: "it is already voided".into() };
+        let (status, body) = answer(wrong.into());
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(
+            body.contains(r#""message":"certificate RU-2026-000001 is voided: it is already voided""#),
+            "{body}"
+        );
+    }
 }
