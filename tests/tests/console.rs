@@ -874,3 +874,114 @@ fn a_russian_clerks_issue_form_shows_its_problems_in_russian() {
         "{answer}"
     );
 }
+
+/// A form's body as a browser uploads it (`multipart/form-data`): text fields, then files
+/// `(name, file name, content)`; with its `Content-Type`.
+fn multipart(fields: &[(&str, &str)], files: &[(&str, &str, &str)]) -> (String, String) {
+    let boundary = "kpnode-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = String::new();
+    for (name, value) in fields {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    for (name, file, content) in files {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n{content}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// The text of the element whose `id` is `id` (up to its first closing tag).
+fn element<'a>(page: &'a Page, id: &str) -> &'a str {
+    let at = page.body.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id}:\n{}", page.body));
+    &page.body[at..at + page.body[at..].find("</").unwrap()]
+}
+
+/// A Russian-speaking supervisor meets in Russian what the node refuses: the partners form's
+/// enrolment problems (a fingerprint that is not the bundle's, with both fingerprints and the
+/// partner named), the void form's reason problems, and the errors that take a whole page (an
+/// unknown certificate number, voiding a certificate already voided, its status named the
+/// Russian way). The API says the same in English, as before.
+#[test]
+fn a_russian_supervisor_meets_enrolment_void_and_page_errors_in_russian() {
+    let pair = linked_pair(0, 0);
+    let api = &pair.ru.api;
+    let body = r#"{"name":"sofia","role":"supervisor","language":"ru","password":"sofia passphrase 1"}"#;
+    let (status, v) = api.post("/v1/users", body);
+    assert_eq!(status, 201, "{v}");
+    let mut sofia = Browser::new(&api.base);
+    assert_eq!(sofia.sign_in("sofia", "sofia passphrase 1").status, 303);
+
+    // (a) IN's bundle with RU's own fingerprint: refused at the fingerprint, in Russian.
+    let (bundle, actual) = pair.inn.bundle();
+    let (_, wrong) = pair.ru.bundle();
+    let csrf = sofia.get("/partners").csrf();
+    let (content_type, form) =
+        multipart(&[("csrf", &csrf), ("fingerprint", &wrong)], &[("bundle", "in.kpbundle", &bundle)]);
+    let r = sofia
+        .agent
+        .post(&format!("{}/partners", sofia.base))
+        .header("Cookie", &sofia.cookie_header())
+        .header("Content-Type", &content_type)
+        .send(form.as_str());
+    let p = sofia.finish(r);
+    assert_eq!(p.status, 422, "{}", p.body);
+    assert!(p.body.contains("<html lang=\"ru\">"), "{}", p.body);
+    let shown = element(&p, "fingerprint-error");
+    let russian = format!("отпечатки не совпадают: отпечаток пакета — {actual}, а вам сообщили {wrong}");
+    assert!(shown.contains(&russian), "{russian:?} expected in {shown:?}");
+    assert!(shown.contains("попросите оператора IN"), "{shown:?}");
+    assert!(!p.body.contains("fingerprint mismatch"), "no English for a Russian user:\n{}", p.body);
+    // The API's answer is the English one, as before.
+    let (status, answer) =
+        api.post("/v1/peers", &serde_json::json!({"bundle": bundle, "fingerprint": wrong}).to_string());
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["problems"][0]["field"], "fingerprint", "{answer}");
+    let message = answer["problems"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("fingerprint mismatch: the bundle's fingerprint is {actual}")),
+        "{answer}"
+    );
+
+    // (b) An unknown certificate number takes the page: 404, in Russian.
+    let p = sofia.get("/certificates/RU-2026-999999");
+    assert_eq!(p.status, 404, "{}", p.body);
+    assert!(p.body.contains("на этом узле нет сертификата RU-2026-999999"), "{}", p.body);
+    assert!(!p.body.contains("there is no certificate"), "{}", p.body);
+    let (status, answer) = api.get("/v1/certificates/RU-2026-999999");
+    assert_eq!((status, answer["error"].as_str()), (404, Some("not_found")), "{answer}");
+    assert_eq!(answer["message"], "there is no certificate RU-2026-999999 on this node", "{answer}");
+
+    // A reason too long for a void is refused at its field, in Russian.
+    let number = api.submit(&certificate_json("RU", "IN", None, 11));
+    let page = sofia.get(&format!("/certificates/{number}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = page.csrf();
+    let long = "x".repeat(300);
+    let p = sofia.post(&format!("/certificates/{number}/void"), &[("csrf", &csrf), ("reason", &long)]);
+    assert_eq!(p.status, 422, "{}", p.body);
+    let shown = element(&p, "reason-error");
+    assert!(shown.contains("длина 300 символов, допускается не более"), "{shown:?}");
+    assert!(!shown.contains("long"), "{shown:?}");
+    assert_ne!(api.certificate(&number)["status"], "voided");
+
+    // Voiding a certificate already voided (through the API): 409, its status in Russian.
+    let (status, v) = api.post(&format!("/v1/certificates/{number}/void"), r#"{"reason":"cancelled"}"#);
+    assert_eq!(status, 200, "{v}");
+    let p = sofia.post(&format!("/certificates/{number}/void"), &[("csrf", &csrf), ("reason", "again")]);
+    assert_eq!(p.status, 409, "{}", p.body);
+    let russian = format!("сертификат {number} в состоянии «аннулирован»");
+    assert!(p.body.contains(&russian), "{russian:?} expected in:\n{}", p.body);
+    assert!(p.body.contains("Конфликт") && !p.body.contains("is voided"), "{}", p.body);
+    let (status, answer) = api.post(&format!("/v1/certificates/{number}/void"), r#"{"reason":"again"}"#);
+    assert_eq!((status, answer["error"].as_str()), (409, Some("conflict")), "{answer}");
+    assert_eq!(
+        answer["message"].as_str(),
+        Some(format!("certificate {number} is voided: it is already voided").as_str()),
+        "{answer}"
+    );
+}

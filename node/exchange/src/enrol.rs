@@ -79,6 +79,74 @@ pub enum EnrolError {
     },
 }
 
+kp_protocol::problem_texts! {
+    /// What an [`EnrolError`] says, by message id and arguments, for a user interface that
+    /// speaks its user's language (the console's catalogues, `problem-<id>`).
+    pub enum EnrolText {
+        BundleInvalid = "enrol-bundle-invalid" { detail },
+        FingerprintUnreadable = "enrol-fingerprint-unreadable" { detail },
+        FingerprintMismatch = "enrol-fingerprint-mismatch" { participant, actual, given },
+        OwnBundle = "enrol-own-bundle" { participant },
+        EndpointNotHostPort = "enrol-endpoint-not-host-port" { endpoint },
+        BundleOlder = "enrol-bundle-older" { participant, held, given },
+        HistoryDiverges = "enrol-history-diverges" { participant, sequence },
+        IdentityChange = "enrol-identity-change" { participant, held, given },
+        TlsKeyUnproven = "enrol-tls-key-unproven" { participant, sequence },
+        TlsKeyTaken = "enrol-tls-key-taken" { owner },
+        RotationDisowns = "enrol-rotation-disowns" { participant, sequence, key_id, effective_from, last_signed },
+    }
+}
+
+impl EnrolError {
+    /// What this error says, by message id and arguments (its English text is `to_string`).
+    pub fn coded(&self) -> kp_protocol::problem::Coded {
+        use kp_protocol::problem::Arg;
+        match self {
+            EnrolError::Bundle(detail) => EnrolText::BundleInvalid { detail: detail.as_str().into() },
+            EnrolError::Fingerprint(detail) => {
+                EnrolText::FingerprintUnreadable { detail: detail.as_str().into() }
+            }
+            EnrolError::Mismatch { participant, actual, given } => EnrolText::FingerprintMismatch {
+                participant: (*participant).into(),
+                actual: actual.as_str().into(),
+                given: given.as_str().into(),
+            },
+            EnrolError::Own(participant) => EnrolText::OwnBundle { participant: (*participant).into() },
+            EnrolError::Endpoint(endpoint) => {
+                EnrolText::EndpointNotHostPort { endpoint: endpoint.as_str().into() }
+            }
+            EnrolError::Older { participant, held, given } => EnrolText::BundleOlder {
+                participant: (*participant).into(),
+                held: (*held).into(),
+                given: (*given).into(),
+            },
+            EnrolError::Diverges { participant, sequence } => EnrolText::HistoryDiverges {
+                participant: (*participant).into(),
+                sequence: (*sequence).into(),
+            },
+            EnrolError::IdentityChange { participant, held, given } => EnrolText::IdentityChange {
+                participant: (*participant).into(),
+                held: held.as_str().into(),
+                given: given.as_str().into(),
+            },
+            EnrolError::Unproven { participant, sequence } => {
+                EnrolText::TlsKeyUnproven { participant: (*participant).into(), sequence: (*sequence).into() }
+            }
+            EnrolError::TlsKeyTaken { owner, .. } => EnrolText::TlsKeyTaken { owner: (*owner).into() },
+            EnrolError::Disowns { participant, sequence, key_id, effective_from, last_signed } => {
+                EnrolText::RotationDisowns {
+                    participant: (*participant).into(),
+                    sequence: (*sequence).into(),
+                    key_id: Arg::text(key_id),
+                    effective_from: Arg::text(effective_from),
+                    last_signed: Arg::text(last_signed),
+                }
+            }
+        }
+        .into()
+    }
+}
+
 /// What enrolling a bundle writes: the new record, and the identity it replaces (to archive).
 #[derive(Debug)]
 pub struct Admitted {

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kp_protocol::problem::Arg;
 use kp_protocol::{
     Carats, Certificate, CertificateNumber, Date, ImportConfirmation, LongText, ParticipantCode, Problem,
     Text, Void,
@@ -418,10 +419,18 @@ pub fn kpc_text(shared: &Shared, number: &str) -> Result<String, ApiError> {
 }
 
 pub(super) fn record(shared: &Shared, number: &str) -> ApiResult<CertRecord> {
-    let n: CertificateNumber =
-        number.parse().map_err(|e| invalid("invalid_request", "number", format!("{number:?} {e}")))?;
-    get_record::<CertRecord, _>(&shared.store, Tree::Certs, n.as_str().as_bytes())?
-        .ok_or_else(|| ApiError::NotFound(format!("there is no certificate {n} on this node")))
+    let n: CertificateNumber = number.parse().map_err(|e: kp_protocol::ValueError| ApiError::Invalid {
+        error: "invalid_request",
+        // The API's message as before; the console's names the value cut short.
+        problems: vec![Problem {
+            message: format!("{number:?} {e}"),
+            ..Problem::value("number", number, &e)
+        }],
+    })?;
+    get_record::<CertRecord, _>(&shared.store, Tree::Certs, n.as_str().as_bytes())?.ok_or_else(|| {
+        ApiError::NotFound(format!("there is no certificate {n} on this node"))
+            .coded(NodeText::CertificateNotFound { number: Arg::text(&n) })
+    })
 }
 
 #[utoipa::path(get, path = "/v1/certificates/{number}", tag = "certificates",
@@ -631,11 +640,10 @@ async fn settle(
     make: impl FnOnce(&CertRecord) -> ApiResult<Command>,
 ) -> ApiResult<Json<queries::CertView>> {
     if let Some(why) = refusal(rec) {
-        return Err(ApiError::Conflict(format!(
-            "certificate {} is {}: {why}",
-            rec.number,
-            queries::effective_status(rec, shared.now().date()).as_str()
-        )));
+        let status = queries::effective_status(rec, shared.now().date()).as_str();
+        return Err(ApiError::Conflict(format!("certificate {} is {status}: {why}", rec.number)).coded(
+            NodeText::CertificateWrongState { number: Arg::text(&rec.number), status: status.into() },
+        ));
     }
     updated(shared, make(rec)?).await
 }
@@ -688,7 +696,11 @@ pub async fn void_certificate(
     reason: &str,
     officer: &Officer,
 ) -> Result<queries::CertView, ApiError> {
-    let reason: Text = reason.parse().map_err(|e| invalid("invalid_request", "reason", format!("{e}")))?;
+    let reason: Text = reason.parse().map_err(|e: kp_protocol::ValueError| ApiError::Invalid {
+        error: "invalid_request",
+        // The API's message as before; the console's names the reason cut short.
+        problems: vec![Problem { message: e.to_string(), ..Problem::value("reason", reason, &e) }],
+    })?;
     let rec = record(shared, number)?;
     let Json(view) = settle(shared, &rec, kp_exchange::engine::voidable, |rec| {
         let void = Void { certificate: rec.number.clone(), certificate_id: rec.message_id, reason };

@@ -4,12 +4,14 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kp_protocol::problem::{Arg, Coded};
 use kp_protocol::Problem;
 use serde::Serialize;
 
 use crate::actor::{ActorError, RotationError};
 use crate::report::seal::SealError;
 use crate::service::issuing::IssueError;
+use crate::service::NodeText;
 use crate::store::StoreError;
 use kp_exchange::engine::EngineError;
 
@@ -36,6 +38,12 @@ pub enum ApiError {
     /// A partner this node asked on the caller's behalf (recovery) could not be reached or
     /// broke the protocol (502).
     BadGateway(String),
+    /// `error`, whose message is also said by message id and arguments, for the console to
+    /// say in its user's language ([`ApiError::coded`]); answered exactly as `error` is.
+    Coded {
+        error: Box<ApiError>,
+        text: Coded,
+    },
 }
 
 /// The body of every error answer.
@@ -65,10 +73,25 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
+    /// This error, its message said also by `text` (an id of the console's catalogues): the
+    /// API answers as before, the console says it in its user's language.
+    pub fn coded(self, text: impl Into<Coded>) -> ApiError {
+        ApiError::Coded { error: Box::new(self), text: text.into() }
+    }
+
+    /// The message id and arguments of this error's message, if it has them.
+    pub fn text(&self) -> Option<&Coded> {
+        match self {
+            ApiError::Coded { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
     /// The problems of invalid input, each naming its field; any other error as it is.
     pub fn into_problems(self) -> Result<Vec<Problem>, ApiError> {
         match self {
             ApiError::Invalid { problems, .. } => Ok(problems),
+            ApiError::Coded { error, text } => error.into_problems().map_err(|e| e.coded(text)),
             other => Err(other),
         }
     }
@@ -84,7 +107,7 @@ impl ApiError {
     }
 
     /// The status and body this error is answered with (alone, or as an item of a batch).
-    pub(super) fn parts(self) -> (StatusCode, ErrorBody) {
+    pub(crate) fn parts(self) -> (StatusCode, ErrorBody) {
         let body = |error: &str, message: Option<String>, problems: Option<Vec<Problem>>| ErrorBody {
             error: error.to_owned(),
             message,
@@ -112,6 +135,7 @@ impl ApiError {
             }
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, body("internal", Some(m), None)),
             ApiError::BadGateway(m) => (StatusCode::BAD_GATEWAY, body("partner_failed", Some(m), None)),
+            ApiError::Coded { error, .. } => return error.parts(),
         };
         (status, body)
     }
@@ -127,10 +151,12 @@ impl From<StoreError> for ApiError {
             return s.into();
         }
         if e.is_io() {
+            let text = NodeText::StoreFailed { error: Arg::text(&e) };
             ApiError::Unavailable(format!(
                 "the store has failed ({e}) and cannot answer this until it is reopened (sled may write \
 as it reads). Fix what the error names; `kpnode run` reopens its store by itself once a test write succeeds"
             ))
+            .coded(text)
         } else {
             ApiError::Internal(e.to_string())
         }
@@ -142,7 +168,8 @@ as it reads). Fix what the error names; `kpnode run` reopens its store by itself
 /// token is back.
 impl From<kp_keys::SignError> for ApiError {
     fn from(e: kp_keys::SignError) -> ApiError {
-        ApiError::Unavailable(e.to_string())
+        let text = NodeText::SigningUnavailable { detail: Arg::text(&e) };
+        ApiError::Unavailable(e.to_string()).coded(text)
     }
 }
 
@@ -186,7 +213,8 @@ impl From<ActorError> for ApiError {
     fn from(e: ActorError) -> ApiError {
         match e {
             ActorError::Storage(_) | ActorError::Stopped | ActorError::Signing(_) => {
-                ApiError::Unavailable(e.to_string())
+                let text = NodeText::NodeUnavailable { detail: Arg::text(&e) };
+                ApiError::Unavailable(e.to_string()).coded(text)
             }
             ActorError::Damaged(_) => ApiError::Internal(e.to_string()),
             ActorError::Rotation(RotationError::Target { field, detail }) => {
@@ -217,21 +245,31 @@ impl From<ActorError> for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
+        let message = e.to_string();
         match e {
-            EngineError::NotFound(_) | EngineError::UnknownPeer(_) => ApiError::NotFound(e.to_string()),
-            EngineError::Conflict(_) => ApiError::Taken("number_taken", e.to_string()),
+            EngineError::NotFound(number) => {
+                ApiError::NotFound(message).coded(NodeText::CertificateNotFound { number: Arg::text(number) })
+            }
+            EngineError::UnknownPeer(code) => {
+                ApiError::NotFound(message).coded(NodeText::PeerNotEnrolled { code: code.into() })
+            }
+            EngineError::Conflict(number) => ApiError::Taken("number_taken", message)
+                .coded(NodeText::CertificateNumberTaken { number: Arg::text(number) }),
+            EngineError::WrongState { number, status, .. } => ApiError::Conflict(message)
+                .coded(NodeText::CertificateWrongState { number: Arg::text(number), status: status.into() }),
+            EngineError::Quarantined(code) => {
+                ApiError::Conflict(message).coded(NodeText::PeerQuarantined { code: code.into() })
+            }
+            EngineError::Enrol(e) => ApiError::Conflict(message).coded(e.coded()),
             EngineError::IdempotencyConflict { .. } => {
                 ApiError::Taken("idempotency_key_reused", e.to_string())
             }
             // The certificate's or the peer's state forbids it now.
-            EngineError::WrongState { .. }
-            | EngineError::Enrol(_)
-            | EngineError::Quarantined(_)
-            | EngineError::OlderList(_)
-            | EngineError::Untrusted { .. }
-            | EngineError::RecoveryPending => ApiError::Conflict(e.to_string()),
+            EngineError::OlderList(_) | EngineError::Untrusted { .. } | EngineError::RecoveryPending => {
+                ApiError::Conflict(message)
+            }
             // A kind added to the engine later: a fault until it is given its status here.
-            _ => ApiError::Internal(e.to_string()),
+            _ => ApiError::Internal(message),
         }
     }
 }
@@ -337,5 +375,34 @@ mod tests {
         let (_, body) =
             answer(ActorError::Rotation(RotationError::Refused(kp_keys::HistoryError::BadRootKey)).into());
         assert!(body.contains(r#""error":"rotation_refused""#), "{body}");
+    }
+
+    /// A message id is for the console: the API answers a coded error exactly as the error
+    /// without it, and the console still gets the error's problems from it.
+    #[test]
+    fn a_coded_error_is_answered_as_the_error_it_wraps() {
+        let number: kp_protocol::CertificateNumber = "RU-2026-000001".parse().unwrap();
+        let plain = || ApiError::from(EngineError::NotFound(number.clone()));
+        let coded = plain();
+        assert_eq!(coded.text().map(|c| c.id), Some("certificate-not-found"));
+        let (status, body) = answer(coded);
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::NOT_FOUND,
+                r#"{"error":"not_found","message":"there is no certificate RU-2026-000001 on this node"}"#
+            )
+        );
+        let invalid = invalid("invalid_request", "reason", "is empty")
+            .coded(NodeText::CertificateNotFound { number: Arg::text(&number) });
+        let problems = invalid.into_problems().unwrap();
+        assert_eq!((problems[0].field.as_str(), problems[0].message.as_str()), ("reason", "is empty"));
+        let wrong = EngineError::WrongState { number, status: "voided", why: "it is already voided".into() };
+        let (status, body) = answer(wrong.into());
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(
+            body.contains(r#""message":"certificate RU-2026-000001 is voided: it is already voided""#),
+            "{body}"
+        );
     }
 }

@@ -69,7 +69,7 @@ pub async fn enrol_peer(
                     EnrolError::Endpoint(_) => "endpoints",
                     _ => "bundle",
                 };
-                invalid("invalid_bundle", field, e.to_string())
+                enrol_refused(field, &e)
             })?;
     let code = record.participant;
     let command = Command::EnrolPeer {
@@ -84,7 +84,7 @@ pub async fn enrol_peer(
                 EnrolError::IdentityChange { .. } => "replace_identity",
                 _ => "bundle",
             };
-            return Err(invalid("invalid_bundle", field, e.to_string()));
+            return Err(enrol_refused(field, &e));
         }
         Outcome::Refused(e) => return Err(e.into()),
         other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
@@ -94,6 +94,15 @@ pub async fn enrol_peer(
         .into_iter()
         .find(|p| p.participant == code)
         .ok_or_else(|| ApiError::Internal("the enrolled peer is missing".into()))
+}
+
+/// A refused enrolment, shown at `field`: the enrolment error's English text for the API, and
+/// its message id and arguments for the console.
+fn enrol_refused(field: &str, e: &kp_exchange::enrol::EnrolError) -> ApiError {
+    ApiError::Invalid {
+        error: "invalid_bundle",
+        problems: vec![kp_protocol::Problem::new(field, e.to_string()).coded(e.coded())],
+    }
 }
 
 /// A removal done.

@@ -127,11 +127,11 @@ pub(super) async fn list(
         match crate::api::show_view(&console.shared, &number) {
             Ok(v) => return Ok(Redirect::to(&format!("/certificates/{}", v.number)).into_response()),
             Err(e) => {
-                let (status, message) = e.status_and_message();
-                if status != StatusCode::NOT_FOUND && status != StatusCode::UNPROCESSABLE_ENTITY {
-                    return Err(signed.localize(PageError::new(status, message)));
+                let e = signed.localize(e);
+                if e.status != StatusCode::NOT_FOUND && e.status != StatusCode::UNPROCESSABLE_ENTITY {
+                    return Err(e);
                 }
-                page.error = Some(message);
+                page.error = Some(e.text());
             }
         }
     }
@@ -399,12 +399,11 @@ pub(super) async fn void(
             Ok(Redirect::to(&format!("/certificates/{}", v.number)).into_response())
         }
         Err(e) => {
-            let (status, message) = e.status_and_message();
-            if status != StatusCode::UNPROCESSABLE_ENTITY {
-                return Err(signed.localize(PageError::new(status, message)));
-            }
+            // The reason's problems are shown at the form; anything else takes the page.
+            let problems = e.into_problems().map_err(|e| signed.localize(e))?;
             let mut page = certificate_page(&console, &signed, &number)?;
-            page.reason_error = Some(message.trim_start_matches("reason: ").to_owned());
+            let said: Vec<String> = problems.iter().map(|p| super::problem_text(page.tr, p)).collect();
+            page.reason_error = Some(said.join("; "));
             Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
         }
     }

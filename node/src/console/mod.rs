@@ -236,12 +236,13 @@ pub fn dynamic_keys() -> Vec<String> {
     keys
 }
 
-/// Every coded problem a page can show (the certificate's, the registry's and the node's
-/// own), with the names of its arguments: each is `problem-<id>` in every catalogue.
+/// Every coded problem a page can show (the certificate's, the registry's, the node's own and
+/// the enrolment's), with the names of its arguments: each is `problem-<id>` in every catalogue.
 pub fn problem_ids() -> Vec<(&'static str, &'static [&'static str])> {
     let mut ids = kp_protocol::problem::ProblemText::ALL.to_vec();
     ids.extend_from_slice(kp_exchange::registry::RegistryText::ALL);
     ids.extend_from_slice(crate::service::NodeText::ALL);
+    ids.extend_from_slice(kp_exchange::enrol::EnrolText::ALL);
     ids
 }
 
@@ -308,18 +309,27 @@ impl SignedIn {
 /// arguments, dates written the language's way), or its English text when it has no id or the
 /// catalogue lacks the message.
 pub fn problem_text(tr: &Catalogue, p: &kp_protocol::Problem) -> String {
+    p.coded.as_ref().and_then(|coded| coded_text(tr, coded)).unwrap_or_else(|| p.message.clone())
+}
+
+/// `coded` in the language of `tr` (`problem-<id>` with its arguments, dates written the
+/// language's way, an argument `status` that is a certificate status by its name in the
+/// language), or `None` when the catalogue lacks the message.
+pub fn coded_text(tr: &Catalogue, coded: &kp_protocol::problem::Coded) -> Option<String> {
     use fluent_bundle::FluentValue;
     use kp_protocol::problem::Arg;
-    let Some(coded) = &p.coded else { return p.message.clone() };
     let key = format!("problem-{}", coded.id);
     if !tr.has(&key) {
-        return p.message.clone();
+        return None;
     }
     let args: Vec<(&str, FluentValue<'_>)> = coded
         .args
         .iter()
         .map(|(name, arg)| {
             let value = match arg {
+                Arg::Text(t) if *name == "status" && tr.has(&format!("status-{t}")) => {
+                    FluentValue::from(tr.t(&format!("status-{t}")))
+                }
                 Arg::Text(t) => FluentValue::from(t.as_str()),
                 Arg::Number(n) => FluentValue::from(*n),
                 Arg::Date(d) => FluentValue::from(tr.date(*d)),
@@ -327,7 +337,7 @@ pub fn problem_text(tr: &Catalogue, p: &kp_protocol::Problem) -> String {
             (*name, value)
         })
         .collect();
-    tr.format(&key, &args)
+    Some(tr.format(&key, &args))
 }
 
 /// The first value of a form field.
@@ -447,14 +457,42 @@ pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> 
 #[derive(Debug)]
 pub struct PageError {
     pub status: StatusCode,
+    /// In English (or already in the user's language, for the console's own messages).
     pub message: String,
     /// The user's catalogue ([`SignedIn::localize`]); English when `None`.
     pub tr: Option<&'static Catalogue>,
+    /// `message` by message id and arguments, said in the language of `tr` when it has it.
+    pub coded: Option<kp_protocol::problem::Coded>,
+    /// The problems of invalid input behind the error, each said after `message`.
+    pub problems: Vec<kp_protocol::Problem>,
 }
 
 impl PageError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> PageError {
-        PageError { status, message: message.into(), tr: None }
+        PageError { status, message: message.into(), tr: None, coded: None, problems: Vec::new() }
+    }
+
+    /// What the page says: the message and then each problem ("field: what"), in the language
+    /// of `tr` where the catalogue has them, else in English.
+    pub fn text(&self) -> String {
+        let Some(tr) = self.tr else { return self.english() };
+        let message =
+            self.coded.as_ref().and_then(|c| coded_text(tr, c)).unwrap_or_else(|| self.message.clone());
+        let problems = self.problems.iter().map(|p| (p.field.as_str(), problem_text(tr, p)));
+        Self::join(message, problems)
+    }
+
+    /// The message and problems as the API says them.
+    fn english(&self) -> String {
+        Self::join(self.message.clone(), self.problems.iter().map(|p| (p.field.as_str(), p.message.clone())))
+    }
+
+    fn join<'a>(message: String, problems: impl Iterator<Item = (&'a str, String)>) -> String {
+        let mut lines: Vec<String> = Some(message).filter(|m| !m.is_empty()).into_iter().collect();
+        lines.extend(
+            problems.map(|(field, text)| if field.is_empty() { text } else { format!("{field}: {text}") }),
+        );
+        lines.join("; ")
     }
 }
 
@@ -476,16 +514,23 @@ impl IntoResponse for PageError {
         } else {
             tr.t("error-title")
         };
-        let page = ErrorPage { tr, nav: None, title: &title, message: &self.message };
+        let message = self.text();
+        let page = ErrorPage { tr, nav: None, title: &title, message: &message };
         (self.status, render(&page)).into_response()
     }
 }
 
 impl From<crate::api::ApiError> for PageError {
-    /// The API's errors, as pages: the same status, the same message.
+    /// The API's errors, as pages: the same status, the same message (said in the user's
+    /// language once [`SignedIn::localize`]d, where the error has a message id).
     fn from(e: crate::api::ApiError) -> PageError {
-        let (status, message) = e.status_and_message();
-        PageError::new(status, message)
+        let coded = e.text().cloned();
+        let (status, body) = e.parts();
+        PageError {
+            coded,
+            problems: body.problems.unwrap_or_default(),
+            ..PageError::new(status, body.message.unwrap_or_default())
+        }
     }
 }
 

@@ -347,11 +347,11 @@ fn held(
             different_document: v.message_id != message_id,
         }),
         Err(e) => {
-            let (status, message) = e.status_and_message();
-            if status == StatusCode::NOT_FOUND {
+            let page = PageError::from(e);
+            if page.status == StatusCode::NOT_FOUND {
                 Ok(Held::default())
             } else {
-                Err(PageError::new(status, message))
+                Err(page)
             }
         }
     }

@@ -26,5 +26,13 @@ kp_protocol::problem_texts! {
         FormItemOutOfOrder = "form-item-out-of-order" { item, array },
         FormSentTwice = "form-sent-twice",
         FormValueAndGroup = "form-value-and-group",
+        CertificateNotFound = "certificate-not-found" { number },
+        CertificateWrongState = "certificate-wrong-state" { number, status },
+        CertificateNumberTaken = "certificate-number-taken" { number },
+        PeerNotEnrolled = "peer-not-enrolled" { code },
+        PeerQuarantined = "peer-quarantined" { code },
+        StoreFailed = "store-failed" { error },
+        SigningUnavailable = "signing-unavailable" { detail },
+        NodeUnavailable = "node-unavailable" { detail },
     }
 }
