@@ -162,6 +162,23 @@ impl Api {
         )
     }
 
+    /// Like `get`, with the answer's value of the header `name`, if it has one.
+    pub fn get_with_header(&self, path: &str, name: &str) -> (u16, Value, Option<String>) {
+        let r = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call();
+        let header = r
+            .as_ref()
+            .ok()
+            .and_then(|resp| resp.headers().get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (status, value) = Self::finish(r);
+        (status, value, header)
+    }
+
     /// Like `post`, but `None` if the API cannot be reached (a node restarting).
     pub fn try_post(&self, path: &str, body: &str) -> Option<(u16, Value)> {
         let mut r = self

@@ -8,6 +8,7 @@
 //! (`processes`), so each node's memory is its own.
 
 mod processes;
+pub mod scale;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
