@@ -241,11 +241,24 @@ impl Api {
         v
     }
 
-    /// Certificates in one direction, as the API lists them.
+    /// Every certificate in `direction`, page after page (as a client follows `X-Next-Cursor`).
     pub fn certificates(&self, direction: &str) -> Vec<Value> {
-        let (s, v) = self.get(&format!("/v1/certificates?direction={direction}"));
-        assert_eq!(s, 200, "{v}");
-        v.as_array().cloned().unwrap_or_default()
+        self.every_page(&format!("/v1/certificates?direction={direction}&limit=1000"))
+    }
+
+    /// The certificates of every page of the list `query` (a path with its query string).
+    pub fn every_page(&self, query: &str) -> Vec<Value> {
+        let mut path = query.to_owned();
+        let mut all = Vec::new();
+        loop {
+            let (s, v, next) = self.get_with_header(&path, "X-Next-Cursor");
+            assert_eq!(s, 200, "{v}");
+            all.extend(v.as_array().cloned().unwrap_or_default());
+            match next {
+                Some(cursor) => path = format!("{query}&cursor={cursor}"),
+                None => return all,
+            }
+        }
     }
 
     pub fn certificate(&self, number: &str) -> Value {
@@ -254,12 +267,9 @@ impl Api {
         v
     }
 
-    /// How many certificates of `direction` have `status`, from the status counters of the
-    /// listing.
+    /// How many certificates the list holds in `direction` and `status`, page after page.
     pub fn count(&self, direction: &str, status: &str) -> usize {
-        let (s, v) = self.get(&format!("/v1/certificates?direction={direction}&status={status}"));
-        assert_eq!(s, 200, "{v}");
-        v.as_array().map_or(0, Vec::len)
+        self.every_page(&format!("/v1/certificates?direction={direction}&status={status}&limit=1000")).len()
     }
 
     /// Enrols the bundle `text` with `fingerprint`.

@@ -38,7 +38,10 @@ fn the_certificate_list_pages_with_a_cursor_bound_to_its_filters() {
     init_logging();
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
-    let mut node = TestNode::start(&rt, init_dir(tmp.path(), "RU", 0));
+    let dir = init_dir(tmp.path(), "RU", 0);
+    // A port of its own, written in node.toml, so that the CLI finds the running node.
+    set_setting(&dir, "network", "api_listen", &format!("\"127.0.0.1:{}\"", free_port()));
+    let mut node = TestNode::start(&rt, dir);
     let mut issued: Vec<String> =
         (0..7).map(|i| node.api.submit(&certificate_json("RU", "IN", None, i))).collect();
     issued.sort();

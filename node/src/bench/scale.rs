@@ -70,8 +70,8 @@ pub struct ScaleRow {
     pub show_max_ms: f64,
     pub log_verify_s: f64,
     pub log_verify_entries_per_s: f64,
-    /// The same audit with one verifying thread: what spreading the signatures over the
-    /// cores gains on this machine as it was loaded then.
+    /// The same audit with one verifying thread beside the reading one (the two already fill
+    /// two cores): what more verifying threads gain on this machine as it was loaded then.
     pub log_verify_one_thread_s: f64,
     /// The rate against cores × one core's strict verifications a second (what `log verify`
     /// does for each document).

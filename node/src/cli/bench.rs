@@ -176,7 +176,7 @@ fn scale(sizes: &[u64], json: bool) -> CliResult {
         "show p50/p99/max",
         "verify",
         "/s",
-        "1 thr",
+        "1 ver",
         "×str",
         "×bat"
     );
@@ -210,6 +210,6 @@ fn scale(sizes: &[u64], json: bool) -> CliResult {
     println!("  stats: the quarter's statistics (through the index); stats*: the same from the whole log");
     println!("  recon-q: the quarter's reconciliation; recon: the whole store's");
     println!("  list: the first page (100); list-f: the first page of status=voided&peer=RU; show: cert show of 200 random numbers");
-    println!("  verify: log verify on every core, entries a second, on one thread; the rate against cores × verify (strict) and cores × batch verify");
+    println!("  verify: log verify on every core, entries a second, with one verifying thread beside the reader; the rate against cores × verify (strict) and cores × batch verify");
     Ok(())
 }
