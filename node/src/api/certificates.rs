@@ -405,15 +405,17 @@ fn list_page(
         records.iter().map(|r| cert_view(&shared.store, r, today, true)).collect::<Result<Vec<_>, _>>()?;
     let next = next.map(|after| {
         let cursor = queries::cursor::encode(&CertFilter { after: None, ..filter.clone() }, &after);
+        // The filters as parsed, in their canonical spelling: every one is URL-safe as it is
+        // (letters, digits, `-` and `_`).
         let mut params: Vec<String> = [
-            ("direction", &query.direction),
-            ("status", &query.status),
-            ("peer", &query.peer),
-            ("issued_from", &query.issued_from),
-            ("issued_to", &query.issued_to),
+            ("direction", filter.direction.map(|d| d.as_str().to_owned())),
+            ("status", filter.status.map(|s| s.as_str().to_owned())),
+            ("peer", filter.peer.map(|p| p.to_string())),
+            ("issued_from", filter.issued_from.map(|d| d.to_string())),
+            ("issued_to", filter.issued_to.map(|d| d.to_string())),
         ]
         .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", crate::client::segment(v))))
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
         .collect();
         params.push(format!("limit={limit}"));
         params.push(format!("cursor={cursor}"));
