@@ -97,6 +97,19 @@ impl Client {
         self.handle(r).map(|(_, v)| v)
     }
 
+    /// Like `get`, with the value of the answer's header `name`, if it has one.
+    pub fn get_with_header(&self, path: &str, name: &str) -> Result<(Value, Option<String>), ClientError> {
+        let r =
+            self.agent.get(&self.url(path)).header("Authorization", &format!("Bearer {}", self.token)).call();
+        let header = r
+            .as_ref()
+            .ok()
+            .and_then(|resp| resp.headers().get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.handle(r).map(|(_, v)| (v, header))
+    }
+
     /// Like `get`, but `None` if the daemon answers 404 (the thing asked for is not there).
     pub fn get_optional(&self, path: &str) -> Result<Option<Value>, ClientError> {
         let r =

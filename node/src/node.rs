@@ -322,6 +322,9 @@ fn open_store(dir: &NodeDir, config: &NodeConfig) -> Result<SledStore, StartErro
     if let Some(m) = &report.migrated {
         tracing::warn!(from = %m.from, to = m.to, backup = %m.backup.display(), "{}", m.line());
     }
+    if let Some(line) = report.indexed_line() {
+        tracing::info!(certificates = report.indexed, "{line}");
+    }
     for f in &report.removed_partial_snapshots {
         tracing::warn!(
             file = %f.display(),

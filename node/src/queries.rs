@@ -317,6 +317,127 @@ pub fn list_certs_bounded<S: Storage + ?Sized>(
     }
 }
 
+/// One page of [`list_certs`]: at most `filter.limit` records, looking at no more than
+/// `max_scanned`, and the number to list on after if there may be more (the last record
+/// listed when the page is full, or the last one looked at when the bound stopped the search:
+/// a page can then be short, even empty, and still have a next one).
+pub fn list_certs_page<S: Storage + ?Sized>(
+    store: &S,
+    filter: &CertFilter,
+    today: Date,
+    max_scanned: usize,
+) -> Result<(Vec<CertRecord>, Option<String>), StoreError> {
+    let (records, resume) = list_certs_bounded(store, filter, today, max_scanned)?;
+    let next =
+        if records.len() >= filter.limit { records.last().map(|r| r.number.to_string()) } else { resume };
+    Ok((records, next))
+}
+
+/// The opaque `cursor` of `GET /v1/certificates` and `kpnode cert list`: where the next page
+/// starts, bound to the filters of the list it came from. Its text is base64url of a version
+/// byte, a 12-byte check (SHA-256 of the filters and the position) and the certificate number
+/// to list on after, in lowercase hex. The check is not a secret (the position is no more than `after` gives):
+/// it refuses a cursor that was cut, edited, or is used with other filters, which would
+/// otherwise silently list another selection.
+pub mod cursor {
+    use super::CertFilter;
+    use sha2::{Digest as _, Sha256};
+
+    const VERSION: u8 = 1;
+    const CHECK: usize = 12;
+    /// The longest cursor text read: a certificate number is at most a few dozen bytes.
+    pub const MAX_CHARS: usize = 512;
+
+    fn check(filter: &CertFilter, after: &str) -> [u8; CHECK] {
+        let mut h = Sha256::new();
+        h.update(b"kpnode list cursor 1\n");
+        let text = |v: Option<String>| v.unwrap_or_default();
+        for part in [
+            text(filter.direction.map(|d| d.as_str().to_owned())),
+            text(filter.status.map(|s| s.as_str().to_owned())),
+            text(filter.peer.map(|p| p.to_string())),
+            text(filter.issued_from.map(|d| d.to_string())),
+            text(filter.issued_to.map(|d| d.to_string())),
+            after.to_owned(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        let digest = h.finalize();
+        let mut out = [0u8; CHECK];
+        out.copy_from_slice(&digest[..CHECK]);
+        out
+    }
+
+    /// The cursor of the page after the number `after` of the list `filter` selects.
+    pub fn encode(filter: &CertFilter, after: &str) -> String {
+        let mut bytes = vec![VERSION];
+        bytes.extend_from_slice(&check(filter, after));
+        bytes.extend_from_slice(after.as_bytes());
+        kp_protocol::digest::hex(&bytes)
+    }
+
+    /// The number a cursor lists on after, if it is one this node made for `filter`; else
+    /// why not, for the operator.
+    pub fn decode(filter: &CertFilter, text: &str) -> Result<String, String> {
+        const AGAIN: &str = "pass the cursor exactly as the previous page gave it, with the same filters, or start again from the first page without one";
+        if text.len() > MAX_CHARS {
+            return Err(format!(
+                "is {} characters long, longer than any cursor this node gives; {AGAIN}",
+                text.len()
+            ));
+        }
+        let bytes =
+            unhex(text).ok_or_else(|| format!("is not a cursor this node gave (not hex); {AGAIN}"))?;
+        let (version, rest) = bytes.split_first().ok_or_else(|| format!("is empty; {AGAIN}"))?;
+        if *version != VERSION || rest.len() <= CHECK {
+            return Err(format!("is not a cursor this node gave; {AGAIN}"));
+        }
+        let (sum, after) = rest.split_at(CHECK);
+        let after =
+            std::str::from_utf8(after).map_err(|_| format!("is not a cursor this node gave; {AGAIN}"))?;
+        if sum != check(filter, after) {
+            return Err(format!(
+                "does not belong to this list: it was altered, or made for other filters (direction, status, peer, issued_from, issued_to); {AGAIN}"
+            ));
+        }
+        Ok(after.to_owned())
+    }
+
+    /// Lowercase or uppercase hex to bytes; `None` if it is not hex.
+    fn unhex(text: &str) -> Option<Vec<u8>> {
+        if !text.len().is_multiple_of(2) {
+            return None;
+        }
+        let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        text.as_bytes().chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::store::Direction;
+
+        #[test]
+        fn a_cursor_reads_back_only_with_its_own_filters_and_unaltered() {
+            let filter = CertFilter { direction: Some(Direction::In), limit: 10, ..CertFilter::default() };
+            let c = encode(&filter, "RU-2026-000042");
+            assert_eq!(decode(&filter, &c).unwrap(), "RU-2026-000042");
+            let other = CertFilter { direction: Some(Direction::Out), ..filter.clone() };
+            assert!(decode(&other, &c).unwrap_err().contains("other filters"));
+            // Every single-character change is refused, none panics.
+            for i in 0..c.len() {
+                let mut t = c.clone().into_bytes();
+                t[i] = if t[i] == b'0' { b'1' } else { b'0' };
+                assert!(decode(&filter, std::str::from_utf8(&t).unwrap()).is_err(), "{i}");
+            }
+            for bad in ["", "0", "zz", "01", &"a".repeat(MAX_CHARS + 2), "é€"] {
+                assert!(decode(&filter, bad).is_err(), "{bad:?}");
+            }
+        }
+    }
+}
+
 /// How many certificates the store holds in each status on `today`, in [`CertStatus::ALL`]'s
 /// order: a scan of every record, a page at a time (the console's dashboard caches it).
 pub fn count_by_status<S: Storage + ?Sized>(

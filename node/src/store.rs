@@ -54,6 +54,20 @@ pub struct OpenReport {
     pub removed_partial_snapshots: Vec<PathBuf>,
     /// The store was in an older format, and was migrated to today's.
     pub migrated: Option<Migrated>,
+    /// The index of certificates by date of issue was built (for this many certificates):
+    /// the store was written by a kpnode that did not keep it (see [`index`]).
+    pub indexed: Option<u64>,
+}
+
+impl OpenReport {
+    /// The line the operator reads about the index built on open, if one was.
+    pub fn indexed_line(&self) -> Option<String> {
+        self.indexed.map(|n| {
+            format!(
+                "built the index of certificates by date of issue ({n} certificates): the store was last written by a kpnode that does not keep it"
+            )
+        })
+    }
 }
 
 /// A migration done on open: from which format, and where the copy of the store as it was
@@ -128,11 +142,15 @@ impl SledStore {
         }
         let (store, mut report) = Self::open_inner(path, cache_capacity_mb, None)?;
         let found = match store.get(Tree::Meta, meta::FORMAT)? {
-            Some(v) if v == meta::FORMAT_VERSION.as_bytes() => return Ok((store, report)),
+            Some(v) if v == meta::FORMAT_VERSION.as_bytes() => {
+                report.indexed = store.ensure_indexes()?;
+                return Ok((store, report));
+            }
             Some(v) if meta::MIGRATES_FROM.iter().any(|old| v == old.as_bytes()) => {
                 let from = String::from_utf8_lossy(&v).into_owned();
                 let (store, migrated) = store.migrate(&from, cache_capacity_mb, observe)?;
                 report.migrated = Some(migrated);
+                report.indexed = store.ensure_indexes()?;
                 return Ok((store, report));
             }
             // Shown in the refusal: kept short whatever the record holds.
@@ -213,7 +231,7 @@ impl SledStore {
         let accounts = db.open_tree(ACCOUNTS_TREE).map_err(backend)?;
         let store =
             SledStore { inner: Arc::new(Inner { db, tree, accounts, path: path.to_owned(), _lock: lock }) };
-        Ok((store, OpenReport { removed_partial_snapshots: removed, migrated: None }))
+        Ok((store, OpenReport { removed_partial_snapshots: removed, migrated: None, indexed: None }))
     }
 
     /// Migrates this store, in format `from`, to today's (see [`SledStore::open_observed`]).
@@ -254,6 +272,18 @@ impl SledStore {
         ]))?;
         store.flush()?;
         Ok((store, Migrated { from: from.to_owned(), to: meta::FORMAT_VERSION, backup }))
+    }
+
+    /// Builds the index by date of issue if the store was last written without it (see
+    /// [`index`]): once, after an upgrade, about a minute per million certificates, so the
+    /// operator is told before it starts.
+    fn ensure_indexes(&self) -> Result<Option<u64>, StoreError> {
+        if !index::issued_is_complete(self)? {
+            tracing::info!(
+                "building the index of certificates by date of issue (once, after an upgrade: about a minute per million certificates) …"
+            );
+        }
+        index::ensure_issued(self)
     }
 
     pub fn path(&self) -> &Path {
@@ -340,6 +370,7 @@ fn prefix(t: Tree) -> u8 {
         Tree::Meta => b'X',
         Tree::Registry => b'R',
         Tree::PeerArchive => b'A',
+        Tree::Issued => b'I',
     }
 }
 

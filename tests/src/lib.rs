@@ -162,6 +162,23 @@ impl Api {
         )
     }
 
+    /// Like `get`, with the answer's value of the header `name`, if it has one.
+    pub fn get_with_header(&self, path: &str, name: &str) -> (u16, Value, Option<String>) {
+        let r = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call();
+        let header = r
+            .as_ref()
+            .ok()
+            .and_then(|resp| resp.headers().get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (status, value) = Self::finish(r);
+        (status, value, header)
+    }
+
     /// Like `post`, but `None` if the API cannot be reached (a node restarting).
     pub fn try_post(&self, path: &str, body: &str) -> Option<(u16, Value)> {
         let mut r = self
@@ -224,11 +241,24 @@ impl Api {
         v
     }
 
-    /// Certificates in one direction, as the API lists them.
+    /// Every certificate in `direction`, page after page (as a client follows `X-Next-Cursor`).
     pub fn certificates(&self, direction: &str) -> Vec<Value> {
-        let (s, v) = self.get(&format!("/v1/certificates?direction={direction}"));
-        assert_eq!(s, 200, "{v}");
-        v.as_array().cloned().unwrap_or_default()
+        self.every_page(&format!("/v1/certificates?direction={direction}&limit=1000"))
+    }
+
+    /// The certificates of every page of the list `query` (a path with its query string).
+    pub fn every_page(&self, query: &str) -> Vec<Value> {
+        let mut path = query.to_owned();
+        let mut all = Vec::new();
+        loop {
+            let (s, v, next) = self.get_with_header(&path, "X-Next-Cursor");
+            assert_eq!(s, 200, "{v}");
+            all.extend(v.as_array().cloned().unwrap_or_default());
+            match next {
+                Some(cursor) => path = format!("{query}&cursor={cursor}"),
+                None => return all,
+            }
+        }
     }
 
     pub fn certificate(&self, number: &str) -> Value {
@@ -237,12 +267,9 @@ impl Api {
         v
     }
 
-    /// How many certificates of `direction` have `status`, from the status counters of the
-    /// listing.
+    /// How many certificates the list holds in `direction` and `status`, page after page.
     pub fn count(&self, direction: &str, status: &str) -> usize {
-        let (s, v) = self.get(&format!("/v1/certificates?direction={direction}&status={status}"));
-        assert_eq!(s, 200, "{v}");
-        v.as_array().map_or(0, Vec::len)
+        self.every_page(&format!("/v1/certificates?direction={direction}&status={status}&limit=1000")).len()
     }
 
     /// Enrols the bundle `text` with `fingerprint`.

@@ -70,6 +70,25 @@ fn meta_key(name: &[u8]) -> Vec<u8> {
     key
 }
 
+/// Takes the index of certificates by date of issue out of `records` (its records, prefix
+/// `I`, and the copy of the counters it was last complete for), checking that it holds one
+/// record per certificate and is complete for the store's counters: what opening a store
+/// written before the index adds to it.
+fn take_issued_index(records: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+    let index: Vec<Vec<u8>> = records.keys().filter(|k| k.first() == Some(&b'I')).cloned().collect();
+    let certificates = records.keys().filter(|k| k.first() == Some(&b'C')).count();
+    assert_eq!(index.len(), certificates, "one index record per certificate");
+    for k in &index {
+        let number = &k[5..];
+        let mut cert_key = vec![b'C'];
+        cert_key.extend_from_slice(number);
+        assert!(records.contains_key(&cert_key), "the index names a stored certificate: {k:?}");
+        records.remove(k);
+    }
+    let at = records.remove(&meta_key(meta::ISSUED_INDEX_AT)).expect("the index says it is complete");
+    assert_eq!(Some(&at), records.get(&meta_key(meta::COUNTS)), "complete for the store's counters");
+}
+
 fn format_in(store: &Path) -> String {
     String::from_utf8(raw_records(store).remove(&meta_key(meta::FORMAT)).expect("a format")).unwrap()
 }
@@ -115,6 +134,7 @@ fn todays_kpnode_migrates_a_store_written_in_format_2_after_copying_it() {
     assert_eq!(raw_records(&backups[0]), before, "the copy is the store as it was");
     let mut after = raw_records(&dir.store_dir());
     assert!(after.remove(&meta_key(meta::LOG_FORMAT3_FROM)).is_some());
+    take_issued_index(&mut after);
     after.insert(meta_key(meta::FORMAT), b"kpnode-store/2".to_vec());
     assert_eq!(after, before, "no entry was rewritten: their hashes and partners' receipts hold");
     let report = kp_tests::audit(&dir);
@@ -222,7 +242,15 @@ fn todays_kpnode_reads_a_store_written_in_format_3_with_its_officers() {
     assert!(out.starts_with("The log verifies: "), "{out}");
     assert!(!err.contains("migrated"), "{err}");
     assert!(migration_backups(&dir, "kpnode-store/3").is_empty());
-    assert_eq!(raw_records(&dir.store_dir()), before, "opening it changed nothing");
+    assert!(err.contains("built the index of certificates by date of issue ("), "{err}");
+    // Opening it added the index by date of issue (the fixture was written before it) and
+    // changed nothing else.
+    let mut after = raw_records(&dir.store_dir());
+    take_issued_index(&mut after);
+    assert_eq!(after, before, "opening it changed nothing but the index");
+    let (code, _, err) = kpnode(&["log", "verify", "--dir", root]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("built the index"), "built once: {err}");
 
     // What RU's operator did through the CLI names the API token; IN's confirmation, nobody.
     let (code, out, err) = kpnode(&["log", "export", "--json", "--dir", root]);

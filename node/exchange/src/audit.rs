@@ -64,12 +64,120 @@ struct Pending {
 
 /// Audits the whole log of a node. `own` is this node's key history; `trust` holds every peer
 /// it ever enrolled. `progress` is told how many entries are done, now and then.
+///
+/// One thread reads the log in order (the hash chain, the layout, the receipts: each entry
+/// needs the one before it); the documents' signatures, most of the work, are verified by
+/// one thread per core, a batch at a time, each strictly (see [`verify_signatures`]). The
+/// problem reported is the first in the log: a bad signature before the entry where the
+/// reading stopped is reported in its place.
 pub fn verify_log<S: Storage + ?Sized>(
     store: &S,
     me: ParticipantCode,
     own: &KeyHistory,
     trust: &Trust,
+    progress: impl FnMut(u64),
+) -> Result<AuditReport, AuditError> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    verify_log_with(store, me, own, trust, progress, workers)
+}
+
+/// Signatures handed to a verifying thread at a time.
+const SIGNATURE_BATCH: usize = 256;
+
+/// What a verifying thread found in one batch: how many signatures it checked, and the first
+/// that does not verify.
+struct BatchResult {
+    checked: u64,
+    first_bad: Option<AuditError>,
+}
+
+/// [`verify_log`] with `workers` verifying threads.
+pub fn verify_log_with<S: Storage + ?Sized>(
+    store: &S,
+    me: ParticipantCode,
+    own: &KeyHistory,
+    trust: &Trust,
+    progress: impl FnMut(u64),
+    workers: usize,
+) -> Result<AuditReport, AuditError> {
+    use std::sync::{mpsc, Mutex};
+    let workers = workers.max(1);
+    // Bounded: the reader waits for the verifiers rather than holding the whole log.
+    let (jobs, queue) = mpsc::sync_channel::<Vec<Pending>>(workers * 2);
+    let queue = Mutex::new(queue);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (results_tx, results) = mpsc::channel::<BatchResult>();
+        for _ in 0..workers {
+            let (queue, results_tx, failed) = (&queue, results_tx.clone(), &failed);
+            scope.spawn(move || loop {
+                let job = match queue.lock() {
+                    Ok(q) => q.recv(),
+                    Err(_) => return,
+                };
+                let Ok(batch) = job else { return };
+                let result = verify_batch(&batch);
+                if result.first_bad.is_some() {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                if results_tx.send(result).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(results_tx);
+        let read = read_log(store, me, own, trust, progress, &mut |batch| {
+            // A verifier that stopped can only have stopped because the reading did.
+            let _ = jobs.send(batch);
+            !failed.load(std::sync::atomic::Ordering::Relaxed)
+        });
+        drop(jobs);
+        let mut checked = 0u64;
+        let mut first_bad: Option<AuditError> = None;
+        for r in results {
+            checked += r.checked;
+            if let Some(e) = r.first_bad {
+                if first_bad.as_ref().is_none_or(|f| e.seq() < f.seq()) {
+                    first_bad = Some(e);
+                }
+            }
+        }
+        match (read, first_bad) {
+            (Err(e), Some(bad)) if bad.seq().is_some_and(|b| e.seq().is_none_or(|s| b < s)) => Err(bad),
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(bad)) => Err(bad),
+            (Ok(mut report), None) => {
+                report.signatures_checked += checked;
+                Ok(report)
+            }
+        }
+    })
+}
+
+/// Verifies one batch of document signatures; names the first bad one.
+fn verify_batch(batch: &[Pending]) -> BatchResult {
+    let items: Vec<(&SignedDocument, &ed25519_dalek::VerifyingKey)> =
+        batch.iter().map(|p| (&p.document, &p.key)).collect();
+    let results = verify_signatures(&items);
+    let first_bad = batch.iter().zip(results).find(|(_, ok)| !ok).map(|(p, _)| {
+        bad(
+            p.seq,
+            format!("the signature of this {} by {} does not verify", p.document.kind, p.document.signer),
+        )
+    });
+    BatchResult { checked: batch.len() as u64, first_bad }
+}
+
+/// Reads the log in order and checks everything but the documents' signatures, which it hands
+/// to `verify` a batch at a time (`verify` answers false to stop: a signature failed). The
+/// report's `signatures_checked` counts the receipts' signatures only.
+fn read_log<S: Storage + ?Sized>(
+    store: &S,
+    me: ParticipantCode,
+    own: &KeyHistory,
+    trust: &Trust,
     mut progress: impl FnMut(u64),
+    verify: &mut dyn FnMut(Vec<Pending>) -> bool,
 ) -> Result<AuditReport, AuditError> {
     let mut report = AuditReport::default();
     let mut prev = Digest::ZERO;
@@ -115,8 +223,6 @@ pub fn verify_log<S: Storage + ?Sized>(
                 _ => {}
             }
             if entry.prev_hash != prev {
-                // Earlier entries' signatures first: a bad one there is the first problem.
-                flush_signatures(&mut pending, &mut report)?;
                 return Err(chain_break(store, seq, &entry, &v, prev)?);
             }
             let hash = hash_entry_bytes(&prev, &v);
@@ -131,8 +237,9 @@ pub fn verify_log<S: Storage + ?Sized>(
                 &mut pending,
                 &mut report,
             )?;
-            if pending.len() >= 256 {
-                flush_signatures(&mut pending, &mut report)?;
+            if pending.len() >= SIGNATURE_BATCH && !verify(std::mem::take(&mut pending)) {
+                // A signature failed: that is the first problem found, reported by the caller.
+                return Ok(report);
             }
             prev = hash;
             expected_seq += 1;
@@ -144,7 +251,9 @@ pub fn verify_log<S: Storage + ?Sized>(
             break;
         }
     }
-    flush_signatures(&mut pending, &mut report)?;
+    if !pending.is_empty() && !verify(std::mem::take(&mut pending)) {
+        return Ok(report);
+    }
     let head = get_record::<LogHead, _>(store, Tree::Meta, meta::LOG_HEAD)?
         .unwrap_or(LogHead { next_seq: 1, last_hash: Digest::ZERO });
     if head.next_seq == expected_seq && head.last_hash != prev && expected_seq > 1 {
@@ -324,22 +433,4 @@ fn entry_what(entry: &LogEntry) -> String {
         EntryBody::Received { peer, .. } => format!("received from {peer}"),
         EntryBody::Recorded { .. } => "recorded by this node".into(),
     }
-}
-
-/// Verifies the waiting document signatures together; names the first bad one.
-fn flush_signatures(pending: &mut Vec<Pending>, report: &mut AuditReport) -> Result<(), AuditError> {
-    let items: Vec<(&SignedDocument, &ed25519_dalek::VerifyingKey)> =
-        pending.iter().map(|p| (&p.document, &p.key)).collect();
-    let results = verify_signatures(&items);
-    for (p, ok) in pending.iter().zip(results) {
-        if !ok {
-            return Err(bad(
-                p.seq,
-                format!("the signature of this {} by {} does not verify", p.document.kind, p.document.signer),
-            ));
-        }
-    }
-    report.signatures_checked += pending.len() as u64;
-    pending.clear();
-    Ok(())
 }

@@ -306,21 +306,125 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
+/// The certificates `GET /v1/certificates` answers when the request gives no `limit`.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// The most certificates one page of `GET /v1/certificates` holds.
+pub const MAX_LIST_LIMIT: usize = 1000;
+/// The most certificate records one page looks through: a filter few certificates match
+/// answers in bounded time on a large store, with a short (even empty) page and a cursor.
+pub const MAX_LIST_SCANNED: usize = 10_000;
+/// The response header holding the next page's cursor (also in `Link`, `rel="next"`).
+pub const NEXT_CURSOR_HEADER: &str = "X-Next-Cursor";
+
+/// The query of `GET /v1/certificates`: a [`ListQuery`] and the cursor of the page to give.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListRouteQuery {
+    direction: Option<String>,
+    status: Option<String>,
+    peer: Option<String>,
+    after: Option<String>,
+    issued_from: Option<String>,
+    issued_to: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
 #[utoipa::path(get, path = "/v1/certificates", tag = "certificates",
+    description = "Certificates in number order, a page at a time. The body is the page's array; when there may be more, the response carries the next page's cursor in the `X-Next-Cursor` header and the next page's URL in `Link: <…>; rel=\"next\"`. Follow them until neither is given: a page may be shorter than `limit`, even empty, and still have a next one (a page looks through at most 10,000 certificates, so that a filter few certificates match answers in bounded time on a large store). The cursor is opaque and bound to the filters it was made for: pass it with the same filters (`limit` may change).",
     params(
         ("direction" = Option<String>, Query, description = "in or out"),
         ("status" = Option<CertStatus>, Query, description = "only this status"),
         ("peer" = Option<String>, Query, description = "only certificates exchanged with this participant"),
-        ("after" = Option<String>, Query, description = "numbers after this one (paging)"),
+        ("after" = Option<String>, Query, description = "numbers after this one (not with cursor)"),
         ("issued_from" = Option<String>, Query, description = "only certificates issued on or after this day (YYYY-MM-DD)"),
         ("issued_to" = Option<String>, Query, description = "only certificates issued on or before this day (YYYY-MM-DD)"),
-        ("limit" = Option<usize>, Query, description = "at most this many (default and maximum 100000)")),
-    responses((status = 200, body = Vec<queries::CertView>), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+        ("limit" = Option<usize>, Query, description = "at most this many certificates in the page: 1 to 1000, default 100"),
+        ("cursor" = Option<String>, Query, description = "the `X-Next-Cursor` of the previous page, with the same filters")),
+    responses(
+        (status = 200, body = Vec<queries::CertView>, headers(
+            ("X-Next-Cursor" = String, description = "the cursor of the next page; absent on the last page"),
+            ("Link" = String, description = "`</v1/certificates?…&cursor=…>; rel=\"next\"`: the next page's URL, with the same filters and limit; absent on the last page"))),
+        (status = 422, description = "A filter, `limit` (not 1 to 1000) or `cursor` (not one this node gave for these filters) is invalid, by parameter", body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 pub(super) async fn list(
     State(shared): State<Arc<Shared>>,
-    ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Vec<queries::CertView>>> {
-    list_views(&shared, q, true).map(Json)
+    ApiQuery(q): ApiQuery<ListRouteQuery>,
+) -> ApiResult<Response> {
+    let (views, next) = list_page(&shared, q)?;
+    let mut response = Json(views).into_response();
+    if let Some(NextPage { cursor, link }) = next {
+        let headers = response.headers_mut();
+        for (name, value) in [(NEXT_CURSOR_HEADER, cursor), (header::LINK.as_str(), link)] {
+            let value = header::HeaderValue::from_str(&value)
+                .map_err(|e| ApiError::Internal(format!("the {name} header: {e}")))?;
+            headers.insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+/// The next page of a list: its cursor, and the `Link` header's value.
+struct NextPage {
+    cursor: String,
+    link: String,
+}
+
+/// One page of `GET /v1/certificates`, and where the next one is if there may be more.
+fn list_page(
+    shared: &Shared,
+    q: ListRouteQuery,
+) -> Result<(Vec<queries::CertView>, Option<NextPage>), ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(invalid(
+            "invalid_query",
+            "limit",
+            format!("{limit} is not between 1 and {MAX_LIST_LIMIT}; ask for at most {MAX_LIST_LIMIT} certificates a page and follow the next page's cursor"),
+        ));
+    }
+    let query = ListQuery {
+        direction: q.direction,
+        status: q.status,
+        peer: q.peer,
+        after: q.after,
+        issued_from: q.issued_from,
+        issued_to: q.issued_to,
+        limit: Some(limit),
+    };
+    let mut filter = list_filter(&query)?;
+    if let Some(cursor) = &q.cursor {
+        if filter.after.is_some() {
+            return Err(invalid("invalid_query", "cursor", "is given with after; give one or the other"));
+        }
+        let after = queries::cursor::decode(&filter, cursor)
+            .map_err(|why| invalid("invalid_query", "cursor", why))?;
+        filter.after = Some(after);
+    }
+    let today = shared.now().date();
+    let (records, next) = queries::list_certs_page(&shared.store, &filter, today, MAX_LIST_SCANNED)?;
+    let views =
+        records.iter().map(|r| cert_view(&shared.store, r, today, true)).collect::<Result<Vec<_>, _>>()?;
+    let next = next.map(|after| {
+        let cursor = queries::cursor::encode(&CertFilter { after: None, ..filter.clone() }, &after);
+        // The filters as parsed, in their canonical spelling: every one is URL-safe as it is
+        // (letters, digits, `-` and `_`).
+        let mut params: Vec<String> = [
+            ("direction", filter.direction.map(|d| d.as_str().to_owned())),
+            ("status", filter.status.map(|s| s.as_str().to_owned())),
+            ("peer", filter.peer.map(|p| p.to_string())),
+            ("issued_from", filter.issued_from.map(|d| d.to_string())),
+            ("issued_to", filter.issued_to.map(|d| d.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+        .collect();
+        params.push(format!("limit={limit}"));
+        params.push(format!("cursor={cursor}"));
+        let link = format!("</v1/certificates?{}>; rel=\"next\"", params.join("&"));
+        NextPage { cursor, link }
+    });
+    Ok((views, next))
 }
 
 /// The certificates a [`ListQuery`] selects, each problem with the query naming its
@@ -341,6 +445,18 @@ pub fn list_views_bounded(
     with_certificates: bool,
     max_scanned: usize,
 ) -> Result<(Vec<queries::CertView>, Option<String>), ApiError> {
+    let filter = list_filter(&q)?;
+    let today = shared.now().date();
+    let (records, resume) = queries::list_certs_bounded(&shared.store, &filter, today, max_scanned)?;
+    let views = records
+        .iter()
+        .map(|r| cert_view(&shared.store, r, today, with_certificates))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((views, resume))
+}
+
+/// The filter a [`ListQuery`] gives, each problem naming its parameter.
+fn list_filter(q: &ListQuery) -> Result<CertFilter, ApiError> {
     let mut problems = Vec::new();
     let direction = match q.direction.as_deref() {
         None => None,
@@ -379,18 +495,12 @@ pub fn list_views_bounded(
         direction,
         status,
         peer,
-        after: q.after,
+        after: q.after.clone(),
         issued_from,
         issued_to,
         limit: q.limit.unwrap_or(100_000).min(100_000),
     };
-    let today = shared.now().date();
-    let (records, resume) = queries::list_certs_bounded(&shared.store, &filter, today, max_scanned)?;
-    let views = records
-        .iter()
-        .map(|r| cert_view(&shared.store, r, today, with_certificates))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((views, resume))
+    Ok(filter)
 }
 
 /// One certificate's view, with the signed certificate; 404 if this node has none so numbered.

@@ -25,7 +25,8 @@ mod users;
 
 pub use certificates::{
     confirm_certificate, confirm_refusal, kpc_text, list_views, list_views_bounded, show_view,
-    void_certificate, void_refusal, ConfirmRequest, ListQuery, IDEMPOTENCY_HEADER,
+    void_certificate, void_refusal, ConfirmRequest, ListQuery, DEFAULT_LIST_LIMIT, IDEMPOTENCY_HEADER,
+    MAX_LIST_LIMIT, MAX_LIST_SCANNED, NEXT_CURSOR_HEADER,
 };
 use error::{invalid, ApiResult};
 pub use error::{ApiError, ErrorBody};

@@ -9,6 +9,7 @@
 
 pub mod cost;
 mod processes;
+pub mod scale;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

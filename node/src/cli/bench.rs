@@ -26,7 +26,14 @@ ratio of the two throughputs reported.\n\n\
 With --hsm-module /usr/lib/softhsm/libsofthsm2.so, the bench also makes a SoftHSM2 token of its own \
 in the temporary directory (softhsm2-util must be installed) and runs the same exchange again with \
 the exporter's signing key in it (every certificate and receipt signed by the token), reporting \
-both throughputs side by side and the time of one token signature. In one process only.";
+both throughputs side by side and the time of one token signature. In one process only.\n\n\
+--scale 10000,100000,1000000 measures instead what questions cost as the store grows: for each \
+size, a node's store in a temporary directory is filled with that many certificates received from \
+a partner (real signed certificates and receipts, 100 issued a day up to yesterday, one in a \
+hundred voided), then it times opening it (which builds the index by date of issue), the last full \
+quarter's statistics and reconciliation, the whole store's reconciliation, the first page of the \
+certificate list (and of a filter few match), cert show of random numbers, and log verify with its \
+rate against this machine's Ed25519 verifications on every core. Every answer is checked.";
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -54,12 +61,19 @@ pub struct BenchArgs {
     /// through this PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
     #[arg(long, value_name = "PATH", conflicts_with = "processes")]
     hsm_module: Option<std::path::PathBuf>,
+    /// Instead of the exchange: time the statistics, reconciliation, list, show and log
+    /// verify on stores of these many certificates (comma-separated, e.g. 10000,100000).
+    #[arg(long, value_name = "N,N,…", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..))]
+    scale: Vec<u64>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: BenchArgs) -> CliResult {
+    if !a.scale.is_empty() {
+        return scale(&a.scale, a.json);
+    }
     if a.certs == 0 {
         return Err(Failure::input("--certs must be at least 1"));
     }
@@ -184,4 +198,72 @@ fn print_costs(r: &bench::BenchReport) {
         println!("    {:<18} {:>8.1} µs {:>5.1}%{calls}", p.part, p.us_per_cert, p.share * 100.0);
     }
     println!("               ({})", cpu.note);
+}
+
+/// `kpnode bench --scale`.
+fn scale(sizes: &[u64], json: bool) -> CliResult {
+    let r = bench::scale::run(sizes, bench::scale::PER_DAY, !json)
+        .map_err(|e| Failure::runtime(format!("bench failed: {e}")))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        return Ok(());
+    }
+    let c = &r.crypto;
+    println!();
+    println!(
+        "kpnode bench --scale: certificates received from RU, {} issued a day; Ed25519 on one core: verify {:.1} µs, batch verify {:.1} µs; {} cores",
+        r.per_day, c.verify_us, c.batch_verify_us, c.cores
+    );
+    println!();
+    println!(
+        "{:>9} {:>7} {:>7} {:>6} {:>8} {:>9} {:>8} {:>8} {:>7} {:>7} {:>16} {:>8} {:>7} {:>7} {:>6} {:>6}",
+        "certs",
+        "store",
+        "open",
+        "qcerts",
+        "stats",
+        "stats*",
+        "recon-q",
+        "recon",
+        "list",
+        "list-f",
+        "show p50/p99/max",
+        "verify",
+        "/s",
+        "1 ver",
+        "×str",
+        "×bat"
+    );
+    for w in &r.rows {
+        println!(
+            "{:>9} {:>5.0}MB {:>6.1}s {:>6} {:>6.0}ms {:>7.0}ms {:>6.0}ms {:>6.0}ms {:>5.1}ms {:>5.1}ms {:>4.2}/{:>4.2}/{:>4.1}ms {:>7.1}s {:>7.0} {:>6.1}s {:>6.2} {:>6.2}",
+            w.certificates,
+            w.store_mb,
+            w.open_with_index_build_s,
+            w.quarter_certificates,
+            w.stats_quarter_ms,
+            w.stats_quarter_from_whole_log_ms,
+            w.reconcile_quarter_ms,
+            w.reconcile_whole_store_ms,
+            w.list_first_page_ms,
+            w.list_filtered_first_page_ms,
+            w.show_p50_ms,
+            w.show_p99_ms,
+            w.show_max_ms,
+            w.log_verify_s,
+            w.log_verify_entries_per_s,
+            w.log_verify_one_thread_s,
+            w.verify_vs_strict,
+            w.verify_vs_batched
+        );
+    }
+    println!();
+    println!(
+        "  open: opening the store, building the index by date of issue; qcerts: certificates of the quarter"
+    );
+    println!("  stats: the quarter's statistics (through the index); stats*: the same from the whole log");
+    println!("  recon-q: the quarter's reconciliation; recon: the whole store's");
+    println!("  list: the first page (100); list-f: the first page of status=voided&peer=RU; show: cert show of 200 random numbers");
+    println!("  verify: log verify on every core, entries a second, with one verifying thread beside the reader; the rate against cores × verify (strict) and cores × batch verify");
+    Ok(())
 }

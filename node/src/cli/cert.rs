@@ -89,6 +89,16 @@ Several files, or - (NDJSON on stdin: one certificate per line), are sent throug
         json: bool,
     },
     /// List certificates, newest numbers last.
+    #[command(
+        long_about = "List certificates in number order (newest numbers last). Without --limit every \
+certificate the filters select is listed (up to 100,000; past that, the cursor to go on with is \
+printed on stderr). With --limit N, one page of at most N (1 to 1000) is listed and, if there \
+may be more, the next page's cursor is printed on stderr as `next page: --cursor C`; give it \
+back with --cursor and the same filters for the next page. A page may be shorter than N, even \
+empty, and still have a next one: each page looks through at most 10,000 certificates, so that \
+a filter few match answers quickly on a large store. --json prints the page as a JSON array \
+on stdout; the cursor still goes to stderr."
+    )]
     List {
         #[command(flatten)]
         dir: DirArg,
@@ -102,6 +112,13 @@ Several files, or - (NDJSON on stdin: one certificate per line), are sent throug
         /// Only certificates exchanged with this participant.
         #[arg(long)]
         peer: Option<String>,
+        /// List one page of at most this many certificates (1 to 1000) and print the next
+        /// page's cursor on stderr.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: Option<u16>,
+        /// Start at the page this cursor (printed by the previous page) names; same filters.
+        #[arg(long, value_name = "C")]
+        cursor: Option<String>,
         /// Print JSON (an array).
         #[arg(long)]
         json: bool,
@@ -216,7 +233,9 @@ pub fn run(c: CertCommand) -> CliResult {
             files => super::submit::submit_many(files, &dir, json),
         },
         CertCommand::Show { number, dir, json } => show(&number, &dir, json),
-        CertCommand::List { dir, direction, status, peer, json } => list(&dir, direction, status, peer, json),
+        CertCommand::List { dir, direction, status, peer, limit, cursor, json } => {
+            list(&dir, ListArgs { direction, status, peer, limit: limit.map(usize::from), cursor }, json)
+        }
         CertCommand::Confirm { number, received_on, parcels, carats, remarks, dir } => {
             let body = serde_json::json!({"received_on": received_on, "parcels": parcels, "carats": carats, "remarks": remarks});
             update(&dir, &number, "confirm", body)
@@ -394,58 +413,71 @@ fn show(number: &str, dir: &DirArg, as_json: bool) -> CliResult {
     Ok(())
 }
 
-fn list(
-    dir: &DirArg,
+/// What `cert list` was asked for.
+struct ListArgs {
     direction: Option<String>,
     status: Option<String>,
     peer: Option<String>,
-    as_json: bool,
-) -> CliResult {
-    let mut query = Vec::new();
-    for (k, v) in [("direction", &direction), ("status", &status), ("peer", &peer)] {
-        if let Some(v) = v {
-            query.push(format!("{k}={}", segment(v)));
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// The most `cert list` prints without `--limit` (what the list route answered at most in one
+/// request before it answered pages).
+const LIST_ALL_MAX: usize = 100_000;
+
+fn list(dir: &DirArg, args: ListArgs, as_json: bool) -> CliResult {
+    let home = NodeDir::new(&dir.dir);
+    let access = super::peer::access(&home)?;
+    let mut rows: Vec<Value> = Vec::new();
+    let mut cursor = args.cursor.clone();
+    let next = loop {
+        let want = match args.limit {
+            Some(n) => n,
+            None => (LIST_ALL_MAX - rows.len()).min(crate::api::MAX_LIST_LIMIT),
+        };
+        let (page, next) = list_page(&access, &args, want, cursor.as_deref())?;
+        rows.extend(page);
+        match next {
+            Some(c) if args.limit.is_none() && rows.len() < LIST_ALL_MAX => cursor = Some(c),
+            other => break other,
+        }
+    };
+    if let Some(c) = &next {
+        if args.limit.is_none() {
+            eprintln!(
+                "listed the first {} certificates; there are more: go on with --limit 1000 --cursor {c}",
+                rows.len()
+            );
+        } else {
+            eprintln!("next page: --cursor {c}");
         }
     }
-    let path = if query.is_empty() {
-        "/v1/certificates".to_owned()
-    } else {
-        format!("/v1/certificates?{}", query.join("&"))
-    };
-    let home = NodeDir::new(&dir.dir);
-    let v = match super::peer::access(&home)? {
-        super::peer::Access::Daemon(client) => client.get(&path)?,
-        super::peer::Access::Offline(store) => list_offline(&store, direction, status, peer)?,
-    };
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(&Value::Array(rows)).unwrap_or_default());
         return Ok(());
     }
     let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
-    let rows: Vec<Vec<String>> = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|c| {
-                    vec![
-                        s(&c["number"]),
-                        s(&c["direction"]),
-                        s(&c["peer"]),
-                        if c["enhanced_vigilance"].is_string() {
-                            format!("{} (VIGILANCE)", s(&c["status"]))
-                        } else {
-                            s(&c["status"])
-                        },
-                        s(&c["issued_on"]),
-                        s(&c["expires_on"]),
-                        c["parcels"].as_u64().unwrap_or(0).to_string(),
-                        s(&c["carats"]),
-                        s(&c["value_usd"]),
-                    ]
-                })
-                .collect()
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|c| {
+            vec![
+                s(&c["number"]),
+                s(&c["direction"]),
+                s(&c["peer"]),
+                if c["enhanced_vigilance"].is_string() {
+                    format!("{} (VIGILANCE)", s(&c["status"]))
+                } else {
+                    s(&c["status"])
+                },
+                s(&c["issued_on"]),
+                s(&c["expires_on"]),
+                c["parcels"].as_u64().unwrap_or(0).to_string(),
+                s(&c["carats"]),
+                s(&c["value_usd"]),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     super::output::table(
         &["NUMBER", "DIR", "PEER", "STATUS", "ISSUED", "EXPIRES", "PARCELS", "CARATS", "US$"],
         &rows,
@@ -453,44 +485,87 @@ fn list(
     Ok(())
 }
 
+/// One page of at most `limit` certificates from `cursor` on, from the daemon or a stopped
+/// node's store, and the next page's cursor.
+fn list_page(
+    access: &super::peer::Access,
+    args: &ListArgs,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<(Vec<Value>, Option<String>), Failure> {
+    match access {
+        super::peer::Access::Daemon(client) => {
+            let mut query = Vec::new();
+            for (k, v) in [("direction", &args.direction), ("status", &args.status), ("peer", &args.peer)] {
+                if let Some(v) = v {
+                    query.push(format!("{k}={}", segment(v)));
+                }
+            }
+            query.push(format!("limit={limit}"));
+            if let Some(c) = cursor {
+                query.push(format!("cursor={}", segment(c)));
+            }
+            let path = format!("/v1/certificates?{}", query.join("&"));
+            let (v, next) = client.get_with_header(&path, crate::api::NEXT_CURSOR_HEADER)?;
+            Ok((v.as_array().cloned().unwrap_or_default(), next))
+        }
+        super::peer::Access::Offline(store) => list_offline(store, args, limit, cursor),
+    }
+}
+
 /// What `GET /v1/certificates` answers, read from a stopped node's store.
 fn list_offline(
     store: &crate::store::SledStore,
-    direction: Option<String>,
-    status: Option<String>,
-    peer: Option<String>,
-) -> Result<Value, Failure> {
-    let direction = direction.map(|d| match d.as_str() {
+    args: &ListArgs,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<(Vec<Value>, Option<String>), Failure> {
+    let direction = args.direction.as_deref().map(|d| match d {
         "in" => crate::store::Direction::In,
         _ => crate::store::Direction::Out,
     });
-    let status = status
+    let status = args
+        .status
+        .as_deref()
         .map(|s| s.parse::<crate::store::CertStatus>().map_err(|e| Failure::input(format!("--status: {e}"))))
         .transpose()?;
-    let peer = peer
+    let peer = args
+        .peer
+        .as_deref()
         .map(|p| {
             p.parse::<kp_protocol::ParticipantCode>()
                 .map_err(|e| Failure::input(format!("--peer {p:?}: {e}")))
         })
         .transpose()?;
-    let filter = crate::queries::CertFilter {
+    let mut filter = crate::queries::CertFilter {
         direction,
         status,
         peer,
         after: None,
         issued_from: None,
         issued_to: None,
-        limit: 100_000,
+        limit,
     };
+    let cursor_of = filter.clone();
+    if let Some(c) = cursor {
+        filter.after = Some(
+            crate::queries::cursor::decode(&filter, c)
+                .map_err(|why| Failure::input(format!("--cursor {why}")))?,
+        );
+    }
     let today = today();
-    let records =
-        crate::queries::list_certs(store, &filter, today).map_err(|e| Failure::runtime(e.to_string()))?;
+    let (records, next) =
+        crate::queries::list_certs_page(store, &filter, today, crate::api::MAX_LIST_SCANNED)
+            .map_err(|e| Failure::runtime(e.to_string()))?;
     let views = records
         .iter()
-        .map(|r| crate::queries::cert_view(store, r, today, true))
+        .map(|r| {
+            crate::queries::cert_view(store, r, today, true)
+                .map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure::runtime(e.to_string()))?;
-    serde_json::to_value(views).map_err(|e| Failure::runtime(e.to_string()))
+    Ok((views, next.map(|after| crate::queries::cursor::encode(&cursor_of, &after))))
 }
 
 fn update(dir: &DirArg, number: &str, action: &str, body: Value) -> CliResult {

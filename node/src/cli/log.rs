@@ -56,13 +56,7 @@ fn verify(dir: &DirArg) -> CliResult {
             let config = home.config()?;
             let keys = home.keys(&config)?;
             let trust = crate::state::load_trust(&store).map_err(|e| Failure::runtime(e.to_string()))?;
-            let mut shown = 0u64;
-            let progress = |n: u64| {
-                if n >= shown + 100_000 {
-                    shown = n;
-                    eprintln!("  checked {n} entries …");
-                }
-            };
+            let progress = progress_printer(&store);
             match kp_exchange::audit::verify_log(&store, config.participant, &keys.history, &trust, progress)
             {
                 Ok(r) => serde_json::json!({"verified": true, "report": r}),
@@ -87,6 +81,36 @@ fn verify(dir: &DirArg) -> CliResult {
             "the log does NOT verify: {}",
             v["error"].as_str().unwrap_or("unknown problem")
         )))
+    }
+}
+
+/// How often `log verify` says how far it is.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The progress of `log verify` on stderr, every [`PROGRESS_EVERY`]: entries checked, of how
+/// many, the rate and the time left (a long log takes minutes).
+fn progress_printer(store: &crate::store::SledStore) -> impl FnMut(u64) {
+    let total = crate::store::get_record::<crate::store::LogHead, _>(
+        store,
+        crate::store::Tree::Meta,
+        crate::store::meta::LOG_HEAD,
+    )
+    .ok()
+    .flatten()
+    .map_or(0, |h| h.next_seq.saturating_sub(1));
+    let started = std::time::Instant::now();
+    let mut last = started;
+    move |n: u64| {
+        if last.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        last = std::time::Instant::now();
+        let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        let percent = if total > 0 { 100.0 * n as f64 / total as f64 } else { 100.0 };
+        let left = total.saturating_sub(n) as f64 / rate.max(1.0);
+        eprintln!(
+            "  checked {n} of {total} entries ({percent:.0} %), {rate:.0} a second, about {left:.0} s left …"
+        );
     }
 }
 

@@ -128,6 +128,9 @@ pub fn access(home: &NodeDir) -> Result<Access, Failure> {
             if let Some(m) = &report.migrated {
                 eprintln!("{}", m.line());
             }
+            if let Some(line) = report.indexed_line() {
+                eprintln!("{line}");
+            }
             Ok(Access::Offline(store))
         }
         Err(StoreError::Locked { .. }) => Ok(Access::Daemon(Client::for_dir(home)?)),

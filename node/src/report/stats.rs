@@ -270,7 +270,17 @@ struct Contribution {
 /// Log entries read per page, to bound memory on a large log.
 const PAGE: usize = 10_000;
 
-/// Computes the statistics of `period` from the log.
+/// What the period's certificates contribute, by number, and which of them were voided.
+struct Gathered {
+    certs: BTreeMap<String, Contribution>,
+    voided: BTreeSet<String>,
+    unconfirmed_imports: u64,
+}
+
+/// Computes the statistics of `period`. With [`Basis::Issued`] it reads the period's
+/// certificates through the index by date of issue (the time grows with the period's
+/// certificates, not the store's); with [`Basis::Imported`] it reads the whole log (an
+/// import counts on the day of its confirmation, which the index does not order).
 pub fn compute<S: Storage + ?Sized>(
     store: &S,
     me: ParticipantCode,
@@ -278,6 +288,80 @@ pub fn compute<S: Storage + ?Sized>(
     by: By,
     basis: Basis,
 ) -> Result<StatsReport, StoreError> {
+    let gathered = match basis {
+        Basis::Issued => gather_indexed(store, period)?,
+        Basis::Imported => gather_from_log(store, period, basis)?,
+    };
+    Ok(summarise(me, period, by, basis, gathered))
+}
+
+/// [`compute`] from the whole log, whatever the basis: what the index must agree with.
+pub fn compute_from_log<S: Storage + ?Sized>(
+    store: &S,
+    me: ParticipantCode,
+    period: &Period,
+    by: By,
+    basis: Basis,
+) -> Result<StatsReport, StoreError> {
+    Ok(summarise(me, period, by, basis, gather_from_log(store, period, basis)?))
+}
+
+/// The contribution of a certificate document the log holds (sent or received), counted on
+/// `counted_on`.
+fn contribution(flow: Flow, cert: &Certificate, counted_on: Date) -> Contribution {
+    let c = &cert.content;
+    let partner = match flow {
+        Flow::Export => c.importing_participant,
+        Flow::Import => c.exporting_participant,
+    };
+    let (y, m, _) = counted_on.ymd();
+    let parcels = c
+        .parcels
+        .iter()
+        .map(|p| (p.hs_code, p.origin, p.carats.hundredths(), p.value_usd.hundredths()))
+        .collect();
+    Contribution { flow, partner, month: (y, m), parcels }
+}
+
+/// The certificates issued in `period`, through the index: each one's record says where its
+/// entry sits in the log (none: its delivery is not acknowledged, so it does not count) and
+/// whether its void is in the log (outbound: acknowledged by the importer; inbound: stored).
+fn gather_indexed<S: Storage + ?Sized>(store: &S, period: &Period) -> Result<Gathered, StoreError> {
+    let mut g = Gathered { certs: BTreeMap::new(), voided: BTreeSet::new(), unconfirmed_imports: 0 };
+    for number in crate::store::index::numbers_issued(store, period.start, period.end)? {
+        let Some(rec) = get_record::<CertRecord, _>(store, Tree::Certs, number.as_bytes())? else { continue };
+        let Some(seq) = rec.log_seq else { continue };
+        let Some((entry, _)) = crate::store::read_log(store, seq)? else { continue };
+        let (flow, doc) = match &entry.body {
+            EntryBody::Sent { document, .. } => (Flow::Export, document),
+            EntryBody::Received { document, .. } => (Flow::Import, document),
+            EntryBody::Recorded { .. } => continue,
+        };
+        if doc.kind != DocumentKind::Certificate {
+            continue;
+        }
+        let Ok(cert) = doc.body::<Certificate>() else { continue };
+        if cert.number.as_str() != number || !period.contains(cert.content.issued_on) {
+            continue;
+        }
+        let void_logged = rec.void.as_ref().is_some_and(|v| match rec.direction {
+            Direction::Out => v.acknowledged,
+            _ => v.log_seq.is_some(),
+        });
+        if void_logged {
+            g.voided.insert(number.clone());
+        }
+        g.certs.insert(number, contribution(flow, &cert, cert.content.issued_on));
+    }
+    Ok(g)
+}
+
+/// The period's certificates from the whole log.
+fn gather_from_log<S: Storage + ?Sized>(
+    store: &S,
+    period: &Period,
+    basis: Basis,
+) -> Result<Gathered, StoreError> {
     let mut unconfirmed_imports = 0;
     let mut certs: BTreeMap<String, Contribution> = BTreeMap::new();
     let mut voided: BTreeSet<String> = BTreeSet::new();
@@ -320,20 +404,7 @@ pub fn compute<S: Storage + ?Sized>(
                     if !period.contains(counted_on) {
                         continue;
                     }
-                    let partner = match flow {
-                        Flow::Export => c.importing_participant,
-                        Flow::Import => c.exporting_participant,
-                    };
-                    let (y, m, _) = counted_on.ymd();
-                    let parcels = c
-                        .parcels
-                        .iter()
-                        .map(|p| (p.hs_code, p.origin, p.carats.hundredths(), p.value_usd.hundredths()))
-                        .collect();
-                    certs.insert(
-                        cert.number.to_string(),
-                        Contribution { flow, partner, month: (y, m), parcels },
-                    );
+                    certs.insert(cert.number.to_string(), contribution(flow, &cert, counted_on));
                 }
                 DocumentKind::Void => {
                     if let Ok(v) = doc.body::<Void>() {
@@ -348,7 +419,12 @@ pub fn compute<S: Storage + ?Sized>(
         }
         next = last + 1;
     }
+    Ok(Gathered { certs, voided, unconfirmed_imports })
+}
 
+/// The report of what was gathered.
+fn summarise(me: ParticipantCode, period: &Period, by: By, basis: Basis, gathered: Gathered) -> StatsReport {
+    let Gathered { certs, voided, unconfirmed_imports } = gathered;
     let mut detail: BTreeMap<(Flow, Option<ParticipantCode>, Option<HsCode>), Sums> = BTreeMap::new();
     let mut totals: BTreeMap<Flow, Sums> = BTreeMap::new();
     let mut monthly: BTreeMap<(Flow, (i32, u32), ParticipantCode), Sums> = BTreeMap::new();
@@ -419,7 +495,7 @@ pub fn compute<S: Storage + ?Sized>(
             value_usd: format_u128(s.value_usd),
         })
         .collect();
-    Ok(StatsReport {
+    StatsReport {
         participant: me,
         period: period.clone(),
         by,
@@ -430,7 +506,7 @@ pub fn compute<S: Storage + ?Sized>(
         monthly,
         voided_excluded,
         unconfirmed_imports,
-    })
+    }
 }
 
 /// The statistics as CSV: a header and one line per row, then the totals.
@@ -572,97 +648,44 @@ pub fn reconcile<S: Storage + ?Sized>(
     on: Date,
 ) -> Result<Reconciliation, StoreError> {
     let mut partners: BTreeMap<ParticipantCode, PartnerReconciliation> = BTreeMap::new();
-    let mut after: Vec<u8> = Vec::new();
-    loop {
-        let mut start = after.clone();
-        start.push(0);
-        let page =
-            store.range(Tree::Certs, if after.is_empty() { &[] } else { &start }, &[0xff; 40], PAGE)?;
-        let Some((last, _)) = page.last() else { break };
-        after = last.clone();
-        for (k, v) in &page {
-            let rec: CertRecord = decode_record(Tree::Certs, k, v)?;
-            if partner.is_some_and(|p| p != rec.peer) || period.is_some_and(|p| !p.contains(rec.issued_on)) {
-                continue;
-            }
-            let p = partners.entry(rec.peer).or_insert_with(|| PartnerReconciliation {
-                partner: rec.peer,
-                sent: 0,
-                confirmed: 0,
-                awaiting_confirmation: 0,
-                discrepancies: Vec::new(),
-                resolved: Vec::new(),
-                unconfirmed_past_expiry: Vec::new(),
-                received: 0,
-                not_confirmed_here: Vec::new(),
-            });
-            let finding = |detail: String| Finding {
-                number: rec.number.to_string(),
-                issued_on: rec.issued_on,
-                expires_on: rec.expires_on,
-                detail,
-            };
-            let status = effective_status(&rec, on);
-            // A discrepancy with a resolution is listed apart and does not count.
-            let resolution: Option<ResolutionRecord> =
-                if rec.confirmation.as_ref().is_some_and(|c| c.discrepancy.is_some()) {
-                    get_record(store, Tree::Meta, &crate::store::resolution_key(&rec.number))?
-                } else {
-                    None
-                };
-            let discrepancy = |p: &mut PartnerReconciliation, detail: String| match &resolution {
-                Some(r) => p.resolved.push(finding(format!(
-                    "{detail}; resolved by {} ({}) at {}: {}",
-                    r.participant, r.resolved_by, r.resolved_at, r.note
-                ))),
-                None => p.discrepancies.push(finding(detail)),
-            };
-            match rec.direction {
-                Direction::Out => {
-                    if matches!(rec.status, CertStatus::Voided | CertStatus::Rejected) {
-                        continue;
-                    }
-                    p.sent += 1;
-                    if let Some(c) = &rec.confirmation {
-                        p.confirmed += 1;
-                        if let Some(d) = &c.discrepancy {
-                            discrepancy(p, format!("confirmed on {}: {d}", c.received_on));
-                        }
-                    } else if status == CertStatus::Expired {
-                        p.unconfirmed_past_expiry.push(finding(format!(
-                            "expired on {} with no confirmation of receipt from {}",
-                            rec.expires_on, rec.peer
-                        )));
-                    } else {
-                        p.awaiting_confirmation += 1;
-                    }
+    let mut take = |rec: CertRecord| -> Result<(), StoreError> {
+        if partner.is_some_and(|p| p != rec.peer) || period.is_some_and(|p| !p.contains(rec.issued_on)) {
+            return Ok(());
+        }
+        reconcile_one(store, &mut partners, rec, on)
+    };
+    match period {
+        // The period's certificates through the index by date of issue, in number order as
+        // the whole store's are.
+        Some(p) => {
+            let mut numbers = crate::store::index::numbers_issued(store, p.start, p.end)?;
+            numbers.sort_unstable();
+            for number in numbers {
+                if let Some(rec) = get_record::<CertRecord, _>(store, Tree::Certs, number.as_bytes())? {
+                    take(rec)?;
                 }
-                Direction::In => {
-                    if rec.status == CertStatus::Voided {
-                        continue;
-                    }
-                    p.received += 1;
-                    // The importer's side of a discrepancy: the same finding the exporter
-                    // has, so neither side calls the partnership reconciled alone.
-                    if let Some(d) =
-                        rec.confirmation.as_ref().and_then(|c| c.discrepancy.as_ref().map(|d| (c, d)))
-                    {
-                        discrepancy(p, format!("confirmed here on {}: {}", d.0.received_on, d.1));
-                    }
-                    if rec.confirmation.is_none() {
-                        let when =
-                            rec.delivered_at.map(|t| t.date().to_string()).unwrap_or_else(|| "-".into());
-                        p.not_confirmed_here.push(finding(format!(
-                            "received {when} from {}; this node has not confirmed receipt (kpnode cert confirm)",
-                            rec.peer
-                        )));
-                    }
-                }
-                Direction::Local => {}
             }
         }
-        if page.len() < PAGE {
-            break;
+        None => {
+            let mut after: Vec<u8> = Vec::new();
+            loop {
+                let mut start = after.clone();
+                start.push(0);
+                let page = store.range(
+                    Tree::Certs,
+                    if after.is_empty() { &[] } else { &start },
+                    &[0xff; 40],
+                    PAGE,
+                )?;
+                let Some((last, _)) = page.last() else { break };
+                after = last.clone();
+                for (k, v) in &page {
+                    take(decode_record(Tree::Certs, k, v)?)?;
+                }
+                if page.len() < PAGE {
+                    break;
+                }
+            }
         }
     }
     let partners: Vec<PartnerReconciliation> = partners.into_values().collect();
@@ -673,6 +696,88 @@ pub fn reconcile<S: Storage + ?Sized>(
         })
         .sum();
     Ok(Reconciliation { participant: me, period: period.cloned(), on, partners, attention })
+}
+
+/// Adds one certificate's record to its partner's side of the reconciliation.
+fn reconcile_one<S: Storage + ?Sized>(
+    store: &S,
+    partners: &mut BTreeMap<ParticipantCode, PartnerReconciliation>,
+    rec: CertRecord,
+    on: Date,
+) -> Result<(), StoreError> {
+    let p = partners.entry(rec.peer).or_insert_with(|| PartnerReconciliation {
+        partner: rec.peer,
+        sent: 0,
+        confirmed: 0,
+        awaiting_confirmation: 0,
+        discrepancies: Vec::new(),
+        resolved: Vec::new(),
+        unconfirmed_past_expiry: Vec::new(),
+        received: 0,
+        not_confirmed_here: Vec::new(),
+    });
+    let finding = |detail: String| Finding {
+        number: rec.number.to_string(),
+        issued_on: rec.issued_on,
+        expires_on: rec.expires_on,
+        detail,
+    };
+    let status = effective_status(&rec, on);
+    // A discrepancy with a resolution is listed apart and does not count.
+    let resolution: Option<ResolutionRecord> =
+        if rec.confirmation.as_ref().is_some_and(|c| c.discrepancy.is_some()) {
+            get_record(store, Tree::Meta, &crate::store::resolution_key(&rec.number))?
+        } else {
+            None
+        };
+    let discrepancy = |p: &mut PartnerReconciliation, detail: String| match &resolution {
+        Some(r) => p.resolved.push(finding(format!(
+            "{detail}; resolved by {} ({}) at {}: {}",
+            r.participant, r.resolved_by, r.resolved_at, r.note
+        ))),
+        None => p.discrepancies.push(finding(detail)),
+    };
+    match rec.direction {
+        Direction::Out => {
+            if matches!(rec.status, CertStatus::Voided | CertStatus::Rejected) {
+                return Ok(());
+            }
+            p.sent += 1;
+            if let Some(c) = &rec.confirmation {
+                p.confirmed += 1;
+                if let Some(d) = &c.discrepancy {
+                    discrepancy(p, format!("confirmed on {}: {d}", c.received_on));
+                }
+            } else if status == CertStatus::Expired {
+                p.unconfirmed_past_expiry.push(finding(format!(
+                    "expired on {} with no confirmation of receipt from {}",
+                    rec.expires_on, rec.peer
+                )));
+            } else {
+                p.awaiting_confirmation += 1;
+            }
+        }
+        Direction::In => {
+            if rec.status == CertStatus::Voided {
+                return Ok(());
+            }
+            p.received += 1;
+            // The importer's side of a discrepancy: the same finding the exporter
+            // has, so neither side calls the partnership reconciled alone.
+            if let Some(d) = rec.confirmation.as_ref().and_then(|c| c.discrepancy.as_ref().map(|d| (c, d))) {
+                discrepancy(p, format!("confirmed here on {}: {}", d.0.received_on, d.1));
+            }
+            if rec.confirmation.is_none() {
+                let when = rec.delivered_at.map(|t| t.date().to_string()).unwrap_or_else(|| "-".into());
+                p.not_confirmed_here.push(finding(format!(
+                    "received {when} from {}; this node has not confirmed receipt (kpnode cert confirm)",
+                    rec.peer
+                )));
+            }
+        }
+        Direction::Local => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]

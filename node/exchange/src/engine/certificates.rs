@@ -82,7 +82,7 @@ impl Engine {
         let mut record = record;
         record.oseq =
             Some(self.enqueue(txn, applied, peer, &document, record.message_id, Some(number.clone())));
-        txn.put(Tree::Certs, number.as_str().as_bytes(), &record);
+        txn.put_new_cert(&record);
         self.counts.certificates_out += 1;
         if let Some((year, seq)) = assigned {
             let last = self.numbers.entry(year).or_default();

@@ -263,7 +263,7 @@ impl Engine {
             updated_at: now,
             vigilance: item.vigilance.clone(),
         };
-        txn.put(Tree::Certs, key, &rec);
+        txn.put_new_cert(&rec);
         self.counts.certificates_in += 1;
         if let Some(why) = &item.vigilance {
             self.counts.vigilance += 1;

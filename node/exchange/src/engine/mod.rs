@@ -347,6 +347,14 @@ impl<'s, S: Storage + ?Sized> Txn<'s, S> {
         self.writes[tree as usize].insert(key.to_vec(), Some(encode_record(value)));
     }
 
+    /// A new certificate's record, and its place in the index by date of issue (which never
+    /// changes: later writes of the record leave the index alone).
+    fn put_new_cert(&mut self, rec: &CertRecord) {
+        self.put(Tree::Certs, rec.number.as_str().as_bytes(), rec);
+        let key = store::index::issued_key(rec.issued_on, rec.number.as_str());
+        self.writes[Tree::Issued as usize].insert(key, Some(Vec::new()));
+    }
+
     fn remove(&mut self, tree: Tree, key: &[u8]) {
         self.writes[tree as usize].insert(key.to_vec(), None);
     }
@@ -666,6 +674,8 @@ impl Engine {
         }
         if self.counts != counts_before {
             txn.put(Tree::Meta, meta::COUNTS, &self.counts);
+            // Every new certificate's index record is in this batch: the index stays complete.
+            txn.put(Tree::Meta, meta::ISSUED_INDEX_AT, &self.counts);
         }
         for (peer, n) in &self.queued {
             if queued_before.get(peer) != Some(n) {

@@ -14,8 +14,8 @@ use crate::engine::{Command, Engine, EngineError, Outcome, Reply};
 use crate::registry::Registry;
 use crate::signer::Signer;
 use crate::storage::{
-    decode_record, get_record, outbox_range, CertRecord, CertStatus, LogEntry, MemStorage, OutboxEntry,
-    Storage, Tree,
+    decode_record, get_record, meta, outbox_range, CertRecord, CertStatus, LogEntry, MemStorage, OutboxEntry,
+    Storage, Tree, Writes,
 };
 use crate::verify::{check_batch, CheckContext, Received};
 
@@ -1646,4 +1646,37 @@ fn enrolment_changes_are_signed_log_entries_with_their_officer() {
     assert_eq!(change(0).fingerprint.as_str(), fingerprint(&ru));
     assert_eq!(change(2).fingerprint.as_str(), fingerprint(&ru2));
     assert_eq!(change(2).bundle, Some(kp_protocol::Digest::of_parts(&[&ru2.record.bundle])));
+}
+
+/// Both sides index a new certificate by its date of issue in the commit that stores it, and
+/// keep the index complete for their counters, so opening the store never rebuilds it.
+#[test]
+fn a_new_certificate_is_indexed_by_its_date_of_issue_on_both_sides() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let (mut ru, inn) = one_delivered(&clock);
+    let now = Timestamp::from_unix_millis(T0);
+    void(&mut ru, "RU-2026-000001", now);
+    let issued = kp_protocol::Date::from_ymd(2026, 11, 18).unwrap();
+    for s in [&ru, &inn] {
+        let numbers = crate::storage::index::numbers_issued(&s.store, issued, issued).unwrap();
+        assert_eq!(numbers, ["RU-2026-000001"], "{}", s.code);
+        let other_days = crate::storage::index::numbers_issued(
+            &s.store,
+            issued.add_days(1).unwrap(),
+            issued.add_days(400).unwrap(),
+        )
+        .unwrap();
+        assert!(other_days.is_empty(), "{other_days:?}");
+        assert_eq!(
+            crate::storage::index::ensure_issued(&s.store).unwrap(),
+            None,
+            "{}: nothing to rebuild",
+            s.code
+        );
+    }
+    // A store whose index is not known complete (written by an older kpnode) is indexed
+    // again from its certificate records.
+    ru.store.commit(&Writes::from([((Tree::Meta, meta::ISSUED_INDEX_AT.to_vec()), None)])).unwrap();
+    assert_eq!(crate::storage::index::ensure_issued(&ru.store).unwrap(), Some(1));
+    assert_eq!(crate::storage::index::ensure_issued(&ru.store).unwrap(), None);
 }

@@ -17,6 +17,7 @@
 //! | `peers.v1` | participant code | [`PeerRecord`] |
 //! | `meta.v1` | name | log head, counters, number sequences, remembered idempotency keys, the officer of each document sent |
 //! | `registry.v1` | participant code | the participant's recorded registry changes |
+//! | `issued.v1` | date of issue (days since 1970, sign bit flipped, u32 BE) ‖ certificate number | nothing: the certificates by date of issue ([`index`]) |
 //!
 //! Every record written for each certificate has a sequential key (log and outbox
 //! sequences, certificate numbers): sled 0.34 takes about three times as long to write a
@@ -28,6 +29,7 @@ use std::collections::BTreeMap;
 use bincode::{Decode, Encode};
 use kp_protocol::{codec, MessageId, ParticipantCode};
 
+pub mod index;
 mod mem;
 pub mod records;
 
@@ -47,10 +49,12 @@ pub enum Tree {
     /// Identities a peer had before an identity change (`peer add --replace-identity`), kept
     /// so the log entries signed under them still verify.
     PeerArchive,
+    /// The certificates by date of issue: an index of `certs.v1` ([`index`]).
+    Issued,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 8] = [
+    pub const ALL: [Tree; 9] = [
         Tree::Log,
         Tree::Certs,
         Tree::Outbox,
@@ -59,6 +63,7 @@ impl Tree {
         Tree::Meta,
         Tree::Registry,
         Tree::PeerArchive,
+        Tree::Issued,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -71,6 +76,7 @@ impl Tree {
             Tree::Meta => "meta.v1",
             Tree::Registry => "registry.v1",
             Tree::PeerArchive => "peer_archive.v1",
+            Tree::Issued => "issued.v1",
         }
     }
 }
@@ -285,6 +291,9 @@ pub mod meta {
     /// (entries before it are in the format-2 layout, with no officer). Absent in a store
     /// created in format 3. `log verify` checks every entry's layout against it.
     pub const LOG_FORMAT3_FROM: &[u8] = b"log_format3_from";
+    /// A copy of `counts` as they were when the index of certificates by date of issue
+    /// (`issued.v1`) was last known complete (see [`super::index`]).
+    pub const ISSUED_INDEX_AT: &[u8] = b"index/issued";
 
     /// The store format this code reads and writes, in `format`. A change to the key layout
     /// or to a record's encoding that older code would misread takes the next number, with a
