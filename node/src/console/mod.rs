@@ -330,7 +330,7 @@ pub fn coded_text(tr: &Catalogue, coded: &kp_protocol::problem::Coded) -> Option
                 Arg::Text(t) if *name == "status" && tr.has(&format!("status-{t}")) => {
                     FluentValue::from(tr.t(&format!("status-{t}")))
                 }
-                Arg::Text(t) => FluentValue::from(t.as_str()),
+                Arg::Text(t) => FluentValue::from(shown_arg(t)),
                 Arg::Number(n) => FluentValue::from(*n),
                 Arg::Date(d) => FluentValue::from(tr.date(*d)),
             };
@@ -339,6 +339,30 @@ pub fn coded_text(tr: &Catalogue, coded: &kp_protocol::problem::Coded) -> Option
         .collect();
     Some(tr.format(&key, &args))
 }
+
+/// A text argument as a page shows it: what a user typed can be quoted back in a message, so
+/// it is cut to [`MAX_ARG_CHARS`] characters and its control and formatting characters (a
+/// right-to-left override would reorder the rest of the sentence) are written as escapes.
+fn shown_arg(t: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in t.chars().enumerate() {
+        if i == MAX_ARG_CHARS {
+            out.push('…');
+            break;
+        }
+        let invisible = c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}');
+        if invisible {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The longest text argument a message quotes whole.
+const MAX_ARG_CHARS: usize = 80;
 
 /// The first value of a form field.
 pub fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -446,10 +470,12 @@ pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> 
             break;
         }
     }
-    let tls = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("https")));
+    // The last value across every header line is the trusted proxy's own (a proxy that
+    // appends rather than overwrites leaves the client's words before it).
+    let tls =
+        headers.get_all("x-forwarded-proto").iter().next_back().and_then(|v| v.to_str().ok()).is_some_and(
+            |v| v.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("https")),
+        );
     Client { source, tls }
 }
 
@@ -576,6 +602,26 @@ mod tests {
             h.append(*k, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn a_quoted_argument_is_cut_and_shows_its_invisible_characters() {
+        assert_eq!(shown_arg("RU-2026-000001"), "RU-2026-000001");
+        assert_eq!(shown_arg("evil\u{202E}gnp.exe"), "evil\\u{202e}gnp.exe");
+        assert_eq!(shown_arg("a\nb"), "a\\u{a}b");
+        let long = shown_arg(&"я".repeat(500));
+        assert_eq!(long.chars().count(), MAX_ARG_CHARS + 1);
+        assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn the_trusted_proxys_own_forwarded_proto_line_decides() {
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        // The client wrote "https" itself; the proxy appended its own line saying "http".
+        let h = headers(&[("x-forwarded-proto", "https"), ("x-forwarded-proto", "http")]);
+        assert!(!client(Some(proxy), &h, &[proxy]).tls);
+        let h = headers(&[("x-forwarded-proto", "http"), ("x-forwarded-proto", "https")]);
+        assert!(client(Some(proxy), &h, &[proxy]).tls);
     }
 
     /// Every catalogue key written out in the console's templates and code: the string
