@@ -147,7 +147,8 @@ fn a_shipment_confirmed_after_its_certificate_expired_is_a_late_arrival_on_both_
     enrol_pair(&ru, &inn);
     wait_linked(&ru.api, inn.code);
 
-    // Three certificates valid for one day; `on_time` is confirmed within it.
+    // Three certificates valid for one day; `on_time` is confirmed as received on its expiry
+    // date, the last day that is not late (a day ahead of the clock, within the tolerance).
     let issued = clock.now().date();
     let expires = issued.add_days(1).unwrap();
     let late = ru.api.submit(&certificate(1, issued, expires));
@@ -156,7 +157,7 @@ fn a_shipment_confirmed_after_its_certificate_expired_is_a_late_arrival_on_both_
     wait_until(Duration::from_secs(20), "IN has the three certificates", || {
         [&late, &late_short, &on_time].iter().all(|n| status_of(&inn.api, n) == "received")
     });
-    let (status, v) = confirm(&inn.api, &on_time, issued, "110.53");
+    let (status, v) = confirm(&inn.api, &on_time, expires, "110.53");
     assert_eq!(status, 200, "{v}");
     assert!(v.get("late_arrival").is_none(), "{v}");
 
