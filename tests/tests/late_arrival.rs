@@ -237,6 +237,20 @@ fn a_shipment_confirmed_after_its_certificate_expired_is_a_late_arrival_on_both_
         assert_eq!(list.matches("(late arrival)").count(), 2, "{}: {list}", node.code);
     }
 
+    // The OpenAPI document describes the additions.
+    let (status, doc) = ru.api.get("/v1/openapi.json");
+    assert_eq!(status, 200);
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["CertView"]["properties"]["late_arrival"].is_object(), "{:#}", schemas["CertView"]);
+    assert!(schemas["LateArrival"]["properties"]["days_late"].is_object(), "{:#}", schemas["LateArrival"]);
+    assert!(
+        schemas["Reconciliation"]["properties"]["late_arrivals"].is_object(),
+        "{:#}",
+        schemas["Reconciliation"]
+    );
+    let partner = &schemas["PartnerReconciliation"]["properties"]["late_arrivals"];
+    assert!(partner.is_object(), "{:#}", schemas["PartnerReconciliation"]);
+
     // The command line on the stopped nodes' stores: cert show, cert list and reconcile.
     ru.stop(&rt);
     inn.stop(&rt);
