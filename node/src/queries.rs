@@ -56,6 +56,11 @@ pub struct CertView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolution: Option<ResolutionRecord>,
     pub updated_at: Timestamp,
+    /// The shipment was received (the confirmation's `received_on`) after the certificate's
+    /// `expires_on`: a late arrival, confirmed all the same. Derived from the two dates, which
+    /// both nodes hold, so the exporter and the importer show the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late_arrival: Option<LateArrival>,
     /// Inbound from a restricted participant: accepted under enhanced vigilance, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enhanced_vigilance: Option<String>,
@@ -65,6 +70,22 @@ pub struct CertView {
     pub officers: Officers,
     /// The certificate itself, as signed.
     pub certificate: Option<Certificate>,
+}
+
+/// A confirmation whose shipment arrived after the certificate expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LateArrival {
+    /// The confirmation's `received_on`.
+    pub received_on: Date,
+    /// Days from `expires_on` to `received_on` (at least 1).
+    pub days_late: u32,
+}
+
+/// The late arrival of `rec`'s confirmation, if its `received_on` is after `expires_on`.
+pub fn late_arrival(rec: &CertRecord) -> Option<LateArrival> {
+    let received_on = rec.confirmation.as_ref()?.received_on;
+    let days = received_on.days_after(rec.expires_on);
+    (days > 0).then(|| LateArrival { received_on, days_late: days.unsigned_abs() })
 }
 
 /// The officers of this node's actions on a certificate: the console account, the API token's
@@ -237,6 +258,7 @@ pub fn cert_view<S: Storage + ?Sized>(
         },
         resolution,
         updated_at: rec.updated_at,
+        late_arrival: late_arrival(rec),
         enhanced_vigilance: rec.vigilance.clone(),
         certificate,
     })

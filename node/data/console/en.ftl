@@ -145,10 +145,12 @@ status-import_discrepancy = import_discrepancy
 status-voided = voided
 status-received = received
 status-expired = expired
+list-late-arrival = (late arrival)
 
 ## A certificate
 cert-title = Certificate { $number }
 cert-status = Status:
+cert-late-arrival = Late arrival: the shipment was received on { $received_on }, after the certificate expired on { $expires_on }; its receipt is confirmed all the same.
 cert-exporter = Exporter
 cert-importer = Importer
 cert-issued-on = Issued on
@@ -381,6 +383,7 @@ statistics-col-confirmed = Confirmed by the partner
 statistics-col-awaiting = Awaiting confirmation
 statistics-col-received = Received
 statistics-col-resolved = Discrepancies resolved
+statistics-col-late = Late arrivals
 statistics-att-discrepancy = the confirmation differs from the certificate
 statistics-att-unconfirmed = not confirmed by the partner, expired on { $date }
 statistics-att-not-confirmed-here = not confirmed here yet (expires on { $date })

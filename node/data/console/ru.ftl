@@ -144,10 +144,12 @@ status-import_discrepancy = расхождение при импорте
 status-rejected = отклонён
 status-voided = аннулирован
 status-expired = истёк
+list-late-arrival = (поздняя доставка)
 
 ## Сертификат
 cert-title = Сертификат { $number }
 cert-status = Статус:
+cert-late-arrival = Поздняя доставка: партия получена { $received_on }, после истечения срока действия сертификата ({ $expires_on }); получение всё равно подтверждено.
 cert-exporter = Экспортёр
 cert-importer = Импортёр
 cert-issued-on = Дата выдачи
@@ -386,6 +388,7 @@ statistics-col-confirmed = Подтверждено партнёром
 statistics-col-awaiting = Ожидает подтверждения
 statistics-col-received = Получено
 statistics-col-resolved = Расхождения урегулированы
+statistics-col-late = Поздние доставки
 statistics-att-discrepancy = подтверждение расходится с сертификатом
 statistics-att-unconfirmed = не подтверждён партнёром, срок истёк { $date }
 statistics-att-not-confirmed-here = ещё не подтверждён здесь (срок истекает { $date })

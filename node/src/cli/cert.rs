@@ -465,11 +465,7 @@ fn list(dir: &DirArg, args: ListArgs, as_json: bool) -> CliResult {
                 s(&c["number"]),
                 s(&c["direction"]),
                 s(&c["peer"]),
-                if c["enhanced_vigilance"].is_string() {
-                    format!("{} (VIGILANCE)", s(&c["status"]))
-                } else {
-                    s(&c["status"])
-                },
+                status_cell(c),
                 s(&c["issued_on"]),
                 s(&c["expires_on"]),
                 c["parcels"].as_u64().unwrap_or(0).to_string(),
@@ -483,6 +479,19 @@ fn list(dir: &DirArg, args: ListArgs, as_json: bool) -> CliResult {
         &rows,
     );
     Ok(())
+}
+
+/// A certificate's status in `cert list`, with its marks: accepted under enhanced vigilance, and
+/// a late arrival (received after it expired).
+fn status_cell(c: &Value) -> String {
+    let mut cell = c["status"].as_str().unwrap_or("").to_owned();
+    if c["enhanced_vigilance"].is_string() {
+        cell.push_str(" (VIGILANCE)");
+    }
+    if !c["late_arrival"].is_null() {
+        cell.push_str(" (LATE)");
+    }
+    cell
 }
 
 /// One page of at most `limit` certificates from `cursor` on, from the daemon or a stopped

@@ -45,6 +45,15 @@ pub fn certificate(v: &serde_json::Value) {
     if let Some(why) = v["enhanced_vigilance"].as_str() {
         println!("  VIGILANCE     {why}");
     }
+    let late = &v["late_arrival"];
+    if !late.is_null() {
+        println!(
+            "  LATE ARRIVAL  received on {}, {} day(s) after it expired on {}; confirmed all the same",
+            s(&late["received_on"]),
+            late["days_late"],
+            s(&v["expires_on"])
+        );
+    }
     if !c.is_null() {
         println!("  exporting     {} — {}", s(&c["exporting_participant"]), s(&c["issuing_authority"]));
         println!("  importing     {}", s(&c["importing_participant"]));

@@ -69,7 +69,8 @@ pub struct StatsArgs {
 pub(crate) const RECONCILE_LONG_ABOUT: &str =
     "For each partner: certificates sent and their confirmations, confirmations \
 whose parcels or carats differ from the certificate (with the exact difference), certificates past \
-expiry with no confirmation, and inbound certificates this node has not confirmed.\n\n\
+expiry with no confirmation, and inbound certificates this node has not confirmed; late arrivals \
+(confirmations received after the certificate expired) are listed for the record.\n\n\
 Exit status 1 when anything needs attention (for cron), 0 when all is reconciled.";
 
 #[derive(Debug, clap::Args)]
@@ -271,13 +272,20 @@ pub fn run_reconcile(a: ReconcileArgs) -> CliResult {
 }
 
 /// Every kind of finding, as the JSON key and the name printed. `resolved` lists discrepancies
-/// settled by `kpnode cert resolve`: shown, but not needing attention.
-const KINDS: [(&str, &str); 4] = [
+/// settled by `kpnode cert resolve`, and `late_arrivals` confirmations received after the
+/// certificate expired: shown, but not needing attention.
+const KINDS: [(&str, &str); 5] = [
     ("discrepancies", "discrepancy"),
     ("resolved", "resolved"),
     ("unconfirmed_past_expiry", "unconfirmed_past_expiry"),
     ("not_confirmed_here", "not_confirmed_here"),
+    ("late_arrivals", "late_arrival"),
 ];
+
+/// The kinds of finding that are shown but need no one's attention.
+fn for_the_record(key: &str) -> bool {
+    matches!(key, "resolved" | "late_arrivals")
+}
 
 fn reconcile_csv(v: &Value) -> String {
     let mut out = String::from("partner,finding,number,issued_on,expires_on,detail\n");
@@ -317,6 +325,7 @@ fn print_reconcile(v: &Value) {
                 n(p, "unconfirmed_past_expiry"),
                 p["received"].to_string(),
                 n(p, "not_confirmed_here"),
+                n(p, "late_arrivals"),
             ]
         })
         .collect();
@@ -330,6 +339,7 @@ fn print_reconcile(v: &Value) {
             "UNCONFIRMED PAST EXPIRY",
             "RECEIVED",
             "NOT CONFIRMED HERE",
+            "LATE ARRIVALS",
         ],
         &rows,
     );
@@ -341,7 +351,7 @@ fn print_reconcile(v: &Value) {
                     println!();
                     any = true;
                 }
-                needs |= key != "resolved";
+                needs |= !for_the_record(key);
                 println!(
                     "  {}  {:<24} {}  {}",
                     s(&p["partner"]),

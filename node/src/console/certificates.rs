@@ -49,6 +49,8 @@ struct Row {
     direction: String,
     peer: String,
     status: String,
+    /// The shipment arrived after the certificate expired (marked beside the status).
+    late: bool,
     issued_on: String,
     parcels: String,
     carats: String,
@@ -194,6 +196,7 @@ fn row(tr: &Catalogue, v: &CertView) -> Row {
         direction: direction_name(tr, v.direction),
         peer: v.peer.to_string(),
         status: status_name(tr, v.status),
+        late: v.late_arrival.is_some(),
         issued_on: tr.date(v.issued_on),
         parcels: tr.number(v.parcels),
         carats: tr.decimal(&v.carats),
@@ -218,6 +221,8 @@ struct CertificatePage {
     /// The status's name in the user's language, and its code (`data-status`).
     status: String,
     status_code: &'static str,
+    /// Said when the shipment arrived after the certificate expired.
+    late_arrival: Option<String>,
     issued_on: String,
     expires_on: String,
     parcels: String,
@@ -353,6 +358,15 @@ fn certificate_page(
         peer: v.peer.to_string(),
         status: status_name(tr, v.status),
         status_code: v.status.as_str(),
+        late_arrival: v.late_arrival.map(|l| {
+            tr.t2(
+                "cert-late-arrival",
+                "received_on",
+                tr.date(l.received_on),
+                "expires_on",
+                tr.date(v.expires_on),
+            )
+        }),
         issued_on: tr.date(v.issued_on),
         expires_on: tr.date(v.expires_on),
         parcels: tr.number(v.parcels),

@@ -190,6 +190,8 @@ struct PartnerLine {
     awaiting: String,
     received: String,
     resolved: String,
+    /// Confirmations received after the certificate expired, either way.
+    late: String,
 }
 
 #[derive(Template)]
@@ -260,6 +262,7 @@ fn attention(tr: &Catalogue, r: &Reconciliation) -> (Vec<PartnerLine>, Vec<Atten
             awaiting: tr.number(p.awaiting_confirmation),
             received: tr.number(p.received),
             resolved: tr.number(p.resolved.len() as u64),
+            late: tr.number(p.late_arrivals.len() as u64),
         });
         let mut add = |kind: &'static str, findings: &[Finding]| {
             out.extend(findings.iter().map(|f| Attention {

@@ -624,6 +624,10 @@ pub struct PartnerReconciliation {
     pub received: u64,
     /// Inbound certificates this node has not confirmed.
     pub not_confirmed_here: Vec<Finding>,
+    /// Confirmations, sent or received, whose shipment arrived (`received_on`) after the
+    /// certificate's `expires_on`: confirmed all the same, listed for the record and not
+    /// counted as needing attention.
+    pub late_arrivals: Vec<Finding>,
 }
 
 /// The reconciliation: every partner, and whether anything needs attention.
@@ -637,6 +641,8 @@ pub struct Reconciliation {
     pub partners: Vec<PartnerReconciliation>,
     /// How many findings in all: the command exits 1 when this is not 0.
     pub attention: u64,
+    /// How many late arrivals in all (the partners' `late_arrivals`), not part of `attention`.
+    pub late_arrivals: u64,
 }
 
 /// Matches each certificate with its confirmation, per partner, on the day `on`.
@@ -695,7 +701,8 @@ pub fn reconcile<S: Storage + ?Sized>(
             (p.discrepancies.len() + p.unconfirmed_past_expiry.len() + p.not_confirmed_here.len()) as u64
         })
         .sum();
-    Ok(Reconciliation { participant: me, period: period.cloned(), on, partners, attention })
+    let late_arrivals = partners.iter().map(|p| p.late_arrivals.len() as u64).sum();
+    Ok(Reconciliation { participant: me, period: period.cloned(), on, partners, attention, late_arrivals })
 }
 
 /// Adds one certificate's record to its partner's side of the reconciliation.
@@ -715,6 +722,7 @@ fn reconcile_one<S: Storage + ?Sized>(
         unconfirmed_past_expiry: Vec::new(),
         received: 0,
         not_confirmed_here: Vec::new(),
+        late_arrivals: Vec::new(),
     });
     let finding = |detail: String| Finding {
         number: rec.number.to_string(),
@@ -737,6 +745,12 @@ fn reconcile_one<S: Storage + ?Sized>(
         ))),
         None => p.discrepancies.push(finding(detail)),
     };
+    if let Some(late) = crate::queries::late_arrival(&rec).filter(|_| rec.direction != Direction::Local) {
+        p.late_arrivals.push(finding(format!(
+            "received on {}, {} day(s) after it expired on {}",
+            late.received_on, late.days_late, rec.expires_on
+        )));
+    }
     match rec.direction {
         Direction::Out => {
             if matches!(rec.status, CertStatus::Voided | CertStatus::Rejected) {

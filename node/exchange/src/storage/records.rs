@@ -266,7 +266,8 @@ pub enum CertStatus {
     /// Outbound, refused by the importer's node.
     Rejected,
     Voided,
-    /// Not confirmed by its expiry date. Never stored: derived when read.
+    /// Not confirmed by its expiry date. Never stored: derived when read. A confirmation that
+    /// comes later still counts (a late arrival): the status is then the confirmation's.
     Expired,
 }
 
