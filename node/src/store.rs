@@ -440,7 +440,28 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Takes the store's lock file, writing our pid into it; says who holds it if taken.
+///
+/// A lock that names this very process is waited out (for [`SLED_LOCK_WAIT`] at most): it is a
+/// store this process just closed whose last handle is still being dropped, or a child forked
+/// at that instant that holds a copy of the descriptor until its `exec` closes it. Both let go
+/// soon; failing would turn a moment's overlap into an error (seen in tests that reopen a
+/// stopped node's store while other tests start `kpnode` processes).
 fn take_lock(path: &Path) -> Result<File, StoreError> {
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    let me = format!("pid {}", std::process::id());
+    loop {
+        match try_take_lock(path) {
+            Err(StoreError::Locked { holder, .. })
+                if holder == me && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_take_lock(path: &Path) -> Result<File, StoreError> {
     let lock_path = path.join("kpnode.lock");
     let mut f = OpenOptions::new()
         .read(true)
