@@ -60,7 +60,7 @@ pub fn sign_document<B: Body>(
     signer: ParticipantCode,
     signed_at: Timestamp,
 ) -> Result<SignedDocument, SignError> {
-    key.sign_document_bytes(B::KIND, kp_protocol::codec::encode(body), signer, signed_at)
+    key.sign_document_bytes(B::KIND, body.to_body_bytes(), signer, signed_at)
 }
 
 impl SigningBackend for SigningKeyPair {

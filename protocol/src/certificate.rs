@@ -10,7 +10,7 @@ use bincode::{Decode, Encode};
 use serde::Serialize;
 
 use crate::amount::{Carats, UsdAmount};
-use crate::codes::{CertificateNumber, HsCode, Origin, ParticipantCode};
+use crate::codes::{CertificateNumber, HsCode, Locode, Origin, ParticipantCode, TransportMode};
 use crate::date::Date;
 use crate::problem::{Arg, ProblemText as T};
 use crate::text::{DeclarationCode, LongText, Text};
@@ -18,13 +18,15 @@ use crate::text::{DeclarationCode, LongText, Text};
 /// Limits of a certificate (docs/certificate-json.md lists them for users).
 pub const MAX_PARCELS: usize = 1000;
 pub const MAX_DECLARATIONS: usize = 16;
+pub const MAX_CONTAINER_SEALS: usize = 16;
 /// `issued_on` may lie this many days after the validator's `today` (clocks and time zones).
 pub const ISSUE_DATE_TOLERANCE_DAYS: i32 = 1;
 /// Default `max_validity_days` (the US practice).
 pub const DEFAULT_MAX_VALIDITY_DAYS: u32 = 60;
 
-/// A Kimberley Process certificate as signed by the exporting authority.
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+/// A Kimberley Process certificate as signed by the exporting authority. Its bytes are in
+/// [`crate::certificate_bytes`]: format 1, or format 1 followed by format 2's elements.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Certificate {
     /// Unique; starts with the exporting participant's code.
@@ -34,11 +36,19 @@ pub struct Certificate {
 }
 
 /// Everything on a certificate but its number (which the node may assign on submit).
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateContent {
+    /// The certificate this one replaces (issued by the same participant to the same
+    /// importing participant); the old one becomes `replaced` on both sides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<CertificateNumber>,
     pub exporting_participant: ParticipantCode,
     pub importing_participant: ParticipantCode,
+    /// When the importing participant is a union (EU): the member state where the shipment
+    /// is imported. The certificate goes to that member state's node, which confirms it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub importing_member: Option<ParticipantCode>,
     pub issuing_authority: Text,
     pub exporter: Party,
     pub importer: Party,
@@ -54,9 +64,27 @@ pub struct CertificateContent {
 }
 
 /// The exporter or the importer named on a certificate.
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Party {
+    pub name: Text,
+    pub address: Text,
+    /// The party's export or import licence, or its registration number with the authority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub licence: Option<Text>,
+}
+
+impl Party {
+    /// The name and address, as an import confirmation repeats them.
+    pub fn named(&self) -> PartyName {
+        PartyName { name: self.name.clone(), address: self.address.clone() }
+    }
+}
+
+/// A party's name and address, as an import confirmation repeats them from the certificate.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PartyName {
     pub name: Text,
     pub address: Text,
 }
@@ -76,14 +104,38 @@ pub struct Parcel {
     pub origin_area: Option<Text>,
 }
 
-/// References of the shipment outside the certificate (port, customs declaration number).
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+/// How the shipment travels and the references outside the certificate.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Shipment {
+    /// The port of exit: free text, or a UN/LOCODE.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port_of_export: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub customs_reference: Option<Text>,
+    /// The port of entry in the importing country, by UN/LOCODE (`BEANR`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "BEANR"))]
+    pub port_of_entry: Option<Locode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "air"))]
+    pub transport_mode: Option<TransportMode>,
+    /// The air waybill, bill of lading or consignment note number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport_document: Option<Text>,
+    /// The numbers of the seals on the tamper-resistant container(s).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub container_seals: Vec<Text>,
+}
+
+impl Shipment {
+    /// Whether any element of format 2 is present.
+    pub(crate) fn has_format_2(&self) -> bool {
+        self.port_of_entry.is_some()
+            || self.transport_mode.is_some()
+            || self.transport_document.is_some()
+            || !self.container_seals.is_empty()
+    }
 }
 
 /// A declaration the exporter makes (system of warranties, responsible-sourcing principles).
@@ -118,8 +170,11 @@ impl Certificate {
         check_parts(
             &Parts {
                 number: Some(&self.number),
+                replaces: c.replaces.as_ref(),
                 exporting: Some(c.exporting_participant),
                 importing: Some(c.importing_participant),
+                importing_member: c.importing_member,
+                container_seals: c.shipment.as_ref().map_or(0, |s| s.container_seals.len()),
                 issued_on: Some(c.issued_on),
                 expires_on: Some(c.expires_on),
                 parcel_count: Some(c.parcels.len()),
@@ -148,6 +203,17 @@ pub trait ParticipantDirectory {
         let _ = member;
         None
     }
+
+    /// Whether `code` is a union with member states.
+    fn is_union(&self, code: ParticipantCode) -> bool {
+        let _ = code;
+        false
+    }
+
+    /// Whether `member` is a member state of `union`.
+    fn is_member(&self, member: ParticipantCode, union: ParticipantCode) -> bool {
+        self.union_of(member) == Some(union)
+    }
 }
 
 /// Accepts every well-formed code: for checks that are about the document alone.
@@ -156,6 +222,10 @@ pub struct AnyParticipant;
 
 impl ParticipantDirectory for AnyParticipant {
     fn is_participant(&self, _: ParticipantCode) -> bool {
+        true
+    }
+
+    fn is_member(&self, _: ParticipantCode, _: ParticipantCode) -> bool {
         true
     }
 }
@@ -269,8 +339,11 @@ impl std::error::Error for Problems {}
 /// fills what it could, so that a bad date does not hide a bad participant.
 pub(crate) struct Parts<'a> {
     pub number: Option<&'a CertificateNumber>,
+    pub replaces: Option<&'a CertificateNumber>,
     pub exporting: Option<ParticipantCode>,
     pub importing: Option<ParticipantCode>,
+    pub importing_member: Option<ParticipantCode>,
+    pub container_seals: usize,
     pub issued_on: Option<Date>,
     pub expires_on: Option<Date>,
     pub parcel_count: Option<usize>,
@@ -305,7 +378,61 @@ pub(crate) fn check_parts(p: &Parts<'_>, ctx: &ValidationContext<'_>, out: &mut 
             );
         }
     }
+    if let (Some(number), Some(old)) = (p.number, p.replaces) {
+        if number == old {
+            out.push(
+                Problem::new(
+                    "replaces",
+                    format!("{number} cannot replace itself: name the certificate this one replaces"),
+                )
+                .coded(T::ReplacesItself { number: Arg::text(number) }),
+            );
+        }
+    }
     let dir = ctx.participants;
+    if let (Some(member), Some(importing)) = (p.importing_member, p.importing) {
+        if !dir.is_member(member, importing) {
+            let is_union = dir.is_union(importing);
+            if is_union {
+                out.push(
+                    Problem::new(
+                        "importing_member",
+                        format!("{member} is not a member state of {importing}"),
+                    )
+                    .coded(T::ImportingMemberNotMember {
+                        member: member.into(),
+                        importing: importing.into(),
+                    }),
+                );
+            } else {
+                out.push(
+                    Problem::new(
+                        "importing_member",
+                        format!(
+                            "names member state {member}, but {importing} is not a union: give importing_member \
+                             only when the importing participant is a union such as EU"
+                        ),
+                    )
+                    .coded(T::ImportingMemberNotUnion { member: member.into(), importing: importing.into() }),
+                );
+            }
+        }
+    }
+    if p.container_seals > MAX_CONTAINER_SEALS {
+        out.push(
+            Problem::new(
+                "shipment.container_seals",
+                format!(
+                    "has {} container seals; at most {MAX_CONTAINER_SEALS} are allowed",
+                    p.container_seals
+                ),
+            )
+            .coded(T::ContainerSealsTooMany {
+                count: p.container_seals.into(),
+                max: MAX_CONTAINER_SEALS.into(),
+            }),
+        );
+    }
     if let Some(exporting) = p.exporting {
         if let Some(issuer) = ctx.exporter {
             // A member state's node issues in its union's name from its own range of numbers,

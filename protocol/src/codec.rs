@@ -56,6 +56,11 @@ fn describe(e: &bincode::error::DecodeError) -> String {
     }
 }
 
+/// Decodes a value from the start of `bytes`, returning it and how many bytes it took.
+pub fn decode_prefix<T: Decode<()>>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    bincode::decode_from_slice(bytes, config()).map_err(|e| CodecError::Malformed(describe(&e)))
+}
+
 /// Decodes exactly the whole of `bytes`.
 pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, used) =

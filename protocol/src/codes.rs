@@ -283,7 +283,121 @@ impl fmt::Display for Origin {
     }
 }
 
-serde_via_str!(ParticipantCode, HsCode, Origin);
+/// A place of trade and transport by its UN/LOCODE: the two-letter country code, then three
+/// letters or digits 2–9 (`BEANR` is Antwerp, `RUMOW` Moscow). The shape is checked; whether
+/// the code is in the UNECE list is not (the list changes twice a year).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Locode([u8; 5]);
+
+impl Locode {
+    pub fn as_str(&self) -> &str {
+        // Invariant: ASCII capitals and digits, checked at construction.
+        std::str::from_utf8(&self.0).expect("UN/LOCODE is ASCII")
+    }
+
+    fn from_bytes(b: [u8; 5]) -> Result<Self, ValueError> {
+        let country = b[..2].iter().all(u8::is_ascii_uppercase);
+        let place = b[2..].iter().all(|c| c.is_ascii_uppercase() || (b'2'..=b'9').contains(c));
+        if country && place {
+            Ok(Locode(b))
+        } else {
+            Err(ValueError::Format { expected: crate::value::Expected::Locode })
+        }
+    }
+}
+
+impl FromStr for Locode {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        // "BE ANR" is how the UNECE list prints it: accept the space, keep the five characters.
+        let compact: Vec<u8> = match s.as_bytes() {
+            [a, b, b' ', rest @ ..] => [&[*a, *b][..], rest].concat(),
+            other => other.to_vec(),
+        };
+        match <[u8; 5]>::try_from(compact.as_slice()) {
+            Ok(b) => Locode::from_bytes(b),
+            Err(_) => Err(ValueError::Format { expected: crate::value::Expected::Locode }),
+        }
+    }
+}
+
+impl fmt::Display for Locode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Locode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Encode for Locode {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        self.0.encode(encoder)
+    }
+}
+
+impl<C> Decode<C> for Locode {
+    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let raw = <[u8; 5]>::decode(decoder)?;
+        Locode::from_bytes(raw).map_err(|e| decode_error("UN/LOCODE", e))
+    }
+}
+bincode::impl_borrow_decode!(Locode);
+
+/// How the shipment travels (the modes of UN/ECE Recommendation 19 that carry diamonds, with
+/// a courier's hand-carried parcel apart).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Encode, Decode)]
+pub enum TransportMode {
+    Air,
+    Sea,
+    Road,
+    Rail,
+    Post,
+    HandCarried,
+}
+
+impl TransportMode {
+    pub const ALL: [TransportMode; 6] = [
+        TransportMode::Air,
+        TransportMode::Sea,
+        TransportMode::Road,
+        TransportMode::Rail,
+        TransportMode::Post,
+        TransportMode::HandCarried,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TransportMode::Air => "air",
+            TransportMode::Sea => "sea",
+            TransportMode::Road => "road",
+            TransportMode::Rail => "rail",
+            TransportMode::Post => "post",
+            TransportMode::HandCarried => "hand-carried",
+        }
+    }
+}
+
+impl FromStr for TransportMode {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        TransportMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or(ValueError::Format { expected: crate::value::Expected::TransportMode })
+    }
+}
+
+impl fmt::Display for TransportMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+serde_via_str!(ParticipantCode, HsCode, Origin, Locode, TransportMode);
 
 #[cfg(test)]
 mod tests {
@@ -314,6 +428,19 @@ mod tests {
         assert_eq!("7104".parse::<HsCode>(), Err(ValueError::SyntheticDiamonds));
         assert_eq!("7103.10".parse::<HsCode>(), Err(ValueError::UnknownHsCode));
         assert!(ValueError::SyntheticDiamonds.to_string().contains("outside the Kimberley Process"));
+    }
+
+    #[test]
+    fn locodes_and_transport_modes() {
+        assert_eq!("BEANR".parse::<Locode>().unwrap().as_str(), "BEANR");
+        assert_eq!("BE ANR".parse::<Locode>().unwrap().as_str(), "BEANR");
+        assert_eq!("RUMOW".parse::<Locode>().unwrap().as_str(), "RUMOW");
+        assert!("AE2DX".parse::<Locode>().is_ok());
+        for bad in ["beanr", "BEAN", "BEANRR", "B1ANR", "BEAN1", "BEAN0", "", "ВЕANR"] {
+            assert!(bad.parse::<Locode>().is_err(), "{bad}");
+        }
+        assert_eq!("hand-carried".parse::<TransportMode>(), Ok(TransportMode::HandCarried));
+        assert!("Air".parse::<TransportMode>().is_err());
     }
 
     #[test]

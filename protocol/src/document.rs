@@ -12,7 +12,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::Serialize;
 
 use crate::amount::Carats;
-use crate::certificate::{Certificate, Party};
+use crate::certificate::{Certificate, PartyName};
 use crate::codec::{self, CodecError};
 use crate::codes::{CertificateNumber, ParticipantCode};
 use crate::date::{Date, Timestamp};
@@ -108,12 +108,45 @@ impl Serialize for KeyId {
 }
 
 /// A document body: the type that `kind` promises the body bytes decode to.
-pub trait Body: Encode + Decode<()> {
+pub trait Body: Sized {
     const KIND: DocumentKind;
+
+    /// The canonical bytes of the body.
+    fn to_body_bytes(&self) -> Vec<u8>;
+
+    /// The body in `bytes`, which must be the whole of its canonical encoding.
+    fn from_body_bytes(bytes: &[u8]) -> Result<Self, CodecError>;
 }
 
+/// A body whose bytes are its bincode.
+macro_rules! bincode_body {
+    ($ty:ty, $kind:expr) => {
+        impl $crate::document::Body for $ty {
+            const KIND: $crate::document::DocumentKind = $kind;
+
+            fn to_body_bytes(&self) -> Vec<u8> {
+                $crate::codec::encode(self)
+            }
+
+            fn from_body_bytes(bytes: &[u8]) -> Result<Self, $crate::codec::CodecError> {
+                $crate::codec::decode(bytes)
+            }
+        }
+    };
+}
+pub(crate) use bincode_body;
+
+/// A certificate's bytes have two formats (see `certificate_bytes`).
 impl Body for Certificate {
     const KIND: DocumentKind = DocumentKind::Certificate;
+
+    fn to_body_bytes(&self) -> Vec<u8> {
+        crate::certificate_bytes::encode(self)
+    }
+
+    fn from_body_bytes(bytes: &[u8]) -> Result<Self, CodecError> {
+        crate::certificate_bytes::decode(bytes)
+    }
 }
 
 /// A signed document. Construct with [`SignedDocument::sign`]; check with
@@ -151,7 +184,7 @@ impl SignedDocument {
         key: &SigningKey,
         signed_at: Timestamp,
     ) -> SignedDocument {
-        Self::sign_bytes(B::KIND, codec::encode(body), signer, key, signed_at)
+        Self::sign_bytes(B::KIND, body.to_body_bytes(), signer, key, signed_at)
     }
 
     /// Signs body bytes that are already canonical.
@@ -209,7 +242,7 @@ impl SignedDocument {
         if self.kind != B::KIND {
             return Err(DocumentError::WrongKind { expected: B::KIND, found: self.kind });
         }
-        codec::decode(&self.body).map_err(|error| DocumentError::Body { kind: self.kind, error })
+        B::from_body_bytes(&self.body).map_err(|error| DocumentError::Body { kind: self.kind, error })
     }
 
     /// Canonical bytes of the whole document.
@@ -263,8 +296,8 @@ pub struct ImportConfirmation {
     pub certificate_id: MessageId,
     pub exporting_participant: ParticipantCode,
     pub importing_participant: ParticipantCode,
-    pub exporter: Party,
-    pub importer: Party,
+    pub exporter: PartyName,
+    pub importer: PartyName,
     pub received_on: Date,
     /// Parcels counted on arrival.
     pub parcels: u32,
@@ -275,9 +308,7 @@ pub struct ImportConfirmation {
     pub remarks: Option<LongText>,
 }
 
-impl Body for ImportConfirmation {
-    const KIND: DocumentKind = DocumentKind::ImportConfirmation;
-}
+bincode_body!(ImportConfirmation, DocumentKind::ImportConfirmation);
 
 /// The exporting authority's voiding of a certificate it issued.
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
@@ -288,9 +319,7 @@ pub struct Void {
     pub reason: Text,
 }
 
-impl Body for Void {
-    const KIND: DocumentKind = DocumentKind::Void;
-}
+bincode_body!(Void, DocumentKind::Void);
 
 /// An operator's signed statement that an import discrepancy on a certificate has been looked
 /// into and settled. Either participant of the certificate may sign one; it is sent to the
@@ -308,9 +337,7 @@ pub struct Resolution {
     pub resolved_by: Text,
 }
 
-impl Body for Resolution {
-    const KIND: DocumentKind = DocumentKind::Resolution;
-}
+bincode_body!(Resolution, DocumentKind::Resolution);
 
 /// A receiver's signed statement that it durably stored `count` messages from `sender`, whose
 /// receipt items are the leaves of a Merkle tree with root `root`. One signature thus
@@ -324,9 +351,7 @@ pub struct ReceiptBatch {
     pub root: Digest,
 }
 
-impl Body for ReceiptBatch {
-    const KIND: DocumentKind = DocumentKind::Receipt;
-}
+bincode_body!(ReceiptBatch, DocumentKind::Receipt);
 
 /// A participant's statement that its keys change. The outer document is signed by the key
 /// being replaced (`previous_key`); a new signing key also signs the statement itself
@@ -354,9 +379,7 @@ pub struct KeyRotation {
     pub tls_possession: Option<[u8; 64]>,
 }
 
-impl Body for KeyRotation {
-    const KIND: DocumentKind = DocumentKind::KeyRotation;
-}
+bincode_body!(KeyRotation, DocumentKind::KeyRotation);
 
 /// The tag of `new_tls_certificate` in the encoding (see [`KeyRotation`]).
 const TLS_NONE: u8 = 0;

@@ -277,8 +277,9 @@ impl Walker {
         let mut o = self.object(&path, v)?;
         let name = self.required(&mut o, "name");
         let address = self.required(&mut o, "address");
-        o.finish(self, &["name", "address"]);
-        Some(Party { name: name?, address: address? })
+        let licence = self.optional(&mut o, "licence");
+        o.finish(self, &["name", "address", "licence"]);
+        Some(Party { name: name?, address: address?, licence: licence? })
     }
 
     fn array<'a>(&mut self, path: &str, v: &'a Json) -> Option<&'a [Json]> {
@@ -297,8 +298,10 @@ impl Walker {
 
 const CERTIFICATE_FIELDS: &[&str] = &[
     "number",
+    "replaces",
     "exporting_participant",
     "importing_participant",
+    "importing_member",
     "issuing_authority",
     "exporter",
     "importer",
@@ -310,12 +313,23 @@ const CERTIFICATE_FIELDS: &[&str] = &[
     "remarks",
 ];
 
+const SHIPMENT_FIELDS: &[&str] = &[
+    "port_of_export",
+    "customs_reference",
+    "port_of_entry",
+    "transport_mode",
+    "transport_document",
+    "container_seals",
+];
+
 /// Every field of a certificate as read: `None` where it was missing or bad, and then a problem
 /// says which.
 struct Fields {
     number: Option<Option<CertificateNumber>>,
+    replaces: Option<Option<CertificateNumber>>,
     exporting: Option<ParticipantCode>,
     importing: Option<ParticipantCode>,
+    importing_member: Option<Option<ParticipantCode>>,
     issuing_authority: Option<Text>,
     exporter: Option<Party>,
     importer: Option<Party>,
@@ -333,8 +347,10 @@ impl Fields {
         Some(CertificateDraft {
             number: self.number?,
             content: CertificateContent {
+                replaces: self.replaces?,
                 exporting_participant: self.exporting?,
                 importing_participant: self.importing?,
+                importing_member: self.importing_member?,
                 issuing_authority: self.issuing_authority?,
                 exporter: self.exporter?,
                 importer: self.importer?,
@@ -417,8 +433,36 @@ impl Walker {
         let mut o = self.object(&root.field("shipment"), v)?;
         let port = self.optional(&mut o, "port_of_export");
         let reference = self.optional(&mut o, "customs_reference");
-        o.finish(self, &["port_of_export", "customs_reference"]);
-        Some(Some(Shipment { port_of_export: port?, customs_reference: reference? }))
+        let port_of_entry = self.optional(&mut o, "port_of_entry");
+        let transport_mode = self.optional(&mut o, "transport_mode");
+        let transport_document = self.optional(&mut o, "transport_document");
+        let container_seals = self.strings(&mut o, "container_seals");
+        o.finish(self, SHIPMENT_FIELDS);
+        Some(Some(Shipment {
+            port_of_export: port?,
+            customs_reference: reference?,
+            port_of_entry: port_of_entry?,
+            transport_mode: transport_mode?,
+            transport_document: transport_document?,
+            container_seals: container_seals?,
+        }))
+    }
+
+    /// An optional array of strings, each read through `T::from_str` (empty if absent).
+    fn strings<T: FromStr<Err = ValueError>>(&mut self, obj: &mut Obj<'_>, key: &str) -> Option<Vec<T>> {
+        let path = obj.field(key);
+        let Some(v) = obj.take(key) else {
+            return Some(Vec::new());
+        };
+        let items = self.array(&path, v)?;
+        let mut list = Some(Vec::with_capacity(items.len().min(crate::certificate::MAX_CONTAINER_SEALS)));
+        for (i, item) in items.iter().enumerate() {
+            match (self.value(&format!("{path}[{i}]"), item), list.as_mut()) {
+                (Some(t), Some(l)) => l.push(t),
+                _ => list = None,
+            }
+        }
+        list
     }
 
     /// The declarations (none if absent) and how many were given.
@@ -442,8 +486,10 @@ fn parse_tree(tree: &Json, ctx: &ValidationContext<'_>) -> Result<CertificateDra
         return Err(Problems(w.problems));
     };
     let number = w.optional(&mut root, "number");
+    let replaces = w.optional(&mut root, "replaces");
     let exporting = w.required(&mut root, "exporting_participant");
     let importing = w.required(&mut root, "importing_participant");
+    let importing_member = w.optional(&mut root, "importing_member");
     let issuing_authority = w.required(&mut root, "issuing_authority");
     let exporter = w.party(&mut root, "exporter");
     let importer = w.party(&mut root, "importer");
@@ -457,8 +503,10 @@ fn parse_tree(tree: &Json, ctx: &ValidationContext<'_>) -> Result<CertificateDra
 
     let fields = Fields {
         number,
+        replaces,
         exporting,
         importing,
+        importing_member,
         issuing_authority,
         exporter,
         importer,
@@ -472,8 +520,15 @@ fn parse_tree(tree: &Json, ctx: &ValidationContext<'_>) -> Result<CertificateDra
     check_parts(
         &Parts {
             number: fields.number.as_ref().and_then(Option::as_ref),
+            replaces: fields.replaces.as_ref().and_then(Option::as_ref),
             exporting: fields.exporting,
             importing: fields.importing,
+            importing_member: fields.importing_member.flatten(),
+            container_seals: fields
+                .shipment
+                .as_ref()
+                .and_then(Option::as_ref)
+                .map_or(0, |s| s.container_seals.len()),
             issued_on: fields.issued_on,
             expires_on: fields.expires_on,
             parcel_count: parcels.count,

@@ -19,6 +19,7 @@
 pub mod amount;
 pub mod armor;
 pub mod certificate;
+mod certificate_bytes;
 pub mod codec;
 pub mod codes;
 pub mod date;
@@ -41,9 +42,9 @@ pub mod value;
 pub use amount::{Carats, UsdAmount};
 pub use certificate::{
     AnyParticipant, Certificate, CertificateContent, Declaration, Parcel, ParticipantDirectory, Party,
-    Problem, Problems, Shipment, ValidationContext,
+    PartyName, Problem, Problems, Shipment, ValidationContext,
 };
-pub use codes::{CertificateNumber, HsCode, Origin, ParticipantCode};
+pub use codes::{CertificateNumber, HsCode, Locode, Origin, ParticipantCode, TransportMode};
 pub use date::{Date, Timestamp};
 pub use digest::{Digest, MessageId};
 pub use document::{

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::codes::ParticipantCode;
 use crate::digest::Digest;
-use crate::document::{Body, DocumentKind};
+use crate::document::DocumentKind;
 use crate::text::Text;
 
 /// What happened to a partner's enrolment.
@@ -53,6 +53,4 @@ pub struct PeerChange {
     pub bundle: Option<Digest>,
 }
 
-impl Body for PeerChange {
-    const KIND: DocumentKind = DocumentKind::PeerChange;
-}
+crate::document::bincode_body!(PeerChange, DocumentKind::PeerChange);

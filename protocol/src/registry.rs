@@ -15,7 +15,7 @@ use crate::armor::{self, ArmorError};
 use crate::codec::CodecError;
 use crate::codes::ParticipantCode;
 use crate::date::Date;
-use crate::document::{Body, DocumentError, DocumentKind, SignedDocument};
+use crate::document::{DocumentError, DocumentKind, SignedDocument};
 use crate::problem::{Arg, ProblemText as T};
 use crate::text::{LongText, Text};
 use crate::Problem;
@@ -162,9 +162,7 @@ pub struct RegistryChange {
     pub source: Text,
 }
 
-impl Body for RegistryChange {
-    const KIND: DocumentKind = DocumentKind::ParticipantChange;
-}
+crate::document::bincode_body!(RegistryChange, DocumentKind::ParticipantChange);
 
 /// A participant list as circulated (by the KP Chair, or a participant's authority), signed
 /// by its issuer. A node imports it after checking the signature against the issuer's keys.
@@ -174,9 +172,7 @@ pub struct ParticipantList {
     pub entries: Vec<ParticipantEntry>,
 }
 
-impl Body for ParticipantList {
-    const KIND: DocumentKind = DocumentKind::ParticipantList;
-}
+crate::document::bincode_body!(ParticipantList, DocumentKind::ParticipantList);
 
 /// A participant list, version 2: as version 1, plus the issuer's **registry revision**, the
 /// number of changes its registry has recorded when it signed the list. A node's revision
@@ -190,9 +186,7 @@ pub struct ParticipantListV2 {
     pub entries: Vec<ParticipantEntry>,
 }
 
-impl Body for ParticipantListV2 {
-    const KIND: DocumentKind = DocumentKind::ParticipantListV2;
-}
+crate::document::bincode_body!(ParticipantListV2, DocumentKind::ParticipantListV2);
 
 impl ParticipantList {
     /// Every problem of every entry, and of the list as a whole.
@@ -359,7 +353,7 @@ mod tests {
         }
     }
 
-    fn fixture_signed<B: Body>(body: &B) -> SignedDocument {
+    fn fixture_signed<B: crate::Body>(body: &B) -> SignedDocument {
         SignedDocument::sign(
             body,
             "RU".parse().unwrap(),

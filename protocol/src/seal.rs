@@ -15,7 +15,7 @@ use crate::codec::CodecError;
 use crate::codes::{CertificateNumber, ParticipantCode};
 use crate::date::Date;
 use crate::digest::MessageId;
-use crate::document::{Body, DocumentError, DocumentKind, SignedDocument};
+use crate::document::{DocumentError, DocumentKind, SignedDocument};
 
 /// The prefix of a seal's QR text, naming its version.
 pub const QR_PREFIX: &str = "KP1:";
@@ -39,9 +39,7 @@ pub struct CertificateSeal {
     pub value_usd: u64,
 }
 
-impl Body for CertificateSeal {
-    const KIND: DocumentKind = DocumentKind::CertificateSeal;
-}
+crate::document::bincode_body!(CertificateSeal, DocumentKind::CertificateSeal);
 
 impl CertificateSeal {
     /// The seal of a signed certificate.

@@ -86,6 +86,10 @@ pub enum Expected {
     DateInRange,
     Date,
     Instant,
+    /// A UN/LOCODE.
+    Locode,
+    /// One of the transport modes.
+    TransportMode,
 }
 
 impl Expected {
@@ -101,6 +105,11 @@ impl Expected {
             Expected::DateInRange => "a date between 1970-01-01 and 9999-12-31",
             Expected::Date => "a date written YYYY-MM-DD, such as 2026-11-28",
             Expected::Instant => "an instant written YYYY-MM-DDTHH:MM:SS.mmmZ, in UTC",
+            Expected::Locode => {
+                "a UN/LOCODE: the country's two capital letters, then three capital letters or \
+                 digits 2-9, such as BEANR (Antwerp)"
+            }
+            Expected::TransportMode => "one of air, sea, road, rail, post, hand-carried",
         }
     }
 }

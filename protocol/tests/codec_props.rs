@@ -5,8 +5,8 @@ use kp_protocol::ed25519_dalek::SigningKey;
 use kp_protocol::frame::{self, decode_frame, encode_frame, DEFAULT_MAX_FRAME_BYTES};
 use kp_protocol::receipt::sign_batch;
 use kp_protocol::{
-    codec, Certificate, CertificateContent, Declaration, Digest, Frame, Parcel, ParticipantCode, Party,
-    ReceiptItem, RejectCode, Shipment, SignedDocument, Timestamp, Void,
+    codec, Body, Certificate, CertificateContent, Declaration, Digest, Frame, Parcel, ParticipantCode, Party,
+    ReceiptItem, RejectCode, Shipment, SignedDocument, Timestamp, TransportMode, Void,
 };
 use proptest::prelude::*;
 
@@ -46,7 +46,94 @@ fn date() -> impl Strategy<Value = kp_protocol::Date> {
     (2000i32..2100, 1u32..=12, 1u32..=28).prop_map(|(y, m, d)| kp_protocol::Date::from_ymd(y, m, d).unwrap())
 }
 
+/// Format 2's elements: replaces, importing member, licences, and the shipment's port of
+/// entry, transport mode and document, container seals.
+#[allow(clippy::type_complexity)]
+fn format_2() -> impl Strategy<
+    Value = (
+        Option<kp_protocol::CertificateNumber>,
+        Option<ParticipantCode>,
+        Option<kp_protocol::Text>,
+        Option<kp_protocol::Text>,
+        Option<(
+            Option<kp_protocol::Locode>,
+            Option<TransportMode>,
+            Option<kp_protocol::Text>,
+            Vec<kp_protocol::Text>,
+        )>,
+    ),
+> {
+    (
+        prop::option::of("[A-Z]{2}-[0-9]{1,10}".prop_map(|s| s.parse().unwrap())),
+        prop::option::of(code()),
+        prop::option::of(text()),
+        prop::option::of(text()),
+        prop::option::of((
+            prop::option::of("[A-Z]{2}[A-Z2-9]{3}".prop_map(|s| s.parse().unwrap())),
+            prop::option::of(prop::sample::select(TransportMode::ALL.to_vec())),
+            prop::option::of(text()),
+            prop::collection::vec(text(), 0..3),
+        )),
+    )
+}
+
 fn certificate() -> impl Strategy<Value = Certificate> {
+    (certificate_format_1(), prop::option::of(format_2())).prop_map(|(mut c, f2)| {
+        let Some((replaces, member, exporter_licence, importer_licence, ship)) = f2 else {
+            return c;
+        };
+        c.content.replaces = replaces;
+        c.content.importing_member = member;
+        c.content.exporter.licence = exporter_licence;
+        c.content.importer.licence = importer_licence;
+        if let Some((port_of_entry, transport_mode, transport_document, container_seals)) = ship {
+            let s = c.content.shipment.get_or_insert_with(Shipment::default);
+            s.port_of_entry = port_of_entry;
+            s.transport_mode = transport_mode;
+            s.transport_document = transport_document;
+            s.container_seals = container_seals;
+        }
+        c
+    })
+}
+
+/// The layout of a certificate before format 2 (kpnode-store/1 to /3 and every certificate
+/// signed then): the bincode of these fields in this order.
+#[derive(bincode::Encode)]
+struct Format1Layout<'a> {
+    number: &'a kp_protocol::CertificateNumber,
+    exporting: ParticipantCode,
+    importing: ParticipantCode,
+    authority: &'a kp_protocol::Text,
+    exporter: (&'a kp_protocol::Text, &'a kp_protocol::Text),
+    importer: (&'a kp_protocol::Text, &'a kp_protocol::Text),
+    issued_on: kp_protocol::Date,
+    expires_on: kp_protocol::Date,
+    parcels: &'a [Parcel],
+    shipment: Option<(&'a Option<kp_protocol::Text>, &'a Option<kp_protocol::Text>)>,
+    declarations: &'a [Declaration],
+    remarks: &'a Option<kp_protocol::LongText>,
+}
+
+fn format_1_layout(c: &Certificate) -> Vec<u8> {
+    let k = &c.content;
+    codec::encode(&Format1Layout {
+        number: &c.number,
+        exporting: k.exporting_participant,
+        importing: k.importing_participant,
+        authority: &k.issuing_authority,
+        exporter: (&k.exporter.name, &k.exporter.address),
+        importer: (&k.importer.name, &k.importer.address),
+        issued_on: k.issued_on,
+        expires_on: k.expires_on,
+        parcels: &k.parcels,
+        shipment: k.shipment.as_ref().map(|s| (&s.port_of_export, &s.customs_reference)),
+        declarations: &k.declarations,
+        remarks: &k.remarks,
+    })
+}
+
+fn certificate_format_1() -> impl Strategy<Value = Certificate> {
     (
         (code(), code(), "[0-9]{1,20}", text(), text(), text(), text(), text()),
         (date(), date(), prop::collection::vec(parcel(), 1..20)),
@@ -61,15 +148,21 @@ fn certificate() -> impl Strategy<Value = Certificate> {
                 Certificate {
                     number: format!("{exp}-{seq}").parse().unwrap(),
                     content: CertificateContent {
+                        replaces: None,
                         exporting_participant: exp,
                         importing_participant: imp,
+                        importing_member: None,
                         issuing_authority: auth,
-                        exporter: Party { name: en, address: ea },
-                        importer: Party { name: inn, address: ia },
+                        exporter: Party { name: en, address: ea, licence: None },
+                        importer: Party { name: inn, address: ia, licence: None },
                         issued_on: issued,
                         expires_on: expires,
                         parcels,
-                        shipment: ship.map(|(p, c)| Shipment { port_of_export: p, customs_reference: c }),
+                        shipment: ship.map(|(p, c)| Shipment {
+                            port_of_export: p,
+                            customs_reference: c,
+                            ..Shipment::default()
+                        }),
                         declarations: decls
                             .into_iter()
                             .map(|(c, t)| Declaration {
@@ -174,8 +267,50 @@ proptest! {
 
     #[test]
     fn certificates_round_trip(c in certificate()) {
-        let bytes = codec::encode(&c);
-        prop_assert_eq!(codec::decode::<Certificate>(&bytes).unwrap(), c);
+        let bytes = c.to_body_bytes();
+        prop_assert_eq!(Certificate::from_body_bytes(&bytes).unwrap(), c);
+    }
+
+    #[test]
+    fn a_certificate_without_format_2s_elements_is_written_as_before(c in certificate_format_1()) {
+        prop_assert_eq!(c.to_body_bytes(), format_1_layout(&c));
+    }
+
+    #[test]
+    fn format_2_appends_to_format_1_and_a_reader_of_format_1_refuses_it(c in certificate()) {
+        let bytes = c.to_body_bytes();
+        let v1 = format_1_layout(&c);
+        let uses_format_2 = c.content.replaces.is_some()
+            || c.content.importing_member.is_some()
+            || c.content.exporter.licence.is_some()
+            || c.content.importer.licence.is_some()
+            || c.content.shipment.as_ref().is_some_and(|s| {
+                s.port_of_entry.is_some() || s.transport_mode.is_some() || s.transport_document.is_some()
+                    || !s.container_seals.is_empty()
+            });
+        if uses_format_2 {
+            // A shipment of format 2's elements only is no format 1 shipment at all.
+            let only_new = c.content.shipment.as_ref().is_some_and(|s| s.port_of_export.is_none() && s.customs_reference.is_none());
+            if !only_new {
+                prop_assert!(bytes.starts_with(&v1));
+            }
+            prop_assert!(bytes.len() > v1.len());
+        } else {
+            prop_assert_eq!(bytes, v1);
+        }
+    }
+
+    #[test]
+    fn whatever_decodes_as_a_certificate_is_its_one_encoding(
+        c in certificate(), pos in any::<prop::sample::Index>(), bit in 0u8..8, cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = c.to_body_bytes();
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        bytes.truncate(bytes.len() - cut.index(4.min(bytes.len())));
+        if let Ok(back) = Certificate::from_body_bytes(&bytes) {
+            prop_assert_eq!(back.to_body_bytes(), bytes);
+        }
     }
 
     #[test]
@@ -218,7 +353,7 @@ proptest! {
         buf[i] ^= 1 << bit;
         let _ = decode_frame(&buf, DEFAULT_MAX_FRAME_BYTES);
         let _ = SignedDocument::from_bytes(&buf[frame::LENGTH_PREFIX..]);
-        let _ = codec::decode::<Certificate>(&buf[frame::LENGTH_PREFIX..]);
+        let _ = Certificate::from_body_bytes(&buf[frame::LENGTH_PREFIX..]);
     }
 
     #[test]
@@ -239,7 +374,7 @@ proptest! {
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         let _ = decode_frame(&bytes, DEFAULT_MAX_FRAME_BYTES);
         let _ = SignedDocument::from_bytes(&bytes);
-        let _ = codec::decode::<Certificate>(&bytes);
+        let _ = Certificate::from_body_bytes(&bytes);
     }
 }
 

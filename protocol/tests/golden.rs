@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use kp_protocol::ed25519_dalek::SigningKey;
 use kp_protocol::{
-    codec, AnyParticipant, Certificate, CertificateDraft, ParticipantCode, SignedDocument, Timestamp,
+    codec, AnyParticipant, Body, Certificate, CertificateDraft, ParticipantCode, SignedDocument, Timestamp,
     ValidationContext,
 };
 
@@ -57,9 +57,71 @@ pub fn sample_certificate() -> Certificate {
 #[test]
 fn certificate_encoding_is_stable() {
     let cert = sample_certificate();
-    let bytes = codec::encode(&cert);
+    let bytes = cert.to_body_bytes();
     check("certificate.bincode.hex", &bytes);
-    assert_eq!(codec::decode::<Certificate>(&bytes).unwrap(), cert);
+    assert_eq!(Certificate::from_body_bytes(&bytes).unwrap(), cert);
+}
+
+/// A certificate using every element of format 2 (replacement, a union's member state,
+/// licences, port of entry, transport, container seals).
+pub fn sample_certificate_v2() -> Certificate {
+    let ctx = ValidationContext {
+        today: "2026-11-28".parse().unwrap(),
+        max_validity_days: Some(60),
+        participants: &AnyParticipant,
+        exporter: None,
+        importer: None,
+    };
+    let cert = CertificateDraft::from_json(include_str!("fixtures/certificate-v2.json"), &ctx)
+        .unwrap()
+        .into_certificate(|| unreachable!("the fixture has a number"));
+    assert!(cert.content.replaces.is_some() && cert.content.importing_member.is_some());
+    cert
+}
+
+#[test]
+fn certificate_format_2_encoding_is_stable() {
+    let cert = sample_certificate_v2();
+    let bytes = cert.to_body_bytes();
+    check("certificate-v2.bincode.hex", &bytes);
+    assert_eq!(Certificate::from_body_bytes(&bytes).unwrap(), cert);
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let doc = SignedDocument::sign(
+        &cert,
+        ParticipantCode::from_static("RU"),
+        &key,
+        Timestamp::from_unix_millis(1_795_000_000_000),
+    );
+    check("signed-certificate-v2.bincode.hex", &doc.to_bytes());
+    let back = SignedDocument::from_bytes(&doc.to_bytes()).unwrap();
+    back.verify_signature(&key.verifying_key()).unwrap();
+    assert_eq!(back.body::<Certificate>().unwrap(), cert);
+}
+
+#[test]
+fn a_format_2_certificate_is_refused_by_a_reader_of_format_1_only() {
+    // What kpnode before format 2 did with a certificate's bytes: decode exactly format 1.
+    #[derive(bincode::Decode)]
+    #[allow(dead_code)]
+    struct Format1 {
+        number: kp_protocol::CertificateNumber,
+        exporting: ParticipantCode,
+        importing: ParticipantCode,
+        authority: kp_protocol::Text,
+        exporter: (kp_protocol::Text, kp_protocol::Text),
+        importer: (kp_protocol::Text, kp_protocol::Text),
+        issued_on: kp_protocol::Date,
+        expires_on: kp_protocol::Date,
+        parcels: Vec<kp_protocol::Parcel>,
+        shipment: Option<(Option<kp_protocol::Text>, Option<kp_protocol::Text>)>,
+        declarations: Vec<kp_protocol::Declaration>,
+        remarks: Option<kp_protocol::LongText>,
+    }
+    assert!(codec::decode::<Format1>(&sample_certificate().to_body_bytes()).is_ok());
+    assert!(matches!(
+        codec::decode::<Format1>(&sample_certificate_v2().to_body_bytes()),
+        Err(codec::CodecError::TrailingBytes(_))
+    ));
 }
 
 #[test]

@@ -273,6 +273,9 @@ impl kp_protocol::ParticipantDirectory for WithUnion {
     fn union_of(&self, member: ParticipantCode) -> Option<ParticipantCode> {
         ["BE", "DE"].contains(&member.as_str()).then(|| ParticipantCode::from_static("EU"))
     }
+    fn is_union(&self, code: ParticipantCode) -> bool {
+        code.as_str() == "EU"
+    }
 }
 
 fn union_problems(issuer: &str, exporting: &str, importing: &str, number: &str) -> Vec<Problem> {
@@ -353,4 +356,62 @@ fn an_origin_area_is_checked_text() {
     refused(with(&["parcels", "0", "origin_area"], json!("Zone\u{7}")), "parcels[0].origin_area", "");
     refused(with(&["parcels", "0", "origin_area"], json!(7)), "parcels[0].origin_area", "string");
     assert!(problems(&with(&["parcels", "1", "origin_area"], json!("Nola"))).is_empty());
+}
+
+#[test]
+fn annex_i_optional_elements_are_typed_and_checked_when_present() {
+    let mut v = good();
+    v["exporter"]["licence"] = json!("RU-EXP-0042");
+    v["importer"]["licence"] = json!("IN-IMP-7");
+    v["shipment"]["port_of_entry"] = json!("INBOM");
+    v["shipment"]["transport_mode"] = json!("air");
+    v["shipment"]["transport_document"] = json!("AWB 555-12345675");
+    v["shipment"]["container_seals"] = json!(["0045117", "0045118"]);
+    assert_eq!(problems(&v), Vec::new());
+    let draft = CertificateDraft::from_json(&v.to_string(), &ctx()).unwrap();
+    let s = draft.content.shipment.as_ref().unwrap();
+    assert_eq!(s.port_of_entry.unwrap().as_str(), "INBOM");
+    assert_eq!(s.container_seals.len(), 2);
+    assert_eq!(draft.content.exporter.licence.as_ref().unwrap().as_str(), "RU-EXP-0042");
+    // The JSON written back carries them where they were given.
+    let out = serde_json::to_value(&draft).unwrap();
+    assert_eq!(out["importer"]["licence"], "IN-IMP-7");
+    assert_eq!(out["shipment"]["transport_mode"], "air");
+
+    refused(with(&["shipment", "port_of_entry"], json!("Mumbai")), "shipment.port_of_entry", "UN/LOCODE");
+    refused(with(&["shipment", "port_of_entry"], json!("inbom")), "shipment.port_of_entry", "UN/LOCODE");
+    refused(
+        with(&["shipment", "transport_mode"], json!("ship")),
+        "shipment.transport_mode",
+        "one of air, sea",
+    );
+    refused(with(&["shipment", "container_seals"], json!("0045117")), "shipment.container_seals", "array");
+    refused(
+        with(&["shipment", "container_seals"], json!(["ok", ""])),
+        "shipment.container_seals[1]",
+        "empty",
+    );
+    let seals: Vec<String> = (0..17).map(|i| format!("S{i}")).collect();
+    refused(with(&["shipment", "container_seals"], json!(seals)), "shipment.container_seals", "at most 16");
+    refused(with(&["exporter", "licence"], json!("")), "exporter.licence", "empty");
+    refused(with(&["shipment", "wagon"], json!("7")), "shipment.wagon", "unknown field");
+    refused(with(&["replaces"], json!("RU-2026-000123")), "replaces", "cannot replace itself");
+    refused(with(&["replaces"], json!("ru-1")), "replaces", "capital letters");
+}
+
+#[test]
+fn importing_member_names_a_member_state_of_the_importing_union() {
+    let check = |importing: &str, member: &str| {
+        let mut v = good();
+        v["importing_participant"] = json!(importing);
+        v["importing_member"] = json!(member);
+        let ctx = ValidationContext { participants: &WithUnion, ..ctx() };
+        match CertificateDraft::from_json(&v.to_string(), &ctx) {
+            Ok(_) => Vec::new(),
+            Err(Problems(p)) => p,
+        }
+    };
+    assert_eq!(check("EU", "BE"), Vec::new());
+    assert!(has(&check("EU", "FR"), "importing_member", "FR is not a member state of EU"));
+    assert!(has(&check("IN", "BE"), "importing_member", "IN is not a union"));
 }

@@ -489,6 +489,12 @@ problem-value-not-origin = «{ $value }»: укажите код участни�
 problem-value-date-out-of-range = «{ $value }»: дата должна быть в интервале с 1970-01-01 по 9999-12-31
 problem-value-not-date = «{ $value }»: укажите дату в формате ГГГГ-ММ-ДД, например 2026-11-28
 problem-value-not-instant = «{ $value }»: укажите момент времени в формате ГГГГ-ММ-ДДTЧЧ:ММ:СС.мммZ (UTC)
+problem-value-not-locode = «{ $value }»: укажите код UN/LOCODE — две заглавные латинские буквы страны и три заглавные латинские буквы или цифры 2–9, например BEANR (Антверпен)
+problem-value-not-transport-mode = «{ $value }»: укажите один из видов транспорта: air, sea, road, rail, post, hand-carried
+problem-container-seals-too-many = указано пломб контейнера: { $count }; допускается не более { $max }
+problem-replaces-itself = сертификат { $number } не может заменять сам себя: укажите номер заменяемого сертификата
+problem-importing-member-not-union = указано государство-член { $member }, но { $importing } не является союзом: поле importing_member заполняется, только если импортирующий участник — союз, например EU
+problem-importing-member-not-member = { $member } не является государством — членом { $importing }
 problem-restricted-needs-areas = { $code }: для участника с ограничениями необходимо указать утверждённые районы происхождения (правило, которому должны соответствовать его сертификаты)
 problem-areas-only-when-restricted = { $code }: утверждённые районы происхождения указываются только для участника с ограничениями, а статус { $code } — { $status ->
         [active] «действует»

@@ -517,6 +517,10 @@ impl ParticipantDirectory for View<'_> {
             .find(|e| e.members.contains(&member))
             .map(|e| e.code)
     }
+
+    fn is_union(&self, code: ParticipantCode) -> bool {
+        self.entry(code).is_some_and(|e| !e.members.is_empty())
+    }
 }
 
 fn since_and_reason(e: &ParticipantEntry) -> String {

@@ -52,7 +52,7 @@ impl Signer {
 
     /// Signs `body` now, or says why the key cannot sign now (a token that is absent).
     pub fn sign<B: Body>(&self, body: &B) -> Result<SignedDocument, SignError> {
-        self.sign_bytes(B::KIND, kp_protocol::codec::encode(body))
+        self.sign_bytes(B::KIND, body.to_body_bytes())
     }
 
     pub fn sign_bytes(&self, kind: DocumentKind, body: Vec<u8>) -> Result<SignedDocument, SignError> {

@@ -308,7 +308,7 @@ pub struct BatchItem {
 enum Step {
     /// Answered without storing: remembered by its idempotency key, or refused.
     Done(Result<Submitted, IssueError>),
-    Valid(CertificateDraft, Vec<String>),
+    Valid(Box<CertificateDraft>, Vec<String>),
 }
 
 /// A signed certificate of a batch waiting for the store: its place, number, whether this
@@ -336,7 +336,7 @@ fn prepare(shared: &Shared, items: &[BatchItem], atomic: bool, officer: &Officer
                 Ok(_) => {}
             }
             match validate(shared, today, &item.body) {
-                Ok((draft, warnings)) => Step::Valid(draft, warnings),
+                Ok((draft, warnings)) => Step::Valid(Box::new(draft), warnings),
                 Err(e) => Step::Done(Err(e)),
             }
         })
@@ -360,7 +360,7 @@ fn prepare(shared: &Shared, items: &[BatchItem], atomic: bool, officer: &Officer
         match step {
             Step::Done(r) => prepared.answers.push(Some(r)),
             Step::Valid(draft, warnings) => {
-                match sign(shared, draft, year, item.idempotency.clone(), officer) {
+                match sign(shared, *draft, year, item.idempotency.clone(), officer) {
                     Ok(Signed { command, number, assigned }) => {
                         prepared.commands.push(command);
                         prepared.pending.push((i, number, assigned, warnings));
