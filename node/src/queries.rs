@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::state::{LinkStatus, Shared};
 use crate::store::{
     decode_record, get_record, log_key, CertRecord, CertStatus, ConfirmationRecord, Direction, EntryBody,
-    LogEntry, Officer, Rejection, ResolutionRecord, Storage, StoreError, Tree, VoidRecord,
+    LogEntry, Officer, Rejection, ReplacementRecord, ResolutionRecord, Storage, StoreError, Tree, VoidRecord,
 };
 use kp_exchange::engine::document_of;
 use kp_exchange::trust::PeerTrust;
@@ -55,6 +55,9 @@ pub struct CertView {
     /// The signed settlement of an import discrepancy (`kpnode cert resolve`), by either side.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolution: Option<ResolutionRecord>,
+    /// Status `replaced`: the certificate that replaces this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<ReplacementRecord>,
     pub updated_at: Timestamp,
     /// The shipment was received (the confirmation's `received_on`) after the certificate's
     /// `expires_on`: a late arrival, confirmed all the same. Derived from the two dates, which
@@ -226,6 +229,11 @@ pub fn cert_view<S: Storage + ?Sized>(
         } else {
             None
         };
+    let replaced_by: Option<ReplacementRecord> = if rec.status == CertStatus::Replaced {
+        crate::store::get_record(store, Tree::Meta, &kp_exchange::storage::replacement_key(&rec.number))?
+    } else {
+        None
+    };
     Ok(CertView {
         number: rec.number.to_string(),
         direction: rec.direction,
@@ -257,6 +265,7 @@ pub fn cert_view<S: Storage + ?Sized>(
             Officers::default()
         },
         resolution,
+        replaced_by,
         updated_at: rec.updated_at,
         late_arrival: late_arrival(rec),
         enhanced_vigilance: rec.vigilance.clone(),

@@ -162,6 +162,12 @@ impl Certificate {
         self.content.parcels.len()
     }
 
+    /// The participant whose node receives and confirms the certificate: the importing
+    /// participant, or for a union the member state named in `importing_member`.
+    pub fn delivered_to(&self) -> ParticipantCode {
+        self.content.importing_member.unwrap_or(self.content.importing_participant)
+    }
+
     /// Every rule that relates fields to each other and to `ctx` (docs/certificate-json.md).
     /// Empty means valid.
     pub fn problems(&self, ctx: &ValidationContext<'_>) -> Vec<Problem> {

@@ -145,6 +145,7 @@ status-import_discrepancy = import_discrepancy
 status-voided = voided
 status-received = received
 status-expired = expired
+status-replaced = replaced
 list-late-arrival = (late arrival)
 
 ## A certificate
@@ -462,7 +463,8 @@ problem-member-state-no-status = { $code } is a member state of { $union }; it h
 problem-member-is-participant = { $member } is itself a participant, so it cannot be a member state of { $code }
 problem-member-of-another = { $member } is already a member state of { $other }
 problem-authority-mismatch = is "{ $given }", but this node signs for "{ $authority }" (authority in node.toml); correct the certificate, or set certificates.authority_mismatch in node.toml (now "{ $setting }")
-problem-union-without-node = { $importer } is a union of member states; certificates to it are delivered to a node of { $importer }'s own, and none is enrolled here (delivery to a member state's node is not supported)
+problem-union-without-node = { $importer } is a union of member states, and no node of { $importer }'s own is enrolled here: name the member state where the shipment is imported (importing_member, such as "BE"), whose node receives and confirms it
+problem-replaces-other = is { $given }, but this is the replacement of { $old }: leave replaces out or give { $old }
 problem-unknown-status = "{ $value }" is not a status: active, suspended or restricted
 problem-name-needed = { $code } is not in the registry yet: give its name to add it
 problem-received-in-future = { $received } lies in the future (today is { $today })

@@ -144,6 +144,7 @@ status-import_discrepancy = расхождение при импорте
 status-rejected = отклонён
 status-voided = аннулирован
 status-expired = истёк
+status-replaced = заменён
 list-late-arrival = (поздняя доставка)
 
 ## Сертификат
@@ -514,7 +515,8 @@ problem-member-state-no-status = { $code } является государств
 problem-member-is-participant = { $member } сам является участником и поэтому не может быть государством — членом { $code }
 problem-member-of-another = { $member } уже является государством — членом { $other }
 problem-authority-mismatch = указан орган «{ $given }», однако этот узел подписывает сертификаты от имени органа «{ $authority }» (параметр authority в node.toml); исправьте сертификат или измените certificates.authority_mismatch в node.toml (сейчас «{ $setting }»)
-problem-union-without-node = { $importer } — объединение государств; сертификаты в его адрес доставляются собственному узлу { $importer }, а такой узел здесь не зарегистрирован (доставка узлу государства-члена не поддерживается)
+problem-union-without-node = { $importer } — объединение государств, и собственный узел { $importer } здесь не зарегистрирован: укажите государство-член, в которое ввозится груз (importing_member, например «BE»); его узел получит и подтвердит сертификат
+problem-replaces-other = указан { $given }, но это замена сертификата { $old }: не заполняйте replaces или укажите { $old }
 problem-unknown-status = «{ $value }» не является статусом участника: допустимы active, suspended и restricted
 problem-name-needed = { $code } ещё нет в реестре: чтобы добавить участника, укажите его наименование
 problem-received-in-future = дата { $received } ещё не наступила (сегодня { $today })

@@ -147,10 +147,11 @@ pub fn check_sent(
     let content = match document.kind {
         DocumentKind::Certificate => {
             let c: Certificate = document.body().map_err(|e| e.to_string())?;
-            if c.content.importing_participant != peer {
+            if c.delivered_to() != peer {
                 return Err(format!(
                     "certificate {} is addressed to {}, not {peer}",
-                    c.number, c.content.importing_participant
+                    c.number,
+                    c.delivered_to()
                 ));
             }
             Content::Certificate(c)

@@ -314,13 +314,14 @@ fn check_content(
                     ),
                 ));
             }
-            if cert.content.importing_participant != ctx.me {
+            if cert.delivered_to() != ctx.me {
+                let whom = match cert.content.importing_member {
+                    Some(m) => format!("{m}, a member state of {}", cert.content.importing_participant),
+                    None => cert.content.importing_participant.to_string(),
+                };
                 return Err(Refusal::new(
                     RejectCode::NotAddressedToUs,
-                    format!(
-                        "certificate {} is for {}, not {}",
-                        cert.number, cert.content.importing_participant, ctx.me
-                    ),
+                    format!("certificate {} is for {whom}, not {}", cert.number, ctx.me),
                 ));
             }
             let vctx = ValidationContext {
@@ -328,7 +329,8 @@ fn check_content(
                 max_validity_days: None,
                 participants: &ctx.registry,
                 exporter: Some(doc.signer),
-                importer: Some(ctx.me),
+                // A member state's node receives for its union what names it as the member.
+                importer: Some(cert.content.importing_participant),
             };
             cert.validate(&vctx).map_err(invalid)?;
             let vigilance = ctx.registry.accept(&cert, ctx.me)?;

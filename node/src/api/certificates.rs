@@ -71,6 +71,35 @@ pub(super) async fn submit(
     Ok((status, Json(outcome)))
 }
 
+#[utoipa::path(post, path = "/v1/certificates/{number}/replace", tag = "certificates",
+    description = "Issues a replacement of an outbound certificate (a correction: a wrong address, weight or value, a new expiry date). The body is the new certificate's JSON, as `POST /v1/certificates` takes it; its `replaces` may be left out (it is set to `{number}`) or must be `{number}`. In the same durable write as the new certificate, the old one becomes `replaced` here; the importer's node marks it `replaced` when the new one arrives, and statistics count only the new one. Only a certificate that is queued or delivered can be replaced, by one to the same importer: not one confirmed, voided, refused or already replaced. If the importer's node refuses the replacement (it confirmed the old one meanwhile), the old one stands again. `Idempotency-Key` works as on `POST /v1/certificates`.",
+    params(("number" = kp_protocol::CertificateNumber, Path, description = "The outbound certificate to replace"),
+           ("Idempotency-Key" = Option<String>, Header, description = "As on POST /v1/certificates")),
+    request_body(content = kp_protocol::CertificateDraft, description = "The replacement's certificate JSON"),
+    responses(
+        (status = 201, description = "The replacement is signed, stored and queued; the old certificate is `replaced`", body = Submitted),
+        (status = 200, description = "Already stored", body = Submitted),
+        (status = 404, description = "No such certificate", body = ErrorBody),
+        (status = 409, description = "The certificate cannot be replaced (confirmed, voided, refused, already replaced, inbound, or to another importer)", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, description = "Every problem, by field", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn replace(
+    State(shared): State<Arc<Shared>>,
+    ApiPath(number): ApiPath<String>,
+    headers: axum::http::HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Submitted>)> {
+    let old: CertificateNumber = number
+        .parse()
+        .map_err(|e: kp_protocol::ValueError| invalid("invalid_request", "number", e.to_string()))?;
+    let idem = idempotency(&headers, &body)?;
+    let outcome =
+        crate::service::issuing::submit_replacement(&shared, &old, &body, idem, &shared.token_officer())
+            .await?;
+    let status = if outcome.already_stored { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(outcome)))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BatchQuery {

@@ -50,7 +50,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::state::Shared;
-use certificates::{confirm, kpc, list, pdf, resolve, seal, show, submit, submit_batch, void};
+use certificates::{confirm, kpc, list, pdf, replace, resolve, seal, show, submit, submit_batch, void};
 use keys::{keys, rotate};
 use log::{log, log_verify};
 use node::{healthz, metrics, openapi_json, status};
@@ -83,6 +83,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/certificates/{number}", get(show))
         .route("/v1/certificates/{number}/confirm", post(confirm))
         .route("/v1/certificates/{number}/void", post(void))
+        .route("/v1/certificates/{number}/replace", post(replace))
         .route("/v1/certificates/{number}/resolve", post(resolve))
         .route("/v1/certificates/{number}/seal", get(seal))
         .route("/v1/certificates/{number}/kpc", get(kpc))
@@ -226,7 +227,7 @@ impl utoipa::Modify for BearerAuth {
         title = "kpnode local API",
         description = "The local HTTP API of a kpnode: submit, follow, confirm and void Kimberley Process certificates; enrol peers; keys, log, status and metrics. JSON over HTTP; every route but /healthz needs `Authorization: Bearer <api.token>`."
     ),
-    paths(certificates::submit, certificates::submit_batch, certificates::list, certificates::show, certificates::confirm, certificates::void,
+    paths(certificates::submit, certificates::submit_batch, certificates::list, certificates::show, certificates::confirm, certificates::void, certificates::replace,
         certificates::resolve, certificates::seal, certificates::kpc, certificates::pdf, statistics::stats, statistics::reconcile,
         peers::peers, peers::add_peer, peers::remove_peer, participants::participants_list,
         participants::participants_show, participants::participants_set, participants::participants_import,

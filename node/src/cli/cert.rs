@@ -106,7 +106,7 @@ on stdout; the cursor still goes to stderr."
         #[arg(long, value_parser = ["in", "out"])]
         direction: Option<String>,
         /// Only this status: queued, delivered, received, import_confirmed,
-        /// import_discrepancy, rejected, voided, expired.
+        /// import_discrepancy, rejected, voided, expired, replaced.
         #[arg(long)]
         status: Option<String>,
         /// Only certificates exchanged with this participant.
@@ -157,6 +157,23 @@ on stdout; the cursor still goes to stderr."
         reason: String,
         #[command(flatten)]
         dir: DirArg,
+    },
+    /// Exporting side: issue a certificate that replaces one this node issued.
+    #[command(
+        long_about = "Exporting side: correct a certificate this node issued (a wrong address, weight or value, a new expiry date) by issuing a replacement. FILE is the new certificate's JSON, as `cert submit` takes it; its \"replaces\" may be left out (it is set to OLD) or must be OLD. The new certificate is signed and queued for the importer, and OLD becomes replaced here in the same durable write; the importer's node marks OLD replaced when the new one arrives and links the two (`cert show`), and statistics count only the new one. Only a certificate that is queued or delivered can be replaced, by one to the same importer: not one confirmed, voided, refused or already replaced (void it and issue a new certificate instead). If the importer's node refuses the replacement because it confirmed OLD meanwhile, OLD stands again. Submitting the same file again is safe, as with `cert submit`."
+    )]
+    Replace {
+        /// The certificate to replace.
+        #[arg(value_name = "OLD")]
+        old: String,
+        /// The replacement's certificate JSON.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print the daemon's JSON answer.
+        #[arg(long)]
+        json: bool,
     },
     /// Either side: settle an import discrepancy with a signed note, sent to the partner.
     #[command(
@@ -242,6 +259,9 @@ pub fn run(c: CertCommand) -> CliResult {
         }
         CertCommand::Void { number, reason, dir } => {
             update(&dir, &number, "void", serde_json::json!({"reason": reason}))
+        }
+        CertCommand::Replace { old, file, dir, json } => {
+            submit_to(&file, &format!("/v1/certificates/{}/replace", segment(&old)), &dir, json)
         }
         CertCommand::Resolve { number, note, by, dir } => {
             update(&dir, &number, "resolve", serde_json::json!({"note": note, "resolved_by": by}))
@@ -365,12 +385,17 @@ fn client(dir: &DirArg) -> Result<Client, Failure> {
 }
 
 fn submit(file: &Path, dir: &DirArg, as_json: bool) -> CliResult {
+    submit_to(file, "/v1/certificates", dir, as_json)
+}
+
+/// Sends certificate JSON `file` to the daemon's `route` (a submission or a replacement).
+fn submit_to(file: &Path, route: &str, dir: &DirArg, as_json: bool) -> CliResult {
     let text = read_input(file)?;
     // The file's SHA-256 as the idempotency key: submitting the same file again (a retry after
     // a timeout or a crash) gets the certificate of the first submission, never a second one.
     let key = kp_protocol::Digest::of(text.as_bytes()).to_hex();
     let headers = [(crate::api::IDEMPOTENCY_HEADER, key.as_str())];
-    let (_, v) = client(dir)?.post_with("/v1/certificates", text.as_bytes(), &headers).map_err(|e| {
+    let (_, v) = client(dir)?.post_with(route, text.as_bytes(), &headers).map_err(|e| {
         let mut f = Failure::from(e);
         f.lines = f.lines.into_iter().map(|l| format!("{}: {l}", file.display())).collect();
         f

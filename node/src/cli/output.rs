@@ -45,6 +45,10 @@ pub fn certificate(v: &serde_json::Value) {
     if let Some(why) = v["enhanced_vigilance"].as_str() {
         println!("  VIGILANCE     {why}");
     }
+    let replaced = &v["replaced_by"];
+    if !replaced.is_null() {
+        println!("  REPLACED BY   {} (signed {})", s(&replaced["by"]), s(&replaced["at"]));
+    }
     let late = &v["late_arrival"];
     if !late.is_null() {
         println!(

@@ -232,6 +232,10 @@ pub struct StatsReport {
     pub monthly: Vec<MonthRow>,
     /// Certificates of the period left out because they were voided.
     pub voided_excluded: u64,
+    /// Certificates of the period left out because another replaced them (the replacement
+    /// counts instead).
+    #[serde(default)]
+    pub replaced_excluded: u64,
     /// With [`Basis::Imported`]: imports left out because this node has not confirmed them
     /// (no date of import yet) although they were valid during the period (issued on or
     /// before its end, expiring on or after its start). Always 0 with [`Basis::Issued`].
@@ -274,6 +278,8 @@ const PAGE: usize = 10_000;
 struct Gathered {
     certs: BTreeMap<String, Contribution>,
     voided: BTreeSet<String>,
+    /// Replaced by a certificate whose delivery is acknowledged: only the replacement counts.
+    replaced: BTreeSet<String>,
     unconfirmed_imports: u64,
 }
 
@@ -327,7 +333,12 @@ fn contribution(flow: Flow, cert: &Certificate, counted_on: Date) -> Contributio
 /// entry sits in the log (none: its delivery is not acknowledged, so it does not count) and
 /// whether its void is in the log (outbound: acknowledged by the importer; inbound: stored).
 fn gather_indexed<S: Storage + ?Sized>(store: &S, period: &Period) -> Result<Gathered, StoreError> {
-    let mut g = Gathered { certs: BTreeMap::new(), voided: BTreeSet::new(), unconfirmed_imports: 0 };
+    let mut g = Gathered {
+        certs: BTreeMap::new(),
+        voided: BTreeSet::new(),
+        replaced: BTreeSet::new(),
+        unconfirmed_imports: 0,
+    };
     for number in crate::store::index::numbers_issued(store, period.start, period.end)? {
         let Some(rec) = get_record::<CertRecord, _>(store, Tree::Certs, number.as_bytes())? else { continue };
         let Some(seq) = rec.log_seq else { continue };
@@ -351,6 +362,9 @@ fn gather_indexed<S: Storage + ?Sized>(store: &S, period: &Period) -> Result<Gat
         if void_logged {
             g.voided.insert(number.clone());
         }
+        if rec.status == CertStatus::Replaced && replacement_logged(store, &rec.number)? {
+            g.replaced.insert(number.clone());
+        }
         g.certs.insert(number, contribution(flow, &cert, cert.content.issued_on));
     }
     Ok(g)
@@ -365,6 +379,7 @@ fn gather_from_log<S: Storage + ?Sized>(
     let mut unconfirmed_imports = 0;
     let mut certs: BTreeMap<String, Contribution> = BTreeMap::new();
     let mut voided: BTreeSet<String> = BTreeSet::new();
+    let mut replaced: BTreeSet<String> = BTreeSet::new();
     let mut next = 1u64;
     loop {
         let page = store.range(Tree::Log, &log_key(next), &[0xff; 9], PAGE)?;
@@ -381,6 +396,9 @@ fn gather_from_log<S: Storage + ?Sized>(
                 DocumentKind::Certificate => {
                     let Ok(cert) = doc.body::<Certificate>() else { continue };
                     let c = &cert.content;
+                    if let Some(old) = &c.replaces {
+                        replaced.insert(old.to_string());
+                    }
                     let counted_on = if flow == Flow::Import && basis == Basis::Imported {
                         let rec: Option<CertRecord> =
                             get_record(store, Tree::Certs, cert.number.as_str().as_bytes())?;
@@ -419,20 +437,39 @@ fn gather_from_log<S: Storage + ?Sized>(
         }
         next = last + 1;
     }
-    Ok(Gathered { certs, voided, unconfirmed_imports })
+    Ok(Gathered { certs, voided, replaced, unconfirmed_imports })
+}
+
+/// Whether the certificate that replaced `number` is in the log (its delivery acknowledged,
+/// or received): until then the replaced one is what was exchanged.
+fn replacement_logged<S: Storage + ?Sized>(
+    store: &S,
+    number: &kp_protocol::CertificateNumber,
+) -> Result<bool, StoreError> {
+    let key = kp_exchange::storage::replacement_key(number);
+    let Some(r) = get_record::<kp_exchange::storage::ReplacementRecord, _>(store, Tree::Meta, &key)? else {
+        return Ok(false);
+    };
+    Ok(get_record::<CertRecord, _>(store, Tree::Certs, r.by.as_str().as_bytes())?
+        .is_some_and(|n| n.log_seq.is_some()))
 }
 
 /// The report of what was gathered.
 fn summarise(me: ParticipantCode, period: &Period, by: By, basis: Basis, gathered: Gathered) -> StatsReport {
-    let Gathered { certs, voided, unconfirmed_imports } = gathered;
+    let Gathered { certs, voided, replaced, unconfirmed_imports } = gathered;
     let mut detail: BTreeMap<(Flow, Option<ParticipantCode>, Option<HsCode>), Sums> = BTreeMap::new();
     let mut totals: BTreeMap<Flow, Sums> = BTreeMap::new();
     let mut monthly: BTreeMap<(Flow, (i32, u32), ParticipantCode), Sums> = BTreeMap::new();
     let mut origins: BTreeMap<(Flow, Origin), Sums> = BTreeMap::new();
     let mut voided_excluded = 0;
+    let mut replaced_excluded = 0;
     for (number, c) in &certs {
         if voided.contains(number) {
             voided_excluded += 1;
+            continue;
+        }
+        if replaced.contains(number) {
+            replaced_excluded += 1;
             continue;
         }
         let total = totals.entry(c.flow).or_default();
@@ -505,6 +542,7 @@ fn summarise(me: ParticipantCode, period: &Period, by: By, basis: Basis, gathere
         totals,
         monthly,
         voided_excluded,
+        replaced_excluded,
         unconfirmed_imports,
     }
 }

@@ -164,17 +164,21 @@ fn validate_draft(
             kp_config::AuthorityMismatch::Allow => {}
         }
     }
-    let importer = draft.content.importing_participant;
+    // A member state's node receives for its union what names it as `importing_member`.
+    let importer = draft.content.importing_member.unwrap_or(draft.content.importing_participant);
     let enrolled = shared.trust.get().active(importer).is_some();
     if on.entry(importer).is_some_and(|e| !e.members.is_empty()) && !enrolled {
-        problems.push(Problem::new(
-            "importing_participant",
-            format!(
-                "{importer} is a union of member states; certificates to it are delivered to a node of {importer}'s own, \
-                 and none is enrolled here (delivery to a member state's node is not supported)"
+        problems.push(
+            Problem::new(
+                "importing_member",
+                format!(
+                "{importer} is a union of member states, and no node of {importer}'s own is enrolled here: \
+                 name the member state where the shipment is imported (importing_member, such as \"BE\"), \
+                 whose node receives and confirms it"
             ),
-        )
-        .coded(super::NodeText::UnionWithoutNode { importer: importer.into() }));
+            )
+            .coded(super::NodeText::UnionWithoutNode { importer: importer.into() }),
+        );
     }
     if !problems.is_empty() {
         return Err(IssueError::Invalid(problems));
@@ -248,6 +252,52 @@ pub async fn submit(
     idem: Option<Idempotency>,
     officer: &Officer,
 ) -> Result<Submitted, IssueError> {
+    submit_as(shared, body, idem, officer, None).await
+}
+
+/// Issues the certificate in `body` as the replacement of certificate `old` (its `replaces`,
+/// which the JSON may leave out or must give as `old`). The engine checks, in the same write
+/// that stores the new certificate, that `old` can be replaced, and marks it `replaced`.
+pub async fn submit_replacement(
+    shared: &Arc<Shared>,
+    old: &CertificateNumber,
+    body: &[u8],
+    idem: Option<Idempotency>,
+    officer: &Officer,
+) -> Result<Submitted, IssueError> {
+    submit_as(shared, body, idem, officer, Some(old)).await
+}
+
+/// `draft` as the replacement of `old`, or why it cannot be.
+fn replacing(mut draft: CertificateDraft, old: &CertificateNumber) -> Result<CertificateDraft, IssueError> {
+    use kp_protocol::problem::{Arg, ProblemText};
+    if let Some(given) = draft.content.replaces.as_ref().filter(|g| *g != old) {
+        return Err(IssueError::Invalid(vec![Problem::new(
+            "replaces",
+            format!("is {given}, but this is the replacement of {old}: leave replaces out or give {old}"),
+        )
+        .coded(super::NodeText::ReplacesOther { given: Arg::text(given), old: Arg::text(old) })]));
+    }
+    if draft.number.as_ref() == Some(old) {
+        return Err(IssueError::Invalid(vec![Problem::new(
+            "number",
+            format!(
+                "{old} cannot replace itself: a replacement needs a number of its own (leave number out to have one assigned)"
+            ),
+        )
+        .coded(ProblemText::ReplacesItself { number: Arg::text(old) })]));
+    }
+    draft.content.replaces = Some(old.clone());
+    Ok(draft)
+}
+
+async fn submit_as(
+    shared: &Arc<Shared>,
+    body: &[u8],
+    idem: Option<Idempotency>,
+    officer: &Officer,
+    replaces: Option<&CertificateNumber>,
+) -> Result<Submitted, IssueError> {
     // Answered before: no number is drawn. (Two requests racing with one key are settled by
     // the engine, which sees the key in the store or in the batch.)
     if let Some(answer) = idem.as_ref().map(|i| remembered(shared, i)).transpose()?.flatten() {
@@ -256,6 +306,10 @@ pub async fn submit(
     not_pending(shared)?;
     let today = shared.now().date();
     let (draft, warnings) = validate(shared, today, body)?;
+    let draft = match replaces {
+        Some(old) => replacing(draft, old)?,
+        None => draft,
+    };
     let year = today.year();
     // A number we assign may already have been taken by hand; then take the next.
     // Only a number this node assigns is worth retrying; a given one is used once.

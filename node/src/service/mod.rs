@@ -16,6 +16,7 @@ kp_protocol::problem_texts! {
     pub enum NodeText {
         AuthorityMismatch = "authority-mismatch" { given, authority, setting },
         UnionWithoutNode = "union-without-node" { importer },
+        ReplacesOther = "replaces-other" { given, old },
         UnknownStatus = "unknown-status" { value },
         NameNeeded = "name-needed" { code },
         ReceivedInFuture = "received-in-future" { received, today },

@@ -57,7 +57,14 @@ impl Engine {
                 Outcome::Refused(EngineError::Conflict(number))
             });
         }
-        let peer = cert.content.importing_participant;
+        let peer = cert.delivered_to();
+        if let Some(old) = &cert.content.replaces {
+            let replaced = match Self::followed(txn, old.clone(), |rec| replaceable(rec, peer))? {
+                Ok(rec) => rec,
+                Err(refused) => return Ok(refused),
+            };
+            mark_replaced(txn, now, replaced, &cert.number, document.message_id(), document.signed_at);
+        }
         let record = CertRecord {
             number: number.clone(),
             direction: Direction::Out,
@@ -238,11 +245,81 @@ pub fn confirmable(rec: &CertRecord) -> Option<String> {
         CertStatus::Voided => {
             Some("it was voided by the exporting authority; a voided certificate cannot be confirmed".into())
         }
+        CertStatus::Replaced => Some(
+            "it was replaced by the exporting authority; confirm the certificate that replaces it instead"
+                .into(),
+        ),
         CertStatus::ImportConfirmed | CertStatus::ImportDiscrepancy => {
             Some("its receipt was already confirmed".into())
         }
         _ => None,
     }
+}
+
+/// Why an outbound certificate cannot be replaced by one delivered to `peer`, if it cannot:
+/// only this node's own, not yet confirmed, voided, refused or replaced, and only by a
+/// certificate to the same importer (a correction, not a new shipment).
+pub fn replaceable(rec: &CertRecord, peer: ParticipantCode) -> Option<String> {
+    if rec.direction != Direction::Out {
+        return Some("it was issued by another participant; only the exporting authority replaces it".into());
+    }
+    if rec.peer != peer {
+        return Some(format!(
+            "it was issued to {}, and a replacement goes to the same importer (this one goes to {peer}); \
+             void it and issue a new certificate instead",
+            rec.peer
+        ));
+    }
+    match rec.status {
+        CertStatus::Queued | CertStatus::Delivered => None,
+        CertStatus::Replaced => Some("it was already replaced".into()),
+        CertStatus::Voided => Some("it is voided; issue a new certificate instead".into()),
+        CertStatus::Rejected => Some(
+            "the importing node refused it, so it holds nothing to replace; issue a new certificate".into(),
+        ),
+        _ => Some(
+            "the importer has confirmed receipt of the shipment; a confirmed certificate cannot be replaced"
+                .into(),
+        ),
+    }
+}
+
+/// Why an inbound certificate cannot be replaced now, if it cannot (the importing side's rule:
+/// only one still waiting for its confirmation).
+pub fn replaceable_here(rec: &CertRecord) -> Option<String> {
+    match rec.status {
+        CertStatus::Received => None,
+        CertStatus::Replaced => Some("it was already replaced".into()),
+        CertStatus::Voided => Some("it was voided".into()),
+        _ => {
+            Some("its receipt was already confirmed here; a confirmed certificate cannot be replaced".into())
+        }
+    }
+}
+
+/// Marks `rec` replaced by certificate `by` (message `id`, signed at `at`), remembering its
+/// status to go back to if the replacement is refused.
+pub(super) fn mark_replaced<S: Storage + ?Sized>(
+    txn: &mut Txn<'_, S>,
+    now: Timestamp,
+    mut rec: CertRecord,
+    by: &CertificateNumber,
+    id: MessageId,
+    at: Timestamp,
+) {
+    txn.put(
+        Tree::Meta,
+        &store::replacement_key(&rec.number),
+        &ReplacementRecord { by: by.clone(), message_id: id, at, previous: rec.status },
+    );
+    txn.events.push(Event::CertificateReplaced {
+        peer: rec.peer,
+        number: rec.number.clone(),
+        by: by.clone(),
+    });
+    rec.status = CertStatus::Replaced;
+    rec.updated_at = now;
+    txn.put(Tree::Certs, rec.number.as_str().as_bytes(), &rec);
 }
 
 /// Why an outbound certificate cannot be voided now, if it cannot.
@@ -253,6 +330,7 @@ pub fn voidable(rec: &CertRecord) -> Option<String> {
     match rec.status {
         CertStatus::Queued | CertStatus::Delivered => None,
         CertStatus::Voided => Some("it is already voided".into()),
+        CertStatus::Replaced => Some("it was replaced; void the certificate that replaces it instead".into()),
         CertStatus::Rejected => Some("the importing node refused it; there is nothing to void".into()),
         _ => Some("the importer has confirmed receipt of the shipment".into()),
     }

@@ -83,6 +83,19 @@ pub enum Event {
         error: String,
         archived: Option<(String, String)>,
     },
+    /// A certificate exchanged with `peer` was replaced by another.
+    CertificateReplaced {
+        peer: ParticipantCode,
+        number: CertificateNumber,
+        by: CertificateNumber,
+    },
+    /// The importer refused a replacement, so the certificate it replaced stands again.
+    ReplacementRefused {
+        peer: ParticipantCode,
+        number: CertificateNumber,
+        by: CertificateNumber,
+        detail: String,
+    },
     /// The operator enrolled a new identity for the peer; the old one is archived.
     IdentityReplaced {
         peer: ParticipantCode,
@@ -105,6 +118,7 @@ impl Event {
                 | Event::VoidRefused { .. }
                 | Event::UnloadableRecordReplaced { .. }
                 | Event::IdentityReplaced { .. }
+                | Event::ReplacementRefused { .. }
         )
     }
 
@@ -124,6 +138,8 @@ impl Event {
             | Event::DiscrepancyResolved { peer, .. }
             | Event::VoidRefused { peer, .. }
             | Event::UnloadableRecordReplaced { peer, .. }
+            | Event::CertificateReplaced { peer, .. }
+            | Event::ReplacementRefused { peer, .. }
             | Event::IdentityReplaced { peer, .. } => *peer,
         }
     }
@@ -179,6 +195,13 @@ impl std::fmt::Display for Event {
                 f,
                 "replaced the record of {peer}, which could not be loaded ({error}), with a new identity {new}; \
 the old one ({old}) is archived"
+            ),
+            Event::CertificateReplaced { peer, number, by } => {
+                write!(f, "certificate {number} (exchanged with {peer}) is replaced by {by}")
+            }
+            Event::ReplacementRefused { peer, number, by, detail } => write!(
+                f,
+                "the importer {peer} refused {by}, the replacement of {number}: {detail}; {number} stands again as it was"
             ),
             Event::IdentityReplaced { peer, old, new } => write!(
                 f,

@@ -1,7 +1,9 @@
 //! Judging what a partner delivers: each checked document against the store (new, a resend
 //! of one stored, or refused), one function per kind, and the batch's receipts signed once.
 
-use super::certificates::{record_confirmation, record_void, resolution_record};
+use super::certificates::{
+    mark_replaced, record_confirmation, record_void, replaceable_here, resolution_record,
+};
 use super::*;
 
 impl Engine {
@@ -241,6 +243,33 @@ impl Engine {
                     cert.number, existing.peer, existing.message_id, existing.signed_at
                 ),
             )));
+        }
+        if let Some(old) = &cert.content.replaces {
+            let replaced = txn
+                .get_rec::<CertRecord>(Tree::Certs, old.as_str().as_bytes())?
+                .filter(|r| r.direction == Direction::In && r.peer == peer);
+            let Some(replaced) = replaced else {
+                if self.hold_for_recovery(txn)? {
+                    return Ok(Verdict::Hold(format!(
+                        "certificate {old}, which {} replaces, is not on this node yet",
+                        cert.number
+                    )));
+                }
+                return Ok(Verdict::Refuse(Refusal::new(
+                    RejectCode::UnknownCertificate,
+                    format!(
+                        "certificate {} replaces {old}, which {} never received from {peer}; issue it as a new certificate",
+                        cert.number, self.me
+                    ),
+                )));
+            };
+            if let Some(why) = replaceable_here(&replaced) {
+                return Ok(Verdict::Refuse(Refusal::new(
+                    RejectCode::Conflict,
+                    format!("certificate {} cannot replace {old} on {}: {why}", cert.number, self.me),
+                )));
+            }
+            mark_replaced(txn, now, replaced, &cert.number, id, doc.signed_at);
         }
         let rec = CertRecord {
             number: cert.number.clone(),

@@ -27,8 +27,8 @@ mod recovered;
 mod tests;
 
 pub use certificates::{
-    confirmable, document_of, idempotency_meta_key, live_idempotency, resolvable, voidable, Idempotency,
-    IDEMPOTENCY_WINDOW_DAYS,
+    confirmable, document_of, idempotency_meta_key, live_idempotency, replaceable, replaceable_here,
+    resolvable, voidable, Idempotency, IDEMPOTENCY_WINDOW_DAYS,
 };
 pub use event::Event;
 use inbound::distrust;
@@ -53,8 +53,8 @@ use crate::signer::Signer;
 use crate::storage::{
     self as store, decode_record, encode_record, in_message_key, log_key, meta, outbox_key, CertRecord,
     CertStatus, ConfirmationRecord, Counts, Direction, EntryBody, IdempotencyRecord, LogEntry, LogHead,
-    LogRecord, Officer, OutboxEntry, PeerRecord, Rejection, ResolutionRecord, Storage, StoreError, Tree,
-    VoidRecord, Writes,
+    LogRecord, Officer, OutboxEntry, PeerRecord, Rejection, ReplacementRecord, ResolutionRecord, Storage,
+    StoreError, Tree, VoidRecord, Writes,
 };
 use crate::verify::{Content, Received, Refusal};
 

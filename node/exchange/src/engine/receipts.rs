@@ -91,6 +91,9 @@ impl Engine {
         let Some(entry) = self.take_answered(txn, peer, id, oseq)? else {
             return Ok(());
         };
+        if entry.document.kind == DocumentKind::Certificate {
+            restore_replaced(txn, now, peer, &entry.document, &rejection)?;
+        }
         update_certificate(txn, now, entry.certificate.as_ref(), |rec, events| match entry.document.kind {
             DocumentKind::Certificate => {
                 if rec.status == CertStatus::Queued {
@@ -120,6 +123,40 @@ impl Engine {
             _ => {}
         })
     }
+}
+
+/// If the refused certificate in `document` replaced one of this node's, that one stands again
+/// with the status it had (unless something has happened to it since, such as a confirmation
+/// that crossed the replacement on the wire).
+fn restore_replaced<S: Storage + ?Sized>(
+    txn: &mut Txn<'_, S>,
+    now: Timestamp,
+    peer: ParticipantCode,
+    document: &SignedDocument,
+    rejection: &Rejection,
+) -> Result<(), StoreError> {
+    let Ok(cert) = document.body::<Certificate>() else {
+        return Ok(());
+    };
+    let Some(old) = cert.content.replaces else {
+        return Ok(());
+    };
+    let rkey = store::replacement_key(&old);
+    let Some(r) = txn.get_rec::<ReplacementRecord>(Tree::Meta, &rkey)?.filter(|r| r.by == cert.number) else {
+        return Ok(());
+    };
+    txn.remove(Tree::Meta, &rkey);
+    txn.events.push(Event::ReplacementRefused {
+        peer,
+        number: old.clone(),
+        by: cert.number.clone(),
+        detail: rejection.detail.clone(),
+    });
+    update_certificate(txn, now, Some(&old), |rec, _| {
+        if rec.status == CertStatus::Replaced {
+            rec.status = r.previous;
+        }
+    })
 }
 
 /// Updates the stored record of certificate `number` (if any, and if there is one) with

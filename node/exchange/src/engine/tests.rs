@@ -1680,3 +1680,70 @@ fn a_new_certificate_is_indexed_by_its_date_of_issue_on_both_sides() {
     assert_eq!(crate::storage::index::ensure_issued(&ru.store).unwrap(), Some(1));
     assert_eq!(crate::storage::index::ensure_issued(&ru.store).unwrap(), None);
 }
+
+/// RU's certificate `number` replacing `old`.
+fn replacement(number: &str, old: &str) -> Certificate {
+    let mut cert = certificate(number, "100.00");
+    cert.content.replaces = Some(old.parse().unwrap());
+    cert
+}
+
+#[test]
+fn a_replacement_the_importer_refuses_leaves_the_old_certificate_as_it_was() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = one_delivered(&clock);
+
+    // IN confirms the import while RU, not knowing yet, replaces the certificate.
+    confirm(&mut inn, "RU-2026-000001", "410.00", now);
+    assert!(matches!(
+        submit(&mut ru, now, replacement("RU-2026-000002", "RU-2026-000001")),
+        Outcome::Submitted { already_stored: false, .. }
+    ));
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Replaced);
+    // A second replacement of the same certificate is refused.
+    let again = submit(&mut ru, now, replacement("RU-2026-000003", "RU-2026-000001"));
+    assert!(
+        matches!(&again, Outcome::Refused(EngineError::WrongState { why, .. }) if why.contains("already replaced")),
+        "{again:?}"
+    );
+
+    // IN refuses the replacement of what it confirmed; RU's certificate stands again.
+    exchange(&mut ru, &mut inn, now);
+    assert_eq!(inn.cert("RU-2026-000001").status, CertStatus::ImportConfirmed);
+    assert!(inn.store.get(Tree::Certs, b"RU-2026-000002").unwrap().is_none(), "nothing stored");
+    let rejected = ru.cert("RU-2026-000002");
+    assert_eq!(rejected.status, CertStatus::Rejected);
+    assert!(rejected.rejection.unwrap().detail.contains("confirmed"));
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::Delivered);
+    assert!(ru
+        .store
+        .get(Tree::Meta, &crate::storage::replacement_key(&"RU-2026-000001".parse().unwrap()))
+        .unwrap()
+        .is_none());
+
+    // And IN's confirmation lands on it as on any certificate.
+    exchange(&mut inn, &mut ru, now);
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::ImportConfirmed);
+}
+
+#[test]
+fn a_replacement_of_a_certificate_the_importer_never_had_is_refused() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    // RU-2026-000001 was never issued: RU's own engine refuses to replace it.
+    let refused = submit(&mut ru, now, replacement("RU-2026-000002", "RU-2026-000001"));
+    assert!(matches!(refused, Outcome::Refused(EngineError::NotFound(_))), "{refused:?}");
+    // One signed by RU all the same, delivered to IN, is refused there.
+    let forged = replacement("RU-2026-000005", "RU-2026-000004");
+    let document = ru.signer.sign(&forged).unwrap();
+    let replies = deliver(&ru, &mut inn, now, vec![(document.message_id(), document, 0)]);
+    let Reply::Reject { refusal, .. } = &replies[0] else { panic!("stored: {replies:?}") };
+    assert_eq!(refusal.code, RejectCode::UnknownCertificate, "{refusal:?}");
+    assert!(
+        refusal.detail.contains("replaces RU-2026-000004, which IN never received from RU"),
+        "{}",
+        refusal.detail
+    );
+}

@@ -250,6 +250,11 @@ pub fn resolution_key(number: &kp_protocol::CertificateNumber) -> Vec<u8> {
     format!("{}{number}", meta::RESOLUTION_PREFIX).into_bytes()
 }
 
+/// The `meta` key of the [`ReplacementRecord`] of certificate `number`.
+pub fn replacement_key(number: &kp_protocol::CertificateNumber) -> Vec<u8> {
+    format!("{}{number}", meta::REPLACED_PREFIX).into_bytes()
+}
+
 pub mod meta {
     pub const FORMAT: &[u8] = b"format";
     pub const PARTICIPANT: &[u8] = b"participant";
@@ -270,6 +275,9 @@ pub mod meta {
     /// kept beside the certificate's record so certificate records written before
     /// resolutions existed keep their encoding.
     pub const RESOLUTION_PREFIX: &str = "resolution/";
+    /// `replaced/<certificate number>`: a [`ReplacementRecord`](super::ReplacementRecord),
+    /// kept beside the certificate's record for the same reason.
+    pub const REPLACED_PREFIX: &str = "replaced/";
     /// `signed/<CC>/<key id>`: the latest `signed_at` of anything stored from a peer (a
     /// delivered document, a receipt) signed with one of its keys. A rotation of that key
     /// must take effect after it, or it would disown what this node already holds.

@@ -269,6 +269,8 @@ pub enum CertStatus {
     /// Not confirmed by its expiry date. Never stored: derived when read. A confirmation that
     /// comes later still counts (a late arrival): the status is then the confirmation's.
     Expired,
+    /// Superseded by a certificate that names it in `replaces` (on both sides).
+    Replaced,
 }
 
 impl CertStatus {
@@ -282,10 +284,11 @@ impl CertStatus {
             CertStatus::Rejected => "rejected",
             CertStatus::Voided => "voided",
             CertStatus::Expired => "expired",
+            CertStatus::Replaced => "replaced",
         }
     }
 
-    pub const ALL: [CertStatus; 8] = [
+    pub const ALL: [CertStatus; 9] = [
         CertStatus::Queued,
         CertStatus::Delivered,
         CertStatus::Received,
@@ -294,6 +297,7 @@ impl CertStatus {
         CertStatus::Rejected,
         CertStatus::Voided,
         CertStatus::Expired,
+        CertStatus::Replaced,
     ];
 }
 
@@ -383,6 +387,22 @@ pub struct ResolutionRecord {
     pub resolved_at: Timestamp,
     /// Where the signed resolution sits in this node's log, on the receiving side.
     pub log_seq: Option<u64>,
+}
+
+/// That a certificate was replaced (`meta`, `replaced/<number>`): by which certificate, and
+/// what its status was before, to go back to if the replacement is refused.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReplacementRecord {
+    /// The certificate that replaces it.
+    pub by: CertificateNumber,
+    #[cfg_attr(feature = "openapi", schema(value_type = Digest))]
+    pub message_id: MessageId,
+    /// When the replacement was signed.
+    pub at: Timestamp,
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub previous: CertStatus,
 }
 
 /// A peer's permanent refusal.
