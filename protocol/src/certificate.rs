@@ -115,16 +115,15 @@ pub struct Shipment {
     pub customs_reference: Option<Text>,
     /// The port of entry in the importing country, by UN/LOCODE (`BEANR`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "BEANR"))]
     pub port_of_entry: Option<Locode>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "air"))]
     pub transport_mode: Option<TransportMode>,
     /// The air waybill, bill of lading or consignment note number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport_document: Option<Text>,
     /// The numbers of the seals on the tamper-resistant container(s).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 16))]
     pub container_seals: Vec<Text>,
 }
 

@@ -7,8 +7,8 @@ use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, 
 use utoipa::openapi::RefOr;
 
 use crate::{
-    Carats, CertificateNumber, Date, DeclarationCode, Digest, HsCode, KeyId, LongText, Origin,
-    ParticipantCode, Text, Timestamp, UsdAmount,
+    Carats, CertificateNumber, Date, DeclarationCode, Digest, HsCode, KeyId, Locode, LongText, Origin,
+    ParticipantCode, Text, Timestamp, TransportMode, UsdAmount,
 };
 
 macro_rules! string_schema {
@@ -44,6 +44,15 @@ string_schema!(Origin, "Origin", |b| b
     .description(Some("Country of origin (participant code), or MIXED."))
     .pattern(Some("^([A-Z]{2}|MIXED)$"))
     .examples(["RU"]));
+string_schema!(Locode, "Locode", |b| {
+    b
+    .description(Some("A UN/LOCODE: the country's two capital letters, then three capital letters or digits 2-9 (a space after the country, as the UNECE list prints it, is allowed)."))
+    .pattern(Some("^[A-Z]{2} ?[A-Z2-9]{3}$"))
+    .examples(["BEANR"])
+});
+string_schema!(TransportMode, "TransportMode", |b| b
+    .description(Some("How the shipment travels."))
+    .enum_values(Some(TransportMode::ALL.map(|m| m.as_str()))));
 string_schema!(Carats, "Carats", |b| b
     .description(Some("Carat weight, a decimal string with at most two decimals; greater than zero."))
     .pattern(Some("^[0-9]{1,12}(\\.[0-9]{1,2})?$"))

@@ -744,6 +744,120 @@ fn the_issue_form_is_the_apis_json_with_the_apis_problems_at_their_inputs() {
     );
 }
 
+/// The elements of certificate format 2 on the issue form: each input labelled and named by
+/// its JSON path, the container seals one input (a line each), a bad UN/LOCODE, mode and seal
+/// each reported at its input, and what is issued shown on the certificate's page.
+#[test]
+fn the_issue_form_takes_licences_port_of_entry_transport_and_seals_and_the_page_shows_them() {
+    let pair = linked_pair(0, 0);
+    let api = &pair.ru.api;
+    let body = r#"{"name":"clara","role":"clerk","password":"clara passphrase 1"}"#;
+    assert_eq!(api.post("/v1/users", body).0, 201);
+    let mut clara = Browser::new(&api.base);
+    assert_eq!(clara.sign_in("clara", "clara passphrase 1").status, 303);
+    let form = clara.get("/certificates/new");
+    assert_eq!(form.status, 200, "{}", form.body);
+    for (path, label) in [
+        ("importing_member", "Importing member state (optional)"),
+        ("exporter.licence", "Licence (optional)"),
+        ("importer.licence", "Licence (optional)"),
+        ("shipment.port_of_entry", "Port of entry"),
+        ("shipment.transport_mode", "Transport mode"),
+        ("shipment.transport_document", "Transport document"),
+        ("shipment.container_seals", "Container seals"),
+    ] {
+        let id = input_id(path);
+        assert!(
+            form.body.contains(&format!("<label for=\"{id}\">{label}</label>")),
+            "{path} is labelled {label:?}:\n{}",
+            form.body
+        );
+        assert!(form.body.contains(&format!("id=\"{id}\" name=\"{path}\"")), "{path}'s input");
+    }
+    assert!(form.body.contains("<select id=\"f-shipment-transport_mode\""), "the mode is picked");
+    assert!(form.body.contains("<option value=\"hand-carried\">Hand-carried</option>"), "{}", form.body);
+    assert!(form.body.contains("<textarea id=\"f-shipment-container_seals\""), "the seals are one input");
+    assert!(form.body.contains("a union such as EU"), "importing_member's hint names its use");
+    assert!(!form.body.contains("name=\"replaces\""), "replacing is an action of its own");
+    let csrf = form.csrf();
+
+    let mut good: serde_json::Value = serde_json::from_str(&certificate_json("RU", "IN", None, 5)).unwrap();
+    good["exporter"]["licence"] = "RU-EXP-2026-0417".into();
+    good["importer"]["licence"] = "IEC 0305012345".into();
+    good["shipment"] = serde_json::json!({
+        "port_of_entry": "INBOM",
+        "transport_mode": "air",
+        "transport_document": "AWB 555-12345675",
+    });
+    let send = |b: &mut Browser, v: &serde_json::Value, seals: &str| {
+        let mut fields = Vec::new();
+        form_fields(v, String::new(), &mut fields);
+        fields.push(("shipment.container_seals".into(), seals.to_owned()));
+        fields.push(("csrf".into(), csrf.clone()));
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        b.post("/certificates/new", &pairs)
+    };
+
+    // A port that is not a UN/LOCODE, a mode that is not one and a seal too long: each at
+    // its input, the values shown back, nothing issued.
+    let mut bad = good.clone();
+    bad["shipment"]["port_of_entry"] = "Antwerp".into();
+    bad["shipment"]["transport_mode"] = "boat".into();
+    let long_seal = "9".repeat(300);
+    let p = send(&mut clara, &bad, &format!("SEAL-0045117\r\n{long_seal}"));
+    assert_eq!(p.status, 422, "{}", p.body);
+    for (path, says) in [
+        ("shipment.port_of_entry", "must be a UN/LOCODE"),
+        ("shipment.transport_mode", "must be one of air, sea, road, rail, post, hand-carried"),
+        ("shipment.container_seals", "seal 2: "),
+    ] {
+        let id = input_id(path);
+        let at = p
+            .body
+            .find(&format!("id=\"{id}-error\""))
+            .unwrap_or_else(|| panic!("{path}: no error at its input:\n{}", p.body));
+        let error = &p.body[at..at + p.body[at..].find("</p>").unwrap()];
+        assert!(error.contains(says), "{path}: {error}");
+        assert!(p.body.contains(&format!("aria-describedby=\"{id}-error")), "{path}'s error is linked");
+    }
+    assert_eq!(p.body.matches("class=\"error\"").count(), 3, "no other field is marked:\n{}", p.body);
+    assert!(p.body.contains("value=\"Antwerp\""), "the port typed is shown back");
+    assert!(p.body.contains("<option value=\"boat\" selected>"), "the mode sent is shown back");
+    assert!(p.body.contains(&format!("SEAL-0045117\n{long_seal}</textarea>")), "the seals, a line each");
+    assert!(api.get("/v1/certificates?direction=out").1.as_array().unwrap().is_empty(), "nothing issued");
+
+    // Fixed, it is issued with every element, and its page shows them.
+    let p = send(&mut clara, &good, "SEAL-0045117\r\nSEAL-0045118");
+    assert_eq!(p.status, 303, "{}", p.body);
+    let number = p.location.strip_prefix("/certificates/").expect("the certificate's page").to_owned();
+    let stored = &api.certificate(&number)["certificate"];
+    assert_eq!(stored["exporter"], good["exporter"]);
+    assert_eq!(stored["importer"], good["importer"]);
+    let mut shipment = good["shipment"].clone();
+    shipment["container_seals"] = serde_json::json!(["SEAL-0045117", "SEAL-0045118"]);
+    assert_eq!(stored["shipment"], shipment);
+    let page = clara.get(&format!("/certificates/{number}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    for (label, value) in [
+        ("Exporter&#39;s licence", "RU-EXP-2026-0417"),
+        ("Importer&#39;s licence", "IEC 0305012345"),
+        ("Port of entry", "INBOM"),
+        ("Transport mode", "Air (air)"),
+        ("Transport document", "AWB 555-12345675"),
+        ("Container seals", "SEAL-0045117, SEAL-0045118"),
+    ] {
+        assert!(
+            page.body.contains(&format!("<dt>{label}</dt><dd>{value}</dd>")),
+            "the page shows {label}: {value}:\n{}",
+            page.body
+        );
+    }
+    assert!(
+        !page.body.contains("Replaces") && !page.body.contains("Importing member state"),
+        "only what is given"
+    );
+}
+
 /// Enrolling and removing a partner decides whose certificates this node accepts: each is a
 /// log entry signed by this node that names who did it (the API token's name, the console
 /// account), and the log still verifies.

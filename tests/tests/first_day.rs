@@ -502,6 +502,7 @@ fn cert_example_validates_and_the_json_reference_ships_in_docs() {
     let mut fields: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
     fields.extend(v["parcels"][0].as_object().unwrap().keys().map(|k| format!("parcels[].{k}")));
     fields.extend(v["shipment"].as_object().unwrap().keys().cloned());
+    fields.extend(v["exporter"].as_object().unwrap().keys().cloned());
     for f in fields {
         assert!(reference.contains(&format!("`{f}`")), "docs/certificate-json.md does not describe {f}");
     }

@@ -118,3 +118,46 @@ fn the_openapi_document_covers_every_route_and_a_fuzzer_finds_nothing() {
     let (_, v) = ru.api.get("/v1/log/verify");
     assert_eq!(v["verified"], true, "{v}");
 }
+
+/// The elements of certificate format 2 are in the document the API serves (generated from the
+/// types): a client reads their names, types and the allowed transport modes from it.
+#[test]
+fn the_openapi_document_describes_certificate_format_2() {
+    let doc = serde_json::to_value(kp_node::api::openapi()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let properties = |schema: &str| -> Vec<String> {
+        schemas[schema]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("schema {schema} has no properties: {}", schemas[schema]))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    for (schema, fields) in [
+        ("CertificateContent", &["replaces", "importing_member"][..]),
+        ("Party", &["licence"][..]),
+        ("Shipment", &["port_of_entry", "transport_mode", "transport_document", "container_seals"][..]),
+    ] {
+        let have = properties(schema);
+        for f in fields {
+            assert!(have.iter().any(|h| h == f), "{schema} lacks {f}: {have:?}");
+        }
+    }
+    // What customs systems submit is the content (with an optional number).
+    assert!(schemas["CertificateDraft"].to_string().contains("#/components/schemas/CertificateContent"));
+    let shipment = &schemas["Shipment"]["properties"];
+    assert_eq!(
+        shipment["container_seals"]["maxItems"],
+        kp_protocol::certificate::MAX_CONTAINER_SEALS,
+        "{shipment}"
+    );
+    assert!(shipment["transport_mode"].to_string().contains("#/components/schemas/TransportMode"));
+    assert_eq!(
+        schemas["TransportMode"]["enum"],
+        serde_json::json!(["air", "sea", "road", "rail", "post", "hand-carried"]),
+        "{}",
+        schemas["TransportMode"]
+    );
+    assert!(shipment["port_of_entry"].to_string().contains("#/components/schemas/Locode"));
+    assert_eq!(schemas["Locode"]["pattern"], "^[A-Z]{2} ?[A-Z2-9]{3}$", "{}", schemas["Locode"]);
+}

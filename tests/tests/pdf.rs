@@ -121,15 +121,21 @@ fn the_printed_certificate_carries_every_element_and_its_seal_verifies_from_a_sc
     wait_linked(&ru.api(), "IN".parse().unwrap());
 
     let mut cert: Value = serde_json::from_str(&certificate_json("RU", "IN", None, 0)).unwrap();
-    cert["exporter"] = json!({"name": "АО «Алмазы Севера»", "address": "ул. Ленина 6, Мирный"});
-    cert["importer"] = json!({"name": "Bharat Diamond Traders Pvt", "address": "BKC, Mumbai 400051"});
+    cert["exporter"] = json!({"name": "АО «Алмазы Севера»", "address": "ул. Ленина 6, Мирный", "licence": "RU-EXP-2026-0417"});
+    cert["importer"] = json!({"name": "Bharat Diamond Traders Pvt", "address": "BKC, Mumbai 400051", "licence": "IEC 0305012345"});
     cert["parcels"] = json!([
         {"hs_code": "7102.31", "carats": "1520.35", "value_usd": "4231000.00", "origin": "RU", "origin_area": "Yakutia"},
         {"hs_code": "7102.21", "carats": "310.00", "value_usd": "15500.00", "origin": "MIXED"},
         {"hs_code": "7102.10", "carats": "42.07", "value_usd": "61234.56", "origin": "RU"}
     ]);
-    cert["shipment"] =
-        json!({"port_of_export": "Moscow Sheremetyevo", "customs_reference": "10005020/071226/0001234"});
+    cert["shipment"] = json!({
+        "port_of_export": "Moscow Sheremetyevo",
+        "customs_reference": "10005020/071226/0001234",
+        "port_of_entry": "INBOM",
+        "transport_mode": "air",
+        "transport_document": "AWB 555-12345675",
+        "container_seals": ["SEAL-0045117", "SEAL-0045118"]
+    });
     cert["declarations"] = json!([{"code": "WDC-SoW", "text": "The diamonds herein invoiced have been purchased from legitimate sources not involved in funding conflict."}]);
     cert["remarks"] = "Three sealed parcels in one tamper-evident container.".into();
     std::fs::write(p("c.json"), cert.to_string()).unwrap();
@@ -187,6 +193,11 @@ fn the_printed_certificate_carries_every_element_and_its_seal_verifies_from_a_sc
         "BKC, Mumbai 400051".into(),
         "Moscow Sheremetyevo".into(),
         "10005020/071226/0001234".into(),
+        "RU-EXP-2026-0417".into(),
+        "IEC 0305012345".into(),
+        "INBOM".into(),
+        "AWB 555-12345675".into(),
+        "SEAL-0045117, SEAL-0045118".into(),
         "WDC-SoW".into(),
         "The diamonds herein invoiced have been purchased from legitimate sources not involved in funding conflict."
             .into(),
@@ -208,9 +219,23 @@ fn the_printed_certificate_carries_every_element_and_its_seal_verifies_from_a_sc
         assert!(text.contains(v.as_str()), "pdftotext does not find {v:?} in:\n{text}");
     }
     let only_on_void = ["void", "voided_at", "reason"];
+    // Printed only on a replacement and on a certificate to a union (the other test), and the
+    // names of the transport modes this one does not use.
+    let not_on_this_one = [
+        "replaces",
+        "importing_member",
+        "transport_sea",
+        "transport_road",
+        "transport_rail",
+        "transport_post",
+        "transport_hand_carried",
+    ];
     for code in ["en", "ru"] {
         for (key, label) in labels(code) {
-            if key == "language" || only_on_void.contains(&key.as_str()) {
+            if key == "language"
+                || only_on_void.contains(&key.as_str())
+                || not_on_this_one.contains(&key.as_str())
+            {
                 continue;
             }
             assert!(
@@ -264,4 +289,83 @@ fn the_printed_certificate_carries_every_element_and_its_seal_verifies_from_a_sc
     assert!(text.contains(&number) && text.contains("4307734.56"), "{text}");
     let page = render(&p("offline.pdf"), &p("offline-page"));
     kpnode_ok(&["verify", "--qr", &s(&page), "--bundle", &s(&p("ru.bundle"))]);
+}
+
+/// The elements of certificate format 2 that only a replacement and a shipment to a union
+/// carry print too, each with its labels in both languages, as does every transport mode's
+/// name; a certificate without them prints none of their labels.
+#[test]
+fn a_replacement_to_a_union_member_prints_what_it_replaces_and_the_member_state() {
+    if !have("pdftotext", "poppler-utils") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let print = |json: &Value, name: &str| -> String {
+        let ctx = kp_protocol::ValidationContext {
+            today: "2026-03-02".parse().unwrap(),
+            max_validity_days: Some(60),
+            participants: &kp_protocol::AnyParticipant,
+            exporter: None,
+            importer: None,
+        };
+        let cert = kp_protocol::CertificateDraft::from_json(&json.to_string(), &ctx)
+            .unwrap()
+            .into_certificate(|| unreachable!("the JSON has a number"));
+        let sheet = kp_node::report::pdf::Sheet {
+            certificate: &cert,
+            message_id: kp_protocol::Digest::of(b"certificate"),
+            signed_at: kp_protocol::Timestamp::from_unix_millis(1_772_443_200_000),
+            key_id: "k1-0123abcd".into(),
+            signer: "RU".parse().unwrap(),
+            seal: None,
+            void: None,
+        };
+        let path = tmp.path().join(name);
+        std::fs::write(&path, kp_node::report::pdf::render(&sheet).unwrap()).unwrap();
+        pdftotext(&path)
+    };
+    let mut cert = json!({
+        "number": "RU-2026-000142",
+        "replaces": "RU-2026-000101",
+        "exporting_participant": "RU",
+        "importing_participant": "EU",
+        "importing_member": "BE",
+        "issuing_authority": "Gokhran of Russia",
+        "exporter": {"name": "ALROSA", "address": "Mirny"},
+        "importer": {"name": "Antwerp Diamond Traders", "address": "Hoveniersstraat 2, Antwerpen"},
+        "issued_on": "2026-03-02",
+        "expires_on": "2026-04-30",
+        "parcels": [{"hs_code": "7102.31", "carats": "100.35", "value_usd": "4000.00", "origin": "RU"}],
+        "shipment": {"port_of_entry": "BEANR", "transport_mode": "hand-carried"}
+    });
+    let text = print(&cert, "replacement.pdf");
+    for v in ["RU-2026-000142", "RU-2026-000101", "EU", "BE", "BEANR"] {
+        assert!(text.contains(v), "pdftotext does not find {v:?} in:\n{text}");
+    }
+    let label = |code: &str, key: &str| -> String {
+        labels(code).into_iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("no label {key}")).1
+    };
+    for code in ["en", "ru"] {
+        for key in
+            ["replaces", "importing_member", "port_of_entry", "transport_mode", "transport_hand_carried"]
+        {
+            let l = label(code, key);
+            assert!(text.contains(&l), "pdftotext does not find the {code} label {key} ({l:?}) in:\n{text}");
+        }
+        // Absent elements print no label.
+        for key in ["licence", "transport_document", "container_seals"] {
+            let l = label(code, key);
+            assert!(!text.contains(&l), "the {code} label {key} ({l:?}) is printed for an absent element");
+        }
+    }
+    // Every mode prints by its name in both languages.
+    for mode in kp_protocol::TransportMode::ALL {
+        cert["shipment"]["transport_mode"] = mode.as_str().into();
+        let text = print(&cert, &format!("{mode}.pdf"));
+        let key = format!("transport_{}", mode.as_str().replace('-', "_"));
+        for code in ["en", "ru"] {
+            let l = label(code, &key);
+            assert!(text.contains(&l), "{mode}: pdftotext does not find the {code} name {l:?} in:\n{text}");
+        }
+    }
 }

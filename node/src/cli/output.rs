@@ -33,6 +33,41 @@ pub const TITLE: &str = "Kimberley Process Certificate";
 pub const STATEMENT: &str = "The rough diamonds in this shipment have been handled in accordance with the \
 provisions of the Kimberley Process Certification Scheme for rough diamonds.";
 
+/// The lines naming the certificate's participants and parties (of the certificate JSON `c`):
+/// the certificate it replaces, the importing member state and the licences when given.
+fn parties(c: &serde_json::Value) -> Vec<String> {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    let mut out = Vec::new();
+    if let Some(old) = c["replaces"].as_str() {
+        out.push(format!("  replaces      {old}"));
+    }
+    out.push(format!("  exporting     {} — {}", s(&c["exporting_participant"]), s(&c["issuing_authority"])));
+    let member = c["importing_member"].as_str().map(|m| format!(" (member state {m})")).unwrap_or_default();
+    out.push(format!("  importing     {}{member}", s(&c["importing_participant"])));
+    for who in ["exporter", "importer"] {
+        let p = &c[who];
+        let licence = p["licence"].as_str().map(|l| format!(" (licence {l})")).unwrap_or_default();
+        out.push(format!("  {who:<13} {}, {}{licence}", s(&p["name"]), s(&p["address"])));
+    }
+    out
+}
+
+/// One line per element of the certificate's shipment (of the certificate JSON `c`), the
+/// container seals on one line.
+fn shipment(c: &serde_json::Value) -> Vec<String> {
+    let Some(sh) = c["shipment"].as_object() else { return Vec::new() };
+    sh.iter()
+        .map(|(k, val)| {
+            // The seals are a list; every other shipment element is one text.
+            let text = match val.as_array() {
+                Some(items) => items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(", "),
+                None => val.as_str().unwrap_or("").to_owned(),
+            };
+            format!("  {:<13} {text}", k.replace('_', " "))
+        })
+        .collect()
+}
+
 /// Prints a certificate view (the API's JSON) for people.
 pub fn certificate(v: &serde_json::Value) {
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
@@ -59,10 +94,9 @@ pub fn certificate(v: &serde_json::Value) {
         );
     }
     if !c.is_null() {
-        println!("  exporting     {} — {}", s(&c["exporting_participant"]), s(&c["issuing_authority"]));
-        println!("  importing     {}", s(&c["importing_participant"]));
-        println!("  exporter      {}, {}", s(&c["exporter"]["name"]), s(&c["exporter"]["address"]));
-        println!("  importer      {}, {}", s(&c["importer"]["name"]), s(&c["importer"]["address"]));
+        for line in parties(c) {
+            println!("{line}");
+        }
     }
     println!("  valid         {} to {}", s(&v["issued_on"]), s(&v["expires_on"]));
     println!(
@@ -84,10 +118,8 @@ pub fn certificate(v: &serde_json::Value) {
             );
         }
     }
-    if let Some(sh) = c["shipment"].as_object() {
-        for (k, val) in sh {
-            println!("  {:<13} {}", k.replace('_', " "), val.as_str().unwrap_or(""));
-        }
+    for line in shipment(c) {
+        println!("{line}");
     }
     if let Some(ds) = c["declarations"].as_array() {
         for d in ds {
@@ -168,5 +200,53 @@ pub fn certificate(v: &serde_json::Value) {
     let rj = &v["rejection"];
     if !rj.is_null() {
         println!("  rejected      {}: {}", s(&rj["code"]), s(&rj["detail"]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_show_names_what_a_certificate_replaces_its_member_state_licences_and_transport() {
+        let c = serde_json::json!({
+            "replaces": "RU-2026-000101",
+            "exporting_participant": "RU",
+            "importing_participant": "EU",
+            "importing_member": "BE",
+            "issuing_authority": "Gokhran of Russia",
+            "exporter": {"name": "ALROSA", "address": "Mirny", "licence": "RU-EXP-2026-0417"},
+            "importer": {"name": "ADT", "address": "Antwerpen"},
+            "shipment": {
+                "port_of_entry": "BEANR",
+                "transport_mode": "hand-carried",
+                "transport_document": "AWB 555-12345675",
+                "container_seals": ["SEAL-1", "SEAL-2"]
+            }
+        });
+        let text = [parties(&c), shipment(&c)].concat().join("\n");
+        for line in [
+            "  replaces      RU-2026-000101",
+            "  importing     EU (member state BE)",
+            "  exporter      ALROSA, Mirny (licence RU-EXP-2026-0417)",
+            "  importer      ADT, Antwerpen\n",
+            "  port of entry BEANR",
+            "  transport mode hand-carried",
+            "  transport document AWB 555-12345675",
+            "  container seals SEAL-1, SEAL-2",
+        ] {
+            assert!(text.contains(line), "{line:?} is not in:\n{text}");
+        }
+        // A format 1 certificate shows as before.
+        let c = serde_json::json!({
+            "exporting_participant": "RU", "importing_participant": "IN", "issuing_authority": "G",
+            "exporter": {"name": "A", "address": "B"}, "importer": {"name": "C", "address": "D"}
+        });
+        let text = parties(&c).join("\n");
+        assert_eq!(
+            text,
+            "  exporting     RU — G\n  importing     IN\n  exporter      A, B\n  importer      C, D"
+        );
+        assert!(shipment(&c).is_empty());
     }
 }

@@ -203,6 +203,42 @@ fn row(tr: &Catalogue, v: &CertView) -> Row {
     }
 }
 
+/// One labelled element of a certificate, as its page lists them.
+#[derive(Debug)]
+struct Fact {
+    label: String,
+    value: String,
+}
+
+/// The certificate's elements its page shows only when given: the certificate it replaces,
+/// the importing member state, the parties' licences, the port of entry, the transport and
+/// the container seals.
+fn details(tr: &Catalogue, c: &kp_protocol::Certificate) -> Vec<Fact> {
+    let c = &c.content;
+    let mut out = Vec::new();
+    // Labels written out in full: the catalogue test finds every key used by its literal.
+    let mut fact = |label: String, value: Option<String>| {
+        if let Some(value) = value {
+            out.push(Fact { label, value });
+        }
+    };
+    fact(tr.t("cert-replaces"), c.replaces.as_ref().map(ToString::to_string));
+    fact(tr.t("cert-importing-member"), c.importing_member.map(|m| m.to_string()));
+    fact(tr.t("cert-exporter-licence"), c.exporter.licence.as_ref().map(ToString::to_string));
+    fact(tr.t("cert-importer-licence"), c.importer.licence.as_ref().map(ToString::to_string));
+    if let Some(s) = &c.shipment {
+        fact(tr.t("cert-port-of-entry"), s.port_of_entry.map(|p| p.to_string()));
+        fact(
+            tr.t("cert-transport-mode"),
+            s.transport_mode.map(|m| format!("{} ({m})", tr.t(&format!("transport-mode-{m}")))),
+        );
+        fact(tr.t("cert-transport-document"), s.transport_document.as_ref().map(ToString::to_string));
+        let seals: Vec<String> = s.container_seals.iter().map(ToString::to_string).collect();
+        fact(tr.t("cert-container-seals"), (!seals.is_empty()).then(|| seals.join(", ")));
+    }
+    out
+}
+
 /// A step of a certificate's life, as its page lists them.
 #[derive(Debug)]
 struct Step {
@@ -230,6 +266,9 @@ struct CertificatePage {
     value_usd: String,
     exporter: String,
     importer: String,
+    /// What the certificate gives beyond the figures above (format 2's elements), each only
+    /// when present.
+    details: Vec<Fact>,
     timeline: Vec<Step>,
     /// The void form is offered only when the user's role and the certificate's state allow it.
     can_void: bool,
@@ -374,6 +413,7 @@ fn certificate_page(
         value_usd: tr.decimal(&v.value_usd),
         exporter,
         importer,
+        details: v.certificate.as_ref().map(|c| details(tr, c)).unwrap_or_default(),
         timeline: timeline(tr, &v),
         can_void,
         reason_error: None,
@@ -491,4 +531,71 @@ pub(super) async fn kpc(
         text,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certificate(extra: &str) -> kp_protocol::Certificate {
+        let json = format!(
+            r#"{{"number": "RU-2026-000142", "exporting_participant": "RU", {extra}
+            "issuing_authority": "Gokhran of Russia",
+            "issued_on": "2026-03-02", "expires_on": "2026-04-30",
+            "parcels": [{{"hs_code": "7102.31", "carats": "1.00", "value_usd": "10.00", "origin": "RU"}}]}}"#
+        );
+        let ctx = kp_protocol::ValidationContext {
+            today: kp_protocol::Date::from_ymd(2026, 3, 2).unwrap(),
+            max_validity_days: Some(60),
+            participants: &kp_protocol::AnyParticipant,
+            exporter: None,
+            importer: None,
+        };
+        kp_protocol::CertificateDraft::from_json(&json, &ctx).unwrap().into_certificate(|| unreachable!())
+    }
+
+    #[test]
+    fn the_page_lists_format_2_elements_only_when_given_in_the_users_language() {
+        let cert = certificate(
+            r#""replaces": "RU-2026-000101", "importing_participant": "EU", "importing_member": "BE",
+            "exporter": {"name": "ALROSA", "address": "Mirny", "licence": "RU-EXP-2026-0417"},
+            "importer": {"name": "ADT", "address": "Antwerpen", "licence": "BE-IMP-77"},
+            "shipment": {"port_of_entry": "BE ANR", "transport_mode": "rail",
+                "transport_document": "CIM 0042", "container_seals": ["S-1", "S-2"]},"#,
+        );
+        let shown = |code: &str| -> Vec<(String, String)> {
+            details(crate::service::i18n::catalogue(code), &cert)
+                .into_iter()
+                .map(|f| (f.label, f.value))
+                .collect()
+        };
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter().map(|(l, v)| ((*l).to_owned(), (*v).to_owned())).collect()
+        };
+        assert_eq!(
+            shown("en"),
+            pairs(&[
+                ("Replaces", "RU-2026-000101"),
+                ("Importing member state", "BE"),
+                ("Exporter's licence", "RU-EXP-2026-0417"),
+                ("Importer's licence", "BE-IMP-77"),
+                ("Port of entry", "BEANR"),
+                ("Transport mode", "Rail (rail)"),
+                ("Transport document", "CIM 0042"),
+                ("Container seals", "S-1, S-2"),
+            ])
+        );
+        let ru = shown("ru");
+        assert_eq!(ru[5], ("Вид транспорта".to_owned(), "Железнодорожный (rail)".to_owned()), "{ru:?}");
+        let plain = certificate(
+            r#""importing_participant": "IN",
+            "exporter": {"name": "ALROSA", "address": "Mirny"},
+            "importer": {"name": "Kiran Gems", "address": "Mumbai"},
+            "shipment": {"port_of_export": "Moscow Sheremetyevo"},"#,
+        );
+        assert!(
+            details(crate::service::i18n::catalogue("en"), &plain).is_empty(),
+            "nothing but what is given"
+        );
+    }
 }

@@ -40,21 +40,32 @@ const MAX_PARCELS: usize = 1000;
 const MAX_DECLARATIONS: usize = 16;
 
 /// The certificate's own fields the form renders, outside parcels and declarations.
-const TOP_FIELDS: [&str; 13] = [
+/// (`replaces` is not among them: replacing a certificate is an action of its own.)
+const TOP_FIELDS: [&str; 20] = [
     "number",
     "exporting_participant",
     "importing_participant",
+    "importing_member",
     "issuing_authority",
     "issued_on",
     "expires_on",
     "remarks",
     "exporter.name",
     "exporter.address",
+    "exporter.licence",
     "importer.name",
     "importer.address",
+    "importer.licence",
     "shipment.port_of_export",
     "shipment.customs_reference",
+    "shipment.port_of_entry",
+    "shipment.transport_mode",
+    "shipment.transport_document",
+    SEALS_FIELD,
 ];
+/// The one input holding every container seal, one a line or separated by commas: the form
+/// sends it as the JSON array `shipment.container_seals`.
+const SEALS_FIELD: &str = "shipment.container_seals";
 /// A parcel's fields the form renders.
 const PARCEL_FIELDS: [&str; 5] = ["hs_code", "carats", "value_usd", "origin", "origin_area"];
 /// A declaration's fields the form renders.
@@ -124,7 +135,18 @@ pub fn form_to_json(form: &[(String, String)]) -> Result<Value, Vec<kp_protocol:
         if value.trim().is_empty() {
             continue;
         }
-        if let Err((why, text)) = set(&mut root, &path.steps, Value::String(value.clone())) {
+        let value = if name == SEALS_FIELD {
+            match seals(value) {
+                Ok(list) => list,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            }
+        } else {
+            Value::String(value.clone())
+        };
+        if let Err((why, text)) = set(&mut root, &path.steps, value) {
             problems.push(kp_protocol::Problem::new(shown, why).coded(text));
         }
     }
@@ -133,6 +155,41 @@ pub fn form_to_json(form: &[(String, String)]) -> Result<Value, Vec<kp_protocol:
     } else {
         Err(problems)
     }
+}
+
+/// The container seals input as the JSON array of its seals: split at line breaks and
+/// commas, each trimmed, empty ones dropped. More than the certificate holds is refused as
+/// the validator refuses it, counted before any list is built (the text is the sender's).
+fn seals(text: &str) -> Result<Value, kp_protocol::Problem> {
+    use kp_protocol::certificate::MAX_CONTAINER_SEALS;
+    let pieces = || text.split(['\n', ',']).map(str::trim).filter(|s| !s.is_empty());
+    let count = pieces().count();
+    if count > MAX_CONTAINER_SEALS {
+        return Err(kp_protocol::Problem::new(
+            SEALS_FIELD,
+            format!("has {count} container seals; at most {MAX_CONTAINER_SEALS} are allowed"),
+        )
+        .coded(kp_protocol::problem::ProblemText::ContainerSealsTooMany {
+            count: count.into(),
+            max: MAX_CONTAINER_SEALS.into(),
+        }));
+    }
+    Ok(Value::Array(pieces().map(|s| Value::String(s.to_owned())).collect()))
+}
+
+/// The input a problem's field is shown at: a container seal's (`shipment.container_seals[1]`)
+/// at the one seals input, every other at the input of its own name.
+fn input_of(field: &str) -> &str {
+    match field.strip_prefix(SEALS_FIELD) {
+        Some(rest) if rest.starts_with('[') => SEALS_FIELD,
+        _ => field,
+    }
+}
+
+/// The seal number `n` (from 1) a problem's field names, if it names one.
+fn seal_number(field: &str) -> Option<usize> {
+    let i = field.strip_prefix(SEALS_FIELD)?.strip_prefix('[')?.strip_suffix(']')?;
+    i.parse::<usize>().ok().map(|i| i + 1)
 }
 
 /// One step of a field path: an object's key or an array's index.
@@ -338,11 +395,18 @@ fn page(
 ) -> IssuePage {
     let mut values = BTreeMap::new();
     flatten(value, String::new(), &mut values);
+    join_seals(&mut values);
     let tr = signed.tr();
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
     for p in &problems {
-        let message = problem_text(tr, p);
-        errors.entry(p.field.clone()).and_modify(|m| *m = format!("{m}; {message}")).or_insert(message);
+        let mut message = problem_text(tr, p);
+        if let Some(n) = seal_number(&p.field) {
+            message = tr.t2("issue-container-seal-problem", "n", n, "problem", message);
+        }
+        errors
+            .entry(input_of(&p.field).to_owned())
+            .and_modify(|m| *m = format!("{m}; {message}"))
+            .or_insert(message);
     }
     let mut shown = std::collections::BTreeSet::new();
     let mut input = |path: String, label: Msg, kind: &'static str, hint: Option<Msg>, required: bool| {
@@ -384,6 +448,13 @@ fn page(
                 true,
             ),
             importing,
+            input(
+                "importing_member".into(),
+                Msg("issue-importing-member"),
+                "text",
+                Some(Msg("issue-importing-member-hint")),
+                false,
+            ),
             input("issuing_authority".into(), Msg("issue-issuing-authority"), "text", None, true),
             input("issued_on".into(), Msg("issue-issued-on"), "date", None, true),
             input("expires_on".into(), Msg("issue-expires-on"), "date", None, true),
@@ -399,6 +470,13 @@ fn page(
             inputs: vec![
                 input(format!("{who}.name"), Msg("issue-party-name"), "text", None, true),
                 input(format!("{who}.address"), Msg("issue-party-address"), "text", None, true),
+                input(
+                    format!("{who}.licence"),
+                    Msg("issue-party-licence"),
+                    "text",
+                    Some(Msg("issue-party-licence-hint")),
+                    false,
+                ),
             ],
             remove: None,
             add: None,
@@ -455,11 +533,36 @@ fn page(
                 .then(|| ("add-parcel".into(), tr.t("issue-add-parcel"))),
         });
     }
+    let mut mode =
+        input("shipment.transport_mode".into(), Msg("issue-transport-mode"), "select", None, false);
+    mode.options = transport_modes(tr, &mode.value);
     sections.push(Section {
         legend: tr.t("issue-section-shipment"),
         inputs: vec![
             input("shipment.port_of_export".into(), Msg("issue-port-of-export"), "text", None, false),
             input("shipment.customs_reference".into(), Msg("issue-customs-reference"), "text", None, false),
+            input(
+                "shipment.port_of_entry".into(),
+                Msg("issue-port-of-entry"),
+                "text",
+                Some(Msg("issue-port-of-entry-hint")),
+                false,
+            ),
+            mode,
+            input(
+                "shipment.transport_document".into(),
+                Msg("issue-transport-document"),
+                "text",
+                Some(Msg("issue-transport-document-hint")),
+                false,
+            ),
+            input(
+                SEALS_FIELD.into(),
+                Msg("issue-container-seals"),
+                "textarea",
+                Some(Msg("issue-container-seals-hint")),
+                false,
+            ),
         ],
         remove: None,
         add: None,
@@ -507,7 +610,7 @@ fn page(
     let summary = problems
         .into_iter()
         .map(|p| Summary {
-            anchor: shown.contains(&p.field).then(|| input_id(&p.field)),
+            anchor: shown.contains(input_of(&p.field)).then(|| input_id(input_of(&p.field))),
             message: problem_text(tr, &p),
             field: p.field,
         })
@@ -521,6 +624,42 @@ fn page(
         parcels_shown: parcels,
         declarations_shown: declarations,
     }
+}
+
+/// The container seals as the seals input shows them, one a line (the flattened value names
+/// each `shipment.container_seals[i]`).
+fn join_seals(values: &mut BTreeMap<String, String>) {
+    let prefix = format!("{SEALS_FIELD}[");
+    let items: Vec<String> = values.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+    if items.is_empty() {
+        return;
+    }
+    // In index order: `[10]` sorts before `[2]` as text.
+    let mut seals: Vec<(usize, String)> = items
+        .iter()
+        .filter_map(|k| {
+            let i = k[prefix.len()..].strip_suffix(']')?.parse().ok()?;
+            Some((i, values.remove(k)?))
+        })
+        .collect();
+    seals.sort();
+    values.insert(SEALS_FIELD.to_owned(), seals.into_iter().map(|(_, s)| s).collect::<Vec<_>>().join("\n"));
+}
+
+/// The transport mode picker: none, or one of the modes by its name in the user's language.
+/// A value that is not a mode (only a hand-made form sends one) stays selected, marked.
+fn transport_modes(tr: &Catalogue, selected: &str) -> Vec<Choice> {
+    let mut out = vec![Choice { value: String::new(), label: tr.t("issue-transport-mode-none") }];
+    for m in kp_protocol::TransportMode::ALL {
+        out.push(Choice { value: m.as_str().to_owned(), label: tr.t(&format!("transport-mode-{m}")) });
+    }
+    if !selected.is_empty() && !out.iter().any(|c| c.value == selected) {
+        out.push(Choice {
+            value: selected.to_owned(),
+            label: tr.t1("issue-transport-mode-unknown", "mode", selected),
+        });
+    }
+    out
 }
 
 /// The importing participant picker: the registry's participants in force today but this
@@ -712,6 +851,43 @@ mod tests {
             (0..=MAX_FIELDS).map(|_| ("remarks".to_owned(), String::new())).collect();
         let e = form_to_json(&many).unwrap_err();
         assert!(e[0].message.contains("fields, more than"), "{e:?}");
+    }
+
+    #[test]
+    fn container_seals_are_one_input_sent_as_the_json_array() {
+        let v = form_to_json(&form(&[
+            ("shipment.container_seals", "SEAL-1\r\n SEAL-2 ,SEAL-3\n\n"),
+            ("shipment.transport_mode", "air"),
+            ("exporter.licence", "L-1"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "shipment": {"container_seals": ["SEAL-1", "SEAL-2", "SEAL-3"], "transport_mode": "air"},
+                "exporter": {"licence": "L-1"},
+            })
+        );
+        // Shown back one a line, in index order.
+        let many: Vec<String> = (0..12).map(|i| format!("S{i}")).collect();
+        let mut flat = BTreeMap::new();
+        flatten(&serde_json::json!({"shipment": {"container_seals": many}}), String::new(), &mut flat);
+        join_seals(&mut flat);
+        assert_eq!(flat.len(), 1, "{flat:?}");
+        assert_eq!(flat[SEALS_FIELD], many.join("\n"));
+        // A problem with one seal is shown at the seals input, naming the seal.
+        assert_eq!(input_of("shipment.container_seals[3]"), SEALS_FIELD);
+        assert_eq!(seal_number("shipment.container_seals[3]"), Some(4));
+        assert_eq!(input_of("shipment.port_of_entry"), "shipment.port_of_entry");
+        assert_eq!(seal_number(SEALS_FIELD), None);
+        // More seals than a certificate holds are refused before any list is built.
+        let text = ",x".repeat(100_000);
+        let e = form_to_json(&form(&[(SEALS_FIELD, &text)])).unwrap_err();
+        assert_eq!(e[0].field, SEALS_FIELD);
+        assert!(e[0].message.contains("100000 container seals; at most 16"), "{e:?}");
+        // `replaces` is not on the issue form.
+        let e = form_to_json(&form(&[("replaces", "RU-2026-000001")])).unwrap_err();
+        assert!(e[0].message.contains("not a certificate field"), "{e:?}");
     }
 
     #[test]

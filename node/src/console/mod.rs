@@ -232,6 +232,7 @@ pub fn dynamic_keys() -> Vec<String> {
     keys.extend(["out", "in", "local"].iter().map(|d| format!("direction-{d}")));
     keys.extend(participants::STATUSES.iter().map(|s| format!("participant-status-{}", s.as_str())));
     keys.extend(ERROR_TITLES.iter().map(|c| format!("error-title-{c}")));
+    keys.extend(kp_protocol::TransportMode::ALL.iter().map(|m| format!("transport-mode-{m}")));
     keys.extend(problem_ids().iter().map(|(id, _)| format!("problem-{id}")));
     keys
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use kp_protocol::ParticipantCode;
+use kp_protocol::{ParticipantCode, TransportMode};
 use serde::{Deserialize, Serialize};
 
 /// Every label file, as `(language code, TOML text)`, embedded by `build.rs`.
@@ -48,6 +48,19 @@ pub struct Labels {
     pub hs_7102_31: String,
     pub port_of_export: String,
     pub customs_reference: String,
+    pub replaces: String,
+    pub importing_member: String,
+    pub licence: String,
+    pub port_of_entry: String,
+    pub transport_mode: String,
+    pub transport_document: String,
+    pub container_seals: String,
+    pub transport_air: String,
+    pub transport_sea: String,
+    pub transport_road: String,
+    pub transport_rail: String,
+    pub transport_post: String,
+    pub transport_hand_carried: String,
     pub declarations: String,
     pub remarks: String,
     pub validation: String,
@@ -70,6 +83,18 @@ impl Labels {
             "7102.21" => &self.hs_7102_21,
             "7102.31" => &self.hs_7102_31,
             _ => "",
+        }
+    }
+
+    /// The name of a transport mode.
+    pub fn transport(&self, mode: TransportMode) -> &str {
+        match mode {
+            TransportMode::Air => &self.transport_air,
+            TransportMode::Sea => &self.transport_sea,
+            TransportMode::Road => &self.transport_road,
+            TransportMode::Rail => &self.transport_rail,
+            TransportMode::Post => &self.transport_post,
+            TransportMode::HandCarried => &self.transport_hand_carried,
         }
     }
 }

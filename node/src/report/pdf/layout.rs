@@ -136,32 +136,58 @@ pub fn certificate(c: &mut Canvas, sheet: &Sheet<'_>, langs: &[Labels]) -> Resul
         c.y = y - h - 12.0;
     }
 
-    // The parties, dates and references, two to a row.
-    let party = |p: &kp_protocol::certificate::Party| format!("{}\n{}", p.name, p.address);
-    let mut rows: Vec<[(String, String); 2]> = vec![
-        [
-            (both(langs, |l| &l.exporting_participant), content.exporting_participant.to_string()),
-            (both(langs, |l| &l.importing_participant), content.importing_participant.to_string()),
-        ],
-        [
+    // The parties, dates and references, two to a row; an element that may be absent takes
+    // a place only when given.
+    let licence = both(langs, |l| &l.licence);
+    let party = |p: &kp_protocol::certificate::Party| match &p.licence {
+        Some(number) => format!("{}\n{}\n{licence}: {number}", p.name, p.address),
+        None => format!("{}\n{}", p.name, p.address),
+    };
+    let mut rows: Vec<Vec<(String, String)>> = vec![vec![
+        (both(langs, |l| &l.exporting_participant), content.exporting_participant.to_string()),
+        (both(langs, |l| &l.importing_participant), content.importing_participant.to_string()),
+    ]];
+    let routing: Vec<(String, String)> = [
+        content.replaces.as_ref().map(|n| (both(langs, |l| &l.replaces), n.to_string())),
+        content.importing_member.map(|m| (both(langs, |l| &l.importing_member), m.to_string())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !routing.is_empty() {
+        rows.push(routing);
+    }
+    rows.extend([
+        vec![
             (both(langs, |l| &l.exporter), party(&content.exporter)),
             (both(langs, |l| &l.importer), party(&content.importer)),
         ],
-        [
+        vec![
             (both(langs, |l| &l.issued_on), content.issued_on.to_string()),
             (both(langs, |l| &l.expires_on), content.expires_on.to_string()),
         ],
-        [
+        vec![
             (both(langs, |l| &l.issuing_authority), content.issuing_authority.to_string()),
             (both(langs, |l| &l.number_of_parcels), cert.parcel_count().to_string()),
         ],
-    ];
+    ]);
     if let Some(s) = &content.shipment {
         let text = |t: &Option<kp_protocol::Text>| t.as_ref().map_or("—".to_owned(), |t| t.to_string());
-        rows.push([
+        rows.push(vec![
             (both(langs, |l| &l.port_of_export), text(&s.port_of_export)),
             (both(langs, |l| &l.customs_reference), text(&s.customs_reference)),
         ]);
+        let seals: Vec<String> = s.container_seals.iter().map(ToString::to_string).collect();
+        let transport: Vec<(String, String)> = [
+            s.port_of_entry.map(|p| (both(langs, |l| &l.port_of_entry), p.to_string())),
+            s.transport_mode.map(|m| (both(langs, |l| &l.transport_mode), both(langs, |l| l.transport(m)))),
+            s.transport_document.as_ref().map(|d| (both(langs, |l| &l.transport_document), d.to_string())),
+            (!seals.is_empty()).then(|| (both(langs, |l| &l.container_seals), seals.join(", "))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        rows.extend(transport.chunks(2).map(<[_]>::to_vec));
     }
     let column = (WIDTH - GUTTER) / 2.0;
     for row in rows {
