@@ -200,12 +200,11 @@ impl ParticipantList {
             if self.entries[..i].iter().any(|p| p.code == e.code) {
                 out.push(format!("{} is listed twice", e.code));
             }
+            // A participant may be listed beside a union it joins (from the union's date it
+            // acts in the union's name); a union may not be a member of another.
             for m in &e.members {
-                if self.entries.iter().any(|p| p.code == *m) {
-                    out.push(format!(
-                        "{m} is listed both as a participant and as a member state of {}",
-                        e.code
-                    ));
+                if self.entries.iter().any(|p| p.code == *m && !p.members.is_empty()) {
+                    out.push(format!("{m} is a union itself, so it cannot be a member state of {}", e.code));
                 }
                 if self.entries.iter().any(|p| p.code != e.code && p.members.contains(m)) {
                     out.push(format!("{m} is a member state of more than one union"));

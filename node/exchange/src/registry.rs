@@ -397,6 +397,11 @@ pub struct View<'a> {
 }
 
 impl<'a> View<'a> {
+    /// The same registry on another day.
+    pub fn at(&self, day: Date) -> View<'a> {
+        View { registry: self.registry, today: day }
+    }
+
     /// The entry in force for `code`: the latest recorded change that has taken effect, else
     /// the shipped entry (if it has).
     pub fn entry(&self, code: ParticipantCode) -> Option<&'a ParticipantEntry> {
@@ -603,14 +608,14 @@ pub fn change_problems(view: &View<'_>, entry: &ParticipantEntry) -> Vec<Problem
     if let Some(union) = view.union_of(code).filter(|u| *u != code) {
         out.push(member_state_has_no_status(code, union));
     }
+    // A participant may join a union (as Russia and its neighbours planned for the EAEU): from
+    // the union's `effective_from` it issues and receives in the union's name, and what it
+    // issued before keeps the name it was issued under. A union cannot be a member itself.
     for m in &entry.members {
-        if view.entry(*m).is_some() {
+        if view.entry(*m).is_some_and(|e| !e.members.is_empty()) {
             out.push(
-                Problem::new(
-                    "",
-                    format!("{m} is itself a participant, so it cannot be a member state of {code}"),
-                )
-                .coded(RegistryText::MemberIsParticipant { member: (*m).into(), code: code.into() }),
+                Problem::new("", format!("{m} is a union itself, so it cannot be a member state of {code}"))
+                    .coded(RegistryText::MemberIsUnion { member: (*m).into(), code: code.into() }),
             );
         }
         if let Some(other) = view.union_of(*m).filter(|u| *u != code) {
@@ -641,7 +646,7 @@ kp_protocol::problem_texts! {
         RestrictedAreaNotApproved = "restricted-area-not-approved" { area, code, since, reason, areas },
         RestrictedMixed = "restricted-mixed" { code, since, reason, areas },
         MemberStateNoStatus = "member-state-no-status" { code, union },
-        MemberIsParticipant = "member-is-participant" { member, code },
+        MemberIsUnion = "member-is-union" { member, code },
         MemberOfAnother = "member-of-another" { member, other },
     }
 }

@@ -324,10 +324,13 @@ fn check_content(
                     format!("certificate {} is for {whom}, not {}", cert.number, ctx.me),
                 ));
             }
+            // Who may issue in whose name is judged on the day of issue: a participant that
+            // joined a union since issued this one in its own name, and that name stands.
+            let on_issue = ctx.registry.at(cert.content.issued_on.min(today));
             let vctx = ValidationContext {
                 today,
                 max_validity_days: None,
-                participants: &ctx.registry,
+                participants: &on_issue,
                 exporter: Some(doc.signer),
                 // A member state's node receives for its union what names it as the member.
                 importer: Some(cert.content.importing_participant),

@@ -208,6 +208,26 @@ fn print_stats(r: &StatsReport) {
         })
         .collect();
     table(&["FLOW", "ORIGIN", "CERTIFICATES", "PARCELS", "CARATS", "US$"], &origins);
+    if !r.members.is_empty() {
+        println!();
+        println!("Unions by member state (whose node sent or received the certificates):");
+        let members: Vec<Vec<String>> = r
+            .members
+            .iter()
+            .map(|m| {
+                vec![
+                    flow(m.flow).to_owned(),
+                    m.union.to_string(),
+                    m.member.to_string(),
+                    m.certificates.to_string(),
+                    m.parcels.to_string(),
+                    m.carats.clone(),
+                    m.value_usd.clone(),
+                ]
+            })
+            .collect();
+        table(&["FLOW", "UNION", "MEMBER", "CERTIFICATES", "PARCELS", "CARATS", "US$"], &members);
+    }
     if r.basis == stats::Basis::Imported {
         println!();
         println!(
@@ -218,6 +238,13 @@ fn print_stats(r: &StatsReport) {
     if r.voided_excluded > 0 {
         println!();
         println!("{} voided certificate(s) of the period are left out.", r.voided_excluded);
+    }
+    if r.replaced_excluded > 0 {
+        println!();
+        println!(
+            "{} replaced certificate(s) of the period are left out (their replacements count).",
+            r.replaced_excluded
+        );
     }
 }
 

@@ -188,6 +188,19 @@ pub struct Row {
     pub value_usd: String,
 }
 
+/// A union partner's figures by the member state whose node exchanged the certificates (the
+/// rows by partner count them under the union).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MemberRow {
+    pub flow: Flow,
+    pub union: ParticipantCode,
+    pub member: ParticipantCode,
+    pub certificates: u64,
+    pub parcels: u64,
+    pub carats: String,
+    pub value_usd: String,
+}
+
 /// Figures by country of origin (unmixed parcels; mixed ones under `MIXED`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OriginRow {
@@ -226,6 +239,9 @@ pub struct StatsReport {
     /// By flow and country of origin, beside the rows by partner (provenance).
     #[serde(default)]
     pub origins: Vec<OriginRow>,
+    /// Union partners (the EU, or a union participants joined) by member state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberRow>,
     /// One row per flow: everything.
     pub totals: Vec<Row>,
     /// By month and partner (US$ and carats), for the chart.
@@ -267,6 +283,8 @@ pub fn format_u128(v: u128) -> String {
 struct Contribution {
     flow: Flow,
     partner: ParticipantCode,
+    /// When the partner is a union: the member state whose node sent or received it.
+    member: Option<ParticipantCode>,
     month: (i32, u32),
     parcels: Vec<(HsCode, Origin, u64, u64)>,
 }
@@ -314,11 +332,12 @@ pub fn compute_from_log<S: Storage + ?Sized>(
 
 /// The contribution of a certificate document the log holds (sent or received), counted on
 /// `counted_on`.
-fn contribution(flow: Flow, cert: &Certificate, counted_on: Date) -> Contribution {
+fn contribution(flow: Flow, signer: ParticipantCode, cert: &Certificate, counted_on: Date) -> Contribution {
     let c = &cert.content;
-    let partner = match flow {
-        Flow::Export => c.importing_participant,
-        Flow::Import => c.exporting_participant,
+    let (partner, member) = match flow {
+        Flow::Export => (c.importing_participant, c.importing_member),
+        // A union's certificate is signed by its member state's node.
+        Flow::Import => (c.exporting_participant, Some(signer).filter(|s| *s != c.exporting_participant)),
     };
     let (y, m, _) = counted_on.ymd();
     let parcels = c
@@ -326,7 +345,7 @@ fn contribution(flow: Flow, cert: &Certificate, counted_on: Date) -> Contributio
         .iter()
         .map(|p| (p.hs_code, p.origin, p.carats.hundredths(), p.value_usd.hundredths()))
         .collect();
-    Contribution { flow, partner, month: (y, m), parcels }
+    Contribution { flow, partner, member, month: (y, m), parcels }
 }
 
 /// The certificates issued in `period`, through the index: each one's record says where its
@@ -365,7 +384,7 @@ fn gather_indexed<S: Storage + ?Sized>(store: &S, period: &Period) -> Result<Gat
         if rec.status == CertStatus::Replaced && replacement_logged(store, &rec.number)? {
             g.replaced.insert(number.clone());
         }
-        g.certs.insert(number, contribution(flow, &cert, cert.content.issued_on));
+        g.certs.insert(number, contribution(flow, doc.signer, &cert, cert.content.issued_on));
     }
     Ok(g)
 }
@@ -422,7 +441,7 @@ fn gather_from_log<S: Storage + ?Sized>(
                     if !period.contains(counted_on) {
                         continue;
                     }
-                    certs.insert(cert.number.to_string(), contribution(flow, &cert, counted_on));
+                    certs.insert(cert.number.to_string(), contribution(flow, doc.signer, &cert, counted_on));
                 }
                 DocumentKind::Void => {
                     if let Ok(v) = doc.body::<Void>() {
@@ -461,6 +480,7 @@ fn summarise(me: ParticipantCode, period: &Period, by: By, basis: Basis, gathere
     let mut totals: BTreeMap<Flow, Sums> = BTreeMap::new();
     let mut monthly: BTreeMap<(Flow, (i32, u32), ParticipantCode), Sums> = BTreeMap::new();
     let mut origins: BTreeMap<(Flow, Origin), Sums> = BTreeMap::new();
+    let mut members: BTreeMap<(Flow, ParticipantCode, ParticipantCode), Sums> = BTreeMap::new();
     let mut voided_excluded = 0;
     let mut replaced_excluded = 0;
     for (number, c) in &certs {
@@ -476,6 +496,15 @@ fn summarise(me: ParticipantCode, period: &Period, by: By, basis: Basis, gathere
         let month = monthly.entry((c.flow, c.month, c.partner)).or_default();
         total.certificates += 1;
         month.certificates += 1;
+        if let Some(member) = c.member {
+            let m = members.entry((c.flow, c.partner, member)).or_default();
+            m.certificates += 1;
+            for &(_, _, carats, usd) in &c.parcels {
+                m.parcels += 1;
+                m.carats += u128::from(carats);
+                m.value_usd += u128::from(usd);
+            }
+        }
         let mut keys_seen = BTreeSet::new();
         let mut origins_seen = BTreeSet::new();
         for &(hs, origin, carats, usd) in &c.parcels {
@@ -532,6 +561,18 @@ fn summarise(me: ParticipantCode, period: &Period, by: By, basis: Basis, gathere
             value_usd: format_u128(s.value_usd),
         })
         .collect();
+    let members = members
+        .into_iter()
+        .map(|((flow, union, member), s)| MemberRow {
+            flow,
+            union,
+            member,
+            certificates: s.certificates,
+            parcels: s.parcels,
+            carats: format_u128(s.carats),
+            value_usd: format_u128(s.value_usd),
+        })
+        .collect();
     StatsReport {
         participant: me,
         period: period.clone(),
@@ -539,6 +580,7 @@ fn summarise(me: ParticipantCode, period: &Period, by: By, basis: Basis, gathere
         basis,
         rows,
         origins,
+        members,
         totals,
         monthly,
         voided_excluded,
