@@ -84,6 +84,10 @@ with sync_playwright() as p:
     page.locator('[name="parcels[0].carats"]').fill("1520.355")  # the mistake: three decimals
     page.locator('[name="parcels[0].value_usd"]').fill("4231000.00")
     page.locator('[name="parcels[0].origin"]').fill("RU")
+    # Format 2's inputs, found by their labels as a screen reader finds them.
+    page.get_by_label("Port of entry").fill("INBOM")
+    page.get_by_label("Transport mode").select_option("air")
+    page.get_by_label("Container seals").fill("SEAL-0045117\nSEAL-0045118")
     check(page, "issue")
     # Parcels are added and removed by the form's own buttons (no script on the page).
     with page.expect_navigation():

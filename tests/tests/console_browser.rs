@@ -110,6 +110,11 @@ fn the_console_in_a_real_browser_with_axe_core() {
     assert_eq!(issued["carats"], "1830.35", "{issued}");
     assert_eq!(issued["parcels"], 2, "{issued}");
     assert_eq!(issued["certificate"]["exporter"]["name"], "ALROSA PJSC", "{issued}");
+    assert_eq!(
+        issued["certificate"]["shipment"],
+        serde_json::json!({"port_of_entry": "INBOM", "transport_mode": "air", "container_seals": ["SEAL-0045117", "SEAL-0045118"]}),
+        "the inputs found by their labels are the certificate's: {issued}"
+    );
     assert_eq!(inn.certificate(&number)["status"], "import_discrepancy");
     assert_eq!(ru.certificate(&number)["status"], "import_discrepancy");
     // The supervisor's status change from the console is the importer's registry now; the

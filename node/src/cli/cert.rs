@@ -78,7 +78,7 @@ Several files, or - (NDJSON on stdin: one certificate per line), are sent throug
         #[arg(long)]
         json: bool,
     },
-    /// Show one certificate: status, timestamps, receipt, confirmation.
+    /// Show one certificate: its content, status, timestamps, receipt, confirmation.
     Show {
         /// The certificate number.
         number: String,
@@ -208,7 +208,7 @@ Works on a running daemon or, stopped, on the store."
     },
     /// Exporting side: the printable certificate, an A4 PDF with its QR seal.
     #[command(
-        long_about = "Write the printable certificate: an A4 PDF laid out as KPCS Annex I asks (the title, the statement that the rough diamonds were handled in accordance with the KPCS, the number, issuing authority, exporter and importer, dates of issue and expiry, the parcels with HS code, origin, carats and US$ and their totals, the number of parcels, declarations, remarks, the validating authority and the signed certificate's message id). Labels are in English and the issuing participant's language (Russian for RU, BY, KZ and KG). The text is real text (searchable, copyable), in fonts embedded in the file.
+        long_about = "Write the printable certificate: an A4 PDF laid out as KPCS Annex I asks (the title, the statement that the rough diamonds were handled in accordance with the KPCS, the number, issuing authority, exporter and importer, dates of issue and expiry, the parcels with HS code, origin, carats and US$ and their totals, the number of parcels, the shipment's references, declarations, remarks, and when given the certificate it replaces, the importing member state, the parties' licences, the port of entry, mode of transport, transport document and container seals; the validating authority and the signed certificate's message id). Labels are in English and the issuing participant's language (Russian for RU, BY, KZ and KG). The text is real text (searchable, copyable), in fonts embedded in the file.
 
 The certificate's QR seal, signed now (the one `kpnode cert qr` draws), is printed in the top right corner: a border post checks a scan or photo of the page offline with `kpnode verify --qr PAGE.png --bundle B`. The paper's text alone proves nothing (a PDF can be edited); the seal does, and `verify` prints what it seals (number, parties, dates, parcels, carats, US$) to compare with the paper. A voided certificate prints without a seal, marked VOID with the date and reason.
 
