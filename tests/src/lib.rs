@@ -17,6 +17,7 @@ use kp_node::{Node, NodeHandle, NodeOptions};
 use kp_protocol::ParticipantCode;
 use serde_json::{json, Value};
 
+pub mod console;
 pub mod prometheus;
 pub mod proxy;
 pub mod raw;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use kp_keys::NodeKeys;
 use kp_protocol::{Frame, RejectCode, SignedDocument};
+use kp_tests::console::Console;
 use kp_tests::raw::RawPeer;
 use kp_tests::*;
 use serde_json::{json, Value};
@@ -123,6 +124,11 @@ fn a_replacement_supersedes_the_old_certificate_on_both_sides() {
     let (n, v) = counted(&inn.api, "import", "RU");
     assert_eq!(n, 1, "{v:#}");
     assert_eq!(v["replaced_excluded"], 1, "{v:#}");
+    // The console's page of the old certificate says so and links the replacement.
+    let mut console = Console::sign_in(&inn.api, "indira");
+    let page = console.get(&format!("/certificates/{old}"));
+    assert!(page.contains("id=\"replaced-by\""), "{page}");
+    assert!(page.contains(&format!("<a href=\"/certificates/{new}\">{new}</a>")), "{page}");
     let listed = ru.api.every_page("/v1/certificates?status=replaced");
     assert_eq!(listed.iter().map(|c| c["number"].as_str().unwrap()).collect::<Vec<_>>(), vec![old.as_str()]);
 
@@ -140,7 +146,7 @@ fn a_replacement_supersedes_the_old_certificate_on_both_sides() {
     assert!(again.starts_with(&format!("{fourth} ")) && again.contains("(already stored)"), "{again}");
     assert_eq!(status_of(&ru.api, &third), "replaced");
     let shown = kpnode_ok(&["cert", "show", &third, "--dir", &dir]);
-    assert!(shown.contains(&fourth), "cert show names the replacement: {shown}");
+    assert!(shown.contains(&format!("REPLACED BY   {fourth}")), "cert show names the replacement: {shown}");
     drop(rt);
 }
 

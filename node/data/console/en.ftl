@@ -152,6 +152,7 @@ list-late-arrival = (late arrival)
 cert-title = Certificate { $number }
 cert-status = Status:
 cert-late-arrival = Late arrival: the shipment was received on { $received_on }, after the certificate expired on { $expires_on }; its receipt is confirmed all the same.
+cert-replaced-by = Replaced: this certificate no longer stands, and statistics count its replacement, signed { $at }:
 cert-exporter = Exporter
 cert-importer = Importer
 cert-issued-on = Issued on

@@ -259,6 +259,8 @@ struct CertificatePage {
     status_code: &'static str,
     /// Said when the shipment arrived after the certificate expired.
     late_arrival: Option<String>,
+    /// Status `replaced`: the words, and the number of the certificate that replaced it.
+    replaced_by: Option<(String, String)>,
     issued_on: String,
     expires_on: String,
     parcels: String,
@@ -406,6 +408,10 @@ fn certificate_page(
                 tr.date(v.expires_on),
             )
         }),
+        replaced_by: v
+            .replaced_by
+            .as_ref()
+            .map(|r| (tr.t1("cert-replaced-by", "at", tr.datetime(r.at)), r.by.to_string())),
         issued_on: tr.date(v.issued_on),
         expires_on: tr.date(v.expires_on),
         parcels: tr.number(v.parcels),
