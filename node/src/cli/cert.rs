@@ -694,15 +694,21 @@ fn example(dir: Option<&Path>, to: Option<&str>) -> CliResult {
   "exporting_participant": {exporting},
   "importing_participant": {importing},
   "issuing_authority": {authority},
-  "exporter": {{ "name": "Example Mining Ltd", "address": "1 Mine Road, Example Town" }},
-  "importer": {{ "name": "Example Diamond Traders", "address": "2 Bourse Street, Example City" }},
+  "exporter": {{ "name": "Example Mining Ltd", "address": "1 Mine Road, Example Town", "licence": "EXP-0001" }},
+  "importer": {{ "name": "Example Diamond Traders", "address": "2 Bourse Street, Example City", "licence": "IMP-0001" }},
   "issued_on": {issued},
   "expires_on": {expires},
   "parcels": [
     {{ "hs_code": "7102.31", "carats": "1520.35", "value_usd": "4231000.00", "origin": {origin} }},
     {{ "hs_code": "7102.21", "carats": "310.00", "value_usd": "15500.00", "origin": "MIXED" }}
   ],
-  "shipment": {{ "port_of_export": "Example Airport", "customs_reference": "EXAMPLE-0001" }},
+  "shipment": {{
+    "port_of_export": "Example Airport",
+    "customs_reference": "EXAMPLE-0001",
+    "transport_mode": "air",
+    "transport_document": "AWB 000-00000000",
+    "container_seals": ["SEAL-0001", "SEAL-0002"]
+  }},
   "declarations": [
     {{ "code": "WDC-SoW", "text": "The diamonds herein invoiced have been purchased from legitimate sources not involved in funding conflict." }}
   ],
