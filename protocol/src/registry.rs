@@ -338,9 +338,18 @@ mod tests {
         let read = list_from_armored(&text).unwrap();
         assert_eq!(read, ReadList { document: doc, list: list.clone(), revision: None });
         assert!(list_from_armored(&text.replace("Entries: 2", "Entries: 3")).is_err());
-        let mut twice = list;
-        twice.entries.push(entry("BE", ParticipantStatus::Active));
-        assert!(twice.problems().iter().any(|p| p.contains("both as a participant and as a member")));
+        // A participant may be listed beside a union it joins; a union may not be a member.
+        let mut joined = list;
+        joined.entries.push(entry("BE", ParticipantStatus::Active));
+        assert!(joined.problems().is_empty(), "{:?}", joined.problems());
+        let mut nested = entry("XU", ParticipantStatus::Active);
+        nested.members = vec!["EU".parse().unwrap()];
+        joined.entries.push(nested);
+        assert!(
+            joined.problems().iter().any(|p| p.contains("EU is a union itself")),
+            "{:?}",
+            joined.problems()
+        );
     }
 
     fn fixture_list() -> ParticipantList {

@@ -132,7 +132,24 @@ fn a_replacement_supersedes_the_old_certificate_on_both_sides() {
     let listed = ru.api.every_page("/v1/certificates?status=replaced");
     assert_eq!(listed.iter().map(|c| c["number"].as_str().unwrap()).collect::<Vec<_>>(), vec![old.as_str()]);
 
-    // The command line: `cert replace` through the daemon, keyed by the file like `submit`.
+    // An idempotency key is bound to its route: the same key and JSON sent first as a new
+    // certificate and then as a replacement is refused, not answered with the first.
+    let headers = [("Idempotency-Key", "shipment-77")];
+    let body = certificate_json("RU", "IN", None, 77);
+    let (status, v) = ru.api.try_post_with("/v1/certificates", &body, &headers).unwrap();
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = ru
+        .api
+        .try_post_with(
+            &format!("/v1/certificates/{}/replace", v["number"].as_str().unwrap()),
+            &body,
+            &headers,
+        )
+        .unwrap();
+    assert_eq!(status, 409, "{v}");
+    assert!(v.to_string().contains("shipment-77"), "{v}");
+
+    // The command line: `cert replace` through the daemon, keyed by the file and OLD.
     let third = ru.api.submit(&certificate_json("RU", "IN", None, 3));
     let file = _tmp.path().join("replacement.json");
     std::fs::write(&file, certificate_json("RU", "IN", None, 4)).unwrap();

@@ -75,6 +75,10 @@ fn a_participant_that_joins_a_union_issues_in_its_name_from_the_date_and_keeps_w
     let body = json!({"status": "active", "name": "Eurasian Economic Union", "effective_from": joins.to_string(), "members": ["RU", "BY"]});
     let (status, v) = ru.api.post("/v1/participants/EA", &body.to_string());
     assert_eq!(status, 200, "{v}");
+    // A change dated before the pending join would silently replace it: refused, by field.
+    let (status, v) = ru.api.post("/v1/participants/EA", &json!({"status": "suspended"}).to_string());
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["problems"][0]["field"], "effective_from", "{v}");
     // A union cannot be a member of another.
     let (status, v) = ru.api.post(
         "/v1/participants/XU",

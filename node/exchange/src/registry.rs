@@ -428,13 +428,25 @@ impl<'a> View<'a> {
         self.entry(code).map(|e| e.status)
     }
 
-    /// Why messages for the node of `peer` are held, if they are: its participant (or the
-    /// union it is a member state of) is suspended.
+    /// Why messages for the node of `peer` are held, if they are: its participant, or the
+    /// union it is a member state of, is suspended (a member keeps its own entry when it
+    /// joined a union as a participant, and the stricter standing applies).
     pub fn held(&self, peer: ParticipantCode) -> Option<String> {
-        let participant = self.union_of(peer).unwrap_or(peer);
-        self.entry(participant)
-            .filter(|e| e.status == ParticipantStatus::Suspended)
-            .map(|e| suspension(e, peer))
+        self.standing_of(peer)
+            .into_iter()
+            .find(|(_, e)| e.status == ParticipantStatus::Suspended)
+            .map(|(code, e)| suspension(e, code))
+    }
+
+    /// The entries whose standing governs the node of `signer` today: its union's, if it is a
+    /// member state of one, and its own, if it has one (a participant that joined a union).
+    fn standing_of(&self, signer: ParticipantCode) -> Vec<(ParticipantCode, &'a ParticipantEntry)> {
+        let mut out = Vec::new();
+        if let Some(union) = self.union_of(signer) {
+            out.extend(self.entry(union).map(|e| (union, e)));
+        }
+        out.extend(self.entry(signer).map(|e| (signer, e)));
+        out
     }
 
     /// Problems with a certificate this node is about to issue (beyond the validator's):
@@ -481,30 +493,47 @@ impl<'a> View<'a> {
         out
     }
 
-    /// Whether a delivered certificate is acceptable given its exporting participant's
-    /// standing; `Ok(Some(note))` if accepted under enhanced vigilance.
-    pub fn accept(&self, cert: &Certificate, me: ParticipantCode) -> Result<Option<String>, Refusal> {
+    /// Whether a certificate signed by the node of `signer` is acceptable given the standing,
+    /// today, of every participant that node acts for: the certificate's exporting
+    /// participant, the signer's own participant and the union the signer is a member state
+    /// of. A suspension of any of them refuses it; a restriction of any of them must be met.
+    /// `Ok(Some(note))` if accepted under enhanced vigilance.
+    pub fn accept(
+        &self,
+        cert: &Certificate,
+        signer: ParticipantCode,
+        me: ParticipantCode,
+    ) -> Result<Option<String>, Refusal> {
         let exporting = cert.content.exporting_participant;
-        let Some(e) = self.entry(exporting) else { return Ok(None) };
-        match e.status {
-            ParticipantStatus::Active => Ok(None),
-            ParticipantStatus::Suspended => Err(Refusal::new(
-                RejectCode::Suspended,
-                format!("{me} does not accept certificates from {}", suspension(e, exporting)),
-            )),
-            ParticipantStatus::Restricted => {
-                let problems = restriction_problems(e, &cert.content.parcels);
-                if problems.is_empty() {
-                    Ok(Some(format!(
-                        "{exporting} is restricted{}: accepted because every parcel comes from an approved origin area; enhanced vigilance applies",
-                        since_and_reason(e)
-                    )))
-                } else {
-                    let list: Vec<String> = problems.into_iter().map(|p| p.to_string()).collect();
-                    Err(Refusal::new(RejectCode::Restricted, format!("{me} refuses: {}", list.join("; "))))
-                }
+        let mut governing: Vec<(ParticipantCode, &ParticipantEntry)> =
+            self.entry(exporting).map(|e| (exporting, e)).into_iter().collect();
+        for (code, e) in self.standing_of(signer) {
+            if !governing.iter().any(|(c, _)| *c == code) {
+                governing.push((code, e));
             }
         }
+        if let Some((code, e)) = governing.iter().find(|(_, e)| e.status == ParticipantStatus::Suspended) {
+            return Err(Refusal::new(
+                RejectCode::Suspended,
+                format!("{me} does not accept certificates from {}", suspension(e, *code)),
+            ));
+        }
+        let mut notes = Vec::new();
+        for (code, e) in governing.iter().filter(|(_, e)| e.status == ParticipantStatus::Restricted) {
+            let problems = restriction_problems(e, &cert.content.parcels);
+            if !problems.is_empty() {
+                let list: Vec<String> = problems.into_iter().map(|p| p.to_string()).collect();
+                return Err(Refusal::new(
+                    RejectCode::Restricted,
+                    format!("{me} refuses: {}", list.join("; ")),
+                ));
+            }
+            notes.push(format!(
+                "{code} is restricted{}: accepted because every parcel comes from an approved origin area; enhanced vigilance applies",
+                since_and_reason(e)
+            ));
+        }
+        Ok((!notes.is_empty()).then(|| notes.join("; ")))
     }
 }
 
@@ -618,6 +647,23 @@ pub fn change_problems(view: &View<'_>, entry: &ParticipantEntry) -> Vec<Problem
                     .coded(RegistryText::MemberIsUnion { member: (*m).into(), code: code.into() }),
             );
         }
+        // Its standing would otherwise be overshadowed by the union's: lift it first.
+        if let Some(e) = view.entry(*m).filter(|e| e.status != ParticipantStatus::Active) {
+            out.push(
+                Problem::new(
+                    "",
+                    format!(
+                        "{m} is {}; a participant joins a union only in good standing (make it active first)",
+                        e.status
+                    ),
+                )
+                .coded(RegistryText::MemberNotActive {
+                    member: (*m).into(),
+                    code: code.into(),
+                    status: e.status.to_string().into(),
+                }),
+            );
+        }
         if let Some(other) = view.union_of(*m).filter(|u| *u != code) {
             out.push(
                 Problem::new("", format!("{m} is already a member state of {other}"))
@@ -647,6 +693,7 @@ kp_protocol::problem_texts! {
         RestrictedMixed = "restricted-mixed" { code, since, reason, areas },
         MemberStateNoStatus = "member-state-no-status" { code, union },
         MemberIsUnion = "member-is-union" { member, code },
+        MemberNotActive = "member-not-active" { member, code, status },
         MemberOfAnother = "member-of-another" { member, other },
     }
 }

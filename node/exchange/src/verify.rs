@@ -324,9 +324,11 @@ fn check_content(
                     format!("certificate {} is for {whom}, not {}", cert.number, ctx.me),
                 ));
             }
-            // Who may issue in whose name is judged on the day of issue: a participant that
-            // joined a union since issued this one in its own name, and that name stands.
-            let on_issue = ctx.registry.at(cert.content.issued_on.min(today));
+            // Who may issue in whose name is judged on the day it was signed (an honest node
+            // validates with its registry of that day): a participant that has joined a union
+            // since signed this one in its own name, and that name stands. Not the issue date,
+            // which the signer chooses: a backdated one would reopen a name it has left.
+            let on_issue = ctx.registry.at(signed_on.min(today));
             let vctx = ValidationContext {
                 today,
                 max_validity_days: None,
@@ -336,7 +338,7 @@ fn check_content(
                 importer: Some(cert.content.importing_participant),
             };
             cert.validate(&vctx).map_err(invalid)?;
-            let vigilance = ctx.registry.accept(&cert, ctx.me)?;
+            let vigilance = ctx.registry.accept(&cert, doc.signer, ctx.me)?;
             Ok((Content::Certificate(cert), vigilance))
         }
         DocumentKind::ImportConfirmation => {

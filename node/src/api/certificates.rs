@@ -92,7 +92,13 @@ pub(super) async fn replace(
     let old: CertificateNumber = number
         .parse()
         .map_err(|e: kp_protocol::ValueError| invalid("invalid_request", "number", e.to_string()))?;
-    let idem = idempotency(&headers, &body)?;
+    // The key is bound to the route and the certificate replaced, not only to the body: the
+    // same JSON submitted, or sent to replace another certificate, is another request.
+    let idem = idempotency(&headers, &body)?.map(|mut i| {
+        i.content =
+            kp_protocol::Digest::of_parts(&[b"kpnode/replace\0", old.as_str().as_bytes(), b"\0", &body]);
+        i
+    });
     let outcome =
         crate::service::issuing::submit_replacement(&shared, &old, &body, idem, &shared.token_officer())
             .await?;

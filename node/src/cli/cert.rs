@@ -147,7 +147,7 @@ on stdout; the cursor still goes to stderr."
     },
     /// Exporting side: void a certificate this node issued.
     #[command(
-        long_about = "Exporting side: void a certificate this node issued (issued in error, shipment cancelled, returned, lost, replaced). The void is signed and sent to the importer's node; a voided certificate can no longer be confirmed. A certificate whose import was already confirmed cannot be voided."
+        long_about = "Exporting side: void a certificate this node issued (issued in error, shipment cancelled, returned, lost, replaced). The void is signed and sent to the importer's node; a voided certificate can no longer be confirmed. A certificate whose import was already confirmed cannot be voided, nor one that was replaced (void its replacement instead). Voiding a replacement does not bring back the certificate it replaced, which stays replaced: issue a new certificate if the shipment goes ahead."
     )]
     Void {
         /// The certificate number.
@@ -261,7 +261,7 @@ pub fn run(c: CertCommand) -> CliResult {
             update(&dir, &number, "void", serde_json::json!({"reason": reason}))
         }
         CertCommand::Replace { old, file, dir, json } => {
-            submit_to(&file, &format!("/v1/certificates/{}/replace", segment(&old)), &dir, json)
+            submit_to(&file, &format!("/v1/certificates/{}/replace", segment(&old)), Some(&old), &dir, json)
         }
         CertCommand::Resolve { number, note, by, dir } => {
             update(&dir, &number, "resolve", serde_json::json!({"note": note, "resolved_by": by}))
@@ -385,15 +385,22 @@ fn client(dir: &DirArg) -> Result<Client, Failure> {
 }
 
 fn submit(file: &Path, dir: &DirArg, as_json: bool) -> CliResult {
-    submit_to(file, "/v1/certificates", dir, as_json)
+    submit_to(file, "/v1/certificates", None, dir, as_json)
 }
 
-/// Sends certificate JSON `file` to the daemon's `route` (a submission or a replacement).
-fn submit_to(file: &Path, route: &str, dir: &DirArg, as_json: bool) -> CliResult {
+/// Sends certificate JSON `file` to the daemon's `route`: a submission, or the replacement of
+/// certificate `replacing`.
+fn submit_to(file: &Path, route: &str, replacing: Option<&str>, dir: &DirArg, as_json: bool) -> CliResult {
     let text = read_input(file)?;
     // The file's SHA-256 as the idempotency key: submitting the same file again (a retry after
     // a timeout or a crash) gets the certificate of the first submission, never a second one.
-    let key = kp_protocol::Digest::of(text.as_bytes()).to_hex();
+    // A replacement's key also names the certificate replaced, so the same file submitted, or
+    // sent to replace another certificate, is not taken for this request.
+    let key = match replacing {
+        None => kp_protocol::Digest::of(text.as_bytes()),
+        Some(old) => kp_protocol::Digest::of_parts(&[b"replace\0", old.as_bytes(), b"\0", text.as_bytes()]),
+    }
+    .to_hex();
     let headers = [(crate::api::IDEMPOTENCY_HEADER, key.as_str())];
     let (_, v) = client(dir)?.post_with(route, text.as_bytes(), &headers).map_err(|e| {
         let mut f = Failure::from(e);

@@ -17,6 +17,7 @@ kp_protocol::problem_texts! {
         AuthorityMismatch = "authority-mismatch" { given, authority, setting },
         UnionWithoutNode = "union-without-node" { importer },
         ReplacesOther = "replaces-other" { given, old },
+        BeforePending = "before-pending" { code, pending, from },
         UnknownStatus = "unknown-status" { value },
         NameNeeded = "name-needed" { code },
         ReceivedInFuture = "received-in-future" { received, today },

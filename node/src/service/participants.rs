@@ -110,7 +110,11 @@ pub fn prepare_set(
         return Err(vec![kp_exchange::registry::member_state_has_no_status(code, union)]);
     }
     let mut problems = Vec::new();
-    let current = on.entry(code).cloned();
+    // A change recorded for a later date (a union's members from the day they join) is the
+    // base of the next change, and a change may not take effect before it: recorded later,
+    // it would replace the pending one from its own date on, silently.
+    let pending = on.pending(code).iter().map(|r| r.entry.clone()).max_by_key(|e| e.effective_from);
+    let current = pending.clone().or_else(|| on.entry(code).cloned());
     let status = req
         .status
         .parse::<ParticipantStatus>()
@@ -145,6 +149,21 @@ pub fn prepare_set(
             .ok(),
         None => Some(today),
     };
+    if let (Some(p), Some(from)) = (&pending, effective_from) {
+        if from < p.effective_from {
+            problems.push(
+                Problem::new(
+                    "effective_from",
+                    format!(
+                        "{code} has a change recorded to take effect on {}; a change from {from} would replace it \
+                         (it is recorded later): give --effective-from {} or later, and the change builds on it",
+                        p.effective_from, p.effective_from
+                    ),
+                )
+                .coded(NodeText::BeforePending { code: code.into(), pending: p.effective_from.into(), from: from.into() }),
+            );
+        }
+    }
     let reason = req
         .reason
         .as_deref()
@@ -316,6 +335,8 @@ fn plan(
     for e in list.entries {
         if on.entry(e.code) == Some(&e) || on.pending(e.code).iter().any(|p| p.entry == e) {
             unchanged += 1;
+        } else if let Some(why) = joins_without_consent(&on, doc.signer, &e) {
+            ignored.push(IgnoredEntry { entry: e, why });
         } else if let Some(why) = registry.history(e.code).iter().rev().find_map(|r| r.newer_than(&origin)) {
             ignored.push(IgnoredEntry { entry: e, why });
         } else {
@@ -323,6 +344,39 @@ fn plan(
         }
     }
     ImportPlan { signed_by, issued_on: list.issued_on, origin, changes, unchanged, ignored, source }
+}
+
+/// Why list entry `e` may not be imported from `signer`, if it makes participants of this
+/// registry member states of a union they are not members of here and `signer` is neither the
+/// union's own node nor one of them: another peer's list could otherwise take a participant's
+/// name away from it. (A joining member's list speaks for the union it joins, its fellow
+/// members included.) The operator records such a change with `participants set` if it is so.
+fn joins_without_consent(
+    on: &kp_exchange::registry::View<'_>,
+    signer: ParticipantCode,
+    e: &ParticipantEntry,
+) -> Option<String> {
+    use kp_protocol::ParticipantDirectory as _;
+    let joining: Vec<ParticipantCode> = e
+        .members
+        .iter()
+        .copied()
+        .filter(|m| on.entry(*m).is_some() && on.union_of(*m) != Some(e.code))
+        .collect();
+    if joining.is_empty() || signer == e.code || joining.contains(&signer) {
+        return None;
+    }
+    let names: Vec<String> = joining.iter().map(ToString::to_string).collect();
+    Some(format!(
+        "it makes {} member state(s) of {} from {}, and the list's signer {signer} is neither {} nor one of them: \
+         only the union's or a joining participant's own list may say so; if it is so, record it with \
+         `kpnode participants set {} --member …`",
+        names.join(", "),
+        e.code,
+        e.effective_from,
+        e.code,
+        e.code
+    ))
 }
 
 fn short_id(doc: &SignedDocument) -> String {
@@ -345,7 +399,7 @@ pub fn export(registry: &Registry, today: Date, signer: &Signer) -> Result<Strin
 mod tests {
     use kp_keys::{KeyHistory, SigningKeyPair};
     use kp_protocol::registry::{list_v2_to_armored, ParticipantListV2};
-    use kp_protocol::{ParticipantCode, SignedDocument, Timestamp};
+    use kp_protocol::{ParticipantCode, ParticipantEntry, SignedDocument, Timestamp};
 
     use kp_exchange::registry::Registry;
     use kp_exchange::trust::Trust;
@@ -390,5 +444,31 @@ mod tests {
         // Within the grace period, what was signed before the rotation is still accepted.
         let soon = Timestamp::from_unix_millis(retired_at.unix_millis() + DAY);
         super::prepare_import(&registry, soon, RU, &history, &Trust::default(), &text, 7 * DAY).unwrap();
+    }
+
+    #[test]
+    fn a_list_may_put_participants_in_a_union_only_if_the_union_or_a_joining_member_signed_it() {
+        let today: kp_protocol::Date = "2026-11-28".parse().unwrap();
+        let registry = Registry::default();
+        let on = registry.on(today);
+        let code = |c: &str| c.parse::<ParticipantCode>().unwrap();
+        let union = ParticipantEntry {
+            code: code("EA"),
+            name: "Eurasian Economic Union".parse().unwrap(),
+            status: kp_protocol::ParticipantStatus::Active,
+            effective_from: today,
+            reason: None,
+            approved_origin_areas: Vec::new(),
+            members: vec![RU, code("BY")],
+        };
+        // IN's list cannot make RU and BY members of anything.
+        let why = super::joins_without_consent(&on, code("IN"), &union).expect("refused");
+        assert!(why.contains("RU, BY member state(s) of EA") && why.contains("participants set EA"), "{why}");
+        // RU's own, or the union's node's, can.
+        assert_eq!(super::joins_without_consent(&on, RU, &union), None);
+        assert_eq!(super::joins_without_consent(&on, code("EA"), &union), None);
+        // The EU's members are no participants of their own: any list may name them, as before.
+        let eu = on.entry(code("EU")).unwrap().clone();
+        assert_eq!(super::joins_without_consent(&on, code("IN"), &eu), None);
     }
 }

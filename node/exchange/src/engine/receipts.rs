@@ -152,9 +152,17 @@ fn restore_replaced<S: Storage + ?Sized>(
         by: cert.number.clone(),
         detail: rejection.detail.clone(),
     });
+    // The status it would have now had it not been replaced: what happened to it since (its
+    // receipt, or its own refusal) counts, not only the status it had then.
     update_certificate(txn, now, Some(&old), |rec, _| {
         if rec.status == CertStatus::Replaced {
-            rec.status = r.previous;
+            rec.status = if rec.rejection.is_some() {
+                CertStatus::Rejected
+            } else if rec.log_seq.is_some() && r.previous == CertStatus::Queued {
+                CertStatus::Delivered
+            } else {
+                r.previous
+            };
         }
     })
 }

@@ -1747,3 +1747,150 @@ fn a_replacement_of_a_certificate_the_importer_never_had_is_refused() {
         refusal.detail
     );
 }
+
+// An outside review's proofs of concept, kept as regression tests with the fixed outcome.
+
+/// The old certificate was queued when replaced, was then delivered, and the replacement is
+/// refused: it stands again as delivered, not as the queued it was when replaced.
+#[test]
+fn a_refused_replacement_restores_what_happened_to_the_old_certificate_since() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let now = Timestamp::from_unix_millis(T0);
+    let (mut ru, mut inn) = (side(RU, &clock), side(IN, &clock));
+    submit(&mut ru, now, certificate("RU-2026-000001", "100.00"));
+    assert!(matches!(
+        submit(&mut ru, now, replacement("RU-2026-000002", "RU-2026-000001")),
+        Outcome::Submitted { already_stored: false, .. }
+    ));
+    // Only the old one goes out and is acknowledged.
+    let sent: Queued = ru.outbox(IN).into_iter().take(1).collect();
+    let replies = deliver(&ru, &mut inn, now, sent.clone());
+    acknowledge(&mut ru, &inn, now, &sent, replies);
+    let old = ru.cert("RU-2026-000001");
+    assert_eq!(old.status, CertStatus::Replaced);
+    assert!(old.log_seq.is_some() && old.delivered_at.is_some());
+    // IN confirms it; then the replacement arrives and is refused.
+    confirm(&mut inn, "RU-2026-000001", "410.00", now);
+    exchange(&mut ru, &mut inn, now);
+    assert_eq!(ru.cert("RU-2026-000002").status, CertStatus::Rejected);
+    let old = ru.cert("RU-2026-000001");
+    assert_eq!(old.status, CertStatus::Delivered, "{old:?}");
+    assert!(old.log_seq.is_some() && old.oseq.is_none());
+    assert!(ru.outbox(IN).is_empty());
+    // IN's confirmation then lands on it.
+    exchange(&mut inn, &mut ru, now);
+    assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::ImportConfirmed);
+}
+
+/// RU joined union EA, which is suspended today. RU's node backdates issued_on to the day
+/// before the join and issues in RU's own name: refused, as the names are judged on the day
+/// of signing and the suspension of RU's union counts for RU's node.
+#[test]
+fn a_backdated_issue_date_does_not_escape_a_unions_suspension() {
+    use kp_protocol::{ParticipantEntry, ParticipantStatus};
+    let now = Timestamp::from_unix_millis(T0); // 2026-11-18
+    let ea: ParticipantCode = "EA".parse().unwrap();
+    let by: ParticipantCode = "BY".parse().unwrap();
+    let entry = ParticipantEntry {
+        code: ea,
+        name: "Eurasian Economic Union".parse().unwrap(),
+        status: ParticipantStatus::Suspended,
+        effective_from: "2026-06-01".parse().unwrap(),
+        reason: None,
+        approved_origin_areas: vec![],
+        members: vec![RU, by],
+    };
+    let registry = Registry::from_entries([entry], [RU]);
+    let key = SigningKeyPair::generate();
+    let tls = kp_keys::TlsKeyPair::generate();
+    let history = KeyHistory::genesis(
+        RU,
+        &key.verifying_key().to_bytes(),
+        Timestamp::from_unix_millis(T0 - 1000),
+        kp_keys::tlscert::self_signed(&tls, RU).unwrap(),
+    )
+    .unwrap();
+    let check = |issued_on: &str| {
+        let mut cert = certificate("RU-2026-000009", "100.00");
+        cert.content.issued_on = issued_on.parse().unwrap();
+        let doc = SignedDocument::sign(&cert, RU, key.signing_key(), now);
+        let ctx = CheckContext {
+            me: IN,
+            peer: RU,
+            now,
+            clock_tolerance_ms: 0,
+            retired_key_grace_ms: 0,
+            registry: registry.on(now.date()),
+        };
+        check_batch(&ctx, &mut history.clone(), vec![(doc.message_id(), None, doc)]).remove(0)
+    };
+    // Issued today in RU's own name: refused (RU is a member state of EA).
+    let refusal = |r: Result<Received, crate::verify::Refusal>| match r {
+        Err(f) => Some(f.to_string()),
+        Ok(r) => r.refused.map(|f| f.to_string()),
+    };
+    let today = refusal(check("2026-11-18"));
+    assert!(today.is_some());
+    // Backdated to before the join: refused all the same (validity 223 days).
+    let backdated = refusal(check("2026-05-31"));
+    assert!(backdated.as_deref().is_some_and(|r| r.contains("member state of EA")), "{backdated:?}");
+}
+
+/// RU is suspended under its own entry; a union EA (active) lists RU as a member. The
+/// registry refuses such a join, and should one be held all the same (from a list), RU's
+/// node is still held to its own suspension: its certificates in EA's name are refused and
+/// messages for it are held.
+#[test]
+fn a_suspended_participant_does_not_escape_by_joining_a_union() {
+    use kp_protocol::{ParticipantEntry, ParticipantStatus};
+    let now = Timestamp::from_unix_millis(T0); // 2026-11-18
+    let ea: ParticipantCode = "EA".parse().unwrap();
+    let mut ru_entry = crate::registry::shipped()[&RU].clone();
+    ru_entry.status = ParticipantStatus::Suspended;
+    ru_entry.effective_from = "2026-01-01".parse().unwrap();
+    let union = ParticipantEntry {
+        code: ea,
+        name: "Eurasian Economic Union".parse().unwrap(),
+        status: ParticipantStatus::Active,
+        effective_from: "2026-06-01".parse().unwrap(),
+        reason: None,
+        approved_origin_areas: vec![],
+        members: vec![RU],
+    };
+    let registry = Registry::from_entries([ru_entry, union.clone()], [RU]);
+    let on = registry.on(now.date());
+    let problems = crate::registry::change_problems(&on, &union);
+    assert!(problems.iter().any(|p| p.message.contains("RU is suspended")), "{problems:?}");
+    let key = SigningKeyPair::generate();
+    let tls = kp_keys::TlsKeyPair::generate();
+    let history = KeyHistory::genesis(
+        RU,
+        &key.verifying_key().to_bytes(),
+        Timestamp::from_unix_millis(T0 - 1000),
+        kp_keys::tlscert::self_signed(&tls, RU).unwrap(),
+    )
+    .unwrap();
+    let check = |exporting: &str, number: &str| {
+        let mut cert = certificate("RU-2026-000009", "100.00");
+        cert.number = number.parse().unwrap();
+        cert.content.exporting_participant = exporting.parse().unwrap();
+        let doc = SignedDocument::sign(&cert, RU, key.signing_key(), now);
+        let ctx = CheckContext {
+            me: IN,
+            peer: RU,
+            now,
+            clock_tolerance_ms: 0,
+            retired_key_grace_ms: 0,
+            registry: registry.on(now.date()),
+        };
+        match check_batch(&ctx, &mut history.clone(), vec![(doc.message_id(), None, doc)]).remove(0) {
+            Err(f) => Some(f.to_string()),
+            Ok(r) => r.refused.map(|f| f.to_string()),
+        }
+    };
+    let own = check("RU", "RU-2026-000009");
+    assert!(own.is_some());
+    let union_name = check("EA", "EA-RU-2026-000009");
+    assert!(union_name.as_deref().is_some_and(|r| r.contains("RU is suspended")), "{union_name:?}");
+    assert!(on.held(RU).is_some(), "messages for suspended RU are held");
+}
