@@ -21,6 +21,7 @@ pub mod console;
 pub mod prometheus;
 pub mod proxy;
 pub mod raw;
+pub mod shifted;
 
 /// Everything in-process nodes logged since `init_logging`, for tests that must see the log
 /// line naming a refusal.

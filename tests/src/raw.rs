@@ -140,6 +140,27 @@ impl RawPeer {
     pub async fn recv(&mut self, limit: Duration) -> Result<Option<Frame>, LinkError> {
         self.reader.read_frame_within(limit, "waiting for a frame").await
     }
+
+    /// Delivers `doc` and returns the node's answer (within 10 s).
+    pub async fn deliver(&mut self, doc: &kp_protocol::SignedDocument) -> Result<Option<Frame>, LinkError> {
+        self.send(&Frame::Deliver { message_id: doc.message_id(), document: doc.clone() }).await?;
+        self.recv(Duration::from_secs(10)).await
+    }
+}
+
+/// Connects to the node at `addr` as `participant` with `keys`, delivers `doc` and returns
+/// the node's answer: the one-document exchange of a hostile or hand-made delivery.
+pub fn deliver_one(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    keys: &NodeKeys,
+    participant: ParticipantCode,
+    doc: &kp_protocol::SignedDocument,
+) -> Option<Frame> {
+    rt.block_on(async {
+        let mut raw = RawPeer::connect(addr, keys, participant).await.expect("the raw peer connects");
+        raw.deliver(doc).await.expect("the node answers")
+    })
 }
 
 /// How a node answered a client that completes TLS and sends a Hello.

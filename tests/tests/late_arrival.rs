@@ -7,49 +7,15 @@
 //! A certificate cannot be issued already expired, nor delivered after its expiry, so the two
 //! nodes share a clock the test moves forward between the delivery and the confirmation.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kp_node::clock::{Clock, SystemClock};
-use kp_node::{Node, NodeOptions};
-use kp_protocol::{Date, Timestamp};
+use kp_node::clock::Clock;
+use kp_protocol::Date;
 use kp_tests::console::Console;
+use kp_tests::shifted::{start_with, ShiftedClock};
 use kp_tests::*;
 use serde_json::Value;
-
-const DAY_MS: i64 = 24 * 60 * 60 * 1000;
-
-/// The system clock moved forward by a number of days the test sets: time still flows (the
-/// links' timers work), but "today" is days ahead.
-#[derive(Debug, Default)]
-struct ShiftedClock(AtomicI64);
-
-impl ShiftedClock {
-    fn shift_days(&self, days: i64) {
-        self.0.fetch_add(days * DAY_MS, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ShiftedClock {
-    fn now(&self) -> Timestamp {
-        SystemClock.now().saturating_add_millis(self.0.load(Ordering::SeqCst))
-    }
-}
-
-/// A node in `dir` on `rt` that reads `clock`.
-fn start_with(
-    rt: &tokio::runtime::Runtime,
-    dir: kp_node::home::NodeDir,
-    clock: Arc<ShiftedClock>,
-) -> TestNode {
-    let mut opts = NodeOptions::new(dir.clone());
-    opts.announce = false;
-    opts.clock = clock;
-    let handle = rt.block_on(Node::start(opts)).expect("the node starts");
-    let api = Api::new(handle.api_addr(), handle.api_token());
-    TestNode { code: handle.participant(), dir, handle: Some(handle), api }
-}
 
 /// Certificate JSON from RU to IN issued on `issued_on`, expiring on `expires_on`.
 fn certificate(variant: u64, issued_on: Date, expires_on: Date) -> String {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use kp_keys::NodeKeys;
 use kp_protocol::{Frame, RejectCode, SignedDocument};
 use kp_tests::console::Console;
-use kp_tests::raw::RawPeer;
+use kp_tests::raw::deliver_one;
 use kp_tests::*;
 use serde_json::{json, Value};
 
@@ -228,12 +228,7 @@ fn a_certificate_to_a_union_goes_to_the_member_state_it_names() {
         ru_keys.signing.file().expect("a file key").signing_key(),
         now(),
     );
-    let reply = rt.block_on(async {
-        let mut raw =
-            RawPeer::connect(be.handle().peer_addr(), &ru_keys, "RU".parse().unwrap()).await.unwrap();
-        raw.send(&Frame::Deliver { message_id: doc.message_id(), document: doc.clone() }).await.unwrap();
-        raw.recv(Duration::from_secs(10)).await.unwrap()
-    });
+    let reply = deliver_one(&rt, be.handle().peer_addr(), &ru_keys, "RU".parse().unwrap(), &doc);
     match &reply {
         Some(Frame::Reject { code, detail, .. }) => {
             assert_eq!(*code, RejectCode::NotAddressedToUs, "{detail}");

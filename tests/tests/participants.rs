@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kp_keys::NodeKeys;
 use kp_protocol::{Frame, RejectCode, SignedDocument};
-use kp_tests::raw::RawPeer;
+use kp_tests::raw::{deliver_one, RawPeer};
 use kp_tests::*;
 use serde_json::{json, Value};
 
@@ -238,12 +238,7 @@ fn member_states_issue_in_their_unions_name_and_no_one_else_may() {
         be_keys.signing.file().expect("a file key").signing_key(),
         now(),
     );
-    let reply = rt.block_on(async {
-        let mut raw =
-            RawPeer::connect(ru.handle().peer_addr(), &be_keys, "BE".parse().unwrap()).await.unwrap();
-        raw.send(&Frame::Deliver { message_id: by_be.message_id(), document: by_be.clone() }).await.unwrap();
-        raw.recv(Duration::from_secs(10)).await.unwrap()
-    });
+    let reply = deliver_one(&rt, ru.handle().peer_addr(), &be_keys, "BE".parse().unwrap(), &by_be);
     match &reply {
         Some(Frame::Reject { code, detail, .. }) => {
             assert_eq!(*code, RejectCode::InvalidDocument, "{detail}");

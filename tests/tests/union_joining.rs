@@ -5,40 +5,13 @@
 //! and sends certificates for the union to Russia's node by `importing_member`. Both nodes
 //! read a clock the test moves across the date.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kp_node::clock::{Clock, SystemClock};
-use kp_node::{Node, NodeOptions};
-use kp_protocol::Timestamp;
+use kp_node::clock::Clock;
+use kp_tests::shifted::{start_with, ShiftedClock};
 use kp_tests::*;
 use serde_json::{json, Value};
-
-const DAY_MS: i64 = 24 * 60 * 60 * 1000;
-
-/// The system clock moved forward by a number of days the test sets.
-#[derive(Debug, Default)]
-struct ShiftedClock(AtomicI64);
-
-impl Clock for ShiftedClock {
-    fn now(&self) -> Timestamp {
-        SystemClock.now().saturating_add_millis(self.0.load(Ordering::SeqCst))
-    }
-}
-
-fn start_with(
-    rt: &tokio::runtime::Runtime,
-    dir: kp_node::home::NodeDir,
-    clock: Arc<ShiftedClock>,
-) -> TestNode {
-    let mut opts = NodeOptions::new(dir.clone());
-    opts.announce = false;
-    opts.clock = clock;
-    let handle = rt.block_on(Node::start(opts)).expect("the node starts");
-    let api = Api::new(handle.api_addr(), handle.api_token());
-    TestNode { code: handle.participant(), dir, handle: Some(handle), api }
-}
 
 /// Certificate JSON from `from` to `to` issued on the clock's today.
 fn certificate(clock: &ShiftedClock, from: &str, to: &str, member: Option<&str>, variant: u64) -> String {
@@ -98,7 +71,7 @@ fn a_participant_that_joins_a_union_issues_in_its_name_from_the_date_and_keeps_w
     });
 
     // Three days on: Russia is a member state of the EAEU.
-    clock.0.fetch_add(3 * DAY_MS, Ordering::SeqCst);
+    clock.shift_days(3);
     wait_linked(&ru.api, inn.code);
     // India learns the union from Russia's signed participant list.
     let (status, v) = ru.api.get("/v1/participants/export");

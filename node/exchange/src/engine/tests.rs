@@ -1782,25 +1782,32 @@ fn a_refused_replacement_restores_what_happened_to_the_old_certificate_since() {
     assert_eq!(ru.cert("RU-2026-000001").status, CertStatus::ImportConfirmed);
 }
 
-/// RU joined union EA, which is suspended today. RU's node backdates issued_on to the day
-/// before the join and issues in RU's own name: refused, as the names are judged on the day
-/// of signing and the suspension of RU's union counts for RU's node.
-#[test]
-fn a_backdated_issue_date_does_not_escape_a_unions_suspension() {
-    use kp_protocol::{ParticipantEntry, ParticipantStatus};
-    let now = Timestamp::from_unix_millis(T0); // 2026-11-18
-    let ea: ParticipantCode = "EA".parse().unwrap();
-    let by: ParticipantCode = "BY".parse().unwrap();
-    let entry = ParticipantEntry {
-        code: ea,
-        name: "Eurasian Economic Union".parse().unwrap(),
-        status: ParticipantStatus::Suspended,
-        effective_from: "2026-06-01".parse().unwrap(),
-        reason: None,
-        approved_origin_areas: vec![],
-        members: vec![RU, by],
+/// What IN's link check says of `cert`, signed now by RU's `key` (history `history`), given
+/// `registry`: the refusal, if any.
+fn refusal_of(
+    registry: &Registry,
+    key: &SigningKeyPair,
+    history: &KeyHistory,
+    cert: &Certificate,
+) -> Option<String> {
+    let now = Timestamp::from_unix_millis(T0);
+    let doc = SignedDocument::sign(cert, RU, key.signing_key(), now);
+    let ctx = CheckContext {
+        me: IN,
+        peer: RU,
+        now,
+        clock_tolerance_ms: 0,
+        retired_key_grace_ms: 0,
+        registry: registry.on(now.date()),
     };
-    let registry = Registry::from_entries([entry], [RU]);
+    match check_batch(&ctx, &mut history.clone(), vec![(doc.message_id(), None, doc)]).remove(0) {
+        Err(f) => Some(f.to_string()),
+        Ok(r) => r.refused.map(|f| f.to_string()),
+    }
+}
+
+/// A signing key of RU's and its key history.
+fn ru_signing() -> (SigningKeyPair, KeyHistory) {
     let key = SigningKeyPair::generate();
     let tls = kp_keys::TlsKeyPair::generate();
     let history = KeyHistory::genesis(
@@ -1810,29 +1817,43 @@ fn a_backdated_issue_date_does_not_escape_a_unions_suspension() {
         kp_keys::tlscert::self_signed(&tls, RU).unwrap(),
     )
     .unwrap();
-    let check = |issued_on: &str| {
+    (key, history)
+}
+
+/// The union EA of RU and `members`, with `status` from 2026-06-01.
+fn union_ea(
+    status: kp_protocol::ParticipantStatus,
+    members: Vec<ParticipantCode>,
+) -> kp_protocol::ParticipantEntry {
+    kp_protocol::ParticipantEntry {
+        code: "EA".parse().unwrap(),
+        name: "Eurasian Economic Union".parse().unwrap(),
+        status,
+        effective_from: "2026-06-01".parse().unwrap(),
+        reason: None,
+        approved_origin_areas: vec![],
+        members,
+    }
+}
+
+/// RU joined union EA, which is suspended today. RU's node backdates issued_on to the day
+/// before the join and issues in RU's own name: refused, as the names are judged on the day
+/// of signing and the suspension of RU's union counts for RU's node.
+#[test]
+fn a_backdated_issue_date_does_not_escape_a_unions_suspension() {
+    let by: ParticipantCode = "BY".parse().unwrap();
+    let registry =
+        Registry::from_entries([union_ea(kp_protocol::ParticipantStatus::Suspended, vec![RU, by])], [RU]);
+    let (key, history) = ru_signing();
+    let issued = |on: &str| {
         let mut cert = certificate("RU-2026-000009", "100.00");
-        cert.content.issued_on = issued_on.parse().unwrap();
-        let doc = SignedDocument::sign(&cert, RU, key.signing_key(), now);
-        let ctx = CheckContext {
-            me: IN,
-            peer: RU,
-            now,
-            clock_tolerance_ms: 0,
-            retired_key_grace_ms: 0,
-            registry: registry.on(now.date()),
-        };
-        check_batch(&ctx, &mut history.clone(), vec![(doc.message_id(), None, doc)]).remove(0)
+        cert.content.issued_on = on.parse().unwrap();
+        refusal_of(&registry, &key, &history, &cert)
     };
-    // Issued today in RU's own name: refused (RU is a member state of EA).
-    let refusal = |r: Result<Received, crate::verify::Refusal>| match r {
-        Err(f) => Some(f.to_string()),
-        Ok(r) => r.refused.map(|f| f.to_string()),
-    };
-    let today = refusal(check("2026-11-18"));
-    assert!(today.is_some());
+    // Issued today (2026-11-18) in RU's own name: refused (RU is a member state of EA).
+    assert!(issued("2026-11-18").is_some());
     // Backdated to before the join: refused all the same (validity 223 days).
-    let backdated = refusal(check("2026-05-31"));
+    let backdated = issued("2026-05-31");
     assert!(backdated.as_deref().is_some_and(|r| r.contains("member state of EA")), "{backdated:?}");
 }
 
@@ -1842,55 +1863,23 @@ fn a_backdated_issue_date_does_not_escape_a_unions_suspension() {
 /// messages for it are held.
 #[test]
 fn a_suspended_participant_does_not_escape_by_joining_a_union() {
-    use kp_protocol::{ParticipantEntry, ParticipantStatus};
-    let now = Timestamp::from_unix_millis(T0); // 2026-11-18
-    let ea: ParticipantCode = "EA".parse().unwrap();
     let mut ru_entry = crate::registry::shipped()[&RU].clone();
-    ru_entry.status = ParticipantStatus::Suspended;
+    ru_entry.status = kp_protocol::ParticipantStatus::Suspended;
     ru_entry.effective_from = "2026-01-01".parse().unwrap();
-    let union = ParticipantEntry {
-        code: ea,
-        name: "Eurasian Economic Union".parse().unwrap(),
-        status: ParticipantStatus::Active,
-        effective_from: "2026-06-01".parse().unwrap(),
-        reason: None,
-        approved_origin_areas: vec![],
-        members: vec![RU],
-    };
+    let union = union_ea(kp_protocol::ParticipantStatus::Active, vec![RU]);
     let registry = Registry::from_entries([ru_entry, union.clone()], [RU]);
-    let on = registry.on(now.date());
+    let on = registry.on(Timestamp::from_unix_millis(T0).date());
     let problems = crate::registry::change_problems(&on, &union);
     assert!(problems.iter().any(|p| p.message.contains("RU is suspended")), "{problems:?}");
-    let key = SigningKeyPair::generate();
-    let tls = kp_keys::TlsKeyPair::generate();
-    let history = KeyHistory::genesis(
-        RU,
-        &key.verifying_key().to_bytes(),
-        Timestamp::from_unix_millis(T0 - 1000),
-        kp_keys::tlscert::self_signed(&tls, RU).unwrap(),
-    )
-    .unwrap();
-    let check = |exporting: &str, number: &str| {
+    let (key, history) = ru_signing();
+    let named = |exporting: &str, number: &str| {
         let mut cert = certificate("RU-2026-000009", "100.00");
         cert.number = number.parse().unwrap();
         cert.content.exporting_participant = exporting.parse().unwrap();
-        let doc = SignedDocument::sign(&cert, RU, key.signing_key(), now);
-        let ctx = CheckContext {
-            me: IN,
-            peer: RU,
-            now,
-            clock_tolerance_ms: 0,
-            retired_key_grace_ms: 0,
-            registry: registry.on(now.date()),
-        };
-        match check_batch(&ctx, &mut history.clone(), vec![(doc.message_id(), None, doc)]).remove(0) {
-            Err(f) => Some(f.to_string()),
-            Ok(r) => r.refused.map(|f| f.to_string()),
-        }
+        refusal_of(&registry, &key, &history, &cert)
     };
-    let own = check("RU", "RU-2026-000009");
-    assert!(own.is_some());
-    let union_name = check("EA", "EA-RU-2026-000009");
+    assert!(named("RU", "RU-2026-000009").is_some());
+    let union_name = named("EA", "EA-RU-2026-000009");
     assert!(union_name.as_deref().is_some_and(|r| r.contains("RU is suspended")), "{union_name:?}");
     assert!(on.held(RU).is_some(), "messages for suspended RU are held");
 }
