@@ -323,7 +323,11 @@ fn open_store(dir: &NodeDir, config: &NodeConfig) -> Result<SledStore, StartErro
         tracing::warn!(from = %m.from, to = m.to, backup = %m.backup.display(), "{}", m.line());
     }
     if let Some(line) = report.indexed_line() {
-        tracing::info!(certificates = report.indexed, "{line}");
+        if report.index_skipped.is_empty() {
+            tracing::info!(certificates = report.indexed, received = report.indexed_imports, "{line}");
+        } else {
+            tracing::warn!(certificates = report.indexed, received = report.indexed_imports, "{line}");
+        }
     }
     for f in &report.removed_partial_snapshots {
         tracing::warn!(

@@ -89,6 +89,23 @@ fn take_issued_index(records: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
     assert_eq!(Some(&at), records.get(&meta_key(meta::COUNTS)), "complete for the store's counters");
 }
 
+/// Takes the index of certificates received out of `records` (its records, prefix `J`: a kind,
+/// a day, a certificate number; and the copy of the counters it was last complete for),
+/// checking that each names a stored certificate and that it is complete for the store's
+/// counters: what opening a store written before the index adds to it.
+fn take_imported_index(records: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+    let index: Vec<Vec<u8>> = records.keys().filter(|k| k.first() == Some(&b'J')).cloned().collect();
+    for k in &index {
+        assert!(matches!(k.get(1), Some(b'd' | b'w')), "a confirmed or a waiting import: {k:?}");
+        let mut cert_key = vec![b'C'];
+        cert_key.extend_from_slice(&k[6..]);
+        assert!(records.contains_key(&cert_key), "the index names a stored certificate: {k:?}");
+        records.remove(k);
+    }
+    let at = records.remove(&meta_key(meta::IMPORTED_INDEX_AT)).expect("the index says it is complete");
+    assert_eq!(Some(&at), records.get(&meta_key(meta::COUNTS)), "complete for the store's counters");
+}
+
 fn format_in(store: &Path) -> String {
     String::from_utf8(raw_records(store).remove(&meta_key(meta::FORMAT)).expect("a format")).unwrap()
 }
@@ -135,6 +152,7 @@ fn todays_kpnode_migrates_a_store_written_in_format_2_after_copying_it() {
     let mut after = raw_records(&dir.store_dir());
     assert!(after.remove(&meta_key(meta::LOG_FORMAT3_FROM)).is_some());
     take_issued_index(&mut after);
+    take_imported_index(&mut after);
     after.insert(meta_key(meta::FORMAT), b"kpnode-store/2".to_vec());
     assert_eq!(after, before, "no entry was rewritten: their hashes and partners' receipts hold");
     let report = kp_tests::audit(&dir);
@@ -243,11 +261,13 @@ fn todays_kpnode_reads_a_store_written_in_format_3_with_its_officers() {
     assert!(!err.contains("migrated"), "{err}");
     assert!(migration_backups(&dir, "kpnode-store/3").is_empty());
     assert!(err.contains("built the index of certificates by date of issue ("), "{err}");
-    // Opening it added the index by date of issue (the fixture was written before it) and
-    // changed nothing else.
+    assert!(err.contains("and the index of certificates received ("), "{err}");
+    // Opening it added the indexes (the fixture was written before them) and changed nothing
+    // else.
     let mut after = raw_records(&dir.store_dir());
     take_issued_index(&mut after);
-    assert_eq!(after, before, "opening it changed nothing but the index");
+    take_imported_index(&mut after);
+    assert_eq!(after, before, "opening it changed nothing but the indexes");
     let (code, _, err) = kpnode(&["log", "verify", "--dir", root]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("built the index"), "built once: {err}");

@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use kp_protocol::receipt::{try_sign_batch_with, ReceiptItem};
 use kp_protocol::{
-    Certificate, CertificateDraft, Date, MessageReceipt, ParticipantCode, SignedDocument, Text, Timestamp,
-    ValidationContext, Void,
+    Carats, Certificate, CertificateDraft, Date, ImportConfirmation, MessageReceipt, ParticipantCode,
+    SignedDocument, Text, Timestamp, ValidationContext, Void,
 };
 use serde::Serialize;
 
@@ -31,8 +31,8 @@ use crate::node::{Node, NodeOptions};
 use crate::queries::{self, CertFilter};
 use crate::report::stats::{self, Basis, By, Period};
 use crate::store::{
-    encode_record, hash_entry_bytes, log_key, meta, CertRecord, CertStatus, Counts, Direction, EntryBody,
-    LogEntry, LogHead, LogRecord, SledStore, Storage, Tree, VoidRecord, Writes,
+    encode_record, hash_entry_bytes, log_key, meta, CertRecord, CertStatus, ConfirmationRecord, Counts,
+    Direction, EntryBody, LogEntry, LogHead, LogRecord, SledStore, Storage, Tree, VoidRecord, Writes,
 };
 use kp_exchange::signer::Signer;
 
@@ -40,6 +40,9 @@ use kp_exchange::signer::Signer;
 pub const PER_DAY: u64 = 100;
 /// One certificate in this many is voided by its exporter.
 const VOID_EVERY: u64 = 100;
+/// Certificates issued in the last this many days wait for IN's confirmation; the earlier
+/// ones are confirmed (but the voided).
+const WAITING_DAYS: i32 = 10;
 /// Log entries covered by one receipt this node signs (a delivery's batch).
 const RECEIPT_BATCH: usize = 100;
 /// Random certificates shown, for `cert show`'s time.
@@ -53,13 +56,18 @@ pub struct ScaleRow {
     pub store_mb: f64,
     /// Filling the store (signing every certificate and receipt), seconds.
     pub fill_s: f64,
-    /// Opening the filled store, which builds the index by date of issue (the store was
-    /// written without it, as by a kpnode older than the index), seconds.
+    /// Opening the filled store, which builds the indexes by date of issue and of the
+    /// certificates received (the store was written without them, as by a kpnode older than
+    /// the indexes), seconds.
     pub open_with_index_build_s: f64,
     pub quarter: String,
     pub quarter_certificates: u64,
     pub stats_quarter_ms: f64,
     pub stats_quarter_from_whole_log_ms: f64,
+    /// The quarter's statistics by date of import (`--basis imported`), through the index of
+    /// certificates received, and the same from the whole log.
+    pub stats_quarter_imported_ms: f64,
+    pub stats_quarter_imported_from_whole_log_ms: f64,
     pub reconcile_quarter_ms: f64,
     pub reconcile_whole_store_ms: f64,
     pub list_first_page_ms: f64,
@@ -138,8 +146,11 @@ async fn one_size(root: &Path, at: Layout, crypto: &Crypto, progress: bool) -> R
     let (store, report) =
         SledStore::open(&in_dir.store_dir(), config.store.cache_capacity_mb).map_err(|e| e.to_string())?;
     let open_with_index_build_s = started.elapsed().as_secs_f64();
-    if report.indexed != Some(n) {
-        return Err(format!("opening the filled store indexed {:?} certificates, not {n}", report.indexed));
+    if report.indexed != Some(n) || report.indexed_imports != Some(n) {
+        return Err(format!(
+            "opening the filled store indexed {:?} certificates by date of issue and {:?} received, not {n}",
+            report.indexed, report.indexed_imports
+        ));
     }
     let me = config.participant;
     let ru = ParticipantCode::from_static("RU");
@@ -172,6 +183,61 @@ async fn one_size(root: &Path, at: Layout, crypto: &Crypto, progress: bool) -> R
         return Err(format!(
             "the quarter's statistics count {quarter_certificates} certificates, the store holds {expected_in_quarter}"
         ));
+    }
+
+    // By date of import: the imports confirmed with a date of import in the quarter.
+    let started = Instant::now();
+    let indexed = stats::compute(&store, me, &period, by, Basis::Imported).map_err(|e| e.to_string())?;
+    let stats_quarter_imported_ms = ms(started);
+    let started = Instant::now();
+    let scanned =
+        stats::compute_from_log(&store, me, &period, by, Basis::Imported).map_err(|e| e.to_string())?;
+    let stats_quarter_imported_from_whole_log_ms = ms(started);
+    if as_json(&indexed) != as_json(&scanned) {
+        return Err(format!(
+            "the quarter's statistics by date of import through the index differ from the whole log's:\n{}\n{}",
+            as_json(&indexed),
+            as_json(&scanned)
+        ));
+    }
+    // The quarter, and the last 30 days (where the small stores of the tests have their
+    // certificates, confirmed and waiting): the indexes against the whole log, both bases.
+    let recent: Period = format!("{}..{today}", today.add_days(-30).unwrap_or(today)).parse()?;
+    for (period, basis) in [(&period, Basis::Imported), (&recent, Basis::Imported), (&recent, Basis::Issued)]
+    {
+        let indexed = stats::compute(&store, me, period, by, basis).map_err(|e| e.to_string())?;
+        let scanned = stats::compute_from_log(&store, me, period, by, basis).map_err(|e| e.to_string())?;
+        if as_json(&indexed) != as_json(&scanned) {
+            return Err(format!(
+                "the statistics of {} by {basis:?} through the index differ from the whole log's:\n{}\n{}",
+                period.label,
+                as_json(&indexed),
+                as_json(&scanned)
+            ));
+        }
+        let counted: u64 = indexed.totals.iter().map(|r| r.certificates).sum();
+        let expected = (0..n)
+            .filter(|i| {
+                !is_voided(*i)
+                    && match basis {
+                        Basis::Imported => at.received_on(*i, today).is_some_and(|d| period.contains(d)),
+                        Basis::Issued => period.contains(at.issued_on(*i, today)),
+                    }
+            })
+            .count() as u64;
+        let waiting = (0..n)
+            .filter(|i| {
+                !is_voided(*i)
+                    && at.received_on(*i, today).is_none()
+                    && period.contains(at.issued_on(*i, today))
+            })
+            .count() as u64;
+        if counted != expected || (basis == Basis::Imported && indexed.unconfirmed_imports != waiting) {
+            return Err(format!(
+                "the statistics of {} by {basis:?} count {counted} certificates and {} not confirmed; the store holds {expected} and {waiting}",
+                period.label, indexed.unconfirmed_imports
+            ));
+        }
     }
 
     let started = Instant::now();
@@ -290,6 +356,8 @@ async fn one_size(root: &Path, at: Layout, crypto: &Crypto, progress: bool) -> R
         quarter_certificates,
         stats_quarter_ms,
         stats_quarter_from_whole_log_ms,
+        stats_quarter_imported_ms,
+        stats_quarter_imported_from_whole_log_ms,
         reconcile_quarter_ms,
         reconcile_whole_store_ms,
         list_first_page_ms,
@@ -356,6 +424,17 @@ impl Layout {
         today.add_days(-(days_back.min(i32::MAX as u64) as i32)).unwrap_or(today)
     }
 
+    /// The day certificate `i`'s shipment arrived, as IN confirmed it: 1 to 7 days after its
+    /// issue, for those issued more than [`WAITING_DAYS`] ago; the later ones wait for
+    /// their confirmation.
+    fn received_on(&self, i: u64, today: Date) -> Option<Date> {
+        let issued = self.issued_on(i, today);
+        if issued.days_after(today.add_days(-WAITING_DAYS)?) >= 0 {
+            return None;
+        }
+        issued.add_days(1 + (i % 7) as i32)
+    }
+
     /// Certificate `i`'s number: in the order of issue.
     fn number(&self, i: u64, today: Date) -> String {
         format!("RU-{:04}-{i:07}", self.issued_on(i, today).ymd().0)
@@ -364,6 +443,45 @@ impl Layout {
 
 fn is_voided(i: u64) -> bool {
     i % VOID_EVERY == VOID_EVERY - 1
+}
+
+/// Records IN's confirmation of `cert` (received on `received_on`) on its record, as
+/// `kpnode cert confirm` would: signed by IN, with what the certificate declares.
+fn confirm(
+    in_signer: &Signer,
+    cert: &Certificate,
+    doc: &SignedDocument,
+    rec: &mut CertRecord,
+    received_on: Date,
+) -> Result<(), String> {
+    let c = &cert.content;
+    let confirmation = ImportConfirmation {
+        certificate: cert.number.clone(),
+        certificate_id: doc.message_id(),
+        exporting_participant: c.exporting_participant,
+        importing_participant: c.importing_participant,
+        exporter: c.exporter.named(),
+        importer: c.importer.named(),
+        received_on,
+        parcels: rec.parcels,
+        carats: Carats::from_hundredths(rec.carats).map_err(|e| e.to_string())?,
+        confirming_authority: "Directorate General of Foreign Trade".parse().map_err(|e| format!("{e}"))?,
+        remarks: None,
+    };
+    let signed = in_signer.sign(&confirmation).map_err(|e| e.to_string())?;
+    rec.status = CertStatus::ImportConfirmed;
+    rec.confirmation = Some(ConfirmationRecord {
+        message_id: signed.message_id(),
+        received_on,
+        parcels: confirmation.parcels,
+        carats: confirmation.carats,
+        discrepancy: None,
+        confirmed_at: signed.signed_at,
+        acknowledged: false,
+        rejection: None,
+        log_seq: None,
+    });
+    Ok(())
 }
 
 /// Enrols RU's node in IN's, as `kpnode peer add` would.
@@ -415,6 +533,9 @@ fn fill(in_dir: &NodeDir, ru_dir: &NodeDir, at: Layout, today: Date, progress: b
         while entries.len() + 2 <= RECEIPT_BATCH && i < n {
             let (doc, cert) = certificate(&ru_signer, &at.number(i, today), i, at.issued_on(i, today))?;
             let mut rec = received_record(&cert, &doc, head.next_seq, now);
+            if let Some(received_on) = at.received_on(i, today).filter(|_| !is_voided(i)) {
+                confirm(&in_signer, &cert, &doc, &mut rec, received_on)?;
+            }
             entries.push(append(&mut head, now, ru, doc.clone()));
             if is_voided(i) {
                 let void = Void {

@@ -30,8 +30,9 @@ both throughputs side by side and the time of one token signature. In one proces
 --scale 10000,100000,1000000 measures instead what questions cost as the store grows: for each \
 size, a node's store in a temporary directory is filled with that many certificates received from \
 a partner (real signed certificates and receipts, 100 issued a day up to yesterday, one in a \
-hundred voided), then it times opening it (which builds the index by date of issue), the last full \
-quarter's statistics and reconciliation, the whole store's reconciliation, the first page of the \
+hundred voided, those older than 10 days confirmed), then it times opening it (which builds the \
+indexes by date of issue and of the certificates received), the last full quarter's statistics \
+(by date of issue and by date of import) and reconciliation, the whole store's reconciliation, the first page of the \
 certificate list (and of a filter few match), cert show of random numbers, and log verify with its \
 rate against this machine's Ed25519 verifications on every core. Every answer is checked.";
 
@@ -216,13 +217,15 @@ fn scale(sizes: &[u64], json: bool) -> CliResult {
     );
     println!();
     println!(
-        "{:>9} {:>7} {:>7} {:>6} {:>8} {:>9} {:>8} {:>8} {:>7} {:>7} {:>16} {:>8} {:>7} {:>7} {:>6} {:>6}",
+        "{:>9} {:>7} {:>7} {:>6} {:>8} {:>9} {:>8} {:>9} {:>8} {:>8} {:>7} {:>7} {:>16} {:>8} {:>7} {:>7} {:>6} {:>6}",
         "certs",
         "store",
         "open",
         "qcerts",
         "stats",
         "stats*",
+        "imp",
+        "imp*",
         "recon-q",
         "recon",
         "list",
@@ -236,13 +239,15 @@ fn scale(sizes: &[u64], json: bool) -> CliResult {
     );
     for w in &r.rows {
         println!(
-            "{:>9} {:>5.0}MB {:>6.1}s {:>6} {:>6.0}ms {:>7.0}ms {:>6.0}ms {:>6.0}ms {:>5.1}ms {:>5.1}ms {:>4.2}/{:>4.2}/{:>4.1}ms {:>7.1}s {:>7.0} {:>6.1}s {:>6.2} {:>6.2}",
+            "{:>9} {:>5.0}MB {:>6.1}s {:>6} {:>6.0}ms {:>7.0}ms {:>6.0}ms {:>7.0}ms {:>6.0}ms {:>6.0}ms {:>5.1}ms {:>5.1}ms {:>4.2}/{:>4.2}/{:>4.1}ms {:>7.1}s {:>7.0} {:>6.1}s {:>6.2} {:>6.2}",
             w.certificates,
             w.store_mb,
             w.open_with_index_build_s,
             w.quarter_certificates,
             w.stats_quarter_ms,
             w.stats_quarter_from_whole_log_ms,
+            w.stats_quarter_imported_ms,
+            w.stats_quarter_imported_from_whole_log_ms,
             w.reconcile_quarter_ms,
             w.reconcile_whole_store_ms,
             w.list_first_page_ms,
@@ -259,9 +264,10 @@ fn scale(sizes: &[u64], json: bool) -> CliResult {
     }
     println!();
     println!(
-        "  open: opening the store, building the index by date of issue; qcerts: certificates of the quarter"
+        "  open: opening the store, building the indexes (by date of issue, of certificates received); qcerts: certificates of the quarter"
     );
     println!("  stats: the quarter's statistics (through the index); stats*: the same from the whole log");
+    println!("  imp: the same by date of import (--basis imported, through the index of certificates received); imp*: from the whole log");
     println!("  recon-q: the quarter's reconciliation; recon: the whole store's");
     println!("  list: the first page (100); list-f: the first page of status=voided&peer=RU; show: cert show of 200 random numbers");
     println!("  verify: log verify on every core, entries a second, with one verifying thread beside the reader; the rate against cores × verify (strict) and cores × batch verify");

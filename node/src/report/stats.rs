@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kp_protocol::amount::format_hundredths;
-use kp_protocol::{Certificate, Date, DocumentKind, HsCode, Origin, ParticipantCode, Void};
+use kp_protocol::{Certificate, Date, DocumentKind, HsCode, Origin, ParticipantCode, SignedDocument, Void};
 use serde::{Deserialize, Serialize};
 
 use crate::queries::effective_status;
@@ -254,7 +254,8 @@ pub struct StatsReport {
     pub replaced_excluded: u64,
     /// With [`Basis::Imported`]: imports left out because this node has not confirmed them
     /// (no date of import yet) although they were valid during the period (issued on or
-    /// before its end, expiring on or after its start). Always 0 with [`Basis::Issued`].
+    /// before its end, expiring on or after its start); not the voided or replaced ones, which
+    /// can no longer be confirmed. Always 0 with [`Basis::Issued`].
     #[serde(default)]
     pub unconfirmed_imports: u64,
 }
@@ -301,10 +302,10 @@ struct Gathered {
     unconfirmed_imports: u64,
 }
 
-/// Computes the statistics of `period`. With [`Basis::Issued`] it reads the period's
-/// certificates through the index by date of issue (the time grows with the period's
-/// certificates, not the store's); with [`Basis::Imported`] it reads the whole log (an
-/// import counts on the day of its confirmation, which the index does not order).
+/// Computes the statistics of `period` through the indexes, so the time grows with the
+/// period's certificates, not the store's: the certificates issued in the period (with
+/// [`Basis::Issued`]), or (with [`Basis::Imported`]) the exports issued in it, the imports
+/// confirmed with a date of import in it, and the imports waiting for a confirmation.
 pub fn compute<S: Storage + ?Sized>(
     store: &S,
     me: ParticipantCode,
@@ -313,8 +314,8 @@ pub fn compute<S: Storage + ?Sized>(
     basis: Basis,
 ) -> Result<StatsReport, StoreError> {
     let gathered = match basis {
-        Basis::Issued => gather_indexed(store, period)?,
-        Basis::Imported => gather_from_log(store, period, basis)?,
+        Basis::Issued => gather_indexed(store, period, None)?,
+        Basis::Imported => gather_imported(store, period)?,
     };
     Ok(summarise(me, period, by, basis, gathered))
 }
@@ -348,10 +349,15 @@ fn contribution(flow: Flow, signer: ParticipantCode, cert: &Certificate, counted
     Contribution { flow, partner, member, month: (y, m), parcels }
 }
 
-/// The certificates issued in `period`, through the index: each one's record says where its
-/// entry sits in the log (none: its delivery is not acknowledged, so it does not count) and
-/// whether its void is in the log (outbound: acknowledged by the importer; inbound: stored).
-fn gather_indexed<S: Storage + ?Sized>(store: &S, period: &Period) -> Result<Gathered, StoreError> {
+/// The certificates issued in `period` (only those of flow `only`, if given), through the
+/// index: each one's record says where its entry sits in the log (none: its delivery is not
+/// acknowledged, so it does not count) and whether its void is in the log (outbound:
+/// acknowledged by the importer; inbound: stored).
+fn gather_indexed<S: Storage + ?Sized>(
+    store: &S,
+    period: &Period,
+    only: Option<Flow>,
+) -> Result<Gathered, StoreError> {
     let mut g = Gathered {
         certs: BTreeMap::new(),
         voided: BTreeSet::new(),
@@ -359,19 +365,9 @@ fn gather_indexed<S: Storage + ?Sized>(store: &S, period: &Period) -> Result<Gat
         unconfirmed_imports: 0,
     };
     for number in crate::store::index::numbers_issued(store, period.start, period.end)? {
-        let Some(rec) = get_record::<CertRecord, _>(store, Tree::Certs, number.as_bytes())? else { continue };
-        let Some(seq) = rec.log_seq else { continue };
-        let Some((entry, _)) = crate::store::read_log(store, seq)? else { continue };
-        let (flow, doc) = match &entry.body {
-            EntryBody::Sent { document, .. } => (Flow::Export, document),
-            EntryBody::Received { document, .. } => (Flow::Import, document),
-            EntryBody::Recorded { .. } => continue,
-        };
-        if doc.kind != DocumentKind::Certificate {
-            continue;
-        }
-        let Ok(cert) = doc.body::<Certificate>() else { continue };
-        if cert.number.as_str() != number || !period.contains(cert.content.issued_on) {
+        let direction = only.map(|f| if f == Flow::Export { Direction::Out } else { Direction::In });
+        let Some((rec, flow, doc, cert)) = logged_certificate(store, &number, direction)? else { continue };
+        if only.is_some_and(|f| f != flow) || !period.contains(cert.content.issued_on) {
             continue;
         }
         let void_logged = rec.void.as_ref().is_some_and(|v| match rec.direction {
@@ -387,6 +383,73 @@ fn gather_indexed<S: Storage + ?Sized>(store: &S, period: &Period) -> Result<Gat
         g.certs.insert(number, contribution(flow, doc.signer, &cert, cert.content.issued_on));
     }
     Ok(g)
+}
+
+/// The certificate `number` as the log holds it, with its record and its flow: `None` if its
+/// delivery is not acknowledged (so it does not count), if its entry is not that certificate,
+/// or if it is not of `direction` (checked before the log is read).
+fn logged_certificate<S: Storage + ?Sized>(
+    store: &S,
+    number: &str,
+    direction: Option<Direction>,
+) -> Result<Option<(CertRecord, Flow, SignedDocument, Certificate)>, StoreError> {
+    let Some(rec) = get_record::<CertRecord, _>(store, Tree::Certs, number.as_bytes())? else {
+        return Ok(None);
+    };
+    if direction.is_some_and(|d| d != rec.direction) {
+        return Ok(None);
+    }
+    let Some(seq) = rec.log_seq else { return Ok(None) };
+    let Some((entry, _)) = crate::store::read_log(store, seq)? else { return Ok(None) };
+    let (flow, doc) = match entry.body {
+        EntryBody::Sent { document, .. } => (Flow::Export, document),
+        EntryBody::Received { document, .. } => (Flow::Import, document),
+        EntryBody::Recorded { .. } => return Ok(None),
+    };
+    if doc.kind != DocumentKind::Certificate {
+        return Ok(None);
+    }
+    let Ok(cert) = doc.body::<Certificate>() else { return Ok(None) };
+    if cert.number.as_str() != number {
+        return Ok(None);
+    }
+    Ok(Some((rec, flow, doc, cert)))
+}
+
+/// The period's statistics by date of import, through the indexes: the exports issued in the
+/// period, the imports this node confirmed with a date of import in it, and, counted apart,
+/// the imports waiting for its confirmation whose validity overlaps it. What the whole log
+/// gives ([`gather_from_log`]), read from the period's certificates and the waiting ones only.
+fn gather_imported<S: Storage + ?Sized>(store: &S, period: &Period) -> Result<Gathered, StoreError> {
+    use crate::store::index;
+    let mut g = gather_indexed(store, period, Some(Flow::Export))?;
+    for number in index::numbers_imported(store, period.start, period.end)? {
+        let Some((rec, flow, doc, cert)) = logged_certificate(store, &number, Some(Direction::In))? else {
+            continue;
+        };
+        // A voided import can never be confirmed: it is left out (as from the whole log).
+        if flow != Flow::Import || rec.status == CertStatus::Voided {
+            continue;
+        }
+        let Some(received_on) = rec.confirmation.as_ref().map(|c| c.received_on) else { continue };
+        if !period.contains(received_on) {
+            continue;
+        }
+        g.certs.insert(number, contribution(flow, doc.signer, &cert, received_on));
+    }
+    // Those expiring before the period do not overlap it.
+    for number in index::numbers_awaiting(store, period.start)? {
+        let Some(rec) = get_record::<CertRecord, _>(store, Tree::Certs, number.as_bytes())? else { continue };
+        if rec.log_seq.is_some() && index::awaits_confirmation(&rec) && overlaps(&rec, period) {
+            g.unconfirmed_imports += 1;
+        }
+    }
+    Ok(g)
+}
+
+/// Whether the certificate of `rec` is valid during some of `period`.
+fn overlaps(rec: &CertRecord, period: &Period) -> bool {
+    rec.issued_on <= period.end && rec.expires_on >= period.start
 }
 
 /// The period's certificates from the whole log.
@@ -421,9 +484,12 @@ fn gather_from_log<S: Storage + ?Sized>(
                     let counted_on = if flow == Flow::Import && basis == Basis::Imported {
                         let rec: Option<CertRecord> =
                             get_record(store, Tree::Certs, cert.number.as_str().as_bytes())?;
-                        // A voided import can never be confirmed: it is left out, not
-                        // reported as waiting for a confirmation.
-                        if rec.as_ref().is_some_and(|r| r.status == CertStatus::Voided) {
+                        // A voided import can never be confirmed, nor a replaced one (its
+                        // replacement is confirmed): left out, not reported as waiting.
+                        if rec
+                            .as_ref()
+                            .is_some_and(|r| matches!(r.status, CertStatus::Voided | CertStatus::Replaced))
+                        {
                             continue;
                         }
                         match rec.and_then(|r| r.confirmation).map(|c| c.received_on) {

@@ -133,7 +133,7 @@ impl Engine {
     ) -> Outcome {
         rec.updated_at = now;
         self.enqueue(txn, applied, rec.peer, document, document.message_id(), Some(rec.number.clone()));
-        txn.put(Tree::Certs, rec.number.as_str().as_bytes(), &rec);
+        txn.put_cert(&rec);
         Outcome::Updated(Box::new(rec))
     }
 
@@ -319,7 +319,7 @@ pub(super) fn mark_replaced<S: Storage + ?Sized>(
     });
     rec.status = CertStatus::Replaced;
     rec.updated_at = now;
-    txn.put(Tree::Certs, rec.number.as_str().as_bytes(), &rec);
+    txn.put_cert(&rec);
 }
 
 /// Why an outbound certificate cannot be voided now, if it cannot.

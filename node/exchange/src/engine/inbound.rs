@@ -17,7 +17,6 @@ impl Engine {
     ) -> Result<Verdict, StoreError> {
         let Arrival { now, peer, item, at_seq } = *a;
         let (doc, id) = (&item.document, item.message_id);
-        let key = r.certificate.as_str().as_bytes();
         let Some(mut rec) = named_certificate(txn, &r.certificate, peer, None, r.certificate_id)? else {
             if self.hold_for_recovery(txn)? {
                 return Ok(Verdict::Hold(format!("certificate {} is not on this node yet", r.certificate)));
@@ -47,7 +46,7 @@ impl Engine {
         txn.events.push(Event::DiscrepancyResolved { peer, number: rec.number.clone() });
         txn.put(Tree::Meta, &rkey, &resolution_record(r, doc, id, Some(at_seq)));
         rec.updated_at = now;
-        txn.put(Tree::Certs, key, &rec);
+        txn.put_cert(&rec);
         Ok(Verdict::Store)
     }
 
@@ -312,7 +311,6 @@ impl Engine {
     ) -> Result<Verdict, StoreError> {
         let Arrival { now, peer, item, at_seq } = *a;
         let (doc, id) = (&item.document, item.message_id);
-        let key = c.certificate.as_str().as_bytes();
         let Some(mut rec) =
             named_certificate(txn, &c.certificate, peer, Some(Direction::Out), c.certificate_id)?
         else {
@@ -353,7 +351,7 @@ impl Engine {
             number: rec.number.clone(),
             status: rec.status.as_str(),
         });
-        txn.put(Tree::Certs, key, &rec);
+        txn.put_cert(&rec);
         Ok(Verdict::Store)
     }
 
@@ -367,7 +365,6 @@ impl Engine {
     ) -> Result<Verdict, StoreError> {
         let Arrival { now, peer, item, at_seq } = *a;
         let (doc, id) = (&item.document, item.message_id);
-        let key = v.certificate.as_str().as_bytes();
         let Some(mut rec) =
             named_certificate(txn, &v.certificate, peer, Some(Direction::In), v.certificate_id)?
         else {
@@ -403,7 +400,7 @@ impl Engine {
         });
         record_void(&mut rec, v, doc, id, Some(at_seq));
         rec.updated_at = now;
-        txn.put(Tree::Certs, key, &rec);
+        txn.put_cert(&rec);
         Ok(Verdict::Store)
     }
 

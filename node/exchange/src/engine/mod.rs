@@ -347,10 +347,19 @@ impl<'s, S: Storage + ?Sized> Txn<'s, S> {
         self.writes[tree as usize].insert(key.to_vec(), Some(encode_record(value)));
     }
 
+    /// A certificate's record, and (if it was received) its place in the index of
+    /// certificates received, in step with its confirmation.
+    fn put_cert(&mut self, rec: &CertRecord) {
+        self.put(Tree::Certs, rec.number.as_str().as_bytes(), rec);
+        for (key, value) in store::index::imported_writes(rec) {
+            self.writes[Tree::Imported as usize].insert(key, value);
+        }
+    }
+
     /// A new certificate's record, and its place in the index by date of issue (which never
     /// changes: later writes of the record leave the index alone).
     fn put_new_cert(&mut self, rec: &CertRecord) {
-        self.put(Tree::Certs, rec.number.as_str().as_bytes(), rec);
+        self.put_cert(rec);
         let key = store::index::issued_key(rec.issued_on, rec.number.as_str());
         self.writes[Tree::Issued as usize].insert(key, Some(Vec::new()));
     }
@@ -674,8 +683,9 @@ impl Engine {
         }
         if self.counts != counts_before {
             txn.put(Tree::Meta, meta::COUNTS, &self.counts);
-            // Every new certificate's index record is in this batch: the index stays complete.
+            // Every certificate's index records are in this batch: the indexes stay complete.
             txn.put(Tree::Meta, meta::ISSUED_INDEX_AT, &self.counts);
+            txn.put(Tree::Meta, meta::IMPORTED_INDEX_AT, &self.counts);
         }
         for (peer, n) in &self.queued {
             if queued_before.get(peer) != Some(n) {

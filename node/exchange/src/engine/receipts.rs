@@ -182,7 +182,7 @@ fn update_certificate<S: Storage + ?Sized>(
     if let Some(mut rec) = txn.get_rec::<CertRecord>(Tree::Certs, key)? {
         update(&mut rec, &mut txn.events);
         rec.updated_at = now;
-        txn.put(Tree::Certs, key, &rec);
+        txn.put_cert(&rec);
     }
     Ok(())
 }

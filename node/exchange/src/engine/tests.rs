@@ -1677,8 +1677,55 @@ fn a_new_certificate_is_indexed_by_its_date_of_issue_on_both_sides() {
     // A store whose index is not known complete (written by an older kpnode) is indexed
     // again from its certificate records.
     ru.store.commit(&Writes::from([((Tree::Meta, meta::ISSUED_INDEX_AT.to_vec()), None)])).unwrap();
-    assert_eq!(crate::storage::index::ensure_issued(&ru.store).unwrap(), Some(1));
+    assert_eq!(crate::storage::index::ensure_issued(&ru.store).unwrap().map(|b| b.certificates), Some(1));
     assert_eq!(crate::storage::index::ensure_issued(&ru.store).unwrap(), None);
+}
+
+/// The importer indexes a certificate it receives as waiting for its confirmation (by its day
+/// of expiry), and moves it to its date of import when it confirms it, in the same commits;
+/// the exporter indexes nothing there. A store whose index is not known complete is indexed
+/// again, stale entries removed, a damaged record left out rather than keeping the store shut.
+#[test]
+fn a_received_certificate_is_indexed_as_waiting_then_by_its_date_of_import() {
+    use crate::storage::index::{awaiting_key, ensure_imported, numbers_awaiting, numbers_imported};
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(T0)));
+    let (ru, mut inn) = one_delivered(&clock);
+    let now = Timestamp::from_unix_millis(T0);
+    let today = now.date();
+    let far = today.add_days(400).unwrap();
+    let before = today.add_days(-400).unwrap();
+    let expires = inn.cert("RU-2026-000001").expires_on;
+    assert_eq!(numbers_awaiting(&inn.store, before).unwrap(), ["RU-2026-000001"]);
+    assert_eq!(numbers_awaiting(&inn.store, expires).unwrap(), ["RU-2026-000001"]);
+    assert!(numbers_awaiting(&inn.store, expires.add_days(1).unwrap()).unwrap().is_empty(), "expired before");
+    assert!(numbers_imported(&inn.store, before, far).unwrap().is_empty());
+
+    assert!(matches!(confirm(&mut inn, "RU-2026-000001", "100.00", now), Outcome::Updated(_)));
+    assert!(numbers_awaiting(&inn.store, before).unwrap().is_empty());
+    assert_eq!(numbers_imported(&inn.store, today, today).unwrap(), ["RU-2026-000001"]);
+    assert!(numbers_imported(&inn.store, today.add_days(1).unwrap(), far).unwrap().is_empty());
+    for s in [&ru, &inn] {
+        assert_eq!(ensure_imported(&s.store).unwrap(), None, "{}: nothing to rebuild", s.code);
+    }
+    assert!(numbers_awaiting(&ru.store, before).unwrap().is_empty());
+    assert!(numbers_imported(&ru.store, before, far).unwrap().is_empty());
+
+    // Written by a kpnode that does not keep the index: its copy of the counters is not
+    // current, what the index holds may be stale, and a record may be damaged.
+    inn.store
+        .commit(&Writes::from([
+            ((Tree::Meta, meta::IMPORTED_INDEX_AT.to_vec()), None),
+            ((Tree::Imported, awaiting_key(expires, "RU-2026-000001")), Some(Vec::new())),
+            ((Tree::Certs, b"RU-2026-999999".to_vec()), Some(b"not a record".to_vec())),
+        ]))
+        .unwrap();
+    let built = ensure_imported(&inn.store).unwrap().expect("built again");
+    assert_eq!(built.certificates, 1);
+    assert_eq!(built.damaged.len(), 1, "{:?}", built.damaged);
+    assert!(built.damaged[0].contains("RU-2026-999999"), "{:?}", built.damaged);
+    assert!(numbers_awaiting(&inn.store, before).unwrap().is_empty());
+    assert_eq!(numbers_imported(&inn.store, today, today).unwrap(), ["RU-2026-000001"]);
+    assert_eq!(ensure_imported(&inn.store).unwrap(), None);
 }
 
 /// RU's certificate `number` replacing `old`.

@@ -18,6 +18,7 @@
 //! | `meta.v1` | name | log head, counters, number sequences, remembered idempotency keys, the officer of each document sent |
 //! | `registry.v1` | participant code | the participant's recorded registry changes |
 //! | `issued.v1` | date of issue (days since 1970, sign bit flipped, u32 BE) ‖ certificate number | nothing: the certificates by date of issue ([`index`]) |
+//! | `imported.v1` | `d` ‖ date of import (as above) ‖ number, or `w` ‖ number | nothing: the certificates received, confirmed here by date of import (`d`) or waiting for this node's confirmation (`w`) ([`index`]) |
 //!
 //! Every record written for each certificate has a sequential key (log and outbox
 //! sequences, certificate numbers): sled 0.34 takes about three times as long to write a
@@ -51,10 +52,13 @@ pub enum Tree {
     PeerArchive,
     /// The certificates by date of issue: an index of `certs.v1` ([`index`]).
     Issued,
+    /// The certificates received, by date of import or waiting to be confirmed: an index of
+    /// `certs.v1` ([`index`]).
+    Imported,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 10] = [
         Tree::Log,
         Tree::Certs,
         Tree::Outbox,
@@ -64,6 +68,7 @@ impl Tree {
         Tree::Registry,
         Tree::PeerArchive,
         Tree::Issued,
+        Tree::Imported,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -77,6 +82,7 @@ impl Tree {
             Tree::Registry => "registry.v1",
             Tree::PeerArchive => "peer_archive.v1",
             Tree::Issued => "issued.v1",
+            Tree::Imported => "imported.v1",
         }
     }
 }
@@ -302,6 +308,9 @@ pub mod meta {
     /// A copy of `counts` as they were when the index of certificates by date of issue
     /// (`issued.v1`) was last known complete (see [`super::index`]).
     pub const ISSUED_INDEX_AT: &[u8] = b"index/issued";
+    /// The same for the index of certificates received (`imported.v1`), kept apart because a
+    /// kpnode that keeps the first index but not this one copies the counters to the first.
+    pub const IMPORTED_INDEX_AT: &[u8] = b"index/imported";
 
     /// The store format this code reads and writes, in `format`. A change to the key layout
     /// or to a record's encoding that older code would misread takes the next number, with a
