@@ -8,7 +8,7 @@ use std::time::Duration;
 use kp_keys::NodeKeys;
 use kp_node::net::conn::{FrameReader, FrameWriter, LinkError};
 use kp_protocol::frame::PROTOCOL_VERSION;
-use kp_protocol::{Frame, ParticipantCode};
+use kp_protocol::{Body, Frame, ParticipantCode, RejectCode, SignedDocument, Timestamp};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -161,6 +161,30 @@ pub fn deliver_one(
         let mut raw = RawPeer::connect(addr, keys, participant).await.expect("the raw peer connects");
         raw.deliver(doc).await.expect("the node answers")
     })
+}
+
+/// `body` signed at `at` in the name of `signer` with the file signing key in `keys`: a
+/// document made by hand (forged, misaddressed, out of its signer's range, signed with a key
+/// kept from before a rotation), as no node would make it.
+pub fn sign_by_hand<B: Body>(body: &B, signer: &str, keys: &NodeKeys, at: Timestamp) -> SignedDocument {
+    SignedDocument::sign(
+        body,
+        signer.parse().expect("a participant code"),
+        keys.signing.file().expect("a file key").signing_key(),
+        at,
+    )
+}
+
+/// The detail of `reply`, which must be a Reject with `code`.
+#[track_caller]
+pub fn rejected(reply: &Option<Frame>, code: RejectCode) -> &str {
+    match reply {
+        Some(Frame::Reject { code: got, detail, .. }) => {
+            assert_eq!(*got, code, "{detail}");
+            detail
+        }
+        other => panic!("expected a Reject ({code:?}), got {other:?}"),
+    }
 }
 
 /// How a node answered a client that completes TLS and sends a Hello.

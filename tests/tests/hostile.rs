@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kp_keys::NodeKeys;
 use kp_protocol::{Certificate, Frame, RejectCode, SignedDocument};
-use kp_tests::raw::{admission, Admission, RawPeer};
+use kp_tests::raw::{admission, sign_by_hand, Admission, RawPeer};
 use kp_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -16,12 +16,7 @@ fn now() -> kp_protocol::Timestamp {
 }
 
 fn sign(cert: &Certificate, code: &str, keys: &NodeKeys) -> SignedDocument {
-    SignedDocument::sign(
-        cert,
-        code.parse().unwrap(),
-        keys.signing.file().expect("a file key").signing_key(),
-        now(),
-    )
+    sign_by_hand(cert, code, keys, now())
 }
 
 /// The victim's log so far.

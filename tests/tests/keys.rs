@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kp_keys::NodeKeys;
 use kp_protocol::{Frame, KeyRotation, RejectCode, SignedDocument};
-use kp_tests::raw::{admission, Admission, RawPeer};
+use kp_tests::raw::{admission, rejected, sign_by_hand, Admission, RawPeer};
 use kp_tests::*;
 use serde_json::Value;
 
@@ -158,12 +158,7 @@ fn a_rotation_statement_not_signed_by_the_key_it_replaces_is_rejected() {
     let mut forged = body.clone();
     forged.new_signing_key.as_mut().unwrap().public_key =
         kp_keys::SigningKeyPair::generate().verifying_key().to_bytes();
-    let by_old_forged = SignedDocument::sign(
-        &forged,
-        "RU".parse().unwrap(),
-        ru_keys.signing.file().expect("a file key").signing_key(),
-        now,
-    );
+    let by_old_forged = sign_by_hand(&forged, "RU", &ru_keys, now);
     for (doc, code) in [(by_new, RejectCode::UnknownKey), (by_old_forged, RejectCode::InvalidDocument)] {
         let reply = rt.block_on(async {
             let mut raw =
@@ -171,10 +166,7 @@ fn a_rotation_statement_not_signed_by_the_key_it_replaces_is_rejected() {
             raw.send(&Frame::Deliver { message_id: doc.message_id(), document: doc.clone() }).await.unwrap();
             raw.recv(Duration::from_secs(10)).await.unwrap()
         });
-        match reply {
-            Some(Frame::Reject { code: c, detail, .. }) => assert_eq!(c, code, "{detail}"),
-            other => panic!("expected a Reject, got {other:?}"),
-        }
+        rejected(&reply, code);
     }
     let (_, keys) = inn.api.get("/v1/keys");
     let ru_hist = &keys["peers"][0]["history"];
@@ -310,12 +302,7 @@ fn a_resend_after_the_old_keys_grace_period_gets_the_original_receipt() {
     let old = NodeKeys::load(&ru_dir.keys_dir()).unwrap();
     let sign = |number: &str, n: u64| {
         let cert = parse_certificate(&certificate_json("RU", "IN", Some(number), n));
-        SignedDocument::sign(
-            &cert,
-            "RU".parse().unwrap(),
-            old.signing.file().expect("a file key").signing_key(),
-            now(),
-        )
+        sign_by_hand(&cert, "RU", &old, now())
     };
     let (stored, never_sent) = (sign("RU-2026-900001", 1), sign("RU-2026-900002", 2));
     // A void of no certificate, signed with the old key well before the rotation (before the
@@ -366,13 +353,9 @@ fn a_resend_after_the_old_keys_grace_period_gets_the_original_receipt() {
 
     let again = deliver(&stored);
     assert_eq!(again, first, "the resend gets the original receipt");
-    match deliver(&never_sent) {
-        Some(Frame::Reject { code, detail, .. }) => {
-            assert_eq!(code, RejectCode::UnknownKey, "{detail}");
-            assert!(detail.contains("grace period"), "{detail}");
-        }
-        other => panic!("expected a Reject, got {other:?}"),
-    }
+    let reply = deliver(&never_sent);
+    let detail = rejected(&reply, RejectCode::UnknownKey);
+    assert!(detail.contains("grace period"), "{detail}");
     let received: Vec<Value> = inn.api.certificates("in");
     assert_eq!(received.len(), 1, "{received:?}");
     assert_eq!(received[0]["number"], "RU-2026-900001");

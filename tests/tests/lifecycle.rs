@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use kp_keys::NodeKeys;
-use kp_protocol::{Frame, RejectCode, SignedDocument};
+use kp_protocol::RejectCode;
 use kp_tests::console::Console;
-use kp_tests::raw::deliver_one;
+use kp_tests::raw::{deliver_one, rejected, sign_by_hand};
 use kp_tests::*;
 use serde_json::{json, Value};
 
@@ -222,20 +222,10 @@ fn a_certificate_to_a_union_goes_to_the_member_state_it_names() {
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let mut meant_for_de: Value = serde_json::from_str(&to_member(Some("DE"), 4)).unwrap();
     meant_for_de["number"] = "RU-2026-900004".into();
-    let doc = SignedDocument::sign(
-        &parse_certificate(&meant_for_de.to_string()),
-        "RU".parse().unwrap(),
-        ru_keys.signing.file().expect("a file key").signing_key(),
-        now(),
-    );
+    let doc = sign_by_hand(&parse_certificate(&meant_for_de.to_string()), "RU", &ru_keys, now());
     let reply = deliver_one(&rt, be.handle().peer_addr(), &ru_keys, "RU".parse().unwrap(), &doc);
-    match &reply {
-        Some(Frame::Reject { code, detail, .. }) => {
-            assert_eq!(*code, RejectCode::NotAddressedToUs, "{detail}");
-            assert!(detail.contains("is for DE, a member state of EU, not BE"), "{detail}");
-        }
-        other => panic!("expected a Reject, got {other:?}"),
-    }
+    let detail = rejected(&reply, RejectCode::NotAddressedToUs);
+    assert!(detail.contains("is for DE, a member state of EU, not BE"), "{detail}");
     assert_eq!(be.api.certificates("in").len(), 1, "nothing more stored");
 
     // Statistics aggregate the union's imports under EU on the exporter's side.

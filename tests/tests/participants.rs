@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use kp_keys::NodeKeys;
-use kp_protocol::{Frame, RejectCode, SignedDocument};
-use kp_tests::raw::{deliver_one, RawPeer};
+use kp_protocol::{Frame, RejectCode};
+use kp_tests::raw::{deliver_one, rejected, sign_by_hand, RawPeer};
 use kp_tests::*;
 use serde_json::{json, Value};
 
@@ -189,20 +189,10 @@ fn member_states_issue_in_their_unions_name_and_no_one_else_may() {
     let kz_keys = NodeKeys::load(&kz.dir.keys_dir()).unwrap();
     let be_keys = NodeKeys::load(&be.dir.keys_dir()).unwrap();
     let forged = parse_certificate(&certificate_json("EU", "RU", Some("EU-KZ-2026-000001"), 2));
-    let by_kz = SignedDocument::sign(
-        &forged,
-        "KZ".parse().unwrap(),
-        kz_keys.signing.file().expect("a file key").signing_key(),
-        now(),
-    );
+    let by_kz = sign_by_hand(&forged, "KZ", &kz_keys, now());
     // And a document BE really signed, presented by KZ instead of BE.
     let genuine = parse_certificate(&certificate_json("EU", "RU", Some("EU-BE-2026-900001"), 3));
-    let by_be = SignedDocument::sign(
-        &genuine,
-        "BE".parse().unwrap(),
-        be_keys.signing.file().expect("a file key").signing_key(),
-        now(),
-    );
+    let by_be = sign_by_hand(&genuine, "BE", &be_keys, now());
     let replies = rt.block_on(async {
         let mut raw =
             RawPeer::connect(ru.handle().peer_addr(), &kz_keys, "KZ".parse().unwrap()).await.unwrap();
@@ -213,17 +203,9 @@ fn member_states_issue_in_their_unions_name_and_no_one_else_may() {
         }
         replies
     });
-    match &replies[0] {
-        Some(Frame::Reject { code, detail, .. }) => {
-            assert_eq!(*code, RejectCode::InvalidDocument, "{detail}");
-            assert!(detail.contains("in the name of KZ"), "{detail}");
-        }
-        other => panic!("expected a Reject, got {other:?}"),
-    }
-    match &replies[1] {
-        Some(Frame::Reject { code, detail, .. }) => assert_eq!(*code, RejectCode::WrongSigner, "{detail}"),
-        other => panic!("expected a Reject, got {other:?}"),
-    }
+    let detail = rejected(&replies[0], RejectCode::InvalidDocument);
+    assert!(detail.contains("in the name of KZ"), "{detail}");
+    rejected(&replies[1], RejectCode::WrongSigner);
     assert_eq!(ru.api.certificates("in").len(), 1, "nothing more stored");
 
     // A member may not take another member's numbers: BE's own API refuses EU-DE-…, and RU
@@ -232,20 +214,10 @@ fn member_states_issue_in_their_unions_name_and_no_one_else_may() {
     let (s, v) = be.api.post("/v1/certificates", &taken);
     assert_eq!(s, 422, "{v}");
     assert!(v.to_string().contains("not in BE's range"), "{v}");
-    let by_be = SignedDocument::sign(
-        &parse_certificate(&taken),
-        "BE".parse().unwrap(),
-        be_keys.signing.file().expect("a file key").signing_key(),
-        now(),
-    );
+    let by_be = sign_by_hand(&parse_certificate(&taken), "BE", &be_keys, now());
     let reply = deliver_one(&rt, ru.handle().peer_addr(), &be_keys, "BE".parse().unwrap(), &by_be);
-    match &reply {
-        Some(Frame::Reject { code, detail, .. }) => {
-            assert_eq!(*code, RejectCode::InvalidDocument, "{detail}");
-            assert!(detail.contains("EU-DE-2026-000007 is not in BE's range"), "{detail}");
-        }
-        other => panic!("expected a Reject, got {other:?}"),
-    }
+    let detail = rejected(&reply, RejectCode::InvalidDocument);
+    assert!(detail.contains("EU-DE-2026-000007 is not in BE's range"), "{detail}");
     assert_eq!(ru.api.certificates("in").len(), 1, "nothing more stored");
 
     // Trade between members of one union needs no certificate: BE → DE is refused.
@@ -464,12 +436,7 @@ fn an_older_list_never_overrides_a_newer_change_and_a_removed_peers_list_is_refu
     };
     let list =
         kp_protocol::registry::ParticipantListV2 { issued_on: ahead.date(), revision: 99, entries: vec![xk] };
-    let doc = SignedDocument::sign(
-        &list,
-        "RU".parse().unwrap(),
-        ru_keys.signing.file().expect("a file key").signing_key(),
-        ahead,
-    );
+    let doc = sign_by_hand(&list, "RU", &ru_keys, ahead);
     let future = tmp.path().join("ru-future.kpl");
     std::fs::write(&future, kp_protocol::registry::list_v2_to_armored(&doc, &list)).unwrap();
     let (code, _, err) = kpnode(&["participants", "import", future.to_str().unwrap(), "--dir", &dir(&inn)]);

@@ -113,10 +113,10 @@ fn a_partner_that_stops_reading_cannot_keep_the_store_open() {
     // A delivery with a bad signature: each copy is answered with a Reject, which the raw
     // peer never reads, through a receive buffer of a few kilobytes.
     let cert = parse_certificate(&certificate_json("RU", "IN", Some("RU-2026-000001"), 1));
-    let mut doc = kp_protocol::SignedDocument::sign(
+    let mut doc = kp_tests::raw::sign_by_hand(
         &cert,
-        "RU".parse().unwrap(),
-        ru_keys.signing.file().expect("a file key").signing_key(),
+        "RU",
+        &ru_keys,
         kp_node::clock::Clock::now(&kp_node::clock::SystemClock),
     );
     doc.signature[10] ^= 0x40;

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use kp_keys::NodeKeys;
-use kp_protocol::{Certificate, CertificateDraft, Frame, RejectCode, SignedDocument, ValidationContext};
-use kp_tests::raw::{admission, Admission, RawPeer};
+use kp_protocol::{Certificate, CertificateDraft, Frame, RejectCode, ValidationContext};
+use kp_tests::raw::{admission, rejected, sign_by_hand, Admission, RawPeer};
 use kp_tests::*;
 
 fn certificate(json: &str) -> Certificate {
@@ -53,25 +53,15 @@ fn strangers_and_forgeries_are_refused_and_nothing_is_stored() {
     // RU (enrolled) delivers a certificate that KZ signed: refused as WrongSigner.
     let kz_keys = NodeKeys::load(&kz_dir.keys_dir()).unwrap();
     let cert = certificate(&certificate_json("KZ", "IN", Some("KZ-2026-000001"), 1));
-    let doc = SignedDocument::sign(
-        &cert,
-        "KZ".parse().unwrap(),
-        kz_keys.signing.file().expect("a file key").signing_key(),
-        kp_node::clock::Clock::now(&kp_node::clock::SystemClock),
-    );
+    let doc = sign_by_hand(&cert, "KZ", &kz_keys, kp_node::clock::Clock::now(&kp_node::clock::SystemClock));
     let ru_keys = NodeKeys::load(&ru.dir.keys_dir()).unwrap();
     let reply = rt.block_on(async {
         let mut raw = RawPeer::connect(in_addr, &ru_keys, "RU".parse().unwrap()).await.unwrap();
         raw.send(&Frame::Deliver { message_id: doc.message_id(), document: doc.clone() }).await.unwrap();
         raw.recv(Duration::from_secs(10)).await.unwrap()
     });
-    match reply {
-        Some(Frame::Reject { code, detail, .. }) => {
-            assert_eq!(code, RejectCode::WrongSigner, "{detail}");
-            assert!(detail.contains("signed by KZ") && detail.contains("belongs to RU"), "{detail}");
-        }
-        other => panic!("expected a Reject, got {other:?}"),
-    }
+    let detail = rejected(&reply, RejectCode::WrongSigner);
+    assert!(detail.contains("signed by KZ") && detail.contains("belongs to RU"), "{detail}");
     // The same document straight from KZ is accepted: the refusal was about the link.
     let reply = rt.block_on(async {
         let mut raw = RawPeer::connect(in_addr, &kz_keys, "KZ".parse().unwrap()).await.unwrap();

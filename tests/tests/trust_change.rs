@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kp_keys::NodeKeys;
 use kp_node::net::conn::LinkError;
 use kp_protocol::{Frame, SignedDocument};
-use kp_tests::raw::RawPeer;
+use kp_tests::raw::{sign_by_hand, RawPeer};
 use kp_tests::*;
 use serde_json::json;
 
@@ -24,12 +24,7 @@ fn now() -> kp_protocol::Timestamp {
 /// A certificate RU→IN numbered `number`, signed with `keys`.
 fn signed(keys: &NodeKeys, number: &str, variant: u64) -> SignedDocument {
     let cert = parse_certificate(&certificate_json("RU", "IN", Some(number), variant));
-    SignedDocument::sign(
-        &cert,
-        "RU".parse().unwrap(),
-        keys.signing.file().expect("a file key").signing_key(),
-        now(),
-    )
+    sign_by_hand(&cert, "RU", keys, now())
 }
 
 fn deliver(doc: &SignedDocument) -> Frame {
