@@ -1171,6 +1171,7 @@ impl Sim {
             }
             crate::audit::verify_log(&n.store, n.code, &self.histories[i], &trust, |_| {})
                 .map_err(|e| format!("{}'s log does not verify: {e}", n.code))?;
+            indexes_follow_records(&n.store).map_err(|e| format!("{}: {e}", n.code))?;
             let rows = n.store.range(Tree::Log, &[], &[0xff; 9], usize::MAX).map_err(|e| e.to_string())?;
             logs.push(
                 rows.iter()
@@ -1628,6 +1629,42 @@ pub fn run_many(first_seed: u64, count: u64) -> Result<(u64, Stats), (u64, Strin
         }
     }
     Ok((count, total))
+}
+
+/// The indexes of `store` (by date of issue; of the certificates received) hold exactly what
+/// its certificate records imply: the engine keeps them in the commits that store the records,
+/// whatever crashed in between.
+fn indexes_follow_records(store: &MemStorage) -> Result<(), String> {
+    use crate::storage::index;
+    let all = |tree: Tree| -> Result<Vec<Vec<u8>>, String> {
+        Ok(store
+            .range(tree, &[], &[0xff; 64], usize::MAX)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    };
+    let (mut issued, mut imported) = (Vec::new(), Vec::new());
+    for (k, v) in store.range(Tree::Certs, &[], &[0xff; 64], usize::MAX).map_err(|e| e.to_string())? {
+        let rec: CertRecord =
+            crate::storage::decode_record(Tree::Certs, &k, &v).map_err(|e| e.to_string())?;
+        issued.push(index::issued_key(rec.issued_on, rec.number.as_str()));
+        imported
+            .extend(index::imported_writes(&rec).into_iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k));
+    }
+    issued.sort();
+    imported.sort();
+    if all(Tree::Issued)? != issued {
+        return Err("the index by date of issue differs from the certificate records".into());
+    }
+    if all(Tree::Imported)? != imported {
+        return Err(format!(
+            "the index of certificates received differs from the certificate records: {:?} against {:?}",
+            all(Tree::Imported)?,
+            imported
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
