@@ -10,7 +10,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn embed(dir: &str, extension: &str, out_name: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    // Read when the script runs, not when it is compiled: a build script's binary may be reused
+    // for a checkout in another directory that shares the target directory.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest_dir).join(dir);
     println!("cargo::rerun-if-changed={}", dir.display());
     let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
