@@ -304,7 +304,7 @@ const DOCS: &[Doc] = &[
         text: "Keys older than this are reported by `kpnode status` and logged as due for rotation.",
     },
     Doc { section: "store", key: "cache_capacity_mb", text: "sled page cache, in MB. The working set (queued messages, recent certificates) fits in the default; memory use grows with it." },
-    Doc { section: "store", key: "max_batch", text: "Most writes committed by one flush (group commit)." },
+    Doc { section: "store", key: "max_batch", text: "Most commands (a certificate submitted, deliveries received, a receipt) applied in one store commit. Waiting commands are gathered up to it, and a bulk submission larger than it is committed in parts; one flush makes several commits durable (group commit). Larger commits hold more memory until they end." },
     Doc {
         section: "api",
         key: "max_body_bytes",
@@ -369,7 +369,7 @@ impl NodeConfig {
                 max_key_age: Duration::from_secs(365 * 86_400),
             },
             pkcs11: None,
-            store: Store { cache_capacity_mb: 16, max_batch: 1024 },
+            store: Store { cache_capacity_mb: 16, max_batch: 64 },
             api: Api {
                 max_body_bytes: 1 << 20,
                 header_read_timeout: Duration::from_secs(10),

@@ -78,8 +78,8 @@ type Reply = oneshot::Sender<Result<Outcome, ActorError>>;
 
 enum Job {
     Command(Box<Command>, Reply),
-    /// Commands sent together (a bulk submission): they go into one batch, so one commit and
-    /// one flush serve them all.
+    /// Commands sent together (a bulk submission): committed in batches of at most
+    /// `store.max_batch` commands, which the flusher's group commit makes durable together.
     Commands(Vec<(Command, Reply)>),
     /// Rotate keys: between two batches, so that everything signed with the old key is
     /// queued before the statement and everything signed with the new one after it.
@@ -96,6 +96,17 @@ enum Job {
     /// Dump the store into a file: see [`ActorHandle::snapshot`].
     Snapshot(Box<std::fs::File>, oneshot::Sender<Result<Snapshot, ActorError>>),
     Stop,
+}
+
+impl Job {
+    /// How many commands the job holds, for the bound on a commit.
+    fn commands(&self) -> usize {
+        match self {
+            Job::Command(..) => 1,
+            Job::Commands(many) => many.len(),
+            Job::Rotate { .. } | Job::Ping(_) | Job::Snapshot(..) | Job::Stop => 0,
+        }
+    }
 }
 
 /// What [`ActorHandle::snapshot`] wrote.
@@ -222,9 +233,10 @@ impl ActorHandle {
         Ok(rx)
     }
 
-    /// Sends `commands` as one job: the writer applies them in one batch (with whatever else
-    /// is waiting), so one commit and one flush serve them all. One receiver per command, in
-    /// order, each yielding its outcome once durable.
+    /// Sends `commands` as one job: the writer applies them together (with whatever else is
+    /// waiting), in commits of at most `store.max_batch` commands that the flusher's group
+    /// commit makes durable together. One receiver per command, in order, each yielding its
+    /// outcome once durable.
     pub async fn send_all(
         &self,
         commands: Vec<Command>,
@@ -490,6 +502,7 @@ impl Writer {
     }
 
     fn run(&mut self, mut rx: mpsc::Receiver<Job>, max_batch: usize, mut rotator: Box<dyn Rotator>) {
+        let max_batch = max_batch.max(1);
         let mut stopping = false;
         let mut held: Option<Job> = None;
         while !stopping {
@@ -508,15 +521,19 @@ impl Writer {
                 let _ = reply.send(self.snapshot(*file));
                 continue;
             }
+            let mut gathered = first.commands();
             let mut jobs = vec![first];
-            while jobs.len() < max_batch {
+            while gathered < max_batch {
                 match rx.try_recv() {
                     // A rotation or a snapshot ends the batch: it runs between two commits.
                     Ok(job @ (Job::Rotate { .. } | Job::Snapshot(..))) => {
                         held = Some(job);
                         break;
                     }
-                    Ok(job) => jobs.push(job),
+                    Ok(job) => {
+                        gathered += job.commands();
+                        jobs.push(job);
+                    }
                     Err(_) => break,
                 }
             }
@@ -541,6 +558,16 @@ impl Writer {
                 }
             }
             if !commands.is_empty() {
+                // A bulk submission larger than max_batch is committed in parts, each a batch
+                // of its own, made durable by the flushes the flusher groups. sled frees what a
+                // commit replaced only after the commit ends, so a commit's size bounds the
+                // memory it holds: at 2,000 certificates a commit, a node's peak grew by about
+                // 30 MB.
+                while commands.len() > max_batch {
+                    let rest = (commands.split_off(max_batch), replies.split_off(max_batch));
+                    self.commit(commands, replies, None, Vec::new());
+                    (commands, replies) = rest;
+                }
                 self.commit(commands, replies, None, pings);
             } else {
                 self.send_pings(pings);
@@ -751,13 +778,23 @@ mod tests {
         fn announced(&mut self, _: &SignedDocument, _: &[ParticipantCode]) {}
     }
 
-    /// The watchdog's question: a ping is answered while both threads move, and not while the
-    /// flusher is stuck, even though the writer still takes jobs.
-    #[test]
-    fn a_ping_is_answered_only_while_both_store_threads_move() {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SledStore::create(&tmp.path().join("store"), 16).unwrap();
+    /// Counts the writer's commits: it reads the clock once per commit.
+    #[derive(Debug, Default)]
+    struct CountingClock(std::sync::atomic::AtomicU64);
+
+    impl Clock for CountingClock {
+        fn now(&self) -> Timestamp {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            SystemClock.now()
+        }
+    }
+
+    fn start_actor(
+        store: SledStore,
+        clock: Arc<dyn Clock>,
+        max_batch: usize,
+        publish: Box<dyn Publish>,
+    ) -> Actor {
         let me: ParticipantCode = "RU".parse().unwrap();
         let signer = Arc::new(kp_exchange::signer::Signer::new(
             me,
@@ -765,15 +802,76 @@ mod tests {
             Arc::new(SystemClock),
         ));
         let engine = Engine::load(&store, signer).unwrap();
-        let (release, stuck) = std::sync::mpsc::channel();
-        let (entered_tx, entered) = std::sync::mpsc::channel();
         let hooks = ActorHooks {
             metrics: Arc::new(Metrics::default()),
-            publish: Box::new(StuckOnce { entered: entered_tx, release: Some(stuck) }),
+            publish,
             rotator: Box::new(NoRotation),
             health: Arc::new(StoreHealth::default()),
         };
-        let actor = Actor::start(store, engine, Arc::new(SystemClock), 16, hooks).unwrap();
+        Actor::start(store, engine, clock, max_batch, hooks).unwrap()
+    }
+
+    /// Publishes nothing.
+    struct Quiet;
+
+    impl Publish for Quiet {
+        fn durable(
+            &mut self,
+            _: &BTreeMap<ParticipantCode, u64>,
+            _: bool,
+            _: &[(MessageId, Option<CertificateNumber>)],
+            _: &SledStore,
+        ) {
+        }
+    }
+
+    /// A bulk submission larger than max_batch is committed in parts of at most max_batch
+    /// commands (what bounds the memory a commit holds), and every command still gets its own
+    /// answer, in order.
+    #[test]
+    fn a_bulk_job_is_committed_in_parts_of_at_most_max_batch() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SledStore::create(&tmp.path().join("store"), 16).unwrap();
+        let clock = Arc::new(CountingClock::default());
+        let actor = start_actor(store, clock.clone(), 4, Box::new(Quiet));
+        let handle = actor.handle();
+        let codes: Vec<ParticipantCode> = ["AM", "AE", "BY", "IN", "KG", "KZ", "CN", "BW", "ZA", "NA"]
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .collect();
+        rt.block_on(async {
+            let commands =
+                codes.iter().map(|&participant| Command::RemovePeer { participant, officer: None }).collect();
+            let answers = handle.send_all(commands).await.unwrap();
+            let mut refused = Vec::new();
+            for answer in answers {
+                match answer.await.unwrap() {
+                    Ok(Outcome::Refused(EngineError::UnknownPeer(p))) => refused.push(p),
+                    other => panic!("an unknown peer is refused by name: {other:?}"),
+                }
+            }
+            assert_eq!(refused, codes, "each command is answered with its own outcome, in order");
+            assert_eq!(
+                clock.0.load(std::sync::atomic::Ordering::SeqCst),
+                3,
+                "10 commands at most 4 a commit: 3 commits"
+            );
+            actor.stop().await;
+        });
+    }
+
+    /// The watchdog's question: a ping is answered while both threads move, and not while the
+    /// flusher is stuck, even though the writer still takes jobs.
+    #[test]
+    fn a_ping_is_answered_only_while_both_store_threads_move() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SledStore::create(&tmp.path().join("store"), 16).unwrap();
+        let (release, stuck) = std::sync::mpsc::channel();
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let publish = Box::new(StuckOnce { entered: entered_tx, release: Some(stuck) });
+        let actor = start_actor(store, Arc::new(SystemClock), 16, publish);
         let handle = actor.handle();
         let within = |d: u64| Duration::from_millis(d);
         rt.block_on(async {

@@ -144,7 +144,7 @@ pub struct BatchItemAnswer {
 }
 
 #[utoipa::path(post, path = "/v1/certificates/batch", tag = "certificates",
-    description = "Bulk submission: a JSON array of up to 1000 certificates, each the JSON `POST /v1/certificates` takes, answered one by one, in order, as that route would have answered it alone (`items[i].code` is its HTTP status; `certificate` its number, status and message id, or `error` its problems by field). The valid ones are stored together: one durable write serves the whole batch.
+    description = "Bulk submission: a JSON array of up to 1000 certificates, each the JSON `POST /v1/certificates` takes, answered one by one, in order, as that route would have answered it alone (`items[i].code` is its HTTP status; `certificate` its number, status and message id, or `error` its problems by field). The valid ones are stored together, in commits of at most `store.max_batch` certificates (64 by default) that group commit makes durable with shared flushes, before the answer. A node that stops before answering may have stored part of the batch: retry it as below.
 
 The batch is not all-or-nothing: valid items are stored even if others are refused. With `atomic=true`, nothing is stored if any item is refused before storing (invalid, too large, or its idempotency key reused with another body): those items get their problems and every other item 424 `not_attempted`. A refusal only the store can make (a number given in the JSON that another certificate took) still refuses that item alone.
 

@@ -430,7 +430,8 @@ fn prepare(shared: &Shared, items: &[BatchItem], atomic: bool, officer: &Officer
 
 /// Validates, numbers, signs and stores many certificates, answering each in order exactly as
 /// [`submit`] would have answered it alone. The valid ones go to the store actor as one job,
-/// so one commit and one flush serve the whole batch (instead of one round trip each).
+/// committed in parts of at most `store.max_batch` with shared flushes (instead of one round
+/// trip each).
 ///
 /// With `atomic`, nothing is stored if any item is refused before storing (invalid, or an
 /// idempotency key reused with another body): the others are answered
