@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kp_node::clock::{Clock, SystemClock};
@@ -117,7 +118,8 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 /// for port 0 and that was then released is the very one the kernel may hand out again: to the
 /// node's other listener, bound to port 0 a moment later, which then made this one's bind fail
 /// with "address in use". Ports below the range are never handed out that way. Each call in a
-/// process takes the next candidate, from a start that differs between processes.
+/// process (any thread) takes the next candidate after the last one's, from a start chosen once
+/// per process, so two calls in one process never get the same port.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let (low, high) = (10_000u32, ephemeral_low().clamp(10_001, 65_535));
@@ -128,12 +130,17 @@ pub fn free_port() -> u16 {
             .map(|a| a.port())
             .expect("a free port");
     }
+    static START: OnceLock<u32> = OnceLock::new();
+    let start = *START.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        std::process::id().wrapping_mul(7_919).wrapping_add(nanos)
+    });
     let span = high - low;
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let start = std::process::id().wrapping_mul(7_919).wrapping_add(nanos);
     for _ in 0..span {
-        let port = low + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let next = u64::from(start) + u64::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = u64::from(low) + next % u64::from(span);
         let port = u16::try_from(port).expect("below 65536");
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
