@@ -304,7 +304,7 @@ const DOCS: &[Doc] = &[
         text: "Keys older than this are reported by `kpnode status` and logged as due for rotation.",
     },
     Doc { section: "store", key: "cache_capacity_mb", text: "sled page cache, in MB. The working set (queued messages, recent certificates) fits in the default; memory use grows with it." },
-    Doc { section: "store", key: "max_batch", text: "Most commands (a certificate submitted, deliveries received, a receipt) applied in one store commit. Waiting commands are gathered up to it, and a bulk submission larger than it is committed in parts; one flush makes several commits durable (group commit). Larger commits hold more memory until they end." },
+    Doc { section: "store", key: "max_batch", text: "Most commands (a certificate submitted, one frame of deliveries from a peer, a receipt) applied in one store commit. Waiting commands are gathered up to it, and a bulk submission larger than it is committed in parts; one flush makes several commits durable (group commit). Larger commits hold more memory until they end." },
     Doc {
         section: "api",
         key: "max_body_bytes",

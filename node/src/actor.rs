@@ -1,5 +1,6 @@
 //! The store actor: one thread owns the engine and all writes; a second one makes them
-//! durable. The writer takes every command that is waiting, applies them as one batch and
+//! durable. The writer takes the commands that are waiting, up to `store.max_batch` (a bulk
+//! submission's beyond that are committed in further parts), applies them as one batch and
 //! commits it; the flusher takes every batch committed since its last flush, flushes once,
 //! and only then answers: an answer always means "durable". While the flusher waits for the
 //! disk, the writer already applies the next batch (a pipelined group commit), so one flush
@@ -431,14 +432,15 @@ struct Writer {
 }
 
 impl Writer {
-    /// Applies and commits `commands`; hands the batch to the flusher.
+    /// Applies and commits `commands`; hands the batch to the flusher. Returns the error that
+    /// left the store refusing writes (an I/O failure), if that is how it failed.
     fn commit(
         &mut self,
         commands: Vec<Command>,
         replies: Vec<Reply>,
         done: Option<std::sync::mpsc::Sender<Result<(), ActorError>>>,
         pings: Vec<oneshot::Sender<()>>,
-    ) {
+    ) -> Option<ActorError> {
         let now: Timestamp = self.clock.now();
         let applied = kp_exchange::meter::measure(kp_exchange::meter::Part::Store, || {
             self.engine.apply(&self.store, now, commands)
@@ -459,6 +461,7 @@ impl Writer {
                 if let Err(std::sync::mpsc::SendError(t)) = self.tickets.send(ticket) {
                     fail(t, ActorError::Stopped);
                 }
+                None
             }
             Err(StoreError::Signing(e)) => {
                 tracing::warn!(error = %e, "the signing key could not sign; the batch is not acknowledged");
@@ -470,6 +473,7 @@ impl Writer {
                     let _ = d.send(Err(error));
                 }
                 self.send_pings(pings);
+                None
             }
             Err(e) => {
                 tracing::error!(error = %e, "store write failed; the batch is not acknowledged");
@@ -486,10 +490,11 @@ impl Writer {
                     let _ = r.send(Err(error.clone()));
                 }
                 if let Some(d) = done {
-                    let _ = d.send(Err(error));
+                    let _ = d.send(Err(error.clone()));
                 }
                 // The threads are alive; the failure itself is reported through `health`.
                 self.send_pings(pings);
+                matches!(error, ActorError::Storage(_)).then_some(error)
             }
         }
     }
@@ -565,10 +570,22 @@ impl Writer {
                 // 30 MB.
                 while commands.len() > max_batch {
                     let rest = (commands.split_off(max_batch), replies.split_off(max_batch));
-                    self.commit(commands, replies, None, Vec::new());
+                    if let Some(error) = self.commit(commands, replies, None, Vec::new()) {
+                        // The store refuses writes until the node reopens it: the other parts
+                        // get the same answer rather than being tried against it.
+                        for r in rest.1 {
+                            let _ = r.send(Err(error.clone()));
+                        }
+                        (commands, replies) = (Vec::new(), Vec::new());
+                        break;
+                    }
                     (commands, replies) = rest;
                 }
-                self.commit(commands, replies, None, pings);
+                if commands.is_empty() {
+                    self.send_pings(pings);
+                } else {
+                    self.commit(commands, replies, None, pings);
+                }
             } else {
                 self.send_pings(pings);
             }
