@@ -759,8 +759,8 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
 
-    /// Publishes nothing; the first flush says so and blocks in it until released, as a
-    /// flusher stuck on the disk would.
+    /// Publishes nothing. With `release`, the first flush says so and blocks in it until
+    /// released, as a flusher stuck on the disk would; without, it never blocks.
     struct StuckOnce {
         entered: std::sync::mpsc::Sender<()>,
         release: Option<std::sync::mpsc::Receiver<()>>,
@@ -828,20 +828,6 @@ mod tests {
         Actor::start(store, engine, clock, max_batch, hooks).unwrap()
     }
 
-    /// Publishes nothing.
-    struct Quiet;
-
-    impl Publish for Quiet {
-        fn durable(
-            &mut self,
-            _: &BTreeMap<ParticipantCode, u64>,
-            _: bool,
-            _: &[(MessageId, Option<CertificateNumber>)],
-            _: &SledStore,
-        ) {
-        }
-    }
-
     /// A bulk submission larger than max_batch is committed in parts of at most max_batch
     /// commands (what bounds the memory a commit holds), and every command still gets its own
     /// answer, in order.
@@ -851,7 +837,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = SledStore::create(&tmp.path().join("store"), 16).unwrap();
         let clock = Arc::new(CountingClock::default());
-        let actor = start_actor(store, clock.clone(), 4, Box::new(Quiet));
+        let actor = start_actor(
+            store,
+            clock.clone(),
+            4,
+            Box::new(StuckOnce { entered: std::sync::mpsc::channel().0, release: None }),
+        );
         let handle = actor.handle();
         let codes: Vec<ParticipantCode> = ["AM", "AE", "BY", "IN", "KG", "KZ", "CN", "BW", "ZA", "NA"]
             .iter()
