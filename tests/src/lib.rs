@@ -6,11 +6,9 @@
 //!   and [`wait_until`] (conditions with a deadline, never bare sleeps).
 //! - `tests/*.rs`: the scenarios.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kp_node::clock::{Clock, SystemClock};
@@ -112,49 +110,10 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// A port that was free a moment ago, for nodes that must keep their address across
-/// restarts or that a CLI finds through node.toml (everything else binds port 0).
-///
-/// The port is taken from below the kernel's ephemeral range. A port the kernel handed out
-/// for port 0 and that was then released is the very one the kernel may hand out again: to the
-/// node's other listener, bound to port 0 a moment later, which then made this one's bind fail
-/// with "address in use". Ports below the range are never handed out that way. Each call in a
-/// process (any thread) takes the next candidate after the last one's, from a start chosen once
-/// per process, so two calls in one process never get the same port.
+/// restarts or that a CLI finds through node.toml (everything else binds port 0). From below
+/// the kernel's ephemeral range: see [`kp_node::net::port::free_loopback_port`].
 pub fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let (low, high) = (10_000u32, ephemeral_low().clamp(10_001, 65_535));
-    if high - low < 1_000 {
-        // An unusual ephemeral range: fall back to the kernel's choice.
-        return TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-    }
-    static START: OnceLock<u32> = OnceLock::new();
-    let start = *START.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        std::process::id().wrapping_mul(7_919).wrapping_add(nanos)
-    });
-    let span = high - low;
-    for _ in 0..span {
-        let next = u64::from(start) + u64::from(NEXT.fetch_add(1, Ordering::Relaxed));
-        let port = u64::from(low) + next % u64::from(span);
-        let port = u16::try_from(port).expect("below 65536");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port between {low} and {high}");
-}
-
-/// The first port of the kernel's ephemeral range (Linux's default when it cannot be read).
-fn ephemeral_low() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|w| w.parse().ok()))
-        .unwrap_or(32_768)
+    kp_node::net::port::free_loopback_port().expect("a free loopback port")
 }
 
 /// Creates a node directory under `root`.

@@ -118,11 +118,9 @@ pub fn exchange(opts: &BenchOptions, crypto: &Crypto) -> Result<(BenchReport, Wo
     result
 }
 
+/// A port for a daemon's peer listener, named in the other's enrolment before either starts.
 fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
+    crate::net::port::free_loopback_port().map_err(|e| format!("a loopback port for a daemon: {e}"))
 }
 
 /// The CPU the daemons and the bench have used so far, in seconds.

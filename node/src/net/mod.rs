@@ -4,4 +4,5 @@
 
 pub mod conn;
 pub mod metered;
+pub mod port;
 pub mod tls;
