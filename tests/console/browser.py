@@ -240,9 +240,11 @@ with sync_playwright() as p:
     expect(page.locator("figure.qr img").count() == 1, "the certificate's page shows its QR seal")
     r = page.request.get(ru + f"/certificates/{number}/qr.svg")
     expect(r.status == 200 and "<svg" in r.text(), "the QR seal is served as SVG")
-    today = cfg["today"]
-    page.goto(ru + f"/certificates?issued_from={today}&issued_to={today}")
-    expect(page.get_by_role("link", name=number).count() == 1, "the date filter keeps today's certificate")
+    # Its date of issue as the form filled it in (the node's date when the form loaded: read
+    # from the form, not from the clock, in case midnight passed since).
+    issued_on = fields["issued_on"]
+    page.goto(ru + f"/certificates?issued_from={issued_on}&issued_to={issued_on}")
+    expect(page.get_by_role("link", name=number).count() == 1, "the date filter keeps the certificate's day")
     page.goto(ru + "/certificates?issued_from=2000-01-01&issued_to=2000-01-31")
     expect(page.get_by_role("link", name=number).count() == 0, "and leaves it out of another range")
     page.goto(ru + "/certificates?issued_from=yesterday")
@@ -297,9 +299,9 @@ with sync_playwright() as p:
         aud.reload()
     expect("export" in aud.locator("section").first.inner_text(), "the statistics show this year's exports")
     expect(number in aud.locator(".warnings").inner_text(), "the reconciliation lists the discrepancy that needs attention")
-    r = aud.request.get(ru + "/statistics/chart.svg?period=" + today[:4])
+    r = aud.request.get(ru + "/statistics/chart.svg?period=" + cfg["today"][:4])
     expect(r.status == 200 and "<svg" in r.text(), "the chart is an SVG")
-    r = aud.request.get(ru + "/statistics/statistics.csv?period=" + today[:4])
+    r = aud.request.get(ru + "/statistics/statistics.csv?period=" + cfg["today"][:4])
     expect(r.status == 200 and "IN" in r.text(), "the CSV downloads")
     check(aud, "statistics")
     aud.goto(ru + "/statistics?period=2026-Q9")

@@ -46,9 +46,11 @@ fn a_slow_loris_is_cut_off_and_connections_beyond_the_cap_are_refused_at_once() 
     let metrics = node.handle().shared().metrics.clone();
 
     // 1. A slow loris: a header line every 200 ms, never the blank line that ends it.
+    // Timed from before the connection: the server's timeout runs from its accept, so a
+    // pause between connecting and reading the clock cannot make the cut look early.
+    let started = Instant::now();
     let mut slow = TcpStream::connect(addr).unwrap();
     slow.write_all(b"GET /v1/status HTTP/1.1\r\nHost: kpnode\r\n").unwrap();
-    let started = Instant::now();
     let outcome = loop {
         assert!(started.elapsed() < Duration::from_secs(15), "the slow loris was never cut off");
         if slow.write_all(b"X-Slow: 1\r\n").is_err() {
@@ -126,6 +128,7 @@ fn a_client_trickling_its_body_is_answered_408_and_cut_off() {
     let metrics = node.handle().shared().metrics.clone();
 
     // The header in one go, announcing 1000 bytes; then a byte every 200 ms.
+    let started = Instant::now(); // before connecting, as above
     let mut slow = TcpStream::connect(addr).unwrap();
     let head = format!(
         "POST /v1/certificates HTTP/1.1\r\nHost: kpnode\r\nAuthorization: Bearer {}\r\n\
@@ -133,7 +136,6 @@ fn a_client_trickling_its_body_is_answered_408_and_cut_off() {
         node.api.token
     );
     slow.write_all(head.as_bytes()).unwrap();
-    let started = Instant::now();
     let outcome = loop {
         assert!(started.elapsed() < Duration::from_secs(15), "the trickling body was never cut off");
         if slow.write_all(b" ").is_err() {

@@ -240,8 +240,9 @@ fn hostile_peers_cannot_crash_confuse_or_lock_out_a_node() {
 
     // 9. Slowloris: a handshake that trickles in a byte at a time is dropped at the timeout.
     let dropped = rt.block_on(async {
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Timed from before the connection: the timeout runs from the node's accept.
         let started = std::time::Instant::now();
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         // The start of a TLS record (a 512-byte ClientHello), one byte every 300 ms for 12 s.
         let header = [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
         for b in header.into_iter().chain(std::iter::repeat_n(0, 29)) {

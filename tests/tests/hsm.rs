@@ -519,19 +519,26 @@ fn strangers_hammering_the_tls_key_in_the_token_do_not_stall_the_node() {
             })
         })
     };
+    // A node whose API waited on the token's retries (250 ms doubling to 8 s) would hold
+    // requests for seconds; a busy 2-core machine may delay one of them for a moment. So:
+    // none over 3 s, and nearly all (19 in 20) under 1 s.
     let api_stays_quick = |secs: u64| {
         let until = std::time::Instant::now() + Duration::from_secs(secs);
-        let mut slowest = Duration::ZERO;
+        let mut took = Vec::new();
         while std::time::Instant::now() < until {
             let t = std::time::Instant::now();
             let (st, _) = ru_api.get("/v1/status");
             assert_eq!(st, 200);
-            slowest = slowest.max(t.elapsed());
+            took.push(t.elapsed());
             std::thread::sleep(Duration::from_millis(50));
         }
+        let slow = took.iter().filter(|t| **t >= Duration::from_secs(1)).count();
+        let slowest = took.iter().max().copied().unwrap_or_default();
         assert!(
-            slowest < Duration::from_secs(1),
-            "the API took {slowest:?} while strangers hammered the TLS key"
+            slowest < Duration::from_secs(3) && slow * 20 <= took.len(),
+            "the API took up to {slowest:?} ({slow} of {} requests over 1 s) while strangers \
+             hammered the TLS key",
+            took.len()
         );
     };
 

@@ -22,10 +22,13 @@ fn script(dir: &Path, port: u16, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// A base port whose peer and API ranges are free right now.
+/// A base port whose peer and API ranges are free right now. All of them (base to base + 106)
+/// lie between 10,000 and 30,102, below the kernel's ephemeral range (32,768 and up by
+/// default): the script binds them seconds after this check, and a port in that range could
+/// meanwhile be handed to an outgoing connection or a listener on port 0.
 fn free_base() -> u16 {
     for _ in 0..50 {
-        let base = 20_000 + (std::process::id() as u16 % 200) * 100 + (free_port() % 97);
+        let base = 10_000 + (std::process::id() as u16 % 200) * 100 + (free_port() % 97);
         let free = (0..7).all(|i| {
             std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
                 && std::net::TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()

@@ -129,10 +129,11 @@ fn replacing_a_peers_identity_closes_the_old_identitys_links_at_once() {
     let second = signed(&old, "RU-2026-100002", 2);
     let reply = rt.block_on(async {
         let _ = raw.send(&deliver(&second)).await;
-        answer(&mut raw, Duration::from_secs(10)).await
+        answer(&mut raw, Duration::from_secs(30)).await
     });
     assert!(reply.is_none(), "the old identity's link must be closed, not answered: {reply:?}");
-    assert!(changed.elapsed() < Duration::from_secs(5), "closed at once, not by a timeout");
+    // Well before the link's idle timeout (45 s), with room for a busy machine.
+    assert!(changed.elapsed() < Duration::from_secs(15), "closed at once, not by a timeout");
     assert_eq!(
         inn.api.get("/v1/certificates/RU-2026-100002").0,
         404,
@@ -222,9 +223,12 @@ fn a_link_on_a_tls_key_past_its_grace_period_is_closed() {
     // The link opened with the old key is closed when its grace period ends (2 s after the
     // rotation took effect), without anything being sent on it: no idle timeout (45 s) in
     // play.
-    let reply = rt.block_on(answer(&mut raw, Duration::from_secs(10)));
+    let reply = rt.block_on(answer(&mut raw, Duration::from_secs(30)));
     assert!(reply.is_none(), "{reply:?}");
-    assert!(learnt.elapsed() < Duration::from_secs(5), "closed within a second of the grace period's end");
+    assert!(
+        learnt.elapsed() < Duration::from_secs(15),
+        "closed at the grace period's end, not by the idle timeout"
+    );
     // The raw link, the real RU's link into IN and IN's link out to RU (RU presented the old
     // key when IN dialled it) are all on the old key.
     wait_until(Duration::from_secs(5), "IN counts the closures", || {
